@@ -1,0 +1,61 @@
+"""Fixed-size chunking: which byte ranges of a package form which chunk.
+
+A package of ``size`` bytes is cut into ``ceil(size / chunk_size)`` chunks; every chunk
+is ``chunk_size`` bytes except a shorter last one. A zero-byte package has no chunks.
+Chunk sizes are powers of two so that chunk boundaries line up with read blocks and
+with each other, and small enough that blame for a bad chunk falls on one peer.
+"""
+
+from __future__ import annotations
+
+from shoal.core.errors import InvalidChunkSize
+
+KIB = 1024
+MIB = 1024 * KIB
+MIN_CHUNK_SIZE = 64 * KIB
+MAX_CHUNK_SIZE = 16 * MIB
+DEFAULT_CHUNK_SIZE = 1 * MIB
+ALLOWED_CHUNK_SIZES: tuple[int, ...] = tuple(
+    1 << shift for shift in range(MIN_CHUNK_SIZE.bit_length() - 1, MAX_CHUNK_SIZE.bit_length())
+)
+
+
+def validate_chunk_size(chunk_size: int) -> int:
+    """Return ``chunk_size`` if allowed, else raise ``InvalidChunkSize`` saying why."""
+    if chunk_size not in ALLOWED_CHUNK_SIZES:
+        raise InvalidChunkSize(
+            f"chunk size {chunk_size} is not allowed: use a power of two from "
+            f"{MIN_CHUNK_SIZE} (64 KiB) to {MAX_CHUNK_SIZE} (16 MiB)"
+        )
+    return chunk_size
+
+
+def parse_size(text: str) -> int:
+    """Parse a byte count such as ``1048576``, ``64K``, ``64KiB``, ``1M`` or ``16MiB``."""
+    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
+    multiplier = 1
+    for suffix, factor in (("K", KIB), ("M", MIB), ("G", 1024 * MIB)):
+        if cleaned.endswith(suffix):
+            cleaned, multiplier = cleaned[:-1], factor
+            break
+    if not cleaned.isdigit():
+        raise InvalidChunkSize(f"not a size: {text!r} (examples: 65536, 64K, 1M, 16MiB)")
+    return int(cleaned) * multiplier
+
+
+def chunk_count(size: int, chunk_size: int) -> int:
+    """Number of chunks of a package of ``size`` bytes."""
+    return -(-size // chunk_size)
+
+
+def chunk_offset(chunk_index: int, chunk_size: int) -> int:
+    """Byte offset of chunk ``chunk_index`` in the package."""
+    return chunk_index * chunk_size
+
+
+def chunk_length(size: int, chunk_size: int, chunk_index: int) -> int:
+    """Length in bytes of chunk ``chunk_index``; raises IndexError when out of range."""
+    count = chunk_count(size, chunk_size)
+    if not 0 <= chunk_index < count:
+        raise IndexError(f"chunk index {chunk_index} out of range 0..{count - 1}")
+    return min(chunk_size, size - chunk_index * chunk_size)
