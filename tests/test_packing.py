@@ -6,6 +6,7 @@ import hashlib
 import io
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -97,3 +98,20 @@ def test_progress_is_reported_up_to_the_full_size() -> None:
     pack_stream(io.BytesIO(data), on_progress=seen.append)
     assert seen == sorted(seen)
     assert seen[-1] == len(data)
+
+
+@pytest.mark.parametrize("chunk_size", ALLOWED_CHUNK_SIZES)
+def test_every_allowed_chunk_size_at_every_kind_of_boundary(chunk_size: int) -> None:
+    data = random.Random(chunk_size).randbytes(2 * chunk_size + 1)
+    for size in (
+        0,
+        1,
+        chunk_size - 1,
+        chunk_size,
+        chunk_size + 1,
+        2 * chunk_size,
+        2 * chunk_size + 1,
+    ):
+        manifest = pack_stream(io.BytesIO(data[:size]), chunk_size)
+        assert list(manifest.chunk_hashes) == reference_hashes(data[:size], chunk_size)
+        assert manifest.sha256 == hashlib.sha256(data[:size]).digest()
