@@ -109,3 +109,19 @@ def test_scheduling_invariants_hold_under_any_sequence(
             banned |= {peer} if action == "ban" else set()
             for peers in outstanding.values():
                 peers.discard(peer)
+
+
+def test_the_origin_is_asked_only_for_chunks_no_peer_holds() -> None:
+    server = "server"
+    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(6), max_in_flight_per_peer=6)
+    picker.peer_has(server, ChunkSet.full(6), origin=True)
+    picker.peer_has("neighbour", ChunkSet(6, [0, 1, 2]))
+    requests = picker.next_requests()
+    assert sorted(chunk for peer, chunk in requests if peer == server) == [3, 4, 5]
+    assert sorted(chunk for peer, chunk in requests if peer == "neighbour") == [0, 1, 2]
+    # Endgame never duplicates onto the WAN; a neighbour that goes away hands its
+    # chunks to the origin.
+    picker.received(3, server)
+    assert picker.next_requests() == []
+    assert sorted(picker.peer_gone("neighbour")) == [0, 1, 2]
+    assert sorted(chunk for _, chunk in picker.next_requests()) == [0, 1, 2]

@@ -16,6 +16,10 @@ sends them, and reports back with ``received``/``failed``.
   ``received`` returns the other peers whose duplicate request should be cancelled.
 * **Bans**: a peer that served a bad chunk is banned for this content: its requests
   are released and it is never asked again.
+* **Origin of last resort**: a peer added with ``origin=True`` (the P2P server, over
+  the WAN) is asked only for chunks that no other peer holds, and never for endgame
+  duplicates, so the office's WAN link carries each chunk once. Rarity counts only
+  the other peers.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class ChunkPicker(Generic[Peer]):
         self._in_flight: dict[int, set[Peer]] = {}
         self._peer_load: dict[Peer, int] = {}
         self._banned: set[Peer] = set()
+        self._origins: set[Peer] = set()
         self._order: list[int] | None = None
 
     # ------------------------------------------------------------ knowledge
@@ -75,21 +80,33 @@ class ChunkPicker(Generic[Peer]):
     def in_flight(self, peer: Peer) -> int:
         return self._peer_load.get(peer, 0)
 
-    def peer_has(self, peer: Peer, availability: ChunkSet) -> None:
-        """Replace what ``peer`` is known to hold (an availability answer)."""
+    def peer_has(self, peer: Peer, availability: ChunkSet, *, origin: bool = False) -> None:
+        """Replace what ``peer`` is known to hold (an availability answer).
+
+        ``origin`` marks the origin of last resort (see the module docstring).
+        """
         if peer in self._banned:
             return
         if availability.count != self._count:
             raise ValueError(f"availability for {availability.count} chunks, not {self._count}")
-        previous = self._availability.get(peer)
-        if previous is not None:
-            for chunk_index in previous:
-                self._holders[chunk_index] -= 1
+        self._forget_availability(peer)
         self._availability[peer] = availability.copy()
         self._peer_load.setdefault(peer, 0)
+        if origin:
+            self._origins.add(peer)
+            return
         for chunk_index in availability:
             self._holders[chunk_index] += 1
         self._order = None
+
+    def _forget_availability(self, peer: Peer) -> ChunkSet | None:
+        previous = self._availability.pop(peer, None)
+        if previous is not None and peer not in self._origins:
+            for chunk_index in previous:
+                self._holders[chunk_index] -= 1
+            self._order = None
+        self._origins.discard(peer)
+        return previous
 
     def peer_has_chunk(self, peer: Peer, chunk_index: int) -> None:
         """``peer`` announced one more chunk (it finished it)."""
@@ -99,17 +116,13 @@ class ChunkPicker(Generic[Peer]):
         if availability is None:
             availability = self._availability[peer] = ChunkSet(self._count)
             self._peer_load.setdefault(peer, 0)
-        if availability.add(chunk_index):
+        if availability.add(chunk_index) and peer not in self._origins:
             self._holders[chunk_index] += 1
             self._order = None
 
     def peer_gone(self, peer: Peer) -> list[int]:
         """Forget ``peer``; return the chunk indexes whose requests to it are released."""
-        availability = self._availability.pop(peer, None)
-        if availability is not None:
-            for chunk_index in availability:
-                self._holders[chunk_index] -= 1
-            self._order = None
+        self._forget_availability(peer)
         released = [index for index, peers in self._in_flight.items() if peer in peers]
         for chunk_index in released:
             self._release(chunk_index, peer)
@@ -178,10 +191,15 @@ class ChunkPicker(Generic[Peer]):
     def _pick(
         self, order: list[int], availability: ChunkSet, peer: Peer, duplicates_allowed: int
     ) -> int | None:
+        origin = peer in self._origins
         for chunk_index in order:
             if chunk_index in self._have or chunk_index not in availability:
                 continue
             asked = self._in_flight.get(chunk_index)
+            if origin:
+                if asked is None and self._holders[chunk_index] == 0:
+                    return chunk_index
+                continue
             if asked is None:
                 return chunk_index
             if peer not in asked and len(asked) < duplicates_allowed:
