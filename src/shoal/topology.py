@@ -396,16 +396,19 @@ def _overlaps(offices: Iterable[Office]) -> list[TopologyProblem]:
 
 
 def _parents_first(root: Office, offices: Mapping[str, Office]) -> tuple[Office, ...]:
-    children: dict[str, list[Office]] = {}
-    for office in offices.values():
-        if office.parent is not None:
-            children.setdefault(office.parent, []).append(office)
-    ordered: list[Office] = []
-    queue = [root]
-    while queue:
-        office = queue.pop(0)
-        ordered.append(office)
-        queue.extend(children.get(office.name, []))
+    """Offices in their given order, except that a parent always comes before a child."""
+    ordered: list[Office] = [root]
+    placed = {root.name}
+    remaining = [office for office in offices.values() if office is not root]
+    while remaining:
+        waiting: list[Office] = []
+        for office in remaining:
+            if office.parent in placed:
+                ordered.append(office)
+                placed.add(office.name)
+            else:
+                waiting.append(office)
+        remaining = waiting
     return tuple(ordered)
 
 
