@@ -38,6 +38,7 @@ from shoal.core.signing import SigningKey, VerifyKey
 TOKEN_PREFIX = "SHOAL1"
 DEV_VENDOR_KEY = Path(__file__).with_name("dev_vendor_key.pem")
 MAX_SEATS = 10_000_000
+SIGNATURE_SIZE = 64
 
 
 class LicenceError(ShoalError, ValueError):
@@ -120,6 +121,11 @@ def read_licence(key_text: str, vendor: VerifyKey) -> Licence:
         signature = _b64decode(parts[2])
     except (binascii.Error, ValueError):
         raise LicenceMalformed("licence key is not valid base64 (was it copied whole?)") from None
+    if len(signature) != SIGNATURE_SIZE:
+        raise LicenceMalformed(
+            f"licence key signature is {len(signature)} bytes, not {SIGNATURE_SIZE} "
+            "(was it copied whole?)"
+        )
     try:
         fields = json.loads(payload)
         licence = Licence(
