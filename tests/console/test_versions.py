@@ -29,7 +29,7 @@ def test_newer_major_tells_the_receiver_to_upgrade():
 
 
 def test_older_major_must_reach_the_receivers_major():
-    with pytest.raises(IncompatibleVersion, match="upgrade the client to 1.0.0 or later"):
+    with pytest.raises(IncompatibleVersion, match=r"upgrade the client to 1\.0\.0 or later"):
         check_compatible(Role.SERVER, Role.CLIENT, "0.9.0", receiver_version="1.2.0")
 
 
