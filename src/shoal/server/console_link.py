@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +132,11 @@ class ConsoleLink:
         self.address = address
         self.version = version
         self.console_key: VerifyKey | None = None
-        verify: Any = str(ca_certificate) if ca_certificate is not None else True
+        verify: Any = (
+            ssl.create_default_context(cafile=ca_certificate)
+            if ca_certificate is not None
+            else True
+        )
         self._http = httpx.Client(
             base_url=self.base_url + "/api/v1/link",
             verify=verify,
@@ -217,8 +222,9 @@ class ConsoleLink:
 
     def fetch_manifest(self, content_id: str) -> tuple[Manifest, bytes]:
         """The manifest of ``content_id``, its console signature checked; and its bytes."""
+        key = self._key()
         data = self._request("GET", f"/content/{content_id}/manifest").content
-        manifest = verify_manifest_file(data, [self._key()])
+        manifest = verify_manifest_file(data, [key])
         if manifest.content_id.hex != content_id:
             raise ConsoleAnswerInvalid(
                 f"console sent manifest {manifest.content_id.short} for {content_id[:12]}"
@@ -275,8 +281,8 @@ class ConsoleLink:
 
     def assignments(self) -> dict[str, Any]:
         """The assignments document, its console signature checked."""
-        answer = self._request("GET", "/assignments").json()
         key = self._key()
+        answer = self._request("GET", "/assignments").json()
         if answer["key_id"] != key.key_id.hex():
             raise ConsoleAnswerInvalid("assignments signed by another key than the console's")
         try:
