@@ -28,9 +28,9 @@ def cli() -> None:
 
 def _register_commands() -> None:
     # Each role keeps its commands in its own module; the group only collects them.
-    from shoal.commands import bench, content, store
+    from shoal.commands import bench, console, content, license, store
 
-    for module in (content, store, bench):
+    for module in (content, store, console, license, bench):
         for command in module.COMMANDS:
             cli.add_command(command)
 

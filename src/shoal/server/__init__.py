@@ -1,1 +1,1 @@
-"""The P2P server: activation, client registry, rendezvous, origin of last resort."""
+"""The P2P server: its link to the console, client registry, rendezvous, origin."""
