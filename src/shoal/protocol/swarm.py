@@ -169,9 +169,11 @@ class ChunkPicker(Generic[Peer]):
             self._order = missing
         return self._order
 
-    def next_requests(self) -> list[tuple[Peer, int]]:
-        """Requests to send now, filling every peer's pipeline."""
+    def next_requests(self, limit: int | None = None) -> list[tuple[Peer, int]]:
+        """Requests to send now, filling every peer's pipeline (at most ``limit``)."""
         requests: list[tuple[Peer, int]] = []
+        if limit is not None and limit <= 0:
+            return requests
         order = self._candidate_order()
         peers = sorted(self._availability, key=lambda peer: self._peer_load.get(peer, 0))
         for duplicates_allowed in (1, self.endgame_duplicates):
@@ -184,6 +186,8 @@ class ChunkPicker(Generic[Peer]):
                     self._in_flight.setdefault(chunk_index, set()).add(peer)
                     self._peer_load[peer] += 1
                     requests.append((peer, chunk_index))
+                    if limit is not None and len(requests) >= limit:
+                        return requests
             if any(index not in self._in_flight for index in order):
                 break  # not endgame yet: unrequested chunks remain, nobody idle has them
         return requests
