@@ -2,7 +2,8 @@
 
 The network is a discrete-event simulation: every datagram an engine hands out is
 delivered after ``delay`` (+ uniform ``jitter``, which reorders), unless dropped at
-random (``loss``); it may be delivered twice (``duplicate``). An optional bottleneck
+random (``loss``); it may be delivered twice (``duplicate``) or held back so that later
+ones overtake it (``reorder``). An optional bottleneck
 (``rate`` bytes/s, drop-tail queue of ``queue_bytes``) makes queuing delay grow with
 the load, as a real router does -- that is what LEDBAT must react to. Everything is
 seeded, so every run is the same.
@@ -57,6 +58,9 @@ class Path:
 
     delay: float = 0.0005
     jitter: float = 0.0
+    #: Probability that a datagram is held back by ``reorder_delay`` (arrives late).
+    reorder: float = 0.0
+    reorder_delay: float = 0.002
     loss: float = 0.0
     duplicate: float = 0.0
     #: Bottleneck in bytes/s (None: infinitely fast).
@@ -152,6 +156,8 @@ class Network:
                     + path.extra_delay
                     + self.random.uniform(0.0, path.jitter)
                 )
+                if path.reorder and self.random.random() < path.reorder:
+                    arrival += path.reorder_delay
                 self._sequence += 1
                 heapq.heappush(
                     self._in_flight, (arrival, self._sequence, node.address, destination, payload)
@@ -185,9 +191,14 @@ class Network:
     def run(self, until: Callable[[], bool], *, timeout: float = 60.0) -> None:
         """Step until ``until()`` holds; fail if the fake clock passes ``timeout`` seconds."""
         deadline = self.now + timeout
+        last_now, steps_without_progress = self.now, 0
         while not until():
             if not self.step() or self.now > deadline:
                 raise AssertionError(f"network stalled or timed out at t={self.now:.3f}")
+            steps_without_progress = steps_without_progress + 1 if self.now == last_now else 0
+            last_now = self.now
+            if steps_without_progress > 10_000:
+                raise AssertionError(f"an engine timer is stuck at t={self.now:.6f}")
 
     def run_for(self, seconds: float) -> None:
         """Step for ``seconds`` of fake time (or until nothing is left to happen)."""
