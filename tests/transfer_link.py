@@ -40,6 +40,8 @@ class Node:
     #: (content ID, chunk index) -> bytes this node serves when asked.
     chunks: dict[tuple[ContentId, int], bytes] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    #: Fake-clock time at which each event in ``events`` was taken.
+    event_times: list[float] = field(default_factory=list)
     #: When False the node answers no requests (the application never calls back).
     serving: bool = True
 
@@ -47,6 +49,13 @@ class Node:
         """Make a chunk available; return its SHA-256 (what a manifest would hold)."""
         self.chunks[(content_id, chunk_index)] = data
         return hashlib.sha256(data).digest()
+
+    def time_of_first(self, kind: type) -> float:
+        """Fake-clock time of the first event of ``kind`` (KeyError if none)."""
+        for event, when in zip(self.events, self.event_times, strict=True):
+            if isinstance(event, kind):
+                return when
+        raise KeyError(kind.__name__)
 
     def events_of(self, kind: type[_T]) -> list[_T]:
         return [event for event in self.events if isinstance(event, kind)]
@@ -115,6 +124,7 @@ class Network:
         engine = node.engine
         while (event := engine.next_event()) is not None:
             node.events.append(event)
+            node.event_times.append(self.now)
             if isinstance(event, ChunkRequested) and node.serving:
                 data = node.chunks.get((event.content_id, event.chunk_index))
                 if data is None:

@@ -218,9 +218,19 @@ class Ledbat:
         else:
             if self.cwnd < self.ssthresh:
                 self.ssthresh = self.cwnd
-            # RFC 6817 §2.4.2: cwnd += GAIN * off_target * bytes_newly_acked * MSS / cwnd.
-            off_target = (self.target_us - queuing_delay) / self.target_us
-            self.cwnd += self.gain * off_target * newly_acked / self.cwnd
+            if queuing_delay <= self.target_us:
+                # RFC 6817 §2.4.2: cwnd += GAIN * off_target * bytes_newly_acked * MSS / cwnd.
+                off_target = (self.target_us - queuing_delay) / self.target_us
+                self.cwnd += self.gain * off_target * newly_acked / self.cwnd
+            else:
+                # Above TARGET, RFC 6817's linear decrease takes minutes to give way to a
+                # loss-based flow that keeps a deep queue full (the "latecomer" problem);
+                # LEDBAT++ (draft-irtf-iccrg-ledbat-plus-plus §4.3) decreases in
+                # proportion to the window, at most halving it per round trip:
+                # W += max(GAIN - W * (delay / TARGET - 1), -W / 2) per RTT.
+                excess = queuing_delay / self.target_us - 1.0
+                per_rtt = max(self.gain - self.cwnd * excess, -self.cwnd / 2)
+                self.cwnd += per_rtt * newly_acked / self.cwnd
         # RFC 6817 §2.4.2: max_allowed_cwnd = flightsize + ALLOWED_INCREASE * MSS.
         allowed = in_flight + newly_acked + 1.0
         if self.cwnd > allowed:
