@@ -89,7 +89,7 @@ class DiscoveryConfig:
     scope: tuple[str, ...]
     local_addresses: tuple[str, ...] = ()
     query_interval: float = 1.0
-    push_interval: float = 0.1
+    push_interval: float = 0.02
     interest_seconds: float = 5.0
 
 
@@ -153,7 +153,8 @@ class DiscoveryMachine:
         """What we hold of ``content_id`` (replaces; an empty set stops answering)."""
         holding = self._holdings.get(content_id)
         if not chunks:
-            self._holdings.pop(content_id, None)
+            if holding is not None:
+                holding.chunks = ChunkSet(0)  # stop answering, keep the interest
             return
         if holding is None:
             self._holdings[content_id] = _Holding(chunks.copy())
@@ -168,6 +169,8 @@ class DiscoveryMachine:
         holding = self._holdings.get(content_id)
         if holding is None:
             holding = self._holdings[content_id] = _Holding(ChunkSet(chunk_count))
+        elif holding.chunks.count != chunk_count:
+            holding.chunks = ChunkSet(chunk_count)  # interest recorded before our first chunk
         holding.chunks.add(chunk_index)
         self._schedule_push(holding, now)
 
@@ -212,12 +215,17 @@ class DiscoveryMachine:
 
     def _on_who_has(self, message: WhoHas, addr: Address, now: float) -> None:
         holding = self._holdings.get(message.content_id)
+        if holding is None and message.content_id in self._searches:
+            # We want it too: remember the asker, so our first chunk reaches it at once.
+            holding = self._holdings[message.content_id] = _Holding(ChunkSet(0))
         if holding is None:
             return
         if len(holding.interested) >= MAX_INTERESTED_PEERS:
             self._forget_stale_interest(holding, now)
         if len(holding.interested) < MAX_INTERESTED_PEERS:
             holding.interested[addr[0]] = now
+        if not holding.chunks:
+            return
         self.counters.queries_answered += 1
         self._outbox.append(
             (encode_datagram(Have(message.query_id, message.content_id, holding.chunks)), addr)

@@ -162,6 +162,14 @@ class SimNetwork:
         """The host stops: it sends nothing more and drops what reaches it."""
         host.alive = False
 
+    def restart(self, host: Host, machines: dict[int, Machine], application: Application) -> None:
+        """The host comes back with new machines (a restarted process)."""
+        host.machines = dict(machines)
+        host.application = application
+        host.armed.clear()
+        host.alive = True
+        self.pump(host)
+
     # ------------------------------------------------------------- running
 
     def at(self, when: float, action: Callable[[], None]) -> None:
@@ -213,33 +221,56 @@ class SimNetwork:
 
     def _route(self, sender: Host, port: int, data: bytes, destination: Address) -> None:
         ip, destination_port = destination
-        size = len(data) + UDP_IP_OVERHEAD
-        leaves_nic = sender.up.transmit(size, self.now, self.rng)
-        if leaves_nic is None:
-            return
         source = (sender.ip, port)
         if ip == sender.office.broadcast or ip == "255.255.255.255":
-            for neighbour in sender.office.hosts.values():
-                if neighbour is not sender and destination_port in neighbour.machines:
-                    self._deliver(neighbour, leaves_nic, size, data, source, destination_port)
+            neighbours = [
+                neighbour
+                for neighbour in sender.office.hosts.values()
+                if neighbour is not sender and destination_port in neighbour.machines
+            ]
+
+            def fan_out() -> None:
+                for neighbour in neighbours:
+                    self._forward([neighbour.down], data, source, neighbour, destination_port)
+
+            self._forward([sender.up], data, source, None, destination_port, fan_out)
             return
         receiver = self.hosts.get(ip)
         if receiver is None:
             return  # no such host: the datagram is lost, as on a real network
-        arrival: float | None = leaves_nic
+        path = [sender.up]
         if receiver.office is not sender.office:
-            arrival = sender.office.wan_up.transmit(size, leaves_nic, self.rng)
-            if arrival is not None:
-                arrival = receiver.office.wan_down.transmit(size, arrival, self.rng)
-        if arrival is not None:
-            self._deliver(receiver, arrival, size, data, source, destination_port)
+            path += [sender.office.wan_up, receiver.office.wan_down]
+        path.append(receiver.down)
+        self._forward(path, data, source, receiver, destination_port)
 
-    def _deliver(
-        self, receiver: Host, when: float, size: int, data: bytes, source: Address, port: int
+    def _forward(
+        self,
+        path: list[Link],
+        data: bytes,
+        source: Address,
+        receiver: Host | None,
+        port: int,
+        then: Callable[[], None] | None = None,
     ) -> None:
-        arrival = receiver.down.transmit(size, when, self.rng)
+        """Cross ``path`` one link at a time, each when the datagram reaches it.
+
+        A link queues datagrams in the order they reach it, so each hop is its own
+        event: transmitting on a later link at send time would let a datagram still
+        queued upstream delay traffic that reaches that link first.
+        """
+        size = len(data) + UDP_IP_OVERHEAD
+        arrival = path[0].transmit(size, self.now, self.rng)
         if arrival is None:
             return
+        rest = path[1:]
+        if rest:
+            self.at(arrival, lambda: self._forward(rest, data, source, receiver, port, then))
+            return
+        if then is not None:
+            self.at(arrival, then)
+            return
+        assert receiver is not None
 
         def receive() -> None:
             machine = receiver.machines.get(port)
