@@ -35,6 +35,7 @@ is told), and the following datagrams still go out.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import socket
 import struct
@@ -115,7 +116,7 @@ class SocketCounters:
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a JSON-ready mapping."""
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        return dataclasses.asdict(self)
 
 
 class SendOutcome(NamedTuple):
