@@ -28,9 +28,9 @@ def cli() -> None:
 
 def _register_commands() -> None:
     # Each role keeps its commands in its own module; the group only collects them.
-    from shoal.commands import content
+    from shoal.commands import bench, content
 
-    for module in (content,):
+    for module in (content, bench):
         for command in module.COMMANDS:
             cli.add_command(command)
 
