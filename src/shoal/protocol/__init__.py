@@ -1,0 +1,1 @@
+"""Sans-I/O protocol machines: no sockets, no clocks; time is always passed in."""

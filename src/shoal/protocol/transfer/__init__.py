@@ -1,0 +1,44 @@
+"""Reliable chunk transfer over UDP as a sans-I/O state machine (see ``engine``)."""
+
+from shoal.protocol.transfer.config import TransferConfig
+from shoal.protocol.transfer.congestion import Ledbat, NewReno, RttEstimator
+from shoal.protocol.transfer.engine import TransferCounters, TransferEngine
+from shoal.protocol.transfer.events import (
+    Address,
+    ChunkCorrupted,
+    ChunkDelivered,
+    ChunkReceived,
+    ChunkRefused,
+    ChunkRequested,
+    Event,
+    RequestCancelled,
+    Role,
+    TransferTimedOut,
+    VersionRejected,
+)
+from shoal.protocol.transfer.states import LocalProtocolError, TooManyDownloads
+from shoal.wire.messages import Mode, RefusalReason
+
+__all__ = [
+    "Address",
+    "ChunkCorrupted",
+    "ChunkDelivered",
+    "ChunkReceived",
+    "ChunkRefused",
+    "ChunkRequested",
+    "Event",
+    "Ledbat",
+    "LocalProtocolError",
+    "Mode",
+    "NewReno",
+    "RefusalReason",
+    "RequestCancelled",
+    "Role",
+    "RttEstimator",
+    "TooManyDownloads",
+    "TransferConfig",
+    "TransferCounters",
+    "TransferEngine",
+    "TransferTimedOut",
+    "VersionRejected",
+]

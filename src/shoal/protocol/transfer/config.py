@@ -1,0 +1,82 @@
+"""Tunables of the transfer engine, with the reason for each default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from shoal.core.chunking import MAX_CHUNK_SIZE
+from shoal.wire.messages import DATA_HEADER_SIZE, MAX_DATAGRAM_SIZE
+from shoal.wire.messages import MAX_ACK_RANGES as WIRE_MAX_ACK_RANGES
+
+
+@dataclass(frozen=True, slots=True)
+class TransferConfig:
+    """Configuration of one ``TransferEngine``; every field has a working default."""
+
+    #: Largest UDP payload we send. 1400 fits Ethernet (1500) after IPv6/UDP headers and a
+    #: tunnel or two, so nothing is ever IP-fragmented.
+    max_datagram_size: int = 1400
+    #: Acknowledge after this many data packets...
+    ack_every_packets: int = 16
+    #: ...or this long after the first unacknowledged one (RFC 9000 §13.2.1 uses 25 ms;
+    #: a LAN wants the sender to learn sooner).
+    max_ack_delay: float = 0.002
+    #: Segments beyond the cumulative point a sender may have outstanding per transfer.
+    receive_window_packets: int = 2048
+    #: Congestion window at the start of a flow, in packets (RFC 6928 uses 10).
+    initial_window_packets: int = 10
+    #: Smallest congestion window, in packets (RFC 5681 §3.1 loss window, 2 for acks).
+    min_window_packets: int = 2
+    #: Largest congestion window, in packets (bounds in-flight state per flow).
+    max_window_packets: int = 8192
+    #: RTT assumed before the first sample (RFC 6298 §2.1 says 1 s; this is a LAN).
+    initial_rtt: float = 0.1
+    #: RFC 6298 §2.4 rounds the RTO up to 1 s; on a LAN that wastes seconds per loss
+    #: burst, so shoal uses a smaller floor as RFC 6298 §4 allows for known paths.
+    min_rto: float = 0.03
+    max_rto: float = 2.0
+    #: A peer silent for this long ends its transfers with ``TransferTimedOut``.
+    idle_timeout: float = 5.0
+    #: Packets sent back to back before the pacer makes the sender wait.
+    pacing_burst_packets: int = 32
+    #: Pacing rate = gain * cwnd / srtt (Linux uses 2 in slow start, 1.25 after).
+    pacing_gain_slow_start: float = 2.0
+    pacing_gain: float = 1.25
+    #: LEDBAT target queuing delay (RFC 6817 §2.4.2 TARGET; at most 100 ms, §3.2).
+    ledbat_target_delay: float = 0.1
+    #: LEDBAT GAIN (RFC 6817 §2.4.2: at most 1).
+    ledbat_gain: float = 1.0
+    #: Minutes of base-delay history (RFC 6817 §3.4.2 BASE_HISTORY = 10).
+    ledbat_base_history: int = 10
+    #: Samples in the current-delay filter (RFC 6817 §3.4.2 CURRENT_FILTER).
+    ledbat_current_filter: int = 4
+    #: Largest chunk a peer may request (the largest allowed chunk size).
+    max_chunk_length: int = MAX_CHUNK_SIZE
+    #: Chunks this engine may be receiving at once (each holds a chunk-sized buffer).
+    max_downloads: int = 64
+    #: Chunks this engine serves at once, in total and per peer; more are refused BUSY.
+    max_uploads: int = 256
+    max_uploads_per_peer: int = 32
+    #: Peers with congestion state kept when idle (oldest idle ones are forgotten).
+    max_idle_flows: int = 1024
+    #: Finished request IDs remembered, to answer late datagrams about them.
+    recent_requests: int = 4096
+    #: Control datagrams (acks, replies) queued before the shell collects them.
+    max_control_queue: int = 8192
+    #: A transfer gives up when it has sent this many times its segment count.
+    max_transmissions_factor: int = 16
+    #: Largest number of ranges one ACK carries.
+    max_ack_ranges: int = WIRE_MAX_ACK_RANGES
+
+    def __post_init__(self) -> None:
+        if not DATA_HEADER_SIZE + 64 <= self.max_datagram_size <= MAX_DATAGRAM_SIZE:
+            raise ValueError(f"max_datagram_size {self.max_datagram_size} out of range")
+        if not 1 <= self.max_ack_ranges <= WIRE_MAX_ACK_RANGES:
+            raise ValueError(f"max_ack_ranges must be 1..{WIRE_MAX_ACK_RANGES}")
+        if self.ack_every_packets < 1 or self.min_window_packets < 1:
+            raise ValueError("ack_every_packets and min_window_packets must be >= 1")
+
+    @property
+    def segment_size(self) -> int:
+        """Chunk bytes carried per data datagram."""
+        return self.max_datagram_size - DATA_HEADER_SIZE

@@ -1,0 +1,1195 @@
+"""The transfer engine: reliable, congestion-controlled chunk transfer over datagrams.
+
+Theory of operation
+-------------------
+One ``TransferEngine`` serves one local UDP socket: it receives chunks it asked for and
+sends chunks peers asked for, to and from many peers at once. It never touches a socket
+or a clock: the shell hands it datagrams (``receive_datagram``) and timer expiries
+(``handle_timer``), and collects what to send (``datagrams_to_send``), when to wake it
+(``get_timer``) and what happened (``next_event``) -- the aioquic model.
+
+*Receiving.* ``request_chunk`` sends CHUNK_REQUEST (repeated on a backing-off timer
+until the first answer). DATA segments are copied once, by slice assignment, into a
+buffer of the chunk's length allocated on the first segment. The receiver acknowledges
+every ``ack_every_packets`` packets, after ``max_ack_delay`` at the latest, and at once
+when a new gap appears (so the sender learns of a loss within a round trip). An ACK
+carries the cumulative segment count, up to ``max_ack_ranges`` ranges above it, the
+largest packet number seen (for RTT), and the one-way delay of the newest packet (for
+LEDBAT). The last segment triggers a SHA-256 check: ``ChunkReceived`` or
+``ChunkCorrupted`` naming the peer.
+
+*Sending.* ``ChunkRequested`` asks the application for the bytes; ``send_chunk`` hands
+them over (kept by reference, never copied). Each (peer, mode) pair is a *flow* with
+its own RTT estimator (RFC 6298), congestion controller (NewReno in the foreground,
+LEDBAT in the background) and pacer; the flow's transfers share its window round-robin.
+Every transmission gets a new packet number, so a loss is declared per RFC 9002 §6.1
+(three later packets acknowledged, or 9/8 RTT passed since a later one was) and the
+retransmission timer (RFC 6298 §5) covers the tail. All per-packet bookkeeping lives in
+preallocated ``bytearray``/``array`` tables indexed by segment or packet number; the hot
+path allocates only the outgoing datagram.
+
+*Bounds.* Downloads, uploads (in total and per peer), idle flows, remembered request
+IDs, queued control datagrams and transmissions per chunk are all capped by
+``TransferConfig``; whatever a peer sends beyond them is refused or dropped, and counted
+in ``TransferCounters``.
+
+State transitions are in ``states.py`` as data tables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from array import array
+from collections import OrderedDict, deque
+from dataclasses import dataclass, fields
+from typing import TypeVar
+
+from shoal.core.ids import ContentId
+from shoal.protocol.transfer.config import TransferConfig
+from shoal.protocol.transfer.congestion import Ledbat, NewReno, RttEstimator
+from shoal.protocol.transfer.events import (
+    Address,
+    ChunkCorrupted,
+    ChunkDelivered,
+    ChunkReceived,
+    ChunkRefused,
+    ChunkRequested,
+    Event,
+    RequestCancelled,
+    Role,
+    TransferTimedOut,
+    VersionRejected,
+)
+from shoal.protocol.transfer.states import (
+    LocalProtocolError,
+    ReceiveInput,
+    ReceiveState,
+    SendInput,
+    SendState,
+    TooManyDownloads,
+    next_receive_state,
+    next_send_state,
+)
+from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
+from shoal.wire.messages import (
+    DATA_HEADER,
+    DATA_HEADER_SIZE,
+    MAGIC,
+    MAX_PROTOCOL_VERSION,
+    MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+    Ack,
+    Cancel,
+    ChunkRequest,
+    Data,
+    Have,
+    MessageType,
+    Mode,
+    Refusal,
+    RefusalReason,
+    VersionError,
+    WhoHas,
+    decode_datagram,
+    encode_datagram,
+)
+
+_K = TypeVar("_K")
+_DATA_FIELDS = struct.Struct(">IIII")
+_ACK_HEAD = struct.Struct(">2sBBIIIIIIB")
+_ACK_RANGE = struct.Struct(">II")
+_DATA_CODE = int(MessageType.DATA)
+_MAGIC_0, _MAGIC_1 = MAGIC[0], MAGIC[1]
+_U32_MASK = 0xFFFFFFFF
+#: RFC 9002 §6.1.1 kPacketThreshold.
+_PACKET_THRESHOLD = 3
+#: RFC 9002 §6.1.2 kTimeThreshold.
+_TIME_THRESHOLD = 9 / 8
+
+
+@dataclass(slots=True)
+class TransferCounters:
+    """What the engine saw and did; every dropped or refused input is counted here."""
+
+    datagrams_received: int = 0
+    datagrams_sent: int = 0
+    data_packets_sent: int = 0
+    data_packets_retransmitted: int = 0
+    payload_bytes_sent: int = 0
+    payload_bytes_received: int = 0
+    acks_sent: int = 0
+    acks_received: int = 0
+    chunks_received: int = 0
+    chunks_delivered: int = 0
+    #: Dropped: not a shoal datagram at all.
+    wrong_magic: int = 0
+    #: Dropped and answered with VERSION_ERROR.
+    unsupported_version: int = 0
+    version_errors_sent: int = 0
+    version_errors_received: int = 0
+    #: Dropped: truncated, oversized, or a field out of range.
+    malformed: int = 0
+    #: Dropped: about a transfer, from an address we have no transfer with.
+    unknown_sender: int = 0
+    #: Dropped: from a known peer, about a request ID it has no transfer under.
+    unknown_request: int = 0
+    #: About a request that just finished (answered when useful, else dropped).
+    late_datagrams: int = 0
+    #: Dropped: a segment index beyond the chunk, or a payload of the wrong length.
+    data_outside_chunk: int = 0
+    duplicate_data: int = 0
+    #: Dropped: an ACK for segments or packets never sent, or out of protocol order.
+    invalid_acks: int = 0
+    #: Refused: a chunk length or segment size this engine does not accept.
+    requests_invalid: int = 0
+    #: Refused BUSY: over ``max_uploads`` or ``max_uploads_per_peer``.
+    requests_refused_busy: int = 0
+    duplicate_requests: int = 0
+    #: Dropped: the control queue was full (the shell is not draining it).
+    control_queue_overflow: int = 0
+    #: Dropped: a discovery datagram (handled by the discovery machine, not here).
+    discovery_datagrams: int = 0
+    chunks_corrupted: int = 0
+    transfers_timed_out: int = 0
+    retransmission_timeouts: int = 0
+    congestion_events: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """All counters by name."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
+
+
+class _Download:
+    """Receiver side of one request."""
+
+    __slots__ = (
+        "ack_deadline",
+        "buffer",
+        "chunk_hash",
+        "chunk_index",
+        "chunk_length",
+        "content_id",
+        "cumulative",
+        "delay_us",
+        "highest_segment",
+        "largest_packet_number",
+        "largest_time",
+        "last_heard",
+        "last_length",
+        "last_segment",
+        "mode",
+        "peer",
+        "received",
+        "received_count",
+        "request_datagram",
+        "request_id",
+        "retry_at",
+        "retry_interval",
+        "segment_count",
+        "segment_size",
+        "state",
+        "unacked",
+    )
+
+    def __init__(
+        self,
+        request_id: int,
+        peer: Address,
+        content_id: ContentId,
+        chunk_index: int,
+        chunk_length: int,
+        chunk_hash: bytes,
+        mode: Mode,
+        segment_size: int,
+        now: float,
+    ) -> None:
+        self.request_id = request_id
+        self.peer = peer
+        self.content_id = content_id
+        self.chunk_index = chunk_index
+        self.chunk_length = chunk_length
+        self.chunk_hash = chunk_hash
+        self.mode = mode
+        self.segment_size = segment_size
+        self.segment_count = -(-chunk_length // segment_size)
+        self.last_segment = self.segment_count - 1
+        self.last_length = chunk_length - self.last_segment * segment_size
+        self.state = ReceiveState.REQUESTED
+        self.buffer: bytearray | None = None
+        self.received = bytearray(self.segment_count)
+        self.received_count = 0
+        self.cumulative = 0
+        self.highest_segment = -1
+        self.largest_packet_number = -1
+        self.largest_time = now
+        self.delay_us = 0
+        self.unacked = 0
+        self.ack_deadline: float | None = None
+        self.last_heard = now
+        self.retry_at = now
+        self.retry_interval = 0.0
+        self.request_datagram = b""
+
+
+class _Flow:
+    """Congestion state shared by every chunk we send to one peer in one mode."""
+
+    __slots__ = (
+        "cc",
+        "in_flight",
+        "key",
+        "last_refill",
+        "pacing_wait_until",
+        "recovery_start",
+        "round_robin",
+        "rtt",
+        "tokens",
+        "uploads",
+    )
+
+    def __init__(self, key: tuple[Address, Mode], config: TransferConfig, now: float) -> None:
+        self.key = key
+        self.cc: NewReno | Ledbat = Ledbat(config) if key[1] is Mode.BACKGROUND else NewReno(config)
+        self.rtt = RttEstimator(config.initial_rtt, config.min_rto, config.max_rto)
+        self.in_flight = 0
+        self.tokens = float(config.pacing_burst_packets)
+        self.last_refill = now
+        self.pacing_wait_until: float | None = None
+        self.recovery_start = float("-inf")
+        self.round_robin = 0
+        self.uploads: list[_Upload] = []
+
+
+class _Upload:
+    """Sender side of one request."""
+
+    __slots__ = (
+        "acked",
+        "acked_count",
+        "chunk_index",
+        "chunk_length",
+        "content_id",
+        "cumulative",
+        "data",
+        "flow",
+        "in_flight",
+        "largest_acked_packet",
+        "last_heard",
+        "last_packet",
+        "mode",
+        "next_new",
+        "peer",
+        "peer_window",
+        "queue",
+        "request_id",
+        "retransmit",
+        "rto_deadline",
+        "segment_count",
+        "segment_size",
+        "sent_segment",
+        "sent_time",
+        "state",
+    )
+
+    def __init__(self, peer: Address, request: ChunkRequest, now: float) -> None:
+        self.peer = peer
+        self.request_id = request.request_id
+        self.content_id = request.content_id
+        self.chunk_index = request.chunk_index
+        self.chunk_length = request.chunk_length
+        self.mode = request.mode
+        self.segment_size = request.segment_size
+        self.segment_count = -(-request.chunk_length // request.segment_size)
+        self.peer_window = request.receive_window
+        self.state = SendState.AWAITING_APPLICATION
+        self.last_heard = now
+        self.data: memoryview | None = None
+        self.flow: _Flow | None = None
+        self.acked = bytearray()
+        self.in_flight = bytearray()
+        self.last_packet = array("l")
+        self.sent_segment = array("L")
+        self.sent_time = array("d")
+        self.queue: deque[int] = deque()
+        self.retransmit: deque[int] = deque()
+        self.acked_count = 0
+        self.cumulative = 0
+        self.next_new = 0
+        self.largest_acked_packet = -1
+        self.rto_deadline: float | None = None
+
+    def start(self, data: memoryview, flow: _Flow) -> None:
+        self.data = data
+        self.flow = flow
+        self.acked = bytearray(self.segment_count)
+        self.in_flight = bytearray(self.segment_count)
+        self.last_packet = array("l", [-1]) * self.segment_count
+
+
+class _Finished:
+    """What is remembered of a recently finished request, to answer late datagrams."""
+
+    __slots__ = ("last_reply", "outcome", "peer", "reason", "segment_count")
+
+    def __init__(
+        self,
+        peer: Address,
+        outcome: ReceiveState | SendState,
+        segment_count: int,
+        reason: RefusalReason | None = None,
+    ) -> None:
+        self.peer = peer
+        self.outcome = outcome
+        self.segment_count = segment_count
+        self.reason = reason
+        self.last_reply = float("-inf")
+
+
+class TransferEngine:
+    """Sans-I/O chunk transfer for one local UDP socket (see the module docstring)."""
+
+    def __init__(self, *, config: TransferConfig | None = None, now: float) -> None:
+        self.config = config or TransferConfig()
+        self.counters = TransferCounters()
+        self._segment_size = self.config.segment_size
+        self._downloads: dict[int, _Download] = {}
+        self._downloads_per_peer: dict[Address, int] = {}
+        self._uploads: dict[tuple[Address, int], _Upload] = {}
+        self._uploads_per_peer: dict[Address, int] = {}
+        self._flows: OrderedDict[tuple[Address, Mode], _Flow] = OrderedDict()
+        self._sending_flows: dict[tuple[Address, Mode], _Flow] = {}
+        self._finished_downloads: OrderedDict[int, _Finished] = OrderedDict()
+        self._finished_uploads: OrderedDict[tuple[Address, int], _Finished] = OrderedDict()
+        self._ack_now: dict[int, _Download] = {}
+        self._control: list[tuple[bytes, Address]] = []
+        self._events: deque[Event] = deque()
+        self._next_request_id = 1
+        self._created = now
+
+    # ----------------------------------------------------------------------------------
+    # Receiver side: user calls
+    # ----------------------------------------------------------------------------------
+
+    def request_chunk(
+        self,
+        peer: Address,
+        content_id: ContentId,
+        chunk_index: int,
+        chunk_length: int,
+        chunk_hash: bytes,
+        mode: Mode,
+        now: float,
+    ) -> int:
+        """Ask ``peer`` for a chunk; return the request ID its events will carry.
+
+        The chunk is checked against ``chunk_hash`` (SHA-256) once complete.
+        Raises ``TooManyDownloads`` beyond ``config.max_downloads`` at once.
+        """
+        if len(self._downloads) >= self.config.max_downloads:
+            raise TooManyDownloads(
+                f"already receiving {len(self._downloads)} chunks "
+                f"(max_downloads = {self.config.max_downloads})"
+            )
+        if not 0 < chunk_length <= self.config.max_chunk_length:
+            raise LocalProtocolError(f"chunk length {chunk_length} out of range")
+        if len(chunk_hash) != 32:
+            raise LocalProtocolError("chunk_hash must be a 32-byte SHA-256 digest")
+        request_id = self._next_request_id
+        self._next_request_id = (request_id + 1) & _U32_MASK or 1
+        download = _Download(
+            request_id,
+            peer,
+            content_id,
+            chunk_index,
+            chunk_length,
+            chunk_hash,
+            Mode(mode),
+            self._segment_size,
+            now,
+        )
+        download.request_datagram = encode_datagram(
+            ChunkRequest(
+                request_id=request_id,
+                content_id=content_id,
+                chunk_index=chunk_index,
+                chunk_length=chunk_length,
+                mode=Mode(mode),
+                segment_size=self._segment_size,
+                receive_window=self.config.receive_window_packets,
+            )
+        )
+        self._downloads[request_id] = download
+        self._downloads_per_peer[peer] = self._downloads_per_peer.get(peer, 0) + 1
+        self._send_request(download, now)
+        return request_id
+
+    def cancel(self, request_id: int, now: float) -> None:
+        """Stop receiving a chunk; the peer is told. Unknown or finished IDs are ignored."""
+        download = self._downloads.get(request_id)
+        if download is None:
+            return
+        self._queue_control(encode_datagram(Cancel(request_id)), download.peer)
+        self._end_download(download, ReceiveInput.USER_CANCELLED)
+
+    # ----------------------------------------------------------------------------------
+    # Sender side: answers to ChunkRequested
+    # ----------------------------------------------------------------------------------
+
+    def send_chunk(
+        self, peer: Address, request_id: int, data: bytes | memoryview, now: float
+    ) -> None:
+        """Serve a requested chunk. ``data`` is kept by reference until delivered.
+
+        A request that ended meanwhile (cancelled, timed out) is silently ignored.
+        """
+        upload = self._uploads.get((peer, request_id))
+        if upload is None:
+            if (peer, request_id) in self._finished_uploads:
+                return
+            raise LocalProtocolError(f"no chunk request {request_id} from {peer}")
+        if len(data) != upload.chunk_length:
+            raise LocalProtocolError(
+                f"chunk request {request_id} is for {upload.chunk_length} bytes, got {len(data)}"
+            )
+        self._move_upload(upload, SendInput.APPLICATION_SENT)
+        key = (peer, upload.mode)
+        flow = self._flows.get(key)
+        if flow is None:
+            flow = self._flows[key] = _Flow(key, self.config, now)
+        self._flows.move_to_end(key)
+        upload.start(memoryview(data).cast("B"), flow)
+        upload.last_heard = now
+        flow.uploads.append(upload)
+        self._sending_flows[key] = flow
+
+    def refuse_chunk(
+        self, peer: Address, request_id: int, reason: RefusalReason, now: float
+    ) -> None:
+        """Decline a requested chunk; the peer gets ``ChunkRefused`` with ``reason``."""
+        upload = self._uploads.get((peer, request_id))
+        if upload is None:
+            if (peer, request_id) in self._finished_uploads:
+                return
+            raise LocalProtocolError(f"no chunk request {request_id} from {peer}")
+        self._move_upload(upload, SendInput.APPLICATION_REFUSED)
+        self._queue_control(encode_datagram(Refusal(request_id, reason)), peer)
+        self._forget_upload(upload, reason)
+
+    # ----------------------------------------------------------------------------------
+    # Driven by the shell
+    # ----------------------------------------------------------------------------------
+
+    def receive_datagram(self, data: bytes | memoryview, addr: Address, now: float) -> None:
+        """Handle one received datagram. Never raises for anything a peer can send."""
+        counters = self.counters
+        counters.datagrams_received += 1
+        size = len(data)
+        # Hot path: a DATA datagram of our version (one unpack, one dict lookup, one copy).
+        if (
+            size > DATA_HEADER_SIZE
+            and data[3] == _DATA_CODE
+            and data[2] == PROTOCOL_VERSION
+            and data[0] == _MAGIC_0
+            and data[1] == _MAGIC_1
+        ):
+            request_id, packet_number, segment_index, timestamp_us = _DATA_FIELDS.unpack_from(
+                data, 4
+            )
+            download = self._downloads.get(request_id)
+            if download is None or download.peer != addr:
+                self._on_stray(request_id, addr, now, is_data=True)
+                return
+            self._on_data(download, packet_number, segment_index, timestamp_us, data, size, now)
+            return
+        self._receive_other(data, addr, now)
+
+    def handle_timer(self, now: float) -> None:
+        """Fire every timer due at ``now``: acks, request retries, RTOs, idle timeouts."""
+        config = self.config
+        for download in list(self._downloads.values()):
+            if now - download.last_heard >= config.idle_timeout:
+                self._queue_control(encode_datagram(Cancel(download.request_id)), download.peer)
+                self._end_download(download, ReceiveInput.PEER_SILENT)
+                continue
+            if download.ack_deadline is not None and download.ack_deadline <= now:
+                self._ack_now[download.request_id] = download
+            if download.state is ReceiveState.REQUESTED and download.retry_at <= now:
+                self._send_request(download, now)
+        for upload in list(self._uploads.values()):
+            if now - upload.last_heard >= config.idle_timeout:
+                self._end_upload_silent(upload)
+                continue
+            if upload.rto_deadline is not None and upload.rto_deadline <= now:
+                self._on_retransmission_timeout(upload, now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        """Everything to send now: control datagrams first, then paced data, grouped by peer."""
+        out = self._control
+        self._control = []
+        if self._ack_now:
+            for download in self._ack_now.values():
+                out.append((self._build_ack(download, now), download.peer))
+            self._ack_now.clear()
+        for flow in list(self._sending_flows.values()):
+            self._send_flow(flow, now, out)
+        self.counters.datagrams_sent += len(out)
+        return out
+
+    def get_timer(self) -> float | None:
+        """When ``handle_timer``/``datagrams_to_send`` must next be called (None: never)."""
+        deadline = float("inf")
+        idle_timeout = self.config.idle_timeout
+        for download in self._downloads.values():
+            candidate = download.last_heard + idle_timeout
+            if download.ack_deadline is not None and download.ack_deadline < candidate:
+                candidate = download.ack_deadline
+            if download.state is ReceiveState.REQUESTED and download.retry_at < candidate:
+                candidate = download.retry_at
+            if candidate < deadline:
+                deadline = candidate
+        for upload in self._uploads.values():
+            candidate = upload.last_heard + idle_timeout
+            if upload.rto_deadline is not None and upload.rto_deadline < candidate:
+                candidate = upload.rto_deadline
+            if candidate < deadline:
+                deadline = candidate
+        for flow in self._sending_flows.values():
+            if flow.pacing_wait_until is not None and flow.pacing_wait_until < deadline:
+                deadline = flow.pacing_wait_until
+        return None if deadline == float("inf") else deadline
+
+    def next_event(self) -> Event | None:
+        """The oldest event not yet taken, or None."""
+        return self._events.popleft() if self._events else None
+
+    # -- introspection for statistics and tests ------------------------------------------
+
+    @property
+    def active_downloads(self) -> int:
+        return len(self._downloads)
+
+    @property
+    def active_uploads(self) -> int:
+        return len(self._uploads)
+
+    def flow_window(self, peer: Address, mode: Mode) -> float | None:
+        """Congestion window (packets) of our flow to ``peer`` in ``mode``, if any."""
+        flow = self._flows.get((peer, mode))
+        return None if flow is None else flow.cc.cwnd
+
+    def flow_srtt(self, peer: Address, mode: Mode) -> float | None:
+        """Smoothed RTT (seconds) of our flow to ``peer`` in ``mode``, if measured."""
+        flow = self._flows.get((peer, mode))
+        return None if flow is None else flow.rtt.srtt
+
+    # ----------------------------------------------------------------------------------
+    # Receiving data
+    # ----------------------------------------------------------------------------------
+
+    def _on_data(
+        self,
+        download: _Download,
+        packet_number: int,
+        segment_index: int,
+        timestamp_us: int,
+        data: bytes | memoryview,
+        size: int,
+        now: float,
+    ) -> None:
+        payload_length = size - DATA_HEADER_SIZE
+        if segment_index >= download.segment_count or payload_length != (
+            download.segment_size
+            if segment_index != download.last_segment
+            else download.last_length
+        ):
+            self.counters.data_outside_chunk += 1
+            return
+        download.last_heard = now
+        buffer = download.buffer
+        if buffer is None:
+            self._move_download(download, ReceiveInput.DATA_ARRIVED)
+            buffer = download.buffer = bytearray(download.chunk_length)
+        if packet_number > download.largest_packet_number:
+            download.largest_packet_number = packet_number
+            download.largest_time = now
+            # RFC 6817 §3.3: the receiver measures one-way delay from the sender's stamp.
+            download.delay_us = (int(now * 1_000_000) - timestamp_us) & _U32_MASK
+        received = download.received
+        ack_at_once = False
+        if received[segment_index]:
+            self.counters.duplicate_data += 1
+        else:
+            offset = segment_index * download.segment_size
+            buffer[offset : offset + payload_length] = data[DATA_HEADER_SIZE:]
+            received[segment_index] = 1
+            download.received_count += 1
+            self.counters.payload_bytes_received += payload_length
+            if segment_index == download.cumulative:
+                cumulative = received.find(0, segment_index + 1)
+                download.cumulative = download.segment_count if cumulative < 0 else cumulative
+            elif segment_index > download.highest_segment + 1:
+                # A new gap: tell the sender now (RFC 9000 §13.2.1 acks out-of-order at once).
+                ack_at_once = True
+            if segment_index > download.highest_segment:
+                download.highest_segment = segment_index
+            if download.received_count == download.segment_count:
+                self._complete_download(download, now)
+                return
+        download.unacked += 1
+        if ack_at_once or download.unacked >= self.config.ack_every_packets:
+            self._ack_now[download.request_id] = download
+        elif download.ack_deadline is None:
+            download.ack_deadline = now + self.config.max_ack_delay
+
+    def _build_ack(self, download: _Download, now: float) -> bytes:
+        download.unacked = 0
+        download.ack_deadline = None
+        received = download.received
+        count = download.segment_count
+        ranges: list[int] = []
+        position = download.cumulative
+        limit = self.config.max_ack_ranges
+        while position < count and len(ranges) < 2 * limit:
+            start = received.find(1, position)
+            if start < 0:
+                break
+            end = received.find(0, start)
+            if end < 0:
+                end = count
+            ranges.append(start)
+            ranges.append(end)
+            position = end
+        self.counters.acks_sent += 1
+        head = _ACK_HEAD.pack(
+            MAGIC,
+            PROTOCOL_VERSION,
+            MessageType.ACK,
+            download.request_id,
+            max(download.largest_packet_number, 0),
+            min(int((now - download.largest_time) * 1_000_000), _U32_MASK),
+            download.delay_us,
+            download.cumulative,
+            self.config.receive_window_packets,
+            len(ranges) // 2,
+        )
+        if not ranges:
+            return head
+        return head + struct.pack(f">{len(ranges)}I", *ranges)
+
+    def _complete_download(self, download: _Download, now: float) -> None:
+        buffer = download.buffer
+        assert buffer is not None
+        # The final ACK goes out at once: the sender can free the chunk.
+        self._queue_control(self._build_ack(download, now), download.peer)
+        self._ack_now.pop(download.request_id, None)
+        if hashlib.sha256(buffer).digest() == download.chunk_hash:
+            self.counters.chunks_received += 1
+            self._events.append(
+                ChunkReceived(
+                    download.peer,
+                    download.request_id,
+                    download.content_id,
+                    download.chunk_index,
+                    bytes(buffer),
+                )
+            )
+            self._end_download(download, ReceiveInput.CHUNK_VERIFIED, emit=False)
+        else:
+            self.counters.chunks_corrupted += 1
+            self._end_download(download, ReceiveInput.CHUNK_MISMATCHED)
+
+    def _send_request(self, download: _Download, now: float) -> None:
+        self._queue_control(download.request_datagram, download.peer)
+        # Repeat the request on an RFC 6298 §5.5-style doubling timer until answered.
+        interval = download.retry_interval
+        interval = (
+            max(2 * self.config.initial_rtt, self.config.min_rto) if not interval else interval * 2
+        )
+        download.retry_interval = min(interval, self.config.max_rto)
+        download.retry_at = now + download.retry_interval
+
+    def _move_download(self, download: _Download, event: ReceiveInput) -> None:
+        state = next_receive_state(download.state, event)
+        if state is None:
+            raise LocalProtocolError(f"receive {download.state.value}: no move on {event.value}")
+        download.state = state
+
+    def _end_download(self, download: _Download, event: ReceiveInput, *, emit: bool = True) -> None:
+        """Move a download to its terminal state, report it, and forget its buffers."""
+        self._move_download(download, event)
+        request_id, peer = download.request_id, download.peer
+        if emit:
+            if event is ReceiveInput.CHUNK_MISMATCHED:
+                self._events.append(
+                    ChunkCorrupted(peer, request_id, download.content_id, download.chunk_index)
+                )
+            elif event is ReceiveInput.PEER_SILENT:
+                self.counters.transfers_timed_out += 1
+                self._events.append(
+                    TransferTimedOut(
+                        peer, request_id, download.content_id, download.chunk_index, Role.RECEIVER
+                    )
+                )
+        del self._downloads[request_id]
+        self._ack_now.pop(request_id, None)
+        remaining = self._downloads_per_peer[peer] - 1
+        if remaining:
+            self._downloads_per_peer[peer] = remaining
+        else:
+            del self._downloads_per_peer[peer]
+        download.buffer = None
+        self._remember(
+            self._finished_downloads,
+            request_id,
+            _Finished(peer, download.state, download.segment_count),
+        )
+
+    def _refuse_download(self, download: _Download, reason: RefusalReason) -> None:
+        self._events.append(
+            ChunkRefused(
+                download.peer,
+                download.request_id,
+                download.content_id,
+                download.chunk_index,
+                reason,
+            )
+        )
+        self._end_download(download, ReceiveInput.REFUSAL_ARRIVED)
+
+    # ----------------------------------------------------------------------------------
+    # Everything but DATA
+    # ----------------------------------------------------------------------------------
+
+    def _receive_other(self, data: bytes | memoryview, addr: Address, now: float) -> None:
+        counters = self.counters
+        try:
+            message = decode_datagram(data)
+        except WrongMagic:
+            counters.wrong_magic += 1
+            return
+        except UnsupportedProtocolVersion:
+            counters.unsupported_version += 1
+            # Every message carries a version; an unsupported one gets an explicit answer.
+            # The reply (6 bytes) is never larger than a valid datagram: no amplification.
+            counters.version_errors_sent += 1
+            self._queue_control(
+                encode_datagram(VersionError(MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION)), addr
+            )
+            return
+        except MalformedDatagram:
+            counters.malformed += 1
+            return
+        if isinstance(message, Ack):
+            self._on_ack(message, addr, now)
+        elif isinstance(message, ChunkRequest):
+            self._on_request(message, addr, now)
+        elif isinstance(message, Refusal):
+            download = self._downloads.get(message.request_id)
+            if download is None or download.peer != addr:
+                self._on_stray(message.request_id, addr, now, is_data=False)
+                return
+            self._refuse_download(download, message.reason)
+        elif isinstance(message, Cancel):
+            upload = self._uploads.get((addr, message.request_id))
+            if upload is None:
+                self._on_stray_upload(message.request_id, addr)
+                return
+            self._events.append(
+                RequestCancelled(addr, upload.request_id, upload.content_id, upload.chunk_index)
+            )
+            self._move_upload(upload, SendInput.PEER_CANCELLED)
+            self._forget_upload(upload)
+        elif isinstance(message, VersionError):
+            self._on_version_error(message, addr)
+        elif isinstance(message, Data):
+            # Our version, but a DATA datagram the fast path did not take: it has no payload.
+            counters.malformed += 1
+        elif isinstance(message, WhoHas | Have):
+            counters.discovery_datagrams += 1
+
+    def _on_version_error(self, message: VersionError, addr: Address) -> None:
+        self.counters.version_errors_received += 1
+        if not self._downloads_per_peer.get(addr) and not self._uploads_per_peer.get(addr):
+            self.counters.unknown_sender += 1
+            return
+        self._events.append(VersionRejected(addr, message.min_version, message.max_version))
+        for download in [d for d in self._downloads.values() if d.peer == addr]:
+            self._refuse_download(download, RefusalReason.UNSUPPORTED_VERSION)
+
+    def _on_stray(self, request_id: int, addr: Address, now: float, *, is_data: bool) -> None:
+        """A datagram about a request this engine is not receiving (any more)."""
+        finished = self._finished_downloads.get(request_id)
+        if finished is None or finished.peer != addr:
+            if self._downloads_per_peer.get(addr) or self._uploads_per_peer.get(addr):
+                self.counters.unknown_request += 1
+            else:
+                self.counters.unknown_sender += 1
+            return
+        self.counters.late_datagrams += 1
+        if not is_data or now - finished.last_reply < self.config.min_rto:
+            return
+        finished.last_reply = now
+        if finished.outcome in (ReceiveState.RECEIVED, ReceiveState.CORRUPTED):
+            # Our final ACK was lost: repeat it so the sender can stop.
+            reply = encode_datagram(
+                Ack(request_id, 0, 0, 0, finished.segment_count, self.config.receive_window_packets)
+            )
+        else:
+            reply = encode_datagram(Cancel(request_id))
+        self._queue_control(reply, addr)
+
+    def _on_stray_upload(self, request_id: int, addr: Address) -> None:
+        if (addr, request_id) in self._finished_uploads:
+            self.counters.late_datagrams += 1
+        elif self._downloads_per_peer.get(addr) or self._uploads_per_peer.get(addr):
+            self.counters.unknown_request += 1
+        else:
+            self.counters.unknown_sender += 1
+
+    # ----------------------------------------------------------------------------------
+    # Sending side
+    # ----------------------------------------------------------------------------------
+
+    def _on_request(self, request: ChunkRequest, addr: Address, now: float) -> None:
+        key = (addr, request.request_id)
+        upload = self._uploads.get(key)
+        if upload is not None:
+            self.counters.duplicate_requests += 1
+            upload.last_heard = now
+            return
+        finished = self._finished_uploads.get(key)
+        if finished is not None:
+            self.counters.duplicate_requests += 1
+            if finished.reason is not None:
+                # Our refusal was lost: say it again.
+                self._queue_control(
+                    encode_datagram(Refusal(request.request_id, finished.reason)), addr
+                )
+            return
+        config = self.config
+        if (
+            request.chunk_length > config.max_chunk_length
+            or request.segment_size > self._segment_size
+            or request.segment_size < 64
+        ):
+            self.counters.requests_invalid += 1
+            self._queue_control(
+                encode_datagram(Refusal(request.request_id, RefusalReason.INVALID_REQUEST)), addr
+            )
+            return
+        if (
+            len(self._uploads) >= config.max_uploads
+            or self._uploads_per_peer.get(addr, 0) >= config.max_uploads_per_peer
+        ):
+            self.counters.requests_refused_busy += 1
+            self._queue_control(
+                encode_datagram(Refusal(request.request_id, RefusalReason.BUSY)), addr
+            )
+            return
+        upload = _Upload(addr, request, now)
+        self._uploads[key] = upload
+        self._uploads_per_peer[addr] = self._uploads_per_peer.get(addr, 0) + 1
+        self._events.append(
+            ChunkRequested(
+                addr,
+                request.request_id,
+                request.content_id,
+                request.chunk_index,
+                request.chunk_length,
+                request.mode,
+            )
+        )
+
+    def _on_ack(self, ack: Ack, addr: Address, now: float) -> None:
+        self.counters.acks_received += 1
+        upload = self._uploads.get((addr, ack.request_id))
+        if upload is None:
+            self._on_stray_upload(ack.request_id, addr)
+            return
+        flow = upload.flow
+        if flow is None or upload.data is None:
+            # An ACK before we sent anything: out of protocol order.
+            self.counters.invalid_acks += 1
+            return
+        sent_time = upload.sent_time
+        largest = ack.largest_packet_number
+        top = ack.ranges[-1][1] if ack.ranges else ack.cumulative
+        if top > upload.next_new or largest >= len(sent_time):
+            self.counters.invalid_acks += 1
+            return
+        upload.last_heard = now
+        upload.peer_window = ack.receive_window
+        acked = upload.acked
+        in_flight = upload.in_flight
+        newly_acked = 0
+        freed = 0
+        spans = [(upload.cumulative, ack.cumulative), *ack.ranges]
+        for start, end in spans:
+            index = acked.find(0, start, end)
+            while index >= 0:
+                acked[index] = 1
+                newly_acked += 1
+                if in_flight[index]:
+                    in_flight[index] = 0
+                    freed += 1
+                index = acked.find(0, index + 1, end)
+        if ack.cumulative > upload.cumulative:
+            upload.cumulative = ack.cumulative
+        rtt = flow.rtt
+        if largest > upload.largest_acked_packet:
+            upload.largest_acked_packet = largest
+            sample = now - sent_time[largest]
+            ack_delay = ack.ack_delay_us / 1_000_000
+            # RFC 9002 §5.3: subtract the peer's ack delay unless that undercuts min RTT.
+            if sample - ack_delay >= min(rtt.min_rtt, sample):
+                sample -= ack_delay
+            rtt.on_sample(max(sample, 1e-6))
+        # Loss detection, RFC 9002 §6.1: packet and time thresholds below the largest acked.
+        lost = 0
+        lost_sent_after_recovery = False
+        queue = upload.queue
+        sent_segment = upload.sent_segment
+        last_packet = upload.last_packet
+        largest_acked = upload.largest_acked_packet
+        loss_delay = _TIME_THRESHOLD * max(rtt.smoothed, rtt.latest)
+        retransmit = upload.retransmit
+        while queue:
+            packet_number = queue[0]
+            segment = sent_segment[packet_number]
+            if acked[segment] or last_packet[segment] != packet_number:
+                queue.popleft()
+                continue
+            if packet_number >= largest_acked:
+                break
+            if (
+                largest_acked - packet_number >= _PACKET_THRESHOLD
+                or now - sent_time[packet_number] >= loss_delay
+            ):
+                queue.popleft()
+                in_flight[segment] = 0
+                freed += 1
+                retransmit.append(segment)
+                lost += 1
+                if sent_time[packet_number] > flow.recovery_start:
+                    lost_sent_after_recovery = True
+                continue
+            break
+        flow.in_flight -= freed
+        cc = flow.cc
+        if lost_sent_after_recovery:
+            # One reduction per loss episode (RFC 6582 §3.2, RFC 9002 §7.3.2).
+            flow.recovery_start = now
+            cc.on_congestion(now)
+            self.counters.congestion_events += 1
+        if newly_acked:
+            upload.acked_count += newly_acked
+            if isinstance(cc, Ledbat) or sent_time[largest] > flow.recovery_start:
+                cc.on_ack(newly_acked, flow.in_flight, now, ack.one_way_delay_us)
+            if upload.acked_count == upload.segment_count:
+                self.counters.chunks_delivered += 1
+                self._events.append(
+                    ChunkDelivered(addr, upload.request_id, upload.content_id, upload.chunk_index)
+                )
+                self._move_upload(upload, SendInput.ALL_ACKNOWLEDGED)
+                self._forget_upload(upload)
+                return
+            # RFC 6298 §5.3: restart the timer when new data is acknowledged.
+            upload.rto_deadline = now + rtt.rto if queue else None
+        elif lost and upload.rto_deadline is None:
+            upload.rto_deadline = now + rtt.rto
+
+    def _on_retransmission_timeout(self, upload: _Upload, now: float) -> None:
+        flow = upload.flow
+        assert flow is not None
+        self.counters.retransmission_timeouts += 1
+        # RFC 6298 §5.4-5.6: retransmit, back the timer off, and (RFC 5681 §3.1) shrink cwnd.
+        freed = 0
+        in_flight = upload.in_flight
+        acked = upload.acked
+        last_packet = upload.last_packet
+        sent_segment = upload.sent_segment
+        for packet_number in upload.queue:
+            segment = sent_segment[packet_number]
+            if in_flight[segment] and not acked[segment] and last_packet[segment] == packet_number:
+                in_flight[segment] = 0
+                freed += 1
+                upload.retransmit.append(segment)
+        upload.queue.clear()
+        flow.in_flight -= freed
+        rtt = flow.rtt
+        if rtt.backoff >= 2:
+            flow.cc.on_timeout()
+        elif flow.recovery_start < now - rtt.smoothed:
+            flow.cc.on_congestion(now)
+        flow.recovery_start = now
+        self.counters.congestion_events += 1
+        rtt.backoff = min(rtt.backoff * 2, 64)
+        upload.rto_deadline = None
+
+    def _send_flow(self, flow: _Flow, now: float, out: list[tuple[bytes, Address]]) -> None:
+        cc = flow.cc
+        room = int(cc.cwnd) - flow.in_flight
+        if room <= 0:
+            flow.pacing_wait_until = None
+            return
+        burst = self.config.pacing_burst_packets
+        srtt = flow.rtt.srtt
+        if srtt is None:
+            tokens = float(burst)
+            rate = 0.0
+        else:
+            gain = (
+                self.config.pacing_gain_slow_start if cc.in_slow_start else self.config.pacing_gain
+            )
+            rate = gain * cc.cwnd / max(srtt, 1e-6)
+            tokens = flow.tokens + (now - flow.last_refill) * rate
+            if tokens > burst:
+                tokens = float(burst)
+        flow.last_refill = now
+        budget = min(room, int(tokens))
+        sent = 0
+        uploads = flow.uploads
+        count = len(uploads)
+        start = flow.round_robin
+        for step in range(count):
+            if sent >= budget:
+                break
+            upload = uploads[(start + step) % count]
+            sent += self._send_upload(upload, budget - sent, now, out)
+            flow.round_robin = (start + step + 1) % count
+        flow.in_flight += sent
+        flow.tokens = tokens - sent
+        if rate and sent == budget and budget < room:
+            # Paced: come back when the next packet's token has accrued.
+            flow.pacing_wait_until = now + (1.0 - flow.tokens) / rate
+        else:
+            flow.pacing_wait_until = None
+
+    def _send_upload(
+        self, upload: _Upload, budget: int, now: float, out: list[tuple[bytes, Address]]
+    ) -> int:
+        data = upload.data
+        flow = upload.flow
+        assert data is not None and flow is not None
+        timestamp_us = int(now * 1_000_000) & _U32_MASK
+        pack = DATA_HEADER.pack
+        peer = upload.peer
+        request_id = upload.request_id
+        segment_size = upload.segment_size
+        acked = upload.acked
+        in_flight = upload.in_flight
+        last_packet = upload.last_packet
+        sent_segment = upload.sent_segment
+        sent_time = upload.sent_time
+        queue = upload.queue
+        retransmit = upload.retransmit
+        limit = min(upload.segment_count, upload.cumulative + upload.peer_window)
+        packet_number = len(sent_segment)
+        first_packet = packet_number
+        retransmitted = 0
+        payload_bytes = 0
+        while packet_number - first_packet < budget:
+            if retransmit:
+                segment = retransmit.popleft()
+                if acked[segment] or in_flight[segment]:
+                    continue
+                retransmitted += 1
+            elif upload.next_new < limit:
+                segment = upload.next_new
+                upload.next_new = segment + 1
+            else:
+                break
+            offset = segment * segment_size
+            payload = data[offset : offset + segment_size]
+            out.append(
+                (
+                    pack(
+                        MAGIC,
+                        PROTOCOL_VERSION,
+                        _DATA_CODE,
+                        request_id,
+                        packet_number,
+                        segment,
+                        timestamp_us,
+                    )
+                    + payload,
+                    peer,
+                )
+            )
+            payload_bytes += len(payload)
+            sent_segment.append(segment)
+            sent_time.append(now)
+            last_packet[segment] = packet_number
+            in_flight[segment] = 1
+            queue.append(packet_number)
+            packet_number += 1
+        sent = packet_number - first_packet
+        if sent:
+            counters = self.counters
+            counters.data_packets_sent += sent
+            counters.data_packets_retransmitted += retransmitted
+            counters.payload_bytes_sent += payload_bytes
+            if upload.rto_deadline is None:
+                upload.rto_deadline = now + flow.rtt.rto
+            if packet_number > self.config.max_transmissions_factor * upload.segment_count + 64:
+                # The path loses nearly everything: give up rather than grow without bound.
+                flow.in_flight -= sent
+                self._end_upload_silent(upload)
+                return 0
+        return sent
+
+    def _move_upload(self, upload: _Upload, event: SendInput) -> None:
+        state = next_send_state(upload.state, event)
+        if state is None:
+            raise LocalProtocolError(f"send {upload.state.value}: no move on {event.value}")
+        upload.state = state
+
+    def _end_upload_silent(self, upload: _Upload) -> None:
+        self.counters.transfers_timed_out += 1
+        self._events.append(
+            TransferTimedOut(
+                upload.peer, upload.request_id, upload.content_id, upload.chunk_index, Role.SENDER
+            )
+        )
+        self._move_upload(upload, SendInput.PEER_SILENT)
+        self._forget_upload(upload)
+
+    def _forget_upload(self, upload: _Upload, reason: RefusalReason | None = None) -> None:
+        key = (upload.peer, upload.request_id)
+        del self._uploads[key]
+        remaining = self._uploads_per_peer[upload.peer] - 1
+        if remaining:
+            self._uploads_per_peer[upload.peer] = remaining
+        else:
+            del self._uploads_per_peer[upload.peer]
+        flow = upload.flow
+        if flow is not None:
+            flow.in_flight -= sum(upload.in_flight)
+            flow.uploads.remove(upload)
+            if not flow.uploads:
+                self._sending_flows.pop(flow.key, None)
+                flow.pacing_wait_until = None
+                self._forget_idle_flows()
+        upload.data = None
+        self._remember(self._finished_uploads, key, _Finished(upload.peer, upload.state, 0, reason))
+
+    def _forget_idle_flows(self) -> None:
+        excess = len(self._flows) - len(self._sending_flows) - self.config.max_idle_flows
+        if excess <= 0:
+            return
+        for key in [k for k in self._flows if k not in self._sending_flows][:excess]:
+            del self._flows[key]
+
+    # ----------------------------------------------------------------------------------
+
+    def _queue_control(self, datagram: bytes, addr: Address) -> None:
+        if len(self._control) >= self.config.max_control_queue:
+            self.counters.control_queue_overflow += 1
+            return
+        self._control.append((datagram, addr))
+
+    def _remember(self, table: OrderedDict[_K, _Finished], key: _K, finished: _Finished) -> None:
+        table[key] = finished
+        table.move_to_end(key)
+        while len(table) > self.config.recent_requests:
+            table.popitem(last=False)

@@ -1,0 +1,114 @@
+"""Events the transfer engine reports (``TransferEngine.next_event``), past tense."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from shoal.core.ids import ContentId
+from shoal.wire.messages import Mode, RefusalReason
+
+Address = tuple[str, int]
+
+
+class Role(enum.Enum):
+    """Which end of a transfer an event is about."""
+
+    RECEIVER = "receiver"
+    SENDER = "sender"
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRequested:
+    """A peer asks for a chunk: answer with ``send_chunk`` or ``refuse_chunk``."""
+
+    peer: Address
+    request_id: int
+    content_id: ContentId
+    chunk_index: int
+    chunk_length: int
+    mode: Mode
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkReceived:
+    """A requested chunk arrived whole and matches its SHA-256."""
+
+    peer: Address
+    request_id: int
+    content_id: ContentId
+    chunk_index: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkCorrupted:
+    """A requested chunk arrived whole but does not match its hash: ``peer`` sent bad data."""
+
+    peer: Address
+    request_id: int
+    content_id: ContentId
+    chunk_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRefused:
+    """The peer will not send the chunk (or speaks no protocol version we do)."""
+
+    peer: Address
+    request_id: int
+    content_id: ContentId
+    chunk_index: int
+    reason: RefusalReason
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkDelivered:
+    """Sender side: the peer acknowledged every byte of a chunk we sent."""
+
+    peer: Address
+    request_id: int
+    content_id: ContentId
+    chunk_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class RequestCancelled:
+    """Sender side: the peer no longer wants a chunk it asked for."""
+
+    peer: Address
+    request_id: int
+    content_id: ContentId
+    chunk_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class TransferTimedOut:
+    """The peer went silent (or stopped making progress) and the transfer was abandoned."""
+
+    peer: Address
+    request_id: int
+    content_id: ContentId
+    chunk_index: int
+    role: Role
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRejected:
+    """The peer answered with a version error: it speaks only ``min..max``."""
+
+    peer: Address
+    min_version: int
+    max_version: int
+
+
+Event = (
+    ChunkRequested
+    | ChunkReceived
+    | ChunkCorrupted
+    | ChunkRefused
+    | ChunkDelivered
+    | RequestCancelled
+    | TransferTimedOut
+    | VersionRejected
+)

@@ -1,0 +1,432 @@
+"""Every shoal datagram: its layout, and ``pull_*``/``push_*`` codecs for each type.
+
+Theory of operation
+-------------------
+Every datagram starts with the same four bytes, in every protocol version, forever::
+
+    offset  size  field
+    0       2     magic b"SH"
+    2       1     protocol version (this build speaks MIN_PROTOCOL_VERSION..MAX_PROTOCOL_VERSION)
+    3       1     message type (MessageType)
+
+so a peer can always tell a shoal datagram from noise, and always read a
+``VERSION_ERROR`` reply (whose body layout is frozen too). The fields that follow
+depend on the type; all integers are big-endian and unsigned.
+
+===============  ====  =====================================================================
+type             code  body
+===============  ====  =====================================================================
+CHUNK_REQUEST    0x01  request_id u32, content_id 32 B, chunk_index u32, chunk_length u32,
+                       mode u8, segment_size u16, receive_window u32
+DATA             0x02  request_id u32, packet_number u32, segment_index u32, timestamp_us u32,
+                       payload (the rest: exactly segment_size bytes, shorter for the last)
+ACK              0x03  request_id u32, largest_packet_number u32, ack_delay_us u32,
+                       one_way_delay_us u32, cumulative u32, receive_window u32,
+                       range_count u8, range_count x (start u32, end u32)
+REFUSAL          0x04  request_id u32, reason u8
+CANCEL           0x05  request_id u32
+VERSION_ERROR    0x06  min_version u8, max_version u8
+WHO_HAS          0x10  query_id u32, content_id 32 B            (discovery, broadcast)
+HAVE             0x11  query_id u32, content_id 32 B, chunk_count u32, bitmap (ChunkSet)
+===============  ====  =====================================================================
+
+Codes 0x10..0x1F belong to discovery; 0x20..0x2F are kept for rendezvous.
+
+A chunk is cut into segments of ``segment_size`` bytes (the requester picks it, so it
+fits its path MTU): segment ``i`` covers bytes ``i * segment_size`` onwards. Packet
+numbers count transmissions of one transfer (a retransmission gets a new number), which
+keeps RTT samples unambiguous (the QUIC design, RFC 9002 §2). ACK acknowledges
+segments: all below ``cumulative``, plus ``[start, end)`` ranges above it in increasing
+order, non-adjacent. ``timestamp_us`` is the sender's clock in microseconds modulo 2**32;
+the receiver echoes ``now - timestamp_us`` as ``one_way_delay_us`` for LEDBAT
+(RFC 6817 §3.3); the clocks need not agree, only their difference must hold still.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from shoal.core.chunkset import ChunkSet
+from shoal.core.ids import DIGEST_SIZE, ContentId
+from shoal.wire.buffer import Buffer
+from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
+
+MAGIC = b"SH"
+PROTOCOL_VERSION = 1
+MIN_PROTOCOL_VERSION = 1
+MAX_PROTOCOL_VERSION = 1
+
+#: Largest UDP payload there is (IPv4); anything longer is not a datagram we could send.
+MAX_DATAGRAM_SIZE = 65507
+#: Most ranges one ACK carries (8 bytes each); the lowest ranges matter most for repair.
+MAX_ACK_RANGES = 64
+#: Largest chunk a HAVE bitmap may describe (one bit per chunk, fits one datagram).
+MAX_HAVE_CHUNKS = 8 * 1400
+
+
+class MessageType(enum.IntEnum):
+    """Message type codes (byte 3 of every datagram)."""
+
+    CHUNK_REQUEST = 0x01
+    DATA = 0x02
+    ACK = 0x03
+    REFUSAL = 0x04
+    CANCEL = 0x05
+    VERSION_ERROR = 0x06
+    WHO_HAS = 0x10
+    HAVE = 0x11
+
+
+class Mode(enum.IntEnum):
+    """Congestion control a transfer asks for."""
+
+    #: Loss-based (NewReno): the user is waiting for this chunk.
+    FOREGROUND = 0
+    #: LEDBAT (RFC 6817): use spare capacity, yield to other traffic.
+    BACKGROUND = 1
+
+
+class RefusalReason(enum.IntEnum):
+    """Why a sender will not serve a chunk (REFUSAL reason byte)."""
+
+    NOT_FOUND = 1
+    BUSY = 2
+    INVALID_REQUEST = 3
+    SHUTTING_DOWN = 4
+    #: Never on the wire: the peer answered with VERSION_ERROR.
+    UNSUPPORTED_VERSION = 255
+
+
+_E = TypeVar("_E", bound=enum.IntEnum)
+
+PREFIX = struct.Struct(">2sBB")
+PREFIX_SIZE = PREFIX.size
+#: The DATA header, exposed for the transfer engine's hot path (unpack_from / pack).
+DATA_HEADER = struct.Struct(">2sBBIIII")
+DATA_HEADER_SIZE = DATA_HEADER.size
+_ACK_FIXED = struct.Struct(">2sBBIIIIIIB")
+_ACK_RANGE = struct.Struct(">II")
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRequest:
+    request_id: int
+    content_id: ContentId
+    chunk_index: int
+    chunk_length: int
+    mode: Mode
+    segment_size: int
+    receive_window: int
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    request_id: int
+    packet_number: int
+    segment_index: int
+    timestamp_us: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    request_id: int
+    largest_packet_number: int
+    ack_delay_us: int
+    one_way_delay_us: int
+    cumulative: int
+    receive_window: int
+    ranges: tuple[tuple[int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    request_id: int
+    reason: RefusalReason
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    request_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class VersionError:
+    min_version: int
+    max_version: int
+
+
+@dataclass(frozen=True, slots=True)
+class WhoHas:
+    query_id: int
+    content_id: ContentId
+
+
+@dataclass(frozen=True, slots=True)
+class Have:
+    query_id: int
+    content_id: ContentId
+    chunks: ChunkSet
+
+
+Message = ChunkRequest | Data | Ack | Refusal | Cancel | VersionError | WhoHas | Have
+
+
+# -- field helpers ---------------------------------------------------------------------
+
+
+def _pull_content_id(buf: Buffer) -> ContentId:
+    return ContentId(buf.pull_bytes(DIGEST_SIZE))
+
+
+def _pull_enum(buf: Buffer, kind: type[_E]) -> _E:
+    code = buf.pull_uint8()
+    try:
+        return kind(code)
+    except ValueError:
+        raise MalformedDatagram(f"unknown {kind.__name__} code {code}") from None
+
+
+def push_prefix(buf: Buffer, message_type: MessageType, version: int = PROTOCOL_VERSION) -> None:
+    buf.push_bytes(MAGIC)
+    buf.push_uint8(version)
+    buf.push_uint8(message_type)
+
+
+# -- one pull/push pair per message type (the prefix is already read/written) -------------
+
+
+def pull_chunk_request(buf: Buffer) -> ChunkRequest:
+    request = ChunkRequest(
+        request_id=buf.pull_uint32(),
+        content_id=_pull_content_id(buf),
+        chunk_index=buf.pull_uint32(),
+        chunk_length=buf.pull_uint32(),
+        mode=_pull_enum(buf, Mode),
+        segment_size=buf.pull_uint16(),
+        receive_window=buf.pull_uint32(),
+    )
+    if request.chunk_length == 0 or request.segment_size == 0 or request.receive_window == 0:
+        raise MalformedDatagram("chunk request with a zero length, segment size or window")
+    return request
+
+
+def push_chunk_request(buf: Buffer, message: ChunkRequest) -> None:
+    buf.push_uint32(message.request_id)
+    buf.push_bytes(message.content_id.digest)
+    buf.push_uint32(message.chunk_index)
+    buf.push_uint32(message.chunk_length)
+    buf.push_uint8(message.mode)
+    buf.push_uint16(message.segment_size)
+    buf.push_uint32(message.receive_window)
+
+
+def pull_data(buf: Buffer) -> Data:
+    request_id = buf.pull_uint32()
+    packet_number = buf.pull_uint32()
+    segment_index = buf.pull_uint32()
+    timestamp_us = buf.pull_uint32()
+    if buf.remaining == 0:
+        raise MalformedDatagram("data datagram without payload")
+    payload = bytes(buf.pull_rest())
+    return Data(request_id, packet_number, segment_index, timestamp_us, payload)
+
+
+def push_data(buf: Buffer, message: Data) -> None:
+    buf.push_uint32(message.request_id)
+    buf.push_uint32(message.packet_number)
+    buf.push_uint32(message.segment_index)
+    buf.push_uint32(message.timestamp_us)
+    buf.push_bytes(message.payload)
+
+
+def pull_ack(buf: Buffer) -> Ack:
+    request_id = buf.pull_uint32()
+    largest_packet_number = buf.pull_uint32()
+    ack_delay_us = buf.pull_uint32()
+    one_way_delay_us = buf.pull_uint32()
+    cumulative = buf.pull_uint32()
+    receive_window = buf.pull_uint32()
+    range_count = buf.pull_uint8()
+    if range_count > MAX_ACK_RANGES:
+        raise MalformedDatagram(f"ack with {range_count} ranges (at most {MAX_ACK_RANGES})")
+    ranges = []
+    floor = cumulative
+    for _ in range(range_count):
+        start = buf.pull_uint32()
+        end = buf.pull_uint32()
+        # Ranges lie above the cumulative point, ascend, and never touch (they would merge).
+        if not floor < start < end:
+            raise MalformedDatagram(f"ack range [{start}, {end}) out of order")
+        ranges.append((start, end))
+        floor = end
+    return Ack(
+        request_id,
+        largest_packet_number,
+        ack_delay_us,
+        one_way_delay_us,
+        cumulative,
+        receive_window,
+        tuple(ranges),
+    )
+
+
+def push_ack(buf: Buffer, message: Ack) -> None:
+    buf.push_uint32(message.request_id)
+    buf.push_uint32(message.largest_packet_number)
+    buf.push_uint32(message.ack_delay_us)
+    buf.push_uint32(message.one_way_delay_us)
+    buf.push_uint32(message.cumulative)
+    buf.push_uint32(message.receive_window)
+    buf.push_uint8(len(message.ranges))
+    for start, end in message.ranges:
+        buf.push_uint32(start)
+        buf.push_uint32(end)
+
+
+def pull_refusal(buf: Buffer) -> Refusal:
+    request_id = buf.pull_uint32()
+    reason = _pull_enum(buf, RefusalReason)
+    if reason is RefusalReason.UNSUPPORTED_VERSION:
+        raise MalformedDatagram("refusal reason 255 is local only")
+    return Refusal(request_id, reason)
+
+
+def push_refusal(buf: Buffer, message: Refusal) -> None:
+    buf.push_uint32(message.request_id)
+    buf.push_uint8(message.reason)
+
+
+def pull_cancel(buf: Buffer) -> Cancel:
+    return Cancel(buf.pull_uint32())
+
+
+def push_cancel(buf: Buffer, message: Cancel) -> None:
+    buf.push_uint32(message.request_id)
+
+
+def pull_version_error(buf: Buffer) -> VersionError:
+    min_version = buf.pull_uint8()
+    max_version = buf.pull_uint8()
+    if min_version > max_version:
+        raise MalformedDatagram(f"version range {min_version}..{max_version} is empty")
+    return VersionError(min_version, max_version)
+
+
+def push_version_error(buf: Buffer, message: VersionError) -> None:
+    buf.push_uint8(message.min_version)
+    buf.push_uint8(message.max_version)
+
+
+def pull_who_has(buf: Buffer) -> WhoHas:
+    return WhoHas(buf.pull_uint32(), _pull_content_id(buf))
+
+
+def push_who_has(buf: Buffer, message: WhoHas) -> None:
+    buf.push_uint32(message.query_id)
+    buf.push_bytes(message.content_id.digest)
+
+
+def pull_have(buf: Buffer) -> Have:
+    query_id = buf.pull_uint32()
+    content_id = _pull_content_id(buf)
+    count = buf.pull_uint32()
+    if count > MAX_HAVE_CHUNKS:
+        raise MalformedDatagram(f"availability for {count} chunks (at most {MAX_HAVE_CHUNKS})")
+    bitmap = buf.pull_bytes((count + 7) // 8)
+    try:
+        chunks = ChunkSet.from_bytes(count, bitmap)
+    except ValueError as error:
+        raise MalformedDatagram(f"bad availability bitmap: {error}") from None
+    return Have(query_id, content_id, chunks)
+
+
+def push_have(buf: Buffer, message: Have) -> None:
+    buf.push_uint32(message.query_id)
+    buf.push_bytes(message.content_id.digest)
+    buf.push_uint32(message.chunks.count)
+    buf.push_bytes(message.chunks.to_bytes())
+
+
+# -- whole datagrams ---------------------------------------------------------------------
+
+
+def encode_datagram(message: Message, version: int = PROTOCOL_VERSION) -> bytes:
+    """Encode one message as a complete datagram (prefix included)."""
+    buf = Buffer()
+    if isinstance(message, ChunkRequest):
+        push_prefix(buf, MessageType.CHUNK_REQUEST, version)
+        push_chunk_request(buf, message)
+    elif isinstance(message, Data):
+        push_prefix(buf, MessageType.DATA, version)
+        push_data(buf, message)
+    elif isinstance(message, Ack):
+        push_prefix(buf, MessageType.ACK, version)
+        push_ack(buf, message)
+    elif isinstance(message, Refusal):
+        push_prefix(buf, MessageType.REFUSAL, version)
+        push_refusal(buf, message)
+    elif isinstance(message, Cancel):
+        push_prefix(buf, MessageType.CANCEL, version)
+        push_cancel(buf, message)
+    elif isinstance(message, VersionError):
+        push_prefix(buf, MessageType.VERSION_ERROR, version)
+        push_version_error(buf, message)
+    elif isinstance(message, WhoHas):
+        push_prefix(buf, MessageType.WHO_HAS, version)
+        push_who_has(buf, message)
+    else:
+        push_prefix(buf, MessageType.HAVE, version)
+        push_have(buf, message)
+    return buf.data()
+
+
+def pull_prefix(buf: Buffer) -> tuple[int, MessageType]:
+    """Read magic, version and type; return ``(version, type)``.
+
+    Raises ``WrongMagic`` for foreign bytes, ``UnsupportedProtocolVersion`` for a
+    version outside this build's range (except for VERSION_ERROR, readable in every
+    version) and ``MalformedDatagram`` for an unknown type.
+    """
+    if buf.pull_bytes(2) != MAGIC:
+        raise WrongMagic("not a shoal datagram (wrong magic)")
+    version = buf.pull_uint8()
+    code = buf.pull_uint8()
+    if code == MessageType.VERSION_ERROR:
+        return version, MessageType.VERSION_ERROR
+    if not MIN_PROTOCOL_VERSION <= version <= MAX_PROTOCOL_VERSION:
+        raise UnsupportedProtocolVersion(version)
+    try:
+        return version, MessageType(code)
+    except ValueError:
+        raise MalformedDatagram(f"unknown message type 0x{code:02x}") from None
+
+
+_PULLERS: dict[MessageType, Callable[[Buffer], Message]] = {
+    MessageType.CHUNK_REQUEST: pull_chunk_request,
+    MessageType.DATA: pull_data,
+    MessageType.ACK: pull_ack,
+    MessageType.REFUSAL: pull_refusal,
+    MessageType.CANCEL: pull_cancel,
+    MessageType.VERSION_ERROR: pull_version_error,
+    MessageType.WHO_HAS: pull_who_has,
+    MessageType.HAVE: pull_have,
+}
+
+
+def decode_datagram(data: bytes | bytearray | memoryview) -> Message:
+    """Decode one datagram; any malformed input raises ``MalformedDatagram`` (or a subclass)."""
+    if len(data) > MAX_DATAGRAM_SIZE:
+        raise MalformedDatagram(f"datagram of {len(data)} bytes is larger than UDP allows")
+    buf = Buffer(data)
+    _version, message_type = pull_prefix(buf)
+    message: Message = _PULLERS[message_type](buf)
+    if not buf.eof():
+        raise MalformedDatagram(
+            f"{message_type.name} datagram has {buf.remaining} unexpected trailing bytes"
+        )
+    return message
