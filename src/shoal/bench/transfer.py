@@ -276,26 +276,12 @@ def summarize(run: dict[str, Any], size: int, *, retransmitted: float | None) ->
     }
 
 
-def shoal_retransmitted_percent(run: dict[str, Any], manifest: Manifest) -> float:
-    """Data datagrams sent beyond the minimum, as a percentage of the minimum.
-
-    Uses the engine's own retransmission counter when it has one; otherwise counts
-    every datagram the sender put on the wire against the segments the file needs.
-    """
-    engine = run["sender"].get("engine", {})
-    for sent_key, again_key in (
-        ("data_packets_sent", "data_packets_retransmitted"),
-        ("segments_sent", "segments_retransmitted"),
-        ("packets_sent", "packets_retransmitted"),
-    ):
-        if engine.get(sent_key) and again_key in engine:
-            first_time = engine[sent_key] - engine[again_key]
-            return 100.0 * engine[again_key] / first_time if first_time else 0.0
-    needed = run["receiver"].get("engine", {}).get("segments_needed") or sum(
-        -(-manifest.chunk_length(index) // 1380) for index in range(manifest.chunk_count)
-    )
-    sent = run["sender"]["socket"]["datagrams_sent"]
-    return max(0.0, 100.0 * (sent - needed) / needed) if needed else 0.0
+def shoal_retransmitted_percent(run: dict[str, Any]) -> float:
+    """Data packets the sender sent again, as a percentage of those sent once."""
+    engine = run["sender"]["engine"]
+    again = engine["data_packets_retransmitted"]
+    first_time = engine["data_packets_sent"] - again
+    return 100.0 * again / first_time if first_time else 0.0
 
 
 def run_transfer_bench(options: TransferBenchOptions, report: Report) -> dict[str, Any]:
@@ -323,9 +309,7 @@ def run_transfer_bench(options: TransferBenchOptions, report: Report) -> dict[st
             report(f"link: {placement.description}")
             report("shoal: transferring ...")
             shoal_run = run_shoal(placement, options, source, manifest_file, workdir)
-            shoal = summarize(
-                shoal_run, size, retransmitted=shoal_retransmitted_percent(shoal_run, manifest)
-            )
+            shoal = summarize(shoal_run, size, retransmitted=shoal_retransmitted_percent(shoal_run))
             shoal["gso"] = shoal_run["sender"].get("gso")
             shoal["gro"] = shoal_run["receiver"].get("gro")
             shoal["dropped_by_loss_filter"] = (

@@ -53,15 +53,6 @@ def _udp_config(no_gso: bool) -> UdpConfig:
     return UdpConfig.plain() if no_gso else UdpConfig()
 
 
-def _engine_stats(engine: TransferEngine) -> dict[str, Any]:
-    stats = getattr(engine, "stats", None)
-    if stats is None:
-        return {}
-    if hasattr(stats, "as_dict"):
-        return dict(stats.as_dict())
-    return {name: getattr(stats, name) for name in getattr(stats, "__slots__", ())}
-
-
 def _socket_report(endpoint: DatagramEndpoint) -> dict[str, Any]:
     receive_buffer, send_buffer = endpoint.udp.buffer_sizes
     return {
@@ -115,6 +106,7 @@ async def serve(arguments: argparse.Namespace) -> int:
     print("ready", flush=True)
     await stop.wait()
     end = CpuSample.now()
+    socket_report = _socket_report(endpoint)
     endpoint.close()
     os.close(descriptor)
     document = {
@@ -122,8 +114,8 @@ async def serve(arguments: argparse.Namespace) -> int:
         "cpu": end.since(start),
         "peak_rss_bytes": peak_rss_bytes(),
         "events": dict(seen),
-        "engine": _engine_stats(engine),
-        **_socket_report(endpoint),
+        "engine": engine.counters.as_dict(),
+        **socket_report,
     }
     arguments.result.write_text(json.dumps(document))
     return 0
@@ -235,6 +227,7 @@ async def fetch(arguments: argparse.Namespace) -> int:
     except TimeoutError:
         timed_out = True
     end = CpuSample.now()
+    socket_report = _socket_report(endpoint)
     endpoint.close()
     os.close(descriptor)
     complete = fetcher.received == manifest.chunk_count and not fetcher.failure
@@ -250,8 +243,8 @@ async def fetch(arguments: argparse.Namespace) -> int:
         "events": dict(fetcher.seen),
         "cpu": end.since(start),
         "peak_rss_bytes": peak_rss_bytes(),
-        "engine": _engine_stats(engine),
-        **_socket_report(endpoint),
+        "engine": engine.counters.as_dict(),
+        **socket_report,
     }
     if complete:
         document["sha256_matches"] = _file_sha256(arguments.out) == manifest.sha256
