@@ -46,3 +46,28 @@ def peak_rss_bytes(pid: int | str = "self") -> int:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+UDP_DROP_COUNTERS = ("InErrors", "RcvbufErrors", "SndbufErrors", "NoPorts")
+
+
+def snmp_counter(protocol: str, counter: str) -> int:
+    """A counter of /proc/net/snmp (per network namespace), or 0 where there is none."""
+    try:
+        lines = Path("/proc/net/snmp").read_text().splitlines()
+    except OSError:
+        return 0
+    rows = [line.split() for line in lines if line.startswith(protocol + ":")]
+    if len(rows) < 2 or counter not in rows[0]:
+        return 0
+    return int(rows[1][rows[0].index(counter)])
+
+
+def udp_drops() -> dict[str, int]:
+    """The kernel's UDP error counters in this network namespace (buffer overflows...)."""
+    return {name: snmp_counter("Udp", name) for name in UDP_DROP_COUNTERS}
+
+
+def counter_change(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """``after - before`` for each counter."""
+    return {name: after[name] - before.get(name, 0) for name in after}

@@ -79,6 +79,7 @@ class TransferBenchOptions:
     seed: int = 1
     chunk_size: int = DEFAULT_CHUNK_SIZE
     workdir: Path | None = None
+    profile_dir: Path | None = None
 
 
 @dataclass
@@ -186,12 +187,19 @@ def run_shoal(
     common = ["--manifest", str(manifest_file), "--loss", str(options.loss)]
     if not options.gso:
         common.append("--no-gso")
+
+    def profile(role: str) -> list[str]:
+        if options.profile_dir is None:
+            return []
+        options.profile_dir.mkdir(parents=True, exist_ok=True)
+        return ["--profile", str(options.profile_dir.resolve() / f"shoal-{role}.prof")]
+
     sender = placement.spawn(
         True,
         _python(
             "shoal.bench.transfer_peer", "serve", *common, "--seed", str(options.seed),
             "--file", str(source), "--bind", f"{placement.sender_ip}:{SHOAL_PORT}",
-            "--result", str(sender_result),
+            "--result", str(sender_result), *profile("sender"),
         ),
     )  # fmt: skip
     _wait_ready(sender, "shoal sender")
@@ -202,7 +210,7 @@ def run_shoal(
             "--peer", f"{placement.sender_ip}:{SHOAL_PORT}",
             "--bind", f"{placement.receiver_ip}:0", "--out", str(output),
             "--window", str(options.window), "--timeout", str(options.timeout_seconds),
-            "--result", str(receiver_result),
+            "--result", str(receiver_result), *profile("receiver"),
         ),
     )  # fmt: skip
     _wait(receiver, options.timeout_seconds + 30, "shoal receiver")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import hashlib
 import json
 import os
@@ -28,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from shoal.bench.measure import CpuSample, peak_rss_bytes
+from shoal.bench.measure import CpuSample, counter_change, peak_rss_bytes, udp_drops
 from shoal.core.manifest import Manifest, decode_manifest_file
 from shoal.net import Address, DatagramEndpoint, UdpConfig
 from shoal.protocol.transfer import (
@@ -102,11 +103,14 @@ async def serve(arguments: argparse.Namespace) -> int:
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    drops_before = udp_drops()
     start = CpuSample.now()
     print("ready", flush=True)
     await stop.wait()
     end = CpuSample.now()
     socket_report = _socket_report(endpoint)
+    # Per namespace: meaningful in the lab, shared with other programs on loopback.
+    socket_report["kernel_udp_errors"] = counter_change(drops_before, udp_drops())
     endpoint.close()
     os.close(descriptor)
     document = {
@@ -218,6 +222,7 @@ async def fetch(arguments: argparse.Namespace) -> int:
         receive_loss=arguments.loss,
         loss_seed=arguments.seed,
     )
+    drops_before = udp_drops()
     start = CpuSample.now()
     fetcher.request_more()
     endpoint.transmit()
@@ -228,6 +233,8 @@ async def fetch(arguments: argparse.Namespace) -> int:
         timed_out = True
     end = CpuSample.now()
     socket_report = _socket_report(endpoint)
+    # Per namespace: meaningful in the lab, shared with other programs on loopback.
+    socket_report["kernel_udp_errors"] = counter_change(drops_before, udp_drops())
     endpoint.close()
     os.close(descriptor)
     complete = fetcher.received == manifest.chunk_count and not fetcher.failure
@@ -274,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--loss", type=float, default=0.0)
         command.add_argument("--seed", type=int, default=1)
         command.add_argument("--no-gso", action="store_true")
+        command.add_argument("--profile", type=Path, help="write cProfile stats here")
         if name == "serve":
             command.add_argument("--file", type=Path, required=True)
         else:
@@ -283,7 +291,15 @@ def main(argv: list[str] | None = None) -> int:
             command.add_argument("--timeout", type=float, default=600.0)
     arguments = parser.parse_args(argv)
     role = serve if arguments.command == "serve" else fetch
-    return asyncio.run(role(arguments))
+    if arguments.profile is None:
+        return asyncio.run(role(arguments))
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        return asyncio.run(role(arguments))
+    finally:
+        profiler.disable()
+        profiler.dump_stats(arguments.profile)
 
 
 if __name__ == "__main__":

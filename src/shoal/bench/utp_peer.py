@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from shoal.bench.measure import CpuSample, peak_rss_bytes
+from shoal.bench.measure import CpuSample, peak_rss_bytes, snmp_counter
 
 PIECE_SIZE = 1024 * 1024
 POLL_SECONDS = 0.02
@@ -80,18 +80,6 @@ def _add(session: Any, torrent: Path, directory: Path, seed: bool) -> Any:
     return session.add_torrent(params)
 
 
-def _snmp(protocol: str, counter: str) -> int:
-    """A counter of /proc/net/snmp (per network namespace), or 0 where there is none."""
-    try:
-        lines = Path("/proc/net/snmp").read_text().splitlines()
-    except OSError:
-        return 0
-    rows = [line.split() for line in lines if line.startswith(protocol + ":")]
-    if len(rows) < 2 or counter not in rows[0]:
-        return 0
-    return int(rows[1][rows[0].index(counter)])
-
-
 def _split(address: str) -> tuple[str, int]:
     host, _, port = address.rpartition(":")
     return host, int(port)
@@ -126,7 +114,7 @@ def download(
     lt = _libtorrent()
     session = _session(bind)
     info = lt.torrent_info(str(torrent))
-    udp_before, tcp_before = _snmp("Udp", "InDatagrams"), _snmp("Tcp", "InSegs")
+    udp_before, tcp_before = snmp_counter("Udp", "InDatagrams"), snmp_counter("Tcp", "InSegs")
     start = CpuSample.now()
     handle = _add(session, torrent, out_dir, seed=False)
     handle.connect_peer(_split(seeder))
@@ -150,8 +138,8 @@ def download(
         "payload_downloaded": status.total_payload_download,
         "bytes_downloaded": status.total_download,
         # Counted in this network namespace: proof that the bytes came over UDP (uTP).
-        "udp_datagrams_in": _snmp("Udp", "InDatagrams") - udp_before,
-        "tcp_segments_in": _snmp("Tcp", "InSegs") - tcp_before,
+        "udp_datagrams_in": snmp_counter("Udp", "InDatagrams") - udp_before,
+        "tcp_segments_in": snmp_counter("Tcp", "InSegs") - tcp_before,
     }
     session.pause()
     if finished:

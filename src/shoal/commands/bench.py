@@ -31,6 +31,8 @@ def bench() -> None:
               help="Give up on a transfer after this many seconds.")  # fmt: skip
 @click.option("--seed", type=int, default=1, show_default=True,
               help="Seed of the random file and of the loss filter.")  # fmt: skip
+@click.option("--profile", "profile_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Run the shoal processes under cProfile; write their stats here.")  # fmt: skip
 @click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the full results (both processes of each run) to this file.")  # fmt: skip
 def transfer(
@@ -42,6 +44,7 @@ def transfer(
     loopback: bool,
     timeout: float,
     seed: int,
+    profile_dir: Path | None,
     json_out: Path | None,
 ) -> None:
     """Move a random file between two network namespaces with shoal, then with
@@ -61,6 +64,7 @@ def transfer(
         namespaces=not loopback,
         timeout_seconds=timeout,
         seed=seed,
+        profile_dir=profile_dir,
     )
     with terminate_on_signals():
         document = run_transfer_bench(options, lambda line: click.echo(line, err=True))
