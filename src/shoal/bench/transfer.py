@@ -80,6 +80,7 @@ class TransferBenchOptions:
     chunk_size: int = DEFAULT_CHUNK_SIZE
     workdir: Path | None = None
     profile_dir: Path | None = None
+    engine_settings: tuple[str, ...] = ()
 
 
 @dataclass
@@ -187,6 +188,8 @@ def run_shoal(
     common = ["--manifest", str(manifest_file), "--loss", str(options.loss)]
     if not options.gso:
         common.append("--no-gso")
+    for setting in options.engine_settings:
+        common += ["--engine", setting]
 
     def profile(role: str) -> list[str]:
         if options.profile_dir is None:
@@ -311,6 +314,7 @@ def run_transfer_bench(options: TransferBenchOptions, report: Report) -> dict[st
             "loss": options.loss,
             "gso_requested": options.gso,
             "window_chunks": options.window,
+            "engine_settings": list(options.engine_settings),
         }
         with placed(options.namespaces) as placement:
             document["link"] = placement.description

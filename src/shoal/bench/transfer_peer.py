@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import dataclasses
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ from shoal.protocol.transfer import (
     ChunkReceived,
     ChunkRefused,
     ChunkRequested,
+    TransferConfig,
     TransferEngine,
     TransferTimedOut,
 )
@@ -48,6 +50,19 @@ MAX_ATTEMPTS_PER_CHUNK = 5
 def _address(text: str) -> Address:
     host, _, port = text.rpartition(":")
     return host, int(port)
+
+
+def engine_config(settings: list[str]) -> TransferConfig:
+    """A ``TransferConfig`` with ``NAME=VALUE`` overrides (for tuning experiments)."""
+    config = TransferConfig()
+    changes: dict[str, Any] = {}
+    for setting in settings:
+        name, _, text = setting.partition("=")
+        current = getattr(config, name.strip(), None)
+        if current is None or not text:
+            raise SystemExit(f"not a TransferConfig setting: {setting!r}")
+        changes[name.strip()] = type(current)(text)
+    return dataclasses.replace(config, **changes)
 
 
 def _udp_config(no_gso: bool) -> UdpConfig:
@@ -72,7 +87,7 @@ async def serve(arguments: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     manifest = decode_manifest_file(arguments.manifest.read_bytes()).manifest
     descriptor = os.open(arguments.file, os.O_RDONLY)
-    engine = TransferEngine(now=loop.time())
+    engine = TransferEngine(config=engine_config(arguments.engine), now=loop.time())
     seen: Counter[str] = Counter()
 
     def on_event(event: object) -> None:
@@ -210,7 +225,7 @@ async def fetch(arguments: argparse.Namespace) -> int:
     manifest = decode_manifest_file(arguments.manifest.read_bytes()).manifest
     descriptor = os.open(arguments.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.ftruncate(descriptor, manifest.size)
-    engine = TransferEngine(now=loop.time())
+    engine = TransferEngine(config=engine_config(arguments.engine), now=loop.time())
     fetcher = Fetch(engine, manifest, _address(arguments.peer), descriptor, arguments.window, loop)
     bind = _address(arguments.bind)
     endpoint = DatagramEndpoint.open(
@@ -282,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--seed", type=int, default=1)
         command.add_argument("--no-gso", action="store_true")
         command.add_argument("--profile", type=Path, help="write cProfile stats here")
+        command.add_argument("--engine", action="append", default=[], metavar="NAME=VALUE")
         if name == "serve":
             command.add_argument("--file", type=Path, required=True)
         else:

@@ -31,6 +31,8 @@ def bench() -> None:
               help="Give up on a transfer after this many seconds.")  # fmt: skip
 @click.option("--seed", type=int, default=1, show_default=True,
               help="Seed of the random file and of the loss filter.")  # fmt: skip
+@click.option("--engine", "engine_settings", multiple=True, metavar="NAME=VALUE",
+              help="Override a TransferConfig field in both shoal processes.")  # fmt: skip
 @click.option("--profile", "profile_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Run the shoal processes under cProfile; write their stats here.")  # fmt: skip
 @click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
@@ -44,6 +46,7 @@ def transfer(
     loopback: bool,
     timeout: float,
     seed: int,
+    engine_settings: tuple[str, ...],
     profile_dir: Path | None,
     json_out: Path | None,
 ) -> None:
@@ -65,6 +68,7 @@ def transfer(
         timeout_seconds=timeout,
         seed=seed,
         profile_dir=profile_dir,
+        engine_settings=engine_settings,
     )
     with terminate_on_signals():
         document = run_transfer_bench(options, lambda line: click.echo(line, err=True))
