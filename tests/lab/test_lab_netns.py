@@ -5,6 +5,9 @@ These need root (network namespaces); they skip with the reason otherwise.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 
 import pytest
@@ -14,9 +17,11 @@ from shoal.lab.netns import (
     TwoHostLab,
     cleanup_prefix,
     create_namespace,
+    delete_namespace,
     lab_available,
     list_links,
     list_namespaces,
+    namespace_command,
 )
 
 AVAILABLE, WHY_NOT = lab_available()
@@ -58,3 +63,65 @@ def test_cleanup_prefix_removes_leftovers_of_a_crashed_run() -> None:
         assert name not in list_namespaces(TEST_PREFIX)
     finally:
         cleanup_prefix(TEST_PREFIX)
+
+
+BROADCAST_SCRIPT = """
+import asyncio, json
+from shoal.net import DatagramEndpoint, DatagramNotSent, UdpConfig
+
+class Recorder:
+    def __init__(self):
+        self.outbox, self.arrived = [], []
+    def receive_datagram(self, data, addr, now):
+        self.arrived.append(bytes(data).decode())
+    def handle_timer(self, now):
+        pass
+    def datagrams_to_send(self, now):
+        out, self.outbox = self.outbox, []
+        return out
+    def get_timer(self):
+        return None
+    def next_event(self):
+        return None
+
+async def main():
+    listener = Recorder()
+    listening = DatagramEndpoint.open(listener, "0.0.0.0", 47500)
+    refusals = []
+    for broadcast in (False, True):
+        sender = Recorder()
+        endpoint = DatagramEndpoint.open(
+            sender, "127.0.0.1", 0, refusals.append, config=UdpConfig(broadcast=broadcast)
+        )
+        sender.outbox.append((f"broadcast={broadcast}".encode(), ("127.255.255.255", 47500)))
+        endpoint.transmit()
+        await asyncio.sleep(0.1)
+        endpoint.close()
+    listening.close()
+    print(json.dumps({
+        "arrived": listener.arrived,
+        "refused": [(type(event).__name__, event.cause) for event in refusals],
+    }))
+
+asyncio.run(main())
+"""
+
+
+def test_broadcast_needs_the_broadcast_option_and_reaches_listeners() -> None:
+    namespace = f"{TEST_PREFIX}bc{os.getpid() % 100000}"
+    create_namespace(namespace)
+    try:
+        done = subprocess.run(
+            namespace_command(namespace, [sys.executable, "-c", BROADCAST_SCRIPT]),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+    finally:
+        delete_namespace(namespace)
+    outcome = json.loads(done.stdout)
+    assert outcome["arrived"] == ["broadcast=True"]
+    [(kind, cause)] = outcome["refused"]
+    assert kind == "DatagramNotSent" and "EACCES" in cause
+    assert namespace not in list_namespaces(TEST_PREFIX)

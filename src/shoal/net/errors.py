@@ -47,7 +47,11 @@ class OffloadRejected(NetworkError):
 
 
 class AddressUnavailable(NetworkError):
-    """The local address cannot be bound: in use, not configured here, or forbidden."""
+    """The local address cannot be bound: in use, or not configured on this host."""
+
+
+class OperationNotPermitted(NetworkError):
+    """Not allowed: a privileged port, a broadcast without ``broadcast=True``, a firewall."""
 
 
 _CAUSE_BY_ERRNO: dict[int, type[NetworkError]] = {
@@ -62,7 +66,8 @@ _CAUSE_BY_ERRNO: dict[int, type[NetworkError]] = {
     errno.EOPNOTSUPP: OffloadRejected,
     errno.EADDRINUSE: AddressUnavailable,
     errno.EADDRNOTAVAIL: AddressUnavailable,
-    errno.EACCES: AddressUnavailable,
+    errno.EACCES: OperationNotPermitted,
+    errno.EPERM: OperationNotPermitted,
 }
 
 
