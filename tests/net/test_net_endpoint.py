@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from shoal.net import Address, DatagramEndpoint, PeerUnreachable, UdpConfig, UdpSocket
+from shoal.net import (
+    Address,
+    AddressUnavailable,
+    DatagramEndpoint,
+    PeerUnreachable,
+    UdpConfig,
+    UdpSocket,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,3 +318,34 @@ async def test_receive_loss_drops_the_configured_fraction_reproducibly() -> None
             receiver.close()
     assert dropped[0] == dropped[1]
     assert 60 <= dropped[0] <= 140
+
+
+@pytest.mark.skipif(not gso_available(), reason="this kernel has no UDP GSO/GRO")
+@in_event_loop
+async def test_refused_gso_falls_back_to_plain_sends_without_losing_datagrams() -> None:
+    sender_machine, sender, receiver_machine, receiver, _ = open_pair(UdpConfig(), UdpConfig())
+    # A device without segmentation offload answers a GSO send with EIO.
+    sender.udp.sock = FlakySocket(sender.udp.sock, OSError(errno.EIO, "I/O error"), times=1)  # type: ignore[assignment]
+    try:
+        payloads = numbered(30, 1200)
+        for payload in payloads:
+            sender_machine.queue(payload, receiver.local_address)
+        sender.transmit()
+        await wait_until(lambda: len(receiver_machine.received) == 30)
+        assert [arrived.data for arrived in receiver_machine.received] == payloads
+        assert not sender.udp.gso_enabled
+        assert "GSO turned off" in sender.udp.offload_note
+        assert sender.udp.counters.send_calls == 30
+    finally:
+        sender.close()
+        receiver.close()
+
+
+def test_binding_a_port_in_use_names_the_cause() -> None:
+    first = UdpSocket.bind("127.0.0.1", 0)
+    try:
+        host, port = first.local_address
+        with pytest.raises(AddressUnavailable, match=f"binding UDP 127.0.0.1:{port}"):
+            UdpSocket.bind(host, port)
+    finally:
+        first.close()
