@@ -67,7 +67,7 @@ def test_cleanup_prefix_removes_leftovers_of_a_crashed_run() -> None:
 
 BROADCAST_SCRIPT = """
 import asyncio, json
-from shoal.net import DatagramEndpoint, DatagramNotSent, UdpConfig
+from shoal.net import DatagramEndpoint, DatagramRefused, UdpConfig
 
 class Recorder:
     def __init__(self):
@@ -123,5 +123,5 @@ def test_broadcast_needs_the_broadcast_option_and_reaches_listeners() -> None:
     outcome = json.loads(done.stdout)
     assert outcome["arrived"] == ["broadcast=True"]
     [(kind, cause)] = outcome["refused"]
-    assert kind == "DatagramNotSent" and "EACCES" in cause
+    assert kind == "DatagramRefused" and "EACCES" in cause
     assert namespace not in list_namespaces(TEST_PREFIX)

@@ -20,7 +20,7 @@ from shoal.net import (
     Address,
     AddressUnavailable,
     DatagramEndpoint,
-    PeerUnreachable,
+    DeliveryFailed,
     UdpConfig,
     UdpSocket,
 )
@@ -262,9 +262,9 @@ async def test_closed_port_is_reported_as_peer_unreachable() -> None:
     try:
         machine.queue(b"hello", closed_address)
         endpoint.transmit()
-        await wait_until(lambda: any(isinstance(event, PeerUnreachable) for event in events))
-        reports = [event for event in events if isinstance(event, PeerUnreachable)]
-        assert reports == [PeerUnreachable(closed_address, "ECONNREFUSED")]
+        await wait_until(lambda: any(isinstance(event, DeliveryFailed) for event in events))
+        reports = [event for event in events if isinstance(event, DeliveryFailed)]
+        assert reports == [DeliveryFailed(closed_address, "ECONNREFUSED")]
         # The socket still works after the error.
         echo_machine = ScriptedMachine()
         echo = DatagramEndpoint.open(echo_machine, "127.0.0.1", 0)

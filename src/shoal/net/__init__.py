@@ -5,12 +5,7 @@ rendezvous) from a ``UdpSocket``, which uses UDP GSO/GRO on Linux when the kerne
 them and plain ``sendto``/``recvfrom`` otherwise.
 """
 
-from shoal.net.endpoint import (
-    DatagramEndpoint,
-    DatagramNotSent,
-    EventHandler,
-    SocketFailed,
-)
+from shoal.net.endpoint import DatagramEndpoint, EventHandler, LossCounters
 from shoal.net.errors import (
     AddressUnavailable,
     DatagramTooLarge,
@@ -23,7 +18,7 @@ from shoal.net.errors import (
     classify_socket_error,
     map_socket_errors,
 )
-from shoal.net.events import PeerUnreachable
+from shoal.net.events import DatagramRefused, DeliveryFailed, SocketFailed
 from shoal.net.machine import Address, DatagramMachine
 from shoal.net.udp import SendOutcome, SocketCounters, UdpConfig, UdpSocket
 
@@ -32,14 +27,15 @@ __all__ = [
     "AddressUnavailable",
     "DatagramEndpoint",
     "DatagramMachine",
-    "DatagramNotSent",
+    "DatagramRefused",
     "DatagramTooLarge",
+    "DeliveryFailed",
     "EventHandler",
     "InterfaceQueueFull",
+    "LossCounters",
     "NetworkError",
     "OffloadRejected",
     "OperationNotPermitted",
-    "PeerUnreachable",
     "PeerUnreachableError",
     "SendOutcome",
     "SendQueueFull",

@@ -36,28 +36,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from shoal.net.errors import InterfaceQueueFull, NetworkError
-from shoal.net.events import PeerUnreachable
+from shoal.net.events import DatagramRefused, DeliveryFailed, SocketFailed
 from shoal.net.machine import Address, DatagramMachine
 from shoal.net.udp import SendFailure, UdpConfig, UdpSocket
 
 EventHandler = Callable[[object], None]
 
 INTERFACE_QUEUE_RETRY_SECONDS = 0.0005
-
-
-@dataclass(frozen=True, slots=True)
-class DatagramNotSent:
-    """The kernel refused a datagram for good (not back-pressure); it was not sent."""
-
-    address: Address
-    cause: str
-
-
-@dataclass(frozen=True, slots=True)
-class SocketFailed:
-    """Receiving failed for a reason other than an ICMP error; the endpoint closed."""
-
-    cause: str
 
 
 @dataclass(slots=True)
@@ -193,12 +178,12 @@ class DatagramEndpoint:
         if udp.unreachable:
             reports, udp.unreachable = udp.unreachable, []
             for address, cause in reports:
-                self.on_event(PeerUnreachable(address, cause))
+                self.on_event(DeliveryFailed(address, cause))
         if udp.send_failures:
             failures: list[SendFailure]
             failures, udp.send_failures = udp.send_failures, []
             for failure in failures:
-                self.on_event(DatagramNotSent(failure.address, str(failure.error)))
+                self.on_event(DatagramRefused(failure.address, str(failure.error)))
         machine = self.machine
         while (event := machine.next_event()) is not None:
             self.on_event(event)
