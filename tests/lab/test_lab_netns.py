@@ -15,6 +15,7 @@ import pytest
 from shoal.bench.transfer import NAMESPACE_PREFIX, TransferBenchOptions, run_transfer_bench
 from shoal.lab.netns import (
     TwoHostLab,
+    cleanup_orphans,
     cleanup_prefix,
     create_namespace,
     delete_namespace,
@@ -125,3 +126,20 @@ def test_broadcast_needs_the_broadcast_option_and_reaches_listeners() -> None:
     [(kind, cause)] = outcome["refused"]
     assert kind == "DatagramRefused" and "EACCES" in cause
     assert namespace not in list_namespaces(TEST_PREFIX)
+
+
+def test_cleanup_orphans_removes_only_namespaces_whose_owner_is_gone() -> None:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = f"{TEST_PREFIX}o{dead.pid}a"
+    alive = f"{TEST_PREFIX}o{os.getpid()}a"
+    create_namespace(orphan)
+    create_namespace(alive)
+    try:
+        removed = cleanup_orphans(f"{TEST_PREFIX}o")
+        remaining = list_namespaces(f"{TEST_PREFIX}o")
+        assert removed == [f"netns {orphan}"]
+        assert remaining == [alive]
+    finally:
+        delete_namespace(orphan)
+        delete_namespace(alive)

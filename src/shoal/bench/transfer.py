@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import os
 import random
 import select
 import shutil
@@ -48,11 +47,12 @@ from shoal.core.chunking import DEFAULT_CHUNK_SIZE
 from shoal.core.errors import ShoalError
 from shoal.core.manifest import Manifest
 from shoal.core.packing import pack_stream
-from shoal.lab.netns import TwoHostLab, lab_available, stop_processes
+from shoal.lab.netns import TwoHostLab, cleanup_orphans, lab_available, stop_processes
 
 MB = 1_000_000
 GB = 1_000_000_000
 NAMESPACE_PREFIX = "shn-"
+LAB_TAG = "x"
 SHOAL_PORT = 47000
 UTP_PORT = 47001
 READY_TIMEOUT_SECONDS = 30.0
@@ -114,7 +114,8 @@ def placed(use_namespaces: bool) -> Iterator[Placement]:
     """Two namespaces on a veth pair when possible, else loopback; torn down on exit."""
     available, why = lab_available()
     if use_namespaces and available:
-        lab = TwoHostLab.create(NAMESPACE_PREFIX, "x")
+        cleanup_orphans(NAMESPACE_PREFIX + LAB_TAG)
+        lab = TwoHostLab.create(NAMESPACE_PREFIX, LAB_TAG)
         placement = Placement(
             lab.left.address,
             lab.right.address,
@@ -392,12 +393,3 @@ def format_table(document: dict[str, Any]) -> str:
             f"loss filter dropped {shoal['dropped_by_loss_filter']} received datagrams (shoal only)"
         )
     return "\n".join(lines)
-
-
-def remove_leftovers() -> list[str]:
-    """Remove namespaces and links an interrupted benchmark left behind."""
-    from shoal.lab.netns import cleanup_prefix
-
-    if os.geteuid() != 0:
-        return []
-    return cleanup_prefix(NAMESPACE_PREFIX + "x")

@@ -192,6 +192,33 @@ def cleanup_prefix(prefix: str) -> list[str]:
     return removed
 
 
+def _owner_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cleanup_orphans(prefix: str) -> list[str]:
+    """Remove the namespaces ``PREFIX<pid>a``/``b`` whose owning process is gone.
+
+    ``TwoHostLab`` embeds its creator's process ID in the names, so this removes what a
+    killed run left behind and never touches a run still in progress.
+    """
+    if len(prefix) < MIN_PREFIX_LENGTH:
+        raise LabError(f"refusing to clean up the short prefix {prefix!r}")
+    removed = []
+    for name in list_namespaces(prefix):
+        owner = name[len(prefix) : -1]
+        if owner.isdigit() and name[-1] in "ab" and not _owner_alive(int(owner)):
+            delete_namespace(name)
+            removed.append(f"netns {name}")
+    return removed
+
+
 def namespace_command(namespace: str, argv: Sequence[str]) -> list[str]:
     """The command line that runs ``argv`` inside ``namespace``."""
     return ["ip", "netns", "exec", namespace, *argv]
@@ -221,8 +248,11 @@ class TwoHostLab:
 
     @classmethod
     def create(cls, prefix: str, tag: str, subnet: str = "10.77.0.0/24") -> TwoHostLab:
-        """Create namespaces ``PREFIX TAG PID a`` / ``...b`` joined by a veth pair."""
-        stem = f"{prefix}{tag}{os.getpid() % 100000}"
+        """Create namespaces ``PREFIX TAG PID a`` / ``...b`` joined by a veth pair.
+
+        The veth ends carry the namespaces' names (at most 15 characters).
+        """
+        stem = f"{prefix}{tag}{os.getpid()}"
         network = ipaddress.ip_network(subnet)
         hosts_iter = network.hosts()
         first, second = next(hosts_iter), next(hosts_iter)
