@@ -237,6 +237,12 @@ async def fetch(arguments: argparse.Namespace) -> int:
         receive_loss=arguments.loss,
         loss_seed=arguments.seed,
     )
+    def interrupted() -> None:
+        fetcher.failure = "interrupted"
+        fetcher.done.set()
+
+    loop.add_signal_handler(signal.SIGTERM, interrupted)
+    loop.add_signal_handler(signal.SIGINT, interrupted)
     drops_before = udp_drops()
     start = CpuSample.now()
     fetcher.request_more()

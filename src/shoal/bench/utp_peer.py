@@ -89,6 +89,7 @@ def seed(torrent: Path, data_dir: Path, bind: str, result: Path) -> None:
     """Seed until SIGTERM, then write the result."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     session = _session(bind)
     handle = _add(session, torrent, data_dir, seed=True)
     start = CpuSample.now()
@@ -112,6 +113,9 @@ def download(
 ) -> int:
     """Download from ``seeder`` over uTP, check the file's SHA-256, write the result."""
     lt = _libtorrent()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     session = _session(bind)
     info = lt.torrent_info(str(torrent))
     udp_before, tcp_before = snmp_counter("Udp", "InDatagrams"), snmp_counter("Tcp", "InSegs")
@@ -120,14 +124,14 @@ def download(
     handle.connect_peer(_split(seeder))
     deadline = time.monotonic() + timeout
     finished = False
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not stop.is_set():
         status = handle.status()
         if status.is_seeding or status.is_finished:
             finished = True
             break
         if status.num_peers == 0:
             handle.connect_peer(_split(seeder))
-        time.sleep(POLL_SECONDS)
+        stop.wait(POLL_SECONDS)
     end = CpuSample.now()
     status = handle.status()
     document: dict[str, Any] = {
