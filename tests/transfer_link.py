@@ -2,7 +2,8 @@
 
 The network is a discrete-event simulation: every datagram an engine hands out is
 delivered after ``delay`` (+ uniform ``jitter``, which reorders), unless dropped at
-random (``loss``); it may be delivered twice (``duplicate``). An optional bottleneck
+random (``loss``); it may be delivered twice (``duplicate``) or held back so that later
+ones overtake it (``reorder``). An optional bottleneck
 (``rate`` bytes/s, drop-tail queue of ``queue_bytes``) makes queuing delay grow with
 the load, as a real router does -- that is what LEDBAT must react to. Everything is
 seeded, so every run is the same.
@@ -39,6 +40,8 @@ class Node:
     #: (content ID, chunk index) -> bytes this node serves when asked.
     chunks: dict[tuple[ContentId, int], bytes] = field(default_factory=dict)
     events: list[Event] = field(default_factory=list)
+    #: Fake-clock time at which each event in ``events`` was taken.
+    event_times: list[float] = field(default_factory=list)
     #: When False the node answers no requests (the application never calls back).
     serving: bool = True
 
@@ -46,6 +49,13 @@ class Node:
         """Make a chunk available; return its SHA-256 (what a manifest would hold)."""
         self.chunks[(content_id, chunk_index)] = data
         return hashlib.sha256(data).digest()
+
+    def time_of_first(self, kind: type) -> float:
+        """Fake-clock time of the first event of ``kind`` (KeyError if none)."""
+        for event, when in zip(self.events, self.event_times, strict=True):
+            if isinstance(event, kind):
+                return when
+        raise KeyError(kind.__name__)
 
     def events_of(self, kind: type[_T]) -> list[_T]:
         return [event for event in self.events if isinstance(event, kind)]
@@ -57,6 +67,9 @@ class Path:
 
     delay: float = 0.0005
     jitter: float = 0.0
+    #: Probability that a datagram is held back by ``reorder_delay`` (arrives late).
+    reorder: float = 0.0
+    reorder_delay: float = 0.002
     loss: float = 0.0
     duplicate: float = 0.0
     #: Bottleneck in bytes/s (None: infinitely fast).
@@ -111,6 +124,7 @@ class Network:
         engine = node.engine
         while (event := engine.next_event()) is not None:
             node.events.append(event)
+            node.event_times.append(self.now)
             if isinstance(event, ChunkRequested) and node.serving:
                 data = node.chunks.get((event.content_id, event.chunk_index))
                 if data is None:
@@ -152,6 +166,8 @@ class Network:
                     + path.extra_delay
                     + self.random.uniform(0.0, path.jitter)
                 )
+                if path.reorder and self.random.random() < path.reorder:
+                    arrival += path.reorder_delay
                 self._sequence += 1
                 heapq.heappush(
                     self._in_flight, (arrival, self._sequence, node.address, destination, payload)
@@ -185,9 +201,14 @@ class Network:
     def run(self, until: Callable[[], bool], *, timeout: float = 60.0) -> None:
         """Step until ``until()`` holds; fail if the fake clock passes ``timeout`` seconds."""
         deadline = self.now + timeout
+        last_now, steps_without_progress = self.now, 0
         while not until():
             if not self.step() or self.now > deadline:
                 raise AssertionError(f"network stalled or timed out at t={self.now:.3f}")
+            steps_without_progress = steps_without_progress + 1 if self.now == last_now else 0
+            last_now = self.now
+            if steps_without_progress > 10_000:
+                raise AssertionError(f"an engine timer is stuck at t={self.now:.6f}")
 
     def run_for(self, seconds: float) -> None:
         """Step for ``seconds`` of fake time (or until nothing is left to happen)."""

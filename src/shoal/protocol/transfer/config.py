@@ -33,7 +33,7 @@ class TransferConfig:
     initial_rtt: float = 0.1
     #: RFC 6298 §2.4 rounds the RTO up to 1 s; on a LAN that wastes seconds per loss
     #: burst, so shoal uses a smaller floor as RFC 6298 §4 allows for known paths.
-    min_rto: float = 0.03
+    min_rto: float = 0.01
     max_rto: float = 2.0
     #: A peer silent for this long ends its transfers with ``TransferTimedOut``.
     idle_timeout: float = 5.0
@@ -50,6 +50,13 @@ class TransferConfig:
     ledbat_base_history: int = 10
     #: Samples in the current-delay filter (RFC 6817 §3.4.2 CURRENT_FILTER).
     ledbat_current_filter: int = 4
+    #: Foreground: a loss episode halves the window only when more than this fraction of
+    #: the round's packets were lost, or the path shows a queue (below). Random loss on a
+    #: LAN (Wi-Fi, a bad cable) is not congestion; RFC 5681 assumes it is, and would hold
+    #: a 5%-loss LAN link to a few packets per round trip.
+    foreground_loss_tolerance: float = 0.1
+    #: Foreground: queuing delay (one-way delay above its base) that marks congestion.
+    foreground_queue_delay: float = 0.01
     #: Largest chunk a peer may request (the largest allowed chunk size).
     max_chunk_length: int = MAX_CHUNK_SIZE
     #: Chunks this engine may be receiving at once (each holds a chunk-sized buffer).
@@ -73,6 +80,8 @@ class TransferConfig:
             raise ValueError(f"max_datagram_size {self.max_datagram_size} out of range")
         if not 1 <= self.max_ack_ranges <= WIRE_MAX_ACK_RANGES:
             raise ValueError(f"max_ack_ranges must be 1..{WIRE_MAX_ACK_RANGES}")
+        if not 0.0 <= self.foreground_loss_tolerance < 1.0:
+            raise ValueError("foreground_loss_tolerance must be in [0, 1)")
         if self.ack_every_packets < 1 or self.min_window_packets < 1:
             raise ValueError("ack_every_packets and min_window_packets must be >= 1")
 

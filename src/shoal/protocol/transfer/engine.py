@@ -105,6 +105,7 @@ _U32_MASK = 0xFFFFFFFF
 _PACKET_THRESHOLD = 3
 #: RFC 9002 §6.1.2 kTimeThreshold.
 _TIME_THRESHOLD = 9 / 8
+_MAX_PACKET_THRESHOLD = 32
 
 
 @dataclass(slots=True)
@@ -153,6 +154,11 @@ class TransferCounters:
     transfers_timed_out: int = 0
     retransmission_timeouts: int = 0
     congestion_events: int = 0
+    #: Losses declared that proved wrong (the original arrived), and reductions undone.
+    spurious_losses: int = 0
+    #: Tail-loss probes sent (first retransmission-timer expiry, RFC 9002 §6.2).
+    probes_sent: int = 0
+    congestion_events_undone: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """All counters by name."""
@@ -240,10 +246,15 @@ class _Flow:
         "key",
         "last_refill",
         "pacing_wait_until",
+        "packet_threshold",
         "recovery_start",
-        "round_robin",
+        "round_lost",
+        "round_sent",
+        "round_start",
         "rtt",
         "tokens",
+        "undo_cwnd",
+        "undo_ssthresh",
         "uploads",
     )
 
@@ -256,7 +267,15 @@ class _Flow:
         self.last_refill = now
         self.pacing_wait_until: float | None = None
         self.recovery_start = float("-inf")
-        self.round_robin = 0
+        # Packets sent and declared lost in the current round trip (loss tolerance).
+        self.round_start = now
+        self.round_sent = 0
+        self.round_lost = 0
+        # RFC 9002 §6.1.1 starts at 3; raised when the path proves to reorder (RACK-like).
+        self.packet_threshold = _PACKET_THRESHOLD
+        # Window before the last reduction, restored if that loss proves spurious.
+        self.undo_cwnd: float | None = None
+        self.undo_ssthresh = 0.0
         self.uploads: list[_Upload] = []
 
 
@@ -276,6 +295,7 @@ class _Upload:
         "largest_acked_packet",
         "last_heard",
         "last_packet",
+        "loss_time",
         "mode",
         "next_new",
         "peer",
@@ -289,6 +309,7 @@ class _Upload:
         "sent_segment",
         "sent_time",
         "state",
+        "timeouts",
     )
 
     def __init__(self, peer: Address, request: ChunkRequest, now: float) -> None:
@@ -317,6 +338,8 @@ class _Upload:
         self.next_new = 0
         self.largest_acked_packet = -1
         self.rto_deadline: float | None = None
+        self.loss_time: float | None = None
+        self.timeouts = 0
 
     def start(self, data: memoryview, flow: _Flow) -> None:
         self.data = data
@@ -505,9 +528,10 @@ class TransferEngine:
 
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at ``now``: acks, request retries, RTOs, idle timeouts."""
-        config = self.config
+        idle_timeout = self.config.idle_timeout
+        heard = self._peers_last_heard()
         for download in list(self._downloads.values()):
-            if now - download.last_heard >= config.idle_timeout:
+            if self._silent_deadline(download, heard) + idle_timeout <= now:
                 self._queue_control(encode_datagram(Cancel(download.request_id)), download.peer)
                 self._end_download(download, ReceiveInput.PEER_SILENT)
                 continue
@@ -516,9 +540,11 @@ class TransferEngine:
             if download.state is ReceiveState.REQUESTED and download.retry_at <= now:
                 self._send_request(download, now)
         for upload in list(self._uploads.values()):
-            if now - upload.last_heard >= config.idle_timeout:
+            if heard[upload.peer] + idle_timeout <= now:
                 self._end_upload_silent(upload)
                 continue
+            if upload.loss_time is not None and upload.loss_time <= now:
+                self._detect_losses(upload, now)
             if upload.rto_deadline is not None and upload.rto_deadline <= now:
                 self._on_retransmission_timeout(upload, now)
 
@@ -539,8 +565,9 @@ class TransferEngine:
         """When ``handle_timer``/``datagrams_to_send`` must next be called (None: never)."""
         deadline = float("inf")
         idle_timeout = self.config.idle_timeout
+        heard = self._peers_last_heard()
         for download in self._downloads.values():
-            candidate = download.last_heard + idle_timeout
+            candidate = self._silent_deadline(download, heard) + idle_timeout
             if download.ack_deadline is not None and download.ack_deadline < candidate:
                 candidate = download.ack_deadline
             if download.state is ReceiveState.REQUESTED and download.retry_at < candidate:
@@ -548,15 +575,38 @@ class TransferEngine:
             if candidate < deadline:
                 deadline = candidate
         for upload in self._uploads.values():
-            candidate = upload.last_heard + idle_timeout
+            candidate = heard[upload.peer] + idle_timeout
             if upload.rto_deadline is not None and upload.rto_deadline < candidate:
                 candidate = upload.rto_deadline
+            if upload.loss_time is not None and upload.loss_time < candidate:
+                candidate = upload.loss_time
             if candidate < deadline:
                 deadline = candidate
         for flow in self._sending_flows.values():
             if flow.pacing_wait_until is not None and flow.pacing_wait_until < deadline:
                 deadline = flow.pacing_wait_until
         return None if deadline == float("inf") else deadline
+
+    def _peers_last_heard(self) -> dict[Address, float]:
+        """When each peer we have transfers with last sent us something useful.
+
+        A peer is silent when none of its transfers, in either direction, has heard from
+        it: a transfer waiting its turn behind others of the same peer is not abandoned.
+        """
+        heard: dict[Address, float] = {}
+        for download in self._downloads.values():
+            if heard.get(download.peer, float("-inf")) < download.last_heard:
+                heard[download.peer] = download.last_heard
+        for upload in self._uploads.values():
+            if heard.get(upload.peer, float("-inf")) < upload.last_heard:
+                heard[upload.peer] = upload.last_heard
+        return heard
+
+    @staticmethod
+    def _silent_deadline(download: _Download, heard: dict[Address, float]) -> float:
+        # A request queued behind others of a live peer waits: the peer serves its oldest
+        # chunks first. (An application that never answers is for the caller to cancel.)
+        return heard[download.peer]
 
     def next_event(self) -> Event | None:
         """The oldest event not yet taken, or None."""
@@ -732,6 +782,7 @@ class TransferEngine:
                 )
         del self._downloads[request_id]
         self._ack_now.pop(request_id, None)
+        self._pass_on_liveness(peer, download.last_heard)
         remaining = self._downloads_per_peer[peer] - 1
         if remaining:
             self._downloads_per_peer[peer] = remaining
@@ -923,6 +974,7 @@ class TransferEngine:
         in_flight = upload.in_flight
         newly_acked = 0
         freed = 0
+        spurious = 0
         spans = [(upload.cumulative, ack.cumulative), *ack.ranges]
         for start, end in spans:
             index = acked.find(0, start, end)
@@ -932,6 +984,9 @@ class TransferEngine:
                 if in_flight[index]:
                     in_flight[index] = 0
                     freed += 1
+                else:
+                    # Declared lost, yet the original arrived: the path reordered it.
+                    spurious += 1
                 index = acked.find(0, index + 1, end)
         if ack.cumulative > upload.cumulative:
             upload.cumulative = ack.cumulative
@@ -944,44 +999,17 @@ class TransferEngine:
             if sample - ack_delay >= min(rtt.min_rtt, sample):
                 sample -= ack_delay
             rtt.on_sample(max(sample, 1e-6))
-        # Loss detection, RFC 9002 §6.1: packet and time thresholds below the largest acked.
-        lost = 0
-        lost_sent_after_recovery = False
-        queue = upload.queue
-        sent_segment = upload.sent_segment
-        last_packet = upload.last_packet
-        largest_acked = upload.largest_acked_packet
-        loss_delay = _TIME_THRESHOLD * max(rtt.smoothed, rtt.latest)
-        retransmit = upload.retransmit
-        while queue:
-            packet_number = queue[0]
-            segment = sent_segment[packet_number]
-            if acked[segment] or last_packet[segment] != packet_number:
-                queue.popleft()
-                continue
-            if packet_number >= largest_acked:
-                break
-            if (
-                largest_acked - packet_number >= _PACKET_THRESHOLD
-                or now - sent_time[packet_number] >= loss_delay
-            ):
-                queue.popleft()
-                in_flight[segment] = 0
-                freed += 1
-                retransmit.append(segment)
-                lost += 1
-                if sent_time[packet_number] > flow.recovery_start:
-                    lost_sent_after_recovery = True
-                continue
-            break
         flow.in_flight -= freed
+        if spurious:
+            self._on_spurious_loss(flow, spurious)
+        if now - flow.round_start >= rtt.smoothed:
+            flow.round_start = now
+            flow.round_sent = 0
+            flow.round_lost = 0
+        lost = self._detect_losses(upload, now)
         cc = flow.cc
-        if lost_sent_after_recovery:
-            # One reduction per loss episode (RFC 6582 §3.2, RFC 9002 §7.3.2).
-            flow.recovery_start = now
-            cc.on_congestion(now)
-            self.counters.congestion_events += 1
         if newly_acked:
+            upload.timeouts = 0
             upload.acked_count += newly_acked
             if isinstance(cc, Ledbat) or sent_time[largest] > flow.recovery_start:
                 cc.on_ack(newly_acked, flow.in_flight, now, ack.one_way_delay_us)
@@ -994,15 +1022,101 @@ class TransferEngine:
                 self._forget_upload(upload)
                 return
             # RFC 6298 §5.3: restart the timer when new data is acknowledged.
-            upload.rto_deadline = now + rtt.rto if queue else None
+            if upload.queue:
+                upload.rto_deadline = now + rtt.probe_timeout(self.config.max_ack_delay)
+            else:
+                upload.rto_deadline = None
         elif lost and upload.rto_deadline is None:
-            upload.rto_deadline = now + rtt.rto
+            upload.rto_deadline = now + rtt.probe_timeout(self.config.max_ack_delay)
+
+    def _on_spurious_loss(self, flow: _Flow, count: int) -> None:
+        """Undo the last reduction and tolerate more reordering (RFC 4015 Eifel response,
+        RFC 8985 §6.2 RACK reordering window, in packet-count form)."""
+        self.counters.spurious_losses += count
+        if flow.packet_threshold < _MAX_PACKET_THRESHOLD:
+            flow.packet_threshold += 1
+        if flow.undo_cwnd is not None:
+            cc = flow.cc
+            cc.cwnd = max(cc.cwnd, flow.undo_cwnd)
+            cc.ssthresh = max(cc.ssthresh, flow.undo_ssthresh)
+            flow.undo_cwnd = None
+            flow.recovery_start = float("-inf")
+            self.counters.congestion_events_undone += 1
+
+    def _detect_losses(self, upload: _Upload, now: float) -> int:
+        """Declare lost what RFC 9002 §6.1 says is lost; return how many packets.
+
+        A packet is lost when a packet sent at least ``_PACKET_THRESHOLD`` later was
+        acknowledged (§6.1.1), or when 9/8 of an RTT passed since it was sent and a later
+        one was acknowledged (§6.1.2); for the latter a loss timer is armed.
+        """
+        flow = upload.flow
+        assert flow is not None
+        rtt = flow.rtt
+        queue = upload.queue
+        acked = upload.acked
+        in_flight = upload.in_flight
+        sent_segment = upload.sent_segment
+        sent_time = upload.sent_time
+        last_packet = upload.last_packet
+        retransmit = upload.retransmit
+        largest_acked = upload.largest_acked_packet
+        loss_delay = _TIME_THRESHOLD * max(rtt.smoothed, rtt.latest)
+        recovery_start = flow.recovery_start
+        packet_threshold = flow.packet_threshold
+        lost = 0
+        lost_after_recovery = False
+        upload.loss_time = None
+        while queue:
+            packet_number = queue[0]
+            segment = sent_segment[packet_number]
+            if acked[segment] or last_packet[segment] != packet_number:
+                queue.popleft()
+                continue
+            if packet_number >= largest_acked:
+                break
+            sent_at = sent_time[packet_number]
+            lost_at = sent_at + loss_delay
+            if largest_acked - packet_number < packet_threshold and lost_at > now:
+                upload.loss_time = lost_at
+                break
+            queue.popleft()
+            in_flight[segment] = 0
+            retransmit.append(segment)
+            lost += 1
+            if sent_at > recovery_start:
+                lost_after_recovery = True
+        if lost:
+            flow.in_flight -= lost
+            flow.round_lost += lost
+            cc = flow.cc
+            round_packets = max(flow.round_sent, int(cc.cwnd))
+            if lost_after_recovery and cc.loss_is_congestion(flow.round_lost, round_packets):
+                # One reduction per loss episode (RFC 6582 §3.2, RFC 9002 §7.3.2).
+                flow.recovery_start = now
+                flow.undo_cwnd = cc.cwnd
+                flow.undo_ssthresh = cc.ssthresh
+                cc.on_congestion(now)
+                self.counters.congestion_events += 1
+        return lost
 
     def _on_retransmission_timeout(self, upload: _Upload, now: float) -> None:
         flow = upload.flow
         assert flow is not None
         self.counters.retransmission_timeouts += 1
-        # RFC 6298 §5.4-5.6: retransmit, back the timer off, and (RFC 5681 §3.1) shrink cwnd.
+        rtt = flow.rtt
+        upload.timeouts += 1
+        upload.loss_time = None
+        if upload.timeouts == 1:
+            # First expiry: a probe timeout (RFC 9002 §6.2). The tail of the chunk was
+            # lost, or its ACK was: resend the oldest unacknowledged segment, whatever
+            # the window says (§7.5), and keep the window.
+            self._send_probe(upload, now)
+            upload.rto_deadline = now + rtt.rto
+            return
+        # Again: RFC 6298 §5.4-5.6 retransmit everything outstanding, back the timer off,
+        # and (RFC 5681 §3.1, RFC 9002 §7.6 persistent congestion) restart from the loss
+        # window.
         freed = 0
         in_flight = upload.in_flight
         acked = upload.acked
@@ -1016,15 +1130,55 @@ class TransferEngine:
                 upload.retransmit.append(segment)
         upload.queue.clear()
         flow.in_flight -= freed
-        rtt = flow.rtt
-        if rtt.backoff >= 2:
-            flow.cc.on_timeout()
-        elif flow.recovery_start < now - rtt.smoothed:
-            flow.cc.on_congestion(now)
+        flow.cc.on_timeout()
+        flow.undo_cwnd = None
         flow.recovery_start = now
         self.counters.congestion_events += 1
         rtt.backoff = min(rtt.backoff * 2, 64)
         upload.rto_deadline = None
+
+    def _send_probe(self, upload: _Upload, now: float) -> None:
+        """Send the oldest outstanding segment again under a new packet number."""
+        queue = upload.queue
+        sent_segment = upload.sent_segment
+        acked = upload.acked
+        last_packet = upload.last_packet
+        while queue:
+            segment = sent_segment[queue[0]]
+            if acked[segment] or last_packet[segment] != queue[0]:
+                queue.popleft()
+                continue
+            break
+        else:
+            return
+        # The earlier transmission is superseded (its queue entry turns stale); the
+        # segment stays counted once in flight.
+        packet_number = len(sent_segment)
+        self._queue_control(self._data_datagram(upload, segment, packet_number, now), upload.peer)
+        sent_segment.append(segment)
+        upload.sent_time.append(now)
+        last_packet[segment] = packet_number
+        queue.append(packet_number)
+        self.counters.probes_sent += 1
+        self.counters.data_packets_sent += 1
+        self.counters.data_packets_retransmitted += 1
+
+    def _data_datagram(
+        self, upload: _Upload, segment: int, packet_number: int, now: float
+    ) -> bytes:
+        data = upload.data
+        assert data is not None
+        offset = segment * upload.segment_size
+        header = DATA_HEADER.pack(
+            MAGIC,
+            PROTOCOL_VERSION,
+            _DATA_CODE,
+            upload.request_id,
+            packet_number,
+            segment,
+            int(now * 1_000_000) & _U32_MASK,
+        )
+        return header + data[offset : offset + upload.segment_size]
 
     def _send_flow(self, flow: _Flow, now: float, out: list[tuple[bytes, Address]]) -> None:
         cc = flow.cc
@@ -1047,21 +1201,20 @@ class TransferEngine:
                 tokens = float(burst)
         flow.last_refill = now
         budget = min(room, int(tokens))
+        # Oldest chunk first: a chunk finishes as soon as it can, and its packets stay
+        # dense enough for packet-threshold loss detection.
         sent = 0
-        uploads = flow.uploads
-        count = len(uploads)
-        start = flow.round_robin
-        for step in range(count):
+        for upload in list(flow.uploads):
             if sent >= budget:
                 break
-            upload = uploads[(start + step) % count]
             sent += self._send_upload(upload, budget - sent, now, out)
-            flow.round_robin = (start + step + 1) % count
         flow.in_flight += sent
+        flow.round_sent += sent
         flow.tokens = tokens - sent
         if rate and sent == budget and budget < room:
             # Paced: come back when the next packet's token has accrued.
-            flow.pacing_wait_until = now + (1.0 - flow.tokens) / rate
+            # (At least a microsecond later, so float rounding cannot make it "now".)
+            flow.pacing_wait_until = now + max((1.0 - flow.tokens) / rate, 1e-6)
         else:
             flow.pacing_wait_until = None
 
@@ -1130,12 +1283,11 @@ class TransferEngine:
             counters.data_packets_retransmitted += retransmitted
             counters.payload_bytes_sent += payload_bytes
             if upload.rto_deadline is None:
-                upload.rto_deadline = now + flow.rtt.rto
+                upload.rto_deadline = now + flow.rtt.probe_timeout(self.config.max_ack_delay)
             if packet_number > self.config.max_transmissions_factor * upload.segment_count + 64:
                 # The path loses nearly everything: give up rather than grow without bound.
-                flow.in_flight -= sent
+                # (Forgetting the upload takes all its packets, these too, off the flight.)
                 self._end_upload_silent(upload)
-                return 0
         return sent
 
     def _move_upload(self, upload: _Upload, event: SendInput) -> None:
@@ -1157,6 +1309,7 @@ class TransferEngine:
     def _forget_upload(self, upload: _Upload, reason: RefusalReason | None = None) -> None:
         key = (upload.peer, upload.request_id)
         del self._uploads[key]
+        self._pass_on_liveness(upload.peer, upload.last_heard)
         remaining = self._uploads_per_peer[upload.peer] - 1
         if remaining:
             self._uploads_per_peer[upload.peer] = remaining
@@ -1172,6 +1325,18 @@ class TransferEngine:
                 self._forget_idle_flows()
         upload.data = None
         self._remember(self._finished_uploads, key, _Finished(upload.peer, upload.state, 0, reason))
+
+    def _pass_on_liveness(self, peer: Address, last_heard: float) -> None:
+        """A finished transfer hands its last sign of life to the peer's other transfers,
+        which may have waited their turn without hearing anything themselves."""
+        if self._downloads_per_peer.get(peer):
+            for download in self._downloads.values():
+                if download.peer == peer and download.last_heard < last_heard:
+                    download.last_heard = last_heard
+        if self._uploads_per_peer.get(peer):
+            for upload in self._uploads.values():
+                if upload.peer == peer and upload.last_heard < last_heard:
+                    upload.last_heard = last_heard
 
     def _forget_idle_flows(self) -> None:
         excess = len(self._flows) - len(self._sending_flows) - self.config.max_idle_flows

@@ -1,0 +1,414 @@
+"""The transfer engine between two nodes of an in-memory network with a fake clock."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import struct
+
+import pytest
+
+from shoal.core.ids import ContentId
+from shoal.protocol.transfer import (
+    ChunkCorrupted,
+    ChunkDelivered,
+    ChunkReceived,
+    ChunkRefused,
+    ChunkRequested,
+    Mode,
+    RefusalReason,
+    RequestCancelled,
+    Role,
+    TooManyDownloads,
+    TransferConfig,
+    TransferEngine,
+    TransferTimedOut,
+    VersionRejected,
+)
+from shoal.wire import (
+    Ack,
+    Cancel,
+    ChunkRequest,
+    Data,
+    VersionError,
+    decode_datagram,
+    encode_datagram,
+)
+from transfer_link import Network, Node
+
+CONTENT_ID = ContentId(hashlib.sha256(b"package").digest())
+#: Not a multiple of the 1380-byte segment: the last segment of each chunk is short.
+CHUNK_LENGTH = 200_000
+
+
+def _chunks(count: int, length: int = CHUNK_LENGTH, seed: int = 5) -> list[bytes]:
+    rng = random.Random(seed)
+    return [rng.randbytes(length) for _ in range(count)]
+
+
+def _fetch_all(
+    network: Network,
+    receiver: Node,
+    sender: Node,
+    chunks: list[bytes],
+    mode: Mode = Mode.FOREGROUND,
+    timeout: float = 120.0,
+) -> dict[int, bytes]:
+    """Serve ``chunks`` on ``sender``, request them all from ``receiver``, wait for them."""
+    for index, data in enumerate(chunks):
+        chunk_hash = sender.serve(CONTENT_ID, index, data)
+        receiver.engine.request_chunk(
+            sender.address, CONTENT_ID, index, len(data), chunk_hash, mode, network.now
+        )
+    network.run(lambda: len(receiver.events_of(ChunkReceived)) == len(chunks), timeout=timeout)
+    return {event.chunk_index: event.data for event in receiver.events_of(ChunkReceived)}
+
+
+def test_chunks_arrive_intact_and_the_sender_learns_they_were_delivered() -> None:
+    network = Network()
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    chunks = [*_chunks(5), b"x" * 1380, b"y"]  # exactly one segment; a one-byte chunk
+    received = _fetch_all(network, receiver, sender, chunks)
+    assert received == dict(enumerate(chunks))
+    assert all(event.peer == sender.address for event in receiver.events_of(ChunkReceived))
+    network.run(lambda: len(sender.events_of(ChunkDelivered)) == len(chunks), timeout=5)
+    assert sender.engine.counters.data_packets_retransmitted == 0
+    assert receiver.engine.active_downloads == 0
+    assert sender.engine.active_uploads == 0
+
+
+@pytest.mark.parametrize("loss", [0.01, 0.10, 0.30])
+def test_chunks_arrive_intact_under_random_loss(loss: float) -> None:
+    network = Network(seed=11, loss=loss)
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    chunks = _chunks(6)
+    assert _fetch_all(network, receiver, sender, chunks) == dict(enumerate(chunks))
+    counters = sender.engine.counters
+    assert counters.data_packets_retransmitted > 0
+    # Retransmissions stay proportionate to the loss (no retransmission storm).
+    assert counters.data_packets_retransmitted < 3 * loss * counters.data_packets_sent + 20
+    assert not receiver.events_of(TransferTimedOut)
+
+
+def test_chunks_arrive_intact_when_the_network_reorders_and_duplicates() -> None:
+    network = Network(seed=3, reorder=0.1, duplicate=0.1, jitter=0.0003)
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    chunks = _chunks(6)
+    assert _fetch_all(network, receiver, sender, chunks) == dict(enumerate(chunks))
+    assert receiver.engine.counters.duplicate_data > 0
+
+
+def test_background_mode_transfers_under_loss_too() -> None:
+    network = Network(seed=4, loss=0.05)
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    chunks = _chunks(4)
+    received = _fetch_all(network, receiver, sender, chunks, mode=Mode.BACKGROUND)
+    assert received == dict(enumerate(chunks))
+
+
+def test_many_peers_at_once() -> None:
+    network = Network(seed=2, loss=0.02)
+    receiver = network.add("10.0.0.1")
+    senders = [network.add(f"10.0.1.{i}") for i in range(1, 6)]
+    chunks = _chunks(10)
+    for index, data in enumerate(chunks):
+        sender = senders[index % len(senders)]
+        chunk_hash = sender.serve(CONTENT_ID, index, data)
+        receiver.engine.request_chunk(
+            sender.address, CONTENT_ID, index, len(data), chunk_hash, Mode.FOREGROUND, network.now
+        )
+    network.run(lambda: len(receiver.events_of(ChunkReceived)) == len(chunks))
+    for event in receiver.events_of(ChunkReceived):
+        assert event.data == chunks[event.chunk_index]
+        assert event.peer == senders[event.chunk_index % len(senders)].address
+
+
+# -- silence and timeouts -----------------------------------------------------------------
+
+
+def test_a_sender_that_goes_silent_ends_in_a_timeout_within_the_bound() -> None:
+    config = TransferConfig(idle_timeout=2.0)
+    network = Network()
+    receiver, sender = network.add("10.0.0.1", config), network.add("10.0.0.2", config)
+    data = _chunks(1, length=2_000_000)[0]
+    chunk_hash = sender.serve(CONTENT_ID, 0, data)
+    receiver.engine.request_chunk(
+        sender.address, CONTENT_ID, 0, len(data), chunk_hash, Mode.FOREGROUND, network.now
+    )
+    network.run(lambda: receiver.engine.counters.payload_bytes_received > 100_000)
+    silenced_at = network.now
+    network.silence(sender)
+    network.run(lambda: bool(receiver.events_of(TransferTimedOut)), timeout=30)
+    (event,) = receiver.events_of(TransferTimedOut)
+    assert event.peer == sender.address and event.role is Role.RECEIVER
+    assert event.chunk_index == 0 and event.content_id == CONTENT_ID
+    assert receiver.time_of_first(TransferTimedOut) - silenced_at <= config.idle_timeout + 0.01
+    assert not receiver.events_of(ChunkReceived)
+    assert receiver.engine.active_downloads == 0
+    assert receiver.engine.get_timer() is None
+
+
+def test_a_receiver_that_goes_silent_ends_the_upload_within_the_bound() -> None:
+    config = TransferConfig(idle_timeout=1.5)
+    network = Network()
+    receiver, sender = network.add("10.0.0.1", config), network.add("10.0.0.2", config)
+    data = _chunks(1, length=2_000_000)[0]
+    chunk_hash = sender.serve(CONTENT_ID, 0, data)
+    receiver.engine.request_chunk(
+        sender.address, CONTENT_ID, 0, len(data), chunk_hash, Mode.FOREGROUND, network.now
+    )
+    network.run(lambda: receiver.engine.counters.payload_bytes_received > 100_000)
+    silenced_at = network.now
+    network.silence(receiver)
+    network.run(lambda: bool(sender.events_of(TransferTimedOut)), timeout=30)
+    (event,) = sender.events_of(TransferTimedOut)
+    assert event.peer == receiver.address and event.role is Role.SENDER
+    assert sender.time_of_first(TransferTimedOut) - silenced_at <= config.idle_timeout + 0.01
+    assert sender.engine.active_uploads == 0
+
+
+def test_a_request_nobody_answers_times_out() -> None:
+    config = TransferConfig(idle_timeout=1.0)
+    network = Network()
+    receiver = network.add("10.0.0.1", config)
+    start = network.now
+    receiver.engine.request_chunk(
+        ("10.0.0.99", 7000), CONTENT_ID, 0, 1000, bytes(32), Mode.FOREGROUND, network.now
+    )
+    network.run(lambda: bool(receiver.events_of(TransferTimedOut)), timeout=10)
+    assert receiver.time_of_first(TransferTimedOut) - start <= config.idle_timeout + 0.01
+
+
+# -- what the peer did wrong ---------------------------------------------------------------
+
+
+def test_a_corrupt_chunk_is_reported_naming_the_peer_that_sent_it() -> None:
+    network = Network()
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    good = _chunks(1)[0]
+    bad = bytearray(good)
+    bad[123_456] ^= 0x01
+    sender.serve(CONTENT_ID, 0, bytes(bad))
+    receiver.engine.request_chunk(
+        sender.address,
+        CONTENT_ID,
+        0,
+        len(good),
+        hashlib.sha256(good).digest(),
+        Mode.FOREGROUND,
+        network.now,
+    )
+    network.run(lambda: bool(receiver.events_of(ChunkCorrupted)))
+    (event,) = receiver.events_of(ChunkCorrupted)
+    assert event.peer == sender.address
+    assert (event.content_id, event.chunk_index) == (CONTENT_ID, 0)
+    assert not receiver.events_of(ChunkReceived)
+    assert receiver.engine.counters.chunks_corrupted == 1
+
+
+def test_a_chunk_corrupted_in_flight_is_reported_not_delivered() -> None:
+    network = Network()
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+
+    def flip_one_payload_byte(datagram: bytes, source: object, destination: object) -> bytes:
+        if datagram[3] == 0x02 and struct.unpack_from(">I", datagram, 12)[0] == 5:
+            return datagram[:-1] + bytes([datagram[-1] ^ 0xFF])
+        return datagram
+
+    network.tap = flip_one_payload_byte
+    chunks = _chunks(1)
+    chunk_hash = sender.serve(CONTENT_ID, 0, chunks[0])
+    receiver.engine.request_chunk(
+        sender.address, CONTENT_ID, 0, CHUNK_LENGTH, chunk_hash, Mode.FOREGROUND, network.now
+    )
+    network.run(lambda: bool(receiver.events_of(ChunkCorrupted)))
+    assert receiver.events_of(ChunkCorrupted)[0].peer == sender.address
+
+
+def test_a_refused_request_is_reported_with_the_reason() -> None:
+    network = Network()
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    request_id = receiver.engine.request_chunk(
+        sender.address, CONTENT_ID, 42, 1000, bytes(32), Mode.FOREGROUND, network.now
+    )
+    network.run(lambda: bool(receiver.events_of(ChunkRefused)))
+    (event,) = receiver.events_of(ChunkRefused)
+    assert (event.peer, event.request_id, event.chunk_index) == (sender.address, request_id, 42)
+    assert event.reason is RefusalReason.NOT_FOUND
+
+
+def test_cancel_stops_the_sender() -> None:
+    network = Network()
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    data = _chunks(1, length=4_000_000)[0]
+    chunk_hash = sender.serve(CONTENT_ID, 0, data)
+    request_id = receiver.engine.request_chunk(
+        sender.address, CONTENT_ID, 0, len(data), chunk_hash, Mode.FOREGROUND, network.now
+    )
+    network.run(lambda: receiver.engine.counters.payload_bytes_received > 50_000)
+    receiver.engine.cancel(request_id, network.now)
+    network.run(lambda: bool(sender.events_of(RequestCancelled)))
+    network.run_for(1.0)
+    sent = sender.engine.counters.data_packets_sent
+    network.run_for(1.0)
+    assert sender.engine.counters.data_packets_sent == sent
+    assert sender.engine.active_uploads == 0
+    assert sender.events_of(RequestCancelled)[0].request_id == request_id
+    assert not receiver.events_of(ChunkReceived)
+
+
+# -- versions ------------------------------------------------------------------------------
+
+
+def test_an_unsupported_version_gets_a_version_error_naming_the_supported_range() -> None:
+    engine = TransferEngine(now=0.0)
+    request = encode_datagram(
+        ChunkRequest(1, CONTENT_ID, 0, 1000, Mode.FOREGROUND, 1380, 64), version=7
+    )
+    engine.receive_datagram(request, ("10.0.0.9", 7000), 0.0)
+    assert engine.datagrams_to_send(0.0) == [(b"SH\x01\x06\x01\x01", ("10.0.0.9", 7000))]
+    assert decode_datagram(b"SH\x01\x06\x01\x01") == VersionError(1, 1)
+    assert engine.counters.unsupported_version == 1
+    assert engine.counters.version_errors_sent == 1
+    assert engine.next_event() is None
+
+
+def test_a_version_error_reply_ends_requests_to_that_peer() -> None:
+    network = Network()
+    receiver = network.add("10.0.0.1")
+    old_peer = ("10.0.0.8", 7000)
+    request_id = receiver.engine.request_chunk(
+        old_peer, CONTENT_ID, 3, 1000, bytes(32), Mode.FOREGROUND, network.now
+    )
+    network.inject(encode_datagram(VersionError(2, 4), version=2), old_peer, receiver)
+    rejected = receiver.events_of(VersionRejected)
+    assert rejected == [VersionRejected(old_peer, 2, 4)]
+    (refused,) = receiver.events_of(ChunkRefused)
+    assert refused.request_id == request_id
+    assert refused.reason is RefusalReason.UNSUPPORTED_VERSION
+    assert receiver.engine.active_downloads == 0
+
+
+# -- bad input is dropped or refused, and counted --------------------------------------------
+
+
+def _receiving_pair() -> tuple[Network, Node, Node, int]:
+    network = Network()
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    sender.serving = False  # the application has not answered yet
+    request_id = receiver.engine.request_chunk(
+        sender.address, CONTENT_ID, 0, 3000, bytes(32), Mode.FOREGROUND, network.now
+    )
+    network.run(lambda: bool(sender.events_of(ChunkRequested)))
+    return network, receiver, sender, request_id
+
+
+def test_bad_data_datagrams_are_dropped_and_counted() -> None:
+    network, receiver, sender, request_id = _receiving_pair()
+    counters = receiver.engine.counters
+    stranger = ("10.6.6.6", 7000)
+
+    def data(request: int, segment: int, payload: bytes) -> bytes:
+        return encode_datagram(Data(request, 0, segment, 0, payload))
+
+    network.inject(data(request_id, 0, b"z" * 1380), stranger, receiver)
+    assert counters.unknown_sender == 1
+    network.inject(data(request_id + 100, 0, b"z" * 1380), sender.address, receiver)
+    assert counters.unknown_request == 1
+    # 3000 bytes = segments 0, 1 (1380 each) and 2 (240): index 3 is beyond the chunk ...
+    network.inject(data(request_id, 3, b"z" * 240), sender.address, receiver)
+    # ... a last segment longer than the chunk, and a short middle one, are both wrong.
+    network.inject(data(request_id, 2, b"z" * 1380), sender.address, receiver)
+    network.inject(data(request_id, 1, b"z" * 100), sender.address, receiver)
+    assert counters.data_outside_chunk == 3
+    network.inject(b"NOPE" + bytes(30), sender.address, receiver)
+    assert counters.wrong_magic == 1
+    network.inject(b"SH\x01\x03\x00", sender.address, receiver)
+    network.inject(b"SH\x01", sender.address, receiver)
+    assert counters.malformed == 2
+    assert counters.payload_bytes_received == 0
+    assert not receiver.events
+
+
+def test_bad_acks_and_cancels_are_dropped_and_counted() -> None:
+    network = Network()
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    data = _chunks(1, length=1_000_000)[0]
+    chunk_hash = sender.serve(CONTENT_ID, 0, data)
+    request_id = receiver.engine.request_chunk(
+        sender.address, CONTENT_ID, 0, len(data), chunk_hash, Mode.FOREGROUND, network.now
+    )
+    network.run(lambda: sender.engine.counters.data_packets_sent > 0)
+    counters = sender.engine.counters
+    # An ACK for segments never sent, and one for a packet number never used.
+    network.inject(encode_datagram(Ack(request_id, 0, 0, 0, 700, 64)), receiver.address, sender)
+    network.inject(encode_datagram(Ack(request_id, 99_999, 0, 0, 0, 64)), receiver.address, sender)
+    assert counters.invalid_acks == 2
+    network.inject(encode_datagram(Cancel(request_id)), ("10.6.6.6", 7000), sender)
+    assert counters.unknown_sender == 1
+    network.inject(encode_datagram(Cancel(request_id + 1)), receiver.address, sender)
+    assert counters.unknown_request == 1
+    # The real transfer is unharmed.
+    network.run(lambda: bool(receiver.events_of(ChunkReceived)))
+    assert receiver.events_of(ChunkReceived)[0].data == data
+
+
+def test_oversized_requests_are_refused_and_counted() -> None:
+    engine = TransferEngine(config=TransferConfig(max_chunk_length=1 << 20), now=0.0)
+    peer = ("10.0.0.5", 7000)
+    for request in (
+        ChunkRequest(1, CONTENT_ID, 0, (1 << 20) + 1, Mode.FOREGROUND, 1380, 64),
+        ChunkRequest(2, CONTENT_ID, 0, 1000, Mode.FOREGROUND, 9000, 64),  # segment > our MTU
+    ):
+        engine.receive_datagram(encode_datagram(request), peer, 0.0)
+    replies = [decode_datagram(datagram) for datagram, _ in engine.datagrams_to_send(0.0)]
+    assert [(r.request_id, r.reason) for r in replies] == [  # type: ignore[union-attr]
+        (1, RefusalReason.INVALID_REQUEST),
+        (2, RefusalReason.INVALID_REQUEST),
+    ]
+    assert engine.counters.requests_invalid == 2
+    assert engine.next_event() is None
+
+
+def test_requests_beyond_the_per_peer_limit_are_refused_busy_and_counted() -> None:
+    engine = TransferEngine(config=TransferConfig(max_uploads_per_peer=3), now=0.0)
+    peer = ("10.0.0.5", 7000)
+    for request_id in range(1, 6):
+        request = ChunkRequest(request_id, CONTENT_ID, request_id, 1000, Mode.FOREGROUND, 1380, 64)
+        engine.receive_datagram(encode_datagram(request), peer, 0.0)
+    assert engine.active_uploads == 3
+    assert engine.counters.requests_refused_busy == 2
+    replies = [decode_datagram(datagram) for datagram, _ in engine.datagrams_to_send(0.0)]
+    assert {r.request_id for r in replies} == {4, 5}  # type: ignore[union-attr]
+
+
+def test_too_many_downloads_is_a_local_error() -> None:
+    engine = TransferEngine(config=TransferConfig(max_downloads=2), now=0.0)
+    for index in range(2):
+        engine.request_chunk(
+            ("10.0.0.2", 7000), CONTENT_ID, index, 10, bytes(32), Mode.FOREGROUND, 0.0
+        )
+    with pytest.raises(TooManyDownloads):
+        engine.request_chunk(("10.0.0.2", 7000), CONTENT_ID, 2, 10, bytes(32), Mode.FOREGROUND, 0.0)
+
+
+def test_a_flood_of_garbage_never_raises_and_stays_bounded() -> None:
+    config = TransferConfig(max_control_queue=100)
+    engine = TransferEngine(config=config, now=0.0)
+    rng = random.Random(9)
+    prefixes = [b"", b"SH", b"SH\x01", b"SH\x07", b"SH\x01\x02", b"SH\x01\x01", b"SH\x01\x03"]
+    for i in range(20_000):
+        datagram = rng.choice(prefixes) + rng.randbytes(rng.randrange(0, 80))
+        engine.receive_datagram(datagram, (f"10.1.{i % 250}.{i % 7}", 7000), i * 1e-4)
+    counters = engine.counters
+    assert counters.datagrams_received == 20_000
+    dropped = (
+        counters.wrong_magic
+        + counters.malformed
+        + counters.unsupported_version
+        + counters.unknown_sender
+        + counters.unknown_request
+    )
+    assert dropped > 15_000
+    assert len(engine.datagrams_to_send(2.0)) <= config.max_control_queue
+    assert counters.control_queue_overflow > 0
