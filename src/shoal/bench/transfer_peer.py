@@ -237,6 +237,7 @@ async def fetch(arguments: argparse.Namespace) -> int:
         receive_loss=arguments.loss,
         loss_seed=arguments.seed,
     )
+
     def interrupted() -> None:
         fetcher.failure = "interrupted"
         fetcher.done.set()
