@@ -191,21 +191,32 @@ class DatagramEndpoint:
                 return
 
     def _flush(self) -> None:
-        """Send pending datagrams, then new ones, until done or back-pressured."""
-        machine = self.machine
-        while not self._closed:
-            if self._pending_index >= len(self._pending):
-                self._pending = machine.datagrams_to_send(self._loop.time())
-                self._pending_index = 0
-                if not self._pending:
-                    return
-            outcome = self.udp.send(self._pending, self._pending_index)
-            self._pending_index = outcome.next_index
-            if self.udp.unreachable or self.udp.send_failures:
-                self._deliver_events()
-            if outcome.blocked_by is not None:
-                self._block(outcome.blocked_by)
-                return
+        """Send what back-pressure held back, then the machine's datagrams for now.
+
+        The machine is asked once per call: asking again in a loop would spin on its
+        pacer (a few microseconds later it always has a token or two more) and send
+        faster than it paces, in tiny batches. When it wants to send more later it
+        says so with ``get_timer``.
+        """
+        if self._pending_index < len(self._pending) and not self._send_pending():
+            return
+        self._pending = self.machine.datagrams_to_send(self._loop.time())
+        self._pending_index = 0
+        if self._pending:
+            self._send_pending()
+
+    def _send_pending(self) -> bool:
+        """Send ``_pending`` from ``_pending_index``; False when back-pressure stopped it."""
+        outcome = self.udp.send(self._pending, self._pending_index)
+        self._pending_index = outcome.next_index
+        if self.udp.unreachable or self.udp.send_failures:
+            self._deliver_events()
+        if outcome.blocked_by is not None:
+            self._block(outcome.blocked_by)
+            return False
+        self._pending = ()
+        self._pending_index = 0
+        return True
 
     def _block(self, cause: NetworkError) -> None:
         self._blocked = True
