@@ -160,6 +160,7 @@ def serve(config: ConsoleConfig, host: str, port: int, log_level: str = "info") 
             log_level=log_level,
             access_log=False,
             server_header=False,
+            timeout_graceful_shutdown=10,
         )
     )
     try:
