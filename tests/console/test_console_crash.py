@@ -129,8 +129,10 @@ def check_console_state(
 
 
 @pytest.mark.slow
-def test_sigkill_during_uploads_and_assignments_loses_nothing_acknowledged(tmp_path: Path) -> None:
-    console = ConsoleProcess(tmp_path / "console")
+def test_sigkill_during_uploads_and_assignments_loses_nothing_acknowledged(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    console = ConsoleProcess(tmp_path / "console", database_url)
     acknowledged: dict[str, dict] = {}
     assignments: set[int] = set()
     interrupted = 0

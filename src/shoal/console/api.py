@@ -330,10 +330,11 @@ def _register_upload(
     confidential: bool,
     chunk_size: int,
 ) -> schemas.VersionOut:
+    manifest_file = upload.seal(chunk_size, state.signing_key)
     # The lock keeps a delete of the same content from removing its file between the
     # rename and the commit.
     with state.content_lock:
-        stored: StoredContent = upload.finish(chunk_size, state.signing_key)
+        stored: StoredContent = upload.publish(manifest_file)
         manifest = stored.manifest
         with state.sessions() as session:
             now = state.clock()
@@ -773,7 +774,7 @@ async def put_topology(request: Request, state: Console, _admin: Admin) -> schem
 
 
 def _replace_topology(state: ConsoleState, tree: topology.Topology) -> schemas.TopologyOut:
-    with state.sessions() as session:
+    with state.topology_lock, state.sessions() as session:
         records.save_topology(state, session, tree)
         session.commit()
         log.info("topology replaced: %d offices", len(tree.offices))
