@@ -38,6 +38,7 @@ postgres:
 ## bench: benchmarks that print figures (see README)
 bench: $(STAMP)
 	$(BIN)/shoal bench pack --size-mb 1024
+	$(BIN)/python benchmarks/upload_rss.py --size-mb 2048
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-data

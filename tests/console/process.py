@@ -20,8 +20,11 @@ PASSWORD = "end to end password"
 class ConsoleProcess:
     """``shoal console`` on 127.0.0.1 with its own data dir; killed at ``stop``."""
 
-    def __init__(self, data_dir: Path, database_url: str | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, database_url: str | None = None, password: str | None = PASSWORD
+    ) -> None:
         self.data_dir = data_dir
+        self.password = password
         self.database_url = database_url
         self.port = free_port()
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
@@ -36,7 +39,9 @@ class ConsoleProcess:
         return self.data_dir / "tls" / "cert.pem"
 
     def start(self, timeout: float = 60.0) -> None:
-        env = {**os.environ, "SHOAL_ADMIN_PASSWORD": PASSWORD}
+        env = {key: value for key, value in os.environ.items() if key != "SHOAL_ADMIN_PASSWORD"}
+        if self.password is not None:
+            env["SHOAL_ADMIN_PASSWORD"] = self.password
         command = [sys.executable, "-m", "shoal", "console", "--data-dir", str(self.data_dir)]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "info"]
         if self.database_url:
@@ -85,7 +90,9 @@ class ConsoleProcess:
             verify=ssl.create_default_context(cafile=self.cert_path),
             timeout=60,
         )
-        login = client.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD})
+        login = client.post(
+            "/api/v1/auth/login", json={"username": "admin", "password": self.password}
+        )
         login.raise_for_status()
         token = client.post("/api/v1/tokens", json={"name": "e2e"}).json()["token"]
         client.cookies.clear()

@@ -440,3 +440,18 @@ def test_download_report_sums_servers_per_content_and_office(console: Harness):
         )
         assert answer.status_code == 204
     assert console.get("/api/v1/reports/downloads").json() == [{**entry, "peer_share": 0.9}]
+
+
+# --- web UI ---------------------------------------------------------------------------
+
+
+def test_web_ui_is_served_and_calls_only_routes_that_exist(console: Harness):
+    import re
+
+    page = console.client.get("/")
+    assert page.status_code == 200 and "shoal console" in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    script = console.client.get("/ui/console.js").text
+    used = {path.split("?")[0] for path in re.findall(r"/api/v1/[a-z0-9/_-]*", script)}
+    published = set(console.client.get("/api/v1/openapi.json").json()["paths"])
+    assert used and used <= published, used - published

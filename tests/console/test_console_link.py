@@ -202,3 +202,20 @@ def test_server_refuses_an_incompatible_console() -> None:
     with pytest.raises(ConsoleLinkError, match="register with the console first"):
         link.assignments()
     link.close()
+
+
+def test_generated_admin_password_is_printed_once(tmp_path: Path) -> None:
+    import re
+
+    console = ConsoleProcess(tmp_path / "console", password=None)
+    try:
+        console.start()
+        console.stop()
+        printed = re.findall(r"created with password (\S+)", console.log())
+        assert len(printed) == 1
+        console.password = printed[0]
+        console.start()
+        console.admin().close()  # the printed password logs in
+    finally:
+        console.stop()
+    assert len(re.findall(r"created with password", console.log())) == 1

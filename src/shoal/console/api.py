@@ -127,6 +127,7 @@ def logout(request: Request, response: Response, session: Database, _admin: Admi
 
 @router.get("/auth/me", response_model=schemas.AdminOut, responses=ERRORS, tags=["auth"])
 def me(admin: Admin) -> schemas.AdminOut:
+    """Who is calling, and how they authenticated (session or token)."""
     return schemas.AdminOut(username=admin.username, authenticated_by=admin.authenticated_by)
 
 
@@ -142,6 +143,7 @@ def change_password(body: schemas.PasswordChange, session: Database, admin: Admi
 
 @router.get("/admins", response_model=list[schemas.AdminListed], responses=ERRORS, tags=["auth"])
 def list_admins(session: Database, _admin: Admin) -> list[schemas.AdminListed]:
+    """Every administrator."""
     return [
         schemas.AdminListed(id=row.id, username=row.username, created_at=row.created_at)
         for row in session.scalars(select(db.Admin).order_by(db.Admin.id))
@@ -188,6 +190,7 @@ def create_token(
 
 @router.get("/tokens", response_model=list[schemas.TokenOut], responses=ERRORS, tags=["auth"])
 def list_tokens(session: Database, admin: Admin) -> list[schemas.TokenOut]:
+    """The caller's API tokens (never the tokens themselves)."""
     rows = session.scalars(select(db.ApiToken).where(db.ApiToken.admin_id == admin.admin_id))
     return [
         schemas.TokenOut(
@@ -199,6 +202,7 @@ def list_tokens(session: Database, admin: Admin) -> list[schemas.TokenOut]:
 
 @router.delete("/tokens/{token_id}", status_code=204, responses=ERRORS, tags=["auth"])
 def revoke_token(token_id: RowIdPath, session: Database, admin: Admin) -> None:
+    """Revoke one of the caller's API tokens."""
     row = session.get(db.ApiToken, token_id)
     if row is None or row.admin_id != admin.admin_id:
         raise _not_found(f"API token {token_id}")
@@ -326,10 +330,11 @@ def _register_upload(
     confidential: bool,
     chunk_size: int,
 ) -> schemas.VersionOut:
+    manifest_file = upload.seal(chunk_size, state.signing_key)
     # The lock keeps a delete of the same content from removing its file between the
     # rename and the commit.
     with state.content_lock:
-        stored: StoredContent = upload.finish(chunk_size, state.signing_key)
+        stored: StoredContent = upload.publish(manifest_file)
         manifest = stored.manifest
         with state.sessions() as session:
             now = state.clock()
@@ -394,6 +399,7 @@ def list_applications(session: Database, _admin: Admin) -> list[schemas.Applicat
 def get_application(
     application_id: ApplicationId, session: Database, _admin: Admin
 ) -> schemas.ApplicationOut:
+    """One application with its versions."""
     application = session.get(db.Application, application_id)
     if application is None:
         raise _not_found(f"application {application_id}")
@@ -543,6 +549,7 @@ def get_device(
     session: Database,
     _admin: Admin,
 ) -> schemas.DeviceOut:
+    """One device: version, office, status, cached content."""
     device = session.get(db.Device, device_id)
     if device is None:
         raise _not_found(f"device {device_id!r}")
@@ -644,6 +651,7 @@ def list_assignments(session: Database, _admin: Admin) -> list[schemas.Assignmen
 def get_assignment(
     assignment_id: RowIdPath, session: Database, _admin: Admin
 ) -> schemas.AssignmentOut:
+    """One assignment with its progress."""
     assignment = session.get(db.Assignment, assignment_id)
     if assignment is None:
         raise _not_found(f"assignment {assignment_id}")
@@ -656,6 +664,7 @@ def get_assignment(
 def delete_assignment(
     assignment_id: RowIdPath, state: Console, session: Database, _admin: Admin
 ) -> None:
+    """Withdraw an assignment (clients keep what they cached)."""
     assignment = session.get(db.Assignment, assignment_id)
     if assignment is None:
         raise _not_found(f"assignment {assignment_id}")
@@ -765,7 +774,7 @@ async def put_topology(request: Request, state: Console, _admin: Admin) -> schem
 
 
 def _replace_topology(state: ConsoleState, tree: topology.Topology) -> schemas.TopologyOut:
-    with state.sessions() as session:
+    with state.topology_lock, state.sessions() as session:
         records.save_topology(state, session, tree)
         session.commit()
         log.info("topology replaced: %d offices", len(tree.offices))

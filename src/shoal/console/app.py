@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, IntegrityError
 
 from shoal import __version__
-from shoal.console import api, link_api
+from shoal.console import api, link_api, web
 from shoal.console.state import ConsoleConfig, ConsoleState, open_console
 from shoal.core.errors import ShoalError
 from shoal.topology import TopologyInvalid
@@ -117,6 +117,7 @@ def create_app(state: ConsoleState) -> FastAPI:
     app.state.console = state
     app.include_router(api.router)
     app.include_router(link_api.router)
+    app.include_router(web.router)
     app.add_exception_handler(RequestValidationError, _validation_failed)
     app.add_exception_handler(TopologyInvalid, _topology_invalid)
     app.add_exception_handler(ShoalError, _shoal_error)
@@ -160,6 +161,7 @@ def serve(config: ConsoleConfig, host: str, port: int, log_level: str = "info") 
             log_level=log_level,
             access_log=False,
             server_header=False,
+            timeout_graceful_shutdown=10,
         )
     )
     try:

@@ -6,10 +6,10 @@ Layout under ``DATA_DIR/content``::
     CONTENT_ID.data      the package, complete and fsynced
     CONTENT_ID.manifest  its manifest, signed by the console
 
-An upload is streamed to ``tmp/``, fsynced, packed (``shoal.core.packing.pack_stream``
+An upload is streamed to ``tmp/``, fsynced, packed (``seal``) (``shoal.core.packing.pack_stream``
 reads the finished file once more, from the page cache), its manifest signed and
 written durably, and only then renamed to ``CONTENT_ID.data`` and the directory
-fsynced. The caller commits the database row after ``finish`` returns, so a package is
+fsynced. The caller commits the database row after ``publish`` returns, so a package is
 visible only once every byte is on disk; files left without a row by a crash are
 removed by ``remove_orphans`` at the next start.
 """
@@ -62,18 +62,27 @@ class Upload:
         self._file.write(data)
         self.received += len(data)
 
-    def finish(self, chunk_size: int, signing_key: SigningKey) -> StoredContent:
-        """Make the upload durable, pack and sign it; return where it now lives."""
+    def seal(self, chunk_size: int, signing_key: SigningKey) -> ManifestFile:
+        """Make the received bytes durable, pack them and sign the manifest.
+
+        The slow part (one read of the whole file); needs no lock.
+        """
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
         with open(self.path, "rb", buffering=0) as package:
             manifest = pack_stream(package, chunk_size)
-        manifest_file = signing_key.sign(manifest)
+        return signing_key.sign(manifest)
+
+    def publish(self, manifest_file: ManifestFile) -> StoredContent:
+        """Write the manifest, move the package into place and fsync the directory.
+
+        The caller holds the content lock and commits the database row right after.
+        """
+        manifest = manifest_file.manifest
         content_id = manifest.content_id.hex
         data_path = self._directory.data_path(content_id)
-        manifest_path = self._directory.manifest_path(content_id)
-        _write_durably(manifest_path, manifest_file.encode())
+        _write_durably(self._directory.manifest_path(content_id), manifest_file.encode())
         if data_path.exists():
             # Same bytes uploaded before (another application or version): keep one copy.
             self.path.unlink()

@@ -240,7 +240,7 @@ async def report_clients(
 def _record_clients(
     state: ConsoleState, server: LinkedServer, body: schemas.ClientReport
 ) -> schemas.ClientReportOut:
-    with state.content_lock, state.sessions() as session:
+    with state.topology_lock, state.sessions() as session:
         row = activated_server(session, server)
         now = state.clock()
         row.last_seen = now

@@ -78,6 +78,9 @@ class ConsoleState:
     clock: Clock = utc_now
     generated_admin_password: str | None = None
     content_lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held from moving a package into place to committing its row, and by deletes."""
+    topology_lock: threading.Lock = field(default_factory=threading.Lock)
+    """Serialises topology writes (uploads and offices auto-generated from reports)."""
 
     def close(self) -> None:
         self.engine.dispose()
