@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
-from shoal import __version__
+from shoal import __version__, ports
 from shoal.assignments import AssignmentsInvalid, parse_signed_assignments
 from shoal.client.control import (
     ControlAnswered,
@@ -121,10 +121,10 @@ class AgentConfig:
     subnet_prefix: int
     server: Address
     server_key: bytes
-    control_port: int = 41801
-    discovery_port: int = 41800
-    data_port: int = 41802
-    background_port: int = 41803
+    control_port: int = ports.CONTROL
+    discovery_port: int = ports.DISCOVERY
+    data_port: int = ports.FOREGROUND_DATA
+    background_port: int = ports.BACKGROUND_DATA
     version: str = __version__
     max_in_flight: int = 16
     per_peer_in_flight: int = 4

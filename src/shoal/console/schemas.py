@@ -12,6 +12,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from shoal import ports as default_ports
+
 MAX_ID = 2**31 - 1
 MAX_BYTES = 2**62
 
@@ -231,7 +233,10 @@ class BandwidthPolicy(Strict):
 
 class P2PSettings(Strict):
     ports: PortSet = PortSet(
-        discovery=41440, control=41441, foreground_data=41442, background_data=41443
+        discovery=default_ports.DISCOVERY,
+        control=default_ports.CONTROL,
+        foreground_data=default_ports.FOREGROUND_DATA,
+        background_data=default_ports.BACKGROUND_DATA,
     )
     alternative_ports: PortSet | None = Field(
         default=None, description="used by clients when the main ports are blocked or taken"

@@ -27,7 +27,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 
-from shoal import __version__
+from shoal import __version__, ports
 from shoal.core.ids import ContentId
 from shoal.core.manifest import decode_manifest_file
 from shoal.server.rendezvous import Decision, RendezvousTable
@@ -74,9 +74,9 @@ class ServerSettings:
     server_key: bytes
     console_key: bytes
     checkin_seconds: int = 60
-    discovery_port: int = 41800
-    data_port: int = 41802
-    background_port: int = 41803
+    discovery_port: int = ports.DISCOVERY
+    data_port: int = ports.FOREGROUND_DATA
+    background_port: int = ports.BACKGROUND_DATA
     lease_seconds: float = 10.0
     direct_outside_offices: bool = True
 
@@ -217,7 +217,8 @@ class ServerCore:
                 check_compatible(Role.SERVER, Role.CLIENT, body.version, self.version)
             except (IncompatibleVersion, InvalidVersion) as error:
                 return Refused(RefusalCause.VERSION_UNSUPPORTED, str(error))
-        if self.licence.expired:
+        if self.licence.expired and message.device_id not in self.clients:
+            # Devices activated before the expiry keep working; no new seat is given.
             return Refused(RefusalCause.LICENCE_EXPIRED, self.licence.message)
         refusal = self.device_refusals.get(message.device_id)
         if refusal is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from shoal import ports
 from shoal.core.ids import ContentId
 from shoal.protocol.transfer import (
     ChunkDelivered,
@@ -50,7 +51,7 @@ class ServerNode:
         origin: ContentStore,
         now: float,
         *,
-        control_port: int = 41801,
+        control_port: int = ports.CONTROL,
         transfer_config: TransferConfig | None = None,
     ) -> None:
         self.core = core
