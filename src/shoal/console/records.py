@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
@@ -13,6 +12,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from shoal import topology
+from shoal.assignments import sign_assignments
 from shoal.console import db, schemas
 from shoal.console.state import ConsoleState
 from shoal.core.signing import SigningKey
@@ -209,15 +209,6 @@ def assignment_out(
     )
 
 
-def canonical_json(document: Any) -> str:
-    return json.dumps(document, sort_keys=True, separators=(",", ":"))
-
-
 def sign_document(key: SigningKey, document: Any) -> schemas.SignedAssignments:
     """Canonical JSON of ``document`` and the console's Ed25519 signature over it."""
-    text = canonical_json(document)
-    return schemas.SignedAssignments(
-        document=text,
-        signature=key.private_key.sign(text.encode()).hex(),
-        key_id=key.verify_key.key_id.hex(),
-    )
+    return schemas.SignedAssignments(**sign_assignments(key, document))

@@ -16,6 +16,7 @@ Time is ``loop.time()``, as in the endpoints.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -138,3 +139,9 @@ class ApplicationRunner:
             self._timer.cancel()
         for endpoint in self.endpoints:
             endpoint.close()
+
+
+async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    """Wait ``seconds``, or less if ``stop`` is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

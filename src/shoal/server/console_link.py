@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,10 @@ from typing import Any
 import httpx
 
 from shoal import __version__
-from shoal.core.errors import ShoalError
+from shoal.core.errors import ChunkHashMismatch, ShoalError
 from shoal.core.manifest import Manifest
 from shoal.core.signing import VerifyKey, verify_manifest_file
+from shoal.store.content_store import ContentStore, EntryInfo
 from shoal.versions import IncompatibleVersion, Role, check_compatible
 
 DOWNLOAD_BLOCK = 1 << 20
@@ -279,8 +280,11 @@ class ConsoleLink:
         result: dict[str, Any] = self._request("GET", "/topology").json()
         return result
 
-    def assignments(self) -> dict[str, Any]:
-        """The assignments document, its console signature checked."""
+    def signed_assignments(self) -> dict[str, str]:
+        """The signed assignment envelope as the console sent it, its signature checked.
+
+        The P2P server relays it unchanged to its clients, who check it again.
+        """
         key = self._key()
         answer = self._request("GET", "/assignments").json()
         if answer["key_id"] != key.key_id.hex():
@@ -289,8 +293,53 @@ class ConsoleLink:
             key.public_key.verify(bytes.fromhex(answer["signature"]), answer["document"].encode())
         except Exception:
             raise ConsoleAnswerInvalid("assignments signature does not match") from None
-        document: dict[str, Any] = json.loads(answer["document"])
+        return {
+            "document": answer["document"],
+            "signature": answer["signature"],
+            "key_id": answer["key_id"],
+        }
+
+    def assignments(self) -> dict[str, Any]:
+        """The assignments document, its console signature checked."""
+        document: dict[str, Any] = json.loads(self.signed_assignments()["document"])
         return document
+
+    def download_into(self, store: ContentStore, content_id: str) -> EntryInfo:
+        """Fetch ``content_id`` into a content store, resuming after its verified chunks.
+
+        Every chunk is verified by the store before it is written; the download
+        continues (with a Range request) from the first chunk the store lacks.
+        """
+        manifest, manifest_bytes = self.fetch_manifest(content_id)
+        info = store.add(manifest_bytes, pinned=True)
+        if info.complete:
+            return info
+        have = store.verified(manifest.content_id)
+        first = next(have.missing())
+        start = first * manifest.chunk_size
+        headers = {"Range": f"bytes={start}-"} if start else {}
+        try:
+            with self._http.stream(
+                "GET", f"/content/{manifest.content_id.hex}", headers=headers
+            ) as response:
+                self._check(response)
+                if start and response.status_code != 206:
+                    raise ConsoleAnswerInvalid("console ignored the Range request")
+                for chunk_index, chunk in _chunks(
+                    response.iter_bytes(DOWNLOAD_BLOCK), manifest, first
+                ):
+                    if chunk_index not in have:
+                        try:
+                            store.write_chunk(manifest.content_id, chunk_index, chunk)
+                        except ChunkHashMismatch as error:
+                            raise ConsoleAnswerInvalid(
+                                f"console sent a bad chunk: {error}"
+                            ) from None
+        except httpx.HTTPError as error:
+            raise ConsoleUnreachable(
+                f"download of {manifest.content_id.short} interrupted: {error}"
+            ) from None
+        return store.info(manifest.content_id)
 
     def report_clients(self, clients: Iterable[ReportedClient]) -> dict[str, Any]:
         """Send the client registry; the answer places each device and shows the licence."""
@@ -398,10 +447,10 @@ def _verified_prefix(partial: Path, manifest: Manifest, have: int) -> int:
     return count
 
 
-def _write_verified(
-    blocks: Iterable[bytes], manifest: Manifest, chunk_index: int, output: Any
-) -> None:
-    """Write ``blocks`` chunk by chunk, each verified before it is written."""
+def _chunks(
+    blocks: Iterable[bytes], manifest: Manifest, chunk_index: int
+) -> Iterator[tuple[int, bytes]]:
+    """Cut a byte stream that starts at chunk ``chunk_index`` into whole chunks."""
     pending = bytearray()
     for block in blocks:
         pending += block
@@ -411,13 +460,21 @@ def _write_verified(
                 break
             chunk = bytes(pending[:length])
             del pending[:length]
-            try:
-                manifest.verify_chunk(chunk_index, chunk)
-            except ShoalError as error:
-                raise ConsoleAnswerInvalid(f"console sent a bad chunk: {error}") from None
-            output.write(chunk)
+            yield chunk_index, chunk
             chunk_index += 1
     if pending:
         raise ConsoleAnswerInvalid(
             f"content {manifest.content_id.short}: {len(pending)} bytes beyond the last chunk"
         )
+
+
+def _write_verified(
+    blocks: Iterable[bytes], manifest: Manifest, chunk_index: int, output: Any
+) -> None:
+    """Write ``blocks`` chunk by chunk, each verified before it is written."""
+    for index, chunk in _chunks(blocks, manifest, chunk_index):
+        try:
+            manifest.verify_chunk(index, chunk)
+        except ShoalError as error:
+            raise ConsoleAnswerInvalid(f"console sent a bad chunk: {error}") from None
+        output.write(chunk)

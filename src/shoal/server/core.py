@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 from shoal import __version__, ports
 from shoal.core.ids import ContentId
-from shoal.core.manifest import decode_manifest_file
+from shoal.core.manifest import Manifest, decode_manifest_file
 from shoal.server.rendezvous import Decision, RendezvousTable
 from shoal.topology import OfficeType as TopologyOfficeType
 from shoal.topology import Topology
@@ -129,6 +129,7 @@ class ServerCore:
         self.refusals_sent: dict[RefusalCause, int] = {}
         self._blobs: dict[bytes, bytes] = {}
         self._manifests: dict[ContentId, bytes] = {}
+        self.manifests: dict[ContentId, Manifest] = {}
         self._assignments_digest = hashlib.sha256(b"").digest()
         self._assignments_length = 0
 
@@ -146,11 +147,13 @@ class ServerCore:
         """A signed manifest from the console; raises ``ManifestError`` if unreadable."""
         manifest = decode_manifest_file(manifest_file).manifest
         self._manifests[manifest.content_id] = manifest_file
+        self.manifests[manifest.content_id] = manifest
         self._blobs[hashlib.sha256(manifest_file).digest()] = manifest_file
         return manifest.content_id
 
     def remove_manifest(self, content_id: ContentId) -> None:
         manifest_file = self._manifests.pop(content_id, None)
+        self.manifests.pop(content_id, None)
         if manifest_file is not None:
             self._blobs.pop(hashlib.sha256(manifest_file).digest(), None)
 
@@ -313,6 +316,13 @@ class ServerCore:
         if office is None or office_type in (OfficeType.VPN, OfficeType.NONE):
             return office is not None or self.settings.direct_outside_offices
         return self.rendezvous.holder(office, content_id, now) == client.device_id.hex()
+
+    def bytes_done(self, progress: ContentProgress) -> int:
+        """Bytes a client holds verified, from its chunk count (last chunk may be short)."""
+        manifest = self.manifests.get(progress.content_id)
+        if manifest is None:
+            return 0
+        return min(manifest.size, progress.chunks_done * manifest.chunk_size)
 
     def download_statistics(self) -> dict[tuple[ContentId, str], tuple[int, int]]:
         """Bytes from peers and from the server, per (content, office), from check-ins."""
