@@ -727,7 +727,7 @@ class AgentCore:
                     "bytes_from_peers": download.bytes_from_peers,
                     "bytes_from_server": download.bytes_from_server,
                     "peers_used": sorted(download.peers_used),
-                    "source": download.source.name.lower() if download.source else None,
+                    "source": download.source.name.lower() if download.source is not None else None,
                     "started_at": download.started_at,
                     "completed_at": download.completed_at,
                     "note": download.note,

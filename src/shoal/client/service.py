@@ -64,6 +64,7 @@ class ClientConfig:
     background_port: int = ports.BACKGROUND_DATA
     cache_bytes: int | None = None
     status_seconds: float = 1.0
+    bind_all: bool = True  # False: bind --ip only (several agents on one host, no broadcast)
 
 
 def load_identity(data_dir: Path) -> bytes:

@@ -37,6 +37,13 @@ from shoal.console.state import ConsoleConfig
     help="PEM private key of --tls-cert.",
 )
 @click.option(
+    "--tls-name",
+    "tls_names",
+    multiple=True,
+    help="Name or address the self-signed certificate also covers (repeat); the --host "
+    "address is added when it is not a wildcard.",
+)
+@click.option(
     "--no-tls",
     is_flag=True,
     help="Serve plain HTTP (only behind a TLS-terminating proxy).",
@@ -66,6 +73,7 @@ def console(
     database_url: str | None,
     tls_cert: Path | None,
     tls_key: Path | None,
+    tls_names: tuple[str, ...],
     no_tls: bool,
     vendor_public_key: Path | None,
     admin_username: str,
@@ -91,6 +99,7 @@ def console(
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls=not no_tls,
+        tls_names=tls_names + ((host,) if host not in ("0.0.0.0", "::", "") else ()),
         vendor_public_key=vendor_public_key,
         admin_username=admin_username,
     )

@@ -56,6 +56,8 @@ class ConsoleConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls: bool = True
+    tls_names: tuple[str, ...] = ()
+    """Extra names and addresses for the self-signed certificate (the host's address)."""
     vendor_public_key: Path | None = None
     admin_username: str = "admin"
     online_window_seconds: int = 900
@@ -130,7 +132,7 @@ def _certificate(config: ConsoleConfig, now: datetime) -> tuple[Path | None, Pat
     directory.mkdir(mode=0o700, exist_ok=True)
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
     if not (cert_path.exists() and key_path.exists()):
-        create_self_signed_certificate(cert_path, key_path, now)
+        create_self_signed_certificate(cert_path, key_path, now, config.tls_names)
         log.info("created a self-signed TLS certificate in %s", cert_path)
     return cert_path, key_path
 
