@@ -7,7 +7,7 @@ from pathlib import Path
 
 from shoal.client.agent import AgentCore
 from shoal.core.chunkset import ChunkSet
-from shoal.core.ids import ContentId
+from shoal.lab.faults import CorruptingStore
 from shoal.sim.enterprise import Enterprise, OfficeSpec, SimClient, build_enterprise, file_sha256
 from shoal.store.content_store import ContentStore
 from shoal.wire.control import LeaseDecision
@@ -58,15 +58,6 @@ def test_vpn_offices_and_unknown_networks_use_the_server_only(tmp_path: Path) ->
             enterprise.manifest.size,
         )
         assert client.agent.counters.chunks_served == 0
-
-
-class CorruptingStore(ContentStore):
-    """A peer that serves every chunk with its first byte flipped."""
-
-    def read_chunk(self, content_id: ContentId, chunk_index: int) -> bytes:
-        data = bytearray(super().read_chunk(content_id, chunk_index))
-        data[0] ^= 0xFF
-        return bytes(data)
 
 
 def test_a_corrupting_peer_is_banned_reported_and_the_others_complete(tmp_path: Path) -> None:

@@ -31,9 +31,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from shoal import ports
+from shoal import __version__, ports
 from shoal.client.agent import AgentConfig, AgentCore
 from shoal.core.errors import ShoalError
+from shoal.lab.faults import CorruptingStore
 from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
 from shoal.net.udp import UdpConfig
 from shoal.protocol.transfer import Mode
@@ -65,6 +66,8 @@ class ClientConfig:
     cache_bytes: int | None = None
     status_seconds: float = 1.0
     bind_all: bool = True  # False: bind --ip only (several agents on one host, no broadcast)
+    version: str = __version__  # another value only in compatibility tests
+    corrupt_served_chunks: bool = False  # lab only: act as a lying peer
 
 
 def load_identity(data_dir: Path) -> bytes:
@@ -151,7 +154,8 @@ class ClientService:
             log.warning("subnet of %s not found; assuming /24 (pass --prefix)", self.ip)
             prefix = 24
         self.prefix = prefix
-        self.store = ContentStore(
+        store_kind = CorruptingStore if config.corrupt_served_chunks else ContentStore
+        self.store = store_kind(
             config.data_dir / "cache", capacity_bytes=config.cache_bytes, strict=False
         )
         for problem in self.store.problems:
@@ -169,23 +173,26 @@ class ClientService:
             server=(config.server, config.server_port),
             server_key=self.server_key,
             control_port=0,
+            version=config.version,
             discovery_port=config.discovery_port,
             data_port=config.data_port,
             background_port=config.background_port,
         )
         agent = AgentCore(agent_config, self.store, loop.time())
+        # Broadcasts reach only a socket bound to the wildcard address.
+        listen = "0.0.0.0" if config.bind_all else self.ip
         runner = ApplicationRunner(
             agent,
             [
                 Binding(agent.control, self.ip, 0),
                 Binding(
                     agent.discovery,
-                    "0.0.0.0",
+                    listen,
                     config.discovery_port,
                     UdpConfig(broadcast=True, gso=False, gro=False),
                 ),
-                Binding(agent.engines[Mode.FOREGROUND], "0.0.0.0", config.data_port),
-                Binding(agent.engines[Mode.BACKGROUND], "0.0.0.0", config.background_port),
+                Binding(agent.engines[Mode.FOREGROUND], listen, config.data_port),
+                Binding(agent.engines[Mode.BACKGROUND], listen, config.background_port),
             ],
         )
         log.info(

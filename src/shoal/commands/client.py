@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from shoal import ports
+from shoal import __version__, ports
 from shoal.commands.daemon import LOG_LEVELS, run_until_signalled, setup_logging
 from shoal.core.chunking import parse_size
 
@@ -55,7 +55,20 @@ def client() -> None:
     help="Cap of the cache (e.g. 20G); unassigned content is evicted "
     "least recently used first. Unlimited without it.",
 )
+@click.option(
+    "--bind-ip",
+    is_flag=True,
+    help="Listen on --ip only, not on every address: for several agents on one host "
+    "(broadcast discovery then needs a WiFi office's peer lists).",
+)
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@click.option("--claim-version", hidden=True, help="Compatibility tests: report this version.")
+@click.option(
+    "--corrupt-served-chunks",
+    is_flag=True,
+    hidden=True,
+    help="Lab only: serve peers corrupted chunks (a lying peer).",
+)
 def run(
     data_dir: Path,
     server: str,
@@ -68,7 +81,10 @@ def run(
     data_port: int,
     background_port: int,
     cache_size: str | None,
+    bind_ip: bool,
     log_level: str,
+    claim_version: str | None,
+    corrupt_served_chunks: bool,
 ) -> None:
     """Run the agent: register (one licence seat), check in, download, serve peers."""
     from shoal.client.service import ClientConfig, ClientService
@@ -87,6 +103,9 @@ def run(
             data_port=data_port,
             background_port=background_port,
             cache_bytes=parse_size(cache_size) if cache_size else None,
+            bind_all=not bind_ip,
+            version=claim_version or __version__,
+            corrupt_served_chunks=corrupt_served_chunks,
         )
     )
     run_until_signalled(service.run)

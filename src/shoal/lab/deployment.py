@@ -310,7 +310,10 @@ class Deployment:
         self.admin.assign(row["id"])
         return row
 
-    def start_clients(self, hosts: Sequence[LabHost]) -> None:
+    def start_clients(
+        self, hosts: Sequence[LabHost], extra_arguments: dict[str, list[str]] | None = None
+    ) -> None:
+        """Start a client on each host (``extra_arguments`` by host name, e.g. faults)."""
         assert self.console_host is not None
         for host in hosts:
             argv = self._shoal(
@@ -331,6 +334,7 @@ class Deployment:
             )
             if self.loopback:
                 argv.append("--bind-ip")
+            argv += (extra_arguments or {}).get(host.name, [])
             self._spawn(f"client-{host.name}", host, argv)
             self.clients[host.name] = host
 

@@ -62,6 +62,7 @@ class ServerControl:
                 "P2P server's (set the key shown in the console)",
             )
             request_id, device_id = _header_fields(data)
+            self.core.recent_refusals.append((device_id, addr, refusal))
             self._queue(encode_control(ControlMessage(request_id, device_id, refusal), key), addr)
             return
         except UnsupportedProtocolVersion:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+from collections import deque
 from dataclasses import dataclass, field
 
 from shoal import __version__, ports
@@ -127,6 +128,7 @@ class ServerCore:
         self.rendezvous = RendezvousTable(settings.lease_seconds)
         self.bad_peer_reports: list[BadPeerReport] = []
         self.refusals_sent: dict[RefusalCause, int] = {}
+        self.recent_refusals: deque[tuple[bytes, Address, Refused]] = deque(maxlen=1000)
         self._blobs: dict[bytes, bytes] = {}
         self._manifests: dict[ContentId, bytes] = {}
         self.manifests: dict[ContentId, Manifest] = {}
@@ -178,6 +180,7 @@ class ServerCore:
         refusal = self._admission(message, now)
         if refusal is not None:
             self.refusals_sent[refusal.cause] = self.refusals_sent.get(refusal.cause, 0) + 1
+            self.recent_refusals.append((message.device_id, addr, refusal))
             return refusal
         if isinstance(body, Register):
             return self._register(message.device_id, body, addr, now)

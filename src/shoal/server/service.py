@@ -461,7 +461,21 @@ class ServerService:
             else:
                 self.apply_report_answer(answer)
 
+    def _log_refusals(self) -> None:
+        """Say in the log which clients were refused, and why (what to upgrade...)."""
+        refusals = self.core.recent_refusals
+        while refusals:
+            device_id, addr, refusal = refusals.popleft()
+            log.warning(
+                "refused client %s at %s: %s: %s",
+                device_id.hex()[:8],
+                addr[0],
+                refusal.cause.name,
+                refusal.message,
+            )
+
     def _save_registry(self) -> None:
+        self._log_refusals()
         core = self.core
         self.state.save_clients(list(core.clients.values()), time.time())
         new_reports = core.bad_peer_reports[self._reported_bad_peers :]
