@@ -1,97 +1,171 @@
-"""``make demo``: show what shoal does today, on this machine.
+"""``make demo``: a whole shoal site on this machine, distributing one package.
 
-The demo grows with the project. Today it walks through the content model and the
-device cache: an administrator's package is packed and signed; a device verifies the
-manifest, fills its cache chunk by chunk from peers in any order, refuses a corrupt
-chunk from a bad peer, survives a restart mid-download, and ends with the exact file.
+As root, the site is an emulated enterprise in network namespaces: a central office
+with the console and the P2P server, and a branch office of clients behind a WAN link
+shaped to 50 Mbit/s with HTB. Otherwise it runs on loopback addresses (the branch is
+then a WiFi office: clients find each other through the server's peer lists, since
+loopback has no broadcast). Either way: the console starts (SQLite), the administrator
+saves a licence and the topology, the P2P server registers and is activated, a sample
+package is uploaded and assigned to everyone, and the clients fetch it, each from its
+peers once the first has it, while the demo shows their progress to the end.
 """
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
-import random
 import shutil
+import time
 from pathlib import Path
+from typing import Any
 
 from shoal import __version__
-from shoal.core.errors import ChunkHashMismatch, ManifestTampered
-from shoal.core.packing import pack_stream
-from shoal.core.signing import SigningKey, verify_manifest_file
-from shoal.store.content_store import ContentStore
+from shoal.lab.deployment import (
+    ADMIN_PASSWORD,
+    Deployment,
+    LoopbackPlacement,
+    NamespacePlacement,
+    OfficeSetup,
+    Placement,
+)
+from shoal.lab.netns import cleanup_prefix, lab_available
+from shoal.lab.network import EmulatedNetwork, OfficeSpec
 
-DEMO_DIR = Path("demo-data")
-PACKAGE_SIZE = 24 * 1024 * 1024 + 12345
-CHUNK_SIZE = 1 << 20
+PREFIX = "shd-"
+MIB = 1024 * 1024
 
 
 def step(text: str) -> None:
     print(f"\n== {text}", flush=True)
 
 
+def progress_line(statuses: dict[str, dict[str, Any] | None], content_id: str) -> str:
+    cells = []
+    for name, status in sorted(statuses.items()):
+        entry = None
+        if status is not None:
+            entry = next((d for d in status["downloads"] if d["content_id"] == content_id), None)
+        if entry is None or not entry["chunks"]:
+            cells.append(f"{name.split('-')[-1]}:  --")
+            continue
+        percent = 100 * entry["chunks_done"] // entry["chunks"]
+        cells.append(f"{name.split('-')[-1]}:{percent:3d}%")
+    return "  ".join(cells)
+
+
 def main() -> None:
-    print(f"shoal {__version__} demo (stage: content model and device cache)")
-    shutil.rmtree(DEMO_DIR, ignore_errors=True)
-    DEMO_DIR.mkdir()
-    package = DEMO_DIR / "SampleApp-1.0.msi"
-    package.write_bytes(random.Random(1).randbytes(PACKAGE_SIZE))
-
-    step("console: pack and sign the package (the network never sees its name)")
-    console_key = SigningKey.generate()
-    with open(package, "rb") as stream:
-        manifest = pack_stream(stream, CHUNK_SIZE)
-    manifest_file = console_key.sign(manifest).encode()
-    for field, value in manifest.summary().items():
-        print(f"   {field:<11} {value}")
-    key_id = console_key.verify_key.key_id.hex()
-    print(f"   manifest    {len(manifest_file)} bytes, signed by key {key_id}")
-
-    step("device: refuse a manifest changed in transit, accept the signed one")
-    tampered = bytearray(manifest_file)
-    tampered[60] ^= 1
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=6, help="clients in the branch")
+    parser.add_argument("--size-mb", type=int, default=32, help="size of the sample package")
+    parser.add_argument("--wan-mbit", type=float, default=50.0, help="branch WAN rate")
+    parser.add_argument("--loopback", action="store_true", help="no namespaces, even as root")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep everything running at the end, until Ctrl-C"
+    )
+    arguments = parser.parse_args()
+    work = Path("demo-data").resolve()
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    use_namespaces, why = lab_available()
+    use_namespaces = use_namespaces and not arguments.loopback
+    print(f"shoal {__version__} demo: console + P2P server + {arguments.clients} clients")
+    placement: Placement
+    if use_namespaces:
+        cleanup_prefix(PREFIX)
+        branch = OfficeSpec("branch", 1, arguments.clients, wan_mbit=arguments.wan_mbit)
+        network: EmulatedNetwork | None = EmulatedNetwork.create(PREFIX, [branch])
+        assert network is not None
+        placement = NamespacePlacement(network)
+        offices = [OfficeSetup("Branch", branch.subnet, "Default")]
+        central = "10.231.0.0/24"
+        print(
+            f"network namespaces: central office 10.231.0.0/24; branch {branch.subnet} "
+            f"behind a {arguments.wan_mbit:g} Mbit/s WAN link (HTB)"
+        )
+    else:
+        network = None
+        placement = LoopbackPlacement(arguments.clients)
+        offices = [OfficeSetup("Branch", "127.0.1.0/24", "WiFi")]
+        central = "127.0.0.0/24"
+        print(
+            f"loopback addresses ({why or 'asked for'}): central 127.0.0.10, "
+            "branch 127.0.1.0/24 as a WiFi office (peer lists from the server)"
+        )
+    deployment = Deployment(
+        placement,
+        work,
+        offices,
+        central,
+        loopback=network is None,
+        say=lambda line: print(f"   {line}"),
+    )
     try:
-        verify_manifest_file(bytes(tampered), [console_key.verify_key])
-    except ManifestTampered as error:
-        print(f"   refused: {error}")
-    verify_manifest_file(manifest_file, [console_key.verify_key])
-    print("   accepted: signature matches the console's key")
+        step("console: start it (HTTPS, SQLite), log in as the administrator")
+        deployment.start_console()
+        print(f"   console at {deployment.console_url}  (admin / {ADMIN_PASSWORD!r})")
+        print(f"   API docs at {deployment.console_url}/api/v1/docs; data in {work}/console")
+        step("administrator: upload the topology, save the licence key (activation)")
+        deployment.configure(seats=arguments.clients + 5)
+        step("P2P server: start it in the central office; it registers and is activated")
+        deployment.start_server()
+        deployment.wait_for_server()
+        print(f"   activated; client key {deployment.client_key}")
+        step(f"administrator: upload a {arguments.size_mb} MiB package and assign it to everyone")
+        package = work / "SampleApp-1.0.msi"
+        package.write_bytes(os.urandom(arguments.size_mb * MIB))
+        row = deployment.upload_and_assign(package)
+        content_id = row["content_id"]
+        print(f"   content ID {content_id} (the network never sees the name)")
+        time.sleep(1.5)  # the server fetches the content from the console
+        wan_before = network.wan_bytes("branch") if network is not None else (0, 0)
+        step("clients: all start at once; the first pulls over the WAN, the rest swarm")
+        hosts = placement.office_hosts("branch")
+        deployment.start_clients(hosts)
+        started = time.monotonic()
+        last = [""]
 
-    step("device: download chunks from peers in any order; a bad peer is caught")
-    cache_dir = DEMO_DIR / "device-cache"
-    store = ContentStore(cache_dir)
-    store.add(manifest_file, pinned=True)
-    order = list(range(manifest.chunk_count))
-    random.Random(2).shuffle(order)
-    data = package.read_bytes()
+        def show(statuses: dict[str, dict[str, Any] | None]) -> None:
+            line = progress_line(statuses, content_id)
+            if line != last[0]:
+                print(f"   {time.monotonic() - started:5.1f}s  {line}", flush=True)
+                last[0] = line
 
-    def chunk(index: int) -> bytes:
-        return data[index * CHUNK_SIZE : (index + 1) * CHUNK_SIZE]
-
-    half = len(order) // 2
-    for position, index in enumerate(order[:half]):
-        if position == 3:
-            try:
-                store.write_chunk(manifest.content_id, index, b"\x00" * len(chunk(index)))
-            except ChunkHashMismatch as error:
-                print(f"   peer 10.1.0.66 sent a bad chunk: {error}; it would be banned")
-        store.write_chunk(manifest.content_id, index, chunk(index))
-    print(f"   {len(store.verified(manifest.content_id))}/{manifest.chunk_count} chunks verified")
-
-    step("device: the agent restarts mid-download; verified chunks are kept")
-    store.close()
-    store = ContentStore(cache_dir)
-    print(f"   after restart: {store.info(manifest.content_id).verified_chunks} chunks verified")
-    for index in store.verified(manifest.content_id).missing():
-        store.write_chunk(manifest.content_id, index, chunk(index))
-    info = store.info(manifest.content_id)
-    digest = hashlib.sha256(store.data_path(manifest.content_id).read_bytes()).hexdigest()
-    print(f"   complete={info.complete}  sha256={digest}")
-    print(f"   matches the original: {digest == hashlib.sha256(data).hexdigest()}")
-    store.close()
-
-    step("what is next")
-    print("   wire protocol and UDP transfer, the console, the P2P server and client agents;")
-    print(f"   the demo's files are in {DEMO_DIR.resolve()}{os.sep}")
+        statuses = deployment.wait_for_clients(content_id, timeout=300, on_progress=show)
+        elapsed = time.monotonic() - started
+        step(f"done: every client holds the package ({elapsed:.1f} s after they started)")
+        expected = hashlib.sha256(package.read_bytes()).hexdigest()
+        size = arguments.size_mb * MIB
+        for name, status in sorted(statuses.items()):
+            entry = next(d for d in status["downloads"] if d["content_id"] == content_id)
+            actual = hashlib.sha256(
+                deployment.cached_file(deployment.clients[name], content_id).read_bytes()
+            ).hexdigest()
+            print(
+                f"   {name:<10} sha256 {'OK' if actual == expected else 'WRONG'}  "
+                f"from peers {entry['bytes_from_peers'] / MIB:6.1f} MiB  from server "
+                f"{entry['bytes_from_server'] / MIB:6.1f} MiB  ({entry['source']})"
+            )
+        if network is not None:
+            wan = network.wan_bytes("branch")[0] - wan_before[0]
+            print(
+                f"   the branch WAN link carried {wan / MIB:.1f} MiB = {wan / size:.3f}x the "
+                f"package (without peer-to-peer: {len(hosts)}x)"
+            )
+        print(
+            f"   status of one client: shoal client status --data-dir "
+            f"{deployment.client_dir(hosts[0])}"
+        )
+        if arguments.keep:
+            step(f"running until Ctrl-C; the console is at {deployment.console_url}")
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\ninterrupted")
+    finally:
+        step("tearing down every process" + (" and namespace" if network else ""))
+        deployment.close()
+        print(f"   logs kept in {work}")
 
 
 if __name__ == "__main__":
