@@ -9,6 +9,8 @@ The parent process writes a random file of N MB and its manifest
   starting with ``shn-``), so the datagrams cross a real (virtual) link;
 * otherwise both ends on loopback (127.0.0.1).
 
+``--rate-mbit R`` shapes both veth ends with tc HTB, to see a real link's rate.
+
 It then runs, one after the other on the same two hosts and the same file:
 
 1. shoal: a ``serve`` process on one host and a ``fetch`` process on the other
@@ -47,7 +49,13 @@ from shoal.core.chunking import DEFAULT_CHUNK_SIZE
 from shoal.core.errors import ShoalError
 from shoal.core.manifest import Manifest
 from shoal.core.packing import pack_stream
-from shoal.lab.netns import TwoHostLab, cleanup_orphans, lab_available, stop_processes
+from shoal.lab.netns import (
+    TwoHostLab,
+    cleanup_orphans,
+    lab_available,
+    shape_htb,
+    stop_processes,
+)
 
 MB = 1_000_000
 GB = 1_000_000_000
@@ -81,6 +89,7 @@ class TransferBenchOptions:
     workdir: Path | None = None
     profile_dir: Path | None = None
     engine_settings: tuple[str, ...] = ()
+    rate_mbit: float | None = None
 
 
 @dataclass
@@ -110,19 +119,28 @@ class Placement:
 
 
 @contextlib.contextmanager
-def placed(use_namespaces: bool) -> Iterator[Placement]:
-    """Two namespaces on a veth pair when possible, else loopback; torn down on exit."""
+def placed(use_namespaces: bool, rate_mbit: float | None = None) -> Iterator[Placement]:
+    """Two namespaces on a veth pair when possible, else loopback; torn down on exit.
+
+    ``rate_mbit`` shapes both ends of the veth pair with HTB (namespaces only).
+    """
     available, why = lab_available()
     if use_namespaces and available:
         cleanup_orphans(NAMESPACE_PREFIX + LAB_TAG)
         lab = TwoHostLab.create(NAMESPACE_PREFIX, LAB_TAG)
-        placement = Placement(
-            lab.left.address,
-            lab.right.address,
-            f"veth between namespaces {lab.left.namespace} and {lab.right.namespace}",
-            lab,
-        )
+        description = f"veth between namespaces {lab.left.namespace} and {lab.right.namespace}"
+        try:
+            if rate_mbit is not None:
+                for host in (lab.left, lab.right):
+                    shape_htb(host.device, rate_mbit, host.namespace)
+                description += f", HTB {rate_mbit:g} Mbit/s each way"
+        except BaseException:
+            lab.close()
+            raise
+        placement = Placement(lab.left.address, lab.right.address, description, lab)
     else:
+        if rate_mbit is not None:
+            raise BenchmarkFailed("--rate-mbit needs the namespaces (root, not --loopback)")
         reason = why if use_namespaces else "--loopback asked for"
         placement = Placement("127.0.0.1", "127.0.0.1", f"loopback ({reason})")
     try:
@@ -316,8 +334,9 @@ def run_transfer_bench(options: TransferBenchOptions, report: Report) -> dict[st
             "gso_requested": options.gso,
             "window_chunks": options.window,
             "engine_settings": list(options.engine_settings),
+            "rate_mbit": options.rate_mbit,
         }
-        with placed(options.namespaces) as placement:
+        with placed(options.namespaces, options.rate_mbit) as placement:
             document["link"] = placement.description
             report(f"link: {placement.description}")
             report("shoal: transferring ...")

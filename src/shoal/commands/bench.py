@@ -27,6 +27,8 @@ def bench() -> None:
 @click.option("--no-baseline", is_flag=True, help="Skip the libtorrent uTP baseline.")
 @click.option("--loopback", is_flag=True,
               help="Run both ends on 127.0.0.1 even as root (no namespaces).")  # fmt: skip
+@click.option("--rate-mbit", type=click.FloatRange(min=1.0),
+              help="Shape the veth pair to this rate with tc HTB (namespaces only).")  # fmt: skip
 @click.option("--timeout", type=float, default=600.0, show_default=True,
               help="Give up on a transfer after this many seconds.")  # fmt: skip
 @click.option("--seed", type=int, default=1, show_default=True,
@@ -44,6 +46,7 @@ def transfer(
     window: int,
     no_baseline: bool,
     loopback: bool,
+    rate_mbit: float | None,
     timeout: float,
     seed: int,
     engine_settings: tuple[str, ...],
@@ -69,6 +72,7 @@ def transfer(
         seed=seed,
         profile_dir=profile_dir,
         engine_settings=engine_settings,
+        rate_mbit=rate_mbit,
     )
     with terminate_on_signals():
         document = run_transfer_bench(options, lambda line: click.echo(line, err=True))
