@@ -76,7 +76,11 @@ class TimerCounters:
 
 
 class DatagramEndpoint:
-    """Drive ``machine`` from ``udp`` on the running asyncio loop."""
+    """Drive ``machine`` from ``udp`` on the running asyncio loop.
+
+    ``on_event`` receives every event of the machine and of the shell
+    (``DeliveryFailed``, ``DatagramRefused``, ``SocketFailed``), in order.
+    """
 
     def __init__(
         self,
@@ -119,7 +123,11 @@ class DatagramEndpoint:
         receive_loss: float = 0.0,
         loss_seed: int = 0,
     ) -> DatagramEndpoint:
-        """Bind a UDP socket on ``host:port`` and drive ``machine`` from it."""
+        """Bind a UDP socket on ``host:port`` and drive ``machine`` from it.
+
+        Call it from a coroutine: the endpoint attaches to the running event loop.
+        Bind errors are ``NetworkError`` subclasses (``AddressUnavailable``...).
+        """
         udp = UdpSocket.bind(host, port, config)
         try:
             return cls(machine, udp, on_event, receive_loss=receive_loss, loss_seed=loss_seed)
