@@ -36,6 +36,7 @@ import json
 import random
 import select
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,7 @@ class TransferBenchOptions:
     profile_dir: Path | None = None
     engine_settings: tuple[str, ...] = ()
     rate_mbit: float | None = None
+    repeat: int = 1
 
 
 @dataclass
@@ -314,8 +316,30 @@ def shoal_retransmitted_percent(run: dict[str, Any]) -> float:
     return 100.0 * again / first_time if first_time else 0.0
 
 
+def _shoal_figures(run: dict[str, Any], size: int) -> dict[str, Any]:
+    figures = summarize(run, size, retransmitted=shoal_retransmitted_percent(run))
+    figures["gso"] = run["sender"].get("gso")
+    figures["gro"] = run["receiver"].get("gro")
+    figures["dropped_by_loss_filter"] = (
+        run["sender"]["dropped_by_loss_filter"] + run["receiver"]["dropped_by_loss_filter"]
+    )
+    if not (figures["complete"] and figures["sha256_matches"]):
+        failure = run["receiver"].get("failure") or "incomplete or corrupt copy"
+        raise BenchmarkFailed(f"shoal transfer failed: {failure}")
+    return figures
+
+
+def _spread(runs: list[dict[str, Any]]) -> dict[str, float]:
+    rates = sorted(run["payload_mb_per_s"] for run in runs)
+    return {"min": rates[0], "median": statistics.median(rates), "max": rates[-1]}
+
+
 def run_transfer_bench(options: TransferBenchOptions, report: Report) -> dict[str, Any]:
-    """Run the whole benchmark; return the JSON document (also printed by ``report``)."""
+    """Run the whole benchmark; return the JSON document (also printed by ``report``).
+
+    With ``repeat`` > 1 the shoal and libtorrent runs alternate, so that load from
+    other programs hits both alike; the best run of each is reported, with the spread.
+    """
     size = options.size_mb * MB
     workdir = Path(tempfile.mkdtemp(prefix="shoal-bench-", dir=options.workdir))
     try:
@@ -335,42 +359,45 @@ def run_transfer_bench(options: TransferBenchOptions, report: Report) -> dict[st
             "window_chunks": options.window,
             "engine_settings": list(options.engine_settings),
             "rate_mbit": options.rate_mbit,
+            "repeat": options.repeat,
         }
+        baseline = options.baseline and importlib.util.find_spec("libtorrent") is not None
+        if not options.baseline:
+            document["libtorrent_skipped"] = "--no-baseline"
+        elif not baseline:
+            document["libtorrent_skipped"] = (
+                "the libtorrent module is not installed: pip install 'shoal[bench]'"
+            )
+        shoal_runs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        utp_runs: list[tuple[dict[str, Any], dict[str, Any]]] = []
         with placed(options.namespaces, options.rate_mbit) as placement:
             document["link"] = placement.description
             report(f"link: {placement.description}")
-            report("shoal: transferring ...")
-            shoal_run = run_shoal(placement, options, source, manifest_file, workdir)
-            shoal = summarize(shoal_run, size, retransmitted=shoal_retransmitted_percent(shoal_run))
-            shoal["gso"] = shoal_run["sender"].get("gso")
-            shoal["gro"] = shoal_run["receiver"].get("gro")
-            shoal["dropped_by_loss_filter"] = (
-                shoal_run["sender"]["dropped_by_loss_filter"]
-                + shoal_run["receiver"]["dropped_by_loss_filter"]
-            )
-            document["shoal"] = shoal
-            document["shoal_processes"] = shoal_run
-            if not (shoal["complete"] and shoal["sha256_matches"]):
-                failure = shoal_run["receiver"].get("failure") or "incomplete or corrupt copy"
-                raise BenchmarkFailed(f"shoal transfer failed: {failure}")
-            if options.baseline and importlib.util.find_spec("libtorrent") is None:
-                document["libtorrent"] = None
-                document["libtorrent_skipped"] = (
-                    "the libtorrent module is not installed: pip install 'shoal[bench]'"
+            for number in range(1, options.repeat + 1):
+                run_label = f" (run {number}/{options.repeat})" if options.repeat > 1 else ""
+                report(f"shoal: transferring ...{run_label}")
+                run = run_shoal(placement, options, source, manifest_file, workdir)
+                shoal_runs.append((_shoal_figures(run, size), run))
+                if baseline:
+                    report(f"libtorrent uTP: transferring ...{run_label}")
+                    run = run_libtorrent(placement, options, source, workdir, manifest)
+                    utp_runs.append((summarize(run, size, retransmitted=None), run))
+        best, best_processes = max(shoal_runs, key=lambda pair: pair[0]["payload_mb_per_s"])
+        document["shoal"] = best
+        document["shoal_processes"] = best_processes
+        document["shoal_runs"] = [figures for figures, _ in shoal_runs]
+        document["shoal_spread_mb_per_s"] = _spread(document["shoal_runs"])
+        document["libtorrent"] = None
+        if utp_runs:
+            utp_best, utp_processes = max(utp_runs, key=lambda pair: pair[0]["payload_mb_per_s"])
+            document["libtorrent"] = utp_best
+            document["libtorrent_processes"] = utp_processes
+            document["libtorrent_runs"] = [figures for figures, _ in utp_runs]
+            document["libtorrent_spread_mb_per_s"] = _spread(document["libtorrent_runs"])
+            if utp_best["payload_mb_per_s"]:
+                document["ratio_shoal_to_libtorrent"] = (
+                    best["payload_mb_per_s"] / utp_best["payload_mb_per_s"]
                 )
-            elif options.baseline:
-                report("libtorrent uTP: transferring ...")
-                utp_run = run_libtorrent(placement, options, source, workdir, manifest)
-                document["libtorrent"] = summarize(utp_run, size, retransmitted=None)
-                document["libtorrent_processes"] = utp_run
-            else:
-                document["libtorrent"] = None
-                document["libtorrent_skipped"] = "--no-baseline"
-        baseline = document.get("libtorrent")
-        if baseline and baseline["payload_mb_per_s"]:
-            document["ratio_shoal_to_libtorrent"] = (
-                shoal["payload_mb_per_s"] / baseline["payload_mb_per_s"]
-            )
         return document
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -403,8 +430,19 @@ def format_table(document: dict[str, Any]) -> str:
             value = figures.get(key)
             cells.append(f"{'n/a' if value is None else pattern.format(value):>15}")
         lines.append(f"{label:<18}" + "".join(cells))
+    if document.get("repeat", 1) > 1:
+        lines.append(f"best of {document['repeat']} runs; payload MB/s min / median / max:")
+        for label, key in (
+            ("shoal", "shoal_spread_mb_per_s"),
+            ("libtorrent uTP", "libtorrent_spread_mb_per_s"),
+        ):
+            if key in document:
+                low, middle, high = (document[key][name] for name in ("min", "median", "max"))
+                lines.append(f"  {label:<16}{low:.1f} / {middle:.1f} / {high:.1f}")
     if "ratio_shoal_to_libtorrent" in document:
-        lines.append(f"shoal / libtorrent uTP: {document['ratio_shoal_to_libtorrent']:.1f}x")
+        lines.append(
+            f"shoal / libtorrent uTP (best runs): {document['ratio_shoal_to_libtorrent']:.1f}x"
+        )
     elif document.get("libtorrent_skipped"):
         lines.append(f"libtorrent baseline skipped: {document['libtorrent_skipped']}")
     if shoal.get("dropped_by_loss_filter"):

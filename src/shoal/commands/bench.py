@@ -29,6 +29,8 @@ def bench() -> None:
               help="Run both ends on 127.0.0.1 even as root (no namespaces).")  # fmt: skip
 @click.option("--rate-mbit", type=click.FloatRange(min=1.0),
               help="Shape the veth pair to this rate with tc HTB (namespaces only).")  # fmt: skip
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run each transfer N times; report the best and the spread.")  # fmt: skip
 @click.option("--timeout", type=float, default=600.0, show_default=True,
               help="Give up on a transfer after this many seconds.")  # fmt: skip
 @click.option("--seed", type=int, default=1, show_default=True,
@@ -47,6 +49,7 @@ def transfer(
     no_baseline: bool,
     loopback: bool,
     rate_mbit: float | None,
+    repeat: int,
     timeout: float,
     seed: int,
     engine_settings: tuple[str, ...],
@@ -73,6 +76,7 @@ def transfer(
         profile_dir=profile_dir,
         engine_settings=engine_settings,
         rate_mbit=rate_mbit,
+        repeat=repeat,
     )
     with terminate_on_signals():
         document = run_transfer_bench(options, lambda line: click.echo(line, err=True))
