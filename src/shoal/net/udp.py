@@ -352,8 +352,12 @@ class UdpSocket:
             if 0 < segment_size < length:
                 counters.gro_buffers += 1
                 view = memoryview(data)
-                for offset in range(0, length, segment_size):
-                    received.append((view[offset : offset + segment_size], address))
+                received.extend(
+                    [
+                        (view[offset : offset + segment_size], address)
+                        for offset in range(0, length, segment_size)
+                    ]
+                )
             else:
                 received.append((data, address))
         counters.datagrams_received += len(received)
