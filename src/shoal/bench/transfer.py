@@ -440,8 +440,10 @@ def format_table(document: dict[str, Any]) -> str:
                 low, middle, high = (document[key][name] for name in ("min", "median", "max"))
                 lines.append(f"  {label:<16}{low:.1f} / {middle:.1f} / {high:.1f}")
     if "ratio_shoal_to_libtorrent" in document:
+        caveat = " (libtorrent ran without the loss filter)" if document["loss"] else ""
         lines.append(
             f"shoal / libtorrent uTP (best runs): {document['ratio_shoal_to_libtorrent']:.1f}x"
+            + caveat
         )
     elif document.get("libtorrent_skipped"):
         lines.append(f"libtorrent baseline skipped: {document['libtorrent_skipped']}")
