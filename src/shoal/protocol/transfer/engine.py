@@ -355,16 +355,18 @@ class _Upload:
 class _Finished:
     """What is remembered of a recently finished request, to answer late datagrams."""
 
-    __slots__ = ("last_reply", "outcome", "peer", "reason", "segment_count")
+    __slots__ = ("last_heard", "last_reply", "outcome", "peer", "reason", "segment_count")
 
     def __init__(
         self,
         peer: Address,
         outcome: ReceiveState | SendState,
         segment_count: int,
+        last_heard: float,
         reason: RefusalReason | None = None,
     ) -> None:
         self.peer = peer
+        self.last_heard = last_heard
         self.outcome = outcome
         self.segment_count = segment_count
         self.reason = reason
@@ -391,7 +393,9 @@ class TransferEngine:
         self._ack_now: dict[int, _Download] = {}
         self._control: list[tuple[bytes, Address]] = []
         self._events: deque[Event] = deque()
-        self._next_request_id = 1
+        # Request IDs start from the clock so that a restarted engine is unlikely to
+        # reuse the IDs its peers still remember.
+        self._next_request_id = (int(now * 1_000_000) & _U32_MASK) or 1
         self._created = now
 
     # ----------------------------------------------------------------------------------
@@ -783,7 +787,7 @@ class TransferEngine:
         self._remember(
             self._finished_downloads,
             request_id,
-            _Finished(peer, download.state, download.segment_count),
+            _Finished(peer, download.state, download.segment_count, download.last_heard),
         )
 
     def _refuse_download(self, download: _Download, reason: RefusalReason) -> None:
@@ -855,7 +859,11 @@ class TransferEngine:
             self.counters.unknown_sender += 1
             return
         self._events.append(VersionRejected(addr, message.min_version, message.max_version))
-        for download in [d for d in self._downloads.values() if d.peer == addr]:
+        # Only requests not yet answered end: a peer already sending us data of our
+        # version evidently speaks it (and a forged version error must not end it).
+        for download in [
+            d for d in self._downloads.values() if d.peer == addr and d.buffer is None
+        ]:
             self._refuse_download(download, RefusalReason.UNSUPPORTED_VERSION)
 
     def _on_stray(self, request_id: int, addr: Address, now: float, *, is_data: bool) -> None:
@@ -900,6 +908,10 @@ class TransferEngine:
             upload.last_heard = now
             return
         finished = self._finished_uploads.get(key)
+        if finished is not None and now - finished.last_heard > self.config.idle_timeout:
+            # Too old to be a repeat: the peer restarted and reuses request IDs.
+            del self._finished_uploads[key]
+            finished = None
         if finished is not None:
             self.counters.duplicate_requests += 1
             if finished.reason is not None:
@@ -1314,7 +1326,11 @@ class TransferEngine:
                 flow.pacing_wait_until = None
                 self._forget_idle_flows()
         upload.data = None
-        self._remember(self._finished_uploads, key, _Finished(upload.peer, upload.state, 0, reason))
+        self._remember(
+            self._finished_uploads,
+            key,
+            _Finished(upload.peer, upload.state, 0, upload.last_heard, reason),
+        )
 
     def _pass_on_liveness(self, peer: Address, last_heard: float) -> None:
         """A finished transfer hands its last sign of life to the peer's other transfers,
