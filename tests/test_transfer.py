@@ -412,3 +412,27 @@ def test_a_flood_of_garbage_never_raises_and_stays_bounded() -> None:
     assert dropped > 15_000
     assert len(engine.datagrams_to_send(2.0)) <= config.max_control_queue
     assert counters.control_queue_overflow > 0
+
+
+def test_a_restarted_peer_reusing_request_ids_is_served_again() -> None:
+    config = TransferConfig(idle_timeout=1.0)
+    network = Network()
+    receiver, sender = network.add("10.0.0.1", config), network.add("10.0.0.2", config)
+    chunks = _chunks(2)
+    hashes = [sender.serve(CONTENT_ID, index, data) for index, data in enumerate(chunks)]
+    first = receiver.engine.request_chunk(
+        sender.address, CONTENT_ID, 0, CHUNK_LENGTH, hashes[0], Mode.FOREGROUND, network.now
+    )
+    network.run(lambda: bool(receiver.events_of(ChunkReceived)))
+    network.run_for(2 * config.idle_timeout)
+    # The receiver restarts (a new engine, same address) and its IDs begin where the
+    # old one's did: the sender must not take the new request for a stale repeat.
+    restarted = Node(receiver.address, TransferEngine(config=config, now=network.now - 2.0))
+    restarted.engine._next_request_id = first
+    network.nodes[receiver.address] = restarted
+    again = restarted.engine.request_chunk(
+        sender.address, CONTENT_ID, 1, CHUNK_LENGTH, hashes[1], Mode.FOREGROUND, network.now
+    )
+    assert again == first
+    network.run(lambda: bool(restarted.events_of(ChunkReceived)), timeout=10)
+    assert restarted.events_of(ChunkReceived)[0].data == chunks[1]

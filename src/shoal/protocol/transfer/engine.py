@@ -95,17 +95,20 @@ from shoal.wire.messages import (
 )
 
 _K = TypeVar("_K")
-_DATA_FIELDS = struct.Struct(">IIII")
+#: The DATA header read as five words: the 4-byte prefix compares as one integer.
+_DATA_WORDS = struct.Struct(">IIIII")
+_DATA_PREFIX = int.from_bytes(MAGIC + bytes([PROTOCOL_VERSION, MessageType.DATA]), "big")
 _ACK_HEAD = struct.Struct(">2sBBIIIIIIB")
 _ACK_RANGE = struct.Struct(">II")
 _DATA_CODE = int(MessageType.DATA)
-_MAGIC_0, _MAGIC_1 = MAGIC[0], MAGIC[1]
 _U32_MASK = 0xFFFFFFFF
 #: RFC 9002 §6.1.1 kPacketThreshold.
 _PACKET_THRESHOLD = 3
 #: RFC 9002 §6.1.2 kTimeThreshold.
 _TIME_THRESHOLD = 9 / 8
 _MAX_PACKET_THRESHOLD = 32
+#: Packets over which a flow's recent loss rate is measured (halved when exceeded).
+_LOSS_MEMORY = 2000
 
 
 @dataclass(slots=True)
@@ -247,10 +250,9 @@ class _Flow:
         "last_refill",
         "pacing_wait_until",
         "packet_threshold",
+        "recent_lost",
+        "recent_sent",
         "recovery_start",
-        "round_lost",
-        "round_sent",
-        "round_start",
         "rtt",
         "tokens",
         "undo_cwnd",
@@ -267,10 +269,11 @@ class _Flow:
         self.last_refill = now
         self.pacing_wait_until: float | None = None
         self.recovery_start = float("-inf")
-        # Packets sent and declared lost in the current round trip (loss tolerance).
-        self.round_start = now
-        self.round_sent = 0
-        self.round_lost = 0
+        # Packets sent and declared lost lately (exponentially forgotten every
+        # _LOSS_MEMORY packets), for the foreground loss tolerance. The prior of
+        # _LOSS_MEMORY / 4 clean packets keeps one early loss from looking like 100%.
+        self.recent_sent = _LOSS_MEMORY / 4
+        self.recent_lost = 0.0
         # RFC 9002 §6.1.1 starts at 3; raised when the path proves to reorder (RACK-like).
         self.packet_threshold = _PACKET_THRESHOLD
         # Window before the last reduction, restored if that loss proves spurious.
@@ -352,16 +355,18 @@ class _Upload:
 class _Finished:
     """What is remembered of a recently finished request, to answer late datagrams."""
 
-    __slots__ = ("last_reply", "outcome", "peer", "reason", "segment_count")
+    __slots__ = ("last_heard", "last_reply", "outcome", "peer", "reason", "segment_count")
 
     def __init__(
         self,
         peer: Address,
         outcome: ReceiveState | SendState,
         segment_count: int,
+        last_heard: float,
         reason: RefusalReason | None = None,
     ) -> None:
         self.peer = peer
+        self.last_heard = last_heard
         self.outcome = outcome
         self.segment_count = segment_count
         self.reason = reason
@@ -375,6 +380,8 @@ class TransferEngine:
         self.config = config or TransferConfig()
         self.counters = TransferCounters()
         self._segment_size = self.config.segment_size
+        self._ack_every = self.config.ack_every_packets
+        self._max_ack_delay = self.config.max_ack_delay
         self._downloads: dict[int, _Download] = {}
         self._downloads_per_peer: dict[Address, int] = {}
         self._uploads: dict[tuple[Address, int], _Upload] = {}
@@ -386,7 +393,9 @@ class TransferEngine:
         self._ack_now: dict[int, _Download] = {}
         self._control: list[tuple[bytes, Address]] = []
         self._events: deque[Event] = deque()
-        self._next_request_id = 1
+        # Request IDs start from the clock so that a restarted engine is unlikely to
+        # reuse the IDs its peers still remember.
+        self._next_request_id = (int(now * 1_000_000) & _U32_MASK) or 1
         self._created = now
 
     # ----------------------------------------------------------------------------------
@@ -507,24 +516,65 @@ class TransferEngine:
         counters = self.counters
         counters.datagrams_received += 1
         size = len(data)
-        # Hot path: a DATA datagram of our version (one unpack, one dict lookup, one copy).
-        if (
-            size > DATA_HEADER_SIZE
-            and data[3] == _DATA_CODE
-            and data[2] == PROTOCOL_VERSION
-            and data[0] == _MAGIC_0
-            and data[1] == _MAGIC_1
-        ):
-            request_id, packet_number, segment_index, timestamp_us = _DATA_FIELDS.unpack_from(
-                data, 4
-            )
-            download = self._downloads.get(request_id)
-            if download is None or download.peer != addr:
-                self._on_stray(request_id, addr, now, is_data=True)
-                return
-            self._on_data(download, packet_number, segment_index, timestamp_us, data, size, now)
+        if size <= DATA_HEADER_SIZE:
+            self._receive_other(data, addr, now)
             return
-        self._receive_other(data, addr, now)
+        # Hot path, inlined on purpose: a DATA datagram of our version costs one unpack,
+        # one dict lookup and one copy of the payload into the chunk's buffer.
+        prefix, request_id, packet_number, segment_index, timestamp_us = _DATA_WORDS.unpack_from(
+            data
+        )
+        if prefix != _DATA_PREFIX:
+            self._receive_other(data, addr, now)
+            return
+        download = self._downloads.get(request_id)
+        if download is None or download.peer != addr:
+            self._on_stray(request_id, addr, now, is_data=True)
+            return
+        payload_length = size - DATA_HEADER_SIZE
+        if segment_index >= download.segment_count or payload_length != (
+            download.segment_size
+            if segment_index != download.last_segment
+            else download.last_length
+        ):
+            counters.data_outside_chunk += 1
+            return
+        download.last_heard = now
+        buffer = download.buffer
+        if buffer is None:
+            self._move_download(download, ReceiveInput.DATA_ARRIVED)
+            buffer = download.buffer = bytearray(download.chunk_length)
+        if packet_number > download.largest_packet_number:
+            download.largest_packet_number = packet_number
+            download.largest_time = now
+            # RFC 6817 §3.3: the receiver measures one-way delay from the sender's stamp.
+            download.delay_us = (int(now * 1_000_000) - timestamp_us) & _U32_MASK
+        received = download.received
+        ack_at_once = False
+        if received[segment_index]:
+            counters.duplicate_data += 1
+        else:
+            offset = segment_index * download.segment_size
+            buffer[offset : offset + payload_length] = data[DATA_HEADER_SIZE:]
+            received[segment_index] = 1
+            download.received_count += 1
+            counters.payload_bytes_received += payload_length
+            if segment_index == download.cumulative:
+                cumulative = received.find(0, segment_index + 1)
+                download.cumulative = download.segment_count if cumulative < 0 else cumulative
+            elif segment_index > download.highest_segment + 1:
+                # A new gap: tell the sender now (RFC 9000 §13.2.1 acks out-of-order at once).
+                ack_at_once = True
+            if segment_index > download.highest_segment:
+                download.highest_segment = segment_index
+            if download.received_count == download.segment_count:
+                self._complete_download(download, now)
+                return
+        download.unacked += 1
+        if ack_at_once or download.unacked >= self._ack_every:
+            self._ack_now[request_id] = download
+        elif download.ack_deadline is None:
+            download.ack_deadline = now + self._max_ack_delay
 
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at ``now``: acks, request retries, RTOs, idle timeouts."""
@@ -636,61 +686,6 @@ class TransferEngine:
     # Receiving data
     # ----------------------------------------------------------------------------------
 
-    def _on_data(
-        self,
-        download: _Download,
-        packet_number: int,
-        segment_index: int,
-        timestamp_us: int,
-        data: bytes | memoryview,
-        size: int,
-        now: float,
-    ) -> None:
-        payload_length = size - DATA_HEADER_SIZE
-        if segment_index >= download.segment_count or payload_length != (
-            download.segment_size
-            if segment_index != download.last_segment
-            else download.last_length
-        ):
-            self.counters.data_outside_chunk += 1
-            return
-        download.last_heard = now
-        buffer = download.buffer
-        if buffer is None:
-            self._move_download(download, ReceiveInput.DATA_ARRIVED)
-            buffer = download.buffer = bytearray(download.chunk_length)
-        if packet_number > download.largest_packet_number:
-            download.largest_packet_number = packet_number
-            download.largest_time = now
-            # RFC 6817 §3.3: the receiver measures one-way delay from the sender's stamp.
-            download.delay_us = (int(now * 1_000_000) - timestamp_us) & _U32_MASK
-        received = download.received
-        ack_at_once = False
-        if received[segment_index]:
-            self.counters.duplicate_data += 1
-        else:
-            offset = segment_index * download.segment_size
-            buffer[offset : offset + payload_length] = data[DATA_HEADER_SIZE:]
-            received[segment_index] = 1
-            download.received_count += 1
-            self.counters.payload_bytes_received += payload_length
-            if segment_index == download.cumulative:
-                cumulative = received.find(0, segment_index + 1)
-                download.cumulative = download.segment_count if cumulative < 0 else cumulative
-            elif segment_index > download.highest_segment + 1:
-                # A new gap: tell the sender now (RFC 9000 §13.2.1 acks out-of-order at once).
-                ack_at_once = True
-            if segment_index > download.highest_segment:
-                download.highest_segment = segment_index
-            if download.received_count == download.segment_count:
-                self._complete_download(download, now)
-                return
-        download.unacked += 1
-        if ack_at_once or download.unacked >= self.config.ack_every_packets:
-            self._ack_now[download.request_id] = download
-        elif download.ack_deadline is None:
-            download.ack_deadline = now + self.config.max_ack_delay
-
     def _build_ack(self, download: _Download, now: float) -> bytes:
         download.unacked = 0
         download.ack_deadline = None
@@ -792,7 +787,7 @@ class TransferEngine:
         self._remember(
             self._finished_downloads,
             request_id,
-            _Finished(peer, download.state, download.segment_count),
+            _Finished(peer, download.state, download.segment_count, download.last_heard),
         )
 
     def _refuse_download(self, download: _Download, reason: RefusalReason) -> None:
@@ -853,7 +848,7 @@ class TransferEngine:
         elif isinstance(message, VersionError):
             self._on_version_error(message, addr)
         elif isinstance(message, Data):
-            # Our version, but a DATA datagram the fast path did not take: it has no payload.
+            # Our version, but a DATA datagram the fast path did not take (too short).
             counters.malformed += 1
         elif isinstance(message, WhoHas | Have):
             counters.discovery_datagrams += 1
@@ -864,7 +859,11 @@ class TransferEngine:
             self.counters.unknown_sender += 1
             return
         self._events.append(VersionRejected(addr, message.min_version, message.max_version))
-        for download in [d for d in self._downloads.values() if d.peer == addr]:
+        # Only requests not yet answered end: a peer already sending us data of our
+        # version evidently speaks it (and a forged version error must not end it).
+        for download in [
+            d for d in self._downloads.values() if d.peer == addr and d.buffer is None
+        ]:
             self._refuse_download(download, RefusalReason.UNSUPPORTED_VERSION)
 
     def _on_stray(self, request_id: int, addr: Address, now: float, *, is_data: bool) -> None:
@@ -909,6 +908,10 @@ class TransferEngine:
             upload.last_heard = now
             return
         finished = self._finished_uploads.get(key)
+        if finished is not None and now - finished.last_heard > self.config.idle_timeout:
+            # Too old to be a repeat: the peer restarted and reuses request IDs.
+            del self._finished_uploads[key]
+            finished = None
         if finished is not None:
             self.counters.duplicate_requests += 1
             if finished.reason is not None:
@@ -1002,10 +1005,6 @@ class TransferEngine:
         flow.in_flight -= freed
         if spurious:
             self._on_spurious_loss(flow, spurious)
-        if now - flow.round_start >= rtt.smoothed:
-            flow.round_start = now
-            flow.round_sent = 0
-            flow.round_lost = 0
         lost = self._detect_losses(upload, now)
         cc = flow.cc
         if newly_acked:
@@ -1088,10 +1087,9 @@ class TransferEngine:
                 lost_after_recovery = True
         if lost:
             flow.in_flight -= lost
-            flow.round_lost += lost
+            flow.recent_lost += lost
             cc = flow.cc
-            round_packets = max(flow.round_sent, int(cc.cwnd))
-            if lost_after_recovery and cc.loss_is_congestion(flow.round_lost, round_packets):
+            if lost_after_recovery and cc.loss_is_congestion(flow.recent_lost, flow.recent_sent):
                 # One reduction per loss episode (RFC 6582 §3.2, RFC 9002 §7.3.2).
                 flow.recovery_start = now
                 flow.undo_cwnd = cc.cwnd
@@ -1209,7 +1207,11 @@ class TransferEngine:
                 break
             sent += self._send_upload(upload, budget - sent, now, out)
         flow.in_flight += sent
-        flow.round_sent += sent
+        recent_sent = flow.recent_sent + sent
+        if recent_sent > _LOSS_MEMORY:
+            recent_sent /= 2
+            flow.recent_lost /= 2
+        flow.recent_sent = recent_sent
         flow.tokens = tokens - sent
         if rate and sent == budget and budget < room:
             # Paced: come back when the next packet's token has accrued.
@@ -1324,7 +1326,11 @@ class TransferEngine:
                 flow.pacing_wait_until = None
                 self._forget_idle_flows()
         upload.data = None
-        self._remember(self._finished_uploads, key, _Finished(upload.peer, upload.state, 0, reason))
+        self._remember(
+            self._finished_uploads,
+            key,
+            _Finished(upload.peer, upload.state, 0, upload.last_heard, reason),
+        )
 
     def _pass_on_liveness(self, peer: Address, last_heard: float) -> None:
         """A finished transfer hands its last sign of life to the peer's other transfers,
