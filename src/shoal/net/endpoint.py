@@ -23,6 +23,9 @@ poll writable while the queue is still full). Nothing is dropped silently.
 
 The time passed to the machine is ``loop.time()`` (monotonic seconds).
 
+The loop must support ``add_reader`` (every selector loop; on Windows, use
+``asyncio.SelectorEventLoop`` rather than the default proactor loop).
+
 Loss for benchmarks: ``receive_loss`` drops that fraction of received datagrams, from
 a seeded generator, before the machine sees them. It stands in for ``tc netem``, which
 this lab does not have; it is off (0.0) unless asked for.

@@ -73,7 +73,8 @@ RECEIVE_BUFFER_SIZE = 65536  # a GRO buffer never exceeds one 64 KiB IP packet
 MIB = 1024 * 1024
 
 _SEGMENT_SIZE = struct.Struct("=H")  # the UDP_SEGMENT control message is a u16
-_GRO_ANCILLARY_SPACE = socket.CMSG_SPACE(4)  # the UDP_GRO control message is an int
+# The UDP_GRO control message is an int. (No CMSG_SPACE on Windows, and no GRO either.)
+_GRO_ANCILLARY_SPACE = socket.CMSG_SPACE(4) if hasattr(socket, "CMSG_SPACE") else 0
 _MAX_UNREACHABLE_RETRIES = 4
 
 
