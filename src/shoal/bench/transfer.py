@@ -447,6 +447,12 @@ def format_table(document: dict[str, Any]) -> str:
         )
     elif document.get("libtorrent_skipped"):
         lines.append(f"libtorrent baseline skipped: {document['libtorrent_skipped']}")
+    downloader = document.get("libtorrent_processes", {}).get("receiver", {})
+    if "udp_datagrams_in" in downloader:
+        lines.append(
+            f"libtorrent's downloader received {downloader['udp_datagrams_in']} UDP datagrams "
+            f"and {downloader['tcp_segments_in']} TCP segments in its namespace (uTP only)"
+        )
     if shoal.get("dropped_by_loss_filter"):
         lines.append(
             f"loss filter dropped {shoal['dropped_by_loss_filter']} received datagrams (shoal only)"
