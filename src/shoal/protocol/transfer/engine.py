@@ -107,6 +107,9 @@ _PACKET_THRESHOLD = 3
 #: RFC 9002 §6.1.2 kTimeThreshold.
 _TIME_THRESHOLD = 9 / 8
 _MAX_PACKET_THRESHOLD = 32
+#: Probe timeouts in a row before the retransmission timeout proper (and its collapse
+#: of the window): one lost probe or probe ACK is not persistent congestion.
+_PROBES_BEFORE_RTO = 2
 #: Packets over which a flow's recent loss rate is measured (halved when exceeded).
 _LOSS_MEMORY = 2000
 
@@ -1105,16 +1108,18 @@ class TransferEngine:
         rtt = flow.rtt
         upload.timeouts += 1
         upload.loss_time = None
-        if upload.timeouts == 1:
-            # First expiry: a probe timeout (RFC 9002 §6.2). The tail of the chunk was
-            # lost, or its ACK was: resend the oldest unacknowledged segment, whatever
-            # the window says (§7.5), and keep the window.
+        if upload.timeouts <= _PROBES_BEFORE_RTO:
+            # A probe timeout (RFC 9002 §6.2): the tail of the chunk was lost, or its ACK
+            # was. Resend the two oldest unacknowledged segments (§6.2.4 allows two),
+            # whatever the window says (§7.5); keep the window; back the timer off.
             self._send_probe(upload, now)
-            upload.rto_deadline = now + rtt.rto
+            self._send_probe(upload, now)
+            pto = rtt.probe_timeout(self._max_ack_delay) * (1 << upload.timeouts)
+            upload.rto_deadline = now + min(pto, rtt.max_rto)
             return
-        # Again: RFC 6298 §5.4-5.6 retransmit everything outstanding, back the timer off,
-        # and (RFC 5681 §3.1, RFC 9002 §7.6 persistent congestion) restart from the loss
-        # window.
+        # Probes unanswered too: RFC 6298 §5.4-5.6 retransmit everything outstanding,
+        # back the timer off, and (RFC 5681 §3.1, RFC 9002 §7.6 persistent congestion)
+        # restart from the loss window.
         freed = 0
         in_flight = upload.in_flight
         acked = upload.acked
