@@ -150,6 +150,10 @@ class NewReno:
         return self.cwnd < self.ssthresh
 
     def on_ack(self, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int) -> None:
+        # Tracked for loss_is_congestion. Deliberately no delay-based exit from slow
+        # start (HyStart++, RFC 9406): a foreground flow that backs off at a few
+        # milliseconds of queue never makes a background LEDBAT flow (TARGET 100 ms)
+        # give way.
         self.delay.on_sample(one_way_delay_us, now)
         # RFC 7661 §4.3: do not grow a window the sender is not using.
         if in_flight + newly_acked < self.cwnd / 2:

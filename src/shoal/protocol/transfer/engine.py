@@ -107,6 +107,11 @@ _PACKET_THRESHOLD = 3
 #: RFC 9002 §6.1.2 kTimeThreshold.
 _TIME_THRESHOLD = 9 / 8
 _MAX_PACKET_THRESHOLD = 32
+#: Shortest interval between answers to late datagrams about one finished request.
+_LATE_REPLY_INTERVAL = 0.001
+#: Probe timeouts in a row before the retransmission timeout proper (and its collapse
+#: of the window): one lost probe or probe ACK is not persistent congestion.
+_PROBES_BEFORE_RTO = 2
 #: Packets over which a flow's recent loss rate is measured (halved when exceeded).
 _LOSS_MEMORY = 2000
 
@@ -192,6 +197,8 @@ class _Download:
         "received_count",
         "request_datagram",
         "request_id",
+        "requested_at",
+        "requests_sent",
         "retry_at",
         "retry_interval",
         "segment_count",
@@ -237,6 +244,8 @@ class _Download:
         self.last_heard = now
         self.retry_at = now
         self.retry_interval = 0.0
+        self.requested_at = now
+        self.requests_sent = 0
         self.request_datagram = b""
 
 
@@ -247,6 +256,7 @@ class _Flow:
         "cc",
         "in_flight",
         "key",
+        "last_ack_time",
         "last_refill",
         "pacing_wait_until",
         "packet_threshold",
@@ -269,6 +279,7 @@ class _Flow:
         self.last_refill = now
         self.pacing_wait_until: float | None = None
         self.recovery_start = float("-inf")
+        self.last_ack_time = now
         # Packets sent and declared lost lately (exponentially forgotten every
         # _LOSS_MEMORY packets), for the foreground loss tolerance. The prior of
         # _LOSS_MEMORY / 4 clean packets keeps one early loss from looking like 100%.
@@ -381,6 +392,10 @@ class TransferEngine:
         self.counters = TransferCounters()
         self._segment_size = self.config.segment_size
         self._ack_every = self.config.ack_every_packets
+        # How long peers take to answer a request with data (for request repeats).
+        self._answer_time = RttEstimator(
+            self.config.initial_rtt, self.config.min_rto, self.config.max_rto
+        )
         self._max_ack_delay = self.config.max_ack_delay
         self._downloads: dict[int, _Download] = {}
         self._downloads_per_peer: dict[Address, int] = {}
@@ -544,6 +559,10 @@ class TransferEngine:
         if buffer is None:
             self._move_download(download, ReceiveInput.DATA_ARRIVED)
             buffer = download.buffer = bytearray(download.chunk_length)
+            if download.requests_sent == 1:
+                # Karn (RFC 6298 §3): time only requests that were sent once.
+                self._answer_time.on_sample(now - download.requested_at)
+            self._repeat_overtaken_requests(download, now)
         if packet_number > download.largest_packet_number:
             download.largest_packet_number = packet_number
             download.largest_time = now
@@ -724,8 +743,11 @@ class TransferEngine:
     def _complete_download(self, download: _Download, now: float) -> None:
         buffer = download.buffer
         assert buffer is not None
-        # The final ACK goes out at once: the sender can free the chunk.
-        self._queue_control(self._build_ack(download, now), download.peer)
+        # The final ACK goes out at once, twice: the sender can free the chunk, and
+        # if both copies are lost it learns only from a timeout.
+        final_ack = self._build_ack(download, now)
+        self._queue_control(final_ack, download.peer)
+        self._queue_control(final_ack, download.peer)
         self._ack_now.pop(download.request_id, None)
         if hashlib.sha256(buffer).digest() == download.chunk_hash:
             self.counters.chunks_received += 1
@@ -743,13 +765,36 @@ class TransferEngine:
             self.counters.chunks_corrupted += 1
             self._end_download(download, ReceiveInput.CHUNK_MISMATCHED)
 
+    def _repeat_overtaken_requests(self, answered: _Download, now: float) -> None:
+        """Repeat at once requests to the same peer sent before ``answered`` and still
+        unanswered: peers serve requests in order, so these were most likely lost (the
+        packet-threshold idea of RFC 9002 §6.1.1, applied to requests)."""
+        if self._downloads_per_peer.get(answered.peer, 0) < 2:
+            return
+        for download in self._downloads.values():
+            if (
+                download.state is ReceiveState.REQUESTED
+                and download.peer == answered.peer
+                and download.requests_sent == 1
+                and (
+                    download.requested_at < answered.requested_at
+                    or (
+                        download.requested_at == answered.requested_at
+                        and download.request_id < answered.request_id
+                    )
+                )
+            ):
+                self._queue_control(download.request_datagram, download.peer)
+                download.requests_sent += 1
+
     def _send_request(self, download: _Download, now: float) -> None:
         self._queue_control(download.request_datagram, download.peer)
-        # Repeat the request on an RFC 6298 §5.5-style doubling timer until answered.
+        download.requests_sent += 1
+        # Repeat the request on an RFC 6298 timer, computed from how long requests
+        # take to be answered, doubling (§5.5) until answered. A repeat the peer
+        # did not need costs it one ignored datagram.
         interval = download.retry_interval
-        interval = (
-            max(2 * self.config.initial_rtt, self.config.min_rto) if not interval else interval * 2
-        )
+        interval = self._answer_time.rto if not interval else interval * 2
         download.retry_interval = min(interval, self.config.max_rto)
         download.retry_at = now + download.retry_interval
 
@@ -876,7 +921,8 @@ class TransferEngine:
                 self.counters.unknown_sender += 1
             return
         self.counters.late_datagrams += 1
-        if not is_data or now - finished.last_reply < self.config.min_rto:
+        # At most one answer per millisecond: enough for probes, too few for a storm.
+        if not is_data or now - finished.last_reply < _LATE_REPLY_INTERVAL:
             return
         finished.last_reply = now
         if finished.outcome in (ReceiveState.RECEIVED, ReceiveState.CORRUPTED):
@@ -972,6 +1018,7 @@ class TransferEngine:
             self.counters.invalid_acks += 1
             return
         upload.last_heard = now
+        flow.last_ack_time = now
         upload.peer_window = ack.receive_window
         acked = upload.acked
         in_flight = upload.in_flight
@@ -1095,6 +1142,9 @@ class TransferEngine:
                 flow.undo_cwnd = cc.cwnd
                 flow.undo_ssthresh = cc.ssthresh
                 cc.on_congestion(now)
+                # The next reduction needs losses of its own, not this episode's again.
+                flow.recent_lost = 0.0
+                flow.recent_sent = _LOSS_MEMORY / 4
                 self.counters.congestion_events += 1
         return lost
 
@@ -1105,16 +1155,18 @@ class TransferEngine:
         rtt = flow.rtt
         upload.timeouts += 1
         upload.loss_time = None
-        if upload.timeouts == 1:
-            # First expiry: a probe timeout (RFC 9002 §6.2). The tail of the chunk was
-            # lost, or its ACK was: resend the oldest unacknowledged segment, whatever
-            # the window says (§7.5), and keep the window.
+        if upload.timeouts <= _PROBES_BEFORE_RTO:
+            # A probe timeout (RFC 9002 §6.2): the tail of the chunk was lost, or its ACK
+            # was. Resend the two oldest unacknowledged segments (§6.2.4 allows two),
+            # whatever the window says (§7.5); keep the window; back the timer off.
             self._send_probe(upload, now)
-            upload.rto_deadline = now + rtt.rto
+            self._send_probe(upload, now)
+            pto = rtt.probe_timeout(self._max_ack_delay) * (1 << upload.timeouts)
+            upload.rto_deadline = now + min(pto, rtt.max_rto)
             return
-        # Again: RFC 6298 §5.4-5.6 retransmit everything outstanding, back the timer off,
-        # and (RFC 5681 §3.1, RFC 9002 §7.6 persistent congestion) restart from the loss
-        # window.
+        # Probes unanswered too: RFC 6298 §5.4-5.6 retransmit everything outstanding,
+        # back the timer off, and (RFC 5681 §3.1, RFC 9002 §7.6 persistent congestion)
+        # restart from the loss window.
         freed = 0
         in_flight = upload.in_flight
         acked = upload.acked
@@ -1128,10 +1180,13 @@ class TransferEngine:
                 upload.retransmit.append(segment)
         upload.queue.clear()
         flow.in_flight -= freed
-        flow.cc.on_timeout()
-        flow.undo_cwnd = None
-        flow.recovery_start = now
-        self.counters.congestion_events += 1
+        # RFC 9002 §7.6: only when nothing at all got through for that long is the
+        # congestion persistent; a single chunk stuck on its own losses is not.
+        if now - flow.last_ack_time >= rtt.rto:
+            flow.cc.on_timeout()
+            flow.undo_cwnd = None
+            flow.recovery_start = now
+            self.counters.congestion_events += 1
         rtt.backoff = min(rtt.backoff * 2, 64)
         upload.rto_deadline = None
 
