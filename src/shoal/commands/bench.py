@@ -37,6 +37,8 @@ def bench() -> None:
               help="Seed of the random file and of the loss filter.")  # fmt: skip
 @click.option("--engine", "engine_settings", multiple=True, metavar="NAME=VALUE",
               help="Override a TransferConfig field in both shoal processes.")  # fmt: skip
+@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Where the file and its copies go (default: the system temp dir).")  # fmt: skip
 @click.option("--profile", "profile_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Run the shoal processes under cProfile; write their stats here.")  # fmt: skip
 @click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
@@ -53,6 +55,7 @@ def transfer(
     timeout: float,
     seed: int,
     engine_settings: tuple[str, ...],
+    workdir: Path | None,
     profile_dir: Path | None,
     json_out: Path | None,
 ) -> None:
@@ -77,6 +80,7 @@ def transfer(
         engine_settings=engine_settings,
         rate_mbit=rate_mbit,
         repeat=repeat,
+        workdir=workdir,
     )
     with terminate_on_signals():
         document = run_transfer_bench(options, lambda line: click.echo(line, err=True))
