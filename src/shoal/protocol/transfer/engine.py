@@ -8,25 +8,30 @@ or a clock: the shell hands it datagrams (``receive_datagram``) and timer expiri
 (``handle_timer``), and collects what to send (``datagrams_to_send``), when to wake it
 (``get_timer``) and what happened (``next_event``) -- the aioquic model.
 
-*Receiving.* ``request_chunk`` sends CHUNK_REQUEST (repeated on a backing-off timer
-until the first answer). DATA segments are copied once, by slice assignment, into a
-buffer of the chunk's length allocated on the first segment. The receiver acknowledges
-every ``ack_every_packets`` packets, after ``max_ack_delay`` at the latest, and at once
-when a new gap appears (so the sender learns of a loss within a round trip). An ACK
-carries the cumulative segment count, up to ``max_ack_ranges`` ranges above it, the
-largest packet number seen (for RTT), and the one-way delay of the newest packet (for
-LEDBAT). The last segment triggers a SHA-256 check: ``ChunkReceived`` or
-``ChunkCorrupted`` naming the peer.
+*Receiving.* ``request_chunk`` sends CHUNK_REQUEST, repeated on an RFC 6298 timer
+(from measured answer latency) until answered, and at once when a later request to the
+same peer is answered first (peers serve in order: the earlier one was lost). DATA
+segments are copied once, by slice assignment, into a buffer of the chunk's length
+allocated on the first segment. The receiver acknowledges every ``ack_every_packets``
+packets, after ``max_ack_delay`` at the latest, and at once when a new gap appears (so
+the sender learns of a loss within a round trip). An ACK carries the cumulative segment
+count, up to ``max_ack_ranges`` ranges above it, the largest packet number seen (for
+RTT), and the one-way delay of the newest packet (for LEDBAT). The last segment
+triggers a SHA-256 check: ``ChunkReceived`` or ``ChunkCorrupted`` naming the peer.
 
 *Sending.* ``ChunkRequested`` asks the application for the bytes; ``send_chunk`` hands
 them over (kept by reference, never copied). Each (peer, mode) pair is a *flow* with
 its own RTT estimator (RFC 6298), congestion controller (NewReno in the foreground,
-LEDBAT in the background) and pacer; the flow's transfers share its window round-robin.
-Every transmission gets a new packet number, so a loss is declared per RFC 9002 §6.1
-(three later packets acknowledged, or 9/8 RTT passed since a later one was) and the
-retransmission timer (RFC 6298 §5) covers the tail. All per-packet bookkeeping lives in
-preallocated ``bytearray``/``array`` tables indexed by segment or packet number; the hot
-path allocates only the outgoing datagram.
+LEDBAT in the background) and pacer; the flow sends its oldest chunk first, so chunks
+finish in order and each one's packets stay dense. Every transmission gets a new
+packet number, so a loss is declared per RFC 9002 §6.1 (``packet_threshold`` later
+packets acknowledged, or 9/8 RTT passed since a later one was). A lost tail is found
+by probe timeouts (RFC 9002 §6.2: two probes, window untouched), then by the RTO
+proper, which collapses the window only if the whole flow went unacknowledged (RFC
+9002 §7.6). All per-packet bookkeeping lives in preallocated ``bytearray``/``array``
+tables indexed by segment or packet number; the hot path allocates only the outgoing
+datagram, and ``datagrams_to_send`` returns each flow's data back to back, full-size
+datagrams of equal length to one address, ready for one GSO ``sendmsg``.
 
 *Bounds.* Downloads, uploads (in total and per peer), idle flows, remembered request
 IDs, queued control datagrams and transmissions per chunk are all capped by
@@ -1374,6 +1379,9 @@ class TransferEngine:
             del self._uploads_per_peer[upload.peer]
         flow = upload.flow
         if flow is not None:
+            if upload.state is SendState.DELIVERED and flow.packet_threshold > _PACKET_THRESHOLD:
+                # Reordering seen once is forgotten slowly, one step per chunk delivered.
+                flow.packet_threshold -= 1
             flow.in_flight -= sum(upload.in_flight)
             flow.uploads.remove(upload)
             if not flow.uploads:
