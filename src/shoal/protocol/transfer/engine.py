@@ -154,8 +154,11 @@ class TransferCounters:
     duplicate_data: int = 0
     #: Dropped: an ACK for segments or packets never sent, or out of protocol order.
     invalid_acks: int = 0
-    #: Refused: a chunk length or segment size this engine does not accept.
+    #: Refused as INVALID_REQUEST: a chunk length or segment size this engine does not
+    #: accept, or (by the application) a chunk index beyond the content.
     requests_invalid: int = 0
+    #: Refused by the application, any reason (``refuse_chunk``).
+    requests_refused: int = 0
     #: Refused BUSY: over ``max_uploads`` or ``max_uploads_per_peer``.
     requests_refused_busy: int = 0
     duplicate_requests: int = 0
@@ -524,6 +527,10 @@ class TransferEngine:
                 return
             raise LocalProtocolError(f"no chunk request {request_id} from {peer}")
         self._move_upload(upload, SendInput.APPLICATION_REFUSED)
+        self.counters.requests_refused += 1
+        if reason is RefusalReason.INVALID_REQUEST:
+            # e.g. a chunk index beyond the content, which only the application knows.
+            self.counters.requests_invalid += 1
         self._queue_control(encode_datagram(Refusal(request_id, reason)), peer)
         self._forget_upload(upload, reason)
 
