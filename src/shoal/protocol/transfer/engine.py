@@ -192,10 +192,10 @@ class _Download:
         "chunk_length",
         "content_id",
         "cumulative",
-        "delay_us",
         "highest_segment",
         "largest_packet_number",
         "largest_time",
+        "largest_timestamp_us",
         "last_heard",
         "last_length",
         "last_segment",
@@ -246,7 +246,7 @@ class _Download:
         self.highest_segment = -1
         self.largest_packet_number = -1
         self.largest_time = now
-        self.delay_us = 0
+        self.largest_timestamp_us = 0
         self.unacked = 0
         self.ack_deadline: float | None = None
         self.last_heard = now
@@ -578,8 +578,7 @@ class TransferEngine:
         if packet_number > download.largest_packet_number:
             download.largest_packet_number = packet_number
             download.largest_time = now
-            # RFC 6817 §3.3: the receiver measures one-way delay from the sender's stamp.
-            download.delay_us = (int(now * 1_000_000) - timestamp_us) & _U32_MASK
+            download.largest_timestamp_us = timestamp_us
         received = download.received
         ack_at_once = False
         if received[segment_index]:
@@ -743,7 +742,8 @@ class TransferEngine:
             download.request_id,
             max(download.largest_packet_number, 0),
             min(int((now - download.largest_time) * 1_000_000), _U32_MASK),
-            download.delay_us,
+            # RFC 6817 §3.3: one-way delay of the newest packet, from the sender's stamp.
+            (int(download.largest_time * 1_000_000) - download.largest_timestamp_us) & _U32_MASK,
             download.cumulative,
             self.config.receive_window_packets,
             len(ranges) // 2,
