@@ -97,3 +97,16 @@ def test_a_repeated_request_is_answered_once() -> None:
     engine.receive_datagram(encode_datagram(request), PEER, 0.1)
     assert engine.next_event() is None
     assert engine.counters.duplicate_requests == 1
+
+
+def test_a_chunk_index_beyond_the_content_is_refused_and_counted() -> None:
+    engine = TransferEngine(now=0.0)
+    request = ChunkRequest(9, CONTENT_ID, 4_000_000, 5000, Mode.FOREGROUND, 1380, 64)
+    engine.receive_datagram(encode_datagram(request), PEER, 0.0)
+    event = engine.next_event()
+    assert isinstance(event, ChunkRequested) and event.chunk_index == 4_000_000
+    # Only the application knows how many chunks the content has.
+    engine.refuse_chunk(PEER, event.request_id, RefusalReason.INVALID_REQUEST, 0.0)
+    assert engine.counters.requests_invalid == 1
+    assert engine.counters.requests_refused == 1
+    assert engine.datagrams_to_send(0.0) == [(b"SH\x01\x04\x00\x00\x00\x09\x03", PEER)]

@@ -8,25 +8,30 @@ or a clock: the shell hands it datagrams (``receive_datagram``) and timer expiri
 (``handle_timer``), and collects what to send (``datagrams_to_send``), when to wake it
 (``get_timer``) and what happened (``next_event``) -- the aioquic model.
 
-*Receiving.* ``request_chunk`` sends CHUNK_REQUEST (repeated on a backing-off timer
-until the first answer). DATA segments are copied once, by slice assignment, into a
-buffer of the chunk's length allocated on the first segment. The receiver acknowledges
-every ``ack_every_packets`` packets, after ``max_ack_delay`` at the latest, and at once
-when a new gap appears (so the sender learns of a loss within a round trip). An ACK
-carries the cumulative segment count, up to ``max_ack_ranges`` ranges above it, the
-largest packet number seen (for RTT), and the one-way delay of the newest packet (for
-LEDBAT). The last segment triggers a SHA-256 check: ``ChunkReceived`` or
-``ChunkCorrupted`` naming the peer.
+*Receiving.* ``request_chunk`` sends CHUNK_REQUEST, repeated on an RFC 6298 timer
+(from measured answer latency) until answered, and at once when a later request to the
+same peer is answered first (peers serve in order: the earlier one was lost). DATA
+segments are copied once, by slice assignment, into a buffer of the chunk's length
+allocated on the first segment. The receiver acknowledges every ``ack_every_packets``
+packets, after ``max_ack_delay`` at the latest, and at once when a new gap appears (so
+the sender learns of a loss within a round trip). An ACK carries the cumulative segment
+count, up to ``max_ack_ranges`` ranges above it, the largest packet number seen (for
+RTT), and the one-way delay of the newest packet (for LEDBAT). The last segment
+triggers a SHA-256 check: ``ChunkReceived`` or ``ChunkCorrupted`` naming the peer.
 
 *Sending.* ``ChunkRequested`` asks the application for the bytes; ``send_chunk`` hands
 them over (kept by reference, never copied). Each (peer, mode) pair is a *flow* with
 its own RTT estimator (RFC 6298), congestion controller (NewReno in the foreground,
-LEDBAT in the background) and pacer; the flow's transfers share its window round-robin.
-Every transmission gets a new packet number, so a loss is declared per RFC 9002 §6.1
-(three later packets acknowledged, or 9/8 RTT passed since a later one was) and the
-retransmission timer (RFC 6298 §5) covers the tail. All per-packet bookkeeping lives in
-preallocated ``bytearray``/``array`` tables indexed by segment or packet number; the hot
-path allocates only the outgoing datagram.
+LEDBAT in the background) and pacer; the flow sends its oldest chunk first, so chunks
+finish in order and each one's packets stay dense. Every transmission gets a new
+packet number, so a loss is declared per RFC 9002 §6.1 (``packet_threshold`` later
+packets acknowledged, or 9/8 RTT passed since a later one was). A lost tail is found
+by probe timeouts (RFC 9002 §6.2: two probes, window untouched), then by the RTO
+proper, which collapses the window only if the whole flow went unacknowledged (RFC
+9002 §7.6). All per-packet bookkeeping lives in preallocated ``bytearray``/``array``
+tables indexed by segment or packet number; the hot path allocates only the outgoing
+datagram, and ``datagrams_to_send`` returns each flow's data back to back, full-size
+datagrams of equal length to one address, ready for one GSO ``sendmsg``.
 
 *Bounds.* Downloads, uploads (in total and per peer), idle flows, remembered request
 IDs, queued control datagrams and transmissions per chunk are all capped by
@@ -149,8 +154,11 @@ class TransferCounters:
     duplicate_data: int = 0
     #: Dropped: an ACK for segments or packets never sent, or out of protocol order.
     invalid_acks: int = 0
-    #: Refused: a chunk length or segment size this engine does not accept.
+    #: Refused as INVALID_REQUEST: a chunk length or segment size this engine does not
+    #: accept, or (by the application) a chunk index beyond the content.
     requests_invalid: int = 0
+    #: Refused by the application, any reason (``refuse_chunk``).
+    requests_refused: int = 0
     #: Refused BUSY: over ``max_uploads`` or ``max_uploads_per_peer``.
     requests_refused_busy: int = 0
     duplicate_requests: int = 0
@@ -184,10 +192,10 @@ class _Download:
         "chunk_length",
         "content_id",
         "cumulative",
-        "delay_us",
         "highest_segment",
         "largest_packet_number",
         "largest_time",
+        "largest_timestamp_us",
         "last_heard",
         "last_length",
         "last_segment",
@@ -238,7 +246,7 @@ class _Download:
         self.highest_segment = -1
         self.largest_packet_number = -1
         self.largest_time = now
-        self.delay_us = 0
+        self.largest_timestamp_us = 0
         self.unacked = 0
         self.ack_deadline: float | None = None
         self.last_heard = now
@@ -519,6 +527,10 @@ class TransferEngine:
                 return
             raise LocalProtocolError(f"no chunk request {request_id} from {peer}")
         self._move_upload(upload, SendInput.APPLICATION_REFUSED)
+        self.counters.requests_refused += 1
+        if reason is RefusalReason.INVALID_REQUEST:
+            # e.g. a chunk index beyond the content, which only the application knows.
+            self.counters.requests_invalid += 1
         self._queue_control(encode_datagram(Refusal(request_id, reason)), peer)
         self._forget_upload(upload, reason)
 
@@ -566,8 +578,7 @@ class TransferEngine:
         if packet_number > download.largest_packet_number:
             download.largest_packet_number = packet_number
             download.largest_time = now
-            # RFC 6817 §3.3: the receiver measures one-way delay from the sender's stamp.
-            download.delay_us = (int(now * 1_000_000) - timestamp_us) & _U32_MASK
+            download.largest_timestamp_us = timestamp_us
         received = download.received
         ack_at_once = False
         if received[segment_index]:
@@ -731,7 +742,8 @@ class TransferEngine:
             download.request_id,
             max(download.largest_packet_number, 0),
             min(int((now - download.largest_time) * 1_000_000), _U32_MASK),
-            download.delay_us,
+            # RFC 6817 §3.3: one-way delay of the newest packet, from the sender's stamp.
+            (int(download.largest_time * 1_000_000) - download.largest_timestamp_us) & _U32_MASK,
             download.cumulative,
             self.config.receive_window_packets,
             len(ranges) // 2,
@@ -1374,6 +1386,9 @@ class TransferEngine:
             del self._uploads_per_peer[upload.peer]
         flow = upload.flow
         if flow is not None:
+            if upload.state is SendState.DELIVERED and flow.packet_threshold > _PACKET_THRESHOLD:
+                # Reordering seen once is forgotten slowly, one step per chunk delivered.
+                flow.packet_threshold -= 1
             flow.in_flight -= sum(upload.in_flight)
             flow.uploads.remove(upload)
             if not flow.uploads:
