@@ -95,6 +95,9 @@ def run(size_mb: int, chunk_size: int, parallel: int, loss: float, mode: Mode) -
         / max(counters.data_packets_sent, 1),
         "acks_per_100_data": 100 * receiver.counters.acks_sent / max(counters.data_packets_sent, 1),
         "elapsed_s": elapsed,
+        "probes_per_1000_data": 1000 * counters.probes_sent / max(counters.data_packets_sent, 1),
+        "congestion_events": counters.congestion_events,
+        "final_cwnd": sender.flow_window(RECEIVER, mode) or 0.0,
     }
 
 

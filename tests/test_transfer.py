@@ -412,3 +412,47 @@ def test_a_flood_of_garbage_never_raises_and_stays_bounded() -> None:
     assert dropped > 15_000
     assert len(engine.datagrams_to_send(2.0)) <= config.max_control_queue
     assert counters.control_queue_overflow > 0
+
+
+def test_a_restarted_peer_reusing_request_ids_is_served_again() -> None:
+    config = TransferConfig(idle_timeout=1.0)
+    network = Network()
+    receiver, sender = network.add("10.0.0.1", config), network.add("10.0.0.2", config)
+    chunks = _chunks(2)
+    hashes = [sender.serve(CONTENT_ID, index, data) for index, data in enumerate(chunks)]
+    first = receiver.engine.request_chunk(
+        sender.address, CONTENT_ID, 0, CHUNK_LENGTH, hashes[0], Mode.FOREGROUND, network.now
+    )
+    network.run(lambda: bool(receiver.events_of(ChunkReceived)))
+    network.run_for(2 * config.idle_timeout)
+    # The receiver restarts (a new engine, same address) and its IDs begin where the
+    # old one's did: the sender must not take the new request for a stale repeat.
+    restarted = Node(receiver.address, TransferEngine(config=config, now=network.now - 2.0))
+    restarted.engine._next_request_id = first
+    network.nodes[receiver.address] = restarted
+    again = restarted.engine.request_chunk(
+        sender.address, CONTENT_ID, 1, CHUNK_LENGTH, hashes[1], Mode.FOREGROUND, network.now
+    )
+    assert again == first
+    network.run(lambda: bool(restarted.events_of(ChunkReceived)), timeout=10)
+    assert restarted.events_of(ChunkReceived)[0].data == chunks[1]
+
+
+def test_a_lost_request_is_repeated_as_soon_as_a_later_one_is_answered() -> None:
+    network = Network()
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    dropped: list[bytes] = []
+
+    def drop_first_request(datagram: bytes, source: object, destination: object) -> bytes | None:
+        if datagram[3] == 0x01 and not dropped:
+            dropped.append(datagram)
+            return None
+        return datagram
+
+    network.tap = drop_first_request
+    chunks = _chunks(2)
+    start = network.now
+    received = _fetch_all(network, receiver, sender, chunks)
+    assert received == dict(enumerate(chunks)) and dropped
+    # Without the repeat the first chunk would wait for the request timer (>= 0.2 s).
+    assert network.now - start < 0.05

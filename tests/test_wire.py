@@ -243,3 +243,13 @@ def _mutated_messages(draw: st.DrawFn) -> bytes:
 @given(_mutated_messages())
 def test_mutated_valid_messages_decode_or_raise_malformed(datagram: bytes) -> None:
     _decodes_or_raises_malformed(datagram)
+
+
+def test_the_largest_have_fits_a_1400_byte_datagram() -> None:
+    from shoal.wire.messages import MAX_HAVE_CHUNKS
+
+    largest = Have(1, CONTENT_ID, ChunkSet.full(MAX_HAVE_CHUNKS))
+    assert len(encode_datagram(largest)) == 1400
+    too_many = encode_datagram(Have(1, CONTENT_ID, ChunkSet.full(MAX_HAVE_CHUNKS + 8)))
+    with pytest.raises(MalformedDatagram):
+        decode_datagram(too_many)

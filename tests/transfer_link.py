@@ -215,4 +215,5 @@ class Network:
         deadline = self.now + seconds
         while self.now < deadline:
             if not self.step():
+                self.now = deadline  # nothing happens: the clock still moves on
                 break

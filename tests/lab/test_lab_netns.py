@@ -23,6 +23,9 @@ from shoal.lab.netns import (
     list_links,
     list_namespaces,
     namespace_command,
+    remove_shaping,
+    run_tc,
+    shape_htb,
 )
 
 AVAILABLE, WHY_NOT = lab_available()
@@ -143,3 +146,13 @@ def test_cleanup_orphans_removes_only_namespaces_whose_owner_is_gone() -> None:
     finally:
         delete_namespace(orphan)
         delete_namespace(alive)
+
+
+def test_htb_shaping_is_installed_and_removed() -> None:
+    with TwoHostLab.create(TEST_PREFIX, "h") as lab:
+        shape_htb(lab.left.device, 50, lab.left.namespace)
+        classes = run_tc("class", "show", "dev", lab.left.device, namespace=lab.left.namespace)
+        assert "htb 1:10" in classes and "rate 50Mbit" in classes
+        remove_shaping(lab.left.device, lab.left.namespace)
+        qdiscs = run_tc("qdisc", "show", "dev", lab.left.device, namespace=lab.left.namespace)
+        assert "htb" not in qdiscs

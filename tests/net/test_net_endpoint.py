@@ -349,3 +349,34 @@ def test_binding_a_port_in_use_names_the_cause() -> None:
             UdpSocket.bind(host, port)
     finally:
         first.close()
+
+
+def ipv6_loopback_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback here")
+@in_event_loop
+async def test_ipv6_endpoints_exchange_datagrams_with_plain_addresses() -> None:
+    sender_machine = ScriptedMachine()
+    receiver_machine = ScriptedMachine()
+    sender = DatagramEndpoint.open(sender_machine, "::1", 0)
+    receiver = DatagramEndpoint.open(receiver_machine, "::1", 0)
+    try:
+        payloads = numbered(5, 1000)
+        for payload in payloads:
+            sender_machine.queue(payload, receiver.local_address)
+        sender.transmit()
+        await wait_until(lambda: len(receiver_machine.received) == 5)
+        assert [arrived.data for arrived in receiver_machine.received] == payloads
+        # Machines see (host, port) pairs, as for IPv4.
+        assert receiver_machine.received[0].address == sender.local_address
+        assert len(sender.local_address) == 2
+    finally:
+        sender.close()
+        receiver.close()

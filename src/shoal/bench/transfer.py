@@ -9,6 +9,8 @@ The parent process writes a random file of N MB and its manifest
   starting with ``shn-``), so the datagrams cross a real (virtual) link;
 * otherwise both ends on loopback (127.0.0.1).
 
+``--rate-mbit R`` shapes both veth ends with tc HTB, to see a real link's rate.
+
 It then runs, one after the other on the same two hosts and the same file:
 
 1. shoal: a ``serve`` process on one host and a ``fetch`` process on the other
@@ -34,6 +36,7 @@ import json
 import random
 import select
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,7 +50,13 @@ from shoal.core.chunking import DEFAULT_CHUNK_SIZE
 from shoal.core.errors import ShoalError
 from shoal.core.manifest import Manifest
 from shoal.core.packing import pack_stream
-from shoal.lab.netns import TwoHostLab, cleanup_orphans, lab_available, stop_processes
+from shoal.lab.netns import (
+    TwoHostLab,
+    cleanup_orphans,
+    lab_available,
+    shape_htb,
+    stop_processes,
+)
 
 MB = 1_000_000
 GB = 1_000_000_000
@@ -81,6 +90,8 @@ class TransferBenchOptions:
     workdir: Path | None = None
     profile_dir: Path | None = None
     engine_settings: tuple[str, ...] = ()
+    rate_mbit: float | None = None
+    repeat: int = 1
 
 
 @dataclass
@@ -110,19 +121,28 @@ class Placement:
 
 
 @contextlib.contextmanager
-def placed(use_namespaces: bool) -> Iterator[Placement]:
-    """Two namespaces on a veth pair when possible, else loopback; torn down on exit."""
+def placed(use_namespaces: bool, rate_mbit: float | None = None) -> Iterator[Placement]:
+    """Two namespaces on a veth pair when possible, else loopback; torn down on exit.
+
+    ``rate_mbit`` shapes both ends of the veth pair with HTB (namespaces only).
+    """
     available, why = lab_available()
     if use_namespaces and available:
         cleanup_orphans(NAMESPACE_PREFIX + LAB_TAG)
         lab = TwoHostLab.create(NAMESPACE_PREFIX, LAB_TAG)
-        placement = Placement(
-            lab.left.address,
-            lab.right.address,
-            f"veth between namespaces {lab.left.namespace} and {lab.right.namespace}",
-            lab,
-        )
+        description = f"veth between namespaces {lab.left.namespace} and {lab.right.namespace}"
+        try:
+            if rate_mbit is not None:
+                for host in (lab.left, lab.right):
+                    shape_htb(host.device, rate_mbit, host.namespace)
+                description += f", HTB {rate_mbit:g} Mbit/s each way"
+        except BaseException:
+            lab.close()
+            raise
+        placement = Placement(lab.left.address, lab.right.address, description, lab)
     else:
+        if rate_mbit is not None:
+            raise BenchmarkFailed("--rate-mbit needs the namespaces (root, not --loopback)")
         reason = why if use_namespaces else "--loopback asked for"
         placement = Placement("127.0.0.1", "127.0.0.1", f"loopback ({reason})")
     try:
@@ -296,8 +316,30 @@ def shoal_retransmitted_percent(run: dict[str, Any]) -> float:
     return 100.0 * again / first_time if first_time else 0.0
 
 
+def _shoal_figures(run: dict[str, Any], size: int) -> dict[str, Any]:
+    figures = summarize(run, size, retransmitted=shoal_retransmitted_percent(run))
+    figures["gso"] = run["sender"].get("gso")
+    figures["gro"] = run["receiver"].get("gro")
+    figures["dropped_by_loss_filter"] = (
+        run["sender"]["dropped_by_loss_filter"] + run["receiver"]["dropped_by_loss_filter"]
+    )
+    if not (figures["complete"] and figures["sha256_matches"]):
+        failure = run["receiver"].get("failure") or "incomplete or corrupt copy"
+        raise BenchmarkFailed(f"shoal transfer failed: {failure}")
+    return figures
+
+
+def _spread(runs: list[dict[str, Any]]) -> dict[str, float]:
+    rates = sorted(run["payload_mb_per_s"] for run in runs)
+    return {"min": rates[0], "median": statistics.median(rates), "max": rates[-1]}
+
+
 def run_transfer_bench(options: TransferBenchOptions, report: Report) -> dict[str, Any]:
-    """Run the whole benchmark; return the JSON document (also printed by ``report``)."""
+    """Run the whole benchmark; return the JSON document (also printed by ``report``).
+
+    With ``repeat`` > 1 the shoal and libtorrent runs alternate, so that load from
+    other programs hits both alike; the best run of each is reported, with the spread.
+    """
     size = options.size_mb * MB
     workdir = Path(tempfile.mkdtemp(prefix="shoal-bench-", dir=options.workdir))
     try:
@@ -316,42 +358,46 @@ def run_transfer_bench(options: TransferBenchOptions, report: Report) -> dict[st
             "gso_requested": options.gso,
             "window_chunks": options.window,
             "engine_settings": list(options.engine_settings),
+            "rate_mbit": options.rate_mbit,
+            "repeat": options.repeat,
         }
-        with placed(options.namespaces) as placement:
+        baseline = options.baseline and importlib.util.find_spec("libtorrent") is not None
+        if not options.baseline:
+            document["libtorrent_skipped"] = "--no-baseline"
+        elif not baseline:
+            document["libtorrent_skipped"] = (
+                "the libtorrent module is not installed: pip install 'shoal[bench]'"
+            )
+        shoal_runs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        utp_runs: list[tuple[dict[str, Any], dict[str, Any]]] = []
+        with placed(options.namespaces, options.rate_mbit) as placement:
             document["link"] = placement.description
             report(f"link: {placement.description}")
-            report("shoal: transferring ...")
-            shoal_run = run_shoal(placement, options, source, manifest_file, workdir)
-            shoal = summarize(shoal_run, size, retransmitted=shoal_retransmitted_percent(shoal_run))
-            shoal["gso"] = shoal_run["sender"].get("gso")
-            shoal["gro"] = shoal_run["receiver"].get("gro")
-            shoal["dropped_by_loss_filter"] = (
-                shoal_run["sender"]["dropped_by_loss_filter"]
-                + shoal_run["receiver"]["dropped_by_loss_filter"]
-            )
-            document["shoal"] = shoal
-            document["shoal_processes"] = shoal_run
-            if not (shoal["complete"] and shoal["sha256_matches"]):
-                failure = shoal_run["receiver"].get("failure") or "incomplete or corrupt copy"
-                raise BenchmarkFailed(f"shoal transfer failed: {failure}")
-            if options.baseline and importlib.util.find_spec("libtorrent") is None:
-                document["libtorrent"] = None
-                document["libtorrent_skipped"] = (
-                    "the libtorrent module is not installed: pip install 'shoal[bench]'"
+            for number in range(1, options.repeat + 1):
+                run_label = f" (run {number}/{options.repeat})" if options.repeat > 1 else ""
+                report(f"shoal: transferring ...{run_label}")
+                run = run_shoal(placement, options, source, manifest_file, workdir)
+                shoal_runs.append((_shoal_figures(run, size), run))
+                if baseline:
+                    report(f"libtorrent uTP: transferring ...{run_label}")
+                    run = run_libtorrent(placement, options, source, workdir, manifest)
+                    utp_runs.append((summarize(run, size, retransmitted=None), run))
+        best, best_processes = max(shoal_runs, key=lambda pair: pair[0]["payload_mb_per_s"])
+        document["shoal"] = best
+        document["shoal_processes"] = best_processes
+        document["shoal_runs"] = [figures for figures, _ in shoal_runs]
+        document["shoal_spread_mb_per_s"] = _spread(document["shoal_runs"])
+        document["libtorrent"] = None
+        if utp_runs:
+            utp_best, utp_processes = max(utp_runs, key=lambda pair: pair[0]["payload_mb_per_s"])
+            document["libtorrent"] = utp_best
+            document["libtorrent_processes"] = utp_processes
+            document["libtorrent_runs"] = [figures for figures, _ in utp_runs]
+            document["libtorrent_spread_mb_per_s"] = _spread(document["libtorrent_runs"])
+            if utp_best["payload_mb_per_s"]:
+                document["ratio_shoal_to_libtorrent"] = (
+                    best["payload_mb_per_s"] / utp_best["payload_mb_per_s"]
                 )
-            elif options.baseline:
-                report("libtorrent uTP: transferring ...")
-                utp_run = run_libtorrent(placement, options, source, workdir, manifest)
-                document["libtorrent"] = summarize(utp_run, size, retransmitted=None)
-                document["libtorrent_processes"] = utp_run
-            else:
-                document["libtorrent"] = None
-                document["libtorrent_skipped"] = "--no-baseline"
-        baseline = document.get("libtorrent")
-        if baseline and baseline["payload_mb_per_s"]:
-            document["ratio_shoal_to_libtorrent"] = (
-                shoal["payload_mb_per_s"] / baseline["payload_mb_per_s"]
-            )
         return document
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -384,10 +430,29 @@ def format_table(document: dict[str, Any]) -> str:
             value = figures.get(key)
             cells.append(f"{'n/a' if value is None else pattern.format(value):>15}")
         lines.append(f"{label:<18}" + "".join(cells))
+    if document.get("repeat", 1) > 1:
+        lines.append(f"best of {document['repeat']} runs; payload MB/s min / median / max:")
+        for label, key in (
+            ("shoal", "shoal_spread_mb_per_s"),
+            ("libtorrent uTP", "libtorrent_spread_mb_per_s"),
+        ):
+            if key in document:
+                low, middle, high = (document[key][name] for name in ("min", "median", "max"))
+                lines.append(f"  {label:<16}{low:.1f} / {middle:.1f} / {high:.1f}")
     if "ratio_shoal_to_libtorrent" in document:
-        lines.append(f"shoal / libtorrent uTP: {document['ratio_shoal_to_libtorrent']:.1f}x")
+        caveat = " (libtorrent ran without the loss filter)" if document["loss"] else ""
+        lines.append(
+            f"shoal / libtorrent uTP (best runs): {document['ratio_shoal_to_libtorrent']:.1f}x"
+            + caveat
+        )
     elif document.get("libtorrent_skipped"):
         lines.append(f"libtorrent baseline skipped: {document['libtorrent_skipped']}")
+    downloader = document.get("libtorrent_processes", {}).get("receiver", {})
+    if "udp_datagrams_in" in downloader:
+        lines.append(
+            f"libtorrent's downloader received {downloader['udp_datagrams_in']} UDP datagrams "
+            f"and {downloader['tcp_segments_in']} TCP segments in its namespace (uTP only)"
+        )
     if shoal.get("dropped_by_loss_filter"):
         lines.append(
             f"loss filter dropped {shoal['dropped_by_loss_filter']} received datagrams (shoal only)"

@@ -79,6 +79,7 @@ def _socket_report(endpoint: DatagramEndpoint) -> dict[str, Any]:
         "receive_buffer_bytes": receive_buffer,
         "send_buffer_bytes": send_buffer,
         "dropped_by_loss_filter": endpoint.loss.datagrams_dropped,
+        "timer": endpoint.timer_counters.as_dict(),
     }
 
 

@@ -36,12 +36,18 @@ def bench() -> None:
 @click.option("--no-baseline", is_flag=True, help="Skip the libtorrent uTP baseline.")
 @click.option("--loopback", is_flag=True,
               help="Run both ends on 127.0.0.1 even as root (no namespaces).")  # fmt: skip
+@click.option("--rate-mbit", type=click.FloatRange(min=1.0),
+              help="Shape the veth pair to this rate with tc HTB (namespaces only).")  # fmt: skip
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Run each transfer N times; report the best and the spread.")  # fmt: skip
 @click.option("--timeout", type=float, default=600.0, show_default=True,
               help="Give up on a transfer after this many seconds.")  # fmt: skip
 @click.option("--seed", type=int, default=1, show_default=True,
               help="Seed of the random file and of the loss filter.")  # fmt: skip
 @click.option("--engine", "engine_settings", multiple=True, metavar="NAME=VALUE",
               help="Override a TransferConfig field in both shoal processes.")  # fmt: skip
+@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False, exists=True),
+              help="Where the file and its copies go (default: the system temp dir).")  # fmt: skip
 @click.option("--profile", "profile_dir", type=click.Path(path_type=Path, file_okay=False),
               help="Run the shoal processes under cProfile; write their stats here.")  # fmt: skip
 @click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
@@ -53,9 +59,12 @@ def transfer(
     window: int,
     no_baseline: bool,
     loopback: bool,
+    rate_mbit: float | None,
+    repeat: int,
     timeout: float,
     seed: int,
     engine_settings: tuple[str, ...],
+    workdir: Path | None,
     profile_dir: Path | None,
     json_out: Path | None,
 ) -> None:
@@ -78,6 +87,9 @@ def transfer(
         seed=seed,
         profile_dir=profile_dir,
         engine_settings=engine_settings,
+        rate_mbit=rate_mbit,
+        repeat=repeat,
+        workdir=workdir,
     )
     with terminate_on_signals():
         document = run_transfer_bench(options, lambda line: click.echo(line, err=True))

@@ -5,7 +5,7 @@ rendezvous) from a ``UdpSocket``, which uses UDP GSO/GRO on Linux when the kerne
 them and plain ``sendto``/``recvfrom`` otherwise.
 """
 
-from shoal.net.endpoint import DatagramEndpoint, EventHandler, LossCounters
+from shoal.net.endpoint import DatagramEndpoint, EventHandler, LossCounters, TimerCounters
 from shoal.net.errors import (
     AddressUnavailable,
     DatagramTooLarge,
@@ -41,6 +41,7 @@ __all__ = [
     "SendQueueFull",
     "SocketCounters",
     "SocketFailed",
+    "TimerCounters",
     "UdpConfig",
     "UdpSocket",
     "classify_socket_error",

@@ -23,6 +23,9 @@ poll writable while the queue is still full). Nothing is dropped silently.
 
 The time passed to the machine is ``loop.time()`` (monotonic seconds).
 
+The loop must support ``add_reader`` (every selector loop; on Windows, use
+``asyncio.SelectorEventLoop`` rather than the default proactor loop).
+
 Loss for benchmarks: ``receive_loss`` drops that fraction of received datagrams, from
 a seeded generator, before the machine sees them. It stands in for ``tc netem``, which
 this lab does not have; it is off (0.0) unless asked for.
@@ -52,8 +55,35 @@ class LossCounters:
     datagrams_dropped: int = 0
 
 
+@dataclass(slots=True)
+class TimerCounters:
+    """How the machine's timer fired: how often, and how late.
+
+    asyncio sleeps in whole milliseconds (epoll), so a timer asked for a few
+    microseconds ahead fires up to a millisecond late unless a datagram wakes the
+    loop first; a pacer must allow for that.
+    """
+
+    fires: int = 0
+    late_seconds_total: float = 0.0
+    late_seconds_max: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        """The counters, with the mean lateness, as a JSON-ready mapping."""
+        mean = self.late_seconds_total / self.fires if self.fires else 0.0
+        return {
+            "fires": self.fires,
+            "late_seconds_mean": mean,
+            "late_seconds_max": self.late_seconds_max,
+        }
+
+
 class DatagramEndpoint:
-    """Drive ``machine`` from ``udp`` on the running asyncio loop."""
+    """Drive ``machine`` from ``udp`` on the running asyncio loop.
+
+    ``on_event`` receives every event of the machine and of the shell
+    (``DeliveryFailed``, ``DatagramRefused``, ``SocketFailed``), in order.
+    """
 
     def __init__(
         self,
@@ -71,6 +101,7 @@ class DatagramEndpoint:
         self.udp = udp
         self.on_event: EventHandler = on_event or _ignore_event
         self.loss = LossCounters()
+        self.timer_counters = TimerCounters()
         self._loop = loop or asyncio.get_running_loop()
         self._receive_loss = receive_loss
         self._loss_random = random.Random(loss_seed)
@@ -95,7 +126,11 @@ class DatagramEndpoint:
         receive_loss: float = 0.0,
         loss_seed: int = 0,
     ) -> DatagramEndpoint:
-        """Bind a UDP socket on ``host:port`` and drive ``machine`` from it."""
+        """Bind a UDP socket on ``host:port`` and drive ``machine`` from it.
+
+        Call it from a coroutine: the endpoint attaches to the running event loop.
+        Bind errors are ``NetworkError`` subclasses (``AddressUnavailable``...).
+        """
         udp = UdpSocket.bind(host, port, config)
         try:
             return cls(machine, udp, on_event, receive_loss=receive_loss, loss_seed=loss_seed)
@@ -160,9 +195,16 @@ class DatagramEndpoint:
         self.transmit()
 
     def _on_timer(self) -> None:
+        now = self._loop.time()
+        if self._timer_at is not None:
+            late = max(0.0, now - self._timer_at)
+            counters = self.timer_counters
+            counters.fires += 1
+            counters.late_seconds_total += late
+            counters.late_seconds_max = max(counters.late_seconds_max, late)
         self._timer = None
         self._timer_at = None
-        self.machine.handle_timer(self._loop.time())
+        self.machine.handle_timer(now)
         self.transmit()
 
     def _on_unblocked(self) -> None:

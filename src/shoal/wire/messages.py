@@ -64,8 +64,10 @@ MAX_PROTOCOL_VERSION = 1
 MAX_DATAGRAM_SIZE = 65507
 #: Most ranges one ACK carries (8 bytes each); the lowest ranges matter most for repair.
 MAX_ACK_RANGES = 64
-#: Largest chunk a HAVE bitmap may describe (one bit per chunk, fits one datagram).
-MAX_HAVE_CHUNKS = 8 * 1400
+#: Most chunks one HAVE bitmap may describe: one bit per chunk, so that the whole HAVE
+#: (44 bytes before the bitmap) fits a 1400-byte datagram. 10,848 chunks of 1 MiB is a
+#: 10.6 GiB package; larger ones need a ranged HAVE (the discovery issue decides).
+MAX_HAVE_CHUNKS = (1400 - 44) * 8
 
 
 class MessageType(enum.IntEnum):

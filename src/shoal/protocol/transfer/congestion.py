@@ -7,8 +7,8 @@ flow but the last of each chunk is full size. The engine calls, per flow:
   acknowledged new segments (the delay is the receiver's clock minus our timestamp,
   modulo 2**32: only its changes mean anything);
 - ``loss_is_congestion(lost, sent)`` when packets of a new loss episode are declared
-  lost (``lost`` of ``sent`` in the current round trip), then ``on_congestion(now)`` if
-  it says so -- at most once per recovery episode;
+  lost (``lost`` and ``sent`` are the flow's recent, exponentially forgotten packet
+  counts), then ``on_congestion(now)`` if it says so -- at most once per episode;
 - ``on_timeout()`` when the retransmission timer expires twice in a row.
 """
 
@@ -127,8 +127,8 @@ class NewReno:
     """Foreground congestion control: RFC 5681 slow start and congestion avoidance with
     one reduction per loss episode (RFC 6582 §3.2, RFC 9002 §7.3.2).
 
-    One deliberate departure: a loss episode counts as congestion only when the round
-    trip lost more than ``foreground_loss_tolerance`` of its packets or the one-way
+    One deliberate departure: a loss episode counts as congestion only when the flow
+    recently lost more than ``foreground_loss_tolerance`` of its packets or the one-way
     delay shows a queue of ``foreground_queue_delay``. A congested drop-tail queue shows
     both; random loss on a LAN segment shows neither, and RFC 5681 would otherwise pin a
     5%-loss link to a handful of packets per round trip.
@@ -150,6 +150,10 @@ class NewReno:
         return self.cwnd < self.ssthresh
 
     def on_ack(self, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int) -> None:
+        # Tracked for loss_is_congestion. Deliberately no delay-based exit from slow
+        # start (HyStart++, RFC 9406): a foreground flow that backs off at a few
+        # milliseconds of queue never makes a background LEDBAT flow (TARGET 100 ms)
+        # give way.
         self.delay.on_sample(one_way_delay_us, now)
         # RFC 7661 §4.3: do not grow a window the sender is not using.
         if in_flight + newly_acked < self.cwnd / 2:
@@ -163,10 +167,10 @@ class NewReno:
         if self.cwnd > self.max_cwnd:
             self.cwnd = self.max_cwnd
 
-    def loss_is_congestion(self, lost: int, sent: int) -> bool:
+    def loss_is_congestion(self, lost: float, sent: float) -> bool:
         if self.delay.queuing_delay_us >= self.queue_us:
             return True
-        return lost > self.loss_tolerance * max(sent, 1)
+        return lost > self.loss_tolerance * sent
 
     def on_congestion(self, now: float) -> None:
         # RFC 5681 §3.1 eq. (4) / RFC 6582 §3.2 step 2: halve once per episode.
@@ -240,7 +244,7 @@ class Ledbat:
         elif self.cwnd > self.max_cwnd:
             self.cwnd = self.max_cwnd
 
-    def loss_is_congestion(self, lost: int, sent: int) -> bool:
+    def loss_is_congestion(self, lost: float, sent: float) -> bool:
         # RFC 6817 §2.4.2: LEDBAT reacts to every loss episode, as TCP would.
         return True
 

@@ -8,25 +8,30 @@ or a clock: the shell hands it datagrams (``receive_datagram``) and timer expiri
 (``handle_timer``), and collects what to send (``datagrams_to_send``), when to wake it
 (``get_timer``) and what happened (``next_event``) -- the aioquic model.
 
-*Receiving.* ``request_chunk`` sends CHUNK_REQUEST (repeated on a backing-off timer
-until the first answer). DATA segments are copied once, by slice assignment, into a
-buffer of the chunk's length allocated on the first segment. The receiver acknowledges
-every ``ack_every_packets`` packets, after ``max_ack_delay`` at the latest, and at once
-when a new gap appears (so the sender learns of a loss within a round trip). An ACK
-carries the cumulative segment count, up to ``max_ack_ranges`` ranges above it, the
-largest packet number seen (for RTT), and the one-way delay of the newest packet (for
-LEDBAT). The last segment triggers a SHA-256 check: ``ChunkReceived`` or
-``ChunkCorrupted`` naming the peer.
+*Receiving.* ``request_chunk`` sends CHUNK_REQUEST, repeated on an RFC 6298 timer
+(from measured answer latency) until answered, and at once when a later request to the
+same peer is answered first (peers serve in order: the earlier one was lost). DATA
+segments are copied once, by slice assignment, into a buffer of the chunk's length
+allocated on the first segment. The receiver acknowledges every ``ack_every_packets``
+packets, after ``max_ack_delay`` at the latest, and at once when a new gap appears (so
+the sender learns of a loss within a round trip). An ACK carries the cumulative segment
+count, up to ``max_ack_ranges`` ranges above it, the largest packet number seen (for
+RTT), and the one-way delay of the newest packet (for LEDBAT). The last segment
+triggers a SHA-256 check: ``ChunkReceived`` or ``ChunkCorrupted`` naming the peer.
 
 *Sending.* ``ChunkRequested`` asks the application for the bytes; ``send_chunk`` hands
 them over (kept by reference, never copied). Each (peer, mode) pair is a *flow* with
 its own RTT estimator (RFC 6298), congestion controller (NewReno in the foreground,
-LEDBAT in the background) and pacer; the flow's transfers share its window round-robin.
-Every transmission gets a new packet number, so a loss is declared per RFC 9002 §6.1
-(three later packets acknowledged, or 9/8 RTT passed since a later one was) and the
-retransmission timer (RFC 6298 §5) covers the tail. All per-packet bookkeeping lives in
-preallocated ``bytearray``/``array`` tables indexed by segment or packet number; the hot
-path allocates only the outgoing datagram.
+LEDBAT in the background) and pacer; the flow sends its oldest chunk first, so chunks
+finish in order and each one's packets stay dense. Every transmission gets a new
+packet number, so a loss is declared per RFC 9002 §6.1 (``packet_threshold`` later
+packets acknowledged, or 9/8 RTT passed since a later one was). A lost tail is found
+by probe timeouts (RFC 9002 §6.2: two probes, window untouched), then by the RTO
+proper, which collapses the window only if the whole flow went unacknowledged (RFC
+9002 §7.6). All per-packet bookkeeping lives in preallocated ``bytearray``/``array``
+tables indexed by segment or packet number; the hot path allocates only the outgoing
+datagram, and ``datagrams_to_send`` returns each flow's data back to back, full-size
+datagrams of equal length to one address, ready for one GSO ``sendmsg``.
 
 *Bounds.* Downloads, uploads (in total and per peer), idle flows, remembered request
 IDs, queued control datagrams and transmissions per chunk are all capped by
@@ -95,17 +100,25 @@ from shoal.wire.messages import (
 )
 
 _K = TypeVar("_K")
-_DATA_FIELDS = struct.Struct(">IIII")
+#: The DATA header read as five words: the 4-byte prefix compares as one integer.
+_DATA_WORDS = struct.Struct(">IIIII")
+_DATA_PREFIX = int.from_bytes(MAGIC + bytes([PROTOCOL_VERSION, MessageType.DATA]), "big")
 _ACK_HEAD = struct.Struct(">2sBBIIIIIIB")
 _ACK_RANGE = struct.Struct(">II")
 _DATA_CODE = int(MessageType.DATA)
-_MAGIC_0, _MAGIC_1 = MAGIC[0], MAGIC[1]
 _U32_MASK = 0xFFFFFFFF
 #: RFC 9002 §6.1.1 kPacketThreshold.
 _PACKET_THRESHOLD = 3
 #: RFC 9002 §6.1.2 kTimeThreshold.
 _TIME_THRESHOLD = 9 / 8
 _MAX_PACKET_THRESHOLD = 32
+#: Shortest interval between answers to late datagrams about one finished request.
+_LATE_REPLY_INTERVAL = 0.001
+#: Probe timeouts in a row before the retransmission timeout proper (and its collapse
+#: of the window): one lost probe or probe ACK is not persistent congestion.
+_PROBES_BEFORE_RTO = 2
+#: Packets over which a flow's recent loss rate is measured (halved when exceeded).
+_LOSS_MEMORY = 2000
 
 
 @dataclass(slots=True)
@@ -141,8 +154,11 @@ class TransferCounters:
     duplicate_data: int = 0
     #: Dropped: an ACK for segments or packets never sent, or out of protocol order.
     invalid_acks: int = 0
-    #: Refused: a chunk length or segment size this engine does not accept.
+    #: Refused as INVALID_REQUEST: a chunk length or segment size this engine does not
+    #: accept, or (by the application) a chunk index beyond the content.
     requests_invalid: int = 0
+    #: Refused by the application, any reason (``refuse_chunk``).
+    requests_refused: int = 0
     #: Refused BUSY: over ``max_uploads`` or ``max_uploads_per_peer``.
     requests_refused_busy: int = 0
     duplicate_requests: int = 0
@@ -176,10 +192,10 @@ class _Download:
         "chunk_length",
         "content_id",
         "cumulative",
-        "delay_us",
         "highest_segment",
         "largest_packet_number",
         "largest_time",
+        "largest_timestamp_us",
         "last_heard",
         "last_length",
         "last_segment",
@@ -189,6 +205,8 @@ class _Download:
         "received_count",
         "request_datagram",
         "request_id",
+        "requested_at",
+        "requests_sent",
         "retry_at",
         "retry_interval",
         "segment_count",
@@ -228,12 +246,14 @@ class _Download:
         self.highest_segment = -1
         self.largest_packet_number = -1
         self.largest_time = now
-        self.delay_us = 0
+        self.largest_timestamp_us = 0
         self.unacked = 0
         self.ack_deadline: float | None = None
         self.last_heard = now
         self.retry_at = now
         self.retry_interval = 0.0
+        self.requested_at = now
+        self.requests_sent = 0
         self.request_datagram = b""
 
 
@@ -244,13 +264,13 @@ class _Flow:
         "cc",
         "in_flight",
         "key",
+        "last_ack_time",
         "last_refill",
         "pacing_wait_until",
         "packet_threshold",
+        "recent_lost",
+        "recent_sent",
         "recovery_start",
-        "round_lost",
-        "round_sent",
-        "round_start",
         "rtt",
         "tokens",
         "undo_cwnd",
@@ -267,10 +287,12 @@ class _Flow:
         self.last_refill = now
         self.pacing_wait_until: float | None = None
         self.recovery_start = float("-inf")
-        # Packets sent and declared lost in the current round trip (loss tolerance).
-        self.round_start = now
-        self.round_sent = 0
-        self.round_lost = 0
+        self.last_ack_time = now
+        # Packets sent and declared lost lately (exponentially forgotten every
+        # _LOSS_MEMORY packets), for the foreground loss tolerance. The prior of
+        # _LOSS_MEMORY / 4 clean packets keeps one early loss from looking like 100%.
+        self.recent_sent = _LOSS_MEMORY / 4
+        self.recent_lost = 0.0
         # RFC 9002 §6.1.1 starts at 3; raised when the path proves to reorder (RACK-like).
         self.packet_threshold = _PACKET_THRESHOLD
         # Window before the last reduction, restored if that loss proves spurious.
@@ -352,16 +374,18 @@ class _Upload:
 class _Finished:
     """What is remembered of a recently finished request, to answer late datagrams."""
 
-    __slots__ = ("last_reply", "outcome", "peer", "reason", "segment_count")
+    __slots__ = ("last_heard", "last_reply", "outcome", "peer", "reason", "segment_count")
 
     def __init__(
         self,
         peer: Address,
         outcome: ReceiveState | SendState,
         segment_count: int,
+        last_heard: float,
         reason: RefusalReason | None = None,
     ) -> None:
         self.peer = peer
+        self.last_heard = last_heard
         self.outcome = outcome
         self.segment_count = segment_count
         self.reason = reason
@@ -375,6 +399,12 @@ class TransferEngine:
         self.config = config or TransferConfig()
         self.counters = TransferCounters()
         self._segment_size = self.config.segment_size
+        self._ack_every = self.config.ack_every_packets
+        # How long peers take to answer a request with data (for request repeats).
+        self._answer_time = RttEstimator(
+            self.config.initial_rtt, self.config.min_rto, self.config.max_rto
+        )
+        self._max_ack_delay = self.config.max_ack_delay
         self._downloads: dict[int, _Download] = {}
         self._downloads_per_peer: dict[Address, int] = {}
         self._uploads: dict[tuple[Address, int], _Upload] = {}
@@ -498,6 +528,10 @@ class TransferEngine:
                 return
             raise LocalProtocolError(f"no chunk request {request_id} from {peer}")
         self._move_upload(upload, SendInput.APPLICATION_REFUSED)
+        self.counters.requests_refused += 1
+        if reason is RefusalReason.INVALID_REQUEST:
+            # e.g. a chunk index beyond the content, which only the application knows.
+            self.counters.requests_invalid += 1
         self._queue_control(encode_datagram(Refusal(request_id, reason)), peer)
         self._forget_upload(upload, reason)
 
@@ -510,24 +544,68 @@ class TransferEngine:
         counters = self.counters
         counters.datagrams_received += 1
         size = len(data)
-        # Hot path: a DATA datagram of our version (one unpack, one dict lookup, one copy).
-        if (
-            size > DATA_HEADER_SIZE
-            and data[3] == _DATA_CODE
-            and data[2] == PROTOCOL_VERSION
-            and data[0] == _MAGIC_0
-            and data[1] == _MAGIC_1
-        ):
-            request_id, packet_number, segment_index, timestamp_us = _DATA_FIELDS.unpack_from(
-                data, 4
-            )
-            download = self._downloads.get(request_id)
-            if download is None or download.peer != addr:
-                self._on_stray(request_id, addr, now, is_data=True)
-                return
-            self._on_data(download, packet_number, segment_index, timestamp_us, data, size, now)
+        if size <= DATA_HEADER_SIZE:
+            self._receive_other(data, addr, now)
             return
-        self._receive_other(data, addr, now)
+        # Hot path, inlined on purpose: a DATA datagram of our version costs one unpack,
+        # one dict lookup and one copy of the payload into the chunk's buffer.
+        prefix, request_id, packet_number, segment_index, timestamp_us = _DATA_WORDS.unpack_from(
+            data
+        )
+        if prefix != _DATA_PREFIX:
+            self._receive_other(data, addr, now)
+            return
+        download = self._downloads.get(request_id)
+        if download is None or download.peer != addr:
+            self._on_stray(request_id, addr, now, is_data=True)
+            return
+        payload_length = size - DATA_HEADER_SIZE
+        if segment_index >= download.segment_count or payload_length != (
+            download.segment_size
+            if segment_index != download.last_segment
+            else download.last_length
+        ):
+            counters.data_outside_chunk += 1
+            return
+        download.last_heard = now
+        buffer = download.buffer
+        if buffer is None:
+            self._move_download(download, ReceiveInput.DATA_ARRIVED)
+            buffer = download.buffer = bytearray(download.chunk_length)
+            if download.requests_sent == 1:
+                # Karn (RFC 6298 §3): time only requests that were sent once.
+                self._answer_time.on_sample(now - download.requested_at)
+            self._repeat_overtaken_requests(download, now)
+        if packet_number > download.largest_packet_number:
+            download.largest_packet_number = packet_number
+            download.largest_time = now
+            download.largest_timestamp_us = timestamp_us
+        received = download.received
+        ack_at_once = False
+        if received[segment_index]:
+            counters.duplicate_data += 1
+        else:
+            offset = segment_index * download.segment_size
+            buffer[offset : offset + payload_length] = data[DATA_HEADER_SIZE:]
+            received[segment_index] = 1
+            download.received_count += 1
+            counters.payload_bytes_received += payload_length
+            if segment_index == download.cumulative:
+                cumulative = received.find(0, segment_index + 1)
+                download.cumulative = download.segment_count if cumulative < 0 else cumulative
+            elif segment_index > download.highest_segment + 1:
+                # A new gap: tell the sender now (RFC 9000 §13.2.1 acks out-of-order at once).
+                ack_at_once = True
+            if segment_index > download.highest_segment:
+                download.highest_segment = segment_index
+            if download.received_count == download.segment_count:
+                self._complete_download(download, now)
+                return
+        download.unacked += 1
+        if ack_at_once or download.unacked >= self._ack_every:
+            self._ack_now[request_id] = download
+        elif download.ack_deadline is None:
+            download.ack_deadline = now + self._max_ack_delay
 
     def handle_timer(self, now: float) -> None:
         """Fire every timer due at ``now``: acks, request retries, RTOs, idle timeouts."""
@@ -639,61 +717,6 @@ class TransferEngine:
     # Receiving data
     # ----------------------------------------------------------------------------------
 
-    def _on_data(
-        self,
-        download: _Download,
-        packet_number: int,
-        segment_index: int,
-        timestamp_us: int,
-        data: bytes | memoryview,
-        size: int,
-        now: float,
-    ) -> None:
-        payload_length = size - DATA_HEADER_SIZE
-        if segment_index >= download.segment_count or payload_length != (
-            download.segment_size
-            if segment_index != download.last_segment
-            else download.last_length
-        ):
-            self.counters.data_outside_chunk += 1
-            return
-        download.last_heard = now
-        buffer = download.buffer
-        if buffer is None:
-            self._move_download(download, ReceiveInput.DATA_ARRIVED)
-            buffer = download.buffer = bytearray(download.chunk_length)
-        if packet_number > download.largest_packet_number:
-            download.largest_packet_number = packet_number
-            download.largest_time = now
-            # RFC 6817 §3.3: the receiver measures one-way delay from the sender's stamp.
-            download.delay_us = (int(now * 1_000_000) - timestamp_us) & _U32_MASK
-        received = download.received
-        ack_at_once = False
-        if received[segment_index]:
-            self.counters.duplicate_data += 1
-        else:
-            offset = segment_index * download.segment_size
-            buffer[offset : offset + payload_length] = data[DATA_HEADER_SIZE:]
-            received[segment_index] = 1
-            download.received_count += 1
-            self.counters.payload_bytes_received += payload_length
-            if segment_index == download.cumulative:
-                cumulative = received.find(0, segment_index + 1)
-                download.cumulative = download.segment_count if cumulative < 0 else cumulative
-            elif segment_index > download.highest_segment + 1:
-                # A new gap: tell the sender now (RFC 9000 §13.2.1 acks out-of-order at once).
-                ack_at_once = True
-            if segment_index > download.highest_segment:
-                download.highest_segment = segment_index
-            if download.received_count == download.segment_count:
-                self._complete_download(download, now)
-                return
-        download.unacked += 1
-        if ack_at_once or download.unacked >= self.config.ack_every_packets:
-            self._ack_now[download.request_id] = download
-        elif download.ack_deadline is None:
-            download.ack_deadline = now + self.config.max_ack_delay
-
     def _build_ack(self, download: _Download, now: float) -> bytes:
         download.unacked = 0
         download.ack_deadline = None
@@ -720,7 +743,8 @@ class TransferEngine:
             download.request_id,
             max(download.largest_packet_number, 0),
             min(int((now - download.largest_time) * 1_000_000), _U32_MASK),
-            download.delay_us,
+            # RFC 6817 §3.3: one-way delay of the newest packet, from the sender's stamp.
+            (int(download.largest_time * 1_000_000) - download.largest_timestamp_us) & _U32_MASK,
             download.cumulative,
             self.config.receive_window_packets,
             len(ranges) // 2,
@@ -732,8 +756,11 @@ class TransferEngine:
     def _complete_download(self, download: _Download, now: float) -> None:
         buffer = download.buffer
         assert buffer is not None
-        # The final ACK goes out at once: the sender can free the chunk.
-        self._queue_control(self._build_ack(download, now), download.peer)
+        # The final ACK goes out at once, twice: the sender can free the chunk, and
+        # if both copies are lost it learns only from a timeout.
+        final_ack = self._build_ack(download, now)
+        self._queue_control(final_ack, download.peer)
+        self._queue_control(final_ack, download.peer)
         self._ack_now.pop(download.request_id, None)
         if hashlib.sha256(buffer).digest() == download.chunk_hash:
             self.counters.chunks_received += 1
@@ -751,13 +778,36 @@ class TransferEngine:
             self.counters.chunks_corrupted += 1
             self._end_download(download, ReceiveInput.CHUNK_MISMATCHED)
 
+    def _repeat_overtaken_requests(self, answered: _Download, now: float) -> None:
+        """Repeat at once requests to the same peer sent before ``answered`` and still
+        unanswered: peers serve requests in order, so these were most likely lost (the
+        packet-threshold idea of RFC 9002 §6.1.1, applied to requests)."""
+        if self._downloads_per_peer.get(answered.peer, 0) < 2:
+            return
+        for download in self._downloads.values():
+            if (
+                download.state is ReceiveState.REQUESTED
+                and download.peer == answered.peer
+                and download.requests_sent == 1
+                and (
+                    download.requested_at < answered.requested_at
+                    or (
+                        download.requested_at == answered.requested_at
+                        and download.request_id < answered.request_id
+                    )
+                )
+            ):
+                self._queue_control(download.request_datagram, download.peer)
+                download.requests_sent += 1
+
     def _send_request(self, download: _Download, now: float) -> None:
         self._queue_control(download.request_datagram, download.peer)
-        # Repeat the request on an RFC 6298 §5.5-style doubling timer until answered.
+        download.requests_sent += 1
+        # Repeat the request on an RFC 6298 timer, computed from how long requests
+        # take to be answered, doubling (§5.5) until answered. A repeat the peer
+        # did not need costs it one ignored datagram.
         interval = download.retry_interval
-        interval = (
-            max(2 * self.config.initial_rtt, self.config.min_rto) if not interval else interval * 2
-        )
+        interval = self._answer_time.rto if not interval else interval * 2
         download.retry_interval = min(interval, self.config.max_rto)
         download.retry_at = now + download.retry_interval
 
@@ -795,7 +845,7 @@ class TransferEngine:
         self._remember(
             self._finished_downloads,
             request_id,
-            _Finished(peer, download.state, download.segment_count),
+            _Finished(peer, download.state, download.segment_count, download.last_heard),
         )
 
     def _refuse_download(self, download: _Download, reason: RefusalReason) -> None:
@@ -856,7 +906,7 @@ class TransferEngine:
         elif isinstance(message, VersionError):
             self._on_version_error(message, addr)
         elif isinstance(message, Data):
-            # Our version, but a DATA datagram the fast path did not take: it has no payload.
+            # Our version, but a DATA datagram the fast path did not take (too short).
             counters.malformed += 1
         elif isinstance(message, WhoHas | Have):
             counters.discovery_datagrams += 1
@@ -867,7 +917,11 @@ class TransferEngine:
             self.counters.unknown_sender += 1
             return
         self._events.append(VersionRejected(addr, message.min_version, message.max_version))
-        for download in [d for d in self._downloads.values() if d.peer == addr]:
+        # Only requests not yet answered end: a peer already sending us data of our
+        # version evidently speaks it (and a forged version error must not end it).
+        for download in [
+            d for d in self._downloads.values() if d.peer == addr and d.buffer is None
+        ]:
             self._refuse_download(download, RefusalReason.UNSUPPORTED_VERSION)
 
     def _on_stray(self, request_id: int, addr: Address, now: float, *, is_data: bool) -> None:
@@ -882,7 +936,8 @@ class TransferEngine:
                 self._cancel_stray(request_id, addr, now)
             return
         self.counters.late_datagrams += 1
-        if not is_data or now - finished.last_reply < self.config.min_rto:
+        # At most one answer per millisecond: enough for probes, too few for a storm.
+        if not is_data or now - finished.last_reply < _LATE_REPLY_INTERVAL:
             return
         finished.last_reply = now
         if finished.outcome in (ReceiveState.RECEIVED, ReceiveState.CORRUPTED):
@@ -931,6 +986,10 @@ class TransferEngine:
             upload.last_heard = now
             return
         finished = self._finished_uploads.get(key)
+        if finished is not None and now - finished.last_heard > self.config.idle_timeout:
+            # Too old to be a repeat: the peer restarted and reuses request IDs.
+            del self._finished_uploads[key]
+            finished = None
         if finished is not None:
             self.counters.duplicate_requests += 1
             if finished.reason is not None:
@@ -991,6 +1050,7 @@ class TransferEngine:
             self.counters.invalid_acks += 1
             return
         upload.last_heard = now
+        flow.last_ack_time = now
         upload.peer_window = ack.receive_window
         acked = upload.acked
         in_flight = upload.in_flight
@@ -1024,10 +1084,6 @@ class TransferEngine:
         flow.in_flight -= freed
         if spurious:
             self._on_spurious_loss(flow, spurious)
-        if now - flow.round_start >= rtt.smoothed:
-            flow.round_start = now
-            flow.round_sent = 0
-            flow.round_lost = 0
         lost = self._detect_losses(upload, now)
         cc = flow.cc
         if newly_acked:
@@ -1110,15 +1166,17 @@ class TransferEngine:
                 lost_after_recovery = True
         if lost:
             flow.in_flight -= lost
-            flow.round_lost += lost
+            flow.recent_lost += lost
             cc = flow.cc
-            round_packets = max(flow.round_sent, int(cc.cwnd))
-            if lost_after_recovery and cc.loss_is_congestion(flow.round_lost, round_packets):
+            if lost_after_recovery and cc.loss_is_congestion(flow.recent_lost, flow.recent_sent):
                 # One reduction per loss episode (RFC 6582 §3.2, RFC 9002 §7.3.2).
                 flow.recovery_start = now
                 flow.undo_cwnd = cc.cwnd
                 flow.undo_ssthresh = cc.ssthresh
                 cc.on_congestion(now)
+                # The next reduction needs losses of its own, not this episode's again.
+                flow.recent_lost = 0.0
+                flow.recent_sent = _LOSS_MEMORY / 4
                 self.counters.congestion_events += 1
         return lost
 
@@ -1129,16 +1187,18 @@ class TransferEngine:
         rtt = flow.rtt
         upload.timeouts += 1
         upload.loss_time = None
-        if upload.timeouts == 1:
-            # First expiry: a probe timeout (RFC 9002 §6.2). The tail of the chunk was
-            # lost, or its ACK was: resend the oldest unacknowledged segment, whatever
-            # the window says (§7.5), and keep the window.
+        if upload.timeouts <= _PROBES_BEFORE_RTO:
+            # A probe timeout (RFC 9002 §6.2): the tail of the chunk was lost, or its ACK
+            # was. Resend the two oldest unacknowledged segments (§6.2.4 allows two),
+            # whatever the window says (§7.5); keep the window; back the timer off.
             self._send_probe(upload, now)
-            upload.rto_deadline = now + rtt.rto
+            self._send_probe(upload, now)
+            pto = rtt.probe_timeout(self._max_ack_delay) * (1 << upload.timeouts)
+            upload.rto_deadline = now + min(pto, rtt.max_rto)
             return
-        # Again: RFC 6298 §5.4-5.6 retransmit everything outstanding, back the timer off,
-        # and (RFC 5681 §3.1, RFC 9002 §7.6 persistent congestion) restart from the loss
-        # window.
+        # Probes unanswered too: RFC 6298 §5.4-5.6 retransmit everything outstanding,
+        # back the timer off, and (RFC 5681 §3.1, RFC 9002 §7.6 persistent congestion)
+        # restart from the loss window.
         freed = 0
         in_flight = upload.in_flight
         acked = upload.acked
@@ -1152,10 +1212,13 @@ class TransferEngine:
                 upload.retransmit.append(segment)
         upload.queue.clear()
         flow.in_flight -= freed
-        flow.cc.on_timeout()
-        flow.undo_cwnd = None
-        flow.recovery_start = now
-        self.counters.congestion_events += 1
+        # RFC 9002 §7.6: only when nothing at all got through for that long is the
+        # congestion persistent; a single chunk stuck on its own losses is not.
+        if now - flow.last_ack_time >= rtt.rto:
+            flow.cc.on_timeout()
+            flow.undo_cwnd = None
+            flow.recovery_start = now
+            self.counters.congestion_events += 1
         rtt.backoff = min(rtt.backoff * 2, 64)
         upload.rto_deadline = None
 
@@ -1231,7 +1294,11 @@ class TransferEngine:
                 break
             sent += self._send_upload(upload, budget - sent, now, out)
         flow.in_flight += sent
-        flow.round_sent += sent
+        recent_sent = flow.recent_sent + sent
+        if recent_sent > _LOSS_MEMORY:
+            recent_sent /= 2
+            flow.recent_lost /= 2
+        flow.recent_sent = recent_sent
         flow.tokens = tokens - sent
         if rate and sent == budget and budget < room:
             # Paced: come back when the next packet's token has accrued.
@@ -1339,6 +1406,9 @@ class TransferEngine:
             del self._uploads_per_peer[upload.peer]
         flow = upload.flow
         if flow is not None:
+            if upload.state is SendState.DELIVERED and flow.packet_threshold > _PACKET_THRESHOLD:
+                # Reordering seen once is forgotten slowly, one step per chunk delivered.
+                flow.packet_threshold -= 1
             flow.in_flight -= sum(upload.in_flight)
             flow.uploads.remove(upload)
             if not flow.uploads:
@@ -1346,7 +1416,11 @@ class TransferEngine:
                 flow.pacing_wait_until = None
                 self._forget_idle_flows()
         upload.data = None
-        self._remember(self._finished_uploads, key, _Finished(upload.peer, upload.state, 0, reason))
+        self._remember(
+            self._finished_uploads,
+            key,
+            _Finished(upload.peer, upload.state, 0, upload.last_heard, reason),
+        )
 
     def _pass_on_liveness(self, peer: Address, last_heard: float) -> None:
         """A finished transfer hands its last sign of life to the peer's other transfers,
