@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest postgres bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,12 +28,17 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) postgres
 	$(BIN)/pytest
+
+## postgres: install PostgreSQL (Debian package) when missing, for the console tests
+postgres:
+	.ci/ensure-postgres.sh
 
 ## bench: benchmarks that print figures (see README)
 bench: $(STAMP)
 	$(BIN)/shoal bench pack --size-mb 1024
+	$(BIN)/python benchmarks/upload_rss.py --size-mb 2048
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-data

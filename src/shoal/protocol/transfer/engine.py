@@ -413,11 +413,12 @@ class TransferEngine:
         self._sending_flows: dict[tuple[Address, Mode], _Flow] = {}
         self._finished_downloads: OrderedDict[int, _Finished] = OrderedDict()
         self._finished_uploads: OrderedDict[tuple[Address, int], _Finished] = OrderedDict()
+        self._stray_cancels: OrderedDict[tuple[Address, int], float] = OrderedDict()
         self._ack_now: dict[int, _Download] = {}
         self._control: list[tuple[bytes, Address]] = []
         self._events: deque[Event] = deque()
-        # Request IDs start from the clock so that a restarted engine is unlikely to
-        # reuse the IDs its peers still remember.
+        # Derived from the clock, so a restarted process does not reuse the IDs that
+        # its peers still remember as finished (they would ignore the new requests).
         self._next_request_id = (int(now * 1_000_000) & _U32_MASK) or 1
         self._created = now
 
@@ -931,6 +932,8 @@ class TransferEngine:
                 self.counters.unknown_request += 1
             else:
                 self.counters.unknown_sender += 1
+            if is_data:
+                self._cancel_stray(request_id, addr, now)
             return
         self.counters.late_datagrams += 1
         # At most one answer per millisecond: enough for probes, too few for a storm.
@@ -945,6 +948,23 @@ class TransferEngine:
         else:
             reply = encode_datagram(Cancel(request_id))
         self._queue_control(reply, addr)
+
+    def _cancel_stray(self, request_id: int, addr: Address, now: float) -> None:
+        """Data for a request we never made (say, before we restarted): tell the sender.
+
+        Like a TCP reset: without it a peer keeps retransmitting into a flow that will
+        never be acknowledged, and that flow's window starves our new requests. At most
+        one CANCEL per request per ``min_rto``, never larger than the data it answers.
+        """
+        key = (addr, request_id)
+        last = self._stray_cancels.get(key)
+        if last is not None and now - last < self.config.min_rto:
+            return
+        self._stray_cancels[key] = now
+        self._stray_cancels.move_to_end(key)
+        while len(self._stray_cancels) > self.config.recent_requests:
+            self._stray_cancels.popitem(last=False)
+        self._queue_control(encode_datagram(Cancel(request_id)), addr)
 
     def _on_stray_upload(self, request_id: int, addr: Address) -> None:
         if (addr, request_id) in self._finished_uploads:

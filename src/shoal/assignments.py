@@ -1,0 +1,90 @@
+"""The console's signed assignment document: signed by the console, read by clients.
+
+The console signs one canonical JSON document listing every assignment; the P2P server
+relays it unchanged as a blob, so a client trusts an assignment only if the console's
+Ed25519 signature over the document verifies. A client applies the assignments whose
+target is itself (``device``), an office whose subtree holds its office (``office``
+with ``offices`` listed), or ``everyone``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+
+from shoal.core.errors import ShoalError
+from shoal.core.ids import ContentId
+from shoal.core.signing import SigningKey, VerifyKey
+
+
+class AssignmentsInvalid(ShoalError):
+    """The assignment document is malformed or its signature does not verify."""
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    assignment_id: int
+    content_id: ContentId
+    background: bool
+
+
+def canonical_json(document: Any) -> str:
+    """The one text form of a JSON document that is signed."""
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
+def sign_assignments(key: SigningKey, document: Any) -> dict[str, str]:
+    """The signed envelope: canonical document text, signature and signer key ID (hex)."""
+    text = canonical_json(document)
+    return {
+        "document": text,
+        "signature": key.private_key.sign(text.encode()).hex(),
+        "key_id": key.verify_key.key_id.hex(),
+    }
+
+
+def encode_envelope(envelope: dict[str, str]) -> bytes:
+    """The bytes a P2P server relays to its clients (and they parse)."""
+    return canonical_json(envelope).encode()
+
+
+def parse_signed_assignments(
+    blob: bytes, console_key: VerifyKey, device_id: str, office: str | None
+) -> list[Assignment]:
+    """Verify the console's signature and return the assignments for this device."""
+    try:
+        envelope = json.loads(blob)
+        document_text = envelope["document"]
+        signature = bytes.fromhex(envelope["signature"])
+    except (ValueError, KeyError, TypeError) as error:
+        raise AssignmentsInvalid(f"assignment document is malformed ({error})") from None
+    try:
+        console_key.public_key.verify(signature, document_text.encode())
+    except InvalidSignature:
+        raise AssignmentsInvalid(
+            "assignment document is not signed by the console's key: refused"
+        ) from None
+    try:
+        entries = json.loads(document_text)["assignments"]
+        mine = []
+        for entry in entries:
+            kind = entry["target_kind"]
+            applies = (
+                kind == "everyone"
+                or (kind == "device" and entry["target"] == device_id)
+                or (kind == "office" and office is not None and office in (entry["offices"] or []))
+            )
+            if applies:
+                mine.append(
+                    Assignment(
+                        int(entry["id"]),
+                        ContentId.from_hex(entry["content_id"]),
+                        bool(entry["background"]),
+                    )
+                )
+    except (ValueError, KeyError, TypeError) as error:
+        raise AssignmentsInvalid(f"assignment document is malformed ({error})") from None
+    return mine

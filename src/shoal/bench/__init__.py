@@ -1,0 +1,1 @@
+"""Benchmarks that print figures: the processes they run and how they measure them."""

@@ -1,0 +1,395 @@
+"""``shoal bench transfer``: shoal's chunk transfer against libtorrent's uTP.
+
+Theory of operation
+-------------------
+The parent process writes a random file of N MB and its manifest
+(``shoal.core.packing``), then places two hosts:
+
+* as root, two network namespaces joined by a veth pair (``shoal.lab.netns``, names
+  starting with ``shn-``), so the datagrams cross a real (virtual) link;
+* otherwise both ends on loopback (127.0.0.1).
+
+It then runs, one after the other on the same two hosts and the same file:
+
+1. shoal: a ``serve`` process on one host and a ``fetch`` process on the other
+   (``shoal.bench.transfer_peer``). The fetcher keeps several chunk requests in flight,
+   writes each verified chunk, and at the end checks the whole file's SHA-256.
+2. libtorrent over uTP (``shoal.bench.utp_peer``), when the ``libtorrent`` module is
+   installed (``pip install 'shoal[bench]'``); otherwise it says so and skips it.
+
+Each child measures its own CPU time over the transfer and its peak RSS (``VmHWM``).
+``--loss P`` drops that fraction of the datagrams each shoal process receives, from a
+seeded generator in the shell's receive path (this lab has no ``tc netem``); it applies
+to shoal only, since libtorrent's sockets cannot be filtered the same way.
+
+Every namespace, link and process is removed when the run ends, also on an error,
+Ctrl-C or SIGTERM; temporary files are deleted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import random
+import select
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoal.core.chunking import DEFAULT_CHUNK_SIZE
+from shoal.core.errors import ShoalError
+from shoal.core.manifest import Manifest
+from shoal.core.packing import pack_stream
+from shoal.lab.netns import TwoHostLab, cleanup_orphans, lab_available, stop_processes
+
+MB = 1_000_000
+GB = 1_000_000_000
+NAMESPACE_PREFIX = "shn-"
+LAB_TAG = "x"
+SHOAL_PORT = 47000
+UTP_PORT = 47001
+READY_TIMEOUT_SECONDS = 30.0
+WRITE_BLOCK = 1 << 20
+
+Report = Callable[[str], None]
+
+
+class BenchmarkFailed(ShoalError):
+    """A benchmark process failed or the copy it made is not the original."""
+
+
+@dataclass(frozen=True, slots=True)
+class TransferBenchOptions:
+    """What ``shoal bench transfer`` runs."""
+
+    size_mb: int
+    loss: float = 0.0
+    gso: bool = True
+    window: int = 8
+    baseline: bool = True
+    namespaces: bool = True
+    timeout_seconds: float = 600.0
+    seed: int = 1
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    workdir: Path | None = None
+    profile_dir: Path | None = None
+    engine_settings: tuple[str, ...] = ()
+
+
+@dataclass
+class Placement:
+    """Where the two processes run: two namespaces, or both on loopback."""
+
+    sender_ip: str
+    receiver_ip: str
+    description: str
+    lab: TwoHostLab | None = None
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def spawn(self, on_sender: bool, argv: Sequence[str]) -> subprocess.Popen[bytes]:
+        """Start ``argv`` on the sender's or the receiver's host."""
+        if self.lab is not None:
+            host = self.lab.left if on_sender else self.lab.right
+            return self.lab.spawn(host, argv, stdout=subprocess.PIPE)
+        process = subprocess.Popen(list(argv), stdout=subprocess.PIPE)
+        self.processes.append(process)
+        return process
+
+    def close(self) -> None:
+        """Stop every process, then remove the namespaces."""
+        stop_processes(self.processes)
+        if self.lab is not None:
+            self.lab.close()
+
+
+@contextlib.contextmanager
+def placed(use_namespaces: bool) -> Iterator[Placement]:
+    """Two namespaces on a veth pair when possible, else loopback; torn down on exit."""
+    available, why = lab_available()
+    if use_namespaces and available:
+        cleanup_orphans(NAMESPACE_PREFIX + LAB_TAG)
+        lab = TwoHostLab.create(NAMESPACE_PREFIX, LAB_TAG)
+        placement = Placement(
+            lab.left.address,
+            lab.right.address,
+            f"veth between namespaces {lab.left.namespace} and {lab.right.namespace}",
+            lab,
+        )
+    else:
+        reason = why if use_namespaces else "--loopback asked for"
+        placement = Placement("127.0.0.1", "127.0.0.1", f"loopback ({reason})")
+    try:
+        yield placement
+    finally:
+        placement.close()
+
+
+def write_random_file(path: Path, size: int, seed: int) -> None:
+    """Write ``size`` pseudo-random bytes (incompressible, reproducible) to ``path``."""
+    generator = random.Random(seed)
+    with open(path, "wb", buffering=0) as output:
+        remaining = size
+        while remaining:
+            block = generator.randbytes(min(WRITE_BLOCK, remaining))
+            output.write(block)
+            remaining -= len(block)
+
+
+def _python(module: str, *arguments: str) -> list[str]:
+    return [sys.executable, "-m", module, *arguments]
+
+
+def _wait_ready(process: subprocess.Popen[bytes], what: str) -> str:
+    """Wait for the ``ready`` line of ``process``; return the rest of the line."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + READY_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([process.stdout], [], [], 0.1)
+        if readable:
+            line = process.stdout.readline().decode().strip()
+            if line.startswith("ready"):
+                return line[len("ready") :].strip()
+            if not line and process.poll() is not None:
+                break
+        elif process.poll() is not None:
+            break
+    raise BenchmarkFailed(f"the {what} process did not start (exit status {process.poll()})")
+
+
+def _wait(process: subprocess.Popen[bytes], timeout: float, what: str) -> int:
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchmarkFailed(f"the {what} process did not finish in {timeout:.0f} s") from None
+
+
+def _read_result(path: Path, what: str) -> dict[str, Any]:
+    try:
+        document: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise BenchmarkFailed(f"the {what} process wrote no result ({error})") from None
+    return document
+
+
+def run_shoal(
+    placement: Placement, options: TransferBenchOptions, source: Path, manifest_file: Path,
+    workdir: Path,
+) -> dict[str, Any]:  # fmt: skip
+    """Move ``source`` with shoal; return both processes' results."""
+    sender_result = workdir / "shoal-sender.json"
+    receiver_result = workdir / "shoal-receiver.json"
+    output = workdir / "shoal-copy.bin"
+    common = ["--manifest", str(manifest_file), "--loss", str(options.loss)]
+    if not options.gso:
+        common.append("--no-gso")
+    for setting in options.engine_settings:
+        common += ["--engine", setting]
+
+    def profile(role: str) -> list[str]:
+        if options.profile_dir is None:
+            return []
+        options.profile_dir.mkdir(parents=True, exist_ok=True)
+        return ["--profile", str(options.profile_dir.resolve() / f"shoal-{role}.prof")]
+
+    sender = placement.spawn(
+        True,
+        _python(
+            "shoal.bench.transfer_peer", "serve", *common, "--seed", str(options.seed),
+            "--file", str(source), "--bind", f"{placement.sender_ip}:{SHOAL_PORT}",
+            "--result", str(sender_result), *profile("sender"),
+        ),
+    )  # fmt: skip
+    _wait_ready(sender, "shoal sender")
+    receiver = placement.spawn(
+        False,
+        _python(
+            "shoal.bench.transfer_peer", "fetch", *common, "--seed", str(options.seed + 1),
+            "--peer", f"{placement.sender_ip}:{SHOAL_PORT}",
+            "--bind", f"{placement.receiver_ip}:0", "--out", str(output),
+            "--window", str(options.window), "--timeout", str(options.timeout_seconds),
+            "--result", str(receiver_result), *profile("receiver"),
+        ),
+    )  # fmt: skip
+    _wait(receiver, options.timeout_seconds + 30, "shoal receiver")
+    stop_processes([sender])
+    receiving = _read_result(receiver_result, "shoal receiver")
+    sending = _read_result(sender_result, "shoal sender")
+    with contextlib.suppress(OSError):
+        output.unlink()
+    return {"sender": sending, "receiver": receiving}
+
+
+def run_libtorrent(
+    placement: Placement, options: TransferBenchOptions, source: Path, workdir: Path,
+    manifest: Manifest,
+) -> dict[str, Any]:  # fmt: skip
+    """Move ``source`` with libtorrent over uTP; return both processes' results."""
+    torrent = workdir / "package.torrent"
+    subprocess.run(
+        _python("shoal.bench.utp_peer", "make-torrent", str(source), str(torrent)), check=True
+    )
+    download_dir = workdir / "utp-download"
+    download_dir.mkdir()
+    seeder_result = workdir / "utp-seeder.json"
+    downloader_result = workdir / "utp-downloader.json"
+    seeder_bind = f"{placement.sender_ip}:{UTP_PORT}"
+    seeder = placement.spawn(
+        True,
+        _python(
+            "shoal.bench.utp_peer", "seed", "--torrent", str(torrent),
+            "--data-dir", str(source.parent), "--bind", seeder_bind,
+            "--result", str(seeder_result),
+        ),
+    )  # fmt: skip
+    _wait_ready(seeder, "libtorrent seeder")
+    downloader = placement.spawn(
+        False,
+        _python(
+            "shoal.bench.utp_peer", "download", "--torrent", str(torrent),
+            "--out-dir", str(download_dir), "--bind", f"{placement.receiver_ip}:{UTP_PORT + 1}",
+            "--seeder", seeder_bind, "--result", str(downloader_result),
+            "--timeout", str(options.timeout_seconds),
+        ),
+    )  # fmt: skip
+    _wait(downloader, options.timeout_seconds + 30, "libtorrent downloader")
+    stop_processes([seeder])
+    downloading = _read_result(downloader_result, "libtorrent downloader")
+    seeding = _read_result(seeder_result, "libtorrent seeder")
+    downloading["sha256_matches"] = downloading.get("sha256") == manifest.sha256.hex()
+    shutil.rmtree(download_dir, ignore_errors=True)
+    return {"sender": seeding, "receiver": downloading}
+
+
+def _per_gb(cpu_seconds: float, size: int) -> float:
+    return cpu_seconds / (size / GB) if size else 0.0
+
+
+def summarize(run: dict[str, Any], size: int, *, retransmitted: float | None) -> dict[str, Any]:
+    """The figures of one run: throughput, CPU per GB on each side, RSS, retransmits."""
+    sender, receiver = run["sender"], run["receiver"]
+    seconds = receiver["cpu"]["wall_seconds"]
+    return {
+        "complete": bool(receiver.get("complete", receiver.get("finished"))),
+        "sha256_matches": bool(receiver.get("sha256_matches")),
+        "seconds": seconds,
+        "payload_mb_per_s": size / MB / seconds if seconds > 0 else 0.0,
+        "sender_cpu_seconds_per_gb": _per_gb(sender["cpu"]["cpu_seconds"], size),
+        "receiver_cpu_seconds_per_gb": _per_gb(receiver["cpu"]["cpu_seconds"], size),
+        "retransmitted_percent": retransmitted,
+        "sender_peak_rss_mb": sender["peak_rss_bytes"] / MB,
+        "receiver_peak_rss_mb": receiver["peak_rss_bytes"] / MB,
+    }
+
+
+def shoal_retransmitted_percent(run: dict[str, Any]) -> float:
+    """Data packets the sender sent again, as a percentage of those sent once."""
+    engine = run["sender"]["engine"]
+    again = engine["data_packets_retransmitted"]
+    first_time = engine["data_packets_sent"] - again
+    return 100.0 * again / first_time if first_time else 0.0
+
+
+def run_transfer_bench(options: TransferBenchOptions, report: Report) -> dict[str, Any]:
+    """Run the whole benchmark; return the JSON document (also printed by ``report``)."""
+    size = options.size_mb * MB
+    workdir = Path(tempfile.mkdtemp(prefix="shoal-bench-", dir=options.workdir))
+    try:
+        source = workdir / "package.bin"
+        report(f"writing {options.size_mb} MB of random data to {source}")
+        write_random_file(source, size, options.seed)
+        with open(source, "rb", buffering=0) as stream:
+            manifest = pack_stream(stream, options.chunk_size)
+        manifest_file = workdir / "package.manifest"
+        manifest_file.write_bytes(manifest.body())
+        document: dict[str, Any] = {
+            "size_mb": options.size_mb,
+            "size_bytes": size,
+            "chunk_size": options.chunk_size,
+            "loss": options.loss,
+            "gso_requested": options.gso,
+            "window_chunks": options.window,
+            "engine_settings": list(options.engine_settings),
+        }
+        with placed(options.namespaces) as placement:
+            document["link"] = placement.description
+            report(f"link: {placement.description}")
+            report("shoal: transferring ...")
+            shoal_run = run_shoal(placement, options, source, manifest_file, workdir)
+            shoal = summarize(shoal_run, size, retransmitted=shoal_retransmitted_percent(shoal_run))
+            shoal["gso"] = shoal_run["sender"].get("gso")
+            shoal["gro"] = shoal_run["receiver"].get("gro")
+            shoal["dropped_by_loss_filter"] = (
+                shoal_run["sender"]["dropped_by_loss_filter"]
+                + shoal_run["receiver"]["dropped_by_loss_filter"]
+            )
+            document["shoal"] = shoal
+            document["shoal_processes"] = shoal_run
+            if not (shoal["complete"] and shoal["sha256_matches"]):
+                failure = shoal_run["receiver"].get("failure") or "incomplete or corrupt copy"
+                raise BenchmarkFailed(f"shoal transfer failed: {failure}")
+            if options.baseline and importlib.util.find_spec("libtorrent") is None:
+                document["libtorrent"] = None
+                document["libtorrent_skipped"] = (
+                    "the libtorrent module is not installed: pip install 'shoal[bench]'"
+                )
+            elif options.baseline:
+                report("libtorrent uTP: transferring ...")
+                utp_run = run_libtorrent(placement, options, source, workdir, manifest)
+                document["libtorrent"] = summarize(utp_run, size, retransmitted=None)
+                document["libtorrent_processes"] = utp_run
+            else:
+                document["libtorrent"] = None
+                document["libtorrent_skipped"] = "--no-baseline"
+        baseline = document.get("libtorrent")
+        if baseline and baseline["payload_mb_per_s"]:
+            document["ratio_shoal_to_libtorrent"] = (
+                shoal["payload_mb_per_s"] / baseline["payload_mb_per_s"]
+            )
+        return document
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def format_table(document: dict[str, Any]) -> str:
+    """The human-readable summary of a benchmark document."""
+    columns = (
+        ("payload MB/s", "payload_mb_per_s", "{:.1f}"),
+        ("CPU s/GB send", "sender_cpu_seconds_per_gb", "{:.2f}"),
+        ("CPU s/GB recv", "receiver_cpu_seconds_per_gb", "{:.2f}"),
+        ("retrans %", "retransmitted_percent", "{:.2f}"),
+        ("RSS send MB", "sender_peak_rss_mb", "{:.1f}"),
+        ("RSS recv MB", "receiver_peak_rss_mb", "{:.1f}"),
+    )
+    lines = [
+        f"shoal bench transfer: {document['size_mb']} MB, loss {document['loss']:.1%}, "
+        f"{document['link']}",
+    ]
+    header = f"{'':<18}" + "".join(f"{title:>15}" for title, _, _ in columns)
+    lines.append(header)
+    shoal = document["shoal"]
+    offload = "GSO/GRO" if shoal.get("gso") and shoal.get("gro") else "plain"
+    rows = [(f"shoal ({offload})", shoal)]
+    if document.get("libtorrent"):
+        rows.append(("libtorrent uTP", document["libtorrent"]))
+    for label, figures in rows:
+        cells = []
+        for _, key, pattern in columns:
+            value = figures.get(key)
+            cells.append(f"{'n/a' if value is None else pattern.format(value):>15}")
+        lines.append(f"{label:<18}" + "".join(cells))
+    if "ratio_shoal_to_libtorrent" in document:
+        lines.append(f"shoal / libtorrent uTP: {document['ratio_shoal_to_libtorrent']:.1f}x")
+    elif document.get("libtorrent_skipped"):
+        lines.append(f"libtorrent baseline skipped: {document['libtorrent_skipped']}")
+    if shoal.get("dropped_by_loss_filter"):
+        lines.append(
+            f"loss filter dropped {shoal['dropped_by_loss_filter']} received datagrams (shoal only)"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""The client agent: activation, check-in, swarm download, cache, serving peers."""

@@ -1,0 +1,760 @@
+"""The client agent's brain, without I/O: registration, assignments, swarm downloads.
+
+Theory of operation
+-------------------
+``AgentCore`` owns four sans-I/O machines, each bound to one UDP port by the shell
+(or the simulator): the control client (to the P2P server), discovery (broadcast
+port), and two transfer engines (foreground and background data ports). After any
+input, the shell calls ``poll(now)``: the agent drains the machines' events, decides,
+and leaves datagrams queued in the machines. It also has a timer of its own
+(``get_timer``/``handle_timer``) for check-ins, leases and retries.
+
+Life of a client::
+
+    REGISTER --Registered--> check in every checkin_seconds (jittered)
+      CheckInReply(assignments digest) --changed--> fetch the signed document (blob)
+        for each assignment: MANIFEST_INFO -> fetch manifest (blob) -> verify -> pin
+          download: discovery (broadcast, or server peer lists in WiFi offices)
+                    + LEASE: GRANTED -> the server is an origin of last resort
+                             REDIRECTED -> peers only, ask again when it may lapse
+                             DIRECT -> the server (VPN office, or in no office)
+                    chunks -> verified by the engine -> store -> announced to peers
+
+Blobs (the assignment document, manifests) are fetched from the server's data port as
+single chunks whose hash the server announced, so the transfer engine verifies them;
+the console's signature is then checked against the key the server gave at
+registration. Peers that serve bad chunks are banned for that content and reported.
+Downloads resume from the store's verified chunks after a restart.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+from shoal import __version__, ports
+from shoal.assignments import AssignmentsInvalid, parse_signed_assignments
+from shoal.client.control import (
+    ControlAnswered,
+    ControlClient,
+    ControlTimedOut,
+    ServerKeyRejected,
+)
+from shoal.core.chunkset import ChunkSet
+from shoal.core.errors import ManifestError, ShoalError
+from shoal.core.ids import ContentId
+from shoal.core.manifest import Manifest
+from shoal.core.signing import VerifyKey, verify_manifest_file
+from shoal.protocol.discovery import (
+    DiscoveryConfig,
+    DiscoveryMachine,
+    PeerAvailable,
+    PeerVersionRejected,
+)
+from shoal.protocol.swarm import ChunkPicker
+from shoal.protocol.transfer import (
+    ChunkCorrupted,
+    ChunkDelivered,
+    ChunkReceived,
+    ChunkRefused,
+    ChunkRequested,
+    Mode,
+    RefusalReason,
+    Role,
+    TransferConfig,
+    TransferEngine,
+    TransferTimedOut,
+    VersionRejected,
+)
+from shoal.store.content_store import EntryInfo
+from shoal.store.errors import StoreError
+from shoal.wire.control import (
+    CheckIn,
+    CheckInReply,
+    ContentProgress,
+    ControlBody,
+    Lease,
+    LeaseDecision,
+    LeaseReply,
+    ManifestInfo,
+    ManifestReply,
+    OfficeType,
+    PeerList,
+    Peers,
+    RefusalCause,
+    Refused,
+    Register,
+    Registered,
+)
+
+Address = tuple[str, int]
+MAX_CHECKIN_ENTRIES = 16
+RETRY_SOON = 5.0
+PEER_LIST_REFRESH = 5.0
+
+
+class ContentStoreLike(Protocol):
+    """What the agent needs of ``shoal.store.ContentStore``."""
+
+    def __contains__(self, content_id: object) -> bool: ...
+    def add(self, manifest_file: bytes, *, pinned: bool = False) -> EntryInfo: ...
+    def manifest(self, content_id: ContentId) -> Manifest: ...
+    def verified(self, content_id: ContentId) -> ChunkSet: ...
+    def info(self, content_id: ContentId) -> EntryInfo: ...
+    def entries(self) -> list[EntryInfo]: ...
+    def write_chunk(self, content_id: ContentId, chunk_index: int, data: bytes) -> bool: ...
+    def read_chunk(self, content_id: ContentId, chunk_index: int) -> bytes: ...
+    def pin(self, content_id: ContentId) -> None: ...
+    def unpin(self, content_id: ContentId) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """Who this client is and where its server is; ports as installed."""
+
+    device_id: bytes
+    hostname: str
+    ip: str
+    subnet_prefix: int
+    server: Address
+    server_key: bytes
+    control_port: int = ports.CONTROL
+    discovery_port: int = ports.DISCOVERY
+    data_port: int = ports.FOREGROUND_DATA
+    background_port: int = ports.BACKGROUND_DATA
+    version: str = __version__
+    max_in_flight: int = 16
+    per_peer_in_flight: int = 4
+    peer_failure_limit: int = 3
+    lease_renew_fraction: float = 0.3
+    register_retry_seconds: float = 30.0
+    checkin_jitter: float = 0.2
+
+    @property
+    def device_hex(self) -> str:
+        return self.device_id.hex()
+
+    @property
+    def subnet(self) -> str:
+        return str(ipaddress.ip_network(f"{self.ip}/{self.subnet_prefix}", strict=False))
+
+    @property
+    def broadcast_address(self) -> str:
+        network = ipaddress.ip_network(self.subnet)
+        return str(network.broadcast_address)
+
+
+class DownloadState(StrEnum):
+    WAITING_MANIFEST = "waiting for manifest"
+    DOWNLOADING = "downloading"
+    COMPLETE = "complete"
+
+
+@dataclass(slots=True)
+class Download:
+    """One assigned content on its way into the cache."""
+
+    content_id: ContentId
+    background: bool
+    started_at: float
+    state: DownloadState = DownloadState.WAITING_MANIFEST
+    manifest: Manifest | None = None
+    picker: ChunkPicker[Address] | None = None
+    source: LeaseDecision | None = None
+    lease_due: float = 0.0
+    lease_pending: bool = False
+    peers_due: float = 0.0
+    manifest_requested: bool = False
+    requests: dict[int, tuple[Address, int]] = field(default_factory=dict)
+    bytes_from_peers: int = 0
+    bytes_from_server: int = 0
+    peers_used: set[str] = field(default_factory=set)
+    failures: dict[Address, int] = field(default_factory=dict)
+    banned: set[str] = field(default_factory=set)
+    completed_at: float | None = None
+    note: str = ""
+
+    @property
+    def mode(self) -> Mode:
+        return Mode.BACKGROUND if self.background else Mode.FOREGROUND
+
+
+@dataclass(slots=True)
+class AgentCounters:
+    chunks_served: int = 0
+    bytes_served: int = 0
+    requests_refused: int = 0
+    bad_chunks: int = 0
+    peers_banned: int = 0
+    store_errors: int = 0
+
+
+@dataclass(slots=True)
+class _BlobRequest:
+    kind: str  # "assignments" or "manifest"
+    digest: bytes
+    content_id: ContentId | None = None
+
+
+class AgentCore:
+    """Sans-I/O client agent (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        store: ContentStoreLike,
+        now: float,
+        *,
+        rng: random.Random | None = None,
+        transfer_config: TransferConfig | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.rng = rng or random.Random()
+        self.counters = AgentCounters()
+        self.control = ControlClient(
+            server=config.server, key=config.server_key, device_id=config.device_id, now=now
+        )
+        self.engines = {
+            Mode.FOREGROUND: TransferEngine(config=transfer_config, now=now),
+            Mode.BACKGROUND: TransferEngine(config=transfer_config, now=now),
+        }
+        self.discovery = DiscoveryMachine(
+            DiscoveryConfig(
+                port=config.discovery_port,
+                broadcast_address=config.broadcast_address,
+                scope=(config.subnet,),
+                local_addresses=(config.ip,),
+            ),
+            now,
+        )
+        self.registration: Registered | None = None
+        self.refusal: Refused | None = None
+        self.server_note = "registering with the P2P server"
+        self.downloads: dict[ContentId, Download] = {}
+        self._console_key: VerifyKey | None = None
+        self._assignments_digest: bytes | None = None
+        self._blobs: dict[tuple[Mode, int], _BlobRequest] = {}
+        self._register_due: float | None = now
+        self._checkin_due: float | None = None
+        self._now = now
+
+    # ------------------------------------------------------------- bindings
+
+    def bindings(self) -> dict[int, Any]:
+        """Port -> sans-I/O machine, for the shell or the simulator."""
+        config = self.config
+        return {
+            config.control_port: self.control,
+            config.discovery_port: self.discovery,
+            config.data_port: self.engines[Mode.FOREGROUND],
+            config.background_port: self.engines[Mode.BACKGROUND],
+        }
+
+    @property
+    def office_type(self) -> OfficeType:
+        return self.registration.office_type if self.registration else OfficeType.NONE
+
+    @property
+    def shares(self) -> bool:
+        """Does this client's office share content peer to peer?"""
+        return self.office_type in (OfficeType.DEFAULT, OfficeType.WIFI)
+
+    def server_data_address(self, mode: Mode) -> Address:
+        port = self.config.background_port if mode is Mode.BACKGROUND else self.config.data_port
+        return self.config.server[0], port
+
+    def _peer_address(self, ip: str, mode: Mode) -> Address:
+        port = self.config.background_port if mode is Mode.BACKGROUND else self.config.data_port
+        return ip, port
+
+    # --------------------------------------------------------------- timers
+
+    def get_timer(self) -> float | None:
+        deadlines = [self._register_due, self._checkin_due]
+        for download in self.downloads.values():
+            if download.state is DownloadState.DOWNLOADING:
+                if not download.lease_pending:
+                    deadlines.append(download.lease_due)
+                if self.office_type is OfficeType.WIFI:
+                    deadlines.append(download.peers_due)
+        return min((deadline for deadline in deadlines if deadline is not None), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        self._now = now
+        if self._register_due is not None and self._register_due <= now:
+            self._register_due = None
+            self.control.register(
+                self.config.version, self.config.hostname, self.config.subnet_prefix, now
+            )
+        if self._checkin_due is not None and self._checkin_due <= now:
+            self._check_in(now)
+        for download in self.downloads.values():
+            if download.state is not DownloadState.DOWNLOADING:
+                continue
+            if not download.lease_pending and download.lease_due <= now:
+                download.lease_pending = True
+                self.control.lease(download.content_id, now)
+            if self.office_type is OfficeType.WIFI and download.peers_due <= now:
+                download.peers_due = now + PEER_LIST_REFRESH
+                self.control.peers(download.content_id, now)
+
+    def _check_in(self, now: float) -> None:
+        assert self.registration is not None
+        progress = [self._progress(download) for download in self.downloads.values()]
+        for start in range(0, max(len(progress), 1), MAX_CHECKIN_ENTRIES):
+            self.control.check_in(progress[start : start + MAX_CHECKIN_ENTRIES], now)
+        interval = self.registration.checkin_seconds
+        jitter = self.config.checkin_jitter
+        self._checkin_due = now + interval * self.rng.uniform(1 - jitter, 1 + jitter)
+
+    def _progress(self, download: Download) -> ContentProgress:
+        done, count = 0, 0
+        if download.manifest is not None:
+            count = download.manifest.chunk_count
+            done = len(self.store.verified(download.content_id))
+        return ContentProgress(
+            download.content_id, done, count, download.bytes_from_peers, download.bytes_from_server
+        )
+
+    # ----------------------------------------------------------------- poll
+
+    def poll(self, now: float) -> None:
+        """Drain every machine's events and act on them; then schedule requests."""
+        self._now = now
+        while (control_event := self.control.next_event()) is not None:
+            if isinstance(control_event, ControlAnswered):
+                self._on_answer(control_event.request, control_event.reply, now)
+            elif isinstance(control_event, ControlTimedOut):
+                self._on_control_timeout(control_event.request, now)
+            elif isinstance(control_event, ServerKeyRejected):
+                self.server_note = (
+                    f"the P2P server refused us: {control_event.message} "
+                    "(check this client's server key)"
+                )
+        while (discovery_event := self.discovery.next_event()) is not None:
+            if isinstance(discovery_event, PeerAvailable):
+                self._on_peer_available(discovery_event)
+            elif isinstance(discovery_event, PeerVersionRejected):
+                self._note_all(
+                    f"peer {discovery_event.peer} speaks protocol versions "
+                    f"{discovery_event.min_version}..{discovery_event.max_version} only"
+                )
+        for mode, engine in self.engines.items():
+            while (event := engine.next_event()) is not None:
+                self._on_transfer_event(mode, engine, event, now)
+        for download in self.downloads.values():
+            if download.state is DownloadState.DOWNLOADING:
+                self._schedule_requests(download, now)
+
+    # --------------------------------------------------------- control replies
+
+    def _on_answer(self, request: ControlBody, reply: ControlBody, now: float) -> None:
+        if isinstance(reply, Refused):
+            self._on_refused(request, reply, now)
+        elif isinstance(reply, Registered):
+            self._on_registered(reply, now)
+        elif isinstance(reply, CheckInReply):
+            self._on_assignments_digest(reply, now)
+        elif isinstance(reply, ManifestReply):
+            self._fetch_blob(
+                _BlobRequest("manifest", reply.manifest_sha256, reply.content_id),
+                reply.manifest_length,
+                now,
+            )
+        elif isinstance(reply, LeaseReply):
+            self._on_lease(reply, now)
+        elif isinstance(reply, PeerList):
+            download = self.downloads.get(reply.content_id)
+            if download is not None and download.state is DownloadState.DOWNLOADING:
+                self.discovery.search(reply.content_id, now, [ip for ip, _ in reply.peers])
+
+    def _on_refused(self, request: ControlBody, reply: Refused, now: float) -> None:
+        self.refusal = reply
+        self.server_note = f"refused by the P2P server: {reply.message}"
+        if reply.cause is RefusalCause.UNKNOWN_DEVICE or isinstance(request, Register):
+            if reply.cause is RefusalCause.UNKNOWN_DEVICE:
+                self.registration = None
+                self._register_due = now
+            else:
+                self._register_due = now + self.config.register_retry_seconds
+            self._checkin_due = None
+            return
+        content_id = getattr(request, "content_id", None)
+        download = self.downloads.get(content_id) if content_id is not None else None
+        if download is not None:
+            download.note = reply.message
+            download.lease_pending = False
+            download.lease_due = now + RETRY_SOON
+            download.manifest_requested = False
+
+    def _on_control_timeout(self, request: ControlBody, now: float) -> None:
+        self.server_note = f"the P2P server at {self.config.server[0]} does not answer"
+        if isinstance(request, Register):
+            self._register_due = now + RETRY_SOON
+        elif isinstance(request, Lease | ManifestInfo | Peers):
+            download = self.downloads.get(request.content_id)
+            if download is not None:
+                download.lease_pending = False
+                download.lease_due = now + RETRY_SOON
+                download.manifest_requested = False
+                if isinstance(request, ManifestInfo):
+                    self._request_manifest(download, now)
+        elif isinstance(request, CheckIn) and self.registration is not None:
+            self._checkin_due = min(self._checkin_due or now + RETRY_SOON, now + RETRY_SOON)
+
+    def _on_registered(self, reply: Registered, now: float) -> None:
+        first = self.registration is None
+        self.registration, self.refusal = reply, None
+        try:
+            self._console_key = VerifyKey.from_raw(reply.console_key)
+        except ShoalError:
+            self.server_note = "the P2P server sent an invalid console key"
+            return
+        office = reply.office or "no office (server downloads only)"
+        self.server_note = f"registered with the P2P server, office {office}"
+        ports = (reply.discovery_port, reply.data_port, reply.background_port)
+        installed = (self.config.discovery_port, self.config.data_port, self.config.background_port)
+        if ports != installed:
+            self.server_note += (
+                f"; the console sets ports {ports} (discovery, data, background), "
+                f"this client runs on {installed}: restart it to apply"
+            )
+        if first:
+            self._announce_holdings(now)
+        self._check_in(now)
+
+    def _announce_holdings(self, now: float) -> None:
+        if not self.shares:
+            return
+        for info in self.store.entries():
+            if info.verified_chunks:
+                self.discovery.set_holding(
+                    info.content_id, self.store.verified(info.content_id), now
+                )
+
+    def _on_assignments_digest(self, reply: CheckInReply, now: float) -> None:
+        if reply.assignments_length == 0 or reply.assignments_sha256 == self._assignments_digest:
+            return
+        if any(blob.kind == "assignments" for blob in self._blobs.values()):
+            return
+        self._fetch_blob(
+            _BlobRequest("assignments", reply.assignments_sha256), reply.assignments_length, now
+        )
+
+    def _fetch_blob(self, request: _BlobRequest, length: int, now: float) -> None:
+        engine = self.engines[Mode.FOREGROUND]
+        request_id = engine.request_chunk(
+            self.server_data_address(Mode.FOREGROUND),
+            ContentId(request.digest),
+            0,
+            length,
+            request.digest,
+            Mode.FOREGROUND,
+            now,
+        )
+        self._blobs[(Mode.FOREGROUND, request_id)] = request
+
+    def _on_blob(self, request: _BlobRequest, data: bytes, now: float) -> None:
+        assert self._console_key is not None
+        if request.kind == "assignments":
+            try:
+                mine = parse_signed_assignments(
+                    data,
+                    self._console_key,
+                    self.config.device_hex,
+                    self.registration.office if self.registration else None,
+                )
+            except AssignmentsInvalid as error:
+                self.server_note = str(error)
+                return
+            self._assignments_digest = request.digest
+            self._apply_assignments({a.content_id: a.background for a in mine}, now)
+            return
+        assert request.content_id is not None
+        download = self.downloads.get(request.content_id)
+        if download is None:
+            return
+        try:
+            manifest = verify_manifest_file(data, [self._console_key])
+            if manifest.content_id != request.content_id:
+                raise ManifestError("manifest is for another content")
+            self.store.add(data, pinned=True)
+        except (ManifestError, StoreError) as error:
+            download.note = f"manifest refused: {error}"
+            download.manifest_requested = False
+            return
+        self._start_download(download, now)
+
+    def _apply_assignments(self, assigned: dict[ContentId, bool], now: float) -> None:
+        for content_id in [cid for cid in self.downloads if cid not in assigned]:
+            self.downloads.pop(content_id)
+            self.discovery.stop_search(content_id)
+            if content_id in self.store:
+                self.store.unpin(content_id)  # kept in the cache, evictable
+        for content_id, background in assigned.items():
+            if content_id in self.downloads:
+                continue
+            download = self.downloads[content_id] = Download(content_id, background, now)
+            if content_id in self.store:
+                self.store.pin(content_id)
+                self._start_download(download, now)
+            else:
+                self._request_manifest(download, now)
+
+    def _request_manifest(self, download: Download, now: float) -> None:
+        if not download.manifest_requested:
+            download.manifest_requested = True
+            self.control.manifest_info(download.content_id, now)
+
+    # ------------------------------------------------------------- downloads
+
+    def _start_download(self, download: Download, now: float) -> None:
+        manifest = self.store.manifest(download.content_id)
+        download.manifest = manifest
+        have = self.store.verified(download.content_id)
+        if have.complete:
+            self._complete(download, now)
+            return
+        download.state = DownloadState.DOWNLOADING
+        download.picker = ChunkPicker(
+            have, max_in_flight_per_peer=self.config.per_peer_in_flight, rng=self.rng
+        )
+        download.lease_due = now
+        download.peers_due = now
+        if self.office_type is OfficeType.DEFAULT:
+            self.discovery.search(download.content_id, now)
+        self.handle_timer(now)
+
+    def _on_lease(self, reply: LeaseReply, now: float) -> None:
+        download = self.downloads.get(reply.content_id)
+        if download is None or download.picker is None:
+            return
+        download.lease_pending = False
+        download.source = reply.decision
+        server = self.server_data_address(download.mode)
+        full = ChunkSet.full(download.picker.have.count)
+        valid = reply.valid_ms / 1000
+        if reply.decision is LeaseDecision.REDIRECTED:
+            for chunk_index in download.picker.peer_gone(server):
+                self._cancel_to(download, server, chunk_index, now)
+            download.lease_due = now + max(valid, 1.0)
+            download.note = f"rendezvous point of the office: {reply.holder[0]}"
+            return
+        if server not in download.picker.peers:
+            download.picker.peer_has(server, full, origin=True)
+        if reply.decision is LeaseDecision.GRANTED:
+            download.lease_due = now + max(valid * self.config.lease_renew_fraction, 0.5)
+            download.note = "this client is the office's rendezvous point"
+        else:
+            download.lease_due = float("inf")
+            download.note = "this office does not share: downloading from the server"
+
+    def _on_peer_available(self, event: PeerAvailable) -> None:
+        download = self.downloads.get(event.content_id)
+        if download is None or download.picker is None or download.manifest is None:
+            return
+        if event.chunks.count != download.manifest.chunk_count or event.peer in download.banned:
+            return
+        download.picker.peer_has(self._peer_address(event.peer, download.mode), event.chunks)
+
+    def _schedule_requests(self, download: Download, now: float) -> None:
+        assert download.picker is not None and download.manifest is not None
+        engine = self.engines[download.mode]
+        in_flight = sum(len(d.requests) for d in self.downloads.values() if d.mode is download.mode)
+        limit = self.config.max_in_flight - in_flight
+        for peer, chunk_index in download.picker.next_requests(limit):
+            request_id = engine.request_chunk(
+                peer,
+                download.content_id,
+                chunk_index,
+                download.manifest.chunk_length(chunk_index),
+                download.manifest.chunk_hashes[chunk_index],
+                download.mode,
+                now,
+            )
+            download.requests[request_id] = (peer, chunk_index)
+
+    def _cancel_to(self, download: Download, peer: Address, chunk_index: int, now: float) -> None:
+        for request_id, (asked, index) in list(download.requests.items()):
+            if asked == peer and index == chunk_index:
+                del download.requests[request_id]
+                self.engines[download.mode].cancel(request_id, now)
+
+    def _complete(self, download: Download, now: float) -> None:
+        download.state = DownloadState.COMPLETE
+        download.completed_at = now
+        download.note = "complete"
+        self.discovery.stop_search(download.content_id)
+        for request_id in list(download.requests):
+            self.engines[download.mode].cancel(request_id, now)
+        download.requests.clear()
+        self._checkin_due = now  # tell the server (and the console) at once
+
+    # ------------------------------------------------------------ transfers
+
+    def _on_transfer_event(
+        self, mode: Mode, engine: TransferEngine, event: object, now: float
+    ) -> None:
+        if isinstance(event, ChunkRequested):
+            self._serve(engine, event, now)
+            return
+        if isinstance(event, ChunkDelivered):
+            self.counters.chunks_served += 1
+            return
+        if isinstance(event, VersionRejected):
+            self._note_all(
+                f"peer {event.peer[0]} speaks protocol versions "
+                f"{event.min_version}..{event.max_version} only"
+            )
+            for affected in self.downloads.values():
+                if affected.picker is not None:
+                    affected.picker.peer_gone(event.peer)
+            return
+        request_id = getattr(event, "request_id", None)
+        if request_id is None:
+            return
+        if isinstance(event, TransferTimedOut) and event.role is Role.SENDER:
+            return
+        blob = self._blobs.pop((mode, request_id), None)
+        if blob is not None:
+            if isinstance(event, ChunkReceived):
+                self._on_blob(blob, event.data, now)
+            elif blob.kind == "manifest" and blob.content_id in self.downloads:
+                self.downloads[blob.content_id].manifest_requested = False
+                self._request_manifest(self.downloads[blob.content_id], now)
+            return
+        content_id: ContentId | None = getattr(event, "content_id", None)
+        download = self.downloads.get(content_id) if content_id is not None else None
+        if download is None or request_id not in download.requests:
+            return
+        peer, chunk_index = download.requests.pop(request_id)
+        assert download.picker is not None
+        if isinstance(event, ChunkReceived):
+            self._on_chunk(download, peer, chunk_index, event.data, now)
+        elif isinstance(event, ChunkCorrupted):
+            self.counters.bad_chunks += 1
+            if peer == self.server_data_address(download.mode):
+                download.picker.failed(chunk_index, peer)
+                return
+            download.banned.add(peer[0])
+            download.picker.ban(peer)
+            self.counters.peers_banned += 1
+            download.note = f"peer {peer[0]} sent a bad chunk: banned for this content"
+            self.control.bad_peer(download.content_id, peer, chunk_index, now)
+        elif isinstance(event, ChunkRefused | TransferTimedOut):
+            download.picker.failed(chunk_index, peer)
+            if peer == self.server_data_address(download.mode):
+                if isinstance(event, ChunkRefused) and event.reason is RefusalReason.BUSY:
+                    download.picker.peer_gone(peer)
+                    download.lease_due = now
+                return
+            failures = download.failures[peer] = download.failures.get(peer, 0) + 1
+            if failures >= self.config.peer_failure_limit or (
+                isinstance(event, ChunkRefused) and event.reason is RefusalReason.NOT_FOUND
+            ):
+                download.picker.peer_gone(peer)
+                download.failures.pop(peer, None)
+
+    def _on_chunk(
+        self, download: Download, peer: Address, chunk_index: int, data: bytes, now: float
+    ) -> None:
+        assert download.picker is not None and download.manifest is not None
+        try:
+            complete = self.store.write_chunk(download.content_id, chunk_index, data)
+        except StoreError as error:
+            self.counters.store_errors += 1
+            download.note = f"cache error: {error}"
+            download.picker.failed(chunk_index, peer)
+            return
+        if peer == self.server_data_address(download.mode):
+            download.bytes_from_server += len(data)
+        else:
+            download.bytes_from_peers += len(data)
+            download.peers_used.add(peer[0])
+        download.failures.pop(peer, None)
+        for loser in download.picker.received(chunk_index, peer):
+            self._cancel_to(download, loser, chunk_index, now)
+        if self.shares:
+            self.discovery.chunk_added(
+                download.content_id, chunk_index, download.manifest.chunk_count, now
+            )
+        if complete:
+            self._complete(download, now)
+
+    def _serve(self, engine: TransferEngine, event: ChunkRequested, now: float) -> None:
+        if not self.shares or event.content_id not in self.store:
+            self.counters.requests_refused += 1
+            engine.refuse_chunk(event.peer, event.request_id, RefusalReason.NOT_FOUND, now)
+            return
+        try:
+            data = self.store.read_chunk(event.content_id, event.chunk_index)
+        except (StoreError, ShoalError, IndexError):
+            self.counters.requests_refused += 1
+            engine.refuse_chunk(event.peer, event.request_id, RefusalReason.NOT_FOUND, now)
+            return
+        if len(data) != event.chunk_length:
+            engine.refuse_chunk(event.peer, event.request_id, RefusalReason.INVALID_REQUEST, now)
+            return
+        self.counters.bytes_served += len(data)
+        engine.send_chunk(event.peer, event.request_id, data, now)
+
+    def _note_all(self, note: str) -> None:
+        for download in self.downloads.values():
+            if download.state is DownloadState.DOWNLOADING:
+                download.note = note
+
+    # --------------------------------------------------------------- status
+
+    def status(self, now: float) -> dict[str, Any]:
+        """What ``shoal client status`` shows."""
+        registration = self.registration
+        downloads = []
+        for download in self.downloads.values():
+            progress = self._progress(download)
+            size = download.manifest.size if download.manifest else 0
+            downloads.append(
+                {
+                    "content_id": download.content_id.hex,
+                    "state": download.state.value,
+                    "mode": "background" if download.background else "foreground",
+                    "size": size,
+                    "chunks_done": progress.chunks_done,
+                    "chunks": progress.chunk_count,
+                    "bytes_from_peers": download.bytes_from_peers,
+                    "bytes_from_server": download.bytes_from_server,
+                    "peers_used": sorted(download.peers_used),
+                    "source": download.source.name.lower() if download.source is not None else None,
+                    "started_at": download.started_at,
+                    "completed_at": download.completed_at,
+                    "note": download.note,
+                }
+            )
+        return {
+            "device_id": self.config.device_hex,
+            "version": self.config.version,
+            "server": f"{self.config.server[0]}:{self.config.server[1]}",
+            "registered": registration is not None,
+            "office": registration.office if registration else None,
+            "office_type": self.office_type.name,
+            "licence": (
+                None
+                if registration is None
+                else {
+                    "state": registration.licence_state.name,
+                    "seats_over": registration.seats_over,
+                }
+            ),
+            "refusal": (
+                {"cause": self.refusal.cause.name, "message": self.refusal.message}
+                if self.refusal
+                else None
+            ),
+            "note": self.server_note,
+            "downloads": downloads,
+            "served": {"chunks": self.counters.chunks_served, "bytes": self.counters.bytes_served},
+            "updated_at": now,
+        }

@@ -1,0 +1,289 @@
+"""``shoal client``: the agent process on a device.
+
+Theory of operation
+-------------------
+The agent's identity (a random 16-byte device ID) is created at first start in
+``DATA_DIR/identity.json`` and kept across restarts and upgrades: it is the licence
+seat. Reinstalling with the data directory kept keeps the seat; a wiped data directory
+is a new device and takes a new seat (retire the old one in the console, ``DELETE
+/api/v1/devices/{id}``, to free it).
+
+One asyncio loop runs ``AgentCore`` through ``ApplicationRunner``: control on an
+ephemeral port to the server, discovery on the broadcast port (all addresses, so
+broadcasts arrive), and the two data ports. The cache is a ``ContentStore`` in
+``DATA_DIR/cache``; downloads resume from its verified chunks after any restart.
+Every second (and when something changes) the agent writes ``DATA_DIR/status.json``
+atomically; ``shoal client status`` reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from shoal import __version__, ports
+from shoal.client.agent import AgentConfig, AgentCore
+from shoal.core.errors import ShoalError
+from shoal.lab.faults import CorruptingStore
+from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
+from shoal.net.udp import UdpConfig
+from shoal.protocol.transfer import Mode
+from shoal.store.content_store import ContentStore
+
+log = logging.getLogger("shoal.client")
+STATUS_FILE = "status.json"
+IDENTITY_FILE = "identity.json"
+
+
+class ClientSetupError(ShoalError):
+    """The agent cannot start: bad server key, no address toward the server, bad identity."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientConfig:
+    """How ``shoal client run`` was started (see its ``--help``)."""
+
+    data_dir: Path
+    server: str
+    server_key: str
+    server_port: int = ports.CONTROL
+    ip: str | None = None
+    prefix: int | None = None
+    hostname: str = ""
+    discovery_port: int = ports.DISCOVERY
+    data_port: int = ports.FOREGROUND_DATA
+    background_port: int = ports.BACKGROUND_DATA
+    cache_bytes: int | None = None
+    status_seconds: float = 1.0
+    bind_all: bool = True  # False: bind --ip only (several agents on one host, no broadcast)
+    version: str = __version__  # another value only in compatibility tests
+    corrupt_served_chunks: bool = False  # lab only: act as a lying peer
+
+
+def load_identity(data_dir: Path) -> bytes:
+    """The device ID, created (and fsynced) at first start."""
+    path = data_dir / IDENTITY_FILE
+    if path.exists():
+        try:
+            device_id = bytes.fromhex(json.loads(path.read_text())["device_id"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ClientSetupError(f"{path}: unreadable device identity ({error})") from None
+        if len(device_id) != 16:
+            raise ClientSetupError(f"{path}: device ID must be 16 bytes")
+        return device_id
+    device_id = os.urandom(16)
+    document = {"device_id": device_id.hex(), "created": datetime.now(UTC).isoformat()}
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w") as output:
+        json.dump(document, output)
+        output.flush()
+        os.fsync(output.fileno())
+    os.replace(temporary, path)
+    return device_id
+
+
+def parse_server_key(text: str) -> bytes:
+    try:
+        key = bytes.fromhex(text.strip())
+    except ValueError:
+        raise ClientSetupError(
+            "the server key must be hexadecimal (from `shoal server "
+            "client-key` or the server's log)"
+        ) from None
+    if len(key) < 16:
+        raise ClientSetupError("the server key is too short (32 hex digits expected)")
+    return key
+
+
+def local_address_toward(server: str, port: int) -> str:
+    """The source address this host uses to reach the server (no packet is sent)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect((server, port))
+        return str(probe.getsockname()[0])
+    except OSError as error:
+        raise ClientSetupError(f"no route to the P2P server {server}: {error}") from None
+    finally:
+        probe.close()
+
+
+def prefix_of(ip: str) -> int | None:
+    """The subnet prefix length of a local IPv4 address (Linux ``ip``), if found."""
+    try:
+        output = subprocess.run(
+            ["ip", "-o", "-4", "addr", "show"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(rf"inet {re.escape(ip)}/(\d+)", output)
+    return int(match.group(1)) if match else None
+
+
+def write_status(data_dir: Path, status: dict[str, Any]) -> None:
+    path = data_dir / STATUS_FILE
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(status, indent=1, sort_keys=True))
+    os.replace(temporary, path)
+
+
+class ClientService:
+    """The agent process."""
+
+    def __init__(self, config: ClientConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.device_id = load_identity(config.data_dir)
+        self.server_key = parse_server_key(config.server_key)
+        self.ip = config.ip or local_address_toward(config.server, config.server_port)
+        prefix = config.prefix if config.prefix is not None else prefix_of(self.ip)
+        if prefix is None:
+            log.warning("subnet of %s not found; assuming /24 (pass --prefix)", self.ip)
+            prefix = 24
+        self.prefix = prefix
+        store_kind = CorruptingStore if config.corrupt_served_chunks else ContentStore
+        self.store = store_kind(
+            config.data_dir / "cache", capacity_bytes=config.cache_bytes, strict=False
+        )
+        for problem in self.store.problems:
+            log.warning("cache: %s; rebuilding it from the bytes on disk", problem.reason)
+            self.store.repair(problem.content_id)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        agent_config = AgentConfig(
+            device_id=self.device_id,
+            hostname=config.hostname or socket.gethostname(),
+            ip=self.ip,
+            subnet_prefix=self.prefix,
+            server=(config.server, config.server_port),
+            server_key=self.server_key,
+            control_port=0,
+            version=config.version,
+            discovery_port=config.discovery_port,
+            data_port=config.data_port,
+            background_port=config.background_port,
+        )
+        agent = AgentCore(agent_config, self.store, loop.time())
+        # Broadcasts reach only a socket bound to the wildcard address.
+        listen = "0.0.0.0" if config.bind_all else self.ip
+        runner = ApplicationRunner(
+            agent,
+            [
+                Binding(agent.control, self.ip, 0),
+                Binding(
+                    agent.discovery,
+                    listen,
+                    config.discovery_port,
+                    UdpConfig(broadcast=True, gso=False, gro=False),
+                ),
+                Binding(agent.engines[Mode.FOREGROUND], listen, config.data_port),
+                Binding(agent.engines[Mode.BACKGROUND], listen, config.background_port),
+            ],
+        )
+        log.info(
+            "client %s (%s/%d) -> P2P server %s:%d",
+            self.device_id.hex()[:8],
+            self.ip,
+            self.prefix,
+            config.server,
+            config.server_port,
+        )
+        last_note = ""
+        try:
+            while not stop.is_set():
+                status = agent.status(loop.time())
+                status["wall_time"] = time.time()
+                status["pid"] = os.getpid()
+                write_status(config.data_dir, status)
+                note = status["note"]
+                if note != last_note:
+                    (log.warning if status["refusal"] else log.info)("%s", note)
+                    last_note = note
+                await sleep_or_stop(stop, config.status_seconds)
+        finally:
+            runner.close()
+            status = agent.status(loop.time())
+            status["wall_time"] = time.time()
+            status["stopped"] = True
+            write_status(config.data_dir, status)
+            self.store.close()
+
+
+def read_status(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / STATUS_FILE
+    try:
+        status: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ClientSetupError(
+            f"{path}: no status yet (is `shoal client run --data-dir {data_dir}` running?)"
+        ) from None
+    except ValueError as error:
+        raise ClientSetupError(f"{path}: unreadable status ({error})") from None
+    return status
+
+
+def _bytes(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.1f} {unit}" if unit != "B" else f"{count} B"
+        value /= 1024
+    return f"{count} B"
+
+
+def render_status(status: dict[str, Any], width: int = 24) -> str:
+    """The human view of ``shoal client status``."""
+    lines = []
+    age = time.time() - float(status.get("wall_time", 0))
+    running = not status.get("stopped") and age < 10
+    state = "running" if running else f"NOT RUNNING (last status {age:.0f} s ago)"
+    lines.append(f"shoal client {status['version']}  device {status['device_id']}  [{state}]")
+    office = status.get("office") or "none"
+    lines.append(f"P2P server {status['server']}   office {office} ({status['office_type']})")
+    licence = status.get("licence")
+    if licence:
+        over = licence["seats_over"]
+        text = licence["state"] + (f": {over} seats over the licence" if over else "")
+        lines.append(f"licence {text}")
+    refusal = status.get("refusal")
+    if refusal:
+        lines.append(f"REFUSED ({refusal['cause']}): {refusal['message']}")
+    lines.append(f"note: {status['note']}")
+    downloads = status.get("downloads", [])
+    if not downloads:
+        lines.append("no assignments yet")
+    for download in downloads:
+        chunks, done = download["chunks"], download["chunks_done"]
+        fraction = done / chunks if chunks else (1.0 if download["state"] == "complete" else 0)
+        bar = "#" * round(fraction * width) + "-" * (width - round(fraction * width))
+        lines.append(
+            f"{download['content_id'][:12]}  {download['state']:<20} [{bar}] "
+            f"{fraction * 100:5.1f}%  {done}/{chunks} chunks"
+        )
+        peers = ", ".join(download["peers_used"]) or "none"
+        lines.append(
+            f"    from peers {_bytes(download['bytes_from_peers'])}, from server "
+            f"{_bytes(download['bytes_from_server'])}; peers used: {peers}"
+        )
+        if download["note"]:
+            lines.append(f"    {download['note']}")
+    served = status.get("served", {})
+    lines.append(
+        f"served to peers: {served.get('chunks', 0)} chunks, {_bytes(served.get('bytes', 0))}"
+    )
+    return "\n".join(lines)

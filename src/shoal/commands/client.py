@@ -1,0 +1,137 @@
+"""``shoal client run`` and ``shoal client status``: the agent on a device."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from shoal import __version__, ports
+from shoal.commands.daemon import LOG_LEVELS, run_until_signalled, setup_logging
+from shoal.core.chunking import parse_size
+
+DATA_DIR = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("client-data"),
+    show_default=True,
+    envvar="SHOAL_CLIENT_DATA_DIR",
+    help="Device identity, cache and status (created at first start).",
+)
+
+
+@click.group()
+def client() -> None:
+    """The agent on every device: downloads assignments from peers, serves its cache."""
+
+
+@client.command("run")
+@DATA_DIR
+@click.option(
+    "--server", required=True, envvar="SHOAL_SERVER", help="The P2P server's address (IP or name)."
+)
+@click.option(
+    "--server-key",
+    required=True,
+    envvar="SHOAL_SERVER_KEY",
+    help="The client key of that server (`shoal server client-key`).",
+)
+@click.option("--server-port", default=ports.CONTROL, show_default=True, type=int)
+@click.option("--ip", help="This device's address (default: the one that routes to the server).")
+@click.option(
+    "--prefix",
+    type=click.IntRange(0, 32),
+    help="Subnet prefix length of --ip (default: read from the interface).",
+)
+@click.option("--hostname", default="", help="Name shown in the console (default: host name).")
+@click.option("--discovery-port", default=ports.DISCOVERY, show_default=True, type=int)
+@click.option("--data-port", default=ports.FOREGROUND_DATA, show_default=True, type=int)
+@click.option("--background-port", default=ports.BACKGROUND_DATA, show_default=True, type=int)
+@click.option(
+    "--cache-size",
+    help="Cap of the cache (e.g. 20G); unassigned content is evicted "
+    "least recently used first. Unlimited without it.",
+)
+@click.option(
+    "--bind-ip",
+    is_flag=True,
+    help="Listen on --ip only, not on every address: for several agents on one host "
+    "(broadcast discovery then needs a WiFi office's peer lists).",
+)
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@click.option("--claim-version", hidden=True, help="Compatibility tests: report this version.")
+@click.option(
+    "--corrupt-served-chunks",
+    is_flag=True,
+    hidden=True,
+    help="Lab only: serve peers corrupted chunks (a lying peer).",
+)
+def run(
+    data_dir: Path,
+    server: str,
+    server_key: str,
+    server_port: int,
+    ip: str | None,
+    prefix: int | None,
+    hostname: str,
+    discovery_port: int,
+    data_port: int,
+    background_port: int,
+    cache_size: str | None,
+    bind_ip: bool,
+    log_level: str,
+    claim_version: str | None,
+    corrupt_served_chunks: bool,
+) -> None:
+    """Run the agent: register (one licence seat), check in, download, serve peers."""
+    from shoal.client.service import ClientConfig, ClientService
+
+    setup_logging(log_level)
+    service = ClientService(
+        ClientConfig(
+            data_dir=data_dir,
+            server=server,
+            server_key=server_key,
+            server_port=server_port,
+            ip=ip,
+            prefix=prefix,
+            hostname=hostname,
+            discovery_port=discovery_port,
+            data_port=data_port,
+            background_port=background_port,
+            cache_bytes=parse_size(cache_size) if cache_size else None,
+            bind_all=not bind_ip,
+            version=claim_version or __version__,
+            corrupt_served_chunks=corrupt_served_chunks,
+        )
+    )
+    run_until_signalled(service.run)
+
+
+@client.command("status")
+@DATA_DIR
+@click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")
+@click.option("--watch", is_flag=True, help="Redraw every second until Ctrl-C.")
+def status(data_dir: Path, as_json: bool, watch: bool) -> None:
+    """Show each assignment with progress, bytes from peers and from the server,
+    peers used, and any refusal by the server (what to upgrade, licence problems)."""
+    from shoal.client.service import read_status, render_status
+
+    while True:
+        current = read_status(data_dir)
+        if as_json:
+            click.echo(json.dumps(current, sort_keys=True))
+        else:
+            text = render_status(current)
+            if watch and sys.stdout.isatty():
+                click.clear()
+            click.echo(text)
+        if not watch:
+            return
+        time.sleep(1)
+
+
+COMMANDS = (client,)

@@ -1,0 +1,109 @@
+"""``shoal console``: run the management console (web service, REST API, HTTPS)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from shoal.console.state import ConsoleConfig
+
+
+@click.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("console-data"),
+    show_default=True,
+    envvar="SHOAL_CONSOLE_DATA_DIR",
+    help="Keys, certificate, SQLite database and uploaded packages (created at first start).",
+)
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8443, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--database-url",
+    envvar="SHOAL_DATABASE_URL",
+    help="PostgreSQL URL (postgresql://user:pass@host/db); SQLite in --data-dir without it.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="PEM certificate (chain); a self-signed one is made at first start without it.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="PEM private key of --tls-cert.",
+)
+@click.option(
+    "--tls-name",
+    "tls_names",
+    multiple=True,
+    help="Name or address the self-signed certificate also covers (repeat); the --host "
+    "address is added when it is not a wildcard.",
+)
+@click.option(
+    "--no-tls",
+    is_flag=True,
+    help="Serve plain HTTP (only behind a TLS-terminating proxy).",
+)
+@click.option(
+    "--vendor-public-key",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    envvar="SHOAL_VENDOR_PUBLIC_KEY",
+    help="Vendor public key that signs licence keys; the shipped development key without it.",
+)
+@click.option(
+    "--admin-username",
+    default="admin",
+    show_default=True,
+    help="Name of the first administrator (created at first start).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="info",
+    show_default=True,
+)
+def console(
+    data_dir: Path,
+    host: str,
+    port: int,
+    database_url: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_names: tuple[str, ...],
+    no_tls: bool,
+    vendor_public_key: Path | None,
+    admin_username: str,
+    log_level: str,
+) -> None:
+    """Run the console: REST API under /api/v1 over HTTPS (OpenAPI at /api/v1/docs).
+
+    At first start it creates the data directory, its signing key, a self-signed
+    certificate, the P2P server authentication key, the database schema and the first
+    administrator, whose password comes from SHOAL_ADMIN_PASSWORD or is generated and
+    printed once.
+    """
+    from shoal.console.app import serve
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("give both --tls-cert and --tls-key, or neither")
+    config = ConsoleConfig(
+        data_dir=data_dir,
+        database_url=database_url,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls=not no_tls,
+        tls_names=tls_names + ((host,) if host not in ("0.0.0.0", "::", "") else ()),
+        vendor_public_key=vendor_public_key,
+        admin_username=admin_username,
+    )
+    serve(config, host, port, log_level)
+
+
+COMMANDS = (console,)

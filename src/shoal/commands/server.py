@@ -1,0 +1,172 @@
+"""``shoal server run`` and ``shoal server client-key``: the P2P server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from shoal import ports
+from shoal.commands.daemon import LOG_LEVELS, run_until_signalled, setup_logging
+
+
+@click.group()
+def server() -> None:
+    """The P2P server: one per central office, origin of last resort for its clients."""
+
+
+@server.command("run")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("server-data"),
+    show_default=True,
+    envvar="SHOAL_SERVER_DATA_DIR",
+    help="Origin content store, SQLite state (created at first start).",
+)
+@click.option(
+    "--console",
+    "console_url",
+    required=True,
+    envvar="SHOAL_CONSOLE_URL",
+    help="The console's base URL, e.g. https://console.example:8443",
+)
+@click.option(
+    "--auth-key",
+    required=True,
+    envvar="SHOAL_SERVER_AUTH_KEY",
+    help="The P2P server authentication key shown by the console.",
+)
+@click.option(
+    "--console-ca",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    envvar="SHOAL_CONSOLE_CA",
+    help="CA (or self-signed) certificate the console's HTTPS must chain to.",
+)
+@click.option(
+    "--address",
+    required=True,
+    help="This server's IP address; it must be in a Central Office subnet.",
+)
+@click.option("--name", default="p2p-server", show_default=True, help="Name shown in the console.")
+@click.option(
+    "--database-url",
+    envvar="SHOAL_SERVER_DATABASE_URL",
+    help="PostgreSQL URL; SQLite in --data-dir without it.",
+)
+@click.option(
+    "--bind", default="0.0.0.0", show_default=True, help="Address the UDP sockets listen on."
+)
+@click.option("--control-port", default=ports.CONTROL, show_default=True, type=int)
+@click.option("--data-port", default=ports.FOREGROUND_DATA, show_default=True, type=int)
+@click.option("--background-port", default=ports.BACKGROUND_DATA, show_default=True, type=int)
+@click.option(
+    "--discovery-port",
+    default=ports.DISCOVERY,
+    show_default=True,
+    type=int,
+    help="The broadcast port clients are told to use.",
+)
+@click.option(
+    "--checkin-seconds",
+    default=60,
+    show_default=True,
+    type=click.IntRange(1, 86400),
+    help="How often clients check in (each adds +-20% jitter).",
+)
+@click.option(
+    "--lease-seconds",
+    default=10.0,
+    show_default=True,
+    type=float,
+    help="A rendezvous point silent this long is replaced.",
+)
+@click.option(
+    "--sync-seconds",
+    default=5.0,
+    show_default=True,
+    type=float,
+    help="How often to follow the console's change feed.",
+)
+@click.option(
+    "--report-seconds",
+    default=10.0,
+    show_default=True,
+    type=float,
+    help="How often to report clients and statistics to the console.",
+)
+@click.option(
+    "--no-direct",
+    is_flag=True,
+    help="Refuse clients outside every known network (default: serve them).",
+)
+@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+def run(
+    data_dir: Path,
+    console_url: str,
+    auth_key: str,
+    console_ca: Path | None,
+    address: str,
+    name: str,
+    database_url: str | None,
+    bind: str,
+    control_port: int,
+    data_port: int,
+    background_port: int,
+    discovery_port: int,
+    checkin_seconds: int,
+    lease_seconds: float,
+    sync_seconds: float,
+    report_seconds: float,
+    no_direct: bool,
+    log_level: str,
+) -> None:
+    """Run the P2P server: serve clients over UDP, follow the console over HTTPS.
+
+    It registers with the console (activated once a licence key is saved there),
+    fetches the content of every application into its origin store, and relays signed
+    assignments, manifests and rendezvous leases to its clients. Its log shows the
+    client key to give every client (`shoal client run --server-key`).
+    """
+    from shoal.server.service import ServerConfig, ServerService
+
+    setup_logging(log_level)
+    service = ServerService(
+        ServerConfig(
+            data_dir=data_dir,
+            console_url=console_url,
+            auth_key=auth_key,
+            address=address,
+            name=name,
+            console_ca=console_ca,
+            database_url=database_url,
+            bind=bind,
+            control_port=control_port,
+            data_port=data_port,
+            background_port=background_port,
+            discovery_port=discovery_port,
+            checkin_seconds=checkin_seconds,
+            lease_seconds=lease_seconds,
+            sync_seconds=sync_seconds,
+            report_seconds=report_seconds,
+            direct_outside_offices=not no_direct,
+        )
+    )
+    run_until_signalled(service.run)
+
+
+@server.command("client-key")
+@click.option(
+    "--auth-key",
+    required=True,
+    envvar="SHOAL_SERVER_AUTH_KEY",
+    help="The P2P server authentication key shown by the console.",
+)
+def client_key(auth_key: str) -> None:
+    """Print the key clients of this server need (derived from the authentication key)."""
+    from shoal.server.service import client_key_for
+
+    click.echo(client_key_for(auth_key).hex())
+
+
+COMMANDS = (server,)

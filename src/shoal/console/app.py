@@ -1,0 +1,170 @@
+"""The console web service: the FastAPI application and how ``shoal console`` runs it.
+
+FastAPI (on Starlette, served by uvicorn) is used because the API's pydantic models are
+at once the input validation (bad input -> 422 naming the field) and the published
+OpenAPI document (``/api/v1/openapi.json``, browsable at ``/api/v1/docs``) that
+schemathesis fuzzes. Plain Starlette would need both written by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError, IntegrityError
+
+from shoal import __version__
+from shoal.console import api, link_api, web
+from shoal.console.state import ConsoleConfig, ConsoleState, open_console
+from shoal.core.errors import ShoalError
+from shoal.topology import TopologyInvalid
+
+log = logging.getLogger("shoal.console")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class VersionHeader:
+    """Adds ``X-Shoal-Version`` to every answer, so a P2P server can check the console."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_version(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append((b"x-shoal-version", __version__.encode()))
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_version)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+    return f"{location or 'body'}: {error.get('msg', 'invalid')}"
+
+
+async def _validation_failed(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    problems = [_describe(item) for item in error.errors()]
+    return JSONResponse(
+        {"detail": "; ".join(problems[:10]) or "invalid request", "problems": problems},
+        status_code=422,
+    )
+
+
+async def _topology_invalid(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, TopologyInvalid)
+    return JSONResponse(
+        {
+            "detail": str(error),
+            "problems": [
+                {"where": problem.where, "field": problem.field, "message": problem.message}
+                for problem in error.problems
+            ],
+        },
+        status_code=422,
+    )
+
+
+async def _shoal_error(_request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, status_code=400)
+
+
+async def _database_refused(_request: Request, error: Exception) -> JSONResponse:
+    # Constraints on the models should stop bad values first; this is the safety net.
+    log.warning("database refused a value: %s", error)
+    return JSONResponse(
+        {"detail": "a value was refused by the database (too long or out of range)"},
+        status_code=422,
+    )
+
+
+async def _conflict(_request: Request, error: Exception) -> JSONResponse:
+    log.info("conflicting write: %s", error)
+    return JSONResponse(
+        {"detail": "conflicts with an existing record (written concurrently?); retry"},
+        status_code=409,
+    )
+
+
+def create_app(state: ConsoleState) -> FastAPI:
+    """The console's ASGI application over an opened ``ConsoleState``."""
+    app = FastAPI(
+        title="shoal console",
+        version=__version__,
+        description="Applications, devices, assignments, licence, topology, P2P settings, "
+        "and the link that P2P servers follow.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url="/api/v1/docs",
+        redoc_url=None,
+    )
+    app.state.console = state
+    app.include_router(api.router)
+    app.include_router(link_api.router)
+    app.include_router(web.router)
+    app.add_exception_handler(RequestValidationError, _validation_failed)
+    app.add_exception_handler(TopologyInvalid, _topology_invalid)
+    app.add_exception_handler(ShoalError, _shoal_error)
+    app.add_exception_handler(DataError, _database_refused)
+    app.add_exception_handler(IntegrityError, _conflict)
+    app.add_middleware(VersionHeader)
+    return app
+
+
+def serve(config: ConsoleConfig, host: str, port: int, log_level: str = "info") -> None:
+    """Open the console and serve it until interrupted (HTTPS unless TLS is off)."""
+    state = open_console(config)
+    scheme = "https" if config.tls else "http"
+    if state.generated_admin_password is not None:
+        # Printed once, on stdout, at the first start only.
+        print(
+            f"shoal console: first administrator {config.admin_username!r} created with "
+            f"password {state.generated_admin_password} (shown once; change it with "
+            "POST /api/v1/auth/password)",
+            flush=True,
+        )
+    if not config.tls:
+        log.warning("TLS is off: serve only behind a TLS-terminating proxy")
+    log.info(
+        "console %s listening on %s://%s:%d (data in %s, signing key %s)",
+        __version__,
+        scheme,
+        host,
+        port,
+        config.data_dir,
+        state.signing_key.verify_key.key_id.hex(),
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(state),
+            host=host,
+            port=port,
+            ssl_certfile=str(state.cert_path) if state.cert_path else None,
+            ssl_keyfile=str(state.key_path) if state.key_path else None,
+            log_config=None,
+            log_level=log_level,
+            access_log=False,
+            server_header=False,
+            timeout_graceful_shutdown=10,
+        )
+    )
+    try:
+        server.run()
+    finally:
+        state.close()

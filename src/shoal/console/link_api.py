@@ -1,0 +1,348 @@
+"""The console side of the console <-> P2P server link, under ``/api/v1/link``.
+
+Theory of operation
+-------------------
+Every request carries ``X-Shoal-Server-Key`` (the shared authentication key),
+``X-Shoal-Server-Id`` and ``X-Shoal-Version``; every answer carries the console's
+``X-Shoal-Version`` so the server can refuse an incompatible console too.
+
+1. ``POST register`` with the server's name and address. The address must be in a
+   Central Office subnet. With an active licence the server is *activated*.
+2. An activated server follows the change feed: ``GET changes?after=SEQ`` answers the
+   changes after SEQ in order (``content_added``/``content_removed`` with a content ID,
+   ``assignments_changed``, ``settings_changed``, ``topology_changed``,
+   ``licence_changed``). A new server starts at 0, so it sees every application that
+   exists: that is how activation hands it all content; later uploads follow as new
+   changes. For content it fetches ``content/ID/manifest`` (signed by the console key
+   given at registration) and ``content/ID`` (HTTP Range supported, to resume).
+3. It fetches ``settings``, ``topology`` and ``assignments`` (signed) when told to.
+4. It reports ``clients`` (its registry: this is where devices, seats and offices come
+   from) and ``stats`` (running totals of bytes from peers and from the server, per
+   content and office; re-sending the same totals is harmless).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, HTTPException, Path, Query, status
+from fastapi.responses import FileResponse, Response
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from shoal import __version__, topology
+from shoal.console import db, records, schemas
+from shoal.console.auth import Console, Database, LinkedServer, Server
+from shoal.console.state import ConsoleState
+from shoal.licensing import LicenceStatus
+
+log = logging.getLogger("shoal.console")
+
+router = APIRouter(prefix="/api/v1/link", tags=["link"])
+ERRORS: dict[int | str, dict[str, object]] = {
+    code: {"model": schemas.Problem} for code in (400, 401, 403, 404, 409, 422)
+}
+ContentIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
+FEED_PAGE = 1000
+
+
+def _licence_out(licence: LicenceStatus) -> schemas.LicenceOut:
+    return schemas.LicenceOut(**licence.as_dict())  # type: ignore[arg-type]
+
+
+def activated_server(session: Session, server: LinkedServer) -> db.Server:
+    """The registered, activated server row; 403 explains what is missing."""
+    row = session.get(db.Server, server.server_id)
+    if row is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"P2P server {server.server_id!r} is not registered: POST /api/v1/link/register first",
+        )
+    if row.activated_at is None:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN,
+            f"P2P server {server.server_id!r} is not activated: save a valid licence key on "
+            "the console (PUT /api/v1/license), then register again",
+        )
+    return row
+
+
+@router.post("/register", response_model=schemas.RegistrationOut, responses=ERRORS)
+def register(
+    body: schemas.ServerRegistration, server: Server, state: Console, session: Database
+) -> schemas.RegistrationOut:
+    """Register (or re-register) a P2P server; activates it when the licence allows."""
+    if body.server_id != server.server_id:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"server_id {body.server_id!r} differs from the X-Shoal-Server-Id header "
+            f"{server.server_id!r}",
+        )
+    tree = records.load_topology(session)
+    try:
+        topology.check_server_address(tree, body.address)
+    except topology.ServerOutsideCentralOffice as error:
+        log.warning("refused P2P server %s: %s", body.server_id, error)
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
+    now = state.clock()
+    licence = state.licence_status(session)
+    row = session.get(db.Server, body.server_id)
+    if row is None:
+        row = db.Server(
+            id=body.server_id,
+            name=body.name,
+            address=body.address,
+            version=server.version,
+            registered_at=now,
+            last_seen=now,
+            activated_at=None,
+        )
+        session.add(row)
+    row.name, row.address, row.version, row.last_seen = body.name, body.address, server.version, now
+    if row.activated_at is None and licence.active:
+        row.activated_at = now
+        log.info("activated P2P server %s (%s) at %s", row.id, row.name, row.address)
+    session.commit()
+    activated = row.activated_at is not None
+    message = (
+        "activated: follow GET /api/v1/link/changes from 0 to receive every application"
+        if activated
+        else f"registered but not activated: {licence.message}"
+    )
+    if licence.seats_over:
+        message += f"; licence overage: {licence.seats_over} seats over"
+    return schemas.RegistrationOut(
+        server_id=row.id,
+        console_version=__version__,
+        console_key=state.signing_key.verify_key.raw.hex(),
+        activated=activated,
+        licence=_licence_out(licence),
+        message=message,
+    )
+
+
+@router.get("/changes", response_model=schemas.ChangeBatch, responses=ERRORS)
+def changes(
+    server: Server,
+    state: Console,
+    session: Database,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=FEED_PAGE)] = FEED_PAGE,
+) -> schemas.ChangeBatch:
+    """Changes after sequence number ``after``, oldest first (a page of ``limit``)."""
+    row = activated_server(session, server)
+    row.last_seen = state.clock()
+    session.commit()
+    found = session.scalars(
+        select(db.Change).where(db.Change.seq > after).order_by(db.Change.seq).limit(limit + 1)
+    ).all()
+    page = found[:limit]
+    return schemas.ChangeBatch(
+        changes=[
+            schemas.ChangeOut(seq=change.seq, kind=change.kind, subject=change.subject)
+            for change in page
+        ],
+        last_seq=page[-1].seq if page else after,
+        more=len(found) > limit,
+    )
+
+
+def _known_content(session: Session, content_id: str) -> None:
+    exists = session.scalar(
+        select(db.ApplicationVersion.id).where(db.ApplicationVersion.content_id == content_id)
+    )
+    if exists is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"content {content_id} not found")
+
+
+@router.get(
+    "/content/{content_id}/manifest",
+    response_class=Response,
+    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+)
+def content_manifest(
+    content_id: ContentIdPath, server: Server, state: Console, session: Database
+) -> Response:
+    """The signed manifest of a content ID."""
+    activated_server(session, server)
+    _known_content(session, content_id)
+    return Response(
+        state.content.manifest_path(content_id).read_bytes(),
+        media_type="application/octet-stream",
+    )
+
+
+@router.get(
+    "/content/{content_id}",
+    response_class=FileResponse,
+    responses={**ERRORS, 200: {"content": {"application/octet-stream": {}}}},
+)
+def content_data(
+    content_id: ContentIdPath, server: Server, state: Console, session: Database
+) -> FileResponse:
+    """The package bytes; send ``Range: bytes=START-`` to resume."""
+    activated_server(session, server)
+    _known_content(session, content_id)
+    return FileResponse(state.content.data_path(content_id), media_type="application/octet-stream")
+
+
+@router.get("/settings", response_model=schemas.P2PSettings, responses=ERRORS)
+def link_settings(server: Server, session: Database) -> schemas.P2PSettings:
+    """P2P settings (ports, alternative ports, bandwidth per office) for the server."""
+    activated_server(session, server)
+    return records.load_p2p_settings(session)
+
+
+@router.get("/topology", response_model=schemas.TopologyIn, responses=ERRORS)
+def link_topology(server: Server, session: Database) -> schemas.TopologyIn:
+    """The office tree, in the JSON shape ``shoal.topology.parse_json`` reads."""
+    activated_server(session, server)
+    tree = records.load_topology(session)
+    return schemas.TopologyIn.model_validate(tree.to_json())
+
+
+@router.get("/assignments", response_model=schemas.SignedAssignments, responses=ERRORS)
+def link_assignments(
+    server: Server, state: Console, session: Database
+) -> schemas.SignedAssignments:
+    """Every assignment, signed by the console (office targets list their sub-offices)."""
+    activated_server(session, server)
+    tree = records.load_topology(session)
+    entries = []
+    for assignment in session.scalars(select(db.Assignment).order_by(db.Assignment.id)):
+        version = session.get_one(db.ApplicationVersion, assignment.version_id)
+        entries.append(
+            {
+                "id": assignment.id,
+                "content_id": version.content_id,
+                "target_kind": assignment.target_kind,
+                "target": assignment.target,
+                "offices": sorted(tree.subtree(assignment.target or ""))
+                if assignment.target_kind == schemas.TargetKind.OFFICE
+                else None,
+                "background": assignment.background,
+            }
+        )
+    document = {"generated_at": state.clock().isoformat(), "assignments": entries}
+    return records.sign_document(state.signing_key, document)
+
+
+@router.post("/clients", response_model=schemas.ClientReportOut, responses=ERRORS)
+async def report_clients(
+    body: schemas.ClientReport, server: Server, state: Console
+) -> schemas.ClientReportOut:
+    """The server's client registry: creates/updates devices, places them in offices."""
+    return await anyio.to_thread.run_sync(_record_clients, state, server, body)
+
+
+def _record_clients(
+    state: ConsoleState, server: LinkedServer, body: schemas.ClientReport
+) -> schemas.ClientReportOut:
+    with state.topology_lock, state.sessions() as session:
+        row = activated_server(session, server)
+        now = state.clock()
+        row.last_seen = now
+        before = state.licence_status(session)
+        tree = records.load_topology(session)
+        auto = records.auto_generated_offices(session)
+        tree_changed = False
+        placed: list[schemas.ClientPlaced] = []
+        for client in body.clients:
+            message: str | None = None
+            office: str | None
+            try:
+                new_tree, found = topology.with_client_subnet(tree, client.address, client.subnet)
+                office = found.name
+                if new_tree is not tree:
+                    tree, tree_changed = new_tree, True
+                    auto.add(found.name)
+                    log.info("new office %r for client subnet %s", found.name, client.subnet)
+            except (topology.TopologyInvalid, ValueError) as error:
+                office, message = None, f"placed in no office: {error}"
+            device = session.get(db.Device, client.device_id)
+            if device is None:
+                device = db.Device(
+                    id=client.device_id,
+                    first_seen=now,
+                    licensed=before.active,
+                    hostname=client.hostname,
+                    address=client.address,
+                    subnet=client.subnet,
+                    office=office,
+                    version=client.version,
+                    server_id=server.server_id,
+                    last_seen=now,
+                )
+                session.add(device)
+            elif not device.licensed and before.active:
+                device.licensed = True
+            device.hostname, device.address, device.subnet = (
+                client.hostname,
+                client.address,
+                client.subnet,
+            )
+            device.office, device.version, device.server_id = office, client.version, row.id
+            device.last_seen = now
+            if not device.licensed:
+                refusal = f"not licensed: {before.message}"
+                message = f"{message}; {refusal}" if message else refusal
+            session.flush()
+            session.execute(
+                delete(db.DeviceContent).where(db.DeviceContent.device_id == client.device_id)
+            )
+            for entry in {entry.content_id: entry for entry in client.content}.values():
+                session.add(
+                    db.DeviceContent(
+                        device_id=client.device_id,
+                        content_id=entry.content_id,
+                        bytes_done=entry.bytes_done,
+                        complete=entry.complete,
+                    )
+                )
+            placed.append(
+                schemas.ClientPlaced(
+                    device_id=client.device_id,
+                    office=office,
+                    licensed=device.licensed,
+                    message=message,
+                )
+            )
+        if tree_changed:
+            records.save_topology(state, session, tree, auto)
+        session.flush()
+        after = state.licence_status(session)
+        session.commit()
+    if after.seats_over > before.seats_over:
+        log.warning("licence overage: %s", after.message)
+    return schemas.ClientReportOut(clients=placed, licence=_licence_out(after))
+
+
+@router.post("/stats", status_code=204, responses=ERRORS)
+def report_stats(
+    body: schemas.StatReport, server: Server, state: Console, session: Database
+) -> None:
+    """Running totals of bytes from peers and from the server, per content and office."""
+    row = activated_server(session, server)
+    now = state.clock()
+    row.last_seen = now
+    for entry in body.entries:
+        stat = session.get(db.DownloadStat, (server.server_id, entry.content_id, entry.office))
+        if stat is None:
+            session.add(
+                db.DownloadStat(
+                    server_id=server.server_id,
+                    content_id=entry.content_id,
+                    office=entry.office,
+                    bytes_from_peers=entry.bytes_from_peers,
+                    bytes_from_server=entry.bytes_from_server,
+                    updated_at=now,
+                )
+            )
+        else:
+            stat.bytes_from_peers = entry.bytes_from_peers
+            stat.bytes_from_server = entry.bytes_from_server
+            stat.updated_at = now
+        session.flush()
+    session.commit()

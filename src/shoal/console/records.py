@@ -1,0 +1,214 @@
+"""Reading and writing the console's records: the pieces that several routes share."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from shoal import topology
+from shoal.assignments import sign_assignments
+from shoal.console import db, schemas
+from shoal.console.state import ConsoleState
+from shoal.core.signing import SigningKey
+
+log = logging.getLogger("shoal.console")
+
+P2P_SETTINGS_KEY = "p2p"
+
+
+def load_topology(session: Session) -> topology.Topology:
+    """The saved office tree (the default Central Office when none was saved)."""
+    rows = session.scalars(select(db.OfficeRow).order_by(db.OfficeRow.position)).all()
+    if not rows:
+        return topology.default_topology()
+    return topology.build(
+        topology.Office(
+            row.name,
+            row.parent,
+            topology.OfficeType(row.type),
+            tuple(ipaddress.ip_network(subnet) for subnet in row.subnets),
+        )
+        for row in rows
+    )
+
+
+def auto_generated_offices(session: Session) -> set[str]:
+    return set(
+        session.scalars(select(db.OfficeRow.name).where(db.OfficeRow.auto_generated.is_(True)))
+    )
+
+
+def save_topology(
+    state: ConsoleState, session: Session, tree: topology.Topology, auto: Iterable[str] = ()
+) -> None:
+    """Replace the office tree and move every device to the office its address is in."""
+    auto_names = set(auto)
+    session.execute(delete(db.OfficeRow))
+    for position, office in enumerate(tree.offices):
+        session.add(
+            db.OfficeRow(
+                name=office.name,
+                parent=office.parent,
+                type=office.type.value,
+                subnets=[str(subnet) for subnet in office.subnets],
+                position=position,
+                auto_generated=office.name in auto_names,
+            )
+        )
+    for device in session.scalars(select(db.Device)):
+        found = tree.office_for_address(device.address)
+        device.office = found.name if found else None
+    _prune_bandwidth_policies(session, tree)
+    state.record_change(session, "topology_changed")
+
+
+def _prune_bandwidth_policies(session: Session, tree: topology.Topology) -> None:
+    settings = load_p2p_settings(session)
+    kept = [policy for policy in settings.bandwidth if tree.get(policy.office) is not None]
+    if len(kept) != len(settings.bandwidth):
+        settings.bandwidth = kept
+        store_p2p_settings(session, settings)
+
+
+def load_p2p_settings(session: Session) -> schemas.P2PSettings:
+    row = session.get(db.Setting, P2P_SETTINGS_KEY)
+    if row is None:
+        return schemas.P2PSettings()
+    return schemas.P2PSettings.model_validate(row.value)
+
+
+def store_p2p_settings(session: Session, settings: schemas.P2PSettings) -> None:
+    row = session.get(db.Setting, P2P_SETTINGS_KEY)
+    value = settings.model_dump(mode="json")
+    if row is None:
+        session.add(db.Setting(key=P2P_SETTINGS_KEY, value=value))
+    else:
+        row.value = value
+
+
+def version_out(version: db.ApplicationVersion, application: db.Application) -> schemas.VersionOut:
+    return schemas.VersionOut(
+        id=version.id,
+        application_id=application.id,
+        application=application.name,
+        version=version.version,
+        confidential=application.confidential,
+        content_id=version.content_id,
+        size=version.size,
+        sha256=version.sha256,
+        chunk_size=version.chunk_size,
+        chunks=version.chunk_count,
+        created_at=version.created_at,
+    )
+
+
+def application_out(session: Session, application: db.Application) -> schemas.ApplicationOut:
+    versions = session.scalars(
+        select(db.ApplicationVersion)
+        .where(db.ApplicationVersion.application_id == application.id)
+        .order_by(db.ApplicationVersion.id)
+    ).all()
+    return schemas.ApplicationOut(
+        id=application.id,
+        name=application.name,
+        confidential=application.confidential,
+        created_at=application.created_at,
+        versions=[version_out(version, application) for version in versions],
+    )
+
+
+def device_out(
+    session: Session, device: db.Device, now: datetime, online_window: timedelta
+) -> schemas.DeviceOut:
+    cached = session.scalars(
+        select(db.DeviceContent).where(db.DeviceContent.device_id == device.id)
+    ).all()
+    return schemas.DeviceOut(
+        id=device.id,
+        hostname=device.hostname,
+        address=device.address,
+        subnet=device.subnet,
+        office=device.office,
+        version=device.version,
+        server_id=device.server_id,
+        licensed=device.licensed,
+        status="online" if now - device.last_seen <= online_window else "offline",
+        first_seen=device.first_seen,
+        last_seen=device.last_seen,
+        cached_content=[
+            schemas.CachedContent(
+                content_id=entry.content_id, bytes_done=entry.bytes_done, complete=entry.complete
+            )
+            for entry in cached
+        ],
+    )
+
+
+def targeted_devices(
+    session: Session, tree: topology.Topology, target_kind: str, target: str | None
+) -> Sequence[str]:
+    """Device IDs an assignment reaches now."""
+    query = select(db.Device.id)
+    if target_kind == schemas.TargetKind.DEVICE:
+        query = query.where(db.Device.id == target)
+    elif target_kind == schemas.TargetKind.OFFICE:
+        query = query.where(db.Device.office.in_(tree.subtree(target or "")))
+    return session.scalars(query).all()
+
+
+def assignment_out(
+    session: Session, assignment: db.Assignment, tree: topology.Topology
+) -> schemas.AssignmentOut:
+    """An assignment with its progress, aggregated from what servers reported."""
+    version = session.get_one(db.ApplicationVersion, assignment.version_id)
+    application = session.get_one(db.Application, version.application_id)
+    devices = targeted_devices(session, tree, assignment.target_kind, assignment.target)
+    complete = 0
+    bytes_done = 0
+    if devices:
+        row = session.execute(
+            select(
+                func.count().filter(db.DeviceContent.complete.is_(True)),
+                func.coalesce(func.sum(db.DeviceContent.bytes_done), 0),
+            ).where(
+                db.DeviceContent.content_id == version.content_id,
+                db.DeviceContent.device_id.in_(devices),
+            )
+        ).one()
+        complete, bytes_done = int(row[0]), int(row[1])
+    bytes_total = version.size * len(devices)
+    bytes_done = min(bytes_done, bytes_total)
+    percent = (
+        100.0 * bytes_done / bytes_total
+        if bytes_total
+        else (100.0 if devices and complete == len(devices) else 0.0)
+    )
+    return schemas.AssignmentOut(
+        id=assignment.id,
+        version_id=version.id,
+        application=application.name,
+        version=version.version,
+        content_id=version.content_id,
+        target_kind=assignment.target_kind,
+        target=assignment.target,
+        background=assignment.background,
+        created_at=assignment.created_at,
+        progress=schemas.Progress(
+            devices_targeted=len(devices),
+            devices_complete=complete,
+            bytes_done=bytes_done,
+            bytes_total=bytes_total,
+            percent=round(percent, 2),
+        ),
+    )
+
+
+def sign_document(key: SigningKey, document: Any) -> schemas.SignedAssignments:
+    """Canonical JSON of ``document`` and the console's Ed25519 signature over it."""
+    return schemas.SignedAssignments(**sign_assignments(key, document))

@@ -1,0 +1,354 @@
+"""The JSON shapes of the console API (pydantic models, published in the OpenAPI document).
+
+Every input type is constrained (lengths, ranges, patterns) so that bad input is refused
+with a 422 that names the field, before it reaches the database.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from shoal import ports as default_ports
+
+MAX_ID = 2**31 - 1
+MAX_BYTES = 2**62
+
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+ShortText = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+Password = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+NewPassword = Annotated[
+    str, StringConstraints(min_length=12, max_length=1000, pattern=r"^[^\x00]+$")
+]
+ContentIdText = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
+ByteCount = Annotated[int, Field(ge=0, le=MAX_BYTES)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Kbps = Annotated[int, Field(ge=1, le=100_000_000)]
+Address = Annotated[
+    str, StringConstraints(min_length=2, max_length=64, pattern=r"^[0-9A-Fa-f.:]+$")
+]
+Cidr = Annotated[
+    str, StringConstraints(min_length=4, max_length=64, pattern=r"^[0-9A-Fa-f.:]+/[0-9]{1,3}$")
+]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Problem(BaseModel):
+    """Every error answer: ``detail`` says what is wrong in one sentence."""
+
+    detail: str
+
+
+class LoginRequest(Strict):
+    username: ShortText
+    password: Password
+
+
+class AdminOut(BaseModel):
+    username: str
+    authenticated_by: str
+
+
+class PasswordChange(Strict):
+    current_password: Password
+    new_password: NewPassword
+
+
+class NewAdmin(Strict):
+    username: ShortText
+    password: NewPassword
+
+
+class AdminListed(BaseModel):
+    id: int
+    username: str
+    created_at: datetime
+
+
+class TokenRequest(Strict):
+    name: ShortText
+
+
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="Shown once: send it as 'Authorization: Bearer TOKEN'.")
+
+
+class LicenceOut(BaseModel):
+    state: str
+    active: bool
+    customer: str | None
+    seats: int
+    seats_used: int
+    seats_over: int
+    overage: bool
+    expires: str | None
+    days_left: int | None
+    message: str
+
+
+class LicenceSave(Strict):
+    key: Annotated[str, StringConstraints(min_length=1, max_length=10_000)]
+
+
+class VersionOut(BaseModel):
+    id: int
+    application_id: int
+    application: str
+    version: str
+    confidential: bool
+    content_id: str
+    size: int
+    sha256: str
+    chunk_size: int
+    chunks: int
+    created_at: datetime
+
+
+class ApplicationOut(BaseModel):
+    id: int
+    name: str
+    confidential: bool
+    created_at: datetime
+    versions: list[VersionOut]
+
+
+class ApplicationChange(Strict):
+    confidential: bool
+
+
+class CachedContent(BaseModel):
+    content_id: str
+    bytes_done: int
+    complete: bool
+
+
+class DeviceOut(BaseModel):
+    id: str
+    hostname: str
+    address: str
+    subnet: str
+    office: str | None
+    version: str
+    server_id: str
+    licensed: bool
+    status: str = Field(description="online when seen within the online window, else offline")
+    first_seen: datetime
+    last_seen: datetime
+    cached_content: list[CachedContent]
+
+
+class TargetKind(StrEnum):
+    DEVICE = "device"
+    OFFICE = "office"
+    EVERYONE = "everyone"
+
+
+class AssignmentRequest(Strict):
+    version_id: RowId
+    target_kind: TargetKind
+    target: Name | None = Field(
+        default=None, description="device ID or office name; empty for everyone"
+    )
+    background: bool = False
+
+
+class Progress(BaseModel):
+    devices_targeted: int
+    devices_complete: int
+    bytes_done: int
+    bytes_total: int
+    percent: float
+
+
+class AssignmentOut(BaseModel):
+    id: int
+    version_id: int
+    application: str
+    version: str
+    content_id: str
+    target_kind: str
+    target: str | None
+    background: bool
+    created_at: datetime
+    progress: Progress
+
+
+class OfficeOut(BaseModel):
+    office: str
+    parent: str | None
+    type: str
+    subnets: list[str]
+    auto_generated: bool
+    devices: int
+
+
+class OfficeIn(Strict):
+    office: Name
+    parent: Name | None = None
+    type: Annotated[str, StringConstraints(max_length=20)] = "Default"
+    subnets: Annotated[
+        list[Annotated[str, StringConstraints(max_length=64)]], Field(max_length=1000)
+    ]
+
+
+class TopologyIn(Strict):
+    offices: Annotated[list[OfficeIn], Field(max_length=100_000)]
+
+
+class TopologyOut(BaseModel):
+    offices: list[OfficeOut]
+
+
+class PortSet(Strict):
+    discovery: Port
+    control: Port
+    foreground_data: Port
+    background_data: Port
+
+
+class BandwidthPolicy(Strict):
+    office: Name
+    foreground_kbps: Kbps | None = Field(default=None, description="cap; none = unlimited")
+    background_kbps: Kbps | None = Field(default=None, description="cap; none = unlimited")
+    max_concurrent_downloads: Annotated[int, Field(ge=1, le=10_000)] | None = None
+
+
+class P2PSettings(Strict):
+    ports: PortSet = PortSet(
+        discovery=default_ports.DISCOVERY,
+        control=default_ports.CONTROL,
+        foreground_data=default_ports.FOREGROUND_DATA,
+        background_data=default_ports.BACKGROUND_DATA,
+    )
+    alternative_ports: PortSet | None = Field(
+        default=None, description="used by clients when the main ports are blocked or taken"
+    )
+    bandwidth: Annotated[list[BandwidthPolicy], Field(max_length=100_000)] = []
+
+
+class ServerOut(BaseModel):
+    id: str
+    name: str
+    address: str
+    version: str
+    registered_at: datetime
+    last_seen: datetime
+    activated: bool
+
+
+class ServerKeyOut(BaseModel):
+    key: str
+
+
+class DownloadReportRow(BaseModel):
+    content_id: str
+    office: str
+    bytes_from_peers: int
+    bytes_from_server: int
+    peer_share: float
+
+
+class StatusOut(BaseModel):
+    version: str
+    console_key_id: str
+    tls_fingerprint: str | None
+    licence: LicenceOut
+    applications: int
+    devices: int
+    servers: int
+
+
+# --- the console <-> P2P server link ---------------------------------------------------
+
+
+class ServerRegistration(Strict):
+    server_id: ShortText
+    name: Name
+    address: Address
+
+
+class RegistrationOut(BaseModel):
+    server_id: str
+    console_version: str
+    console_key: str = Field(description="raw Ed25519 public key (hex) that signs manifests")
+    activated: bool
+    licence: LicenceOut
+    message: str
+
+
+class ChangeOut(BaseModel):
+    seq: int
+    kind: str
+    subject: str | None
+
+
+class ChangeBatch(BaseModel):
+    changes: list[ChangeOut]
+    last_seq: int
+    more: bool
+
+
+class ClientContent(Strict):
+    content_id: ContentIdText
+    bytes_done: ByteCount
+    complete: bool
+
+
+class ClientRecord(Strict):
+    device_id: ShortText
+    hostname: Name
+    address: Address
+    subnet: Cidr
+    version: Annotated[str, StringConstraints(max_length=40, pattern=r"^\d+\.\d+\.\d+\S*$")]
+    content: Annotated[list[ClientContent], Field(max_length=100_000)] = []
+
+
+class ClientReport(Strict):
+    clients: Annotated[list[ClientRecord], Field(max_length=100_000)]
+
+
+class ClientPlaced(BaseModel):
+    device_id: str
+    office: str | None
+    licensed: bool
+    message: str | None
+
+
+class ClientReportOut(BaseModel):
+    clients: list[ClientPlaced]
+    licence: LicenceOut
+
+
+class StatEntry(Strict):
+    content_id: ContentIdText
+    office: Name
+    bytes_from_peers: ByteCount
+    bytes_from_server: ByteCount
+
+
+class StatReport(Strict):
+    entries: Annotated[list[StatEntry], Field(max_length=100_000)]
+
+
+class SignedAssignments(BaseModel):
+    document: str = Field(description="canonical JSON of the assignments")
+    signature: str = Field(description="Ed25519 signature of document, hex")
+    key_id: str

@@ -1,0 +1,194 @@
+"""The console's configuration and what it opens at start (first start creates it all).
+
+First start, in ``DATA_DIR``:
+
+- ``console.db``             the SQLite store (unless a database URL is given)
+- ``console-signing.key``    Ed25519 key that signs manifests and assignments (+ ``.pub``)
+- ``tls/cert.pem``, ``tls/key.pem``  a self-signed certificate (unless one is given)
+- ``server-auth.key``        the key P2P servers present on the link
+- ``content/``               packages and their signed manifests
+
+and the first administrator (password from ``SHOAL_ADMIN_PASSWORD`` or generated and
+printed once).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from shoal.console import db
+from shoal.console.content import ContentDirectory
+from shoal.console.security import (
+    create_self_signed_certificate,
+    hash_password,
+    load_or_create_server_key,
+)
+from shoal.core.signing import SigningKey, VerifyKey
+from shoal.licensing import DEV_VENDOR_KEY, Licence, LicenceError, LicenceStatus, read_licence
+from shoal.licensing import evaluate as evaluate_licence
+
+log = logging.getLogger("shoal.console")
+
+Clock = Callable[[], datetime]
+ADMIN_PASSWORD_VARIABLE = "SHOAL_ADMIN_PASSWORD"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleConfig:
+    """Everything ``shoal console`` is told at start."""
+
+    data_dir: Path
+    database_url: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls: bool = True
+    tls_names: tuple[str, ...] = ()
+    """Extra names and addresses for the self-signed certificate (the host's address)."""
+    vendor_public_key: Path | None = None
+    admin_username: str = "admin"
+    online_window_seconds: int = 900
+    session_hours: int = 12
+
+
+@dataclass(slots=True)
+class ConsoleState:
+    """The opened console: database, keys, content, clock. Shared by every request."""
+
+    config: ConsoleConfig
+    engine: Engine
+    sessions: sessionmaker[Session]
+    content: ContentDirectory
+    signing_key: SigningKey
+    vendor_key: VerifyKey
+    server_key: str
+    cert_path: Path | None
+    key_path: Path | None
+    clock: Clock = utc_now
+    generated_admin_password: str | None = None
+    content_lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held from moving a package into place to committing its row, and by deletes."""
+    topology_lock: threading.Lock = field(default_factory=threading.Lock)
+    """Serialises topology writes (uploads and offices auto-generated from reports)."""
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def licence(self, session: Session) -> Licence | None:
+        """The saved licence, or None (a saved key that no longer verifies is logged)."""
+        row = session.get(db.LicenceKey, 1)
+        if row is None:
+            return None
+        try:
+            return read_licence(row.key_text, self.vendor_key)
+        except LicenceError as error:
+            log.error("saved licence key is not valid for this console: %s", error)
+            return None
+
+    def licence_status(self, session: Session) -> LicenceStatus:
+        """The licence as shown anywhere, counting seats used now."""
+        seats_used = session.scalar(
+            select(func.count()).select_from(db.Device).where(db.Device.licensed.is_(True))
+        )
+        return evaluate_licence(self.licence(session), seats_used or 0, self.clock())
+
+    def record_change(self, session: Session, kind: str, subject: str | None = None) -> None:
+        """Append to the change feed P2P servers follow (in the caller's transaction)."""
+        session.add(db.Change(kind=kind, subject=subject, created_at=self.clock()))
+
+
+def _signing_key(data_dir: Path) -> SigningKey:
+    path = data_dir / "console-signing.key"
+    if path.exists():
+        return SigningKey.load(path)
+    key = SigningKey.generate()
+    key.save(path)
+    key.verify_key.save(data_dir / "console-signing.key.pub")
+    log.info("created the console signing key %s", key.verify_key.key_id.hex())
+    return key
+
+
+def _certificate(config: ConsoleConfig, now: datetime) -> tuple[Path | None, Path | None]:
+    if not config.tls:
+        return None, None
+    if config.tls_cert is not None or config.tls_key is not None:
+        if config.tls_cert is None or config.tls_key is None:
+            raise ValueError("give both --tls-cert and --tls-key, or neither")
+        return config.tls_cert, config.tls_key
+    directory = config.data_dir / "tls"
+    directory.mkdir(mode=0o700, exist_ok=True)
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    if not (cert_path.exists() and key_path.exists()):
+        create_self_signed_certificate(cert_path, key_path, now, config.tls_names)
+        log.info("created a self-signed TLS certificate in %s", cert_path)
+    return cert_path, key_path
+
+
+def _first_admin(state: ConsoleState) -> None:
+    with state.sessions.begin() as session:
+        if session.scalar(select(func.count()).select_from(db.Admin)):
+            return
+        password = os.environ.get(ADMIN_PASSWORD_VARIABLE)
+        if not password:
+            password = secrets.token_urlsafe(15)
+            state.generated_admin_password = password
+        session.add(
+            db.Admin(
+                username=state.config.admin_username,
+                password_hash=hash_password(password),
+                created_at=state.clock(),
+            )
+        )
+    log.info("created the first administrator %r", state.config.admin_username)
+
+
+def open_console(config: ConsoleConfig, clock: Clock = utc_now) -> ConsoleState:
+    """Open (on first start: create) the console described by ``config``."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    signing_key = _signing_key(config.data_dir)
+    cert_path, key_path = _certificate(config, clock())
+    vendor_key = VerifyKey.load(config.vendor_public_key or DEV_VENDOR_KEY)
+    if config.vendor_public_key is None:
+        log.warning(
+            "trusting the development vendor key shipped with shoal (%s): fine for "
+            "self-hosting and tests; give --vendor-public-key in production",
+            vendor_key.key_id.hex(),
+        )
+    engine, sessions = db.open_database(db.database_url(config.database_url, config.data_dir))
+    content = ContentDirectory(config.data_dir / "content")
+    state = ConsoleState(
+        config=config,
+        engine=engine,
+        sessions=sessions,
+        content=content,
+        signing_key=signing_key,
+        vendor_key=vendor_key,
+        server_key=load_or_create_server_key(config.data_dir / "server-auth.key"),
+        cert_path=cert_path,
+        key_path=key_path,
+        clock=clock,
+    )
+    _first_admin(state)
+    leftovers = content.clear_temporary()
+    if leftovers:
+        log.info("removed %d unfinished uploads (never acknowledged)", leftovers)
+    with sessions() as session:
+        content.remove_orphans(session.scalars(select(db.ApplicationVersion.content_id)))
+        status = state.licence_status(session)
+    (log.warning if status.seats_over or not status.active else log.info)(
+        "licence: %s", status.message
+    )
+    return state

@@ -1,0 +1,114 @@
+"""An administrator's script client of the console's REST API (HTTPS, bearer token).
+
+Used by ``make demo``, the lab and the end-to-end tests to do what an administrator
+does in the console: log in, save a licence key, upload the topology, upload an
+application, assign it, and watch devices and reports.
+"""
+
+from __future__ import annotations
+
+import ssl
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shoal.core.errors import ShoalError
+from shoal.core.signing import SigningKey
+from shoal.licensing import DEV_VENDOR_KEY, issue_licence
+
+
+class ConsoleRequestFailed(ShoalError):
+    """The console refused a request; the message is its answer."""
+
+
+class ConsoleAdmin:
+    """A logged-in administrator session on the console."""
+
+    def __init__(
+        self,
+        base_url: str,
+        ca_certificate: Path,
+        username: str,
+        password: str,
+        timeout: float = 300.0,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/") + "/api/v1",
+            verify=ssl.create_default_context(cafile=ca_certificate),
+            timeout=timeout,
+        )
+        self._check(
+            self._http.post("/auth/login", json={"username": username, "password": password})
+        )
+        token = self._check(self._http.post("/tokens", json={"name": "shoal-lab"})).json()
+        self._http.cookies.clear()
+        self._http.headers["Authorization"] = f"Bearer {token['token']}"
+
+    def close(self) -> None:
+        self._http.close()
+
+    @staticmethod
+    def _check(response: httpx.Response) -> httpx.Response:
+        if response.status_code >= 400:
+            raise ConsoleRequestFailed(
+                f"{response.request.method} {response.request.url.path}: "
+                f"{response.status_code} {response.text[:500]}"
+            )
+        return response
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self._check(self._http.get(path, params=params)).json()
+
+    def save_licence(self, seats: int, expires: date, customer: str = "Lab") -> dict[str, Any]:
+        """Issue a licence with the development vendor key and save it (activation)."""
+        key = issue_licence(SigningKey.load(DEV_VENDOR_KEY), customer, seats, expires, date.today())
+        result: dict[str, Any] = self._check(self._http.put("/license", json={"key": key})).json()
+        return result
+
+    def set_topology(self, offices: list[dict[str, Any]]) -> None:
+        self._check(self._http.put("/topology", json={"offices": offices}))
+
+    def server_auth_key(self) -> str:
+        return str(self.get("/servers/auth-key")["key"])
+
+    def upload(self, path: Path, name: str, version: str) -> dict[str, Any]:
+        """Stream a package to the console; return the new version (id, content ID...)."""
+        with open(path, "rb") as package:
+            response = self._check(
+                self._http.post(
+                    "/applications",
+                    params={"name": name, "version": version},
+                    content=package,
+                    headers={"content-type": "application/octet-stream"},
+                )
+            )
+        version_row: dict[str, Any] = response.json()
+        return version_row
+
+    def assign(
+        self,
+        version_id: int,
+        target_kind: str = "everyone",
+        target: str | None = None,
+        background: bool = False,
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = self._check(
+            self._http.post(
+                "/assignments",
+                json={
+                    "version_id": version_id,
+                    "target_kind": target_kind,
+                    "target": target,
+                    "background": background,
+                },
+            )
+        ).json()
+        return result
+
+    def __enter__(self) -> ConsoleAdmin:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

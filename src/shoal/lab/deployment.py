@@ -1,0 +1,394 @@
+"""A whole shoal site as real processes: console, P2P server, clients; driven by a script.
+
+Theory of operation
+-------------------
+``Deployment`` places processes on *hosts* of a ``Placement``: the namespaces of an
+``EmulatedNetwork`` (as root), or addresses on loopback (anyone). It then does what an
+administrator does, through the console's REST API:
+
+1. start ``shoal console`` on the central host, log in;
+2. upload the topology (Central Office + the lab's offices), save a licence key;
+3. start ``shoal server`` on the central host (it registers and is activated);
+4. upload the package and assign it to everyone;
+5. start ``shoal client`` on every office host;
+6. follow the clients' status files until every one completes, or time runs out.
+
+Every process is stopped, and the namespaces deleted, by ``close`` (or the ``with``
+block), whatever happened.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from shoal.client.service import STATUS_FILE
+from shoal.core.errors import ShoalError
+from shoal.lab.admin import ConsoleAdmin
+from shoal.lab.netns import stop_processes
+from shoal.lab.network import CENTRAL, EmulatedNetwork, LabHost
+from shoal.server.service import client_key_for
+
+CONSOLE_PORT = 8443
+ADMIN_PASSWORD = "shoal lab administrator"
+
+
+class DeploymentError(ShoalError):
+    """A process of the deployment failed to start or the site did not converge."""
+
+
+class Placement(Protocol):
+    """Where processes run: hosts with addresses, and how to start a process on one."""
+
+    management_address: str
+
+    def office_hosts(self, office: str) -> list[LabHost]: ...
+    def host(self, name: str) -> LabHost: ...
+    def spawn(
+        self,
+        host: LabHost,
+        argv: Sequence[str],
+        log: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class NamespacePlacement:
+    """Hosts are the namespaces of an emulated network (root only)."""
+
+    network: EmulatedNetwork
+    management_address: str = ""
+
+    def __post_init__(self) -> None:
+        self.management_address = self.network.host(f"{CENTRAL}-0").address
+
+    def office_hosts(self, office: str) -> list[LabHost]:
+        return self.network.office_hosts(office)
+
+    def host(self, name: str) -> LabHost:
+        return self.network.host(name)
+
+    def spawn(
+        self,
+        host: LabHost,
+        argv: Sequence[str],
+        log: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        return self.network.spawn(host, argv, log, env)
+
+    def close(self) -> None:
+        self.network.close()
+
+
+@dataclass
+class LoopbackPlacement:
+    """Hosts are loopback addresses (127.0.0.10 central, 127.0.1.N clients) on this host."""
+
+    clients: int
+    office: str = "branch"
+    management_address: str = "127.0.0.10"
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def office_hosts(self, office: str) -> list[LabHost]:
+        if office == CENTRAL:
+            return [LabHost(f"{CENTRAL}-0", "", "127.0.0.10", CENTRAL)]
+        return [
+            LabHost(f"{office}-{index}", "", f"127.0.1.{index + 10}", office)
+            for index in range(self.clients)
+        ]
+
+    def host(self, name: str) -> LabHost:
+        office = name.rsplit("-", 1)[0]
+        for host in self.office_hosts(office):
+            if host.name == name:
+                return host
+        raise DeploymentError(f"no host {name!r}")
+
+    def spawn(
+        self,
+        host: LabHost,
+        argv: Sequence[str],
+        log: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        output = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            process = subprocess.Popen(list(argv), stdout=output, stderr=subprocess.STDOUT, env=env)
+        finally:
+            if log is not None:
+                output.close()  # type: ignore[union-attr]
+        self.processes.append(process)
+        return process
+
+    def close(self) -> None:
+        stop_processes(self.processes)
+
+
+@dataclass(frozen=True, slots=True)
+class OfficeSetup:
+    """An office of the site as the console's topology knows it."""
+
+    name: str
+    subnet: str
+    type: str = "Default"
+
+
+@dataclass
+class Deployment:
+    """Console, P2P server and clients on a placement; see the module docstring."""
+
+    placement: Placement
+    work: Path
+    offices: list[OfficeSetup]
+    central_subnet: str
+    loopback: bool = False
+    checkin_seconds: int = 3
+    lease_seconds: float = 5.0
+    say: Callable[[str], None] = print
+    admin: ConsoleAdmin | None = None
+    console_host: LabHost | None = None
+    client_key: str = ""
+    clients: dict[str, LabHost] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    # ------------------------------------------------------------- processes
+
+    def _shoal(self, *arguments: str) -> list[str]:
+        return [sys.executable, "-m", "shoal", *arguments]
+
+    def _log(self, name: str) -> Path:
+        return self.work / f"{name}.log"
+
+    def _spawn(
+        self, name: str, host: LabHost, argv: list[str], env: dict[str, str] | None = None
+    ) -> None:
+        self.processes[name] = self.placement.spawn(host, argv, self._log(name), env)
+
+    def _check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                tail = self._log(name).read_text(errors="replace")[-3000:]
+                raise DeploymentError(f"{name} exited with {process.returncode}:\n{tail}")
+
+    @property
+    def console_url(self) -> str:
+        return f"https://{self.placement.management_address}:{CONSOLE_PORT}"
+
+    @property
+    def console_cert(self) -> Path:
+        return self.work / "console" / "tls" / "cert.pem"
+
+    def start_console(self, timeout: float = 90.0) -> ConsoleAdmin:
+        self.work.mkdir(parents=True, exist_ok=True)
+        host = self.placement.host(f"{CENTRAL}-0")
+        self.console_host = host
+        env = {**os.environ, "SHOAL_ADMIN_PASSWORD": ADMIN_PASSWORD}
+        self._spawn(
+            "console",
+            host,
+            self._shoal(
+                "console",
+                "--data-dir",
+                str(self.work / "console"),
+                "--host",
+                host.address,
+                "--port",
+                str(CONSOLE_PORT),
+                "--log-level",
+                "warning",
+            ),
+            env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            if self.console_cert.exists():
+                try:
+                    httpx.get(
+                        self.console_url + "/api/v1/health",
+                        timeout=2,
+                        verify=ssl.create_default_context(cafile=self.console_cert),
+                    )
+                    break
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+        else:
+            raise DeploymentError(f"the console did not answer within {timeout:.0f} s")
+        self.admin = ConsoleAdmin(self.console_url, self.console_cert, "admin", ADMIN_PASSWORD)
+        return self.admin
+
+    def configure(self, seats: int) -> None:
+        """Topology and licence, as the administrator would set them."""
+        assert self.admin is not None
+        offices: list[dict[str, Any]] = [
+            {
+                "office": "Central Office",
+                "parent": None,
+                "type": "Default",
+                "subnets": [self.central_subnet],
+            }
+        ]
+        offices += [
+            {
+                "office": office.name,
+                "parent": "Central Office",
+                "type": office.type,
+                "subnets": [office.subnet],
+            }
+            for office in self.offices
+        ]
+        self.admin.set_topology(offices)
+        licence = self.admin.save_licence(seats, date.today() + timedelta(days=365))
+        self.say(f"licence saved: {licence['seats']} seats ({licence['message']})")
+
+    def start_server(self) -> None:
+        assert self.admin is not None and self.console_host is not None
+        auth_key = self.admin.server_auth_key()
+        self.client_key = client_key_for(auth_key).hex()
+        host = self.console_host
+        self._spawn(
+            "server",
+            host,
+            self._shoal(
+                "server",
+                "run",
+                "--data-dir",
+                str(self.work / "server"),
+                "--console",
+                self.console_url,
+                "--auth-key",
+                auth_key,
+                "--console-ca",
+                str(self.console_cert),
+                "--address",
+                host.address,
+                "--bind",
+                host.address,
+                "--sync-seconds",
+                "1",
+                "--report-seconds",
+                "2",
+                "--checkin-seconds",
+                str(self.checkin_seconds),
+                "--lease-seconds",
+                str(self.lease_seconds),
+                "--log-level",
+                "info",
+            ),
+        )
+
+    def wait_for_server(self, timeout: float = 60.0) -> None:
+        assert self.admin is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            if any(row["activated"] for row in self.admin.get("/servers")):
+                return
+            time.sleep(0.3)
+        raise DeploymentError(f"the P2P server was not activated within {timeout:.0f} s")
+
+    def upload_and_assign(
+        self, package: Path, name: str = "SampleApp", version: str = "1.0"
+    ) -> dict[str, Any]:
+        assert self.admin is not None
+        row = self.admin.upload(package, name, version)
+        self.admin.assign(row["id"])
+        return row
+
+    def start_clients(
+        self, hosts: Sequence[LabHost], extra_arguments: dict[str, list[str]] | None = None
+    ) -> None:
+        """Start a client on each host (``extra_arguments`` by host name, e.g. faults)."""
+        assert self.console_host is not None
+        for host in hosts:
+            argv = self._shoal(
+                "client",
+                "run",
+                "--data-dir",
+                str(self.client_dir(host)),
+                "--server",
+                self.console_host.address,
+                "--server-key",
+                self.client_key,
+                "--ip",
+                host.address,
+                "--prefix",
+                "24",
+                "--hostname",
+                host.name,
+            )
+            if self.loopback:
+                argv.append("--bind-ip")
+            argv += (extra_arguments or {}).get(host.name, [])
+            self._spawn(f"client-{host.name}", host, argv)
+            self.clients[host.name] = host
+
+    def client_dir(self, host: LabHost) -> Path:
+        return self.work / f"client-{host.name}"
+
+    def client_status(self, host: LabHost) -> dict[str, Any] | None:
+        try:
+            status: dict[str, Any] = json.loads((self.client_dir(host) / STATUS_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+        return status
+
+    def wait_for_clients(
+        self,
+        content_id: str,
+        timeout: float,
+        on_progress: Callable[[dict[str, dict[str, Any] | None]], None] | None = None,
+    ) -> dict[str, dict[str, Any]]:
+        """Until every client holds ``content_id`` complete; return their statuses."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._check_alive()
+            statuses = {name: self.client_status(host) for name, host in self.clients.items()}
+            if on_progress is not None:
+                on_progress(statuses)
+            done = {
+                name: status
+                for name, status in statuses.items()
+                if status is not None
+                and any(
+                    d["content_id"] == content_id and d["state"] == "complete"
+                    for d in status["downloads"]
+                )
+            }
+            if len(done) == len(self.clients):
+                return done
+            if time.monotonic() > deadline:
+                missing = sorted(set(self.clients) - set(done))
+                raise DeploymentError(
+                    f"{len(missing)} clients did not complete in {timeout:.0f} s: {missing}"
+                )
+            time.sleep(0.25)
+
+    def cached_file(self, host: LabHost, content_id: str) -> Path:
+        return self.client_dir(host) / "cache" / f"{content_id}.data"
+
+    def close(self) -> None:
+        if self.admin is not None:
+            self.admin.close()
+        self.placement.close()
+
+    def __enter__(self) -> Deployment:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

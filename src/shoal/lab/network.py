@@ -1,0 +1,246 @@
+"""An emulated enterprise network in namespaces: offices behind shaped WAN links.
+
+Theory of operation
+-------------------
+Built from a list of ``OfficeSpec``, with every name starting with the lab's prefix::
+
+    central office hosts --- bridge "lan" in the CORE namespace (10.231.0.1/24)
+                                       |  wan<N> (veth, HTB egress at the office rate)
+    office N hosts --- bridge "lan" in ROUTER N (10.231.N.1/24) --- wan (veth, HTB)
+    this namespace --- PREFIX + "m" (veth, 10.231.0.254) --- the core bridge
+
+The management link lets the process that built the lab (a test, the demo) reach the
+console's HTTPS API on a central host; it disappears with the core namespace.
+
+Each host is a namespace of its own with ``eth0`` on its office bridge and a default
+route through the office router; routers forward, so every host reaches every other.
+Traffic inside an office stays on its bridge; traffic between offices crosses the
+office's WAN veth, whose byte counters (``wan_bytes``) are what "bytes over the WAN
+link" means. Both ends of a WAN link are shaped by HTB, so the link has the office's
+rate in both directions.
+
+``close`` kills every process started in the lab's namespaces and deletes the
+namespaces (and so every veth and bridge in them); it runs whatever happened, and
+``cleanup_prefix`` removes what a killed run left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from shoal.lab.netns import (
+    LabError,
+    add_address,
+    create_namespace,
+    create_veth_pair,
+    delete_namespace,
+    namespace_command,
+    run_ip,
+    shape_htb,
+    stop_processes,
+)
+
+CENTRAL = "central"
+BASE = "10.231"  # the lab's addresses: BASE.<office number>.<host>
+MANAGEMENT_ADDRESS = f"{BASE}.0.254"
+
+
+@dataclass(frozen=True, slots=True)
+class OfficeSpec:
+    """An office: how many hosts, its WAN rate, its number (second octet)."""
+
+    name: str
+    number: int
+    hosts: int
+    wan_mbit: float = 50.0
+
+    @property
+    def subnet(self) -> str:
+        return f"{BASE}.{self.number}.0/24"
+
+    @property
+    def gateway(self) -> str:
+        return f"{BASE}.{self.number}.1"
+
+    def host_address(self, index: int) -> str:
+        return f"{BASE}.{self.number}.{index + 10}"
+
+
+@dataclass(slots=True)
+class LabHost:
+    """One emulated device: its namespace and address."""
+
+    name: str
+    namespace: str
+    address: str
+    office: str
+
+
+@dataclass
+class EmulatedNetwork:
+    """The namespaces of one lab run; use as a context manager."""
+
+    prefix: str
+    offices: list[OfficeSpec]
+    central_hosts: int = 1
+    hosts: dict[str, LabHost] = field(default_factory=dict)
+    namespaces: list[str] = field(default_factory=list)
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @classmethod
+    def create(
+        cls, prefix: str, offices: Sequence[OfficeSpec], central_hosts: int = 1
+    ) -> EmulatedNetwork:
+        lab = cls(prefix, list(offices), central_hosts)
+        try:
+            lab._build()
+        except BaseException:
+            lab.close()
+            raise
+        return lab
+
+    # ------------------------------------------------------------- building
+
+    def _namespace(self, suffix: str) -> str:
+        name = f"{self.prefix}{suffix}"
+        create_namespace(name)
+        self.namespaces.append(name)
+        return name
+
+    def _bridge(self, namespace: str, gateway_cidr: str) -> None:
+        run_ip("link", "add", "name", "lan", "type", "bridge", namespace=namespace)
+        add_address("lan", gateway_cidr, namespace=namespace)
+
+    def _attach_host(
+        self, office: str, number: int, router: str, index: int, address: str, gateway: str
+    ) -> LabHost:
+        name = f"{office}-{index}"
+        namespace = self._namespace(f"h{number}x{index}")
+        port = f"p{index}"
+        create_veth_pair("eth0", namespace, port, router)
+        run_ip("link", "set", port, "master", "lan", namespace=router)
+        run_ip("link", "set", port, "up", namespace=router)
+        add_address("eth0", f"{address}/24", namespace=namespace)
+        run_ip("route", "add", "default", "via", gateway, namespace=namespace)
+        host = LabHost(name, namespace, address, office)
+        self.hosts[name] = host
+        return host
+
+    def _build(self) -> None:
+        core = self._namespace("core")
+        _forwarding(core)
+        self._bridge(core, f"{BASE}.0.1/24")
+        management = f"{self.prefix}m"
+        create_veth_pair(management, None, "mgmt", core)
+        run_ip("link", "set", "mgmt", "master", "lan", namespace=core)
+        run_ip("link", "set", "mgmt", "up", namespace=core)
+        add_address(management, f"{MANAGEMENT_ADDRESS}/24")
+        for index in range(self.central_hosts):
+            self._attach_host(CENTRAL, 0, core, index, f"{BASE}.0.{index + 10}", f"{BASE}.0.1")
+        for office in self.offices:
+            router = self._namespace(f"r{office.number}")
+            _forwarding(router)
+            self._bridge(router, f"{office.gateway}/24")
+            core_end = f"wan{office.number}"
+            create_veth_pair(core_end, core, "wan", router)
+            add_address(core_end, f"172.31.{office.number}.1/30", namespace=core)
+            add_address("wan", f"172.31.{office.number}.2/30", namespace=router)
+            run_ip(
+                "route", "add", office.subnet, "via", f"172.31.{office.number}.2", namespace=core
+            )
+            run_ip("route", "add", "default", "via", f"172.31.{office.number}.1", namespace=router)
+            shape_htb(core_end, office.wan_mbit, namespace=core)
+            shape_htb("wan", office.wan_mbit, namespace=router)
+            for index in range(office.hosts):
+                self._attach_host(
+                    office.name,
+                    office.number,
+                    router,
+                    index,
+                    office.host_address(index),
+                    office.gateway,
+                )
+
+    # -------------------------------------------------------------- running
+
+    def host(self, name: str) -> LabHost:
+        try:
+            return self.hosts[name]
+        except KeyError:
+            raise LabError(f"no host {name!r} in this lab") from None
+
+    def office_hosts(self, office: str) -> list[LabHost]:
+        return [host for host in self.hosts.values() if host.office == office]
+
+    def spawn(
+        self,
+        host: LabHost,
+        argv: Sequence[str],
+        log: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """Start ``argv`` inside ``host``'s namespace; it is killed at ``close``."""
+        output = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            process = subprocess.Popen(
+                namespace_command(host.namespace, argv),
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        finally:
+            if log is not None:
+                output.close()  # type: ignore[union-attr]
+        self.processes.append(process)
+        return process
+
+    def wan_bytes(self, office: str) -> tuple[int, int]:
+        """Bytes (into the office, out of it) that crossed its WAN link so far."""
+        spec = next((o for o in self.offices if o.name == office), None)
+        if spec is None:
+            raise LabError(f"no office {office!r} with a WAN link in this lab")
+        router = f"{self.prefix}r{spec.number}"
+        statistics = Path("/sys/class/net/wan/statistics")
+        read = subprocess.run(
+            namespace_command(
+                router, ["cat", str(statistics / "rx_bytes"), str(statistics / "tx_bytes")]
+            ),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+        return int(read[0]), int(read[1])
+
+    def close(self) -> None:
+        """Kill every process, delete every namespace (and with them every link)."""
+        stop_processes(self.processes)
+        with contextlib.suppress(LabError):
+            run_ip("link", "delete", f"{self.prefix}m")
+        for namespace in reversed(self.namespaces):
+            with contextlib.suppress(LabError):
+                delete_namespace(namespace)
+        self.namespaces.clear()
+
+    def __enter__(self) -> EmulatedNetwork:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _forwarding(namespace: str) -> None:
+    subprocess.run(
+        namespace_command(namespace, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]),
+        check=True,
+        capture_output=True,
+    )

@@ -1,0 +1,243 @@
+"""The asyncio shell: one sans-I/O machine on one UDP socket.
+
+Theory of operation
+-------------------
+A ``DatagramEndpoint`` only moves bytes and re-arms one timer (the aioquic
+``asyncio/protocol.py`` model):
+
+* the socket is watched with ``loop.add_reader``; each wake-up drains a batch of
+  datagrams into ``machine.receive_datagram`` and then calls ``transmit``;
+* ``transmit`` hands the machine's events to ``on_event`` (which may call the machine
+  again), sends whatever ``machine.datagrams_to_send`` returns, and re-arms
+  ``loop.call_at`` at ``machine.get_timer()``;
+* the timer calls ``machine.handle_timer`` and then ``transmit``.
+
+Code outside the callbacks that calls the machine (for example to request a chunk)
+calls ``transmit`` afterwards, as with aioquic's ``QuicConnectionProtocol``.
+
+Back-pressure: when the kernel refuses a send (``EAGAIN``: socket buffer full;
+``ENOBUFS``: interface queue full) the unsent datagrams are kept, in order, and the
+machine is not asked for more until they are gone: the shell waits for the socket to
+become writable (``EAGAIN``) or for a short pause (``ENOBUFS``, where the socket may
+poll writable while the queue is still full). Nothing is dropped silently.
+
+The time passed to the machine is ``loop.time()`` (monotonic seconds).
+
+Loss for benchmarks: ``receive_loss`` drops that fraction of received datagrams, from
+a seeded generator, before the machine sees them. It stands in for ``tc netem``, which
+this lab does not have; it is off (0.0) unless asked for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from shoal.net.errors import InterfaceQueueFull, NetworkError
+from shoal.net.events import DatagramRefused, DeliveryFailed, SocketFailed
+from shoal.net.machine import Address, DatagramMachine
+from shoal.net.udp import SendFailure, UdpConfig, UdpSocket
+
+EventHandler = Callable[[object], None]
+
+INTERFACE_QUEUE_RETRY_SECONDS = 0.0005
+
+
+@dataclass(slots=True)
+class LossCounters:
+    """What the seeded receive-loss filter dropped."""
+
+    datagrams_dropped: int = 0
+
+
+class DatagramEndpoint:
+    """Drive ``machine`` from ``udp`` on the running asyncio loop."""
+
+    def __init__(
+        self,
+        machine: DatagramMachine,
+        udp: UdpSocket,
+        on_event: EventHandler | None = None,
+        *,
+        receive_loss: float = 0.0,
+        loss_seed: int = 0,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        if not 0.0 <= receive_loss < 1.0:
+            raise ValueError(f"receive_loss must be in [0, 1), not {receive_loss}")
+        self.machine = machine
+        self.udp = udp
+        self.on_event: EventHandler = on_event or _ignore_event
+        self.loss = LossCounters()
+        self._loop = loop or asyncio.get_running_loop()
+        self._receive_loss = receive_loss
+        self._loss_random = random.Random(loss_seed)
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._pending: Sequence[tuple[bytes, Address]] = ()
+        self._pending_index = 0
+        self._blocked = False
+        self._retry_handle: asyncio.TimerHandle | None = None
+        self._closed = False
+        self._loop.add_reader(udp.fileno(), self._on_readable)
+
+    @classmethod
+    def open(
+        cls,
+        machine: DatagramMachine,
+        host: str,
+        port: int,
+        on_event: EventHandler | None = None,
+        *,
+        config: UdpConfig | None = None,
+        receive_loss: float = 0.0,
+        loss_seed: int = 0,
+    ) -> DatagramEndpoint:
+        """Bind a UDP socket on ``host:port`` and drive ``machine`` from it."""
+        udp = UdpSocket.bind(host, port, config)
+        try:
+            return cls(machine, udp, on_event, receive_loss=receive_loss, loss_seed=loss_seed)
+        except BaseException:
+            udp.close()
+            raise
+
+    @property
+    def local_address(self) -> Address:
+        """The (host, port) the socket is bound to."""
+        return self.udp.local_address
+
+    @property
+    def back_pressured(self) -> bool:
+        """True while datagrams wait for the kernel to accept them."""
+        return self._blocked
+
+    def transmit(self) -> None:
+        """Deliver events, send what the machine has to send, and re-arm the timer."""
+        if self._closed:
+            return
+        self._deliver_events()
+        if not self._blocked:
+            self._flush()
+        self._arm_timer()
+
+    def close(self) -> None:
+        """Stop watching the socket, cancel timers and close the socket."""
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.remove_reader(self.udp.fileno())
+        self._loop.remove_writer(self.udp.fileno())
+        for handle in (self._timer, self._retry_handle):
+            if handle is not None:
+                handle.cancel()
+        self._timer = self._retry_handle = None
+        self.udp.close()
+
+    # -- callbacks -------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        try:
+            received = self.udp.receive()
+        except NetworkError as error:
+            self.on_event(SocketFailed(str(error)))
+            self.close()
+            return
+        now = self._loop.time()
+        machine = self.machine
+        if self._receive_loss:
+            chance = self._loss_random.random
+            loss = self._receive_loss
+            for data, address in received:
+                if chance() < loss:
+                    self.loss.datagrams_dropped += 1
+                    continue
+                machine.receive_datagram(data, address, now)
+        else:
+            for data, address in received:
+                machine.receive_datagram(data, address, now)
+        self.transmit()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self.machine.handle_timer(self._loop.time())
+        self.transmit()
+
+    def _on_unblocked(self) -> None:
+        self._loop.remove_writer(self.udp.fileno())
+        self._retry_handle = None
+        self._blocked = False
+        self.transmit()
+
+    # -- internals -------------------------------------------------------------------
+
+    def _deliver_events(self) -> None:
+        udp = self.udp
+        if udp.unreachable:
+            reports, udp.unreachable = udp.unreachable, []
+            for address, cause in reports:
+                self.on_event(DeliveryFailed(address, cause))
+        if udp.send_failures:
+            failures: list[SendFailure]
+            failures, udp.send_failures = udp.send_failures, []
+            for failure in failures:
+                self.on_event(DatagramRefused(failure.address, str(failure.error)))
+        machine = self.machine
+        while (event := machine.next_event()) is not None:
+            self.on_event(event)
+            if self._closed:
+                return
+
+    def _flush(self) -> None:
+        """Send what back-pressure held back, then the machine's datagrams for now.
+
+        The machine is asked once per call: asking again in a loop would spin on its
+        pacer (a few microseconds later it always has a token or two more) and send
+        faster than it paces, in tiny batches. When it wants to send more later it
+        says so with ``get_timer``.
+        """
+        if self._pending_index < len(self._pending) and not self._send_pending():
+            return
+        self._pending = self.machine.datagrams_to_send(self._loop.time())
+        self._pending_index = 0
+        if self._pending:
+            self._send_pending()
+
+    def _send_pending(self) -> bool:
+        """Send ``_pending`` from ``_pending_index``; False when back-pressure stopped it."""
+        outcome = self.udp.send(self._pending, self._pending_index)
+        self._pending_index = outcome.next_index
+        if self.udp.unreachable or self.udp.send_failures:
+            self._deliver_events()
+        if outcome.blocked_by is not None:
+            self._block(outcome.blocked_by)
+            return False
+        self._pending = ()
+        self._pending_index = 0
+        return True
+
+    def _block(self, cause: NetworkError) -> None:
+        self._blocked = True
+        if isinstance(cause, InterfaceQueueFull):
+            self._retry_handle = self._loop.call_later(
+                INTERFACE_QUEUE_RETRY_SECONDS, self._on_unblocked
+            )
+        else:
+            self._loop.add_writer(self.udp.fileno(), self._on_unblocked)
+
+    def _arm_timer(self) -> None:
+        if self._closed:
+            return
+        timer_at = self.machine.get_timer()
+        if self._timer is not None and self._timer_at != timer_at:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None and timer_at is not None:
+            self._timer = self._loop.call_at(timer_at, self._on_timer)
+            self._timer_at = timer_at
+
+
+def _ignore_event(_event: object) -> None:
+    """The default event handler: events nobody asked for are dropped."""

@@ -1,0 +1,211 @@
+"""Chunk scheduling for a swarm download: which chunk to ask which peer for next.
+
+Theory of operation
+-------------------
+The picker knows which chunks we hold, which chunks each peer holds, and which requests
+are in flight. It is not responsible for sending or receiving anything (Kraken's piece
+request manager): the agent asks ``next_requests()`` for ``(peer, chunk_index)`` pairs,
+sends them, and reports back with ``received``/``failed``.
+
+* **Rarest first**: a peer is asked for the missing chunk that the fewest peers hold,
+  ties broken by a fixed random order, so that chunks spread through the office fast
+  and no chunk ends up held by a single peer.
+* **Per-peer pipeline**: at most ``max_in_flight_per_peer`` requests to one peer.
+* **Endgame**: once every missing chunk is in flight, an idle peer may be asked for a
+  chunk already requested elsewhere (at most ``endgame_duplicates`` requests per chunk);
+  ``received`` returns the other peers whose duplicate request should be cancelled.
+* **Bans**: a peer that served a bad chunk is banned for this content: its requests
+  are released and it is never asked again.
+* **Origin of last resort**: a peer added with ``origin=True`` (the P2P server, over
+  the WAN) is asked only for chunks that no other peer holds, and never for endgame
+  duplicates, so the office's WAN link carries each chunk once. Rarity counts only
+  the other peers.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Hashable
+from typing import Generic, TypeVar
+
+from shoal.core.chunkset import ChunkSet
+
+Peer = TypeVar("Peer", bound=Hashable)
+
+
+class ChunkPicker(Generic[Peer]):
+    """Rarest-first chunk scheduling over a set of peers, with an endgame."""
+
+    def __init__(
+        self,
+        have: ChunkSet,
+        *,
+        max_in_flight_per_peer: int = 4,
+        endgame_duplicates: int = 2,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._have = have.copy()
+        self._count = have.count
+        self.max_in_flight_per_peer = max_in_flight_per_peer
+        self.endgame_duplicates = endgame_duplicates
+        tie_break = list(range(self._count))
+        (rng or random.Random(0)).shuffle(tie_break)
+        self._tie_break = tie_break
+        self._availability: dict[Peer, ChunkSet] = {}
+        self._holders = [0] * self._count
+        self._in_flight: dict[int, set[Peer]] = {}
+        self._peer_load: dict[Peer, int] = {}
+        self._banned: set[Peer] = set()
+        self._origins: set[Peer] = set()
+        self._order: list[int] | None = None
+
+    # ------------------------------------------------------------ knowledge
+
+    @property
+    def have(self) -> ChunkSet:
+        return self._have.copy()
+
+    @property
+    def complete(self) -> bool:
+        return self._have.complete
+
+    @property
+    def peers(self) -> list[Peer]:
+        return list(self._availability)
+
+    @property
+    def banned(self) -> frozenset[Peer]:
+        return frozenset(self._banned)
+
+    def in_flight(self, peer: Peer) -> int:
+        return self._peer_load.get(peer, 0)
+
+    def peer_has(self, peer: Peer, availability: ChunkSet, *, origin: bool = False) -> None:
+        """Replace what ``peer`` is known to hold (an availability answer).
+
+        ``origin`` marks the origin of last resort (see the module docstring).
+        """
+        if peer in self._banned:
+            return
+        if availability.count != self._count:
+            raise ValueError(f"availability for {availability.count} chunks, not {self._count}")
+        self._forget_availability(peer)
+        self._availability[peer] = availability.copy()
+        self._peer_load.setdefault(peer, 0)
+        if origin:
+            self._origins.add(peer)
+            return
+        for chunk_index in availability:
+            self._holders[chunk_index] += 1
+        self._order = None
+
+    def _forget_availability(self, peer: Peer) -> ChunkSet | None:
+        previous = self._availability.pop(peer, None)
+        if previous is not None and peer not in self._origins:
+            for chunk_index in previous:
+                self._holders[chunk_index] -= 1
+            self._order = None
+        self._origins.discard(peer)
+        return previous
+
+    def peer_has_chunk(self, peer: Peer, chunk_index: int) -> None:
+        """``peer`` announced one more chunk (it finished it)."""
+        if peer in self._banned:
+            return
+        availability = self._availability.get(peer)
+        if availability is None:
+            availability = self._availability[peer] = ChunkSet(self._count)
+            self._peer_load.setdefault(peer, 0)
+        if availability.add(chunk_index) and peer not in self._origins:
+            self._holders[chunk_index] += 1
+            self._order = None
+
+    def peer_gone(self, peer: Peer) -> list[int]:
+        """Forget ``peer``; return the chunk indexes whose requests to it are released."""
+        self._forget_availability(peer)
+        released = [index for index, peers in self._in_flight.items() if peer in peers]
+        for chunk_index in released:
+            self._release(chunk_index, peer)
+        self._peer_load.pop(peer, None)
+        return released
+
+    def ban(self, peer: Peer) -> list[int]:
+        """Never ask ``peer`` again for this content (it served a bad chunk)."""
+        self._banned.add(peer)
+        return self.peer_gone(peer)
+
+    # ------------------------------------------------------------- outcomes
+
+    def received(self, chunk_index: int, peer: Peer) -> list[Peer]:
+        """A verified chunk arrived; return peers whose duplicate requests to cancel."""
+        others = self._in_flight.pop(chunk_index, set())
+        for holder in others:
+            self._peer_load[holder] = self._peer_load.get(holder, 1) - 1
+        others.discard(peer)
+        if self._have.add(chunk_index):
+            self._order = None
+        return sorted(others, key=repr)
+
+    def failed(self, chunk_index: int, peer: Peer) -> None:
+        """A request timed out or was refused: ask someone (maybe the same peer) again."""
+        self._release(chunk_index, peer)
+
+    def _release(self, chunk_index: int, peer: Peer) -> None:
+        peers = self._in_flight.get(chunk_index)
+        if peers is None or peer not in peers:
+            return
+        peers.discard(peer)
+        if not peers:
+            del self._in_flight[chunk_index]
+        self._peer_load[peer] = self._peer_load.get(peer, 1) - 1
+
+    # ------------------------------------------------------------- decisions
+
+    def _candidate_order(self) -> list[int]:
+        if self._order is None:
+            missing = [index for index in range(self._count) if index not in self._have]
+            holders, tie_break = self._holders, self._tie_break
+            missing.sort(key=lambda index: (holders[index], tie_break[index]))
+            self._order = missing
+        return self._order
+
+    def next_requests(self, limit: int | None = None) -> list[tuple[Peer, int]]:
+        """Requests to send now, filling every peer's pipeline (at most ``limit``)."""
+        requests: list[tuple[Peer, int]] = []
+        if limit is not None and limit <= 0:
+            return requests
+        order = self._candidate_order()
+        peers = sorted(self._availability, key=lambda peer: self._peer_load.get(peer, 0))
+        for duplicates_allowed in (1, self.endgame_duplicates):
+            for peer in peers:
+                availability = self._availability[peer]
+                while self._peer_load[peer] < self.max_in_flight_per_peer:
+                    chunk_index = self._pick(order, availability, peer, duplicates_allowed)
+                    if chunk_index is None:
+                        break
+                    self._in_flight.setdefault(chunk_index, set()).add(peer)
+                    self._peer_load[peer] += 1
+                    requests.append((peer, chunk_index))
+                    if limit is not None and len(requests) >= limit:
+                        return requests
+            if any(index not in self._in_flight for index in order):
+                break  # not endgame yet: unrequested chunks remain, nobody idle has them
+        return requests
+
+    def _pick(
+        self, order: list[int], availability: ChunkSet, peer: Peer, duplicates_allowed: int
+    ) -> int | None:
+        origin = peer in self._origins
+        for chunk_index in order:
+            if chunk_index in self._have or chunk_index not in availability:
+                continue
+            asked = self._in_flight.get(chunk_index)
+            if origin:
+                if asked is None and self._holders[chunk_index] == 0:
+                    return chunk_index
+                continue
+            if asked is None:
+                return chunk_index
+            if peer not in asked and len(asked) < duplicates_allowed:
+                return chunk_index
+        return None

@@ -1,0 +1,480 @@
+"""The P2P server's side of the console link: HTTPS + the shared authentication key.
+
+``ConsoleLink`` is a small synchronous client (httpx) for the routes under
+``/api/v1/link`` (see ``shoal.console.link_api`` for the protocol). It checks the
+console's version on every answer (``X-Shoal-Version``), turns refusals into named
+errors whose messages say what to do, verifies every manifest and the assignments
+against the console key received at registration, and downloads content with HTTP
+Range so an interrupted download resumes at the first unverified chunk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from shoal import __version__
+from shoal.core.errors import ChunkHashMismatch, ShoalError
+from shoal.core.manifest import Manifest
+from shoal.core.signing import VerifyKey, verify_manifest_file
+from shoal.store.content_store import ContentStore, EntryInfo
+from shoal.versions import IncompatibleVersion, Role, check_compatible
+
+DOWNLOAD_BLOCK = 1 << 20
+
+
+class ConsoleLinkError(ShoalError):
+    """The console link failed; subclasses name the cause."""
+
+
+class ConsoleUnreachable(ConsoleLinkError):
+    """No HTTPS answer from the console (network, TLS, timeout)."""
+
+
+class ConsoleKeyMismatch(ConsoleLinkError):
+    """The console refused this server's authentication key."""
+
+
+class ConsoleRefusedVersion(ConsoleLinkError):
+    """The console refused this server's version (the message says what to upgrade)."""
+
+
+class ConsoleRefused(ConsoleLinkError):
+    """The console answered with another refusal (not activated, not in Central Office...)."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ConsoleAnswerInvalid(ConsoleLinkError):
+    """The console's answer failed a check (bad signature, wrong content, bad JSON)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    console_version: str
+    console_key: VerifyKey
+    activated: bool
+    licence: dict[str, Any]
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class FeedChange:
+    seq: int
+    kind: str
+    subject: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    changes: tuple[FeedChange, ...]
+    last_seq: int
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedClient:
+    """One entry of the server's client registry, as reported to the console."""
+
+    device_id: str
+    hostname: str
+    address: str
+    subnet: str
+    version: str
+    content: tuple[tuple[str, int, bool], ...] = ()
+    """(content ID hex, bytes held verified, complete)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadTotals:
+    """Running totals for one content in one office."""
+
+    content_id: str
+    office: str
+    bytes_from_peers: int
+    bytes_from_server: int
+
+
+@dataclass(slots=True)
+class SyncResult:
+    cursor: int
+    fetched: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    other_changes: set[str] = field(default_factory=set)
+
+
+class ConsoleLink:
+    """A P2P server's connection to its console."""
+
+    def __init__(
+        self,
+        base_url: str,
+        auth_key: str,
+        server_id: str,
+        *,
+        name: str,
+        address: str,
+        ca_certificate: Path | None = None,
+        version: str = __version__,
+        timeout: float = 30.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.server_id = server_id
+        self.name = name
+        self.address = address
+        self.version = version
+        self.console_key: VerifyKey | None = None
+        verify: Any = (
+            ssl.create_default_context(cafile=ca_certificate)
+            if ca_certificate is not None
+            else True
+        )
+        self._http = httpx.Client(
+            base_url=self.base_url + "/api/v1/link",
+            verify=verify,
+            timeout=timeout,
+            headers={
+                "X-Shoal-Server-Key": auth_key,
+                "X-Shoal-Server-Id": server_id,
+                "X-Shoal-Version": version,
+            },
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ConsoleLink:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def _check(self, response: httpx.Response) -> httpx.Response:
+        console_version = response.headers.get("x-shoal-version")
+        if console_version is not None:
+            try:
+                check_compatible(Role.SERVER, Role.CONSOLE, console_version, self.version)
+            except IncompatibleVersion as error:
+                raise ConsoleRefusedVersion(str(error)) from None
+        if response.is_success:
+            return response
+        try:
+            response.read()
+            detail = str(response.json().get("detail", response.text))
+        except (ValueError, AttributeError):
+            detail = response.text or response.reason_phrase
+        where = f"console {self.base_url}"
+        if response.status_code == 401:
+            raise ConsoleKeyMismatch(f"{where} refused this server's authentication key: {detail}")
+        if response.status_code == 409:
+            raise ConsoleRefusedVersion(f"{where} refused this server: {detail}")
+        raise ConsoleRefused(f"{where} refused: {detail}", response.status_code)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise ConsoleUnreachable(f"cannot reach console {self.base_url}: {error}") from None
+        return self._check(response)
+
+    def _key(self) -> VerifyKey:
+        if self.console_key is None:
+            raise ConsoleLinkError("register with the console first (no console key yet)")
+        return self.console_key
+
+    # --- the exchange ---------------------------------------------------------------
+
+    def register(self) -> Registration:
+        """Register this server; the answer says whether it is activated."""
+        answer = self._request(
+            "POST",
+            "/register",
+            json={"server_id": self.server_id, "name": self.name, "address": self.address},
+        ).json()
+        self.console_key = VerifyKey.from_raw(bytes.fromhex(answer["console_key"]))
+        return Registration(
+            console_version=answer["console_version"],
+            console_key=self.console_key,
+            activated=answer["activated"],
+            licence=answer["licence"],
+            message=answer["message"],
+        )
+
+    def changes(self, after: int, limit: int = 1000) -> FeedPage:
+        answer = self._request("GET", "/changes", params={"after": after, "limit": limit}).json()
+        return FeedPage(
+            changes=tuple(
+                FeedChange(item["seq"], item["kind"], item["subject"]) for item in answer["changes"]
+            ),
+            last_seq=answer["last_seq"],
+            more=answer["more"],
+        )
+
+    def fetch_manifest(self, content_id: str) -> tuple[Manifest, bytes]:
+        """The manifest of ``content_id``, its console signature checked; and its bytes."""
+        key = self._key()
+        data = self._request("GET", f"/content/{content_id}/manifest").content
+        manifest = verify_manifest_file(data, [key])
+        if manifest.content_id.hex != content_id:
+            raise ConsoleAnswerInvalid(
+                f"console sent manifest {manifest.content_id.short} for {content_id[:12]}"
+            )
+        return manifest, data
+
+    def download_content(self, manifest: Manifest, destination: Path) -> None:
+        """Download the package to ``destination``, chunk-verified, resuming a partial one.
+
+        Bytes go to ``destination.part``; verified whole chunks already there are kept
+        and the download continues with a Range request from the first missing one.
+        The file is fsynced and renamed into place only when every chunk verified.
+        """
+        partial = destination.with_name(destination.name + ".part")
+        have = partial.stat().st_size if partial.exists() else 0
+        verified_chunks = _verified_prefix(partial, manifest, have)
+        start = verified_chunks * manifest.chunk_size
+        with open(partial, "r+b" if partial.exists() else "w+b") as output:
+            output.truncate(start)
+            output.seek(start)
+            if start < manifest.size:
+                headers = {"Range": f"bytes={start}-"} if start else {}
+                try:
+                    with self._http.stream(
+                        "GET", f"/content/{manifest.content_id.hex}", headers=headers
+                    ) as response:
+                        self._check(response)
+                        if start and response.status_code != 206:
+                            raise ConsoleAnswerInvalid("console ignored the Range request")
+                        _write_verified(
+                            response.iter_bytes(DOWNLOAD_BLOCK), manifest, verified_chunks, output
+                        )
+                except httpx.HTTPError as error:
+                    raise ConsoleUnreachable(
+                        f"download of {manifest.content_id.short} interrupted: {error}"
+                    ) from None
+            output.flush()
+            os.fsync(output.fileno())
+        if partial.stat().st_size != manifest.size:
+            raise ConsoleAnswerInvalid(
+                f"content {manifest.content_id.short}: got {partial.stat().st_size} bytes, "
+                f"expected {manifest.size}"
+            )
+        os.replace(partial, destination)
+
+    def settings(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._request("GET", "/settings").json()
+        return result
+
+    def topology(self) -> dict[str, Any]:
+        """The office tree as JSON (read it with ``shoal.topology.parse_json``)."""
+        result: dict[str, Any] = self._request("GET", "/topology").json()
+        return result
+
+    def signed_assignments(self) -> dict[str, str]:
+        """The signed assignment envelope as the console sent it, its signature checked.
+
+        The P2P server relays it unchanged to its clients, who check it again.
+        """
+        key = self._key()
+        answer = self._request("GET", "/assignments").json()
+        if answer["key_id"] != key.key_id.hex():
+            raise ConsoleAnswerInvalid("assignments signed by another key than the console's")
+        try:
+            key.public_key.verify(bytes.fromhex(answer["signature"]), answer["document"].encode())
+        except Exception:
+            raise ConsoleAnswerInvalid("assignments signature does not match") from None
+        return {
+            "document": answer["document"],
+            "signature": answer["signature"],
+            "key_id": answer["key_id"],
+        }
+
+    def assignments(self) -> dict[str, Any]:
+        """The assignments document, its console signature checked."""
+        document: dict[str, Any] = json.loads(self.signed_assignments()["document"])
+        return document
+
+    def download_into(self, store: ContentStore, content_id: str) -> EntryInfo:
+        """Fetch ``content_id`` into a content store, resuming after its verified chunks.
+
+        Every chunk is verified by the store before it is written; the download
+        continues (with a Range request) from the first chunk the store lacks.
+        """
+        manifest, manifest_bytes = self.fetch_manifest(content_id)
+        info = store.add(manifest_bytes, pinned=True)
+        if info.complete:
+            return info
+        have = store.verified(manifest.content_id)
+        first = next(have.missing())
+        start = first * manifest.chunk_size
+        headers = {"Range": f"bytes={start}-"} if start else {}
+        try:
+            with self._http.stream(
+                "GET", f"/content/{manifest.content_id.hex}", headers=headers
+            ) as response:
+                self._check(response)
+                if start and response.status_code != 206:
+                    raise ConsoleAnswerInvalid("console ignored the Range request")
+                for chunk_index, chunk in _chunks(
+                    response.iter_bytes(DOWNLOAD_BLOCK), manifest, first
+                ):
+                    if chunk_index not in have:
+                        try:
+                            store.write_chunk(manifest.content_id, chunk_index, chunk)
+                        except ChunkHashMismatch as error:
+                            raise ConsoleAnswerInvalid(
+                                f"console sent a bad chunk: {error}"
+                            ) from None
+        except httpx.HTTPError as error:
+            raise ConsoleUnreachable(
+                f"download of {manifest.content_id.short} interrupted: {error}"
+            ) from None
+        return store.info(manifest.content_id)
+
+    def report_clients(self, clients: Iterable[ReportedClient]) -> dict[str, Any]:
+        """Send the client registry; the answer places each device and shows the licence."""
+        payload = {
+            "clients": [
+                {
+                    "device_id": client.device_id,
+                    "hostname": client.hostname,
+                    "address": client.address,
+                    "subnet": client.subnet,
+                    "version": client.version,
+                    "content": [
+                        {"content_id": content_id, "bytes_done": done, "complete": complete}
+                        for content_id, done, complete in client.content
+                    ],
+                }
+                for client in clients
+            ]
+        }
+        result: dict[str, Any] = self._request("POST", "/clients", json=payload).json()
+        return result
+
+    def report_stats(self, totals: Iterable[DownloadTotals]) -> None:
+        """Send running download totals per content and office (idempotent)."""
+        self._request(
+            "POST",
+            "/stats",
+            json={
+                "entries": [
+                    {
+                        "content_id": entry.content_id,
+                        "office": entry.office,
+                        "bytes_from_peers": entry.bytes_from_peers,
+                        "bytes_from_server": entry.bytes_from_server,
+                    }
+                    for entry in totals
+                ]
+            },
+        )
+
+    def sync(self, content_dir: Path, cursor: int) -> SyncResult:
+        """Follow the change feed from ``cursor``: fetch added content, drop removed.
+
+        Content is stored as ``CONTENT_ID.data`` + ``CONTENT_ID.manifest`` in
+        ``content_dir``. Returns the new cursor (persist it) and what changed; other
+        change kinds (settings, topology, assignments, licence) are listed for the
+        caller to fetch.
+        """
+        content_dir.mkdir(parents=True, exist_ok=True)
+        result = SyncResult(cursor=cursor)
+        while True:
+            page = self.changes(result.cursor)
+            removed_later = {
+                change.subject for change in page.changes if change.kind == "content_removed"
+            }
+            for change in page.changes:
+                if change.kind == "content_added" and change.subject:
+                    if change.subject not in removed_later:
+                        self._fetch(content_dir, change.subject)
+                        result.fetched.append(change.subject)
+                elif change.kind == "content_removed" and change.subject:
+                    for suffix in (".data", ".manifest", ".data.part"):
+                        (content_dir / f"{change.subject}{suffix}").unlink(missing_ok=True)
+                    result.removed.append(change.subject)
+                else:
+                    result.other_changes.add(change.kind)
+                result.cursor = change.seq
+            result.cursor = max(result.cursor, page.last_seq)
+            if not page.more:
+                return result
+
+    def _fetch(self, content_dir: Path, content_id: str) -> None:
+        data_path = content_dir / f"{content_id}.data"
+        manifest_path = content_dir / f"{content_id}.manifest"
+        if data_path.exists() and manifest_path.exists():
+            return
+        try:
+            manifest, manifest_bytes = self.fetch_manifest(content_id)
+        except ConsoleRefused as error:
+            if error.status_code == 404:  # removed since; its removal comes later in the feed
+                return
+            raise
+        self.download_content(manifest, data_path)
+        temporary = manifest_path.with_name(manifest_path.name + ".tmp")
+        temporary.write_bytes(manifest_bytes)
+        os.replace(temporary, manifest_path)
+
+
+def _verified_prefix(partial: Path, manifest: Manifest, have: int) -> int:
+    """How many whole chunks at the start of ``partial`` match the manifest."""
+    if have == 0:
+        return 0
+    count = 0
+    with open(partial, "rb") as existing:
+        while count < manifest.chunk_count:
+            length = manifest.chunk_length(count)
+            data = existing.read(length)
+            if len(data) < length:
+                break
+            try:
+                manifest.verify_chunk(count, data)
+            except ShoalError:
+                break
+            count += 1
+    return count
+
+
+def _chunks(
+    blocks: Iterable[bytes], manifest: Manifest, chunk_index: int
+) -> Iterator[tuple[int, bytes]]:
+    """Cut a byte stream that starts at chunk ``chunk_index`` into whole chunks."""
+    pending = bytearray()
+    for block in blocks:
+        pending += block
+        while chunk_index < manifest.chunk_count:
+            length = manifest.chunk_length(chunk_index)
+            if len(pending) < length:
+                break
+            chunk = bytes(pending[:length])
+            del pending[:length]
+            yield chunk_index, chunk
+            chunk_index += 1
+    if pending:
+        raise ConsoleAnswerInvalid(
+            f"content {manifest.content_id.short}: {len(pending)} bytes beyond the last chunk"
+        )
+
+
+def _write_verified(
+    blocks: Iterable[bytes], manifest: Manifest, chunk_index: int, output: Any
+) -> None:
+    """Write ``blocks`` chunk by chunk, each verified before it is written."""
+    for index, chunk in _chunks(blocks, manifest, chunk_index):
+        try:
+            manifest.verify_chunk(index, chunk)
+        except ShoalError as error:
+            raise ConsoleAnswerInvalid(f"console sent a bad chunk: {error}") from None
+        output.write(chunk)

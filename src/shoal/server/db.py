@@ -1,0 +1,96 @@
+"""The P2P server's state in SQL (SQLite by default, PostgreSQL by URL), with migrations.
+
+What must survive a restart: the server's identity and feed cursor, what the console
+last said (activation, licence, topology, settings, signed assignments), the client
+registry and bad-peer reports. Alembic migrations ship in ``shoal/server/migrations``
+and run at every start; the server's tables and its migration version table carry a
+``server_`` prefix so that they can share a database with the console.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import JSON, BigInteger, Float, Integer, String, Text, create_engine, event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+VERSION_TABLE = "server_alembic_version"
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class StateValue(Base):
+    """One named value: cursor, server ID, activation, licence, topology, settings..."""
+
+    __tablename__ = "server_state"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class ClientRow(Base):
+    """One client of the registry."""
+
+    __tablename__ = "server_clients"
+    device_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    version: Mapped[str] = mapped_column(String(40))
+    address: Mapped[str] = mapped_column(String(64))
+    subnet: Mapped[str] = mapped_column(String(64))
+    first_seen: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)
+    content: Mapped[list[Any]] = mapped_column(JSON, default=list)
+
+
+class BadPeerRow(Base):
+    """A client's report of a peer that served a bad chunk."""
+
+    __tablename__ = "server_bad_peers"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reporter: Mapped[str] = mapped_column(String(32))
+    content_id: Mapped[str] = mapped_column(String(64))
+    peer: Mapped[str] = mapped_column(String(64))
+    chunk_index: Mapped[int] = mapped_column(BigInteger)
+    reported_at: Mapped[float] = mapped_column(Float)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine; SQLite gets WAL and full fsync, so a crash loses no committed row."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url)
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=FULL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def migrate(engine: Engine) -> None:
+    """Apply every shipped migration not yet applied (idempotent)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def open_database(url: str) -> sessionmaker[Any]:
+    """Connect, migrate to the newest schema, return a session maker."""
+    engine = make_engine(url)
+    migrate(engine)
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"

@@ -1,0 +1,119 @@
+"""The P2P server as sans-I/O machines: control, data planes, origin store.
+
+``ServerNode`` is to the server what ``AgentCore`` is to the client: it owns the
+control machine and two transfer engines (foreground and background data ports) and,
+after any input, ``poll(now)`` answers chunk requests:
+
+* a request whose content ID is the SHA-256 of a blob the server holds (the signed
+  assignment document, a manifest file) is served to any registered client;
+* a content chunk is served from the origin store only when ``ServerCore`` allows it
+  (the client holds its office's rendezvous lease, or is served directly), else it is
+  refused ``BUSY``: the WAN budget is enforced on the data plane too;
+* anything else is refused ``NOT_FOUND``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from shoal import ports
+from shoal.core.ids import ContentId
+from shoal.protocol.transfer import (
+    ChunkDelivered,
+    ChunkRequested,
+    Mode,
+    RefusalReason,
+    TransferConfig,
+    TransferEngine,
+)
+from shoal.server.control import ServerControl
+from shoal.server.core import ServerCore
+from shoal.store.content_store import ContentStore
+from shoal.store.errors import StoreError
+
+
+@dataclass(slots=True)
+class OriginCounters:
+    blobs_served: int = 0
+    chunks_served: int = 0
+    bytes_served: int = 0
+    refused_busy: int = 0
+    refused_not_found: int = 0
+
+
+class ServerNode:
+    """Sans-I/O P2P server: bindings for the shell or the simulator, and ``poll``."""
+
+    def __init__(
+        self,
+        core: ServerCore,
+        origin: ContentStore,
+        now: float,
+        *,
+        control_port: int = ports.CONTROL,
+        transfer_config: TransferConfig | None = None,
+    ) -> None:
+        self.core = core
+        self.origin = origin
+        self.control = ServerControl(core)
+        self.control_port = control_port
+        self.counters = OriginCounters()
+        self.engines = {
+            Mode.FOREGROUND: TransferEngine(config=transfer_config, now=now),
+            Mode.BACKGROUND: TransferEngine(config=transfer_config, now=now),
+        }
+
+    def bindings(self) -> dict[int, Any]:
+        settings = self.core.settings
+        return {
+            self.control_port: self.control,
+            settings.data_port: self.engines[Mode.FOREGROUND],
+            settings.background_port: self.engines[Mode.BACKGROUND],
+        }
+
+    def poll(self, now: float) -> None:
+        for engine in self.engines.values():
+            while (event := engine.next_event()) is not None:
+                if isinstance(event, ChunkRequested):
+                    self._serve(engine, event, now)
+                elif isinstance(event, ChunkDelivered):
+                    self.counters.chunks_served += 1
+
+    def _serve(self, engine: TransferEngine, event: ChunkRequested, now: float) -> None:
+        blob = self.core.blob(event.content_id.digest)
+        if (
+            blob is not None
+            and event.chunk_index == 0
+            and event.chunk_length == len(blob)
+            and any(client.ip == event.peer[0] for client in self.core.clients.values())
+        ):
+            self.counters.blobs_served += 1
+            engine.send_chunk(event.peer, event.request_id, blob, now)
+            return
+        content_id: ContentId = event.content_id
+        if content_id not in self.origin:
+            self.counters.refused_not_found += 1
+            engine.refuse_chunk(event.peer, event.request_id, RefusalReason.NOT_FOUND, now)
+            return
+        if not self.core.may_serve_content(event.peer[0], content_id, now):
+            self.counters.refused_busy += 1
+            engine.refuse_chunk(event.peer, event.request_id, RefusalReason.BUSY, now)
+            return
+        try:
+            data = self.origin.read_chunk(content_id, event.chunk_index)
+        except (StoreError, IndexError):
+            self.counters.refused_not_found += 1
+            engine.refuse_chunk(event.peer, event.request_id, RefusalReason.NOT_FOUND, now)
+            return
+        if len(data) != event.chunk_length:
+            engine.refuse_chunk(event.peer, event.request_id, RefusalReason.INVALID_REQUEST, now)
+            return
+        self.counters.bytes_served += len(data)
+        engine.send_chunk(event.peer, event.request_id, data, now)
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def get_timer(self) -> float | None:
+        return None

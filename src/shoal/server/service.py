@@ -1,0 +1,503 @@
+"""``shoal server``: the P2P server process.
+
+Theory of operation
+-------------------
+One asyncio loop runs ``ServerNode`` (control and data planes over UDP, through
+``ApplicationRunner``) and a sync task that talks to the console over HTTPS:
+
+every ``sync_seconds``   register (activation, licence), follow the change feed,
+                         fetch new content into the origin store (chunk-verified,
+                         resumable), refresh assignments, topology and settings;
+every ``report_seconds`` report the client registry (the console answers which
+                         devices hold a seat) and download statistics.
+
+The HTTPS calls are blocking (httpx) and run in a worker thread; what they return is
+applied to ``ServerCore`` on the loop thread, which alone touches it. Everything the
+console said, the feed cursor and the client registry are kept in SQL, so a restarted
+server serves its clients before it reaches the console again.
+
+Clients authenticate with the *client key*, derived from the server's authentication
+key (``client_key_for``): a device never holds the key that talks to the console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from shoal import ports
+from shoal.assignments import encode_envelope
+from shoal.core.ids import ContentId
+from shoal.licensing import LicenceState
+from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
+from shoal.protocol.transfer import Mode
+from shoal.server.console_link import (
+    ConsoleLink,
+    ConsoleLinkError,
+    DownloadTotals,
+    ReportedClient,
+)
+from shoal.server.core import ClientRecord, ServerCore, ServerSettings
+from shoal.server.db import BadPeerRow, ClientRow, StateValue, open_database, sqlite_url
+from shoal.server.node import ServerNode
+from shoal.store.content_store import ContentStore
+from shoal.topology import parse_json
+from shoal.wire.control import ContentProgress
+
+log = logging.getLogger("shoal.server")
+
+
+def client_key_for(auth_key: str) -> bytes:
+    """The key clients of this server use, derived from its console authentication key."""
+    return hmac.new(auth_key.encode(), b"shoal client key v1", hashlib.sha256).digest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """How ``shoal server run`` was started (see ``shoal server run --help``)."""
+
+    data_dir: Path
+    console_url: str
+    auth_key: str
+    address: str
+    name: str
+    console_ca: Path | None = None
+    database_url: str | None = None
+    bind: str = "0.0.0.0"
+    control_port: int = ports.CONTROL
+    data_port: int = ports.FOREGROUND_DATA
+    background_port: int = ports.BACKGROUND_DATA
+    discovery_port: int = ports.DISCOVERY
+    checkin_seconds: int = 60
+    lease_seconds: float = 10.0
+    sync_seconds: float = 5.0
+    report_seconds: float = 10.0
+    direct_outside_offices: bool = True
+
+
+@dataclass(slots=True)
+class SyncOutcome:
+    """What one sync with the console learnt (computed off the loop thread)."""
+
+    activated: bool
+    message: str
+    licence: dict[str, Any]
+    cursor: int
+    manifests: list[bytes] = dataclasses.field(default_factory=list)
+    removed: list[str] = dataclasses.field(default_factory=list)
+    envelope: dict[str, str] | None = None
+    topology: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None
+
+
+class StateStore:
+    """The server's SQL state: named values, the client registry, bad-peer reports."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    def get(self, key: str) -> str | None:
+        with self.sessions() as session:
+            row = session.get(StateValue, key)
+            return row.value if row is not None else None
+
+    def put(self, values: dict[str, str]) -> None:
+        with self.sessions() as session, session.begin():
+            for key, value in values.items():
+                session.merge(StateValue(key=key, value=value))
+
+    def load_clients(self, now: float) -> list[ClientRecord]:
+        with self.sessions() as session:
+            rows = session.query(ClientRow).all()
+        records = []
+        for row in rows:
+            record = ClientRecord(
+                bytes.fromhex(row.device_id),
+                row.hostname,
+                row.version,
+                row.address,
+                row.subnet,
+                now,
+                now,
+            )
+            for entry in row.content:
+                progress = ContentProgress(ContentId.from_hex(entry[0]), *entry[1:])
+                record.content[progress.content_id] = progress
+            records.append(record)
+        return records
+
+    def save_clients(self, clients: list[ClientRecord], wall_now: float) -> None:
+        with self.sessions() as session, session.begin():
+            for client in clients:
+                session.merge(
+                    ClientRow(
+                        device_id=client.device_id.hex(),
+                        hostname=client.hostname,
+                        version=client.version,
+                        address=client.ip,
+                        subnet=client.subnet,
+                        first_seen=wall_now,
+                        last_seen=wall_now,
+                        content=[
+                            [
+                                p.content_id.hex,
+                                p.chunks_done,
+                                p.chunk_count,
+                                p.bytes_from_peers,
+                                p.bytes_from_server,
+                            ]
+                            for p in client.content.values()
+                        ],
+                    )
+                )
+
+    def add_bad_peer_reports(self, reports: list[tuple[str, str, str, int, float]]) -> None:
+        with self.sessions() as session, session.begin():
+            for reporter, content_id, peer, chunk_index, at in reports:
+                session.add(
+                    BadPeerRow(
+                        reporter=reporter,
+                        content_id=content_id,
+                        peer=peer,
+                        chunk_index=chunk_index,
+                        reported_at=at,
+                    )
+                )
+
+
+class ServerService:
+    """The P2P server process: UDP planes, console sync, persistence."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        url = config.database_url or sqlite_url(config.data_dir / "server.sqlite3")
+        self.state = StateStore(open_database(url))
+        server_id = self.state.get("server_id")
+        if server_id is None:
+            server_id = uuid.uuid4().hex
+            self.state.put({"server_id": server_id})
+        self.server_id = server_id
+        self.origin = ContentStore(config.data_dir / "origin", strict=False)
+        console_key = self.state.get("console_key")
+        settings = ServerSettings(
+            server_key=client_key_for(config.auth_key),
+            console_key=bytes.fromhex(console_key) if console_key else bytes(32),
+            checkin_seconds=config.checkin_seconds,
+            discovery_port=config.discovery_port,
+            data_port=config.data_port,
+            background_port=config.background_port,
+            lease_seconds=config.lease_seconds,
+            direct_outside_offices=config.direct_outside_offices,
+        )
+        self.core = ServerCore(settings)
+        self.node: ServerNode | None = None
+        self.runner: ApplicationRunner | None = None
+        self.link = ConsoleLink(
+            config.console_url,
+            config.auth_key,
+            server_id,
+            name=config.name,
+            address=config.address,
+            ca_certificate=config.console_ca,
+        )
+        self.console_note = "not yet in touch with the console"
+        self._reported_bad_peers = 0
+        self._restore()
+
+    # ------------------------------------------------------------ persistence
+
+    def _restore(self) -> None:
+        """What the console said before the restart, so clients are served at once."""
+        core = self.core
+        now = time.monotonic()
+        for record in self.state.load_clients(now):
+            core.clients[record.device_id] = record
+        licence = self.state.get("licence")
+        if licence is not None:
+            self._apply_licence(json.loads(licence), self.state.get("activated") == "1")
+        topology = self.state.get("topology")
+        if topology is not None:
+            core.topology = parse_json(json.loads(topology))
+        envelope = self.state.get("assignments")
+        if envelope is not None:
+            core.set_assignments(encode_envelope(json.loads(envelope)))
+        for info in self.origin.entries():
+            core.add_manifest(self.origin.manifest_bytes(info.content_id))
+
+    def _apply_licence(self, licence: dict[str, Any], activated: bool) -> None:
+        view = self.core.licence
+        view.active = activated and bool(licence.get("active", False))
+        view.expired = licence.get("state") == LicenceState.EXPIRED
+        view.seats_over = int(licence.get("seats_over", 0))
+        view.message = str(licence.get("message", ""))
+        if view.expired:
+            view.active = activated
+        if not activated:
+            view.active = False
+            view.message = (
+                "the P2P server is not activated: save the licence key in the console "
+                f"({licence.get('message', '')})"
+            )
+
+    # ------------------------------------------------------------------ sync
+
+    def sync_once(self, cursor: int, first: bool) -> SyncOutcome:
+        """Blocking: one round with the console (runs in a worker thread)."""
+        registration = self.link.register()
+        outcome = SyncOutcome(
+            registration.activated, registration.message, registration.licence, cursor
+        )
+        if not registration.activated:
+            return outcome
+        other_changes: set[str] = set()
+        while True:
+            page = self.link.changes(outcome.cursor)
+            for change in page.changes:
+                if change.kind == "content_added" and change.subject:
+                    info = self.link.download_into(self.origin, change.subject)
+                    outcome.manifests.append(self.origin.manifest_bytes(info.content_id))
+                elif change.kind == "content_removed" and change.subject:
+                    outcome.removed.append(change.subject)
+                else:
+                    other_changes.add(change.kind)
+                outcome.cursor = change.seq
+            outcome.cursor = max(outcome.cursor, page.last_seq)
+            if not page.more:
+                break
+        if first or "assignments_changed" in other_changes or outcome.manifests:
+            outcome.envelope = self.link.signed_assignments()
+        if first or "topology_changed" in other_changes:
+            outcome.topology = self.link.topology()
+        if first or "settings_changed" in other_changes:
+            outcome.settings = self.link.settings()
+        return outcome
+
+    def apply(self, outcome: SyncOutcome) -> None:
+        """On the loop thread: make the core say what the console said."""
+        core = self.core
+        console_key = self.link.console_key
+        if console_key is not None and console_key.raw != core.settings.console_key:
+            core.settings = dataclasses.replace(core.settings, console_key=console_key.raw)
+            self.state.put({"console_key": console_key.raw.hex()})
+        self._apply_licence(outcome.licence, outcome.activated)
+        values = {
+            "licence": json.dumps(outcome.licence),
+            "activated": "1" if outcome.activated else "0",
+        }
+        self.console_note = outcome.message
+        for manifest_file in outcome.manifests:
+            content_id = core.add_manifest(manifest_file)
+            log.info("content %s ready to serve", content_id.short)
+        for content_hex in outcome.removed:
+            content_id = ContentId.from_hex(content_hex)
+            core.remove_manifest(content_id)
+            if content_id in self.origin:
+                self.origin.remove(content_id)
+        if outcome.envelope is not None:
+            core.set_assignments(encode_envelope(outcome.envelope))
+            values["assignments"] = json.dumps(outcome.envelope)
+        if outcome.topology is not None:
+            core.topology = parse_json(outcome.topology)
+            values["topology"] = json.dumps(outcome.topology)
+        if outcome.settings is not None:
+            self._apply_settings(outcome.settings)
+            values["settings"] = json.dumps(outcome.settings)
+        values["cursor"] = str(outcome.cursor)
+        self.state.put(values)
+
+    def _apply_settings(self, settings: dict[str, Any]) -> None:
+        wanted = settings.get("ports", {})
+        ports_now = (
+            self.config.discovery_port,
+            self.config.data_port,
+            self.config.background_port,
+            self.config.control_port,
+        )
+        ports_console = (
+            wanted.get("discovery"),
+            wanted.get("foreground_data"),
+            wanted.get("background_data"),
+            wanted.get("control"),
+        )
+        if None not in ports_console and ports_console != ports_now:
+            log.warning(
+                "the console sets ports %s (discovery, data, background, control); this "
+                "server runs on %s: restart it to apply",
+                ports_console,
+                ports_now,
+            )
+        core = self.core
+        core.settings = dataclasses.replace(
+            core.settings,
+            discovery_port=int(wanted.get("discovery", core.settings.discovery_port)),
+        )
+
+    def report_once(
+        self, clients: list[ReportedClient], totals: list[DownloadTotals]
+    ) -> dict[str, Any]:
+        """Blocking: report the registry and statistics (runs in a worker thread)."""
+        answer = self.link.report_clients(clients)
+        if totals:
+            self.link.report_stats(totals)
+        return answer
+
+    def registry_report(self) -> tuple[list[ReportedClient], list[DownloadTotals]]:
+        core = self.core
+        clients = []
+        for record in core.clients.values():
+            content = []
+            for progress in record.content.values():
+                complete = progress.chunk_count > 0 and progress.chunks_done == progress.chunk_count
+                content.append((progress.content_id.hex, core.bytes_done(progress), complete))
+            clients.append(
+                ReportedClient(
+                    device_id=record.device_id.hex(),
+                    hostname=record.hostname or "unnamed",
+                    address=record.ip,
+                    subnet=record.subnet,
+                    version=record.version,
+                    content=tuple(content),
+                )
+            )
+        totals = [
+            DownloadTotals(content_id.hex, office or "(no office)", peers, server)
+            for (content_id, office), (peers, server) in core.download_statistics().items()
+        ]
+        return clients, totals
+
+    def apply_report_answer(self, answer: dict[str, Any]) -> None:
+        refusals = {}
+        for placed in answer.get("clients", []):
+            if not placed.get("licensed", True):
+                refusals[bytes.fromhex(placed["device_id"])] = placed.get("message") or (
+                    "no licence seat for this device"
+                )
+        self.core.device_refusals = refusals
+        licence = answer.get("licence")
+        if licence is not None:
+            self._apply_licence(licence, self.state.get("activated") == "1")
+
+    # ------------------------------------------------------------------ run
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve clients and follow the console until ``stop`` is set."""
+        config = self.config
+        loop = asyncio.get_running_loop()
+        self.node = ServerNode(
+            self.core, self.origin, loop.time(), control_port=config.control_port
+        )
+        self.runner = ApplicationRunner(
+            self.node,
+            [
+                Binding(self.node.control, config.bind, config.control_port),
+                Binding(self.node.engines[Mode.FOREGROUND], config.bind, config.data_port),
+                Binding(self.node.engines[Mode.BACKGROUND], config.bind, config.background_port),
+            ],
+        )
+        log.info(
+            "P2P server %s listening on %s (control %d, data %d/%d); client key %s",
+            self.server_id[:8],
+            config.bind,
+            config.control_port,
+            config.data_port,
+            config.background_port,
+            client_key_for(config.auth_key).hex(),
+        )
+        tasks = [
+            asyncio.create_task(self._sync_loop(stop)),
+            asyncio.create_task(self._report_loop(stop)),
+        ]
+        try:
+            await stop.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._save_registry()
+            self.runner.close()
+            self.origin.close()
+            self.link.close()
+
+    async def _sync_loop(self, stop: asyncio.Event) -> None:
+        first = True
+        while not stop.is_set():
+            cursor = int(self.state.get("cursor") or 0)
+            try:
+                outcome = await asyncio.to_thread(self.sync_once, cursor, first)
+            except ConsoleLinkError as error:
+                self.console_note = str(error)
+                log.warning("console sync failed: %s", error)
+            else:
+                self.apply(outcome)
+                if outcome.activated:
+                    first = False
+                else:
+                    log.warning("%s", outcome.message)
+            await sleep_or_stop(stop, self.config.sync_seconds)
+
+    async def _report_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            await sleep_or_stop(stop, self.config.report_seconds)
+            self._save_registry()
+            if self.state.get("activated") != "1":
+                continue
+            clients, totals = self.registry_report()
+            try:
+                answer = await asyncio.to_thread(self.report_once, clients, totals)
+            except ConsoleLinkError as error:
+                log.warning("report to the console failed: %s", error)
+            else:
+                self.apply_report_answer(answer)
+
+    def _log_refusals(self) -> None:
+        """Say in the log which clients were refused, and why (what to upgrade...)."""
+        refusals = self.core.recent_refusals
+        while refusals:
+            device_id, addr, refusal = refusals.popleft()
+            log.warning(
+                "refused client %s at %s: %s: %s",
+                device_id.hex()[:8],
+                addr[0],
+                refusal.cause.name,
+                refusal.message,
+            )
+
+    def _save_registry(self) -> None:
+        self._log_refusals()
+        core = self.core
+        self.state.save_clients(list(core.clients.values()), time.time())
+        new_reports = core.bad_peer_reports[self._reported_bad_peers :]
+        if new_reports:
+            self.state.add_bad_peer_reports(
+                [
+                    (
+                        r.reporter.hex(),
+                        r.content_id.hex,
+                        f"{r.peer[0]}:{r.peer[1]}",
+                        r.chunk_index,
+                        time.time(),
+                    )
+                    for r in new_reports
+                ]
+            )
+            for report in new_reports:
+                log.warning(
+                    "client %s reports peer %s served a bad chunk %d of %s",
+                    report.reporter.hex()[:8],
+                    report.peer[0],
+                    report.chunk_index,
+                    report.content_id.short,
+                )
+            self._reported_bad_peers = len(core.bad_peer_reports)

@@ -1,0 +1,1 @@
+"""A deterministic network simulator with a virtual clock, for the sans-I/O machines."""

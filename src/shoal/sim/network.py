@@ -1,0 +1,282 @@
+"""An in-memory enterprise network with a virtual clock.
+
+Theory of operation
+-------------------
+Offices are broadcast domains (one subnet each) behind a router whose WAN link joins
+the core; the central office is one of them. Every host has a NIC; every link is a
+FIFO with a rate, a propagation delay, a drop-tail buffer (in seconds of queue) and an
+optional random loss, all driven by one seeded RNG, so a run is a pure function of its
+inputs. A datagram from host A to host B crosses A's uplink, then (between offices) A's
+office WAN uplink and B's office WAN downlink, then B's downlink. A datagram to the
+office broadcast address reaches every other host of the office bound to that port.
+
+Hosts run sans-I/O machines bound to ports (anything with ``receive_datagram``,
+``handle_timer``, ``datagrams_to_send`` and ``get_timer``) and an optional
+application that drains their events and makes decisions (``poll``), with a timer of
+its own. After any input to a host, the simulator polls the application, then sends
+what every machine of the host has queued and re-arms their timers.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+Address = tuple[str, int]
+UDP_IP_OVERHEAD = 28  # IPv4 + UDP headers, counted on every link
+
+
+class Machine(Protocol):
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]: ...
+    def get_timer(self) -> float | None: ...
+
+
+class Application(Protocol):
+    def poll(self, now: float) -> None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def get_timer(self) -> float | None: ...
+
+
+@dataclass(slots=True)
+class Link:
+    """A FIFO link: serialisation at ``rate`` bytes/s, then ``delay`` seconds."""
+
+    name: str
+    rate: float
+    delay: float = 0.0005
+    buffer_seconds: float = 0.25
+    loss: float = 0.0
+    free_at: float = 0.0
+    bytes_sent: int = 0
+    datagrams_sent: int = 0
+    datagrams_dropped: int = 0
+
+    def transmit(self, size: int, departure: float, rng: random.Random) -> float | None:
+        """Return when the datagram has crossed the link, or None if it was dropped."""
+        start = max(departure, self.free_at)
+        if start - departure > self.buffer_seconds:
+            self.datagrams_dropped += 1
+            return None
+        self.free_at = start + size / self.rate
+        self.bytes_sent += size
+        self.datagrams_sent += 1
+        if self.loss and rng.random() < self.loss:
+            self.datagrams_dropped += 1
+            return None
+        return self.free_at + self.delay
+
+
+@dataclass(slots=True)
+class Office:
+    """One broadcast domain behind a router with a WAN link to the core."""
+
+    name: str
+    subnet: ipaddress.IPv4Network
+    wan_up: Link
+    wan_down: Link
+    hosts: dict[str, Host] = field(default_factory=dict)
+
+    @property
+    def broadcast(self) -> str:
+        return str(self.subnet.broadcast_address)
+
+
+@dataclass(slots=True)
+class Host:
+    """A device: an address, a NIC, machines bound to ports, an application."""
+
+    ip: str
+    office: Office
+    up: Link
+    down: Link
+    machines: dict[int, Machine] = field(default_factory=dict)
+    application: Application | None = None
+    alive: bool = True
+    armed: dict[int | None, float] = field(default_factory=dict)
+
+
+class SimNetwork:
+    """The simulator: offices, hosts, links, and the virtual clock's event queue."""
+
+    def __init__(self, seed: int = 0, start: float = 0.0) -> None:
+        self.now = start
+        self.rng = random.Random(seed)
+        self.offices: dict[str, Office] = {}
+        self.hosts: dict[str, Host] = {}
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._sequence = 0
+
+    # ------------------------------------------------------------ building
+
+    def add_office(
+        self,
+        name: str,
+        subnet: str,
+        *,
+        wan_rate: float,
+        wan_delay: float = 0.01,
+        wan_loss: float = 0.0,
+        buffer_seconds: float = 0.25,
+    ) -> Office:
+        """An office whose WAN link carries ``wan_rate`` bytes/s each way."""
+        office = Office(
+            name=name,
+            subnet=ipaddress.IPv4Network(subnet),
+            wan_up=Link(f"{name}/wan-up", wan_rate, wan_delay, buffer_seconds, wan_loss),
+            wan_down=Link(f"{name}/wan-down", wan_rate, wan_delay, buffer_seconds, wan_loss),
+        )
+        self.offices[name] = office
+        return office
+
+    def add_host(
+        self, office: Office, ip: str, *, nic_rate: float = 125e6, lan_loss: float = 0.0
+    ) -> Host:
+        """A host with a NIC of ``nic_rate`` bytes/s (default 1 Gbit/s) each way."""
+        if ipaddress.IPv4Address(ip) not in office.subnet:
+            raise ValueError(f"{ip} is not in office {office.name} ({office.subnet})")
+        host = Host(
+            ip=ip,
+            office=office,
+            up=Link(f"{ip}/up", nic_rate, 0.0001, loss=lan_loss),
+            down=Link(f"{ip}/down", nic_rate, 0.0001, loss=lan_loss),
+        )
+        office.hosts[ip] = host
+        self.hosts[ip] = host
+        return host
+
+    def bind(self, host: Host, port: int, machine: Machine) -> None:
+        host.machines[port] = machine
+        self.pump(host)
+
+    def attach(self, host: Host, application: Application) -> None:
+        host.application = application
+        self.pump(host)
+
+    def kill(self, host: Host) -> None:
+        """The host stops: it sends nothing more and drops what reaches it."""
+        host.alive = False
+
+    def restart(self, host: Host, machines: dict[int, Machine], application: Application) -> None:
+        """The host comes back with new machines (a restarted process)."""
+        host.machines = dict(machines)
+        host.application = application
+        host.armed.clear()
+        host.alive = True
+        self.pump(host)
+
+    # ------------------------------------------------------------- running
+
+    def at(self, when: float, action: Callable[[], None]) -> None:
+        """Run ``action`` at virtual time ``when``."""
+        self._sequence += 1
+        heapq.heappush(self._queue, (when, self._sequence, action))
+
+    def run(self, until: float, stop: Callable[[], bool] | None = None) -> float:
+        """Process events until ``until`` (virtual seconds) or ``stop()``; return now."""
+        while self._queue and self._queue[0][0] <= until:
+            when, _, action = heapq.heappop(self._queue)
+            self.now = max(self.now, when)
+            action()
+            if stop is not None and stop():
+                return self.now
+        self.now = max(self.now, until) if not self._queue else self.now
+        return self.now
+
+    def pump(self, host: Host) -> None:
+        """After input to ``host``: let its application decide, then send and re-arm."""
+        if not host.alive:
+            return
+        if host.application is not None:
+            host.application.poll(self.now)
+        for port, machine in host.machines.items():
+            for data, destination in machine.datagrams_to_send(self.now):
+                self._route(host, port, data, destination)
+            self._arm(host, port, machine.get_timer())
+        if host.application is not None:
+            self._arm(host, None, host.application.get_timer())
+
+    def _arm(self, host: Host, port: int | None, deadline: float | None) -> None:
+        if deadline is None or host.armed.get(port) == deadline:
+            return
+        host.armed[port] = deadline
+
+        def fire() -> None:
+            if not host.alive or host.armed.get(port) != deadline:
+                return  # re-armed since, or the host died
+            del host.armed[port]
+            target = host.application if port is None else host.machines[port]
+            assert target is not None
+            target.handle_timer(self.now)
+            self.pump(host)
+
+        self.at(max(deadline, self.now), fire)
+
+    # ------------------------------------------------------------- routing
+
+    def _route(self, sender: Host, port: int, data: bytes, destination: Address) -> None:
+        ip, destination_port = destination
+        source = (sender.ip, port)
+        if ip == sender.office.broadcast or ip == "255.255.255.255":
+            neighbours = [
+                neighbour
+                for neighbour in sender.office.hosts.values()
+                if neighbour is not sender and destination_port in neighbour.machines
+            ]
+
+            def fan_out() -> None:
+                for neighbour in neighbours:
+                    self._forward([neighbour.down], data, source, neighbour, destination_port)
+
+            self._forward([sender.up], data, source, None, destination_port, fan_out)
+            return
+        receiver = self.hosts.get(ip)
+        if receiver is None:
+            return  # no such host: the datagram is lost, as on a real network
+        path = [sender.up]
+        if receiver.office is not sender.office:
+            path += [sender.office.wan_up, receiver.office.wan_down]
+        path.append(receiver.down)
+        self._forward(path, data, source, receiver, destination_port)
+
+    def _forward(
+        self,
+        path: list[Link],
+        data: bytes,
+        source: Address,
+        receiver: Host | None,
+        port: int,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """Cross ``path`` one link at a time, each when the datagram reaches it.
+
+        A link queues datagrams in the order they reach it, so each hop is its own
+        event: transmitting on a later link at send time would let a datagram still
+        queued upstream delay traffic that reaches that link first.
+        """
+        size = len(data) + UDP_IP_OVERHEAD
+        arrival = path[0].transmit(size, self.now, self.rng)
+        if arrival is None:
+            return
+        rest = path[1:]
+        if rest:
+            self.at(arrival, lambda: self._forward(rest, data, source, receiver, port, then))
+            return
+        if then is not None:
+            self.at(arrival, then)
+            return
+        assert receiver is not None
+
+        def receive() -> None:
+            machine = receiver.machines.get(port)
+            if not receiver.alive or machine is None:
+                return
+            machine.receive_datagram(data, source, self.now)
+            self.pump(receiver)
+
+        self.at(arrival, receive)

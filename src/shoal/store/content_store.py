@@ -1,0 +1,561 @@
+"""The local content store: a cache that a client fills from untrusted peers.
+
+Theory of operation
+-------------------
+Each content ID has three files in the store directory::
+
+    <content-id>.manifest   the manifest file (as signed by the console)
+    <content-id>.data       the package bytes, preallocated to full size
+    <content-id>.state      the sidecar: which chunks are verified, pinned, last use
+
+Invariants, which hold after a crash (SIGKILL) at any instruction:
+
+* A chunk is written to ``.data`` only after its bytes hash to the manifest's value, and
+  it is marked verified only after the write. So every chunk the sidecar marks verified
+  has the right bytes on disk (with ``durable=True`` also across power loss: the data is
+  fdatasync'ed before the sidecar is replaced).
+* The sidecar is replaced atomically (write to a temporary file, fsync, rename, fsync the
+  directory), so it is always either the previous or the next version, never a mix.
+* ``write_chunk`` returns only after the new sidecar is in place, so an acknowledged
+  chunk is never lost.
+* An entry exists when its sidecar exists. ``add`` writes the sidecar last, so a crash
+  during ``add`` leaves orphan files that the next open removes.
+
+Eviction: with a size cap, adding content evicts the least recently used entries that
+are not pinned (assigned content is pinned) until the new entry fits.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shoal.core.chunkset import ChunkSet
+from shoal.core.errors import ChunkHashMismatch, ContentHashMismatch, ManifestError
+from shoal.core.ids import ContentId
+from shoal.core.manifest import Manifest, decode_manifest_file
+from shoal.store.errors import (
+    CacheFull,
+    ChunkNotAvailable,
+    ContentNotFound,
+    SidecarCorrupt,
+    StoreDiskFull,
+)
+
+SIDECAR_FORMAT = 1
+_HASH_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class EntryInfo:
+    """What the store knows of one content ID, for status views."""
+
+    content_id: ContentId
+    size: int
+    chunk_count: int
+    verified_chunks: int
+    complete: bool
+    pinned: bool
+    last_used: float
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarProblem:
+    """A sidecar found unreadable when the store was opened."""
+
+    content_id: ContentId
+    path: Path
+    reason: str
+
+
+@dataclass(slots=True)
+class _Entry:
+    manifest: Manifest
+    verified: ChunkSet
+    complete: bool
+    pinned: bool
+    last_used: float
+    descriptor: int
+
+    def info(self) -> EntryInfo:
+        return EntryInfo(
+            content_id=self.manifest.content_id,
+            size=self.manifest.size,
+            chunk_count=self.manifest.chunk_count,
+            verified_chunks=len(self.verified),
+            complete=self.complete,
+            pinned=self.pinned,
+            last_used=self.last_used,
+        )
+
+
+@contextmanager
+def _disk_full_is_named(what: str, directory: Path) -> Iterator[None]:
+    """Turn ENOSPC/EDQUOT into ``StoreDiskFull`` naming what did not fit."""
+    try:
+        yield
+    except OSError as error:
+        if error.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = _free_bytes(directory)
+            raise StoreDiskFull(
+                f"disk full in {directory}: no room for {what} ({free} bytes free)"
+            ) from None
+        raise
+
+
+def _free_bytes(directory: Path) -> int:
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return 0
+    return stats.f_bavail * stats.f_frsize
+
+
+class ContentStore:
+    """Verified, crash-consistent, size-capped storage of packages by content ID.
+
+    Safe for concurrent use by threads: downloads write while peers read. ``strict``
+    makes opening fail on a corrupt sidecar (``SidecarCorrupt``); otherwise such
+    entries are left out and listed in ``problems`` for ``repair``.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        capacity_bytes: int | None = None,
+        durable: bool = True,
+        strict: bool = True,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.root = root
+        self.capacity_bytes = capacity_bytes
+        self.durable = durable
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._entries: dict[ContentId, _Entry] = {}
+        self.problems: list[SidecarProblem] = []
+        root.mkdir(parents=True, exist_ok=True)
+        self._load(strict)
+
+    # ----------------------------------------------------------------- paths
+
+    def _path(self, content_id: ContentId, suffix: str) -> Path:
+        return self.root / f"{content_id.hex}.{suffix}"
+
+    def data_path(self, content_id: ContentId) -> Path:
+        """Path of the package bytes (complete only when ``info().complete``)."""
+        return self._path(content_id, "data")
+
+    # ------------------------------------------------------------------ open
+
+    def _load(self, strict: bool) -> None:
+        for leftover in self.root.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+        with_sidecar = set()
+        for sidecar in sorted(self.root.glob("*.state")):
+            try:
+                content_id = ContentId.from_hex(sidecar.stem)
+            except ValueError:
+                continue
+            with_sidecar.add(sidecar.stem)
+            try:
+                self._entries[content_id] = self._read_entry(content_id)
+            except SidecarCorrupt as error:
+                if strict:
+                    raise
+                self.problems.append(SidecarProblem(content_id, sidecar, str(error)))
+        for suffix in ("manifest", "data"):
+            for path in self.root.glob(f"*.{suffix}"):
+                if path.stem not in with_sidecar:
+                    path.unlink(missing_ok=True)  # orphan of an interrupted add()
+
+    def _read_entry(self, content_id: ContentId) -> _Entry:
+        sidecar = self._path(content_id, "state")
+        try:
+            manifest = decode_manifest_file(self._path(content_id, "manifest").read_bytes())
+        except (OSError, ManifestError) as error:
+            raise SidecarCorrupt(f"{sidecar}: its manifest is unreadable ({error})") from None
+        state = _parse_sidecar(sidecar, content_id, manifest.manifest)
+        try:
+            descriptor = os.open(self._path(content_id, "data"), os.O_RDWR)
+        except OSError as error:
+            raise SidecarCorrupt(f"{sidecar}: its data file is unreadable ({error})") from None
+        return _Entry(manifest.manifest, descriptor=descriptor, **state)
+
+    # --------------------------------------------------------------- queries
+
+    def __contains__(self, content_id: object) -> bool:
+        return content_id in self._entries
+
+    def _entry(self, content_id: ContentId) -> _Entry:
+        try:
+            return self._entries[content_id]
+        except KeyError:
+            raise ContentNotFound(f"content {content_id.short} is not in the store") from None
+
+    def manifest(self, content_id: ContentId) -> Manifest:
+        return self._entry(content_id).manifest
+
+    def manifest_bytes(self, content_id: ContentId) -> bytes:
+        """The manifest file as it was added (with its signature, if any)."""
+        self._entry(content_id)
+        return self._path(content_id, "manifest").read_bytes()
+
+    def verified(self, content_id: ContentId) -> ChunkSet:
+        """A copy of the set of verified chunks."""
+        with self._lock:
+            return self._entry(content_id).verified.copy()
+
+    def info(self, content_id: ContentId) -> EntryInfo:
+        with self._lock:
+            return self._entry(content_id).info()
+
+    def entries(self) -> list[EntryInfo]:
+        """Every entry, most recently used first."""
+        with self._lock:
+            infos = [entry.info() for entry in self._entries.values()]
+        return sorted(infos, key=lambda info: info.last_used, reverse=True)
+
+    def used_bytes(self) -> int:
+        with self._lock:
+            return sum(entry.manifest.size for entry in self._entries.values())
+
+    # ------------------------------------------------------------------- add
+
+    def add(self, manifest_file: bytes, *, pinned: bool = False) -> EntryInfo:
+        """Start holding a package: reserve its space and return its (empty) entry.
+
+        The caller has verified the manifest's signature. Adding content already in the
+        store only updates ``pinned`` (to True when asked) and returns the entry.
+        """
+        manifest = decode_manifest_file(manifest_file).manifest
+        content_id = manifest.content_id
+        with self._lock:
+            existing = self._entries.get(content_id)
+            if existing is not None:
+                if pinned and not existing.pinned:
+                    self.pin(content_id)
+                return existing.info()
+            self._make_room(manifest.size, content_id)
+            manifest_path = self._path(content_id, "manifest")
+            data_path = self._path(content_id, "data")
+            descriptor = -1
+            try:
+                with _disk_full_is_named(f"content {content_id.short}", self.root):
+                    self._atomic_write(manifest_path, manifest_file)
+                    descriptor = os.open(data_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+                    _preallocate(descriptor, manifest.size)
+                    entry = _Entry(
+                        manifest=manifest,
+                        verified=ChunkSet(manifest.chunk_count),
+                        complete=manifest.chunk_count == 0,
+                        pinned=pinned,
+                        last_used=self._clock(),
+                        descriptor=descriptor,
+                    )
+                    if entry.complete:
+                        self._check_whole_file(entry)
+                    self._persist(entry)
+            except BaseException:
+                if descriptor >= 0:
+                    os.close(descriptor)
+                data_path.unlink(missing_ok=True)
+                manifest_path.unlink(missing_ok=True)
+                raise
+            self._entries[content_id] = entry
+            return entry.info()
+
+    def _make_room(self, size: int, adding: ContentId) -> None:
+        if self.capacity_bytes is None:
+            return
+        used = self.used_bytes()
+        if used + size <= self.capacity_bytes:
+            return
+        candidates = sorted(
+            (entry for entry in self._entries.values() if not entry.pinned),
+            key=lambda entry: entry.last_used,
+        )
+        pinned_bytes = sum(entry.manifest.size for entry in self._entries.values() if entry.pinned)
+        if pinned_bytes + size > self.capacity_bytes:
+            raise CacheFull(
+                f"content {adding.short} needs {size} bytes; the cache cap is "
+                f"{self.capacity_bytes} bytes and pinned (assigned) content uses {pinned_bytes}"
+            )
+        for entry in candidates:
+            if used + size <= self.capacity_bytes:
+                break
+            used -= entry.manifest.size
+            self.remove(entry.manifest.content_id)
+
+    # ----------------------------------------------------------------- write
+
+    def write_chunk(self, content_id: ContentId, chunk_index: int, data: bytes) -> bool:
+        """Verify and store one chunk; return True when the package is now complete.
+
+        Raises ``ChunkHashMismatch`` (nothing written) for bad bytes and
+        ``StoreDiskFull`` (store unchanged) when the disk is full. Writing a chunk that
+        is already verified is a no-op.
+        """
+        entry = self._entry(content_id)
+        entry.manifest.verify_chunk(chunk_index, data)
+        with self._lock:
+            entry = self._entry(content_id)
+            if chunk_index in entry.verified:
+                return entry.complete
+            offset = chunk_index * entry.manifest.chunk_size
+            with _disk_full_is_named(f"chunk {chunk_index} of {content_id.short}", self.root):
+                _pwrite_all(entry.descriptor, data, offset)
+                if self.durable:
+                    os.fdatasync(entry.descriptor)
+                entry.verified.add(chunk_index)
+                entry.last_used = self._clock()
+                try:
+                    if entry.verified.complete:
+                        self._check_whole_file(entry)
+                    self._persist(entry)
+                except BaseException:
+                    # Memory must say what the sidecar on disk says.
+                    entry.verified.discard(chunk_index)
+                    entry.complete = False
+                    raise
+            return entry.complete
+
+    def _check_whole_file(self, entry: _Entry) -> None:
+        digest = _hash_descriptor(entry.descriptor, entry.manifest.size)
+        if digest != entry.manifest.sha256:
+            raise ContentHashMismatch(
+                f"content {entry.manifest.content_id.short}: every chunk verified but the "
+                "whole file does not match the manifest's SHA-256 (inconsistent manifest)"
+            )
+        entry.complete = True
+
+    def import_file(self, manifest_file: bytes, source: Path, *, pinned: bool = False) -> EntryInfo:
+        """Add a complete package from a local file, verifying every chunk as it goes."""
+        info = self.add(manifest_file, pinned=pinned)
+        manifest = self.manifest(info.content_id)
+        verified = self.verified(info.content_id)
+        with open(source, "rb") as package:
+            for chunk_index in range(manifest.chunk_count):
+                data = package.read(manifest.chunk_length(chunk_index))
+                if chunk_index not in verified:
+                    self.write_chunk(info.content_id, chunk_index, data)
+        return self.info(info.content_id)
+
+    # ------------------------------------------------------------------ read
+
+    def read_chunk(self, content_id: ContentId, chunk_index: int) -> bytes:
+        """Return a verified chunk, re-checked against its hash before it is served.
+
+        Raises ``ChunkNotAvailable`` if the chunk is not verified here, and
+        ``ChunkHashMismatch`` if the bytes on disk went bad (the chunk is then
+        unmarked, so it will be fetched again).
+        """
+        with self._lock:
+            entry = self._entry(content_id)
+            if chunk_index not in entry.verified:
+                raise ChunkNotAvailable(
+                    f"chunk {chunk_index} of {content_id.short} is not verified in this store"
+                )
+            length = entry.manifest.chunk_length(chunk_index)
+            data = os.pread(entry.descriptor, length, chunk_index * entry.manifest.chunk_size)
+            entry.last_used = self._clock()
+        try:
+            entry.manifest.verify_chunk(chunk_index, data)
+        except ChunkHashMismatch:
+            with self._lock:
+                entry.verified.discard(chunk_index)
+                entry.complete = False
+                self._persist(entry)
+            raise
+        return data
+
+    # ------------------------------------------------------------ management
+
+    def pin(self, content_id: ContentId) -> None:
+        """Protect content from eviction (it is assigned to this device)."""
+        self._set_pinned(content_id, True)
+
+    def unpin(self, content_id: ContentId) -> None:
+        self._set_pinned(content_id, False)
+
+    def _set_pinned(self, content_id: ContentId, pinned: bool) -> None:
+        with self._lock:
+            entry = self._entry(content_id)
+            if entry.pinned != pinned:
+                entry.pinned = pinned
+                self._persist(entry)
+
+    def remove(self, content_id: ContentId) -> None:
+        """Forget content: the sidecar goes first, so a crash leaves only orphans."""
+        with self._lock:
+            entry = self._entries.pop(content_id, None)
+            if entry is None:
+                raise ContentNotFound(f"content {content_id.short} is not in the store")
+            os.close(entry.descriptor)
+            for suffix in ("state", "data", "manifest"):
+                self._path(content_id, suffix).unlink(missing_ok=True)
+
+    def repair(self, content_id: ContentId) -> EntryInfo:
+        """Rebuild a sidecar from the bytes on disk: every chunk that verifies is kept."""
+        with self._lock:
+            manifest = decode_manifest_file(
+                self._path(content_id, "manifest").read_bytes()
+            ).manifest
+            descriptor = os.open(self._path(content_id, "data"), os.O_RDWR)
+            verified = ChunkSet(manifest.chunk_count)
+            for chunk_index in range(manifest.chunk_count):
+                length = manifest.chunk_length(chunk_index)
+                data = os.pread(descriptor, length, chunk_index * manifest.chunk_size)
+                if (
+                    len(data) == length
+                    and hashlib.sha256(data).digest() == (manifest.chunk_hashes[chunk_index])
+                ):
+                    verified.add(chunk_index)
+            old = self._entries.pop(content_id, None)
+            if old is not None:
+                os.close(old.descriptor)
+            entry = _Entry(manifest, verified, False, False, self._clock(), descriptor)
+            if verified.complete:
+                self._check_whole_file(entry)
+            self._persist(entry)
+            self._entries[content_id] = entry
+            self.problems = [p for p in self.problems if p.content_id != content_id]
+            return entry.info()
+
+    def close(self) -> None:
+        """Persist last-use times (for LRU order across restarts) and close every file."""
+        with self._lock:
+            for entry in self._entries.values():
+                try:
+                    self._persist(entry)
+                except StoreDiskFull:
+                    pass  # last-use times are a hint; the verified set is already on disk
+                finally:
+                    os.close(entry.descriptor)
+            self._entries.clear()
+
+    def __enter__(self) -> ContentStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------- persistence
+
+    def _persist(self, entry: _Entry) -> None:
+        state = {
+            "format": SIDECAR_FORMAT,
+            "content_id": entry.manifest.content_id.hex,
+            "chunks": entry.manifest.chunk_count,
+            "verified": entry.verified.to_bytes().hex(),
+            "complete": entry.complete,
+            "pinned": entry.pinned,
+            "last_used": entry.last_used,
+        }
+        encoded = json.dumps(state, sort_keys=True).encode()
+        with _disk_full_is_named(
+            f"the state of content {entry.manifest.content_id.short}", self.root
+        ):
+            self._atomic_write(self._path(entry.manifest.content_id, "state"), encoded)
+
+    def _atomic_write(self, path: Path, data: bytes) -> None:
+        temporary = path.with_name(f".{path.name}.tmp")
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                _pwrite_all(descriptor, data, 0)
+                if self.durable:
+                    os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        if self.durable:
+            directory = os.open(self.root, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+
+
+def _parse_sidecar(path: Path, content_id: ContentId, manifest: Manifest) -> dict[str, Any]:
+    """Read and validate a sidecar; ``SidecarCorrupt`` names what is wrong."""
+    try:
+        state = json.loads(path.read_bytes())
+    except (OSError, ValueError) as error:
+        raise SidecarCorrupt(f"{path}: sidecar is not readable JSON ({error})") from None
+    if not isinstance(state, dict):
+        raise SidecarCorrupt(f"{path}: sidecar is not a JSON object")
+    if state.get("format") != SIDECAR_FORMAT:
+        raise SidecarCorrupt(f"{path}: unknown sidecar format {state.get('format')!r}")
+    if state.get("content_id") != content_id.hex or manifest.content_id != content_id:
+        raise SidecarCorrupt(f"{path}: sidecar belongs to another content ID")
+    if state.get("chunks") != manifest.chunk_count:
+        raise SidecarCorrupt(f"{path}: chunk count does not match the manifest")
+    try:
+        verified = ChunkSet.from_bytes(manifest.chunk_count, bytes.fromhex(state["verified"]))
+    except (KeyError, TypeError, ValueError) as error:
+        raise SidecarCorrupt(f"{path}: verified-chunk bitmap is invalid ({error})") from None
+    complete, pinned, last_used = (
+        state.get("complete"),
+        state.get("pinned"),
+        state.get("last_used"),
+    )
+    if not isinstance(complete, bool) or not isinstance(pinned, bool):
+        raise SidecarCorrupt(f"{path}: 'complete' and 'pinned' must be true or false")
+    if not isinstance(last_used, int | float):
+        raise SidecarCorrupt(f"{path}: 'last_used' must be a number")
+    if complete and not verified.complete:
+        raise SidecarCorrupt(f"{path}: marked complete with chunks missing")
+    return {
+        "verified": verified,
+        "complete": complete,
+        "pinned": pinned,
+        "last_used": float(last_used),
+    }
+
+
+def _preallocate(descriptor: int, size: int) -> None:
+    """Reserve the package's blocks now, so a full disk shows at ``add``, not mid-way."""
+    if size == 0:
+        return
+    if hasattr(os, "posix_fallocate"):
+        try:
+            os.posix_fallocate(descriptor, 0, size)
+            return
+        except OSError as error:
+            if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+    os.ftruncate(descriptor, size)
+
+
+def _pwrite_all(descriptor: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(descriptor, view, offset)
+        view = view[written:]
+        offset += written
+
+
+def _hash_descriptor(descriptor: int, size: int) -> bytes:
+    digest = hashlib.sha256()
+    offset = 0
+    while offset < size:
+        block = os.pread(descriptor, min(_HASH_BLOCK, size - offset), offset)
+        if not block:
+            break
+        digest.update(block)
+        offset += len(block)
+    return digest.digest()

@@ -1,0 +1,536 @@
+"""Control datagrams between a client and its P2P server, authenticated by the server key.
+
+Theory of operation
+-------------------
+Control datagrams share the four-byte prefix of every shoal datagram (magic ``SH``,
+protocol version, type) with types 0x20..0x3F, then::
+
+    request_id u32, device_id 16 B, body (by type), tag 16 B
+
+``tag`` is HMAC-SHA256 (truncated to 16 bytes) over everything before it, keyed by the
+*server key* that the administrator gives every client of a server. A datagram whose
+tag does not verify raises ``AuthenticationFailed``; the server answers it with an
+unauthenticated ``REFUSED`` (reason ``WRONG_SERVER_KEY``) so that the client can tell
+the user what is wrong, and a client shows, but never acts on, an unauthenticated
+reply. Strings are UTF-8 with a u8 (short) or u16 (message) length.
+
+Bulky things (the console's signed assignment document, manifests) are not control
+datagrams: the server announces their SHA-256 and length, and the client fetches them
+as single-chunk blobs through the transfer engine, which verifies the hash.
+
+===============  ====  ================================================================
+type             code  body
+===============  ====  ================================================================
+LEASE            0x20  content_id 32 B
+LEASE_REPLY      0x21  content_id 32 B, decision u8, holder ip 4 B, holder port u16,
+                       valid_ms u32
+REGISTER         0x30  version str8, hostname str8, subnet_prefix u8
+REGISTERED       0x31  version str8, office str8, office_type u8, console_key 32 B,
+                       checkin_s u16, discovery_port u16, data_port u16,
+                       background_port u16, licence_state u8, seats_over u32
+CHECKIN          0x32  count u8, count x (content_id 32 B, chunks_done u32,
+                       chunk_count u32, from_peers u64, from_server u64)
+CHECKIN_REPLY    0x33  assignments_sha256 32 B, assignments_length u32
+MANIFEST_INFO    0x34  content_id 32 B
+MANIFEST_REPLY   0x35  content_id 32 B, manifest_sha256 32 B, manifest_length u32
+PEERS            0x36  content_id 32 B
+PEER_LIST        0x37  content_id 32 B, count u8, count x (ip 4 B, port u16)
+BAD_PEER         0x38  content_id 32 B, peer ip 4 B, peer port u16, chunk_index u32
+NOTED            0x39  (empty)
+REFUSED          0x3F  reason u8, message str16
+===============  ====  ================================================================
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import hmac
+import ipaddress
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from shoal.core.ids import DIGEST_SIZE, ContentId
+from shoal.wire.buffer import Buffer
+from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
+from shoal.wire.messages import MAGIC, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION
+
+DEVICE_ID_SIZE = 16
+TAG_SIZE = 16
+MAX_CHECKIN_ENTRIES = 16
+MAX_PEERS = 128
+MAX_MESSAGE_LENGTH = 1024
+_HEADER = struct.Struct(">2sBBI16s")
+
+
+class AuthenticationFailed(MalformedDatagram):
+    """The datagram's tag does not match: the sender has another server key."""
+
+
+class ControlType(enum.IntEnum):
+    LEASE = 0x20
+    LEASE_REPLY = 0x21
+    REGISTER = 0x30
+    REGISTERED = 0x31
+    CHECKIN = 0x32
+    CHECKIN_REPLY = 0x33
+    MANIFEST_INFO = 0x34
+    MANIFEST_REPLY = 0x35
+    PEERS = 0x36
+    PEER_LIST = 0x37
+    BAD_PEER = 0x38
+    NOTED = 0x39
+    REFUSED = 0x3F
+
+
+class OfficeType(enum.IntEnum):
+    """How a client's office shares content (the console's topology)."""
+
+    DEFAULT = 0  # broadcast discovery on the subnet
+    WIFI = 1  # unicast peer lists from the server
+    VPN = 2  # never shares: server only
+    NONE = 3  # in no known office: server only, if policy allows
+
+
+class LicenceState(enum.IntEnum):
+    OK = 0
+    OVERAGE = 1  # more seats used than bought: allowed, and said everywhere
+
+
+class LeaseDecision(enum.IntEnum):
+    GRANTED = 0  # fetch from the server: you are the office's rendezvous point
+    REDIRECTED = 1  # fetch from the holder (and other peers) instead
+    DIRECT = 2  # your office does not share: fetch from the server
+
+
+class RefusalCause(enum.IntEnum):
+    WRONG_SERVER_KEY = 1
+    UNKNOWN_DEVICE = 2
+    NOT_LICENSED = 3
+    LICENCE_EXPIRED = 4
+    VERSION_UNSUPPORTED = 5
+    NOT_ACTIVATED = 6
+    UNKNOWN_CONTENT = 7
+    NOT_ASSIGNED = 8
+    INVALID_REQUEST = 9
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    version: str
+    hostname: str
+    subnet_prefix: int
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    version: str
+    office: str
+    office_type: OfficeType
+    console_key: bytes
+    checkin_seconds: int
+    discovery_port: int
+    data_port: int
+    background_port: int
+    licence_state: LicenceState
+    seats_over: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContentProgress:
+    content_id: ContentId
+    chunks_done: int
+    chunk_count: int
+    bytes_from_peers: int
+    bytes_from_server: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckIn:
+    content: tuple[ContentProgress, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckInReply:
+    assignments_sha256: bytes
+    assignments_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestInfo:
+    content_id: ContentId
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestReply:
+    content_id: ContentId
+    manifest_sha256: bytes
+    manifest_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    content_id: ContentId
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseReply:
+    content_id: ContentId
+    decision: LeaseDecision
+    holder: tuple[str, int]
+    valid_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Peers:
+    content_id: ContentId
+
+
+@dataclass(frozen=True, slots=True)
+class PeerList:
+    content_id: ContentId
+    peers: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BadPeer:
+    content_id: ContentId
+    peer: tuple[str, int]
+    chunk_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Noted:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    cause: RefusalCause
+    message: str
+
+
+ControlBody = (
+    Register
+    | Registered
+    | CheckIn
+    | CheckInReply
+    | ManifestInfo
+    | ManifestReply
+    | Lease
+    | LeaseReply
+    | Peers
+    | PeerList
+    | BadPeer
+    | Noted
+    | Refused
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ControlMessage:
+    """One control datagram: who, which request, what."""
+
+    request_id: int
+    device_id: bytes
+    body: ControlBody
+    authenticated: bool = True
+
+
+# -- field helpers -----------------------------------------------------------------------
+
+_E = TypeVar("_E", bound=enum.IntEnum)
+
+
+def _pull_enum(buf: Buffer, kind: type[_E]) -> _E:
+    code = buf.pull_uint8()
+    try:
+        return kind(code)
+    except ValueError:
+        raise MalformedDatagram(f"unknown {kind.__name__} code {code}") from None
+
+
+def _pull_str(buf: Buffer, wide: bool = False) -> str:
+    length = buf.pull_uint16() if wide else buf.pull_uint8()
+    if length > MAX_MESSAGE_LENGTH:
+        raise MalformedDatagram(f"string of {length} bytes is too long")
+    try:
+        return buf.pull_bytes(length).decode("utf-8")
+    except UnicodeDecodeError:
+        raise MalformedDatagram("string is not UTF-8") from None
+
+
+def _push_str(buf: Buffer, text: str, wide: bool = False) -> None:
+    encoded = text.encode("utf-8")[: MAX_MESSAGE_LENGTH if wide else 255]
+    if wide:
+        buf.push_uint16(len(encoded))
+    else:
+        buf.push_uint8(len(encoded))
+    buf.push_bytes(encoded)
+
+
+def _pull_content_id(buf: Buffer) -> ContentId:
+    return ContentId(buf.pull_bytes(DIGEST_SIZE))
+
+
+def _pull_address(buf: Buffer) -> tuple[str, int]:
+    ip = str(ipaddress.IPv4Address(buf.pull_bytes(4)))
+    return ip, buf.pull_uint16()
+
+
+def _push_address(buf: Buffer, address: tuple[str, int]) -> None:
+    try:
+        buf.push_bytes(ipaddress.IPv4Address(address[0]).packed)
+    except ValueError:
+        raise MalformedDatagram(f"not an IPv4 address: {address[0]!r}") from None
+    buf.push_uint16(address[1])
+
+
+# -- one pull/push pair per body ---------------------------------------------------------
+
+
+def _pull_register(buf: Buffer) -> Register:
+    version, hostname = _pull_str(buf), _pull_str(buf)
+    prefix = buf.pull_uint8()
+    if prefix > 32:
+        raise MalformedDatagram(f"subnet prefix /{prefix} is not IPv4")
+    return Register(version, hostname, prefix)
+
+
+def _push_register(buf: Buffer, body: Register) -> None:
+    _push_str(buf, body.version)
+    _push_str(buf, body.hostname)
+    buf.push_uint8(body.subnet_prefix)
+
+
+def _pull_registered(buf: Buffer) -> Registered:
+    version, office = _pull_str(buf), _pull_str(buf)
+    office_type = _pull_enum(buf, OfficeType)
+    console_key = buf.pull_bytes(32)
+    checkin, discovery, data, background = (buf.pull_uint16() for _ in range(4))
+    return Registered(
+        version,
+        office,
+        office_type,
+        console_key,
+        checkin,
+        discovery,
+        data,
+        background,
+        _pull_enum(buf, LicenceState),
+        buf.pull_uint32(),
+    )
+
+
+def _push_registered(buf: Buffer, body: Registered) -> None:
+    _push_str(buf, body.version)
+    _push_str(buf, body.office)
+    buf.push_uint8(body.office_type)
+    if len(body.console_key) != 32:
+        raise ValueError("console key must be 32 bytes")
+    buf.push_bytes(body.console_key)
+    for port in (body.checkin_seconds, body.discovery_port, body.data_port, body.background_port):
+        buf.push_uint16(port)
+    buf.push_uint8(body.licence_state)
+    buf.push_uint32(body.seats_over)
+
+
+def _pull_checkin(buf: Buffer) -> CheckIn:
+    count = buf.pull_uint8()
+    if count > MAX_CHECKIN_ENTRIES:
+        raise MalformedDatagram(f"{count} check-in entries (at most {MAX_CHECKIN_ENTRIES})")
+    entries = tuple(
+        ContentProgress(
+            _pull_content_id(buf),
+            buf.pull_uint32(),
+            buf.pull_uint32(),
+            buf.pull_uint64(),
+            buf.pull_uint64(),
+        )
+        for _ in range(count)
+    )
+    return CheckIn(entries)
+
+
+def _push_checkin(buf: Buffer, body: CheckIn) -> None:
+    if len(body.content) > MAX_CHECKIN_ENTRIES:
+        raise ValueError(f"at most {MAX_CHECKIN_ENTRIES} entries per check-in")
+    buf.push_uint8(len(body.content))
+    for entry in body.content:
+        buf.push_bytes(entry.content_id.digest)
+        buf.push_uint32(entry.chunks_done)
+        buf.push_uint32(entry.chunk_count)
+        buf.push_uint64(entry.bytes_from_peers)
+        buf.push_uint64(entry.bytes_from_server)
+
+
+def _pull_checkin_reply(buf: Buffer) -> CheckInReply:
+    return CheckInReply(buf.pull_bytes(32), buf.pull_uint32())
+
+
+def _push_checkin_reply(buf: Buffer, body: CheckInReply) -> None:
+    buf.push_bytes(body.assignments_sha256)
+    buf.push_uint32(body.assignments_length)
+
+
+def _pull_manifest_reply(buf: Buffer) -> ManifestReply:
+    return ManifestReply(_pull_content_id(buf), buf.pull_bytes(32), buf.pull_uint32())
+
+
+def _push_manifest_reply(buf: Buffer, body: ManifestReply) -> None:
+    buf.push_bytes(body.content_id.digest)
+    buf.push_bytes(body.manifest_sha256)
+    buf.push_uint32(body.manifest_length)
+
+
+def _pull_lease_reply(buf: Buffer) -> LeaseReply:
+    content_id = _pull_content_id(buf)
+    decision = _pull_enum(buf, LeaseDecision)
+    holder = _pull_address(buf)
+    return LeaseReply(content_id, decision, holder, buf.pull_uint32())
+
+
+def _push_lease_reply(buf: Buffer, body: LeaseReply) -> None:
+    buf.push_bytes(body.content_id.digest)
+    buf.push_uint8(body.decision)
+    _push_address(buf, body.holder)
+    buf.push_uint32(body.valid_ms)
+
+
+def _pull_peer_list(buf: Buffer) -> PeerList:
+    content_id = _pull_content_id(buf)
+    count = buf.pull_uint8()
+    if count > MAX_PEERS:
+        raise MalformedDatagram(f"{count} peers (at most {MAX_PEERS})")
+    return PeerList(content_id, tuple(_pull_address(buf) for _ in range(count)))
+
+
+def _push_peer_list(buf: Buffer, body: PeerList) -> None:
+    buf.push_bytes(body.content_id.digest)
+    peers = body.peers[:MAX_PEERS]
+    buf.push_uint8(len(peers))
+    for peer in peers:
+        _push_address(buf, peer)
+
+
+def _pull_bad_peer(buf: Buffer) -> BadPeer:
+    return BadPeer(_pull_content_id(buf), _pull_address(buf), buf.pull_uint32())
+
+
+def _push_bad_peer(buf: Buffer, body: BadPeer) -> None:
+    buf.push_bytes(body.content_id.digest)
+    _push_address(buf, body.peer)
+    buf.push_uint32(body.chunk_index)
+
+
+def _pull_refused(buf: Buffer) -> Refused:
+    return Refused(_pull_enum(buf, RefusalCause), _pull_str(buf, wide=True))
+
+
+def _push_refused(buf: Buffer, body: Refused) -> None:
+    buf.push_uint8(body.cause)
+    _push_str(buf, body.message, wide=True)
+
+
+def _content_id_body(kind: type[ManifestInfo | Lease | Peers]) -> Callable[[Buffer], ControlBody]:
+    return lambda buf: kind(_pull_content_id(buf))
+
+
+def _push_content_id_body(buf: Buffer, body: ManifestInfo | Lease | Peers) -> None:
+    buf.push_bytes(body.content_id.digest)
+
+
+_PULLERS: dict[ControlType, Callable[[Buffer], ControlBody]] = {
+    ControlType.REGISTER: _pull_register,
+    ControlType.REGISTERED: _pull_registered,
+    ControlType.CHECKIN: _pull_checkin,
+    ControlType.CHECKIN_REPLY: _pull_checkin_reply,
+    ControlType.MANIFEST_INFO: _content_id_body(ManifestInfo),
+    ControlType.MANIFEST_REPLY: _pull_manifest_reply,
+    ControlType.LEASE: _content_id_body(Lease),
+    ControlType.LEASE_REPLY: _pull_lease_reply,
+    ControlType.PEERS: _content_id_body(Peers),
+    ControlType.PEER_LIST: _pull_peer_list,
+    ControlType.BAD_PEER: _pull_bad_peer,
+    ControlType.NOTED: lambda buf: Noted(),
+    ControlType.REFUSED: _pull_refused,
+}
+
+_PUSHERS: dict[type, tuple[ControlType, Callable[[Buffer, ControlBody], None]]] = {
+    Register: (ControlType.REGISTER, _push_register),  # type: ignore[dict-item]
+    Registered: (ControlType.REGISTERED, _push_registered),  # type: ignore[dict-item]
+    CheckIn: (ControlType.CHECKIN, _push_checkin),  # type: ignore[dict-item]
+    CheckInReply: (ControlType.CHECKIN_REPLY, _push_checkin_reply),  # type: ignore[dict-item]
+    ManifestInfo: (ControlType.MANIFEST_INFO, _push_content_id_body),  # type: ignore[dict-item]
+    ManifestReply: (ControlType.MANIFEST_REPLY, _push_manifest_reply),  # type: ignore[dict-item]
+    Lease: (ControlType.LEASE, _push_content_id_body),  # type: ignore[dict-item]
+    LeaseReply: (ControlType.LEASE_REPLY, _push_lease_reply),  # type: ignore[dict-item]
+    Peers: (ControlType.PEERS, _push_content_id_body),  # type: ignore[dict-item]
+    PeerList: (ControlType.PEER_LIST, _push_peer_list),  # type: ignore[dict-item]
+    BadPeer: (ControlType.BAD_PEER, _push_bad_peer),  # type: ignore[dict-item]
+    Noted: (ControlType.NOTED, lambda buf, body: None),
+    Refused: (ControlType.REFUSED, _push_refused),  # type: ignore[dict-item]
+}
+
+
+def _tag(key: bytes, signed_part: bytes | memoryview) -> bytes:
+    return hmac.new(key, signed_part, hashlib.sha256).digest()[:TAG_SIZE]
+
+
+def encode_control(message: ControlMessage, key: bytes, version: int = PROTOCOL_VERSION) -> bytes:
+    """Encode and authenticate one control datagram with the server key."""
+    if len(message.device_id) != DEVICE_ID_SIZE:
+        raise ValueError(f"device ID must be {DEVICE_ID_SIZE} bytes")
+    message_type, push = _PUSHERS[type(message.body)]
+    buf = Buffer()
+    buf.push_bytes(
+        _HEADER.pack(MAGIC, version, message_type, message.request_id, message.device_id)
+    )
+    push(buf, message.body)
+    signed_part = buf.data()
+    return signed_part + _tag(key, signed_part)
+
+
+def is_control_datagram(data: bytes | bytearray | memoryview) -> bool:
+    """True when the type byte is in the control range (0x20..0x3F)."""
+    return len(data) >= 4 and 0x20 <= data[3] <= 0x3F
+
+
+def decode_control(data: bytes | bytearray | memoryview, key: bytes) -> ControlMessage:
+    """Decode and authenticate a control datagram.
+
+    Raises ``MalformedDatagram`` (or a subclass: ``WrongMagic``,
+    ``UnsupportedProtocolVersion``, ``AuthenticationFailed``) and nothing else. A
+    ``REFUSED`` whose tag does not verify is returned with ``authenticated=False``, so
+    that a client can report the refusal of a server that has another key.
+    """
+    if len(data) < _HEADER.size + TAG_SIZE:
+        if len(data) >= 2 and bytes(data[:2]) != MAGIC:
+            raise WrongMagic("not a shoal datagram (wrong magic)")
+        raise MalformedDatagram(f"control datagram of {len(data)} bytes is truncated")
+    magic, version, code, request_id, device_id = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise WrongMagic("not a shoal datagram (wrong magic)")
+    if not MIN_PROTOCOL_VERSION <= version <= MAX_PROTOCOL_VERSION:
+        raise UnsupportedProtocolVersion(version)
+    try:
+        message_type = ControlType(code)
+    except ValueError:
+        raise MalformedDatagram(f"unknown control message type 0x{code:02x}") from None
+    view = memoryview(data)
+    signed_part, tag = view[:-TAG_SIZE], bytes(view[-TAG_SIZE:])
+    authenticated = hmac.compare_digest(_tag(key, signed_part), tag)
+    if not authenticated and message_type is not ControlType.REFUSED:
+        raise AuthenticationFailed(
+            f"{message_type.name} from a sender with another server key (tag mismatch)"
+        )
+    buf = Buffer(signed_part)
+    buf.pull_bytes(_HEADER.size)
+    body = _PULLERS[message_type](buf)
+    if not buf.eof():
+        raise MalformedDatagram(
+            f"{message_type.name} datagram has {buf.remaining} unexpected trailing bytes"
+        )
+    return ControlMessage(request_id, device_id, body, authenticated)

@@ -1,0 +1,221 @@
+"""The console <-> P2P server link over real HTTPS, against a real console process."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import ssl
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shoal.core.signing import SigningKey
+from shoal.licensing import DEV_VENDOR_KEY, issue_licence
+from shoal.server.console_link import (
+    ConsoleKeyMismatch,
+    ConsoleLink,
+    ConsoleLinkError,
+    ConsoleRefused,
+    ConsoleRefusedVersion,
+    DownloadTotals,
+    ReportedClient,
+)
+from shoal.topology import parse_json
+
+from .process import ConsoleProcess
+
+TOPOLOGY = """office,parent,type,subnets
+Central Office,,Default,127.0.0.0/8
+Paris,Central Office,Default,10.1.0.0/24
+"""
+
+
+@pytest.fixture(scope="module")
+def running(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[ConsoleProcess, httpx.Client]]:
+    console = ConsoleProcess(tmp_path_factory.mktemp("link") / "console")
+    console.start()
+    try:
+        admin = console.admin()
+        assert (
+            admin.put(
+                "/api/v1/topology", content=TOPOLOGY, headers={"content-type": "text/csv"}
+            ).status_code
+            == 200
+        )
+        yield console, admin
+        admin.close()
+    finally:
+        console.stop()
+
+
+def link_for(console: ConsoleProcess, key: str, **kwargs: object) -> ConsoleLink:
+    options = {"name": "central", "address": "127.0.0.1", "ca_certificate": console.cert_path}
+    options.update(kwargs)
+    return ConsoleLink(console.base_url, key, "srv-central", **options)  # type: ignore[arg-type]
+
+
+def upload(admin: httpx.Client, name: str, data: bytes) -> dict:
+    answer = admin.post(
+        "/api/v1/applications",
+        params={"name": name, "version": "1.0", "chunk_size": 65536},
+        content=data,
+        headers={"content-type": "application/octet-stream"},
+    )
+    assert answer.status_code == 201, answer.text
+    return answer.json()
+
+
+def test_full_exchange(running: tuple[ConsoleProcess, httpx.Client], tmp_path: Path) -> None:
+    console, admin = running
+    server_key = admin.get("/api/v1/servers/auth-key").json()["key"]
+    before = os.urandom(700_000)
+    first = upload(admin, "Before activation", before)
+
+    # A wrong key is a clear error on the server side and in the console's log.
+    with link_for(console, "not-the-key") as wrong, pytest.raises(ConsoleKeyMismatch) as caught:
+        wrong.register()
+    assert "authentication key" in str(caught.value)
+    assert "its authentication key does not match this console's" in console.log()
+
+    # An old server is told what to upgrade.
+    with (
+        link_for(console, server_key, version="0.0.1") as old,
+        pytest.raises(ConsoleRefusedVersion, match=r"upgrade the P2P server to 0\.1\.0 or later"),
+    ):
+        old.register()
+
+    # A server outside the Central Office subnets is refused, saying why.
+    with (
+        link_for(console, server_key, address="10.1.0.9") as misplaced,
+        pytest.raises(ConsoleRefused, match="must sit in a subnet of the 'Central Office'"),
+    ):
+        misplaced.register()
+
+    link = link_for(console, server_key)
+    registration = link.register()
+    assert registration.activated is False
+    with pytest.raises(ConsoleRefused, match="not activated"):
+        link.changes(0)
+
+    # Saving the licence activates the server; it then receives every application.
+    key = issue_licence(
+        SigningKey.load(DEV_VENDOR_KEY), "Acme", 1, date(2099, 1, 1), date(2026, 1, 1)
+    )
+    assert admin.put("/api/v1/license", json={"key": key}).json()["active"] is True
+    assert link.register().activated is True
+    content_dir = tmp_path / "server-content"
+    synced = link.sync(content_dir, 0)
+    assert synced.fetched == [first["content_id"]]
+    assert (content_dir / f"{first['content_id']}.data").read_bytes() == before
+
+    # Later uploads follow; deletions too.
+    after = os.urandom(300_000)
+    second = upload(admin, "After activation", after)
+    assert admin.delete(f"/api/v1/applications/{first['application_id']}").status_code == 204
+    synced = link.sync(content_dir, synced.cursor)
+    assert synced.fetched == [second["content_id"]]
+    assert synced.removed == [first["content_id"]]
+    assert not (content_dir / f"{first['content_id']}.data").exists()
+    assert (
+        hashlib.sha256((content_dir / f"{second['content_id']}.data").read_bytes()).hexdigest()
+        == second["sha256"]
+    )
+
+    # Settings, topology and signed assignments reach the server.
+    assert link.settings()["ports"]["discovery"] == 41440
+    assert parse_json(link.topology()).get("Paris") is not None
+    created = admin.post(
+        "/api/v1/assignments",
+        json={"version_id": second["id"], "target_kind": "office", "target": "Paris"},
+    ).json()
+    document = link.assignments()
+    assert document["assignments"][0]["id"] == created["id"]
+    assert document["assignments"][0]["content_id"] == second["content_id"]
+    assert document["assignments"][0]["offices"] == ["Paris"]
+
+    # The server reports its clients and download statistics; the console shows them.
+    answer = link.report_clients(
+        [
+            ReportedClient(
+                "dev-1",
+                "pc1",
+                "10.1.0.10",
+                "10.1.0.0/24",
+                "0.1.0",
+                ((second["content_id"], 300_000, True),),
+            ),
+            ReportedClient("dev-2", "pc2", "10.1.0.11", "10.1.0.0/24", "0.1.0"),
+        ]
+    )
+    assert answer["licence"]["seats_over"] == 1
+    assert "1 seat over" in admin.get("/api/v1/license").json()["message"]
+    assert "licence overage" in console.log()
+    progress = admin.get(f"/api/v1/assignments/{created['id']}").json()["progress"]
+    assert (progress["devices_targeted"], progress["devices_complete"]) == (2, 1)
+    link.report_stats([DownloadTotals(second["content_id"], "Paris", 500_000, 100_000)])
+    (row,) = admin.get("/api/v1/reports/downloads").json()
+    assert row["bytes_from_peers"] == 500_000 and row["peer_share"] == pytest.approx(
+        0.8333, abs=1e-4
+    )
+    link.close()
+
+
+def test_download_resumes_from_the_first_unverified_chunk(
+    running: tuple[ConsoleProcess, httpx.Client], tmp_path: Path
+) -> None:
+    console, admin = running
+    server_key = admin.get("/api/v1/servers/auth-key").json()["key"]
+    key = issue_licence(
+        SigningKey.load(DEV_VENDOR_KEY), "Acme", 5, date(2099, 1, 1), date(2026, 1, 1)
+    )
+    admin.put("/api/v1/license", json={"key": key})
+    data = os.urandom(5 * 65536 + 77)
+    version = upload(admin, "Resumable", data)
+    with link_for(console, server_key) as link:
+        link.register()
+        manifest, _ = link.fetch_manifest(version["content_id"])
+        # Range is honoured by the console.
+        ranged = httpx.get(
+            f"{console.base_url}/api/v1/link/content/{version['content_id']}",
+            headers={**link._http.headers, "Range": "bytes=65536-65539"},
+            verify=ssl.create_default_context(cafile=console.cert_path),
+        )
+        assert ranged.status_code == 206 and ranged.content == data[65536:65540]
+        # Two good chunks, then garbage: the garbage is replaced, the good chunks kept.
+        destination = tmp_path / "resumed.data"
+        partial = tmp_path / "resumed.data.part"
+        partial.write_bytes(data[: 2 * 65536] + b"\0" * 1000)
+        link.download_content(manifest, destination)
+        assert destination.read_bytes() == data and not partial.exists()
+
+
+def test_server_refuses_an_incompatible_console() -> None:
+    link = ConsoleLink("https://127.0.0.1:9", "k", "s", name="n", address="127.0.0.1")
+    answer = httpx.Response(200, headers={"x-shoal-version": "9.0.0"}, json={})
+    with pytest.raises(ConsoleRefusedVersion, match=r"upgrade the P2P server to 9\.x"):
+        link._check(answer)
+    with pytest.raises(ConsoleLinkError, match="register with the console first"):
+        link.assignments()
+    link.close()
+
+
+def test_generated_admin_password_is_printed_once(tmp_path: Path) -> None:
+    import re
+
+    console = ConsoleProcess(tmp_path / "console", password=None)
+    try:
+        console.start()
+        console.stop()
+        printed = re.findall(r"created with password (\S+)", console.log())
+        assert len(printed) == 1
+        console.password = printed[0]
+        console.start()
+        console.admin().close()  # the printed password logs in
+    finally:
+        console.stop()
+    assert len(re.findall(r"created with password", console.log())) == 1

@@ -1,0 +1,43 @@
+import pytest
+
+from shoal.core.chunking import (
+    ALLOWED_CHUNK_SIZES,
+    chunk_count,
+    chunk_length,
+    parse_size,
+    validate_chunk_size,
+)
+from shoal.core.errors import InvalidChunkSize
+
+
+def test_allowed_sizes_are_the_powers_of_two_from_64k_to_16m() -> None:
+    assert tuple(2**shift for shift in range(16, 25)) == ALLOWED_CHUNK_SIZES
+
+
+@pytest.mark.parametrize("bad", [0, 1, 3, 65535, 65537, 32 * 1024, 3 * 1024 * 1024, 2**25, -65536])
+def test_chunk_sizes_outside_the_rule_are_refused_with_the_rule(bad: int) -> None:
+    with pytest.raises(InvalidChunkSize, match="power of two from 65536"):
+        validate_chunk_size(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("65536", 65536), ("64K", 65536), ("64KiB", 65536), ("1m", 1 << 20), ("16MiB", 1 << 24)],
+)
+def test_sizes_parse_with_binary_suffixes(text: str, value: int) -> None:
+    assert parse_size(text) == value
+
+
+def test_a_size_that_is_not_a_number_is_refused() -> None:
+    with pytest.raises(InvalidChunkSize, match="not a size"):
+        parse_size("lots")
+
+
+def test_zero_bytes_have_no_chunks_and_the_last_chunk_is_short() -> None:
+    assert chunk_count(0, 65536) == 0
+    assert chunk_count(1, 65536) == 1
+    assert chunk_count(65536, 65536) == 1
+    assert chunk_count(65537, 65536) == 2
+    assert chunk_length(65537, 65536, 1) == 1
+    with pytest.raises(IndexError):
+        chunk_length(65537, 65536, 2)

@@ -1,0 +1,132 @@
+"""Discovery on a simulated office: broadcast, answers, pushes, scope, versions, WiFi."""
+
+from __future__ import annotations
+
+from shoal.core.chunkset import ChunkSet
+from shoal.core.ids import ContentId
+from shoal.protocol.discovery import (
+    DiscoveryConfig,
+    DiscoveryMachine,
+    PeerAvailable,
+    PeerVersionRejected,
+)
+from shoal.sim.network import SimNetwork
+from shoal.wire.messages import Have, WhoHas, encode_datagram
+
+PORT = 41800
+CONTENT = ContentId(bytes(range(32)))
+
+
+def office_of(
+    count: int, *, subnet: str = "10.1.0", foreign: bool = False
+) -> tuple[SimNetwork, list[DiscoveryMachine]]:
+    network = SimNetwork(seed=3)
+    office = network.add_office("branch", f"{subnet}.0/24", wan_rate=1e6)
+    machines = []
+    for number in range(1, count + 1):
+        ip = f"{subnet}.{number}"
+        config = DiscoveryConfig(PORT, f"{subnet}.255", (f"{subnet}.0/24",), (ip,))
+        machine = DiscoveryMachine(config, now=0)
+        network.bind(network.add_host(office, ip), PORT, machine)
+        machines.append(machine)
+    if foreign:
+        other = network.add_office("other", "10.9.0.0/24", wan_rate=1e6)
+        network.add_host(other, "10.9.0.1")
+    return network, machines
+
+
+def events(machine: DiscoveryMachine) -> list[object]:
+    collected = []
+    while (event := machine.next_event()) is not None:
+        collected.append(event)
+    return collected
+
+
+def test_a_broadcast_query_finds_the_holders_of_the_office() -> None:
+    network, (seeker, holder, bystander) = office_of(3)
+    holder.set_holding(CONTENT, ChunkSet(8, [0, 3]), now=0)
+    seeker.search(CONTENT, now=0)
+    network.pump(network.hosts["10.1.0.1"])
+    network.run(until=0.5)
+    found = events(seeker)
+    assert found == [PeerAvailable("10.1.0.2", CONTENT, ChunkSet(8, [0, 3]))]
+    assert holder.counters.queries_answered == 1
+    assert bystander.counters.queries_answered == 0  # holds nothing: stays silent
+    assert events(bystander) == []
+
+
+def test_new_chunks_are_pushed_to_peers_that_asked() -> None:
+    network, (seeker, holder) = office_of(2)
+    holder.set_holding(CONTENT, ChunkSet(4, [0]), now=0)
+    seeker.search(CONTENT, now=0)
+    network.pump(network.hosts["10.1.0.1"])
+    network.run(until=0.2)
+    events(seeker)
+    holder.chunk_added(CONTENT, 1, 4, now=network.now)
+    holder.chunk_added(CONTENT, 2, 4, now=network.now)  # coalesced into one push
+    network.pump(network.hosts["10.1.0.2"])
+    network.run(until=0.5)  # before the next periodic query at t=1
+    assert events(seeker) == [PeerAvailable("10.1.0.2", CONTENT, ChunkSet(4, [0, 1, 2]))]
+    assert holder.counters.pushes_sent == 1
+
+
+def test_queries_repeat_until_the_search_stops() -> None:
+    network, (seeker, _) = office_of(2)
+    seeker.search(CONTENT, now=0)
+    network.pump(network.hosts["10.1.0.1"])
+    network.run(until=3.5)
+    assert seeker.counters.queries_sent == 4  # t = 0, 1, 2, 3
+    seeker.stop_search(CONTENT)
+    network.run(until=10)
+    assert seeker.counters.queries_sent == 4
+
+
+def test_queries_and_answers_from_outside_the_office_are_dropped() -> None:
+    _, (seeker, _) = office_of(2, foreign=True)
+    seeker.set_holding(CONTENT, ChunkSet(2, [0]), now=0)
+    seeker.search(CONTENT, now=0)
+    seeker.datagrams_to_send(0)
+    foreign = ("10.9.0.1", PORT)
+    seeker.receive_datagram(encode_datagram(WhoHas(1, CONTENT)), foreign, now=0)
+    seeker.receive_datagram(encode_datagram(Have(1, CONTENT, ChunkSet(2, [1]))), foreign, now=0)
+    assert seeker.counters.out_of_scope == 2
+    assert seeker.datagrams_to_send(0) == []  # no answer leaves the office
+    assert events(seeker) == []
+
+
+def test_own_broadcasts_are_ignored() -> None:
+    _, (seeker, _) = office_of(2)
+    seeker.set_holding(CONTENT, ChunkSet(1, [0]), now=0)
+    seeker.receive_datagram(encode_datagram(WhoHas(1, CONTENT)), ("10.1.0.1", PORT), now=0)
+    assert seeker.counters.own_datagrams == 1
+    assert seeker.datagrams_to_send(0) == []
+
+
+def test_an_unsupported_version_gets_an_explicit_version_error() -> None:
+    _network, (seeker, holder) = office_of(2)
+    query = bytearray(encode_datagram(WhoHas(1, CONTENT)))
+    query[2] = 9  # a future protocol version
+    holder.receive_datagram(bytes(query), ("10.1.0.1", PORT), now=0)
+    ((reply, destination),) = holder.datagrams_to_send(0)
+    assert destination == ("10.1.0.1", PORT)
+    seeker.receive_datagram(reply, ("10.1.0.2", PORT), now=0)
+    assert events(seeker) == [PeerVersionRejected("10.1.0.2", 1, 1)]
+
+
+def test_garbage_is_counted_never_raised() -> None:
+    _, (seeker, _) = office_of(2)
+    for garbage in (b"", b"SH", b"XXXX", b"SH\x01\x11" + b"\xff" * 40, bytes(2000)):
+        seeker.receive_datagram(garbage, ("10.1.0.2", PORT), now=0)
+    counted = seeker.counters
+    assert counted.wrong_magic + counted.malformed == 5
+
+
+def test_wifi_offices_query_listed_peers_by_unicast() -> None:
+    network, (seeker, holder, bystander) = office_of(3)
+    holder.set_holding(CONTENT, ChunkSet(2, [1]), now=0)
+    bystander.set_holding(CONTENT, ChunkSet(2, [0]), now=0)
+    seeker.search(CONTENT, now=0, unicast_peers=["10.1.0.2"])
+    network.pump(network.hosts["10.1.0.1"])
+    network.run(until=0.5)
+    assert [event.peer for event in events(seeker)] == ["10.1.0.2"]  # type: ignore[attr-defined]
+    assert bystander.counters.queries_answered == 0

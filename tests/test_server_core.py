@@ -1,0 +1,177 @@
+"""The P2P server's decisions: admission, registration, rendezvous, WAN budget, peers."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from shoal.core.packing import pack_bytes
+from shoal.core.signing import SigningKey
+from shoal.server.core import ServerCore, ServerSettings
+from shoal.topology import parse_json
+from shoal.wire.control import (
+    CheckIn,
+    CheckInReply,
+    ContentProgress,
+    ControlBody,
+    ControlMessage,
+    Lease,
+    LeaseDecision,
+    LeaseReply,
+    LicenceState,
+    ManifestInfo,
+    ManifestReply,
+    OfficeType,
+    PeerList,
+    Peers,
+    RefusalCause,
+    Refused,
+    Register,
+    Registered,
+)
+
+CONSOLE = SigningKey.generate()
+MANIFEST = pack_bytes(b"package bytes" * 1000, 65536)
+MANIFEST_FILE = CONSOLE.sign(MANIFEST).encode()
+CONTENT = MANIFEST.content_id
+TOPOLOGY = parse_json(
+    {
+        "offices": [
+            {
+                "office": "Central Office",
+                "parent": None,
+                "type": "Default",
+                "subnets": ["10.0.0.0/24"],
+            },
+            {
+                "office": "Branch",
+                "parent": "Central Office",
+                "type": "Default",
+                "subnets": ["10.1.0.0/24"],
+            },
+            {
+                "office": "Cafe",
+                "parent": "Central Office",
+                "type": "WiFi",
+                "subnets": ["10.2.0.0/24"],
+            },
+            {
+                "office": "Remote",
+                "parent": "Central Office",
+                "type": "VPN",
+                "subnets": ["10.3.0.0/24"],
+            },
+        ]
+    }
+)
+
+
+def device(number: int) -> bytes:
+    return number.to_bytes(16, "big")
+
+
+@pytest.fixture
+def server() -> ServerCore:
+    core = ServerCore(
+        ServerSettings(server_key=b"k", console_key=CONSOLE.verify_key.raw), version="0.1.0"
+    )
+    core.topology = TOPOLOGY
+    core.licence.active = True
+    core.add_manifest(MANIFEST_FILE)
+    return core
+
+
+def ask(server: ServerCore, number: int, ip: str, body: ControlBody, now: float = 0) -> ControlBody:
+    return server.handle_control(ControlMessage(1, device(number), body), (ip, 5000), now)
+
+
+def register(server: ServerCore, number: int, ip: str, now: float = 0) -> ControlBody:
+    return ask(server, number, ip, Register("0.1.0", f"pc-{number}", 24), now)
+
+
+def test_registration_places_the_client_in_its_office(server: ServerCore) -> None:
+    reply = register(server, 1, "10.2.0.7")
+    assert isinstance(reply, Registered)
+    assert (reply.office, reply.office_type) == ("Cafe", OfficeType.WIFI)
+    assert reply.console_key == CONSOLE.verify_key.raw
+    assert server.clients[device(1)].subnet == "10.2.0.0/24"
+
+
+def test_refusals_name_their_cause(server: ServerCore) -> None:
+    too_new = ask(server, 1, "10.1.0.1", Register("9.0.0", "pc", 24))
+    assert isinstance(too_new, Refused)
+    assert too_new.cause is RefusalCause.VERSION_UNSUPPORTED
+    assert "upgrade the P2P server" in too_new.message
+    unknown = ask(server, 2, "10.1.0.2", CheckIn(()))
+    assert isinstance(unknown, Refused) and unknown.cause is RefusalCause.UNKNOWN_DEVICE
+    server.device_refusals[device(3)] = "no seat: 10 of 10 seats used"
+    refused = register(server, 3, "10.1.0.3")
+    assert isinstance(refused, Refused) and refused.cause is RefusalCause.NOT_LICENSED
+    server.licence.active, server.licence.expired = False, True
+    server.licence.message = "licence expired on 2026-01-01: enter a new key in the console"
+    expired = register(server, 1, "10.1.0.1")
+    assert isinstance(expired, Refused) and expired.cause is RefusalCause.LICENCE_EXPIRED
+    assert "expired on 2026-01-01" in expired.message
+    server.licence.expired = False
+    inactive = register(server, 1, "10.1.0.1")
+    assert isinstance(inactive, Refused) and inactive.cause is RefusalCause.NOT_ACTIVATED
+
+
+def test_overage_is_allowed_and_said(server: ServerCore) -> None:
+    server.licence.seats_over = 2
+    reply = register(server, 1, "10.1.0.1")
+    assert isinstance(reply, Registered)
+    assert (reply.licence_state, reply.seats_over) == (LicenceState.OVERAGE, 2)
+
+
+def test_check_in_records_progress_and_returns_the_assignment_blob(server: ServerCore) -> None:
+    server.set_assignments(b'{"document": "[]"}')
+    register(server, 1, "10.1.0.1")
+    progress = ContentProgress(CONTENT, 1, 1, 100, 13000)
+    reply = ask(server, 1, "10.1.0.1", CheckIn((progress,)))
+    digest = hashlib.sha256(b'{"document": "[]"}').digest()
+    assert reply == CheckInReply(digest, 18)
+    assert server.blob(digest) == b'{"document": "[]"}'
+    assert server.download_statistics() == {(CONTENT, "Branch"): (100, 13000)}
+
+
+def test_manifest_info_points_at_the_manifest_blob(server: ServerCore) -> None:
+    register(server, 1, "10.1.0.1")
+    reply = ask(server, 1, "10.1.0.1", ManifestInfo(CONTENT))
+    assert isinstance(reply, ManifestReply)
+    assert server.blob(reply.manifest_sha256) == MANIFEST_FILE
+
+
+def test_one_client_per_office_may_fetch_over_the_wan(server: ServerCore) -> None:
+    for number in (1, 2):
+        register(server, number, f"10.1.0.{number}")
+    first = ask(server, 1, "10.1.0.1", Lease(CONTENT), now=0)
+    second = ask(server, 2, "10.1.0.2", Lease(CONTENT), now=1)
+    assert isinstance(first, LeaseReply) and first.decision is LeaseDecision.GRANTED
+    assert isinstance(second, LeaseReply) and second.decision is LeaseDecision.REDIRECTED
+    assert second.holder[0] == "10.1.0.1"
+    assert server.may_serve_content("10.1.0.1", CONTENT, now=1)
+    assert not server.may_serve_content("10.1.0.2", CONTENT, now=1)
+    # The rendezvous point dies: its lease lapses and the other client takes over.
+    takeover = ask(server, 2, "10.1.0.2", Lease(CONTENT), now=11)
+    assert isinstance(takeover, LeaseReply) and takeover.decision is LeaseDecision.GRANTED
+    assert server.may_serve_content("10.1.0.2", CONTENT, now=11)
+
+
+def test_vpn_and_unknown_networks_are_served_directly(server: ServerCore) -> None:
+    register(server, 1, "10.3.0.1")
+    register(server, 2, "192.168.77.5")
+    for number, ip in ((1, "10.3.0.1"), (2, "192.168.77.5")):
+        reply = ask(server, number, ip, Lease(CONTENT))
+        assert isinstance(reply, LeaseReply) and reply.decision is LeaseDecision.DIRECT
+        assert server.may_serve_content(ip, CONTENT, now=0)
+    assert not server.may_serve_content("10.9.9.9", CONTENT, now=0)  # never registered
+
+
+def test_wifi_peer_lists_hold_only_the_office(server: ServerCore) -> None:
+    for number, ip in ((1, "10.2.0.1"), (2, "10.2.0.2"), (3, "10.1.0.3"), (4, "10.2.0.4")):
+        register(server, number, ip)
+    reply = ask(server, 1, "10.2.0.1", Peers(CONTENT))
+    assert isinstance(reply, PeerList)
+    assert sorted(ip for ip, _ in reply.peers) == ["10.2.0.2", "10.2.0.4"]

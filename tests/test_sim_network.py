@@ -1,0 +1,85 @@
+"""The simulator's network: timing, WAN accounting, broadcast domains, determinism."""
+
+from __future__ import annotations
+
+import pytest
+
+from shoal.sim.network import UDP_IP_OVERHEAD, Address, SimNetwork
+
+
+class Recorder:
+    """A machine that records what it receives and sends what it is told to."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[bytes, Address, float]] = []
+        self.outbox: list[tuple[bytes, Address]] = []
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.received.append((data, addr, now))
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return None
+
+
+def build() -> tuple[SimNetwork, dict[str, Recorder]]:
+    network = SimNetwork(seed=1)
+    central = network.add_office("central", "10.0.0.0/24", wan_rate=1e9, wan_delay=0.0)
+    branch = network.add_office("branch", "10.1.0.0/24", wan_rate=1e6, wan_delay=0.02)
+    recorders = {}
+    for office, ip in ((central, "10.0.0.1"), (branch, "10.1.0.1"), (branch, "10.1.0.2")):
+        host = network.add_host(office, ip)
+        recorders[ip] = Recorder()
+        network.bind(host, 5000, recorders[ip])
+    return network, recorders
+
+
+def send(
+    network: SimNetwork, recorders: dict[str, Recorder], ip: str, data: bytes, destination: Address
+) -> None:
+    recorders[ip].outbox.append((data, destination))
+    network.pump(network.hosts[ip])
+
+
+def test_a_wan_crossing_takes_serialisation_plus_delay_and_is_counted() -> None:
+    network, recorders = build()
+    send(network, recorders, "10.0.0.1", b"x" * 972, ("10.1.0.1", 5000))
+    network.run(until=10)
+    ((_, source, arrived),) = recorders["10.1.0.1"].received
+    assert source == ("10.0.0.1", 5000)
+    size = 972 + UDP_IP_OVERHEAD
+    assert arrived == pytest.approx(size / 1e6 + 0.02, abs=0.002)
+    assert network.offices["branch"].wan_down.bytes_sent == size
+
+
+def test_broadcast_stays_in_the_office_and_skips_the_sender() -> None:
+    network, recorders = build()
+    send(network, recorders, "10.1.0.1", b"who-has", ("10.1.0.255", 5000))
+    network.run(until=1)
+    assert [data for data, _, _ in recorders["10.1.0.2"].received] == [b"who-has"]
+    assert recorders["10.1.0.1"].received == []
+    assert recorders["10.0.0.1"].received == []
+    assert network.offices["branch"].wan_up.bytes_sent == 0
+
+
+def test_a_full_queue_drops_and_a_run_is_deterministic() -> None:
+    def run_once() -> tuple[int, list[float]]:
+        network, recorders = build()
+        for _ in range(400):  # 400 KB into a 1 MB/s link with a 0.25 s buffer
+            send(network, recorders, "10.0.0.1", b"y" * 972, ("10.1.0.1", 5000))
+        network.run(until=10)
+        return network.offices["branch"].wan_down.datagrams_dropped, [
+            now for _, _, now in recorders["10.1.0.1"].received
+        ]
+
+    first, second = run_once(), run_once()
+    assert first == second
+    dropped, arrivals = first
+    assert 100 < dropped < 200
+    assert len(arrivals) == 400 - dropped

@@ -1,0 +1,202 @@
+"""A whole site as real processes in network namespaces: console, P2P server, clients.
+
+Needs root (network namespaces, HTB); skipped otherwise. Every namespace, link and
+process is removed at the end of each test, also when it fails.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shoal.lab.deployment import Deployment, NamespacePlacement, OfficeSetup
+from shoal.lab.netns import lab_available, list_links, list_namespaces
+from shoal.lab.network import EmulatedNetwork, OfficeSpec
+from shoal.store.content_store import ContentStore
+
+PREFIX = "shs-"
+OfficeWanted = tuple[OfficeSpec, str, bool]  # spec, office type, in the uploaded topology
+Site = Callable[[list[OfficeWanted]], tuple[Deployment, EmulatedNetwork]]
+MIB = 1024 * 1024
+
+available, why = lab_available()
+pytestmark = pytest.mark.skipif(not available, reason=why)
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[Site]:
+    """Build a site from office specs; everything is torn down after the test."""
+    built: list[Deployment] = []
+
+    def build(offices: list[OfficeWanted]) -> tuple[Deployment, EmulatedNetwork]:
+        network = EmulatedNetwork.create(PREFIX, [spec for spec, _, _ in offices])
+        setups = [
+            OfficeSetup(spec.name, spec.subnet, kind)
+            for spec, kind, in_topology in offices
+            if in_topology
+        ]
+        deployment = Deployment(
+            NamespacePlacement(network),
+            tmp_path / "site",
+            setups,
+            "10.231.0.0/24",
+            say=lambda _line: None,
+        )
+        built.append(deployment)
+        deployment.start_console()
+        deployment.configure(seats=50)
+        deployment.start_server()
+        deployment.wait_for_server()
+        return deployment, network
+
+    yield build
+    for deployment in built:
+        deployment.close()
+    assert list_namespaces(PREFIX) == [], "a namespace outlived the test"
+    assert list_links(PREFIX) == [], "a link outlived the test"
+
+
+def package(tmp_path: Path, size: int) -> tuple[Path, str]:
+    path = tmp_path / "SampleApp.msi"
+    path.write_bytes(os.urandom(size))
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cached_sha(deployment: Deployment, name: str, content_id: str) -> str:
+    path = deployment.cached_file(deployment.clients[name], content_id)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def download(status: dict[str, Any], content_id: str) -> dict[str, Any]:
+    return next(d for d in status["downloads"] if d["content_id"] == content_id)
+
+
+def test_eight_clients_behind_a_wan_link_pull_the_package_across_it_once(
+    site: Callable,
+    tmp_path: Path,
+) -> None:
+    branch = OfficeSpec("branch", 1, 8, wan_mbit=50)
+    deployment, network = site([(branch, "Default", True)])
+    path, sha = package(tmp_path, 16 * MIB)
+    content_id = deployment.upload_and_assign(path)["content_id"]
+    time.sleep(1.5)  # the server fetches the content from the console first
+    before = network.wan_bytes("branch")
+    deployment.start_clients(network.office_hosts("branch"))  # all eight at once
+    statuses = deployment.wait_for_clients(content_id, timeout=120)
+    wan_in = network.wan_bytes("branch")[0] - before[0]
+    for name in statuses:
+        assert cached_sha(deployment, name, content_id) == sha, f"{name} has a wrong file"
+    assert wan_in <= 1.05 * 16 * MIB, f"WAN carried {wan_in / (16 * MIB):.3f}x the package"
+    from_server = sorted(download(s, content_id)["bytes_from_server"] for s in statuses.values())
+    assert from_server[-1] == 16 * MIB and sum(from_server) == 16 * MIB
+    for status in statuses.values():
+        assert status["office"] == "branch"
+
+
+def test_vpn_and_unknown_networks_use_the_server_and_a_lying_peer_is_banned(
+    site: Callable,
+    tmp_path: Path,
+) -> None:
+    branch = OfficeSpec("branch", 1, 4, wan_mbit=100)
+    remote = OfficeSpec("remote", 2, 1, wan_mbit=100)
+    unlisted = OfficeSpec("unlisted", 3, 1, wan_mbit=100)
+    deployment, network = site(
+        [(branch, "Default", True), (remote, "VPN", True), (unlisted, "Default", False)]
+    )
+    path, sha = package(tmp_path, 8 * MIB)
+    content_id = deployment.upload_and_assign(path)["content_id"]
+    time.sleep(1.5)
+    liar, *honest = network.office_hosts("branch")
+    deployment.start_clients([liar], extra_arguments={liar.name: ["--corrupt-served-chunks"]})
+    deployment.wait_for_clients(content_id, timeout=60)  # the liar holds it first...
+    deployment.clients.clear()
+    others = [*honest, *network.office_hosts("remote"), *network.office_hosts("unlisted")]
+    deployment.start_clients(others)  # ...and serves every peer bad chunks
+    statuses = deployment.wait_for_clients(content_id, timeout=120)
+    for name in statuses:
+        assert cached_sha(deployment, name, content_id) == sha
+    for name in ("remote-0", "unlisted-0"):
+        entry = download(statuses[name], content_id)
+        assert entry["bytes_from_peers"] == 0, f"{name} used peers"
+        assert entry["bytes_from_server"] == 8 * MIB
+    assert download(statuses["remote-0"], content_id)["source"] == "direct"
+    time.sleep(2.5)  # the server stores bad-peer reports every report interval
+    with sqlite3.connect(tmp_path / "site" / "server" / "server.sqlite3") as database:
+        reported = {
+            row[0].split(":")[0] for row in database.execute("select peer from server_bad_peers")
+        }
+    assert reported == {liar.address}
+
+
+def test_a_killed_client_resumes_without_fetching_verified_chunks_again(
+    site: Callable,
+    tmp_path: Path,
+) -> None:
+    branch = OfficeSpec("branch", 1, 1, wan_mbit=16)  # 16 MiB takes ~9 s
+    deployment, network = site([(branch, "Default", True)])
+    path, sha = package(tmp_path, 16 * MIB)
+    content_id = deployment.upload_and_assign(path)["content_id"]
+    time.sleep(1.5)
+    (host,) = network.office_hosts("branch")
+    deployment.start_clients([host])
+    process = deployment.processes[f"client-{host.name}"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = deployment.client_status(host)
+        if status and status["downloads"] and 4 <= status["downloads"][0]["chunks_done"] < 12:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the download never got a third of the way")
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    with ContentStore(deployment.client_dir(host) / "cache") as cache:
+        held = cache.verified(cache.entries()[0].content_id)
+        missing_bytes = sum(
+            cache.manifest(cache.entries()[0].content_id).chunk_length(index)
+            for index in held.missing()
+        )
+    del deployment.processes[f"client-{host.name}"]
+    deployment.start_clients([host])
+    statuses = deployment.wait_for_clients(content_id, timeout=90)
+    assert cached_sha(deployment, host.name, content_id) == sha
+    entry = download(statuses[host.name], content_id)
+    assert entry["bytes_from_server"] == missing_bytes, "verified chunks were fetched again"
+
+
+def test_refusals_are_explicit_and_shown_in_client_status(
+    site: Callable,
+    tmp_path: Path,
+) -> None:
+    branch = OfficeSpec("branch", 1, 2, wan_mbit=100)
+    deployment, network = site([(branch, "Default", True)])
+    too_new, wrong_key = network.office_hosts("branch")
+    deployment.start_clients(
+        [too_new], extra_arguments={too_new.name: ["--claim-version", "9.0.0"]}
+    )
+    good_key = deployment.client_key
+    deployment.client_key = "00" * 16
+    deployment.start_clients([wrong_key])
+    deployment.client_key = good_key
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        first, second = (deployment.client_status(h) for h in (too_new, wrong_key))
+        if first and first["refusal"] and second and "server key" in second["note"]:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"no refusal shown: {first}, {second}")
+    assert first["refusal"]["cause"] == "VERSION_UNSUPPORTED"
+    assert "upgrade the P2P server" in first["refusal"]["message"]
+    assert "authentication failed" in second["note"]
+    time.sleep(2.5)
+    server_log = (tmp_path / "site" / "server.log").read_text()
+    assert "VERSION_UNSUPPORTED" in server_log and "WRONG_SERVER_KEY" in server_log

@@ -1,0 +1,127 @@
+"""Chunk scheduling: rarest first, per-peer pipelines, endgame, bans."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shoal.core.chunkset import ChunkSet
+from shoal.protocol.swarm import ChunkPicker
+
+
+def test_rarest_chunks_are_asked_for_first() -> None:
+    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(4), max_in_flight_per_peer=1)
+    picker.peer_has("a", ChunkSet(4, [0, 1, 2, 3]))
+    picker.peer_has("b", ChunkSet(4, [0, 1, 2]))
+    picker.peer_has("c", ChunkSet(4, [0, 1]))
+    requests = dict(picker.next_requests())
+    assert requests["a"] == 3  # held by a alone
+    assert requests["b"] == 2  # the rarest b can give
+    assert requests["c"] in (0, 1)
+
+
+def test_held_chunks_are_never_requested_and_pipelines_are_bounded() -> None:
+    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(10, [0, 1, 2]), max_in_flight_per_peer=3)
+    picker.peer_has("a", ChunkSet.full(10))
+    requests = picker.next_requests()
+    assert len(requests) == 3
+    assert {chunk for _, chunk in requests}.isdisjoint({0, 1, 2})
+    assert picker.next_requests() == []  # pipeline full
+
+
+def test_endgame_duplicates_the_last_chunks_and_cancels_the_losers() -> None:
+    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(2), max_in_flight_per_peer=1)
+    picker.peer_has("slow", ChunkSet.full(2))
+    picker.peer_has("fast", ChunkSet.full(2))
+    first = picker.next_requests()
+    assert sorted(chunk for _, chunk in first) == [0, 1]
+    fast_chunk = dict(first)["fast"]
+    picker.received(fast_chunk, "fast")
+    ((peer, chunk),) = picker.next_requests()  # endgame: fast idles, so it duplicates slow's
+    assert (peer, chunk) == ("fast", dict(first)["slow"])
+    assert picker.received(chunk, "fast") == ["slow"]  # cancel the slow duplicate
+    assert picker.complete
+
+
+def test_a_banned_peer_is_never_asked_again_and_its_requests_move_on() -> None:
+    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(3), max_in_flight_per_peer=3)
+    picker.peer_has("liar", ChunkSet.full(3))
+    assert len(picker.next_requests()) == 3
+    assert sorted(picker.ban("liar")) == [0, 1, 2]
+    picker.peer_has("liar", ChunkSet.full(3))  # its later announcements are ignored
+    picker.peer_has("honest", ChunkSet.full(3))
+    assert {peer for peer, _ in picker.next_requests()} == {"honest"}
+
+
+def test_a_failed_request_is_retried() -> None:
+    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(1))
+    picker.peer_has("a", ChunkSet.full(1))
+    assert picker.next_requests() == [("a", 0)]
+    picker.failed(0, "a")
+    assert picker.next_requests() == [("a", 0)]
+
+
+@settings(max_examples=200)
+@given(
+    chunk_count=st.integers(min_value=1, max_value=40),
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["have", "request", "receive", "fail", "ban", "gone"]),
+            st.integers(0, 5),
+            st.integers(0, 39),
+        ),
+        max_size=80,
+    ),
+    seed=st.integers(0, 1000),
+)
+def test_scheduling_invariants_hold_under_any_sequence(
+    chunk_count: int, steps: list[tuple[str, int, int]], seed: int
+) -> None:
+    rng = random.Random(seed)
+    picker: ChunkPicker[int] = ChunkPicker(
+        ChunkSet(chunk_count), max_in_flight_per_peer=2, endgame_duplicates=2, rng=rng
+    )
+    outstanding: dict[int, set[int]] = {}
+    banned: set[int] = set()
+    for action, peer, raw_chunk in steps:
+        chunk = raw_chunk % chunk_count
+        if action == "have":
+            picker.peer_has_chunk(peer, chunk)
+        elif action == "request":
+            for asked, index in picker.next_requests():
+                assert asked not in banned
+                assert index not in picker.have
+                assert asked not in outstanding.setdefault(index, set())
+                outstanding[index].add(asked)
+                assert len(outstanding[index]) <= 2
+                assert picker.in_flight(asked) <= 2
+        elif action == "receive" and outstanding.get(chunk):
+            winner = min(outstanding[chunk])
+            picker.received(chunk, winner)
+            outstanding.pop(chunk)
+        elif action == "fail" and peer in outstanding.get(chunk, set()):
+            picker.failed(chunk, peer)
+            outstanding[chunk].discard(peer)
+        elif action in ("ban", "gone"):
+            (picker.ban if action == "ban" else picker.peer_gone)(peer)
+            banned |= {peer} if action == "ban" else set()
+            for peers in outstanding.values():
+                peers.discard(peer)
+
+
+def test_the_origin_is_asked_only_for_chunks_no_peer_holds() -> None:
+    server = "server"
+    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(6), max_in_flight_per_peer=6)
+    picker.peer_has(server, ChunkSet.full(6), origin=True)
+    picker.peer_has("neighbour", ChunkSet(6, [0, 1, 2]))
+    requests = picker.next_requests()
+    assert sorted(chunk for peer, chunk in requests if peer == server) == [3, 4, 5]
+    assert sorted(chunk for peer, chunk in requests if peer == "neighbour") == [0, 1, 2]
+    # Endgame never duplicates onto the WAN; a neighbour that goes away hands its
+    # chunks to the origin.
+    picker.received(3, server)
+    assert picker.next_requests() == []
+    assert sorted(picker.peer_gone("neighbour")) == [0, 1, 2]
+    assert sorted(chunk for _, chunk in picker.next_requests()) == [0, 1, 2]

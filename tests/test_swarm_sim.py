@@ -1,0 +1,143 @@
+"""The swarm on a simulated enterprise: real agents, server and stores, virtual clock."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from shoal.client.agent import AgentCore
+from shoal.core.chunkset import ChunkSet
+from shoal.lab.faults import CorruptingStore
+from shoal.sim.enterprise import Enterprise, OfficeSpec, SimClient, build_enterprise, file_sha256
+from shoal.store.content_store import ContentStore
+from shoal.wire.control import LeaseDecision
+
+MIB = 1024 * 1024
+
+
+def assert_everyone_has_the_package(enterprise: Enterprise) -> None:
+    expected = hashlib.sha256(enterprise.package).hexdigest()
+    for client in enterprise.clients:
+        if client.host.alive:
+            assert enterprise.complete(client), f"{client.host.ip} did not complete"
+            assert file_sha256(client.store, enterprise.content_id) == expected
+
+
+def test_an_office_pulls_the_package_over_the_wan_once(tmp_path: Path) -> None:
+    enterprise = build_enterprise(
+        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 12)], package_size=4 * MIB
+    )
+    enterprise.run(until=60, stop=enterprise.all_complete)
+    assert_everyone_has_the_package(enterprise)
+    assert enterprise.wan_bytes_down("Branch") <= 1.05 * enterprise.manifest.size
+    from_server = [enterprise.download_of(c).bytes_from_server for c in enterprise.clients]
+    assert sorted(from_server)[-1] == enterprise.manifest.size  # the rendezvous point
+    assert sum(from_server) == enterprise.manifest.size  # and nobody else
+    rendezvous = [
+        c for c in enterprise.clients if enterprise.download_of(c).source is LeaseDecision.GRANTED
+    ]
+    assert len(rendezvous) == 1
+
+
+def test_vpn_offices_and_unknown_networks_use_the_server_only(tmp_path: Path) -> None:
+    enterprise = build_enterprise(
+        tmp_path,
+        [
+            OfficeSpec("Remote", "10.3.0.0/24", 3, type="VPN"),
+            OfficeSpec("Unlisted", "10.7.0.0/24", 2, in_topology=False),
+        ],
+        package_size=1 * MIB,
+    )
+    enterprise.run(until=60, stop=enterprise.all_complete)
+    assert_everyone_has_the_package(enterprise)
+    for client in enterprise.clients:
+        download = enterprise.download_of(client)
+        assert download.source is LeaseDecision.DIRECT
+        assert (download.bytes_from_peers, download.bytes_from_server) == (
+            0,
+            enterprise.manifest.size,
+        )
+        assert client.agent.counters.chunks_served == 0
+
+
+def test_a_corrupting_peer_is_banned_reported_and_the_others_complete(tmp_path: Path) -> None:
+    def store(directory: Path, number: int) -> ContentStore:
+        kind = CorruptingStore if number == 0 else ContentStore
+        return kind(directory, durable=False)
+
+    enterprise = build_enterprise(
+        tmp_path,
+        [OfficeSpec("Branch", "10.1.0.0/24", 6)],
+        package_size=2 * MIB,
+        store_factory=store,
+    )
+    enterprise.run(until=60, stop=enterprise.all_complete)
+    liar = enterprise.clients[0].host.ip
+    honest = enterprise.clients[1:]
+    expected = hashlib.sha256(enterprise.package).hexdigest()
+    for client in honest:
+        assert enterprise.complete(client)
+        assert file_sha256(client.store, enterprise.content_id) == expected
+    reports = enterprise.server.core.bad_peer_reports
+    assert reports, "nobody reported the corrupting peer"
+    assert {report.peer[0] for report in reports} == {liar}
+    assert any(liar in enterprise.download_of(c).banned for c in honest)
+
+
+def test_the_rendezvous_point_dies_and_another_takes_over(tmp_path: Path) -> None:
+    enterprise = build_enterprise(
+        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 6)], package_size=4 * MIB
+    )
+
+    def rendezvous() -> SimClient | None:
+        for client in enterprise.clients:
+            download = enterprise.download_of(client)
+            if download is not None and download.source is LeaseDecision.GRANTED:
+                return client
+        return None
+
+    enterprise.run(
+        until=60,
+        stop=lambda: (
+            rendezvous() is not None
+            and enterprise.download_of(rendezvous()).bytes_from_server > 1 * MIB
+        ),
+    )
+    first = rendezvous()
+    assert first is not None
+    enterprise.network.kill(first.host)
+    enterprise.run(until=120, stop=enterprise.all_complete)
+    assert_everyone_has_the_package(enterprise)
+    assert enterprise.server.core.rendezvous.takeovers >= 1
+    # The new rendezvous point resumed from the chunks already in the office.
+    # What the server had in flight to the dead host (a queue's worth) is lost.
+    assert enterprise.wan_bytes_down("Branch") <= 1.25 * enterprise.manifest.size
+
+
+def test_a_restarted_client_resumes_without_fetching_verified_chunks(tmp_path: Path) -> None:
+    enterprise = build_enterprise(
+        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 1)], package_size=4 * MIB
+    )
+    (client,) = enterprise.clients
+
+    def far_enough() -> bool:
+        return (
+            enterprise.content_id in client.store
+            and len(client.store.verified(enterprise.content_id)) >= 20
+        )
+
+    enterprise.run(until=60, stop=far_enough)
+    network = enterprise.network
+    network.kill(client.host)
+    held: ChunkSet = client.store.verified(enterprise.content_id)
+    client.store.close()  # type: ignore[attr-defined]
+    reopened = ContentStore(tmp_path / f"client-{client.host.ip}", durable=False)
+    agent = AgentCore(client.agent.config, reopened, network.now)
+    network.run(until=network.now + 0.5)
+    network.restart(client.host, agent.bindings(), agent)
+    client.agent, client.store = agent, reopened
+    enterprise.run(until=120, stop=enterprise.all_complete)
+    assert_everyone_has_the_package(enterprise)
+    fetched_after_restart = agent.downloads[enterprise.content_id].bytes_from_server
+    missing = sum(enterprise.manifest.chunk_length(i) for i in held.missing())
+    assert fetched_after_restart == missing

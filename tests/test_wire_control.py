@@ -1,0 +1,176 @@
+"""Control datagrams: golden bytes per type, authentication, and fuzzing."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shoal.core.ids import ContentId
+from shoal.wire.control import (
+    AuthenticationFailed,
+    BadPeer,
+    CheckIn,
+    CheckInReply,
+    ContentProgress,
+    ControlMessage,
+    Lease,
+    LeaseDecision,
+    LeaseReply,
+    LicenceState,
+    ManifestInfo,
+    ManifestReply,
+    Noted,
+    OfficeType,
+    PeerList,
+    Peers,
+    RefusalCause,
+    Refused,
+    Register,
+    Registered,
+    decode_control,
+    encode_control,
+)
+from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
+
+KEY = b"server-key-for-tests"
+DEVICE = bytes(range(16))
+CONTENT = ContentId(bytes(range(32, 64)))
+DIGEST = bytes(range(100, 132))
+CONSOLE_KEY = bytes(range(200, 232))
+
+
+def datagram(code: int, body: bytes, request_id: int = 7) -> bytes:
+    """A control datagram built by hand from the documented layout."""
+    signed = b"SH\x01" + bytes([code]) + struct.pack(">I", request_id) + DEVICE + body
+    return signed + hmac.new(KEY, signed, hashlib.sha256).digest()[:16]
+
+
+GOLDEN = [
+    (Register("0.1.0", "pc-7", 24), 0x30, b"\x050.1.0\x04pc-7\x18"),
+    (
+        Registered(
+            "0.1.0",
+            "Branch A",
+            OfficeType.WIFI,
+            CONSOLE_KEY,
+            60,
+            41800,
+            41802,
+            41803,
+            LicenceState.OVERAGE,
+            3,
+        ),
+        0x31,
+        b"\x050.1.0\x08Branch A\x01"
+        + CONSOLE_KEY
+        + struct.pack(">HHHH", 60, 41800, 41802, 41803)
+        + b"\x01"
+        + struct.pack(">I", 3),
+    ),
+    (
+        CheckIn((ContentProgress(CONTENT, 3, 10, 1000, 2000),)),
+        0x32,
+        b"\x01" + CONTENT.digest + struct.pack(">IIQQ", 3, 10, 1000, 2000),
+    ),
+    (CheckInReply(DIGEST, 4096), 0x33, DIGEST + struct.pack(">I", 4096)),
+    (ManifestInfo(CONTENT), 0x34, CONTENT.digest),
+    (ManifestReply(CONTENT, DIGEST, 900), 0x35, CONTENT.digest + DIGEST + struct.pack(">I", 900)),
+    (Lease(CONTENT), 0x20, CONTENT.digest),
+    (
+        LeaseReply(CONTENT, LeaseDecision.REDIRECTED, ("10.1.0.5", 41802), 9000),
+        0x21,
+        CONTENT.digest + b"\x01" + bytes([10, 1, 0, 5]) + struct.pack(">HI", 41802, 9000),
+    ),
+    (Peers(CONTENT), 0x36, CONTENT.digest),
+    (
+        PeerList(CONTENT, (("10.1.0.5", 41802), ("10.1.0.6", 41802))),
+        0x37,
+        CONTENT.digest
+        + b"\x02"
+        + bytes([10, 1, 0, 5])
+        + struct.pack(">H", 41802)
+        + bytes([10, 1, 0, 6])
+        + struct.pack(">H", 41802),
+    ),
+    (
+        BadPeer(CONTENT, ("10.1.0.66", 41802), 12),
+        0x38,
+        CONTENT.digest + bytes([10, 1, 0, 66]) + struct.pack(">HI", 41802, 12),
+    ),
+    (Noted(), 0x39, b""),
+    (
+        Refused(RefusalCause.VERSION_UNSUPPORTED, "upgrade the client"),
+        0x3F,
+        b"\x05\x00\x12upgrade the client",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "encoded_body"), GOLDEN, ids=[type(body).__name__ for body, _, _ in GOLDEN]
+)
+def test_golden_bytes_both_ways(body: object, code: int, encoded_body: bytes) -> None:
+    expected = datagram(code, encoded_body)
+    message = ControlMessage(7, DEVICE, body)  # type: ignore[arg-type]
+    assert encode_control(message, KEY) == expected
+    assert decode_control(expected, KEY) == message
+
+
+def test_another_server_key_fails_authentication() -> None:
+    encoded = encode_control(ControlMessage(1, DEVICE, Register("0.1.0", "pc", 24)), b"other")
+    with pytest.raises(AuthenticationFailed, match="another server key"):
+        decode_control(encoded, KEY)
+
+
+def test_an_unauthenticated_refusal_is_readable_but_marked() -> None:
+    refusal = ControlMessage(1, DEVICE, Refused(RefusalCause.WRONG_SERVER_KEY, "wrong key"))
+    decoded = decode_control(encode_control(refusal, b"the server's key"), KEY)
+    assert decoded.body == refusal.body
+    assert decoded.authenticated is False
+
+
+def test_prefix_errors_are_named() -> None:
+    valid = encode_control(ControlMessage(1, DEVICE, Noted()), KEY)
+    with pytest.raises(WrongMagic):
+        decode_control(b"XX" + valid[2:], KEY)
+    with pytest.raises(UnsupportedProtocolVersion):
+        decode_control(valid[:2] + b"\x09" + valid[3:], KEY)
+    with pytest.raises(MalformedDatagram, match="unknown control message type"):
+        decode_control(valid[:3] + b"\x2f" + valid[4:], KEY)
+
+
+VALID = [encode_control(ControlMessage(9, DEVICE, body), KEY) for body, _, _ in GOLDEN]
+
+
+@settings(max_examples=5000)
+@given(st.binary(max_size=200))
+def test_random_bytes_raise_only_the_named_error(data: bytes) -> None:
+    with contextlib.suppress(MalformedDatagram):
+        decode_control(data, KEY)
+
+
+@settings(max_examples=5000)
+@given(
+    st.sampled_from(VALID),
+    st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=4),
+    st.integers(0, 400),
+)
+def test_mutated_messages_raise_only_the_named_error(
+    valid: bytes, flips: list[tuple[int, int]], cut: int
+) -> None:
+    mutated = bytearray(valid)
+    for position, value in flips:
+        if position < len(mutated):
+            mutated[position] = value
+    with contextlib.suppress(MalformedDatagram):
+        decode_control(bytes(mutated[:cut] if cut < len(mutated) else mutated), KEY)
+    # Re-tag the mutated bytes, so that the body parsers (not only the tag check) run.
+    retagged = bytes(mutated[:cut] if cut < len(mutated) - 16 else mutated[:-16])
+    with contextlib.suppress(MalformedDatagram):
+        decode_control(retagged + hmac.new(KEY, retagged, hashlib.sha256).digest()[:16], KEY)
