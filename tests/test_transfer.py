@@ -456,3 +456,22 @@ def test_a_lost_request_is_repeated_as_soon_as_a_later_one_is_answered() -> None
     assert received == dict(enumerate(chunks)) and dropped
     # Without the repeat the first chunk would wait for the request timer (>= 0.2 s).
     assert network.now - start < 0.05
+
+
+def test_two_peers_fetch_from_each_other_at_once() -> None:
+    network = Network(seed=8, loss=0.02)
+    left, right = network.add("10.0.0.1"), network.add("10.0.0.2")
+    chunks = _chunks(4)
+    for index, data in enumerate(chunks):
+        owner, asker = (left, right) if index % 2 else (right, left)
+        chunk_hash = owner.serve(CONTENT_ID, index, data)
+        asker.engine.request_chunk(
+            owner.address, CONTENT_ID, index, len(data), chunk_hash, Mode.FOREGROUND, network.now
+        )
+    network.run(
+        lambda: len(left.events_of(ChunkReceived)) + len(right.events_of(ChunkReceived)) == 4
+    )
+    for node in (left, right):
+        for event in node.events_of(ChunkReceived):
+            assert event.data == chunks[event.chunk_index]
+    assert {e.chunk_index for e in left.events_of(ChunkReceived)} == {0, 2}
