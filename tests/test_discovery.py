@@ -49,7 +49,7 @@ def test_a_broadcast_query_finds_the_holders_of_the_office() -> None:
     network.pump(network.hosts["10.1.0.1"])
     network.run(until=0.5)
     found = events(seeker)
-    assert found == [PeerAvailable("10.1.0.2", CONTENT, ChunkSet(8, [0, 3]))]
+    assert found == [PeerAvailable("10.1.0.2", CONTENT, ChunkSet(8, [0, 3]), PORT)]
     assert holder.counters.queries_answered == 1
     assert bystander.counters.queries_answered == 0  # holds nothing: stays silent
     assert events(bystander) == []
@@ -66,7 +66,7 @@ def test_new_chunks_are_pushed_to_peers_that_asked() -> None:
     holder.chunk_added(CONTENT, 2, 4, now=network.now)  # coalesced into one push
     network.pump(network.hosts["10.1.0.2"])
     network.run(until=0.5)  # before the next periodic query at t=1
-    assert events(seeker) == [PeerAvailable("10.1.0.2", CONTENT, ChunkSet(4, [0, 1, 2]))]
+    assert events(seeker) == [PeerAvailable("10.1.0.2", CONTENT, ChunkSet(4, [0, 1, 2]), PORT)]
     assert holder.counters.pushes_sent == 1
 
 

@@ -200,3 +200,64 @@ def test_refusals_are_explicit_and_shown_in_client_status(
     time.sleep(2.5)
     server_log = (tmp_path / "site" / "server.log").read_text()
     assert "VERSION_UNSUPPORTED" in server_log and "WRONG_SERVER_KEY" in server_log
+
+
+def test_console_ports_and_bandwidth_policy_reach_the_clients(
+    site: Site,
+    tmp_path: Path,
+) -> None:
+    branch = OfficeSpec("branch", 1, 3, wan_mbit=200)
+    deployment, network = site([(branch, "Default", True)])
+    assert deployment.admin is not None
+    deployment.admin.put_settings(
+        {
+            "ports": {
+                "discovery": 41440,
+                "control": 41441,
+                "foreground_data": 41442,
+                "background_data": 41443,
+            },
+            "alternative_ports": {
+                "discovery": 51440,
+                "control": 51441,
+                "foreground_data": 51442,
+                "background_data": 51443,
+            },
+            "bandwidth": [{"office": "branch", "foreground_kbps": 40_000}],
+        }
+    )
+    path, sha = package(tmp_path, 8 * MIB)
+    content_id = deployment.upload_and_assign(path)["content_id"]
+    time.sleep(2.5)  # the server follows the settings change
+    first, second, blocked = network.office_hosts("branch")
+    # `blocked` learnt the alternative ports on an earlier run; now its data port is taken.
+    deployment.client_dir(blocked).mkdir(parents=True)
+    (deployment.client_dir(blocked) / "network.json").write_text(
+        '{"main": [41440, 41442, 41443], "alternative": [51440, 51442, 51443]}'
+    )
+    squatter = network.spawn(
+        blocked,
+        [
+            "python3",
+            "-c",
+            "import socket, time; s = socket.socket("
+            "socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', "
+            "41442)); time.sleep(600)",
+        ],
+    )
+    time.sleep(0.5)
+    assert squatter.poll() is None
+    started = time.monotonic()
+    deployment.start_clients([first, second, blocked])
+    statuses = deployment.wait_for_clients(content_id, timeout=120)
+    elapsed = time.monotonic() - started
+    for name in statuses:
+        assert cached_sha(deployment, name, content_id) == sha
+    # 40 Mbit/s = 5 MB/s per client: 8 MiB cannot arrive in less than ~1.7 s.
+    assert elapsed >= 1.5
+    for host in (first, second):
+        assert "foreground 40000 kbit/s" in statuses[host.name]["note"]
+        saved = (deployment.client_dir(host) / "network.json").read_text()
+        assert "51442" in saved, "the alternative ports were not kept"
+    log = (tmp_path / "site" / f"client-{blocked.name}.log").read_text()
+    assert "using the console's alternative ports" in log

@@ -8,6 +8,7 @@ from pathlib import Path
 from shoal.client.agent import AgentCore
 from shoal.core.chunkset import ChunkSet
 from shoal.lab.faults import CorruptingStore
+from shoal.server.core import BandwidthLimit
 from shoal.sim.enterprise import Enterprise, OfficeSpec, SimClient, build_enterprise, file_sha256
 from shoal.store.content_store import ContentStore
 from shoal.wire.control import LeaseDecision
@@ -141,3 +142,21 @@ def test_a_restarted_client_resumes_without_fetching_verified_chunks(tmp_path: P
     fetched_after_restart = agent.downloads[enterprise.content_id].bytes_from_server
     missing = sum(enterprise.manifest.chunk_length(i) for i in held.missing())
     assert fetched_after_restart == missing
+
+
+def test_an_office_bandwidth_cap_reaches_its_clients_and_holds(tmp_path: Path) -> None:
+    size = 2 * MIB
+    capped = build_enterprise(
+        tmp_path / "capped",
+        [OfficeSpec("Branch", "10.1.0.0/24", 1, wan_rate=10e6)],
+        package_size=size,
+        bandwidth={"Branch": BandwidthLimit(foreground_kbps=4000)},
+    )
+    capped.run(until=120, stop=capped.all_complete)
+    assert_everyone_has_the_package(capped)
+    (client,) = capped.clients
+    download = capped.download_of(client)
+    elapsed = download.completed_at - download.started_at
+    # 4000 kbit/s = 500 kB/s: 2 MiB needs ~4.2 s; uncapped, the 10 MB/s WAN takes ~0.2 s.
+    assert elapsed >= 0.9 * (size - 131_072) / 500_000
+    assert "foreground 4000 kbit/s" in client.agent.server_note

@@ -60,18 +60,24 @@ GOLDEN = [
             OfficeType.WIFI,
             CONSOLE_KEY,
             60,
-            41800,
-            41802,
-            41803,
+            41440,
+            41442,
+            41443,
             LicenceState.OVERAGE,
             3,
+            (51440, 51441, 51442, 51443),
+            8000,
+            2000,
+            2,
         ),
         0x31,
         b"\x050.1.0\x08Branch A\x01"
         + CONSOLE_KEY
-        + struct.pack(">HHHH", 60, 41800, 41802, 41803)
+        + struct.pack(">HHHH", 60, 41440, 41442, 41443)
         + b"\x01"
-        + struct.pack(">I", 3),
+        + struct.pack(">I", 3)
+        + struct.pack(">HHHH", 51440, 51441, 51442, 51443)
+        + struct.pack(">IIH", 8000, 2000, 2),
     ),
     (
         CheckIn((ContentProgress(CONTENT, 3, 10, 1000, 2000),)),

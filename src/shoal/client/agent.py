@@ -54,6 +54,7 @@ from shoal.protocol.discovery import (
     PeerAvailable,
     PeerVersionRejected,
 )
+from shoal.protocol.ratelimit import TokenBucket
 from shoal.protocol.swarm import ChunkPicker
 from shoal.protocol.transfer import (
     ChunkCorrupted,
@@ -125,6 +126,8 @@ class AgentConfig:
     discovery_port: int = ports.DISCOVERY
     data_port: int = ports.FOREGROUND_DATA
     background_port: int = ports.BACKGROUND_DATA
+    extra_broadcast_ports: tuple[int, ...] = ()
+    """Discovery ports of peers on the other port set (main or alternative)."""
     version: str = __version__
     max_in_flight: int = 16
     per_peer_in_flight: int = 4
@@ -228,6 +231,7 @@ class AgentCore:
                 broadcast_address=config.broadcast_address,
                 scope=(config.subnet,),
                 local_addresses=(config.ip,),
+                extra_broadcast_ports=config.extra_broadcast_ports,
             ),
             now,
         )
@@ -240,6 +244,8 @@ class AgentCore:
         self._blobs: dict[tuple[Mode, int], _BlobRequest] = {}
         self._register_due: float | None = now
         self._checkin_due: float | None = None
+        self._limits: dict[Mode, TokenBucket] = {}
+        self._bandwidth_due: float | None = None
         self._now = now
 
     # ------------------------------------------------------------- bindings
@@ -264,17 +270,31 @@ class AgentCore:
         return self.office_type in (OfficeType.DEFAULT, OfficeType.WIFI)
 
     def server_data_address(self, mode: Mode) -> Address:
-        port = self.config.background_port if mode is Mode.BACKGROUND else self.config.data_port
-        return self.config.server[0], port
+        """The server's data port: the one it says it serves on (the main set)."""
+        registration = self.registration
+        if registration is not None:
+            data, background = registration.data_port, registration.background_port
+        else:
+            data, background = self.config.data_port, self.config.background_port
+        return self.config.server[0], background if mode is Mode.BACKGROUND else data
 
-    def _peer_address(self, ip: str, mode: Mode) -> Address:
-        port = self.config.background_port if mode is Mode.BACKGROUND else self.config.data_port
-        return ip, port
+    def _peer_address(self, ip: str, mode: Mode, discovery_port: int = 0) -> Address:
+        """A peer's data address: on the console's alternative ports when its discovery
+        datagrams come from the alternative discovery port, else on the main ports."""
+        data, background = self.config.data_port, self.config.background_port
+        registration = self.registration
+        if registration is not None:
+            alternative = registration.alternative_ports
+            if alternative[0] and discovery_port == alternative[0]:
+                data, background = alternative[2], alternative[3]
+            elif discovery_port == registration.discovery_port:
+                data, background = registration.data_port, registration.background_port
+        return ip, background if mode is Mode.BACKGROUND else data
 
     # --------------------------------------------------------------- timers
 
     def get_timer(self) -> float | None:
-        deadlines = [self._register_due, self._checkin_due]
+        deadlines = [self._register_due, self._checkin_due, self._bandwidth_due]
         for download in self.downloads.values():
             if download.state is DownloadState.DOWNLOADING:
                 if not download.lease_pending:
@@ -285,6 +305,8 @@ class AgentCore:
 
     def handle_timer(self, now: float) -> None:
         self._now = now
+        if self._bandwidth_due is not None and self._bandwidth_due <= now:
+            self._bandwidth_due = None  # poll() schedules the requests the cap held back
         if self._register_due is not None and self._register_due <= now:
             self._register_due = None
             self.control.register(
@@ -346,9 +368,20 @@ class AgentCore:
         for mode, engine in self.engines.items():
             while (event := engine.next_event()) is not None:
                 self._on_transfer_event(mode, engine, event, now)
-        for download in self.downloads.values():
-            if download.state is DownloadState.DOWNLOADING:
-                self._schedule_requests(download, now)
+        self._schedule_all(now)
+
+    def _schedule_all(self, now: float) -> None:
+        """Requests for the downloads allowed to run now (the office's policy caps them)."""
+        active = [d for d in self.downloads.values() if d.state is DownloadState.DOWNLOADING]
+        limit = self.registration.max_downloads if self.registration else 0
+        if limit:
+            for queued in active[limit:]:
+                if not queued.requests:
+                    queued.note = f"queued: the office allows {limit} downloads at once"
+            active = [d for d in active if d.requests] + [d for d in active if not d.requests]
+            active = active[:limit]
+        for download in active:
+            self._schedule_requests(download, now)
 
     # --------------------------------------------------------- control replies
 
@@ -416,9 +449,28 @@ class AgentCore:
             return
         office = reply.office or "no office (server downloads only)"
         self.server_note = f"registered with the P2P server, office {office}"
+        self._limits = {}
+        for mode, kbps in (
+            (Mode.FOREGROUND, reply.foreground_kbps),
+            (Mode.BACKGROUND, reply.background_kbps),
+        ):
+            if kbps:
+                rate = kbps * 1000 / 8
+                self._limits[mode] = TokenBucket(rate, burst=max(rate / 4, 65536), now=now)
+        if self._limits or reply.max_downloads:
+            self.server_note += (
+                f"; office policy: foreground {reply.foreground_kbps or 'unlimited'} kbit/s, "
+                f"background {reply.background_kbps or 'unlimited'} kbit/s, "
+                f"{reply.max_downloads or 'any number of'} downloads at once"
+            )
         ports = (reply.discovery_port, reply.data_port, reply.background_port)
-        installed = (self.config.discovery_port, self.config.data_port, self.config.background_port)
-        if ports != installed:
+        alternative = reply.alternative_ports
+        installed = (
+            self.config.discovery_port,
+            self.config.data_port,
+            self.config.background_port,
+        )
+        if installed not in (ports, (alternative[0], alternative[2], alternative[3])):
             self.server_note += (
                 f"; the console sets ports {ports} (discovery, data, background), "
                 f"this client runs on {installed}: restart it to apply"
@@ -559,14 +611,21 @@ class AgentCore:
             return
         if event.chunks.count != download.manifest.chunk_count or event.peer in download.banned:
             return
-        download.picker.peer_has(self._peer_address(event.peer, download.mode), event.chunks)
+        download.picker.peer_has(
+            self._peer_address(event.peer, download.mode, event.port), event.chunks
+        )
 
     def _schedule_requests(self, download: Download, now: float) -> None:
         assert download.picker is not None and download.manifest is not None
         engine = self.engines[download.mode]
         in_flight = sum(len(d.requests) for d in self.downloads.values() if d.mode is download.mode)
         limit = self.config.max_in_flight - in_flight
+        bucket = self._limits.get(download.mode)
+        if bucket is not None:
+            limit = min(limit, self._affordable(bucket, download, now))
         for peer, chunk_index in download.picker.next_requests(limit):
+            if bucket is not None:
+                bucket.take(download.manifest.chunk_length(chunk_index), now)
             request_id = engine.request_chunk(
                 peer,
                 download.content_id,
@@ -577,6 +636,19 @@ class AgentCore:
                 now,
             )
             download.requests[request_id] = (peer, chunk_index)
+
+    def _affordable(self, bucket: TokenBucket, download: Download, now: float) -> int:
+        """How many chunks the bandwidth cap lets us request now; arms the retry."""
+        assert download.manifest is not None
+        chunk = download.manifest.chunk_size
+        available = bucket.available(now)
+        count = int(available // chunk) if available >= chunk else 0
+        if count == 0 and available >= min(chunk, bucket.burst):
+            count = 1  # a chunk larger than the burst passes from a full bucket
+        if count == 0:
+            due = bucket.ready_at(chunk, now)
+            self._bandwidth_due = min(self._bandwidth_due or due, due)
+        return count
 
     def _cancel_to(self, download: Download, peer: Address, chunk_index: int, now: float) -> None:
         for request_id, (asked, index) in list(download.requests.items()):

@@ -35,14 +35,17 @@ from shoal import __version__, ports
 from shoal.client.agent import AgentConfig, AgentCore
 from shoal.core.errors import ShoalError
 from shoal.lab.faults import CorruptingStore
+from shoal.net.errors import AddressUnavailable
 from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
 from shoal.net.udp import UdpConfig
 from shoal.protocol.transfer import Mode
 from shoal.store.content_store import ContentStore
+from shoal.wire.control import Registered
 
 log = logging.getLogger("shoal.client")
 STATUS_FILE = "status.json"
 IDENTITY_FILE = "identity.json"
+NETWORK_FILE = "network.json"  # the ports the console set, as the server last said
 
 
 class ClientSetupError(ShoalError):
@@ -60,9 +63,9 @@ class ClientConfig:
     ip: str | None = None
     prefix: int | None = None
     hostname: str = ""
-    discovery_port: int = ports.DISCOVERY
-    data_port: int = ports.FOREGROUND_DATA
-    background_port: int = ports.BACKGROUND_DATA
+    discovery_port: int | None = None  # None: as the console set them, else the defaults
+    data_port: int | None = None
+    background_port: int | None = None
     cache_bytes: int | None = None
     status_seconds: float = 1.0
     bind_all: bool = True  # False: bind --ip only (several agents on one host, no broadcast)
@@ -133,6 +136,41 @@ def prefix_of(ip: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
+@dataclass(frozen=True, slots=True)
+class PortSet:
+    """The ports a client listens on: discovery, foreground data, background data."""
+
+    discovery: int = ports.DISCOVERY
+    data: int = ports.FOREGROUND_DATA
+    background: int = ports.BACKGROUND_DATA
+
+
+def load_network(data_dir: Path) -> tuple[PortSet | None, PortSet | None]:
+    """The console's main and alternative ports, as this client last learnt them."""
+    try:
+        document = json.loads((data_dir / NETWORK_FILE).read_text())
+        main = PortSet(*document["main"])
+        alternative = PortSet(*document["alternative"]) if document.get("alternative") else None
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None, None
+    return main, alternative
+
+
+def save_network(data_dir: Path, main: PortSet, alternative: PortSet | None) -> None:
+    path = data_dir / NETWORK_FILE
+    document = {
+        "main": [main.discovery, main.data, main.background],
+        "alternative": (
+            [alternative.discovery, alternative.data, alternative.background]
+            if alternative
+            else None
+        ),
+    }
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(document))
+    os.replace(temporary, path)
+
+
 def write_status(data_dir: Path, status: dict[str, Any]) -> None:
     path = data_dir / STATUS_FILE
     temporary = path.with_name(path.name + ".tmp")
@@ -154,6 +192,13 @@ class ClientService:
             log.warning("subnet of %s not found; assuming /24 (pass --prefix)", self.ip)
             prefix = 24
         self.prefix = prefix
+        saved_main, self.alternative = load_network(config.data_dir)
+        base = saved_main or PortSet()
+        self.ports = PortSet(
+            discovery=config.discovery_port or base.discovery,
+            data=config.data_port or base.data,
+            background=config.background_port or base.background,
+        )
         store_kind = CorruptingStore if config.corrupt_served_chunks else ContentStore
         self.store = store_kind(
             config.data_dir / "cache", capacity_bytes=config.cache_bytes, strict=False
@@ -162,39 +207,69 @@ class ClientService:
             log.warning("cache: %s; rebuilding it from the bytes on disk", problem.reason)
             self.store.repair(problem.content_id)
 
-    async def run(self, stop: asyncio.Event) -> None:
+    def _agent(self, listening: PortSet, now: float) -> AgentCore:
         config = self.config
-        loop = asyncio.get_running_loop()
-        agent_config = AgentConfig(
-            device_id=self.device_id,
-            hostname=config.hostname or socket.gethostname(),
-            ip=self.ip,
-            subnet_prefix=self.prefix,
-            server=(config.server, config.server_port),
-            server_key=self.server_key,
-            control_port=0,
-            version=config.version,
-            discovery_port=config.discovery_port,
-            data_port=config.data_port,
-            background_port=config.background_port,
+        other = self.alternative if listening != self.alternative else self.ports
+        extra = (other.discovery,) if other and other.discovery != listening.discovery else ()
+        return AgentCore(
+            AgentConfig(
+                device_id=self.device_id,
+                hostname=config.hostname or socket.gethostname(),
+                ip=self.ip,
+                subnet_prefix=self.prefix,
+                server=(config.server, config.server_port),
+                server_key=self.server_key,
+                control_port=0,
+                version=config.version,
+                discovery_port=listening.discovery,
+                data_port=listening.data,
+                background_port=listening.background,
+                extra_broadcast_ports=extra,
+            ),
+            self.store,
+            now,
         )
-        agent = AgentCore(agent_config, self.store, loop.time())
+
+    def _bind(self, agent: AgentCore, listening: PortSet) -> ApplicationRunner:
         # Broadcasts reach only a socket bound to the wildcard address.
-        listen = "0.0.0.0" if config.bind_all else self.ip
-        runner = ApplicationRunner(
+        listen = "0.0.0.0" if self.config.bind_all else self.ip
+        return ApplicationRunner(
             agent,
             [
                 Binding(agent.control, self.ip, 0),
                 Binding(
                     agent.discovery,
                     listen,
-                    config.discovery_port,
+                    listening.discovery,
                     UdpConfig(broadcast=True, gso=False, gro=False),
                 ),
-                Binding(agent.engines[Mode.FOREGROUND], listen, config.data_port),
-                Binding(agent.engines[Mode.BACKGROUND], listen, config.background_port),
+                Binding(agent.engines[Mode.FOREGROUND], listen, listening.data),
+                Binding(agent.engines[Mode.BACKGROUND], listen, listening.background),
             ],
         )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        listening = self.ports
+        agent = self._agent(listening, loop.time())
+        try:
+            runner = self._bind(agent, listening)
+        except AddressUnavailable as error:
+            if self.alternative is None:
+                raise ClientSetupError(
+                    f"cannot listen on ports {listening}: {error} (free them, or set "
+                    "alternative ports in the console's P2P settings)"
+                ) from None
+            log.warning(
+                "ports %s unavailable (%s): using the console's alternative ports %s",
+                listening,
+                error,
+                self.alternative,
+            )
+            listening = self.alternative
+            agent = self._agent(listening, loop.time())
+            runner = self._bind(agent, listening)
         log.info(
             "client %s (%s/%d) -> P2P server %s:%d",
             self.device_id.hex()[:8],
@@ -204,8 +279,12 @@ class ClientService:
             config.server_port,
         )
         last_note = ""
+        learnt: Registered | None = None
         try:
             while not stop.is_set():
+                if agent.registration is not None and agent.registration is not learnt:
+                    learnt = agent.registration
+                    self._remember_ports(learnt)
                 status = agent.status(loop.time())
                 status["wall_time"] = time.time()
                 status["pid"] = os.getpid()
@@ -222,6 +301,18 @@ class ClientService:
             status["stopped"] = True
             write_status(config.data_dir, status)
             self.store.close()
+
+    def _remember_ports(self, registration: Registered) -> None:
+        """Keep the console's ports for the next start (and log when they differ)."""
+        main = PortSet(
+            registration.discovery_port, registration.data_port, registration.background_port
+        )
+        alt = registration.alternative_ports
+        alternative = PortSet(alt[0], alt[2], alt[3]) if all((alt[0], alt[2], alt[3])) else None
+        if (main, alternative) != load_network(self.config.data_dir):
+            save_network(self.config.data_dir, main, alternative)
+            if main != self.ports and self.ports != alternative:
+                log.warning("the console sets ports %s; restart the agent to apply them", main)
 
 
 def read_status(data_dir: Path) -> dict[str, Any]:

@@ -47,9 +47,21 @@ def client() -> None:
     help="Subnet prefix length of --ip (default: read from the interface).",
 )
 @click.option("--hostname", default="", help="Name shown in the console (default: host name).")
-@click.option("--discovery-port", default=ports.DISCOVERY, show_default=True, type=int)
-@click.option("--data-port", default=ports.FOREGROUND_DATA, show_default=True, type=int)
-@click.option("--background-port", default=ports.BACKGROUND_DATA, show_default=True, type=int)
+@click.option(
+    "--discovery-port",
+    type=int,
+    help=f"Default: as the console set it (kept from the last run), else {ports.DISCOVERY}.",
+)
+@click.option(
+    "--data-port",
+    type=int,
+    help=f"Default: as the console set it, else {ports.FOREGROUND_DATA}.",
+)
+@click.option(
+    "--background-port",
+    type=int,
+    help=f"Default: as the console set it, else {ports.BACKGROUND_DATA}.",
+)
 @click.option(
     "--cache-size",
     help="Cap of the cache (e.g. 20G); unassigned content is evicted "
@@ -77,9 +89,9 @@ def run(
     ip: str | None,
     prefix: int | None,
     hostname: str,
-    discovery_port: int,
-    data_port: int,
-    background_port: int,
+    discovery_port: int | None,
+    data_port: int | None,
+    background_port: int | None,
     cache_size: str | None,
     bind_ip: bool,
     log_level: str,

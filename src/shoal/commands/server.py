@@ -57,15 +57,25 @@ def server() -> None:
 @click.option(
     "--bind", default="0.0.0.0", show_default=True, help="Address the UDP sockets listen on."
 )
-@click.option("--control-port", default=ports.CONTROL, show_default=True, type=int)
-@click.option("--data-port", default=ports.FOREGROUND_DATA, show_default=True, type=int)
-@click.option("--background-port", default=ports.BACKGROUND_DATA, show_default=True, type=int)
+@click.option(
+    "--control-port",
+    type=int,
+    help=f"Default: the console's P2P setting, else {ports.CONTROL}.",
+)
+@click.option(
+    "--data-port",
+    type=int,
+    help=f"Default: the console's P2P setting, else {ports.FOREGROUND_DATA}.",
+)
+@click.option(
+    "--background-port",
+    type=int,
+    help=f"Default: the console's P2P setting, else {ports.BACKGROUND_DATA}.",
+)
 @click.option(
     "--discovery-port",
-    default=ports.DISCOVERY,
-    show_default=True,
     type=int,
-    help="The broadcast port clients are told to use.",
+    help=f"Broadcast port clients are told to use; default: the console's, else {ports.DISCOVERY}.",
 )
 @click.option(
     "--checkin-seconds",
@@ -110,10 +120,10 @@ def run(
     name: str,
     database_url: str | None,
     bind: str,
-    control_port: int,
-    data_port: int,
-    background_port: int,
-    discovery_port: int,
+    control_port: int | None,
+    data_port: int | None,
+    background_port: int | None,
+    discovery_port: int | None,
     checkin_seconds: int,
     lease_seconds: float,
     sync_seconds: float,

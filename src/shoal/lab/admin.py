@@ -70,6 +70,11 @@ class ConsoleAdmin:
     def set_topology(self, offices: list[dict[str, Any]]) -> None:
         self._check(self._http.put("/topology", json={"offices": offices}))
 
+    def put_settings(self, settings: dict[str, Any]) -> dict[str, Any]:
+        """The P2P settings: ports, alternative ports, bandwidth policy per office."""
+        result: dict[str, Any] = self._check(self._http.put("/settings/p2p", json=settings)).json()
+        return result
+
     def server_auth_key(self) -> str:
         return str(self.get("/servers/auth-key")["key"])
 

@@ -48,11 +48,13 @@ MAX_EVENTS = 4096
 
 @dataclass(frozen=True, slots=True)
 class PeerAvailable:
-    """``peer`` (its IP) holds ``chunks`` of ``content_id``."""
+    """``peer`` (its IP) holds ``chunks`` of ``content_id``; it answered from ``port``
+    (the discovery port it runs on, which tells its data ports: main or alternative)."""
 
     peer: str
     content_id: ContentId
     chunks: ChunkSet
+    port: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,8 @@ class DiscoveryConfig:
     broadcast_address: str
     scope: tuple[str, ...]
     local_addresses: tuple[str, ...] = ()
+    extra_broadcast_ports: tuple[int, ...] = ()
+    """Also broadcast queries to these ports (peers running on the alternative ports)."""
     query_interval: float = 1.0
     push_interval: float = 0.02
     interest_seconds: float = 5.0
@@ -104,7 +108,7 @@ class _Search:
 class _Holding:
     chunks: ChunkSet
     push_due: float | None = None
-    interested: dict[str, float] = field(default_factory=dict)
+    interested: dict[Address, float] = field(default_factory=dict)
 
 
 class DiscoveryMachine:
@@ -207,7 +211,7 @@ class DiscoveryMachine:
         elif isinstance(message, Have):
             counters.answers_received += 1
             if message.content_id in self._searches:
-                self._emit(PeerAvailable(peer_ip, message.content_id, message.chunks))
+                self._emit(PeerAvailable(peer_ip, message.content_id, message.chunks, addr[1]))
         elif isinstance(message, VersionError):
             self._emit(PeerVersionRejected(peer_ip, message.min_version, message.max_version))
         else:
@@ -223,7 +227,7 @@ class DiscoveryMachine:
         if len(holding.interested) >= MAX_INTERESTED_PEERS:
             self._forget_stale_interest(holding, now)
         if len(holding.interested) < MAX_INTERESTED_PEERS:
-            holding.interested[addr[0]] = now
+            holding.interested[(addr[0], addr[1])] = now
         if not holding.chunks:
             return
         self.counters.queries_answered += 1
@@ -247,7 +251,8 @@ class DiscoveryMachine:
                 continue
             query = encode_datagram(WhoHas(search.query_id, content_id))
             if search.unicast_peers is None:
-                self._outbox.append((query, (self.config.broadcast_address, port)))
+                for broadcast_port in (port, *self.config.extra_broadcast_ports):
+                    self._outbox.append((query, (self.config.broadcast_address, broadcast_port)))
             else:
                 self._outbox.extend((query, (peer, port)) for peer in search.unicast_peers)
             self.counters.queries_sent += 1
@@ -258,8 +263,8 @@ class DiscoveryMachine:
             holding.push_due = None
             self._forget_stale_interest(holding, now)
             answer = encode_datagram(Have(0, content_id, holding.chunks))
-            for peer in holding.interested:
-                self._outbox.append((answer, (peer, port)))
+            for peer_address in holding.interested:
+                self._outbox.append((answer, peer_address))
                 self.counters.pushes_sent += 1
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shoal import __version__, ports
@@ -80,6 +81,19 @@ class ServerSettings:
     background_port: int = ports.BACKGROUND_DATA
     lease_seconds: float = 10.0
     direct_outside_offices: bool = True
+    alternative_ports: tuple[int, int, int, int] = (0, 0, 0, 0)
+    """Discovery, control, data, background ports to use when the main ones are taken."""
+    bandwidth: Mapping[str, BandwidthLimit] = field(default_factory=dict)
+    """Per office name: the console's bandwidth policy, passed on to its clients."""
+
+
+@dataclass(frozen=True, slots=True)
+class BandwidthLimit:
+    """An office's caps (0 = none): foreground and background kbit/s, downloads at once."""
+
+    foreground_kbps: int = 0
+    background_kbps: int = 0
+    max_downloads: int = 0
 
 
 @dataclass(slots=True)
@@ -254,6 +268,7 @@ class ServerCore:
         client.last_seen = now
         office, office_type = self.office_of(addr[0])
         settings = self.settings
+        limit = settings.bandwidth.get(office or "", BandwidthLimit())
         return Registered(
             version=self.version,
             office=office or "",
@@ -265,6 +280,10 @@ class ServerCore:
             background_port=settings.background_port,
             licence_state=LicenceState.OVERAGE if self.licence.seats_over else LicenceState.OK,
             seats_over=self.licence.seats_over,
+            alternative_ports=settings.alternative_ports,
+            foreground_kbps=limit.foreground_kbps,
+            background_kbps=limit.background_kbps,
+            max_downloads=limit.max_downloads,
         )
 
     def _lease(self, client: ClientRecord, content_id: ContentId, now: float) -> ControlBody:

@@ -48,7 +48,7 @@ from shoal.server.console_link import (
     DownloadTotals,
     ReportedClient,
 )
-from shoal.server.core import ClientRecord, ServerCore, ServerSettings
+from shoal.server.core import BandwidthLimit, ClientRecord, ServerCore, ServerSettings
 from shoal.server.db import BadPeerRow, ClientRow, StateValue, open_database, sqlite_url
 from shoal.server.node import ServerNode
 from shoal.store.content_store import ContentStore
@@ -64,6 +64,26 @@ def client_key_for(auth_key: str) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class PortSet:
+    """The four UDP ports of the peer-to-peer network."""
+
+    discovery: int = ports.DISCOVERY
+    control: int = ports.CONTROL
+    data: int = ports.FOREGROUND_DATA
+    background: int = ports.BACKGROUND_DATA
+
+    @classmethod
+    def from_console(cls, document: dict[str, Any], fallback: PortSet) -> PortSet:
+        """The console's ``PortSet`` JSON (discovery, control, foreground_data...)."""
+        return cls(
+            discovery=int(document.get("discovery", fallback.discovery)),
+            control=int(document.get("control", fallback.control)),
+            data=int(document.get("foreground_data", fallback.data)),
+            background=int(document.get("background_data", fallback.background)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     """How ``shoal server run`` was started (see ``shoal server run --help``)."""
 
@@ -75,10 +95,10 @@ class ServerConfig:
     console_ca: Path | None = None
     database_url: str | None = None
     bind: str = "0.0.0.0"
-    control_port: int = ports.CONTROL
-    data_port: int = ports.FOREGROUND_DATA
-    background_port: int = ports.BACKGROUND_DATA
-    discovery_port: int = ports.DISCOVERY
+    control_port: int | None = None  # None: the console's setting, else the default
+    data_port: int | None = None
+    background_port: int | None = None
+    discovery_port: int | None = None
     checkin_seconds: int = 60
     lease_seconds: float = 10.0
     sync_seconds: float = 5.0
@@ -190,14 +210,15 @@ class ServerService:
             self.state.put({"server_id": server_id})
         self.server_id = server_id
         self.origin = ContentStore(config.data_dir / "origin", strict=False)
+        self.ports = self._resolve_ports()
         console_key = self.state.get("console_key")
         settings = ServerSettings(
             server_key=client_key_for(config.auth_key),
             console_key=bytes.fromhex(console_key) if console_key else bytes(32),
             checkin_seconds=config.checkin_seconds,
-            discovery_port=config.discovery_port,
-            data_port=config.data_port,
-            background_port=config.background_port,
+            discovery_port=self.ports.discovery,
+            data_port=self.ports.data,
+            background_port=self.ports.background,
             lease_seconds=config.lease_seconds,
             direct_outside_offices=config.direct_outside_offices,
         )
@@ -215,6 +236,20 @@ class ServerService:
         self.console_note = "not yet in touch with the console"
         self._reported_bad_peers = 0
         self._restore()
+
+    def _resolve_ports(self) -> PortSet:
+        """Explicit options first, then the console's last settings, then defaults."""
+        config = self.config
+        saved = self.state.get("settings")
+        base = PortSet()
+        if saved is not None:
+            base = PortSet.from_console(json.loads(saved).get("ports") or {}, base)
+        return PortSet(
+            discovery=config.discovery_port or base.discovery,
+            control=config.control_port or base.control,
+            data=config.data_port or base.data,
+            background=config.background_port or base.background,
+        )
 
     # ------------------------------------------------------------ persistence
 
@@ -235,6 +270,9 @@ class ServerService:
             core.set_assignments(encode_envelope(json.loads(envelope)))
         for info in self.origin.entries():
             core.add_manifest(self.origin.manifest_bytes(info.content_id))
+        settings = self.state.get("settings")
+        if settings is not None:
+            self._apply_settings(json.loads(settings))
 
     def _apply_licence(self, licence: dict[str, Any], activated: bool) -> None:
         view = self.core.licence
@@ -318,30 +356,39 @@ class ServerService:
         self.state.put(values)
 
     def _apply_settings(self, settings: dict[str, Any]) -> None:
-        wanted = settings.get("ports", {})
-        ports_now = (
-            self.config.discovery_port,
-            self.config.data_port,
-            self.config.background_port,
-            self.config.control_port,
-        )
-        ports_console = (
-            wanted.get("discovery"),
-            wanted.get("foreground_data"),
-            wanted.get("background_data"),
-            wanted.get("control"),
-        )
-        if None not in ports_console and ports_console != ports_now:
+        """Ports, alternative ports and bandwidth policy, passed on to clients.
+
+        The discovery port, alternative ports and bandwidth caps take effect for every
+        client at its next registration. This server's own ports change at its next
+        start (the console's are kept in the state and used when no --*-port is given).
+        """
+        wanted = settings.get("ports") or {}
+        console_ports = PortSet.from_console(wanted, self.ports)
+        if console_ports != self.ports:
             log.warning(
-                "the console sets ports %s (discovery, data, background, control); this "
-                "server runs on %s: restart it to apply",
-                ports_console,
-                ports_now,
+                "the console sets ports %s; this server runs on %s: restart it to apply",
+                console_ports,
+                self.ports,
             )
+        alternative = settings.get("alternative_ports")
+        alternative_ports = (0, 0, 0, 0)
+        if alternative:
+            alt = PortSet.from_console(alternative, self.ports)
+            alternative_ports = (alt.discovery, alt.control, alt.data, alt.background)
+        bandwidth = {
+            entry["office"]: BandwidthLimit(
+                foreground_kbps=int(entry.get("foreground_kbps") or 0),
+                background_kbps=int(entry.get("background_kbps") or 0),
+                max_downloads=int(entry.get("max_concurrent_downloads") or 0),
+            )
+            for entry in settings.get("bandwidth") or []
+        }
         core = self.core
         core.settings = dataclasses.replace(
             core.settings,
-            discovery_port=int(wanted.get("discovery", core.settings.discovery_port)),
+            discovery_port=console_ports.discovery,
+            alternative_ports=alternative_ports,
+            bandwidth=bandwidth,
         )
 
     def report_once(
@@ -395,24 +442,22 @@ class ServerService:
         """Serve clients and follow the console until ``stop`` is set."""
         config = self.config
         loop = asyncio.get_running_loop()
-        self.node = ServerNode(
-            self.core, self.origin, loop.time(), control_port=config.control_port
-        )
+        self.node = ServerNode(self.core, self.origin, loop.time(), control_port=self.ports.control)
         self.runner = ApplicationRunner(
             self.node,
             [
-                Binding(self.node.control, config.bind, config.control_port),
-                Binding(self.node.engines[Mode.FOREGROUND], config.bind, config.data_port),
-                Binding(self.node.engines[Mode.BACKGROUND], config.bind, config.background_port),
+                Binding(self.node.control, config.bind, self.ports.control),
+                Binding(self.node.engines[Mode.FOREGROUND], config.bind, self.ports.data),
+                Binding(self.node.engines[Mode.BACKGROUND], config.bind, self.ports.background),
             ],
         )
         log.info(
             "P2P server %s listening on %s (control %d, data %d/%d); client key %s",
             self.server_id[:8],
             config.bind,
-            config.control_port,
-            config.data_port,
-            config.background_port,
+            self.ports.control,
+            self.ports.data,
+            self.ports.background,
             client_key_for(config.auth_key).hex(),
         )
         tasks = [

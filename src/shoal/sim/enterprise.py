@@ -20,7 +20,7 @@ from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest
 from shoal.core.packing import pack_bytes
 from shoal.core.signing import SigningKey
-from shoal.server.core import ServerCore, ServerSettings
+from shoal.server.core import BandwidthLimit, ServerCore, ServerSettings
 from shoal.server.node import ServerNode
 from shoal.sim.network import Host, SimNetwork
 from shoal.store.content_store import ContentStore
@@ -90,6 +90,7 @@ def build_enterprise(
     checkin_seconds: int = 2,
     lease_seconds: float = 3.0,
     store_factory: Callable[[Path, int], ContentStoreLike] | None = None,
+    bandwidth: dict[str, BandwidthLimit] | None = None,
 ) -> Enterprise:
     """Build the network, the server (content imported, assigned to everyone), clients."""
     rng = random.Random(seed)
@@ -117,6 +118,7 @@ def build_enterprise(
         console_key=console_key.verify_key.raw,
         checkin_seconds=checkin_seconds,
         lease_seconds=lease_seconds,
+        bandwidth=bandwidth or {},
     )
     core = ServerCore(settings)
     core.topology = parse_json({"offices": topology})

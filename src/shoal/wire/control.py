@@ -27,7 +27,11 @@ LEASE_REPLY      0x21  content_id 32 B, decision u8, holder ip 4 B, holder port 
 REGISTER         0x30  version str8, hostname str8, subnet_prefix u8
 REGISTERED       0x31  version str8, office str8, office_type u8, console_key 32 B,
                        checkin_s u16, discovery_port u16, data_port u16,
-                       background_port u16, licence_state u8, seats_over u32
+                       background_port u16, licence_state u8, seats_over u32,
+                       alternative ports 4 x u16 (discovery, control, data,
+                       background; 0 = none), foreground_kbps u32,
+                       background_kbps u32 (0 = unlimited), max_downloads u16
+                       (0 = no limit)
 CHECKIN          0x32  count u8, count x (content_id 32 B, chunks_done u32,
                        chunk_count u32, from_peers u64, from_server u64)
 CHECKIN_REPLY    0x33  assignments_sha256 32 B, assignments_length u32
@@ -136,6 +140,10 @@ class Registered:
     background_port: int
     licence_state: LicenceState
     seats_over: int
+    alternative_ports: tuple[int, int, int, int] = (0, 0, 0, 0)
+    foreground_kbps: int = 0
+    background_kbps: int = 0
+    max_downloads: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +318,8 @@ def _pull_registered(buf: Buffer) -> Registered:
     office_type = _pull_enum(buf, OfficeType)
     console_key = buf.pull_bytes(32)
     checkin, discovery, data, background = (buf.pull_uint16() for _ in range(4))
+    licence_state, seats_over = _pull_enum(buf, LicenceState), buf.pull_uint32()
+    alt = (buf.pull_uint16(), buf.pull_uint16(), buf.pull_uint16(), buf.pull_uint16())
     return Registered(
         version,
         office,
@@ -319,8 +329,12 @@ def _pull_registered(buf: Buffer) -> Registered:
         discovery,
         data,
         background,
-        _pull_enum(buf, LicenceState),
+        licence_state,
+        seats_over,
+        alt,
         buf.pull_uint32(),
+        buf.pull_uint32(),
+        buf.pull_uint16(),
     )
 
 
@@ -335,6 +349,11 @@ def _push_registered(buf: Buffer, body: Registered) -> None:
         buf.push_uint16(port)
     buf.push_uint8(body.licence_state)
     buf.push_uint32(body.seats_over)
+    for port in body.alternative_ports:
+        buf.push_uint16(port)
+    buf.push_uint32(body.foreground_kbps)
+    buf.push_uint32(body.background_kbps)
+    buf.push_uint16(body.max_downloads)
 
 
 def _pull_checkin(buf: Buffer) -> CheckIn:
