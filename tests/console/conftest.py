@@ -21,32 +21,7 @@ from shoal.console.state import ADMIN_PASSWORD_VARIABLE, ConsoleConfig, ConsoleS
 from shoal.core.signing import SigningKey
 from shoal.licensing import DEV_VENDOR_KEY, issue_licence
 
-from .postgres import ThrowawayPostgres, find_binaries
-
 ADMIN_PASSWORD = "a long test password"
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[ThrowawayPostgres]:
-    """One throwaway PostgreSQL cluster for the session (stopped even on failure)."""
-    binaries = find_binaries()
-    if binaries is None:
-        pytest.skip("PostgreSQL is not installed (as root, make test installs it)")
-    cluster = ThrowawayPostgres(binaries)
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest) -> str | None:
-    """None (SQLite in the data dir) or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        return None
-    cluster: ThrowawayPostgres = request.getfixturevalue("postgres")
-    return cluster.new_database()
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from .postgres import free_port
+from postgres import free_port
 
 PASSWORD = "end to end password"
 

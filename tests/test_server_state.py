@@ -1,0 +1,40 @@
+"""The P2P server's SQL state on SQLite and PostgreSQL: migrations, registry, restart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from shoal.core.ids import ContentId
+from shoal.server.core import ClientRecord
+from shoal.server.db import open_database, sqlite_url
+from shoal.server.service import StateStore
+from shoal.wire.control import ContentProgress
+
+CONTENT = ContentId(bytes(range(32)))
+
+
+def test_state_survives_a_restart_on_both_databases(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    url = database_url or sqlite_url(tmp_path / "server.sqlite3")
+    state = StateStore(open_database(url))
+    state.put({"cursor": "17", "topology": json.dumps({"offices": []})})
+    state.put({"cursor": "18"})  # an update, not a second row
+    record = ClientRecord(bytes(range(16)), "pc-1", "0.1.0", "10.1.0.5", "10.1.0.0/24", 1.0, 2.0)
+    record.content[CONTENT] = ContentProgress(CONTENT, 3, 10, 300, 700)
+    state.save_clients([record], wall_now=1000.0)
+    state.save_clients([record], wall_now=1001.0)
+    state.add_bad_peer_reports([("aa" * 16, CONTENT.hex, "10.1.0.66:41442", 4, 1000.0)])
+
+    reopened = StateStore(open_database(url))  # migrations are idempotent
+    assert reopened.get("cursor") == "18"
+    assert json.loads(reopened.get("topology") or "null") == {"offices": []}
+    assert reopened.get("missing") is None
+    (loaded,) = reopened.load_clients(now=5.0)
+    assert (loaded.device_id, loaded.ip, loaded.subnet) == (
+        record.device_id,
+        "10.1.0.5",
+        "10.1.0.0/24",
+    )
+    assert loaded.content == record.content
