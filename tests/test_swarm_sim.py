@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from shoal import ports
 from shoal.client.agent import AgentCore
 from shoal.core.chunkset import ChunkSet
 from shoal.lab.faults import CorruptingStore
+from shoal.protocol.discovery import DiscoveryConfig, DiscoveryMachine
+from shoal.protocol.transfer import ChunkRequested, RefusalReason, TransferEngine
 from shoal.server.core import BandwidthLimit
 from shoal.sim.enterprise import Enterprise, OfficeSpec, SimClient, build_enterprise, file_sha256
 from shoal.store.content_store import ContentStore
@@ -160,3 +163,46 @@ def test_an_office_bandwidth_cap_reaches_its_clients_and_holds(tmp_path: Path) -
     # 4000 kbit/s = 500 kB/s: 2 MiB needs ~4.2 s; uncapped, the 10 MB/s WAN takes ~0.2 s.
     assert elapsed >= 0.9 * (size - 131_072) / 500_000
     assert "foreground 4000 kbit/s" in client.agent.server_note
+
+
+class BoastingPeer:
+    """Answers every query with "I hold it all", then refuses every chunk request."""
+
+    def __init__(self, engine: TransferEngine) -> None:
+        self.engine = engine
+        self.refused = 0
+
+    def poll(self, now: float) -> None:
+        while (event := self.engine.next_event()) is not None:
+            if isinstance(event, ChunkRequested):
+                self.refused += 1
+                self.engine.refuse_chunk(event.peer, event.request_id, RefusalReason.NOT_FOUND, now)
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def get_timer(self) -> float | None:
+        return None
+
+
+def test_a_peer_answering_for_content_it_does_not_have_is_dropped(tmp_path: Path) -> None:
+    enterprise = build_enterprise(
+        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 2)], package_size=2 * MIB
+    )
+    network = enterprise.network
+    host = network.add_host(network.offices["Branch"], "10.1.0.99")
+    discovery = DiscoveryMachine(
+        DiscoveryConfig(ports.DISCOVERY, "10.1.0.255", ("10.1.0.0/24",), ("10.1.0.99",)), 0.0
+    )
+    discovery.set_holding(
+        enterprise.content_id, ChunkSet.full(enterprise.manifest.chunk_count), 0.0
+    )
+    boaster = BoastingPeer(TransferEngine(now=0.0))
+    network.bind(host, ports.DISCOVERY, discovery)
+    network.bind(host, ports.FOREGROUND_DATA, boaster.engine)
+    network.attach(host, boaster)
+    enterprise.run(until=60, stop=enterprise.all_complete)
+    assert_everyone_has_the_package(enterprise)
+    assert boaster.refused > 0, "nobody believed the boaster: the test proves nothing"
+    for client in enterprise.clients:
+        assert "10.1.0.99" not in enterprise.download_of(client).peers_used
