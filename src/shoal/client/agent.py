@@ -55,6 +55,7 @@ from shoal.protocol.discovery import (
     PeerVersionRejected,
 )
 from shoal.protocol.ratelimit import TokenBucket
+from shoal.protocol.serving import serve_from
 from shoal.protocol.swarm import ChunkPicker
 from shoal.protocol.transfer import (
     ChunkCorrupted,
@@ -758,21 +759,14 @@ class AgentCore:
             self._complete(download, now)
 
     def _serve(self, engine: TransferEngine, event: ChunkRequested, now: float) -> None:
-        if not self.shares or event.content_id not in self.store:
-            self.counters.requests_refused += 1
+        if not self.shares:  # VPN offices and clients in no office never share
             engine.refuse_chunk(event.peer, event.request_id, RefusalReason.NOT_FOUND, now)
-            return
-        try:
-            data = self.store.read_chunk(event.content_id, event.chunk_index)
-        except (StoreError, ShoalError, IndexError):
             self.counters.requests_refused += 1
-            engine.refuse_chunk(event.peer, event.request_id, RefusalReason.NOT_FOUND, now)
             return
-        if len(data) != event.chunk_length:
-            engine.refuse_chunk(event.peer, event.request_id, RefusalReason.INVALID_REQUEST, now)
-            return
-        self.counters.bytes_served += len(data)
-        engine.send_chunk(event.peer, event.request_id, data, now)
+        sent = serve_from(self.store, engine, event, now)
+        self.counters.bytes_served += sent
+        if not sent:
+            self.counters.requests_refused += 1
 
     def _note_all(self, note: str) -> None:
         for download in self.downloads.values():

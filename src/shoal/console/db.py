@@ -12,8 +12,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -26,10 +24,11 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
-    create_engine,
-    event,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from shoal import sql
+from shoal.sql import make_engine, normalise_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -202,36 +201,12 @@ def database_url(url: str | None, data_dir: Path) -> str:
     """The SQLAlchemy URL: SQLite in ``data_dir`` by default; psycopg 3 for PostgreSQL."""
     if not url:
         return f"sqlite:///{data_dir / 'console.db'}"
-    for prefix in ("postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix) :]
-    return url
-
-
-def make_engine(url: str) -> Engine:
-    """An engine whose SQLite connections are durable (WAL, synchronous=FULL, FKs on)."""
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    return normalise_url(url)
 
 
 def migrate(engine: Engine) -> None:
     """Apply every shipped migration not yet applied (idempotent)."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+    sql.migrate(engine, MIGRATIONS)
 
 
 def open_database(url: str) -> tuple[Engine, sessionmaker[Any]]:

@@ -36,7 +36,7 @@ import httpx
 from shoal.client.service import STATUS_FILE
 from shoal.core.errors import ShoalError
 from shoal.lab.admin import ConsoleAdmin
-from shoal.lab.netns import stop_processes
+from shoal.lab.netns import start_logged, stop_processes
 from shoal.lab.network import CENTRAL, EmulatedNetwork, LabHost
 from shoal.server.service import client_key_for
 
@@ -125,12 +125,7 @@ class LoopbackPlacement:
         log: Path | None = None,
         env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
-        output = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            process = subprocess.Popen(list(argv), stdout=output, stderr=subprocess.STDOUT, env=env)
-        finally:
-            if log is not None:
-                output.close()  # type: ignore[union-attr]
+        process = start_logged(argv, log, env)
         self.processes.append(process)
         return process
 

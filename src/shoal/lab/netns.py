@@ -23,6 +23,7 @@ import signal
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 
 from shoal.core.errors import ShoalError
@@ -217,6 +218,18 @@ def cleanup_orphans(prefix: str) -> list[str]:
             delete_namespace(name)
             removed.append(f"netns {name}")
     return removed
+
+
+def start_logged(
+    argv: Sequence[str], log: Path | None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``argv`` with stdout and stderr appended to ``log`` (discarded without it)."""
+    if log is None:
+        return subprocess.Popen(
+            list(argv), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, env=env
+        )
+    with open(log, "ab") as output:
+        return subprocess.Popen(list(argv), stdout=output, stderr=subprocess.STDOUT, env=env)
 
 
 def namespace_command(namespace: str, argv: Sequence[str]) -> list[str]:

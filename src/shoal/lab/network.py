@@ -42,6 +42,7 @@ from shoal.lab.netns import (
     namespace_command,
     run_ip,
     shape_htb,
+    start_logged,
     stop_processes,
 )
 
@@ -185,17 +186,7 @@ class EmulatedNetwork:
         env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         """Start ``argv`` inside ``host``'s namespace; it is killed at ``close``."""
-        output = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
-        try:
-            process = subprocess.Popen(
-                namespace_command(host.namespace, argv),
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        finally:
-            if log is not None:
-                output.close()  # type: ignore[union-attr]
+        process = start_logged(namespace_command(host.namespace, argv), log, env)
         self.processes.append(process)
         return process
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import JSON, BigInteger, Float, Integer, String, Text, create_engine, event
-from sqlalchemy.engine import Engine
+from sqlalchemy import JSON, BigInteger, Float, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from shoal.sql import make_engine, migrate
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 VERSION_TABLE = "server_alembic_version"
@@ -60,35 +59,10 @@ class BadPeerRow(Base):
     reported_at: Mapped[float] = mapped_column(Float)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine; SQLite gets WAL and full fsync, so a crash loses no committed row."""
-    if url.startswith("sqlite"):
-        engine = create_engine(url)
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
-
-
-def migrate(engine: Engine) -> None:
-    """Apply every shipped migration not yet applied (idempotent)."""
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-
-
 def open_database(url: str) -> sessionmaker[Any]:
     """Connect, migrate to the newest schema, return a session maker."""
     engine = make_engine(url)
-    migrate(engine)
+    migrate(engine, MIGRATIONS)
     return sessionmaker(engine, expire_on_commit=False)
 
 

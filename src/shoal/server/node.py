@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shoal import ports
-from shoal.core.ids import ContentId
+from shoal.protocol.serving import serve_from
 from shoal.protocol.transfer import (
     ChunkDelivered,
     ChunkRequested,
@@ -30,7 +30,6 @@ from shoal.protocol.transfer import (
 from shoal.server.control import ServerControl
 from shoal.server.core import ServerCore
 from shoal.store.content_store import ContentStore
-from shoal.store.errors import StoreError
 
 
 @dataclass(slots=True)
@@ -91,26 +90,16 @@ class ServerNode:
             self.counters.blobs_served += 1
             engine.send_chunk(event.peer, event.request_id, blob, now)
             return
-        content_id: ContentId = event.content_id
-        if content_id not in self.origin:
-            self.counters.refused_not_found += 1
-            engine.refuse_chunk(event.peer, event.request_id, RefusalReason.NOT_FOUND, now)
-            return
-        if not self.core.may_serve_content(event.peer[0], content_id, now):
-            self.counters.refused_busy += 1
+        if event.content_id in self.origin and not self.core.may_serve_content(
+            event.peer[0], event.content_id, now
+        ):
+            self.counters.refused_busy += 1  # the WAN budget: not this office's turn
             engine.refuse_chunk(event.peer, event.request_id, RefusalReason.BUSY, now)
             return
-        try:
-            data = self.origin.read_chunk(content_id, event.chunk_index)
-        except (StoreError, IndexError):
+        sent = serve_from(self.origin, engine, event, now)
+        self.counters.bytes_served += sent
+        if not sent:
             self.counters.refused_not_found += 1
-            engine.refuse_chunk(event.peer, event.request_id, RefusalReason.NOT_FOUND, now)
-            return
-        if len(data) != event.chunk_length:
-            engine.refuse_chunk(event.peer, event.request_id, RefusalReason.INVALID_REQUEST, now)
-            return
-        self.counters.bytes_served += len(data)
-        engine.send_chunk(event.peer, event.request_id, data, now)
 
     def handle_timer(self, now: float) -> None:
         pass
