@@ -41,3 +41,14 @@ def test_zero_bytes_have_no_chunks_and_the_last_chunk_is_short() -> None:
     assert chunk_length(65537, 65536, 1) == 1
     with pytest.raises(IndexError):
         chunk_length(65537, 65536, 2)
+
+
+def test_default_chunk_size_keeps_huge_packages_announceable() -> None:
+    from shoal.core.chunking import MAX_CHUNKS_PER_PACKAGE, chunk_size_for
+
+    gib = 1 << 30
+    assert chunk_size_for(0) == 1 << 20
+    assert chunk_size_for(8 * gib) == 1 << 20  # exactly 8192 chunks
+    assert chunk_size_for(8 * gib + 1) == 2 << 20
+    assert chunk_count(100 * gib, chunk_size_for(100 * gib)) <= MAX_CHUNKS_PER_PACKAGE
+    assert chunk_size_for(10_000 * gib) == 16 << 20  # the largest chunk size caps it

@@ -26,7 +26,7 @@ from shoal.console.security import (
     token_digest,
 )
 from shoal.console.state import ConsoleState
-from shoal.core.chunking import ALLOWED_CHUNK_SIZES, DEFAULT_CHUNK_SIZE
+from shoal.core.chunking import ALLOWED_CHUNK_SIZES, chunk_size_for
 from shoal.licensing import LicenceError, read_licence
 
 log = logging.getLogger("shoal.console")
@@ -273,15 +273,21 @@ async def upload_application(
     version: Annotated[schemas.ShortText, Query(description="version label, e.g. 1.2.0")],
     confidential: Annotated[bool, Query()] = False,
     chunk_size: Annotated[
-        int, Query(description="power of two, 65536..16777216", ge=65536, le=16777216)
-    ] = DEFAULT_CHUNK_SIZE,
+        int | None,
+        Query(
+            description="power of two, 65536..16777216; default 1 MiB, larger for packages "
+            "over 8 GiB (at most 8192 chunks)",
+            ge=65536,
+            le=16777216,
+        ),
+    ] = None,
 ) -> schemas.VersionOut:
     """Upload one version of an application as the raw request body (streamed to disk).
 
     The answer comes once the package is on disk (fsynced), packed, its manifest signed
     and its row committed; before that no one sees the version.
     """
-    if chunk_size not in ALLOWED_CHUNK_SIZES:
+    if chunk_size is not None and chunk_size not in ALLOWED_CHUNK_SIZES:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"chunk_size {chunk_size} is not a power of two from 65536 to 16777216",
@@ -328,9 +334,9 @@ def _register_upload(
     name: str,
     version: str,
     confidential: bool,
-    chunk_size: int,
+    chunk_size: int | None,
 ) -> schemas.VersionOut:
-    manifest_file = upload.seal(chunk_size, state.signing_key)
+    manifest_file = upload.seal(chunk_size or chunk_size_for(upload.received), state.signing_key)
     # The lock keeps a delete of the same content from removing its file between the
     # rename and the commit.
     with state.content_lock:

@@ -30,6 +30,25 @@ def validate_chunk_size(chunk_size: int) -> int:
     return chunk_size
 
 
+#: Most chunks a package should have: one HAVE datagram announces a peer's chunks as a
+#: bitmap, so the chunk count stays well under what fits (see ``wire.messages``).
+MAX_CHUNKS_PER_PACKAGE = 8192
+
+
+def chunk_size_for(size: int) -> int:
+    """The default chunk size for a package of ``size`` bytes.
+
+    1 MiB, or the smallest larger power of two that keeps the package within
+    ``MAX_CHUNKS_PER_PACKAGE`` chunks (8 GiB and beyond), up to 16 MiB.
+    """
+    for chunk_size in ALLOWED_CHUNK_SIZES:
+        if chunk_size >= DEFAULT_CHUNK_SIZE and chunk_count(size, chunk_size) <= (
+            MAX_CHUNKS_PER_PACKAGE
+        ):
+            return chunk_size
+    return MAX_CHUNK_SIZE
+
+
 def parse_size(text: str) -> int:
     """Parse a byte count such as ``1048576``, ``64K``, ``64KiB``, ``1M`` or ``16MiB``."""
     cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
