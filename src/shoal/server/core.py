@@ -139,6 +139,7 @@ class ServerCore:
         self.licence = LicenceView()
         self.device_refusals: dict[bytes, str] = {}
         self.clients: dict[bytes, ClientRecord] = {}
+        self._device_at: dict[str, bytes] = {}  # client address -> device ID (data plane)
         self.rendezvous = RendezvousTable(settings.lease_seconds)
         self.bad_peer_reports: list[BadPeerReport] = []
         self.refusals_sent: dict[RefusalCause, int] = {}
@@ -200,7 +201,7 @@ class ServerCore:
             return self._register(message.device_id, body, addr, now)
         client = self.clients[message.device_id]
         client.last_seen = now
-        client.ip = addr[0]
+        self._place(client, addr[0])
         if isinstance(body, CheckIn):
             for entry in body.content:
                 client.content[entry.content_id] = entry
@@ -257,14 +258,10 @@ class ServerCore:
             if len(self.clients) >= MAX_CLIENTS:
                 return Refused(RefusalCause.INVALID_REQUEST, "this server's registry is full")
             client = self.clients[device_id] = ClientRecord(
-                device_id, body.hostname, body.version, addr[0], subnet, now, now
+                device_id, body.hostname, body.version, "", subnet, now, now
             )
-        client.hostname, client.version, client.ip, client.subnet = (
-            body.hostname,
-            body.version,
-            addr[0],
-            subnet,
-        )
+        client.hostname, client.version, client.subnet = body.hostname, body.version, subnet
+        self._place(client, addr[0])
         client.last_seen = now
         office, office_type = self.office_of(addr[0])
         settings = self.settings
@@ -329,9 +326,25 @@ class ServerCore:
         candidates.sort(key=lambda other: (content_id not in other.content, -other.last_seen))
         return tuple((other.ip, self.settings.discovery_port) for other in candidates[:128])
 
+    def _place(self, client: ClientRecord, ip: str) -> None:
+        if self._device_at.get(client.ip) == client.device_id:
+            del self._device_at[client.ip]
+        client.ip = ip
+        self._device_at[ip] = client.device_id
+
+    def client_at(self, ip: str) -> ClientRecord | None:
+        """The registered client at ``ip`` (the last one to register from it)."""
+        device_id = self._device_at.get(ip)
+        return self.clients.get(device_id) if device_id is not None else None
+
+    def restore_client(self, record: ClientRecord) -> None:
+        """A client from the persisted registry (after a restart)."""
+        self.clients[record.device_id] = record
+        self._device_at[record.ip] = record.device_id
+
     def may_serve_content(self, client_ip: str, content_id: ContentId, now: float) -> bool:
         """May the client at ``client_ip`` fetch chunks of ``content_id`` from us now?"""
-        client = next((c for c in self.clients.values() if c.ip == client_ip), None)
+        client = self.client_at(client_ip)
         if client is None:
             return False
         office, office_type = self.office_of(client_ip)

@@ -85,7 +85,7 @@ class ServerNode:
             blob is not None
             and event.chunk_index == 0
             and event.chunk_length == len(blob)
-            and any(client.ip == event.peer[0] for client in self.core.clients.values())
+            and self.core.client_at(event.peer[0]) is not None
         ):
             self.counters.blobs_served += 1
             engine.send_chunk(event.peer, event.request_id, blob, now)

@@ -258,7 +258,7 @@ class ServerService:
         core = self.core
         now = time.monotonic()
         for record in self.state.load_clients(now):
-            core.clients[record.device_id] = record
+            core.restore_client(record)
         licence = self.state.get("licence")
         if licence is not None:
             self._apply_licence(json.loads(licence), self.state.get("activated") == "1")
