@@ -275,18 +275,20 @@ class ServerService:
             self._apply_settings(json.loads(settings))
 
     def _apply_licence(self, licence: dict[str, Any], activated: bool) -> None:
+        """The licence as the console describes it, for admitting clients.
+
+        An activated server keeps serving after the licence expires (its devices keep
+        their content); it then refuses new devices, with the console's explanation.
+        """
         view = self.core.licence
-        view.active = activated and bool(licence.get("active", False))
+        view.active = activated
         view.expired = licence.get("state") == LicenceState.EXPIRED
         view.seats_over = int(licence.get("seats_over", 0))
         view.message = str(licence.get("message", ""))
-        if view.expired:
-            view.active = activated
         if not activated:
-            view.active = False
             view.message = (
                 "the P2P server is not activated: save the licence key in the console "
-                f"({licence.get('message', '')})"
+                f"({view.message})"
             )
 
     # ------------------------------------------------------------------ sync
