@@ -11,6 +11,7 @@ from shoal.commands.common import atomic_write
 from shoal.lab.netns import terminate_on_signals
 
 DEFAULT_PREFIX = "shl-"
+DEFAULT_BASE = "10.236"
 
 
 @click.group()
@@ -37,6 +38,9 @@ def lab() -> None:
               help="Keep logs, caches and copies here (default: removed).")  # fmt: skip
 @click.option("--prefix", default=DEFAULT_PREFIX, show_default=True,
               help="Name prefix of the lab's namespaces and links.")  # fmt: skip
+@click.option("--base", default=DEFAULT_BASE, show_default=True,
+              help="First two octets of the lab's central subnet (runs at the same "
+              "time need different prefixes and bases).")  # fmt: skip
 def run(
     scenario: str,
     json_out: Path,
@@ -47,6 +51,7 @@ def run(
     systems: tuple[str, ...],
     workdir: Path | None,
     prefix: str,
+    base: str,
 ) -> None:
     """Run SCENARIO (a shipped name: branch-flash, multi-office, churn, corrupt-peer; or a
     .toml file) for shoal, http-direct and libtorrent on the same emulated network and
@@ -74,7 +79,11 @@ def run(
     shutil.rmtree(work, ignore_errors=True)
     with terminate_on_signals():
         document = run_scenario(
-            loaded, work.resolve(), say=lambda line: click.echo(line, err=True), prefix=prefix
+            loaded,
+            work.resolve(),
+            say=lambda line: click.echo(line, err=True),
+            prefix=prefix,
+            base=base,
         )
     click.echo(format_results(document))
     json_out.parent.mkdir(parents=True, exist_ok=True)

@@ -236,20 +236,28 @@ class EmulatedNetwork:
 
     def wan_bytes(self, office: str) -> tuple[int, int]:
         """Bytes (into the office, out of it) that crossed its WAN link so far."""
+        counters = self.wan_counters(office)
+        return counters["rx_bytes"], counters["tx_bytes"]
+
+    def wan_counters(self, office: str) -> dict[str, int]:
+        """The office router's WAN interface counters: ``rx_``/``tx_`` ``bytes``/``packets``.
+
+        ``rx`` is into the office. Bytes are Ethernet frames as the interface counts
+        them (14 bytes of header per packet more than the IP datagrams).
+        """
         spec = next((o for o in self.offices if o.name == office), None)
         if spec is None:
             raise LabError(f"no office {office!r} with a WAN link in this lab")
         router = f"{self.prefix}r{spec.number}"
+        names = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")
         statistics = Path("/sys/class/net/wan/statistics")
         read = subprocess.run(
-            namespace_command(
-                router, ["cat", str(statistics / "rx_bytes"), str(statistics / "tx_bytes")]
-            ),
+            namespace_command(router, ["cat", *(str(statistics / name) for name in names)]),
             capture_output=True,
             text=True,
             check=True,
         ).stdout.split()
-        return int(read[0]), int(read[1])
+        return {name: int(value) for name, value in zip(names, read, strict=True)}
 
     def close(self) -> None:
         """Kill every process, delete every namespace (and with them every link)."""

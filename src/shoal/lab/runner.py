@@ -37,6 +37,7 @@ import platform
 import shutil
 import signal
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -58,9 +59,11 @@ LAB_PREFIX = "shl-"
 LAB_BASE = "10.236"  # not the demo's and end-to-end tests' 10.231: both may run at once
 HTTP_PORT = 8080
 TORRENT_PORT = 6881
+ETHERNET_HEADER = 14
 POLL_SECONDS = 0.1
 SAMPLE_SECONDS = 0.25
 READY_TIMEOUT = 120.0
+BAD_PEER_REPORT_WAIT = 6.0
 PACKAGE_NAME = "package.bin"
 
 Say = Callable[[str], None]
@@ -172,6 +175,7 @@ class Driver(Protocol):
     def kill(self, host: LabHost) -> None: ...
     def restart(self, host: LabHost) -> None: ...
     def copy_of(self, host: LabHost) -> Path | None: ...
+    def bad_peers_reported(self, expected: int) -> list[str]: ...
     def close(self) -> None: ...
 
 
@@ -251,7 +255,7 @@ class ShoalDriver:
                 OfficeSetup(spec.name, spec.subnet, office.type)
                 for spec, office in zip(context.network.offices, scenario.offices, strict=True)
             ],
-            f"{LAB_BASE}.0.0/24",
+            f"{context.network.base}.0.0/24",
             checkin_seconds=1,
             say=lambda line: context.say(f"  {line}"),
         )
@@ -347,6 +351,22 @@ class ShoalDriver:
 
     def copy_of(self, host: LabHost) -> Path | None:
         return self.deployment.cached_file(host, self.content_id)
+
+    def bad_peers_reported(self, expected: int) -> list[str]:
+        """Addresses the clients reported to the P2P server as serving bad chunks.
+
+        The server stores reports every report interval: wait for ``expected`` of them
+        (a few seconds at most).
+        """
+        database = self.deployment.work / "server" / "server.sqlite3"
+        deadline = time.monotonic() + (BAD_PEER_REPORT_WAIT if expected else 0)
+        while True:
+            with contextlib.closing(sqlite3.connect(database)) as connection:
+                rows = connection.execute("select peer from server_bad_peers").fetchall()
+            reported = sorted({str(row[0]).split(":")[0] for row in rows})
+            if len(reported) >= expected or time.monotonic() > deadline:
+                return reported
+            time.sleep(0.25)
 
     def close(self) -> None:
         self.deployment.close()
@@ -476,6 +496,9 @@ class _DownloaderDriver:
     def copy_of(self, host: LabHost) -> Path | None:
         return None  # the downloader hashed its copy itself
 
+    def bad_peers_reported(self, expected: int) -> list[str]:
+        return []  # the baselines have no lying peers and no reports
+
     def close(self) -> None:
         stop_processes(self.processes)
 
@@ -578,9 +601,12 @@ class OfficeResult:
     t_last_s: float | None
     lower_bound_s: float
     t_over_lower_bound: float | None
-    wan_bytes_in: int
+    wan_bytes_in: int  # Ethernet frames into the office, as the WAN interface counts them
     wan_bytes_out: int
     wan_in_over_package: float
+    wan_ip_bytes_in: int  # the same without the Ethernet headers: IP datagrams
+    wan_ip_in_over_package: float
+    wan_packets_in: int
 
 
 @dataclass
@@ -602,6 +628,8 @@ class SystemResult:
     cpu_seconds_per_client: float = 0.0
     peak_rss_bytes_client_max: int = 0
     peak_rss_bytes_server_max: int = 0
+    lying_peers: list[str] = field(default_factory=list)  # clients told to serve bad chunks
+    bad_peers_reported: list[str] = field(default_factory=list)  # caught, per the server
     offices: list[OfficeResult] = field(default_factory=list)
     clients: list[ClientResult] = field(default_factory=list)
     processes: list[dict[str, Any]] = field(default_factory=list)
@@ -634,7 +662,7 @@ def _run_system(context: _Context, system: str, expected_sha: str) -> SystemResu
     try:
         driver.prepare()
         sampler.start()
-        wan_before = {office.name: network.wan_bytes(office.name) for office in scenario.offices}
+        wan_before = {office.name: network.wan_counters(office.name) for office in scenario.offices}
         started = time.monotonic()
         driver.start()
         say(f"{system}: flash crowd started")
@@ -668,9 +696,11 @@ def _run_system(context: _Context, system: str, expected_sha: str) -> SystemResu
                     driver.restart(host)
                     say(f"{system}: restarted {name} at {now - started:.1f} s")
             time.sleep(POLL_SECONDS)
-        wan_after = {office.name: network.wan_bytes(office.name) for office in scenario.offices}
+        wan_after = {office.name: network.wan_counters(office.name) for office in scenario.offices}
         sampler.sample()
         say(f"{system}: {len(done)}/{scenario.client_count} clients complete; checking copies")
+        liars = sorted(network.host(name).address for name in context.liars())
+        reported = driver.bad_peers_reported(len(liars) if system == "shoal" else 0)
         clients = []
         for office in scenario.offices:
             for host in network.office_hosts(office.name):
@@ -695,7 +725,10 @@ def _run_system(context: _Context, system: str, expected_sha: str) -> SystemResu
                         restarts.get(host.name, 0),
                     )
                 )
-        return _summarise(system, scenario, clients, wan_before, wan_after, sampler, reason)
+        result = _summarise(system, scenario, clients, wan_before, wan_after, sampler, reason)
+        result.lying_peers = liars if system == "shoal" else []
+        result.bad_peers_reported = reported
+        return result
     finally:
         driver.close()
         sampler.close()
@@ -715,8 +748,8 @@ def _summarise(
     system: str,
     scenario: Scenario,
     clients: list[ClientResult],
-    wan_before: dict[str, tuple[int, int]],
-    wan_after: dict[str, tuple[int, int]],
+    wan_before: dict[str, dict[str, int]],
+    wan_after: dict[str, dict[str, int]],
     sampler: ProcessSampler,
     reason: str,
 ) -> SystemResult:
@@ -726,8 +759,11 @@ def _summarise(
         own = [c.completion_s for c in clients if c.office == office.name]
         last = None if None in own or not own else max(c for c in own if c is not None)
         bound = office.lower_bound_seconds(scenario.size_bytes)
-        wan_in = wan_after[office.name][0] - wan_before[office.name][0]
-        wan_out = wan_after[office.name][1] - wan_before[office.name][1]
+        change = {
+            name: wan_after[office.name][name] - wan_before[office.name][name]
+            for name in wan_after[office.name]
+        }
+        wan_ip_in = change["rx_bytes"] - ETHERNET_HEADER * change["rx_packets"]
         offices.append(
             OfficeResult(
                 office.name,
@@ -735,9 +771,12 @@ def _summarise(
                 last,
                 round(bound, 3),
                 None if last is None else round(last / bound, 3),
-                wan_in,
-                wan_out,
-                round(wan_in / scenario.size_bytes, 4),
+                change["rx_bytes"],
+                change["tx_bytes"],
+                round(change["rx_bytes"] / scenario.size_bytes, 4),
+                wan_ip_in,
+                round(wan_ip_in / scenario.size_bytes, 4),
+                change["rx_packets"],
             )
         )
     processes = sampler.figures()
@@ -779,19 +818,23 @@ def run_scenario(
     say: Say = print,
     prefix: str = LAB_PREFIX,
     seed: int = 1,
+    base: str = LAB_BASE,
 ) -> dict[str, Any]:
-    """Build the scenario's network, run every system on it, tear it down; the results."""
-    leftovers = list_namespaces(prefix)
-    if leftovers:
+    """Build the scenario's network, run every system on it, tear it down; the results.
+
+    ``prefix`` names the namespaces; ``base`` (two octets) the central subnet. Runs at
+    the same time need different ones of both.
+    """
+    if f"{prefix}core" in list_namespaces(prefix):
         raise LabError(
-            f"namespaces {leftovers[:3]}... of an earlier lab run exist; "
-            "is another run going on? If not, `shoal lab clean` removes them"
+            f"the namespace {prefix}core of an earlier lab run exists; is another run "
+            f"going on? If not, `shoal lab clean --prefix {prefix}` removes it"
         )
     work.mkdir(parents=True, exist_ok=True)
     package = work / "origin" / PACKAGE_NAME
     package.parent.mkdir(exist_ok=True)
     expected_sha = _write_package(package, scenario.size_bytes, seed)
-    specs = [office.spec(number, LAB_BASE) for number, office in enumerate(scenario.offices, 1)]
+    specs = [office.spec(number, base) for number, office in enumerate(scenario.offices, 1)]
     say(
         f"lab {scenario.name}: {len(specs)} offices, {scenario.client_count} clients, "
         f"{scenario.size_mb} MiB package; namespaces {prefix}*"
@@ -818,7 +861,7 @@ def run_scenario(
         "corrupt_clients": scenario.corrupt_clients,
         "systems": [],
     }
-    with EmulatedNetwork.create(prefix, specs, base=LAB_BASE) as network:
+    with EmulatedNetwork.create(prefix, specs, base=base) as network:
         for system in scenario.systems:
             folder = work / system
             shutil.rmtree(folder, ignore_errors=True)
