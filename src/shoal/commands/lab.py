@@ -61,6 +61,7 @@ def run(
     """
     import dataclasses
     import shutil
+    import tempfile
 
     from shoal.lab.netns import LabError, lab_available
     from shoal.lab.runner import format_results, run_scenario
@@ -75,16 +76,19 @@ def run(
     loaded = loaded.resized(size_mb, clients)
     if systems:
         loaded = dataclasses.replace(loaded, systems=systems)
-    work = workdir or json_out.with_name(json_out.stem + "-work")
-    shutil.rmtree(work, ignore_errors=True)
-    with terminate_on_signals():
-        document = run_scenario(
-            loaded,
-            work.resolve(),
-            say=lambda line: click.echo(line, err=True),
-            prefix=prefix,
-            base=base,
-        )
+    work = workdir or Path(tempfile.mkdtemp(prefix="shoal-lab-"))
+    try:
+        with terminate_on_signals():
+            document = run_scenario(
+                loaded,
+                work.resolve(),
+                say=lambda line: click.echo(line, err=True),
+                prefix=prefix,
+                base=base,
+            )
+    finally:
+        if workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
     click.echo(format_results(document))
     json_out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(json_out, (json.dumps(document, indent=1) + "\n").encode())
@@ -94,8 +98,6 @@ def run(
 
         for path in write_charts(document, png_dir):
             click.echo(f"chart: {path}")
-    if workdir is None:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 @lab.command("clean")

@@ -21,6 +21,10 @@ writes one random package. Then, one system after the other on that network, a
    (``ProcessSampler`` reads ``/proc/PID/stat`` and ``VmHWM`` while they run; ``ip netns
    exec`` execs, so a child's PID is the program's), then its processes are stopped.
 
+WAN links are segmented (``segment_wan``): every datagram and TCP segment crosses as
+a packet of its own, so the WAN counters count every header, as on a wire, for
+shoal (UDP GSO), http-direct (TSO) and libtorrent (no offload) alike.
+
 The results are one row per system with the same fields (``SystemResult``), printed as
 a table and written as JSON. The network is torn down at the end whatever happens; a
 driver that cannot run (libtorrent not installed) gives a row that says why.
@@ -861,7 +865,7 @@ def run_scenario(
         "corrupt_clients": scenario.corrupt_clients,
         "systems": [],
     }
-    with EmulatedNetwork.create(prefix, specs, base=base) as network:
+    with EmulatedNetwork.create(prefix, specs, base=base, segment_wan=True) as network:
         for system in scenario.systems:
             folder = work / system
             shutil.rmtree(folder, ignore_errors=True)
