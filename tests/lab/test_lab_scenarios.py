@@ -99,6 +99,11 @@ def test_corrupt_peer_is_caught_and_every_client_still_gets_the_right_file(
     assert shoal["all_sha256_ok"] and shoal["clients_complete"] == 4
     assert len(shoal["lying_peers"]) == 1
     assert shoal["bad_peers_reported"] == shoal["lying_peers"]
+    assert [c["lying"] for c in shoal["clients"]] == [True, False, False, False]
+    (office,) = shoal["offices"]
+    # The liar held the package before the crowd: the office still pulls it across the
+    # WAN once after catching it, not once per deceived client.
+    assert office["wan_bytes_in"] <= 1.10 * document["size_bytes"]
 
 
 @needs_root

@@ -35,8 +35,9 @@ def write_charts(document: dict[str, Any], folder: Path) -> list[Path]:
 
     figure, axes = plt.subplots(figsize=(7, 4.2), dpi=110)
     for row in rows:
-        times = sorted(c["completion_s"] for c in row["clients"] if c["completion_s"] is not None)
-        total = len(row["clients"])
+        crowd = [client for client in row["clients"] if not client.get("lying")]
+        times = sorted(c["completion_s"] for c in crowd if c["completion_s"] is not None)
+        total = len(crowd)
         if not times:
             continue
         fractions = [(index + 1) / total for index in range(len(times))]

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from shoal.core.errors import ShoalError
+from shoal.lab.admin import ConsoleRequestFailed
 from shoal.lab.deployment import Deployment, OfficeSetup
 from shoal.lab.netns import LabError, list_namespaces, stop_processes
 from shoal.lab.network import CENTRAL, EmulatedNetwork, LabHost
@@ -294,9 +295,41 @@ class ShoalDriver:
             deployment.check_alive()
             statuses = [deployment.client_status(host) for host in self.context.clients]
             if all(status and status["registered"] and status["office"] for status in statuses):
-                return
+                break
             time.sleep(0.2)
-        raise LabRunFailed("the shoal clients did not all register with the P2P server")
+        else:
+            raise LabRunFailed("the shoal clients did not all register with the P2P server")
+        self._seed_liars()
+
+    def _seed_liars(self) -> None:
+        """Give the lying clients the package before the crowd starts (see corrupt-peer).
+
+        A liar that holds everything is what every peer finds first; one that is still
+        downloading may never be asked. The package is assigned to each liar's device
+        alone; its WAN bytes are before the measured window.
+        """
+        admin = self.deployment.admin
+        assert admin is not None
+        liars = [host for host in self.context.clients if host.name in self.context.liars()]
+        for host in liars:
+            status = self.deployment.client_status(host)
+            assert status is not None
+            deadline = time.monotonic() + READY_TIMEOUT
+            while True:  # the console learns of the device from its server's next report
+                try:
+                    admin.assign(self.version_id, "device", status["device_id"])
+                    break
+                except ConsoleRequestFailed:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while any(
+            (entry := self._entry(host)) is None or entry["state"] != "complete" for host in liars
+        ):
+            if time.monotonic() > deadline:
+                raise LabRunFailed("the lying clients did not get the package first")
+            time.sleep(0.2)
 
     def start(self) -> None:
         assert self.deployment.admin is not None
@@ -596,6 +629,7 @@ class ClientResult:
     bytes_from_server: int
     bytes_from_peers: int
     restarts: int
+    lying: bool = False  # fetched before the crowd and served bad chunks: not in the figures
 
 
 @dataclass
@@ -727,6 +761,7 @@ def _run_system(context: _Context, system: str, expected_sha: str) -> SystemResu
                         completion.bytes_from_server if completion else 0,
                         completion.bytes_from_peers if completion else 0,
                         restarts.get(host.name, 0),
+                        system == "shoal" and host.name in context.liars(),
                     )
                 )
         result = _summarise(system, scenario, clients, wan_before, wan_after, sampler, reason)
@@ -757,6 +792,7 @@ def _summarise(
     sampler: ProcessSampler,
     reason: str,
 ) -> SystemResult:
+    everyone, clients = clients, [client for client in clients if not client.lying]
     times = sorted(c.completion_s for c in clients if c.completion_s is not None)
     offices = []
     for office in scenario.offices:
@@ -786,10 +822,10 @@ def _summarise(
     processes = sampler.figures()
     client_rows = [p for p in processes if p["role"] == "client"]
     server_rows = [p for p in processes if p["role"] != "client"]
-    complete = len(times)
-    all_ok = complete == len(clients) and all(c.sha256_ok for c in clients)
+    complete = sum(1 for c in everyone if c.completion_s is not None)
+    all_ok = complete == len(everyone) and all(c.sha256_ok for c in everyone)
     if not reason and not all_ok:
-        wrong = [c.name for c in clients if c.completion_s is not None and not c.sha256_ok]
+        wrong = [c.name for c in everyone if c.completion_s is not None and not c.sha256_ok]
         reason = f"wrong SHA-256 at {wrong}" if wrong else "some clients did not finish"
     cpu_total = sum(p["cpu_seconds"] for p in processes)
     return SystemResult(
@@ -798,7 +834,7 @@ def _summarise(
         reason=reason,
         t_first_s=times[0] if times else None,
         t_median_s=round(statistics.median(times), 3) if times else None,
-        t_last_s=times[-1] if times and complete == len(clients) else None,
+        t_last_s=times[-1] if times and len(times) == len(clients) else None,
         clients_complete=complete,
         all_sha256_ok=all_ok,
         bytes_from_server=sum(c.bytes_from_server for c in clients),
@@ -811,7 +847,7 @@ def _summarise(
         peak_rss_bytes_client_max=max((p["peak_rss_bytes"] for p in client_rows), default=0),
         peak_rss_bytes_server_max=max((p["peak_rss_bytes"] for p in server_rows), default=0),
         offices=offices,
-        clients=clients,
+        clients=everyone,
         processes=processes,
     )
 
