@@ -69,12 +69,14 @@ def write_charts(document: dict[str, Any], folder: Path) -> list[Path]:
         bars = axes.bar(xs, [ratios.get(o, 0) for o in offices], width,
                         label=row["system"], color=COLOURS.get(row["system"]))  # fmt: skip
         axes.bar_label(bars, fmt="%.2f", fontsize=7)
+    tallest = max((o["wan_in_over_package"] for row in rows for o in row["offices"]), default=1)
+    axes.set_ylim(0, max(tallest, 1.0) * 1.3)  # room for the legend above the bars
     axes.axhline(1.0, color="grey", linestyle="--", linewidth=1)
     axes.set_xticks(range(len(offices)), offices)
     axes.set_ylabel("bytes into the office over its WAN link / package size")
     axes.set_title(f"{name}: WAN bytes per office")
     axes.grid(alpha=0.3, axis="y")
-    axes.legend()
+    axes.legend(loc="upper left", ncols=len(rows))
     figure.tight_layout()
     wan = folder / f"{name}-wan.png"
     figure.savefig(wan)
