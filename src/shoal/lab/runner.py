@@ -9,7 +9,9 @@ writes one random package. Then, one system after the other on that network, a
 
 1. starts the system's origin in the central office and one client process per branch
    host, and waits until every client is running and idle (shoal: registered with its
-   P2P server; baselines: their downloader is ready);
+   P2P server; baselines: their downloader is ready). In shoal, a scenario's lying
+   clients get the package first (assigned to their device alone), so that every peer
+   meets them; they are marked ``lying`` and left out of the timings;
 2. ``start``: the flash crowd. The lab reads the monotonic clock (t0) and the WAN
    counters, then shoal's administrator assigns the package to everyone (the clients
    learn it at their next check-in), or the baselines' trigger file appears;
