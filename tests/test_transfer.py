@@ -167,6 +167,34 @@ def test_a_receiver_that_goes_silent_ends_the_upload_within_the_bound() -> None:
     assert sender.engine.active_uploads == 0
 
 
+def test_abandoning_a_peer_whose_port_closed_stops_sending_to_it_at_once() -> None:
+    network = Network()
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    other = network.add("10.0.0.3")
+    big = _chunks(3, length=2_000_000)
+    for index, data in enumerate(big):
+        chunk_hash = sender.serve(CONTENT_ID, index, data)
+        for node in (receiver, other):
+            node.engine.request_chunk(
+                sender.address, CONTENT_ID, index, len(data), chunk_hash, Mode.FOREGROUND,
+                network.now,
+            )  # fmt: skip
+    network.run(lambda: receiver.engine.counters.payload_bytes_received > 100_000)
+    network.silence(receiver)  # the receiving process died: its port is closed
+
+    assert sender.engine.abandon_peer(receiver.address) == 3
+    network.run(lambda: bool(sender.events_of(RequestCancelled)), timeout=1)
+    cancelled = sender.events_of(RequestCancelled)
+    assert sorted(event.chunk_index for event in cancelled) == [0, 1, 2]
+    assert all(event.peer == receiver.address for event in cancelled)
+    sent_before = sender.engine.counters.payload_bytes_sent
+    network.run(lambda: len(other.events_of(ChunkReceived)) == 3, timeout=60)
+    # Everything sent since went to the other peer, which got its three chunks intact.
+    assert sender.engine.counters.payload_bytes_sent - sent_before <= 3 * 2_000_000
+    assert {e.chunk_index: e.data for e in other.events_of(ChunkReceived)} == dict(enumerate(big))
+    assert sender.engine.abandon_peer(receiver.address) == 0, "an upload to it came back"
+
+
 def test_a_request_nobody_answers_times_out() -> None:
     config = TransferConfig(idle_timeout=1.0)
     network = Network()

@@ -173,7 +173,8 @@ class Deployment:
     ) -> None:
         self.processes[name] = self.placement.spawn(host, argv, self._log(name), env)
 
-    def _check_alive(self) -> None:
+    def check_alive(self) -> None:
+        """Raise ``DeploymentError`` (with its log's tail) if a process has exited."""
         for name, process in self.processes.items():
             if process.poll() is not None:
                 tail = self._log(name).read_text(errors="replace")[-3000:]
@@ -210,7 +211,7 @@ class Deployment:
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._check_alive()
+            self.check_alive()
             if self.console_cert.exists():
                 try:
                     httpx.get(
@@ -291,7 +292,7 @@ class Deployment:
         assert self.admin is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            self._check_alive()
+            self.check_alive()
             if any(row["activated"] for row in self.admin.get("/servers")):
                 return
             time.sleep(0.3)
@@ -352,7 +353,7 @@ class Deployment:
         """Until every client holds ``content_id`` complete; return their statuses."""
         deadline = time.monotonic() + timeout
         while True:
-            self._check_alive()
+            self.check_alive()
             statuses = {name: self.client_status(host) for name, host in self.clients.items()}
             if on_progress is not None:
                 on_progress(statuses)

@@ -9,6 +9,8 @@ Built from a list of ``OfficeSpec``, with every name starting with the lab's pre
     office N hosts --- bridge "lan" in ROUTER N (10.231.N.1/24) --- wan (veth, HTB)
     this namespace --- PREFIX + "m" (veth, 10.231.0.254) --- the core bridge
 
+(10.231 is the default ``base``; a lab that runs beside another picks its own.)
+
 The management link lets the process that built the lab (a test, the demo) reach the
 console's HTTPS API on a central host; it disappears with the core namespace.
 
@@ -48,28 +50,35 @@ from shoal.lab.netns import (
 
 CENTRAL = "central"
 BASE = "10.231"  # the lab's addresses: BASE.<office number>.<host>
-MANAGEMENT_ADDRESS = f"{BASE}.0.254"
 
 
 @dataclass(frozen=True, slots=True)
 class OfficeSpec:
-    """An office: how many hosts, its WAN rate, its number (second octet)."""
+    """An office: how many hosts, its WAN rate, its number (second octet).
+
+    ``client_up_mbit`` / ``client_down_mbit``, when given, shape each host's link to the
+    office bridge (HTB on the host's ``eth0`` and on its bridge port): a device's uplink
+    and downlink, which the Kumar-Ross lower bound of the lab needs.
+    """
 
     name: str
     number: int
     hosts: int
     wan_mbit: float = 50.0
+    client_up_mbit: float | None = None
+    client_down_mbit: float | None = None
+    base: str = BASE
 
     @property
     def subnet(self) -> str:
-        return f"{BASE}.{self.number}.0/24"
+        return f"{self.base}.{self.number}.0/24"
 
     @property
     def gateway(self) -> str:
-        return f"{BASE}.{self.number}.1"
+        return f"{self.base}.{self.number}.1"
 
     def host_address(self, index: int) -> str:
-        return f"{BASE}.{self.number}.{index + 10}"
+        return f"{self.base}.{self.number}.{index + 10}"
 
 
 @dataclass(slots=True)
@@ -84,20 +93,37 @@ class LabHost:
 
 @dataclass
 class EmulatedNetwork:
-    """The namespaces of one lab run; use as a context manager."""
+    """The namespaces of one lab run; use as a context manager.
+
+    ``base`` is the first two octets of the central subnet and of the management
+    address; two labs that run at the same time need different ones, since both put
+    a management address and a route into this (the root) namespace.
+
+    ``segment_wan`` makes both ends of every WAN link send one packet per datagram or
+    TCP segment (``gso_max_segs 1``), as a real WAN does. Without it a sender's UDP GSO
+    or TSO batch crosses the veth as one large packet, and the interface counters
+    count its IP/UDP headers once: WAN bytes then look ~2-3% smaller than on a wire.
+    """
 
     prefix: str
     offices: list[OfficeSpec]
     central_hosts: int = 1
+    base: str = BASE
+    segment_wan: bool = False
     hosts: dict[str, LabHost] = field(default_factory=dict)
     namespaces: list[str] = field(default_factory=list)
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @classmethod
     def create(
-        cls, prefix: str, offices: Sequence[OfficeSpec], central_hosts: int = 1
+        cls,
+        prefix: str,
+        offices: Sequence[OfficeSpec],
+        central_hosts: int = 1,
+        base: str = BASE,
+        segment_wan: bool = False,
     ) -> EmulatedNetwork:
-        lab = cls(prefix, list(offices), central_hosts)
+        lab = cls(prefix, list(offices), central_hosts, base=base, segment_wan=segment_wan)
         try:
             lab._build()
         except BaseException:
@@ -118,7 +144,15 @@ class EmulatedNetwork:
         add_address("lan", gateway_cidr, namespace=namespace)
 
     def _attach_host(
-        self, office: str, number: int, router: str, index: int, address: str, gateway: str
+        self,
+        office: str,
+        number: int,
+        router: str,
+        index: int,
+        address: str,
+        gateway: str,
+        up_mbit: float | None = None,
+        down_mbit: float | None = None,
     ) -> LabHost:
         name = f"{office}-{index}"
         namespace = self._namespace(f"h{number}x{index}")
@@ -128,6 +162,10 @@ class EmulatedNetwork:
         run_ip("link", "set", port, "up", namespace=router)
         add_address("eth0", f"{address}/24", namespace=namespace)
         run_ip("route", "add", "default", "via", gateway, namespace=namespace)
+        if up_mbit is not None:
+            shape_htb("eth0", up_mbit, namespace=namespace)
+        if down_mbit is not None:
+            shape_htb(port, down_mbit, namespace=router)
         host = LabHost(name, namespace, address, office)
         self.hosts[name] = host
         return host
@@ -135,14 +173,16 @@ class EmulatedNetwork:
     def _build(self) -> None:
         core = self._namespace("core")
         _forwarding(core)
-        self._bridge(core, f"{BASE}.0.1/24")
+        self._bridge(core, f"{self.base}.0.1/24")
         management = f"{self.prefix}m"
         create_veth_pair(management, None, "mgmt", core)
         run_ip("link", "set", "mgmt", "master", "lan", namespace=core)
         run_ip("link", "set", "mgmt", "up", namespace=core)
-        add_address(management, f"{MANAGEMENT_ADDRESS}/24")
+        add_address(management, f"{self.base}.0.254/24")
         for index in range(self.central_hosts):
-            self._attach_host(CENTRAL, 0, core, index, f"{BASE}.0.{index + 10}", f"{BASE}.0.1")
+            self._attach_host(
+                CENTRAL, 0, core, index, f"{self.base}.0.{index + 10}", f"{self.base}.0.1"
+            )
         for office in self.offices:
             router = self._namespace(f"r{office.number}")
             _forwarding(router)
@@ -157,6 +197,9 @@ class EmulatedNetwork:
             run_ip("route", "add", "default", "via", f"172.31.{office.number}.1", namespace=router)
             shape_htb(core_end, office.wan_mbit, namespace=core)
             shape_htb("wan", office.wan_mbit, namespace=router)
+            if self.segment_wan:
+                run_ip("link", "set", "dev", core_end, "gso_max_segs", "1", namespace=core)
+                run_ip("link", "set", "dev", "wan", "gso_max_segs", "1", namespace=router)
             for index in range(office.hosts):
                 self._attach_host(
                     office.name,
@@ -165,6 +208,8 @@ class EmulatedNetwork:
                     index,
                     office.host_address(index),
                     office.gateway,
+                    office.client_up_mbit,
+                    office.client_down_mbit,
                 )
 
     # -------------------------------------------------------------- running
@@ -192,20 +237,28 @@ class EmulatedNetwork:
 
     def wan_bytes(self, office: str) -> tuple[int, int]:
         """Bytes (into the office, out of it) that crossed its WAN link so far."""
+        counters = self.wan_counters(office)
+        return counters["rx_bytes"], counters["tx_bytes"]
+
+    def wan_counters(self, office: str) -> dict[str, int]:
+        """The office router's WAN interface counters: ``rx_``/``tx_`` ``bytes``/``packets``.
+
+        ``rx`` is into the office. Bytes are Ethernet frames as the interface counts
+        them (14 bytes of header per packet more than the IP datagrams).
+        """
         spec = next((o for o in self.offices if o.name == office), None)
         if spec is None:
             raise LabError(f"no office {office!r} with a WAN link in this lab")
         router = f"{self.prefix}r{spec.number}"
+        names = ("rx_bytes", "tx_bytes", "rx_packets", "tx_packets")
         statistics = Path("/sys/class/net/wan/statistics")
         read = subprocess.run(
-            namespace_command(
-                router, ["cat", str(statistics / "rx_bytes"), str(statistics / "tx_bytes")]
-            ),
+            namespace_command(router, ["cat", *(str(statistics / name) for name in names)]),
             capture_output=True,
             text=True,
             check=True,
         ).stdout.split()
-        return int(read[0]), int(read[1])
+        return {name: int(value) for name, value in zip(names, read, strict=True)}
 
     def close(self) -> None:
         """Kill every process, delete every namespace (and with them every link)."""

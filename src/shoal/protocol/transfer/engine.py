@@ -518,6 +518,25 @@ class TransferEngine:
         flow.uploads.append(upload)
         self._sending_flows[key] = flow
 
+    def abandon_peer(self, peer: Address) -> int:
+        """End every upload to ``peer``: the network said nothing listens there any more.
+
+        For an ICMP port unreachable (``ECONNREFUSED``; RFC 1122 §4.1.3.3 passes it up to
+        UDP's user): the peer's process died or restarted, and a restarted one asks
+        again under new request IDs. Without this, the flow keeps sending the dead
+        requests (oldest first, ahead of the new ones) until probes and timeouts give
+        up, and across a WAN that is the office's bandwidth wasted. Each upload ends as
+        if the peer had cancelled it. Returns how many ended.
+        """
+        uploads = [upload for upload in self._uploads.values() if upload.peer == peer]
+        for upload in uploads:
+            self._events.append(
+                RequestCancelled(peer, upload.request_id, upload.content_id, upload.chunk_index)
+            )
+            self._move_upload(upload, SendInput.PEER_CANCELLED)
+            self._forget_upload(upload)
+        return len(uploads)
+
     def refuse_chunk(
         self, peer: Address, request_id: int, reason: RefusalReason, now: float
     ) -> None:

@@ -1,0 +1,165 @@
+"""``shoal lab``: scenarios at CI sizes in network namespaces, and scenario files.
+
+The scenario runs need root (network namespaces, HTB) and skip otherwise. They use
+their own namespace prefix and addresses, so they can run beside ``make bench``, and
+check that every namespace and link is gone afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shoal.lab.netns import create_namespace, lab_available, list_links, list_namespaces
+from shoal.lab.scenario import (
+    MIB,
+    OfficeScenario,
+    ScenarioInvalid,
+    builtin_names,
+    load_scenario,
+    parse_scenario,
+)
+
+AVAILABLE, WHY_NOT = lab_available()
+needs_root = pytest.mark.skipif(not AVAILABLE, reason=WHY_NOT or "lab unavailable")
+PREFIX = "shl-t"
+BASE = "10.237"
+
+
+def run_lab(*arguments: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shoal", "lab", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def run_scenario_ci(name: str, tmp_path: Path, *extra: str) -> dict[str, Any]:
+    out = tmp_path / f"{name}.json"
+    try:
+        done = run_lab(
+            "run", name, "--ci", "--json", str(out), "--prefix", PREFIX, "--base", BASE, *extra
+        )
+    finally:
+        assert list_namespaces(PREFIX) == [], "a namespace outlived the run"
+        assert list_links(PREFIX) == [], "a link outlived the run"
+    assert done.returncode == 0, done.stderr[-3000:]
+    document: dict[str, Any] = json.loads(out.read_text())
+    return document
+
+
+def row(document: dict[str, Any], system: str) -> dict[str, Any]:
+    return next(r for r in document["systems"] if r["system"] == system)
+
+
+@needs_root
+@pytest.mark.timeout(150)
+def test_branch_flash_every_system_delivers_and_shoal_crosses_the_wan_once(
+    tmp_path: Path,
+) -> None:
+    document = run_scenario_ci("branch-flash", tmp_path, "--png", str(tmp_path / "charts"))
+    size, clients = document["size_bytes"], document["offices"][0]["clients"]
+    assert size == 8 * MIB and clients == 4
+    rows = [r for r in document["systems"] if r["status"] != "skipped"]
+    assert [r["system"] for r in rows][:2] == ["shoal", "http-direct"]
+    assert len({tuple(sorted(r)) for r in document["systems"]}) == 1, "rows differ in fields"
+    for result in rows:
+        assert result["status"] == "ok", result["reason"]
+        assert result["all_sha256_ok"] and result["clients_complete"] == clients
+        assert all(c["completion_s"] > 0 for c in result["clients"])
+        assert all(p["cpu_seconds"] > 0 and p["peak_rss_bytes"] > 0 for p in result["processes"])
+    shoal, http = row(document, "shoal"), row(document, "http-direct")
+    (office,) = shoal["offices"]
+    assert office["wan_bytes_in"] <= 1.10 * size, f"shoal: {office['wan_in_over_package']}x"
+    assert shoal["bytes_from_server"] == size
+    assert shoal["bytes_from_peers"] == (clients - 1) * size
+    assert http["offices"][0]["wan_bytes_in"] >= clients * size, "the counters missed bytes"
+    assert office["lower_bound_s"] == pytest.approx(size * 8 / 50e6, rel=1e-3)
+    assert sorted(p.name for p in (tmp_path / "charts").iterdir()) == [
+        "branch-flash-cdf.png",
+        "branch-flash-wan.png",
+    ]
+
+
+@needs_root
+@pytest.mark.timeout(120)
+def test_corrupt_peer_is_caught_and_every_client_still_gets_the_right_file(
+    tmp_path: Path,
+) -> None:
+    document = run_scenario_ci("corrupt-peer", tmp_path)
+    shoal = row(document, "shoal")
+    assert shoal["status"] == "ok", shoal["reason"]
+    assert shoal["all_sha256_ok"] and shoal["clients_complete"] == 4
+    assert len(shoal["lying_peers"]) == 1
+    assert shoal["bad_peers_reported"] == shoal["lying_peers"]
+    assert [c["lying"] for c in shoal["clients"]] == [True, False, False, False]
+    (office,) = shoal["offices"]
+    # The liar held the package before the crowd: the office still pulls it across the
+    # WAN once after catching it, not once per deceived client.
+    assert office["wan_bytes_in"] <= 1.10 * document["size_bytes"]
+
+
+@needs_root
+def test_a_run_refuses_leftovers_and_clean_removes_them(tmp_path: Path) -> None:
+    create_namespace(f"{PREFIX}core")
+    try:
+        refused = run_lab("run", "branch-flash", "--ci", "--json", str(tmp_path / "x.json"),
+                          "--prefix", PREFIX, "--base", BASE)  # fmt: skip
+        assert refused.returncode == 2
+        assert f"shoal lab clean --prefix {PREFIX}" in refused.stderr
+        cleaned = run_lab("clean", "--prefix", PREFIX)
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert f"removed netns {PREFIX}core" in cleaned.stdout
+    finally:
+        subprocess.run(["ip", "netns", "delete", f"{PREFIX}core"], capture_output=True)
+    assert list_namespaces(PREFIX) == []
+
+
+def test_shipped_scenarios_load_with_their_ci_sizes() -> None:
+    assert builtin_names() == ["branch-flash", "churn", "corrupt-peer", "multi-office"]
+    flash = load_scenario("branch-flash")
+    assert (flash.size_mb, flash.client_count, flash.offices[0].wan_mbit) == (64, 12, 50.0)
+    assert (flash.for_ci().size_mb, flash.for_ci().client_count) == (8, 4)
+    multi = load_scenario("multi-office")
+    assert sorted(o.type for o in multi.offices) == ["Default", "Default", "VPN", "WiFi"]
+    assert load_scenario("churn").churn is not None
+    assert load_scenario("corrupt-peer").corrupt_clients == 1
+
+
+def test_the_lower_bound_is_the_largest_of_the_three_kumar_ross_terms() -> None:
+    size = 64 * MIB
+    bits = size * 8
+    wan_bound = OfficeScenario("a", "Default", 12, wan_mbit=50, client_up_mbit=1000,
+                               client_down_mbit=1000)  # fmt: skip
+    assert wan_bound.lower_bound_seconds(size) == pytest.approx(bits / 50e6)
+    slow_downlink = OfficeScenario("b", "Default", 2, wan_mbit=50, client_down_mbit=10)
+    assert slow_downlink.lower_bound_seconds(size) == pytest.approx(bits / 10e6)
+    slow_uplinks = OfficeScenario("c", "Default", 10, wan_mbit=50, client_up_mbit=5)
+    assert slow_uplinks.lower_bound_seconds(size) == pytest.approx(10 * bits / (50e6 + 50e6))
+    vpn = OfficeScenario("d", "VPN", 6, wan_mbit=50, client_up_mbit=1000)
+    assert vpn.lower_bound_seconds(size) == pytest.approx(6 * bits / 50e6)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name = ", "not valid TOML"),
+        ('name = "x"\nsize_mb = 1\n', "missing or wrong"),
+        ('name="x"\nsize_mb=1\n[[office]]\nname="a"\ntype="LAN"\nclients=1\nwan_mbit=1',
+         "office type 'LAN'"),
+        ('name="x"\nsize_mb=1\nsystems=["ftp"]\n[[office]]\nname="a"\nclients=1\nwan_mbit=1',
+         "unknown systems"),
+        ('name="x"\nsize_mb=1\n[corrupt]\nclients=2\n[[office]]\nname="a"\nclients=1\n'
+         "wan_mbit=1", "fewer than the 2"),
+    ],
+)  # fmt: skip
+def test_a_bad_scenario_file_is_refused_with_the_reason(text: str, message: str) -> None:
+    with pytest.raises(ScenarioInvalid, match=message):
+        parse_scenario(text, "test.toml")
