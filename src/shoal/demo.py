@@ -74,7 +74,7 @@ def main() -> None:
     if use_namespaces:
         cleanup_prefix(PREFIX)
         branch = OfficeSpec("branch", 1, arguments.clients, wan_mbit=arguments.wan_mbit)
-        network: EmulatedNetwork | None = EmulatedNetwork.create(PREFIX, [branch])
+        network: EmulatedNetwork | None = EmulatedNetwork.create(PREFIX, [branch], segment_wan=True)
         assert network is not None
         placement = NamespacePlacement(network)
         offices = [OfficeSetup("Branch", branch.subnet, "Default")]
@@ -118,7 +118,7 @@ def main() -> None:
         content_id = row["content_id"]
         print(f"   content ID {content_id} (the network never sees the name)")
         time.sleep(1.5)  # the server fetches the content from the console
-        wan_before = network.wan_bytes("branch") if network is not None else (0, 0)
+        wan_before = network.wan_counters("branch") if network is not None else {}
         step("clients: all start at once; the first pulls over the WAN, the rest swarm")
         hosts = placement.office_hosts("branch")
         deployment.start_clients(hosts)
@@ -147,10 +147,14 @@ def main() -> None:
                 f"{entry['bytes_from_server'] / MIB:6.1f} MiB  ({entry['source']})"
             )
         if network is not None:
-            wan = network.wan_bytes("branch")[0] - wan_before[0]
+            wan_after = network.wan_counters("branch")
+            frames = wan_after["rx_bytes"] - wan_before["rx_bytes"]
+            packets = wan_after["rx_packets"] - wan_before["rx_packets"]
+            ip_bytes = frames - 14 * packets  # the counters include Ethernet headers
             print(
-                f"   the branch WAN link carried {wan / MIB:.1f} MiB = {wan / size:.3f}x the "
-                f"package (without peer-to-peer: {len(hosts)}x)"
+                f"   the branch WAN link carried {ip_bytes / MIB:.1f} MiB of IP packets = "
+                f"{ip_bytes / size:.3f}x the package ({frames / size:.3f}x as Ethernet "
+                f"frames; without peer-to-peer: {len(hosts)}x)"
             )
         print(
             f"   status of one client: shoal client status --data-dir "
