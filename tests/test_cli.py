@@ -132,3 +132,19 @@ def test_a_corrupt_sidecar_is_one_line_and_repair_fixes_it(tmp_path: Path) -> No
     repaired = json.loads(shoal("store", "repair", store_dir).stdout.splitlines()[0])
     assert repaired["complete"] is True
     assert json.loads(shoal("store", "check", store_dir).stdout)["chunks_checked"] == 5
+
+
+def test_the_command_line_does_not_load_the_console_stack() -> None:
+    """`shoal pack` must stay small (RSS <= 64 MB): heavy stacks load only when used."""
+    heavy = ("sqlalchemy", "fastapi", "uvicorn", "alembic", "httpx", "matplotlib")
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import sys, shoal.cli; print(','.join(m for m in {heavy!r} if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.strip() == ""

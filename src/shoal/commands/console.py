@@ -7,8 +7,6 @@ from pathlib import Path
 
 import click
 
-from shoal.console.state import ConsoleConfig
-
 
 @click.command()
 @click.option(
@@ -86,7 +84,9 @@ def console(
     administrator, whose password comes from SHOAL_ADMIN_PASSWORD or is generated and
     printed once.
     """
+    # Imported here: the console's web stack is heavy and other commands don't need it.
     from shoal.console.app import serve
+    from shoal.console.state import ConsoleConfig
 
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

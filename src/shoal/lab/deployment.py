@@ -67,10 +67,16 @@ class Placement(Protocol):
 
 @dataclass
 class NamespacePlacement:
-    """Hosts are the namespaces of an emulated network (root only)."""
+    """Hosts are the namespaces of an emulated network (root only).
+
+    With ``owns_network`` (the default) closing it deletes the whole network; without,
+    it stops only the processes it started (several deployments on one lab network).
+    """
 
     network: EmulatedNetwork
+    owns_network: bool = True
     management_address: str = ""
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.management_address = self.network.host(f"{CENTRAL}-0").address
@@ -88,10 +94,15 @@ class NamespacePlacement:
         log: Path | None = None,
         env: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
-        return self.network.spawn(host, argv, log, env)
+        process = self.network.spawn(host, argv, log, env)
+        self.processes.append(process)
+        return process
 
     def close(self) -> None:
-        self.network.close()
+        if self.owns_network:
+            self.network.close()
+        else:
+            stop_processes(self.processes)
 
 
 @dataclass

@@ -57,7 +57,7 @@ from typing import Any, Protocol
 
 from shoal.core.errors import ShoalError
 from shoal.lab.admin import ConsoleRequestFailed
-from shoal.lab.deployment import Deployment, OfficeSetup
+from shoal.lab.deployment import Deployment, NamespacePlacement, OfficeSetup
 from shoal.lab.netns import LabError, list_namespaces, stop_processes
 from shoal.lab.network import CENTRAL, EmulatedNetwork, LabHost
 from shoal.lab.scenario import MIB, Scenario
@@ -218,35 +218,6 @@ class _Context:
         return names
 
 
-class _SharedNetworkPlacement:
-    """A deployment's placement on the lab's network; closing it stops only its own."""
-
-    def __init__(self, network: EmulatedNetwork) -> None:
-        self.network = network
-        self.management_address = network.host(f"{CENTRAL}-0").address
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def office_hosts(self, office: str) -> list[LabHost]:
-        return self.network.office_hosts(office)
-
-    def host(self, name: str) -> LabHost:
-        return self.network.host(name)
-
-    def spawn(
-        self,
-        host: LabHost,
-        argv: Sequence[str],
-        log: Path | None = None,
-        env: dict[str, str] | None = None,
-    ) -> subprocess.Popen[bytes]:
-        process = self.network.spawn(host, argv, log, env)
-        self.processes.append(process)
-        return process
-
-    def close(self) -> None:
-        stop_processes(self.processes)
-
-
 class ShoalDriver:
     """Console, P2P server and one ``shoal client`` per host; the package is assigned."""
 
@@ -256,7 +227,7 @@ class ShoalDriver:
         self.context = context
         scenario = context.scenario
         self.deployment = Deployment(
-            _SharedNetworkPlacement(context.network),
+            NamespacePlacement(context.network, owns_network=False),
             context.work / "shoal",
             [
                 OfficeSetup(spec.name, spec.subnet, office.type)
