@@ -56,10 +56,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from shoal.core.ids import DIGEST_SIZE, ContentId
+from shoal.core.ids import ContentId
 from shoal.wire.buffer import Buffer
 from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
-from shoal.wire.messages import MAGIC, MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION
+from shoal.wire.messages import (
+    MAGIC,
+    MAX_PROTOCOL_VERSION,
+    MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
+    pull_content_id,
+    pull_enum,
+)
 
 DEVICE_ID_SIZE = 16
 TAG_SIZE = 16
@@ -252,14 +259,6 @@ class ControlMessage:
 _E = TypeVar("_E", bound=enum.IntEnum)
 
 
-def _pull_enum(buf: Buffer, kind: type[_E]) -> _E:
-    code = buf.pull_uint8()
-    try:
-        return kind(code)
-    except ValueError:
-        raise MalformedDatagram(f"unknown {kind.__name__} code {code}") from None
-
-
 def _pull_str(buf: Buffer, wide: bool = False) -> str:
     length = buf.pull_uint16() if wide else buf.pull_uint8()
     if length > MAX_MESSAGE_LENGTH:
@@ -277,10 +276,6 @@ def _push_str(buf: Buffer, text: str, wide: bool = False) -> None:
     else:
         buf.push_uint8(len(encoded))
     buf.push_bytes(encoded)
-
-
-def _pull_content_id(buf: Buffer) -> ContentId:
-    return ContentId(buf.pull_bytes(DIGEST_SIZE))
 
 
 def _pull_address(buf: Buffer) -> tuple[str, int]:
@@ -315,10 +310,10 @@ def _push_register(buf: Buffer, body: Register) -> None:
 
 def _pull_registered(buf: Buffer) -> Registered:
     version, office = _pull_str(buf), _pull_str(buf)
-    office_type = _pull_enum(buf, OfficeType)
+    office_type = pull_enum(buf, OfficeType)
     console_key = buf.pull_bytes(32)
     checkin, discovery, data, background = (buf.pull_uint16() for _ in range(4))
-    licence_state, seats_over = _pull_enum(buf, LicenceState), buf.pull_uint32()
+    licence_state, seats_over = pull_enum(buf, LicenceState), buf.pull_uint32()
     alt = (buf.pull_uint16(), buf.pull_uint16(), buf.pull_uint16(), buf.pull_uint16())
     return Registered(
         version,
@@ -362,7 +357,7 @@ def _pull_checkin(buf: Buffer) -> CheckIn:
         raise MalformedDatagram(f"{count} check-in entries (at most {MAX_CHECKIN_ENTRIES})")
     entries = tuple(
         ContentProgress(
-            _pull_content_id(buf),
+            pull_content_id(buf),
             buf.pull_uint32(),
             buf.pull_uint32(),
             buf.pull_uint64(),
@@ -395,7 +390,7 @@ def _push_checkin_reply(buf: Buffer, body: CheckInReply) -> None:
 
 
 def _pull_manifest_reply(buf: Buffer) -> ManifestReply:
-    return ManifestReply(_pull_content_id(buf), buf.pull_bytes(32), buf.pull_uint32())
+    return ManifestReply(pull_content_id(buf), buf.pull_bytes(32), buf.pull_uint32())
 
 
 def _push_manifest_reply(buf: Buffer, body: ManifestReply) -> None:
@@ -405,8 +400,8 @@ def _push_manifest_reply(buf: Buffer, body: ManifestReply) -> None:
 
 
 def _pull_lease_reply(buf: Buffer) -> LeaseReply:
-    content_id = _pull_content_id(buf)
-    decision = _pull_enum(buf, LeaseDecision)
+    content_id = pull_content_id(buf)
+    decision = pull_enum(buf, LeaseDecision)
     holder = _pull_address(buf)
     return LeaseReply(content_id, decision, holder, buf.pull_uint32())
 
@@ -419,7 +414,7 @@ def _push_lease_reply(buf: Buffer, body: LeaseReply) -> None:
 
 
 def _pull_peer_list(buf: Buffer) -> PeerList:
-    content_id = _pull_content_id(buf)
+    content_id = pull_content_id(buf)
     count = buf.pull_uint8()
     if count > MAX_PEERS:
         raise MalformedDatagram(f"{count} peers (at most {MAX_PEERS})")
@@ -435,7 +430,7 @@ def _push_peer_list(buf: Buffer, body: PeerList) -> None:
 
 
 def _pull_bad_peer(buf: Buffer) -> BadPeer:
-    return BadPeer(_pull_content_id(buf), _pull_address(buf), buf.pull_uint32())
+    return BadPeer(pull_content_id(buf), _pull_address(buf), buf.pull_uint32())
 
 
 def _push_bad_peer(buf: Buffer, body: BadPeer) -> None:
@@ -445,7 +440,7 @@ def _push_bad_peer(buf: Buffer, body: BadPeer) -> None:
 
 
 def _pull_refused(buf: Buffer) -> Refused:
-    return Refused(_pull_enum(buf, RefusalCause), _pull_str(buf, wide=True))
+    return Refused(pull_enum(buf, RefusalCause), _pull_str(buf, wide=True))
 
 
 def _push_refused(buf: Buffer, body: Refused) -> None:
@@ -454,7 +449,7 @@ def _push_refused(buf: Buffer, body: Refused) -> None:
 
 
 def _content_id_body(kind: type[ManifestInfo | Lease | Peers]) -> Callable[[Buffer], ControlBody]:
-    return lambda buf: kind(_pull_content_id(buf))
+    return lambda buf: kind(pull_content_id(buf))
 
 
 def _push_content_id_body(buf: Buffer, body: ManifestInfo | Lease | Peers) -> None:

@@ -181,11 +181,13 @@ Message = ChunkRequest | Data | Ack | Refusal | Cancel | VersionError | WhoHas |
 # -- field helpers ---------------------------------------------------------------------
 
 
-def _pull_content_id(buf: Buffer) -> ContentId:
+def pull_content_id(buf: Buffer) -> ContentId:
+    """A 32-byte content ID."""
     return ContentId(buf.pull_bytes(DIGEST_SIZE))
 
 
-def _pull_enum(buf: Buffer, kind: type[_E]) -> _E:
+def pull_enum(buf: Buffer, kind: type[_E]) -> _E:
+    """A u8 code of ``kind``; an unknown code is a ``MalformedDatagram``."""
     code = buf.pull_uint8()
     try:
         return kind(code)
@@ -205,10 +207,10 @@ def push_prefix(buf: Buffer, message_type: MessageType, version: int = PROTOCOL_
 def pull_chunk_request(buf: Buffer) -> ChunkRequest:
     request = ChunkRequest(
         request_id=buf.pull_uint32(),
-        content_id=_pull_content_id(buf),
+        content_id=pull_content_id(buf),
         chunk_index=buf.pull_uint32(),
         chunk_length=buf.pull_uint32(),
-        mode=_pull_enum(buf, Mode),
+        mode=pull_enum(buf, Mode),
         segment_size=buf.pull_uint16(),
         receive_window=buf.pull_uint32(),
     )
@@ -292,7 +294,7 @@ def push_ack(buf: Buffer, message: Ack) -> None:
 
 def pull_refusal(buf: Buffer) -> Refusal:
     request_id = buf.pull_uint32()
-    reason = _pull_enum(buf, RefusalReason)
+    reason = pull_enum(buf, RefusalReason)
     if reason is RefusalReason.UNSUPPORTED_VERSION:
         raise MalformedDatagram("refusal reason 255 is local only")
     return Refusal(request_id, reason)
@@ -325,7 +327,7 @@ def push_version_error(buf: Buffer, message: VersionError) -> None:
 
 
 def pull_who_has(buf: Buffer) -> WhoHas:
-    return WhoHas(buf.pull_uint32(), _pull_content_id(buf))
+    return WhoHas(buf.pull_uint32(), pull_content_id(buf))
 
 
 def push_who_has(buf: Buffer, message: WhoHas) -> None:
@@ -335,7 +337,7 @@ def push_who_has(buf: Buffer, message: WhoHas) -> None:
 
 def pull_have(buf: Buffer) -> Have:
     query_id = buf.pull_uint32()
-    content_id = _pull_content_id(buf)
+    content_id = pull_content_id(buf)
     count = buf.pull_uint32()
     if count > MAX_HAVE_CHUNKS:
         raise MalformedDatagram(f"availability for {count} chunks (at most {MAX_HAVE_CHUNKS})")
