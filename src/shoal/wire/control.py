@@ -54,7 +54,6 @@ import ipaddress
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from shoal.core.ids import ContentId
 from shoal.wire.buffer import Buffer
@@ -255,8 +254,6 @@ class ControlMessage:
 
 
 # -- field helpers -----------------------------------------------------------------------
-
-_E = TypeVar("_E", bound=enum.IntEnum)
 
 
 def _pull_str(buf: Buffer, wide: bool = False) -> str:
