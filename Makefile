@@ -1,19 +1,19 @@
 # shoal: the two commands of the README's quick start are `make demo` and `make test`.
-# Each creates .venv when missing and installs the project into it first.
+# Each creates .venv when missing and installs the project into it first, with the
+# dev and bench extras: the lab tests compare shoal with libtorrent and draw charts.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-BENCH_STAMP := $(VENV)/.installed-bench
 SCENARIOS := branch-flash multi-office churn corrupt-peer
 
 .PHONY: demo test lint typecheck pytest postgres bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	touch $(STAMP)
 
 ## demo: show what shoal does today, on this machine
@@ -37,14 +37,9 @@ pytest: $(STAMP) postgres
 postgres:
 	.ci/ensure-postgres.sh
 
-# The benchmarks also need the bench extra: libtorrent (the baselines), matplotlib (charts).
-$(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
-	touch $(BENCH_STAMP)
-
 ## bench: benchmarks that print figures (see README); the lab scenarios need root and
 ## write bench/results/SCENARIO.json and the charts bench/results/SCENARIO-{cdf,wan}.png
-bench: $(BENCH_STAMP)
+bench: $(STAMP)
 	$(BIN)/shoal bench pack --size-mb 1024
 	$(BIN)/python benchmarks/upload_rss.py --size-mb 2048
 	$(BIN)/shoal bench transfer --size-mb 256
