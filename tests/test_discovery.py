@@ -130,3 +130,17 @@ def test_wifi_offices_query_listed_peers_by_unicast() -> None:
     network.run(until=0.5)
     assert [event.peer for event in events(seeker)] == ["10.1.0.2"]  # type: ignore[attr-defined]
     assert bystander.counters.queries_answered == 0
+
+
+def test_a_wifi_peer_missing_from_the_list_is_asked_back_and_pushes_its_chunks() -> None:
+    network, (early, late) = office_of(2)
+    early.search(CONTENT, now=0, unicast_peers=[])  # its list predates the late peer
+    late.search(CONTENT, now=0, unicast_peers=["10.1.0.1"])
+    network.pump(network.hosts["10.1.0.1"])
+    network.pump(network.hosts["10.1.0.2"])
+    network.run(until=0.2)
+    late.chunk_added(CONTENT, 0, 4, now=network.now)  # the late peer is the first holder
+    network.pump(network.hosts["10.1.0.2"])
+    network.run(until=0.5)  # before any periodic query or list refresh
+    assert events(early) == [PeerAvailable("10.1.0.2", CONTENT, ChunkSet(4, [0]), PORT)]
+    assert late.counters.pushes_sent == 1

@@ -11,7 +11,10 @@ event; the agent feeds it to the chunk picker.
 
 Bitmaps go stale while the office downloads, so besides the periodic re-query a holder
 *pushes* a fresh ``HAVE`` to every peer that asked about the content in the last
-``interest_seconds`` when it gains chunks, at most once per ``push_interval``.
+``interest_seconds`` when it gains chunks, at most once per ``push_interval``. A unicast
+search adds every peer that asks it for the same content to its list and asks it back,
+so two peers that found each other in one direction only still hear of each other's
+chunks.
 
 Answers from addresses outside ``scope`` (the office's subnets) are dropped and
 counted: peers outside a client's office are never used. Datagrams from our own
@@ -219,9 +222,12 @@ class DiscoveryMachine:
 
     def _on_who_has(self, message: WhoHas, addr: Address, now: float) -> None:
         holding = self._holdings.get(message.content_id)
-        if holding is None and message.content_id in self._searches:
+        search = self._searches.get(message.content_id)
+        if holding is None and search is not None:
             # We want it too: remember the asker, so our first chunk reaches it at once.
             holding = self._holdings[message.content_id] = _Holding(ChunkSet(0))
+        if search is not None and search.unicast_peers is not None:
+            self._ask_back(message.content_id, search, addr[0])
         if holding is None:
             return
         if len(holding.interested) >= MAX_INTERESTED_PEERS:
@@ -234,6 +240,20 @@ class DiscoveryMachine:
         self._outbox.append(
             (encode_datagram(Have(message.query_id, message.content_id, holding.chunks)), addr)
         )
+
+    def _ask_back(self, content_id: ContentId, search: _Search, peer_ip: str) -> None:
+        """A unicast search learns the peers that ask for the same content.
+
+        The server's peer lists are snapshots: a peer that registered after ours was
+        taken is missing from it, yet it may become the office's first holder. Asking it
+        back at once registers our interest there, so its chunks are pushed to us.
+        """
+        assert search.unicast_peers is not None
+        if peer_ip in search.unicast_peers or len(search.unicast_peers) >= MAX_INTERESTED_PEERS:
+            return
+        search.unicast_peers = (*search.unicast_peers, peer_ip)
+        query = encode_datagram(WhoHas(search.query_id, content_id))
+        self._outbox.append((query, (peer_ip, self.config.port)))
 
     def _forget_stale_interest(self, holding: _Holding, now: float) -> None:
         horizon = now - self.config.interest_seconds
