@@ -8,6 +8,7 @@ import pytest
 
 from shoal.core.packing import pack_bytes
 from shoal.core.signing import SigningKey
+from shoal.server.control import NUDGES_PER_ROUND, ServerControl
 from shoal.server.core import ServerCore, ServerSettings
 from shoal.topology import parse_json
 from shoal.wire.control import (
@@ -22,6 +23,7 @@ from shoal.wire.control import (
     LicenceState,
     ManifestInfo,
     ManifestReply,
+    Nudge,
     OfficeType,
     PeerList,
     Peers,
@@ -29,6 +31,7 @@ from shoal.wire.control import (
     Refused,
     Register,
     Registered,
+    decode_control,
 )
 
 CONSOLE = SigningKey.generate()
@@ -175,3 +178,42 @@ def test_wifi_peer_lists_hold_only_the_office(server: ServerCore) -> None:
     reply = ask(server, 1, "10.2.0.1", Peers(CONTENT))
     assert isinstance(reply, PeerList)
     assert sorted(ip for ip, _ in reply.peers) == ["10.2.0.2", "10.2.0.4"]
+
+
+def test_new_assignments_nudge_every_client_that_spoke_once(server: ServerCore) -> None:
+    register(server, 1, "10.1.0.1")
+    register(server, 2, "10.2.0.2")
+    server.set_assignments(b"signed document 1")
+    digest = hashlib.sha256(b"signed document 1").digest()
+    nudges = server.take_nudges(limit=10)
+    assert [(device_id, addr) for device_id, addr, _ in nudges] == [
+        (device(1), ("10.1.0.1", 5000)),
+        (device(2), ("10.2.0.2", 5000)),
+    ]
+    assert {nudge.assignments_sha256 for _, _, nudge in nudges} == {digest}
+    assert not server.nudges_pending
+    server.set_assignments(b"signed document 1")  # unchanged: nobody is disturbed
+    assert server.take_nudges(limit=10) == []
+
+
+def test_nudges_go_out_in_paced_rounds(server: ServerCore) -> None:
+    count = NUDGES_PER_ROUND * 2 + 10
+    for number in range(count):
+        register(server, number + 10, f"10.1.{number // 250}.{number % 250 + 1}")
+    control = ServerControl(server)
+    server.set_assignments(b"a new document")
+    rounds = []
+    now = 0.0
+    while True:
+        sent = control.datagrams_to_send(now)
+        rounds.append(len(sent))
+        timer = control.get_timer()
+        if timer is None:
+            break
+        assert timer > now
+        assert control.datagrams_to_send(now) == []  # not before the timer
+        now = timer
+    assert rounds == [NUDGES_PER_ROUND, NUDGES_PER_ROUND, 10]
+    decoded = decode_control(sent[0][0], b"k")
+    assert decoded.authenticated and decoded.request_id == 0
+    assert decoded.body == Nudge(hashlib.sha256(b"a new document").digest(), 14)

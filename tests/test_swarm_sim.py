@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import hashlib
+import random
 from pathlib import Path
 
 from shoal import ports
-from shoal.client.agent import AgentCore
+from shoal.assignments import encode_envelope, sign_assignments
+from shoal.client.agent import AgentCore, DownloadState
 from shoal.core.chunkset import ChunkSet
+from shoal.core.packing import pack_bytes
 from shoal.lab.faults import CorruptingStore
 from shoal.protocol.discovery import DiscoveryConfig, DiscoveryMachine
 from shoal.protocol.transfer import ChunkRequested, RefusalReason, TransferEngine
 from shoal.server.core import BandwidthLimit
-from shoal.sim.enterprise import Enterprise, OfficeSpec, SimClient, build_enterprise, file_sha256
+from shoal.sim.enterprise import (
+    SERVER_IP,
+    Enterprise,
+    OfficeSpec,
+    SimClient,
+    build_enterprise,
+    file_sha256,
+)
 from shoal.store.content_store import ContentStore
 from shoal.wire.control import LeaseDecision
 
@@ -206,3 +216,52 @@ def test_a_peer_answering_for_content_it_does_not_have_is_dropped(tmp_path: Path
     assert boaster.refused > 0, "nobody believed the boaster: the test proves nothing"
     for client in enterprise.clients:
         assert "10.1.0.99" not in enterprise.download_of(client).peers_used
+
+
+def test_a_new_assignment_starts_at_once_not_at_the_next_check_in(tmp_path: Path) -> None:
+    """The server nudges its clients when the assignments change (check-in is 60 s)."""
+    enterprise = build_enterprise(
+        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 4)], package_size=MIB, checkin_seconds=60
+    )
+    enterprise.run(until=30, stop=enterprise.all_complete)
+    assert_everyone_has_the_package(enterprise)
+    network, server = enterprise.network, enterprise.server
+    second = random.Random(7).randbytes(MIB)
+    manifest = pack_bytes(second, 65536)
+    manifest_file = enterprise.console_key.sign(manifest).encode()
+    server.core.add_manifest(manifest_file)
+    server.origin.add(manifest_file, pinned=True)
+    for chunk_index in range(manifest.chunk_count):
+        start = chunk_index * 65536
+        server.origin.write_chunk(manifest.content_id, chunk_index, second[start : start + 65536])
+    document = {
+        "generated_at": "later",
+        "assignments": [
+            {
+                "id": number,
+                "content_id": content_id.hex,
+                "target_kind": "everyone",
+                "target": None,
+                "offices": None,
+                "background": False,
+            }
+            for number, content_id in enumerate((enterprise.content_id, manifest.content_id))
+        ],
+    }
+    assigned_at = network.now
+    server.core.set_assignments(encode_envelope(sign_assignments(enterprise.console_key, document)))
+    network.pump(network.hosts[SERVER_IP])
+
+    def everyone_has_the_second() -> bool:
+        return all(
+            (d := c.agent.downloads.get(manifest.content_id)) is not None
+            and d.state is DownloadState.COMPLETE
+            for c in enterprise.clients
+        )
+
+    finished = network.run(until=assigned_at + 30, stop=everyone_has_the_second)
+    assert everyone_has_the_second(), "the clients waited for their next check-in"
+    assert finished - assigned_at < 10
+    assert server.control.counters.nudges_sent == 4
+    for client in enterprise.clients:
+        assert file_sha256(client.store, manifest.content_id) == hashlib.sha256(second).hexdigest()

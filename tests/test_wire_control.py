@@ -26,6 +26,7 @@ from shoal.wire.control import (
     ManifestInfo,
     ManifestReply,
     Noted,
+    Nudge,
     OfficeType,
     PeerList,
     Peers,
@@ -110,6 +111,7 @@ GOLDEN = [
         CONTENT.digest + bytes([10, 1, 0, 66]) + struct.pack(">HI", 41802, 12),
     ),
     (Noted(), 0x39, b""),
+    (Nudge(DIGEST, 4096), 0x3A, DIGEST + struct.pack(">I", 4096)),
     (
         Refused(RefusalCause.VERSION_UNSUPPORTED, "upgrade the client"),
         0x3F,

@@ -11,7 +11,8 @@ and leaves datagrams queued in the machines. It also has a timer of its own
 
 Life of a client::
 
-    REGISTER --Registered--> check in every checkin_seconds (jittered)
+    REGISTER --Registered--> check in every checkin_seconds (jittered), and at once
+                             when the server nudges (at most every NUDGE_MIN_INTERVAL)
       CheckInReply(assignments digest) --changed--> fetch the signed document (blob)
         for each assignment: MANIFEST_INFO -> fetch manifest (blob) -> verify -> pin
           download: discovery (broadcast, or server peer lists in WiFi offices)
@@ -41,6 +42,7 @@ from shoal.client.control import (
     ControlAnswered,
     ControlClient,
     ControlTimedOut,
+    Nudged,
     ServerKeyRejected,
 )
 from shoal.core.chunkset import ChunkSet
@@ -96,6 +98,7 @@ Address = tuple[str, int]
 MAX_CHECKIN_ENTRIES = 16
 RETRY_SOON = 5.0
 PEER_LIST_REFRESH = 5.0
+NUDGE_MIN_INTERVAL = 1.0
 
 
 class ContentStoreLike(Protocol):
@@ -245,6 +248,7 @@ class AgentCore:
         self._blobs: dict[tuple[Mode, int], _BlobRequest] = {}
         self._register_due: float | None = now
         self._checkin_due: float | None = None
+        self._nudged_at = float("-inf")
         self._limits: dict[Mode, TokenBucket] = {}
         self._bandwidth_due: float | None = None
         self._now = now
@@ -353,6 +357,8 @@ class AgentCore:
                 self._on_answer(control_event.request, control_event.reply, now)
             elif isinstance(control_event, ControlTimedOut):
                 self._on_control_timeout(control_event.request, now)
+            elif isinstance(control_event, Nudged):
+                self._on_nudged(control_event, now)
             elif isinstance(control_event, ServerKeyRejected):
                 self.server_note = (
                     f"the P2P server refused us: {control_event.message} "
@@ -488,6 +494,18 @@ class AgentCore:
                 self.discovery.set_holding(
                     info.content_id, self.store.verified(info.content_id), now
                 )
+
+    def _on_nudged(self, nudge: Nudged, now: float) -> None:
+        """New assignments: check in now rather than at the next check-in.
+
+        Rate-limited, so a replayed nudge costs at most one check-in a second.
+        """
+        if self.registration is None or nudge.assignments_sha256 == self._assignments_digest:
+            return
+        if now - self._nudged_at < NUDGE_MIN_INTERVAL:
+            return
+        self._nudged_at = now
+        self._check_in(now)
 
     def _on_assignments_digest(self, reply: CheckInReply, now: float) -> None:
         if reply.assignments_length == 0 or reply.assignments_sha256 == self._assignments_digest:

@@ -10,6 +10,8 @@ ends it in ``ControlAnswered``, which carries the request and the reply body. Re
 that fail authentication are dropped and counted, except an unauthenticated
 ``Refused`` (the server has another key), which is reported as ``ServerKeyRejected``
 without ending the request: it may be forged, so it informs but decides nothing.
+An authenticated ``Nudge`` (request ID 0, sent unasked when the server's assignments
+change) becomes a ``Nudged`` event.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from shoal.wire.control import (
     ControlMessage,
     Lease,
     ManifestInfo,
+    Nudge,
     Peers,
     RefusalCause,
     Refused,
@@ -60,7 +63,14 @@ class ServerKeyRejected:
     message: str
 
 
-ControlEvent = ControlAnswered | ControlTimedOut | ServerKeyRejected
+@dataclass(frozen=True, slots=True)
+class Nudged:
+    """The server says its assignments changed (to the document with this hash)."""
+
+    assignments_sha256: bytes
+
+
+ControlEvent = ControlAnswered | ControlTimedOut | ServerKeyRejected | Nudged
 
 
 @dataclass(slots=True)
@@ -81,6 +91,7 @@ class ControlCounters:
     unauthenticated: int = 0
     malformed: int = 0
     stray_replies: int = 0
+    nudges: int = 0
 
 
 class ControlClient:
@@ -161,6 +172,10 @@ class ControlClient:
             self.counters.unauthenticated += 1
             if isinstance(message.body, Refused) and message.request_id in self._pending:
                 self._events.append(ServerKeyRejected(message.body.cause, message.body.message))
+            return
+        if isinstance(message.body, Nudge):
+            self.counters.nudges += 1
+            self._events.append(Nudged(message.body.assignments_sha256))
             return
         pending = self._pending.pop(message.request_id, None)
         if pending is None:

@@ -4,6 +4,10 @@ Sans-I/O. A datagram whose tag does not verify is answered with an unauthenticat
 ``REFUSED(WRONG_SERVER_KEY)`` (so the client can say what is wrong) and counted; a
 datagram in a protocol version we do not speak gets a ``VERSION_ERROR``; anything
 else malformed is counted and dropped. Replies go back to the sender's address.
+
+When the assignments change, every client that has spoken to the server gets a
+``NUDGE``, ``NUDGES_PER_ROUND`` at a time every ``NUDGE_SPACING`` seconds, so that tens
+of thousands of clients do not overflow a socket buffer at once.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from shoal.wire.messages import (
 
 Address = tuple[str, int]
 MAX_OUTBOX = 8192
+NUDGES_PER_ROUND = 256
+NUDGE_SPACING = 0.005
 
 
 @dataclass(slots=True)
@@ -39,6 +45,7 @@ class ServerControlCounters:
     wrong_magic: int = 0
     malformed: int = 0
     dropped_replies: int = 0
+    nudges_sent: int = 0
 
 
 class ServerControl:
@@ -48,6 +55,7 @@ class ServerControl:
         self.core = core
         self.counters = ServerControlCounters()
         self._outbox: list[tuple[bytes, Address]] = []
+        self._next_nudges: float | None = None
 
     def receive_datagram(self, data: bytes | memoryview, addr: Address, now: float) -> None:
         key = self.core.settings.server_key
@@ -91,11 +99,20 @@ class ServerControl:
         pass
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        if self.core.nudges_pending and (self._next_nudges is None or self._next_nudges <= now):
+            self._send_nudges(now)
         outbox, self._outbox = self._outbox, []
         return outbox
 
+    def _send_nudges(self, now: float) -> None:
+        key = self.core.settings.server_key
+        for device_id, addr, nudge in self.core.take_nudges(NUDGES_PER_ROUND):
+            self._queue(encode_control(ControlMessage(0, device_id, nudge), key), addr)
+            self.counters.nudges_sent += 1
+        self._next_nudges = now + NUDGE_SPACING if self.core.nudges_pending else None
+
     def get_timer(self) -> float | None:
-        return None
+        return self._next_nudges
 
 
 def _header_fields(data: bytes | memoryview) -> tuple[int, bytes]:

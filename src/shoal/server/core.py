@@ -50,6 +50,7 @@ from shoal.wire.control import (
     ManifestInfo,
     ManifestReply,
     Noted,
+    Nudge,
     OfficeType,
     PeerList,
     Peers,
@@ -108,6 +109,9 @@ class ClientRecord:
     first_seen: float
     last_seen: float
     content: dict[ContentId, ContentProgress] = field(default_factory=dict)
+    control_address: Address | None = None
+    """Where its control datagrams come from (nudges go there); not kept across restarts:
+    a restarted server nudges the clients that have spoken to it since."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +153,7 @@ class ServerCore:
         self.manifests: dict[ContentId, Manifest] = {}
         self._assignments_digest = hashlib.sha256(b"").digest()
         self._assignments_length = 0
+        self._nudges: deque[bytes] = deque()  # device IDs to tell of new assignments
 
     # --------------------------------------------------- fed from the console
 
@@ -159,6 +164,26 @@ class ServerCore:
         self._blobs.pop(old, None)
         self._blobs[digest] = signed_document
         self._assignments_digest, self._assignments_length = digest, len(signed_document)
+        if digest != old:
+            self._nudges = deque(
+                device_id
+                for device_id, client in self.clients.items()
+                if client.control_address is not None
+            )
+
+    def take_nudges(self, limit: int) -> list[tuple[bytes, Address, Nudge]]:
+        """Up to ``limit`` clients to tell that the assignments changed, and what to say."""
+        nudge = Nudge(self._assignments_digest, self._assignments_length)
+        taken: list[tuple[bytes, Address, Nudge]] = []
+        while self._nudges and len(taken) < limit:
+            client = self.clients.get(self._nudges.popleft())
+            if client is not None and client.control_address is not None:
+                taken.append((client.device_id, client.control_address, nudge))
+        return taken
+
+    @property
+    def nudges_pending(self) -> bool:
+        return bool(self._nudges)
 
     def add_manifest(self, manifest_file: bytes) -> ContentId:
         """A signed manifest from the console; raises ``ManifestError`` if unreadable."""
@@ -200,7 +225,7 @@ class ServerCore:
         if isinstance(body, Register):
             return self._register(message.device_id, body, addr, now)
         client = self.clients[message.device_id]
-        client.last_seen = now
+        client.last_seen, client.control_address = now, addr
         self._place(client, addr[0])
         if isinstance(body, CheckIn):
             for entry in body.content:
@@ -262,7 +287,7 @@ class ServerCore:
             )
         client.hostname, client.version, client.subnet = body.hostname, body.version, subnet
         self._place(client, addr[0])
-        client.last_seen = now
+        client.last_seen, client.control_address = now, addr
         office, office_type = self.office_of(addr[0])
         settings = self.settings
         limit = settings.bandwidth.get(office or "", BandwidthLimit())

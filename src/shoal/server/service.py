@@ -349,6 +349,8 @@ class ServerService:
         if outcome.envelope is not None:
             core.set_assignments(encode_envelope(outcome.envelope))
             values["assignments"] = json.dumps(outcome.envelope)
+            if self.runner is not None:
+                self.runner.input_arrived()  # nudge the clients now
         if outcome.topology is not None:
             core.topology = parse_json(outcome.topology)
             values["topology"] = json.dumps(outcome.topology)

@@ -14,6 +14,11 @@ unauthenticated ``REFUSED`` (reason ``WRONG_SERVER_KEY``) so that the client can
 the user what is wrong, and a client shows, but never acts on, an unauthenticated
 reply. Strings are UTF-8 with a u8 (short) or u16 (message) length.
 
+Every exchange is a client's request and the server's reply, but for ``NUDGE``: the
+server sends it unasked to its registered clients when the assignments change, so a new
+assignment starts within a round trip instead of at the next check-in. A lost nudge
+costs only that wait; a replayed one, one more check-in.
+
 Bulky things (the console's signed assignment document, manifests) are not control
 datagrams: the server announces their SHA-256 and length, and the client fetches them
 as single-chunk blobs through the transfer engine, which verifies the hash.
@@ -41,6 +46,8 @@ PEERS            0x36  content_id 32 B
 PEER_LIST        0x37  content_id 32 B, count u8, count x (ip 4 B, port u16)
 BAD_PEER         0x38  content_id 32 B, peer ip 4 B, peer port u16, chunk_index u32
 NOTED            0x39  (empty)
+NUDGE            0x3A  assignments_sha256 32 B, assignments_length u32 (server ->
+                       client, request_id 0: the assignments changed, check in now)
 REFUSED          0x3F  reason u8, message str16
 ===============  ====  ================================================================
 """
@@ -92,6 +99,7 @@ class ControlType(enum.IntEnum):
     PEER_LIST = 0x37
     BAD_PEER = 0x38
     NOTED = 0x39
+    NUDGE = 0x3A
     REFUSED = 0x3F
 
 
@@ -221,6 +229,14 @@ class Noted:
 
 
 @dataclass(frozen=True, slots=True)
+class Nudge:
+    """The server's assignments changed: these are the new document's hash and length."""
+
+    assignments_sha256: bytes
+    assignments_length: int
+
+
+@dataclass(frozen=True, slots=True)
 class Refused:
     cause: RefusalCause
     message: str
@@ -239,6 +255,7 @@ ControlBody = (
     | PeerList
     | BadPeer
     | Noted
+    | Nudge
     | Refused
 )
 
@@ -381,7 +398,11 @@ def _pull_checkin_reply(buf: Buffer) -> CheckInReply:
     return CheckInReply(buf.pull_bytes(32), buf.pull_uint32())
 
 
-def _push_checkin_reply(buf: Buffer, body: CheckInReply) -> None:
+def _pull_nudge(buf: Buffer) -> Nudge:
+    return Nudge(buf.pull_bytes(32), buf.pull_uint32())
+
+
+def _push_checkin_reply(buf: Buffer, body: CheckInReply | Nudge) -> None:
     buf.push_bytes(body.assignments_sha256)
     buf.push_uint32(body.assignments_length)
 
@@ -466,6 +487,7 @@ _PULLERS: dict[ControlType, Callable[[Buffer], ControlBody]] = {
     ControlType.PEER_LIST: _pull_peer_list,
     ControlType.BAD_PEER: _pull_bad_peer,
     ControlType.NOTED: lambda buf: Noted(),
+    ControlType.NUDGE: _pull_nudge,
     ControlType.REFUSED: _pull_refused,
 }
 
@@ -482,6 +504,7 @@ _PUSHERS: dict[type, tuple[ControlType, Callable[[Buffer, ControlBody], None]]] 
     PeerList: (ControlType.PEER_LIST, _push_peer_list),  # type: ignore[dict-item]
     BadPeer: (ControlType.BAD_PEER, _push_bad_peer),  # type: ignore[dict-item]
     Noted: (ControlType.NOTED, lambda buf, body: None),
+    Nudge: (ControlType.NUDGE, _push_checkin_reply),  # type: ignore[dict-item]
     Refused: (ControlType.REFUSED, _push_refused),  # type: ignore[dict-item]
 }
 
