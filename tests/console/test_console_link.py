@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import os
 import ssl
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
@@ -192,6 +194,33 @@ def test_download_resumes_from_the_first_unverified_chunk(
         partial.write_bytes(data[: 2 * 65536] + b"\0" * 1000)
         link.download_content(manifest, destination)
         assert destination.read_bytes() == data and not partial.exists()
+
+
+def test_a_long_poll_of_the_feed_answers_as_soon_as_a_change_is_recorded(
+    running: tuple[ConsoleProcess, httpx.Client],
+) -> None:
+    console, admin = running
+    server_key = admin.get("/api/v1/servers/auth-key").json()["key"]
+    key = issue_licence(
+        SigningKey.load(DEV_VENDOR_KEY), "Acme", 5, date(2099, 1, 1), date(2026, 1, 1)
+    )
+    admin.put("/api/v1/license", json={"key": key})
+    version = upload(admin, "Polled", os.urandom(1000))
+    with link_for(console, server_key, timeout=30) as link:
+        assert link.register().activated
+        cursor = link.changes(0).last_seq
+        quiet = link.changes(cursor, wait=0.3)  # nothing happens: an empty answer
+        assert quiet.changes == () and quiet.last_seq == cursor
+        with ThreadPoolExecutor(1) as pool:
+            polled = pool.submit(link.changes, cursor, wait=20)
+            time.sleep(0.5)
+            assert not polled.done(), "the console answered an empty feed at once"
+            admin.post(
+                "/api/v1/assignments",
+                json={"version_id": version["id"], "target_kind": "everyone"},
+            ).raise_for_status()
+            page = polled.result(timeout=10)  # long before the 20 s wait
+    assert [change.kind for change in page.changes] == ["assignments_changed"]
 
 
 def test_server_refuses_an_incompatible_console() -> None:

@@ -93,10 +93,11 @@ def server() -> None:
 )
 @click.option(
     "--sync-seconds",
-    default=5.0,
+    default=2.0,
     show_default=True,
     type=float,
-    help="How often to follow the console's change feed.",
+    help="How long one long poll of the console's change feed lasts (changes arrive at "
+    "once), and how long to wait before asking an unreachable console again.",
 )
 @click.option(
     "--report-seconds",

@@ -11,10 +11,13 @@ Every request carries ``X-Shoal-Server-Key`` (the shared authentication key),
 2. An activated server follows the change feed: ``GET changes?after=SEQ`` answers the
    changes after SEQ in order (``content_added``/``content_removed`` with a content ID,
    ``assignments_changed``, ``settings_changed``, ``topology_changed``,
-   ``licence_changed``). A new server starts at 0, so it sees every application that
-   exists: that is how activation hands it all content; later uploads follow as new
-   changes. For content it fetches ``content/ID/manifest`` (signed by the console key
-   given at registration) and ``content/ID`` (HTTP Range supported, to resume).
+   ``licence_changed``). With ``wait=S`` (a long poll) the console holds an empty
+   answer up to S seconds until a change comes, so a server learns of a new assignment
+   within ``FEED_POLL`` seconds instead of at its next sync round. A new server starts
+   at 0, so it sees every application that exists: that is how activation hands it all
+   content; later uploads follow as new changes. For content it fetches
+   ``content/ID/manifest`` (signed by the console key given at registration) and
+   ``content/ID`` (HTTP Range supported, to resume).
 3. It fetches ``settings``, ``topology`` and ``assignments`` (signed) when told to.
 4. It reports ``clients`` (its registry: this is where devices, seats and offices come
    from) and ``stats`` (running totals of bytes from peers and from the server, per
@@ -24,6 +27,7 @@ Every request carries ``X-Shoal-Server-Key`` (the shared authentication key),
 from __future__ import annotations
 
 import logging
+import time
 from typing import Annotated
 
 import anyio
@@ -46,6 +50,10 @@ ERRORS: dict[int | str, dict[str, object]] = {
 }
 ContentIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{64}$")]
 FEED_PAGE = 1000
+FEED_MAX_WAIT = 30.0
+FEED_POLL = 0.1
+"""How often a long poll looks for new changes: the database is the only source of truth,
+so this works whichever console process (or database client) recorded the change."""
 
 
 def _licence_out(licence: LicenceStatus) -> schemas.LicenceOut:
@@ -130,14 +138,25 @@ def changes(
     session: Database,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=FEED_PAGE)] = FEED_PAGE,
+    wait: Annotated[float, Query(ge=0, le=FEED_MAX_WAIT)] = 0,
 ) -> schemas.ChangeBatch:
-    """Changes after sequence number ``after``, oldest first (a page of ``limit``)."""
+    """Changes after sequence number ``after``, oldest first (a page of ``limit``).
+
+    With ``wait``, an empty answer is held back up to ``wait`` seconds, until a change
+    arrives (a long poll).
+    """
     row = activated_server(session, server)
     row.last_seen = state.clock()
     session.commit()
-    found = session.scalars(
-        select(db.Change).where(db.Change.seq > after).order_by(db.Change.seq).limit(limit + 1)
-    ).all()
+    deadline = time.monotonic() + wait
+    while True:
+        found = session.scalars(
+            select(db.Change).where(db.Change.seq > after).order_by(db.Change.seq).limit(limit + 1)
+        ).all()
+        if found or time.monotonic() >= deadline:
+            break
+        session.rollback()  # end the read, so that the next one sees new commits
+        time.sleep(FEED_POLL)
     page = found[:limit]
     return schemas.ChangeBatch(
         changes=[

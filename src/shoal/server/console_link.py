@@ -211,8 +211,13 @@ class ConsoleLink:
             message=answer["message"],
         )
 
-    def changes(self, after: int, limit: int = 1000) -> FeedPage:
-        answer = self._request("GET", "/changes", params={"after": after, "limit": limit}).json()
+    def changes(self, after: int, limit: int = 1000, wait: float = 0.0) -> FeedPage:
+        """The changes after ``after``; with ``wait``, the console holds an empty answer
+        up to that many seconds until a change arrives (keep it below the timeout)."""
+        params: dict[str, float] = {"after": after, "limit": limit}
+        if wait:
+            params["wait"] = wait
+        answer = self._request("GET", "/changes", params=params).json()
         return FeedPage(
             changes=tuple(
                 FeedChange(item["seq"], item["kind"], item["subject"]) for item in answer["changes"]

@@ -5,9 +5,14 @@ Theory of operation
 One asyncio loop runs ``ServerNode`` (control and data planes over UDP, through
 ``ApplicationRunner``) and a sync task that talks to the console over HTTPS:
 
-every ``sync_seconds``   register (activation, licence), follow the change feed,
+in rounds              register (activation, licence), follow the change feed,
                          fetch new content into the origin store (chunk-verified,
-                         resumable), refresh assignments, topology and settings;
+                         resumable), refresh assignments, topology and settings.
+                         The feed is long-polled: the console holds an empty
+                         answer up to ``sync_seconds``, so a change reaches the
+                         server (and, by a nudge, its clients) at once; a console
+                         that cannot be reached, or has not activated the server,
+                         is asked again after ``sync_seconds``;
 every ``report_seconds`` report the client registry (the console answers which
                          devices hold a seat) and download statistics.
 
@@ -57,6 +62,7 @@ from shoal.topology import parse_json
 from shoal.wire.control import ContentProgress
 
 log = logging.getLogger("shoal.server")
+MIN_SYNC_ROUND = 0.5
 
 
 def client_key_for(auth_key: str) -> bytes:
@@ -102,7 +108,7 @@ class ServerConfig:
     discovery_port: int | None = None
     checkin_seconds: int = 60
     lease_seconds: float = 10.0
-    sync_seconds: float = 5.0
+    sync_seconds: float = 2.0
     report_seconds: float = 10.0
     direct_outside_offices: bool = True
 
@@ -294,8 +300,11 @@ class ServerService:
 
     # ------------------------------------------------------------------ sync
 
-    def sync_once(self, cursor: int, first: bool) -> SyncOutcome:
-        """Blocking: one round with the console (runs in a worker thread)."""
+    def sync_once(self, cursor: int, first: bool, wait: float = 0.0) -> SyncOutcome:
+        """Blocking: one round with the console (runs in a worker thread).
+
+        ``wait``: how long the console may hold the feed's answer until a change comes.
+        """
         registration = self.link.register()
         outcome = SyncOutcome(
             registration.activated, registration.message, registration.licence, cursor
@@ -304,7 +313,8 @@ class ServerService:
             return outcome
         other_changes: set[str] = set()
         while True:
-            page = self.link.changes(outcome.cursor)
+            page = self.link.changes(outcome.cursor, wait=wait)
+            wait = 0.0  # only the first page waits
             for change in page.changes:
                 if change.kind == "content_added" and change.subject:
                     info = self.link.download_into(self.origin, change.subject)
@@ -501,18 +511,24 @@ class ServerService:
         first = True
         while not stop.is_set():
             cursor = int(self.state.get("cursor") or 0)
+            wait = 0.0 if first else self.config.sync_seconds
+            started = time.monotonic()
             try:
-                outcome = await asyncio.to_thread(self.sync_once, cursor, first)
+                outcome = await asyncio.to_thread(self.sync_once, cursor, first, wait)
             except ConsoleLinkError as error:
                 self.console_note = str(error)
                 log.warning("console sync failed: %s", error)
-            else:
-                self.apply(outcome)
-                if outcome.activated:
-                    first = False
-                else:
-                    log.warning("%s", outcome.message)
-            await sleep_or_stop(stop, self.config.sync_seconds)
+                await sleep_or_stop(stop, self.config.sync_seconds)
+                continue
+            self.apply(outcome)
+            if not outcome.activated:
+                log.warning("%s", outcome.message)
+                await sleep_or_stop(stop, self.config.sync_seconds)
+                continue
+            first = False
+            # The long poll paces the rounds; this only keeps them MIN_SYNC_ROUND apart.
+            elapsed = time.monotonic() - started
+            await sleep_or_stop(stop, max(0.0, MIN_SYNC_ROUND - elapsed))
 
     async def _report_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
