@@ -54,6 +54,8 @@ function bytes(count) {
 }
 
 function showLogin() {
+  $("#who").textContent = "";
+  $("#about").textContent = "";
   $("#login").hidden = false;
   $("#app").hidden = true;
   $("#logout").hidden = true;
@@ -76,7 +78,7 @@ function showLicence(licence) {
 async function refresh() {
   const status = await api("GET", "/api/v1/status");
   showLicence(status.licence);
-  $("#who").textContent = `version ${status.version} · signing key ${status.console_key_id}`;
+  $("#about").textContent = `version ${status.version} · signing key ${status.console_key_id}`;
   const applications = await api("GET", "/api/v1/applications");
   const versions = applications.flatMap((app) => app.versions);
   table($("#applications-table"), [
@@ -118,11 +120,13 @@ async function refresh() {
 }
 
 async function start() {
+  let admin;
   try {
-    await api("GET", "/api/v1/auth/me");
+    admin = await api("GET", "/api/v1/auth/me");
   } catch {
     return;
   }
+  $("#who").textContent = `logged in as ${admin.username}`;
   $("#login").hidden = true;
   $("#app").hidden = false;
   $("#logout").hidden = false;
@@ -141,10 +145,18 @@ document.addEventListener("DOMContentLoaded", () => {
     try {
       await api("POST", "/api/v1/auth/login", { username: form.get("username"), password: form.get("password") });
       $("#login-error").textContent = "";
+      event.target.reset(); // no password left in the page for whoever comes next
       await start();
     } catch (error) { $("#login-error").textContent = error.message; }
   });
-  $("#logout").addEventListener("click", async () => { await api("POST", "/api/v1/auth/logout"); showLogin(); });
+  $("#logout").addEventListener("click", async () => {
+    try {
+      await api("POST", "/api/v1/auth/logout");
+    } catch {
+      return; // a 401 (the session had already ended) has shown the login form
+    }
+    showLogin();
+  });
   $("#upload-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = new FormData(event.target);
