@@ -21,8 +21,10 @@ async function api(method, path, body, headers = {}) {
   const text = await response.text();
   const data = text && response.headers.get("content-type")?.includes("json") ? JSON.parse(text) : text;
   if (!response.ok) {
-    const problems = data && data.problems ? "\n" + data.problems.map((p) => (p.where ? `${p.where}, ${p.field}: ${p.message}` : p)).join("\n") : "";
-    throw new Error(((data && data.detail) || response.statusText) + problems);
+    // The detail sums up the first few problems; the list, one a line, has them all.
+    const problems = (data && data.problems) || [];
+    if (problems.length) throw new Error(problems.map((p) => (p.where ? `${p.where}, ${p.field}: ${p.message}` : p)).join("\n"));
+    throw new Error((data && data.detail) || response.statusText);
   }
   return data;
 }
@@ -67,7 +69,8 @@ function showLicence(licence) {
   const banner = $("#licence-banner");
   banner.hidden = false;
   banner.className = !licence.active ? "bad" : licence.overage ? "warn" : "ok";
-  banner.textContent = (licence.overage ? `OVERAGE: ${licence.seats_over} seats over. ` : "") + licence.message;
+  const over = `${licence.seats_over} seat${licence.seats_over === 1 ? "" : "s"} over`;
+  banner.textContent = (licence.overage ? `OVERAGE: ${over}. ` : "") + licence.message;
   table($("#licence-table"), [["field", (r) => r[0]], ["value", (r) => r[1]]], [
     ["state", licence.state], ["customer", licence.customer], ["seats", licence.seats],
     ["seats used", licence.seats_used], ["seats over", licence.seats_over],
