@@ -79,17 +79,20 @@ function showLicence(licence) {
 }
 
 async function refresh() {
-  const status = await api("GET", "/api/v1/status");
+  // Every view is fetched at once, then drawn at once: the page never shows half of it.
+  const [status, applications, assignments, devices, offices, servers, downloads] = await Promise.all([
+    api("GET", "/api/v1/status"), api("GET", "/api/v1/applications"), api("GET", "/api/v1/assignments"),
+    api("GET", "/api/v1/devices"), api("GET", "/api/v1/offices"), api("GET", "/api/v1/servers"),
+    api("GET", "/api/v1/reports/downloads"),
+  ]);
   showLicence(status.licence);
   $("#about").textContent = `version ${status.version} · signing key ${status.console_key_id}`;
-  const applications = await api("GET", "/api/v1/applications");
   const versions = applications.flatMap((app) => app.versions);
   table($("#applications-table"), [
     ["application", (v) => v.application], ["version", (v) => v.version], ["version ID", (v) => v.id],
     ["size", (v) => bytes(v.size)], ["content ID", (v) => v.content_id.slice(0, 12)],
     ["confidential", (v) => (v.confidential ? "yes" : "no")], ["uploaded", (v) => v.created_at],
   ], versions);
-  const assignments = await api("GET", "/api/v1/assignments");
   table($("#assignments-table"), [
     ["ID", (a) => a.id], ["application", (a) => `${a.application} ${a.version}`],
     ["target", (a) => (a.target_kind === "everyone" ? "everyone" : `${a.target_kind} ${a.target}`)],
@@ -97,24 +100,20 @@ async function refresh() {
     ["progress", (a) => { const bar = document.createElement("progress"); bar.max = 100; bar.value = a.progress.percent; bar.title = `${a.progress.percent}%`; return bar; }],
     ["mode", (a) => (a.background ? "background" : "foreground")],
   ], assignments);
-  const devices = await api("GET", "/api/v1/devices");
   table($("#devices-table"), [
     ["device", (d) => d.id], ["host", (d) => d.hostname], ["address", (d) => d.address],
     ["office", (d) => d.office], ["version", (d) => d.version], ["status", (d) => d.status],
     ["licensed", (d) => (d.licensed ? "yes" : "NO")], ["cached", (d) => d.cached_content.filter((c) => c.complete).length],
   ], devices);
-  const offices = await api("GET", "/api/v1/offices");
   table($("#offices-table"), [
     ["office", (o) => o.office], ["parent", (o) => o.parent], ["type", (o) => o.type],
     ["subnets", (o) => o.subnets.join(" ")], ["devices", (o) => o.devices],
     ["auto", (o) => (o.auto_generated ? "yes" : "")],
   ], offices);
-  const servers = await api("GET", "/api/v1/servers");
   table($("#servers-table"), [
     ["server", (s) => s.id], ["name", (s) => s.name], ["address", (s) => s.address],
     ["version", (s) => s.version], ["activated", (s) => (s.activated ? "yes" : "no")], ["last seen", (s) => s.last_seen],
   ], servers);
-  const downloads = await api("GET", "/api/v1/reports/downloads");
   table($("#downloads-table"), [
     ["content", (r) => r.content_id.slice(0, 12)], ["office", (r) => r.office],
     ["from peers", (r) => bytes(r.bytes_from_peers)], ["from server", (r) => bytes(r.bytes_from_server)],
@@ -127,6 +126,7 @@ async function start() {
   try {
     admin = await api("GET", "/api/v1/auth/me");
   } catch {
+    showLogin();
     return;
   }
   $("#who").textContent = `logged in as ${admin.username}`;
@@ -192,6 +192,6 @@ document.addEventListener("DOMContentLoaded", () => {
     try { await api("PUT", "/api/v1/license", { key: new FormData(event.target).get("key") }); $("#licence-error").textContent = ""; await refresh(); }
     catch (error) { $("#licence-error").textContent = error.message; }
   });
-  showLogin();
+  // Neither the login form nor the app shows until the console says who is logged in.
   start();
 });
