@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SCENARIOS := branch-flash multi-office churn corrupt-peer
 
-.PHONY: demo test lint typecheck pytest postgres bench clean
+.PHONY: demo test lint typecheck pytest postgres chromium bench clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,12 +30,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP) postgres
+pytest: $(STAMP) postgres chromium
 	$(BIN)/pytest
 
 ## postgres: install PostgreSQL (Debian package) when missing, for the console tests
 postgres:
 	.ci/ensure-postgres.sh
+
+## chromium: install Debian's chromium when missing, for the console's browser tests
+chromium:
+	.ci/ensure-chromium.sh
 
 ## bench: benchmarks that print figures (see README); the lab scenarios need root and
 ## write bench/results/SCENARIO.json and the charts bench/results/SCENARIO-{cdf,wan}.png

@@ -32,3 +32,9 @@ def script() -> FileResponse:
 @router.get("/ui/console.css")
 def style() -> FileResponse:
     return FileResponse(HERE / "console.css", media_type="text/css", headers=SECURITY_HEADERS)
+
+
+@router.get("/ui/favicon.svg")
+def icon() -> FileResponse:
+    # Without an icon of its own, every browser asks for /favicon.ico and logs a 404.
+    return FileResponse(HERE / "favicon.svg", media_type="image/svg+xml", headers=SECURITY_HEADERS)

@@ -21,8 +21,10 @@ async function api(method, path, body, headers = {}) {
   const text = await response.text();
   const data = text && response.headers.get("content-type")?.includes("json") ? JSON.parse(text) : text;
   if (!response.ok) {
-    const problems = data && data.problems ? "\n" + data.problems.map((p) => (p.where ? `${p.where}, ${p.field}: ${p.message}` : p)).join("\n") : "";
-    throw new Error(((data && data.detail) || response.statusText) + problems);
+    // The detail sums up the first few problems; the list, one a line, has them all.
+    const problems = (data && data.problems) || [];
+    if (problems.length) throw new Error(problems.map((p) => (p.where ? `${p.where}, ${p.field}: ${p.message}` : p)).join("\n"));
+    throw new Error((data && data.detail) || response.statusText);
   }
   return data;
 }
@@ -54,6 +56,8 @@ function bytes(count) {
 }
 
 function showLogin() {
+  $("#who").textContent = "";
+  $("#about").textContent = "";
   $("#login").hidden = false;
   $("#app").hidden = true;
   $("#logout").hidden = true;
@@ -65,7 +69,8 @@ function showLicence(licence) {
   const banner = $("#licence-banner");
   banner.hidden = false;
   banner.className = !licence.active ? "bad" : licence.overage ? "warn" : "ok";
-  banner.textContent = (licence.overage ? `OVERAGE: ${licence.seats_over} seats over. ` : "") + licence.message;
+  const over = `${licence.seats_over} seat${licence.seats_over === 1 ? "" : "s"} over`;
+  banner.textContent = (licence.overage ? `OVERAGE: ${over}. ` : "") + licence.message;
   table($("#licence-table"), [["field", (r) => r[0]], ["value", (r) => r[1]]], [
     ["state", licence.state], ["customer", licence.customer], ["seats", licence.seats],
     ["seats used", licence.seats_used], ["seats over", licence.seats_over],
@@ -74,17 +79,20 @@ function showLicence(licence) {
 }
 
 async function refresh() {
-  const status = await api("GET", "/api/v1/status");
+  // Every view is fetched at once, then drawn at once: the page never shows half of it.
+  const [status, applications, assignments, devices, offices, servers, downloads] = await Promise.all([
+    api("GET", "/api/v1/status"), api("GET", "/api/v1/applications"), api("GET", "/api/v1/assignments"),
+    api("GET", "/api/v1/devices"), api("GET", "/api/v1/offices"), api("GET", "/api/v1/servers"),
+    api("GET", "/api/v1/reports/downloads"),
+  ]);
   showLicence(status.licence);
-  $("#who").textContent = `version ${status.version} · signing key ${status.console_key_id}`;
-  const applications = await api("GET", "/api/v1/applications");
+  $("#about").textContent = `version ${status.version} · signing key ${status.console_key_id}`;
   const versions = applications.flatMap((app) => app.versions);
   table($("#applications-table"), [
     ["application", (v) => v.application], ["version", (v) => v.version], ["version ID", (v) => v.id],
     ["size", (v) => bytes(v.size)], ["content ID", (v) => v.content_id.slice(0, 12)],
     ["confidential", (v) => (v.confidential ? "yes" : "no")], ["uploaded", (v) => v.created_at],
   ], versions);
-  const assignments = await api("GET", "/api/v1/assignments");
   table($("#assignments-table"), [
     ["ID", (a) => a.id], ["application", (a) => `${a.application} ${a.version}`],
     ["target", (a) => (a.target_kind === "everyone" ? "everyone" : `${a.target_kind} ${a.target}`)],
@@ -92,24 +100,20 @@ async function refresh() {
     ["progress", (a) => { const bar = document.createElement("progress"); bar.max = 100; bar.value = a.progress.percent; bar.title = `${a.progress.percent}%`; return bar; }],
     ["mode", (a) => (a.background ? "background" : "foreground")],
   ], assignments);
-  const devices = await api("GET", "/api/v1/devices");
   table($("#devices-table"), [
     ["device", (d) => d.id], ["host", (d) => d.hostname], ["address", (d) => d.address],
     ["office", (d) => d.office], ["version", (d) => d.version], ["status", (d) => d.status],
     ["licensed", (d) => (d.licensed ? "yes" : "NO")], ["cached", (d) => d.cached_content.filter((c) => c.complete).length],
   ], devices);
-  const offices = await api("GET", "/api/v1/offices");
   table($("#offices-table"), [
     ["office", (o) => o.office], ["parent", (o) => o.parent], ["type", (o) => o.type],
     ["subnets", (o) => o.subnets.join(" ")], ["devices", (o) => o.devices],
     ["auto", (o) => (o.auto_generated ? "yes" : "")],
   ], offices);
-  const servers = await api("GET", "/api/v1/servers");
   table($("#servers-table"), [
     ["server", (s) => s.id], ["name", (s) => s.name], ["address", (s) => s.address],
     ["version", (s) => s.version], ["activated", (s) => (s.activated ? "yes" : "no")], ["last seen", (s) => s.last_seen],
   ], servers);
-  const downloads = await api("GET", "/api/v1/reports/downloads");
   table($("#downloads-table"), [
     ["content", (r) => r.content_id.slice(0, 12)], ["office", (r) => r.office],
     ["from peers", (r) => bytes(r.bytes_from_peers)], ["from server", (r) => bytes(r.bytes_from_server)],
@@ -118,11 +122,14 @@ async function refresh() {
 }
 
 async function start() {
+  let admin;
   try {
-    await api("GET", "/api/v1/auth/me");
+    admin = await api("GET", "/api/v1/auth/me");
   } catch {
+    showLogin();
     return;
   }
+  $("#who").textContent = `logged in as ${admin.username}`;
   $("#login").hidden = true;
   $("#app").hidden = false;
   $("#logout").hidden = false;
@@ -141,10 +148,18 @@ document.addEventListener("DOMContentLoaded", () => {
     try {
       await api("POST", "/api/v1/auth/login", { username: form.get("username"), password: form.get("password") });
       $("#login-error").textContent = "";
+      event.target.reset(); // no password left in the page for whoever comes next
       await start();
     } catch (error) { $("#login-error").textContent = error.message; }
   });
-  $("#logout").addEventListener("click", async () => { await api("POST", "/api/v1/auth/logout"); showLogin(); });
+  $("#logout").addEventListener("click", async () => {
+    try {
+      await api("POST", "/api/v1/auth/logout");
+    } catch {
+      return; // a 401 (the session had already ended) has shown the login form
+    }
+    showLogin();
+  });
   $("#upload-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     const form = new FormData(event.target);
@@ -177,6 +192,6 @@ document.addEventListener("DOMContentLoaded", () => {
     try { await api("PUT", "/api/v1/license", { key: new FormData(event.target).get("key") }); $("#licence-error").textContent = ""; await refresh(); }
     catch (error) { $("#licence-error").textContent = error.message; }
   });
-  showLogin();
+  // Neither the login form nor the app shows until the console says who is logged in.
   start();
 });

@@ -1,0 +1,351 @@
+"""The console's web UI in a real browser: what an administrator sees.
+
+Debian's chromium, driven by Playwright, against a real ``shoal console`` process on
+loopback over HTTPS (its self-signed certificate is accepted by the browser context).
+Any script error, CSP violation or unexpected failed request that the browser reports
+fails the test. Chromium logs every HTTP error answer to a fetch as a console error,
+so each test names the refusals it expects, such as a 401 for a wrong password.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import (
+    Browser,
+    ConsoleMessage,
+    Page,
+    Request,
+    expect,
+    sync_playwright,
+)
+
+from shoal.core.signing import SigningKey
+from shoal.licensing import DEV_VENDOR_KEY, issue_licence
+from shoal.server.console_link import ConsoleLink, ReportedClient
+
+from .process import ConsoleProcess
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Headless, and no background traffic: without the networking flags chromium tries to
+# reach the internet (updates, sync, field trials), which these tests never need.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 10_000
+# How chromium logs an HTTP error answer to any request of the page.
+HTTP_ERROR_LOGGED = re.compile(r"the server responded with a status of (\d+)")
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason="Debian's chromium is not installed at /usr/bin/chromium (as root, make test "
+    "installs it)",
+)
+
+
+@dataclass
+class ConsoleUI:
+    """A browser page on a console, and what the browser reported going wrong on it."""
+
+    console: ConsoleProcess
+    page: Page
+    # Before logging in, the page asks who is logged in: 401 is the answer for nobody.
+    refusals_expected: set[tuple[int, str]] = field(
+        default_factory=lambda: {(401, "/api/v1/auth/me")}
+    )
+    refusals: list[tuple[int, str]] = field(default_factory=list)
+    script_problems: list[str] = field(default_factory=list)
+    network_changed: bool = False
+
+    def watch(self) -> None:
+        self.page.on("pageerror", lambda error: self.script_problems.append(f"{error}"))
+        self.page.on("console", self._console_message)
+        self.page.on("requestfailed", self._request_failed)
+
+    def _request_failed(self, request: Request) -> None:
+        self.script_problems.append(f"request failed: {request.url} {request.failure}")
+        if request.failure == "net::ERR_NETWORK_CHANGED":
+            self.network_changed = True
+
+    def _console_message(self, message: ConsoleMessage) -> None:
+        if message.type != "error":
+            return
+        # Also requests the page makes by itself (its icon) are seen only here.
+        refused = HTTP_ERROR_LOGGED.search(message.text)
+        if refused:
+            path = urlsplit(message.location.get("url", "")).path
+            self.refusals.append((int(refused.group(1)), path))
+        else:
+            self.script_problems.append(f"console error: {message.text} {message.location}")
+
+    def expect_refusal(self, status: int, path: str) -> None:
+        """Declare that the console refusing ``path`` with ``status`` is part of the test."""
+        self.refusals_expected.add((status, path))
+
+    def problems(self) -> list[str]:
+        unexpected = [
+            f"unexpected HTTP {status} for {path}"
+            for status, path in self.refusals
+            if (status, path) not in self.refusals_expected
+        ]
+        return self.script_problems + unexpected
+
+    def submit_login(self, password: str) -> None:
+        form = self.page.locator("#login-form")
+        form.get_by_label("Username").fill("admin")
+        form.get_by_label("Password").fill(password)
+        form.get_by_role("button", name="Log in").click()
+
+    def log_in(self) -> None:
+        """Log in as the console's administrator and wait for the page to show its data."""
+        self.page.goto("/")
+        self.submit_login(self.console.password or "")
+        expect(self.page.locator("#about")).to_contain_text("signing key")
+
+    def open_tab(self, name: str) -> None:
+        self.page.locator("nav").get_by_role("button", name=name, exact=True).click()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def console_ui(browser: Browser, data_dir: Path) -> Iterator[ConsoleUI]:
+    """A console of its own, and a fresh browser context (no cookies, no storage) on it."""
+    console = ConsoleProcess(data_dir)
+    try:
+        console.start()
+        context = browser.new_context(ignore_https_errors=True, base_url=console.base_url)
+        context.set_default_timeout(TIMEOUT_MS)
+        try:
+            ui = ConsoleUI(console, context.new_page())
+            ui.watch()
+            yield ui
+        finally:
+            context.close()
+    finally:
+        console.stop()
+
+
+def in_browser(scenario: Callable[[ConsoleUI], None]) -> Callable[[Browser, Path], None]:
+    """The test that runs ``scenario`` on a fresh console in a fresh browser context.
+
+    It fails on anything the browser reports going wrong, and on whatever ``scenario``
+    asserts. Chromium fails the requests it is connecting when the machine's network
+    changes (an interface added anywhere on the host, as tests in network namespaces
+    do): a scenario that failed after such a change runs once more, anew.
+    """
+
+    def test(browser: Browser, tmp_path: Path) -> None:
+        for attempt in (1, 2):
+            with console_ui(browser, tmp_path / f"console-{attempt}") as ui:
+                try:
+                    scenario(ui)
+                    assert ui.problems() == [], "the browser reported problems on the page"
+                    return
+                except Exception:
+                    if attempt == 2 or not ui.network_changed:
+                        raise
+                    warnings.warn(
+                        f"{scenario.__name__}: the network changed under chromium; ran again",
+                        stacklevel=1,
+                    )
+
+    test.__name__ = test.__qualname__ = scenario.__name__
+    test.__doc__ = scenario.__doc__
+    return test
+
+
+def licence_key(seats: int, vendor_key: SigningKey | None = None) -> str:
+    vendor_key = vendor_key or SigningKey.load(DEV_VENDOR_KEY)
+    return issue_licence(vendor_key, "Acme", seats, date(2099, 1, 1), date.today())
+
+
+@in_browser
+def test_login_shows_the_error_then_the_app_and_who_is_logged_in(ui: ConsoleUI) -> None:
+    page = ui.page
+    ui.expect_refusal(401, "/api/v1/auth/login")
+    page.goto("/")
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    expect(page.locator("#app")).to_be_hidden()
+
+    ui.submit_login("not the password")
+    expect(page.locator("#login-error")).to_have_text("wrong username or password")
+    expect(page.locator("#app")).to_be_hidden()
+
+    ui.log_in()
+    expect(page.locator("#app")).to_be_visible()
+    expect(page.get_by_role("heading", name="Log in")).to_be_hidden()
+    expect(page.locator("#who")).to_contain_text("admin")
+    expect(page.get_by_role("button", name="Log out")).to_be_visible()
+    # Each tab shows its own panel and hides the others.
+    tabs = ["Applications", "Assignments", "Devices", "Topology", "P2P servers", "Licence"]
+    for tab in tabs:
+        ui.open_tab(tab)
+        for other in tabs:
+            heading = page.locator("main").get_by_role("heading", name=other, exact=True)
+            if other == tab:
+                expect(heading).to_be_visible()
+            else:
+                expect(heading).to_be_hidden()
+
+
+@in_browser
+def test_uploaded_application_appears_in_the_table(ui: ConsoleUI) -> None:
+    page = ui.page
+    ui.log_in()
+    form = page.locator("#upload-form")
+    form.get_by_label("Name").fill("Notepad++")
+    form.get_by_label("Version").fill("8.6.4")
+    form.locator("input[type=file]").set_input_files(
+        {"name": "npp.exe", "mimeType": "application/octet-stream", "buffer": b"x" * 3000}
+    )
+    form.get_by_role("button", name="Upload").click()
+    expect(page.locator("#upload-status")).to_have_text("done")
+    row = page.locator("#applications-table tr").filter(has_text="Notepad++")
+    expect(row.locator("td")).to_have_text(
+        [
+            "Notepad++",  # application
+            "8.6.4",  # version
+            re.compile(r"^\d+$"),  # version ID
+            "2.9 KiB",  # size of the 3000 bytes uploaded
+            re.compile(r"^[0-9a-f]{12}$"),  # content ID
+            "no",  # confidential
+            re.compile(r"^\d{4}-\d\d-\d\d"),  # uploaded
+        ]
+    )
+
+
+@in_browser
+def test_licence_overage_shows_a_warning_and_an_invalid_key_an_error(ui: ConsoleUI) -> None:
+    console, page = ui.console, ui.page
+    ui.expect_refusal(422, "/api/v1/license")
+    # Three devices reach the console the way they do in production: through the link
+    # of a P2P server in the Central Office, which needs a licence to be activated.
+    admin = console.admin()
+    try:
+        topology = "office,parent,type,subnets\nCentral Office,,Default,127.0.0.0/8\n"
+        topology += "Paris,Central Office,Default,10.1.0.0/24\n"
+        admin.put(
+            "/api/v1/topology", content=topology, headers={"content-type": "text/csv"}
+        ).raise_for_status()
+        admin.put("/api/v1/license", json={"key": licence_key(seats=10)}).raise_for_status()
+        server_key = admin.get("/api/v1/servers/auth-key").json()["key"]
+    finally:
+        admin.close()
+    with ConsoleLink(
+        console.base_url,
+        server_key,
+        "srv-central",
+        name="central",
+        address="127.0.0.1",
+        ca_certificate=console.cert_path,
+    ) as link:
+        assert link.register().activated
+        link.report_clients(
+            ReportedClient(f"dev-{n}", f"pc{n}", f"10.1.0.{10 + n}", "10.1.0.0/24", "0.1.0")
+            for n in range(3)
+        )
+
+    ui.log_in()
+    banner = page.locator("#licence-banner")
+    expect(banner).to_have_class("ok")
+    expect(banner).not_to_contain_text("OVERAGE")
+
+    ui.open_tab("Licence")
+    key_field = page.locator("#licence-form").get_by_label("Licence key")
+    save = page.get_by_role("button", name="Save and activate")
+    key_field.fill(licence_key(seats=1, vendor_key=SigningKey.generate()))
+    save.click()
+    expect(page.locator("#licence-error")).to_contain_text("signed by vendor key")
+    expect(banner).to_have_class("ok")
+
+    seats_over = page.locator("#licence-table tr").filter(has_text="seats over")
+    for seats, over in ((1, "2 seats over"), (2, "1 seat over")):
+        key_field.fill(licence_key(seats))
+        save.click()
+        expect(banner).to_have_class("warn")
+        expect(banner).to_contain_text(f"OVERAGE: {over}.")
+        expect(page.locator("#licence-error")).to_have_text("")
+        expect(seats_over.locator("td")).to_have_text(["seats over", str(3 - seats)])
+
+
+@in_browser
+def test_topology_with_a_bad_cidr_names_the_line_and_the_field(ui: ConsoleUI) -> None:
+    page = ui.page
+    ui.expect_refusal(422, "/api/v1/topology")
+    ui.log_in()
+    ui.open_tab("Topology")
+    csv_field = page.locator("#topology-form").get_by_label("Replace with CSV")
+    upload = page.get_by_role("button", name="Upload topology")
+    offices = page.locator("#offices-table")
+    header = "office,parent,type,subnets\nCentral Office,,Default,10.0.0.0/24\n"
+
+    csv_field.fill(
+        header + "Paris,Central Office,Default,10.1.0.0/33\nLyon,Nowhere,Default,10.2.0.0/24\n"
+    )
+    upload.click()
+    # Every problem once, on a line of its own.
+    expect(page.locator("#topology-error")).to_have_text(
+        re.compile(
+            r"^line 3, subnets: '10\.1\.0\.0/33' is not a CIDR subnet[^\n]*\n"
+            r"line 4, parent: unknown parent office 'Nowhere'$"
+        )
+    )
+    expect(offices).not_to_contain_text("Paris")
+
+    csv_field.fill(header + "Paris,Central Office,Default,10.1.0.0/24\n")
+    upload.click()
+    expect(page.locator("#topology-error")).to_have_text("")
+    paris = offices.locator("tr").filter(has_text="Paris")
+    expect(paris.locator("td").nth(3)).to_have_text("10.1.0.0/24")
+
+
+@in_browser
+def test_logout_returns_to_the_login_form(ui: ConsoleUI) -> None:
+    page = ui.page
+    ui.log_in()
+    expect(page.locator("#who")).to_contain_text("admin")
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    expect(page.locator("#app")).to_be_hidden()
+    expect(page.locator("#who")).to_have_text("")
+    # The next person at this browser finds no password typed in, and no session.
+    expect(page.locator("#login-form").get_by_label("Password")).to_have_value("")
+    page.reload()
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    expect(page.locator("#app")).to_be_hidden()
+
+
+@in_browser
+def test_logout_after_the_session_ended_returns_to_the_login_form(ui: ConsoleUI) -> None:
+    page = ui.page
+    ui.expect_refusal(401, "/api/v1/auth/logout")
+    ui.log_in()
+    expect(page.locator("#app")).to_be_visible()
+    page.context.clear_cookies()
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    expect(page.locator("#app")).to_be_hidden()
