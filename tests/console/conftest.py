@@ -90,8 +90,12 @@ class Harness:
         return self.put("/api/v1/topology", content=csv_text, headers={"content-type": "text/csv"})
 
 
-def make_harness(data_dir: Path, database_url: str | None, clock: FakeClock) -> Harness:
-    state = open_console(ConsoleConfig(data_dir=data_dir, database_url=database_url), clock)
+def make_harness(
+    data_dir: Path, database_url: str | None, clock: FakeClock, **config: Any
+) -> Harness:
+    state = open_console(
+        ConsoleConfig(data_dir=data_dir, database_url=database_url, **config), clock
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         client = TestClient(create_app(state), base_url="https://testserver")

@@ -40,7 +40,10 @@ def console_schema(
     from datetime import UTC, datetime
 
     harness: Harness = make_harness(
-        data_dir, database_url, FakeClock(datetime(2026, 6, 1, tzinfo=UTC))
+        data_dir,
+        database_url,
+        FakeClock(datetime(2026, 6, 1, tzinfo=UTC)),
+        feed_wait_seconds=0.05,  # the fuzzer's long polls of the feed must not stall it
     )
     harness.set_topology(CSV_TOPOLOGY.replace("10.0.0.0/24", "127.0.0.0/8"))
     harness.save_licence(seats=5, expires=date(2027, 1, 1))

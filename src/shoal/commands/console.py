@@ -59,6 +59,15 @@ import click
     help="Name of the first administrator (created at first start).",
 )
 @click.option(
+    "--feed-wait",
+    "feed_wait_seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0, 30),
+    help="Longest a P2P server's long poll of the change feed is held, in seconds "
+    "(lower it behind a proxy that cuts idle connections sooner).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -75,6 +84,7 @@ def console(
     no_tls: bool,
     vendor_public_key: Path | None,
     admin_username: str,
+    feed_wait_seconds: float,
     log_level: str,
 ) -> None:
     """Run the console: REST API under /api/v1 over HTTPS (OpenAPI at /api/v1/docs).
@@ -102,6 +112,7 @@ def console(
         tls_names=tls_names + ((host,) if host not in ("0.0.0.0", "::", "") else ()),
         vendor_public_key=vendor_public_key,
         admin_username=admin_username,
+        feed_wait_seconds=feed_wait_seconds,
     )
     serve(config, host, port, log_level)
 

@@ -148,7 +148,7 @@ def changes(
     row = activated_server(session, server)
     row.last_seen = state.clock()
     session.commit()
-    deadline = time.monotonic() + wait
+    deadline = time.monotonic() + min(wait, state.config.feed_wait_seconds)
     while True:
         found = session.scalars(
             select(db.Change).where(db.Change.seq > after).order_by(db.Change.seq).limit(limit + 1)

@@ -62,6 +62,9 @@ class ConsoleConfig:
     admin_username: str = "admin"
     online_window_seconds: int = 900
     session_hours: int = 12
+    feed_wait_seconds: float = 30.0
+    """Longest a P2P server's long poll of the change feed is held (lower it behind a
+    proxy that cuts idle connections sooner)."""
 
 
 @dataclass(slots=True)
