@@ -75,14 +75,20 @@ def test_a_failed_request_is_retried() -> None:
         max_size=80,
     ),
     seed=st.integers(0, 1000),
+    fanout_limit=st.booleans(),
 )
 def test_scheduling_invariants_hold_under_any_sequence(
-    chunk_count: int, steps: list[tuple[str, int, int]], seed: int
+    chunk_count: int, steps: list[tuple[str, int, int]], seed: int, fanout_limit: bool
 ) -> None:
     rng = random.Random(seed)
     picker: ChunkPicker[int] = ChunkPicker(
-        ChunkSet(chunk_count), max_in_flight_per_peer=2, endgame_duplicates=2, rng=rng
+        ChunkSet(chunk_count),
+        max_in_flight_per_peer=2,
+        endgame_duplicates=2,
+        rng=rng,
+        me=99 if fanout_limit else None,
     )
+    now = 0.0
     outstanding: dict[int, set[int]] = {}
     banned: set[int] = set()
     for action, peer, raw_chunk in steps:
@@ -90,7 +96,8 @@ def test_scheduling_invariants_hold_under_any_sequence(
         if action == "have":
             picker.peer_has_chunk(peer, chunk)
         elif action == "request":
-            for asked, index in picker.next_requests():
+            now += 0.2
+            for asked, index in picker.next_requests(now=now):
                 assert asked not in banned
                 assert index not in picker.have
                 assert asked not in outstanding.setdefault(index, set())
@@ -125,3 +132,28 @@ def test_the_origin_is_asked_only_for_chunks_no_peer_holds() -> None:
     assert picker.next_requests() == []
     assert sorted(picker.peer_gone("neighbour")) == [0, 1, 2]
     assert sorted(chunk for _, chunk in picker.next_requests()) == [0, 1, 2]
+
+
+def test_one_downloader_fetches_a_new_chunk_from_its_source_and_the_others_wait() -> None:
+    downloaders = ["10.2.0.2", "10.2.0.3", "10.2.0.4", "10.2.0.5"]
+    pickers = {}
+    for me in downloaders:
+        picker: ChunkPicker[str] = ChunkPicker(ChunkSet(8), me=me, key=str, fanout=1)
+        for other in downloaders:
+            if other != me:
+                picker.peer_has(other, ChunkSet(8))  # known, holding nothing yet
+        picker.peer_has("rendezvous", ChunkSet(8, [5]))  # its newest chunk
+        pickers[me] = picker
+    asked = {me: picker.next_requests(now=0.0) for me, picker in pickers.items()}
+    fetchers = [me for me, requests in asked.items() if requests]
+    assert len(fetchers) == 1, asked  # every downloader reached the same choice
+    assert asked[fetchers[0]] == [("rendezvous", 5)]
+    # The others take it from the fetcher once it has it, not from the source.
+    waiting = next(p for me, p in pickers.items() if me != fetchers[0])
+    waiting.peer_has_chunk(fetchers[0], 5)
+    assert waiting.next_requests(now=0.1) == [(fetchers[0], 5)]
+    # A fetcher that never gets it holds nobody up beyond the grace time.
+    late = [p for me, p in pickers.items() if me != fetchers[0]][-1]
+    assert late.next_requests(now=0.1) == []
+    assert late.next_wake() == 0.5
+    assert late.next_requests(now=0.5) == [("rendezvous", 5)]

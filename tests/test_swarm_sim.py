@@ -265,3 +265,23 @@ def test_a_new_assignment_starts_at_once_not_at_the_next_check_in(tmp_path: Path
     assert server.control.counters.nudges_sent == 4
     for client in enterprise.clients:
         assert file_sha256(client.store, manifest.content_id) == hashlib.sha256(second).hexdigest()
+
+
+def test_the_rendezvous_point_sends_each_chunk_about_once_on_slow_client_links(
+    tmp_path: Path,
+) -> None:
+    """WiFi-class links (200 Mbit/s) cannot carry 5 copies of a 50 Mbit/s WAN stream:
+    the rendezvous point hands each new chunk to one peer, which passes it on."""
+    enterprise = build_enterprise(
+        tmp_path,
+        [OfficeSpec("Cafe", "10.2.0.0/24", 6, wan_rate=50e6 / 8, nic_rate=200e6 / 8)],
+        package_size=4 * MIB,
+        chunk_size=256 * 1024,
+    )
+    enterprise.run(until=60, stop=enterprise.all_complete)
+    assert_everyone_has_the_package(enterprise)
+    (rendezvous,) = [
+        c for c in enterprise.clients if enterprise.download_of(c).source is LeaseDecision.GRANTED
+    ]
+    served = rendezvous.agent.counters.bytes_served
+    assert served <= 2 * enterprise.manifest.size, f"{served / enterprise.manifest.size:.1f}x"

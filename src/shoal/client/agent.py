@@ -306,6 +306,8 @@ class AgentCore:
                     deadlines.append(download.lease_due)
                 if self.office_type is OfficeType.WIFI:
                     deadlines.append(download.peers_due)
+                if download.picker is not None:
+                    deadlines.append(download.picker.next_wake())
         return min((deadline for deadline in deadlines if deadline is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
@@ -592,7 +594,11 @@ class AgentCore:
             return
         download.state = DownloadState.DOWNLOADING
         download.picker = ChunkPicker(
-            have, max_in_flight_per_peer=self.config.per_peer_in_flight, rng=self.rng
+            have,
+            max_in_flight_per_peer=self.config.per_peer_in_flight,
+            rng=self.rng,
+            me=(self.config.ip, 0),
+            key=_peer_ip,
         )
         download.lease_due = now
         download.peers_due = now
@@ -642,7 +648,7 @@ class AgentCore:
         bucket = self._limits.get(download.mode)
         if bucket is not None:
             limit = min(limit, self._affordable(bucket, download, now))
-        for peer, chunk_index in download.picker.next_requests(limit):
+        for peer, chunk_index in download.picker.next_requests(limit, now):
             if bucket is not None:
                 bucket.take(download.manifest.chunk_length(chunk_index), now)
             request_id = engine.request_chunk(
@@ -842,3 +848,9 @@ class AgentCore:
             "served": {"chunks": self.counters.chunks_served, "bytes": self.counters.bytes_served},
             "updated_at": now,
         }
+
+
+def _peer_ip(address: Address) -> str:
+    """What ranks a peer for a chunk (``ChunkPicker``'s fan-out): its IP, the same in
+    every peer's eyes whatever data port it is reached on."""
+    return address[0]

@@ -20,12 +20,22 @@ sends them, and reports back with ``received``/``failed``.
   the WAN) is asked only for chunks that no other peer holds, and never for endgame
   duplicates, so the office's WAN link carries each chunk once. Rarity counts only
   the other peers.
+* **Fan-out limit**: a chunk that one peer alone holds when we first see it (the
+  rendezvous point's newest chunk) would otherwise be asked of that peer, its *source*,
+  by every downloader at once, and the source's uplink, not the WAN, would set the
+  office's pace. With ``me`` given (and ``now`` passed to ``next_requests``), only
+  ``fanout`` downloaders fetch it from the source: those whose key ranks highest for
+  that chunk among the downloaders we know (rendezvous hashing, so every downloader
+  reaches the same choice without talking). The others take it from them a moment
+  later; ``fanout_grace`` seconds after we first held back, anyone may ask the source
+  (a chosen downloader is gone or slow).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Hashable
+import zlib
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from shoal.core.chunkset import ChunkSet
@@ -43,6 +53,10 @@ class ChunkPicker(Generic[Peer]):
         max_in_flight_per_peer: int = 4,
         endgame_duplicates: int = 2,
         rng: random.Random | None = None,
+        me: Peer | None = None,
+        key: Callable[[Peer], str] = repr,
+        fanout: int = 1,
+        fanout_grace: float = 0.5,
     ) -> None:
         self._have = have.copy()
         self._count = have.count
@@ -58,6 +72,13 @@ class ChunkPicker(Generic[Peer]):
         self._banned: set[Peer] = set()
         self._origins: set[Peer] = set()
         self._order: list[int] | None = None
+        self._me = me
+        self._key = key
+        self.fanout = fanout
+        self.fanout_grace = fanout_grace
+        self._designated: dict[int, bool] = {}  # chunk -> are we among its fetchers
+        self._sources: dict[int, Peer] = {}  # chunk -> its sole holder when first seen
+        self._deferred: dict[int, float] = {}  # chunk -> when anyone may ask the source
 
     # ------------------------------------------------------------ knowledge
 
@@ -89,6 +110,8 @@ class ChunkPicker(Generic[Peer]):
             return
         if availability.count != self._count:
             raise ValueError(f"availability for {availability.count} chunks, not {self._count}")
+        if peer not in self._availability:
+            self._designated.clear()  # the downloaders changed
         self._forget_availability(peer)
         self._availability[peer] = availability.copy()
         self._peer_load.setdefault(peer, 0)
@@ -116,6 +139,7 @@ class ChunkPicker(Generic[Peer]):
         if availability is None:
             availability = self._availability[peer] = ChunkSet(self._count)
             self._peer_load.setdefault(peer, 0)
+            self._designated.clear()
         if availability.add(chunk_index) and peer not in self._origins:
             self._holders[chunk_index] += 1
             self._order = None
@@ -123,6 +147,7 @@ class ChunkPicker(Generic[Peer]):
     def peer_gone(self, peer: Peer) -> list[int]:
         """Forget ``peer``; return the chunk indexes whose requests to it are released."""
         self._forget_availability(peer)
+        self._designated.clear()
         released = [index for index, peers in self._in_flight.items() if peer in peers]
         for chunk_index in released:
             self._release(chunk_index, peer)
@@ -169,8 +194,13 @@ class ChunkPicker(Generic[Peer]):
             self._order = missing
         return self._order
 
-    def next_requests(self, limit: int | None = None) -> list[tuple[Peer, int]]:
-        """Requests to send now, filling every peer's pipeline (at most ``limit``)."""
+    def next_requests(
+        self, limit: int | None = None, now: float | None = None
+    ) -> list[tuple[Peer, int]]:
+        """Requests to send now, filling every peer's pipeline (at most ``limit``).
+
+        Without ``now`` the fan-out limit is off.
+        """
         requests: list[tuple[Peer, int]] = []
         if limit is not None and limit <= 0:
             return requests
@@ -180,7 +210,7 @@ class ChunkPicker(Generic[Peer]):
             for peer in peers:
                 availability = self._availability[peer]
                 while self._peer_load[peer] < self.max_in_flight_per_peer:
-                    chunk_index = self._pick(order, availability, peer, duplicates_allowed)
+                    chunk_index = self._pick(order, availability, peer, duplicates_allowed, now)
                     if chunk_index is None:
                         break
                     self._in_flight.setdefault(chunk_index, set()).add(peer)
@@ -193,7 +223,12 @@ class ChunkPicker(Generic[Peer]):
         return requests
 
     def _pick(
-        self, order: list[int], availability: ChunkSet, peer: Peer, duplicates_allowed: int
+        self,
+        order: list[int],
+        availability: ChunkSet,
+        peer: Peer,
+        duplicates_allowed: int,
+        now: float | None,
     ) -> int | None:
         origin = peer in self._origins
         for chunk_index in order:
@@ -205,7 +240,57 @@ class ChunkPicker(Generic[Peer]):
                     return chunk_index
                 continue
             if asked is None:
+                if now is not None and not self._may_fetch_from_source(chunk_index, peer, now):
+                    continue
                 return chunk_index
             if peer not in asked and len(asked) < duplicates_allowed:
                 return chunk_index
         return None
+
+    # ------------------------------------------------------------- fan-out
+
+    def _may_fetch_from_source(self, chunk_index: int, holder: Peer, now: float) -> bool:
+        if self._me is None:
+            return True
+        source = self._sources.get(chunk_index)
+        if source is None:
+            if self._holders[chunk_index] != 1:
+                return True  # several holders from the start: spread over them
+            source = self._sources[chunk_index] = holder
+        if holder != source:
+            return True
+        designated = self._designated.get(chunk_index)
+        if designated is None:
+            designated = self._designated[chunk_index] = self._ranks_among_fetchers(
+                chunk_index, holder
+            )
+        if designated:
+            return True
+        deadline = self._deferred.setdefault(chunk_index, now + self.fanout_grace)
+        return now >= deadline
+
+    def _ranks_among_fetchers(self, chunk_index: int, holder: Peer) -> bool:
+        """Are we among the ``fanout`` downloaders whose key ranks highest for the chunk?"""
+        assert self._me is not None
+        mine = self._score(chunk_index, self._me)
+        higher = 0
+        for other in self._availability:
+            if other == holder or other in self._origins or other in self._banned:
+                continue
+            if self._score(chunk_index, other) > mine:
+                higher += 1
+                if higher >= self.fanout:
+                    return False
+        return True
+
+    def _score(self, chunk_index: int, peer: Peer) -> int:
+        return zlib.crc32(f"{chunk_index}/{self._key(peer)}".encode())
+
+    def next_wake(self) -> float | None:
+        """When a held-back chunk may be asked of its source by anyone."""
+        waiting = [
+            deadline
+            for chunk_index, deadline in self._deferred.items()
+            if chunk_index not in self._have and chunk_index not in self._in_flight
+        ]
+        return min(waiting, default=None)

@@ -38,6 +38,8 @@ class OfficeSpec:
     wan_rate: float = 2e6
     type: str = "Default"
     in_topology: bool = True
+    nic_rate: float = 125e6
+    """Each client's NIC, bytes/s each way (default 1 Gbit/s)."""
 
 
 @dataclass(slots=True)
@@ -174,7 +176,7 @@ def build_enterprise(
                 server_key=SERVER_KEY,
             )
             agent = AgentCore(config, store, network.now, rng=random.Random(rng.random()))
-            host = network.add_host(office, ip)
+            host = network.add_host(office, ip, nic_rate=spec.nic_rate)
             for port, machine in agent.bindings().items():
                 network.bind(host, port, machine)
             network.attach(host, agent)
