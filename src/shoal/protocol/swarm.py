@@ -169,6 +169,8 @@ class ChunkPicker(Generic[Peer]):
         others.discard(peer)
         if self._have.add(chunk_index):
             self._order = None
+        for fanout_state in (self._designated, self._sources, self._deferred):
+            fanout_state.pop(chunk_index, None)  # keeps next_wake() small: it runs often
         return sorted(others, key=repr)
 
     def failed(self, chunk_index: int, peer: Peer) -> None:
