@@ -239,6 +239,27 @@ def test_uploaded_application_appears_in_the_table(ui: ConsoleUI) -> None:
 
 
 @in_browser
+def test_the_views_follow_changes_made_elsewhere_without_a_reload(ui: ConsoleUI) -> None:
+    page = ui.page
+    ui.log_in()
+    rows = page.locator("#applications-table tr")
+    expect(rows).to_have_count(1)  # the header: nothing uploaded yet
+    admin = ui.console.admin()  # another administrator, through the API
+    try:
+        admin.post(
+            "/api/v1/applications",
+            params={"name": "Uploaded elsewhere", "version": "2.0"},
+            content=b"x" * 1000,
+            headers={"content-type": "application/octet-stream"},
+        ).raise_for_status()
+    finally:
+        admin.close()
+    # The page redraws its views every 5 s.
+    expect(rows.filter(has_text="Uploaded elsewhere")).to_have_count(1, timeout=12_000)
+    expect(page.locator("#page-error")).to_be_hidden()
+
+
+@in_browser
 def test_licence_overage_shows_a_warning_and_an_invalid_key_an_error(ui: ConsoleUI) -> None:
     console, page = ui.console, ui.page
     ui.expect_refusal(422, "/api/v1/license")

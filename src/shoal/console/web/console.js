@@ -55,7 +55,14 @@ function bytes(count) {
   return `${value.toFixed(unit ? 1 : 0)} ${units[unit]}`;
 }
 
+// Views are redrawn every REFRESH_MS while logged in: progress and devices stay current.
+const REFRESH_MS = 5000;
+let refreshTimer = null;
+
 function showLogin() {
+  clearInterval(refreshTimer);
+  refreshTimer = null;
+  $("#page-error").hidden = true;
   $("#who").textContent = "";
   $("#about").textContent = "";
   $("#login").hidden = false;
@@ -133,7 +140,21 @@ async function start() {
   $("#login").hidden = true;
   $("#app").hidden = false;
   $("#logout").hidden = false;
-  await refresh();
+  await refreshShown();
+  refreshTimer ??= setInterval(refreshShown, REFRESH_MS);
+}
+
+async function refreshShown() {
+  // A failed refresh is said on the page (a 401 has already shown the login form).
+  const problem = $("#page-error");
+  try {
+    await refresh();
+    problem.hidden = true;
+  } catch (error) {
+    if ($("#app").hidden) return;
+    problem.textContent = `could not load the console's data: ${error.message}`;
+    problem.hidden = false;
+  }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
