@@ -162,6 +162,21 @@ def test_one_client_per_office_may_fetch_over_the_wan(server: ServerCore) -> Non
     assert server.may_serve_content("10.1.0.2", CONTENT, now=11)
 
 
+def test_a_complete_rendezvous_point_frees_its_lease_at_once(server: ServerCore) -> None:
+    for number in (1, 2):
+        register(server, number, f"10.1.0.{number}")
+    assert ask(server, 1, "10.1.0.1", Lease(CONTENT), now=0) == LeaseReply(
+        CONTENT, LeaseDecision.GRANTED, ("10.1.0.1", 41442), 10_000
+    )
+    count = MANIFEST.chunk_count
+    ask(server, 1, "10.1.0.1", CheckIn((ContentProgress(CONTENT, count - 1, count, 0, 9),)), 1)
+    busy = ask(server, 2, "10.1.0.2", Lease(CONTENT), now=1)
+    assert isinstance(busy, LeaseReply) and busy.decision is LeaseDecision.REDIRECTED
+    ask(server, 1, "10.1.0.1", CheckIn((ContentProgress(CONTENT, count, count, 0, 9),)), 2)
+    taken = ask(server, 2, "10.1.0.2", Lease(CONTENT), now=2)  # not at lease expiry (t=10)
+    assert isinstance(taken, LeaseReply) and taken.decision is LeaseDecision.GRANTED
+
+
 def test_vpn_and_unknown_networks_are_served_directly(server: ServerCore) -> None:
     register(server, 1, "10.3.0.1")
     register(server, 2, "192.168.77.5")

@@ -228,8 +228,13 @@ class ServerCore:
         client.last_seen, client.control_address = now, addr
         self._place(client, addr[0])
         if isinstance(body, CheckIn):
+            office, _ = self.office_of(client.ip)
             for entry in body.content:
                 client.content[entry.content_id] = entry
+                if office is not None and 0 < entry.chunk_count <= entry.chunks_done:
+                    # A complete rendezvous point has brought every chunk into the
+                    # office: its lease goes now, not lease_seconds after it falls silent.
+                    self.rendezvous.release(office, entry.content_id, client.device_id.hex())
             return CheckInReply(self._assignments_digest, self._assignments_length)
         if isinstance(body, ManifestInfo):
             manifest_file = self._manifests.get(body.content_id)

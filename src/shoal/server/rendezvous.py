@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 When a client asks the server for chunks of a content, the server grants it the
 *rendezvous* lease for (office, content) if nobody holds it, or if the holder has been
-silent for ``lease_seconds``. Every request from the holder renews the lease. Any other
+silent for ``lease_seconds``, or if the holder reported that it holds every chunk (the
+office then has them all). Every request from the holder renews the lease. Any other
 client of the same office is refused and told who the rendezvous point is, so it
 fetches from that peer (and from the others) over the LAN instead of the WAN. When the
 holder dies its lease lapses, and the next client to ask takes over: it already holds
