@@ -211,6 +211,10 @@ def test_a_long_poll_of_the_feed_answers_as_soon_as_a_change_is_recorded(
         cursor = link.changes(0).last_seq
         quiet = link.changes(cursor, wait=0.3)  # nothing happens: an empty answer
         assert quiet.changes == () and quiet.last_seq == cursor
+        # A server set to poll longer than the console allows is capped, not refused.
+        with link_for(console, server_key, timeout=1.0) as impatient:
+            impatient.register()
+            assert impatient.changes(cursor, wait=600).changes == ()
         with ThreadPoolExecutor(1) as pool:
             polled = pool.submit(link.changes, cursor, wait=20)
             time.sleep(0.5)

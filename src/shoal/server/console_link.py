@@ -29,6 +29,9 @@ from shoal.versions import IncompatibleVersion, Role, check_compatible
 
 DOWNLOAD_BLOCK = 1 << 20
 
+LONG_POLL_MAX = 25.0
+"""Longest long poll of the change feed asked for (the console accepts up to 30 s)."""
+
 
 class ConsoleLinkError(ShoalError):
     """The console link failed; subclasses name the cause."""
@@ -132,6 +135,7 @@ class ConsoleLink:
         self.name = name
         self.address = address
         self.version = version
+        self.timeout = timeout
         self.console_key: VerifyKey | None = None
         verify: Any = (
             ssl.create_default_context(cafile=ca_certificate)
@@ -213,9 +217,11 @@ class ConsoleLink:
 
     def changes(self, after: int, limit: int = 1000, wait: float = 0.0) -> FeedPage:
         """The changes after ``after``; with ``wait``, the console holds an empty answer
-        up to that many seconds until a change arrives (keep it below the timeout)."""
+        up to that many seconds until a change arrives (capped to what the console
+        accepts, and to well within this link's timeout)."""
         params: dict[str, float] = {"after": after, "limit": limit}
-        if wait:
+        wait = min(wait, LONG_POLL_MAX, self.timeout / 2)
+        if wait > 0:
             params["wait"] = wait
         answer = self._request("GET", "/changes", params=params).json()
         return FeedPage(
