@@ -227,6 +227,34 @@ def test_a_long_poll_of_the_feed_answers_as_soon_as_a_change_is_recorded(
     assert [change.kind for change in page.changes] == ["assignments_changed"]
 
 
+def test_long_polls_do_not_keep_the_console_from_answering(
+    running: tuple[ConsoleProcess, httpx.Client],
+) -> None:
+    """More long polls than the console has worker threads (40): it still answers."""
+    console, admin = running
+    server_key = admin.get("/api/v1/servers/auth-key").json()["key"]
+    key = issue_licence(
+        SigningKey.load(DEV_VENDOR_KEY), "Acme", 5, date(2099, 1, 1), date(2026, 1, 1)
+    )
+    admin.put("/api/v1/license", json={"key": key})
+    version = upload(admin, "Many polls", os.urandom(1000))
+    with link_for(console, server_key, timeout=30) as link:
+        assert link.register().activated
+        cursor = link.changes(0).last_seq
+        with ThreadPoolExecutor(60) as pool:
+            polls = [pool.submit(link.changes, cursor, wait=20) for _ in range(60)]
+            time.sleep(1.0)  # every poll has reached the console and is held
+            assert not any(poll.done() for poll in polls)
+            assert admin.get("/api/v1/status").status_code == 200
+            assert not any(poll.done() for poll in polls), "answered only when polls ended"
+            admin.post(
+                "/api/v1/assignments",
+                json={"version_id": version["id"], "target_kind": "everyone"},
+            ).raise_for_status()
+            pages = [poll.result(timeout=10) for poll in polls]
+    assert all(page.changes for page in pages)
+
+
 def test_server_refuses_an_incompatible_console() -> None:
     link = ConsoleLink("https://127.0.0.1:9", "k", "s", name="n", address="127.0.0.1")
     answer = httpx.Response(200, headers={"x-shoal-version": "9.0.0"}, json={})

@@ -132,10 +132,9 @@ def register(
 
 
 @router.get("/changes", response_model=schemas.ChangeBatch, responses=ERRORS)
-def changes(
+async def changes(
     server: Server,
     state: Console,
-    session: Database,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=FEED_PAGE)] = FEED_PAGE,
     wait: Annotated[float, Query(ge=0, le=FEED_MAX_WAIT)] = 0,
@@ -143,29 +142,37 @@ def changes(
     """Changes after sequence number ``after``, oldest first (a page of ``limit``).
 
     With ``wait``, an empty answer is held back up to ``wait`` seconds, until a change
-    arrives (a long poll).
+    arrives (a long poll). The wait holds no worker thread and no database connection:
+    each look is a short query in a worker thread, FEED_POLL seconds apart.
     """
-    row = activated_server(session, server)
-    row.last_seen = state.clock()
-    session.commit()
     deadline = time.monotonic() + min(wait, state.config.feed_wait_seconds)
-    while True:
+    batch = await anyio.to_thread.run_sync(_feed_page, state, server, after, limit, True)
+    while not batch.changes and time.monotonic() < deadline:
+        await anyio.sleep(FEED_POLL)
+        batch = await anyio.to_thread.run_sync(_feed_page, state, server, after, limit, False)
+    return batch
+
+
+def _feed_page(
+    state: ConsoleState, server: LinkedServer, after: int, limit: int, first: bool
+) -> schemas.ChangeBatch:
+    with state.sessions() as session:
+        if first:
+            row = activated_server(session, server)
+            row.last_seen = state.clock()
+            session.commit()
         found = session.scalars(
             select(db.Change).where(db.Change.seq > after).order_by(db.Change.seq).limit(limit + 1)
         ).all()
-        if found or time.monotonic() >= deadline:
-            break
-        session.rollback()  # end the read, so that the next one sees new commits
-        time.sleep(FEED_POLL)
-    page = found[:limit]
-    return schemas.ChangeBatch(
-        changes=[
-            schemas.ChangeOut(seq=change.seq, kind=change.kind, subject=change.subject)
-            for change in page
-        ],
-        last_seq=page[-1].seq if page else after,
-        more=len(found) > limit,
-    )
+        page = found[:limit]
+        return schemas.ChangeBatch(
+            changes=[
+                schemas.ChangeOut(seq=change.seq, kind=change.kind, subject=change.subject)
+                for change in page
+            ],
+            last_seq=page[-1].seq if page else after,
+            more=len(found) > limit,
+        )
 
 
 def _known_content(session: Session, content_id: str) -> None:
