@@ -168,6 +168,8 @@ class Completion:
     bytes_from_server: int
     bytes_from_peers: int
     sha256: str | None = None  # computed by the lab from the client's copy when None
+    started_monotonic: float | None = None
+    """When the client began this download, if it says (shoal's status file does)."""
 
 
 class Driver(Protocol):
@@ -329,6 +331,7 @@ class ShoalDriver:
                 float(entry["completed_at"]),
                 earlier_server + int(entry["bytes_from_server"]),
                 earlier_peers + int(entry["bytes_from_peers"]),
+                started_monotonic=float(entry["started_at"]),
             )
         return done
 
@@ -593,6 +596,10 @@ def _python_module(module: str) -> list[str]:
 # ------------------------------------------------------------------- results
 
 
+def _since(t0: float, moment: float | None) -> float | None:
+    return None if moment is None else round(moment - t0, 3)
+
+
 @dataclass
 class ClientResult:
     name: str
@@ -603,6 +610,10 @@ class ClientResult:
     bytes_from_peers: int
     restarts: int
     lying: bool = False  # fetched before the crowd and served bad chunks: not in the figures
+    start_s: float | None = None
+    """When the client began its download after t0 (shoal: how fast the assignment
+    reached it; after a restart, when the new process resumed). None where the system
+    does not say."""
 
 
 @dataclass
@@ -630,6 +641,7 @@ class SystemResult:
     t_first_s: float | None = None
     t_median_s: float | None = None
     t_last_s: float | None = None
+    start_last_s: float | None = None  # the last client to begin (None: not reported)
     clients_complete: int = 0
     all_sha256_ok: bool = False
     bytes_from_server: int = 0
@@ -735,6 +747,7 @@ def _run_system(context: _Context, system: str, expected_sha: str) -> SystemResu
                         completion.bytes_from_peers if completion else 0,
                         restarts.get(host.name, 0),
                         system == "shoal" and host.name in context.liars(),
+                        _since(started, completion.started_monotonic if completion else None),
                     )
                 )
         result = _summarise(system, scenario, clients, wan_before, wan_after, sampler, reason)
@@ -767,6 +780,7 @@ def _summarise(
 ) -> SystemResult:
     everyone, clients = clients, [client for client in clients if not client.lying]
     times = sorted(c.completion_s for c in clients if c.completion_s is not None)
+    starts = [c.start_s for c in clients if c.start_s is not None and not c.restarts]
     offices = []
     for office in scenario.offices:
         own = [c.completion_s for c in clients if c.office == office.name]
@@ -808,6 +822,7 @@ def _summarise(
         t_first_s=times[0] if times else None,
         t_median_s=round(statistics.median(times), 3) if times else None,
         t_last_s=times[-1] if times and len(times) == len(clients) else None,
+        start_last_s=max(starts) if starts else None,
         clients_complete=complete,
         all_sha256_ok=all_ok,
         bytes_from_server=sum(c.bytes_from_server for c in clients),
@@ -935,4 +950,9 @@ def format_results(document: dict[str, Any]) -> str:
             )
         if row["reason"]:
             lines.append(f"{'':<12} {row['status']}: {row['reason']}")
+        if row.get("start_last_s") is not None:
+            lines.append(
+                f"{'':<12} every client began its download within "
+                f"{row['start_last_s']:.2f} s of the assignment"
+            )
     return "\n".join(lines)
