@@ -228,13 +228,10 @@ class ServerCore:
         client.last_seen, client.control_address = now, addr
         self._place(client, addr[0])
         if isinstance(body, CheckIn):
-            office, _ = self.office_of(client.ip)
             for entry in body.content:
                 client.content[entry.content_id] = entry
-                if office is not None and 0 < entry.chunk_count <= entry.chunks_done:
-                    # A complete rendezvous point has brought every chunk into the
-                    # office: its lease goes now, not lease_seconds after it falls silent.
-                    self.rendezvous.release(office, entry.content_id, client.device_id.hex())
+                if 0 < entry.chunk_count <= entry.chunks_done:
+                    self._release_lease(client, entry.content_id)
             return CheckInReply(self._assignments_digest, self._assignments_length)
         if isinstance(body, ManifestInfo):
             manifest_file = self._manifests.get(body.content_id)
@@ -312,6 +309,13 @@ class ServerCore:
             background_kbps=limit.background_kbps,
             max_downloads=limit.max_downloads,
         )
+
+    def _release_lease(self, client: ClientRecord, content_id: ContentId) -> None:
+        """A complete rendezvous point has brought every chunk into the office: its lease
+        goes now, not lease_seconds after it falls silent."""
+        office, _ = self.office_of(client.ip)
+        if office is not None:
+            self.rendezvous.release(office, content_id, client.device_id.hex())
 
     def _lease(self, client: ClientRecord, content_id: ContentId, now: float) -> ControlBody:
         if content_id not in self._manifests:
