@@ -135,6 +135,8 @@ class AgentConfig:
     version: str = __version__
     max_in_flight: int = 16
     per_peer_in_flight: int = 4
+    swarm_fanout: int = 1
+    """Downloaders that fetch a new chunk from its first holder (``ChunkPicker``)."""
     peer_failure_limit: int = 3
     lease_renew_fraction: float = 0.3
     register_retry_seconds: float = 30.0
@@ -599,6 +601,7 @@ class AgentCore:
             rng=self.rng,
             me=(self.config.ip, 0),
             key=_peer_ip,
+            fanout=self.config.swarm_fanout,
         )
         download.lease_due = now
         download.peers_due = now

@@ -93,6 +93,7 @@ def build_enterprise(
     lease_seconds: float = 3.0,
     store_factory: Callable[[Path, int], ContentStoreLike] | None = None,
     bandwidth: dict[str, BandwidthLimit] | None = None,
+    swarm_fanout: int = 1,
 ) -> Enterprise:
     """Build the network, the server (content imported, assigned to everyone), clients."""
     rng = random.Random(seed)
@@ -174,6 +175,7 @@ def build_enterprise(
                 subnet_prefix=ipaddress.ip_network(spec.subnet).prefixlen,
                 server=(SERVER_IP, server.control_port),
                 server_key=SERVER_KEY,
+                swarm_fanout=swarm_fanout,
             )
             agent = AgentCore(config, store, network.now, rng=random.Random(rng.random()))
             host = network.add_host(office, ip, nic_rate=spec.nic_rate)
