@@ -1,0 +1,111 @@
+"""A device's own key pair, and the device ID bound to it.
+
+Every device creates one X25519 key pair at first start and keeps it in its data
+directory. The device ID is derived from the public key, so a device ID names exactly
+one key: a device can speak only for itself. The same key serves two purposes:
+
+- the control channel: static X25519 with the P2P server's console-certified key,
+  through HKDF, gives the key that authenticates every control datagram both ways;
+- confidential content: the console seals each content key to the device's public key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from shoal.core.errors import KeyFileError
+
+DEVICE_ID_SIZE = 16
+PUBLIC_KEY_SIZE = 32
+_DEVICE_ID_LABEL = b"shoal device id v1"
+
+
+def device_id_of(public_raw: bytes) -> bytes:
+    """The 16-byte device ID that names the holder of this X25519 public key."""
+    if len(public_raw) != PUBLIC_KEY_SIZE:
+        raise ValueError(f"an X25519 public key has {PUBLIC_KEY_SIZE} bytes, not {len(public_raw)}")
+    return hashlib.sha256(_DEVICE_ID_LABEL + public_raw).digest()[:DEVICE_ID_SIZE]
+
+
+def public_key_from_raw(public_raw: bytes) -> X25519PublicKey:
+    """An X25519 public key from its 32 raw bytes (``ValueError`` if it is not one)."""
+    if len(public_raw) != PUBLIC_KEY_SIZE:
+        raise ValueError(f"an X25519 public key has {PUBLIC_KEY_SIZE} bytes, not {len(public_raw)}")
+    return X25519PublicKey.from_public_bytes(public_raw)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceKey:
+    """A device's (or a P2P server's) X25519 private key."""
+
+    private_key: X25519PrivateKey
+
+    @classmethod
+    def generate(cls) -> DeviceKey:
+        return cls(X25519PrivateKey.generate())
+
+    @classmethod
+    def from_raw(cls, private_raw: bytes) -> DeviceKey:
+        return cls(X25519PrivateKey.from_private_bytes(private_raw))
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> DeviceKey:
+        """The key kept at ``path`` (32 raw bytes, mode 0600); created there at first start.
+
+        A new key is written to a temporary file, fsynced and renamed, so a crash leaves
+        either no key or the whole key, never half of one.
+        """
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            key = cls.generate()
+            key._save(path)
+            return key
+        except OSError as error:
+            raise KeyFileError(f"{path}: cannot read the device key ({error.strerror})") from None
+        if len(raw) != 32:
+            raise KeyFileError(
+                f"{path}: a device key has 32 bytes, this file has {len(raw)} "
+                "(remove it to give this device a new identity and a new licence seat)"
+            )
+        return cls.from_raw(raw)
+
+    def _save(self, path: Path) -> None:
+        raw = self.private_key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as key_file:
+            key_file.write(raw)
+            key_file.flush()
+            os.fsync(key_file.fileno())
+        os.replace(temporary, path)
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+    @property
+    def public_raw(self) -> bytes:
+        return self.private_key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+
+    @property
+    def device_id(self) -> bytes:
+        return device_id_of(self.public_raw)
+
+    def exchange(self, peer_public_raw: bytes) -> bytes:
+        """The X25519 shared secret with the holder of ``peer_public_raw``."""
+        return self.private_key.exchange(public_key_from_raw(peer_public_raw))
