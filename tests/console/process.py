@@ -14,6 +14,8 @@ import httpx
 
 from postgres import free_port
 
+from .vendor import vendor_public_key_file
+
 PASSWORD = "end to end password"
 
 
@@ -44,6 +46,7 @@ class ConsoleProcess:
             env["SHOAL_ADMIN_PASSWORD"] = self.password
         command = [sys.executable, "-m", "shoal", "console", "--data-dir", str(self.data_dir)]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "info"]
+        command += ["--vendor-public-key", str(vendor_public_key_file(self.data_dir.parent))]
         if self.database_url:
             command += ["--database-url", self.database_url]
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child

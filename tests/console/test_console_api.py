@@ -14,6 +14,7 @@ from shoal.core.packing import pack_bytes
 from shoal.core.signing import verify_manifest_file
 
 from .conftest import CSV_TOPOLOGY, FakeClock, Harness
+from .vendor import vendor_public_key_file
 
 PACKAGE = os.urandom(3 * 65536 + 123)
 
@@ -99,7 +100,9 @@ def test_first_admin_password_is_generated_once_when_not_given(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock
 ):
     monkeypatch.delenv(ADMIN_PASSWORD_VARIABLE, raising=False)
-    config = ConsoleConfig(data_dir=tmp_path / "fresh")
+    config = ConsoleConfig(
+        data_dir=tmp_path / "fresh", vendor_public_key=vendor_public_key_file(tmp_path)
+    )
     first = open_console(config, clock)
     password = first.generated_admin_password
     first.close()

@@ -29,10 +29,11 @@ from playwright.sync_api import (
 )
 
 from shoal.core.signing import SigningKey
-from shoal.licensing import DEV_VENDOR_KEY, issue_licence
+from shoal.licensing import issue_licence
 from shoal.server.console_link import ConsoleLink, ReportedClient
 
 from .process import ConsoleProcess
+from .vendor import VENDOR_KEY
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, and no background traffic: without the networking flags chromium tries to
@@ -179,7 +180,7 @@ def in_browser(scenario: Callable[[ConsoleUI], None]) -> Callable[[Browser, Path
 
 
 def licence_key(seats: int, vendor_key: SigningKey | None = None) -> str:
-    vendor_key = vendor_key or SigningKey.load(DEV_VENDOR_KEY)
+    vendor_key = vendor_key or VENDOR_KEY
     return issue_licence(vendor_key, "Acme", seats, date(2099, 1, 1), date.today())
 
 

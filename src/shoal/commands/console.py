@@ -50,7 +50,8 @@ import click
     "--vendor-public-key",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     envvar="SHOAL_VENDOR_PUBLIC_KEY",
-    help="Vendor public key that signs licence keys; the shipped development key without it.",
+    help="Vendor public key (PEM) that licence keys must be signed by (required: no key "
+    "is trusted by default; self-hosting, make one with 'shoal keygen vendor.key').",
 )
 @click.option(
     "--admin-username",
