@@ -6,9 +6,11 @@ about: the console keeps working for everyone else and refuses the attacker clea
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
+import warnings
 from datetime import date
 from pathlib import Path
 
@@ -18,8 +20,148 @@ import shoal
 from shoal.console.state import ConsoleConfig, ConsoleConfigError, open_console
 from shoal.core.signing import SigningKey
 from shoal.licensing import issue_licence
+from shoal.server.console_link import ConsoleLink, DownloadTotals, ReportedClient
 
-from .conftest import Harness
+from .conftest import CSV_TOPOLOGY, Harness, TestClient
+
+CONTENT_ID = "ab" * 32
+
+
+def activated(console: Harness) -> None:
+    """Topology, licence and a registered, activated P2P server ``srv-1``."""
+    assert console.set_topology(CSV_TOPOLOGY).status_code == 200
+    assert console.save_licence(seats=10, expires=date(2027, 1, 1)).status_code == 200
+    registered = console.client.post(
+        "/api/v1/link/register",
+        json={"server_id": "srv-1", "name": "central", "address": "10.0.0.5"},
+        headers=console.link_headers(),
+    )
+    assert registered.json()["activated"] is True
+
+
+def client_record(device_id: str, address: str, bytes_done: int, **fields: object) -> dict:
+    return {
+        "device_id": device_id,
+        "hostname": f"pc-{device_id}",
+        "address": address,
+        "subnet": address.rsplit(".", 1)[0] + ".0/24",
+        "version": "0.1.0",
+        "content": [{"content_id": CONTENT_ID, "bytes_done": bytes_done, "complete": False}],
+        **fields,
+    }
+
+
+def link_through(console: Harness) -> ConsoleLink:
+    """The P2P server's real ``ConsoleLink``, its HTTP calls served in-process."""
+    link = ConsoleLink(
+        "https://testserver", console.state.server_key, "srv-1", name="central", address="10.0.0.5"
+    )
+    link._http.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        link._http = TestClient(
+            console.client.app,
+            base_url="https://testserver/api/v1/link",
+            headers=console.link_headers(),
+        )
+    return link
+
+
+# --- row 5: one bad record in a P2P server's report ------------------------------------
+
+
+def test_attack_5_a_bad_client_record_is_refused_alone_and_named(
+    console: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    activated(console)
+    first = console.client.post(
+        "/api/v1/link/clients",
+        json={"clients": [client_record("good", "10.1.0.10", 100)]},
+        headers=console.link_headers(),
+    )
+    assert first.status_code == 200, first.text
+    console.clock.advance(hours=1)
+    report = {
+        "clients": [
+            client_record("good", "10.1.0.10", 700),
+            client_record("evil", "10.1.0.11", 5, hostname="pc\x07\x1b[2J"),
+            client_record("huge", "10.1.0.12", 2**62 + 1),
+            client_record("negative", "10.1.0.13", -1),
+            "not a record",
+            client_record("late", "10.1.1.14", 300),
+        ]
+    }
+    for _ in range(2):  # a server re-sends its registry at every report
+        answer = console.client.post(
+            "/api/v1/link/clients", json=report, headers=console.link_headers()
+        )
+        assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert [placed["device_id"] for placed in body["clients"]] == ["good", "late"]
+    refused = {record["index"]: record for record in body["refused"]}
+    assert sorted(refused) == [1, 2, 3, 4]
+    assert refused[1]["id"] == "evil"
+    assert refused[1]["problems"][0]["field"] == "hostname"
+    assert "control character" in refused[1]["problems"][0]["message"]
+    assert refused[2]["id"] == "huge"
+    assert refused[2]["problems"][0]["field"] == "content.0.bytes_done"
+    assert "less than or equal to 4611686018427387904" in refused[2]["problems"][0]["message"]
+    assert refused[3]["problems"][0]["field"] == "content.0.bytes_done"
+    assert refused[4]["id"] is None and refused[4]["problems"]
+
+    # Every good device moved on: last seen, progress and seats.
+    good = console.get("/api/v1/devices/good").json()
+    assert good["last_seen"].startswith("2026-06-01T13:00")
+    assert good["cached_content"][0]["bytes_done"] == 700
+    assert console.get("/api/v1/devices/late").json()["office"] == "Paris WiFi"
+    assert console.get("/api/v1/devices/evil").status_code == 404
+    assert console.get("/api/v1/license").json()["seats_used"] == 2
+    warned = [r for r in caplog.records if "refused a client record" in r.getMessage()]
+    assert len(warned) == 4, "each refused record is logged once, not at every report"
+
+    # The download statistics are applied entry by entry too.
+    entry = {"content_id": CONTENT_ID, "office": "Paris", "bytes_from_peers": 9}
+    stats = console.client.post(
+        "/api/v1/link/stats",
+        json={
+            "entries": [
+                {**entry, "bytes_from_server": 1},
+                {**entry, "office": "Lyon", "bytes_from_server": -5},
+                {**entry, "office": "Nice", "bytes_from_server": 2**63},
+            ]
+        },
+        headers=console.link_headers(),
+    )
+    assert stats.status_code == 200, stats.text
+    assert stats.json()["applied"] == 1
+    assert [(r["index"], r["problems"][0]["field"]) for r in stats.json()["refused"]] == [
+        (1, "bytes_from_server"),
+        (2, "bytes_from_server"),
+    ]
+    downloads = console.get("/api/v1/reports/downloads").json()
+    assert [(row["office"], row["bytes_from_peers"]) for row in downloads] == [("Paris", 9)]
+
+
+def test_attack_5_the_p2p_server_logs_refused_records_once_and_carries_on(
+    console: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    activated(console)
+    link = link_through(console)
+    clients = [
+        ReportedClient("a1", "pc-a1", "10.1.0.20", "10.1.0.0/24", "0.1.0"),
+        ReportedClient("b2", "pc\x00b2", "10.1.0.21", "10.1.0.0/24", "0.1.0"),
+    ]
+    totals = [DownloadTotals(CONTENT_ID, "Paris", 2**62 + 1, 0)]
+    with caplog.at_level(logging.WARNING, logger="shoal.server"):
+        for _ in range(3):
+            answer = link.report_clients(clients)
+            link.report_stats(totals)
+    assert [placed["device_id"] for placed in answer["clients"]] == ["a1"]
+    server_warnings = [r.getMessage() for r in caplog.records if r.name == "shoal.server"]
+    assert len(server_warnings) == 2, server_warnings
+    assert "b2" in server_warnings[0] and "hostname" in server_warnings[0]
+    assert "bytes_from_peers" in server_warnings[1]
+    link.close()
 
 # --- row 12: a development vendor key shipped in the package ---------------------------
 

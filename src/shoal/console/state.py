@@ -94,6 +94,8 @@ class ConsoleState:
     """Held from moving a package into place to committing its row, and by deletes."""
     topology_lock: threading.Lock = field(default_factory=threading.Lock)
     """Serialises topology writes (uploads and offices auto-generated from reports)."""
+    refusals_logged: set[object] = field(default_factory=set)
+    """Report records already warned about (bounded): each is logged once, not per report."""
 
     def close(self) -> None:
         self.engine.dispose()
