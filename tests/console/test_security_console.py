@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import statistics
 import subprocess
 import sys
+import time
 import warnings
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +25,7 @@ from shoal.core.signing import SigningKey
 from shoal.licensing import issue_licence
 from shoal.server.console_link import ConsoleLink, DownloadTotals, ReportedClient
 
-from .conftest import CSV_TOPOLOGY, Harness, TestClient
+from .conftest import ADMIN_PASSWORD, CSV_TOPOLOGY, Harness, TestClient
 
 CONTENT_ID = "ab" * 32
 
@@ -163,6 +166,7 @@ def test_attack_5_the_p2p_server_logs_refused_records_once_and_carries_on(
     assert "bytes_from_peers" in server_warnings[1]
     link.close()
 
+
 # --- row 12: a development vendor key shipped in the package ---------------------------
 
 
@@ -208,3 +212,73 @@ def test_attack_12_no_development_vendor_key_is_shipped_or_trusted(
     SigningKey.generate().save(private)
     with pytest.raises(ConsoleConfigError, match="private key"):
         open_console(ConsoleConfig(data_dir=tmp_path / "given", vendor_public_key=private))
+
+
+# --- row 10: password guessing and user name enumeration -------------------------------
+
+
+def from_address(console: Harness, address: str) -> TestClient:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return TestClient(
+            console.client.app, base_url="https://testserver", client=(address, 40000)
+        )
+
+
+def login(client: TestClient, username: str, password: str) -> Any:
+    return client.post("/api/v1/auth/login", json={"username": username, "password": password})
+
+
+def test_attack_10_password_guessing_is_throttled_with_backoff(console: Harness) -> None:
+    attacker = from_address(console, "192.0.2.66")
+    answers = [login(attacker, "admin", f"guess {number}") for number in range(100)]
+    codes = [answer.status_code for answer in answers]
+    assert codes[:5] == [401] * 5 and set(codes[5:]) == {429}, codes
+    first_wait = int(answers[5].headers["retry-after"])
+    assert first_wait >= 1
+    assert f"try again in {first_wait} second" in answers[5].json()["detail"]
+    # Blocked attempts check no password: even the right one waits.
+    assert login(attacker, "admin", ADMIN_PASSWORD).status_code == 429
+    # Each further failure doubles the wait.
+    console.clock.advance(seconds=first_wait)
+    assert login(attacker, "admin", "guess 101").status_code == 401
+    second_wait = int(login(attacker, "admin", "guess 102").headers["retry-after"])
+    assert second_wait == 2 * first_wait
+    # The user name is throttled from every address, and the address for every user name.
+    elsewhere = from_address(console, "198.51.100.7")
+    assert login(elsewhere, "admin", ADMIN_PASSWORD).status_code == 429
+    assert login(attacker, "someone-else", "guess").status_code == 429
+    # Once the wait is over, the right password works and clears the user name's count.
+    console.clock.advance(seconds=second_wait)
+    assert login(elsewhere, "admin", ADMIN_PASSWORD).status_code == 200
+    assert login(elsewhere, "admin", "typo").status_code == 401
+
+
+def test_attack_10_unknown_user_names_cost_a_password_check_too(
+    console: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from argon2 import PasswordHasher
+
+    verified: list[str] = []
+    real_verify = PasswordHasher.verify
+
+    def counting_verify(self: PasswordHasher, hash: str, password: str) -> bool:
+        verified.append(password)
+        return real_verify(self, hash, password)
+
+    monkeypatch.setattr(PasswordHasher, "verify", counting_verify)
+    timings: dict[str, list[float]] = {"admin": [], "nobody-by-this-name": []}
+    for round_number in range(5):
+        for username, spent in timings.items():
+            console.clock.advance(hours=2)  # every count forgotten: no 429 here
+            client = from_address(console, f"203.0.113.{round_number}")
+            started = time.perf_counter()
+            answer = login(client, username, "wrong password")
+            spent.append(time.perf_counter() - started)
+            assert answer.status_code == 401
+            assert answer.json()["detail"] == "wrong username or password"
+    # The unknown user name went through a (dummy) argon2 check, like the known one...
+    assert verified.count("wrong password") == 10
+    # ...so its answer takes about as long (before: 7 ms against 132 ms).
+    known, unknown = (statistics.median(timings[name]) for name in timings)
+    assert unknown > 0.5 * known, (known, unknown)

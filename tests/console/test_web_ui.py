@@ -214,6 +214,23 @@ def test_login_shows_the_error_then_the_app_and_who_is_logged_in(ui: ConsoleUI) 
 
 
 @in_browser
+def test_repeated_wrong_passwords_are_throttled_and_the_page_says_how_long(
+    ui: ConsoleUI,
+) -> None:
+    page = ui.page
+    ui.expect_refusal(401, "/api/v1/auth/login")
+    ui.expect_refusal(429, "/api/v1/auth/login")
+    page.goto("/")
+    for attempt in range(6):
+        with page.expect_response("**/api/v1/auth/login") as answer:
+            ui.submit_login(f"wrong password {attempt}")
+        assert answer.value.status == (401 if attempt < 5 else 429)
+    expect(page.locator("#login-error")).to_contain_text("too many failed logins")
+    expect(page.locator("#login-error")).to_contain_text("try again in")
+    expect(page.locator("#app")).to_be_hidden()
+
+
+@in_browser
 def test_uploaded_application_appears_in_the_table(ui: ConsoleUI) -> None:
     page = ui.page
     ui.log_in()

@@ -69,6 +69,22 @@ import click
     "(lower it behind a proxy that cuts idle connections sooner).",
 )
 @click.option(
+    "--login-failures",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Failed logins per user name and per source address before each further attempt "
+    "must wait (1 s, then doubling; 429 with Retry-After).",
+)
+@click.option(
+    "--login-max-delay",
+    "login_max_delay_seconds",
+    default=900.0,
+    show_default=True,
+    type=click.FloatRange(1, 86400),
+    help="Longest wait of a throttled user name or address, in seconds.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -86,6 +102,8 @@ def console(
     vendor_public_key: Path | None,
     admin_username: str,
     feed_wait_seconds: float,
+    login_failures: int,
+    login_max_delay_seconds: float,
     log_level: str,
 ) -> None:
     """Run the console: REST API under /api/v1 over HTTPS (OpenAPI at /api/v1/docs).
@@ -114,6 +132,8 @@ def console(
         vendor_public_key=vendor_public_key,
         admin_username=admin_username,
         feed_wait_seconds=feed_wait_seconds,
+        login_failures=login_failures,
+        login_max_delay_seconds=login_max_delay_seconds,
     )
     serve(config, host, port, log_level)
 

@@ -81,15 +81,59 @@ def console_status(state: Console, session: Database, _admin: Admin) -> schemas.
 # --- authentication -------------------------------------------------------------------
 
 
-@router.post("/auth/login", response_model=schemas.AdminOut, responses=ERRORS, tags=["auth"])
+def _throttled(wait: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        f"too many failed logins for this user name or from this address: try again in "
+        f"{wait} second{'s' if wait != 1 else ''}",
+        headers={"Retry-After": str(wait)},
+    )
+
+
+def _check_password(
+    request: Request, state: ConsoleState, username: str, password_hash: str | None, password: str
+) -> bool:
+    """Check a password under the login throttle: 429 while the user name or the
+    source address is blocked; an unknown user (no hash) costs the same time."""
+    source = request.client.host if request.client else "unknown"
+    user_key, source_key = state.login_throttle.keys_for(username, source)
+    now = state.clock().timestamp()
+    wait = state.login_throttle.attempt((user_key, source_key), now)
+    if wait:
+        raise _throttled(wait)
+    if password_matches(password_hash, password):
+        state.login_throttle.succeeded(user_key, source_key)
+        return True
+    failures = state.login_throttle.failures(user_key)
+    (log.warning if failures <= state.config.login_failures else log.info)(
+        "failed login for %r from %s (%d in a row for this user name)", username, source, failures
+    )
+    return False
+
+
+@router.post(
+    "/auth/login",
+    response_model=schemas.AdminOut,
+    responses={**ERRORS, 429: {"model": schemas.Problem}},
+    tags=["auth"],
+)
 def login(
-    body: schemas.LoginRequest, response: Response, state: Console, session: Database
+    body: schemas.LoginRequest,
+    request: Request,
+    response: Response,
+    state: Console,
+    session: Database,
 ) -> schemas.AdminOut:
-    """Check a username and password; set the session cookie for the browser."""
+    """Check a username and password; set the session cookie for the browser.
+
+    Throttled per user name and per source address: after a few failures each further
+    attempt waits twice as long (429 with ``Retry-After``).
+    """
     admin = session.scalar(select(db.Admin).where(db.Admin.username == body.username))
-    if admin is None or not password_matches(admin.password_hash, body.password):
-        log.warning("failed login for %r", body.username)
+    password_hash = admin.password_hash if admin is not None else None
+    if not _check_password(request, state, body.username, password_hash, body.password):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password")
+    assert admin is not None
     token = new_token()
     now = state.clock()
     session.add(
@@ -131,11 +175,18 @@ def me(admin: Admin) -> schemas.AdminOut:
     return schemas.AdminOut(username=admin.username, authenticated_by=admin.authenticated_by)
 
 
-@router.post("/auth/password", status_code=204, responses=ERRORS, tags=["auth"])
-def change_password(body: schemas.PasswordChange, session: Database, admin: Admin) -> None:
-    """Change the caller's password (at least 12 characters)."""
+@router.post(
+    "/auth/password",
+    status_code=204,
+    responses={**ERRORS, 429: {"model": schemas.Problem}},
+    tags=["auth"],
+)
+def change_password(
+    body: schemas.PasswordChange, request: Request, state: Console, session: Database, admin: Admin
+) -> None:
+    """Change the caller's password (at least 12 characters); throttled like the login."""
     row = session.get_one(db.Admin, admin.admin_id)
-    if not password_matches(row.password_hash, body.current_password):
+    if not _check_password(request, state, row.username, row.password_hash, body.current_password):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "current password is wrong")
     row.password_hash = hash_password(body.new_password)
     session.commit()

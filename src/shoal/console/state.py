@@ -33,6 +33,7 @@ from shoal.console.security import (
     hash_password,
     load_or_create_server_key,
 )
+from shoal.console.throttle import LoginThrottle
 from shoal.core.errors import ShoalError
 from shoal.core.signing import SigningKey, VerifyKey
 from shoal.licensing import Licence, LicenceError, LicenceStatus, read_licence
@@ -73,6 +74,10 @@ class ConsoleConfig:
     feed_wait_seconds: float = 30.0
     """Longest a P2P server's long poll of the change feed is held (lower it behind a
     proxy that cuts idle connections sooner)."""
+    login_failures: int = 5
+    """Failed logins per user name and per source address before backoff starts."""
+    login_max_delay_seconds: float = 900.0
+    """Longest a throttled user name or address must wait (the backoff doubles to this)."""
 
 
 @dataclass(slots=True)
@@ -94,6 +99,7 @@ class ConsoleState:
     """Held from moving a package into place to committing its row, and by deletes."""
     topology_lock: threading.Lock = field(default_factory=threading.Lock)
     """Serialises topology writes (uploads and offices auto-generated from reports)."""
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
     refusals_logged: set[object] = field(default_factory=set)
     """Report records already warned about (bounded): each is logged once, not per report."""
 
@@ -218,6 +224,9 @@ def open_console(config: ConsoleConfig, clock: Clock = utc_now) -> ConsoleState:
         cert_path=cert_path,
         key_path=key_path,
         clock=clock,
+        login_throttle=LoginThrottle(
+            free_failures=config.login_failures, max_delay=config.login_max_delay_seconds
+        ),
     )
     _first_admin(state)
     leftovers = content.clear_temporary()
