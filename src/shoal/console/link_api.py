@@ -90,7 +90,7 @@ def register(
             f"server_id {body.server_id!r} differs from the X-Shoal-Server-Id header "
             f"{server.server_id!r}",
         )
-    tree = records.load_topology(session)
+    tree = records.load_topology(session, state.topology_cache)
     try:
         topology.check_server_address(tree, body.address)
     except topology.ServerOutsideCentralOffice as error:
@@ -224,10 +224,10 @@ def link_settings(server: Server, session: Database) -> schemas.P2PSettings:
 
 
 @router.get("/topology", response_model=schemas.TopologyIn, responses=ERRORS)
-def link_topology(server: Server, session: Database) -> schemas.TopologyIn:
+def link_topology(server: Server, state: Console, session: Database) -> schemas.TopologyIn:
     """The office tree, in the JSON shape ``shoal.topology.parse_json`` reads."""
     activated_server(session, server)
-    tree = records.load_topology(session)
+    tree = records.load_topology(session, state.topology_cache)
     return schemas.TopologyIn.model_validate(tree.to_json())
 
 
@@ -237,7 +237,7 @@ def link_assignments(
 ) -> schemas.SignedAssignments:
     """Every assignment, signed by the console (office targets list their sub-offices)."""
     activated_server(session, server)
-    tree = records.load_topology(session)
+    tree = records.load_topology(session, state.topology_cache)
     entries = []
     for assignment in session.scalars(select(db.Assignment).order_by(db.Assignment.id)):
         version = session.get_one(db.ApplicationVersion, assignment.version_id)
@@ -278,7 +278,7 @@ def _record_clients(
         now = state.clock()
         row.last_seen = now
         before = state.licence_status(session)
-        tree = records.load_topology(session)
+        tree = records.load_topology(session, state.topology_cache)
         auto = records.auto_generated_offices(session)
         tree_changed = False
         placed: list[schemas.ClientPlaced] = []

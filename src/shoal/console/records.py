@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -16,12 +17,13 @@ from sqlalchemy.orm import Session
 from shoal import topology
 from shoal.assignments import sign_assignments
 from shoal.console import db, schemas
-from shoal.console.state import ConsoleState
+from shoal.console.state import ConsoleState, TopologyCache
 from shoal.core.signing import SigningKey
 
 log = logging.getLogger("shoal.console")
 
 P2P_SETTINGS_KEY = "p2p"
+TOPOLOGY_GENERATION_KEY = "topology_generation"
 Record = TypeVar("Record", bound=BaseModel)
 
 
@@ -92,20 +94,36 @@ def log_refused(
 REFUSALS_REMEMBERED = 10_000
 
 
-def load_topology(session: Session) -> topology.Topology:
-    """The saved office tree (the default Central Office when none was saved)."""
+def load_topology(session: Session, cache: TopologyCache | None = None) -> topology.Topology:
+    """The saved office tree (the default Central Office when none was saved).
+
+    With ``cache``, the tree is read from the database only when its generation changed.
+    """
+    generation = _topology_generation(session)
+    if cache is not None and cache.tree is not None and cache.generation == generation:
+        return cache.tree
     rows = session.scalars(select(db.OfficeRow).order_by(db.OfficeRow.position)).all()
-    if not rows:
-        return topology.default_topology()
-    return topology.build(
-        topology.Office(
-            row.name,
-            row.parent,
-            topology.OfficeType(row.type),
-            tuple(ipaddress.ip_network(subnet) for subnet in row.subnets),
+    tree = (
+        topology.build(
+            topology.Office(
+                row.name,
+                row.parent,
+                topology.OfficeType(row.type),
+                tuple(ipaddress.ip_network(subnet) for subnet in row.subnets),
+            )
+            for row in rows
         )
-        for row in rows
+        if rows
+        else topology.default_topology()
     )
+    if cache is not None:
+        cache.generation, cache.tree = generation, tree
+    return tree
+
+
+def _topology_generation(session: Session) -> str:
+    row = session.get(db.Setting, TOPOLOGY_GENERATION_KEY)
+    return str(row.value.get("generation", "")) if row is not None else ""
 
 
 def auto_generated_offices(session: Session) -> set[str]:
@@ -119,6 +137,15 @@ def save_topology(
 ) -> None:
     """Replace the office tree and move every device to the office its address is in."""
     auto_names = set(auto)
+    # A random token, not a counter: two console processes saving at once cannot both
+    # write the same generation and leave one of them with a tree the database lacks.
+    generation = secrets.token_hex(8)
+    state.topology_cache.generation, state.topology_cache.tree = generation, tree
+    row = session.get(db.Setting, TOPOLOGY_GENERATION_KEY)
+    if row is None:
+        session.add(db.Setting(key=TOPOLOGY_GENERATION_KEY, value={"generation": generation}))
+    else:
+        row.value = {"generation": generation}
     session.execute(delete(db.OfficeRow))
     for position, office in enumerate(tree.offices):
         session.add(

@@ -38,6 +38,7 @@ from shoal.core.errors import ShoalError
 from shoal.core.signing import SigningKey, VerifyKey
 from shoal.licensing import Licence, LicenceError, LicenceStatus, read_licence
 from shoal.licensing import evaluate as evaluate_licence
+from shoal.topology import Topology
 
 log = logging.getLogger("shoal.console")
 
@@ -81,6 +82,20 @@ class ConsoleConfig:
 
 
 @dataclass(slots=True)
+class TopologyCache:
+    """The office tree last loaded, and the generation it was loaded at.
+
+    Loading a large tree (thousands of offices) takes a second; it changes rarely, and
+    every assignment and office view needs it. The generation is a row in the
+    database, a new random token at every save, so the cache is right whichever
+    process saved (and a save that is rolled back leaves a token that matches nothing).
+    """
+
+    generation: str = ""
+    tree: Topology | None = None
+
+
+@dataclass(slots=True)
 class ConsoleState:
     """The opened console: database, keys, content, clock. Shared by every request."""
 
@@ -100,6 +115,7 @@ class ConsoleState:
     topology_lock: threading.Lock = field(default_factory=threading.Lock)
     """Serialises topology writes (uploads and offices auto-generated from reports)."""
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    topology_cache: TopologyCache = field(default_factory=TopologyCache)
     refusals_logged: set[object] = field(default_factory=set)
     """Report records already warned about (bounded): each is logged once, not per report."""
 
