@@ -96,7 +96,11 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.1)
         client.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD})
-        token = client.post("/api/v1/tokens", json={"name": "bench"}).json()["token"]
+        token = client.post(
+            "/api/v1/tokens",
+            json={"name": "bench"},
+            headers={"Origin": f"https://127.0.0.1:{port}"},
+        ).json()["token"]
         client.cookies.clear()
         client.headers["Authorization"] = f"Bearer {token}"
         baseline = memory_kib(console.pid, "VmRSS")

@@ -103,7 +103,10 @@ def make_harness(
         "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
     )
     assert login.status_code == 200, login.text
-    token = client.post("/api/v1/tokens", json={"name": "tests"}).json()["token"]
+    # A write with the session cookie must say it comes from the console's own origin.
+    token = client.post(
+        "/api/v1/tokens", json={"name": "tests"}, headers={"Origin": "https://testserver"}
+    ).json()["token"]
     client.cookies.clear()
     harness.headers = {"Authorization": f"Bearer {token}"}
     return harness

@@ -97,7 +97,9 @@ class ConsoleProcess:
             "/api/v1/auth/login", json={"username": "admin", "password": self.password}
         )
         login.raise_for_status()
-        token = client.post("/api/v1/tokens", json={"name": "e2e"}).json()["token"]
+        token = client.post(
+            "/api/v1/tokens", json={"name": "e2e"}, headers={"Origin": self.base_url}
+        ).json()["token"]
         client.cookies.clear()
         client.headers["Authorization"] = f"Bearer {token}"
         return client

@@ -72,7 +72,8 @@ def test_session_cookie_logs_in_and_out(console: Harness):
         == 200
     )
     assert client.get("/api/v1/auth/me").json()["authenticated_by"] == "session"
-    assert client.post("/api/v1/auth/logout").status_code == 204
+    logout = client.post("/api/v1/auth/logout", headers={"Origin": "https://testserver"})
+    assert logout.status_code == 204
     client.cookies.clear()
     assert client.get("/api/v1/auth/me").status_code == 401
 

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -23,12 +24,25 @@ from typing import Any
 import pytest
 
 import shoal
-from shoal.console.state import ConsoleConfig, ConsoleConfigError, open_console
+from shoal.console.content import ContentDirectory, Upload
+from shoal.console.state import (
+    ADMIN_PASSWORD_VARIABLE,
+    ConsoleConfig,
+    ConsoleConfigError,
+    open_console,
+)
 from shoal.core.signing import SigningKey
 from shoal.licensing import issue_licence
 from shoal.server.console_link import ConsoleLink, DownloadTotals, ReportedClient
 
-from .conftest import ADMIN_PASSWORD, CSV_TOPOLOGY, Harness, TestClient
+from .conftest import (
+    ADMIN_PASSWORD,
+    CSV_TOPOLOGY,
+    FakeClock,
+    Harness,
+    TestClient,
+    make_harness,
+)
 
 CONTENT_ID = "ab" * 32
 
@@ -379,3 +393,129 @@ def test_attack_11_topology_csv_export_neutralises_formula_cells(console: Harnes
     assert console.set_topology(exported).status_code == 200
     assert console.get("/api/v1/topology").json() == before
     assert console.get("/api/v1/topology", params={"format": "csv"}).text == exported
+
+
+# --- row 13: uploads (size, full disk), cross-origin writes, HSTS ----------------------
+
+
+@pytest.fixture
+def small_console(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Harness]:
+    """A console (SQLite) that accepts uploads of 4 KiB at most."""
+    monkeypatch.setenv(ADMIN_PASSWORD_VARIABLE, ADMIN_PASSWORD)
+    harness = make_harness(
+        tmp_path / "console",
+        None,
+        clock,
+        max_upload_bytes=4096,
+        trusted_origins=("https://console.example.com",),
+    )
+    yield harness
+    harness.client.close()
+    harness.state.close()
+
+
+def leftover_uploads(console: Harness) -> list[Path]:
+    return list(console.state.content.temporary.iterdir())
+
+
+def test_attack_13_uploads_have_a_size_cap(small_console: Harness) -> None:
+    answer = small_console.upload("Big", "1.0", os.urandom(4097))
+    assert answer.status_code == 413
+    assert "larger than this console accepts (4096 bytes" in answer.json()["detail"]
+    assert "--max-upload" in answer.json()["detail"]
+
+    def streamed() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        for _ in range(10):
+            yield os.urandom(1024)
+
+    answer = small_console.client.post(
+        "/api/v1/applications",
+        params={"name": "Big", "version": "1.1"},
+        content=streamed(),
+        headers={**small_console.headers, "content-type": "application/octet-stream"},
+    )
+    assert answer.status_code == 413, answer.text
+    assert leftover_uploads(small_console) == []
+    assert small_console.upload("Small", "1.0", os.urandom(4096)).status_code == 201
+    assert [app["name"] for app in small_console.get("/api/v1/applications").json()] == ["Small"]
+
+
+class FullDiskUpload(Upload):
+    """An upload whose file is /dev/full: every write fails with the kernel's ENOSPC."""
+
+    def __init__(self, directory: ContentDirectory) -> None:
+        super().__init__(directory)
+        self._file.close()
+        self._file = open("/dev/full", "wb", buffering=0)  # noqa: SIM115 - closed by discard
+
+
+def test_attack_13_a_full_disk_is_a_507_that_says_so_and_cleans_up(
+    console: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(ContentDirectory, "begin_upload", lambda self: FullDiskUpload(self))
+    answer = console.upload("Payroll", "1.0", os.urandom(3 << 20))
+    assert answer.status_code == 507, answer.text
+    detail = answer.json()["detail"]
+    assert "disk is full" in detail and "removed" in detail and "free some space" in detail
+    assert leftover_uploads(console) == []
+    assert console.get("/api/v1/applications").json() == []
+    assert not [record for record in caplog.records if record.exc_info], "no traceback logged"
+    # Announced larger than the free space: refused before a byte is written.
+    monkeypatch.undo()
+    monkeypatch.setattr(ContentDirectory, "free_bytes", lambda self: 1000)
+    answer = console.upload("Payroll", "1.0", os.urandom(2000))
+    assert answer.status_code == 507 and "1000 bytes are free" in answer.json()["detail"]
+    assert leftover_uploads(console) == []
+
+
+def test_attack_13_cookie_writes_from_another_origin_are_refused(small_console: Harness) -> None:
+    console = small_console
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        browser = TestClient(console.client.app, base_url="https://testserver")
+    assert login(browser, "admin", ADMIN_PASSWORD).status_code == 200
+    csv_text = "office,parent,type,subnets\nCentral Office,,Default,10.66.0.0/24\n"
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Origin": "http://testserver"},  # the console is HTTPS: not its own origin
+        {"Referer": "https://evil.example/page.html"},
+        {},  # neither header: not known to come from the console's pages
+    ):
+        answer = browser.put(
+            "/api/v1/topology", content=csv_text, headers={"content-type": "text/csv", **headers}
+        )
+        assert answer.status_code == 403, (headers, answer.text)
+        assert "cross-origin request refused" in answer.json()["detail"]
+        tokens = browser.post("/api/v1/tokens", json={"name": "stolen"}, headers=headers)
+        assert tokens.status_code == 403
+    assert "10.66.0.0/24" not in console.get("/api/v1/topology", params={"format": "csv"}).text
+    assert [token["name"] for token in console.get("/api/v1/tokens").json()] == ["tests"]
+    # Reads need no Origin; writes from the console's own pages (or a trusted origin) work.
+    assert browser.get("/api/v1/auth/me", headers={"Origin": "https://evil.example"}).is_success
+    for own in (
+        {"Origin": "https://testserver"},
+        {"Referer": "https://testserver/"},
+        {"Origin": "https://console.example.com"},
+    ):
+        answer = browser.post("/api/v1/tokens", json={"name": "mine"}, headers=own)
+        assert answer.status_code == 201, (own, answer.text)
+    # Token-authenticated calls carry no cookie and are not concerned.
+    scripted = console.client.post(
+        "/api/v1/tokens",
+        json={"name": "script"},
+        headers={**console.headers, "Origin": "https://evil.example"},
+    )
+    assert scripted.status_code == 201
+
+
+def test_attack_13_every_answer_carries_hsts(console: Harness) -> None:
+    for answer in (
+        console.client.get("/api/v1/health"),
+        console.client.get("/"),
+        console.client.get("/api/v1/applications"),  # a 401
+        console.get("/api/v1/devices/nobody"),  # a 404
+    ):
+        assert answer.headers["strict-transport-security"] == "max-age=31536000"

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
+
+from shoal.core.chunking import parse_size
+from shoal.core.errors import ShoalError
 
 
 @click.command()
@@ -69,6 +73,21 @@ import click
     "(lower it behind a proxy that cuts idle connections sooner).",
 )
 @click.option(
+    "--max-upload",
+    "max_upload",
+    default="16G",
+    show_default=True,
+    help="Largest application upload accepted (e.g. 500M, 16G, 64G); larger ones are "
+    "refused with 413.",
+)
+@click.option(
+    "--trusted-origin",
+    "trusted_origins",
+    multiple=True,
+    help="Origin (https://host[:port]) besides the console's own from which a browser "
+    "session may make changes: the public address when a proxy rewrites Host (repeat).",
+)
+@click.option(
     "--login-failures",
     default=5,
     show_default=True,
@@ -102,6 +121,8 @@ def console(
     vendor_public_key: Path | None,
     admin_username: str,
     feed_wait_seconds: float,
+    max_upload: str,
+    trusted_origins: tuple[str, ...],
     login_failures: int,
     login_max_delay_seconds: float,
     log_level: str,
@@ -122,6 +143,20 @@ def console(
     )
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("give both --tls-cert and --tls-key, or neither")
+    try:
+        max_upload_bytes = parse_size(max_upload)
+    except ShoalError:
+        raise click.BadParameter(
+            f"{max_upload!r} is not a size (examples: 500M, 16G)", param_hint="--max-upload"
+        ) from None
+    if max_upload_bytes < 1:
+        raise click.BadParameter("must be at least 1 byte", param_hint="--max-upload")
+    for origin in trusted_origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("https", "http") or not parts.netloc or parts.path.strip("/"):
+            raise click.BadParameter(
+                f"{origin!r} is not an origin (https://host[:port])", param_hint="--trusted-origin"
+            )
     config = ConsoleConfig(
         data_dir=data_dir,
         database_url=database_url,
@@ -132,6 +167,8 @@ def console(
         vendor_public_key=vendor_public_key,
         admin_username=admin_username,
         feed_wait_seconds=feed_wait_seconds,
+        max_upload_bytes=max_upload_bytes,
+        trusted_origins=trusted_origins,
         login_failures=login_failures,
         login_max_delay_seconds=login_max_delay_seconds,
     )

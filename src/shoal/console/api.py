@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from datetime import timedelta
@@ -35,9 +36,15 @@ router = APIRouter(prefix="/api/v1")
 ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": schemas.Problem},
     401: {"model": schemas.Problem},
+    403: {"model": schemas.Problem},
     404: {"model": schemas.Problem},
     409: {"model": schemas.Problem},
     422: {"model": schemas.Problem},
+}
+UPLOAD_ERRORS: dict[int | str, dict[str, object]] = {
+    **ERRORS,
+    413: {"model": schemas.Problem},
+    507: {"model": schemas.Problem},
 }
 UPLOAD_WRITE_BLOCK = 1 << 20
 MAX_TOPOLOGY_BYTES = 16 << 20
@@ -314,7 +321,7 @@ UPLOAD_BODY = {
     "/applications",
     status_code=201,
     response_model=schemas.VersionOut,
-    responses=ERRORS,
+    responses=UPLOAD_ERRORS,
     openapi_extra=UPLOAD_BODY,
     tags=["applications"],
 )
@@ -345,11 +352,24 @@ async def upload_application(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"chunk_size {chunk_size} is not a power of two from 65536 to 16777216",
         )
+    limit = state.config.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit():
+        if int(declared) > limit:
+            raise _upload_too_large(limit)
+        free = await anyio.to_thread.run_sync(state.content.free_bytes)
+        if int(declared) > free:
+            raise _disk_full(state, name, version, 0)
     await anyio.to_thread.run_sync(_check_version_free, state, name, version)
-    upload = await anyio.to_thread.run_sync(state.content.begin_upload)
+    received = 0
+    upload: Upload | None = None
     try:
+        upload = await anyio.to_thread.run_sync(state.content.begin_upload)
         pending = bytearray()
         async for piece in request.stream():
+            received += len(piece)
+            if received > limit:
+                raise _upload_too_large(limit)
             pending += piece
             if len(pending) >= UPLOAD_WRITE_BLOCK:
                 block, pending = bytes(pending), bytearray()
@@ -362,8 +382,43 @@ async def upload_application(
     except ClientDisconnect:
         log.info("upload of %s %s abandoned by the client", name, version)
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "upload interrupted") from None
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        raise _disk_full(state, name, version, received) from None
     finally:
-        upload.discard()
+        if upload is not None:
+            upload.discard()
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _upload_too_large(limit: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        f"the upload is larger than this console accepts ({limit} bytes, "
+        f"{limit / (1 << 30):.1f} GiB): raise the limit with 'shoal console --max-upload SIZE'",
+    )
+
+
+def _disk_full(state: ConsoleState, name: str, version: str, received: int) -> HTTPException:
+    free = state.content.free_bytes()
+    log.error(
+        "upload of %s %s refused: the disk of %s is full (%d bytes received, %d bytes free)",
+        name,
+        version,
+        state.content.root,
+        received,
+        free,
+    )
+    return HTTPException(
+        status.HTTP_507_INSUFFICIENT_STORAGE,
+        f"the console's disk is full: the upload of {name} {version} was stopped"
+        f"{f' after {received} bytes' if received else ''} and removed; {free} bytes are free "
+        "where the console keeps packages: free some space (or delete unused versions) and "
+        "upload again",
+    )
 
 
 def _check_version_free(state: ConsoleState, name: str, version: str) -> None:
@@ -801,7 +856,7 @@ def get_topology(
 @router.put(
     "/topology",
     response_model=schemas.TopologyOut,
-    responses=ERRORS,
+    responses={**ERRORS, 413: {"model": schemas.Problem}, 415: {"model": schemas.Problem}},
     openapi_extra=TOPOLOGY_BODY,
     tags=["topology"],
 )

@@ -75,6 +75,11 @@ class ConsoleConfig:
     feed_wait_seconds: float = 30.0
     """Longest a P2P server's long poll of the change feed is held (lower it behind a
     proxy that cuts idle connections sooner)."""
+    max_upload_bytes: int = 16 << 30
+    """Largest application upload accepted (413 beyond it)."""
+    trusted_origins: tuple[str, ...] = ()
+    """Origins (``https://host[:port]``) besides the console's own from which a browser
+    session may make changes: the public address, when a proxy rewrites ``Host``."""
     login_failures: int = 5
     """Failed logins per user name and per source address before backoff starts."""
     login_max_delay_seconds: float = 900.0

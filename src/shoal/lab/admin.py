@@ -42,7 +42,11 @@ class ConsoleAdmin:
         self._check(
             self._http.post("/auth/login", json={"username": username, "password": password})
         )
-        token = self._check(self._http.post("/tokens", json={"name": "shoal-lab"})).json()
+        # The session cookie makes changes only from the console's own origin.
+        origin = base_url.rstrip("/")
+        token = self._check(
+            self._http.post("/tokens", json={"name": "shoal-lab"}, headers={"Origin": origin})
+        ).json()
         self._http.cookies.clear()
         self._http.headers["Authorization"] = f"Bearer {token['token']}"
 
