@@ -24,6 +24,8 @@ log = logging.getLogger("shoal.console")
 
 P2P_SETTINGS_KEY = "p2p"
 TOPOLOGY_GENERATION_KEY = "topology_generation"
+REFUSALS_REMEMBERED = 10_000
+"""Distinct refused report records remembered so that each is logged once."""
 Record = TypeVar("Record", bound=BaseModel)
 
 
@@ -89,9 +91,6 @@ def log_refused(
             record.id,
             "; ".join(f"{p.field}: {p.message}" for p in record.problems),
         )
-
-
-REFUSALS_REMEMBERED = 10_000
 
 
 def load_topology(session: Session, cache: TopologyCache | None = None) -> topology.Topology:
