@@ -25,6 +25,8 @@ from pathlib import Path
 
 import httpx
 
+from shoal.core.signing import SigningKey
+
 PASSWORD = "benchmark password"
 BLOCK = 1 << 20
 
@@ -63,6 +65,10 @@ def main() -> None:
     port = free_port()
     command = [sys.executable, "-m", "shoal", "console", "--data-dir", str(workdir / "data")]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
+    # No vendor key ships with shoal: the benchmark makes its own (it saves no licence).
+    vendor_public_key = workdir / "vendor.key.pub"
+    SigningKey.generate().verify_key.save(vendor_public_key)
+    command += ["--vendor-public-key", str(vendor_public_key)]
     if options.database_url:
         command += ["--database-url", options.database_url]
     console = subprocess.Popen(
@@ -90,7 +96,11 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.1)
         client.post("/api/v1/auth/login", json={"username": "admin", "password": PASSWORD})
-        token = client.post("/api/v1/tokens", json={"name": "bench"}).json()["token"]
+        token = client.post(
+            "/api/v1/tokens",
+            json={"name": "bench"},
+            headers={"Origin": f"https://127.0.0.1:{port}"},
+        ).json()["token"]
         client.cookies.clear()
         client.headers["Authorization"] = f"Bearer {token}"
         baseline = memory_kib(console.pid, "VmRSS")

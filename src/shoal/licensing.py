@@ -9,10 +9,11 @@ A licence key is one line of text::
 The payload is canonical JSON (sorted keys, no spaces) with ``customer``, ``seats``,
 ``expires`` (an ISO date: the licence is valid through that whole day, UTC),
 ``issued``, ``licence_id`` and ``vendor_key_id`` (hex of the signer's key ID). The
-signature is Ed25519 by the vendor key over the payload bytes. The console trusts one
-vendor public key; ``DEV_VENDOR_KEY`` is a key pair shipped with shoal for self-hosting
-and tests (anyone holding shoal can issue licences with it, so a production console is
-given the real vendor's public key instead).
+signature is Ed25519 by the vendor key over the payload bytes. The console trusts
+exactly one vendor public key, the one it is configured with (``shoal console
+--vendor-public-key``): no key ships in the package, since anyone holding a shipped
+private key could issue licences for any number of seats. Self-hosting, the demo, the
+lab and the tests make their own vendor key (``shoal keygen``) and issue with it.
 
 Seats used = client installs (devices registered). Using more seats than bought is
 allowed, but ``LicenceStatus`` carries ``seats_over`` and a message that says so, and
@@ -28,7 +29,6 @@ import secrets
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
-from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 
@@ -36,7 +36,6 @@ from shoal.core.errors import ShoalError
 from shoal.core.signing import SigningKey, VerifyKey
 
 TOKEN_PREFIX = "SHOAL1"
-DEV_VENDOR_KEY = Path(__file__).with_name("dev_vendor_key.pem")
 MAX_SEATS = 10_000_000
 SIGNATURE_SIZE = 64
 

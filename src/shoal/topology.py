@@ -12,10 +12,20 @@ by spaces or semicolons; the root has an empty parent) or from JSON
 (``{"offices": [{"office", "parent", "type", "subnets": [...]}]}``). Every problem is
 reported with where it is (CSV line or JSON entry) and which field is wrong; all
 problems are collected before ``TopologyInvalid`` is raised, so one upload shows them all.
+
+Everything here is linear in the size of the tree (issue 13, row 11: a 2,000-deep
+parent chain took 18 s): each office's depth is found once, walking up to the first
+office already placed, and lookups by name and by address use indexes built once per
+tree. Input is bounded: at most ``MAX_OFFICES`` offices (a file with more is refused as
+soon as the row past the limit is read), ``MAX_SUBNETS`` subnets in all and
+``MAX_DEPTH`` levels below the root, each refusal naming its limit. A tree loaded back
+from the console's own database (``build``) is checked the same way but not limited,
+so raising a limit never needs a migration and lowering one never locks a console out.
 """
 
 from __future__ import annotations
 
+import bisect
 import csv
 import io
 import ipaddress
@@ -31,6 +41,15 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 CENTRAL_OFFICE = "Central Office"
 CSV_COLUMNS = ("office", "parent", "type", "subnets")
 MAX_OFFICE_NAME = 200
+MAX_OFFICES = 10_000
+"""Offices in one tree, auto-generated ones included."""
+MAX_SUBNETS = 100_000
+"""Subnets in one tree, all offices together."""
+MAX_DEPTH = 32
+"""Levels below the root: the Central Office is at 0, its children at 1."""
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet may run as a formula when a CSV cell starts with it (OWASP, "CSV
+injection"): such a cell is exported with a leading apostrophe."""
 
 
 class OfficeType(StrEnum):
@@ -87,28 +106,95 @@ class Office:
 
 
 @dataclass(frozen=True, slots=True)
+class _SubnetIndex:
+    """Subnets of one IP version sorted by first address: a bisect finds the only one
+    that can hold an address (subnets of a valid tree never overlap)."""
+
+    starts: list[int]
+    entries: list[tuple[int, int, Office]]
+
+    @classmethod
+    def of(cls, owned: Iterable[tuple[IPNetwork, Office]]) -> _SubnetIndex:
+        entries = sorted(
+            (
+                (int(net.network_address), int(net.broadcast_address), office)
+                for net, office in owned
+            ),
+            key=lambda entry: (entry[0], entry[1]),
+        )
+        return cls([entry[0] for entry in entries], entries)
+
+    def find(self, address: int) -> Office | None:
+        position = bisect.bisect_right(self.starts, address) - 1
+        if position >= 0:
+            _, last, office = self.entries[position]
+            if address <= last:
+                return office
+        return None
+
+    def overlapping(self, subnet: IPNetwork) -> Office | None:
+        """An office with a subnet overlapping ``subnet``, or None."""
+        first, last = int(subnet.network_address), int(subnet.broadcast_address)
+        position = bisect.bisect_right(self.starts, last) - 1
+        if position >= 0:
+            _, other_last, office = self.entries[position]
+            if other_last >= first:
+                return office
+        return None
+
+    def with_subnet(self, subnet: IPNetwork, office: Office) -> _SubnetIndex:
+        entry = (int(subnet.network_address), int(subnet.broadcast_address), office)
+        position = bisect.bisect_right(self.starts, entry[0])
+        return _SubnetIndex(
+            [*self.starts[:position], entry[0], *self.starts[position:]],
+            [*self.entries[:position], entry, *self.entries[position:]],
+        )
+
+
+def _subnet_indexes(offices: Iterable[Office]) -> dict[int, _SubnetIndex]:
+    owned: dict[int, list[tuple[IPNetwork, Office]]] = {4: [], 6: []}
+    for office in offices:
+        for subnet in office.subnets:
+            owned[subnet.version].append((subnet, office))
+    return {version: _SubnetIndex.of(pairs) for version, pairs in owned.items()}
+
+
+@dataclass(frozen=True, slots=True)
 class Topology:
     """A validated office tree, parents before children."""
 
     offices: tuple[Office, ...]
+    _by_name: dict[str, Office] = field(init=False, repr=False, compare=False)
+    _by_subnet: dict[int, _SubnetIndex] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Built once per tree: lookups by name and by address are then O(1) / O(log n).
+        object.__setattr__(self, "_by_name", {office.name: office for office in self.offices})
+        object.__setattr__(self, "_by_subnet", _subnet_indexes(self.offices))
 
     @property
     def root(self) -> Office:
         return self.offices[0]
 
     def get(self, name: str) -> Office | None:
-        for office in self.offices:
-            if office.name == name:
-                return office
-        return None
+        return self._by_name.get(name)
 
     def office_for_address(self, address: str | IPAddress) -> Office | None:
         """The office one of whose subnets holds ``address``, or None."""
         ip = ipaddress.ip_address(address) if isinstance(address, str) else address
-        for office in self.offices:
-            if any(ip.version == subnet.version and ip in subnet for subnet in office.subnets):
-                return office
-        return None
+        return self._by_subnet[ip.version].find(int(ip))
+
+    def with_office(self, office: Office, subnet: IPNetwork) -> Topology:
+        """This tree and a new leaf ``office`` holding one ``subnet``, which the caller
+        has checked: its parent exists, its name and subnet are free. The indexes are
+        extended, not rebuilt (auto-generated offices come one by one)."""
+        grown: Topology = object.__new__(Topology)
+        object.__setattr__(grown, "offices", (*self.offices, office))
+        object.__setattr__(grown, "_by_name", {**self._by_name, office.name: office})
+        indexes = dict(self._by_subnet)
+        indexes[subnet.version] = indexes[subnet.version].with_subnet(subnet, office)
+        object.__setattr__(grown, "_by_subnet", indexes)
+        return grown
 
     def subtree(self, name: str) -> set[str]:
         """Names of ``name`` and every office below it."""
@@ -119,14 +205,15 @@ class Topology:
         return below
 
     def to_csv(self) -> str:
+        """The tree as CSV; a cell a spreadsheet would run as a formula is neutralised."""
         output = io.StringIO()
         writer = csv.writer(output, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
         for office in self.offices:
             writer.writerow(
                 [
-                    office.name,
-                    office.parent or "",
+                    neutralise_formula(office.name),
+                    neutralise_formula(office.parent or ""),
                     office.type.value,
                     " ".join(str(subnet) for subnet in office.subnets),
                 ]
@@ -135,6 +222,22 @@ class Topology:
 
     def to_json(self) -> dict[str, object]:
         return {"offices": [office.as_dict() for office in self.offices]}
+
+
+def neutralise_formula(cell: str) -> str:
+    """A CSV cell a spreadsheet will show as text: a leading apostrophe when it starts
+    with a formula character (or with an apostrophe, so that ``restore_formula`` gives
+    back exactly the original)."""
+    if cell.startswith((*FORMULA_STARTS, "'")):
+        return "'" + cell
+    return cell
+
+
+def restore_formula(cell: str) -> str:
+    """The inverse of ``neutralise_formula``, so an exported file uploads unchanged."""
+    if cell.startswith("'") and cell[1:].startswith((*FORMULA_STARTS, "'")):
+        return cell[1:]
+    return cell
 
 
 def default_topology() -> Topology:
@@ -180,18 +283,32 @@ def parse_csv(text: str) -> Topology:
             if not any(cell.strip() for cell in row):
                 continue
             where = f"line {reader.line_num}"
+            if len(raw) == MAX_OFFICES:
+                raise TopologyInvalid([_too_many_offices(where)])
             cells = [
                 row[index[column]] if index[column] < len(row) else "" for column in CSV_COLUMNS
             ]
             name, parent, office_type, subnets = cells
             raw.append(
-                _RawOffice(where, name, parent, office_type, subnets.replace(";", " ").split())
+                _RawOffice(
+                    where,
+                    restore_formula(name),
+                    restore_formula(parent),
+                    office_type,
+                    subnets.replace(";", " ").split(),
+                )
             )
     except csv.Error as error:
         raise TopologyInvalid(
             [TopologyProblem(f"line {reader.line_num}", "office", str(error))]
         ) from None
-    return _validate(raw)
+    return _validate(raw, limited=True)
+
+
+def _too_many_offices(where: str) -> TopologyProblem:
+    return TopologyProblem(
+        where, "office", f"more than {MAX_OFFICES} offices: a topology holds at most {MAX_OFFICES}"
+    )
 
 
 def parse_json(document: object) -> Topology:
@@ -201,6 +318,8 @@ def parse_json(document: object) -> Topology:
         raise TopologyInvalid(
             [TopologyProblem("document", "offices", 'expected {"offices": [ ... ]}')]
         )
+    if len(entries) > MAX_OFFICES:
+        raise TopologyInvalid([_too_many_offices(f"entry {MAX_OFFICES + 1}")])
     raw: list[_RawOffice] = []
     problems: list[TopologyProblem] = []
     for number, entry in enumerate(entries, start=1):
@@ -219,11 +338,14 @@ def parse_json(document: object) -> Topology:
         )
     if problems:
         raise TopologyInvalid(problems)
-    return _validate(raw)
+    return _validate(raw, limited=True)
 
 
 def build(offices: Iterable[Office]) -> Topology:
-    """Validate offices built in code (e.g. loaded from the console's database)."""
+    """Validate offices built in code (e.g. loaded from the console's database).
+
+    Checked like an upload, but not held to the size limits (see the module docstring).
+    """
     return _validate(
         [
             _RawOffice(
@@ -261,9 +383,10 @@ def _parse_subnet(text: object) -> tuple[IPNetwork | None, str]:
         return None, f"{text!r} has host bits set; did you mean {loose}?"
 
 
-def _validate(raw: Sequence[_RawOffice]) -> Topology:
+def _validate(raw: Sequence[_RawOffice], limited: bool = False) -> Topology:
     problems: list[TopologyProblem] = []
     offices: dict[str, Office] = {}
+    subnet_count = 0
     for entry in raw:
         name = entry.name.strip() if isinstance(entry.name, str) else ""
         if not name:
@@ -297,6 +420,19 @@ def _validate(raw: Sequence[_RawOffice]) -> Topology:
                 )
             )
         subnet_texts = entry.subnets if isinstance(entry.subnets, list) else [entry.subnets]
+        subnet_count += len(subnet_texts)
+        if limited and subnet_count > MAX_SUBNETS:
+            raise TopologyInvalid(
+                [
+                    *problems[:100],
+                    TopologyProblem(
+                        entry.where,
+                        "subnets",
+                        f"more than {MAX_SUBNETS} subnets in all: a topology holds at most "
+                        f"{MAX_SUBNETS}",
+                    ),
+                ]
+            )
         subnets: list[IPNetwork] = []
         for text in subnet_texts:
             subnet, why = _parse_subnet(text)
@@ -326,7 +462,7 @@ def _validate(raw: Sequence[_RawOffice]) -> Topology:
             problems.append(
                 TopologyProblem(office.where, "parent", f"unknown parent office {office.parent!r}")
             )
-    problems.extend(_cycles(offices))
+    problems.extend(_cycles_and_depth(offices, MAX_DEPTH if limited else None))
     if not roots and offices and not problems:
         first = next(iter(offices.values()))
         problems.append(
@@ -342,26 +478,58 @@ def _validate(raw: Sequence[_RawOffice]) -> Topology:
     return Topology(_parents_first(roots[0], offices))
 
 
-def _cycles(offices: Mapping[str, Office]) -> list[TopologyProblem]:
+def _cycles_and_depth(
+    offices: Mapping[str, Office], max_depth: int | None
+) -> list[TopologyProblem]:
+    """Parent cycles (each once, with its path) and offices deeper than ``max_depth``.
+
+    Linear: each office is walked over once. A walk goes up from an office until it
+    meets an office whose depth is known (or the root, or an unknown parent), then
+    gives every office on its path its depth on the way back.
+    """
     problems: list[TopologyProblem] = []
-    reported: set[str] = set()
+    depth: dict[str, int | None] = {}  # None: above it is a cycle or an unknown parent
     for start in offices.values():
-        path = [start.name]
-        current = start
-        while current.parent is not None and current.parent in offices:
-            if current.parent in path:
-                cycle = [*path[path.index(current.parent) :], current.parent]
-                key = min(cycle)
-                if key not in reported:
-                    reported.add(key)
-                    problems.append(
-                        TopologyProblem(
-                            start.where, "parent", "parents form a cycle: " + " -> ".join(cycle)
-                        )
-                    )
+        path: list[str] = []
+        on_path: dict[str, int] = {}
+        name: str | None = start.name
+        known: int | None = None
+        while name is not None and name not in depth:
+            office = offices.get(name)
+            if office is None:  # unknown parent: reported elsewhere
                 break
-            path.append(current.parent)
-            current = offices[current.parent]
+            if name in on_path:
+                cycle = [*path[on_path[name] :], name]
+                problems.append(
+                    TopologyProblem(
+                        offices[cycle[0]].where,
+                        "parent",
+                        "parents form a cycle: " + " -> ".join(cycle),
+                    )
+                )
+                break
+            on_path[name] = len(path)
+            path.append(name)
+            if office.parent is None:
+                depth[name] = known = 0
+                path.pop()
+                break
+            name = office.parent
+        else:
+            if name is not None:
+                known = depth[name]
+        for below in reversed(path):
+            known = None if known is None else known + 1
+            depth[below] = known
+            if max_depth is not None and known == max_depth + 1:
+                problems.append(
+                    TopologyProblem(
+                        offices[below].where,
+                        "parent",
+                        f"office {below!r} is {known} levels below the root: a topology "
+                        f"holds at most {max_depth} levels",
+                    )
+                )
     return problems
 
 
@@ -396,19 +564,23 @@ def _overlaps(offices: Iterable[Office]) -> list[TopologyProblem]:
 
 
 def _parents_first(root: Office, offices: Mapping[str, Office]) -> tuple[Office, ...]:
-    """Offices in their given order, except that a parent always comes before a child."""
+    """Offices in their given order, except that a parent always comes before a child
+    (a child listed before its parent follows right after it). Linear."""
     ordered: list[Office] = [root]
     placed = {root.name}
-    remaining = [office for office in offices.values() if office is not root]
-    while remaining:
-        waiting: list[Office] = []
-        for office in remaining:
-            if office.parent in placed:
-                ordered.append(office)
-                placed.add(office.name)
-            else:
-                waiting.append(office)
-        remaining = waiting
+    waiting: dict[str, list[Office]] = {}
+    for office in offices.values():
+        if office is root:
+            continue
+        if office.parent not in placed:
+            waiting.setdefault(office.parent or "", []).append(office)
+            continue
+        ready = [office]
+        while ready:
+            next_office = ready.pop()
+            ordered.append(next_office)
+            placed.add(next_office.name)
+            ready.extend(reversed(waiting.pop(next_office.name, [])))
     return tuple(ordered)
 
 
@@ -453,8 +625,30 @@ def with_client_subnet(topology: Topology, address: str, subnet: str) -> tuple[T
         raise TopologyInvalid(
             [TopologyProblem(where, "subnet", f"{address} is not in its subnet {network}")]
         )
+    other = topology._by_subnet[network.version].overlapping(network)
+    if other is not None:
+        raise TopologyInvalid(
+            [
+                TopologyProblem(
+                    where, "subnet", f"{network} overlaps a subnet of office {other.name!r}"
+                )
+            ]
+        )
+    if len(topology.offices) >= MAX_OFFICES:
+        raise TopologyInvalid(
+            [
+                TopologyProblem(
+                    where,
+                    "subnet",
+                    f"no office added for {network}: the topology already holds "
+                    f"{len(topology.offices)} offices (at most {MAX_OFFICES})",
+                )
+            ]
+        )
     name = str(network)
     if topology.get(name) is not None:
         name = f"{network} (auto)"
+    if topology.get(name) is not None:
+        raise TopologyInvalid([TopologyProblem(where, "subnet", f"office {name!r} exists")])
     office = Office(name, topology.root.name, OfficeType.DEFAULT, (network,), where)
-    return build((*topology.offices, office)), office
+    return topology.with_office(office, network), office

@@ -18,8 +18,8 @@ with warnings.catch_warnings():
 from shoal import __version__
 from shoal.console.app import create_app
 from shoal.console.state import ADMIN_PASSWORD_VARIABLE, ConsoleConfig, ConsoleState, open_console
-from shoal.core.signing import SigningKey
-from shoal.licensing import DEV_VENDOR_KEY, issue_licence
+
+from .vendor import licence_key, vendor_public_key_file
 
 ADMIN_PASSWORD = "a long test password"
 
@@ -74,9 +74,7 @@ class Harness:
         )
 
     def save_licence(self, seats: int, expires: date, customer: str = "Acme") -> Any:
-        key = issue_licence(
-            SigningKey.load(DEV_VENDOR_KEY), customer, seats, expires, self.clock().date()
-        )
+        key = licence_key(seats, expires, self.clock().date(), customer)
         return self.put("/api/v1/license", json={"key": key})
 
     def link_headers(self, server_id: str = "srv-1", version: str = __version__) -> dict[str, str]:
@@ -93,6 +91,7 @@ class Harness:
 def make_harness(
     data_dir: Path, database_url: str | None, clock: FakeClock, **config: Any
 ) -> Harness:
+    config.setdefault("vendor_public_key", vendor_public_key_file(data_dir.parent))
     state = open_console(
         ConsoleConfig(data_dir=data_dir, database_url=database_url, **config), clock
     )
@@ -104,7 +103,10 @@ def make_harness(
         "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
     )
     assert login.status_code == 200, login.text
-    token = client.post("/api/v1/tokens", json={"name": "tests"}).json()["token"]
+    # A write with the session cookie must say it comes from the console's own origin.
+    token = client.post(
+        "/api/v1/tokens", json={"name": "tests"}, headers={"Origin": "https://testserver"}
+    ).json()["token"]
     client.cookies.clear()
     harness.headers = {"Authorization": f"Bearer {token}"}
     return harness

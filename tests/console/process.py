@@ -14,6 +14,8 @@ import httpx
 
 from postgres import free_port
 
+from .vendor import vendor_public_key_file
+
 PASSWORD = "end to end password"
 
 
@@ -44,6 +46,7 @@ class ConsoleProcess:
             env["SHOAL_ADMIN_PASSWORD"] = self.password
         command = [sys.executable, "-m", "shoal", "console", "--data-dir", str(self.data_dir)]
         command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "info"]
+        command += ["--vendor-public-key", str(vendor_public_key_file(self.data_dir.parent))]
         if self.database_url:
             command += ["--database-url", self.database_url]
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
@@ -94,7 +97,9 @@ class ConsoleProcess:
             "/api/v1/auth/login", json={"username": "admin", "password": self.password}
         )
         login.raise_for_status()
-        token = client.post("/api/v1/tokens", json={"name": "e2e"}).json()["token"]
+        token = client.post(
+            "/api/v1/tokens", json={"name": "e2e"}, headers={"Origin": self.base_url}
+        ).json()["token"]
         client.cookies.clear()
         client.headers["Authorization"] = f"Bearer {token}"
         return client

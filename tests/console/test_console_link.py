@@ -14,8 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shoal.core.signing import SigningKey
-from shoal.licensing import DEV_VENDOR_KEY, issue_licence
+from shoal.licensing import issue_licence
 from shoal.server.console_link import (
     ConsoleKeyMismatch,
     ConsoleLink,
@@ -28,6 +27,7 @@ from shoal.server.console_link import (
 from shoal.topology import parse_json
 
 from .process import ConsoleProcess
+from .vendor import VENDOR_KEY
 
 TOPOLOGY = """office,parent,type,subnets
 Central Office,,Default,127.0.0.0/8
@@ -105,9 +105,7 @@ def test_full_exchange(running: tuple[ConsoleProcess, httpx.Client], tmp_path: P
         link.changes(0)
 
     # Saving the licence activates the server; it then receives every application.
-    key = issue_licence(
-        SigningKey.load(DEV_VENDOR_KEY), "Acme", 1, date(2099, 1, 1), date(2026, 1, 1)
-    )
+    key = issue_licence(VENDOR_KEY, "Acme", 1, date(2099, 1, 1), date(2026, 1, 1))
     assert admin.put("/api/v1/license", json={"key": key}).json()["active"] is True
     assert link.register().activated is True
     content_dir = tmp_path / "server-content"
@@ -172,9 +170,7 @@ def test_download_resumes_from_the_first_unverified_chunk(
 ) -> None:
     console, admin = running
     server_key = admin.get("/api/v1/servers/auth-key").json()["key"]
-    key = issue_licence(
-        SigningKey.load(DEV_VENDOR_KEY), "Acme", 5, date(2099, 1, 1), date(2026, 1, 1)
-    )
+    key = issue_licence(VENDOR_KEY, "Acme", 5, date(2099, 1, 1), date(2026, 1, 1))
     admin.put("/api/v1/license", json={"key": key})
     data = os.urandom(5 * 65536 + 77)
     version = upload(admin, "Resumable", data)
@@ -201,9 +197,7 @@ def test_a_long_poll_of_the_feed_answers_as_soon_as_a_change_is_recorded(
 ) -> None:
     console, admin = running
     server_key = admin.get("/api/v1/servers/auth-key").json()["key"]
-    key = issue_licence(
-        SigningKey.load(DEV_VENDOR_KEY), "Acme", 5, date(2099, 1, 1), date(2026, 1, 1)
-    )
+    key = issue_licence(VENDOR_KEY, "Acme", 5, date(2099, 1, 1), date(2026, 1, 1))
     admin.put("/api/v1/license", json={"key": key})
     version = upload(admin, "Polled", os.urandom(1000))
     with link_for(console, server_key, timeout=30) as link:
@@ -233,9 +227,7 @@ def test_long_polls_do_not_keep_the_console_from_answering(
     """More long polls than the console has worker threads (40): it still answers."""
     console, admin = running
     server_key = admin.get("/api/v1/servers/auth-key").json()["key"]
-    key = issue_licence(
-        SigningKey.load(DEV_VENDOR_KEY), "Acme", 5, date(2099, 1, 1), date(2026, 1, 1)
-    )
+    key = issue_licence(VENDOR_KEY, "Acme", 5, date(2099, 1, 1), date(2026, 1, 1))
     admin.put("/api/v1/license", json={"key": key})
     version = upload(admin, "Many polls", os.urandom(1000))
     with link_for(console, server_key, timeout=30) as link:

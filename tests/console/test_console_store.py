@@ -13,6 +13,8 @@ from shoal.console import db
 from shoal.console.security import create_self_signed_certificate
 from shoal.console.state import ADMIN_PASSWORD_VARIABLE, ConsoleConfig, open_console
 
+from .vendor import vendor_public_key_file
+
 
 def test_shipped_migrations_build_exactly_the_models_schema(
     database_url: str | None, tmp_path: Path
@@ -32,10 +34,15 @@ def test_a_given_certificate_is_used_and_none_is_generated(
     monkeypatch.setenv(ADMIN_PASSWORD_VARIABLE, "x" * 12)
     cert, key = tmp_path / "given.pem", tmp_path / "given.key"
     create_self_signed_certificate(cert, key, datetime.now(UTC), extra_names=("console.example",))
-    config = ConsoleConfig(data_dir=tmp_path / "data", tls_cert=cert, tls_key=key)
+    vendor = vendor_public_key_file(tmp_path)
+    config = ConsoleConfig(
+        data_dir=tmp_path / "data", tls_cert=cert, tls_key=key, vendor_public_key=vendor
+    )
     state = open_console(config)
     assert (state.cert_path, state.key_path) == (cert, key)
     assert not (tmp_path / "data" / "tls").exists()
     state.close()
     with pytest.raises(ValueError, match="both"):
-        open_console(ConsoleConfig(data_dir=tmp_path / "data", tls_cert=cert))
+        open_console(
+            ConsoleConfig(data_dir=tmp_path / "data", tls_cert=cert, vendor_public_key=vendor)
+        )

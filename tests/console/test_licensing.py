@@ -12,7 +12,6 @@ import pytest
 
 from shoal.core.signing import SigningKey
 from shoal.licensing import (
-    DEV_VENDOR_KEY,
     LicenceMalformed,
     LicenceSignatureInvalid,
     LicenceState,
@@ -21,7 +20,7 @@ from shoal.licensing import (
     read_licence,
 )
 
-VENDOR = SigningKey.load(DEV_VENDOR_KEY)
+VENDOR = SigningKey.generate()
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
 
@@ -103,10 +102,19 @@ def test_cli_issues_a_key_the_console_accepts(tmp_path):
     ).stdout
     status = json.loads(inspected)
     assert status["customer"] == "Initech" and status["seats"] == 7 and status["seats_over"] == 2
+    other = tmp_path / "other.pem"
+    SigningKey.generate().save(other)
     refused = subprocess.run(
-        [sys.executable, "-m", "shoal", "license", "inspect", issued],
+        [sys.executable, "-m", "shoal", "license", "inspect", issued, "--vendor-key", str(other)],
         capture_output=True,
         text=True,
     )
     assert refused.returncode == 2
     assert "trusts vendor key" in refused.stderr and "Traceback" not in refused.stderr
+    issue_without_key = ["license", "issue", "--seats", "1000000", "--expires", "2030-01-01"]
+    unsigned = subprocess.run(
+        [sys.executable, "-m", "shoal", *issue_without_key],
+        capture_output=True,
+        text=True,
+    )
+    assert unsigned.returncode == 2 and "--vendor-key" in unsigned.stderr

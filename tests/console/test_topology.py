@@ -110,3 +110,80 @@ def test_a_new_client_subnet_becomes_an_office_once():
     assert placed is tree and known.name == "Paris"
     with pytest.raises(TopologyInvalid, match="overlaps"):
         topology.with_client_subnet(tree, "10.200.0.1", "10.0.0.0/8")
+
+
+def chain(levels: int) -> str:
+    rows = ["Level 1,Central Office,,"]
+    rows += [f"Level {level},Level {level - 1},," for level in range(2, levels + 1)]
+    return HEADER + "Central Office,,,10.0.0.0/24\n" + "\n".join(rows) + "\n"
+
+
+def test_depth_is_limited_and_the_limit_is_named():
+    assert len(topology.parse_csv(chain(topology.MAX_DEPTH)).offices) == topology.MAX_DEPTH + 1
+    found = problems_of(chain(topology.MAX_DEPTH + 5))
+    assert found == [
+        (
+            f"line {topology.MAX_DEPTH + 3}",
+            "parent",
+            f"office 'Level {topology.MAX_DEPTH + 1}' is {topology.MAX_DEPTH + 1} levels below "
+            f"the root: a topology holds at most {topology.MAX_DEPTH} levels",
+        )
+    ]
+
+
+def test_a_tree_loaded_back_is_checked_in_linear_time_but_not_limited():
+    import time
+
+    offices = [topology.Office("Central Office", None, OfficeType.DEFAULT, ())]
+    for level in range(5000):
+        offices.append(topology.Office(f"L{level}", offices[-1].name, OfficeType.DEFAULT, ()))
+    started = time.perf_counter()
+    tree = topology.build(reversed(offices))  # children first: the worst order
+    assert time.perf_counter() - started < 2
+    assert [office.name for office in tree.offices] == [office.name for office in offices]
+    assert tree.subtree("L4998") == {"L4998", "L4999"}
+
+
+def test_a_cycle_below_a_long_chain_is_reported_once():
+    text = chain(10) + "A,B,,\nB,C,,\nC,A,,\nD,A,,\n"
+    found = [p for p in problems_of(text) if "cycle" in p[2]]
+    assert found == [("line 13", "parent", "parents form a cycle: A -> B -> C -> A")]
+
+
+def test_office_and_subnet_counts_are_limited(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(topology, "MAX_OFFICES", 3)
+    rows = "".join(f"O{n},Central Office,,10.{n + 1}.0.0/24\n" for n in range(3))
+    found = problems_of(HEADER + "Central Office,,,10.0.0.0/24\n" + rows)
+    assert found == [("line 5", "office", "more than 3 offices: a topology holds at most 3")]
+    entries = [{"office": f"O{n}", "parent": "Central Office"} for n in range(3)]
+    with pytest.raises(TopologyInvalid, match="entry 4, field 'office': more than 3 offices"):
+        topology.parse_json({"offices": [{"office": "Central Office"}, *entries]})
+    tree = topology.parse_csv(HEADER + "Central Office,,,10.0.0.0/24\nO1,Central Office,,\n")
+    grown, _ = topology.with_client_subnet(tree, "10.5.0.1", "10.5.0.0/24")
+    with pytest.raises(TopologyInvalid, match=r"already holds 3 offices \(at most 3\)"):
+        topology.with_client_subnet(grown, "10.6.0.1", "10.6.0.0/24")
+    monkeypatch.setattr(topology, "MAX_SUBNETS", 4)
+    many = " ".join(f"10.{n}.0.0/16" for n in range(5))
+    with pytest.raises(TopologyInvalid, match="more than 4 subnets in all"):
+        topology.parse_csv(HEADER + f"Central Office,,,{many}\n")
+
+
+def test_addresses_are_found_by_an_index_that_grows_with_client_subnets():
+    tree = topology.parse_csv(CSV_TOPOLOGY + "V6,Central Office,,2001:db8::/48\n")
+    assert tree.office_for_address("2001:db8::1").name == "V6"
+    assert tree.office_for_address("10.9.255.255").name == "Remote"
+    assert tree.office_for_address("10.10.0.0") is None
+    grown, office = topology.with_client_subnet(tree, "10.0.1.9", "10.0.1.0/24")
+    assert grown.office_for_address("10.0.1.200") == office and grown.get(office.name) == office
+    assert tree.office_for_address("10.0.1.200") is None
+    with pytest.raises(TopologyInvalid, match=r"10\.1\.0\.0/16 overlaps a subnet of office 'Paris"):
+        topology.with_client_subnet(grown, "10.1.200.1", "10.1.0.0/16")
+
+
+@pytest.mark.parametrize(
+    "cell", ["=1+1", "+1", "-1", "@A1", "\tx", "\rx", "'", "'=x", "''", "plain", "", "a=b"]
+)
+def test_formula_cells_are_neutralised_and_restored_exactly(cell: str):
+    exported = topology.neutralise_formula(cell)
+    assert not exported.startswith(topology.FORMULA_STARTS)
+    assert topology.restore_formula(exported) == cell

@@ -29,10 +29,11 @@ from playwright.sync_api import (
 )
 
 from shoal.core.signing import SigningKey
-from shoal.licensing import DEV_VENDOR_KEY, issue_licence
+from shoal.licensing import issue_licence
 from shoal.server.console_link import ConsoleLink, ReportedClient
 
 from .process import ConsoleProcess
+from .vendor import VENDOR_KEY
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, and no background traffic: without the networking flags chromium tries to
@@ -179,7 +180,7 @@ def in_browser(scenario: Callable[[ConsoleUI], None]) -> Callable[[Browser, Path
 
 
 def licence_key(seats: int, vendor_key: SigningKey | None = None) -> str:
-    vendor_key = vendor_key or SigningKey.load(DEV_VENDOR_KEY)
+    vendor_key = vendor_key or VENDOR_KEY
     return issue_licence(vendor_key, "Acme", seats, date(2099, 1, 1), date.today())
 
 
@@ -210,6 +211,23 @@ def test_login_shows_the_error_then_the_app_and_who_is_logged_in(ui: ConsoleUI) 
                 expect(heading).to_be_visible()
             else:
                 expect(heading).to_be_hidden()
+
+
+@in_browser
+def test_repeated_wrong_passwords_are_throttled_and_the_page_says_how_long(
+    ui: ConsoleUI,
+) -> None:
+    page = ui.page
+    ui.expect_refusal(401, "/api/v1/auth/login")
+    ui.expect_refusal(429, "/api/v1/auth/login")
+    page.goto("/")
+    for attempt in range(6):
+        with page.expect_response("**/api/v1/auth/login") as answer:
+            ui.submit_login(f"wrong password {attempt}")
+        assert answer.value.status == (401 if attempt < 5 else 429)
+    expect(page.locator("#login-error")).to_contain_text("too many failed logins")
+    expect(page.locator("#login-error")).to_contain_text("try again in")
+    expect(page.locator("#app")).to_be_hidden()
 
 
 @in_browser

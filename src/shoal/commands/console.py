@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import click
+
+from shoal.core.chunking import parse_size
+from shoal.core.errors import ShoalError
 
 
 @click.command()
@@ -50,7 +54,8 @@ import click
     "--vendor-public-key",
     type=click.Path(path_type=Path, dir_okay=False, exists=True),
     envvar="SHOAL_VENDOR_PUBLIC_KEY",
-    help="Vendor public key that signs licence keys; the shipped development key without it.",
+    help="Vendor public key (PEM) that licence keys must be signed by (required: no key "
+    "is trusted by default; self-hosting, make one with 'shoal keygen vendor.key').",
 )
 @click.option(
     "--admin-username",
@@ -66,6 +71,37 @@ import click
     type=click.FloatRange(0, 30),
     help="Longest a P2P server's long poll of the change feed is held, in seconds "
     "(lower it behind a proxy that cuts idle connections sooner).",
+)
+@click.option(
+    "--max-upload",
+    "max_upload",
+    default="16G",
+    show_default=True,
+    help="Largest application upload accepted (e.g. 500M, 16G, 64G); larger ones are "
+    "refused with 413.",
+)
+@click.option(
+    "--trusted-origin",
+    "trusted_origins",
+    multiple=True,
+    help="Origin (https://host[:port]) besides the console's own from which a browser "
+    "session may make changes: the public address when a proxy rewrites Host (repeat).",
+)
+@click.option(
+    "--login-failures",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Failed logins per user name and per source address before each further attempt "
+    "must wait (1 s, then doubling; 429 with Retry-After).",
+)
+@click.option(
+    "--login-max-delay",
+    "login_max_delay_seconds",
+    default=900.0,
+    show_default=True,
+    type=click.FloatRange(1, 86400),
+    help="Longest wait of a throttled user name or address, in seconds.",
 )
 @click.option(
     "--log-level",
@@ -85,6 +121,10 @@ def console(
     vendor_public_key: Path | None,
     admin_username: str,
     feed_wait_seconds: float,
+    max_upload: str,
+    trusted_origins: tuple[str, ...],
+    login_failures: int,
+    login_max_delay_seconds: float,
     log_level: str,
 ) -> None:
     """Run the console: REST API under /api/v1 over HTTPS (OpenAPI at /api/v1/docs).
@@ -103,6 +143,20 @@ def console(
     )
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("give both --tls-cert and --tls-key, or neither")
+    try:
+        max_upload_bytes = parse_size(max_upload)
+    except ShoalError:
+        raise click.BadParameter(
+            f"{max_upload!r} is not a size (examples: 500M, 16G)", param_hint="--max-upload"
+        ) from None
+    if max_upload_bytes < 1:
+        raise click.BadParameter("must be at least 1 byte", param_hint="--max-upload")
+    for origin in trusted_origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("https", "http") or not parts.netloc or parts.path.strip("/"):
+            raise click.BadParameter(
+                f"{origin!r} is not an origin (https://host[:port])", param_hint="--trusted-origin"
+            )
     config = ConsoleConfig(
         data_dir=data_dir,
         database_url=database_url,
@@ -113,6 +167,10 @@ def console(
         vendor_public_key=vendor_public_key,
         admin_username=admin_username,
         feed_wait_seconds=feed_wait_seconds,
+        max_upload_bytes=max_upload_bytes,
+        trusted_origins=trusted_origins,
+        login_failures=login_failures,
+        login_max_delay_seconds=login_max_delay_seconds,
     )
     serve(config, host, port, log_level)
 

@@ -9,7 +9,7 @@ import click
 
 from shoal.commands.common import print_json
 from shoal.core.signing import SigningKey, VerifyKey
-from shoal.licensing import DEV_VENDOR_KEY, evaluate, issue_licence, read_licence
+from shoal.licensing import evaluate, issue_licence, read_licence
 
 
 def _parse_date(
@@ -38,9 +38,9 @@ def license_group() -> None:
 @click.option(
     "--vendor-key",
     type=click.Path(path_type=Path, dir_okay=False),
-    default=DEV_VENDOR_KEY,
-    show_default="the development vendor key shipped with shoal",
-    help="Vendor Ed25519 private key (PEM) that signs the licence.",
+    required=True,
+    help="Vendor Ed25519 private key (PEM) that signs the licence; make one with "
+    "'shoal keygen vendor.key' and give the console vendor.key.pub.",
 )
 def issue(seats: int, expires: date, customer: str, vendor_key: Path) -> None:
     """Print a licence key; save it on the console with PUT /api/v1/license."""
@@ -53,8 +53,7 @@ def issue(seats: int, expires: date, customer: str, vendor_key: Path) -> None:
 @click.option(
     "--vendor-key",
     type=click.Path(path_type=Path, dir_okay=False),
-    default=DEV_VENDOR_KEY,
-    show_default="the development vendor key shipped with shoal",
+    required=True,
     help="Vendor public (or private) key the licence must be signed by.",
 )
 @click.option("--seats-used", type=click.IntRange(0), default=0, help="Show overage for this.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from datetime import timedelta
@@ -35,11 +36,19 @@ router = APIRouter(prefix="/api/v1")
 ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": schemas.Problem},
     401: {"model": schemas.Problem},
+    403: {"model": schemas.Problem},
     404: {"model": schemas.Problem},
     409: {"model": schemas.Problem},
     422: {"model": schemas.Problem},
 }
+UPLOAD_ERRORS: dict[int | str, dict[str, object]] = {
+    **ERRORS,
+    413: {"model": schemas.Problem},
+    507: {"model": schemas.Problem},
+}
 UPLOAD_WRITE_BLOCK = 1 << 20
+MAX_TOPOLOGY_BYTES = 16 << 20
+"""Largest topology file accepted: ample for ``topology.MAX_OFFICES`` offices."""
 
 ApplicationId = Annotated[int, Path(ge=1, le=schemas.MAX_ID)]
 VersionId = Annotated[int, Path(ge=1, le=schemas.MAX_ID)]
@@ -81,15 +90,59 @@ def console_status(state: Console, session: Database, _admin: Admin) -> schemas.
 # --- authentication -------------------------------------------------------------------
 
 
-@router.post("/auth/login", response_model=schemas.AdminOut, responses=ERRORS, tags=["auth"])
+def _throttled(wait: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_429_TOO_MANY_REQUESTS,
+        f"too many failed logins for this user name or from this address: try again in "
+        f"{wait} second{'s' if wait != 1 else ''}",
+        headers={"Retry-After": str(wait)},
+    )
+
+
+def _check_password(
+    request: Request, state: ConsoleState, username: str, password_hash: str | None, password: str
+) -> bool:
+    """Check a password under the login throttle: 429 while the user name or the
+    source address is blocked; an unknown user (no hash) costs the same time."""
+    source = request.client.host if request.client else "unknown"
+    user_key, source_key = state.login_throttle.keys_for(username, source)
+    now = state.clock().timestamp()
+    wait = state.login_throttle.attempt((user_key, source_key), now)
+    if wait:
+        raise _throttled(wait)
+    if password_matches(password_hash, password):
+        state.login_throttle.succeeded(user_key, source_key)
+        return True
+    failures = state.login_throttle.failures(user_key)
+    (log.warning if failures <= state.config.login_failures else log.info)(
+        "failed login for %r from %s (%d in a row for this user name)", username, source, failures
+    )
+    return False
+
+
+@router.post(
+    "/auth/login",
+    response_model=schemas.AdminOut,
+    responses={**ERRORS, 429: {"model": schemas.Problem}},
+    tags=["auth"],
+)
 def login(
-    body: schemas.LoginRequest, response: Response, state: Console, session: Database
+    body: schemas.LoginRequest,
+    request: Request,
+    response: Response,
+    state: Console,
+    session: Database,
 ) -> schemas.AdminOut:
-    """Check a username and password; set the session cookie for the browser."""
+    """Check a username and password; set the session cookie for the browser.
+
+    Throttled per user name and per source address: after a few failures each further
+    attempt waits twice as long (429 with ``Retry-After``).
+    """
     admin = session.scalar(select(db.Admin).where(db.Admin.username == body.username))
-    if admin is None or not password_matches(admin.password_hash, body.password):
-        log.warning("failed login for %r", body.username)
+    password_hash = admin.password_hash if admin is not None else None
+    if not _check_password(request, state, body.username, password_hash, body.password):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong username or password")
+    assert admin is not None
     token = new_token()
     now = state.clock()
     session.add(
@@ -131,11 +184,18 @@ def me(admin: Admin) -> schemas.AdminOut:
     return schemas.AdminOut(username=admin.username, authenticated_by=admin.authenticated_by)
 
 
-@router.post("/auth/password", status_code=204, responses=ERRORS, tags=["auth"])
-def change_password(body: schemas.PasswordChange, session: Database, admin: Admin) -> None:
-    """Change the caller's password (at least 12 characters)."""
+@router.post(
+    "/auth/password",
+    status_code=204,
+    responses={**ERRORS, 429: {"model": schemas.Problem}},
+    tags=["auth"],
+)
+def change_password(
+    body: schemas.PasswordChange, request: Request, state: Console, session: Database, admin: Admin
+) -> None:
+    """Change the caller's password (at least 12 characters); throttled like the login."""
     row = session.get_one(db.Admin, admin.admin_id)
-    if not password_matches(row.password_hash, body.current_password):
+    if not _check_password(request, state, row.username, row.password_hash, body.current_password):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "current password is wrong")
     row.password_hash = hash_password(body.new_password)
     session.commit()
@@ -261,7 +321,7 @@ UPLOAD_BODY = {
     "/applications",
     status_code=201,
     response_model=schemas.VersionOut,
-    responses=ERRORS,
+    responses=UPLOAD_ERRORS,
     openapi_extra=UPLOAD_BODY,
     tags=["applications"],
 )
@@ -292,11 +352,24 @@ async def upload_application(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"chunk_size {chunk_size} is not a power of two from 65536 to 16777216",
         )
+    limit = state.config.max_upload_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit():
+        if int(declared) > limit:
+            raise _upload_too_large(limit)
+        free = await anyio.to_thread.run_sync(state.content.free_bytes)
+        if int(declared) > free:
+            raise _disk_full(state, name, version, 0)
     await anyio.to_thread.run_sync(_check_version_free, state, name, version)
-    upload = await anyio.to_thread.run_sync(state.content.begin_upload)
+    received = 0
+    upload: Upload | None = None
     try:
+        upload = await anyio.to_thread.run_sync(state.content.begin_upload)
         pending = bytearray()
         async for piece in request.stream():
+            received += len(piece)
+            if received > limit:
+                raise _upload_too_large(limit)
             pending += piece
             if len(pending) >= UPLOAD_WRITE_BLOCK:
                 block, pending = bytes(pending), bytearray()
@@ -309,8 +382,43 @@ async def upload_application(
     except ClientDisconnect:
         log.info("upload of %s %s abandoned by the client", name, version)
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "upload interrupted") from None
+    except OSError as error:
+        if error.errno not in DISK_FULL:
+            raise
+        raise _disk_full(state, name, version, received) from None
     finally:
-        upload.discard()
+        if upload is not None:
+            upload.discard()
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _upload_too_large(limit: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE,
+        f"the upload is larger than this console accepts ({limit} bytes, "
+        f"{limit / (1 << 30):.1f} GiB): raise the limit with 'shoal console --max-upload SIZE'",
+    )
+
+
+def _disk_full(state: ConsoleState, name: str, version: str, received: int) -> HTTPException:
+    free = state.content.free_bytes()
+    log.error(
+        "upload of %s %s refused: the disk of %s is full (%d bytes received, %d bytes free)",
+        name,
+        version,
+        state.content.root,
+        received,
+        free,
+    )
+    return HTTPException(
+        status.HTTP_507_INSUFFICIENT_STORAGE,
+        f"the console's disk is full: the upload of {name} {version} was stopped"
+        f"{f' after {received} bytes' if received else ''} and removed; {free} bytes are free "
+        "where the console keeps packages: free some space (or delete unused versions) and "
+        "upload again",
+    )
 
 
 def _check_version_free(state: ConsoleState, name: str, version: str) -> None:
@@ -600,7 +708,7 @@ def create_assignment(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"version_id: application version {body.version_id} does not exist",
         )
-    tree = records.load_topology(session)
+    tree = records.load_topology(session, state.topology_cache)
     if body.target_kind == schemas.TargetKind.EVERYONE:
         if body.target is not None:
             raise HTTPException(
@@ -639,9 +747,11 @@ def create_assignment(
     responses=ERRORS,
     tags=["assignments"],
 )
-def list_assignments(session: Database, _admin: Admin) -> list[schemas.AssignmentOut]:
+def list_assignments(
+    state: Console, session: Database, _admin: Admin
+) -> list[schemas.AssignmentOut]:
     """Every assignment with progress aggregated from what servers reported."""
-    tree = records.load_topology(session)
+    tree = records.load_topology(session, state.topology_cache)
     return [
         records.assignment_out(session, assignment, tree)
         for assignment in session.scalars(select(db.Assignment).order_by(db.Assignment.id))
@@ -655,13 +765,15 @@ def list_assignments(session: Database, _admin: Admin) -> list[schemas.Assignmen
     tags=["assignments"],
 )
 def get_assignment(
-    assignment_id: RowIdPath, session: Database, _admin: Admin
+    assignment_id: RowIdPath, state: Console, session: Database, _admin: Admin
 ) -> schemas.AssignmentOut:
     """One assignment with its progress."""
     assignment = session.get(db.Assignment, assignment_id)
     if assignment is None:
         raise _not_found(f"assignment {assignment_id}")
-    return records.assignment_out(session, assignment, records.load_topology(session))
+    return records.assignment_out(
+        session, assignment, records.load_topology(session, state.topology_cache)
+    )
 
 
 @router.delete(
@@ -724,12 +836,13 @@ def _offices_out(session: Database, tree: topology.Topology) -> list[schemas.Off
     tags=["topology"],
 )
 def get_topology(
+    state: Console,
     session: Database,
     _admin: Admin,
     format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
 ) -> Response:
     """Download the office tree as JSON (default) or CSV (office,parent,type,subnets)."""
-    tree = records.load_topology(session)
+    tree = records.load_topology(session, state.topology_cache)
     if format == "csv":
         return PlainTextResponse(
             tree.to_csv(),
@@ -743,7 +856,7 @@ def get_topology(
 @router.put(
     "/topology",
     response_model=schemas.TopologyOut,
-    responses=ERRORS,
+    responses={**ERRORS, 413: {"model": schemas.Problem}, 415: {"model": schemas.Problem}},
     openapi_extra=TOPOLOGY_BODY,
     tags=["topology"],
 )
@@ -751,10 +864,40 @@ async def put_topology(request: Request, state: Console, _admin: Admin) -> schem
     """Replace the office tree with a CSV or JSON upload (validated as a whole first).
 
     Errors name the CSV line (or JSON entry) and the field: bad CIDR, overlapping
-    subnets, unknown parent, a cycle, a second root.
+    subnets, unknown parent, a cycle, a second root, and the limits (offices, subnets,
+    levels, bytes). Parsing runs in a worker thread, never on the event loop.
     """
-    body = await request.body()
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ("text/csv", "application/json", ""):
+        raise HTTPException(
+            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+            f"send the topology as text/csv or application/json, not {content_type!r}",
+        )
+    body = await _read_capped(request, MAX_TOPOLOGY_BYTES, "a topology file")
+    tree = await anyio.to_thread.run_sync(_parse_topology, body, content_type)
+    return await anyio.to_thread.run_sync(_replace_topology, state, tree)
+
+
+async def _read_capped(request: Request, limit: int, what: str) -> bytes:
+    """The request body, or 413 as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _too_large(what, limit)
+    received = bytearray()
+    async for piece in request.stream():
+        received += piece
+        if len(received) > limit:
+            raise _too_large(what, limit)
+    return bytes(received)
+
+
+def _too_large(what: str, limit: int) -> HTTPException:
+    return HTTPException(
+        status.HTTP_413_CONTENT_TOO_LARGE, f"{what} is larger than the limit of {limit} bytes"
+    )
+
+
+def _parse_topology(body: bytes, content_type: str) -> topology.Topology:
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -762,21 +905,14 @@ async def put_topology(request: Request, state: Console, _admin: Admin) -> schem
             status.HTTP_422_UNPROCESSABLE_CONTENT, "topology file is not UTF-8 text"
         ) from None
     if content_type == "text/csv":
-        tree = topology.parse_csv(text)
-    elif content_type in ("application/json", ""):
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise HTTPException(
-                status.HTTP_422_UNPROCESSABLE_CONTENT, f"topology JSON is not valid JSON: {error}"
-            ) from None
-        tree = topology.parse_json(document)
-    else:
+        return topology.parse_csv(text)
+    try:
+        document = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as error:
         raise HTTPException(
-            status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
-            f"send the topology as text/csv or application/json, not {content_type!r}",
-        )
-    return await anyio.to_thread.run_sync(_replace_topology, state, tree)
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"topology JSON is not valid JSON: {error}"
+        ) from None
+    return topology.parse_json(document)
 
 
 def _replace_topology(state: ConsoleState, tree: topology.Topology) -> schemas.TopologyOut:
@@ -788,9 +924,9 @@ def _replace_topology(state: ConsoleState, tree: topology.Topology) -> schemas.T
 
 
 @router.get("/offices", response_model=list[schemas.OfficeOut], responses=ERRORS, tags=["topology"])
-def list_offices(session: Database, _admin: Admin) -> list[schemas.OfficeOut]:
+def list_offices(state: Console, session: Database, _admin: Admin) -> list[schemas.OfficeOut]:
     """Offices, parents first, with their device counts."""
-    return _offices_out(session, records.load_topology(session))
+    return _offices_out(session, records.load_topology(session, state.topology_cache))
 
 
 # --- P2P settings ---------------------------------------------------------------------
@@ -830,7 +966,7 @@ def put_p2p_settings(
                 status.HTTP_422_UNPROCESSABLE_CONTENT,
                 f"alternative_ports: {sorted(clash)} already used by the main ports",
             )
-    tree = records.load_topology(session)
+    tree = records.load_topology(session, state.topology_cache)
     seen: set[str] = set()
     for index, policy in enumerate(body.bandwidth):
         if tree.get(policy.office) is None:

@@ -33,25 +33,34 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class VersionHeader:
-    """Adds ``X-Shoal-Version`` to every answer, so a P2P server can check the console."""
+HSTS_MAX_AGE = 365 * 24 * 3600
+
+
+class AnswerHeaders:
+    """Adds to every answer ``X-Shoal-Version``, so a P2P server can check the console,
+    and ``Strict-Transport-Security``: the console is HTTPS only, so a browser that has
+    seen it once never tries plain HTTP (where a LAN attacker could answer) again.
+    Browsers ignore HSTS received over plain HTTP, so it is sent with ``--no-tls`` too,
+    for the TLS-terminating proxy to pass on."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self.headers = [
+            (b"x-shoal-version", __version__.encode()),
+            (b"strict-transport-security", f"max-age={HSTS_MAX_AGE}".encode()),
+        ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
-        async def send_with_version(message: Message) -> None:
+        async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers.append((b"x-shoal-version", __version__.encode()))
-                message["headers"] = headers
+                message["headers"] = [*message.get("headers", []), *self.headers]
             await send(message)
 
-        await self.app(scope, receive, send_with_version)
+        await self.app(scope, receive, send_with_headers)
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -68,14 +77,19 @@ async def _validation_failed(_request: Request, error: Exception) -> JSONRespons
     )
 
 
+MAX_PROBLEMS_LISTED = 1000
+
+
 async def _topology_invalid(_request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, TopologyInvalid)
+    # The detail counts them all; the list stops at a thousand (a file of 10,000 bad
+    # CIDRs needs no 10,000-line answer to be fixed).
     return JSONResponse(
         {
             "detail": str(error),
             "problems": [
                 {"where": problem.where, "field": problem.field, "message": problem.message}
-                for problem in error.problems
+                for problem in error.problems[:MAX_PROBLEMS_LISTED]
             ],
         },
         status_code=422,
@@ -123,7 +137,7 @@ def create_app(state: ConsoleState) -> FastAPI:
     app.add_exception_handler(ShoalError, _shoal_error)
     app.add_exception_handler(DataError, _database_refused)
     app.add_exception_handler(IntegrityError, _conflict)
-    app.add_middleware(VersionHeader)
+    app.add_middleware(AnswerHeaders)
     return app
 
 

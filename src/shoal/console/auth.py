@@ -1,7 +1,10 @@
 """Who is calling: administrators (session cookie or API token) and P2P servers (shared key).
 
 - Browser: ``POST /api/v1/auth/login`` sets the ``shoal_session`` cookie (HttpOnly,
-  Secure over HTTPS, SameSite=Strict so other sites cannot ride on it).
+  Secure over HTTPS, SameSite=Strict so other sites cannot ride on it). A write
+  (POST, PUT, PATCH, DELETE) authenticated by that cookie must also come from the
+  console's own origin (``Origin``, or ``Referer`` without it): SameSite does not stop
+  another origin of the same site (a sibling host name, another port) from sending it.
 - Scripts: ``Authorization: Bearer TOKEN`` with a token from ``POST /api/v1/tokens``.
 - P2P servers: ``X-Shoal-Server-Key`` (the console's ``server-auth.key``),
   ``X-Shoal-Server-Id`` and ``X-Shoal-Version`` on every link request.
@@ -14,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, HTTPException, Request, status
 from sqlalchemy import select
@@ -31,6 +35,7 @@ SERVER_KEY_HEADER = "X-Shoal-Server-Key"
 SERVER_ID_HEADER = "X-Shoal-Server-Id"
 VERSION_HEADER = "X-Shoal-Version"
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def get_console(request: Request) -> ConsoleState:
@@ -90,6 +95,8 @@ def current_admin(request: Request, state: Console, session: Database) -> Identi
         admin = session.get(db.Admin, login.admin_id)
         if admin is None:
             raise _unauthorised("session belongs to a removed administrator")
+        if request.method not in SAFE_METHODS:
+            check_same_origin(request, state)
         return Identity(admin.id, admin.username, "session")
     raise _unauthorised(
         "not authenticated: send 'Authorization: Bearer <API token>' or log in at "
@@ -98,6 +105,44 @@ def current_admin(request: Request, state: Console, session: Database) -> Identi
 
 
 Admin = Annotated[Identity, Depends(current_admin)]
+
+
+def own_origins(request: Request, state: ConsoleState) -> set[str]:
+    """The origins the console's pages are served from: this request's host (over
+    HTTPS; also HTTP behind a TLS-terminating proxy) and ``--trusted-origin``."""
+    host = request.headers.get("host", "").strip().lower()
+    schemes = ("https",) if state.config.tls else ("https", "http")
+    return {f"{scheme}://{host}" for scheme in schemes if host} | {
+        origin.strip().lower().rstrip("/") for origin in state.config.trusted_origins
+    }
+
+
+def check_same_origin(request: Request, state: ConsoleState) -> None:
+    """403 unless a cookie-authenticated write comes from the console's own origin."""
+    claimed = request.headers.get("origin")
+    header = "Origin"
+    if claimed is None and request.headers.get("referer"):
+        parts = urlsplit(request.headers["referer"])
+        claimed, header = f"{parts.scheme}://{parts.netloc}", "Referer"
+    own = own_origins(request, state)
+    if claimed is not None and claimed.strip().lower() in own:
+        return
+    client_address = request.client.host if request.client else "unknown"
+    log.warning(
+        "refused a cross-origin write with a session cookie from %s: %s %s (%s %r)",
+        client_address,
+        request.method,
+        request.url.path,
+        header,
+        claimed,
+    )
+    shown = f"{header} {claimed!r}" if claimed is not None else "no Origin or Referer header"
+    raise HTTPException(
+        status.HTTP_403_FORBIDDEN,
+        f"cross-origin request refused: a change made with the session cookie must come "
+        f"from the console's own pages ({shown}; expected {' or '.join(sorted(own))}); "
+        "scripts should send 'Authorization: Bearer <API token>' instead",
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -117,6 +118,10 @@ class ContentDirectory:
 
     def begin_upload(self) -> Upload:
         return Upload(self)
+
+    def free_bytes(self) -> int:
+        """Bytes free for packages on the file system of the content directory."""
+        return shutil.disk_usage(self.root).free
 
     def data_path(self, content_id: str) -> Path:
         return self.root / f"{content_id}.data"

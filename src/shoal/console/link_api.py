@@ -21,7 +21,9 @@ Every request carries ``X-Shoal-Server-Key`` (the shared authentication key),
 3. It fetches ``settings``, ``topology`` and ``assignments`` (signed) when told to.
 4. It reports ``clients`` (its registry: this is where devices, seats and offices come
    from) and ``stats`` (running totals of bytes from peers and from the server, per
-   content and office; re-sending the same totals is harmless).
+   content and office; re-sending the same totals is harmless). Both are applied record
+   by record: a bad record is refused and named in the answer (``refused``: index, ID,
+   field, reason), the others applied, so one bad device never freezes the rest.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def register(
             f"server_id {body.server_id!r} differs from the X-Shoal-Server-Id header "
             f"{server.server_id!r}",
         )
-    tree = records.load_topology(session)
+    tree = records.load_topology(session, state.topology_cache)
     try:
         topology.check_server_address(tree, body.address)
     except topology.ServerOutsideCentralOffice as error:
@@ -222,10 +224,10 @@ def link_settings(server: Server, session: Database) -> schemas.P2PSettings:
 
 
 @router.get("/topology", response_model=schemas.TopologyIn, responses=ERRORS)
-def link_topology(server: Server, session: Database) -> schemas.TopologyIn:
+def link_topology(server: Server, state: Console, session: Database) -> schemas.TopologyIn:
     """The office tree, in the JSON shape ``shoal.topology.parse_json`` reads."""
     activated_server(session, server)
-    tree = records.load_topology(session)
+    tree = records.load_topology(session, state.topology_cache)
     return schemas.TopologyIn.model_validate(tree.to_json())
 
 
@@ -235,7 +237,7 @@ def link_assignments(
 ) -> schemas.SignedAssignments:
     """Every assignment, signed by the console (office targets list their sub-offices)."""
     activated_server(session, server)
-    tree = records.load_topology(session)
+    tree = records.load_topology(session, state.topology_cache)
     entries = []
     for assignment in session.scalars(select(db.Assignment).order_by(db.Assignment.id)):
         version = session.get_one(db.ApplicationVersion, assignment.version_id)
@@ -259,7 +261,12 @@ def link_assignments(
 async def report_clients(
     body: schemas.ClientReport, server: Server, state: Console
 ) -> schemas.ClientReportOut:
-    """The server's client registry: creates/updates devices, places them in offices."""
+    """The server's client registry: creates/updates devices, places them in offices.
+
+    Applied record by record: a record with an invalid field (a control character in a
+    host name, a counter out of range...) is refused and listed in ``refused`` with its
+    index, device ID, field and reason; every other record is applied.
+    """
     return await anyio.to_thread.run_sync(_record_clients, state, server, body)
 
 
@@ -271,11 +278,16 @@ def _record_clients(
         now = state.clock()
         row.last_seen = now
         before = state.licence_status(session)
-        tree = records.load_topology(session)
+        tree = records.load_topology(session, state.topology_cache)
         auto = records.auto_generated_offices(session)
         tree_changed = False
         placed: list[schemas.ClientPlaced] = []
-        for client in body.clients:
+        refused: list[schemas.RecordRefused] = []
+        for index, raw in enumerate(body.clients):
+            client = records.validate_record(schemas.ClientRecord, index, raw, "device_id")
+            if isinstance(client, schemas.RecordRefused):
+                refused.append(client)
+                continue
             message: str | None = None
             office: str | None
             try:
@@ -340,20 +352,31 @@ def _record_clients(
         session.flush()
         after = state.licence_status(session)
         session.commit()
+    records.log_refused(state, server.server_id, "client", refused)
     if after.seats_over > before.seats_over:
         log.warning("licence overage: %s", after.message)
-    return schemas.ClientReportOut(clients=placed, licence=_licence_out(after))
+    return schemas.ClientReportOut(clients=placed, refused=refused, licence=_licence_out(after))
 
 
-@router.post("/stats", status_code=204, responses=ERRORS)
+@router.post("/stats", response_model=schemas.StatReportOut, responses=ERRORS)
 def report_stats(
     body: schemas.StatReport, server: Server, state: Console, session: Database
-) -> None:
-    """Running totals of bytes from peers and from the server, per content and office."""
+) -> schemas.StatReportOut:
+    """Running totals of bytes from peers and from the server, per content and office.
+
+    Applied entry by entry, like the client report: invalid entries are listed in
+    ``refused`` and the others applied.
+    """
     row = activated_server(session, server)
     now = state.clock()
     row.last_seen = now
-    for entry in body.entries:
+    refused: list[schemas.RecordRefused] = []
+    applied = 0
+    for index, raw in enumerate(body.entries):
+        entry = records.validate_record(schemas.StatEntry, index, raw, "content_id")
+        if isinstance(entry, schemas.RecordRefused):
+            refused.append(entry)
+            continue
         stat = session.get(db.DownloadStat, (server.server_id, entry.content_id, entry.office))
         if stat is None:
             session.add(
@@ -371,4 +394,7 @@ def report_stats(
             stat.bytes_from_server = entry.bytes_from_server
             stat.updated_at = now
         session.flush()
+        applied += 1
     session.commit()
+    records.log_refused(state, server.server_id, "statistics", refused)
+    return schemas.StatReportOut(applied=applied, refused=refused)

@@ -4,38 +4,125 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
+import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from shoal import topology
 from shoal.assignments import sign_assignments
 from shoal.console import db, schemas
-from shoal.console.state import ConsoleState
+from shoal.console.state import ConsoleState, TopologyCache
 from shoal.core.signing import SigningKey
 
 log = logging.getLogger("shoal.console")
 
 P2P_SETTINGS_KEY = "p2p"
+TOPOLOGY_GENERATION_KEY = "topology_generation"
+REFUSALS_REMEMBERED = 10_000
+"""Distinct refused report records remembered so that each is logged once."""
+Record = TypeVar("Record", bound=BaseModel)
 
 
-def load_topology(session: Session) -> topology.Topology:
-    """The saved office tree (the default Central Office when none was saved)."""
-    rows = session.scalars(select(db.OfficeRow).order_by(db.OfficeRow.position)).all()
-    if not rows:
-        return topology.default_topology()
-    return topology.build(
-        topology.Office(
-            row.name,
-            row.parent,
-            topology.OfficeType(row.type),
-            tuple(ipaddress.ip_network(subnet) for subnet in row.subnets),
+def validate_record(
+    model: type[Record], index: int, raw: object, id_field: str
+) -> Record | schemas.RecordRefused:
+    """One record of a report, validated on its own: the model, or why it is refused.
+
+    A report is applied record by record (issue 13, row 5): one device with a control
+    character in its host name must not freeze the last-seen, progress and seats of
+    every other device of its server.
+    """
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        identity = raw.get(id_field) if isinstance(raw, dict) else None
+        return schemas.RecordRefused(
+            index=index,
+            id=identity[:100] if isinstance(identity, str) and _printable(identity) else None,
+            problems=[_field_problem(problem) for problem in error.errors()[:10]],
         )
-        for row in rows
+
+
+def _printable(text: str) -> bool:
+    """Safe to echo in an answer or a log: no control character, encodable as UTF-8."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return re.fullmatch(schemas.NO_CONTROL_CHARACTERS, text) is not None
+
+
+def _field_problem(problem: Any) -> schemas.FieldProblem:
+    location = ".".join(str(part) for part in problem.get("loc", ())) or "record"
+    message = str(problem.get("msg", "invalid"))
+    context = problem.get("ctx") or {}
+    if problem.get("type") == "string_pattern_mismatch" and (
+        context.get("pattern") == schemas.NO_CONTROL_CHARACTERS
+    ):
+        message = "contains a control character (U+0000-U+001F or U+007F)"
+    value = problem.get("input")
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        message += f" (got {value!r:.60})"
+    return schemas.FieldProblem(field=location, message=message)
+
+
+def log_refused(
+    state: ConsoleState, server_id: str, what: str, refused: Sequence[schemas.RecordRefused]
+) -> None:
+    """Warn once per distinct refusal: a server re-sends the same bad record every report."""
+    for record in refused:
+        key = (server_id, what, record.id, tuple((p.field, p.message) for p in record.problems))
+        if key in state.refusals_logged:
+            continue
+        if len(state.refusals_logged) >= REFUSALS_REMEMBERED:
+            state.refusals_logged.clear()
+        state.refusals_logged.add(key)
+        log.warning(
+            "refused a %s record from P2P server %s (index %d, id %r): %s",
+            what,
+            server_id,
+            record.index,
+            record.id,
+            "; ".join(f"{p.field}: {p.message}" for p in record.problems),
+        )
+
+
+def load_topology(session: Session, cache: TopologyCache | None = None) -> topology.Topology:
+    """The saved office tree (the default Central Office when none was saved).
+
+    With ``cache``, the tree is read from the database only when its generation changed.
+    """
+    generation = _topology_generation(session)
+    if cache is not None and cache.tree is not None and cache.generation == generation:
+        return cache.tree
+    rows = session.scalars(select(db.OfficeRow).order_by(db.OfficeRow.position)).all()
+    tree = (
+        topology.build(
+            topology.Office(
+                row.name,
+                row.parent,
+                topology.OfficeType(row.type),
+                tuple(ipaddress.ip_network(subnet) for subnet in row.subnets),
+            )
+            for row in rows
+        )
+        if rows
+        else topology.default_topology()
     )
+    if cache is not None:
+        cache.generation, cache.tree = generation, tree
+    return tree
+
+
+def _topology_generation(session: Session) -> str:
+    row = session.get(db.Setting, TOPOLOGY_GENERATION_KEY)
+    return str(row.value.get("generation", "")) if row is not None else ""
 
 
 def auto_generated_offices(session: Session) -> set[str]:
@@ -49,6 +136,15 @@ def save_topology(
 ) -> None:
     """Replace the office tree and move every device to the office its address is in."""
     auto_names = set(auto)
+    # A random token, not a counter: two console processes saving at once cannot both
+    # write the same generation and leave one of them with a tree the database lacks.
+    generation = secrets.token_hex(8)
+    state.topology_cache.generation, state.topology_cache.tree = generation, tree
+    row = session.get(db.Setting, TOPOLOGY_GENERATION_KEY)
+    if row is None:
+        session.add(db.Setting(key=TOPOLOGY_GENERATION_KEY, value={"generation": generation}))
+    else:
+        row.value = {"generation": generation}
     session.execute(delete(db.OfficeRow))
     for position, office in enumerate(tree.offices):
         session.add(

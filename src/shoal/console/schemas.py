@@ -10,18 +10,19 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, StringConstraints
 
 from shoal import ports as default_ports
 
 MAX_ID = 2**31 - 1
 MAX_BYTES = 2**62
 
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]+$"
 Name = Annotated[
-    str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+    str, StringConstraints(min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS)
 ]
 ShortText = Annotated[
-    str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")
+    str, StringConstraints(min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS)
 ]
 Password = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
 NewPassword = Annotated[
@@ -321,8 +322,18 @@ class ClientRecord(Strict):
     content: Annotated[list[ClientContent], Field(max_length=100_000)] = []
 
 
+MAX_REPORT_RECORDS = 100_000
+
+
 class ClientReport(Strict):
-    clients: Annotated[list[ClientRecord], Field(max_length=100_000)]
+    """A P2P server's client registry.
+
+    Only the envelope is validated as a whole; each record is validated on its own by
+    the route (``SkipValidation``), so one bad record is refused and named while the
+    others are applied. The published schema still shows every record's constraints.
+    """
+
+    clients: Annotated[list[SkipValidation[ClientRecord]], Field(max_length=MAX_REPORT_RECORDS)]
 
 
 class ClientPlaced(BaseModel):
@@ -332,8 +343,26 @@ class ClientPlaced(BaseModel):
     message: str | None
 
 
+class FieldProblem(BaseModel):
+    field: str = Field(description="dotted path inside the record, e.g. content.0.bytes_done")
+    message: str
+
+
+class RecordRefused(BaseModel):
+    """A record of a report that was not applied, and why (the others were)."""
+
+    index: int = Field(description="position of the record in the list sent, from 0")
+    id: str | None = Field(
+        description="the record's device_id (clients) or content_id (stats), when readable"
+    )
+    problems: list[FieldProblem]
+
+
 class ClientReportOut(BaseModel):
-    clients: list[ClientPlaced]
+    clients: list[ClientPlaced] = Field(description="the records applied, in order")
+    refused: list[RecordRefused] = Field(
+        default=[], description="the records refused, each with its field and reason"
+    )
     licence: LicenceOut
 
 
@@ -345,7 +374,16 @@ class StatEntry(Strict):
 
 
 class StatReport(Strict):
-    entries: Annotated[list[StatEntry], Field(max_length=100_000)]
+    """Running download totals; each entry is validated on its own, like ``ClientReport``."""
+
+    entries: Annotated[list[SkipValidation[StatEntry]], Field(max_length=MAX_REPORT_RECORDS)]
+
+
+class StatReportOut(BaseModel):
+    applied: int = Field(description="how many entries were applied")
+    refused: list[RecordRefused] = Field(
+        default=[], description="the entries refused, each with its field and reason"
+    )
 
 
 class SignedAssignments(BaseModel):

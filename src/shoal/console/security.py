@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -35,12 +36,25 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def password_matches(password_hash: str, password: str) -> bool:
-    """Whether ``password`` matches ``password_hash``; never raises on a mismatch."""
+def password_matches(password_hash: str | None, password: str) -> bool:
+    """Whether ``password`` matches ``password_hash``; never raises on a mismatch.
+
+    With no hash (an unknown user name) the password is checked against a dummy hash
+    made with the same parameters, and the answer is False: an unknown user name costs
+    the same time as a wrong password, so timing does not tell which names exist.
+    """
     try:
+        if password_hash is None:
+            _hasher.verify(_dummy_hash(), password)
+            return False
         return _hasher.verify(password_hash, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return _hasher.hash(secrets.token_urlsafe(32))
 
 
 def new_token(prefix: str = "") -> str:

@@ -33,14 +33,22 @@ from shoal.console.security import (
     hash_password,
     load_or_create_server_key,
 )
+from shoal.console.throttle import LoginThrottle
+from shoal.core.errors import ShoalError
 from shoal.core.signing import SigningKey, VerifyKey
-from shoal.licensing import DEV_VENDOR_KEY, Licence, LicenceError, LicenceStatus, read_licence
+from shoal.licensing import Licence, LicenceError, LicenceStatus, read_licence
 from shoal.licensing import evaluate as evaluate_licence
+from shoal.topology import Topology
 
 log = logging.getLogger("shoal.console")
 
 Clock = Callable[[], datetime]
 ADMIN_PASSWORD_VARIABLE = "SHOAL_ADMIN_PASSWORD"
+VENDOR_KEY_VARIABLE = "SHOAL_VENDOR_PUBLIC_KEY"
+
+
+class ConsoleConfigError(ShoalError):
+    """The console cannot start with this configuration; the message says what to give."""
 
 
 def utc_now() -> datetime:
@@ -59,12 +67,37 @@ class ConsoleConfig:
     tls_names: tuple[str, ...] = ()
     """Extra names and addresses for the self-signed certificate (the host's address)."""
     vendor_public_key: Path | None = None
+    """The vendor's public key that licence keys must be signed by (required: no
+    development key is trusted by default)."""
     admin_username: str = "admin"
     online_window_seconds: int = 900
     session_hours: int = 12
     feed_wait_seconds: float = 30.0
     """Longest a P2P server's long poll of the change feed is held (lower it behind a
     proxy that cuts idle connections sooner)."""
+    max_upload_bytes: int = 16 << 30
+    """Largest application upload accepted (413 beyond it)."""
+    trusted_origins: tuple[str, ...] = ()
+    """Origins (``https://host[:port]``) besides the console's own from which a browser
+    session may make changes: the public address, when a proxy rewrites ``Host``."""
+    login_failures: int = 5
+    """Failed logins per user name and per source address before backoff starts."""
+    login_max_delay_seconds: float = 900.0
+    """Longest a throttled user name or address must wait (the backoff doubles to this)."""
+
+
+@dataclass(slots=True)
+class TopologyCache:
+    """The office tree last loaded, and the generation it was loaded at.
+
+    Loading a large tree (thousands of offices) takes a second; it changes rarely, and
+    every assignment and office view needs it. The generation is a row in the
+    database, a new random token at every save, so the cache is right whichever
+    process saved (and a save that is rolled back leaves a token that matches nothing).
+    """
+
+    generation: str = ""
+    tree: Topology | None = None
 
 
 @dataclass(slots=True)
@@ -86,6 +119,10 @@ class ConsoleState:
     """Held from moving a package into place to committing its row, and by deletes."""
     topology_lock: threading.Lock = field(default_factory=threading.Lock)
     """Serialises topology writes (uploads and offices auto-generated from reports)."""
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    topology_cache: TopologyCache = field(default_factory=TopologyCache)
+    refusals_logged: set[object] = field(default_factory=set)
+    """Report records already warned about (bounded): each is logged once, not per report."""
 
     def close(self) -> None:
         self.engine.dispose()
@@ -140,6 +177,37 @@ def _certificate(config: ConsoleConfig, now: datetime) -> tuple[Path | None, Pat
     return cert_path, key_path
 
 
+def _vendor_key(config: ConsoleConfig) -> VerifyKey:
+    """The one vendor key licences must be signed by; no default is trusted."""
+    if config.vendor_public_key is None:
+        raise ConsoleConfigError(
+            "no vendor public key: give --vendor-public-key FILE (or "
+            f"{VENDOR_KEY_VARIABLE}), the public key of the vendor that signs your licence "
+            "keys. Self-hosting: make a vendor key with 'shoal keygen vendor.key', start the "
+            "console with --vendor-public-key vendor.key.pub and issue licences with "
+            "'shoal license issue --vendor-key vendor.key'"
+        )
+    if b"PRIVATE KEY" in _read_head(config.vendor_public_key):
+        raise ConsoleConfigError(
+            f"{config.vendor_public_key} is a private key: give the console the vendor's "
+            "public key (the .pub file that 'shoal keygen' writes); the private key stays "
+            "with whoever issues licences"
+        )
+    key = VerifyKey.load(config.vendor_public_key)
+    log.info("licence keys must be signed by vendor key %s", key.key_id.hex())
+    return key
+
+
+def _read_head(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as key_file:
+            return key_file.read(4096)
+    except OSError as error:
+        raise ConsoleConfigError(
+            f"{path}: cannot read the vendor public key ({error.strerror})"
+        ) from None
+
+
 def _first_admin(state: ConsoleState) -> None:
     with state.sessions.begin() as session:
         if session.scalar(select(func.count()).select_from(db.Admin)):
@@ -160,16 +228,10 @@ def _first_admin(state: ConsoleState) -> None:
 
 def open_console(config: ConsoleConfig, clock: Clock = utc_now) -> ConsoleState:
     """Open (on first start: create) the console described by ``config``."""
+    vendor_key = _vendor_key(config)  # before anything is created: a refusal leaves no trace
     config.data_dir.mkdir(parents=True, exist_ok=True)
     signing_key = _signing_key(config.data_dir)
     cert_path, key_path = _certificate(config, clock())
-    vendor_key = VerifyKey.load(config.vendor_public_key or DEV_VENDOR_KEY)
-    if config.vendor_public_key is None:
-        log.warning(
-            "trusting the development vendor key shipped with shoal (%s): fine for "
-            "self-hosting and tests; give --vendor-public-key in production",
-            vendor_key.key_id.hex(),
-        )
     engine, sessions = db.open_database(db.database_url(config.database_url, config.data_dir))
     content = ContentDirectory(config.data_dir / "content")
     state = ConsoleState(
@@ -183,6 +245,9 @@ def open_console(config: ConsoleConfig, clock: Clock = utc_now) -> ConsoleState:
         cert_path=cert_path,
         key_path=key_path,
         clock=clock,
+        login_throttle=LoginThrottle(
+            free_failures=config.login_failures, max_delay=config.login_max_delay_seconds
+        ),
     )
     _first_admin(state)
     leftovers = content.clear_temporary()

@@ -16,7 +16,7 @@ import httpx
 
 from shoal.core.errors import ShoalError
 from shoal.core.signing import SigningKey
-from shoal.licensing import DEV_VENDOR_KEY, issue_licence
+from shoal.licensing import issue_licence
 
 
 class ConsoleRequestFailed(ShoalError):
@@ -42,7 +42,11 @@ class ConsoleAdmin:
         self._check(
             self._http.post("/auth/login", json={"username": username, "password": password})
         )
-        token = self._check(self._http.post("/tokens", json={"name": "shoal-lab"})).json()
+        # The session cookie makes changes only from the console's own origin.
+        origin = base_url.rstrip("/")
+        token = self._check(
+            self._http.post("/tokens", json={"name": "shoal-lab"}, headers={"Origin": origin})
+        ).json()
         self._http.cookies.clear()
         self._http.headers["Authorization"] = f"Bearer {token['token']}"
 
@@ -61,9 +65,11 @@ class ConsoleAdmin:
     def get(self, path: str, **params: Any) -> Any:
         return self._check(self._http.get(path, params=params)).json()
 
-    def save_licence(self, seats: int, expires: date, customer: str = "Lab") -> dict[str, Any]:
-        """Issue a licence with the development vendor key and save it (activation)."""
-        key = issue_licence(SigningKey.load(DEV_VENDOR_KEY), customer, seats, expires, date.today())
+    def save_licence(
+        self, vendor_key: SigningKey, seats: int, expires: date, customer: str = "Lab"
+    ) -> dict[str, Any]:
+        """Issue a licence with ``vendor_key`` (the lab's own) and save it (activation)."""
+        key = issue_licence(vendor_key, customer, seats, expires, date.today())
         result: dict[str, Any] = self._check(self._http.put("/license", json={"key": key})).json()
         return result
 

@@ -35,6 +35,7 @@ import httpx
 
 from shoal.client.service import STATUS_FILE
 from shoal.core.errors import ShoalError
+from shoal.core.signing import SigningKey
 from shoal.lab.admin import ConsoleAdmin
 from shoal.lab.netns import start_logged, stop_processes
 from shoal.lab.network import CENTRAL, EmulatedNetwork, LabHost
@@ -199,8 +200,21 @@ class Deployment:
     def console_cert(self) -> Path:
         return self.work / "console" / "tls" / "cert.pem"
 
+    @property
+    def vendor_key_path(self) -> Path:
+        """The site's own vendor key (no key ships with shoal); the console trusts its .pub."""
+        return self.work / "vendor.key"
+
+    def _vendor_key(self) -> SigningKey:
+        if not self.vendor_key_path.exists():
+            key = SigningKey.generate()
+            key.save(self.vendor_key_path)
+            key.verify_key.save(self.vendor_key_path.with_name("vendor.key.pub"))
+        return SigningKey.load(self.vendor_key_path)
+
     def start_console(self, timeout: float = 90.0) -> ConsoleAdmin:
         self.work.mkdir(parents=True, exist_ok=True)
+        self._vendor_key()
         host = self.placement.host(f"{CENTRAL}-0")
         self.console_host = host
         env = {**os.environ, "SHOAL_ADMIN_PASSWORD": ADMIN_PASSWORD}
@@ -215,6 +229,8 @@ class Deployment:
                 host.address,
                 "--port",
                 str(CONSOLE_PORT),
+                "--vendor-public-key",
+                str(self.vendor_key_path.with_name("vendor.key.pub")),
                 "--log-level",
                 "warning",
             ),
@@ -260,7 +276,9 @@ class Deployment:
             for office in self.offices
         ]
         self.admin.set_topology(offices)
-        licence = self.admin.save_licence(seats, date.today() + timedelta(days=365))
+        licence = self.admin.save_licence(
+            self._vendor_key(), seats, date.today() + timedelta(days=365)
+        )
         self.say(f"licence saved: {licence['seats']} seats ({licence['message']})")
 
     def start_server(self) -> None:

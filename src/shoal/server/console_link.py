@@ -10,7 +10,9 @@ Range so an interrupted download resumes at the first unverified chunk.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import ssl
 from collections.abc import Iterable, Iterator
@@ -27,7 +29,10 @@ from shoal.core.signing import VerifyKey, verify_manifest_file
 from shoal.store.content_store import ContentStore, EntryInfo
 from shoal.versions import IncompatibleVersion, Role, check_compatible
 
+log = logging.getLogger("shoal.server")
+
 DOWNLOAD_BLOCK = 1 << 20
+REFUSALS_REMEMBERED = 10_000
 
 LONG_POLL_MAX = 25.0
 """Longest long poll of the change feed asked for (the console accepts up to 30 s)."""
@@ -137,6 +142,7 @@ class ConsoleLink:
         self.version = version
         self.timeout = timeout
         self.console_key: VerifyKey | None = None
+        self._refusals_logged: set[str] = set()
         verify: Any = (
             ssl.create_default_context(cafile=ca_certificate)
             if ca_certificate is not None
@@ -371,11 +377,28 @@ class ConsoleLink:
             ]
         }
         result: dict[str, Any] = self._request("POST", "/clients", json=payload).json()
+        self._log_refused("client", result)
         return result
+
+    def _log_refused(self, what: str, answer: Any) -> None:
+        """Log each record the console refused once (it is re-sent with every report).
+
+        The console applies a report record by record and names the ones it refused; the
+        others were applied, so this is a warning, not a failure.
+        """
+        refused = answer.get("refused") if isinstance(answer, dict) else None
+        for record in refused if isinstance(refused, list) else []:
+            text = json.dumps(record, sort_keys=True)[:1000]
+            if text in self._refusals_logged:
+                continue
+            if len(self._refusals_logged) >= REFUSALS_REMEMBERED:
+                self._refusals_logged.clear()
+            self._refusals_logged.add(text)
+            log.warning("the console refused a %s record (the others were applied): %s", what, text)
 
     def report_stats(self, totals: Iterable[DownloadTotals]) -> None:
         """Send running download totals per content and office (idempotent)."""
-        self._request(
+        response = self._request(
             "POST",
             "/stats",
             json={
@@ -390,6 +413,9 @@ class ConsoleLink:
                 ]
             },
         )
+        if response.content:  # 204 from consoles before per-record validation
+            with contextlib.suppress(ValueError):
+                self._log_refused("statistics", response.json())
 
     def sync(self, content_dir: Path, cursor: int) -> SyncResult:
         """Follow the change feed from ``cursor``: fetch added content, drop removed.
