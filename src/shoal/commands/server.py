@@ -1,4 +1,4 @@
-"""``shoal server run`` and ``shoal server client-key``: the P2P server."""
+"""``shoal server run``: the P2P server."""
 
 from __future__ import annotations
 
@@ -136,8 +136,9 @@ def run(
 
     It registers with the console (activated once a licence key is saved there),
     fetches the content of every application into its origin store, and relays signed
-    assignments, manifests and rendezvous leases to its clients. Its log shows the
-    client key to give every client (`shoal client run --server-key`).
+    assignments, manifests and rendezvous leases to its clients. Its X25519 key is
+    created in --data-dir and certified by the console; devices join it with the
+    console's enrollment bundle (`shoal client enroll`).
     """
     from shoal.server.service import ServerConfig, ServerService
 
@@ -164,20 +165,6 @@ def run(
         )
     )
     run_until_signalled(service.run)
-
-
-@server.command("client-key")
-@click.option(
-    "--auth-key",
-    required=True,
-    envvar="SHOAL_SERVER_AUTH_KEY",
-    help="The P2P server authentication key shown by the console.",
-)
-def client_key(auth_key: str) -> None:
-    """Print the key clients of this server need (derived from the authentication key)."""
-    from shoal.server.service import client_key_for
-
-    click.echo(client_key_for(auth_key).hex())
 
 
 COMMANDS = (server,)
