@@ -38,7 +38,6 @@ from shoal.core.errors import ShoalError
 from shoal.lab.admin import ConsoleAdmin
 from shoal.lab.netns import start_logged, stop_processes
 from shoal.lab.network import CENTRAL, EmulatedNetwork, LabHost
-from shoal.server.service import client_key_for
 
 CONSOLE_PORT = 8443
 ADMIN_PASSWORD = "shoal lab administrator"
@@ -167,7 +166,10 @@ class Deployment:
     say: Callable[[str], None] = print
     admin: ConsoleAdmin | None = None
     console_host: LabHost | None = None
-    client_key: str = ""
+    enrollment: dict[str, Any] = field(default_factory=dict)
+    """The console's enrollment bundle of the P2P server (``wait_for_server`` fetches it)."""
+    enrollment_token: str = ""
+    """The token the next ``start_clients`` enrolls with (tests set a wrong one)."""
     clients: dict[str, LabHost] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -266,7 +268,6 @@ class Deployment:
     def start_server(self) -> None:
         assert self.admin is not None and self.console_host is not None
         auth_key = self.admin.server_auth_key()
-        self.client_key = client_key_for(auth_key).hex()
         host = self.console_host
         self._spawn(
             "server",
@@ -304,7 +305,10 @@ class Deployment:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_alive()
-            if any(row["activated"] for row in self.admin.get("/servers")):
+            activated = [row for row in self.admin.get("/servers") if row["activated"]]
+            if activated:
+                self.enrollment = self.admin.get(f"/servers/{activated[0]['id']}/enrollment-bundle")
+                self.enrollment_token = self.enrollment["enrollment_token"]
                 return
             time.sleep(0.3)
         raise DeploymentError(f"the P2P server was not activated within {timeout:.0f} s")
@@ -321,17 +325,21 @@ class Deployment:
         self, hosts: Sequence[LabHost], extra_arguments: dict[str, list[str]] | None = None
     ) -> None:
         """Start a client on each host (``extra_arguments`` by host name, e.g. faults)."""
-        assert self.console_host is not None
+        assert self.console_host is not None and self.enrollment
+        bundle = self.work / f"enrollment-{self.enrollment_token[:8]}.json"
+        descriptor = os.open(bundle, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as output:
+            json.dump({**self.enrollment, "enrollment_token": self.enrollment_token}, output)
         for host in hosts:
             argv = self._shoal(
                 "client",
                 "run",
                 "--data-dir",
                 str(self.client_dir(host)),
+                "--enrollment",
+                str(bundle),
                 "--server",
                 self.console_host.address,
-                "--server-key",
-                self.client_key,
                 "--ip",
                 host.address,
                 "--prefix",

@@ -593,6 +593,7 @@ class ServerCore:
 
     def restore_client(self, record: ClientRecord) -> None:
         """A client from the persisted registry (after a restart)."""
+        record.control_key = None  # derived again, with this server's key
         self.clients[record.device_id] = record
         self._device_at[record.ip] = record.device_id
 
