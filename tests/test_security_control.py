@@ -508,3 +508,48 @@ def test_a_server_restarted_with_a_new_key_is_certified_again_and_clients_follow
     new_key = restarted.core.settings.identity.public_raw
     assert device.control.certificate is not None
     assert device.control.certificate.public_key == new_key
+
+
+# --- enrollment --------------------------------------------------------------------------
+
+
+def test_enrollment_pins_the_console_key_keeps_the_token_private_and_off_argv(
+    tmp_path: Path,
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    bundle_path = tmp_path / "bundle.json"
+    token = os.urandom(16).hex()
+    bundle = {
+        "format": "shoal-enrollment-1",
+        "console_key": CONSOLE.verify_key.raw.hex(),
+        "enrollment_token": token,
+        "server": "10.0.0.2",
+        "server_port": 41441,
+    }
+    bundle_path.write_text(json.dumps(bundle))
+    data_dir = tmp_path / "device"
+
+    def shoal(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "shoal", *args], capture_output=True, text=True, check=False
+        )
+
+    enrolled = shoal("client", "enroll", str(bundle_path), "--data-dir", str(data_dir))
+    assert enrolled.returncode == 0, enrolled.stderr
+    assert token not in enrolled.stdout + enrolled.stderr
+    assert (data_dir / "enrollment.json").stat().st_mode & 0o777 == 0o600
+    trust = TrustState.load(data_dir / "trust.json")
+    assert trust.console_keys == (CONSOLE.verify_key.raw,)
+    # Another console's bundle does not silently replace what the device trusts.
+    bundle["console_key"] = SigningKey.generate().verify_key.raw.hex()
+    bundle_path.write_text(json.dumps(bundle))
+    again = shoal("client", "enroll", str(bundle_path), "--data-dir", str(data_dir))
+    assert again.returncode != 0 and "--replace" in again.stderr
+    assert TrustState.load(data_dir / "trust.json") == trust
+    # The token has no command-line option any more.
+    run_help = shoal("client", "run", "--help").stdout
+    assert "--server-key" not in run_help and "--enrollment" in run_help
+    assert "client-key" not in shoal("server", "--help").stdout

@@ -10,8 +10,9 @@ restarted with a new key gets a new certificate at its next registration.
 
 Byte layout (all integers big-endian)::
 
-    format u8 (1), server_public_key 32 B, server_id 16 B, address 4 B (IPv4),
-    not_after u64 (Unix seconds), name_length u8, name (UTF-8), signature 64 B
+    format u8 (1), server_public_key 32 B, address 4 B (IPv4), not_after u64 (Unix
+    seconds), server_id_length u8, server_id (UTF-8), name_length u8, name (UTF-8),
+    signature 64 B   (server ID and name: at most 64 bytes each)
 
 The signature is Ed25519 (RFC 8032) over ``DOMAIN`` followed by every byte before it,
 so a certificate's signature can never be mistaken for a manifest's.
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -34,8 +34,8 @@ DOMAIN = b"shoal server certificate v1\x00"
 FORMAT = 1
 SIGNATURE_SIZE = 64
 MAX_NAME = 64
-_FIXED = struct.Struct(">B32s16s4sQB")
-MAX_CERTIFICATE_SIZE = _FIXED.size + MAX_NAME + SIGNATURE_SIZE
+_FIXED = struct.Struct(">B32s4sQ")
+MAX_CERTIFICATE_SIZE = _FIXED.size + 2 * (1 + MAX_NAME) + SIGNATURE_SIZE
 VALIDITY_SECONDS = 30 * 86400
 
 
@@ -47,24 +47,20 @@ class CertificateInvalid(ShoalError):
 class ServerCertificate:
     public_key: bytes
     server_id: str
-    """The server's ID as the console knows it (32 hex digits, a UUID)."""
+    """The server's ID as the console knows it."""
     address: str
     not_after: int
     name: str
 
     def body(self) -> bytes:
-        name = self.name.encode("utf-8")[:MAX_NAME]
-        return (
-            _FIXED.pack(
-                FORMAT,
-                self.public_key,
-                uuid.UUID(hex=self.server_id).bytes,
-                ipaddress.IPv4Address(self.address).packed,
-                self.not_after,
-                len(name),
-            )
-            + name
+        server_id = self.server_id.encode("utf-8")
+        name = self.name.encode("utf-8")[:MAX_NAME].decode("utf-8", "ignore").encode("utf-8")
+        if len(server_id) > MAX_NAME:
+            raise ValueError(f"a server ID has at most {MAX_NAME} bytes")
+        fixed = _FIXED.pack(
+            FORMAT, self.public_key, ipaddress.IPv4Address(self.address).packed, self.not_after
         )
+        return fixed + bytes([len(server_id)]) + server_id + bytes([len(name)]) + name
 
     def sign(self, console_key: SigningKey) -> bytes:
         """The certificate's bytes, signed by the console."""
@@ -90,23 +86,28 @@ def issue_certificate(
 
 def read_certificate(data: bytes) -> ServerCertificate:
     """Decode without checking the signature (``CertificateInvalid`` on bad bytes)."""
-    if len(data) < _FIXED.size + SIGNATURE_SIZE:
+    if len(data) < _FIXED.size + 2 + SIGNATURE_SIZE:
         raise CertificateInvalid(f"a server certificate of {len(data)} bytes is truncated")
-    version, public_key, server_id, address, not_after, name_length = _FIXED.unpack_from(data)
+    version, public_key, address, not_after = _FIXED.unpack_from(data)
     if version != FORMAT:
         raise CertificateInvalid(f"server certificate format {version} is not {FORMAT}")
-    if len(data) != _FIXED.size + name_length + SIGNATURE_SIZE:
-        raise CertificateInvalid("server certificate length does not match its name length")
-    try:
-        name = data[_FIXED.size : _FIXED.size + name_length].decode("utf-8")
-    except UnicodeDecodeError:
-        raise CertificateInvalid("server certificate name is not UTF-8") from None
+    offset = _FIXED.size
+    texts = []
+    for _ in range(2):  # server ID, name
+        length = data[offset] if offset < len(data) else 0
+        text = data[offset + 1 : offset + 1 + length]
+        if len(text) != length or length > MAX_NAME:
+            raise CertificateInvalid("server certificate is truncated")
+        try:
+            texts.append(text.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise CertificateInvalid("server certificate text is not UTF-8") from None
+        offset += 1 + length
+    if len(data) != offset + SIGNATURE_SIZE:
+        raise CertificateInvalid("server certificate length does not match its fields")
+    server_id, name = texts
     return ServerCertificate(
-        public_key,
-        uuid.UUID(bytes=server_id).hex,
-        str(ipaddress.IPv4Address(address)),
-        not_after,
-        name,
+        public_key, server_id, str(ipaddress.IPv4Address(address)), not_after, name
     )
 
 

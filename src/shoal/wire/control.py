@@ -99,8 +99,9 @@ MAX_BANNED = 32
 PUBLIC_KEY_SIZE = 32
 MAX_CERTIFICATE = 512
 HELLO_SIZE = 128
-"""A client pads its HELLO to this size: the CERTIFICATE answer (at most 242 bytes with
-a 64-byte name) stays under 3x the request, so the server is no reflector."""
+"""A client pads its HELLO to this size: the CERTIFICATE answer (at most 289 bytes, with
+a server ID and a name of 64 bytes) stays under 3x the request: the server is no
+reflector."""
 _HEADER = struct.Struct(">2sBBI16sQ")
 HEADER_SIZE = _HEADER.size
 _NO_TAG = bytes(TAG_SIZE)
