@@ -248,7 +248,9 @@ class ControlClient:
             return
         if not message.authenticated or self._key is None:
             self.counters.unauthenticated += 1
-            if isinstance(body, Refused) and message.request_id in self._pending:
+            if isinstance(body, Refused) and (
+                message.request_id in self._pending or body.cause is RefusalCause.NO_CERTIFICATE
+            ):
                 self._events.append(RefusedUnauthenticated(body.cause, body.message))
                 self.refresh_certificate(now)
             return
