@@ -553,3 +553,22 @@ def test_enrollment_pins_the_console_key_keeps_the_token_private_and_off_argv(
     run_help = shoal("client", "run", "--help").stdout
     assert "--server-key" not in run_help and "--enrollment" in run_help
     assert "client-key" not in shoal("server", "--help").stdout
+
+
+def test_list_answers_fit_3x_even_for_an_authenticated_request_from_a_forged_address() -> None:
+    server = make_server(AbuseLimits(ban_reporters=1, reports_per_reporter=64))
+    devices = [Device(server, f"10.1.0.{number}") for number in range(1, 150)]
+    for device in devices:
+        device.register()
+    asker = devices[0]
+    for number in range(40):  # many banned peers in the office
+        asker.ask("bad_peer", CONTENT, (f"10.1.0.{200 + number % 50}", 1), number)
+    peers = asker.ask("peers", CONTENT, now=2.0)  # the client pads: it gets a long list
+    assert isinstance(peers, PeerList), peers
+    assert len(peers.peers) >= 100, len(peers.peers)
+    for body in (Peers(CONTENT), CheckIn(())):  # unpadded: the smallest requests
+        request = asker.forge(body, asker.device_id, counter=2**60 + len(asker.sent))
+        asker.sent.append(request)
+        server.receive_datagram(request, ("192.0.2.1", 1), 1.0)  # the victim's address
+        (answer,) = server.datagrams_to_send(1.0)
+        assert len(answer[0]) <= 3 * len(request)

@@ -58,6 +58,8 @@ from shoal.wire.errors import MalformedDatagram
 
 Address = tuple[str, int]
 MAX_PENDING = 256
+PEERS_PADDING = 176
+"""PEERS padded to 256 bytes: the server answers at most 3x that, about 110 peers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +198,7 @@ class ControlClient:
         return self._send(Lease(content_id), now)
 
     def peers(self, content_id: ContentId, now: float) -> int:
-        return self._send(Peers(content_id), now)
+        return self._send(Peers(content_id, PEERS_PADDING), now)
 
     def bad_peer(self, content_id: ContentId, peer: Address, chunk_index: int, now: float) -> int:
         return self._send(BadPeer(content_id, peer, chunk_index), now)

@@ -15,7 +15,8 @@ Sans-I/O. For each datagram, in order:
    the user what is wrong; a replayed or older counter gets an authenticated
    ``REFUSED(REPLAYED)`` and changes nothing;
 5. ``ServerCore`` decides; the answer goes back authenticated, with the server's own
-   counter, to the sender's address.
+   counter, to the sender's address, its lists (peers, banned peers) trimmed to 3x the
+   request's size: a device with a key may still forge its source address.
 
 When the assignments change, every client that has spoken to the server gets a
 ``NUDGE``, ``NUDGES_PER_ROUND`` at a time every ``NUDGE_SPACING`` seconds, so that tens
@@ -24,16 +25,20 @@ of thousands of clients do not overflow a socket buffer at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shoal.core.identity import device_id_of
 from shoal.server.core import ServerCore
 from shoal.server.limits import Buckets
 from shoal.wire.control import (
+    HEADER_SIZE,
+    TAG_SIZE,
     Certificate,
+    CheckInReply,
     ControlBody,
     ControlMessage,
     Hello,
+    PeerList,
     RefusalCause,
     Refused,
     Register,
@@ -169,7 +174,7 @@ class ServerControl:
             )
             self._reply(message, key, refusal, addr, now)
             return
-        reply_body = core.handle_control(message, addr, now)
+        reply_body = _fit(core.handle_control(message, addr, now), len(data))
         counters.answered += 1
         self._reply(message, core.control_key_of(message.device_id) or key, reply_body, addr, now)
 
@@ -248,3 +253,18 @@ class ServerControl:
 
     def get_timer(self) -> float | None:
         return self._next_nudges
+
+
+def _fit(body: ControlBody, request_size: int) -> ControlBody:
+    """Trim a list answer to 3x the request: even an authenticated request may come from
+    a forged source address (a device with a key can lie about where it is)."""
+    budget = AMPLIFICATION_LIMIT * request_size - HEADER_SIZE - TAG_SIZE
+    if isinstance(body, PeerList):
+        room = max(0, (budget - 33) // 6)  # content ID, count; 6 bytes per peer
+        if len(body.peers) > room:
+            return replace(body, peers=body.peers[:room])
+    elif isinstance(body, CheckInReply):
+        room = max(0, (budget - 37) // 4)  # digest, length, count; 4 bytes per address
+        if len(body.banned) > room:
+            return replace(body, banned=body.banned[:room])
+    return body

@@ -58,7 +58,7 @@ CHECKIN_REPLY    0x33  assignments_sha256 32 B, assignments_length u32, count u8
                        count x banned peer ip 4 B (peers banned in the office)
 MANIFEST_INFO    0x34  content_id 32 B
 MANIFEST_REPLY   0x35  content_id 32 B, manifest_sha256 32 B, manifest_length u32
-PEERS            0x36  content_id 32 B
+PEERS            0x36  content_id 32 B, padding (zeros: the answer is <= 3x the request)
 PEER_LIST        0x37  content_id 32 B, count u8, count x (ip 4 B, port u16)
 BAD_PEER         0x38  content_id 32 B, peer ip 4 B, peer port u16, chunk_index u32
 NOTED            0x39  (empty)
@@ -254,6 +254,8 @@ class LeaseReply:
 @dataclass(frozen=True, slots=True)
 class Peers:
     content_id: ContentId
+    padding: int = 0
+    """Zeros after the content ID: the server's peer list fits in 3x the request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,12 +557,24 @@ def _push_refused(buf: Buffer, body: Refused) -> None:
     _push_str(buf, body.message, wide=True)
 
 
-def _content_id_body(kind: type[ManifestInfo | Lease | Peers]) -> Callable[[Buffer], ControlBody]:
+def _content_id_body(kind: type[ManifestInfo | Lease]) -> Callable[[Buffer], ControlBody]:
     return lambda buf: kind(pull_content_id(buf))
 
 
-def _push_content_id_body(buf: Buffer, body: ManifestInfo | Lease | Peers) -> None:
+def _push_content_id_body(buf: Buffer, body: ManifestInfo | Lease) -> None:
     buf.push_bytes(body.content_id.digest)
+
+
+def _pull_peers(buf: Buffer) -> Peers:
+    content_id = pull_content_id(buf)
+    padding = buf.remaining
+    buf.pull_bytes(padding)
+    return Peers(content_id, padding)
+
+
+def _push_peers(buf: Buffer, body: Peers) -> None:
+    buf.push_bytes(body.content_id.digest)
+    buf.push_bytes(bytes(body.padding))
 
 
 _PULLERS: dict[ControlType, Callable[[Buffer], ControlBody]] = {
@@ -574,7 +588,7 @@ _PULLERS: dict[ControlType, Callable[[Buffer], ControlBody]] = {
     ControlType.MANIFEST_REPLY: _pull_manifest_reply,
     ControlType.LEASE: _content_id_body(Lease),
     ControlType.LEASE_REPLY: _pull_lease_reply,
-    ControlType.PEERS: _content_id_body(Peers),
+    ControlType.PEERS: _pull_peers,
     ControlType.PEER_LIST: _pull_peer_list,
     ControlType.BAD_PEER: _pull_bad_peer,
     ControlType.NOTED: lambda buf: Noted(),
@@ -593,7 +607,7 @@ _PUSHERS: dict[type, tuple[ControlType, Callable[[Buffer, ControlBody], None]]] 
     ManifestReply: (ControlType.MANIFEST_REPLY, _push_manifest_reply),  # type: ignore[dict-item]
     Lease: (ControlType.LEASE, _push_content_id_body),  # type: ignore[dict-item]
     LeaseReply: (ControlType.LEASE_REPLY, _push_lease_reply),  # type: ignore[dict-item]
-    Peers: (ControlType.PEERS, _push_content_id_body),  # type: ignore[dict-item]
+    Peers: (ControlType.PEERS, _push_peers),  # type: ignore[dict-item]
     PeerList: (ControlType.PEER_LIST, _push_peer_list),  # type: ignore[dict-item]
     BadPeer: (ControlType.BAD_PEER, _push_bad_peer),  # type: ignore[dict-item]
     Noted: (ControlType.NOTED, lambda buf, body: None),
