@@ -9,6 +9,7 @@ go through the real codecs, ``ControlClient``, ``ServerControl`` and ``ServerCor
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -113,7 +114,7 @@ class Device:
     def ask(self, call: str, *arguments: object, now: float = 0.0) -> ControlBody:
         """One request through the genuine client, answered by the server."""
         request_id = getattr(self.control, call)(*arguments, now=now)
-        for _ in range(3):
+        for _ in range(6):
             self.control.handle_timer(now)
             for data, _ in self.control.datagrams_to_send(now):
                 self.sent.append(data)
@@ -130,7 +131,11 @@ class Device:
         return self.ask("register", "0.1.0", f"pc-{self.ip}", 24, now=now)
 
     def forge(self, body: ControlBody, device_id: bytes, counter: int) -> bytes:
-        """A datagram this device tags with its own key, whatever device ID it claims."""
+        """A datagram this device tags with its own key, whatever device ID it claims (a
+        REGISTER with the address token its own HELLO would get)."""
+        if isinstance(body, Register):
+            token = self.server.address_tokens.issue(self.ip, 0.0)
+            body = replace(body, address_token=token)
         message = ControlMessage(99, device_id, body, counter=counter)
         return encode_control(message, self.control_key)
 
@@ -304,6 +309,20 @@ def test_attack_6_replayed_checkins_and_requests_for_another_device_are_refused(
     assert isinstance(victim.ask("check_in", [ContentProgress(CONTENT, 1, 4, 0, 0)]), CheckInReply)
 
 
+def test_only_a_register_with_an_address_token_moves_a_device() -> None:
+    server = make_server()
+    device = Device(server, "10.1.0.5")
+    device.register()
+    device.ip = "10.1.0.7"  # a new DHCP lease (or a forged source address)
+    moved = device.ask("check_in", [], now=1.0)
+    assert isinstance(moved, Refused) and moved.cause is RefusalCause.UNKNOWN_DEVICE
+    assert server.core.clients[device.device_id].ip == "10.1.0.5"
+    # The genuine client registers again: its old token is refused, it gets a new one.
+    assert isinstance(device.register(now=2.0), Registered)
+    assert server.counters.address_unproven == 1
+    assert server.core.clients[device.device_id].ip == "10.1.0.7"
+
+
 def reply_authenticated(message: ControlMessage) -> bool:
     return message.authenticated  # pull_control never trusts: the tag was not checked
 
@@ -386,6 +405,16 @@ def test_attack_8_forged_registrations_take_no_seats_and_do_not_fill_the_registr
     )
     assert len(core.clients) <= core.settings.limits.register_burst
     assert server.counters.rate_limited > 5900
+    # 3,000 with the token from 3,000 forged source addresses: none proves its address.
+    spoofed = make_server()
+    for number in range(3000):
+        impostor = Device(spoofed, "10.1.0.67")
+        body = Register(impostor.key.public_raw, "0.1.0", f"x{number}", 24)
+        datagram = impostor.forge(body, impostor.device_id, counter=1)
+        source = (f"10.1.{number // 250 + 1}.{number % 250 + 1}", 50000)
+        spoofed.receive_datagram(datagram, source, 1.0 + number * 0.4 / 3000)
+    assert len(spoofed.core.clients) == 0
+    assert spoofed.counters.address_unproven == 3000
     # Even with no rate limit, one address registers at most new_devices_per_address.
     unlimited = make_server(AbuseLimits(register_burst=10_000))
     flood(unlimited, "10.1.0.67", 3000, start=1.0)

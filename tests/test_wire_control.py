@@ -51,6 +51,7 @@ CONTENT = ContentId(bytes(range(32, 64)))
 DIGEST = bytes(range(100, 132))
 PUBLIC_KEY = bytes(range(200, 232))
 COUNTER = 0x0102030405060708
+TOKEN = bytes(range(50, 66))
 
 
 def datagram(code: int, body: bytes, request_id: int = 7) -> bytes:
@@ -70,11 +71,15 @@ def datagram(code: int, body: bytes, request_id: int = 7) -> bytes:
 
 GOLDEN = [
     (Hello(), 0x22, bytes(128 - 48)),
-    (Certificate(b"\x01" + bytes(40)), 0x23, b"\x00\x29\x01" + bytes(40)),
     (
-        Register(PUBLIC_KEY, "0.1.0", "pc-7", 24),
+        Certificate(b"\x01" + bytes(40), TOKEN),
+        0x23,
+        b"\x00\x29\x01" + bytes(40) + TOKEN,
+    ),
+    (
+        Register(PUBLIC_KEY, "0.1.0", "pc-7", 24, TOKEN),
         0x30,
-        PUBLIC_KEY + b"\x050.1.0\x04pc-7\x18",
+        PUBLIC_KEY + b"\x050.1.0\x04pc-7\x18" + TOKEN,
     ),
     (
         Registered(

@@ -4,7 +4,9 @@ Theory of operation
 -------------------
 Before anything else the client needs its server's certificate: it sends a padded
 ``HELLO`` (retried with backoff) and checks the ``CERTIFICATE`` answer against the
-console key(s) pinned at enrollment and the server's address. From the certified
+console key(s) pinned at enrollment and the server's address; it also carries an address token,
+which every REGISTER echoes (proof that we receive at our address; the server says
+``ADDRESS_UNPROVEN`` when it is too old, and we ask again). From the certified
 server key, its own device key and the enrollment token it derives the *control key*
 (``shoal.core.identity.control_key``) that authenticates every datagram both ways.
 A certificate that does not verify is counted and reported (``CertificateRejected``)
@@ -30,13 +32,14 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shoal.core.identity import DeviceKey, control_key
 from shoal.core.ids import ContentId
 from shoal.core.server_cert import CertificateInvalid, ServerCertificate, verify_certificate
 from shoal.core.signing import VerifyKey
 from shoal.wire.control import (
+    ADDRESS_TOKEN_SIZE,
     BadPeer,
     Certificate,
     CheckIn,
@@ -173,6 +176,7 @@ class ControlClient:
         self.counters = ControlCounters()
         self.certificate: ServerCertificate | None = None
         self._key: bytes | None = None
+        self._address_token = bytes(ADDRESS_TOKEN_SIZE)
         self._counter = counter_start
         self._last_server_counter = 0
         self._pending: dict[int, _Pending] = {}
@@ -186,6 +190,7 @@ class ControlClient:
     # ----------------------------------------------------------- user calls
 
     def register(self, version: str, hostname: str, subnet_prefix: int, now: float) -> int:
+        """REGISTER with this device's public key and the newest address token."""
         return self._send(Register(self._public, version, hostname[:64], subnet_prefix), now)
 
     def check_in(self, progress: list[ContentProgress], now: float) -> int:
@@ -229,6 +234,8 @@ class ControlClient:
         if self._key is None:
             return
         self._counter += 1
+        if isinstance(body, Register):  # echo the newest address token
+            body = replace(body, address_token=self._address_token)
         message = ControlMessage(request_id, self.device_id, body, counter=self._counter)
         self._outbox.append((encode_control(message, self._key), self.server))
         self.counters.sent += 1
@@ -246,7 +253,7 @@ class ControlClient:
             return
         body = message.body
         if isinstance(body, Certificate):
-            self._on_certificate(body.certificate, now)
+            self._on_certificate(body, now)
             return
         if not message.authenticated or self._key is None:
             self.counters.unauthenticated += 1
@@ -263,6 +270,11 @@ class ControlClient:
             self.counters.replayed += 1  # a replayed or reordered old reply
             return
         self._last_server_counter = message.counter
+        if isinstance(body, Refused) and body.cause is RefusalCause.ADDRESS_UNPROVEN:
+            # Our address token is old: ask for a new one; the REGISTER goes again with it.
+            self._hello_due = now
+            self._hello_interval = self.retry_initial
+            return
         if isinstance(body, Nudge):
             self.counters.nudges += 1
             self._events.append(Nudged(body.assignments_sha256))
@@ -274,10 +286,12 @@ class ControlClient:
         self.counters.answered += 1
         self._events.append(ControlAnswered(message.request_id, pending.request, body))
 
-    def _on_certificate(self, data: bytes, now: float) -> None:
+    def _on_certificate(self, answer: Certificate, now: float) -> None:
         wall = now + self.wall_offset if self.wall_offset is not None else float("-inf")
         try:
-            certificate = verify_certificate(data, self.console_keys, wall, self.server[0])
+            certificate = verify_certificate(
+                answer.certificate, self.console_keys, wall, self.server[0]
+            )
             key = control_key(
                 self.device_key.exchange(certificate.public_key),
                 self._token,
@@ -289,7 +303,13 @@ class ControlClient:
             self._events.append(CertificateRejected(str(error)))
             return
         self._hello_due = None
+        renewed_token = answer.address_token != self._address_token
+        self._address_token = answer.address_token
         if key == self._key:
+            if renewed_token:
+                for request_id, pending in self._pending.items():
+                    if isinstance(pending.request, Register):
+                        self._transmit(request_id, pending.request)
             return
         self.certificate, self._key = certificate, key
         self._last_server_counter = 0  # another server key: its own counters

@@ -6,11 +6,14 @@ Sans-I/O. For each datagram, in order:
    speak gets a ``VERSION_ERROR``; anything else malformed is counted and dropped;
 2. per source address, a token bucket per kind (``HELLO``, ``REGISTER``, the rest):
    past it the datagram is dropped and counted, before any cryptography;
-3. ``HELLO`` gets the server's certificate, only if the answer is at most 3x the
-   request's size (so the server reflects nothing bigger to a forged address);
+3. ``HELLO`` gets the server's certificate and an address token
+   (``AddressTokens``), only if the answer is at most 3x the request's size (so the
+   server reflects nothing bigger to a forged address);
 4. every other datagram must carry the tag of its device's control key: a REGISTER's
    key is derived from the public key it carries (whose device ID must be the sender's),
-   any other's from the registered device's key. A datagram we cannot check gets an
+   any other's from the registered device's key. A REGISTER must also echo a recent
+   address token for its source IP (``REFUSED(ADDRESS_UNPROVEN)`` otherwise): a device
+   is registered only at an address where it receives. A datagram we cannot check gets an
    unauthenticated ``REFUSED`` (rate-limited, <= 3x the request) so the client can tell
    the user what is wrong; a replayed or older counter gets an authenticated
    ``REFUSED(REPLAYED)`` and changes nothing;
@@ -28,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from shoal.core.identity import device_id_of
+from shoal.server.address_tokens import AddressTokens
 from shoal.server.core import ServerCore
 from shoal.server.limits import Buckets
 from shoal.wire.control import (
@@ -68,6 +72,7 @@ class ServerControlCounters:
     wrong_key: int = 0
     unknown_device: int = 0
     replayed: int = 0
+    address_unproven: int = 0
     rate_limited: int = 0
     refusals_suppressed: int = 0
     certificates_sent: int = 0
@@ -96,6 +101,7 @@ class ServerControl:
         self._registers = Buckets(limits.register_burst, limits.register_rate)
         self._requests = Buckets(limits.request_burst, limits.request_rate)
         self._refusals = Buckets(limits.refusal_burst, limits.refusal_rate)
+        self.address_tokens = AddressTokens()
 
     def receive_datagram(self, data: bytes | memoryview, addr: Address, now: float) -> None:
         counters = self.counters
@@ -127,7 +133,7 @@ class ServerControl:
             counters.rate_limited += 1
             return
         if isinstance(body, Hello):
-            self._answer_hello(message, len(data), addr)
+            self._answer_hello(message, len(data), addr, now)
             return
         core = self.core
         if isinstance(body, Register):
@@ -174,14 +180,21 @@ class ServerControl:
             )
             self._reply(message, key, refusal, addr, now)
             return
+        if isinstance(body, Register) and not self.address_tokens.valid(
+            addr[0], body.address_token, now
+        ):
+            counters.address_unproven += 1
+            refusal = Refused(RefusalCause.ADDRESS_UNPROVEN, "address token missing or old")
+            self._reply(message, key, refusal, addr, now)
+            return
         reply_body = _fit(core.handle_control(message, addr, now), len(data))
         counters.answered += 1
         self._reply(message, core.control_key_of(message.device_id) or key, reply_body, addr, now)
 
-    def _answer_hello(self, message: ControlMessage, size: int, addr: Address) -> None:
+    def _answer_hello(self, message: ControlMessage, size: int, addr: Address, now: float) -> None:
         certificate = self.core.certificate
         body: ControlBody = (
-            Certificate(certificate)
+            Certificate(certificate, self.address_tokens.issue(addr[0], now))
             if certificate is not None
             else Refused(RefusalCause.NO_CERTIFICATE, "no certificate from the console yet")
         )

@@ -10,9 +10,12 @@ reports (the client registry, download statistics).
 
 Every message reaching ``handle_control`` was authenticated by ``ServerControl`` with
 its device's control key and carries a fresh counter (``accept_counter``): the device
-ID is the sender's own. Values are validated at this boundary (``INVALID_REQUEST``
-names the field): no control characters or overlong host names and versions,
-``chunks_done <= chunk_count``, byte counters below 2^62.
+ID is the sender's own. A REGISTER also proved that the device receives at its source
+address (an address token); only a REGISTER places a device at an address, and any
+other request from another address is answered ``UNKNOWN_DEVICE`` (register again).
+Values are validated at this boundary (``INVALID_REQUEST`` names the field): no control
+characters or overlong host names and versions, ``chunks_done <= chunk_count``, byte
+counters below 2^62.
 
 Admission, in order: the server must be activated (``NOT_ACTIVATED``), the client's
 version must be supported (``VERSION_UNSUPPORTED``, saying what to upgrade), the
@@ -346,8 +349,14 @@ class ServerCore:
         if isinstance(body, Register):
             return self._register(message, body, addr, now)
         client = self.clients[message.device_id]
+        if addr[0] != client.ip:
+            # Only a REGISTER (with an address token) moves a device: an authenticated
+            # request from elsewhere may come from a forged address.
+            return Refused(
+                RefusalCause.UNKNOWN_DEVICE,
+                f"this device is registered at {client.ip}, not {addr[0]}: register again",
+            )
         client.last_seen, client.control_address = now, addr
-        self._place(client, addr[0])
         if isinstance(body, CheckIn):
             for entry in body.content:
                 client.content[entry.content_id] = entry

@@ -42,9 +42,11 @@ LEASE            0x20  content_id 32 B
 LEASE_REPLY      0x21  content_id 32 B, decision u8, holder ip 4 B, holder port u16,
                        valid_ms u32
 HELLO            0x22  padding (zeros) up to ``HELLO_SIZE`` bytes; no tag
-CERTIFICATE      0x23  certificate_length u16, certificate (``shoal.core.server_cert``);
+CERTIFICATE      0x23  certificate_length u16, certificate (``shoal.core.server_cert``),
+                       address_token 16 B (proves the asker receives at its address);
                        no tag
-REGISTER         0x30  public_key 32 B, version str8, hostname str8, subnet_prefix u8
+REGISTER         0x30  public_key 32 B, version str8, hostname str8, subnet_prefix u8,
+                       address_token 16 B (from a recent CERTIFICATE)
 REGISTERED       0x31  version str8, office str8, office_type u8,
                        checkin_s u16, discovery_port u16, data_port u16,
                        background_port u16, licence_state u8, seats_over u32,
@@ -99,9 +101,10 @@ MAX_BANNED = 32
 PUBLIC_KEY_SIZE = 32
 MAX_CERTIFICATE = 512
 HELLO_SIZE = 128
-"""A client pads its HELLO to this size: the CERTIFICATE answer (at most 289 bytes, with
+"""A client pads its HELLO to this size: the CERTIFICATE answer (at most 305 bytes, with
 a server ID and a name of 64 bytes) stays under 3x the request: the server is no
 reflector."""
+ADDRESS_TOKEN_SIZE = 16
 _HEADER = struct.Struct(">2sBBI16sQ")
 HEADER_SIZE = _HEADER.size
 _NO_TAG = bytes(TAG_SIZE)
@@ -162,6 +165,7 @@ class RefusalCause(enum.IntEnum):
     INVALID_REQUEST = 9
     REPLAYED = 10  # the counter is not above the last one accepted from this device
     NO_CERTIFICATE = 11  # the server has no certificate from its console yet
+    ADDRESS_UNPROVEN = 13  # REGISTER without a recent address token: ask HELLO again
     RATE_LIMITED = 12  # too many new devices from one address (or in all)
 
 
@@ -174,9 +178,11 @@ class Hello:
 
 @dataclass(frozen=True, slots=True)
 class Certificate:
-    """The server's certificate, signed by the console (``shoal.core.server_cert``)."""
+    """The server's certificate, signed by the console (``shoal.core.server_cert``), and
+    a token that proves, when a REGISTER echoes it, that the asker receives there."""
 
     certificate: bytes
+    address_token: bytes = bytes(ADDRESS_TOKEN_SIZE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +191,8 @@ class Register:
     version: str
     hostname: str
     subnet_prefix: int
+    address_token: bytes = bytes(ADDRESS_TOKEN_SIZE)
+    """Echoed from the server's CERTIFICATE: the device receives at its source address."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,7 +382,7 @@ def _pull_certificate(buf: Buffer) -> Certificate:
     length = buf.pull_uint16()
     if length > MAX_CERTIFICATE:
         raise MalformedDatagram(f"certificate of {length} bytes is too long")
-    return Certificate(buf.pull_bytes(length))
+    return Certificate(buf.pull_bytes(length), buf.pull_bytes(ADDRESS_TOKEN_SIZE))
 
 
 def _push_certificate(buf: Buffer, body: Certificate) -> None:
@@ -382,6 +390,13 @@ def _push_certificate(buf: Buffer, body: Certificate) -> None:
         raise ValueError(f"a certificate has at most {MAX_CERTIFICATE} bytes")
     buf.push_uint16(len(body.certificate))
     buf.push_bytes(body.certificate)
+    _push_token(buf, body.address_token)
+
+
+def _push_token(buf: Buffer, token: bytes) -> None:
+    if len(token) != ADDRESS_TOKEN_SIZE:
+        raise ValueError(f"an address token has {ADDRESS_TOKEN_SIZE} bytes")
+    buf.push_bytes(token)
 
 
 def _pull_register(buf: Buffer) -> Register:
@@ -390,7 +405,7 @@ def _pull_register(buf: Buffer) -> Register:
     prefix = buf.pull_uint8()
     if prefix > 32:
         raise MalformedDatagram(f"subnet prefix /{prefix} is not IPv4")
-    return Register(public_key, version, hostname, prefix)
+    return Register(public_key, version, hostname, prefix, buf.pull_bytes(ADDRESS_TOKEN_SIZE))
 
 
 def _push_register(buf: Buffer, body: Register) -> None:
@@ -400,6 +415,7 @@ def _push_register(buf: Buffer, body: Register) -> None:
     _push_str(buf, body.version)
     _push_str(buf, body.hostname)
     buf.push_uint8(body.subnet_prefix)
+    _push_token(buf, body.address_token)
 
 
 def _pull_registered(buf: Buffer) -> Registered:
