@@ -13,6 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shoal.client.agent import AgentConfig, AgentCore
 from shoal.client.control import ControlAnswered, ControlClient
@@ -601,3 +603,39 @@ def test_list_answers_fit_3x_even_for_an_authenticated_request_from_a_forged_add
         server.receive_datagram(request, ("192.0.2.1", 1), 1.0)  # the victim's address
         (answer,) = server.datagrams_to_send(1.0)
         assert len(answer[0]) <= 3 * len(request)
+
+
+# --- fuzzing the server's control port ---------------------------------------------------
+
+
+def mutate(case: tuple[bytes, list[tuple[int, int]], int]) -> bytes:
+    seed, flips, cut = case
+    mutated = bytearray(seed)
+    for position, value in flips:
+        if position < len(mutated):
+            mutated[position] = value
+    return bytes(mutated[:cut])
+
+
+FUZZ_SERVER = make_server()
+FUZZ_DEVICE = Device(FUZZ_SERVER, "10.1.0.5")
+FUZZ_DEVICE.register()
+FUZZ_DEVICE.ask("check_in", [ContentProgress(CONTENT, 1, 4, 0, 0)])
+FUZZ_SEEDS = [*FUZZ_DEVICE.sent]
+
+
+@settings(max_examples=10_000, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=400),
+        st.tuples(
+            st.sampled_from(FUZZ_SEEDS),
+            st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=4),
+            st.integers(0, 400),
+        ).map(mutate),
+    )
+)
+def test_any_datagram_from_a_stranger_gets_at_most_3x_and_never_crashes(data: bytes) -> None:
+    FUZZ_SERVER.receive_datagram(data, ("192.0.2.1", 1), 5.0)
+    answer = sum(len(reply) for reply, _ in FUZZ_SERVER.datagrams_to_send(5.0))
+    assert answer <= 3 * len(data)

@@ -205,14 +205,14 @@ def test_prefix_errors_are_named() -> None:
 VALID = [encode_control(ControlMessage(9, DEVICE, body, counter=1), KEY) for body, _, _ in GOLDEN]
 
 
-@settings(max_examples=5000)
+@settings(max_examples=10_000)
 @given(st.binary(max_size=200))
 def test_random_bytes_raise_only_the_named_error(data: bytes) -> None:
     with contextlib.suppress(MalformedDatagram):
         decode_control(data, KEY)
 
 
-@settings(max_examples=5000)
+@settings(max_examples=10_000)
 @given(
     st.sampled_from(VALID),
     st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=4),

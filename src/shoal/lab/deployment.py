@@ -19,6 +19,7 @@ block), whatever happened.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import ssl
@@ -326,7 +327,8 @@ class Deployment:
     ) -> None:
         """Start a client on each host (``extra_arguments`` by host name, e.g. faults)."""
         assert self.console_host is not None and self.enrollment
-        bundle = self.work / f"enrollment-{self.enrollment_token[:8]}.json"
+        name = hashlib.sha256(self.enrollment_token.encode()).hexdigest()[:8]
+        bundle = self.work / f"enrollment-{name}.json"  # the token never in a name
         descriptor = os.open(bundle, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as output:
             json.dump({**self.enrollment, "enrollment_token": self.enrollment_token}, output)

@@ -49,7 +49,7 @@ from shoal import ports
 from shoal.assignments import encode_envelope
 from shoal.core.identity import DeviceKey, enrollment_token_for
 from shoal.core.ids import ContentId
-from shoal.core.server_cert import CertificateInvalid, read_certificate
+from shoal.core.server_cert import VALIDITY_SECONDS, CertificateInvalid, read_certificate
 from shoal.licensing import LicenceState
 from shoal.net.events import DeliveryFailed
 from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
@@ -315,8 +315,13 @@ class ServerService:
             return False
         if certified != self.identity.public_raw:
             return False  # for an older key of this server: wait for the console's new one
-        if certificate != self.core.certificate:
-            self.core.certificate = certificate
+        current = self.core.certificate
+        if current is not None:
+            held = read_certificate(current)
+            if held.public_key == certified and held.not_after - time.time() > VALIDITY_SECONDS / 2:
+                return False  # the one we serve is good for weeks: no write, no log line
+        self.core.certificate = certificate
+        if current is None:
             log.info("server certificate from the console: clients can authenticate us")
         return True
 
