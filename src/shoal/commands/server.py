@@ -107,6 +107,28 @@ def server() -> None:
     help="How often to report clients and statistics to the console.",
 )
 @click.option(
+    "--client-expiry-days",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="A device silent this long leaves the registry (its console seat stays until it "
+    "is retired in the console).",
+)
+@click.option(
+    "--stall-seconds",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="A rendezvous point that fetches no chunk this long loses the lease.",
+)
+@click.option(
+    "--ban-reporters",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Distinct devices that must report a peer before it is banned in their office.",
+)
+@click.option(
     "--no-direct",
     is_flag=True,
     help="Refuse clients outside every known network (default: serve them).",
@@ -129,6 +151,9 @@ def run(
     lease_seconds: float,
     sync_seconds: float,
     report_seconds: float,
+    client_expiry_days: float,
+    stall_seconds: float,
+    ban_reporters: int,
     no_direct: bool,
     log_level: str,
 ) -> None:
@@ -140,6 +165,7 @@ def run(
     created in --data-dir and certified by the console; devices join it with the
     console's enrollment bundle (`shoal client enroll`).
     """
+    from shoal.server.limits import AbuseLimits
     from shoal.server.service import ServerConfig, ServerService
 
     setup_logging(log_level)
@@ -162,6 +188,11 @@ def run(
             sync_seconds=sync_seconds,
             report_seconds=report_seconds,
             direct_outside_offices=not no_direct,
+            limits=AbuseLimits(
+                client_expiry=client_expiry_days * 86400,
+                stall_seconds=stall_seconds,
+                ban_reporters=ban_reporters,
+            ),
         )
     )
     run_until_signalled(service.run)

@@ -47,8 +47,10 @@ class AbuseLimits:
     reports_per_reporter: int = 16
     max_reports: int = 10_000
     ban_seconds: float = 86400.0
-    stall_seconds: float = 30.0
-    """A rendezvous point that fetches no chunk from the server this long loses the lease."""
+    stall_seconds: float = 60.0
+    """A rendezvous point that starts no chunk from the server this long loses the lease
+    (a chunk starts as the previous ones arrive: 1 MiB chunks need a WAN of at least
+    about 150 kbit/s)."""
     stall_penalty: float = 300.0
     """...and is not granted that lease again for this long."""
 

@@ -62,6 +62,7 @@ from shoal.server.console_link import (
 )
 from shoal.server.core import BandwidthLimit, ClientRecord, ServerCore, ServerSettings
 from shoal.server.db import BadPeerRow, ClientRow, StateValue, open_database, sqlite_url
+from shoal.server.limits import AbuseLimits
 from shoal.server.node import ServerNode
 from shoal.store.content_store import ContentStore
 from shoal.topology import parse_json
@@ -120,6 +121,7 @@ class ServerConfig:
     sync_seconds: float = 2.0
     report_seconds: float = 10.0
     direct_outside_offices: bool = True
+    limits: AbuseLimits = dataclasses.field(default_factory=AbuseLimits)
 
 
 @dataclass(slots=True)
@@ -250,6 +252,7 @@ class ServerService:
             background_port=self.ports.background,
             lease_seconds=config.lease_seconds,
             direct_outside_offices=config.direct_outside_offices,
+            limits=config.limits,
         )
         self.core = ServerCore(settings)
         self.node: ServerNode | None = None
