@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import pytest
 
+from shoal.core.identity import DeviceKey
 from shoal.core.packing import pack_bytes
 from shoal.core.signing import SigningKey
 from shoal.server.control import NUDGES_PER_ROUND, ServerControl
@@ -32,6 +34,7 @@ from shoal.wire.control import (
     Register,
     Registered,
     decode_control,
+    pull_control,
 )
 
 CONSOLE = SigningKey.generate()
@@ -70,14 +73,23 @@ TOPOLOGY = parse_json(
 )
 
 
+SERVER_IDENTITY = DeviceKey.from_raw(bytes(range(32)))
+TOKEN = b"enrollment token"
+
+
+@functools.cache
+def device_key(number: int) -> DeviceKey:
+    return DeviceKey.from_raw(hashlib.sha256(number.to_bytes(8, "big")).digest())
+
+
 def device(number: int) -> bytes:
-    return number.to_bytes(16, "big")
+    return device_key(number).device_id
 
 
 @pytest.fixture
 def server() -> ServerCore:
     core = ServerCore(
-        ServerSettings(server_key=b"k", console_key=CONSOLE.verify_key.raw), version="0.1.0"
+        ServerSettings(enrollment_token=TOKEN, identity=SERVER_IDENTITY), version="0.1.0"
     )
     core.topology = TOPOLOGY
     core.licence.active = True
@@ -90,19 +102,19 @@ def ask(server: ServerCore, number: int, ip: str, body: ControlBody, now: float 
 
 
 def register(server: ServerCore, number: int, ip: str, now: float = 0) -> ControlBody:
-    return ask(server, number, ip, Register("0.1.0", f"pc-{number}", 24), now)
+    public_key = device_key(number).public_raw
+    return ask(server, number, ip, Register(public_key, "0.1.0", f"pc-{number}", 24), now)
 
 
 def test_registration_places_the_client_in_its_office(server: ServerCore) -> None:
     reply = register(server, 1, "10.2.0.7")
     assert isinstance(reply, Registered)
     assert (reply.office, reply.office_type) == ("Cafe", OfficeType.WIFI)
-    assert reply.console_key == CONSOLE.verify_key.raw
     assert server.clients[device(1)].subnet == "10.2.0.0/24"
 
 
 def test_refusals_name_their_cause(server: ServerCore) -> None:
-    too_new = ask(server, 1, "10.1.0.1", Register("9.0.0", "pc", 24))
+    too_new = ask(server, 1, "10.1.0.1", Register(device_key(1).public_raw, "9.0.0", "pc", 24))
     assert isinstance(too_new, Refused)
     assert too_new.cause is RefusalCause.VERSION_UNSUPPORTED
     assert "upgrade the P2P server" in too_new.message
@@ -229,6 +241,7 @@ def test_nudges_go_out_in_paced_rounds(server: ServerCore) -> None:
         assert control.datagrams_to_send(now) == []  # not before the timer
         now = timer
     assert rounds == [NUDGES_PER_ROUND, NUDGES_PER_ROUND, 10]
-    decoded = decode_control(sent[0][0], b"k")
+    addressee = pull_control(sent[0][0]).device_id
+    decoded = decode_control(sent[0][0], server.control_key_of(addressee) or b"")
     assert decoded.authenticated and decoded.request_id == 0
     assert decoded.body == Nudge(hashlib.sha256(b"a new document").digest(), 14)

@@ -22,6 +22,7 @@ def test_state_survives_a_restart_on_both_databases(
     state.put({"cursor": "17", "topology": json.dumps({"offices": []})})
     state.put({"cursor": "18"})  # an update, not a second row
     record = ClientRecord(bytes(range(16)), "pc-1", "0.1.0", "10.1.0.5", "10.1.0.0/24", 1.0, 2.0)
+    record.public_key, record.last_counter = bytes(range(32)), 2**60 + 7
     record.content[CONTENT] = ContentProgress(CONTENT, 3, 10, 300, 700)
     state.save_clients([record], wall_now=1000.0)
     state.save_clients([record], wall_now=1001.0)
@@ -38,3 +39,7 @@ def test_state_survives_a_restart_on_both_databases(
         "10.1.0.0/24",
     )
     assert loaded.content == record.content
+    # The key and the last counter survive: a datagram replayed after a restart is refused.
+    assert (loaded.public_key, loaded.last_counter) == (record.public_key, 2**60 + 7)
+    state.save_clients([], wall_now=1002.0, expired=[record.device_id])
+    assert reopened.load_clients(now=6.0) == []

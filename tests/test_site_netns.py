@@ -189,14 +189,14 @@ def test_refusals_are_explicit_and_shown_in_client_status(
     deployment.start_clients(
         [too_new], extra_arguments={too_new.name: ["--claim-version", "9.0.0"]}
     )
-    good_key = deployment.client_key
-    deployment.client_key = "00" * 16
+    good_token = deployment.enrollment_token
+    deployment.enrollment_token = "00" * 16
     deployment.start_clients([wrong_key])
-    deployment.client_key = good_key
+    deployment.enrollment_token = good_token
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         first, second = (deployment.client_status(h) for h in (too_new, wrong_key))
-        if first and first["refusal"] and second and "server key" in second["note"]:
+        if first and first["refusal"] and second and "enrollment" in second["note"]:
             break
         time.sleep(0.2)
     else:
@@ -206,7 +206,7 @@ def test_refusals_are_explicit_and_shown_in_client_status(
     assert "authentication failed" in second["note"]
     time.sleep(2.5)
     server_log = (tmp_path / "site" / "server.log").read_text()
-    assert "VERSION_UNSUPPORTED" in server_log and "WRONG_SERVER_KEY" in server_log
+    assert "VERSION_UNSUPPORTED" in server_log and "AUTHENTICATION_FAILED" in server_log
 
 
 def test_console_ports_and_bandwidth_policy_reach_the_clients(

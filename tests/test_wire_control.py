@@ -13,12 +13,16 @@ from hypothesis import strategies as st
 
 from shoal.core.ids import ContentId
 from shoal.wire.control import (
+    UNAUTHENTICATED,
     AuthenticationFailed,
     BadPeer,
+    Certificate,
     CheckIn,
     CheckInReply,
     ContentProgress,
     ControlMessage,
+    ControlType,
+    Hello,
     Lease,
     LeaseDecision,
     LeaseReply,
@@ -36,30 +40,52 @@ from shoal.wire.control import (
     Registered,
     decode_control,
     encode_control,
+    pull_control,
+    tag_matches,
 )
 from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
 
-KEY = b"server-key-for-tests"
+KEY = b"device-control-key-for-tests"
 DEVICE = bytes(range(16))
 CONTENT = ContentId(bytes(range(32, 64)))
 DIGEST = bytes(range(100, 132))
-CONSOLE_KEY = bytes(range(200, 232))
+PUBLIC_KEY = bytes(range(200, 232))
+COUNTER = 0x0102030405060708
+TOKEN = bytes(range(50, 66))
 
 
 def datagram(code: int, body: bytes, request_id: int = 7) -> bytes:
     """A control datagram built by hand from the documented layout."""
-    signed = b"SH\x01" + bytes([code]) + struct.pack(">I", request_id) + DEVICE + body
+    signed = (
+        b"SH\x02"
+        + bytes([code])
+        + struct.pack(">I", request_id)
+        + DEVICE
+        + struct.pack(">Q", COUNTER)
+        + body
+    )
+    if code in UNAUTHENTICATED:
+        return signed + bytes(16)
     return signed + hmac.new(KEY, signed, hashlib.sha256).digest()[:16]
 
 
 GOLDEN = [
-    (Register("0.1.0", "pc-7", 24), 0x30, b"\x050.1.0\x04pc-7\x18"),
+    (Hello(), 0x22, bytes(128 - 48)),
+    (
+        Certificate(b"\x01" + bytes(40), TOKEN),
+        0x23,
+        b"\x00\x29\x01" + bytes(40) + TOKEN,
+    ),
+    (
+        Register(PUBLIC_KEY, "0.1.0", "pc-7", 24, TOKEN),
+        0x30,
+        PUBLIC_KEY + b"\x050.1.0\x04pc-7\x18" + TOKEN,
+    ),
     (
         Registered(
             "0.1.0",
             "Branch A",
             OfficeType.WIFI,
-            CONSOLE_KEY,
             60,
             41440,
             41442,
@@ -73,7 +99,6 @@ GOLDEN = [
         ),
         0x31,
         b"\x050.1.0\x08Branch A\x01"
-        + CONSOLE_KEY
         + struct.pack(">HHHH", 60, 41440, 41442, 41443)
         + b"\x01"
         + struct.pack(">I", 3)
@@ -85,7 +110,11 @@ GOLDEN = [
         0x32,
         b"\x01" + CONTENT.digest + struct.pack(">IIQQ", 3, 10, 1000, 2000),
     ),
-    (CheckInReply(DIGEST, 4096), 0x33, DIGEST + struct.pack(">I", 4096)),
+    (
+        CheckInReply(DIGEST, 4096, ("10.1.0.66",)),
+        0x33,
+        DIGEST + struct.pack(">I", 4096) + b"\x01" + bytes([10, 1, 0, 66]),
+    ),
     (ManifestInfo(CONTENT), 0x34, CONTENT.digest),
     (ManifestReply(CONTENT, DIGEST, 900), 0x35, CONTENT.digest + DIGEST + struct.pack(">I", 900)),
     (Lease(CONTENT), 0x20, CONTENT.digest),
@@ -125,22 +154,42 @@ GOLDEN = [
 )
 def test_golden_bytes_both_ways(body: object, code: int, encoded_body: bytes) -> None:
     expected = datagram(code, encoded_body)
-    message = ControlMessage(7, DEVICE, body)  # type: ignore[arg-type]
-    assert encode_control(message, KEY) == expected
+    authenticated = code not in UNAUTHENTICATED
+    message = ControlMessage(7, DEVICE, body, authenticated, COUNTER)  # type: ignore[arg-type]
+    assert encode_control(message, KEY if authenticated else None) == expected
     assert decode_control(expected, KEY) == message
 
 
-def test_another_server_key_fails_authentication() -> None:
-    encoded = encode_control(ControlMessage(1, DEVICE, Register("0.1.0", "pc", 24)), b"other")
-    with pytest.raises(AuthenticationFailed, match="another server key"):
+def test_every_control_type_has_golden_bytes() -> None:
+    assert {code for _, code, _ in GOLDEN} == {member.value for member in ControlType}
+
+
+def test_another_key_fails_authentication() -> None:
+    register = Register(PUBLIC_KEY, "0.1.0", "pc", 24)
+    encoded = encode_control(ControlMessage(1, DEVICE, register, counter=3), b"other")
+    with pytest.raises(AuthenticationFailed, match="tag mismatch"):
         decode_control(encoded, KEY)
+    unchecked = pull_control(encoded)  # what the server reads to find the key
+    assert (unchecked.body, unchecked.counter, unchecked.authenticated) == (register, 3, False)
+    assert tag_matches(encoded, b"other") and not tag_matches(encoded, KEY)
 
 
 def test_an_unauthenticated_refusal_is_readable_but_marked() -> None:
-    refusal = ControlMessage(1, DEVICE, Refused(RefusalCause.WRONG_SERVER_KEY, "wrong key"))
-    decoded = decode_control(encode_control(refusal, b"the server's key"), KEY)
+    refusal = ControlMessage(1, DEVICE, Refused(RefusalCause.AUTHENTICATION_FAILED, "wrong"))
+    decoded = decode_control(encode_control(refusal, None), KEY)
     assert decoded.body == refusal.body
     assert decoded.authenticated is False
+
+
+def test_a_hello_is_padded_so_the_largest_certificate_is_under_3x() -> None:
+    from shoal.core.server_cert import MAX_CERTIFICATE_SIZE
+
+    hello = encode_control(ControlMessage(0, DEVICE, Hello()), None)
+    largest = encode_control(
+        ControlMessage(0, DEVICE, Certificate(bytes(MAX_CERTIFICATE_SIZE))), None
+    )
+    assert len(hello) == 128
+    assert len(largest) <= 3 * len(hello)
 
 
 def test_prefix_errors_are_named() -> None:
@@ -153,17 +202,17 @@ def test_prefix_errors_are_named() -> None:
         decode_control(valid[:3] + b"\x2f" + valid[4:], KEY)
 
 
-VALID = [encode_control(ControlMessage(9, DEVICE, body), KEY) for body, _, _ in GOLDEN]
+VALID = [encode_control(ControlMessage(9, DEVICE, body, counter=1), KEY) for body, _, _ in GOLDEN]
 
 
-@settings(max_examples=5000)
+@settings(max_examples=10_000)
 @given(st.binary(max_size=200))
 def test_random_bytes_raise_only_the_named_error(data: bytes) -> None:
     with contextlib.suppress(MalformedDatagram):
         decode_control(data, KEY)
 
 
-@settings(max_examples=5000)
+@settings(max_examples=10_000)
 @given(
     st.sampled_from(VALID),
     st.lists(st.tuples(st.integers(0, 400), st.integers(0, 255)), max_size=4),

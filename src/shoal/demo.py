@@ -110,7 +110,11 @@ def main() -> None:
         step("P2P server: start it in the central office; it registers and is activated")
         deployment.start_server()
         deployment.wait_for_server()
-        print(f"   activated; client key {deployment.client_key}")
+        print(
+            "   activated; its key certified by the console; enrollment bundle for the "
+            f"devices from GET /api/v1/servers/ID/enrollment-bundle (console key "
+            f"{deployment.enrollment['console_key'][:16]}...)"
+        )
         step(f"administrator: upload a {arguments.size_mb} MiB package and assign it to everyone")
         package = work / "SampleApp-1.0.msi"
         package.write_bytes(os.urandom(arguments.size_mb * MIB))

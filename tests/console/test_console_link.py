@@ -272,3 +272,85 @@ def test_generated_admin_password_is_printed_once(tmp_path: Path) -> None:
     finally:
         console.stop()
     assert len(re.findall(r"created with password", console.log())) == 1
+
+
+def test_the_console_certifies_server_keys_and_serves_enrollment_bundles(
+    running: tuple[ConsoleProcess, httpx.Client], tmp_path: Path
+) -> None:
+    from shoal.client.enrollment import enroll, load_enrollment, parse_bundle
+    from shoal.core.identity import DeviceKey, device_id_of, enrollment_token_for
+    from shoal.core.server_cert import verify_certificate
+
+    console, admin = running
+    server_key = admin.get("/api/v1/servers/auth-key").json()["key"]
+    identity = DeviceKey.generate()
+    with ConsoleLink(
+        console.base_url,
+        server_key,
+        "srv-certified",
+        name="certified",
+        address="127.0.0.1",
+        ca_certificate=console.cert_path,
+        public_key=identity.public_raw,
+    ) as link:
+        registration = link.register()
+        assert registration.certificate is not None
+        certificate = verify_certificate(
+            registration.certificate, [registration.console_key], time.time(), "127.0.0.1"
+        )
+        assert (certificate.public_key, certificate.server_id) == (
+            identity.public_raw,
+            "srv-certified",
+        )
+        # A server restarted with a new key gets a certificate for the new key.
+        link.public_key = DeviceKey.generate().public_raw
+        renewed = link.register().certificate
+        assert renewed is not None
+        assert verify_certificate(renewed, [registration.console_key], time.time()).public_key == (
+            link.public_key
+        )
+
+        # The enrollment bundle: the console key to pin, the token, the server's address.
+        answer = admin.get("/api/v1/servers/srv-certified/enrollment-bundle")
+        assert answer.status_code == 200, answer.text
+        bundle = parse_bundle(answer.json())
+        assert bundle.console_key == registration.console_key.raw
+        assert bundle.enrollment_token == enrollment_token_for(server_key)
+        assert (bundle.server, bundle.server_port) == ("127.0.0.1", 41441)
+        assert admin.get("/api/v1/servers/nobody/enrollment-bundle").status_code == 404
+        enroll(tmp_path / "device", bundle)
+        assert (tmp_path / "device" / "enrollment.json").stat().st_mode & 0o777 == 0o600
+        assert load_enrollment(tmp_path / "device")[0] == bundle
+        assert server_key not in repr(bundle) and bundle.enrollment_token.hex() not in repr(bundle)
+
+        # Device public keys are stored; a record whose ID is not its key's is refused
+        # (that record only: the others of the report are kept).
+        good, other = DeviceKey.generate(), DeviceKey.generate()
+        answer = link.report_clients(
+            [
+                ReportedClient(
+                    good.device_id.hex(),
+                    "pc-good",
+                    "10.1.0.20",
+                    "10.1.0.0/24",
+                    "0.1.0",
+                    public_key=good.public_raw.hex(),
+                ),
+                ReportedClient(
+                    good.device_id.hex()[:-2] + "00",
+                    "pc-impostor",
+                    "10.1.0.21",
+                    "10.1.0.0/24",
+                    "0.1.0",
+                    public_key=other.public_raw.hex(),
+                ),
+            ]
+        )
+        assert [client["device_id"] for client in answer["clients"]] == [
+            device_id_of(good.public_raw).hex()
+        ]
+        [refused] = answer["refused"]
+        assert (refused["index"], refused["problems"][0]["field"]) == (1, "public_key")
+        devices = {row["id"] for row in admin.get("/api/v1/devices").json()}
+        assert good.device_id.hex() in devices
+        assert good.device_id.hex()[:-2] + "00" not in devices

@@ -11,6 +11,7 @@ and leaves datagrams queued in the machines. It also has a timer of its own
 
 Life of a client::
 
+    HELLO --Certificate (checked against the pinned console key)--> control key
     REGISTER --Registered--> check in every checkin_seconds (jittered), and at once
                              when the server nudges (at most every NUDGE_MIN_INTERVAL)
       CheckInReply(assignments digest) --changed--> fetch the signed document (blob)
@@ -23,8 +24,10 @@ Life of a client::
 
 Blobs (the assignment document, manifests) are fetched from the server's data port as
 single chunks whose hash the server announced, so the transfer engine verifies them;
-the console's signature is then checked against the key the server gave at
-registration. Peers that serve bad chunks are banned for that content and reported.
+the console's signature is then checked against the console key pinned at enrollment
+(``AgentConfig.trust``): nothing the server or a peer says changes it. Peers that serve
+bad chunks are banned for that content and reported; peers the server bans in the
+office (reported by several devices) are banned for every content.
 Downloads resume from the store's verified chunks after a restart.
 """
 
@@ -39,14 +42,18 @@ from typing import Any, Protocol
 from shoal import __version__, ports
 from shoal.assignments import AssignmentsInvalid, parse_signed_assignments
 from shoal.client.control import (
+    CertificateRejected,
     ControlAnswered,
     ControlClient,
     ControlTimedOut,
     Nudged,
-    ServerKeyRejected,
+    RefusedUnauthenticated,
+    ServerCertified,
 )
+from shoal.client.trust import TrustState
 from shoal.core.chunkset import ChunkSet
-from shoal.core.errors import ManifestError, ShoalError
+from shoal.core.errors import ManifestError
+from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest
 from shoal.core.signing import VerifyKey, verify_manifest_file
@@ -120,12 +127,16 @@ class ContentStoreLike(Protocol):
 class AgentConfig:
     """Who this client is and where its server is; ports as installed."""
 
-    device_id: bytes
+    device_key: DeviceKey
+    """This device's X25519 key: its device ID, and its control key with the server."""
     hostname: str
     ip: str
     subnet_prefix: int
     server: Address
-    server_key: bytes
+    enrollment_token: bytes
+    """From the enrollment bundle: mixed into the control key (never logged)."""
+    trust: TrustState
+    """The console key(s) pinned at enrollment, and the newest document sequence."""
     control_port: int = ports.CONTROL
     discovery_port: int = ports.DISCOVERY
     data_port: int = ports.FOREGROUND_DATA
@@ -141,6 +152,14 @@ class AgentConfig:
     lease_renew_fraction: float = 0.3
     register_retry_seconds: float = 30.0
     checkin_jitter: float = 0.2
+    counter_start: int | None = None
+    """First control counter (the shell: wall clock in microseconds; default: ``now``)."""
+    wall_offset: float | None = None
+    """Wall clock minus the agent's clock, to check certificate expiry (None: unchecked)."""
+
+    @property
+    def device_id(self) -> bytes:
+        return self.device_key.device_id
 
     @property
     def device_hex(self) -> str:
@@ -224,8 +243,17 @@ class AgentCore:
         self.store = store
         self.rng = rng or random.Random()
         self.counters = AgentCounters()
+        self.trust = config.trust
         self.control = ControlClient(
-            server=config.server, key=config.server_key, device_id=config.device_id, now=now
+            server=config.server,
+            device_key=config.device_key,
+            enrollment_token=config.enrollment_token,
+            console_keys=[VerifyKey.from_raw(key) for key in config.trust.console_keys],
+            now=now,
+            counter_start=(
+                config.counter_start if config.counter_start is not None else int(now * 1_000_000)
+            ),
+            wall_offset=config.wall_offset,
         )
         self.engines = {
             Mode.FOREGROUND: TransferEngine(config=transfer_config, now=now),
@@ -245,7 +273,9 @@ class AgentCore:
         self.refusal: Refused | None = None
         self.server_note = "registering with the P2P server"
         self.downloads: dict[ContentId, Download] = {}
-        self._console_key: VerifyKey | None = None
+        self._console_key: VerifyKey = config.trust.console_key
+        self.banned_peers: frozenset[str] = frozenset()
+        """Peers the server banned in this office (reported by several devices)."""
         self._assignments_digest: bytes | None = None
         self._blobs: dict[tuple[Mode, int], _BlobRequest] = {}
         self._register_due: float | None = now
@@ -363,10 +393,18 @@ class AgentCore:
                 self._on_control_timeout(control_event.request, now)
             elif isinstance(control_event, Nudged):
                 self._on_nudged(control_event, now)
-            elif isinstance(control_event, ServerKeyRejected):
+            elif isinstance(control_event, RefusedUnauthenticated):
+                self._on_unauthenticated_refusal(control_event, now)
+            elif isinstance(control_event, ServerCertified):
+                certified = control_event.certificate
                 self.server_note = (
-                    f"the P2P server refused us: {control_event.message} "
-                    "(check this client's server key)"
+                    f"P2P server {certified.name or certified.address} certified by the console"
+                )
+            elif isinstance(control_event, CertificateRejected):
+                self.server_note = (
+                    f"refused a P2P server certificate: {control_event.reason} (is another "
+                    "device answering for the server? was this device enrolled with this "
+                    "console?)"
                 )
         while (discovery_event := self.discovery.next_event()) is not None:
             if isinstance(discovery_event, PeerAvailable):
@@ -435,6 +473,15 @@ class AgentCore:
             download.lease_due = now + RETRY_SOON
             download.manifest_requested = False
 
+    def _on_unauthenticated_refusal(self, refusal: RefusedUnauthenticated, now: float) -> None:
+        """Unproven (anyone can send it): say it, and at most register again, whose
+        answer is authenticated; never give up a registration or trust on its word."""
+        self.server_note = f"the P2P server (or someone) says: {refusal.message}"
+        if refusal.cause is RefusalCause.AUTHENTICATION_FAILED:
+            self.server_note += " (check this device's enrollment: `shoal client enroll`)"
+        if refusal.cause is RefusalCause.UNKNOWN_DEVICE and self._register_due is None:
+            self._register_due = now + (RETRY_SOON if self.registration is not None else 0)
+
     def _on_control_timeout(self, request: ControlBody, now: float) -> None:
         self.server_note = f"the P2P server at {self.config.server[0]} does not answer"
         if isinstance(request, Register):
@@ -453,11 +500,6 @@ class AgentCore:
     def _on_registered(self, reply: Registered, now: float) -> None:
         first = self.registration is None
         self.registration, self.refusal = reply, None
-        try:
-            self._console_key = VerifyKey.from_raw(reply.console_key)
-        except ShoalError:
-            self.server_note = "the P2P server sent an invalid console key"
-            return
         office = reply.office or "no office (server downloads only)"
         self.server_note = f"registered with the P2P server, office {office}"
         self._limits = {}
@@ -511,7 +553,22 @@ class AgentCore:
         self._nudged_at = now
         self._check_in(now)
 
+    def _on_banned(self, banned: tuple[str, ...]) -> None:
+        """The office's banned peers: used for no content from now on."""
+        new = frozenset(banned) - self.banned_peers
+        self.banned_peers = frozenset(banned)
+        if not new:
+            return
+        for download in self.downloads.values():
+            download.banned |= new
+            if download.picker is None:
+                continue
+            for peer in download.picker.peers:
+                if peer[0] in new:
+                    download.picker.ban(peer)
+
     def _on_assignments_digest(self, reply: CheckInReply, now: float) -> None:
+        self._on_banned(reply.banned)
         if reply.assignments_length == 0 or reply.assignments_sha256 == self._assignments_digest:
             return
         if any(blob.kind == "assignments" for blob in self._blobs.values()):
@@ -534,7 +591,6 @@ class AgentCore:
         self._blobs[(Mode.FOREGROUND, request_id)] = request
 
     def _on_blob(self, request: _BlobRequest, data: bytes, now: float) -> None:
-        assert self._console_key is not None
         if request.kind == "assignments":
             try:
                 mine = parse_signed_assignments(
@@ -574,6 +630,7 @@ class AgentCore:
             if content_id in self.downloads:
                 continue
             download = self.downloads[content_id] = Download(content_id, background, now)
+            download.banned |= self.banned_peers
             if content_id in self.store:
                 self.store.pin(content_id)
                 self._start_download(download, now)

@@ -2,11 +2,15 @@
 
 Theory of operation
 -------------------
-The agent's identity (a random 16-byte device ID) is created at first start in
-``DATA_DIR/identity.json`` and kept across restarts and upgrades: it is the licence
-seat. Reinstalling with the data directory kept keeps the seat; a wiped data directory
-is a new device and takes a new seat (retire the old one in the console, ``DELETE
-/api/v1/devices/{id}``, to free it).
+The agent's identity is an X25519 key pair created at first start in
+``DATA_DIR/device.key`` (mode 0600); its device ID is derived from the public key and
+kept across restarts and upgrades: it is the licence seat. Reinstalling with the data
+directory kept keeps the seat; a wiped data directory is a new device and takes a new
+seat (retire the old one in the console, ``DELETE /api/v1/devices/{id}``, to free it).
+Before its first start a device is enrolled (``shoal client enroll BUNDLE``, or
+``--enrollment BUNDLE`` at first start): ``DATA_DIR/trust.json`` pins the console key
+and ``DATA_DIR/enrollment.json`` (0600) holds the enrollment token and the server's
+address (``shoal.client.enrollment``).
 
 One asyncio loop runs ``AgentCore`` through ``ApplicationRunner``: control on an
 ephemeral port to the server, discovery on the broadcast port (all addresses, so
@@ -27,13 +31,14 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from shoal import __version__, ports
 from shoal.client.agent import AgentConfig, AgentCore
-from shoal.core.errors import ShoalError
+from shoal.client.enrollment import EnrollmentError, enroll, load_enrollment, read_bundle
+from shoal.core.errors import KeyFileError, ShoalError
+from shoal.core.identity import DeviceKey
 from shoal.lab.faults import CorruptingStore
 from shoal.net.errors import AddressUnavailable
 from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
@@ -44,12 +49,12 @@ from shoal.wire.control import Registered
 
 log = logging.getLogger("shoal.client")
 STATUS_FILE = "status.json"
-IDENTITY_FILE = "identity.json"
+DEVICE_KEY_FILE = "device.key"
 NETWORK_FILE = "network.json"  # the ports the console set, as the server last said
 
 
 class ClientSetupError(ShoalError):
-    """The agent cannot start: bad server key, no address toward the server, bad identity."""
+    """The agent cannot start: not enrolled, no address toward the server, bad identity."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +62,9 @@ class ClientConfig:
     """How ``shoal client run`` was started (see its ``--help``)."""
 
     data_dir: Path
-    server: str
-    server_key: str
-    server_port: int = ports.CONTROL
+    server: str | None = None  # None: the enrollment's
+    server_port: int | None = None  # None: the enrollment's
+    enrollment: Path | None = None  # a bundle to enroll with at first start
     ip: str | None = None
     prefix: int | None = None
     hostname: str = ""
@@ -73,39 +78,12 @@ class ClientConfig:
     corrupt_served_chunks: bool = False  # lab only: act as a lying peer
 
 
-def load_identity(data_dir: Path) -> bytes:
-    """The device ID, created (and fsynced) at first start."""
-    path = data_dir / IDENTITY_FILE
-    if path.exists():
-        try:
-            device_id = bytes.fromhex(json.loads(path.read_text())["device_id"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise ClientSetupError(f"{path}: unreadable device identity ({error})") from None
-        if len(device_id) != 16:
-            raise ClientSetupError(f"{path}: device ID must be 16 bytes")
-        return device_id
-    device_id = os.urandom(16)
-    document = {"device_id": device_id.hex(), "created": datetime.now(UTC).isoformat()}
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w") as output:
-        json.dump(document, output)
-        output.flush()
-        os.fsync(output.fileno())
-    os.replace(temporary, path)
-    return device_id
-
-
-def parse_server_key(text: str) -> bytes:
+def load_identity(data_dir: Path) -> DeviceKey:
+    """The device key, created (and fsynced, mode 0600) at first start."""
     try:
-        key = bytes.fromhex(text.strip())
-    except ValueError:
-        raise ClientSetupError(
-            "the server key must be hexadecimal (from `shoal server "
-            "client-key` or the server's log)"
-        ) from None
-    if len(key) < 16:
-        raise ClientSetupError("the server key is too short (32 hex digits expected)")
-    return key
+        return DeviceKey.load_or_create(data_dir / DEVICE_KEY_FILE)
+    except KeyFileError as error:
+        raise ClientSetupError(str(error)) from None
 
 
 def local_address_toward(server: str, port: int) -> str:
@@ -184,9 +162,17 @@ class ClientService:
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.device_id = load_identity(config.data_dir)
-        self.server_key = parse_server_key(config.server_key)
-        self.ip = config.ip or local_address_toward(config.server, config.server_port)
+        self.device_key = load_identity(config.data_dir)
+        self.device_id = self.device_key.device_id
+        try:
+            if config.enrollment is not None:
+                enroll(config.data_dir, read_bundle(config.enrollment))
+            self.enrollment, self.trust = load_enrollment(config.data_dir)
+        except EnrollmentError as error:
+            raise ClientSetupError(str(error)) from None
+        self.server = config.server or self.enrollment.server
+        self.server_port = config.server_port or self.enrollment.server_port
+        self.ip = config.ip or local_address_toward(self.server, self.server_port)
         prefix = config.prefix if config.prefix is not None else prefix_of(self.ip)
         if prefix is None:
             log.warning("subnet of %s not found; assuming /24 (pass --prefix)", self.ip)
@@ -213,12 +199,15 @@ class ClientService:
         extra = (other.discovery,) if other and other.discovery != listening.discovery else ()
         return AgentCore(
             AgentConfig(
-                device_id=self.device_id,
+                device_key=self.device_key,
                 hostname=config.hostname or socket.gethostname(),
                 ip=self.ip,
                 subnet_prefix=self.prefix,
-                server=(config.server, config.server_port),
-                server_key=self.server_key,
+                server=(self.server, self.server_port),
+                enrollment_token=self.enrollment.enrollment_token,
+                trust=self.trust,
+                counter_start=time.time_ns() // 1000,
+                wall_offset=time.time() - now,
                 control_port=0,
                 version=config.version,
                 discovery_port=listening.discovery,
@@ -275,8 +264,8 @@ class ClientService:
             self.device_id.hex()[:8],
             self.ip,
             self.prefix,
-            config.server,
-            config.server_port,
+            self.server,
+            self.server_port,
         )
         last_note = ""
         learnt: Registered | None = None

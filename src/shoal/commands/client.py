@@ -1,4 +1,4 @@
-"""``shoal client run`` and ``shoal client status``: the agent on a device."""
+"""``shoal client enroll``, ``run`` and ``status``: the agent on a device."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ DATA_DIR = click.option(
     default=Path("client-data"),
     show_default=True,
     envvar="SHOAL_CLIENT_DATA_DIR",
-    help="Device identity, cache and status (created at first start).",
+    help="Device key, enrollment, cache and status (created at first start).",
 )
 
 
@@ -28,18 +28,44 @@ def client() -> None:
     """The agent on every device: downloads assignments from peers, serves its cache."""
 
 
+@client.command("enroll")
+@click.argument("bundle", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+@DATA_DIR
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Enroll with another console than the one this device trusts now.",
+)
+def enroll_command(bundle: Path, data_dir: Path, replace: bool) -> None:
+    """Enroll this device from BUNDLE, the console's enrollment bundle of its P2P server
+    (GET /api/v1/servers/ID/enrollment-bundle): pins the console key and keeps the
+    enrollment token (a secret, mode 0600) in the data directory."""
+    from shoal.client.enrollment import EnrollmentError, enroll, read_bundle
+
+    try:
+        enrollment = enroll(data_dir, read_bundle(bundle), replace=replace)
+    except EnrollmentError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(
+        f"enrolled: console key {enrollment.console_key.hex()[:16]}... pinned, P2P server "
+        f"{enrollment.server}:{enrollment.server_port}"
+    )
+
+
 @client.command("run")
 @DATA_DIR
 @click.option(
-    "--server", required=True, envvar="SHOAL_SERVER", help="The P2P server's address (IP or name)."
+    "--enrollment",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    envvar="SHOAL_ENROLLMENT",
+    help="Enrollment bundle to enroll with at first start (else `shoal client enroll`).",
 )
 @click.option(
-    "--server-key",
-    required=True,
-    envvar="SHOAL_SERVER_KEY",
-    help="The client key of that server (`shoal server client-key`).",
+    "--server",
+    envvar="SHOAL_SERVER",
+    help="The P2P server's IP address (default: the enrollment's).",
 )
-@click.option("--server-port", default=ports.CONTROL, show_default=True, type=int)
+@click.option("--server-port", type=int, help="Default: the enrollment's.")
 @click.option("--ip", help="This device's address (default: the one that routes to the server).")
 @click.option(
     "--prefix",
@@ -83,9 +109,9 @@ def client() -> None:
 )
 def run(
     data_dir: Path,
-    server: str,
-    server_key: str,
-    server_port: int,
+    enrollment: Path | None,
+    server: str | None,
+    server_port: int | None,
     ip: str | None,
     prefix: int | None,
     hostname: str,
@@ -106,8 +132,8 @@ def run(
         ClientConfig(
             data_dir=data_dir,
             server=server,
-            server_key=server_key,
             server_port=server_port,
+            enrollment=enrollment,
             ip=ip,
             prefix=prefix,
             hostname=hostname,

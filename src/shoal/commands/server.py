@@ -1,4 +1,4 @@
-"""``shoal server run`` and ``shoal server client-key``: the P2P server."""
+"""``shoal server run``: the P2P server."""
 
 from __future__ import annotations
 
@@ -107,6 +107,28 @@ def server() -> None:
     help="How often to report clients and statistics to the console.",
 )
 @click.option(
+    "--client-expiry-days",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="A device silent this long leaves the registry (its console seat stays until it "
+    "is retired in the console).",
+)
+@click.option(
+    "--stall-seconds",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="A rendezvous point that fetches no chunk this long loses the lease.",
+)
+@click.option(
+    "--ban-reporters",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Distinct devices that must report a peer before it is banned in their office.",
+)
+@click.option(
     "--no-direct",
     is_flag=True,
     help="Refuse clients outside every known network (default: serve them).",
@@ -129,6 +151,9 @@ def run(
     lease_seconds: float,
     sync_seconds: float,
     report_seconds: float,
+    client_expiry_days: float,
+    stall_seconds: float,
+    ban_reporters: int,
     no_direct: bool,
     log_level: str,
 ) -> None:
@@ -136,9 +161,11 @@ def run(
 
     It registers with the console (activated once a licence key is saved there),
     fetches the content of every application into its origin store, and relays signed
-    assignments, manifests and rendezvous leases to its clients. Its log shows the
-    client key to give every client (`shoal client run --server-key`).
+    assignments, manifests and rendezvous leases to its clients. Its X25519 key is
+    created in --data-dir and certified by the console; devices join it with the
+    console's enrollment bundle (`shoal client enroll`).
     """
+    from shoal.server.limits import AbuseLimits
     from shoal.server.service import ServerConfig, ServerService
 
     setup_logging(log_level)
@@ -161,23 +188,14 @@ def run(
             sync_seconds=sync_seconds,
             report_seconds=report_seconds,
             direct_outside_offices=not no_direct,
+            limits=AbuseLimits(
+                client_expiry=client_expiry_days * 86400,
+                stall_seconds=stall_seconds,
+                ban_reporters=ban_reporters,
+            ),
         )
     )
     run_until_signalled(service.run)
-
-
-@server.command("client-key")
-@click.option(
-    "--auth-key",
-    required=True,
-    envvar="SHOAL_SERVER_AUTH_KEY",
-    help="The P2P server authentication key shown by the console.",
-)
-def client_key(auth_key: str) -> None:
-    """Print the key clients of this server need (derived from the authentication key)."""
-    from shoal.server.service import client_key_for
-
-    click.echo(client_key_for(auth_key).hex())
 
 
 COMMANDS = (server,)

@@ -28,6 +28,7 @@ from shoal.console.security import (
 )
 from shoal.console.state import ConsoleState
 from shoal.core.chunking import ALLOWED_CHUNK_SIZES, chunk_size_for
+from shoal.core.identity import enrollment_token_for
 from shoal.licensing import LicenceError, read_licence
 
 log = logging.getLogger("shoal.console")
@@ -1012,6 +1013,32 @@ def list_servers(session: Database, _admin: Admin) -> list[schemas.ServerOut]:
 def server_auth_key(state: Console, _admin: Admin) -> schemas.ServerKeyOut:
     """The shared key to configure on every P2P server."""
     return schemas.ServerKeyOut(key=state.server_key)
+
+
+@router.get(
+    "/servers/{server_id}/enrollment-bundle",
+    response_model=schemas.EnrollmentBundle,
+    responses=ERRORS,
+    tags=["servers"],
+)
+def enrollment_bundle(
+    server_id: Annotated[str, Path(max_length=100)],
+    state: Console,
+    session: Database,
+    _admin: Admin,
+) -> schemas.EnrollmentBundle:
+    """What a device needs to join this P2P server: save it to a file (mode 0600) and run
+    ``shoal client enroll FILE``. It pins the console key on the device and holds the
+    enrollment token (a secret: never put it on a command line)."""
+    row = session.get(db.Server, server_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"P2P server {server_id!r} not found")
+    return schemas.EnrollmentBundle(
+        console_key=state.signing_key.verify_key.raw.hex(),
+        enrollment_token=enrollment_token_for(state.server_key).hex(),
+        server=row.address,
+        server_port=records.load_p2p_settings(session).ports.control,
+    )
 
 
 @router.get(

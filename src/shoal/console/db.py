@@ -140,6 +140,8 @@ class Device(Base):
     licensed: Mapped[bool] = mapped_column(Boolean)
     first_seen: Mapped[datetime] = mapped_column(UtcDateTime())
     last_seen: Mapped[datetime] = mapped_column(UtcDateTime())
+    public_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """X25519 public key (hex); the device ID is ``device_id_of`` it."""
 
 
 class DeviceContent(Base):

@@ -6,8 +6,11 @@ Every request carries ``X-Shoal-Server-Key`` (the shared authentication key),
 ``X-Shoal-Server-Id`` and ``X-Shoal-Version``; every answer carries the console's
 ``X-Shoal-Version`` so the server can refuse an incompatible console too.
 
-1. ``POST register`` with the server's name and address. The address must be in a
-   Central Office subnet. With an active licence the server is *activated*.
+1. ``POST register`` with the server's name, address and X25519 public key. The
+   address must be in a Central Office subnet. With an active licence the server is
+   *activated*. The answer carries the server's certificate: its key, ID, name and
+   address signed by the console key (``shoal.core.server_cert``), which clients
+   check against the console key pinned at enrollment.
 2. An activated server follows the change feed: ``GET changes?after=SEQ`` answers the
    changes after SEQ in order (``content_added``/``content_removed`` with a content ID,
    ``assignments_changed``, ``settings_changed``, ``topology_changed``,
@@ -42,6 +45,8 @@ from shoal import __version__, topology
 from shoal.console import db, records, schemas
 from shoal.console.auth import Console, Database, LinkedServer, Server
 from shoal.console.state import ConsoleState
+from shoal.core.identity import device_id_of
+from shoal.core.server_cert import issue_certificate
 from shoal.licensing import LicenceStatus
 
 log = logging.getLogger("shoal.console")
@@ -116,6 +121,19 @@ def register(
         log.info("activated P2P server %s (%s) at %s", row.id, row.name, row.address)
     session.commit()
     activated = row.activated_at is not None
+    certificate = None
+    if body.public_key is not None:
+        try:
+            certificate = issue_certificate(
+                state.signing_key,
+                bytes.fromhex(body.public_key),
+                row.id,
+                body.address,
+                row.name,
+                now.timestamp(),
+            ).hex()
+        except ValueError as error:  # a server ID that is not a UUID, an IPv6 address
+            log.warning("no certificate for P2P server %s: %s", row.id, error)
     message = (
         "activated: follow GET /api/v1/link/changes from 0 to receive every application"
         if activated
@@ -130,6 +148,7 @@ def register(
         activated=activated,
         licence=_licence_out(licence),
         message=message,
+        certificate=certificate,
     )
 
 
@@ -290,6 +309,16 @@ def _record_clients(
                 continue
             message: str | None = None
             office: str | None
+            if client.public_key is not None and (
+                device_id_of(bytes.fromhex(client.public_key)).hex() != client.device_id
+            ):
+                problem = schemas.FieldProblem(
+                    field="public_key", message="device_id is not the ID of this public key"
+                )
+                refused.append(
+                    schemas.RecordRefused(index=index, id=client.device_id, problems=[problem])
+                )
+                continue
             try:
                 new_tree, found = topology.with_client_subnet(tree, client.address, client.subnet)
                 office = found.name
@@ -322,6 +351,8 @@ def _record_clients(
                 client.subnet,
             )
             device.office, device.version, device.server_id = office, client.version, row.id
+            if client.public_key is not None:
+                device.public_key = client.public_key
             device.last_seen = now
             if not device.licensed:
                 refusal = f"not licensed: {before.message}"

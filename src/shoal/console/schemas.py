@@ -29,6 +29,7 @@ NewPassword = Annotated[
     str, StringConstraints(min_length=12, max_length=1000, pattern=r"^[^\x00]+$")
 ]
 ContentIdText = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+PublicKeyText = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 RowId = Annotated[int, Field(ge=1, le=MAX_ID)]
 ByteCount = Annotated[int, Field(ge=0, le=MAX_BYTES)]
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -284,6 +285,9 @@ class ServerRegistration(Strict):
     server_id: ShortText
     name: Name
     address: Address
+    public_key: PublicKeyText | None = Field(
+        default=None, description="the server's X25519 public key (hex): the console certifies it"
+    )
 
 
 class RegistrationOut(BaseModel):
@@ -293,6 +297,19 @@ class RegistrationOut(BaseModel):
     activated: bool
     licence: LicenceOut
     message: str
+    certificate: str | None = Field(
+        default=None, description="the server's certificate (hex), signed by the console key"
+    )
+
+
+class EnrollmentBundle(BaseModel):
+    """What a device needs to join a P2P server (``shoal client enroll BUNDLE``)."""
+
+    format: str = "shoal-enrollment-1"
+    console_key: str = Field(description="raw Ed25519 public key (hex): pinned by the device")
+    enrollment_token: str = Field(description="secret: keep it out of argv and logs")
+    server: str
+    server_port: int
 
 
 class ChangeOut(BaseModel):
@@ -320,6 +337,7 @@ class ClientRecord(Strict):
     subnet: Cidr
     version: Annotated[str, StringConstraints(max_length=40, pattern=r"^\d+\.\d+\.\d+\S*$")]
     content: Annotated[list[ClientContent], Field(max_length=100_000)] = []
+    public_key: PublicKeyText | None = None
 
 
 MAX_REPORT_RECORDS = 100_000

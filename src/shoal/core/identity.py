@@ -12,12 +12,14 @@ one key: a device can speak only for itself. The same key serves two purposes:
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from shoal.core.errors import KeyFileError
 
@@ -109,3 +111,35 @@ class DeviceKey:
     def exchange(self, peer_public_raw: bytes) -> bytes:
         """The X25519 shared secret with the holder of ``peer_public_raw``."""
         return self.private_key.exchange(public_key_from_raw(peer_public_raw))
+
+
+CONTROL_KEY_SIZE = 32
+_CONTROL_KEY_INFO = b"shoal control channel v2"
+
+
+def control_key(
+    shared_secret: bytes, enrollment_token: bytes, device_public: bytes, server_public: bytes
+) -> bytes:
+    """The HMAC key of every control datagram between one device and one server.
+
+    ``shared_secret`` is X25519(device key, certified server key) (RFC 7748 §6.1); it is
+    expanded by HKDF-SHA256 (RFC 5869) with the enrollment token as salt, so that a tag
+    proves both the device's private key and the token, and with both public keys in
+    ``info``, so that the key is bound to exactly this pair.
+    """
+    if shared_secret == bytes(len(shared_secret)):
+        # RFC 7748 §6.1: an all-zero output means a small-order public key; refuse it.
+        raise ValueError("X25519 gave an all-zero shared secret (small-order public key)")
+    return HKDF(
+        algorithm=hashes.SHA256(),
+        length=CONTROL_KEY_SIZE,
+        salt=enrollment_token,
+        info=_CONTROL_KEY_INFO + device_public + server_public,
+    ).derive(shared_secret)
+
+
+def enrollment_token_for(auth_key: str) -> bytes:
+    """The enrollment token of a P2P server's devices (16 bytes), derived from the
+    server's console authentication key: a device never holds the key that talks to
+    the console, and the console can put the token in enrollment bundles."""
+    return hmac.new(auth_key.encode(), b"shoal client key v1", hashlib.sha256).digest()[:16]

@@ -19,6 +19,7 @@ block), whatever happened.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import ssl
@@ -39,7 +40,6 @@ from shoal.core.signing import SigningKey
 from shoal.lab.admin import ConsoleAdmin
 from shoal.lab.netns import start_logged, stop_processes
 from shoal.lab.network import CENTRAL, EmulatedNetwork, LabHost
-from shoal.server.service import client_key_for
 
 CONSOLE_PORT = 8443
 ADMIN_PASSWORD = "shoal lab administrator"
@@ -168,7 +168,10 @@ class Deployment:
     say: Callable[[str], None] = print
     admin: ConsoleAdmin | None = None
     console_host: LabHost | None = None
-    client_key: str = ""
+    enrollment: dict[str, Any] = field(default_factory=dict)
+    """The console's enrollment bundle of the P2P server (``wait_for_server`` fetches it)."""
+    enrollment_token: str = ""
+    """The token the next ``start_clients`` enrolls with (tests set a wrong one)."""
     clients: dict[str, LabHost] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -284,7 +287,6 @@ class Deployment:
     def start_server(self) -> None:
         assert self.admin is not None and self.console_host is not None
         auth_key = self.admin.server_auth_key()
-        self.client_key = client_key_for(auth_key).hex()
         host = self.console_host
         self._spawn(
             "server",
@@ -322,7 +324,10 @@ class Deployment:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_alive()
-            if any(row["activated"] for row in self.admin.get("/servers")):
+            activated = [row for row in self.admin.get("/servers") if row["activated"]]
+            if activated:
+                self.enrollment = self.admin.get(f"/servers/{activated[0]['id']}/enrollment-bundle")
+                self.enrollment_token = self.enrollment["enrollment_token"]
                 return
             time.sleep(0.3)
         raise DeploymentError(f"the P2P server was not activated within {timeout:.0f} s")
@@ -339,17 +344,22 @@ class Deployment:
         self, hosts: Sequence[LabHost], extra_arguments: dict[str, list[str]] | None = None
     ) -> None:
         """Start a client on each host (``extra_arguments`` by host name, e.g. faults)."""
-        assert self.console_host is not None
+        assert self.console_host is not None and self.enrollment
+        name = hashlib.sha256(self.enrollment_token.encode()).hexdigest()[:8]
+        bundle = self.work / f"enrollment-{name}.json"  # the token never in a name
+        descriptor = os.open(bundle, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as output:
+            json.dump({**self.enrollment, "enrollment_token": self.enrollment_token}, output)
         for host in hosts:
             argv = self._shoal(
                 "client",
                 "run",
                 "--data-dir",
                 str(self.client_dir(host)),
+                "--enrollment",
+                str(bundle),
                 "--server",
                 self.console_host.address,
-                "--server-key",
-                self.client_key,
                 "--ip",
                 host.address,
                 "--prefix",

@@ -73,6 +73,8 @@ class Registration:
     activated: bool
     licence: dict[str, Any]
     message: str
+    certificate: bytes | None = None
+    """This server's certificate (its X25519 key signed by the console), if asked for."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +102,8 @@ class ReportedClient:
     version: str
     content: tuple[tuple[str, int, bool], ...] = ()
     """(content ID hex, bytes held verified, complete)."""
+    public_key: str = ""
+    """The device's X25519 public key (hex); its device ID is derived from it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,7 @@ class ConsoleLink:
         ca_certificate: Path | None = None,
         version: str = __version__,
         timeout: float = 30.0,
+        public_key: bytes | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.server_id = server_id
@@ -141,6 +146,7 @@ class ConsoleLink:
         self.address = address
         self.version = version
         self.timeout = timeout
+        self.public_key = public_key
         self.console_key: VerifyKey | None = None
         self._refusals_logged: set[str] = set()
         verify: Any = (
@@ -207,18 +213,19 @@ class ConsoleLink:
 
     def register(self) -> Registration:
         """Register this server; the answer says whether it is activated."""
-        answer = self._request(
-            "POST",
-            "/register",
-            json={"server_id": self.server_id, "name": self.name, "address": self.address},
-        ).json()
+        payload = {"server_id": self.server_id, "name": self.name, "address": self.address}
+        if self.public_key is not None:
+            payload["public_key"] = self.public_key.hex()
+        answer = self._request("POST", "/register", json=payload).json()
         self.console_key = VerifyKey.from_raw(bytes.fromhex(answer["console_key"]))
+        certificate = answer.get("certificate")
         return Registration(
             console_version=answer["console_version"],
             console_key=self.console_key,
             activated=answer["activated"],
             licence=answer["licence"],
             message=answer["message"],
+            certificate=bytes.fromhex(certificate) if certificate else None,
         )
 
     def changes(self, after: int, limit: int = 1000, wait: float = 0.0) -> FeedPage:
@@ -368,6 +375,7 @@ class ConsoleLink:
                     "address": client.address,
                     "subnet": client.subnet,
                     "version": client.version,
+                    **({"public_key": client.public_key} if client.public_key else {}),
                     "content": [
                         {"content_id": content_id, "bytes_done": done, "complete": complete}
                         for content_id, done, complete in client.content

@@ -8,6 +8,15 @@ a content's chunks from this server now. Everything else is state fed from the
 console link (activation, licence, topology, assignments, manifests) and read back for
 reports (the client registry, download statistics).
 
+Every message reaching ``handle_control`` was authenticated by ``ServerControl`` with
+its device's control key and carries a fresh counter (``accept_counter``): the device
+ID is the sender's own. A REGISTER also proved that the device receives at its source
+address (an address token); only a REGISTER places a device at an address, and any
+other request from another address is answered ``UNKNOWN_DEVICE`` (register again).
+Values are validated at this boundary (``INVALID_REQUEST`` names the field): no control
+characters or overlong host names and versions, ``chunks_done <= chunk_count``, byte
+counters below 2^62.
+
 Admission, in order: the server must be activated (``NOT_ACTIVATED``), the client's
 version must be supported (``VERSION_UNSUPPORTED``, saying what to upgrade), the
 licence must not have expired (``LICENCE_EXPIRED``) and the console must not have
@@ -18,25 +27,40 @@ Overage (more installs than seats) is allowed and reported in ``REGISTERED``.
 WAN budget: a client in a sharing office (Default or WiFi) may fetch a content from
 the server only while it holds the rendezvous lease for (office, content); a client in
 a VPN office, or in no office when ``direct_outside_offices`` allows it, is served
-directly.
+directly. Abuse limits (``shoal.server.limits.AbuseLimits``): at most
+``new_devices_per_address`` new devices per source address and window, and a global
+rate of new devices; registry entries of devices silent for ``client_expiry`` leave
+the registry (their console seat stays until retired in the console); a rendezvous
+point that brings no chunk loses its lease (``RendezvousTable``).
+
+Bad-peer reports are counted per (office, content, peer address) from distinct
+reporters, at most ``reports_per_reporter`` per reporter and ``max_reports`` in all
+(the oldest forgotten first). A peer reported by ``ban_reporters`` distinct devices is
+banned in that office for ``ban_seconds``: it gets no lease, is left out of peer
+lists, and every check-in reply of that office names it so clients stop using it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections import deque
+import re
+import unicodedata
+from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from shoal import __version__, ports
+from shoal.core.identity import DeviceKey, control_key
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest, decode_manifest_file
+from shoal.server.limits import AbuseLimits, Buckets
 from shoal.server.rendezvous import Decision, RendezvousTable
 from shoal.topology import OfficeType as TopologyOfficeType
 from shoal.topology import Topology
 from shoal.versions import IncompatibleVersion, InvalidVersion, Role, check_compatible
 from shoal.wire.control import (
+    MAX_BANNED,
     BadPeer,
     CheckIn,
     CheckInReply,
@@ -62,7 +86,13 @@ from shoal.wire.control import (
 
 Address = tuple[str, int]
 MAX_CLIENTS = 100_000
-MAX_BAD_PEER_REPORTS = 10_000
+MAX_HOSTNAME = 64
+MAX_VERSION = 40
+MAX_COUNTER = 2**62
+"""Byte counters above this are refused: the console's integers stop there (row 5)."""
+_VERSION_PATTERN = re.compile(r"[0-9A-Za-z.+\-]+")
+_DERIVED_KEYS = 4096
+EXPIRY_SWEEP = 60.0
 _OFFICE_TYPES = {
     TopologyOfficeType.DEFAULT: OfficeType.DEFAULT,
     TopologyOfficeType.WIFI: OfficeType.WIFI,
@@ -74,8 +104,10 @@ _OFFICE_TYPES = {
 class ServerSettings:
     """What the server tells its clients, and its policies."""
 
-    server_key: bytes
-    console_key: bytes
+    enrollment_token: bytes
+    """What enrolled devices hold (``client_key_for``): mixed into every control key."""
+    identity: DeviceKey
+    """The server's own X25519 key, certified by the console."""
     checkin_seconds: int = 60
     discovery_port: int = ports.DISCOVERY
     data_port: int = ports.FOREGROUND_DATA
@@ -86,6 +118,7 @@ class ServerSettings:
     """Discovery, control, data, background ports to use when the main ones are taken."""
     bandwidth: Mapping[str, BandwidthLimit] = field(default_factory=dict)
     """Per office name: the console's bandwidth policy, passed on to its clients."""
+    limits: AbuseLimits = field(default_factory=AbuseLimits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +145,11 @@ class ClientRecord:
     control_address: Address | None = None
     """Where its control datagrams come from (nudges go there); not kept across restarts:
     a restarted server nudges the clients that have spoken to it since."""
+    public_key: bytes = b""
+    """The device's X25519 public key (its device ID is derived from it)."""
+    last_counter: int = 0
+    """The highest counter accepted from it (kept with the registry: replays refused)."""
+    control_key: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +159,22 @@ class BadPeerReport:
     peer: Address
     chunk_index: int
     at: float
+
+
+@dataclass(frozen=True, slots=True)
+class PeerBanned:
+    """A peer reported by enough distinct devices: banned in ``office``."""
+
+    office: str
+    peer_ip: str
+    content_id: ContentId
+    reporters: int
+    until: float
+
+
+@dataclass(slots=True)
+class _Reports:
+    reporters: set[bytes] = field(default_factory=set)
 
 
 @dataclass(slots=True)
@@ -144,8 +198,28 @@ class ServerCore:
         self.device_refusals: dict[bytes, str] = {}
         self.clients: dict[bytes, ClientRecord] = {}
         self._device_at: dict[str, bytes] = {}  # client address -> device ID (data plane)
-        self.rendezvous = RendezvousTable(settings.lease_seconds)
-        self.bad_peer_reports: list[BadPeerReport] = []
+        limits = settings.limits
+        self.rendezvous = RendezvousTable(
+            settings.lease_seconds, limits.stall_seconds, limits.stall_penalty
+        )
+        self.certificate: bytes | None = None
+        """This server's certificate from the console (``HELLO`` answers it)."""
+        self.bad_peer_reports: deque[BadPeerReport] = deque(maxlen=limits.max_reports)
+        """Accepted distinct reports not yet persisted (the shell drains them)."""
+        self.new_bans: deque[PeerBanned] = deque(maxlen=1000)
+        self.dropped_reports = 0
+        self._reports: OrderedDict[tuple[str, ContentId, str], _Reports] = OrderedDict()
+        self._reports_by: dict[bytes, int] = {}
+        self._bans: dict[str, dict[str, float]] = {}  # office -> peer IP -> until
+        self._new_devices = Buckets(
+            limits.new_devices_per_address,
+            limits.new_devices_per_address / limits.new_device_window,
+        )
+        self._all_new_devices = Buckets(limits.new_devices_burst, limits.new_devices_rate)
+        self._derived: OrderedDict[bytes, bytes] = OrderedDict()
+        self.expired: list[bytes] = []
+        """Device IDs that left the registry (the shell deletes their rows)."""
+        self._next_sweep = 0.0
         self.refusals_sent: dict[RefusalCause, int] = {}
         self.recent_refusals: deque[tuple[bytes, Address, Refused]] = deque(maxlen=1000)
         self._blobs: dict[bytes, bytes] = {}
@@ -214,25 +288,84 @@ class ServerCore:
             return None, OfficeType.NONE
         return office.name, _OFFICE_TYPES[office.type]
 
+    # ------------------------------------------------------ authentication
+
+    def control_key_for(self, public_key: bytes) -> bytes | None:
+        """The control key shared with the holder of ``public_key`` (``None`` if it is
+        not a usable X25519 key). Cached: the X25519 runs once per device, not per
+        datagram."""
+        key = self._derived.get(public_key)
+        if key is not None:
+            self._derived.move_to_end(public_key)
+            return key
+        identity = self.settings.identity
+        try:
+            key = control_key(
+                identity.exchange(public_key),
+                self.settings.enrollment_token,
+                public_key,
+                identity.public_raw,
+            )
+        except ValueError:
+            return None
+        self._derived[public_key] = key
+        if len(self._derived) > _DERIVED_KEYS:
+            self._derived.popitem(last=False)
+        return key
+
+    def control_key_of(self, device_id: bytes) -> bytes | None:
+        """The control key of a registered device, or ``None``."""
+        client = self.clients.get(device_id)
+        if client is None or not client.public_key:
+            return None
+        if client.control_key is None:
+            client.control_key = self.control_key_for(client.public_key)
+        return client.control_key
+
+    def accept_counter(self, device_id: bytes, counter: int) -> bool:
+        """Is ``counter`` above the last one accepted from this device? (then it is the
+        last). A device not in the registry has none yet: its REGISTER sets it."""
+        client = self.clients.get(device_id)
+        if client is None:
+            return True
+        if counter <= client.last_counter:
+            return False
+        client.last_counter = counter
+        return True
+
+    def note_refusal(self, device_id: bytes, addr: Address, refusal: Refused) -> None:
+        self.refusals_sent[refusal.cause] = self.refusals_sent.get(refusal.cause, 0) + 1
+        self.recent_refusals.append((device_id, addr, refusal))
+
     def handle_control(self, message: ControlMessage, addr: Address, now: float) -> ControlBody:
         """Decide the reply to one authenticated control message."""
         body = message.body
-        refusal = self._admission(message, now)
+        if now >= self._next_sweep:
+            self.expire_clients(now)
+        refusal = _invalid(body) or self._admission(message, now)
         if refusal is not None:
-            self.refusals_sent[refusal.cause] = self.refusals_sent.get(refusal.cause, 0) + 1
-            self.recent_refusals.append((message.device_id, addr, refusal))
+            self.note_refusal(message.device_id, addr, refusal)
             return refusal
         if isinstance(body, Register):
-            return self._register(message.device_id, body, addr, now)
+            return self._register(message, body, addr, now)
         client = self.clients[message.device_id]
+        if addr[0] != client.ip:
+            # Only a REGISTER (with an address token) moves a device: an authenticated
+            # request from elsewhere may come from a forged address.
+            return Refused(
+                RefusalCause.UNKNOWN_DEVICE,
+                f"this device is registered at {client.ip}, not {addr[0]}: register again",
+            )
         client.last_seen, client.control_address = now, addr
-        self._place(client, addr[0])
         if isinstance(body, CheckIn):
             for entry in body.content:
                 client.content[entry.content_id] = entry
                 if 0 < entry.chunk_count <= entry.chunks_done:
                     self._release_lease(client, entry.content_id)
-            return CheckInReply(self._assignments_digest, self._assignments_length)
+            office, _ = self.office_of(client.ip)
+            return CheckInReply(
+                self._assignments_digest, self._assignments_length, self._banned_in(office, now)
+            )
         if isinstance(body, ManifestInfo):
             manifest_file = self._manifests.get(body.content_id)
             if manifest_file is None:
@@ -247,12 +380,7 @@ class ServerCore:
         if isinstance(body, Peers):
             return PeerList(body.content_id, self._office_peers(client, body.content_id, now))
         if isinstance(body, BadPeer):
-            if len(self.bad_peer_reports) < MAX_BAD_PEER_REPORTS:
-                self.bad_peer_reports.append(
-                    BadPeerReport(
-                        message.device_id, body.content_id, body.peer, body.chunk_index, now
-                    )
-                )
+            self._bad_peer(client, body, now)
             return Noted()
         return Refused(RefusalCause.INVALID_REQUEST, f"{type(body).__name__} is not a request")
 
@@ -278,15 +406,23 @@ class ServerCore:
             )
         return None
 
-    def _register(self, device_id: bytes, body: Register, addr: Address, now: float) -> ControlBody:
+    def _register(
+        self, message: ControlMessage, body: Register, addr: Address, now: float
+    ) -> ControlBody:
+        device_id = message.device_id
         client = self.clients.get(device_id)
         subnet = str(ipaddress.ip_network(f"{addr[0]}/{body.subnet_prefix}", strict=False))
         if client is None:
-            if len(self.clients) >= MAX_CLIENTS:
-                return Refused(RefusalCause.INVALID_REQUEST, "this server's registry is full")
+            refusal = self._admit_new_device(addr, now)
+            if refusal is not None:
+                self.note_refusal(device_id, addr, refusal)
+                return refusal
             client = self.clients[device_id] = ClientRecord(
                 device_id, body.hostname, body.version, "", subnet, now, now
             )
+            client.last_counter = message.counter
+        if client.public_key != body.public_key:
+            client.public_key, client.control_key = body.public_key, None
         client.hostname, client.version, client.subnet = body.hostname, body.version, subnet
         self._place(client, addr[0])
         client.last_seen, client.control_address = now, addr
@@ -297,7 +433,6 @@ class ServerCore:
             version=self.version,
             office=office or "",
             office_type=office_type,
-            console_key=settings.console_key,
             checkin_seconds=settings.checkin_seconds,
             discovery_port=settings.discovery_port,
             data_port=settings.data_port,
@@ -309,6 +444,94 @@ class ServerCore:
             background_kbps=limit.background_kbps,
             max_downloads=limit.max_downloads,
         )
+
+    def _admit_new_device(self, addr: Address, now: float) -> Refused | None:
+        """Bounded registry: per source address and overall, new devices are limited."""
+        limits = self.settings.limits
+        if len(self.clients) >= MAX_CLIENTS:
+            return Refused(RefusalCause.RATE_LIMITED, "this server's registry is full")
+        if not self._new_devices.allow(addr[0], now):
+            return Refused(
+                RefusalCause.RATE_LIMITED,
+                f"too many new devices from {addr[0]}: at most "
+                f"{limits.new_devices_per_address} per {limits.new_device_window:.0f} s",
+            )
+        if not self._all_new_devices.allow("", now):
+            return Refused(RefusalCause.RATE_LIMITED, "too many new devices: try again later")
+        return None
+
+    def expire_clients(self, now: float) -> None:
+        """Devices not heard from for ``client_expiry`` leave the registry (the shell
+        deletes their rows; the console keeps their seat until they are retired)."""
+        self._next_sweep = now + EXPIRY_SWEEP
+        horizon = now - self.settings.limits.client_expiry
+        for device_id in [d for d, client in self.clients.items() if client.last_seen < horizon]:
+            client = self.clients.pop(device_id)
+            if self._device_at.get(client.ip) == device_id:
+                del self._device_at[client.ip]
+            self.expired.append(device_id)
+        self.rendezvous.expire(now)
+
+    # ------------------------------------------------------------- bad peers
+
+    def _bad_peer(self, client: ClientRecord, body: BadPeer, now: float) -> None:
+        """Count a report from a distinct reporter; ban a peer enough devices report."""
+        limits = self.settings.limits
+        office, _ = self.office_of(client.ip)
+        peer_ip = body.peer[0]
+        if office is None or peer_ip == client.ip:
+            return
+        key = (office, body.content_id, peer_ip)
+        reports = self._reports.get(key)
+        if reports is not None and client.device_id in reports.reporters:
+            return  # the same reporter again: counted once
+        if self._reports_by.get(client.device_id, 0) >= limits.reports_per_reporter:
+            self.dropped_reports += 1
+            return
+        if reports is None:
+            if len(self._reports) >= limits.max_reports:
+                _, oldest = self._reports.popitem(last=False)
+                for reporter in oldest.reporters:
+                    self._reports_by[reporter] -= 1
+                    if not self._reports_by[reporter]:
+                        del self._reports_by[reporter]
+            reports = self._reports[key] = _Reports()
+        reports.reporters.add(client.device_id)
+        self._reports_by[client.device_id] = self._reports_by.get(client.device_id, 0) + 1
+        self.bad_peer_reports.append(
+            BadPeerReport(client.device_id, body.content_id, body.peer, body.chunk_index, now)
+        )
+        banned = self._bans.setdefault(office, {})
+        if len(reports.reporters) >= limits.ban_reporters and banned.get(peer_ip, 0.0) <= now:
+            until = banned[peer_ip] = now + limits.ban_seconds
+            self.new_bans.append(
+                PeerBanned(office, peer_ip, body.content_id, len(reports.reporters), until)
+            )
+            culprit = self.client_at(peer_ip)
+            if culprit is not None:
+                self.rendezvous.revoke(office, culprit.device_id.hex())
+
+    def _is_banned(self, office: str | None, ip: str, now: float) -> bool:
+        return office is not None and self._bans.get(office, {}).get(ip, 0.0) > now
+
+    def _banned_in(self, office: str | None, now: float) -> tuple[str, ...]:
+        """The peers banned in ``office`` now (the newest bans first, at most 32)."""
+        if office is None or office not in self._bans:
+            return ()
+        banned = self._bans[office]
+        for ip in [ip for ip, until in banned.items() if until <= now]:
+            del banned[ip]
+        return tuple(reversed(banned))[:MAX_BANNED]
+
+    def chunk_served(self, client_ip: str, content_id: ContentId, now: float) -> None:
+        """The data plane served a chunk of ``content_id`` to ``client_ip``: if it is the
+        office's rendezvous point, it is bringing the content in (not stalling)."""
+        client = self.client_at(client_ip)
+        if client is None:
+            return
+        office, _ = self.office_of(client_ip)
+        if office is not None:
+            self.rendezvous.progress(office, content_id, client.device_id.hex(), now)
 
     def _release_lease(self, client: ClientRecord, content_id: ContentId) -> None:
         """A complete rendezvous point has brought every chunk into the office: its lease
@@ -331,13 +554,18 @@ class ServerCore:
                     "download from the server is disabled by policy",
                 )
             return LeaseReply(content_id, LeaseDecision.DIRECT, (client.ip, 0), 0)
-        answer = self.rendezvous.request(office, content_id, client.device_id.hex(), now)
+        if self._is_banned(office, client.ip, now):
+            return Refused(
+                RefusalCause.NOT_ASSIGNED,
+                f"{client.ip} is banned in office {office}: devices reported bad chunks from it",
+            )
+        answer = self.rendezvous.request(office, content_id, client.device_id.hex(), now, client.ip)
         valid_ms = int(max(0.0, answer.expires_at - now) * 1000)
         if answer.decision is Decision.GRANTED:
             return LeaseReply(
                 content_id, LeaseDecision.GRANTED, (client.ip, self.settings.data_port), valid_ms
             )
-        holder = self.clients.get(bytes.fromhex(answer.holder))
+        holder = self.clients.get(bytes.fromhex(answer.holder)) if answer.holder else None
         holder_ip = holder.ip if holder is not None else "0.0.0.0"
         return LeaseReply(
             content_id, LeaseDecision.REDIRECTED, (holder_ip, self.settings.data_port), valid_ms
@@ -356,6 +584,7 @@ class ServerCore:
             if other is not client
             and other.last_seen >= horizon
             and self.office_of(other.ip)[0] == office
+            and not self._is_banned(office, other.ip, now)
         ]
         candidates.sort(key=lambda other: (content_id not in other.content, -other.last_seen))
         return tuple((other.ip, self.settings.discovery_port) for other in candidates[:128])
@@ -373,6 +602,7 @@ class ServerCore:
 
     def restore_client(self, record: ClientRecord) -> None:
         """A client from the persisted registry (after a restart)."""
+        record.control_key = None  # derived again, with this server's key
         self.clients[record.device_id] = record
         self._device_at[record.ip] = record.device_id
 
@@ -405,3 +635,28 @@ class ServerCore:
                     server + progress.bytes_from_server,
                 )
         return totals
+
+
+def _invalid(body: ControlBody) -> Refused | None:
+    """Values the console cannot take (or that make no sense), refused by field name."""
+    problem: str | None = None
+    if isinstance(body, Register):
+        if len(body.hostname) > MAX_HOSTNAME:
+            problem = f"hostname: longer than {MAX_HOSTNAME} characters"
+        elif any(unicodedata.category(char)[0] == "C" for char in body.hostname):
+            problem = "hostname: contains a control or unassigned character"
+        elif len(body.version) > MAX_VERSION or not _VERSION_PATTERN.fullmatch(body.version):
+            problem = "version: not a version number"
+    elif isinstance(body, CheckIn):
+        for entry in body.content:
+            if entry.chunks_done > entry.chunk_count:
+                problem = f"chunks_done: {entry.chunks_done} > chunk_count {entry.chunk_count}"
+            elif entry.bytes_from_peers >= MAX_COUNTER:
+                problem = "bytes_from_peers: out of range (at most 2^62)"
+            elif entry.bytes_from_server >= MAX_COUNTER:
+                problem = "bytes_from_server: out of range (at most 2^62)"
+            if problem is not None:
+                break
+    if problem is None:
+        return None
+    return Refused(RefusalCause.INVALID_REQUEST, f"invalid {type(body).__name__}: {problem}")

@@ -2,7 +2,8 @@
 
 What must survive a restart: the server's identity and feed cursor, what the console
 last said (activation, licence, topology, settings, signed assignments), the client
-registry and bad-peer reports. Alembic migrations ship in ``shoal/server/migrations``
+registry (with each device's public key and last control counter) and bad-peer
+reports. Alembic migrations ship in ``shoal/server/migrations``
 and run at every start; the server's tables and its migration version table carry a
 ``server_`` prefix so that they can share a database with the console.
 """
@@ -45,6 +46,10 @@ class ClientRow(Base):
     first_seen: Mapped[float] = mapped_column(Float)
     last_seen: Mapped[float] = mapped_column(Float)
     content: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    public_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    last_counter: Mapped[int] = mapped_column(BigInteger, default=0)
+    """The highest control counter accepted from the device: a replay is refused even
+    after a restart (saved every report round and at shutdown)."""
 
 
 class BadPeerRow(Base):

@@ -52,10 +52,11 @@ class ServerNode:
         *,
         control_port: int = ports.CONTROL,
         transfer_config: TransferConfig | None = None,
+        counter_base: int = 0,
     ) -> None:
         self.core = core
         self.origin = origin
-        self.control = ServerControl(core)
+        self.control = ServerControl(core, counter_base)
         self.control_port = control_port
         self.counters = OriginCounters()
         self.engines = {
@@ -98,6 +99,8 @@ class ServerNode:
             return
         sent = serve_from(self.origin, engine, event, now)
         self.counters.bytes_served += sent
+        if sent:
+            self.core.chunk_served(event.peer[0], event.content_id, now)
         if not sent:
             self.counters.refused_not_found += 1
 

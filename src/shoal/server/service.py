@@ -21,20 +21,24 @@ applied to ``ServerCore`` on the loop thread, which alone touches it. Everything
 console said, the feed cursor and the client registry are kept in SQL, so a restarted
 server serves its clients before it reaches the console again.
 
-Clients authenticate with the *client key*, derived from the server's authentication
-key (``client_key_for``): a device never holds the key that talks to the console.
+The server's identity is an X25519 key in ``DATA_DIR/server.key`` (created at first
+start); it sends the public key when it registers with the console and keeps the
+certificate the console returns (in SQL, with the key it certifies), which it hands to
+clients over UDP. Clients authenticate with their own device keys; the *enrollment
+token* (``client_key_for``, derived from the server's authentication key, and in every
+device's enrollment bundle) is mixed into every control key: a device never holds the
+key that talks to the console, and neither the token nor any key is logged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
-import hmac
 import json
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +47,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shoal import ports
 from shoal.assignments import encode_envelope
+from shoal.core.identity import DeviceKey, enrollment_token_for
 from shoal.core.ids import ContentId
+from shoal.core.server_cert import VALIDITY_SECONDS, CertificateInvalid, read_certificate
 from shoal.licensing import LicenceState
 from shoal.net.events import DeliveryFailed
 from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
@@ -56,6 +62,7 @@ from shoal.server.console_link import (
 )
 from shoal.server.core import BandwidthLimit, ClientRecord, ServerCore, ServerSettings
 from shoal.server.db import BadPeerRow, ClientRow, StateValue, open_database, sqlite_url
+from shoal.server.limits import AbuseLimits
 from shoal.server.node import ServerNode
 from shoal.store.content_store import ContentStore
 from shoal.topology import parse_json
@@ -65,9 +72,12 @@ log = logging.getLogger("shoal.server")
 MIN_SYNC_ROUND = 0.5
 
 
+SERVER_KEY_FILE = "server.key"
+
+
 def client_key_for(auth_key: str) -> bytes:
-    """The key clients of this server use, derived from its console authentication key."""
-    return hmac.new(auth_key.encode(), b"shoal client key v1", hashlib.sha256).digest()[:16]
+    """The enrollment token of this server's clients (see ``enrollment_token_for``)."""
+    return enrollment_token_for(auth_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +121,7 @@ class ServerConfig:
     sync_seconds: float = 2.0
     report_seconds: float = 10.0
     direct_outside_offices: bool = True
+    limits: AbuseLimits = dataclasses.field(default_factory=AbuseLimits)
 
 
 @dataclass(slots=True)
@@ -126,6 +137,7 @@ class SyncOutcome:
     envelope: dict[str, str] | None = None
     topology: dict[str, Any] | None = None
     settings: dict[str, Any] | None = None
+    certificate: bytes | None = None
 
 
 class StateStore:
@@ -149,6 +161,8 @@ class StateStore:
             rows = session.query(ClientRow).all()
         records = []
         for row in rows:
+            if not row.public_key:
+                continue  # a device of protocol 1: it registers again with its key
             record = ClientRecord(
                 bytes.fromhex(row.device_id),
                 row.hostname,
@@ -157,6 +171,8 @@ class StateStore:
                 row.subnet,
                 now,
                 now,
+                public_key=bytes.fromhex(row.public_key),
+                last_counter=row.last_counter,
             )
             for entry in row.content:
                 progress = ContentProgress(ContentId.from_hex(entry[0]), *entry[1:])
@@ -164,8 +180,14 @@ class StateStore:
             records.append(record)
         return records
 
-    def save_clients(self, clients: list[ClientRecord], wall_now: float) -> None:
+    def save_clients(
+        self, clients: list[ClientRecord], wall_now: float, expired: Sequence[bytes] = ()
+    ) -> None:
         with self.sessions() as session, session.begin():
+            for device_id in expired:
+                row = session.get(ClientRow, device_id.hex())
+                if row is not None:
+                    session.delete(row)
             for client in clients:
                 session.merge(
                     ClientRow(
@@ -176,6 +198,8 @@ class StateStore:
                         subnet=client.subnet,
                         first_seen=wall_now,
                         last_seen=wall_now,
+                        public_key=client.public_key.hex() or None,
+                        last_counter=client.last_counter,
                         content=[
                             [
                                 p.content_id.hex,
@@ -218,16 +242,17 @@ class ServerService:
         self.server_id = server_id
         self.origin = ContentStore(config.data_dir / "origin", strict=False)
         self.ports = self._resolve_ports()
-        console_key = self.state.get("console_key")
+        self.identity = DeviceKey.load_or_create(config.data_dir / SERVER_KEY_FILE)
         settings = ServerSettings(
-            server_key=client_key_for(config.auth_key),
-            console_key=bytes.fromhex(console_key) if console_key else bytes(32),
+            enrollment_token=client_key_for(config.auth_key),
+            identity=self.identity,
             checkin_seconds=config.checkin_seconds,
             discovery_port=self.ports.discovery,
             data_port=self.ports.data,
             background_port=self.ports.background,
             lease_seconds=config.lease_seconds,
             direct_outside_offices=config.direct_outside_offices,
+            limits=config.limits,
         )
         self.core = ServerCore(settings)
         self.node: ServerNode | None = None
@@ -239,9 +264,9 @@ class ServerService:
             name=config.name,
             address=config.address,
             ca_certificate=config.console_ca,
+            public_key=self.identity.public_raw,
         )
         self.console_note = "not yet in touch with the console"
-        self._reported_bad_peers = 0
         self._restore()
 
     def _resolve_ports(self) -> PortSet:
@@ -280,6 +305,28 @@ class ServerService:
         settings = self.state.get("settings")
         if settings is not None:
             self._apply_settings(json.loads(settings))
+        certificate = self.state.get("certificate")
+        if certificate is not None:
+            self._apply_certificate(bytes.fromhex(certificate))
+
+    def _apply_certificate(self, certificate: bytes) -> bool:
+        """Serve ``certificate`` if it certifies this server's current key."""
+        try:
+            certified = read_certificate(certificate).public_key
+        except CertificateInvalid as error:
+            log.warning("the console's server certificate is unreadable: %s", error)
+            return False
+        if certified != self.identity.public_raw:
+            return False  # for an older key of this server: wait for the console's new one
+        current = self.core.certificate
+        if current is not None:
+            held = read_certificate(current)
+            if held.public_key == certified and held.not_after - time.time() > VALIDITY_SECONDS / 2:
+                return False  # the one we serve is good for weeks: no write, no log line
+        self.core.certificate = certificate
+        if current is None:
+            log.info("server certificate from the console: clients can authenticate us")
+        return True
 
     def _apply_licence(self, licence: dict[str, Any], activated: bool) -> None:
         """The licence as the console describes it, for admitting clients.
@@ -309,6 +356,7 @@ class ServerService:
         outcome = SyncOutcome(
             registration.activated, registration.message, registration.licence, cursor
         )
+        outcome.certificate = registration.certificate
         if not registration.activated:
             return outcome
         other_changes: set[str] = set()
@@ -338,15 +386,14 @@ class ServerService:
     def apply(self, outcome: SyncOutcome) -> None:
         """On the loop thread: make the core say what the console said."""
         core = self.core
-        console_key = self.link.console_key
-        if console_key is not None and console_key.raw != core.settings.console_key:
-            core.settings = dataclasses.replace(core.settings, console_key=console_key.raw)
-            self.state.put({"console_key": console_key.raw.hex()})
         self._apply_licence(outcome.licence, outcome.activated)
         values = {
             "licence": json.dumps(outcome.licence),
             "activated": "1" if outcome.activated else "0",
         }
+        certificate = outcome.certificate
+        if certificate and certificate != core.certificate and self._apply_certificate(certificate):
+            values["certificate"] = certificate.hex()
         self.console_note = outcome.message
         for manifest_file in outcome.manifests:
             content_id = core.add_manifest(manifest_file)
@@ -431,6 +478,7 @@ class ServerService:
                     subnet=record.subnet,
                     version=record.version,
                     content=tuple(content),
+                    public_key=record.public_key.hex(),
                 )
             )
         totals = [
@@ -473,7 +521,16 @@ class ServerService:
         """Serve clients and follow the console until ``stop`` is set."""
         config = self.config
         loop = asyncio.get_running_loop()
-        self.node = ServerNode(self.core, self.origin, loop.time(), control_port=self.ports.control)
+        # The server's control counters follow the wall clock (microseconds), so they
+        # keep growing across restarts: clients refuse an older one.
+        counter_base = time.time_ns() // 1000 - int(loop.time() * 1_000_000)
+        self.node = ServerNode(
+            self.core,
+            self.origin,
+            loop.time(),
+            control_port=self.ports.control,
+            counter_base=counter_base,
+        )
         self.runner = ApplicationRunner(
             self.node,
             [
@@ -484,13 +541,13 @@ class ServerService:
             on_socket_event=self._on_socket_event,
         )
         log.info(
-            "P2P server %s listening on %s (control %d, data %d/%d); client key %s",
+            "P2P server %s listening on %s (control %d, data %d/%d); server key %s",
             self.server_id[:8],
             config.bind,
             self.ports.control,
             self.ports.data,
             self.ports.background,
-            client_key_for(config.auth_key).hex(),
+            self.identity.public_raw.hex()[:16],
         )
         tasks = [
             asyncio.create_task(self._sync_loop(stop)),
@@ -545,24 +602,35 @@ class ServerService:
                 self.apply_report_answer(answer)
 
     def _log_refusals(self) -> None:
-        """Say in the log which clients were refused, and why (what to upgrade...)."""
+        """Say in the log which clients were refused, and why (what to upgrade...):
+        one line per (cause, address) with its count, so a flood is a few lines."""
         refusals = self.core.recent_refusals
+        grouped: dict[tuple[str, str], tuple[int, bytes, str]] = {}
         while refusals:
             device_id, addr, refusal = refusals.popleft()
+            key = (refusal.cause.name, addr[0])
+            count = grouped.get(key, (0, device_id, refusal.message))[0]
+            grouped[key] = (count + 1, device_id, refusal.message)
+        for (cause, address), (count, device_id, message) in list(grouped.items())[:20]:
             log.warning(
-                "refused client %s at %s: %s: %s",
+                "refused client %s at %s: %s: %s%s",
                 device_id.hex()[:8],
-                addr[0],
-                refusal.cause.name,
-                refusal.message,
+                address,
+                cause,
+                message,
+                f" ({count} times)" if count > 1 else "",
             )
+        if len(grouped) > 20:
+            log.warning("... and refusals to %d more (cause, address) pairs", len(grouped) - 20)
 
     def _save_registry(self) -> None:
         self._log_refusals()
         core = self.core
-        self.state.save_clients(list(core.clients.values()), time.time())
-        new_reports = core.bad_peer_reports[self._reported_bad_peers :]
-        if new_reports:
+        expired, core.expired = core.expired, []
+        self.state.save_clients(list(core.clients.values()), time.time(), expired)
+        reports = list(core.bad_peer_reports)
+        core.bad_peer_reports.clear()
+        if reports:
             self.state.add_bad_peer_reports(
                 [
                     (
@@ -572,15 +640,15 @@ class ServerService:
                         r.chunk_index,
                         time.time(),
                     )
-                    for r in new_reports
+                    for r in reports
                 ]
             )
-            for report in new_reports:
-                log.warning(
-                    "client %s reports peer %s served a bad chunk %d of %s",
-                    report.reporter.hex()[:8],
-                    report.peer[0],
-                    report.chunk_index,
-                    report.content_id.short,
-                )
-            self._reported_bad_peers = len(core.bad_peer_reports)
+        while core.new_bans:
+            ban = core.new_bans.popleft()
+            log.warning(
+                "peer %s banned in office %s: %d devices report bad chunks of %s from it",
+                ban.peer_ip,
+                ban.office,
+                ban.reporters,
+                ban.content_id.short,
+            )

@@ -16,18 +16,23 @@ from pathlib import Path
 
 from shoal.assignments import encode_envelope, sign_assignments
 from shoal.client.agent import AgentConfig, AgentCore, ContentStoreLike, DownloadState
+from shoal.client.trust import TrustState
+from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest
 from shoal.core.packing import pack_bytes
+from shoal.core.server_cert import issue_certificate
 from shoal.core.signing import SigningKey
 from shoal.server.core import BandwidthLimit, ServerCore, ServerSettings
+from shoal.server.limits import AbuseLimits
 from shoal.server.node import ServerNode
 from shoal.sim.network import Host, SimNetwork
 from shoal.store.content_store import ContentStore
 from shoal.topology import parse_json
 
 SERVER_IP = "10.0.0.2"
-SERVER_KEY = b"simulated server key"
+SERVER_ID = "5e7e0000000000000000000000000001"
+ENROLLMENT_TOKEN = b"simulated token!"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +99,7 @@ def build_enterprise(
     store_factory: Callable[[Path, int], ContentStoreLike] | None = None,
     bandwidth: dict[str, BandwidthLimit] | None = None,
     swarm_fanout: int = 1,
+    limits: AbuseLimits | None = None,
 ) -> Enterprise:
     """Build the network, the server (content imported, assigned to everyone), clients."""
     rng = random.Random(seed)
@@ -116,14 +122,20 @@ def build_enterprise(
         for spec in offices
         if spec.in_topology
     ]
+    server_identity = DeviceKey.from_raw(rng.randbytes(32))
     settings = ServerSettings(
-        server_key=SERVER_KEY,
-        console_key=console_key.verify_key.raw,
+        enrollment_token=ENROLLMENT_TOKEN,
+        identity=server_identity,
         checkin_seconds=checkin_seconds,
         lease_seconds=lease_seconds,
         bandwidth=bandwidth or {},
+        limits=limits or AbuseLimits(),
     )
     core = ServerCore(settings)
+    core.certificate = issue_certificate(
+        console_key, server_identity.public_raw, SERVER_ID, SERVER_IP, "sim", 0.0
+    )
+    trust = TrustState((console_key.verify_key.raw,))
     core.topology = parse_json({"offices": topology})
     core.licence.active = True
     core.add_manifest(manifest_file)
@@ -161,7 +173,7 @@ def build_enterprise(
         hosts = ipaddress.ip_network(spec.subnet).hosts()
         for number in range(spec.clients):
             ip = str(next(hosts))
-            device_id = rng.randbytes(16)
+            device_key = DeviceKey.from_raw(rng.randbytes(32))
             directory = root / f"client-{ip}"
             store = (
                 store_factory(directory, number)
@@ -169,12 +181,13 @@ def build_enterprise(
                 else ContentStore(directory, durable=False)
             )
             config = AgentConfig(
-                device_id=device_id,
+                device_key=device_key,
                 hostname=f"pc-{ip}",
                 ip=ip,
                 subnet_prefix=ipaddress.ip_network(spec.subnet).prefixlen,
                 server=(SERVER_IP, server.control_port),
-                server_key=SERVER_KEY,
+                enrollment_token=ENROLLMENT_TOKEN,
+                trust=trust,
                 swarm_fanout=swarm_fanout,
             )
             agent = AgentCore(config, store, network.now, rng=random.Random(rng.random()))

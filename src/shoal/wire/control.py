@@ -1,23 +1,35 @@
-"""Control datagrams between a client and its P2P server, authenticated by the server key.
+"""Control datagrams between a client and its P2P server, authenticated per device.
 
 Theory of operation
 -------------------
 Control datagrams share the four-byte prefix of every shoal datagram (magic ``SH``,
 protocol version, type) with types 0x20..0x3F, then::
 
-    request_id u32, device_id 16 B, body (by type), tag 16 B
+    request_id u32, device_id 16 B, counter u64, body (by type), tag 16 B
 
 ``tag`` is HMAC-SHA256 (truncated to 16 bytes) over everything before it, keyed by the
-*server key* that the administrator gives every client of a server. A datagram whose
-tag does not verify raises ``AuthenticationFailed``; the server answers it with an
-unauthenticated ``REFUSED`` (reason ``WRONG_SERVER_KEY``) so that the client can tell
-the user what is wrong, and a client shows, but never acts on, an unauthenticated
-reply. Strings are UTF-8 with a u8 (short) or u16 (message) length.
+*control key* of this device and this server (``shoal.core.identity.control_key``:
+X25519 of the device key and the console-certified server key, through HKDF-SHA256
+salted with the enrollment token). Only the device and its server hold that key, so a
+tag proves who sent the datagram; the device ID is bound to the device's public key
+(``device_id_of``), so a device can only speak for itself. ``counter`` grows with
+every datagram a sender sends to one peer; the receiver refuses one that is not above
+the last it accepted (a replay).
+
+Three exceptions carry no valid tag (16 zero bytes): ``HELLO`` (a client asks for the
+server's certificate, padded so that the answer is at most 3x its size), the server's
+``CERTIFICATE`` (signed by the console, checked by the client against the console key
+pinned at enrollment), and an unauthenticated ``REFUSED`` that the server sends when it
+cannot check a datagram (unknown device, wrong enrollment token, outdated certificate),
+so that the client can tell the user what is wrong. A client shows, but never acts on,
+an unauthenticated reply except by asking again (a new certificate, a new REGISTER),
+which decides nothing. A datagram whose tag does not verify raises
+``AuthenticationFailed``. Strings are UTF-8 with a u8 (short) or u16 (message) length.
 
 Every exchange is a client's request and the server's reply, but for ``NUDGE``: the
 server sends it unasked to its registered clients when the assignments change, so a new
 assignment starts within a round trip instead of at the next check-in. A lost nudge
-costs only that wait; a replayed one, one more check-in.
+costs only that wait; a replayed one is refused by its counter.
 
 Bulky things (the console's signed assignment document, manifests) are not control
 datagrams: the server announces their SHA-256 and length, and the client fetches them
@@ -29,8 +41,13 @@ type             code  body
 LEASE            0x20  content_id 32 B
 LEASE_REPLY      0x21  content_id 32 B, decision u8, holder ip 4 B, holder port u16,
                        valid_ms u32
-REGISTER         0x30  version str8, hostname str8, subnet_prefix u8
-REGISTERED       0x31  version str8, office str8, office_type u8, console_key 32 B,
+HELLO            0x22  padding (zeros) up to ``HELLO_SIZE`` bytes; no tag
+CERTIFICATE      0x23  certificate_length u16, certificate (``shoal.core.server_cert``),
+                       address_token 16 B (proves the asker receives at its address);
+                       no tag
+REGISTER         0x30  public_key 32 B, version str8, hostname str8, subnet_prefix u8,
+                       address_token 16 B (from a recent CERTIFICATE)
+REGISTERED       0x31  version str8, office str8, office_type u8,
                        checkin_s u16, discovery_port u16, data_port u16,
                        background_port u16, licence_state u8, seats_over u32,
                        alternative ports 4 x u16 (discovery, control, data,
@@ -39,10 +56,11 @@ REGISTERED       0x31  version str8, office str8, office_type u8, console_key 32
                        (0 = no limit)
 CHECKIN          0x32  count u8, count x (content_id 32 B, chunks_done u32,
                        chunk_count u32, from_peers u64, from_server u64)
-CHECKIN_REPLY    0x33  assignments_sha256 32 B, assignments_length u32
+CHECKIN_REPLY    0x33  assignments_sha256 32 B, assignments_length u32, count u8,
+                       count x banned peer ip 4 B (peers banned in the office)
 MANIFEST_INFO    0x34  content_id 32 B
 MANIFEST_REPLY   0x35  content_id 32 B, manifest_sha256 32 B, manifest_length u32
-PEERS            0x36  content_id 32 B
+PEERS            0x36  content_id 32 B, padding (zeros: the answer is <= 3x the request)
 PEER_LIST        0x37  content_id 32 B, count u8, count x (ip 4 B, port u16)
 BAD_PEER         0x38  content_id 32 B, peer ip 4 B, peer port u16, chunk_index u32
 NOTED            0x39  (empty)
@@ -60,7 +78,7 @@ import hmac
 import ipaddress
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from shoal.core.ids import ContentId
 from shoal.wire.buffer import Buffer
@@ -79,16 +97,28 @@ TAG_SIZE = 16
 MAX_CHECKIN_ENTRIES = 16
 MAX_PEERS = 128
 MAX_MESSAGE_LENGTH = 1024
-_HEADER = struct.Struct(">2sBBI16s")
+MAX_BANNED = 32
+PUBLIC_KEY_SIZE = 32
+MAX_CERTIFICATE = 512
+HELLO_SIZE = 128
+"""A client pads its HELLO to this size: the CERTIFICATE answer (at most 305 bytes, with
+a server ID and a name of 64 bytes) stays under 3x the request: the server is no
+reflector."""
+ADDRESS_TOKEN_SIZE = 16
+_HEADER = struct.Struct(">2sBBI16sQ")
+HEADER_SIZE = _HEADER.size
+_NO_TAG = bytes(TAG_SIZE)
 
 
 class AuthenticationFailed(MalformedDatagram):
-    """The datagram's tag does not match: the sender has another server key."""
+    """The datagram's tag does not match: another device, token or server key."""
 
 
 class ControlType(enum.IntEnum):
     LEASE = 0x20
     LEASE_REPLY = 0x21
+    HELLO = 0x22
+    CERTIFICATE = 0x23
     REGISTER = 0x30
     REGISTERED = 0x31
     CHECKIN = 0x32
@@ -124,7 +154,7 @@ class LeaseDecision(enum.IntEnum):
 
 
 class RefusalCause(enum.IntEnum):
-    WRONG_SERVER_KEY = 1
+    AUTHENTICATION_FAILED = 1  # unauthenticated: wrong token, or an outdated certificate
     UNKNOWN_DEVICE = 2
     NOT_LICENSED = 3
     LICENCE_EXPIRED = 4
@@ -133,13 +163,36 @@ class RefusalCause(enum.IntEnum):
     UNKNOWN_CONTENT = 7
     NOT_ASSIGNED = 8
     INVALID_REQUEST = 9
+    REPLAYED = 10  # the counter is not above the last one accepted from this device
+    NO_CERTIFICATE = 11  # the server has no certificate from its console yet
+    ADDRESS_UNPROVEN = 13  # REGISTER without a recent address token: ask HELLO again
+    RATE_LIMITED = 12  # too many new devices from one address (or in all)
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """A client asks for the server's certificate (padded: see ``HELLO_SIZE``)."""
+
+    padding: int = HELLO_SIZE - HEADER_SIZE - TAG_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    """The server's certificate, signed by the console (``shoal.core.server_cert``), and
+    a token that proves, when a REGISTER echoes it, that the asker receives there."""
+
+    certificate: bytes
+    address_token: bytes = bytes(ADDRESS_TOKEN_SIZE)
 
 
 @dataclass(frozen=True, slots=True)
 class Register:
+    public_key: bytes
     version: str
     hostname: str
     subnet_prefix: int
+    address_token: bytes = bytes(ADDRESS_TOKEN_SIZE)
+    """Echoed from the server's CERTIFICATE: the device receives at its source address."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,7 +200,6 @@ class Registered:
     version: str
     office: str
     office_type: OfficeType
-    console_key: bytes
     checkin_seconds: int
     discovery_port: int
     data_port: int
@@ -178,6 +230,8 @@ class CheckIn:
 class CheckInReply:
     assignments_sha256: bytes
     assignments_length: int
+    banned: tuple[str, ...] = ()
+    """Peers banned in the client's office (reported by several devices): do not use."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +262,8 @@ class LeaseReply:
 @dataclass(frozen=True, slots=True)
 class Peers:
     content_id: ContentId
+    padding: int = 0
+    """Zeros after the content ID: the server's peer list fits in 3x the request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +299,9 @@ class Refused:
 
 
 ControlBody = (
-    Register
+    Hello
+    | Certificate
+    | Register
     | Registered
     | CheckIn
     | CheckInReply
@@ -268,6 +326,8 @@ class ControlMessage:
     device_id: bytes
     body: ControlBody
     authenticated: bool = True
+    counter: int = 0
+    """Grows with every datagram from one sender to one peer (replay protection)."""
 
 
 # -- field helpers -----------------------------------------------------------------------
@@ -308,24 +368,59 @@ def _push_address(buf: Buffer, address: tuple[str, int]) -> None:
 # -- one pull/push pair per body ---------------------------------------------------------
 
 
+def _pull_hello(buf: Buffer) -> Hello:
+    padding = buf.remaining
+    buf.pull_bytes(padding)
+    return Hello(padding)
+
+
+def _push_hello(buf: Buffer, body: Hello) -> None:
+    buf.push_bytes(bytes(body.padding))
+
+
+def _pull_certificate(buf: Buffer) -> Certificate:
+    length = buf.pull_uint16()
+    if length > MAX_CERTIFICATE:
+        raise MalformedDatagram(f"certificate of {length} bytes is too long")
+    return Certificate(buf.pull_bytes(length), buf.pull_bytes(ADDRESS_TOKEN_SIZE))
+
+
+def _push_certificate(buf: Buffer, body: Certificate) -> None:
+    if len(body.certificate) > MAX_CERTIFICATE:
+        raise ValueError(f"a certificate has at most {MAX_CERTIFICATE} bytes")
+    buf.push_uint16(len(body.certificate))
+    buf.push_bytes(body.certificate)
+    _push_token(buf, body.address_token)
+
+
+def _push_token(buf: Buffer, token: bytes) -> None:
+    if len(token) != ADDRESS_TOKEN_SIZE:
+        raise ValueError(f"an address token has {ADDRESS_TOKEN_SIZE} bytes")
+    buf.push_bytes(token)
+
+
 def _pull_register(buf: Buffer) -> Register:
+    public_key = buf.pull_bytes(PUBLIC_KEY_SIZE)
     version, hostname = _pull_str(buf), _pull_str(buf)
     prefix = buf.pull_uint8()
     if prefix > 32:
         raise MalformedDatagram(f"subnet prefix /{prefix} is not IPv4")
-    return Register(version, hostname, prefix)
+    return Register(public_key, version, hostname, prefix, buf.pull_bytes(ADDRESS_TOKEN_SIZE))
 
 
 def _push_register(buf: Buffer, body: Register) -> None:
+    if len(body.public_key) != PUBLIC_KEY_SIZE:
+        raise ValueError(f"a device public key has {PUBLIC_KEY_SIZE} bytes")
+    buf.push_bytes(body.public_key)
     _push_str(buf, body.version)
     _push_str(buf, body.hostname)
     buf.push_uint8(body.subnet_prefix)
+    _push_token(buf, body.address_token)
 
 
 def _pull_registered(buf: Buffer) -> Registered:
     version, office = _pull_str(buf), _pull_str(buf)
     office_type = pull_enum(buf, OfficeType)
-    console_key = buf.pull_bytes(32)
     checkin, discovery, data, background = (buf.pull_uint16() for _ in range(4))
     licence_state, seats_over = pull_enum(buf, LicenceState), buf.pull_uint32()
     alt = (buf.pull_uint16(), buf.pull_uint16(), buf.pull_uint16(), buf.pull_uint16())
@@ -333,7 +428,6 @@ def _pull_registered(buf: Buffer) -> Registered:
         version,
         office,
         office_type,
-        console_key,
         checkin,
         discovery,
         data,
@@ -351,9 +445,6 @@ def _push_registered(buf: Buffer, body: Registered) -> None:
     _push_str(buf, body.version)
     _push_str(buf, body.office)
     buf.push_uint8(body.office_type)
-    if len(body.console_key) != 32:
-        raise ValueError("console key must be 32 bytes")
-    buf.push_bytes(body.console_key)
     for port in (body.checkin_seconds, body.discovery_port, body.data_port, body.background_port):
         buf.push_uint16(port)
     buf.push_uint8(body.licence_state)
@@ -395,14 +486,30 @@ def _push_checkin(buf: Buffer, body: CheckIn) -> None:
 
 
 def _pull_checkin_reply(buf: Buffer) -> CheckInReply:
-    return CheckInReply(buf.pull_bytes(32), buf.pull_uint32())
+    digest, length = buf.pull_bytes(32), buf.pull_uint32()
+    count = buf.pull_uint8()
+    if count > MAX_BANNED:
+        raise MalformedDatagram(f"{count} banned peers (at most {MAX_BANNED})")
+    banned = tuple(str(ipaddress.IPv4Address(buf.pull_bytes(4))) for _ in range(count))
+    return CheckInReply(digest, length, banned)
+
+
+def _push_checkin_reply(buf: Buffer, body: CheckInReply) -> None:
+    _push_nudge(buf, body)
+    banned = body.banned[:MAX_BANNED]
+    buf.push_uint8(len(banned))
+    for ip in banned:
+        try:
+            buf.push_bytes(ipaddress.IPv4Address(ip).packed)
+        except ValueError:
+            raise MalformedDatagram(f"not an IPv4 address: {ip!r}") from None
 
 
 def _pull_nudge(buf: Buffer) -> Nudge:
     return Nudge(buf.pull_bytes(32), buf.pull_uint32())
 
 
-def _push_checkin_reply(buf: Buffer, body: CheckInReply | Nudge) -> None:
+def _push_nudge(buf: Buffer, body: CheckInReply | Nudge) -> None:
     buf.push_bytes(body.assignments_sha256)
     buf.push_uint32(body.assignments_length)
 
@@ -466,15 +573,29 @@ def _push_refused(buf: Buffer, body: Refused) -> None:
     _push_str(buf, body.message, wide=True)
 
 
-def _content_id_body(kind: type[ManifestInfo | Lease | Peers]) -> Callable[[Buffer], ControlBody]:
+def _content_id_body(kind: type[ManifestInfo | Lease]) -> Callable[[Buffer], ControlBody]:
     return lambda buf: kind(pull_content_id(buf))
 
 
-def _push_content_id_body(buf: Buffer, body: ManifestInfo | Lease | Peers) -> None:
+def _push_content_id_body(buf: Buffer, body: ManifestInfo | Lease) -> None:
     buf.push_bytes(body.content_id.digest)
 
 
+def _pull_peers(buf: Buffer) -> Peers:
+    content_id = pull_content_id(buf)
+    padding = buf.remaining
+    buf.pull_bytes(padding)
+    return Peers(content_id, padding)
+
+
+def _push_peers(buf: Buffer, body: Peers) -> None:
+    buf.push_bytes(body.content_id.digest)
+    buf.push_bytes(bytes(body.padding))
+
+
 _PULLERS: dict[ControlType, Callable[[Buffer], ControlBody]] = {
+    ControlType.HELLO: _pull_hello,
+    ControlType.CERTIFICATE: _pull_certificate,
     ControlType.REGISTER: _pull_register,
     ControlType.REGISTERED: _pull_registered,
     ControlType.CHECKIN: _pull_checkin,
@@ -483,7 +604,7 @@ _PULLERS: dict[ControlType, Callable[[Buffer], ControlBody]] = {
     ControlType.MANIFEST_REPLY: _pull_manifest_reply,
     ControlType.LEASE: _content_id_body(Lease),
     ControlType.LEASE_REPLY: _pull_lease_reply,
-    ControlType.PEERS: _content_id_body(Peers),
+    ControlType.PEERS: _pull_peers,
     ControlType.PEER_LIST: _pull_peer_list,
     ControlType.BAD_PEER: _pull_bad_peer,
     ControlType.NOTED: lambda buf: Noted(),
@@ -492,6 +613,8 @@ _PULLERS: dict[ControlType, Callable[[Buffer], ControlBody]] = {
 }
 
 _PUSHERS: dict[type, tuple[ControlType, Callable[[Buffer, ControlBody], None]]] = {
+    Hello: (ControlType.HELLO, _push_hello),  # type: ignore[dict-item]
+    Certificate: (ControlType.CERTIFICATE, _push_certificate),  # type: ignore[dict-item]
     Register: (ControlType.REGISTER, _push_register),  # type: ignore[dict-item]
     Registered: (ControlType.REGISTERED, _push_registered),  # type: ignore[dict-item]
     CheckIn: (ControlType.CHECKIN, _push_checkin),  # type: ignore[dict-item]
@@ -500,31 +623,46 @@ _PUSHERS: dict[type, tuple[ControlType, Callable[[Buffer, ControlBody], None]]] 
     ManifestReply: (ControlType.MANIFEST_REPLY, _push_manifest_reply),  # type: ignore[dict-item]
     Lease: (ControlType.LEASE, _push_content_id_body),  # type: ignore[dict-item]
     LeaseReply: (ControlType.LEASE_REPLY, _push_lease_reply),  # type: ignore[dict-item]
-    Peers: (ControlType.PEERS, _push_content_id_body),  # type: ignore[dict-item]
+    Peers: (ControlType.PEERS, _push_peers),  # type: ignore[dict-item]
     PeerList: (ControlType.PEER_LIST, _push_peer_list),  # type: ignore[dict-item]
     BadPeer: (ControlType.BAD_PEER, _push_bad_peer),  # type: ignore[dict-item]
     Noted: (ControlType.NOTED, lambda buf, body: None),
-    Nudge: (ControlType.NUDGE, _push_checkin_reply),  # type: ignore[dict-item]
+    Nudge: (ControlType.NUDGE, _push_nudge),  # type: ignore[dict-item]
     Refused: (ControlType.REFUSED, _push_refused),  # type: ignore[dict-item]
 }
+
+
+UNAUTHENTICATED = frozenset({ControlType.HELLO, ControlType.CERTIFICATE})
+"""Types that never carry a tag: the certificate is signed by the console instead."""
 
 
 def _tag(key: bytes, signed_part: bytes | memoryview) -> bytes:
     return hmac.new(key, signed_part, hashlib.sha256).digest()[:TAG_SIZE]
 
 
-def encode_control(message: ControlMessage, key: bytes, version: int = PROTOCOL_VERSION) -> bytes:
-    """Encode and authenticate one control datagram with the server key."""
+def encode_control(
+    message: ControlMessage, key: bytes | None, version: int = PROTOCOL_VERSION
+) -> bytes:
+    """Encode one control datagram and authenticate it with ``key`` (the device's control
+    key); ``key=None`` sends it without a tag (``HELLO``, ``CERTIFICATE``, and the
+    unauthenticated ``REFUSED``)."""
     if len(message.device_id) != DEVICE_ID_SIZE:
         raise ValueError(f"device ID must be {DEVICE_ID_SIZE} bytes")
     message_type, push = _PUSHERS[type(message.body)]
     buf = Buffer()
     buf.push_bytes(
-        _HEADER.pack(MAGIC, version, message_type, message.request_id, message.device_id)
+        _HEADER.pack(
+            MAGIC,
+            version,
+            message_type,
+            message.request_id,
+            message.device_id,
+            message.counter,
+        )
     )
     push(buf, message.body)
     signed_part = buf.data()
-    return signed_part + _tag(key, signed_part)
+    return signed_part + (_NO_TAG if key is None else _tag(key, signed_part))
 
 
 def is_control_datagram(data: bytes | bytearray | memoryview) -> bool:
@@ -532,19 +670,18 @@ def is_control_datagram(data: bytes | bytearray | memoryview) -> bool:
     return len(data) >= 4 and 0x20 <= data[3] <= 0x3F
 
 
-def decode_control(data: bytes | bytearray | memoryview, key: bytes) -> ControlMessage:
-    """Decode and authenticate a control datagram.
+def pull_control(data: bytes | bytearray | memoryview) -> ControlMessage:
+    """Decode a control datagram *without* checking its tag (``authenticated=False``).
 
-    Raises ``MalformedDatagram`` (or a subclass: ``WrongMagic``,
-    ``UnsupportedProtocolVersion``, ``AuthenticationFailed``) and nothing else. A
-    ``REFUSED`` whose tag does not verify is returned with ``authenticated=False``, so
-    that a client can report the refusal of a server that has another key.
+    The server reads the device ID (and a REGISTER's public key) this way to find the
+    key, then checks the tag with ``tag_matches``. Raises ``MalformedDatagram`` (or
+    ``WrongMagic``, ``UnsupportedProtocolVersion``) and nothing else.
     """
     if len(data) < _HEADER.size + TAG_SIZE:
         if len(data) >= 2 and bytes(data[:2]) != MAGIC:
             raise WrongMagic("not a shoal datagram (wrong magic)")
         raise MalformedDatagram(f"control datagram of {len(data)} bytes is truncated")
-    magic, version, code, request_id, device_id = _HEADER.unpack_from(data)
+    magic, version, code, request_id, device_id, counter = _HEADER.unpack_from(data)
     if magic != MAGIC:
         raise WrongMagic("not a shoal datagram (wrong magic)")
     if not MIN_PROTOCOL_VERSION <= version <= MAX_PROTOCOL_VERSION:
@@ -553,18 +690,40 @@ def decode_control(data: bytes | bytearray | memoryview, key: bytes) -> ControlM
         message_type = ControlType(code)
     except ValueError:
         raise MalformedDatagram(f"unknown control message type 0x{code:02x}") from None
-    view = memoryview(data)
-    signed_part, tag = view[:-TAG_SIZE], bytes(view[-TAG_SIZE:])
-    authenticated = hmac.compare_digest(_tag(key, signed_part), tag)
-    if not authenticated and message_type is not ControlType.REFUSED:
-        raise AuthenticationFailed(
-            f"{message_type.name} from a sender with another server key (tag mismatch)"
-        )
-    buf = Buffer(signed_part)
+    buf = Buffer(memoryview(data)[:-TAG_SIZE])
     buf.pull_bytes(_HEADER.size)
     body = _PULLERS[message_type](buf)
     if not buf.eof():
         raise MalformedDatagram(
             f"{message_type.name} datagram has {buf.remaining} unexpected trailing bytes"
         )
-    return ControlMessage(request_id, device_id, body, authenticated)
+    return ControlMessage(request_id, device_id, body, False, counter)
+
+
+def tag_matches(data: bytes | bytearray | memoryview, key: bytes) -> bool:
+    """Does the datagram's tag verify with ``key`` (constant-time comparison)?"""
+    view = memoryview(data)
+    return hmac.compare_digest(_tag(key, view[:-TAG_SIZE]), bytes(view[-TAG_SIZE:]))
+
+
+def decode_control(data: bytes | bytearray | memoryview, key: bytes) -> ControlMessage:
+    """Decode and authenticate a control datagram with ``key``.
+
+    Raises ``MalformedDatagram`` (or a subclass: ``WrongMagic``,
+    ``UnsupportedProtocolVersion``, ``AuthenticationFailed``) and nothing else.
+    ``HELLO``/``CERTIFICATE`` (which carry no tag) and a ``REFUSED`` whose tag does not
+    verify are returned with ``authenticated=False``: the caller decides what such a
+    message may do (a certificate is checked against the console key; a refusal only
+    informs).
+    """
+    message = pull_control(data)
+    message_type = _PUSHERS[type(message.body)][0]
+    if message_type in UNAUTHENTICATED:
+        return message
+    if tag_matches(data, key):
+        return replace(message, authenticated=True)
+    if message_type is ControlType.REFUSED:
+        return message
+    raise AuthenticationFailed(
+        f"{message_type.name} not authenticated by this device's control key (tag mismatch)"
+    )

@@ -56,9 +56,9 @@ from shoal.wire.buffer import Buffer
 from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
 
 MAGIC = b"SH"
-PROTOCOL_VERSION = 1
-MIN_PROTOCOL_VERSION = 1
-MAX_PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+MIN_PROTOCOL_VERSION = 2
+MAX_PROTOCOL_VERSION = 2
 
 #: Largest UDP payload there is (IPv4); anything longer is not a datagram we could send.
 MAX_DATAGRAM_SIZE = 65507
