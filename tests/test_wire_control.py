@@ -48,7 +48,7 @@ CONSOLE_KEY = bytes(range(200, 232))
 
 def datagram(code: int, body: bytes, request_id: int = 7) -> bytes:
     """A control datagram built by hand from the documented layout."""
-    signed = b"SH\x01" + bytes([code]) + struct.pack(">I", request_id) + DEVICE + body
+    signed = b"SH\x02" + bytes([code]) + struct.pack(">I", request_id) + DEVICE + body
     return signed + hmac.new(KEY, signed, hashlib.sha256).digest()[:16]
 
 
