@@ -147,3 +147,35 @@ def test_a_wifi_peer_missing_from_the_list_is_asked_back_and_pushes_its_chunks()
         event == PeerAvailable("10.1.0.2", CONTENT, ChunkSet(4, [0]), PORT) for event in found
     )
     assert late.counters.pushes_sent == 1
+
+
+def test_a_seeker_that_echoes_the_token_gets_every_push_of_a_large_package() -> None:
+    from shoal.wire.messages import MAX_HAVE_CHUNKS
+
+    network, (seeker, holder) = office_of(2)
+    holder.set_holding(CONTENT, ChunkSet(MAX_HAVE_CHUNKS, [0]), now=0)
+    seeker.search(CONTENT, now=0, chunk_count=MAX_HAVE_CHUNKS)
+    network.pump(network.hosts["10.1.0.1"])
+    network.run(until=0.2)
+    assert holder.counters.addresses_validated == 1  # the seeker echoed the HAVE's token
+    events(seeker)
+    for chunk_index in range(1, 6):  # 1,400-byte pushes, far beyond 3x the query
+        holder.chunk_added(CONTENT, chunk_index, MAX_HAVE_CHUNKS, now=network.now)
+        network.pump(network.hosts["10.1.0.2"])
+        network.run(until=network.now + 0.05)
+    pushed = events(seeker)
+    assert len(pushed) == 5
+    assert pushed[-1] == PeerAvailable(
+        "10.1.0.2", CONTENT, ChunkSet(MAX_HAVE_CHUNKS, range(6)), PORT
+    )
+    assert holder.counters.amplification_limited == 0
+
+
+def test_an_unpadded_query_for_a_large_package_gets_no_answer() -> None:
+    from shoal.wire.messages import MAX_HAVE_CHUNKS
+
+    _, (_, holder) = office_of(2)
+    holder.set_holding(CONTENT, ChunkSet(MAX_HAVE_CHUNKS, [0]), now=0)
+    holder.receive_datagram(encode_datagram(WhoHas(1, CONTENT)), ("10.1.0.1", PORT), now=0)
+    assert holder.datagrams_to_send(0) == []
+    assert holder.counters.amplification_limited == 1

@@ -48,6 +48,7 @@ from shoal.protocol.validation import DEFAULT_TOKEN_LIFETIME, AddressValidator
 from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
 from shoal.wire.messages import (
     AMPLIFICATION_FACTOR,
+    HAVE_HEADER_SIZE,
     MAX_PROTOCOL_VERSION,
     MIN_PROTOCOL_VERSION,
     NO_TOKEN,
@@ -317,7 +318,14 @@ class DiscoveryMachine:
         self, query_id: int, content_id: ContentId, chunks: ChunkSet, addr: Address, now: float
     ) -> bool:
         """A HAVE to ``addr``, with our token for it until it has proven its address."""
-        token = NO_TOKEN if self._is_validated(addr, now) else self._validator.token(addr, now)
+        if self._is_validated(addr, now):
+            token = NO_TOKEN
+        elif HAVE_HEADER_SIZE + (chunks.count + 7) // 8 > self._credit.get(addr, 0):
+            # Over its credit: not even encoded (forged interest must not cost CPU either).
+            self.counters.amplification_limited += 1
+            return False
+        else:
+            token = self._validator.token(addr, now)
         return self._send(encode_datagram(Have(query_id, content_id, chunks, token)), addr, now)
 
     def _echo(self, message: Have, search: _Search, addr: Address, now: float) -> None:
