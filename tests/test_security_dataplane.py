@@ -188,6 +188,33 @@ def test_attack_4_uploads_per_source_ip_are_capped_whatever_its_ports() -> None:
     assert engine.active_uploads == engine.config.max_uploads_per_peer
 
 
+def test_uploads_a_peer_abandons_free_their_chunks() -> None:
+    """A proven peer asks for 32 chunks of 1 MiB and vanishes: after the idle timeout
+    the engine holds nothing of them (memory back to its baseline)."""
+    engine = TransferEngine(now=0.0)
+    peer = ("10.1.0.9", 41001)
+    token = engine.address_token(peer, 0.0)
+    tracemalloc.start()
+    try:
+        baseline = tracemalloc.get_traced_memory()[0]
+        for number in range(32):
+            request = ChunkRequest(
+                number, CONTENT_ID, number, MIB, Mode.FOREGROUND, 1380, 64, token
+            )
+            engine.receive_datagram(encode_datagram(request), peer, 0.0)
+        while (event := engine.next_event()) is not None:
+            if isinstance(event, ChunkRequested):  # each chunk read afresh, as from disk
+                engine.send_chunk(event.peer, event.request_id, bytes(MIB), 0.0)
+        held = tracemalloc.get_traced_memory()[0] - baseline
+        _bytes_to(engine, peer, 0.0, 30.0)  # no ACK ever comes back
+        left = tracemalloc.get_traced_memory()[0] - baseline
+    finally:
+        tracemalloc.stop()
+    assert held >= 32 * MIB
+    assert engine.active_uploads == 0
+    assert left < MIB
+
+
 # -- row 3 (non-confidential part): serving policy ---------------------------------------------
 
 

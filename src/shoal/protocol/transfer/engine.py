@@ -429,13 +429,14 @@ class TransferEngine:
     ) -> None:
         self.config = config or TransferConfig()
         self.counters = TransferCounters()
-        config_ = self.config
-        self._validator = AddressValidator(token_key, config_.token_lifetime)
+        limits = self.config
+        # RFC 9000 §8.1: tokens (``token_key`` fixes the secret, for tests; else random).
+        self._validator = AddressValidator(token_key, limits.token_lifetime)
         self._source_limits = SourceLimiter(
-            config_.source_request_rate, config_.source_request_burst, config_.max_tracked_sources
+            limits.source_request_rate, limits.source_request_burst, limits.max_tracked_sources
         )
         self._unvalidated_replies = TokenBucket(
-            config_.unvalidated_reply_rate, max(config_.unvalidated_reply_rate / 10, 1.0), now
+            limits.unvalidated_reply_rate, max(limits.unvalidated_reply_rate / 10, 1.0), now
         )
         #: Tokens senders gave us for our address (RETRY), by sender address.
         self._peer_tokens: OrderedDict[Address, bytes] = OrderedDict()
