@@ -37,6 +37,7 @@ from shoal.wire.messages import (
     NO_TOKEN,
     ChunkRequest,
     Data,
+    Have,
     WhoHas,
     encode_datagram,
     who_has_padding,
@@ -59,6 +60,8 @@ class Target:
     owner: Any = None
     #: Called at each step with the virtual time: what the site does meanwhile.
     during: Callable[[float], None] | None = None
+    #: Other machines of the owner whose datagrams to the victim count too.
+    also: tuple[Any, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,7 @@ class Site:
     enterprise: Enterprise
     discovery: DiscoveryMachine
     now: float
+    root: Path
 
     @property
     def server_core(self) -> ServerCore:
@@ -98,7 +102,7 @@ def build_site(root: Path) -> Site:
     config = DiscoveryConfig(41800, "10.1.0.255", ("10.1.0.0/24",), ("10.1.0.50",))
     discovery = DiscoveryMachine(config, now)
     discovery.set_holding(BIG, ChunkSet(MAX_HAVE_CHUNKS, range(0, MAX_HAVE_CHUNKS, 2)), now)
-    return Site(enterprise, discovery, now)
+    return Site(enterprise, discovery, now, root)
 
 
 BIG = ContentId(hashlib.sha256(b"a 10 GiB package").digest())
@@ -194,6 +198,30 @@ def who_has_to_client(site: Site) -> Target:
     return Target(agent.discovery, encode_datagram(query), victim, agent)
 
 
+def forged_have_to_downloading_client(site: Site) -> Target:
+    """A HAVE from a forged in-office address, to a client searching for the package:
+    the client may ask the forged address for chunks (from its data ports)."""
+    enterprise = build_enterprise(
+        site.root / "downloading",
+        [OfficeSpec("Branch", "10.1.0.0/24", clients=2)],
+        package_size=2 * MIB,
+        chunk_size=MIB,
+    )
+    agent = enterprise.clients[0].agent
+    enterprise.run(60.0, stop=lambda: _searching(agent, enterprise.content_id))
+    manifest = agent.downloads[enterprise.content_id].manifest
+    have = Have(0, enterprise.content_id, ChunkSet.full(manifest.chunk_count))
+    victim = (OFFICE_VICTIM_IP, agent.config.discovery_port)
+    site.now = enterprise.network.now
+    engines = tuple(agent.engines.values())
+    return Target(agent.discovery, encode_datagram(have), victim, agent, also=engines)
+
+
+def _searching(agent: Any, content_id: ContentId) -> bool:
+    download = agent.downloads.get(content_id)
+    return download is not None and download.picker is not None
+
+
 def wrong_version_to_discovery_port(site: Site) -> Target:
     agent = _client(site, 0)
     victim = (OFFICE_VICTIM_IP, agent.config.discovery_port)
@@ -227,6 +255,7 @@ REQUESTS: list[RequestType] = [
     RequestType("who-has, 10 GiB, unpadded", "discovery", who_has_unpadded_to_holder),
     RequestType("who-has, 10 GiB, padded", "discovery", who_has_padded_to_holder),
     RequestType("who-has (assigned content)", "client discovery", who_has_to_client),
+    RequestType("HAVE (forged holder)", "client discovery", forged_have_to_downloading_client),
     RequestType("wrong-version datagram", "client discovery", wrong_version_to_discovery_port),
     RequestType("control datagram, bad tag", "server control", bad_tag_to_control_port),
     RequestType("wrong-version datagram", "server control", wrong_version_to_control_port),
@@ -237,7 +266,9 @@ def measure(target: Target, start: float, seconds: float) -> tuple[int, int, int
     """Deliver the forged datagram; return (bytes in, bytes out, datagrams out) to the
     victim's IP over ``seconds`` of virtual time."""
     machine, victim = target.machine, target.victim
-    machine.datagrams_to_send(start)  # nothing earlier is counted
+    machines = (machine, *target.also)
+    for each in machines:
+        each.datagrams_to_send(start)  # nothing earlier is counted
     machine.receive_datagram(target.datagram, victim, start)
     now, end = start, start + seconds
     sent_bytes = sent_datagrams = 0
@@ -246,19 +277,26 @@ def measure(target: Target, start: float, seconds: float) -> tuple[int, int, int
             target.during(now)
         if target.owner is not None:
             target.owner.poll(now)
-        for datagram, destination in machine.datagrams_to_send(now):
-            if destination[0] == victim[0]:
-                sent_bytes += len(datagram)
-                sent_datagrams += 1
-        timer = machine.get_timer()
-        step = now + 0.005 if target.during is not None else None
-        candidates = [t for t in (timer, step) if t is not None]
+        for each in machines:
+            for datagram, destination in each.datagrams_to_send(now):
+                if destination[0] == victim[0]:
+                    sent_bytes += len(datagram)
+                    sent_datagrams += 1
+        timers = [each.get_timer() for each in machines]
+        if target.owner is not None:
+            timers.append(target.owner.get_timer())
+        if target.during is not None:
+            timers.append(now + 0.005)
+        candidates = [t for t in timers if t is not None]
         if not candidates:
             break
         now = max(min(candidates), now + 1e-6)
         if now > end:
             break
-        machine.handle_timer(now)
+        for each in (*machines, *(() if target.owner is None else (target.owner,))):
+            timer = each.get_timer()
+            if timer is not None and timer <= now:
+                each.handle_timer(now)
     return len(target.datagram), sent_bytes, sent_datagrams
 
 

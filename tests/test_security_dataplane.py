@@ -135,6 +135,20 @@ def test_attack_4_forged_discovery_query_for_a_large_package_is_not_reflected() 
     assert holder.counters.amplification_limited > 0
 
 
+def test_attack_4_a_forged_holder_gets_at_most_two_requests() -> None:
+    """Discovery answers are unauthenticated: a HAVE from a forged address makes the
+    client ask that address for chunks. A peer that never answered gets two requests,
+    not one per chunk repeated until the idle timeout (35x the HAVE before)."""
+    engine = TransferEngine(now=0.0)
+    silent = ("10.1.0.200", 41442)
+    for index in range(4):
+        engine.request_chunk(silent, CONTENT_ID, index, MIB, bytes(32), Mode.FOREGROUND, 0.0)
+    sent = _bytes_to(engine, silent, 0.0, 10.0)
+    assert sent <= 2 * 63
+    assert engine.active_downloads == 0  # timed out, and no CANCEL to a peer that never answered
+    assert not engine.has_answered(silent)
+
+
 def test_attack_4_flood_of_forged_requests_keeps_memory_at_baseline(tmp_path: Path) -> None:
     """768 forged requests for a 1 MiB chunk a client holds, from 768 addresses of its
     own office: no upload, no chunk read, and no memory that stays."""

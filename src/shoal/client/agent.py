@@ -753,8 +753,11 @@ class AgentCore:
                     download.lease_due = now
                 return
             failures = download.failures[peer] = download.failures.get(peer, 0) + 1
-            if failures >= self.config.peer_failure_limit or (
-                isinstance(event, ChunkRefused) and event.reason is RefusalReason.NOT_FOUND
+            if (
+                failures >= self.config.peer_failure_limit
+                or (isinstance(event, ChunkRefused) and event.reason is RefusalReason.NOT_FOUND)
+                # Never answered at all: maybe a forged discovery answer, not a peer.
+                or not engine.has_answered(peer)
             ):
                 download.picker.peer_gone(peer)
                 download.failures.pop(peer, None)

@@ -80,6 +80,11 @@ class TransferConfig:
     #: (RETRY, VERSION_ERROR, CANCEL of stray data): each is smaller than 3x what it
     #: answers, and a flood of forged requests gets no more than this many.
     unvalidated_reply_rate: float = 2000.0
+    #: Chunk requests sent per 2 x ``idle_timeout`` to a peer IP that has never answered
+    #: (no RETRY from it yet). Peers are learned from unauthenticated discovery
+    #: answers: a forged HAVE must not make us a reflector either (RFC 9000 §8.1).
+    #: A live peer answers the first with a RETRY, and the others go at once.
+    unproven_request_sends: int = 2
     #: Peers with congestion state kept when idle (oldest idle ones are forgotten).
     max_idle_flows: int = 1024
     #: Finished request IDs remembered, to answer late datagrams about them.

@@ -185,6 +185,9 @@ class TransferCounters:
     unvalidated_replies_dropped: int = 0
     retries_sent: int = 0
     retries_received: int = 0
+    #: Not sent: a request (or its repeat) to a peer IP that never answered, over
+    #: ``unproven_request_sends`` (RFC 9000 §8.1); the request waits for its timer.
+    requests_held: int = 0
     #: Dropped: a RETRY for no unanswered request of ours to that address, or with the
     #: token we just sent (RFC 9000 §17.2.5.2 discards such Retry packets).
     retries_ignored: int = 0
@@ -438,8 +441,16 @@ class TransferEngine:
         self._unvalidated_replies = TokenBucket(
             limits.unvalidated_reply_rate, max(limits.unvalidated_reply_rate / 10, 1.0), now
         )
-        #: Tokens senders gave us for our address (RETRY), by sender address.
+        #: Tokens senders gave us for our address (RETRY), by sender address: a peer
+        #: with one has answered us, so it is a live shoal port, not a victim.
         self._peer_tokens: OrderedDict[Address, bytes] = OrderedDict()
+        self._unproven_sends = SourceLimiter(
+            # Refilled slower than a silent download times out (idle_timeout): the
+            # agent drops a peer that never answered before it could be asked again.
+            limits.unproven_request_sends / (2 * limits.idle_timeout),
+            limits.unproven_request_sends,
+            limits.max_tracked_sources,
+        )
         self._uploads_per_ip: dict[str, int] = {}
         self._segment_size = self.config.segment_size
         self._ack_every = self.config.ack_every_packets
@@ -520,7 +531,8 @@ class TransferEngine:
         download = self._downloads.get(request_id)
         if download is None:
             return
-        self._queue_control(encode_datagram(Cancel(request_id)), download.peer)
+        if download.peer in self._peer_tokens:  # nothing to tell a peer that never answered
+            self._queue_control(encode_datagram(Cancel(request_id)), download.peer)
         self._end_download(download, ReceiveInput.USER_CANCELLED)
 
     # ----------------------------------------------------------------------------------
@@ -668,7 +680,8 @@ class TransferEngine:
         heard = self._peers_last_heard()
         for download in list(self._downloads.values()):
             if self._silent_deadline(download, heard) + idle_timeout <= now:
-                self._queue_control(encode_datagram(Cancel(download.request_id)), download.peer)
+                if download.peer in self._peer_tokens:
+                    self._queue_control(encode_datagram(Cancel(download.request_id)), download.peer)
                 self._end_download(download, ReceiveInput.PEER_SILENT)
                 continue
             if download.ack_deadline is not None and download.ack_deadline <= now:
@@ -905,9 +918,18 @@ class TransferEngine:
                 waiting.requested_at = now
                 self._send_request(waiting, now)
 
+    def has_answered(self, peer: Address) -> bool:
+        """Has ``peer`` ever answered us (a RETRY with its token)? A peer that never did
+        may be a forged address, not a shoal port."""
+        return peer in self._peer_tokens
+
     def _send_request(self, download: _Download, now: float) -> None:
-        self._queue_control(self._request_datagram(download), download.peer)
-        download.requests_sent += 1
+        peer = download.peer
+        if peer in self._peer_tokens or self._unproven_sends.admit(peer[0], now):
+            self._queue_control(self._request_datagram(download), peer)
+            download.requests_sent += 1
+        else:
+            self.counters.requests_held += 1
         # Repeat the request on an RFC 6298 timer, computed from how long requests
         # take to be answered, doubling (§5.5) until answered. A repeat the peer
         # did not need costs it one ignored datagram.
