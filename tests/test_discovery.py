@@ -110,12 +110,12 @@ def test_an_unsupported_version_gets_an_explicit_version_error() -> None:
     ((reply, destination),) = holder.datagrams_to_send(0)
     assert destination == ("10.1.0.1", PORT)
     seeker.receive_datagram(reply, ("10.1.0.2", PORT), now=0)
-    assert events(seeker) == [PeerVersionRejected("10.1.0.2", 1, 1)]
+    assert events(seeker) == [PeerVersionRejected("10.1.0.2", 2, 2)]
 
 
 def test_garbage_is_counted_never_raised() -> None:
     _, (seeker, _) = office_of(2)
-    for garbage in (b"", b"SH", b"XXXX", b"SH\x01\x11" + b"\xff" * 40, bytes(2000)):
+    for garbage in (b"", b"SH", b"XXXX", b"SH\x02\x11" + b"\xff" * 40, bytes(2000)):
         seeker.receive_datagram(garbage, ("10.1.0.2", PORT), now=0)
     counted = seeker.counters
     assert counted.wrong_magic + counted.malformed == 5
@@ -142,5 +142,40 @@ def test_a_wifi_peer_missing_from_the_list_is_asked_back_and_pushes_its_chunks()
     late.chunk_added(CONTENT, 0, 4, now=network.now)  # the late peer is the first holder
     network.pump(network.hosts["10.1.0.2"])
     network.run(until=0.5)  # before any periodic query or list refresh
-    assert events(early) == [PeerAvailable("10.1.0.2", CONTENT, ChunkSet(4, [0]), PORT)]
+    found = events(early)  # the push, and the answer to the query that echoed its token
+    assert found and all(
+        event == PeerAvailable("10.1.0.2", CONTENT, ChunkSet(4, [0]), PORT) for event in found
+    )
     assert late.counters.pushes_sent == 1
+
+
+def test_a_seeker_that_echoes_the_token_gets_every_push_of_a_large_package() -> None:
+    from shoal.wire.messages import MAX_HAVE_CHUNKS
+
+    network, (seeker, holder) = office_of(2)
+    holder.set_holding(CONTENT, ChunkSet(MAX_HAVE_CHUNKS, [0]), now=0)
+    seeker.search(CONTENT, now=0, chunk_count=MAX_HAVE_CHUNKS)
+    network.pump(network.hosts["10.1.0.1"])
+    network.run(until=0.2)
+    assert holder.counters.addresses_validated == 1  # the seeker echoed the HAVE's token
+    events(seeker)
+    for chunk_index in range(1, 6):  # 1,400-byte pushes, far beyond 3x the query
+        holder.chunk_added(CONTENT, chunk_index, MAX_HAVE_CHUNKS, now=network.now)
+        network.pump(network.hosts["10.1.0.2"])
+        network.run(until=network.now + 0.05)
+    pushed = events(seeker)
+    assert len(pushed) == 5
+    assert pushed[-1] == PeerAvailable(
+        "10.1.0.2", CONTENT, ChunkSet(MAX_HAVE_CHUNKS, range(6)), PORT
+    )
+    assert holder.counters.amplification_limited == 0
+
+
+def test_an_unpadded_query_for_a_large_package_gets_no_answer() -> None:
+    from shoal.wire.messages import MAX_HAVE_CHUNKS
+
+    _, (_, holder) = office_of(2)
+    holder.set_holding(CONTENT, ChunkSet(MAX_HAVE_CHUNKS, [0]), now=0)
+    holder.receive_datagram(encode_datagram(WhoHas(1, CONTENT)), ("10.1.0.1", PORT), now=0)
+    assert holder.datagrams_to_send(0) == []
+    assert holder.counters.amplification_limited == 1

@@ -294,8 +294,8 @@ def test_an_unsupported_version_gets_a_version_error_naming_the_supported_range(
         ChunkRequest(1, CONTENT_ID, 0, 1000, Mode.FOREGROUND, 1380, 64), version=7
     )
     engine.receive_datagram(request, ("10.0.0.9", 7000), 0.0)
-    assert engine.datagrams_to_send(0.0) == [(b"SH\x01\x06\x01\x01", ("10.0.0.9", 7000))]
-    assert decode_datagram(b"SH\x01\x06\x01\x01") == VersionError(1, 1)
+    assert engine.datagrams_to_send(0.0) == [(b"SH\x02\x06\x02\x02", ("10.0.0.9", 7000))]
+    assert decode_datagram(b"SH\x02\x06\x02\x02") == VersionError(2, 2)
     assert engine.counters.unsupported_version == 1
     assert engine.counters.version_errors_sent == 1
     assert engine.next_event() is None
@@ -351,8 +351,8 @@ def test_bad_data_datagrams_are_dropped_and_counted() -> None:
     assert counters.data_outside_chunk == 3
     network.inject(b"NOPE" + bytes(30), sender.address, receiver)
     assert counters.wrong_magic == 1
-    network.inject(b"SH\x01\x03\x00", sender.address, receiver)
-    network.inject(b"SH\x01", sender.address, receiver)
+    network.inject(b"SH\x02\x03\x00", sender.address, receiver)
+    network.inject(b"SH\x02", sender.address, receiver)
     assert counters.malformed == 2
     assert counters.payload_bytes_received == 0
     assert not receiver.events
@@ -384,9 +384,10 @@ def test_bad_acks_and_cancels_are_dropped_and_counted() -> None:
 def test_oversized_requests_are_refused_and_counted() -> None:
     engine = TransferEngine(config=TransferConfig(max_chunk_length=1 << 20), now=0.0)
     peer = ("10.0.0.5", 7000)
+    token = engine.address_token(peer, 0.0)
     for request in (
-        ChunkRequest(1, CONTENT_ID, 0, (1 << 20) + 1, Mode.FOREGROUND, 1380, 64),
-        ChunkRequest(2, CONTENT_ID, 0, 1000, Mode.FOREGROUND, 9000, 64),  # segment > our MTU
+        ChunkRequest(1, CONTENT_ID, 0, (1 << 20) + 1, Mode.FOREGROUND, 1380, 64, token),
+        ChunkRequest(2, CONTENT_ID, 0, 1000, Mode.FOREGROUND, 9000, 64, token),  # > our MTU
     ):
         engine.receive_datagram(encode_datagram(request), peer, 0.0)
     replies = [decode_datagram(datagram) for datagram, _ in engine.datagrams_to_send(0.0)]
@@ -401,8 +402,11 @@ def test_oversized_requests_are_refused_and_counted() -> None:
 def test_requests_beyond_the_per_peer_limit_are_refused_busy_and_counted() -> None:
     engine = TransferEngine(config=TransferConfig(max_uploads_per_peer=3), now=0.0)
     peer = ("10.0.0.5", 7000)
+    token = engine.address_token(peer, 0.0)
     for request_id in range(1, 6):
-        request = ChunkRequest(request_id, CONTENT_ID, request_id, 1000, Mode.FOREGROUND, 1380, 64)
+        request = ChunkRequest(
+            request_id, CONTENT_ID, request_id, 1000, Mode.FOREGROUND, 1380, 64, token
+        )
         engine.receive_datagram(encode_datagram(request), peer, 0.0)
     assert engine.active_uploads == 3
     assert engine.counters.requests_refused_busy == 2
@@ -424,7 +428,7 @@ def test_a_flood_of_garbage_never_raises_and_stays_bounded() -> None:
     config = TransferConfig(max_control_queue=100)
     engine = TransferEngine(config=config, now=0.0)
     rng = random.Random(9)
-    prefixes = [b"", b"SH", b"SH\x01", b"SH\x07", b"SH\x01\x02", b"SH\x01\x01", b"SH\x01\x03"]
+    prefixes = [b"", b"SH", b"SH\x02", b"SH\x07", b"SH\x02\x02", b"SH\x02\x01", b"SH\x02\x03"]
     for i in range(20_000):
         datagram = rng.choice(prefixes) + rng.randbytes(rng.randrange(0, 80))
         engine.receive_datagram(datagram, (f"10.1.{i % 250}.{i % 7}", 7000), i * 1e-4)

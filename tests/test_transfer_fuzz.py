@@ -8,8 +8,12 @@ import random
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
-from shoal.protocol.transfer import ChunkReceived, Mode, TransferEngine
+from shoal.protocol.discovery import DiscoveryConfig, DiscoveryMachine
+from shoal.protocol.transfer import ChunkReceived, ChunkRequested, Mode, TransferEngine
+from shoal.wire import Have, Retry, VersionError, WhoHas, encode_datagram
+from shoal.wire.messages import MAX_HAVE_CHUNKS
 from transfer_link import Network
 
 CONTENT_ID = ContentId(hashlib.sha256(b"fuzz").digest())
@@ -90,3 +94,103 @@ def test_engine_sees_only_bounded_state_after_a_request_flood() -> None:
         engine.datagrams_to_send(i * 1e-3)
     assert engine.active_uploads <= engine.config.max_uploads
     assert len(engine._finished_uploads) <= engine.config.recent_requests
+
+
+# -- every UDP parser, 10,000 examples each (issue 13): never raise, never amplify ---------
+
+_FUZZ_10K = settings(
+    max_examples=10_000,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+STRANGER = ("10.1.0.66", 41000)
+
+
+def _discovery_samples() -> list[bytes]:
+    content = ContentId(bytes(range(32)))
+    return [
+        encode_datagram(WhoHas(1, content)),
+        encode_datagram(WhoHas(2, content, b"t" * 8, 40)),
+        encode_datagram(Have(3, content, ChunkSet(20, [1, 5]), b"t" * 8)),
+        encode_datagram(Have(0, content, ChunkSet.full(MAX_HAVE_CHUNKS))),
+        encode_datagram(Retry(4, b"t" * 8)),
+        encode_datagram(VersionError(2, 2)),
+    ]
+
+
+SAMPLES = [datagram for datagram, _ in CAPTURED] + _discovery_samples()
+
+
+def _mutate(sample: bytes, program: bytes) -> bytes:
+    """Apply a mutation program (two bytes per step: what, where or with what) to a
+    sample: two draws per example, so 10,000 examples stay quick to generate."""
+    data = bytearray(sample)
+    for step in range(0, len(program) - 1, 2):
+        action, argument = program[step] % 5, program[step + 1]
+        if action == 0 and data:
+            data[argument % len(data)] ^= 1 << (argument % 8)
+        elif action == 1 and data:
+            data[argument % min(len(data), 60)] = program[step]
+        elif action == 2:
+            del data[argument % (len(data) + 1) :]
+        elif action == 3:
+            data.extend(program[step:])
+        else:
+            data = bytearray(program)  # raw bytes, no sample at all
+    return bytes(data)
+
+
+_ANY_DATAGRAM = st.builds(_mutate, st.sampled_from(SAMPLES), st.binary(max_size=8))
+
+
+class _Machines:
+    """One engine (a download under way) and one discovery machine (holding and searching
+    a 10 GiB package), long-lived as on a real port; each example comes from a new
+    address, so that the 3x bound is checked against that datagram alone."""
+
+    def __init__(self) -> None:
+        self.content = ContentId(bytes(range(32)))
+        self.engine = TransferEngine(now=0.0)
+        self.engine.request_chunk(
+            ("10.1.0.2", 7000), CONTENT_ID, 0, len(CHUNK), bytes(32), Mode.FOREGROUND, 0.0
+        )
+        config = DiscoveryConfig(41800, "10.1.0.255", ("10.0.0.0/8",), ("10.1.0.1",))
+        self.discovery = DiscoveryMachine(config, now=0.0)
+        self.discovery.set_holding(self.content, ChunkSet(MAX_HAVE_CHUNKS, [0, 7]), 0.0)
+        self.discovery.search(self.content, 0.0, unicast_peers=[])
+        self.examples = 0
+
+    def next_stranger(self) -> tuple[str, int]:
+        self.examples += 1
+        number = self.examples
+        return (f"10.{number >> 16 & 255}.{number >> 8 & 255}.{number & 255}", 41000)
+
+
+_MACHINES = _Machines()
+
+
+@_FUZZ_10K
+@given(_ANY_DATAGRAM)
+def test_data_and_discovery_parsers_take_anything_and_answer_a_stranger_within_3x(
+    datagram: bytes,
+) -> None:
+    """10,000 examples for each of the engine's and discovery's receive_datagram."""
+    machines = _MACHINES
+    stranger = machines.next_stranger()
+    now = machines.examples * 0.01
+    engine, discovery = machines.engine, machines.discovery
+    engine.receive_datagram(datagram, stranger, now)
+    while (event := engine.next_event()) is not None:
+        if isinstance(event, ChunkRequested):
+            engine.send_chunk(event.peer, event.request_id, bytes(event.chunk_length), now)
+    engine.handle_timer(now)
+    sent = sum(len(d) for d, a in engine.datagrams_to_send(now) if a == stranger)
+    assert sent <= 3 * len(datagram)
+    discovery.receive_datagram(datagram, stranger, now)
+    discovery.chunk_added(machines.content, 9 + machines.examples % 5000, MAX_HAVE_CHUNKS, now)
+    discovery.handle_timer(now + 0.05)
+    sent = sum(len(d) for d, a in discovery.datagrams_to_send(now + 0.05) if a == stranger)
+    assert sent <= 3 * len(datagram)
+    while discovery.next_event() is not None:
+        pass

@@ -54,7 +54,8 @@ def test_every_state_is_reachable_and_every_path_ends() -> None:
 
 
 def _requested(engine: TransferEngine, request_id: int = 1) -> ChunkRequested:
-    request = ChunkRequest(request_id, CONTENT_ID, 0, 5000, Mode.FOREGROUND, 1380, 64)
+    token = engine.address_token(PEER, 0.0)
+    request = ChunkRequest(request_id, CONTENT_ID, 0, 5000, Mode.FOREGROUND, 1380, 64, token)
     engine.receive_datagram(encode_datagram(request), PEER, 0.0)
     event = engine.next_event()
     assert isinstance(event, ChunkRequested)
@@ -93,7 +94,8 @@ def test_answering_a_request_the_peer_cancelled_meanwhile_is_ignored() -> None:
 def test_a_repeated_request_is_answered_once() -> None:
     engine = TransferEngine(now=0.0)
     _requested(engine)
-    request = ChunkRequest(1, CONTENT_ID, 0, 5000, Mode.FOREGROUND, 1380, 64)
+    token = engine.address_token(PEER, 0.1)
+    request = ChunkRequest(1, CONTENT_ID, 0, 5000, Mode.FOREGROUND, 1380, 64, token)
     engine.receive_datagram(encode_datagram(request), PEER, 0.1)
     assert engine.next_event() is None
     assert engine.counters.duplicate_requests == 1
@@ -101,7 +103,8 @@ def test_a_repeated_request_is_answered_once() -> None:
 
 def test_a_chunk_index_beyond_the_content_is_refused_and_counted() -> None:
     engine = TransferEngine(now=0.0)
-    request = ChunkRequest(9, CONTENT_ID, 4_000_000, 5000, Mode.FOREGROUND, 1380, 64)
+    token = engine.address_token(PEER, 0.0)
+    request = ChunkRequest(9, CONTENT_ID, 4_000_000, 5000, Mode.FOREGROUND, 1380, 64, token)
     engine.receive_datagram(encode_datagram(request), PEER, 0.0)
     event = engine.next_event()
     assert isinstance(event, ChunkRequested) and event.chunk_index == 4_000_000
@@ -109,4 +112,4 @@ def test_a_chunk_index_beyond_the_content_is_refused_and_counted() -> None:
     engine.refuse_chunk(PEER, event.request_id, RefusalReason.INVALID_REQUEST, 0.0)
     assert engine.counters.requests_invalid == 1
     assert engine.counters.requests_refused == 1
-    assert engine.datagrams_to_send(0.0) == [(b"SH\x01\x04\x00\x00\x00\x09\x03", PEER)]
+    assert engine.datagrams_to_send(0.0) == [(b"SH\x02\x04\x00\x00\x00\x09\x03", PEER)]

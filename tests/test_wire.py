@@ -21,6 +21,7 @@ from shoal.wire import (
     Mode,
     Refusal,
     RefusalReason,
+    Retry,
     UnsupportedProtocolVersion,
     VersionError,
     WhoHas,
@@ -31,6 +32,7 @@ from shoal.wire import (
 
 CONTENT_ID = ContentId(bytes(range(32)))
 CONTENT_ID_BYTES = bytes(range(32))
+TOKEN = bytes(range(0xA0, 0xA8))
 
 GOLDEN: list[tuple[Message, bytes]] = [
     (
@@ -42,9 +44,11 @@ GOLDEN: list[tuple[Message, bytes]] = [
             mode=Mode.BACKGROUND,
             segment_size=1380,
             receive_window=2048,
+            token=TOKEN,
         ),
-        b"SH\x01\x01"
+        b"SH\x02\x01"
         + b"\x01\x02\x03\x04"
+        + TOKEN
         + CONTENT_ID_BYTES
         + b"\x00\x00\x00\x07"
         + b"\x00\x10\x00\x00"
@@ -60,7 +64,7 @@ GOLDEN: list[tuple[Message, bytes]] = [
             timestamp_us=0xFFFFFFFF,
             payload=b"abc",
         ),
-        b"SH\x01\x02"
+        b"SH\x02\x02"
         + b"\x00\x00\x00\x09"
         + b"\x00\x00\x00\x10"
         + b"\x00\x00\x00\x03"
@@ -77,7 +81,7 @@ GOLDEN: list[tuple[Message, bytes]] = [
             receive_window=2048,
             ranges=((12, 15), (20, 21)),
         ),
-        b"SH\x01\x03"
+        b"SH\x02\x03"
         + b"\x00\x00\x00\x09"
         + b"\x00\x00\x00\x28"
         + b"\x00\x00\x05\xdc"
@@ -88,13 +92,21 @@ GOLDEN: list[tuple[Message, bytes]] = [
         + b"\x00\x00\x00\x0c\x00\x00\x00\x0f"
         + b"\x00\x00\x00\x14\x00\x00\x00\x15",
     ),
-    (Refusal(request_id=5, reason=RefusalReason.BUSY), b"SH\x01\x04\x00\x00\x00\x05\x02"),
-    (Cancel(request_id=0xDEADBEEF), b"SH\x01\x05\xde\xad\xbe\xef"),
-    (VersionError(min_version=1, max_version=3), b"SH\x01\x06\x01\x03"),
-    (WhoHas(query_id=77, content_id=CONTENT_ID), b"SH\x01\x10\x00\x00\x00\x4d" + CONTENT_ID_BYTES),
+    (Refusal(request_id=5, reason=RefusalReason.BUSY), b"SH\x02\x04\x00\x00\x00\x05\x02"),
+    (Cancel(request_id=0xDEADBEEF), b"SH\x02\x05\xde\xad\xbe\xef"),
+    (VersionError(min_version=1, max_version=3), b"SH\x02\x06\x01\x03"),
+    (Retry(request_id=5, token=TOKEN), b"SH\x02\x07\x00\x00\x00\x05" + TOKEN),
     (
-        Have(query_id=77, content_id=CONTENT_ID, chunks=ChunkSet(10, [0, 2, 9])),
-        b"SH\x01\x11\x00\x00\x00\x4d" + CONTENT_ID_BYTES + b"\x00\x00\x00\x0a" + b"\xa0\x40",
+        WhoHas(query_id=77, content_id=CONTENT_ID, token=TOKEN, padding=3),
+        b"SH\x02\x10\x00\x00\x00\x4d" + CONTENT_ID_BYTES + TOKEN + b"\x00\x00\x00",
+    ),
+    (
+        Have(query_id=77, content_id=CONTENT_ID, chunks=ChunkSet(10, [0, 2, 9]), token=TOKEN),
+        b"SH\x02\x11\x00\x00\x00\x4d"
+        + CONTENT_ID_BYTES
+        + TOKEN
+        + b"\x00\x00\x00\x0a"
+        + b"\xa0\x40",
     ),
 ]
 
@@ -121,16 +133,17 @@ def test_version_error_is_readable_whatever_version_it_carries() -> None:
         (b"", MalformedDatagram),
         (b"S", MalformedDatagram),
         (b"XX\x01\x05\x00\x00\x00\x01", WrongMagic),
-        (b"SH\x02\x05\x00\x00\x00\x01", UnsupportedProtocolVersion),
+        (b"SH\x03\x05\x00\x00\x00\x01", UnsupportedProtocolVersion),
+        (b"SH\x01\x05\x00\x00\x00\x01", UnsupportedProtocolVersion),  # version 1 is gone
         (b"SH\x00\x05\x00\x00\x00\x01", UnsupportedProtocolVersion),
-        (b"SH\x01\x7f\x00\x00\x00\x01", MalformedDatagram),  # unknown type
-        (b"SH\x01\x05\x00\x00\x00", MalformedDatagram),  # truncated cancel
-        (b"SH\x01\x05\x00\x00\x00\x01\x00", MalformedDatagram),  # trailing byte
-        (b"SH\x01\x02" + bytes(16), MalformedDatagram),  # data without payload
-        (b"SH\x01\x04\x00\x00\x00\x01\x63", MalformedDatagram),  # unknown refusal reason
-        (b"SH\x01\x04\x00\x00\x00\x01\xff", MalformedDatagram),  # local-only reason
-        (b"SH\x01\x06\x03\x01", MalformedDatagram),  # empty version range
-        (b"SH\x01\x02" + bytes(16) + bytes(65508), MalformedDatagram),  # larger than UDP
+        (b"SH\x02\x7f\x00\x00\x00\x01", MalformedDatagram),  # unknown type
+        (b"SH\x02\x05\x00\x00\x00", MalformedDatagram),  # truncated cancel
+        (b"SH\x02\x05\x00\x00\x00\x01\x00", MalformedDatagram),  # trailing byte
+        (b"SH\x02\x02" + bytes(16), MalformedDatagram),  # data without payload
+        (b"SH\x02\x04\x00\x00\x00\x01\x63", MalformedDatagram),  # unknown refusal reason
+        (b"SH\x02\x04\x00\x00\x00\x01\xff", MalformedDatagram),  # local-only reason
+        (b"SH\x02\x06\x03\x01", MalformedDatagram),  # empty version range
+        (b"SH\x02\x02" + bytes(16) + bytes(65508), MalformedDatagram),  # larger than UDP
     ],
 )
 def test_bad_datagrams_raise_the_named_error(datagram: bytes, error: type[Exception]) -> None:
@@ -141,7 +154,7 @@ def test_bad_datagrams_raise_the_named_error(datagram: bytes, error: type[Except
 
 def _ack_bytes(cumulative: int, ranges: list[tuple[int, int]], count: int | None = None) -> bytes:
     buf = Buffer()
-    buf.push_bytes(b"SH\x01\x03")
+    buf.push_bytes(b"SH\x02\x03")
     for value in (1, 0, 0, 0, cumulative, 64):
         buf.push_uint32(value)
     buf.push_uint8(len(ranges) if count is None else count)
@@ -174,14 +187,17 @@ def test_ack_with_too_many_ranges_is_malformed() -> None:
 
 
 def test_have_bitmap_with_bits_beyond_the_last_chunk_is_malformed() -> None:
-    datagram = b"SH\x01\x11\x00\x00\x00\x01" + CONTENT_ID_BYTES + b"\x00\x00\x00\x0a" + b"\xff\xff"
+    datagram = (
+        b"SH\x02\x11\x00\x00\x00\x01" + CONTENT_ID_BYTES + TOKEN + b"\x00\x00\x00\x0a" + b"\xff\xff"
+    )
     with pytest.raises(MalformedDatagram):
         decode_datagram(datagram)
 
 
 def test_chunk_request_with_zero_length_is_malformed() -> None:
     golden = GOLDEN[0][1]
-    zero_length = golden[:44] + b"\x00\x00\x00\x00" + golden[48:]
+    # prefix 4 + request ID 4 + token 8 + content ID 32 + chunk index 4: length at 52.
+    zero_length = golden[:52] + b"\x00\x00\x00\x00" + golden[56:]
     with pytest.raises(MalformedDatagram):
         decode_datagram(zero_length)
 
@@ -216,7 +232,7 @@ def test_random_bytes_decode_or_raise_malformed(datagram: bytes) -> None:
 
 
 @_fuzz(3_000)
-@given(st.binary(max_size=120).map(lambda tail: b"SH\x01" + tail))
+@given(st.binary(max_size=120).map(lambda tail: b"SH\x02" + tail))
 def test_random_bodies_behind_a_valid_prefix_decode_or_raise_malformed(datagram: bytes) -> None:
     _decodes_or_raises_malformed(datagram)
 
@@ -243,6 +259,21 @@ def _mutated_messages(draw: st.DrawFn) -> bytes:
 @given(_mutated_messages())
 def test_mutated_valid_messages_decode_or_raise_malformed(datagram: bytes) -> None:
     _decodes_or_raises_malformed(datagram)
+
+
+def test_who_has_padding_must_be_zero() -> None:
+    golden = GOLDEN[-2][1]
+    with pytest.raises(MalformedDatagram):
+        decode_datagram(golden[:-1] + b"\x01")
+
+
+def test_a_padded_who_has_is_at_least_half_its_largest_answer() -> None:
+    from shoal.wire.messages import MAX_HAVE_CHUNKS, who_has_padding
+
+    for count in (1, 8, 1024, MAX_HAVE_CHUNKS, None):
+        query = encode_datagram(WhoHas(1, CONTENT_ID, padding=who_has_padding(count)))
+        answer = encode_datagram(Have(1, CONTENT_ID, ChunkSet.full(count or MAX_HAVE_CHUNKS)))
+        assert len(answer) + len(query) <= 3 * len(query)
 
 
 def test_the_largest_have_fits_a_1400_byte_datagram() -> None:

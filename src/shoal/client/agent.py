@@ -215,6 +215,8 @@ class AgentCounters:
     chunks_served: int = 0
     bytes_served: int = 0
     requests_refused: int = 0
+    #: Refused: not a peer of our office, or content not assigned to us (issue 13).
+    requests_refused_policy: int = 0
     bad_chunks: int = 0
     peers_banned: int = 0
     store_errors: int = 0
@@ -452,7 +454,13 @@ class AgentCore:
         elif isinstance(reply, PeerList):
             download = self.downloads.get(reply.content_id)
             if download is not None and download.state is DownloadState.DOWNLOADING:
-                self.discovery.search(reply.content_id, now, [ip for ip, _ in reply.peers])
+                assert download.manifest is not None
+                self.discovery.search(
+                    reply.content_id,
+                    now,
+                    [ip for ip, _ in reply.peers],
+                    download.manifest.chunk_count,
+                )
 
     def _on_refused(self, request: ControlBody, reply: Refused, now: float) -> None:
         self.refusal = reply
@@ -498,7 +506,6 @@ class AgentCore:
             self._checkin_due = min(self._checkin_due or now + RETRY_SOON, now + RETRY_SOON)
 
     def _on_registered(self, reply: Registered, now: float) -> None:
-        first = self.registration is None
         self.registration, self.refusal = reply, None
         office = reply.office or "no office (server downloads only)"
         self.server_note = f"registered with the P2P server, office {office}"
@@ -528,18 +535,7 @@ class AgentCore:
                 f"; the console sets ports {ports} (discovery, data, background), "
                 f"this client runs on {installed}: restart it to apply"
             )
-        if first:
-            self._announce_holdings(now)
         self._check_in(now)
-
-    def _announce_holdings(self, now: float) -> None:
-        if not self.shares:
-            return
-        for info in self.store.entries():
-            if info.verified_chunks:
-                self.discovery.set_holding(
-                    info.content_id, self.store.verified(info.content_id), now
-                )
 
     def _on_nudged(self, nudge: Nudged, now: float) -> None:
         """New assignments: check in now rather than at the next check-in.
@@ -624,6 +620,7 @@ class AgentCore:
         for content_id in [cid for cid in self.downloads if cid not in assigned]:
             self.downloads.pop(content_id)
             self.discovery.stop_search(content_id)
+            self.discovery.set_holding(content_id, ChunkSet(0), now)  # no longer served
             if content_id in self.store:
                 self.store.unpin(content_id)  # kept in the cache, evictable
         for content_id, background in assigned.items():
@@ -648,6 +645,9 @@ class AgentCore:
         manifest = self.store.manifest(download.content_id)
         download.manifest = manifest
         have = self.store.verified(download.content_id)
+        if self.shares and have:
+            # Peers of the office hear of assigned content only (``may_serve``).
+            self.discovery.set_holding(download.content_id, have, now)
         if have.complete:
             self._complete(download, now)
             return
@@ -663,7 +663,7 @@ class AgentCore:
         download.lease_due = now
         download.peers_due = now
         if self.office_type is OfficeType.DEFAULT:
-            self.discovery.search(download.content_id, now)
+            self.discovery.search(download.content_id, now, chunk_count=manifest.chunk_count)
         self.handle_timer(now)
 
     def _on_lease(self, reply: LeaseReply, now: float) -> None:
@@ -810,8 +810,11 @@ class AgentCore:
                     download.lease_due = now
                 return
             failures = download.failures[peer] = download.failures.get(peer, 0) + 1
-            if failures >= self.config.peer_failure_limit or (
-                isinstance(event, ChunkRefused) and event.reason is RefusalReason.NOT_FOUND
+            if (
+                failures >= self.config.peer_failure_limit
+                or (isinstance(event, ChunkRefused) and event.reason is RefusalReason.NOT_FOUND)
+                # Never answered at all: maybe a forged discovery answer, not a peer.
+                or not engine.has_answered(peer)
             ):
                 download.picker.peer_gone(peer)
                 download.failures.pop(peer, None)
@@ -842,10 +845,24 @@ class AgentCore:
         if complete:
             self._complete(download, now)
 
+    def may_serve(self, peer_ip: str, content_id: ContentId) -> bool:
+        """Serve ``content_id`` to ``peer_ip``? Only in an office that shares, only to a
+        peer of this office (its subnet, or a peer the server listed), and only content
+        assigned to this client now: the cache's other entries (unassigned, evictable)
+        are nobody's business."""
+        return (
+            self.shares
+            and content_id in self.downloads
+            and peer_ip != self.config.ip
+            and self.discovery.in_scope(peer_ip)
+        )
+
     def _serve(self, engine: TransferEngine, event: ChunkRequested, now: float) -> None:
-        if not self.shares:  # VPN offices and clients in no office never share
+        if not self.may_serve(event.peer[0], event.content_id):
+            # NOT_FOUND whatever the reason: what we cache is not told to strangers.
             engine.refuse_chunk(event.peer, event.request_id, RefusalReason.NOT_FOUND, now)
             self.counters.requests_refused += 1
+            self.counters.requests_refused_policy += 1
             return
         sent = serve_from(self.store, engine, event, now)
         self.counters.bytes_served += sent

@@ -21,32 +21,55 @@ counted: peers outside a client's office are never used. Datagrams from our own
 addresses (a broadcast comes back to its sender) are ignored. A query in a protocol
 version we do not speak gets an explicit ``VERSION_ERROR``; other malformed datagrams
 are counted and dropped. All state is bounded.
+
+*Address validation* (RFC 9000 §8.1). A source address can be forged, and a HAVE for
+a large package is 35x a bare query, pushed again and again: without care, one forged
+query would reflect hundreds of kilobytes to a victim. So nothing is sent to an address
+that has not proven it receives there beyond 3x the bytes received from it (its
+*credit*). The proof: every HAVE to an unproven address carries our token for it (a
+keyed hash, ``AddressValidator``); the asker echoes it at once in a unicast WHO_HAS,
+and from then on (for ``token_lifetime``) that address gets answers and pushes without
+limit. Queries are padded so that the answer to an unproven asker fits its credit: a
+WHO_HAS is at least half the HAVE it asks for (``who_has_padding``), so the answer and
+one query back (a unicast search asks the asker back) fit 3x. A datagram that would
+exceed the credit is not sent, and counted.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
+from shoal.protocol.validation import DEFAULT_TOKEN_LIFETIME, AddressValidator
 from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
 from shoal.wire.messages import (
+    AMPLIFICATION_FACTOR,
+    HAVE_HEADER_SIZE,
     MAX_PROTOCOL_VERSION,
     MIN_PROTOCOL_VERSION,
+    NO_TOKEN,
     Have,
     VersionError,
     WhoHas,
     decode_datagram,
     encode_datagram,
+    who_has_padding,
 )
 
 Address = tuple[str, int]
 MAX_INTERESTED_PEERS = 1024
 MAX_SEARCHES = 256
 MAX_EVENTS = 4096
+#: Addresses whose credit (bytes we may still send them) or validation is remembered,
+#: and peers whose tokens we keep (least recently seen forgotten first).
+MAX_TRACKED_ADDRESSES = 4096
+#: Credit never grows beyond this many bytes (four full datagrams' worth of answers):
+#: an address cannot save up for a burst.
+MAX_CREDIT = AMPLIFICATION_FACTOR * 1400 * 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +108,13 @@ class DiscoveryCounters:
     malformed: int = 0
     unexpected: int = 0
     events_dropped: int = 0
+    #: Not sent: more than 3x what an unvalidated address sent us (RFC 9000 §8.1).
+    amplification_limited: int = 0
+    #: Queries that proved their source address (a valid echoed token), and echoes sent.
+    addresses_validated: int = 0
+    echoes_sent: int = 0
+    #: Dropped: the interest table of a content is full of live interest.
+    interest_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +128,8 @@ class DiscoveryConfig:
     query_interval: float = 1.0
     push_interval: float = 0.02
     interest_seconds: float = 5.0
+    #: How long a token, and a validation proven with it, lasts (RFC 9000 §8.1.3).
+    token_lifetime: float = DEFAULT_TOKEN_LIFETIME
 
 
 @dataclass(slots=True)
@@ -105,6 +137,8 @@ class _Search:
     unicast_peers: tuple[str, ...] | None
     next_query: float
     query_id: int
+    #: Zero bytes each query carries, so that an unvalidated holder may answer it.
+    padding: int = 0
 
 
 @dataclass(slots=True)
@@ -117,9 +151,18 @@ class _Holding:
 class DiscoveryMachine:
     """Sans-I/O discovery for one client, bound to the discovery port."""
 
-    def __init__(self, config: DiscoveryConfig, now: float) -> None:
+    def __init__(
+        self, config: DiscoveryConfig, now: float, *, token_key: bytes | None = None
+    ) -> None:
         self.config = config
         self.counters = DiscoveryCounters()
+        self._validator = AddressValidator(token_key, config.token_lifetime)
+        #: Address -> when it last proved it receives there (a valid echoed token).
+        self._validated: OrderedDict[Address, float] = OrderedDict()
+        #: Address (unvalidated) -> bytes we may still send it (RFC 9000 §8.1).
+        self._credit: OrderedDict[Address, int] = OrderedDict()
+        #: Peer -> (its token for our address, when we last echoed it).
+        self._tokens: OrderedDict[Address, tuple[bytes, float]] = OrderedDict()
         self._scope = [ipaddress.ip_network(subnet, strict=False) for subnet in config.scope]
         self._local = set(config.local_addresses)
         self._listed_peers: set[str] = set()
@@ -133,12 +176,17 @@ class DiscoveryMachine:
     # ----------------------------------------------------------- user calls
 
     def search(
-        self, content_id: ContentId, now: float, unicast_peers: Iterable[str] | None = None
+        self,
+        content_id: ContentId,
+        now: float,
+        unicast_peers: Iterable[str] | None = None,
+        chunk_count: int | None = None,
     ) -> None:
         """Look for holders of ``content_id`` now and every ``query_interval``.
 
         With ``unicast_peers`` (WiFi offices) the query goes to those peers only;
-        calling again replaces the list.
+        calling again replaces the list. ``chunk_count`` (from the manifest) sizes the
+        query's padding to the answer; unknown, it is padded for the largest answer.
         """
         peers = tuple(unicast_peers) if unicast_peers is not None else None
         if peers is not None:
@@ -149,6 +197,7 @@ class DiscoveryMachine:
                 raise ValueError(f"at most {MAX_SEARCHES} searches at once")
             search = self._searches[content_id] = _Search(peers, now, self._next_query_id)
             self._next_query_id = (self._next_query_id + 1) & 0xFFFFFFFF
+        search.padding = who_has_padding(chunk_count)
         search.unicast_peers = peers
         search.next_query = min(search.next_query, now)
         self._run_due(now)
@@ -193,6 +242,7 @@ class DiscoveryMachine:
         if peer_ip in self._local:
             counters.own_datagrams += 1
             return
+        self._earn_credit(addr, len(data))
         try:
             message = decode_datagram(data)
         except WrongMagic:
@@ -201,7 +251,7 @@ class DiscoveryMachine:
         except UnsupportedProtocolVersion:
             counters.unsupported_version += 1
             reply = VersionError(MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION)
-            self._outbox.append((encode_datagram(reply), addr))
+            self._send(encode_datagram(reply), addr, now)  # 6 bytes for at least 4
             return
         except MalformedDatagram:
             counters.malformed += 1
@@ -213,35 +263,90 @@ class DiscoveryMachine:
             self._on_who_has(message, addr, now)
         elif isinstance(message, Have):
             counters.answers_received += 1
-            if message.content_id in self._searches:
+            search = self._searches.get(message.content_id)
+            if search is not None:
                 self._emit(PeerAvailable(peer_ip, message.content_id, message.chunks, addr[1]))
+                if message.token != NO_TOKEN:
+                    self._echo(message, search, addr, now)
         elif isinstance(message, VersionError):
             self._emit(PeerVersionRejected(peer_ip, message.min_version, message.max_version))
         else:
             counters.unexpected += 1
 
     def _on_who_has(self, message: WhoHas, addr: Address, now: float) -> None:
+        if message.token != NO_TOKEN and self._validator.is_valid(message.token, addr, now):
+            # The asker echoed what we sent only to this address: it receives here.
+            self.counters.addresses_validated += 1
+            self._validated[addr] = now
+            self._validated.move_to_end(addr)
+            if len(self._validated) > MAX_TRACKED_ADDRESSES:
+                self._validated.popitem(last=False)
+            self._credit.pop(addr, None)
         holding = self._holdings.get(message.content_id)
         search = self._searches.get(message.content_id)
         if holding is None and search is not None:
             # We want it too: remember the asker, so our first chunk reaches it at once.
             holding = self._holdings[message.content_id] = _Holding(ChunkSet(0))
+        if holding is not None:
+            self._note_interest(holding, addr, now)
+            if holding.chunks and self._send_have(
+                message.query_id, message.content_id, holding.chunks, addr, now
+            ):
+                self.counters.queries_answered += 1
         if search is not None and search.unicast_peers is not None:
-            self._ask_back(message.content_id, search, addr[0])
-        if holding is None:
-            return
-        if len(holding.interested) >= MAX_INTERESTED_PEERS:
-            self._forget_stale_interest(holding, now)
-        if len(holding.interested) < MAX_INTERESTED_PEERS:
-            holding.interested[(addr[0], addr[1])] = now
-        if not holding.chunks:
-            return
-        self.counters.queries_answered += 1
-        self._outbox.append(
-            (encode_datagram(Have(message.query_id, message.content_id, holding.chunks)), addr)
-        )
+            self._ask_back(message.content_id, search, addr[0], now)
 
-    def _ask_back(self, content_id: ContentId, search: _Search, peer_ip: str) -> None:
+    def _note_interest(self, holding: _Holding, addr: Address, now: float) -> None:
+        """Remember that ``addr`` asked, for pushes; a full table keeps live interest, and
+        a proven address takes the place of an unproven one."""
+        interested = holding.interested
+        if addr not in interested and len(interested) >= MAX_INTERESTED_PEERS:
+            self._forget_stale_interest(holding, now)
+            if len(interested) >= MAX_INTERESTED_PEERS:
+                victim = None
+                if self._is_validated(addr, now):
+                    victim = next(
+                        (peer for peer in interested if not self._is_validated(peer, now)), None
+                    )
+                if victim is None:
+                    self.counters.interest_dropped += 1
+                    return
+                del interested[victim]
+        interested[addr] = now
+
+    def _send_have(
+        self, query_id: int, content_id: ContentId, chunks: ChunkSet, addr: Address, now: float
+    ) -> bool:
+        """A HAVE to ``addr``, with our token for it until it has proven its address."""
+        if self._is_validated(addr, now):
+            token = NO_TOKEN
+        elif HAVE_HEADER_SIZE + (chunks.count + 7) // 8 > self._credit.get(addr, 0):
+            # Over its credit: not even encoded (forged interest must not cost CPU either).
+            self.counters.amplification_limited += 1
+            return False
+        else:
+            token = self._validator.token(addr, now)
+        return self._send(encode_datagram(Have(query_id, content_id, chunks, token)), addr, now)
+
+    def _echo(self, message: Have, search: _Search, addr: Address, now: float) -> None:
+        """Echo a holder's token in a unicast query: we prove we receive at our address,
+        and its pushes reach us from then on (at most one echo per ``query_interval``)."""
+        known = self._tokens.get(addr)
+        if (
+            known is not None
+            and known[0] == message.token
+            and now - known[1] < self.config.query_interval
+        ):
+            return
+        self._tokens[addr] = (message.token, now)
+        self._tokens.move_to_end(addr)
+        if len(self._tokens) > MAX_TRACKED_ADDRESSES:
+            self._tokens.popitem(last=False)
+        query = WhoHas(search.query_id, message.content_id, message.token, search.padding)
+        if self._send(encode_datagram(query), addr, now):
+            self.counters.echoes_sent += 1
+
+    def _ask_back(self, content_id: ContentId, search: _Search, peer_ip: str, now: float) -> None:
         """A unicast search learns the peers that ask for the same content.
 
         The server's peer lists are snapshots: a peer that registered after ours was
@@ -252,8 +357,8 @@ class DiscoveryMachine:
         if peer_ip in search.unicast_peers or len(search.unicast_peers) >= MAX_INTERESTED_PEERS:
             return
         search.unicast_peers = (*search.unicast_peers, peer_ip)
-        query = encode_datagram(WhoHas(search.query_id, content_id))
-        self._outbox.append((query, (peer_ip, self.config.port)))
+        peer = (peer_ip, self.config.port)
+        self._send(self._query(search, content_id, peer), peer, now)
 
     def _forget_stale_interest(self, holding: _Holding, now: float) -> None:
         horizon = now - self.config.interest_seconds
@@ -269,12 +374,18 @@ class DiscoveryMachine:
         for content_id, search in self._searches.items():
             if search.next_query > now:
                 continue
-            query = encode_datagram(WhoHas(search.query_id, content_id))
+            # Our own periodic queries: to the broadcast address, or to the peers the
+            # server listed (it vouches for them), never in answer to anyone.
             if search.unicast_peers is None:
+                query = encode_datagram(
+                    WhoHas(search.query_id, content_id, NO_TOKEN, search.padding)
+                )
                 for broadcast_port in (port, *self.config.extra_broadcast_ports):
                     self._outbox.append((query, (self.config.broadcast_address, broadcast_port)))
             else:
-                self._outbox.extend((query, (peer, port)) for peer in search.unicast_peers)
+                for peer_ip in search.unicast_peers:
+                    peer = (peer_ip, port)
+                    self._outbox.append((self._query(search, content_id, peer), peer))
             self.counters.queries_sent += 1
             search.next_query = now + self.config.query_interval
         for content_id, holding in self._holdings.items():
@@ -282,10 +393,9 @@ class DiscoveryMachine:
                 continue
             holding.push_due = None
             self._forget_stale_interest(holding, now)
-            answer = encode_datagram(Have(0, content_id, holding.chunks))
             for peer_address in holding.interested:
-                self._outbox.append((answer, peer_address))
-                self.counters.pushes_sent += 1
+                if self._send_have(0, content_id, holding.chunks, peer_address, now):
+                    self.counters.pushes_sent += 1
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         outbox, self._outbox = self._outbox, []
@@ -306,6 +416,45 @@ class DiscoveryMachine:
             self.counters.events_dropped += 1
             return
         self._events.append(event)
+
+    def _query(self, search: _Search, content_id: ContentId, peer: Address) -> bytes:
+        """A unicast query to ``peer``, echoing the token it gave us, if any."""
+        known = self._tokens.get(peer)
+        token = known[0] if known is not None else NO_TOKEN
+        return encode_datagram(WhoHas(search.query_id, content_id, token, search.padding))
+
+    def _is_validated(self, addr: Address, now: float) -> bool:
+        proven = self._validated.get(addr)
+        if proven is None:
+            return False
+        if now - proven > self.config.token_lifetime:
+            del self._validated[addr]  # prove it again: our next HAVE carries a token
+            return False
+        return True
+
+    def _earn_credit(self, addr: Address, size: int) -> None:
+        """RFC 9000 §8.1: each byte from an unproven address lets us send it three."""
+        credit = self._credit.get(addr, 0) + AMPLIFICATION_FACTOR * size
+        self._credit[addr] = min(credit, MAX_CREDIT)
+        self._credit.move_to_end(addr)
+        if len(self._credit) > MAX_TRACKED_ADDRESSES:
+            self._credit.popitem(last=False)
+
+    def _send(self, datagram: bytes, addr: Address, now: float) -> bool:
+        """Queue a reply to ``addr``: freely once it has proven its address, else within
+        its credit (RFC 9000 §8.1). False, and counted, when it does not fit."""
+        if not self._is_validated(addr, now):
+            credit = self._credit.get(addr, 0)
+            if len(datagram) > credit:
+                self.counters.amplification_limited += 1
+                return False
+            self._credit[addr] = credit - len(datagram)
+        self._outbox.append((datagram, addr))
+        return True
+
+    def in_scope(self, peer_ip: str) -> bool:
+        """Is ``peer_ip`` a peer of this office (its subnets, or listed by the server)?"""
+        return self._in_scope(peer_ip)
 
     def _in_scope(self, peer_ip: str) -> bool:
         if peer_ip in self._listed_peers:

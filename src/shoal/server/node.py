@@ -10,6 +10,11 @@ after any input, ``poll(now)`` answers chunk requests:
   (the client holds its office's rendezvous lease, or is served directly), else it is
   refused ``BUSY``: the WAN budget is enforced on the data plane too;
 * anything else is refused ``NOT_FOUND``.
+
+None of this is reached by a forged source address: the transfer engines answer a
+request without the requester's address-validation token with a 16-byte RETRY only
+(RFC 9000 §8.1.2), so a blob or chunk is sent only to an address that proved it
+receives there.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from shoal.wire.buffer import Buffer
 from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
 from shoal.wire.messages import (
+    AMPLIFICATION_FACTOR,
     DATA_HEADER,
     DATA_HEADER_SIZE,
     MAGIC,
@@ -10,7 +11,9 @@ from shoal.wire.messages import (
     MAX_DATAGRAM_SIZE,
     MAX_PROTOCOL_VERSION,
     MIN_PROTOCOL_VERSION,
+    NO_TOKEN,
     PROTOCOL_VERSION,
+    TOKEN_SIZE,
     Ack,
     Cancel,
     ChunkRequest,
@@ -21,6 +24,7 @@ from shoal.wire.messages import (
     Mode,
     Refusal,
     RefusalReason,
+    Retry,
     VersionError,
     WhoHas,
     decode_datagram,
@@ -28,6 +32,7 @@ from shoal.wire.messages import (
 )
 
 __all__ = [
+    "AMPLIFICATION_FACTOR",
     "DATA_HEADER",
     "DATA_HEADER_SIZE",
     "MAGIC",
@@ -35,7 +40,9 @@ __all__ = [
     "MAX_DATAGRAM_SIZE",
     "MAX_PROTOCOL_VERSION",
     "MIN_PROTOCOL_VERSION",
+    "NO_TOKEN",
     "PROTOCOL_VERSION",
+    "TOKEN_SIZE",
     "Ack",
     "Buffer",
     "Cancel",
@@ -48,6 +55,7 @@ __all__ = [
     "Mode",
     "Refusal",
     "RefusalReason",
+    "Retry",
     "UnsupportedProtocolVersion",
     "VersionError",
     "WhoHas",

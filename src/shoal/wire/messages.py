@@ -16,8 +16,8 @@ depend on the type; all integers are big-endian and unsigned.
 ===============  ====  =====================================================================
 type             code  body
 ===============  ====  =====================================================================
-CHUNK_REQUEST    0x01  request_id u32, content_id 32 B, chunk_index u32, chunk_length u32,
-                       mode u8, segment_size u16, receive_window u32
+CHUNK_REQUEST    0x01  request_id u32, token 8 B, content_id 32 B, chunk_index u32,
+                       chunk_length u32, mode u8, segment_size u16, receive_window u32
 DATA             0x02  request_id u32, packet_number u32, segment_index u32, timestamp_us u32,
                        payload (the rest: exactly segment_size bytes, shorter for the last)
 ACK              0x03  request_id u32, largest_packet_number u32, ack_delay_us u32,
@@ -26,8 +26,10 @@ ACK              0x03  request_id u32, largest_packet_number u32, ack_delay_us u
 REFUSAL          0x04  request_id u32, reason u8
 CANCEL           0x05  request_id u32
 VERSION_ERROR    0x06  min_version u8, max_version u8
-WHO_HAS          0x10  query_id u32, content_id 32 B            (discovery, broadcast)
-HAVE             0x11  query_id u32, content_id 32 B, chunk_count u32, bitmap (ChunkSet)
+RETRY            0x07  request_id u32, token 8 B
+WHO_HAS          0x10  query_id u32, content_id 32 B, token 8 B, padding (zero bytes, the rest)
+HAVE             0x11  query_id u32, content_id 32 B, token 8 B, chunk_count u32,
+                       bitmap (ChunkSet)
 ===============  ====  =====================================================================
 
 Codes 0x10..0x1F belong to discovery; 0x20..0x2F are kept for rendezvous.
@@ -40,6 +42,19 @@ segments: all below ``cumulative``, plus ``[start, end)`` ranges above it in inc
 order, non-adjacent. ``timestamp_us`` is the sender's clock in microseconds modulo 2**32;
 the receiver echoes ``now - timestamp_us`` as ``one_way_delay_us`` for LEDBAT
 (RFC 6817 §3.3); the clocks need not agree, only their difference must hold still.
+
+Address validation (RFC 9000 §8.1). Nothing is sent to an address that has not proven
+it receives there beyond 3x the bytes received from it. A *token* (8 bytes, all zero
+for none) is what a sender computed for the requester's address (a keyed hash, so the
+sender keeps no state for it) and sent only to that address: a CHUNK_REQUEST carrying
+the right token proves the requester receives there; one without gets a 16-byte RETRY
+with the token (RFC 9000 §8.1.2) and the requester asks again with it, then keeps it
+for every later request to that sender (RFC 9000 §8.1.3): one round trip per pair of
+peers and token lifetime, no byte more per DATA packet. Discovery does the same: a HAVE
+carries the answerer's token for the asker (zero once the asker is validated), a
+WHO_HAS echoes it, and a WHO_HAS is padded with zero bytes so that the answer it asks
+for is at most 3x its size (RFC 9000 §14.1 pads the client's Initial for the same
+reason).
 """
 
 from __future__ import annotations
@@ -64,10 +79,20 @@ MAX_PROTOCOL_VERSION = 2
 MAX_DATAGRAM_SIZE = 65507
 #: Most ranges one ACK carries (8 bytes each); the lowest ranges matter most for repair.
 MAX_ACK_RANGES = 64
+#: Size of an address-validation token (RFC 9000 §8.1); all zero means "no token".
+TOKEN_SIZE = 8
+NO_TOKEN = bytes(TOKEN_SIZE)
+#: Bytes of a HAVE datagram before its bitmap (prefix included).
+HAVE_HEADER_SIZE = 4 + 4 + 32 + TOKEN_SIZE + 4
+#: Bytes of a WHO_HAS datagram without padding (prefix included).
+WHO_HAS_SIZE = 4 + 4 + 32 + TOKEN_SIZE
 #: Most chunks one HAVE bitmap may describe: one bit per chunk, so that the whole HAVE
-#: (44 bytes before the bitmap) fits a 1400-byte datagram. 10,848 chunks of 1 MiB is a
-#: 10.6 GiB package; larger ones need a ranged HAVE (the discovery issue decides).
-MAX_HAVE_CHUNKS = (1400 - 44) * 8
+#: (52 bytes before the bitmap) fits a 1400-byte datagram. 10,784 chunks of 1 MiB is a
+#: 10.5 GiB package; larger ones need a ranged HAVE (the discovery issue decides).
+MAX_HAVE_CHUNKS = (1400 - HAVE_HEADER_SIZE) * 8
+#: Anti-amplification factor (RFC 9000 §8.1): bytes sent to an unvalidated address per
+#: byte received from it.
+AMPLIFICATION_FACTOR = 3
 
 
 class MessageType(enum.IntEnum):
@@ -79,6 +104,7 @@ class MessageType(enum.IntEnum):
     REFUSAL = 0x04
     CANCEL = 0x05
     VERSION_ERROR = 0x06
+    RETRY = 0x07
     WHO_HAS = 0x10
     HAVE = 0x11
 
@@ -123,6 +149,8 @@ class ChunkRequest:
     mode: Mode
     segment_size: int
     receive_window: int
+    #: The sender's token for our address (from its RETRY), or NO_TOKEN.
+    token: bytes = NO_TOKEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +191,21 @@ class VersionError:
 
 
 @dataclass(frozen=True, slots=True)
+class Retry:
+    """Prove you receive at your address: ask again with ``token`` (RFC 9000 §8.1.2)."""
+
+    request_id: int
+    token: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class WhoHas:
     query_id: int
     content_id: ContentId
+    #: The answerer's token for our address (echoed from its HAVE), or NO_TOKEN.
+    token: bytes = NO_TOKEN
+    #: Zero bytes after the fields, so that the answer is at most 3x the query.
+    padding: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,9 +213,20 @@ class Have:
     query_id: int
     content_id: ContentId
     chunks: ChunkSet
+    #: The answerer's token for the asker's address; NO_TOKEN once it is validated.
+    token: bytes = NO_TOKEN
 
 
-Message = ChunkRequest | Data | Ack | Refusal | Cancel | VersionError | WhoHas | Have
+Message = ChunkRequest | Data | Ack | Refusal | Cancel | VersionError | Retry | WhoHas | Have
+
+
+def who_has_padding(chunk_count: int | None) -> int:
+    """Padding for a WHO_HAS whose answer (a HAVE of ``chunk_count`` chunks; the largest
+    there is when unknown) may be sent to an unvalidated asker: the query is at least
+    half the answer, so the answer plus one query back stay within 3x (RFC 9000 §8.1)."""
+    count = MAX_HAVE_CHUNKS if chunk_count is None else min(chunk_count, MAX_HAVE_CHUNKS)
+    answer = HAVE_HEADER_SIZE + (count + 7) // 8
+    return max(0, -(-answer // 2) - WHO_HAS_SIZE)
 
 
 # -- field helpers ---------------------------------------------------------------------
@@ -204,15 +255,29 @@ def push_prefix(buf: Buffer, message_type: MessageType, version: int = PROTOCOL_
 # -- one pull/push pair per message type (the prefix is already read/written) -------------
 
 
+def pull_token(buf: Buffer) -> bytes:
+    """An 8-byte address-validation token."""
+    return buf.pull_bytes(TOKEN_SIZE)
+
+
+def push_token(buf: Buffer, token: bytes) -> None:
+    if len(token) != TOKEN_SIZE:
+        raise ValueError(f"a token is {TOKEN_SIZE} bytes, not {len(token)}")
+    buf.push_bytes(token)
+
+
 def pull_chunk_request(buf: Buffer) -> ChunkRequest:
+    request_id = buf.pull_uint32()
+    token = pull_token(buf)
     request = ChunkRequest(
-        request_id=buf.pull_uint32(),
+        request_id=request_id,
         content_id=pull_content_id(buf),
         chunk_index=buf.pull_uint32(),
         chunk_length=buf.pull_uint32(),
         mode=pull_enum(buf, Mode),
         segment_size=buf.pull_uint16(),
         receive_window=buf.pull_uint32(),
+        token=token,
     )
     if request.chunk_length == 0 or request.segment_size == 0 or request.receive_window == 0:
         raise MalformedDatagram("chunk request with a zero length, segment size or window")
@@ -221,6 +286,7 @@ def pull_chunk_request(buf: Buffer) -> ChunkRequest:
 
 def push_chunk_request(buf: Buffer, message: ChunkRequest) -> None:
     buf.push_uint32(message.request_id)
+    push_token(buf, message.token)
     buf.push_bytes(message.content_id.digest)
     buf.push_uint32(message.chunk_index)
     buf.push_uint32(message.chunk_length)
@@ -326,18 +392,37 @@ def push_version_error(buf: Buffer, message: VersionError) -> None:
     buf.push_uint8(message.max_version)
 
 
+def pull_retry(buf: Buffer) -> Retry:
+    return Retry(buf.pull_uint32(), pull_token(buf))
+
+
+def push_retry(buf: Buffer, message: Retry) -> None:
+    buf.push_uint32(message.request_id)
+    push_token(buf, message.token)
+
+
 def pull_who_has(buf: Buffer) -> WhoHas:
-    return WhoHas(buf.pull_uint32(), pull_content_id(buf))
+    query_id = buf.pull_uint32()
+    content_id = pull_content_id(buf)
+    token = pull_token(buf)
+    padding = buf.pull_rest()
+    if any(padding):
+        # One encoding per message: padding is zeros (as QUIC's PADDING frames).
+        raise MalformedDatagram("who-has padding that is not zero")
+    return WhoHas(query_id, content_id, token, len(padding))
 
 
 def push_who_has(buf: Buffer, message: WhoHas) -> None:
     buf.push_uint32(message.query_id)
     buf.push_bytes(message.content_id.digest)
+    push_token(buf, message.token)
+    buf.push_bytes(bytes(message.padding))
 
 
 def pull_have(buf: Buffer) -> Have:
     query_id = buf.pull_uint32()
     content_id = pull_content_id(buf)
+    token = pull_token(buf)
     count = buf.pull_uint32()
     if count > MAX_HAVE_CHUNKS:
         raise MalformedDatagram(f"availability for {count} chunks (at most {MAX_HAVE_CHUNKS})")
@@ -346,12 +431,13 @@ def pull_have(buf: Buffer) -> Have:
         chunks = ChunkSet.from_bytes(count, bitmap)
     except ValueError as error:
         raise MalformedDatagram(f"bad availability bitmap: {error}") from None
-    return Have(query_id, content_id, chunks)
+    return Have(query_id, content_id, chunks, token)
 
 
 def push_have(buf: Buffer, message: Have) -> None:
     buf.push_uint32(message.query_id)
     buf.push_bytes(message.content_id.digest)
+    push_token(buf, message.token)
     buf.push_uint32(message.chunks.count)
     buf.push_bytes(message.chunks.to_bytes())
 
@@ -380,6 +466,9 @@ def encode_datagram(message: Message, version: int = PROTOCOL_VERSION) -> bytes:
     elif isinstance(message, VersionError):
         push_prefix(buf, MessageType.VERSION_ERROR, version)
         push_version_error(buf, message)
+    elif isinstance(message, Retry):
+        push_prefix(buf, MessageType.RETRY, version)
+        push_retry(buf, message)
     elif isinstance(message, WhoHas):
         push_prefix(buf, MessageType.WHO_HAS, version)
         push_who_has(buf, message)
@@ -417,6 +506,7 @@ _PULLERS: dict[MessageType, Callable[[Buffer], Message]] = {
     MessageType.REFUSAL: pull_refusal,
     MessageType.CANCEL: pull_cancel,
     MessageType.VERSION_ERROR: pull_version_error,
+    MessageType.RETRY: pull_retry,
     MessageType.WHO_HAS: pull_who_has,
     MessageType.HAVE: pull_have,
 }

@@ -61,9 +61,30 @@ class TransferConfig:
     max_chunk_length: int = MAX_CHUNK_SIZE
     #: Chunks this engine may be receiving at once (each holds a chunk-sized buffer).
     max_downloads: int = 64
-    #: Chunks this engine serves at once, in total and per peer; more are refused BUSY.
+    #: Chunks this engine serves at once, in total and per source IP (whatever its
+    #: ports); more are refused BUSY.
     max_uploads: int = 256
     max_uploads_per_peer: int = 32
+    #: Address validation (RFC 9000 §8.1): seconds a token stays valid (one to two of
+    #: these), and how many peers' tokens a requester remembers.
+    token_lifetime: float = 600.0
+    max_peer_tokens: int = 4096
+    #: Chunk requests accepted per second from one source IP, and the burst (RFC 8085
+    #: §6: a UDP service must not let one source drive it at any rate). A fast peer asks
+    #: ~120 chunks/s of 1 MiB per Gbit/s.
+    source_request_rate: float = 1000.0
+    source_request_burst: int = 256
+    #: Source IPs with a rate-limit bucket (least recently seen forgotten first).
+    max_tracked_sources: int = 4096
+    #: Replies per second, in all, to addresses that have not proven they receive there
+    #: (RETRY, VERSION_ERROR, CANCEL of stray data): each is smaller than 3x what it
+    #: answers, and a flood of forged requests gets no more than this many.
+    unvalidated_reply_rate: float = 2000.0
+    #: Chunk requests sent per 2 x ``idle_timeout`` to a peer IP that has never answered
+    #: (no RETRY from it yet). Peers are learned from unauthenticated discovery
+    #: answers: a forged HAVE must not make us a reflector either (RFC 9000 §8.1).
+    #: A live peer answers the first with a RETRY, and the others go at once.
+    unproven_request_sends: int = 2
     #: Peers with congestion state kept when idle (oldest idle ones are forgotten).
     max_idle_flows: int = 1024
     #: Finished request IDs remembered, to answer late datagrams about them.

@@ -33,10 +33,21 @@ tables indexed by segment or packet number; the hot path allocates only the outg
 datagram, and ``datagrams_to_send`` returns each flow's data back to back, full-size
 datagrams of equal length to one address, ready for one GSO ``sendmsg``.
 
-*Bounds.* Downloads, uploads (in total and per peer), idle flows, remembered request
-IDs, queued control datagrams and transmissions per chunk are all capped by
-``TransferConfig``; whatever a peer sends beyond them is refused or dropped, and counted
-in ``TransferCounters``.
+*Address validation* (RFC 9000 §8.1). A request is served only when it carries the
+token this engine computed for the requester's address (``AddressValidator``: a keyed
+hash, no state). A request without it gets a 16-byte RETRY with the token (RFC 9000
+§8.1.2), nothing else: no upload, no event, no read of the store. The requester keeps
+the token per sender (RFC 9000 §8.1.3) and asks again at once, so the first request to
+a sender costs one round trip and every later one nothing; DATA packets are unchanged.
+Every reply an unvalidated address can provoke (RETRY, VERSION_ERROR, CANCEL of stray
+data, a repeated final ACK) is one datagram smaller than 3x the one it answers, under
+a total rate (``unvalidated_reply_rate``).
+
+*Bounds.* Downloads, uploads (in total and per source IP), idle flows, remembered
+request IDs, remembered tokens, queued control datagrams, transmissions per chunk, and
+chunk requests per second per source IP are all capped by ``TransferConfig``;
+whatever a peer sends beyond them is refused or dropped, and counted in
+``TransferCounters``.
 
 State transitions are in ``states.py`` as data tables.
 """
@@ -51,6 +62,7 @@ from dataclasses import dataclass, fields
 from typing import TypeVar
 
 from shoal.core.ids import ContentId
+from shoal.protocol.ratelimit import TokenBucket
 from shoal.protocol.transfer.config import TransferConfig
 from shoal.protocol.transfer.congestion import Ledbat, NewReno, RttEstimator
 from shoal.protocol.transfer.events import (
@@ -76,6 +88,7 @@ from shoal.protocol.transfer.states import (
     next_receive_state,
     next_send_state,
 )
+from shoal.protocol.validation import AddressValidator, SourceLimiter
 from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
 from shoal.wire.messages import (
     DATA_HEADER,
@@ -83,6 +96,7 @@ from shoal.wire.messages import (
     MAGIC,
     MAX_PROTOCOL_VERSION,
     MIN_PROTOCOL_VERSION,
+    NO_TOKEN,
     PROTOCOL_VERSION,
     Ack,
     Cancel,
@@ -93,6 +107,7 @@ from shoal.wire.messages import (
     Mode,
     Refusal,
     RefusalReason,
+    Retry,
     VersionError,
     WhoHas,
     decode_datagram,
@@ -161,6 +176,21 @@ class TransferCounters:
     requests_refused: int = 0
     #: Refused BUSY: over ``max_uploads`` or ``max_uploads_per_peer``.
     requests_refused_busy: int = 0
+    #: Answered RETRY, not served: no valid token for its source address (RFC 9000 §8.1).
+    requests_unvalidated: int = 0
+    #: Dropped: over the source IP's request rate (RFC 8085 §6).
+    requests_rate_limited: int = 0
+    #: Not sent: a reply to an unvalidated address over ``unvalidated_reply_rate``
+    #: (RFC 9000 §8.1: an unproven address must not drive our sending).
+    unvalidated_replies_dropped: int = 0
+    retries_sent: int = 0
+    retries_received: int = 0
+    #: Not sent: a request (or its repeat) to a peer IP that never answered, over
+    #: ``unproven_request_sends`` (RFC 9000 §8.1); the request waits for its timer.
+    requests_held: int = 0
+    #: Dropped: a RETRY for no unanswered request of ours to that address, or with the
+    #: token we just sent (RFC 9000 §17.2.5.2 discards such Retry packets).
+    retries_ignored: int = 0
     duplicate_requests: int = 0
     #: Dropped: the control queue was full (the shell is not draining it).
     control_queue_overflow: int = 0
@@ -212,6 +242,7 @@ class _Download:
         "segment_count",
         "segment_size",
         "state",
+        "token_sent",
         "unacked",
     )
 
@@ -255,6 +286,7 @@ class _Download:
         self.requested_at = now
         self.requests_sent = 0
         self.request_datagram = b""
+        self.token_sent = NO_TOKEN
 
 
 class _Flow:
@@ -395,9 +427,31 @@ class _Finished:
 class TransferEngine:
     """Sans-I/O chunk transfer for one local UDP socket (see the module docstring)."""
 
-    def __init__(self, *, config: TransferConfig | None = None, now: float) -> None:
+    def __init__(
+        self, *, config: TransferConfig | None = None, now: float, token_key: bytes | None = None
+    ) -> None:
         self.config = config or TransferConfig()
         self.counters = TransferCounters()
+        limits = self.config
+        # RFC 9000 §8.1: tokens (``token_key`` fixes the secret, for tests; else random).
+        self._validator = AddressValidator(token_key, limits.token_lifetime)
+        self._source_limits = SourceLimiter(
+            limits.source_request_rate, limits.source_request_burst, limits.max_tracked_sources
+        )
+        self._unvalidated_replies = TokenBucket(
+            limits.unvalidated_reply_rate, max(limits.unvalidated_reply_rate / 10, 1.0), now
+        )
+        #: Tokens senders gave us for our address (RETRY), by sender address: a peer
+        #: with one has answered us, so it is a live shoal port, not a victim.
+        self._peer_tokens: OrderedDict[Address, bytes] = OrderedDict()
+        self._unproven_sends = SourceLimiter(
+            # Refilled slower than a silent download times out (idle_timeout): the
+            # agent drops a peer that never answered before it could be asked again.
+            limits.unproven_request_sends / (2 * limits.idle_timeout),
+            limits.unproven_request_sends,
+            limits.max_tracked_sources,
+        )
+        self._uploads_per_ip: dict[str, int] = {}
         self._segment_size = self.config.segment_size
         self._ack_every = self.config.ack_every_packets
         # How long peers take to answer a request with data (for request repeats).
@@ -463,28 +517,22 @@ class TransferEngine:
             self._segment_size,
             now,
         )
-        download.request_datagram = encode_datagram(
-            ChunkRequest(
-                request_id=request_id,
-                content_id=content_id,
-                chunk_index=chunk_index,
-                chunk_length=chunk_length,
-                mode=Mode(mode),
-                segment_size=self._segment_size,
-                receive_window=self.config.receive_window_packets,
-            )
-        )
         self._downloads[request_id] = download
         self._downloads_per_peer[peer] = self._downloads_per_peer.get(peer, 0) + 1
         self._send_request(download, now)
         return request_id
+
+    def address_token(self, addr: Address, now: float) -> bytes:
+        """The token this engine accepts in requests from ``addr`` (RFC 9000 §8.1)."""
+        return self._validator.token(addr, now)
 
     def cancel(self, request_id: int, now: float) -> None:
         """Stop receiving a chunk; the peer is told. Unknown or finished IDs are ignored."""
         download = self._downloads.get(request_id)
         if download is None:
             return
-        self._queue_control(encode_datagram(Cancel(request_id)), download.peer)
+        if download.peer in self._peer_tokens:  # nothing to tell a peer that never answered
+            self._queue_control(encode_datagram(Cancel(request_id)), download.peer)
         self._end_download(download, ReceiveInput.USER_CANCELLED)
 
     # ----------------------------------------------------------------------------------
@@ -632,7 +680,8 @@ class TransferEngine:
         heard = self._peers_last_heard()
         for download in list(self._downloads.values()):
             if self._silent_deadline(download, heard) + idle_timeout <= now:
-                self._queue_control(encode_datagram(Cancel(download.request_id)), download.peer)
+                if download.peer in self._peer_tokens:
+                    self._queue_control(encode_datagram(Cancel(download.request_id)), download.peer)
                 self._end_download(download, ReceiveInput.PEER_SILENT)
                 continue
             if download.ack_deadline is not None and download.ack_deadline <= now:
@@ -816,12 +865,71 @@ class TransferEngine:
                     )
                 )
             ):
-                self._queue_control(download.request_datagram, download.peer)
+                self._queue_control(self._request_datagram(download), download.peer)
                 download.requests_sent += 1
 
+    def _request_datagram(self, download: _Download) -> bytes:
+        """The request, with the token its sender gave us (re-encoded when it changes)."""
+        token = self._peer_tokens.get(download.peer, NO_TOKEN)
+        if token != download.token_sent or not download.request_datagram:
+            download.token_sent = token
+            download.request_datagram = encode_datagram(
+                ChunkRequest(
+                    request_id=download.request_id,
+                    content_id=download.content_id,
+                    chunk_index=download.chunk_index,
+                    chunk_length=download.chunk_length,
+                    mode=download.mode,
+                    segment_size=download.segment_size,
+                    receive_window=self.config.receive_window_packets,
+                    token=token,
+                )
+            )
+        return download.request_datagram
+
+    def _on_retry(self, retry: Retry, addr: Address, now: float) -> None:
+        """The sender wants proof that we receive at our address: ask again with its
+        token, and keep the token for every later request to it (RFC 9000 §8.1.2-3)."""
+        download = self._downloads.get(retry.request_id)
+        if (
+            download is None
+            or download.peer != addr
+            or download.state is not ReceiveState.REQUESTED
+            or retry.token in (NO_TOKEN, download.token_sent)
+        ):
+            self.counters.retries_ignored += 1
+            return
+        self.counters.retries_received += 1
+        tokens = self._peer_tokens
+        tokens[addr] = retry.token
+        tokens.move_to_end(addr)
+        while len(tokens) > self.config.max_peer_tokens:
+            tokens.popitem(last=False)
+        # Every unanswered request to that sender goes again now, with the token: each
+        # was (or will be) answered by a RETRY too. Timing restarts (Karn, RFC 6298 §3).
+        for waiting in list(self._downloads.values()):
+            if (
+                waiting.peer == addr
+                and waiting.state is ReceiveState.REQUESTED
+                and waiting.token_sent != retry.token
+            ):
+                waiting.requests_sent = 0
+                waiting.retry_interval = 0.0
+                waiting.requested_at = now
+                self._send_request(waiting, now)
+
+    def has_answered(self, peer: Address) -> bool:
+        """Has ``peer`` ever answered us (a RETRY with its token)? A peer that never did
+        may be a forged address, not a shoal port."""
+        return peer in self._peer_tokens
+
     def _send_request(self, download: _Download, now: float) -> None:
-        self._queue_control(download.request_datagram, download.peer)
-        download.requests_sent += 1
+        peer = download.peer
+        if peer in self._peer_tokens or self._unproven_sends.admit(peer[0], now):
+            self._queue_control(self._request_datagram(download), peer)
+            download.requests_sent += 1
+        else:
+            self.counters.requests_held += 1
         # Repeat the request on an RFC 6298 timer, computed from how long requests
         # take to be answered, doubling (§5.5) until answered. A repeat the peer
         # did not need costs it one ignored datagram.
@@ -893,11 +1001,12 @@ class TransferEngine:
         except UnsupportedProtocolVersion:
             counters.unsupported_version += 1
             # Every message carries a version; an unsupported one gets an explicit answer.
-            # The reply (6 bytes) is never larger than a valid datagram: no amplification.
-            counters.version_errors_sent += 1
-            self._queue_control(
-                encode_datagram(VersionError(MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION)), addr
-            )
+            # The reply (6 bytes) is at most 1.5x the shortest datagram that gets one
+            # (a 4-byte prefix): within RFC 9000 §8.1's 3x.
+            if self._reply_unvalidated(
+                encode_datagram(VersionError(MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION)), addr, now
+            ):
+                counters.version_errors_sent += 1
             return
         except MalformedDatagram:
             counters.malformed += 1
@@ -924,6 +1033,8 @@ class TransferEngine:
             self._forget_upload(upload)
         elif isinstance(message, VersionError):
             self._on_version_error(message, addr)
+        elif isinstance(message, Retry):
+            self._on_retry(message, addr, now)
         elif isinstance(message, Data):
             # Our version, but a DATA datagram the fast path did not take (too short).
             counters.malformed += 1
@@ -983,7 +1094,8 @@ class TransferEngine:
         self._stray_cancels.move_to_end(key)
         while len(self._stray_cancels) > self.config.recent_requests:
             self._stray_cancels.popitem(last=False)
-        self._queue_control(encode_datagram(Cancel(request_id)), addr)
+        # 8 bytes for at least 21: never more than RFC 9000 §8.1 allows.
+        self._reply_unvalidated(encode_datagram(Cancel(request_id)), addr, now)
 
     def _on_stray_upload(self, request_id: int, addr: Address) -> None:
         if (addr, request_id) in self._finished_uploads:
@@ -998,6 +1110,19 @@ class TransferEngine:
     # ----------------------------------------------------------------------------------
 
     def _on_request(self, request: ChunkRequest, addr: Address, now: float) -> None:
+        counters = self.counters
+        if not self._source_limits.admit(addr[0], now):
+            counters.requests_rate_limited += 1
+            return
+        if not self._validator.is_valid(request.token, addr, now):
+            # RFC 9000 §8.1.2: the address must first prove it receives here. The RETRY
+            # (16 bytes) answers a 63-byte request; nothing is kept, nothing is asked of
+            # the application, so forged requests cost neither memory nor disk reads.
+            counters.requests_unvalidated += 1
+            retry = Retry(request.request_id, self._validator.token(addr, now))
+            if self._reply_unvalidated(encode_datagram(retry), addr, now):
+                counters.retries_sent += 1
+            return
         key = (addr, request.request_id)
         upload = self._uploads.get(key)
         if upload is not None:
@@ -1030,7 +1155,7 @@ class TransferEngine:
             return
         if (
             len(self._uploads) >= config.max_uploads
-            or self._uploads_per_peer.get(addr, 0) >= config.max_uploads_per_peer
+            or self._uploads_per_ip.get(addr[0], 0) >= config.max_uploads_per_peer
         ):
             self.counters.requests_refused_busy += 1
             self._queue_control(
@@ -1040,6 +1165,7 @@ class TransferEngine:
         upload = _Upload(addr, request, now)
         self._uploads[key] = upload
         self._uploads_per_peer[addr] = self._uploads_per_peer.get(addr, 0) + 1
+        self._uploads_per_ip[addr[0]] = self._uploads_per_ip.get(addr[0], 0) + 1
         self._events.append(
             ChunkRequested(
                 addr,
@@ -1423,6 +1549,12 @@ class TransferEngine:
             self._uploads_per_peer[upload.peer] = remaining
         else:
             del self._uploads_per_peer[upload.peer]
+        ip = upload.peer[0]
+        remaining = self._uploads_per_ip[ip] - 1
+        if remaining:
+            self._uploads_per_ip[ip] = remaining
+        else:
+            del self._uploads_per_ip[ip]
         flow = upload.flow
         if flow is not None:
             if upload.state is SendState.DELIVERED and flow.packet_threshold > _PACKET_THRESHOLD:
@@ -1461,6 +1593,15 @@ class TransferEngine:
             del self._flows[key]
 
     # ----------------------------------------------------------------------------------
+
+    def _reply_unvalidated(self, datagram: bytes, addr: Address, now: float) -> bool:
+        """Queue a reply to an address that has not proven it receives there, within the
+        total ``unvalidated_reply_rate``; False (counted) when over it."""
+        if not self._unvalidated_replies.take(1, now):
+            self.counters.unvalidated_replies_dropped += 1
+            return False
+        self._queue_control(datagram, addr)
+        return True
 
     def _queue_control(self, datagram: bytes, addr: Address) -> None:
         if len(self._control) >= self.config.max_control_queue:

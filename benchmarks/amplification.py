@@ -1,0 +1,334 @@
+"""Amplification factor of every unauthenticated request a shoal port answers.
+
+A UDP source address can be forged: whatever a port sends back in answer to one datagram
+lands on the forged address, the victim. RFC 9000 §8.1's rule, which shoal follows
+(issue 13): to an address that has not proven it receives there, send at most 3x the
+bytes received from it. This benchmark sends each kind of unauthenticated request once,
+from a forged address, to the real sans-I/O machines of a simulated site (a P2P server,
+an office of clients that completed a download, and a client discovery machine holding
+part of a 10 GiB package while it downloads), runs their timers for ``--seconds`` of
+virtual time, and prints bytes sent to the forged address / bytes received. No sockets.
+
+``REQUESTS`` is a table of builders, one per request type: add a row for a new port or
+message. Run: ``.venv/bin/python benchmarks/amplification.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shoal.core.chunkset import ChunkSet
+from shoal.core.ids import ContentId
+from shoal.protocol.discovery import DiscoveryConfig, DiscoveryMachine
+from shoal.protocol.transfer import Mode
+from shoal.server.core import ServerCore
+from shoal.sim.enterprise import Enterprise, OfficeSpec, build_enterprise
+from shoal.wire.control import CheckIn, CheckInReply, ControlMessage, Register, encode_control
+from shoal.wire.messages import (
+    MAX_HAVE_CHUNKS,
+    NO_TOKEN,
+    ChunkRequest,
+    Data,
+    Have,
+    WhoHas,
+    encode_datagram,
+    who_has_padding,
+)
+
+Address = tuple[str, int]
+#: The limit of RFC 9000 §8.1.
+LIMIT = 3.0
+MIB = 1024 * 1024
+
+
+@dataclass(slots=True)
+class Target:
+    """One forged datagram for one machine (``owner`` decides after input, as the shell's
+    ``poll``), and the forged source address: a real peer's IP, the worst case."""
+
+    machine: Any
+    datagram: bytes
+    victim: Address
+    owner: Any = None
+    #: Called at each step with the virtual time: what the site does meanwhile.
+    during: Callable[[float], None] | None = None
+    #: Other machines of the owner whose datagrams to the victim count too.
+    also: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RequestType:
+    name: str
+    port: str
+    build: Callable[[Site], Target]
+
+
+@dataclass(slots=True)
+class Site:
+    """The machines under test, built once."""
+
+    enterprise: Enterprise
+    discovery: DiscoveryMachine
+    now: float
+    root: Path
+
+    @property
+    def server_core(self) -> ServerCore:
+        return self.enterprise.server.core
+
+
+def build_site(root: Path) -> Site:
+    """A server, an office of two clients that completed a 2 MiB download (1 MiB chunks,
+    as in the issue), and a discovery machine holding half of a 10 GiB package."""
+    enterprise = build_enterprise(
+        root,
+        [OfficeSpec("Branch", "10.1.0.0/24", clients=2)],
+        package_size=2 * MIB,
+        chunk_size=MIB,
+    )
+    enterprise.run(120.0, stop=enterprise.all_complete)
+    if not enterprise.all_complete():
+        raise RuntimeError("the simulated office did not complete its download")
+    # Let the last transfers end (idle timeout), so only the forged request's effect counts.
+    now = enterprise.run(enterprise.network.now + 10.0) + 1.0
+    config = DiscoveryConfig(41800, "10.1.0.255", ("10.1.0.0/24",), ("10.1.0.50",))
+    discovery = DiscoveryMachine(config, now)
+    discovery.set_holding(BIG, ChunkSet(MAX_HAVE_CHUNKS, range(0, MAX_HAVE_CHUNKS, 2)), now)
+    return Site(enterprise, discovery, now, root)
+
+
+BIG = ContentId(hashlib.sha256(b"a 10 GiB package").digest())
+
+
+def _client(site: Site, index: int) -> Any:
+    return site.enterprise.clients[index].agent
+
+
+#: A forged source inside the office's subnet (it passes every scope check).
+OFFICE_VICTIM_IP = "10.1.0.200"
+
+
+def _chunk_request(content_id: ContentId, length: int, token: bytes = NO_TOKEN) -> bytes:
+    return encode_datagram(
+        ChunkRequest(7, content_id, 0, length, Mode.FOREGROUND, 1380, 2048, token)
+    )
+
+
+def chunk_request_to_client(site: Site) -> Target:
+    agent = _client(site, 0)
+    victim = (OFFICE_VICTIM_IP, agent.config.data_port)
+    datagram = _chunk_request(site.enterprise.content_id, MIB)
+    return Target(agent.engines[Mode.FOREGROUND], datagram, victim, agent)
+
+
+def chunk_request_guessed_token_to_client(site: Site) -> Target:
+    target = chunk_request_to_client(site)
+    target.datagram = _chunk_request(site.enterprise.content_id, MIB, os.urandom(8))
+    return target
+
+
+def chunk_request_to_server(site: Site) -> Target:
+    server = site.enterprise.server
+    victim = (_client(site, 0).config.ip, _client(site, 0).config.data_port)
+    datagram = _chunk_request(site.enterprise.content_id, MIB)
+    return Target(server.engines[Mode.FOREGROUND], datagram, victim, server)
+
+
+def blob_request_to_server(site: Site) -> Target:
+    """The signed assignment document, asked for from a registered client's address."""
+    client = _client(site, 0)
+    reply = site.server_core.handle_control(
+        ControlMessage(1, client.config.device_id, CheckIn(())), (client.config.ip, 1), site.now
+    )
+    assert isinstance(reply, CheckInReply)
+    server = site.enterprise.server
+    datagram = _chunk_request(ContentId(reply.assignments_sha256), reply.assignments_length)
+    victim = (client.config.ip, client.config.data_port)
+    return Target(server.engines[Mode.FOREGROUND], datagram, victim, server)
+
+
+def stray_data_to_client(site: Site) -> Target:
+    agent = _client(site, 0)
+    victim = (OFFICE_VICTIM_IP, agent.config.data_port)
+    datagram = encode_datagram(Data(99, 0, 0, 0, b"x"))
+    return Target(agent.engines[Mode.FOREGROUND], datagram, victim, agent)
+
+
+def wrong_version_to_data_port(site: Site) -> Target:
+    agent = _client(site, 0)
+    victim = (OFFICE_VICTIM_IP, agent.config.data_port)
+    return Target(agent.engines[Mode.FOREGROUND], b"SH\x09\x01", victim, agent)
+
+
+def who_has_unpadded_to_holder(site: Site) -> Target:
+    """A bare query (no padding) for a 10 GiB package whose holder is downloading."""
+    return _who_has(site, WhoHas(1, BIG))
+
+
+def who_has_padded_to_holder(site: Site) -> Target:
+    """A query padded as shoal pads it (half the answer it asks for)."""
+    return _who_has(site, WhoHas(1, BIG, padding=who_has_padding(MAX_HAVE_CHUNKS)))
+
+
+def _who_has(site: Site, query: WhoHas) -> Target:
+    discovery = site.discovery
+    next_chunk = [1]
+
+    def downloading(now: float) -> None:
+        # The holder gains a chunk every 10 ms: each gain pushes to interested peers.
+        while next_chunk[0] < MAX_HAVE_CHUNKS and site.now + next_chunk[0] * 0.01 <= now:
+            discovery.chunk_added(BIG, next_chunk[0], MAX_HAVE_CHUNKS, now)
+            next_chunk[0] += 2
+
+    return Target(discovery, encode_datagram(query), ("10.1.0.77", 41800), during=downloading)
+
+
+def who_has_to_client(site: Site) -> Target:
+    agent = _client(site, 0)
+    victim = (OFFICE_VICTIM_IP, agent.config.discovery_port)
+    query = WhoHas(1, site.enterprise.content_id)
+    return Target(agent.discovery, encode_datagram(query), victim, agent)
+
+
+def forged_have_to_downloading_client(site: Site) -> Target:
+    """A HAVE from a forged in-office address, to a client searching for the package:
+    the client may ask the forged address for chunks (from its data ports)."""
+    enterprise = build_enterprise(
+        site.root / "downloading",
+        [OfficeSpec("Branch", "10.1.0.0/24", clients=2)],
+        package_size=2 * MIB,
+        chunk_size=MIB,
+    )
+    agent = enterprise.clients[0].agent
+    enterprise.run(60.0, stop=lambda: _searching(agent, enterprise.content_id))
+    manifest = agent.downloads[enterprise.content_id].manifest
+    have = Have(0, enterprise.content_id, ChunkSet.full(manifest.chunk_count))
+    victim = (OFFICE_VICTIM_IP, agent.config.discovery_port)
+    site.now = enterprise.network.now
+    engines = tuple(agent.engines.values())
+    return Target(agent.discovery, encode_datagram(have), victim, agent, also=engines)
+
+
+def _searching(agent: Any, content_id: ContentId) -> bool:
+    download = agent.downloads.get(content_id)
+    return download is not None and download.picker is not None
+
+
+def wrong_version_to_discovery_port(site: Site) -> Target:
+    agent = _client(site, 0)
+    victim = (OFFICE_VICTIM_IP, agent.config.discovery_port)
+    return Target(agent.discovery, b"SH\x09\x10", victim, agent)
+
+
+def bad_tag_to_control_port(site: Site) -> Target:
+    """A REGISTER authenticated with a wrong key (the server answers REFUSED)."""
+    server = site.enterprise.server
+    message = ControlMessage(1, bytes(16), Register("0.1.0", "pc", 24))
+    datagram = encode_control(message, b"not the server key")
+    return Target(server.control, datagram, (_client(site, 0).config.ip, 41000), server)
+
+
+def wrong_version_to_control_port(site: Site) -> Target:
+    server = site.enterprise.server
+    # The shortest datagram the control port reads far enough to answer (header + tag).
+    datagram = b"SH\x09\x21" + bytes(36)
+    return Target(server.control, datagram, (_client(site, 0).config.ip, 41000), server)
+
+
+REQUESTS: list[RequestType] = [
+    RequestType("chunk request (no token)", "client data", chunk_request_to_client),
+    RequestType(
+        "chunk request (guessed token)", "client data", chunk_request_guessed_token_to_client
+    ),
+    RequestType("chunk request (no token)", "server data", chunk_request_to_server),
+    RequestType("blob request (no token)", "server data", blob_request_to_server),
+    RequestType("DATA for no request", "client data", stray_data_to_client),
+    RequestType("wrong-version datagram", "client data", wrong_version_to_data_port),
+    RequestType("who-has, 10 GiB, unpadded", "discovery", who_has_unpadded_to_holder),
+    RequestType("who-has, 10 GiB, padded", "discovery", who_has_padded_to_holder),
+    RequestType("who-has (assigned content)", "client discovery", who_has_to_client),
+    RequestType("HAVE (forged holder)", "client discovery", forged_have_to_downloading_client),
+    RequestType("wrong-version datagram", "client discovery", wrong_version_to_discovery_port),
+    RequestType("control datagram, bad tag", "server control", bad_tag_to_control_port),
+    RequestType("wrong-version datagram", "server control", wrong_version_to_control_port),
+]
+
+
+def measure(target: Target, start: float, seconds: float) -> tuple[int, int, int]:
+    """Deliver the forged datagram; return (bytes in, bytes out, datagrams out) to the
+    victim's IP over ``seconds`` of virtual time."""
+    machine, victim = target.machine, target.victim
+    machines = (machine, *target.also)
+    for each in machines:
+        each.datagrams_to_send(start)  # nothing earlier is counted
+    machine.receive_datagram(target.datagram, victim, start)
+    now, end = start, start + seconds
+    sent_bytes = sent_datagrams = 0
+    while True:
+        if target.during is not None:
+            target.during(now)
+        if target.owner is not None:
+            target.owner.poll(now)
+        for each in machines:
+            for datagram, destination in each.datagrams_to_send(now):
+                if destination[0] == victim[0]:
+                    sent_bytes += len(datagram)
+                    sent_datagrams += 1
+        timers = [each.get_timer() for each in machines]
+        if target.owner is not None:
+            timers.append(target.owner.get_timer())
+        if target.during is not None:
+            timers.append(now + 0.005)
+        candidates = [t for t in timers if t is not None]
+        if not candidates:
+            break
+        now = max(min(candidates), now + 1e-6)
+        if now > end:
+            break
+        for each in (*machines, *(() if target.owner is None else (target.owner,))):
+            timer = each.get_timer()
+            if timer is not None and timer <= now:
+                each.handle_timer(now)
+    return len(target.datagram), sent_bytes, sent_datagrams
+
+
+def run(seconds: float = 10.0) -> list[tuple[RequestType, int, int, int]]:
+    """Every row of ``REQUESTS``, each on a fresh site."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="shoal-amplification-") as directory:
+        for index, request in enumerate(REQUESTS):
+            site = build_site(Path(directory) / str(index))
+            target = request.build(site)
+            results.append((request, *measure(target, site.now, seconds)))
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="virtual time per request")
+    args = parser.parse_args()
+    results = run(args.seconds)
+    print(f"{'request':32} {'port':18} {'in B':>6} {'out B':>8} {'out dgrams':>10} {'factor':>8}")
+    worst = 0.0
+    for request, received, sent, datagrams in results:
+        factor = sent / received
+        worst = max(worst, factor)
+        flag = "" if factor <= LIMIT else "  > 3x"
+        print(
+            f"{request.name:32} {request.port:18} {received:6d} {sent:8d} {datagrams:10d} "
+            f"{factor:8.2f}{flag}"
+        )
+    print(f"max amplification factor: {worst:.2f} (limit {LIMIT:.0f}, RFC 9000 §8.1)")
+    return 0 if worst <= LIMIT else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
