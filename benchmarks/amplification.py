@@ -26,12 +26,22 @@ from pathlib import Path
 from typing import Any
 
 from shoal.core.chunkset import ChunkSet
+from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
 from shoal.protocol.discovery import DiscoveryConfig, DiscoveryMachine
 from shoal.protocol.transfer import Mode
 from shoal.server.core import ServerCore
 from shoal.sim.enterprise import Enterprise, OfficeSpec, build_enterprise
-from shoal.wire.control import CheckIn, CheckInReply, ControlMessage, Register, encode_control
+from shoal.wire.control import (
+    HEADER_SIZE,
+    TAG_SIZE,
+    CheckIn,
+    CheckInReply,
+    ControlMessage,
+    Hello,
+    Register,
+    encode_control,
+)
 from shoal.wire.messages import (
     MAX_HAVE_CHUNKS,
     NO_TOKEN,
@@ -228,19 +238,72 @@ def wrong_version_to_discovery_port(site: Site) -> Target:
     return Target(agent.discovery, b"SH\x09\x10", victim, agent)
 
 
+def _control_target(site: Site, datagram: bytes, ip: str | None = None) -> Target:
+    server = site.enterprise.server
+    victim_ip = ip if ip is not None else _client(site, 0).config.ip
+    return Target(server.control, datagram, (victim_ip, 41000), server)
+
+
+def hello_to_control_port(site: Site) -> Target:
+    """A HELLO as clients send it (padded): the server answers with its CERTIFICATE."""
+    key = DeviceKey.generate()
+    return _control_target(
+        site, encode_control(ControlMessage(0, key.device_id, Hello()), None), OFFICE_VICTIM_IP
+    )
+
+
+def short_hello_to_control_port(site: Site) -> Target:
+    """An unpadded HELLO: too small to be answered within 3x, so not answered."""
+    key = DeviceKey.generate()
+    return _control_target(
+        site, encode_control(ControlMessage(0, key.device_id, Hello(0)), None), OFFICE_VICTIM_IP
+    )
+
+
 def bad_tag_to_control_port(site: Site) -> Target:
     """A REGISTER authenticated with a wrong key (the server answers REFUSED)."""
-    server = site.enterprise.server
-    message = ControlMessage(1, bytes(16), Register("0.1.0", "pc", 24))
-    datagram = encode_control(message, b"not the server key")
-    return Target(server.control, datagram, (_client(site, 0).config.ip, 41000), server)
+    key = DeviceKey.generate()
+    body = Register(key.public_raw, "0.1.0", "pc", 24)
+    message = ControlMessage(1, key.device_id, body, counter=1)
+    return _control_target(site, encode_control(message, b"not the control key"))
+
+
+def unknown_device_to_control_port(site: Site) -> Target:
+    """A CHECKIN from a device the server does not know (it answers REFUSED)."""
+    key = DeviceKey.generate()
+    message = ControlMessage(1, key.device_id, CheckIn(()), counter=1)
+    return _control_target(site, encode_control(message, b"no key of this server"))
+
+
+def _captured_checkin(site: Site) -> bytes:
+    """A genuine CHECKIN of the office's first client, which the server has answered."""
+    agent, server = _client(site, 0), site.enterprise.server
+    agent.control.check_in([], site.now)
+    [(datagram, _)] = agent.control.datagrams_to_send(site.now)
+    server.control.receive_datagram(
+        datagram, (agent.config.ip, agent.config.control_port), site.now
+    )
+    server.control.datagrams_to_send(site.now)
+    return datagram
+
+
+def replayed_checkin_to_control_port(site: Site) -> Target:
+    """A captured CHECKIN replayed from a forged address (the counter is not new)."""
+    return _control_target(site, _captured_checkin(site), OFFICE_VICTIM_IP)
+
+
+def forged_source_checkin_to_control_port(site: Site) -> Target:
+    """A fresh, authenticated CHECKIN of an enrolled device sent from a forged address:
+    a device with a key can still forge its source, so its answers fit 3x too."""
+    agent = _client(site, 0)
+    agent.control.check_in([], site.now)
+    [(datagram, _)] = agent.control.datagrams_to_send(site.now)
+    return _control_target(site, datagram, OFFICE_VICTIM_IP)
 
 
 def wrong_version_to_control_port(site: Site) -> Target:
-    server = site.enterprise.server
     # The shortest datagram the control port reads far enough to answer (header + tag).
-    datagram = b"SH\x09\x21" + bytes(36)
-    return Target(server.control, datagram, (_client(site, 0).config.ip, 41000), server)
+    return _control_target(site, b"SH\x09\x21" + bytes(HEADER_SIZE + TAG_SIZE - 4))
 
 
 REQUESTS: list[RequestType] = [
@@ -257,7 +320,12 @@ REQUESTS: list[RequestType] = [
     RequestType("who-has (assigned content)", "client discovery", who_has_to_client),
     RequestType("HAVE (forged holder)", "client discovery", forged_have_to_downloading_client),
     RequestType("wrong-version datagram", "client discovery", wrong_version_to_discovery_port),
-    RequestType("control datagram, bad tag", "server control", bad_tag_to_control_port),
+    RequestType("HELLO (padded)", "server control", hello_to_control_port),
+    RequestType("HELLO (unpadded)", "server control", short_hello_to_control_port),
+    RequestType("REGISTER, bad tag", "server control", bad_tag_to_control_port),
+    RequestType("CHECKIN, unknown device", "server control", unknown_device_to_control_port),
+    RequestType("CHECKIN, replayed", "server control", replayed_checkin_to_control_port),
+    RequestType("CHECKIN, forged source", "server control", forged_source_checkin_to_control_port),
     RequestType("wrong-version datagram", "server control", wrong_version_to_control_port),
 ]
 

@@ -108,7 +108,6 @@ def test_attack_4_every_unauthenticated_data_and_discovery_request_is_within_3x(
     assert over == {}
 
 
-@pytest.mark.xfail(strict=True, reason="control-channel replies: helper C's part of issue 13")
 def test_attack_4_control_port_replies_are_within_3x(
     amplification: list[tuple[Any, int, int, int]],
 ) -> None:
