@@ -7,7 +7,6 @@ import random
 from pathlib import Path
 
 from shoal import ports
-from shoal.assignments import encode_envelope, sign_assignments
 from shoal.client.agent import AgentCore, DownloadState
 from shoal.core.chunkset import ChunkSet
 from shoal.core.packing import pack_bytes
@@ -249,7 +248,7 @@ def test_a_new_assignment_starts_at_once_not_at_the_next_check_in(tmp_path: Path
         ],
     }
     assigned_at = network.now
-    server.core.set_assignments(encode_envelope(sign_assignments(enterprise.console_key, document)))
+    server.core.set_assignments(enterprise.signed_assignments(document["assignments"]))
     network.pump(network.hosts[SERVER_IP])
 
     def everyone_has_the_second() -> bool:

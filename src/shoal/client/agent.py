@@ -23,8 +23,10 @@ Life of a client::
 
 Blobs (the assignment document, manifests) are fetched from the server's data port as
 single chunks whose hash the server announced, so the transfer engine verifies them;
-the console's signature is then checked against the key the server gave at
-registration. Peers that serve bad chunks are banned for that content and reported.
+the console's signature is then checked against the pinned console key
+(``TrustState``, which also refuses an older or expired document and follows the
+console's key rotations; the shell saves the new state). Peers that serve bad chunks
+are banned for that content and reported.
 Downloads resume from the store's verified chunks after a restart.
 """
 
@@ -33,11 +35,12 @@ from __future__ import annotations
 import ipaddress
 import random
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
 from shoal import __version__, ports
-from shoal.assignments import AssignmentsInvalid, parse_signed_assignments
+from shoal.assignments import AssignmentsInvalid, assignments_for, read_envelope
 from shoal.client.control import (
     ControlAnswered,
     ControlClient,
@@ -45,6 +48,7 @@ from shoal.client.control import (
     Nudged,
     ServerKeyRejected,
 )
+from shoal.client.trust import DocumentRefused, TrustState
 from shoal.core.chunkset import ChunkSet
 from shoal.core.errors import ManifestError, ShoalError
 from shoal.core.ids import ContentId
@@ -141,6 +145,9 @@ class AgentConfig:
     lease_renew_fraction: float = 0.3
     register_retry_seconds: float = 30.0
     checkin_jitter: float = 0.2
+    trust: TrustState | None = None
+    """The pinned console key(s) and newest document sequence (None: not enrolled, the
+    console key the server gives at registration is used)."""
 
     @property
     def device_hex(self) -> str:
@@ -199,6 +206,8 @@ class AgentCounters:
     bad_chunks: int = 0
     peers_banned: int = 0
     store_errors: int = 0
+    documents_refused: int = 0
+    rotations_ignored: int = 0
 
 
 @dataclass(slots=True)
@@ -219,8 +228,15 @@ class AgentCore:
         *,
         rng: random.Random | None = None,
         transfer_config: TransferConfig | None = None,
+        wall_offset: float = 0.0,
     ) -> None:
         self.config = config
+        self.wall_offset = wall_offset
+        """Seconds to add to ``now`` for Unix time (the shell keeps it current; the
+        simulator sets its virtual epoch): documents expire by the wall clock."""
+        self.trust = config.trust
+        """Changes when a document is accepted; the shell saves it (``TrustState.save``)."""
+        self.document_note = ""
         self.store = store
         self.rng = rng or random.Random()
         self.counters = AgentCounters()
@@ -245,7 +261,6 @@ class AgentCore:
         self.refusal: Refused | None = None
         self.server_note = "registering with the P2P server"
         self.downloads: dict[ContentId, Download] = {}
-        self._console_key: VerifyKey | None = None
         self._assignments_digest: bytes | None = None
         self._blobs: dict[tuple[Mode, int], _BlobRequest] = {}
         self._register_due: float | None = now
@@ -453,11 +468,14 @@ class AgentCore:
     def _on_registered(self, reply: Registered, now: float) -> None:
         first = self.registration is None
         self.registration, self.refusal = reply, None
-        try:
-            self._console_key = VerifyKey.from_raw(reply.console_key)
-        except ShoalError:
-            self.server_note = "the P2P server sent an invalid console key"
-            return
+        if self.config.trust is None:  # not enrolled: the key the server gives
+            try:
+                VerifyKey.from_raw(reply.console_key)
+            except ShoalError:
+                self.server_note = "the P2P server sent an invalid console key"
+                return
+            if self.trust is None or self.trust.console_keys != (reply.console_key,):
+                self.trust = TrustState((reply.console_key,))
         office = reply.office or "no office (server downloads only)"
         self.server_note = f"registered with the P2P server, office {office}"
         self._limits = {}
@@ -534,27 +552,16 @@ class AgentCore:
         self._blobs[(Mode.FOREGROUND, request_id)] = request
 
     def _on_blob(self, request: _BlobRequest, data: bytes, now: float) -> None:
-        assert self._console_key is not None
+        assert self.trust is not None
         if request.kind == "assignments":
-            try:
-                mine = parse_signed_assignments(
-                    data,
-                    self._console_key,
-                    self.config.device_hex,
-                    self.registration.office if self.registration else None,
-                )
-            except AssignmentsInvalid as error:
-                self.server_note = str(error)
-                return
-            self._assignments_digest = request.digest
-            self._apply_assignments({a.content_id: a.background for a in mine}, now)
+            self._on_assignments_blob(request, data, now)
             return
         assert request.content_id is not None
         download = self.downloads.get(request.content_id)
         if download is None:
             return
         try:
-            manifest = verify_manifest_file(data, [self._console_key])
+            manifest = verify_manifest_file(data, self.trust.manifest_keys)
             if manifest.content_id != request.content_id:
                 raise ManifestError("manifest is for another content")
             self.store.add(data, pinned=True)
@@ -563,6 +570,41 @@ class AgentCore:
             download.manifest_requested = False
             return
         self._start_download(download, now)
+
+    def _on_assignments_blob(self, request: _BlobRequest, data: bytes, now: float) -> None:
+        """Accept the document only if it is signed by the current key, fresh and not
+        older than the newest accepted; else keep every trusted state as it is."""
+        assert self.trust is not None
+        wall = datetime.fromtimestamp(now + self.wall_offset, UTC)
+        try:
+            accepted = self.trust.accept_assignments(read_envelope(data), wall)
+            mine = assignments_for(
+                accepted.document,
+                self.config.device_hex,
+                self.registration.office if self.registration else None,
+            )
+        except DocumentRefused as error:
+            self._refuse_document(str(error), error.rotations_ignored)
+            return
+        except AssignmentsInvalid as error:
+            self._refuse_document(str(error), 0)
+            return
+        self.counters.rotations_ignored += accepted.rotations_ignored
+        self.trust = accepted.trust
+        document = accepted.document
+        self.document_note = (
+            f"assignment document {document.sequence} accepted, "
+            f"expires {document.expires.isoformat()}"
+        )
+        if accepted.rotations_adopted:
+            self.document_note += f"; console key rotated to {self.trust.console_key.key_id.hex()}"
+        self._assignments_digest = request.digest
+        self._apply_assignments({a.content_id: a.background for a in mine}, now)
+
+    def _refuse_document(self, message: str, rotations_ignored: int) -> None:
+        self.counters.documents_refused += 1
+        self.counters.rotations_ignored += rotations_ignored
+        self.document_note = message
 
     def _apply_assignments(self, assigned: dict[ContentId, bool], now: float) -> None:
         for content_id in [cid for cid in self.downloads if cid not in assigned]:
@@ -802,6 +844,18 @@ class AgentCore:
 
     # --------------------------------------------------------------- status
 
+    def _trust_status(self) -> dict[str, Any]:
+        trust = self.trust
+        return {
+            "console_key": trust.console_key.key_id.hex() if trust else None,
+            "keys_pinned": len(trust.console_keys) if trust else 0,
+            "enrolled": self.config.trust is not None,
+            "highest_sequence": trust.highest_sequence if trust else 0,
+            "document_note": self.document_note,
+            "documents_refused": self.counters.documents_refused,
+            "rotations_ignored": self.counters.rotations_ignored,
+        }
+
     def status(self, now: float) -> dict[str, Any]:
         """What ``shoal client status`` shows."""
         registration = self.registration
@@ -847,6 +901,7 @@ class AgentCore:
                 else None
             ),
             "note": self.server_note,
+            "trust": self._trust_status(),
             "downloads": downloads,
             "served": {"chunks": self.counters.chunks_served, "bytes": self.counters.bytes_served},
             "updated_at": now,
