@@ -68,6 +68,15 @@ import click
     "(lower it behind a proxy that cuts idle connections sooner).",
 )
 @click.option(
+    "--document-validity",
+    "document_validity_hours",
+    default=168,
+    show_default=True,
+    type=click.IntRange(1, 24 * 365),
+    help="Hours a signed assignment document is valid (clients refuse it after); the "
+    "console signs it again when less than half is left.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -85,6 +94,7 @@ def console(
     vendor_public_key: Path | None,
     admin_username: str,
     feed_wait_seconds: float,
+    document_validity_hours: int,
     log_level: str,
 ) -> None:
     """Run the console: REST API under /api/v1 over HTTPS (OpenAPI at /api/v1/docs).
@@ -113,6 +123,7 @@ def console(
         vendor_public_key=vendor_public_key,
         admin_username=admin_username,
         feed_wait_seconds=feed_wait_seconds,
+        document_validity_seconds=document_validity_hours * 3600,
     )
     serve(config, host, port, log_level)
 

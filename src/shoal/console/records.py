@@ -6,16 +6,13 @@ import ipaddress
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from shoal import topology
-from shoal.assignments import sign_assignments
 from shoal.console import db, schemas
 from shoal.console.state import ConsoleState
-from shoal.core.signing import SigningKey
 
 log = logging.getLogger("shoal.console")
 
@@ -207,8 +204,3 @@ def assignment_out(
             percent=round(percent, 2),
         ),
     )
-
-
-def sign_document(key: SigningKey, document: Any) -> schemas.SignedAssignments:
-    """Canonical JSON of ``document`` and the console's Ed25519 signature over it."""
-    return schemas.SignedAssignments(**sign_assignments(key, document))
