@@ -33,6 +33,7 @@ from typing import Any
 
 from shoal import __version__, ports
 from shoal.client.agent import AgentConfig, AgentCore
+from shoal.client.trust import TRUST_FILE, TrustState
 from shoal.core.errors import ShoalError
 from shoal.lab.faults import CorruptingStore
 from shoal.net.errors import AddressUnavailable
@@ -206,6 +207,8 @@ class ClientService:
         for problem in self.store.problems:
             log.warning("cache: %s; rebuilding it from the bytes on disk", problem.reason)
             self.store.repair(problem.content_id)
+        trust_path = config.data_dir / TRUST_FILE
+        self.trust = TrustState.load(trust_path) if trust_path.exists() else None
 
     def _agent(self, listening: PortSet, now: float) -> AgentCore:
         config = self.config
@@ -225,9 +228,11 @@ class ClientService:
                 data_port=listening.data,
                 background_port=listening.background,
                 extra_broadcast_ports=extra,
+                trust=self.trust,
             ),
             self.store,
             now,
+            wall_offset=time.time() - now,
         )
 
     def _bind(self, agent: AgentCore, listening: PortSet) -> ApplicationRunner:
@@ -285,6 +290,8 @@ class ClientService:
                 if agent.registration is not None and agent.registration is not learnt:
                     learnt = agent.registration
                     self._remember_ports(learnt)
+                agent.wall_offset = time.time() - loop.time()
+                await self._save_trust(agent)
                 status = agent.status(loop.time())
                 status["wall_time"] = time.time()
                 status["pid"] = os.getpid()
@@ -296,11 +303,19 @@ class ClientService:
                 await sleep_or_stop(stop, config.status_seconds)
         finally:
             runner.close()
+            if self.trust is not None and agent.trust is not None and agent.trust != self.trust:
+                agent.trust.save(config.data_dir / TRUST_FILE)
             status = agent.status(loop.time())
             status["wall_time"] = time.time()
             status["stopped"] = True
             write_status(config.data_dir, status)
             self.store.close()
+
+    async def _save_trust(self, agent: AgentCore) -> None:
+        """Persist a newer document sequence or a rotated console key (atomically)."""
+        if self.trust is not None and agent.trust is not None and agent.trust != self.trust:
+            await asyncio.to_thread(agent.trust.save, self.config.data_dir / TRUST_FILE)
+            self.trust = agent.trust
 
     def _remember_ports(self, registration: Registered) -> None:
         """Keep the console's ports for the next start (and log when they differ)."""
@@ -355,6 +370,15 @@ def render_status(status: dict[str, Any], width: int = 24) -> str:
     if refusal:
         lines.append(f"REFUSED ({refusal['cause']}): {refusal['message']}")
     lines.append(f"note: {status['note']}")
+    trust = status.get("trust") or {}
+    if trust.get("console_key"):
+        lines.append(
+            f"console key {trust['console_key']}, newest assignment document "
+            f"{trust['highest_sequence']}; refused {trust['documents_refused']}, "
+            f"rotation statements ignored {trust['rotations_ignored']}"
+        )
+    if trust.get("document_note"):
+        lines.append(f"assignment document: {trust['document_note']}")
     downloads = status.get("downloads", [])
     if not downloads:
         lines.append("no assignments yet")
