@@ -21,6 +21,7 @@ from shoal.client.agent import AgentCore
 from shoal.client.trust import DocumentExpired, DocumentRefused, DocumentStale, TrustState
 from shoal.console import documents
 from shoal.console.state import ADMIN_PASSWORD_VARIABLE, ConsoleState
+from shoal.core.errors import UnknownSigner
 from shoal.core.packing import pack_bytes
 from shoal.core.signing import SigningKey, VerifyKey, verify_manifest_file
 from shoal.key_rotation import sign_rotation
@@ -223,7 +224,7 @@ def test_attack_2_rotation_reaches_clients_and_the_old_key_is_refused_after(
     trust = enterprise.clients[0].agent.trust
     assert trust is not None
     manifest_file = old.sign(enterprise.manifest).encode()
-    assert verify_manifest_file(manifest_file, trust.manifest_keys) == enterprise.manifest
+    assert verify_manifest_file(manifest_file, trust.manifest_keys()) == enterprise.manifest
 
 
 def test_attack_2_forged_rotation_statement_changes_nothing(tmp_path: Path) -> None:
@@ -460,6 +461,13 @@ def test_attack_2_console_key_rotation_reaches_clients_and_retires_the_old_key(
     assert verify_manifest_file(new_manifest, [VerifyKey.from_raw(new_key)]).content_id.hex == (
         content_id
     )
+    # A device enrolled after the rotation (it pins the new key only) still accepts
+    # the manifests P2P servers fetched before it: the document lists the old key.
+    late = TrustState((new_key,)).accept_assignments(read_envelope(after_blob), now)
+    relayed = verify_manifest_file(old_manifest, late.trust.manifest_keys(late.document))
+    assert relayed.content_id.hex == content_id
+    with pytest.raises(UnknownSigner):
+        verify_manifest_file(old_manifest, late.trust.manifest_keys())
     # A restart keeps the new key and the chain.
     console = reopened(console, tmp_path)
     assert console.state.signing_key.verify_key.raw == new_key

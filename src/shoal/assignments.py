@@ -19,8 +19,12 @@ The envelope (canonical JSON)::
 and the document::
 
     {"format": "shoal-assignments-2", "sequence": 17, "generated_at": ISO,
-     "expires": ISO, "assignments": [{"id", "content_id", "target_kind", "target",
-     "offices", "background"}, ...]}
+     "expires": ISO, "console_keys": [HEX, ...], "assignments": [{"id", "content_id",
+     "target_kind", "target", "offices", "background"}, ...]}
+
+``console_keys`` (optional) lists every key the console has signed with, oldest first:
+signed by the current key, it tells a client enrolled after a rotation which earlier
+keys signed the manifests P2P servers still relay.
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ class AssignmentDocument:
     sequence: int
     expires: datetime
     entries: tuple[dict[str, Any], ...]
+    console_keys: tuple[bytes, ...]
+    """Every key the console has signed with (raw Ed25519), as this document says."""
     digest: str
     """SHA-256 (hex) of the document text: the same sequence must name the same text."""
 
@@ -138,12 +144,16 @@ def verify_document(envelope: SignedEnvelope, console_key: VerifyKey) -> Assignm
         entries = tuple(document["assignments"])
         if not all(isinstance(entry, dict) for entry in entries):
             raise TypeError("an assignment is not an object")
+        console_keys = tuple(bytes.fromhex(key) for key in document.get("console_keys") or ())
+        if any(len(key) != 32 for key in console_keys):
+            raise ValueError("a console key is not 32 bytes")
     except (ValueError, KeyError, TypeError) as error:
         raise AssignmentsInvalid(f"assignment document is malformed ({error})") from None
     return AssignmentDocument(
         sequence=sequence,
         expires=expires.astimezone(UTC),
         entries=entries,
+        console_keys=console_keys,
         digest=hashlib.sha256(envelope.document_text.encode()).hexdigest(),
     )
 

@@ -237,6 +237,7 @@ class AgentCore:
         self.trust = config.trust
         """Changes when a document is accepted; the shell saves it (``TrustState.save``)."""
         self.document_note = ""
+        self._manifest_keys: list[VerifyKey] = []
         self.store = store
         self.rng = rng or random.Random()
         self.counters = AgentCounters()
@@ -561,7 +562,7 @@ class AgentCore:
         if download is None:
             return
         try:
-            manifest = verify_manifest_file(data, self.trust.manifest_keys)
+            manifest = verify_manifest_file(data, self._manifest_keys)
             if manifest.content_id != request.content_id:
                 raise ManifestError("manifest is for another content")
             self.store.add(data, pinned=True)
@@ -592,6 +593,7 @@ class AgentCore:
         self.counters.rotations_ignored += accepted.rotations_ignored
         self.trust = accepted.trust
         document = accepted.document
+        self._manifest_keys = self.trust.manifest_keys(document)
         self.document_note = (
             f"assignment document {document.sequence} accepted, "
             f"expires {document.expires.isoformat()}"

@@ -21,10 +21,12 @@ the wall-clock time is passed in):
 Only if all hold is the new state (keys and sequence) returned; on refusal the caller
 keeps the state it had, and with it the assignments, pins and downloads.
 
-Manifests: a manifest signed by any key of the chain is accepted. The signature adds
-nothing once the current key's document names the content ID (the content ID is the
-SHA-256 of the manifest body), so manifests signed before a rotation, still cached by
-P2P servers, stay usable without re-signing every copy on the LAN.
+Manifests: a manifest signed by any key of the chain, or by a key the accepted
+document (signed by the current key) lists in ``console_keys``, is accepted
+(``manifest_keys``). The signature adds nothing once the current key's document names
+the content ID (the content ID is the SHA-256 of the manifest body), so manifests signed
+before a rotation, still cached by P2P servers, stay usable (also by a device enrolled
+after the rotation) without re-signing every copy on the LAN.
 
 The state is one small JSON file, replaced atomically (write, fsync, rename, fsync the
 directory): a crash leaves the old state or the new one.
@@ -96,10 +98,11 @@ class TrustState:
         """The console key that signs what this client accepts now."""
         return VerifyKey.from_raw(self.console_keys[-1])
 
-    @property
-    def manifest_keys(self) -> list[VerifyKey]:
-        """Keys whose manifest signatures are accepted: every key of the verified chain."""
-        return [VerifyKey.from_raw(key) for key in self.console_keys]
+    def manifest_keys(self, document: AssignmentDocument | None = None) -> list[VerifyKey]:
+        """Keys whose manifest signatures are accepted: every key of the verified chain,
+        and the console's earlier keys listed by the accepted ``document``."""
+        listed = document.console_keys if document is not None else ()
+        return [VerifyKey.from_raw(key) for key in dict.fromkeys(self.console_keys + listed)]
 
     def with_sequence(self, sequence: int) -> TrustState:
         return replace(self, highest_sequence=max(self.highest_sequence, sequence))

@@ -132,6 +132,7 @@ def _sign(
         "sequence": sequence,
         "generated_at": now.isoformat(),
         "expires": expires.isoformat(),
+        "console_keys": keys.public_keys(session),
         "assignments": entries,
     }
     key = state.signing_key

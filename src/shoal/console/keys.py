@@ -68,6 +68,11 @@ def rotation_entries(session: Session) -> list[dict[str, str]]:
     ]
 
 
+def public_keys(session: Session) -> list[str]:
+    """Every key the console has signed with (hex), oldest first."""
+    return list(session.scalars(select(db.ConsoleKey.public_key).order_by(db.ConsoleKey.id)))
+
+
 def _install(data_dir: Path, old: VerifyKey | None, new: SigningKey) -> None:
     """Step 3: keep the old key file, move the new one into place (atomic renames)."""
     current, pending = data_dir / KEY_FILE, data_dir / NEW_KEY_FILE
