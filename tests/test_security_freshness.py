@@ -396,6 +396,26 @@ def test_attack_2_console_documents_are_fresh_and_their_sequence_only_grows(
     assert isinstance(third["sequence"], int) and third["sequence"] > second["sequence"]
     assert third["assignments"] == second["assignments"]
     assert third["expires"] == (console.clock() + timedelta(days=7)).isoformat()
+    # A topology change moves office targets: the servers are told, and the document
+    # is signed anew only because what it says changed.
+    office_version = console.upload("Office", "1.0", b"office only").json()
+    assert (
+        console.post(
+            "/api/v1/assignments",
+            json={"version_id": office_version["id"], "target_kind": "office", "target": "Paris"},
+        ).status_code
+        == 201
+    )
+    third_blob, third = link_document(console)
+    kinds, cursor = feed_kinds(console, cursor)
+    wider = CSV_TOPOLOGY + "Lyon,Paris,Default,10.2.0.0/24\n"
+    assert console.set_topology(wider).status_code == 200
+    kinds, cursor = feed_kinds(console, cursor)
+    assert "assignments_changed" in kinds
+    moved_blob, moved = link_document(console)
+    assert isinstance(moved["sequence"], int) and moved["sequence"] > third["sequence"]
+    assert moved["assignments"][-1]["offices"] == ["Lyon", "Paris", "Paris WiFi"]
+    assert link_document(console)[0] == moved_blob
     # A client that has the newest refuses the replayed older ones.
     now = console.clock()
     trust = pinned.accept_assignments(read_envelope(third_blob), now).trust

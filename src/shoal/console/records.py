@@ -63,6 +63,9 @@ def save_topology(
         device.office = found.name if found else None
     _prune_bandwidth_policies(session, tree)
     state.record_change(session, "topology_changed")
+    # The signed assignment document lists each office target's sub-offices: servers
+    # fetch it again, and it is signed anew if what it says changed.
+    state.record_change(session, "assignments_changed")
 
 
 def _prune_bandwidth_policies(session: Session, tree: topology.Topology) -> None:
