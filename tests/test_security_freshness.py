@@ -20,7 +20,13 @@ from shoal.assignments import DOCUMENT_FORMAT, encode_envelope, read_envelope, s
 from shoal.client.agent import AgentCore
 from shoal.client.trust import DocumentExpired, DocumentRefused, DocumentStale, TrustState
 from shoal.console import documents
-from shoal.console.state import ADMIN_PASSWORD_VARIABLE, ConsoleState
+from shoal.console.keys import KeyChainBroken
+from shoal.console.state import (
+    ADMIN_PASSWORD_VARIABLE,
+    ConsoleConfig,
+    ConsoleState,
+    open_console,
+)
 from shoal.core.errors import UnknownSigner
 from shoal.core.packing import pack_bytes
 from shoal.core.signing import SigningKey, VerifyKey, verify_manifest_file
@@ -495,3 +501,38 @@ def test_attack_2_console_key_rotation_reaches_clients_and_retires_the_old_key(
     assert after["sequence"] == accepted.trust.highest_sequence
     console.client.close()
     console.state.close()
+
+
+def test_an_interrupted_rotation_is_finished_or_undone_at_start(
+    console: Harness, tmp_path: Path
+) -> None:
+    """A stop between committing the new key and swapping the files finishes the
+    swap at start; a stop before the commit leaves the old key (and no stray file)."""
+    data_dir = tmp_path / "console"
+    old_key = console.state.signing_key.verify_key.raw
+    answer = console.post("/api/v1/console-key/rotate").json()
+    new_key = bytes.fromhex(answer["key"])
+    # Undo step 3 by hand: the new key back to .new, the old one back in place.
+    retired = data_dir / f"console-signing-{VerifyKey.from_raw(old_key).key_id.hex()}.retired.key"
+    (data_dir / "console-signing.key").rename(data_dir / "console-signing.key.new")
+    retired.rename(data_dir / "console-signing.key")
+    console = reopened(console, tmp_path)
+    assert console.state.signing_key.verify_key.raw == new_key
+    assert not (data_dir / "console-signing.key.new").exists()
+    assert retired.exists()
+    # A new key written but never committed (stop before step 2) is dropped.
+    SigningKey.generate().save(data_dir / "console-signing.key.new")
+    console = reopened(console, tmp_path)
+    assert console.state.signing_key.verify_key.raw == new_key
+    assert not (data_dir / "console-signing.key.new").exists()
+    assert console.get("/api/v1/console-key").json()["rotations"] == 1
+    console.client.close()
+    console.state.close()
+    # A key file that is not the recorded current key (replaced by hand) is refused:
+    # clients would refuse everything it signs.
+    SigningKey.generate().save(data_dir / "console-signing.key")
+    with pytest.raises(KeyChainBroken, match="restore the key file"):
+        open_console(
+            ConsoleConfig(data_dir=data_dir, database_url=console.database_url),  # type: ignore[attr-defined]
+            console.clock,
+        )

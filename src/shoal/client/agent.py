@@ -475,7 +475,7 @@ class AgentCore:
             except ShoalError:
                 self.server_note = "the P2P server sent an invalid console key"
                 return
-            if self.trust is None or self.trust.console_keys != (reply.console_key,):
+            if self.trust is None or self.trust.console_keys[-1] != reply.console_key:
                 self.trust = TrustState((reply.console_key,))
         office = reply.office or "no office (server downloads only)"
         self.server_note = f"registered with the P2P server, office {office}"
