@@ -7,17 +7,20 @@ SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import random
 from datetime import date, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from console.conftest import ADMIN_PASSWORD, CSV_TOPOLOGY, FakeClock, Harness, make_harness
 from shoal.assignments import DOCUMENT_FORMAT, encode_envelope, read_envelope, sign_assignments
 from shoal.client.agent import AgentCore
+from shoal.client.service import ClientService
 from shoal.client.trust import DocumentExpired, DocumentRefused, DocumentStale, TrustState
 from shoal.console import documents
 from shoal.console.keys import KeyChainBroken
@@ -536,3 +539,25 @@ def test_an_interrupted_rotation_is_finished_or_undone_at_start(
             ConsoleConfig(data_dir=data_dir, database_url=console.database_url),  # type: ignore[attr-defined]
             console.clock,
         )
+
+
+def test_the_client_shell_saves_the_trust_state_the_agent_changed(tmp_path: Path) -> None:
+    """ClientService writes trust.json (atomically) when the agent accepted a newer
+    document or a rotated key, and only then."""
+    key = SigningKey.generate()
+    enrolled = TrustState((key.verify_key.raw,), highest_sequence=12)
+    enrolled.save(tmp_path / "trust.json")
+    service = ClientService.__new__(ClientService)  # only the trust plumbing is used
+    service.config = SimpleNamespace(data_dir=tmp_path)  # type: ignore[assignment]
+    service.trust = TrustState.load(tmp_path / "trust.json")
+
+    class Agent:
+        trust = enrolled
+
+    agent = Agent()
+    asyncio.run(service._save_trust(agent))
+    assert TrustState.load(tmp_path / "trust.json") == enrolled
+    agent.trust = enrolled.with_sequence(15)
+    asyncio.run(service._save_trust(agent))
+    assert TrustState.load(tmp_path / "trust.json").highest_sequence == 15
+    assert not (tmp_path / "trust.json.tmp").exists()
