@@ -201,7 +201,7 @@ def test_attack_1_a_device_answering_for_the_server_cannot_change_what_clients_t
     assert agent.control.certificate is None and agent.registration is None
     assert agent.control.counters.bad_certificates == 1
     assert "refused a P2P server certificate" in agent.server_note
-    assert agent._console_key.raw == CONSOLE.verify_key.raw
+    assert agent.trust.console_key.raw == CONSOLE.verify_key.raw
     assert not hasattr(Registered, "console_key")  # REGISTERED cannot carry one any more
 
     # The real server comes back: its certificate verifies, the agent registers.
@@ -215,7 +215,7 @@ def test_attack_1_a_device_answering_for_the_server_cannot_change_what_clients_t
             agent.control.receive_datagram(data, SERVER_ADDRESS, now)
         agent.poll(now)
     assert agent.registration is not None and agent.registration.office == "Branch"
-    assert agent._console_key.raw == CONSOLE.verify_key.raw
+    assert agent.trust.console_key.raw == CONSOLE.verify_key.raw
 
 
 def test_a_certificate_for_another_address_or_expired_is_refused() -> None:

@@ -5,12 +5,35 @@ relays it unchanged as a blob, so a client trusts an assignment only if the cons
 Ed25519 signature over the document verifies. A client applies the assignments whose
 target is itself (``device``), an office whose subtree holds its office (``office``
 with ``offices`` listed), or ``everyone``.
+
+Freshness: the document carries ``sequence`` (a positive integer the console
+increases every time it signs) and ``expires`` (ISO-8601 UTC). A client keeps the
+highest sequence it accepted and refuses an older document (a replay) or an expired
+one (``shoal.client.trust``). The envelope also carries the console's key rotation
+statements (``shoal.key_rotation``), oldest first.
+
+The envelope (canonical JSON)::
+
+    {"document": TEXT, "signature": HEX, "key_id": HEX, "rotations": [STATEMENT, ...]}
+
+and the document::
+
+    {"format": "shoal-assignments-2", "sequence": 17, "generated_at": ISO,
+     "expires": ISO, "console_keys": [HEX, ...], "assignments": [{"id", "content_id",
+     "target_kind", "target", "offices", "background"}, ...]}
+
+``console_keys`` (optional) lists every key the console has signed with, oldest first:
+signed by the current key, it tells a client enrolled after a rotation which earlier
+keys signed the manifests P2P servers still relay.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
@@ -18,6 +41,10 @@ from cryptography.exceptions import InvalidSignature
 from shoal.core.errors import ShoalError
 from shoal.core.ids import ContentId
 from shoal.core.signing import SigningKey, VerifyKey
+from shoal.key_rotation import RotationInvalid, RotationStatement, read_rotation
+
+DOCUMENT_FORMAT = "shoal-assignments-2"
+MAX_SEQUENCE = 2**63 - 1
 
 
 class AssignmentsInvalid(ShoalError):
@@ -31,46 +58,113 @@ class Assignment:
     background: bool
 
 
+@dataclass(frozen=True, slots=True)
+class SignedEnvelope:
+    """What a P2P server relays: the document text, its signature, rotation statements."""
+
+    document_text: str
+    signature: bytes
+    key_id: str
+    rotations: tuple[RotationStatement, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AssignmentDocument:
+    """A document whose signature verified: its freshness fields and raw entries."""
+
+    sequence: int
+    expires: datetime
+    entries: tuple[dict[str, Any], ...]
+    console_keys: tuple[bytes, ...]
+    """Every key the console has signed with (raw Ed25519), as this document says."""
+    digest: str
+    """SHA-256 (hex) of the document text: the same sequence must name the same text."""
+
+
 def canonical_json(document: Any) -> str:
     """The one text form of a JSON document that is signed."""
     return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 
-def sign_assignments(key: SigningKey, document: Any) -> dict[str, str]:
-    """The signed envelope: canonical document text, signature and signer key ID (hex)."""
+def sign_assignments(
+    key: SigningKey, document: Any, rotations: Iterable[dict[str, str]] = ()
+) -> dict[str, Any]:
+    """The signed envelope: canonical document text, signature, signer key ID (hex), and
+    the console's key rotation statements (oldest first)."""
     text = canonical_json(document)
     return {
         "document": text,
         "signature": key.private_key.sign(text.encode()).hex(),
         "key_id": key.verify_key.key_id.hex(),
+        "rotations": list(rotations),
     }
 
 
-def encode_envelope(envelope: dict[str, str]) -> bytes:
+def encode_envelope(envelope: dict[str, Any]) -> bytes:
     """The bytes a P2P server relays to its clients (and they parse)."""
     return canonical_json(envelope).encode()
 
 
-def parse_signed_assignments(
-    blob: bytes, console_key: VerifyKey, device_id: str, office: str | None
-) -> list[Assignment]:
-    """Verify the console's signature and return the assignments for this device."""
+def read_envelope(blob: bytes) -> SignedEnvelope:
+    """Parse the envelope (nothing is verified yet)."""
     try:
         envelope = json.loads(blob)
         document_text = envelope["document"]
         signature = bytes.fromhex(envelope["signature"])
-    except (ValueError, KeyError, TypeError) as error:
+        key_id = str(envelope.get("key_id", ""))
+        rotations = tuple(read_rotation(entry) for entry in envelope.get("rotations") or ())
+        if not isinstance(document_text, str):
+            raise TypeError("document is not a string")
+    except (ValueError, KeyError, TypeError, AttributeError, RotationInvalid) as error:
         raise AssignmentsInvalid(f"assignment document is malformed ({error})") from None
+    return SignedEnvelope(document_text, signature, key_id, rotations)
+
+
+def verify_document(envelope: SignedEnvelope, console_key: VerifyKey) -> AssignmentDocument:
+    """Check the console's signature, the format and the freshness fields."""
     try:
-        console_key.public_key.verify(signature, document_text.encode())
+        console_key.public_key.verify(envelope.signature, envelope.document_text.encode())
     except InvalidSignature:
         raise AssignmentsInvalid(
-            "assignment document is not signed by the console's key: refused"
+            f"assignment document is not signed by the console's current key "
+            f"{console_key.key_id.hex()} (signer {envelope.key_id or 'unknown'}): refused"
         ) from None
     try:
-        entries = json.loads(document_text)["assignments"]
+        document = json.loads(envelope.document_text)
+        if document["format"] != DOCUMENT_FORMAT:
+            raise ValueError(f"format {document['format']!r} is not {DOCUMENT_FORMAT}")
+        sequence = document["sequence"]
+        if not isinstance(sequence, int) or isinstance(sequence, bool):
+            raise TypeError("sequence is not an integer")
+        if not 0 < sequence <= MAX_SEQUENCE:
+            raise ValueError(f"sequence {sequence} out of range")
+        expires = datetime.fromisoformat(document["expires"])
+        if expires.tzinfo is None:
+            raise ValueError("expires has no time zone")
+        entries = tuple(document["assignments"])
+        if not all(isinstance(entry, dict) for entry in entries):
+            raise TypeError("an assignment is not an object")
+        console_keys = tuple(bytes.fromhex(key) for key in document.get("console_keys") or ())
+        if any(len(key) != 32 for key in console_keys):
+            raise ValueError("a console key is not 32 bytes")
+    except (ValueError, KeyError, TypeError) as error:
+        raise AssignmentsInvalid(f"assignment document is malformed ({error})") from None
+    return AssignmentDocument(
+        sequence=sequence,
+        expires=expires.astimezone(UTC),
+        entries=entries,
+        console_keys=console_keys,
+        digest=hashlib.sha256(envelope.document_text.encode()).hexdigest(),
+    )
+
+
+def assignments_for(
+    document: AssignmentDocument, device_id: str, office: str | None
+) -> list[Assignment]:
+    """The assignments of ``document`` that target this device."""
+    try:
         mine = []
-        for entry in entries:
+        for entry in document.entries:
             kind = entry["target_kind"]
             applies = (
                 kind == "everyone"

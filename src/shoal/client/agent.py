@@ -25,9 +25,11 @@ Life of a client::
 Blobs (the assignment document, manifests) are fetched from the server's data port as
 single chunks whose hash the server announced, so the transfer engine verifies them;
 the console's signature is then checked against the console key pinned at enrollment
-(``AgentConfig.trust``): nothing the server or a peer says changes it. Peers that serve
-bad chunks are banned for that content and reported; peers the server bans in the
-office (reported by several devices) are banned for every content.
+(``AgentConfig.trust``, a ``TrustState``): nothing the server or a peer says changes
+it. The ``TrustState`` also refuses an older or expired document and follows the
+console's key rotations (the shell saves the new state). Peers that serve bad chunks
+are banned for that content and reported; peers the server bans in the office
+(reported by several devices) are banned for every content.
 Downloads resume from the store's verified chunks after a restart.
 """
 
@@ -36,11 +38,12 @@ from __future__ import annotations
 import ipaddress
 import random
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
 from shoal import __version__, ports
-from shoal.assignments import AssignmentsInvalid, parse_signed_assignments
+from shoal.assignments import AssignmentsInvalid, assignments_for, read_envelope
 from shoal.client.control import (
     CertificateRejected,
     ControlAnswered,
@@ -50,7 +53,7 @@ from shoal.client.control import (
     RefusedUnauthenticated,
     ServerCertified,
 )
-from shoal.client.trust import TrustState
+from shoal.client.trust import DocumentRefused, TrustState
 from shoal.core.chunkset import ChunkSet
 from shoal.core.errors import ManifestError
 from shoal.core.identity import DeviceKey
@@ -155,7 +158,8 @@ class AgentConfig:
     counter_start: int | None = None
     """First control counter (the shell: wall clock in microseconds; default: ``now``)."""
     wall_offset: float | None = None
-    """Wall clock minus the agent's clock, to check certificate expiry (None: unchecked)."""
+    """Wall clock minus the agent's clock, to check the expiry of certificates and signed
+    documents (None: unchecked)."""
 
     @property
     def device_id(self) -> bytes:
@@ -220,6 +224,8 @@ class AgentCounters:
     bad_chunks: int = 0
     peers_banned: int = 0
     store_errors: int = 0
+    documents_refused: int = 0
+    rotations_ignored: int = 0
 
 
 @dataclass(slots=True)
@@ -242,10 +248,13 @@ class AgentCore:
         transfer_config: TransferConfig | None = None,
     ) -> None:
         self.config = config
+        self.trust = config.trust
+        """Changes when a document is accepted; the shell saves it (``TrustState.save``)."""
+        self.document_note = ""
+        self._manifest_keys = [VerifyKey.from_raw(key) for key in config.trust.console_keys]
         self.store = store
         self.rng = rng or random.Random()
         self.counters = AgentCounters()
-        self.trust = config.trust
         self.control = ControlClient(
             server=config.server,
             device_key=config.device_key,
@@ -275,7 +284,6 @@ class AgentCore:
         self.refusal: Refused | None = None
         self.server_note = "registering with the P2P server"
         self.downloads: dict[ContentId, Download] = {}
-        self._console_key: VerifyKey = config.trust.console_key
         self.banned_peers: frozenset[str] = frozenset()
         """Peers the server banned in this office (reported by several devices)."""
         self._assignments_digest: bytes | None = None
@@ -588,25 +596,14 @@ class AgentCore:
 
     def _on_blob(self, request: _BlobRequest, data: bytes, now: float) -> None:
         if request.kind == "assignments":
-            try:
-                mine = parse_signed_assignments(
-                    data,
-                    self._console_key,
-                    self.config.device_hex,
-                    self.registration.office if self.registration else None,
-                )
-            except AssignmentsInvalid as error:
-                self.server_note = str(error)
-                return
-            self._assignments_digest = request.digest
-            self._apply_assignments({a.content_id: a.background for a in mine}, now)
+            self._on_assignments_blob(request, data, now)
             return
         assert request.content_id is not None
         download = self.downloads.get(request.content_id)
         if download is None:
             return
         try:
-            manifest = verify_manifest_file(data, [self._console_key])
+            manifest = verify_manifest_file(data, self._manifest_keys)
             if manifest.content_id != request.content_id:
                 raise ManifestError("manifest is for another content")
             self.store.add(data, pinned=True)
@@ -615,6 +612,45 @@ class AgentCore:
             download.manifest_requested = False
             return
         self._start_download(download, now)
+
+    def _on_assignments_blob(self, request: _BlobRequest, data: bytes, now: float) -> None:
+        """Accept the document only if it is signed by the current key, fresh and not
+        older than the newest accepted; else keep every trusted state as it is."""
+        wall = datetime.fromtimestamp(now + (self.control.wall_offset or 0.0), UTC)
+        try:
+            accepted = self.trust.accept_assignments(read_envelope(data), wall)
+            mine = assignments_for(
+                accepted.document,
+                self.config.device_hex,
+                self.registration.office if self.registration else None,
+            )
+        except DocumentRefused as error:
+            self._refuse_document(str(error), error.rotations_ignored)
+            return
+        except AssignmentsInvalid as error:
+            self._refuse_document(str(error), 0)
+            return
+        self.counters.rotations_ignored += accepted.rotations_ignored
+        self.trust = accepted.trust
+        document = accepted.document
+        self._manifest_keys = self.trust.manifest_keys(document)
+        self.document_note = (
+            f"assignment document {document.sequence} accepted, "
+            f"expires {document.expires.isoformat()}"
+        )
+        if accepted.rotations_adopted:
+            # Server certificates made after the rotation are signed by the new key.
+            self.control.console_keys = tuple(
+                VerifyKey.from_raw(key) for key in self.trust.console_keys
+            )
+            self.document_note += f"; console key rotated to {self.trust.console_key.key_id.hex()}"
+        self._assignments_digest = request.digest
+        self._apply_assignments({a.content_id: a.background for a in mine}, now)
+
+    def _refuse_document(self, message: str, rotations_ignored: int) -> None:
+        self.counters.documents_refused += 1
+        self.counters.rotations_ignored += rotations_ignored
+        self.document_note = message
 
     def _apply_assignments(self, assigned: dict[ContentId, bool], now: float) -> None:
         for content_id in [cid for cid in self.downloads if cid not in assigned]:
@@ -876,6 +912,17 @@ class AgentCore:
 
     # --------------------------------------------------------------- status
 
+    def _trust_status(self) -> dict[str, Any]:
+        trust = self.trust
+        return {
+            "console_key": trust.console_key.key_id.hex(),
+            "keys_pinned": len(trust.console_keys),
+            "highest_sequence": trust.highest_sequence,
+            "document_note": self.document_note,
+            "documents_refused": self.counters.documents_refused,
+            "rotations_ignored": self.counters.rotations_ignored,
+        }
+
     def status(self, now: float) -> dict[str, Any]:
         """What ``shoal client status`` shows."""
         registration = self.registration
@@ -921,6 +968,7 @@ class AgentCore:
                 else None
             ),
             "note": self.server_note,
+            "trust": self._trust_status(),
             "downloads": downloads,
             "served": {"chunks": self.counters.chunks_served, "bytes": self.counters.bytes_served},
             "updated_at": now,

@@ -37,6 +37,7 @@ from typing import Any
 from shoal import __version__, ports
 from shoal.client.agent import AgentConfig, AgentCore
 from shoal.client.enrollment import EnrollmentError, enroll, load_enrollment, read_bundle
+from shoal.client.trust import TRUST_FILE
 from shoal.core.errors import KeyFileError, ShoalError
 from shoal.core.identity import DeviceKey
 from shoal.lab.faults import CorruptingStore
@@ -274,6 +275,8 @@ class ClientService:
                 if agent.registration is not None and agent.registration is not learnt:
                     learnt = agent.registration
                     self._remember_ports(learnt)
+                agent.control.wall_offset = time.time() - loop.time()
+                await self._save_trust(agent)
                 status = agent.status(loop.time())
                 status["wall_time"] = time.time()
                 status["pid"] = os.getpid()
@@ -285,11 +288,19 @@ class ClientService:
                 await sleep_or_stop(stop, config.status_seconds)
         finally:
             runner.close()
+            if agent.trust != self.trust:
+                agent.trust.save(config.data_dir / TRUST_FILE)
             status = agent.status(loop.time())
             status["wall_time"] = time.time()
             status["stopped"] = True
             write_status(config.data_dir, status)
             self.store.close()
+
+    async def _save_trust(self, agent: AgentCore) -> None:
+        """Persist a newer document sequence or a rotated console key (atomically)."""
+        if agent.trust != self.trust:
+            await asyncio.to_thread(agent.trust.save, self.config.data_dir / TRUST_FILE)
+            self.trust = agent.trust
 
     def _remember_ports(self, registration: Registered) -> None:
         """Keep the console's ports for the next start (and log when they differ)."""
@@ -344,6 +355,15 @@ def render_status(status: dict[str, Any], width: int = 24) -> str:
     if refusal:
         lines.append(f"REFUSED ({refusal['cause']}): {refusal['message']}")
     lines.append(f"note: {status['note']}")
+    trust = status.get("trust") or {}
+    if trust.get("console_key"):
+        lines.append(
+            f"console key {trust['console_key']}, newest assignment document "
+            f"{trust['highest_sequence']}; refused {trust['documents_refused']}, "
+            f"rotation statements ignored {trust['rotations_ignored']}"
+        )
+    if trust.get("document_note"):
+        lines.append(f"assignment document: {trust['document_note']}")
     downloads = status.get("downloads", [])
     if not downloads:
         lines.append("no assignments yet")

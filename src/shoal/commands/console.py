@@ -104,6 +104,15 @@ from shoal.core.errors import ShoalError
     help="Longest wait of a throttled user name or address, in seconds.",
 )
 @click.option(
+    "--document-validity",
+    "document_validity_hours",
+    default=168,
+    show_default=True,
+    type=click.IntRange(1, 24 * 365),
+    help="Hours a signed assignment document is valid (clients refuse it after); the "
+    "console signs it again when less than half is left.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
@@ -125,6 +134,7 @@ def console(
     trusted_origins: tuple[str, ...],
     login_failures: int,
     login_max_delay_seconds: float,
+    document_validity_hours: int,
     log_level: str,
 ) -> None:
     """Run the console: REST API under /api/v1 over HTTPS (OpenAPI at /api/v1/docs).
@@ -171,6 +181,7 @@ def console(
         trusted_origins=trusted_origins,
         login_failures=login_failures,
         login_max_delay_seconds=login_max_delay_seconds,
+        document_validity_seconds=document_validity_hours * 3600,
     )
     serve(config, host, port, log_level)
 

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, IntegrityError
 
 from shoal import __version__
-from shoal.console import api, link_api, web
+from shoal.console import api, keys_api, link_api, web
 from shoal.console.state import ConsoleConfig, ConsoleState, open_console
 from shoal.core.errors import ShoalError
 from shoal.topology import TopologyInvalid
@@ -130,6 +130,7 @@ def create_app(state: ConsoleState) -> FastAPI:
     )
     app.state.console = state
     app.include_router(api.router)
+    app.include_router(keys_api.router)
     app.include_router(link_api.router)
     app.include_router(web.router)
     app.add_exception_handler(RequestValidationError, _validation_failed)

@@ -129,6 +129,10 @@ class ContentDirectory:
     def manifest_path(self, content_id: str) -> Path:
         return self.root / f"{content_id}.manifest"
 
+    def replace_manifest(self, content_id: str, manifest_file: bytes) -> None:
+        """Write a manifest signed again (key rotation) in place, durably."""
+        _write_durably(self.manifest_path(content_id), manifest_file)
+
     def remove(self, content_id: str) -> None:
         """Delete a package and its manifest (the caller checks nothing uses them)."""
         self.data_path(content_id).unlink(missing_ok=True)

@@ -192,6 +192,36 @@ class Setting(Base):
     value: Mapped[Any] = mapped_column(JSON)
 
 
+class SignedDocument(Base):
+    """The newest signed document of a kind (``assignments``) and its sequence number.
+
+    ``sequence`` only grows (a conditional UPDATE from the value read, so two writers
+    never sign the same number); ``body`` is the canonical JSON of what the document
+    says, to tell whether it must be signed again.
+    """
+
+    __tablename__ = "signed_documents"
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    body: Mapped[str] = mapped_column(Text)
+    envelope: Mapped[Any] = mapped_column(JSON)
+    key_id: Mapped[str] = mapped_column(String(16))
+    signed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class ConsoleKey(Base):
+    """The console's signing keys, oldest first: each later one with the rotation
+    statement the one before it signed."""
+
+    __tablename__ = "console_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    public_key: Mapped[str] = mapped_column(String(64), unique=True)
+    statement: Mapped[str | None] = mapped_column(Text, nullable=True)
+    signature: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class LicenceKey(Base):
     __tablename__ = "licence"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

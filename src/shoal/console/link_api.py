@@ -22,6 +22,9 @@ Every request carries ``X-Shoal-Server-Key`` (the shared authentication key),
    ``content/ID/manifest`` (signed by the console key given at registration) and
    ``content/ID`` (HTTP Range supported, to resume).
 3. It fetches ``settings``, ``topology`` and ``assignments`` (signed) when told to.
+   The assignment document has a sequence number and an expiry and is signed again
+   before it expires (``shoal.console.documents``): the start of a long poll checks,
+   and a new document is an ``assignments_changed`` change like any other.
 4. It reports ``clients`` (its registry: this is where devices, seats and offices come
    from) and ``stats`` (running totals of bytes from peers and from the server, per
    content and office; re-sending the same totals is harmless). Both are applied record
@@ -42,7 +45,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from shoal import __version__, topology
-from shoal.console import db, records, schemas
+from shoal.console import db, documents, records, schemas
 from shoal.console.auth import Console, Database, LinkedServer, Server
 from shoal.console.state import ConsoleState
 from shoal.core.identity import device_id_of
@@ -182,6 +185,7 @@ def _feed_page(
             row = activated_server(session, server)
             row.last_seen = state.clock()
             session.commit()
+            documents.refresh_if_due(state)  # a new one is a change in this very feed
         found = session.scalars(
             select(db.Change).where(db.Change.seq > after).order_by(db.Change.seq).limit(limit + 1)
         ).all()
@@ -254,26 +258,10 @@ def link_topology(server: Server, state: Console, session: Database) -> schemas.
 def link_assignments(
     server: Server, state: Console, session: Database
 ) -> schemas.SignedAssignments:
-    """Every assignment, signed by the console (office targets list their sub-offices)."""
+    """Every assignment, signed by the console (office targets list their sub-offices),
+    with a sequence number and an expiry, and the console's key rotation statements."""
     activated_server(session, server)
-    tree = records.load_topology(session, state.topology_cache)
-    entries = []
-    for assignment in session.scalars(select(db.Assignment).order_by(db.Assignment.id)):
-        version = session.get_one(db.ApplicationVersion, assignment.version_id)
-        entries.append(
-            {
-                "id": assignment.id,
-                "content_id": version.content_id,
-                "target_kind": assignment.target_kind,
-                "target": assignment.target,
-                "offices": sorted(tree.subtree(assignment.target or ""))
-                if assignment.target_kind == schemas.TargetKind.OFFICE
-                else None,
-                "background": assignment.background,
-            }
-        )
-    document = {"generated_at": state.clock().isoformat(), "assignments": entries}
-    return records.sign_document(state.signing_key, document)
+    return documents.signed_assignments(state)
 
 
 @router.post("/clients", response_model=schemas.ClientReportOut, responses=ERRORS)

@@ -15,10 +15,8 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from shoal import topology
-from shoal.assignments import sign_assignments
 from shoal.console import db, schemas
 from shoal.console.state import ConsoleState, TopologyCache
-from shoal.core.signing import SigningKey
 
 log = logging.getLogger("shoal.console")
 
@@ -162,6 +160,9 @@ def save_topology(
         device.office = found.name if found else None
     _prune_bandwidth_policies(session, tree)
     state.record_change(session, "topology_changed")
+    # The signed assignment document lists each office target's sub-offices: servers
+    # fetch it again, and it is signed anew if what it says changed.
+    state.record_change(session, "assignments_changed")
 
 
 def _prune_bandwidth_policies(session: Session, tree: topology.Topology) -> None:
@@ -303,8 +304,3 @@ def assignment_out(
             percent=round(percent, 2),
         ),
     )
-
-
-def sign_document(key: SigningKey, document: Any) -> schemas.SignedAssignments:
-    """Canonical JSON of ``document`` and the console's Ed25519 signature over it."""
-    return schemas.SignedAssignments(**sign_assignments(key, document))

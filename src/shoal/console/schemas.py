@@ -404,7 +404,31 @@ class StatReportOut(BaseModel):
     )
 
 
+class RotationStatementOut(BaseModel):
+    statement: str = Field(description="canonical JSON: format, number, old_key, new_key, created")
+    signature: str = Field(description="Ed25519 signature of statement by old_key, hex")
+
+
 class SignedAssignments(BaseModel):
-    document: str = Field(description="canonical JSON of the assignments")
+    document: str = Field(
+        description="canonical JSON of the assignments, with format, sequence and expires"
+    )
     signature: str = Field(description="Ed25519 signature of document, hex")
     key_id: str
+    rotations: list[RotationStatementOut] = Field(
+        default_factory=list,
+        description="the console's key rotation statements, oldest first",
+    )
+
+
+class ConsoleKeyOut(BaseModel):
+    key: str = Field(description="the console's current Ed25519 public key, hex (raw 32 B)")
+    key_id: str
+    rotations: int = Field(description="how many times the key was rotated")
+    previous_key: str | None = Field(
+        default=None, description="the key this rotation retired (rotate only)"
+    )
+    document_sequence: int | None = Field(
+        default=None, description="sequence number of the current assignment document"
+    )
+    document_expires: datetime | None = None

@@ -3,7 +3,9 @@
 First start, in ``DATA_DIR``:
 
 - ``console.db``             the SQLite store (unless a database URL is given)
-- ``console-signing.key``    Ed25519 key that signs manifests and assignments (+ ``.pub``)
+- ``console-signing.key``    Ed25519 key that signs manifests and assignments (+ ``.pub``;
+                             rotated keys are kept as ``console-signing-ID.retired.key``,
+                             see ``shoal.console.keys``)
 - ``tls/cert.pem``, ``tls/key.pem``  a self-signed certificate (unless one is given)
 - ``server-auth.key``        the key P2P servers present on the link
 - ``content/``               packages and their signed manifests
@@ -26,7 +28,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from shoal.console import db
+from shoal.console import db, keys
 from shoal.console.content import ContentDirectory
 from shoal.console.security import (
     create_self_signed_certificate,
@@ -84,6 +86,9 @@ class ConsoleConfig:
     """Failed logins per user name and per source address before backoff starts."""
     login_max_delay_seconds: float = 900.0
     """Longest a throttled user name or address must wait (the backoff doubles to this)."""
+    document_validity_seconds: int = 7 * 24 * 3600
+    """How long a signed assignment document is valid; the console signs it again when
+    less than half is left (``shoal.console.documents``)."""
 
 
 @dataclass(slots=True)
@@ -123,6 +128,8 @@ class ConsoleState:
     topology_cache: TopologyCache = field(default_factory=TopologyCache)
     refusals_logged: set[object] = field(default_factory=set)
     """Report records already warned about (bounded): each is logged once, not per report."""
+    key_lock: threading.Lock = field(default_factory=threading.Lock)
+    """Held while signing a document and while rotating the signing key."""
 
     def close(self) -> None:
         self.engine.dispose()
@@ -233,6 +240,7 @@ def open_console(config: ConsoleConfig, clock: Clock = utc_now) -> ConsoleState:
     signing_key = _signing_key(config.data_dir)
     cert_path, key_path = _certificate(config, clock())
     engine, sessions = db.open_database(db.database_url(config.database_url, config.data_dir))
+    signing_key = keys.open_key_chain(config.data_dir, sessions, signing_key, clock())
     content = ContentDirectory(config.data_dir / "content")
     state = ConsoleState(
         config=config,
@@ -250,6 +258,8 @@ def open_console(config: ConsoleConfig, clock: Clock = utc_now) -> ConsoleState:
         ),
     )
     _first_admin(state)
+    if keys.rotated(state) and (resigned := keys.resign_manifests(state)):
+        log.warning("signed %d manifests again with the current console key", resigned)
     leftovers = content.clear_temporary()
     if leftovers:
         log.info("removed %d unfinished uploads (never acknowledged)", leftovers)

@@ -304,10 +304,11 @@ class ConsoleLink:
         result: dict[str, Any] = self._request("GET", "/topology").json()
         return result
 
-    def signed_assignments(self) -> dict[str, str]:
+    def signed_assignments(self) -> dict[str, Any]:
         """The signed assignment envelope as the console sent it, its signature checked.
 
-        The P2P server relays it unchanged to its clients, who check it again.
+        The P2P server relays it unchanged to its clients, who check it again (and
+        follow the console's key rotation statements it carries).
         """
         key = self._key()
         answer = self._request("GET", "/assignments").json()
@@ -321,6 +322,7 @@ class ConsoleLink:
             "document": answer["document"],
             "signature": answer["signature"],
             "key_id": answer["key_id"],
+            "rotations": answer.get("rotations") or [],
         }
 
     def assignments(self) -> dict[str, Any]:

@@ -12,9 +12,11 @@ import ipaddress
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from shoal.assignments import encode_envelope, sign_assignments
+from shoal.assignments import DOCUMENT_FORMAT, encode_envelope, sign_assignments
 from shoal.client.agent import AgentConfig, AgentCore, ContentStoreLike, DownloadState
 from shoal.client.trust import TrustState
 from shoal.core.identity import DeviceKey
@@ -33,6 +35,9 @@ from shoal.topology import parse_json
 SERVER_IP = "10.0.0.2"
 SERVER_ID = "5e7e0000000000000000000000000001"
 ENROLLMENT_TOKEN = b"simulated token!"
+SIM_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+"""The wall-clock time at virtual time 0 (documents and certificates expire by it)."""
+DOCUMENT_VALIDITY = timedelta(days=7)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,13 @@ class Enterprise:
     console_key: SigningKey
     started: float = 0.0
     extra: dict[str, object] = field(default_factory=dict)
+    document_sequence: int = 0
+
+    def signed_assignments(self, assignments: list[dict[str, Any]]) -> bytes:
+        """The next assignment document (a new sequence, valid for a week of virtual
+        time from now), signed by the console key, as the server relays it."""
+        self.document_sequence += 1
+        return sim_document(self.console_key, assignments, self.document_sequence, self.network.now)
 
     @property
     def content_id(self) -> ContentId:
@@ -85,6 +97,21 @@ class Enterprise:
 
     def wan_bytes_down(self, office: str) -> int:
         return self.network.offices[office].wan_down.bytes_sent
+
+
+def sim_document(
+    key: SigningKey, assignments: list[dict[str, Any]], sequence: int, now: float
+) -> bytes:
+    """A signed assignment envelope as the console makes it, at virtual time ``now``."""
+    signed_at = SIM_EPOCH + timedelta(seconds=now)
+    document = {
+        "format": DOCUMENT_FORMAT,
+        "sequence": sequence,
+        "generated_at": signed_at.isoformat(),
+        "expires": (signed_at + DOCUMENT_VALIDITY).isoformat(),
+        "assignments": assignments,
+    }
+    return encode_envelope(sign_assignments(key, document))
 
 
 def build_enterprise(
@@ -133,26 +160,21 @@ def build_enterprise(
     )
     core = ServerCore(settings)
     core.certificate = issue_certificate(
-        console_key, server_identity.public_raw, SERVER_ID, SERVER_IP, "sim", 0.0
+        console_key, server_identity.public_raw, SERVER_ID, SERVER_IP, "sim", SIM_EPOCH.timestamp()
     )
     trust = TrustState((console_key.verify_key.raw,))
     core.topology = parse_json({"offices": topology})
     core.licence.active = True
     core.add_manifest(manifest_file)
-    document = {
-        "generated_at": "sim",
-        "assignments": [
-            {
-                "id": 1,
-                "content_id": manifest.content_id.hex,
-                "target_kind": "everyone",
-                "target": None,
-                "offices": None,
-                "background": False,
-            }
-        ],
+    everyone = {
+        "id": 1,
+        "content_id": manifest.content_id.hex,
+        "target_kind": "everyone",
+        "target": None,
+        "offices": None,
+        "background": False,
     }
-    core.set_assignments(encode_envelope(sign_assignments(console_key, document)))
+    core.set_assignments(sim_document(console_key, [everyone], 1, network.now))
     origin = ContentStore(root / "server-origin", durable=False)
     origin_entry = origin.add(manifest_file, pinned=True)
     for chunk_index in range(manifest.chunk_count):
@@ -189,14 +211,20 @@ def build_enterprise(
                 enrollment_token=ENROLLMENT_TOKEN,
                 trust=trust,
                 swarm_fanout=swarm_fanout,
+                wall_offset=SIM_EPOCH.timestamp(),
             )
-            agent = AgentCore(config, store, network.now, rng=random.Random(rng.random()))
+            agent = AgentCore(
+                config,
+                store,
+                network.now,
+                rng=random.Random(rng.random()),
+            )
             host = network.add_host(office, ip, nic_rate=spec.nic_rate)
             for port, machine in agent.bindings().items():
                 network.bind(host, port, machine)
             network.attach(host, agent)
             clients.append(SimClient(host, agent, store, spec.name))
-    return Enterprise(network, server, clients, manifest, package, console_key)
+    return Enterprise(network, server, clients, manifest, package, console_key, document_sequence=1)
 
 
 def file_sha256(store: ContentStoreLike, content_id: ContentId) -> str | None:
