@@ -104,6 +104,12 @@ class ApplicationVersion(Base):
     chunk_size: Mapped[int] = mapped_column(Integer)
     chunk_count: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # Confidential versions (encrypted when packed: size, sha256 and chunks describe the
+    # ciphertext): the content key wrapped under DATA_DIR/content-keys.key (hex), and
+    # the plaintext's size and SHA-256. NULL for plaintext versions.
+    content_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    plaintext_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    plaintext_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class OfficeRow(Base):
@@ -140,6 +146,7 @@ class Device(Base):
     licensed: Mapped[bool] = mapped_column(Boolean)
     first_seen: Mapped[datetime] = mapped_column(UtcDateTime())
     last_seen: Mapped[datetime] = mapped_column(UtcDateTime())
+    public_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class DeviceContent(Base):

@@ -37,7 +37,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from shoal import __version__, topology
-from shoal.console import db, records, schemas
+from shoal.console import confidential, db, records, schemas
 from shoal.console.auth import Console, Database, LinkedServer, Server
 from shoal.console.state import ConsoleState
 from shoal.licensing import LicenceStatus
@@ -233,7 +233,8 @@ def link_topology(server: Server, session: Database) -> schemas.TopologyIn:
 def link_assignments(
     server: Server, state: Console, session: Database
 ) -> schemas.SignedAssignments:
-    """Every assignment, signed by the console (office targets list their sub-offices)."""
+    """Every assignment, signed by the console (office targets list their sub-offices;
+    confidential ones carry the content key sealed to each recipient device)."""
     activated_server(session, server)
     tree = records.load_topology(session)
     entries = []
@@ -251,6 +252,11 @@ def link_assignments(
                 "background": assignment.background,
             }
         )
+        sealed = confidential.document_entry(
+            session, tree, state.content_wrapping_key, assignment, version
+        )
+        if sealed is not None:
+            entries[-1]["confidential"] = sealed
     document = {"generated_at": state.clock().isoformat(), "assignments": entries}
     return records.sign_document(state.signing_key, document)
 
@@ -275,6 +281,8 @@ def _record_clients(
         auto = records.auto_generated_offices(session)
         tree_changed = False
         placed: list[schemas.ClientPlaced] = []
+        reported = [client.device_id for client in body.clients]
+        recipients_before = confidential.recipient_state(session, reported)
         for client in body.clients:
             message: str | None = None
             office: str | None
@@ -338,6 +346,10 @@ def _record_clients(
         if tree_changed:
             records.save_topology(state, session, tree, auto)
         session.flush()
+        if confidential.recipients_changed(session, tree, recipients_before, reported):
+            # A device that can now receive a confidential key gets it in a newly
+            # signed document, not at the next unrelated change.
+            state.record_change(session, "assignments_changed")
         after = state.licence_status(session)
         session.commit()
     if after.seats_over > before.seats_over:

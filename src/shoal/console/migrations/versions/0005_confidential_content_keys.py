@@ -1,0 +1,34 @@
+"""Confidential versions: the wrapped content key, and the plaintext's size and SHA-256.
+
+Also ``devices.public_key`` when no earlier migration made it (the device-key migration
+0003 owns that column; this one adds it only where it is missing, so either order works).
+
+Revision ID: 0005
+Revises: 0001
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0005"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    device_columns = {column["name"] for column in sa.inspect(op.get_bind()).get_columns("devices")}
+    if "public_key" not in device_columns:
+        with op.batch_alter_table("devices") as table:
+            table.add_column(sa.Column("public_key", sa.String(length=64), nullable=True))
+    with op.batch_alter_table("application_versions") as table:
+        table.add_column(sa.Column("content_key", sa.String(length=128), nullable=True))
+        table.add_column(sa.Column("plaintext_size", sa.BigInteger(), nullable=True))
+        table.add_column(sa.Column("plaintext_sha256", sa.String(length=64), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("application_versions") as table:
+        table.drop_column("plaintext_sha256")
+        table.drop_column("plaintext_size")
+        table.drop_column("content_key")
