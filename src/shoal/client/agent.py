@@ -26,6 +26,12 @@ single chunks whose hash the server announced, so the transfer engine verifies t
 the console's signature is then checked against the key the server gave at
 registration. Peers that serve bad chunks are banned for that content and reported.
 Downloads resume from the store's verified chunks after a restart.
+
+A confidential content is downloaded, verified and served like any other (it is
+ciphertext); once it is complete and the document holds this device's sealed key, the
+agent asks the shell for its plaintext (``take_plaintext_jobs``); the shell decrypts it
+off the event loop (``shoal.client.plaintext``) and says how it went
+(``plaintext_finished``).
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from shoal import __version__, ports
-from shoal.assignments import AssignmentsInvalid, parse_signed_assignments
+from shoal.assignments import AssignmentsInvalid, SealedContent, parse_signed_assignments
 from shoal.client.control import (
     ControlAnswered,
     ControlClient,
@@ -47,6 +53,7 @@ from shoal.client.control import (
 )
 from shoal.core.chunkset import ChunkSet
 from shoal.core.errors import ManifestError, ShoalError
+from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest
 from shoal.core.signing import VerifyKey, verify_manifest_file
@@ -141,6 +148,7 @@ class AgentConfig:
     lease_renew_fraction: float = 0.3
     register_retry_seconds: float = 30.0
     checkin_jitter: float = 0.2
+    device_key: DeviceKey | None = None
 
     @property
     def device_hex(self) -> str:
@@ -185,6 +193,9 @@ class Download:
     banned: set[str] = field(default_factory=set)
     completed_at: float | None = None
     note: str = ""
+    confidential: SealedContent | None = None
+    plaintext: str | None = None
+    """Where the shell wrote the decrypted package (confidential content), or why not."""
 
     @property
     def mode(self) -> Mode:
@@ -199,6 +210,14 @@ class AgentCounters:
     bad_chunks: int = 0
     peers_banned: int = 0
     store_errors: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PlaintextJob:
+    """A complete confidential download to decrypt (done by the shell, off the loop)."""
+
+    content_id: ContentId
+    sealed: SealedContent
 
 
 @dataclass(slots=True)
@@ -247,6 +266,8 @@ class AgentCore:
         self.downloads: dict[ContentId, Download] = {}
         self._console_key: VerifyKey | None = None
         self._assignments_digest: bytes | None = None
+        self._sealed: dict[ContentId, SealedContent] = {}
+        self._plaintext_jobs: list[PlaintextJob] = []
         self._blobs: dict[tuple[Mode, int], _BlobRequest] = {}
         self._register_due: float | None = now
         self._checkin_due: float | None = None
@@ -547,6 +568,7 @@ class AgentCore:
                 self.server_note = str(error)
                 return
             self._assignments_digest = request.digest
+            self._sealed = {a.content_id: a.confidential for a in mine if a.confidential}
             self._apply_assignments({a.content_id: a.background for a in mine}, now)
             return
         assert request.content_id is not None
@@ -579,6 +601,12 @@ class AgentCore:
                 self._start_download(download, now)
             else:
                 self._request_manifest(download, now)
+        for download in self.downloads.values():
+            sealed = self._sealed.get(download.content_id)
+            if sealed != download.confidential:  # new, or its key arrived
+                download.confidential = sealed
+                if download.state is DownloadState.COMPLETE:
+                    self._want_plaintext(download)
 
     def _request_manifest(self, download: Download, now: float) -> None:
         if not download.manifest_requested:
@@ -693,6 +721,31 @@ class AgentCore:
             self.engines[download.mode].cancel(request_id, now)
         download.requests.clear()
         self._checkin_due = now  # tell the server (and the console) at once
+        self._want_plaintext(download)
+
+    def _want_plaintext(self, download: Download) -> None:
+        sealed = download.confidential
+        if sealed is None:
+            return
+        if sealed.sealed_key is None:
+            download.plaintext = None
+            download.note = "complete (encrypted): waiting for this device's content key"
+            return
+        download.note = "complete: decrypting"
+        self._plaintext_jobs.append(PlaintextJob(download.content_id, sealed))
+
+    def take_plaintext_jobs(self) -> list[PlaintextJob]:
+        """Complete confidential downloads the shell should decrypt now."""
+        jobs, self._plaintext_jobs = self._plaintext_jobs, []
+        return jobs
+
+    def plaintext_finished(self, job: PlaintextJob, path: str | None, error: str = "") -> None:
+        """The shell's answer to a ``PlaintextJob``: where the plaintext is, or why not."""
+        download = self.downloads.get(job.content_id)
+        if download is None or download.confidential != job.sealed:
+            return  # withdrawn or re-keyed meanwhile
+        download.plaintext = path
+        download.note = "complete: decrypted" if path else f"cannot decrypt: {error}"
 
     # ------------------------------------------------------------ transfers
 
@@ -824,6 +877,8 @@ class AgentCore:
                     "started_at": download.started_at,
                     "completed_at": download.completed_at,
                     "note": download.note,
+                    "confidential": download.confidential is not None,
+                    "plaintext": download.plaintext,
                 }
             )
         return {

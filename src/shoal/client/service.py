@@ -13,7 +13,9 @@ ephemeral port to the server, discovery on the broadcast port (all addresses, so
 broadcasts arrive), and the two data ports. The cache is a ``ContentStore`` in
 ``DATA_DIR/cache``; downloads resume from its verified chunks after any restart.
 Every second (and when something changes) the agent writes ``DATA_DIR/status.json``
-atomically; ``shoal client status`` reads it.
+atomically; ``shoal client status`` reads it. Complete confidential downloads are
+decrypted in a worker thread into ``DATA_DIR/packages/CONTENT_ID``
+(``shoal.client.plaintext``).
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from shoal import __version__, ports
-from shoal.client.agent import AgentConfig, AgentCore
+from shoal.client.agent import AgentConfig, AgentCore, PlaintextJob
+from shoal.client.plaintext import PACKAGES_DIRECTORY, write_plaintext
 from shoal.core.errors import ShoalError
+from shoal.core.identity import DeviceKey
 from shoal.lab.faults import CorruptingStore
 from shoal.net.errors import AddressUnavailable
 from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
@@ -185,6 +189,7 @@ class ClientService:
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.device_id = load_identity(config.data_dir)
+        self.device_key = DeviceKey.load_or_create(config.data_dir / "device.key")
         self.server_key = parse_server_key(config.server_key)
         self.ip = config.ip or local_address_toward(config.server, config.server_port)
         prefix = config.prefix if config.prefix is not None else prefix_of(self.ip)
@@ -225,6 +230,7 @@ class ClientService:
                 data_port=listening.data,
                 background_port=listening.background,
                 extra_broadcast_ports=extra,
+                device_key=self.device_key,
             ),
             self.store,
             now,
@@ -280,6 +286,7 @@ class ClientService:
         )
         last_note = ""
         learnt: Registered | None = None
+        decrypting: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
                 if agent.registration is not None and agent.registration is not learnt:
@@ -289,6 +296,9 @@ class ClientService:
                 status["wall_time"] = time.time()
                 status["pid"] = os.getpid()
                 write_status(config.data_dir, status)
+                for job in agent.take_plaintext_jobs():
+                    decrypting.add(asyncio.create_task(self._decrypt(agent, job)))
+                    decrypting = {task for task in decrypting if not task.done()}
                 note = status["note"]
                 if note != last_note:
                     (log.warning if status["refusal"] else log.info)("%s", note)
@@ -296,11 +306,26 @@ class ClientService:
                 await sleep_or_stop(stop, config.status_seconds)
         finally:
             runner.close()
+            await asyncio.gather(*decrypting, return_exceptions=True)  # they read the cache
             status = agent.status(loop.time())
             status["wall_time"] = time.time()
             status["stopped"] = True
             write_status(config.data_dir, status)
             self.store.close()
+
+    async def _decrypt(self, agent: AgentCore, job: PlaintextJob) -> None:
+        """Decrypt a complete confidential download off the event loop."""
+        directory = self.config.data_dir / PACKAGES_DIRECTORY
+        try:
+            path = await asyncio.to_thread(
+                write_plaintext, self.store, job.content_id, job.sealed, self.device_key, directory
+            )
+        except (ShoalError, OSError) as error:
+            log.warning("cannot decrypt %s: %s", job.content_id.short, error)
+            agent.plaintext_finished(job, None, str(error))
+            return
+        log.info("decrypted %s into %s", job.content_id.short, path)
+        agent.plaintext_finished(job, str(path))
 
     def _remember_ports(self, registration: Registered) -> None:
         """Keep the console's ports for the next start (and log when they differ)."""
@@ -373,6 +398,8 @@ def render_status(status: dict[str, Any], width: int = 24) -> str:
         )
         if download["note"]:
             lines.append(f"    {download['note']}")
+        if download.get("plaintext"):
+            lines.append(f"    plaintext (confidential): {download['plaintext']}")
     served = status.get("served", {})
     lines.append(
         f"served to peers: {served.get('chunks', 0)} chunks, {_bytes(served.get('bytes', 0))}"

@@ -10,14 +10,15 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.assignments import encode_envelope, sign_assignments
 from shoal.client.agent import AgentConfig, AgentCore, ContentStoreLike, DownloadState
+from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
-from shoal.core.manifest import Manifest
+from shoal.core.manifest import Manifest, decode_manifest_file
 from shoal.core.packing import pack_bytes
 from shoal.core.signing import SigningKey
 from shoal.server.core import BandwidthLimit, ServerCore, ServerSettings
@@ -94,14 +95,28 @@ def build_enterprise(
     store_factory: Callable[[Path, int], ContentStoreLike] | None = None,
     bandwidth: dict[str, BandwidthLimit] | None = None,
     swarm_fanout: int = 1,
+    console_key: SigningKey | None = None,
+    content: tuple[bytes, bytes] | None = None,
+    assignments: bytes | None = None,
+    device_keys: Sequence[DeviceKey] = (),
 ) -> Enterprise:
-    """Build the network, the server (content imported, assigned to everyone), clients."""
+    """Build the network, the server (content imported, assigned to everyone), clients.
+
+    Or, from a console: ``content`` (its signed manifest file and the bytes it serves),
+    ``assignments`` (its signed envelope) and ``console_key``; ``device_keys`` give the
+    first clients their keys (and device IDs), in office order.
+    """
     rng = random.Random(seed)
     network = SimNetwork(seed=seed)
-    console_key = SigningKey.generate()
-    package = rng.randbytes(package_size)
-    manifest = pack_bytes(package, chunk_size)
-    manifest_file = console_key.sign(manifest).encode()
+    console_key = console_key or SigningKey.generate()
+    if content is not None:
+        manifest_file, package = content
+        manifest = decode_manifest_file(manifest_file).manifest
+        chunk_size = manifest.chunk_size
+    else:
+        package = rng.randbytes(package_size)
+        manifest = pack_bytes(package, chunk_size)
+        manifest_file = console_key.sign(manifest).encode()
 
     topology = [
         {"office": "Central Office", "parent": None, "type": "Default", "subnets": ["10.0.0.0/24"]}
@@ -140,7 +155,7 @@ def build_enterprise(
             }
         ],
     }
-    core.set_assignments(encode_envelope(sign_assignments(console_key, document)))
+    core.set_assignments(assignments or encode_envelope(sign_assignments(console_key, document)))
     origin = ContentStore(root / "server-origin", durable=False)
     origin_entry = origin.add(manifest_file, pinned=True)
     for chunk_index in range(manifest.chunk_count):
@@ -156,12 +171,14 @@ def build_enterprise(
     network.attach(server_host, server)
 
     clients: list[SimClient] = []
+    keys = iter(device_keys)
     for spec in offices:
         office = network.add_office(spec.name, spec.subnet, wan_rate=spec.wan_rate)
         hosts = ipaddress.ip_network(spec.subnet).hosts()
         for number in range(spec.clients):
             ip = str(next(hosts))
-            device_id = rng.randbytes(16)
+            device_key = next(keys, None)
+            device_id = device_key.device_id if device_key else rng.randbytes(16)
             directory = root / f"client-{ip}"
             store = (
                 store_factory(directory, number)
@@ -176,6 +193,7 @@ def build_enterprise(
                 server=(SERVER_IP, server.control_port),
                 server_key=SERVER_KEY,
                 swarm_fanout=swarm_fanout,
+                device_key=device_key,
             )
             agent = AgentCore(config, store, network.now, rng=random.Random(rng.random()))
             host = network.add_host(office, ip, nic_rate=spec.nic_rate)
