@@ -37,7 +37,7 @@ from shoal.assignments import (
     sign_assignments,
 )
 from shoal.client.agent import DownloadState
-from shoal.client.plaintext import write_plaintext
+from shoal.client.plaintext import PlaintextCancelled, write_plaintext
 from shoal.console import db
 from shoal.console.app import create_app
 from shoal.console.state import ADMIN_PASSWORD_VARIABLE, ConsoleConfig, ConsoleState, open_console
@@ -473,10 +473,16 @@ def test_a_wrong_plaintext_never_lands_under_its_name(tmp_path: Path) -> None:
     sealed = pack_sealed_stream(io.BytesIO(plaintext), sink, cipher)
     ciphertext = sink.getvalue()
     manifest = sealed.manifest
+    cache_file = tmp_path / "cache.data"
+    cache_file.write_bytes(ciphertext)
+    tmp_path = tmp_path / "packages"
 
     class Store:
         def manifest(self, content_id: ContentId) -> Any:
             return manifest
+
+        def data_path(self, content_id: ContentId) -> Path:
+            return cache_file
 
         def read_chunk(self, content_id: ContentId, chunk_index: int) -> bytes:
             return ciphertext[chunk_index * CHUNK : (chunk_index + 1) * CHUNK]
@@ -507,3 +513,55 @@ def test_the_document_carries_no_key_for_plaintext_content(console: Console) -> 
     with console.state.sessions() as session:
         row = session.scalar(select(db.ApplicationVersion))
         assert row is not None and row.content_key is None
+
+
+def test_decryption_follows_the_chunks_as_they_arrive_and_stops_when_told(
+    tmp_path: Path,
+) -> None:
+    device = DeviceKey.generate()
+    plaintext = package_bytes(4 * CHUNK)
+    cipher = ChunkCipher(new_content_key(), CHUNK, len(plaintext))
+    sink = io.BytesIO()
+    sealed = pack_sealed_stream(io.BytesIO(plaintext), sink, cipher)
+    manifest = sealed.manifest
+    cache_file = tmp_path / "cache.data"
+    cache_file.write_bytes(sink.getvalue())
+    sealed_key = seal_content_key(cipher.key, device.public_raw, manifest.content_id.digest)
+    content = SealedContent(len(plaintext), sealed.plaintext_sha256, sealed_key)
+
+    class Store:
+        def manifest(self, content_id: ContentId) -> Any:
+            return manifest
+
+        def data_path(self, content_id: ContentId) -> Path:
+            return cache_file
+
+        def read_chunk(self, content_id: ContentId, chunk_index: int) -> bytes:
+            raise AssertionError("only for chunks that fail")
+
+    arrived: set[int] = set()
+    asked: list[int] = []
+
+    def chunk_ready(chunk_index: int) -> bool:
+        asked.append(chunk_index)
+        if len(asked) % 3 == 0:  # one more chunk "arrives" every third look
+            arrived.add(len(arrived))
+        return chunk_index in arrived
+
+    path = write_plaintext(
+        Store(), manifest.content_id, content, device, tmp_path / "out", chunk_ready=chunk_ready
+    )
+    assert path.read_bytes() == plaintext and sorted(set(asked)) == list(
+        range(manifest.chunk_count)
+    )
+    with pytest.raises(PlaintextCancelled):
+        write_plaintext(
+            Store(),
+            manifest.content_id,
+            content,
+            device,
+            tmp_path / "stopped",
+            chunk_ready=lambda index: index < 2,
+            stopped=lambda: True,
+        )
+    assert list((tmp_path / "stopped").iterdir()) == []

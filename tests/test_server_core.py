@@ -87,8 +87,8 @@ def server() -> ServerCore:
 
 
 def assign_to_everyone(server: ServerCore) -> None:
-    document = {"assignments": [{"id": 1, "content_id": CONTENT.hex, "target_kind": "everyone",
-                                 "target": None, "offices": None, "background": False}]}  # fmt: skip
+    entry = {"id": 1, "content_id": CONTENT.hex, "target_kind": "everyone", "target": None}
+    document = {"assignments": [{**entry, "offices": None, "background": False}]}
     server.set_assignments(encode_envelope(sign_assignments(CONSOLE, document)))
 
 

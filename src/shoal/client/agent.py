@@ -28,10 +28,10 @@ registration. Peers that serve bad chunks are banned for that content and report
 Downloads resume from the store's verified chunks after a restart.
 
 A confidential content is downloaded, verified and served like any other (it is
-ciphertext); once it is complete and the document holds this device's sealed key, the
-agent asks the shell for its plaintext (``take_plaintext_jobs``); the shell decrypts it
-off the event loop (``shoal.client.plaintext``) and says how it went
-(``plaintext_finished``).
+ciphertext). Once its download starts and the document holds this device's sealed key,
+the agent asks the shell for its plaintext (``take_plaintext_jobs``); the shell
+decrypts it off the event loop as the chunks arrive (``shoal.client.plaintext``) and
+says how it went (``plaintext_finished``).
 """
 
 from __future__ import annotations
@@ -602,11 +602,10 @@ class AgentCore:
             else:
                 self._request_manifest(download, now)
         for download in self.downloads.values():
-            sealed = self._sealed.get(download.content_id)
-            if sealed != download.confidential:  # new, or its key arrived
-                download.confidential = sealed
-                if download.state is DownloadState.COMPLETE:
-                    self._want_plaintext(download)
+            had_key = download.confidential is not None and download.confidential.sealed_key
+            download.confidential = self._sealed.get(download.content_id)
+            if not had_key and download.state is not DownloadState.WAITING_MANIFEST:
+                self._want_plaintext(download)  # its key came after its download started
 
     def _request_manifest(self, download: Download, now: float) -> None:
         if not download.manifest_requested:
@@ -618,6 +617,7 @@ class AgentCore:
     def _start_download(self, download: Download, now: float) -> None:
         manifest = self.store.manifest(download.content_id)
         download.manifest = manifest
+        self._want_plaintext(download)
         have = self.store.verified(download.content_id)
         if have.complete:
             self._complete(download, now)
@@ -721,29 +721,26 @@ class AgentCore:
             self.engines[download.mode].cancel(request_id, now)
         download.requests.clear()
         self._checkin_due = now  # tell the server (and the console) at once
-        self._want_plaintext(download)
 
     def _want_plaintext(self, download: Download) -> None:
         sealed = download.confidential
         if sealed is None:
             return
         if sealed.sealed_key is None:
-            download.plaintext = None
-            download.note = "complete (encrypted): waiting for this device's content key"
+            download.note = "confidential: waiting for this device's content key"
             return
-        download.note = "complete: decrypting"
         self._plaintext_jobs.append(PlaintextJob(download.content_id, sealed))
 
     def take_plaintext_jobs(self) -> list[PlaintextJob]:
-        """Complete confidential downloads the shell should decrypt now."""
+        """Confidential downloads the shell should decrypt (as their chunks arrive)."""
         jobs, self._plaintext_jobs = self._plaintext_jobs, []
         return jobs
 
     def plaintext_finished(self, job: PlaintextJob, path: str | None, error: str = "") -> None:
         """The shell's answer to a ``PlaintextJob``: where the plaintext is, or why not."""
         download = self.downloads.get(job.content_id)
-        if download is None or download.confidential != job.sealed:
-            return  # withdrawn or re-keyed meanwhile
+        if download is None or download.confidential is None:
+            return  # withdrawn meanwhile
         download.plaintext = path
         download.note = "complete: decrypted" if path else f"cannot decrypt: {error}"
 

@@ -7,12 +7,26 @@ client opens its sealed content key with its device key and decrypts the chunks 
 temporary file, fsynced, checked against the plaintext SHA-256 the console signed, and
 only then renamed into place, so a crash never leaves a partial or wrong package under
 that name. Blocking file I/O: the shell runs it in a worker thread.
+
+Cost: each ciphertext chunk is read from the cache file into a reused buffer and
+authenticated by its AES-GCM tag (the tag covers every byte, so the cache's SHA-256
+re-check would add nothing; a chunk whose tag fails is handed to the cache's
+``read_chunk``, which notices a chunk gone bad on disk and marks it for download
+again). The plaintext SHA-256 runs on a second thread while the next chunk is read and
+decrypted, as ``shoal.core.packing`` does.
+
+It need not wait for the whole download: given ``chunk_ready``, it decrypts each chunk
+as soon as the cache holds it verified, in order, while the rest is still on its way,
+so the work overlaps the transfer; the result is still checked whole, at the end.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -21,16 +35,32 @@ from shoal.core.errors import ContentHashMismatch
 from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest
-from shoal.core.sealing import ChunkCipher, ConfidentialError, open_content_key
+from shoal.core.sealing import (
+    TAG_SIZE,
+    ChunkCipher,
+    ChunkDecryptionFailed,
+    ConfidentialError,
+    open_content_key,
+)
 
 PACKAGES_DIRECTORY = "packages"
 _READ_BLOCK = 1 << 20
+CHUNK_POLL_SECONDS = 0.005
+
+ChunkReady = Callable[[int], bool]
+"""Is chunk N in the cache, verified? (None: the download is complete.)"""
+Stopped = Callable[[], bool]
+
+
+class PlaintextCancelled(ConfidentialError):
+    """The download was withdrawn, or the client stops, before every chunk came."""
 
 
 class CiphertextSource(Protocol):
     """What decryption needs of the cache (``shoal.store.ContentStore``)."""
 
     def manifest(self, content_id: ContentId) -> Manifest: ...
+    def data_path(self, content_id: ContentId) -> Path: ...
     def read_chunk(self, content_id: ContentId, chunk_index: int) -> bytes: ...
 
 
@@ -40,12 +70,17 @@ def write_plaintext(
     sealed: SealedContent,
     device_key: DeviceKey,
     directory: Path,
+    *,
+    chunk_ready: ChunkReady | None = None,
+    stopped: Stopped | None = None,
 ) -> Path:
     """Decrypt a complete confidential content from ``store`` into ``directory``.
 
     Returns the plaintext's path. Raises ``ConfidentialError`` when the key is not this
     device's or a chunk does not open, ``ContentHashMismatch`` when the result is not
     the plaintext the console packed. An existing file with the right SHA-256 is kept.
+    With ``chunk_ready`` it waits for each chunk in turn, polling, until ``stopped()``
+    (then ``PlaintextCancelled``).
     """
     if sealed.sealed_key is None:
         raise ConfidentialError("the console has not sealed this content's key to this device")
@@ -64,15 +99,10 @@ def write_plaintext(
     temporary = directory / f".{content_id.hex}.tmp"
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        digest = hashlib.sha256()
         with os.fdopen(descriptor, "wb") as output:
-            for chunk_index in range(cipher.chunk_count):
-                plaintext = cipher.decrypt(chunk_index, store.read_chunk(content_id, chunk_index))
-                digest.update(plaintext)
-                output.write(plaintext)
-            output.flush()
+            digest = _decrypt_file(store, content_id, cipher, output.fileno(), chunk_ready, stopped)
             os.fsync(output.fileno())
-        if digest.digest() != sealed.plaintext_sha256:
+        if digest != sealed.plaintext_sha256:
             raise ContentHashMismatch(
                 f"{content_id.short}: the decrypted package does not match its SHA-256"
             )
@@ -82,6 +112,60 @@ def write_plaintext(
         raise
     _fsync_directory(directory)
     return target
+
+
+def _decrypt_file(
+    store: CiphertextSource,
+    content_id: ContentId,
+    cipher: ChunkCipher,
+    output: int,
+    chunk_ready: ChunkReady | None,
+    stopped: Stopped | None,
+) -> bytes:
+    """Decrypt every chunk into ``output``; return the plaintext's SHA-256."""
+    digest = hashlib.sha256()
+    chunk_size = cipher.chunk_size
+    sealed_in = bytearray(chunk_size)
+    plain_out = (bytearray(chunk_size - TAG_SIZE), bytearray(chunk_size - TAG_SIZE))
+    pending: Future[None] | None = None
+    source = os.open(store.data_path(content_id), os.O_RDONLY)
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-open") as pool:
+            for chunk_index in range(cipher.chunk_count):
+                if chunk_ready is not None:
+                    _wait_for(chunk_index, chunk_ready, stopped)
+                wanted = cipher.plaintext_length(chunk_index) + TAG_SIZE
+                ciphertext = memoryview(sealed_in)[:wanted]
+                if os.preadv(source, [ciphertext], chunk_index * chunk_size) != wanted:
+                    store.read_chunk(content_id, chunk_index)  # names what is missing
+                    raise ChunkDecryptionFailed(f"chunk {chunk_index} is not in the cache")
+                out = memoryview(plain_out[chunk_index % 2])
+                try:
+                    length = cipher.decrypt_into(chunk_index, ciphertext, out)
+                except ChunkDecryptionFailed:
+                    store.read_chunk(content_id, chunk_index)  # bad on disk: marked, raises
+                    raise
+                _write_all(output, out[:length])
+                if pending is not None:
+                    pending.result()  # frees the other buffer for the next chunk
+                pending = pool.submit(digest.update, out[:length])
+            if pending is not None:
+                pending.result()
+    finally:
+        os.close(source)
+    return digest.digest()
+
+
+def _wait_for(chunk_index: int, chunk_ready: ChunkReady, stopped: Stopped | None) -> None:
+    while not chunk_ready(chunk_index):
+        if stopped is not None and stopped():
+            raise PlaintextCancelled(f"stopped before chunk {chunk_index} came")
+        time.sleep(CHUNK_POLL_SECONDS)
+
+
+def _write_all(descriptor: int, data: memoryview) -> None:
+    while data:
+        data = data[os.write(descriptor, data) :]
 
 
 def _already_written(path: Path, sealed: SealedContent) -> bool:

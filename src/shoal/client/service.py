@@ -21,6 +21,7 @@ decrypted in a worker thread into ``DATA_DIR/packages/CONTENT_ID``
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -35,7 +36,7 @@ from typing import Any
 
 from shoal import __version__, ports
 from shoal.client.agent import AgentConfig, AgentCore, PlaintextJob
-from shoal.client.plaintext import PACKAGES_DIRECTORY, write_plaintext
+from shoal.client.plaintext import PACKAGES_DIRECTORY, PlaintextCancelled, write_plaintext
 from shoal.core.errors import ShoalError
 from shoal.core.identity import DeviceKey
 from shoal.lab.faults import CorruptingStore
@@ -44,6 +45,7 @@ from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
 from shoal.net.udp import UdpConfig
 from shoal.protocol.transfer import Mode
 from shoal.store.content_store import ContentStore
+from shoal.store.errors import StoreError
 from shoal.wire.control import Registered
 
 log = logging.getLogger("shoal.client")
@@ -297,7 +299,7 @@ class ClientService:
                 status["pid"] = os.getpid()
                 write_status(config.data_dir, status)
                 for job in agent.take_plaintext_jobs():
-                    decrypting.add(asyncio.create_task(self._decrypt(agent, job)))
+                    decrypting.add(asyncio.create_task(self._decrypt(agent, job, stop)))
                     decrypting = {task for task in decrypting if not task.done()}
                 note = status["note"]
                 if note != last_note:
@@ -313,13 +315,36 @@ class ClientService:
             write_status(config.data_dir, status)
             self.store.close()
 
-    async def _decrypt(self, agent: AgentCore, job: PlaintextJob) -> None:
-        """Decrypt a complete confidential download off the event loop."""
+    async def _decrypt(self, agent: AgentCore, job: PlaintextJob, stop: asyncio.Event) -> None:
+        """Decrypt a confidential download off the event loop, as its chunks arrive."""
         directory = self.config.data_dir / PACKAGES_DIRECTORY
+        store, content_id = self.store, job.content_id
+
+        def chunk_ready(chunk_index: int) -> bool:
+            try:
+                return chunk_index in store.verified(content_id)
+            except StoreError:
+                return False
+
+        def stopped() -> bool:
+            return stop.is_set() or content_id not in agent.downloads
+
         try:
             path = await asyncio.to_thread(
-                write_plaintext, self.store, job.content_id, job.sealed, self.device_key, directory
+                functools.partial(
+                    write_plaintext,
+                    store,
+                    content_id,
+                    job.sealed,
+                    self.device_key,
+                    directory,
+                    chunk_ready=chunk_ready,
+                    stopped=stopped,
+                )
             )
+        except PlaintextCancelled as error:
+            log.debug("decryption of %s stopped: %s", job.content_id.short, error)
+            return
         except (ShoalError, OSError) as error:
             log.warning("cannot decrypt %s: %s", job.content_id.short, error)
             agent.plaintext_finished(job, None, str(error))

@@ -165,6 +165,28 @@ class ChunkCipher:
             chunk_aad(chunk_index, self.chunk_size, self.plaintext_size),
         )
 
+    def decrypt_into(
+        self, chunk_index: int, ciphertext: bytes | bytearray | memoryview, out: memoryview
+    ) -> int:
+        """``decrypt`` into ``out`` (no allocation); returns the plaintext length."""
+        length = self.plaintext_length(chunk_index)
+        if len(ciphertext) != length + TAG_SIZE:
+            raise ChunkDecryptionFailed(
+                f"chunk {chunk_index} has {len(ciphertext)} bytes, expected {length + TAG_SIZE}"
+            )
+        try:
+            self._aead.decrypt_into(
+                chunk_nonce(chunk_index),
+                ciphertext,
+                chunk_aad(chunk_index, self.chunk_size, self.plaintext_size),
+                out[:length],
+            )
+        except InvalidTag:
+            raise ChunkDecryptionFailed(
+                f"chunk {chunk_index} does not open with this content key"
+            ) from None
+        return length
+
     def decrypt(self, chunk_index: int, ciphertext: bytes | bytearray | memoryview) -> bytes:
         """Plaintext of chunk ``chunk_index``; ``ChunkDecryptionFailed`` unless authentic."""
         expected = self.plaintext_length(chunk_index) + TAG_SIZE
