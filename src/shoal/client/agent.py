@@ -195,7 +195,7 @@ class Download:
     note: str = ""
     confidential: SealedContent | None = None
     plaintext: str | None = None
-    """Where the shell wrote the decrypted package (confidential content), or why not."""
+    """Where the shell wrote the decrypted package (confidential content)."""
 
     @property
     def mode(self) -> Mode:
@@ -214,7 +214,7 @@ class AgentCounters:
 
 @dataclass(frozen=True, slots=True)
 class PlaintextJob:
-    """A complete confidential download to decrypt (done by the shell, off the loop)."""
+    """A confidential download to decrypt as its chunks arrive (by the shell, off the loop)."""
 
     content_id: ContentId
     sealed: SealedContent
