@@ -358,6 +358,8 @@ def test_attack_3_unauthorised_and_retired_devices_get_no_key(console: Console) 
     assert sealed_for(envelope, verify, retired) is not None
     gone = console.client.delete(f"/api/v1/devices/{retired_id}", headers=console.headers)
     assert gone.status_code == 204
+    # The retired (stolen) device keeps running: its server reports it again, key and all.
+    console.add_device(retired, "10.1.0.2")
     # A later upload of a confidential application is confidential too.
     second = console.upload("Payroll", "2.0", package_bytes(CHUNK, seed=9), confidential=False)
     assert second["encrypted"]

@@ -609,6 +609,9 @@ def retire_device(
         raise _not_found(f"device {device_id!r}")
     session.execute(delete(db.DeviceContent).where(db.DeviceContent.device_id == device_id))
     session.delete(device)
+    if session.get(db.RetiredDevice, device_id) is None:
+        # It never again receives a confidential key, even if its server reports it.
+        session.add(db.RetiredDevice(device_id=device_id, retired_at=state.clock()))
     session.commit()
     log.info("retired device %s: %s", device_id, state.licence_status(session).message)
 

@@ -11,7 +11,8 @@ carries the content key sealed to each *recipient*: a licensed device the assign
 targets that has reported its X25519 public key (``devices.public_key``). A device that
 reports its key after a signing gets its sealed key at the next one: the client report
 that brings a new recipient records ``assignments_changed``, so the servers fetch a
-newly signed document.
+newly signed document. A device retired in the console (``retired_devices``) is never
+a recipient again, even when its server reports it anew.
 """
 
 from __future__ import annotations
@@ -55,8 +56,10 @@ def unwrap(wrapping_key: bytes, version: db.ApplicationVersion) -> bytes:
 def recipients(
     session: Session, tree: topology.Topology, target_kind: str, target: str | None
 ) -> Recipients:
-    """The licensed devices an assignment targets that have reported a valid public key."""
+    """The licensed devices an assignment targets that have reported a valid public key,
+    less those retired in the console."""
     targeted = set(records.targeted_devices(session, tree, target_kind, target))
+    targeted -= set(session.scalars(select(db.RetiredDevice.device_id)))
     found: Recipients = {}
     if not targeted:
         return found

@@ -149,6 +149,15 @@ class Device(Base):
     public_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
+class RetiredDevice(Base):
+    """A device retired in the console: whatever its server reports later, it never
+    again receives a confidential content key (a stolen or uninstalled device)."""
+
+    __tablename__ = "retired_devices"
+    device_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    retired_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class DeviceContent(Base):
     __tablename__ = "device_content"
     device_id: Mapped[str] = mapped_column(

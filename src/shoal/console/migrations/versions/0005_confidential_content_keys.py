@@ -1,4 +1,5 @@
-"""Confidential versions: the wrapped content key, and the plaintext's size and SHA-256.
+"""Confidential versions: the wrapped content key, and the plaintext's size and SHA-256;
+the devices retired in the console (they never again receive a content key).
 
 Also ``devices.public_key`` when no earlier migration made it (the device-key migration
 0003 owns that column; this one adds it only where it is missing, so either order works).
@@ -21,6 +22,12 @@ def upgrade() -> None:
     if "public_key" not in device_columns:
         with op.batch_alter_table("devices") as table:
             table.add_column(sa.Column("public_key", sa.String(length=64), nullable=True))
+    op.create_table(
+        "retired_devices",
+        sa.Column("device_id", sa.String(length=100), nullable=False),
+        sa.Column("retired_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("device_id"),
+    )
     with op.batch_alter_table("application_versions") as table:
         table.add_column(sa.Column("content_key", sa.String(length=128), nullable=True))
         table.add_column(sa.Column("plaintext_size", sa.BigInteger(), nullable=True))
@@ -32,3 +39,4 @@ def downgrade() -> None:
         table.drop_column("plaintext_sha256")
         table.drop_column("plaintext_size")
         table.drop_column("content_key")
+    op.drop_table("retired_devices")
