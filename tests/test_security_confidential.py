@@ -567,3 +567,21 @@ def test_decryption_follows_the_chunks_as_they_arrive_and_stops_when_told(
             stopped=lambda: True,
         )
     assert list((tmp_path / "stopped").iterdir()) == []
+
+
+def test_client_status_shows_where_the_plaintext_is() -> None:
+    from shoal.client.service import render_status
+
+    download = {
+        "content_id": "ab" * 32, "state": "complete", "chunks": 2, "chunks_done": 2,
+        "bytes_from_peers": 0, "bytes_from_server": 10, "peers_used": [],
+        "note": "complete: decrypted", "confidential": True,
+        "plaintext": "/var/lib/shoal/packages/" + "ab" * 32,
+    }  # fmt: skip
+    status = {
+        "version": __version__, "device_id": "00" * 16, "wall_time": 0, "stopped": True,
+        "office": "Branch", "office_type": "DEFAULT", "server": "10.0.0.2:41441",
+        "note": "", "downloads": [download],
+    }  # fmt: skip
+    text = render_status(status)
+    assert f"plaintext (confidential): /var/lib/shoal/packages/{'ab' * 32}" in text

@@ -115,22 +115,23 @@ def pack_sealed_stream(
 ) -> SealedPackage:
     """Encrypt ``cipher.plaintext_size`` bytes of ``source`` into ``sink``, chunk by chunk.
 
-    Memory stays flat: two plaintext buffers of one chunk each, reused. The plaintext
-    hash and the ciphertext's whole-file hash run on a worker thread while the next
-    chunk is read and encrypted. Raises ``ValueError`` if ``source`` ends early.
+    Memory stays flat: two plaintext and two ciphertext buffers of one chunk each,
+    reused. The plaintext hash and the ciphertext's whole-file hash run on two worker
+    threads (one each: a hash takes its blocks in order) while the next chunk is read,
+    encrypted and hashed: three SHA-256 passes over two or more cores. Raises
+    ``ValueError`` if ``source`` ends early.
     """
     plaintext_hash = hashlib.sha256()
     whole_file = hashlib.sha256()
     chunk_hashes: list[bytes] = []
     step = cipher.plaintext_chunk_size
     buffers = (bytearray(step), bytearray(step))
-    pending: Future[None] | None = None
-
-    def hash_both(plaintext: memoryview, ciphertext: bytes) -> None:
-        plaintext_hash.update(plaintext)
-        whole_file.update(ciphertext)
-
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-seal") as pool:
+    sealed_buffers = (bytearray(cipher.chunk_size), bytearray(cipher.chunk_size))
+    pending: tuple[Future[None], Future[None]] | None = None
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-seal-p") as plain_pool,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-seal-c") as sealed_pool,
+    ):
         for chunk_index in range(cipher.chunk_count):
             buffer = buffers[chunk_index % 2]
             want = cipher.plaintext_length(chunk_index)
@@ -141,16 +142,22 @@ def pack_sealed_stream(
                     f"{cipher.plaintext_size} expected"
                 )
             plaintext = memoryview(buffer)[:want]
-            ciphertext = cipher.encrypt(chunk_index, plaintext)
+            sealed = memoryview(sealed_buffers[chunk_index % 2])
+            ciphertext = sealed[: cipher.encrypt_into(chunk_index, plaintext, sealed)]
             chunk_hashes.append(hashlib.sha256(ciphertext).digest())
             sink.write(ciphertext)
             if pending is not None:
-                pending.result()  # frees the other buffer for the next read
-            pending = pool.submit(hash_both, plaintext, ciphertext)
+                for hashed in pending:
+                    hashed.result()  # frees the other buffers for the next chunk
+            pending = (
+                plain_pool.submit(plaintext_hash.update, plaintext),
+                sealed_pool.submit(whole_file.update, ciphertext),
+            )
             if on_progress is not None:
                 on_progress(chunk_index * step + want)
         if pending is not None:
-            pending.result()
+            for hashed in pending:
+                hashed.result()
     manifest = Manifest(
         size=cipher.sealed_size,
         sha256=whole_file.digest(),

@@ -165,6 +165,23 @@ class ChunkCipher:
             chunk_aad(chunk_index, self.chunk_size, self.plaintext_size),
         )
 
+    def encrypt_into(
+        self, chunk_index: int, plaintext: bytes | bytearray | memoryview, out: memoryview
+    ) -> int:
+        """``encrypt`` into ``out`` (no allocation); returns the ciphertext length."""
+        expected = self.plaintext_length(chunk_index)
+        if len(plaintext) != expected:
+            raise ValueError(
+                f"chunk {chunk_index} has {len(plaintext)} plaintext bytes, expected {expected}"
+            )
+        self._aead.encrypt_into(
+            chunk_nonce(chunk_index),
+            plaintext,
+            chunk_aad(chunk_index, self.chunk_size, self.plaintext_size),
+            out[: expected + TAG_SIZE],
+        )
+        return expected + TAG_SIZE
+
     def decrypt_into(
         self, chunk_index: int, ciphertext: bytes | bytearray | memoryview, out: memoryview
     ) -> int:
