@@ -45,7 +45,7 @@ from shoal.core.sealing import (
 
 PACKAGES_DIRECTORY = "packages"
 _READ_BLOCK = 1 << 20
-CHUNK_POLL_SECONDS = 0.005
+CHUNK_POLL_SECONDS = 0.02
 
 ChunkReady = Callable[[int], bool]
 """Is chunk N in the cache, verified? (None: the download is complete.)"""
