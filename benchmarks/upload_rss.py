@@ -6,6 +6,9 @@ resident memory (VmHWM from /proc) and the throughput. Target: peak RSS < 200 MB
 2 GiB application. Figures, not assertions: the machine is shared.
 
     .venv/bin/python benchmarks/upload_rss.py --size-mb 2048
+    .venv/bin/python benchmarks/upload_rss.py --size-mb 2048 --confidential
+
+``--confidential`` uploads a confidential version: encrypted chunk by chunk while packed.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=2048)
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--confidential", action="store_true", help="encrypt while packing")
     options = parser.parse_args()
     size = options.size_mb * 1024 * 1024
     workdir = Path(tempfile.mkdtemp(prefix="shoal-bench-upload-"))
@@ -122,7 +126,11 @@ def main() -> None:
         started = time.perf_counter()
         answer = client.post(
             "/api/v1/applications",
-            params={"name": "benchmark", "version": "1"},
+            params={
+                "name": "benchmark",
+                "version": "1",
+                "confidential": "true" if options.confidential else "false",
+            },
             content=body(size),
             headers={"content-type": "application/octet-stream"},
         )
@@ -134,7 +142,8 @@ def main() -> None:
         client.close()
         print(
             f"upload {options.size_mb} MiB: {elapsed:.1f} s, "
-            f"{options.size_mb / elapsed:.0f} MiB/s (receive + fsync + pack + sign); "
+            f"{options.size_mb / elapsed:.0f} MiB/s (receive + fsync + "
+            f"{'encrypt + ' if options.confidential else ''}pack + sign); "
             f"console RSS before {baseline / 1024:.0f} MB, peak {high_water / 1024:.0f} MB "
             f"(VmHWM; sampled peak {peak_sampled / 1024:.0f} MB; peak from start to login "
             f"{before_upload_high_water / 1024:.0f} MB); target < 200 MB: "

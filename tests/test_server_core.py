@@ -7,6 +7,7 @@ import hashlib
 
 import pytest
 
+from shoal.assignments import encode_envelope, sign_assignments
 from shoal.core.identity import DeviceKey
 from shoal.core.packing import pack_bytes
 from shoal.core.signing import SigningKey
@@ -97,6 +98,12 @@ def server() -> ServerCore:
     return core
 
 
+def assign_to_everyone(server: ServerCore) -> None:
+    entry = {"id": 1, "content_id": CONTENT.hex, "target_kind": "everyone", "target": None}
+    document = {"assignments": [{**entry, "offices": None, "background": False}]}
+    server.set_assignments(encode_envelope(sign_assignments(CONSOLE, document)))
+
+
 def ask(server: ServerCore, number: int, ip: str, body: ControlBody, now: float = 0) -> ControlBody:
     return server.handle_control(ControlMessage(1, device(number), body), (ip, 5000), now)
 
@@ -159,6 +166,7 @@ def test_manifest_info_points_at_the_manifest_blob(server: ServerCore) -> None:
 
 
 def test_one_client_per_office_may_fetch_over_the_wan(server: ServerCore) -> None:
+    assign_to_everyone(server)
     for number in (1, 2):
         register(server, number, f"10.1.0.{number}")
     first = ask(server, 1, "10.1.0.1", Lease(CONTENT), now=0)
@@ -190,6 +198,7 @@ def test_a_complete_rendezvous_point_frees_its_lease_at_once(server: ServerCore)
 
 
 def test_vpn_and_unknown_networks_are_served_directly(server: ServerCore) -> None:
+    assign_to_everyone(server)
     register(server, 1, "10.3.0.1")
     register(server, 2, "192.168.77.5")
     for number, ip in ((1, "10.3.0.1"), (2, "192.168.77.5")):

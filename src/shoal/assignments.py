@@ -25,6 +25,10 @@ and the document::
 ``console_keys`` (optional) lists every key the console has signed with, oldest first:
 signed by the current key, it tells a client enrolled after a rotation which earlier
 keys signed the manifests P2P servers still relay.
+
+A confidential entry carries ``confidential``: the plaintext's size and SHA-256 and
+``sealed_keys``, device ID -> the content key sealed to that device
+(``shoal.core.sealing``); a device reads only its own.
 """
 
 from __future__ import annotations
@@ -52,10 +56,21 @@ class AssignmentsInvalid(ShoalError):
 
 
 @dataclass(frozen=True, slots=True)
+class SealedContent:
+    """What a device needs to open a confidential content (``shoal.core.sealing``)."""
+
+    plaintext_size: int
+    plaintext_sha256: bytes
+    sealed_key: bytes | None
+    """The content key sealed to this device; None until the console knows its key."""
+
+
+@dataclass(frozen=True, slots=True)
 class Assignment:
     assignment_id: int
     content_id: ContentId
     background: bool
+    confidential: SealedContent | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +118,31 @@ def sign_assignments(
 def encode_envelope(envelope: dict[str, Any]) -> bytes:
     """The bytes a P2P server relays to its clients (and they parse)."""
     return canonical_json(envelope).encode()
+
+
+def entry_applies(entry: Any, device_id: str, office: str | None) -> bool:
+    """Does this assignment entry target the device ``device_id`` (hex) in ``office``?"""
+    kind = entry["target_kind"]
+    return bool(
+        kind == "everyone"
+        or (kind == "device" and entry["target"] == device_id)
+        or (kind == "office" and office is not None and office in (entry["offices"] or []))
+    )
+
+
+def assigned_entries(signed_envelope: bytes) -> dict[ContentId, list[Any]]:
+    """Every assignment entry of a signed envelope, by content ID, without checking the
+    signature: for the P2P server, which got the envelope from the console over its
+    authenticated link and only reads whom each content is for. Malformed: {}."""
+    found: dict[ContentId, list[Any]] = {}
+    try:
+        envelope = json.loads(signed_envelope)
+        for entry in json.loads(envelope["document"])["assignments"]:
+            entry_applies(entry, "", None)  # its target fields are readable
+            found.setdefault(ContentId.from_hex(entry["content_id"]), []).append(entry)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return {}
+    return found
 
 
 def read_envelope(blob: bytes) -> SignedEnvelope:
@@ -165,20 +205,27 @@ def assignments_for(
     try:
         mine = []
         for entry in document.entries:
-            kind = entry["target_kind"]
-            applies = (
-                kind == "everyone"
-                or (kind == "device" and entry["target"] == device_id)
-                or (kind == "office" and office is not None and office in (entry["offices"] or []))
-            )
-            if applies:
+            if entry_applies(entry, device_id, office):
                 mine.append(
                     Assignment(
                         int(entry["id"]),
                         ContentId.from_hex(entry["content_id"]),
                         bool(entry["background"]),
+                        _sealed_content(entry.get("confidential"), device_id),
                     )
                 )
     except (ValueError, KeyError, TypeError) as error:
         raise AssignmentsInvalid(f"assignment document is malformed ({error})") from None
     return mine
+
+
+def _sealed_content(field: Any, device_id: str) -> SealedContent | None:
+    """The ``confidential`` field of an entry, as this device sees it."""
+    if field is None:
+        return None
+    sealed_hex = field["sealed_keys"].get(device_id)
+    digest = bytes.fromhex(field["plaintext_sha256"])
+    size = int(field["plaintext_size"])
+    if len(digest) != 32 or size < 0:
+        raise ValueError("confidential plaintext size or SHA-256 out of range")
+    return SealedContent(size, digest, bytes.fromhex(sealed_hex) if sealed_hex else None)

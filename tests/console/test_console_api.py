@@ -123,13 +123,13 @@ def test_first_admin_password_is_generated_once_when_not_given(
 
 
 def test_upload_packs_and_signs_the_manifest(console: Harness):
-    answer = console.upload("Editor", "1.0", PACKAGE, chunk_size=65536, confidential="true")
+    answer = console.upload("Editor", "1.0", PACKAGE, chunk_size=65536, confidential="false")
     assert answer.status_code == 201, answer.text
     version = answer.json()
     expected = pack_bytes(PACKAGE, 65536)
     assert version["content_id"] == expected.content_id.hex
     assert version["sha256"] == hashlib.sha256(PACKAGE).hexdigest()
-    assert version["chunks"] == 4 and version["confidential"] is True
+    assert version["chunks"] == 4 and version["confidential"] is False
     manifest_bytes = console.get(
         f"/api/v1/applications/{version['application_id']}/versions/{version['id']}/manifest"
     ).content

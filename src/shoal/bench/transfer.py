@@ -16,6 +16,10 @@ It then runs, one after the other on the same two hosts and the same file:
 1. shoal: a ``serve`` process on one host and a ``fetch`` process on the other
    (``shoal.bench.transfer_peer``). The fetcher keeps several chunk requests in flight,
    writes each verified chunk, and at the end checks the whole file's SHA-256.
+   With ``--confidential`` the parent encrypts the file as the console does
+   (``pack_sealed_stream``) and seals its key to a device key of the fetcher's; the
+   ciphertext moves, and the fetcher decrypts it as a client does, in its timed part:
+   MB/s are then plaintext bytes delivered per second.
 2. libtorrent over uTP (``shoal.bench.utp_peer``), when the ``libtorrent`` module is
    installed (``pip install 'shoal[bench]'``); otherwise it says so and skips it.
 
@@ -48,8 +52,10 @@ from typing import Any
 
 from shoal.core.chunking import DEFAULT_CHUNK_SIZE
 from shoal.core.errors import ShoalError
+from shoal.core.identity import DeviceKey
 from shoal.core.manifest import Manifest
-from shoal.core.packing import pack_stream
+from shoal.core.packing import pack_sealed_stream, pack_stream
+from shoal.core.sealing import ChunkCipher, new_content_key, seal_content_key
 from shoal.lab.netns import (
     TwoHostLab,
     cleanup_orphans,
@@ -92,6 +98,7 @@ class TransferBenchOptions:
     engine_settings: tuple[str, ...] = ()
     rate_mbit: float | None = None
     repeat: int = 1
+    confidential: bool = False
 
 
 @dataclass
@@ -200,7 +207,7 @@ def _read_result(path: Path, what: str) -> dict[str, Any]:
 
 def run_shoal(
     placement: Placement, options: TransferBenchOptions, source: Path, manifest_file: Path,
-    workdir: Path,
+    workdir: Path, confidential: Path | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Move ``source`` with shoal; return both processes' results."""
     sender_result = workdir / "shoal-sender.json"
@@ -235,6 +242,7 @@ def run_shoal(
             "--bind", f"{placement.receiver_ip}:0", "--out", str(output),
             "--window", str(options.window), "--timeout", str(options.timeout_seconds),
             "--result", str(receiver_result), *profile("receiver"),
+            *(["--confidential", str(confidential)] if confidential else []),
         ),
     )  # fmt: skip
     _wait(receiver, options.timeout_seconds + 30, "shoal receiver")
@@ -285,6 +293,32 @@ def run_libtorrent(
     downloading["sha256_matches"] = downloading.get("sha256") == manifest.sha256.hex()
     shutil.rmtree(download_dir, ignore_errors=True)
     return {"sender": seeding, "receiver": downloading}
+
+
+def seal_for_bench(
+    source: Path, size: int, options: TransferBenchOptions, workdir: Path
+) -> tuple[Path, Manifest, Path]:
+    """Encrypt ``source`` as the console does and seal its key to a new device key.
+
+    Returns the ciphertext file, its manifest and the fetcher's ``--confidential`` file.
+    """
+    content_key = new_content_key()
+    cipher = ChunkCipher(content_key, options.chunk_size, size)
+    sealed_path = workdir / "package.sealed"
+    with open(source, "rb", buffering=0) as plaintext, open(sealed_path, "wb") as sink:
+        package = pack_sealed_stream(plaintext, sink, cipher)
+    device = DeviceKey.generate()
+    settings = {
+        "device_key": device.private_key.private_bytes_raw().hex(),
+        "sealed_key": seal_content_key(
+            content_key, device.public_raw, package.manifest.content_id.digest
+        ).hex(),
+        "plaintext_size": package.plaintext_size,
+        "plaintext_sha256": package.plaintext_sha256.hex(),
+    }
+    settings_path = workdir / "confidential.json"
+    settings_path.write_text(json.dumps(settings))
+    return sealed_path, package.manifest, settings_path
 
 
 def _per_gb(cpu_seconds: float, size: int) -> float:
@@ -348,8 +382,12 @@ def run_transfer_bench(options: TransferBenchOptions, report: Report) -> dict[st
         write_random_file(source, size, options.seed)
         with open(source, "rb", buffering=0) as stream:
             manifest = pack_stream(stream, options.chunk_size)
+        served, served_manifest, confidential = source, manifest, None
+        if options.confidential:
+            served, served_manifest, confidential = seal_for_bench(source, size, options, workdir)
+            report(f"encrypted it as a confidential package: {served_manifest.size} bytes")
         manifest_file = workdir / "package.manifest"
-        manifest_file.write_bytes(manifest.body())
+        manifest_file.write_bytes(served_manifest.body())
         document: dict[str, Any] = {
             "size_mb": options.size_mb,
             "size_bytes": size,
@@ -360,6 +398,7 @@ def run_transfer_bench(options: TransferBenchOptions, report: Report) -> dict[st
             "engine_settings": list(options.engine_settings),
             "rate_mbit": options.rate_mbit,
             "repeat": options.repeat,
+            "confidential": options.confidential,
         }
         baseline = options.baseline and importlib.util.find_spec("libtorrent") is not None
         if not options.baseline:
@@ -376,7 +415,7 @@ def run_transfer_bench(options: TransferBenchOptions, report: Report) -> dict[st
             for number in range(1, options.repeat + 1):
                 run_label = f" (run {number}/{options.repeat})" if options.repeat > 1 else ""
                 report(f"shoal: transferring ...{run_label}")
-                run = run_shoal(placement, options, source, manifest_file, workdir)
+                run = run_shoal(placement, options, served, manifest_file, workdir, confidential)
                 shoal_runs.append((_shoal_figures(run, size), run))
                 if baseline:
                     report(f"libtorrent uTP: transferring ...{run_label}")
@@ -413,9 +452,12 @@ def format_table(document: dict[str, Any]) -> str:
         ("RSS send MB", "sender_peak_rss_mb", "{:.1f}"),
         ("RSS recv MB", "receiver_peak_rss_mb", "{:.1f}"),
     )
+    confidential = (
+        ", confidential: decrypted by the receiver" if document.get("confidential") else ""
+    )
     lines = [
-        f"shoal bench transfer: {document['size_mb']} MB, loss {document['loss']:.1%}, "
-        f"{document['link']}",
+        f"shoal bench transfer: {document['size_mb']} MB{confidential}, "
+        f"loss {document['loss']:.1%}, {document['link']}",
     ]
     header = f"{'':<18}" + "".join(f"{title:>15}" for title, _, _ in columns)
     lines.append(header)

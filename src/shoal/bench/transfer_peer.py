@@ -13,6 +13,13 @@ chunk from the file (``os.pread``; nothing else is held in memory) and runs unti
 SIGTERM. The fetcher keeps ``--window`` chunk requests in flight, writes each verified
 chunk at its offset (``os.pwrite``) and, once every chunk is in, checks the SHA-256 of
 the whole file against the manifest; the final check is outside the timed part.
+
+With ``--confidential F`` (a JSON file: the fetcher's device key, its sealed content key,
+the plaintext size and SHA-256) the file moved is a confidential package's ciphertext,
+and the fetcher does what a client does with a confidential download, inside the timed
+part: it opens the sealed key and, in a worker thread, decrypts each chunk as soon as it
+is written into a plaintext file (``shoal.client.plaintext.write_plaintext``:
+AES-256-GCM, SHA-256 of the plaintext, fsync, rename); the time ends when both are done.
 """
 
 from __future__ import annotations
@@ -30,7 +37,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from shoal.assignments import SealedContent
 from shoal.bench.measure import CpuSample, counter_change, peak_rss_bytes, udp_drops
+from shoal.client.plaintext import write_plaintext
+from shoal.core.errors import ShoalError
+from shoal.core.identity import DeviceKey
+from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest, decode_manifest_file
 from shoal.net import Address, DatagramEndpoint, UdpConfig
 from shoal.protocol.transfer import (
@@ -141,6 +153,51 @@ async def serve(arguments: argparse.Namespace) -> int:
     return 0
 
 
+class ReceivedFile:
+    """The fetched ciphertext, read as ``write_plaintext`` reads a client's cache."""
+
+    def __init__(self, manifest: Manifest, path: Path) -> None:
+        self._manifest = manifest
+        self._path = path
+
+    def manifest(self, content_id: ContentId) -> Manifest:
+        return self._manifest
+
+    def data_path(self, content_id: ContentId) -> Path:
+        return self._path
+
+    def read_chunk(self, content_id: ContentId, chunk_index: int) -> bytes:
+        length = self._manifest.chunk_length(chunk_index)
+        with open(self._path, "rb") as data_file:
+            data_file.seek(chunk_index * self._manifest.chunk_size)
+            data = data_file.read(length)
+        self._manifest.verify_chunk(chunk_index, data)
+        return data
+
+
+def decrypt_received(
+    manifest: Manifest, path: Path, confidential: Path, fetcher: Fetch
+) -> dict[str, Any]:
+    """Decrypt the ciphertext as it is fetched, as a client does; return what it wrote."""
+    settings = json.loads(confidential.read_text())
+    sealed = SealedContent(
+        int(settings["plaintext_size"]),
+        bytes.fromhex(settings["plaintext_sha256"]),
+        bytes.fromhex(settings["sealed_key"]),
+    )
+    device_key = DeviceKey.from_raw(bytes.fromhex(settings["device_key"]))
+    plaintext = write_plaintext(
+        ReceivedFile(manifest, path),
+        manifest.content_id,
+        sealed,
+        device_key,
+        path.with_name(path.name + ".plaintext"),
+        chunk_ready=fetcher.written.__contains__,
+        stopped=lambda: bool(fetcher.failure),
+    )
+    return {"plaintext_bytes": plaintext.stat().st_size, "plaintext_path": str(plaintext)}
+
+
 class Fetch:
     """Pipelined requests for every chunk of one manifest from one peer."""
 
@@ -165,6 +222,7 @@ class Fetch:
         self.bytes_received = 0
         self.retried: Counter[str] = Counter()
         self.seen: Counter[str] = Counter()
+        self.written: set[int] = set()
         self._queue = list(range(manifest.chunk_count - 1, -1, -1))  # popped from the end
         self._attempts: Counter[int] = Counter()
         self._in_flight: dict[int, int] = {}  # request id -> chunk index
@@ -198,6 +256,7 @@ class Fetch:
                 return
             offset = chunk_index * self.manifest.chunk_size
             os.pwrite(self.descriptor, event.data, offset)
+            self.written.add(chunk_index)
             self.received += 1
             self.bytes_received += len(event.data)
             if self.received == self.manifest.chunk_count:
@@ -247,6 +306,11 @@ async def fetch(arguments: argparse.Namespace) -> int:
     loop.add_signal_handler(signal.SIGINT, interrupted)
     drops_before = udp_drops()
     start = CpuSample.now()
+    decrypting = None
+    if arguments.confidential is not None:
+        decrypting = loop.run_in_executor(
+            None, decrypt_received, manifest, arguments.out, arguments.confidential, fetcher
+        )
     fetcher.request_more()
     endpoint.transmit()
     timed_out = False
@@ -254,13 +318,28 @@ async def fetch(arguments: argparse.Namespace) -> int:
         await asyncio.wait_for(fetcher.done.wait(), timeout=arguments.timeout)
     except TimeoutError:
         timed_out = True
+        fetcher.failure = fetcher.failure or "timed out"
+    transferred = CpuSample.now()
+    decrypted: dict[str, Any] = {}
+    if decrypting is not None:
+        try:
+            decrypted = await decrypting
+        except ShoalError as error:
+            fetcher.failure = fetcher.failure or f"decryption: {error}"
+        decrypted["decrypt_after_transfer_seconds"] = CpuSample.now().since(transferred)[
+            "wall_seconds"
+        ]
+    complete = fetcher.received == manifest.chunk_count and not fetcher.failure
     end = CpuSample.now()
+    if "plaintext_path" in decrypted:  # removed outside the timed part
+        plaintext = Path(decrypted.pop("plaintext_path"))
+        plaintext.unlink()
+        plaintext.parent.rmdir()
     socket_report = _socket_report(endpoint)
     # Per namespace: meaningful in the lab, shared with other programs on loopback.
     socket_report["kernel_udp_errors"] = counter_change(drops_before, udp_drops())
     endpoint.close()
     os.close(descriptor)
-    complete = fetcher.received == manifest.chunk_count and not fetcher.failure
     document: dict[str, Any] = {
         "role": "receiver",
         "complete": complete,
@@ -274,6 +353,7 @@ async def fetch(arguments: argparse.Namespace) -> int:
         "cpu": end.since(start),
         "peak_rss_bytes": peak_rss_bytes(),
         "engine": engine.counters.as_dict(),
+        **decrypted,
         **socket_report,
     }
     if complete:
@@ -313,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
             command.add_argument("--out", type=Path, required=True)
             command.add_argument("--window", type=int, default=8)
             command.add_argument("--timeout", type=float, default=600.0)
+            command.add_argument(
+                "--confidential", type=Path, help="decrypt as a client does (JSON settings)"
+            )
     arguments = parser.parse_args(argv)
     role = serve if arguments.command == "serve" else fetch
     if arguments.profile is None:

@@ -31,6 +31,12 @@ console's key rotations (the shell saves the new state). Peers that serve bad ch
 are banned for that content and reported; peers the server bans in the office
 (reported by several devices) are banned for every content.
 Downloads resume from the store's verified chunks after a restart.
+
+A confidential content is downloaded, verified and served like any other (it is
+ciphertext). Once its download starts and the document holds this device's sealed key,
+the agent asks the shell for its plaintext (``take_plaintext_jobs``); the shell
+decrypts it off the event loop as the chunks arrive (``shoal.client.plaintext``) and
+says how it went (``plaintext_finished``).
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from shoal import __version__, ports
-from shoal.assignments import AssignmentsInvalid, assignments_for, read_envelope
+from shoal.assignments import AssignmentsInvalid, SealedContent, assignments_for, read_envelope
 from shoal.client.control import (
     CertificateRejected,
     ControlAnswered,
@@ -208,6 +214,9 @@ class Download:
     banned: set[str] = field(default_factory=set)
     completed_at: float | None = None
     note: str = ""
+    confidential: SealedContent | None = None
+    plaintext: str | None = None
+    """Where the shell wrote the decrypted package (confidential content)."""
 
     @property
     def mode(self) -> Mode:
@@ -226,6 +235,14 @@ class AgentCounters:
     store_errors: int = 0
     documents_refused: int = 0
     rotations_ignored: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PlaintextJob:
+    """A confidential download to decrypt as its chunks arrive (by the shell, off the loop)."""
+
+    content_id: ContentId
+    sealed: SealedContent
 
 
 @dataclass(slots=True)
@@ -287,6 +304,8 @@ class AgentCore:
         self.banned_peers: frozenset[str] = frozenset()
         """Peers the server banned in this office (reported by several devices)."""
         self._assignments_digest: bytes | None = None
+        self._sealed: dict[ContentId, SealedContent] = {}
+        self._plaintext_jobs: list[PlaintextJob] = []
         self._blobs: dict[tuple[Mode, int], _BlobRequest] = {}
         self._register_due: float | None = now
         self._checkin_due: float | None = None
@@ -645,6 +664,7 @@ class AgentCore:
             )
             self.document_note += f"; console key rotated to {self.trust.console_key.key_id.hex()}"
         self._assignments_digest = request.digest
+        self._sealed = {a.content_id: a.confidential for a in mine if a.confidential}
         self._apply_assignments({a.content_id: a.background for a in mine}, now)
 
     def _refuse_document(self, message: str, rotations_ignored: int) -> None:
@@ -669,6 +689,11 @@ class AgentCore:
                 self._start_download(download, now)
             else:
                 self._request_manifest(download, now)
+        for download in self.downloads.values():
+            had_key = download.confidential is not None and download.confidential.sealed_key
+            download.confidential = self._sealed.get(download.content_id)
+            if not had_key and download.state is not DownloadState.WAITING_MANIFEST:
+                self._want_plaintext(download)  # its key came after its download started
 
     def _request_manifest(self, download: Download, now: float) -> None:
         if not download.manifest_requested:
@@ -680,6 +705,7 @@ class AgentCore:
     def _start_download(self, download: Download, now: float) -> None:
         manifest = self.store.manifest(download.content_id)
         download.manifest = manifest
+        self._want_plaintext(download)
         have = self.store.verified(download.content_id)
         if self.shares and have:
             # Peers of the office hear of assigned content only (``may_serve``).
@@ -786,6 +812,28 @@ class AgentCore:
             self.engines[download.mode].cancel(request_id, now)
         download.requests.clear()
         self._checkin_due = now  # tell the server (and the console) at once
+
+    def _want_plaintext(self, download: Download) -> None:
+        sealed = download.confidential
+        if sealed is None:
+            return
+        if sealed.sealed_key is None:
+            download.note = "confidential: waiting for this device's content key"
+            return
+        self._plaintext_jobs.append(PlaintextJob(download.content_id, sealed))
+
+    def take_plaintext_jobs(self) -> list[PlaintextJob]:
+        """Confidential downloads the shell should decrypt (as their chunks arrive)."""
+        jobs, self._plaintext_jobs = self._plaintext_jobs, []
+        return jobs
+
+    def plaintext_finished(self, job: PlaintextJob, path: str | None, error: str = "") -> None:
+        """The shell's answer to a ``PlaintextJob``: where the plaintext is, or why not."""
+        download = self.downloads.get(job.content_id)
+        if download is None or download.confidential is None:
+            return  # withdrawn meanwhile
+        download.plaintext = path
+        download.note = "complete: decrypted" if path else f"cannot decrypt: {error}"
 
     # ------------------------------------------------------------ transfers
 
@@ -945,6 +993,8 @@ class AgentCore:
                     "started_at": download.started_at,
                     "completed_at": download.completed_at,
                     "note": download.note,
+                    "confidential": download.confidential is not None,
+                    "plaintext": download.plaintext,
                 }
             )
         return {

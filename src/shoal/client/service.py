@@ -17,12 +17,15 @@ ephemeral port to the server, discovery on the broadcast port (all addresses, so
 broadcasts arrive), and the two data ports. The cache is a ``ContentStore`` in
 ``DATA_DIR/cache``; downloads resume from its verified chunks after any restart.
 Every second (and when something changes) the agent writes ``DATA_DIR/status.json``
-atomically; ``shoal client status`` reads it.
+atomically; ``shoal client status`` reads it. Complete confidential downloads are
+decrypted in a worker thread into ``DATA_DIR/packages/CONTENT_ID``
+(``shoal.client.plaintext``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -35,8 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from shoal import __version__, ports
-from shoal.client.agent import AgentConfig, AgentCore
+from shoal.client.agent import AgentConfig, AgentCore, PlaintextJob
 from shoal.client.enrollment import EnrollmentError, enroll, load_enrollment, read_bundle
+from shoal.client.plaintext import PACKAGES_DIRECTORY, PlaintextCancelled, write_plaintext
 from shoal.client.trust import TRUST_FILE
 from shoal.core.errors import KeyFileError, ShoalError
 from shoal.core.identity import DeviceKey
@@ -46,6 +50,7 @@ from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
 from shoal.net.udp import UdpConfig
 from shoal.protocol.transfer import Mode
 from shoal.store.content_store import ContentStore
+from shoal.store.errors import StoreError
 from shoal.wire.control import Registered
 
 log = logging.getLogger("shoal.client")
@@ -270,6 +275,7 @@ class ClientService:
         )
         last_note = ""
         learnt: Registered | None = None
+        decrypting: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
                 if agent.registration is not None and agent.registration is not learnt:
@@ -281,6 +287,9 @@ class ClientService:
                 status["wall_time"] = time.time()
                 status["pid"] = os.getpid()
                 write_status(config.data_dir, status)
+                for job in agent.take_plaintext_jobs():
+                    decrypting.add(asyncio.create_task(self._decrypt(agent, job, stop)))
+                    decrypting = {task for task in decrypting if not task.done()}
                 note = status["note"]
                 if note != last_note:
                     (log.warning if status["refusal"] else log.info)("%s", note)
@@ -288,6 +297,7 @@ class ClientService:
                 await sleep_or_stop(stop, config.status_seconds)
         finally:
             runner.close()
+            await asyncio.gather(*decrypting, return_exceptions=True)  # they read the cache
             if agent.trust != self.trust:
                 agent.trust.save(config.data_dir / TRUST_FILE)
             status = agent.status(loop.time())
@@ -301,6 +311,43 @@ class ClientService:
         if agent.trust != self.trust:
             await asyncio.to_thread(agent.trust.save, self.config.data_dir / TRUST_FILE)
             self.trust = agent.trust
+
+    async def _decrypt(self, agent: AgentCore, job: PlaintextJob, stop: asyncio.Event) -> None:
+        """Decrypt a confidential download off the event loop, as its chunks arrive."""
+        directory = self.config.data_dir / PACKAGES_DIRECTORY
+        store, content_id = self.store, job.content_id
+
+        def chunk_ready(chunk_index: int) -> bool:
+            try:
+                return chunk_index in store.verified(content_id)
+            except StoreError:
+                return False
+
+        def stopped() -> bool:
+            return stop.is_set() or content_id not in agent.downloads
+
+        try:
+            path = await asyncio.to_thread(
+                functools.partial(
+                    write_plaintext,
+                    store,
+                    content_id,
+                    job.sealed,
+                    self.device_key,
+                    directory,
+                    chunk_ready=chunk_ready,
+                    stopped=stopped,
+                )
+            )
+        except PlaintextCancelled as error:
+            log.debug("decryption of %s stopped: %s", job.content_id.short, error)
+            return
+        except (ShoalError, OSError) as error:
+            log.warning("cannot decrypt %s: %s", job.content_id.short, error)
+            agent.plaintext_finished(job, None, str(error))
+            return
+        log.info("decrypted %s into %s", job.content_id.short, path)
+        agent.plaintext_finished(job, str(path))
 
     def _remember_ports(self, registration: Registered) -> None:
         """Keep the console's ports for the next start (and log when they differ)."""
@@ -382,6 +429,8 @@ def render_status(status: dict[str, Any], width: int = 24) -> str:
         )
         if download["note"]:
             lines.append(f"    {download['note']}")
+        if download.get("plaintext"):
+            lines.append(f"    plaintext (confidential): {download['plaintext']}")
     served = status.get("served", {})
     lines.append(
         f"served to peers: {served.get('chunks', 0)} chunks, {_bytes(served.get('bytes', 0))}"

@@ -52,6 +52,9 @@ def bench() -> None:
               help="Run the shoal processes under cProfile; write their stats here.")  # fmt: skip
 @click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the full results (both processes of each run) to this file.")  # fmt: skip
+@click.option("--confidential", is_flag=True,
+              help="Move a confidential package: the ciphertext, decrypted by the receiver "
+              "as a client does (timed).")  # fmt: skip
 def transfer(
     size_mb: int,
     loss: float,
@@ -67,6 +70,7 @@ def transfer(
     workdir: Path | None,
     profile_dir: Path | None,
     json_out: Path | None,
+    confidential: bool,
 ) -> None:
     """Move a random file between two network namespaces with shoal, then with
     libtorrent over uTP, and print MB/s, CPU s/GB, retransmits and peak RSS.
@@ -90,6 +94,7 @@ def transfer(
         rate_mbit=rate_mbit,
         repeat=repeat,
         workdir=workdir,
+        confidential=confidential,
     )
     with terminate_on_signals():
         document = run_transfer_bench(options, lambda line: click.echo(line, err=True))

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import ClientDisconnect
 
 from shoal import __version__, topology
+from shoal.console import confidential as confidential_records
 from shoal.console import db, records, schemas
 from shoal.console.auth import SESSION_COOKIE, Admin, Console, Database
 from shoal.console.content import StoredContent, Upload
@@ -29,6 +30,8 @@ from shoal.console.security import (
 from shoal.console.state import ConsoleState
 from shoal.core.chunking import ALLOWED_CHUNK_SIZES, chunk_size_for
 from shoal.core.identity import enrollment_token_for
+from shoal.core.packing import SealedPackage
+from shoal.core.sealing import confidential_chunk_size, new_content_key
 from shoal.licensing import LicenceError, read_licence
 
 log = logging.getLogger("shoal.console")
@@ -437,6 +440,14 @@ def _check_version_free(state: ConsoleState, name: str, version: str) -> None:
         )
 
 
+def _is_confidential(state: ConsoleState, name: str) -> bool:
+    """Is the application already confidential (every later version is encrypted)?"""
+    with state.sessions() as session:
+        return bool(
+            session.scalar(select(db.Application.confidential).where(db.Application.name == name))
+        )
+
+
 def _register_upload(
     state: ConsoleState,
     upload: Upload,
@@ -445,7 +456,22 @@ def _register_upload(
     confidential: bool,
     chunk_size: int | None,
 ) -> schemas.VersionOut:
-    manifest_file = upload.seal(chunk_size or chunk_size_for(upload.received), state.signing_key)
+    confidential = confidential or _is_confidential(state, name)
+    sealed: SealedPackage | None = None
+    content_key = b""
+    if confidential:
+        # The chunks are encrypted while packed: everything the network sees (content
+        # ID, manifest, size, hashes) describes the ciphertext.
+        content_key = new_content_key()
+        manifest_file, sealed = upload.seal_confidential(
+            chunk_size or confidential_chunk_size(upload.received),
+            state.signing_key,
+            content_key,
+        )
+    else:
+        manifest_file = upload.seal(
+            chunk_size or chunk_size_for(upload.received), state.signing_key
+        )
     # The lock keeps a delete of the same content from removing its file between the
     # rename and the commit.
     with state.content_lock:
@@ -470,6 +496,12 @@ def _register_upload(
                 chunk_count=manifest.chunk_count,
                 created_at=now,
             )
+            if sealed is not None:
+                row.content_key = confidential_records.wrap(
+                    state.content_wrapping_key, content_key, manifest.content_id.hex
+                )
+                row.plaintext_size = sealed.plaintext_size
+                row.plaintext_sha256 = sealed.plaintext_sha256.hex()
             session.add(row)
             state.record_change(session, "content_added", manifest.content_id.hex)
             try:
@@ -533,7 +565,8 @@ def change_application(
     session: Database,
     _admin: Admin,
 ) -> schemas.ApplicationOut:
-    """Set or clear the confidential flag (recorded; encryption comes later)."""
+    """Set or clear the confidential flag: versions uploaded from then on are encrypted
+    (or not); versions already uploaded stay as they were packed."""
     application = session.get(db.Application, application_id)
     if application is None:
         raise _not_found(f"application {application_id}")
@@ -685,6 +718,9 @@ def retire_device(
         raise _not_found(f"device {device_id!r}")
     session.execute(delete(db.DeviceContent).where(db.DeviceContent.device_id == device_id))
     session.delete(device)
+    if session.get(db.RetiredDevice, device_id) is None:
+        # It never again receives a confidential key, even if its server reports it.
+        session.add(db.RetiredDevice(device_id=device_id, retired_at=state.clock()))
     session.commit()
     log.info("retired device %s: %s", device_id, state.licence_status(session).message)
 

@@ -3,7 +3,7 @@
 Layout under ``DATA_DIR/content``::
 
     tmp/                 uploads being received (removed at start: never acknowledged)
-    CONTENT_ID.data      the package, complete and fsynced
+    CONTENT_ID.data      the package (a confidential one encrypted), complete and fsynced
     CONTENT_ID.manifest  its manifest, signed by the console
 
 An upload is streamed to ``tmp/``, fsynced, packed (``seal``) (``shoal.core.packing.pack_stream``
@@ -12,6 +12,11 @@ written durably, and only then renamed to ``CONTENT_ID.data`` and the directory
 fsynced. The caller commits the database row after ``publish`` returns, so a package is
 visible only once every byte is on disk; files left without a row by a crash are
 removed by ``remove_orphans`` at the next start.
+
+A confidential upload is sealed with ``seal_confidential`` instead: the received file is
+encrypted chunk by chunk into a second file in ``tmp/`` while it is packed
+(``shoal.core.packing.pack_sealed_stream``), the plaintext is deleted, and what is
+published, signed and served is the ciphertext.
 """
 
 from __future__ import annotations
@@ -26,7 +31,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from shoal.core.manifest import Manifest, ManifestFile
-from shoal.core.packing import pack_stream
+from shoal.core.packing import SealedPackage, pack_sealed_stream, pack_stream
+from shoal.core.sealing import ChunkCipher
 from shoal.core.signing import SigningKey
 
 log = logging.getLogger("shoal.console")
@@ -74,6 +80,30 @@ class Upload:
         with open(self.path, "rb", buffering=0) as package:
             manifest = pack_stream(package, chunk_size)
         return signing_key.sign(manifest)
+
+    def seal_confidential(
+        self, chunk_size: int, signing_key: SigningKey, content_key: bytes
+    ) -> tuple[ManifestFile, SealedPackage]:
+        """Encrypt the received bytes under ``content_key`` while packing them; keep only
+        the ciphertext (fsynced) and sign its manifest. Needs no lock."""
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        cipher = ChunkCipher(content_key, chunk_size, self.received)
+        plaintext_path = self.path
+        descriptor, name = tempfile.mkstemp(dir=self._directory.temporary, suffix=".sealed")
+        self.path = Path(name)  # discard() removes the ciphertext from now on
+        try:
+            with (
+                open(plaintext_path, "rb", buffering=0) as plaintext,
+                os.fdopen(descriptor, "wb") as sealed,
+            ):
+                package = pack_sealed_stream(plaintext, sealed, cipher)
+                sealed.flush()
+                os.fsync(sealed.fileno())
+        finally:
+            plaintext_path.unlink(missing_ok=True)
+        return signing_key.sign(package.manifest), package
 
     def publish(self, manifest_file: ManifestFile) -> StoredContent:
         """Write the manifest, move the package into place and fsync the directory.

@@ -104,6 +104,12 @@ class ApplicationVersion(Base):
     chunk_size: Mapped[int] = mapped_column(Integer)
     chunk_count: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # Confidential versions (encrypted when packed: size, sha256 and chunks describe the
+    # ciphertext): the content key wrapped under DATA_DIR/content-keys.key (hex), and
+    # the plaintext's size and SHA-256. NULL for plaintext versions.
+    content_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    plaintext_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    plaintext_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class OfficeRow(Base):
@@ -142,6 +148,15 @@ class Device(Base):
     last_seen: Mapped[datetime] = mapped_column(UtcDateTime())
     public_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     """X25519 public key (hex); the device ID is ``device_id_of`` it."""
+
+
+class RetiredDevice(Base):
+    """A device retired in the console: whatever its server reports later, it never
+    again receives a confidential content key (a stolen or uninstalled device)."""
+
+    __tablename__ = "retired_devices"
+    device_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    retired_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class DeviceContent(Base):

@@ -39,7 +39,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from shoal.assignments import DOCUMENT_FORMAT, canonical_json, sign_assignments
-from shoal.console import db, keys, records, schemas
+from shoal.console import confidential, db, keys, records, schemas
 from shoal.console.state import ConsoleState
 from shoal.core.errors import ShoalError
 
@@ -54,24 +54,45 @@ class DocumentContended(ShoalError):
 
 
 def assignment_entries(session: Session) -> list[dict[str, Any]]:
-    """Every assignment as the document lists it (office targets list their sub-offices)."""
+    """Every assignment as the document lists it (office targets list their sub-offices;
+    a confidential one lists its recipients, whose keys ``_sealed`` seals at signing)."""
     tree = records.load_topology(session)
     entries = []
     for assignment in session.scalars(select(db.Assignment).order_by(db.Assignment.id)):
         version = session.get_one(db.ApplicationVersion, assignment.version_id)
-        entries.append(
-            {
-                "id": assignment.id,
-                "content_id": version.content_id,
-                "target_kind": assignment.target_kind,
-                "target": assignment.target,
-                "offices": sorted(tree.subtree(assignment.target or ""))
-                if assignment.target_kind == schemas.TargetKind.OFFICE
-                else None,
-                "background": assignment.background,
-            }
-        )
+        entry: dict[str, Any] = {
+            "id": assignment.id,
+            "content_id": version.content_id,
+            "target_kind": assignment.target_kind,
+            "target": assignment.target,
+            "offices": sorted(tree.subtree(assignment.target or ""))
+            if assignment.target_kind == schemas.TargetKind.OFFICE
+            else None,
+            "background": assignment.background,
+        }
+        field = confidential.recipients_field(session, tree, assignment, version)
+        if field is not None:
+            entry["confidential"] = field
+        entries.append(entry)
     return entries
+
+
+def _sealed(
+    state: ConsoleState, session: Session, entries: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The entries as signed: each confidential one carries the content key sealed to
+    each recipient instead of the recipients' public keys."""
+    return [
+        {
+            **entry,
+            "confidential": confidential.sealed_field(
+                session, state.content_wrapping_key, entry["content_id"], entry["confidential"]
+            ),
+        }
+        if "confidential" in entry
+        else entry
+        for entry in entries
+    ]
 
 
 def _validity(state: ConsoleState) -> timedelta:
@@ -133,7 +154,7 @@ def _sign(
         "generated_at": now.isoformat(),
         "expires": expires.isoformat(),
         "console_keys": keys.public_keys(session),
-        "assignments": entries,
+        "assignments": _sealed(state, session, entries),
     }
     key = state.signing_key
     envelope = sign_assignments(key, document, keys.rotation_entries(session))

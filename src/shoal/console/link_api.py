@@ -45,7 +45,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from shoal import __version__, topology
-from shoal.console import db, documents, records, schemas
+from shoal.console import confidential, db, documents, records, schemas
 from shoal.console.auth import Console, Database, LinkedServer, Server
 from shoal.console.state import ConsoleState
 from shoal.core.identity import device_id_of
@@ -290,7 +290,14 @@ def _record_clients(
         tree_changed = False
         placed: list[schemas.ClientPlaced] = []
         refused: list[schemas.RecordRefused] = []
-        for index, raw in enumerate(body.clients):
+        raw_records: list[object] = list(body.clients)
+        reported = [
+            raw["device_id"]
+            for raw in raw_records
+            if isinstance(raw, dict) and isinstance(raw.get("device_id"), str)
+        ]
+        recipients_before = confidential.recipient_state(session, reported)
+        for index, raw in enumerate(raw_records):
             client = records.validate_record(schemas.ClientRecord, index, raw, "device_id")
             if isinstance(client, schemas.RecordRefused):
                 refused.append(client)
@@ -369,6 +376,10 @@ def _record_clients(
         if tree_changed:
             records.save_topology(state, session, tree, auto)
         session.flush()
+        if confidential.recipients_changed(session, tree, recipients_before, reported):
+            # A device that can now receive a confidential key gets it in a newly
+            # signed document, not at the next unrelated change.
+            state.record_change(session, "assignments_changed")
         after = state.licence_status(session)
         session.commit()
     records.log_refused(state, server.server_id, "client", refused)

@@ -202,6 +202,9 @@ def version_out(version: db.ApplicationVersion, application: db.Application) -> 
         chunk_size=version.chunk_size,
         chunks=version.chunk_count,
         created_at=version.created_at,
+        encrypted=version.content_key is not None,
+        plaintext_size=version.plaintext_size,
+        plaintext_sha256=version.plaintext_sha256,
     )
 
 

@@ -122,6 +122,10 @@ class VersionOut(BaseModel):
     chunk_size: int
     chunks: int
     created_at: datetime
+    encrypted: bool = False
+    """Packed encrypted (confidential): size, sha256 and chunks describe the ciphertext."""
+    plaintext_size: int | None = None
+    plaintext_sha256: str | None = None
 
 
 class ApplicationOut(BaseModel):

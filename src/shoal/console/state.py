@@ -8,6 +8,7 @@ First start, in ``DATA_DIR``:
                              see ``shoal.console.keys``)
 - ``tls/cert.pem``, ``tls/key.pem``  a self-signed certificate (unless one is given)
 - ``server-auth.key``        the key P2P servers present on the link
+- ``content-keys.key``       wraps the content keys of confidential versions kept in SQL
 - ``content/``               packages and their signed manifests
 
 and the first administrator (password from ``SHOAL_ADMIN_PASSWORD`` or generated and
@@ -34,9 +35,11 @@ from shoal.console.security import (
     create_self_signed_certificate,
     hash_password,
     load_or_create_server_key,
+    write_secret_file,
 )
 from shoal.console.throttle import LoginThrottle
 from shoal.core.errors import ShoalError
+from shoal.core.sealing import CONTENT_KEY_SIZE, new_content_key
 from shoal.core.signing import SigningKey, VerifyKey
 from shoal.licensing import Licence, LicenceError, LicenceStatus, read_licence
 from shoal.licensing import evaluate as evaluate_licence
@@ -119,6 +122,8 @@ class ConsoleState:
     cert_path: Path | None
     key_path: Path | None
     clock: Clock = utc_now
+    content_wrapping_key: bytes = field(default=b"", repr=False)
+    """Wraps confidential content keys at rest (``shoal.console.confidential``)."""
     generated_admin_password: str | None = None
     content_lock: threading.Lock = field(default_factory=threading.Lock)
     """Held from moving a package into place to committing its row, and by deletes."""
@@ -165,6 +170,18 @@ def _signing_key(data_dir: Path) -> SigningKey:
     key.save(path)
     key.verify_key.save(data_dir / "console-signing.key.pub")
     log.info("created the console signing key %s", key.verify_key.key_id.hex())
+    return key
+
+
+def _wrapping_key(data_dir: Path) -> bytes:
+    """The key that wraps confidential content keys in SQL (32 random bytes, mode 0600)."""
+    path = data_dir / "content-keys.key"
+    if not path.exists():
+        write_secret_file(path, new_content_key())
+        log.info("created the key-wrapping key of confidential content keys: %s", path)
+    key = path.read_bytes()
+    if len(key) != CONTENT_KEY_SIZE:
+        raise ValueError(f"{path}: a key-wrapping key has {CONTENT_KEY_SIZE} bytes, not {len(key)}")
     return key
 
 
@@ -256,6 +273,7 @@ def open_console(config: ConsoleConfig, clock: Clock = utc_now) -> ConsoleState:
         login_throttle=LoginThrottle(
             free_failures=config.login_failures, max_delay=config.login_max_delay_seconds
         ),
+        content_wrapping_key=_wrapping_key(config.data_dir),
     )
     _first_admin(state)
     if keys.rotated(state) and (resigned := keys.resign_manifests(state)):

@@ -24,6 +24,10 @@ refused this device a seat (``NOT_LICENSED``); any request but ``REGISTER`` from
 device the server does not know gets ``UNKNOWN_DEVICE`` (the client then registers).
 Overage (more installs than seats) is allowed and reported in ``REGISTERED``.
 
+Content goes only where the console sent it: the server serves a content's chunks only
+to a registered device that the current assignment document assigns it to (a device,
+its office's subtree, or everyone), whatever its office or lease.
+
 WAN budget: a client in a sharing office (Default or WiFi) may fetch a content from
 the server only while it holds the rendezvous lease for (office, content); a client in
 a VPN office, or in no office when ``direct_outside_offices`` allows it, is served
@@ -49,8 +53,10 @@ import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from shoal import __version__, ports
+from shoal.assignments import assigned_entries, entry_applies
 from shoal.core.identity import DeviceKey, control_key
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest, decode_manifest_file
@@ -225,6 +231,7 @@ class ServerCore:
         self._blobs: dict[bytes, bytes] = {}
         self._manifests: dict[ContentId, bytes] = {}
         self.manifests: dict[ContentId, Manifest] = {}
+        self._assigned: dict[ContentId, list[Any]] = {}  # content -> assignment entries
         self._assignments_digest = hashlib.sha256(b"").digest()
         self._assignments_length = 0
         self._nudges: deque[bytes] = deque()  # device IDs to tell of new assignments
@@ -237,6 +244,7 @@ class ServerCore:
         digest = hashlib.sha256(signed_document).digest()
         self._blobs.pop(old, None)
         self._blobs[digest] = signed_document
+        self._assigned = assigned_entries(signed_document)
         self._assignments_digest, self._assignments_length = digest, len(signed_document)
         if digest != old:
             self._nudges = deque(
@@ -612,9 +620,18 @@ class ServerCore:
         if client is None:
             return False
         office, office_type = self.office_of(client_ip)
+        if not self.is_assigned(client, content_id, office):
+            return False  # issue 13, row 3: only devices the console assigned it to
         if office is None or office_type in (OfficeType.VPN, OfficeType.NONE):
             return office is not None or self.settings.direct_outside_offices
         return self.rendezvous.holder(office, content_id, now) == client.device_id.hex()
+
+    def is_assigned(self, client: ClientRecord, content_id: ContentId, office: str | None) -> bool:
+        """Does the current assignment document assign ``content_id`` to this client?"""
+        device_hex = client.device_id.hex()
+        return any(
+            entry_applies(entry, device_hex, office) for entry in self._assigned.get(content_id, ())
+        )
 
     def bytes_done(self, progress: ContentProgress) -> int:
         """Bytes a client holds verified, from its chunk count (last chunk may be short)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +21,7 @@ from shoal.client.agent import AgentConfig, AgentCore, ContentStoreLike, Downloa
 from shoal.client.trust import TrustState
 from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
-from shoal.core.manifest import Manifest
+from shoal.core.manifest import Manifest, decode_manifest_file
 from shoal.core.packing import pack_bytes
 from shoal.core.server_cert import issue_certificate
 from shoal.core.signing import SigningKey
@@ -127,14 +127,28 @@ def build_enterprise(
     bandwidth: dict[str, BandwidthLimit] | None = None,
     swarm_fanout: int = 1,
     limits: AbuseLimits | None = None,
+    console_key: SigningKey | None = None,
+    content: tuple[bytes, bytes] | None = None,
+    assignments: bytes | None = None,
+    device_keys: Sequence[DeviceKey] = (),
 ) -> Enterprise:
-    """Build the network, the server (content imported, assigned to everyone), clients."""
+    """Build the network, the server (content imported, assigned to everyone), clients.
+
+    Or, from a console: ``content`` (its signed manifest file and the bytes it serves),
+    ``assignments`` (its signed envelope) and ``console_key``; ``device_keys`` give the
+    first clients their keys (and device IDs), in office order.
+    """
     rng = random.Random(seed)
     network = SimNetwork(seed=seed)
-    console_key = SigningKey.generate()
-    package = rng.randbytes(package_size)
-    manifest = pack_bytes(package, chunk_size)
-    manifest_file = console_key.sign(manifest).encode()
+    console_key = console_key or SigningKey.generate()
+    if content is not None:
+        manifest_file, package = content
+        manifest = decode_manifest_file(manifest_file).manifest
+        chunk_size = manifest.chunk_size
+    else:
+        package = rng.randbytes(package_size)
+        manifest = pack_bytes(package, chunk_size)
+        manifest_file = console_key.sign(manifest).encode()
 
     topology = [
         {"office": "Central Office", "parent": None, "type": "Default", "subnets": ["10.0.0.0/24"]}
@@ -174,7 +188,7 @@ def build_enterprise(
         "offices": None,
         "background": False,
     }
-    core.set_assignments(sim_document(console_key, [everyone], 1, network.now))
+    core.set_assignments(assignments or sim_document(console_key, [everyone], 1, network.now))
     origin = ContentStore(root / "server-origin", durable=False)
     origin_entry = origin.add(manifest_file, pinned=True)
     for chunk_index in range(manifest.chunk_count):
@@ -190,12 +204,13 @@ def build_enterprise(
     network.attach(server_host, server)
 
     clients: list[SimClient] = []
+    keys = iter(device_keys)
     for spec in offices:
         office = network.add_office(spec.name, spec.subnet, wan_rate=spec.wan_rate)
         hosts = ipaddress.ip_network(spec.subnet).hosts()
         for number in range(spec.clients):
             ip = str(next(hosts))
-            device_key = DeviceKey.from_raw(rng.randbytes(32))
+            device_key = next(keys, None) or DeviceKey.from_raw(rng.randbytes(32))
             directory = root / f"client-{ip}"
             store = (
                 store_factory(directory, number)
