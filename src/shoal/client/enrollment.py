@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shoal.client.trust import TRUST_FILE, TrustState, TrustStateError
 from shoal.core.errors import ShoalError
+from shoal.core.files import write_private
 
 ENROLLMENT_FILE = "enrollment.json"
 BUNDLE_FORMAT = "shoal-enrollment-1"
@@ -94,7 +94,7 @@ def enroll(data_dir: Path, bundle: Enrollment, *, replace: bool = False) -> Enro
         "server": bundle.server,
         "server_port": bundle.server_port,
     }
-    _write_private(data_dir / ENROLLMENT_FILE, json.dumps(document, indent=1))
+    write_private(data_dir / ENROLLMENT_FILE, json.dumps(document, indent=1).encode())
     return bundle
 
 
@@ -116,14 +116,3 @@ def load_enrollment(data_dir: Path) -> tuple[Enrollment, TrustState]:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise EnrollmentError(f"{path}: unreadable enrollment ({type(error).__name__})") from None
     return Enrollment(trust.console_keys[-1], token, server, port), trust
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write ``text`` readable by the owner only, atomically."""
-    temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as output:
-        output.write(text)
-        output.flush()
-        os.fsync(output.fileno())
-    os.replace(temporary, path)

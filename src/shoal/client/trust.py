@@ -35,7 +35,6 @@ directory): a crash leaves the old state or the new one.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -47,6 +46,7 @@ from shoal.assignments import (
     verify_document,
 )
 from shoal.core.errors import ShoalError
+from shoal.core.files import write_private
 from shoal.core.signing import VerifyKey
 from shoal.key_rotation import RotationStatement
 
@@ -203,15 +203,4 @@ class TrustState:
 
     def save(self, path: Path) -> None:
         """Replace the file atomically."""
-        temporary = path.with_name(path.name + ".tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as trust_file:
-            trust_file.write(self.to_json())
-            trust_file.flush()
-            os.fsync(trust_file.fileno())
-        os.replace(temporary, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        write_private(path, self.to_json().encode())

@@ -30,20 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from shoal.core.files import fsync_directory
 from shoal.core.manifest import Manifest, ManifestFile
 from shoal.core.packing import SealedPackage, pack_sealed_stream, pack_stream
 from shoal.core.sealing import ChunkCipher
 from shoal.core.signing import SigningKey
 
 log = logging.getLogger("shoal.console")
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +112,7 @@ class Upload:
             self.path.unlink()
         else:
             os.replace(self.path, data_path)
-        _fsync_directory(self._directory.root)
+        fsync_directory(self._directory.root)
         return StoredContent(manifest, manifest_file, data_path)
 
     def discard(self) -> None:
