@@ -12,11 +12,8 @@ Cost: each ciphertext chunk is read from the cache file into a reused buffer and
 authenticated by its AES-GCM tag (the tag covers every byte, so the cache's SHA-256
 re-check would add nothing; a chunk whose tag fails is handed to the cache's
 ``read_chunk``, which notices a chunk gone bad on disk and marks it for download
-again). The plaintext SHA-256 is taken on the same thread, chunk by chunk, while the
-chunk is still in the CPU's cache: it costs ~0.6 s/GB, far less than the network's
-pace, so a second thread (as ``shoal.core.packing`` uses, where the hash is the
-bottleneck) would only add hand-offs of the GIL per chunk to a process whose event
-loop is busy receiving.
+again). The plaintext SHA-256 runs on a second thread while the next chunk is read and
+decrypted, as ``shoal.core.packing`` does.
 
 It need not wait for the whole download: given ``wait_for_chunk`` (or ``chunk_ready``,
 polled), it decrypts each chunk as soon as the cache holds it verified, in order, while
@@ -32,6 +29,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -139,26 +137,32 @@ def _decrypt_file(
     digest = hashlib.sha256()
     chunk_size = cipher.chunk_size
     sealed_in = bytearray(chunk_size)
-    plain_out = memoryview(bytearray(chunk_size - TAG_SIZE))
+    plain_out = (bytearray(chunk_size - TAG_SIZE), bytearray(chunk_size - TAG_SIZE))
+    pending: Future[None] | None = None
     source = os.open(store.data_path(content_id), os.O_RDONLY)
     try:
-        for chunk_index in range(cipher.chunk_count):
-            if wait_for_chunk is not None:
-                _wait_for(chunk_index, wait_for_chunk, stopped)
-            wanted = cipher.plaintext_length(chunk_index) + TAG_SIZE
-            ciphertext = memoryview(sealed_in)[:wanted]
-            if os.preadv(source, [ciphertext], chunk_index * chunk_size) != wanted:
-                store.read_chunk(content_id, chunk_index)  # names what is missing
-                raise ChunkDecryptionFailed(f"chunk {chunk_index} is not in the cache")
-            try:
-                length = cipher.decrypt_into(chunk_index, ciphertext, plain_out)
-            except ChunkDecryptionFailed:
-                store.read_chunk(content_id, chunk_index)  # bad on disk: marked, raises
-                raise
-            plaintext = plain_out[:length]
-            _write_all(output, plaintext)
-            _start_writeback(output, chunk_index * (chunk_size - TAG_SIZE), length)
-            digest.update(plaintext)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-open") as pool:
+            for chunk_index in range(cipher.chunk_count):
+                if wait_for_chunk is not None:
+                    _wait_for(chunk_index, wait_for_chunk, stopped)
+                wanted = cipher.plaintext_length(chunk_index) + TAG_SIZE
+                ciphertext = memoryview(sealed_in)[:wanted]
+                if os.preadv(source, [ciphertext], chunk_index * chunk_size) != wanted:
+                    store.read_chunk(content_id, chunk_index)  # names what is missing
+                    raise ChunkDecryptionFailed(f"chunk {chunk_index} is not in the cache")
+                out = memoryview(plain_out[chunk_index % 2])
+                try:
+                    length = cipher.decrypt_into(chunk_index, ciphertext, out)
+                except ChunkDecryptionFailed:
+                    store.read_chunk(content_id, chunk_index)  # bad on disk: marked, raises
+                    raise
+                _write_all(output, out[:length])
+                _start_writeback(output, chunk_index * (chunk_size - TAG_SIZE), length)
+                if pending is not None:
+                    pending.result()  # frees the other buffer for the next chunk
+                pending = pool.submit(digest.update, out[:length])
+            if pending is not None:
+                pending.result()
     finally:
         os.close(source)
     return digest.digest()
