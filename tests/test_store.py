@@ -242,3 +242,35 @@ def test_disk_full_is_a_clear_error_and_leaves_the_store_consistent(tiny_filesys
     assert set(reopened.verified(manifest.content_id)) == {0}
     assert not list(tiny_filesystem.glob(f"{big.content_id.hex}.*"))
     assert reopened.write_chunk(manifest.content_id, 1, chunk(data, 1)) is False
+
+
+def test_a_reader_waiting_for_a_chunk_wakes_when_it_is_written_not_at_its_timeout(
+    tmp_path: Path,
+) -> None:
+    data, manifest, manifest_file = make_package(2 * CHUNK)
+    store = ContentStore(tmp_path, durable=False)
+    store.add(manifest_file)
+    content_id = manifest.content_id
+    assert store.wait_for_chunk(content_id, 1, 0.01) is False
+    woken: list[bool] = []
+    reader = threading.Thread(target=lambda: woken.append(store.wait_for_chunk(content_id, 1, 60)))
+    reader.start()
+    store.write_chunk(content_id, 0, chunk(data, 0))  # another chunk: still waiting
+    store.write_chunk(content_id, 1, chunk(data, 1))
+    reader.join(timeout=10)
+    assert woken == [True] and not reader.is_alive()
+
+    gone: list[BaseException] = []
+
+    def wait_for_removed() -> None:
+        try:
+            store.wait_for_chunk(content_id, 5, 60)
+        except ContentNotFound as error:
+            gone.append(error)
+
+    store.add(manifest_file)
+    reader = threading.Thread(target=wait_for_removed)
+    reader.start()
+    store.remove(content_id)
+    reader.join(timeout=10)
+    assert len(gone) == 1 and not reader.is_alive()

@@ -33,6 +33,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -192,7 +193,7 @@ def decrypt_received(
         sealed,
         device_key,
         path.with_name(path.name + ".plaintext"),
-        chunk_ready=fetcher.written.__contains__,
+        wait_for_chunk=fetcher.wait_for_chunk,
         stopped=lambda: bool(fetcher.failure),
     )
     return {"plaintext_bytes": plaintext.stat().st_size, "plaintext_path": str(plaintext)}
@@ -223,11 +224,17 @@ class Fetch:
         self.retried: Counter[str] = Counter()
         self.seen: Counter[str] = Counter()
         self.written: set[int] = set()
+        self._chunk_written = threading.Condition()  # wakes the decrypting thread
         self._queue = list(range(manifest.chunk_count - 1, -1, -1))  # popped from the end
         self._attempts: Counter[int] = Counter()
         self._in_flight: dict[int, int] = {}  # request id -> chunk index
         if manifest.chunk_count == 0:
             self.done.set()
+
+    def wait_for_chunk(self, chunk_index: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for chunk ``chunk_index`` to be written; is it?"""
+        with self._chunk_written:
+            return self._chunk_written.wait_for(lambda: chunk_index in self.written, timeout)
 
     def request_more(self) -> None:
         """Fill the window with requests for the next chunks."""
@@ -256,7 +263,9 @@ class Fetch:
                 return
             offset = chunk_index * self.manifest.chunk_size
             os.pwrite(self.descriptor, event.data, offset)
-            self.written.add(chunk_index)
+            with self._chunk_written:
+                self.written.add(chunk_index)
+                self._chunk_written.notify_all()
             self.received += 1
             self.bytes_received += len(event.data)
             if self.received == self.manifest.chunk_count:

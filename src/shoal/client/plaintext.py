@@ -15,9 +15,12 @@ re-check would add nothing; a chunk whose tag fails is handed to the cache's
 again). The plaintext SHA-256 runs on a second thread while the next chunk is read and
 decrypted, as ``shoal.core.packing`` does.
 
-It need not wait for the whole download: given ``chunk_ready``, it decrypts each chunk
-as soon as the cache holds it verified, in order, while the rest is still on its way,
-so the work overlaps the transfer; the result is still checked whole, at the end.
+It need not wait for the whole download: given ``wait_for_chunk`` (or ``chunk_ready``,
+polled), it decrypts each chunk as soon as the cache holds it verified, in order, while
+the rest is still on its way, so the work overlaps the transfer; the result is still
+checked whole, at the end. ``wait_for_chunk`` blocks on the writer's notification, not
+on a sleep, so the last chunk is decrypted the moment it is written, not up to a poll
+period later.
 """
 
 from __future__ import annotations
@@ -48,7 +51,9 @@ _READ_BLOCK = 1 << 20
 CHUNK_POLL_SECONDS = 0.02
 
 ChunkReady = Callable[[int], bool]
-"""Is chunk N in the cache, verified? (None: the download is complete.)"""
+"""Is chunk N in the cache, verified?"""
+ChunkWait = Callable[[int, float], bool]
+"""Wait up to T seconds for chunk N to be in the cache, verified; is it there?"""
 Stopped = Callable[[], bool]
 
 
@@ -72,6 +77,7 @@ def write_plaintext(
     directory: Path,
     *,
     chunk_ready: ChunkReady | None = None,
+    wait_for_chunk: ChunkWait | None = None,
     stopped: Stopped | None = None,
 ) -> Path:
     """Decrypt a complete confidential content from ``store`` into ``directory``.
@@ -79,9 +85,12 @@ def write_plaintext(
     Returns the plaintext's path. Raises ``ConfidentialError`` when the key is not this
     device's or a chunk does not open, ``ContentHashMismatch`` when the result is not
     the plaintext the console packed. An existing file with the right SHA-256 is kept.
-    With ``chunk_ready`` it waits for each chunk in turn, polling, until ``stopped()``
-    (then ``PlaintextCancelled``).
+    With ``wait_for_chunk`` it waits for each chunk in turn (with ``chunk_ready``, by
+    polling it every ``CHUNK_POLL_SECONDS``), until ``stopped()`` (then
+    ``PlaintextCancelled``). Neither: the content is complete in ``store``.
     """
+    if wait_for_chunk is None and chunk_ready is not None:
+        wait_for_chunk = _polling(chunk_ready)
     if sealed.sealed_key is None:
         raise ConfidentialError("the console has not sealed this content's key to this device")
     manifest = store.manifest(content_id)
@@ -100,7 +109,9 @@ def write_plaintext(
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(descriptor, "wb") as output:
-            digest = _decrypt_file(store, content_id, cipher, output.fileno(), chunk_ready, stopped)
+            digest = _decrypt_file(
+                store, content_id, cipher, output.fileno(), wait_for_chunk, stopped
+            )
             os.fsync(output.fileno())
         if digest != sealed.plaintext_sha256:
             raise ContentHashMismatch(
@@ -119,7 +130,7 @@ def _decrypt_file(
     content_id: ContentId,
     cipher: ChunkCipher,
     output: int,
-    chunk_ready: ChunkReady | None,
+    wait_for_chunk: ChunkWait | None,
     stopped: Stopped | None,
 ) -> bytes:
     """Decrypt every chunk into ``output``; return the plaintext's SHA-256."""
@@ -132,8 +143,8 @@ def _decrypt_file(
     try:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-open") as pool:
             for chunk_index in range(cipher.chunk_count):
-                if chunk_ready is not None:
-                    _wait_for(chunk_index, chunk_ready, stopped)
+                if wait_for_chunk is not None:
+                    _wait_for(chunk_index, wait_for_chunk, stopped)
                 wanted = cipher.plaintext_length(chunk_index) + TAG_SIZE
                 ciphertext = memoryview(sealed_in)[:wanted]
                 if os.preadv(source, [ciphertext], chunk_index * chunk_size) != wanted:
@@ -157,11 +168,22 @@ def _decrypt_file(
     return digest.digest()
 
 
-def _wait_for(chunk_index: int, chunk_ready: ChunkReady, stopped: Stopped | None) -> None:
-    while not chunk_ready(chunk_index):
+def _wait_for(chunk_index: int, wait_for_chunk: ChunkWait, stopped: Stopped | None) -> None:
+    while not wait_for_chunk(chunk_index, CHUNK_POLL_SECONDS):
         if stopped is not None and stopped():
             raise PlaintextCancelled(f"stopped before chunk {chunk_index} came")
-        time.sleep(CHUNK_POLL_SECONDS)
+
+
+def _polling(chunk_ready: ChunkReady) -> ChunkWait:
+    """A ``ChunkWait`` for a source that cannot notify: look, sleep, look again."""
+
+    def wait_for_chunk(chunk_index: int, timeout: float) -> bool:
+        if chunk_ready(chunk_index):
+            return True
+        time.sleep(timeout)
+        return chunk_ready(chunk_index)
+
+    return wait_for_chunk
 
 
 def _start_writeback(descriptor: int, offset: int, length: int) -> None:

@@ -317,10 +317,11 @@ class ClientService:
         directory = self.config.data_dir / PACKAGES_DIRECTORY
         store, content_id = self.store, job.content_id
 
-        def chunk_ready(chunk_index: int) -> bool:
+        def wait_for_chunk(chunk_index: int, timeout: float) -> bool:
             try:
-                return chunk_index in store.verified(content_id)
+                return store.wait_for_chunk(content_id, chunk_index, timeout)
             except StoreError:
+                time.sleep(timeout)  # removed: ``stopped`` will say so
                 return False
 
         def stopped() -> bool:
@@ -335,7 +336,7 @@ class ClientService:
                     job.sealed,
                     self.device_key,
                     directory,
-                    chunk_ready=chunk_ready,
+                    wait_for_chunk=wait_for_chunk,
                     stopped=stopped,
                 )
             )

@@ -142,6 +142,7 @@ class ContentStore:
         self.durable = durable
         self._clock = clock
         self._lock = threading.RLock()
+        self._chunk_written = threading.Condition(self._lock)
         self._entries: dict[ContentId, _Entry] = {}
         self.problems: list[SidecarProblem] = []
         root.mkdir(parents=True, exist_ok=True)
@@ -215,6 +216,17 @@ class ContentStore:
         """A copy of the set of verified chunks."""
         with self._lock:
             return self._entry(content_id).verified.copy()
+
+    def wait_for_chunk(self, content_id: ContentId, chunk_index: int, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for chunk ``chunk_index`` to be verified; is it?
+
+        Woken by ``write_chunk`` (a reader decrypting as chunks arrive, in another thread,
+        need not poll). ``ContentNotFound`` once the content is removed.
+        """
+        with self._chunk_written:
+            return self._chunk_written.wait_for(
+                lambda: chunk_index in self._entry(content_id).verified, timeout
+            )
 
     def info(self, content_id: ContentId) -> EntryInfo:
         with self._lock:
@@ -328,6 +340,7 @@ class ContentStore:
                     entry.verified.discard(chunk_index)
                     entry.complete = False
                     raise
+                self._chunk_written.notify_all()
             return entry.complete
 
     def _check_whole_file(self, entry: _Entry) -> None:
@@ -404,6 +417,7 @@ class ContentStore:
             os.close(entry.descriptor)
             for suffix in ("state", "data", "manifest"):
                 self._path(content_id, suffix).unlink(missing_ok=True)
+            self._chunk_written.notify_all()  # a reader waiting for it learns it is gone
 
     def repair(self, content_id: ContentId) -> EntryInfo:
         """Rebuild a sidecar from the bytes on disk: every chunk that verifies is kept."""
