@@ -56,20 +56,20 @@ def main() -> None:
     def address(number: int) -> tuple[str, int]:
         return f"10.{number // 65536 % 256}.{number // 256 % 256}.{number % 256}", 50000
 
-    registers = [
-        encode_control(
-            ControlMessage(
-                1, key.device_id, Register(key.public_raw, "0.1.0", "pc", 24), counter=1
-            ),
-            tag_key,
-        )
-        for key, tag_key, _ in devices
-    ]
+    def register(key: DeviceKey, tag_key: bytes, number: int) -> bytes:
+        # The address token a HELLO from that address would have been given.
+        token = server.address_tokens.issue(address(number)[0], 0.0)
+        body = Register(key.public_raw, "0.1.0", "pc", 24, address_token=token)
+        return encode_control(ControlMessage(1, key.device_id, body, counter=1), tag_key)
+
+    registers = [register(key, tag_key, number) for key, tag_key, number in devices]
     started = time.perf_counter()
     for (_, _, number), datagram in zip(devices, registers, strict=True):
         server.receive_datagram(datagram, address(number), 0.0)
         server.datagrams_to_send(0.0)
     registered = time.perf_counter() - started
+    if len(core.clients) != len(devices):
+        raise SystemExit(f"only {len(core.clients)} of {len(devices)} devices registered")
     progress = CheckIn((ContentProgress(manifest.content_id, 1, 2, 0, 0),))
     check_ins = [
         (
@@ -85,10 +85,13 @@ def main() -> None:
         if len(server._outbox) > 4096:
             server.datagrams_to_send(1.0)
     elapsed = time.perf_counter() - started
+    answered = server.counters.answered - len(registers)
+    if answered != len(check_ins):
+        raise SystemExit(f"only {answered} of {len(check_ins)} check-ins were answered")
     print(f"registrations: {len(registers) / registered:,.0f}/s (one X25519 + HKDF each)")
     print(
         f"check-ins: {len(check_ins) / elapsed:,.0f}/s, {elapsed / len(check_ins) * 1e6:.1f} us "
-        f"each (answered {server.counters.answered - len(registers):,})"
+        f"each (all {answered:,} answered)"
     )
 
 
