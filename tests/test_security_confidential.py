@@ -43,7 +43,6 @@ from shoal.client.plaintext import PlaintextCancelled, write_plaintext
 from shoal.console import db
 from shoal.console.app import create_app
 from shoal.console.state import ADMIN_PASSWORD_VARIABLE, ConsoleConfig, ConsoleState, open_console
-from shoal.core.errors import ContentHashMismatch
 from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
 from shoal.core.manifest import decode_manifest_file
@@ -500,15 +499,34 @@ def test_a_wrong_plaintext_never_lands_under_its_name(tmp_path: Path) -> None:
             return ciphertext[chunk_index * CHUNK : (chunk_index + 1) * CHUNK]
 
     sealed_key = seal_content_key(cipher.key, device.public_raw, manifest.content_id.digest)
-    wrong = SealedContent(len(plaintext), hashlib.sha256(b"other").digest(), sealed_key)
-    with pytest.raises(ContentHashMismatch):
-        write_plaintext(Store(), manifest.content_id, wrong, device, tmp_path)
+    right = SealedContent(len(plaintext), sealed.plaintext_sha256, sealed_key)
+    # A chunk altered in the cache: its GCM tag fails, and nothing lands.
+    tampered = bytearray(ciphertext)
+    tampered[CHUNK + 7] ^= 0x01
+    cache_file.write_bytes(tampered)
+    with pytest.raises(ChunkDecryptionFailed):
+        write_plaintext(Store(), manifest.content_id, right, device, tmp_path)
     assert list(tmp_path.iterdir()) == []
+    cache_file.write_bytes(ciphertext)
+    # The key sealed to another device, or another content's key: nothing lands.
+    other_device = DeviceKey.generate()
+    with pytest.raises(ContentKeyUnsealFailed):
+        write_plaintext(Store(), manifest.content_id, right, other_device, tmp_path)
+    other_key = seal_content_key(new_content_key(), device.public_raw, manifest.content_id.digest)
+    other = SealedContent(len(plaintext), sealed.plaintext_sha256, other_key)
+    with pytest.raises(ChunkDecryptionFailed):
+        write_plaintext(Store(), manifest.content_id, other, device, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+    # A size the ciphertext cannot hold, or no key at all.
+    with pytest.raises(ConfidentialError):
+        write_plaintext(
+            Store(), manifest.content_id, SealedContent(1, b"x" * 32, sealed_key), device, tmp_path
+        )
     with pytest.raises(ConfidentialError):
         write_plaintext(
             Store(), manifest.content_id, SealedContent(1, b"x" * 32, None), device, tmp_path
         )
-    right = SealedContent(len(plaintext), sealed.plaintext_sha256, sealed_key)
+    assert list(tmp_path.iterdir()) == []
     path = write_plaintext(Store(), manifest.content_id, right, device, tmp_path)
     assert path.read_bytes() == plaintext
     assert write_plaintext(Store(), manifest.content_id, right, device, tmp_path) == path

@@ -196,7 +196,11 @@ def decrypt_received(
         wait_for_chunk=fetcher.wait_for_chunk,
         stopped=lambda: bool(fetcher.failure),
     )
-    return {"plaintext_bytes": plaintext.stat().st_size, "plaintext_path": str(plaintext)}
+    return {
+        "plaintext_bytes": plaintext.stat().st_size,
+        "plaintext_path": str(plaintext),
+        "expected_plaintext_sha256": sealed.plaintext_sha256.hex(),
+    }
 
 
 class Fetch:
@@ -340,8 +344,13 @@ async def fetch(arguments: argparse.Namespace) -> int:
         ]
     complete = fetcher.received == manifest.chunk_count and not fetcher.failure
     end = CpuSample.now()
-    if "plaintext_path" in decrypted:  # removed outside the timed part
+    if "plaintext_path" in decrypted:  # checked and removed outside the timed part
         plaintext = Path(decrypted.pop("plaintext_path"))
+        # A client does not hash the plaintext (the chunk hashes and GCM tags pin it);
+        # the benchmark does, as an audit would, so a wrong result cannot pass.
+        decrypted["plaintext_sha256_matches"] = _file_sha256(plaintext).hex() == decrypted.pop(
+            "expected_plaintext_sha256"
+        )
         plaintext.unlink()
         plaintext.parent.rmdir()
     socket_report = _socket_report(endpoint)
@@ -366,7 +375,9 @@ async def fetch(arguments: argparse.Namespace) -> int:
         **socket_report,
     }
     if complete:
-        document["sha256_matches"] = _file_sha256(arguments.out) == manifest.sha256
+        ciphertext_matches = _file_sha256(arguments.out) == manifest.sha256
+        plaintext_matches = bool(decrypted.get("plaintext_sha256_matches", True))
+        document["sha256_matches"] = ciphertext_matches and plaintext_matches
     arguments.result.write_text(json.dumps(document))
     return 0 if complete and document.get("sha256_matches") else 1
 

@@ -4,23 +4,29 @@ The cache keeps the ciphertext: it is what the manifest describes, what peers ar
 served and what the store verifies. Once a confidential download is complete, the
 client opens its sealed content key with its device key and decrypts the chunks into
 ``DATA_DIR/packages/CONTENT_ID`` (directory mode 0700, file mode 0600): written to a
-temporary file, fsynced, checked against the plaintext SHA-256 the console signed, and
-only then renamed into place, so a crash never leaves a partial or wrong package under
-that name. Blocking file I/O: the shell runs it in a worker thread.
+temporary file, fsynced, and only then renamed into place, so a crash never leaves a
+partial or wrong package under that name. Blocking file I/O: the shell runs it in a
+worker thread.
+
+Why no SHA-256 of the whole plaintext: every ciphertext chunk was checked against the
+console-signed manifest's chunk hash before the cache wrote it, and every plaintext
+chunk is authenticated by its AES-GCM tag (bound to its index and the layout) under a
+key only the console generated and sealed to this device in the console-signed
+document, so the plaintext is exactly what the console encrypted; the sizes are still
+checked. The document's ``plaintext_sha256`` stays signed, shown and usable by audits;
+here it only tells whether a file already in place can be kept.
 
 Cost: each ciphertext chunk is read from the cache file into a reused buffer and
 authenticated by its AES-GCM tag (the tag covers every byte, so the cache's SHA-256
 re-check would add nothing; a chunk whose tag fails is handed to the cache's
 ``read_chunk``, which notices a chunk gone bad on disk and marks it for download
-again). The plaintext SHA-256 runs on a second thread while the next chunk is read and
-decrypted, as ``shoal.core.packing`` does.
+again).
 
 It need not wait for the whole download: given ``wait_for_chunk`` (or ``chunk_ready``,
 polled), it decrypts each chunk as soon as the cache holds it verified, in order, while
-the rest is still on its way, so the work overlaps the transfer; the result is still
-checked whole, at the end. ``wait_for_chunk`` blocks on the writer's notification, not
-on a sleep, so the last chunk is decrypted the moment it is written, not up to a poll
-period later.
+the rest is still on its way, so the work overlaps the transfer. ``wait_for_chunk``
+blocks on the writer's notification, not on a sleep, so the last chunk is decrypted the
+moment it is written, not up to a poll period later.
 """
 
 from __future__ import annotations
@@ -29,12 +35,10 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
 from shoal.assignments import SealedContent
-from shoal.core.errors import ContentHashMismatch
 from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest
@@ -83,8 +87,8 @@ def write_plaintext(
     """Decrypt a complete confidential content from ``store`` into ``directory``.
 
     Returns the plaintext's path. Raises ``ConfidentialError`` when the key is not this
-    device's or a chunk does not open, ``ContentHashMismatch`` when the result is not
-    the plaintext the console packed. An existing file with the right SHA-256 is kept.
+    device's, the sizes disagree or a chunk does not open (its GCM tag fails); nothing
+    is then left under the name. An existing file with the right SHA-256 is kept.
     With ``wait_for_chunk`` it waits for each chunk in turn (with ``chunk_ready``, by
     polling it every ``CHUNK_POLL_SECONDS``), until ``stopped()`` (then
     ``PlaintextCancelled``). Neither: the content is complete in ``store``.
@@ -109,14 +113,8 @@ def write_plaintext(
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         with os.fdopen(descriptor, "wb") as output:
-            digest = _decrypt_file(
-                store, content_id, cipher, output.fileno(), wait_for_chunk, stopped
-            )
+            _decrypt_file(store, content_id, cipher, output.fileno(), wait_for_chunk, stopped)
             os.fsync(output.fileno())
-        if digest != sealed.plaintext_sha256:
-            raise ContentHashMismatch(
-                f"{content_id.short}: the decrypted package does not match its SHA-256"
-            )
         os.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
@@ -132,40 +130,30 @@ def _decrypt_file(
     output: int,
     wait_for_chunk: ChunkWait | None,
     stopped: Stopped | None,
-) -> bytes:
-    """Decrypt every chunk into ``output``; return the plaintext's SHA-256."""
-    digest = hashlib.sha256()
+) -> None:
+    """Decrypt every chunk, each authenticated by its GCM tag, into ``output``."""
     chunk_size = cipher.chunk_size
     sealed_in = bytearray(chunk_size)
-    plain_out = (bytearray(chunk_size - TAG_SIZE), bytearray(chunk_size - TAG_SIZE))
-    pending: Future[None] | None = None
+    plain_out = memoryview(bytearray(chunk_size - TAG_SIZE))
     source = os.open(store.data_path(content_id), os.O_RDONLY)
     try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="shoal-open") as pool:
-            for chunk_index in range(cipher.chunk_count):
-                if wait_for_chunk is not None:
-                    _wait_for(chunk_index, wait_for_chunk, stopped)
-                wanted = cipher.plaintext_length(chunk_index) + TAG_SIZE
-                ciphertext = memoryview(sealed_in)[:wanted]
-                if os.preadv(source, [ciphertext], chunk_index * chunk_size) != wanted:
-                    store.read_chunk(content_id, chunk_index)  # names what is missing
-                    raise ChunkDecryptionFailed(f"chunk {chunk_index} is not in the cache")
-                out = memoryview(plain_out[chunk_index % 2])
-                try:
-                    length = cipher.decrypt_into(chunk_index, ciphertext, out)
-                except ChunkDecryptionFailed:
-                    store.read_chunk(content_id, chunk_index)  # bad on disk: marked, raises
-                    raise
-                _write_all(output, out[:length])
-                _start_writeback(output, chunk_index * (chunk_size - TAG_SIZE), length)
-                if pending is not None:
-                    pending.result()  # frees the other buffer for the next chunk
-                pending = pool.submit(digest.update, out[:length])
-            if pending is not None:
-                pending.result()
+        for chunk_index in range(cipher.chunk_count):
+            if wait_for_chunk is not None:
+                _wait_for(chunk_index, wait_for_chunk, stopped)
+            wanted = cipher.plaintext_length(chunk_index) + TAG_SIZE
+            ciphertext = memoryview(sealed_in)[:wanted]
+            if os.preadv(source, [ciphertext], chunk_index * chunk_size) != wanted:
+                store.read_chunk(content_id, chunk_index)  # names what is missing
+                raise ChunkDecryptionFailed(f"chunk {chunk_index} is not in the cache")
+            try:
+                length = cipher.decrypt_into(chunk_index, ciphertext, plain_out)
+            except ChunkDecryptionFailed:
+                store.read_chunk(content_id, chunk_index)  # bad on disk: marked, raises
+                raise
+            _write_all(output, plain_out[:length])
+            _start_writeback(output, chunk_index * (chunk_size - TAG_SIZE), length)
     finally:
         os.close(source)
-    return digest.digest()
 
 
 def _wait_for(chunk_index: int, wait_for_chunk: ChunkWait, stopped: Stopped | None) -> None:
