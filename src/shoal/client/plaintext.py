@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Protocol
 
 from shoal.assignments import SealedContent
+from shoal.core.files import fsync_directory
 from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest
@@ -119,7 +120,7 @@ def write_plaintext(
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
-    _fsync_directory(directory)
+    fsync_directory(directory)
     return target
 
 
@@ -199,11 +200,3 @@ def _already_written(path: Path, sealed: SealedContent) -> bool:
     except OSError:
         return False
     return digest.digest() == sealed.plaintext_sha256
-
-
-def _fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
