@@ -64,6 +64,7 @@ from shoal.client.control import (
 )
 from shoal.client.disk import ChunkWritten, WriteChunk, perform_writes
 from shoal.client.trust import DocumentRefused, TrustState
+from shoal.client.upload_queue import UploadKey, UploadQueue
 from shoal.core.chunkset import ChunkSet
 from shoal.core.errors import ManifestError
 from shoal.core.identity import DeviceKey
@@ -87,6 +88,7 @@ from shoal.protocol.transfer import (
     ChunkRequested,
     Mode,
     RefusalReason,
+    RequestCancelled,
     Role,
     TransferConfig,
     TransferEngine,
@@ -161,8 +163,10 @@ class AgentConfig:
     """Discovery ports of peers on the other port set (main or alternative)."""
     version: str = __version__
     max_in_flight: int = 16
-    write_backlog_bytes: int = 8 << 20
+    write_backlog_bytes: int = 4 << 20
     """No new chunk is asked for while this many received bytes wait for the disk."""
+    upload_budget_bytes: int = 8 << 20
+    """Chunk bytes held for peers at once; more requests wait (``UploadQueue``)."""
     per_peer_in_flight: int = 4
     swarm_fanout: int = 1
     """Downloaders that fetch a new chunk from its first holder (``ChunkPicker``)."""
@@ -281,6 +285,7 @@ class AgentCore:
         self._disk_writes: list[WriteChunk] = []
         self._writing: set[tuple[ContentId, int]] = set()
         self._writing_bytes = 0
+        self.uploads: UploadQueue[ChunkRequested] = UploadQueue(config.upload_budget_bytes)
         self.trust = config.trust
         """Changes when a document is accepted; the shell saves it (``TrustState.save``)."""
         self.document_note = ""
@@ -862,10 +867,14 @@ class AgentCore:
         self, mode: Mode, engine: TransferEngine, event: object, now: float
     ) -> None:
         if isinstance(event, ChunkRequested):
-            self._serve(engine, event, now)
+            self._serve(mode, event, now)
             return
-        if isinstance(event, ChunkDelivered):
-            self.counters.chunks_served += 1
+        if isinstance(event, ChunkDelivered | RequestCancelled) or (
+            isinstance(event, TransferTimedOut) and event.role is Role.SENDER
+        ):
+            self.counters.chunks_served += isinstance(event, ChunkDelivered)
+            self.uploads.ended(UploadKey(mode.value, event.peer, event.request_id))
+            self._serve_waiting(now)
             return
         if isinstance(event, VersionRejected):
             self._note_all(
@@ -984,17 +993,33 @@ class AgentCore:
             and self.discovery.in_scope(peer_ip)
         )
 
-    def _serve(self, engine: TransferEngine, event: ChunkRequested, now: float) -> None:
+    def _serve(self, mode: Mode, event: ChunkRequested, now: float) -> None:
         if not self.may_serve(event.peer[0], event.content_id):
             # NOT_FOUND whatever the reason: what we cache is not told to strangers.
-            engine.refuse_chunk(event.peer, event.request_id, RefusalReason.NOT_FOUND, now)
+            self.engines[mode].refuse_chunk(
+                event.peer, event.request_id, RefusalReason.NOT_FOUND, now
+            )
             self.counters.requests_refused += 1
             self.counters.requests_refused_policy += 1
             return
-        sent = serve_from(self.store, engine, event, now)
-        self.counters.bytes_served += sent
-        if not sent:
-            self.counters.requests_refused += 1
+        key = UploadKey(mode.value, event.peer, event.request_id)
+        self.uploads.wait(key, event, event.chunk_length)
+        self._serve_waiting(now)
+
+    def _serve_waiting(self, now: float) -> None:
+        """Answer waiting requests while the upload budget allows (``UploadQueue``)."""
+        while (ready := self.uploads.next_ready()) is not None:
+            key, event = ready
+            engine = self.engines[Mode(key.engine)]
+            if not self.may_serve(event.peer[0], event.content_id):  # unassigned meanwhile
+                engine.refuse_chunk(event.peer, event.request_id, RefusalReason.NOT_FOUND, now)
+                self.counters.requests_refused += 1
+                continue
+            sent = serve_from(self.store, engine, event, now)
+            self.uploads.answered(key, sent)
+            self.counters.bytes_served += sent
+            if not sent:
+                self.counters.requests_refused += 1
 
     def _note_all(self, note: str) -> None:
         for download in self.downloads.values():
