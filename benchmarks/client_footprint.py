@@ -11,9 +11,15 @@ they hold it. For each client it prints, while the process still runs:
 * CPU seconds (user + system, ``/proc/<pid>/stat``) spent while it received the
   package, per MiB received (from the server and from peers).
 
-Target (issue 9): peak RSS <= 64 MB for every size. A fresh site per size, so a peak
-belongs to one package. Figures, not assertions: the machine is shared. Everything it
-starts is stopped and its files deleted (``--keep`` keeps the files).
+With libtorrent installed (``pip install 'shoal[bench]'``) it then moves the same file
+with libtorrent over uTP, one seeder to one downloader on 127.0.0.1 (``shoal bench
+transfer``'s baseline, ``shoal.bench.utp_peer``), and prints the downloader's figures
+beside the client's: with ``--clients 1`` (the default) both are a pure receiver.
+
+Targets (issue 9): peak RSS <= 64 MB for every size; CPU per MiB <= libtorrent's. A
+fresh site per size, so a peak belongs to one package. Figures, not assertions: the
+machine is shared. Everything it starts is stopped and its files deleted (``--keep``
+keeps the files).
 
     .venv/bin/python benchmarks/client_footprint.py
     .venv/bin/python benchmarks/client_footprint.py --sizes-mib 64 256 1024 --clients 2 --runs 3
@@ -22,6 +28,7 @@ starts is stopped and its files deleted (``--keep`` keeps the files).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -32,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shoal.bench.transfer import Placement, TransferBenchOptions, run_libtorrent
+from shoal.core.packing import pack_stream
 from shoal.lab.deployment import Deployment, LoopbackPlacement, OfficeSetup
 from shoal.lab.network import CENTRAL, LabHost
 
@@ -110,7 +119,6 @@ def measure_size(work: Path, size_mib: int, clients: int, say: Any) -> list[dict
         write_package(package, size_mib * MIB)
         say(f"  {size_mib} MiB: uploading")
         row = deployment.upload_and_assign(package)
-        package.unlink()
         started = time.monotonic()
         last_cpu: dict[str, tuple[float, int]] = {}
         done: dict[str, dict[str, Any]] = {}
@@ -151,6 +159,35 @@ def measure_size(work: Path, size_mib: int, clients: int, say: Any) -> list[dict
         return results
 
 
+def libtorrent_reference(work: Path, size_mib: int) -> dict[str, Any] | None:
+    """The same package moved by libtorrent (uTP), seeder to downloader; None without it."""
+    if importlib.util.find_spec("libtorrent") is None:
+        return None
+    package = work / "package.bin"
+    with open(package, "rb") as stream:
+        manifest = pack_stream(stream)
+    options = TransferBenchOptions(size_mb=size_mib, namespaces=False)
+    placement = Placement("127.0.0.1", "127.0.0.1", "loopback")
+    try:
+        run = run_libtorrent(placement, options, package, work, manifest)
+    finally:
+        placement.close()
+    receiver = run["receiver"]
+    cpu = receiver["cpu"]["cpu_seconds"]
+    return {
+        "client": "libtorrent",
+        "size_mib": size_mib,
+        "peak_rss_mb": receiver["peak_rss_bytes"] / MB,
+        "idle_rss_mb": 0.0,
+        "cpu_seconds": cpu,
+        "received_mib": size_mib,
+        "cpu_seconds_per_mib": cpu / size_mib,
+        "from_peers_mib": size_mib,
+        "seconds": receiver["cpu"]["wall_seconds"],
+        "sha256_matches": receiver["sha256_matches"],
+    }
+
+
 def _entry(status: dict[str, Any] | None, content_id: str) -> dict[str, Any] | None:
     if status is None:
         return None
@@ -171,7 +208,8 @@ def _wait_for_pids(deployment: Deployment, hosts: list[LabHost]) -> dict[str, in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes-mib", type=int, nargs="+", default=[64, 256, 1024])
-    parser.add_argument("--clients", type=int, default=2, help="clients in the office")
+    parser.add_argument("--clients", type=int, default=1, help="clients in the office")
+    parser.add_argument("--no-libtorrent", action="store_true", help="skip the reference")
     parser.add_argument("--runs", type=int, default=1, help="sites per size")
     parser.add_argument("--json", type=Path, help="write every figure here")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -183,6 +221,10 @@ def main() -> None:
             for run in range(arguments.runs):
                 work = work_root / f"{size_mib}-{run}"
                 results = measure_size(work, size_mib, arguments.clients, print)
+                if not arguments.no_libtorrent:
+                    reference = libtorrent_reference(work, size_mib)
+                    if reference is not None:
+                        results.append(reference)
                 figures += results
                 for result in results:
                     print(
@@ -201,7 +243,7 @@ def main() -> None:
             shutil.rmtree(work_root, ignore_errors=True)
     print("\nsize MiB | peak RSS MB median (min-max) | CPU ms/MiB median (min-max) | target")
     for size_mib in arguments.sizes_mib:
-        rows = [f for f in figures if f["size_mib"] == size_mib]
+        rows = [f for f in figures if f["size_mib"] == size_mib and f["client"] != "libtorrent"]
         rss = [f["peak_rss_mb"] for f in rows]
         cpu = [f["cpu_seconds_per_mib"] * 1000 for f in rows]
         verdict = "met" if max(rss) <= TARGET_RSS_MB else "NOT met"
@@ -210,6 +252,16 @@ def main() -> None:
             f"{'':10}| {statistics.median(cpu):6.1f} ({min(cpu):.1f}-{max(cpu):.1f})"
             f"{'':9}| RSS <= {TARGET_RSS_MB:.0f} MB {verdict}"
         )
+        reference = [
+            f for f in figures if f["size_mib"] == size_mib and f["client"] == "libtorrent"
+        ]
+        if reference:
+            rss = [f["peak_rss_mb"] for f in reference]
+            cpu = [f["cpu_seconds_per_mib"] * 1000 for f in reference]
+            print(
+                f"{'libtorrent':>8} | {statistics.median(rss):6.1f} ({min(rss):.1f}-{max(rss):.1f})"
+                f"{'':10}| {statistics.median(cpu):6.1f} ({min(cpu):.1f}-{max(cpu):.1f})"
+            )
     if arguments.json is not None:
         arguments.json.write_text(json.dumps(figures, indent=1))
 
