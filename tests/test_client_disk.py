@@ -27,6 +27,7 @@ from shoal.core.packing import pack_bytes
 from shoal.core.signing import SigningKey
 from shoal.sim.enterprise import OfficeSpec, SimClient, build_enterprise
 from shoal.store.content_store import ContentStore
+from shoal.store.errors import StoreDiskFull
 
 MIB = 1024 * 1024
 _SHA256 = hashlib.sha256
@@ -296,3 +297,35 @@ def test_an_uploader_serving_many_peers_holds_at_most_its_budget(tmp_path: Path)
     for client in enterprise.clients:
         data = client.store.data_path(enterprise.content_id).read_bytes()  # type: ignore[attr-defined]
         assert hashlib.sha256(data).hexdigest() == expected
+
+
+class _FailingOnceStore(ContentStore):
+    """A store whose first batch of writes finds the disk full."""
+
+    failures = 0
+
+    def write_verified_chunks(
+        self, content_id: ContentId, chunks: Sequence[tuple[int, bytes | bytearray | memoryview]]
+    ) -> bool:
+        if not self.failures:
+            self.failures += 1
+            raise StoreDiskFull("disk full (test)")
+        return super().write_verified_chunks(content_id, chunks)
+
+
+def test_a_failed_write_is_not_held_and_the_chunk_is_fetched_again(tmp_path: Path) -> None:
+    enterprise = build_enterprise(
+        tmp_path,
+        [OfficeSpec("Remote", "10.3.0.0/24", 1, type="VPN")],
+        package_size=1 * MIB,
+        store_factory=lambda directory, _number: _FailingOnceStore(directory, durable=False),
+    )
+    enterprise.run(until=60, stop=enterprise.all_complete)
+    client = enterprise.clients[0]
+    assert enterprise.all_complete()
+    assert client.agent.counters.store_errors >= 1
+    download = enterprise.download_of(client)
+    # What failed to be written was received again: more bytes than the package.
+    assert download.bytes_from_server > enterprise.manifest.size
+    data = client.store.data_path(enterprise.content_id).read_bytes()  # type: ignore[attr-defined]
+    assert data == enterprise.package

@@ -872,7 +872,8 @@ class AgentCore:
         if isinstance(event, ChunkDelivered | RequestCancelled) or (
             isinstance(event, TransferTimedOut) and event.role is Role.SENDER
         ):
-            self.counters.chunks_served += isinstance(event, ChunkDelivered)
+            if isinstance(event, ChunkDelivered):
+                self.counters.chunks_served += 1
             self.uploads.ended(UploadKey(mode.value, event.peer, event.request_id))
             self._serve_waiting(now)
             return
