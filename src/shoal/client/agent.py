@@ -20,7 +20,9 @@ Life of a client::
                     + LEASE: GRANTED -> the server is an origin of last resort
                              REDIRECTED -> peers only, ask again when it may lapse
                              DIRECT -> the server (VPN office, or in no office)
-                    chunks -> verified by the engine -> store -> announced to peers
+                    chunks -> verified by the engine (hashed once) -> WriteChunk effect
+                           -> ChunkWritten (the shell wrote it off the event loop)
+                           -> held: announced to peers, served, reported
 
 Blobs (the assignment document, manifests) are fetched from the server's data port as
 single chunks whose hash the server announced, so the transfer engine verifies them;
@@ -43,6 +45,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -59,7 +62,9 @@ from shoal.client.control import (
     RefusedUnauthenticated,
     ServerCertified,
 )
+from shoal.client.disk import ChunkWritten, WriteChunk, perform_writes
 from shoal.client.trust import DocumentRefused, TrustState
+from shoal.client.upload_queue import UploadKey, UploadQueue
 from shoal.core.chunkset import ChunkSet
 from shoal.core.errors import ManifestError
 from shoal.core.identity import DeviceKey
@@ -83,6 +88,7 @@ from shoal.protocol.transfer import (
     ChunkRequested,
     Mode,
     RefusalReason,
+    RequestCancelled,
     Role,
     TransferConfig,
     TransferEngine,
@@ -127,6 +133,9 @@ class ContentStoreLike(Protocol):
     def info(self, content_id: ContentId) -> EntryInfo: ...
     def entries(self) -> list[EntryInfo]: ...
     def write_chunk(self, content_id: ContentId, chunk_index: int, data: bytes) -> bool: ...
+    def write_verified_chunks(
+        self, content_id: ContentId, chunks: Sequence[tuple[int, bytes]]
+    ) -> bool: ...
     def read_chunk(self, content_id: ContentId, chunk_index: int) -> bytes: ...
     def pin(self, content_id: ContentId) -> None: ...
     def unpin(self, content_id: ContentId) -> None: ...
@@ -154,6 +163,10 @@ class AgentConfig:
     """Discovery ports of peers on the other port set (main or alternative)."""
     version: str = __version__
     max_in_flight: int = 16
+    write_backlog_bytes: int = 4 << 20
+    """No new chunk is asked for while this many received bytes wait for the disk."""
+    upload_budget_bytes: int = 8 << 20
+    """Chunk bytes held for peers at once; more requests wait (``UploadQueue``)."""
     per_peer_in_flight: int = 4
     swarm_fanout: int = 1
     """Downloaders that fetch a new chunk from its first holder (``ChunkPicker``)."""
@@ -263,8 +276,16 @@ class AgentCore:
         *,
         rng: random.Random | None = None,
         transfer_config: TransferConfig | None = None,
+        disk_inline: bool = True,
     ) -> None:
         self.config = config
+        self.disk_inline = disk_inline
+        """Perform ``WriteChunk`` effects in ``poll`` (the simulator); False: the shell
+        takes them (``take_disk_writes``) and answers ``chunk_written``."""
+        self._disk_writes: list[WriteChunk] = []
+        self._writing: set[tuple[ContentId, int]] = set()
+        self._writing_bytes = 0
+        self.uploads: UploadQueue[ChunkRequested] = UploadQueue(config.upload_budget_bytes)
         self.trust = config.trust
         """Changes when a document is accepted; the shell saves it (``TrustState.save``)."""
         self.document_note = ""
@@ -446,10 +467,15 @@ class AgentCore:
         for mode, engine in self.engines.items():
             while (event := engine.next_event()) is not None:
                 self._on_transfer_event(mode, engine, event, now)
+        if self.disk_inline and self._disk_writes:
+            for written in perform_writes(self.store, self.take_disk_writes()):
+                self.chunk_written(written, now)
         self._schedule_all(now)
 
     def _schedule_all(self, now: float) -> None:
         """Requests for the downloads allowed to run now (the office's policy caps them)."""
+        if self._writing_bytes >= self.config.write_backlog_bytes:
+            return  # back-pressure: the disk is behind; ``chunk_written`` polls again
         active = [d for d in self.downloads.values() if d.state is DownloadState.DOWNLOADING]
         limit = self.registration.max_downloads if self.registration else 0
         if limit:
@@ -841,10 +867,15 @@ class AgentCore:
         self, mode: Mode, engine: TransferEngine, event: object, now: float
     ) -> None:
         if isinstance(event, ChunkRequested):
-            self._serve(engine, event, now)
+            self._serve(mode, event, now)
             return
-        if isinstance(event, ChunkDelivered):
-            self.counters.chunks_served += 1
+        if isinstance(event, ChunkDelivered | RequestCancelled) or (
+            isinstance(event, TransferTimedOut) and event.role is Role.SENDER
+        ):
+            if isinstance(event, ChunkDelivered):
+                self.counters.chunks_served += 1
+            self.uploads.ended(UploadKey(mode.value, event.peer, event.request_id))
+            self._serve_waiting(now)
             return
         if isinstance(event, VersionRejected):
             self._note_all(
@@ -906,14 +937,8 @@ class AgentCore:
     def _on_chunk(
         self, download: Download, peer: Address, chunk_index: int, data: bytes, now: float
     ) -> None:
-        assert download.picker is not None and download.manifest is not None
-        try:
-            complete = self.store.write_chunk(download.content_id, chunk_index, data)
-        except StoreError as error:
-            self.counters.store_errors += 1
-            download.note = f"cache error: {error}"
-            download.picker.failed(chunk_index, peer)
-            return
+        """A chunk the engine verified: nobody asks for it again; held once written."""
+        assert download.picker is not None
         if peer == self.server_data_address(download.mode):
             download.bytes_from_server += len(data)
         else:
@@ -922,11 +947,39 @@ class AgentCore:
         download.failures.pop(peer, None)
         for loser in download.picker.received(chunk_index, peer):
             self._cancel_to(download, loser, chunk_index, now)
+        key = (download.content_id, chunk_index)
+        if key not in self._writing:
+            self._writing.add(key)
+            self._writing_bytes += len(data)
+            self._disk_writes.append(WriteChunk(download.content_id, chunk_index, data, peer))
+
+    def take_disk_writes(self) -> list[WriteChunk]:
+        """Verified chunks to store, by the shell off the event loop (``shoal.client.disk``)."""
+        writes, self._disk_writes = self._disk_writes, []
+        return writes
+
+    def chunk_written(self, written: ChunkWritten, now: float) -> None:
+        """The answer to a ``WriteChunk``: from now on the chunk is held (or, on a store
+        error, wanted again). The shell calls ``poll`` after it."""
+        write = written.write
+        key = (write.content_id, write.chunk_index)
+        if key not in self._writing:
+            return
+        self._writing.discard(key)
+        self._writing_bytes -= len(write.data)
+        download = self.downloads.get(write.content_id)
+        if download is None or download.picker is None or download.manifest is None:
+            return  # withdrawn meanwhile (what was written stays in the cache)
+        if written.error:
+            self.counters.store_errors += 1
+            download.note = f"cache error: {written.error}"
+            download.picker.lost(write.chunk_index)
+            return
         if self.shares:
             self.discovery.chunk_added(
-                download.content_id, chunk_index, download.manifest.chunk_count, now
+                download.content_id, write.chunk_index, download.manifest.chunk_count, now
             )
-        if complete:
+        if written.complete and download.state is DownloadState.DOWNLOADING:
             self._complete(download, now)
 
     def may_serve(self, peer_ip: str, content_id: ContentId) -> bool:
@@ -941,17 +994,33 @@ class AgentCore:
             and self.discovery.in_scope(peer_ip)
         )
 
-    def _serve(self, engine: TransferEngine, event: ChunkRequested, now: float) -> None:
+    def _serve(self, mode: Mode, event: ChunkRequested, now: float) -> None:
         if not self.may_serve(event.peer[0], event.content_id):
             # NOT_FOUND whatever the reason: what we cache is not told to strangers.
-            engine.refuse_chunk(event.peer, event.request_id, RefusalReason.NOT_FOUND, now)
+            self.engines[mode].refuse_chunk(
+                event.peer, event.request_id, RefusalReason.NOT_FOUND, now
+            )
             self.counters.requests_refused += 1
             self.counters.requests_refused_policy += 1
             return
-        sent = serve_from(self.store, engine, event, now)
-        self.counters.bytes_served += sent
-        if not sent:
-            self.counters.requests_refused += 1
+        key = UploadKey(mode.value, event.peer, event.request_id)
+        self.uploads.wait(key, event, event.chunk_length)
+        self._serve_waiting(now)
+
+    def _serve_waiting(self, now: float) -> None:
+        """Answer waiting requests while the upload budget allows (``UploadQueue``)."""
+        while (ready := self.uploads.next_ready()) is not None:
+            key, event = ready
+            engine = self.engines[Mode(key.engine)]
+            if not self.may_serve(event.peer[0], event.content_id):  # unassigned meanwhile
+                engine.refuse_chunk(event.peer, event.request_id, RefusalReason.NOT_FOUND, now)
+                self.counters.requests_refused += 1
+                continue
+            sent = serve_from(self.store, engine, event, now)
+            self.uploads.answered(key, sent)
+            self.counters.bytes_served += sent
+            if not sent:
+                self.counters.requests_refused += 1
 
     def _note_all(self, note: str) -> None:
         for download in self.downloads.values():

@@ -15,7 +15,10 @@ address (``shoal.client.enrollment``).
 One asyncio loop runs ``AgentCore`` through ``ApplicationRunner``: control on an
 ephemeral port to the server, discovery on the broadcast port (all addresses, so
 broadcasts arrive), and the two data ports. The cache is a ``ContentStore`` in
-``DATA_DIR/cache``; downloads resume from its verified chunks after any restart.
+``DATA_DIR/cache``; downloads resume from its verified chunks after any restart. The
+agent never writes to it on the event loop: its ``WriteChunk`` effects go to a
+``DiskWorker`` thread, whose ``ChunkWritten`` answers come back to the loop
+(``shoal.client.disk``).
 Every second (and when something changes) the agent writes ``DATA_DIR/status.json``
 atomically; ``shoal client status`` reads it. Complete confidential downloads are
 decrypted in a worker thread into ``DATA_DIR/packages/CONTENT_ID``
@@ -39,6 +42,8 @@ from typing import Any
 
 from shoal import __version__, ports
 from shoal.client.agent import AgentConfig, AgentCore, PlaintextJob
+from shoal.client.disk import ChunkWritten
+from shoal.client.disk_worker import DiskWorker
 from shoal.client.enrollment import EnrollmentError, enroll, load_enrollment, read_bundle
 from shoal.client.plaintext import PACKAGES_DIRECTORY, PlaintextCancelled, write_plaintext
 from shoal.client.trust import TRUST_FILE
@@ -223,13 +228,14 @@ class ClientService:
             ),
             self.store,
             now,
+            disk_inline=False,
         )
 
-    def _bind(self, agent: AgentCore, listening: PortSet) -> ApplicationRunner:
+    def _bind(self, agent: AgentCore, listening: PortSet, disk: DiskWorker) -> ApplicationRunner:
         # Broadcasts reach only a socket bound to the wildcard address.
         listen = "0.0.0.0" if self.config.bind_all else self.ip
         return ApplicationRunner(
-            agent,
+            _AgentShell(agent, disk),
             [
                 Binding(agent.control, self.ip, 0),
                 Binding(
@@ -248,23 +254,38 @@ class ClientService:
         loop = asyncio.get_running_loop()
         listening = self.ports
         agent = self._agent(listening, loop.time())
+        runners: list[ApplicationRunner] = []
+
+        def on_written(results: list[ChunkWritten]) -> None:
+            now = loop.time()
+            for written in results:
+                agent.chunk_written(written, now)
+            if runners:
+                runners[0].input_arrived()  # poll: announce, complete, ask for more
+
+        disk = DiskWorker(self.store, loop, on_written)
         try:
-            runner = self._bind(agent, listening)
-        except AddressUnavailable as error:
-            if self.alternative is None:
-                raise ClientSetupError(
-                    f"cannot listen on ports {listening}: {error} (free them, or set "
-                    "alternative ports in the console's P2P settings)"
-                ) from None
-            log.warning(
-                "ports %s unavailable (%s): using the console's alternative ports %s",
-                listening,
-                error,
-                self.alternative,
-            )
-            listening = self.alternative
-            agent = self._agent(listening, loop.time())
-            runner = self._bind(agent, listening)
+            try:
+                runner = self._bind(agent, listening, disk)
+            except AddressUnavailable as error:
+                if self.alternative is None:
+                    raise ClientSetupError(
+                        f"cannot listen on ports {listening}: {error} (free them, or set "
+                        "alternative ports in the console's P2P settings)"
+                    ) from None
+                log.warning(
+                    "ports %s unavailable (%s): using the console's alternative ports %s",
+                    listening,
+                    error,
+                    self.alternative,
+                )
+                listening = self.alternative
+                agent = self._agent(listening, loop.time())
+                runner = self._bind(agent, listening, disk)
+        except BaseException:
+            disk.close()
+            raise
+        runners.append(runner)
         log.info(
             "client %s (%s/%d) -> P2P server %s:%d",
             self.device_id.hex()[:8],
@@ -297,6 +318,7 @@ class ClientService:
                 await sleep_or_stop(stop, config.status_seconds)
         finally:
             runner.close()
+            await asyncio.to_thread(disk.close)  # the writes already taken reach the disk
             await asyncio.gather(*decrypting, return_exceptions=True)  # they read the cache
             if agent.trust != self.trust:
                 agent.trust.save(config.data_dir / TRUST_FILE)
@@ -361,6 +383,27 @@ class ClientService:
             save_network(self.config.data_dir, main, alternative)
             if main != self.ports and self.ports != alternative:
                 log.warning("the console sets ports %s; restart the agent to apply them", main)
+
+
+class _AgentShell:
+    """The agent as ``ApplicationRunner`` drives it: after each ``poll``, the chunks it
+    wants written go to the disk worker, off the event loop."""
+
+    def __init__(self, agent: AgentCore, disk: DiskWorker) -> None:
+        self.agent = agent
+        self.disk = disk
+
+    def poll(self, now: float) -> None:
+        self.agent.poll(now)
+        writes = self.agent.take_disk_writes()
+        if writes:
+            self.disk.submit(writes)
+
+    def handle_timer(self, now: float) -> None:
+        self.agent.handle_timer(now)
+
+    def get_timer(self) -> float | None:
+        return self.agent.get_timer()
 
 
 def read_status(data_dir: Path) -> dict[str, Any]:

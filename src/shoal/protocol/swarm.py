@@ -173,6 +173,12 @@ class ChunkPicker(Generic[Peer]):
             fanout_state.pop(chunk_index, None)  # keeps next_wake() small: it runs often
         return sorted(others, key=repr)
 
+    def lost(self, chunk_index: int) -> None:
+        """A chunk ``received`` earlier could not be kept (its write failed): want it again."""
+        if chunk_index in self._have:
+            self._have.discard(chunk_index)
+            self._order = None
+
     def failed(self, chunk_index: int, peer: Peer) -> None:
         """A request timed out or was refused: ask someone (maybe the same peer) again."""
         self._release(chunk_index, peer)

@@ -10,8 +10,10 @@ Each content ID has three files in the store directory::
 
 Invariants, which hold after a crash (SIGKILL) at any instruction:
 
-* A chunk is written to ``.data`` only after its bytes hash to the manifest's value, and
-  it is marked verified only after the write. So every chunk the sidecar marks verified
+* A chunk is written to ``.data`` only after its bytes hash to the manifest's value
+  (``write_chunk`` hashes them; ``write_verified_chunk`` takes bytes the transfer engine
+  has just hashed, so a received chunk is hashed once), and it is marked verified only
+  after the write. So every chunk the sidecar marks verified
   has the right bytes on disk (with ``durable=True`` also across power loss: the data is
   fdatasync'ed before the sidecar is replaced).
 * The sidecar is replaced atomically (write to a temporary file, fsync, rename, fsync the
@@ -20,6 +22,11 @@ Invariants, which hold after a crash (SIGKILL) at any instruction:
   chunk is never lost.
 * An entry exists when its sidecar exists. ``add`` writes the sidecar last, so a crash
   during ``add`` leaves orphan files that the next open removes.
+
+The whole file is not hashed again when its last chunk arrives: the chunk hashes of the
+signed manifest pin every byte (the manifest's whole-file SHA-256 is checked by
+``import_file`` and ``repair``). Reading a chunk for a peer re-checks its hash, so
+bit rot on disk is not served (0.6 ms per MiB with SHA extensions).
 
 Eviction: with a size cap, adding content evicts the least recently used entries that
 are not pinned (assigned content is pinned) until the new entry fits.
@@ -33,7 +40,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -318,26 +325,60 @@ class ContentStore:
         ``StoreDiskFull`` (store unchanged) when the disk is full. Writing a chunk that
         is already verified is a no-op.
         """
+        self._entry(content_id).manifest.verify_chunk(chunk_index, data)
+        return self.write_verified_chunk(content_id, chunk_index, data)
+
+    def write_verified_chunk(
+        self, content_id: ContentId, chunk_index: int, data: bytes | bytearray | memoryview
+    ) -> bool:
+        """Store one chunk whose bytes the caller has just hashed against the manifest
+        (see ``write_verified_chunks``)."""
+        return self.write_verified_chunks(content_id, [(chunk_index, data)])
+
+    def write_verified_chunks(
+        self,
+        content_id: ContentId,
+        chunks: Sequence[tuple[int, bytes | bytearray | memoryview]],
+    ) -> bool:
+        """Store chunks whose bytes the caller has just hashed against the manifest;
+        return True when the package is now complete.
+
+        For the transfer engine's ``ChunkReceived`` (verified in memory on receipt), so
+        a received chunk is hashed once; only lengths are checked here
+        (``ChunkHashMismatch``, nothing written). One ``fdatasync`` and one sidecar
+        update for the whole batch: every chunk is on disk before any is marked, and the
+        sidecar is durable before this returns. Chunks already verified are skipped.
+        """
         entry = self._entry(content_id)
-        entry.manifest.verify_chunk(chunk_index, data)
+        manifest = entry.manifest
+        for chunk_index, data in chunks:
+            if not 0 <= chunk_index < manifest.chunk_count:
+                raise ChunkHashMismatch(f"chunk {chunk_index} of {content_id.short}: no such chunk")
+            if len(data) != manifest.chunk_length(chunk_index):
+                raise ChunkHashMismatch(
+                    f"chunk {chunk_index} of {content_id.short}: {len(data)} bytes, expected "
+                    f"{manifest.chunk_length(chunk_index)}"
+                )
         with self._lock:
             entry = self._entry(content_id)
-            if chunk_index in entry.verified:
+            new = [(index, data) for index, data in chunks if index not in entry.verified]
+            if not new:
                 return entry.complete
-            offset = chunk_index * entry.manifest.chunk_size
-            with _disk_full_is_named(f"chunk {chunk_index} of {content_id.short}", self.root):
-                _pwrite_all(entry.descriptor, data, offset)
+            what = f"chunk {new[0][0]} of {content_id.short}"
+            with _disk_full_is_named(what, self.root):
+                for chunk_index, data in new:
+                    _pwrite_all(entry.descriptor, data, chunk_index * manifest.chunk_size)
                 if self.durable:
                     os.fdatasync(entry.descriptor)
-                entry.verified.add(chunk_index)
+                added = [index for index, _ in new if entry.verified.add(index)]
                 entry.last_used = self._clock()
+                entry.complete = entry.verified.complete
                 try:
-                    if entry.verified.complete:
-                        self._check_whole_file(entry)
                     self._persist(entry)
                 except BaseException:
                     # Memory must say what the sidecar on disk says.
-                    entry.verified.discard(chunk_index)
+                    for chunk_index in added:
+                        entry.verified.discard(chunk_index)
                     entry.complete = False
                     raise
                 self._chunk_written.notify_all()
@@ -353,15 +394,25 @@ class ContentStore:
         entry.complete = True
 
     def import_file(self, manifest_file: bytes, source: Path, *, pinned: bool = False) -> EntryInfo:
-        """Add a complete package from a local file, verifying every chunk as it goes."""
+        """Add a complete package from a local file, verifying every chunk as it goes,
+        and the whole file against the manifest's SHA-256 (``ContentHashMismatch``: the
+        entry is removed)."""
         info = self.add(manifest_file, pinned=pinned)
         manifest = self.manifest(info.content_id)
         verified = self.verified(info.content_id)
+        whole = hashlib.sha256()
         with open(source, "rb") as package:
             for chunk_index in range(manifest.chunk_count):
                 data = package.read(manifest.chunk_length(chunk_index))
+                whole.update(data)
                 if chunk_index not in verified:
                     self.write_chunk(info.content_id, chunk_index, data)
+        if whole.digest() != manifest.sha256:
+            self.remove(info.content_id)
+            raise ContentHashMismatch(
+                f"content {info.content_id.short}: every chunk verified but the whole file "
+                "does not match the manifest's SHA-256 (inconsistent manifest)"
+            )
         return self.info(info.content_id)
 
     # ------------------------------------------------------------------ read
@@ -555,7 +606,7 @@ def _preallocate(descriptor: int, size: int) -> None:
     os.ftruncate(descriptor, size)
 
 
-def _pwrite_all(descriptor: int, data: bytes | memoryview, offset: int) -> None:
+def _pwrite_all(descriptor: int, data: bytes | bytearray | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         written = os.pwrite(descriptor, view, offset)

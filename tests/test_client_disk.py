@@ -1,0 +1,331 @@
+"""The client's disk writes as effects: held only once written, hashed once, off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import threading
+import time
+import types
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import shoal.core.manifest
+import shoal.protocol.transfer.engine
+import shoal.store.content_store
+from shoal.client.disk import ChunkWritten, WriteChunk, perform_writes
+from shoal.client.disk_worker import DiskWorker
+from shoal.client.service import _AgentShell
+from shoal.client.upload_queue import UploadKey, UploadQueue
+from shoal.core.ids import ContentId
+from shoal.core.packing import pack_bytes
+from shoal.core.signing import SigningKey
+from shoal.sim.enterprise import OfficeSpec, SimClient, build_enterprise
+from shoal.store.content_store import ContentStore
+from shoal.store.errors import StoreDiskFull
+
+MIB = 1024 * 1024
+_SHA256 = hashlib.sha256
+CHUNK = 65536
+
+
+def _held_by_peers(enterprise: Any, client: SimClient) -> bool:
+    """Has any other client fetched a byte from ``client``?"""
+    return any(
+        client.host.ip in enterprise.download_of(other).peers_used
+        for other in enterprise.clients
+        if other is not client and enterprise.download_of(other) is not None
+    )
+
+
+def test_a_chunk_is_announced_served_and_reported_only_after_its_write(tmp_path: Path) -> None:
+    enterprise = build_enterprise(
+        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 3)], package_size=2 * MIB
+    )
+    slow = enterprise.clients[0]
+    slow.agent.disk_inline = False  # its writes wait until this test performs them
+    backlog = 4 * CHUNK
+    slow.agent.config = dataclasses.replace(slow.agent.config, write_backlog_bytes=backlog)
+    enterprise.run(until=20)
+    download = enterprise.download_of(slow)
+    assert download is not None and download.picker is not None
+    received = download.picker.have
+    assert len(received) > 0  # chunks arrived and were verified...
+    content_id = enterprise.content_id
+    assert len(slow.store.verified(content_id)) == 0  # ...but none is written yet,
+    assert slow.agent.status(enterprise.network.now)["downloads"][0]["chunks_done"] == 0
+    assert len(_announced(slow, content_id)) == 0  # announced to nobody,
+    assert slow.agent.counters.chunks_served == 0  # served to nobody,
+    assert not _held_by_peers(enterprise, slow)
+    server_view = enterprise.server.core.clients[slow.agent.config.device_id]
+    assert all(progress.chunks_done == 0 for progress in server_view.content.values())
+    # Back-pressure: with the disk this far behind, no new chunk is asked for.
+    pending = slow.agent.take_disk_writes()
+    waiting = sum(len(write.data) for write in pending)
+    in_flight = slow.agent.config.max_in_flight * CHUNK
+    assert backlog <= waiting <= backlog + in_flight
+    assert len(received) == len(pending)
+    assert not download.requests
+    # The writes complete: now the chunks are held, announced, and the download goes on.
+    now = enterprise.network.now
+    for written in perform_writes(slow.store, pending):
+        assert not written.error
+        slow.agent.chunk_written(written, now)
+    assert slow.store.verified(content_id) == received
+    assert _announced(slow, content_id) == received
+    slow.agent.disk_inline = True
+    enterprise.network.pump(slow.host)
+    enterprise.run(until=120, stop=enterprise.all_complete)
+    assert enterprise.all_complete()
+    expected = hashlib.sha256(enterprise.package).hexdigest()
+    assert hashlib.sha256(slow.store.data_path(content_id).read_bytes()).hexdigest() == expected
+
+
+def _announced(client: SimClient, content_id: ContentId) -> Any:
+    """The chunks ``client``'s discovery machine tells peers it holds."""
+    holding = client.agent.discovery._holdings.get(content_id)
+    return holding.chunks if holding is not None else ()
+
+
+class _CountingSha256:
+    """``hashlib.sha256`` that counts, per digest, how often each was computed."""
+
+    def __init__(self) -> None:
+        self.digests: Counter[bytes] = Counter()
+        self.bytes_hashed = 0
+
+    def __call__(self, data: Any = b"") -> Any:
+        counter = self
+
+        class _Hash:
+            def __init__(self) -> None:
+                self._inner = _SHA256(data)
+                counter.bytes_hashed += len(data)
+
+            def update(self, more: Any) -> None:
+                counter.bytes_hashed += len(more)
+                self._inner.update(more)
+
+            def digest(self) -> bytes:
+                result = self._inner.digest()
+                counter.digests[result] += 1
+                return result
+
+            def hexdigest(self) -> str:
+                return self.digest().hex()
+
+        return _Hash()
+
+
+def test_a_received_chunk_is_hashed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    enterprise = build_enterprise(
+        tmp_path, [OfficeSpec("Remote", "10.3.0.0/24", 1, type="VPN")], package_size=1 * MIB
+    )
+    counting = _CountingSha256()
+    counting_hashlib = types.SimpleNamespace(sha256=counting)
+    # Where chunks are hashed: on receipt, when checked, when stored.
+    for module in (shoal.protocol.transfer.engine, shoal.core.manifest, shoal.store.content_store):
+        monkeypatch.setattr(module, "hashlib", counting_hashlib)
+    served = Counter[int]()
+    origin_read = enterprise.server.origin.read_chunk
+
+    def counted_read(content_id: ContentId, chunk_index: int) -> bytes:
+        served[chunk_index] += 1
+        return origin_read(content_id, chunk_index)
+
+    monkeypatch.setattr(enterprise.server.origin, "read_chunk", counted_read)
+    enterprise.run(until=60, stop=enterprise.all_complete)
+    monkeypatch.undo()
+    assert enterprise.all_complete()
+    manifest = enterprise.manifest
+    for chunk_index, chunk_hash in enumerate(manifest.chunk_hashes):
+        # Once by the server, reading it for the peer (bit rot is not served), and once
+        # by the client, on receipt: not again when written, nor at completion.
+        assert served[chunk_index] >= 1
+        assert counting.digests[chunk_hash] == served[chunk_index] + 1, chunk_index
+    assert counting.digests[manifest.sha256] == 0  # the whole file is not hashed again
+
+
+class _SlowStore:
+    """A store whose writes take ``delay`` seconds each (a slow or busy disk)."""
+
+    def __init__(self, inner: ContentStore, delay: float) -> None:
+        self.inner = inner
+        self.delay = delay
+        self.threads: set[int] = set()
+
+    def write_verified_chunks(
+        self, content_id: ContentId, chunks: Sequence[tuple[int, bytes]]
+    ) -> bool:
+        self.threads.add(threading.get_ident())
+        time.sleep(self.delay)
+        return self.inner.write_verified_chunks(content_id, chunks)
+
+
+def _store_with_package(tmp_path: Path, chunks: int) -> tuple[ContentStore, bytes, Any]:
+    package = bytes(range(256)) * (chunks * CHUNK // 256)
+    manifest = pack_bytes(package, CHUNK)
+    store = ContentStore(tmp_path, durable=True)
+    store.add(SigningKey.generate().sign(manifest).encode(), pinned=True)
+    return store, package, manifest
+
+
+def test_the_shell_writes_off_the_event_loop_which_keeps_running(tmp_path: Path) -> None:
+    store, package, manifest = _store_with_package(tmp_path, 6)
+    slow = _SlowStore(store, delay=0.25)
+    writes = [
+        WriteChunk(
+            manifest.content_id, index, package[index * CHUNK : (index + 1) * CHUNK], ("p", 1)
+        )
+        for index in range(manifest.chunk_count)
+    ]
+
+    async def scenario() -> tuple[list[ChunkWritten], float, set[int], int]:
+        loop = asyncio.get_running_loop()
+        answered: list[ChunkWritten] = []
+        answer_threads: set[int] = set()
+        done = asyncio.Event()
+
+        def on_written(results: list[ChunkWritten]) -> None:
+            answer_threads.add(threading.get_ident())
+            answered.extend(results)
+            if len(answered) == len(writes):
+                done.set()
+
+        worker = DiskWorker(slow, loop, on_written)
+        for write in writes[:2]:
+            worker.submit([write])
+        await asyncio.sleep(0.05)
+        worker.submit(writes[2:])  # queued while the first batch is on the disk
+        # Meanwhile the loop keeps running: ticks every 10 ms, late by how much?
+        worst_lag, ticks = 0.0, 0
+        while not done.is_set():
+            before = loop.time()
+            await asyncio.sleep(0.01)
+            worst_lag = max(worst_lag, loop.time() - before - 0.01)
+            ticks += 1
+        worker.close()
+        return answered, worst_lag, answer_threads, ticks
+
+    answered, worst_lag, answer_threads, ticks = asyncio.run(scenario())
+    assert [written.write.chunk_index for written in answered] == list(range(len(writes)))
+    assert all(not written.error for written in answered)
+    assert answered[-1].complete
+    assert threading.get_ident() not in slow.threads  # the writes ran in the worker...
+    assert answer_threads == {threading.get_ident()}  # ...and were answered on the loop
+    assert ticks >= 20  # >= 0.5 s of writes: the loop ran all along
+    assert worst_lag < 0.2  # never blocked for a write (0.25 s each)
+    # Batched: the writes queued during the first batch went to the disk together.
+    assert len(slow.threads) == 1
+    assert store.info(manifest.content_id).complete
+    assert store.data_path(manifest.content_id).read_bytes() == package
+
+
+def test_the_shell_hands_the_agent_s_writes_to_the_worker(tmp_path: Path) -> None:
+    enterprise = build_enterprise(
+        tmp_path, [OfficeSpec("Remote", "10.3.0.0/24", 1, type="VPN")], package_size=1 * MIB
+    )
+    client = enterprise.clients[0]
+    client.agent.disk_inline = False
+    submitted: list[WriteChunk] = []
+
+    class _Worker:
+        def submit(self, writes: list[WriteChunk]) -> None:
+            submitted.extend(writes)
+
+    shell = _AgentShell(client.agent, _Worker())  # type: ignore[arg-type]
+    client.host.application = shell
+    enterprise.run(until=10)
+    assert submitted
+    assert len(client.store.verified(enterprise.content_id)) == 0  # the agent wrote nothing
+    assert client.agent.take_disk_writes() == []  # every write went to the worker
+
+
+def test_the_upload_queue_keeps_memory_within_budget_and_takes_turns() -> None:
+    queue: UploadQueue[str] = UploadQueue(budget_bytes=3 * CHUNK)
+    alice, bob = ("10.0.0.1", 1), ("10.0.0.2", 1)
+    keys = {
+        name: UploadKey(0, peer, number)
+        for number, (name, peer) in enumerate(
+            [("a1", alice), ("a2", alice), ("a3", alice), ("a4", alice), ("b1", bob)]
+        )
+    }
+    for name, key in keys.items():
+        queue.wait(key, name, CHUNK)
+    served = []
+    while (ready := queue.next_ready()) is not None:
+        served.append(ready[1])
+        queue.answered(ready[0], CHUNK)
+    # Within 3 chunks, and bob's only request is not stuck behind alice's four.
+    assert served == ["a1", "b1", "a2"]
+    assert queue.bytes_in_hand == 3 * CHUNK
+    queue.ended(keys["a3"])  # alice cancelled a request still waiting
+    queue.ended(keys["a1"])  # delivered: room for one more
+    ready = queue.next_ready()
+    assert ready is not None and ready[1] == "a4"
+    queue.answered(ready[0], CHUNK)
+    assert queue.next_ready() is None and len(queue) == 0
+
+
+def test_an_uploader_serving_many_peers_holds_at_most_its_budget(tmp_path: Path) -> None:
+    enterprise = build_enterprise(
+        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 8)], package_size=2 * MIB
+    )
+    budget = 3 * CHUNK
+    for client in enterprise.clients:
+        client.agent.config = dataclasses.replace(client.agent.config, upload_budget_bytes=budget)
+        client.agent.uploads.budget_bytes = budget
+    peaks = dict.fromkeys(range(len(enterprise.clients)), 0)
+    waited = [0]
+
+    def sample() -> bool:
+        for number, client in enumerate(enterprise.clients):
+            peaks[number] = max(peaks[number], client.agent.uploads.bytes_in_hand)
+            waited[0] = max(waited[0], len(client.agent.uploads))
+        return enterprise.all_complete()
+
+    enterprise.run(until=120, stop=sample)
+    assert enterprise.all_complete()
+    assert max(peaks.values()) == budget  # the budget was reached, never passed
+    assert waited[0] > 0  # and requests did wait for it
+    expected = hashlib.sha256(enterprise.package).hexdigest()
+    for client in enterprise.clients:
+        data = client.store.data_path(enterprise.content_id).read_bytes()  # type: ignore[attr-defined]
+        assert hashlib.sha256(data).hexdigest() == expected
+
+
+class _FailingOnceStore(ContentStore):
+    """A store whose first batch of writes finds the disk full."""
+
+    failures = 0
+
+    def write_verified_chunks(
+        self, content_id: ContentId, chunks: Sequence[tuple[int, bytes | bytearray | memoryview]]
+    ) -> bool:
+        if not self.failures:
+            self.failures += 1
+            raise StoreDiskFull("disk full (test)")
+        return super().write_verified_chunks(content_id, chunks)
+
+
+def test_a_failed_write_is_not_held_and_the_chunk_is_fetched_again(tmp_path: Path) -> None:
+    enterprise = build_enterprise(
+        tmp_path,
+        [OfficeSpec("Remote", "10.3.0.0/24", 1, type="VPN")],
+        package_size=1 * MIB,
+        store_factory=lambda directory, _number: _FailingOnceStore(directory, durable=False),
+    )
+    enterprise.run(until=60, stop=enterprise.all_complete)
+    client = enterprise.clients[0]
+    assert enterprise.all_complete()
+    assert client.agent.counters.store_errors >= 1
+    download = enterprise.download_of(client)
+    # What failed to be written was received again: more bytes than the package.
+    assert download.bytes_from_server > enterprise.manifest.size
+    data = client.store.data_path(enterprise.content_id).read_bytes()  # type: ignore[attr-defined]
+    assert data == enterprise.package
