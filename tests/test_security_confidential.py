@@ -634,6 +634,39 @@ def test_the_plaintext_is_written_whole_with_or_without_direct_io(
         assert direct_writes == []
 
 
+def test_decryption_takes_only_the_chunks_ready_in_a_row(tmp_path: Path) -> None:
+    """Chunks arrive out of order: each read covers only chunks already in the cache,
+    in a row from the next one to decrypt, and never one that has not arrived."""
+    device = DeviceKey.generate()
+    plaintext = package_bytes(12 * (CHUNK - TAG_SIZE) + 99)
+    cipher = ChunkCipher(new_content_key(), CHUNK, len(plaintext))
+    sink = io.BytesIO()
+    sealed = pack_sealed_stream(io.BytesIO(plaintext), sink, cipher)
+    content_id = sealed.manifest.content_id
+    ciphertext = sink.getvalue()
+    cache_file = tmp_path / "cache.data"
+    cache_file.write_bytes(bytes(len(ciphertext)))  # preallocated, as the cache does
+    store = _CacheFile(cache_file, bytes(len(ciphertext)), sealed.manifest)
+    sealed_key = seal_content_key(cipher.key, device.public_raw, content_id.digest)
+    content = SealedContent(len(plaintext), sealed.plaintext_sha256, sealed_key)
+    order = iter([3, 1, 0, 2, 7, 5, 4, 6, 12, 8, 9, 11, 10])
+    arrived: set[int] = set()
+
+    def wait_for_chunk(chunk_index: int, timeout: float) -> bool:
+        if chunk_index not in arrived and timeout > 0:  # one more arrives, written
+            index = next(order)
+            with open(cache_file, "r+b") as data:
+                data.seek(index * CHUNK)
+                data.write(ciphertext[index * CHUNK : (index + 1) * CHUNK])
+            arrived.add(index)
+        return chunk_index in arrived
+
+    path = write_plaintext(
+        store, content_id, content, device, tmp_path / "out", wait_for_chunk=wait_for_chunk
+    )
+    assert path.read_bytes() == plaintext
+
+
 def test_decryption_follows_the_chunks_as_they_arrive_and_stops_when_told(
     tmp_path: Path,
 ) -> None:
