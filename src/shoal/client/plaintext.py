@@ -27,7 +27,8 @@ and drop later (the chunks are 16 bytes short of a power of two, so the unaligne
 of each piece moves to the front of the buffer; the last piece is padded to 4 KiB and
 the file truncated to its size). Where the file system refuses ``O_DIRECT`` it writes
 through the page cache and starts writeback of each piece as it goes. Either way the
-final fsync has little left to do.
+final fsync has little left to do. AES-GCM releases the GIL (cryptography >= 50), so
+the decryption does not stop the receive loop of the same process.
 
 It need not wait for the whole download: given ``wait_for_chunk`` (or ``chunk_ready``,
 polled), it decrypts each chunk as soon as the cache holds it verified, in order, while
