@@ -10,6 +10,7 @@ a simulated office of real agents and a real P2P server core moves the ciphertex
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -543,6 +544,127 @@ def test_the_document_carries_no_key_for_plaintext_content(console: Console) -> 
     with console.state.sessions() as session:
         row = session.scalar(select(db.ApplicationVersion))
         assert row is not None and row.content_key is None
+
+
+class _CacheFile:
+    """A client cache holding one confidential content's ciphertext in one file."""
+
+    def __init__(self, path: Path, ciphertext: bytes, manifest: Any) -> None:
+        path.write_bytes(ciphertext)
+        self.path, self.ciphertext, self.chunk_size = path, ciphertext, manifest.chunk_size
+        self._manifest = manifest
+
+    def manifest(self, content_id: ContentId) -> Any:
+        return self._manifest
+
+    def data_path(self, content_id: ContentId) -> Path:
+        return self.path
+
+    def read_chunk(self, content_id: ContentId, chunk_index: int) -> bytes:
+        start = chunk_index * self.chunk_size
+        return self.ciphertext[start : start + self.chunk_size]
+
+
+def _direct_io_works(directory: Path) -> bool:
+    try:
+        descriptor = os.open(directory / "probe", os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o600)
+    except (OSError, AttributeError):
+        return False
+    os.close(descriptor)
+    (directory / "probe").unlink()
+    return True
+
+
+@pytest.mark.parametrize("refused", ["", "open", "write"])
+@pytest.mark.parametrize(
+    ("chunk_size", "plaintext_size"),
+    [
+        (CHUNK, 1),
+        (CHUNK, 4096),
+        (CHUNK, 3 * (CHUNK - TAG_SIZE) + 17),
+        (CHUNK, 40 * (CHUNK - TAG_SIZE)),  # past a MiB staged: several writes
+        (1 << 20, 2 * ((1 << 20) - TAG_SIZE) + 3 * 4096 + 5),
+    ],
+)
+def test_the_plaintext_is_written_whole_with_or_without_direct_io(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk_size: int, plaintext_size: int,
+    refused: str,
+) -> None:  # fmt: skip
+    """The plaintext is written from an aligned buffer with O_DIRECT, in 4 KiB blocks
+    (the last one padded, then the file truncated); where the file system refuses
+    O_DIRECT, at open or at a write, it is written through the page cache. Either way
+    the file is exactly the plaintext."""
+    import fcntl
+
+    from shoal.client import plaintext as module
+
+    device = DeviceKey.generate()
+    plaintext = package_bytes(plaintext_size, seed=plaintext_size)
+    cipher = ChunkCipher(new_content_key(), chunk_size, plaintext_size)
+    sink = io.BytesIO()
+    sealed = pack_sealed_stream(io.BytesIO(plaintext), sink, cipher)
+    store = _CacheFile(tmp_path / "cache.data", sink.getvalue(), sealed.manifest)
+    content_id = sealed.manifest.content_id
+    sealed_key = seal_content_key(cipher.key, device.public_raw, content_id.digest)
+    content = SealedContent(plaintext_size, sealed.plaintext_sha256, sealed_key)
+    real_open, real_pwrite = os.open, os.pwrite
+    direct_writes: list[int] = []
+
+    def open_(path: Any, flags: int, mode: int = 0o777) -> int:
+        if refused == "open" and flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "O_DIRECT refused")
+        return real_open(path, flags, mode)
+
+    def pwrite(descriptor: int, data: Any, offset: int) -> int:
+        if fcntl.fcntl(descriptor, fcntl.F_GETFL) & os.O_DIRECT:
+            if refused == "write":
+                raise OSError(errno.EINVAL, "O_DIRECT refused")
+            assert offset % 4096 == 0 and len(data) % 4096 == 0
+            direct_writes.append(len(data))
+        return real_pwrite(descriptor, data, offset)
+
+    monkeypatch.setattr(module.os, "open", open_)
+    monkeypatch.setattr(module.os, "pwrite", pwrite)
+    path = write_plaintext(store, content_id, content, device, tmp_path / "packages")
+    assert path.read_bytes() == plaintext
+    assert [entry.name for entry in path.parent.iterdir()] == [content_id.hex]
+    if not refused and _direct_io_works(tmp_path):
+        assert sum(direct_writes) == -(-plaintext_size // 4096) * 4096
+    else:
+        assert direct_writes == []
+
+
+def test_decryption_takes_only_the_chunks_ready_in_a_row(tmp_path: Path) -> None:
+    """Chunks arrive out of order: each read covers only chunks already in the cache,
+    in a row from the next one to decrypt, and never one that has not arrived."""
+    device = DeviceKey.generate()
+    plaintext = package_bytes(12 * (CHUNK - TAG_SIZE) + 99)
+    cipher = ChunkCipher(new_content_key(), CHUNK, len(plaintext))
+    sink = io.BytesIO()
+    sealed = pack_sealed_stream(io.BytesIO(plaintext), sink, cipher)
+    content_id = sealed.manifest.content_id
+    ciphertext = sink.getvalue()
+    cache_file = tmp_path / "cache.data"
+    cache_file.write_bytes(bytes(len(ciphertext)))  # preallocated, as the cache does
+    store = _CacheFile(cache_file, bytes(len(ciphertext)), sealed.manifest)
+    sealed_key = seal_content_key(cipher.key, device.public_raw, content_id.digest)
+    content = SealedContent(len(plaintext), sealed.plaintext_sha256, sealed_key)
+    order = iter([3, 1, 0, 2, 7, 5, 4, 6, 12, 8, 9, 11, 10])
+    arrived: set[int] = set()
+
+    def wait_for_chunk(chunk_index: int, timeout: float) -> bool:
+        if chunk_index not in arrived and timeout > 0:  # one more arrives, written
+            index = next(order)
+            with open(cache_file, "r+b") as data:
+                data.seek(index * CHUNK)
+                data.write(ciphertext[index * CHUNK : (index + 1) * CHUNK])
+            arrived.add(index)
+        return chunk_index in arrived
+
+    path = write_plaintext(
+        store, content_id, content, device, tmp_path / "out", wait_for_chunk=wait_for_chunk
+    )
+    assert path.read_bytes() == plaintext
 
 
 def test_decryption_follows_the_chunks_as_they_arrive_and_stops_when_told(
