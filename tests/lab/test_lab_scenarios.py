@@ -82,6 +82,11 @@ def test_branch_flash_every_system_delivers_and_shoal_crosses_the_wan_once(
     assert shoal["bytes_from_peers"] == (clients - 1) * size
     assert http["offices"][0]["wan_bytes_in"] >= clients * size, "the counters missed bytes"
     assert office["lower_bound_s"] == pytest.approx(size * 8 / 50e6, rel=1e-3)
+    assert office["one_copy_bound_s"] == office["lower_bound_s"]  # the WAN binds both
+    assert office["binding"] == "wan"
+    assert office["t_over_one_copy_bound"] == pytest.approx(
+        office["t_last_s"] / office["one_copy_bound_s"], rel=1e-2
+    )
     # Shoal's clients say when the assignment reached them; the baselines do not.
     assert all(0 <= c["start_s"] <= c["completion_s"] for c in shoal["clients"])
     assert shoal["start_last_s"] == max(c["start_s"] for c in shoal["clients"])
