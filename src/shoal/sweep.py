@@ -75,12 +75,20 @@ class Cell:
 
     @property
     def name(self) -> str:
-        """A short label that says everything about the cell."""
-        return (
+        """A short label: the office, and the simulator-only fields that are not the
+        defaults (a lab cell never has them)."""
+        default = Cell()
+        label = (
             f"N{self.clients} up{self.client_up_mbit:g}/down{self.client_down_mbit:g} "
-            f"wan{self.wan_mbit:g} {self.size_mb}MiB churn{self.churn:.0%} "
-            f"rtt{self.rtt_ms:g}ms buf{self.buffer_ms:g}ms"
+            f"wan{self.wan_mbit:g} {self.size_mb}MiB churn{self.churn:.0%}"
         )
+        if self.rtt_ms != default.rtt_ms:
+            label += f" rtt{self.rtt_ms:g}ms"
+        if self.buffer_ms != default.buffer_ms:
+            label += f" buf{self.buffer_ms:g}ms"
+        if self.chunk_kib != default.chunk_kib:
+            label += f" chunk{self.chunk_kib}KiB"
+        return label
 
     @property
     def size_bytes(self) -> int:
@@ -224,13 +232,13 @@ def worst_first(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 
 def write_heatmap(
     rows: list[dict[str, Any]],
-    metrics: list[tuple[str, str, float]],
+    metrics: list[tuple[str, str, float, float]],
     path: Path,
     title: str,
 ) -> Path:
-    """One panel per metric (``(key, label, target)``): a row per axis of the grid, its
-    values across, each square coloured by ``row[key]``: green at 1, yellow at the
-    target, red from ``2 * target - 1`` up; a failed cell (``status`` not "ok") grey.
+    """One panel per metric (``(key, label, green, red)``): a row per axis of the grid,
+    its values across, each square coloured by ``row[key]`` from green (at ``green`` and
+    below) to red (at ``red`` and above); a failed cell (``status`` not "ok") grey.
 
     Each row of ``rows`` has ``index`` (its cell's number in the grid), ``cell``
     (``Cell.parameters()``) and the metrics' keys; a square shows the axis's value (or,
@@ -252,7 +260,7 @@ def write_heatmap(
         len(metrics), 1, figsize=(2.0 + 1.9 * width, 0.9 + 0.75 * len(names) * len(metrics)),
         dpi=100, squeeze=False,
     )  # fmt: skip
-    for (key, label, target), axes in zip(metrics, panels[:, 0], strict=True):
+    for (key, label, green, red), axes in zip(metrics, panels[:, 0], strict=True):
         matrix = [[math.nan] * width for _ in names]
         for y, name in enumerate(names):
             for x, row in enumerate(groups[name]):
@@ -264,7 +272,7 @@ def write_heatmap(
                 axis = row["cell"]["axis"]
                 caption = f"{row['cell'][axis]:g}" if axis in row["cell"] else f"#{row['index']}"
                 axes.text(x, y, f"{caption}\n{text}", ha="center", va="center", fontsize=7)
-        image = axes.imshow(matrix, cmap="RdYlGn_r", vmin=1.0, vmax=2 * target - 1, aspect="auto")
+        image = axes.imshow(matrix, cmap="RdYlGn_r", vmin=green, vmax=red, aspect="auto")
         axes.set_facecolor("#d0d0d0")  # a failed cell: no colour
         axes.set_yticks(range(len(names)), names, fontsize=8)
         axes.set_xticks([])

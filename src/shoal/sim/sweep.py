@@ -263,8 +263,8 @@ def write_heatmap(document: dict[str, Any], folder: Path) -> Path:
     return draw_heatmap(
         document["cells"],
         [
-            ("t_over_one_copy_bound", "shoal T_last / T_lb1 (target 1.3)", 1.3),
-            ("wan_over_package", "WAN bytes / F (target 1.06)", 1.06),
+            ("t_over_one_copy_bound", "shoal T_last / T_lb1 (target 1.3)", 1.0, 1.6),
+            ("wan_over_package", "WAN bytes / F (target 1.06)", 1.0, 1.12),
         ],
         folder / f"{document['grid']}-sim-heatmap.png",
         f"sim sweep {document['grid']}",
