@@ -249,6 +249,7 @@ def write_heatmap(
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.patches import Rectangle
     except ImportError:
         raise GridInvalid("the heatmap needs matplotlib: pip install 'shoal[bench]'") from None
     groups: dict[str, list[dict[str, Any]]] = {}
@@ -268,12 +269,13 @@ def write_heatmap(
                 failed = row.get("status", "ok") != "ok"
                 matrix[y][x] = math.nan if value is None or failed else float(value)
                 text = "-" if value is None else f"{value:.2f}"
-                text = f"failed\n{text}" if failed else text
+                if failed:
+                    text = f"failed\n{text}"
+                    axes.add_patch(Rectangle((x - 0.5, y - 0.5), 1, 1, color="#c8c8c8"))
                 axis = row["cell"]["axis"]
                 caption = f"{row['cell'][axis]:g}" if axis in row["cell"] else f"#{row['index']}"
                 axes.text(x, y, f"{caption}\n{text}", ha="center", va="center", fontsize=7)
         image = axes.imshow(matrix, cmap="RdYlGn_r", vmin=green, vmax=red, aspect="auto")
-        axes.set_facecolor("#d0d0d0")  # a failed cell: no colour
         axes.set_yticks(range(len(names)), names, fontsize=8)
         axes.set_xticks([])
         axes.set_title(label, fontsize=9)

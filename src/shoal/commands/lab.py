@@ -53,9 +53,9 @@ def run(
     prefix: str,
     base: str,
 ) -> None:
-    """Run SCENARIO (a shipped name: branch-flash, multi-office, churn, corrupt-peer; or a
-    .toml file) for shoal, http-direct and libtorrent on the same emulated network and
-    file; print the table, write the JSON (and charts with --png).
+    """Run SCENARIO (a shipped name: branch-flash, multi-office, churn, corrupt-peer,
+    slow-uplinks; or a .toml file) for shoal, http-direct and libtorrent on the same
+    emulated network and file; print the table, write the JSON (and charts with --png).
 
     Everything the run creates is removed when it ends, also on an error or Ctrl-C.
     """
