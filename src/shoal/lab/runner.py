@@ -950,7 +950,7 @@ def format_results(document: dict[str, Any]) -> str:
             t_last = "-" if office["t_last_s"] is None else f"{office['t_last_s']:.2f}"
             over = office["t_over_lower_bound"]
             ratio = "-" if over is None else f"{over:.2f}"
-            over1 = office.get("t_over_one_copy_bound")
+            over1 = office["t_over_one_copy_bound"]
             ratio1 = "-" if over1 is None else f"{over1:.2f}"
             lines.append(
                 f"{row['system']:<12} {office['name']:<8} {office['clients']:>3} {t_last:>9} "

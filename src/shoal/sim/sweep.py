@@ -57,7 +57,7 @@ class CellStopped(Exception):
 
 @dataclass
 class _Watch:
-    """The run's stop condition: every client done, or a reason to give up."""
+    """Why a cell's run must give up: time stopped, or the wall clock ran out."""
 
     enterprise: Enterprise
     wall_deadline: float
@@ -67,6 +67,7 @@ class _Watch:
     reason: str = ""
 
     def __call__(self) -> bool:
+        """After each event: True when the run must stop (``reason`` says why)."""
         self.events += 1
         now = self.enterprise.network.now
         if now == self.instant:
@@ -76,12 +77,10 @@ class _Watch:
                 return True
         else:
             self.instant, self.at_instant = now, 0
-        if self.events % CHECK_EVERY:
-            return False
-        if time.monotonic() > self.wall_deadline:
+        if self.events % CHECK_EVERY == 0 and time.monotonic() > self.wall_deadline:
             self.reason = f"wall-clock limit at virtual {now:.2f} s"
             return True
-        return self.enterprise.all_complete()
+        return False
 
 
 def office_spec(cell: Cell) -> OfficeSpec:
@@ -136,8 +135,9 @@ def run_cell(
     network = enterprise.network
     one_copy, kumar_ross = cell.one_copy_bound(), cell.kumar_ross_bound()
 
-    def run_until(until: float, stop: Callable[[], bool]) -> None:
-        network.run(until, lambda: watch() or stop())
+    def run_until(until: float, done: Callable[[], bool]) -> None:
+        """Run to ``until`` or until ``done()`` (asked every ``CHECK_EVERY`` events)."""
+        network.run(until, lambda: watch() or (watch.events % CHECK_EVERY == 0 and done()))
         if watch.reason:
             raise CellStopped(watch.reason)
 
