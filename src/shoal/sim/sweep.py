@@ -162,6 +162,8 @@ def run_cell(
         run_until(timeout_s, enterprise.all_complete)
     except CellStopped as stopped:
         reason = str(stopped)
+    except RuntimeError as error:  # the simulator's own guard when time stands still
+        reason = f"{type(error).__name__}: {error}"
     downloads = [enterprise.download_of(client) for client in enterprise.clients]
     finished = [d.completed_at for d in downloads if d is not None and d.completed_at is not None]
     complete = sum(1 for client in enterprise.clients if enterprise.complete(client))
