@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-SCENARIOS := branch-flash multi-office churn corrupt-peer
+SCENARIOS := branch-flash multi-office churn corrupt-peer slow-uplinks
 
 .PHONY: demo test lint typecheck pytest postgres chromium bench clean
 
@@ -42,7 +42,9 @@ chromium:
 	.ci/ensure-chromium.sh
 
 ## bench: benchmarks that print figures (see README); the lab scenarios need root and
-## write bench/results/SCENARIO.json and the charts bench/results/SCENARIO-{cdf,wan}.png
+## write bench/results/SCENARIO.json and the charts bench/results/SCENARIO-{cdf,wan}.png;
+## the lab sweep (shoal and libtorrent over the default grid, ~30 min) writes
+## bench/results/sweep-default.json and bench/results/default-lab-heatmap.png
 bench: $(STAMP)
 	$(BIN)/shoal bench pack --size-mb 1024
 	$(BIN)/python benchmarks/upload_rss.py --size-mb 2048
@@ -51,6 +53,7 @@ bench: $(STAMP)
 		$(BIN)/shoal lab run $$scenario --json bench/results/$$scenario.json \
 			--png bench/results || exit 1; \
 	done
+	$(BIN)/shoal lab sweep default --json bench/results/sweep-default.json --png bench/results
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-data

@@ -82,6 +82,11 @@ def test_branch_flash_every_system_delivers_and_shoal_crosses_the_wan_once(
     assert shoal["bytes_from_peers"] == (clients - 1) * size
     assert http["offices"][0]["wan_bytes_in"] >= clients * size, "the counters missed bytes"
     assert office["lower_bound_s"] == pytest.approx(size * 8 / 50e6, rel=1e-3)
+    assert office["one_copy_bound_s"] == office["lower_bound_s"]  # the WAN binds both
+    assert office["binding"] == "wan"
+    assert office["t_over_one_copy_bound"] == pytest.approx(
+        office["t_last_s"] / office["one_copy_bound_s"], rel=1e-2
+    )
     # Shoal's clients say when the assignment reached them; the baselines do not.
     assert all(0 <= c["start_s"] <= c["completion_s"] for c in shoal["clients"])
     assert shoal["start_last_s"] == max(c["start_s"] for c in shoal["clients"])
@@ -111,6 +116,63 @@ def test_corrupt_peer_is_caught_and_every_client_still_gets_the_right_file(
 
 
 @needs_root
+@pytest.mark.timeout(240)
+def test_slow_asymmetric_uplinks_every_system_delivers_and_the_uplinks_bind(
+    tmp_path: Path,
+) -> None:
+    # 4 clients on 20 Mbit/s up, 100 down, WAN 100 Mbit/s, 8 MiB: the uplinks must pass
+    # 3 copies, T_lb1 = 3 x 67,108,864 / 80e6 = 2.517 s (Kumar-Ross 1.491 s).
+    document = run_scenario_ci("slow-uplinks", tmp_path)
+    (office,) = document["offices"]
+    assert (office["clients"], office["client_up_mbit"], office["client_down_mbit"]) == (4, 20, 100)
+    assert office["binding"] == "uplinks"
+    assert office["one_copy_bound_s"] == pytest.approx(2.517, abs=1e-3)
+    assert office["lower_bound_s"] == pytest.approx(1.491, abs=1e-3)
+    for result in document["systems"]:
+        if result["status"] == "skipped":
+            continue
+        assert result["status"] == "ok", (result["system"], result["reason"])
+        assert result["all_sha256_ok"] and result["clients_complete"] == 4
+        (measured,) = result["offices"]
+        # Nothing beats the physics (HTB lets a burst through: 5% slack).
+        assert measured["t_last_s"] >= 0.95 * measured["lower_bound_s"], result["system"]
+    shoal = row(document, "shoal")
+    assert shoal["offices"][0]["wan_ip_in_over_package"] <= 1.10
+    assert shoal["bytes_from_server"] == document["size_bytes"]
+
+
+@needs_root
+@pytest.mark.timeout(240)
+def test_lab_sweep_runs_a_grid_and_leads_with_the_worst_cell(tmp_path: Path) -> None:
+    grid = tmp_path / "one.toml"
+    grid.write_text(
+        'name = "one"\ntimeout_s = 120\n[base]\nclients = 3\nclient_up_mbit = 50\n'
+        "client_down_mbit = 100\nwan_mbit = 50\nsize_mb = 4\n"
+    )
+    out = tmp_path / "sweep.json"
+    try:
+        done = run_lab("sweep", str(grid), "--json", str(out), "--png", str(tmp_path / "png"),
+                       "--prefix", PREFIX, "--base", BASE, timeout=220)  # fmt: skip
+    finally:
+        assert list_namespaces(PREFIX) == [], "a namespace outlived the sweep"
+        assert list_links(PREFIX) == [], "a link outlived the sweep"
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "WORST by T_last/T_lb1: cell 1 N3 up50/down100 wan50 4MiB" in done.stdout
+    (cell,) = json.loads(out.read_text())["cells"]
+    assert cell["shoal"]["status"] == "ok" and cell["sha256_ok"]
+    # 3 clients, 4 MiB: T_lb1 = max(F / 50 Mbit/s, 2 F / 150 Mbit/s) = 0.671 s, the WAN.
+    assert (cell["binding"], cell["one_copy_bound_s"]) == ("wan", pytest.approx(0.671, abs=1e-3))
+    assert cell["t_over_one_copy_bound"] == pytest.approx(
+        cell["shoal"]["t_last_s"] / cell["one_copy_bound_s"], rel=1e-2
+    )
+    if cell["libtorrent"]["status"] == "ok":
+        assert cell["shoal_over_libtorrent"] == pytest.approx(
+            cell["shoal"]["t_last_s"] / cell["libtorrent"]["t_last_s"], rel=1e-2
+        )
+    assert (tmp_path / "png" / "one-lab-heatmap.png").stat().st_size > 1000
+
+
+@needs_root
 def test_a_run_refuses_leftovers_and_clean_removes_them(tmp_path: Path) -> None:
     create_namespace(f"{PREFIX}core")
     try:
@@ -127,7 +189,13 @@ def test_a_run_refuses_leftovers_and_clean_removes_them(tmp_path: Path) -> None:
 
 
 def test_shipped_scenarios_load_with_their_ci_sizes() -> None:
-    assert builtin_names() == ["branch-flash", "churn", "corrupt-peer", "multi-office"]
+    assert builtin_names() == [
+        "branch-flash",
+        "churn",
+        "corrupt-peer",
+        "multi-office",
+        "slow-uplinks",
+    ]
     flash = load_scenario("branch-flash")
     assert (flash.size_mb, flash.client_count, flash.offices[0].wan_mbit) == (64, 12, 50.0)
     assert (flash.for_ci().size_mb, flash.for_ci().client_count) == (8, 4)

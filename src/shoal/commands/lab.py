@@ -53,9 +53,9 @@ def run(
     prefix: str,
     base: str,
 ) -> None:
-    """Run SCENARIO (a shipped name: branch-flash, multi-office, churn, corrupt-peer; or a
-    .toml file) for shoal, http-direct and libtorrent on the same emulated network and
-    file; print the table, write the JSON (and charts with --png).
+    """Run SCENARIO (a shipped name: branch-flash, multi-office, churn, corrupt-peer,
+    slow-uplinks; or a .toml file) for shoal, http-direct and libtorrent on the same
+    emulated network and file; print the table, write the JSON (and charts with --png).
 
     Everything the run creates is removed when it ends, also on an error or Ctrl-C.
     """
@@ -98,6 +98,54 @@ def run(
 
         for path in write_charts(document, png_dir):
             click.echo(f"chart: {path}")
+
+
+@lab.command("sweep")
+@click.argument("grid")
+@click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
+              required=True, help="Write the results (one row per cell) here.")  # fmt: skip
+@click.option("--png", "png_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Write the heatmap (both systems against T_lb1, shoal/libtorrent, "
+              "WAN/F) here.")  # fmt: skip
+@click.option("--workdir", type=click.Path(path_type=Path, file_okay=False),
+              help="Run the cells here (default: a temporary folder, removed).")  # fmt: skip
+@click.option("--prefix", default=DEFAULT_PREFIX, show_default=True,
+              help="Name prefix of the lab's namespaces and links.")  # fmt: skip
+@click.option("--base", default=DEFAULT_BASE, show_default=True,
+              help="First two octets of the lab's central subnet.")  # fmt: skip
+def sweep(
+    grid: str, json_out: Path, png_dir: Path | None, workdir: Path | None, prefix: str, base: str
+) -> None:
+    """Run shoal and libtorrent over GRID (a shipped grid: default, 20-30 minutes;
+    ci, 1-2 minutes; or a .toml file): one emulated office per cell. Prints the worst cell
+    for shoal first (by T_last/T_lb1 and by shoal/libtorrent), then every cell; writes
+    the JSON (and a heatmap with --png)."""
+    import shutil
+    import tempfile
+
+    from shoal.lab.netns import LabError, lab_available
+    from shoal.lab.sweep import format_sweep, run_grid, write_heatmap
+    from shoal.sweep import load_grid
+
+    available, why = lab_available()
+    if not available:
+        raise LabError(f"shoal lab needs network namespaces: {why}")
+    loaded = load_grid(grid, "shoal.lab")
+    work = workdir or Path(tempfile.mkdtemp(prefix="shoal-lab-sweep-"))
+    try:
+        with terminate_on_signals():
+            document = run_grid(loaded, work.resolve(),
+                                say=lambda line: click.echo(line, err=True),
+                                prefix=prefix, base=base)  # fmt: skip
+    finally:
+        if workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    click.echo(format_sweep(document))
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(json_out, (json.dumps(document, indent=1) + "\n").encode())
+    click.echo(f"results: {json_out}")
+    if png_dir is not None:
+        click.echo(f"heatmap: {write_heatmap(document, png_dir)}")
 
 
 @lab.command("clean")

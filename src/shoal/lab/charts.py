@@ -1,4 +1,5 @@
-"""PNG charts of a lab run: completion-time CDF per system, WAN bytes per office.
+"""PNG charts of a lab run: completion-time CDF per system (with the office's two lower
+bounds, Kumar-Ross and T_lb1, when there is one office), WAN bytes per office.
 
 matplotlib (the ``bench`` extra) draws them with its file-only Agg backend, so no
 display is needed.
@@ -44,10 +45,15 @@ def write_charts(document: dict[str, Any], folder: Path) -> list[Path]:
         axes.step([0.0, *times], [0.0, *fractions], where="post", label=row["system"],
                   color=COLOURS.get(row["system"]), linewidth=2)  # fmt: skip
     if len(bounds) == 1:
-        bound = next(iter(bounds.values()))
-        axes.axvline(bound, color="grey", linestyle="--", linewidth=1)
-        axes.annotate("lower bound", (bound, 0.03), rotation=90, color="grey", fontsize=8,
-                      xytext=(3, 0), textcoords="offset points")  # fmt: skip
+        office = document["offices"][0]
+        lines = [(office["lower_bound_s"], "Kumar-Ross bound", ":")]
+        if "one_copy_bound_s" in office:
+            label = f"T_lb1 ({office['binding']})"
+            lines.append((office["one_copy_bound_s"], label, "--"))
+        for bound, label, style in lines:
+            axes.axvline(bound, color="grey", linestyle=style, linewidth=1)
+            axes.annotate(label, (bound, 0.03), rotation=90, color="grey", fontsize=8,
+                          xytext=(3, 0), textcoords="offset points")  # fmt: skip
     axes.set_xlabel("seconds since the flash crowd started")
     axes.set_ylabel("fraction of clients complete")
     axes.set_ylim(0, 1.02)

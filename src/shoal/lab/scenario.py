@@ -28,10 +28,12 @@ A scenario file (shipped in ``shoal/lab/scenarios/``, or any path) reads::
     size_mb = 8
     clients = 4                                    # per office
 
-The lower bound is Kumar and Ross's for distributing a file of F bits from one server
-to N peers (R. Kumar, K. W. Ross, "Peer-assisted file distribution: the minimum
-distribution time", 2006), applied per office: the server's side of the office is the
-WAN link, so T >= max(F / C_wan, F / d_min, N F / (C_wan + sum of client uplinks)).
+Two lower bounds per office (``shoal.core.bounds``): Kumar and Ross's for distributing a
+file of F bits from one server to N peers (R. Kumar, K. W. Ross, "Peer-assisted file
+distribution: the minimum distribution time", 2006), applied per office: the server's
+side of the office is the WAN link, so T >= max(F / C_wan, F / d_min, N F / (C_wan + sum
+of client uplinks)); and T_lb1, the same when the package crosses the WAN once, as shoal
+promises: T >= max(F / C_wan, F / d_min, (N - 1) F / sum of client uplinks).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from shoal.core.bounds import Bound, kumar_ross_bound, one_copy_bound
 from shoal.core.errors import ShoalError
 from shoal.lab.network import OfficeSpec
 
@@ -78,24 +81,28 @@ class OfficeScenario:
             base=base,
         )
 
-    def lower_bound_seconds(self, size_bytes: int) -> float:
+    def _rates(self) -> tuple[float, list[float], float]:
+        """WAN, each client's uplink and the downlink in bit/s (unshaped: infinite)."""
+        uplink = math.inf if self.client_up_mbit is None else self.client_up_mbit * 1e6
+        downlink = math.inf if self.client_down_mbit is None else self.client_down_mbit * 1e6
+        return self.wan_mbit * 1e6, [uplink] * self.clients, downlink
+
+    def kumar_ross(self, size_bytes: int) -> Bound:
         """Kumar-Ross minimum time to deliver the package to every client of the office.
 
         A VPN office does not share, so its clients' uplinks count for nothing there.
         """
-        bits = size_bytes * 8
-        wan = self.wan_mbit * 1e6
-        bounds = [bits / wan]
-        if self.client_down_mbit is not None:
-            bounds.append(bits / (self.client_down_mbit * 1e6))
-        if self.type == "VPN":
-            uplinks = 0.0
-        elif self.client_up_mbit is None:
-            uplinks = math.inf
-        else:
-            uplinks = self.clients * self.client_up_mbit * 1e6
-        bounds.append(self.clients * bits / (wan + uplinks))
-        return max(bounds)
+        wan, uplinks, downlink = self._rates()
+        return kumar_ross_bound(size_bytes, wan, uplinks, downlink, shares=self.type != "VPN")
+
+    def one_copy(self, size_bytes: int) -> Bound:
+        """``T_lb1``: the minimum time when the package crosses the WAN once (VPN: N times)."""
+        wan, uplinks, downlink = self._rates()
+        return one_copy_bound(size_bytes, wan, uplinks, downlink, shares=self.type != "VPN")
+
+    def lower_bound_seconds(self, size_bytes: int) -> float:
+        """Kumar-Ross's bound in seconds (see ``kumar_ross``)."""
+        return self.kumar_ross(size_bytes).seconds
 
 
 @dataclass(frozen=True, slots=True)

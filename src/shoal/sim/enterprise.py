@@ -19,6 +19,7 @@ from typing import Any
 from shoal.assignments import DOCUMENT_FORMAT, encode_envelope, sign_assignments
 from shoal.client.agent import AgentConfig, AgentCore, ContentStoreLike, DownloadState
 from shoal.client.trust import TrustState
+from shoal.core.bounds import Bound, kumar_ross_bound, one_copy_bound
 from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest, decode_manifest_file
@@ -50,6 +51,46 @@ class OfficeSpec:
     in_topology: bool = True
     nic_rate: float = 125e6
     """Each client's NIC, bytes/s each way (default 1 Gbit/s)."""
+    client_up_rate: float | None = None
+    """Each client's uplink in bytes/s, when it is not ``nic_rate`` (asymmetric links)."""
+    client_down_rate: float | None = None
+    """Each client's downlink in bytes/s, when it is not ``nic_rate``."""
+    wan_rtt: float | None = None
+    """Round trip between the office's router and the central office's, in seconds
+    (half of it each way on the office's WAN link; default 20 ms)."""
+    buffer_seconds: float | None = None
+    """Queue depth of every link of the office (WAN and clients' links), in seconds of
+    traffic at the link's rate (default 0.25 s)."""
+
+    @property
+    def up_rate(self) -> float:
+        """Each client's uplink, bytes/s."""
+        return self.nic_rate if self.client_up_rate is None else self.client_up_rate
+
+    @property
+    def down_rate(self) -> float:
+        """Each client's downlink, bytes/s."""
+        return self.nic_rate if self.client_down_rate is None else self.client_down_rate
+
+    def one_copy_bound(self, package_bytes: int) -> Bound:
+        """``T_lb1`` of this office for a package of ``package_bytes``."""
+        return one_copy_bound(
+            package_bytes,
+            self.wan_rate * 8,
+            [self.up_rate * 8] * self.clients,
+            self.down_rate * 8,
+            shares=self.type != "VPN",
+        )
+
+    def kumar_ross_bound(self, package_bytes: int) -> Bound:
+        """Kumar-Ross's bound for this office and a package of ``package_bytes``."""
+        return kumar_ross_bound(
+            package_bytes,
+            self.wan_rate * 8,
+            [self.up_rate * 8] * self.clients,
+            self.down_rate * 8,
+            shares=self.type != "VPN",
+        )
 
 
 @dataclass(slots=True)
@@ -206,7 +247,12 @@ def build_enterprise(
     clients: list[SimClient] = []
     keys = iter(device_keys)
     for spec in offices:
-        office = network.add_office(spec.name, spec.subnet, wan_rate=spec.wan_rate)
+        links: dict[str, float] = {}
+        if spec.wan_rtt is not None:
+            links["wan_delay"] = spec.wan_rtt / 2
+        if spec.buffer_seconds is not None:
+            links["buffer_seconds"] = spec.buffer_seconds
+        office = network.add_office(spec.name, spec.subnet, wan_rate=spec.wan_rate, **links)
         hosts = ipaddress.ip_network(spec.subnet).hosts()
         for number in range(spec.clients):
             ip = str(next(hosts))
@@ -234,7 +280,14 @@ def build_enterprise(
                 network.now,
                 rng=random.Random(rng.random()),
             )
-            host = network.add_host(office, ip, nic_rate=spec.nic_rate)
+            host = network.add_host(
+                office,
+                ip,
+                nic_rate=spec.nic_rate,
+                up_rate=spec.client_up_rate,
+                down_rate=spec.client_down_rate,
+                buffer_seconds=0.25 if spec.buffer_seconds is None else spec.buffer_seconds,
+            )
             for port, machine in agent.bindings().items():
                 network.bind(host, port, machine)
             network.attach(host, agent)

@@ -135,16 +135,28 @@ class SimNetwork:
         return office
 
     def add_host(
-        self, office: Office, ip: str, *, nic_rate: float = 125e6, lan_loss: float = 0.0
+        self,
+        office: Office,
+        ip: str,
+        *,
+        nic_rate: float = 125e6,
+        lan_loss: float = 0.0,
+        up_rate: float | None = None,
+        down_rate: float | None = None,
+        buffer_seconds: float = 0.25,
     ) -> Host:
-        """A host with a NIC of ``nic_rate`` bytes/s (default 1 Gbit/s) each way."""
+        """A host with a NIC of ``nic_rate`` bytes/s (default 1 Gbit/s) each way, or
+        ``up_rate`` and ``down_rate`` bytes/s when its link is asymmetric; each direction
+        queues ``buffer_seconds`` of traffic before it drops."""
         if ipaddress.IPv4Address(ip) not in office.subnet:
             raise ValueError(f"{ip} is not in office {office.name} ({office.subnet})")
+        up = nic_rate if up_rate is None else up_rate
+        down = nic_rate if down_rate is None else down_rate
         host = Host(
             ip=ip,
             office=office,
-            up=Link(f"{ip}/up", nic_rate, 0.0001, loss=lan_loss),
-            down=Link(f"{ip}/down", nic_rate, 0.0001, loss=lan_loss),
+            up=Link(f"{ip}/up", up, 0.0001, buffer_seconds, lan_loss),
+            down=Link(f"{ip}/down", down, 0.0001, buffer_seconds, lan_loss),
         )
         office.hosts[ip] = host
         self.hosts[ip] = host

@@ -1,0 +1,48 @@
+"""``shoal sim``: the deterministic simulator (virtual clock, real agents and server)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from shoal.commands.common import atomic_write
+
+
+@click.group()
+def sim() -> None:
+    """The simulator: shoal's real machines on an in-memory network with a virtual
+    clock (no root, no sockets; deterministic)."""
+
+
+@sim.command("sweep")
+@click.argument("grid")
+@click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
+              required=True, help="Write the results (one row per cell) here.")  # fmt: skip
+@click.option("--png", "png_dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Write the heatmap (T_last/T_lb1 and WAN/F per cell) here.")  # fmt: skip
+@click.option("--wall-s", type=click.FloatRange(min=1), default=600.0, show_default=True,
+              help="Give up a cell after this many seconds of this machine's time.")  # fmt: skip
+@click.option("--seed", type=int, default=1, show_default=True,
+              help="The simulator's seed (a run is a pure function of it).")  # fmt: skip
+def sweep(grid: str, json_out: Path, png_dir: Path | None, wall_s: float, seed: int) -> None:
+    """Run GRID (a shipped grid: default, ci; or a .toml file) in the simulator: one
+    office per cell, the package assigned to every client at once. Prints the worst
+    cell first (T_last / T_lb1), then every cell with WAN bytes / package size."""
+    from shoal.sim.sweep import format_sweep, run_grid, write_heatmap
+    from shoal.sweep import load_grid
+
+    loaded = load_grid(grid, "shoal.sim")
+    click.echo(f"sim sweep {loaded.name}: {len(loaded.cells)} cells", err=True)
+    document = run_grid(loaded, say=lambda line: click.echo(line, err=True), wall_s=wall_s,
+                        seed=seed)  # fmt: skip
+    click.echo(format_sweep(document))
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(json_out, (json.dumps(document, indent=1) + "\n").encode())
+    click.echo(f"results: {json_out}")
+    if png_dir is not None:
+        click.echo(f"heatmap: {write_heatmap(document, png_dir)}")
+
+
+COMMANDS = (sim,)

@@ -1,0 +1,112 @@
+"""The simulator's per-office link settings: asymmetric client links, WAN RTT, queue depth."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shoal.sim.enterprise import OfficeSpec, build_enterprise
+from shoal.sim.network import UDP_IP_OVERHEAD, Address, SimNetwork
+
+MIB = 1024 * 1024
+
+
+class Recorder:
+    """A machine that records what it receives and sends what it is told to."""
+
+    def __init__(self) -> None:
+        self.received: list[float] = []
+        self.outbox: list[tuple[bytes, Address]] = []
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.received.append(now)
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return None
+
+
+def two_hosts(
+    up_rate: float | None = None, down_rate: float | None = None, buffer_seconds: float = 0.25
+) -> tuple[SimNetwork, Recorder, Recorder]:
+    network = SimNetwork(seed=1)
+    office = network.add_office("branch", "10.1.0.0/24", wan_rate=1e6)
+    sender, receiver = Recorder(), Recorder()
+    for ip, machine, rates in (
+        ("10.1.0.1", sender, {"up_rate": up_rate, "buffer_seconds": buffer_seconds}),
+        ("10.1.0.2", receiver, {"down_rate": down_rate}),
+    ):
+        host = network.add_host(office, ip, **rates)
+        network.bind(host, 5000, machine)
+    return network, sender, receiver
+
+
+def test_an_asymmetric_link_serialises_at_its_own_rate_each_way() -> None:
+    size = 972 + UDP_IP_OVERHEAD  # 1000 bytes on the wire
+    network, sender, receiver = two_hosts(up_rate=10_000.0)  # 80 kbit/s up, 1 Gbit/s down
+    sender.outbox.append((b"x" * 972, ("10.1.0.2", 5000)))
+    network.pump(network.hosts["10.1.0.1"])
+    network.run(until=5)
+    assert receiver.received == [pytest.approx(size / 10_000 + size / 125e6 + 0.0002)]
+    host = network.hosts["10.1.0.1"]
+    assert (host.up.rate, host.down.rate) == (10_000.0, 125e6)
+
+    network, sender, receiver = two_hosts(down_rate=20_000.0)
+    sender.outbox.append((b"x" * 972, ("10.1.0.2", 5000)))
+    network.pump(network.hosts["10.1.0.1"])
+    network.run(until=5)
+    assert receiver.received == [pytest.approx(size / 125e6 + size / 20_000 + 0.0002)]
+
+
+@pytest.mark.parametrize(("buffer_seconds", "kept"), [(0.02, 1), (0.25, 3), (0.95, 10)])
+def test_a_link_queues_its_buffer_seconds_of_traffic_then_drops(
+    buffer_seconds: float, kept: int
+) -> None:
+    # 100 datagrams of 1000 bytes into a 10 kB/s uplink at once: the k-th kept one waits
+    # k * 0.1 s in the queue, so a queue of b seconds keeps 1 + floor(b / 0.1) of them.
+    network, sender, receiver = two_hosts(up_rate=10_000.0, buffer_seconds=buffer_seconds)
+    for _ in range(100):
+        sender.outbox.append((b"y" * 972, ("10.1.0.2", 5000)))
+    network.pump(network.hosts["10.1.0.1"])
+    network.run(until=60)
+    assert len(receiver.received) == kept
+    assert network.hosts["10.1.0.1"].up.datagrams_dropped == 100 - kept
+
+
+def test_an_office_spec_sets_its_links_and_its_defaults_do_not_move(tmp_path: Path) -> None:
+    tuned = OfficeSpec(
+        "Branch",
+        "10.1.0.0/24",
+        2,
+        wan_rate=100e6 / 8,
+        client_up_rate=20e6 / 8,
+        client_down_rate=100e6 / 8,
+        wan_rtt=0.1,
+        buffer_seconds=1.0,
+    )
+    plain = OfficeSpec("Plain", "10.2.0.0/24", 2)
+    enterprise = build_enterprise(tmp_path, [tuned, plain], package_size=MIB)
+    offices = enterprise.network.offices
+    branch = offices["Branch"]
+    assert (branch.wan_down.delay, branch.wan_up.delay) == (0.05, 0.05)
+    assert (branch.wan_down.buffer_seconds, branch.wan_up.buffer_seconds) == (1.0, 1.0)
+    for host in branch.hosts.values():
+        assert (host.up.rate, host.down.rate) == (20e6 / 8, 100e6 / 8)
+        assert (host.up.buffer_seconds, host.down.buffer_seconds) == (1.0, 1.0)
+    plain_office = offices["Plain"]
+    assert (plain_office.wan_down.delay, plain_office.wan_down.buffer_seconds) == (0.01, 0.25)
+    for host in plain_office.hosts.values():
+        assert (host.up.rate, host.down.rate, host.up.buffer_seconds) == (125e6, 125e6, 0.25)
+    # And the bounds follow the links: 2 clients, 1 MiB, WAN 100 Mbit/s, 20 up:
+    # F / C_wan = 0.084 s, (N - 1) F / sum_u = 8,388,608 / 40e6 = 0.210 s.
+    bound = tuned.one_copy_bound(MIB)
+    assert (bound.binding, bound.seconds) == ("uplinks", pytest.approx(0.2097, abs=1e-4))
+    # Kumar-Ross: 2 F / (100e6 + 40e6) = 0.120 s.
+    assert tuned.kumar_ross_bound(MIB).seconds == pytest.approx(0.1198, abs=1e-4)
