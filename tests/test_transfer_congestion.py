@@ -53,15 +53,16 @@ def _median_queue_delay(mode: Mode, seconds: float) -> tuple[float, float]:
     return samples[len(samples) // 2], throughput
 
 
-def test_ledbat_holds_the_queue_near_its_target_where_newreno_fills_it() -> None:
-    target = TransferConfig().ledbat_target_delay
+def test_both_modes_hold_the_queue_near_their_target_not_the_buffer() -> None:
+    config = TransferConfig()
     background_queue, background_rate = _median_queue_delay(Mode.BACKGROUND, 5.0)
     foreground_queue, foreground_rate = _median_queue_delay(Mode.FOREGROUND, 5.0)
     # RFC 6817 §2.1: LEDBAT adds at most TARGET of queuing delay ...
-    assert background_queue < 1.2 * target
-    # ... where a loss-based flow fills the buffer (this is what a delay-blind
-    # controller would do in background mode too) ...
-    assert foreground_queue > 3 * target
+    assert background_queue < 1.2 * config.ledbat_target_delay
+    # ... and the foreground holds its own, higher target, where a loss-based flow
+    # would fill the 0.5 s buffer (issue 9: control traffic and other flows keep a
+    # short queue) ...
+    assert background_queue < foreground_queue < 1.5 * config.foreground_target_delay
     # ... and it still uses the link when nobody else does.
     assert background_rate > 0.8 * BOTTLENECK["rate"] / 1e6
     assert foreground_rate > 0.8 * BOTTLENECK["rate"] / 1e6
