@@ -173,6 +173,7 @@ class DelayReno:
         "max_cwnd",
         "min_cwnd",
         "next_probe",
+        "onset_cwnd",
         "probe_cwnd",
         "probe_interval",
         "probe_until",
@@ -197,6 +198,7 @@ class DelayReno:
         self.competing = False
         #: Since when the queuing delay has stayed at or above 2 TARGET (None: below).
         self.above_since: float | None = None
+        self.onset_cwnd = 0.0
         self.next_probe = float("inf")
         #: End of the slowdown in progress (None: none), and the window to restore.
         self.probe_until: float | None = None
@@ -222,6 +224,8 @@ class DelayReno:
         # rest), under twice TARGET; a queue held above that is not this flow's doing.
         if queuing_delay < 2 * target:
             self.above_since = None
+            if queuing_delay < 1.5 * target and not self.competing:
+                self.onset_cwnd = self.cwnd  # the window while the queue was its own
         elif self.above_since is None:
             self.above_since = now
         if self.probe_until is not None:
@@ -247,11 +251,13 @@ class DelayReno:
         if self.above_since is not None and now - self.above_since >= self.compete_after:
             # The queue stayed above TARGET while this flow kept backing off: it is not
             # ours. Compete for it as TCP's congestion avoidance does (RFC 5681 §3.1),
-            # from the window it has: no slow start into a queue that is already full,
+            # from a window it had: no slow start into a queue that is already full,
             # which would take the link from the users' flow (issue 9's target is that
             # their TCP flow keeps what it would keep beside another TCP flow).
             self.competing = True
-            self.ssthresh = self.cwnd
+            # Half the window it had when the queue rose, as one NewReno reduction
+            # would leave it (RFC 5681 §3.1 eq. (4)), not what backing off left.
+            self.cwnd = self.ssthresh = max(self.cwnd, self.onset_cwnd / 2)
             self.next_probe = now + self.probe_interval
             return
         if in_recovery:
