@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import itertools
 import json
 import os
@@ -393,7 +394,7 @@ def run_lab_share(options: ShareOptions, report: Report) -> dict[str, Any]:
                         )
                     finally:
                         lab.close()
-                document["runs"].append(_summarise(runs, options, 0.0))
+                document["runs"].append(_summarise(runs, options, 0.0, options.setup()))
     finally:
         for path in workdir.iterdir():
             path.unlink()
@@ -411,9 +412,14 @@ def run_sim_share(options: ShareOptions, report: Report) -> dict[str, Any]:
     for rtt_ms in options.rtts_ms:
         for number in range(1, options.repeat + 1):
             report(f"simulator: RTT {rtt_ms:g} ms, run {number}/{options.repeat}")
-            setup = options.setup(rtt_ms / 1000, seed=options.seed + number - 1)
+            # The simulator is deterministic: each repetition starts the late flow a
+            # little later (0.37 s more each time), so runs differ in phase.
+            setup = dataclasses.replace(
+                options.setup(rtt_ms / 1000, seed=options.seed + number - 1),
+                late_start=options.late_start + 0.37 * (number - 1),
+            )
             runs = run_scenarios(setup, options.mode)
-            document["runs"].append(_summarise(runs, options, rtt_ms))
+            document["runs"].append(_summarise(runs, options, rtt_ms, setup))
     _conclude(document)
     return document
 
@@ -430,8 +436,9 @@ def _document(options: ShareOptions, where: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _summarise(runs: dict[str, ShareRun], options: ShareOptions, rtt_ms: float) -> dict[str, Any]:
-    setup = options.setup()
+def _summarise(
+    runs: dict[str, ShareRun], options: ShareOptions, rtt_ms: float, setup: ShareSetup
+) -> dict[str, Any]:
     figures = verdicts(runs, options.mode, options.rate_mbit, setup.measure_from, setup.end)
     return {"rtt_ms": rtt_ms, "verdict": figures,
             "scenarios": {name: run.as_dict() for name, run in runs.items()}}  # fmt: skip
