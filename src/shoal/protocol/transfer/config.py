@@ -47,7 +47,7 @@ class TransferConfig:
     #: LEDBAT target queuing delay (RFC 6817 §2.4.2 TARGET; at most 100 ms, §3.2). Below
     #: the foreground's target (``foreground_target_delay``): a background transfer
     #: must give way to a foreground one, which holds the queue at its own target.
-    ledbat_target_delay: float = 0.015
+    ledbat_target_delay: float = 0.01
     #: LEDBAT GAIN (RFC 6817 §2.4.2: at most 1).
     ledbat_gain: float = 1.0
     #: Minutes of base-delay history (RFC 6817 §3.4.2 BASE_HISTORY = 10).
