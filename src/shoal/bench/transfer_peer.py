@@ -219,8 +219,10 @@ class Fetch:
         descriptor: int,
         window: int,
         loop: asyncio.AbstractEventLoop,
+        mode: Mode = Mode.FOREGROUND,
     ) -> None:
         self.engine = engine
+        self.mode = mode
         self.manifest = manifest
         self.peer = peer
         self.descriptor = descriptor
@@ -258,7 +260,7 @@ class Fetch:
                 chunk_index,
                 manifest.chunk_length(chunk_index),
                 manifest.chunk_hashes[chunk_index],
-                Mode.FOREGROUND,
+                self.mode,
                 now,
             )
             self._in_flight[request_id] = chunk_index
@@ -304,7 +306,10 @@ async def fetch(arguments: argparse.Namespace) -> int:
     descriptor = os.open(arguments.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.ftruncate(descriptor, manifest.size)
     engine = TransferEngine(config=engine_config(arguments.engine), now=loop.time())
-    fetcher = Fetch(engine, manifest, _address(arguments.peer), descriptor, arguments.window, loop)
+    fetcher = Fetch(
+        engine, manifest, _address(arguments.peer), descriptor, arguments.window, loop,
+        Mode[arguments.mode.upper()],
+    )  # fmt: skip
     bind = _address(arguments.bind)
     endpoint = DatagramEndpoint.open(
         engine,
@@ -417,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
             command.add_argument("--peer", required=True)
             command.add_argument("--out", type=Path, required=True)
             command.add_argument("--window", type=int, default=8)
+            command.add_argument(
+                "--mode", choices=("foreground", "background"), default="foreground"
+            )
             command.add_argument("--timeout", type=float, default=600.0)
             command.add_argument(
                 "--confidential", type=Path, help="decrypt as a client does (JSON settings)"

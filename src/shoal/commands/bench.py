@@ -1,4 +1,4 @@
-"""Benchmarks that print figures: ``shoal bench pack`` and ``shoal bench transfer``."""
+"""Benchmarks that print figures: ``shoal bench pack``, ``transfer`` and ``share``."""
 
 from __future__ import annotations
 
@@ -100,6 +100,123 @@ def transfer(
         document = run_transfer_bench(options, lambda line: click.echo(line, err=True))
     if json_out is not None:
         json_out.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    click.echo(format_table(document))
+
+
+@bench.command()
+@click.option(
+    "--rate-mbit",
+    type=click.FloatRange(min=1.0),
+    default=50.0,
+    show_default=True,
+    help="Rate of the shared link (HTB in the lab, the bottleneck in --sim).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["foreground", "background"]),
+    default="foreground",
+    show_default=True,
+    help="The shoal transfer's mode.",
+)
+@click.option(
+    "--sim", is_flag=True, help="Run in the simulator (virtual time) at each --rtt, not in the lab."
+)
+@click.option(
+    "--rtt",
+    "rtts",
+    type=click.FloatRange(min=0.0),
+    multiple=True,
+    help="Round-trip propagation delay in ms (--sim; default 10 50 100 200).",
+)
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Runs of every scenario (lab: alternating; sim: seeds); medians reported.",
+)
+@click.option(
+    "--buffer-packets",
+    type=click.IntRange(min=10),
+    default=1000,
+    show_default=True,
+    help="Depth of the link's drop-tail queue, in 1500-byte packets.",
+)
+@click.option(
+    "--late-start",
+    type=click.FloatRange(min=1.0),
+    default=10.0,
+    show_default=True,
+    help="Seconds before the late TCP flow starts (the first flow is at rate).",
+)
+@click.option(
+    "--together",
+    type=click.FloatRange(min=5.0),
+    default=30.0,
+    show_default=True,
+    help="Seconds both flows run; rates are averaged from 5 s into it.",
+)
+@click.option(
+    "--queue-at",
+    type=click.Choice(["router", "sender"]),
+    default="router",
+    show_default=True,
+    help="Lab: shape the router's link (a WAN) or the senders' own interface.",
+)
+@click.option(
+    "--engine",
+    "engine_settings",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Override a TransferConfig field in the shoal processes (lab).",
+)
+@click.option(
+    "--json",
+    "json_out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write every run (rates over time, verdicts) to this file.",
+)
+@click.option(
+    "--png",
+    "png_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write each flow's rate over time as PNG charts into this folder.",
+)
+def share(
+    rate_mbit: float, mode: str, sim: bool, rtts: tuple[float, ...], repeat: int,
+    buffer_packets: int, late_start: float, together: float, queue_at: str,
+    engine_settings: tuple[str, ...], json_out: Path | None, png_dir: Path | None,
+) -> None:  # fmt: skip
+    """A shoal transfer and a TCP flow through one link, against issue 9's targets.
+
+    Foreground: the late TCP flow beside shoal must keep >= 80% of what it keeps beside
+    another TCP flow. Background: TCP beside shoal keeps >= 90% of its rate alone, and
+    shoal alone takes >= 90% of the link. The lab (root) joins three namespaces
+    (names start with shs-) through a router whose shaped link is the bottleneck;
+    everything is removed when the run ends.
+    """
+    from shoal.bench.share import (
+        ShareOptions,
+        format_table,
+        run_lab_share,
+        run_sim_share,
+        write_charts,
+    )
+    from shoal.protocol.transfer import Mode
+
+    options = ShareOptions(
+        rate_mbit=rate_mbit, mode=Mode[mode.upper()], repeat=repeat, late_start=late_start,
+        together=together, buffer_packets=buffer_packets, queue_at=queue_at, sim=sim,
+        rtts_ms=rtts or (10.0, 50.0, 100.0, 200.0), engine_settings=engine_settings,
+    )  # fmt: skip
+    report = lambda line: click.echo(line, err=True)  # noqa: E731
+    with terminate_on_signals():
+        document = run_sim_share(options, report) if sim else run_lab_share(options, report)
+    if json_out is not None:
+        json_out.write_text(json.dumps(document, indent=1) + "\n")
+    if png_dir is not None:
+        for path in write_charts(document, png_dir):
+            click.echo(f"wrote {path}", err=True)
     click.echo(format_table(document))
 
 

@@ -112,7 +112,7 @@ class MessageType(enum.IntEnum):
 class Mode(enum.IntEnum):
     """Congestion control a transfer asks for."""
 
-    #: Loss-based (NewReno): the user is waiting for this chunk.
+    #: Delay-aware, NewReno against loss-based flows (DelayReno): the user is waiting.
     FOREGROUND = 0
     #: LEDBAT (RFC 6817): use spare capacity, yield to other traffic.
     BACKGROUND = 1

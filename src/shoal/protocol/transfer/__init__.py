@@ -1,7 +1,7 @@
 """Reliable chunk transfer over UDP as a sans-I/O state machine (see ``engine``)."""
 
 from shoal.protocol.transfer.config import TransferConfig
-from shoal.protocol.transfer.congestion import Ledbat, NewReno, RttEstimator
+from shoal.protocol.transfer.congestion import DelayReno, Ledbat, RttEstimator
 from shoal.protocol.transfer.engine import TransferCounters, TransferEngine
 from shoal.protocol.transfer.events import (
     Address,
@@ -26,11 +26,11 @@ __all__ = [
     "ChunkReceived",
     "ChunkRefused",
     "ChunkRequested",
+    "DelayReno",
     "Event",
     "Ledbat",
     "LocalProtocolError",
     "Mode",
-    "NewReno",
     "RefusalReason",
     "RequestCancelled",
     "Role",

@@ -37,13 +37,17 @@ class TransferConfig:
     max_rto: float = 2.0
     #: A peer silent for this long ends its transfers with ``TransferTimedOut``.
     idle_timeout: float = 5.0
-    #: Packets sent back to back before the pacer makes the sender wait.
+    #: Packets sent back to back before the pacer makes the sender wait...
     pacing_burst_packets: int = 32
+    #: ...or fewer: what the pacing rate allows in this long (at least 4 packets).
+    pacing_burst_seconds: float = 0.002
     #: Pacing rate = gain * cwnd / srtt (Linux uses 2 in slow start, 1.25 after).
     pacing_gain_slow_start: float = 2.0
     pacing_gain: float = 1.25
-    #: LEDBAT target queuing delay (RFC 6817 §2.4.2 TARGET; at most 100 ms, §3.2).
-    ledbat_target_delay: float = 0.1
+    #: LEDBAT target queuing delay (RFC 6817 §2.4.2 TARGET; at most 100 ms, §3.2). Below
+    #: the foreground's target (``foreground_target_delay``): a background transfer
+    #: must give way to a foreground one, which holds the queue at its own target.
+    ledbat_target_delay: float = 0.01
     #: LEDBAT GAIN (RFC 6817 §2.4.2: at most 1).
     ledbat_gain: float = 1.0
     #: Minutes of base-delay history (RFC 6817 §3.4.2 BASE_HISTORY = 10).
@@ -57,6 +61,19 @@ class TransferConfig:
     foreground_loss_tolerance: float = 0.1
     #: Foreground: queuing delay (one-way delay above its base) that marks congestion.
     foreground_queue_delay: float = 0.01
+    #: Foreground: the queuing delay a transfer holds the path at when it is alone (the
+    #: LEDBAT++ TARGET, draft-irtf-iccrg-ledbat-plus-plus §4.1, for the foreground): far
+    #: below a deep buffer, far above the scheduling noise of a busy host.
+    foreground_target_delay: float = 0.03
+    #: Foreground: window growth per round trip, in packets, when the queue is empty
+    #: (LEDBAT GAIN; the foreground may grow faster than RFC 6817's 1).
+    foreground_gain: float = 2.0
+    #: Foreground: seconds the queue must stay above the target, while the transfer
+    #: backs off, before it competes as NewReno (a loss-based flow holds the queue).
+    foreground_compete_after: float = 3.0
+    #: Foreground, competing: seconds between slowdowns that check whether the
+    #: competitor is still there (LEDBAT++ §4.4 periodic slowdown).
+    foreground_probe_interval: float = 10.0
     #: Largest chunk a peer may request (the largest allowed chunk size).
     max_chunk_length: int = MAX_CHUNK_SIZE
     #: Chunks this engine may be receiving at once (each holds a chunk-sized buffer).

@@ -3,9 +3,10 @@
 Windows are counted in packets (full-size data datagrams), as every data datagram of a
 flow but the last of each chunk is full size. The engine calls, per flow:
 
-- ``on_ack(newly_acked, in_flight, now, one_way_delay_us)`` for every ACK that
-  acknowledged new segments (the delay is the receiver's clock minus our timestamp,
-  modulo 2**32: only its changes mean anything);
+- ``on_ack(newly_acked, in_flight, now, one_way_delay_us, in_recovery)`` for every ACK
+  that acknowledged new segments (the delay is the receiver's clock minus our
+  timestamp, modulo 2**32: only its changes mean anything; ``in_recovery`` while the
+  packets acknowledged were sent before the last reduction);
 - ``loss_is_congestion(lost, sent)`` when packets of a new loss episode are declared
   lost (``lost`` and ``sent`` are the flow's recent, exponentially forgotten packet
   counts), then ``on_congestion(now)`` if it says so -- at most once per episode;
@@ -20,6 +21,13 @@ from shoal.protocol.transfer.config import TransferConfig
 
 _U32 = 1 << 32
 _HALF_U32 = 1 << 31
+#: A queuing delay under this fraction of TARGET shows no standing queue: the link
+#: has room, and the delay-based controllers grow faster than GAIN per round trip...
+_EMPTY_PATH = 0.25
+#: ...by a quarter of slow start's rate, as HyStart++'s conservative slow start
+#: (RFC 9406 §4.3, CSS_GROWTH_DIVISOR = 4). LEDBAT's one packet per round trip takes
+#: minutes to refill a 200 ms path after a slowdown or a competitor's departure.
+_CSS_GROWTH_DIVISOR = 8
 
 
 class RttEstimator:
@@ -123,18 +131,57 @@ class DelayTracker:
         return self.queuing_delay_us
 
 
-class NewReno:
-    """Foreground congestion control: RFC 5681 slow start and congestion avoidance with
-    one reduction per loss episode (RFC 6582 §3.2, RFC 9002 §7.3.2).
+class DelayReno:
+    """Foreground congestion control: a short queue when alone, NewReno against TCP.
 
-    One deliberate departure: a loss episode counts as congestion only when the flow
-    recently lost more than ``foreground_loss_tolerance`` of its packets or the one-way
-    delay shows a queue of ``foreground_queue_delay``. A congested drop-tail queue shows
-    both; random loss on a LAN segment shows neither, and RFC 5681 would otherwise pin a
-    5%-loss link to a handful of packets per round trip.
+    Theory of operation. A foreground transfer must fill the link, must not fill a deep
+    buffer (control traffic and the users' own flows then wait behind it), and must
+    share with a loss-based TCP flow as another TCP flow would. It has two modes:
+
+    - *Delay* (the start, and whenever the path shows it is ours): slow start until the
+      queuing delay reaches half of TARGET (``foreground_target_delay``), then the
+      LEDBAT++ window update (draft-irtf-iccrg-ledbat-plus-plus §4.3: additive increase
+      in proportion to how far below TARGET, multiplicative decrease above it, at most
+      a halving per round trip) that holds the queue near TARGET -- a few tens of
+      milliseconds instead of a full buffer.
+    - *Competing*: when the queue stays above twice TARGET for ``foreground_compete_after``
+      seconds, however far the window went down, somebody else keeps it full (a
+      loss-based flow: a delay-based flow yielding to it would starve; LEDBAT++ §4.4
+      and Copa's "competitive mode" meet the same problem). The window then follows
+      NewReno (RFC 5681 §3.1, one reduction per loss episode: RFC 6582 §3.2, RFC 9002
+      §7.3.2), as the competitor does. Every ``foreground_probe_interval`` seconds it
+      slows down to the minimum window for about one queue-drain time (the periodic
+      slowdown of LEDBAT++ §4.4, used here to look for the competitor): if the queue
+      drains meanwhile, the competitor has left and the flow goes back to delay mode;
+      otherwise it restores its window at once.
+
+    In both modes a loss episode counts as congestion when the queue is at least
+    ``foreground_queue_delay`` or the flow recently lost more than
+    ``foreground_loss_tolerance`` of its packets: random loss on a LAN segment shows
+    neither, and RFC 5681 would otherwise pin a 5%-loss link to a handful of packets
+    per round trip.
     """
 
-    __slots__ = ("cwnd", "delay", "loss_tolerance", "max_cwnd", "min_cwnd", "queue_us", "ssthresh")
+    __slots__ = (
+        "above_since",
+        "compete_after",
+        "competing",
+        "cwnd",
+        "delay",
+        "gain",
+        "loss_tolerance",
+        "max_cwnd",
+        "min_cwnd",
+        "next_probe",
+        "onset_cwnd",
+        "probe_cwnd",
+        "probe_interval",
+        "probe_until",
+        "probes",
+        "queue_us",
+        "ssthresh",
+        "target_us",
+    )
 
     def __init__(self, config: TransferConfig) -> None:
         self.cwnd = float(config.initial_window_packets)
@@ -143,29 +190,116 @@ class NewReno:
         self.ssthresh = float("inf")
         self.loss_tolerance = config.foreground_loss_tolerance
         self.queue_us = config.foreground_queue_delay * 1e6
+        self.target_us = config.foreground_target_delay * 1e6
+        self.gain = config.foreground_gain
+        self.compete_after = config.foreground_compete_after
+        self.probe_interval = config.foreground_probe_interval
         self.delay = DelayTracker(config.ledbat_base_history, config.ledbat_current_filter)
+        self.competing = False
+        #: Since when the queuing delay has stayed at or above 2 TARGET (None: below).
+        self.above_since: float | None = None
+        self.onset_cwnd = 0.0
+        self.next_probe = float("inf")
+        #: End of the slowdown in progress (None: none), and the window to restore.
+        self.probe_until: float | None = None
+        self.probe_cwnd = 0.0
+        self.probes = 0
 
     @property
     def in_slow_start(self) -> bool:
         return self.cwnd < self.ssthresh
 
-    def on_ack(self, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int) -> None:
-        # Tracked for loss_is_congestion. Deliberately no delay-based exit from slow
-        # start (HyStart++, RFC 9406): a foreground flow that backs off at a few
-        # milliseconds of queue never makes a background LEDBAT flow (TARGET 100 ms)
-        # give way.
-        self.delay.on_sample(one_way_delay_us, now)
-        # RFC 7661 §4.3: do not grow a window the sender is not using.
-        if in_flight + newly_acked < self.cwnd / 2:
+    @property
+    def queuing_delay(self) -> float:
+        """Latest queuing-delay estimate, seconds."""
+        return self.delay.queuing_delay_us / 1e6
+
+    def on_ack(
+        self, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int,
+        in_recovery: bool = False,
+    ) -> None:  # fmt: skip
+        queuing_delay = self.delay.on_sample(one_way_delay_us, now)
+        target = self.target_us
+        # This flow's own equilibrium is TARGET * (1 + GAIN / W) (LEDBAT++ §4.3 update at
+        # rest), under twice TARGET; a queue held above that is not this flow's doing.
+        if queuing_delay < 2 * target:
+            self.above_since = None
+            if queuing_delay < 1.5 * target and not self.competing:
+                self.onset_cwnd = self.cwnd  # the window while the queue was its own
+        elif self.above_since is None:
+            self.above_since = now
+        if self.probe_until is not None:
+            self._during_probe(queuing_delay, now)
             return
-        if self.cwnd < self.ssthresh:
-            # RFC 5681 §3.1 slow start: one packet per packet acknowledged.
-            self.cwnd += newly_acked
+        if self.competing:
+            if now >= self.next_probe and not in_recovery:
+                # LEDBAT++ §4.4 slowdown: let the queue drain if it is ours alone; wait
+                # for as long as the queue takes to drain, and a round trip's worth.
+                self.probes += 1
+                self.probe_cwnd = self.cwnd
+                self.cwnd = self.min_cwnd
+                self.probe_until = now + 1.5 * queuing_delay / 1e6 + 0.25
+                return
+            if in_recovery or in_flight + newly_acked < self.cwnd / 2:
+                return  # RFC 6582 §3.2; RFC 7661 §4.3: no growth of an unused window
+            if self.cwnd < self.ssthresh:
+                self.cwnd += newly_acked  # RFC 5681 §3.1 slow start
+            else:
+                self.cwnd += newly_acked / self.cwnd  # RFC 5681 §3.1 congestion avoidance
+            self.cwnd = min(self.cwnd, self.max_cwnd)
+            return
+        if self.above_since is not None and now - self.above_since >= self.compete_after:
+            # The queue stayed above TARGET while this flow kept backing off: it is not
+            # ours. Compete for it as TCP's congestion avoidance does (RFC 5681 §3.1),
+            # from a window it had: no slow start into a queue that is already full,
+            # which would take the link from the users' flow (issue 9's target is that
+            # their TCP flow keeps what it would keep beside another TCP flow).
+            self.competing = True
+            # Half the window it had when the queue rose, as one NewReno reduction
+            # would leave it (RFC 5681 §3.1 eq. (4)), not what backing off left.
+            self.cwnd = self.ssthresh = max(self.cwnd, self.onset_cwnd / 2)
+            self.next_probe = now + self.probe_interval
+            return
+        if in_recovery:
+            return
+        if self.cwnd < self.ssthresh and queuing_delay < target / 2:
+            # Slow start while the path shows no queue (LEDBAT++ §4.2 leaves slow start
+            # at a fraction of TARGET too).
+            if in_flight + newly_acked >= self.cwnd / 2:
+                self.cwnd += newly_acked
         else:
-            # RFC 5681 §3.1 congestion avoidance: about one packet per RTT.
-            self.cwnd += newly_acked / self.cwnd
-        if self.cwnd > self.max_cwnd:
+            if self.cwnd < self.ssthresh:
+                self.ssthresh = self.cwnd
+            if queuing_delay <= target:
+                if in_flight + newly_acked >= self.cwnd / 2:  # RFC 7661 §4.3
+                    off_target = (target - queuing_delay) / target
+                    self.cwnd += self.gain * off_target * newly_acked / self.cwnd
+                    if queuing_delay < target * _EMPTY_PATH:
+                        self.cwnd += newly_acked / _CSS_GROWTH_DIVISOR
+            else:
+                # LEDBAT++ §4.3: W += max(GAIN - W * (delay / TARGET - 1), -W / 2) per RTT.
+                excess = queuing_delay / target - 1.0
+                per_rtt = max(self.gain - self.cwnd * excess, -self.cwnd / 2)
+                self.cwnd += per_rtt * newly_acked / self.cwnd
+        if self.cwnd < self.min_cwnd:
+            self.cwnd = self.min_cwnd
+        elif self.cwnd > self.max_cwnd:
             self.cwnd = self.max_cwnd
+
+    def _during_probe(self, queuing_delay: int, now: float) -> None:
+        assert self.probe_until is not None
+        if queuing_delay < self.target_us:
+            # The queue drained while this flow held back: nobody else keeps it full.
+            self.competing = False
+            self.probe_until = None
+            self.next_probe = float("inf")
+            self.cwnd = max(self.probe_cwnd / 2, self.min_cwnd)
+            self.ssthresh = self.cwnd
+        elif now >= self.probe_until:
+            # Still a queue: the competitor is there. Take the window back at once.
+            self.probe_until = None
+            self.cwnd = self.probe_cwnd
+            self.next_probe = now + self.probe_interval
 
     def loss_is_congestion(self, lost: float, sent: float) -> bool:
         if self.delay.queuing_delay_us >= self.queue_us:
@@ -174,11 +308,17 @@ class NewReno:
 
     def on_congestion(self, now: float) -> None:
         # RFC 5681 §3.1 eq. (4) / RFC 6582 §3.2 step 2: halve once per episode.
+        if self.probe_until is not None:
+            return  # the window is already at its minimum
         self.ssthresh = max(self.cwnd / 2, self.min_cwnd)
         self.cwnd = self.ssthresh
 
     def on_timeout(self) -> None:
         # RFC 5681 §3.1: after an RTO the window restarts from the loss window.
+        if self.probe_until is not None:
+            self.probe_until = None
+            self.cwnd = self.probe_cwnd
+            self.next_probe = float("inf") if not self.competing else self.next_probe
         self.ssthresh = max(self.cwnd / 2, self.min_cwnd)
         self.cwnd = self.min_cwnd
 
@@ -212,7 +352,10 @@ class Ledbat:
         """Latest queuing-delay estimate, seconds."""
         return self.delay.queuing_delay_us / 1e6
 
-    def on_ack(self, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int) -> None:
+    def on_ack(
+        self, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int,
+        in_recovery: bool = False,
+    ) -> None:  # fmt: skip
         queuing_delay = self.delay.on_sample(one_way_delay_us, now)
         if self.cwnd < self.ssthresh and queuing_delay < self.target_us / 2:
             # Slow start while the path shows no queue. RFC 6817 §2.4.2 leaves the start
@@ -226,6 +369,8 @@ class Ledbat:
                 # RFC 6817 §2.4.2: cwnd += GAIN * off_target * bytes_newly_acked * MSS / cwnd.
                 off_target = (self.target_us - queuing_delay) / self.target_us
                 self.cwnd += self.gain * off_target * newly_acked / self.cwnd
+                if queuing_delay < self.target_us * _EMPTY_PATH:
+                    self.cwnd += newly_acked / _CSS_GROWTH_DIVISOR
             else:
                 # Above TARGET, RFC 6817's linear decrease takes minutes to give way to a
                 # loss-based flow that keeps a deep queue full (the "latecomer" problem);
@@ -235,8 +380,12 @@ class Ledbat:
                 excess = queuing_delay / self.target_us - 1.0
                 per_rtt = max(self.gain - self.cwnd * excess, -self.cwnd / 2)
                 self.cwnd += per_rtt * newly_acked / self.cwnd
-        # RFC 6817 §2.4.2: max_allowed_cwnd = flightsize + ALLOWED_INCREASE * MSS.
-        allowed = in_flight + newly_acked + 1.0
+        # RFC 6817 §2.4.2: max_allowed_cwnd = flightsize + ALLOWED_INCREASE * MSS, with
+        # flightsize before this ACK. The RFC assumes an ACK per packet; an ACK here
+        # covers up to ``ack_every_packets``, so the increase allowed is per packet it
+        # acknowledges -- one per ACK would cap slow start at 1/16 of a doubling per
+        # round trip, and leave a 200 ms path half empty.
+        allowed = in_flight + newly_acked + max(1.0, float(newly_acked))
         if self.cwnd > allowed:
             self.cwnd = allowed
         if self.cwnd < self.min_cwnd:
@@ -259,4 +408,4 @@ class Ledbat:
         self.cwnd = self.min_cwnd
 
 
-CongestionController = NewReno | Ledbat
+CongestionController = DelayReno | Ledbat

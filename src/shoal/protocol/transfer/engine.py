@@ -21,8 +21,8 @@ triggers a SHA-256 check: ``ChunkReceived`` or ``ChunkCorrupted`` naming the pee
 
 *Sending.* ``ChunkRequested`` asks the application for the bytes; ``send_chunk`` hands
 them over (kept by reference, never copied). Each (peer, mode) pair is a *flow* with
-its own RTT estimator (RFC 6298), congestion controller (NewReno in the foreground,
-LEDBAT in the background) and pacer; the flow sends its oldest chunk first, so chunks
+its own RTT estimator (RFC 6298), congestion controller (``DelayReno`` in the
+foreground, LEDBAT in the background) and pacer; the flow sends its oldest chunk first, so chunks
 finish in order and each one's packets stay dense. Every transmission gets a new
 packet number, so a loss is declared per RFC 9002 §6.1 (``packet_threshold`` later
 packets acknowledged, or 9/8 RTT passed since a later one was). A lost tail is found
@@ -64,7 +64,7 @@ from typing import TypeVar
 from shoal.core.ids import ContentId
 from shoal.protocol.ratelimit import TokenBucket
 from shoal.protocol.transfer.config import TransferConfig
-from shoal.protocol.transfer.congestion import Ledbat, NewReno, RttEstimator
+from shoal.protocol.transfer.congestion import DelayReno, Ledbat, RttEstimator
 from shoal.protocol.transfer.events import (
     Address,
     ChunkCorrupted,
@@ -122,11 +122,14 @@ _ACK_HEAD = struct.Struct(">2sBBIIIIIIB")
 _ACK_RANGE = struct.Struct(">II")
 _DATA_CODE = int(MessageType.DATA)
 _U32_MASK = 0xFFFFFFFF
+_HALF_U32 = 1 << 31
 #: RFC 9002 §6.1.1 kPacketThreshold.
 _PACKET_THRESHOLD = 3
 #: RFC 9002 §6.1.2 kTimeThreshold.
 _TIME_THRESHOLD = 9 / 8
 _MAX_PACKET_THRESHOLD = 32
+#: Fewest packets the pacer lets go back to back.
+_MIN_BURST = 4
 #: Shortest interval between answers to late datagrams about one finished request.
 _LATE_REPLY_INTERVAL = 0.001
 #: Probe timeouts in a row before the retransmission timeout proper (and its collapse
@@ -229,6 +232,7 @@ class _Download:
         "last_heard",
         "last_length",
         "last_segment",
+        "least_delay_us",
         "mode",
         "peer",
         "received",
@@ -278,6 +282,9 @@ class _Download:
         self.largest_packet_number = -1
         self.largest_time = now
         self.largest_timestamp_us = 0
+        # Least one-way delay (receive clock minus the sender's stamp, modulo 2**32) of
+        # the packets since the last ACK; -1: none yet.
+        self.least_delay_us = -1
         self.unacked = 0
         self.ack_deadline: float | None = None
         self.last_heard = now
@@ -312,7 +319,9 @@ class _Flow:
 
     def __init__(self, key: tuple[Address, Mode], config: TransferConfig, now: float) -> None:
         self.key = key
-        self.cc: NewReno | Ledbat = Ledbat(config) if key[1] is Mode.BACKGROUND else NewReno(config)
+        self.cc: DelayReno | Ledbat = (
+            Ledbat(config) if key[1] is Mode.BACKGROUND else DelayReno(config)
+        )
         self.rtt = RttEstimator(config.initial_rtt, config.min_rto, config.max_rto)
         self.in_flight = 0
         self.tokens = float(config.pacing_burst_packets)
@@ -647,6 +656,13 @@ class TransferEngine:
             download.largest_packet_number = packet_number
             download.largest_time = now
             download.largest_timestamp_us = timestamp_us
+        # The delay sample an ACK carries is the least over the packets it covers: the
+        # first packet of a paced burst, not its tail, which waited behind the burst
+        # itself (RFC 6817 §3.4.2 filters delays with a minimum for the same reason).
+        delay_us = (int(now * 1_000_000) - timestamp_us) & _U32_MASK
+        least = download.least_delay_us
+        if least < 0 or (delay_us - least) & _U32_MASK > _HALF_U32:
+            download.least_delay_us = delay_us
         received = download.received
         ack_at_once = False
         if received[segment_index]:
@@ -788,6 +804,12 @@ class TransferEngine:
     def _build_ack(self, download: _Download, now: float) -> bytes:
         download.unacked = 0
         download.ack_deadline = None
+        delay_us = download.least_delay_us
+        if delay_us < 0:
+            delay_us = (
+                int(download.largest_time * 1_000_000) - download.largest_timestamp_us
+            ) & _U32_MASK
+        download.least_delay_us = -1
         received = download.received
         count = download.segment_count
         ranges: list[int] = []
@@ -811,8 +833,9 @@ class TransferEngine:
             download.request_id,
             max(download.largest_packet_number, 0),
             min(int((now - download.largest_time) * 1_000_000), _U32_MASK),
-            # RFC 6817 §3.3: one-way delay of the newest packet, from the sender's stamp.
-            (int(download.largest_time * 1_000_000) - download.largest_timestamp_us) & _U32_MASK,
+            # RFC 6817 §3.3: one-way delay from the sender's stamps, the least since the
+            # last ACK (the newest packet's when every packet since was a duplicate).
+            delay_us,
             download.cumulative,
             self.config.receive_window_packets,
             len(ranges) // 2,
@@ -1234,8 +1257,9 @@ class TransferEngine:
         if newly_acked:
             upload.timeouts = 0
             upload.acked_count += newly_acked
-            if isinstance(cc, Ledbat) or sent_time[largest] > flow.recovery_start:
-                cc.on_ack(newly_acked, flow.in_flight, now, ack.one_way_delay_us)
+            # Every ACK carries a delay sample; growth waits for the end of recovery.
+            in_recovery = sent_time[largest] <= flow.recovery_start
+            cc.on_ack(newly_acked, flow.in_flight, now, ack.one_way_delay_us, in_recovery)
             if upload.acked_count == upload.segment_count:
                 self.counters.chunks_delivered += 1
                 self._events.append(
@@ -1426,6 +1450,13 @@ class TransferEngine:
                 self.config.pacing_gain_slow_start if cc.in_slow_start else self.config.pacing_gain
             )
             rate = gain * cc.cwnd / max(srtt, 1e-6)
+            # A burst is what the pacing rate allows in ``pacing_burst_seconds`` (as
+            # Linux sizes TSO bursts to ~1 ms of the pacing rate): a slow flow's burst
+            # would otherwise queue up behind itself at the bottleneck, show as delay
+            # and end a delay-based slow start early (or stand in front of others).
+            rate_burst = rate * self.config.pacing_burst_seconds
+            if rate_burst < burst:
+                burst = max(_MIN_BURST, int(rate_burst))
             tokens = flow.tokens + (now - flow.last_refill) * rate
             if tokens > burst:
                 tokens = float(burst)
