@@ -391,6 +391,8 @@ class AgentCore:
             if self.office_type is OfficeType.WIFI and download.peers_due <= now:
                 download.peers_due = now + PEER_LIST_REFRESH
                 self.control.peers(download.content_id, now)
+            if download.picker is not None:
+                download.picker.wake(now)  # poll() asks what the held-back chunks allow
 
     def _check_in(self, now: float) -> None:
         assert self.registration is not None

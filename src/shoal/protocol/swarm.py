@@ -79,6 +79,7 @@ class ChunkPicker(Generic[Peer]):
         self._designated: dict[int, bool] = {}  # chunk -> are we among its fetchers
         self._sources: dict[int, Peer] = {}  # chunk -> its sole holder when first seen
         self._deferred: dict[int, float] = {}  # chunk -> when anyone may ask the source
+        self._released: set[int] = set()  # chunks whose grace is over: anyone may ask
 
     # ------------------------------------------------------------ knowledge
 
@@ -171,6 +172,7 @@ class ChunkPicker(Generic[Peer]):
             self._order = None
         for fanout_state in (self._designated, self._sources, self._deferred):
             fanout_state.pop(chunk_index, None)  # keeps next_wake() small: it runs often
+        self._released.discard(chunk_index)
         return sorted(others, key=repr)
 
     def failed(self, chunk_index: int, peer: Peer) -> None:
@@ -204,6 +206,8 @@ class ChunkPicker(Generic[Peer]):
         Without ``now`` the fan-out limit is off.
         """
         requests: list[tuple[Peer, int]] = []
+        if now is not None:
+            self.wake(now)
         if limit is not None and limit <= 0:
             return requests
         order = self._candidate_order()
@@ -259,7 +263,7 @@ class ChunkPicker(Generic[Peer]):
             if self._holders[chunk_index] != 1:
                 return True  # several holders from the start: spread over them
             source = self._sources[chunk_index] = holder
-        if holder != source:
+        if holder != source or chunk_index in self._released:
             return True
         designated = self._designated.get(chunk_index)
         if designated is None:
@@ -269,7 +273,14 @@ class ChunkPicker(Generic[Peer]):
         if designated:
             return True
         deadline = self._deferred.setdefault(chunk_index, now + self.fanout_grace)
-        return now >= deadline
+        if now < deadline:
+            return False
+        self._release_deferred(chunk_index)
+        return True
+
+    def _release_deferred(self, chunk_index: int) -> None:
+        del self._deferred[chunk_index]
+        self._released.add(chunk_index)
 
     def _ranks_among_fetchers(self, chunk_index: int, holder: Peer) -> bool:
         """Are we among the ``fanout`` downloaders whose key ranks highest for the chunk?"""
@@ -289,10 +300,21 @@ class ChunkPicker(Generic[Peer]):
         return zlib.crc32(f"{chunk_index}/{self._key(peer)}".encode())
 
     def next_wake(self) -> float | None:
-        """When a held-back chunk may be asked of its source by anyone."""
+        """When a held-back chunk may be asked of its source by anyone (``wake``).
+
+        Only a deadline that ``wake`` has not passed yet: once a chunk's grace is over,
+        whether it can be asked depends on its source's free request slots, which change
+        on ``received``/``failed``, not with time (a deadline returned after that would
+        fire again and again at the same instant).
+        """
         waiting = [
             deadline
             for chunk_index, deadline in self._deferred.items()
             if chunk_index not in self._have and chunk_index not in self._in_flight
         ]
         return min(waiting, default=None)
+
+    def wake(self, now: float) -> None:
+        """Release the held-back chunks whose grace is over (``next_wake`` moves on)."""
+        for chunk_index in [index for index, due in self._deferred.items() if due <= now]:
+            self._release_deferred(chunk_index)
