@@ -83,6 +83,7 @@ from shoal.protocol.transfer import (
     ChunkRequested,
     Mode,
     RefusalReason,
+    RequestCancelled,
     Role,
     TransferConfig,
     TransferEngine,
@@ -847,6 +848,11 @@ class AgentCore:
             return
         if isinstance(event, ChunkDelivered):
             self.counters.chunks_served += 1
+            return
+        if isinstance(event, RequestCancelled):
+            # Sender side: its request ID is the peer's, not one of our requests (taken
+            # for ours, it dropped our request without telling the picker: a chunk
+            # counted in flight for ever).
             return
         if isinstance(event, VersionRejected):
             self._note_all(
