@@ -73,7 +73,7 @@ from shoal.protocol.discovery import (
     PeerVersionRejected,
 )
 from shoal.protocol.ratelimit import TokenBucket
-from shoal.protocol.serving import serve_from
+from shoal.protocol.serving import Admission, UploadSlots, serve_from
 from shoal.protocol.swarm import ChunkPicker
 from shoal.protocol.transfer import (
     ChunkCorrupted,
@@ -81,6 +81,7 @@ from shoal.protocol.transfer import (
     ChunkReceived,
     ChunkRefused,
     ChunkRequested,
+    LocalProtocolError,
     Mode,
     RefusalReason,
     RequestCancelled,
@@ -158,6 +159,14 @@ class AgentConfig:
     per_peer_in_flight: int = 4
     swarm_fanout: int = 1
     """Downloaders that fetch a new chunk from its first holder (``ChunkPicker``)."""
+    rate_horizon: float = 0.5
+    """Requests to one peer: what its measured rate delivers in this many seconds, plus
+    one (``ChunkPicker``)."""
+    upload_target_seconds: float = 0.5
+    """Chunk time the upload slots aim at (``UploadSlots``): a slow uplink serves few
+    downloaders at once, each at its full rate."""
+    busy_backoff: tuple[float, float] = (0.05, 0.25)
+    """Seconds (random in this range) before asking again a peer that refused BUSY."""
     peer_failure_limit: int = 3
     lease_renew_fraction: float = 0.3
     register_retry_seconds: float = 30.0
@@ -231,6 +240,8 @@ class AgentCounters:
     requests_refused: int = 0
     #: Refused: not a peer of our office, or content not assigned to us (issue 13).
     requests_refused_policy: int = 0
+    #: Refused BUSY: every upload slot taken and as many requests waiting (UploadSlots).
+    requests_refused_busy: int = 0
     bad_chunks: int = 0
     peers_banned: int = 0
     store_errors: int = 0
@@ -313,6 +324,9 @@ class AgentCore:
         self._nudged_at = float("-inf")
         self._limits: dict[Mode, TokenBucket] = {}
         self._bandwidth_due: float | None = None
+        self._upload_slots: dict[Mode, UploadSlots[tuple[Address, int], ChunkRequested]] = {
+            mode: UploadSlots(target_seconds=config.upload_target_seconds) for mode in self.engines
+        }
         self._now = now
 
     # ------------------------------------------------------------- bindings
@@ -724,6 +738,7 @@ class AgentCore:
             me=(self.config.ip, 0),
             key=_peer_ip,
             fanout=self.config.swarm_fanout,
+            rate_horizon=self.config.rate_horizon,
         )
         download.lease_due = now
         download.peers_due = now
@@ -848,11 +863,15 @@ class AgentCore:
             return
         if isinstance(event, ChunkDelivered):
             self.counters.chunks_served += 1
+            self._upload_ended(mode, engine, event.peer, event.request_id, now, delivered=True)
             return
-        if isinstance(event, RequestCancelled):
+        if isinstance(event, RequestCancelled) or (
+            isinstance(event, TransferTimedOut) and event.role is Role.SENDER
+        ):
             # Sender side: its request ID is the peer's, not one of our requests (taken
             # for ours, it dropped our request without telling the picker: a chunk
             # counted in flight for ever).
+            self._upload_ended(mode, engine, event.peer, event.request_id, now, delivered=False)
             return
         if isinstance(event, VersionRejected):
             self._note_all(
@@ -865,8 +884,6 @@ class AgentCore:
             return
         request_id = getattr(event, "request_id", None)
         if request_id is None:
-            return
-        if isinstance(event, TransferTimedOut) and event.role is Role.SENDER:
             return
         blob = self._blobs.pop((mode, request_id), None)
         if blob is not None:
@@ -896,10 +913,14 @@ class AgentCore:
             self.control.bad_peer(download.content_id, peer, chunk_index, now)
         elif isinstance(event, ChunkRefused | TransferTimedOut):
             download.picker.failed(chunk_index, peer)
+            busy = isinstance(event, ChunkRefused) and event.reason is RefusalReason.BUSY
             if peer == self.server_data_address(download.mode):
-                if isinstance(event, ChunkRefused) and event.reason is RefusalReason.BUSY:
+                if busy:
                     download.picker.peer_gone(peer)
                     download.lease_due = now
+                return
+            if busy:  # its upload slots are full: other holders meanwhile
+                download.picker.busy(peer, now + self.rng.uniform(*self.config.busy_backoff))
                 return
             failures = download.failures[peer] = download.failures.get(peer, 0) + 1
             if (
@@ -928,7 +949,7 @@ class AgentCore:
             download.bytes_from_peers += len(data)
             download.peers_used.add(peer[0])
         download.failures.pop(peer, None)
-        for loser in download.picker.received(chunk_index, peer):
+        for loser in download.picker.received(chunk_index, peer, now):
             self._cancel_to(download, loser, chunk_index, now)
         if self.shares:
             self.discovery.chunk_added(
@@ -956,10 +977,41 @@ class AgentCore:
             self.counters.requests_refused += 1
             self.counters.requests_refused_policy += 1
             return
-        sent = serve_from(self.store, engine, event, now)
+        mode = Mode.BACKGROUND if engine is self.engines[Mode.BACKGROUND] else Mode.FOREGROUND
+        admission = self._upload_slots[mode].offer((event.peer, event.request_id), event, now)
+        if admission is Admission.START:
+            self._serve_now(mode, engine, event, now)
+        elif admission is Admission.REFUSE:
+            engine.refuse_chunk(event.peer, event.request_id, RefusalReason.BUSY, now)
+            self.counters.requests_refused += 1
+            self.counters.requests_refused_busy += 1
+
+    def _serve_now(
+        self, mode: Mode, engine: TransferEngine, event: ChunkRequested, now: float
+    ) -> None:
+        try:
+            sent = serve_from(self.store, engine, event, now)
+        except LocalProtocolError:
+            sent = 0  # the request ended while it waited for a slot
         self.counters.bytes_served += sent
         if not sent:
             self.counters.requests_refused += 1
+            self._upload_ended(mode, engine, event.peer, event.request_id, now, delivered=False)
+
+    def _upload_ended(
+        self,
+        mode: Mode,
+        engine: TransferEngine,
+        peer: Address,
+        request_id: int,
+        now: float,
+        *,
+        delivered: bool,
+    ) -> None:
+        """An upload ended: start the requests that waited for its slot."""
+        slots = self._upload_slots[mode]
+        for waiting in slots.finished((peer, request_id), now, delivered=delivered):
+            self._serve_now(mode, engine, waiting, now)
 
     def _note_all(self, note: str) -> None:
         for download in self.downloads.values():

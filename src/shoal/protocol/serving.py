@@ -1,12 +1,19 @@
-"""Answering a peer's chunk request from a content store: shared by clients and servers."""
+"""Answering a peer's chunk requests: from a content store (clients and servers), and
+how many at once (``UploadSlots``, clients)."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections import OrderedDict
+from collections.abc import Hashable
+from enum import Enum
+from typing import Generic, Protocol, TypeVar
 
 from shoal.core.errors import ShoalError
 from shoal.core.ids import ContentId
 from shoal.protocol.transfer import ChunkRequested, RefusalReason, TransferEngine
+
+Key = TypeVar("Key", bound=Hashable)
+Item = TypeVar("Item")
 
 
 class ChunkSource(Protocol):
@@ -37,3 +44,80 @@ def serve_from(
             reason = RefusalReason.INVALID_REQUEST
     engine.refuse_chunk(event.peer, event.request_id, reason, now)
     return 0
+
+
+class Admission(Enum):
+    """What to do with a chunk request now (``UploadSlots.offer``)."""
+
+    START = "start"  # serve it now
+    WAIT = "wait"  # hold it: it starts when a slot frees (``UploadSlots.finished``)
+    REFUSE = "refuse"  # refuse it BUSY: the requester asks another holder
+
+
+class UploadSlots(Generic[Key, Item]):
+    """How many chunks a peer uploads at once, sized by how fast its uplink serves them.
+
+    A peer that sends one chunk to every downloader at once shares its uplink between
+    them all: on a slow uplink every downloader then gets its chunk late, all at the same
+    moment, and none of them can pass it on meanwhile. Serving a few at a time, each at
+    the uplink's full rate, hands each chunk on in one chunk time, so it spreads through
+    the office as a tree. The number of slots follows the measured chunk time (a delay
+    signal, like a congestion window): a chunk delivered in more than ``target_seconds``
+    takes a slot away (down to one), one delivered in less than half of it while
+    requests had to wait adds one (up to ``maximum``). Beside the running uploads, as
+    many requests as slots wait their turn (so the uplink never idles between chunks);
+    the rest are refused BUSY, and their requesters ask other holders.
+    """
+
+    def __init__(
+        self, *, target_seconds: float = 0.5, initial: int = 2, maximum: int = 64
+    ) -> None:
+        self.target_seconds = target_seconds
+        self.maximum = maximum
+        self.slots = initial
+        self._active: dict[Key, float] = {}  # key -> when it started
+        self._waiting: OrderedDict[Key, Item] = OrderedDict()
+        self._contended = False
+        self.refused = 0
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def offer(self, key: Key, item: Item, now: float) -> Admission:
+        """A new request: start it, hold it (``item`` comes back from ``finished``), or
+        refuse it."""
+        if len(self._active) < self.slots:
+            self._active[key] = now
+            return Admission.START
+        self._contended = True
+        if len(self._waiting) < self.slots:
+            self._waiting[key] = item
+            return Admission.WAIT
+        self.refused += 1
+        return Admission.REFUSE
+
+    def finished(self, key: Key, now: float, *, delivered: bool) -> list[Item]:
+        """An upload ended (``delivered``: acknowledged in full; else cancelled, timed
+        out or refused after all): return the waiting requests to start now."""
+        started = self._active.pop(key, None)
+        if started is None:
+            self._waiting.pop(key, None)
+            return []
+        if delivered:
+            duration = now - started
+            if duration > self.target_seconds and self.slots > 1:
+                self.slots -= 1
+            elif duration < self.target_seconds / 2 and self._contended:
+                self.slots = min(self.maximum, self.slots + 1)
+                self._contended = False
+        starting: list[Item] = []
+        while self._waiting and len(self._active) < self.slots:
+            waiting_key, item = self._waiting.popitem(last=False)
+            self._active[waiting_key] = now
+            starting.append(item)
+        return starting
