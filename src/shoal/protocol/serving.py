@@ -69,9 +69,7 @@ class UploadSlots(Generic[Key, Item]):
     the rest are refused BUSY, and their requesters ask other holders.
     """
 
-    def __init__(
-        self, *, target_seconds: float = 0.5, initial: int = 2, maximum: int = 64
-    ) -> None:
+    def __init__(self, *, target_seconds: float = 0.5, initial: int = 1, maximum: int = 64) -> None:
         self.target_seconds = target_seconds
         self.maximum = maximum
         self.slots = initial
