@@ -67,7 +67,7 @@ def test_the_office_takes_the_package_over_its_wan_once(slow_uplinks: SlowUplink
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 9: 2-2.6 x T_lb1 with the loss-based foreground congestion control, "
+    reason="issue 9: about 3 x T_lb1 here with the loss-based foreground congestion control, "
     "which fills each uplink's queue ahead of the client's own acks",
 )
 def test_the_last_client_finishes_within_one_and_a_half_times_the_bound(
