@@ -868,9 +868,9 @@ class AgentCore:
         if isinstance(event, RequestCancelled) or (
             isinstance(event, TransferTimedOut) and event.role is Role.SENDER
         ):
-            # Sender side: its request ID is the peer's, not one of our requests (taken
-            # for ours, it dropped our request without telling the picker: a chunk
-            # counted in flight for ever).
+            # Sender side: an upload of ours ended, its slot frees. Its request ID is the
+            # peer's, not one of our requests (taken for ours, it once dropped our
+            # request without telling the picker: a chunk in flight for ever).
             self._upload_ended(mode, engine, event.peer, event.request_id, now, delivered=False)
             return
         if isinstance(event, VersionRejected):
