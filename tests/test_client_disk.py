@@ -21,7 +21,6 @@ import shoal.store.content_store
 from shoal.client.disk import ChunkWritten, WriteChunk, perform_writes
 from shoal.client.disk_worker import DiskWorker
 from shoal.client.service import _AgentShell
-from shoal.client.upload_queue import UploadKey, UploadQueue
 from shoal.core.ids import ContentId
 from shoal.core.packing import pack_bytes
 from shoal.core.signing import SigningKey
@@ -246,32 +245,6 @@ def test_the_shell_hands_the_agent_s_writes_to_the_worker(tmp_path: Path) -> Non
     assert client.agent.take_disk_writes() == []  # every write went to the worker
 
 
-def test_the_upload_queue_keeps_memory_within_budget_and_takes_turns() -> None:
-    queue: UploadQueue[str] = UploadQueue(budget_bytes=3 * CHUNK)
-    alice, bob = ("10.0.0.1", 1), ("10.0.0.2", 1)
-    keys = {
-        name: UploadKey(0, peer, number)
-        for number, (name, peer) in enumerate(
-            [("a1", alice), ("a2", alice), ("a3", alice), ("a4", alice), ("b1", bob)]
-        )
-    }
-    for name, key in keys.items():
-        queue.wait(key, name, CHUNK)
-    served = []
-    while (ready := queue.next_ready()) is not None:
-        served.append(ready[1])
-        queue.answered(ready[0], CHUNK)
-    # Within 3 chunks, and bob's only request is not stuck behind alice's four.
-    assert served == ["a1", "b1", "a2"]
-    assert queue.bytes_in_hand == 3 * CHUNK
-    queue.ended(keys["a3"])  # alice cancelled a request still waiting
-    queue.ended(keys["a1"])  # delivered: room for one more
-    ready = queue.next_ready()
-    assert ready is not None and ready[1] == "a4"
-    queue.answered(ready[0], CHUNK)
-    assert queue.next_ready() is None and len(queue) == 0
-
-
 def test_an_uploader_serving_many_peers_holds_at_most_its_budget(tmp_path: Path) -> None:
     enterprise = build_enterprise(
         tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 8)], package_size=2 * MIB
@@ -279,14 +252,14 @@ def test_an_uploader_serving_many_peers_holds_at_most_its_budget(tmp_path: Path)
     budget = 3 * CHUNK
     for client in enterprise.clients:
         client.agent.config = dataclasses.replace(client.agent.config, upload_budget_bytes=budget)
-        client.agent.uploads.budget_bytes = budget
+        client.agent.uploads.max_bytes = budget
     peaks = dict.fromkeys(range(len(enterprise.clients)), 0)
     waited = [0]
 
     def sample() -> bool:
         for number, client in enumerate(enterprise.clients):
-            peaks[number] = max(peaks[number], client.agent.uploads.bytes_in_hand)
-            waited[0] = max(waited[0], len(client.agent.uploads))
+            peaks[number] = max(peaks[number], client.agent.uploads.bytes_active)
+            waited[0] = max(waited[0], client.agent.uploads.waiting)
         return enterprise.all_complete()
 
     enterprise.run(until=120, stop=sample)

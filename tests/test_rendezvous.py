@@ -34,3 +34,18 @@ def test_release_hands_over_at_once_and_expire_bounds_memory() -> None:
     assert table.request("b", CONTENT, "dev-b", now=1).decision is Decision.GRANTED
     table.expire(now=100)
     assert table.holder("b", CONTENT, now=100) is None
+
+
+def test_a_holder_that_keeps_fetching_keeps_its_lease_when_renewals_are_lost() -> None:
+    """Renewals lost in a congested uplink's queue: the chunks it fetches prove it alive."""
+    table = RendezvousTable(lease_seconds=10)
+    table.request("b", CONTENT, "dev-a", now=0)
+    for second in range(1, 30):
+        table.progress("b", CONTENT, "dev-a", now=second)  # no renewal got through
+    answer = table.request("b", CONTENT, "dev-b", now=29.5)
+    assert (answer.decision, answer.holder) == (Decision.REDIRECTED, "dev-a")
+    assert answer.expires_at == 39  # ask again when it would lapse
+    assert table.takeovers == 0
+    # Silent in both ways for lease_seconds: taken over.
+    assert table.request("b", CONTENT, "dev-b", now=39).decision is Decision.GRANTED
+    assert table.takeovers == 1

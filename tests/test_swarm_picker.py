@@ -157,3 +157,37 @@ def test_one_downloader_fetches_a_new_chunk_from_its_source_and_the_others_wait(
     assert late.next_requests(now=0.1) == []
     assert late.next_wake() == 0.5
     assert late.next_requests(now=0.5) == [("rendezvous", 5)]
+
+
+def test_measured_rates_send_more_requests_to_the_faster_peer() -> None:
+    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(40), max_in_flight_per_peer=8, rate_horizon=0.5)
+    picker.peer_has("slow", ChunkSet.full(40))
+    picker.peer_has("fast", ChunkSet.full(40))
+    first = picker.next_requests(now=0.0)
+    assert sorted(peer for peer, _ in first) == ["fast", "fast", "slow", "slow"]  # unmeasured
+    for peer, chunk_index in first:
+        picker.received(chunk_index, peer, now=0.05 if peer == "fast" else 1.0)
+    assert picker.rate("fast") > 10 * picker.rate("slow")  # type: ignore[operator]
+    again = picker.next_requests(now=1.0)
+    asked = [peer for peer, _ in again]
+    # 1 + what each delivers in 0.5 s: the slow peer (~1-2 chunks/s) gets one or two
+    # requests, the fast one (20 chunks/s) its full pipeline.
+    assert asked.count("fast") == 8
+    assert 1 <= asked.count("slow") <= 2
+    assert asked[0] == "fast"  # filled first: its next request arrives soonest
+
+
+def test_a_busy_peer_waits_and_its_chunks_go_to_others() -> None:
+    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(4), max_in_flight_per_peer=4, rate_horizon=0.5)
+    picker.peer_has("busy", ChunkSet.full(4))
+    picker.peer_has("free", ChunkSet(4, [0, 1]))
+    first = picker.next_requests(now=0.0)
+    for peer, chunk_index in first:
+        if peer == "busy":
+            picker.failed(chunk_index, peer)
+            picker.busy(peer, until=0.2)
+    assert all(peer != "busy" for peer, _ in picker.next_requests(now=0.1))
+    assert picker.next_wake() == 0.2
+    picker.wake(0.2)
+    assert picker.next_wake() is None  # time moves: the wait is over
+    assert any(peer == "busy" for peer, _ in picker.next_requests(now=0.2))

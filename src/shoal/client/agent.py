@@ -64,7 +64,6 @@ from shoal.client.control import (
 )
 from shoal.client.disk import ChunkWritten, WriteChunk, perform_writes
 from shoal.client.trust import DocumentRefused, TrustState
-from shoal.client.upload_queue import UploadKey, UploadQueue
 from shoal.core.chunkset import ChunkSet
 from shoal.core.errors import ManifestError
 from shoal.core.identity import DeviceKey
@@ -78,7 +77,7 @@ from shoal.protocol.discovery import (
     PeerVersionRejected,
 )
 from shoal.protocol.ratelimit import TokenBucket
-from shoal.protocol.serving import serve_from
+from shoal.protocol.serving import Admission, UploadSlots, serve_from
 from shoal.protocol.swarm import ChunkPicker
 from shoal.protocol.transfer import (
     ChunkCorrupted,
@@ -86,6 +85,7 @@ from shoal.protocol.transfer import (
     ChunkReceived,
     ChunkRefused,
     ChunkRequested,
+    LocalProtocolError,
     Mode,
     RefusalReason,
     RequestCancelled,
@@ -166,10 +166,18 @@ class AgentConfig:
     write_backlog_bytes: int = 4 << 20
     """No new chunk is asked for while this many received bytes wait for the disk."""
     upload_budget_bytes: int = 8 << 20
-    """Chunk bytes held for peers at once; more requests wait (``UploadQueue``)."""
+    """Chunk bytes held for peers at once; more requests wait (``UploadSlots``)."""
     per_peer_in_flight: int = 4
     swarm_fanout: int = 1
     """Downloaders that fetch a new chunk from its first holder (``ChunkPicker``)."""
+    rate_horizon: float = 0.5
+    """Requests to one peer: what its measured rate delivers in this many seconds, plus
+    one (``ChunkPicker``)."""
+    upload_target_seconds: float = 0.5
+    """Chunk time the upload slots aim at (``UploadSlots``): a slow uplink serves few
+    downloaders at once, each at its full rate."""
+    busy_backoff: tuple[float, float] = (0.05, 0.25)
+    """Seconds (random in this range) before asking again a peer that refused BUSY."""
     peer_failure_limit: int = 3
     lease_renew_fraction: float = 0.3
     register_retry_seconds: float = 30.0
@@ -243,6 +251,8 @@ class AgentCounters:
     requests_refused: int = 0
     #: Refused: not a peer of our office, or content not assigned to us (issue 13).
     requests_refused_policy: int = 0
+    #: Refused BUSY: every upload slot taken and as many requests waiting (UploadSlots).
+    requests_refused_busy: int = 0
     bad_chunks: int = 0
     peers_banned: int = 0
     store_errors: int = 0
@@ -285,7 +295,6 @@ class AgentCore:
         self._disk_writes: list[WriteChunk] = []
         self._writing: set[tuple[ContentId, int]] = set()
         self._writing_bytes = 0
-        self.uploads: UploadQueue[ChunkRequested] = UploadQueue(config.upload_budget_bytes)
         self.trust = config.trust
         """Changes when a document is accepted; the shell saves it (``TrustState.save``)."""
         self.document_note = ""
@@ -333,6 +342,13 @@ class AgentCore:
         self._nudged_at = float("-inf")
         self._limits: dict[Mode, TokenBucket] = {}
         self._bandwidth_due: float | None = None
+        # One set of slots for both modes: their uploads share one uplink.
+        self.uploads: UploadSlots[tuple[Mode, Address, int], tuple[Mode, ChunkRequested]] = (
+            UploadSlots(
+                target_seconds=config.upload_target_seconds,
+                max_bytes=config.upload_budget_bytes,
+            )
+        )
         self._now = now
 
     # ------------------------------------------------------------- bindings
@@ -412,6 +428,8 @@ class AgentCore:
             if self.office_type is OfficeType.WIFI and download.peers_due <= now:
                 download.peers_due = now + PEER_LIST_REFRESH
                 self.control.peers(download.content_id, now)
+            if download.picker is not None:
+                download.picker.wake(now)  # poll() asks what the held-back chunks allow
 
     def _check_in(self, now: float) -> None:
         assert self.registration is not None
@@ -747,6 +765,7 @@ class AgentCore:
             me=(self.config.ip, 0),
             key=_peer_ip,
             fanout=self.config.swarm_fanout,
+            rate_horizon=self.config.rate_horizon,
         )
         download.lease_due = now
         download.peers_due = now
@@ -869,13 +888,17 @@ class AgentCore:
         if isinstance(event, ChunkRequested):
             self._serve(mode, event, now)
             return
-        if isinstance(event, ChunkDelivered | RequestCancelled) or (
+        if isinstance(event, ChunkDelivered):
+            self.counters.chunks_served += 1
+            self._upload_ended(mode, event.peer, event.request_id, now, delivered=True)
+            return
+        if isinstance(event, RequestCancelled) or (
             isinstance(event, TransferTimedOut) and event.role is Role.SENDER
         ):
-            if isinstance(event, ChunkDelivered):
-                self.counters.chunks_served += 1
-            self.uploads.ended(UploadKey(mode.value, event.peer, event.request_id))
-            self._serve_waiting(now)
+            # Sender side: an upload of ours ended, its slot frees. Its request ID is the
+            # peer's, not one of our requests (taken for ours, it once dropped our
+            # request without telling the picker: a chunk in flight for ever).
+            self._upload_ended(mode, event.peer, event.request_id, now, delivered=False)
             return
         if isinstance(event, VersionRejected):
             self._note_all(
@@ -888,8 +911,6 @@ class AgentCore:
             return
         request_id = getattr(event, "request_id", None)
         if request_id is None:
-            return
-        if isinstance(event, TransferTimedOut) and event.role is Role.SENDER:
             return
         blob = self._blobs.pop((mode, request_id), None)
         if blob is not None:
@@ -919,10 +940,14 @@ class AgentCore:
             self.control.bad_peer(download.content_id, peer, chunk_index, now)
         elif isinstance(event, ChunkRefused | TransferTimedOut):
             download.picker.failed(chunk_index, peer)
+            busy = isinstance(event, ChunkRefused) and event.reason is RefusalReason.BUSY
             if peer == self.server_data_address(download.mode):
-                if isinstance(event, ChunkRefused) and event.reason is RefusalReason.BUSY:
+                if busy:
                     download.picker.peer_gone(peer)
                     download.lease_due = now
+                return
+            if busy:  # its upload slots are full: other holders meanwhile
+                download.picker.busy(peer, now + self.rng.uniform(*self.config.busy_backoff))
                 return
             failures = download.failures[peer] = download.failures.get(peer, 0) + 1
             if (
@@ -945,7 +970,7 @@ class AgentCore:
             download.bytes_from_peers += len(data)
             download.peers_used.add(peer[0])
         download.failures.pop(peer, None)
-        for loser in download.picker.received(chunk_index, peer):
+        for loser in download.picker.received(chunk_index, peer, now):
             self._cancel_to(download, loser, chunk_index, now)
         key = (download.content_id, chunk_index)
         if key not in self._writing:
@@ -1003,24 +1028,38 @@ class AgentCore:
             self.counters.requests_refused += 1
             self.counters.requests_refused_policy += 1
             return
-        key = UploadKey(mode.value, event.peer, event.request_id)
-        self.uploads.wait(key, event, event.chunk_length)
-        self._serve_waiting(now)
+        key = (mode, event.peer, event.request_id)
+        admission = self.uploads.offer(key, (mode, event), now, event.chunk_length)
+        if admission is Admission.START:
+            self._serve_now(mode, event, now)
+        elif admission is Admission.REFUSE:
+            self.engines[mode].refuse_chunk(event.peer, event.request_id, RefusalReason.BUSY, now)
+            self.counters.requests_refused += 1
+            self.counters.requests_refused_busy += 1
 
-    def _serve_waiting(self, now: float) -> None:
-        """Answer waiting requests while the upload budget allows (``UploadQueue``)."""
-        while (ready := self.uploads.next_ready()) is not None:
-            key, event = ready
-            engine = self.engines[Mode(key.engine)]
-            if not self.may_serve(event.peer[0], event.content_id):  # unassigned meanwhile
+    def _serve_now(self, mode: Mode, event: ChunkRequested, now: float) -> None:
+        engine = self.engines[mode]
+        try:
+            if self.may_serve(event.peer[0], event.content_id):
+                sent = serve_from(self.store, engine, event, now)
+            else:  # unassigned while it waited for a slot
                 engine.refuse_chunk(event.peer, event.request_id, RefusalReason.NOT_FOUND, now)
-                self.counters.requests_refused += 1
-                continue
-            sent = serve_from(self.store, engine, event, now)
-            self.uploads.answered(key, sent)
-            self.counters.bytes_served += sent
-            if not sent:
-                self.counters.requests_refused += 1
+                sent = 0
+        except LocalProtocolError:
+            sent = 0  # the request ended while it waited for a slot
+        self.counters.bytes_served += sent
+        if not sent:
+            self.counters.requests_refused += 1
+            self._upload_ended(mode, event.peer, event.request_id, now, delivered=False)
+
+    def _upload_ended(
+        self, mode: Mode, peer: Address, request_id: int, now: float, *, delivered: bool
+    ) -> None:
+        """An upload ended: start the requests that waited for its slot or its memory."""
+        for waiting_mode, waiting in self.uploads.finished(
+            (mode, peer, request_id), now, delivered=delivered
+        ):
+            self._serve_now(waiting_mode, waiting, now)
 
     def _note_all(self, note: str) -> None:
         for download in self.downloads.values():

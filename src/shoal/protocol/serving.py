@@ -1,12 +1,19 @@
-"""Answering a peer's chunk request from a content store: shared by clients and servers."""
+"""Answering a peer's chunk requests: from a content store (clients and servers), and
+how many at once (``UploadSlots``, clients)."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections import OrderedDict
+from collections.abc import Hashable
+from enum import Enum
+from typing import Generic, Protocol, TypeVar
 
 from shoal.core.errors import ShoalError
 from shoal.core.ids import ContentId
 from shoal.protocol.transfer import ChunkRequested, RefusalReason, TransferEngine
+
+Key = TypeVar("Key", bound=Hashable)
+Item = TypeVar("Item")
 
 
 class ChunkSource(Protocol):
@@ -37,3 +44,107 @@ def serve_from(
             reason = RefusalReason.INVALID_REQUEST
     engine.refuse_chunk(event.peer, event.request_id, reason, now)
     return 0
+
+
+class Admission(Enum):
+    """What to do with a chunk request now (``UploadSlots.offer``)."""
+
+    START = "start"  # serve it now
+    WAIT = "wait"  # hold it: it starts when a slot frees (``UploadSlots.finished``)
+    REFUSE = "refuse"  # refuse it BUSY: the requester asks another holder
+
+
+class UploadSlots(Generic[Key, Item]):
+    """How many chunks a peer uploads at once, sized by how fast its uplink serves them.
+
+    A peer that sends one chunk to every downloader at once shares its uplink between
+    them all: on a slow uplink every downloader then gets its chunk late, all at the same
+    moment, and none of them can pass it on meanwhile. Serving a few at a time, each at
+    the uplink's full rate, hands each chunk on in one chunk time, so it spreads through
+    the office as a tree. The number of slots follows the measured chunk time (a delay
+    signal, like a congestion window): a chunk delivered in more than ``target_seconds``
+    takes a slot away (down to one), one delivered in less than half of it while
+    requests had to wait adds one (up to ``maximum``). Beside the running uploads, as
+    many requests as slots wait their turn (so the uplink never idles between chunks);
+    the rest are refused BUSY, and their requesters ask other holders.
+
+    Every running upload keeps its chunk in memory until the peer has acknowledged it,
+    so the chunk bytes of the running uploads also stay within ``max_bytes`` (one upload
+    always runs, whatever its size): memory that does not grow with the number of
+    downloaders.
+    """
+
+    def __init__(
+        self,
+        *,
+        target_seconds: float = 0.5,
+        initial: int = 1,
+        maximum: int = 64,
+        max_bytes: int = 8 << 20,
+    ) -> None:
+        self.target_seconds = target_seconds
+        self.maximum = maximum
+        self.max_bytes = max_bytes
+        self.slots = initial
+        self._active: dict[Key, tuple[float, int]] = {}  # key -> (when it started, bytes)
+        self._waiting: OrderedDict[Key, tuple[Item, int]] = OrderedDict()
+        #: Chunk bytes of the running uploads.
+        self.bytes_active = 0
+        self._contended = False
+        self.refused = 0
+
+    @property
+    def active(self) -> int:
+        return len(self._active)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    def _may_start(self, length: int) -> bool:
+        if len(self._active) >= self.slots:
+            return False
+        return not self._active or self.bytes_active + length <= self.max_bytes
+
+    def _start(self, key: Key, length: int, now: float) -> None:
+        self._active[key] = (now, length)
+        self.bytes_active += length
+
+    def offer(self, key: Key, item: Item, now: float, length: int = 0) -> Admission:
+        """A new request for ``length`` bytes: start it, hold it (``item`` comes back
+        from ``finished``), or refuse it."""
+        if self._may_start(length):
+            self._start(key, length, now)
+            return Admission.START
+        self._contended = True
+        if len(self._waiting) < self.slots:
+            self._waiting[key] = (item, length)
+            return Admission.WAIT
+        self.refused += 1
+        return Admission.REFUSE
+
+    def finished(self, key: Key, now: float, *, delivered: bool) -> list[Item]:
+        """An upload ended (``delivered``: acknowledged in full; else cancelled, timed
+        out or refused after all): return the waiting requests to start now."""
+        running = self._active.pop(key, None)
+        if running is None:
+            self._waiting.pop(key, None)
+            return []
+        started, length = running
+        self.bytes_active -= length
+        if delivered:
+            duration = now - started
+            if duration > self.target_seconds and self.slots > 1:
+                self.slots -= 1
+            elif duration < self.target_seconds / 2 and self._contended:
+                self.slots = min(self.maximum, self.slots + 1)
+                self._contended = False
+        starting: list[Item] = []
+        while self._waiting:
+            waiting_key, (item, waiting_length) = next(iter(self._waiting.items()))
+            if not self._may_start(waiting_length):
+                break
+            del self._waiting[waiting_key]
+            self._start(waiting_key, waiting_length, now)
+            starting.append(item)
+        return starting

@@ -29,6 +29,16 @@ sends them, and reports back with ``received``/``failed``.
   reaches the same choice without talking). The others take it from them a moment
   later; ``fanout_grace`` seconds after we first held back, anyone may ask the source
   (a chosen downloader is gone or slow).
+* **Measured rates** (with ``rate_horizon`` and ``now``): each peer's delivery rate is
+  an estimate (chunks per second, from request to arrival, so it counts the time a
+  request waits in the peer's upload queue). Peers are filled in the order of when a
+  new request would arrive, ``(in flight + 1) / rate`` (an unmeasured peer first, to
+  measure it), and a peer is sent at most what it delivers in ``rate_horizon`` seconds,
+  plus one (two while unmeasured; never more than ``max_in_flight_per_peer``): a peer
+  on a slow uplink is not given requests it would serve late.
+* **Busy peers**: a peer that refused BUSY (its upload slots are full, see
+  ``shoal.protocol.serving.UploadSlots``) is not asked again until ``busy(peer, until)``
+  says; its chunks go to other holders meanwhile.
 """
 
 from __future__ import annotations
@@ -57,6 +67,7 @@ class ChunkPicker(Generic[Peer]):
         key: Callable[[Peer], str] = repr,
         fanout: int = 1,
         fanout_grace: float = 0.5,
+        rate_horizon: float | None = None,
     ) -> None:
         self._have = have.copy()
         self._count = have.count
@@ -79,6 +90,11 @@ class ChunkPicker(Generic[Peer]):
         self._designated: dict[int, bool] = {}  # chunk -> are we among its fetchers
         self._sources: dict[int, Peer] = {}  # chunk -> its sole holder when first seen
         self._deferred: dict[int, float] = {}  # chunk -> when anyone may ask the source
+        self._released: set[int] = set()  # chunks whose grace is over: anyone may ask
+        self.rate_horizon = rate_horizon
+        self._rates: dict[Peer, float] = {}  # chunks per second, smoothed
+        self._asked_at: dict[tuple[int, Peer], float] = {}
+        self._busy_until: dict[Peer, float] = {}
 
     # ------------------------------------------------------------ knowledge
 
@@ -100,6 +116,15 @@ class ChunkPicker(Generic[Peer]):
 
     def in_flight(self, peer: Peer) -> int:
         return self._peer_load.get(peer, 0)
+
+    def rate(self, peer: Peer) -> float | None:
+        """The peer's measured delivery rate in chunks per second (None: unmeasured)."""
+        return self._rates.get(peer)
+
+    def busy(self, peer: Peer, until: float) -> None:
+        """``peer`` refused BUSY: ask it nothing before ``until`` (``next_wake``)."""
+        if peer in self._availability:
+            self._busy_until[peer] = until
 
     def peer_has(self, peer: Peer, availability: ChunkSet, *, origin: bool = False) -> None:
         """Replace what ``peer`` is known to hold (an availability answer).
@@ -152,6 +177,8 @@ class ChunkPicker(Generic[Peer]):
         for chunk_index in released:
             self._release(chunk_index, peer)
         self._peer_load.pop(peer, None)
+        self._rates.pop(peer, None)
+        self._busy_until.pop(peer, None)
         return released
 
     def ban(self, peer: Peer) -> list[int]:
@@ -161,16 +188,23 @@ class ChunkPicker(Generic[Peer]):
 
     # ------------------------------------------------------------- outcomes
 
-    def received(self, chunk_index: int, peer: Peer) -> list[Peer]:
-        """A verified chunk arrived; return peers whose duplicate requests to cancel."""
+    def received(self, chunk_index: int, peer: Peer, now: float | None = None) -> list[Peer]:
+        """A verified chunk arrived; return peers whose duplicate requests to cancel.
+
+        With ``now``, the time since it was asked is a sample of ``peer``'s rate.
+        """
         others = self._in_flight.pop(chunk_index, set())
         for holder in others:
             self._peer_load[holder] = self._peer_load.get(holder, 1) - 1
+            asked_at = self._asked_at.pop((chunk_index, holder), None)
+            if holder == peer and asked_at is not None and now is not None:
+                self._sample_rate(peer, 1.0 / max(now - asked_at, 1e-3))
         others.discard(peer)
         if self._have.add(chunk_index):
             self._order = None
         for fanout_state in (self._designated, self._sources, self._deferred):
             fanout_state.pop(chunk_index, None)  # keeps next_wake() small: it runs often
+        self._released.discard(chunk_index)
         return sorted(others, key=repr)
 
     def lost(self, chunk_index: int) -> None:
@@ -191,6 +225,11 @@ class ChunkPicker(Generic[Peer]):
         if not peers:
             del self._in_flight[chunk_index]
         self._peer_load[peer] = self._peer_load.get(peer, 1) - 1
+        self._asked_at.pop((chunk_index, peer), None)
+
+    def _sample_rate(self, peer: Peer, sample: float) -> None:
+        previous = self._rates.get(peer)
+        self._rates[peer] = sample if previous is None else 0.7 * previous + 0.3 * sample
 
     # ------------------------------------------------------------- decisions
 
@@ -210,25 +249,53 @@ class ChunkPicker(Generic[Peer]):
         Without ``now`` the fan-out limit is off.
         """
         requests: list[tuple[Peer, int]] = []
+        if now is not None:
+            self.wake(now)
         if limit is not None and limit <= 0:
             return requests
         order = self._candidate_order()
-        peers = sorted(self._availability, key=lambda peer: self._peer_load.get(peer, 0))
+        peers = self._peers_in_order(now)
         for duplicates_allowed in (1, self.endgame_duplicates):
             for peer in peers:
                 availability = self._availability[peer]
-                while self._peer_load[peer] < self.max_in_flight_per_peer:
+                cap = self._cap(peer)
+                while self._peer_load[peer] < cap:
                     chunk_index = self._pick(order, availability, peer, duplicates_allowed, now)
                     if chunk_index is None:
                         break
                     self._in_flight.setdefault(chunk_index, set()).add(peer)
                     self._peer_load[peer] += 1
+                    if now is not None:
+                        self._asked_at[(chunk_index, peer)] = now
                     requests.append((peer, chunk_index))
                     if limit is not None and len(requests) >= limit:
                         return requests
             if any(index not in self._in_flight for index in order):
                 break  # not endgame yet: unrequested chunks remain, nobody idle has them
         return requests
+
+    def _peers_in_order(self, now: float | None) -> list[Peer]:
+        """Peers to fill, the soonest to deliver a new request first (see the module
+        docstring); peers that said BUSY wait their turn."""
+        load = self._peer_load
+        if self.rate_horizon is None or now is None:
+            return sorted(self._availability, key=lambda peer: load.get(peer, 0))
+        busy, rates = self._busy_until, self._rates
+        ready = [peer for peer in self._availability if busy.get(peer, now) <= now]
+        return sorted(
+            ready,
+            key=lambda peer: (
+                (load.get(peer, 0) + 1) / rates[peer] if peer in rates else 0.0,
+                load.get(peer, 0),
+            ),
+        )
+
+    def _cap(self, peer: Peer) -> int:
+        if self.rate_horizon is None or peer in self._origins:
+            return self.max_in_flight_per_peer
+        rate = self._rates.get(peer)
+        wanted = 2 if rate is None else 1 + int(rate * self.rate_horizon)
+        return max(1, min(self.max_in_flight_per_peer, wanted))
 
     def _pick(
         self,
@@ -265,7 +332,7 @@ class ChunkPicker(Generic[Peer]):
             if self._holders[chunk_index] != 1:
                 return True  # several holders from the start: spread over them
             source = self._sources[chunk_index] = holder
-        if holder != source:
+        if holder != source or chunk_index in self._released:
             return True
         designated = self._designated.get(chunk_index)
         if designated is None:
@@ -275,7 +342,14 @@ class ChunkPicker(Generic[Peer]):
         if designated:
             return True
         deadline = self._deferred.setdefault(chunk_index, now + self.fanout_grace)
-        return now >= deadline
+        if now < deadline:
+            return False
+        self._release_deferred(chunk_index)
+        return True
+
+    def _release_deferred(self, chunk_index: int) -> None:
+        del self._deferred[chunk_index]
+        self._released.add(chunk_index)
 
     def _ranks_among_fetchers(self, chunk_index: int, holder: Peer) -> bool:
         """Are we among the ``fanout`` downloaders whose key ranks highest for the chunk?"""
@@ -295,10 +369,26 @@ class ChunkPicker(Generic[Peer]):
         return zlib.crc32(f"{chunk_index}/{self._key(peer)}".encode())
 
     def next_wake(self) -> float | None:
-        """When a held-back chunk may be asked of its source by anyone."""
+        """When a held-back chunk may be asked of its source by anyone, or a busy peer
+        asked again (``wake``).
+
+        Only a deadline that ``wake`` has not passed yet: once a chunk's grace is over,
+        whether it can be asked depends on its source's free request slots, which change
+        on ``received``/``failed``, not with time (a deadline returned after that would
+        fire again and again at the same instant).
+        """
         waiting = [
             deadline
             for chunk_index, deadline in self._deferred.items()
             if chunk_index not in self._have and chunk_index not in self._in_flight
         ]
+        waiting.extend(self._busy_until.values())
         return min(waiting, default=None)
+
+    def wake(self, now: float) -> None:
+        """Release the held-back chunks whose grace is over, and the busy peers whose
+        wait is over (``next_wake`` moves on)."""
+        for chunk_index in [index for index, due in self._deferred.items() if due <= now]:
+            self._release_deferred(chunk_index)
+        for peer in [peer for peer, until in self._busy_until.items() if until <= now]:
+            del self._busy_until[peer]

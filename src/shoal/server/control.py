@@ -245,11 +245,12 @@ class ServerControl:
         self._outbox.append((datagram, addr))
 
     def handle_timer(self, now: float) -> None:
-        pass
+        if self._next_nudges is not None and self._next_nudges <= now:
+            self._send_nudges(now)  # the next round (get_timer moves on, or is None)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         if self.core.nudges_pending and (self._next_nudges is None or self._next_nudges <= now):
-            self._send_nudges(now)
+            self._send_nudges(now)  # the first round goes at once
         outbox, self._outbox = self._outbox, []
         return outbox
 

@@ -5,7 +5,10 @@ Theory of operation
 When a client asks the server for chunks of a content, the server grants it the
 *rendezvous* lease for (office, content) if nobody holds it, or if the holder has been
 silent for ``lease_seconds``, or if the holder reported that it holds every chunk (the
-office then has them all). Every request from the holder renews the lease. Any other
+office then has them all). Every request from the holder renews the lease, and so does
+every chunk the server serves it (``progress``): a holder whose uplink is congested by
+what it serves its office may lose renewal datagrams in its queue, but while it keeps
+fetching it is alive, so queueing delay cannot make it look dead. Any other
 client of the same office is refused and told who the rendezvous point is, so it
 fetches from that peer (and from the others) over the LAN instead of the WAN. When the
 holder dies its lease lapses, and the next client to ask takes over: it already holds
@@ -111,7 +114,10 @@ class RendezvousTable:
             del self._leases[key]
 
     def _due(self, lease: _Lease) -> float:
-        return min(lease.renewed_at + self.lease_seconds, lease.progress_at + self.stall_seconds)
+        return min(
+            max(lease.renewed_at, lease.progress_at) + self.lease_seconds,
+            lease.progress_at + self.stall_seconds,
+        )
 
     def _stalled(self, lease: _Lease, now: float) -> bool:
         return now - lease.progress_at >= self.stall_seconds
@@ -151,4 +157,5 @@ class RendezvousTable:
             del self._penalties[penalty]
 
     def _lapsed(self, lease: _Lease, now: float) -> bool:
-        return now - lease.renewed_at >= self.lease_seconds
+        """Silent for ``lease_seconds``: neither a renewal nor a chunk fetched."""
+        return now - max(lease.renewed_at, lease.progress_at) >= self.lease_seconds

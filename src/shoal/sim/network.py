@@ -28,6 +28,23 @@ from typing import Protocol
 
 Address = tuple[str, int]
 UDP_IP_OVERHEAD = 28  # IPv4 + UDP headers, counted on every link
+MAX_EVENTS_PER_INSTANT = 5000
+"""Most events one host port (or application) may fire at one virtual instant."""
+
+
+class TimeStoodStill(RuntimeError):
+    """One host's machine fired more than ``MAX_EVENTS_PER_INSTANT`` events at one
+    instant: a timer re-armed at ``now`` that its ``handle_timer`` leaves due (in a real
+    process, a busy event loop). Names the host, port and machine."""
+
+    def __init__(self, instant: float, source: str, events: int) -> None:
+        super().__init__(
+            f"time stood still at {instant:.6f} s: {source} fired {events} events at that "
+            "instant (a timer that handle_timer leaves due?)"
+        )
+        self.instant = instant
+        self.source = source
+        self.events = events
 
 
 class Machine(Protocol):
@@ -109,8 +126,11 @@ class SimNetwork:
         self.rng = random.Random(seed)
         self.offices: dict[str, Office] = {}
         self.hosts: dict[str, Host] = {}
-        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._queue: list[tuple[float, int, Callable[[], None], str]] = []
         self._sequence = 0
+        self.max_events_per_instant = MAX_EVENTS_PER_INSTANT
+        self._instant = float("-inf")
+        self._fired_at_instant: dict[str, int] = {}
 
     # ------------------------------------------------------------ building
 
@@ -184,21 +204,39 @@ class SimNetwork:
 
     # ------------------------------------------------------------- running
 
-    def at(self, when: float, action: Callable[[], None]) -> None:
-        """Run ``action`` at virtual time ``when``."""
+    def at(self, when: float, action: Callable[[], None], source: str = "") -> None:
+        """Run ``action`` at virtual time ``when``.
+
+        ``source`` names the timer it fires (host, port, machine): timers are counted per
+        instant (``TimeStoodStill``). Datagrams need none: every link takes time.
+        """
         self._sequence += 1
-        heapq.heappush(self._queue, (when, self._sequence, action))
+        heapq.heappush(self._queue, (when, self._sequence, action, source))
 
     def run(self, until: float, stop: Callable[[], bool] | None = None) -> float:
-        """Process events until ``until`` (virtual seconds) or ``stop()``; return now."""
+        """Process events until ``until`` (virtual seconds) or ``stop()``; return now.
+
+        Raises ``TimeStoodStill`` when one source fires more than
+        ``max_events_per_instant`` events at one instant: the run would never end.
+        """
         while self._queue and self._queue[0][0] <= until:
-            when, _, action = heapq.heappop(self._queue)
+            when, _, action, source = heapq.heappop(self._queue)
             self.now = max(self.now, when)
+            if source:
+                self._count(source)
             action()
             if stop is not None and stop():
                 return self.now
         self.now = max(self.now, until) if not self._queue else self.now
         return self.now
+
+    def _count(self, source: str) -> None:
+        if self.now != self._instant:
+            self._instant = self.now
+            self._fired_at_instant.clear()
+        fired = self._fired_at_instant[source] = self._fired_at_instant.get(source, 0) + 1
+        if fired > self.max_events_per_instant:
+            raise TimeStoodStill(self.now, source or "an unnamed event", fired)
 
     def pump(self, host: Host) -> None:
         """After input to ``host``: let its application decide, then send and re-arm."""
@@ -227,7 +265,9 @@ class SimNetwork:
             target.handle_timer(self.now)
             self.pump(host)
 
-        self.at(max(deadline, self.now), fire)
+        machine = host.application if port is None else host.machines.get(port)
+        where = "application" if port is None else f"port {port}"
+        self.at(max(deadline, self.now), fire, f"{host.ip} {where} ({type(machine).__name__})")
 
     # ------------------------------------------------------------- routing
 

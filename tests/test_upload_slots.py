@@ -1,0 +1,59 @@
+"""Upload slots: a slow uplink serves few downloaders at once, a fast one many."""
+
+from __future__ import annotations
+
+from shoal.protocol.serving import Admission, UploadSlots
+
+
+def test_requests_beyond_the_slots_wait_then_are_refused() -> None:
+    slots: UploadSlots[int, str] = UploadSlots(initial=1)
+    assert slots.offer(1, "one", 0.0) is Admission.START
+    assert slots.offer(2, "two", 0.0) is Admission.WAIT  # as many wait as run
+    assert slots.offer(3, "three", 0.0) is Admission.REFUSE
+    assert slots.finished(1, 0.4, delivered=True) == ["two"]  # its slot goes on at once
+    assert (slots.active, slots.waiting, slots.refused) == (1, 0, 1)
+
+
+def test_a_slow_uplink_keeps_one_slot_and_a_fast_one_grows() -> None:
+    slow: UploadSlots[int, int] = UploadSlots(target_seconds=0.5, initial=2)
+    slow.offer(1, 1, 0.0)
+    slow.offer(2, 2, 0.0)
+    slow.offer(3, 3, 0.0)  # contended
+    slow.finished(1, 0.9, delivered=True)  # two at once: 0.9 s a chunk
+    assert slow.slots == 1
+    fast: UploadSlots[int, int] = UploadSlots(target_seconds=0.5, initial=1)
+    now, key, running = 0.0, 0, []
+    for _ in range(20):  # more requests than slots, each chunk served in 50 ms
+        for _ in range(fast.slots + 2):
+            key += 1
+            if fast.offer(key, key, now) is Admission.START:
+                running.append(key)
+        now += 0.05
+        for done in running:
+            running = running[1:] + fast.finished(done, now, delivered=True)
+    assert fast.slots > 4
+
+
+def test_a_cancelled_request_frees_its_slot_without_a_rate_sample() -> None:
+    slots: UploadSlots[int, str] = UploadSlots(initial=2)
+    slots.offer(1, "a", 0.0)
+    slots.offer(2, "b", 0.0)
+    slots.offer(3, "c", 0.0)
+    slots.finished(3, 0.1, delivered=False)  # a waiting one cancelled: nothing starts
+    assert (slots.active, slots.waiting) == (2, 0)
+    assert slots.finished(1, 5.0, delivered=False) == []
+    assert slots.slots == 2  # not counted as a slow delivery
+
+
+def test_running_uploads_stay_within_their_memory_budget() -> None:
+    chunk = 1 << 20
+    slots: UploadSlots[int, str] = UploadSlots(initial=8, max_bytes=3 * chunk)
+    admissions = [slots.offer(key, f"r{key}", 0.0, chunk) for key in range(1, 6)]
+    # Eight slots, but only three chunks fit in memory: the others wait for one to end.
+    assert admissions == [Admission.START] * 3 + [Admission.WAIT] * 2
+    assert slots.bytes_active == 3 * chunk
+    assert slots.finished(2, 0.1, delivered=False) == ["r4"]
+    assert slots.bytes_active == 3 * chunk
+    # One upload always runs, whatever its size.
+    big: UploadSlots[int, str] = UploadSlots(max_bytes=chunk)
+    assert big.offer(1, "huge", 0.0, 16 * chunk) is Admission.START
