@@ -121,15 +121,25 @@ def test_shoal_sim_sweep_writes_the_json_and_the_heatmap(tmp_path: Path) -> None
 
 
 # Issue 9 deliverable 6: short simulated offices with slow uplinks, deep (1 s) queues and
-# a 100 ms round trip. Other branches (net-swarm: time stops while a held-back chunk
-# waits; net-cc: congestion control that fills deep queues) fix what fails here.
-@pytest.mark.xfail(strict=False, reason="issue 9: fixed on net-swarm/net-cc")
-@pytest.mark.parametrize("cell", CI_GRID.cells, ids=[cell.name for cell in CI_GRID.cells])
-def test_ci_cells_finish_within_1_5_t_lb1_and_cross_the_wan_once(
-    cell: Cell, tmp_path: Path
-) -> None:
-    row = run_cell(cell, tmp_path, timeout_s=CI_GRID.timeout_s, wall_s=120)
+# a 100 ms round trip, each run once for both tests below.
+@pytest.fixture(scope="module", params=CI_GRID.cells, ids=[cell.name for cell in CI_GRID.cells])
+def ci_cell_row(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    cell: Cell = request.param
+    return run_cell(cell, tmp_path_factory.mktemp("cell"), timeout_s=CI_GRID.timeout_s, wall_s=120)
+
+
+def test_ci_cells_deliver_the_package_and_cross_the_wan_once(ci_cell_row: dict) -> None:
+    row = ci_cell_row
     assert row["status"] == "ok", row["reason"]
     assert row["sha256_ok"]
-    assert row["t_last_s"] <= 1.5 * row["one_copy_bound_s"], row["t_over_one_copy_bound"]
     assert row["wan_over_package"] <= 1.06
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 9, not met yet: 2.6-3.9 x T_lb1 in these cells (uplinks idle while "
+    "their clients hold chunks others lack; see docs/network.md)",
+)
+def test_ci_cells_finish_within_1_5_t_lb1(ci_cell_row: dict) -> None:
+    row = ci_cell_row
+    assert row["t_last_s"] <= 1.5 * row["one_copy_bound_s"], row["t_over_one_copy_bound"]
