@@ -137,8 +137,8 @@ def test_ci_cells_deliver_the_package_and_cross_the_wan_once(ci_cell_row: dict) 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 9, not met yet: 2.6-3.9 x T_lb1 in these cells (uplinks idle while "
-    "their clients hold chunks others lack; see docs/network.md)",
+    reason="issue 9, not met yet: 2.6-3.9 x T_lb1 in these cells (one rendezvous point "
+    "sends every chunk over its slow uplink; see docs/network.md)",
 )
 def test_ci_cells_finish_within_1_5_t_lb1(ci_cell_row: dict) -> None:
     row = ci_cell_row
