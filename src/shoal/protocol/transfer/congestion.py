@@ -326,10 +326,10 @@ class DelayReno:
 class Ledbat:
     """Background congestion control, RFC 6817 (LEDBAT).
 
-    The receiver reports, in every ACK, the one-way delay of the newest data packet
-    (its clock minus the sender's timestamp; the clock offset cancels because only
-    differences to the base delay are used, RFC 6817 §3.3). The sender steers the
-    queuing delay it causes towards TARGET (§2.4.2) and halves on loss.
+    The receiver reports, in every ACK, the least one-way delay of the data packets
+    since its last ACK (its clock minus the sender's timestamp; the clock offset
+    cancels because only differences to the base delay are used, RFC 6817 §3.3). The
+    sender steers the queuing delay it causes towards TARGET (§2.4.2) and halves on loss.
     """
 
     __slots__ = ("cwnd", "delay", "gain", "max_cwnd", "min_cwnd", "ssthresh", "target_us")
