@@ -131,7 +131,30 @@ class DelayTracker:
         return self.queuing_delay_us
 
 
-class DelayReno:
+class _DelayWindow:
+    """What both controllers keep: a window in packets within its bounds, slow start's
+    threshold, and the path's queuing delay (``DelayTracker``)."""
+
+    __slots__ = ("cwnd", "delay", "max_cwnd", "min_cwnd", "ssthresh")
+
+    def __init__(self, config: TransferConfig) -> None:
+        self.cwnd = float(config.initial_window_packets)
+        self.min_cwnd = float(config.min_window_packets)
+        self.max_cwnd = float(config.max_window_packets)
+        self.ssthresh = float("inf")
+        self.delay = DelayTracker(config.ledbat_base_history, config.ledbat_current_filter)
+
+    @property
+    def in_slow_start(self) -> bool:
+        return self.cwnd < self.ssthresh
+
+    @property
+    def queuing_delay(self) -> float:
+        """Latest queuing-delay estimate, seconds."""
+        return self.delay.queuing_delay_us / 1e6
+
+
+class DelayReno(_DelayWindow):
     """Foreground congestion control: a short queue when alone, NewReno against TCP.
 
     Theory of operation. A foreground transfer must fill the link, must not fill a deep
@@ -166,12 +189,8 @@ class DelayReno:
         "above_since",
         "compete_after",
         "competing",
-        "cwnd",
-        "delay",
         "gain",
         "loss_tolerance",
-        "max_cwnd",
-        "min_cwnd",
         "next_probe",
         "onset_cwnd",
         "probe_cwnd",
@@ -179,22 +198,17 @@ class DelayReno:
         "probe_until",
         "probes",
         "queue_us",
-        "ssthresh",
         "target_us",
     )
 
     def __init__(self, config: TransferConfig) -> None:
-        self.cwnd = float(config.initial_window_packets)
-        self.min_cwnd = float(config.min_window_packets)
-        self.max_cwnd = float(config.max_window_packets)
-        self.ssthresh = float("inf")
+        super().__init__(config)
         self.loss_tolerance = config.foreground_loss_tolerance
         self.queue_us = config.foreground_queue_delay * 1e6
         self.target_us = config.foreground_target_delay * 1e6
         self.gain = config.foreground_gain
         self.compete_after = config.foreground_compete_after
         self.probe_interval = config.foreground_probe_interval
-        self.delay = DelayTracker(config.ledbat_base_history, config.ledbat_current_filter)
         self.competing = False
         #: Since when the queuing delay has stayed at or above 2 TARGET (None: below).
         self.above_since: float | None = None
@@ -204,15 +218,6 @@ class DelayReno:
         self.probe_until: float | None = None
         self.probe_cwnd = 0.0
         self.probes = 0
-
-    @property
-    def in_slow_start(self) -> bool:
-        return self.cwnd < self.ssthresh
-
-    @property
-    def queuing_delay(self) -> float:
-        """Latest queuing-delay estimate, seconds."""
-        return self.delay.queuing_delay_us / 1e6
 
     def on_ack(
         self, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int,
@@ -323,7 +328,7 @@ class DelayReno:
         self.cwnd = self.min_cwnd
 
 
-class Ledbat:
+class Ledbat(_DelayWindow):
     """Background congestion control, RFC 6817 (LEDBAT).
 
     The receiver reports, in every ACK, the least one-way delay of the data packets
@@ -332,25 +337,12 @@ class Ledbat:
     sender steers the queuing delay it causes towards TARGET (§2.4.2) and halves on loss.
     """
 
-    __slots__ = ("cwnd", "delay", "gain", "max_cwnd", "min_cwnd", "ssthresh", "target_us")
+    __slots__ = ("gain", "target_us")
 
     def __init__(self, config: TransferConfig) -> None:
-        self.cwnd = float(config.initial_window_packets)
-        self.min_cwnd = float(config.min_window_packets)
-        self.max_cwnd = float(config.max_window_packets)
-        self.ssthresh = float("inf")
+        super().__init__(config)
         self.target_us = config.ledbat_target_delay * 1e6
         self.gain = config.ledbat_gain
-        self.delay = DelayTracker(config.ledbat_base_history, config.ledbat_current_filter)
-
-    @property
-    def in_slow_start(self) -> bool:
-        return self.cwnd < self.ssthresh
-
-    @property
-    def queuing_delay(self) -> float:
-        """Latest queuing-delay estimate, seconds."""
-        return self.delay.queuing_delay_us / 1e6
 
     def on_ack(
         self, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int,
