@@ -10,22 +10,22 @@ SCENARIOS := branch-flash multi-office churn corrupt-peer slow-uplinks
 
 .PHONY: demo test lint typecheck pytest postgres chromium bench clean
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml dev/pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -e ./dev
 	touch $(STAMP)
 
 ## demo: show what shoal does today, on this machine
 demo: $(STAMP)
-	$(BIN)/python -m shoal.demo
+	$(BIN)/python -m shoal_dev.demo
 
 ## test: ruff, mypy (strict on core/wire/protocol) and the whole pytest suite
 test: lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src dev tests
+	$(BIN)/ruff format --check src dev tests
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -31,7 +31,6 @@ from shoal.core.ids import ContentId
 from shoal.protocol.discovery import DiscoveryConfig, DiscoveryMachine
 from shoal.protocol.transfer import Mode
 from shoal.server.core import ServerCore
-from shoal.sim.enterprise import Enterprise, OfficeSpec, build_enterprise
 from shoal.wire.control import (
     HEADER_SIZE,
     TAG_SIZE,
@@ -52,6 +51,7 @@ from shoal.wire.messages import (
     encode_datagram,
     who_has_padding,
 )
+from shoal_dev.sim.enterprise import Enterprise, OfficeSpec, build_enterprise
 
 Address = tuple[str, int]
 #: The limit of RFC 9000 §8.1.

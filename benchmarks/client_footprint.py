@@ -1,6 +1,6 @@
 """Benchmark: a real client's peak memory and CPU per MiB, for packages up to 1 GiB.
 
-Starts a real site on loopback addresses of this host (``shoal.lab.deployment``: a
+Starts a real site on loopback addresses of this host (``shoal_dev.lab.deployment``: a
 ``shoal console``, a ``shoal server``, ``--clients`` ``shoal client`` processes in a
 WiFi office; addresses 127.0.0.30 and 127.0.3.N, apart from the demo's and the lab's),
 then for each ``--sizes-mib`` uploads a package of that size (written fast: a random
@@ -11,9 +11,9 @@ they hold it. For each client it prints, while the process still runs:
 * CPU seconds (user + system, ``/proc/<pid>/stat``) spent while it received the
   package, per MiB received (from the server and from peers).
 
-With libtorrent installed (``pip install 'shoal[bench]'``) it then moves the same file
+With libtorrent installed (``pip install -e ./dev (shoal-dev)``) it then moves the same file
 with libtorrent over uTP, one seeder to one downloader on 127.0.0.1 (``shoal bench
-transfer``'s baseline, ``shoal.bench.utp_peer``), and prints the downloader's figures
+transfer``'s baseline, ``shoal_dev.bench.utp_peer``), and prints the downloader's figures
 beside the client's: with ``--clients 1`` (the default) both are a pure receiver.
 
 Targets (issue 9): peak RSS <= 64 MB for every size; CPU per MiB <= libtorrent's. A
@@ -39,10 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shoal.bench.transfer import Placement, TransferBenchOptions, run_libtorrent
 from shoal.core.packing import pack_stream
-from shoal.lab.deployment import Deployment, LoopbackPlacement, OfficeSetup
-from shoal.lab.network import CENTRAL, LabHost
+from shoal_dev.bench.transfer import Placement, TransferBenchOptions, run_libtorrent
+from shoal_dev.lab.deployment import Deployment, LoopbackPlacement, OfficeSetup
+from shoal_dev.lab.network import CENTRAL, LabHost
 
 MIB = 1 << 20
 MB = 1_000_000

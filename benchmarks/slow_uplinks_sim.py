@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shoal.sim.enterprise import OfficeSpec, build_enterprise
+from shoal_dev.sim.enterprise import OfficeSpec, build_enterprise
 
 MIB = 1024 * 1024
 

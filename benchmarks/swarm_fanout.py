@@ -14,7 +14,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from shoal.sim.enterprise import OfficeSpec, build_enterprise
+from shoal_dev.sim.enterprise import OfficeSpec, build_enterprise
 
 MIB = 1024 * 1024
 WAN_BITS = 50e6

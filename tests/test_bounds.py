@@ -7,7 +7,7 @@ import math
 import pytest
 
 from shoal.core.bounds import Bound, kumar_ross_bound, one_copy_bound
-from shoal.lab.scenario import OfficeScenario
+from shoal_dev.lab.scenario import OfficeScenario
 
 MIB = 1024 * 1024
 MBIT = 1e6

@@ -24,9 +24,9 @@ from shoal.client.service import _AgentShell
 from shoal.core.ids import ContentId
 from shoal.core.packing import pack_bytes
 from shoal.core.signing import SigningKey
-from shoal.sim.enterprise import OfficeSpec, SimClient, build_enterprise
 from shoal.store.content_store import ContentStore
 from shoal.store.errors import StoreDiskFull
+from shoal_dev.sim.enterprise import OfficeSpec, SimClient, build_enterprise
 
 MIB = 1024 * 1024
 _SHA256 = hashlib.sha256

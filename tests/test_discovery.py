@@ -10,8 +10,8 @@ from shoal.protocol.discovery import (
     PeerAvailable,
     PeerVersionRejected,
 )
-from shoal.sim.network import SimNetwork
 from shoal.wire.messages import Have, WhoHas, encode_datagram
+from shoal_dev.sim.network import SimNetwork
 
 PORT = 41800
 CONTENT = ContentId(bytes(range(32)))

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from shoal.lab.runner import OfficeResult, SystemResult, format_results
-from shoal.lab.sweep import cell_row, cell_scenario, format_sweep, run_grid, write_heatmap
-from shoal.sweep import Cell, GridInvalid, load_grid, parse_grid
+from shoal_dev.lab.runner import OfficeResult, SystemResult, format_results
+from shoal_dev.lab.sweep import cell_row, cell_scenario, format_sweep, run_grid, write_heatmap
+from shoal_dev.sweep import Cell, GridInvalid, load_grid, parse_grid
 
 MIB = 1024 * 1024
 
@@ -86,8 +86,8 @@ def test_the_lab_refuses_a_grid_with_what_only_the_simulator_has(tmp_path: Path)
     grid = parse_grid("[axes]\nrtt_ms = [100]\n", "g.toml")
     with pytest.raises(GridInvalid, match="rtt_ms, which only the simulator has"):
         run_grid(grid, tmp_path)
-    assert load_grid("default", "shoal.lab").sim_only_fields() == []
-    assert load_grid("ci", "shoal.lab").sim_only_fields() == []
+    assert load_grid("default", "shoal_dev.lab").sim_only_fields() == []
+    assert load_grid("ci", "shoal_dev.lab").sim_only_fields() == []
 
 
 def test_the_heatmap_is_written(tmp_path: Path) -> None:

@@ -62,9 +62,9 @@ from shoal.core.signing import SigningKey, VerifyKey
 from shoal.licensing import issue_licence
 from shoal.protocol.transfer import ChunkReceived, ChunkRefused, Mode, TransferEngine
 from shoal.server.core import ServerCore, ServerSettings
-from shoal.sim.enterprise import OfficeSpec, build_enterprise
 from shoal.topology import parse_json
 from shoal.wire.control import ControlMessage, Lease, LeaseDecision, LeaseReply, Register
+from shoal_dev.sim.enterprise import OfficeSpec, build_enterprise
 
 PASSWORD = "a long test password"
 CHUNK = 65536

@@ -29,9 +29,9 @@ from shoal.protocol.transfer import (
     RefusalReason,
     TransferEngine,
 )
-from shoal.sim.enterprise import Enterprise, OfficeSpec, build_enterprise
 from shoal.wire import ChunkRequest, Data, Refusal, Retry, WhoHas, decode_datagram, encode_datagram
 from shoal.wire.messages import MAX_HAVE_CHUNKS
+from shoal_dev.sim.enterprise import Enterprise, OfficeSpec, build_enterprise
 from transfer_link import Network
 
 MIB = 1024 * 1024

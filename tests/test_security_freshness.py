@@ -35,7 +35,7 @@ from shoal.core.errors import UnknownSigner
 from shoal.core.packing import pack_bytes
 from shoal.core.signing import SigningKey, VerifyKey, verify_manifest_file
 from shoal.key_rotation import sign_rotation
-from shoal.sim.enterprise import (
+from shoal_dev.sim.enterprise import (
     DOCUMENT_VALIDITY,
     SIM_EPOCH,
     Enterprise,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shoal.sim.enterprise import OfficeSpec, build_enterprise
-from shoal.sim.network import UDP_IP_OVERHEAD, Address, SimNetwork
+from shoal_dev.sim.enterprise import OfficeSpec, build_enterprise
+from shoal_dev.sim.network import UDP_IP_OVERHEAD, Address, SimNetwork
 
 MIB = 1024 * 1024
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shoal.sim.network import UDP_IP_OVERHEAD, Address, SimNetwork
+from shoal_dev.sim.network import UDP_IP_OVERHEAD, Address, SimNetwork
 
 
 class Recorder:

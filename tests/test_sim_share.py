@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shoal.protocol.transfer import Mode, TransferConfig
-from shoal.sim.share import ShareNetwork, ShareSetup, run_scenarios, verdicts
+from shoal_dev.sim.share import ShareNetwork, ShareSetup, run_scenarios, verdicts
 
 #: A deep drop-tail buffer (1000 packets: 0.6 s at 20 Mbit/s) and a 100 ms RTT.
 SETUP = ShareSetup(rate_mbit=20.0, rtt=0.1, late_start=6.0, together=14.0, settle=4.0)

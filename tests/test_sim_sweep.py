@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from shoal.cli import cli
-from shoal.sim.sweep import format_sweep, run_cell
-from shoal.sweep import Cell, GridInvalid, load_grid, parse_grid, worst_first
+from shoal_dev.sim.sweep import format_sweep, run_cell
+from shoal_dev.sweep import Cell, GridInvalid, load_grid, parse_grid, worst_first
 
-CI_GRID = load_grid("ci", "shoal.sim")
+CI_GRID = load_grid("ci", "shoal_dev.sim")
 
 
 def test_a_grid_is_its_base_then_each_axis_then_its_cells_without_repeats() -> None:
@@ -63,10 +63,10 @@ def test_a_wrong_grid_says_what_is_wrong(text: str, message: str) -> None:
 
 def test_the_shipped_grids_load() -> None:
     for name in ("ci", "default"):
-        grid = load_grid(name, "shoal.sim")
+        grid = load_grid(name, "shoal_dev.sim")
         assert grid.cells and grid.name == name
     with pytest.raises(GridInvalid, match="shipped: ci, default"):
-        load_grid("nope", "shoal.sim")
+        load_grid("nope", "shoal_dev.sim")
 
 
 def test_the_report_leads_with_the_worst_cell_and_a_failed_one_is_worst_of_all() -> None:

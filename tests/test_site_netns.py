@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from shoal.lab.deployment import Deployment, NamespacePlacement, OfficeSetup
-from shoal.lab.netns import lab_available, list_links, list_namespaces
-from shoal.lab.network import EmulatedNetwork, OfficeSpec
 from shoal.store.content_store import ContentStore
+from shoal_dev.lab.deployment import Deployment, NamespacePlacement, OfficeSetup
+from shoal_dev.lab.netns import lab_available, list_links, list_namespaces
+from shoal_dev.lab.network import EmulatedNetwork, OfficeSpec
 
 PREFIX = "shs-"
 OfficeWanted = tuple[OfficeSpec, str, bool]  # spec, office type, in the uploaded topology
@@ -122,7 +122,7 @@ def test_vpn_and_unknown_networks_use_the_server_and_a_lying_peer_is_banned(
     content_id = deployment.upload_and_assign(path)["content_id"]
     time.sleep(1.5)
     liar, *honest = network.office_hosts("branch")
-    deployment.start_clients([liar], extra_arguments={liar.name: ["--corrupt-served-chunks"]})
+    deployment.start_clients([liar], liars={liar.name})
     deployment.wait_for_clients(content_id, timeout=60)  # the liar holds it first...
     deployment.clients.clear()
     others = [*honest, *network.office_hosts("remote"), *network.office_hosts("unlisted")]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal.sim.enterprise import OfficeSpec, build_enterprise, file_sha256
+from shoal_dev.sim.enterprise import OfficeSpec, build_enterprise, file_sha256
 
 MIB = 1024 * 1024
 CLIENTS = 8

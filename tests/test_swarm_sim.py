@@ -10,11 +10,13 @@ from shoal import ports
 from shoal.client.agent import AgentCore, DownloadState
 from shoal.core.chunkset import ChunkSet
 from shoal.core.packing import pack_bytes
-from shoal.lab.faults import CorruptingStore
 from shoal.protocol.discovery import DiscoveryConfig, DiscoveryMachine
 from shoal.protocol.transfer import ChunkRequested, RefusalReason, TransferEngine
 from shoal.server.core import BandwidthLimit
-from shoal.sim.enterprise import (
+from shoal.store.content_store import ContentStore
+from shoal.wire.control import LeaseDecision
+from shoal_dev.lab.faults import CorruptingStore
+from shoal_dev.sim.enterprise import (
     SERVER_IP,
     Enterprise,
     OfficeSpec,
@@ -22,8 +24,6 @@ from shoal.sim.enterprise import (
     build_enterprise,
     file_sha256,
 )
-from shoal.store.content_store import ContentStore
-from shoal.wire.control import LeaseDecision
 
 MIB = 1024 * 1024
 

@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 
 from shoal.core.chunkset import ChunkSet
-from shoal.lab.faults import CorruptingStore
 from shoal.protocol.swarm import ChunkPicker
 from shoal.server import control as server_control
 from shoal.server.core import BandwidthLimit
-from shoal.sim.enterprise import Enterprise, OfficeSpec, build_enterprise
-from shoal.sim.network import Host, SimNetwork, TimeStoodStill
 from shoal.store.content_store import ContentStore
 from shoal.wire.control import LeaseDecision
+from shoal_dev.lab.faults import CorruptingStore
+from shoal_dev.sim.enterprise import Enterprise, OfficeSpec, build_enterprise
+from shoal_dev.sim.network import Host, SimNetwork, TimeStoodStill
 
 MIB = 1024 * 1024
 

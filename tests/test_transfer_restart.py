@@ -13,7 +13,7 @@ from shoal.protocol.transfer import (
     RequestCancelled,
     TransferEngine,
 )
-from shoal.sim.network import SimNetwork
+from shoal_dev.sim.network import SimNetwork
 
 CHUNK = os.urandom(1 << 20)
 DIGEST = hashlib.sha256(CHUNK).digest()

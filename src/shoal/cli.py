@@ -8,6 +8,7 @@ exits non-zero, never with a traceback.
 from __future__ import annotations
 
 import sys
+from importlib.metadata import entry_points
 
 import click
 
@@ -28,10 +29,15 @@ def cli() -> None:
 
 def _register_commands() -> None:
     # Each role keeps its commands in its own module; the group only collects them.
-    from shoal.commands import bench, client, console, content, lab, license, server, sim, store
+    from shoal.commands import client, console, content, license, server, store
 
-    for module in (content, store, console, license, server, client, bench, lab, sim):
+    for module in (content, store, console, license, server, client):
         for command in module.COMMANDS:
+            cli.add_command(command)
+    # Commands of other distributions (the development tools add `lab`, `sim` and
+    # `bench`): shoal never imports them by name, so devices install none of them.
+    for entry in entry_points(group="shoal.commands"):
+        for command in entry.load():
             cli.add_command(command)
 
 

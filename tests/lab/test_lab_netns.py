@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from shoal.bench.transfer import NAMESPACE_PREFIX, TransferBenchOptions, run_transfer_bench
-from shoal.lab.netns import (
+from shoal_dev.bench.transfer import NAMESPACE_PREFIX, TransferBenchOptions, run_transfer_bench
+from shoal_dev.lab.netns import (
     TwoHostLab,
     cleanup_orphans,
     cleanup_prefix,

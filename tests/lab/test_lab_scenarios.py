@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from shoal.lab.netns import create_namespace, lab_available, list_links, list_namespaces
-from shoal.lab.scenario import (
+from shoal_dev.lab.netns import create_namespace, lab_available, list_links, list_namespaces
+from shoal_dev.lab.scenario import (
     MIB,
     OfficeScenario,
     ScenarioInvalid,

@@ -49,7 +49,6 @@ from shoal.client.plaintext import PACKAGES_DIRECTORY, PlaintextCancelled, write
 from shoal.client.trust import TRUST_FILE
 from shoal.core.errors import KeyFileError, ShoalError
 from shoal.core.identity import DeviceKey
-from shoal.lab.faults import CorruptingStore
 from shoal.net.errors import AddressUnavailable
 from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
 from shoal.net.udp import UdpConfig
@@ -86,7 +85,6 @@ class ClientConfig:
     status_seconds: float = 1.0
     bind_all: bool = True  # False: bind --ip only (several agents on one host, no broadcast)
     version: str = __version__  # another value only in compatibility tests
-    corrupt_served_chunks: bool = False  # lab only: act as a lying peer
 
 
 def load_identity(data_dir: Path) -> DeviceKey:
@@ -170,7 +168,11 @@ def write_status(data_dir: Path, status: dict[str, Any]) -> None:
 class ClientService:
     """The agent process."""
 
-    def __init__(self, config: ClientConfig) -> None:
+    def __init__(
+        self, config: ClientConfig, store_factory: type[ContentStore] = ContentStore
+    ) -> None:
+        """``store_factory`` builds the cache: the lab passes a lying one (fault injection
+        by the caller, never a flag of the product)."""
         self.config = config
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.device_key = load_identity(config.data_dir)
@@ -196,8 +198,7 @@ class ClientService:
             data=config.data_port or base.data,
             background=config.background_port or base.background,
         )
-        store_kind = CorruptingStore if config.corrupt_served_chunks else ContentStore
-        self.store = store_kind(
+        self.store = store_factory(
             config.data_dir / "cache", capacity_bytes=config.cache_bytes, strict=False
         )
         for problem in self.store.problems:

@@ -12,6 +12,7 @@ import click
 from shoal import __version__, ports
 from shoal.commands.daemon import LOG_LEVELS, run_until_signalled, setup_logging
 from shoal.core.chunking import parse_size
+from shoal.store.content_store import ContentStore
 
 DATA_DIR = click.option(
     "--data-dir",
@@ -101,12 +102,6 @@ def enroll_command(bundle: Path, data_dir: Path, replace: bool) -> None:
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @click.option("--claim-version", hidden=True, help="Compatibility tests: report this version.")
-@click.option(
-    "--corrupt-served-chunks",
-    is_flag=True,
-    hidden=True,
-    help="Lab only: serve peers corrupted chunks (a lying peer).",
-)
 def run(
     data_dir: Path,
     enrollment: Path | None,
@@ -122,9 +117,30 @@ def run(
     bind_ip: bool,
     log_level: str,
     claim_version: str | None,
-    corrupt_served_chunks: bool,
 ) -> None:
     """Run the agent: register (one licence seat), check in, download, serve peers."""
+    start_client(**locals())
+
+
+def start_client(
+    *,
+    data_dir: Path,
+    enrollment: Path | None,
+    server: str | None,
+    server_port: int | None,
+    ip: str | None,
+    prefix: int | None,
+    hostname: str,
+    discovery_port: int | None,
+    data_port: int | None,
+    background_port: int | None,
+    cache_size: str | None,
+    bind_ip: bool,
+    log_level: str,
+    claim_version: str | None,
+    store_factory: type[ContentStore] = ContentStore,
+) -> None:
+    """`shoal client run`'s body; the lab calls it with a lying ``store_factory``."""
     from shoal.client.service import ClientConfig, ClientService
 
     setup_logging(log_level)
@@ -143,8 +159,8 @@ def run(
             cache_bytes=parse_size(cache_size) if cache_size else None,
             bind_all=not bind_ip,
             version=claim_version or __version__,
-            corrupt_served_chunks=corrupt_served_chunks,
-        )
+        ),
+        store_factory,
     )
     run_until_signalled(service.run)
 

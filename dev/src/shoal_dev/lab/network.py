@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-from shoal.lab.netns import (
+from shoal_dev.lab.netns import (
     LabError,
     add_address,
     create_namespace,

@@ -56,11 +56,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from shoal.core.errors import ShoalError
-from shoal.lab.admin import ConsoleRequestFailed
-from shoal.lab.deployment import Deployment, NamespacePlacement, OfficeSetup
-from shoal.lab.netns import LabError, list_namespaces, stop_processes
-from shoal.lab.network import CENTRAL, EmulatedNetwork, LabHost
-from shoal.lab.scenario import MIB, Scenario
+from shoal_dev.lab.admin import ConsoleRequestFailed
+from shoal_dev.lab.deployment import Deployment, NamespacePlacement, OfficeSetup
+from shoal_dev.lab.netns import LabError, list_namespaces, stop_processes
+from shoal_dev.lab.network import CENTRAL, EmulatedNetwork, LabHost
+from shoal_dev.lab.scenario import MIB, Scenario
 
 LAB_PREFIX = "shl-"
 LAB_BASE = "10.236"  # not the demo's and end-to-end tests' 10.231: both may run at once
@@ -262,8 +262,7 @@ class ShoalDriver:
         time.sleep(2.0)  # the server syncs the new content from the console every second
         liars = self.context.liars()
         for host in self.context.clients:
-            extra = ["--corrupt-served-chunks"] if host.name in liars else []
-            deployment.start_clients([host], {host.name: extra})
+            deployment.start_clients([host], liars=liars)
             self._watch(f"client-{host.name}", "client")
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline:
@@ -355,8 +354,7 @@ class ShoalDriver:
         process.wait()
 
     def restart(self, host: LabHost) -> None:
-        extra = ["--corrupt-served-chunks"] if host.name in self.context.liars() else []
-        self.deployment.start_clients([host], {host.name: extra})
+        self.deployment.start_clients([host], liars=self.context.liars())
         name = f"client-{host.name}"
         self.restarted_pid[host.name] = self.deployment.processes[name].pid
         self.context.sampler.watch(f"{name}#restarted", "client", self.restarted_pid[host.name])
@@ -447,7 +445,7 @@ class _DownloaderDriver:
         for host in self.context.clients:
             self._client_dir(host).mkdir()
             self.argv[host.name] = [
-                *_python_module("shoal.lab.baseline_peers"),
+                *_python_module("shoal_dev.lab.baseline_peers"),
                 *self._downloader_argv(host),
                 "--trigger", str(self.trigger),
                 "--ready", str(self._client_dir(host) / "ready"),
@@ -531,7 +529,7 @@ class HttpDirectDriver(_DownloaderDriver):
             "server",
             central,
             [
-                *_python_module("shoal.lab.baseline_peers"),
+                *_python_module("shoal_dev.lab.baseline_peers"),
                 "http-serve",
                 "--file", str(self.context.package),
                 "--bind", f"{central.address}:{HTTP_PORT}",
@@ -554,7 +552,7 @@ class TorrentDriver(_DownloaderDriver):
         self.torrent = self.folder / "package.torrent"
 
     def _start_origin(self) -> None:
-        from shoal.bench.utp_peer import make_torrent
+        from shoal_dev.bench.utp_peer import make_torrent
 
         make_torrent(self.context.package, self.torrent)
         central = self.context.central
@@ -563,7 +561,7 @@ class TorrentDriver(_DownloaderDriver):
             "server",
             central,
             [
-                *_python_module("shoal.lab.baseline_peers"),
+                *_python_module("shoal_dev.lab.baseline_peers"),
                 "torrent-seed",
                 "--torrent", str(self.torrent),
                 "--data-dir", str(self.context.package.parent),
@@ -680,7 +678,7 @@ def _run_system(context: _Context, system: str, expected_sha: str) -> SystemResu
     scenario, network, say = context.scenario, context.network, context.say
     if system == "libtorrent" and importlib.util.find_spec("libtorrent") is None:
         return SystemResult(
-            system, "skipped", "libtorrent is not installed (pip install 'shoal[bench]')"
+            system, "skipped", "libtorrent is not installed (pip install -e ./dev (shoal-dev))"
         )
     context.sampler = sampler = ProcessSampler()
     driver = DRIVERS[system](context)

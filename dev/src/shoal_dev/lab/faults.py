@@ -9,7 +9,7 @@ from shoal.store.content_store import ContentStore
 class CorruptingStore(ContentStore):
     """A cache that serves every chunk with its first byte flipped: a lying peer.
 
-    ``shoal client run --corrupt-served-chunks`` (hidden, lab only) uses it, so that the
+    ``python -m shoal_dev.lab.lying_client`` (``lying_client.py``) uses it, so that the
     ``corrupt-peer`` scenario runs a real process that peers must catch and ban.
     """
 

@@ -9,7 +9,7 @@ propagation delay ``rtt`` is split over the four WAN hops.
 
 A *flow* is either a shoal transfer (a ``TransferEngine`` pair: the receiver keeps
 ``window`` chunk requests outstanding, the sender serves one random chunk for every
-index) or a bulk TCP flow (``shoal.sim.tcp``). The first flow starts at 0; a late one
+index) or a bulk TCP flow (``shoal_dev.sim.tcp``). The first flow starts at 0; a late one
 at ``late_start``. Each flow's received payload bytes are sampled every ``bin_seconds``,
 which gives its rate over time (``FlowSeries``).
 
@@ -34,8 +34,8 @@ from shoal.protocol.transfer import (
     TransferConfig,
     TransferEngine,
 )
-from shoal.sim.network import Host, SimNetwork
-from shoal.sim.tcp import TcpReceiver, TcpSender
+from shoal_dev.sim.network import Host, SimNetwork
+from shoal_dev.sim.tcp import TcpReceiver, TcpSender
 
 FlowKind = Literal["shoal", "tcp"]
 _PORT = 7000

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal import __version__
-from shoal.lab.deployment import (
+from shoal_dev.lab.deployment import (
     ADMIN_PASSWORD,
     Deployment,
     LoopbackPlacement,
@@ -29,8 +29,8 @@ from shoal.lab.deployment import (
     OfficeSetup,
     Placement,
 )
-from shoal.lab.netns import cleanup_prefix, lab_available
-from shoal.lab.network import EmulatedNetwork, OfficeSpec
+from shoal_dev.lab.netns import cleanup_prefix, lab_available
+from shoal_dev.lab.network import EmulatedNetwork, OfficeSpec
 
 PREFIX = "shd-"
 MIB = 1024 * 1024

@@ -30,10 +30,10 @@ def sweep(grid: str, json_out: Path, png_dir: Path | None, wall_s: float, seed: 
     """Run GRID (a shipped grid: default, ci; or a .toml file) in the simulator: one
     office per cell, the package assigned to every client at once. Prints the worst
     cell first (T_last / T_lb1), then every cell with WAN bytes / package size."""
-    from shoal.sim.sweep import format_sweep, run_grid, write_heatmap
-    from shoal.sweep import load_grid
+    from shoal_dev.sim.sweep import format_sweep, run_grid, write_heatmap
+    from shoal_dev.sweep import load_grid
 
-    loaded = load_grid(grid, "shoal.sim")
+    loaded = load_grid(grid, "shoal_dev.sim")
     click.echo(f"sim sweep {loaded.name}: {len(loaded.cells)} cells", err=True)
     document = run_grid(loaded, say=lambda line: click.echo(line, err=True), wall_s=wall_s,
                         seed=seed)  # fmt: skip

@@ -1,6 +1,6 @@
 """Lab scenarios: TOML files that describe an enterprise, a package and what goes wrong.
 
-A scenario file (shipped in ``shoal/lab/scenarios/``, or any path) reads::
+A scenario file (shipped in ``shoal_dev/lab/scenarios/``, or any path) reads::
 
     name = "branch-flash"
     description = "One branch of 12 clients behind a 50 Mbit/s WAN link"
@@ -47,7 +47,7 @@ from typing import Any
 
 from shoal.core.bounds import Bound, kumar_ross_bound, one_copy_bound
 from shoal.core.errors import ShoalError
-from shoal.lab.network import OfficeSpec
+from shoal_dev.lab.network import OfficeSpec
 
 MIB = 1024 * 1024
 SYSTEMS = ("shoal", "http-direct", "libtorrent")
@@ -171,7 +171,7 @@ class Scenario:
 
 def builtin_names() -> list[str]:
     """The scenarios shipped with shoal."""
-    folder = resources.files("shoal.lab") / "scenarios"
+    folder = resources.files("shoal_dev.lab") / "scenarios"
     return sorted(
         entry.name.removesuffix(".toml")
         for entry in folder.iterdir()
@@ -188,7 +188,7 @@ def load_scenario(name_or_path: str) -> Scenario:
         except OSError as error:
             raise ScenarioInvalid(f"{path}: {error.strerror}") from None
         return parse_scenario(text, str(path))
-    resource = resources.files("shoal.lab") / "scenarios" / f"{name_or_path}.toml"
+    resource = resources.files("shoal_dev.lab") / "scenarios" / f"{name_or_path}.toml"
     if not resource.is_file():
         known = ", ".join(builtin_names())
         raise ScenarioInvalid(f"no scenario {name_or_path!r} (shipped: {known}; or a .toml path)")

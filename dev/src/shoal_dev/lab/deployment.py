@@ -26,7 +26,7 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -37,9 +37,9 @@ import httpx
 from shoal.client.service import STATUS_FILE
 from shoal.core.errors import ShoalError
 from shoal.core.signing import SigningKey
-from shoal.lab.admin import ConsoleAdmin
-from shoal.lab.netns import start_logged, stop_processes
-from shoal.lab.network import CENTRAL, EmulatedNetwork, LabHost
+from shoal_dev.lab.admin import ConsoleAdmin
+from shoal_dev.lab.netns import start_logged, stop_processes
+from shoal_dev.lab.network import CENTRAL, EmulatedNetwork, LabHost
 
 CONSOLE_PORT = 8443
 ADMIN_PASSWORD = "shoal lab administrator"
@@ -341,9 +341,13 @@ class Deployment:
         return row
 
     def start_clients(
-        self, hosts: Sequence[LabHost], extra_arguments: dict[str, list[str]] | None = None
+        self,
+        hosts: Sequence[LabHost],
+        extra_arguments: dict[str, list[str]] | None = None,
+        liars: Collection[str] = (),
     ) -> None:
-        """Start a client on each host (``extra_arguments`` by host name, e.g. faults)."""
+        """Start a client on each host (``extra_arguments`` by host name); the hosts named
+        in ``liars`` run ``shoal_dev.lab.lying_client`` (serves corrupted chunks)."""
         assert self.console_host is not None and self.enrollment
         name = hashlib.sha256(self.enrollment_token.encode()).hexdigest()[:8]
         bundle = self.work / f"enrollment-{name}.json"  # the token never in a name
@@ -351,9 +355,13 @@ class Deployment:
         with os.fdopen(descriptor, "w") as output:
             json.dump({**self.enrollment, "enrollment_token": self.enrollment_token}, output)
         for host in hosts:
-            argv = self._shoal(
-                "client",
-                "run",
+            command = (
+                [sys.executable, "-m", "shoal_dev.lab.lying_client"]
+                if host.name in liars
+                else self._shoal("client", "run")
+            )
+            argv = [
+                *command,
                 "--data-dir",
                 str(self.client_dir(host)),
                 "--enrollment",
@@ -366,7 +374,7 @@ class Deployment:
                 "24",
                 "--hostname",
                 host.name,
-            )
+            ]
             if self.loopback:
                 argv.append("--bind-ip")
             argv += (extra_arguments or {}).get(host.name, [])

@@ -5,7 +5,7 @@ Theory of operation
 The parent process writes a random file of N MB and its manifest
 (``shoal.core.packing``), then places two hosts:
 
-* as root, two network namespaces joined by a veth pair (``shoal.lab.netns``, names
+* as root, two network namespaces joined by a veth pair (``shoal_dev.lab.netns``, names
   starting with ``shn-``), so the datagrams cross a real (virtual) link;
 * otherwise both ends on loopback (127.0.0.1).
 
@@ -14,14 +14,14 @@ The parent process writes a random file of N MB and its manifest
 It then runs, one after the other on the same two hosts and the same file:
 
 1. shoal: a ``serve`` process on one host and a ``fetch`` process on the other
-   (``shoal.bench.transfer_peer``). The fetcher keeps several chunk requests in flight,
+   (``shoal_dev.bench.transfer_peer``). The fetcher keeps several chunk requests in flight,
    writes each verified chunk, and at the end checks the whole file's SHA-256.
    With ``--confidential`` the parent encrypts the file as the console does
    (``pack_sealed_stream``) and seals its key to a device key of the fetcher's; the
    ciphertext moves, and the fetcher decrypts it as a client does, in its timed part:
    MB/s are then plaintext bytes delivered per second.
-2. libtorrent over uTP (``shoal.bench.utp_peer``), when the ``libtorrent`` module is
-   installed (``pip install 'shoal[bench]'``); otherwise it says so and skips it.
+2. libtorrent over uTP (``shoal_dev.bench.utp_peer``), when the ``libtorrent`` module is
+   installed (``pip install -e ./dev (shoal-dev)``); otherwise it says so and skips it.
 
 Each child measures its own CPU time over the transfer and its peak RSS (``VmHWM``).
 ``--loss P`` drops that fraction of the datagrams each shoal process receives, from a
@@ -56,7 +56,7 @@ from shoal.core.identity import DeviceKey
 from shoal.core.manifest import Manifest
 from shoal.core.packing import pack_sealed_stream, pack_stream
 from shoal.core.sealing import ChunkCipher, new_content_key, seal_content_key
-from shoal.lab.netns import (
+from shoal_dev.lab.netns import (
     TwoHostLab,
     cleanup_orphans,
     lab_available,
@@ -228,7 +228,7 @@ def run_shoal(
     sender = placement.spawn(
         True,
         _python(
-            "shoal.bench.transfer_peer", "serve", *common, "--seed", str(options.seed),
+            "shoal_dev.bench.transfer_peer", "serve", *common, "--seed", str(options.seed),
             "--file", str(source), "--bind", f"{placement.sender_ip}:{SHOAL_PORT}",
             "--result", str(sender_result), *profile("sender"),
         ),
@@ -237,7 +237,7 @@ def run_shoal(
     receiver = placement.spawn(
         False,
         _python(
-            "shoal.bench.transfer_peer", "fetch", *common, "--seed", str(options.seed + 1),
+            "shoal_dev.bench.transfer_peer", "fetch", *common, "--seed", str(options.seed + 1),
             "--peer", f"{placement.sender_ip}:{SHOAL_PORT}",
             "--bind", f"{placement.receiver_ip}:0", "--out", str(output),
             "--window", str(options.window), "--timeout", str(options.timeout_seconds),
@@ -261,7 +261,7 @@ def run_libtorrent(
     """Move ``source`` with libtorrent over uTP; return both processes' results."""
     torrent = workdir / "package.torrent"
     subprocess.run(
-        _python("shoal.bench.utp_peer", "make-torrent", str(source), str(torrent)), check=True
+        _python("shoal_dev.bench.utp_peer", "make-torrent", str(source), str(torrent)), check=True
     )
     download_dir = workdir / "utp-download"
     download_dir.mkdir()
@@ -271,7 +271,7 @@ def run_libtorrent(
     seeder = placement.spawn(
         True,
         _python(
-            "shoal.bench.utp_peer", "seed", "--torrent", str(torrent),
+            "shoal_dev.bench.utp_peer", "seed", "--torrent", str(torrent),
             "--data-dir", str(source.parent), "--bind", seeder_bind,
             "--result", str(seeder_result),
         ),
@@ -280,7 +280,7 @@ def run_libtorrent(
     downloader = placement.spawn(
         False,
         _python(
-            "shoal.bench.utp_peer", "download", "--torrent", str(torrent),
+            "shoal_dev.bench.utp_peer", "download", "--torrent", str(torrent),
             "--out-dir", str(download_dir), "--bind", f"{placement.receiver_ip}:{UTP_PORT + 1}",
             "--seeder", seeder_bind, "--result", str(downloader_result),
             "--timeout", str(options.timeout_seconds),
@@ -405,7 +405,7 @@ def run_transfer_bench(options: TransferBenchOptions, report: Report) -> dict[st
             document["libtorrent_skipped"] = "--no-baseline"
         elif not baseline:
             document["libtorrent_skipped"] = (
-                "the libtorrent module is not installed: pip install 'shoal[bench]'"
+                "the libtorrent module is not installed: pip install -e ./dev (shoal-dev)"
             )
         shoal_runs: list[tuple[dict[str, Any], dict[str, Any]]] = []
         utp_runs: list[tuple[dict[str, Any], dict[str, Any]]] = []

@@ -16,7 +16,7 @@ import click
 
 from shoal.commands.common import parse_chunk_size
 from shoal.core.chunking import DEFAULT_CHUNK_SIZE, MIB
-from shoal.lab.netns import terminate_on_signals
+from shoal_dev.lab.netns import terminate_on_signals
 
 
 @click.group()
@@ -78,7 +78,7 @@ def transfer(
     As root the two processes run in namespaces joined by a veth pair (names start
     with shn-); otherwise on loopback. Everything is removed when the run ends.
     """
-    from shoal.bench.transfer import TransferBenchOptions, format_table, run_transfer_bench
+    from shoal_dev.bench.transfer import TransferBenchOptions, format_table, run_transfer_bench
 
     options = TransferBenchOptions(
         size_mb=size_mb,
@@ -195,14 +195,14 @@ def share(
     (names start with shs-) through a router whose shaped link is the bottleneck;
     everything is removed when the run ends.
     """
-    from shoal.bench.share import (
+    from shoal.protocol.transfer import Mode
+    from shoal_dev.bench.share import (
         ShareOptions,
         format_table,
         run_lab_share,
         run_sim_share,
         write_charts,
     )
-    from shoal.protocol.transfer import Mode
 
     options = ShareOptions(
         rate_mbit=rate_mbit, mode=Mode[mode.upper()], repeat=repeat, late_start=late_start,

@@ -5,7 +5,7 @@ Theory of operation
 It stands for "the users' own traffic" that a shoal transfer shares a WAN link with
 (issue 9), so it models what decides a TCP flow's share of a drop-tail bottleneck and
 nothing else: no handshake, no byte stream, no flow control. Both ends are ``Machine``s
-of ``shoal.sim.network`` (``receive_datagram``, ``handle_timer``, ``datagrams_to_send``,
+of ``shoal_dev.sim.network`` (``receive_datagram``, ``handle_timer``, ``datagrams_to_send``,
 ``get_timer``), so they run beside shoal's engines under the same virtual clock.
 
 *Segments* carry a 12-byte header (sequence number, packet number, kind) padded to a

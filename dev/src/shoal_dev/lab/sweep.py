@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Each cell of the grid (``shoal.sweep``: clients, their uplink and downlink, the WAN, the
+Each cell of the grid (``shoal_dev.sweep``: clients, their uplink and downlink, the WAN, the
 package, churn) becomes a one-office ``Scenario`` that ``lab.runner.run_scenario`` runs
 as ``shoal lab run`` does: the emulated network built once per cell, shoal then
 libtorrent on it with the same file, each measured (completion times, WAN counters,
@@ -26,10 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from shoal.lab.runner import LAB_BASE, LAB_PREFIX, run_scenario
-from shoal.lab.scenario import Churn, OfficeScenario, Scenario
-from shoal.sweep import CHURN_AT_BOUND, CHURN_DOWN_S, Cell, Grid, GridInvalid, worst_first
-from shoal.sweep import write_heatmap as draw_heatmap
+from shoal_dev.lab.runner import LAB_BASE, LAB_PREFIX, run_scenario
+from shoal_dev.lab.scenario import Churn, OfficeScenario, Scenario
+from shoal_dev.sweep import CHURN_AT_BOUND, CHURN_DOWN_S, Cell, Grid, GridInvalid, worst_first
+from shoal_dev.sweep import write_heatmap as draw_heatmap
 
 SYSTEMS = ("shoal", "libtorrent")
 OFFICE = "branch"

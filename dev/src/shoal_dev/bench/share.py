@@ -18,14 +18,14 @@ full-size packets, as the issue's links). The queue sits in a router, as on a WA
 ``shoal bench transfer`` shapes, and where Linux keeps a local TCP sender to a few
 packets in the queue (TCP small queues; a full qdisc is local congestion to TCP)
 while a UDP sender may fill it. The shoal flow is the transfer benchmark's pair of
-processes (``shoal.bench.transfer_peer``, with ``--mode``); a TCP flow is a plain
+processes (``shoal_dev.bench.transfer_peer``, with ``--mode``); a TCP flow is a plain
 Python socket pair (this module's ``tcp-send`` / ``tcp-receive`` roles). Each TCP
 receiver samples its own byte count; the parent samples the receivers' interface,
 and shoal's rate is what crossed it minus the TCP flows' packets. Every namespace and
 process is removed when a run ends, also on an error or a signal.
 
-*Simulator* (``--sim``): the same runs in virtual time (``shoal.sim.share``) at
-each of ``--rtt`` milliseconds (default 10, 50, 100, 200), with ``shoal.sim.tcp`` as
+*Simulator* (``--sim``): the same runs in virtual time (``shoal_dev.sim.share``) at
+each of ``--rtt`` milliseconds (default 10, 50, 100, 200), with ``shoal_dev.sim.tcp`` as
 the TCP flow (CUBIC).
 """
 
@@ -51,10 +51,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shoal.bench.transfer import BenchmarkFailed, write_random_file
 from shoal.core.chunking import DEFAULT_CHUNK_SIZE
 from shoal.core.packing import pack_stream
-from shoal.lab.netns import (
+from shoal.protocol.transfer import Mode
+from shoal_dev.bench.transfer import BenchmarkFailed, write_random_file
+from shoal_dev.lab.netns import (
     LabError,
     add_address,
     check_name,
@@ -67,8 +68,7 @@ from shoal.lab.netns import (
     run_tc,
     stop_processes,
 )
-from shoal.protocol.transfer import Mode
-from shoal.sim.share import (
+from shoal_dev.sim.share import (
     PACKET_BYTES,
     SCENARIOS,
     FlowSeries,
@@ -270,14 +270,14 @@ def _run_lab(
         if kind == "shoal":
             mode = options.mode.name.lower()
             server = lab.spawn(lab.senders, _python(
-                "shoal.bench.transfer_peer", "serve", "--manifest", str(manifest),
+                "shoal_dev.bench.transfer_peer", "serve", "--manifest", str(manifest),
                 "--file", str(source), "--bind", f"{lab.sender_ip}:{SHOAL_PORT}",
                 "--result", str(workdir / "serve.json"),
                 *[f"--engine={setting}" for setting in options.engine_settings],
             ))  # fmt: skip
             _wait_ready(server, "shoal sender")
             fetch = _python(
-                "shoal.bench.transfer_peer", "fetch", "--manifest", str(manifest),
+                "shoal_dev.bench.transfer_peer", "fetch", "--manifest", str(manifest),
                 "--peer", f"{lab.sender_ip}:{SHOAL_PORT}", "--bind", f"{lab.receiver_ip}:0",
                 "--out", str(workdir / "copy.bin"), "--result", str(workdir / "fetch.json"),
                 "--mode", mode, "--timeout", str(setup.end + 60),
@@ -289,11 +289,11 @@ def _run_lab(
             port = TCP_PORT + len(flows)
             result = workdir / f"tcp-{role}-{scenario}.json"
             receiver = lab.spawn(lab.receivers, _python(
-                "shoal.bench.share", "tcp-receive", "--bind", f"{lab.receiver_ip}:{port}",
+                "shoal_dev.bench.share", "tcp-receive", "--bind", f"{lab.receiver_ip}:{port}",
                 "--result", str(result),
             ))  # fmt: skip
             _wait_ready(receiver, "TCP receiver")
-            send = _python("shoal.bench.share", "tcp-send", "--peer",
+            send = _python("shoal_dev.bench.share", "tcp-send", "--peer",
                            f"{lab.receiver_ip}:{port}", "--seconds",
                            str(setup.end - start + 1))  # fmt: skip
             flows.append(_LabFlow(f"tcp-{role}", "tcp", start, result))
@@ -493,7 +493,7 @@ def format_table(document: dict[str, Any]) -> str:
 
 def write_charts(document: dict[str, Any], folder: Path) -> list[Path]:
     """One PNG per RTT (first run): each flow's rate over time, per scenario."""
-    from shoal.lab.charts import ChartsUnavailable
+    from shoal_dev.lab.charts import ChartsUnavailable
 
     try:
         import matplotlib
@@ -501,7 +501,9 @@ def write_charts(document: dict[str, Any], folder: Path) -> list[Path]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ChartsUnavailable("charts need matplotlib: pip install 'shoal[bench]'") from None
+        raise ChartsUnavailable(
+            "charts need matplotlib: pip install -e ./dev (shoal-dev)"
+        ) from None
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     seen: set[float] = set()
@@ -593,7 +595,7 @@ def _tcp_send(peer: str, seconds: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """The TCP flow's two processes (run inside the lab's namespaces)."""
-    parser = argparse.ArgumentParser(prog="shoal.bench.share")
+    parser = argparse.ArgumentParser(prog="shoal_dev.bench.share")
     commands = parser.add_subparsers(dest="command", required=True)
     receive = commands.add_parser("tcp-receive")
     receive.add_argument("--bind", required=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from shoal.commands.common import atomic_write
-from shoal.lab.netns import terminate_on_signals
+from shoal_dev.lab.netns import terminate_on_signals
 
 DEFAULT_PREFIX = "shl-"
 DEFAULT_BASE = "10.236"
@@ -63,9 +63,9 @@ def run(
     import shutil
     import tempfile
 
-    from shoal.lab.netns import LabError, lab_available
-    from shoal.lab.runner import format_results, run_scenario
-    from shoal.lab.scenario import load_scenario
+    from shoal_dev.lab.netns import LabError, lab_available
+    from shoal_dev.lab.runner import format_results, run_scenario
+    from shoal_dev.lab.scenario import load_scenario
 
     available, why = lab_available()
     if not available:
@@ -94,7 +94,7 @@ def run(
     atomic_write(json_out, (json.dumps(document, indent=1) + "\n").encode())
     click.echo(f"results: {json_out}")
     if png_dir is not None:
-        from shoal.lab.charts import write_charts
+        from shoal_dev.lab.charts import write_charts
 
         for path in write_charts(document, png_dir):
             click.echo(f"chart: {path}")
@@ -123,14 +123,14 @@ def sweep(
     import shutil
     import tempfile
 
-    from shoal.lab.netns import LabError, lab_available
-    from shoal.lab.sweep import format_sweep, run_grid, write_heatmap
-    from shoal.sweep import load_grid
+    from shoal_dev.lab.netns import LabError, lab_available
+    from shoal_dev.lab.sweep import format_sweep, run_grid, write_heatmap
+    from shoal_dev.sweep import load_grid
 
     available, why = lab_available()
     if not available:
         raise LabError(f"shoal lab needs network namespaces: {why}")
-    loaded = load_grid(grid, "shoal.lab")
+    loaded = load_grid(grid, "shoal_dev.lab")
     work = workdir or Path(tempfile.mkdtemp(prefix="shoal-lab-sweep-"))
     try:
         with terminate_on_signals():
@@ -153,7 +153,7 @@ def sweep(
               help="Remove the namespaces and links whose names start with this.")  # fmt: skip
 def clean(prefix: str) -> None:
     """Remove what a killed `shoal lab run` left behind (namespaces, links, processes)."""
-    from shoal.lab.netns import cleanup_prefix
+    from shoal_dev.lab.netns import cleanup_prefix
 
     removed = cleanup_prefix(prefix)
     for item in removed:

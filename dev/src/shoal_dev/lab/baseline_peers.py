@@ -3,11 +3,11 @@
 ``shoal lab run`` starts these in the same namespaces as shoal's processes, on the same
 file, so the systems are compared on the same network:
 
-    python -m shoal.lab.baseline_peers http-serve --file F --bind IP:PORT
-    python -m shoal.lab.baseline_peers http-get --url URL --out FILE
+    python -m shoal_dev.lab.baseline_peers http-serve --file F --bind IP:PORT
+    python -m shoal_dev.lab.baseline_peers http-get --url URL --out FILE
         --trigger T --ready R --result J
-    python -m shoal.lab.baseline_peers torrent-seed --torrent T --data-dir D --bind IP:PORT
-    python -m shoal.lab.baseline_peers torrent-get --torrent T --out-dir D --bind IP:PORT
+    python -m shoal_dev.lab.baseline_peers torrent-seed --torrent T --data-dir D --bind IP:PORT
+    python -m shoal_dev.lab.baseline_peers torrent-get --torrent T --out-dir D --bind IP:PORT
         --seeder IP:PORT --trigger T --ready R --result J
 
 A downloader starts, writes its ``--ready`` file, then waits for the ``--trigger`` file:
@@ -37,7 +37,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from shoal.bench.measure import peak_rss_bytes
+from shoal_dev.bench.measure import peak_rss_bytes
 
 TRIGGER_POLL_SECONDS = 0.01
 STATUS_POLL_SECONDS = 0.05
@@ -224,7 +224,7 @@ def torrent_get(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the baselines' processes."""
-    parser = argparse.ArgumentParser(prog="shoal.lab.baseline_peers")
+    parser = argparse.ArgumentParser(prog="shoal_dev.lab.baseline_peers")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("http-serve")
     serve.add_argument("--file", type=Path, required=True)

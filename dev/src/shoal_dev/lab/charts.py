@@ -16,7 +16,7 @@ COLOURS = {"shoal": "#1f77b4", "http-direct": "#d62728", "libtorrent": "#2ca02c"
 
 
 class ChartsUnavailable(ShoalError):
-    """matplotlib is not installed (pip install 'shoal[bench]')."""
+    """matplotlib is not installed (pip install -e ./dev (shoal-dev))."""
 
 
 def write_charts(document: dict[str, Any], folder: Path) -> list[Path]:
@@ -27,7 +27,9 @@ def write_charts(document: dict[str, Any], folder: Path) -> list[Path]:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ChartsUnavailable("charts need matplotlib: pip install 'shoal[bench]'") from None
+        raise ChartsUnavailable(
+            "charts need matplotlib: pip install -e ./dev (shoal-dev)"
+        ) from None
     folder.mkdir(parents=True, exist_ok=True)
     name = document["scenario"]
     size_mib = document["size_bytes"] / (1024 * 1024)

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Each cell of the grid (``shoal.sweep``) becomes one office behind its WAN link
+Each cell of the grid (``shoal_dev.sweep``) becomes one office behind its WAN link
 (``build_enterprise`` with the real ``AgentCore`` and ``ServerNode`` machines, the real
 transfer engine and content stores): clients' uplinks and downlinks, the WAN's rate and
 round trip, and the queue depth of every link of the office are the cell's. The package
@@ -35,11 +35,17 @@ from pathlib import Path
 from typing import Any
 
 from shoal.client.agent import AgentCore
-from shoal.sim.enterprise import Enterprise, OfficeSpec, SimClient, build_enterprise, file_sha256
 from shoal.store.content_store import ContentStore
-from shoal.sweep import CHURN_AT_BOUND, CHURN_DOWN_S, Cell, Grid, worst_first
-from shoal.sweep import write_heatmap as draw_heatmap
 from shoal.wire.control import LeaseDecision
+from shoal_dev.sim.enterprise import (
+    Enterprise,
+    OfficeSpec,
+    SimClient,
+    build_enterprise,
+    file_sha256,
+)
+from shoal_dev.sweep import CHURN_AT_BOUND, CHURN_DOWN_S, Cell, Grid, worst_first
+from shoal_dev.sweep import write_heatmap as draw_heatmap
 
 OFFICE = "Branch"
 SUBNET = "10.1.0.0/24"

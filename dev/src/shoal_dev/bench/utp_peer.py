@@ -6,9 +6,9 @@ enabled (TCP, DHT, local discovery, UPnP and NAT-PMP are off); the downloader is
 the seeder's address directly. Each process writes a JSON result: CPU seconds over the
 transfer and its peak RSS.
 
-    python -m shoal.bench.utp_peer make-torrent FILE TORRENT
-    python -m shoal.bench.utp_peer seed --torrent T --data-dir D --bind IP:PORT --result R
-    python -m shoal.bench.utp_peer download --torrent T --out-dir D --bind IP:PORT
+    python -m shoal_dev.bench.utp_peer make-torrent FILE TORRENT
+    python -m shoal_dev.bench.utp_peer seed --torrent T --data-dir D --bind IP:PORT --result R
+    python -m shoal_dev.bench.utp_peer download --torrent T --out-dir D --bind IP:PORT
         --seeder IP:PORT --result R
 """
 
@@ -25,7 +25,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from shoal.bench.measure import CpuSample, peak_rss_bytes, snmp_counter
+from shoal_dev.bench.measure import CpuSample, peak_rss_bytes, snmp_counter
 
 PIECE_SIZE = 1024 * 1024
 POLL_SECONDS = 0.02
@@ -161,7 +161,7 @@ def download(
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the baseline's child processes."""
-    parser = argparse.ArgumentParser(prog="shoal.bench.utp_peer")
+    parser = argparse.ArgumentParser(prog="shoal_dev.bench.utp_peer")
     commands = parser.add_subparsers(dest="command", required=True)
     maker = commands.add_parser("make-torrent")
     maker.add_argument("data_file", type=Path)

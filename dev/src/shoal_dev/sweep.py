@@ -3,8 +3,8 @@
 ``shoal lab sweep`` (``lab/sweep.py``, real processes in network namespaces) and
 ``shoal sim sweep`` (``sim/sweep.py``, the real agents on the simulator's virtual clock)
 read the same grid files and share this module: the cells, their bounds, the worst-first
-order of a report, and the heatmap. A grid file (shipped in ``shoal/lab/grids/`` and
-``shoal/sim/grids/``, or any path) reads::
+order of a report, and the heatmap. A grid file (shipped in ``shoal_dev/lab/grids/`` and
+``shoal_dev/sim/grids/``, or any path) reads::
 
     name = "default"
     description = "What the grid is for"
@@ -251,7 +251,9 @@ def write_heatmap(
         import matplotlib.pyplot as plt
         from matplotlib.patches import Rectangle
     except ImportError:
-        raise GridInvalid("the heatmap needs matplotlib: pip install 'shoal[bench]'") from None
+        raise GridInvalid(
+            "the heatmap needs matplotlib: pip install -e ./dev (shoal-dev)"
+        ) from None
     groups: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row["cell"]["axis"], []).append(row)

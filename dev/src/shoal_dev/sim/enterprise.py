@@ -29,9 +29,9 @@ from shoal.core.signing import SigningKey
 from shoal.server.core import BandwidthLimit, ServerCore, ServerSettings
 from shoal.server.limits import AbuseLimits
 from shoal.server.node import ServerNode
-from shoal.sim.network import Host, SimNetwork
 from shoal.store.content_store import ContentStore
 from shoal.topology import parse_json
+from shoal_dev.sim.network import Host, SimNetwork
 
 SERVER_IP = "10.0.0.2"
 SERVER_ID = "5e7e0000000000000000000000000001"

@@ -3,9 +3,9 @@
 Each runs one ``TransferEngine`` on one ``DatagramEndpoint`` and writes a JSON result
 (CPU seconds over the transfer, peak RSS, socket and engine counters).
 
-    python -m shoal.bench.transfer_peer serve --file F --manifest M --bind IP:PORT
+    python -m shoal_dev.bench.transfer_peer serve --file F --manifest M --bind IP:PORT
         --result R [--loss P --seed S --no-gso]
-    python -m shoal.bench.transfer_peer fetch --manifest M --peer IP:PORT --bind IP:PORT
+    python -m shoal_dev.bench.transfer_peer fetch --manifest M --peer IP:PORT --bind IP:PORT
         --out F --result R [--window N --loss P --seed S --no-gso --timeout T]
 
 The server answers every ``ChunkRequested`` for the manifest's content by reading the
@@ -42,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 from shoal.assignments import SealedContent
-from shoal.bench.measure import CpuSample, counter_change, peak_rss_bytes, udp_drops
 from shoal.client.plaintext import write_plaintext
 from shoal.core.errors import ShoalError
 from shoal.core.identity import DeviceKey
@@ -59,6 +58,7 @@ from shoal.protocol.transfer import (
     TransferTimedOut,
 )
 from shoal.wire.messages import Mode, RefusalReason
+from shoal_dev.bench.measure import CpuSample, counter_change, peak_rss_bytes, udp_drops
 
 MAX_ATTEMPTS_PER_CHUNK = 5
 
@@ -404,7 +404,7 @@ def _file_sha256(path: Path) -> bytes:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the benchmark's child processes."""
-    parser = argparse.ArgumentParser(prog="shoal.bench.transfer_peer")
+    parser = argparse.ArgumentParser(prog="shoal_dev.bench.transfer_peer")
     commands = parser.add_subparsers(dest="command", required=True)
     for name in ("serve", "fetch"):
         command = commands.add_parser(name)
