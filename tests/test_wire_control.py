@@ -23,6 +23,8 @@ from shoal.wire.control import (
     ControlMessage,
     ControlType,
     Hello,
+    InstallReport,
+    InstallStatus,
     Lease,
     LeaseDecision,
     LeaseReply,
@@ -142,6 +144,11 @@ GOLDEN = [
     (Noted(), 0x39, b""),
     (Nudge(DIGEST, 4096), 0x3A, DIGEST + struct.pack(">I", 4096)),
     (
+        InstallReport(CONTENT, InstallStatus.FAILED, 3, -9, "killed"),
+        0x3B,
+        CONTENT.digest + b"\x03\x03\x01" + struct.pack(">q", -9) + b"\x00\x06killed",
+    ),
+    (
         Refused(RefusalCause.VERSION_UNSUPPORTED, "upgrade the client"),
         0x3F,
         b"\x05\x00\x12upgrade the client",
@@ -231,3 +238,20 @@ def test_mutated_messages_raise_only_the_named_error(
     retagged = bytes(mutated[:cut] if cut < len(mutated) - 16 else mutated[:-16])
     with contextlib.suppress(MalformedDatagram):
         decode_control(retagged + hmac.new(KEY, retagged, hashlib.sha256).digest()[:16], KEY)
+
+
+def test_an_install_report_without_exit_code_and_a_long_tail_is_bounded() -> None:
+    report = InstallReport(CONTENT, InstallStatus.INSTALLED, 1, None, "x" * 5000 + "end")
+    encoded = encode_control(ControlMessage(1, DEVICE, report, counter=2), KEY)
+    decoded = decode_control(encoded, KEY).body
+    assert isinstance(decoded, InstallReport)
+    assert decoded.exit_code is None
+    assert len(decoded.output_tail) == 1024 and decoded.output_tail.endswith("end")
+    assert len(encoded) < 1200
+
+
+def test_an_install_report_with_a_bad_flag_or_too_many_attempts_is_malformed() -> None:
+    for attempts, known in ((1, 2), (17, 1)):
+        body = CONTENT.digest + bytes([2, attempts, known]) + bytes(8) + b"\x00\x00"
+        with pytest.raises(MalformedDatagram):
+            decode_control(datagram(0x3B, body), KEY)

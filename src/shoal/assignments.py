@@ -20,7 +20,11 @@ and the document::
 
     {"format": "shoal-assignments-2", "sequence": 17, "generated_at": ISO,
      "expires": ISO, "console_keys": [HEX, ...], "assignments": [{"id", "content_id",
-     "target_kind", "target", "offices", "background"}, ...]}
+     "target_kind", "target", "offices", "background", "install"?}, ...]}
+
+``install`` (optional) is the version's install specification
+(``shoal.install_spec``): covered by the signature like everything else, so a client
+runs only commands the console signed.
 
 ``console_keys`` (optional) lists every key the console has signed with, oldest first:
 signed by the current key, it tells a client enrolled after a rotation which earlier
@@ -45,6 +49,7 @@ from cryptography.exceptions import InvalidSignature
 from shoal.core.errors import ShoalError
 from shoal.core.ids import ContentId
 from shoal.core.signing import SigningKey, VerifyKey
+from shoal.install_spec import InstallSpec, InstallSpecInvalid, read_install_spec
 from shoal.key_rotation import RotationInvalid, RotationStatement, read_rotation
 
 DOCUMENT_FORMAT = "shoal-assignments-2"
@@ -71,6 +76,8 @@ class Assignment:
     content_id: ContentId
     background: bool
     confidential: SealedContent | None = None
+    install: InstallSpec | None = None
+    """What to run once the content is held (signed with the document), or nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,9 +219,12 @@ def assignments_for(
                         ContentId.from_hex(entry["content_id"]),
                         bool(entry["background"]),
                         _sealed_content(entry.get("confidential"), device_id),
+                        None
+                        if entry.get("install") is None
+                        else read_install_spec(entry["install"]),
                     )
                 )
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, InstallSpecInvalid) as error:
         raise AssignmentsInvalid(f"assignment document is malformed ({error})") from None
     return mine
 

@@ -66,6 +66,10 @@ BAD_PEER         0x38  content_id 32 B, peer ip 4 B, peer port u16, chunk_index 
 NOTED            0x39  (empty)
 NUDGE            0x3A  assignments_sha256 32 B, assignments_length u32 (server ->
                        client, request_id 0: the assignments changed, check in now)
+INSTALL_REPORT   0x3B  content_id 32 B, status u8, attempts u8, exit_known u8 (0/1),
+                       exit_code i64 (0 when unknown), output_tail str16 (the last
+                       ``MAX_OUTPUT_TAIL`` bytes of the command's output); answered
+                       NOTED
 REFUSED          0x3F  reason u8, message str16
 ===============  ====  ================================================================
 """
@@ -100,6 +104,10 @@ MAX_MESSAGE_LENGTH = 1024
 MAX_BANNED = 32
 PUBLIC_KEY_SIZE = 32
 MAX_CERTIFICATE = 512
+MAX_OUTPUT_TAIL = MAX_MESSAGE_LENGTH
+"""The bytes of an install command's output an INSTALL_REPORT carries (the client keeps
+4 KiB; the datagram stays under the usual MTU)."""
+MAX_INSTALL_ATTEMPTS = 16
 HELLO_SIZE = 128
 """A client pads its HELLO to this size: the CERTIFICATE answer (at most 305 bytes, with
 a server ID and a name of 64 bytes) stays under 3x the request: the server is no
@@ -130,6 +138,7 @@ class ControlType(enum.IntEnum):
     BAD_PEER = 0x38
     NOTED = 0x39
     NUDGE = 0x3A
+    INSTALL_REPORT = 0x3B
     REFUSED = 0x3F
 
 
@@ -151,6 +160,19 @@ class LeaseDecision(enum.IntEnum):
     GRANTED = 0  # fetch from the server: you are the office's rendezvous point
     REDIRECTED = 1  # fetch from the holder (and other peers) instead
     DIRECT = 2  # your office does not share: fetch from the server
+
+
+class InstallStatus(enum.IntEnum):
+    """Where one install stands on a device (``shoal.client.install``); pending and
+    downloading are not reported this way: the check-in's progress says them."""
+
+    INSTALLING = 1  # detection, an attempt, or the wait before the next attempt
+    INSTALLED = 2
+    FAILED = 3
+    REBOOT_REQUIRED = 4
+    UNINSTALLING = 5
+    UNINSTALLED = 6
+    UNINSTALL_FAILED = 7
 
 
 class RefusalCause(enum.IntEnum):
@@ -293,6 +315,17 @@ class Nudge:
 
 
 @dataclass(frozen=True, slots=True)
+class InstallReport:
+    """A device says how the install of one content went (answered ``NOTED``)."""
+
+    content_id: ContentId
+    status: InstallStatus
+    attempts: int
+    exit_code: int | None
+    output_tail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Refused:
     cause: RefusalCause
     message: str
@@ -314,6 +347,7 @@ ControlBody = (
     | BadPeer
     | Noted
     | Nudge
+    | InstallReport
     | Refused
 )
 
@@ -564,6 +598,32 @@ def _push_bad_peer(buf: Buffer, body: BadPeer) -> None:
     buf.push_uint32(body.chunk_index)
 
 
+def _pull_install_report(buf: Buffer) -> InstallReport:
+    content_id = pull_content_id(buf)
+    status = pull_enum(buf, InstallStatus)
+    attempts, exit_known = buf.pull_uint8(), buf.pull_uint8()
+    if attempts > MAX_INSTALL_ATTEMPTS:
+        raise MalformedDatagram(f"{attempts} install attempts (at most {MAX_INSTALL_ATTEMPTS})")
+    if exit_known > 1:
+        raise MalformedDatagram(f"exit_known is {exit_known}, not 0 or 1")
+    (exit_code,) = struct.unpack(">q", buf.pull_bytes(8))
+    tail = _pull_str(buf, wide=True)
+    return InstallReport(content_id, status, attempts, exit_code if exit_known else None, tail)
+
+
+def _push_install_report(buf: Buffer, body: InstallReport) -> None:
+    if not 0 <= body.attempts <= MAX_INSTALL_ATTEMPTS:
+        raise ValueError(f"attempts: 0 to {MAX_INSTALL_ATTEMPTS}")
+    buf.push_bytes(body.content_id.digest)
+    buf.push_uint8(body.status)
+    buf.push_uint8(body.attempts)
+    buf.push_uint8(0 if body.exit_code is None else 1)
+    buf.push_bytes(struct.pack(">q", body.exit_code or 0))
+    # The tail: its last bytes (what an administrator reads first), whole characters.
+    encoded = body.output_tail.encode("utf-8")[-MAX_OUTPUT_TAIL:]
+    _push_str(buf, encoded.decode("utf-8", "ignore"), wide=True)
+
+
 def _pull_refused(buf: Buffer) -> Refused:
     return Refused(pull_enum(buf, RefusalCause), _pull_str(buf, wide=True))
 
@@ -609,6 +669,7 @@ _PULLERS: dict[ControlType, Callable[[Buffer], ControlBody]] = {
     ControlType.BAD_PEER: _pull_bad_peer,
     ControlType.NOTED: lambda buf: Noted(),
     ControlType.NUDGE: _pull_nudge,
+    ControlType.INSTALL_REPORT: _pull_install_report,
     ControlType.REFUSED: _pull_refused,
 }
 
@@ -628,6 +689,7 @@ _PUSHERS: dict[type, tuple[ControlType, Callable[[Buffer, ControlBody], None]]] 
     BadPeer: (ControlType.BAD_PEER, _push_bad_peer),  # type: ignore[dict-item]
     Noted: (ControlType.NOTED, lambda buf, body: None),
     Nudge: (ControlType.NUDGE, _push_nudge),  # type: ignore[dict-item]
+    InstallReport: (ControlType.INSTALL_REPORT, _push_install_report),  # type: ignore[dict-item]
     Refused: (ControlType.REFUSED, _push_refused),  # type: ignore[dict-item]
 }
 
