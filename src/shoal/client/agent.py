@@ -63,6 +63,7 @@ from shoal.client.control import (
     ServerCertified,
 )
 from shoal.client.disk import ChunkWritten, WriteChunk, perform_writes
+from shoal.client.install import InstallMachine
 from shoal.client.trust import DocumentRefused, TrustState
 from shoal.core.chunkset import ChunkSet
 from shoal.core.errors import ManifestError
@@ -102,11 +103,13 @@ from shoal.wire.control import (
     CheckInReply,
     ContentProgress,
     ControlBody,
+    InstallReport,
     Lease,
     LeaseDecision,
     LeaseReply,
     ManifestInfo,
     ManifestReply,
+    Noted,
     OfficeType,
     PeerList,
     Peers,
@@ -287,8 +290,12 @@ class AgentCore:
         rng: random.Random | None = None,
         transfer_config: TransferConfig | None = None,
         disk_inline: bool = True,
+        installs: InstallMachine | None = None,
     ) -> None:
         self.config = config
+        self.installs = installs or InstallMachine("staging")
+        """Installs of the verified contents (``shoal.client.install``): the shell runs
+        its commands (``take_commands``) and answers ``command_finished``."""
         self.disk_inline = disk_inline
         """Perform ``WriteChunk`` effects in ``poll`` (the simulator); False: the shell
         takes them (``take_disk_writes``) and answers ``chunk_written``."""
@@ -398,6 +405,7 @@ class AgentCore:
 
     def get_timer(self) -> float | None:
         deadlines = [self._register_due, self._checkin_due, self._bandwidth_due]
+        deadlines.append(self.installs.get_timer())
         for download in self.downloads.values():
             if download.state is DownloadState.DOWNLOADING:
                 if not download.lease_pending:
@@ -419,6 +427,7 @@ class AgentCore:
             )
         if self._checkin_due is not None and self._checkin_due <= now:
             self._check_in(now)
+        self.installs.handle_timer(now)
         for download in self.downloads.values():
             if download.state is not DownloadState.DOWNLOADING:
                 continue
@@ -488,6 +497,9 @@ class AgentCore:
         if self.disk_inline and self._disk_writes:
             for written in perform_writes(self.store, self.take_disk_writes()):
                 self.chunk_written(written, now)
+        if self.registration is not None:
+            for report in self.installs.take_reports():
+                self.control.install_report(report, now)
         self._schedule_all(now)
 
     def _schedule_all(self, now: float) -> None:
@@ -522,6 +534,8 @@ class AgentCore:
             )
         elif isinstance(reply, LeaseReply):
             self._on_lease(reply, now)
+        elif isinstance(request, InstallReport) and isinstance(reply, Noted):
+            self.installs.acknowledged(request)
         elif isinstance(reply, PeerList):
             download = self.downloads.get(reply.content_id)
             if download is not None and download.state is DownloadState.DOWNLOADING:
@@ -562,6 +576,8 @@ class AgentCore:
             self._register_due = now + (RETRY_SOON if self.registration is not None else 0)
 
     def _on_control_timeout(self, request: ControlBody, now: float) -> None:
+        if isinstance(request, InstallReport):
+            self.installs.report_lost(request)
         self.server_note = f"the P2P server at {self.config.server[0]} does not answer"
         if isinstance(request, Register):
             self._register_due = now + RETRY_SOON
@@ -709,6 +725,7 @@ class AgentCore:
             self.document_note += f"; console key rotated to {self.trust.console_key.key_id.hex()}"
         self._assignments_digest = request.digest
         self._sealed = {a.content_id: a.confidential for a in mine if a.confidential}
+        self.installs.assigned({a.content_id: a.install for a in mine}, now)  # signed specs
         self._apply_assignments({a.content_id: a.background for a in mine}, now)
 
     def _refuse_document(self, message: str, rotations_ignored: int) -> None:
@@ -857,6 +874,8 @@ class AgentCore:
             self.engines[download.mode].cancel(request_id, now)
         download.requests.clear()
         self._checkin_due = now  # tell the server (and the console) at once
+        if download.confidential is None:  # a confidential one: once decrypted
+            self.installs.verified(download.content_id, None, now)
 
     def _want_plaintext(self, download: Download) -> None:
         sealed = download.confidential
@@ -879,6 +898,8 @@ class AgentCore:
             return  # withdrawn meanwhile
         download.plaintext = path
         download.note = "complete: decrypted" if path else f"cannot decrypt: {error}"
+        if path:
+            self.installs.verified(job.content_id, path, self._now)
 
     # ------------------------------------------------------------ transfers
 
@@ -1128,6 +1149,9 @@ class AgentCore:
             "note": self.server_note,
             "trust": self._trust_status(),
             "downloads": downloads,
+            "installs": self.installs.status(
+                {d.content_id for d in self.downloads.values() if d.state is not DownloadState.COMPLETE}
+            ),
             "served": {"chunks": self.counters.chunks_served, "bytes": self.counters.bytes_served},
             "updated_at": now,
         }

@@ -47,6 +47,7 @@ from shoal.wire.control import (
     ControlBody,
     ControlMessage,
     Hello,
+    InstallReport,
     Lease,
     ManifestInfo,
     Nudge,
@@ -207,6 +208,9 @@ class ControlClient:
 
     def bad_peer(self, content_id: ContentId, peer: Address, chunk_index: int, now: float) -> int:
         return self._send(BadPeer(content_id, peer, chunk_index), now)
+
+    def install_report(self, report: InstallReport, now: float) -> int:
+        return self._send(report, now)
 
     def pending(self) -> int:
         return len(self._pending)

@@ -39,13 +39,14 @@ are used up), one in ``uninstalling`` runs the uninstall again. A finished recor
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any
 
 from shoal.core.errors import ShoalError
 from shoal.core.ids import ContentId
 from shoal.install_spec import InstallSpec, InstallSpecInvalid, command_argv, read_install_spec
+from shoal.wire.control import InstallReport, InstallStatus
 
 MAX_ATTEMPTS = 3
 OUTPUT_TAIL_BYTES = 4096
@@ -111,6 +112,20 @@ RUNNING = frozenset({S.DETECTING, S.INSTALLING, S.UNINSTALLING})
 FINISHED = frozenset(state for state in S if state not in RUNNING | {S.PENDING, S.RETRY_WAIT})
 
 
+WIRE_STATUS = {
+    S.PENDING: InstallStatus.INSTALLING,  # never reported (see take_reports)
+    S.DETECTING: InstallStatus.INSTALLING,
+    S.INSTALLING: InstallStatus.INSTALLING,
+    S.RETRY_WAIT: InstallStatus.INSTALLING,
+    S.INSTALLED: InstallStatus.INSTALLED,
+    S.REBOOT_REQUIRED: InstallStatus.REBOOT_REQUIRED,
+    S.FAILED: InstallStatus.FAILED,
+    S.UNINSTALLING: InstallStatus.UNINSTALLING,
+    S.UNINSTALLED: InstallStatus.UNINSTALLED,
+    S.UNINSTALL_FAILED: InstallStatus.UNINSTALL_FAILED,
+}
+
+
 class Purpose(StrEnum):
     DETECT = "detect"
     INSTALL = "install"
@@ -146,17 +161,6 @@ class CommandFinished:
     error: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class InstallReport:
-    """What the P2P server (and the console) hear of one record."""
-
-    content_id: ContentId
-    state: InstallState
-    exit_code: int | None
-    attempts: int
-    output_tail: str
-
-
 @dataclass(slots=True)
 class InstallRecord:
     content_id: ContentId
@@ -170,12 +174,18 @@ class InstallRecord:
     retry_at: float | None = None
     source: str | None = None
     reported: bool = False
+    """The server acknowledged the report of the current state."""
+    sending: bool = False
+    """A report of the current state is on its way (not acknowledged, not lost yet)."""
     updated_at: float = 0.0
-    history: list[str] = field(default_factory=list)
 
     def report(self) -> InstallReport:
         return InstallReport(
-            self.content_id, self.state, self.exit_code, self.attempts, self.output_tail
+            self.content_id,
+            WIRE_STATUS[self.state],
+            self.attempts,
+            self.exit_code,
+            self.output_tail,
         )
 
 
@@ -275,8 +285,12 @@ class InstallMachine:
         else:
             outcome = I.SUCCEEDED if finished.exit_code == 0 else I.FAILED_FINAL
             self._finish(record, finished, outcome, now)
-        if not record.assigned and record.state not in RUNNING:
-            self._withdraw(record, now)
+        if (
+            command.purpose is not Purpose.UNINSTALL
+            and not record.assigned
+            and record.state not in RUNNING
+        ):
+            self._withdraw(record, now)  # withdrawn while the command ran
 
     def get_timer(self) -> float | None:
         return min(
@@ -296,19 +310,27 @@ class InstallMachine:
         return commands
 
     def take_reports(self) -> list[InstallReport]:
-        """Records the server has not acknowledged yet (pending ones are not reported:
-        the console knows an assigned content is pending or downloading)."""
-        return [
-            record.report()
-            for record in self.records.values()
-            if not record.reported and record.state is not S.PENDING
-        ]
+        """Reports to send: records whose state the server has not acknowledged and that
+        are not on their way (pending ones are not reported: the console knows from the
+        check-ins that an assigned content is pending or downloading)."""
+        reports = []
+        for record in self.records.values():
+            if not (record.reported or record.sending) and record.state is not S.PENDING:
+                record.sending = True
+                reports.append(record.report())
+        return reports
 
     def acknowledged(self, report: InstallReport) -> None:
         """The server noted ``report``; a record changed since is reported again."""
         record = self.records.get(report.content_id)
         if record is not None and record.report() == report:
-            record.reported = True
+            record.reported, record.sending = True, False
+
+    def report_lost(self, report: InstallReport) -> None:
+        """The server never answered ``report``: the next ``take_reports`` sends it again."""
+        record = self.records.get(report.content_id)
+        if record is not None and record.report() == report:
+            record.sending = False
 
     def record_status(self, content_id: ContentId) -> dict[str, Any] | None:
         """What ``shoal client status`` shows of one record (None: no record)."""
@@ -325,11 +347,15 @@ class InstallMachine:
             "uninstall": record.spec.uninstall is not None,
         }
 
-    def status(self) -> list[dict[str, Any]]:
-        return [
-            {"content_id": content_id.hex, **(self.record_status(content_id) or {})}
-            for content_id in self.records
-        ]
+    def status(self, downloading: set[ContentId]) -> list[dict[str, Any]]:
+        """Every record; a pending one whose content is on its way shows ``downloading``."""
+        rows = []
+        for content_id in self.records:
+            row = {"content_id": content_id.hex, **(self.record_status(content_id) or {})}
+            if row["state"] == S.PENDING.value and content_id in downloading:
+                row["state"] = "downloading"
+            rows.append(row)
+        return rows
 
     # ---------------------------------------------------------- internals
 
@@ -342,7 +368,7 @@ class InstallMachine:
             raise LocalProtocolError(f"install {record.content_id.short}: {event} in {record.state}")
         target = moves[event]
         record.updated_at = now
-        record.reported = False
+        record.reported = record.sending = False
         self.changed = True
         if target is None:
             del self.records[record.content_id]

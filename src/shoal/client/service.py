@@ -36,6 +36,7 @@ import re
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,13 @@ from shoal import __version__, ports
 from shoal.client.agent import AgentConfig, AgentCore, PlaintextJob
 from shoal.client.disk import ChunkWritten
 from shoal.client.disk_worker import DiskWorker
+from shoal.client.install import CommandFinished, InstallMachine, InstallPolicy, InstallStateError
+from shoal.client.installer import (
+    STAGING_DIRECTORY,
+    InstallRunner,
+    load_installs,
+    save_installs,
+)
 from shoal.client.enrollment import EnrollmentError, enroll, load_enrollment, read_bundle
 from shoal.client.plaintext import PACKAGES_DIRECTORY, PlaintextCancelled, write_plaintext
 from shoal.client.trust import TRUST_FILE
@@ -85,6 +93,8 @@ class ClientConfig:
     status_seconds: float = 1.0
     bind_all: bool = True  # False: bind --ip only (several agents on one host, no broadcast)
     version: str = __version__  # another value only in compatibility tests
+    install_retry_seconds: float = 30.0
+    """Wait before the 2nd install attempt of a version (x4 before the 3rd)."""
 
 
 def load_identity(data_dir: Path) -> DeviceKey:
@@ -204,6 +214,11 @@ class ClientService:
         for problem in self.store.problems:
             log.warning("cache: %s; rebuilding it from the bytes on disk", problem.reason)
             self.store.repair(problem.content_id)
+        self.installs = InstallMachine(
+            str(config.data_dir / STAGING_DIRECTORY),
+            InstallPolicy(first_retry_seconds=config.install_retry_seconds),
+        )
+        self._saving: set[asyncio.Task[None]] = set()
 
     def _agent(self, listening: PortSet, now: float) -> AgentCore:
         config = self.config
@@ -230,13 +245,16 @@ class ClientService:
             self.store,
             now,
             disk_inline=False,
+            installs=self.installs,
         )
 
-    def _bind(self, agent: AgentCore, listening: PortSet, disk: DiskWorker) -> ApplicationRunner:
+    def _bind(
+        self, agent: AgentCore, listening: PortSet, disk: DiskWorker, installer: InstallRunner
+    ) -> ApplicationRunner:
         # Broadcasts reach only a socket bound to the wildcard address.
         listen = "0.0.0.0" if self.config.bind_all else self.ip
         return ApplicationRunner(
-            _AgentShell(agent, disk),
+            _AgentShell(agent, disk, installer, self._save_installs_now),
             [
                 Binding(agent.control, self.ip, 0),
                 Binding(
@@ -264,10 +282,25 @@ class ClientService:
             if runners:
                 runners[0].input_arrived()  # poll: announce, complete, ask for more
 
+        def on_installed(finished: CommandFinished) -> None:
+            self.installs.command_finished(finished, loop.time())
+            self._save_installs_now()  # a finished install is never run again
+            if runners:
+                runners[0].input_arrived()  # report it, run what follows
+
+        saved = await asyncio.to_thread(load_installs, config.data_dir)
+        if saved is not None:
+            try:
+                self.installs.restore(saved, loop.time())
+            except InstallStateError as error:
+                log.warning("%s: starting with no install records", error)
         disk = DiskWorker(self.store, loop, on_written)
+        installer = InstallRunner(
+            loop, lambda command: self.store.data_path(command.content_id), on_installed
+        )
         try:
             try:
-                runner = self._bind(agent, listening, disk)
+                runner = self._bind(agent, listening, disk, installer)
             except AddressUnavailable as error:
                 if self.alternative is None:
                     raise ClientSetupError(
@@ -282,9 +315,10 @@ class ClientService:
                 )
                 listening = self.alternative
                 agent = self._agent(listening, loop.time())
-                runner = self._bind(agent, listening, disk)
+                runner = self._bind(agent, listening, disk, installer)
         except BaseException:
             disk.close()
+            installer.close()
             raise
         runners.append(runner)
         log.info(
@@ -320,6 +354,9 @@ class ClientService:
         finally:
             runner.close()
             await asyncio.to_thread(disk.close)  # the writes already taken reach the disk
+            await asyncio.to_thread(installer.close)  # a command running now ends first
+            await asyncio.gather(*self._saving, return_exceptions=True)
+            save_installs(config.data_dir, self.installs.to_json())
             await asyncio.gather(*decrypting, return_exceptions=True)  # they read the cache
             if agent.trust != self.trust:
                 agent.trust.save(config.data_dir / TRUST_FILE)
@@ -328,6 +365,16 @@ class ClientService:
             status["stopped"] = True
             write_status(config.data_dir, status)
             self.store.close()
+
+    def _save_installs_now(self) -> None:
+        """Save the install records off the loop (before a command starts, after one
+        ends: a crash never repeats a finished install)."""
+        self.installs.changed = False
+        text = self.installs.to_json()
+        task = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(save_installs, self.config.data_dir, text)
+        )
+        self._saving = {t for t in self._saving if not t.done()} | {task}
 
     async def _save_trust(self, agent: AgentCore) -> None:
         """Persist a newer document sequence or a rotated console key (atomically)."""
@@ -390,15 +437,28 @@ class _AgentShell:
     """The agent as ``ApplicationRunner`` drives it: after each ``poll``, the chunks it
     wants written go to the disk worker, off the event loop."""
 
-    def __init__(self, agent: AgentCore, disk: DiskWorker) -> None:
+    def __init__(
+        self,
+        agent: AgentCore,
+        disk: DiskWorker,
+        installer: InstallRunner,
+        save_installs: Callable[[], None],
+    ) -> None:
         self.agent = agent
         self.disk = disk
+        self.installer = installer
+        self.save_installs = save_installs
 
     def poll(self, now: float) -> None:
         self.agent.poll(now)
         writes = self.agent.take_disk_writes()
         if writes:
             self.disk.submit(writes)
+        commands = self.agent.installs.take_commands()
+        if self.agent.installs.changed:
+            self.save_installs()
+        if commands:
+            self.installer.submit(commands)
 
     def handle_timer(self, now: float) -> None:
         self.agent.handle_timer(now)
@@ -476,8 +536,28 @@ def render_status(status: dict[str, Any], width: int = 24) -> str:
             lines.append(f"    {download['note']}")
         if download.get("plaintext"):
             lines.append(f"    plaintext (confidential): {download['plaintext']}")
+    lines.extend(render_installs(status.get("installs", [])))
     served = status.get("served", {})
     lines.append(
         f"served to peers: {served.get('chunks', 0)} chunks, {_bytes(served.get('bytes', 0))}"
     )
     return "\n".join(lines)
+
+
+def render_installs(installs: list[dict[str, Any]]) -> list[str]:
+    """The install part of ``shoal client status``: one line per version, then the
+    note and the last lines of the command's output for a failed one."""
+    lines = []
+    for install in installs:
+        exit_code = install.get("exit_code")
+        code = "" if exit_code is None else f", exit code {exit_code}"
+        lines.append(
+            f"install {install['content_id'][:12]}  {install['state']}  "
+            f"(attempts {install['attempts']}{code})"
+        )
+        if install.get("note"):
+            lines.append(f"    {install['note']}")
+        if install["state"] in ("failed", "uninstall failed") and install.get("output_tail"):
+            tail = install["output_tail"].rstrip().splitlines()[-5:]
+            lines.extend(f"    | {line}" for line in tail)
+    return lines

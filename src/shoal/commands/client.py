@@ -100,6 +100,14 @@ def enroll_command(bundle: Path, data_dir: Path, replace: bool) -> None:
     help="Listen on --ip only, not on every address: for several agents on one host "
     "(broadcast discovery then needs a WiFi office's peer lists).",
 )
+@click.option(
+    "--install-retry-seconds",
+    type=click.FloatRange(0.0, 86400.0),
+    default=30.0,
+    show_default=True,
+    envvar="SHOAL_INSTALL_RETRY_SECONDS",
+    help="Wait before the 2nd attempt of a failed install (4x that before the 3rd).",
+)
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @click.option("--claim-version", hidden=True, help="Compatibility tests: report this version.")
 def run(
@@ -115,6 +123,7 @@ def run(
     background_port: int | None,
     cache_size: str | None,
     bind_ip: bool,
+    install_retry_seconds: float,
     log_level: str,
     claim_version: str | None,
 ) -> None:
@@ -139,6 +148,7 @@ def start_client(
     log_level: str,
     claim_version: str | None,
     store_factory: type[ContentStore] = ContentStore,
+    install_retry_seconds: float = 30.0,
 ) -> None:
     """`shoal client run`'s body; the lab calls it with a lying ``store_factory``."""
     from shoal.client.service import ClientConfig, ClientService
@@ -159,6 +169,7 @@ def start_client(
             cache_bytes=parse_size(cache_size) if cache_size else None,
             bind_all=not bind_ip,
             version=claim_version or __version__,
+            install_retry_seconds=install_retry_seconds,
         ),
         store_factory,
     )
@@ -171,7 +182,8 @@ def start_client(
 @click.option("--watch", is_flag=True, help="Redraw every second until Ctrl-C.")
 def status(data_dir: Path, as_json: bool, watch: bool) -> None:
     """Show each assignment with progress, bytes from peers and from the server,
-    peers used, and any refusal by the server (what to upgrade, licence problems)."""
+    peers used, each install (state, attempts, exit code, output of a failed one), and
+    any refusal by the server (what to upgrade, licence problems)."""
     from shoal.client.service import read_status, render_status
 
     while True:
