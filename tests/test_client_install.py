@@ -11,8 +11,8 @@ import pytest
 
 from shoal.client.install import (
     TRANSITIONS,
-    Input,
     CommandFinished,
+    Input,
     InstallMachine,
     InstallPolicy,
     InstallState,

@@ -146,7 +146,5 @@ def read_install_spec(raw: Any) -> InstallSpec:
         reboot_codes=reboot,
         timeout_seconds=timeout,
         detect=None if detect is None else _command("detect", detect, needs_file=False),
-        uninstall=None
-        if uninstall is None
-        else _command("uninstall", uninstall, needs_file=False),
+        uninstall=None if uninstall is None else _command("uninstall", uninstall, needs_file=False),
     )

@@ -1150,7 +1150,11 @@ class AgentCore:
             "trust": self._trust_status(),
             "downloads": downloads,
             "installs": self.installs.status(
-                {d.content_id for d in self.downloads.values() if d.state is not DownloadState.COMPLETE}
+                {
+                    d.content_id
+                    for d in self.downloads.values()
+                    if d.state is not DownloadState.COMPLETE
+                }
             ),
             "served": {"chunks": self.counters.chunks_served, "bytes": self.counters.bytes_served},
             "updated_at": now,

@@ -89,23 +89,23 @@ class Input(Enum):
     REASSIGNED = "assigned again"
 
 
-S, I = InstallState, Input
+S, In = InstallState, Input
 TRANSITIONS: dict[InstallState, dict[Input, InstallState | None]] = {
-    S.PENDING: {I.VERIFIED: S.DETECTING, I.VERIFIED_NO_DETECT: S.INSTALLING, I.WITHDRAWN: None},
-    S.DETECTING: {I.PRESENT: S.INSTALLED, I.ABSENT: S.INSTALLING, I.FAILED_FINAL: S.FAILED},
+    S.PENDING: {In.VERIFIED: S.DETECTING, In.VERIFIED_NO_DETECT: S.INSTALLING, In.WITHDRAWN: None},
+    S.DETECTING: {In.PRESENT: S.INSTALLED, In.ABSENT: S.INSTALLING, In.FAILED_FINAL: S.FAILED},
     S.INSTALLING: {
-        I.SUCCEEDED: S.INSTALLED,
-        I.REBOOT_NEEDED: S.REBOOT_REQUIRED,
-        I.FAILED_RETRY: S.RETRY_WAIT,
-        I.FAILED_FINAL: S.FAILED,
+        In.SUCCEEDED: S.INSTALLED,
+        In.REBOOT_NEEDED: S.REBOOT_REQUIRED,
+        In.FAILED_RETRY: S.RETRY_WAIT,
+        In.FAILED_FINAL: S.FAILED,
     },
-    S.RETRY_WAIT: {I.RETRY_DUE: S.INSTALLING, I.FAILED_FINAL: S.FAILED, I.WITHDRAWN: None},
-    S.INSTALLED: {I.WITHDRAWN: None, I.WITHDRAWN_UNINSTALL: S.UNINSTALLING},
-    S.REBOOT_REQUIRED: {I.WITHDRAWN: None, I.WITHDRAWN_UNINSTALL: S.UNINSTALLING},
-    S.FAILED: {I.WITHDRAWN: None},
-    S.UNINSTALLING: {I.SUCCEEDED: S.UNINSTALLED, I.FAILED_FINAL: S.UNINSTALL_FAILED},
-    S.UNINSTALLED: {I.REASSIGNED: S.PENDING, I.WITHDRAWN: None},
-    S.UNINSTALL_FAILED: {I.REASSIGNED: S.PENDING, I.WITHDRAWN: None},
+    S.RETRY_WAIT: {In.RETRY_DUE: S.INSTALLING, In.FAILED_FINAL: S.FAILED, In.WITHDRAWN: None},
+    S.INSTALLED: {In.WITHDRAWN: None, In.WITHDRAWN_UNINSTALL: S.UNINSTALLING},
+    S.REBOOT_REQUIRED: {In.WITHDRAWN: None, In.WITHDRAWN_UNINSTALL: S.UNINSTALLING},
+    S.FAILED: {In.WITHDRAWN: None},
+    S.UNINSTALLING: {In.SUCCEEDED: S.UNINSTALLED, In.FAILED_FINAL: S.UNINSTALL_FAILED},
+    S.UNINSTALLED: {In.REASSIGNED: S.PENDING, In.WITHDRAWN: None},
+    S.UNINSTALL_FAILED: {In.REASSIGNED: S.PENDING, In.WITHDRAWN: None},
 }
 RUNNING = frozenset({S.DETECTING, S.INSTALLING, S.UNINSTALLING})
 """States in which a command of the record runs (the shell is executing it)."""
@@ -227,7 +227,7 @@ class InstallMachine:
             if record.state in (S.UNINSTALLED, S.UNINSTALL_FAILED):
                 record.spec, record.attempts, record.exit_code = spec, 0, None
                 record.output_tail = ""
-                self._move(record, I.REASSIGNED, now)
+                self._move(record, In.REASSIGNED, now)
             elif record.state is S.PENDING:
                 record.spec = spec  # the newest signed specification, until it starts
         for content_id in [cid for cid in self.records if cid not in specs]:
@@ -247,10 +247,10 @@ class InstallMachine:
             return
         record.source = source
         if record.spec.detect is not None:
-            self._move(record, I.VERIFIED, now)
+            self._move(record, In.VERIFIED, now)
             self._run(record, Purpose.DETECT, record.spec.detect)
         else:
-            self._start_attempt(record, now, I.VERIFIED_NO_DETECT)
+            self._start_attempt(record, now, In.VERIFIED_NO_DETECT)
 
     def command_finished(self, finished: CommandFinished, now: float) -> None:
         """The shell's answer to a ``RunCommand``."""
@@ -262,28 +262,28 @@ class InstallMachine:
         if command.purpose is Purpose.DETECT:
             if finished.exit_code == 0:
                 record.note = "detection: already installed; the command was not run"
-                self._move(record, I.PRESENT, now)
+                self._move(record, In.PRESENT, now)
             elif finished.exit_code is None:
-                self._finish(record, finished, I.FAILED_FINAL, now)
+                self._finish(record, finished, In.FAILED_FINAL, now)
             else:
-                self._start_attempt(record, now, I.ABSENT)
+                self._start_attempt(record, now, In.ABSENT)
         elif command.purpose is Purpose.INSTALL:
             code = finished.exit_code
             if code is not None and code in spec.success_codes:
-                self._finish(record, finished, I.SUCCEEDED, now)
+                self._finish(record, finished, In.SUCCEEDED, now)
             elif code is not None and code in spec.reboot_codes:
-                self._finish(record, finished, I.REBOOT_NEEDED, now)
+                self._finish(record, finished, In.REBOOT_NEEDED, now)
             elif record.attempts < self.policy.max_attempts:
-                self._finish(record, finished, I.FAILED_RETRY, now)
+                self._finish(record, finished, In.FAILED_RETRY, now)
                 delay = self.policy.first_retry_seconds * self.policy.backoff_factor ** (
                     record.attempts - 1
                 )
                 record.retry_at = now + delay
                 record.note += f"; attempt {record.attempts + 1} in {delay:.0f} s"
             else:
-                self._finish(record, finished, I.FAILED_FINAL, now)
+                self._finish(record, finished, In.FAILED_FINAL, now)
         else:
-            outcome = I.SUCCEEDED if finished.exit_code == 0 else I.FAILED_FINAL
+            outcome = In.SUCCEEDED if finished.exit_code == 0 else In.FAILED_FINAL
             self._finish(record, finished, outcome, now)
         if (
             command.purpose is not Purpose.UNINSTALL
@@ -301,7 +301,7 @@ class InstallMachine:
         for record in list(self.records.values()):
             if record.retry_at is not None and record.retry_at <= now:
                 record.retry_at = None
-                self._start_attempt(record, now, I.RETRY_DUE)
+                self._start_attempt(record, now, In.RETRY_DUE)
 
     # ----------------------------------------------------------- outputs
 
@@ -365,7 +365,9 @@ class InstallMachine:
     def _move(self, record: InstallRecord, event: Input, now: float) -> InstallState | None:
         moves = TRANSITIONS[record.state]
         if event not in moves:
-            raise LocalProtocolError(f"install {record.content_id.short}: {event} in {record.state}")
+            raise LocalProtocolError(
+                f"install {record.content_id.short}: {event} in {record.state}"
+            )
         target = moves[event]
         record.updated_at = now
         record.reported = record.sending = False
@@ -392,7 +394,7 @@ class InstallMachine:
 
     def _start_attempt(self, record: InstallRecord, now: float, event: Input) -> None:
         if record.attempts >= self.policy.max_attempts:
-            self._move(record, I.FAILED_FINAL, now)
+            self._move(record, In.FAILED_FINAL, now)
             return
         self._move(record, event, now)
         record.attempts += 1
@@ -415,10 +417,10 @@ class InstallMachine:
 
     def _withdraw(self, record: InstallRecord, now: float) -> None:
         if record.state in (S.INSTALLED, S.REBOOT_REQUIRED) and record.spec.uninstall:
-            self._move(record, I.WITHDRAWN_UNINSTALL, now)
+            self._move(record, In.WITHDRAWN_UNINSTALL, now)
             self._run(record, Purpose.UNINSTALL, record.spec.uninstall)
         else:
-            self._move(record, I.WITHDRAWN, now)
+            self._move(record, In.WITHDRAWN, now)
 
     # -------------------------------------------------------- persistence
 

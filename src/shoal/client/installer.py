@@ -17,6 +17,7 @@ machine's state atomically (from a thread as well).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import queue
@@ -58,10 +59,8 @@ def _kill_tree(process: subprocess.Popen[bytes]) -> None:
             ["taskkill", "/T", "/F", "/PID", str(process.pid)], capture_output=True, check=False
         )
         return
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)  # the session's group: children too
-    except ProcessLookupError:
-        pass
 
 
 def run_command(command: RunCommand, data_path: Callable[[], Path]) -> CommandFinished:

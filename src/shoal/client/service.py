@@ -45,6 +45,7 @@ from shoal import __version__, ports
 from shoal.client.agent import AgentConfig, AgentCore, PlaintextJob
 from shoal.client.disk import ChunkWritten
 from shoal.client.disk_worker import DiskWorker
+from shoal.client.enrollment import EnrollmentError, enroll, load_enrollment, read_bundle
 from shoal.client.install import CommandFinished, InstallMachine, InstallPolicy, InstallStateError
 from shoal.client.installer import (
     STAGING_DIRECTORY,
@@ -52,7 +53,6 @@ from shoal.client.installer import (
     load_installs,
     save_installs,
 )
-from shoal.client.enrollment import EnrollmentError, enroll, load_enrollment, read_bundle
 from shoal.client.plaintext import PACKAGES_DIRECTORY, PlaintextCancelled, write_plaintext
 from shoal.client.trust import TRUST_FILE
 from shoal.core.errors import KeyFileError, ShoalError

@@ -20,6 +20,7 @@ from shoal.console import confidential as confidential_records
 from shoal.console import db, records, schemas
 from shoal.console.auth import SESSION_COOKIE, Admin, Console, Database
 from shoal.console.content import StoredContent, Upload
+from shoal.console.routes import installs
 from shoal.console.security import (
     certificate_fingerprint,
     hash_password,
@@ -345,6 +346,10 @@ async def upload_application(
             le=16777216,
         ),
     ] = None,
+    install: Annotated[
+        str | None,
+        Query(description="install specification (JSON): see PUT /versions/{id}/install"),
+    ] = None,
 ) -> schemas.VersionOut:
     """Upload one version of an application as the raw request body (streamed to disk).
 
@@ -356,6 +361,7 @@ async def upload_application(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"chunk_size {chunk_size} is not a power of two from 65536 to 16777216",
         )
+    install_spec = installs.spec_from_query(install)
     limit = state.config.max_upload_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit():
@@ -380,9 +386,14 @@ async def upload_application(
                 await anyio.to_thread.run_sync(upload.write, block)
         if pending:
             await anyio.to_thread.run_sync(upload.write, bytes(pending))
-        return await anyio.to_thread.run_sync(
+        uploaded = await anyio.to_thread.run_sync(
             _register_upload, state, upload, name, version, confidential, chunk_size
         )
+        if install_spec is not None:
+            uploaded = await anyio.to_thread.run_sync(
+                installs.set_spec_of_upload, state, uploaded, install_spec
+            )
+        return uploaded
     except ClientDisconnect:
         log.info("upload of %s %s abandoned by the client", name, version)
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "upload interrupted") from None

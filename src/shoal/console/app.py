@@ -20,6 +20,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from shoal import __version__
 from shoal.console import api, keys_api, link_api, web
+from shoal.console.routes import installs
 from shoal.console.state import ConsoleConfig, ConsoleState, open_console
 from shoal.core.errors import ShoalError
 from shoal.topology import TopologyInvalid
@@ -132,6 +133,7 @@ def create_app(state: ConsoleState) -> FastAPI:
     app.include_router(api.router)
     app.include_router(keys_api.router)
     app.include_router(link_api.router)
+    app.include_router(installs.router)
     app.include_router(web.router)
     app.add_exception_handler(RequestValidationError, _validation_failed)
     app.add_exception_handler(TopologyInvalid, _topology_invalid)

@@ -110,6 +110,8 @@ class ApplicationVersion(Base):
     content_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
     plaintext_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     plaintext_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The install specification (``shoal.install_spec``, as signed); NULL: none.
+    install_spec: Mapped[Any | None] = mapped_column(JSON, nullable=True)
 
 
 class OfficeRow(Base):
@@ -167,6 +169,22 @@ class DeviceContent(Base):
     content_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
     bytes_done: Mapped[int] = mapped_column(BigInteger)
     complete: Mapped[bool] = mapped_column(Boolean)
+
+
+class InstallResult(Base):
+    """A device's newest install report for one content (``INSTALL_REPORT``, relayed by
+    its P2P server); pending and downloading are derived, not stored."""
+
+    __tablename__ = "install_results"
+    device_id: Mapped[str] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    content_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    state: Mapped[str] = mapped_column(String(20))
+    attempts: Mapped[int] = mapped_column(Integer)
+    exit_code: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    output_tail: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class Assignment(Base):

@@ -70,6 +70,8 @@ def assignment_entries(session: Session) -> list[dict[str, Any]]:
             else None,
             "background": assignment.background,
         }
+        if version.install_spec is not None:
+            entry["install"] = version.install_spec  # signed: clients run only this
         field = confidential.recipients_field(session, tree, assignment, version)
         if field is not None:
             entry["confidential"] = field

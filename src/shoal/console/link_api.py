@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 from shoal import __version__, topology
 from shoal.console import confidential, db, documents, records, schemas
 from shoal.console.auth import Console, Database, LinkedServer, Server
+from shoal.console.routes import installs
 from shoal.console.state import ConsoleState
 from shoal.core.identity import device_id_of
 from shoal.core.server_cert import issue_certificate
@@ -365,6 +366,7 @@ def _record_clients(
                         complete=entry.complete,
                     )
                 )
+            installs.record_reports(session, client.device_id, client.installs, now)
             placed.append(
                 schemas.ClientPlaced(
                     device_id=client.device_id,

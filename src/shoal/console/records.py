@@ -205,6 +205,7 @@ def version_out(version: db.ApplicationVersion, application: db.Application) -> 
         encrypted=version.content_key is not None,
         plaintext_size=version.plaintext_size,
         plaintext_sha256=version.plaintext_sha256,
+        install=version.install_spec,
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, StringConstraints
 
@@ -126,6 +126,9 @@ class VersionOut(BaseModel):
     """Packed encrypted (confidential): size, sha256 and chunks describe the ciphertext."""
     plaintext_size: int | None = None
     plaintext_sha256: str | None = None
+    install: dict[str, Any] | None = Field(
+        default=None, description="the install specification, or null: none"
+    )
 
 
 class ApplicationOut(BaseModel):
@@ -334,6 +337,48 @@ class ClientContent(Strict):
     complete: bool
 
 
+INSTALL_REPORTED_STATES = (
+    "installing",
+    "installed",
+    "failed",
+    "reboot_required",
+    "uninstalling",
+    "uninstalled",
+    "uninstall_failed",
+)
+InstallReportedState = Literal[
+    "installing",
+    "installed",
+    "failed",
+    "reboot_required",
+    "uninstalling",
+    "uninstalled",
+    "uninstall_failed",
+]
+InstallState = Literal[
+    "pending",
+    "downloading",
+    "downloaded",
+    "installing",
+    "installed",
+    "failed",
+    "reboot_required",
+    "uninstalling",
+    "uninstalled",
+    "uninstall_failed",
+]
+
+
+class ClientInstall(Strict):
+    """A device's newest install report for one content, as its P2P server relays it."""
+
+    content_id: ContentIdText
+    state: InstallReportedState
+    attempts: Annotated[int, Field(ge=0, le=16)]
+    exit_code: Annotated[int, Field(ge=-(2**31), lt=2**32)] | None = None
+    output_tail: Annotated[str, StringConstraints(max_length=4096, pattern=r"^[^\x00]*$")] = ""
+
+
 class ClientRecord(Strict):
     device_id: ShortText
     hostname: Name
@@ -342,6 +387,7 @@ class ClientRecord(Strict):
     version: Annotated[str, StringConstraints(max_length=40, pattern=r"^\d+\.\d+\.\d+\S*$")]
     content: Annotated[list[ClientContent], Field(max_length=100_000)] = []
     public_key: PublicKeyText | None = None
+    installs: Annotated[list[ClientInstall], Field(max_length=256)] = []
 
 
 MAX_REPORT_RECORDS = 100_000
@@ -436,3 +482,48 @@ class ConsoleKeyOut(BaseModel):
         default=None, description="sequence number of the current assignment document"
     )
     document_expires: datetime | None = None
+
+
+class InstallSpecIn(Strict):
+    """An install specification (``shoal.install_spec``): validated field by field by
+    the same code that the clients run, so what is stored is what they accept."""
+
+    command: str = Field(description="run with {file} = the staged file, e.g. dpkg -i {file}")
+    extension: str = Field(default="", description="the staged file's extension, e.g. .deb")
+    success_codes: list[int] = Field(default=[0], description="exit codes meaning installed")
+    reboot_codes: list[int] = Field(
+        default=[3010], description="exit codes meaning installed, reboot required"
+    )
+    timeout_seconds: int = Field(default=3600, description="then the process tree is killed")
+    detect: str | None = Field(default=None, description="exit code 0 = already installed")
+    uninstall: str | None = Field(default=None, description="run when the assignment is removed")
+
+
+class InstallSpecOut(BaseModel):
+    version_id: int
+    application: str
+    version: str
+    content_id: str
+    install: dict[str, Any] | None = Field(description="the specification, or null: none")
+
+
+class InstallResultOut(BaseModel):
+    """Where one assigned version stands on one device."""
+
+    assignment_id: int
+    device_id: str
+    hostname: str
+    office: str | None
+    application: str
+    version: str
+    version_id: int
+    content_id: str
+    state: InstallState = Field(
+        description="pending, downloading, downloaded (held, nothing to install), "
+        "installing, installed, failed, reboot_required, uninstalling, uninstalled, "
+        "uninstall_failed"
+    )
+    attempts: int
+    exit_code: int | None
+    output_tail: str
+    updated_at: datetime | None

@@ -104,6 +104,20 @@ class ReportedClient:
     """(content ID hex, bytes held verified, complete)."""
     public_key: str = ""
     """The device's X25519 public key (hex); its device ID is derived from it."""
+    installs: tuple[ReportedInstall, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedInstall:
+    """A device's newest install report for one content (``INSTALL_REPORT``)."""
+
+    content_id: str
+    state: str
+    """installing, installed, failed, reboot_required, uninstalling, uninstalled,
+    uninstall_failed"""
+    attempts: int
+    exit_code: int | None
+    output_tail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +396,22 @@ class ConsoleLink:
                         {"content_id": content_id, "bytes_done": done, "complete": complete}
                         for content_id, done, complete in client.content
                     ],
+                    **(
+                        {
+                            "installs": [
+                                {
+                                    "content_id": install.content_id,
+                                    "state": install.state,
+                                    "attempts": install.attempts,
+                                    "exit_code": install.exit_code,
+                                    "output_tail": install.output_tail,
+                                }
+                                for install in client.installs
+                            ]
+                        }
+                        if client.installs
+                        else {}
+                    ),
                 }
                 for client in clients
             ]

@@ -52,7 +52,7 @@ import re
 import unicodedata
 from collections import OrderedDict, deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shoal import __version__, ports
@@ -73,6 +73,8 @@ from shoal.wire.control import (
     ContentProgress,
     ControlBody,
     ControlMessage,
+    InstallReport,
+    InstallStatus,
     Lease,
     LeaseDecision,
     LeaseReply,
@@ -95,6 +97,11 @@ MAX_CLIENTS = 100_000
 MAX_HOSTNAME = 64
 MAX_VERSION = 40
 MAX_COUNTER = 2**62
+MAX_INSTALLS_PER_CLIENT = 256
+"""Install records kept per device (its assigned versions, and those it uninstalls)."""
+_UNINSTALL_STATES = frozenset(
+    {InstallStatus.UNINSTALLING, InstallStatus.UNINSTALLED, InstallStatus.UNINSTALL_FAILED}
+)
 """Byte counters above this are refused: the console's integers stop there (row 5)."""
 _VERSION_PATTERN = re.compile(r"[0-9A-Za-z.+\-]+")
 _DERIVED_KEYS = 4096
@@ -156,6 +163,8 @@ class ClientRecord:
     last_counter: int = 0
     """The highest counter accepted from it (kept with the registry: replays refused)."""
     control_key: bytes | None = None
+    installs: dict[ContentId, InstallReport] = field(default_factory=dict)
+    """The newest install report per content (relayed to the console)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,7 +399,32 @@ class ServerCore:
         if isinstance(body, BadPeer):
             self._bad_peer(client, body, now)
             return Noted()
+        if isinstance(body, InstallReport):
+            return self._install_report(client, body)
         return Refused(RefusalCause.INVALID_REQUEST, f"{type(body).__name__} is not a request")
+
+    def _install_report(self, client: ClientRecord, report: InstallReport) -> ControlBody:
+        """Keep a device's install report for the console: only for content assigned to
+        it (or, uninstalling, content it reported installing before)."""
+        office, _ = self.office_of(client.ip)
+        known = report.content_id in client.installs
+        if not self.is_assigned(client, report.content_id, office) and not (
+            known and report.status in _UNINSTALL_STATES
+        ):
+            return Refused(
+                RefusalCause.NOT_ASSIGNED,
+                f"content {report.content_id.short} is not assigned to this device",
+            )
+        if not known and len(client.installs) >= MAX_INSTALLS_PER_CLIENT:
+            return Refused(
+                RefusalCause.INVALID_REQUEST,
+                f"invalid InstallReport: more than {MAX_INSTALLS_PER_CLIENT} install records",
+            )
+        # PostgreSQL text holds no NUL; the tail is shown, never run.
+        client.installs[report.content_id] = replace(
+            report, output_tail=report.output_tail.replace("\x00", "\ufffd")
+        )
+        return Noted()
 
     def _admission(self, message: ControlMessage, now: float) -> Refused | None:
         if not self.licence.active and not self.licence.expired:
@@ -664,6 +698,9 @@ def _invalid(body: ControlBody) -> Refused | None:
             problem = "hostname: contains a control or unassigned character"
         elif len(body.version) > MAX_VERSION or not _VERSION_PATTERN.fullmatch(body.version):
             problem = "version: not a version number"
+    elif isinstance(body, InstallReport):
+        if body.exit_code is not None and not -(2**31) <= body.exit_code < 2**32:
+            problem = "exit_code: out of range (a 32-bit exit code)"
     elif isinstance(body, CheckIn):
         for entry in body.content:
             if entry.chunks_done > entry.chunk_count:

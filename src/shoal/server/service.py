@@ -59,6 +59,7 @@ from shoal.server.console_link import (
     ConsoleLinkError,
     DownloadTotals,
     ReportedClient,
+    ReportedInstall,
 )
 from shoal.server.core import BandwidthLimit, ClientRecord, ServerCore, ServerSettings
 from shoal.server.db import BadPeerRow, ClientRow, StateValue, open_database, sqlite_url
@@ -479,6 +480,16 @@ class ServerService:
                     version=record.version,
                     content=tuple(content),
                     public_key=record.public_key.hex(),
+                    installs=tuple(
+                        ReportedInstall(
+                            report.content_id.hex,
+                            report.status.name.lower(),
+                            report.attempts,
+                            report.exit_code,
+                            report.output_tail,
+                        )
+                        for report in record.installs.values()
+                    ),
                 )
             )
         totals = [
