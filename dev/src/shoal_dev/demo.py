@@ -6,16 +6,22 @@ shaped to 50 Mbit/s with HTB. Otherwise it runs on loopback addresses (the branc
 then a WiFi office: clients find each other through the server's peer lists, since
 loopback has no broadcast). Either way: the console starts (SQLite), the administrator
 saves a licence and the topology, the P2P server registers and is activated, a sample
-package is uploaded and assigned to everyone, and the clients fetch it, each from its
-peers once the first has it, while the demo shows their progress to the end.
+package (a tar.gz archive) is uploaded with an install specification and assigned to
+everyone, and the clients fetch it, each from its peers once the first has it, while
+the demo shows their progress; each client then installs it (unpacks the archive into
+its data directory and writes a marker file), and the console shows ``installed`` for
+every client. A second sample, whose installer fails, shows ``failed`` with its exit
+code and the tail of its output after three attempts.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import os
 import shutil
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +40,47 @@ from shoal_dev.lab.network import EmulatedNetwork, OfficeSpec
 
 PREFIX = "shd-"
 MIB = 1024 * 1024
+SAMPLE_INSTALL = {
+    # Run in the client's staging directory (DATA_DIR/staging): unpack into
+    # DATA_DIR/apps/sample, then write the marker that detection looks for.
+    "command": 'sh -c \'mkdir -p ../apps/sample && tar -xzf "$1" -C ../apps/sample '
+    "&& date -u > ../apps/sample/INSTALLED && echo unpacked: && ls ../apps/sample' sh {file}",
+    "extension": ".tar.gz",
+    "timeout_seconds": 120,
+    "detect": "test -e ../apps/sample/INSTALLED",
+    "uninstall": "rm -rf ../apps/sample",
+}
+BROKEN_INSTALL = {
+    "command": "sh -c 'echo checking prerequisites for {file}; "
+    "echo error: this installer needs a newer operating system >&2; exit 42'",
+    "extension": ".run",
+    "timeout_seconds": 60,
+}
+RETRY_SECONDS = 2.0
+"""The demo's clients retry a failed install after 2 s, then 8 s (default: 30 s, 2 min)."""
+
+
+def sample_archive(size: int) -> bytes:
+    """A tar.gz with a README and ``size`` bytes of payload (random: gzip keeps it)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", compresslevel=1) as archive:
+        for name, data in (
+            ("README.txt", b"SampleApp 1.0, installed by shoal\n"),
+            ("payload.bin", os.urandom(size)),
+        ):
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            member.mtime = int(time.time())
+            archive.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def install_line(rows: list[dict[str, Any]]) -> str:
+    return "  ".join(
+        f"{row['hostname'].split('-')[-1]}:{row['state']}"
+        + (f"({row['attempts']})" if row["state"] in ("failed", "installing") else "")
+        for row in sorted(rows, key=lambda row: row["hostname"])
+    )
 
 
 def step(text: str) -> None:
@@ -115,17 +162,28 @@ def main() -> None:
             f"devices from GET /api/v1/servers/ID/enrollment-bundle (console key "
             f"{deployment.enrollment['console_key'][:16]}...)"
         )
-        step(f"administrator: upload a {arguments.size_mb} MiB package and assign it to everyone")
-        package = work / "SampleApp-1.0.msi"
-        package.write_bytes(os.urandom(arguments.size_mb * MIB))
-        row = deployment.upload_and_assign(package)
+        step(
+            f"administrator: upload a {arguments.size_mb} MiB package with its install "
+            "command, and a broken one; assign both to everyone"
+        )
+        package = work / "SampleApp-1.0.tar.gz"
+        package.write_bytes(sample_archive(arguments.size_mb * MIB))
+        row = deployment.upload_and_assign(package, install=SAMPLE_INSTALL)
         content_id = row["content_id"]
         print(f"   content ID {content_id} (the network never sees the name)")
+        print(f"   install: {SAMPLE_INSTALL['command']}")
+        broken = work / "BrokenApp-0.9.run"
+        broken.write_bytes(os.urandom(64 * 1024))
+        broken_row = deployment.upload_and_assign(
+            broken, name="BrokenApp", version="0.9", install=BROKEN_INSTALL
+        )
+        print(f"   BrokenApp content ID {broken_row['content_id']}: its installer exits 42")
         time.sleep(1.5)  # the server fetches the content from the console
         wan_before = network.wan_counters("branch") if network is not None else {}
         step("clients: all start at once; the first pulls over the WAN, the rest swarm")
         hosts = placement.office_hosts("branch")
-        deployment.start_clients(hosts)
+        retry = ["--install-retry-seconds", str(RETRY_SECONDS)]
+        deployment.start_clients(hosts, {host.name: retry for host in hosts})
         started = time.monotonic()
         last = [""]
 
@@ -160,6 +218,38 @@ def main() -> None:
                 f"{ip_bytes / size:.3f}x the package ({frames / size:.3f}x as Ethernet "
                 f"frames; without peer-to-peer: {len(hosts)}x)"
             )
+        step("clients: install it (detection, then the command); the console collects results")
+        last[0] = ""
+
+        def show_installs(rows: list[dict[str, Any]]) -> None:
+            line = install_line(rows)
+            if line != last[0]:
+                print(f"   {time.monotonic() - started:5.1f}s  {line}", flush=True)
+                last[0] = line
+
+        rows = deployment.wait_for_installs(
+            "SampleApp", ("installed",), timeout=120, on_progress=show_installs
+        )
+        for row in sorted(rows, key=lambda row: row["hostname"]):
+            host = deployment.clients[row["hostname"]]
+            marker = deployment.client_dir(host) / "apps" / "sample" / "INSTALLED"
+            print(
+                f"   {row['hostname']:<10} console: {row['state']} (exit code "
+                f"{row['exit_code']}, attempt {row['attempts']}); marker "
+                f"{'present' if marker.exists() else 'MISSING'}: {marker}"
+            )
+        step("BrokenApp: three attempts with backoff, then failed (exit code, output tail)")
+        last[0] = ""
+        rows = deployment.wait_for_installs(
+            "BrokenApp", ("failed",), timeout=120, on_progress=show_installs
+        )
+        for row in sorted(rows, key=lambda row: row["hostname"]):
+            tail = row["output_tail"].strip().splitlines()[-1:] or [""]
+            print(
+                f"   {row['hostname']:<10} console: {row['state']} after {row['attempts']} "
+                f"attempts, exit code {row['exit_code']}; output ends: {tail[0]!r}"
+            )
+        print(f"   in the API: GET {deployment.console_url}/api/v1/installs?state=failed")
         print(
             f"   status of one client: shoal client status --data-dir "
             f"{deployment.client_dir(hosts[0])}"

@@ -727,6 +727,11 @@ class AgentCore:
         self._sealed = {a.content_id: a.confidential for a in mine if a.confidential}
         self.installs.assigned({a.content_id: a.install for a in mine}, now)  # signed specs
         self._apply_assignments({a.content_id: a.background for a in mine}, now)
+        for download in self.downloads.values():  # held before its spec was signed
+            if download.state is DownloadState.COMPLETE and (
+                download.confidential is None or download.plaintext
+            ):
+                self.installs.verified(download.content_id, download.plaintext, now)
 
     def _refuse_document(self, message: str, rotations_ignored: int) -> None:
         self.counters.documents_refused += 1

@@ -7,6 +7,7 @@ application, assign it, and watch devices and reports.
 
 from __future__ import annotations
 
+import json
 import ssl
 from datetime import date
 from pathlib import Path
@@ -84,13 +85,19 @@ class ConsoleAdmin:
     def server_auth_key(self) -> str:
         return str(self.get("/servers/auth-key")["key"])
 
-    def upload(self, path: Path, name: str, version: str) -> dict[str, Any]:
-        """Stream a package to the console; return the new version (id, content ID...)."""
+    def upload(
+        self, path: Path, name: str, version: str, install: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Stream a package to the console (with its install specification, if any);
+        return the new version (id, content ID...)."""
+        params = {"name": name, "version": version}
+        if install is not None:
+            params["install"] = json.dumps(install)
         with open(path, "rb") as package:
             response = self._check(
                 self._http.post(
                     "/applications",
-                    params={"name": name, "version": version},
+                    params=params,
                     content=package,
                     headers={"content-type": "application/octet-stream"},
                 )
@@ -117,6 +124,12 @@ class ConsoleAdmin:
             )
         ).json()
         return result
+
+    def installs(self, **filters: Any) -> list[dict[str, Any]]:
+        """``GET /api/v1/installs``: each assigned version on each device (filters:
+        assignment, device, state, application)."""
+        rows: list[dict[str, Any]] = self.get("/installs", **filters)
+        return rows
 
     def __enter__(self) -> ConsoleAdmin:
         return self

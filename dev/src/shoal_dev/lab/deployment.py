@@ -333,10 +333,14 @@ class Deployment:
         raise DeploymentError(f"the P2P server was not activated within {timeout:.0f} s")
 
     def upload_and_assign(
-        self, package: Path, name: str = "SampleApp", version: str = "1.0"
+        self,
+        package: Path,
+        name: str = "SampleApp",
+        version: str = "1.0",
+        install: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         assert self.admin is not None
-        row = self.admin.upload(package, name, version)
+        row = self.admin.upload(package, name, version, install)
         self.admin.assign(row["id"])
         return row
 
@@ -421,6 +425,32 @@ class Deployment:
                     f"{len(missing)} clients did not complete in {timeout:.0f} s: {missing}"
                 )
             time.sleep(0.25)
+
+    def wait_for_installs(
+        self,
+        application: str,
+        final_states: Collection[str],
+        timeout: float,
+        on_progress: Callable[[list[dict[str, Any]]], None] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Until the console shows ``application`` in one of ``final_states`` on every
+        client; return the console's rows (``GET /api/v1/installs``)."""
+        assert self.admin is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            self.check_alive()
+            rows = self.admin.installs(application=application)
+            if on_progress is not None:
+                on_progress(rows)
+            if len(rows) >= len(self.clients) and all(row["state"] in final_states for row in rows):
+                return rows
+            if time.monotonic() > deadline:
+                states = sorted(f"{row['hostname']}: {row['state']}" for row in rows)
+                raise DeploymentError(
+                    f"{application} not {'/'.join(final_states)} on every client in "
+                    f"{timeout:.0f} s: {states}"
+                )
+            time.sleep(0.5)
 
     def cached_file(self, host: LabHost, content_id: str) -> Path:
         return self.client_dir(host) / "cache" / f"{content_id}.data"
