@@ -254,3 +254,29 @@ def test_nudges_go_out_in_paced_rounds(server: ServerCore) -> None:
     decoded = decode_control(sent[0][0], server.control_key_of(addressee) or b"")
     assert decoded.authenticated and decoded.request_id == 0
     assert decoded.body == Nudge(hashlib.sha256(b"a new document").digest(), 14)
+
+
+def test_install_reports_are_kept_for_assigned_content_only_and_relayed(server: ServerCore) -> None:
+    from shoal.wire.control import InstallReport, InstallStatus, Noted
+
+    register(server, 1, "10.1.0.1")
+    failed = InstallReport(CONTENT, InstallStatus.FAILED, 3, 1603, "error\x00 1603")
+    refused = ask(server, 1, "10.1.0.1", failed)
+    assert isinstance(refused, Refused) and refused.cause is RefusalCause.NOT_ASSIGNED
+    assert server.clients[device(1)].installs == {}
+    assign_to_everyone(server)
+    assert ask(server, 1, "10.1.0.1", failed) == Noted()
+    kept = server.clients[device(1)].installs[CONTENT]
+    assert (kept.status, kept.exit_code, kept.output_tail) == (
+        InstallStatus.FAILED,
+        1603,
+        "error\ufffd 1603",  # no NUL reaches the console's database
+    )
+    out_of_range = InstallReport(CONTENT, InstallStatus.FAILED, 1, 2**40, "")
+    answer = ask(server, 1, "10.1.0.1", out_of_range)
+    assert isinstance(answer, Refused) and "exit_code" in answer.message
+    server.set_assignments(b'{"document": "{\\"assignments\\": []}"}')  # withdrawn
+    uninstalled = InstallReport(CONTENT, InstallStatus.UNINSTALLED, 0, 0, "")
+    assert ask(server, 1, "10.1.0.1", uninstalled) == Noted()  # it installed it before
+    installed = InstallReport(CONTENT, InstallStatus.INSTALLED, 1, 0, "")
+    assert isinstance(ask(server, 1, "10.1.0.1", installed), Refused)
