@@ -226,3 +226,22 @@ def test_the_runner_kills_the_whole_process_tree_at_the_timeout(tmp_path: Path) 
 def test_a_command_that_cannot_start_is_an_error_not_a_crash(tmp_path: Path) -> None:
     finished = run_command(command(tmp_path, ["/nonexistent/installer"]), lambda: tmp_path)
     assert finished.exit_code is None and "cannot start" in finished.error
+
+
+def test_client_status_shows_each_install_and_the_output_of_a_failed_one() -> None:
+    from shoal.client.service import render_installs
+
+    installs = machine()
+    downloading = ContentId(bytes(32))
+    installs.assigned({CONTENT: SPEC, downloading: SPEC}, 0.0)
+    installs.verified(CONTENT, None, 0.0)
+    for attempt in range(3):
+        answer(installs, 1, float(attempt), output_tail="line 1\nE: no space left\n")
+        installs.handle_timer(1000.0)
+    rows = {row["content_id"]: row for row in installs.status({downloading})}
+    assert rows[downloading.hex]["state"] == "downloading"
+    assert (rows[CONTENT.hex]["state"], rows[CONTENT.hex]["exit_code"]) == ("failed", 1)
+    text = "\n".join(render_installs(list(rows.values())))
+    assert f"install {CONTENT.hex[:12]}  failed  (attempts 3, exit code 1)" in text
+    assert "    | E: no space left" in text
+    assert f"install {downloading.hex[:12]}  downloading  (attempts 0)" in text

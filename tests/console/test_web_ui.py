@@ -28,6 +28,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
+from shoal import __version__
 from shoal.core.signing import SigningKey
 from shoal.licensing import issue_licence
 from shoal.server.console_link import ConsoleLink, ReportedClient
@@ -388,3 +389,62 @@ def test_logout_after_the_session_ended_returns_to_the_login_form(ui: ConsoleUI)
     page.get_by_role("button", name="Log out").click()
     expect(page.get_by_role("heading", name="Log in")).to_be_visible()
     expect(page.locator("#app")).to_be_hidden()
+
+
+@in_browser
+def test_install_results_show_a_failed_install_with_its_exit_code(ui: ConsoleUI) -> None:
+    page = ui.page
+    admin = ui.console.admin()
+    try:
+        admin.put(
+            "/api/v1/topology",
+            content="office,parent,type,subnets\nCentral Office,,Default,127.0.0.0/8\n"
+            "Paris,Central Office,Default,10.1.0.0/24\n",
+            headers={"content-type": "text/csv"},
+        ).raise_for_status()
+        admin.put("/api/v1/license", json={"key": licence_key(10)}).raise_for_status()
+        link = {
+            "X-Shoal-Server-Key": admin.get("/api/v1/servers/auth-key").json()["key"],
+            "X-Shoal-Server-Id": "srv-ui",
+            "X-Shoal-Version": __version__,
+        }
+        admin.post(
+            "/api/v1/link/register",
+            json={"server_id": "srv-ui", "name": "central", "address": "127.0.0.1"},
+            headers=link,
+        ).raise_for_status()
+        version = admin.post(
+            "/api/v1/applications",
+            params={"name": "Tool", "version": "1.0", "install": '{"command": "x {file}"}'},
+            content=b"x" * 1000,
+            headers={"content-type": "application/octet-stream"},
+        ).json()
+        admin.post(
+            "/api/v1/assignments", json={"version_id": version["id"], "target_kind": "everyone"}
+        ).raise_for_status()
+        failed = {
+            "content_id": version["content_id"],
+            "state": "failed",
+            "attempts": 3,
+            "exit_code": 100,
+            "output_tail": "reading lists\nE: broken packages\n",
+        }
+        record = {
+            "device_id": "d1",
+            "hostname": "pc-1",
+            "address": "10.1.0.7",
+            "subnet": "10.1.0.0/24",
+            "version": __version__,
+            "installs": [failed],
+        }
+        admin.post(
+            "/api/v1/link/clients", json={"clients": [record]}, headers=link
+        ).raise_for_status()
+    finally:
+        admin.close()
+    ui.log_in()
+    ui.open_tab("Assignments")
+    row = page.locator("#installs-table tr").filter(has_text="pc-1")
+    expect(row.locator("td")).to_have_text(
+        [re.compile(r"^\d+$"), "Tool 1.0", "pc-1", "failed", "3", "100", "E: broken packages"]
+    )

@@ -87,10 +87,10 @@ function showLicence(licence) {
 
 async function refresh() {
   // Every view is fetched at once, then drawn at once: the page never shows half of it.
-  const [status, applications, assignments, devices, offices, servers, downloads] = await Promise.all([
+  const [status, applications, assignments, devices, offices, servers, downloads, installs] = await Promise.all([
     api("GET", "/api/v1/status"), api("GET", "/api/v1/applications"), api("GET", "/api/v1/assignments"),
     api("GET", "/api/v1/devices"), api("GET", "/api/v1/offices"), api("GET", "/api/v1/servers"),
-    api("GET", "/api/v1/reports/downloads"),
+    api("GET", "/api/v1/reports/downloads"), api("GET", "/api/v1/installs?limit=1000"),
   ]);
   showLicence(status.licence);
   $("#about").textContent = `version ${status.version} · signing key ${status.console_key_id}`;
@@ -107,6 +107,13 @@ async function refresh() {
     ["progress", (a) => { const bar = document.createElement("progress"); bar.max = 100; bar.value = a.progress.percent; bar.title = `${a.progress.percent}%`; return bar; }],
     ["mode", (a) => (a.background ? "background" : "foreground")],
   ], assignments);
+  // Install results (docs/installs.md): one row per assignment and device.
+  table($("#installs-table"), [
+    ["assignment", (i) => i.assignment_id], ["application", (i) => `${i.application} ${i.version}`],
+    ["device", (i) => i.hostname || i.device_id], ["state", (i) => i.state],
+    ["attempts", (i) => i.attempts], ["exit code", (i) => i.exit_code],
+    ["output (end)", (i) => i.output_tail.trim().split("\n").slice(-1)[0]],
+  ], installs);
   table($("#devices-table"), [
     ["device", (d) => d.id], ["host", (d) => d.hostname], ["address", (d) => d.address],
     ["office", (d) => d.office], ["version", (d) => d.version], ["status", (d) => d.status],
