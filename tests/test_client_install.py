@@ -40,7 +40,7 @@ def answer(installs: InstallMachine, exit_code: int | None, now: float, **extra:
 def test_a_verified_content_is_staged_with_its_extension_and_installed() -> None:
     installs = machine()
     installs.assigned({CONTENT: SPEC}, 0.0)
-    assert installs.take_commands() == [] and installs.take_reports() == []
+    assert installs.take_commands() == [] and installs.take_reports(0.0) == []
     installs.verified(CONTENT, None, 1.0)
     (command,) = installs.take_commands()
     staged = f"/var/lib/shoal/staging/{CONTENT.hex}.pkg"
@@ -48,7 +48,7 @@ def test_a_verified_content_is_staged_with_its_extension_and_installed() -> None
     assert (command.purpose, command.staged, command.timeout) == (Purpose.INSTALL, staged, 3600.0)
     installs.command_finished(CommandFinished(command, 0, "done\n"), 2.0)
     assert installs.records[CONTENT].state is InstallState.INSTALLED
-    (report,) = installs.take_reports()
+    (report,) = installs.take_reports(2.0)
     assert (report.status, report.attempts, report.exit_code) == (InstallStatus.INSTALLED, 1, 0)
     installs.verified(CONTENT, None, 3.0)  # verified again (a restart): not repeated
     assert installs.take_commands() == []
@@ -245,3 +245,18 @@ def test_client_status_shows_each_install_and_the_output_of_a_failed_one() -> No
     assert f"install {CONTENT.hex[:12]}  failed  (attempts 3, exit code 1)" in text
     assert "    | E: no space left" in text
     assert f"install {downloading.hex[:12]}  downloading  (attempts 0)" in text
+
+
+def test_an_unacknowledged_report_is_sent_again_and_an_acknowledged_one_not() -> None:
+    installs = machine()
+    installs.assigned({CONTENT: SPEC}, 0.0)
+    installs.verified(CONTENT, None, 0.0)
+    answer(installs, 0, 1.0)
+    (first,) = installs.take_reports(1.0)
+    assert installs.take_reports(2.0) == []  # on its way
+    (again,) = installs.take_reports(31.0)  # refused or unanswered: sent again
+    assert again == first
+    installs.report_lost(again)
+    (lost,) = installs.take_reports(32.0)
+    installs.acknowledged(lost)
+    assert installs.take_reports(1000.0) == []

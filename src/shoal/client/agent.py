@@ -498,7 +498,7 @@ class AgentCore:
             for written in perform_writes(self.store, self.take_disk_writes()):
                 self.chunk_written(written, now)
         if self.registration is not None:
-            for report in self.installs.take_reports():
+            for report in self.installs.take_reports(now):
                 self.control.install_report(report, now)
         self._schedule_all(now)
 

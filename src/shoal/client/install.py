@@ -49,6 +49,9 @@ from shoal.install_spec import InstallSpec, InstallSpecInvalid, command_argv, re
 from shoal.wire.control import InstallReport, InstallStatus
 
 MAX_ATTEMPTS = 3
+REPORT_AGAIN_SECONDS = 30.0
+"""A report neither acknowledged nor lost (refused: the server may not have the newest
+assignment document yet) is sent again after this long."""
 OUTPUT_TAIL_BYTES = 4096
 _FORMAT = "shoal-installs-1"
 
@@ -177,6 +180,7 @@ class InstallRecord:
     """The server acknowledged the report of the current state."""
     sending: bool = False
     """A report of the current state is on its way (not acknowledged, not lost yet)."""
+    sent_at: float = 0.0
     updated_at: float = 0.0
 
     def report(self) -> InstallReport:
@@ -309,15 +313,19 @@ class InstallMachine:
         commands, self._commands = self._commands, []
         return commands
 
-    def take_reports(self) -> list[InstallReport]:
+    def take_reports(self, now: float) -> list[InstallReport]:
         """Reports to send: records whose state the server has not acknowledged and that
-        are not on their way (pending ones are not reported: the console knows from the
-        check-ins that an assigned content is pending or downloading)."""
+        are not on their way (or were sent ``REPORT_AGAIN_SECONDS`` ago). Pending ones
+        are not reported: the console knows from the check-ins that an assigned content
+        is pending or downloading."""
         reports = []
         for record in self.records.values():
-            if not (record.reported or record.sending) and record.state is not S.PENDING:
-                record.sending = True
-                reports.append(record.report())
+            if record.reported or record.state is S.PENDING:
+                continue
+            if record.sending and now - record.sent_at < REPORT_AGAIN_SECONDS:
+                continue
+            record.sending, record.sent_at = True, now
+            reports.append(record.report())
         return reports
 
     def acknowledged(self, report: InstallReport) -> None:
