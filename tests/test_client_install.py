@@ -260,3 +260,46 @@ def test_an_unacknowledged_report_is_sent_again_and_an_acknowledged_one_not() ->
     (lost,) = installs.take_reports(32.0)
     installs.acknowledged(lost)
     assert installs.take_reports(1000.0) == []
+
+
+@pytestmark_posix
+def test_the_install_runner_reports_on_the_loop_and_the_records_survive_a_restart(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from shoal.client.installer import InstallRunner, load_installs, save_installs
+
+    installs = InstallMachine(str(tmp_path / "staging"))
+    spec = InstallSpec(command="sh -c 'cp \"$1\" ../installed.txt' sh {file}", extension=".txt")
+    installs.assigned({CONTENT: spec}, 0.0)
+    source = tmp_path / "cache.data"
+    source.write_bytes(b"version 1")
+    installs.verified(CONTENT, None, 0.0)
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        done = asyncio.Event()
+
+        def finished(event: CommandFinished) -> None:
+            installs.command_finished(event, loop.time())
+            done.set()
+
+        runner = InstallRunner(loop, lambda command: source, finished)
+        try:
+            runner.submit(installs.take_commands())
+            await asyncio.wait_for(done.wait(), 30)
+        finally:
+            await asyncio.to_thread(runner.close)
+
+    asyncio.run(run())
+    assert installs.records[CONTENT].state is InstallState.INSTALLED
+    assert (tmp_path / "installed.txt").read_bytes() == b"version 1"
+    save_installs(tmp_path, installs.to_json())
+    restarted = InstallMachine(str(tmp_path / "staging"))
+    restarted.restore(load_installs(tmp_path) or "", 0.0)
+    restarted.assigned({CONTENT: spec}, 1.0)
+    restarted.verified(CONTENT, None, 1.0)
+    assert restarted.records[CONTENT].state is InstallState.INSTALLED
+    assert restarted.take_commands() == []  # not run again
+    assert oct((tmp_path / "installs.json").stat().st_mode & 0o777) == "0o600"
