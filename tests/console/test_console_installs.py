@@ -134,3 +134,18 @@ def test_an_invalid_install_record_is_refused_and_named_the_others_applied(conso
     report(console, "d2", [], [good])
     rows = {row["device_id"]: row["state"] for row in console.get("/api/v1/installs").json()}
     assert rows == {"d1": "pending", "d2": "installed"}
+
+
+def test_an_uninstall_after_the_assignment_is_removed_is_shown(console: Harness):
+    version, assignment = site(console)
+    content_id = version["content_id"]
+    installed = {"content_id": content_id, "state": "installed", "attempts": 1, "exit_code": 0}
+    report(console, "d1", [], [installed])
+    assert console.delete(f"/api/v1/assignments/{assignment['id']}").status_code == 204
+    assert console.get("/api/v1/installs").json() == []  # not assigned, not uninstalled yet
+    report(console, "d1", [], [{**installed, "state": "uninstalled"}])
+    (row,) = console.get("/api/v1/installs").json()
+    assert (row["assignment_id"], row["device_id"], row["state"]) == (None, "d1", "uninstalled")
+    assert row["application"] == "Sample"
+    assert console.get("/api/v1/devices/d1/installs", params={"state": "uninstalled"}).json()
+    assert console.get("/api/v1/installs", params={"state": "failed"}).json() == []

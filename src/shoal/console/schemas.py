@@ -510,13 +510,15 @@ class InstallSpecOut(BaseModel):
 class InstallResultOut(BaseModel):
     """Where one assigned version stands on one device."""
 
-    assignment_id: int
+    assignment_id: int | None = Field(
+        description="null: an uninstall after the assignment was removed"
+    )
     device_id: str
     hostname: str
     office: str | None
     application: str
     version: str
-    version_id: int
+    version_id: int | None
     content_id: str
     state: InstallState = Field(
         description="pending, downloading, downloaded (held, nothing to install), "

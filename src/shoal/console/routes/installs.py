@@ -249,6 +249,59 @@ def install_results(
             )
             if len(rows) >= limit:
                 return rows
+    if assignment_id is None:
+        rows += _withdrawn(session, rows, device_id, wanted_state, application)
+    return rows[:limit]
+
+
+UNINSTALL_STATES = ("uninstalling", "uninstalled", "uninstall_failed")
+
+
+def _withdrawn(
+    session: Session,
+    shown: list[schemas.InstallResultOut],
+    device_id: str | None,
+    wanted_state: str | None,
+    application: str | None,
+) -> list[schemas.InstallResultOut]:
+    """Uninstalls: reports for versions no longer assigned to the device (its
+    assignment was removed), shown with ``assignment_id`` null."""
+    covered = {(row.device_id, row.content_id) for row in shown}
+    query = select(db.InstallResult).where(db.InstallResult.state.in_(UNINSTALL_STATES))
+    if device_id is not None:
+        query = query.where(db.InstallResult.device_id == device_id)
+    if wanted_state is not None:
+        query = query.where(db.InstallResult.state == wanted_state)
+    rows = []
+    for report in session.scalars(query.order_by(db.InstallResult.device_id)):
+        if (report.device_id, report.content_id) in covered:
+            continue
+        version = session.scalar(
+            select(db.ApplicationVersion).where(
+                db.ApplicationVersion.content_id == report.content_id
+            )
+        )
+        app = session.get(db.Application, version.application_id) if version else None
+        if application is not None and (app is None or app.name != application):
+            continue
+        device = session.get(db.Device, report.device_id)
+        rows.append(
+            schemas.InstallResultOut(
+                assignment_id=None,
+                device_id=report.device_id,
+                hostname=device.hostname if device else "",
+                office=device.office if device else None,
+                application=app.name if app else "",
+                version=version.version if version else "",
+                version_id=version.id if version else None,
+                content_id=report.content_id,
+                state=report.state,  # type: ignore[arg-type]
+                attempts=report.attempts,
+                exit_code=report.exit_code,
+                output_tail=report.output_tail,
+                updated_at=report.updated_at,
+            )
+        )
     return rows
 
 
@@ -275,7 +328,8 @@ def list_installs(
     limit: Limit = MAX_ROWS,
 ) -> list[schemas.InstallResultOut]:
     """Every assigned version on every targeted device, filterable by assignment,
-    device, state and application."""
+    device, state and application; then the uninstalls of versions no longer assigned
+    (``assignment_id`` null)."""
     return install_results(
         session,
         state,
