@@ -11,7 +11,9 @@ everyone, and the clients fetch it, each from its peers once the first has it, w
 the demo shows their progress; each client then installs it (unpacks the archive into
 its data directory and writes a marker file), and the console shows ``installed`` for
 every client. A second sample, whose installer fails, shows ``failed`` with its exit
-code and the tail of its output after three attempts.
+code and the tail of its output after three attempts. Last, the first sample's
+assignment is removed: the clients run its uninstall command and the console shows
+``uninstalled``.
 """
 
 from __future__ import annotations
@@ -168,8 +170,8 @@ def main() -> None:
         )
         package = work / "SampleApp-1.0.tar.gz"
         package.write_bytes(sample_archive(arguments.size_mb * MIB))
-        row = deployment.upload_and_assign(package, install=SAMPLE_INSTALL)
-        content_id = row["content_id"]
+        sample = deployment.upload_and_assign(package, install=SAMPLE_INSTALL)
+        content_id = sample["content_id"]
         print(f"   content ID {content_id} (the network never sees the name)")
         print(f"   install: {SAMPLE_INSTALL['command']}")
         broken = work / "BrokenApp-0.9.run"
@@ -250,6 +252,20 @@ def main() -> None:
                 f"attempts, exit code {row['exit_code']}; output ends: {tail[0]!r}"
             )
         print(f"   in the API: GET {deployment.console_url}/api/v1/installs?state=failed")
+        step("administrator: remove SampleApp's assignment; the clients run its uninstall")
+        assert deployment.admin is not None
+        deployment.admin.unassign(sample["id"])
+        last[0] = ""
+        rows = deployment.wait_for_installs(
+            "SampleApp", ("uninstalled",), timeout=60, on_progress=show_installs
+        )
+        for row in sorted(rows, key=lambda row: row["hostname"]):
+            host = deployment.clients[row["hostname"]]
+            gone = not (deployment.client_dir(host) / "apps" / "sample").exists()
+            print(
+                f"   {row['hostname']:<10} console: {row['state']}; "
+                f"DATA_DIR/apps/sample {'removed' if gone else 'STILL THERE'}"
+            )
         print(
             f"   status of one client: shoal client status --data-dir "
             f"{deployment.client_dir(hosts[0])}"

@@ -125,6 +125,13 @@ class ConsoleAdmin:
         ).json()
         return result
 
+    def unassign(self, version_id: int) -> None:
+        """Remove every assignment of a version (clients uninstall it if its install
+        specification has an uninstall command)."""
+        for assignment in self.get("/assignments"):
+            if assignment["version_id"] == version_id:
+                self._check(self._http.delete(f"/assignments/{assignment['id']}"))
+
     def installs(self, **filters: Any) -> list[dict[str, Any]]:
         """``GET /api/v1/installs``: each assigned version on each device (filters:
         assignment, device, state, application)."""
