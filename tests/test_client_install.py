@@ -46,6 +46,7 @@ def test_a_verified_content_is_staged_with_its_extension_and_installed() -> None
     staged = f"/var/lib/shoal/staging/{CONTENT.hex}.pkg"
     assert command.argv == ("installer", "--quiet", staged)
     assert (command.purpose, command.staged, command.timeout) == (Purpose.INSTALL, staged, 3600.0)
+    assert command.remove_staged  # the uninstall command does not name {file}
     installs.command_finished(CommandFinished(command, 0, "done\n"), 2.0)
     assert installs.records[CONTENT].state is InstallState.INSTALLED
     (report,) = installs.take_reports(2.0)

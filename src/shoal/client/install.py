@@ -45,7 +45,13 @@ from typing import Any
 
 from shoal.core.errors import ShoalError
 from shoal.core.ids import ContentId
-from shoal.install_spec import InstallSpec, InstallSpecInvalid, command_argv, read_install_spec
+from shoal.install_spec import (
+    PLACEHOLDER,
+    InstallSpec,
+    InstallSpecInvalid,
+    command_argv,
+    read_install_spec,
+)
 from shoal.wire.control import InstallReport, InstallStatus
 
 MAX_ATTEMPTS = 3
@@ -396,7 +402,11 @@ class InstallMachine:
                 float(record.spec.timeout_seconds),
                 staged,
                 None if purpose is Purpose.UNINSTALL else record.source,
-                remove_staged=purpose is Purpose.UNINSTALL,
+                # The staged copy is kept only while an uninstall command may need it.
+                remove_staged=purpose is Purpose.UNINSTALL
+                or (
+                    purpose is Purpose.INSTALL and PLACEHOLDER not in (record.spec.uninstall or "")
+                ),
             )
         )
 
