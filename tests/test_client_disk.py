@@ -18,7 +18,7 @@ import pytest
 import shoal.core.manifest
 import shoal.protocol.transfer.engine
 import shoal.store.content_store
-from shoal.client.disk import ChunkWritten, WriteChunk, perform_writes
+from shoal.client.disk import ChunkWritten, ReadChunk, WriteChunk, perform_writes
 from shoal.client.disk_worker import DiskWorker
 from shoal.client.service import _AgentShell
 from shoal.core.ids import ContentId
@@ -237,7 +237,11 @@ def test_the_shell_hands_the_agent_s_writes_to_the_worker(tmp_path: Path) -> Non
         def submit(self, writes: list[WriteChunk]) -> None:
             submitted.extend(writes)
 
-    shell = _AgentShell(client.agent, _Worker())  # type: ignore[arg-type]
+    class _Reader:
+        def submit(self, reads: list[ReadChunk]) -> None:
+            raise AssertionError("a client of a VPN office serves nobody")
+
+    shell = _AgentShell(client.agent, _Worker(), _Reader())  # type: ignore[arg-type]
     client.host.application = shell
     enterprise.run(until=10)
     assert submitted

@@ -42,8 +42,8 @@ from typing import Any
 
 from shoal import __version__, ports
 from shoal.client.agent import AgentConfig, AgentCore, PlaintextJob
-from shoal.client.disk import ChunkWritten
-from shoal.client.disk_worker import DiskWorker
+from shoal.client.disk import ChunkRead, ChunkWritten
+from shoal.client.disk_worker import DiskWorker, ReadWorker
 from shoal.client.enrollment import EnrollmentError, enroll, load_enrollment, read_bundle
 from shoal.client.plaintext import PACKAGES_DIRECTORY, PlaintextCancelled, write_plaintext
 from shoal.client.trust import TRUST_FILE
@@ -231,11 +231,13 @@ class ClientService:
             disk_inline=False,
         )
 
-    def _bind(self, agent: AgentCore, listening: PortSet, disk: DiskWorker) -> ApplicationRunner:
+    def _bind(
+        self, agent: AgentCore, listening: PortSet, disk: DiskWorker, reads: ReadWorker
+    ) -> ApplicationRunner:
         # Broadcasts reach only a socket bound to the wildcard address.
         listen = "0.0.0.0" if self.config.bind_all else self.ip
         return ApplicationRunner(
-            _AgentShell(agent, disk),
+            _AgentShell(agent, disk, reads),
             [
                 Binding(agent.control, self.ip, 0),
                 Binding(
@@ -263,10 +265,18 @@ class ClientService:
             if runners:
                 runners[0].input_arrived()  # poll: announce, complete, ask for more
 
+        def on_read(results: list[ChunkRead]) -> None:
+            now = loop.time()
+            for read in results:
+                agent.chunk_read(read, now)
+            if runners:
+                runners[0].input_arrived()  # poll: transmit what was sent
+
         disk = DiskWorker(self.store, loop, on_written)
+        reads = ReadWorker(self.store, loop, on_read)
         try:
             try:
-                runner = self._bind(agent, listening, disk)
+                runner = self._bind(agent, listening, disk, reads)
             except AddressUnavailable as error:
                 if self.alternative is None:
                     raise ClientSetupError(
@@ -281,9 +291,10 @@ class ClientService:
                 )
                 listening = self.alternative
                 agent = self._agent(listening, loop.time())
-                runner = self._bind(agent, listening, disk)
+                runner = self._bind(agent, listening, disk, reads)
         except BaseException:
             disk.close()
+            reads.close()
             raise
         runners.append(runner)
         log.info(
@@ -307,7 +318,7 @@ class ClientService:
                 status = agent.status(loop.time())
                 status["wall_time"] = time.time()
                 status["pid"] = os.getpid()
-                write_status(config.data_dir, status)
+                await asyncio.to_thread(write_status, config.data_dir, status)
                 for job in agent.take_plaintext_jobs():
                     decrypting.add(asyncio.create_task(self._decrypt(agent, job, stop)))
                     decrypting = {task for task in decrypting if not task.done()}
@@ -319,6 +330,7 @@ class ClientService:
         finally:
             runner.close()
             await asyncio.to_thread(disk.close)  # the writes already taken reach the disk
+            await asyncio.to_thread(reads.close)
             await asyncio.gather(*decrypting, return_exceptions=True)  # they read the cache
             if agent.trust != self.trust:
                 agent.trust.save(config.data_dir / TRUST_FILE)
@@ -387,17 +399,22 @@ class ClientService:
 
 class _AgentShell:
     """The agent as ``ApplicationRunner`` drives it: after each ``poll``, the chunks it
-    wants written go to the disk worker, off the event loop."""
+    wants written go to the disk worker, and those peers asked for to the read worker,
+    off the event loop."""
 
-    def __init__(self, agent: AgentCore, disk: DiskWorker) -> None:
+    def __init__(self, agent: AgentCore, disk: DiskWorker, reads: ReadWorker) -> None:
         self.agent = agent
         self.disk = disk
+        self.reads = reads
 
     def poll(self, now: float) -> None:
         self.agent.poll(now)
         writes = self.agent.take_disk_writes()
         if writes:
             self.disk.submit(writes)
+        reads = self.agent.take_disk_reads()
+        if reads:
+            self.reads.submit(reads)
 
     def handle_timer(self, now: float) -> None:
         self.agent.handle_timer(now)
