@@ -371,7 +371,7 @@ class DownloadsMachine:
             return
         if refused is not None:
             download.note = refused.message
-        if download.state is DownloadState.LEASING:
+        if isinstance(request, Lease) and download.state is DownloadState.LEASING:
             download.advance(DownloadInput.LEASE_ANSWERED)
         download.lease_due = now + RETRY_SOON
         if isinstance(request, ManifestInfo) and download.state is DownloadState.ASKING_MANIFEST:
