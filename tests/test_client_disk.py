@@ -199,8 +199,9 @@ def test_the_shell_writes_off_the_event_loop_which_keeps_running(tmp_path: Path)
         worker = DiskWorker(slow, loop, on_written)
         for write in writes[:2]:
             worker.submit([write])
-        await asyncio.sleep(0.05)
-        worker.submit(writes[2:])  # queued while the first batch is on the disk
+        while not slow.threads:  # the first batch is on the disk...
+            await asyncio.sleep(0.001)
+        worker.submit(writes[2:])  # ...and these are queued meanwhile
         # Meanwhile the loop keeps running: ticks every 10 ms, late by how much?
         worst_lag, ticks = 0.0, 0
         while not done.is_set():
