@@ -44,6 +44,7 @@ from typing import Any
 
 from shoal.client.assignments import AssignmentsAccepted, AssignmentsMachine
 from shoal.client.blobs import AssignmentsBlob, Blob, BlobFetcher
+from shoal.client.confidential import PlaintextJob, plaintext_finished
 from shoal.client.config import AgentConfig, ContentStoreLike
 from shoal.client.control import (
     CertificateRejected,
@@ -55,14 +56,18 @@ from shoal.client.control import (
     ServerCertified,
 )
 from shoal.client.counters import AgentCounters
-from shoal.client.disk import ChunkRead, ChunkWritten, ReadChunk, WriteChunk, perform_writes
-from shoal.client.download import Download, DownloadState
-from shoal.client.downloads import (
-    DownloadsMachine,
-    DownloadVerified,
-    PlaintextJob,
-    ReceiverOutcome,
+from shoal.client.disk import (
+    ChunkRead,
+    ChunkWritten,
+    DiskEffect,
+    DiskResult,
+    ManifestAdded,
+    ReadChunk,
+    WriteChunk,
+    perform_disk_effects,
 )
+from shoal.client.download import Download, DownloadState
+from shoal.client.downloads import DownloadsMachine, DownloadVerified, ReceiverOutcome
 from shoal.client.registration import RegistrationMachine
 from shoal.client.serving import ServingMachine
 from shoal.client.trust import TrustState
@@ -172,6 +177,7 @@ class AgentCore:
             self.engines,
             self.registrar,
             self.blobs,
+            inline_store=disk_inline,
         )
         self.serving = ServingMachine(
             config, store, self.engines, self.counters, self.may_serve, inline_reads=disk_inline
@@ -202,6 +208,7 @@ class AgentCore:
     def disk_inline(self, inline: bool) -> None:
         self._disk_inline = inline
         self.serving.inline_reads = inline
+        self.downloader.inline_store = inline
 
     def bindings(self) -> dict[int, Any]:
         """Port -> sans-I/O machine, for the shell or the simulator."""
@@ -300,8 +307,8 @@ class AgentCore:
             while (event := engine.next_event()) is not None:
                 self._on_transfer_event(mode, event, now)
         if self._disk_inline:
-            for written in perform_writes(self.store, self.downloader.take_disk_writes()):
-                self.downloader.chunk_written(written, now)
+            for result in perform_disk_effects(self.store, self.take_disk_effects()):
+                self.disk_done(result, now)
             self.serving.perform_pending_reads(now)
         while (verified := self.downloader.next_event()) is not None:
             self._on_download_verified(verified, now)
@@ -389,9 +396,21 @@ class AgentCore:
 
     # ------------------------------------------------------------ the shell
 
+    def take_disk_effects(self) -> list[DiskEffect]:
+        """Changes to the cache, in order, for the shell's writer thread: manifests to
+        add, pins to set, then verified chunks to store (``shoal.client.disk``)."""
+        return [*self.downloader.take_store_updates(), *self.downloader.take_disk_writes()]
+
     def take_disk_writes(self) -> list[WriteChunk]:
-        """Verified chunks to store, by the shell off the event loop (``shoal.client.disk``)."""
+        """Only the verified chunks to store (the other effects stay queued)."""
         return self.downloader.take_disk_writes()
+
+    def disk_done(self, result: DiskResult, now: float) -> None:
+        """The answer to a ``take_disk_effects`` effect. The shell calls ``poll`` after."""
+        if isinstance(result, ManifestAdded):
+            self.downloader.manifest_added(result, now)
+        else:
+            self.downloader.chunk_written(result, now)
 
     def chunk_written(self, written: ChunkWritten, now: float) -> None:
         """The answer to a ``WriteChunk``. The shell calls ``poll`` after it."""
@@ -407,11 +426,11 @@ class AgentCore:
 
     def take_plaintext_jobs(self) -> list[PlaintextJob]:
         """Confidential downloads the shell should decrypt (as their chunks arrive)."""
-        return self.downloader.take_plaintext_jobs()
+        return self.downloader.plaintext.take()
 
     def plaintext_finished(self, job: PlaintextJob, path: str | None, error: str = "") -> None:
         """The shell's answer to a ``PlaintextJob``: where the plaintext is, or why not."""
-        self.downloader.plaintext_finished(job, path, error)
+        plaintext_finished(self.downloader.downloads, job, path, error)
 
     # --------------------------------------------------------------- status
 

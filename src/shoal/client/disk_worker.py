@@ -6,9 +6,10 @@ event loop with ``call_soon_threadsafe``. The loop keeps receiving, acknowledgin
 serving while a write, an ``fdatasync`` or a read takes its time.
 
 * ``DiskWorker``: ``WriteChunk`` -> ``ChunkWritten`` (``perform_writes``: one
-  ``fdatasync`` and one sidecar update per content per batch). How many bytes may wait
-  is bounded by the agent (``write_backlog_bytes``), which asks for no new chunk until
-  the disk catches up.
+  ``fdatasync`` and one sidecar update per content per batch), and in order with them
+  ``AddManifest`` -> ``ManifestAdded`` and ``SetPinned`` (``perform_disk_effects``).
+  How many bytes may wait is bounded by the agent (``write_backlog_bytes``), which asks
+  for no new chunk until the disk catches up.
 * ``ReadWorker``: ``ReadChunk`` -> ``ChunkRead`` (``perform_reads``: each chunk read and
   re-hashed before it is served), in its own thread so that serving a peer never waits
   behind a write's ``fdatasync``. How many reads may wait is bounded by the agent's
@@ -27,12 +28,12 @@ from typing import Generic, TypeVar
 from shoal.client.disk import (
     ChunkRead,
     ChunkSource,
-    ChunkWritten,
+    DiskEffect,
+    DiskResult,
+    ManagedStore,
     ReadChunk,
-    VerifiedChunkStore,
-    WriteChunk,
+    perform_disk_effects,
     perform_reads,
-    perform_writes,
 )
 
 log = logging.getLogger("shoal.client")
@@ -94,17 +95,18 @@ class EffectThread(Generic[Effect, Result]):
         self._thread.join(timeout)
 
 
-class DiskWorker(EffectThread[WriteChunk, ChunkWritten]):
-    """Run ``WriteChunk`` effects in a thread; report each batch to ``on_written``."""
+class DiskWorker(EffectThread[DiskEffect, DiskResult]):
+    """Run the agent's changes to its cache (chunk writes, manifests, pins) in a thread,
+    in order; report each batch's results to ``on_written``."""
 
     def __init__(
         self,
-        store: VerifiedChunkStore,
+        store: ManagedStore,
         loop: asyncio.AbstractEventLoop,
-        on_written: Callable[[list[ChunkWritten]], None],
+        on_written: Callable[[list[DiskResult]], None],
     ) -> None:
         super().__init__(
-            lambda writes: perform_writes(store, writes), loop, on_written, "shoal-disk"
+            lambda effects: perform_disk_effects(store, effects), loop, on_written, "shoal-disk"
         )
 
 

@@ -23,9 +23,8 @@ table of ``shoal.client.download`` (manifest asked, fetched and verified; chunks
 * Complete: the one place a download reaches its terminal state is
   ``_download_verified``; it emits ``DownloadVerified`` for the agent.
 
-Confidential content is downloaded like any other (ciphertext); once its download
-starts and this device's sealed key is known, a ``PlaintextJob`` asks the shell to
-decrypt it as the chunks arrive (``shoal.client.plaintext``).
+Confidential content is downloaded like any other (ciphertext); its plaintext is the
+shell's job (``shoal.client.confidential``).
 """
 
 from __future__ import annotations
@@ -35,11 +34,21 @@ from collections import deque
 from dataclasses import dataclass
 
 from shoal.assignments import SealedContent
+from shoal.client.bandwidth import BandwidthCaps
 from shoal.client.blobs import BlobFetcher, ManifestBlob
+from shoal.client.confidential import PlaintextJobs
 from shoal.client.config import AgentConfig, ContentStoreLike
 from shoal.client.control import ControlClient
 from shoal.client.counters import AgentCounters
-from shoal.client.disk import ChunkWritten, WriteChunk
+from shoal.client.disk import (
+    AddManifest,
+    ChunkWritten,
+    ManifestAdded,
+    SetPinned,
+    StoreUpdate,
+    WriteChunk,
+    perform_store_update,
+)
 from shoal.client.download import MANIFEST_STATES, Download, DownloadInput, DownloadState
 from shoal.client.registration import RETRY_SOON, RegistrationMachine
 from shoal.core.chunkset import ChunkSet
@@ -47,7 +56,6 @@ from shoal.core.errors import ManifestError
 from shoal.core.ids import ContentId
 from shoal.core.signing import VerifyKey, verify_manifest_file
 from shoal.protocol.discovery import DiscoveryMachine, PeerAvailable
-from shoal.protocol.ratelimit import TokenBucket
 from shoal.protocol.swarm import ChunkPicker
 from shoal.protocol.transfer import (
     Address,
@@ -59,7 +67,6 @@ from shoal.protocol.transfer import (
     TransferEngine,
     TransferTimedOut,
 )
-from shoal.store.errors import StoreError
 from shoal.wire.control import (
     BadPeer,
     ContentProgress,
@@ -91,14 +98,6 @@ class DownloadVerified:
     at: float
 
 
-@dataclass(frozen=True, slots=True)
-class PlaintextJob:
-    """A confidential download to decrypt as its chunks arrive (by the shell, off the loop)."""
-
-    content_id: ContentId
-    sealed: SealedContent
-
-
 class DownloadsMachine:
     """Every assigned content's download (see the module docstring)."""
 
@@ -113,6 +112,8 @@ class DownloadsMachine:
         engines: dict[Mode, TransferEngine],
         office: RegistrationMachine,
         blobs: BlobFetcher,
+        *,
+        inline_store: bool = True,
     ) -> None:
         self.config = config
         self.store = store
@@ -123,16 +124,19 @@ class DownloadsMachine:
         self.engines = engines
         self.office = office
         self.blobs = blobs
+        self.inline_store = inline_store
+        """Run ``AddManifest``/``SetPinned`` at once (the simulator); False: the shell
+        takes them (``take_store_updates``) and answers ``manifest_added``."""
+        self._store_updates: list[StoreUpdate] = []
         self.downloads: dict[ContentId, Download] = {}
         self.banned_peers: frozenset[str] = frozenset()
         """Peers the server banned in this office (reported by several devices)."""
         self._sealed: dict[ContentId, SealedContent] = {}
-        self._limits: dict[Mode, TokenBucket] = {}
-        self._bandwidth_due: float | None = None
+        self.caps = BandwidthCaps()
         self._disk_writes: list[WriteChunk] = []
         self._writing: set[tuple[ContentId, int]] = set()
         self._writing_bytes = 0
-        self._plaintext_jobs: list[PlaintextJob] = []
+        self.plaintext = PlaintextJobs()
         self._events: deque[DownloadVerified] = deque()
 
     def next_event(self) -> DownloadVerified | None:
@@ -142,21 +146,7 @@ class DownloadsMachine:
 
     def apply_policy(self, reply: Registered, now: float) -> str:
         """The office's bandwidth caps and downloads at once; returns the note to show."""
-        self._limits = {}
-        for mode, kbps in (
-            (Mode.FOREGROUND, reply.foreground_kbps),
-            (Mode.BACKGROUND, reply.background_kbps),
-        ):
-            if kbps:
-                rate = kbps * 1000 / 8
-                self._limits[mode] = TokenBucket(rate, burst=max(rate / 4, 65536), now=now)
-        if not (self._limits or reply.max_downloads):
-            return ""
-        return (
-            f"; office policy: foreground {reply.foreground_kbps or 'unlimited'} kbit/s, "
-            f"background {reply.background_kbps or 'unlimited'} kbit/s, "
-            f"{reply.max_downloads or 'any number of'} downloads at once"
-        )
+        return self.caps.apply(reply, now)
 
     def ban_peers(self, banned: tuple[str, ...]) -> None:
         """The office's banned peers: used for no content from now on."""
@@ -188,14 +178,14 @@ class DownloadsMachine:
             self.discovery.stop_search(content_id)
             self.discovery.set_holding(content_id, ChunkSet(0), now)  # no longer served
             if content_id in self.store:
-                self.store.unpin(content_id)  # kept in the cache, evictable
+                self._update_store(SetPinned(content_id, False), now)  # cached, evictable
         for content_id, background in assigned.items():
             if content_id in self.downloads:
                 continue
             download = self.downloads[content_id] = Download(content_id, background, now)
             download.banned |= self.banned_peers
             if content_id in self.store:
-                self.store.pin(content_id)
+                self._update_store(SetPinned(content_id, True), now)
                 self._start(download, now)
             else:
                 self._ask_manifest(download, now)
@@ -203,7 +193,7 @@ class DownloadsMachine:
             had_key = download.confidential is not None and download.confidential.sealed_key
             download.confidential = self._sealed.get(download.content_id)
             if not had_key and download.state not in MANIFEST_STATES:
-                self._want_plaintext(download)  # its key came after its download started
+                self.plaintext.want(download)  # its key came after its download started
 
     # --------------------------------------------------------------- manifest
 
@@ -235,12 +225,38 @@ class DownloadsMachine:
             manifest = verify_manifest_file(data, manifest_keys)
             if manifest.content_id != blob.content_id:
                 raise ManifestError("manifest is for another content")
-            self.store.add(data, pinned=True)
-        except (ManifestError, StoreError) as error:
-            download.note = f"manifest refused: {error}"
-            download.advance(DownloadInput.MANIFEST_UNAVAILABLE)
+        except ManifestError as error:
+            self._manifest_refused(download, str(error))
+            return
+        self._update_store(AddManifest(blob.content_id, data), now)
+
+    def manifest_added(self, added: ManifestAdded, now: float) -> None:
+        """The answer to an ``AddManifest``: the download starts, or waits (cache full)."""
+        download = self.downloads.get(added.add.content_id)
+        if download is None or download.state is not DownloadState.FETCHING_MANIFEST:
+            return  # withdrawn meanwhile (the entry stays in the cache)
+        if added.error:
+            self._manifest_refused(download, added.error)
             return
         self._start(download, now)
+
+    def _manifest_refused(self, download: Download, reason: str) -> None:
+        download.note = f"manifest refused: {reason}"
+        download.advance(DownloadInput.MANIFEST_UNAVAILABLE)
+
+    def _update_store(self, update: StoreUpdate, now: float) -> None:
+        if not self.inline_store:
+            self._store_updates.append(update)
+            return
+        added = perform_store_update(self.store, update)
+        if added is not None:
+            self.manifest_added(added, now)
+
+    def take_store_updates(self) -> list[StoreUpdate]:
+        """Manifests to add and pins to set, by the shell off the event loop, in order
+        with the chunk writes (``shoal.client.disk``)."""
+        updates, self._store_updates = self._store_updates, []
+        return updates
 
     def on_manifest_failed(self, blob: ManifestBlob, now: float) -> None:
         """The manifest's fetch failed (refused, timed out, corrupt): ask again."""
@@ -256,7 +272,7 @@ class DownloadsMachine:
         manifest = self.store.manifest(download.content_id)
         download.manifest = manifest
         download.advance(DownloadInput.MANIFEST_STORED)
-        self._want_plaintext(download)
+        self.plaintext.want(download)
         have = self.store.verified(download.content_id)
         if self.office.shares and have:
             # Peers of the office hear of assigned content only (``may_serve``).
@@ -296,7 +312,8 @@ class DownloadsMachine:
     # --------------------------------------------------------------- timers
 
     def get_timer(self) -> float | None:
-        deadlines = [] if self._bandwidth_due is None else [self._bandwidth_due]
+        caps_due = self.caps.get_timer()
+        deadlines = [] if caps_due is None else [caps_due]
         wifi = self.office.office_type is OfficeType.WIFI
         for download in self.downloads.values():
             if not download.transferring:
@@ -310,8 +327,7 @@ class DownloadsMachine:
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> None:
-        if self._bandwidth_due is not None and self._bandwidth_due <= now:
-            self._bandwidth_due = None  # schedule() asks for what the cap held back
+        self.caps.handle_timer(now)
         wifi = self.office.office_type is OfficeType.WIFI
         for download in self.downloads.values():
             if not download.transferring:
@@ -426,12 +442,11 @@ class DownloadsMachine:
         engine = self.engines[download.mode]
         in_flight = sum(len(d.requests) for d in self.downloads.values() if d.mode is download.mode)
         limit = self.config.max_in_flight - in_flight
-        bucket = self._limits.get(download.mode)
-        if bucket is not None:
-            limit = min(limit, self._affordable(bucket, download, now))
+        affordable = self.caps.affordable(download.mode, download.manifest.chunk_size, now)
+        if affordable is not None:
+            limit = min(limit, affordable)
         for peer, chunk_index in download.picker.next_requests(limit, now):
-            if bucket is not None:
-                bucket.take(download.manifest.chunk_length(chunk_index), now)
+            self.caps.spend(download.mode, download.manifest.chunk_length(chunk_index), now)
             request_id = engine.request_chunk(
                 peer,
                 download.content_id,
@@ -442,19 +457,6 @@ class DownloadsMachine:
                 now,
             )
             download.requests[request_id] = (peer, chunk_index)
-
-    def _affordable(self, bucket: TokenBucket, download: Download, now: float) -> int:
-        """How many chunks the bandwidth cap lets us request now; arms the retry."""
-        assert download.manifest is not None
-        chunk = download.manifest.chunk_size
-        available = bucket.available(now)
-        count = int(available // chunk) if available >= chunk else 0
-        if count == 0 and available >= min(chunk, bucket.burst):
-            count = 1  # a chunk larger than the burst passes from a full bucket
-        if count == 0:
-            due = bucket.ready_at(chunk, now)
-            self._bandwidth_due = min(self._bandwidth_due or due, due)
-        return count
 
     def _cancel_to(self, download: Download, peer: Address, chunk_index: int, now: float) -> None:
         for request_id, (asked, index) in list(download.requests.items()):
@@ -553,30 +555,6 @@ class DownloadsMachine:
             )
         if written.complete and download.transferring:
             self._download_verified(download, now)
-
-    # -------------------------------------------------------------- plaintext
-
-    def _want_plaintext(self, download: Download) -> None:
-        sealed = download.confidential
-        if sealed is None:
-            return
-        if sealed.sealed_key is None:
-            download.note = "confidential: waiting for this device's content key"
-            return
-        self._plaintext_jobs.append(PlaintextJob(download.content_id, sealed))
-
-    def take_plaintext_jobs(self) -> list[PlaintextJob]:
-        """Confidential downloads the shell should decrypt (as their chunks arrive)."""
-        jobs, self._plaintext_jobs = self._plaintext_jobs, []
-        return jobs
-
-    def plaintext_finished(self, job: PlaintextJob, path: str | None, error: str = "") -> None:
-        """The shell's answer to a ``PlaintextJob``: where the plaintext is, or why not."""
-        download = self.downloads.get(job.content_id)
-        if download is None or download.confidential is None:
-            return  # withdrawn meanwhile
-        download.plaintext = path
-        download.note = "complete: decrypted" if path else f"cannot decrypt: {error}"
 
     # ----------------------------------------------------------------- status
 

@@ -42,7 +42,7 @@ from typing import Any
 
 from shoal import __version__, ports
 from shoal.client.agent import AgentConfig, AgentCore, PlaintextJob
-from shoal.client.disk import ChunkRead, ChunkWritten
+from shoal.client.disk import ChunkRead, DiskResult
 from shoal.client.disk_worker import DiskWorker, ReadWorker
 from shoal.client.enrollment import EnrollmentError, enroll, load_enrollment, read_bundle
 from shoal.client.plaintext import PACKAGES_DIRECTORY, PlaintextCancelled, write_plaintext
@@ -258,10 +258,10 @@ class ClientService:
         agent = self._agent(listening, loop.time())
         runners: list[ApplicationRunner] = []
 
-        def on_written(results: list[ChunkWritten]) -> None:
+        def on_written(results: list[DiskResult]) -> None:
             now = loop.time()
-            for written in results:
-                agent.chunk_written(written, now)
+            for result in results:
+                agent.disk_done(result, now)
             if runners:
                 runners[0].input_arrived()  # poll: announce, complete, ask for more
 
@@ -409,9 +409,9 @@ class _AgentShell:
 
     def poll(self, now: float) -> None:
         self.agent.poll(now)
-        writes = self.agent.take_disk_writes()
-        if writes:
-            self.disk.submit(writes)
+        effects = self.agent.take_disk_effects()
+        if effects:
+            self.disk.submit(effects)
         reads = self.agent.take_disk_reads()
         if reads:
             self.reads.submit(reads)
