@@ -13,7 +13,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from shoal.client.blobs import BlobFetcher
+from shoal.client.blobs import BlobFetcher, ManifestBlob
 from shoal.client.config import AgentConfig
 from shoal.client.counters import AgentCounters
 from shoal.client.disk import perform_writes
@@ -233,14 +233,10 @@ class Harness:
         )
 
     def manifest_arrives(self, data: bytes = MANIFEST_FILE) -> None:
-        from shoal.client.blobs import ManifestBlob
-
         blob = ManifestBlob(hashlib.sha256(MANIFEST_FILE).digest(), CONTENT_ID)
         self.machine.on_manifest(blob, data, [CONSOLE_KEY.verify_key], self.now)
 
     def manifest_fetch_fails(self) -> None:
-        from shoal.client.blobs import ManifestBlob
-
         blob = ManifestBlob(hashlib.sha256(MANIFEST_FILE).digest(), CONTENT_ID)
         self.machine.on_manifest_failed(blob, self.now)
 
