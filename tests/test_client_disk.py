@@ -18,7 +18,14 @@ import pytest
 import shoal.core.manifest
 import shoal.protocol.transfer.engine
 import shoal.store.content_store
-from shoal.client.disk import ChunkWritten, WriteChunk, perform_writes
+from shoal.client.disk import (
+    ChunkWritten,
+    ReadChunk,
+    WriteChunk,
+    perform_disk_effects,
+    perform_reads,
+    perform_writes,
+)
 from shoal.client.disk_worker import DiskWorker
 from shoal.client.service import _AgentShell
 from shoal.core.ids import ContentId
@@ -47,9 +54,11 @@ def test_a_chunk_is_announced_served_and_reported_only_after_its_write(tmp_path:
         tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 3)], package_size=2 * MIB
     )
     slow = enterprise.clients[0]
-    slow.agent.disk_inline = False  # its writes wait until this test performs them
     backlog = 4 * CHUNK
     slow.agent.config = dataclasses.replace(slow.agent.config, write_backlog_bytes=backlog)
+    # Once its manifest is in the cache, its writes wait until this test performs them.
+    enterprise.run(until=20, stop=lambda: _transferring(enterprise, slow))
+    slow.agent.disk_inline = False
     enterprise.run(until=20)
     download = enterprise.download_of(slow)
     assert download is not None and download.picker is not None
@@ -83,6 +92,11 @@ def test_a_chunk_is_announced_served_and_reported_only_after_its_write(tmp_path:
     assert enterprise.all_complete()
     expected = hashlib.sha256(enterprise.package).hexdigest()
     assert hashlib.sha256(slow.store.data_path(content_id).read_bytes()).hexdigest() == expected
+
+
+def _transferring(enterprise: Any, client: SimClient) -> bool:
+    download = enterprise.download_of(client)
+    return download is not None and download.transferring
 
 
 def _announced(client: SimClient, content_id: ContentId) -> Any:
@@ -199,8 +213,9 @@ def test_the_shell_writes_off_the_event_loop_which_keeps_running(tmp_path: Path)
         worker = DiskWorker(slow, loop, on_written)
         for write in writes[:2]:
             worker.submit([write])
-        await asyncio.sleep(0.05)
-        worker.submit(writes[2:])  # queued while the first batch is on the disk
+        while not slow.threads:  # the first batch is on the disk...
+            await asyncio.sleep(0.001)
+        worker.submit(writes[2:])  # ...and these are queued meanwhile
         # Meanwhile the loop keeps running: ticks every 10 ms, late by how much?
         worst_lag, ticks = 0.0, 0
         while not done.is_set():
@@ -232,17 +247,66 @@ def test_the_shell_hands_the_agent_s_writes_to_the_worker(tmp_path: Path) -> Non
     client = enterprise.clients[0]
     client.agent.disk_inline = False
     submitted: list[WriteChunk] = []
+    updates: list[Any] = []
 
     class _Worker:
-        def submit(self, writes: list[WriteChunk]) -> None:
-            submitted.extend(writes)
+        def submit(self, effects: list[Any]) -> None:
+            # Manifests and pins are done at once (the download must start); chunk
+            # writes are kept, unanswered.
+            for effect in effects:
+                if isinstance(effect, WriteChunk):
+                    submitted.append(effect)
+                else:
+                    updates.append(effect)
+                    for result in perform_disk_effects(client.store, [effect]):  # type: ignore[arg-type]
+                        client.agent.disk_done(result, enterprise.network.now)
 
-    shell = _AgentShell(client.agent, _Worker())  # type: ignore[arg-type]
+    class _Reader:
+        def submit(self, reads: list[ReadChunk]) -> None:
+            raise AssertionError("a client of a VPN office serves nobody")
+
+    shell = _AgentShell(client.agent, _Worker(), _Reader())  # type: ignore[arg-type]
     client.host.application = shell
     enterprise.run(until=10)
     assert submitted
     assert len(client.store.verified(enterprise.content_id)) == 0  # the agent wrote nothing
     assert client.agent.take_disk_writes() == []  # every write went to the worker
+    # So did the manifest (written and fsynced by the store): not added on the loop.
+    assert [type(update).__name__ for update in updates] == ["AddManifest"]
+
+
+def test_the_shell_reads_served_chunks_through_the_reader(tmp_path: Path) -> None:
+    enterprise = build_enterprise(
+        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 4)], package_size=1 * MIB
+    )
+    enterprise.run(until=60, stop=lambda: enterprise.complete(enterprise.clients[0]))
+    holder = enterprise.clients[0]
+    holder.agent.disk_inline = False
+    reads: list[ReadChunk] = []
+
+    class _Writer:
+        def submit(self, effects: list[Any]) -> None:
+            for result in perform_disk_effects(holder.store, effects):  # type: ignore[arg-type]
+                holder.agent.disk_done(result, enterprise.network.now)
+
+    class _Reader:
+        def submit(self, submitted: list[ReadChunk]) -> None:
+            reads.extend(submitted)
+
+    holder.host.application = _AgentShell(holder.agent, _Writer(), _Reader())  # type: ignore[arg-type]
+    served = holder.agent.counters.bytes_served
+    enterprise.run(until=enterprise.network.now + 0.5)
+    assert reads  # peers asked the holder, and the reads went to the reader...
+    assert holder.agent.counters.bytes_served == served  # ...nothing read on the loop
+    now = enterprise.network.now
+    for result in perform_reads(holder.store, reads):  # type: ignore[arg-type]
+        assert result.data is not None  # held, and re-hashed by the store
+        holder.agent.chunk_read(result, now)
+    assert holder.agent.counters.bytes_served > served  # answered: sent
+    holder.agent.disk_inline = True
+    enterprise.network.pump(holder.host)
+    enterprise.run(until=120, stop=enterprise.all_complete)
+    assert enterprise.all_complete()
 
 
 def test_an_uploader_serving_many_peers_holds_at_most_its_budget(tmp_path: Path) -> None:

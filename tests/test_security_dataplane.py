@@ -269,7 +269,7 @@ def test_attack_3_a_host_in_no_office_gets_no_chunk(tmp_path: Path) -> None:
 def test_attack_3_cached_content_not_assigned_is_not_served(tmp_path: Path) -> None:
     site = _site(tmp_path)
     agent = site.clients[0].agent
-    agent._apply_assignments({}, site.network.now)  # withdrawn: still in the cache
+    agent.downloader.apply_assignments({}, {}, site.network.now)  # withdrawn: still in the cache
     assert site.content_id in site.clients[0].store
     replies = _ask(site, (site.clients[1].agent.config.ip, 41001), site.content_id)
     assert replies == [Refusal(5, RefusalReason.NOT_FOUND)]

@@ -22,13 +22,46 @@ from shoal_dev.lab.deployment import Deployment, NamespacePlacement, OfficeSetup
 from shoal_dev.lab.netns import lab_available, list_links, list_namespaces
 from shoal_dev.lab.network import EmulatedNetwork, OfficeSpec
 
-PREFIX = "shs-"
+PREFIX = os.environ.get("SHOAL_SITE_PREFIX", "shs-")
+"""Names of namespaces and links (set it to run beside another run of these tests)."""
 OfficeWanted = tuple[OfficeSpec, str, bool]  # spec, office type, in the uploaded topology
 Site = Callable[[list[OfficeWanted]], tuple[Deployment, EmulatedNetwork]]
 MIB = 1024 * 1024
 
 available, why = lab_available()
-pytestmark = pytest.mark.skipif(not available, reason=why)
+pytestmark = [pytest.mark.skipif(not available, reason=why), pytest.mark.slow]
+POLL = 0.1
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout:.0f} s: {what}")
+        time.sleep(POLL)
+
+
+def server_log(tmp_path: Path) -> str:
+    path = tmp_path / "site" / "server.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def wait_until_the_server_serves(tmp_path: Path, content_id: str) -> None:
+    """The server fetched the content from the console (it logs it once ready)."""
+    line = f"content {content_id[:12]} ready to serve"
+    wait_until(lambda: line in server_log(tmp_path), 30, f"the server logs {line!r}")
+
+
+def udp_port_bound(pid: int, port: int) -> bool:
+    """Does a UDP socket in the network namespace of process ``pid`` hold ``port``?"""
+    try:
+        table = Path(f"/proc/{pid}/net/udp").read_text()
+    except OSError:
+        return False
+    return any(
+        line.split()[1].endswith(f":{port:04X}") for line in table.splitlines()[1:] if line.strip()
+    )
 
 
 @pytest.fixture
@@ -88,7 +121,7 @@ def test_eight_clients_behind_a_wan_link_pull_the_package_across_it_once(
     deployment, network = site([(branch, "Default", True)])
     path, sha = package(tmp_path, 16 * MIB)
     content_id = deployment.upload_and_assign(path)["content_id"]
-    time.sleep(1.5)  # the server fetches the content from the console first
+    wait_until_the_server_serves(tmp_path, content_id)  # it fetches it from the console
     before = network.wan_counters("branch")
     deployment.start_clients(network.office_hosts("branch"))  # all eight at once
     statuses = deployment.wait_for_clients(content_id, timeout=120)
@@ -120,7 +153,7 @@ def test_vpn_and_unknown_networks_use_the_server_and_a_lying_peer_is_banned(
     )
     path, sha = package(tmp_path, 8 * MIB)
     content_id = deployment.upload_and_assign(path)["content_id"]
-    time.sleep(1.5)
+    wait_until_the_server_serves(tmp_path, content_id)
     liar, *honest = network.office_hosts("branch")
     deployment.start_clients([liar], liars={liar.name})
     deployment.wait_for_clients(content_id, timeout=60)  # the liar holds it first...
@@ -135,12 +168,14 @@ def test_vpn_and_unknown_networks_use_the_server_and_a_lying_peer_is_banned(
         assert entry["bytes_from_peers"] == 0, f"{name} used peers"
         assert entry["bytes_from_server"] == 8 * MIB
     assert download(statuses["remote-0"], content_id)["source"] == "direct"
-    time.sleep(2.5)  # the server stores bad-peer reports every report interval
-    with sqlite3.connect(tmp_path / "site" / "server" / "server.sqlite3") as database:
-        reported = {
-            row[0].split(":")[0] for row in database.execute("select peer from server_bad_peers")
-        }
-    assert reported == {liar.address}
+
+    def reported() -> set[str]:
+        # The server stores bad-peer reports every report interval.
+        with sqlite3.connect(tmp_path / "site" / "server" / "server.sqlite3") as database:
+            rows = database.execute("select peer from server_bad_peers").fetchall()
+        return {row[0].split(":")[0] for row in rows}
+
+    wait_until(lambda: reported() == {liar.address}, 30, f"only {liar.address} reported")
 
 
 def test_a_killed_client_resumes_without_fetching_verified_chunks_again(
@@ -151,7 +186,7 @@ def test_a_killed_client_resumes_without_fetching_verified_chunks_again(
     deployment, network = site([(branch, "Default", True)])
     path, sha = package(tmp_path, 16 * MIB)
     content_id = deployment.upload_and_assign(path)["content_id"]
-    time.sleep(1.5)
+    wait_until_the_server_serves(tmp_path, content_id)
     (host,) = network.office_hosts("branch")
     deployment.start_clients([host])
     process = deployment.processes[f"client-{host.name}"]
@@ -204,9 +239,14 @@ def test_refusals_are_explicit_and_shown_in_client_status(
     assert first["refusal"]["cause"] == "VERSION_UNSUPPORTED"
     assert "upgrade the P2P server" in first["refusal"]["message"]
     assert "authentication failed" in second["note"]
-    time.sleep(2.5)
-    server_log = (tmp_path / "site" / "server.log").read_text()
-    assert "VERSION_UNSUPPORTED" in server_log and "AUTHENTICATION_FAILED" in server_log
+    wait_until(
+        lambda: all(
+            cause in server_log(tmp_path)
+            for cause in ("VERSION_UNSUPPORTED", "AUTHENTICATION_FAILED")
+        ),
+        30,
+        "the server logs both refusals",
+    )
 
 
 def test_console_ports_and_bandwidth_policy_reach_the_clients(
@@ -235,7 +275,9 @@ def test_console_ports_and_bandwidth_policy_reach_the_clients(
     )
     path, sha = package(tmp_path, 8 * MIB)
     content_id = deployment.upload_and_assign(path)["content_id"]
-    time.sleep(2.5)  # the server follows the settings change
+    # The server follows the settings (put first, earlier in the console's change feed)
+    # by the time it serves the content.
+    wait_until_the_server_serves(tmp_path, content_id)
     first, second, blocked = network.office_hosts("branch")
     # `blocked` learnt the alternative ports on an earlier run; now its data port is taken.
     deployment.client_dir(blocked).mkdir(parents=True)
@@ -252,7 +294,7 @@ def test_console_ports_and_bandwidth_policy_reach_the_clients(
             "41442)); time.sleep(600)",
         ],
     )
-    time.sleep(0.5)
+    wait_until(lambda: udp_port_bound(squatter.pid, 41442), 10, "the squatter holds 41442")
     assert squatter.poll() is None
     started = time.monotonic()
     deployment.start_clients([first, second, blocked])

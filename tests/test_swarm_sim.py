@@ -6,6 +6,8 @@ import hashlib
 import random
 from pathlib import Path
 
+import pytest
+
 from shoal import ports
 from shoal.client.agent import AgentCore, DownloadState
 from shoal.core.chunkset import ChunkSet
@@ -39,6 +41,7 @@ def assert_everyone_has_the_package(enterprise: Enterprise) -> None:
             assert file_sha256(client.store, enterprise.content_id) == expected
 
 
+@pytest.mark.slow  # ~15 s: twelve clients, 4 MiB
 def test_an_office_pulls_the_package_over_the_wan_once(tmp_path: Path) -> None:
     enterprise = build_enterprise(
         tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 12)], package_size=4 * MIB

@@ -99,7 +99,12 @@ async def main():
         )
         sender.outbox.append((f"broadcast={broadcast}".encode(), ("127.255.255.255", 47500)))
         endpoint.transmit()
-        await asyncio.sleep(0.1)
+        # Poll: it arrives (broadcast allowed) or is refused at once (not allowed).
+        arrived, refused = len(listener.arrived), len(refusals)
+        for _ in range(300):
+            if len(listener.arrived) > arrived or len(refusals) > refused:
+                break
+            await asyncio.sleep(0.01)
         endpoint.close()
     listening.close()
     print(json.dumps({

@@ -60,6 +60,7 @@ def row(document: dict[str, Any], system: str) -> dict[str, Any]:
 
 
 @needs_root
+@pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_branch_flash_every_system_delivers_and_shoal_crosses_the_wan_once(
     tmp_path: Path,
@@ -98,6 +99,7 @@ def test_branch_flash_every_system_delivers_and_shoal_crosses_the_wan_once(
 
 
 @needs_root
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_corrupt_peer_is_caught_and_every_client_still_gets_the_right_file(
     tmp_path: Path,
@@ -116,6 +118,7 @@ def test_corrupt_peer_is_caught_and_every_client_still_gets_the_right_file(
 
 
 @needs_root
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_slow_asymmetric_uplinks_every_system_delivers_and_the_uplinks_bind(
     tmp_path: Path,
@@ -142,6 +145,7 @@ def test_slow_asymmetric_uplinks_every_system_delivers_and_the_uplinks_bind(
 
 
 @needs_root
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_lab_sweep_runs_a_grid_and_leads_with_the_worst_cell(tmp_path: Path) -> None:
     grid = tmp_path / "one.toml"

@@ -1,4 +1,4 @@
-"""The agent's disk I/O as effects: what to write, and how it went.
+"""The agent's disk I/O as effects: what to write or read, and how it went.
 
 Theory of operation
 -------------------
@@ -19,6 +19,20 @@ events:
 * the simulator and tests (virtual time, deterministic): inline, in ``AgentCore.poll``
   (``AgentCore(..., disk_inline=True)``, the default).
 
+Serving works the same way: for a chunk a peer asked for (and an upload slot took),
+the agent emits a ``ReadChunk`` effect; the shell reads it off the event loop (the
+store re-checks its hash before it is served) and hands back ``ChunkRead``
+(``AgentCore.chunk_read``), which sends it or refuses the request. ``perform_reads`` is
+the one piece of code that does it, in a second thread of the shell (so a read does not
+wait behind an ``fdatasync``) and inline in the simulator, at the moment of the request.
+
+The agent's other changes to its cache are effects too, run by the same writer thread
+in order with the chunk writes (``perform_disk_effects``): ``AddManifest`` (a verified
+manifest becomes an entry: the manifest file written and fsynced, the data file
+reserved, room made by evicting unpinned content), answered by ``ManifestAdded``; and
+``SetPinned`` (an assignment pins its content, a withdrawal unpins it), which needs no
+answer.
+
 Back-pressure lives in the agent, so it is the same in both: while the bytes of
 unanswered ``WriteChunk`` effects reach ``AgentConfig.write_backlog_bytes``, the agent
 asks for no new chunk (requests already in flight still land).
@@ -32,8 +46,7 @@ from typing import Protocol
 
 from shoal.core.errors import ShoalError
 from shoal.core.ids import ContentId
-
-Address = tuple[str, int]
+from shoal.protocol.transfer import Address, Mode, RefusalReason
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,4 +93,128 @@ def perform_writes(store: VerifiedChunkStore, writes: Sequence[WriteChunk]) -> l
             results.extend(ChunkWritten(write, False, str(error)) for write in batch)
         else:
             results.extend(ChunkWritten(write, complete) for write in batch)
+    return results
+
+
+@dataclass(frozen=True, slots=True)
+class ReadChunk:
+    """Effect: read this verified chunk from the cache (re-hashed) for a peer's request."""
+
+    mode: Mode
+    peer: Address
+    request_id: int
+    content_id: ContentId
+    chunk_index: int
+    chunk_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkRead:
+    """Event: a ``ReadChunk`` ran: the chunk's bytes, or why it cannot be served."""
+
+    read: ReadChunk
+    data: bytes | None
+    refusal: RefusalReason = RefusalReason.NOT_FOUND
+    """Why not, when ``data`` is None: ``NOT_FOUND`` for content or a chunk not held
+    (or gone bad on disk), ``INVALID_REQUEST`` for a length that is not the chunk's."""
+
+
+class ChunkSource(Protocol):
+    """What performing reads needs of ``shoal.store.ContentStore``."""
+
+    def __contains__(self, content_id: object) -> bool: ...
+    def read_chunk(self, content_id: ContentId, chunk_index: int) -> bytes: ...
+
+
+def perform_read(store: ChunkSource, read: ReadChunk) -> ChunkRead:
+    """Run one ``ReadChunk`` and say how it went."""
+    if read.content_id in store:
+        try:
+            data = store.read_chunk(read.content_id, read.chunk_index)
+        except (ShoalError, IndexError):
+            pass
+        else:
+            if len(data) == read.chunk_length:
+                return ChunkRead(read, data)
+            return ChunkRead(read, None, RefusalReason.INVALID_REQUEST)
+    return ChunkRead(read, None, RefusalReason.NOT_FOUND)
+
+
+def perform_reads(store: ChunkSource, reads: Sequence[ReadChunk]) -> list[ChunkRead]:
+    """Run ``reads`` in order (a batch of the shell's reader thread)."""
+    return [perform_read(store, read) for read in reads]
+
+
+@dataclass(frozen=True, slots=True)
+class AddManifest:
+    """Effect: hold this content (its manifest verified against the console's keys),
+    pinned: it is assigned."""
+
+    content_id: ContentId
+    manifest_file: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestAdded:
+    """Event: an ``AddManifest`` ran; ``error`` empty: the content is in the cache."""
+
+    add: AddManifest
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SetPinned:
+    """Effect: protect content from eviction (assigned), or stop protecting it."""
+
+    content_id: ContentId
+    pinned: bool
+
+
+StoreUpdate = AddManifest | SetPinned
+DiskEffect = WriteChunk | StoreUpdate
+DiskResult = ChunkWritten | ManifestAdded
+
+
+class ManagedStore(VerifiedChunkStore, Protocol):
+    """What performing every disk effect needs of ``shoal.store.ContentStore``."""
+
+    def add(self, manifest_file: bytes, *, pinned: bool = False) -> object: ...
+    def pin(self, content_id: ContentId) -> None: ...
+    def unpin(self, content_id: ContentId) -> None: ...
+
+
+def perform_store_update(store: ManagedStore, update: StoreUpdate) -> ManifestAdded | None:
+    """Run one ``AddManifest`` (say how it went) or ``SetPinned`` (nothing to say)."""
+    if isinstance(update, AddManifest):
+        try:
+            store.add(update.manifest_file, pinned=True)
+        except ShoalError as error:  # StoreError (cache full, disk full), a bad file
+            return ManifestAdded(update, str(error))
+        return ManifestAdded(update)
+    try:
+        if update.pinned:
+            store.pin(update.content_id)
+        else:
+            store.unpin(update.content_id)
+    except ShoalError:
+        pass  # removed meanwhile: nothing left to protect
+    return None
+
+
+def perform_disk_effects(store: ManagedStore, effects: Sequence[DiskEffect]) -> list[DiskResult]:
+    """Run ``effects`` in order; consecutive chunk writes as one batch (``perform_writes``)."""
+    results: list[DiskResult] = []
+    writes: list[WriteChunk] = []
+    for effect in effects:
+        if isinstance(effect, WriteChunk):
+            writes.append(effect)
+            continue
+        if writes:
+            results.extend(perform_writes(store, writes))
+            writes = []
+        added = perform_store_update(store, effect)
+        if added is not None:
+            results.append(added)
+    if writes:
+        results.extend(perform_writes(store, writes))
     return results

@@ -1,11 +1,19 @@
-"""The asyncio shell's disk runner: the agent's ``WriteChunk`` effects, off the event loop.
+"""The asyncio shell's disk runners: the agent's disk effects, off the event loop.
 
-One thread performs the writes (``shoal.client.disk.perform_writes``) in the order they
-were submitted, taking everything queued meanwhile as one batch, and hands the
-``ChunkWritten`` events back to the event loop with ``call_soon_threadsafe``. The loop
-keeps receiving, acknowledging and serving while a write or an ``fdatasync`` takes its
-time. How many bytes may wait is bounded by the agent (``write_backlog_bytes``), which
-asks for no new chunk until the disk catches up.
+Each runner is one thread that performs effects in the order they were submitted,
+taking everything queued meanwhile as one batch, and hands the results back to the
+event loop with ``call_soon_threadsafe``. The loop keeps receiving, acknowledging and
+serving while a write, an ``fdatasync`` or a read takes its time.
+
+* ``DiskWorker``: ``WriteChunk`` -> ``ChunkWritten`` (``perform_writes``: one
+  ``fdatasync`` and one sidecar update per content per batch), and in order with them
+  ``AddManifest`` -> ``ManifestAdded`` and ``SetPinned`` (``perform_disk_effects``).
+  How many bytes may wait is bounded by the agent (``write_backlog_bytes``), which asks
+  for no new chunk until the disk catches up.
+* ``ReadWorker``: ``ReadChunk`` -> ``ChunkRead`` (``perform_reads``: each chunk read and
+  re-hashed before it is served), in its own thread so that serving a peer never waits
+  behind a write's ``fdatasync``. How many reads may wait is bounded by the agent's
+  upload slots (``upload_budget_bytes``).
 """
 
 from __future__ import annotations
@@ -14,33 +22,47 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
 
-from shoal.client.disk import ChunkWritten, VerifiedChunkStore, WriteChunk, perform_writes
+from shoal.client.disk import (
+    ChunkRead,
+    ChunkSource,
+    DiskEffect,
+    DiskResult,
+    ManagedStore,
+    ReadChunk,
+    perform_disk_effects,
+    perform_reads,
+)
 
 log = logging.getLogger("shoal.client")
 
+Effect = TypeVar("Effect")
+Result = TypeVar("Result")
 
-class DiskWorker:
-    """Run ``WriteChunk`` effects in a thread; report each batch to ``on_written`` on
-    the event loop."""
+
+class EffectThread(Generic[Effect, Result]):
+    """Run effects in a thread, in batches; report each batch's results to ``on_done``
+    on the event loop."""
 
     def __init__(
         self,
-        store: VerifiedChunkStore,
+        perform: Callable[[Sequence[Effect]], list[Result]],
         loop: asyncio.AbstractEventLoop,
-        on_written: Callable[[list[ChunkWritten]], None],
+        on_done: Callable[[list[Result]], None],
+        name: str,
     ) -> None:
-        self._store = store
+        self._perform = perform
         self._loop = loop
-        self._on_written = on_written
-        self._queue: queue.SimpleQueue[WriteChunk | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="shoal-disk", daemon=True)
+        self._on_done = on_done
+        self._queue: queue.SimpleQueue[Effect | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, writes: list[WriteChunk]) -> None:
-        for write in writes:
-            self._queue.put(write)
+    def submit(self, effects: Sequence[Effect]) -> None:
+        for effect in effects:
+            self._queue.put(effect)
 
     def _run(self) -> None:
         while True:
@@ -57,15 +79,44 @@ class DiskWorker:
                     stopping = True
                     break
                 batch.append(more)
-            results = perform_writes(self._store, batch)
+            results = self._perform(batch)
             try:
-                self._loop.call_soon_threadsafe(self._on_written, results)
-            except RuntimeError:  # the loop is closed: the chunks are written all the same
-                log.debug("disk worker: %d writes done after the loop closed", len(results))
+                self._loop.call_soon_threadsafe(self._on_done, results)
+            except RuntimeError:  # the loop is closed: the effects ran all the same
+                log.debug(
+                    "%s: %d effects done after the loop closed", self._thread.name, len(results)
+                )
             if stopping:
                 return
 
     def close(self, timeout: float = 30.0) -> None:
-        """Finish the writes already submitted, then stop the thread."""
+        """Finish the effects already submitted, then stop the thread."""
         self._queue.put(None)
         self._thread.join(timeout)
+
+
+class DiskWorker(EffectThread[DiskEffect, DiskResult]):
+    """Run the agent's changes to its cache (chunk writes, manifests, pins) in a thread,
+    in order; report each batch's results to ``on_written``."""
+
+    def __init__(
+        self,
+        store: ManagedStore,
+        loop: asyncio.AbstractEventLoop,
+        on_written: Callable[[list[DiskResult]], None],
+    ) -> None:
+        super().__init__(
+            lambda effects: perform_disk_effects(store, effects), loop, on_written, "shoal-disk"
+        )
+
+
+class ReadWorker(EffectThread[ReadChunk, ChunkRead]):
+    """Run ``ReadChunk`` effects in a thread; report each batch to ``on_read``."""
+
+    def __init__(
+        self,
+        store: ChunkSource,
+        loop: asyncio.AbstractEventLoop,
+        on_read: Callable[[list[ChunkRead]], None],
+    ) -> None:
+        super().__init__(lambda reads: perform_reads(store, reads), loop, on_read, "shoal-read")

@@ -43,8 +43,8 @@ from typing import Any
 
 from shoal import __version__, ports
 from shoal.client.agent import AgentConfig, AgentCore, PlaintextJob
-from shoal.client.disk import ChunkWritten
-from shoal.client.disk_worker import DiskWorker
+from shoal.client.disk import ChunkRead, DiskResult
+from shoal.client.disk_worker import DiskWorker, ReadWorker
 from shoal.client.enrollment import EnrollmentError, enroll, load_enrollment, read_bundle
 from shoal.client.install import CommandFinished, InstallMachine, InstallPolicy, InstallStateError
 from shoal.client.installer import (
@@ -249,12 +249,17 @@ class ClientService:
         )
 
     def _bind(
-        self, agent: AgentCore, listening: PortSet, disk: DiskWorker, installer: InstallRunner
+        self,
+        agent: AgentCore,
+        listening: PortSet,
+        disk: DiskWorker,
+        reads: ReadWorker,
+        installer: InstallRunner,
     ) -> ApplicationRunner:
         # Broadcasts reach only a socket bound to the wildcard address.
         listen = "0.0.0.0" if self.config.bind_all else self.ip
         return ApplicationRunner(
-            _AgentShell(agent, disk, installer, self._save_installs_now),
+            _AgentShell(agent, disk, reads, installer, self._save_installs_now),
             [
                 Binding(agent.control, self.ip, 0),
                 Binding(
@@ -275,12 +280,19 @@ class ClientService:
         agent = self._agent(listening, loop.time())
         runners: list[ApplicationRunner] = []
 
-        def on_written(results: list[ChunkWritten]) -> None:
+        def on_written(results: list[DiskResult]) -> None:
             now = loop.time()
-            for written in results:
-                agent.chunk_written(written, now)
+            for result in results:
+                agent.disk_done(result, now)
             if runners:
                 runners[0].input_arrived()  # poll: announce, complete, ask for more
+
+        def on_read(results: list[ChunkRead]) -> None:
+            now = loop.time()
+            for read in results:
+                agent.chunk_read(read, now)
+            if runners:
+                runners[0].input_arrived()  # poll: transmit what was sent
 
         def on_installed(finished: CommandFinished) -> None:
             self.installs.command_finished(finished, loop.time())
@@ -295,12 +307,13 @@ class ClientService:
             except InstallStateError as error:
                 log.warning("%s: starting with no install records", error)
         disk = DiskWorker(self.store, loop, on_written)
+        reads = ReadWorker(self.store, loop, on_read)
         installer = InstallRunner(
             loop, lambda command: self.store.data_path(command.content_id), on_installed
         )
         try:
             try:
-                runner = self._bind(agent, listening, disk, installer)
+                runner = self._bind(agent, listening, disk, reads, installer)
             except AddressUnavailable as error:
                 if self.alternative is None:
                     raise ClientSetupError(
@@ -315,9 +328,10 @@ class ClientService:
                 )
                 listening = self.alternative
                 agent = self._agent(listening, loop.time())
-                runner = self._bind(agent, listening, disk, installer)
+                runner = self._bind(agent, listening, disk, reads, installer)
         except BaseException:
             disk.close()
+            reads.close()
             installer.close()
             raise
         runners.append(runner)
@@ -342,7 +356,7 @@ class ClientService:
                 status = agent.status(loop.time())
                 status["wall_time"] = time.time()
                 status["pid"] = os.getpid()
-                write_status(config.data_dir, status)
+                await asyncio.to_thread(write_status, config.data_dir, status)
                 for job in agent.take_plaintext_jobs():
                     decrypting.add(asyncio.create_task(self._decrypt(agent, job, stop)))
                     decrypting = {task for task in decrypting if not task.done()}
@@ -354,6 +368,7 @@ class ClientService:
         finally:
             runner.close()
             await asyncio.to_thread(disk.close)  # the writes already taken reach the disk
+            await asyncio.to_thread(reads.close)
             await asyncio.to_thread(installer.close)  # a command running now ends first
             await asyncio.gather(*self._saving, return_exceptions=True)
             save_installs(config.data_dir, self.installs.to_json())
@@ -435,25 +450,31 @@ class ClientService:
 
 class _AgentShell:
     """The agent as ``ApplicationRunner`` drives it: after each ``poll``, the chunks it
-    wants written go to the disk worker, off the event loop."""
+    wants written go to the disk worker, and those peers asked for to the read worker,
+    off the event loop."""
 
     def __init__(
         self,
         agent: AgentCore,
         disk: DiskWorker,
+        reads: ReadWorker,
         installer: InstallRunner,
         save_installs: Callable[[], None],
     ) -> None:
         self.agent = agent
         self.disk = disk
+        self.reads = reads
         self.installer = installer
         self.save_installs = save_installs
 
     def poll(self, now: float) -> None:
         self.agent.poll(now)
-        writes = self.agent.take_disk_writes()
-        if writes:
-            self.disk.submit(writes)
+        effects = self.agent.take_disk_effects()
+        if effects:
+            self.disk.submit(effects)
+        reads = self.agent.take_disk_reads()
+        if reads:
+            self.reads.submit(reads)
         commands = self.agent.installs.take_commands()
         if self.agent.installs.changed:
             self.save_installs()

@@ -1,0 +1,57 @@
+"""Confidential downloads: when to ask the shell for their plaintext.
+
+A confidential content is downloaded, verified and served like any other (it is
+ciphertext). Once its download has started and the assignment document holds this
+device's sealed key, a ``PlaintextJob`` asks the shell to decrypt it off the event loop
+as the chunks arrive (``shoal.client.plaintext``); the shell says how it went
+(``plaintext_finished``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from shoal.assignments import SealedContent
+from shoal.client.download import Download
+from shoal.core.ids import ContentId
+
+
+@dataclass(frozen=True, slots=True)
+class PlaintextJob:
+    """A confidential download to decrypt as its chunks arrive (by the shell, off the loop)."""
+
+    content_id: ContentId
+    sealed: SealedContent
+
+
+class PlaintextJobs:
+    """The decryptions the shell should start."""
+
+    def __init__(self) -> None:
+        self._jobs: list[PlaintextJob] = []
+
+    def want(self, download: Download) -> None:
+        """``download`` started (or its key arrived): decrypt it if it is confidential."""
+        sealed = download.confidential
+        if sealed is None:
+            return
+        if sealed.sealed_key is None:
+            download.note = "confidential: waiting for this device's content key"
+            return
+        self._jobs.append(PlaintextJob(download.content_id, sealed))
+
+    def take(self) -> list[PlaintextJob]:
+        jobs, self._jobs = self._jobs, []
+        return jobs
+
+
+def plaintext_finished(
+    downloads: Mapping[ContentId, Download], job: PlaintextJob, path: str | None, error: str
+) -> None:
+    """The shell's answer to a ``PlaintextJob``: where the plaintext is, or why not."""
+    download = downloads.get(job.content_id)
+    if download is None or download.confidential is None:
+        return  # withdrawn meanwhile
+    download.plaintext = path
+    download.note = "complete: decrypted" if path else f"cannot decrypt: {error}"

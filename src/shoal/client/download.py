@@ -1,0 +1,172 @@
+"""Every state an assigned content's download can be in, and every move, as data.
+
+Theory of operation
+-------------------
+A download is one assigned content on its way into this client's cache::
+
+    WAITING_MANIFEST --manifest asked--> ASKING_MANIFEST --manifest located--> FETCHING_MANIFEST
+          |    ^                              |                                      |
+          |    +------manifest unavailable----+--------------------------------------+
+          |                                                                          |
+          +--manifest stored (already cached)--> DOWNLOADING <--manifest stored------+
+                                                  |   ^  |
+                                     lease asked  v   |  | lease answered
+                                                 LEASING
+                                                  |
+          DOWNLOADING / LEASING --all chunks held--> COMPLETE
+
+``ASKING_MANIFEST`` waits for the server's ``ManifestReply`` (where the signed manifest
+is); ``FETCHING_MANIFEST`` fetches it as a blob and checks the console's signature.
+``LEASING`` is ``DOWNLOADING`` with a lease request at the server (rendezvous: may this
+client pull from the server?); its answer, refusal or silence brings it back.
+``COMPLETE`` (every chunk verified by the transfer engine and durably written) is the
+one terminal state, and the one place to hook what follows a verified download
+(``DownloadsMachine._download_verified``). A content whose assignment is withdrawn is
+forgotten, whatever its state.
+
+A pair (state, input) missing from the table is an error. The agent's own calls raise
+``DownloadTransitionError`` (a programming mistake); what the server says (a late
+answer for a download that moved on) is checked with ``accepts`` first and dropped.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+from shoal.assignments import SealedContent
+from shoal.core.ids import ContentId
+from shoal.core.manifest import Manifest
+from shoal.protocol.swarm import ChunkPicker
+from shoal.protocol.transfer import Address, LocalProtocolError, Mode
+from shoal.wire.control import LeaseDecision
+
+
+class DownloadTransitionError(LocalProtocolError):
+    """The agent moved a download in a way its table does not allow."""
+
+
+class DownloadState(enum.Enum):
+    WAITING_MANIFEST = "waiting for manifest"
+    ASKING_MANIFEST = "asking for manifest"
+    FETCHING_MANIFEST = "fetching manifest"
+    DOWNLOADING = "downloading"
+    LEASING = "downloading, lease asked"
+    COMPLETE = "complete"
+
+    @property
+    def label(self) -> str:
+        """What ``shoal client status`` shows (stable across the sub-states)."""
+        return _LABELS[self]
+
+
+class DownloadInput(enum.Enum):
+    MANIFEST_ASKED = "manifest asked"
+    MANIFEST_LOCATED = "manifest located"
+    MANIFEST_UNAVAILABLE = "manifest unavailable"
+    MANIFEST_STORED = "manifest stored"
+    LEASE_ASKED = "lease asked"
+    LEASE_ANSWERED = "lease answered"
+    ALL_CHUNKS_HELD = "all chunks held"
+
+
+_S, _I = DownloadState, DownloadInput
+
+DOWNLOAD_TRANSITIONS: dict[DownloadState, dict[DownloadInput, DownloadState]] = {
+    _S.WAITING_MANIFEST: {
+        _I.MANIFEST_ASKED: _S.ASKING_MANIFEST,
+        _I.MANIFEST_STORED: _S.DOWNLOADING,
+    },
+    _S.ASKING_MANIFEST: {
+        _I.MANIFEST_LOCATED: _S.FETCHING_MANIFEST,
+        _I.MANIFEST_UNAVAILABLE: _S.WAITING_MANIFEST,
+    },
+    _S.FETCHING_MANIFEST: {
+        _I.MANIFEST_UNAVAILABLE: _S.WAITING_MANIFEST,
+        _I.MANIFEST_STORED: _S.DOWNLOADING,
+    },
+    _S.DOWNLOADING: {
+        _I.LEASE_ASKED: _S.LEASING,
+        _I.ALL_CHUNKS_HELD: _S.COMPLETE,
+    },
+    _S.LEASING: {
+        _I.LEASE_ANSWERED: _S.DOWNLOADING,
+        _I.ALL_CHUNKS_HELD: _S.COMPLETE,
+    },
+    _S.COMPLETE: {},
+}
+
+TERMINAL_DOWNLOAD_STATES = frozenset(
+    state for state, moves in DOWNLOAD_TRANSITIONS.items() if not moves
+)
+MANIFEST_STATES = frozenset({_S.WAITING_MANIFEST, _S.ASKING_MANIFEST, _S.FETCHING_MANIFEST})
+"""No manifest yet: nothing to fetch, serve or report but the content ID."""
+TRANSFERRING_STATES = frozenset({_S.DOWNLOADING, _S.LEASING})
+"""Chunks are being asked for (the picker exists)."""
+
+_LABELS = {
+    state: (
+        _S.WAITING_MANIFEST.value
+        if state in MANIFEST_STATES
+        else _S.DOWNLOADING.value
+        if state in TRANSFERRING_STATES
+        else state.value
+    )
+    for state in DownloadState
+}
+
+
+def next_download_state(state: DownloadState, event: DownloadInput) -> DownloadState:
+    """The state after ``event``; ``DownloadTransitionError`` when the table has no such move."""
+    try:
+        return DOWNLOAD_TRANSITIONS[state][event]
+    except KeyError:
+        raise DownloadTransitionError(
+            f"a download {state.value!r} cannot take {event.value!r}"
+        ) from None
+
+
+@dataclass(slots=True)
+class Download:
+    """One assigned content on its way into the cache: its state, and its bookkeeping."""
+
+    content_id: ContentId
+    background: bool
+    started_at: float
+    state: DownloadState = DownloadState.WAITING_MANIFEST
+    manifest: Manifest | None = None
+    picker: ChunkPicker[Address] | None = None
+    source: LeaseDecision | None = None
+    """The server's last lease decision (None: not asked yet)."""
+    lease_due: float = 0.0
+    peers_due: float = 0.0
+    requests: dict[int, tuple[Address, int]] = field(default_factory=dict)
+    """Our chunk requests in flight: request ID -> (peer, chunk index)."""
+    bytes_from_peers: int = 0
+    bytes_from_server: int = 0
+    peers_used: set[str] = field(default_factory=set)
+    failures: dict[Address, int] = field(default_factory=dict)
+    banned: set[str] = field(default_factory=set)
+    completed_at: float | None = None
+    note: str = ""
+    confidential: SealedContent | None = None
+    plaintext: str | None = None
+    """Where the shell wrote the decrypted package (confidential content)."""
+
+    @property
+    def mode(self) -> Mode:
+        return Mode.BACKGROUND if self.background else Mode.FOREGROUND
+
+    @property
+    def transferring(self) -> bool:
+        """Chunks are being asked for (``DOWNLOADING`` or ``LEASING``)."""
+        return self.state in TRANSFERRING_STATES
+
+    def accepts(self, event: DownloadInput) -> bool:
+        """Does the table have a move for ``event`` from the current state?"""
+        return event in DOWNLOAD_TRANSITIONS[self.state]
+
+    def advance(self, event: DownloadInput) -> DownloadState:
+        """Take the table's move for ``event`` (raises when it has none)."""
+        self.state = next_download_state(self.state, event)
+        return self.state

@@ -1,0 +1,577 @@
+"""Downloads: assigned content from manifest to verified cache, from peers and server.
+
+Theory of operation
+-------------------
+``DownloadsMachine`` keeps one ``Download`` per assigned content; each moves through the
+table of ``shoal.client.download`` (manifest asked, fetched and verified; chunks; complete).
+
+* Manifest: ``MANIFEST_INFO`` to the server, then the signed manifest as a blob
+  (``shoal.client.blobs``), checked against the console keys the assignment document
+  allows, and added to the store (pinned: assigned content is not evicted).
+* Sources: discovery (broadcast in Default offices, server peer lists in WiFi offices)
+  feeds the ``ChunkPicker`` with peers and what they hold; the server's LEASE decides
+  whether the server is an origin: GRANTED (this client is the office's rendezvous
+  point), REDIRECTED (peers only; ask again when it may lapse), DIRECT (VPN office, or
+  in no office).
+* Chunks: requested within ``max_in_flight``, the office's bandwidth caps (token
+  buckets) and its limit of downloads at once; each chunk the engine verified becomes a
+  ``WriteChunk`` effect and is held (announced, served, reported) only once written
+  (``chunk_written``). While ``write_backlog_bytes`` wait for the disk, nothing new is
+  asked for.
+* Bad peers: one that sends a corrupt chunk is banned for that content and reported to
+  the server; peers the server bans in the office are banned for every content.
+* Complete: the one place a download reaches its terminal state is
+  ``_download_verified``; it emits ``DownloadVerified`` for the agent.
+
+Confidential content is downloaded like any other (ciphertext); its plaintext is the
+shell's job (``shoal.client.confidential``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from dataclasses import dataclass
+
+from shoal.assignments import SealedContent
+from shoal.client.bandwidth import BandwidthCaps
+from shoal.client.blobs import BlobFetcher, ManifestBlob
+from shoal.client.confidential import PlaintextJobs
+from shoal.client.config import AgentConfig, ContentStoreLike
+from shoal.client.control import ControlClient
+from shoal.client.counters import AgentCounters
+from shoal.client.disk import (
+    AddManifest,
+    ChunkWritten,
+    ManifestAdded,
+    SetPinned,
+    StoreUpdate,
+    WriteChunk,
+    perform_store_update,
+)
+from shoal.client.download import MANIFEST_STATES, Download, DownloadInput, DownloadState
+from shoal.client.registration import RETRY_SOON, RegistrationMachine
+from shoal.core.chunkset import ChunkSet
+from shoal.core.errors import ManifestError
+from shoal.core.ids import ContentId
+from shoal.core.signing import VerifyKey, verify_manifest_file
+from shoal.protocol.discovery import DiscoveryMachine, PeerAvailable
+from shoal.protocol.swarm import ChunkPicker
+from shoal.protocol.transfer import (
+    Address,
+    ChunkCorrupted,
+    ChunkReceived,
+    ChunkRefused,
+    Mode,
+    RefusalReason,
+    TransferEngine,
+    TransferTimedOut,
+)
+from shoal.wire.control import (
+    BadPeer,
+    ContentProgress,
+    Lease,
+    LeaseDecision,
+    LeaseReply,
+    ManifestInfo,
+    ManifestReply,
+    OfficeType,
+    PeerList,
+    Peers,
+    Refused,
+    Registered,
+)
+
+PEER_LIST_REFRESH = 5.0
+
+ReceiverOutcome = ChunkReceived | ChunkCorrupted | ChunkRefused | TransferTimedOut
+"""How one of our chunk requests ended (``TransferTimedOut`` with ``Role.RECEIVER``)."""
+ContentRequest = ManifestInfo | Lease | Peers | BadPeer
+"""Control requests about one content."""
+
+
+@dataclass(frozen=True, slots=True)
+class DownloadVerified:
+    """Every chunk of ``content_id`` is verified and durably in the cache."""
+
+    content_id: ContentId
+    at: float
+
+
+class DownloadsMachine:
+    """Every assigned content's download (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        store: ContentStoreLike,
+        rng: random.Random,
+        counters: AgentCounters,
+        control: ControlClient,
+        discovery: DiscoveryMachine,
+        engines: dict[Mode, TransferEngine],
+        office: RegistrationMachine,
+        blobs: BlobFetcher,
+        *,
+        inline_store: bool = True,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.rng = rng
+        self.counters = counters
+        self.control = control
+        self.discovery = discovery
+        self.engines = engines
+        self.office = office
+        self.blobs = blobs
+        self.inline_store = inline_store
+        """Run ``AddManifest``/``SetPinned`` at once (the simulator); False: the shell
+        takes them (``take_store_updates``) and answers ``manifest_added``."""
+        self._store_updates: list[StoreUpdate] = []
+        self.downloads: dict[ContentId, Download] = {}
+        self.banned_peers: frozenset[str] = frozenset()
+        """Peers the server banned in this office (reported by several devices)."""
+        self._sealed: dict[ContentId, SealedContent] = {}
+        self.caps = BandwidthCaps()
+        self._disk_writes: list[WriteChunk] = []
+        self._writing: set[tuple[ContentId, int]] = set()
+        self._writing_bytes = 0
+        self.plaintext = PlaintextJobs()
+        self._events: deque[DownloadVerified] = deque()
+
+    def next_event(self) -> DownloadVerified | None:
+        return self._events.popleft() if self._events else None
+
+    # ----------------------------------------------------------------- policy
+
+    def apply_policy(self, reply: Registered, now: float) -> str:
+        """The office's bandwidth caps and downloads at once; returns the note to show."""
+        return self.caps.apply(reply, now)
+
+    def ban_peers(self, banned: tuple[str, ...]) -> None:
+        """The office's banned peers: used for no content from now on."""
+        new = frozenset(banned) - self.banned_peers
+        self.banned_peers = frozenset(banned)
+        if not new:
+            return
+        for download in self.downloads.values():
+            download.banned |= new
+            if download.picker is None:
+                continue
+            for peer in download.picker.peers:
+                if peer[0] in new:
+                    download.picker.ban(peer)
+
+    # ------------------------------------------------------------ assignments
+
+    def apply_assignments(
+        self,
+        assigned: dict[ContentId, bool],
+        sealed: dict[ContentId, SealedContent],
+        now: float,
+    ) -> None:
+        """Start what is newly assigned, forget what is withdrawn (it stays cached,
+        evictable), and hand out content keys that arrived."""
+        self._sealed = sealed
+        for content_id in [cid for cid in self.downloads if cid not in assigned]:
+            self.downloads.pop(content_id)
+            self.discovery.stop_search(content_id)
+            self.discovery.set_holding(content_id, ChunkSet(0), now)  # no longer served
+            if content_id in self.store:
+                self._update_store(SetPinned(content_id, False), now)  # cached, evictable
+        for content_id, background in assigned.items():
+            if content_id in self.downloads:
+                continue
+            download = self.downloads[content_id] = Download(content_id, background, now)
+            download.banned |= self.banned_peers
+            if content_id in self.store:
+                self._update_store(SetPinned(content_id, True), now)
+                self._start(download, now)
+            else:
+                self._ask_manifest(download, now)
+        for download in self.downloads.values():
+            had_key = download.confidential is not None and download.confidential.sealed_key
+            download.confidential = self._sealed.get(download.content_id)
+            if not had_key and download.state not in MANIFEST_STATES:
+                self.plaintext.want(download)  # its key came after its download started
+
+    # --------------------------------------------------------------- manifest
+
+    def _ask_manifest(self, download: Download, now: float) -> None:
+        download.advance(DownloadInput.MANIFEST_ASKED)
+        self.control.manifest_info(download.content_id, now)
+
+    def on_manifest_reply(self, reply: ManifestReply, now: float) -> None:
+        download = self.downloads.get(reply.content_id)
+        if download is None or not download.accepts(DownloadInput.MANIFEST_LOCATED):
+            self.counters.stale_answers += 1
+            return
+        download.advance(DownloadInput.MANIFEST_LOCATED)
+        self.blobs.fetch(
+            ManifestBlob(reply.manifest_sha256, reply.content_id),
+            reply.manifest_length,
+            self.office.server_data_address(Mode.FOREGROUND),
+            now,
+        )
+
+    def on_manifest(
+        self, blob: ManifestBlob, data: bytes, manifest_keys: list[VerifyKey], now: float
+    ) -> None:
+        """The manifest's bytes arrived (their hash checked): check its signature, keep it."""
+        download = self.downloads.get(blob.content_id)
+        if download is None or download.state is not DownloadState.FETCHING_MANIFEST:
+            return
+        try:
+            manifest = verify_manifest_file(data, manifest_keys)
+            if manifest.content_id != blob.content_id:
+                raise ManifestError("manifest is for another content")
+        except ManifestError as error:
+            self._manifest_refused(download, str(error))
+            return
+        self._update_store(AddManifest(blob.content_id, data), now)
+
+    def manifest_added(self, added: ManifestAdded, now: float) -> None:
+        """The answer to an ``AddManifest``: the download starts, or waits (cache full)."""
+        download = self.downloads.get(added.add.content_id)
+        if download is None or download.state is not DownloadState.FETCHING_MANIFEST:
+            return  # withdrawn meanwhile (the entry stays in the cache)
+        if added.error:
+            self._manifest_refused(download, added.error)
+            return
+        self._start(download, now)
+
+    def _manifest_refused(self, download: Download, reason: str) -> None:
+        download.note = f"manifest refused: {reason}"
+        download.advance(DownloadInput.MANIFEST_UNAVAILABLE)
+
+    def _update_store(self, update: StoreUpdate, now: float) -> None:
+        if not self.inline_store:
+            self._store_updates.append(update)
+            return
+        added = perform_store_update(self.store, update)
+        if added is not None:
+            self.manifest_added(added, now)
+
+    def take_store_updates(self) -> list[StoreUpdate]:
+        """Manifests to add and pins to set, by the shell off the event loop, in order
+        with the chunk writes (``shoal.client.disk``)."""
+        updates, self._store_updates = self._store_updates, []
+        return updates
+
+    def on_manifest_failed(self, blob: ManifestBlob, now: float) -> None:
+        """The manifest's fetch failed (refused, timed out, corrupt): ask again."""
+        download = self.downloads.get(blob.content_id)
+        if download is None or download.state is not DownloadState.FETCHING_MANIFEST:
+            return
+        download.advance(DownloadInput.MANIFEST_UNAVAILABLE)
+        self._ask_manifest(download, now)
+
+    # ------------------------------------------------------------------ start
+
+    def _start(self, download: Download, now: float) -> None:
+        manifest = self.store.manifest(download.content_id)
+        download.manifest = manifest
+        download.advance(DownloadInput.MANIFEST_STORED)
+        self.plaintext.want(download)
+        have = self.store.verified(download.content_id)
+        if self.office.shares and have:
+            # Peers of the office hear of assigned content only (``may_serve``).
+            self.discovery.set_holding(download.content_id, have, now)
+        if have.complete:
+            self._download_verified(download, now)
+            return
+        download.picker = ChunkPicker(
+            have,
+            max_in_flight_per_peer=self.config.per_peer_in_flight,
+            rng=self.rng,
+            me=(self.config.ip, 0),
+            key=_peer_ip,
+            fanout=self.config.swarm_fanout,
+            rate_horizon=self.config.rate_horizon,
+        )
+        download.lease_due = now
+        download.peers_due = now
+        if self.office.office_type is OfficeType.DEFAULT:
+            self.discovery.search(download.content_id, now, chunk_count=manifest.chunk_count)
+        self.handle_timer(now)
+
+    def _download_verified(self, download: Download, now: float) -> None:
+        """The download's one way to its terminal state: every chunk verified and held.
+
+        What follows a verified download (installing it) hooks on ``DownloadVerified``.
+        """
+        download.advance(DownloadInput.ALL_CHUNKS_HELD)
+        download.completed_at = now
+        download.note = "complete"
+        self.discovery.stop_search(download.content_id)
+        for request_id in list(download.requests):
+            self.engines[download.mode].cancel(request_id, now)
+        download.requests.clear()
+        self._events.append(DownloadVerified(download.content_id, now))
+
+    # --------------------------------------------------------------- timers
+
+    def get_timer(self) -> float | None:
+        caps_due = self.caps.get_timer()
+        deadlines = [] if caps_due is None else [caps_due]
+        wifi = self.office.office_type is OfficeType.WIFI
+        for download in self.downloads.values():
+            if not download.transferring:
+                continue
+            if download.state is DownloadState.DOWNLOADING:
+                deadlines.append(download.lease_due)
+            if wifi:
+                deadlines.append(download.peers_due)
+            if download.picker is not None and (wake := download.picker.next_wake()) is not None:
+                deadlines.append(wake)
+        return min(deadlines, default=None)
+
+    def handle_timer(self, now: float) -> None:
+        self.caps.handle_timer(now)
+        wifi = self.office.office_type is OfficeType.WIFI
+        for download in self.downloads.values():
+            if not download.transferring:
+                continue
+            if download.state is DownloadState.DOWNLOADING and download.lease_due <= now:
+                download.advance(DownloadInput.LEASE_ASKED)
+                self.control.lease(download.content_id, now)
+            if wifi and download.peers_due <= now:
+                download.peers_due = now + PEER_LIST_REFRESH
+                self.control.peers(download.content_id, now)
+            if download.picker is not None:
+                download.picker.wake(now)  # schedule() asks what the held-back chunks allow
+
+    # ------------------------------------------------------------ the server
+
+    def on_lease(self, reply: LeaseReply, now: float) -> None:
+        download = self.downloads.get(reply.content_id)
+        if download is None or download.picker is None or not download.transferring:
+            self.counters.stale_answers += 1
+            return
+        if download.state is DownloadState.LEASING:
+            download.advance(DownloadInput.LEASE_ANSWERED)
+        download.source = reply.decision
+        server = self.office.server_data_address(download.mode)
+        full = ChunkSet.full(download.picker.have.count)
+        valid = reply.valid_ms / 1000
+        if reply.decision is LeaseDecision.REDIRECTED:
+            for chunk_index in download.picker.peer_gone(server):
+                self._cancel_to(download, server, chunk_index, now)
+            download.lease_due = now + max(valid, 1.0)
+            download.note = f"rendezvous point of the office: {reply.holder[0]}"
+            return
+        if server not in download.picker.peers:
+            download.picker.peer_has(server, full, origin=True)
+        if reply.decision is LeaseDecision.GRANTED:
+            download.lease_due = now + max(valid * self.config.lease_renew_fraction, 0.5)
+            download.note = "this client is the office's rendezvous point"
+        else:
+            download.lease_due = float("inf")
+            download.note = "this office does not share: downloading from the server"
+
+    def on_peer_list(self, reply: PeerList, now: float) -> None:
+        download = self.downloads.get(reply.content_id)
+        if download is not None and download.transferring:
+            assert download.manifest is not None
+            self.discovery.search(
+                reply.content_id, now, [ip for ip, _ in reply.peers], download.manifest.chunk_count
+            )
+
+    def on_request_failed(
+        self, request: ContentRequest, refused: Refused | None, now: float
+    ) -> None:
+        """The server refused (``refused``) or never answered a request about a content:
+        retry soon (a lease, a peer list) or now (a manifest it did not answer)."""
+        download = self.downloads.get(request.content_id)
+        if download is None:
+            return
+        if refused is not None:
+            download.note = refused.message
+        if isinstance(request, Lease) and download.state is DownloadState.LEASING:
+            download.advance(DownloadInput.LEASE_ANSWERED)
+        download.lease_due = now + RETRY_SOON
+        if isinstance(request, ManifestInfo) and download.state is DownloadState.ASKING_MANIFEST:
+            download.advance(DownloadInput.MANIFEST_UNAVAILABLE)
+            if refused is None:
+                self._ask_manifest(download, now)
+
+    # ------------------------------------------------------------------ peers
+
+    def on_peer_available(self, event: PeerAvailable) -> None:
+        download = self.downloads.get(event.content_id)
+        if download is None or download.picker is None or download.manifest is None:
+            return
+        if event.chunks.count != download.manifest.chunk_count or event.peer in download.banned:
+            return
+        download.picker.peer_has(
+            self.office.peer_address(event.peer, download.mode, event.port), event.chunks
+        )
+
+    def peer_speaks_other_versions(self, peer: Address, note: str) -> None:
+        """A peer refused our protocol version: nobody asks it for anything."""
+        self.note_all(note)
+        for affected in self.downloads.values():
+            if affected.picker is not None:
+                affected.picker.peer_gone(peer)
+
+    def note_all(self, note: str) -> None:
+        for download in self.downloads.values():
+            if download.transferring:
+                download.note = note
+
+    # ---------------------------------------------------------------- requests
+
+    def schedule(self, now: float) -> None:
+        """Requests for the downloads allowed to run now (the office's policy caps them)."""
+        if self._writing_bytes >= self.config.write_backlog_bytes:
+            return  # back-pressure: the disk is behind; ``chunk_written`` polls again
+        active = [d for d in self.downloads.values() if d.transferring]
+        registered = self.office.registered
+        limit = registered.max_downloads if registered else 0
+        if limit:
+            for queued in active[limit:]:
+                if not queued.requests:
+                    queued.note = f"queued: the office allows {limit} downloads at once"
+            active = [d for d in active if d.requests] + [d for d in active if not d.requests]
+            active = active[:limit]
+        for download in active:
+            self._schedule_requests(download, now)
+
+    def _schedule_requests(self, download: Download, now: float) -> None:
+        assert download.picker is not None and download.manifest is not None
+        engine = self.engines[download.mode]
+        in_flight = sum(len(d.requests) for d in self.downloads.values() if d.mode is download.mode)
+        limit = self.config.max_in_flight - in_flight
+        affordable = self.caps.affordable(download.mode, download.manifest.chunk_size, now)
+        if affordable is not None:
+            limit = min(limit, affordable)
+        for peer, chunk_index in download.picker.next_requests(limit, now):
+            self.caps.spend(download.mode, download.manifest.chunk_length(chunk_index), now)
+            request_id = engine.request_chunk(
+                peer,
+                download.content_id,
+                chunk_index,
+                download.manifest.chunk_length(chunk_index),
+                download.manifest.chunk_hashes[chunk_index],
+                download.mode,
+                now,
+            )
+            download.requests[request_id] = (peer, chunk_index)
+
+    def _cancel_to(self, download: Download, peer: Address, chunk_index: int, now: float) -> None:
+        for request_id, (asked, index) in list(download.requests.items()):
+            if asked == peer and index == chunk_index:
+                del download.requests[request_id]
+                self.engines[download.mode].cancel(request_id, now)
+
+    def on_outcome(self, mode: Mode, event: ReceiverOutcome, now: float) -> None:
+        """One of our chunk requests ended: received, corrupt, refused or unanswered."""
+        download = self.downloads.get(event.content_id)
+        if download is None or event.request_id not in download.requests:
+            return
+        peer, chunk_index = download.requests.pop(event.request_id)
+        assert download.picker is not None
+        server = self.office.server_data_address(download.mode)
+        if isinstance(event, ChunkReceived):
+            self._on_chunk(download, peer, chunk_index, event.data, now)
+        elif isinstance(event, ChunkCorrupted):
+            self.counters.bad_chunks += 1
+            if peer == server:
+                download.picker.failed(chunk_index, peer)
+                return
+            download.banned.add(peer[0])
+            download.picker.ban(peer)
+            self.counters.peers_banned += 1
+            download.note = f"peer {peer[0]} sent a bad chunk: banned for this content"
+            self.control.bad_peer(download.content_id, peer, chunk_index, now)
+        else:
+            download.picker.failed(chunk_index, peer)
+            refused = event.reason if isinstance(event, ChunkRefused) else None
+            busy = refused is RefusalReason.BUSY
+            if peer == server:
+                if busy:
+                    download.picker.peer_gone(peer)
+                    download.lease_due = now
+                return
+            if busy:  # its upload slots are full: other holders meanwhile
+                download.picker.busy(peer, now + self.rng.uniform(*self.config.busy_backoff))
+                return
+            failures = download.failures[peer] = download.failures.get(peer, 0) + 1
+            if (
+                failures >= self.config.peer_failure_limit
+                or refused is RefusalReason.NOT_FOUND
+                # Never answered at all: maybe a forged discovery answer, not a peer.
+                or not self.engines[mode].has_answered(peer)
+            ):
+                download.picker.peer_gone(peer)
+                download.failures.pop(peer, None)
+
+    # ------------------------------------------------------------------- disk
+
+    def _on_chunk(
+        self, download: Download, peer: Address, chunk_index: int, data: bytes, now: float
+    ) -> None:
+        """A chunk the engine verified: nobody asks for it again; held once written."""
+        assert download.picker is not None
+        if peer == self.office.server_data_address(download.mode):
+            download.bytes_from_server += len(data)
+        else:
+            download.bytes_from_peers += len(data)
+            download.peers_used.add(peer[0])
+        download.failures.pop(peer, None)
+        for loser in download.picker.received(chunk_index, peer, now):
+            self._cancel_to(download, loser, chunk_index, now)
+        key = (download.content_id, chunk_index)
+        if key not in self._writing:
+            self._writing.add(key)
+            self._writing_bytes += len(data)
+            self._disk_writes.append(WriteChunk(download.content_id, chunk_index, data, peer))
+
+    def take_disk_writes(self) -> list[WriteChunk]:
+        """Verified chunks to store, by the shell off the event loop (``shoal.client.disk``)."""
+        writes, self._disk_writes = self._disk_writes, []
+        return writes
+
+    def chunk_written(self, written: ChunkWritten, now: float) -> None:
+        """The answer to a ``WriteChunk``: from now on the chunk is held (or, on a store
+        error, wanted again)."""
+        write = written.write
+        key = (write.content_id, write.chunk_index)
+        if key not in self._writing:
+            return
+        self._writing.discard(key)
+        self._writing_bytes -= len(write.data)
+        download = self.downloads.get(write.content_id)
+        if download is None or download.picker is None or download.manifest is None:
+            return  # withdrawn meanwhile (what was written stays in the cache)
+        if written.error:
+            self.counters.store_errors += 1
+            download.note = f"cache error: {written.error}"
+            download.picker.lost(write.chunk_index)
+            return
+        if self.office.shares:
+            self.discovery.chunk_added(
+                download.content_id, write.chunk_index, download.manifest.chunk_count, now
+            )
+        if written.complete and download.transferring:
+            self._download_verified(download, now)
+
+    # ----------------------------------------------------------------- status
+
+    def progress(self, download: Download) -> ContentProgress:
+        done, count = 0, 0
+        if download.manifest is not None:
+            count = download.manifest.chunk_count
+            done = len(self.store.verified(download.content_id))
+        return ContentProgress(
+            download.content_id, done, count, download.bytes_from_peers, download.bytes_from_server
+        )
+
+    def all_progress(self) -> list[ContentProgress]:
+        return [self.progress(download) for download in self.downloads.values()]
+
+
+def _peer_ip(address: Address) -> str:
+    """What ranks a peer for a chunk (``ChunkPicker``'s fan-out): its IP, the same in
+    every peer's eyes whatever data port it is reached on."""
+    return address[0]

@@ -1,0 +1,153 @@
+"""Serving this client's cache to the peers of its office.
+
+Theory of operation
+-------------------
+A peer's ``ChunkRequested`` (on either data port) is served only in an office that
+shares, only to a peer of this office, and only for content assigned to this client
+(``may_serve``); else it is refused ``NOT_FOUND`` whatever the reason, so what the
+cache holds is not told to strangers. An allowed request takes an upload slot
+(``UploadSlots``: one set for both modes, which share one uplink), waits for one, or is
+refused ``BUSY``.
+
+A request that starts becomes a ``ReadChunk`` effect: the shell reads the chunk off the
+event loop (the store re-hashes it) and answers ``chunk_read``, which sends it or
+refuses it. With ``inline_reads`` (the simulator), the read runs at once, in the same
+step. An upload that ends (delivered, cancelled by the peer, timed out, refused) frees
+its slot and starts the requests that waited for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from shoal.client.config import AgentConfig, ContentStoreLike
+from shoal.client.counters import AgentCounters
+from shoal.client.disk import ChunkRead, ReadChunk, perform_read, perform_reads
+from shoal.protocol.serving import Admission, UploadSlots
+from shoal.protocol.transfer import (
+    Address,
+    ChunkDelivered,
+    ChunkRequested,
+    LocalProtocolError,
+    Mode,
+    RefusalReason,
+    RequestCancelled,
+    TransferEngine,
+    TransferTimedOut,
+)
+
+SenderEvent = ChunkRequested | ChunkDelivered | RequestCancelled | TransferTimedOut
+"""The transfer events about our uploads (``TransferTimedOut`` with ``Role.SENDER``)."""
+
+
+class ServingMachine:
+    """Peers' chunk requests: admitted, read, sent (see the module docstring)."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        store: ContentStoreLike,
+        engines: dict[Mode, TransferEngine],
+        counters: AgentCounters,
+        may_serve: Callable[[str, object], bool],
+        *,
+        inline_reads: bool = True,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.engines = engines
+        self.counters = counters
+        self.may_serve = may_serve
+        self.inline_reads = inline_reads
+        """Read at once (the simulator); False: the shell takes ``take_disk_reads``."""
+        self._reads: list[ReadChunk] = []
+        self.uploads: UploadSlots[tuple[Mode, Address, int], tuple[Mode, ChunkRequested]] = (
+            UploadSlots(
+                target_seconds=config.upload_target_seconds,
+                max_bytes=config.upload_budget_bytes,
+            )
+        )
+
+    def on_event(self, mode: Mode, event: SenderEvent, now: float) -> None:
+        if isinstance(event, ChunkRequested):
+            self._on_requested(mode, event, now)
+        elif isinstance(event, ChunkDelivered):
+            self.counters.chunks_served += 1
+            self._upload_ended(mode, event.peer, event.request_id, now, delivered=True)
+        else:
+            # An upload of ours ended, its slot frees. Its request ID is the peer's, not
+            # one of our requests (taken for ours, it once dropped our request without
+            # telling the picker: a chunk in flight for ever).
+            self._upload_ended(mode, event.peer, event.request_id, now, delivered=False)
+
+    def _on_requested(self, mode: Mode, event: ChunkRequested, now: float) -> None:
+        if not self.may_serve(event.peer[0], event.content_id):
+            # NOT_FOUND whatever the reason: what we cache is not told to strangers.
+            self.engines[mode].refuse_chunk(
+                event.peer, event.request_id, RefusalReason.NOT_FOUND, now
+            )
+            self.counters.requests_refused += 1
+            self.counters.requests_refused_policy += 1
+            return
+        key = (mode, event.peer, event.request_id)
+        admission = self.uploads.offer(key, (mode, event), now, event.chunk_length)
+        if admission is Admission.START:
+            self._start(mode, event, now)
+        elif admission is Admission.REFUSE:
+            self.engines[mode].refuse_chunk(event.peer, event.request_id, RefusalReason.BUSY, now)
+            self.counters.requests_refused += 1
+            self.counters.requests_refused_busy += 1
+
+    def _start(self, mode: Mode, event: ChunkRequested, now: float) -> None:
+        if not self.may_serve(event.peer[0], event.content_id):
+            # Unassigned while it waited for a slot.
+            self.chunk_read(ChunkRead(_read_of(mode, event), None), now)
+            return
+        read = _read_of(mode, event)
+        if self.inline_reads:
+            self.chunk_read(perform_read(self.store, read), now)
+        else:
+            self._reads.append(read)
+
+    def take_disk_reads(self) -> list[ReadChunk]:
+        """Chunks to read for peers, by the shell off the event loop."""
+        reads, self._reads = self._reads, []
+        return reads
+
+    def perform_pending_reads(self, now: float) -> None:
+        """Inline again (a test switched it back): run the reads that were left."""
+        for result in perform_reads(self.store, self.take_disk_reads()):
+            self.chunk_read(result, now)
+
+    def chunk_read(self, result: ChunkRead, now: float) -> None:
+        """The answer to a ``ReadChunk``: send the chunk, or refuse the request."""
+        read = result.read
+        engine = self.engines[read.mode]
+        sent = 0
+        try:
+            if result.data is not None:
+                engine.send_chunk(read.peer, read.request_id, result.data, now)
+                sent = len(result.data)
+            else:
+                engine.refuse_chunk(read.peer, read.request_id, result.refusal, now)
+        except LocalProtocolError:
+            pass  # the request ended while it waited for a slot or the disk
+        self.counters.bytes_served += sent
+        if not sent:
+            self.counters.requests_refused += 1
+            self._upload_ended(read.mode, read.peer, read.request_id, now, delivered=False)
+
+    def _upload_ended(
+        self, mode: Mode, peer: Address, request_id: int, now: float, *, delivered: bool
+    ) -> None:
+        """An upload ended: start the requests that waited for its slot or its memory."""
+        for waiting_mode, waiting in self.uploads.finished(
+            (mode, peer, request_id), now, delivered=delivered
+        ):
+            self._start(waiting_mode, waiting, now)
+
+
+def _read_of(mode: Mode, event: ChunkRequested) -> ReadChunk:
+    return ReadChunk(
+        mode, event.peer, event.request_id, event.content_id, event.chunk_index, event.chunk_length
+    )
