@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from shoal import __version__, ports
-from shoal.commands.daemon import LOG_LEVELS, run_until_signalled, setup_logging
+from shoal.commands.daemon import LOG_FORMAT, LOG_LEVELS, run_until_signalled, setup_logging
 from shoal.core.chunking import parse_size
 
 DATA_DIR = click.option(
@@ -100,6 +100,7 @@ def enroll_command(bundle: Path, data_dir: Path, replace: bool) -> None:
     "(broadcast discovery then needs a WiFi office's peer lists).",
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@LOG_FORMAT
 @click.option("--claim-version", hidden=True, help="Compatibility tests: report this version.")
 @click.option(
     "--corrupt-served-chunks",
@@ -121,13 +122,14 @@ def run(
     cache_size: str | None,
     bind_ip: bool,
     log_level: str,
+    log_format: str,
     claim_version: str | None,
     corrupt_served_chunks: bool,
 ) -> None:
     """Run the agent: register (one licence seat), check in, download, serve peers."""
     from shoal.client.service import ClientConfig, ClientService
 
-    setup_logging(log_level)
+    setup_logging(log_level, log_format)
     service = ClientService(
         ClientConfig(
             data_dir=data_dir,

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
 
+from shoal.commands.daemon import LOG_FORMAT, setup_logging
 from shoal.core.chunking import parse_size
 from shoal.core.errors import ShoalError
 
@@ -118,6 +118,15 @@ from shoal.core.errors import ShoalError
     default="info",
     show_default=True,
 )
+@LOG_FORMAT
+@click.option(
+    "--metrics/--no-metrics",
+    "metrics",
+    default=True,
+    show_default=True,
+    help="Serve Prometheus metrics at /metrics (no authentication: restrict it at the "
+    "proxy or firewall if the figures are private).",
+)
 def console(
     data_dir: Path,
     host: str,
@@ -136,6 +145,8 @@ def console(
     login_max_delay_seconds: float,
     document_validity_hours: int,
     log_level: str,
+    log_format: str,
+    metrics: bool,
 ) -> None:
     """Run the console: REST API under /api/v1 over HTTPS (OpenAPI at /api/v1/docs).
 
@@ -148,9 +159,7 @@ def console(
     from shoal.console.app import serve
     from shoal.console.state import ConsoleConfig
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(log_level, log_format)
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("give both --tls-cert and --tls-key, or neither")
     try:
@@ -182,6 +191,7 @@ def console(
         login_failures=login_failures,
         login_max_delay_seconds=login_max_delay_seconds,
         document_validity_seconds=document_validity_hours * 3600,
+        metrics=metrics,
     )
     serve(config, host, port, log_level)
 
