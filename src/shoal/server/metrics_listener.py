@@ -50,13 +50,16 @@ class MetricsListener:
         self.registry = registry
         self.readiness = readiness
         self._server: asyncio.Server | None = None
+        self.address: tuple[str, int] | None = None
+        """Where it listens, once started."""
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen; returns the bound address (port 0 picks a free one)."""
         self._server = await asyncio.start_server(self._serve, host, port)
         bound = self._server.sockets[0].getsockname()
         log.info("metrics and health on http://%s:%d/metrics", bound[0], bound[1])
-        return bound[0], bound[1]
+        self.address = (bound[0], bound[1])
+        return self.address
 
     async def close(self) -> None:
         if self._server is not None:
