@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
 from shoal.console import db
+
 from .conftest import Harness
 
 
