@@ -101,6 +101,12 @@ def enroll_command(bundle: Path, data_dir: Path, replace: bool) -> None:
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
 @LOG_FORMAT
+@click.option(
+    "--metrics-textfile",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the agent's counters here every second, in Prometheus text format, "
+    "for node-exporter's textfile collector (e.g. /var/lib/node_exporter/shoal.prom).",
+)
 @click.option("--claim-version", hidden=True, help="Compatibility tests: report this version.")
 @click.option(
     "--corrupt-served-chunks",
@@ -123,6 +129,7 @@ def run(
     bind_ip: bool,
     log_level: str,
     log_format: str,
+    metrics_textfile: Path | None,
     claim_version: str | None,
     corrupt_served_chunks: bool,
 ) -> None:
@@ -146,6 +153,7 @@ def run(
             bind_all=not bind_ip,
             version=claim_version or __version__,
             corrupt_served_chunks=corrupt_served_chunks,
+            metrics_textfile=metrics_textfile,
         )
     )
     run_until_signalled(service.run)
