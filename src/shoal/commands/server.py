@@ -224,4 +224,44 @@ def run(
     run_until_signalled(service.run)
 
 
+SERVER_DATA_DIR = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("server-data"),
+    show_default=True,
+    envvar="SHOAL_SERVER_DATA_DIR",
+    help="The P2P server's data directory.",
+)
+SERVER_DATABASE_URL = click.option(
+    "--database-url",
+    envvar="SHOAL_SERVER_DATABASE_URL",
+    help="PostgreSQL URL (pg_dump / pg_restore); SQLite in --data-dir without it.",
+)
+
+
+@server.command("backup")
+@click.argument("target", type=click.Path(path_type=Path, file_okay=False))
+@SERVER_DATA_DIR
+@SERVER_DATABASE_URL
+def backup_command(target: Path, data_dir: Path, database_url: str | None) -> None:
+    """Back up the P2P server (its key, state database and origin store) into TARGET."""
+    from shoal.backup import SERVER, backup
+
+    manifest = backup(SERVER, data_dir, database_url, target)
+    click.echo(f"backed up the P2P server ({manifest['database']} database) into {target}")
+
+
+@server.command("restore")
+@click.argument("source", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@SERVER_DATA_DIR
+@SERVER_DATABASE_URL
+def restore_command(source: Path, data_dir: Path, database_url: str | None) -> None:
+    """Restore the backup SOURCE into an empty --data-dir: same key, so its clients and
+    the console know it again."""
+    from shoal.backup import SERVER, restore
+
+    manifest = restore(SERVER, source, data_dir, database_url)
+    click.echo(f"restored the P2P server backup of {manifest['created']} into {data_dir}")
+
+
 COMMANDS = (server,)
