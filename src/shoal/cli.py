@@ -28,9 +28,20 @@ def cli() -> None:
 
 def _register_commands() -> None:
     # Each role keeps its commands in its own module; the group only collects them.
-    from shoal.commands import bench, client, console, content, lab, license, server, sim, store
+    from shoal.commands import (
+        bench,
+        client,
+        console,
+        content,
+        doctor,
+        lab,
+        license,
+        server,
+        sim,
+        store,
+    )
 
-    for module in (content, store, console, license, server, client, bench, lab, sim):
+    for module in (content, store, console, license, server, client, doctor, bench, lab, sim):
         for command in module.COMMANDS:
             cli.add_command(command)
 
