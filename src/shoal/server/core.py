@@ -390,7 +390,10 @@ class ServerCore:
             digest = hashlib.sha256(manifest_file).digest()
             return ManifestReply(body.content_id, digest, len(manifest_file))
         if isinstance(body, Lease):
-            return self._lease(client, body.content_id, now)
+            lease = self._lease(client, body.content_id, now)
+            if isinstance(lease, Refused):  # banned, outside every office: logged once
+                self.note_refusal(message.device_id, addr, lease)
+            return lease
         if isinstance(body, Peers):
             return PeerList(body.content_id, self._office_peers(client, body.content_id, now))
         if isinstance(body, BadPeer):

@@ -30,7 +30,9 @@ FIX: dict[RefusalCause, str] = {
     RefusalCause.UNKNOWN_CONTENT: "none if the content was just deleted; else wait for the "
     "server to fetch it from the console",
     RefusalCause.NOT_ASSIGNED: "assign the application to the device (or its office) in "
-    "the console",
+    "the console; 'banned': check the device (it served bad chunks), the ban lifts by "
+    "itself; 'outside every known network': add its subnet to an office in the topology, "
+    "or allow direct download (server without --no-direct)",
     RefusalCause.INVALID_REQUEST: "upgrade the device's agent (it sent a value out of range)",
     RefusalCause.REPLAYED: "check the device's clock, or another device cloned from its key",
     RefusalCause.NO_CERTIFICATE: "wait for the server to reach the console (check "
