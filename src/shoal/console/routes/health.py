@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import time
+
 import anyio
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -25,9 +27,20 @@ def readiness_checks(state: ConsoleState) -> list[CheckResult]:
     return [check_database(state.engine), check_directory(state.content.root)]
 
 
+CHECK_INTERVAL = 1.0
+"""Readiness is checked at most once a second: monitors polling fast share the answer
+instead of each taking a database connection (and the GIL) from the requests."""
+
+_last: list[tuple[ConsoleState, float, list[CheckResult]]] = []
+
+
 async def _ready(state: ConsoleState) -> JSONResponse:
-    # Off the event loop: a database that hangs must not stop the other requests.
-    checks = await anyio.to_thread.run_sync(readiness_checks, state)
+    if _last and _last[0][0] is state and time.monotonic() - _last[0][1] < CHECK_INTERVAL:
+        checks = _last[0][2]
+    else:
+        # Off the event loop: a database that hangs must not stop the other requests.
+        checks = await anyio.to_thread.run_sync(readiness_checks, state)
+        _last[:] = [(state, time.monotonic(), checks)]  # one console per process
     status_code, body = report(checks, __version__)
     return JSONResponse(body, status_code=status_code)
 
