@@ -144,6 +144,13 @@ def test_a_healthy_device_passes_every_check(site: Site) -> None:
     assert code == 0
     assert "1 peer(s) answered" in checks["broadcast"]["detail"]
     assert site.peer.address in checks["broadcast"]["detail"]
+    # The running peer's counters reach `shoal client status --json`.
+    status = site.deployment.client_status(site.peer)
+    assert status is not None
+    assert {"queries_sent", "answers_received", "out_of_office_answers"} <= set(
+        status["counters"]["discovery"]
+    )
+    assert status["server_silent_seconds"] < 3
 
 
 def test_blocked_broadcast_is_named(site: Site) -> None:
@@ -271,3 +278,11 @@ def test_the_server_down_is_named(site: Site) -> None:
     assert _failed(checks) == {"server reachable"}, checks
     assert "no answer from the P2P server" in checks["server reachable"]["detail"]
     assert "start the P2P server" in checks["server reachable"]["fix"]
+    # The running peer says so within seconds (its next check-in goes unanswered), in its
+    # status and once in its log, not after a request gives up at 15 s.
+    deadline = time.monotonic() + 10
+    while (site.deployment.client_status(site.peer) or {}).get("server_silent_seconds", 0) < 3:
+        assert time.monotonic() < deadline, "the peer did not notice its silent server"
+        time.sleep(0.5)
+    log = (site.deployment.work / f"client-{site.peer.name}.log").read_text()
+    assert log.count("has not answered for") == 1
