@@ -240,6 +240,13 @@ def test_the_shell_writes_off_the_event_loop_which_keeps_running(tmp_path: Path)
     assert store.data_path(manifest.content_id).read_bytes() == package
 
 
+class _NoInstaller:
+    """The shell's install runner, for sites whose packages carry no install spec."""
+
+    def submit(self, commands: list[object]) -> None:
+        raise AssertionError(f"nothing to install here, got {commands}")
+
+
 def test_the_shell_hands_the_agent_s_writes_to_the_worker(tmp_path: Path) -> None:
     enterprise = build_enterprise(
         tmp_path, [OfficeSpec("Remote", "10.3.0.0/24", 1, type="VPN")], package_size=1 * MIB
@@ -265,7 +272,7 @@ def test_the_shell_hands_the_agent_s_writes_to_the_worker(tmp_path: Path) -> Non
         def submit(self, reads: list[ReadChunk]) -> None:
             raise AssertionError("a client of a VPN office serves nobody")
 
-    shell = _AgentShell(client.agent, _Worker(), _Reader())  # type: ignore[arg-type]
+    shell = _AgentShell(client.agent, _Worker(), _Reader(), _NoInstaller(), lambda: None)  # type: ignore[arg-type]
     client.host.application = shell
     enterprise.run(until=10)
     assert submitted
@@ -293,7 +300,9 @@ def test_the_shell_reads_served_chunks_through_the_reader(tmp_path: Path) -> Non
         def submit(self, submitted: list[ReadChunk]) -> None:
             reads.extend(submitted)
 
-    holder.host.application = _AgentShell(holder.agent, _Writer(), _Reader())  # type: ignore[arg-type]
+    holder.host.application = _AgentShell(  # type: ignore[arg-type]
+        holder.agent, _Writer(), _Reader(), _NoInstaller(), lambda: None
+    )
     served = holder.agent.counters.bytes_served
     enterprise.run(until=enterprise.network.now + 0.5)
     assert reads  # peers asked the holder, and the reads went to the reader...

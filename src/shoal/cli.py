@@ -29,9 +29,9 @@ def cli() -> None:
 
 def _register_commands() -> None:
     # Each role keeps its commands in its own module; the group only collects them.
-    from shoal.commands import client, console, content, license, server, store
+    from shoal.commands import client, console, content, doctor, license, server, store
 
-    for module in (content, store, console, license, server, client):
+    for module in (content, store, console, license, server, client, doctor):
         for command in module.COMMANDS:
             cli.add_command(command)
     # Commands of other distributions (the development tools add `lab`, `sim` and

@@ -187,6 +187,8 @@ class ControlClient:
         self._hello_due: float | None = now
         self._hello_interval = retry_initial
         self._hello_sent = float("-inf")
+        self._unanswered_since: float | None = None
+        """When the first datagram the server has not answered yet was sent."""
 
     # ----------------------------------------------------------- user calls
 
@@ -231,7 +233,14 @@ class ControlClient:
             body, now, now + self.retry_initial, self.retry_initial
         )
         self._transmit(request_id, body)
+        if self._unanswered_since is None and self._key is not None:
+            self._unanswered_since = now
         return request_id
+
+    def silent_for(self, now: float) -> float:
+        """Seconds the server has left what we sent unanswered (0 when it answers):
+        the agent says so after a few seconds, not when a request gives up."""
+        return 0.0 if self._unanswered_since is None else now - self._unanswered_since
 
     def _transmit(self, request_id: int, body: ControlBody) -> None:
         """Send (or resend) a request, with a new counter; held until we have a key."""
@@ -255,6 +264,7 @@ class ControlClient:
         except MalformedDatagram:
             self.counters.malformed += 1
             return
+        self._unanswered_since = None  # the server (or its address) answers
         body = message.body
         if isinstance(body, Certificate):
             self._on_certificate(body, now)
@@ -329,6 +339,8 @@ class ControlClient:
             )
             self.counters.hellos += 1
             self._hello_sent = now
+            if self._unanswered_since is None:
+                self._unanswered_since = now
             self._hello_due = now + self._hello_interval
             self._hello_interval = min(self._hello_interval * 2, self.retry_max)
         for request_id, pending in list(self._pending.items()):

@@ -53,6 +53,12 @@ from shoal.client.installer import (
     load_installs,
     save_installs,
 )
+from shoal.client.metrics import (
+    SILENT_WARNING,
+    agent_counters,
+    discovery_hint,
+    write_textfile,
+)
 from shoal.client.plaintext import PACKAGES_DIRECTORY, PlaintextCancelled, write_plaintext
 from shoal.client.trust import TRUST_FILE
 from shoal.core.errors import KeyFileError, ShoalError
@@ -95,6 +101,8 @@ class ClientConfig:
     version: str = __version__  # another value only in compatibility tests
     install_retry_seconds: float = 30.0
     """Wait before the 2nd install attempt of a version (x4 before the 3rd)."""
+    metrics_textfile: Path | None = None
+    """Also write the counters here, for node-exporter's textfile collector."""
 
 
 def load_identity(data_dir: Path) -> DeviceKey:
@@ -344,6 +352,7 @@ class ClientService:
             self.server_port,
         )
         last_note = ""
+        silent = False
         learnt: Registered | None = None
         decrypting: set[asyncio.Task[None]] = set()
         try:
@@ -356,6 +365,7 @@ class ClientService:
                 status = agent.status(loop.time())
                 status["wall_time"] = time.time()
                 status["pid"] = os.getpid()
+                silent = self._add_counters(agent, status, loop.time(), silent)
                 await asyncio.to_thread(write_status, config.data_dir, status)
                 for job in agent.take_plaintext_jobs():
                     decrypting.add(asyncio.create_task(self._decrypt(agent, job, stop)))
@@ -390,6 +400,36 @@ class ClientService:
             asyncio.to_thread(save_installs, self.config.data_dir, text)
         )
         self._saving = {t for t in self._saving if not t.done()} | {task}
+
+    def _add_counters(
+        self, agent: AgentCore, status: dict[str, Any], now: float, was_silent: bool
+    ) -> bool:
+        """Counters into the status (and the textfile); say at once when the server is
+        silent. Returns whether it is silent now."""
+        counters = agent_counters(agent)
+        status["counters"] = counters
+        status["discovery_hint"] = discovery_hint(counters)
+        silent_for = agent.control.silent_for(now)
+        status["server_silent_seconds"] = round(silent_for, 1)
+        silent = silent_for >= SILENT_WARNING
+        if silent and not was_silent:
+            log.warning(
+                "the P2P server %s:%d has not answered for %.0f s: is it running, is UDP "
+                "port %d open between here and there? (`shoal doctor`)",
+                self.server,
+                self.server_port,
+                silent_for,
+                self.server_port,
+                extra={"server": f"{self.server}:{self.server_port}"},
+            )
+        elif was_silent and not silent:
+            log.info("the P2P server %s:%d answers again", self.server, self.server_port)
+        if self.config.metrics_textfile is not None:
+            try:
+                write_textfile(self.config.metrics_textfile, counters, self.device_id.hex())
+            except OSError as error:
+                log.warning("cannot write %s: %s", self.config.metrics_textfile, error)
+        return silent
 
     async def _save_trust(self, agent: AgentCore) -> None:
         """Persist a newer document sequence or a rotated console key (atomically)."""
@@ -562,6 +602,20 @@ def render_status(status: dict[str, Any], width: int = 24) -> str:
     lines.append(
         f"served to peers: {served.get('chunks', 0)} chunks, {_bytes(served.get('bytes', 0))}"
     )
+    discovery = (status.get("counters") or {}).get("discovery")
+    if discovery:
+        lines.append(
+            f"discovery: {discovery['queries_sent']} queries sent, "
+            f"{discovery['answers_received']} answers, "
+            f"{discovery['out_of_office_answers']} out-of-office answers"
+        )
+    if status.get("discovery_hint"):
+        lines.append(f"  {status['discovery_hint']}")
+    if status.get("server_silent_seconds", 0) >= SILENT_WARNING:
+        lines.append(
+            f"P2P server silent for {status['server_silent_seconds']:.0f} s "
+            "(is it running? UDP blocked?)"
+        )
     return "\n".join(lines)
 
 

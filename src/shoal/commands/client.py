@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from shoal import __version__, ports
-from shoal.commands.daemon import LOG_LEVELS, run_until_signalled, setup_logging
+from shoal.commands.daemon import LOG_FORMAT, LOG_LEVELS, run_until_signalled, setup_logging
 from shoal.core.chunking import parse_size
 from shoal.store.content_store import ContentStore
 
@@ -109,6 +109,13 @@ def enroll_command(bundle: Path, data_dir: Path, replace: bool) -> None:
     help="Wait before the 2nd attempt of a failed install (4x that before the 3rd).",
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@LOG_FORMAT
+@click.option(
+    "--metrics-textfile",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the agent's counters here every second, in Prometheus text format, "
+    "for node-exporter's textfile collector (e.g. /var/lib/node_exporter/shoal.prom).",
+)
 @click.option("--claim-version", hidden=True, help="Compatibility tests: report this version.")
 def run(
     data_dir: Path,
@@ -125,6 +132,8 @@ def run(
     bind_ip: bool,
     install_retry_seconds: float,
     log_level: str,
+    log_format: str,
+    metrics_textfile: Path | None,
     claim_version: str | None,
 ) -> None:
     """Run the agent: register (one licence seat), check in, download, serve peers."""
@@ -146,6 +155,8 @@ def start_client(
     cache_size: str | None,
     bind_ip: bool,
     log_level: str,
+    log_format: str,
+    metrics_textfile: Path | None,
     claim_version: str | None,
     store_factory: type[ContentStore] = ContentStore,
     install_retry_seconds: float = 30.0,
@@ -153,7 +164,7 @@ def start_client(
     """`shoal client run`'s body; the lab calls it with a lying ``store_factory``."""
     from shoal.client.service import ClientConfig, ClientService
 
-    setup_logging(log_level)
+    setup_logging(log_level, log_format)
     service = ClientService(
         ClientConfig(
             data_dir=data_dir,
@@ -170,6 +181,7 @@ def start_client(
             bind_all=not bind_ip,
             version=claim_version or __version__,
             install_retry_seconds=install_retry_seconds,
+            metrics_textfile=metrics_textfile,
         ),
         store_factory,
     )

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import click
 
+from shoal.commands.daemon import LOG_FORMAT, setup_logging
 from shoal.core.chunking import parse_size
 from shoal.core.errors import ShoalError
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -118,7 +118,18 @@ from shoal.core.errors import ShoalError
     default="info",
     show_default=True,
 )
+@LOG_FORMAT
+@click.option(
+    "--metrics/--no-metrics",
+    "metrics",
+    default=True,
+    show_default=True,
+    help="Serve Prometheus metrics at /metrics (no authentication: restrict it at the "
+    "proxy or firewall if the figures are private).",
+)
+@click.pass_context
 def console(
+    context: click.Context,
     data_dir: Path,
     host: str,
     port: int,
@@ -136,6 +147,8 @@ def console(
     login_max_delay_seconds: float,
     document_validity_hours: int,
     log_level: str,
+    log_format: str,
+    metrics: bool,
 ) -> None:
     """Run the console: REST API under /api/v1 over HTTPS (OpenAPI at /api/v1/docs).
 
@@ -143,14 +156,19 @@ def console(
     certificate, the P2P server authentication key, the database schema and the first
     administrator, whose password comes from SHOAL_ADMIN_PASSWORD or is generated and
     printed once.
+
+    \b
+    Subcommands (their options follow their name):
+      shoal console backup DIR    database, keys, certificate and content into DIR
+      shoal console restore DIR   into an empty --data-dir: the same console again
     """
+    if context.invoked_subcommand is not None:
+        return
     # Imported here: the console's web stack is heavy and other commands don't need it.
     from shoal.console.app import serve
     from shoal.console.state import ConsoleConfig
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(log_level, log_format)
     if (tls_cert is None) != (tls_key is None):
         raise click.UsageError("give both --tls-cert and --tls-key, or neither")
     try:
@@ -182,8 +200,63 @@ def console(
         login_failures=login_failures,
         login_max_delay_seconds=login_max_delay_seconds,
         document_validity_seconds=document_validity_hours * 3600,
+        metrics=metrics,
     )
     serve(config, host, port, log_level)
+
+
+BACKUP_DATA_DIR = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("console-data"),
+    show_default=True,
+    envvar="SHOAL_CONSOLE_DATA_DIR",
+    help="The console's data directory.",
+)
+BACKUP_DATABASE_URL = click.option(
+    "--database-url",
+    envvar="SHOAL_DATABASE_URL",
+    help="PostgreSQL URL (pg_dump / pg_restore); SQLite in --data-dir without it.",
+)
+
+
+@console.command("backup")
+@click.argument("target", type=click.Path(path_type=Path, file_okay=False))
+@BACKUP_DATA_DIR
+@BACKUP_DATABASE_URL
+def backup_command(target: Path, data_dir: Path, database_url: str | None) -> None:
+    """Back up the console into the new directory TARGET (safe while it runs).
+
+    The database (SQLite online backup, or pg_dump), the signing keys, the key-wrapping
+    key, the P2P server authentication key, the TLS certificate and the content. TARGET
+    holds secrets: keep it like the keys themselves.
+    """
+    from shoal.backup import CONSOLE, backup
+
+    manifest = backup(CONSOLE, data_dir, database_url, target)
+    click.echo(
+        f"backed up console {manifest['version']} ({manifest['database']} database, "
+        f"{len(manifest['files'])} files) into {target}"
+    )
+
+
+@console.command("restore")
+@click.argument("source", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@BACKUP_DATA_DIR
+@BACKUP_DATABASE_URL
+def restore_command(source: Path, data_dir: Path, database_url: str | None) -> None:
+    """Restore the backup SOURCE into an empty --data-dir (and empty PostgreSQL database).
+
+    The restored console has the same keys and certificate: its P2P servers and clients
+    accept it without enrolling again. Every file's SHA-256 is checked first.
+    """
+    from shoal.backup import CONSOLE, restore
+
+    manifest = restore(CONSOLE, source, data_dir, database_url)
+    click.echo(
+        f"restored the console backup of {manifest['created']} into {data_dir}; "
+        f"start it with: shoal console --data-dir {data_dir}"
+    )
 
 
 COMMANDS = (console,)

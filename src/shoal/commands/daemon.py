@@ -3,20 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import click
+
+from shoal.logs import LOG_FORMATS, configure
+
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # One line per HTTPS request to the console is noise at "info".
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+LOG_FORMAT = click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    envvar="SHOAL_LOG_FORMAT",
+    help="One event per line: 'text' (key=value fields) or 'json' (one object per line).",
+)
+
+
+def setup_logging(level: str, log_format: str = "text") -> None:
+    """Structured logging for a long-lived process (see ``shoal.logs``)."""
+    configure(level, log_format)
 
 
 def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from shoal import ports
-from shoal.commands.daemon import LOG_LEVELS, run_until_signalled, setup_logging
+from shoal.commands.daemon import LOG_FORMAT, LOG_LEVELS, run_until_signalled, setup_logging
 
 
 @click.group()
@@ -133,7 +133,23 @@ def server() -> None:
     is_flag=True,
     help="Refuse clients outside every known network (default: serve them).",
 )
+@click.option(
+    "--retry-max-seconds",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Longest wait between attempts to reach an unreachable console (the waits double "
+    "from --sync-seconds, with random jitter, up to this).",
+)
+@click.option(
+    "--metrics",
+    "metrics_address",
+    metavar="ADDR:PORT",
+    help="Serve Prometheus /metrics and /api/v1/health/{live,ready} over plain HTTP here "
+    "(e.g. 127.0.0.1:9465); off by default.",
+)
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@LOG_FORMAT
 def run(
     data_dir: Path,
     console_url: str,
@@ -155,7 +171,10 @@ def run(
     stall_seconds: float,
     ban_reporters: int,
     no_direct: bool,
+    retry_max_seconds: float,
+    metrics_address: str | None,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run the P2P server: serve clients over UDP, follow the console over HTTPS.
 
@@ -166,9 +185,14 @@ def run(
     console's enrollment bundle (`shoal client enroll`).
     """
     from shoal.server.limits import AbuseLimits
+    from shoal.server.metrics_listener import parse_listen_address
     from shoal.server.service import ServerConfig, ServerService
 
-    setup_logging(log_level)
+    try:
+        metrics = parse_listen_address(metrics_address) if metrics_address else None
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--metrics") from None
+    setup_logging(log_level, log_format)
     service = ServerService(
         ServerConfig(
             data_dir=data_dir,
@@ -188,6 +212,8 @@ def run(
             sync_seconds=sync_seconds,
             report_seconds=report_seconds,
             direct_outside_offices=not no_direct,
+            retry_max_seconds=retry_max_seconds,
+            metrics=metrics,
             limits=AbuseLimits(
                 client_expiry=client_expiry_days * 86400,
                 stall_seconds=stall_seconds,
@@ -196,6 +222,46 @@ def run(
         )
     )
     run_until_signalled(service.run)
+
+
+SERVER_DATA_DIR = click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("server-data"),
+    show_default=True,
+    envvar="SHOAL_SERVER_DATA_DIR",
+    help="The P2P server's data directory.",
+)
+SERVER_DATABASE_URL = click.option(
+    "--database-url",
+    envvar="SHOAL_SERVER_DATABASE_URL",
+    help="PostgreSQL URL (pg_dump / pg_restore); SQLite in --data-dir without it.",
+)
+
+
+@server.command("backup")
+@click.argument("target", type=click.Path(path_type=Path, file_okay=False))
+@SERVER_DATA_DIR
+@SERVER_DATABASE_URL
+def backup_command(target: Path, data_dir: Path, database_url: str | None) -> None:
+    """Back up the P2P server (its key, state database and origin store) into TARGET."""
+    from shoal.backup import SERVER, backup
+
+    manifest = backup(SERVER, data_dir, database_url, target)
+    click.echo(f"backed up the P2P server ({manifest['database']} database) into {target}")
+
+
+@server.command("restore")
+@click.argument("source", type=click.Path(path_type=Path, file_okay=False, exists=True))
+@SERVER_DATA_DIR
+@SERVER_DATABASE_URL
+def restore_command(source: Path, data_dir: Path, database_url: str | None) -> None:
+    """Restore the backup SOURCE into an empty --data-dir: same key, so its clients and
+    the console know it again."""
+    from shoal.backup import SERVER, restore
+
+    manifest = restore(SERVER, source, data_dir, database_url)
+    click.echo(f"restored the P2P server backup of {manifest['created']} into {data_dir}")
 
 
 COMMANDS = (server,)

@@ -67,12 +67,6 @@ def _not_found(what: str) -> HTTPException:
 # --- health, status -------------------------------------------------------------------
 
 
-@router.get("/health", tags=["status"])
-def health() -> dict[str, str]:
-    """Liveness: answers without authentication."""
-    return {"status": "ok", "version": __version__}
-
-
 @router.get("/status", response_model=schemas.StatusOut, responses=ERRORS, tags=["status"])
 def console_status(state: Console, session: Database, _admin: Admin) -> schemas.StatusOut:
     """Version, signing key, TLS fingerprint, licence (with any overage) and counts."""

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from shoal import __version__
 from shoal.console import api, keys_api, link_api, web
-from shoal.console.routes import installs
+from shoal.console.routes import health, installs, metrics
 from shoal.console.state import ConsoleConfig, ConsoleState, open_console
 from shoal.core.errors import ShoalError
 from shoal.topology import TopologyInvalid
@@ -130,6 +130,8 @@ def create_app(state: ConsoleState) -> FastAPI:
         redoc_url=None,
     )
     app.state.console = state
+    app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(api.router)
     app.include_router(keys_api.router)
     app.include_router(link_api.router)

@@ -90,6 +90,8 @@ class ConsoleConfig:
     login_max_delay_seconds: float = 900.0
     """Longest a throttled user name or address must wait (the backoff doubles to this)."""
     document_validity_seconds: int = 7 * 24 * 3600
+    metrics: bool = True
+    """Serve Prometheus metrics at ``/metrics`` (``shoal.console.metrics``)."""
     """How long a signed assignment document is valid; the console signs it again when
     less than half is left (``shoal.console.documents``)."""
 

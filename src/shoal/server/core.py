@@ -222,6 +222,10 @@ class ServerCore:
         self.bad_peer_reports: deque[BadPeerReport] = deque(maxlen=limits.max_reports)
         """Accepted distinct reports not yet persisted (the shell drains them)."""
         self.new_bans: deque[PeerBanned] = deque(maxlen=1000)
+        self.bans_total = 0
+        """Bans decided since start (``new_bans`` is drained by the shell)."""
+        self.requests_handled: dict[str, int] = {}
+        """Authenticated control requests admitted, per message type (REGISTER, CHECK_IN...)."""
         self.dropped_reports = 0
         self._reports: OrderedDict[tuple[str, ContentId, str], _Reports] = OrderedDict()
         self._reports_by: dict[bytes, int] = {}
@@ -363,6 +367,8 @@ class ServerCore:
         if refusal is not None:
             self.note_refusal(message.device_id, addr, refusal)
             return refusal
+        kind = type(body).__name__
+        self.requests_handled[kind] = self.requests_handled.get(kind, 0) + 1
         if isinstance(body, Register):
             return self._register(message, body, addr, now)
         client = self.clients[message.device_id]
@@ -393,7 +399,10 @@ class ServerCore:
             digest = hashlib.sha256(manifest_file).digest()
             return ManifestReply(body.content_id, digest, len(manifest_file))
         if isinstance(body, Lease):
-            return self._lease(client, body.content_id, now)
+            lease = self._lease(client, body.content_id, now)
+            if isinstance(lease, Refused):  # banned, outside every office: logged once
+                self.note_refusal(message.device_id, addr, lease)
+            return lease
         if isinstance(body, Peers):
             return PeerList(body.content_id, self._office_peers(client, body.content_id, now))
         if isinstance(body, BadPeer):
@@ -546,6 +555,7 @@ class ServerCore:
         banned = self._bans.setdefault(office, {})
         if len(reports.reporters) >= limits.ban_reporters and banned.get(peer_ip, 0.0) <= now:
             until = banned[peer_ip] = now + limits.ban_seconds
+            self.bans_total += 1
             self.new_bans.append(
                 PeerBanned(office, peer_ip, body.content_id, len(reports.reporters), until)
             )

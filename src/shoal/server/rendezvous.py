@@ -72,6 +72,10 @@ class RendezvousTable:
         self.takeovers = 0
         self.stalls = 0
 
+    def held(self, now: float) -> int:
+        """Leases held now (not lapsed)."""
+        return sum(1 for lease in self._leases.values() if not self._lapsed(lease, now))
+
     def request(
         self, office: str, content_id: ContentId, device: str, now: float, address: str = ""
     ) -> LeaseAnswer:

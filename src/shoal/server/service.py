@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import stamina
+from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
 from shoal import ports
@@ -50,6 +52,7 @@ from shoal.assignments import encode_envelope
 from shoal.core.identity import DeviceKey, enrollment_token_for
 from shoal.core.ids import ContentId
 from shoal.core.server_cert import VALIDITY_SECONDS, CertificateInvalid, read_certificate
+from shoal.health import CheckResult, check_database, check_directory
 from shoal.licensing import LicenceState
 from shoal.net.events import DeliveryFailed
 from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
@@ -64,7 +67,10 @@ from shoal.server.console_link import (
 from shoal.server.core import BandwidthLimit, ClientRecord, ServerCore, ServerSettings
 from shoal.server.db import BadPeerRow, ClientRow, StateValue, open_database, sqlite_url
 from shoal.server.limits import AbuseLimits
+from shoal.server.metrics import ServerCollector
+from shoal.server.metrics_listener import MetricsListener
 from shoal.server.node import ServerNode
+from shoal.server.refusal_log import RefusalLog
 from shoal.store.content_store import ContentStore
 from shoal.topology import parse_json
 from shoal.wire.control import ContentProgress
@@ -123,6 +129,11 @@ class ServerConfig:
     report_seconds: float = 10.0
     direct_outside_offices: bool = True
     limits: AbuseLimits = dataclasses.field(default_factory=AbuseLimits)
+    retry_max_seconds: float = 60.0
+    """Longest wait between two attempts to reach an unreachable console (the waits
+    double from ``sync_seconds``, with jitter, up to this)."""
+    metrics: tuple[str, int] | None = None
+    """Where the metrics and health listener listens (``--metrics``); None: off."""
 
 
 @dataclass(slots=True)
@@ -268,6 +279,12 @@ class ServerService:
             public_key=self.identity.public_raw,
         )
         self.console_note = "not yet in touch with the console"
+        self.started_at = time.monotonic()
+        self.last_synced: float | None = None
+        """When the change feed was last read in full (monotonic); the feed lag metric."""
+        self.sync_failures = 0
+        self.metrics_listener: MetricsListener | None = None
+        self.refusal_log = RefusalLog()
         self._restore()
 
     def _resolve_ports(self) -> PortSet:
@@ -560,6 +577,11 @@ class ServerService:
             self.ports.background,
             self.identity.public_raw.hex()[:16],
         )
+        if config.metrics is not None:
+            registry = CollectorRegistry(auto_describe=True)
+            registry.register(ServerCollector(self))
+            self.metrics_listener = MetricsListener(registry, self.readiness_checks)
+            await self.metrics_listener.start(*config.metrics)
         tasks = [
             asyncio.create_task(self._sync_loop(stop)),
             asyncio.create_task(self._report_loop(stop)),
@@ -570,10 +592,45 @@ class ServerService:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.metrics_listener is not None:
+                await self.metrics_listener.close()
             self._save_registry()
             self.runner.close()
             self.origin.close()
             self.link.close()
+
+    def readiness_checks(self) -> list[CheckResult]:
+        """Blocking: the database answers, the origin store is writable with room."""
+        engine = self.state.sessions.kw["bind"]
+        return [check_database(engine), check_directory(self.origin.root, "origin store")]
+
+    async def _sync_round(self, cursor: int, first: bool, wait: float) -> SyncOutcome:
+        """One round with the console, tried again until it succeeds: the waits grow
+        exponentially from ``sync_seconds`` to ``retry_max_seconds``, with jitter, so a
+        console that comes back is not hit by every server at the same instant."""
+        config = self.config
+        async for attempt in stamina.retry_context(
+            on=ConsoleLinkError,
+            attempts=None,
+            timeout=None,
+            wait_initial=config.sync_seconds,
+            wait_max=max(config.sync_seconds, config.retry_max_seconds),
+            wait_jitter=config.sync_seconds,
+        ):
+            with attempt:
+                try:
+                    return await asyncio.to_thread(self.sync_once, cursor, first, wait)
+                except ConsoleLinkError as error:
+                    self.console_note = str(error)
+                    self.sync_failures += 1
+                    # The same cause again is counted by the log's RepeatFilter, not printed.
+                    log.warning(
+                        "console sync failed: %s",
+                        error,
+                        extra={"cause": type(error).__name__, "console": config.console_url},
+                    )
+                    raise
+        raise AssertionError("unreachable: retries without limit")
 
     async def _sync_loop(self, stop: asyncio.Event) -> None:
         first = True
@@ -581,19 +638,14 @@ class ServerService:
             cursor = int(self.state.get("cursor") or 0)
             wait = 0.0 if first else self.config.sync_seconds
             started = time.monotonic()
-            try:
-                outcome = await asyncio.to_thread(self.sync_once, cursor, first, wait)
-            except ConsoleLinkError as error:
-                self.console_note = str(error)
-                log.warning("console sync failed: %s", error)
-                await sleep_or_stop(stop, self.config.sync_seconds)
-                continue
+            outcome = await self._sync_round(cursor, first, wait)
             self.apply(outcome)
             if not outcome.activated:
                 log.warning("%s", outcome.message)
                 await sleep_or_stop(stop, self.config.sync_seconds)
                 continue
             first = False
+            self.last_synced = time.monotonic()
             # The long poll paces the rounds; this only keeps them MIN_SYNC_ROUND apart.
             elapsed = time.monotonic() - started
             await sleep_or_stop(stop, max(0.0, MIN_SYNC_ROUND - elapsed))
@@ -613,26 +665,11 @@ class ServerService:
                 self.apply_report_answer(answer)
 
     def _log_refusals(self) -> None:
-        """Say in the log which clients were refused, and why (what to upgrade...):
-        one line per (cause, address) with its count, so a flood is a few lines."""
+        """Say in the log which devices were refused, why and what to do: once per
+        (device, cause), so a device retrying every few seconds is one line."""
         refusals = self.core.recent_refusals
-        grouped: dict[tuple[str, str], tuple[int, bytes, str]] = {}
-        while refusals:
-            device_id, addr, refusal = refusals.popleft()
-            key = (refusal.cause.name, addr[0])
-            count = grouped.get(key, (0, device_id, refusal.message))[0]
-            grouped[key] = (count + 1, device_id, refusal.message)
-        for (cause, address), (count, device_id, message) in list(grouped.items())[:20]:
-            log.warning(
-                "refused client %s at %s: %s: %s%s",
-                device_id.hex()[:8],
-                address,
-                cause,
-                message,
-                f" ({count} times)" if count > 1 else "",
-            )
-        if len(grouped) > 20:
-            log.warning("... and refusals to %d more (cause, address) pairs", len(grouped) - 20)
+        self.refusal_log.log(refusals)
+        refusals.clear()
 
     def _save_registry(self) -> None:
         self._log_refusals()

@@ -174,6 +174,8 @@ class Deployment:
     """The token the next ``start_clients`` enrolls with (tests set a wrong one)."""
     clients: dict[str, LabHost] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    server_arguments: list[str] = field(default_factory=list)
+    """More options of ``shoal server run`` (e.g. ``--metrics ADDR:PORT``)."""
 
     # ------------------------------------------------------------- processes
 
@@ -316,6 +318,7 @@ class Deployment:
                 str(self.lease_seconds),
                 "--log-level",
                 "info",
+                *self.server_arguments,
             ),
         )
 
