@@ -46,6 +46,8 @@ VERSION_ERROR, CANCEL of stray data, a repeated final ACK) is one datagram small
 
 from __future__ import annotations
 
+from typing import cast
+
 from shoal.core.ids import ContentId
 from shoal.protocol.transfer.config import TransferConfig
 from shoal.protocol.transfer.context import EngineContext
@@ -113,6 +115,8 @@ __all__ = [
 
 #: Stale timer entries tolerated per armed one before the heap is compacted.
 _STALE_TIMERS_PER_LIVE = 8
+#: A heap this small is never compacted.
+_COMPACT_FLOOR = 64
 
 
 class TransferEngine:
@@ -306,7 +310,8 @@ class TransferEngine:
         """When ``handle_timer``/``datagrams_to_send`` must next be called (None: never)."""
         timers = self._context.timers
         peers = self._context.peers
-        self._compact_timers()
+        if len(timers) > _COMPACT_FLOOR:
+            self._compact_timers()
         while (top := timers.peek()) is not None:
             deadline, _, kind, target = top
             if not self._timer_is_live(deadline, kind, target):
@@ -320,18 +325,17 @@ class TransferEngine:
         return None
 
     def _timer_is_live(self, deadline: float, kind: TimerKind, target: object) -> bool:
-        if kind is TimerKind.PEER_IDLE:
-            assert isinstance(target, tuple)
-            return self._context.peers.idle_is_live(target, deadline)
+        # (casts, not isinstance checks: this runs on every look at the heap)
         if kind is TimerKind.ACK or kind is TimerKind.REQUEST_RETRY:
-            assert isinstance(target, Download)
-            return self._receiver.timer_is_live(kind, target, deadline)
+            return self._receiver.timer_is_live(kind, cast(Download, target), deadline)
+        if kind is TimerKind.PEER_IDLE:
+            return self._context.peers.idle_is_live(cast(Address, target), deadline)
         return self._sender.timer_is_live(kind, target, deadline)
 
     def _compact_timers(self) -> None:
         timers = self._context.timers
         armed = len(self._receiver.downloads) + len(self._sender.uploads)
-        if len(timers) > 64 + _STALE_TIMERS_PER_LIVE * 3 * armed:
+        if len(timers) > _COMPACT_FLOOR + _STALE_TIMERS_PER_LIVE * 3 * armed:
             timers.compact(self._timer_is_live)
 
     def next_event(self) -> Event | None:

@@ -22,6 +22,7 @@ of equal length to one address, ready for one GSO ``sendmsg``.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import cast
 
 from shoal.protocol.transfer.context import EngineContext, Finished, RecentRequests
 from shoal.protocol.transfer.events import (
@@ -353,16 +354,14 @@ class Sender:
         """Is ``deadline`` still what ``target`` (an upload, or a flow for PACING) waits
         for under ``kind``?"""
         if kind is TimerKind.PACING:
-            assert isinstance(target, Flow)
-            return (
-                self.sending_flows.get(target.key) is target and target.pacer.wait_until == deadline
-            )
-        assert isinstance(target, Upload)
-        if self.uploads.get((target.peer, target.request_id)) is not target:
+            flow = cast(Flow, target)
+            return self.sending_flows.get(flow.key) is flow and flow.pacer.wait_until == deadline
+        upload = cast(Upload, target)
+        if self.uploads.get((upload.peer, upload.request_id)) is not upload:
             return False
         if kind is TimerKind.LOSS:
-            return target.loss_time == deadline
-        return target.rto_deadline == deadline
+            return upload.loss_time == deadline
+        return upload.rto_deadline == deadline
 
     # -- ends ------------------------------------------------------------------------
 
