@@ -88,7 +88,6 @@ from shoal.wire.messages import (
     WhoHas,
     decode_datagram,
     encode_datagram,
-    pull_data_header,
 )
 
 # The engine's public names, importable from here as they always were.
@@ -205,11 +204,8 @@ class TransferEngine:
     def receive_datagram(self, data: bytes | memoryview, addr: Address, now: float) -> None:
         """Handle one received datagram. Never raises for anything a peer can send."""
         self.counters.datagrams_received += 1
-        header = pull_data_header(data)
-        if header is None:
+        if not self._receiver.on_datagram(data, addr, now):
             self._receive_other(data, addr, now)
-        else:
-            self._receiver.on_data(*header, data, addr, now)
 
     def _receive_other(self, data: bytes | memoryview, addr: Address, now: float) -> None:
         counters = self.counters

@@ -58,6 +58,7 @@ from shoal.wire.messages import (
     VersionError,
     encode_ack,
     encode_datagram,
+    pull_data_header,
 )
 
 _U32_MASK = 0xFFFFFFFF
@@ -154,25 +155,21 @@ class Receiver:
 
     # -- DATA (the hot path) ---------------------------------------------------------
 
-    def on_data(
-        self,
-        request_id: int,
-        packet_number: int,
-        segment_index: int,
-        timestamp_us: int,
-        data: bytes | memoryview,
-        addr: Address,
-        now: float,
-    ) -> None:
-        """One DATA datagram (its header already read by ``pull_data_header``).
+    def on_datagram(self, data: bytes | memoryview, addr: Address, now: float) -> bool:
+        """Take ``data`` if it is a DATA datagram of our version (True); else leave it to
+        the engine's decoder (False).
 
-        Inlined on purpose: one dict lookup and one copy of the payload into the
-        chunk's buffer.
+        The hot path, inlined on purpose: one unpack (``pull_data_header``), one dict
+        lookup and one copy of the payload into the chunk's buffer.
         """
+        header = pull_data_header(data)
+        if header is None:
+            return False
+        request_id, packet_number, segment_index, timestamp_us = header
         download = self.downloads.get(request_id)
         if download is None or download.peer != addr:
             self.on_stray(request_id, addr, now, is_data=True)
-            return
+            return True
         counters = self._context.counters
         payload_length = len(data) - DATA_HEADER_SIZE
         if segment_index >= download.segment_count or payload_length != (
@@ -181,7 +178,7 @@ class Receiver:
             else download.last_length
         ):
             counters.data_outside_chunk += 1
-            return
+            return True
         download.last_heard = now
         buffer = download.buffer
         if buffer is None:
@@ -222,13 +219,14 @@ class Receiver:
                 download.highest_segment = segment_index
             if download.received_count == download.segment_count:
                 self._complete(download, now)
-                return
+                return True
         download.unacked += 1
         if ack_at_once or download.unacked >= self._ack_every:
             self._ack_now[request_id] = download
         elif download.ack_deadline is None:
             download.ack_deadline = deadline = now + self._max_ack_delay
             self._context.timers.push(deadline, TimerKind.ACK, download)
+        return True
 
     def flush_acks(self, now: float, out: list[tuple[bytes, Address]]) -> None:
         """Append the ACKs due now to ``out``."""
