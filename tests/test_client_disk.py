@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import shoal.core.manifest
-import shoal.protocol.transfer.engine
+import shoal.protocol.transfer.receiver
 import shoal.store.content_store
 from shoal.client.disk import (
     ChunkWritten,
@@ -142,7 +142,11 @@ def test_a_received_chunk_is_hashed_once(tmp_path: Path, monkeypatch: pytest.Mon
     counting = _CountingSha256()
     counting_hashlib = types.SimpleNamespace(sha256=counting)
     # Where chunks are hashed: on receipt, when checked, when stored.
-    for module in (shoal.protocol.transfer.engine, shoal.core.manifest, shoal.store.content_store):
+    for module in (
+        shoal.protocol.transfer.receiver,
+        shoal.core.manifest,
+        shoal.store.content_store,
+    ):
         monkeypatch.setattr(module, "hashlib", counting_hashlib)
     served = Counter[int]()
     origin_read = enterprise.server.origin.read_chunk

@@ -460,7 +460,7 @@ def test_a_restarted_peer_reusing_request_ids_is_served_again() -> None:
     # The receiver restarts (a new engine, same address) and its IDs begin where the
     # old one's did: the sender must not take the new request for a stale repeat.
     restarted = Node(receiver.address, TransferEngine(config=config, now=network.now - 2.0))
-    restarted.engine._next_request_id = first
+    restarted.engine._receiver._next_request_id = first
     network.nodes[receiver.address] = restarted
     again = restarted.engine.request_chunk(
         sender.address, CONTENT_ID, 1, CHUNK_LENGTH, hashes[1], Mode.FOREGROUND, network.now

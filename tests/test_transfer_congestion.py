@@ -39,7 +39,9 @@ def _keep_requesting(
     ids: set[int],
     parallel: int = 4,
 ) -> None:
-    while sum(1 for request_id in ids if request_id in receiver.engine._downloads) < parallel:
+    while (
+        sum(1 for request_id in ids if request_id in receiver.engine._receiver.downloads) < parallel
+    ):
         ids.add(
             receiver.engine.request_chunk(
                 sender.address, CONTENT_ID, 0, len(CHUNK), chunk_hash, mode, network.now

@@ -93,7 +93,7 @@ def test_engine_sees_only_bounded_state_after_a_request_flood() -> None:
         engine.receive_datagram(datagram, (f"10.2.{i % 200}.{i % 13}", 7000), i * 1e-3)
         engine.datagrams_to_send(i * 1e-3)
     assert engine.active_uploads <= engine.config.max_uploads
-    assert len(engine._finished_uploads) <= engine.config.recent_requests
+    assert len(engine._sender._finished) <= engine.config.recent_requests
 
 
 # -- every UDP parser, 10,000 examples each (issue 13): never raise, never amplify ---------

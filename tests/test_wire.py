@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
 from shoal.wire import (
+    DATA_HEADER_SIZE,
     MAX_ACK_RANGES,
     Ack,
     Buffer,
@@ -27,7 +28,10 @@ from shoal.wire import (
     WhoHas,
     WrongMagic,
     decode_datagram,
+    encode_ack,
+    encode_data,
     encode_datagram,
+    pull_data_header,
 )
 
 CONTENT_ID = ContentId(bytes(range(32)))
@@ -119,6 +123,55 @@ def test_each_message_type_encodes_to_exact_bytes_and_back(message: Message, gol
 
 def test_every_message_type_has_a_golden_test() -> None:
     assert {type(message) for message, _ in GOLDEN} == set(Message.__args__)  # type: ignore[attr-defined]
+
+
+def _golden(kind: type) -> tuple[Message, bytes]:
+    return next((message, golden) for message, golden in GOLDEN if type(message) is kind)
+
+
+def test_the_hot_path_data_codec_is_the_golden_one() -> None:
+    # The transfer engine builds and reads every DATA with these, not with
+    # encode_datagram/decode_datagram: they must give the same exact bytes.
+    message, golden = _golden(Data)
+    assert isinstance(message, Data)
+    fields = (message.request_id, message.packet_number, message.segment_index)
+    assert encode_data(*fields, message.timestamp_us, memoryview(b"xabcx")[1:4]) == golden
+    assert pull_data_header(golden) == (*fields, message.timestamp_us)
+    assert golden[DATA_HEADER_SIZE:] == message.payload
+
+
+@pytest.mark.parametrize(
+    "datagram",
+    [
+        b"SH\x02\x02" + bytes(16),  # no payload: for decode_datagram to call malformed
+        b"SH\x03\x02" + bytes(17),  # another version
+        b"SH\x02\x03" + bytes(17),  # another type
+        b"XX\x02\x02" + bytes(17),  # not shoal
+        b"SH\x02",
+    ],
+)
+def test_the_hot_path_data_reader_leaves_everything_else_to_the_decoder(datagram: bytes) -> None:
+    assert pull_data_header(datagram) is None
+
+
+def test_the_hot_path_ack_codec_is_the_golden_one() -> None:
+    message, golden = _golden(Ack)
+    assert isinstance(message, Ack)
+    bounds = [bound for pair in message.ranges for bound in pair]
+    assert (
+        encode_ack(
+            message.request_id,
+            message.largest_packet_number,
+            message.ack_delay_us,
+            message.one_way_delay_us,
+            message.cumulative,
+            message.receive_window,
+            bounds,
+        )
+        == golden
+    )
+    # No ranges: the count byte says 0 and nothing follows.
+    assert encode_ack(9, 40, 1500, 123456, 10, 2048) == golden[: 4 + 24] + b"\x00"
 
 
 def test_version_error_is_readable_whatever_version_it_carries() -> None:

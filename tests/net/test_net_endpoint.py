@@ -10,6 +10,7 @@ import asyncio
 import errno
 import functools
 import socket
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -282,13 +283,29 @@ async def test_timer_fires_and_is_rearmed_from_the_machine() -> None:
     endpoint = DatagramEndpoint.open(machine, "127.0.0.1", 0)
     loop = asyncio.get_running_loop()
     try:
-        machine.timer = loop.time() + 0.02
+        first_deadline = loop.time() + 0.02
+        machine.timer = first_deadline
         endpoint.transmit()
         await wait_until(lambda: len(machine.timer_calls) == 1)
-        assert machine.timer_calls[0] >= machine.timer_calls[0]
-        machine.timer = loop.time() + 0.01
+        # Not early: the machine is woken at the deadline it asked for or after (asyncio
+        # may run a handle up to one clock tick early), with the loop's clock as ``now``.
+        tick = time.get_clock_info("monotonic").resolution
+        assert machine.timer_calls[0] >= first_deadline - tick
+        assert machine.timer_calls[0] <= loop.time()
+        assert machine.timer is None
+        # Re-armed from the machine's new answer, not a stale handle.
+        second_deadline = loop.time() + 0.01
+        machine.timer = second_deadline
         endpoint.transmit()
         await wait_until(lambda: len(machine.timer_calls) == 2)
+        assert machine.timer_calls[1] >= second_deadline - tick
+        # A timer the machine withdraws (None) never fires.
+        machine.timer = loop.time() + 0.01
+        endpoint.transmit()
+        machine.timer = None
+        endpoint.transmit()
+        await asyncio.sleep(0.05)
+        assert len(machine.timer_calls) == 2
     finally:
         endpoint.close()
 

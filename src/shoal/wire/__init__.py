@@ -28,7 +28,10 @@ from shoal.wire.messages import (
     VersionError,
     WhoHas,
     decode_datagram,
+    encode_ack,
+    encode_data,
     encode_datagram,
+    pull_data_header,
 )
 
 __all__ = [
@@ -61,5 +64,8 @@ __all__ = [
     "WhoHas",
     "WrongMagic",
     "decode_datagram",
+    "encode_ack",
+    "encode_data",
     "encode_datagram",
+    "pull_data_header",
 ]

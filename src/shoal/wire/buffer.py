@@ -71,6 +71,11 @@ class Buffer:
         start = self._take(4)
         return int(_UINT32.unpack_from(self._data, start)[0])
 
+    def pull_struct(self, layout: struct.Struct) -> tuple[int, ...]:
+        """Several fixed-width fields at once, as ``layout`` (a ``struct.Struct``) reads them."""
+        start = self._take(layout.size)
+        return layout.unpack_from(self._data, start)
+
     def pull_uint64(self) -> int:
         start = self._take(8)
         return int(_UINT64.unpack_from(self._data, start)[0])

@@ -61,7 +61,7 @@ from __future__ import annotations
 
 import enum
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -133,10 +133,21 @@ _E = TypeVar("_E", bound=enum.IntEnum)
 
 PREFIX = struct.Struct(">2sBB")
 PREFIX_SIZE = PREFIX.size
-#: The DATA header, exposed for the transfer engine's hot path (unpack_from / pack).
-DATA_HEADER = struct.Struct(">2sBBIIII")
+# DATA and ACK are the transfer's hot path (one DATA per segment, one ACK per 16), so
+# their layouts are written once as struct formats, and every encoder and decoder of
+# them (``encode_data``, ``pull_data_header``, ``pull_data``, ``encode_ack``,
+# ``pull_ack``) packs or reads those, in one call where it counts.
+#: DATA after the prefix: request_id, packet_number, segment_index, timestamp_us.
+_DATA_FIELDS = struct.Struct(">IIII")
+#: The whole DATA header, prefix included.
+DATA_HEADER = struct.Struct(">2sBB" + _DATA_FIELDS.format[1:])
 DATA_HEADER_SIZE = DATA_HEADER.size
-_ACK_FIXED = struct.Struct(">2sBBIIIIIIB")
+#: The DATA header read as words: the 4-byte prefix compares as one integer.
+_DATA_WORDS = struct.Struct(">I" + _DATA_FIELDS.format[1:])
+#: ACK after the prefix, up to its ranges: request_id, largest_packet_number,
+#: ack_delay_us, one_way_delay_us, cumulative, receive_window, range_count.
+_ACK_FIELDS = struct.Struct(">IIIIIIB")
+_ACK_HEADER = struct.Struct(">2sBB" + _ACK_FIELDS.format[1:])
 _ACK_RANGE = struct.Struct(">II")
 
 
@@ -252,7 +263,8 @@ def push_prefix(buf: Buffer, message_type: MessageType, version: int = PROTOCOL_
     buf.push_uint8(message_type)
 
 
-# -- one pull/push pair per message type (the prefix is already read/written) -------------
+# -- one pull/push pair per message type (the prefix is already read/written); DATA and
+# -- ACK, the hot path, are encoded whole by ``encode_data``/``encode_ack`` ---------------
 
 
 def pull_token(buf: Buffer) -> bytes:
@@ -295,40 +307,110 @@ def push_chunk_request(buf: Buffer, message: ChunkRequest) -> None:
     buf.push_uint32(message.receive_window)
 
 
+def encode_data(
+    request_id: int,
+    packet_number: int,
+    segment_index: int,
+    timestamp_us: int,
+    payload: bytes | bytearray | memoryview,
+    version: int = PROTOCOL_VERSION,
+) -> bytes:
+    """A whole DATA datagram (prefix included): one pack and one copy of the payload.
+
+    The one DATA encoder: the transfer engine calls it for every segment it sends, and
+    ``encode_datagram`` for a ``Data`` message.
+    """
+    return (
+        DATA_HEADER.pack(
+            MAGIC,
+            version,
+            MessageType.DATA,
+            request_id,
+            packet_number,
+            segment_index,
+            timestamp_us,
+        )
+        + payload
+    )
+
+
+_DATA_PREFIX = int.from_bytes(MAGIC + bytes([PROTOCOL_VERSION, MessageType.DATA]), "big")
+
+
+def pull_data_header(datagram: bytes | bytearray | memoryview) -> tuple[int, int, int, int] | None:
+    """``(request_id, packet_number, segment_index, timestamp_us)`` of a DATA datagram of
+    this version with a payload (which follows at ``DATA_HEADER_SIZE``); None for any
+    other datagram, which ``decode_datagram`` then reads (and names what is wrong with).
+
+    The transfer engine's receive path: one unpack, no ``Data`` object, no copy.
+    """
+    if len(datagram) <= DATA_HEADER_SIZE:
+        return None
+    prefix, request_id, packet_number, segment_index, timestamp_us = _DATA_WORDS.unpack_from(
+        datagram
+    )
+    if prefix != _DATA_PREFIX:
+        return None
+    return request_id, packet_number, segment_index, timestamp_us
+
+
 def pull_data(buf: Buffer) -> Data:
-    request_id = buf.pull_uint32()
-    packet_number = buf.pull_uint32()
-    segment_index = buf.pull_uint32()
-    timestamp_us = buf.pull_uint32()
+    request_id, packet_number, segment_index, timestamp_us = buf.pull_struct(_DATA_FIELDS)
     if buf.remaining == 0:
         raise MalformedDatagram("data datagram without payload")
     payload = bytes(buf.pull_rest())
     return Data(request_id, packet_number, segment_index, timestamp_us, payload)
 
 
-def push_data(buf: Buffer, message: Data) -> None:
-    buf.push_uint32(message.request_id)
-    buf.push_uint32(message.packet_number)
-    buf.push_uint32(message.segment_index)
-    buf.push_uint32(message.timestamp_us)
-    buf.push_bytes(message.payload)
+def encode_ack(
+    request_id: int,
+    largest_packet_number: int,
+    ack_delay_us: int,
+    one_way_delay_us: int,
+    cumulative: int,
+    receive_window: int,
+    range_bounds: Sequence[int] = (),
+    version: int = PROTOCOL_VERSION,
+) -> bytes:
+    """A whole ACK datagram (prefix included); ``range_bounds`` is the ranges flattened,
+    ``start, end, start, end, ...`` (as the receiver finds them in its bitmap).
+
+    The one ACK encoder: the transfer engine calls it for every ACK it sends, and
+    ``encode_datagram`` for an ``Ack`` message.
+    """
+    head = _ACK_HEADER.pack(
+        MAGIC,
+        version,
+        MessageType.ACK,
+        request_id,
+        largest_packet_number,
+        ack_delay_us,
+        one_way_delay_us,
+        cumulative,
+        receive_window,
+        len(range_bounds) // 2,
+    )
+    if not range_bounds:
+        return head
+    return head + struct.pack(f">{len(range_bounds)}I", *range_bounds)
 
 
 def pull_ack(buf: Buffer) -> Ack:
-    request_id = buf.pull_uint32()
-    largest_packet_number = buf.pull_uint32()
-    ack_delay_us = buf.pull_uint32()
-    one_way_delay_us = buf.pull_uint32()
-    cumulative = buf.pull_uint32()
-    receive_window = buf.pull_uint32()
-    range_count = buf.pull_uint8()
+    (
+        request_id,
+        largest_packet_number,
+        ack_delay_us,
+        one_way_delay_us,
+        cumulative,
+        receive_window,
+        range_count,
+    ) = buf.pull_struct(_ACK_FIELDS)
     if range_count > MAX_ACK_RANGES:
         raise MalformedDatagram(f"ack with {range_count} ranges (at most {MAX_ACK_RANGES})")
     ranges = []
     floor = cumulative
     for _ in range(range_count):
-        start = buf.pull_uint32()
-        end = buf.pull_uint32()
+        start, end = buf.pull_struct(_ACK_RANGE)
         # Ranges lie above the cumulative point, ascend, and never touch (they would merge).
         if not floor < start < end:
             raise MalformedDatagram(f"ack range [{start}, {end}) out of order")
@@ -343,19 +425,6 @@ def pull_ack(buf: Buffer) -> Ack:
         receive_window,
         tuple(ranges),
     )
-
-
-def push_ack(buf: Buffer, message: Ack) -> None:
-    buf.push_uint32(message.request_id)
-    buf.push_uint32(message.largest_packet_number)
-    buf.push_uint32(message.ack_delay_us)
-    buf.push_uint32(message.one_way_delay_us)
-    buf.push_uint32(message.cumulative)
-    buf.push_uint32(message.receive_window)
-    buf.push_uint8(len(message.ranges))
-    for start, end in message.ranges:
-        buf.push_uint32(start)
-        buf.push_uint32(end)
 
 
 def pull_refusal(buf: Buffer) -> Refusal:
@@ -452,11 +521,25 @@ def encode_datagram(message: Message, version: int = PROTOCOL_VERSION) -> bytes:
         push_prefix(buf, MessageType.CHUNK_REQUEST, version)
         push_chunk_request(buf, message)
     elif isinstance(message, Data):
-        push_prefix(buf, MessageType.DATA, version)
-        push_data(buf, message)
+        return encode_data(
+            message.request_id,
+            message.packet_number,
+            message.segment_index,
+            message.timestamp_us,
+            message.payload,
+            version,
+        )
     elif isinstance(message, Ack):
-        push_prefix(buf, MessageType.ACK, version)
-        push_ack(buf, message)
+        return encode_ack(
+            message.request_id,
+            message.largest_packet_number,
+            message.ack_delay_us,
+            message.one_way_delay_us,
+            message.cumulative,
+            message.receive_window,
+            [bound for pair in message.ranges for bound in pair],
+            version,
+        )
     elif isinstance(message, Refusal):
         push_prefix(buf, MessageType.REFUSAL, version)
         push_refusal(buf, message)

@@ -1,0 +1,66 @@
+"""The pacer: how many packets a flow may send now, and when it may send again.
+
+A token bucket filled at ``gain x cwnd / srtt`` packets a second (the pacing gain is
+higher in slow start, so the window can still double per round trip), holding at most a
+burst's worth. A burst is what the rate allows in ``pacing_burst_seconds`` (as Linux
+sizes TSO bursts to about 1 ms of the pacing rate), between ``_MIN_BURST`` and
+``pacing_burst_packets``: a slow flow's burst would otherwise queue up behind itself at
+the bottleneck, show as delay, and end a delay-based slow start early. Before the first
+RTT sample there is no rate: a full burst may go, limited by the window alone.
+"""
+
+from __future__ import annotations
+
+from shoal.protocol.transfer.config import TransferConfig
+
+#: Fewest packets the pacer lets go back to back.
+_MIN_BURST = 4
+
+
+class Pacer:
+    """Token bucket of one flow (see the module docstring)."""
+
+    __slots__ = ("_config", "_rate", "_tokens", "last_refill", "tokens", "wait_until")
+
+    def __init__(self, config: TransferConfig, now: float) -> None:
+        self._config = config
+        self.tokens = float(config.pacing_burst_packets)
+        self.last_refill = now
+        #: When the flow may send its next packet, if it is waiting for tokens.
+        self.wait_until: float | None = None
+        self._rate = 0.0
+        self._tokens = 0.0
+
+    def budget(
+        self, now: float, room: int, cwnd: float, srtt: float | None, in_slow_start: bool
+    ) -> int:
+        """Packets that may go now, with ``room`` left in the congestion window."""
+        config = self._config
+        burst = config.pacing_burst_packets
+        if srtt is None:
+            tokens = float(burst)
+            rate = 0.0
+        else:
+            gain = config.pacing_gain_slow_start if in_slow_start else config.pacing_gain
+            rate = gain * cwnd / max(srtt, 1e-6)
+            rate_burst = rate * config.pacing_burst_seconds
+            if rate_burst < burst:
+                burst = max(_MIN_BURST, int(rate_burst))
+            tokens = self.tokens + (now - self.last_refill) * rate
+            if tokens > burst:
+                tokens = float(burst)
+        self.last_refill = now
+        self._rate = rate
+        self._tokens = tokens
+        return min(room, int(tokens))
+
+    def on_sent(self, now: float, sent: int, budget: int, room: int) -> None:
+        """``sent`` packets of the ``budget`` went: spend their tokens, and if the pacer,
+        not the window or the data, held the flow back, say when to come back."""
+        rate = self._rate
+        self.tokens = self._tokens - sent
+        if rate and sent == budget and budget < room:
+            # At least a microsecond later, so float rounding cannot make it "now".
+            self.wait_until = now + max((1.0 - self.tokens) / rate, 1e-6)
+        else:
+            self.wait_until = None
