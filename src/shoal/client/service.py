@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import json
 import logging
 import os
-import re
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +46,7 @@ from shoal.client.disk_worker import DiskWorker
 from shoal.client.enrollment import EnrollmentError, enroll, load_enrollment, read_bundle
 from shoal.client.plaintext import PACKAGES_DIRECTORY, PlaintextCancelled, write_plaintext
 from shoal.client.trust import TRUST_FILE
+from shoal.core import portable
 from shoal.core.errors import KeyFileError, ShoalError
 from shoal.core.identity import DeviceKey
 from shoal.net.errors import AddressUnavailable
@@ -108,19 +108,15 @@ def local_address_toward(server: str, port: int) -> str:
 
 
 def prefix_of(ip: str) -> int | None:
-    """The subnet prefix length of a local IPv4 address (Linux ``ip``), if found."""
-    try:
-        output = subprocess.run(
-            ["ip", "-o", "-4", "addr", "show"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.search(rf"inet {re.escape(ip)}/(\d+)", output)
-    return int(match.group(1)) if match else None
+    """The subnet prefix length of a local IPv4 address, if an interface holds it
+    (psutil: the same on Linux, Windows and macOS)."""
+    import psutil
+
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET and address.address == ip and address.netmask:
+                return ipaddress.IPv4Network(f"0.0.0.0/{address.netmask}").prefixlen
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,14 +151,14 @@ def save_network(data_dir: Path, main: PortSet, alternative: PortSet | None) -> 
     }
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(document))
-    os.replace(temporary, path)
+    portable.replace(temporary, path)
 
 
 def write_status(data_dir: Path, status: dict[str, Any]) -> None:
     path = data_dir / STATUS_FILE
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(status, indent=1, sort_keys=True))
-    os.replace(temporary, path)
+    portable.replace(temporary, path)
 
 
 class ClientService:
