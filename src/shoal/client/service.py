@@ -188,7 +188,8 @@ class ClientService:
             prefix = 24
         self.prefix = prefix
         saved_main, self.alternative = load_network(config.data_dir)
-        base = saved_main or PortSet()
+        from_bundle = PortSet(*self.enrollment.ports) if self.enrollment.ports else None
+        base = saved_main or from_bundle or PortSet()
         self.ports = PortSet(
             discovery=config.discovery_port or base.discovery,
             data=config.data_port or base.data,

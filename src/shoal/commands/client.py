@@ -30,7 +30,7 @@ def client() -> None:
     """The agent on every device: downloads assignments from peers, serves its cache."""
 
 
-@configurable("client", reads=("data_dir",))
+@configurable("client", reads=("data_dir",), creates=True)
 @client.command("enroll")
 @click.argument("bundle", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @DATA_DIR
@@ -53,9 +53,11 @@ def enroll_command(bundle: Path, data_dir: Path, replace: bool) -> None:
         raise click.ClickException(str(error)) from None
     settings = config_path()
     write_client_settings(settings, data_dir, enrollment, settings_of("client").keys())
+    certificate = enrollment.console_cert_sha256 or "none (plain HTTP behind a proxy)"
     click.echo(
-        f"enrolled: console key {enrollment.console_key.hex()[:16]}... pinned, P2P server "
-        f"{enrollment.server}:{enrollment.server_port}; settings written to {settings}"
+        f"enrolled: console key {enrollment.console_key.hex()[:16]}... pinned, console "
+        f"certificate {certificate}, P2P server {enrollment.server}:{enrollment.server_port}; "
+        f"settings written to {settings}"
     )
 
 

@@ -18,7 +18,7 @@ def server() -> None:
     """The P2P server: one per central office, origin of last resort for its clients."""
 
 
-@configurable("server")
+@configurable("server", secrets=("auth_key",))
 @server.command("run")
 @click.option(
     "--data-dir",

@@ -35,16 +35,23 @@ def settings_of(role: str) -> dict[str, click.Option]:
     return dict(_KNOWN[role])
 
 
-def configurable(role: str, reads: Collection[str] | None = None) -> Callable[[Command], Command]:
+def configurable(
+    role: str,
+    reads: Collection[str] | None = None,
+    secrets: Collection[str] = (),
+    creates: bool = False,
+) -> Callable[[Command], Command]:
     """Add ``--config`` and environment variables to a command of ``role``; with
-    ``reads``, only those options are settings (``--json`` of a status is not one)."""
+    ``reads``, only those options are settings (``--json`` of a status is not one).
+    ``secrets`` are options that are no key of the file: it names their file instead.
+    A command that ``creates`` the file accepts a named file that does not exist yet."""
 
     def decorate(command: Command) -> Command:
         own: set[str] = set()
         for param in command.params:
             if not isinstance(param, click.Option) or param.hidden or param.name is None:
                 continue
-            if reads is not None and param.name not in reads:
+            if (reads is not None and param.name not in reads) or param.name in secrets:
                 continue
             if param.envvar is None:
                 param.envvar = environment_variable(role, param.name)
@@ -55,7 +62,7 @@ def configurable(role: str, reads: Collection[str] | None = None) -> Callable[[C
         def load(ctx: click.Context, _param: click.Parameter, value: Path | None) -> None:
             path, named = (value, True) if value is not None else config.default_path(role)
             ctx.meta[CONFIG_PATH_KEY] = path
-            settings = config.load(path, _KNOWN[role].keys(), required=named)
+            settings = config.load(path, _KNOWN[role].keys(), required=named and not creates)
             mine = {key: item for key, item in settings.items() if key in own}
             ctx.default_map = {**(ctx.default_map or {}), **mine}
 
