@@ -174,6 +174,9 @@ class Deployment:
     """The token the next ``start_clients`` enrolls with (tests set a wrong one)."""
     clients: dict[str, LabHost] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    client_command: tuple[str, ...] = ()
+    """The client's program (e.g. ``/opt/shoal/client/bin/shoal``: an installed package);
+    empty: this interpreter's ``shoal``."""
 
     # ------------------------------------------------------------- processes
 
@@ -358,6 +361,8 @@ class Deployment:
             command = (
                 [sys.executable, "-m", "shoal_dev.lab.lying_client"]
                 if host.name in liars
+                else [*self.client_command, "client", "run"]
+                if self.client_command
                 else self._shoal("client", "run")
             )
             argv = [
