@@ -30,8 +30,8 @@ demo: $(STAMP)
 test: lint typecheck pytest portable
 
 lint: $(STAMP)
-	$(BIN)/ruff check src dev tests
-	$(BIN)/ruff format --check src dev tests
+	$(BIN)/ruff check src dev tests packaging
+	$(BIN)/ruff format --check src dev tests packaging
 	$(BIN)/lint-imports
 
 portable: $(STAMP)
