@@ -71,4 +71,4 @@ dist: $(STAMP)
 	$(BIN)/python packaging/build.py --out dist
 
 clean:
-	rm -rf dist $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-data
+	rm -rf dist $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis demo-data
