@@ -8,7 +8,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SCENARIOS := branch-flash multi-office churn corrupt-peer slow-uplinks
 
-.PHONY: demo test lint typecheck pytest postgres chromium bench clean
+.PHONY: demo test lint typecheck pytest portable postgres chromium bench dist clean
+
+# The client's tests, run again on the portable paths (SHOAL_PORTABLE=1: what Windows
+# takes; see docs/windows.md).
+CLIENT_TESTS := tests/net tests/test_client_control.py tests/test_client_disk.py \
+	tests/test_store.py tests/test_store_crash.py tests/test_portable.py tests/test_cli.py
 
 $(STAMP): pyproject.toml dev/pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,12 +25,17 @@ $(STAMP): pyproject.toml dev/pyproject.toml Makefile
 demo: $(STAMP)
 	$(BIN)/python -m shoal_dev.demo
 
-## test: ruff, mypy (strict on core/wire/protocol) and the whole pytest suite
-test: lint typecheck pytest
+## test: ruff, import-linter (.importlinter), mypy (strict on core/wire/protocol), the
+## whole pytest suite, and the client's tests again on the portable code paths
+test: lint typecheck pytest portable
 
 lint: $(STAMP)
-	$(BIN)/ruff check src dev tests
-	$(BIN)/ruff format --check src dev tests
+	$(BIN)/ruff check src dev tests packaging
+	$(BIN)/ruff format --check src dev tests packaging
+	$(BIN)/lint-imports
+
+portable: $(STAMP)
+	SHOAL_PORTABLE=1 $(BIN)/pytest -q $(CLIENT_TESTS)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -55,5 +65,10 @@ bench: $(STAMP)
 	done
 	$(BIN)/shoal lab sweep default --json bench/results/sweep-default.json --png bench/results
 
+## dist: the wheel and the Debian packages of client, server and console in dist/,
+## each checked (systemd-analyze verify of its units; see packaging/)
+dist: $(STAMP)
+	$(BIN)/python packaging/build.py --out dist
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis demo-data
+	rm -rf dist $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .hypothesis demo-data

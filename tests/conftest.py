@@ -36,3 +36,18 @@ def database_url(request: pytest.FixtureRequest) -> str | None:
         return None
     cluster: ThrowawayPostgres = request.getfixturevalue("postgres")
     return cluster.new_database()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _settings_files_in_a_temporary_directory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """No test reads or writes /etc/shoal: the roles look for their settings files in a
+    directory of the session's own (``SHOAL_CONFIG_DIR``, inherited by subprocesses)."""
+    saved = os.environ.get("SHOAL_CONFIG_DIR")
+    os.environ["SHOAL_CONFIG_DIR"] = str(tmp_path_factory.mktemp("etc-shoal"))
+    yield
+    if saved is None:
+        del os.environ["SHOAL_CONFIG_DIR"]
+    else:
+        os.environ["SHOAL_CONFIG_DIR"] = saved

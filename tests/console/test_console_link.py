@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import os
 import ssl
+import subprocess
+import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
@@ -322,6 +325,32 @@ def test_the_console_certifies_server_keys_and_serves_enrollment_bundles(
         assert (tmp_path / "device" / "enrollment.json").stat().st_mode & 0o777 == 0o600
         assert load_enrollment(tmp_path / "device")[0] == bundle
         assert server_key not in repr(bundle) and bundle.enrollment_token.hex() not in repr(bundle)
+
+        # One file, one command: the bundle also carries the ports and the console's TLS
+        # fingerprint, and `shoal client enroll` leaves a settings file `run` needs alone.
+        from shoal.console.security import certificate_fingerprint
+
+        assert bundle.ports == (41440, 41442, 41443)
+        assert bundle.console_cert_sha256 == certificate_fingerprint(console.cert_path)
+        bundle_file = tmp_path / "bundle.json"
+        bundle_file.write_text(answer.text)
+        settings = tmp_path / "etc" / "client.toml"
+        enrolled = subprocess.run(
+            [
+                *(sys.executable, "-m", "shoal", "client", "enroll", str(bundle_file)),
+                *("--data-dir", str(tmp_path / "cli-device"), "--config", str(settings)),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert enrolled.returncode == 0, enrolled.stderr
+        assert bundle.console_cert_sha256 in enrolled.stdout
+        written = tomllib.loads(settings.read_text())
+        assert written == {"data_dir": str((tmp_path / "cli-device").resolve())}
+        assert bundle.enrollment_token.hex() not in settings.read_text()
+        kept, _trust = load_enrollment(Path(written["data_dir"]))
+        assert kept == bundle
 
         # Device public keys are stored; a record whose ID is not its key's is refused
         # (that record only: the others of the report are kept).

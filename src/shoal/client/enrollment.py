@@ -4,11 +4,15 @@ The console makes one enrollment bundle per P2P server (``GET /api/v1/servers/ID
 enrollment-bundle``)::
 
     {"format": "shoal-enrollment-1", "console_key": HEX (raw Ed25519, 32 B),
-     "enrollment_token": HEX (16 B), "server": "IP", "server_port": PORT}
+     "console_cert_sha256": "AB:CD:..." | null, "enrollment_token": HEX (16 B),
+     "server": "IP", "server_port": PORT,
+     "ports": {"discovery": P, "control": P, "foreground_data": P,
+               "background_data": P} | null}
 
 ``shoal client enroll BUNDLE`` (or ``shoal client run --enrollment BUNDLE`` at first
 start) pins ``console_key`` in ``DATA_DIR/trust.json`` (``TrustState``) and keeps the
-token and the server's address in ``DATA_DIR/enrollment.json``, mode 0600. The token
+token, the server's address and the console's ports in ``DATA_DIR/enrollment.json``,
+mode 0600 (the console's later port changes arrive from the server and win). The token
 is a secret: it is read from these files only, never from a command line, and never
 logged. Enrolling again with another console key is refused unless asked for
 (``replace=True``): it changes what the device trusts.
@@ -40,6 +44,9 @@ class Enrollment:
     enrollment_token: bytes
     server: str
     server_port: int
+    ports: tuple[int, int, int] | None = None
+    """Discovery, foreground data and background data ports the console had set."""
+    console_cert_sha256: str | None = None
 
     def __repr__(self) -> str:  # never print the token (a traceback, a log line)
         return (
@@ -59,9 +66,26 @@ def parse_bundle(document: Any) -> Enrollment:
         port = int(document["server_port"])
         if len(console_key) != 32 or len(token) < 16 or not 0 < port < 65536:
             raise ValueError("a console key of 32 bytes, a token of 16, a port in 1..65535")
+        ports = _ports(document.get("ports"))
+        fingerprint = document.get("console_cert_sha256")
+        if fingerprint is not None and not isinstance(fingerprint, str):
+            raise ValueError("console_cert_sha256 must be a string")
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise EnrollmentError(f"not an enrollment bundle: {error}") from None
-    return Enrollment(console_key, token, server, port)
+    return Enrollment(console_key, token, server, port, ports, fingerprint)
+
+
+def _ports(document: Any) -> tuple[int, int, int] | None:
+    if document is None:
+        return None
+    ports = (
+        int(document["discovery"]),
+        int(document["foreground_data"]),
+        int(document["background_data"]),
+    )
+    if not all(0 < port < 65536 for port in ports):
+        raise ValueError(f"ports out of 1..65535: {ports}")
+    return ports
 
 
 def read_bundle(path: Path) -> Enrollment:
@@ -93,6 +117,8 @@ def enroll(data_dir: Path, bundle: Enrollment, *, replace: bool = False) -> Enro
         "enrollment_token": bundle.enrollment_token.hex(),
         "server": bundle.server,
         "server_port": bundle.server_port,
+        "ports": list(bundle.ports) if bundle.ports else None,
+        "console_cert_sha256": bundle.console_cert_sha256,
     }
     write_private(data_dir / ENROLLMENT_FILE, json.dumps(document, indent=1).encode())
     return bundle
@@ -109,10 +135,14 @@ def load_enrollment(data_dir: Path) -> tuple[Enrollment, TrustState]:
         document = json.loads(path.read_text())
         token = bytes.fromhex(document["enrollment_token"])
         server, port = str(document["server"]), int(document["server_port"])
+        saved = document.get("ports")
+        ports = (int(saved[0]), int(saved[1]), int(saved[2])) if saved else None
+        fingerprint = document.get("console_cert_sha256")
     except FileNotFoundError:
         raise EnrollmentError(
             f"{path}: this device is not enrolled (run `shoal client enroll BUNDLE`)"
         ) from None
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise EnrollmentError(f"{path}: unreadable enrollment ({type(error).__name__})") from None
-    return Enrollment(trust.console_keys[-1], token, server, port), trust
+    enrollment = Enrollment(trust.console_keys[-1], token, server, port, ports, fingerprint)
+    return enrollment, trust

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Protocol
 
 from shoal.assignments import SealedContent
+from shoal.core import portable
 from shoal.core.files import fsync_directory
 from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
@@ -134,7 +135,7 @@ def write_plaintext(
             output.finish()
         finally:
             output.close()
-        os.replace(temporary, target)
+        portable.replace(temporary, target)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -172,7 +173,7 @@ def _decrypt_file(
                     ready += 1
                 end = ready
             span = (end - 1 - first) * chunk_size + cipher.plaintext_length(end - 1) + TAG_SIZE
-            if os.preadv(source, [sealed_in[:span]], first * chunk_size) != span:
+            if portable.preadinto(source, sealed_in[:span], first * chunk_size) != span:
                 for chunk_index in range(first, end):
                     store.read_chunk(content_id, chunk_index)  # names what is missing
                 raise ChunkDecryptionFailed(f"chunks {first}-{end - 1} are not in the cache")
@@ -205,7 +206,7 @@ class _PlaintextFile:
 
     def __init__(self, path: Path, largest_piece: int) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        direct = getattr(os, "O_DIRECT", 0)
+        direct = getattr(os, "O_DIRECT", 0) if portable.LINUX_PATHS else 0
         self.direct = bool(direct)
         try:
             self._descriptor = os.open(path, flags | direct, 0o600)
@@ -256,7 +257,7 @@ class _PlaintextFile:
         data = self._view[:length]
         while data:
             try:
-                done = os.pwrite(self._descriptor, data, self._written)
+                done = portable.pwrite(self._descriptor, data, self._written)
             except OSError as error:
                 if not self.direct or error.errno != errno.EINVAL:
                     raise
@@ -299,7 +300,7 @@ def _start_writeback(descriptor: int, offset: int, length: int) -> None:
     """Start writing this range to disk now, while the download goes on, so that the
     final fsync has little left to do (Linux starts writeback of dirty pages on
     POSIX_FADV_DONTNEED, then drops them from the page cache once clean)."""
-    advise = getattr(os, "posix_fadvise", None)
+    advise = getattr(os, "posix_fadvise", None) if portable.LINUX_PATHS else None
     if advise is not None:
         advise(descriptor, offset, length, os.POSIX_FADV_DONTNEED)
 

@@ -29,12 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import json
 import logging
 import os
-import re
 import socket
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +60,7 @@ from shoal.client.metrics import (
 )
 from shoal.client.plaintext import PACKAGES_DIRECTORY, PlaintextCancelled, write_plaintext
 from shoal.client.trust import TRUST_FILE
+from shoal.core import portable
 from shoal.core.errors import KeyFileError, ShoalError
 from shoal.core.identity import DeviceKey
 from shoal.net.errors import AddressUnavailable
@@ -126,19 +126,15 @@ def local_address_toward(server: str, port: int) -> str:
 
 
 def prefix_of(ip: str) -> int | None:
-    """The subnet prefix length of a local IPv4 address (Linux ``ip``), if found."""
-    try:
-        output = subprocess.run(
-            ["ip", "-o", "-4", "addr", "show"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.search(rf"inet {re.escape(ip)}/(\d+)", output)
-    return int(match.group(1)) if match else None
+    """The subnet prefix length of a local IPv4 address, if an interface holds it
+    (psutil: the same on Linux, Windows and macOS)."""
+    import psutil
+
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET and address.address == ip and address.netmask:
+                return ipaddress.IPv4Network(f"0.0.0.0/{address.netmask}").prefixlen
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,14 +169,14 @@ def save_network(data_dir: Path, main: PortSet, alternative: PortSet | None) -> 
     }
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(document))
-    os.replace(temporary, path)
+    portable.replace(temporary, path)
 
 
 def write_status(data_dir: Path, status: dict[str, Any]) -> None:
     path = data_dir / STATUS_FILE
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(status, indent=1, sort_keys=True))
-    os.replace(temporary, path)
+    portable.replace(temporary, path)
 
 
 class ClientService:
@@ -210,7 +206,8 @@ class ClientService:
             prefix = 24
         self.prefix = prefix
         saved_main, self.alternative = load_network(config.data_dir)
-        base = saved_main or PortSet()
+        from_bundle = PortSet(*self.enrollment.ports) if self.enrollment.ports else None
+        base = saved_main or from_bundle or PortSet()
         self.ports = PortSet(
             discovery=config.discovery_port or base.discovery,
             data=config.data_port or base.data,

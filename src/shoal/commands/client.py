@@ -11,6 +11,7 @@ import click
 
 from shoal import __version__, ports
 from shoal.commands.daemon import LOG_FORMAT, LOG_LEVELS, run_until_signalled, setup_logging
+from shoal.commands.settings import config_path, configurable, settings_of
 from shoal.core.chunking import parse_size
 from shoal.store.content_store import ContentStore
 
@@ -29,6 +30,7 @@ def client() -> None:
     """The agent on every device: downloads assignments from peers, serves its cache."""
 
 
+@configurable("client", reads=("data_dir",), creates=True)
 @client.command("enroll")
 @click.argument("bundle", type=click.Path(path_type=Path, dir_okay=False, exists=True))
 @DATA_DIR
@@ -39,20 +41,27 @@ def client() -> None:
 )
 def enroll_command(bundle: Path, data_dir: Path, replace: bool) -> None:
     """Enroll this device from BUNDLE, the console's enrollment bundle of its P2P server
-    (GET /api/v1/servers/ID/enrollment-bundle): pins the console key and keeps the
-    enrollment token (a secret, mode 0600) in the data directory."""
+    (GET /api/v1/servers/ID/enrollment-bundle): pins the console key, keeps the
+    enrollment token (a secret, mode 0600) in the data directory, and writes the
+    client's settings file (--config) so that `shoal client run` needs no flag."""
     from shoal.client.enrollment import EnrollmentError, enroll, read_bundle
+    from shoal.client.settings_file import write_client_settings
 
     try:
         enrollment = enroll(data_dir, read_bundle(bundle), replace=replace)
     except EnrollmentError as error:
         raise click.ClickException(str(error)) from None
+    settings = config_path()
+    write_client_settings(settings, data_dir, enrollment, settings_of("client").keys())
+    certificate = enrollment.console_cert_sha256 or "none (plain HTTP behind a proxy)"
     click.echo(
-        f"enrolled: console key {enrollment.console_key.hex()[:16]}... pinned, P2P server "
-        f"{enrollment.server}:{enrollment.server_port}"
+        f"enrolled: console key {enrollment.console_key.hex()[:16]}... pinned, console "
+        f"certificate {certificate}, P2P server {enrollment.server}:{enrollment.server_port}; "
+        f"settings written to {settings}"
     )
 
 
+@configurable("client")
 @client.command("run")
 @DATA_DIR
 @click.option(
@@ -188,6 +197,7 @@ def start_client(
     run_until_signalled(service.run)
 
 
+@configurable("client", reads=("data_dir",))
 @client.command("status")
 @DATA_DIR
 @click.option("--json", "as_json", is_flag=True, help="Print the raw status as JSON.")

@@ -8,10 +8,13 @@ from urllib.parse import urlsplit
 import click
 
 from shoal.commands.daemon import LOG_FORMAT, setup_logging
+from shoal.commands.extras import require_extra
+from shoal.commands.settings import configurable
 from shoal.core.chunking import parse_size
 from shoal.core.errors import ShoalError
 
 
+@configurable("console")
 @click.group(invoke_without_command=True)
 @click.option(
     "--data-dir",
@@ -165,6 +168,7 @@ def console(
     if context.invoked_subcommand is not None:
         return
     # Imported here: the console's web stack is heavy and other commands don't need it.
+    require_extra("console")
     from shoal.console.app import serve
     from shoal.console.state import ConsoleConfig
 

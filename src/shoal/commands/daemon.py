@@ -1,4 +1,6 @@
-"""Running a long-lived process: logging set-up and a clean stop on SIGINT/SIGTERM."""
+"""Running a long-lived process: logging set-up and a clean stop on SIGINT/SIGTERM
+(and SIGBREAK, Ctrl-Break, which a Windows service wrapper sends to stop a console
+program)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Any
 
 import click
 
+from shoal.core.portable import LINUX_PATHS
 from shoal.logs import LOG_FORMATS, configure
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
@@ -30,13 +33,37 @@ def setup_logging(level: str, log_format: str = "text") -> None:
 
 
 def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
-    """Run ``main(stop)`` on a new loop; SIGINT or SIGTERM sets ``stop``."""
+    """Run ``main(stop)`` on a new loop; SIGINT or SIGTERM (or SIGBREAK) sets ``stop``."""
 
     async def runner() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signal_number in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signal_number, stop.set)
+        install_stop_handlers(asyncio.get_running_loop(), stop)
         await main(stop)
 
     asyncio.run(runner())
+
+
+def stop_signals() -> list[signal.Signals]:
+    """The signals that stop a daemon here."""
+    wanted = ["SIGINT", "SIGTERM", "SIGBREAK"]
+    return [getattr(signal, name) for name in wanted if hasattr(signal, name)]
+
+
+def install_stop_handlers(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> str:
+    """Make every stop signal set ``stop``; say which mechanism was used.
+
+    The loop's own handlers on Linux; elsewhere (Windows, where ``add_signal_handler``
+    raises ``NotImplementedError``, or with the portable switch) a plain
+    ``signal.signal`` handler that hands the event to the loop thread-safely.
+    """
+    if LINUX_PATHS:
+        for number in stop_signals():
+            loop.add_signal_handler(number, stop.set)
+        return "loop"
+
+    def handler(_number: int, _frame: object) -> None:
+        loop.call_soon_threadsafe(stop.set)
+
+    for number in stop_signals():
+        signal.signal(number, handler)
+    return "signal"

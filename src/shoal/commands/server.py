@@ -8,6 +8,9 @@ import click
 
 from shoal import ports
 from shoal.commands.daemon import LOG_FORMAT, LOG_LEVELS, run_until_signalled, setup_logging
+from shoal.commands.extras import require_extra
+from shoal.commands.settings import configurable
+from shoal.config import read_secret
 
 
 @click.group()
@@ -15,6 +18,7 @@ def server() -> None:
     """The P2P server: one per central office, origin of last resort for its clients."""
 
 
+@configurable("server", secrets=("auth_key",))
 @server.command("run")
 @click.option(
     "--data-dir",
@@ -32,10 +36,16 @@ def server() -> None:
     help="The console's base URL, e.g. https://console.example:8443",
 )
 @click.option(
+    "--server-key-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="File holding the P2P server authentication key shown by the console "
+    "(readable by the server's user only).",
+)
+@click.option(
     "--auth-key",
-    required=True,
     envvar="SHOAL_SERVER_AUTH_KEY",
-    help="The P2P server authentication key shown by the console.",
+    help="The authentication key itself (prefer --server-key-file: a command line is "
+    "visible to every user of the host).",
 )
 @click.option(
     "--console-ca",
@@ -153,7 +163,8 @@ def server() -> None:
 def run(
     data_dir: Path,
     console_url: str,
-    auth_key: str,
+    server_key_file: Path | None,
+    auth_key: str | None,
     console_ca: Path | None,
     address: str,
     name: str,
@@ -184,10 +195,18 @@ def run(
     created in --data-dir and certified by the console; devices join it with the
     console's enrollment bundle (`shoal client enroll`).
     """
+    require_extra("server")
     from shoal.server.limits import AbuseLimits
     from shoal.server.metrics_listener import parse_listen_address
     from shoal.server.service import ServerConfig, ServerService
 
+    if auth_key is None:
+        if server_key_file is None:
+            raise click.UsageError(
+                "the P2P server authentication key is missing: set server_key_file in "
+                "the settings file (or --server-key-file, or SHOAL_SERVER_AUTH_KEY)"
+            )
+        auth_key = read_secret(server_key_file, "P2P server authentication key")
     try:
         metrics = parse_listen_address(metrics_address) if metrics_address else None
     except ValueError as error:

@@ -20,6 +20,7 @@ from shoal.console import confidential as confidential_records
 from shoal.console import db, records, schemas
 from shoal.console.auth import SESSION_COOKIE, Admin, Console, Database
 from shoal.console.content import StoredContent, Upload
+from shoal.console.enrollment_bundle import build_bundle
 from shoal.console.routes import installs
 from shoal.console.security import (
     certificate_fingerprint,
@@ -30,7 +31,6 @@ from shoal.console.security import (
 )
 from shoal.console.state import ConsoleState
 from shoal.core.chunking import ALLOWED_CHUNK_SIZES, chunk_size_for
-from shoal.core.identity import enrollment_token_for
 from shoal.core.packing import SealedPackage
 from shoal.core.sealing import confidential_chunk_size, new_content_key
 from shoal.licensing import LicenceError, read_licence
@@ -1074,12 +1074,7 @@ def enrollment_bundle(
     row = session.get(db.Server, server_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"P2P server {server_id!r} not found")
-    return schemas.EnrollmentBundle(
-        console_key=state.signing_key.verify_key.raw.hex(),
-        enrollment_token=enrollment_token_for(state.server_key).hex(),
-        server=row.address,
-        server_port=records.load_p2p_settings(session).ports.control,
-    )
+    return build_bundle(state, session, row)
 
 
 @router.get(

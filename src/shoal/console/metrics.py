@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from shoal import __version__
 from shoal.console import db
 from shoal.console.state import ConsoleState
-from shoal.server.metrics import wan_savings
+from shoal.core.savings import wan_savings
 
 
 class ConsoleCollector(Collector):

@@ -314,9 +314,17 @@ class EnrollmentBundle(BaseModel):
 
     format: str = "shoal-enrollment-1"
     console_key: str = Field(description="raw Ed25519 public key (hex): pinned by the device")
+    console_cert_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 fingerprint of the console's TLS certificate (none behind a "
+        "TLS-terminating proxy), shown by `shoal client enroll`",
+    )
     enrollment_token: str = Field(description="secret: keep it out of argv and logs")
-    server: str
-    server_port: int
+    server: str = Field(description="the P2P server's IP address")
+    server_port: int = Field(description="the P2P server's control port")
+    ports: PortSet | None = Field(
+        default=None, description="the P2P ports the console set; the device starts on them"
+    )
 
 
 class ChangeOut(BaseModel):

@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from shoal.core import portable
+
 
 def fsync_directory(path: Path) -> None:
-    """Make a rename (or a new file) in ``path`` durable."""
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    """Make a rename (or a new file) in ``path`` durable (a no-op on Windows)."""
+    portable.fsync_directory(path)
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -25,5 +23,5 @@ def write_private(path: Path, data: bytes) -> None:
         output.write(data)
         output.flush()
         os.fsync(output.fileno())
-    os.replace(temporary, path)
+    portable.replace(temporary, path)
     fsync_directory(path.parent)

@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from shoal.core.portable import LINUX_PATHS, SWITCH_VARIABLE
 from shoal.net.errors import (
     DatagramTooLarge,
     InterfaceQueueFull,
@@ -164,7 +165,7 @@ class UdpSocket:
             _set_buffer(sock, SO_SNDBUFFORCE, socket.SO_SNDBUF, config.send_buffer_bytes)
             if config.broadcast:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            if sys.platform == "linux":
+            if LINUX_PATHS:
                 level, option = (
                     (socket.IPPROTO_IPV6, IPV6_RECVERR)
                     if family == socket.AF_INET6
@@ -183,8 +184,8 @@ class UdpSocket:
     def _detect_offload(self) -> None:
         """Turn on GSO and GRO where the kernel accepts them; note why not otherwise."""
         notes = []
-        if sys.platform != "linux":
-            notes.append(f"no UDP offload on {sys.platform}")
+        if not LINUX_PATHS:
+            notes.append(f"no UDP offload on {sys.platform} (or {SWITCH_VARIABLE} is set)")
         else:
             if self.config.gso:
                 try:
@@ -366,7 +367,7 @@ class UdpSocket:
 
     def drain_error_queue(self) -> None:
         """Move the ICMP errors queued on the socket into ``unreachable``."""
-        if sys.platform != "linux":
+        if not LINUX_PATHS:
             return
         while True:
             try:
@@ -394,7 +395,7 @@ def _gro_segment_size(ancillary: list[tuple[int, int, bytes]]) -> int:
 
 def _set_buffer(sock: socket.socket, force_option: int, option: int, size: int) -> None:
     """Ask for a ``size``-byte buffer: past the sysctl cap when allowed (root)."""
-    if sys.platform == "linux":
+    if LINUX_PATHS:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, force_option, size)
             return

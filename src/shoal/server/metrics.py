@@ -19,15 +19,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from shoal import __version__
+from shoal.core.savings import wan_savings
 
 if TYPE_CHECKING:
     from shoal.server.service import ServerService
-
-
-def wan_savings(from_peers: int, from_server: int) -> float:
-    """Share of the bytes devices received that did not come over the WAN (0..1)."""
-    total = from_peers + from_server
-    return from_peers / total if total else 0.0
 
 
 class ServerCollector(Collector):

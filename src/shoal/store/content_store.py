@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shoal.core import portable
 from shoal.core.chunkset import ChunkSet
 from shoal.core.errors import ChunkHashMismatch, ContentHashMismatch, ManifestError
 from shoal.core.ids import ContentId
@@ -431,7 +432,7 @@ class ContentStore:
                     f"chunk {chunk_index} of {content_id.short} is not verified in this store"
                 )
             length = entry.manifest.chunk_length(chunk_index)
-            data = os.pread(entry.descriptor, length, chunk_index * entry.manifest.chunk_size)
+            data = portable.pread(entry.descriptor, length, chunk_index * entry.manifest.chunk_size)
             entry.last_used = self._clock()
         try:
             entry.manifest.verify_chunk(chunk_index, data)
@@ -480,7 +481,7 @@ class ContentStore:
             verified = ChunkSet(manifest.chunk_count)
             for chunk_index in range(manifest.chunk_count):
                 length = manifest.chunk_length(chunk_index)
-                data = os.pread(descriptor, length, chunk_index * manifest.chunk_size)
+                data = portable.pread(descriptor, length, chunk_index * manifest.chunk_size)
                 if (
                     len(data) == length
                     and hashlib.sha256(data).digest() == (manifest.chunk_hashes[chunk_index])
@@ -543,16 +544,12 @@ class ContentStore:
                     os.fsync(descriptor)
             finally:
                 os.close(descriptor)
-            os.replace(temporary, path)
+            portable.replace(temporary, path)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise
         if self.durable:
-            directory = os.open(self.root, os.O_RDONLY)
-            try:
-                os.fsync(directory)
-            finally:
-                os.close(directory)
+            portable.fsync_directory(self.root)
 
 
 def _parse_sidecar(path: Path, content_id: ContentId, manifest: Manifest) -> dict[str, Any]:
@@ -596,7 +593,7 @@ def _preallocate(descriptor: int, size: int) -> None:
     """Reserve the package's blocks now, so a full disk shows at ``add``, not mid-way."""
     if size == 0:
         return
-    if hasattr(os, "posix_fallocate"):
+    if portable.LINUX_PATHS and hasattr(os, "posix_fallocate"):
         try:
             os.posix_fallocate(descriptor, 0, size)
             return
@@ -609,7 +606,7 @@ def _preallocate(descriptor: int, size: int) -> None:
 def _pwrite_all(descriptor: int, data: bytes | bytearray | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
-        written = os.pwrite(descriptor, view, offset)
+        written = portable.pwrite(descriptor, view, offset)
         view = view[written:]
         offset += written
 
@@ -618,7 +615,7 @@ def _hash_descriptor(descriptor: int, size: int) -> bytes:
     digest = hashlib.sha256()
     offset = 0
     while offset < size:
-        block = os.pread(descriptor, min(_HASH_BLOCK, size - offset), offset)
+        block = portable.pread(descriptor, min(_HASH_BLOCK, size - offset), offset)
         if not block:
             break
         digest.update(block)

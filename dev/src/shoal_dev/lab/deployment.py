@@ -176,6 +176,9 @@ class Deployment:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     server_arguments: list[str] = field(default_factory=list)
     """More options of ``shoal server run`` (e.g. ``--metrics ADDR:PORT``)."""
+    client_command: tuple[str, ...] = ()
+    """The client's program (e.g. ``/opt/shoal/client/bin/shoal``: an installed package);
+    empty: this interpreter's ``shoal``."""
 
     # ------------------------------------------------------------- processes
 
@@ -365,6 +368,8 @@ class Deployment:
             command = (
                 [sys.executable, "-m", "shoal_dev.lab.lying_client"]
                 if host.name in liars
+                else [*self.client_command, "client", "run"]
+                if self.client_command
                 else self._shoal("client", "run")
             )
             argv = [
