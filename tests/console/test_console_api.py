@@ -156,7 +156,9 @@ def test_delete_removes_rows_assignments_and_unshared_content(console: Harness):
     ).json()
     assert console.delete(f"/api/v1/applications/{first['application_id']}").status_code == 204
     assert console.get(f"/api/v1/assignments/{assignment['id']}").status_code == 404
-    assert [app["name"] for app in console.get("/api/v1/applications").json()["items"]] == ["Viewer"]
+    assert [app["name"] for app in console.get("/api/v1/applications").json()["items"]] == [
+        "Viewer"
+    ]
     content = console.state.content
     assert content.data_path(first["content_id"]).exists()  # still used by Viewer
     assert not content.data_path(only["content_id"]).exists()
@@ -169,7 +171,10 @@ def test_confidential_flag_is_recorded(console: Harness):
         f"/api/v1/applications/{version['application_id']}", json={"confidential": True}
     )
     assert changed.json()["confidential"] is True
-    assert console.get("/api/v1/applications").json()["items"][0]["versions"][0]["confidential"] is True
+    assert (
+        console.get("/api/v1/applications").json()["items"][0]["versions"][0]["confidential"]
+        is True
+    )
 
 
 def test_bad_upload_parameters_say_what_is_wrong(console: Harness):
@@ -267,7 +272,9 @@ def test_new_client_subnet_becomes_an_office(console: Harness):
     register_server(console)
     answer = report_clients(console, ("d1", "10.44.3.9", "10.44.3.0/24")).json()
     assert answer["clients"][0]["office"] == "10.44.3.0/24"
-    offices = {office["office"]: office for office in console.get("/api/v1/offices").json()["items"]}
+    offices = {
+        office["office"]: office for office in console.get("/api/v1/offices").json()["items"]
+    }
     assert offices["10.44.3.0/24"]["auto_generated"] is True
     assert offices["10.44.3.0/24"]["parent"] == "Central Office"
     assert offices["10.44.3.0/24"]["devices"] == 1

@@ -439,7 +439,9 @@ def test_attack_13_uploads_have_a_size_cap(small_console: Harness) -> None:
     assert answer.status_code == 413, answer.text
     assert leftover_uploads(small_console) == []
     assert small_console.upload("Small", "1.0", os.urandom(4096)).status_code == 201
-    assert [app["name"] for app in small_console.get("/api/v1/applications").json()["items"]] == ["Small"]
+    assert [app["name"] for app in small_console.get("/api/v1/applications").json()["items"]] == [
+        "Small"
+    ]
 
 
 class FullDiskUpload(Upload):
