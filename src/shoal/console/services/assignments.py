@@ -38,31 +38,36 @@ def _percent(bytes_done: int, bytes_total: int, targeted: int, complete: int) ->
 def _progress_rows(
     session: Session, reaches: ColumnElement[bool], content_id: str, by_office: bool
 ) -> list[tuple[Any, int, int, int]]:
-    """(office or None, devices targeted, devices complete, bytes done)."""
-    office = db.Device.office if by_office else func.min(db.Device.office)
-    done = (
+    """(office or None, devices targeted, devices complete, bytes done).
+
+    Two aggregates: the devices reached (by the office index), and what those devices
+    hold of this content (by the content index): neither reads every device's content.
+    """
+    keys: list[Any] = [db.Device.office] if by_office else []
+    targeted_query = select(*keys, func.count()).select_from(db.Device).where(reaches)
+    done_query = (
         select(
-            db.DeviceContent.device_id,
-            db.DeviceContent.complete,
-            db.DeviceContent.bytes_done,
+            *keys,
+            func.count().filter(db.DeviceContent.complete.is_(True)),
+            func.coalesce(func.sum(db.DeviceContent.bytes_done), 0),
         )
-        .where(db.DeviceContent.content_id == content_id)
-        .subquery()
-    )
-    query = (
-        select(
-            office,
-            func.count(db.Device.id),
-            func.count(done.c.device_id).filter(done.c.complete.is_(True)),
-            func.coalesce(func.sum(done.c.bytes_done), 0),
-        )
-        .select_from(db.Device)
-        .outerjoin(done, done.c.device_id == db.Device.id)
-        .where(reaches)
+        .select_from(db.DeviceContent)
+        .join(db.Device, db.Device.id == db.DeviceContent.device_id)
+        .where(db.DeviceContent.content_id == content_id, reaches)
     )
     if by_office:
-        query = query.group_by(db.Device.office).order_by(db.Device.office)
-    return [(row[0], int(row[1]), int(row[2]), int(row[3])) for row in session.execute(query)]
+        targeted_query = targeted_query.group_by(db.Device.office)
+        done_query = done_query.group_by(db.Device.office)
+    done = {
+        (row[0] if by_office else None): (int(row[-2]), int(row[-1]))
+        for row in session.execute(done_query)
+    }
+    rows = []
+    for row in session.execute(targeted_query):
+        office = row[0] if by_office else None
+        complete, bytes_done = done.get(office, (0, 0))
+        rows.append((office, int(row[-1]), complete, bytes_done))
+    return sorted(rows, key=lambda row: (row[0] is None, row[0] or ""))
 
 
 def _out(
