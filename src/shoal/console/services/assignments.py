@@ -1,15 +1,15 @@
 """Assignments: a version to a device, an office (and below) or everyone; their progress.
 
-Progress is aggregated in SQL from what servers reported (``device_content``) over the
-devices an assignment reaches now, so a list of assignments costs a few queries each,
-whatever the number of devices.
+Progress is aggregated from what servers reported (``device_content``) over the devices
+an assignment reaches now: a page of assignments costs the same few grouped queries
+whatever its length and the number of devices (``_Census``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, func, select, true
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from shoal import topology
@@ -20,87 +20,139 @@ from shoal.console.state import ConsoleState
 from shoal.core.changes import ChangeKind
 
 
-def _reaches(tree: topology.Topology, kind: str, target: str | None) -> ColumnElement[bool]:
-    """Which devices an assignment reaches, as a condition on ``devices``."""
-    if kind == schemas.TargetKind.DEVICE:
-        return db.Device.id == target
-    if kind == schemas.TargetKind.OFFICE:
-        return db.Device.office.in_(tree.subtree(target or ""))
-    return true()
-
-
 def _percent(bytes_done: int, bytes_total: int, targeted: int, complete: int) -> float:
     if bytes_total:
         return round(100.0 * bytes_done / bytes_total, 2)
     return 100.0 if targeted and complete == targeted else 0.0
 
 
-def _progress_rows(
-    session: Session, reaches: ColumnElement[bool], content_id: str, by_office: bool
-) -> list[tuple[Any, int, int, int]]:
-    """(office or None, devices targeted, devices complete, bytes done).
+@dataclass(slots=True)
+class _Tally:
+    """Devices reached and what they hold of one content, in one office (or overall)."""
 
-    Two aggregates: the devices reached (by the office index), and what those devices
-    hold of this content (by the content index): neither reads every device's content.
-    """
-    keys: list[Any] = [db.Device.office] if by_office else []
-    targeted_query = select(*keys, func.count()).select_from(db.Device).where(reaches)
-    done_query = (
-        select(
-            *keys,
-            func.count().filter(db.DeviceContent.complete.is_(True)),
-            func.coalesce(func.sum(db.DeviceContent.bytes_done), 0),
-        )
-        .select_from(db.DeviceContent)
-        .join(db.Device, db.Device.id == db.DeviceContent.device_id)
-        .where(db.DeviceContent.content_id == content_id, reaches)
+    targeted: int = 0
+    complete: int = 0
+    bytes_done: int = 0
+
+    def add(self, other: _Tally) -> None:
+        self.targeted += other.targeted
+        self.complete += other.complete
+        self.bytes_done += other.bytes_done
+
+
+@dataclass(slots=True)
+class _Census:
+    """What a page of assignments needs, read in three grouped queries whatever its
+    length: devices per office, and per (content, office) the devices that completed it
+    and the bytes they hold; device targets are read one by one (few)."""
+
+    devices_per_office: dict[str | None, int]
+    held: dict[tuple[str, str | None], _Tally]
+    device_office: dict[str, str | None]
+    device_held: dict[tuple[str, str], _Tally]
+
+    @classmethod
+    def read(cls, session: Session, content_ids: set[str], device_targets: set[str]) -> _Census:
+        devices_per_office: dict[str | None, int] = {
+            office: int(count)
+            for office, count in session.execute(
+                select(db.Device.office, func.count()).group_by(db.Device.office)
+            )
+        }
+        held = {
+            (content_id, office): _Tally(0, int(complete), int(bytes_done))
+            for content_id, office, complete, bytes_done in session.execute(
+                select(
+                    db.DeviceContent.content_id,
+                    db.Device.office,
+                    func.count().filter(db.DeviceContent.complete.is_(True)),
+                    func.coalesce(func.sum(db.DeviceContent.bytes_done), 0),
+                )
+                .join(db.Device, db.Device.id == db.DeviceContent.device_id)
+                .where(db.DeviceContent.content_id.in_(content_ids))
+                .group_by(db.DeviceContent.content_id, db.Device.office)
+            )
+        }
+        device_office = {
+            device_id: office
+            for device_id, office in session.execute(
+                select(db.Device.id, db.Device.office).where(db.Device.id.in_(device_targets))
+            )
+        }
+        device_held = {
+            (device_id, content_id): _Tally(0, int(complete), int(bytes_done))
+            for device_id, content_id, complete, bytes_done in session.execute(
+                select(
+                    db.DeviceContent.device_id,
+                    db.DeviceContent.content_id,
+                    db.DeviceContent.complete,
+                    db.DeviceContent.bytes_done,
+                ).where(db.DeviceContent.device_id.in_(device_targets))
+            )
+        }
+        return cls(devices_per_office, held, device_office, device_held)
+
+    def per_office(
+        self, tree: topology.Topology, kind: str, target: str | None, content_id: str
+    ) -> dict[str | None, _Tally]:
+        """What the assignment reaches now, office by office."""
+        if kind == schemas.TargetKind.DEVICE:
+            if target not in self.device_office:
+                return {}
+            tally = _Tally(1)
+            tally.add(self.device_held.get((target, content_id), _Tally()))
+            return {self.device_office[target]: tally}
+        if kind == schemas.TargetKind.OFFICE:
+            offices: list[str | None] = list(tree.subtree(target or ""))
+        else:
+            offices = list(self.devices_per_office)
+        result = {}
+        for office in offices:
+            targeted = self.devices_per_office.get(office, 0)
+            if not targeted:
+                continue
+            tally = _Tally(targeted)
+            tally.add(self.held.get((content_id, office), _Tally()))
+            result[office] = tally
+        return result
+
+
+def _progress(tally: _Tally, size: int) -> tuple[int, int, float]:
+    bytes_total = size * tally.targeted
+    bytes_done = min(tally.bytes_done, bytes_total)
+    return (
+        bytes_done,
+        bytes_total,
+        _percent(bytes_done, bytes_total, tally.targeted, tally.complete),
     )
-    if by_office:
-        targeted_query = targeted_query.group_by(db.Device.office)
-        done_query = done_query.group_by(db.Device.office)
-    done = {
-        (row[0] if by_office else None): (int(row[-2]), int(row[-1]))
-        for row in session.execute(done_query)
-    }
-    rows = []
-    for row in session.execute(targeted_query):
-        office = row[0] if by_office else None
-        complete, bytes_done = done.get(office, (0, 0))
-        rows.append((office, int(row[-1]), complete, bytes_done))
-    return sorted(rows, key=lambda row: (row[0] is None, row[0] or ""))
 
 
 def _out(
-    session: Session,
     assignment: db.Assignment,
     version: db.ApplicationVersion,
     application: db.Application,
-    tree: topology.Topology,
+    offices: dict[str | None, _Tally],
     hostnames: dict[str, str],
-    by_office: bool = False,
+    by_office: bool,
 ) -> schemas.AssignmentOut:
-    reaches = _reaches(tree, assignment.target_kind, assignment.target)
-    ((_, targeted, complete, bytes_done),) = _progress_rows(
-        session, reaches, version.content_id, False
-    )
-    bytes_total = version.size * targeted
-    bytes_done = min(bytes_done, bytes_total)
-    offices = None
+    overall = _Tally()
+    for tally in offices.values():
+        overall.add(tally)
+    bytes_done, bytes_total, percent = _progress(overall, version.size)
+    office_progress = None
     if by_office:
-        offices = []
-        for office, office_targeted, office_complete, office_done in _progress_rows(
-            session, reaches, version.content_id, True
-        ):
-            office_total = version.size * office_targeted
-            office_done = min(office_done, office_total)
-            offices.append(
+        office_progress = []
+        for office in sorted(offices, key=lambda name: (name is None, name or "")):
+            tally = offices[office]
+            office_done, office_total, office_percent = _progress(tally, version.size)
+            office_progress.append(
                 schemas.OfficeProgress(
                     office=office,
-                    devices_targeted=office_targeted,
-                    devices_complete=office_complete,
+                    devices_targeted=tally.targeted,
+                    devices_complete=tally.complete,
                     bytes_done=office_done,
                     bytes_total=office_total,
-                    percent=_percent(office_done, office_total, office_targeted, office_complete),
+                    percent=office_percent,
                 )
             )
     if assignment.target_kind == schemas.TargetKind.DEVICE:
@@ -119,13 +171,13 @@ def _out(
         background=assignment.background,
         created_at=assignment.created_at,
         progress=schemas.Progress(
-            devices_targeted=targeted,
-            devices_complete=complete,
+            devices_targeted=overall.targeted,
+            devices_complete=overall.complete,
             bytes_done=bytes_done,
             bytes_total=bytes_total,
-            percent=_percent(bytes_done, bytes_total, targeted, complete),
+            percent=percent,
         ),
-        offices=offices,
+        offices=office_progress,
     )
 
 
@@ -157,18 +209,16 @@ def _outs(
             select(db.Device.id, db.Device.hostname).where(db.Device.id.in_(device_targets))
         ).all()
     )
-    return [
-        _out(
-            session,
-            assignment,
-            versions[assignment.version_id],
-            applications[versions[assignment.version_id].application_id],
-            tree,
-            hostnames,
-            by_office,
+    census = _Census.read(session, {v.content_id for v in versions.values()}, device_targets)
+    result = []
+    for assignment in assignments:
+        version = versions[assignment.version_id]
+        offices = census.per_office(
+            tree, assignment.target_kind, assignment.target, version.content_id
         )
-        for assignment in assignments
-    ]
+        application = applications[version.application_id]
+        result.append(_out(assignment, version, application, offices, hostnames, by_office))
+    return result
 
 
 def create_assignment(
