@@ -131,7 +131,7 @@ def create_app(state: ConsoleState) -> FastAPI:
         description="Applications, devices, assignments, licence, topology, P2P settings, "
         "and the link that P2P servers follow.",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # served by shoal.console.web from packaged assets (no CDN)
         redoc_url=None,
     )
     app.state.console = state
