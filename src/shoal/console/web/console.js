@@ -421,10 +421,9 @@ async function start() {
   $("#login").hidden = true;
   $("#app").hidden = false;
   $("#logout").hidden = false;
-  api("GET", "/api/v1/status").then((status) => {
-    $("#about").textContent = `version ${status.version} · signing key ${status.console_key_id}`;
-  }).catch(() => {});
-  await refreshShown(true);
+  // The about line shows once every view has its data.
+  const [status] = await Promise.all([api("GET", "/api/v1/status"), refreshShown(true)]);
+  $("#about").textContent = `version ${status.version} · signing key ${status.console_key_id}`;
   refreshTimer ??= setInterval(refreshShown, REFRESH_MS);
 }
 
