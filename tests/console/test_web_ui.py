@@ -577,3 +577,66 @@ def test_a_server_is_set_up_from_the_ui(ui: ConsoleUI) -> None:
             row.get_by_role("button", name="Enrollment bundle").click()
         bundle = download.value.path().read_text()
         assert '"enrollment_token"' in bundle and '"console_key"' in bundle
+
+
+@in_browser
+def test_settings_administrators_tokens_and_retiring_are_done_in_the_ui(ui: ConsoleUI) -> None:
+    page = ui.page
+    _version, link = feed_a_site(ui.console, seats=10)
+    with link:
+        report(link, _version["content_id"], [0, 0])
+    ui.log_in()
+    page.on("dialog", lambda dialog: dialog.accept())  # every delete asks first
+
+    ui.open_tab("P2P settings")
+    form = page.locator("#settings-form")
+    form.locator("[name=discovery]").fill("41500")
+    form.locator("[name=alt_discovery]").fill("42500")
+    form.locator("[name=alt_control]").fill("42501")
+    form.locator("[name=alt_foreground_data]").fill("42502")
+    form.locator("[name=alt_background_data]").fill("42503")
+    page.get_by_role("button", name="Add an office").click()
+    form.get_by_label("Office", exact=True).last.fill("Paris")
+    form.get_by_label("Background kbit/s").last.fill("2000")
+    form.get_by_role("button", name="Save settings").click()
+    expect(page.locator("#settings-status")).to_have_text("saved")
+
+    ui.open_tab("Administrators")
+    admins = page.locator("#admin-form")
+    admins.get_by_label("User name").fill("helpdesk")
+    admins.get_by_label("Password (12 characters or more)").fill("a helpdesk password")
+    admins.get_by_role("button", name="Add administrator").click()
+    helpdesk = page.locator("#admins-table tr").filter(has_text="helpdesk")
+    expect(helpdesk).to_have_count(1)
+    page.locator("#token-form").get_by_label("Token name").fill("backup script")
+    page.get_by_role("button", name="Create token").click()
+    expect(page.locator("#token-created")).to_contain_text("shoal_")
+    expect(page.locator("#tokens-table")).to_contain_text("backup script")
+    helpdesk.get_by_role("button", name="Remove helpdesk").click()
+    expect(helpdesk).to_have_count(0)
+
+    ui.open_tab("Devices")
+    devices = page.locator("#devices-table tr")
+    expect(devices).to_have_count(3)  # the header and two devices
+    page.locator("#devices-filter").get_by_label("Search").fill("pc1")
+    expect(devices).to_have_count(2)
+    devices.filter(has_text="paris-pc1").get_by_role("button", name="Retire paris-pc1").click()
+    expect(devices).to_have_count(1)
+
+    admin = ui.console.admin()
+    try:
+        settings = admin.get("/api/v1/settings/p2p").json()
+        assert settings["ports"]["discovery"] == 41500
+        assert settings["alternative_ports"]["background_data"] == 42503
+        assert settings["bandwidth"] == [
+            {
+                "office": "Paris",
+                "foreground_kbps": None,
+                "background_kbps": 2000,
+                "max_concurrent_downloads": None,
+            }
+        ]
+        assert [a["username"] for a in admin.get("/api/v1/admins").json()["items"]] == ["admin"]
+        assert admin.get("/api/v1/devices").json()["total"] == 1
+    finally:
+        admin.close()
