@@ -380,10 +380,19 @@ def test_topology_with_a_bad_cidr_names_the_line_and_the_field(ui: ConsoleUI) ->
         )
     )
     expect(offices).not_to_contain_text("Paris")
+    # Each refused line is shown beside its problem.
+    refused = page.locator("#topology-problems tr")
+    expect(refused.nth(1).locator("td")).to_have_text(
+        ["3", "Paris,Central Office,Default,10.1.0.0/33", re.compile(r"^subnets: ")]
+    )
+    expect(refused.nth(2).locator("td")).to_have_text(
+        ["4", "Lyon,Nowhere,Default,10.2.0.0/24", re.compile(r"^parent: unknown parent")]
+    )
 
     csv_field.fill(header + "Paris,Central Office,Default,10.1.0.0/24\n")
     upload.click()
     expect(page.locator("#topology-error")).to_have_text("")
+    expect(page.locator("#topology-problems")).to_be_hidden()
     paris = offices.locator("tr").filter(has_text="Paris")
     expect(paris.locator("td").nth(3)).to_have_text("10.1.0.0/24")
 

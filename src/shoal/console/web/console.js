@@ -29,7 +29,11 @@ function answer(path, status, statusText, contentType, text) {
   if (status < 200 || status >= 300) {
     // The detail sums up the first few problems; the list, one a line, has them all.
     const problems = (data && data.problems) || [];
-    if (problems.length) throw new Error(problems.map((p) => (p.where ? `${p.where}, ${p.field}: ${p.message}` : p)).join("\n"));
+    if (problems.length) {
+      const error = new Error(problems.map((p) => (p.where ? `${p.where}, ${p.field}: ${p.message}` : p)).join("\n"));
+      error.problems = problems;
+      throw error;
+    }
     throw new Error((data && data.detail) || statusText);
   }
   return data;
@@ -344,6 +348,21 @@ async function drawServers() {
   pager("downloads", downloads, drawServers);
 }
 
+function showTopologyProblems(lines, problems) {
+  // Each refused CSV line beside what is wrong with it.
+  const byLine = new Map();
+  for (const problem of problems) {
+    const match = /^line (\d+)$/.exec(problem.where || "");
+    if (!match) continue;
+    const number = Number(match[1]);
+    byLine.set(number, [...(byLine.get(number) || []), `${problem.field}: ${problem.message}`]);
+  }
+  table($("#topology-problems"), [
+    ["line", (r) => r[0]], ["content", (r) => element("code", lines[r[0] - 1] ?? "")], ["problem", (r) => r[1].join("; ")],
+  ], [...byLine.entries()].sort((a, b) => a[0] - b[0]));
+  $("#topology-problems").hidden = byLine.size === 0;
+}
+
 function bandwidthRow(policy = {}) {
   const row = $("#bandwidth-table").insertRow();
   const field = (name, value, label) => {
@@ -505,11 +524,20 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#devices-filter").addEventListener("input", () => { offsets.devices = 0; drawDevices().catch(showError); });
   $("#devices-filter").addEventListener("submit", (event) => event.preventDefault());
   onSubmit("#topology-form", async (form, data) => {
+    const file = data.get("file");
+    const fromFile = file && file.size;
+    const text = fromFile ? await file.text() : data.get("csv");
+    const json = fromFile && (file.name.endsWith(".json") || file.type === "application/json");
     try {
-      await api("PUT", "/api/v1/topology", data.get("csv"), { "content-type": "text/csv" });
+      await api("PUT", "/api/v1/topology", text, { "content-type": json ? "application/json" : "text/csv" });
       $("#topology-error").textContent = "";
+      $("#topology-problems").replaceChildren();
+      $("#topology-problems").hidden = true;
       await refreshShown(true);
-    } catch (error) { $("#topology-error").textContent = error.message; }
+    } catch (error) {
+      $("#topology-error").textContent = error.message;
+      showTopologyProblems(json ? [] : text.split(/\r?\n/), error.problems || []);
+    }
   });
   $("#bandwidth-add").addEventListener("click", () => bandwidthRow());
   onSubmit("#settings-form", async (form, data) => {
