@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from datetime import date
 from pathlib import Path
 
@@ -143,7 +144,7 @@ def test_versions_accumulate_and_a_duplicate_version_is_refused(console: Harness
     duplicate = console.upload("Editor", "1.1", b"three")
     assert duplicate.status_code == 409
     assert "already has a version '1.1'" in duplicate.json()["detail"]
-    (application,) = console.get("/api/v1/applications").json()
+    (application,) = console.get("/api/v1/applications").json()["items"]
     assert [v["version"] for v in application["versions"]] == ["1.0", "1.1"]
 
 
@@ -156,7 +157,9 @@ def test_delete_removes_rows_assignments_and_unshared_content(console: Harness):
     ).json()
     assert console.delete(f"/api/v1/applications/{first['application_id']}").status_code == 204
     assert console.get(f"/api/v1/assignments/{assignment['id']}").status_code == 404
-    assert [app["name"] for app in console.get("/api/v1/applications").json()] == ["Viewer"]
+    assert [app["name"] for app in console.get("/api/v1/applications").json()["items"]] == [
+        "Viewer"
+    ]
     content = console.state.content
     assert content.data_path(first["content_id"]).exists()  # still used by Viewer
     assert not content.data_path(only["content_id"]).exists()
@@ -169,7 +172,10 @@ def test_confidential_flag_is_recorded(console: Harness):
         f"/api/v1/applications/{version['application_id']}", json={"confidential": True}
     )
     assert changed.json()["confidential"] is True
-    assert console.get("/api/v1/applications").json()[0]["versions"][0]["confidential"] is True
+    assert (
+        console.get("/api/v1/applications").json()["items"][0]["versions"][0]["confidential"]
+        is True
+    )
 
 
 def test_bad_upload_parameters_say_what_is_wrong(console: Harness):
@@ -191,7 +197,7 @@ def test_licence_activates_servers_and_reports_overage(console: Harness):
     assert register_server(console)["activated"] is False
     saved = console.save_licence(seats=2, expires=date(2026, 12, 31))
     assert saved.status_code == 200 and saved.json()["active"] is True
-    assert console.get("/api/v1/servers").json()[0]["activated"] is True
+    assert console.get("/api/v1/servers").json()["items"][0]["activated"] is True
     answer = report_clients(
         console,
         ("d1", "10.1.0.10", "10.1.0.0/24"),
@@ -257,7 +263,7 @@ def test_devices_show_office_status_and_cached_content(console: Harness):
     console.clock.advance(hours=1)
     assert console.get("/api/v1/devices/d1").json()["status"] == "offline"
     assert [
-        d["id"] for d in console.get("/api/v1/devices", params={"office": "Paris"}).json()
+        d["id"] for d in console.get("/api/v1/devices", params={"office": "Paris"}).json()["items"]
     ] == []
 
 
@@ -267,7 +273,9 @@ def test_new_client_subnet_becomes_an_office(console: Harness):
     register_server(console)
     answer = report_clients(console, ("d1", "10.44.3.9", "10.44.3.0/24")).json()
     assert answer["clients"][0]["office"] == "10.44.3.0/24"
-    offices = {office["office"]: office for office in console.get("/api/v1/offices").json()}
+    offices = {
+        office["office"]: office for office in console.get("/api/v1/offices").json()["items"]
+    }
     assert offices["10.44.3.0/24"]["auto_generated"] is True
     assert offices["10.44.3.0/24"]["parent"] == "Central Office"
     assert offices["10.44.3.0/24"]["devices"] == 1
@@ -443,19 +451,46 @@ def test_download_report_sums_servers_per_content_and_office(console: Harness):
             "/api/v1/link/stats", json={"entries": [entry]}, headers=console.link_headers()
         )
         assert answer.status_code == 200 and answer.json() == {"applied": 1, "refused": []}
-    assert console.get("/api/v1/reports/downloads").json() == [{**entry, "peer_share": 0.9}]
+    assert console.get("/api/v1/reports/downloads").json()["items"] == [
+        {**entry, "peer_share": 0.9, "application": None, "version": None}
+    ]
 
 
 # --- web UI ---------------------------------------------------------------------------
 
 
 def test_web_ui_is_served_and_calls_only_routes_that_exist(console: Harness):
-    import re
-
     page = console.client.get("/")
     assert page.status_code == 200 and "shoal console" in page.text
     assert "default-src 'self'" in page.headers["content-security-policy"]
     script = console.client.get("/ui/console.js").text
-    used = {path.split("?")[0] for path in re.findall(r"/api/v1/[a-z0-9/_-]*", script)}
-    published = set(console.client.get("/api/v1/openapi.json").json()["paths"])
-    assert used and used <= published, used - published
+    # Paths built in template literals (`/api/v1/devices/${id}`) compare as templates.
+    found = re.findall(r"/api/v1/(?:[a-z0-9/_-]|\$\{[^}]*\})*", script)
+    used = {re.sub(r"\$\{[^}]*\}", "{}", path.split("?")[0]) for path in found}
+    published = {
+        re.sub(r"\{[^}]*\}", "{}", path)
+        for path in console.client.get("/api/v1/openapi.json").json()["paths"]
+    }
+    assert "/api/v1/devices/{}" in used and "/api/v1/summary" in used
+    assert used <= published, used - published
+
+
+def test_the_api_documentation_and_the_chart_library_come_from_the_console(console: Harness):
+    """An air-gapped site sees the docs and the dashboard's chart: no CDN anywhere."""
+    docs = console.client.get("/api/v1/docs")
+    assert docs.status_code == 200
+    sources = set(re.findall(r'(?:src|href)="([^"]+)"', docs.text))
+    sources |= set(re.findall(r"url: '([^']+)'", docs.text))
+    assert sources >= {"/ui/vendor/swagger-ui-bundle.js", "/ui/vendor/swagger-ui.css"}
+    assert all(source.startswith("/") for source in sources), sources
+    page = console.client.get("/").text
+    assert all(s.startswith("/") for s in re.findall(r'(?:src|href)="([^"]+)"', page))
+    for asset, kind in (
+        ("/ui/vendor/swagger-ui-bundle.js", "javascript"),
+        ("/ui/vendor/swagger-ui.css", "css"),
+        ("/ui/vendor/chart.umd.min.js", "javascript"),
+    ):
+        answer = console.client.get(asset)
+        assert answer.status_code == 200 and kind in answer.headers["content-type"]
+        assert len(answer.content) > 100_000
+    assert console.client.get("/ui/vendor/..%2Fconsole.js").status_code == 404

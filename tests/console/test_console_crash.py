@@ -103,7 +103,10 @@ def check_console_state(
     content_dir = console.data_dir / "content"
     admin = console.admin()
     try:
-        listed = {app["name"]: app for app in admin.get("/api/v1/applications").json()}
+        every = {"limit": 1000}
+        applications = admin.get("/api/v1/applications", params=every).json()
+        assert applications["total"] == len(applications["items"])
+        listed = {app["name"]: app for app in applications["items"]}
         for name, version in acknowledged.items():
             assert name in listed, f"acknowledged upload {name} lost"
             assert listed[name]["versions"][0]["content_id"] == version["content_id"]
@@ -120,7 +123,9 @@ def check_console_state(
                     (content_dir / f"{version['content_id']}.manifest").read_bytes(), [signing_key]
                 )
                 assert manifest.content_id.hex == version["content_id"]
-        present = {assignment["id"] for assignment in admin.get("/api/v1/assignments").json()}
+        answer = admin.get("/api/v1/assignments", params=every).json()
+        assert answer["total"] == len(answer["items"])
+        present = {assignment["id"] for assignment in answer["items"]}
         assert assignments <= present, f"acknowledged assignments lost: {assignments - present}"
     finally:
         admin.close()

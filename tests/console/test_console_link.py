@@ -17,6 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from shoal.core.changes import ChangeKind
+from shoal.core.ids import ContentId
 from shoal.licensing import issue_licence
 from shoal.server.console_link import (
     ConsoleKeyMismatch,
@@ -27,6 +29,7 @@ from shoal.server.console_link import (
     DownloadTotals,
     ReportedClient,
 )
+from shoal.store.content_store import ContentStore
 from shoal.topology import parse_json
 
 from .process import ConsoleProcess
@@ -56,6 +59,31 @@ def running(
         admin.close()
     finally:
         console.stop()
+
+
+def follow_feed(
+    link: ConsoleLink, store: ContentStore, cursor: int
+) -> tuple[int, list[str], list[str], set[ChangeKind]]:
+    """Read the feed from ``cursor`` to its end as a P2P server does: fetch added
+    content into ``store``; answer the new cursor, what was fetched, removed, and the
+    other kinds seen."""
+    fetched: list[str] = []
+    removed: list[str] = []
+    others: set[ChangeKind] = set()
+    while True:
+        page = link.changes(cursor)
+        for change in page.changes:
+            if change.kind is ChangeKind.CONTENT_ADDED and change.subject:
+                link.download_into(store, change.subject)
+                fetched.append(change.subject)
+            elif change.kind is ChangeKind.CONTENT_REMOVED and change.subject:
+                store.remove(ContentId.from_hex(change.subject))
+                removed.append(change.subject)
+            elif change.kind is not None:
+                others.add(change.kind)
+        cursor = page.last_seq
+        if not page.more:
+            return cursor, fetched, removed, others
 
 
 def link_for(console: ConsoleProcess, key: str, **kwargs: object) -> ConsoleLink:
@@ -111,23 +139,23 @@ def test_full_exchange(running: tuple[ConsoleProcess, httpx.Client], tmp_path: P
     key = issue_licence(VENDOR_KEY, "Acme", 1, date(2099, 1, 1), date(2026, 1, 1))
     assert admin.put("/api/v1/license", json={"key": key}).json()["active"] is True
     assert link.register().activated is True
-    content_dir = tmp_path / "server-content"
-    synced = link.sync(content_dir, 0)
-    assert synced.fetched == [first["content_id"]]
-    assert (content_dir / f"{first['content_id']}.data").read_bytes() == before
+    store = ContentStore(tmp_path / "server-content")
+    cursor, fetched, removed, others = follow_feed(link, store, 0)
+    assert fetched == [first["content_id"]] and removed == []
+    assert ChangeKind.LICENCE_CHANGED in others
+    assert store.data_path(ContentId.from_hex(first["content_id"])).read_bytes() == before
 
     # Later uploads follow; deletions too.
     after = os.urandom(300_000)
     second = upload(admin, "After activation", after)
     assert admin.delete(f"/api/v1/applications/{first['application_id']}").status_code == 204
-    synced = link.sync(content_dir, synced.cursor)
-    assert synced.fetched == [second["content_id"]]
-    assert synced.removed == [first["content_id"]]
-    assert not (content_dir / f"{first['content_id']}.data").exists()
-    assert (
-        hashlib.sha256((content_dir / f"{second['content_id']}.data").read_bytes()).hexdigest()
-        == second["sha256"]
-    )
+    cursor, fetched, removed, others = follow_feed(link, store, cursor)
+    assert fetched == [second["content_id"]]
+    assert removed == [first["content_id"]]
+    assert not store.data_path(ContentId.from_hex(first["content_id"])).exists()
+    assert ChangeKind.ASSIGNMENTS_CHANGED in others
+    second_path = store.data_path(ContentId.from_hex(second["content_id"]))
+    assert hashlib.sha256(second_path.read_bytes()).hexdigest() == second["sha256"]
 
     # Settings, topology and signed assignments reach the server.
     assert link.settings()["ports"]["discovery"] == 41440
@@ -161,7 +189,7 @@ def test_full_exchange(running: tuple[ConsoleProcess, httpx.Client], tmp_path: P
     progress = admin.get(f"/api/v1/assignments/{created['id']}").json()["progress"]
     assert (progress["devices_targeted"], progress["devices_complete"]) == (2, 1)
     link.report_stats([DownloadTotals(second["content_id"], "Paris", 500_000, 100_000)])
-    (row,) = admin.get("/api/v1/reports/downloads").json()
+    (row,) = admin.get("/api/v1/reports/downloads").json()["items"]
     assert row["bytes_from_peers"] == 500_000 and row["peer_share"] == pytest.approx(
         0.8333, abs=1e-4
     )
@@ -179,7 +207,7 @@ def test_download_resumes_from_the_first_unverified_chunk(
     version = upload(admin, "Resumable", data)
     with link_for(console, server_key) as link:
         link.register()
-        manifest, _ = link.fetch_manifest(version["content_id"])
+        manifest, manifest_bytes = link.fetch_manifest(version["content_id"])
         # Range is honoured by the console.
         ranged = httpx.get(
             f"{console.base_url}/api/v1/link/content/{version['content_id']}",
@@ -187,12 +215,19 @@ def test_download_resumes_from_the_first_unverified_chunk(
             verify=ssl.create_default_context(cafile=console.cert_path),
         )
         assert ranged.status_code == 206 and ranged.content == data[65536:65540]
-        # Two good chunks, then garbage: the garbage is replaced, the good chunks kept.
-        destination = tmp_path / "resumed.data"
-        partial = tmp_path / "resumed.data.part"
-        partial.write_bytes(data[: 2 * 65536] + b"\0" * 1000)
-        link.download_content(manifest, destination)
-        assert destination.read_bytes() == data and not partial.exists()
+        # Two chunks already held: the download asks only for the rest (a Range request
+        # from the first chunk the store lacks) and completes the package.
+        store = ContentStore(tmp_path / "resumed")
+        store.add(manifest_bytes, pinned=True)
+        for chunk_index in (0, 1):
+            store.write_chunk(
+                manifest.content_id,
+                chunk_index,
+                data[chunk_index * 65536 : (chunk_index + 1) * 65536],
+            )
+        info = link.download_into(store, version["content_id"])
+        assert info.complete
+        assert store.data_path(manifest.content_id).read_bytes() == data
 
 
 def test_a_long_poll_of_the_feed_answers_as_soon_as_a_change_is_recorded(
@@ -380,6 +415,6 @@ def test_the_console_certifies_server_keys_and_serves_enrollment_bundles(
         ]
         [refused] = answer["refused"]
         assert (refused["index"], refused["problems"][0]["field"]) == (1, "public_key")
-        devices = {row["id"] for row in admin.get("/api/v1/devices").json()}
+        devices = {row["id"] for row in admin.get("/api/v1/devices").json()["items"]}
         assert good.device_id.hex() in devices
         assert good.device_id.hex()[:-2] + "00" not in devices

@@ -158,7 +158,7 @@ def test_attack_5_a_bad_client_record_is_refused_alone_and_named(
         (1, "bytes_from_server"),
         (2, "bytes_from_server"),
     ]
-    downloads = console.get("/api/v1/reports/downloads").json()
+    downloads = console.get("/api/v1/reports/downloads").json()["items"]
     assert [(row["office"], row["bytes_from_peers"]) for row in downloads] == [("Paris", 9)]
 
 
@@ -370,7 +370,7 @@ def test_attack_11_huge_and_deep_topologies_are_refused_quickly_while_health_ans
     # Nothing changed, and the office views answer at once.
     started = time.perf_counter()
     assert console.get("/api/v1/topology", params={"format": "csv"}).text == CSV_TOPOLOGY
-    assert len(console.get("/api/v1/offices").json()) == 4
+    assert len(console.get("/api/v1/offices").json()["items"]) == 4
     assert time.perf_counter() - started < 2
 
 
@@ -439,7 +439,9 @@ def test_attack_13_uploads_have_a_size_cap(small_console: Harness) -> None:
     assert answer.status_code == 413, answer.text
     assert leftover_uploads(small_console) == []
     assert small_console.upload("Small", "1.0", os.urandom(4096)).status_code == 201
-    assert [app["name"] for app in small_console.get("/api/v1/applications").json()] == ["Small"]
+    assert [app["name"] for app in small_console.get("/api/v1/applications").json()["items"]] == [
+        "Small"
+    ]
 
 
 class FullDiskUpload(Upload):
@@ -460,7 +462,7 @@ def test_attack_13_a_full_disk_is_a_507_that_says_so_and_cleans_up(
     detail = answer.json()["detail"]
     assert "disk is full" in detail and "removed" in detail and "free some space" in detail
     assert leftover_uploads(console) == []
-    assert console.get("/api/v1/applications").json() == []
+    assert console.get("/api/v1/applications").json()["items"] == []
     assert not [record for record in caplog.records if record.exc_info], "no traceback logged"
     # Announced larger than the free space: refused before a byte is written.
     monkeypatch.undo()
@@ -492,7 +494,7 @@ def test_attack_13_cookie_writes_from_another_origin_are_refused(small_console: 
         tokens = browser.post("/api/v1/tokens", json={"name": "stolen"}, headers=headers)
         assert tokens.status_code == 403
     assert "10.66.0.0/24" not in console.get("/api/v1/topology", params={"format": "csv"}).text
-    assert [token["name"] for token in console.get("/api/v1/tokens").json()] == ["tests"]
+    assert [token["name"] for token in console.get("/api/v1/tokens").json()["items"]] == ["tests"]
     # Reads need no Origin; writes from the console's own pages (or a trusted origin) work.
     assert browser.get("/api/v1/auth/me", headers={"Origin": "https://evil.example"}).is_success
     for own in (

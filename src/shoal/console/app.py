@@ -21,6 +21,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from shoal import __version__
 from shoal.console import api, keys_api, link_api, web
 from shoal.console.routes import health, installs, metrics
+from shoal.console.services.errors import ServiceError
 from shoal.console.state import ConsoleConfig, ConsoleState, open_console
 from shoal.core.errors import ShoalError
 from shoal.topology import TopologyInvalid
@@ -97,6 +98,11 @@ async def _topology_invalid(_request: Request, error: Exception) -> JSONResponse
     )
 
 
+async def _service_error(_request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, ServiceError)
+    return JSONResponse({"detail": str(error)}, status_code=error.status, headers=error.headers)
+
+
 async def _shoal_error(_request: Request, error: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, status_code=400)
 
@@ -126,7 +132,7 @@ def create_app(state: ConsoleState) -> FastAPI:
         description="Applications, devices, assignments, licence, topology, P2P settings, "
         "and the link that P2P servers follow.",
         openapi_url="/api/v1/openapi.json",
-        docs_url="/api/v1/docs",
+        docs_url=None,  # served by shoal.console.web from packaged assets (no CDN)
         redoc_url=None,
     )
     app.state.console = state
@@ -139,6 +145,7 @@ def create_app(state: ConsoleState) -> FastAPI:
     app.include_router(web.router)
     app.add_exception_handler(RequestValidationError, _validation_failed)
     app.add_exception_handler(TopologyInvalid, _topology_invalid)
+    app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(ShoalError, _shoal_error)
     app.add_exception_handler(DataError, _database_refused)
     app.add_exception_handler(IntegrityError, _conflict)

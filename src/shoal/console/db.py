@@ -139,7 +139,7 @@ class Server(Base):
 class Device(Base):
     __tablename__ = "devices"
     id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    hostname: Mapped[str] = mapped_column(String(200))
+    hostname: Mapped[str] = mapped_column(String(200), index=True)
     address: Mapped[str] = mapped_column(String(64))
     subnet: Mapped[str] = mapped_column(String(64))
     office: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
@@ -147,7 +147,7 @@ class Device(Base):
     server_id: Mapped[str] = mapped_column(String(100))
     licensed: Mapped[bool] = mapped_column(Boolean)
     first_seen: Mapped[datetime] = mapped_column(UtcDateTime())
-    last_seen: Mapped[datetime] = mapped_column(UtcDateTime())
+    last_seen: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     public_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     """X25519 public key (hex); the device ID is ``device_id_of`` it."""
 
@@ -253,6 +253,17 @@ class ConsoleKey(Base):
     statement: Mapped[str | None] = mapped_column(Text, nullable=True)
     signature: Mapped[str | None] = mapped_column(String(128), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class WanTotal(Base):
+    """The servers' running totals summed over all content and offices, sampled when
+    statistics arrive (at most one row per ``shoal.console.services.reports.SAMPLE``):
+    the history behind the WAN-saved chart. Bytes in a period are differences."""
+
+    __tablename__ = "wan_totals"
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime(), primary_key=True)
+    bytes_from_peers: Mapped[int] = mapped_column(BigInteger)
+    bytes_from_server: Mapped[int] = mapped_column(BigInteger)
 
 
 class LicenceKey(Base):

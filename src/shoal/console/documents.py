@@ -41,6 +41,7 @@ from sqlalchemy.orm import Session
 from shoal.assignments import DOCUMENT_FORMAT, canonical_json, sign_assignments
 from shoal.console import confidential, db, keys, records, schemas
 from shoal.console.state import ConsoleState
+from shoal.core.changes import ChangeKind
 from shoal.core.errors import ShoalError
 
 log = logging.getLogger("shoal.console")
@@ -186,7 +187,7 @@ def _sign(
         )
         if result.rowcount != 1:  # type: ignore[attr-defined]
             return None
-    state.record_change(session, "assignments_changed")
+    state.record_change(session, ChangeKind.ASSIGNMENTS_CHANGED)
     log.info("signed assignment document %d (expires %s)", sequence, expires.isoformat())
     return schemas.SignedAssignments.model_validate(envelope)
 

@@ -48,7 +48,9 @@ from shoal import __version__, topology
 from shoal.console import confidential, db, documents, records, schemas
 from shoal.console.auth import Console, Database, LinkedServer, Server
 from shoal.console.routes import installs
+from shoal.console.services import reports
 from shoal.console.state import ConsoleState
+from shoal.core.changes import ChangeKind
 from shoal.core.identity import device_id_of
 from shoal.core.server_cert import issue_certificate
 from shoal.licensing import LicenceStatus
@@ -193,7 +195,9 @@ def _feed_page(
         page = found[:limit]
         return schemas.ChangeBatch(
             changes=[
-                schemas.ChangeOut(seq=change.seq, kind=change.kind, subject=change.subject)
+                schemas.ChangeOut(
+                    seq=change.seq, kind=ChangeKind(change.kind), subject=change.subject
+                )
                 for change in page
             ],
             last_seq=page[-1].seq if page else after,
@@ -381,7 +385,7 @@ def _record_clients(
         if confidential.recipients_changed(session, tree, recipients_before, reported):
             # A device that can now receive a confidential key gets it in a newly
             # signed document, not at the next unrelated change.
-            state.record_change(session, "assignments_changed")
+            state.record_change(session, ChangeKind.ASSIGNMENTS_CHANGED)
         after = state.licence_status(session)
         session.commit()
     records.log_refused(state, server.server_id, "client", refused)
@@ -427,6 +431,8 @@ def report_stats(
             stat.updated_at = now
         session.flush()
         applied += 1
+    if applied:
+        reports.record_sample(session, now)
     session.commit()
     records.log_refused(state, server.server_id, "statistics", refused)
     return schemas.StatReportOut(applied=applied, refused=refused)

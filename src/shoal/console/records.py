@@ -11,12 +11,13 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from shoal import topology
 from shoal.console import db, schemas
 from shoal.console.state import ConsoleState, TopologyCache
+from shoal.core.changes import ChangeKind
 
 log = logging.getLogger("shoal.console")
 
@@ -159,10 +160,10 @@ def save_topology(
         found = tree.office_for_address(device.address)
         device.office = found.name if found else None
     _prune_bandwidth_policies(session, tree)
-    state.record_change(session, "topology_changed")
+    state.record_change(session, ChangeKind.TOPOLOGY_CHANGED)
     # The signed assignment document lists each office target's sub-offices: servers
     # fetch it again, and it is signed anew if what it says changed.
-    state.record_change(session, "assignments_changed")
+    state.record_change(session, ChangeKind.ASSIGNMENTS_CHANGED)
 
 
 def _prune_bandwidth_policies(session: Session, tree: topology.Topology) -> None:
@@ -261,50 +262,3 @@ def targeted_devices(
     elif target_kind == schemas.TargetKind.OFFICE:
         query = query.where(db.Device.office.in_(tree.subtree(target or "")))
     return session.scalars(query).all()
-
-
-def assignment_out(
-    session: Session, assignment: db.Assignment, tree: topology.Topology
-) -> schemas.AssignmentOut:
-    """An assignment with its progress, aggregated from what servers reported."""
-    version = session.get_one(db.ApplicationVersion, assignment.version_id)
-    application = session.get_one(db.Application, version.application_id)
-    devices = targeted_devices(session, tree, assignment.target_kind, assignment.target)
-    complete = 0
-    bytes_done = 0
-    if devices:
-        row = session.execute(
-            select(
-                func.count().filter(db.DeviceContent.complete.is_(True)),
-                func.coalesce(func.sum(db.DeviceContent.bytes_done), 0),
-            ).where(
-                db.DeviceContent.content_id == version.content_id,
-                db.DeviceContent.device_id.in_(devices),
-            )
-        ).one()
-        complete, bytes_done = int(row[0]), int(row[1])
-    bytes_total = version.size * len(devices)
-    bytes_done = min(bytes_done, bytes_total)
-    percent = (
-        100.0 * bytes_done / bytes_total
-        if bytes_total
-        else (100.0 if devices and complete == len(devices) else 0.0)
-    )
-    return schemas.AssignmentOut(
-        id=assignment.id,
-        version_id=version.id,
-        application=application.name,
-        version=version.version,
-        content_id=version.content_id,
-        target_kind=assignment.target_kind,
-        target=assignment.target,
-        background=assignment.background,
-        created_at=assignment.created_at,
-        progress=schemas.Progress(
-            devices_targeted=len(devices),
-            devices_complete=complete,
-            bytes_done=bytes_done,
-            bytes_total=bytes_total,
-            percent=round(percent, 2),
-        ),
-    )

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, StringConstraints
 
 from shoal import ports as default_ports
+from shoal.core.changes import ChangeKind
 
+Item = TypeVar("Item")
 MAX_ID = 2**31 - 1
 MAX_BYTES = 2**62
 
@@ -40,6 +42,15 @@ Address = Annotated[
 Cidr = Annotated[
     str, StringConstraints(min_length=4, max_length=64, pattern=r"^[0-9A-Fa-f.:]+/[0-9]{1,3}$")
 ]
+
+
+class Page(BaseModel, Generic[Item]):
+    """One page of a list: ``limit`` items from ``offset``, of ``total`` that match."""
+
+    items: list[Item]
+    total: int
+    limit: int
+    offset: int
 
 
 class Strict(BaseModel):
@@ -187,6 +198,17 @@ class Progress(BaseModel):
     percent: float
 
 
+class OfficeProgress(BaseModel):
+    """An assignment's progress in one office (offices without targeted devices left out)."""
+
+    office: str | None
+    devices_targeted: int
+    devices_complete: int
+    bytes_done: int
+    bytes_total: int
+    percent: float
+
+
 class AssignmentOut(BaseModel):
     id: int
     version_id: int
@@ -195,9 +217,13 @@ class AssignmentOut(BaseModel):
     content_id: str
     target_kind: str
     target: str | None
+    target_label: str = ""
+    """What the target is called: the device's host name, the office, or "everyone"."""
     background: bool
     created_at: datetime
     progress: Progress
+    offices: list[OfficeProgress] | None = None
+    """Per-office progress: in the answer for one assignment, not in lists."""
 
 
 class OfficeOut(BaseModel):
@@ -207,6 +233,11 @@ class OfficeOut(BaseModel):
     subnets: list[str]
     auto_generated: bool
     devices: int
+    children: int = 0
+    bytes_from_peers: int = 0
+    """Bytes its devices received from peers in the office (all content, all servers)."""
+    bytes_from_server: int = 0
+    """Bytes its devices received over the WAN from a P2P server."""
 
 
 class OfficeIn(Strict):
@@ -261,6 +292,8 @@ class ServerOut(BaseModel):
     registered_at: datetime
     last_seen: datetime
     activated: bool
+    online: bool = True
+    """Heard from within the online window (``--online-window``)."""
 
 
 class ServerKeyOut(BaseModel):
@@ -268,11 +301,71 @@ class ServerKeyOut(BaseModel):
 
 
 class DownloadReportRow(BaseModel):
+    application: str | None = None
+    """The application whose version has this content (None: deleted since)."""
+    version: str | None = None
     content_id: str
     office: str
     bytes_from_peers: int
     bytes_from_server: int
     peer_share: float
+
+
+class WanPoint(BaseModel):
+    start: datetime
+    bytes_from_peers: int
+    bytes_from_server: int
+
+
+class WanHistory(BaseModel):
+    """Bytes received by source in each step of a period (the WAN-saved chart)."""
+
+    period: str
+    step_seconds: int
+    points: list[WanPoint]
+
+
+class Attention(BaseModel):
+    """Something on the dashboard that needs a person."""
+
+    kind: str
+    """``overage``, ``licence``, ``server_offline``, ``version_mismatch``, ... (stable)."""
+    severity: str
+    """``error`` (something is broken or refused) or ``warning`` (act soon)."""
+    message: str
+    link: str = ""
+    """The console page where it is handled (``#servers``, ``#licence``, ...)."""
+
+
+class CountOf(BaseModel):
+    total: int
+    online: int
+
+
+class WanSaved(BaseModel):
+    bytes_from_peers: int
+    bytes_from_server: int
+    saved_share: float
+    """Bytes from peers / all bytes: the share of traffic that never crossed the WAN."""
+
+
+class Summary(BaseModel):
+    """What the dashboard shows, small enough to poll every few seconds.
+
+    ``changed`` holds one token per kind of data: the UI refetches a list only when
+    its token differs from the one it last saw.
+    """
+
+    version: str
+    licence: LicenceOut
+    devices: CountOf
+    servers: CountOf
+    offices: int
+    applications: int
+    assignments: int
+    wan: WanSaved
+    attention: list[Attention]
+    changed: dict[str, str]
 
 
 class StatusOut(BaseModel):
@@ -329,7 +422,7 @@ class EnrollmentBundle(BaseModel):
 
 class ChangeOut(BaseModel):
     seq: int
-    kind: str
+    kind: ChangeKind
     subject: str | None
 
 

@@ -38,6 +38,7 @@ from shoal.console.security import (
     write_secret_file,
 )
 from shoal.console.throttle import LoginThrottle
+from shoal.core.changes import ChangeKind
 from shoal.core.errors import ShoalError
 from shoal.core.sealing import CONTENT_KEY_SIZE, new_content_key
 from shoal.core.signing import SigningKey, VerifyKey
@@ -159,9 +160,9 @@ class ConsoleState:
         )
         return evaluate_licence(self.licence(session), seats_used or 0, self.clock())
 
-    def record_change(self, session: Session, kind: str, subject: str | None = None) -> None:
+    def record_change(self, session: Session, kind: ChangeKind, subject: str | None = None) -> None:
         """Append to the change feed P2P servers follow (in the caller's transaction)."""
-        session.add(db.Change(kind=kind, subject=subject, created_at=self.clock()))
+        session.add(db.Change(kind=kind.value, subject=subject, created_at=self.clock()))
 
 
 def _signing_key(data_dir: Path) -> SigningKey:

@@ -5,7 +5,7 @@
 console's version on every answer (``X-Shoal-Version``), turns refusals into named
 errors whose messages say what to do, verifies every manifest and the assignments
 against the console key received at registration, and downloads content with HTTP
-Range so an interrupted download resumes at the first unverified chunk.
+Range so an interrupted download resumes at the first chunk its content store lacks.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import ssl
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from shoal import __version__
+from shoal.core.changes import ChangeKind
 from shoal.core.errors import ChunkHashMismatch, ShoalError
 from shoal.core.manifest import Manifest
 from shoal.core.signing import VerifyKey, verify_manifest_file
@@ -80,7 +80,8 @@ class Registration:
 @dataclass(frozen=True, slots=True)
 class FeedChange:
     seq: int
-    kind: str
+    kind: ChangeKind | None
+    """None: a kind this server does not know (from a newer console): skipped."""
     subject: str | None
 
 
@@ -128,14 +129,6 @@ class DownloadTotals:
     office: str
     bytes_from_peers: int
     bytes_from_server: int
-
-
-@dataclass(slots=True)
-class SyncResult:
-    cursor: int
-    fetched: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    other_changes: set[str] = field(default_factory=set)
 
 
 class ConsoleLink:
@@ -253,7 +246,8 @@ class ConsoleLink:
         answer = self._request("GET", "/changes", params=params).json()
         return FeedPage(
             changes=tuple(
-                FeedChange(item["seq"], item["kind"], item["subject"]) for item in answer["changes"]
+                FeedChange(item["seq"], _change_kind(item["kind"]), item["subject"])
+                for item in answer["changes"]
             ),
             last_seq=answer["last_seq"],
             more=answer["more"],
@@ -269,45 +263,6 @@ class ConsoleLink:
                 f"console sent manifest {manifest.content_id.short} for {content_id[:12]}"
             )
         return manifest, data
-
-    def download_content(self, manifest: Manifest, destination: Path) -> None:
-        """Download the package to ``destination``, chunk-verified, resuming a partial one.
-
-        Bytes go to ``destination.part``; verified whole chunks already there are kept
-        and the download continues with a Range request from the first missing one.
-        The file is fsynced and renamed into place only when every chunk verified.
-        """
-        partial = destination.with_name(destination.name + ".part")
-        have = partial.stat().st_size if partial.exists() else 0
-        verified_chunks = _verified_prefix(partial, manifest, have)
-        start = verified_chunks * manifest.chunk_size
-        with open(partial, "r+b" if partial.exists() else "w+b") as output:
-            output.truncate(start)
-            output.seek(start)
-            if start < manifest.size:
-                headers = {"Range": f"bytes={start}-"} if start else {}
-                try:
-                    with self._http.stream(
-                        "GET", f"/content/{manifest.content_id.hex}", headers=headers
-                    ) as response:
-                        self._check(response)
-                        if start and response.status_code != 206:
-                            raise ConsoleAnswerInvalid("console ignored the Range request")
-                        _write_verified(
-                            response.iter_bytes(DOWNLOAD_BLOCK), manifest, verified_chunks, output
-                        )
-                except httpx.HTTPError as error:
-                    raise ConsoleUnreachable(
-                        f"download of {manifest.content_id.short} interrupted: {error}"
-                    ) from None
-            output.flush()
-            os.fsync(output.fileno())
-        if partial.stat().st_size != manifest.size:
-            raise ConsoleAnswerInvalid(
-                f"content {manifest.content_id.short}: got {partial.stat().st_size} bytes, "
-                f"expected {manifest.size}"
-            )
-        os.replace(partial, destination)
 
     def settings(self) -> dict[str, Any]:
         result: dict[str, Any] = self._request("GET", "/settings").json()
@@ -457,72 +412,6 @@ class ConsoleLink:
             with contextlib.suppress(ValueError):
                 self._log_refused("statistics", response.json())
 
-    def sync(self, content_dir: Path, cursor: int) -> SyncResult:
-        """Follow the change feed from ``cursor``: fetch added content, drop removed.
-
-        Content is stored as ``CONTENT_ID.data`` + ``CONTENT_ID.manifest`` in
-        ``content_dir``. Returns the new cursor (persist it) and what changed; other
-        change kinds (settings, topology, assignments, licence) are listed for the
-        caller to fetch.
-        """
-        content_dir.mkdir(parents=True, exist_ok=True)
-        result = SyncResult(cursor=cursor)
-        while True:
-            page = self.changes(result.cursor)
-            removed_later = {
-                change.subject for change in page.changes if change.kind == "content_removed"
-            }
-            for change in page.changes:
-                if change.kind == "content_added" and change.subject:
-                    if change.subject not in removed_later:
-                        self._fetch(content_dir, change.subject)
-                        result.fetched.append(change.subject)
-                elif change.kind == "content_removed" and change.subject:
-                    for suffix in (".data", ".manifest", ".data.part"):
-                        (content_dir / f"{change.subject}{suffix}").unlink(missing_ok=True)
-                    result.removed.append(change.subject)
-                else:
-                    result.other_changes.add(change.kind)
-                result.cursor = change.seq
-            result.cursor = max(result.cursor, page.last_seq)
-            if not page.more:
-                return result
-
-    def _fetch(self, content_dir: Path, content_id: str) -> None:
-        data_path = content_dir / f"{content_id}.data"
-        manifest_path = content_dir / f"{content_id}.manifest"
-        if data_path.exists() and manifest_path.exists():
-            return
-        try:
-            manifest, manifest_bytes = self.fetch_manifest(content_id)
-        except ConsoleRefused as error:
-            if error.status_code == 404:  # removed since; its removal comes later in the feed
-                return
-            raise
-        self.download_content(manifest, data_path)
-        temporary = manifest_path.with_name(manifest_path.name + ".tmp")
-        temporary.write_bytes(manifest_bytes)
-        os.replace(temporary, manifest_path)
-
-
-def _verified_prefix(partial: Path, manifest: Manifest, have: int) -> int:
-    """How many whole chunks at the start of ``partial`` match the manifest."""
-    if have == 0:
-        return 0
-    count = 0
-    with open(partial, "rb") as existing:
-        while count < manifest.chunk_count:
-            length = manifest.chunk_length(count)
-            data = existing.read(length)
-            if len(data) < length:
-                break
-            try:
-                manifest.verify_chunk(count, data)
-            except ShoalError:
-                break
-            count += 1
-    return count
-
 
 def _chunks(
     blocks: Iterable[bytes], manifest: Manifest, chunk_index: int
@@ -545,13 +434,17 @@ def _chunks(
         )
 
 
-def _write_verified(
-    blocks: Iterable[bytes], manifest: Manifest, chunk_index: int, output: Any
-) -> None:
-    """Write ``blocks`` chunk by chunk, each verified before it is written."""
-    for index, chunk in _chunks(blocks, manifest, chunk_index):
-        try:
-            manifest.verify_chunk(index, chunk)
-        except ShoalError as error:
-            raise ConsoleAnswerInvalid(f"console sent a bad chunk: {error}") from None
-        output.write(chunk)
+def _change_kind(text: str) -> ChangeKind | None:
+    """The kind of a feed change; an unknown one (a newer console) is logged once."""
+    try:
+        return ChangeKind(text)
+    except ValueError:
+        if text not in _UNKNOWN_KINDS_LOGGED:
+            _UNKNOWN_KINDS_LOGGED.add(text)
+            log.warning(
+                "the console's change feed has a kind this server does not know: %r", text[:40]
+            )
+        return None
+
+
+_UNKNOWN_KINDS_LOGGED: set[str] = set()

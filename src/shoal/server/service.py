@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shoal import ports
 from shoal.assignments import encode_envelope
+from shoal.core.changes import ChangeKind
 from shoal.core.identity import DeviceKey, enrollment_token_for
 from shoal.core.ids import ContentId
 from shoal.core.server_cert import VALIDITY_SECONDS, CertificateInvalid, read_certificate
@@ -377,27 +378,27 @@ class ServerService:
         outcome.certificate = registration.certificate
         if not registration.activated:
             return outcome
-        other_changes: set[str] = set()
+        other_changes: set[ChangeKind] = set()
         while True:
             page = self.link.changes(outcome.cursor, wait=wait)
             wait = 0.0  # only the first page waits
             for change in page.changes:
-                if change.kind == "content_added" and change.subject:
+                if change.kind is ChangeKind.CONTENT_ADDED and change.subject:
                     info = self.link.download_into(self.origin, change.subject)
                     outcome.manifests.append(self.origin.manifest_bytes(info.content_id))
-                elif change.kind == "content_removed" and change.subject:
+                elif change.kind is ChangeKind.CONTENT_REMOVED and change.subject:
                     outcome.removed.append(change.subject)
-                else:
+                elif change.kind is not None:
                     other_changes.add(change.kind)
                 outcome.cursor = change.seq
             outcome.cursor = max(outcome.cursor, page.last_seq)
             if not page.more:
                 break
-        if first or "assignments_changed" in other_changes or outcome.manifests:
+        if first or ChangeKind.ASSIGNMENTS_CHANGED in other_changes or outcome.manifests:
             outcome.envelope = self.link.signed_assignments()
-        if first or "topology_changed" in other_changes:
+        if first or ChangeKind.TOPOLOGY_CHANGED in other_changes:
             outcome.topology = self.link.topology()
-        if first or "settings_changed" in other_changes:
+        if first or ChangeKind.SETTINGS_CHANGED in other_changes:
             outcome.settings = self.link.settings()
         return outcome
 

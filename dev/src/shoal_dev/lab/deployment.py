@@ -330,7 +330,7 @@ class Deployment:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.check_alive()
-            activated = [row for row in self.admin.get("/servers") if row["activated"]]
+            activated = [row for row in self.admin.get("/servers")["items"] if row["activated"]]
             if activated:
                 self.enrollment = self.admin.get(f"/servers/{activated[0]['id']}/enrollment-bundle")
                 self.enrollment_token = self.enrollment["enrollment_token"]

@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from shoal.console import db, records, schemas
 from shoal.console.auth import Admin, Console, Database
 from shoal.console.state import ConsoleState
+from shoal.core.changes import ChangeKind
 from shoal.install_spec import InstallSpecInvalid, read_install_spec
 
 router = APIRouter(prefix="/api/v1", tags=["installs"])
@@ -85,7 +86,7 @@ def set_version_spec(
     """Store (or clear) a version's specification; the servers fetch the re-signed
     document. The caller commits."""
     version.install_spec = spec
-    state.record_change(session, "assignments_changed")
+    state.record_change(session, ChangeKind.ASSIGNMENTS_CHANGED)
 
 
 def _spec_out(session: Session, version: db.ApplicationVersion) -> schemas.InstallSpecOut:

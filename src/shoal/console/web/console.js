@@ -1,7 +1,10 @@
 // The console's web UI: a thin client of the REST API (same origin, session cookie).
+// It polls one small summary (GET /api/v1/summary) and fetches a view's list again only
+// when the summary's change token for that kind of data moved, a page at a time.
 "use strict";
 
 const $ = (selector) => document.querySelector(selector);
+const PAGE = 50;
 
 async function api(method, path, body, headers = {}) {
   const options = { method, headers: { ...headers }, credentials: "same-origin" };
@@ -14,31 +17,72 @@ async function api(method, path, body, headers = {}) {
     }
   }
   const response = await fetch(path, options);
-  if (response.status === 401 && path !== "/api/v1/auth/login") {
+  return answer(path, response.status, response.statusText, response.headers.get("content-type"), await response.text());
+}
+
+function answer(path, status, statusText, contentType, text) {
+  if (status === 401 && path !== "/api/v1/auth/login") {
     showLogin();
     throw new Error("not logged in");
   }
-  const text = await response.text();
-  const data = text && response.headers.get("content-type")?.includes("json") ? JSON.parse(text) : text;
-  if (!response.ok) {
+  const data = text && contentType?.includes("json") ? JSON.parse(text) : text;
+  if (status < 200 || status >= 300) {
     // The detail sums up the first few problems; the list, one a line, has them all.
     const problems = (data && data.problems) || [];
-    if (problems.length) throw new Error(problems.map((p) => (p.where ? `${p.where}, ${p.field}: ${p.message}` : p)).join("\n"));
-    throw new Error((data && data.detail) || response.statusText);
+    if (problems.length) {
+      const error = new Error(problems.map((p) => (p.where ? `${p.where}, ${p.field}: ${p.message}` : p)).join("\n"));
+      error.problems = problems;
+      throw error;
+    }
+    throw new Error((data && data.detail) || statusText);
   }
   return data;
 }
 
-function table(element, columns, rows) {
-  element.replaceChildren();
-  const head = element.insertRow();
-  for (const [title] of columns) {
-    const th = document.createElement("th");
-    th.textContent = title;
-    head.appendChild(th);
-  }
+function uploadWithProgress(path, file, onProgress) {
+  // fetch() cannot report upload progress; XMLHttpRequest can.
+  return new Promise((resolve, reject) => {
+    const request = new XMLHttpRequest();
+    request.open("POST", path);
+    request.setRequestHeader("content-type", "application/octet-stream");
+    request.upload.onprogress = (event) => { if (event.lengthComputable) onProgress(event.loaded / event.total); };
+    request.onload = () => {
+      try { resolve(answer(path, request.status, request.statusText, request.getResponseHeader("content-type"), request.responseText)); }
+      catch (error) { reject(error); }
+    };
+    request.onerror = () => reject(new Error("the upload was interrupted"));
+    request.send(file);
+  });
+}
+
+function element(tag, text, attributes = {}) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = text;
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  return node;
+}
+
+function button(label, action, title) {
+  const node = element("button", label, { type: "button" });
+  if (title) node.setAttribute("aria-label", title);
+  node.addEventListener("click", action);
+  return node;
+}
+
+function confirmed(what, action) {
+  // Every delete asks first, naming what goes.
+  return async () => {
+    if (!window.confirm(`${what}?`)) return;
+    try { await action(); await refreshShown(true); } catch (error) { showError(error); }
+  };
+}
+
+function table(node, columns, rows) {
+  node.replaceChildren();
+  const head = node.insertRow();
+  for (const [title] of columns) head.appendChild(element("th", title, { scope: "col" }));
   for (const row of rows) {
-    const tr = element.insertRow();
+    const tr = node.insertRow();
     for (const [, value] of columns) {
       const cell = tr.insertCell();
       const content = value(row);
@@ -49,19 +93,55 @@ function table(element, columns, rows) {
 }
 
 function bytes(count) {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
   let value = count, unit = 0;
   while (value >= 1024 && unit < units.length - 1) { value /= 1024; unit += 1; }
   return `${value.toFixed(unit ? 1 : 0)} ${units[unit]}`;
 }
 
-// Views are redrawn every REFRESH_MS while logged in: progress and devices stay current.
+function progressBar(percent, label) {
+  const bar = element("progress", null, { max: "100", "aria-label": label });
+  bar.value = percent;
+  bar.title = `${percent}%`;
+  const wrapper = element("span");
+  wrapper.append(bar, ` ${percent}%`);
+  return wrapper;
+}
+
+function when(timestamp) { return timestamp ? timestamp.replace("T", " ").slice(0, 16) : ""; }
+
+// --- pages: each list view remembers its offset and draws its pager -----------------
+
+const offsets = {};
+function pager(name, page, redraw) {
+  const node = $(`#${name}-pager`);
+  node.replaceChildren();
+  const first = page.total ? page.offset + 1 : 0;
+  const last = page.offset + page.items.length;
+  node.append(`${first}–${last} of ${page.total} `);
+  const previous = button("Previous", () => { offsets[name] = Math.max(0, page.offset - page.limit); redraw(); }, `Previous page of ${name}`);
+  previous.disabled = page.offset === 0;
+  const next = button("Next", () => { offsets[name] = page.offset + page.limit; redraw(); }, `Next page of ${name}`);
+  next.disabled = last >= page.total;
+  node.append(previous, " ", next);
+}
+
+function listPath(name, path, extra = {}) {
+  const query = new URLSearchParams({ limit: PAGE, offset: offsets[name] || 0, ...extra });
+  return `${path}?${query}`;
+}
+
+// --- the views -----------------------------------------------------------------------
+
 const REFRESH_MS = 5000;
 let refreshTimer = null;
+let seen = null; // the summary's change tokens when each view was last drawn
+let wanChart = null;
 
 function showLogin() {
   clearInterval(refreshTimer);
   refreshTimer = null;
+  seen = null;
   $("#page-error").hidden = true;
   $("#who").textContent = "";
   $("#about").textContent = "";
@@ -71,13 +151,19 @@ function showLogin() {
   $("#licence-banner").hidden = true;
 }
 
+function showError(error) {
+  const problem = $("#page-error");
+  problem.textContent = error.message;
+  problem.hidden = false;
+}
+
 function showLicence(licence) {
   // The licence, with any overage, is shown on every page of the UI.
   const banner = $("#licence-banner");
   banner.hidden = false;
   banner.className = !licence.active ? "bad" : licence.overage ? "warn" : "ok";
   const over = `${licence.seats_over} seat${licence.seats_over === 1 ? "" : "s"} over`;
-  banner.textContent = (licence.overage ? `OVERAGE: ${over}. ` : "") + licence.message;
+  banner.textContent = (licence.overage ? `OVERAGE: ${over}. ` : "") + licence.message.replace(/save a key with PUT \/api\/v1\/license/, "save a key on the Licence page");
   table($("#licence-table"), [["field", (r) => r[0]], ["value", (r) => r[1]]], [
     ["state", licence.state], ["customer", licence.customer], ["seats", licence.seats],
     ["seats used", licence.seats_used], ["seats over", licence.seats_over],
@@ -85,54 +171,274 @@ function showLicence(licence) {
   ]);
 }
 
-async function refresh() {
-  // Every view is fetched at once, then drawn at once: the page never shows half of it.
-  const [status, applications, assignments, devices, offices, servers, downloads, installs] = await Promise.all([
-    api("GET", "/api/v1/status"), api("GET", "/api/v1/applications"), api("GET", "/api/v1/assignments"),
-    api("GET", "/api/v1/devices"), api("GET", "/api/v1/offices"), api("GET", "/api/v1/servers"),
-    api("GET", "/api/v1/reports/downloads"), api("GET", "/api/v1/installs?limit=1000"),
-  ]);
-  showLicence(status.licence);
-  $("#about").textContent = `version ${status.version} · signing key ${status.console_key_id}`;
-  const versions = applications.flatMap((app) => app.versions);
+function drawSummary(summary) {
+  showLicence(summary.licence);
+  $("#fig-devices").textContent = `${summary.devices.online} / ${summary.devices.total}`;
+  const seats = $("#fig-seats");
+  seats.textContent = `${summary.licence.seats_used} / ${summary.licence.seats}`;
+  if (summary.licence.seats_over) seats.append(" ", element("span", `(${summary.licence.seats_over} over)`, { class: "over" }));
+  $("#fig-offices").textContent = summary.offices;
+  $("#fig-servers").textContent = `${summary.servers.online} / ${summary.servers.total}`;
+  const moved = summary.wan.bytes_from_peers + summary.wan.bytes_from_server;
+  $("#fig-wan").textContent = moved ? `${(100 * summary.wan.saved_share).toFixed(1)}% (${bytes(summary.wan.bytes_from_peers)} from peers)` : "no downloads yet";
+  const list = $("#attention");
+  list.replaceChildren(...summary.attention.map((item) => {
+    const entry = element("li", null, { class: item.severity });
+    entry.append(`${item.severity === "error" ? "Error" : "Warning"}: ${item.message} `);
+    if (item.link) entry.appendChild(button("Open", () => openTab(item.link.slice(1)), `Open the page for: ${item.message}`));
+    return entry;
+  }));
+  if (!summary.attention.length) list.appendChild(element("li", "nothing needs attention"));
+}
+
+async function drawWanChart() {
+  const history = await api("GET", `/api/v1/reports/wan?period=${$("#wan-period").value}`);
+  const step = history.step_seconds;
+  const labels = history.points.map((p) => (step >= 86400 ? p.start.slice(5, 10) : p.start.slice(11, 16)));
+  const data = {
+    labels,
+    datasets: [
+      { label: "from peers (LAN)", data: history.points.map((p) => p.bytes_from_peers), backgroundColor: "#2e7d32" },
+      { label: "from P2P servers (WAN)", data: history.points.map((p) => p.bytes_from_server), backgroundColor: "#c62828" },
+    ],
+  };
+  if (!window.Chart) return; // the chart library failed to load: the figures still show
+  if (wanChart) { wanChart.data = data; wanChart.update("none"); return; }
+  wanChart = new window.Chart($("#wan-chart"), {
+    type: "bar",
+    data,
+    options: {
+      animation: false, responsive: true, maintainAspectRatio: false,
+      scales: { x: { stacked: true }, y: { stacked: true, ticks: { callback: (value) => bytes(value) } } },
+      plugins: { tooltip: { callbacks: { label: (context) => `${context.dataset.label}: ${bytes(context.parsed.y)}` } } },
+    },
+  });
+}
+
+async function drawDistributions() {
+  const page = await api("GET", "/api/v1/assignments?limit=10");
+  table($("#distributions-table"), [
+    ["application", (a) => `${a.application} ${a.version}`], ["target", (a) => a.target_label],
+    ["devices done", (a) => `${a.progress.devices_complete} / ${a.progress.devices_targeted}`],
+    ["progress", (a) => progressBar(a.progress.percent, `${a.application} ${a.version} to ${a.target_label}`)],
+  ], page.items);
+}
+
+async function drawApplications() {
+  const search = $("#applications-search").value;
+  const page = await api("GET", listPath("applications", "/api/v1/applications", search ? { search } : {}));
+  const versions = page.items.flatMap((app) => app.versions.map((v) => ({ ...v, app })));
   table($("#applications-table"), [
-    ["application", (v) => v.application], ["version", (v) => v.version], ["version ID", (v) => v.id],
-    ["size", (v) => bytes(v.size)], ["content ID", (v) => v.content_id.slice(0, 12)],
-    ["confidential", (v) => (v.confidential ? "yes" : "no")], ["uploaded", (v) => v.created_at],
+    ["application", (v) => v.application], ["version", (v) => v.version],
+    ["size", (v) => bytes(v.size)],
+    ["confidential", (v) => (v.confidential ? "yes" : "no")], ["uploaded", (v) => when(v.created_at)],
+    ["details", (v) => element("span", `content ${v.content_id.slice(0, 12)}…`, { title: `content ID ${v.content_id}, SHA-256 ${v.sha256}` })],
+    ["", (v) => button("Delete", confirmed(`Delete ${v.application} ${v.version} and its assignments`, () => api("DELETE", `/api/v1/applications/${v.application_id}/versions/${v.id}`)), `Delete ${v.application} ${v.version}`)],
   ], versions);
+  pager("applications", page, drawApplications);
+}
+
+async function drawAssignForm() {
+  const versions = await api("GET", "/api/v1/versions?limit=1000");
+  const select = $("#assign-version");
+  const chosen = select.value;
+  select.replaceChildren(...versions.items.map((v) => element("option", `${v.application} ${v.version} (${bytes(v.size)})`, { value: v.id })));
+  if (chosen) select.value = chosen;
+  const offices = await api("GET", "/api/v1/offices?limit=1000");
+  for (const target of [$("#assign-office"), $("#devices-office")]) {
+    const keep = target.value;
+    const any = target.id === "devices-office" ? [element("option", "any", { value: "" })] : [];
+    target.replaceChildren(...any, ...offices.items.map((o) => element("option", o.office, { value: o.office })));
+    target.value = keep;
+  }
+}
+
+async function drawAssignments() {
+  const page = await api("GET", listPath("assignments", "/api/v1/assignments"));
   table($("#assignments-table"), [
-    ["ID", (a) => a.id], ["application", (a) => `${a.application} ${a.version}`],
-    ["target", (a) => (a.target_kind === "everyone" ? "everyone" : `${a.target_kind} ${a.target}`)],
-    ["devices", (a) => `${a.progress.devices_complete} / ${a.progress.devices_targeted}`],
-    ["progress", (a) => { const bar = document.createElement("progress"); bar.max = 100; bar.value = a.progress.percent; bar.title = `${a.progress.percent}%`; return bar; }],
+    ["application", (a) => `${a.application} ${a.version}`],
+    ["target", (a) => (a.target_kind === "everyone" ? "everyone" : `${a.target_kind}: ${a.target_label}`)],
+    ["devices done", (a) => `${a.progress.devices_complete} / ${a.progress.devices_targeted}`],
+    ["progress", (a) => progressBar(a.progress.percent, `${a.application} ${a.version} to ${a.target_label}`)],
     ["mode", (a) => (a.background ? "background" : "foreground")],
-  ], assignments);
-  // Install results (docs/installs.md): one row per assignment and device.
+    ["created", (a) => when(a.created_at)],
+    ["", (a) => button("Withdraw", confirmed(`Withdraw ${a.application} ${a.version} from ${a.target_label}`, () => api("DELETE", `/api/v1/assignments/${a.id}`)), `Withdraw ${a.application} ${a.version} from ${a.target_label}`)],
+  ], page.items);
+  pager("assignments", page, drawAssignments);
+}
+
+async function drawInstalls() {
+  // Install results (docs/installs.md): one row per assignment and device, newest first.
+  const rows = await api("GET", "/api/v1/installs?limit=200");
   table($("#installs-table"), [
-    ["assignment", (i) => i.assignment_id], ["application", (i) => `${i.application} ${i.version}`],
-    ["device", (i) => i.hostname || i.device_id], ["state", (i) => i.state],
-    ["attempts", (i) => i.attempts], ["exit code", (i) => i.exit_code],
-    ["output (end)", (i) => i.output_tail.trim().split("\n").slice(-1)[0]],
-  ], installs);
+    ["application", (i) => `${i.application} ${i.version}`],
+    ["device", (i) => i.hostname || i.device_id],
+    ["state", (i) => i.state.replace("_", " ")],
+    ["attempts", (i) => i.attempts],
+    ["exit code", (i) => i.exit_code],
+    ["output (last line)", (i) => (i.output_tail || "").trim().split("\n").slice(-1)[0]],
+  ], rows);
+}
+
+async function drawDevices() {
+  const filter = new FormData($("#devices-filter"));
+  const extra = {};
+  for (const [name, value] of filter.entries()) if (value) extra[name] = value;
+  const page = await api("GET", listPath("devices", "/api/v1/devices", extra));
   table($("#devices-table"), [
-    ["device", (d) => d.id], ["host", (d) => d.hostname], ["address", (d) => d.address],
-    ["office", (d) => d.office], ["version", (d) => d.version], ["status", (d) => d.status],
-    ["licensed", (d) => (d.licensed ? "yes" : "NO")], ["cached", (d) => d.cached_content.filter((c) => c.complete).length],
-  ], devices);
+    ["host", (d) => d.hostname], ["office", (d) => d.office], ["address", (d) => d.address],
+    ["version", (d) => d.version], ["status", (d) => d.status],
+    ["licensed", (d) => (d.licensed ? "yes" : "NO")], ["packages held", (d) => d.cached_content.filter((c) => c.complete).length],
+    ["last seen", (d) => when(d.last_seen)],
+    ["", (d) => button("Retire", confirmed(`Retire ${d.hostname} (frees its licence seat)`, () => api("DELETE", `/api/v1/devices/${encodeURIComponent(d.id)}`)), `Retire ${d.hostname}`)],
+  ], page.items);
+  pager("devices", page, drawDevices);
+}
+
+async function officeBranch(parent) {
+  // The tree is read one level at a time: a branch's children load when it is opened.
+  const page = await api("GET", `/api/v1/offices?${new URLSearchParams({ parent, limit: 1000 })}`);
+  return page.items.map((office) => {
+    const item = element("li");
+    const share = office.bytes_from_peers + office.bytes_from_server;
+    const text = `${office.office} (${office.type}) · ${office.devices} devices · ${share ? `${(100 * office.bytes_from_peers / share).toFixed(0)}% from peers, ${bytes(office.bytes_from_server)} over the WAN` : "no downloads"}`;
+    if (office.children) {
+      const toggle = button("+", async () => {
+        if (item.querySelector("ul")) { item.querySelector("ul").remove(); toggle.textContent = "+"; toggle.setAttribute("aria-expanded", "false"); return; }
+        const list = element("ul");
+        list.append(...await officeBranch(office.office));
+        item.appendChild(list);
+        toggle.textContent = "−";
+        toggle.setAttribute("aria-expanded", "true");
+      }, `Show the offices under ${office.office}`);
+      toggle.className = "toggle";
+      toggle.setAttribute("aria-expanded", "false");
+      item.append(toggle, " ");
+    }
+    item.append(text);
+    return item;
+  });
+}
+
+async function drawOffices() {
+  $("#office-tree").replaceChildren(...await officeBranch(""));
+  const page = await api("GET", listPath("offices", "/api/v1/offices"));
   table($("#offices-table"), [
     ["office", (o) => o.office], ["parent", (o) => o.parent], ["type", (o) => o.type],
     ["subnets", (o) => o.subnets.join(" ")], ["devices", (o) => o.devices],
     ["auto", (o) => (o.auto_generated ? "yes" : "")],
-  ], offices);
+  ], page.items);
+  pager("offices", page, drawOffices);
+}
+
+async function downloadBundle(server) {
+  const bundle = await api("GET", `/api/v1/servers/${encodeURIComponent(server.id)}/enrollment-bundle`);
+  const link = element("a", null, { download: `enrollment-${server.name}.json` });
+  link.href = URL.createObjectURL(new Blob([JSON.stringify(bundle, null, 2)], { type: "application/json" }));
+  link.click();
+  URL.revokeObjectURL(link.href);
+}
+
+async function drawServers() {
+  const key = await api("GET", "/api/v1/servers/auth-key");
+  $("#server-key").textContent = key.key;
+  $("#server-command").textContent = `SHOAL_SERVER_AUTH_KEY='${key.key}' shoal server run --console ${location.origin} --console-ca console-cert.pem --address THIS_SERVER_IP --name NAME`;
+  const page = await api("GET", listPath("servers", "/api/v1/servers"));
   table($("#servers-table"), [
-    ["server", (s) => s.id], ["name", (s) => s.name], ["address", (s) => s.address],
-    ["version", (s) => s.version], ["activated", (s) => (s.activated ? "yes" : "no")], ["last seen", (s) => s.last_seen],
-  ], servers);
+    ["name", (s) => s.name], ["address", (s) => s.address], ["version", (s) => s.version],
+    ["activated", (s) => (s.activated ? "yes" : "no")], ["health", (s) => (s.online ? "online" : "OFFLINE")],
+    ["last seen", (s) => when(s.last_seen)],
+    ["enrollment", (s) => button("Enrollment bundle", () => downloadBundle(s).catch(showError), `Download the enrollment bundle of ${s.name}`)],
+    ["", (s) => button("Forget", confirmed(`Forget P2P server ${s.name}`, () => api("DELETE", `/api/v1/servers/${encodeURIComponent(s.id)}`)), `Forget ${s.name}`)],
+  ], page.items);
+  pager("servers", page, drawServers);
+  const downloads = await api("GET", listPath("downloads", "/api/v1/reports/downloads"));
   table($("#downloads-table"), [
-    ["content", (r) => r.content_id.slice(0, 12)], ["office", (r) => r.office],
+    ["application", (r) => (r.application ? `${r.application} ${r.version}` : "(deleted)")], ["office", (r) => r.office],
     ["from peers", (r) => bytes(r.bytes_from_peers)], ["from server", (r) => bytes(r.bytes_from_server)],
     ["peer share", (r) => `${(100 * r.peer_share).toFixed(1)}%`],
-  ], downloads);
+  ], downloads.items);
+  pager("downloads", downloads, drawServers);
+}
+
+function showTopologyProblems(lines, problems) {
+  // Each refused CSV line beside what is wrong with it.
+  const byLine = new Map();
+  for (const problem of problems) {
+    const match = /^line (\d+)$/.exec(problem.where || "");
+    if (!match) continue;
+    const number = Number(match[1]);
+    byLine.set(number, [...(byLine.get(number) || []), `${problem.field}: ${problem.message}`]);
+  }
+  table($("#topology-problems"), [
+    ["line", (r) => r[0]], ["content", (r) => element("code", lines[r[0] - 1] ?? "")], ["problem", (r) => r[1].join("; ")],
+  ], [...byLine.entries()].sort((a, b) => a[0] - b[0]));
+  $("#topology-problems").hidden = byLine.size === 0;
+}
+
+function bandwidthRow(policy = {}) {
+  const row = $("#bandwidth-table").insertRow();
+  const field = (name, value, label) => {
+    const input = element("input", null, { name, "aria-label": label });
+    if (name !== "office") { input.type = "number"; input.min = "1"; }
+    input.value = value ?? "";
+    row.insertCell().appendChild(input);
+  };
+  field("office", policy.office, "Office");
+  field("foreground_kbps", policy.foreground_kbps, "Foreground kbit/s");
+  field("background_kbps", policy.background_kbps, "Background kbit/s");
+  row.insertCell().appendChild(button("Remove", () => row.remove(), "Remove this office's policy"));
+}
+
+async function drawSettings() {
+  const settings = await api("GET", "/api/v1/settings/p2p");
+  const form = $("#settings-form");
+  for (const [name, value] of Object.entries(settings.ports)) form.elements[name].value = value;
+  for (const [name, value] of Object.entries(settings.alternative_ports || {})) form.elements[`alt_${name}`].value = value;
+  table($("#bandwidth-table"), [["office", () => ""], ["foreground kbit/s", () => ""], ["background kbit/s", () => ""], ["", () => ""]], []);
+  for (const policy of settings.bandwidth) bandwidthRow(policy);
+}
+
+async function drawAdmins() {
+  const admins = await api("GET", "/api/v1/admins?limit=1000");
+  table($("#admins-table"), [
+    ["user name", (a) => a.username], ["added", (a) => when(a.created_at)],
+    ["", (a) => button("Remove", confirmed(`Remove administrator ${a.username}`, () => api("DELETE", `/api/v1/admins/${a.id}`)), `Remove ${a.username}`)],
+  ], admins.items);
+  const tokens = await api("GET", "/api/v1/tokens?limit=1000");
+  table($("#tokens-table"), [
+    ["name", (t) => t.name], ["created", (t) => when(t.created_at)], ["last used", (t) => when(t.last_used_at)],
+    ["", (t) => button("Revoke", confirmed(`Revoke API token ${t.name}`, () => api("DELETE", `/api/v1/tokens/${t.id}`)), `Revoke ${t.name}`)],
+  ], tokens.items);
+}
+
+// Which views each change token stands for.
+const DRAWN_ON = {
+  feed: [drawApplications, drawAssignForm, drawAssignments, drawInstalls, drawDistributions, drawOffices, drawSettings],
+  devices: [drawDevices, drawAssignments, drawInstalls, drawDistributions, drawOffices],
+  servers: [drawServers],
+  stats: [drawWanChart, drawServers, drawOffices],
+};
+
+async function refresh(force = false) {
+  const summary = await api("GET", "/api/v1/summary");
+  drawSummary(summary);
+  const due = new Set();
+  for (const [token, views] of Object.entries(DRAWN_ON)) {
+    if (force || !seen || seen[token] !== summary.changed[token]) for (const view of views) due.add(view);
+  }
+  if (!seen || force) due.add(drawAdmins);
+  // Every due view is fetched, then the page shows them all.
+  await Promise.all([...due].map((view) => view()));
+  seen = summary.changed;
+}
+
+function openTab(name) {
+  for (const panel of document.querySelectorAll("[data-panel]")) panel.hidden = panel.dataset.panel !== name;
+  for (const tab of document.querySelectorAll("nav button")) {
+    if (tab.dataset.tab === name) tab.setAttribute("aria-current", "page");
+    else tab.removeAttribute("aria-current");
+  }
 }
 
 async function start() {
@@ -147,15 +453,17 @@ async function start() {
   $("#login").hidden = true;
   $("#app").hidden = false;
   $("#logout").hidden = false;
-  await refreshShown();
+  // The about line shows once every view has its data.
+  const [status] = await Promise.all([api("GET", "/api/v1/status"), refreshShown(true)]);
+  $("#about").textContent = `version ${status.version} · signing key ${status.console_key_id}`;
   refreshTimer ??= setInterval(refreshShown, REFRESH_MS);
 }
 
-async function refreshShown() {
+async function refreshShown(force = false) {
   // A failed refresh is said on the page (a 401 has already shown the login form).
   const problem = $("#page-error");
   try {
-    await refresh();
+    await refresh(force === true);
     problem.hidden = true;
   } catch (error) {
     if ($("#app").hidden) return;
@@ -164,19 +472,20 @@ async function refreshShown() {
   }
 }
 
-document.addEventListener("DOMContentLoaded", () => {
-  for (const button of document.querySelectorAll("nav button")) {
-    button.addEventListener("click", () => {
-      for (const panel of document.querySelectorAll("[data-panel]")) panel.hidden = panel.dataset.panel !== button.dataset.tab;
-    });
-  }
-  $("#login-form").addEventListener("submit", async (event) => {
+function onSubmit(selector, action) {
+  $(selector).addEventListener("submit", async (event) => {
     event.preventDefault();
-    const form = new FormData(event.target);
+    await action(event.target, new FormData(event.target));
+  });
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const tab of document.querySelectorAll("nav button")) tab.addEventListener("click", () => openTab(tab.dataset.tab));
+  onSubmit("#login-form", async (form, data) => {
     try {
-      await api("POST", "/api/v1/auth/login", { username: form.get("username"), password: form.get("password") });
+      await api("POST", "/api/v1/auth/login", { username: data.get("username"), password: data.get("password") });
       $("#login-error").textContent = "";
-      event.target.reset(); // no password left in the page for whoever comes next
+      form.reset(); // no password left in the page for whoever comes next
       await start();
     } catch (error) { $("#login-error").textContent = error.message; }
   });
@@ -188,38 +497,93 @@ document.addEventListener("DOMContentLoaded", () => {
     }
     showLogin();
   });
-  $("#upload-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const form = new FormData(event.target);
-    const query = new URLSearchParams({ name: form.get("name"), version: form.get("version"), confidential: form.get("confidential") ? "true" : "false" });
+  onSubmit("#upload-form", async (form, data) => {
+    const query = new URLSearchParams({ name: data.get("name"), version: data.get("version"), confidential: data.get("confidential") ? "true" : "false" });
+    const bar = $("#upload-progress");
+    bar.hidden = false;
+    bar.value = 0;
     $("#upload-status").textContent = "uploading…";
     try {
-      await api("POST", `/api/v1/applications?${query}`, form.get("file"), { "content-type": "application/octet-stream" });
+      await uploadWithProgress(`/api/v1/applications?${query}`, data.get("file"), (share) => {
+        bar.value = Math.round(100 * share);
+        $("#upload-status").textContent = share < 1 ? `uploading… ${bar.value}%` : "packing and signing…";
+      });
+      bar.value = 100;
       $("#upload-status").textContent = "done";
-      await refresh();
-    } catch (error) { $("#upload-status").textContent = error.message; }
+      await refreshShown(true);
+    } catch (error) { $("#upload-status").textContent = error.message; bar.hidden = true; }
   });
-  $("#assign-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const form = new FormData(event.target);
-    const body = { version_id: Number(form.get("version_id")), target_kind: form.get("target_kind"), background: Boolean(form.get("background")) };
-    if (form.get("target_kind") !== "everyone") body.target = form.get("target");
-    try { await api("POST", "/api/v1/assignments", body); $("#assign-error").textContent = ""; await refresh(); }
+  $("#applications-search").addEventListener("input", () => { offsets.applications = 0; drawApplications().catch(showError); });
+  $("#assign-kind").addEventListener("change", () => {
+    const kind = $("#assign-kind").value;
+    $("#assign-office-label").hidden = kind !== "office";
+    $("#assign-device-label").hidden = kind !== "device";
+  });
+  const deviceChoices = new Map();
+  $("#assign-device").addEventListener("input", async () => {
+    const search = $("#assign-device").value;
+    if (search.length < 2) return;
+    const page = await api("GET", `/api/v1/devices?${new URLSearchParams({ search, limit: 20 })}`);
+    for (const d of page.items) deviceChoices.set(`${d.hostname} (${d.office ?? "no office"}, ${d.address})`, d.id);
+    $("#device-choices").replaceChildren(...page.items.map((d) => element("option", null, { value: `${d.hostname} (${d.office ?? "no office"}, ${d.address})` })));
+  });
+  onSubmit("#assign-form", async (form, data) => {
+    const body = { version_id: Number(data.get("version_id")), target_kind: data.get("target_kind"), background: Boolean(data.get("background")) };
+    if (body.target_kind === "office") body.target = data.get("office");
+    if (body.target_kind === "device") body.target = deviceChoices.get(data.get("device")) ?? data.get("device");
+    try { await api("POST", "/api/v1/assignments", body); $("#assign-error").textContent = ""; await refreshShown(true); }
     catch (error) { $("#assign-error").textContent = error.message; }
   });
-  $("#topology-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
+  $("#devices-filter").addEventListener("input", () => { offsets.devices = 0; drawDevices().catch(showError); });
+  $("#devices-filter").addEventListener("submit", (event) => event.preventDefault());
+  onSubmit("#topology-form", async (form, data) => {
+    const file = data.get("file");
+    const fromFile = file && file.size;
+    const text = fromFile ? await file.text() : data.get("csv");
+    const json = fromFile && (file.name.endsWith(".json") || file.type === "application/json");
     try {
-      await api("PUT", "/api/v1/topology", new FormData(event.target).get("csv"), { "content-type": "text/csv" });
+      await api("PUT", "/api/v1/topology", text, { "content-type": json ? "application/json" : "text/csv" });
       $("#topology-error").textContent = "";
-      await refresh();
-    } catch (error) { $("#topology-error").textContent = error.message; }
+      $("#topology-problems").replaceChildren();
+      $("#topology-problems").hidden = true;
+      await refreshShown(true);
+    } catch (error) {
+      $("#topology-error").textContent = error.message;
+      showTopologyProblems(json ? [] : text.split(/\r?\n/), error.problems || []);
+    }
   });
-  $("#licence-form").addEventListener("submit", async (event) => {
-    event.preventDefault();
-    try { await api("PUT", "/api/v1/license", { key: new FormData(event.target).get("key") }); $("#licence-error").textContent = ""; await refresh(); }
+  $("#bandwidth-add").addEventListener("click", () => bandwidthRow());
+  onSubmit("#settings-form", async (form, data) => {
+    const port = (name) => (data.get(name) ? Number(data.get(name)) : null);
+    const names = ["discovery", "control", "foreground_data", "background_data"];
+    const body = { ports: Object.fromEntries(names.map((n) => [n, port(n)])), alternative_ports: null, bandwidth: [] };
+    if (names.some((n) => data.get(`alt_${n}`))) body.alternative_ports = Object.fromEntries(names.map((n) => [n, port(`alt_${n}`)]));
+    for (const row of $("#bandwidth-table").querySelectorAll("tr")) {
+      const office = row.querySelector("[name=office]");
+      if (!office || !office.value) continue;
+      const kbps = (name) => (row.querySelector(`[name=${name}]`).value ? Number(row.querySelector(`[name=${name}]`).value) : null);
+      body.bandwidth.push({ office: office.value, foreground_kbps: kbps("foreground_kbps"), background_kbps: kbps("background_kbps") });
+    }
+    try { await api("PUT", "/api/v1/settings/p2p", body); $("#settings-status").textContent = "saved"; }
+    catch (error) { $("#settings-status").textContent = error.message; }
+  });
+  onSubmit("#licence-form", async (form, data) => {
+    try { await api("PUT", "/api/v1/license", { key: data.get("key") }); $("#licence-error").textContent = ""; await refreshShown(true); }
     catch (error) { $("#licence-error").textContent = error.message; }
   });
+  onSubmit("#admin-form", async (form, data) => {
+    try { await api("POST", "/api/v1/admins", { username: data.get("username"), password: data.get("password") }); form.reset(); $("#admin-error").textContent = ""; await drawAdmins(); }
+    catch (error) { $("#admin-error").textContent = error.message; }
+  });
+  onSubmit("#token-form", async (form, data) => {
+    try {
+      const created = await api("POST", "/api/v1/tokens", { name: data.get("name") });
+      form.reset();
+      $("#token-created").textContent = `Token ${created.name} (shown once, copy it now): ${created.token}`;
+      await drawAdmins();
+    } catch (error) { showError(error); }
+  });
+  $("#wan-period").addEventListener("change", () => drawWanChart().catch(showError));
   // Neither the login form nor the app shows until the console says who is logged in.
   start();
 });

@@ -1,0 +1,175 @@
+"""The dashboard's summary: counts, licence, WAN saved, what needs a person, and the
+change tokens that tell the UI which lists to fetch again.
+
+Every figure is one aggregate query, so the summary costs the same with 10 devices or
+10,000 and the UI can poll it every few seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from shoal import __version__
+from shoal.console import db, records, schemas
+from shoal.console.security import certificate_fingerprint
+from shoal.console.services import reports
+from shoal.console.state import ConsoleState
+
+LICENCE_WARNING_DAYS = 30
+"""A licence that expires within this many days is shown as needing attention."""
+
+AttentionCheck = Callable[[ConsoleState, Session], Iterable[schemas.Attention]]
+
+
+def _licence_attention(state: ConsoleState, session: Session) -> Iterable[schemas.Attention]:
+    licence = state.licence_status(session)
+    if not licence.active:
+        yield schemas.Attention(
+            kind="licence", severity="error", message=licence.message, link="#licence"
+        )
+    elif licence.days_left is not None and licence.days_left <= LICENCE_WARNING_DAYS:
+        yield schemas.Attention(
+            kind="licence_expiring",
+            severity="warning",
+            message=f"the licence expires in {licence.days_left} days ({licence.expires})",
+            link="#licence",
+        )
+    if licence.seats_over:
+        yield schemas.Attention(
+            kind="overage",
+            severity="error",
+            message=f"{licence.seats_over} seat{'s' if licence.seats_over != 1 else ''} over "
+            f"the {licence.seats} purchased ({licence.seats_used} used)",
+            link="#licence",
+        )
+
+
+def _server_attention(state: ConsoleState, session: Session) -> Iterable[schemas.Attention]:
+    horizon = state.clock() - timedelta(seconds=state.config.online_window_seconds)
+    servers = session.execute(
+        select(db.Server.name, db.Server.last_seen, db.Server.version, db.Server.activated_at)
+    ).all()
+    if not servers:
+        yield schemas.Attention(
+            kind="no_server",
+            severity="warning",
+            message="no P2P server has registered yet: set one up",
+            link="#servers",
+        )
+    for name, last_seen, version, activated_at in servers:
+        if last_seen < horizon:
+            yield schemas.Attention(
+                kind="server_offline",
+                severity="error",
+                message=f"P2P server {name} is offline (last seen {last_seen:%Y-%m-%d %H:%M} UTC)",
+                link="#servers",
+            )
+        if version != __version__:
+            yield schemas.Attention(
+                kind="version_mismatch",
+                severity="warning",
+                message=f"P2P server {name} runs {version}, the console {__version__}",
+                link="#servers",
+            )
+        if activated_at is None:
+            yield schemas.Attention(
+                kind="server_inactive",
+                severity="warning",
+                message=f"P2P server {name} is not activated: save the licence key",
+                link="#licence",
+            )
+
+
+def _device_attention(_state: ConsoleState, session: Session) -> Iterable[schemas.Attention]:
+    other = session.scalar(
+        select(func.count()).select_from(db.Device).where(db.Device.version != __version__)
+    )
+    if other:
+        yield schemas.Attention(
+            kind="version_mismatch",
+            severity="warning",
+            message=f"{other} device{'s' if other != 1 else ''} run a client version other than "
+            f"the console's {__version__}",
+            link="#devices",
+        )
+
+
+ATTENTION_CHECKS: list[AttentionCheck] = [
+    _licence_attention,
+    _server_attention,
+    _device_attention,
+]
+"""What the dashboard checks. A resource that can need a person (failed installs, once
+install results exist) appends its own check here."""
+
+
+def _token(*parts: object) -> str:
+    return ":".join("" if part is None else str(part) for part in parts)
+
+
+def summary(state: ConsoleState, session: Session) -> schemas.Summary:
+    now = state.clock()
+    horizon = now - timedelta(seconds=state.config.online_window_seconds)
+    devices, devices_online, devices_seen = session.execute(
+        select(
+            func.count(),
+            func.count().filter(db.Device.last_seen >= horizon),
+            func.max(db.Device.last_seen),
+        ).select_from(db.Device)
+    ).one()
+    servers, servers_online, servers_seen = session.execute(
+        select(
+            func.count(),
+            func.count().filter(db.Server.last_seen >= horizon),
+            func.max(db.Server.last_seen),
+        ).select_from(db.Server)
+    ).one()
+    stats_at = session.scalar(select(func.max(db.DownloadStat.updated_at)))
+    feed = session.scalar(select(func.max(db.Change.seq)))
+    applications = session.scalar(select(func.count()).select_from(db.Application)) or 0
+    assignments = session.scalar(select(func.count()).select_from(db.Assignment)) or 0
+    from_peers, from_server = reports.totals(session)
+    moved = from_peers + from_server
+    return schemas.Summary(
+        version=__version__,
+        licence=schemas.LicenceOut(**state.licence_status(session).as_dict()),  # type: ignore[arg-type]
+        devices=schemas.CountOf(total=devices, online=devices_online),
+        servers=schemas.CountOf(total=servers, online=servers_online),
+        offices=len(records.load_topology(session, state.topology_cache).offices),
+        applications=applications,
+        assignments=assignments,
+        wan=schemas.WanSaved(
+            bytes_from_peers=from_peers,
+            bytes_from_server=from_server,
+            saved_share=round(from_peers / moved, 4) if moved else 0.0,
+        ),
+        attention=[item for check in ATTENTION_CHECKS for item in check(state, session)],
+        changed={
+            # Uploads, assignments, topology, settings and licence are all on the feed.
+            "feed": _token(feed),
+            "devices": _token(devices, devices_seen),
+            "servers": _token(servers, servers_seen),
+            "stats": _token(stats_at),
+        },
+    )
+
+
+def status(state: ConsoleState, session: Session) -> schemas.StatusOut:
+    """Version, signing key, TLS fingerprint, licence (with any overage) and counts."""
+
+    def count(model: type[db.Base]) -> int:
+        return session.scalar(select(func.count()).select_from(model)) or 0
+
+    return schemas.StatusOut(
+        version=__version__,
+        console_key_id=state.signing_key.verify_key.key_id.hex(),
+        tls_fingerprint=certificate_fingerprint(state.cert_path) if state.cert_path else None,
+        licence=schemas.LicenceOut(**state.licence_status(session).as_dict()),  # type: ignore[arg-type]
+        applications=count(db.Application),
+        devices=count(db.Device),
+        servers=count(db.Server),
+    )
