@@ -121,7 +121,18 @@ GOLDEN = [
     (
         LeaseReply(CONTENT, LeaseDecision.REDIRECTED, ("10.1.0.5", 41802), 9000),
         0x21,
-        CONTENT.digest + b"\x01" + bytes([10, 1, 0, 5]) + struct.pack(">HI", 41802, 9000),
+        CONTENT.digest
+        + b"\x01"
+        + bytes([10, 1, 0, 5])
+        + struct.pack(">HIBQ", 41802, 9000, 1, 1),
+    ),
+    (  # a holder of stripes 0 and 5 of 16
+        LeaseReply(CONTENT, LeaseDecision.GRANTED, ("10.1.0.7", 41802), 3000, 16, 0x21),
+        0x21,
+        CONTENT.digest
+        + b"\x00"
+        + bytes([10, 1, 0, 7])
+        + struct.pack(">HIBQ", 41802, 3000, 16, 0x21),
     ),
     (Peers(CONTENT), 0x36, CONTENT.digest),
     (
@@ -231,3 +242,15 @@ def test_mutated_messages_raise_only_the_named_error(
     retagged = bytes(mutated[:cut] if cut < len(mutated) - 16 else mutated[:-16])
     with contextlib.suppress(MalformedDatagram):
         decode_control(retagged + hmac.new(KEY, retagged, hashlib.sha256).digest()[:16], KEY)
+
+
+@pytest.mark.parametrize(
+    ("stripes", "mask", "match"),
+    [(0, 0, "0 stripes"), (65, 1, "65 stripes"), (4, 0x10, "beyond 4 stripes")],
+)
+def test_a_lease_reply_with_impossible_stripes_is_malformed(
+    stripes: int, mask: int, match: str
+) -> None:
+    body = CONTENT.digest + b"\x00" + bytes([10, 1, 0, 7]) + struct.pack(">HIBQ", 1, 1, stripes, mask)
+    with pytest.raises(MalformedDatagram, match=match):
+        decode_control(datagram(0x21, body), KEY)

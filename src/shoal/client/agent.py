@@ -65,6 +65,7 @@ from shoal.client.control import (
 from shoal.client.disk import ChunkWritten, WriteChunk, perform_writes
 from shoal.client.trust import DocumentRefused, TrustState
 from shoal.core.chunkset import ChunkSet
+from shoal.core.stripes import stripe_chunks
 from shoal.core.errors import ManifestError
 from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
@@ -788,7 +789,10 @@ class AgentCore:
             download.lease_due = now + max(valid, 1.0)
             download.note = f"rendezvous point of the office: {reply.holder[0]}"
             return
-        if server not in download.picker.peers:
+        if reply.decision is LeaseDecision.GRANTED:  # the server serves its stripes only
+            stripes = stripe_chunks(full.count, reply.stripes, reply.stripe_mask)
+            download.picker.peer_has(server, stripes, origin=True)
+        elif server not in download.picker.peers:
             download.picker.peer_has(server, full, origin=True)
         if reply.decision is LeaseDecision.GRANTED:
             download.lease_due = now + max(valid * self.config.lease_renew_fraction, 0.5)
