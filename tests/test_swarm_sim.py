@@ -111,9 +111,12 @@ def test_the_rendezvous_point_dies_and_another_takes_over(tmp_path: Path) -> Non
         """A holder that has fetched part of its stripe from the server, not all of it."""
         for client in enterprise.clients:
             download = enterprise.download_of(client)
-            if download is not None and download.source is LeaseDecision.GRANTED:
-                if 256 * 1024 <= download.bytes_from_server:
-                    return client
+            if (
+                download is not None
+                and download.source is LeaseDecision.GRANTED
+                and download.bytes_from_server >= 256 * 1024
+            ):
+                return client
         return None
 
     enterprise.run(until=60, stop=lambda: holder_midway() is not None)

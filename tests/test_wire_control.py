@@ -121,10 +121,7 @@ GOLDEN = [
     (
         LeaseReply(CONTENT, LeaseDecision.REDIRECTED, ("10.1.0.5", 41802), 9000),
         0x21,
-        CONTENT.digest
-        + b"\x01"
-        + bytes([10, 1, 0, 5])
-        + struct.pack(">HIBQ", 41802, 9000, 1, 1),
+        CONTENT.digest + b"\x01" + bytes([10, 1, 0, 5]) + struct.pack(">HIBQ", 41802, 9000, 1, 1),
     ),
     (  # a holder of stripes 0 and 5 of 16
         LeaseReply(CONTENT, LeaseDecision.GRANTED, ("10.1.0.7", 41802), 3000, 16, 0x21),
@@ -251,6 +248,8 @@ def test_mutated_messages_raise_only_the_named_error(
 def test_a_lease_reply_with_impossible_stripes_is_malformed(
     stripes: int, mask: int, match: str
 ) -> None:
-    body = CONTENT.digest + b"\x00" + bytes([10, 1, 0, 7]) + struct.pack(">HIBQ", 1, 1, stripes, mask)
+    body = (
+        CONTENT.digest + b"\x00" + bytes([10, 1, 0, 7]) + struct.pack(">HIBQ", 1, 1, stripes, mask)
+    )
     with pytest.raises(MalformedDatagram, match=match):
         decode_control(datagram(0x21, body), KEY)

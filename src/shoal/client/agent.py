@@ -65,12 +65,12 @@ from shoal.client.control import (
 from shoal.client.disk import ChunkWritten, WriteChunk, perform_writes
 from shoal.client.trust import DocumentRefused, TrustState
 from shoal.core.chunkset import ChunkSet
-from shoal.core.stripes import stripe_chunks
 from shoal.core.errors import ManifestError
 from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest
 from shoal.core.signing import VerifyKey, verify_manifest_file
+from shoal.core.stripes import stripe_chunks
 from shoal.protocol.discovery import (
     DiscoveryConfig,
     DiscoveryMachine,

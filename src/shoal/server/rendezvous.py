@@ -179,7 +179,7 @@ class RendezvousTable:
         if group is None:
             return False
         lease = group.leases[chunk_index % len(group.leases)]
-        return _holds(lease, device) and not self._dead(lease, now)
+        return lease is not None and lease.holder == device and not self._dead(lease, now)
 
     def revoke(self, office: str, device: str) -> None:
         """Take every stripe of ``device`` in ``office`` (it was banned there)."""
@@ -232,9 +232,7 @@ class RendezvousTable:
                 group.leases[index] = None
                 group.free_since[index] = -1.0  # free now, and counted as a takeover
 
-    def _drop(
-        self, group: _Group, which: Callable[[_Lease], bool], free_since: float
-    ) -> None:
+    def _drop(self, group: _Group, which: Callable[[_Lease], bool], free_since: float) -> None:
         for index, lease in enumerate(group.leases):
             if lease is not None and which(lease):
                 group.leases[index] = None
@@ -284,4 +282,3 @@ class RendezvousTable:
 
 def _holds(lease: _Lease | None, device: str) -> bool:
     return lease is not None and lease.holder == device
-
