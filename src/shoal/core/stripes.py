@@ -15,6 +15,14 @@ from shoal.core.chunkset import ChunkSet
 MAX_STRIPES = 64
 """A stripe mask fits in a u64 (``LEASE_REPLY``)."""
 
+DEFAULT_STRIPES = 6
+"""The server's default cap (``ServerSettings.max_stripes``). The holders' uplinks
+together must carry new chunks as fast as the WAN brings them (K x u >= C_wan: 5 for
+20 Mbit/s uplinks behind 100 Mbit/s); beyond that more holders only add flows from the
+server sharing the WAN, each chunk arriving later (simulator, 8 clients: 6 holders
+1.46 x T_lb1 on 20 Mbit/s uplinks, as 8 do; on 1 Gbit/s uplinks 2.48 x with 6, 3.16 x
+and a chunk lost and fetched again with 8)."""
+
 
 def in_stripes(chunk_index: int, stripes: int, mask: int) -> bool:
     """Is ``chunk_index`` in one of the stripes set in ``mask``?"""

@@ -60,7 +60,7 @@ from shoal.assignments import assigned_entries, entry_applies
 from shoal.core.identity import DeviceKey, control_key
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest, decode_manifest_file
-from shoal.core.stripes import MAX_STRIPES
+from shoal.core.stripes import DEFAULT_STRIPES
 from shoal.server.limits import AbuseLimits, Buckets
 from shoal.server.rendezvous import Decision, RendezvousTable
 from shoal.topology import OfficeType as TopologyOfficeType
@@ -120,7 +120,7 @@ class ServerSettings:
     data_port: int = ports.FOREGROUND_DATA
     background_port: int = ports.BACKGROUND_DATA
     lease_seconds: float = 10.0
-    max_stripes: int = MAX_STRIPES
+    max_stripes: int = DEFAULT_STRIPES
     """At most this many clients of an office fetch a content over the WAN at once, each
     its own stripe of the chunks (``shoal.server.rendezvous``); 1: one rendezvous point."""
     direct_outside_offices: bool = True
