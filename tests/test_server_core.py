@@ -197,6 +197,42 @@ def test_a_complete_rendezvous_point_frees_its_lease_at_once(server: ServerCore)
     assert isinstance(taken, LeaseReply) and taken.decision is LeaseDecision.GRANTED
 
 
+STRIPED = pack_bytes(bytes(range(256)) * 1024, 65536)  # 4 chunks
+
+
+def test_each_client_of_an_office_brings_in_its_own_stripe(server: ServerCore) -> None:
+    """One stripe per client of the office assigned the content: each is served the
+    chunks of its stripe only, so the WAN still carries each chunk once."""
+    server.add_manifest(CONSOLE.sign(STRIPED).encode())
+    entries = [
+        {"id": n, "content_id": cid.hex, "target_kind": "everyone", "target": None}
+        for n, cid in ((1, CONTENT), (2, STRIPED.content_id))
+    ]
+    document = {"assignments": [{**e, "offices": None, "background": False} for e in entries]}
+    server.set_assignments(encode_envelope(sign_assignments(CONSOLE, document)))
+    for number in (1, 2, 3):
+        register(server, number, f"10.1.0.{number}")
+    register(server, 4, "10.2.0.4")  # another office: not counted
+    replies = [ask(server, n, f"10.1.0.{n}", Lease(STRIPED.content_id)) for n in (1, 2, 3)]
+    assert [(r.decision, r.stripes, r.stripe_mask) for r in replies] == [  # type: ignore[union-attr]
+        (LeaseDecision.GRANTED, 3, 0b001),
+        (LeaseDecision.GRANTED, 3, 0b010),
+        (LeaseDecision.GRANTED, 3, 0b100),
+    ]
+    served = {
+        n: [
+            i for i in range(4) if server.may_serve_content(f"10.1.0.{n}", STRIPED.content_id, 1, i)
+        ]
+        for n in (1, 2, 3)
+    }
+    assert served == {1: [0, 3], 2: [1], 3: [2]}
+    # A one-chunk content has one stripe: a single rendezvous point, as before.
+    single = ask(server, 1, "10.1.0.1", Lease(CONTENT))
+    assert (single.stripes, single.stripe_mask) == (1, 1)  # type: ignore[union-attr]
+    again = ask(server, 2, "10.1.0.2", Lease(CONTENT))
+    assert again.decision is LeaseDecision.REDIRECTED  # type: ignore[union-attr]
+
+
 def test_vpn_and_unknown_networks_are_served_directly(server: ServerCore) -> None:
     assign_to_everyone(server)
     register(server, 1, "10.3.0.1")

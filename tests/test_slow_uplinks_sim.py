@@ -66,8 +66,7 @@ def test_the_office_takes_the_package_over_its_wan_once(slow_uplinks: SlowUplink
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 9: about 3 x T_lb1 here; one rendezvous point cannot do better than "
-    "1.77 x (its uplink sends every chunk, then the last one spreads): docs/network.md",
+    reason="issue 9: not met yet with the striped WAN copy: docs/network.md",
 )
 def test_the_last_client_finishes_within_one_and_a_half_times_the_bound(
     slow_uplinks: SlowUplinksRun,

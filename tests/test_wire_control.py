@@ -123,7 +123,15 @@ GOLDEN = [
     (
         LeaseReply(CONTENT, LeaseDecision.REDIRECTED, ("10.1.0.5", 41802), 9000),
         0x21,
-        CONTENT.digest + b"\x01" + bytes([10, 1, 0, 5]) + struct.pack(">HI", 41802, 9000),
+        CONTENT.digest + b"\x01" + bytes([10, 1, 0, 5]) + struct.pack(">HIBQ", 41802, 9000, 1, 1),
+    ),
+    (  # a holder of stripes 0 and 5 of 16
+        LeaseReply(CONTENT, LeaseDecision.GRANTED, ("10.1.0.7", 41802), 3000, 16, 0x21),
+        0x21,
+        CONTENT.digest
+        + b"\x00"
+        + bytes([10, 1, 0, 7])
+        + struct.pack(">HIBQ", 41802, 3000, 16, 0x21),
     ),
     (Peers(CONTENT), 0x36, CONTENT.digest),
     (
@@ -255,3 +263,17 @@ def test_an_install_report_with_a_bad_flag_or_too_many_attempts_is_malformed() -
         body = CONTENT.digest + bytes([2, attempts, known]) + bytes(8) + b"\x00\x00"
         with pytest.raises(MalformedDatagram):
             decode_control(datagram(0x3B, body), KEY)
+
+
+@pytest.mark.parametrize(
+    ("stripes", "mask", "match"),
+    [(0, 0, "0 stripes"), (65, 1, "65 stripes"), (4, 0x10, "beyond 4 stripes")],
+)
+def test_a_lease_reply_with_impossible_stripes_is_malformed(
+    stripes: int, mask: int, match: str
+) -> None:
+    body = (
+        CONTENT.digest + b"\x00" + bytes([10, 1, 0, 7]) + struct.pack(">HIBQ", 1, 1, stripes, mask)
+    )
+    with pytest.raises(MalformedDatagram, match=match):
+        decode_control(datagram(0x21, body), KEY)

@@ -55,6 +55,7 @@ from shoal.core.chunkset import ChunkSet
 from shoal.core.errors import ManifestError
 from shoal.core.ids import ContentId
 from shoal.core.signing import VerifyKey, verify_manifest_file
+from shoal.core.stripes import stripe_chunks
 from shoal.protocol.discovery import DiscoveryMachine, PeerAvailable
 from shoal.protocol.swarm import ChunkPicker
 from shoal.protocol.transfer import (
@@ -360,7 +361,10 @@ class DownloadsMachine:
             download.lease_due = now + max(valid, 1.0)
             download.note = f"rendezvous point of the office: {reply.holder[0]}"
             return
-        if server not in download.picker.peers:
+        if reply.decision is LeaseDecision.GRANTED:  # the server serves its stripes only
+            stripes = stripe_chunks(full.count, reply.stripes, reply.stripe_mask)
+            download.picker.peer_has(server, stripes, origin=True)
+        elif server not in download.picker.peers:
             download.picker.peer_has(server, full, origin=True)
         if reply.decision is LeaseDecision.GRANTED:
             download.lease_due = now + max(valid * self.config.lease_renew_fraction, 0.5)

@@ -60,6 +60,7 @@ from shoal.assignments import assigned_entries, entry_applies
 from shoal.core.identity import DeviceKey, control_key
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest, decode_manifest_file
+from shoal.core.stripes import DEFAULT_STRIPES
 from shoal.server.limits import AbuseLimits, Buckets
 from shoal.server.rendezvous import Decision, RendezvousTable
 from shoal.topology import OfficeType as TopologyOfficeType
@@ -126,6 +127,9 @@ class ServerSettings:
     data_port: int = ports.FOREGROUND_DATA
     background_port: int = ports.BACKGROUND_DATA
     lease_seconds: float = 10.0
+    max_stripes: int = DEFAULT_STRIPES
+    """At most this many clients of an office fetch a content over the WAN at once, each
+    its own stripe of the chunks (``shoal.server.rendezvous``); 1: one rendezvous point."""
     direct_outside_offices: bool = True
     alternative_ports: tuple[int, int, int, int] = (0, 0, 0, 0)
     """Discovery, control, data, background ports to use when the main ones are taken."""
@@ -611,17 +615,48 @@ class ServerCore:
                 RefusalCause.NOT_ASSIGNED,
                 f"{client.ip} is banned in office {office}: devices reported bad chunks from it",
             )
-        answer = self.rendezvous.request(office, content_id, client.device_id.hex(), now, client.ip)
+        stripes = 1  # used only when the office has no live holder: counted then
+        if not self.rendezvous.holders(office, content_id, now):
+            stripes = self._stripe_count(office, content_id, now)
+        answer = self.rendezvous.request(
+            office, content_id, client.device_id.hex(), now, client.ip, stripes
+        )
         valid_ms = int(max(0.0, answer.expires_at - now) * 1000)
         if answer.decision is Decision.GRANTED:
             return LeaseReply(
-                content_id, LeaseDecision.GRANTED, (client.ip, self.settings.data_port), valid_ms
+                content_id,
+                LeaseDecision.GRANTED,
+                (client.ip, self.settings.data_port),
+                valid_ms,
+                answer.stripes,
+                answer.mask,
             )
         holder = self.clients.get(bytes.fromhex(answer.holder)) if answer.holder else None
         holder_ip = holder.ip if holder is not None else "0.0.0.0"
         return LeaseReply(
             content_id, LeaseDecision.REDIRECTED, (holder_ip, self.settings.data_port), valid_ms
         )
+
+    def _stripe_count(self, office: str, content_id: ContentId, now: float) -> int:
+        """How many stripes an office's WAN copy of a content is split in: one per client
+        of the office that is assigned it and was seen lately (every uplink then carries
+        new chunks from the start), at most ``max_stripes`` and the chunk count."""
+        manifest = self.manifests.get(content_id)
+        cap = min(self.settings.max_stripes, manifest.chunk_count if manifest else 1)
+        if cap <= 1:
+            return 1
+        horizon = now - 3 * self.settings.checkin_seconds
+        count = 0
+        for other in self.clients.values():
+            if (
+                other.last_seen >= horizon
+                and self.office_of(other.ip)[0] == office
+                and self.is_assigned(other, content_id, office)
+            ):
+                count += 1
+                if count >= cap:
+                    break
+        return max(1, count)
 
     def _office_peers(
         self, client: ClientRecord, content_id: ContentId, now: float
@@ -658,8 +693,11 @@ class ServerCore:
         self.clients[record.device_id] = record
         self._device_at[record.ip] = record.device_id
 
-    def may_serve_content(self, client_ip: str, content_id: ContentId, now: float) -> bool:
-        """May the client at ``client_ip`` fetch chunks of ``content_id`` from us now?"""
+    def may_serve_content(
+        self, client_ip: str, content_id: ContentId, now: float, chunk_index: int | None = None
+    ) -> bool:
+        """May the client at ``client_ip`` fetch chunks of ``content_id`` from us now (with
+        ``chunk_index``: that chunk, which must be in one of its stripes)?"""
         client = self.client_at(client_ip)
         if client is None:
             return False
@@ -668,7 +706,10 @@ class ServerCore:
             return False  # issue 13, row 3: only devices the console assigned it to
         if office is None or office_type in (OfficeType.VPN, OfficeType.NONE):
             return office is not None or self.settings.direct_outside_offices
-        return self.rendezvous.holder(office, content_id, now) == client.device_id.hex()
+        device = client.device_id.hex()
+        if chunk_index is None:
+            return device in self.rendezvous.holders(office, content_id, now)
+        return self.rendezvous.may_fetch(office, content_id, device, chunk_index, now)
 
     def is_assigned(self, client: ClientRecord, content_id: ContentId, office: str | None) -> bool:
         """Does the current assignment document assign ``content_id`` to this client?"""

@@ -40,7 +40,9 @@ type             code  body
 ===============  ====  ================================================================
 LEASE            0x20  content_id 32 B
 LEASE_REPLY      0x21  content_id 32 B, decision u8, holder ip 4 B, holder port u16,
-                       valid_ms u32
+                       valid_ms u32, stripes u8, stripe_mask u64 (GRANTED: fetch chunk
+                       i over the WAN when bit i % stripes of the mask is set;
+                       1 <= stripes <= 64)
 HELLO            0x22  padding (zeros) up to ``HELLO_SIZE`` bytes; no tag
 CERTIFICATE      0x23  certificate_length u16, certificate (``shoal.core.server_cert``),
                        address_token 16 B (proves the asker receives at its address);
@@ -85,6 +87,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from shoal.core.ids import ContentId
+from shoal.core.stripes import MAX_STRIPES
 from shoal.wire.buffer import Buffer
 from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
 from shoal.wire.messages import (
@@ -279,6 +282,10 @@ class LeaseReply:
     decision: LeaseDecision
     holder: tuple[str, int]
     valid_ms: int
+    stripes: int = 1
+    """The office's WAN copy is split in this many stripes (``shoal.core.stripes``)."""
+    stripe_mask: int = 1
+    """GRANTED: the stripes this client fetches from the server (bit s: stripe s)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -562,7 +569,14 @@ def _pull_lease_reply(buf: Buffer) -> LeaseReply:
     content_id = pull_content_id(buf)
     decision = pull_enum(buf, LeaseDecision)
     holder = _pull_address(buf)
-    return LeaseReply(content_id, decision, holder, buf.pull_uint32())
+    valid_ms = buf.pull_uint32()
+    stripes = buf.pull_uint8()
+    if not 1 <= stripes <= MAX_STRIPES:
+        raise MalformedDatagram(f"{stripes} stripes (1 to {MAX_STRIPES})")
+    stripe_mask = buf.pull_uint64()
+    if stripe_mask >> stripes:
+        raise MalformedDatagram(f"stripe mask {stripe_mask:#x} beyond {stripes} stripes")
+    return LeaseReply(content_id, decision, holder, valid_ms, stripes, stripe_mask)
 
 
 def _push_lease_reply(buf: Buffer, body: LeaseReply) -> None:
@@ -570,6 +584,8 @@ def _push_lease_reply(buf: Buffer, body: LeaseReply) -> None:
     buf.push_uint8(body.decision)
     _push_address(buf, body.holder)
     buf.push_uint32(body.valid_ms)
+    buf.push_uint8(body.stripes)
+    buf.push_uint64(body.stripe_mask)
 
 
 def _pull_peer_list(buf: Buffer) -> PeerList:
