@@ -27,10 +27,11 @@ from shoal.protocol.transfer import (
     ChunkRequested,
     Mode,
     RefusalReason,
+    TransferConfig,
     TransferEngine,
 )
 from shoal.wire import ChunkRequest, Data, Refusal, Retry, WhoHas, decode_datagram, encode_datagram
-from shoal.wire.messages import MAX_HAVE_CHUNKS
+from shoal.wire.messages import MAX_HAVE_CHUNKS, NO_TOKEN
 from shoal_dev.sim.enterprise import Enterprise, OfficeSpec, build_enterprise
 from transfer_link import Network
 
@@ -334,3 +335,82 @@ def test_a_forged_retry_is_ignored_unless_it_answers_our_request() -> None:
     engine.receive_datagram(encode_datagram(Retry(request_id + 1, b"t" * 8)), peer, 0.0)
     assert engine.counters.retries_ignored == 2
     assert engine.datagrams_to_send(0.0) == []
+
+
+# -- a hostile device of the office: asks for chunks, never acknowledges them -----------------
+
+
+class StallingPeer:
+    """A device of the office that asks every client for chunks (answering their address
+    check, as a real host can) and never acknowledges a byte, to hold their upload slots."""
+
+    def __init__(self, victims: list[tuple[str, int]], content_id: ContentId, chunks: int) -> None:
+        self.victims, self.content_id, self.chunks = victims, content_id, chunks
+        self.tokens: dict[tuple[str, int], bytes] = {}
+        self.outbox: list[tuple[bytes, tuple[str, int]]] = []
+        self.next_id, self.wake = 1, 0.0
+
+    def _ask(self, victim: tuple[str, int]) -> None:
+        self.next_id += 1
+        token = self.tokens.get(victim, NO_TOKEN)
+        index = self.next_id % self.chunks
+        request = ChunkRequest(
+            self.next_id, self.content_id, index, CHUNK, Mode.FOREGROUND, 1380, 2048, token
+        )
+        self.outbox.append((encode_datagram(request), victim))
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        message = decode_datagram(data)
+        if isinstance(message, Retry):
+            self.tokens[addr] = message.token
+            self._ask(addr)
+        elif isinstance(message, Refusal):
+            self._ask(addr)  # at once, to take the next free slot
+
+    def handle_timer(self, now: float) -> None:
+        for victim in self.victims:
+            for _ in range(4):
+                self._ask(victim)
+        self.wake = now + 0.5
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return self.wake
+
+    def next_event(self) -> object | None:
+        return None
+
+
+CHUNK = 256 * 1024
+
+
+def _slow_office(tmp_path: Path, attacked: bool) -> float:
+    spec = OfficeSpec(
+        "Branch", "10.1.0.0/24", clients=4, wan_rate=12.5e6, client_up_rate=2.5e6
+    )  # 100 Mbit/s WAN, 20 Mbit/s client uplinks: few upload slots each
+    site = build_enterprise(tmp_path, [spec], package_size=4 * MIB, chunk_size=CHUNK)
+    if attacked:
+        network = site.network
+        host = network.add_host(network.offices["Branch"], "10.1.0.250")
+        victims = [
+            (client.agent.config.ip, client.agent.config.data_port) for client in site.clients
+        ]
+        network.bind(host, 41001, StallingPeer(victims, site.content_id, 16))
+    site.run(60.0, stop=site.all_complete)
+    assert site.all_complete()
+    return site.network.now
+
+
+def test_a_peer_that_never_acknowledges_cannot_stall_the_office(tmp_path: Path) -> None:
+    """It asks every client for chunks all the time and acknowledges nothing. Before: its
+    uploads never timed out (its new requests counted as signs of life) and it took every
+    free slot; the office never finished. Now an upload lives on its own ACKs, a peer
+    holds two slots at most (one under contention), and one that went silent is refused
+    for a growing time: the attack costs the office about one idle timeout's worth of
+    two slots per victim, once (here 3.1 s -> 4.7 s; half an idle timeout allowed)."""
+    calm = _slow_office(tmp_path / "calm", attacked=False)
+    attacked = _slow_office(tmp_path / "attacked", attacked=True)
+    assert attacked <= calm + TransferConfig().idle_timeout / 2, (calm, attacked)

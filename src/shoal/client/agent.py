@@ -898,7 +898,10 @@ class AgentCore:
             # Sender side: an upload of ours ended, its slot frees. Its request ID is the
             # peer's, not one of our requests (taken for ours, it once dropped our
             # request without telling the picker: a chunk in flight for ever).
-            self._upload_ended(mode, event.peer, event.request_id, now, delivered=False)
+            silent = isinstance(event, TransferTimedOut)  # stopped answering: penalised
+            self._upload_ended(
+                mode, event.peer, event.request_id, now, delivered=False, silent=silent
+            )
             return
         if isinstance(event, VersionRejected):
             self._note_all(
@@ -1029,7 +1032,9 @@ class AgentCore:
             self.counters.requests_refused_policy += 1
             return
         key = (mode, event.peer, event.request_id)
-        admission = self.uploads.offer(key, (mode, event), now, event.chunk_length)
+        admission = self.uploads.offer(
+            key, (mode, event), now, event.chunk_length, peer=event.peer[0]
+        )
         if admission is Admission.START:
             self._serve_now(mode, event, now)
         elif admission is Admission.REFUSE:
@@ -1053,11 +1058,18 @@ class AgentCore:
             self._upload_ended(mode, event.peer, event.request_id, now, delivered=False)
 
     def _upload_ended(
-        self, mode: Mode, peer: Address, request_id: int, now: float, *, delivered: bool
+        self,
+        mode: Mode,
+        peer: Address,
+        request_id: int,
+        now: float,
+        *,
+        delivered: bool,
+        silent: bool = False,
     ) -> None:
         """An upload ended: start the requests that waited for its slot or its memory."""
         for waiting_mode, waiting in self.uploads.finished(
-            (mode, peer, request_id), now, delivered=delivered
+            (mode, peer, request_id), now, delivered=delivered, silent=silent
         ):
             self._serve_now(waiting_mode, waiting, now)
 

@@ -705,7 +705,7 @@ class TransferEngine:
             if download.state is ReceiveState.REQUESTED and download.retry_at <= now:
                 self._send_request(download, now)
         for upload in list(self._uploads.values()):
-            if heard[upload.peer] + idle_timeout <= now:
+            if self._upload_heard(upload) + idle_timeout <= now:
                 self._end_upload_silent(upload)
                 continue
             if upload.loss_time is not None and upload.loss_time <= now:
@@ -740,7 +740,7 @@ class TransferEngine:
             if candidate < deadline:
                 deadline = candidate
         for upload in self._uploads.values():
-            candidate = heard[upload.peer] + idle_timeout
+            candidate = self._upload_heard(upload) + idle_timeout
             if upload.rto_deadline is not None and upload.rto_deadline < candidate:
                 candidate = upload.rto_deadline
             if upload.loss_time is not None and upload.loss_time < candidate:
@@ -753,10 +753,10 @@ class TransferEngine:
         return None if deadline == float("inf") else deadline
 
     def _peers_last_heard(self) -> dict[Address, float]:
-        """When each peer we have transfers with last sent us something useful.
+        """When each peer we download from last sent us something useful.
 
         A peer is silent when none of its transfers, in either direction, has heard from
-        it: a transfer waiting its turn behind others of the same peer is not abandoned.
+        it: a download waiting its turn behind others of the same peer is not abandoned.
         """
         heard: dict[Address, float] = {}
         for download in self._downloads.values():
@@ -766,6 +766,17 @@ class TransferEngine:
             if heard.get(upload.peer, float("-inf")) < upload.last_heard:
                 heard[upload.peer] = upload.last_heard
         return heard
+
+    @staticmethod
+    def _upload_heard(upload: _Upload) -> float:
+        """The last sign that ``upload``'s peer still takes what we send: the request, the
+        start of the data, or an ACK on the flow it queues in (uploads of a flow go out
+        one after another). New requests and repeated ones are no such sign: a peer
+        that asks and never acknowledges would otherwise hold its uploads for ever."""
+        flow = upload.flow
+        if flow is not None and flow.last_ack_time > upload.last_heard:
+            return flow.last_ack_time
+        return upload.last_heard
 
     @staticmethod
     def _silent_deadline(download: _Download, heard: dict[Address, float]) -> float:
@@ -1150,7 +1161,8 @@ class TransferEngine:
         upload = self._uploads.get(key)
         if upload is not None:
             self.counters.duplicate_requests += 1
-            upload.last_heard = now
+            if upload.data is None:  # still waiting its turn: the peer still wants it
+                upload.last_heard = now
             return
         finished = self._finished_uploads.get(key)
         if finished is not None and now - finished.last_heard > self.config.idle_timeout:
@@ -1605,16 +1617,13 @@ class TransferEngine:
         )
 
     def _pass_on_liveness(self, peer: Address, last_heard: float) -> None:
-        """A finished transfer hands its last sign of life to the peer's other transfers,
-        which may have waited their turn without hearing anything themselves."""
+        """A finished transfer hands its last sign of life to the peer's downloads, which
+        may have waited their turn without hearing anything themselves. (Uploads judge
+        their peer by the ACKs of their flow: ``_upload_heard``.)"""
         if self._downloads_per_peer.get(peer):
             for download in self._downloads.values():
                 if download.peer == peer and download.last_heard < last_heard:
                     download.last_heard = last_heard
-        if self._uploads_per_peer.get(peer):
-            for upload in self._uploads.values():
-                if upload.peer == peer and upload.last_heard < last_heard:
-                    upload.last_heard = last_heard
 
     def _forget_idle_flows(self) -> None:
         excess = len(self._flows) - len(self._sending_flows) - self.config.max_idle_flows
