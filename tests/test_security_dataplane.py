@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from shoal import ports
 from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
 from shoal.protocol.discovery import DiscoveryConfig, DiscoveryMachine
@@ -30,7 +31,16 @@ from shoal.protocol.transfer import (
     TransferConfig,
     TransferEngine,
 )
-from shoal.wire import ChunkRequest, Data, Refusal, Retry, WhoHas, decode_datagram, encode_datagram
+from shoal.wire import (
+    ChunkRequest,
+    Data,
+    Have,
+    Refusal,
+    Retry,
+    WhoHas,
+    decode_datagram,
+    encode_datagram,
+)
 from shoal.wire.messages import MAX_HAVE_CHUNKS, NO_TOKEN
 from shoal_dev.sim.enterprise import Enterprise, OfficeSpec, build_enterprise
 from transfer_link import Network
@@ -414,3 +424,61 @@ def test_a_peer_that_never_acknowledges_cannot_stall_the_office(tmp_path: Path) 
     calm = _slow_office(tmp_path / "calm", attacked=False)
     attacked = _slow_office(tmp_path / "attacked", attacked=True)
     assert attacked <= calm + TransferConfig().idle_timeout / 2, (calm, attacked)
+
+
+# -- a hostile device of the office that claims every chunk and sends none --------------------
+
+
+class BlackHole:
+    """Answers every discovery query with "I hold every chunk", then sends nothing."""
+
+    def __init__(self, chunks: int) -> None:
+        self.chunks, self.outbox = chunks, []  # type: ignore[var-annotated]
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        message = decode_datagram(data)
+        if isinstance(message, WhoHas):
+            everything = ChunkSet(self.chunks)
+            for index in range(self.chunks):
+                everything.add(index)
+            have = Have(message.query_id, message.content_id, everything)
+            self.outbox.append((encode_datagram(have), addr))
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def next_event(self) -> object | None:
+        return None
+
+
+def _office_with_black_hole(tmp_path: Path, attacked: bool) -> float:
+    spec = OfficeSpec("Branch", "10.1.0.0/24", clients=4, wan_rate=12.5e6, client_up_rate=2.5e6)
+    site = build_enterprise(tmp_path, [spec], package_size=16 * MIB, chunk_size=CHUNK)
+    if attacked:
+        network = site.network
+        host = network.add_host(network.offices["Branch"], "10.1.0.250")
+        hole = BlackHole(64)
+        network.bind(host, ports.DISCOVERY, hole)
+        network.bind(host, ports.FOREGROUND_DATA, hole)
+    site.run(120.0, stop=site.all_complete)
+    assert site.all_complete()
+    return site.network.now
+
+
+def test_a_peer_that_claims_every_chunk_and_sends_none_is_not_asked_again_and_again(
+    tmp_path: Path,
+) -> None:
+    """Its claim keeps the office from fetching those chunks over the WAN until its
+    requests time out. Before: it was dropped, re-announced itself at the next query and
+    was asked again, each round one idle timeout (8.4 s -> 18.9 s). Now a peer whose
+    request timed out sits out a doubling penalty (13.6 s: one round)."""
+    calm = _office_with_black_hole(tmp_path / "calm", attacked=False)
+    attacked = _office_with_black_hole(tmp_path / "attacked", attacked=True)
+    assert attacked <= calm + 1.5 * TransferConfig().idle_timeout, (calm, attacked)

@@ -76,6 +76,7 @@ from shoal.protocol.discovery import (
     PeerAvailable,
     PeerVersionRejected,
 )
+from shoal.protocol.penalty import PenaltyBox
 from shoal.protocol.ratelimit import TokenBucket
 from shoal.protocol.serving import Admission, UploadSlots, serve_from
 from shoal.protocol.swarm import ChunkPicker
@@ -342,6 +343,10 @@ class AgentCore:
         self._nudged_at = float("-inf")
         self._limits: dict[Mode, TokenBucket] = {}
         self._bandwidth_due: float | None = None
+        #: Peers whose chunks never came (a request timed out: a crashed peer, or one
+        #: that announces what it will not send): their announcements are ignored while
+        #: they sit out, so they cannot draw requests to a dead end again and again.
+        self.suspects: PenaltyBox[Address] = PenaltyBox()
         # One set of slots for both modes: their uploads share one uplink.
         self.uploads: UploadSlots[tuple[Mode, Address, int], tuple[Mode, ChunkRequested]] = (
             UploadSlots(
@@ -476,7 +481,7 @@ class AgentCore:
                 )
         while (discovery_event := self.discovery.next_event()) is not None:
             if isinstance(discovery_event, PeerAvailable):
-                self._on_peer_available(discovery_event)
+                self._on_peer_available(discovery_event, now)
             elif isinstance(discovery_event, PeerVersionRejected):
                 self._note_all(
                     f"peer {discovery_event.peer} speaks protocol versions "
@@ -797,15 +802,16 @@ class AgentCore:
             download.lease_due = float("inf")
             download.note = "this office does not share: downloading from the server"
 
-    def _on_peer_available(self, event: PeerAvailable) -> None:
+    def _on_peer_available(self, event: PeerAvailable, now: float) -> None:
         download = self.downloads.get(event.content_id)
         if download is None or download.picker is None or download.manifest is None:
             return
         if event.chunks.count != download.manifest.chunk_count or event.peer in download.banned:
             return
-        download.picker.peer_has(
-            self._peer_address(event.peer, download.mode, event.port), event.chunks
-        )
+        address = self._peer_address(event.peer, download.mode, event.port)
+        if self.suspects.penalised(address, now):
+            return
+        download.picker.peer_has(address, event.chunks)
 
     def _schedule_requests(self, download: Download, now: float) -> None:
         assert download.picker is not None and download.manifest is not None
@@ -952,6 +958,13 @@ class AgentCore:
             if busy:  # its upload slots are full: other holders meanwhile
                 download.picker.busy(peer, now + self.rng.uniform(*self.config.busy_backoff))
                 return
+            if isinstance(event, TransferTimedOut):  # asked, and nothing came: sits out
+                self.suspects.penalise(peer, now)
+                for affected in self.downloads.values():
+                    if affected.picker is not None:
+                        affected.picker.peer_gone(peer)
+                download.failures.pop(peer, None)
+                return
             failures = download.failures[peer] = download.failures.get(peer, 0) + 1
             if (
                 failures >= self.config.peer_failure_limit
@@ -973,6 +986,7 @@ class AgentCore:
             download.bytes_from_peers += len(data)
             download.peers_used.add(peer[0])
         download.failures.pop(peer, None)
+        self.suspects.forgive(peer)
         for loser in download.picker.received(chunk_index, peer, now):
             self._cancel_to(download, loser, chunk_index, now)
         key = (download.content_id, chunk_index)

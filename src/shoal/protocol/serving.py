@@ -10,6 +10,7 @@ from typing import Generic, Protocol, TypeVar
 
 from shoal.core.errors import ShoalError
 from shoal.core.ids import ContentId
+from shoal.protocol.penalty import PenaltyBox
 from shoal.protocol.transfer import ChunkRequested, RefusalReason, TransferEngine
 
 Key = TypeVar("Key", bound=Hashable)
@@ -83,11 +84,11 @@ class UploadSlots(Generic[Key, Item]):
       waiting is refused BUSY when it cannot start at once. One peer's uploads share
       one flow and go out one after another, so more turns would not serve it faster;
     - a peer whose upload ended in silence (``finished(..., silent=True)``: the idle
-      timeout, not a cancel) is refused every request for ``penalty_seconds``, doubled
-      for each further silent end (up to ``max_penalty_seconds``) and halved back by
-      each delivered chunk. An honest peer that crashed asks other holders meanwhile;
-      a stalling one ends up holding a slot for a vanishing share of the time. The
-      table of penalised peers is bounded (``max_penalised``, oldest forgotten first).
+      timeout, not a cancel) is refused every request while it sits in a
+      ``PenaltyBox`` (``penalty_seconds``, doubled for each further silent end up to
+      ``max_penalty_seconds``, halved back by each delivered chunk). An honest peer
+      that crashed asks other holders meanwhile; a stalling one ends up holding a slot
+      for a vanishing share of the time.
     """
 
     def __init__(
@@ -106,16 +107,14 @@ class UploadSlots(Generic[Key, Item]):
         self.maximum = maximum
         self.max_bytes = max_bytes
         self.max_turns_per_peer = max_turns_per_peer
-        self.penalty_seconds = penalty_seconds
-        self.max_penalty_seconds = max_penalty_seconds
-        self.max_penalised = max_penalised
         self.slots = initial
         self._active: dict[Key, tuple[float, int]] = {}  # key -> (when it started, bytes)
         self._waiting: OrderedDict[Key, tuple[Item, int]] = OrderedDict()
         self._peer_of: dict[Key, Hashable] = {}  # running or waiting key -> its peer
         self._turns: dict[Hashable, int] = {}  # peer -> its running and waiting uploads
-        #: peer -> (refused until, the penalty its next silent end earns)
-        self._penalised: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()
+        self.penalties: PenaltyBox[Hashable] = PenaltyBox(
+            penalty_seconds, max_penalty_seconds, max_penalised
+        )
         #: Chunk bytes of the running uploads.
         self.bytes_active = 0
         self._contended = False
@@ -157,8 +156,7 @@ class UploadSlots(Generic[Key, Item]):
 
     def penalised(self, peer: Hashable, now: float) -> bool:
         """Whether ``peer`` sits out a penalty for a silent upload at ``now``."""
-        entry = self._penalised.get(peer)
-        return entry is not None and now < entry[0]
+        return self.penalties.penalised(peer, now)
 
     def offer(
         self, key: Key, item: Item, now: float, length: int = 0, peer: Hashable | None = None
@@ -186,22 +184,6 @@ class UploadSlots(Generic[Key, Item]):
         self.refused += 1
         return Admission.REFUSE
 
-    def _penalise(self, peer: Hashable, now: float) -> None:
-        _until, earned = self._penalised.pop(peer, (now, self.penalty_seconds))
-        self._penalised[peer] = (now + earned, min(self.max_penalty_seconds, 2 * earned))
-        while len(self._penalised) > self.max_penalised:
-            self._penalised.popitem(last=False)
-
-    def _forgive(self, peer: Hashable) -> None:
-        entry = self._penalised.get(peer)
-        if entry is None:
-            return
-        until, earned = entry
-        if earned / 2 < self.penalty_seconds:
-            del self._penalised[peer]
-        else:
-            self._penalised[peer] = (until, earned / 2)
-
     def finished(
         self, key: Key, now: float, *, delivered: bool, silent: bool = False
     ) -> list[Item]:
@@ -211,9 +193,9 @@ class UploadSlots(Generic[Key, Item]):
         peer = self._end_turn(key)
         if peer is not None:
             if delivered:
-                self._forgive(peer)
+                self.penalties.forgive(peer)
             elif silent:
-                self._penalise(peer, now)
+                self.penalties.penalise(peer, now)
         running = self._active.pop(key, None)
         if running is None:
             self._waiting.pop(key, None)
