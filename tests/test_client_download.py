@@ -275,7 +275,7 @@ class Harness:
         """A peer holding everything appears; every chunk asked of it arrives, is written."""
         if self.download.transferring:
             self.machine.on_peer_available(
-                PeerAvailable(PEER, CONTENT_ID, ChunkSet.full(MANIFEST.chunk_count))
+                PeerAvailable(PEER, CONTENT_ID, ChunkSet.full(MANIFEST.chunk_count)), self.now
             )
         for _ in range(MANIFEST.chunk_count + 1):
             if not self.download.transferring:
@@ -462,7 +462,9 @@ class DownloadMachineRules(RuleBasedStateMachine):
         held = ChunkSet(MANIFEST.chunk_count)
         for chunk_index in chunks:
             held.add(chunk_index)
-        self.harness.machine.on_peer_available(PeerAvailable(PEER, CONTENT_ID, held))
+        self.harness.machine.on_peer_available(
+            PeerAvailable(PEER, CONTENT_ID, held), self.harness.now
+        )
 
     @rule()
     def schedule(self) -> None:

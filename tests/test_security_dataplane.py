@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from shoal import ports
 from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
 from shoal.protocol.discovery import DiscoveryConfig, DiscoveryMachine
@@ -27,10 +28,20 @@ from shoal.protocol.transfer import (
     ChunkRequested,
     Mode,
     RefusalReason,
+    TransferConfig,
     TransferEngine,
 )
-from shoal.wire import ChunkRequest, Data, Refusal, Retry, WhoHas, decode_datagram, encode_datagram
-from shoal.wire.messages import MAX_HAVE_CHUNKS
+from shoal.wire import (
+    ChunkRequest,
+    Data,
+    Have,
+    Refusal,
+    Retry,
+    WhoHas,
+    decode_datagram,
+    encode_datagram,
+)
+from shoal.wire.messages import MAX_HAVE_CHUNKS, NO_TOKEN
 from shoal_dev.sim.enterprise import Enterprise, OfficeSpec, build_enterprise
 from transfer_link import Network
 
@@ -334,3 +345,141 @@ def test_a_forged_retry_is_ignored_unless_it_answers_our_request() -> None:
     engine.receive_datagram(encode_datagram(Retry(request_id + 1, b"t" * 8)), peer, 0.0)
     assert engine.counters.retries_ignored == 2
     assert engine.datagrams_to_send(0.0) == []
+
+
+# -- a hostile device of the office: asks for chunks, never acknowledges them -----------------
+
+
+class StallingPeer:
+    """A device of the office that asks every client for chunks (answering their address
+    check, as a real host can) and never acknowledges a byte, to hold their upload slots."""
+
+    def __init__(self, victims: list[tuple[str, int]], content_id: ContentId, chunks: int) -> None:
+        self.victims, self.content_id, self.chunks = victims, content_id, chunks
+        self.tokens: dict[tuple[str, int], bytes] = {}
+        self.outbox: list[tuple[bytes, tuple[str, int]]] = []
+        self.next_id, self.wake = 1, 0.0
+
+    def _ask(self, victim: tuple[str, int]) -> None:
+        self.next_id += 1
+        token = self.tokens.get(victim, NO_TOKEN)
+        index = self.next_id % self.chunks
+        request = ChunkRequest(
+            self.next_id, self.content_id, index, CHUNK, Mode.FOREGROUND, 1380, 2048, token
+        )
+        self.outbox.append((encode_datagram(request), victim))
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        message = decode_datagram(data)
+        if isinstance(message, Retry):
+            self.tokens[addr] = message.token
+            self._ask(addr)
+        elif isinstance(message, Refusal):
+            self._ask(addr)  # at once, to take the next free slot
+
+    def handle_timer(self, now: float) -> None:
+        for victim in self.victims:
+            for _ in range(4):
+                self._ask(victim)
+        self.wake = now + 0.5
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return self.wake
+
+    def next_event(self) -> object | None:
+        return None
+
+
+CHUNK = 256 * 1024
+
+
+def _slow_office(tmp_path: Path, attacked: bool) -> float:
+    spec = OfficeSpec(
+        "Branch", "10.1.0.0/24", clients=4, wan_rate=12.5e6, client_up_rate=2.5e6
+    )  # 100 Mbit/s WAN, 20 Mbit/s client uplinks: few upload slots each
+    site = build_enterprise(tmp_path, [spec], package_size=4 * MIB, chunk_size=CHUNK)
+    if attacked:
+        network = site.network
+        host = network.add_host(network.offices["Branch"], "10.1.0.250")
+        victims = [
+            (client.agent.config.ip, client.agent.config.data_port) for client in site.clients
+        ]
+        network.bind(host, 41001, StallingPeer(victims, site.content_id, 16))
+    site.run(60.0, stop=site.all_complete)
+    assert site.all_complete()
+    return site.network.now
+
+
+def test_a_peer_that_never_acknowledges_cannot_stall_the_office(tmp_path: Path) -> None:
+    """It asks every client for chunks all the time and acknowledges nothing. Before: its
+    uploads never timed out (its new requests counted as signs of life) and it took every
+    free slot; the office never finished. Now an upload lives on its own ACKs, a peer
+    holds two slots at most (one under contention), and one that went silent is refused
+    for a growing time: the attack costs the office about one idle timeout, once (here
+    2.0 s -> 6.1 s; the stalled uploads end at the first retransmission timeout after
+    the idle timeout)."""
+    calm = _slow_office(tmp_path / "calm", attacked=False)
+    attacked = _slow_office(tmp_path / "attacked", attacked=True)
+    assert attacked <= calm + 1.5 * TransferConfig().idle_timeout, (calm, attacked)
+
+
+# -- a hostile device of the office that claims every chunk and sends none --------------------
+
+
+class BlackHole:
+    """Answers every discovery query with "I hold every chunk", then sends nothing."""
+
+    def __init__(self, chunks: int) -> None:
+        self.chunks, self.outbox = chunks, []  # type: ignore[var-annotated]
+
+    def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
+        message = decode_datagram(data)
+        if isinstance(message, WhoHas):
+            everything = ChunkSet(self.chunks)
+            for index in range(self.chunks):
+                everything.add(index)
+            have = Have(message.query_id, message.content_id, everything)
+            self.outbox.append((encode_datagram(have), addr))
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, tuple[str, int]]]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def next_event(self) -> object | None:
+        return None
+
+
+def _office_with_black_hole(tmp_path: Path, attacked: bool) -> float:
+    spec = OfficeSpec("Branch", "10.1.0.0/24", clients=4, wan_rate=12.5e6, client_up_rate=2.5e6)
+    site = build_enterprise(tmp_path, [spec], package_size=16 * MIB, chunk_size=CHUNK)
+    if attacked:
+        network = site.network
+        host = network.add_host(network.offices["Branch"], "10.1.0.250")
+        hole = BlackHole(64)
+        network.bind(host, ports.DISCOVERY, hole)
+        network.bind(host, ports.FOREGROUND_DATA, hole)
+    site.run(120.0, stop=site.all_complete)
+    assert site.all_complete()
+    return site.network.now
+
+
+def test_a_peer_that_claims_every_chunk_and_sends_none_is_not_asked_again_and_again(
+    tmp_path: Path,
+) -> None:
+    """Its claim keeps the office from fetching those chunks over the WAN until its
+    requests time out. Before: it was dropped, re-announced itself at the next query and
+    was asked again, each round one idle timeout (8.4 s -> 18.9 s). Now a peer whose
+    request timed out sits out a doubling penalty (13.6 s: one round)."""
+    calm = _office_with_black_hole(tmp_path / "calm", attacked=False)
+    attacked = _office_with_black_hole(tmp_path / "attacked", attacked=True)
+    assert attacked <= calm + 1.5 * TransferConfig().idle_timeout, (calm, attacked)

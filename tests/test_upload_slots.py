@@ -57,3 +57,53 @@ def test_running_uploads_stay_within_their_memory_budget() -> None:
     # One upload always runs, whatever its size.
     big: UploadSlots[int, str] = UploadSlots(max_bytes=chunk)
     assert big.offer(1, "huge", 0.0, 16 * chunk) is Admission.START
+
+
+def test_under_contention_a_peer_gets_one_turn_at_a_time() -> None:
+    slots: UploadSlots[int, str] = UploadSlots(initial=1)
+    assert slots.offer(1, "a1", 0.0, peer="A") is Admission.START
+    assert slots.offer(2, "a2", 0.0, peer="A") is Admission.REFUSE  # A has its turn
+    assert slots.offer(3, "b1", 0.0, peer="B") is Admission.WAIT
+    assert slots.finished(1, 0.3, delivered=True) == ["b1"]  # still one slot
+    assert slots.offer(4, "a3", 0.3, peer="A") is Admission.WAIT  # A's turn again, after B
+    assert slots.refused_unfair == 1
+    # Uncontended, a peer may hold two slots, no more: its uploads share one flow.
+    wide: UploadSlots[int, str] = UploadSlots(initial=3)
+    admissions = [wide.offer(key, "x", 0.0, peer="A") for key in (1, 2, 3)]
+    assert admissions == [Admission.START, Admission.START, Admission.REFUSE]
+    assert wide.offer(4, "y", 0.0, peer="B") is Admission.START
+
+
+def test_a_peer_that_stalls_an_upload_sits_out_a_growing_penalty() -> None:
+    slots: UploadSlots[int, str] = UploadSlots(initial=1, penalty_seconds=10.0)
+    slots.offer(1, "a", 0.0, peer="A")
+    assert slots.offer(2, "b", 0.0, peer="B") is Admission.WAIT
+    # A never acknowledged: its upload ends by the idle timeout, B's starts at once.
+    assert slots.finished(1, 5.0, delivered=False, silent=True) == ["b"]
+    assert slots.offer(3, "a", 6.0, peer="A") is Admission.REFUSE
+    assert slots.offer(4, "a", 14.9, peer="A") is Admission.REFUSE
+    slots.finished(2, 15.0, delivered=True)
+    assert slots.offer(5, "a", 15.0, peer="A") is Admission.START  # served its 10 s
+    slots.finished(5, 20.0, delivered=False, silent=True)  # stalls again: 20 s now
+    assert slots.offer(6, "a", 39.9, peer="A") is Admission.REFUSE
+    assert slots.offer(7, "a", 40.0, peer="A") is Admission.START
+    # A cancel (the peer got the chunk elsewhere) is no fault.
+    slots.offer(8, "c", 40.0, peer="C")
+    slots.finished(8, 40.1, delivered=False)
+    assert not slots.penalised("C", 40.2)
+
+
+def test_delivered_chunks_earn_back_trust_and_the_penalty_table_is_bounded() -> None:
+    slots: UploadSlots[int, str] = UploadSlots(initial=8, penalty_seconds=10.0, max_penalised=3)
+    slots.offer(1, "a", 0.0, peer="A")
+    slots.finished(1, 5.0, delivered=False, silent=True)  # next silent end: 20 s
+    slots.offer(2, "a", 15.0, peer="A")
+    slots.finished(2, 15.1, delivered=True)  # back to 10 s
+    slots.offer(3, "a", 15.2, peer="A")
+    slots.finished(3, 20.0, delivered=False, silent=True)
+    assert slots.penalised("A", 29.9) and not slots.penalised("A", 30.0)
+    for key, peer in enumerate(("B", "C", "D", "E"), start=10):
+        slots.offer(key, peer, 30.0, peer=peer)
+        slots.finished(key, 35.0, delivered=False, silent=True)
+    assert not slots.penalised("B", 36.0)  # the oldest entry went first
+    assert all(slots.penalised(peer, 36.0) for peer in ("C", "D", "E"))

@@ -312,7 +312,7 @@ class AgentCore:
             self._on_control_event(control_event, now)
         while (discovery_event := self.discovery.next_event()) is not None:
             if isinstance(discovery_event, PeerAvailable):
-                self.downloader.on_peer_available(discovery_event)
+                self.downloader.on_peer_available(discovery_event, now)
             elif isinstance(discovery_event, PeerVersionRejected):
                 self.downloader.note_all(
                     f"peer {discovery_event.peer} speaks protocol versions "

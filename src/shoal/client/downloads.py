@@ -57,6 +57,7 @@ from shoal.core.ids import ContentId
 from shoal.core.signing import VerifyKey, verify_manifest_file
 from shoal.core.stripes import stripe_chunks
 from shoal.protocol.discovery import DiscoveryMachine, PeerAvailable
+from shoal.protocol.penalty import PenaltyBox
 from shoal.protocol.swarm import ChunkPicker
 from shoal.protocol.transfer import (
     Address,
@@ -131,6 +132,10 @@ class DownloadsMachine:
         self._store_updates: list[StoreUpdate] = []
         self.downloads: dict[ContentId, Download] = {}
         self.banned_peers: frozenset[str] = frozenset()
+        #: Peers whose chunks never came (a request timed out: a crashed peer, or one
+        #: that announces what it will not send): their announcements are ignored while
+        #: they sit out, so they cannot draw requests to a dead end again and again.
+        self.suspects: PenaltyBox[Address] = PenaltyBox()
         """Peers the server banned in this office (reported by several devices)."""
         self._sealed: dict[ContentId, SealedContent] = {}
         self.caps = BandwidthCaps()
@@ -401,15 +406,16 @@ class DownloadsMachine:
 
     # ------------------------------------------------------------------ peers
 
-    def on_peer_available(self, event: PeerAvailable) -> None:
+    def on_peer_available(self, event: PeerAvailable, now: float) -> None:
         download = self.downloads.get(event.content_id)
         if download is None or download.picker is None or download.manifest is None:
             return
         if event.chunks.count != download.manifest.chunk_count or event.peer in download.banned:
             return
-        download.picker.peer_has(
-            self.office.peer_address(event.peer, download.mode, event.port), event.chunks
-        )
+        address = self.office.peer_address(event.peer, download.mode, event.port)
+        if self.suspects.penalised(address, now):
+            return
+        download.picker.peer_has(address, event.chunks)
 
     def peer_speaks_other_versions(self, peer: Address, note: str) -> None:
         """A peer refused our protocol version: nobody asks it for anything."""
@@ -500,6 +506,13 @@ class DownloadsMachine:
             if busy:  # its upload slots are full: other holders meanwhile
                 download.picker.busy(peer, now + self.rng.uniform(*self.config.busy_backoff))
                 return
+            if isinstance(event, TransferTimedOut):  # asked, and nothing came: sits out
+                self.suspects.penalise(peer, now)
+                for affected in self.downloads.values():
+                    if affected.picker is not None:
+                        affected.picker.peer_gone(peer)
+                download.failures.pop(peer, None)
+                return
             failures = download.failures[peer] = download.failures.get(peer, 0) + 1
             if (
                 failures >= self.config.peer_failure_limit
@@ -523,6 +536,7 @@ class DownloadsMachine:
             download.bytes_from_peers += len(data)
             download.peers_used.add(peer[0])
         download.failures.pop(peer, None)
+        self.suspects.forgive(peer)
         for loser in download.picker.received(chunk_index, peer, now):
             self._cancel_to(download, loser, chunk_index, now)
         key = (download.content_id, chunk_index)

@@ -77,8 +77,12 @@ class ServingMachine:
         else:
             # An upload of ours ended, its slot frees. Its request ID is the peer's, not
             # one of our requests (taken for ours, it once dropped our request without
-            # telling the picker: a chunk in flight for ever).
-            self._upload_ended(mode, event.peer, event.request_id, now, delivered=False)
+            # telling the picker: a chunk in flight for ever). One that timed out means
+            # the peer stopped acknowledging: it sits out a penalty (UploadSlots).
+            silent = isinstance(event, TransferTimedOut)
+            self._upload_ended(
+                mode, event.peer, event.request_id, now, delivered=False, silent=silent
+            )
 
     def _on_requested(self, mode: Mode, event: ChunkRequested, now: float) -> None:
         if not self.may_serve(event.peer[0], event.content_id):
@@ -90,7 +94,9 @@ class ServingMachine:
             self.counters.requests_refused_policy += 1
             return
         key = (mode, event.peer, event.request_id)
-        admission = self.uploads.offer(key, (mode, event), now, event.chunk_length)
+        admission = self.uploads.offer(
+            key, (mode, event), now, event.chunk_length, peer=event.peer[0]
+        )
         if admission is Admission.START:
             self._start(mode, event, now)
         elif admission is Admission.REFUSE:
@@ -138,11 +144,18 @@ class ServingMachine:
             self._upload_ended(read.mode, read.peer, read.request_id, now, delivered=False)
 
     def _upload_ended(
-        self, mode: Mode, peer: Address, request_id: int, now: float, *, delivered: bool
+        self,
+        mode: Mode,
+        peer: Address,
+        request_id: int,
+        now: float,
+        *,
+        delivered: bool,
+        silent: bool = False,
     ) -> None:
         """An upload ended: start the requests that waited for its slot or its memory."""
         for waiting_mode, waiting in self.uploads.finished(
-            (mode, peer, request_id), now, delivered=delivered
+            (mode, peer, request_id), now, delivered=delivered, silent=silent
         ):
             self._start(waiting_mode, waiting, now)
 

@@ -10,6 +10,7 @@ from typing import Generic, Protocol, TypeVar
 
 from shoal.core.errors import ShoalError
 from shoal.core.ids import ContentId
+from shoal.protocol.penalty import PenaltyBox
 from shoal.protocol.transfer import ChunkRequested, RefusalReason, TransferEngine
 
 Key = TypeVar("Key", bound=Hashable)
@@ -72,6 +73,22 @@ class UploadSlots(Generic[Key, Item]):
     so the chunk bytes of the running uploads also stay within ``max_bytes`` (one upload
     always runs, whatever its size): memory that does not grow with the number of
     downloaders.
+
+    A hostile peer of the office could otherwise take the uplink for itself: ask for
+    chunks and never acknowledge them, so each request holds a slot until the transfer's
+    idle timeout, and ask again at once. Two rules keep one peer (an IP address: its
+    ports are free to choose) from starving the others:
+
+    - a peer holds ``max_turns_per_peer`` uploads (running or waiting) at most, and
+      under contention one: a request from a peer that already has an upload running or
+      waiting is refused BUSY when it cannot start at once. One peer's uploads share
+      one flow and go out one after another, so more turns would not serve it faster;
+    - a peer whose upload ended in silence (``finished(..., silent=True)``: the idle
+      timeout, not a cancel) is refused every request while it sits in a
+      ``PenaltyBox`` (``penalty_seconds``, doubled for each further silent end up to
+      ``max_penalty_seconds``, halved back by each delivered chunk). An honest peer
+      that crashed asks other holders meanwhile; a stalling one ends up holding a slot
+      for a vanishing share of the time.
     """
 
     def __init__(
@@ -81,17 +98,29 @@ class UploadSlots(Generic[Key, Item]):
         initial: int = 1,
         maximum: int = 64,
         max_bytes: int = 8 << 20,
+        max_turns_per_peer: int = 2,
+        penalty_seconds: float = 10.0,
+        max_penalty_seconds: float = 300.0,
+        max_penalised: int = 4096,
     ) -> None:
         self.target_seconds = target_seconds
         self.maximum = maximum
         self.max_bytes = max_bytes
+        self.max_turns_per_peer = max_turns_per_peer
         self.slots = initial
         self._active: dict[Key, tuple[float, int]] = {}  # key -> (when it started, bytes)
         self._waiting: OrderedDict[Key, tuple[Item, int]] = OrderedDict()
+        self._peer_of: dict[Key, Hashable] = {}  # running or waiting key -> its peer
+        self._turns: dict[Hashable, int] = {}  # peer -> its running and waiting uploads
+        self.penalties: PenaltyBox[Hashable] = PenaltyBox(
+            penalty_seconds, max_penalty_seconds, max_penalised
+        )
         #: Chunk bytes of the running uploads.
         self.bytes_active = 0
         self._contended = False
         self.refused = 0
+        #: Refused because the peer already had its turn, or sits out a penalty.
+        self.refused_unfair = 0
 
     @property
     def active(self) -> int:
@@ -110,22 +139,63 @@ class UploadSlots(Generic[Key, Item]):
         self._active[key] = (now, length)
         self.bytes_active += length
 
-    def offer(self, key: Key, item: Item, now: float, length: int = 0) -> Admission:
-        """A new request for ``length`` bytes: start it, hold it (``item`` comes back
-        from ``finished``), or refuse it."""
+    def _take_turn(self, key: Key, peer: Hashable | None) -> None:
+        if peer is not None:
+            self._peer_of[key] = peer
+            self._turns[peer] = self._turns.get(peer, 0) + 1
+
+    def _end_turn(self, key: Key) -> Hashable | None:
+        peer = self._peer_of.pop(key, None)
+        if peer is not None:
+            left = self._turns[peer] - 1
+            if left:
+                self._turns[peer] = left
+            else:
+                del self._turns[peer]
+        return peer
+
+    def penalised(self, peer: Hashable, now: float) -> bool:
+        """Whether ``peer`` sits out a penalty for a silent upload at ``now``."""
+        return self.penalties.penalised(peer, now)
+
+    def offer(
+        self, key: Key, item: Item, now: float, length: int = 0, peer: Hashable | None = None
+    ) -> Admission:
+        """A new request for ``length`` bytes from ``peer``: start it, hold it (``item``
+        comes back from ``finished``), or refuse it."""
+        turns = self._turns.get(peer, 0) if peer is not None else 0
+        if turns >= self.max_turns_per_peer or (peer is not None and self.penalised(peer, now)):
+            self.refused += 1
+            self.refused_unfair += 1
+            return Admission.REFUSE
         if self._may_start(length):
             self._start(key, length, now)
+            self._take_turn(key, peer)
             return Admission.START
         self._contended = True
+        if turns:
+            self.refused += 1
+            self.refused_unfair += 1
+            return Admission.REFUSE
         if len(self._waiting) < self.slots:
             self._waiting[key] = (item, length)
+            self._take_turn(key, peer)
             return Admission.WAIT
         self.refused += 1
         return Admission.REFUSE
 
-    def finished(self, key: Key, now: float, *, delivered: bool) -> list[Item]:
+    def finished(
+        self, key: Key, now: float, *, delivered: bool, silent: bool = False
+    ) -> list[Item]:
         """An upload ended (``delivered``: acknowledged in full; else cancelled, timed
-        out or refused after all): return the waiting requests to start now."""
+        out or refused after all; ``silent``: the peer stopped answering, the idle
+        timeout): return the waiting requests to start now."""
+        peer = self._end_turn(key)
+        if peer is not None:
+            if delivered:
+                self.penalties.forgive(peer)
+            elif silent:
+                self.penalties.penalise(peer, now)
         running = self._active.pop(key, None)
         if running is None:
             self._waiting.pop(key, None)

@@ -154,22 +154,20 @@ class PeerTable:
             if heard < download.last_heard:
                 heard = download.last_heard
         for upload in transfers.uploads.values():
-            if heard < upload.last_heard:
-                heard = upload.last_heard
+            if heard < upload.heard:
+                heard = upload.heard
         return heard
 
     def pass_on_liveness(self, peer: Address, last_heard: float) -> None:
-        """A finished transfer hands its last sign of life to the peer's other transfers,
-        which may have waited their turn without hearing anything themselves."""
+        """A finished transfer hands its last sign of life to the peer's downloads, which
+        may have waited their turn without hearing anything themselves. (Uploads judge
+        their peer by the ACKs of their flow: ``Upload.heard``.)"""
         transfers = self._peers.get(peer)
         if transfers is None:
             return
         for download in transfers.downloads.values():
             if download.last_heard < last_heard:
                 download.last_heard = last_heard
-        for upload in transfers.uploads.values():
-            if upload.last_heard < last_heard:
-                upload.last_heard = last_heard
 
     def idle_is_live(self, peer: Address, deadline: float) -> bool:
         """Is ``deadline`` the PEER_IDLE entry armed for ``peer``?"""

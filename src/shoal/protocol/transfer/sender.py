@@ -163,7 +163,8 @@ class Sender:
         upload = self.uploads.get(key)
         if upload is not None:
             counters.duplicate_requests += 1
-            upload.last_heard = now
+            if upload.data is None:  # still waiting its turn: the peer still wants it
+                upload.last_heard = now
             return
         finished = self._finished.get(key)
         if finished is not None and now - finished.last_heard > self._config.idle_timeout:
@@ -342,7 +343,9 @@ class Sender:
     def on_timer(self, upload: Upload, peer_silent: bool, now: float) -> None:
         """Fire what is due of ``upload``: its end if its peer fell silent, else loss
         detection by time and the probe / retransmission timeout."""
-        if peer_silent:
+        if peer_silent or upload.heard + self._config.idle_timeout <= now:
+            # Its own silence too: a peer whose new requests keep it "live" while it
+            # acknowledges nothing of this upload does not hold it for ever.
             self._end_silent(upload)
             return
         if upload.loss_time is not None and upload.loss_time <= now:

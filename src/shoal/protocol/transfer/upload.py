@@ -83,6 +83,18 @@ class Upload:
         self.loss_time: float | None = None
         self.timeouts = 0
 
+    @property
+    def heard(self) -> float:
+        """The last sign that the peer still takes what we send for this upload: its
+        request, the start of its data, or an ACK on the flow it queues in (a flow's
+        uploads go out one after another). New requests and repeated ones of the same
+        peer are no such sign: a peer that asks and never acknowledges would otherwise
+        hold its uploads for ever (docs/security.md, "stalling peer")."""
+        flow = self.flow
+        if flow is not None and flow.last_ack_time > self.last_heard:
+            return flow.last_ack_time
+        return self.last_heard
+
     def start(self, data: memoryview, flow: Flow) -> None:
         self.data = data
         self.flow = flow
