@@ -26,12 +26,19 @@ from shoal.core.manifest import Manifest, decode_manifest_file
 from shoal.core.packing import pack_bytes
 from shoal.core.server_cert import issue_certificate
 from shoal.core.signing import SigningKey
+from shoal.protocol.transfer import Mode
 from shoal.server.core import BandwidthLimit, ServerCore, ServerSettings
 from shoal.server.limits import AbuseLimits
 from shoal.server.node import ServerNode
 from shoal.store.content_store import ContentStore
 from shoal.topology import parse_json
+from shoal_dev.sim.flows import FlowFabric
+from shoal_dev.sim.memstore import MemoryStore
 from shoal_dev.sim.network import Host, SimNetwork
+
+MODES = ("packet", "flow")
+"""How chunks move: datagram by datagram (``TransferEngine``), or as max-min fair flows
+(``FlowEngine``, ``flows.py``); the agents and server are the same in both."""
 
 SERVER_IP = "10.0.0.2"
 SERVER_ID = "5e7e0000000000000000000000000001"
@@ -112,6 +119,8 @@ class Enterprise:
     started: float = 0.0
     extra: dict[str, object] = field(default_factory=dict)
     document_sequence: int = 0
+    fabric: FlowFabric | None = None
+    """The flow model, in flow mode (None: packet mode)."""
 
     def signed_assignments(self, assignments: list[dict[str, Any]]) -> bytes:
         """The next assignment document (a new sequence, valid for a week of virtual
@@ -172,15 +181,28 @@ def build_enterprise(
     content: tuple[bytes, bytes] | None = None,
     assignments: bytes | None = None,
     device_keys: Sequence[DeviceKey] = (),
+    mode: str = "packet",
+    origin_rate: float = 125e6,
 ) -> Enterprise:
     """Build the network, the server (content imported, assigned to everyone), clients.
 
     Or, from a console: ``content`` (its signed manifest file and the bytes it serves),
     ``assignments`` (its signed envelope) and ``console_key``; ``device_keys`` give the
     first clients their keys (and device IDs), in office order.
+
+    ``mode`` "flow" binds every data port to a ``FlowEngine`` of one ``FlowFabric`` and
+    keeps every cache in memory (``MemoryStore``: chunks shared by reference);
+    ``origin_rate`` is the server's NIC and the central office's WAN link, bytes/s each
+    way (``math.inf``: an origin that never limits).
     """
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     rng = random.Random(seed)
     network = SimNetwork(seed=seed)
+    fabric = FlowFabric(network) if mode == "flow" else None
+    if fabric is not None and store_factory is None:
+        hashes = fabric.hashes
+        store_factory = lambda _directory, _number: MemoryStore(hashes)  # noqa: E731
     console_key = console_key or SigningKey.generate()
     if content is not None:
         manifest_file, package = content
@@ -230,16 +252,24 @@ def build_enterprise(
         "background": False,
     }
     core.set_assignments(assignments or sim_document(console_key, [everyone], 1, network.now))
-    origin = ContentStore(root / "server-origin", durable=False)
+    origin: Any = (
+        ContentStore(root / "server-origin", durable=False)
+        if fabric is None
+        else MemoryStore(fabric.hashes)
+    )
     origin_entry = origin.add(manifest_file, pinned=True)
     for chunk_index in range(manifest.chunk_count):
         start = chunk_index * chunk_size
         origin.write_chunk(
             origin_entry.content_id, chunk_index, package[start : start + chunk_size]
         )
-    central = network.add_office("Central Office", "10.0.0.0/24", wan_rate=125e6, wan_delay=0.001)
-    server_host = network.add_host(central, SERVER_IP)
+    central = network.add_office(
+        "Central Office", "10.0.0.0/24", wan_rate=origin_rate, wan_delay=0.001
+    )
+    server_host = network.add_host(central, SERVER_IP, nic_rate=origin_rate)
     server = ServerNode(core, origin, network.now)
+    if fabric is not None:
+        use_flow_engines(fabric, server_host, server.engines, server.bindings())
     for port, machine in server.bindings().items():
         network.bind(server_host, port, machine)
     network.attach(server_host, server)
@@ -288,11 +318,27 @@ def build_enterprise(
                 down_rate=spec.client_down_rate,
                 buffer_seconds=0.25 if spec.buffer_seconds is None else spec.buffer_seconds,
             )
+            if fabric is not None:
+                use_flow_engines(fabric, host, agent.engines, agent.bindings())
             for port, machine in agent.bindings().items():
                 network.bind(host, port, machine)
             network.attach(host, agent)
             clients.append(SimClient(host, agent, store, spec.name))
-    return Enterprise(network, server, clients, manifest, package, console_key, document_sequence=1)
+    return Enterprise(
+        network, server, clients, manifest, package, console_key, document_sequence=1,
+        fabric=fabric,
+    )  # fmt: skip
+
+
+def use_flow_engines(
+    fabric: FlowFabric, host: Host, engines: dict[Mode, Any], bindings: dict[int, Any]
+) -> None:
+    """Replace a node's transfer engines (``AgentCore.engines``, ``ServerNode.engines``)
+    by flow engines on the same ports, before anything has used them: the seam."""
+    for port, machine in bindings.items():
+        for mode, engine in engines.items():
+            if machine is engine:
+                engines[mode] = fabric.engine(host, port)
 
 
 def file_sha256(store: ContentStoreLike, content_id: ContentId) -> str | None:
