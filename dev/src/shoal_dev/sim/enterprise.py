@@ -32,7 +32,7 @@ from shoal.server.limits import AbuseLimits
 from shoal.server.node import ServerNode
 from shoal.store.content_store import ContentStore
 from shoal.topology import parse_json
-from shoal_dev.sim.flows import FlowFabric
+from shoal_dev.sim.flows import FlowFabric, HashMemo
 from shoal_dev.sim.memstore import MemoryStore
 from shoal_dev.sim.network import Host, SimNetwork
 
@@ -148,6 +148,24 @@ class Enterprise:
     def wan_bytes_down(self, office: str) -> int:
         return self.network.offices[office].wan_down.bytes_sent
 
+    def kill(self, client: SimClient) -> None:
+        """The client's process dies (in flow mode, its flows end with it)."""
+        if self.fabric is not None:
+            self.fabric.kill(client.host)
+        else:
+            self.network.kill(client.host)
+
+    def restart(self, client: SimClient) -> None:
+        """The client's process starts again: a new agent on the same cache."""
+        old = client.agent
+        agent = AgentCore(
+            old.config, client.store, self.network.now, rng=random.Random(old.rng.random())
+        )
+        if self.fabric is not None:
+            use_flow_engines(self.fabric, client.host, agent.engines, agent.bindings())
+        self.network.restart(client.host, agent.bindings(), agent)
+        client.agent = agent
+
 
 def sim_document(
     key: SigningKey, assignments: list[dict[str, Any]], sequence: int, now: float
@@ -183,23 +201,25 @@ def build_enterprise(
     device_keys: Sequence[DeviceKey] = (),
     mode: str = "packet",
     origin_rate: float = 125e6,
+    hashes: HashMemo | None = None,
 ) -> Enterprise:
     """Build the network, the server (content imported, assigned to everyone), clients.
 
-    Or, from a console: ``content`` (its signed manifest file and the bytes it serves),
-    ``assignments`` (its signed envelope) and ``console_key``; ``device_keys`` give the
-    first clients their keys (and device IDs), in office order.
+        Or, from a console: ``content`` (its signed manifest file and the bytes it serves),
+        ``assignments`` (its signed envelope) and ``console_key``; ``device_keys`` give the
+        first clients their keys (and device IDs), in office order.
 
-    ``mode`` "flow" binds every data port to a ``FlowEngine`` of one ``FlowFabric`` and
-    keeps every cache in memory (``MemoryStore``: chunks shared by reference);
-    ``origin_rate`` is the server's NIC and the central office's WAN link, bytes/s each
-    way (``math.inf``: an origin that never limits).
+        ``mode`` "flow" binds every data port to a ``FlowEngine`` of one ``FlowFabric`` and
+        keeps every cache in memory (``MemoryStore``: chunks shared by reference);
+        ``origin_rate`` is the server's NIC and the central office's WAN link, bytes/s each
+        way (``math.inf``: an origin that never limits). ``hashes`` is the flow model's
+    ``HashMemo`` (give it when ``store_factory`` makes ``MemoryStore``s).
     """
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     rng = random.Random(seed)
     network = SimNetwork(seed=seed)
-    fabric = FlowFabric(network) if mode == "flow" else None
+    fabric = FlowFabric(network, hashes=hashes) if mode == "flow" else None
     if fabric is not None and store_factory is None:
         hashes = fabric.hashes
         store_factory = lambda _directory, _number: MemoryStore(hashes)  # noqa: E731

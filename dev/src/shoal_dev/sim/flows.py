@@ -154,12 +154,18 @@ class FabricCounters:
 class FlowFabric:
     """The flow model over one ``SimNetwork``: engines by address, flows by link."""
 
-    def __init__(self, network: SimNetwork, config: TransferConfig | None = None) -> None:
+    def __init__(
+        self,
+        network: SimNetwork,
+        config: TransferConfig | None = None,
+        hashes: HashMemo | None = None,
+    ) -> None:
         self.network = network
         self.config = config or TransferConfig()
-        self.hashes = HashMemo()
+        self.hashes = hashes or HashMemo()
         self.counters = FabricCounters()
         self.engines: dict[Address, FlowEngine] = {}
+        self._ports: dict[str, dict[int, None]] = {}
         self._on_link: dict[int, dict[int, _Flow]] = {}
         self._serial = 0
         self._next_request_id = 1
@@ -170,6 +176,7 @@ class FlowFabric:
         """A new engine for ``host``'s ``port`` (a restarted process gets a new one)."""
         engine = FlowEngine(self, host, port)
         self.engines[(host.ip, port)] = engine
+        self._ports.setdefault(host.ip, {})[port] = None
         return engine
 
     def request_id(self) -> int:
@@ -185,7 +192,7 @@ class FlowFabric:
     def kill(self, host: Host) -> None:
         """The host's process dies: its flows end, its peers notice after a silence."""
         self.network.kill(host)
-        for port in list(host.machines):
+        for port in self._ports.get(host.ip, {}):
             engine = self.engines.get((host.ip, port))
             if engine is not None:
                 engine.died()
@@ -626,4 +633,3 @@ class FlowEngine:
     @property
     def active_uploads(self) -> int:
         return len(self._uploads)
-
