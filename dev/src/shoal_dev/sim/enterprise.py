@@ -121,6 +121,8 @@ class Enterprise:
     document_sequence: int = 0
     fabric: FlowFabric | None = None
     """The flow model, in flow mode (None: packet mode)."""
+    make_server: Callable[[], ServerNode] | None = None
+    """A new server process with what the server keeps across a restart."""
 
     def signed_assignments(self, assignments: list[dict[str, Any]]) -> bytes:
         """The next assignment document (a new sequence, valid for a week of virtual
@@ -154,6 +156,22 @@ class Enterprise:
             self.fabric.kill(client.host)
         else:
             self.network.kill(client.host)
+
+    def server_host(self) -> Host:
+        return self.network.hosts[SERVER_IP]
+
+    def kill_server(self) -> None:
+        """The P2P server's process dies (its leases and registry with it)."""
+        if self.fabric is not None:
+            self.fabric.kill(self.server_host())
+        else:
+            self.network.kill(self.server_host())
+
+    def restart_server(self) -> None:
+        """The P2P server starts again: its clients register again."""
+        assert self.make_server is not None
+        self.server = self.make_server()
+        self.network.restart(self.server_host(), self.server.bindings(), self.server)
 
     def restart(self, client: SimClient) -> None:
         """The client's process starts again: a new agent on the same cache."""
@@ -255,14 +273,7 @@ def build_enterprise(
         bandwidth=bandwidth or {},
         limits=limits or AbuseLimits(),
     )
-    core = ServerCore(settings)
-    core.certificate = issue_certificate(
-        console_key, server_identity.public_raw, SERVER_ID, SERVER_IP, "sim", SIM_EPOCH.timestamp()
-    )
     trust = TrustState((console_key.verify_key.raw,))
-    core.topology = parse_json({"offices": topology})
-    core.licence.active = True
-    core.add_manifest(manifest_file)
     everyone = {
         "id": 1,
         "content_id": manifest.content_id.hex,
@@ -271,11 +282,30 @@ def build_enterprise(
         "offices": None,
         "background": False,
     }
-    core.set_assignments(assignments or sim_document(console_key, [everyone], 1, network.now))
+    document = assignments or sim_document(console_key, [everyone], 1, network.now)
+
+    def make_core() -> ServerCore:
+        """The server's state from what it keeps across a restart (settings, certificate,
+        topology, licence, content, assignments); its clients register again."""
+        core = ServerCore(settings)
+        core.certificate = issue_certificate(
+            console_key,
+            server_identity.public_raw,
+            SERVER_ID,
+            SERVER_IP,
+            "sim",
+            SIM_EPOCH.timestamp(),
+        )
+        core.topology = parse_json({"offices": topology})
+        core.licence.active = True
+        core.add_manifest(manifest_file)
+        core.set_assignments(document)
+        return core
+
     origin: Any = (
         ContentStore(root / "server-origin", durable=False)
-        if fabric is None
-        else MemoryStore(fabric.hashes)
+        if fabric is None and hashes is None
+        else MemoryStore(fabric.hashes if fabric is not None else hashes)
     )
     origin_entry = origin.add(manifest_file, pinned=True)
     for chunk_index in range(manifest.chunk_count):
@@ -287,9 +317,14 @@ def build_enterprise(
         "Central Office", "10.0.0.0/24", wan_rate=origin_rate, wan_delay=0.001
     )
     server_host = network.add_host(central, SERVER_IP, nic_rate=origin_rate)
-    server = ServerNode(core, origin, network.now)
-    if fabric is not None:
-        use_flow_engines(fabric, server_host, server.engines, server.bindings())
+
+    def make_server() -> ServerNode:
+        server = ServerNode(make_core(), origin, network.now)
+        if fabric is not None:
+            use_flow_engines(fabric, server_host, server.engines, server.bindings())
+        return server
+
+    server = make_server()
     for port, machine in server.bindings().items():
         network.bind(server_host, port, machine)
     network.attach(server_host, server)
@@ -346,7 +381,7 @@ def build_enterprise(
             clients.append(SimClient(host, agent, store, spec.name))
     return Enterprise(
         network, server, clients, manifest, package, console_key, document_sequence=1,
-        fabric=fabric,
+        fabric=fabric, make_server=make_server,
     )  # fmt: skip
 
 
