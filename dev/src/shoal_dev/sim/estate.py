@@ -388,8 +388,11 @@ def run_scenario(
     hashes = HashMemo()
     liars = plan.liars
 
-    def store(_directory: Path, number: int) -> MemoryStore:
-        return (LyingMemoryStore if number in liars else MemoryStore)(hashes)
+    made = iter(range(sum(office.clients for office in offices)))
+
+    def store(_directory: Path, _number_in_office: int) -> MemoryStore:
+        # Called once per device, in the estate's order (``_plan``'s indices).
+        return (LyingMemoryStore if next(made) in liars else MemoryStore)(hashes)
 
     enterprise = build_enterprise(
         root,
@@ -545,6 +548,12 @@ def report(
     ]
     over_wan = [row["office"] for row in sharing if row["wan_bytes"] > WAN_LIMIT * size]
     liar_ips = {enterprise.clients[index].host.ip for index in plan.liars}
+    # A liar nobody asked (a VPN office, or peers served first) has told no lie to catch.
+    lied = {
+        client.host.ip
+        for client in enterprise.clients
+        if isinstance(client.store, LyingMemoryStore) and client.store.lies_told
+    }
     banned = {
         ip
         for client in enterprise.clients
@@ -601,6 +610,7 @@ def report(
         "faults": {
             "crashed": len(plan.crashes),
             "liars": sorted(liar_ips),
+            "liars_that_lied": sorted(lied),
             "liars_banned": sorted(liar_ips & banned),
             "wan_outage_office": plan.outage_office,
             "server_restarted": scenario.faults.server_restart_s is not None,

@@ -121,8 +121,10 @@ class LyingMemoryStore(MemoryStore):
     def __init__(self, hashes: HashMemo) -> None:
         super().__init__(hashes)
         self._lies: dict[tuple[ContentId, int], bytes] = {}
+        self.lies_told = 0
 
     def read_chunk(self, content_id: ContentId, chunk_index: int) -> bytes:
+        self.lies_told += 1
         key = (content_id, chunk_index)
         lie = self._lies.get(key)
         if lie is None:
