@@ -305,7 +305,7 @@ def build_enterprise(
     origin: Any = (
         ContentStore(root / "server-origin", durable=False)
         if fabric is None and hashes is None
-        else MemoryStore(fabric.hashes if fabric is not None else hashes)
+        else MemoryStore(fabric.hashes if fabric is not None else hashes or HashMemo())
     )
     origin_entry = origin.add(manifest_file, pinned=True)
     for chunk_index in range(manifest.chunk_count):

@@ -27,6 +27,11 @@ any TOML file) and runs it in flow mode (``flows.py``) or packet mode. A scenari
     client_up_mbit = 1000
     client_down_mbit = 1000
 
+    [churn]                  # the lab's churn (instead of crash_* below): ``clients``
+    clients = 4              # killed at ``at_lower_bound`` x the first office's T_lb1,
+    at_lower_bound = 0.4     # back ``down_s`` later
+    down_s = 2.0
+
     [faults]
     crash_fraction = 0.1     # of the devices: killed once, restarted on their cache
     crash_at_s = [5, 120]    # when (uniform), virtual seconds
@@ -128,6 +133,12 @@ def _pair(value: Any, origin: str, key: str) -> tuple[float, float]:
     return float(value[0]), float(value[1])
 
 
+def _at_for(value: Any, origin: str, key: str) -> tuple[float, float]:
+    if not (isinstance(value, list) and len(value) == 2 and min(value) >= 0):
+        raise ScenarioInvalid(f"{origin}: {key} must be [at_s, for_s]")
+    return float(value[0]), float(value[1])
+
+
 def parse_scenario(text: str, origin: str, *, ci: bool = False) -> Scenario:
     """A scenario from TOML text (``ci``: with its ``[ci]`` overrides)."""
     try:
@@ -194,13 +205,27 @@ def parse_scenario(text: str, origin: str, *, ci: bool = False) -> Scenario:
             crash_at_s=_pair(faults_table.get("crash_at_s", [5, 60]), origin, "crash_at_s"),
             down_s=_pair(faults_table.get("down_s", [2, 30]), origin, "down_s"),
             liar_fraction=float(faults_table.get("liar_fraction", 0.0)),
-            wan_outage_s=tuple(faults_table["wan_outage_s"])
+            wan_outage_s=_at_for(faults_table["wan_outage_s"], origin, "wan_outage_s")
             if "wan_outage_s" in faults_table
-            else None,  # type: ignore[arg-type]
-            server_restart_s=tuple(faults_table["server_restart_s"])
+            else None,
+            server_restart_s=_at_for(faults_table["server_restart_s"], origin, "server_restart_s")
             if "server_restart_s" in faults_table
-            else None,  # type: ignore[arg-type]
+            else None,
         )
+        churn = data.get("churn")
+        if churn is not None and listed:
+            # The lab's churn: ``clients`` killed at ``at_lower_bound`` x the first
+            # office's T_lb1, back ``down_s`` later.
+            size = int(float(data.get("size_mb", 100)) * MIB)
+            at = float(churn["at_lower_bound"]) * listed[0].one_copy_bound(size).seconds
+            devices = sum(office.clients for office in listed)
+            clients = min(int(churn["clients"]), devices)
+            faults = replace(
+                faults,
+                crash_fraction=clients / devices,
+                crash_at_s=(at, at),
+                down_s=(float(churn["down_s"]),) * 2,
+            )
         scenario = Scenario(
             name=str(data["name"]),
             description=str(data.get("description", "")),
@@ -346,7 +371,7 @@ def _watch_requests(client: SimClient, watch: _Watch) -> None:
                 watch.asked_banned.append(f"{client.host.ip} asked banned {peer[0]}")
             return _original(peer, content_id, *rest)  # type: ignore[no-any-return]
 
-        engine.request_chunk = checked  # type: ignore[method-assign]
+        engine.request_chunk = checked  # type: ignore[method-assign,assignment]
 
 
 @dataclass(slots=True)
@@ -416,7 +441,11 @@ def run_scenario(
     network = enterprise.network
     for at, down_for, index in plan.crashes:
         client = enterprise.clients[index]
-        network.at(at, lambda client=client: enterprise.kill(client))
+
+        def crash(client: SimClient = client) -> None:
+            enterprise.kill(client)
+
+        network.at(at, crash)
 
         def back(client: SimClient = client) -> None:
             enterprise.restart(client)

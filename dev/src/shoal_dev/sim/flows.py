@@ -584,10 +584,10 @@ class FlowEngine:
             sender = fabric.live_engine(download.peer)
             if sender is None:
                 continue
-            upload = sender._uploads.get((self.address, download.request_id))
-            if upload is not None and upload.flow is not None:
+            theirs = sender._uploads.get((self.address, download.request_id))
+            if theirs is not None and theirs.flow is not None:
                 fabric.counters.flows_aborted += 1
-                fabric.end(upload.flow)
+                fabric.end(theirs.flow)
             timed_out = TransferTimedOut(
                 self.address, download.request_id, download.content_id, download.chunk_index,
                 Role.SENDER,
