@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from shoal.cli import cli
 from shoal_dev.sim.estate import (
     ScenarioInvalid,
     generate_offices,
@@ -69,3 +72,28 @@ def test_estate_faults_ci_bans_the_liars_and_everyone_completes(tmp_path: Path) 
     # this seed the liar was asked.
     assert faults["liars_that_lied"] == faults["liars"] == faults["liars_banned"]
     assert faults["wan_outage_office"] is not None and faults["server_restarted"]
+
+
+def test_shoal_sim_run_writes_the_report_and_figures_and_fails_on_a_violation(
+    tmp_path: Path,
+) -> None:
+    scenario = tmp_path / "tiny.toml"
+    body = (
+        'name = "tiny"\nsize_mb = 2\nchunk_kib = 256\ntimeout_s = 120\n'
+        '[[office]]\nname = "branch"\nclients = 4\nwan_mbit = 50\n'
+    )
+    scenario.write_text(body)
+    out, figures = tmp_path / "out.json", tmp_path / "png"
+    arguments = ["sim", "run", str(scenario), "--seed", "2", "--json", str(out)]
+    result = CliRunner().invoke(cli, [*arguments, "--png", str(figures), "--twice"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    assert document["invariants"]["a_run_is_a_pure_function_of_its_seed"]["held"]
+    assert document["completed"] == 4
+    assert (figures / "tiny-flow-offices.png").stat().st_size > 1000
+    assert (figures / "tiny-flow-completions.png").stat().st_size > 1000
+    # A timeout too short for anyone to finish: a violated invariant, exit 1.
+    scenario.write_text(body.replace("timeout_s = 120", "timeout_s = 0.5"))
+    result = CliRunner().invoke(cli, arguments)
+    assert result.exit_code == 1
+    assert "invariant every_device_with_a_path_completes: VIOLATED" in result.output
