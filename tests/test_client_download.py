@@ -179,7 +179,7 @@ class Harness:
         self.engines = {
             mode: TransferEngine(now=self.now) for mode in (Mode.FOREGROUND, Mode.BACKGROUND)
         }
-        self.blobs = BlobFetcher(self.engines[Mode.FOREGROUND])
+        self.blobs = BlobFetcher(self.engines)
         self.counters = AgentCounters()
         config = AgentConfig(
             device_key=DeviceKey.generate(),

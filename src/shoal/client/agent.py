@@ -170,7 +170,7 @@ class AgentCore:
             ),
             now,
         )
-        self.blobs = BlobFetcher(self.engines[Mode.FOREGROUND])
+        self.blobs = BlobFetcher(self.engines)
         self.registrar = RegistrationMachine(
             config, self.control, self.rng, lambda: self.downloader.all_progress(), now
         )

@@ -9,6 +9,7 @@ agent can tell a blob's outcome from a chunk's.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shoal.core.ids import ContentId
@@ -37,12 +38,14 @@ Blob = AssignmentsBlob | ManifestBlob
 class BlobFetcher:
     """Blob requests in flight on the foreground engine, by request ID."""
 
-    def __init__(self, engine: TransferEngine) -> None:
-        self._engine = engine
+    def __init__(self, engines: Mapping[Mode, TransferEngine]) -> None:
+        # The agent's engines by mode, looked up at each request: whoever drives the
+        # agent may swap them (the simulator's flow-level engines) before it starts.
+        self._engines = engines
         self._in_flight: dict[int, Blob] = {}
 
     def fetch(self, blob: Blob, length: int, server: Address, now: float) -> None:
-        request_id = self._engine.request_chunk(
+        request_id = self._engines[Mode.FOREGROUND].request_chunk(
             server, ContentId(blob.digest), 0, length, blob.digest, Mode.FOREGROUND, now
         )
         self._in_flight[request_id] = blob

@@ -26,12 +26,19 @@ from shoal.core.manifest import Manifest, decode_manifest_file
 from shoal.core.packing import pack_bytes
 from shoal.core.server_cert import issue_certificate
 from shoal.core.signing import SigningKey
+from shoal.protocol.transfer import Mode
 from shoal.server.core import BandwidthLimit, ServerCore, ServerSettings
 from shoal.server.limits import AbuseLimits
 from shoal.server.node import ServerNode
 from shoal.store.content_store import ContentStore
 from shoal.topology import parse_json
+from shoal_dev.sim.flows import FlowFabric, HashMemo
+from shoal_dev.sim.memstore import MemoryStore
 from shoal_dev.sim.network import Host, SimNetwork
+
+MODES = ("packet", "flow")
+"""How chunks move: datagram by datagram (``TransferEngine``), or as max-min fair flows
+(``FlowEngine``, ``flows.py``); the agents and server are the same in both."""
 
 SERVER_IP = "10.0.0.2"
 SERVER_ID = "5e7e0000000000000000000000000001"
@@ -112,6 +119,10 @@ class Enterprise:
     started: float = 0.0
     extra: dict[str, object] = field(default_factory=dict)
     document_sequence: int = 0
+    fabric: FlowFabric | None = None
+    """The flow model, in flow mode (None: packet mode)."""
+    make_server: Callable[[], ServerNode] | None = None
+    """A new server process with what the server keeps across a restart."""
 
     def signed_assignments(self, assignments: list[dict[str, Any]]) -> bytes:
         """The next assignment document (a new sequence, valid for a week of virtual
@@ -138,6 +149,40 @@ class Enterprise:
 
     def wan_bytes_down(self, office: str) -> int:
         return self.network.offices[office].wan_down.bytes_sent
+
+    def kill(self, client: SimClient) -> None:
+        """The client's process dies (in flow mode, its flows end with it)."""
+        if self.fabric is not None:
+            self.fabric.kill(client.host)
+        else:
+            self.network.kill(client.host)
+
+    def server_host(self) -> Host:
+        return self.network.hosts[SERVER_IP]
+
+    def kill_server(self) -> None:
+        """The P2P server's process dies (its leases and registry with it)."""
+        if self.fabric is not None:
+            self.fabric.kill(self.server_host())
+        else:
+            self.network.kill(self.server_host())
+
+    def restart_server(self) -> None:
+        """The P2P server starts again: its clients register again."""
+        assert self.make_server is not None
+        self.server = self.make_server()
+        self.network.restart(self.server_host(), self.server.bindings(), self.server)
+
+    def restart(self, client: SimClient) -> None:
+        """The client's process starts again: a new agent on the same cache."""
+        old = client.agent
+        agent = AgentCore(
+            old.config, client.store, self.network.now, rng=random.Random(old.rng.random())
+        )
+        if self.fabric is not None:
+            use_flow_engines(self.fabric, client.host, agent.engines, agent.bindings())
+        self.network.restart(client.host, agent.bindings(), agent)
+        client.agent = agent
 
 
 def sim_document(
@@ -172,15 +217,30 @@ def build_enterprise(
     content: tuple[bytes, bytes] | None = None,
     assignments: bytes | None = None,
     device_keys: Sequence[DeviceKey] = (),
+    mode: str = "packet",
+    origin_rate: float = 125e6,
+    hashes: HashMemo | None = None,
 ) -> Enterprise:
     """Build the network, the server (content imported, assigned to everyone), clients.
 
-    Or, from a console: ``content`` (its signed manifest file and the bytes it serves),
-    ``assignments`` (its signed envelope) and ``console_key``; ``device_keys`` give the
-    first clients their keys (and device IDs), in office order.
+        Or, from a console: ``content`` (its signed manifest file and the bytes it serves),
+        ``assignments`` (its signed envelope) and ``console_key``; ``device_keys`` give the
+        first clients their keys (and device IDs), in office order.
+
+        ``mode`` "flow" binds every data port to a ``FlowEngine`` of one ``FlowFabric`` and
+        keeps every cache in memory (``MemoryStore``: chunks shared by reference);
+        ``origin_rate`` is the server's NIC and the central office's WAN link, bytes/s each
+        way (``math.inf``: an origin that never limits). ``hashes`` is the flow model's
+    ``HashMemo`` (give it when ``store_factory`` makes ``MemoryStore``s).
     """
+    if mode not in MODES:
+        raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
     rng = random.Random(seed)
     network = SimNetwork(seed=seed)
+    fabric = FlowFabric(network, hashes=hashes) if mode == "flow" else None
+    if fabric is not None and store_factory is None:
+        hashes = fabric.hashes
+        store_factory = lambda _directory, _number: MemoryStore(hashes)  # noqa: E731
     console_key = console_key or SigningKey.generate()
     if content is not None:
         manifest_file, package = content
@@ -213,14 +273,7 @@ def build_enterprise(
         bandwidth=bandwidth or {},
         limits=limits or AbuseLimits(),
     )
-    core = ServerCore(settings)
-    core.certificate = issue_certificate(
-        console_key, server_identity.public_raw, SERVER_ID, SERVER_IP, "sim", SIM_EPOCH.timestamp()
-    )
     trust = TrustState((console_key.verify_key.raw,))
-    core.topology = parse_json({"offices": topology})
-    core.licence.active = True
-    core.add_manifest(manifest_file)
     everyone = {
         "id": 1,
         "content_id": manifest.content_id.hex,
@@ -229,17 +282,49 @@ def build_enterprise(
         "offices": None,
         "background": False,
     }
-    core.set_assignments(assignments or sim_document(console_key, [everyone], 1, network.now))
-    origin = ContentStore(root / "server-origin", durable=False)
+    document = assignments or sim_document(console_key, [everyone], 1, network.now)
+
+    def make_core() -> ServerCore:
+        """The server's state from what it keeps across a restart (settings, certificate,
+        topology, licence, content, assignments); its clients register again."""
+        core = ServerCore(settings)
+        core.certificate = issue_certificate(
+            console_key,
+            server_identity.public_raw,
+            SERVER_ID,
+            SERVER_IP,
+            "sim",
+            SIM_EPOCH.timestamp(),
+        )
+        core.topology = parse_json({"offices": topology})
+        core.licence.active = True
+        core.add_manifest(manifest_file)
+        core.set_assignments(document)
+        return core
+
+    origin: Any = (
+        ContentStore(root / "server-origin", durable=False)
+        if fabric is None and hashes is None
+        else MemoryStore(fabric.hashes if fabric is not None else hashes or HashMemo())
+    )
     origin_entry = origin.add(manifest_file, pinned=True)
     for chunk_index in range(manifest.chunk_count):
         start = chunk_index * chunk_size
         origin.write_chunk(
             origin_entry.content_id, chunk_index, package[start : start + chunk_size]
         )
-    central = network.add_office("Central Office", "10.0.0.0/24", wan_rate=125e6, wan_delay=0.001)
-    server_host = network.add_host(central, SERVER_IP)
-    server = ServerNode(core, origin, network.now)
+    central = network.add_office(
+        "Central Office", "10.0.0.0/24", wan_rate=origin_rate, wan_delay=0.001
+    )
+    server_host = network.add_host(central, SERVER_IP, nic_rate=origin_rate)
+
+    def make_server() -> ServerNode:
+        server = ServerNode(make_core(), origin, network.now)
+        if fabric is not None:
+            use_flow_engines(fabric, server_host, server.engines, server.bindings())
+        return server
+
+    server = make_server()
     for port, machine in server.bindings().items():
         network.bind(server_host, port, machine)
     network.attach(server_host, server)
@@ -288,11 +373,27 @@ def build_enterprise(
                 down_rate=spec.client_down_rate,
                 buffer_seconds=0.25 if spec.buffer_seconds is None else spec.buffer_seconds,
             )
+            if fabric is not None:
+                use_flow_engines(fabric, host, agent.engines, agent.bindings())
             for port, machine in agent.bindings().items():
                 network.bind(host, port, machine)
             network.attach(host, agent)
             clients.append(SimClient(host, agent, store, spec.name))
-    return Enterprise(network, server, clients, manifest, package, console_key, document_sequence=1)
+    return Enterprise(
+        network, server, clients, manifest, package, console_key, document_sequence=1,
+        fabric=fabric, make_server=make_server,
+    )  # fmt: skip
+
+
+def use_flow_engines(
+    fabric: FlowFabric, host: Host, engines: dict[Mode, Any], bindings: dict[int, Any]
+) -> None:
+    """Replace a node's transfer engines (``AgentCore.engines``, ``ServerNode.engines``)
+    by flow engines on the same ports, before anything has used them: the seam."""
+    for port, machine in bindings.items():
+        for mode, engine in engines.items():
+            if machine is engine:
+                engines[mode] = fabric.engine(host, port)
 
 
 def file_sha256(store: ContentStoreLike, content_id: ContentId) -> str | None:

@@ -75,7 +75,11 @@ class Link:
     datagrams_dropped: int = 0
 
     def transmit(self, size: int, departure: float, rng: random.Random) -> float | None:
-        """Return when the datagram has crossed the link, or None if it was dropped."""
+        """Return when the datagram has crossed the link, or None if it was dropped
+        (a queue full, a loss, or a link cut: rate 0)."""
+        if self.rate <= 0.0:
+            self.datagrams_dropped += 1
+            return None
         start = max(departure, self.free_at)
         if start - departure > self.buffer_seconds:
             self.datagrams_dropped += 1

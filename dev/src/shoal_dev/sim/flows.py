@@ -1,0 +1,635 @@
+"""Flow-level transfers: chunk transfers as flows sharing links max-min fairly.
+
+Theory of operation
+-------------------
+The packet-level simulator moves every DATA and ACK datagram of every chunk through
+every link: right for the transport, far too slow for an estate (10,000 devices, a
+100 MiB package). Here the *transfer engine* is replaced, and nothing else: each client
+and the server keep their real ``AgentCore`` / ``ServerNode`` (check-in, discovery,
+rendezvous lease, chunk picker, fan-out, upload slots, bans, licence seats), their
+control and discovery machines stay on ``SimNetwork``'s packet links, and their two
+data ports are bound to a ``FlowEngine`` instead of a ``TransferEngine``. A
+``FlowEngine`` takes the same calls (``request_chunk``, ``send_chunk``,
+``refuse_chunk``, ``cancel``, ``abandon_peer``, ``has_answered``) and reports the same
+events (``ChunkRequested``, ``ChunkReceived``, ``ChunkCorrupted``, ``ChunkRefused``,
+``ChunkDelivered``, ``RequestCancelled``, ``TransferTimedOut``), so a change to a swarm
+rule changes the flow simulation with it: nothing of the swarm is copied here.
+
+*Messages* (a request, a refusal, a cancel) reach the other engine after the path's
+one-way delay (the sum of its links' propagation delays); they are not queued behind
+data. *A chunk* is a flow from the sender's host to the requester's host along the same
+links a datagram takes (sender uplink; between offices, the sender office's WAN uplink
+and the receiver office's WAN downlink; receiver downlink), carrying the chunk's bytes
+plus each datagram's DATA, UDP and IP headers. Its bytes are counted on each link when
+the flow ends (finished or aborted), so ``Link.bytes_sent`` means what it means in
+packet mode. A finished flow arrives one path delay later, is hashed against the
+chunk's SHA-256 (``HashMemo``: the real check, memoised per bytes object since every
+holder shares the package's chunk objects) and becomes ``ChunkReceived`` or
+``ChunkCorrupted``; the sender hears ``ChunkDelivered`` another path delay later.
+
+*Rates* are max-min fair (progressive filling) and recomputed only where something
+changed: when a flow starts or ends, for the flows on that flow's links. Links beyond
+those keep their other flows' rates as they are (their capacity minus those rates is
+what the affected flows may use there, never less than an equal share of the link), so
+a change in one office never touches another office's flows. A link of infinite rate
+(an unshaped origin) couples nothing.
+
+*Faults.* ``FlowFabric.kill(host)`` ends the host's flows: its peers hear
+``TransferTimedOut`` after ``idle_timeout`` (as a real engine notices silence). A link
+whose rate is set to 0 (an outage, ``set_link_rate``) stalls its flows; a flow stalled
+for ``idle_timeout`` is abandoned on both sides, as a real transfer would be.
+
+What the model leaves out: slow start and loss recovery (a flow runs at its fair share
+at once), queueing delay, and competition between control datagrams and data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+
+from shoal.core.ids import ContentId
+from shoal.protocol.transfer import (
+    ChunkCorrupted,
+    ChunkDelivered,
+    ChunkReceived,
+    ChunkRefused,
+    ChunkRequested,
+    Event,
+    LocalProtocolError,
+    Mode,
+    RefusalReason,
+    RequestCancelled,
+    Role,
+    TooManyDownloads,
+    TransferConfig,
+    TransferCounters,
+    TransferTimedOut,
+)
+from shoal.wire.messages import DATA_HEADER_SIZE
+from shoal_dev.sim.network import UDP_IP_OVERHEAD, Host, Link, SimNetwork
+
+Address = tuple[str, int]
+#: A flow whose path has no finite link still takes this long per byte (1 Tbit/s).
+UNSHAPED_RATE = 125e9
+#: Rates closer than this (relative) are the same: no new finish event.
+_RATE_EPSILON = 1e-9
+
+
+class HashMemo:
+    """SHA-256 of bytes objects, each hashed once (kept alive, so its id stays its own).
+
+    Every holder of a package in a flow simulation shares the same chunk objects, so a
+    chunk verified by 10,000 devices is hashed once; a lying peer's bytes are another
+    object, hashed (and refused) on their own.
+    """
+
+    def __init__(self) -> None:
+        self._digests: dict[int, tuple[bytes, bytes]] = {}
+
+    def sha256(self, data: bytes) -> bytes:
+        known = self._digests.get(id(data))
+        if known is not None and known[0] is data:
+            return known[1]
+        digest = hashlib.sha256(data).digest()
+        self._digests[id(data)] = (data, digest)
+        return digest
+
+
+@dataclass(slots=True, eq=False)
+class _Download:
+    request_id: int
+    peer: Address
+    content_id: ContentId
+    chunk_index: int
+    chunk_length: int
+    chunk_hash: bytes
+    timeout_version: int = 0
+
+
+@dataclass(slots=True, eq=False)
+class _Upload:
+    peer: Address
+    request_id: int
+    content_id: ContentId
+    chunk_index: int
+    chunk_length: int
+    flow: _Flow | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Flow:
+    serial: int
+    sender: FlowEngine
+    upload: _Upload
+    links: tuple[Link, ...]
+    data: bytes
+    total: float
+    remaining: float
+    latency: float
+    rate: float = 0.0
+    updated: float = 0.0
+    version: int = 0
+    stalled_since: float | None = None
+
+
+def wire_bytes(payload: int, config: TransferConfig) -> int:
+    """Bytes a chunk of ``payload`` bytes puts on a link: DATA, UDP and IP headers too."""
+    segments = max(1, -(-payload // config.segment_size))
+    return payload + segments * (DATA_HEADER_SIZE + UDP_IP_OVERHEAD)
+
+
+@dataclass(slots=True)
+class FabricCounters:
+    flows_started: int = 0
+    flows_finished: int = 0
+    flows_aborted: int = 0
+    recomputations: int = 0
+    flows_rated: int = 0
+    largest_recomputation: int = 0
+
+
+class FlowFabric:
+    """The flow model over one ``SimNetwork``: engines by address, flows by link."""
+
+    def __init__(
+        self,
+        network: SimNetwork,
+        config: TransferConfig | None = None,
+        hashes: HashMemo | None = None,
+    ) -> None:
+        self.network = network
+        self.config = config or TransferConfig()
+        self.hashes = hashes or HashMemo()
+        self.counters = FabricCounters()
+        self.engines: dict[Address, FlowEngine] = {}
+        self._ports: dict[str, dict[int, None]] = {}
+        self._on_link: dict[int, dict[int, _Flow]] = {}
+        self._serial = 0
+        self._next_request_id = 1
+
+    # ------------------------------------------------------------------ engines
+
+    def engine(self, host: Host, port: int) -> FlowEngine:
+        """A new engine for ``host``'s ``port`` (a restarted process gets a new one)."""
+        engine = FlowEngine(self, host, port)
+        self.engines[(host.ip, port)] = engine
+        self._ports.setdefault(host.ip, {})[port] = None
+        return engine
+
+    def request_id(self) -> int:
+        self._next_request_id += 1
+        return self._next_request_id
+
+    def live_engine(self, address: Address) -> FlowEngine | None:
+        engine = self.engines.get(address)
+        if engine is None or not engine.host.alive:
+            return None
+        return engine
+
+    def kill(self, host: Host) -> None:
+        """The host's process dies: its flows end, its peers notice after a silence."""
+        self.network.kill(host)
+        for port in self._ports.get(host.ip, {}):
+            engine = self.engines.get((host.ip, port))
+            if engine is not None:
+                engine.died()
+
+    # ----------------------------------------------------------------- timing
+
+    def path(self, sender: Host, receiver: Host) -> tuple[Link, ...]:
+        """The links a datagram from ``sender`` to ``receiver`` crosses (``_route``)."""
+        if receiver.office is sender.office:
+            return (sender.up, receiver.down)
+        return (sender.up, sender.office.wan_up, receiver.office.wan_down, receiver.down)
+
+    def latency(self, sender: Host, receiver: Host) -> float:
+        return sum(link.delay for link in self.path(sender, receiver))
+
+    def deliver(self, delay: float, engine: FlowEngine, event: Event) -> None:
+        """``event`` reaches ``engine`` after ``delay`` (if its host still runs it)."""
+
+        def arrive() -> None:
+            if self.engines.get(engine.address) is engine and engine.host.alive:
+                engine.accept(event)
+
+        self.network.at(self.network.now + delay, arrive)
+
+    # ------------------------------------------------------------------ flows
+
+    def start(self, sender: FlowEngine, upload: _Upload, receiver: Host, data: bytes) -> _Flow:
+        self._serial += 1
+        links = self.path(sender.host, receiver)
+        total = float(wire_bytes(len(data), self.config))
+        flow = _Flow(
+            self._serial,
+            sender,
+            upload,
+            links,
+            data,
+            total,
+            total,
+            sum(link.delay for link in links),
+            updated=self.network.now,
+        )
+        upload.flow = flow
+        for link in links:
+            self._on_link.setdefault(id(link), {})[flow.serial] = flow
+        self.counters.flows_started += 1
+        self._recompute(links)
+        return flow
+
+    def end(self, flow: _Flow) -> None:
+        """Take ``flow`` off its links (finished or aborted) and count its bytes."""
+        now = self.network.now
+        sent = flow.total - max(flow.remaining - flow.rate * (now - flow.updated), 0.0)
+        flow.remaining = 0.0
+        flow.version += 1
+        for link in flow.links:
+            on_link = self._on_link[id(link)]
+            del on_link[flow.serial]
+            if not on_link:
+                del self._on_link[id(link)]
+            link.bytes_sent += int(sent)
+        flow.upload.flow = None
+        self._recompute(flow.links)
+
+    def set_link_rate(self, link: Link, rate: float) -> None:
+        """Change a link's capacity (0: an outage) and re-share its flows."""
+        link.rate = rate
+        self._recompute((link,))
+
+    def _recompute(self, changed: tuple[Link, ...]) -> None:
+        """Max-min fair rates for the flows on ``changed`` (progressive filling)."""
+        affected: dict[int, _Flow] = {}
+        for link in changed:
+            if math.isfinite(link.rate):
+                affected.update(self._on_link.get(id(link), {}))
+        if not affected:
+            return
+        counters = self.counters
+        counters.recomputations += 1
+        counters.flows_rated += len(affected)
+        counters.largest_recomputation = max(counters.largest_recomputation, len(affected))
+        residual: dict[int, float] = {}
+        unrated: dict[int, dict[int, _Flow]] = {}
+        links: dict[int, Link] = {}
+        for flow in affected.values():
+            for link in flow.links:
+                if not math.isfinite(link.rate):
+                    continue
+                key = id(link)
+                if key not in links:
+                    links[key] = link
+                    on_link = self._on_link[key]
+                    others = sum(f.rate for s, f in on_link.items() if s not in affected)
+                    mine = sum(1 for s in on_link if s in affected)
+                    # Stale rates beyond ``changed`` never starve the affected flows:
+                    # together they get at least their equal shares of the link.
+                    residual[key] = max(link.rate - others, link.rate * mine / len(on_link))
+                    unrated[key] = {}
+                unrated[key][flow.serial] = flow
+        rates: dict[int, float] = {}
+        while unrated:
+            key = min(unrated, key=lambda k: (residual[k] / len(unrated[k]), k))
+            share = residual[key] / len(unrated[key])
+            for serial, flow in list(unrated[key].items()):
+                rates[serial] = share
+                for link in flow.links:
+                    other = id(link)
+                    if other in unrated and serial in unrated[other]:
+                        del unrated[other][serial]
+                        residual[other] = max(residual[other] - share, 0.0)
+                        if not unrated[other]:
+                            del unrated[other]
+        now = self.network.now
+        for serial, flow in affected.items():
+            self._set_rate(flow, rates.get(serial, UNSHAPED_RATE), now)
+
+    def _set_rate(self, flow: _Flow, rate: float, now: float) -> None:
+        if abs(rate - flow.rate) <= _RATE_EPSILON * max(rate, flow.rate) and flow.version:
+            return
+        flow.remaining = max(flow.remaining - flow.rate * (now - flow.updated), 0.0)
+        flow.updated = now
+        flow.rate = rate
+        flow.version += 1
+        version = flow.version
+        if rate <= 0.0:
+            if flow.stalled_since is None:
+                flow.stalled_since = now
+            stall_limit = flow.stalled_since + self.config.idle_timeout
+
+            def give_up() -> None:
+                if flow.version == version and flow.rate <= 0.0:
+                    flow.sender.stalled(flow)
+
+            self.network.at(stall_limit, give_up)
+            return
+        flow.stalled_since = None
+
+        def finish() -> None:
+            if flow.version == version:
+                flow.sender.finished(flow)
+
+        self.network.at(now + flow.remaining / rate, finish)
+
+
+class FlowEngine:
+    """A ``TransferEngine`` stand-in whose chunks are flows of a ``FlowFabric``.
+
+    Bound to a host port like the real engine (it sends and receives no datagrams);
+    the fabric delivers its events and pumps its host.
+    """
+
+    def __init__(self, fabric: FlowFabric, host: Host, port: int) -> None:
+        self.fabric = fabric
+        self.host = host
+        self.port = port
+        self.address: Address = (host.ip, port)
+        self.config = fabric.config
+        self.counters = TransferCounters()
+        self._downloads: dict[int, _Download] = {}
+        self._uploads: dict[tuple[Address, int], _Upload] = {}
+        self._finished_uploads: OrderedDict[tuple[Address, int], None] = OrderedDict()
+        self._answered: set[Address] = set()
+        self._events: deque[Event] = deque()
+
+    # ---------------------------------------------------------- receiver side
+
+    def request_chunk(
+        self,
+        peer: Address,
+        content_id: ContentId,
+        chunk_index: int,
+        chunk_length: int,
+        chunk_hash: bytes,
+        mode: Mode,
+        now: float,
+    ) -> int:
+        """As ``TransferEngine.request_chunk``: the request reaches ``peer`` one path
+        delay later (or, if nothing runs there, the download times out)."""
+        if len(self._downloads) >= self.config.max_downloads:
+            raise TooManyDownloads(
+                f"already receiving {len(self._downloads)} chunks "
+                f"(max_downloads = {self.config.max_downloads})"
+            )
+        if not 0 < chunk_length <= self.config.max_chunk_length:
+            raise LocalProtocolError(f"chunk length {chunk_length} out of range")
+        if len(chunk_hash) != 32:
+            raise LocalProtocolError("chunk_hash must be a 32-byte SHA-256 digest")
+        request_id = self.fabric.request_id()
+        download = _Download(request_id, peer, content_id, chunk_index, chunk_length, chunk_hash)
+        self._downloads[request_id] = download
+        sender = self.fabric.live_engine(peer)
+        if sender is None:
+            self._time_out_later(download, now)
+            return request_id
+        requested = ChunkRequested(
+            self.address, request_id, content_id, chunk_index, chunk_length, Mode(mode)
+        )
+        self.fabric.deliver(self.fabric.latency(self.host, sender.host), sender, requested)
+        return request_id
+
+    def cancel(self, request_id: int, now: float) -> None:
+        """Stop receiving a chunk; the sender hears of it one path delay later."""
+        download = self._downloads.pop(request_id, None)
+        if download is None:
+            return
+        sender = self.fabric.live_engine(download.peer)
+        if sender is not None:
+            cancelled = RequestCancelled(
+                self.address, request_id, download.content_id, download.chunk_index
+            )
+            self.fabric.deliver(self.fabric.latency(self.host, sender.host), sender, cancelled)
+
+    def has_answered(self, peer: Address) -> bool:
+        return peer in self._answered
+
+    def address_token(self, addr: Address, now: float) -> bytes:
+        return bytes(16)  # flows need no address validation: no datagram is forged here
+
+    # ------------------------------------------------------------ sender side
+
+    def send_chunk(
+        self, peer: Address, request_id: int, data: bytes | memoryview, now: float
+    ) -> None:
+        """Serve a requested chunk: a flow to the requester starts now."""
+        key = (peer, request_id)
+        upload = self._uploads.get(key)
+        if upload is None or upload.flow is not None:
+            if key in self._finished_uploads:
+                return
+            raise LocalProtocolError(f"no chunk request {request_id} from {peer}")
+        if len(data) != upload.chunk_length:
+            raise LocalProtocolError(
+                f"chunk request {request_id} is for {upload.chunk_length} bytes, got {len(data)}"
+            )
+        receiver = self.fabric.live_engine(peer)
+        if receiver is None:  # the requester died: its silence ends the upload
+            timed_out = TransferTimedOut(
+                peer, request_id, upload.content_id, upload.chunk_index, Role.SENDER
+            )
+            self.fabric.deliver(self.config.idle_timeout, self, timed_out)
+            return
+        chunk = data if isinstance(data, bytes) else bytes(data)
+        self.counters.payload_bytes_sent += len(chunk)
+        self.fabric.start(self, upload, receiver.host, chunk)
+
+    def refuse_chunk(
+        self, peer: Address, request_id: int, reason: RefusalReason, now: float
+    ) -> None:
+        upload = self._uploads.get((peer, request_id))
+        if upload is None:
+            if (peer, request_id) in self._finished_uploads:
+                return
+            raise LocalProtocolError(f"no chunk request {request_id} from {peer}")
+        self.counters.requests_refused += 1
+        self._forget(upload)
+        receiver = self.fabric.live_engine(peer)
+        if receiver is not None:
+            refused = ChunkRefused(
+                self.address, request_id, upload.content_id, upload.chunk_index, reason
+            )
+            self.fabric.deliver(self.fabric.latency(self.host, receiver.host), receiver, refused)
+
+    def abandon_peer(self, peer: Address) -> int:
+        """End every upload to ``peer`` as if it had cancelled them."""
+        uploads = [upload for upload in self._uploads.values() if upload.peer == peer]
+        for upload in uploads:
+            self._events.append(
+                RequestCancelled(peer, upload.request_id, upload.content_id, upload.chunk_index)
+            )
+            if upload.flow is not None:
+                self.fabric.end(upload.flow)
+            self._forget(upload)
+        return len(uploads)
+
+    # ------------------------------------------------ driven by the fabric
+
+    def accept(self, event: Event) -> None:
+        """An event from another engine (or a flow) arrives: act, then wake the host."""
+        if isinstance(event, ChunkRequested):
+            key = (event.peer, event.request_id)
+            self._uploads[key] = _Upload(
+                event.peer, event.request_id, event.content_id, event.chunk_index,
+                event.chunk_length,
+            )  # fmt: skip
+            self._events.append(event)
+        elif isinstance(event, RequestCancelled):
+            upload = self._uploads.get((event.peer, event.request_id))
+            if upload is None:
+                return
+            if upload.flow is not None:
+                self.fabric.end(upload.flow)
+            self._forget(upload)
+            self._events.append(event)
+        elif isinstance(event, ChunkDelivered):
+            upload = self._uploads.get((event.peer, event.request_id))
+            if upload is None:
+                return
+            self.counters.chunks_delivered += 1
+            self._forget(upload)
+            self._events.append(event)
+        elif isinstance(event, TransferTimedOut) and event.role is Role.SENDER:
+            upload = self._uploads.get((event.peer, event.request_id))
+            if upload is None:
+                return
+            if upload.flow is not None:
+                self.fabric.end(upload.flow)
+            self._forget(upload)
+            self._events.append(event)
+        else:  # receiver side: refused, timed out, or a flow's bytes
+            request_id = getattr(event, "request_id", None)
+            download = self._downloads.get(request_id) if request_id is not None else None
+            if download is None or download.peer != getattr(event, "peer", None):
+                return
+            del self._downloads[download.request_id]
+            if not isinstance(event, TransferTimedOut):
+                self._answered.add(download.peer)
+            self._events.append(event)
+        self.fabric.network.pump(self.host)
+
+    def finished(self, flow: _Flow) -> None:
+        """The flow's last byte left: it arrives one path delay later, ACKed after another."""
+        fabric = self.fabric
+        fabric.counters.flows_finished += 1
+        fabric.end(flow)
+        upload = flow.upload
+        receiver = fabric.live_engine(upload.peer)
+        if receiver is None:
+            return
+        download = receiver._downloads.get(upload.request_id)
+        if download is None:
+            return
+        receiver.counters.payload_bytes_received += len(flow.data)
+        if fabric.hashes.sha256(flow.data) == download.chunk_hash:
+            receiver.counters.chunks_received += 1
+            arrived: Event = ChunkReceived(
+                self.address, upload.request_id, upload.content_id, upload.chunk_index, flow.data
+            )
+        else:
+            arrived = ChunkCorrupted(
+                self.address, upload.request_id, upload.content_id, upload.chunk_index
+            )
+        fabric.deliver(flow.latency, receiver, arrived)
+        delivered = ChunkDelivered(
+            upload.peer, upload.request_id, upload.content_id, upload.chunk_index
+        )
+        fabric.deliver(2 * flow.latency, self, delivered)
+
+    def stalled(self, flow: _Flow) -> None:
+        """A flow made no progress for ``idle_timeout``: both ends give up on it."""
+        fabric = self.fabric
+        fabric.counters.flows_aborted += 1
+        fabric.end(flow)
+        upload = flow.upload
+        self._forget(upload)
+        self._events.append(
+            TransferTimedOut(
+                upload.peer, upload.request_id, upload.content_id, upload.chunk_index,
+                Role.SENDER,
+            )
+        )  # fmt: skip
+        receiver = fabric.live_engine(upload.peer)
+        if receiver is not None:
+            fabric.deliver(
+                0.0,
+                receiver,
+                TransferTimedOut(
+                    self.address, upload.request_id, upload.content_id, upload.chunk_index,
+                    Role.RECEIVER,
+                ),
+            )  # fmt: skip
+        fabric.network.pump(self.host)
+
+    def died(self) -> None:
+        """This engine's process died: every peer with a transfer to it times out."""
+        fabric = self.fabric
+        timeout = self.config.idle_timeout
+        for upload in list(self._uploads.values()):
+            if upload.flow is not None:
+                fabric.counters.flows_aborted += 1
+                fabric.end(upload.flow)
+            receiver = fabric.live_engine(upload.peer)
+            if receiver is not None:
+                timed_out = TransferTimedOut(
+                    self.address, upload.request_id, upload.content_id, upload.chunk_index,
+                    Role.RECEIVER,
+                )  # fmt: skip
+                fabric.deliver(timeout, receiver, timed_out)
+        self._uploads.clear()
+        for download in list(self._downloads.values()):
+            sender = fabric.live_engine(download.peer)
+            if sender is None:
+                continue
+            theirs = sender._uploads.get((self.address, download.request_id))
+            if theirs is not None and theirs.flow is not None:
+                fabric.counters.flows_aborted += 1
+                fabric.end(theirs.flow)
+            timed_out = TransferTimedOut(
+                self.address, download.request_id, download.content_id, download.chunk_index,
+                Role.SENDER,
+            )  # fmt: skip
+            fabric.deliver(timeout, sender, timed_out)
+        self._downloads.clear()
+
+    def _time_out_later(self, download: _Download, now: float) -> None:
+        timed_out = TransferTimedOut(
+            download.peer, download.request_id, download.content_id, download.chunk_index,
+            Role.RECEIVER,
+        )  # fmt: skip
+        self.fabric.deliver(self.config.idle_timeout, self, timed_out)
+
+    def _forget(self, upload: _Upload) -> None:
+        key = (upload.peer, upload.request_id)
+        self._uploads.pop(key, None)
+        self._finished_uploads[key] = None
+        if len(self._finished_uploads) > self.config.recent_requests:
+            self._finished_uploads.popitem(last=False)
+
+    # ------------------------------------------- the Machine protocol (no datagrams)
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.counters.datagrams_received += 1  # nothing sends datagrams to a flow port
+
+    def handle_timer(self, now: float) -> None:
+        pass
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        return []
+
+    def get_timer(self) -> float | None:
+        return None
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    @property
+    def active_downloads(self) -> int:
+        return len(self._downloads)
+
+    @property
+    def active_uploads(self) -> int:
+        return len(self._uploads)
