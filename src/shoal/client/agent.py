@@ -464,6 +464,10 @@ class AgentCore:
         """The answer to a ``ReadChunk``. The shell calls ``poll`` after it."""
         self.serving.chunk_read(read, now)
 
+    def idle(self) -> bool:
+        """No download is on its way (the shell then gives unused memory back)."""
+        return all(d.state is DownloadState.COMPLETE for d in self.downloads.values())
+
     def take_plaintext_jobs(self) -> list[PlaintextJob]:
         """Complete confidential downloads the shell should decrypt into ``packages/``:
         those with an install record are decrypted by the installer as it stages them."""

@@ -53,6 +53,7 @@ from shoal.client.installer import (
     load_installs,
     save_installs,
 )
+from shoal.client.memory import hold_transfer_buffers_outside_the_heap, release_idle_memory
 from shoal.client.metrics import (
     SILENT_WARNING,
     agent_counters,
@@ -288,6 +289,7 @@ class ClientService:
     async def run(self, stop: asyncio.Event) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
+        hold_transfer_buffers_outside_the_heap()  # shoal.client.memory: an idle client is small
         listening = self.ports
         agent = self._agent(listening, loop.time())
         runners: list[ApplicationRunner] = []
@@ -379,6 +381,8 @@ class ClientService:
                 status["pid"] = os.getpid()
                 silent = self._add_counters(agent, status, loop.time(), silent)
                 await asyncio.to_thread(write_status, config.data_dir, status)
+                if agent.idle():
+                    release_idle_memory()
                 for job in agent.take_plaintext_jobs():
                     decrypting.add(asyncio.create_task(self._decrypt(agent, job, stop)))
                     decrypting = {task for task in decrypting if not task.done()}
