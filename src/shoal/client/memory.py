@@ -6,7 +6,10 @@ block from ``mmap`` and returns it to the system when freed, but only until the 
 one is freed: from then on it raises its ``mmap`` threshold to that size (up to 32 MiB,
 the "dynamic threshold" of ``mallopt(3)``) and serves later blocks from the heap, which
 keeps the freed pages resident, fragmented between small objects. Measured on an idle
-client after an 8 MiB download: 12.8 MB of heap.
+client (this checkout's venv) after an 8 MiB download: 12.8 MB of heap, 6.0 MB with
+both calls below; a client-only install had 7.1 MB of heap (5.9 MB with them), and its
+total did not move beyond the run-to-run noise (about 1 MB): most of an idle client is
+code and module objects (``benchmarks/idle_client_rss.py``).
 
 ``hold_transfer_buffers_outside_the_heap`` (at start) fixes the threshold at 128 KiB, so
 chunk buffers always come from ``mmap`` and leave with ``free``; ``release_idle_memory``
