@@ -211,6 +211,14 @@ def _targeted(wanted: InstallFilter) -> Subquery:
     device_filter: list[ColumnElement[bool]] = []
     if wanted.device_id is not None:
         device_filter.append(device.id == wanted.device_id)
+    if wanted.state in REPORTED_STATES:
+        # Only a report gives that state: reach only the (few) devices that sent one,
+        # rather than every device of every assignment.
+        device_filter.append(
+            device.id.in_(
+                select(db.InstallResult.device_id).where(db.InstallResult.state == wanted.state)
+            )
+        )
     to_device = (
         select(assignment.id.label("assignment_id"), device.id.label("device_id"))
         .join(device, device.id == assignment.target)
