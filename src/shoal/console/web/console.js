@@ -268,8 +268,10 @@ async function drawAssignments() {
 }
 
 async function drawInstalls() {
-  // Install results (docs/installs.md): one row per assignment and device, newest first.
-  const rows = await api("GET", "/api/v1/installs?limit=200");
+  // Install results (docs/installs.md): one row per assignment and device, newest
+  // assignment first, a page at a time; "failed only" narrows it to what needs a person.
+  const extra = $("#installs-failed").checked ? { state: "failed" } : {};
+  const page = await api("GET", listPath("installs", "/api/v1/installs", extra));
   table($("#installs-table"), [
     ["application", (i) => `${i.application} ${i.version}`],
     ["device", (i) => i.hostname || i.device_id],
@@ -277,7 +279,8 @@ async function drawInstalls() {
     ["attempts", (i) => i.attempts],
     ["exit code", (i) => i.exit_code],
     ["output (last line)", (i) => (i.output_tail || "").trim().split("\n").slice(-1)[0]],
-  ], rows);
+  ], page.items);
+  pager("installs", page, drawInstalls);
 }
 
 async function drawDevices() {
@@ -536,6 +539,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("#devices-filter").addEventListener("input", () => { offsets.devices = 0; drawDevices().catch(showError); });
   $("#devices-filter").addEventListener("submit", (event) => event.preventDefault());
+  $("#installs-failed").addEventListener("change", () => { offsets.installs = 0; drawInstalls().catch(showError); });
   onSubmit("#topology-form", async (form, data) => {
     const file = data.get("file");
     const fromFile = file && file.size;
