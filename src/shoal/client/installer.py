@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shoal.client.install import OUTPUT_TAIL_BYTES, CommandFinished, Purpose, RunCommand
+from shoal.client.self_upgrade import own_program
 from shoal.core.files import write_private
 
 log = logging.getLogger("shoal.client")
@@ -79,7 +80,7 @@ def run_command(command: RunCommand, data_path: Callable[[], Path]) -> CommandFi
     )
     try:
         process = subprocess.Popen(
-            list(command.argv),
+            list(own_program(command.argv)),  # `shoal` = this client's own program
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
