@@ -22,6 +22,7 @@ from shoal_dev.lab.network import EmulatedNetwork, OfficeSpec
 from shoal_dev.lab.upgrade import run_upgrade
 
 PREFIX = os.environ.get("SHOAL_UPGRADE_PREFIX", "upg-")
+BASE = "10.218"  # not the lab's default: other labs may run beside this one
 CLIENTS = int(os.environ.get("SHOAL_UPGRADE_CLIENTS", "4"))
 
 available, why = lab_available()
@@ -30,13 +31,13 @@ pytestmark = [pytest.mark.skipif(not available, reason=why), pytest.mark.slow]
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[tuple[Deployment, EmulatedNetwork]]:
-    branch = OfficeSpec("branch", 1, CLIENTS, wan_mbit=20)
-    network = EmulatedNetwork.create(PREFIX, [branch], segment_wan=True)
+    branch = OfficeSpec("branch", 1, CLIENTS, wan_mbit=20, base=BASE)
+    network = EmulatedNetwork.create(PREFIX, [branch], segment_wan=True, base=BASE)
     deployment = Deployment(
         NamespacePlacement(network),
         tmp_path / "site",
         [OfficeSetup("branch", branch.subnet, "Default")],
-        "10.231.0.0/24",
+        f"{BASE}.0.0/24",
         say=lambda _line: None,
     )
     try:
