@@ -4,12 +4,19 @@ installed ``shoal`` with a verified wheel, and refuses anything else."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from shoal.client.self_upgrade import ReleaseInvalid, install_wheel, installed_version
+from shoal import __version__
+from shoal.client.self_upgrade import (
+    ReleaseInvalid,
+    install_wheel,
+    installed_version,
+    own_program,
+)
 from shoal.release_policy import ReleaseRefused, check_release
 from shoal_dev.lab.release import build_release, install_copy
 
@@ -79,3 +86,11 @@ def test_servers_are_upgraded_first() -> None:
         check_release("0.2.0", [("paris", "0.2.0"), ("lyon", "0.1.9")])
     with pytest.raises(ReleaseRefused, match=r"to 1\.0\.0 or later"):
         check_release("1.0.0", [("paris", "0.9.0")])
+
+
+def test_shoal_in_an_install_command_is_the_clients_own_program() -> None:
+    argv = own_program(("shoal", "--version"))
+    assert argv[0] == sys.executable  # not whatever `shoal` the service's PATH finds
+    ran = subprocess.run(list(argv), capture_output=True, text=True, check=True, timeout=60)
+    assert ran.stdout.strip() == f"shoal, version {__version__}"
+    assert own_program(("dpkg", "-i", "x.deb")) == ("dpkg", "-i", "x.deb")

@@ -128,7 +128,7 @@ def install_wheel(wheel: Path, expected_version: str, lib: Path | None = None) -
         version, info = _wheel_version(archive)
         if version != expected_version:
             raise ReleaseInvalid(f"the wheel is version {version}, the release {expected_version}")
-        unpacked = lib.parent / f".shoal-release-{version}"
+        unpacked = lib / f".shoal-release-{version}"  # lib alone is writable (systemd)
         shutil.rmtree(unpacked, ignore_errors=True)
         for member in archive.namelist():
             top = member.split("/", 1)[0]
@@ -137,7 +137,7 @@ def install_wheel(wheel: Path, expected_version: str, lib: Path | None = None) -
             archive.extract(member, unpacked)
     if installed_version(unpacked) != expected_version:
         raise ReleaseInvalid(f"the wheel's shoal/__init__.py is not version {expected_version}")
-    retired = lib.parent / f".shoal-retired-{os.getpid()}"
+    retired = lib / f".shoal-retired-{os.getpid()}"
     shutil.rmtree(retired, ignore_errors=True)
     retired.mkdir()
     old_infos = [path for path in lib.glob(f"{_PACKAGE}-*.dist-info") if path.is_dir()]
