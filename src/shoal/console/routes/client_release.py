@@ -13,9 +13,10 @@ from shoal.console.services.client_release import ClientReleaseOut, ClientReleas
 router = APIRouter(tags=["client release"])
 
 
-@router.get("/client-release", response_model=ClientReleaseOut, responses=ERRORS)
-def get_client_release(session: Database, _admin: Admin) -> ClientReleaseOut:
-    """The version marked as the client release, and devices by reported version."""
+@router.get("/client-release", response_model=ClientReleaseOut | None, responses=ERRORS)
+def get_client_release(session: Database, _admin: Admin) -> ClientReleaseOut | None:
+    """The version marked as the client release, and devices by reported version; null
+    when none is marked."""
     return client_release.get(session)
 
 

@@ -63,12 +63,12 @@ def _devices_by_version(session: Session) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def get(session: Session) -> ClientReleaseOut:
-    """The marked release and how many devices run each version (404: none marked)."""
+def get(session: Session) -> ClientReleaseOut | None:
+    """The marked release and how many devices run each version (None: none marked)."""
     row = session.get(db.Setting, RELEASE_KEY)
     version = None if row is None else session.get(db.ApplicationVersion, row.value["version_id"])
     if row is None or version is None:
-        raise NotFound("client release (none is marked)")
+        return None
     assignment_id = row.value.get("assignment_id")
     if assignment_id is not None and session.get(db.Assignment, assignment_id) is None:
         assignment_id = None  # deleted by hand: the release is marked but not offered
@@ -122,7 +122,9 @@ def mark(state: ConsoleState, session: Session, body: ClientReleaseRequest) -> C
         )
     )
     session.commit()
-    return get(session)
+    marked = get(session)
+    assert marked is not None
+    return marked
 
 
 def _unmark(state: ConsoleState, session: Session) -> None:
