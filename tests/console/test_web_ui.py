@@ -288,6 +288,7 @@ def test_uploaded_application_appears_in_the_table(ui: ConsoleUI) -> None:
             "no",  # confidential
             re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d$"),  # uploaded
             re.compile(r"^content [0-9a-f]{12}…$"),  # details
+            "",  # client release: only versions of the shoal application
             "Delete",
         ]
     )
@@ -732,3 +733,37 @@ def test_install_results_show_a_failed_install_with_its_exit_code(ui: ConsoleUI)
     page.get_by_label("failed only").uncheck()
     expect(page.locator("#installs-pager")).to_contain_text("of 2 ")
     expect(page.locator("#installs-table tr").filter(has_text="pc-2")).to_contain_text("pending")
+
+
+@in_browser
+def test_a_client_release_is_refused_naming_the_server_then_marked_in_the_ui(
+    ui: ConsoleUI,
+) -> None:
+    page = ui.page
+    _version, link = feed_a_site(ui.console, seats=10)  # a P2P server at this version
+    admin = ui.console.admin()
+    try:
+        for release in ("9.9.0", __version__):
+            admin.post(
+                "/api/v1/applications",
+                params={"name": "shoal", "version": release},
+                content=release.encode() * 100,
+                headers={"content-type": "application/octet-stream"},
+            ).raise_for_status()
+    finally:
+        admin.close()
+    with link:
+        ui.log_in()
+        page.on("dialog", lambda dialog: dialog.accept())  # marking asks first
+        ui.expect_refusal(409, "/api/v1/client-release")
+        ui.open_tab("Applications")
+        newer = page.locator("#applications-table tr").filter(has_text="9.9.0")
+        newer.get_by_role("button", name="Mark shoal 9.9.0 as the client release").click()
+        expect(page.locator("#page-error")).to_contain_text(
+            f"upgrade central ({__version__}) to 9.9.0 or later first"
+        )
+        current = page.locator("#applications-table tr").filter(has_text=__version__)
+        current.get_by_role(
+            "button", name=f"Mark shoal {__version__} as the client release"
+        ).click()
+        expect(current.get_by_role("button", name="Stop offering")).to_have_text("Stop offering")

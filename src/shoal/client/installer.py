@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shoal.client.install import OUTPUT_TAIL_BYTES, CommandFinished, Purpose, RunCommand
+from shoal.client.self_upgrade import own_program
 from shoal.core.errors import ShoalError
 from shoal.core.files import write_private
 from shoal.core.ids import ContentId
@@ -103,7 +104,7 @@ def run_command(
     )
     try:
         process = subprocess.Popen(
-            list(command.argv),
+            list(own_program(command.argv)),  # `shoal` = this client's own program
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -66,6 +66,7 @@ from shoal.client.plaintext import (
     plaintext_stager,
     write_plaintext,
 )
+from shoal.client.self_upgrade import restart_needed
 from shoal.client.trust import TRUST_FILE
 from shoal.core import portable
 from shoal.core.errors import KeyFileError, ShoalError
@@ -232,6 +233,9 @@ class ClientService:
             InstallPolicy(first_retry_seconds=config.install_retry_seconds),
         )
         self._saving: set[asyncio.Task[None]] = set()
+        self.restart_into = ""
+        """The version an install put in place of this program (``shoal.client.
+        self_upgrade``): ``run`` then stops and the process exits for a restart."""
 
     def _agent(self, listening: PortSet, now: float) -> AgentCore:
         config = self.config
@@ -311,6 +315,11 @@ class ClientService:
         def on_installed(finished: CommandFinished) -> None:
             self.installs.command_finished(finished, loop.time())
             self._save_installs_now()  # a finished install is never run again
+            if finished.exit_code is not None and not self.restart_into:
+                self.restart_into = restart_needed() or ""  # a client release installed
+                if self.restart_into:
+                    log.warning("client %s installed: restarting into it", self.restart_into)
+                    stop.set()
             if runners:
                 runners[0].input_arrived()  # report it, run what follows
 

@@ -224,15 +224,32 @@ async function drawDistributions() {
   ], page.items);
 }
 
+async function clientRelease() {
+  // The version of `shoal` every client should run (docs/operations.md); null: none.
+  return api("GET", "/api/v1/client-release");
+}
+
+function releaseControl(v, release) {
+  // Versions of the `shoal` application can be marked as the client release; the
+  // console refuses (shown as the page's error) while a P2P server is older.
+  if (v.application !== "shoal") return "";
+  if (release && release.version_id === v.id) {
+    return button("Stop offering", confirmed(`Stop offering shoal ${v.version} as the client release`, () => api("DELETE", "/api/v1/client-release")), `Stop offering shoal ${v.version} as the client release`);
+  }
+  return button("Mark as client release", confirmed(`Mark shoal ${v.version} as the client release: every client installs it and restarts`, () => api("PUT", "/api/v1/client-release", { version_id: v.id })), `Mark shoal ${v.version} as the client release`);
+}
+
 async function drawApplications() {
   const search = $("#applications-search").value;
   const page = await api("GET", listPath("applications", "/api/v1/applications", search ? { search } : {}));
   const versions = page.items.flatMap((app) => app.versions.map((v) => ({ ...v, app })));
+  const release = await clientRelease();
   table($("#applications-table"), [
     ["application", (v) => v.application], ["version", (v) => v.version],
     ["size", (v) => bytes(v.size)],
     ["confidential", (v) => (v.confidential ? "yes" : "no")], ["uploaded", (v) => when(v.created_at)],
     ["details", (v) => element("span", `content ${v.content_id.slice(0, 12)}…`, { title: `content ID ${v.content_id}, SHA-256 ${v.sha256}` })],
+    ["client release", (v) => releaseControl(v, release)],
     ["", (v) => button("Delete", confirmed(`Delete ${v.application} ${v.version} and its assignments`, () => api("DELETE", `/api/v1/applications/${v.application_id}/versions/${v.id}`)), `Delete ${v.application} ${v.version}`)],
   ], versions);
   pager("applications", page, drawApplications);
