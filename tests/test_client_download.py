@@ -357,11 +357,12 @@ def test_every_state_and_input_pair(state: DownloadState, event: DownloadInput) 
         entry(harness)
         outcomes.add(harness.state)
     if (state, event) == (DownloadState.WAITING_MANIFEST, DownloadInput.MANIFEST_ASKED):
-        # Taken when a new assignment creates the download (WAITING) and asks at once.
-        # A download whose manifest was refused is not asked again before a restart.
+        # Taken when a new assignment creates the download (WAITING) and asks at once,
+        # with its lease in the same round trip. A download whose manifest was refused
+        # is not asked again before a restart.
         harness = Harness()
         harness.assign()
-        assert harness.control.names() == ["manifest_info"]
+        assert harness.control.names() == ["manifest_info", "lease"]
         outcomes.add(harness.state)
     if (state, event) == (DownloadState.WAITING_MANIFEST, DownloadInput.MANIFEST_STORED):
         # Taken when a new assignment finds its manifest already in the cache.
@@ -377,6 +378,25 @@ def test_every_state_and_input_pair(state: DownloadState, event: DownloadInput) 
 
 
 # ------------------------------------------------------------ outcome checks
+
+
+def test_a_lease_answered_before_the_manifest_makes_the_server_an_origin_at_start() -> None:
+    # Asked with the manifest, the lease saves the start a round trip: once the manifest
+    # is stored the holder asks the server for its own stripe at once, and not again.
+    harness = Harness()
+    harness.assign()
+    reply = LeaseReply(CONTENT_ID, LeaseDecision.GRANTED, (SERVER, 7000), 3000, 2, 0b10)
+    harness.machine.on_lease(reply, harness.now)
+    assert harness.state is DownloadState.ASKING_MANIFEST
+    harness.tick(0.2)
+    harness.manifest_located()
+    harness.manifest_arrives()
+    assert harness.state is DownloadState.DOWNLOADING
+    assert harness.control.names().count("lease") == 1
+    harness.schedule()
+    assert [(peer, index) for _, peer, index in harness.requests()] == [((SERVER, 7000), 1)]
+    # Renewed before it lapses, counted from when the server answered.
+    assert harness.download.lease_due < 3.0
 
 
 def test_a_verified_download_is_reported_once_and_asks_for_nothing_more() -> None:

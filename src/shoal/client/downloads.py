@@ -144,6 +144,9 @@ class DownloadsMachine:
         self._writing_bytes = 0
         self.plaintext = PlaintextJobs()
         self._events: deque[DownloadVerified] = deque()
+        #: Lease answers that came before the manifest (asked together with it, so the
+        #: start costs one round trip less): applied when the download starts.
+        self._early_leases: dict[ContentId, tuple[LeaseReply, float]] = {}
 
     def next_event(self) -> DownloadVerified | None:
         return self._events.popleft() if self._events else None
@@ -181,6 +184,7 @@ class DownloadsMachine:
         self._sealed = sealed
         for content_id in [cid for cid in self.downloads if cid not in assigned]:
             self.downloads.pop(content_id)
+            self._early_leases.pop(content_id, None)
             self.discovery.stop_search(content_id)
             self.discovery.set_holding(content_id, ChunkSet(0), now)  # no longer served
             if content_id in self.store:
@@ -206,6 +210,10 @@ class DownloadsMachine:
     def _ask_manifest(self, download: Download, now: float) -> None:
         download.advance(DownloadInput.MANIFEST_ASKED)
         self.control.manifest_info(download.content_id, now)
+        if download.content_id not in self._early_leases:
+            # The lease in the same round trip as the manifest: a holder's first chunk
+            # can be asked for as soon as the manifest is stored.
+            self.control.lease(download.content_id, now)
 
     def on_manifest_reply(self, reply: ManifestReply, now: float) -> None:
         download = self.downloads.get(reply.content_id)
@@ -297,6 +305,10 @@ class DownloadsMachine:
         )
         download.lease_due = now
         download.peers_due = now
+        early = self._early_leases.pop(download.content_id, None)
+        if early is not None and now - early[1] < early[0].valid_ms / 1000:
+            reply, at = early
+            self._apply_lease(download, reply, reply.valid_ms / 1000 - (now - at), now)
         if self.office.office_type is OfficeType.DEFAULT:
             self.discovery.search(download.content_id, now, chunk_count=manifest.chunk_count)
         self.handle_timer(now)
@@ -351,15 +363,22 @@ class DownloadsMachine:
 
     def on_lease(self, reply: LeaseReply, now: float) -> None:
         download = self.downloads.get(reply.content_id)
+        if download is not None and download.state in MANIFEST_STATES:
+            self._early_leases[reply.content_id] = (reply, now)  # applied by ``_start``
+            return
         if download is None or download.picker is None or not download.transferring:
             self.counters.stale_answers += 1
             return
         if download.state is DownloadState.LEASING:
             download.advance(DownloadInput.LEASE_ANSWERED)
+        self._apply_lease(download, reply, reply.valid_ms / 1000, now)
+
+    def _apply_lease(self, download: Download, reply: LeaseReply, valid: float, now: float) -> None:
+        """The server's answer (``valid`` seconds left of it) decides its role as origin."""
+        assert download.picker is not None
         download.source = reply.decision
         server = self.office.server_data_address(download.mode)
         full = ChunkSet.full(download.picker.have.count)
-        valid = reply.valid_ms / 1000
         if reply.decision is LeaseDecision.REDIRECTED:
             for chunk_index in download.picker.peer_gone(server):
                 self._cancel_to(download, server, chunk_index, now)
