@@ -152,6 +152,7 @@ class ChunkPicker(Generic[Peer]):
             self._availability_mask.get(peer, 0) if counted else 0, 0 if origin else mask
         )
         self._origins.discard(peer)
+        self._availability.pop(peer, None)  # to the end: ties among peers go by this order
         self._availability[peer] = availability.copy()
         self._availability_mask[peer] = mask
         self._peer_load.setdefault(peer, 0)
