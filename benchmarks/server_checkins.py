@@ -48,7 +48,7 @@ from shoal.client.control import (
 from shoal.client.enrollment import parse_bundle
 from shoal.core.identity import DeviceKey
 from shoal.core.signing import VerifyKey
-from shoal.wire.control import CheckIn, Register, Registered
+from shoal.wire.control import CheckIn, CheckInReply, Register, Registered
 from shoal_dev.lab.deployment import Deployment, LoopbackPlacement, OfficeSetup
 
 PER_OFFICE = 250
@@ -78,6 +78,7 @@ class Phase:
     sent: int = 0
     answers: list[float] = field(default_factory=list)
     timed_out: int = 0
+    refused: int = 0
 
     def report(self, wall: float, server_cpu: float, own_cpu: float) -> dict[str, object]:
         answers = sorted(self.answers)
@@ -90,6 +91,7 @@ class Phase:
             "check_ins": self.sent,
             "answered": len(answers),
             "timed_out": self.timed_out,
+            "refused": self.refused,
             "p50_ms": round(quantile(0.50), 2),
             "p99_ms": round(quantile(0.99), 2),
             "max_ms": round(answers[-1] * 1000, 2) if answers else 0,
@@ -132,8 +134,10 @@ class Device(asyncio.DatagramProtocol):
                     self.bench.registered += 1
                 elif isinstance(event.request, CheckIn):
                     sent = self.sent_at.pop(event.request_id, None)
-                    if sent is not None:
+                    if sent is not None and isinstance(event.reply, CheckInReply):
                         sent[1].answers.append(now - sent[0])
+                    elif sent is not None:
+                        sent[1].refused += 1  # e.g. UNKNOWN_DEVICE: not registered yet
             elif isinstance(event, ControlTimedOut):
                 if isinstance(event.request, Register):  # as the real client: again
                     client.register("0.1.0", f"sim-{self.number}", 24, now)
@@ -268,11 +272,15 @@ async def run_load(arguments: argparse.Namespace, deployment: Deployment, pid: i
     timers.cancel()
     if arguments.json:
         Path(arguments.json).write_text(json.dumps(results, indent=2) + "\n")
-    print("| phase | check-ins | answered | p50 ms | p99 ms | max ms | wall s | server CPU s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| phase | check-ins | answered | refused | p50 ms | p99 ms | max ms | wall s "
+        "| server CPU s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in results:
         print(
-            f"| {row['phase']} | {row['check_ins']} | {row['answered']} | {row['p50_ms']} | "
+            f"| {row['phase']} | {row['check_ins']} | {row['answered']} | {row['refused']} | "
+            f"{row['p50_ms']} | "
             f"{row['p99_ms']} | {row['max_ms']} | {row['wall_s']} | {row['server_cpu_s']} |"
         )
 
