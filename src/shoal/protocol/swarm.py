@@ -95,6 +95,15 @@ class ChunkPicker(Generic[Peer]):
         self._rates: dict[Peer, float] = {}  # chunks per second, smoothed
         self._asked_at: dict[tuple[int, Peer], float] = {}
         self._busy_until: dict[Peer, float] = {}
+        # The same sets as bit masks (chunk i is bit ``_width - 1 - i``, the order of
+        # ``ChunkSet.to_bytes``), kept in step at every change: a peer with nothing we
+        # could ask is skipped in one AND instead of a scan of every missing chunk, and
+        # an availability answer adjusts the holder counts of the chunks that changed.
+        self._width = (self._count + 7) // 8 * 8
+        self._have_mask = _mask_of(self._have)
+        self._all_mask = _mask_of(ChunkSet.full(self._count))
+        self._availability_mask: dict[Peer, int] = {}
+        self._in_flight_mask = 0
 
     # ------------------------------------------------------------ knowledge
 
@@ -137,22 +146,37 @@ class ChunkPicker(Generic[Peer]):
             raise ValueError(f"availability for {availability.count} chunks, not {self._count}")
         if peer not in self._availability:
             self._designated.clear()  # the downloaders changed
-        self._forget_availability(peer)
+        mask = _mask_of(availability)
+        counted = peer in self._availability and peer not in self._origins
+        self._count_holders(
+            self._availability_mask.get(peer, 0) if counted else 0, 0 if origin else mask
+        )
+        self._origins.discard(peer)
+        self._availability.pop(peer, None)  # to the end: ties among peers go by this order
         self._availability[peer] = availability.copy()
+        self._availability_mask[peer] = mask
         self._peer_load.setdefault(peer, 0)
         if origin:
             self._origins.add(peer)
-            return
-        for chunk_index in availability:
-            self._holders[chunk_index] += 1
-        self._order = None
+
+    def _count_holders(self, before: int, after: int) -> None:
+        """A counted peer held ``before`` and now holds ``after`` (masks): only the
+        chunks that changed move their holder counts (and the candidate order)."""
+        holders, top = self._holders, self._width - 1
+        gained, lost = after & ~before, before & ~after
+        for changed, step in ((gained, 1), (lost, -1)):
+            while changed:
+                lowest = changed & -changed
+                holders[top - lowest.bit_length() + 1] += step
+                changed ^= lowest
+        if gained or lost:
+            self._order = None
 
     def _forget_availability(self, peer: Peer) -> ChunkSet | None:
         previous = self._availability.pop(peer, None)
+        mask = self._availability_mask.pop(peer, 0)
         if previous is not None and peer not in self._origins:
-            for chunk_index in previous:
-                self._holders[chunk_index] -= 1
-            self._order = None
+            self._count_holders(mask, 0)
         self._origins.discard(peer)
         return previous
 
@@ -163,11 +187,14 @@ class ChunkPicker(Generic[Peer]):
         availability = self._availability.get(peer)
         if availability is None:
             availability = self._availability[peer] = ChunkSet(self._count)
+            self._availability_mask[peer] = 0
             self._peer_load.setdefault(peer, 0)
             self._designated.clear()
-        if availability.add(chunk_index) and peer not in self._origins:
-            self._holders[chunk_index] += 1
-            self._order = None
+        if availability.add(chunk_index):
+            self._availability_mask[peer] |= self._bit(chunk_index)
+            if peer not in self._origins:
+                self._holders[chunk_index] += 1
+                self._order = None
 
     def peer_gone(self, peer: Peer) -> list[int]:
         """Forget ``peer``; return the chunk indexes whose requests to it are released."""
@@ -194,6 +221,7 @@ class ChunkPicker(Generic[Peer]):
         With ``now``, the time since it was asked is a sample of ``peer``'s rate.
         """
         others = self._in_flight.pop(chunk_index, set())
+        self._in_flight_mask &= ~self._bit(chunk_index)
         for holder in others:
             self._peer_load[holder] = self._peer_load.get(holder, 1) - 1
             asked_at = self._asked_at.pop((chunk_index, holder), None)
@@ -201,6 +229,7 @@ class ChunkPicker(Generic[Peer]):
                 self._sample_rate(peer, 1.0 / max(now - asked_at, 1e-3))
         others.discard(peer)
         if self._have.add(chunk_index):
+            self._have_mask |= self._bit(chunk_index)
             self._order = None
         for fanout_state in (self._designated, self._sources, self._deferred):
             fanout_state.pop(chunk_index, None)  # keeps next_wake() small: it runs often
@@ -211,6 +240,7 @@ class ChunkPicker(Generic[Peer]):
         """A chunk ``received`` earlier could not be kept (its write failed): want it again."""
         if chunk_index in self._have:
             self._have.discard(chunk_index)
+            self._have_mask &= ~self._bit(chunk_index)
             self._order = None
 
     def failed(self, chunk_index: int, peer: Peer) -> None:
@@ -224,6 +254,7 @@ class ChunkPicker(Generic[Peer]):
         peers.discard(peer)
         if not peers:
             del self._in_flight[chunk_index]
+            self._in_flight_mask &= ~self._bit(chunk_index)
         self._peer_load[peer] = self._peer_load.get(peer, 1) - 1
         self._asked_at.pop((chunk_index, peer), None)
 
@@ -255,24 +286,38 @@ class ChunkPicker(Generic[Peer]):
             return requests
         order = self._candidate_order()
         peers = self._peers_in_order(now)
+        missing = self._all_mask & ~self._have_mask
         for duplicates_allowed in (1, self.endgame_duplicates):
             for peer in peers:
-                availability = self._availability[peer]
                 cap = self._cap(peer)
+                if self._peer_load[peer] >= cap:
+                    continue
+                # What ``_pick`` could choose at all: missing chunks the peer holds, not
+                # yet asked of anyone unless duplicates are allowed (never of an origin).
+                askable = self._availability_mask[peer] & missing
+                if duplicates_allowed == 1 or peer in self._origins:
+                    askable &= ~self._in_flight_mask
+                if not askable:
+                    continue
+                availability = self._availability[peer]
                 while self._peer_load[peer] < cap:
                     chunk_index = self._pick(order, availability, peer, duplicates_allowed, now)
                     if chunk_index is None:
                         break
                     self._in_flight.setdefault(chunk_index, set()).add(peer)
+                    self._in_flight_mask |= self._bit(chunk_index)
                     self._peer_load[peer] += 1
                     if now is not None:
                         self._asked_at[(chunk_index, peer)] = now
                     requests.append((peer, chunk_index))
                     if limit is not None and len(requests) >= limit:
                         return requests
-            if any(index not in self._in_flight for index in order):
+            if missing & ~self._in_flight_mask:
                 break  # not endgame yet: unrequested chunks remain, nobody idle has them
         return requests
+
+    def _bit(self, chunk_index: int) -> int:
+        return 1 << (self._width - 1 - chunk_index)
 
     def _peers_in_order(self, now: float | None) -> list[Peer]:
         """Peers to fill, the soonest to deliver a new request first (see the module
@@ -392,3 +437,8 @@ class ChunkPicker(Generic[Peer]):
             self._release_deferred(chunk_index)
         for peer in [peer for peer, until in self._busy_until.items() if until <= now]:
             del self._busy_until[peer]
+
+
+def _mask_of(chunks: ChunkSet) -> int:
+    """A chunk set as an int: chunk i is bit ``width - 1 - i`` (``ChunkSet.to_bytes``)."""
+    return int.from_bytes(chunks.to_bytes(), "big")
