@@ -57,6 +57,7 @@ from typing import Any
 
 from shoal import __version__, ports
 from shoal.assignments import assigned_entries, entry_applies
+from shoal.core.address import Address
 from shoal.core.identity import DeviceKey, control_key
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest, decode_manifest_file
@@ -93,7 +94,6 @@ from shoal.wire.control import (
     Registered,
 )
 
-Address = tuple[str, int]
 MAX_CLIENTS = 100_000
 MAX_HOSTNAME = 64
 MAX_VERSION = 40
