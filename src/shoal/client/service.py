@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shoal import __version__, ports
+from shoal import __version__
 from shoal.client.agent import AgentConfig, AgentCore, PlaintextJob
 from shoal.client.disk import ChunkRead, DiskResult
 from shoal.client.disk_worker import DiskWorker, ReadWorker
@@ -66,6 +66,7 @@ from shoal.core.identity import DeviceKey
 from shoal.net.errors import AddressUnavailable
 from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
 from shoal.net.udp import UdpConfig
+from shoal.ports import PortSet
 from shoal.protocol.transfer import Mode
 from shoal.store.content_store import ContentStore
 from shoal.store.errors import StoreError
@@ -137,21 +138,20 @@ def prefix_of(ip: str) -> int | None:
     return None
 
 
-@dataclass(frozen=True, slots=True)
-class PortSet:
-    """The ports a client listens on: discovery, foreground data, background data."""
-
-    discovery: int = ports.DISCOVERY
-    data: int = ports.FOREGROUND_DATA
-    background: int = ports.BACKGROUND_DATA
+def listening_ports(discovery: int, data: int, background: int) -> PortSet:
+    """The ports a client listens on: discovery, foreground data, background data (its
+    ``control`` stays the default: a client sends to its server's, it never listens)."""
+    return PortSet(discovery=discovery, data=data, background=background)
 
 
 def load_network(data_dir: Path) -> tuple[PortSet | None, PortSet | None]:
     """The console's main and alternative ports, as this client last learnt them."""
     try:
         document = json.loads((data_dir / NETWORK_FILE).read_text())
-        main = PortSet(*document["main"])
-        alternative = PortSet(*document["alternative"]) if document.get("alternative") else None
+        main = listening_ports(*document["main"])
+        alternative = (
+            listening_ports(*document["alternative"]) if document.get("alternative") else None
+        )
     except (FileNotFoundError, ValueError, KeyError, TypeError):
         return None, None
     return main, alternative
@@ -206,7 +206,7 @@ class ClientService:
             prefix = 24
         self.prefix = prefix
         saved_main, self.alternative = load_network(config.data_dir)
-        from_bundle = PortSet(*self.enrollment.ports) if self.enrollment.ports else None
+        from_bundle = listening_ports(*self.enrollment.ports) if self.enrollment.ports else None
         base = saved_main or from_bundle or PortSet()
         self.ports = PortSet(
             discovery=config.discovery_port or base.discovery,
@@ -474,11 +474,13 @@ class ClientService:
 
     def _remember_ports(self, registration: Registered) -> None:
         """Keep the console's ports for the next start (and log when they differ)."""
-        main = PortSet(
+        main = listening_ports(
             registration.discovery_port, registration.data_port, registration.background_port
         )
         alt = registration.alternative_ports
-        alternative = PortSet(alt[0], alt[2], alt[3]) if all((alt[0], alt[2], alt[3])) else None
+        alternative = (
+            listening_ports(alt[0], alt[2], alt[3]) if all((alt[0], alt[2], alt[3])) else None
+        )
         if (main, alternative) != load_network(self.config.data_dir):
             save_network(self.config.data_dir, main, alternative)
             if main != self.ports and self.ports != alternative:

@@ -258,10 +258,20 @@ class TopologyOut(BaseModel):
 
 
 class PortSet(Strict):
+    """The API's spelling of ``shoal.ports.PortSet`` (``data`` is ``foreground_data``
+    here): it validates the numbers, and converts to and from the one type."""
+
     discovery: Port
     control: Port
     foreground_data: Port
     background_data: Port
+
+    @classmethod
+    def of(cls, ports: default_ports.PortSet) -> PortSet:
+        return cls.model_validate(ports.to_console())
+
+    def to_ports(self) -> default_ports.PortSet:
+        return default_ports.PortSet.from_console(self.model_dump(), default_ports.PortSet())
 
 
 class BandwidthPolicy(Strict):
@@ -272,12 +282,7 @@ class BandwidthPolicy(Strict):
 
 
 class P2PSettings(Strict):
-    ports: PortSet = PortSet(
-        discovery=default_ports.DISCOVERY,
-        control=default_ports.CONTROL,
-        foreground_data=default_ports.FOREGROUND_DATA,
-        background_data=default_ports.BACKGROUND_DATA,
-    )
+    ports: PortSet = PortSet.of(default_ports.PortSet())
     alternative_ports: PortSet | None = Field(
         default=None, description="used by clients when the main ports are blocked or taken"
     )

@@ -47,7 +47,6 @@ import stamina
 from prometheus_client import CollectorRegistry
 from sqlalchemy.orm import Session, sessionmaker
 
-from shoal import ports
 from shoal.assignments import encode_envelope
 from shoal.core.changes import ChangeKind
 from shoal.core.identity import DeviceKey, enrollment_token_for
@@ -57,6 +56,7 @@ from shoal.health import CheckResult, check_database, check_directory
 from shoal.licensing import LicenceState
 from shoal.net.events import DeliveryFailed
 from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
+from shoal.ports import PortSet
 from shoal.protocol.transfer import Mode
 from shoal.server.console_link import (
     ConsoleLink,
@@ -86,26 +86,6 @@ SERVER_KEY_FILE = "server.key"
 def client_key_for(auth_key: str) -> bytes:
     """The enrollment token of this server's clients (see ``enrollment_token_for``)."""
     return enrollment_token_for(auth_key)
-
-
-@dataclass(frozen=True, slots=True)
-class PortSet:
-    """The four UDP ports of the peer-to-peer network."""
-
-    discovery: int = ports.DISCOVERY
-    control: int = ports.CONTROL
-    data: int = ports.FOREGROUND_DATA
-    background: int = ports.BACKGROUND_DATA
-
-    @classmethod
-    def from_console(cls, document: dict[str, Any], fallback: PortSet) -> PortSet:
-        """The console's ``PortSet`` JSON (discovery, control, foreground_data...)."""
-        return cls(
-            discovery=int(document.get("discovery", fallback.discovery)),
-            control=int(document.get("control", fallback.control)),
-            data=int(document.get("foreground_data", fallback.data)),
-            background=int(document.get("background_data", fallback.background)),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,7 +435,7 @@ class ServerService:
         alternative_ports = (0, 0, 0, 0)
         if alternative:
             alt = PortSet.from_console(alternative, self.ports)
-            alternative_ports = (alt.discovery, alt.control, alt.data, alt.background)
+            alternative_ports = alt.numbers()
         bandwidth = {
             entry["office"]: BandwidthLimit(
                 foreground_kbps=int(entry.get("foreground_kbps") or 0),
