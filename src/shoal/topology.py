@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from shoal.core.errors import ShoalError
+from shoal.wire.control_fields import OfficeType as WireOfficeType
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -53,11 +54,22 @@ injection"): such a cell is exported with a leading apostrophe."""
 
 
 class OfficeType(StrEnum):
-    """How devices of an office share: broadcast, unicast peer lists, or not at all."""
+    """How devices of an office share: broadcast, unicast peer lists, or not at all.
+
+    This is the administrator's spelling (topology files, the API); the wire's
+    ``shoal.wire.control.OfficeType`` is the source of truth of the kinds, a code per
+    kind plus ``NONE`` (a device in no office), which no office can be configured with.
+    Members carry the wire's names, so ``code`` derives one from the other.
+    """
 
     DEFAULT = "Default"
     WIFI = "WiFi"
     VPN = "VPN"
+
+    @property
+    def code(self) -> WireOfficeType:
+        """This type as REGISTERED carries it."""
+        return WireOfficeType[self.name]
 
 
 @dataclass(frozen=True, slots=True)

@@ -187,3 +187,13 @@ def test_formula_cells_are_neutralised_and_restored_exactly(cell: str):
     exported = topology.neutralise_formula(cell)
     assert not exported.startswith(topology.FORMULA_STARTS)
     assert topology.restore_formula(exported) == cell
+
+
+def test_every_office_type_has_its_wire_code() -> None:
+    """The administrator's office types map one to one onto the wire's codes (NONE, for
+    a device in no office, is the wire's only extra)."""
+    from shoal.wire.control import OfficeType as WireOfficeType
+
+    codes = {office_type.code for office_type in OfficeType}
+    assert codes == set(WireOfficeType) - {WireOfficeType.NONE}
+    assert OfficeType.WIFI.code is WireOfficeType.WIFI

@@ -38,14 +38,11 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import stamina
 from prometheus_client import CollectorRegistry
-from sqlalchemy.orm import Session, sessionmaker
 
 from shoal.assignments import encode_envelope
 from shoal.core.changes import ChangeKind
@@ -58,6 +55,7 @@ from shoal.net.events import DeliveryFailed
 from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
 from shoal.ports import PortSet
 from shoal.protocol.transfer import Mode
+from shoal.server.config import ServerConfig
 from shoal.server.console_link import (
     ConsoleLink,
     ConsoleLinkError,
@@ -65,16 +63,24 @@ from shoal.server.console_link import (
     ReportedClient,
     ReportedInstall,
 )
-from shoal.server.core import BandwidthLimit, ClientRecord, ServerCore, ServerSettings
-from shoal.server.db import BadPeerRow, ClientRow, StateValue, open_database, sqlite_url
-from shoal.server.limits import AbuseLimits
+from shoal.server.core import BandwidthLimit, ServerCore, ServerSettings
+from shoal.server.db import open_database, sqlite_url
 from shoal.server.metrics import ServerCollector
 from shoal.server.metrics_listener import MetricsListener
 from shoal.server.node import ServerNode
 from shoal.server.refusal_log import RefusalLog
+from shoal.server.state_store import StateStore
 from shoal.store.content_store import ContentStore
 from shoal.topology import parse_json
-from shoal.wire.control import ContentProgress
+
+__all__ = [
+    "SERVER_KEY_FILE",
+    "ServerConfig",
+    "ServerService",
+    "StateStore",
+    "SyncOutcome",
+    "client_key_for",
+]
 
 log = logging.getLogger("shoal.server")
 MIN_SYNC_ROUND = 0.5
@@ -86,35 +92,6 @@ SERVER_KEY_FILE = "server.key"
 def client_key_for(auth_key: str) -> bytes:
     """The enrollment token of this server's clients (see ``enrollment_token_for``)."""
     return enrollment_token_for(auth_key)
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    """How ``shoal server run`` was started (see ``shoal server run --help``)."""
-
-    data_dir: Path
-    console_url: str
-    auth_key: str
-    address: str
-    name: str
-    console_ca: Path | None = None
-    database_url: str | None = None
-    bind: str = "0.0.0.0"
-    control_port: int | None = None  # None: the console's setting, else the default
-    data_port: int | None = None
-    background_port: int | None = None
-    discovery_port: int | None = None
-    checkin_seconds: int = 60
-    lease_seconds: float = 10.0
-    sync_seconds: float = 2.0
-    report_seconds: float = 10.0
-    direct_outside_offices: bool = True
-    limits: AbuseLimits = dataclasses.field(default_factory=AbuseLimits)
-    retry_max_seconds: float = 60.0
-    """Longest wait between two attempts to reach an unreachable console (the waits
-    double from ``sync_seconds``, with jitter, up to this)."""
-    metrics: tuple[str, int] | None = None
-    """Where the metrics and health listener listens (``--metrics``); None: off."""
 
 
 @dataclass(slots=True)
@@ -131,93 +108,6 @@ class SyncOutcome:
     topology: dict[str, Any] | None = None
     settings: dict[str, Any] | None = None
     certificate: bytes | None = None
-
-
-class StateStore:
-    """The server's SQL state: named values, the client registry, bad-peer reports."""
-
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self.sessions = sessions
-
-    def get(self, key: str) -> str | None:
-        with self.sessions() as session:
-            row = session.get(StateValue, key)
-            return row.value if row is not None else None
-
-    def put(self, values: dict[str, str]) -> None:
-        with self.sessions() as session, session.begin():
-            for key, value in values.items():
-                session.merge(StateValue(key=key, value=value))
-
-    def load_clients(self, now: float) -> list[ClientRecord]:
-        with self.sessions() as session:
-            rows = session.query(ClientRow).all()
-        records = []
-        for row in rows:
-            if not row.public_key:
-                continue  # a device of protocol 1: it registers again with its key
-            record = ClientRecord(
-                bytes.fromhex(row.device_id),
-                row.hostname,
-                row.version,
-                row.address,
-                row.subnet,
-                now,
-                now,
-                public_key=bytes.fromhex(row.public_key),
-                last_counter=row.last_counter,
-            )
-            for entry in row.content:
-                progress = ContentProgress(ContentId.from_hex(entry[0]), *entry[1:])
-                record.content[progress.content_id] = progress
-            records.append(record)
-        return records
-
-    def save_clients(
-        self, clients: list[ClientRecord], wall_now: float, expired: Sequence[bytes] = ()
-    ) -> None:
-        with self.sessions() as session, session.begin():
-            for device_id in expired:
-                row = session.get(ClientRow, device_id.hex())
-                if row is not None:
-                    session.delete(row)
-            for client in clients:
-                session.merge(
-                    ClientRow(
-                        device_id=client.device_id.hex(),
-                        hostname=client.hostname,
-                        version=client.version,
-                        address=client.ip,
-                        subnet=client.subnet,
-                        first_seen=wall_now,
-                        last_seen=wall_now,
-                        public_key=client.public_key.hex() or None,
-                        last_counter=client.last_counter,
-                        content=[
-                            [
-                                p.content_id.hex,
-                                p.chunks_done,
-                                p.chunk_count,
-                                p.bytes_from_peers,
-                                p.bytes_from_server,
-                            ]
-                            for p in client.content.values()
-                        ],
-                    )
-                )
-
-    def add_bad_peer_reports(self, reports: list[tuple[str, str, str, int, float]]) -> None:
-        with self.sessions() as session, session.begin():
-            for reporter, content_id, peer, chunk_index, at in reports:
-                session.add(
-                    BadPeerRow(
-                        reporter=reporter,
-                        content_id=content_id,
-                        peer=peer,
-                        chunk_index=chunk_index,
-                        reported_at=at,
-                    )
-                )
 
 
 class ServerService:
