@@ -8,6 +8,11 @@ in memory, with ``--chunk-size`` chunks (the median of ``--repeat`` runs, and th
   (``pack_sealed_stream``: encryption, chunk hashes, whole-file and plaintext SHA-256);
 - a client's decryption path (``write_plaintext``: AES-256-GCM, write, fsync; no
   plaintext SHA-256) from and into /dev/shm, so that no disk is timed;
+- a client's installer staging, from and into /dev/shm, in MB/s and in CPU seconds per
+  GB (this process's user + system time, which other programs disturb less): a plain
+  package copied (``shoal.client.installer.stage``), a confidential one decrypted
+  (``shoal.client.plaintext.stage_plaintext``); the difference is what decrypting at
+  staging adds to an install;
 - sealing and opening one content key (HPKE, X25519), per second.
 
 Figures, not assertions: the machine is shared.
@@ -27,7 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shoal.assignments import SealedContent
-from shoal.client.plaintext import write_plaintext
+from shoal.client.installer import stage
+from shoal.client.plaintext import stage_plaintext, write_plaintext
 from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest
@@ -59,13 +65,24 @@ class MemoryCache:
         return data
 
 
-def timed(repeat: int, action: Callable[[], object]) -> list[float]:
+def timed(repeat: int, action: Callable[[], object], cpu: list[float] | None = None) -> list[float]:
+    """Wall seconds of each run of ``action`` (its CPU seconds appended to ``cpu``)."""
     seconds = []
     for _ in range(repeat):
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         action()
         seconds.append(time.perf_counter() - started)
+        if cpu is not None:
+            cpu.append(time.process_time() - cpu_started)
     return seconds
+
+
+def cpu_line(label: str, size: int, cpu_seconds: list[float]) -> str:
+    per_gb = sorted(second / (size / 1e9) for second in cpu_seconds)
+    return (
+        f"{label:<44}{statistics.median(per_gb):>9.2f} CPU s/GB"
+        f" (min {per_gb[0]:.2f}, max {per_gb[-1]:.2f})"
+    )
 
 
 def line(label: str, size: int, seconds: list[float]) -> str:
@@ -132,6 +149,27 @@ def main() -> None:
 
         seconds = timed(options.repeat, client_path)
         print(line("client: open key + decrypt + verify + write", size, seconds))
+
+        plain_source = Path(directory) / "plain.data"
+        plain_source.write_bytes(plaintext)
+        staged = Path(directory) / "staging" / "package.bin"
+
+        def stage_copy() -> None:
+            stage(plain_source, staged)
+            staged.unlink()
+
+        def stage_decrypt() -> None:
+            stage_plaintext(cache, content_id, sealed, device, staged)
+            staged.unlink()
+
+        copy_cpu: list[float] = []
+        decrypt_cpu: list[float] = []
+        copy_seconds = timed(options.repeat, stage_copy, copy_cpu)
+        decrypt_seconds = timed(options.repeat, stage_decrypt, decrypt_cpu)
+        print(line("installer stage: copy (plain)", size, copy_seconds))
+        print(line("installer stage: decrypt (confidential)", size, decrypt_seconds))
+        print(cpu_line("installer stage: copy (plain)", size, copy_cpu))
+        print(cpu_line("installer stage: decrypt (confidential)", size, decrypt_cpu))
 
     count = 200
     started = time.perf_counter()

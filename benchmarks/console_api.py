@@ -56,6 +56,9 @@ UI_CALLS = (
     "/api/v1/assignments?limit=50",
     "/api/v1/assignments?limit=50&offset=100",
     "/api/v1/assignments/1",
+    # Install results under the assignments: failed only (the UI's default), then all.
+    "/api/v1/installs?limit=50&state=failed",
+    "/api/v1/installs?limit=50",
     "/api/v1/offices?parent=",
     "/api/v1/offices?parent=Region%2007&limit=50",
     "/api/v1/offices?search=Branch%2012",

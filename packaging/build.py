@@ -61,6 +61,10 @@ if [ "$1" = configure ]; then
         adduser --system --group --home /var/lib/shoal --no-create-home \\
             --gecos "shoal services" shoal >/dev/null
     fi
+    if [ -d /opt/shoal/client/lib ]; then
+        # A client release's install action replaces this copy (docs/operations.md).
+        chown -R shoal:shoal /opt/shoal/client/lib
+    fi
     if [ -d /run/systemd/system ]; then
         systemctl daemon-reload || true
     fi

@@ -40,7 +40,9 @@ from shoal.assignments import (
     verify_document,
 )
 from shoal.client.agent import DownloadState
-from shoal.client.plaintext import PlaintextCancelled, write_plaintext
+from shoal.client.install import Purpose
+from shoal.client.installer import run_command
+from shoal.client.plaintext import PlaintextCancelled, plaintext_stager, write_plaintext
 from shoal.console import db
 from shoal.console.app import create_app
 from shoal.console.state import ADMIN_PASSWORD_VARIABLE, ConsoleConfig, ConsoleState, open_console
@@ -83,7 +85,14 @@ class Console:
     client: TestClient
     headers: dict[str, str]
 
-    def upload(self, name: str, version: str, data: bytes, confidential: bool) -> Any:
+    def upload(
+        self,
+        name: str,
+        version: str,
+        data: bytes,
+        confidential: bool,
+        install: dict[str, Any] | None = None,
+    ) -> Any:
         answer = self.client.post(
             "/api/v1/applications",
             params={
@@ -91,6 +100,7 @@ class Console:
                 "version": version,
                 "confidential": str(confidential).lower(),
                 "chunk_size": CHUNK,
+                **({"install": json.dumps(install)} if install else {}),
             },
             content=data,
             headers={**self.headers, "content-type": "application/octet-stream"},
@@ -303,6 +313,77 @@ def test_attack_3_an_outsider_gets_only_ciphertext_and_the_assigned_client_the_p
     with pytest.raises(ContentKeyUnsealFailed):
         write_plaintext(client.store, manifest.content_id, job[0].sealed, neighbour, tmp_path / "n")
     assert not (tmp_path / "n" / manifest.content_id.hex).exists()
+
+
+def test_a_confidential_install_decrypts_only_as_it_stages_and_keeps_no_plaintext(
+    console: Console, tmp_path: Path
+) -> None:
+    """With an install specification, nothing is decrypted while or after the download:
+    the installer's staging is the decryption, the command sees the plaintext, and the
+    staged plaintext is gone once the install ran (the cache keeps ciphertext only).
+    A device whose key does not open it, or a command staged without its key, runs
+    nothing."""
+    plaintext = package_bytes(4 * CHUNK + 77)
+    installed = tmp_path / "installed.bin"
+    assigned, neighbour = DeviceKey.generate(), DeviceKey.generate()
+    version = console.upload(
+        "Payroll",
+        "2.0",
+        plaintext,
+        confidential=True,
+        install={"command": f"cp {{file}} {installed}", "extension": ".bin"},
+    )
+    console.assign(version["id"], "device", console.add_device(assigned, "10.1.0.1"))
+    manifest_file, served = console.content(version["content_id"])
+    content_id = ContentId.from_hex(version["content_id"])
+    enterprise = build_enterprise(
+        tmp_path / "sim",
+        [OfficeSpec("Branch", "10.1.0.0/24", 1)],
+        console_key=console.state.signing_key,
+        content=(manifest_file, served),
+        assignments=console.envelope(),
+        device_keys=(assigned,),
+    )
+    (client,) = enterprise.clients
+    client.agent.installs.staging_dir = str(tmp_path / "staging")  # as DATA_DIR/staging
+    enterprise.run(until=60, stop=lambda: enterprise.complete(client))
+    assert enterprise.complete(client)
+    assert client.agent.take_plaintext_jobs() == []  # the installer decrypts it
+    (command,) = client.agent.installs.take_commands()
+    assert command.purpose is Purpose.INSTALL and command.decrypt
+    assert command.stage_from is None  # from the cache, which holds ciphertext only
+
+    store = client.store
+    staged = Path(command.staged)
+
+    def data_path() -> Path:
+        return store.data_path(content_id)  # type: ignore[attr-defined, no-any-return]
+
+    assert not holds_plaintext(data_path().read_bytes(), plaintext)
+    # No key (the document not read yet after a restart): fails before anything runs.
+    refused = run_command(command, data_path, None)
+    assert refused.exit_code is None and "content key" in refused.error
+    assert not installed.exists() and not staged.exists()
+    # Another device's key: the sealed key does not open, nothing staged, nothing run.
+    wrong = plaintext_stager(
+        store, neighbour, lambda _: client.agent.downloads[content_id].confidential
+    )(content_id)
+    failed = run_command(command, data_path, wrong)
+    assert failed.exit_code is None and "cannot stage" in failed.error
+    assert not installed.exists() and not staged.exists()
+    assert list(staged.parent.iterdir()) == []  # no temporary file left either
+
+    stager = plaintext_stager(
+        store, assigned, lambda _: client.agent.downloads[content_id].confidential
+    )
+    finished = run_command(command, data_path, stager(content_id))
+    assert finished.exit_code == 0, finished.output_tail
+    assert installed.read_bytes() == plaintext
+    assert not staged.exists(), "the staged plaintext outlived the install"
+    assert stat.S_IMODE(staged.parent.stat().st_mode) == 0o700
+    assert not (tmp_path / "packages").exists()
+    client.agent.installs.command_finished(finished, enterprise.network.now)
+    assert client.agent.status(enterprise.network.now)["downloads"][0]["plaintext"] is None
 
 
 def test_attack_3_the_server_serves_no_device_it_is_not_assigned_to() -> None:

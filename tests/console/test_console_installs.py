@@ -38,6 +38,15 @@ def report(console: Harness, device_id: str, content: list, installs: list) -> d
     return answer.json()
 
 
+def items(console: Harness, path: str, **params: str) -> list[dict]:
+    """Every row of a paged listing (asserting its page fields)."""
+    answer = console.get(path, params=params)
+    assert answer.status_code == 200, answer.text
+    page = answer.json()
+    assert page["total"] == len(page["items"]) and page["offset"] == 0
+    return page["items"]
+
+
 def site(console: Harness) -> tuple[dict, dict]:
     """Two devices, a version uploaded with its install spec, assigned to everyone."""
     console.set_topology(CSV_TOPOLOGY)
@@ -89,7 +98,7 @@ def test_results_per_assignment_and_device_with_derived_pending_and_downloading(
 ):
     version, assignment = site(console)
     content_id = version["content_id"]
-    rows = console.get("/api/v1/installs").json()
+    rows = items(console, "/api/v1/installs")
     assert {(row["device_id"], row["state"]) for row in rows} == {
         ("d1", "pending"),
         ("d2", "pending"),
@@ -105,7 +114,7 @@ def test_results_per_assignment_and_device_with_derived_pending_and_downloading(
     report(console, "d1", [], [failed])
     rows = {
         row["device_id"]: row
-        for row in console.get(f"/api/v1/assignments/{assignment['id']}/installs").json()
+        for row in items(console, f"/api/v1/assignments/{assignment['id']}/installs")
     }
     assert rows["d2"]["state"] == "downloading"
     assert (rows["d1"]["state"], rows["d1"]["exit_code"], rows["d1"]["attempts"]) == (
@@ -115,11 +124,11 @@ def test_results_per_assignment_and_device_with_derived_pending_and_downloading(
     )
     assert rows["d1"]["output_tail"] == "E: dependency problems"
     assert rows["d1"]["application"] == "Sample" and rows["d1"]["hostname"] == "pc-d1"
-    only_failed = console.get("/api/v1/installs", params={"state": "failed"}).json()
+    only_failed = items(console, "/api/v1/installs", state="failed")
     assert [row["device_id"] for row in only_failed] == ["d1"]
-    by_device = console.get("/api/v1/devices/d2/installs").json()
+    by_device = items(console, "/api/v1/devices/d2/installs")
     assert [row["state"] for row in by_device] == ["downloading"]
-    assert console.get("/api/v1/installs", params={"application": "Nope"}).json() == []
+    assert items(console, "/api/v1/installs", application="Nope") == []
     assert console.get("/api/v1/devices/nope/installs").status_code == 404
 
 
@@ -132,7 +141,7 @@ def test_an_invalid_install_record_is_refused_and_named_the_others_applied(conso
     assert refused["id"] == "d1" and refused["problems"][0]["field"].startswith("installs.0")
     good = {**bad, "state": "installed"}
     report(console, "d2", [], [good])
-    rows = {row["device_id"]: row["state"] for row in console.get("/api/v1/installs").json()}
+    rows = {row["device_id"]: row["state"] for row in items(console, "/api/v1/installs")}
     assert rows == {"d1": "pending", "d2": "installed"}
 
 
@@ -142,10 +151,69 @@ def test_an_uninstall_after_the_assignment_is_removed_is_shown(console: Harness)
     installed = {"content_id": content_id, "state": "installed", "attempts": 1, "exit_code": 0}
     report(console, "d1", [], [installed])
     assert console.delete(f"/api/v1/assignments/{assignment['id']}").status_code == 204
-    assert console.get("/api/v1/installs").json() == []  # not assigned, not uninstalled yet
+    assert items(console, "/api/v1/installs") == []  # not assigned, not uninstalled yet
     report(console, "d1", [], [{**installed, "state": "uninstalled"}])
-    (row,) = console.get("/api/v1/installs").json()
+    (row,) = items(console, "/api/v1/installs")
     assert (row["assignment_id"], row["device_id"], row["state"]) == (None, "d1", "uninstalled")
     assert row["application"] == "Sample"
-    assert console.get("/api/v1/devices/d1/installs", params={"state": "uninstalled"}).json()
-    assert console.get("/api/v1/installs", params={"state": "failed"}).json() == []
+    assert items(console, "/api/v1/devices/d1/installs", state="uninstalled")
+    assert items(console, "/api/v1/installs", state="failed") == []
+
+
+def test_an_office_assignment_reaches_the_offices_below_and_lists_page_by_page(
+    console: Harness,
+):
+    version, _ = site(console)
+    # A third device, in Paris WiFi (10.1.1.0/24), an office below Paris.
+    answer = console.client.post(
+        "/api/v1/link/clients",
+        json={
+            "clients": [
+                {
+                    "device_id": "d3",
+                    "hostname": "pc-d3",
+                    "address": "10.1.1.7",
+                    "subnet": "10.1.1.0/24",
+                    "version": "0.1.0",
+                    "content": [],
+                    "installs": [],
+                }
+            ]
+        },
+        headers=console.link_headers(),
+    )
+    assert answer.status_code == 200, answer.text
+    to_paris = console.post(
+        "/api/v1/assignments",
+        json={"version_id": version["id"], "target_kind": "office", "target": "Paris"},
+    ).json()
+    reached = items(console, f"/api/v1/assignments/{to_paris['id']}/installs")
+    assert sorted((row["device_id"], row["office"]) for row in reached) == [
+        ("d1", "Paris"),
+        ("d2", "Paris"),
+        ("d3", "Paris WiFi"),
+    ]
+    # Two assignments x three devices, two rows a page, newest assignment first.
+    seen = []
+    for offset in (0, 2, 4):
+        page = console.get("/api/v1/installs", params={"limit": 2, "offset": offset}).json()
+        assert (page["total"], page["limit"], page["offset"]) == (6, 2, offset)
+        seen += [(row["assignment_id"], row["device_id"]) for row in page["items"]]
+    assert seen[:3] == [(to_paris["id"], "d1"), (to_paris["id"], "d2"), (to_paris["id"], "d3")]
+    assert len(set(seen)) == 6
+
+
+def test_failed_installs_need_attention_on_the_dashboard(console: Harness):
+    version, _ = site(console)
+    kinds = [item["kind"] for item in console.get("/api/v1/summary").json()["attention"]]
+    assert "install_failed" not in kinds
+    failed = {"content_id": version["content_id"], "state": "failed", "attempts": 3}
+    report(console, "d1", [], [{**failed, "exit_code": 1603, "output_tail": "Fatal"}])
+    report(console, "d2", [], [{**failed, "exit_code": 1, "output_tail": "no"}])
+    (item,) = [
+        item
+        for item in console.get("/api/v1/summary").json()["attention"]
+        if item["kind"] == "install_failed"
+    ]
+    assert item["severity"] == "error" and item["link"] == "#assignments"
+    assert item["message"].startswith("2 installs failed on 2 devices")

@@ -296,8 +296,10 @@ def test_attack_10_unknown_user_names_cost_a_password_check_too(
             assert answer.json()["detail"] == "wrong username or password"
     # The unknown user name went through a (dummy) argon2 check, like the known one...
     assert verified.count("wrong password") == 10
-    # ...so its answer takes about as long (before: 7 ms against 132 ms).
-    known, unknown = (statistics.median(timings[name]) for name in timings)
+    # ...so its answer takes about as long (before: 7 ms against 132 ms). The fastest of
+    # each, measured interleaved in this run: a loaded machine only adds time, so the
+    # minimum is what the work itself costs.
+    known, unknown = (min(timings[name]) for name in timings)
     assert unknown > 0.5 * known, (known, unknown)
 
 
@@ -324,10 +326,30 @@ def deep_topology(levels: int) -> str:
 def test_attack_11_huge_and_deep_topologies_are_refused_quickly_while_health_answers(
     console: Harness,
 ) -> None:
+    """Each attack is refused at its limit, not after working through all of it: the
+    100,000 offices cost less than accepting the largest topology allowed (10,000
+    offices), the 2,000 levels about what refusing 40 levels costs, both measured in the
+    same run (before the fix: 15.8 s / 18.3 s, validating every row). The health check keeps
+    answering meanwhile, about as fast as before the attacks (the parse is off the event
+    loop). Times are compared with baselines taken in this run, so a loaded machine
+    slows both sides alike."""
+    started = time.perf_counter()
+    assert console.set_topology(wide_topology(9_999)).status_code == 200
+    largest_accepted = time.perf_counter() - started
     assert console.set_topology(CSV_TOPOLOGY).status_code == 200
     attacks = [
-        (wide_topology(100_000), "more than 10000 offices: a topology holds at most 10000"),
-        (deep_topology(2_000), "levels below the root: a topology holds at most 32 levels"),
+        # (attack, what the refusal says, the baseline: the largest allowed accepted)
+        (
+            wide_topology(100_000),
+            "more than 10000 offices: a topology holds at most 10000",
+            None,
+        ),
+        # (the baseline: refusing a chain just over the limit)
+        (
+            deep_topology(2_000),
+            "levels below the root: a topology holds at most 32 levels",
+            deep_topology(40),
+        ),
     ]
     health_times: list[float] = []
     stop = threading.Event()
@@ -337,6 +359,18 @@ def test_attack_11_huge_and_deep_topologies_are_refused_quickly_while_health_ans
         # under uvicorn: a parse on the loop would hold the health checks back.
         with TestClient(console.client.app, base_url="https://testserver") as client:
 
+            def refuse(text: str, limit: str) -> float:
+                started = time.perf_counter()
+                answer = client.put(
+                    "/api/v1/topology",
+                    content=text,
+                    headers={**console.headers, "content-type": "text/csv"},
+                )
+                elapsed = time.perf_counter() - started
+                assert answer.status_code == 422, answer.text[:300]
+                assert limit in answer.json()["detail"]
+                return elapsed
+
             def poll_health() -> None:
                 while not stop.is_set():
                     started = time.perf_counter()
@@ -344,34 +378,40 @@ def test_attack_11_huge_and_deep_topologies_are_refused_quickly_while_health_ans
                     health_times.append(time.perf_counter() - started)
                     time.sleep(0.01)
 
+            def offices_view() -> float:
+                started = time.perf_counter()
+                assert len(console.get("/api/v1/offices").json()["items"]) == 4
+                return time.perf_counter() - started
+
+            offices_before = offices_view()
             poller = threading.Thread(target=poll_health)
             poller.start()
             try:
-                while not health_times:
+                while len(health_times) < 10:
                     time.sleep(0.01)
-                for text, limit in attacks:
+                health_before = statistics.median(health_times)
+                calm = len(health_times)
+                for attack, limit, over_the_limit in attacks:
+                    if over_the_limit is None:
+                        bound = largest_accepted
+                    else:
+                        baseline = min(refuse(over_the_limit, limit) for _ in range(2))
+                        bound = max(4 * baseline, baseline + 1.0)
                     answered_before = len(health_times)
-                    started = time.perf_counter()
-                    answer = client.put(
-                        "/api/v1/topology",
-                        content=text,
-                        headers={**console.headers, "content-type": "text/csv"},
-                    )
-                    elapsed = time.perf_counter() - started
-                    assert answer.status_code == 422, answer.text[:300]
-                    assert limit in answer.json()["detail"]
-                    assert elapsed < 5, f"refused after {elapsed:.1f} s (was 15.8 s / 18.3 s)"
+                    elapsed = refuse(attack, limit)
+                    assert elapsed < bound, f"refused after {elapsed:.2f} s (bound {bound:.2f} s)"
                     time.sleep(0.2)
                     assert len(health_times) > answered_before
             finally:
                 stop.set()
                 poller.join()
-    assert max(health_times) < 1.0, f"/health waited {max(health_times):.2f} s"
-    # Nothing changed, and the office views answer at once.
-    started = time.perf_counter()
+    during = health_times[calm:]
+    assert max(during) < max(1.0, 20 * health_before), (
+        f"/health waited {max(during):.2f} s (before the attacks: {health_before:.3f} s)"
+    )
+    # Nothing changed, and the office views answer as fast as before.
     assert console.get("/api/v1/topology", params={"format": "csv"}).text == CSV_TOPOLOGY
-    assert len(console.get("/api/v1/offices").json()["items"]) == 4
-    assert time.perf_counter() - started < 2
+    assert offices_view() < max(2.0, 5 * offices_before)
 
 
 def test_attack_11_topology_csv_export_neutralises_formula_cells(console: Harness) -> None:

@@ -33,7 +33,8 @@ Life of a client::
 Disk I/O is effects: ``WriteChunk`` -> ``ChunkWritten`` and ``ReadChunk`` ->
 ``ChunkRead`` (``shoal.client.disk``); the shell runs them off the event loop, the
 simulator inline (``disk_inline``). Downloads resume from the store's verified chunks
-after a restart. A confidential content is downloaded and served as ciphertext; the
+after a restart. A confidential content is downloaded and served as ciphertext; once
+complete, the installer decrypts it as it stages it, or (no install specification) the
 shell decrypts it off the loop (``take_plaintext_jobs``, ``plaintext_finished``).
 """
 
@@ -409,11 +410,9 @@ class AgentCore:
     def _on_assignments_accepted(self, accepted: AssignmentsAccepted, now: float) -> None:
         self.installs.assigned(accepted.installs, now)  # the signed specs
         self.downloader.apply_assignments(accepted.assigned, accepted.sealed, now)
-        for download in self.downloads.values():  # held before its spec was signed
-            if download.state is DownloadState.COMPLETE and (
-                download.confidential is None or download.plaintext
-            ):
-                self.installs.verified(download.content_id, download.plaintext, now)
+        for download in self.downloads.values():  # held before its spec (or key) came
+            if download.state is DownloadState.COMPLETE:
+                self._verified_for_install(download, now)
 
     def _on_download_verified(self, verified: DownloadVerified, now: float) -> None:
         """A download reached its end: every chunk verified and durably cached.
@@ -422,8 +421,18 @@ class AgentCore:
         """
         self.registrar.check_in_soon(now)  # tell the server (and the console) at once
         download = self.downloads.get(verified.content_id)
-        if download is not None and download.confidential is None:
-            self.installs.verified(verified.content_id, None, now)  # confidential: decrypted
+        if download is not None:
+            self._verified_for_install(download, now)
+            self.downloader.plaintext.want(download)  # confidential, no install: decrypt
+
+    def _verified_for_install(self, download: Download, now: float) -> None:
+        """A complete download may be installed: a confidential one once its key is
+        here, decrypted by the installer as it stages it (``shoal.client.plaintext``)."""
+        sealed = download.confidential
+        if sealed is None:
+            self.installs.verified(download.content_id, None, now)
+        elif sealed.sealed_key is not None:
+            self.installs.verified(download.content_id, None, now, decrypt=True)
 
     # ------------------------------------------------------------ the shell
 
@@ -455,16 +464,19 @@ class AgentCore:
         """The answer to a ``ReadChunk``. The shell calls ``poll`` after it."""
         self.serving.chunk_read(read, now)
 
+    def idle(self) -> bool:
+        """No download is on its way (the shell then gives unused memory back)."""
+        return all(d.state is DownloadState.COMPLETE for d in self.downloads.values())
+
     def take_plaintext_jobs(self) -> list[PlaintextJob]:
-        """Confidential downloads the shell should decrypt (as their chunks arrive)."""
-        return self.downloader.plaintext.take()
+        """Complete confidential downloads the shell should decrypt into ``packages/``:
+        those with an install record are decrypted by the installer as it stages them."""
+        jobs = self.downloader.plaintext.take()
+        return [job for job in jobs if job.content_id not in self.installs.records]
 
     def plaintext_finished(self, job: PlaintextJob, path: str | None, error: str = "") -> None:
         """The shell's answer to a ``PlaintextJob``: where the plaintext is, or why not."""
         plaintext_finished(self.downloader.downloads, job, path, error)
-        download = self.downloads.get(job.content_id)
-        if path and download is not None and download.plaintext == path:
-            self.installs.verified(job.content_id, path, self._now)
 
     # --------------------------------------------------------------- status
 

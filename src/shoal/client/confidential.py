@@ -1,10 +1,15 @@
 """Confidential downloads: when to ask the shell for their plaintext.
 
 A confidential content is downloaded, verified and served like any other (it is
-ciphertext). Once its download has started and the assignment document holds this
-device's sealed key, a ``PlaintextJob`` asks the shell to decrypt it off the event loop
-as the chunks arrive (``shoal.client.plaintext``); the shell says how it went
-(``plaintext_finished``).
+ciphertext), so its transfer costs what a plain one does. Its plaintext is written
+only once the download is complete and the assignment document holds this device's
+sealed key, and only where it is needed (``shoal.client.plaintext``):
+
+- a version with an install specification is decrypted by the installer as it stages
+  the file (the install machine's ``RunCommand`` says ``decrypt``; the shell's
+  ``stage_plaintext``): nothing is decrypted before that;
+- any other version gets a ``PlaintextJob``: the shell decrypts it off the event loop
+  into ``DATA_DIR/packages/CONTENT_ID`` and says how it went (``plaintext_finished``).
 """
 
 from __future__ import annotations
@@ -13,13 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from shoal.assignments import SealedContent
-from shoal.client.download import Download
+from shoal.client.download import Download, DownloadState
 from shoal.core.ids import ContentId
 
 
 @dataclass(frozen=True, slots=True)
 class PlaintextJob:
-    """A confidential download to decrypt as its chunks arrive (by the shell, off the loop)."""
+    """A complete confidential download to decrypt (by the shell, off the loop)."""
 
     content_id: ContentId
     sealed: SealedContent
@@ -32,12 +37,15 @@ class PlaintextJobs:
         self._jobs: list[PlaintextJob] = []
 
     def want(self, download: Download) -> None:
-        """``download`` started (or its key arrived): decrypt it if it is confidential."""
+        """``download`` changed (started, complete, its key arrived): decrypt it once it
+        is confidential, complete and its key is here."""
         sealed = download.confidential
         if sealed is None:
             return
         if sealed.sealed_key is None:
             download.note = "confidential: waiting for this device's content key"
+            return
+        if download.state is not DownloadState.COMPLETE:
             return
         self._jobs.append(PlaintextJob(download.content_id, sealed))
 

@@ -156,6 +156,8 @@ class RunCommand:
     stage_from: str | None
     """The verified file (cache or decrypted plaintext); None: the cache's data file."""
     remove_staged: bool = False
+    decrypt: bool = False
+    """A confidential content: staging decrypts it from the cache (``stage_from`` None)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +184,8 @@ class InstallRecord:
     assigned: bool = True
     retry_at: float | None = None
     source: str | None = None
+    decrypt: bool = False
+    """Confidential: staged by decrypting the cached ciphertext."""
     reported: bool = False
     """The server acknowledged the report of the current state."""
     sending: bool = False
@@ -248,14 +252,18 @@ class InstallMachine:
                 if record.state not in RUNNING:
                     self._withdraw(record, now)
 
-    def verified(self, content_id: ContentId, source: str | None, now: float) -> None:
+    def verified(
+        self, content_id: ContentId, source: str | None, now: float, *, decrypt: bool = False
+    ) -> None:
         """The content is held whole and verified (``source``: where, if not the cache's
-        data file: a confidential content's plaintext). Starts its install unless the
-        record already went past pending (a finished install is never repeated)."""
+        data file; ``decrypt``: confidential, staged by decrypting it). Starts its install
+        unless the record already went past pending (a finished install is never
+        repeated)."""
         record = self.records.get(content_id)
         if record is None or record.state is not S.PENDING or not record.assigned:
             return
         record.source = source
+        record.decrypt = decrypt
         if record.spec.detect is not None:
             self._move(record, In.VERIFIED, now)
             self._run(record, Purpose.DETECT, record.spec.detect)
@@ -407,6 +415,7 @@ class InstallMachine:
                 or (
                     purpose is Purpose.INSTALL and PLACEHOLDER not in (record.spec.uninstall or "")
                 ),
+                decrypt=record.decrypt,
             )
         )
 
@@ -457,6 +466,7 @@ class InstallMachine:
                         "note": record.note,
                         "assigned": record.assigned,
                         "source": record.source,
+                        "decrypt": record.decrypt,
                     }
                     for record in self.records.values()
                 ],
@@ -482,6 +492,7 @@ class InstallMachine:
                     str(raw["note"]),
                     bool(raw["assigned"]),
                     source=raw.get("source"),
+                    decrypt=bool(raw.get("decrypt", False)),
                     updated_at=now,
                 )
                 self.records[record.content_id] = record

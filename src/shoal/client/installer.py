@@ -2,7 +2,10 @@
 
 ``run_command`` is the one piece of code that turns a ``RunCommand`` into a
 ``CommandFinished``: it stages the verified file (copied to a temporary name, fsynced,
-renamed: an installer never sees half a file), starts the command in a new session
+renamed: an installer never sees half a file; a confidential content is decrypted from
+the cache into that temporary name instead of copied, ``StageFile`` from
+``shoal.client.plaintext.stage_plaintext``, so the copy every install pays becomes the
+decryption and no plaintext exists before it), starts the command in a new session
 (POSIX: its own process group; Windows: a new process group) with stdin closed and
 stdout+stderr merged, keeps the last ``OUTPUT_TAIL_BYTES`` of its output while it runs,
 and when the timeout expires kills the whole process tree (``killpg``; Windows:
@@ -10,14 +13,17 @@ and when the timeout expires kills the whole process tree (``killpg``; Windows:
 
 ``InstallRunner`` runs the effects one at a time, in order, in one thread (two
 installers at once fight over package databases and locks), and hands each result back
-to the event loop with ``call_soon_threadsafe``. ``save_installs`` writes the install
-machine's state atomically (from a thread as well).
+to the event loop with ``call_soon_threadsafe``. For a command that decrypts, it asks
+``unsealer`` on the event loop, when the command is submitted, how to stage it (the
+content key is in the agent's state, which only the loop touches). ``save_installs``
+writes the install machine's state atomically (from a thread as well).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -31,13 +37,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from shoal.client.install import OUTPUT_TAIL_BYTES, CommandFinished, Purpose, RunCommand
+from shoal.client.self_upgrade import own_program
+from shoal.core.errors import ShoalError
 from shoal.core.files import write_private
+from shoal.core.ids import ContentId
 
 log = logging.getLogger("shoal.client")
 
 INSTALLS_FILE = "installs.json"
 STAGING_DIRECTORY = "staging"
 _READ_BLOCK = 65536
+
+StageFile = Callable[[Path], None]
+"""Write the verified content, whole, to this path (atomically; kept if already there)."""
+Unsealer = Callable[[ContentId], StageFile | None]
+"""How to stage a confidential content by decrypting it; None: its key is not known."""
 
 
 def stage(source: Path, staged: Path) -> None:
@@ -63,14 +77,25 @@ def _kill_tree(process: subprocess.Popen[bytes]) -> None:
         os.killpg(process.pid, signal.SIGKILL)  # the session's group: children too
 
 
-def run_command(command: RunCommand, data_path: Callable[[], Path]) -> CommandFinished:
+def run_command(
+    command: RunCommand, data_path: Callable[[], Path], decrypt: StageFile | None = None
+) -> CommandFinished:
     """Stage, run with the timeout, keep the output's tail (see the module docstring).
-    ``data_path`` names the cache's data file when the command carries no source."""
+    ``data_path`` names the cache's data file when the command carries no source;
+    ``decrypt`` stages a command that decrypts (without it, such a command fails before
+    anything runs: ciphertext is never handed to an installer)."""
     staged = Path(command.staged)
     if command.purpose is not Purpose.UNINSTALL:
         try:
-            stage(Path(command.stage_from) if command.stage_from else data_path(), staged)
-        except OSError as error:
+            if not command.decrypt:
+                stage(Path(command.stage_from) if command.stage_from else data_path(), staged)
+            elif decrypt is None:
+                return CommandFinished(
+                    command, None, error="cannot decrypt: this device's content key is not here"
+                )
+            else:
+                decrypt(staged)
+        except (OSError, ShoalError) as error:
             return CommandFinished(command, None, error=f"cannot stage the file: {error}")
     options: dict[str, object] = (
         {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
@@ -79,7 +104,7 @@ def run_command(command: RunCommand, data_path: Callable[[], Path]) -> CommandFi
     )
     try:
         process = subprocess.Popen(
-            list(command.argv),
+            list(own_program(command.argv)),  # `shoal` = this client's own program
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -139,23 +164,32 @@ class InstallRunner:
         loop: asyncio.AbstractEventLoop,
         data_path: Callable[[RunCommand], Path],
         on_finished: Callable[[CommandFinished], None],
+        unsealer: Unsealer | None = None,
     ) -> None:
         self._loop = loop
         self._data_path = data_path
         self._on_finished = on_finished
-        self._queue: queue.SimpleQueue[RunCommand | None] = queue.SimpleQueue()
+        self._unsealer = unsealer
+        self._queue: queue.SimpleQueue[tuple[RunCommand, StageFile | None] | None] = (
+            queue.SimpleQueue()
+        )
         self._thread = threading.Thread(target=self._run, name="shoal-install", daemon=True)
         self._thread.start()
 
     def submit(self, commands: list[RunCommand]) -> None:
+        """Queue ``commands`` (on the event loop: a decrypting one's key is looked up now)."""
         for command in commands:
-            self._queue.put(command)
+            decrypt = None
+            if command.decrypt and self._unsealer is not None:
+                decrypt = self._unsealer(command.content_id)
+            self._queue.put((command, decrypt))
 
     def _run(self) -> None:
-        while (command := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
+            command, decrypt = item
             started = time.monotonic()
             log.info("install %s: %s %s", command.content_id.short, command.purpose, command.argv)
-            finished = run_command(command, lambda: self._data_path(command))
+            finished = run_command(command, functools.partial(self._data_path, command), decrypt)
             log.info(
                 "install %s: %s ended (exit code %s%s) after %.1f s",
                 command.content_id.short,

@@ -1,12 +1,20 @@
-"""The plaintext of a confidential download, written outside the cache.
+"""The plaintext of a confidential content, written outside the cache.
 
 The cache keeps the ciphertext: it is what the manifest describes, what peers are
-served and what the store verifies. Once a confidential download is complete, the
-client opens its sealed content key with its device key and decrypts the chunks into
-``DATA_DIR/packages/CONTENT_ID`` (directory mode 0700, file mode 0600): written to a
-temporary file, fsynced, and only then renamed into place, so a crash never leaves a
-partial or wrong package under that name. Blocking file I/O: the shell runs it in a
-worker thread.
+served and what the store verifies; a confidential download is downloaded and verified
+exactly like a plain one. Its plaintext is written only once the download is complete,
+and only where it is needed:
+
+- a version with an install specification is decrypted when the installer stages it
+  (``stage_plaintext``, called by ``shoal.client.installer``): the copy a plain package
+  gets anyway becomes the decryption, one pass, and the staged plaintext is removed with
+  the staged file once the install no longer needs it;
+- a version without one is decrypted once, after its download, into
+  ``DATA_DIR/packages/CONTENT_ID`` (``write_plaintext``).
+
+Either way the plaintext is written (file mode 0600, directory 0700) to a temporary
+file, fsynced, and only then renamed into place, so a crash never leaves a partial or
+wrong package under that name. Blocking file I/O: the shell runs it in a worker thread.
 
 Why no SHA-256 of the whole plaintext: every ciphertext chunk was checked against the
 console-signed manifest's chunk hash before the cache wrote it, and every plaintext
@@ -16,10 +24,10 @@ document, so the plaintext is exactly what the console encrypted; the sizes are 
 checked. The document's ``plaintext_sha256`` stays signed, shown and usable by audits;
 here it only tells whether a file already in place can be kept.
 
-Cost: each ciphertext chunk is read from the cache file into a reused buffer and
-authenticated by its AES-GCM tag (the tag covers every byte, so the cache's SHA-256
-re-check would add nothing; a chunk whose tag fails is handed to the cache's
-``read_chunk``, which notices a chunk gone bad on disk and marks it for download
+Cost: each run of ciphertext chunks (up to 4 MiB) is read from the cache file into a
+reused buffer and authenticated by its AES-GCM tag (the tag covers every byte, so the
+cache's SHA-256 re-check would add nothing; a chunk whose tag fails is handed to the
+cache's ``read_chunk``, which notices a chunk gone bad on disk and marks it for download
 again). The plaintext is decrypted straight into a page-aligned staging buffer and
 written from there with ``O_DIRECT`` in 4 KiB-aligned pieces of about a MiB, so it
 bypasses the page cache: no copy into it, no dirty pages for the kernel to write back
@@ -27,20 +35,19 @@ and drop later (the chunks are 16 bytes short of a power of two, so the unaligne
 of each piece moves to the front of the buffer; the last piece is padded to 4 KiB and
 the file truncated to its size). Where the file system refuses ``O_DIRECT`` it writes
 through the page cache and starts writeback of each piece as it goes. Either way the
-final fsync has little left to do. AES-GCM releases the GIL (cryptography >= 50), so
-the decryption does not stop the receive loop of the same process.
+final fsync has little left to do. AES-GCM releases the GIL (cryptography >= 50).
 
-It need not wait for the whole download: given ``wait_for_chunk`` (or ``chunk_ready``,
-polled), it decrypts each chunk as soon as the cache holds it verified, in order, while
-the rest is still on its way, so the work overlaps the transfer. ``wait_for_chunk``
-blocks on the writer's notification, not on a sleep, so the last chunk is decrypted the
-moment it is written, not up to a poll period later.
+``decrypt_to`` can also follow a download still on its way (``wait_for_chunk``): it
+then decrypts each chunk as soon as the cache holds it verified. The client no longer
+does that (it competed for the CPU with the transfer itself); the option stays for
+tools that want the plaintext as early as possible.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import mmap
 import os
@@ -102,14 +109,58 @@ def write_plaintext(
     wait_for_chunk: ChunkWait | None = None,
     stopped: Stopped | None = None,
 ) -> Path:
-    """Decrypt a complete confidential content from ``store`` into ``directory``.
+    """Decrypt a confidential content from ``store`` into ``directory/CONTENT_ID``
+    (``directory`` created with mode 0700); returns that path. See ``decrypt_to``."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = directory / content_id.hex
+    decrypt_to(
+        store,
+        content_id,
+        sealed,
+        device_key,
+        target,
+        chunk_ready=chunk_ready,
+        wait_for_chunk=wait_for_chunk,
+        stopped=stopped,
+    )
+    return target
 
-    Returns the plaintext's path. Raises ``ConfidentialError`` when the key is not this
-    device's, the sizes disagree or a chunk does not open (its GCM tag fails); nothing
-    is then left under the name. An existing file with the right SHA-256 is kept.
-    With ``wait_for_chunk`` it waits for each chunk in turn (with ``chunk_ready``, by
-    polling it every ``CHUNK_POLL_SECONDS``), until ``stopped()`` (then
-    ``PlaintextCancelled``). Neither: the content is complete in ``store``.
+
+def stage_plaintext(
+    store: CiphertextSource,
+    content_id: ContentId,
+    sealed: SealedContent,
+    device_key: DeviceKey,
+    staged: Path,
+) -> None:
+    """Stage a complete confidential content for its installer: decrypt it from the
+    cache straight into ``staged`` (its directory created with mode 0700). A staged file
+    already there is kept, as ``shoal.client.installer.stage`` keeps a copied one."""
+    if staged.exists():
+        return
+    staged.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    decrypt_to(store, content_id, sealed, device_key, staged)
+
+
+def decrypt_to(
+    store: CiphertextSource,
+    content_id: ContentId,
+    sealed: SealedContent,
+    device_key: DeviceKey,
+    target: Path,
+    *,
+    chunk_ready: ChunkReady | None = None,
+    wait_for_chunk: ChunkWait | None = None,
+    stopped: Stopped | None = None,
+) -> None:
+    """Decrypt a confidential content from ``store`` into the file ``target``.
+
+    Raises ``ConfidentialError`` when the key is not this device's, the sizes disagree
+    or a chunk does not open (its GCM tag fails); nothing is then left under the name.
+    An existing file with the right SHA-256 is kept. With ``wait_for_chunk`` it waits
+    for each chunk in turn (with ``chunk_ready``, by polling it every
+    ``CHUNK_POLL_SECONDS``), until ``stopped()`` (then ``PlaintextCancelled``). Neither:
+    the content is complete in ``store``.
     """
     if wait_for_chunk is None and chunk_ready is not None:
         wait_for_chunk = _polling(chunk_ready)
@@ -123,11 +174,10 @@ def write_plaintext(
             f"{content_id.short}: {manifest.size} bytes of ciphertext cannot hold "
             f"{sealed.plaintext_size} bytes of plaintext"
         )
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    target = directory / content_id.hex
     if _already_written(target, sealed):
-        return target
-    temporary = directory / f".{content_id.hex}.tmp"
+        return
+    directory = target.parent
+    temporary = directory / f".{target.name}.tmp"
     output = _PlaintextFile(temporary, max(cipher.plaintext_chunk_size, 1))
     try:
         try:
@@ -140,7 +190,6 @@ def write_plaintext(
         temporary.unlink(missing_ok=True)
         raise
     fsync_directory(directory)
-    return target
 
 
 def _decrypt_file(
@@ -316,3 +365,20 @@ def _already_written(path: Path, sealed: SealedContent) -> bool:
     except OSError:
         return False
     return digest.digest() == sealed.plaintext_sha256
+
+
+def plaintext_stager(
+    store: CiphertextSource,
+    device_key: DeviceKey,
+    sealed_for: Callable[[ContentId], SealedContent | None],
+) -> Callable[[ContentId], Callable[[Path], None] | None]:
+    """The installer's ``Unsealer``: for a content whose sealed key ``sealed_for`` knows
+    (looked up on the event loop), a function that stages it by ``stage_plaintext``."""
+
+    def unsealer(content_id: ContentId) -> Callable[[Path], None] | None:
+        sealed = sealed_for(content_id)
+        if sealed is None or sealed.sealed_key is None:
+            return None
+        return functools.partial(stage_plaintext, store, content_id, sealed, device_key)
+
+    return unsealer

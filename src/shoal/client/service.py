@@ -20,9 +20,9 @@ agent never writes to it on the event loop: its ``WriteChunk`` effects go to a
 ``DiskWorker`` thread, whose ``ChunkWritten`` answers come back to the loop
 (``shoal.client.disk``).
 Every second (and when something changes) the agent writes ``DATA_DIR/status.json``
-atomically; ``shoal client status`` reads it. Complete confidential downloads are
-decrypted in a worker thread into ``DATA_DIR/packages/CONTENT_ID``
-(``shoal.client.plaintext``).
+atomically; ``shoal client status`` reads it. A complete confidential download is
+decrypted by the installer as it stages it, or, without an install specification, in a
+worker thread into ``DATA_DIR/packages/CONTENT_ID`` (``shoal.client.plaintext``).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal import __version__
+from shoal.assignments import SealedContent
 from shoal.client.agent import AgentConfig, AgentCore, PlaintextJob
 from shoal.client.disk import ChunkRead, DiskResult
 from shoal.client.disk_worker import DiskWorker, ReadWorker
@@ -61,13 +62,20 @@ from shoal.client.installer import (
     load_installs,
     save_installs,
 )
+from shoal.client.memory import hold_transfer_buffers_outside_the_heap, release_idle_memory
 from shoal.client.metrics import (
     SILENT_WARNING,
     agent_counters,
     discovery_hint,
     write_textfile,
 )
-from shoal.client.plaintext import PACKAGES_DIRECTORY, PlaintextCancelled, write_plaintext
+from shoal.client.plaintext import (
+    PACKAGES_DIRECTORY,
+    PlaintextCancelled,
+    plaintext_stager,
+    write_plaintext,
+)
+from shoal.client.self_upgrade import restart_needed
 from shoal.client.status import (
     STATUS_FILE,
     read_status,
@@ -77,6 +85,7 @@ from shoal.client.status import (
 )
 from shoal.client.trust import TRUST_FILE
 from shoal.core.errors import ShoalError
+from shoal.core.ids import ContentId
 from shoal.net.errors import AddressUnavailable
 from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
 from shoal.net.udp import UdpConfig
@@ -177,6 +186,9 @@ class ClientService:
             InstallPolicy(first_retry_seconds=config.install_retry_seconds),
         )
         self._saving: set[asyncio.Task[None]] = set()
+        self.restart_into = ""
+        """The version an install put in place of this program (``shoal.client.
+        self_upgrade``): ``run`` then stops and the process exits for a restart."""
 
     def _agent(self, listening: PortSet, now: float) -> AgentCore:
         config = self.config
@@ -234,6 +246,7 @@ class ClientService:
     async def run(self, stop: asyncio.Event) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
+        hold_transfer_buffers_outside_the_heap()  # shoal.client.memory: an idle client is small
         listening = self.ports
         agent = self._agent(listening, loop.time())
         runners: list[ApplicationRunner] = []
@@ -255,6 +268,11 @@ class ClientService:
         def on_installed(finished: CommandFinished) -> None:
             self.installs.command_finished(finished, loop.time())
             self._save_installs_now()  # a finished install is never run again
+            if finished.exit_code is not None and not self.restart_into:
+                self.restart_into = restart_needed() or ""  # a client release installed
+                if self.restart_into:
+                    log.warning("client %s installed: restarting into it", self.restart_into)
+                    stop.set()
             if runners:
                 runners[0].input_arrived()  # report it, run what follows
 
@@ -266,8 +284,16 @@ class ClientService:
                 log.warning("%s: starting with no install records", error)
         disk = DiskWorker(self.store, loop, on_written)
         reads = ReadWorker(self.store, loop, on_read)
+
+        def sealed_for(content_id: ContentId) -> SealedContent | None:
+            download = agent.downloads.get(content_id)
+            return download.confidential if download is not None else None
+
         installer = InstallRunner(
-            loop, lambda command: self.store.data_path(command.content_id), on_installed
+            loop,
+            lambda command: self.store.data_path(command.content_id),
+            on_installed,
+            plaintext_stager(self.store, self.device_key, sealed_for),
         )
         try:
             try:
@@ -317,6 +343,8 @@ class ClientService:
                 status["pid"] = os.getpid()
                 silent = self._add_counters(agent, status, loop.time(), silent)
                 await asyncio.to_thread(write_status, config.data_dir, status)
+                if agent.idle():
+                    release_idle_memory()
                 for job in agent.take_plaintext_jobs():
                     decrypting.add(asyncio.create_task(self._decrypt(agent, job, stop)))
                     decrypting = {task for task in decrypting if not task.done()}
@@ -388,7 +416,7 @@ class ClientService:
             self.trust = agent.trust
 
     async def _decrypt(self, agent: AgentCore, job: PlaintextJob, stop: asyncio.Event) -> None:
-        """Decrypt a confidential download off the event loop, as its chunks arrive."""
+        """Decrypt a complete confidential download (no install spec) off the loop."""
         directory = self.config.data_dir / PACKAGES_DIRECTORY
         store, content_id = self.store, job.content_id
 

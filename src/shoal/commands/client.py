@@ -195,6 +195,10 @@ def start_client(
         store_factory,
     )
     run_until_signalled(service.run)
+    if service.restart_into:  # a client release replaced this program
+        from shoal.client.self_upgrade import RESTART_EXIT_CODE
+
+        sys.exit(RESTART_EXIT_CODE)  # systemd's Restart=on-failure starts the new one
 
 
 @configurable("client", reads=("data_dir",))
@@ -222,4 +226,7 @@ def status(data_dir: Path, as_json: bool, watch: bool) -> None:
         time.sleep(1)
 
 
+from shoal.commands.release import install_release  # noqa: E402
+
+client.add_command(install_release)
 COMMANDS = (client,)

@@ -13,6 +13,7 @@ from shoal.console.routes import (
     applications,
     assignments,
     auth,
+    client_release,
     devices,
     licence,
     reports,
@@ -39,3 +40,4 @@ router.include_router(topology.router)
 router.include_router(settings.router)
 router.include_router(servers.router)
 router.include_router(reports.router)
+router.include_router(client_release.router)

@@ -14,14 +14,15 @@ SIGTERM. The fetcher keeps ``--window`` chunk requests in flight, writes each ve
 chunk at its offset (``os.pwrite``) and, once every chunk is in, checks the SHA-256 of
 the whole file against the manifest; the final check is outside the timed part.
 
-With ``--confidential F`` (a JSON file: the fetcher's device key, its sealed content key,
-the plaintext size and SHA-256) the file moved is a confidential package's ciphertext,
-and the fetcher does what a client does with a confidential download, inside the timed
-part: it opens the sealed key and, in a worker thread, decrypts each chunk as soon as it
-is written into a plaintext file (``shoal.client.plaintext.write_plaintext``:
-AES-256-GCM, O_DIRECT writes, fsync, rename); the time ends when both are done. The
-result also gives that thread's own CPU seconds (``decrypt_thread_cpu_seconds``, part of
-the process's).
+After the transfer (its time and CPU end when the last chunk is written), the fetcher
+stages the file as a client's installer does, timed apart (``staging``: wall and CPU
+seconds): a plain package is copied (``shoal.client.installer.stage``). With
+``--confidential F`` (a JSON file: the fetcher's device key, its sealed content key, the
+plaintext size and SHA-256) the file moved is a confidential package's ciphertext,
+transferred and verified like any other, and staging is its decryption
+(``shoal.client.plaintext.stage_plaintext``: open the sealed key, AES-256-GCM, O_DIRECT
+writes, fsync, rename), as a client does it since the decryption moved out of the
+download.
 """
 
 from __future__ import annotations
@@ -35,14 +36,13 @@ import json
 import os
 import signal
 import sys
-import threading
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from shoal.assignments import SealedContent
-from shoal.client.plaintext import write_plaintext
+from shoal.client.installer import stage
+from shoal.client.plaintext import stage_plaintext
 from shoal.core.errors import ShoalError
 from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
@@ -179,10 +179,15 @@ class ReceivedFile:
         return data
 
 
-def decrypt_received(
-    manifest: Manifest, path: Path, confidential: Path, fetcher: Fetch
-) -> dict[str, Any]:
-    """Decrypt the ciphertext as it is fetched, as a client does; return what it wrote."""
+def stage_received(
+    manifest: Manifest, path: Path, confidential: Path | None
+) -> tuple[Path, bytes | None]:
+    """Stage the fetched file as a client's installer does: copied, or (confidential)
+    decrypted. Returns the staged file and the plaintext's expected SHA-256, if any."""
+    staged = path.with_name(path.name + ".staged")
+    if confidential is None:
+        stage(path, staged)
+        return staged, None
     settings = json.loads(confidential.read_text())
     sealed = SealedContent(
         int(settings["plaintext_size"]),
@@ -190,22 +195,8 @@ def decrypt_received(
         bytes.fromhex(settings["sealed_key"]),
     )
     device_key = DeviceKey.from_raw(bytes.fromhex(settings["device_key"]))
-    started = time.thread_time()  # this thread's CPU: the decryption's share of the receiver's
-    plaintext = write_plaintext(
-        ReceivedFile(manifest, path),
-        manifest.content_id,
-        sealed,
-        device_key,
-        path.with_name(path.name + ".plaintext"),
-        wait_for_chunk=fetcher.wait_for_chunk,
-        stopped=lambda: bool(fetcher.failure),
-    )
-    return {
-        "decrypt_thread_cpu_seconds": time.thread_time() - started,
-        "plaintext_bytes": plaintext.stat().st_size,
-        "plaintext_path": str(plaintext),
-        "expected_plaintext_sha256": sealed.plaintext_sha256.hex(),
-    }
+    stage_plaintext(ReceivedFile(manifest, path), manifest.content_id, sealed, device_key, staged)
+    return staged, sealed.plaintext_sha256
 
 
 class Fetch:
@@ -234,18 +225,11 @@ class Fetch:
         self.bytes_received = 0
         self.retried: Counter[str] = Counter()
         self.seen: Counter[str] = Counter()
-        self.written: set[int] = set()
-        self._chunk_written = threading.Condition()  # wakes the decrypting thread
         self._queue = list(range(manifest.chunk_count - 1, -1, -1))  # popped from the end
         self._attempts: Counter[int] = Counter()
         self._in_flight: dict[int, int] = {}  # request id -> chunk index
         if manifest.chunk_count == 0:
             self.done.set()
-
-    def wait_for_chunk(self, chunk_index: int, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for chunk ``chunk_index`` to be written; is it?"""
-        with self._chunk_written:
-            return self._chunk_written.wait_for(lambda: chunk_index in self.written, timeout)
 
     def request_more(self) -> None:
         """Fill the window with requests for the next chunks."""
@@ -274,9 +258,6 @@ class Fetch:
                 return
             offset = chunk_index * self.manifest.chunk_size
             os.pwrite(self.descriptor, event.data, offset)
-            with self._chunk_written:
-                self.written.add(chunk_index)
-                self._chunk_written.notify_all()
             self.received += 1
             self.bytes_received += len(event.data)
             if self.received == self.manifest.chunk_count:
@@ -329,11 +310,6 @@ async def fetch(arguments: argparse.Namespace) -> int:
     loop.add_signal_handler(signal.SIGINT, interrupted)
     drops_before = udp_drops()
     start = CpuSample.now()
-    decrypting = None
-    if arguments.confidential is not None:
-        decrypting = loop.run_in_executor(
-            None, decrypt_received, manifest, arguments.out, arguments.confidential, fetcher
-        )
     fetcher.request_more()
     endpoint.transmit()
     timed_out = False
@@ -342,27 +318,24 @@ async def fetch(arguments: argparse.Namespace) -> int:
     except TimeoutError:
         timed_out = True
         fetcher.failure = fetcher.failure or "timed out"
-    transferred = CpuSample.now()
-    decrypted: dict[str, Any] = {}
-    if decrypting is not None:
-        try:
-            decrypted = await decrypting
-        except ShoalError as error:
-            fetcher.failure = fetcher.failure or f"decryption: {error}"
-        decrypted["decrypt_after_transfer_seconds"] = CpuSample.now().since(transferred)[
-            "wall_seconds"
-        ]
-    complete = fetcher.received == manifest.chunk_count and not fetcher.failure
     end = CpuSample.now()
-    if "plaintext_path" in decrypted:  # checked and removed outside the timed part
-        plaintext = Path(decrypted.pop("plaintext_path"))
-        # A client does not hash the plaintext (the chunk hashes and GCM tags pin it);
-        # the benchmark does, as an audit would, so a wrong result cannot pass.
-        decrypted["plaintext_sha256_matches"] = _file_sha256(plaintext).hex() == decrypted.pop(
-            "expected_plaintext_sha256"
-        )
-        plaintext.unlink()
-        plaintext.parent.rmdir()
+    complete = fetcher.received == manifest.chunk_count and not fetcher.failure
+    staging: dict[str, Any] = {}
+    if complete:
+        try:
+            staged, plaintext_sha256 = stage_received(
+                manifest, arguments.out, arguments.confidential
+            )
+        except (ShoalError, OSError) as error:
+            fetcher.failure = f"staging: {error}"
+            complete = False
+        else:
+            staging = {"staging": CpuSample.now().since(end)}
+            # A client hashes neither copy (chunk hashes and GCM tags pin them); the
+            # benchmark does, outside every timed part, so a wrong result cannot pass.
+            expected = plaintext_sha256 or manifest.sha256
+            staging["staged_sha256_matches"] = _file_sha256(staged) == expected
+            staged.unlink()
     socket_report = _socket_report(endpoint)
     # Per namespace: meaningful in the lab, shared with other programs on loopback.
     socket_report["kernel_udp_errors"] = counter_change(drops_before, udp_drops())
@@ -381,13 +354,14 @@ async def fetch(arguments: argparse.Namespace) -> int:
         "cpu": end.since(start),
         "peak_rss_bytes": peak_rss_bytes(),
         "engine": engine.counters.as_dict(),
-        **decrypted,
+        **staging,
         **socket_report,
     }
     if complete:
         ciphertext_matches = _file_sha256(arguments.out) == manifest.sha256
-        plaintext_matches = bool(decrypted.get("plaintext_sha256_matches", True))
-        document["sha256_matches"] = ciphertext_matches and plaintext_matches
+        document["sha256_matches"] = ciphertext_matches and bool(
+            staging.get("staged_sha256_matches")
+        )
     arguments.result.write_text(json.dumps(document))
     return 0 if complete and document.get("sha256_matches") else 1
 
@@ -427,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             command.add_argument("--timeout", type=float, default=600.0)
             command.add_argument(
-                "--confidential", type=Path, help="decrypt as a client does (JSON settings)"
+                "--confidential", type=Path, help="stage by decrypting (JSON settings)"
             )
     arguments = parser.parse_args(argv)
     role = serve if arguments.command == "serve" else fetch

@@ -53,8 +53,8 @@ def bench() -> None:
 @click.option("--json", "json_out", type=click.Path(path_type=Path, dir_okay=False),
               help="Write the full results (both processes of each run) to this file.")  # fmt: skip
 @click.option("--confidential", is_flag=True,
-              help="Move a confidential package: the ciphertext, decrypted by the receiver "
-              "as a client does (timed).")  # fmt: skip
+              help="Move a confidential package: the ciphertext, verified like any package, "
+              "then decrypted as a client's installer stages it (timed apart).")  # fmt: skip
 def transfer(
     size_mb: int,
     loss: float,

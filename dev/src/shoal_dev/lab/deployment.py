@@ -179,6 +179,11 @@ class Deployment:
     client_command: tuple[str, ...] = ()
     """The client's program (e.g. ``/opt/shoal/client/bin/shoal``: an installed package);
     empty: this interpreter's ``shoal``."""
+    client_commands: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """The client's program by host name (each its own installed copy), before
+    ``client_command``."""
+    server_command: tuple[str, ...] = ()
+    """The P2P server's program (an installed copy); empty: this interpreter's ``shoal``."""
 
     # ------------------------------------------------------------- processes
 
@@ -296,8 +301,8 @@ class Deployment:
         self._spawn(
             "server",
             host,
-            self._shoal(
-                "server",
+            ([*self.server_command, "server"] if self.server_command else self._shoal("server"))
+            + [
                 "run",
                 "--data-dir",
                 str(self.work / "server"),
@@ -322,7 +327,7 @@ class Deployment:
                 "--log-level",
                 "info",
                 *self.server_arguments,
-            ),
+            ],
         )
 
     def wait_for_server(self, timeout: float = 60.0) -> None:
@@ -368,6 +373,8 @@ class Deployment:
             command = (
                 [sys.executable, "-m", "shoal_dev.lab.lying_client"]
                 if host.name in liars
+                else [*self.client_commands[host.name], "client", "run"]
+                if host.name in self.client_commands
                 else [*self.client_command, "client", "run"]
                 if self.client_command
                 else self._shoal("client", "run")

@@ -7,7 +7,8 @@ whatever its length and the number of devices (``_Census``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -50,6 +51,8 @@ class _Census:
     held: dict[tuple[str, str | None], _Tally]
     device_office: dict[str, str | None]
     device_held: dict[tuple[str, str], _Tally]
+    by_content: dict[str, _Tally] | None = None
+    subtrees: dict[str | None, set[str]] = field(default_factory=dict)
 
     @classmethod
     def read(cls, session: Session, content_ids: set[str], device_targets: set[str]) -> _Census:
@@ -102,12 +105,8 @@ class _Census:
             tally = _Tally(1)
             tally.add(self.device_held.get((target, content_id), _Tally()))
             return {self.device_office[target]: tally}
-        if kind == schemas.TargetKind.OFFICE:
-            offices: list[str | None] = list(tree.subtree(target or ""))
-        else:
-            offices = list(self.devices_per_office)
         result = {}
-        for office in offices:
+        for office in self._offices(tree, kind, target):
             targeted = self.devices_per_office.get(office, 0)
             if not targeted:
                 continue
@@ -115,6 +114,42 @@ class _Census:
             tally.add(self.held.get((content_id, office), _Tally()))
             result[office] = tally
         return result
+
+    def overall(
+        self, tree: topology.Topology, kind: str, target: str | None, content_id: str
+    ) -> dict[str | None, _Tally]:
+        """What the assignment reaches now, as one sum (a list needs no per-office
+        detail): for everyone, the per-content totals; no tally per office."""
+        if kind == schemas.TargetKind.DEVICE:
+            return self.per_office(tree, kind, target, content_id)
+        if kind == schemas.TargetKind.EVERYONE:
+            tally = _Tally(sum(self.devices_per_office.values()))
+            tally.add(self._content_totals().get(content_id, _Tally()))
+            return {None: tally}
+        tally = _Tally()
+        for office in self._offices(tree, kind, target):
+            tally.targeted += self.devices_per_office.get(office, 0)
+            held = self.held.get((content_id, office))
+            if held is not None:
+                tally.add(held)
+        return {None: tally}
+
+    def _offices(
+        self, tree: topology.Topology, kind: str, target: str | None
+    ) -> Iterable[str | None]:
+        if kind == schemas.TargetKind.OFFICE:
+            # Many assignments of a page share a target (a region): walk the tree once.
+            if target not in self.subtrees:
+                self.subtrees[target] = tree.subtree(target or "")
+            return self.subtrees[target]
+        return self.devices_per_office
+
+    def _content_totals(self) -> dict[str, _Tally]:
+        if self.by_content is None:
+            self.by_content = {}
+            for (content_id, _office), held in self.held.items():
+                self.by_content.setdefault(content_id, _Tally()).add(held)
+        return self.by_content
 
 
 def _progress(tally: _Tally, size: int) -> tuple[int, int, float]:
@@ -213,9 +248,8 @@ def _outs(
     result = []
     for assignment in assignments:
         version = versions[assignment.version_id]
-        offices = census.per_office(
-            tree, assignment.target_kind, assignment.target, version.content_id
-        )
+        tally = census.per_office if by_office else census.overall
+        offices = tally(tree, assignment.target_kind, assignment.target, version.content_id)
         application = applications[version.application_id]
         result.append(_out(assignment, version, application, offices, hostnames, by_office))
     return result

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from shoal import __version__
 from shoal.console import db, records, schemas
 from shoal.console.security import certificate_fingerprint
-from shoal.console.services import reports
+from shoal.console.services import installs, reports
 from shoal.console.state import ConsoleState
 
 LICENCE_WARNING_DAYS = 30
@@ -98,13 +98,26 @@ def _device_attention(_state: ConsoleState, session: Session) -> Iterable[schema
         )
 
 
+def _install_attention(_state: ConsoleState, session: Session) -> Iterable[schemas.Attention]:
+    failures, devices = installs.failed_installs(session)
+    if failures:
+        yield schemas.Attention(
+            kind="install_failed",
+            severity="error",
+            message=f"{failures} install{'s' if failures != 1 else ''} failed on {devices} "
+            f"device{'s' if devices != 1 else ''}: see the exit codes and output",
+            link="#assignments",
+        )
+
+
 ATTENTION_CHECKS: list[AttentionCheck] = [
     _licence_attention,
     _server_attention,
     _device_attention,
+    _install_attention,
 ]
-"""What the dashboard checks. A resource that can need a person (failed installs, once
-install results exist) appends its own check here."""
+"""What the dashboard checks. A resource that can need a person appends its own check
+here."""
 
 
 def _token(*parts: object) -> str:

@@ -224,15 +224,32 @@ async function drawDistributions() {
   ], page.items);
 }
 
+async function clientRelease() {
+  // The version of `shoal` every client should run (docs/operations.md); null: none.
+  return api("GET", "/api/v1/client-release");
+}
+
+function releaseControl(v, release) {
+  // Versions of the `shoal` application can be marked as the client release; the
+  // console refuses (shown as the page's error) while a P2P server is older.
+  if (v.application !== "shoal") return "";
+  if (release && release.version_id === v.id) {
+    return button("Stop offering", confirmed(`Stop offering shoal ${v.version} as the client release`, () => api("DELETE", "/api/v1/client-release")), `Stop offering shoal ${v.version} as the client release`);
+  }
+  return button("Mark as client release", confirmed(`Mark shoal ${v.version} as the client release: every client installs it and restarts`, () => api("PUT", "/api/v1/client-release", { version_id: v.id })), `Mark shoal ${v.version} as the client release`);
+}
+
 async function drawApplications() {
   const search = $("#applications-search").value;
   const page = await api("GET", listPath("applications", "/api/v1/applications", search ? { search } : {}));
   const versions = page.items.flatMap((app) => app.versions.map((v) => ({ ...v, app })));
+  const release = await clientRelease();
   table($("#applications-table"), [
     ["application", (v) => v.application], ["version", (v) => v.version],
     ["size", (v) => bytes(v.size)],
     ["confidential", (v) => (v.confidential ? "yes" : "no")], ["uploaded", (v) => when(v.created_at)],
     ["details", (v) => element("span", `content ${v.content_id.slice(0, 12)}…`, { title: `content ID ${v.content_id}, SHA-256 ${v.sha256}` })],
+    ["client release", (v) => releaseControl(v, release)],
     ["", (v) => button("Delete", confirmed(`Delete ${v.application} ${v.version} and its assignments`, () => api("DELETE", `/api/v1/applications/${v.application_id}/versions/${v.id}`)), `Delete ${v.application} ${v.version}`)],
   ], versions);
   pager("applications", page, drawApplications);
@@ -268,8 +285,10 @@ async function drawAssignments() {
 }
 
 async function drawInstalls() {
-  // Install results (docs/installs.md): one row per assignment and device, newest first.
-  const rows = await api("GET", "/api/v1/installs?limit=200");
+  // Install results (docs/installs.md): one row per assignment and device, newest
+  // assignment first, a page at a time; "failed only" narrows it to what needs a person.
+  const extra = $("#installs-failed").checked ? { state: "failed" } : {};
+  const page = await api("GET", listPath("installs", "/api/v1/installs", extra));
   table($("#installs-table"), [
     ["application", (i) => `${i.application} ${i.version}`],
     ["device", (i) => i.hostname || i.device_id],
@@ -277,7 +296,8 @@ async function drawInstalls() {
     ["attempts", (i) => i.attempts],
     ["exit code", (i) => i.exit_code],
     ["output (last line)", (i) => (i.output_tail || "").trim().split("\n").slice(-1)[0]],
-  ], rows);
+  ], page.items);
+  pager("installs", page, drawInstalls);
 }
 
 async function drawDevices() {
@@ -536,6 +556,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("#devices-filter").addEventListener("input", () => { offsets.devices = 0; drawDevices().catch(showError); });
   $("#devices-filter").addEventListener("submit", (event) => event.preventDefault());
+  $("#installs-failed").addEventListener("change", () => { offsets.installs = 0; drawInstalls().catch(showError); });
   onSubmit("#topology-form", async (form, data) => {
     const file = data.get("file");
     const fromFile = file && file.size;

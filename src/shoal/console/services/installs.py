@@ -1,0 +1,432 @@
+"""Install specifications and install results.
+
+Theory of operation
+-------------------
+An application version may carry an install specification (``shoal.install_spec``),
+validated here by the same function the clients use, stored on the version, and
+written into every assignment entry of that version in the signed assignment document
+(``shoal.console.documents``): setting or clearing it appends ``assignments_changed``
+to the change feed, so the servers fetch the newly signed document and nudge their
+clients. It can be given at upload (``POST /api/v1/applications?install=JSON``) or
+set later (``PUT /api/v1/versions/{id}/install``).
+
+Devices report each install (``INSTALL_REPORT``) to their P2P server, which relays the
+newest per content in its client report (``record_reports``). The state of one
+assigned version on one device is that report, or, without one, derived from the
+download progress the server reported: ``pending`` (nothing held yet),
+``downloading``, ``downloaded`` (held whole; the version has no install
+specification), or ``installing`` (held whole, the report is on its way).
+
+The listing is one SQL query whatever the size of the site (``_rows``): the devices an
+assignment reaches are joined in the database (an office target reaches its office and
+every office below it, a recursive common table expression over ``offices``), the state
+is derived by a ``CASE`` beside the report and the download progress, and the page is
+cut by ``LIMIT``/``OFFSET`` with the total counted by the same query. Uninstalls of
+versions no longer assigned follow the assigned rows (``assignment_id`` null).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Select,
+    and_,
+    case,
+    exists,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    true,
+    union_all,
+)
+from sqlalchemy.orm import Session, aliased
+from sqlalchemy.sql import Subquery
+
+from shoal.console import db, schemas
+from shoal.console.services.errors import Invalid, NotFound
+from shoal.console.state import ConsoleState
+from shoal.core.changes import ChangeKind
+from shoal.install_spec import InstallSpecInvalid, read_install_spec
+
+REPORTED_STATES = (
+    "installed",
+    "failed",
+    "reboot_required",
+    "uninstalling",
+    "uninstalled",
+    "uninstall_failed",
+)
+"""States only a device's report gives (the others are derived from download progress)."""
+UNINSTALL_STATES = ("uninstalling", "uninstalled", "uninstall_failed")
+
+
+# --- install specifications -------------------------------------------------------
+
+
+def validated_spec(raw: Any) -> dict[str, Any]:
+    """The specification as stored and signed; ``Invalid`` (422) naming the field."""
+    try:
+        return read_install_spec(raw).to_json()
+    except InstallSpecInvalid as error:
+        raise Invalid(str(error)) from None
+
+
+def spec_from_query(text: str | None) -> dict[str, Any] | None:
+    """The ``install`` query parameter of an upload (JSON), validated before any byte
+    of the package is read."""
+    if text is None:
+        return None
+    try:
+        raw = json.loads(text)
+    except ValueError as error:
+        raise Invalid(f"install: not JSON ({error})") from None
+    return validated_spec(raw)
+
+
+def set_version_spec(
+    state: ConsoleState, session: Session, version: db.ApplicationVersion, spec: Any | None
+) -> None:
+    """Store (or clear) a version's specification; the servers fetch the re-signed
+    document. The caller commits."""
+    version.install_spec = spec
+    state.record_change(session, ChangeKind.ASSIGNMENTS_CHANGED)
+
+
+def set_spec_of_upload(
+    state: ConsoleState, uploaded: schemas.VersionOut, spec: dict[str, Any]
+) -> schemas.VersionOut:
+    """Store the specification given with an upload on the version just registered."""
+    with state.sessions() as session:
+        version = session.get_one(db.ApplicationVersion, uploaded.id)
+        set_version_spec(state, session, version, spec)
+        session.commit()
+    return uploaded.model_copy(update={"install": spec})
+
+
+def _version(session: Session, version_id: int) -> db.ApplicationVersion:
+    version = session.get(db.ApplicationVersion, version_id)
+    if version is None:
+        raise NotFound(f"version {version_id}")
+    return version
+
+
+def _spec_out(session: Session, version: db.ApplicationVersion) -> schemas.InstallSpecOut:
+    application = session.get_one(db.Application, version.application_id)
+    return schemas.InstallSpecOut(
+        version_id=version.id,
+        application=application.name,
+        version=version.version,
+        content_id=version.content_id,
+        install=version.install_spec,
+    )
+
+
+def get_spec(session: Session, version_id: int) -> schemas.InstallSpecOut:
+    """A version's install specification (``install`` null when it has none)."""
+    return _spec_out(session, _version(session, version_id))
+
+
+def put_spec(
+    state: ConsoleState, session: Session, version_id: int, raw: Any
+) -> schemas.InstallSpecOut:
+    """Set a version's install specification (validated)."""
+    version = _version(session, version_id)
+    set_version_spec(state, session, version, validated_spec(raw))
+    session.commit()
+    return _spec_out(session, version)
+
+
+def delete_spec(state: ConsoleState, session: Session, version_id: int) -> None:
+    """Remove a version's install specification (nothing installed is uninstalled)."""
+    set_version_spec(state, session, _version(session, version_id), None)
+    session.commit()
+
+
+# --- install reports ----------------------------------------------------------------
+
+
+def record_reports(
+    session: Session, device_id: str, reported: Iterable[schemas.ClientInstall], now: datetime
+) -> None:
+    """Keep a device's install reports (from its server's client report): the newest
+    per content; a report the server no longer relays (it restarted) is kept."""
+    for install in reported:
+        row = session.get(db.InstallResult, (device_id, install.content_id))
+        if row is None:
+            row = db.InstallResult(device_id=device_id, content_id=install.content_id)
+            session.add(row)
+        elif (row.state, row.attempts, row.exit_code, row.output_tail) == (
+            install.state,
+            install.attempts,
+            install.exit_code,
+            install.output_tail,
+        ):
+            continue
+        row.state, row.attempts = install.state, install.attempts
+        row.exit_code, row.output_tail, row.updated_at = (
+            install.exit_code,
+            install.output_tail,
+            now,
+        )
+
+
+# --- install results ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InstallFilter:
+    """What a listing of install results is narrowed to (``None``: any)."""
+
+    assignment_id: int | None = None
+    device_id: str | None = None
+    state: str | None = None
+    application: str | None = None
+
+
+def _targeted(wanted: InstallFilter) -> Subquery:
+    """(assignment, device) for every device each assignment reaches now: the device
+    itself, every device, or every device of the office and the offices below it."""
+    assignment = db.Assignment
+    device = db.Device
+    narrowed: list[ColumnElement[bool]] = []
+    if wanted.assignment_id is not None:
+        narrowed.append(assignment.id == wanted.assignment_id)
+    office_targets = select(assignment.target.label("root"), assignment.target.label("office"))
+    office_targets = office_targets.where(assignment.target_kind == "office", *narrowed)
+    reach = office_targets.cte("reach", recursive=True)
+    below = aliased(db.OfficeRow)
+    # UNION (not ALL) ends the recursion even if a saved tree had a cycle.
+    reach = reach.union(
+        select(reach.c.root, below.name).join(below, below.parent == reach.c.office)
+    )
+    device_filter: list[ColumnElement[bool]] = []
+    if wanted.device_id is not None:
+        device_filter.append(device.id == wanted.device_id)
+    if wanted.state in REPORTED_STATES:
+        # Only a report gives that state: reach only the (few) devices that sent one,
+        # rather than every device of every assignment.
+        device_filter.append(
+            device.id.in_(
+                select(db.InstallResult.device_id).where(db.InstallResult.state == wanted.state)
+            )
+        )
+    to_device = (
+        select(assignment.id.label("assignment_id"), device.id.label("device_id"))
+        .join(device, device.id == assignment.target)
+        .where(assignment.target_kind == "device", *narrowed, *device_filter)
+    )
+    to_everyone = (
+        select(assignment.id, device.id)
+        .join(device, true())
+        .where(assignment.target_kind == "everyone", *narrowed, *device_filter)
+    )
+    to_office = (
+        select(assignment.id, device.id)
+        .join(reach, reach.c.root == assignment.target)
+        .join(device, device.office == reach.c.office)
+        .where(assignment.target_kind == "office", *narrowed, *device_filter)
+        .distinct()
+    )
+    return union_all(to_device, to_everyone, to_office).subquery("targeted")
+
+
+def _rows(wanted: InstallFilter) -> CompoundSelect[Any] | Select[Any]:
+    """Every row of the listing, in order: assigned (newest assignment first, then by
+    host name), then uninstalls of versions no longer assigned."""
+    targeted = _targeted(wanted)
+    version, application = db.ApplicationVersion, db.Application
+    report, held = db.InstallResult, db.DeviceContent
+    derived = func.coalesce(
+        report.state,
+        case(
+            (or_(held.device_id.is_(None), and_(held.bytes_done == 0, ~held.complete)), "pending"),
+            (~held.complete, "downloading"),
+            (version.install_spec.is_(None), "downloaded"),
+            else_="installing",
+        ),
+    )
+    assigned = (
+        select(
+            targeted.c.assignment_id.label("assignment_id"),
+            targeted.c.device_id.label("device_id"),
+            version.id.label("version_id"),
+            derived.label("state"),
+            literal(0).label("withdrawn"),
+        )
+        .join(db.Assignment, db.Assignment.id == targeted.c.assignment_id)
+        .join(version, version.id == db.Assignment.version_id)
+        .join(application, application.id == version.application_id)
+        .outerjoin(
+            report,
+            and_(report.device_id == targeted.c.device_id, report.content_id == version.content_id),
+        )
+        .outerjoin(
+            held,
+            and_(held.device_id == targeted.c.device_id, held.content_id == version.content_id),
+        )
+    )
+    if wanted.application is not None:
+        assigned = assigned.where(application.name == wanted.application)
+    if wanted.state in REPORTED_STATES:
+        # Only a report gives it: the planner can start from the (few) reports.
+        assigned = assigned.where(report.state == wanted.state)
+    elif wanted.state is not None:
+        assigned = assigned.where(report.state.is_(None), derived == wanted.state)
+    if wanted.assignment_id is not None:
+        return assigned
+    # Uninstalls whose assignment is gone: no current assignment of that content
+    # reaches the device. The version shown is the newest with that content.
+    still_assigned = (
+        select(targeted.c.device_id)
+        .join(db.Assignment, db.Assignment.id == targeted.c.assignment_id)
+        .join(version, version.id == db.Assignment.version_id)
+        .where(targeted.c.device_id == report.device_id, version.content_id == report.content_id)
+    )
+    newest_version = (
+        select(func.max(version.id))
+        .where(version.content_id == report.content_id)
+        .scalar_subquery()
+    )
+    withdrawn = select(
+        null().label("assignment_id"),
+        report.device_id,
+        newest_version.label("version_id"),
+        report.state,
+        literal(1).label("withdrawn"),
+    ).where(report.state.in_(UNINSTALL_STATES), ~exists(still_assigned))
+    if wanted.device_id is not None:
+        withdrawn = withdrawn.where(report.device_id == wanted.device_id)
+    if wanted.state is not None:
+        withdrawn = withdrawn.where(report.state == wanted.state)
+    if wanted.application is not None:
+        withdrawn = withdrawn.where(
+            exists(
+                select(version.id)
+                .join(application, application.id == version.application_id)
+                .where(
+                    version.content_id == report.content_id,
+                    application.name == wanted.application,
+                )
+            )
+        )
+    return union_all(assigned, withdrawn)
+
+
+def list_installs(
+    session: Session, wanted: InstallFilter, limit: int, offset: int
+) -> schemas.Page[schemas.InstallResultOut]:
+    """One page of install results: a row per (assignment, device it reaches), newest
+    assignment first, then the uninstalls of versions no longer assigned."""
+    rows = _rows(wanted).subquery("installs")
+    total = session.scalar(select(func.count()).select_from(rows)) or 0
+    page = session.execute(
+        select(rows.c.assignment_id, rows.c.device_id, rows.c.version_id, rows.c.state)
+        .order_by(rows.c.withdrawn, rows.c.assignment_id.desc(), rows.c.device_id)
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return schemas.Page(items=_outs(session, page), total=int(total), limit=limit, offset=offset)
+
+
+def _outs(session: Session, page: Iterable[Any]) -> list[schemas.InstallResultOut]:
+    """The page's rows with names, report details: three lookups for the whole page."""
+    page = list(page)
+    device_ids = {row.device_id for row in page}
+    version_ids = {row.version_id for row in page if row.version_id is not None}
+    devices = {
+        row.id: row
+        for row in session.execute(
+            select(db.Device.id, db.Device.hostname, db.Device.office).where(
+                db.Device.id.in_(device_ids)
+            )
+        )
+    }
+    versions = {
+        row.id: row
+        for row in session.execute(
+            select(
+                db.ApplicationVersion.id,
+                db.ApplicationVersion.version,
+                db.ApplicationVersion.content_id,
+                db.Application.name,
+            )
+            .join(db.Application, db.Application.id == db.ApplicationVersion.application_id)
+            .where(db.ApplicationVersion.id.in_(version_ids))
+        )
+    }
+    content_ids = {versions[v].content_id for v in version_ids}
+    reports = {
+        (row.device_id, row.content_id): row
+        for row in session.scalars(
+            select(db.InstallResult).where(
+                db.InstallResult.device_id.in_(device_ids),
+                db.InstallResult.content_id.in_(content_ids),
+            )
+        )
+    }
+    result = []
+    for row in page:
+        device = devices.get(row.device_id)
+        version = versions.get(row.version_id)
+        content_id = version.content_id if version else ""
+        report = reports.get((row.device_id, content_id))
+        result.append(
+            schemas.InstallResultOut(
+                assignment_id=row.assignment_id,
+                device_id=row.device_id,
+                hostname=device.hostname if device else "",
+                office=device.office if device else None,
+                application=version.name if version else "",
+                version=version.version if version else "",
+                version_id=row.version_id,
+                content_id=content_id,
+                state=row.state,
+                attempts=report.attempts if report else 0,
+                exit_code=report.exit_code if report else None,
+                output_tail=report.output_tail if report else "",
+                updated_at=report.updated_at if report else None,
+            )
+        )
+    return result
+
+
+def assignment_installs(
+    session: Session, assignment_id: int, install_state: str | None, limit: int, offset: int
+) -> schemas.Page[schemas.InstallResultOut]:
+    """The install state of one assignment on each device it reaches."""
+    if session.get(db.Assignment, assignment_id) is None:
+        raise NotFound(f"assignment {assignment_id}")
+    return list_installs(
+        session, InstallFilter(assignment_id=assignment_id, state=install_state), limit, offset
+    )
+
+
+def device_installs(
+    session: Session, device_id: str, install_state: str | None, limit: int, offset: int
+) -> schemas.Page[schemas.InstallResultOut]:
+    """The install state of every version assigned to one device."""
+    if session.get(db.Device, device_id) is None:
+        raise NotFound(f"device {device_id!r}")
+    return list_installs(
+        session, InstallFilter(device_id=device_id, state=install_state), limit, offset
+    )
+
+
+def failed_installs(session: Session) -> tuple[int, int]:
+    """Failed installs (``failed`` and ``uninstall_failed`` reports) and how many
+    devices they are on: what the dashboard shows as needing a person."""
+    failures, devices = session.execute(
+        select(func.count(), func.count(db.InstallResult.device_id.distinct())).where(
+            db.InstallResult.state.in_(("failed", "uninstall_failed"))
+        )
+    ).one()
+    return int(failures), int(devices)

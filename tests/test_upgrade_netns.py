@@ -1,0 +1,71 @@
+"""Upgrades through the swarm, as real processes in network namespaces (issue 12.5).
+
+An office of clients installed as the Debian package lays them out, each under a
+supervisor doing what systemd's ``Restart=on-failure`` does, moves from 0.1.1 to 0.2.0:
+the console refuses the release while the P2P server is older, accepts it once the
+server is upgraded, and the release crosses the office's WAN link once. Needs root;
+every namespace, link and process is removed at the end, also when it fails.
+``benchmarks/upgrade_swarm.py`` runs it with 8 clients and prints the figures.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shoal_dev.lab.deployment import Deployment, NamespacePlacement, OfficeSetup
+from shoal_dev.lab.netns import lab_available, list_links, list_namespaces
+from shoal_dev.lab.network import EmulatedNetwork, OfficeSpec
+from shoal_dev.lab.upgrade import run_upgrade
+
+PREFIX = os.environ.get("SHOAL_UPGRADE_PREFIX", "upg-")
+BASE = "10.218"  # not the lab's default: other labs may run beside this one
+CLIENTS = int(os.environ.get("SHOAL_UPGRADE_CLIENTS", "4"))
+
+available, why = lab_available()
+pytestmark = [pytest.mark.skipif(not available, reason=why), pytest.mark.slow]
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> Iterator[tuple[Deployment, EmulatedNetwork]]:
+    branch = OfficeSpec("branch", 1, CLIENTS, wan_mbit=20, base=BASE)
+    network = EmulatedNetwork.create(PREFIX, [branch], segment_wan=True, base=BASE)
+    deployment = Deployment(
+        NamespacePlacement(network),
+        tmp_path / "site",
+        [OfficeSetup("branch", branch.subnet, "Default")],
+        f"{BASE}.0.0/24",
+        say=lambda _line: None,
+    )
+    try:
+        deployment.start_console()
+        deployment.configure(seats=50)
+        deployment.start_server()
+        deployment.wait_for_server()
+        yield deployment, network
+    finally:
+        deployment.close()
+        assert list_namespaces(PREFIX) == [], "a namespace outlived the test"
+        assert list_links(PREFIX) == [], "a link outlived the test"
+
+
+def test_clients_move_to_the_release_which_crosses_the_wan_once(
+    site: tuple[Deployment, EmulatedNetwork], tmp_path: Path
+) -> None:
+    deployment, network = site
+    hosts = network.office_hosts("branch")
+    result = run_upgrade(deployment, network, hosts, tmp_path / "upgrade", say=lambda _l: None)
+    assert "upgrade p2p-server (0.1.0) to 0.2.0 or later first" in result.refusal
+    assert result.versions == dict.fromkeys(result.versions, "0.2.0")
+    assert len(result.versions) == CLIENTS
+    assert result.on_disk == dict.fromkeys(result.on_disk, "0.2.0")  # the copy was replaced
+    assert result.restarts == dict.fromkeys(result.restarts, 1)  # exit 75, started again
+    assert result.install_states == dict.fromkeys(result.install_states, "installed")
+    # Once, not once per client: the control traffic of the upgrade (new registrations,
+    # check-ins) rides on top, so allow a fraction of the release.
+    print(result.summary())
+    assert result.wan_ratio < 1.5, result.summary()
+    assert result.wan_ratio_net < 1.15, result.summary()
