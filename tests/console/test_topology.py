@@ -151,7 +151,7 @@ def test_a_cycle_below_a_long_chain_is_reported_once():
 
 
 def test_office_and_subnet_counts_are_limited(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(topology, "MAX_OFFICES", 3)
+    monkeypatch.setattr(topology.parsing, "MAX_OFFICES", 3)  # where the limit is read
     rows = "".join(f"O{n},Central Office,,10.{n + 1}.0.0/24\n" for n in range(3))
     found = problems_of(HEADER + "Central Office,,,10.0.0.0/24\n" + rows)
     assert found == [("line 5", "office", "more than 3 offices: a topology holds at most 3")]
@@ -162,7 +162,7 @@ def test_office_and_subnet_counts_are_limited(monkeypatch: pytest.MonkeyPatch):
     grown, _ = topology.with_client_subnet(tree, "10.5.0.1", "10.5.0.0/24")
     with pytest.raises(TopologyInvalid, match=r"already holds 3 offices \(at most 3\)"):
         topology.with_client_subnet(grown, "10.6.0.1", "10.6.0.0/24")
-    monkeypatch.setattr(topology, "MAX_SUBNETS", 4)
+    monkeypatch.setattr(topology.parsing, "MAX_SUBNETS", 4)
     many = " ".join(f"10.{n}.0.0/16" for n in range(5))
     with pytest.raises(TopologyInvalid, match="more than 4 subnets in all"):
         topology.parse_csv(HEADER + f"Central Office,,,{many}\n")
@@ -187,3 +187,13 @@ def test_formula_cells_are_neutralised_and_restored_exactly(cell: str):
     exported = topology.neutralise_formula(cell)
     assert not exported.startswith(topology.FORMULA_STARTS)
     assert topology.restore_formula(exported) == cell
+
+
+def test_every_office_type_has_its_wire_code() -> None:
+    """The administrator's office types map one to one onto the wire's codes (NONE, for
+    a device in no office, is the wire's only extra)."""
+    from shoal.wire.control import OfficeType as WireOfficeType
+
+    codes = {office_type.code for office_type in OfficeType}
+    assert codes == set(WireOfficeType) - {WireOfficeType.NONE}
+    assert OfficeType.WIFI.code is WireOfficeType.WIFI

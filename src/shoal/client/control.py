@@ -34,6 +34,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from shoal.core.address import Address
 from shoal.core.identity import DeviceKey, control_key
 from shoal.core.ids import ContentId
 from shoal.core.server_cert import CertificateInvalid, ServerCertificate, verify_certificate
@@ -60,7 +61,6 @@ from shoal.wire.control import (
 )
 from shoal.wire.errors import MalformedDatagram
 
-Address = tuple[str, int]
 MAX_PENDING = 256
 PEERS_PADDING = 176
 """PEERS padded to 256 bytes: the server answers at most 3x that, about 110 peers."""

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import ipaddress
-import json
 import logging
 import os
 import socket
@@ -40,12 +38,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shoal import __version__, ports
+from shoal import __version__
 from shoal.assignments import SealedContent
 from shoal.client.agent import AgentConfig, AgentCore, PlaintextJob
 from shoal.client.disk import ChunkRead, DiskResult
 from shoal.client.disk_worker import DiskWorker, ReadWorker
 from shoal.client.enrollment import EnrollmentError, enroll, load_enrollment, read_bundle
+from shoal.client.host import (
+    DEVICE_KEY_FILE,
+    NETWORK_FILE,
+    ClientSetupError,
+    listening_ports,
+    load_identity,
+    load_network,
+    local_address_toward,
+    prefix_of,
+    save_network,
+)
 from shoal.client.install import CommandFinished, InstallMachine, InstallPolicy, InstallStateError
 from shoal.client.installer import (
     STAGING_DIRECTORY,
@@ -67,27 +76,45 @@ from shoal.client.plaintext import (
     write_plaintext,
 )
 from shoal.client.self_upgrade import restart_needed
+from shoal.client.status import (
+    STATUS_FILE,
+    read_status,
+    render_installs,
+    render_status,
+    write_status,
+)
 from shoal.client.trust import TRUST_FILE
-from shoal.core import portable
-from shoal.core.errors import KeyFileError, ShoalError
-from shoal.core.identity import DeviceKey
+from shoal.core.errors import ShoalError
 from shoal.core.ids import ContentId
 from shoal.net.errors import AddressUnavailable
 from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
 from shoal.net.udp import UdpConfig
+from shoal.ports import PortSet
 from shoal.protocol.transfer import Mode
 from shoal.store.content_store import ContentStore
 from shoal.store.errors import StoreError
 from shoal.wire.control import Registered
 
+__all__ = [
+    "DEVICE_KEY_FILE",
+    "NETWORK_FILE",
+    "STATUS_FILE",
+    "ClientConfig",
+    "ClientService",
+    "ClientSetupError",
+    "listening_ports",
+    "load_identity",
+    "load_network",
+    "local_address_toward",
+    "prefix_of",
+    "read_status",
+    "render_installs",
+    "render_status",
+    "save_network",
+    "write_status",
+]
+
 log = logging.getLogger("shoal.client")
-STATUS_FILE = "status.json"
-DEVICE_KEY_FILE = "device.key"
-NETWORK_FILE = "network.json"  # the ports the console set, as the server last said
-
-
-class ClientSetupError(ShoalError):
-    """The agent cannot start: not enrolled, no address toward the server, bad identity."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,80 +139,6 @@ class ClientConfig:
     """Wait before the 2nd install attempt of a version (x4 before the 3rd)."""
     metrics_textfile: Path | None = None
     """Also write the counters here, for node-exporter's textfile collector."""
-
-
-def load_identity(data_dir: Path) -> DeviceKey:
-    """The device key, created (and fsynced, mode 0600) at first start."""
-    try:
-        return DeviceKey.load_or_create(data_dir / DEVICE_KEY_FILE)
-    except KeyFileError as error:
-        raise ClientSetupError(str(error)) from None
-
-
-def local_address_toward(server: str, port: int) -> str:
-    """The source address this host uses to reach the server (no packet is sent)."""
-    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        probe.connect((server, port))
-        return str(probe.getsockname()[0])
-    except OSError as error:
-        raise ClientSetupError(f"no route to the P2P server {server}: {error}") from None
-    finally:
-        probe.close()
-
-
-def prefix_of(ip: str) -> int | None:
-    """The subnet prefix length of a local IPv4 address, if an interface holds it
-    (psutil: the same on Linux, Windows and macOS)."""
-    import psutil
-
-    for addresses in psutil.net_if_addrs().values():
-        for address in addresses:
-            if address.family == socket.AF_INET and address.address == ip and address.netmask:
-                return ipaddress.IPv4Network(f"0.0.0.0/{address.netmask}").prefixlen
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class PortSet:
-    """The ports a client listens on: discovery, foreground data, background data."""
-
-    discovery: int = ports.DISCOVERY
-    data: int = ports.FOREGROUND_DATA
-    background: int = ports.BACKGROUND_DATA
-
-
-def load_network(data_dir: Path) -> tuple[PortSet | None, PortSet | None]:
-    """The console's main and alternative ports, as this client last learnt them."""
-    try:
-        document = json.loads((data_dir / NETWORK_FILE).read_text())
-        main = PortSet(*document["main"])
-        alternative = PortSet(*document["alternative"]) if document.get("alternative") else None
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
-        return None, None
-    return main, alternative
-
-
-def save_network(data_dir: Path, main: PortSet, alternative: PortSet | None) -> None:
-    path = data_dir / NETWORK_FILE
-    document = {
-        "main": [main.discovery, main.data, main.background],
-        "alternative": (
-            [alternative.discovery, alternative.data, alternative.background]
-            if alternative
-            else None
-        ),
-    }
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(document))
-    portable.replace(temporary, path)
-
-
-def write_status(data_dir: Path, status: dict[str, Any]) -> None:
-    path = data_dir / STATUS_FILE
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(status, indent=1, sort_keys=True))
-    portable.replace(temporary, path)
 
 
 class ClientService:
@@ -215,7 +168,7 @@ class ClientService:
             prefix = 24
         self.prefix = prefix
         saved_main, self.alternative = load_network(config.data_dir)
-        from_bundle = PortSet(*self.enrollment.ports) if self.enrollment.ports else None
+        from_bundle = listening_ports(*self.enrollment.ports) if self.enrollment.ports else None
         base = saved_main or from_bundle or PortSet()
         self.ports = PortSet(
             discovery=config.discovery_port or base.discovery,
@@ -502,11 +455,13 @@ class ClientService:
 
     def _remember_ports(self, registration: Registered) -> None:
         """Keep the console's ports for the next start (and log when they differ)."""
-        main = PortSet(
+        main = listening_ports(
             registration.discovery_port, registration.data_port, registration.background_port
         )
         alt = registration.alternative_ports
-        alternative = PortSet(alt[0], alt[2], alt[3]) if all((alt[0], alt[2], alt[3])) else None
+        alternative = (
+            listening_ports(alt[0], alt[2], alt[3]) if all((alt[0], alt[2], alt[3])) else None
+        )
         if (main, alternative) != load_network(self.config.data_dir):
             save_network(self.config.data_dir, main, alternative)
             if main != self.ports and self.ports != alternative:
@@ -551,113 +506,3 @@ class _AgentShell:
 
     def get_timer(self) -> float | None:
         return self.agent.get_timer()
-
-
-def read_status(data_dir: Path) -> dict[str, Any]:
-    path = data_dir / STATUS_FILE
-    try:
-        status: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ClientSetupError(
-            f"{path}: no status yet (is `shoal client run --data-dir {data_dir}` running?)"
-        ) from None
-    except ValueError as error:
-        raise ClientSetupError(f"{path}: unreadable status ({error})") from None
-    return status
-
-
-def _bytes(count: int) -> str:
-    value = float(count)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.1f} {unit}" if unit != "B" else f"{count} B"
-        value /= 1024
-    return f"{count} B"
-
-
-def render_status(status: dict[str, Any], width: int = 24) -> str:
-    """The human view of ``shoal client status``."""
-    lines = []
-    age = time.time() - float(status.get("wall_time", 0))
-    running = not status.get("stopped") and age < 10
-    state = "running" if running else f"NOT RUNNING (last status {age:.0f} s ago)"
-    lines.append(f"shoal client {status['version']}  device {status['device_id']}  [{state}]")
-    office = status.get("office") or "none"
-    lines.append(f"P2P server {status['server']}   office {office} ({status['office_type']})")
-    licence = status.get("licence")
-    if licence:
-        over = licence["seats_over"]
-        text = licence["state"] + (f": {over} seats over the licence" if over else "")
-        lines.append(f"licence {text}")
-    refusal = status.get("refusal")
-    if refusal:
-        lines.append(f"REFUSED ({refusal['cause']}): {refusal['message']}")
-    lines.append(f"note: {status['note']}")
-    trust = status.get("trust") or {}
-    if trust.get("console_key"):
-        lines.append(
-            f"console key {trust['console_key']}, newest assignment document "
-            f"{trust['highest_sequence']}; refused {trust['documents_refused']}, "
-            f"rotation statements ignored {trust['rotations_ignored']}"
-        )
-    if trust.get("document_note"):
-        lines.append(f"assignment document: {trust['document_note']}")
-    downloads = status.get("downloads", [])
-    if not downloads:
-        lines.append("no assignments yet")
-    for download in downloads:
-        chunks, done = download["chunks"], download["chunks_done"]
-        fraction = done / chunks if chunks else (1.0 if download["state"] == "complete" else 0)
-        bar = "#" * round(fraction * width) + "-" * (width - round(fraction * width))
-        lines.append(
-            f"{download['content_id'][:12]}  {download['state']:<20} [{bar}] "
-            f"{fraction * 100:5.1f}%  {done}/{chunks} chunks"
-        )
-        peers = ", ".join(download["peers_used"]) or "none"
-        lines.append(
-            f"    from peers {_bytes(download['bytes_from_peers'])}, from server "
-            f"{_bytes(download['bytes_from_server'])}; peers used: {peers}"
-        )
-        if download["note"]:
-            lines.append(f"    {download['note']}")
-        if download.get("plaintext"):
-            lines.append(f"    plaintext (confidential): {download['plaintext']}")
-    lines.extend(render_installs(status.get("installs", [])))
-    served = status.get("served", {})
-    lines.append(
-        f"served to peers: {served.get('chunks', 0)} chunks, {_bytes(served.get('bytes', 0))}"
-    )
-    discovery = (status.get("counters") or {}).get("discovery")
-    if discovery:
-        lines.append(
-            f"discovery: {discovery['queries_sent']} queries sent, "
-            f"{discovery['answers_received']} answers, "
-            f"{discovery['out_of_office_answers']} out-of-office answers"
-        )
-    if status.get("discovery_hint"):
-        lines.append(f"  {status['discovery_hint']}")
-    if status.get("server_silent_seconds", 0) >= SILENT_WARNING:
-        lines.append(
-            f"P2P server silent for {status['server_silent_seconds']:.0f} s "
-            "(is it running? UDP blocked?)"
-        )
-    return "\n".join(lines)
-
-
-def render_installs(installs: list[dict[str, Any]]) -> list[str]:
-    """The install part of ``shoal client status``: one line per version, then the
-    note and the last lines of the command's output for a failed one."""
-    lines = []
-    for install in installs:
-        exit_code = install.get("exit_code")
-        code = "" if exit_code is None else f", exit code {exit_code}"
-        lines.append(
-            f"install {install['content_id'][:12]}  {install['state']}  "
-            f"(attempts {install['attempts']}{code})"
-        )
-        if install.get("note"):
-            lines.append(f"    {install['note']}")
-        if install["state"] in ("failed", "uninstall failed") and install.get("output_tail"):
-            tail = install["output_tail"].rstrip().splitlines()[-5:]
-            lines.extend(f"    | {line}" for line in tail)
-    return lines

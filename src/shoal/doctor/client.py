@@ -20,7 +20,6 @@ from shoal import __version__
 from shoal.client.enrollment import EnrollmentError, load_enrollment
 from shoal.client.service import (
     STATUS_FILE,
-    PortSet,
     load_identity,
     load_network,
     local_address_toward,
@@ -28,6 +27,7 @@ from shoal.client.service import (
 )
 from shoal.doctor.probes import ServerAnswer, ask_server, bind_error, broadcast_probe, in_use
 from shoal.health import CheckResult, check_directory
+from shoal.ports import PortSet
 from shoal.server.refusal_log import FIX
 from shoal.wire.control import RefusalCause
 

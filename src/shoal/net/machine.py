@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-Address = tuple[str, int]
-"""An (IP address, UDP port) pair, as the socket module gives it for IPv4."""
+from shoal.core.address import Address as Address  # re-exported: the shells import it here
 
 
 class DatagramMachine(Protocol):

@@ -42,6 +42,7 @@ from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from shoal.core.address import Address
 from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
 from shoal.protocol.validation import DEFAULT_TOKEN_LIFETIME, AddressValidator
@@ -60,7 +61,6 @@ from shoal.wire.messages import (
     who_has_padding,
 )
 
-Address = tuple[str, int]
 MAX_INTERESTED_PEERS = 1024
 MAX_SEARCHES = 256
 MAX_EVENTS = 4096

@@ -29,10 +29,9 @@ import hmac
 import secrets
 from collections import OrderedDict
 
+from shoal.core.address import Address
 from shoal.protocol.ratelimit import TokenBucket
 from shoal.wire.messages import NO_TOKEN, TOKEN_SIZE
-
-Address = tuple[str, int]
 
 #: Seconds an epoch lasts: a token is accepted for one to two of them.
 DEFAULT_TOKEN_LIFETIME = 600.0

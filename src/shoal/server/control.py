@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from shoal.core.address import Address
 from shoal.core.identity import device_id_of
 from shoal.server.address_tokens import AddressTokens
 from shoal.server.core import ServerCore
@@ -58,7 +59,6 @@ from shoal.wire.messages import (
     encode_datagram,
 )
 
-Address = tuple[str, int]
 MAX_OUTBOX = 8192
 NUDGES_PER_ROUND = 256
 NUDGE_SPACING = 0.005

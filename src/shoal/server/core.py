@@ -37,37 +37,32 @@ rate of new devices; registry entries of devices silent for ``client_expiry`` le
 the registry (their console seat stays until retired in the console); a rendezvous
 point that brings no chunk loses its lease (``RendezvousTable``).
 
-Bad-peer reports are counted per (office, content, peer address) from distinct
-reporters, at most ``reports_per_reporter`` per reporter and ``max_reports`` in all
-(the oldest forgotten first). A peer reported by ``ban_reporters`` distinct devices is
-banned in that office for ``ban_seconds``: it gets no lease, is left out of peer
-lists, and every check-in reply of that office names it so clients stop using it.
+Bad-peer reports and bans: ``shoal.server.bad_peers``. A banned peer gets no lease, is
+left out of peer lists, and every check-in reply of its office names it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-import re
-import unicodedata
-from collections import OrderedDict, deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections import deque
+from dataclasses import replace
 from typing import Any
 
-from shoal import __version__, ports
+from shoal import __version__
 from shoal.assignments import assigned_entries, entry_applies
-from shoal.core.identity import DeviceKey, control_key
+from shoal.core.address import Address
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest, decode_manifest_file
-from shoal.core.stripes import DEFAULT_STRIPES
-from shoal.server.limits import AbuseLimits, Buckets
+from shoal.server.bad_peers import BadPeerBook, BadPeerReport, PeerBanned
+from shoal.server.control_keys import ControlKeys
+from shoal.server.limits import Buckets
+from shoal.server.registry import BandwidthLimit, ClientRecord, LicenceView, ServerSettings
 from shoal.server.rendezvous import Decision, RendezvousTable
-from shoal.topology import OfficeType as TopologyOfficeType
+from shoal.server.validation import invalid_request
 from shoal.topology import Topology
 from shoal.versions import IncompatibleVersion, InvalidVersion, Role, check_compatible
 from shoal.wire.control import (
-    MAX_BANNED,
     BadPeer,
     CheckIn,
     CheckInReply,
@@ -93,117 +88,26 @@ from shoal.wire.control import (
     Registered,
 )
 
-Address = tuple[str, int]
+__all__ = [
+    "EXPIRY_SWEEP",
+    "MAX_CLIENTS",
+    "MAX_INSTALLS_PER_CLIENT",
+    "BadPeerReport",
+    "BandwidthLimit",
+    "ClientRecord",
+    "LicenceView",
+    "PeerBanned",
+    "ServerCore",
+    "ServerSettings",
+]
+
 MAX_CLIENTS = 100_000
-MAX_HOSTNAME = 64
-MAX_VERSION = 40
-MAX_COUNTER = 2**62
 MAX_INSTALLS_PER_CLIENT = 256
 """Install records kept per device (its assigned versions, and those it uninstalls)."""
 _UNINSTALL_STATES = frozenset(
     {InstallStatus.UNINSTALLING, InstallStatus.UNINSTALLED, InstallStatus.UNINSTALL_FAILED}
 )
-"""Byte counters above this are refused: the console's integers stop there (row 5)."""
-_VERSION_PATTERN = re.compile(r"[0-9A-Za-z.+\-]+")
-_DERIVED_KEYS = 4096
 EXPIRY_SWEEP = 60.0
-_OFFICE_TYPES = {
-    TopologyOfficeType.DEFAULT: OfficeType.DEFAULT,
-    TopologyOfficeType.WIFI: OfficeType.WIFI,
-    TopologyOfficeType.VPN: OfficeType.VPN,
-}
-
-
-@dataclass(frozen=True, slots=True)
-class ServerSettings:
-    """What the server tells its clients, and its policies."""
-
-    enrollment_token: bytes
-    """What enrolled devices hold (``client_key_for``): mixed into every control key."""
-    identity: DeviceKey
-    """The server's own X25519 key, certified by the console."""
-    checkin_seconds: int = 60
-    discovery_port: int = ports.DISCOVERY
-    data_port: int = ports.FOREGROUND_DATA
-    background_port: int = ports.BACKGROUND_DATA
-    lease_seconds: float = 10.0
-    max_stripes: int = DEFAULT_STRIPES
-    """At most this many clients of an office fetch a content over the WAN at once, each
-    its own stripe of the chunks (``shoal.server.rendezvous``); 1: one rendezvous point."""
-    direct_outside_offices: bool = True
-    alternative_ports: tuple[int, int, int, int] = (0, 0, 0, 0)
-    """Discovery, control, data, background ports to use when the main ones are taken."""
-    bandwidth: Mapping[str, BandwidthLimit] = field(default_factory=dict)
-    """Per office name: the console's bandwidth policy, passed on to its clients."""
-    limits: AbuseLimits = field(default_factory=AbuseLimits)
-
-
-@dataclass(frozen=True, slots=True)
-class BandwidthLimit:
-    """An office's caps (0 = none): foreground and background kbit/s, downloads at once."""
-
-    foreground_kbps: int = 0
-    background_kbps: int = 0
-    max_downloads: int = 0
-
-
-@dataclass(slots=True)
-class ClientRecord:
-    """One client as the server knows it (reported to the console)."""
-
-    device_id: bytes
-    hostname: str
-    version: str
-    ip: str
-    subnet: str
-    first_seen: float
-    last_seen: float
-    content: dict[ContentId, ContentProgress] = field(default_factory=dict)
-    control_address: Address | None = None
-    """Where its control datagrams come from (nudges go there); not kept across restarts:
-    a restarted server nudges the clients that have spoken to it since."""
-    public_key: bytes = b""
-    """The device's X25519 public key (its device ID is derived from it)."""
-    last_counter: int = 0
-    """The highest counter accepted from it (kept with the registry: replays refused)."""
-    control_key: bytes | None = None
-    installs: dict[ContentId, InstallReport] = field(default_factory=dict)
-    """The newest install report per content (relayed to the console)."""
-
-
-@dataclass(frozen=True, slots=True)
-class BadPeerReport:
-    reporter: bytes
-    content_id: ContentId
-    peer: Address
-    chunk_index: int
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class PeerBanned:
-    """A peer reported by enough distinct devices: banned in ``office``."""
-
-    office: str
-    peer_ip: str
-    content_id: ContentId
-    reporters: int
-    until: float
-
-
-@dataclass(slots=True)
-class _Reports:
-    reporters: set[bytes] = field(default_factory=set)
-
-
-@dataclass(slots=True)
-class LicenceView:
-    """The licence as the console last described it."""
-
-    active: bool = False
-    expired: bool = False
-    seats_over: int = 0
-    message: str = "the P2P server is not activated: save the licence key in the console"
 
 
 class ServerCore:
@@ -223,23 +127,15 @@ class ServerCore:
         )
         self.certificate: bytes | None = None
         """This server's certificate from the console (``HELLO`` answers it)."""
-        self.bad_peer_reports: deque[BadPeerReport] = deque(maxlen=limits.max_reports)
-        """Accepted distinct reports not yet persisted (the shell drains them)."""
-        self.new_bans: deque[PeerBanned] = deque(maxlen=1000)
-        self.bans_total = 0
-        """Bans decided since start (``new_bans`` is drained by the shell)."""
+        self.bad_peers = BadPeerBook(limits)
         self.requests_handled: dict[str, int] = {}
         """Authenticated control requests admitted, per message type (REGISTER, CHECK_IN...)."""
-        self.dropped_reports = 0
-        self._reports: OrderedDict[tuple[str, ContentId, str], _Reports] = OrderedDict()
-        self._reports_by: dict[bytes, int] = {}
-        self._bans: dict[str, dict[str, float]] = {}  # office -> peer IP -> until
         self._new_devices = Buckets(
             limits.new_devices_per_address,
             limits.new_devices_per_address / limits.new_device_window,
         )
         self._all_new_devices = Buckets(limits.new_devices_burst, limits.new_devices_rate)
-        self._derived: OrderedDict[bytes, bytes] = OrderedDict()
+        self.control_keys = ControlKeys(settings.identity, settings.enrollment_token)
         self.expired: list[bytes] = []
         """Device IDs that left the registry (the shell deletes their rows)."""
         self._next_sweep = 0.0
@@ -311,32 +207,13 @@ class ServerCore:
         office = self.topology.office_for_address(ip)
         if office is None:
             return None, OfficeType.NONE
-        return office.name, _OFFICE_TYPES[office.type]
+        return office.name, office.type.code
 
     # ------------------------------------------------------ authentication
 
     def control_key_for(self, public_key: bytes) -> bytes | None:
-        """The control key shared with the holder of ``public_key`` (``None`` if it is
-        not a usable X25519 key). Cached: the X25519 runs once per device, not per
-        datagram."""
-        key = self._derived.get(public_key)
-        if key is not None:
-            self._derived.move_to_end(public_key)
-            return key
-        identity = self.settings.identity
-        try:
-            key = control_key(
-                identity.exchange(public_key),
-                self.settings.enrollment_token,
-                public_key,
-                identity.public_raw,
-            )
-        except ValueError:
-            return None
-        self._derived[public_key] = key
-        if len(self._derived) > _DERIVED_KEYS:
-            self._derived.popitem(last=False)
-        return key
+        """The control key shared with the holder of ``public_key`` (``ControlKeys``)."""
+        return self.control_keys.key_for(public_key)
 
     def control_key_of(self, device_id: bytes) -> bytes | None:
         """The control key of a registered device, or ``None``."""
@@ -367,7 +244,7 @@ class ServerCore:
         body = message.body
         if now >= self._next_sweep:
             self.expire_clients(now)
-        refusal = _invalid(body) or self._admission(message, now)
+        refusal = invalid_request(body) or self._admission(message, now)
         if refusal is not None:
             self.note_refusal(message.device_id, addr, refusal)
             return refusal
@@ -530,54 +407,38 @@ class ServerCore:
     # ------------------------------------------------------------- bad peers
 
     def _bad_peer(self, client: ClientRecord, body: BadPeer, now: float) -> None:
-        """Count a report from a distinct reporter; ban a peer enough devices report."""
-        limits = self.settings.limits
+        """Count a report (``BadPeerBook``); a ban revokes the culprit's lease."""
         office, _ = self.office_of(client.ip)
-        peer_ip = body.peer[0]
-        if office is None or peer_ip == client.ip:
+        if office is None or body.peer[0] == client.ip:
             return
-        key = (office, body.content_id, peer_ip)
-        reports = self._reports.get(key)
-        if reports is not None and client.device_id in reports.reporters:
-            return  # the same reporter again: counted once
-        if self._reports_by.get(client.device_id, 0) >= limits.reports_per_reporter:
-            self.dropped_reports += 1
-            return
-        if reports is None:
-            if len(self._reports) >= limits.max_reports:
-                _, oldest = self._reports.popitem(last=False)
-                for reporter in oldest.reporters:
-                    self._reports_by[reporter] -= 1
-                    if not self._reports_by[reporter]:
-                        del self._reports_by[reporter]
-            reports = self._reports[key] = _Reports()
-        reports.reporters.add(client.device_id)
-        self._reports_by[client.device_id] = self._reports_by.get(client.device_id, 0) + 1
-        self.bad_peer_reports.append(
-            BadPeerReport(client.device_id, body.content_id, body.peer, body.chunk_index, now)
-        )
-        banned = self._bans.setdefault(office, {})
-        if len(reports.reporters) >= limits.ban_reporters and banned.get(peer_ip, 0.0) <= now:
-            until = banned[peer_ip] = now + limits.ban_seconds
-            self.bans_total += 1
-            self.new_bans.append(
-                PeerBanned(office, peer_ip, body.content_id, len(reports.reporters), until)
-            )
-            culprit = self.client_at(peer_ip)
+        ban = self.bad_peers.report(office, client.device_id, body, now)
+        if ban is not None:
+            culprit = self.client_at(ban.peer_ip)
             if culprit is not None:
                 self.rendezvous.revoke(office, culprit.device_id.hex())
 
     def _is_banned(self, office: str | None, ip: str, now: float) -> bool:
-        return office is not None and self._bans.get(office, {}).get(ip, 0.0) > now
+        return self.bad_peers.is_banned(office, ip, now)
 
     def _banned_in(self, office: str | None, now: float) -> tuple[str, ...]:
-        """The peers banned in ``office`` now (the newest bans first, at most 32)."""
-        if office is None or office not in self._bans:
-            return ()
-        banned = self._bans[office]
-        for ip in [ip for ip, until in banned.items() if until <= now]:
-            del banned[ip]
-        return tuple(reversed(banned))[:MAX_BANNED]
+        return self.bad_peers.banned_in(office, now)
+
+    @property
+    def bad_peer_reports(self) -> deque[BadPeerReport]:
+        """Accepted distinct reports not yet persisted (the shell drains them)."""
+        return self.bad_peers.reports
+
+    @property
+    def new_bans(self) -> deque[PeerBanned]:
+        return self.bad_peers.new_bans
+
+    @property
+    def bans_total(self) -> int:
+        return self.bad_peers.bans_total
+
+    @property
+    def dropped_reports(self) -> int:
+        return self.bad_peers.dropped_reports
 
     def chunk_served(self, client_ip: str, content_id: ContentId, now: float) -> None:
         """The data plane served a chunk of ``content_id`` to ``client_ip``: if it is the
@@ -737,31 +598,3 @@ class ServerCore:
                     server + progress.bytes_from_server,
                 )
         return totals
-
-
-def _invalid(body: ControlBody) -> Refused | None:
-    """Values the console cannot take (or that make no sense), refused by field name."""
-    problem: str | None = None
-    if isinstance(body, Register):
-        if len(body.hostname) > MAX_HOSTNAME:
-            problem = f"hostname: longer than {MAX_HOSTNAME} characters"
-        elif any(unicodedata.category(char)[0] == "C" for char in body.hostname):
-            problem = "hostname: contains a control or unassigned character"
-        elif len(body.version) > MAX_VERSION or not _VERSION_PATTERN.fullmatch(body.version):
-            problem = "version: not a version number"
-    elif isinstance(body, InstallReport):
-        if body.exit_code is not None and not -(2**31) <= body.exit_code < 2**32:
-            problem = "exit_code: out of range (a 32-bit exit code)"
-    elif isinstance(body, CheckIn):
-        for entry in body.content:
-            if entry.chunks_done > entry.chunk_count:
-                problem = f"chunks_done: {entry.chunks_done} > chunk_count {entry.chunk_count}"
-            elif entry.bytes_from_peers >= MAX_COUNTER:
-                problem = "bytes_from_peers: out of range (at most 2^62)"
-            elif entry.bytes_from_server >= MAX_COUNTER:
-                problem = "bytes_from_server: out of range (at most 2^62)"
-            if problem is not None:
-                break
-    if problem is None:
-        return None
-    return Refused(RefusalCause.INVALID_REQUEST, f"invalid {type(body).__name__}: {problem}")

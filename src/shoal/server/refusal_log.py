@@ -11,9 +11,8 @@ import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 
+from shoal.core.address import Address
 from shoal.wire.control import RefusalCause, Refused
-
-Address = tuple[str, int]
 
 log = logging.getLogger("shoal.server.refusals")
 

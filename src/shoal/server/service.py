@@ -38,16 +38,12 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import stamina
 from prometheus_client import CollectorRegistry
-from sqlalchemy.orm import Session, sessionmaker
 
-from shoal import ports
 from shoal.assignments import encode_envelope
 from shoal.core.changes import ChangeKind
 from shoal.core.identity import DeviceKey, enrollment_token_for
@@ -57,7 +53,9 @@ from shoal.health import CheckResult, check_database, check_directory
 from shoal.licensing import LicenceState
 from shoal.net.events import DeliveryFailed
 from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
+from shoal.ports import PortSet
 from shoal.protocol.transfer import Mode
+from shoal.server.config import ServerConfig
 from shoal.server.console_link import (
     ConsoleLink,
     ConsoleLinkError,
@@ -65,16 +63,24 @@ from shoal.server.console_link import (
     ReportedClient,
     ReportedInstall,
 )
-from shoal.server.core import BandwidthLimit, ClientRecord, ServerCore, ServerSettings
-from shoal.server.db import BadPeerRow, ClientRow, StateValue, open_database, sqlite_url
-from shoal.server.limits import AbuseLimits
+from shoal.server.core import BandwidthLimit, ServerCore, ServerSettings
+from shoal.server.db import open_database, sqlite_url
 from shoal.server.metrics import ServerCollector
 from shoal.server.metrics_listener import MetricsListener
 from shoal.server.node import ServerNode
 from shoal.server.refusal_log import RefusalLog
+from shoal.server.state_store import RowState, StateStore
 from shoal.store.content_store import ContentStore
 from shoal.topology import parse_json
-from shoal.wire.control import ContentProgress
+
+__all__ = [
+    "SERVER_KEY_FILE",
+    "ServerConfig",
+    "ServerService",
+    "StateStore",
+    "SyncOutcome",
+    "client_key_for",
+]
 
 log = logging.getLogger("shoal.server")
 MIN_SYNC_ROUND = 0.5
@@ -83,110 +89,9 @@ MIN_SYNC_ROUND = 0.5
 SERVER_KEY_FILE = "server.key"
 
 
-class RowState(NamedTuple):
-    """What of a registry entry its database row keeps: plain values, so that the row can
-    be built and written by a worker thread while the event loop changes the entry."""
-
-    device_id: bytes
-    hostname: str
-    version: str
-    address: str
-    subnet: str
-    public_key: bytes
-    last_counter: int
-    content: tuple[ContentProgress, ...]
-
-
-def row_state(client: ClientRecord) -> RowState:
-    return RowState(
-        client.device_id,
-        client.hostname,
-        client.version,
-        client.ip,
-        client.subnet,
-        client.public_key,
-        client.last_counter,
-        tuple(client.content.values()),
-    )
-
-
-def client_row(state: RowState, wall_now: float) -> ClientRow:
-    """A registry entry's database row."""
-    return ClientRow(
-        device_id=state.device_id.hex(),
-        hostname=state.hostname,
-        version=state.version,
-        address=state.address,
-        subnet=state.subnet,
-        first_seen=wall_now,
-        last_seen=wall_now,
-        public_key=state.public_key.hex() or None,
-        last_counter=state.last_counter,
-        content=[
-            [
-                p.content_id.hex,
-                p.chunks_done,
-                p.chunk_count,
-                p.bytes_from_peers,
-                p.bytes_from_server,
-            ]
-            for p in state.content
-        ],
-    )
-
-
 def client_key_for(auth_key: str) -> bytes:
     """The enrollment token of this server's clients (see ``enrollment_token_for``)."""
     return enrollment_token_for(auth_key)
-
-
-@dataclass(frozen=True, slots=True)
-class PortSet:
-    """The four UDP ports of the peer-to-peer network."""
-
-    discovery: int = ports.DISCOVERY
-    control: int = ports.CONTROL
-    data: int = ports.FOREGROUND_DATA
-    background: int = ports.BACKGROUND_DATA
-
-    @classmethod
-    def from_console(cls, document: dict[str, Any], fallback: PortSet) -> PortSet:
-        """The console's ``PortSet`` JSON (discovery, control, foreground_data...)."""
-        return cls(
-            discovery=int(document.get("discovery", fallback.discovery)),
-            control=int(document.get("control", fallback.control)),
-            data=int(document.get("foreground_data", fallback.data)),
-            background=int(document.get("background_data", fallback.background)),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ServerConfig:
-    """How ``shoal server run`` was started (see ``shoal server run --help``)."""
-
-    data_dir: Path
-    console_url: str
-    auth_key: str
-    address: str
-    name: str
-    console_ca: Path | None = None
-    database_url: str | None = None
-    bind: str = "0.0.0.0"
-    control_port: int | None = None  # None: the console's setting, else the default
-    data_port: int | None = None
-    background_port: int | None = None
-    discovery_port: int | None = None
-    checkin_seconds: int = 60
-    lease_seconds: float = 10.0
-    sync_seconds: float = 2.0
-    report_seconds: float = 10.0
-    direct_outside_offices: bool = True
-    limits: AbuseLimits = dataclasses.field(default_factory=AbuseLimits)
-    retry_max_seconds: float = 60.0
-    """Longest wait between two attempts to reach an unreachable console (the waits
-    double from ``sync_seconds``, with jitter, up to this)."""
-    metrics: tuple[str, int] | None = None
-    """Where the metrics and health listener listens (``--metrics``); None: off."""
 
 
 @dataclass(slots=True)
@@ -205,78 +110,6 @@ class SyncOutcome:
     certificate: bytes | None = None
 
 
-class StateStore:
-    """The server's SQL state: named values, the client registry, bad-peer reports."""
-
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self.sessions = sessions
-
-    def get(self, key: str) -> str | None:
-        with self.sessions() as session:
-            row = session.get(StateValue, key)
-            return row.value if row is not None else None
-
-    def put(self, values: dict[str, str]) -> None:
-        with self.sessions() as session, session.begin():
-            for key, value in values.items():
-                session.merge(StateValue(key=key, value=value))
-
-    def load_clients(self, now: float) -> list[ClientRecord]:
-        with self.sessions() as session:
-            rows = session.query(ClientRow).all()
-        records = []
-        for row in rows:
-            if not row.public_key:
-                continue  # a device of protocol 1: it registers again with its key
-            record = ClientRecord(
-                bytes.fromhex(row.device_id),
-                row.hostname,
-                row.version,
-                row.address,
-                row.subnet,
-                now,
-                now,
-                public_key=bytes.fromhex(row.public_key),
-                last_counter=row.last_counter,
-            )
-            for entry in row.content:
-                progress = ContentProgress(ContentId.from_hex(entry[0]), *entry[1:])
-                record.content[progress.content_id] = progress
-            records.append(record)
-        return records
-
-    def save_clients(
-        self, clients: list[ClientRecord], wall_now: float, expired: Sequence[bytes] = ()
-    ) -> None:
-        self.save_rows([row_state(client) for client in clients], wall_now, expired)
-
-    def save_rows(
-        self, states: list[RowState], wall_now: float, expired: Sequence[bytes] = ()
-    ) -> None:
-        """Blocking: write these registry entries, delete ``expired`` (a worker thread may
-        run it: ``states`` are plain values)."""
-        with self.sessions() as session, session.begin():
-            for device_id in expired:
-                row = session.get(ClientRow, device_id.hex())
-                if row is not None:
-                    session.delete(row)
-            for state in states:
-                session.merge(client_row(state, wall_now))
-
-    def add_bad_peer_reports(self, reports: list[tuple[str, str, str, int, float]]) -> None:
-        with self.sessions() as session, session.begin():
-            for reporter, content_id, peer, chunk_index, at in reports:
-                session.add(
-                    BadPeerRow(
-                        reporter=reporter,
-                        content_id=content_id,
-                        peer=peer,
-                        chunk_index=chunk_index,
-                        reported_at=at,
-                    )
-                )
-
-
 class ServerService:
     """The P2P server process: UDP planes, console sync, persistence."""
 
@@ -285,8 +118,6 @@ class ServerService:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         url = config.database_url or sqlite_url(config.data_dir / "server.sqlite3")
         self.state = StateStore(open_database(url))
-        self._saved_rows: dict[bytes, RowState] = {}
-        """Per device, what its registry row last written holds (``_registry_changes``)."""
         server_id = self.state.get("server_id")
         if server_id is None:
             server_id = uuid.uuid4().hex
@@ -494,7 +325,7 @@ class ServerService:
         alternative_ports = (0, 0, 0, 0)
         if alternative:
             alt = PortSet.from_console(alternative, self.ports)
-            alternative_ports = (alt.discovery, alt.control, alt.data, alt.background)
+            alternative_ports = alt.numbers()
         bandwidth = {
             entry["office"]: BandwidthLimit(
                 foreground_kbps=int(entry.get("foreground_kbps") or 0),
@@ -732,16 +563,8 @@ class ServerService:
         self._log_refusals()
         core = self.core
         expired, core.expired = core.expired, []
-        for device_id in expired:
-            self._saved_rows.pop(device_id, None)
-        wall_now = time.time()
-        states = []
-        for client in core.clients.values():
-            state = row_state(client)
-            if self._saved_rows.get(client.device_id) != state:
-                self._saved_rows[client.device_id] = state
-                states.append(state)
-        return states, wall_now, expired
+        changed = self.state.changed_rows(core.clients.values(), expired)
+        return changed, time.time(), expired
 
     def _save_reports(self) -> None:
         core = self.core

@@ -34,23 +34,25 @@ are not pinned (assigned content is pinned) until the new entry fits.
 
 from __future__ import annotations
 
-import errno
 import hashlib
-import json
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from shoal.core import portable
 from shoal.core.chunkset import ChunkSet
 from shoal.core.errors import ChunkHashMismatch, ContentHashMismatch, ManifestError
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest, decode_manifest_file
+from shoal.store.disk import (
+    atomic_write,
+    disk_full_is_named,
+    hash_descriptor,
+    preallocate,
+    pwrite_all,
+)
 from shoal.store.errors import (
     CacheFull,
     ChunkNotAvailable,
@@ -58,74 +60,16 @@ from shoal.store.errors import (
     SidecarCorrupt,
     StoreDiskFull,
 )
+from shoal.store.sidecar import (
+    SIDECAR_FORMAT,
+    Entry,
+    EntryInfo,
+    SidecarProblem,
+    encode_sidecar,
+    parse_sidecar,
+)
 
-SIDECAR_FORMAT = 1
-_HASH_BLOCK = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class EntryInfo:
-    """What the store knows of one content ID, for status views."""
-
-    content_id: ContentId
-    size: int
-    chunk_count: int
-    verified_chunks: int
-    complete: bool
-    pinned: bool
-    last_used: float
-
-
-@dataclass(frozen=True, slots=True)
-class SidecarProblem:
-    """A sidecar found unreadable when the store was opened."""
-
-    content_id: ContentId
-    path: Path
-    reason: str
-
-
-@dataclass(slots=True)
-class _Entry:
-    manifest: Manifest
-    verified: ChunkSet
-    complete: bool
-    pinned: bool
-    last_used: float
-    descriptor: int
-
-    def info(self) -> EntryInfo:
-        return EntryInfo(
-            content_id=self.manifest.content_id,
-            size=self.manifest.size,
-            chunk_count=self.manifest.chunk_count,
-            verified_chunks=len(self.verified),
-            complete=self.complete,
-            pinned=self.pinned,
-            last_used=self.last_used,
-        )
-
-
-@contextmanager
-def _disk_full_is_named(what: str, directory: Path) -> Iterator[None]:
-    """Turn ENOSPC/EDQUOT into ``StoreDiskFull`` naming what did not fit."""
-    try:
-        yield
-    except OSError as error:
-        if error.errno in (errno.ENOSPC, errno.EDQUOT):
-            free = _free_bytes(directory)
-            raise StoreDiskFull(
-                f"disk full in {directory}: no room for {what} ({free} bytes free)"
-            ) from None
-        raise
-
-
-def _free_bytes(directory: Path) -> int:
-    try:
-        stats = os.statvfs(directory)
-    except OSError:
-        return 0
-    return stats.f_bavail * stats.f_frsize
+__all__ = ["SIDECAR_FORMAT", "ContentStore", "EntryInfo", "SidecarProblem"]
 
 
 class ContentStore:
@@ -151,7 +95,7 @@ class ContentStore:
         self._clock = clock
         self._lock = threading.RLock()
         self._chunk_written = threading.Condition(self._lock)
-        self._entries: dict[ContentId, _Entry] = {}
+        self._entries: dict[ContentId, Entry] = {}
         self.problems: list[SidecarProblem] = []
         root.mkdir(parents=True, exist_ok=True)
         self._load(strict)
@@ -188,25 +132,25 @@ class ContentStore:
                 if path.stem not in with_sidecar:
                     path.unlink(missing_ok=True)  # orphan of an interrupted add()
 
-    def _read_entry(self, content_id: ContentId) -> _Entry:
+    def _read_entry(self, content_id: ContentId) -> Entry:
         sidecar = self._path(content_id, "state")
         try:
             manifest = decode_manifest_file(self._path(content_id, "manifest").read_bytes())
         except (OSError, ManifestError) as error:
             raise SidecarCorrupt(f"{sidecar}: its manifest is unreadable ({error})") from None
-        state = _parse_sidecar(sidecar, content_id, manifest.manifest)
+        state = parse_sidecar(sidecar, content_id, manifest.manifest)
         try:
             descriptor = os.open(self._path(content_id, "data"), os.O_RDWR)
         except OSError as error:
             raise SidecarCorrupt(f"{sidecar}: its data file is unreadable ({error})") from None
-        return _Entry(manifest.manifest, descriptor=descriptor, **state)
+        return Entry(manifest.manifest, descriptor=descriptor, **state)
 
     # --------------------------------------------------------------- queries
 
     def __contains__(self, content_id: object) -> bool:
         return content_id in self._entries
 
-    def _entry(self, content_id: ContentId) -> _Entry:
+    def _entry(self, content_id: ContentId) -> Entry:
         try:
             return self._entries[content_id]
         except KeyError:
@@ -271,11 +215,11 @@ class ContentStore:
             data_path = self._path(content_id, "data")
             descriptor = -1
             try:
-                with _disk_full_is_named(f"content {content_id.short}", self.root):
-                    self._atomic_write(manifest_path, manifest_file)
+                with disk_full_is_named(f"content {content_id.short}", self.root):
+                    atomic_write(manifest_path, manifest_file, durable=self.durable)
                     descriptor = os.open(data_path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-                    _preallocate(descriptor, manifest.size)
-                    entry = _Entry(
+                    preallocate(descriptor, manifest.size)
+                    entry = Entry(
                         manifest=manifest,
                         verified=ChunkSet(manifest.chunk_count),
                         complete=manifest.chunk_count == 0,
@@ -366,9 +310,9 @@ class ContentStore:
             if not new:
                 return entry.complete
             what = f"chunk {new[0][0]} of {content_id.short}"
-            with _disk_full_is_named(what, self.root):
+            with disk_full_is_named(what, self.root):
                 for chunk_index, data in new:
-                    _pwrite_all(entry.descriptor, data, chunk_index * manifest.chunk_size)
+                    pwrite_all(entry.descriptor, data, chunk_index * manifest.chunk_size)
                 if self.durable:
                     os.fdatasync(entry.descriptor)
                 added = [index for index, _ in new if entry.verified.add(index)]
@@ -385,8 +329,8 @@ class ContentStore:
                 self._chunk_written.notify_all()
             return entry.complete
 
-    def _check_whole_file(self, entry: _Entry) -> None:
-        digest = _hash_descriptor(entry.descriptor, entry.manifest.size)
+    def _check_whole_file(self, entry: Entry) -> None:
+        digest = hash_descriptor(entry.descriptor, entry.manifest.size)
         if digest != entry.manifest.sha256:
             raise ContentHashMismatch(
                 f"content {entry.manifest.content_id.short}: every chunk verified but the "
@@ -490,7 +434,7 @@ class ContentStore:
             old = self._entries.pop(content_id, None)
             if old is not None:
                 os.close(old.descriptor)
-            entry = _Entry(manifest, verified, False, False, self._clock(), descriptor)
+            entry = Entry(manifest, verified, False, False, self._clock(), descriptor)
             if verified.complete:
                 self._check_whole_file(entry)
             self._persist(entry)
@@ -518,106 +462,12 @@ class ContentStore:
 
     # ---------------------------------------------------------- persistence
 
-    def _persist(self, entry: _Entry) -> None:
-        state = {
-            "format": SIDECAR_FORMAT,
-            "content_id": entry.manifest.content_id.hex,
-            "chunks": entry.manifest.chunk_count,
-            "verified": entry.verified.to_bytes().hex(),
-            "complete": entry.complete,
-            "pinned": entry.pinned,
-            "last_used": entry.last_used,
-        }
-        encoded = json.dumps(state, sort_keys=True).encode()
-        with _disk_full_is_named(
+    def _persist(self, entry: Entry) -> None:
+        with disk_full_is_named(
             f"the state of content {entry.manifest.content_id.short}", self.root
         ):
-            self._atomic_write(self._path(entry.manifest.content_id, "state"), encoded)
-
-    def _atomic_write(self, path: Path, data: bytes) -> None:
-        temporary = path.with_name(f".{path.name}.tmp")
-        try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            try:
-                _pwrite_all(descriptor, data, 0)
-                if self.durable:
-                    os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
-            portable.replace(temporary, path)
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
-        if self.durable:
-            portable.fsync_directory(self.root)
-
-
-def _parse_sidecar(path: Path, content_id: ContentId, manifest: Manifest) -> dict[str, Any]:
-    """Read and validate a sidecar; ``SidecarCorrupt`` names what is wrong."""
-    try:
-        state = json.loads(path.read_bytes())
-    except (OSError, ValueError) as error:
-        raise SidecarCorrupt(f"{path}: sidecar is not readable JSON ({error})") from None
-    if not isinstance(state, dict):
-        raise SidecarCorrupt(f"{path}: sidecar is not a JSON object")
-    if state.get("format") != SIDECAR_FORMAT:
-        raise SidecarCorrupt(f"{path}: unknown sidecar format {state.get('format')!r}")
-    if state.get("content_id") != content_id.hex or manifest.content_id != content_id:
-        raise SidecarCorrupt(f"{path}: sidecar belongs to another content ID")
-    if state.get("chunks") != manifest.chunk_count:
-        raise SidecarCorrupt(f"{path}: chunk count does not match the manifest")
-    try:
-        verified = ChunkSet.from_bytes(manifest.chunk_count, bytes.fromhex(state["verified"]))
-    except (KeyError, TypeError, ValueError) as error:
-        raise SidecarCorrupt(f"{path}: verified-chunk bitmap is invalid ({error})") from None
-    complete, pinned, last_used = (
-        state.get("complete"),
-        state.get("pinned"),
-        state.get("last_used"),
-    )
-    if not isinstance(complete, bool) or not isinstance(pinned, bool):
-        raise SidecarCorrupt(f"{path}: 'complete' and 'pinned' must be true or false")
-    if not isinstance(last_used, int | float):
-        raise SidecarCorrupt(f"{path}: 'last_used' must be a number")
-    if complete and not verified.complete:
-        raise SidecarCorrupt(f"{path}: marked complete with chunks missing")
-    return {
-        "verified": verified,
-        "complete": complete,
-        "pinned": pinned,
-        "last_used": float(last_used),
-    }
-
-
-def _preallocate(descriptor: int, size: int) -> None:
-    """Reserve the package's blocks now, so a full disk shows at ``add``, not mid-way."""
-    if size == 0:
-        return
-    if portable.LINUX_PATHS and hasattr(os, "posix_fallocate"):
-        try:
-            os.posix_fallocate(descriptor, 0, size)
-            return
-        except OSError as error:
-            if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                raise
-    os.ftruncate(descriptor, size)
-
-
-def _pwrite_all(descriptor: int, data: bytes | bytearray | memoryview, offset: int) -> None:
-    view = memoryview(data)
-    while view:
-        written = portable.pwrite(descriptor, view, offset)
-        view = view[written:]
-        offset += written
-
-
-def _hash_descriptor(descriptor: int, size: int) -> bytes:
-    digest = hashlib.sha256()
-    offset = 0
-    while offset < size:
-        block = portable.pread(descriptor, min(_HASH_BLOCK, size - offset), offset)
-        if not block:
-            break
-        digest.update(block)
-        offset += len(block)
-    return digest.digest()
+            atomic_write(
+                self._path(entry.manifest.content_id, "state"),
+                encode_sidecar(entry),
+                durable=self.durable,
+            )

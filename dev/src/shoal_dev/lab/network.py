@@ -56,6 +56,10 @@ BASE = "10.231"  # the lab's addresses: BASE.<office number>.<host>
 class OfficeSpec:
     """An office: how many hosts, its WAN rate, its number (second octet).
 
+    Not ``shoal_dev.sim.enterprise.OfficeSpec``: this one is an office of network
+    namespaces (real hosts, rates in Mbit/s, addresses from its number); the simulator's
+    is a modelled office (bytes/s, RTT, queue depth, topology type).
+
     ``client_up_mbit`` / ``client_down_mbit``, when given, shape each host's link to the
     office bridge (HTB on the host's ``eth0`` and on its bridge port): a device's uplink
     and downlink, which the Kumar-Ross lower bound of the lab needs.

@@ -50,6 +50,10 @@ DOCUMENT_VALIDITY = timedelta(days=7)
 
 @dataclass(frozen=True, slots=True)
 class OfficeSpec:
+    """A simulated office: its clients, subnet, topology type and modelled links (rates
+    in bytes/s). Not ``shoal_dev.lab.network.OfficeSpec``, an office of network
+    namespaces with real hosts; the two share a name, not a shape."""
+
     name: str
     subnet: str
     clients: int

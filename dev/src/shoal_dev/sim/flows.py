@@ -50,6 +50,7 @@ import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
+from shoal.core.address import Address
 from shoal.core.ids import ContentId
 from shoal.protocol.transfer import (
     ChunkCorrupted,
@@ -71,7 +72,6 @@ from shoal.protocol.transfer import (
 from shoal.wire.messages import DATA_HEADER_SIZE
 from shoal_dev.sim.network import UDP_IP_OVERHEAD, Host, Link, SimNetwork
 
-Address = tuple[str, int]
 #: A flow whose path has no finite link still takes this long per byte (1 Tbit/s).
 UNSHAPED_RATE = 125e9
 #: Rates closer than this (relative) are the same: no new finish event.

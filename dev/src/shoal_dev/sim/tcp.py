@@ -32,7 +32,7 @@ import struct
 from collections import deque
 from dataclasses import dataclass
 
-Address = tuple[str, int]
+from shoal.core.address import Address
 
 #: Payload bytes per segment: 1500-byte IP packets with the simulator's 28-byte headers.
 SEGMENT_SIZE = 1472

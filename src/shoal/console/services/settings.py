@@ -18,12 +18,11 @@ def put_p2p(
     state: ConsoleState, session: Session, body: schemas.P2PSettings
 ) -> schemas.P2PSettings:
     """Check and replace the P2P settings; servers pick them up from the change feed."""
-    main = [body.ports.discovery, body.ports.control, body.ports.foreground_data]
-    main.append(body.ports.background_data)
+    main = body.ports.to_ports().numbers()
     if len(set(main)) != 4:
         raise Invalid("ports: the four ports must be different")
     if body.alternative_ports is not None:
-        alternative = body.alternative_ports.model_dump().values()
+        alternative = body.alternative_ports.to_ports().numbers()
         if len(set(alternative)) != 4:
             raise Invalid("alternative_ports: the four ports must be different")
         clash = set(alternative) & set(main)

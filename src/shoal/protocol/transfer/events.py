@@ -5,10 +5,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from shoal.core.address import Address as Address  # re-exported: the engine imports it here
 from shoal.core.ids import ContentId
 from shoal.wire.messages import Mode, RefusalReason
-
-Address = tuple[str, int]
 
 
 class Role(enum.Enum):

@@ -1,0 +1,155 @@
+"""The P2P server's SQL state: named values (what the console said, the feed cursor),
+the client registry and bad-peer reports, so a restarted server serves at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from shoal.core.ids import ContentId
+from shoal.server.core import ClientRecord
+from shoal.server.db import BadPeerRow, ClientRow, StateValue
+from shoal.wire.control import ContentProgress
+
+
+class RowState(NamedTuple):
+    """What of a registry entry its database row keeps: plain values, so that the row can
+    be built and written by a worker thread while the event loop changes the entry."""
+
+    device_id: bytes
+    hostname: str
+    version: str
+    address: str
+    subnet: str
+    public_key: bytes
+    last_counter: int
+    content: tuple[ContentProgress, ...]
+
+
+def row_state(client: ClientRecord) -> RowState:
+    return RowState(
+        client.device_id,
+        client.hostname,
+        client.version,
+        client.ip,
+        client.subnet,
+        client.public_key,
+        client.last_counter,
+        tuple(client.content.values()),
+    )
+
+
+def client_row(state: RowState, wall_now: float) -> ClientRow:
+    """A registry entry's database row."""
+    return ClientRow(
+        device_id=state.device_id.hex(),
+        hostname=state.hostname,
+        version=state.version,
+        address=state.address,
+        subnet=state.subnet,
+        first_seen=wall_now,
+        last_seen=wall_now,
+        public_key=state.public_key.hex() or None,
+        last_counter=state.last_counter,
+        content=[
+            [
+                p.content_id.hex,
+                p.chunks_done,
+                p.chunk_count,
+                p.bytes_from_peers,
+                p.bytes_from_server,
+            ]
+            for p in state.content
+        ],
+    )
+
+
+class StateStore:
+    """The server's SQL state: named values, the client registry, bad-peer reports."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+        self._saved_rows: dict[bytes, RowState] = {}
+        """Per device, what its registry row last written holds (``changed_rows``)."""
+
+    def changed_rows(
+        self, clients: Iterable[ClientRecord], expired: Sequence[bytes]
+    ) -> list[RowState]:
+        """The registry entries whose row differs from the one last handed out (as plain
+        values, to write with ``save_rows``); ``expired`` devices are forgotten."""
+        for device_id in expired:
+            self._saved_rows.pop(device_id, None)
+        changed = []
+        for client in clients:
+            state = row_state(client)
+            if self._saved_rows.get(client.device_id) != state:
+                self._saved_rows[client.device_id] = state
+                changed.append(state)
+        return changed
+
+    def get(self, key: str) -> str | None:
+        with self.sessions() as session:
+            row = session.get(StateValue, key)
+            return row.value if row is not None else None
+
+    def put(self, values: dict[str, str]) -> None:
+        with self.sessions() as session, session.begin():
+            for key, value in values.items():
+                session.merge(StateValue(key=key, value=value))
+
+    def load_clients(self, now: float) -> list[ClientRecord]:
+        with self.sessions() as session:
+            rows = session.query(ClientRow).all()
+        records = []
+        for row in rows:
+            if not row.public_key:
+                continue  # a device of protocol 1: it registers again with its key
+            record = ClientRecord(
+                bytes.fromhex(row.device_id),
+                row.hostname,
+                row.version,
+                row.address,
+                row.subnet,
+                now,
+                now,
+                public_key=bytes.fromhex(row.public_key),
+                last_counter=row.last_counter,
+            )
+            for entry in row.content:
+                progress = ContentProgress(ContentId.from_hex(entry[0]), *entry[1:])
+                record.content[progress.content_id] = progress
+            records.append(record)
+        return records
+
+    def save_clients(
+        self, clients: list[ClientRecord], wall_now: float, expired: Sequence[bytes] = ()
+    ) -> None:
+        self.save_rows([row_state(client) for client in clients], wall_now, expired)
+
+    def save_rows(
+        self, states: list[RowState], wall_now: float, expired: Sequence[bytes] = ()
+    ) -> None:
+        """Blocking: write these registry entries, delete ``expired`` (a worker thread may
+        run it: ``states`` are plain values)."""
+        with self.sessions() as session, session.begin():
+            for device_id in expired:
+                row = session.get(ClientRow, device_id.hex())
+                if row is not None:
+                    session.delete(row)
+            for state in states:
+                session.merge(client_row(state, wall_now))
+
+    def add_bad_peer_reports(self, reports: list[tuple[str, str, str, int, float]]) -> None:
+        with self.sessions() as session, session.begin():
+            for reporter, content_id, peer, chunk_index, at in reports:
+                session.add(
+                    BadPeerRow(
+                        reporter=reporter,
+                        content_id=content_id,
+                        peer=peer,
+                        chunk_index=chunk_index,
+                        reported_at=at,
+                    )
+                )
