@@ -567,6 +567,14 @@ class ServerCore:
             if culprit is not None:
                 self.rendezvous.revoke(office, culprit.device_id.hex())
 
+    def bad_peer_reporters(self) -> dict[tuple[str, str], int]:
+        """(office, peer IP) -> distinct devices that reported the peer for bad chunks
+        (of any content), over the reports kept (at most ``max_reports``)."""
+        reporters: dict[tuple[str, str], set[bytes]] = {}
+        for (office, _content_id, peer_ip), reports in self._reports.items():
+            reporters.setdefault((office, peer_ip), set()).update(reports.reporters)
+        return {key: len(devices) for key, devices in reporters.items()}
+
     def _is_banned(self, office: str | None, ip: str, now: float) -> bool:
         return office is not None and self._bans.get(office, {}).get(ip, 0.0) > now
 
