@@ -483,6 +483,10 @@ def test_attack_9_bad_peer_reports_are_bounded_counted_by_reporter_and_acted_on(
     for reporter in (first, second, first):
         reporter.ask("bad_peer", CONTENT, ("10.1.0.9", 41442), 3, now=20.0)
     assert [(ban.peer_ip, ban.reporters) for ban in core.new_bans] == [("10.1.0.9", 2)]
+    # What the metrics listener shows: the flooder (whose 10th report named it), first
+    # and second reported the liar; every other peer had the flooder alone.
+    reporters = core.bad_peers.reporters()
+    assert {peer: count for (_, peer), count in reporters.items() if count > 1} == {"10.1.0.9": 3}
     reply = first.ask("check_in", [], now=21.0)
     assert isinstance(reply, CheckInReply) and reply.banned == ("10.1.0.9",)
     peers = first.ask("peers", CONTENT, now=21.0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
-import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -170,10 +169,8 @@ def test_vpn_and_unknown_networks_use_the_server_and_a_lying_peer_is_banned(
     assert download(statuses["remote-0"], content_id)["source"] == "direct"
 
     def reported() -> set[str]:
-        # The server stores bad-peer reports every report interval.
-        with sqlite3.connect(tmp_path / "site" / "server" / "server.sqlite3") as database:
-            rows = database.execute("select peer from server_bad_peers").fetchall()
-        return {row[0].split(":")[0] for row in rows}
+        # What the server's metrics listener shows (shoal_server_bad_peer_reporters).
+        return set(deployment.bad_peer_reporters())
 
     wait_until(lambda: reported() == {liar.address}, 30, f"only {liar.address} reported")
 

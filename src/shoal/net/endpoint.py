@@ -155,7 +155,37 @@ class DatagramEndpoint:
         self._deliver_events()
         if not self._blocked:
             self._flush()
-        self._arm_timer()
+        self.arm(self.machine.get_timer())
+
+    def can_send(self) -> bool:
+        """True when no datagram waits for the kernel (no back-pressure)."""
+        return not self._closed and not self._blocked
+
+    def send(self, datagrams: Sequence[tuple[bytes, Address]]) -> None:
+        """Send ``datagrams`` in order; what the kernel refuses for now is kept.
+
+        For a pump that asks the machine itself (``shoal.net.pump``): call it only
+        when ``can_send()``.
+        """
+        if self._closed:
+            return
+        if self._blocked:
+            raise RuntimeError("send while back-pressured: check can_send() first")
+        self._pending = datagrams
+        self._pending_index = 0
+        if datagrams:
+            self._send_pending()
+
+    def arm(self, timer_at: float | None) -> None:
+        """Call the machine's ``handle_timer`` at ``timer_at`` (None: no timer)."""
+        if self._closed:
+            return
+        if self._timer is not None and self._timer_at != timer_at:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None and timer_at is not None:
+            self._timer = self._loop.call_at(timer_at, self._on_timer)
+            self._timer_at = timer_at
 
     def close(self) -> None:
         """Stop watching the socket, cancel timers and close the socket."""
@@ -242,10 +272,7 @@ class DatagramEndpoint:
         """
         if self._pending_index < len(self._pending) and not self._send_pending():
             return
-        self._pending = self.machine.datagrams_to_send(self._loop.time())
-        self._pending_index = 0
-        if self._pending:
-            self._send_pending()
+        self.send(self.machine.datagrams_to_send(self._loop.time()))
 
     def _send_pending(self) -> bool:
         """Send ``_pending`` from ``_pending_index``; False when back-pressure stopped it."""
@@ -268,17 +295,6 @@ class DatagramEndpoint:
             )
         else:
             self._loop.add_writer(self.udp.fileno(), self._on_unblocked)
-
-    def _arm_timer(self) -> None:
-        if self._closed:
-            return
-        timer_at = self.machine.get_timer()
-        if self._timer is not None and self._timer_at != timer_at:
-            self._timer.cancel()
-            self._timer = None
-        if self._timer is None and timer_at is not None:
-            self._timer = self._loop.call_at(timer_at, self._on_timer)
-            self._timer_at = timer_at
 
 
 def _ignore_event(_event: object) -> None:

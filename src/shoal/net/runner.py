@@ -2,13 +2,20 @@
 
 ``AgentCore`` (client) and ``ServerNode`` (server) own several machines, one per port,
 and read their events themselves in ``poll(now)``; they also have a timer of their
-own. ``ApplicationRunner`` is their asyncio shell, the twin of the simulator's host:
+own. ``ApplicationRunner`` is their asyncio shell; the step it runs after input is
+``shoal.net.pump.pump``, the same one the simulator runs on its virtual clock:
 
 * each machine gets a ``DatagramEndpoint`` through a thin proxy that hides its events
-  from the endpoint (the application reads them) and notes that input arrived;
-* after input, one ``poll`` runs on the next loop iteration (coalesced), then every
-  endpoint transmits what the machines queued, and the application's timer is re-armed;
-* the application's own timer calls ``handle_timer`` and the same steps.
+  from the endpoint (the application reads them) and notes that input arrived; the
+  endpoint sends what the machine queued at once (lower latency than waiting for the
+  poll) and keeps its timer;
+* after input, one ``pump`` runs on the next loop iteration (coalesced): the
+  application polls, every endpoint not back-pressured sends what its machine queued,
+  and the timers are re-armed;
+* the application's own timer calls ``handle_timer`` and the same step;
+* an ICMP port unreachable on an endpoint's socket (``DeliveryFailed``) goes to
+  ``shoal.net.pump.port_unreachable`` (a transfer engine ends its uploads to that
+  peer), then the step runs, whatever the role.
 
 Time is ``loop.time()``, as in the endpoints.
 """
@@ -18,17 +25,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from shoal.net.endpoint import DatagramEndpoint, EventHandler
+from shoal.net.events import DeliveryFailed
 from shoal.net.machine import Address, DatagramMachine
+from shoal.net.pump import Application, UnreachableCounters, port_unreachable, pump
 from shoal.net.udp import UdpConfig
 
-
-class Application(Protocol):
-    def poll(self, now: float) -> None: ...
-    def handle_timer(self, now: float) -> None: ...
-    def get_timer(self) -> float | None: ...
+__all__ = ["Application", "ApplicationRunner", "Binding", "sleep_or_stop"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,8 +71,23 @@ class _Proxy:
         return None
 
 
+class _Slot:
+    """One endpoint's shell events, told to the runner with the port they came from."""
+
+    def __init__(self, runner: ApplicationRunner) -> None:
+        self.runner = runner
+        self.port = 0
+
+    def on_event(self, event: object) -> None:
+        self.runner._socket_event(self.port, event)
+
+
 class ApplicationRunner:
-    """Bind every machine of ``application`` and drive them on the running loop."""
+    """Bind every machine of ``application`` and drive them on the running loop.
+
+    ``on_socket_event`` still hears every shell event (``DeliveryFailed``...), after
+    the runner has acted on it.
+    """
 
     def __init__(
         self,
@@ -76,22 +96,31 @@ class ApplicationRunner:
         on_socket_event: EventHandler | None = None,
     ) -> None:
         self.application = application
+        self.unreachable = UnreachableCounters()
+        self._on_socket_event = on_socket_event
         self._loop = asyncio.get_running_loop()
         self._poll_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._closed = False
         self.endpoints: list[DatagramEndpoint] = []
+        self.machines: dict[int, DatagramMachine] = {}
+        """The machines by the local port their endpoint is bound to."""
+        self._endpoint_at: dict[int, DatagramEndpoint] = {}
         try:
             for binding in bindings:
+                slot = _Slot(self)
                 endpoint = DatagramEndpoint.open(
                     _Proxy(binding.machine, self),
                     binding.host,
                     binding.port,
-                    on_socket_event,
+                    slot.on_event,
                     config=binding.config,
                 )
+                slot.port = endpoint.local_address[1]
                 self.endpoints.append(endpoint)
+                self.machines[slot.port] = binding.machine
+                self._endpoint_at[slot.port] = endpoint
         except BaseException:
             self.close()
             raise
@@ -110,14 +139,29 @@ class ApplicationRunner:
         self._poll_scheduled = False
         if self._closed:
             return
-        now = self._loop.time()
-        self.application.poll(now)
-        for endpoint in self.endpoints:
-            endpoint.transmit()
-        self._arm()
+        pump(self.application, self.machines, self, self._loop.time())
 
-    def _arm(self) -> None:
-        deadline = self.application.get_timer()
+    def _socket_event(self, port: int, event: object) -> None:
+        if isinstance(event, DeliveryFailed):
+            port_unreachable(self.machines, port, event.address, event.cause, self.unreachable)
+            self.input_arrived()
+        if self._on_socket_event is not None:
+            self._on_socket_event(event)
+
+    # -- Transport (shoal.net.pump) ---------------------------------------------------
+
+    def can_send(self, port: int) -> bool:
+        return self._endpoint_at[port].can_send()
+
+    def send(self, port: int, datagrams: list[tuple[bytes, Address]]) -> None:
+        self._endpoint_at[port].send(datagrams)
+
+    def arm(self, port: int | None, deadline: float | None) -> None:
+        if port is not None:
+            self._endpoint_at[port].arm(deadline)
+            return
+        if self._closed:
+            return
         if self._timer is not None and self._timer_at != deadline:
             self._timer.cancel()
             self._timer = None

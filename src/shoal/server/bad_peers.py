@@ -58,6 +58,14 @@ class BadPeerBook:
         self._reports_by: dict[bytes, int] = {}
         self._bans: dict[str, dict[str, float]] = {}  # office -> peer IP -> until
 
+    def reporters(self) -> dict[tuple[str, str], int]:
+        """(office, peer IP) -> distinct devices that reported the peer for bad chunks
+        (of any content), over the reports kept (at most ``max_reports``)."""
+        reporters: dict[tuple[str, str], set[bytes]] = {}
+        for (office, _content_id, peer_ip), reports in self._reports.items():
+            reporters.setdefault((office, peer_ip), set()).update(reports.reporters)
+        return {key: len(devices) for key, devices in reporters.items()}
+
     def report(self, office: str, reporter: bytes, body: BadPeer, now: float) -> PeerBanned | None:
         """Count a report from a distinct reporter; the ban it decides, if any."""
         limits = self.limits

@@ -105,6 +105,15 @@ class ServerCollector(Collector):
         bans = CounterMetricFamily("shoal_server_bans", "Peers banned in their office")
         bans.add_metric([], core.bans_total)
         yield bans
+        reported = GaugeMetricFamily(
+            "shoal_server_bad_peer_reporters",
+            "Devices that reported a peer of their office for bad chunks, per office and "
+            "peer IP (the reports kept; enough reporters ban the peer)",
+            labels=["office", "peer"],
+        )
+        for (office, peer_ip), count in sorted(core.bad_peers.reporters().items()):
+            reported.add_metric([office, peer_ip], count)
+        yield reported
 
         yield from self._transfers()
 

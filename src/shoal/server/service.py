@@ -51,7 +51,6 @@ from shoal.core.ids import ContentId
 from shoal.core.server_cert import VALIDITY_SECONDS, CertificateInvalid, read_certificate
 from shoal.health import CheckResult, check_database, check_directory
 from shoal.licensing import LicenceState
-from shoal.net.events import DeliveryFailed
 from shoal.net.runner import ApplicationRunner, Binding, sleep_or_stop
 from shoal.ports import PortSet
 from shoal.protocol.transfer import Mode
@@ -400,22 +399,6 @@ class ServerService:
 
     # ------------------------------------------------------------------ run
 
-    def _on_socket_event(self, event: object) -> None:
-        """A client's data port is closed (it died or restarted): stop sending to it."""
-        if self.node is None or not isinstance(event, DeliveryFailed):
-            return
-        if event.cause == "ECONNREFUSED":
-            ended = 0
-            for engine in self.node.engines.values():
-                ended += engine.abandon_peer(event.address)
-            if ended:
-                log.info(
-                    "%s:%d is unreachable (port closed): %d uploads to it ended",
-                    event.address[0],
-                    event.address[1],
-                    ended,
-                )
-
     async def run(self, stop: asyncio.Event) -> None:
         """Serve clients and follow the console until ``stop`` is set."""
         config = self.config
@@ -437,7 +420,6 @@ class ServerService:
                 Binding(self.node.engines[Mode.FOREGROUND], config.bind, self.ports.data),
                 Binding(self.node.engines[Mode.BACKGROUND], config.bind, self.ports.background),
             ],
-            on_socket_event=self._on_socket_event,
         )
         log.info(
             "P2P server %s listening on %s (control %d, data %d/%d); server key %s",

@@ -8,7 +8,9 @@ administrator does, through the console's REST API:
 
 1. start ``shoal console`` on the central host, log in;
 2. upload the topology (Central Office + the lab's offices), save a licence key;
-3. start ``shoal server`` on the central host (it registers and is activated);
+3. start ``shoal server`` on the central host (it registers and is activated), with
+   its metrics listener on the management address: the lab reads what it measures of
+   the server there (``server_metrics``), never from the server's private database;
 4. upload the package and assign it to everyone;
 5. start ``shoal client`` on every office host;
 6. follow the clients' status files until every one completes, or time runs out.
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from shoal.client.service import STATUS_FILE
 from shoal.core.errors import ShoalError
@@ -42,6 +45,8 @@ from shoal_dev.lab.netns import start_logged, stop_processes
 from shoal_dev.lab.network import CENTRAL, EmulatedNetwork, LabHost
 
 CONSOLE_PORT = 8443
+SERVER_METRICS_PORT = 9465
+"""Where the lab's P2P server serves ``--metrics``, on the management address."""
 ADMIN_PASSWORD = "shoal lab administrator"
 
 
@@ -326,9 +331,47 @@ class Deployment:
                 str(self.lease_seconds),
                 "--log-level",
                 "info",
+                *self._metrics_arguments(),
                 *self.server_arguments,
             ],
         )
+
+    def _metrics_arguments(self) -> list[str]:
+        if "--metrics" in self.server_arguments:
+            return []
+        return ["--metrics", f"{self.placement.management_address}:{SERVER_METRICS_PORT}"]
+
+    @property
+    def server_metrics_url(self) -> str:
+        """The P2P server's Prometheus endpoint (``shoal server run --metrics``)."""
+        if "--metrics" in self.server_arguments:
+            address = self.server_arguments[self.server_arguments.index("--metrics") + 1]
+            return f"http://{address}/metrics"
+        return f"http://{self.placement.management_address}:{SERVER_METRICS_PORT}/metrics"
+
+    def server_metrics(self) -> dict[str, list[tuple[dict[str, str], float]]]:
+        """The P2P server's metrics now: family name -> (labels, value) per sample.
+
+        Raises ``DeploymentError`` when the listener does not answer.
+        """
+        try:
+            answer = httpx.get(self.server_metrics_url, timeout=5.0)
+            answer.raise_for_status()
+        except httpx.HTTPError as error:
+            raise DeploymentError(f"{self.server_metrics_url}: {error}") from error
+        return {
+            family.name: [(dict(sample.labels), sample.value) for sample in family.samples]
+            for family in text_string_to_metric_families(answer.text)
+        }
+
+    def bad_peer_reporters(self) -> dict[str, int]:
+        """Peer IP -> devices that reported it to the P2P server for bad chunks (any
+        office), from its ``shoal_server_bad_peer_reporters`` metric."""
+        reporters: dict[str, int] = {}
+        for labels, value in self.server_metrics().get("shoal_server_bad_peer_reporters", []):
+            peer = labels["peer"]
+            reporters[peer] = reporters.get(peer, 0) + int(value)
+        return reporters
 
     def wait_for_server(self, timeout: float = 60.0) -> None:
         assert self.admin is not None

@@ -43,7 +43,6 @@ import platform
 import shutil
 import signal
 import socket
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -366,15 +365,13 @@ class ShoalDriver:
     def bad_peers_reported(self, expected: int) -> list[str]:
         """Addresses the clients reported to the P2P server as serving bad chunks.
 
-        The server stores reports every report interval: wait for ``expected`` of them
-        (a few seconds at most).
+        Read from the server's metrics listener (``shoal_server_bad_peer_reporters``):
+        wait for ``expected`` of them (reports travel with the clients' control
+        messages, a few seconds at most).
         """
-        database = self.deployment.work / "server" / "server.sqlite3"
         deadline = time.monotonic() + (BAD_PEER_REPORT_WAIT if expected else 0)
         while True:
-            with contextlib.closing(sqlite3.connect(database)) as connection:
-                rows = connection.execute("select peer from server_bad_peers").fetchall()
-            reported = sorted({str(row[0]).split(":")[0] for row in rows})
+            reported = sorted(self.deployment.bad_peer_reporters())
             if len(reported) >= expected or time.monotonic() > deadline:
                 return reported
             time.sleep(0.25)

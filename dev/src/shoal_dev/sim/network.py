@@ -13,8 +13,20 @@ office broadcast address reaches every other host of the office bound to that po
 Hosts run sans-I/O machines bound to ports (anything with ``receive_datagram``,
 ``handle_timer``, ``datagrams_to_send`` and ``get_timer``) and an optional
 application that drains their events and makes decisions (``poll``), with a timer of
-its own. After any input to a host, the simulator polls the application, then sends
-what every machine of the host has queued and re-arms their timers.
+its own. After any input to a host, the simulator runs the runtime's own pump
+(``shoal.net.pump.pump``, the step the asyncio runner runs on real sockets): it polls
+the application, then sends what every machine of the host has queued and re-arms
+their timers.
+
+ICMP port unreachable is modelled as Linux answers UDP to a closed port on a live
+host: a unicast datagram that reaches a host with nothing bound on its port, or whose
+process is dead (``kill``), is answered with an ICMP error (IPv4 + ICMP headers and the
+offending datagram, at most 576 bytes, RFC 1812 §4.3.2.3) that crosses the links back,
+rate-limited per destination like Linux's ``icmp_ratelimit`` (a token a second, a
+burst of 6). When it reaches a live sender, ``shoal.net.pump.port_unreachable`` acts
+on it, as the asyncio runner does with ``DeliveryFailed``: a transfer engine ends its
+uploads to that peer, in every role. Broadcasts and datagrams to an unknown address
+get no answer.
 """
 
 from __future__ import annotations
@@ -26,8 +38,33 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-Address = tuple[str, int]
+from shoal.net.machine import Address
+from shoal.net.pump import (
+    PORT_CLOSED,
+    Application,
+    UnreachableCounters,
+    port_unreachable,
+    pump,
+)
+
+__all__ = [
+    "UDP_IP_OVERHEAD",
+    "Address",
+    "Application",
+    "Host",
+    "IcmpCounters",
+    "Link",
+    "Machine",
+    "Office",
+    "SimNetwork",
+    "TimeStoodStill",
+]
+
 UDP_IP_OVERHEAD = 28  # IPv4 + UDP headers, counted on every link
+ICMP_OVERHEAD = 28  # IPv4 + ICMP headers before the quoted datagram
+ICMP_MAX_SIZE = 576  # RFC 1812 §4.3.2.3: an ICMP error quotes up to 576 bytes in all
+ICMP_RATE = 1.0  # Linux icmp_ratelimit (1000 ms): one error a second per destination
+ICMP_BURST = 6.0  # Linux XRLIM_BURST_FACTOR
 MAX_EVENTS_PER_INSTANT = 5000
 """Most events one host port (or application) may fire at one virtual instant."""
 
@@ -54,10 +91,13 @@ class Machine(Protocol):
     def get_timer(self) -> float | None: ...
 
 
-class Application(Protocol):
-    def poll(self, now: float) -> None: ...
-    def handle_timer(self, now: float) -> None: ...
-    def get_timer(self) -> float | None: ...
+@dataclass(slots=True)
+class IcmpCounters:
+    """ICMP port unreachable errors the simulated hosts sent."""
+
+    sent: int = 0
+    rate_limited: int = 0
+    """Not sent: the answering host's per-destination token bucket was empty."""
 
 
 @dataclass(slots=True)
@@ -120,6 +160,8 @@ class Host:
     application: Application | None = None
     alive: bool = True
     armed: dict[int | None, float] = field(default_factory=dict)
+    icmp_tokens: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Per destination IP: (tokens, when counted), Linux's ICMP rate limit."""
 
 
 class SimNetwork:
@@ -135,6 +177,9 @@ class SimNetwork:
         self.max_events_per_instant = MAX_EVENTS_PER_INSTANT
         self._instant = float("-inf")
         self._fired_at_instant: dict[str, int] = {}
+        self.icmp = IcmpCounters()
+        self.unreachable = UnreachableCounters()
+        """What hosts heard of ICMP port unreachable errors, and did about them."""
 
     # ------------------------------------------------------------ building
 
@@ -246,14 +291,7 @@ class SimNetwork:
         """After input to ``host``: let its application decide, then send and re-arm."""
         if not host.alive:
             return
-        if host.application is not None:
-            host.application.poll(self.now)
-        for port, machine in host.machines.items():
-            for data, destination in machine.datagrams_to_send(self.now):
-                self._route(host, port, data, destination)
-            self._arm(host, port, machine.get_timer())
-        if host.application is not None:
-            self._arm(host, None, host.application.get_timer())
+        pump(host.application, host.machines, _HostTransport(self, host), self.now)
 
     def _arm(self, host: Host, port: int | None, deadline: float | None) -> None:
         if deadline is None or host.armed.get(port) == deadline:
@@ -278,6 +316,7 @@ class SimNetwork:
     def _route(self, sender: Host, port: int, data: bytes, destination: Address) -> None:
         ip, destination_port = destination
         source = (sender.ip, port)
+        size = len(data) + UDP_IP_OVERHEAD
         if ip == sender.office.broadcast or ip == "255.255.255.255":
             neighbours = [
                 neighbour
@@ -287,52 +326,107 @@ class SimNetwork:
 
             def fan_out() -> None:
                 for neighbour in neighbours:
-                    self._forward([neighbour.down], data, source, neighbour, destination_port)
+                    self._carry(
+                        [neighbour.down],
+                        size,
+                        lambda neighbour=neighbour: self._deliver(  # type: ignore[misc]
+                            neighbour, destination_port, data, source, answer=False
+                        ),
+                    )
 
-            self._forward([sender.up], data, source, None, destination_port, fan_out)
+            self._carry([sender.up], size, fan_out)
             return
         receiver = self.hosts.get(ip)
         if receiver is None:
             return  # no such host: the datagram is lost, as on a real network
+        self._carry(
+            self._path(sender, receiver),
+            size,
+            lambda: self._deliver(receiver, destination_port, data, source, answer=True),
+        )
+
+    @staticmethod
+    def _path(sender: Host, receiver: Host) -> list[Link]:
         path = [sender.up]
         if receiver.office is not sender.office:
             path += [sender.office.wan_up, receiver.office.wan_down]
         path.append(receiver.down)
-        self._forward(path, data, source, receiver, destination_port)
+        return path
 
-    def _forward(
-        self,
-        path: list[Link],
-        data: bytes,
-        source: Address,
-        receiver: Host | None,
-        port: int,
-        then: Callable[[], None] | None = None,
-    ) -> None:
-        """Cross ``path`` one link at a time, each when the datagram reaches it.
+    def _carry(self, path: list[Link], size: int, arrive: Callable[[], None]) -> None:
+        """Cross ``path`` one link at a time, each when the packet reaches it, then
+        ``arrive()``.
 
-        A link queues datagrams in the order they reach it, so each hop is its own
-        event: transmitting on a later link at send time would let a datagram still
+        A link queues packets in the order they reach it, so each hop is its own
+        event: transmitting on a later link at send time would let a packet still
         queued upstream delay traffic that reaches that link first.
         """
-        size = len(data) + UDP_IP_OVERHEAD
         arrival = path[0].transmit(size, self.now, self.rng)
         if arrival is None:
             return
         rest = path[1:]
         if rest:
-            self.at(arrival, lambda: self._forward(rest, data, source, receiver, port, then))
+            self.at(arrival, lambda: self._carry(rest, size, arrive))
             return
-        if then is not None:
-            self.at(arrival, then)
-            return
-        assert receiver is not None
+        self.at(arrival, arrive)
 
-        def receive() -> None:
-            machine = receiver.machines.get(port)
-            if not receiver.alive or machine is None:
-                return
+    def _deliver(
+        self, receiver: Host, port: int, data: bytes, source: Address, *, answer: bool
+    ) -> None:
+        """A datagram reached ``receiver``'s NIC: to its machine, or (unicast) an ICMP
+        port unreachable back to ``source`` when nothing listens on ``port``."""
+        machine = receiver.machines.get(port)
+        if receiver.alive and machine is not None:
             machine.receive_datagram(data, source, self.now)
             self.pump(receiver)
+        elif answer:
+            self._answer_unreachable(receiver, port, data, source)
 
-        self.at(arrival, receive)
+    def _answer_unreachable(self, receiver: Host, port: int, data: bytes, source: Address) -> None:
+        sender = self.hosts.get(source[0])
+        if sender is None:
+            return
+        tokens, counted = receiver.icmp_tokens.get(sender.ip, (ICMP_BURST, self.now))
+        tokens = min(ICMP_BURST, tokens + (self.now - counted) * ICMP_RATE)
+        if tokens < 1.0:
+            receiver.icmp_tokens[sender.ip] = (tokens, self.now)
+            self.icmp.rate_limited += 1
+            return
+        receiver.icmp_tokens[sender.ip] = (tokens - 1.0, self.now)
+        self.icmp.sent += 1
+        size = min(ICMP_MAX_SIZE, ICMP_OVERHEAD + UDP_IP_OVERHEAD + len(data))
+        closed = (receiver.ip, port)
+        self._carry(
+            self._path(receiver, sender),
+            size,
+            lambda: self._unreachable_arrived(sender, source[1], closed),
+        )
+
+    def _unreachable_arrived(self, sender: Host, port: int, closed: Address) -> None:
+        """The ICMP error reached the sender: its socket on ``port`` hears it (Linux
+        ``IP_RECVERR``), if the process still lives and holds the port."""
+        if not sender.alive or port not in sender.machines:
+            return
+        port_unreachable(sender.machines, port, closed, PORT_CLOSED, self.unreachable)
+        self.pump(sender)
+
+
+class _HostTransport:
+    """One host's ports on the simulated links, as ``shoal.net.pump.pump`` sees them."""
+
+    __slots__ = ("host", "network")
+
+    def __init__(self, network: SimNetwork, host: Host) -> None:
+        self.network = network
+        self.host = host
+
+    def can_send(self, port: int) -> bool:
+        return True  # links queue (drop-tail); a socket buffer is not modelled
+
+    def send(self, port: int, datagrams: list[tuple[bytes, Address]]) -> None:
+        route = self.network._route
+        for data, destination in datagrams:
+            route(self.host, port, data, destination)
+
+    def arm(self, port: int | None, deadline: float | None) -> None:
+        self.network._arm(self.host, port, deadline)
