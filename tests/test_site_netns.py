@@ -238,8 +238,8 @@ def test_refusals_are_explicit_and_shown_in_client_status(
     assert "authentication failed" in second["note"]
     wait_until(
         lambda: all(
-            cause in server_log(tmp_path)
-            for cause in ("VERSION_UNSUPPORTED", "AUTHENTICATION_FAILED")
+            f"cause={cause}" in server_log(tmp_path)  # one structured line per refusal
+            for cause in ("version_unsupported", "authentication_failed")
         ),
         30,
         "the server logs both refusals",
