@@ -128,15 +128,19 @@ class ConsoleAdmin:
     def unassign(self, version_id: int) -> None:
         """Remove every assignment of a version (clients uninstall it if its install
         specification has an uninstall command)."""
-        for assignment in self.get("/assignments"):
+        for assignment in self.get("/assignments", limit=1000)["items"]:
             if assignment["version_id"] == version_id:
                 self._check(self._http.delete(f"/assignments/{assignment['id']}"))
 
     def installs(self, **filters: Any) -> list[dict[str, Any]]:
         """``GET /api/v1/installs``: each assigned version on each device (filters:
         assignment, device, state, application)."""
-        rows: list[dict[str, Any]] = self.get("/installs", **filters)
-        return rows
+        rows: list[dict[str, Any]] = []
+        while True:  # a page at a time ({items, total, limit, offset})
+            page = self.get("/installs", **filters, limit=1000, offset=len(rows))
+            rows += page["items"]
+            if not page["items"] or len(rows) >= page["total"]:
+                return rows
 
     def __enter__(self) -> ConsoleAdmin:
         return self
