@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from shoal_dev.lab.deployment import Deployment, NamespacePlacement, OfficeSetup
-from shoal_dev.lab.netns import lab_available, list_links, list_namespaces
+from lab_site import one_office_site
+from shoal_dev.lab.deployment import Deployment
+from shoal_dev.lab.netns import lab_available
 from shoal_dev.lab.network import EmulatedNetwork, OfficeSpec
 
 REPO = Path(__file__).resolve().parent.parent
@@ -157,24 +158,8 @@ def site(tmp_path: Path) -> Iterator[tuple[Deployment, EmulatedNetwork]]:
     if not lab_ok:
         pytest.skip(lab_why)
     branch = OfficeSpec("branch", 1, 2, wan_mbit=100, base=BASE)
-    network = EmulatedNetwork.create(PREFIX, [branch], base=BASE)
-    deployment = Deployment(
-        NamespacePlacement(network),
-        tmp_path / "site",
-        [OfficeSetup("branch", branch.subnet, "Default")],
-        f"{BASE}.0.0/24",
-        say=lambda _line: None,
-    )
-    try:
-        deployment.start_console()
-        deployment.configure(seats=10)
-        deployment.start_server()
-        deployment.wait_for_server()
-        yield deployment, network
-    finally:
-        deployment.close()
-        assert list_namespaces(PREFIX) == [], "a namespace outlived the test"
-        assert list_links(PREFIX) == [], "a link outlived the test"
+    with one_office_site(PREFIX, BASE, branch, tmp_path, seats=10) as running:
+        yield running
 
 
 def test_the_pip_installed_and_the_unpacked_debian_client_fetch_a_package_from_a_site(

@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
-from shoal_dev.lab.deployment import Deployment, NamespacePlacement, OfficeSetup
-from shoal_dev.lab.netns import lab_available, list_links, list_namespaces, run_tc
+from lab_site import one_office_site
+from shoal_dev.lab.deployment import Deployment
+from shoal_dev.lab.netns import lab_available, run_tc
 from shoal_dev.lab.network import EmulatedNetwork, LabHost, OfficeSpec
 
 PREFIX = "ops-"
@@ -107,20 +108,7 @@ def _failed(checks: dict[str, dict[str, Any]]) -> set[str]:
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     work = tmp_path_factory.mktemp("doctor")
     office = OfficeSpec("branch", 1, 2, wan_mbit=100, base=BASE)
-    network = EmulatedNetwork.create(PREFIX, [office], base=BASE)
-    deployment: Deployment | None = None
-    try:
-        deployment = Deployment(
-            NamespacePlacement(network),
-            work / "site",
-            [OfficeSetup("branch", office.subnet, "Default")],
-            f"{BASE}.0.0/24",
-            say=lambda _line: None,
-        )
-        deployment.start_console()
-        deployment.configure(seats=10)
-        deployment.start_server()
-        deployment.wait_for_server()
+    with one_office_site(PREFIX, BASE, office, work, seats=10) as (deployment, network):
         peer, device = network.office_hosts("branch")
         deployment.start_clients([peer])
         deadline = time.monotonic() + 60
@@ -129,13 +117,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             assert time.monotonic() < deadline, "the peer did not register"
             time.sleep(0.3)
         yield Site(deployment, network, peer, device, work)
-    finally:
-        if deployment is not None:
-            deployment.close()
-        else:
-            network.close()
-        assert list_namespaces(PREFIX) == [], "a namespace outlived the test"
-        assert list_links(PREFIX) == [], "a link outlived the test"
 
 
 def test_a_healthy_device_passes_every_check(site: Site) -> None:

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from shoal_dev.lab.deployment import Deployment, NamespacePlacement, OfficeSetup
-from shoal_dev.lab.netns import lab_available, list_links, list_namespaces
+from lab_site import one_office_site
+from shoal_dev.lab.deployment import Deployment
+from shoal_dev.lab.netns import lab_available
 from shoal_dev.lab.network import EmulatedNetwork, OfficeSpec
 from shoal_dev.lab.upgrade import run_upgrade
 
@@ -32,24 +33,8 @@ pytestmark = [pytest.mark.skipif(not available, reason=why), pytest.mark.slow]
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[tuple[Deployment, EmulatedNetwork]]:
     branch = OfficeSpec("branch", 1, CLIENTS, wan_mbit=20, base=BASE)
-    network = EmulatedNetwork.create(PREFIX, [branch], segment_wan=True, base=BASE)
-    deployment = Deployment(
-        NamespacePlacement(network),
-        tmp_path / "site",
-        [OfficeSetup("branch", branch.subnet, "Default")],
-        f"{BASE}.0.0/24",
-        say=lambda _line: None,
-    )
-    try:
-        deployment.start_console()
-        deployment.configure(seats=50)
-        deployment.start_server()
-        deployment.wait_for_server()
-        yield deployment, network
-    finally:
-        deployment.close()
-        assert list_namespaces(PREFIX) == [], "a namespace outlived the test"
-        assert list_links(PREFIX) == [], "a link outlived the test"
+    with one_office_site(PREFIX, BASE, branch, tmp_path, seats=50, segment_wan=True) as running:
+        yield running
 
 
 def test_clients_move_to_the_release_which_crosses_the_wan_once(
