@@ -135,7 +135,10 @@ def test_eight_clients_behind_a_wan_link_pull_the_package_across_it_once(
         f"({frames / (16 * MIB):.3f}x in Ethernet frames)"
     )
     from_server = sorted(download(s, content_id)["bytes_from_server"] for s in statuses.values())
-    assert from_server[-1] == 16 * MIB and sum(from_server) == 16 * MIB
+    # The office's one WAN copy is striped over a few holders (core/stripes.py): together
+    # they pull the package from the server exactly once, the others pull nothing from it.
+    assert sum(from_server) == 16 * MIB, f"the server sent {sum(from_server) / MIB:.2f} MiB"
+    assert from_server.count(0) >= len(from_server) - 6, f"too many holders: {from_server}"
     for status in statuses.values():
         assert status["office"] == "branch"
 
