@@ -53,6 +53,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from shoal.core.ids import ContentId
 from shoal.core.stripes import MAX_STRIPES
@@ -229,6 +230,64 @@ class RendezvousTable:
         for penalty in [key for key, until in self._penalties.items() if until <= now]:
             del self._penalties[penalty]
 
+    # ------------------------------------------------------------ persistence
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The table as plain values (JSON), to survive a server restart (``restore``).
+
+        Without it a restarted server would grant every stripe anew, in the order its
+        holders happen to ask again, with a stripe count taken from whoever has checked
+        in since: a holder restarted on its cache then gets another stripe and fetches
+        what it does not know the office holds (estate-faults, seed 1: three chunks of
+        sixteen fetched a second time)."""
+        groups = []
+        for (office, content_id), group in self._groups.items():
+            groups.append(
+                {
+                    "office": office,
+                    "content_id": content_id.hex,
+                    "stripes": [
+                        _saved_stripe(lease, since, now)
+                        for lease, since in zip(group.leases, group.free_since, strict=True)
+                    ],
+                }
+            )
+        penalties = [
+            {"office": office, "content_id": content_id.hex, "who": who, "left_s": until - now}
+            for (office, content_id, who), until in self._penalties.items()
+            if until > now
+        ]
+        return {"groups": groups, "penalties": penalties}
+
+    def restore(self, saved: dict[str, Any], now: float, elapsed: float) -> None:
+        """Take back a ``snapshot`` written ``elapsed`` seconds ago (wall clock).
+
+        Every restored holder counts as renewed and progressing now: nobody could renew
+        while the server was down, and a holder that died meanwhile lapses
+        ``lease_seconds`` from now as it would have before the restart. Stall penalties
+        keep what was left of them."""
+        for entry in saved.get("groups", []):
+            leases: list[_Lease | None] = []
+            free_since: list[float] = []
+            for stripe in entry["stripes"][:MAX_STRIPES]:
+                if "holder" in stripe:
+                    leases.append(_Lease(str(stripe["holder"]), now, now, str(stripe["address"])))
+                    free_since.append(now)
+                else:
+                    leases.append(None)
+                    if stripe.get("lapsed"):
+                        free_since.append(-1.0)
+                    else:
+                        free_since.append(now + max(0.0, float(stripe["free_in_s"]) - elapsed))
+            if leases:
+                key = (str(entry["office"]), ContentId.from_hex(entry["content_id"]))
+                self._groups[key] = _Group(leases, free_since)
+        for penalty in saved.get("penalties", []):
+            left = float(penalty["left_s"]) - elapsed
+            if left > 0:
+                content_id = ContentId.from_hex(penalty["content_id"])
+                self._penalties[(penalty["office"], content_id, penalty["who"])] = now + left
+
     # ------------------------------------------------------------- internals
 
     def _free_dead(self, office: str, content_id: ContentId, group: _Group, now: float) -> None:
@@ -287,6 +346,14 @@ class RendezvousTable:
     def _lapsed(self, lease: _Lease, now: float) -> bool:
         """Silent for ``lease_seconds``: neither a renewal nor a chunk fetched."""
         return now - max(lease.renewed_at, lease.progress_at) >= self.lease_seconds
+
+
+def _saved_stripe(lease: _Lease | None, free_since: float, now: float) -> dict[str, Any]:
+    if lease is not None:
+        return {"holder": lease.holder, "address": lease.address}
+    if free_since < 0:
+        return {"lapsed": True}  # its holder lapsed or stalled: the next grant is a takeover
+    return {"free_in_s": round(max(0.0, free_since - now), 3)}
 
 
 def _holds(lease: _Lease | None, device: str) -> bool:
