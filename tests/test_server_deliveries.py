@@ -3,6 +3,7 @@ ledger (``shoal.server.deliveries``) and the leases kept in the server's state s
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from shoal.assignments import encode_envelope, sign_assignments
@@ -21,12 +22,13 @@ from test_server_core import (
     device,
     register,
 )
+from test_server_metrics import _service
 
 CONTENT = STRIPED.content_id  # 4 chunks
 
 
-def make_server() -> ServerCore:
-    core = ServerCore(
+def make_server(core: ServerCore | None = None) -> ServerCore:
+    core = core or ServerCore(
         ServerSettings(enrollment_token=TOKEN, identity=SERVER_IDENTITY), version="0.1.0"
     )
     core.topology = TOPOLOGY
@@ -124,3 +126,20 @@ def test_leases_and_deliveries_survive_a_server_restart(tmp_path: Path) -> None:
     assert lease(restarted, 1, 501.5) == (LeaseDecision.GRANTED, 0b011)
     assert restarted.may_serve_content("10.1.0.1", CONTENT, 501.5, chunk_index=3)
     assert not restarted.may_serve_content("10.1.0.1", CONTENT, 501.5, chunk_index=0)
+
+
+def test_a_restarted_server_process_takes_its_leases_back(tmp_path: Path) -> None:
+    """``ServerService`` writes the leases at shutdown and reads them back at start."""
+    first = _service(tmp_path, console_port=9)
+    server = make_server(first.core)
+    for number in (1, 2):
+        register(server, number, f"10.1.0.{number}", now=time.monotonic())
+    assert lease(server, 1, time.monotonic())[1] == 0b01
+    server.chunk_delivered("10.1.0.1", CONTENT, 0, now=time.monotonic())
+    first._save_registry()  # what the service does when it stops
+
+    second = _service(tmp_path, console_port=9)
+    make_server(second.core)  # the console's state (topology, manifest) comes back too
+    assert second.core.rendezvous.stripes("Branch", CONTENT) == 2
+    assert second.core.rendezvous.holders("Branch", CONTENT, time.monotonic()) == [device(1).hex()]
+    assert second.core.deliveries.chunks("Branch", CONTENT) == {0: device(1).hex()}
