@@ -44,6 +44,11 @@ So a device that renews a lease and never fetches (issue 13, row 7) stalls its o
 for at most ``stall_seconds`` (+ one redirected client's retry), and once per device and
 address.
 
+The table survives a server restart (``snapshot``/``restore``, kept in the server's
+state store with the delivery ledger, ``shoal.server.deliveries``, which holds back a
+chunk the office already received from the server): every holder keeps its stripes,
+and the stripe count stays.
+
 Offices that never share (VPN) and clients outside every office are not rendezvous
 managed: each such client is served directly (``Policy.DIRECT``).
 """
