@@ -14,9 +14,11 @@ completed released their stripes to a holder that did not know they had them.
 So the server remembers, per (office, content), who each chunk was delivered to in full
 (the transfer engine's ``ChunkDelivered``: every byte acknowledged, so the receiver
 verified it). A request for a chunk already delivered into the office to another client
-that is still there (``present``: seen lately and not banned) is refused ``BUSY``: the
-asker backs off and takes it from that peer once discovery tells it (every
-``query_interval``, 1 s). The refusal is bounded: once the office has been refused a
+that is still there (``present``: seen lately and not banned) is refused ``BUSY``, as
+a request outside the asker's stripes is: the asker asks for its lease again (one round
+trip) and takes the chunk from that peer once discovery tells it (it searches every
+``query_interval``, 1 s; in the estate-faults runs this added 4 control datagrams of
+691). The refusal is bounded: once the office has been refused a
 chunk for ``hold_seconds`` (the lease period), the server serves it again, so a chunk
 lost with its receiver (a crash between the acknowledgement and the disk, a receiver
 that left) costs at most that delay, never the download. A ban forgets what was
