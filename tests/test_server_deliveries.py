@@ -143,3 +143,18 @@ def test_a_restarted_server_process_takes_its_leases_back(tmp_path: Path) -> Non
     assert second.core.rendezvous.stripes("Branch", CONTENT) == 2
     assert second.core.rendezvous.holders("Branch", CONTENT, time.monotonic()) == [device(1).hex()]
     assert second.core.deliveries.chunks("Branch", CONTENT) == {0: device(1).hex()}
+
+
+def test_the_saved_leases_move_on_grants_and_deliveries_not_on_renewals() -> None:
+    """The state store writes the leases only when ``lease_changes`` moved: renewals
+    (every few seconds per holder) are not worth a write, a grant or delivery is."""
+    server = make_server()
+    register(server, 1, "10.1.0.1")
+    before = server.lease_changes
+    lease(server, 1, 0)
+    granted = server.lease_changes
+    assert granted != before
+    lease(server, 1, 3)  # a renewal
+    assert server.lease_changes == granted
+    server.chunk_delivered("10.1.0.1", CONTENT, 0, now=4)
+    assert server.lease_changes != granted

@@ -497,6 +497,11 @@ class ServerCore:
             "deliveries": self.deliveries.snapshot(now),
         }
 
+    @property
+    def lease_changes(self) -> tuple[int, int]:
+        """Moves whenever ``lease_state`` holds something new (not at mere renewals)."""
+        return self.rendezvous.changes, self.deliveries.changes
+
     def restore_lease_state(self, saved: dict[str, Any], now: float, elapsed: float) -> None:
         """Take back ``lease_state`` saved ``elapsed`` seconds ago (wall clock)."""
         self.rendezvous.restore(saved.get("rendezvous", {}), now, elapsed)

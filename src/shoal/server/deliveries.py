@@ -65,6 +65,8 @@ class DeliveryLedger:
         self._ledgers: dict[tuple[str, ContentId], _Ledger] = {}
         self.refused = 0
         """Requests refused because the chunk was already in the office."""
+        self.changes = 0
+        """Deliveries and forgotten ones: the state store saves the ledger when it moved."""
 
     def delivered(
         self, office: str, content_id: ContentId, device: str, chunk_index: int, now: float
@@ -73,6 +75,7 @@ class DeliveryLedger:
         ledger = self._ledgers.setdefault((office, content_id), _Ledger())
         ledger.chunks[chunk_index] = _Delivery(device)
         ledger.last_delivery = now
+        self.changes += 1
 
     def in_office(
         self,
@@ -103,12 +106,14 @@ class DeliveryLedger:
             if ledger_office == office:
                 for chunk_index in [i for i, d in ledger.chunks.items() if d.device == device]:
                     del ledger.chunks[chunk_index]
+                    self.changes += 1
 
     def expire(self, now: float) -> None:
         """Forget contents with no delivery into the office for ``keep_seconds``."""
         horizon = now - self.keep_seconds
         for key in [key for key, led in self._ledgers.items() if led.last_delivery < horizon]:
             del self._ledgers[key]
+            self.changes += 1
 
     def chunks(self, office: str, content_id: ContentId) -> dict[int, str]:
         """Chunk index -> the device it was delivered to (a copy)."""

@@ -116,6 +116,9 @@ class RendezvousTable:
         self._penalties: dict[tuple[str, ContentId, str], float] = {}
         self.takeovers = 0
         self.stalls = 0
+        self.changes = 0
+        """Counts changes a restarted server must know (grants, frees, penalties), not
+        renewals: the state store saves the table when it moved (``snapshot``)."""
 
     def held(self, now: float) -> int:
         """Stripe leases held now (not lapsed), over every office and content."""
@@ -153,6 +156,7 @@ class RendezvousTable:
             group = self._groups[key] = _Group(
                 [None] * count, [now] + [now + self.lease_seconds] * (count - 1)
             )
+            self.changes += 1
         if self._punished(office, content_id, device, address, now):
             return self._redirect(group, now)
         mine = [index for index, lease in enumerate(group.leases) if _holds(lease, device)]
@@ -169,6 +173,7 @@ class RendezvousTable:
             if group.free_since[index] < 0:
                 self.takeovers += 1  # it was held by a holder that lapsed or stalled
             group.leases[index] = _Lease(device, now, now, address)
+            self.changes += 1
             mine.append(index)
         if not mine:
             return self._redirect(group, now)
@@ -232,6 +237,7 @@ class RendezvousTable:
         """Drop groups with no live stripe (bounded memory on a long-running server)."""
         for key in [key for key, group in self._groups.items() if not self._live(group, now)]:
             del self._groups[key]
+            self.changes += 1
         for penalty in [key for key, until in self._penalties.items() if until <= now]:
             del self._penalties[penalty]
 
@@ -303,12 +309,14 @@ class RendezvousTable:
                 self._punish(office, content_id, lease, now)
             if self._dead(lease, now):
                 group.leases[index] = None
+                self.changes += 1
                 group.free_since[index] = -1.0  # free now, and counted as a takeover
 
     def _drop(self, group: _Group, which: Callable[[_Lease], bool], free_since: float) -> None:
         for index, lease in enumerate(group.leases):
             if lease is not None and which(lease):
                 group.leases[index] = None
+                self.changes += 1
                 group.free_since[index] = free_since
 
     def _redirect(self, group: _Group, now: float) -> LeaseAnswer:
@@ -337,6 +345,7 @@ class RendezvousTable:
         self.stalls += 1
         until = now + self.stall_penalty
         self._penalties[(office, content_id, lease.holder)] = until
+        self.changes += 1
         if lease.address:
             self._penalties[(office, content_id, "@" + lease.address)] = until
 

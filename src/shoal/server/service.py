@@ -528,18 +528,19 @@ class ServerService:
                 self.apply_report_answer(answer)
 
     async def _lease_loop(self, stop: asyncio.Event) -> None:
-        """Save the rendezvous leases and the delivery ledger every
-        ``LEASE_SAVE_SECONDS`` while there are any (in a worker thread): a server that
-        crashes loses at most that much of them, and its offices no second WAN copy."""
-        saved_empty = False
+        """Save the rendezvous leases and the delivery ledger within
+        ``LEASE_SAVE_SECONDS`` of a grant, a free stripe or a delivery (in a worker
+        thread; renewals alone are not saved, a restart counts every holder as renewed):
+        a server that crashes loses at most that much of them."""
+        saved = None
         while not stop.is_set():
             await sleep_or_stop(stop, LEASE_SAVE_SECONDS)
-            lease_state = self.core.lease_state(asyncio.get_running_loop().time())
-            empty = not lease_state["rendezvous"]["groups"] and not lease_state["deliveries"]
-            if empty and saved_empty:
+            changes = self.core.lease_changes
+            if changes == saved:
                 continue
+            lease_state = self.core.lease_state(asyncio.get_running_loop().time())
             await asyncio.to_thread(self.state.save_leases, lease_state, time.time())
-            saved_empty = empty
+            saved = changes
 
     def _log_refusals(self) -> None:
         """Say in the log which devices were refused, why and what to do: once per
