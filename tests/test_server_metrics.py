@@ -73,6 +73,7 @@ def test_an_unreachable_console_is_retried_with_growing_waits_and_shows_in_metri
     assert service.sync_failures - 1 <= scraped <= service.sync_failures
     assert samples["shoal_server_feed_lag_seconds"] >= 2.0
     assert samples["shoal_server_clients"] == 0
+    assert samples["shoal_server_chunks_held_back_total"] == 0
     assert answers["/api/v1/health/ready"].status_code == 200
     checks = {check["name"] for check in answers["/api/v1/health/ready"].json()["checks"]}
     assert checks == {"database", "origin store"}

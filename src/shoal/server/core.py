@@ -56,6 +56,7 @@ from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest, decode_manifest_file
 from shoal.server.bad_peers import BadPeerBook, BadPeerReport, PeerBanned
 from shoal.server.control_keys import ControlKeys
+from shoal.server.deliveries import DeliveryLedger, Presence
 from shoal.server.limits import Buckets
 from shoal.server.registry import BandwidthLimit, ClientRecord, LicenceView, ServerSettings
 from shoal.server.rendezvous import Decision, RendezvousTable
@@ -108,6 +109,7 @@ _UNINSTALL_STATES = frozenset(
     {InstallStatus.UNINSTALLING, InstallStatus.UNINSTALLED, InstallStatus.UNINSTALL_FAILED}
 )
 EXPIRY_SWEEP = 60.0
+_SHARING = (OfficeType.DEFAULT, OfficeType.WIFI)
 
 
 class ServerCore:
@@ -125,6 +127,12 @@ class ServerCore:
         self.rendezvous = RendezvousTable(
             settings.lease_seconds, limits.stall_seconds, limits.stall_penalty
         )
+        self.deliveries = DeliveryLedger(
+            hold_seconds=settings.lease_seconds,
+            keep_seconds=max(limits.client_expiry, 10 * settings.checkin_seconds),
+        )
+        """Which chunks the server delivered into each office, and to whom: a chunk is
+        not sent over an office's WAN again while its receiver is there."""
         self.certificate: bytes | None = None
         """This server's certificate from the console (``HELLO`` answers it)."""
         self.bad_peers = BadPeerBook(limits)
@@ -403,6 +411,7 @@ class ServerCore:
                 del self._device_at[client.ip]
             self.expired.append(device_id)
         self.rendezvous.expire(now)
+        self.deliveries.expire(now)
 
     # ------------------------------------------------------------- bad peers
 
@@ -416,6 +425,7 @@ class ServerCore:
             culprit = self.client_at(ban.peer_ip)
             if culprit is not None:
                 self.rendezvous.revoke(office, culprit.device_id.hex())
+                self.deliveries.forget_device(office, culprit.device_id.hex())
 
     def _is_banned(self, office: str | None, ip: str, now: float) -> bool:
         return self.bad_peers.is_banned(office, ip, now)
@@ -449,6 +459,53 @@ class ServerCore:
         office, _ = self.office_of(client_ip)
         if office is not None:
             self.rendezvous.progress(office, content_id, client.device_id.hex(), now)
+
+    def chunk_delivered(
+        self, client_ip: str, content_id: ContentId, chunk_index: int, now: float
+    ) -> None:
+        """The data plane delivered a chunk in full (every byte acknowledged) to the
+        client at ``client_ip``: in a sharing office, the office now holds it."""
+        client = self.client_at(client_ip)
+        office, office_type = self.office_of(client_ip)
+        if content_id not in self.manifests:
+            return  # a blob (assignments, manifest), not a content chunk
+        if client is not None and office is not None and office_type in _SHARING:
+            self.deliveries.delivered(office, content_id, client.device_id.hex(), chunk_index, now)
+
+    def _present(self, office: str, now: float) -> Presence:
+        """Is a device (hex ID) still in ``office``: seen within two check-in periods,
+        at an address of the office, not banned there?"""
+        horizon = now - 2 * self.settings.checkin_seconds
+
+        def present(device: str) -> bool:
+            client = self.clients.get(bytes.fromhex(device))
+            return (
+                client is not None
+                and client.last_seen >= horizon
+                and self.office_of(client.ip)[0] == office
+                and not self._is_banned(office, client.ip, now)
+            )
+
+        return present
+
+    def lease_state(self, now: float) -> dict[str, Any]:
+        """The rendezvous leases and the delivery ledger as plain values (JSON), for the
+        state store: a restarted server keeps each office's holders and what it already
+        sent them (``restore_lease_state``)."""
+        return {
+            "rendezvous": self.rendezvous.snapshot(now),
+            "deliveries": self.deliveries.snapshot(now),
+        }
+
+    @property
+    def lease_changes(self) -> tuple[int, int]:
+        """Moves whenever ``lease_state`` holds something new (not at mere renewals)."""
+        return self.rendezvous.changes, self.deliveries.changes
+
+    def restore_lease_state(self, saved: dict[str, Any], now: float, elapsed: float) -> None:
+        """Take back ``lease_state`` saved ``elapsed`` seconds ago (wall clock)."""
+        self.rendezvous.restore(saved.get("rendezvous", {}), now, elapsed)
+        self.deliveries.restore(saved.get("deliveries", []), now, elapsed)
 
     def _release_lease(self, client: ClientRecord, content_id: ContentId) -> None:
         """A complete rendezvous point has brought every chunk into the office: its lease
@@ -570,7 +627,11 @@ class ServerCore:
         device = client.device_id.hex()
         if chunk_index is None:
             return device in self.rendezvous.holders(office, content_id, now)
-        return self.rendezvous.may_fetch(office, content_id, device, chunk_index, now)
+        return self.rendezvous.may_fetch(
+            office, content_id, device, chunk_index, now
+        ) and not self.deliveries.in_office(
+            office, content_id, device, chunk_index, now, self._present(office, now)
+        )
 
     def is_assigned(self, client: ClientRecord, content_id: ContentId, office: str | None) -> bool:
         """Does the current assignment document assign ``content_id`` to this client?"""

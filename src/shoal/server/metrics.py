@@ -102,6 +102,13 @@ class ServerCollector(Collector):
         )
         takeovers.add_metric([], core.rendezvous.takeovers)
         yield takeovers
+        held_back = CounterMetricFamily(
+            "shoal_server_chunks_held_back",
+            "Chunk requests refused because the office already holds the chunk (delivered "
+            "to a client still there): a second WAN copy not sent",
+        )
+        held_back.add_metric([], core.deliveries.refused)
+        yield held_back
         bans = CounterMetricFamily("shoal_server_bans", "Peers banned in their office")
         bans.add_metric([], core.bans_total)
         yield bans

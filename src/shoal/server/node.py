@@ -84,6 +84,9 @@ class ServerNode:
                     self._serve(engine, event, now)
                 elif isinstance(event, ChunkDelivered):
                     self.counters.chunks_served += 1
+                    self.core.chunk_delivered(
+                        event.peer[0], event.content_id, event.chunk_index, now
+                    )
 
     def _serve(self, engine: TransferEngine, event: ChunkRequested, now: float) -> None:
         blob = self.core.blob(event.content_id.digest)

@@ -44,6 +44,11 @@ So a device that renews a lease and never fetches (issue 13, row 7) stalls its o
 for at most ``stall_seconds`` (+ one redirected client's retry), and once per device and
 address.
 
+The table survives a server restart (``snapshot``/``restore``, kept in the server's
+state store with the delivery ledger, ``shoal.server.deliveries``, which holds back a
+chunk the office already received from the server): every holder keeps its stripes,
+and the stripe count stays.
+
 Offices that never share (VPN) and clients outside every office are not rendezvous
 managed: each such client is served directly (``Policy.DIRECT``).
 """
@@ -53,6 +58,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from shoal.core.ids import ContentId
 from shoal.core.stripes import MAX_STRIPES
@@ -110,6 +116,9 @@ class RendezvousTable:
         self._penalties: dict[tuple[str, ContentId, str], float] = {}
         self.takeovers = 0
         self.stalls = 0
+        self.changes = 0
+        """Counts changes a restarted server must know (grants, frees, penalties), not
+        renewals: the state store saves the table when it moved (``snapshot``)."""
 
     def held(self, now: float) -> int:
         """Stripe leases held now (not lapsed), over every office and content."""
@@ -147,6 +156,7 @@ class RendezvousTable:
             group = self._groups[key] = _Group(
                 [None] * count, [now] + [now + self.lease_seconds] * (count - 1)
             )
+            self.changes += 1
         if self._punished(office, content_id, device, address, now):
             return self._redirect(group, now)
         mine = [index for index, lease in enumerate(group.leases) if _holds(lease, device)]
@@ -163,6 +173,7 @@ class RendezvousTable:
             if group.free_since[index] < 0:
                 self.takeovers += 1  # it was held by a holder that lapsed or stalled
             group.leases[index] = _Lease(device, now, now, address)
+            self.changes += 1
             mine.append(index)
         if not mine:
             return self._redirect(group, now)
@@ -226,8 +237,67 @@ class RendezvousTable:
         """Drop groups with no live stripe (bounded memory on a long-running server)."""
         for key in [key for key, group in self._groups.items() if not self._live(group, now)]:
             del self._groups[key]
+            self.changes += 1
         for penalty in [key for key, until in self._penalties.items() if until <= now]:
             del self._penalties[penalty]
+
+    # ------------------------------------------------------------ persistence
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The table as plain values (JSON), to survive a server restart (``restore``).
+
+        Without it a restarted server would grant every stripe anew, in the order its
+        holders happen to ask again, with a stripe count taken from whoever has checked
+        in since: a holder restarted on its cache then gets another stripe and fetches
+        what it does not know the office holds (estate-faults, seed 1: three chunks of
+        sixteen fetched a second time)."""
+        groups = []
+        for (office, content_id), group in self._groups.items():
+            groups.append(
+                {
+                    "office": office,
+                    "content_id": content_id.hex,
+                    "stripes": [
+                        _saved_stripe(lease, since, now)
+                        for lease, since in zip(group.leases, group.free_since, strict=True)
+                    ],
+                }
+            )
+        penalties = [
+            {"office": office, "content_id": content_id.hex, "who": who, "left_s": until - now}
+            for (office, content_id, who), until in self._penalties.items()
+            if until > now
+        ]
+        return {"groups": groups, "penalties": penalties}
+
+    def restore(self, saved: dict[str, Any], now: float, elapsed: float) -> None:
+        """Take back a ``snapshot`` written ``elapsed`` seconds ago (wall clock).
+
+        Every restored holder counts as renewed and progressing now: nobody could renew
+        while the server was down, and a holder that died meanwhile lapses
+        ``lease_seconds`` from now as it would have before the restart. Stall penalties
+        keep what was left of them."""
+        for entry in saved.get("groups", []):
+            leases: list[_Lease | None] = []
+            free_since: list[float] = []
+            for stripe in entry["stripes"][:MAX_STRIPES]:
+                if "holder" in stripe:
+                    leases.append(_Lease(str(stripe["holder"]), now, now, str(stripe["address"])))
+                    free_since.append(now)
+                else:
+                    leases.append(None)
+                    if stripe.get("lapsed"):
+                        free_since.append(-1.0)
+                    else:
+                        free_since.append(now + max(0.0, float(stripe["free_in_s"]) - elapsed))
+            if leases:
+                key = (str(entry["office"]), ContentId.from_hex(entry["content_id"]))
+                self._groups[key] = _Group(leases, free_since)
+        for penalty in saved.get("penalties", []):
+            left = float(penalty["left_s"]) - elapsed
+            if left > 0:
+                content_id = ContentId.from_hex(penalty["content_id"])
+                self._penalties[(penalty["office"], content_id, penalty["who"])] = now + left
 
     # ------------------------------------------------------------- internals
 
@@ -239,12 +309,14 @@ class RendezvousTable:
                 self._punish(office, content_id, lease, now)
             if self._dead(lease, now):
                 group.leases[index] = None
+                self.changes += 1
                 group.free_since[index] = -1.0  # free now, and counted as a takeover
 
     def _drop(self, group: _Group, which: Callable[[_Lease], bool], free_since: float) -> None:
         for index, lease in enumerate(group.leases):
             if lease is not None and which(lease):
                 group.leases[index] = None
+                self.changes += 1
                 group.free_since[index] = free_since
 
     def _redirect(self, group: _Group, now: float) -> LeaseAnswer:
@@ -273,6 +345,7 @@ class RendezvousTable:
         self.stalls += 1
         until = now + self.stall_penalty
         self._penalties[(office, content_id, lease.holder)] = until
+        self.changes += 1
         if lease.address:
             self._penalties[(office, content_id, "@" + lease.address)] = until
 
@@ -287,6 +360,14 @@ class RendezvousTable:
     def _lapsed(self, lease: _Lease, now: float) -> bool:
         """Silent for ``lease_seconds``: neither a renewal nor a chunk fetched."""
         return now - max(lease.renewed_at, lease.progress_at) >= self.lease_seconds
+
+
+def _saved_stripe(lease: _Lease | None, free_since: float, now: float) -> dict[str, Any]:
+    if lease is not None:
+        return {"holder": lease.holder, "address": lease.address}
+    if free_since < 0:
+        return {"lapsed": True}  # its holder lapsed or stalled: the next grant is a takeover
+    return {"free_in_s": round(max(0.0, free_since - now), 3)}
 
 
 def _holds(lease: _Lease | None, device: str) -> bool:

@@ -15,11 +15,14 @@ in rounds              register (activation, licence), follow the change feed,
                          is asked again after ``sync_seconds``;
 every ``report_seconds`` report the client registry (the console answers which
                          devices hold a seat) and download statistics.
+every ``LEASE_SAVE_SECONDS`` save the rendezvous leases and the delivery ledger.
 
 The HTTPS calls are blocking (httpx) and run in a worker thread; what they return is
 applied to ``ServerCore`` on the loop thread, which alone touches it. Everything the
-console said, the feed cursor and the client registry are kept in SQL, so a restarted
-server serves its clients before it reaches the console again.
+console said, the feed cursor, the client registry and the rendezvous leases (with
+what the server already delivered into each office) are kept in SQL, so a restarted
+server serves its clients before it reaches the console again, and each office keeps
+its holders and fetches no second WAN copy.
 
 The server's identity is an X25519 key in ``DATA_DIR/server.key`` (created at first
 start); it sends the public key when it registers with the console and keeps the
@@ -83,6 +86,8 @@ __all__ = [
 
 log = logging.getLogger("shoal.server")
 MIN_SYNC_ROUND = 0.5
+LEASE_SAVE_SECONDS = 1.0
+"""How often the rendezvous leases and the delivery ledger are saved while held."""
 
 
 SERVER_KEY_FILE = "server.key"
@@ -196,6 +201,10 @@ class ServerService:
         certificate = self.state.get("certificate")
         if certificate is not None:
             self._apply_certificate(bytes.fromhex(certificate))
+        leases = self.state.load_leases(time.time())
+        if leases is not None:
+            saved, elapsed = leases
+            core.restore_lease_state(saved, now, elapsed)
 
     def _apply_certificate(self, certificate: bytes) -> bool:
         """Serve ``certificate`` if it certifies this server's current key."""
@@ -438,6 +447,7 @@ class ServerService:
         tasks = [
             asyncio.create_task(self._sync_loop(stop)),
             asyncio.create_task(self._report_loop(stop)),
+            asyncio.create_task(self._lease_loop(stop)),
         ]
         try:
             await stop.wait()
@@ -517,6 +527,21 @@ class ServerService:
             else:
                 self.apply_report_answer(answer)
 
+    async def _lease_loop(self, stop: asyncio.Event) -> None:
+        """Save the rendezvous leases and the delivery ledger within
+        ``LEASE_SAVE_SECONDS`` of a grant, a free stripe or a delivery (in a worker
+        thread; renewals alone are not saved, a restart counts every holder as renewed):
+        a server that crashes loses at most that much of them."""
+        saved = None
+        while not stop.is_set():
+            await sleep_or_stop(stop, LEASE_SAVE_SECONDS)
+            changes = self.core.lease_changes
+            if changes == saved:
+                continue
+            lease_state = self.core.lease_state(asyncio.get_running_loop().time())
+            await asyncio.to_thread(self.state.save_leases, lease_state, time.time())
+            saved = changes
+
     def _log_refusals(self) -> None:
         """Say in the log which devices were refused, why and what to do: once per
         (device, cause), so a device retrying every few seconds is one line."""
@@ -525,8 +550,9 @@ class ServerService:
         refusals.clear()
 
     def _save_registry(self) -> None:
-        """Write the registry now, on the event loop (at shutdown)."""
+        """Write the registry and the leases now, on the event loop (at shutdown)."""
         self.state.save_rows(*self._registry_changes())
+        self.state.save_leases(self.core.lease_state(time.monotonic()), time.time())
         self._save_reports()
 
     async def _save_registry_soon(self) -> None:

@@ -1,10 +1,12 @@
 """The P2P server's SQL state: named values (what the console said, the feed cursor),
-the client registry and bad-peer reports, so a restarted server serves at once."""
+the client registry, the rendezvous leases and bad-peer reports, so a restarted server
+serves at once and keeps each office's one WAN copy."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -66,6 +68,28 @@ def client_row(state: RowState, wall_now: float) -> ClientRow:
     )
 
 
+def restored_record(state: RowState, now: float) -> ClientRecord:
+    """A registry entry as a restarted server takes it back (seen ``now``)."""
+    record = ClientRecord(
+        state.device_id,
+        state.hostname,
+        state.version,
+        state.address,
+        state.subnet,
+        now,
+        now,
+        public_key=state.public_key,
+        last_counter=state.last_counter,
+    )
+    for progress in state.content:
+        record.content[progress.content_id] = progress
+    return record
+
+
+LEASES_KEY = "leases"
+"""The named value holding the rendezvous leases and the delivery ledger (JSON)."""
+
+
 class StateStore:
     """The server's SQL state: named values, the client registry, bad-peer reports."""
 
@@ -106,22 +130,33 @@ class StateStore:
         for row in rows:
             if not row.public_key:
                 continue  # a device of protocol 1: it registers again with its key
-            record = ClientRecord(
+            content = tuple(
+                ContentProgress(ContentId.from_hex(entry[0]), *entry[1:]) for entry in row.content
+            )
+            state = RowState(
                 bytes.fromhex(row.device_id),
                 row.hostname,
                 row.version,
                 row.address,
                 row.subnet,
-                now,
-                now,
-                public_key=bytes.fromhex(row.public_key),
-                last_counter=row.last_counter,
+                bytes.fromhex(row.public_key),
+                row.last_counter,
+                content,
             )
-            for entry in row.content:
-                progress = ContentProgress(ContentId.from_hex(entry[0]), *entry[1:])
-                record.content[progress.content_id] = progress
-            records.append(record)
+            records.append(restored_record(state, now))
         return records
+
+    def save_leases(self, lease_state: dict[str, Any], wall_now: float) -> None:
+        """Blocking: write the leases and delivery ledger (``ServerCore.lease_state``)."""
+        self.put({LEASES_KEY: json.dumps({"saved_at": wall_now, "state": lease_state})})
+
+    def load_leases(self, wall_now: float) -> tuple[dict[str, Any], float] | None:
+        """The leases last saved and how many seconds ago (wall clock), if any."""
+        text = self.get(LEASES_KEY)
+        if text is None:
+            return None
+        saved = json.loads(text)
+        return saved["state"], max(0.0, wall_now - float(saved["saved_at"]))
 
     def save_clients(
         self, clients: list[ClientRecord], wall_now: float, expired: Sequence[bytes] = ()

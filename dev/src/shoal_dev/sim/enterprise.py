@@ -127,6 +127,8 @@ class Enterprise:
     """The flow model, in flow mode (None: packet mode)."""
     make_server: Callable[[], ServerNode] | None = None
     """A new server process with what the server keeps across a restart."""
+    saved_leases: tuple[dict[str, Any], float] | None = None
+    """The leases and delivery ledger the server's state store holds, and when saved."""
 
     def signed_assignments(self, assignments: list[dict[str, Any]]) -> bytes:
         """The next assignment document (a new sequence, valid for a week of virtual
@@ -165,16 +167,24 @@ class Enterprise:
         return self.network.hosts[SERVER_IP]
 
     def kill_server(self) -> None:
-        """The P2P server's process dies (its leases and registry with it)."""
+        """The P2P server's process dies (its registry with it). Its state store keeps
+        the rendezvous leases and delivery ledger (``ServerService`` saves them every
+        ``LEASE_SAVE_SECONDS``, 1 s; here as they are when it dies)."""
+        now = self.network.now
+        self.saved_leases = (self.server.core.lease_state(now), now)
         if self.fabric is not None:
             self.fabric.kill(self.server_host())
         else:
             self.network.kill(self.server_host())
 
     def restart_server(self) -> None:
-        """The P2P server starts again: its clients register again."""
+        """The P2P server starts again with its saved leases: its clients register again."""
         assert self.make_server is not None
         self.server = self.make_server()
+        if self.saved_leases is not None:
+            saved, saved_at = self.saved_leases
+            now = self.network.now
+            self.server.core.restore_lease_state(saved, now, now - saved_at)
         self.network.restart(self.server_host(), self.server.bindings(), self.server)
 
     def restart(self, client: SimClient) -> None:
