@@ -76,6 +76,8 @@ MIB = 1024 * 1024
 WAN_LIMIT = 1.05
 """WAN bytes per sharing office, in package sizes (issue 10)."""
 TYPES = ("Default", "WiFi", "VPN")
+PROGRESS_EVERY_S = 30.0
+"""Wall seconds between two progress lines of a run (to ``say``; not in the report)."""
 
 
 class ScenarioInvalid(ShoalError):
@@ -406,7 +408,9 @@ def run_scenario(
     root: Path,
     say: Callable[[str], None] = lambda _line: None,
 ) -> dict[str, Any]:
-    """Run ``scenario``; return the report (see ``report``), invariants included."""
+    """Run ``scenario``; return the report (see ``report``), invariants included.
+
+    Every ``PROGRESS_EVERY_S`` of wall time a line to ``say`` tells how far it got."""
     wall_started, cpu_started = time.perf_counter(), time.process_time()
     offices = scenario.offices(seed)
     plan = _plan(scenario, offices, seed)
@@ -465,7 +469,20 @@ def run_scenario(
         network.at(at + down_for, server_back)
     last_crash = max((at + down for at, down, _ in plan.crashes), default=0.0)
     everyone_done = _Completion(enterprise)
-    done = lambda: network.now > last_crash and everyone_done()  # noqa: E731
+    next_progress = time.perf_counter() + PROGRESS_EVERY_S
+
+    def done() -> bool:
+        nonlocal next_progress
+        if time.perf_counter() >= next_progress:  # a long run says how far it got
+            next_progress = time.perf_counter() + PROGRESS_EVERY_S
+            complete = sum(1 for client in enterprise.clients if enterprise.complete(client))
+            say(
+                f"virtual {network.now:.1f} s: {complete}/{len(enterprise.clients)} devices "
+                f"complete ({time.perf_counter() - wall_started:.0f} s wall, "
+                f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB max RSS)"
+            )
+        return network.now > last_crash and everyone_done()
+
     enterprise.run(until=scenario.timeout_s, stop=done)
     document = report(scenario, enterprise, offices, plan, load, watch, mode=mode, seed=seed)
     usage = resource.getrusage(resource.RUSAGE_SELF)
