@@ -316,3 +316,24 @@ def test_install_reports_are_kept_for_assigned_content_only_and_relayed(server: 
     assert ask(server, 1, "10.1.0.1", uninstalled) == Noted()  # it installed it before
     installed = InstallReport(CONTENT, InstallStatus.INSTALLED, 1, 0, "")
     assert isinstance(ask(server, 1, "10.1.0.1", installed), Refused)
+
+
+def test_a_new_topology_places_a_known_address_again(server: ServerCore) -> None:
+    """The office of an address is remembered, but only for the topology it came from:
+    a topology upload that moves a subnet moves its clients at once."""
+    assert server.office_of("10.2.0.7") == ("Cafe", OfficeType.WIFI)
+    moved = parse_json(
+        {
+            "offices": [
+                {"office": "Central Office", "parent": None, "type": "Default",
+                 "subnets": ["10.0.0.0/24"]},
+                {"office": "Lyon", "parent": "Central Office", "type": "Default",
+                 "subnets": ["10.2.0.0/24"]},
+            ]
+        }
+    )  # fmt: skip
+    server.topology = moved
+    assert server.office_of("10.2.0.7") == ("Lyon", OfficeType.DEFAULT)
+    assert server.office_of("10.3.0.1") == (None, OfficeType.NONE)
+    server.topology = None
+    assert server.office_of("10.2.0.7") == (None, OfficeType.NONE)

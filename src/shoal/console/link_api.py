@@ -41,7 +41,7 @@ from typing import Annotated
 import anyio
 from fastapi import APIRouter, HTTPException, Path, Query, status
 from fastapi.responses import FileResponse, Response
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from shoal import __version__, topology
@@ -282,10 +282,46 @@ async def report_clients(
     return await anyio.to_thread.run_sync(_record_clients, state, server, body)
 
 
+REPORT_BATCH = 500
+"""Client records applied per transaction. A P2P server reports its whole registry
+(10,000 devices) every few seconds; in one transaction SQLite's single writer lock
+would be held for the whole report and every other write of the console (an upload, an
+assignment) would wait past its busy timeout ("database is locked"). Between batches
+the lock is free, and each record is applied on its own anyway (see the module doc)."""
+
+
 def _record_clients(
     state: ConsoleState, server: LinkedServer, body: schemas.ClientReport
 ) -> schemas.ClientReportOut:
-    with state.topology_lock, state.sessions() as session:
+    raw_records: list[object] = list(body.clients)
+    placed: list[schemas.ClientPlaced] = []
+    refused: list[schemas.RecordRefused] = []
+    first: LicenceStatus | None = None
+    with state.topology_lock:
+        for start in range(0, max(len(raw_records), 1), REPORT_BATCH):
+            before, after = _record_batch(
+                state, server, raw_records[start : start + REPORT_BATCH], start, placed, refused
+            )
+            first = first or before
+    assert first is not None
+    records.log_refused(state, server.server_id, "client", refused)
+    if after.seats_over > first.seats_over:
+        log.warning("licence overage: %s", after.message)
+    return schemas.ClientReportOut(clients=placed, refused=refused, licence=_licence_out(after))
+
+
+def _record_batch(
+    state: ConsoleState,
+    server: LinkedServer,
+    raw_records: list[object],
+    first_index: int,
+    placed: list[schemas.ClientPlaced],
+    refused: list[schemas.RecordRefused],
+) -> tuple[LicenceStatus, LicenceStatus]:
+    """Apply one batch of client records in one transaction; the licence status before
+    and after it. Devices and their content rows are read in one query each, and only
+    what changed is written (a steady registry rewrites nothing but ``last_seen``)."""
+    with state.sessions() as session:
         row = activated_server(session, server)
         now = state.clock()
         row.last_seen = now
@@ -293,16 +329,23 @@ def _record_clients(
         tree = records.load_topology(session, state.topology_cache)
         auto = records.auto_generated_offices(session)
         tree_changed = False
-        placed: list[schemas.ClientPlaced] = []
-        refused: list[schemas.RecordRefused] = []
-        raw_records: list[object] = list(body.clients)
         reported = [
             raw["device_id"]
             for raw in raw_records
             if isinstance(raw, dict) and isinstance(raw.get("device_id"), str)
         ]
         recipients_before = confidential.recipient_state(session, reported)
-        for index, raw in enumerate(raw_records):
+        devices = {
+            device.id: device
+            for device in session.scalars(select(db.Device).where(db.Device.id.in_(reported)))
+        }
+        held: dict[str, dict[str, db.DeviceContent]] = {}
+        for content_row in session.scalars(
+            select(db.DeviceContent).where(db.DeviceContent.device_id.in_(reported))
+        ):
+            held.setdefault(content_row.device_id, {})[content_row.content_id] = content_row
+        applied: list[schemas.ClientRecord] = []
+        for index, raw in enumerate(raw_records, start=first_index):
             client = records.validate_record(schemas.ClientRecord, index, raw, "device_id")
             if isinstance(client, schemas.RecordRefused):
                 refused.append(client)
@@ -328,9 +371,9 @@ def _record_clients(
                     log.info("new office %r for client subnet %s", found.name, client.subnet)
             except (topology.TopologyInvalid, ValueError) as error:
                 office, message = None, f"placed in no office: {error}"
-            device = session.get(db.Device, client.device_id)
+            device = devices.get(client.device_id)
             if device is None:
-                device = db.Device(
+                device = devices[client.device_id] = db.Device(
                     id=client.device_id,
                     first_seen=now,
                     licensed=before.active,
@@ -345,6 +388,7 @@ def _record_clients(
                 session.add(device)
             elif not device.licensed and before.active:
                 device.licensed = True
+            # The ORM writes only the columns whose value changed.
             device.hostname, device.address, device.subnet = (
                 client.hostname,
                 client.address,
@@ -357,20 +401,7 @@ def _record_clients(
             if not device.licensed:
                 refusal = f"not licensed: {before.message}"
                 message = f"{message}; {refusal}" if message else refusal
-            session.flush()
-            session.execute(
-                delete(db.DeviceContent).where(db.DeviceContent.device_id == client.device_id)
-            )
-            for entry in {entry.content_id: entry for entry in client.content}.values():
-                session.add(
-                    db.DeviceContent(
-                        device_id=client.device_id,
-                        content_id=entry.content_id,
-                        bytes_done=entry.bytes_done,
-                        complete=entry.complete,
-                    )
-                )
-            installs.record_reports(session, client.device_id, client.installs, now)
+            applied.append(client)
             placed.append(
                 schemas.ClientPlaced(
                     device_id=client.device_id,
@@ -379,6 +410,10 @@ def _record_clients(
                     message=message,
                 )
             )
+        session.flush()  # new devices exist before their content and install rows
+        for client in applied:
+            _replace_content(session, client, held.setdefault(client.device_id, {}))
+            installs.record_reports(session, client.device_id, client.installs, now)
         if tree_changed:
             records.save_topology(state, session, tree, auto)
         session.flush()
@@ -388,10 +423,29 @@ def _record_clients(
             state.record_change(session, ChangeKind.ASSIGNMENTS_CHANGED)
         after = state.licence_status(session)
         session.commit()
-    records.log_refused(state, server.server_id, "client", refused)
-    if after.seats_over > before.seats_over:
-        log.warning("licence overage: %s", after.message)
-    return schemas.ClientReportOut(clients=placed, refused=refused, licence=_licence_out(after))
+    return before, after
+
+
+def _replace_content(
+    session: Session, client: schemas.ClientRecord, held: dict[str, db.DeviceContent]
+) -> None:
+    """The device's content rows (``held``, kept in step) become what it reported (the
+    last entry of a content reported twice wins); unchanged rows are not written."""
+    wanted = {entry.content_id: entry for entry in client.content}
+    for content_id in [content_id for content_id in held if content_id not in wanted]:
+        session.delete(held.pop(content_id))
+    for content_id, entry in wanted.items():
+        content_row = held.get(content_id)
+        if content_row is None:
+            held[content_id] = db.DeviceContent(
+                device_id=client.device_id,
+                content_id=content_id,
+                bytes_done=entry.bytes_done,
+                complete=entry.complete,
+            )
+            session.add(held[content_id])
+        else:
+            content_row.bytes_done, content_row.complete = entry.bytes_done, entry.complete
 
 
 @router.post("/stats", response_model=schemas.StatReportOut, responses=ERRORS)

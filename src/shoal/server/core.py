@@ -119,6 +119,10 @@ class ServerCore:
         self.settings = settings
         self.version = version
         self.topology: Topology | None = None
+        # Office by client address, for the topology it was computed with (an address is
+        # placed once, not on every scan of the registry: see ``office_of``).
+        self._office_memo: dict[str, tuple[str | None, OfficeType]] = {}
+        self._office_memo_topology: Topology | None = None
         self.licence = LicenceView()
         self.device_refusals: dict[bytes, str] = {}
         self.clients: dict[bytes, ClientRecord] = {}
@@ -209,13 +213,24 @@ class ServerCore:
     # ------------------------------------------------------------ decisions
 
     def office_of(self, ip: str) -> tuple[str | None, OfficeType]:
-        """The client's office name and type by its address (``NONE`` if in no office)."""
-        if self.topology is None:
+        """The client's office name and type by its address (``NONE`` if in no office).
+
+        Memoised per topology: the peer lists and stripe counts scan every registered
+        client, and parsing each address again made a 10,000-device estate's leases
+        quadratic in parse time (issue 10). Bounded: cleared when it holds MAX_CLIENTS."""
+        topology = self.topology
+        if topology is None:
             return None, OfficeType.NONE
-        office = self.topology.office_for_address(ip)
-        if office is None:
-            return None, OfficeType.NONE
-        return office.name, office.type.code
+        if self._office_memo_topology is not topology:
+            self._office_memo, self._office_memo_topology = {}, topology
+        placed = self._office_memo.get(ip)
+        if placed is None:
+            office = topology.office_for_address(ip)
+            placed = (None, OfficeType.NONE) if office is None else (office.name, office.type.code)
+            if len(self._office_memo) >= MAX_CLIENTS:
+                self._office_memo.clear()
+            self._office_memo[ip] = placed
+        return placed
 
     # ------------------------------------------------------ authentication
 

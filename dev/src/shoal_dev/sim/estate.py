@@ -76,6 +76,8 @@ MIB = 1024 * 1024
 WAN_LIMIT = 1.05
 """WAN bytes per sharing office, in package sizes (issue 10)."""
 TYPES = ("Default", "WiFi", "VPN")
+PROGRESS_EVERY_S = 30.0
+"""Wall seconds between two progress lines of a run (to ``say``; not in the report)."""
 
 
 class ScenarioInvalid(ShoalError):
@@ -406,7 +408,9 @@ def run_scenario(
     root: Path,
     say: Callable[[str], None] = lambda _line: None,
 ) -> dict[str, Any]:
-    """Run ``scenario``; return the report (see ``report``), invariants included."""
+    """Run ``scenario``; return the report (see ``report``), invariants included.
+
+    Every ``PROGRESS_EVERY_S`` of wall time a line to ``say`` tells how far it got."""
     wall_started, cpu_started = time.perf_counter(), time.process_time()
     offices = scenario.offices(seed)
     plan = _plan(scenario, offices, seed)
@@ -464,7 +468,21 @@ def run_scenario(
 
         network.at(at + down_for, server_back)
     last_crash = max((at + down for at, down, _ in plan.crashes), default=0.0)
-    done = lambda: network.now > last_crash and enterprise.all_complete()  # noqa: E731
+    everyone_done = _Completion(enterprise)
+    next_progress = time.perf_counter() + PROGRESS_EVERY_S
+
+    def done() -> bool:
+        nonlocal next_progress
+        if time.perf_counter() >= next_progress:  # a long run says how far it got
+            next_progress = time.perf_counter() + PROGRESS_EVERY_S
+            complete = sum(1 for client in enterprise.clients if enterprise.complete(client))
+            say(
+                f"virtual {network.now:.1f} s: {complete}/{len(enterprise.clients)} devices "
+                f"complete ({time.perf_counter() - wall_started:.0f} s wall, "
+                f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB max RSS)"
+            )
+        return network.now > last_crash and everyone_done()
+
     enterprise.run(until=scenario.timeout_s, stop=done)
     document = report(scenario, enterprise, offices, plan, load, watch, mode=mode, seed=seed)
     usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -479,6 +497,34 @@ def run_scenario(
         ),
     }
     return document
+
+
+class _Completion:
+    """Has every live device completed? Asked after every event of the run, so it
+    must not scan 10,000 devices each time: devices found complete are not asked
+    again (a cursor), and the full scan runs only once the cursor reaches the end.
+
+    Sound because the run asks it only after the last restart: from then on a
+    device's download only moves towards completion, and the final full scan
+    (``Enterprise.all_complete``) confirms the answer, resetting the cursor if not.
+    """
+
+    def __init__(self, enterprise: Enterprise) -> None:
+        self.enterprise = enterprise
+        self.cursor = 0
+
+    def __call__(self) -> bool:
+        enterprise = self.enterprise
+        clients = enterprise.clients
+        while self.cursor < len(clients):
+            client = clients[self.cursor]
+            if client.host.alive and not enterprise.complete(client):
+                return False
+            self.cursor += 1
+        if enterprise.all_complete():
+            return True
+        self.cursor = 0
+        return False
 
 
 def _schedule_outage(enterprise: Enterprise, office_name: str, at: float, length: float) -> None:
