@@ -1,13 +1,18 @@
 """A download that writes chunks into a store until it is killed (see test_store_crash.py).
 
-Usage: python crash_writer.py STORE_DIR PACKAGE MANIFEST SEED
-Prints ``ACK <chunk_index>`` after each ``write_chunk`` returns.
+``fork_writer`` forks the test process (which has imported the store already, so a
+writer is at work within milliseconds instead of after a Python start-up) and returns
+the child's pid and the read end of a pipe on which it writes ``ACK <chunk_index>``
+after each ``write_chunk`` returns, ``DONE`` when the package is whole, or
+``ERROR <what>`` if something it did went wrong.
 """
 
 from __future__ import annotations
 
+import os
 import random
-import sys
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 from shoal.core.errors import ChunkHashMismatch
@@ -15,13 +20,14 @@ from shoal.core.manifest import decode_manifest_file
 from shoal.store.content_store import ContentStore
 
 
-def main() -> None:
-    store_dir, package_path, manifest_path, seed_text = sys.argv[1:5]
-    rng = random.Random(int(seed_text))
-    manifest_file = Path(manifest_path).read_bytes()
+def write_until_killed(
+    store_dir: Path, package: bytes, manifest_file: bytes, seed: int, say: Callable[[str], object]
+) -> None:
+    """Add the package to the store and write its missing chunks in a random order, each
+    one preceded, one time in five, by a corrupt copy that must be refused."""
+    rng = random.Random(seed)
     manifest = decode_manifest_file(manifest_file).manifest
-    package = Path(package_path).read_bytes()
-    store = ContentStore(Path(store_dir))
+    store = ContentStore(store_dir)
     store.add(manifest_file, pinned=True)
     missing = list(store.verified(manifest.content_id).missing())
     rng.shuffle(missing)
@@ -34,11 +40,34 @@ def main() -> None:
             except ChunkHashMismatch:
                 pass
             else:
-                raise SystemExit("a corrupt chunk was accepted")
+                say("ERROR a corrupt chunk was accepted\n")
+                return
         store.write_chunk(manifest.content_id, chunk_index, data)
-        print(f"ACK {chunk_index}", flush=True)
-    print("DONE", flush=True)
+        say(f"ACK {chunk_index}\n")
+    say("DONE\n")
 
 
-if __name__ == "__main__":
-    main()
+def fork_writer(
+    store_dir: Path, package: bytes, manifest_file: bytes, seed: int
+) -> tuple[int, int]:
+    """Start ``write_until_killed`` in a forked child: (its pid, the read end of its pipe)."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the test process
+        status = 1
+        try:
+            os.close(read_end)
+            write_until_killed(
+                store_dir,
+                package,
+                manifest_file,
+                seed,
+                lambda line: os.write(write_end, line.encode()),
+            )
+            status = 0
+        except BaseException:  # reported to the parent, which fails the test
+            os.write(write_end, f"ERROR {traceback.format_exc()!r}\n".encode())
+        finally:
+            os._exit(status)
+    os.close(write_end)
+    return pid, read_end

@@ -63,13 +63,18 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def client_venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh virtual environment with ``pip install shoal`` (the wheel, no extras)."""
+    """A fresh virtual environment with ``pip install shoal`` (the wheel, no extras).
+
+    Created without pip of its own (ensurepip takes seconds): this environment's pip
+    installs into it (``pip --python``), with the same resolver."""
     venv = tmp_path_factory.mktemp("client-venv")
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120
+    )
     (wheel,) = dist.glob("shoal-*-py3-none-any.whl")
     install = subprocess.run(
         [
-            *(str(venv / "bin" / "pip"), "install", "--quiet"),
+            *pip_in(venv, "install", "--quiet"),
             *("--index-url", LOCAL_INDEX.as_uri(), str(wheel)),
         ],
         capture_output=True,
@@ -81,9 +86,14 @@ def client_venv(dist: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return venv
 
 
+def pip_in(venv: Path, *arguments: str) -> list[str]:
+    """The command line of this environment's pip acting on ``venv``."""
+    return [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), *arguments]
+
+
 def installed(venv: Path) -> set[str]:
     listing = subprocess.run(
-        [str(venv / "bin" / "pip"), "list", "--format", "json"],
+        pip_in(venv, "list", "--format", "json"),
         capture_output=True,
         text=True,
         check=True,
