@@ -137,8 +137,8 @@ class _DelayWindow:
 
     __slots__ = ("cwnd", "delay", "max_cwnd", "min_cwnd", "ssthresh")
 
-    def __init__(self, config: TransferConfig) -> None:
-        self.cwnd = float(config.initial_window_packets)
+    def __init__(self, config: TransferConfig, initial_window: int) -> None:
+        self.cwnd = float(initial_window)
         self.min_cwnd = float(config.min_window_packets)
         self.max_cwnd = float(config.max_window_packets)
         self.ssthresh = float("inf")
@@ -202,7 +202,9 @@ class DelayReno(_DelayWindow):
     )
 
     def __init__(self, config: TransferConfig) -> None:
-        super().__init__(config)
+        # Paced over the round trip once it is known (the flow caps what it sends
+        # before its first RTT sample at ``initial_window_packets``: ``Flow.window``).
+        super().__init__(config, config.paced_initial_window_packets)
         self.loss_tolerance = config.foreground_loss_tolerance
         self.queue_us = config.foreground_queue_delay * 1e6
         self.target_us = config.foreground_target_delay * 1e6
@@ -340,7 +342,7 @@ class Ledbat(_DelayWindow):
     __slots__ = ("gain", "target_us")
 
     def __init__(self, config: TransferConfig) -> None:
-        super().__init__(config)
+        super().__init__(config, config.initial_window_packets)
         self.target_us = config.ledbat_target_delay * 1e6
         self.gain = config.ledbat_gain
 

@@ -43,6 +43,7 @@ class Flow:
         "rtt",
         "undo_cwnd",
         "undo_ssthresh",
+        "unpaced_window",
         "uploads",
     )
 
@@ -67,6 +68,16 @@ class Flow:
         self.undo_cwnd: float | None = None
         self.undo_ssthresh = 0.0
         self.uploads: list[Upload] = []
+        self.unpaced_window = config.initial_window_packets
+
+    @property
+    def window(self) -> int:
+        """Packets the flow may have in flight: the controller's window, but before the
+        first RTT sample, when the pacer has no rate and what goes goes back to back,
+        at most ``initial_window_packets`` (RFC 6928)."""
+        if self.rtt.srtt is None:
+            return int(min(self.cc.cwnd, self.unpaced_window))
+        return int(self.cc.cwnd)
 
     def on_sent(self, sent: int) -> None:
         """``sent`` more packets are in flight (and count towards the loss rate)."""
