@@ -1,6 +1,7 @@
 """A transfer's start: at most 10 packets back to back before the round trip is known,
-then a paced window of 32 (foreground), so a chunk over a long WAN takes fewer round
-trips of slow start (issue 9: the start of a download)."""
+then (foreground) a window paced over it of up to 32 packets on a long round trip, so a
+chunk over a long WAN takes fewer round trips of slow start (issue 9: the start of a
+download)."""
 
 from __future__ import annotations
 
@@ -57,12 +58,16 @@ def test_a_chunk_from_a_peer_whose_round_trip_is_known_starts_from_the_paced_win
     assert seconds < 0.4, f"{seconds:.3f} s for 256 KiB over a 100 ms round trip"
 
 
-def test_only_the_foreground_starts_from_the_larger_window() -> None:
-    for mode, paced in (
-        (Mode.FOREGROUND, CONFIG.paced_initial_window_packets),
-        (Mode.BACKGROUND, CONFIG.initial_window_packets),
+def test_a_foreground_flow_starts_larger_only_on_a_long_round_trip() -> None:
+    for mode, rtt, window in (
+        (Mode.FOREGROUND, 0.1, CONFIG.paced_initial_window_packets),  # 50 -> at most 32
+        (Mode.FOREGROUND, 0.04, 20),  # 500 packets/s for 40 ms
+        (Mode.FOREGROUND, 0.002, CONFIG.initial_window_packets),  # a LAN: never below 10
+        (Mode.BACKGROUND, 0.1, CONFIG.initial_window_packets),  # LEDBAT keeps RFC 6928's
     ):
         flow = Flow((("10.0.0.1", 7000), mode), CONFIG, 0.0)
-        assert flow.window == CONFIG.initial_window_packets  # no RTT sample yet
-        flow.rtt.on_sample(0.1)
-        assert flow.window == paced
+        assert flow.cc.cwnd == CONFIG.initial_window_packets  # no RTT sample yet
+        flow.on_rtt_sample(rtt)
+        assert flow.cc.cwnd == window, (mode, rtt)
+        flow.on_rtt_sample(rtt)
+        assert flow.cc.cwnd == window  # only the first sample sets the start

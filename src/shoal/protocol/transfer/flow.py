@@ -43,7 +43,6 @@ class Flow:
         "rtt",
         "undo_cwnd",
         "undo_ssthresh",
-        "unpaced_window",
         "uploads",
     )
 
@@ -68,16 +67,14 @@ class Flow:
         self.undo_cwnd: float | None = None
         self.undo_ssthresh = 0.0
         self.uploads: list[Upload] = []
-        self.unpaced_window = config.initial_window_packets
 
-    @property
-    def window(self) -> int:
-        """Packets the flow may have in flight: the controller's window, but before the
-        first RTT sample, when the pacer has no rate and what goes goes back to back,
-        at most ``initial_window_packets`` (RFC 6928)."""
-        if self.rtt.srtt is None:
-            return int(min(self.cc.cwnd, self.unpaced_window))
-        return int(self.cc.cwnd)
+    def on_rtt_sample(self, seconds: float) -> None:
+        """Fold in an RTT measurement; the first lets a foreground window start paced
+        (``DelayReno.on_first_rtt``)."""
+        first = self.rtt.srtt is None
+        self.rtt.on_sample(seconds)
+        if first and isinstance(self.cc, DelayReno):
+            self.cc.on_first_rtt(seconds)
 
     def on_sent(self, sent: int) -> None:
         """``sent`` more packets are in flight (and count towards the loss rate)."""

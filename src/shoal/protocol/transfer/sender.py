@@ -260,7 +260,7 @@ class Sender:
     def _send_flow(self, flow: Flow, now: float, out: list[tuple[bytes, Address]]) -> None:
         cc = flow.cc
         pacer = flow.pacer
-        room = flow.window - flow.in_flight
+        room = int(cc.cwnd) - flow.in_flight
         if room <= 0:
             pacer.wait_until = None
             return
