@@ -399,6 +399,22 @@ def test_a_lease_answered_before_the_manifest_makes_the_server_an_origin_at_star
     assert harness.download.lease_due < 3.0
 
 
+def test_a_lease_answer_that_lapsed_before_the_manifest_is_asked_for_again() -> None:
+    # An early answer is applied only while it is valid: a holder must not fetch from
+    # the server on a lease the office may have given to another client meanwhile.
+    harness = Harness()
+    harness.assign()
+    reply = LeaseReply(CONTENT_ID, LeaseDecision.GRANTED, (SERVER, 7000), 3000, 2, 0b10)
+    harness.machine.on_lease(reply, harness.now)
+    harness.tick(3.5)
+    harness.manifest_located()
+    harness.manifest_arrives()
+    assert harness.state is DownloadState.LEASING
+    assert harness.control.names().count("lease") == 2
+    harness.schedule()
+    assert harness.requests() == []
+
+
 def test_a_verified_download_is_reported_once_and_asks_for_nothing_more() -> None:
     harness = Harness()
     harness.drive_to(DownloadState.COMPLETE)

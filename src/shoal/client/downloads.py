@@ -9,15 +9,13 @@ table of ``shoal.client.download`` (manifest asked, fetched and verified; chunks
   (``shoal.client.blobs``), checked against the console keys the assignment document
   allows, and added to the store (pinned: assigned content is not evicted).
 * Sources: discovery (broadcast in Default offices, server peer lists in WiFi offices)
-  feeds the ``ChunkPicker`` with peers and what they hold; the server's LEASE decides
-  whether the server is an origin: GRANTED (this client is the office's rendezvous
-  point), REDIRECTED (peers only; ask again when it may lapse), DIRECT (VPN office, or
-  in no office).
+  feeds the ``ChunkPicker`` with peers and what they hold; the server's LEASE, asked
+  with the manifest, decides whether the server is an origin (``shoal.client.lease``).
 * Chunks: requested within ``max_in_flight``, the office's bandwidth caps (token
   buckets) and its limit of downloads at once; each chunk the engine verified becomes a
   ``WriteChunk`` effect and is held (announced, served, reported) only once written
-  (``chunk_written``). While ``write_backlog_bytes`` wait for the disk, nothing new is
-  asked for.
+  (``chunk_written``). While ``write_backlog_bytes`` wait for the disk
+  (``shoal.client.chunk_writes``), nothing new is asked for.
 * Bad peers: one that sends a corrupt chunk is banned for that content and reported to
   the server; peers the server bans in the office are banned for every content.
 * Complete: the one place a download reaches its terminal state is
@@ -36,6 +34,7 @@ from dataclasses import dataclass
 from shoal.assignments import SealedContent
 from shoal.client.bandwidth import BandwidthCaps
 from shoal.client.blobs import BlobFetcher, ManifestBlob
+from shoal.client.chunk_writes import ChunkWrites
 from shoal.client.confidential import PlaintextJobs
 from shoal.client.config import AgentConfig, ContentStoreLike
 from shoal.client.control import ControlClient
@@ -50,12 +49,12 @@ from shoal.client.disk import (
     perform_store_update,
 )
 from shoal.client.download import MANIFEST_STATES, Download, DownloadInput, DownloadState
+from shoal.client.lease import EarlyLeases, apply_lease
 from shoal.client.registration import RETRY_SOON, RegistrationMachine
 from shoal.core.chunkset import ChunkSet
 from shoal.core.errors import ManifestError
 from shoal.core.ids import ContentId
 from shoal.core.signing import VerifyKey, verify_manifest_file
-from shoal.core.stripes import stripe_chunks
 from shoal.protocol.discovery import DiscoveryMachine, PeerAvailable
 from shoal.protocol.penalty import PenaltyBox
 from shoal.protocol.swarm import ChunkPicker
@@ -73,7 +72,6 @@ from shoal.wire.control import (
     BadPeer,
     ContentProgress,
     Lease,
-    LeaseDecision,
     LeaseReply,
     ManifestInfo,
     ManifestReply,
@@ -139,14 +137,10 @@ class DownloadsMachine:
         """Peers the server banned in this office (reported by several devices)."""
         self._sealed: dict[ContentId, SealedContent] = {}
         self.caps = BandwidthCaps()
-        self._disk_writes: list[WriteChunk] = []
-        self._writing: set[tuple[ContentId, int]] = set()
-        self._writing_bytes = 0
+        self._writes = ChunkWrites()
         self.plaintext = PlaintextJobs()
         self._events: deque[DownloadVerified] = deque()
-        #: Lease answers that came before the manifest (asked together with it, so the
-        #: start costs one round trip less): applied when the download starts.
-        self._early_leases: dict[ContentId, tuple[LeaseReply, float]] = {}
+        self._early_leases = EarlyLeases()
 
     def next_event(self) -> DownloadVerified | None:
         return self._events.popleft() if self._events else None
@@ -184,7 +178,7 @@ class DownloadsMachine:
         self._sealed = sealed
         for content_id in [cid for cid in self.downloads if cid not in assigned]:
             self.downloads.pop(content_id)
-            self._early_leases.pop(content_id, None)
+            self._early_leases.forget(content_id)
             self.discovery.stop_search(content_id)
             self.discovery.set_holding(content_id, ChunkSet(0), now)  # no longer served
             if content_id in self.store:
@@ -305,10 +299,9 @@ class DownloadsMachine:
         )
         download.lease_due = now
         download.peers_due = now
-        early = self._early_leases.pop(download.content_id, None)
-        if early is not None and now - early[1] < early[0].valid_ms / 1000:
-            reply, at = early
-            self._apply_lease(download, reply, reply.valid_ms / 1000 - (now - at), now)
+        early = self._early_leases.take(download.content_id, now)
+        if early is not None:
+            self._apply_lease(download, *early, now)
         if self.office.office_type is OfficeType.DEFAULT:
             self.discovery.search(download.content_id, now, chunk_count=manifest.chunk_count)
         self.handle_timer(now)
@@ -364,7 +357,7 @@ class DownloadsMachine:
     def on_lease(self, reply: LeaseReply, now: float) -> None:
         download = self.downloads.get(reply.content_id)
         if download is not None and download.state in MANIFEST_STATES:
-            self._early_leases[reply.content_id] = (reply, now)  # applied by ``_start``
+            self._early_leases.keep(reply, now)  # applied by ``_start``
             return
         if download is None or download.picker is None or not download.transferring:
             self.counters.stale_answers += 1
@@ -375,27 +368,10 @@ class DownloadsMachine:
 
     def _apply_lease(self, download: Download, reply: LeaseReply, valid: float, now: float) -> None:
         """The server's answer (``valid`` seconds left of it) decides its role as origin."""
-        assert download.picker is not None
-        download.source = reply.decision
         server = self.office.server_data_address(download.mode)
-        full = ChunkSet.full(download.picker.have.count)
-        if reply.decision is LeaseDecision.REDIRECTED:
-            for chunk_index in download.picker.peer_gone(server):
-                self._cancel_to(download, server, chunk_index, now)
-            download.lease_due = now + max(valid, 1.0)
-            download.note = f"rendezvous point of the office: {reply.holder[0]}"
-            return
-        if reply.decision is LeaseDecision.GRANTED:  # the server serves its stripes only
-            stripes = stripe_chunks(full.count, reply.stripes, reply.stripe_mask)
-            download.picker.peer_has(server, stripes, origin=True)
-        elif server not in download.picker.peers:
-            download.picker.peer_has(server, full, origin=True)
-        if reply.decision is LeaseDecision.GRANTED:
-            download.lease_due = now + max(valid * self.config.lease_renew_fraction, 0.5)
-            download.note = "this client is the office's rendezvous point"
-        else:
-            download.lease_due = float("inf")
-            download.note = "this office does not share: downloading from the server"
+        renew = self.config.lease_renew_fraction
+        for chunk_index in apply_lease(download, reply, valid, server, renew, now):
+            self._cancel_to(download, server, chunk_index, now)
 
     def on_peer_list(self, reply: PeerList, now: float) -> None:
         download = self.downloads.get(reply.content_id)
@@ -452,7 +428,7 @@ class DownloadsMachine:
 
     def schedule(self, now: float) -> None:
         """Requests for the downloads allowed to run now (the office's policy caps them)."""
-        if self._writing_bytes >= self.config.write_backlog_bytes:
+        if self._writes.backlog_bytes >= self.config.write_backlog_bytes:
             return  # back-pressure: the disk is behind; ``chunk_written`` polls again
         active = [d for d in self.downloads.values() if d.transferring]
         registered = self.office.registered
@@ -558,26 +534,18 @@ class DownloadsMachine:
         self.suspects.forgive(peer)
         for loser in download.picker.received(chunk_index, peer, now):
             self._cancel_to(download, loser, chunk_index, now)
-        key = (download.content_id, chunk_index)
-        if key not in self._writing:
-            self._writing.add(key)
-            self._writing_bytes += len(data)
-            self._disk_writes.append(WriteChunk(download.content_id, chunk_index, data, peer))
+        self._writes.add(download.content_id, chunk_index, data, peer)
 
     def take_disk_writes(self) -> list[WriteChunk]:
         """Verified chunks to store, by the shell off the event loop (``shoal.client.disk``)."""
-        writes, self._disk_writes = self._disk_writes, []
-        return writes
+        return self._writes.take()
 
     def chunk_written(self, written: ChunkWritten, now: float) -> None:
         """The answer to a ``WriteChunk``: from now on the chunk is held (or, on a store
         error, wanted again)."""
         write = written.write
-        key = (write.content_id, write.chunk_index)
-        if key not in self._writing:
+        if not self._writes.answered(write):
             return
-        self._writing.discard(key)
-        self._writing_bytes -= len(write.data)
         download = self.downloads.get(write.content_id)
         if download is None or download.picker is None or download.manifest is None:
             return  # withdrawn meanwhile (what was written stays in the cache)

@@ -190,9 +190,12 @@ class DelayReno(_DelayWindow):
         "compete_after",
         "competing",
         "gain",
+        "initial_cwnd",
         "loss_tolerance",
+        "max_start_cwnd",
         "next_probe",
         "onset_cwnd",
+        "paced_start_rate",
         "probe_cwnd",
         "probe_interval",
         "probe_until",
@@ -203,6 +206,9 @@ class DelayReno(_DelayWindow):
 
     def __init__(self, config: TransferConfig) -> None:
         super().__init__(config)
+        self.initial_cwnd = self.cwnd
+        self.paced_start_rate = config.paced_start_rate
+        self.max_start_cwnd = float(config.paced_initial_window_packets)
         self.loss_tolerance = config.foreground_loss_tolerance
         self.queue_us = config.foreground_queue_delay * 1e6
         self.target_us = config.foreground_target_delay * 1e6
@@ -218,6 +224,14 @@ class DelayReno(_DelayWindow):
         self.probe_until: float | None = None
         self.probe_cwnd = 0.0
         self.probes = 0
+
+    def on_first_rtt(self, rtt: float) -> None:
+        """The flow's first RTT sample: a window paced over the round trip may start
+        larger than RFC 6928's, as long as nothing has moved it yet (``paced_start_rate``
+        in ``TransferConfig``)."""
+        if self.cwnd == self.initial_cwnd and self.ssthresh == float("inf"):
+            start = min(self.paced_start_rate * rtt, self.max_start_cwnd)
+            self.cwnd = max(self.cwnd, float(int(start)))
 
     def on_ack(
         self, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int,

@@ -68,6 +68,14 @@ class Flow:
         self.undo_ssthresh = 0.0
         self.uploads: list[Upload] = []
 
+    def on_rtt_sample(self, seconds: float) -> None:
+        """Fold in an RTT measurement; the first lets a foreground window start paced
+        (``DelayReno.on_first_rtt``)."""
+        first = self.rtt.srtt is None
+        self.rtt.on_sample(seconds)
+        if first and isinstance(self.cc, DelayReno):
+            self.cc.on_first_rtt(seconds)
+
     def on_sent(self, sent: int) -> None:
         """``sent`` more packets are in flight (and count towards the loss rate)."""
         self.in_flight += sent

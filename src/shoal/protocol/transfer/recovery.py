@@ -87,7 +87,7 @@ def on_ack_received(context: EngineContext, upload: Upload, ack: Ack, now: float
         # RFC 9002 §5.3: subtract the peer's ack delay unless that undercuts min RTT.
         if sample - ack_delay >= min(rtt.min_rtt, sample):
             sample -= ack_delay
-        rtt.on_sample(max(sample, 1e-6))
+        flow.on_rtt_sample(max(sample, 1e-6))
     flow.in_flight -= freed
     if spurious:
         _on_spurious_loss(context, flow, spurious)

@@ -1,0 +1,73 @@
+"""A transfer's start: at most 10 packets back to back before the round trip is known,
+then (foreground) a window paced over it of up to 32 packets on a long round trip, so a
+chunk over a long WAN takes fewer round trips of slow start (issue 9: the start of a
+download)."""
+
+from __future__ import annotations
+
+from shoal.protocol.transfer import ChunkReceived, Mode, TransferConfig
+from shoal.protocol.transfer.flow import Flow
+from test_transfer import CONTENT_ID, _chunks
+from transfer_link import Network, Node
+
+#: A 100 Mbit/s WAN with a 100 ms round trip and a 1 s buffer: slow start, not the
+#: rate, sets how long a chunk takes.
+WAN = {"delay": 0.05, "rate": 12_500_000.0, "queue_bytes": 12_500_000}
+CONFIG = TransferConfig()
+BIG = _chunks(1, length=256 * 1024)[0]
+
+
+def _link() -> tuple[Network, Node, Node]:
+    network = Network(seed=1, **WAN)  # type: ignore[arg-type]
+    return network, network.add("10.0.0.1"), network.add("10.0.0.2")
+
+
+def _fetch(network: Network, receiver: Node, sender: Node, index: int, data: bytes) -> float:
+    """Seconds from asking for chunk ``index`` to holding it."""
+    chunk_hash = sender.serve(CONTENT_ID, index, data)
+    asked = network.now
+    request_id = receiver.engine.request_chunk(
+        sender.address, CONTENT_ID, index, len(data), chunk_hash, Mode.FOREGROUND, asked
+    )
+    network.run(lambda: any(e.request_id == request_id for e in receiver.events_of(ChunkReceived)))
+    return network.now - asked
+
+
+def test_a_flow_sends_no_more_than_the_initial_window_before_its_first_ack() -> None:
+    network, receiver, sender = _link()
+    chunk_hash = sender.serve(CONTENT_ID, 0, BIG)
+    receiver.engine.request_chunk(
+        sender.address, CONTENT_ID, 0, len(BIG), chunk_hash, Mode.FOREGROUND, network.now
+    )
+    flows = sender.engine._sender.flows
+    key = (receiver.address, Mode.FOREGROUND)
+    most_in_flight = 0
+    while sender.engine.flow_srtt(*key) is None:
+        assert network.step()
+        if key in flows:
+            most_in_flight = max(most_in_flight, flows[key].in_flight)
+    assert 0 < most_in_flight <= CONFIG.initial_window_packets
+
+
+def test_a_chunk_from_a_peer_whose_round_trip_is_known_starts_from_the_paced_window() -> None:
+    network, receiver, sender = _link()
+    _fetch(network, receiver, sender, 0, b"a small document")  # the flow learns its RTT
+    seconds = _fetch(network, receiver, sender, 1, BIG)
+    # 190 packets: 32 + 64 + 128 in three round trips (from 10: 10 + 20 + 40 + 80 + 160,
+    # five, 0.5 s), plus the request's half round trip and the last ACK's delay.
+    assert seconds < 0.4, f"{seconds:.3f} s for 256 KiB over a 100 ms round trip"
+
+
+def test_a_foreground_flow_starts_larger_only_on_a_long_round_trip() -> None:
+    for mode, rtt, window in (
+        (Mode.FOREGROUND, 0.1, CONFIG.paced_initial_window_packets),  # 50 -> at most 32
+        (Mode.FOREGROUND, 0.04, 20),  # 500 packets/s for 40 ms
+        (Mode.FOREGROUND, 0.002, CONFIG.initial_window_packets),  # a LAN: never below 10
+        (Mode.BACKGROUND, 0.1, CONFIG.initial_window_packets),  # LEDBAT keeps RFC 6928's
+    ):
+        flow = Flow((("10.0.0.1", 7000), mode), CONFIG, 0.0)
+        assert flow.cc.cwnd == CONFIG.initial_window_packets  # no RTT sample yet
+        flow.on_rtt_sample(rtt)
+        assert flow.cc.cwnd == window, (mode, rtt)
+        flow.on_rtt_sample(rtt)
+        assert flow.cc.cwnd == window  # only the first sample sets the start
