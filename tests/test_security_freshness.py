@@ -39,7 +39,7 @@ from shoal_dev.sim.enterprise import (
     DOCUMENT_VALIDITY,
     SIM_EPOCH,
     Enterprise,
-    OfficeSpec,
+    SimOffice,
     build_enterprise,
     sim_document,
 )
@@ -95,7 +95,7 @@ class Withdrawn:
 
 def withdrawn_first_assignment(tmp_path: Path) -> Withdrawn:
     enterprise = build_enterprise(
-        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 2)], package_size=MIB, checkin_seconds=5
+        tmp_path, [SimOffice("Branch", "10.1.0.0/24", 2)], package_size=MIB, checkin_seconds=5
     )
     # The very bytes build_enterprise relayed (Ed25519 signatures are deterministic).
     first_document = sim_document(
