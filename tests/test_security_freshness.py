@@ -565,4 +565,4 @@ def test_the_client_shell_saves_the_trust_state_the_agent_changed(tmp_path: Path
     agent.trust = enrolled.with_sequence(15)
     asyncio.run(service._save_trust(agent))
     assert TrustState.load(tmp_path / "trust.json").highest_sequence == 15
-    assert not (tmp_path / "trust.json.tmp").exists()
+    assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")] == []
