@@ -56,16 +56,15 @@ from shoal.console.services.errors import Invalid, NotFound
 from shoal.console.state import ConsoleState
 from shoal.core.changes import ChangeKind
 from shoal.install_spec import InstallSpecInvalid, read_install_spec
+from shoal.wire.control_fields import InstallStatus
 
-REPORTED_STATES = (
-    "installed",
-    "failed",
-    "reboot_required",
-    "uninstalling",
-    "uninstalled",
-    "uninstall_failed",
+REPORTED_STATES = tuple(
+    state
+    for state in schemas.INSTALL_REPORTED_STATES
+    if state != InstallStatus.INSTALLING.name.lower()
 )
-"""States only a device's report gives (the others are derived from download progress)."""
+"""States only a device's report gives (the others, "installing" among them, are derived
+from download progress)."""
 UNINSTALL_STATES = ("uninstalling", "uninstalled", "uninstall_failed")
 
 
