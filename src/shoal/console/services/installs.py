@@ -53,6 +53,7 @@ from sqlalchemy.sql import Subquery
 
 from shoal.console import db, schemas
 from shoal.console.services.errors import Invalid, NotFound
+from shoal.console.services.rows import get_row
 from shoal.console.state import ConsoleState
 from shoal.core.changes import ChangeKind
 from shoal.install_spec import InstallSpecInvalid, read_install_spec
@@ -112,9 +113,7 @@ def set_spec_of_upload(
 
 
 def _version(session: Session, version_id: int) -> db.ApplicationVersion:
-    version = session.get(db.ApplicationVersion, version_id)
-    if version is None:
-        raise NotFound(f"version {version_id}")
+    version = get_row(session, db.ApplicationVersion, version_id, f"version {version_id}")
     return version
 
 
