@@ -52,7 +52,7 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Subquery
 
 from shoal.console import db, schemas
-from shoal.console.services.errors import Invalid, NotFound
+from shoal.console.services.errors import Invalid
 from shoal.console.services.rows import get_row
 from shoal.console.state import ConsoleState
 from shoal.core.changes import ChangeKind
@@ -401,8 +401,7 @@ def assignment_installs(
     session: Session, assignment_id: int, install_state: str | None, limit: int, offset: int
 ) -> schemas.Page[schemas.InstallResultOut]:
     """The install state of one assignment on each device it reaches."""
-    if session.get(db.Assignment, assignment_id) is None:
-        raise NotFound(f"assignment {assignment_id}")
+    get_row(session, db.Assignment, assignment_id, f"assignment {assignment_id}")
     return list_installs(
         session, InstallFilter(assignment_id=assignment_id, state=install_state), limit, offset
     )
@@ -412,8 +411,7 @@ def device_installs(
     session: Session, device_id: str, install_state: str | None, limit: int, offset: int
 ) -> schemas.Page[schemas.InstallResultOut]:
     """The install state of every version assigned to one device."""
-    if session.get(db.Device, device_id) is None:
-        raise NotFound(f"device {device_id!r}")
+    get_row(session, db.Device, device_id, f"device {device_id!r}")
     return list_installs(
         session, InstallFilter(device_id=device_id, state=install_state), limit, offset
     )
