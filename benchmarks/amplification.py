@@ -51,7 +51,7 @@ from shoal.wire.messages import (
     encode_datagram,
     who_has_padding,
 )
-from shoal_dev.sim.enterprise import Enterprise, OfficeSpec, build_enterprise
+from shoal_dev.sim.enterprise import Enterprise, SimOffice, build_enterprise
 
 Address = tuple[str, int]
 #: The limit of RFC 9000 §8.1.
@@ -100,7 +100,7 @@ def build_site(root: Path) -> Site:
     as in the issue), and a discovery machine holding half of a 10 GiB package."""
     enterprise = build_enterprise(
         root,
-        [OfficeSpec("Branch", "10.1.0.0/24", clients=2)],
+        [SimOffice("Branch", "10.1.0.0/24", clients=2)],
         package_size=2 * MIB,
         chunk_size=MIB,
     )
@@ -213,7 +213,7 @@ def forged_have_to_downloading_client(site: Site) -> Target:
     the client may ask the forged address for chunks (from its data ports)."""
     enterprise = build_enterprise(
         site.root / "downloading",
-        [OfficeSpec("Branch", "10.1.0.0/24", clients=2)],
+        [SimOffice("Branch", "10.1.0.0/24", clients=2)],
         package_size=2 * MIB,
         chunk_size=MIB,
     )

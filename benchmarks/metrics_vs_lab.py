@@ -23,7 +23,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from shoal_dev.lab.deployment import Deployment, NamespacePlacement, OfficeSetup
-from shoal_dev.lab.network import EmulatedNetwork, OfficeSpec
+from shoal_dev.lab.network import EmulatedNetwork, LabOffice
 
 PREFIX = "opsm-"
 BASE = "10.213"
@@ -46,7 +46,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--size-mb", type=int, default=8)
     options = parser.parse_args()
-    office = OfficeSpec(
+    office = LabOffice(
         "branch",
         1,
         options.clients,

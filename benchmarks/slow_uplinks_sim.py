@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shoal_dev.sim.enterprise import OfficeSpec, build_enterprise
+from shoal_dev.sim.enterprise import SimOffice, build_enterprise
 
 MIB = 1024 * 1024
 
@@ -58,7 +58,7 @@ def run_once(args: argparse.Namespace, size: int, seed: int) -> Outcome:
     with tempfile.TemporaryDirectory() as root:
         enterprise = build_enterprise(
             Path(root),
-            [OfficeSpec("Branch", "10.1.0.0/24", args.clients, wan_rate=wan / 8)],
+            [SimOffice("Branch", "10.1.0.0/24", args.clients, wan_rate=wan / 8)],
             package_size=size,
             chunk_size=args.chunk_kib * 1024,
             seed=seed,

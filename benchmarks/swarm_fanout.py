@@ -14,7 +14,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from shoal_dev.sim.enterprise import OfficeSpec, build_enterprise
+from shoal_dev.sim.enterprise import SimOffice, build_enterprise
 
 MIB = 1024 * 1024
 WAN_BITS = 50e6
@@ -24,7 +24,7 @@ UNLIMITED = 1_000_000  # every downloader counts as chosen: the limit is off
 
 def last_client_seconds(nic_mbit: int, clients: int, size_mb: int, fanout: int) -> float:
     with tempfile.TemporaryDirectory() as root:
-        office = OfficeSpec(
+        office = SimOffice(
             "Cafe", "10.2.0.0/24", clients, WAN_BITS / 8, nic_rate=nic_mbit * 1e6 / 8
         )
         enterprise = build_enterprise(

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from shoal_dev.lab.deployment import Deployment, NamespacePlacement, OfficeSetup
-from shoal_dev.lab.network import EmulatedNetwork, OfficeSpec
+from shoal_dev.lab.network import EmulatedNetwork, LabOffice
 from shoal_dev.lab.upgrade import run_upgrade
 
 PREFIX = "upgb-"
@@ -31,7 +31,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--wan-mbit", type=float, default=20)
     options = parser.parse_args()
-    office = OfficeSpec("branch", 1, options.clients, wan_mbit=options.wan_mbit, base=BASE)
+    office = LabOffice("branch", 1, options.clients, wan_mbit=options.wan_mbit, base=BASE)
     network = EmulatedNetwork.create(PREFIX, [office], segment_wan=True, base=BASE)
     with tempfile.TemporaryDirectory(prefix="shoal-upgrade-") as work:
         deployment = Deployment(

@@ -10,14 +10,14 @@ from pathlib import Path
 
 from shoal_dev.lab.deployment import Deployment, NamespacePlacement, OfficeSetup
 from shoal_dev.lab.netns import list_links, list_namespaces
-from shoal_dev.lab.network import EmulatedNetwork, OfficeSpec
+from shoal_dev.lab.network import EmulatedNetwork, LabOffice
 
 
 @contextmanager
 def one_office_site(
     prefix: str,
     base: str,
-    office: OfficeSpec,
+    office: LabOffice,
     work: Path,
     *,
     seats: int,

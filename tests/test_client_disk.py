@@ -33,7 +33,7 @@ from shoal.core.packing import pack_bytes
 from shoal.core.signing import SigningKey
 from shoal.store.content_store import ContentStore
 from shoal.store.errors import StoreDiskFull
-from shoal_dev.sim.enterprise import OfficeSpec, SimClient, build_enterprise
+from shoal_dev.sim.enterprise import SimClient, SimOffice, build_enterprise
 
 MIB = 1024 * 1024
 _SHA256 = hashlib.sha256
@@ -51,7 +51,7 @@ def _held_by_peers(enterprise: Any, client: SimClient) -> bool:
 
 def test_a_chunk_is_announced_served_and_reported_only_after_its_write(tmp_path: Path) -> None:
     enterprise = build_enterprise(
-        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 3)], package_size=2 * MIB
+        tmp_path, [SimOffice("Branch", "10.1.0.0/24", 3)], package_size=2 * MIB
     )
     slow = enterprise.clients[0]
     backlog = 4 * CHUNK
@@ -137,7 +137,7 @@ class _CountingSha256:
 
 def test_a_received_chunk_is_hashed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     enterprise = build_enterprise(
-        tmp_path, [OfficeSpec("Remote", "10.3.0.0/24", 1, type="VPN")], package_size=1 * MIB
+        tmp_path, [SimOffice("Remote", "10.3.0.0/24", 1, type="VPN")], package_size=1 * MIB
     )
     counting = _CountingSha256()
     counting_hashlib = types.SimpleNamespace(sha256=counting)
@@ -253,7 +253,7 @@ class _NoInstaller:
 
 def test_the_shell_hands_the_agent_s_writes_to_the_worker(tmp_path: Path) -> None:
     enterprise = build_enterprise(
-        tmp_path, [OfficeSpec("Remote", "10.3.0.0/24", 1, type="VPN")], package_size=1 * MIB
+        tmp_path, [SimOffice("Remote", "10.3.0.0/24", 1, type="VPN")], package_size=1 * MIB
     )
     client = enterprise.clients[0]
     client.agent.disk_inline = False
@@ -288,7 +288,7 @@ def test_the_shell_hands_the_agent_s_writes_to_the_worker(tmp_path: Path) -> Non
 
 def test_the_shell_reads_served_chunks_through_the_reader(tmp_path: Path) -> None:
     enterprise = build_enterprise(
-        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 4)], package_size=1 * MIB
+        tmp_path, [SimOffice("Branch", "10.1.0.0/24", 4)], package_size=1 * MIB
     )
     enterprise.run(until=60, stop=lambda: enterprise.complete(enterprise.clients[0]))
     holder = enterprise.clients[0]
@@ -324,7 +324,7 @@ def test_the_shell_reads_served_chunks_through_the_reader(tmp_path: Path) -> Non
 
 def test_an_uploader_serving_many_peers_holds_at_most_its_budget(tmp_path: Path) -> None:
     enterprise = build_enterprise(
-        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 8)], package_size=2 * MIB
+        tmp_path, [SimOffice("Branch", "10.1.0.0/24", 8)], package_size=2 * MIB
     )
     budget = 3 * CHUNK
     for client in enterprise.clients:
@@ -366,7 +366,7 @@ class _FailingOnceStore(ContentStore):
 def test_a_failed_write_is_not_held_and_the_chunk_is_fetched_again(tmp_path: Path) -> None:
     enterprise = build_enterprise(
         tmp_path,
-        [OfficeSpec("Remote", "10.3.0.0/24", 1, type="VPN")],
+        [SimOffice("Remote", "10.3.0.0/24", 1, type="VPN")],
         package_size=1 * MIB,
         store_factory=lambda directory, _number: _FailingOnceStore(directory, durable=False),
     )

@@ -23,7 +23,7 @@ import pytest
 from lab_site import one_office_site
 from shoal_dev.lab.deployment import Deployment
 from shoal_dev.lab.netns import lab_available
-from shoal_dev.lab.network import EmulatedNetwork, OfficeSpec
+from shoal_dev.lab.network import EmulatedNetwork, LabOffice
 
 REPO = Path(__file__).resolve().parent.parent
 LOCAL_INDEX = Path("/opt/pypi/simple")
@@ -167,7 +167,7 @@ def test_the_client_package_holds_its_unit_config_and_launcher(dist: Path) -> No
 def site(tmp_path: Path) -> Iterator[tuple[Deployment, EmulatedNetwork]]:
     if not lab_ok:
         pytest.skip(lab_why)
-    branch = OfficeSpec("branch", 1, 2, wan_mbit=100, base=BASE)
+    branch = LabOffice("branch", 1, 2, wan_mbit=100, base=BASE)
     with one_office_site(PREFIX, BASE, branch, tmp_path, seats=10) as running:
         yield running
 

@@ -25,7 +25,7 @@ import pytest
 from lab_site import one_office_site
 from shoal_dev.lab.deployment import Deployment
 from shoal_dev.lab.netns import lab_available, run_tc
-from shoal_dev.lab.network import EmulatedNetwork, LabHost, OfficeSpec
+from shoal_dev.lab.network import EmulatedNetwork, LabHost, LabOffice
 
 PREFIX = "ops-"
 BASE = "10.212"  # not the lab's default: other engineers' labs may run beside this one
@@ -107,7 +107,7 @@ def _failed(checks: dict[str, dict[str, Any]]) -> set[str]:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     work = tmp_path_factory.mktemp("doctor")
-    office = OfficeSpec("branch", 1, 2, wan_mbit=100, base=BASE)
+    office = LabOffice("branch", 1, 2, wan_mbit=100, base=BASE)
     with one_office_site(PREFIX, BASE, office, work, seats=10) as (deployment, network):
         peer, device = network.office_hosts("branch")
         deployment.start_clients([peer])

@@ -66,7 +66,7 @@ from shoal.protocol.transfer import ChunkReceived, ChunkRefused, Mode, TransferE
 from shoal.server.core import ServerCore, ServerSettings
 from shoal.topology import parse_json
 from shoal.wire.control import ControlMessage, Lease, LeaseDecision, LeaseReply, Register
-from shoal_dev.sim.enterprise import OfficeSpec, build_enterprise
+from shoal_dev.sim.enterprise import SimOffice, build_enterprise
 
 PASSWORD = "a long test password"
 CHUNK = 65536
@@ -253,7 +253,7 @@ def test_attack_3_an_outsider_gets_only_ciphertext_and_the_assigned_client_the_p
 
     enterprise = build_enterprise(
         tmp_path / "sim",
-        [OfficeSpec("Branch", "10.1.0.0/24", 2), OfficeSpec("Nowhere", "10.7.0.0/24", 0)],
+        [SimOffice("Branch", "10.1.0.0/24", 2), SimOffice("Nowhere", "10.7.0.0/24", 0)],
         console_key=console.state.signing_key,
         content=(manifest_file, served),
         assignments=console.envelope(),
@@ -338,7 +338,7 @@ def test_a_confidential_install_decrypts_only_as_it_stages_and_keeps_no_plaintex
     content_id = ContentId.from_hex(version["content_id"])
     enterprise = build_enterprise(
         tmp_path / "sim",
-        [OfficeSpec("Branch", "10.1.0.0/24", 1)],
+        [SimOffice("Branch", "10.1.0.0/24", 1)],
         console_key=console.state.signing_key,
         content=(manifest_file, served),
         assignments=console.envelope(),

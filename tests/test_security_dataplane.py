@@ -42,7 +42,7 @@ from shoal.wire import (
     encode_datagram,
 )
 from shoal.wire.messages import MAX_HAVE_CHUNKS, NO_TOKEN
-from shoal_dev.sim.enterprise import Enterprise, OfficeSpec, build_enterprise
+from shoal_dev.sim.enterprise import Enterprise, SimOffice, build_enterprise
 from transfer_link import Network
 
 MIB = 1024 * 1024
@@ -245,7 +245,7 @@ def test_uploads_a_peer_abandons_free_their_chunks() -> None:
 def _site(tmp_path: Path) -> Enterprise:
     site = build_enterprise(
         tmp_path,
-        [OfficeSpec("Branch", "10.1.0.0/24", clients=2), OfficeSpec("Other", "10.2.0.0/24", 1)],
+        [SimOffice("Branch", "10.1.0.0/24", clients=2), SimOffice("Other", "10.2.0.0/24", 1)],
         package_size=2 * MIB,
         chunk_size=MIB,
     )
@@ -398,7 +398,7 @@ CHUNK = 256 * 1024
 
 
 def _slow_office(tmp_path: Path, attacked: bool) -> float:
-    spec = OfficeSpec(
+    spec = SimOffice(
         "Branch", "10.1.0.0/24", clients=4, wan_rate=12.5e6, client_up_rate=2.5e6
     )  # 100 Mbit/s WAN, 20 Mbit/s client uplinks: few upload slots each
     site = build_enterprise(tmp_path, [spec], package_size=4 * MIB, chunk_size=CHUNK)
@@ -460,7 +460,7 @@ class BlackHole:
 
 
 def _office_with_black_hole(tmp_path: Path, attacked: bool) -> float:
-    spec = OfficeSpec("Branch", "10.1.0.0/24", clients=4, wan_rate=12.5e6, client_up_rate=2.5e6)
+    spec = SimOffice("Branch", "10.1.0.0/24", clients=4, wan_rate=12.5e6, client_up_rate=2.5e6)
     site = build_enterprise(tmp_path, [spec], package_size=16 * MIB, chunk_size=CHUNK)
     if attacked:
         network = site.network

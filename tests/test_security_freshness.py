@@ -39,7 +39,7 @@ from shoal_dev.sim.enterprise import (
     DOCUMENT_VALIDITY,
     SIM_EPOCH,
     Enterprise,
-    OfficeSpec,
+    SimOffice,
     build_enterprise,
     sim_document,
 )
@@ -95,7 +95,7 @@ class Withdrawn:
 
 def withdrawn_first_assignment(tmp_path: Path) -> Withdrawn:
     enterprise = build_enterprise(
-        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 2)], package_size=MIB, checkin_seconds=5
+        tmp_path, [SimOffice("Branch", "10.1.0.0/24", 2)], package_size=MIB, checkin_seconds=5
     )
     # The very bytes build_enterprise relayed (Ed25519 signatures are deterministic).
     first_document = sim_document(
@@ -565,4 +565,4 @@ def test_the_client_shell_saves_the_trust_state_the_agent_changed(tmp_path: Path
     agent.trust = enrolled.with_sequence(15)
     asyncio.run(service._save_trust(agent))
     assert TrustState.load(tmp_path / "trust.json").highest_sequence == 15
-    assert not (tmp_path / "trust.json.tmp").exists()
+    assert [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")] == []

@@ -16,7 +16,7 @@ from shoal.assignments import encode_envelope
 from shoal.client.install import CommandFinished, InstallState, Purpose
 from shoal.core.signing import SigningKey
 from shoal.wire.control import InstallStatus
-from shoal_dev.sim.enterprise import Enterprise, OfficeSpec, build_enterprise, sim_document
+from shoal_dev.sim.enterprise import Enterprise, SimOffice, build_enterprise, sim_document
 
 MIB = 1024 * 1024
 SIGNED_SPEC = {"command": "installer --quiet {file}", "extension": ".pkg"}
@@ -39,7 +39,7 @@ def entry(content_hex: str, install: dict[str, object] | None) -> dict[str, obje
 
 def site(tmp_path: Path) -> Enterprise:
     enterprise = build_enterprise(
-        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 2)], package_size=MIB, checkin_seconds=5
+        tmp_path, [SimOffice("Branch", "10.1.0.0/24", 2)], package_size=MIB, checkin_seconds=5
     )
     enterprise.run(until=30, stop=enterprise.all_complete)
     assert enterprise.all_complete()

@@ -19,7 +19,7 @@ from shoal.protocol.transfer import (
     TransferTimedOut,
 )
 from shoal.wire.control import LeaseDecision
-from shoal_dev.sim.enterprise import Enterprise, OfficeSpec, SimClient, build_enterprise
+from shoal_dev.sim.enterprise import Enterprise, SimClient, SimOffice, build_enterprise
 from shoal_dev.sim.flows import FlowEngine, FlowFabric, HashMemo, wire_bytes
 from shoal_dev.sim.memstore import LyingMemoryStore, MemoryStore
 from shoal_dev.sim.network import SimNetwork
@@ -175,8 +175,8 @@ def everyone_verified(enterprise: Enterprise) -> None:
 @pytest.mark.parametrize("mode", ["flow", "packet"])
 def test_both_modes_agree_on_time_and_wan_bytes(tmp_path: Path, mode: str) -> None:
     offices = [
-        OfficeSpec("Branch", "10.1.0.0/24", 8, wan_rate=50e6 / 8),
-        OfficeSpec("Small", "10.2.0.0/24", 3, wan_rate=10e6 / 8),
+        SimOffice("Branch", "10.1.0.0/24", 8, wan_rate=50e6 / 8),
+        SimOffice("Small", "10.2.0.0/24", 3, wan_rate=10e6 / 8),
     ]
     enterprise = build_enterprise(
         tmp_path, offices, package_size=4 * MIB, chunk_size=MIB // 4, mode=mode
@@ -199,7 +199,7 @@ def test_flow_mode_bans_a_lying_peer_and_everyone_else_completes(tmp_path: Path)
         return (LyingMemoryStore if number == 0 else MemoryStore)(hashes)
 
     enterprise = build_enterprise(
-        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 6)], package_size=2 * MIB,
+        tmp_path, [SimOffice("Branch", "10.1.0.0/24", 6)], package_size=2 * MIB,
         store_factory=store, mode="flow", hashes=hashes,
     )  # fmt: skip
     enterprise.run(
@@ -216,7 +216,7 @@ def test_flow_mode_bans_a_lying_peer_and_everyone_else_completes(tmp_path: Path)
 
 def test_flow_mode_rendezvous_point_dies_and_another_takes_over(tmp_path: Path) -> None:
     enterprise = build_enterprise(
-        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 6)], package_size=4 * MIB, mode="flow"
+        tmp_path, [SimOffice("Branch", "10.1.0.0/24", 6)], package_size=4 * MIB, mode="flow"
     )
 
     def rendezvous() -> SimClient | None:

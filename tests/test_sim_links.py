@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal_dev.sim.enterprise import OfficeSpec, build_enterprise
+from shoal_dev.sim.enterprise import SimOffice, build_enterprise
 from shoal_dev.sim.network import UDP_IP_OVERHEAD, Address, SimNetwork
 
 MIB = 1024 * 1024
@@ -81,7 +81,7 @@ def test_a_link_queues_its_buffer_seconds_of_traffic_then_drops(
 
 
 def test_an_office_spec_sets_its_links_and_its_defaults_do_not_move(tmp_path: Path) -> None:
-    tuned = OfficeSpec(
+    tuned = SimOffice(
         "Branch",
         "10.1.0.0/24",
         2,
@@ -91,7 +91,7 @@ def test_an_office_spec_sets_its_links_and_its_defaults_do_not_move(tmp_path: Pa
         wan_rtt=0.1,
         buffer_seconds=1.0,
     )
-    plain = OfficeSpec("Plain", "10.2.0.0/24", 2)
+    plain = SimOffice("Plain", "10.2.0.0/24", 2)
     enterprise = build_enterprise(tmp_path, [tuned, plain], package_size=MIB)
     offices = enterprise.network.offices
     branch = offices["Branch"]

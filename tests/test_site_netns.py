@@ -19,11 +19,11 @@ import pytest
 from shoal.store.content_store import ContentStore
 from shoal_dev.lab.deployment import Deployment, NamespacePlacement, OfficeSetup
 from shoal_dev.lab.netns import lab_available, list_links, list_namespaces
-from shoal_dev.lab.network import EmulatedNetwork, OfficeSpec
+from shoal_dev.lab.network import EmulatedNetwork, LabOffice
 
 PREFIX = os.environ.get("SHOAL_SITE_PREFIX", "shs-")
 """Names of namespaces and links (set it to run beside another run of these tests)."""
-OfficeWanted = tuple[OfficeSpec, str, bool]  # spec, office type, in the uploaded topology
+OfficeWanted = tuple[LabOffice, str, bool]  # spec, office type, in the uploaded topology
 Site = Callable[[list[OfficeWanted]], tuple[Deployment, EmulatedNetwork]]
 MIB = 1024 * 1024
 
@@ -116,7 +116,7 @@ def test_eight_clients_behind_a_wan_link_pull_the_package_across_it_once(
     site: Callable,
     tmp_path: Path,
 ) -> None:
-    branch = OfficeSpec("branch", 1, 8, wan_mbit=50)
+    branch = LabOffice("branch", 1, 8, wan_mbit=50)
     deployment, network = site([(branch, "Default", True)])
     path, sha = package(tmp_path, 16 * MIB)
     content_id = deployment.upload_and_assign(path)["content_id"]
@@ -147,9 +147,9 @@ def test_vpn_and_unknown_networks_use_the_server_and_a_lying_peer_is_banned(
     site: Callable,
     tmp_path: Path,
 ) -> None:
-    branch = OfficeSpec("branch", 1, 4, wan_mbit=100)
-    remote = OfficeSpec("remote", 2, 1, wan_mbit=100)
-    unlisted = OfficeSpec("unlisted", 3, 1, wan_mbit=100)
+    branch = LabOffice("branch", 1, 4, wan_mbit=100)
+    remote = LabOffice("remote", 2, 1, wan_mbit=100)
+    unlisted = LabOffice("unlisted", 3, 1, wan_mbit=100)
     deployment, network = site(
         [(branch, "Default", True), (remote, "VPN", True), (unlisted, "Default", False)]
     )
@@ -182,7 +182,7 @@ def test_a_killed_client_resumes_without_fetching_verified_chunks_again(
     site: Callable,
     tmp_path: Path,
 ) -> None:
-    branch = OfficeSpec("branch", 1, 1, wan_mbit=16)  # 8 MiB takes ~4.5 s, a chunk ~0.5 s
+    branch = LabOffice("branch", 1, 1, wan_mbit=16)  # 8 MiB takes ~4.5 s, a chunk ~0.5 s
     deployment, network = site([(branch, "Default", True)])
     path, sha = package(tmp_path, 8 * MIB)
     content_id = deployment.upload_and_assign(path)["content_id"]
@@ -218,7 +218,7 @@ def test_refusals_are_explicit_and_shown_in_client_status(
     site: Callable,
     tmp_path: Path,
 ) -> None:
-    branch = OfficeSpec("branch", 1, 2, wan_mbit=100)
+    branch = LabOffice("branch", 1, 2, wan_mbit=100)
     deployment, network = site([(branch, "Default", True)])
     too_new, wrong_key = network.office_hosts("branch")
     deployment.start_clients(
@@ -253,7 +253,7 @@ def test_console_ports_and_bandwidth_policy_reach_the_clients(
     site: Site,
     tmp_path: Path,
 ) -> None:
-    branch = OfficeSpec("branch", 1, 3, wan_mbit=200)
+    branch = LabOffice("branch", 1, 3, wan_mbit=200)
     deployment, network = site([(branch, "Default", True)])
     assert deployment.admin is not None
     deployment.admin.put_settings(

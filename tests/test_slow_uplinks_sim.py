@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal_dev.sim.enterprise import OfficeSpec, build_enterprise, file_sha256
+from shoal_dev.sim.enterprise import SimOffice, build_enterprise, file_sha256
 
 MIB = 1024 * 1024
 CLIENTS = 8
@@ -35,7 +35,7 @@ def slow_uplinks(tmp_path_factory: pytest.TempPathFactory) -> SlowUplinksRun:
     root: Path = tmp_path_factory.mktemp("slow-uplinks")
     enterprise = build_enterprise(
         root,
-        [OfficeSpec("Branch", "10.1.0.0/24", CLIENTS, wan_rate=WAN / 8)],
+        [SimOffice("Branch", "10.1.0.0/24", CLIENTS, wan_rate=WAN / 8)],
         package_size=SIZE,
         chunk_size=MIB,
         checkin_seconds=60,

@@ -21,8 +21,8 @@ from shoal_dev.lab.faults import CorruptingStore
 from shoal_dev.sim.enterprise import (
     SERVER_IP,
     Enterprise,
-    OfficeSpec,
     SimClient,
+    SimOffice,
     build_enterprise,
     file_sha256,
 )
@@ -44,7 +44,7 @@ def assert_everyone_has_the_package(enterprise: Enterprise) -> None:
 @pytest.mark.slow  # ~15 s: twelve clients, 4 MiB
 def test_an_office_pulls_the_package_over_the_wan_once(tmp_path: Path) -> None:
     enterprise = build_enterprise(
-        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 12)], package_size=4 * MIB
+        tmp_path, [SimOffice("Branch", "10.1.0.0/24", 12)], package_size=4 * MIB
     )
     enterprise.run(until=60, stop=enterprise.all_complete)
     assert_everyone_has_the_package(enterprise)
@@ -65,8 +65,8 @@ def test_vpn_offices_and_unknown_networks_use_the_server_only(tmp_path: Path) ->
     enterprise = build_enterprise(
         tmp_path,
         [
-            OfficeSpec("Remote", "10.3.0.0/24", 3, type="VPN"),
-            OfficeSpec("Unlisted", "10.7.0.0/24", 2, in_topology=False),
+            SimOffice("Remote", "10.3.0.0/24", 3, type="VPN"),
+            SimOffice("Unlisted", "10.7.0.0/24", 2, in_topology=False),
         ],
         package_size=1 * MIB,
     )
@@ -89,7 +89,7 @@ def test_a_corrupting_peer_is_banned_reported_and_the_others_complete(tmp_path: 
 
     enterprise = build_enterprise(
         tmp_path,
-        [OfficeSpec("Branch", "10.1.0.0/24", 6)],
+        [SimOffice("Branch", "10.1.0.0/24", 6)],
         package_size=2 * MIB,
         store_factory=store,
     )
@@ -108,7 +108,7 @@ def test_a_corrupting_peer_is_banned_reported_and_the_others_complete(tmp_path: 
 
 def test_the_rendezvous_point_dies_and_another_takes_over(tmp_path: Path) -> None:
     enterprise = build_enterprise(
-        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 6)], package_size=4 * MIB
+        tmp_path, [SimOffice("Branch", "10.1.0.0/24", 6)], package_size=4 * MIB
     )
 
     def holder_midway() -> SimClient | None:
@@ -140,7 +140,7 @@ def test_the_rendezvous_point_dies_and_another_takes_over(tmp_path: Path) -> Non
 
 def test_a_restarted_client_resumes_without_fetching_verified_chunks(tmp_path: Path) -> None:
     enterprise = build_enterprise(
-        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 1)], package_size=4 * MIB
+        tmp_path, [SimOffice("Branch", "10.1.0.0/24", 1)], package_size=4 * MIB
     )
     (client,) = enterprise.clients
 
@@ -171,7 +171,7 @@ def test_an_office_bandwidth_cap_reaches_its_clients_and_holds(tmp_path: Path) -
     size = 2 * MIB
     capped = build_enterprise(
         tmp_path / "capped",
-        [OfficeSpec("Branch", "10.1.0.0/24", 1, wan_rate=10e6)],
+        [SimOffice("Branch", "10.1.0.0/24", 1, wan_rate=10e6)],
         package_size=size,
         bandwidth={"Branch": BandwidthLimit(foreground_kbps=4000)},
     )
@@ -207,7 +207,7 @@ class BoastingPeer:
 
 def test_a_peer_answering_for_content_it_does_not_have_is_dropped(tmp_path: Path) -> None:
     enterprise = build_enterprise(
-        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 2)], package_size=2 * MIB
+        tmp_path, [SimOffice("Branch", "10.1.0.0/24", 2)], package_size=2 * MIB
     )
     network = enterprise.network
     host = network.add_host(network.offices["Branch"], "10.1.0.99")
@@ -231,7 +231,7 @@ def test_a_peer_answering_for_content_it_does_not_have_is_dropped(tmp_path: Path
 def test_a_new_assignment_starts_at_once_not_at_the_next_check_in(tmp_path: Path) -> None:
     """The server nudges its clients when the assignments change (check-in is 60 s)."""
     enterprise = build_enterprise(
-        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 4)], package_size=MIB, checkin_seconds=60
+        tmp_path, [SimOffice("Branch", "10.1.0.0/24", 4)], package_size=MIB, checkin_seconds=60
     )
     enterprise.run(until=30, stop=enterprise.all_complete)
     assert_everyone_has_the_package(enterprise)
@@ -285,7 +285,7 @@ def test_the_rendezvous_point_sends_each_chunk_about_once_on_slow_client_links(
     the office's uplinks share the N-1 copies instead of one of them sending most."""
     enterprise = build_enterprise(
         tmp_path,
-        [OfficeSpec("Cafe", "10.2.0.0/24", 6, wan_rate=50e6 / 8, nic_rate=200e6 / 8)],
+        [SimOffice("Cafe", "10.2.0.0/24", 6, wan_rate=50e6 / 8, nic_rate=200e6 / 8)],
         package_size=4 * MIB,
         chunk_size=256 * 1024,
     )

@@ -26,7 +26,7 @@ from shoal.server.core import BandwidthLimit
 from shoal.store.content_store import ContentStore
 from shoal.wire.control import LeaseDecision
 from shoal_dev.lab.faults import CorruptingStore
-from shoal_dev.sim.enterprise import Enterprise, OfficeSpec, build_enterprise
+from shoal_dev.sim.enterprise import Enterprise, SimOffice, build_enterprise
 from shoal_dev.sim.network import Host, SimNetwork, TimeStoodStill
 
 MIB = 1024 * 1024
@@ -103,7 +103,7 @@ def test_slow_asymmetric_client_links(tmp_path: Path) -> None:
     """The case that stopped at one instant: held-back chunks behind full peers."""
     enterprise = build_enterprise(
         tmp_path,
-        [OfficeSpec("Branch", "10.1.0.0/24", 8, wan_rate=100e6 / 8)],
+        [SimOffice("Branch", "10.1.0.0/24", 8, wan_rate=100e6 / 8)],
         package_size=4 * MIB,
         chunk_size=MIB,
         checkin_seconds=60,
@@ -124,9 +124,9 @@ def test_rendezvous_death_corrupt_peer_and_bandwidth_cap(tmp_path: Path) -> None
     enterprise = build_enterprise(
         tmp_path,
         [
-            OfficeSpec("Branch", "10.1.0.0/24", 5, wan_rate=20e6 / 8),
-            OfficeSpec("Cafe", "10.2.0.0/24", 3, type="WiFi"),
-            OfficeSpec("Remote", "10.3.0.0/24", 2, type="VPN"),
+            SimOffice("Branch", "10.1.0.0/24", 5, wan_rate=20e6 / 8),
+            SimOffice("Cafe", "10.2.0.0/24", 3, type="WiFi"),
+            SimOffice("Remote", "10.3.0.0/24", 2, type="VPN"),
         ],
         package_size=2 * MIB,
         chunk_size=256 * 1024,
@@ -163,7 +163,7 @@ def test_a_new_assignment_nudges_through_the_server_control(
 ) -> None:
     monkeypatch.setattr(server_control, "NUDGES_PER_ROUND", 8)  # rounds, on a timer
     enterprise = build_enterprise(
-        tmp_path, [OfficeSpec("Branch", "10.1.0.0/24", 40)], package_size=256 * 1024
+        tmp_path, [SimOffice("Branch", "10.1.0.0/24", 40)], package_size=256 * 1024
     )
     stuck: list[str] = []
     fired: dict[str, int] = {}

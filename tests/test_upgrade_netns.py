@@ -19,7 +19,7 @@ import pytest
 from lab_site import one_office_site
 from shoal_dev.lab.deployment import Deployment
 from shoal_dev.lab.netns import lab_available
-from shoal_dev.lab.network import EmulatedNetwork, OfficeSpec
+from shoal_dev.lab.network import EmulatedNetwork, LabOffice
 from shoal_dev.lab.upgrade import run_upgrade
 
 PREFIX = os.environ.get("SHOAL_UPGRADE_PREFIX", "upg-")
@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.skipif(not available, reason=why), pytest.mark.slow]
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[tuple[Deployment, EmulatedNetwork]]:
-    branch = OfficeSpec("branch", 1, CLIENTS, wan_mbit=20, base=BASE)
+    branch = LabOffice("branch", 1, CLIENTS, wan_mbit=20, base=BASE)
     with one_office_site(PREFIX, BASE, branch, tmp_path, seats=50, segment_wan=True) as running:
         yield running
 

@@ -337,3 +337,27 @@ def test_the_largest_have_fits_a_1400_byte_datagram() -> None:
     too_many = encode_datagram(Have(1, CONTENT_ID, ChunkSet.full(MAX_HAVE_CHUNKS + 8)))
     with pytest.raises(MalformedDatagram):
         decode_datagram(too_many)
+
+
+def test_decode_counted_counts_each_drop_by_cause_and_passes_messages_through() -> None:
+    from dataclasses import dataclass
+
+    from shoal.wire.decoding import VERSION_ERROR_REPLY, Undecodable, decode_counted
+
+    @dataclass
+    class Drops:
+        wrong_magic: int = 0
+        unsupported_version: int = 0
+        malformed: int = 0
+
+    drops = Drops()
+    cancel = encode_datagram(Cancel(7))
+    assert decode_counted(decode_datagram, cancel, drops) == Cancel(7)
+    assert decode_counted(decode_datagram, b"XX\x02\x05", drops) is Undecodable.WRONG_MAGIC
+    assert decode_counted(decode_datagram, b"SH\x09\x05", drops) is (
+        Undecodable.UNSUPPORTED_VERSION
+    )
+    assert decode_counted(decode_datagram, cancel[:-1], drops) is Undecodable.MALFORMED
+    assert drops == Drops(wrong_magic=1, unsupported_version=1, malformed=1)
+    # The reply to a version we do not speak: this build's range, 6 bytes.
+    assert VERSION_ERROR_REPLY == b"SH\x02\x06\x02\x02"

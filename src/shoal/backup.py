@@ -61,6 +61,8 @@ class Role:
 
 CONSOLE = Role("console", "console.db", skip=("content/tmp",))
 SERVER = Role("server", "server.sqlite3")
+#: Each role by its name (``shoal console backup``, ``shoal server backup``).
+ROLES = {role.name: role for role in (CONSOLE, SERVER)}
 
 
 def _sha256(path: Path) -> str:

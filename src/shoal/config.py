@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.core.errors import ShoalError
+from shoal.core.files import write_durably
 
 ROLES = ("client", "server", "console")
 CONFIG_DIR = Path("/etc/shoal")
@@ -115,14 +116,6 @@ def _toml_value(value: Any) -> str:
 
 
 def write_settings(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically, readable by all (it holds no secret:
-    the service's own user reads it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    with os.fdopen(descriptor, "w") as output:
-        output.write(text)
-        output.flush()
-        os.fsync(output.fileno())
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
+    """Replace ``path`` with ``text`` durably, readable by all (it holds no secret: the
+    service's own user reads it)."""
+    write_durably(path, text.encode(), mode=0o644)

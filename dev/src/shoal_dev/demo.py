@@ -38,7 +38,7 @@ from shoal_dev.lab.deployment import (
     Placement,
 )
 from shoal_dev.lab.netns import cleanup_prefix, lab_available
-from shoal_dev.lab.network import EmulatedNetwork, OfficeSpec
+from shoal_dev.lab.network import EmulatedNetwork, LabOffice
 
 PREFIX = "shd-"
 MIB = 1024 * 1024
@@ -122,7 +122,7 @@ def main() -> None:
     placement: Placement
     if use_namespaces:
         cleanup_prefix(PREFIX)
-        branch = OfficeSpec("branch", 1, arguments.clients, wan_mbit=arguments.wan_mbit)
+        branch = LabOffice("branch", 1, arguments.clients, wan_mbit=arguments.wan_mbit)
         network: EmulatedNetwork | None = EmulatedNetwork.create(PREFIX, [branch], segment_wan=True)
         assert network is not None
         placement = NamespacePlacement(network)

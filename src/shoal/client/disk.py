@@ -46,6 +46,8 @@ from typing import Protocol
 
 from shoal.core.errors import ShoalError
 from shoal.core.ids import ContentId
+from shoal.protocol.serving import ChunkSource as ChunkSource  # re-exported: disk_worker uses it
+from shoal.protocol.serving import read_servable
 from shoal.protocol.transfer import Address, Mode, RefusalReason
 
 
@@ -119,25 +121,12 @@ class ChunkRead:
     (or gone bad on disk), ``INVALID_REQUEST`` for a length that is not the chunk's."""
 
 
-class ChunkSource(Protocol):
-    """What performing reads needs of ``shoal.store.ContentStore``."""
-
-    def __contains__(self, content_id: object) -> bool: ...
-    def read_chunk(self, content_id: ContentId, chunk_index: int) -> bytes: ...
-
-
 def perform_read(store: ChunkSource, read: ReadChunk) -> ChunkRead:
     """Run one ``ReadChunk`` and say how it went."""
-    if read.content_id in store:
-        try:
-            data = store.read_chunk(read.content_id, read.chunk_index)
-        except (ShoalError, IndexError):
-            pass
-        else:
-            if len(data) == read.chunk_length:
-                return ChunkRead(read, data)
-            return ChunkRead(read, None, RefusalReason.INVALID_REQUEST)
-    return ChunkRead(read, None, RefusalReason.NOT_FOUND)
+    chunk = read_servable(store, read.content_id, read.chunk_index, read.chunk_length)
+    if isinstance(chunk, RefusalReason):
+        return ChunkRead(read, None, chunk)
+    return ChunkRead(read, chunk)
 
 
 def perform_reads(store: ChunkSource, reads: Sequence[ReadChunk]) -> list[ChunkRead]:

@@ -6,22 +6,19 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from shoal import __version__, ports
-from shoal.commands.daemon import LOG_FORMAT, LOG_LEVELS, run_until_signalled, setup_logging
+from shoal.commands.daemon import LOG_FORMAT, run_until_signalled, setup_logging
+from shoal.commands.options import LOG_LEVEL, data_dir_option, port_option
 from shoal.commands.settings import config_path, configurable, settings_of
 from shoal.core.chunking import parse_size
 from shoal.store.content_store import ContentStore
 
-DATA_DIR = click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("client-data"),
-    show_default=True,
-    envvar="SHOAL_CLIENT_DATA_DIR",
-    help="Device key, enrollment, cache and status (created at first start).",
+DATA_DIR = data_dir_option(
+    "client", "Device key, enrollment, cache and status (created at first start)."
 )
 
 
@@ -83,21 +80,9 @@ def enroll_command(bundle: Path, data_dir: Path, replace: bool) -> None:
     help="Subnet prefix length of --ip (default: read from the interface).",
 )
 @click.option("--hostname", default="", help="Name shown in the console (default: host name).")
-@click.option(
-    "--discovery-port",
-    type=int,
-    help=f"Default: as the console set it (kept from the last run), else {ports.DISCOVERY}.",
-)
-@click.option(
-    "--data-port",
-    type=int,
-    help=f"Default: as the console set it, else {ports.FOREGROUND_DATA}.",
-)
-@click.option(
-    "--background-port",
-    type=int,
-    help=f"Default: as the console set it, else {ports.BACKGROUND_DATA}.",
-)
+@port_option("--discovery-port", "as the console set it (kept from the last run)", ports.DISCOVERY)
+@port_option("--data-port", "as the console set it", ports.FOREGROUND_DATA)
+@port_option("--background-port", "as the console set it", ports.BACKGROUND_DATA)
 @click.option(
     "--cache-size",
     help="Cap of the cache (e.g. 20G); unassigned content is evicted "
@@ -117,7 +102,7 @@ def enroll_command(bundle: Path, data_dir: Path, replace: bool) -> None:
     envvar="SHOAL_INSTALL_RETRY_SECONDS",
     help="Wait before the 2nd attempt of a failed install (4x that before the 3rd).",
 )
-@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@LOG_LEVEL
 @LOG_FORMAT
 @click.option(
     "--metrics-textfile",
@@ -126,27 +111,9 @@ def enroll_command(bundle: Path, data_dir: Path, replace: bool) -> None:
     "for node-exporter's textfile collector (e.g. /var/lib/node_exporter/shoal.prom).",
 )
 @click.option("--claim-version", hidden=True, help="Compatibility tests: report this version.")
-def run(
-    data_dir: Path,
-    enrollment: Path | None,
-    server: str | None,
-    server_port: int | None,
-    ip: str | None,
-    prefix: int | None,
-    hostname: str,
-    discovery_port: int | None,
-    data_port: int | None,
-    background_port: int | None,
-    cache_size: str | None,
-    bind_ip: bool,
-    install_retry_seconds: float,
-    log_level: str,
-    log_format: str,
-    metrics_textfile: Path | None,
-    claim_version: str | None,
-) -> None:
+def run(**options: Any) -> None:
     """Run the agent: register (one licence seat), check in, download, serve peers."""
-    start_client(**locals())
+    start_client(**options)  # the options are start_client's parameters, typed there
 
 
 def start_client(

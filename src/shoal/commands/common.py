@@ -12,6 +12,7 @@ import click
 
 from shoal.core.chunking import parse_size, validate_chunk_size
 from shoal.core.errors import ShoalError
+from shoal.core.files import write_durably
 
 EXIT_USER_ERROR = 2
 
@@ -52,11 +53,5 @@ def readable_file(path: Path) -> Path:
     return path
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new, whole."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as output:
-        output.write(data)
-        output.flush()
-        os.fsync(output.fileno())
-    os.replace(temporary, path)
+#: Write a result file durably (the one small-file writer, ``shoal.core.files``).
+atomic_write = write_durably

@@ -7,8 +7,10 @@ from urllib.parse import urlsplit
 
 import click
 
+from shoal.commands.backup import BackupTexts, add_backup_commands
 from shoal.commands.daemon import LOG_FORMAT, setup_logging
 from shoal.commands.extras import require_extra
+from shoal.commands.options import LOG_LEVEL, data_dir_option, database_url_option
 from shoal.commands.settings import configurable
 from shoal.core.chunking import parse_size
 from shoal.core.errors import ShoalError
@@ -16,20 +18,15 @@ from shoal.core.errors import ShoalError
 
 @configurable("console")
 @click.group(invoke_without_command=True)
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("console-data"),
-    show_default=True,
-    envvar="SHOAL_CONSOLE_DATA_DIR",
-    help="Keys, certificate, SQLite database and uploaded packages (created at first start).",
+@data_dir_option(
+    "console",
+    "Keys, certificate, SQLite database and uploaded packages (created at first start).",
 )
 @click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8443, show_default=True, type=click.IntRange(0, 65535))
-@click.option(
-    "--database-url",
-    envvar="SHOAL_DATABASE_URL",
-    help="PostgreSQL URL (postgresql://user:pass@host/db); SQLite in --data-dir without it.",
+@database_url_option(
+    "console",
+    "PostgreSQL URL (postgresql://user:pass@host/db); SQLite in --data-dir without it.",
 )
 @click.option(
     "--tls-cert",
@@ -115,12 +112,7 @@ from shoal.core.errors import ShoalError
     help="Hours a signed assignment document is valid (clients refuse it after); the "
     "console signs it again when less than half is left.",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
-    show_default=True,
-)
+@LOG_LEVEL
 @LOG_FORMAT
 @click.option(
     "--metrics/--no-metrics",
@@ -209,58 +201,26 @@ def console(
     serve(config, host, port, log_level)
 
 
-BACKUP_DATA_DIR = click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("console-data"),
-    show_default=True,
-    envvar="SHOAL_CONSOLE_DATA_DIR",
-    help="The console's data directory.",
-)
-BACKUP_DATABASE_URL = click.option(
-    "--database-url",
-    envvar="SHOAL_DATABASE_URL",
-    help="PostgreSQL URL (pg_dump / pg_restore); SQLite in --data-dir without it.",
-)
-
-
-@console.command("backup")
-@click.argument("target", type=click.Path(path_type=Path, file_okay=False))
-@BACKUP_DATA_DIR
-@BACKUP_DATABASE_URL
-def backup_command(target: Path, data_dir: Path, database_url: str | None) -> None:
-    """Back up the console into the new directory TARGET (safe while it runs).
+add_backup_commands(
+    console,
+    "console",
+    BackupTexts(
+        title="the console",
+        data_dir_help="The console's data directory.",
+        backup_help="""Back up the console into the new directory TARGET (safe while it runs).
 
     The database (SQLite online backup, or pg_dump), the signing keys, the key-wrapping
     key, the P2P server authentication key, the TLS certificate and the content. TARGET
     holds secrets: keep it like the keys themselves.
-    """
-    from shoal.backup import CONSOLE, backup
-
-    manifest = backup(CONSOLE, data_dir, database_url, target)
-    click.echo(
-        f"backed up console {manifest['version']} ({manifest['database']} database, "
-        f"{len(manifest['files'])} files) into {target}"
-    )
-
-
-@console.command("restore")
-@click.argument("source", type=click.Path(path_type=Path, file_okay=False, exists=True))
-@BACKUP_DATA_DIR
-@BACKUP_DATABASE_URL
-def restore_command(source: Path, data_dir: Path, database_url: str | None) -> None:
-    """Restore the backup SOURCE into an empty --data-dir (and empty PostgreSQL database).
+    """,
+        restore_help="""Restore the backup SOURCE into an empty --data-dir (and empty PostgreSQL
+    database).
 
     The restored console has the same keys and certificate: its P2P servers and clients
     accept it without enrolling again. Every file's SHA-256 is checked first.
-    """
-    from shoal.backup import CONSOLE, restore
-
-    manifest = restore(CONSOLE, source, data_dir, database_url)
-    click.echo(
-        f"restored the console backup of {manifest['created']} into {data_dir}; "
-        f"start it with: shoal console --data-dir {data_dir}"
-    )
-
+    """,
+        start_hint="shoal console --data-dir {data_dir}",
+    ),
+)
 
 COMMANDS = (console,)

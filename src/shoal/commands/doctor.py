@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from shoal import ports
+from shoal.commands.options import data_dir_option, database_url_option
 
 if TYPE_CHECKING:  # shoal.health imports SQLAlchemy: only for the server's checks
     from shoal.health import CheckResult
@@ -33,14 +34,7 @@ def doctor() -> None:
 
 
 @doctor.command("client")
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("client-data"),
-    show_default=True,
-    envvar="SHOAL_CLIENT_DATA_DIR",
-    help="The agent's data directory (enrollment, device key, cache).",
-)
+@data_dir_option("client", "The agent's data directory (enrollment, device key, cache).")
 @click.option("--server", help="P2P server address (default: the enrollment's).")
 @click.option("--server-port", type=int, help="Default: the enrollment's.")
 @click.option("--ip", help="This device's address (default: the one that routes to the server).")
@@ -79,13 +73,7 @@ def client_command(
 
 
 @doctor.command("server")
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("server-data"),
-    show_default=True,
-    envvar="SHOAL_SERVER_DATA_DIR",
-)
+@data_dir_option("server")
 @click.option("--console", "console_url", required=True, envvar="SHOAL_CONSOLE_URL")
 @click.option("--auth-key", required=True, envvar="SHOAL_SERVER_AUTH_KEY")
 @click.option(
@@ -94,7 +82,7 @@ def client_command(
     envvar="SHOAL_CONSOLE_CA",
 )
 @click.option("--address", default="", help="This server's IP address (as for `server run`).")
-@click.option("--database-url", envvar="SHOAL_SERVER_DATABASE_URL")
+@database_url_option("server")
 @click.option("--bind", default="0.0.0.0", show_default=True)
 @click.option("--control-port", default=ports.CONTROL, show_default=True, type=int)
 @click.option("--data-port", default=ports.FOREGROUND_DATA, show_default=True, type=int)

@@ -7,8 +7,10 @@ from pathlib import Path
 import click
 
 from shoal import ports
-from shoal.commands.daemon import LOG_FORMAT, LOG_LEVELS, run_until_signalled, setup_logging
+from shoal.commands.backup import BackupTexts, add_backup_commands
+from shoal.commands.daemon import LOG_FORMAT, run_until_signalled, setup_logging
 from shoal.commands.extras import require_extra
+from shoal.commands.options import LOG_LEVEL, data_dir_option, database_url_option, port_option
 from shoal.commands.settings import configurable
 from shoal.config import read_secret
 
@@ -20,14 +22,7 @@ def server() -> None:
 
 @configurable("server", secrets=("auth_key",))
 @server.command("run")
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("server-data"),
-    show_default=True,
-    envvar="SHOAL_SERVER_DATA_DIR",
-    help="Origin content store, SQLite state (created at first start).",
-)
+@data_dir_option("server", "Origin content store, SQLite state (created at first start).")
 @click.option(
     "--console",
     "console_url",
@@ -59,29 +54,13 @@ def server() -> None:
     help="This server's IP address; it must be in a Central Office subnet.",
 )
 @click.option("--name", default="p2p-server", show_default=True, help="Name shown in the console.")
-@click.option(
-    "--database-url",
-    envvar="SHOAL_SERVER_DATABASE_URL",
-    help="PostgreSQL URL; SQLite in --data-dir without it.",
-)
+@database_url_option("server", "PostgreSQL URL; SQLite in --data-dir without it.")
 @click.option(
     "--bind", default="0.0.0.0", show_default=True, help="Address the UDP sockets listen on."
 )
-@click.option(
-    "--control-port",
-    type=int,
-    help=f"Default: the console's P2P setting, else {ports.CONTROL}.",
-)
-@click.option(
-    "--data-port",
-    type=int,
-    help=f"Default: the console's P2P setting, else {ports.FOREGROUND_DATA}.",
-)
-@click.option(
-    "--background-port",
-    type=int,
-    help=f"Default: the console's P2P setting, else {ports.BACKGROUND_DATA}.",
-)
+@port_option("--control-port", "the console's P2P setting", ports.CONTROL)
+@port_option("--data-port", "the console's P2P setting", ports.FOREGROUND_DATA)
+@port_option("--background-port", "the console's P2P setting", ports.BACKGROUND_DATA)
 @click.option(
     "--discovery-port",
     type=int,
@@ -158,7 +137,7 @@ def server() -> None:
     help="Serve Prometheus /metrics and /api/v1/health/{live,ready} over plain HTTP here "
     "(e.g. 127.0.0.1:9465); off by default.",
 )
-@click.option("--log-level", type=click.Choice(LOG_LEVELS), default="info", show_default=True)
+@LOG_LEVEL
 @LOG_FORMAT
 def run(
     data_dir: Path,
@@ -243,44 +222,18 @@ def run(
     run_until_signalled(service.run)
 
 
-SERVER_DATA_DIR = click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=Path("server-data"),
-    show_default=True,
-    envvar="SHOAL_SERVER_DATA_DIR",
-    help="The P2P server's data directory.",
+add_backup_commands(
+    server,
+    "server",
+    BackupTexts(
+        title="the P2P server",
+        data_dir_help="The P2P server's data directory.",
+        backup_help="Back up the P2P server (its key, state database and origin store) "
+        "into TARGET.",
+        restore_help="Restore the backup SOURCE into an empty --data-dir: same key, so its "
+        "clients and the console know it again.",
+        start_hint="shoal server run --data-dir {data_dir} ...",
+    ),
 )
-SERVER_DATABASE_URL = click.option(
-    "--database-url",
-    envvar="SHOAL_SERVER_DATABASE_URL",
-    help="PostgreSQL URL (pg_dump / pg_restore); SQLite in --data-dir without it.",
-)
-
-
-@server.command("backup")
-@click.argument("target", type=click.Path(path_type=Path, file_okay=False))
-@SERVER_DATA_DIR
-@SERVER_DATABASE_URL
-def backup_command(target: Path, data_dir: Path, database_url: str | None) -> None:
-    """Back up the P2P server (its key, state database and origin store) into TARGET."""
-    from shoal.backup import SERVER, backup
-
-    manifest = backup(SERVER, data_dir, database_url, target)
-    click.echo(f"backed up the P2P server ({manifest['database']} database) into {target}")
-
-
-@server.command("restore")
-@click.argument("source", type=click.Path(path_type=Path, file_okay=False, exists=True))
-@SERVER_DATA_DIR
-@SERVER_DATABASE_URL
-def restore_command(source: Path, data_dir: Path, database_url: str | None) -> None:
-    """Restore the backup SOURCE into an empty --data-dir: same key, so its clients and
-    the console know it again."""
-    from shoal.backup import SERVER, restore
-
-    manifest = restore(SERVER, source, data_dir, database_url)
-    click.echo(f"restored the P2P server backup of {manifest['created']} into {data_dir}")
-
 
 COMMANDS = (server,)

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from shoal.core.files import fsync_directory
+from shoal.core.files import fsync_directory, write_durably
 from shoal.core.manifest import Manifest, ManifestFile
 from shoal.core.packing import SealedPackage, pack_sealed_stream, pack_stream
 from shoal.core.sealing import ChunkCipher
@@ -106,7 +106,7 @@ class Upload:
         manifest = manifest_file.manifest
         content_id = manifest.content_id.hex
         data_path = self._directory.data_path(content_id)
-        _write_durably(self._directory.manifest_path(content_id), manifest_file.encode())
+        write_durably(self._directory.manifest_path(content_id), manifest_file.encode())
         if data_path.exists():
             # Same bytes uploaded before (another application or version): keep one copy.
             self.path.unlink()
@@ -120,15 +120,6 @@ class Upload:
         if not self._file.closed:
             self._file.close()
         self.path.unlink(missing_ok=True)
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as output:
-        output.write(data)
-        output.flush()
-        os.fsync(output.fileno())
-    os.replace(temporary, path)
 
 
 class ContentDirectory:
@@ -154,7 +145,7 @@ class ContentDirectory:
 
     def replace_manifest(self, content_id: str, manifest_file: bytes) -> None:
         """Write a manifest signed again (key rotation) in place, durably."""
-        _write_durably(self.manifest_path(content_id), manifest_file)
+        write_durably(self.manifest_path(content_id), manifest_file)
 
     def remove(self, content_id: str) -> None:
         """Delete a package and its manifest (the caller checks nothing uses them)."""

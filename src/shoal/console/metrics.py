@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from shoal import __version__
 from shoal.console import db
 from shoal.console.state import ConsoleState
-from shoal.core.savings import wan_savings
+from shoal.core.savings import SAVINGS_HELP, savings_by_office
 
 
 class ConsoleCollector(Collector):
@@ -79,24 +79,18 @@ class ConsoleCollector(Collector):
             "Bytes devices received from P2P servers (over the WAN), per office and content",
             labels=["office", "content_id"],
         )
-        per_office: dict[str, tuple[int, int]] = {}
+        by_office: list[tuple[str, int, int]] = []
         for office, content_id, from_peers, from_server in stats:
             peers.add_metric([office, content_id], int(from_peers or 0))
             from_servers.add_metric([office, content_id], int(from_server or 0))
-            office_peers, office_server = per_office.get(office, (0, 0))
-            per_office[office] = (
-                office_peers + int(from_peers or 0),
-                office_server + int(from_server or 0),
-            )
+            by_office.append((office, int(from_peers or 0), int(from_server or 0)))
         yield peers
         yield from_servers
         savings = GaugeMetricFamily(
-            "shoal_console_wan_savings_ratio",
-            "Share of the bytes devices received from peers rather than over the WAN",
-            labels=["office"],
+            "shoal_console_wan_savings_ratio", SAVINGS_HELP, labels=["office"]
         )
-        for office, (from_peers, from_server) in sorted(per_office.items()):
-            savings.add_metric([office], wan_savings(from_peers, from_server))
+        for office, ratio in savings_by_office(by_office):
+            savings.add_metric([office], ratio)
         yield savings
 
         used = GaugeMetricFamily("shoal_licence_seats_used", "Licence seats in use (devices)")

@@ -7,7 +7,6 @@ import logging
 import re
 import secrets
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -222,33 +221,6 @@ def application_out(session: Session, application: db.Application) -> schemas.Ap
         confidential=application.confidential,
         created_at=application.created_at,
         versions=[version_out(version, application) for version in versions],
-    )
-
-
-def device_out(
-    session: Session, device: db.Device, now: datetime, online_window: timedelta
-) -> schemas.DeviceOut:
-    cached = session.scalars(
-        select(db.DeviceContent).where(db.DeviceContent.device_id == device.id)
-    ).all()
-    return schemas.DeviceOut(
-        id=device.id,
-        hostname=device.hostname,
-        address=device.address,
-        subnet=device.subnet,
-        office=device.office,
-        version=device.version,
-        server_id=device.server_id,
-        licensed=device.licensed,
-        status="online" if now - device.last_seen <= online_window else "offline",
-        first_seen=device.first_seen,
-        last_seen=device.last_seen,
-        cached_content=[
-            schemas.CachedContent(
-                content_id=entry.content_id, bytes_done=entry.bytes_done, complete=entry.complete
-            )
-            for entry in cached
-        ],
     )
 
 

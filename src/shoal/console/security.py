@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from shoal.core.files import write_private
+
 _hasher = PasswordHasher()
 TOKEN_PREFIX_API = "shoal_"
 
@@ -67,20 +69,13 @@ def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+#: Keys, certificate and secrets of the console: owner-only, durable (``shoal.core.files``).
+write_secret_file = write_private
+
+
 def same_secret(given: str, expected: str) -> bool:
     """Constant-time comparison of two secrets."""
     return hmac.compare_digest(given.encode(), expected.encode())
-
-
-def write_secret_file(path: Path, data: bytes) -> None:
-    """Create ``path`` readable by its owner only, durably (fsync, then rename)."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as output:
-        output.write(data)
-        output.flush()
-        os.fsync(output.fileno())
-    os.replace(temporary, path)
 
 
 def load_or_create_server_key(path: Path) -> str:

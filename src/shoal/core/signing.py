@@ -7,7 +7,6 @@ refuse a manifest that is unsigned, signed by another key, or changed after sign
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from shoal.core.errors import KeyFileError, ManifestTampered, ManifestUnsigned, UnknownSigner
+from shoal.core.files import write_private
 from shoal.core.manifest import (
     KEY_ID_SIZE,
     Manifest,
@@ -62,9 +62,7 @@ class SigningKey:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as key_file:
-            key_file.write(pem)
+        write_private(path, pem)
 
     @property
     def verify_key(self) -> VerifyKey:

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 
 from shoal.net.errors import InterfaceQueueFull, NetworkError
 from shoal.net.events import DatagramRefused, DeliveryFailed, SocketFailed
+from shoal.net.loop_timer import LoopTimer
 from shoal.net.machine import Address, DatagramMachine
 from shoal.net.udp import SendFailure, UdpConfig, UdpSocket
 
@@ -105,8 +106,7 @@ class DatagramEndpoint:
         self._loop = loop or asyncio.get_running_loop()
         self._receive_loss = receive_loss
         self._loss_random = random.Random(loss_seed)
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = LoopTimer(self._loop, self._on_timer)
         self._pending: Sequence[tuple[bytes, Address]] = ()
         self._pending_index = 0
         self._blocked = False
@@ -180,12 +180,7 @@ class DatagramEndpoint:
         """Call the machine's ``handle_timer`` at ``timer_at`` (None: no timer)."""
         if self._closed:
             return
-        if self._timer is not None and self._timer_at != timer_at:
-            self._timer.cancel()
-            self._timer = None
-        if self._timer is None and timer_at is not None:
-            self._timer = self._loop.call_at(timer_at, self._on_timer)
-            self._timer_at = timer_at
+        self._timer.arm(timer_at)
 
     def close(self) -> None:
         """Stop watching the socket, cancel timers and close the socket."""
@@ -194,10 +189,10 @@ class DatagramEndpoint:
         self._closed = True
         self._loop.remove_reader(self.udp.fileno())
         self._loop.remove_writer(self.udp.fileno())
-        for handle in (self._timer, self._retry_handle):
-            if handle is not None:
-                handle.cancel()
-        self._timer = self._retry_handle = None
+        self._timer.cancel()
+        if self._retry_handle is not None:
+            self._retry_handle.cancel()
+        self._retry_handle = None
         self.udp.close()
 
     # -- callbacks -------------------------------------------------------------------
@@ -224,16 +219,13 @@ class DatagramEndpoint:
                 machine.receive_datagram(data, address, now)
         self.transmit()
 
-    def _on_timer(self) -> None:
+    def _on_timer(self, deadline: float) -> None:
         now = self._loop.time()
-        if self._timer_at is not None:
-            late = max(0.0, now - self._timer_at)
-            counters = self.timer_counters
-            counters.fires += 1
-            counters.late_seconds_total += late
-            counters.late_seconds_max = max(counters.late_seconds_max, late)
-        self._timer = None
-        self._timer_at = None
+        late = max(0.0, now - deadline)
+        counters = self.timer_counters
+        counters.fires += 1
+        counters.late_seconds_total += late
+        counters.late_seconds_max = max(counters.late_seconds_max, late)
         self.machine.handle_timer(now)
         self.transmit()
 

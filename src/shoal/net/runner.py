@@ -29,6 +29,7 @@ from typing import Any
 
 from shoal.net.endpoint import DatagramEndpoint, EventHandler
 from shoal.net.events import DeliveryFailed
+from shoal.net.loop_timer import LoopTimer
 from shoal.net.machine import Address, DatagramMachine
 from shoal.net.pump import Application, UnreachableCounters, port_unreachable, pump
 from shoal.net.udp import UdpConfig
@@ -100,8 +101,7 @@ class ApplicationRunner:
         self._on_socket_event = on_socket_event
         self._loop = asyncio.get_running_loop()
         self._poll_scheduled = False
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self._timer = LoopTimer(self._loop, self._on_timer)
         self._closed = False
         self.endpoints: list[DatagramEndpoint] = []
         self.machines: dict[int, DatagramMachine] = {}
@@ -162,16 +162,9 @@ class ApplicationRunner:
             return
         if self._closed:
             return
-        if self._timer is not None and self._timer_at != deadline:
-            self._timer.cancel()
-            self._timer = None
-        if self._timer is None and deadline is not None:
-            self._timer_at = deadline
-            self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._timer.arm(deadline)
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._timer_at = None
+    def _on_timer(self, _deadline: float) -> None:
         if self._closed:
             return
         self.application.handle_timer(self._loop.time())
@@ -179,8 +172,7 @@ class ApplicationRunner:
 
     def close(self) -> None:
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
+        self._timer.cancel()
         for endpoint in self.endpoints:
             endpoint.close()
 

@@ -46,12 +46,10 @@ from shoal.core.address import Address
 from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
 from shoal.protocol.validation import DEFAULT_TOKEN_LIFETIME, AddressValidator
-from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
+from shoal.wire.decoding import VERSION_ERROR_REPLY, Undecodable, decode_counted
 from shoal.wire.messages import (
     AMPLIFICATION_FACTOR,
     HAVE_HEADER_SIZE,
-    MAX_PROTOCOL_VERSION,
-    MIN_PROTOCOL_VERSION,
     NO_TOKEN,
     Have,
     VersionError,
@@ -243,18 +241,11 @@ class DiscoveryMachine:
             counters.own_datagrams += 1
             return
         self._earn_credit(addr, len(data))
-        try:
-            message = decode_datagram(data)
-        except WrongMagic:
-            counters.wrong_magic += 1
+        message = decode_counted(decode_datagram, data, counters)
+        if message is Undecodable.UNSUPPORTED_VERSION:
+            self._send(VERSION_ERROR_REPLY, addr, now)  # 6 bytes for at least 4
             return
-        except UnsupportedProtocolVersion:
-            counters.unsupported_version += 1
-            reply = VersionError(MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION)
-            self._send(encode_datagram(reply), addr, now)  # 6 bytes for at least 4
-            return
-        except MalformedDatagram:
-            counters.malformed += 1
+        if isinstance(message, Undecodable):
             return
         if not self._in_scope(peer_ip):
             counters.out_of_scope += 1

@@ -24,6 +24,21 @@ class ChunkSource(Protocol):
     def read_chunk(self, content_id: ContentId, chunk_index: int) -> bytes: ...
 
 
+def read_servable(
+    store: ChunkSource, content_id: ContentId, chunk_index: int, chunk_length: int
+) -> bytes | RefusalReason:
+    """The verified chunk a peer asked for, or why it is refused: ``NOT_FOUND`` for
+    content or a chunk not held (or gone bad on disk), ``INVALID_REQUEST`` for a length
+    that is not the chunk's. Serving on the loop and the client's reader thread share it."""
+    if content_id not in store:
+        return RefusalReason.NOT_FOUND
+    try:
+        data = store.read_chunk(content_id, chunk_index)
+    except (ShoalError, IndexError):
+        return RefusalReason.NOT_FOUND
+    return data if len(data) == chunk_length else RefusalReason.INVALID_REQUEST
+
+
 def serve_from(
     store: ChunkSource, engine: TransferEngine, event: ChunkRequested, now: float
 ) -> int:
@@ -32,19 +47,12 @@ def serve_from(
     Returns the bytes sent (0 when refused): ``NOT_FOUND`` for content or a chunk not
     held (or gone bad on disk), ``INVALID_REQUEST`` for a length that is not the chunk's.
     """
-    reason = RefusalReason.NOT_FOUND
-    if event.content_id in store:
-        try:
-            data = store.read_chunk(event.content_id, event.chunk_index)
-        except (ShoalError, IndexError):
-            pass
-        else:
-            if len(data) == event.chunk_length:
-                engine.send_chunk(event.peer, event.request_id, data, now)
-                return len(data)
-            reason = RefusalReason.INVALID_REQUEST
-    engine.refuse_chunk(event.peer, event.request_id, reason, now)
-    return 0
+    chunk = read_servable(store, event.content_id, event.chunk_index, event.chunk_length)
+    if isinstance(chunk, RefusalReason):
+        engine.refuse_chunk(event.peer, event.request_id, chunk, now)
+        return 0
+    engine.send_chunk(event.peer, event.request_id, chunk, now)
+    return len(chunk)
 
 
 class Admission(Enum):

@@ -51,13 +51,7 @@ from shoal.wire.control import (
     pull_control,
     tag_matches,
 )
-from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
-from shoal.wire.messages import (
-    MAX_PROTOCOL_VERSION,
-    MIN_PROTOCOL_VERSION,
-    VersionError,
-    encode_datagram,
-)
+from shoal.wire.decoding import VERSION_ERROR_REPLY, Undecodable, decode_counted
 
 MAX_OUTBOX = 8192
 NUDGES_PER_ROUND = 256
@@ -105,21 +99,12 @@ class ServerControl:
 
     def receive_datagram(self, data: bytes | memoryview, addr: Address, now: float) -> None:
         counters = self.counters
-        try:
-            message = pull_control(data)
-        except UnsupportedProtocolVersion:
-            counters.unsupported_version += 1
-            version_error = encode_datagram(
-                VersionError(MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION)
-            )
-            if len(version_error) <= AMPLIFICATION_LIMIT * len(data):
-                self._queue(version_error, addr)
+        message = decode_counted(pull_control, data, counters)
+        if message is Undecodable.UNSUPPORTED_VERSION:
+            if len(VERSION_ERROR_REPLY) <= AMPLIFICATION_LIMIT * len(data):
+                self._queue(VERSION_ERROR_REPLY, addr)
             return
-        except WrongMagic:
-            counters.wrong_magic += 1
-            return
-        except MalformedDatagram:
-            counters.malformed += 1
+        if isinstance(message, Undecodable):
             return
         body = message.body
         buckets = (

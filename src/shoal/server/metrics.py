@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from shoal import __version__
-from shoal.core.savings import wan_savings
+from shoal.core.savings import SAVINGS_HELP, savings_by_office
 
 if TYPE_CHECKING:
     from shoal.server.service import ServerService
@@ -52,24 +52,21 @@ class ServerCollector(Collector):
             "Bytes devices received from this server (over the WAN), per office and content",
             labels=["office", "content_id"],
         )
-        per_office: dict[str, tuple[int, int]] = {}
+        by_office: list[tuple[str, int, int]] = []
         for (content_id, office), (from_peers, from_server) in sorted(
             core.download_statistics().items(), key=lambda item: (item[0][1], item[0][0].hex)
         ):
             label = office or "(no office)"
             peers.add_metric([label, content_id.hex], from_peers)
             server.add_metric([label, content_id.hex], from_server)
-            office_peers, office_server = per_office.get(label, (0, 0))
-            per_office[label] = (office_peers + from_peers, office_server + from_server)
+            by_office.append((label, from_peers, from_server))
         yield peers
         yield server
         savings = GaugeMetricFamily(
-            "shoal_server_wan_savings_ratio",
-            "Share of the bytes devices received from peers rather than over the WAN",
-            labels=["office"],
+            "shoal_server_wan_savings_ratio", SAVINGS_HELP, labels=["office"]
         )
-        for office, (from_peers, from_server) in sorted(per_office.items()):
-            savings.add_metric([office], wan_savings(from_peers, from_server))
+        for office, ratio in savings_by_office(by_office):
+            savings.add_metric([office], ratio)
         yield savings
 
         clients = GaugeMetricFamily("shoal_server_clients", "Devices in the registry")

@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-Built from a list of ``OfficeSpec``, with every name starting with the lab's prefix::
+Built from a list of ``LabOffice``, with every name starting with the lab's prefix::
 
     central office hosts --- bridge "lan" in the CORE namespace (10.231.0.1/24)
                                        |  wan<N> (veth, HTB egress at the office rate)
@@ -53,12 +53,13 @@ BASE = "10.231"  # the lab's addresses: BASE.<office number>.<host>
 
 
 @dataclass(frozen=True, slots=True)
-class OfficeSpec:
-    """An office: how many hosts, its WAN rate, its number (second octet).
+class LabOffice:
+    """An office of network namespaces: how many hosts, its WAN rate, its number (second
+    octet).
 
-    Not ``shoal_dev.sim.enterprise.OfficeSpec``: this one is an office of network
-    namespaces (real hosts, rates in Mbit/s, addresses from its number); the simulator's
-    is a modelled office (bytes/s, RTT, queue depth, topology type).
+    Real hosts, rates in Mbit/s, addresses from its number; the simulator's modelled
+    office (bytes/s, RTT, queue depth, topology type) is ``shoal_dev.sim.enterprise.SimOffice``:
+    the two describe different things and share no field's meaning, hence two types.
 
     ``client_up_mbit`` / ``client_down_mbit``, when given, shape each host's link to the
     office bridge (HTB on the host's ``eth0`` and on its bridge port): a device's uplink
@@ -110,7 +111,7 @@ class EmulatedNetwork:
     """
 
     prefix: str
-    offices: list[OfficeSpec]
+    offices: list[LabOffice]
     central_hosts: int = 1
     base: str = BASE
     segment_wan: bool = False
@@ -122,7 +123,7 @@ class EmulatedNetwork:
     def create(
         cls,
         prefix: str,
-        offices: Sequence[OfficeSpec],
+        offices: Sequence[LabOffice],
         central_hosts: int = 1,
         base: str = BASE,
         segment_wan: bool = False,

@@ -47,7 +47,7 @@ from typing import Any
 
 from shoal.core.bounds import Bound, kumar_ross_bound, one_copy_bound
 from shoal.core.errors import ShoalError
-from shoal_dev.lab.network import OfficeSpec
+from shoal_dev.lab.network import LabOffice
 
 MIB = 1024 * 1024
 SYSTEMS = ("shoal", "http-direct", "libtorrent")
@@ -69,9 +69,9 @@ class OfficeScenario:
     client_up_mbit: float | None = None
     client_down_mbit: float | None = None
 
-    def spec(self, number: int, base: str) -> OfficeSpec:
+    def spec(self, number: int, base: str) -> LabOffice:
         """The emulated network's view of this office (its number is its third octet)."""
-        return OfficeSpec(
+        return LabOffice(
             self.name,
             number,
             self.clients,

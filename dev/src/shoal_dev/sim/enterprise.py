@@ -49,10 +49,10 @@ DOCUMENT_VALIDITY = timedelta(days=7)
 
 
 @dataclass(frozen=True, slots=True)
-class OfficeSpec:
+class SimOffice:
     """A simulated office: its clients, subnet, topology type and modelled links (rates
-    in bytes/s). Not ``shoal_dev.lab.network.OfficeSpec``, an office of network
-    namespaces with real hosts; the two share a name, not a shape."""
+    in bytes/s). The lab's office of network namespaces
+    with real hosts is ``shoal_dev.lab.network.LabOffice``, a different thing."""
 
     name: str
     subnet: str
@@ -216,7 +216,7 @@ def sim_document(
 
 def build_enterprise(
     root: Path,
-    offices: list[OfficeSpec],
+    offices: list[SimOffice],
     *,
     package_size: int = 4 * 1024 * 1024,
     chunk_size: int = 65536,

@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.core.errors import ShoalError
-from shoal_dev.sim.enterprise import Enterprise, OfficeSpec, SimClient, build_enterprise
+from shoal_dev.sim.enterprise import Enterprise, SimClient, SimOffice, build_enterprise
 from shoal_dev.sim.flows import HashMemo
 from shoal_dev.sim.memstore import LyingMemoryStore, MemoryStore
 
@@ -114,14 +114,14 @@ class Scenario:
     timeout_s: float = 7200.0
     origin_mbit: float = 0.0
     estate: Generated | None = None
-    listed: tuple[OfficeSpec, ...] = ()
+    listed: tuple[SimOffice, ...] = ()
     faults: Faults = field(default_factory=Faults)
 
     @property
     def size_bytes(self) -> int:
         return int(self.size_mb * MIB)
 
-    def offices(self, seed: int) -> list[OfficeSpec]:
+    def offices(self, seed: int) -> list[SimOffice]:
         """The listed offices, then the generated ones (a function of ``seed``)."""
         offices = list(self.listed)
         if self.estate is not None:
@@ -181,7 +181,7 @@ def parse_scenario(text: str, origin: str, *, ci: bool = False) -> Scenario:
                     f"offices of {estate.clients[0]} to {estate.clients[1]}"
                 )
         listed = tuple(
-            OfficeSpec(
+            SimOffice(
                 name=str(office["name"]),
                 subnet=f"10.200.{number}.0/24",
                 clients=int(office["clients"]),
@@ -270,7 +270,7 @@ def _log_uniform(rng: random.Random, low: float, high: float) -> float:
     return math.exp(rng.uniform(math.log(low), math.log(high)))
 
 
-def generate_offices(estate: Generated, seed: int, *, first: int = 0) -> list[OfficeSpec]:
+def generate_offices(estate: Generated, seed: int, *, first: int = 0) -> list[SimOffice]:
     """``estate.offices`` offices holding ``estate.devices`` devices, from ``seed``."""
     rng = random.Random(f"estate-layout-{seed}")
     low, high = estate.clients
@@ -286,7 +286,7 @@ def generate_offices(estate: Generated, seed: int, *, first: int = 0) -> list[Of
     for number, clients in enumerate(sizes, start=first):
         client_rate = _log_uniform(rng, *estate.client_mbit) * 1e6 / 8
         offices.append(
-            OfficeSpec(
+            SimOffice(
                 name=f"office-{number:03d}",
                 subnet=f"10.{1 + number // 256}.{number % 256}.0/24",
                 clients=clients,
@@ -383,7 +383,7 @@ class _Plan:
     outage_office: str | None
 
 
-def _plan(scenario: Scenario, offices: list[OfficeSpec], seed: int) -> _Plan:
+def _plan(scenario: Scenario, offices: list[SimOffice], seed: int) -> _Plan:
     rng = random.Random(f"estate-faults-{seed}")
     faults = scenario.faults
     devices = sum(office.clients for office in offices)
@@ -566,7 +566,7 @@ def _verified(enterprise: Enterprise, client: SimClient, hashes: HashMemo) -> bo
 def report(
     scenario: Scenario,
     enterprise: Enterprise,
-    offices: list[OfficeSpec],
+    offices: list[SimOffice],
     plan: _Plan,
     load: _ServerLoad,
     watch: _Watch,

@@ -39,8 +39,8 @@ from shoal.store.content_store import ContentStore
 from shoal.wire.control import LeaseDecision
 from shoal_dev.sim.enterprise import (
     Enterprise,
-    OfficeSpec,
     SimClient,
+    SimOffice,
     build_enterprise,
     file_sha256,
 )
@@ -89,9 +89,9 @@ class _Watch:
         return False
 
 
-def office_spec(cell: Cell) -> OfficeSpec:
+def office_spec(cell: Cell) -> SimOffice:
     """The simulator's office for a cell."""
-    return OfficeSpec(
+    return SimOffice(
         OFFICE,
         SUBNET,
         cell.clients,

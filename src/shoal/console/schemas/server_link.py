@@ -21,6 +21,7 @@ from shoal.console.schemas.common import (
 )
 from shoal.console.schemas.estate import PortSet
 from shoal.core.changes import ChangeKind
+from shoal.wire.control_fields import InstallStatus
 
 
 class ServerRegistration(Strict):
@@ -80,15 +81,9 @@ class ClientContent(Strict):
     complete: bool
 
 
-INSTALL_REPORTED_STATES = (
-    "installing",
-    "installed",
-    "failed",
-    "reboot_required",
-    "uninstalling",
-    "uninstalled",
-    "uninstall_failed",
-)
+#: What a device reports of an install: the wire's ``InstallStatus`` by name, as the
+#: P2P server relays it (``InstallReportedState`` spells the same for the schema).
+INSTALL_REPORTED_STATES = tuple(status.name.lower() for status in InstallStatus)
 InstallReportedState = Literal[
     "installing",
     "installed",

@@ -12,6 +12,7 @@ from shoal.console import db, schemas
 from shoal.console.security import hash_password, new_token, password_matches, token_digest
 from shoal.console.services.errors import Conflict, NotFound, Refused, Throttled, WrongCredentials
 from shoal.console.services.paging import page_of
+from shoal.console.services.rows import get_row
 from shoal.console.state import ConsoleState
 
 log = logging.getLogger("shoal.console")
@@ -103,9 +104,7 @@ def remove_admin(session: Session, admin_id: int, caller_id: int) -> None:
     console always keeps one."""
     if admin_id == caller_id:
         raise Conflict("you cannot remove yourself: another administrator must do it")
-    row = session.get(db.Admin, admin_id)
-    if row is None:
-        raise NotFound(f"administrator {admin_id}")
+    row = get_row(session, db.Admin, admin_id, f"administrator {admin_id}")
     session.execute(delete(db.LoginSession).where(db.LoginSession.admin_id == admin_id))
     session.execute(delete(db.ApiToken).where(db.ApiToken.admin_id == admin_id))
     session.delete(row)

@@ -13,6 +13,7 @@ from shoal.console import db, records, schemas
 from shoal.console.content import StoredContent, Upload
 from shoal.console.services.errors import Conflict, NotFound
 from shoal.console.services.paging import page_of
+from shoal.console.services.rows import get_row
 from shoal.console.state import ConsoleState
 from shoal.core.changes import ChangeKind
 from shoal.core.chunking import chunk_size_for
@@ -173,18 +174,14 @@ def list_versions(
 
 
 def get_application(session: Session, application_id: int) -> schemas.ApplicationOut:
-    application = session.get(db.Application, application_id)
-    if application is None:
-        raise NotFound(f"application {application_id}")
+    application = get_row(session, db.Application, application_id, f"application {application_id}")
     return records.application_out(session, application)
 
 
 def set_confidential(
     session: Session, application_id: int, confidential: bool
 ) -> schemas.ApplicationOut:
-    application = session.get(db.Application, application_id)
-    if application is None:
-        raise NotFound(f"application {application_id}")
+    application = get_row(session, db.Application, application_id, f"application {application_id}")
     application.confidential = confidential
     session.commit()
     return records.application_out(session, application)
@@ -216,9 +213,9 @@ def _delete_versions(
 def delete_application(state: ConsoleState, session: Session, application_id: int) -> None:
     """Delete an application, its versions, their assignments and unshared content."""
     with state.content_lock:
-        application = session.get(db.Application, application_id)
-        if application is None:
-            raise NotFound(f"application {application_id}")
+        application = get_row(
+            session, db.Application, application_id, f"application {application_id}"
+        )
         versions = list(
             session.scalars(
                 select(db.ApplicationVersion).where(

@@ -15,8 +15,9 @@ from sqlalchemy.orm import Session
 
 from shoal import topology
 from shoal.console import db, records, schemas
-from shoal.console.services.errors import Invalid, NotFound
+from shoal.console.services.errors import Invalid
 from shoal.console.services.paging import page_of
+from shoal.console.services.rows import get_row
 from shoal.console.state import ConsoleState
 from shoal.core.changes import ChangeKind
 
@@ -305,18 +306,14 @@ def get_assignment(
     state: ConsoleState, session: Session, assignment_id: int
 ) -> schemas.AssignmentOut:
     """One assignment with its progress, overall and per office."""
-    assignment = session.get(db.Assignment, assignment_id)
-    if assignment is None:
-        raise NotFound(f"assignment {assignment_id}")
+    assignment = get_row(session, db.Assignment, assignment_id, f"assignment {assignment_id}")
     (out,) = _outs(state, session, [assignment], by_office=True)
     return out
 
 
 def delete_assignment(state: ConsoleState, session: Session, assignment_id: int) -> None:
     """Withdraw an assignment (clients keep what they cached)."""
-    assignment = session.get(db.Assignment, assignment_id)
-    if assignment is None:
-        raise NotFound(f"assignment {assignment_id}")
+    assignment = get_row(session, db.Assignment, assignment_id, f"assignment {assignment_id}")
     session.delete(assignment)
     state.record_change(session, ChangeKind.ASSIGNMENTS_CHANGED)
     session.commit()

@@ -21,7 +21,8 @@ from sqlalchemy.orm import Session
 
 from shoal.console import db, schemas
 from shoal.console.services.assignments import create_assignment
-from shoal.console.services.errors import Conflict, Invalid, NotFound
+from shoal.console.services.errors import Conflict, Invalid
+from shoal.console.services.rows import get_row
 from shoal.console.state import ConsoleState
 from shoal.core.changes import ChangeKind
 from shoal.release_policy import (
@@ -128,9 +129,7 @@ def mark(state: ConsoleState, session: Session, body: ClientReleaseRequest) -> C
 
 
 def _unmark(state: ConsoleState, session: Session) -> None:
-    row = session.get(db.Setting, RELEASE_KEY)
-    if row is None:
-        raise NotFound("client release (none is marked)")
+    row = get_row(session, db.Setting, RELEASE_KEY, "client release (none is marked)")
     assignment = session.get(db.Assignment, row.value.get("assignment_id"))
     if assignment is not None:
         session.delete(assignment)

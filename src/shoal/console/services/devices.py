@@ -11,8 +11,8 @@ from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
 from shoal.console import db, schemas
-from shoal.console.services.errors import NotFound
 from shoal.console.services.paging import page_of
+from shoal.console.services.rows import get_row
 from shoal.console.state import ConsoleState
 
 log = logging.getLogger("shoal.console")
@@ -93,9 +93,7 @@ def list_devices(
 
 
 def get_device(state: ConsoleState, session: Session, device_id: str) -> schemas.DeviceOut:
-    device = session.get(db.Device, device_id)
-    if device is None:
-        raise NotFound(f"device {device_id!r}")
+    device = get_row(session, db.Device, device_id, f"device {device_id!r}")
     window = timedelta(seconds=state.config.online_window_seconds)
     (out,) = _outs(session, [device], state.clock(), window)
     return out
@@ -104,9 +102,7 @@ def get_device(state: ConsoleState, session: Session, device_id: str) -> schemas
 def retire_device(state: ConsoleState, session: Session, device_id: str) -> None:
     """Forget a device (uninstalled): frees its licence seat; it never again receives a
     confidential key, even if its server reports it."""
-    device = session.get(db.Device, device_id)
-    if device is None:
-        raise NotFound(f"device {device_id!r}")
+    device = get_row(session, db.Device, device_id, f"device {device_id!r}")
     session.execute(delete(db.DeviceContent).where(db.DeviceContent.device_id == device_id))
     session.delete(device)
     if session.get(db.RetiredDevice, device_id) is None:

@@ -52,20 +52,20 @@ from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Subquery
 
 from shoal.console import db, schemas
-from shoal.console.services.errors import Invalid, NotFound
+from shoal.console.services.errors import Invalid
+from shoal.console.services.rows import get_row
 from shoal.console.state import ConsoleState
 from shoal.core.changes import ChangeKind
 from shoal.install_spec import InstallSpecInvalid, read_install_spec
+from shoal.wire.control_fields import InstallStatus
 
-REPORTED_STATES = (
-    "installed",
-    "failed",
-    "reboot_required",
-    "uninstalling",
-    "uninstalled",
-    "uninstall_failed",
+REPORTED_STATES = tuple(
+    state
+    for state in schemas.INSTALL_REPORTED_STATES
+    if state != InstallStatus.INSTALLING.name.lower()
 )
-"""States only a device's report gives (the others are derived from download progress)."""
+"""States only a device's report gives (the others, "installing" among them, are derived
+from download progress)."""
 UNINSTALL_STATES = ("uninstalling", "uninstalled", "uninstall_failed")
 
 
@@ -113,9 +113,7 @@ def set_spec_of_upload(
 
 
 def _version(session: Session, version_id: int) -> db.ApplicationVersion:
-    version = session.get(db.ApplicationVersion, version_id)
-    if version is None:
-        raise NotFound(f"version {version_id}")
+    version = get_row(session, db.ApplicationVersion, version_id, f"version {version_id}")
     return version
 
 
@@ -403,8 +401,7 @@ def assignment_installs(
     session: Session, assignment_id: int, install_state: str | None, limit: int, offset: int
 ) -> schemas.Page[schemas.InstallResultOut]:
     """The install state of one assignment on each device it reaches."""
-    if session.get(db.Assignment, assignment_id) is None:
-        raise NotFound(f"assignment {assignment_id}")
+    get_row(session, db.Assignment, assignment_id, f"assignment {assignment_id}")
     return list_installs(
         session, InstallFilter(assignment_id=assignment_id, state=install_state), limit, offset
     )
@@ -414,8 +411,7 @@ def device_installs(
     session: Session, device_id: str, install_state: str | None, limit: int, offset: int
 ) -> schemas.Page[schemas.InstallResultOut]:
     """The install state of every version assigned to one device."""
-    if session.get(db.Device, device_id) is None:
-        raise NotFound(f"device {device_id!r}")
+    get_row(session, db.Device, device_id, f"device {device_id!r}")
     return list_installs(
         session, InstallFilter(device_id=device_id, state=install_state), limit, offset
     )

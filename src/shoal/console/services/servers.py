@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 
 from shoal.console import db, schemas
 from shoal.console.enrollment_bundle import build_bundle
-from shoal.console.services.errors import NotFound
 from shoal.console.services.paging import page_of
+from shoal.console.services.rows import get_row
 from shoal.console.state import ConsoleState
 
 log = logging.getLogger("shoal.console")
@@ -49,9 +49,7 @@ def forget_server(session: Session, server_id: str) -> None:
     Its devices stay, with their seats, until they are retired or another server
     reports them.
     """
-    row = session.get(db.Server, server_id)
-    if row is None:
-        raise NotFound(f"P2P server {server_id!r}")
+    row = get_row(session, db.Server, server_id, f"P2P server {server_id!r}")
     session.delete(row)
     session.commit()
     log.info("forgot P2P server %s (%s)", server_id, row.name)
@@ -60,7 +58,5 @@ def forget_server(session: Session, server_id: str) -> None:
 def enrollment_bundle(
     state: ConsoleState, session: Session, server_id: str
 ) -> schemas.EnrollmentBundle:
-    row = session.get(db.Server, server_id)
-    if row is None:
-        raise NotFound(f"P2P server {server_id!r}")
+    row = get_row(session, db.Server, server_id, f"P2P server {server_id!r}")
     return build_bundle(state, session, row)

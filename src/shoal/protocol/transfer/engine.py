@@ -71,10 +71,8 @@ from shoal.protocol.transfer.sender import Sender
 from shoal.protocol.transfer.states import LocalProtocolError, TooManyDownloads
 from shoal.protocol.transfer.timers import TimerKind
 from shoal.protocol.transfer.upload import Upload
-from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
+from shoal.wire.decoding import VERSION_ERROR_REPLY, Undecodable, decode_counted
 from shoal.wire.messages import (
-    MAX_PROTOCOL_VERSION,
-    MIN_PROTOCOL_VERSION,
     Ack,
     Cancel,
     ChunkRequest,
@@ -87,7 +85,6 @@ from shoal.wire.messages import (
     VersionError,
     WhoHas,
     decode_datagram,
-    encode_datagram,
 )
 
 # The engine's public names, importable from here as they always were.
@@ -209,22 +206,13 @@ class TransferEngine:
 
     def _receive_other(self, data: bytes | memoryview, addr: Address, now: float) -> None:
         counters = self.counters
-        try:
-            message = decode_datagram(data)
-        except WrongMagic:
-            counters.wrong_magic += 1
-            return
-        except UnsupportedProtocolVersion:
-            counters.unsupported_version += 1
+        message = decode_counted(decode_datagram, data, counters)
+        if message is Undecodable.UNSUPPORTED_VERSION:
             # Every message carries a version; an unsupported one gets an explicit answer.
-            # The reply (6 bytes) is at most 1.5x the shortest datagram that gets one
-            # (a 4-byte prefix): within RFC 9000 §8.1's 3x.
-            reply = encode_datagram(VersionError(MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION))
-            if self._context.reply_unvalidated(reply, addr, now):
+            if self._context.reply_unvalidated(VERSION_ERROR_REPLY, addr, now):
                 counters.version_errors_sent += 1
             return
-        except MalformedDatagram:
-            counters.malformed += 1
+        if isinstance(message, Undecodable):
             return
         if isinstance(message, Ack):
             self._sender.on_ack(message, addr, now)

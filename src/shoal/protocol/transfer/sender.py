@@ -85,15 +85,22 @@ class Sender:
 
     # -- answers to ChunkRequested ---------------------------------------------------
 
+    def _answerable(self, peer: Address, request_id: int) -> Upload | None:
+        """The upload the application answers; None when it already ended (cancelled,
+        timed out: the answer comes late, which is no mistake); a request never seen is
+        the application's mistake."""
+        upload = self.uploads.get((peer, request_id))
+        if upload is None and (peer, request_id) not in self._finished:
+            raise LocalProtocolError(f"no chunk request {request_id} from {peer}")
+        return upload
+
     def send_chunk(
         self, peer: Address, request_id: int, data: bytes | memoryview, now: float
     ) -> None:
         """See ``TransferEngine.send_chunk``."""
-        upload = self.uploads.get((peer, request_id))
+        upload = self._answerable(peer, request_id)
         if upload is None:
-            if (peer, request_id) in self._finished:
-                return
-            raise LocalProtocolError(f"no chunk request {request_id} from {peer}")
+            return
         if len(data) != upload.chunk_length:
             raise LocalProtocolError(
                 f"chunk request {request_id} is for {upload.chunk_length} bytes, got {len(data)}"
@@ -128,11 +135,9 @@ class Sender:
         self, peer: Address, request_id: int, reason: RefusalReason, now: float
     ) -> None:
         """See ``TransferEngine.refuse_chunk``."""
-        upload = self.uploads.get((peer, request_id))
+        upload = self._answerable(peer, request_id)
         if upload is None:
-            if (peer, request_id) in self._finished:
-                return
-            raise LocalProtocolError(f"no chunk request {request_id} from {peer}")
+            return
         self._move(upload, SendInput.APPLICATION_REFUSED)
         counters = self._context.counters
         counters.requests_refused += 1
