@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,3 +36,69 @@ def test_chunk_buffers_leave_with_free_once_the_threshold_is_held() -> None:
     assert resident_mb() - before > 30
     del buffers
     assert resident_mb() - before < 4
+
+
+# What a device's `shoal client run` must not load: each is code an idle client would
+# keep resident for nothing (docs/network.md "Disk, memory and CPU").
+NOT_IN_A_CLIENT = {
+    "ssl": "asyncio's TLS support: the client speaks UDP only (~1.2 MB)",
+    "shoal.commands.console": "another role's commands (~0.4 MB with the next ones)",
+    "shoal.commands.server": "another role's commands",
+    "shoal.commands.license": "another role's commands",
+    "cryptography.hazmat.primitives.serialization": "every key type (~1 MB)",
+    "zipfile": "a client release only (~1.4 MB with shutil, bz2, lzma)",
+    "shutil": "a client release only",
+    "importlib.metadata": "other distributions' commands (~3 MB)",
+    "shoal_dev": "the lab and benchmarks (not installed on devices)",
+}
+
+
+def test_a_client_process_loads_no_tls_no_other_role_and_no_release_tools(
+    tmp_path: Path,
+) -> None:
+    """`shoal client run`'s process, up to its agent's start (here: an unenrolled device,
+    refused once the agent's modules are loaded), holds none of ``NOT_IN_A_CLIENT``."""
+    probe = (
+        "import sys\n"
+        "from shoal.cli import main\n"
+        f"sys.argv = ['shoal', 'client', 'run', '--data-dir', {str(tmp_path / 'data')!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "assert 'shoal.client.service' in sys.modules, 'the agent was not loaded'\n"
+        "print(' '.join(sorted(sys.modules)))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "not enrolled" in result.stderr
+    loaded = set(result.stdout.split())
+    assert {name: why for name, why in NOT_IN_A_CLIENT.items() if name in loaded} == {}
+
+
+def test_asyncio_without_tls_refuses_tls_and_leaves_ssl_importable() -> None:
+    """In a fresh process: asyncio imported with its TLS off says so when TLS is asked
+    for (never a plain connection instead), and `import ssl` still works after."""
+    probe = (
+        "import sys\n"
+        "from shoal.client.no_tls import import_asyncio_without_tls\n"
+        "assert import_asyncio_without_tls()\n"
+        "assert 'ssl' not in sys.modules\n"
+        "import asyncio, socket, ssl\n"
+        "listener = socket.create_server(('127.0.0.1', 0))\n"
+        "async def connect():\n"
+        "    await asyncio.get_running_loop().create_connection(\n"
+        "        asyncio.Protocol, *listener.getsockname(), ssl=ssl.create_default_context())\n"
+        "try:\n"
+        "    asyncio.run(connect())\n"
+        "except RuntimeError as error:\n"
+        "    print(error)\n"
+        "assert not import_asyncio_without_tls()  # asyncio is imported: nothing changes\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "ssl module" in result.stdout and "not available" in result.stdout
