@@ -8,6 +8,7 @@ import hashlib
 import threading
 import time
 import types
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +27,7 @@ from shoal.client.disk import (
     perform_reads,
     perform_writes,
 )
-from shoal.client.disk_worker import DiskWorker
+from shoal.client.disk_worker import DiskWorker, EffectThread
 from shoal.client.service import _AgentShell
 from shoal.core.ids import ContentId
 from shoal.core.packing import pack_bytes
@@ -379,3 +380,31 @@ def test_a_failed_write_is_not_held_and_the_chunk_is_fetched_again(tmp_path: Pat
     assert download.bytes_from_server > enterprise.manifest.size
     data = client.store.data_path(enterprise.content_id).read_bytes()  # type: ignore[attr-defined]
     assert data == enterprise.package
+
+
+def test_an_idle_worker_keeps_nothing_of_its_last_batch() -> None:
+    """A worker waiting for effects holds no reference to the last batch: its chunks
+    (1 MiB each) are freed, not kept by an idle client for as long as it idles."""
+
+    class Effect:  # stands for a WriteChunk or a ReadChunk (bytes cannot be weakly held)
+        pass
+
+    async def scenario() -> bool:
+        loop = asyncio.get_running_loop()
+        answered = asyncio.Event()
+        worker = EffectThread[Effect, int](
+            lambda batch: [len(batch)], loop, lambda _results: answered.set(), "test"
+        )
+        effect = Effect()
+        alive = weakref.ref(effect)
+        worker.submit([effect])
+        del effect
+        await answered.wait()
+        deadline = loop.time() + 2.0
+        while alive() is not None and loop.time() < deadline:
+            await asyncio.sleep(0.01)  # until the thread waits for the next batch
+        freed = alive() is None
+        worker.close()
+        return freed
+
+    assert asyncio.run(scenario())

@@ -25,7 +25,6 @@ from shoal.core.manifest import (
 )
 
 
-
 def key_id_of(public_key: Ed25519PublicKey) -> bytes:
     """First 8 bytes of the SHA-256 of the raw public key: names a signer in a trailer."""
     return hashlib.sha256(public_key.public_bytes_raw()).digest()[:KEY_ID_SIZE]
