@@ -7,7 +7,6 @@ import dataclasses
 import hashlib
 import threading
 import time
-import types
 import weakref
 from collections import Counter
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ import pytest
 import shoal.core.manifest
 import shoal.protocol.transfer.receiver
 import shoal.store.content_store
+import shoal.store.disk
 from shoal.client.disk import (
     ChunkWritten,
     ReadChunk,
@@ -107,31 +107,31 @@ def _announced(client: SimClient, content_id: ContentId) -> Any:
 
 
 class _CountingSha256:
-    """``hashlib.sha256`` that counts, per digest, how often each was computed."""
+    """``shoal.core.digest``'s ``sha256`` and ``Sha256`` that count, per digest, how
+    often each was computed."""
 
     def __init__(self) -> None:
         self.digests: Counter[bytes] = Counter()
-        self.bytes_hashed = 0
 
-    def __call__(self, data: Any = b"") -> Any:
+    def sha256(self, data: Any) -> bytes:
+        result = _SHA256(data).digest()
+        self.digests[result] += 1
+        return result
+
+    def incremental(self) -> Any:
         counter = self
 
         class _Hash:
             def __init__(self) -> None:
-                self._inner = _SHA256(data)
-                counter.bytes_hashed += len(data)
+                self._inner = _SHA256()
 
             def update(self, more: Any) -> None:
-                counter.bytes_hashed += len(more)
                 self._inner.update(more)
 
             def digest(self) -> bytes:
                 result = self._inner.digest()
                 counter.digests[result] += 1
                 return result
-
-            def hexdigest(self) -> str:
-                return self.digest().hex()
 
         return _Hash()
 
@@ -141,14 +141,16 @@ def test_a_received_chunk_is_hashed_once(tmp_path: Path, monkeypatch: pytest.Mon
         tmp_path, [OfficeSpec("Remote", "10.3.0.0/24", 1, type="VPN")], package_size=1 * MIB
     )
     counting = _CountingSha256()
-    counting_hashlib = types.SimpleNamespace(sha256=counting)
-    # Where chunks are hashed: on receipt, when checked, when stored.
+    # Where chunks and files are hashed: on receipt, when checked, when stored.
     for module in (
         shoal.protocol.transfer.receiver,
         shoal.core.manifest,
         shoal.store.content_store,
+        shoal.store.disk,
     ):
-        monkeypatch.setattr(module, "hashlib", counting_hashlib)
+        for name, counted in (("sha256", counting.sha256), ("Sha256", counting.incremental)):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, counted)
     served = Counter[int]()
     origin_read = enterprise.server.origin.read_chunk
 

@@ -42,6 +42,7 @@ def test_chunk_buffers_leave_with_free_once_the_threshold_is_held() -> None:
 # keep resident for nothing (docs/network.md "Disk, memory and CPU").
 NOT_IN_A_CLIENT = {
     "ssl": "asyncio's TLS support: the client speaks UDP only (~1.2 MB)",
+    "_hashlib": "a second OpenSSL, the system's: chunks are hashed by cryptography's (~3.5 MB)",
     "shoal.commands.console": "another role's commands (~0.4 MB with the next ones)",
     "shoal.commands.server": "another role's commands",
     "shoal.commands.license": "another role's commands",
@@ -78,14 +79,20 @@ def test_a_client_process_loads_no_tls_no_other_role_and_no_release_tools(
     assert {name: why for name, why in NOT_IN_A_CLIENT.items() if name in loaded} == {}
 
 
-def test_asyncio_without_tls_refuses_tls_and_leaves_ssl_importable() -> None:
-    """In a fresh process: asyncio imported with its TLS off says so when TLS is asked
-    for (never a plain connection instead), and `import ssl` still works after."""
+def test_lean_imports_refuse_tls_hash_right_and_leave_ssl_importable() -> None:
+    """In a fresh process: asyncio imported without TLS says so when TLS is asked for
+    (never a plain connection instead); hashlib and hmac without OpenSSL give the right
+    digests (RFC 4231 test case 2); and `import ssl` still works after."""
     probe = (
         "import sys\n"
-        "from shoal.client.no_tls import import_asyncio_without_tls\n"
-        "assert import_asyncio_without_tls()\n"
-        "assert 'ssl' not in sys.modules\n"
+        "from shoal.client.lean_imports import import_lean\n"
+        "assert import_lean()\n"
+        "assert 'ssl' not in sys.modules and '_hashlib' not in sys.modules\n"
+        "import hashlib, hmac\n"
+        "tag = hmac.new(b'Jefe', b'what do ya want for nothing?', hashlib.sha256).hexdigest()\n"
+        "print(tag)\n"
+        "from shoal.core.digest import sha256\n"
+        "assert sha256(b'abc') == hashlib.sha256(b'abc').digest()\n"
         "import asyncio, socket, ssl\n"
         "listener = socket.create_server(('127.0.0.1', 0))\n"
         "async def connect():\n"
@@ -95,10 +102,12 @@ def test_asyncio_without_tls_refuses_tls_and_leaves_ssl_importable() -> None:
         "    asyncio.run(connect())\n"
         "except RuntimeError as error:\n"
         "    print(error)\n"
-        "assert not import_asyncio_without_tls()  # asyncio is imported: nothing changes\n"
+        "assert not import_lean()  # imported already: nothing changes\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert "ssl module" in result.stdout and "not available" in result.stdout
+    tag, error = result.stdout.splitlines()
+    assert tag == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    assert "ssl module" in error and "not available" in error

@@ -14,7 +14,7 @@ from shoal.core.portable import LINUX_PATHS
 from shoal.logs import LOG_FORMATS, configure
 
 if TYPE_CHECKING:
-    import asyncio  # imported when a daemon runs: `shoal client run` first drops its TLS
+    import asyncio  # imported when a daemon runs (`shoal client run`: lean_imports first)
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 

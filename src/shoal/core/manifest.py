@@ -35,6 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from shoal.core.chunking import chunk_count, chunk_length, validate_chunk_size
+from shoal.core.digest import sha256
 from shoal.core.errors import (
     ChunkHashMismatch,
     ContentIdMismatch,
@@ -95,7 +96,7 @@ class Manifest:
                 f"chunk {chunk_index} of {self.content_id.short} is {len(data)} bytes, "
                 f"expected {expected_length}"
             )
-        if hashlib.sha256(data).digest() != self.chunk_hashes[chunk_index]:
+        if sha256(data) != self.chunk_hashes[chunk_index]:
             raise ChunkHashMismatch(
                 f"chunk {chunk_index} of {self.content_id.short} does not match its hash"
             )
