@@ -29,7 +29,6 @@ requires a trailer made by a trusted key.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -78,7 +77,7 @@ class Manifest:
             raise ManifestMalformed(f"{len(self.chunk_hashes)} chunk hashes for {expected} chunks")
         if any(len(digest) != DIGEST_SIZE for digest in self.chunk_hashes):
             raise ManifestMalformed("every chunk hash must be 32 bytes")
-        object.__setattr__(self, "content_id", ContentId(hashlib.sha256(self.body()).digest()))
+        object.__setattr__(self, "content_id", ContentId(sha256(self.body())))
 
     @property
     def chunk_count(self) -> int:
