@@ -6,9 +6,10 @@ in a loopback site (``shoal_dev.lab.deployment``: console and P2P server from th
 checkout, addresses 127.0.0.40 and 127.0.4.N, apart from the demo's and the lab's).
 Once it holds an assigned package of ``--package-mib`` MiB it is left idle for
 ``--idle-seconds`` (checking in, serving nobody), then its ``VmRSS`` (now) and
-``VmHWM`` (peak, the download included) are read from ``/proc/<pid>/status`` and the
-client is stopped. ``--runs`` clients are measured one after another on the same site
-(each a new device with its own data directory), and the median and range printed.
+``VmHWM`` (peak, the download included) are read from ``/proc/<pid>/status``, with
+the CPU time it spent idle (``/proc/<pid>/stat``), and the client is stopped.
+``--runs`` clients are measured one after another on the same site (each a new device
+with its own data directory), and the median and range printed.
 
 Target (issue 11): an idle client <= 40 MB RSS. Figures, not assertions: the machine
 is shared. ``--client PROGRAM`` measures another client program instead (an unpacked
@@ -43,6 +44,7 @@ REPO = Path(__file__).resolve().parent.parent
 LOCAL_INDEX = Path("/opt/pypi/simple")
 TARGET_MB = 40.0
 MIB = 1 << 20
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -112,6 +114,12 @@ def memory(pid: int) -> dict[str, float]:
     return figures
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def breakdown(pid: int, top: int = 10) -> list[tuple[float, str]]:
     """The ``top`` mappings of ``pid`` by resident size (MB, name): where memory goes."""
     totals: dict[str, int] = {}
@@ -169,13 +177,15 @@ class Site:
         name = f"client-{host.name}"
         try:
             deployment.wait_for_clients(self.content_id, timeout=120)
+            pid = deployment.processes[name].pid
+            cpu_before = cpu_seconds(pid)
             time.sleep(idle_seconds)
             deployment.check_alive()
-            pid = deployment.processes[name].pid
             if show_breakdown:
                 for size, path in breakdown(pid):
                     print(f"  {size:6.1f} MB  {path}")
-            return memory(pid)
+            idle_cpu = (cpu_seconds(pid) - cpu_before) / idle_seconds * 1000
+            return {**memory(pid), "idle_cpu_ms_per_s": idle_cpu}
         finally:  # the next client is measured alone
             process = deployment.processes.pop(name)
             process.terminate()
@@ -227,7 +237,8 @@ def main() -> None:
                     figures[label].append(measured)
                     print(
                         f"run {run + 1} {label}: RSS {measured['VmRSS']:.1f} MB idle, "
-                        f"peak {measured['VmHWM']:.1f} MB",
+                        f"peak {measured['VmHWM']:.1f} MB, idle CPU "
+                        f"{measured['idle_cpu_ms_per_s']:.1f} ms/s",
                         flush=True,
                     )
         for label, runs in figures.items():
@@ -236,7 +247,9 @@ def main() -> None:
             print(
                 f"idle client, {label}: RSS after {arguments.idle_seconds:.0f} s idle "
                 f"{summary(idle)}, {verdict} the {TARGET_MB:.0f} MB target; peak while "
-                f"fetching {arguments.package_mib} MiB {summary([r['VmHWM'] for r in runs])}"
+                f"fetching {arguments.package_mib} MiB {summary([r['VmHWM'] for r in runs])}; "
+                "idle CPU median "
+                f"{statistics.median(r['idle_cpu_ms_per_s'] for r in runs):.1f} ms per s"
             )
         print(f"load average: {' '.join(f'{value:.1f}' for value in os.getloadavg())}")
     finally:
