@@ -148,3 +148,18 @@ def test_the_command_line_does_not_load_the_console_stack() -> None:
         check=True,
     )
     assert probe.stdout.strip() == ""
+
+
+def test_every_command_module_is_listed_by_name_for_lazy_loading() -> None:
+    """`shoal NAME` imports the module ``COMMAND_MODULES`` names: each module's commands
+    are exactly the names that point to it, so none is missing from `shoal --help`."""
+    import importlib
+
+    from shoal.cli import COMMAND_MODULES
+
+    for module_name in set(COMMAND_MODULES.values()):
+        module = importlib.import_module(module_name)
+        listed = {name for name, owner in COMMAND_MODULES.items() if owner == module_name}
+        assert {command.name for command in module.COMMANDS} == listed, module_name
+    help_text = shoal("--help").stdout
+    assert all(f"  {name} " in help_text for name in COMMAND_MODULES)

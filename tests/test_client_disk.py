@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 import threading
 import time
-import types
+import weakref
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +18,7 @@ import pytest
 import shoal.core.manifest
 import shoal.protocol.transfer.receiver
 import shoal.store.content_store
+import shoal.store.disk
 from shoal.client.disk import (
     ChunkWritten,
     ReadChunk,
@@ -26,7 +27,7 @@ from shoal.client.disk import (
     perform_reads,
     perform_writes,
 )
-from shoal.client.disk_worker import DiskWorker
+from shoal.client.disk_worker import DiskWorker, EffectThread
 from shoal.client.service import _AgentShell
 from shoal.core.ids import ContentId
 from shoal.core.packing import pack_bytes
@@ -106,31 +107,31 @@ def _announced(client: SimClient, content_id: ContentId) -> Any:
 
 
 class _CountingSha256:
-    """``hashlib.sha256`` that counts, per digest, how often each was computed."""
+    """``shoal.core.digest``'s ``sha256`` and ``Sha256`` that count, per digest, how
+    often each was computed."""
 
     def __init__(self) -> None:
         self.digests: Counter[bytes] = Counter()
-        self.bytes_hashed = 0
 
-    def __call__(self, data: Any = b"") -> Any:
+    def sha256(self, data: Any) -> bytes:
+        result = _SHA256(data).digest()
+        self.digests[result] += 1
+        return result
+
+    def incremental(self) -> Any:
         counter = self
 
         class _Hash:
             def __init__(self) -> None:
-                self._inner = _SHA256(data)
-                counter.bytes_hashed += len(data)
+                self._inner = _SHA256()
 
             def update(self, more: Any) -> None:
-                counter.bytes_hashed += len(more)
                 self._inner.update(more)
 
             def digest(self) -> bytes:
                 result = self._inner.digest()
                 counter.digests[result] += 1
                 return result
-
-            def hexdigest(self) -> str:
-                return self.digest().hex()
 
         return _Hash()
 
@@ -140,14 +141,16 @@ def test_a_received_chunk_is_hashed_once(tmp_path: Path, monkeypatch: pytest.Mon
         tmp_path, [SimOffice("Remote", "10.3.0.0/24", 1, type="VPN")], package_size=1 * MIB
     )
     counting = _CountingSha256()
-    counting_hashlib = types.SimpleNamespace(sha256=counting)
-    # Where chunks are hashed: on receipt, when checked, when stored.
+    # Where chunks and files are hashed: on receipt, when checked, when stored.
     for module in (
         shoal.protocol.transfer.receiver,
         shoal.core.manifest,
         shoal.store.content_store,
+        shoal.store.disk,
     ):
-        monkeypatch.setattr(module, "hashlib", counting_hashlib)
+        for name, counted in (("sha256", counting.sha256), ("Sha256", counting.incremental)):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, counted)
     served = Counter[int]()
     origin_read = enterprise.server.origin.read_chunk
 
@@ -379,3 +382,31 @@ def test_a_failed_write_is_not_held_and_the_chunk_is_fetched_again(tmp_path: Pat
     assert download.bytes_from_server > enterprise.manifest.size
     data = client.store.data_path(enterprise.content_id).read_bytes()  # type: ignore[attr-defined]
     assert data == enterprise.package
+
+
+def test_an_idle_worker_keeps_nothing_of_its_last_batch() -> None:
+    """A worker waiting for effects holds no reference to the last batch: its chunks
+    (1 MiB each) are freed, not kept by an idle client for as long as it idles."""
+
+    class Effect:  # stands for a WriteChunk or a ReadChunk (bytes cannot be weakly held)
+        pass
+
+    async def scenario() -> bool:
+        loop = asyncio.get_running_loop()
+        answered = asyncio.Event()
+        worker = EffectThread[Effect, int](
+            lambda batch: [len(batch)], loop, lambda _results: answered.set(), "test"
+        )
+        effect = Effect()
+        alive = weakref.ref(effect)
+        worker.submit([effect])
+        del effect
+        await answered.wait()
+        deadline = loop.time() + 2.0
+        while alive() is not None and loop.time() < deadline:
+            await asyncio.sleep(0.01)  # until the thread waits for the next batch
+        freed = alive() is None
+        worker.close()
+        return freed
+
+    assert asyncio.run(scenario())

@@ -117,6 +117,9 @@ class _Store:
     def verified(self, content_id: ContentId) -> ChunkSet:
         return self.chunks[content_id].copy()
 
+    def verified_count(self, content_id: ContentId) -> int:
+        return len(self.chunks[content_id])
+
     def write_verified_chunks(
         self, content_id: ContentId, chunks: Sequence[tuple[int, bytes]]
     ) -> bool:

@@ -62,6 +62,36 @@ def test_chunks_in_any_order_complete_to_the_exact_file(tmp_path: Path) -> None:
     assert store.info(manifest.content_id).complete
 
 
+def test_the_verified_count_does_not_wait_for_a_write_in_progress(tmp_path: Path) -> None:
+    """The agent's status reads the count on its event loop: a batch being written (the
+    store's lock held through pwrite, fdatasync and sidecar) must not stall it."""
+    data, manifest, manifest_file = make_package(3 * CHUNK)
+    store = ContentStore(tmp_path)
+    store.add(manifest_file)
+    store.write_chunk(manifest.content_id, 0, chunk(data, 0))
+    holding, release = threading.Event(), threading.Event()
+
+    def slow_write() -> None:
+        with store._lock:  # what a write batch holds while the disk syncs
+            holding.set()
+            release.wait(10)
+
+    writer = threading.Thread(target=slow_write)
+    writer.start()
+    try:
+        assert holding.wait(10)
+        counted: list[int] = []
+        reader = threading.Thread(
+            target=lambda: counted.append(store.verified_count(manifest.content_id))
+        )
+        reader.start()
+        reader.join(2)
+        assert counted == [1]  # answered while the lock was held
+    finally:
+        release.set()
+        writer.join()
+
+
 def test_a_bad_chunk_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
     _data, manifest, manifest_file = make_package(3 * CHUNK)
     store = ContentStore(tmp_path)

@@ -65,29 +65,34 @@ class EffectThread(Generic[Effect, Result]):
             self._queue.put(effect)
 
     def _run(self) -> None:
+        while self._run_batch():
+            pass
+
+    def _run_batch(self) -> bool:
+        """Wait for effects, perform all that are queued as one batch and hand their
+        results to the loop; False once told to stop. A method of its own so that
+        nothing of a finished batch stays referenced while the thread waits for the
+        next: a batch holds chunks (1 MiB each), which an idle client would otherwise
+        keep for as long as it idles."""
+        first = self._queue.get()
+        if first is None:
+            return False
+        batch, stopping = [first], False
         while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            batch, stopping = [first], False
-            while True:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                batch.append(more)
-            results = self._perform(batch)
             try:
-                self._loop.call_soon_threadsafe(self._on_done, results)
-            except RuntimeError:  # the loop is closed: the effects ran all the same
-                log.debug(
-                    "%s: %d effects done after the loop closed", self._thread.name, len(results)
-                )
-            if stopping:
-                return
+                more = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                stopping = True
+                break
+            batch.append(more)
+        results = self._perform(batch)
+        try:
+            self._loop.call_soon_threadsafe(self._on_done, results)
+        except RuntimeError:  # the loop is closed: the effects ran all the same
+            log.debug("%s: %d effects done after the loop closed", self._thread.name, len(results))
+        return not stopping
 
     def close(self, timeout: float = 30.0) -> None:
         """Finish the effects already submitted, then stop the thread."""

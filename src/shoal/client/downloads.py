@@ -567,7 +567,7 @@ class DownloadsMachine:
         done, count = 0, 0
         if download.manifest is not None:
             count = download.manifest.chunk_count
-            done = len(self.store.verified(download.content_id))
+            done = self.store.verified_count(download.content_id)  # lock-free: on the loop
         return ContentProgress(
             download.content_id, done, count, download.bytes_from_peers, download.bytes_from_server
         )

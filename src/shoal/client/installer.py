@@ -27,7 +27,6 @@ import functools
 import logging
 import os
 import queue
-import shutil
 import signal
 import subprocess
 import sys
@@ -61,7 +60,8 @@ def stage(source: Path, staged: Path) -> None:
     staged.parent.mkdir(parents=True, exist_ok=True)
     temporary = staged.with_name(staged.name + ".part")
     with source.open("rb") as reader, temporary.open("wb") as writer:
-        shutil.copyfileobj(reader, writer, _READ_BLOCK)
+        while block := reader.read(_READ_BLOCK):  # not shutil: ~1.4 MB idle (self_upgrade)
+            writer.write(block)
         writer.flush()
         os.fsync(writer.fileno())
     os.replace(temporary, staged)

@@ -1,21 +1,24 @@
 """Give the memory a finished transfer used back to the system (an idle client is small).
 
-A transfer allocates chunk-sized buffers (1 MiB by default: a chunk being received, a
-chunk read for a peer, a batch written to the cache). glibc's ``malloc`` serves such a
-block from ``mmap`` and returns it to the system when freed, but only until the first
-one is freed: from then on it raises its ``mmap`` threshold to that size (up to 32 MiB,
-the "dynamic threshold" of ``mallopt(3)``) and serves later blocks from the heap, which
-keeps the freed pages resident, fragmented between small objects. Measured on an idle
-client (this checkout's venv) after an 8 MiB download: 12.8 MB of heap, 6.0 MB with
-both calls below; a client-only install had 7.1 MB of heap (5.9 MB with them), and its
-total did not move beyond the run-to-run noise (about 1 MB): most of an idle client is
-code and module objects (``benchmarks/idle_client_rss.py``).
+A transfer allocates chunk-sized buffers (1 MiB by default: a chunk being received, its
+copy handed to the disk thread, a chunk read for a peer, a batch written to the cache).
+glibc's ``malloc`` serves the first such blocks from ``mmap``; once one is freed it
+raises its ``mmap`` threshold to that size (the "dynamic threshold" of ``mallopt(3)``)
+and serves later ones from the heap, where freed blocks are reused at once, but whose
+freed pages stay resident, fragmented between small objects, when the transfer ends.
+``release_idle_memory`` (called at each status tick while no download is on its way)
+hands those pages back (``malloc_trim``).
 
-``hold_transfer_buffers_outside_the_heap`` (at start) fixes the threshold at 128 KiB, so
-chunk buffers always come from ``mmap`` and leave with ``free``; ``release_idle_memory``
-(when the client is idle) hands back the heap's free pages (``malloc_trim``). Both do
-nothing where the C library is not glibc (musl, macOS, Windows): the client works the
-same, it only keeps what its allocator keeps.
+Chunk buffers are left on the heap on purpose. Fixing the threshold low (128 KiB, so
+that every chunk buffer comes from ``mmap`` and leaves with ``free``; this client did so
+until December 2026) makes each chunk-sized allocation a fresh mapping: 1.2-1.7 ms per
+MiB on the development machine at load 6, 5 ms at load 25, against 0.05 ms from the
+heap, and a received chunk allocates at least two; and it bought nothing once the idle
+trim runs: 34.4 against 34.5 MB idle RSS, alternated (``benchmarks/idle_client_rss.py
+--against``, docs/network.md "Disk, memory and CPU").
+
+Nothing happens where the C library is not glibc (musl, macOS, Windows): the client
+works the same, it only keeps what its allocator keeps.
 """
 
 from __future__ import annotations
@@ -23,10 +26,6 @@ from __future__ import annotations
 import ctypes
 import sys
 from typing import Any
-
-M_MMAP_THRESHOLD = -3  # glibc malloc.h
-MMAP_THRESHOLD_BYTES = 128 * 1024
-"""glibc's own default; fixing it (any value) turns the dynamic threshold off."""
 
 _libc: Any = None
 _looked = False
@@ -40,18 +39,11 @@ def _glibc() -> Any:
         if sys.platform.startswith("linux"):
             try:
                 libc = ctypes.CDLL(None)  # this process's symbols: its C library's
-                if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt"):
+                if hasattr(libc, "malloc_trim"):
                     _libc = libc
             except OSError:
                 _libc = None
     return _libc
-
-
-def hold_transfer_buffers_outside_the_heap() -> bool:
-    """Serve every block of ``MMAP_THRESHOLD_BYTES`` or more from ``mmap`` (freed at
-    once). Returns whether the allocator took the setting."""
-    libc = _glibc()
-    return bool(libc is not None and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
 def release_idle_memory() -> bool:

@@ -48,7 +48,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import hashlib
 import mmap
 import os
 import time
@@ -58,6 +57,7 @@ from typing import Protocol
 
 from shoal.assignments import SealedContent
 from shoal.core import portable
+from shoal.core.digest import Sha256
 from shoal.core.files import fsync_directory
 from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
@@ -358,7 +358,7 @@ def _already_written(path: Path, sealed: SealedContent) -> bool:
     try:
         if path.stat().st_size != sealed.plaintext_size:
             return False
-        digest = hashlib.sha256()
+        digest = Sha256()
         with open(path, "rb") as existing:
             while block := existing.read(_READ_BLOCK):
                 digest.update(block)

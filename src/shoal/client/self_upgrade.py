@@ -37,13 +37,15 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import sys
-import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import shoal
 from shoal.core.errors import ShoalError
+
+if TYPE_CHECKING:
+    import zipfile
 
 RESTART_EXIT_CODE = 75
 """EX_TEMPFAIL: "try again"; systemd's ``Restart=on-failure`` restarts on it."""
@@ -114,6 +116,11 @@ def _wheel_version(archive: zipfile.ZipFile) -> tuple[str, str]:
 def install_wheel(wheel: Path, expected_version: str, lib: Path | None = None) -> str:
     """Replace the ``shoal`` package in ``lib`` (default: the running one's) with the
     wheel's; return the version installed. Raises ``ReleaseInvalid``."""
+    # Imported here: a running client needs them only for a release (zipfile and shutil,
+    # with bz2 and lzma, are ~1.4 MB of an idle client's RSS; docs/network.md).
+    import shutil
+    import zipfile
+
     lib = lib or library_dir()
     if not any(lib.glob(f"{_PACKAGE}-*.dist-info")):
         raise ReleaseInvalid(

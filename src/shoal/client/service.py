@@ -62,7 +62,7 @@ from shoal.client.installer import (
     load_installs,
     save_installs,
 )
-from shoal.client.memory import hold_transfer_buffers_outside_the_heap, release_idle_memory
+from shoal.client.memory import release_idle_memory
 from shoal.client.metrics import (
     SILENT_WARNING,
     agent_counters,
@@ -246,7 +246,6 @@ class ClientService:
     async def run(self, stop: asyncio.Event) -> None:
         config = self.config
         loop = asyncio.get_running_loop()
-        hold_transfer_buffers_outside_the_heap()  # shoal.client.memory: an idle client is small
         listening = self.ports
         agent = self._agent(listening, loop.time())
         runners: list[ApplicationRunner] = []

@@ -4,15 +4,17 @@ program)."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from shoal.core.portable import LINUX_PATHS
 from shoal.logs import LOG_FORMATS, configure
+
+if TYPE_CHECKING:
+    import asyncio  # imported when a daemon runs (`shoal client run`: lean_imports first)
 
 LOG_LEVELS = ["debug", "info", "warning", "error"]
 
@@ -34,6 +36,7 @@ def setup_logging(level: str, log_format: str = "text") -> None:
 
 def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
     """Run ``main(stop)`` on a new loop; SIGINT or SIGTERM (or SIGBREAK) sets ``stop``."""
+    import asyncio
 
     async def runner() -> None:
         stop = asyncio.Event()

@@ -16,7 +16,7 @@ import hmac
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -79,18 +79,13 @@ class DeviceKey:
         return cls.from_raw(raw)
 
     def _save(self, path: Path) -> None:
-        raw = self.private_key.private_bytes(
-            serialization.Encoding.Raw,
-            serialization.PrivateFormat.Raw,
-            serialization.NoEncryption(),
-        )
-        write_private(path, raw)
+        # The *_raw methods, not private_bytes(serialization...): the serialization
+        # package imports every key type and ~1 MB with them (docs/network.md, idle RSS).
+        write_private(path, self.private_key.private_bytes_raw())
 
     @property
     def public_raw(self) -> bytes:
-        return self.private_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw
-        )
+        return self.private_key.public_key().public_bytes_raw()
 
     @property
     def device_id(self) -> bytes:

@@ -29,12 +29,12 @@ requires a trailer made by a trusted key.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from shoal.core.chunking import chunk_count, chunk_length, validate_chunk_size
+from shoal.core.digest import sha256
 from shoal.core.errors import (
     ChunkHashMismatch,
     ContentIdMismatch,
@@ -77,7 +77,7 @@ class Manifest:
             raise ManifestMalformed(f"{len(self.chunk_hashes)} chunk hashes for {expected} chunks")
         if any(len(digest) != DIGEST_SIZE for digest in self.chunk_hashes):
             raise ManifestMalformed("every chunk hash must be 32 bytes")
-        object.__setattr__(self, "content_id", ContentId(hashlib.sha256(self.body()).digest()))
+        object.__setattr__(self, "content_id", ContentId(sha256(self.body())))
 
     @property
     def chunk_count(self) -> int:
@@ -95,7 +95,7 @@ class Manifest:
                 f"chunk {chunk_index} of {self.content_id.short} is {len(data)} bytes, "
                 f"expected {expected_length}"
             )
-        if hashlib.sha256(data).digest() != self.chunk_hashes[chunk_index]:
+        if sha256(data) != self.chunk_hashes[chunk_index]:
             raise ChunkHashMismatch(
                 f"chunk {chunk_index} of {self.content_id.short} does not match its hash"
             )

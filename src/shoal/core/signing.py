@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from shoal.core.errors import KeyFileError, ManifestTampered, ManifestUnsigned, UnknownSigner
@@ -25,12 +24,10 @@ from shoal.core.manifest import (
     decode_manifest_file,
 )
 
-_RAW = serialization.Encoding.Raw, serialization.PublicFormat.Raw
-
 
 def key_id_of(public_key: Ed25519PublicKey) -> bytes:
     """First 8 bytes of the SHA-256 of the raw public key: names a signer in a trailer."""
-    return hashlib.sha256(public_key.public_bytes(*_RAW)).digest()[:KEY_ID_SIZE]
+    return hashlib.sha256(public_key.public_bytes_raw()).digest()[:KEY_ID_SIZE]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +43,8 @@ class SigningKey:
     @classmethod
     def load(cls, path: Path) -> SigningKey:
         """Load a PEM (PKCS#8) Ed25519 private key; ``KeyFileError`` says what is wrong."""
+        from cryptography.hazmat.primitives import serialization  # PEM: console and server
+
         data = _read_key_file(path)
         try:
             key = serialization.load_pem_private_key(data, password=None)
@@ -57,6 +56,8 @@ class SigningKey:
 
     def save(self, path: Path) -> None:
         """Write the key as PEM, readable by its owner only."""
+        from cryptography.hazmat.primitives import serialization
+
         pem = self.private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
@@ -91,6 +92,8 @@ class VerifyKey:
     @classmethod
     def load(cls, path: Path) -> VerifyKey:
         """Load a PEM public key, or derive it from a PEM private key."""
+        from cryptography.hazmat.primitives import serialization
+
         data = _read_key_file(path)
         if b"PRIVATE KEY" in data:
             return SigningKey.load(path).verify_key
@@ -103,6 +106,8 @@ class VerifyKey:
         return cls(key)
 
     def save(self, path: Path) -> None:
+        from cryptography.hazmat.primitives import serialization
+
         path.write_bytes(
             self.public_key.public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -111,7 +116,7 @@ class VerifyKey:
 
     @property
     def raw(self) -> bytes:
-        return self.public_key.public_bytes(*_RAW)
+        return self.public_key.public_bytes_raw()
 
     @property
     def key_id(self) -> bytes:

@@ -34,7 +34,6 @@ are not pinned (assigned content is pinned) until the new entry fits.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import time
@@ -43,6 +42,7 @@ from pathlib import Path
 
 from shoal.core import portable
 from shoal.core.chunkset import ChunkSet
+from shoal.core.digest import Sha256, sha256
 from shoal.core.errors import ChunkHashMismatch, ContentHashMismatch, ManifestError
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest, decode_manifest_file
@@ -168,6 +168,13 @@ class ContentStore:
         """A copy of the set of verified chunks."""
         with self._lock:
             return self._entry(content_id).verified.copy()
+
+    def verified_count(self, content_id: ContentId) -> int:
+        """How many chunks are verified, read without the store's lock: a status on the
+        event loop must not wait while a write batch holds it (``pwrite``s, the
+        ``fdatasync``, the sidecar; measured 9 ms per status tick on a loaded machine).
+        The figure may lag or lead the sidecar by the batch being recorded."""
+        return len(self._entry(content_id).verified)
 
     def wait_for_chunk(self, content_id: ContentId, chunk_index: int, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for chunk ``chunk_index`` to be verified; is it?
@@ -345,7 +352,7 @@ class ContentStore:
         info = self.add(manifest_file, pinned=pinned)
         manifest = self.manifest(info.content_id)
         verified = self.verified(info.content_id)
-        whole = hashlib.sha256()
+        whole = Sha256()
         with open(source, "rb") as package:
             for chunk_index in range(manifest.chunk_count):
                 data = package.read(manifest.chunk_length(chunk_index))
@@ -426,10 +433,7 @@ class ContentStore:
             for chunk_index in range(manifest.chunk_count):
                 length = manifest.chunk_length(chunk_index)
                 data = portable.pread(descriptor, length, chunk_index * manifest.chunk_size)
-                if (
-                    len(data) == length
-                    and hashlib.sha256(data).digest() == (manifest.chunk_hashes[chunk_index])
-                ):
+                if len(data) == length and sha256(data) == manifest.chunk_hashes[chunk_index]:
                     verified.add(chunk_index)
             old = self._entries.pop(content_id, None)
             if old is not None:

@@ -4,13 +4,13 @@ atomic replace, and ENOSPC/EDQUOT turned into ``StoreDiskFull`` naming what did 
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from shoal.core import portable
+from shoal.core.digest import Sha256
 from shoal.store.errors import StoreDiskFull
 
 HASH_BLOCK = 1 << 20
@@ -81,7 +81,7 @@ def pwrite_all(descriptor: int, data: bytes | bytearray | memoryview, offset: in
 
 
 def hash_descriptor(descriptor: int, size: int) -> bytes:
-    digest = hashlib.sha256()
+    digest = Sha256()
     offset = 0
     while offset < size:
         block = portable.pread(descriptor, min(HASH_BLOCK, size - offset), offset)

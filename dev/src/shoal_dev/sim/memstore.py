@@ -69,6 +69,9 @@ class MemoryStore:
     def verified(self, content_id: ContentId) -> ChunkSet:
         return self._entries[content_id].verified.copy()
 
+    def verified_count(self, content_id: ContentId) -> int:
+        return len(self._entries[content_id].verified)
+
     def info(self, content_id: ContentId) -> EntryInfo:
         return self._entries[content_id].info()
 
