@@ -51,6 +51,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Subquery
 
+from shoal import topology
 from shoal.console import db, schemas
 from shoal.console.services.errors import Invalid, NotFound
 from shoal.console.state import ConsoleState
@@ -283,8 +284,13 @@ def _rows(wanted: InstallFilter) -> CompoundSelect[Any] | Select[Any]:
         assigned = assigned.where(report.state.is_(None), derived == wanted.state)
     if wanted.assignment_id is not None:
         return assigned
-    # Uninstalls whose assignment is gone: no current assignment of that content
-    # reaches the device. The version shown is the newest with that content.
+    return union_all(assigned, _withdrawn(wanted, targeted))
+
+
+def _withdrawn(wanted: InstallFilter, targeted: Subquery) -> Select[Any]:
+    """Uninstalls whose assignment is gone: no current assignment of that content
+    reaches the device. The version shown is the newest with that content."""
+    version, application, report = db.ApplicationVersion, db.Application, db.InstallResult
     still_assigned = (
         select(targeted.c.device_id)
         .join(db.Assignment, db.Assignment.id == targeted.c.assignment_id)
@@ -318,23 +324,105 @@ def _rows(wanted: InstallFilter) -> CompoundSelect[Any] | Select[Any]:
                 )
             )
         )
-    return union_all(assigned, withdrawn)
+    return withdrawn
 
 
 def list_installs(
-    session: Session, wanted: InstallFilter, limit: int, offset: int
+    session: Session,
+    wanted: InstallFilter,
+    limit: int,
+    offset: int,
+    tree: topology.Topology | None = None,
 ) -> schemas.Page[schemas.InstallResultOut]:
     """One page of install results: a row per (assignment, device it reaches), newest
-    assignment first, then the uninstalls of versions no longer assigned."""
+    assignment first, then the uninstalls of versions no longer assigned.
+
+    Unfiltered and given the office ``tree``, the page is cut assignment by assignment
+    (``_page_by_assignment``) instead of by one query over every row of the site."""
+    if wanted == InstallFilter() and tree is not None:
+        return _page_by_assignment(session, tree, limit, offset)
     rows = _rows(wanted).subquery("installs")
     total = session.scalar(select(func.count()).select_from(rows)) or 0
     page = session.execute(
         select(rows.c.assignment_id, rows.c.device_id, rows.c.version_id, rows.c.state)
-        .order_by(rows.c.withdrawn, rows.c.assignment_id.desc(), rows.c.device_id)
+        .order_by(
+            rows.c.withdrawn, rows.c.assignment_id.desc(), rows.c.device_id, rows.c.version_id
+        )
         .limit(limit)
         .offset(offset)
     ).all()
     return schemas.Page(items=_outs(session, page), total=int(total), limit=limit, offset=offset)
+
+
+def _reached(session: Session, tree: topology.Topology) -> list[tuple[int, int]]:
+    """(assignment ID, how many devices it reaches now), newest assignment first, from
+    the device count per office: no row per device is read."""
+    per_office: dict[str | None, int] = {
+        office: int(count)
+        for office, count in session.execute(
+            select(db.Device.office, func.count()).group_by(db.Device.office)
+        )
+    }
+    assignments = session.execute(
+        select(db.Assignment.id, db.Assignment.target_kind, db.Assignment.target).order_by(
+            db.Assignment.id.desc()
+        )
+    ).all()
+    wanted_devices = {target for _, kind, target in assignments if kind == "device"}
+    existing = set(session.scalars(select(db.Device.id).where(db.Device.id.in_(wanted_devices))))
+    subtrees: dict[str, int] = {}
+    reached = []
+    for assignment_id, kind, target in assignments:
+        if kind == "device":
+            count = 1 if target in existing else 0
+        elif kind == "everyone":
+            count = sum(per_office.values())
+        else:
+            office = target or ""
+            if office not in subtrees:
+                subtrees[office] = sum(per_office.get(name, 0) for name in tree.subtree(office))
+            count = subtrees[office]
+        reached.append((assignment_id, count))
+    return reached
+
+
+def _page_by_assignment(
+    session: Session, tree: topology.Topology, limit: int, offset: int
+) -> schemas.Page[schemas.InstallResultOut]:
+    """The unfiltered listing, in the same order as ``_rows``: the total is the devices
+    each assignment reaches (counted per office) plus the uninstalls, and the page reads
+    only the assignments it overlaps, each by its own narrowed query. One query over
+    every (assignment, device) pair took ~3 s with 10,000 devices and 200 assignments."""
+    reached = _reached(session, tree)
+    withdrawn = _withdrawn(InstallFilter(), _targeted(InstallFilter())).subquery("withdrawn")
+    withdrawn_total = int(session.scalar(select(func.count()).select_from(withdrawn)) or 0)
+    rows: list[Any] = []
+    position = 0
+    for assignment_id, count in reached:
+        if len(rows) < limit and position + count > offset and count:
+            one = _rows(InstallFilter(assignment_id=assignment_id)).subquery("installs")
+            rows += session.execute(
+                select(one.c.assignment_id, one.c.device_id, one.c.version_id, one.c.state)
+                .order_by(one.c.device_id)
+                .limit(limit - len(rows))
+                .offset(max(0, offset - position))
+            ).all()
+        position += count
+    if len(rows) < limit and withdrawn_total:
+        rows += session.execute(
+            select(
+                withdrawn.c.assignment_id,
+                withdrawn.c.device_id,
+                withdrawn.c.version_id,
+                withdrawn.c.state,
+            )
+            .order_by(withdrawn.c.device_id, withdrawn.c.version_id)
+            .limit(limit - len(rows))
+            .offset(max(0, offset - position))
+        ).all()
+    return schemas.Page(
+        items=_outs(session, rows), total=position + withdrawn_total, limit=limit, offset=offset
+    )
 
 
 def _outs(session: Session, page: Iterable[Any]) -> list[schemas.InstallResultOut]:
