@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -32,7 +33,13 @@ from playwright.sync_api import (
 from shoal import __version__
 from shoal.core.signing import SigningKey
 from shoal.licensing import issue_licence
-from shoal.server.console_link import ConsoleLink, DownloadTotals, ReportedClient
+from shoal.server.console_link import (
+    ConsoleLink,
+    DownloadTotals,
+    ReportedBan,
+    ReportedClient,
+    ReportedHolders,
+)
 
 from .process import ConsoleProcess
 from .vendor import VENDOR_KEY
@@ -767,3 +774,64 @@ def test_a_client_release_is_refused_naming_the_server_then_marked_in_the_ui(
             "button", name=f"Mark shoal {__version__} as the client release"
         ).click()
         expect(current.get_by_role("button", name="Stop offering")).to_have_text("Stop offering")
+
+
+@in_browser
+def test_a_banned_peer_is_a_problem_and_the_office_view_shows_who_brings_the_package(
+    ui: ConsoleUI,
+) -> None:
+    page = ui.page
+    version, link = feed_a_site(ui.console, seats=10)
+    content_id = version["content_id"]
+    now = time.time()
+    with link:
+        report(link, content_id, [200_000, 100_000, 0])
+        link.report_stats([DownloadTotals(content_id, "Paris", 100_000, 200_000)])
+        # What the P2P server reports of its swarms: dev-2 banned in Paris an hour ago
+        # by two devices; dev-0 holds the one rendezvous stripe of the package.
+        ban = ReportedBan("Paris", "10.1.0.12", "dev-2", content_id, 2, now - 3600, now + 82800)
+        assert link.report_swarm([ban], [ReportedHolders("Paris", content_id, ("dev-0",))])
+        ui.log_in()
+        since = datetime.fromtimestamp(now - 3600, UTC).strftime("%Y-%m-%d %H:%M")
+        problem = page.locator("#attention li").filter(has_text="banned in Paris")
+        expect(problem).to_have_text(
+            f"Error: paris-pc2 (10.1.0.12) is banned in Paris since {since} UTC: 2 devices "
+            "reported bad chunks of Office Suite 24.2 from it Open"
+        )
+        row = page.locator("#banned-table tr").filter(has_text="paris-pc2")
+        expect(row.locator("td")).to_have_text(
+            [
+                "paris-pc2",
+                "10.1.0.12",
+                "Paris",
+                "2 devices reported bad chunks of Office Suite 24.2",
+                since,
+                re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d$"),
+                "central",
+            ]
+        )
+        ui.screenshot("dashboard-banned-peer")
+
+        # The problem's button opens the office tree; an office's name opens its view.
+        problem.get_by_role("button", name="Open").click()
+        page.get_by_role("button", name="Show the offices under Central Office").click()
+        paris = page.locator("#office-tree li li").filter(has_text="Paris")
+        expect(paris.first).to_contain_text(
+            "3 devices · 33% from peers, 195.3 KiB over the WAN (1.00× the 195.3 KiB of packages)"  # noqa: RUF001 (the UI's multiplication sign)
+        )
+        page.get_by_role("button", name="Open the office view of Paris").click()
+        expect(page.locator("#office-view-title")).to_have_text("Office Paris (Default)")
+        download = page.locator("#office-downloads tr").filter(has_text="Office Suite 24.2")
+        expect(download.locator("td")).to_have_text(
+            ["Office Suite 24.2", "195.3 KiB", "97.7 KiB", "195.3 KiB", "1.00×", "1", "paris-pc0"]  # noqa: RUF001
+        )
+        expect(page.locator("#office-banned")).to_contain_text("paris-pc2")
+        assert accessibility_problems(page) == []
+        ui.screenshot("office-view")
+
+        # The download ends and the ban is lifted: the next report says so, the page follows.
+        assert link.report_swarm([], [])
+        expect(download.locator("td").last).to_have_text("none (not downloading)", timeout=12_000)
+        ui.open_tab("Dashboard")
+        expect(page.locator("#banned")).to_be_hidden()
+        expect(problem).to_have_count(0)
