@@ -34,6 +34,7 @@ CHROMIUM = "/usr/bin/chromium"
 DRAWN = """() => document.querySelector('#fig-devices').textContent !== ''
   && document.querySelectorAll('#distributions-table tr').length > 1
   && window.Chart && Chart.getChart('wan-chart') !== undefined
+  && document.querySelectorAll('#banned-table tr').length > 1
   && document.querySelector('#about').textContent !== ''"""
 
 

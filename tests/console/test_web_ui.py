@@ -570,10 +570,22 @@ def test_the_dashboard_shows_progress_to_100_percent_wan_saved_and_the_overage(
 
 
 @in_browser
-def test_every_page_passes_the_accessibility_check(ui: ConsoleUI) -> None:
+def test_every_page_passes_the_accessibility_check_and_fits_800_px(ui: ConsoleUI) -> None:
     page = ui.page
+    version, link = feed_a_site(ui.console, seats=10)  # every table has rows
+    with link:
+        report(link, version["content_id"], [200_000, 0])
+        link.report_stats([DownloadTotals(version["content_id"], "Paris", 1000, 200_000)])
+    admin = ui.console.admin()
+    try:
+        admin.post(
+            "/api/v1/assignments", json={"version_id": version["id"], "target_kind": "everyone"}
+        ).raise_for_status()
+    finally:
+        admin.close()
     ui.log_in()
-    for tab in (
+    tabs = (
+        "Dashboard",
         "Applications",
         "Assignments",
         "Devices",
@@ -582,9 +594,21 @@ def test_every_page_passes_the_accessibility_check(ui: ConsoleUI) -> None:
         "P2P settings",
         "Licence",
         "Administrators",
-    ):
+    )
+    for tab in tabs:
         ui.open_tab(tab)
         assert accessibility_problems(page) == [], tab
+    page.set_viewport_size({"width": 800, "height": 900})
+    page.wait_for_function("() => document.documentElement.scrollWidth <= 800")
+    for tab in tabs:
+        ui.open_tab(tab)
+        wide = page.evaluate(
+            "() => [...document.querySelectorAll('body *')]"
+            ".filter((e) => e.getBoundingClientRect().right > 800 && e.offsetParent)"
+            ".map((e) => e.tagName + '#' + e.id + '.' + e.className).slice(0, 5)"
+        )
+        assert wide == [], tab
+        ui.screenshot(f"800px-{tab.lower().replace(' ', '-')}")
 
 
 @in_browser
@@ -643,6 +667,18 @@ def test_settings_administrators_tokens_and_retiring_are_done_in_the_ui(ui: Cons
     expect(page.locator("#tokens-table")).to_contain_text("backup script")
     helpdesk.get_by_role("button", name="Remove helpdesk").click()
     expect(helpdesk).to_have_count(0)
+    # Changing one's own password: a wrong current one is said, then the change is made.
+    ui.expect_refusal(400, "/api/v1/auth/password")
+    password = page.locator("#password-form")
+    password.get_by_label("Current password").fill("not the password")
+    password.get_by_label("New password (12 characters or more)").fill("a brand new password")
+    password.get_by_role("button", name="Change password").click()
+    expect(page.locator("#password-status")).to_have_text("current password is wrong")
+    password.get_by_label("Current password").fill(ui.console.password or "")
+    password.get_by_label("New password (12 characters or more)").fill("a brand new password")
+    password.get_by_role("button", name="Change password").click()
+    expect(page.locator("#password-status")).to_have_text("password changed")
+    ui.console.password = "a brand new password"  # what console.admin() logs in with
 
     ui.open_tab("Devices")
     devices = page.locator("#devices-table tr")
@@ -740,6 +776,13 @@ def test_install_results_show_a_failed_install_with_its_exit_code(ui: ConsoleUI)
     page.get_by_label("failed only").uncheck()
     expect(page.locator("#installs-pager")).to_contain_text("of 2 ")
     expect(page.locator("#installs-table tr").filter(has_text="pc-2")).to_contain_text("pending")
+    # Each assignment's own results, per device.
+    assignment = page.locator("#assignments-table tr").filter(has_text="Tool 1.0")
+    assignment.get_by_role("button", name="Install results of Tool 1.0 to everyone").click()
+    expect(page.locator("#installs-of")).to_contain_text("Results of Tool 1.0 to everyone")
+    expect(page.locator("#installs-pager")).to_contain_text("of 2 ")
+    page.get_by_role("button", name="Show every assignment").click()
+    expect(page.locator("#installs-of")).to_be_hidden()
 
 
 @in_browser

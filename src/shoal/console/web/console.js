@@ -298,15 +298,29 @@ async function drawAssignments() {
     ["progress", (a) => progressBar(a.progress.percent, `${a.application} ${a.version} to ${a.target_label}`)],
     ["mode", (a) => (a.background ? "background" : "foreground")],
     ["created", (a) => when(a.created_at)],
+    ["install results", (a) => button("Results", () => showInstallsOf(a), `Install results of ${a.application} ${a.version} to ${a.target_label}`)],
     ["", (a) => button("Withdraw", confirmed(`Withdraw ${a.application} ${a.version} from ${a.target_label}`, () => api("DELETE", `/api/v1/assignments/${a.id}`)), `Withdraw ${a.application} ${a.version} from ${a.target_label}`)],
   ], page.items);
   pager("assignments", page, drawAssignments);
 }
 
+let installsOf = null; // the assignment whose results are shown (null: every one)
+
+function showInstallsOf(assignment) {
+  installsOf = assignment;
+  offsets.installs = 0;
+  $("#installs-failed").checked = false;
+  $("#installs-of span").textContent = `Results of ${assignment.application} ${assignment.version} to ${assignment.target_label}, per device.`;
+  $("#installs-of").hidden = false;
+  drawInstalls().then(() => $("#install-results-title").scrollIntoView()).catch(showError);
+}
+
 async function drawInstalls() {
   // Install results (docs/installs.md): one row per assignment and device, newest
-  // assignment first, a page at a time; "failed only" narrows it to what needs a person.
+  // assignment first, a page at a time; "failed only" narrows it to what needs a person,
+  // an assignment's "Results" to that assignment.
   const extra = $("#installs-failed").checked ? { state: "failed" } : {};
+  if (installsOf) extra.assignment = installsOf.id;
   const page = await api("GET", listPath("installs", "/api/v1/installs", extra));
   table($("#installs-table"), [
     ["application", (i) => `${i.application} ${i.version}`],
@@ -632,6 +646,19 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#devices-filter").addEventListener("input", () => { offsets.devices = 0; drawDevices().catch(showError); });
   $("#devices-filter").addEventListener("submit", (event) => event.preventDefault());
   $("#installs-failed").addEventListener("change", () => { offsets.installs = 0; drawInstalls().catch(showError); });
+  $("#installs-all").addEventListener("click", () => {
+    installsOf = null;
+    offsets.installs = 0;
+    $("#installs-of").hidden = true;
+    drawInstalls().catch(showError);
+  });
+  onSubmit("#password-form", async (form, data) => {
+    try {
+      await api("POST", "/api/v1/auth/password", { current_password: data.get("current_password"), new_password: data.get("new_password") });
+      form.reset();
+      $("#password-status").textContent = "password changed";
+    } catch (error) { $("#password-status").textContent = error.message; }
+  });
   onSubmit("#topology-form", async (form, data) => {
     const file = data.get("file");
     const fromFile = file && file.size;
