@@ -191,6 +191,8 @@ class InstallFilter:
     device_id: str | None = None
     state: str | None = None
     application: str | None = None
+    device_ids: tuple[str, ...] | None = None
+    """Only these devices (a page of them, read in device order beforehand)."""
 
 
 def _targeted(wanted: InstallFilter) -> Subquery:
@@ -212,6 +214,8 @@ def _targeted(wanted: InstallFilter) -> Subquery:
     device_filter: list[ColumnElement[bool]] = []
     if wanted.device_id is not None:
         device_filter.append(device.id == wanted.device_id)
+    if wanted.device_ids is not None:
+        device_filter.append(device.id.in_(wanted.device_ids))
     if wanted.state in REPORTED_STATES:
         # Only a report gives that state: reach only the (few) devices that sent one,
         # rather than every device of every assignment.
@@ -354,9 +358,30 @@ def list_installs(
     return schemas.Page(items=_outs(session, page), total=int(total), limit=limit, offset=offset)
 
 
-def _reached(session: Session, tree: topology.Topology) -> list[tuple[int, int]]:
-    """(assignment ID, how many devices it reaches now), newest assignment first, from
-    the device count per office: no row per device is read."""
+@dataclass(frozen=True, slots=True)
+class _Reach:
+    """An assignment, and the devices it reaches now: which offices (None: every
+    device), or one device; and how many."""
+
+    assignment_id: int
+    offices: frozenset[str] | None
+    device: str | None
+    count: int
+
+    def device_page(self, session: Session, limit: int, offset: int) -> tuple[str, ...]:
+        """The IDs of the devices reached, in ID order, ``limit`` from ``offset``: an
+        index walk (devices by primary key, or by office), never the whole reach."""
+        if self.device is not None:
+            return (self.device,)[offset : offset + limit]
+        query = select(db.Device.id).order_by(db.Device.id).limit(limit).offset(offset)
+        if self.offices is not None:
+            query = query.where(db.Device.office.in_(self.offices))
+        return tuple(session.scalars(query))
+
+
+def _reached(session: Session, tree: topology.Topology) -> list[_Reach]:
+    """Every assignment, newest first, with how many devices it reaches now, from the
+    device count per office: no row per device is read."""
     per_office: dict[str | None, int] = {
         office: int(count)
         for office, count in session.execute(
@@ -370,19 +395,21 @@ def _reached(session: Session, tree: topology.Topology) -> list[tuple[int, int]]
     ).all()
     wanted_devices = {target for _, kind, target in assignments if kind == "device"}
     existing = set(session.scalars(select(db.Device.id).where(db.Device.id.in_(wanted_devices))))
-    subtrees: dict[str, int] = {}
+    subtrees: dict[str, frozenset[str]] = {}
     reached = []
     for assignment_id, kind, target in assignments:
         if kind == "device":
-            count = 1 if target in existing else 0
+            found = target in existing
+            reached.append(_Reach(assignment_id, None, target if found else None, int(found)))
         elif kind == "everyone":
-            count = sum(per_office.values())
+            reached.append(_Reach(assignment_id, None, None, sum(per_office.values())))
         else:
             office = target or ""
             if office not in subtrees:
-                subtrees[office] = sum(per_office.get(name, 0) for name in tree.subtree(office))
-            count = subtrees[office]
-        reached.append((assignment_id, count))
+                subtrees[office] = frozenset(tree.subtree(office))
+            offices = subtrees[office]
+            count = sum(per_office.get(name, 0) for name in offices)
+            reached.append(_Reach(assignment_id, offices, None, count))
     return reached
 
 
@@ -398,16 +425,17 @@ def _page_by_assignment(
     withdrawn_total = int(session.scalar(select(func.count()).select_from(withdrawn)) or 0)
     rows: list[Any] = []
     position = 0
-    for assignment_id, count in reached:
-        if len(rows) < limit and position + count > offset and count:
-            one = _rows(InstallFilter(assignment_id=assignment_id)).subquery("installs")
+    for reach in reached:
+        if len(rows) < limit and position + reach.count > offset and reach.count:
+            devices = reach.device_page(session, limit - len(rows), max(0, offset - position))
+            narrowed = InstallFilter(assignment_id=reach.assignment_id, device_ids=devices)
+            one = _rows(narrowed).subquery("installs")
             rows += session.execute(
-                select(one.c.assignment_id, one.c.device_id, one.c.version_id, one.c.state)
-                .order_by(one.c.device_id)
-                .limit(limit - len(rows))
-                .offset(max(0, offset - position))
+                select(
+                    one.c.assignment_id, one.c.device_id, one.c.version_id, one.c.state
+                ).order_by(one.c.device_id)
             ).all()
-        position += count
+        position += reach.count
     if len(rows) < limit and withdrawn_total:
         rows += session.execute(
             select(

@@ -119,6 +119,8 @@ def _hostnames(session: Session, device_ids: Iterable[str]) -> dict[str, str]:
 
 
 def _banned_out(session: Session, rows: Sequence[db.BannedPeer]) -> list[schemas.BannedPeerOut]:
+    if not rows:
+        return []  # the usual case: no lookups
     hostnames = _hostnames(session, (row.device_id for row in rows if row.device_id))
     # A device the server could not name is looked up by its address in that office.
     unnamed = {(row.office, row.peer_ip) for row in rows if row.device_id not in hostnames}
@@ -176,11 +178,12 @@ def banned_peers(
 ) -> schemas.Page[schemas.BannedPeerOut]:
     """The bans in force, newest first, by device name, with their cause."""
     query = _bans_in_force(now, office)
-    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
     rows = session.scalars(query.limit(limit).offset(offset)).all()
-    return schemas.Page(
-        items=_banned_out(session, rows), total=int(total or 0), limit=limit, offset=offset
-    )
+    total = offset + len(rows)
+    if len(rows) == limit or (offset and not rows):  # else the page ends the list
+        count = select(func.count()).select_from(query.order_by(None).subquery())
+        total = int(session.scalar(count) or 0)
+    return schemas.Page(items=_banned_out(session, rows), total=total, limit=limit, offset=offset)
 
 
 def describe_ban(ban: schemas.BannedPeerOut) -> str:
