@@ -193,6 +193,8 @@ class InstallFilter:
     application: str | None = None
     device_ids: tuple[str, ...] | None = None
     """Only these devices (a page of them, read in device order beforehand)."""
+    uninstalling_only: bool = False
+    """Only devices that reported an uninstall (what the withdrawn rows look at)."""
 
 
 def _targeted(wanted: InstallFilter) -> Subquery:
@@ -216,6 +218,14 @@ def _targeted(wanted: InstallFilter) -> Subquery:
         device_filter.append(device.id == wanted.device_id)
     if wanted.device_ids is not None:
         device_filter.append(device.id.in_(wanted.device_ids))
+    if wanted.uninstalling_only:
+        device_filter.append(
+            device.id.in_(
+                select(db.InstallResult.device_id).where(
+                    db.InstallResult.state.in_(UNINSTALL_STATES)
+                )
+            )
+        )
     if wanted.state in REPORTED_STATES:
         # Only a report gives that state: reach only the (few) devices that sent one,
         # rather than every device of every assignment.
@@ -421,7 +431,11 @@ def _page_by_assignment(
     only the assignments it overlaps, each by its own narrowed query. One query over
     every (assignment, device) pair took ~3 s with 10,000 devices and 200 assignments."""
     reached = _reached(session, tree)
-    withdrawn = _withdrawn(InstallFilter(), _targeted(InstallFilter())).subquery("withdrawn")
+    # Whether an uninstall's version is still assigned to its device is asked only of
+    # the devices that reported one: PostgreSQL otherwise built the whole site's
+    # (assignment, device) pairs for the anti-join (~0.5 s).
+    reaching_uninstalls = _targeted(InstallFilter(uninstalling_only=True))
+    withdrawn = _withdrawn(InstallFilter(), reaching_uninstalls).subquery("withdrawn")
     withdrawn_total = int(session.scalar(select(func.count()).select_from(withdrawn)) or 0)
     rows: list[Any] = []
     position = 0

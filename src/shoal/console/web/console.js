@@ -529,6 +529,8 @@ const DRAWN_ON = {
   swarm: [drawBanned, drawOfficeView],
 };
 
+const DASHBOARD_VIEWS = [drawWanChart, drawDistributions, drawBanned];
+
 async function refresh(force = false) {
   const summary = await api("GET", "/api/v1/summary");
   drawSummary(summary);
@@ -537,8 +539,10 @@ async function refresh(force = false) {
     if (force || !seen || seen[token] !== summary.changed[token]) for (const view of views) due.add(view);
   }
   if (!seen || force) due.add(drawAdmins);
-  // Every due view is fetched, then the page shows them all.
-  await Promise.all([...due].map((view) => view()));
+  // The dashboard's views first (it is the first page), then every other due view.
+  const first = [...due].filter((view) => DASHBOARD_VIEWS.includes(view));
+  await Promise.all(first.map((view) => view()));
+  await Promise.all([...due].filter((view) => !first.includes(view)).map((view) => view()));
   seen = summary.changed;
 }
 
