@@ -857,6 +857,9 @@ def test_a_banned_peer_is_a_problem_and_the_office_view_shows_who_brings_the_pac
 
         # The problem's button opens the office tree; an office's name opens its view.
         problem.get_by_role("button", name="Open").click()
+        expect(page.locator("#office-view-title")).to_have_text("Office Paris (Default)")
+        page.get_by_role("button", name="Close the office view").click()
+        expect(page.locator("#office-view")).to_be_hidden()
         page.get_by_role("button", name="Show the offices under Central Office").click()
         paris = page.locator("#office-tree li li").filter(has_text="Paris")
         expect(paris.first).to_contain_text(

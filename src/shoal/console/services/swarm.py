@@ -202,7 +202,10 @@ def banned_attention(state: ConsoleState, session: Session) -> Iterable[schemas.
     page = banned_peers(session, state.clock(), ATTENTION_BANS_LISTED, 0)
     for ban in page.items:
         yield schemas.Attention(
-            kind="banned_peer", severity="error", message=describe_ban(ban), link="#offices"
+            kind="banned_peer",
+            severity="error",
+            message=describe_ban(ban),
+            link=f"#offices/{ban.office}",  # the office view of that office
         )
     if page.total > len(page.items):
         more = page.total - len(page.items)

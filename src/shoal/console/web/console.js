@@ -185,7 +185,7 @@ function drawSummary(summary) {
   list.replaceChildren(...summary.attention.map((item) => {
     const entry = element("li", null, { class: item.severity });
     entry.append(`${item.severity === "error" ? "Error" : "Warning"}: ${item.message} `);
-    if (item.link) entry.appendChild(button("Open", () => openTab(item.link.slice(1)), `Open the page for: ${item.message}`));
+    if (item.link) entry.appendChild(button("Open", () => openLink(item.link), `Open the page for: ${item.message}`));
     return entry;
   }));
   if (!summary.attention.length) list.appendChild(element("li", "nothing needs attention"));
@@ -544,6 +544,13 @@ async function refresh(force = false) {
   await Promise.all(first.map((view) => view()));
   await Promise.all([...due].filter((view) => !first.includes(view)).map((view) => view()));
   seen = summary.changed;
+}
+
+function openLink(link) {
+  // "#page", or "#offices/NAME": the office view of that office.
+  const [tab, ...rest] = link.slice(1).split("/");
+  openTab(tab);
+  if (tab === "offices" && rest.length) openOffice(rest.join("/"));
 }
 
 function openTab(name) {
