@@ -12,7 +12,7 @@ from shoal.console.schemas.common import ContentIdText, IpText, Name, ShortText,
 from shoal.console.schemas.estate import OfficeOut
 from shoal.console.schemas.server_link import RecordRefused
 
-UnixSeconds = Annotated[float, Field(ge=0, le=2**40)]
+UnixSeconds = Annotated[float, Field(ge=0, le=253_402_300_799)]  # up to 9999-12-31 UTC
 MAX_SWARM_RECORDS = 100_000
 
 
