@@ -41,6 +41,7 @@ UI_CALLS = (
     "/api/v1/assignments?limit=10",
     "/api/v1/servers?limit=50",
     "/api/v1/servers/auth-key",
+    "/api/v1/banned-peers?limit=20",
     # The assign form's choices, and the office tree's first two levels.
     "/api/v1/versions?limit=1000",
     "/api/v1/offices?limit=1000",
@@ -62,6 +63,9 @@ UI_CALLS = (
     "/api/v1/offices?parent=",
     "/api/v1/offices?parent=Region%2007&limit=50",
     "/api/v1/offices?search=Branch%2012",
+    # The office view.
+    "/api/v1/offices/Branch%20123",
+    "/api/v1/offices/Central%20Office",
     "/api/v1/reports/downloads?limit=50",
     "/api/v1/reports/downloads?limit=50&office=Branch%20123",
     "/api/v1/license",

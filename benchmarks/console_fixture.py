@@ -9,6 +9,7 @@ PostgreSQL of ``--database-url``), after ``open_console`` has created and migrat
 - 200 applications (one version each, 10 MB to 2 GB; content files are not written,
   so manifests cannot be downloaded), 200 assignments (to regions, to branches, to
   everyone, to single devices) and what devices report holding of them;
+- 50 banned peers (one in every tenth office) and 4 rendezvous holders per office;
 - a licence of 9,500 seats that expires in 20 days (overage to show); 5 P2P
   servers, download statistics per office and content, and 30 days of hourly samples
   of the running totals (the WAN-saved chart).
@@ -199,6 +200,42 @@ def populate(state: ConsoleState, scale: Scale = Scale(), seed: int = 14) -> Non
                     }
                 )
         session.execute(insert(db.DownloadStat), stats)
+        # What the servers' swarm reports say: one peer banned in every tenth office,
+        # and per office the stripe holders of the content it downloads first.
+        session.execute(
+            insert(db.BannedPeer),
+            [
+                {
+                    "server_id": servers[n % len(servers)],
+                    "office": office.name,
+                    "peer_ip": str(office.subnets[0].network_address + 10),
+                    "device_id": devices[n]["id"],
+                    "content_id": versions[n % len(versions)]["content_id"],
+                    "reporters": 2 + n % 5,
+                    "banned_at": now - timedelta(hours=n % 24),
+                    "until": now + timedelta(hours=24 - n % 24),
+                    "reported_at": now,
+                }
+                for n, office in enumerate(offices)
+                if n % 10 == 5
+            ],
+        )
+        session.execute(
+            insert(db.RendezvousHolder),
+            [
+                {
+                    "server_id": servers[n % len(servers)],
+                    "office": office.name,
+                    "content_id": versions[n % len(versions)]["content_id"],
+                    "device_id": devices[n + k * len(offices)]["id"],
+                    "stripe": k,
+                    "reported_at": now,
+                }
+                for n, office in enumerate(offices)
+                for k in range(4)
+                if n + k * len(offices) < len(devices)
+            ],
+        )
         peers_total = sum(int(row["bytes_from_peers"]) for row in stats)
         server_total = sum(int(row["bytes_from_server"]) for row in stats)
         hours = 30 * 24

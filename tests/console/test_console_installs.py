@@ -7,6 +7,7 @@ import os
 from datetime import date
 
 from shoal.assignments import assigned_entries
+from shoal.console.services import installs
 from shoal.core.ids import ContentId
 
 from .conftest import CSV_TOPOLOGY, Harness
@@ -217,3 +218,44 @@ def test_failed_installs_need_attention_on_the_dashboard(console: Harness):
     ]
     assert item["severity"] == "error" and item["link"] == "#assignments"
     assert item["message"].startswith("2 installs failed on 2 devices")
+
+
+def test_the_unfiltered_listing_cut_by_assignment_matches_the_single_query(console: Harness):
+    """The unfiltered install results are paged assignment by assignment (fast on a large
+    site): every page, whatever its size, holds exactly the rows, in the order, that the
+    one query over every (assignment, device) pair gives."""
+    version, everyone = site(console)
+    content_id = version["content_id"]
+    other = console.upload("Other", "2.0", PACKAGE + b"other").json()
+    report(console, "d3", [], [])  # a third device (not in an office: 10.1.0.11 too)
+    to_paris = console.post(
+        "/api/v1/assignments",
+        json={"version_id": version["id"], "target_kind": "office", "target": "Paris"},
+    ).json()
+    to_d2 = console.post(
+        "/api/v1/assignments",
+        json={"version_id": other["id"], "target_kind": "device", "target": "d2"},
+    ).json()
+    to_nobody = console.post(
+        "/api/v1/assignments",
+        json={"version_id": other["id"], "target_kind": "office", "target": "Remote"},
+    ).json()
+    # An uninstall of a version no longer assigned to that device.
+    uninstalled = {"content_id": other["content_id"], "state": "uninstalled", "attempts": 1}
+    report(console, "d1", [], [uninstalled])
+    report(console, "d2", [{"content_id": content_id, "bytes_done": 10, "complete": False}], [])
+    assert {to_paris["id"], to_d2["id"], to_nobody["id"], everyone["id"]}
+
+    with console.state.sessions() as session:
+        expected = installs.list_installs(session, installs.InstallFilter(), 1000, 0)
+    assert expected.total == 3 + 3 + 1 + 0 + 1  # everyone, Paris, d2, Remote, uninstall
+    rows = [(row.assignment_id, row.device_id, row.state) for row in expected.items]
+    assert rows[-1] == (None, "d1", "uninstalled")
+    for limit in (1, 4):
+        seen = []
+        for offset in range(0, expected.total + limit, limit):
+            page = console.get("/api/v1/installs", params={"limit": limit, "offset": offset})
+            assert page.status_code == 200, page.text
+            assert page.json()["total"] == expected.total
+            seen += [(r["assignment_id"], r["device_id"], r["state"]) for r in page.json()["items"]]
+        assert seen == rows, limit

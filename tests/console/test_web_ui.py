@@ -9,13 +9,15 @@ so each test names the refusals it expects, such as a 401 for a wrong password.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -28,11 +30,20 @@ from playwright.sync_api import (
     expect,
     sync_playwright,
 )
+from playwright.sync_api import (
+    TimeoutError as PlaywrightTimeout,
+)
 
 from shoal import __version__
 from shoal.core.signing import SigningKey
 from shoal.licensing import issue_licence
-from shoal.server.console_link import ConsoleLink, DownloadTotals, ReportedClient
+from shoal.server.console_link import (
+    ConsoleLink,
+    DownloadTotals,
+    ReportedBan,
+    ReportedClient,
+    ReportedHolders,
+)
 
 from .process import ConsoleProcess
 from .vendor import VENDOR_KEY
@@ -563,10 +574,22 @@ def test_the_dashboard_shows_progress_to_100_percent_wan_saved_and_the_overage(
 
 
 @in_browser
-def test_every_page_passes_the_accessibility_check(ui: ConsoleUI) -> None:
+def test_every_page_passes_the_accessibility_check_and_fits_800_px(ui: ConsoleUI) -> None:
     page = ui.page
+    version, link = feed_a_site(ui.console, seats=10)  # every table has rows
+    with link:
+        report(link, version["content_id"], [200_000, 0])
+        link.report_stats([DownloadTotals(version["content_id"], "Paris", 1000, 200_000)])
+    admin = ui.console.admin()
+    try:
+        admin.post(
+            "/api/v1/assignments", json={"version_id": version["id"], "target_kind": "everyone"}
+        ).raise_for_status()
+    finally:
+        admin.close()
     ui.log_in()
-    for tab in (
+    tabs = (
+        "Dashboard",
         "Applications",
         "Assignments",
         "Devices",
@@ -575,9 +598,24 @@ def test_every_page_passes_the_accessibility_check(ui: ConsoleUI) -> None:
         "P2P settings",
         "Licence",
         "Administrators",
-    ):
+    )
+    for tab in tabs:
         ui.open_tab(tab)
         assert accessibility_problems(page) == [], tab
+    page.set_viewport_size({"width": 800, "height": 900})
+    page.wait_for_function("() => document.documentElement.scrollWidth <= 800")
+    too_wide = (
+        "() => [...document.querySelectorAll('body *')]"
+        ".filter((e) => e.getBoundingClientRect().right > 800 && e.offsetParent)"
+        ".map((e) => e.tagName + '#' + e.id + '.' + e.className).slice(0, 5)"
+    )
+    for tab in tabs:
+        ui.open_tab(tab)
+        # The chart follows the width once its resize observer fires: wait for it.
+        with contextlib.suppress(PlaywrightTimeout):
+            page.wait_for_function(f"() => ({too_wide})().length === 0", timeout=5000)
+        assert page.evaluate(too_wide) == [], tab
+        ui.screenshot(f"800px-{tab.lower().replace(' ', '-')}")
 
 
 @in_browser
@@ -636,6 +674,18 @@ def test_settings_administrators_tokens_and_retiring_are_done_in_the_ui(ui: Cons
     expect(page.locator("#tokens-table")).to_contain_text("backup script")
     helpdesk.get_by_role("button", name="Remove helpdesk").click()
     expect(helpdesk).to_have_count(0)
+    # Changing one's own password: a wrong current one is said, then the change is made.
+    ui.expect_refusal(400, "/api/v1/auth/password")
+    password = page.locator("#password-form")
+    password.get_by_label("Current password").fill("not the password")
+    password.get_by_label("New password (12 characters or more)").fill("a brand new password")
+    password.get_by_role("button", name="Change password").click()
+    expect(page.locator("#password-status")).to_have_text("current password is wrong")
+    password.get_by_label("Current password").fill(ui.console.password or "")
+    password.get_by_label("New password (12 characters or more)").fill("a brand new password")
+    password.get_by_role("button", name="Change password").click()
+    expect(page.locator("#password-status")).to_have_text("password changed")
+    ui.console.password = "a brand new password"  # what console.admin() logs in with
 
     ui.open_tab("Devices")
     devices = page.locator("#devices-table tr")
@@ -733,6 +783,13 @@ def test_install_results_show_a_failed_install_with_its_exit_code(ui: ConsoleUI)
     page.get_by_label("failed only").uncheck()
     expect(page.locator("#installs-pager")).to_contain_text("of 2 ")
     expect(page.locator("#installs-table tr").filter(has_text="pc-2")).to_contain_text("pending")
+    # Each assignment's own results, per device.
+    assignment = page.locator("#assignments-table tr").filter(has_text="Tool 1.0")
+    assignment.get_by_role("button", name="Install results of Tool 1.0 to everyone").click()
+    expect(page.locator("#installs-of")).to_contain_text("Results of Tool 1.0 to everyone")
+    expect(page.locator("#installs-pager")).to_contain_text("of 2 ")
+    page.get_by_role("button", name="Show every assignment").click()
+    expect(page.locator("#installs-of")).to_be_hidden()
 
 
 @in_browser
@@ -767,3 +824,67 @@ def test_a_client_release_is_refused_naming_the_server_then_marked_in_the_ui(
             "button", name=f"Mark shoal {__version__} as the client release"
         ).click()
         expect(current.get_by_role("button", name="Stop offering")).to_have_text("Stop offering")
+
+
+@in_browser
+def test_a_banned_peer_is_a_problem_and_the_office_view_shows_who_brings_the_package(
+    ui: ConsoleUI,
+) -> None:
+    page = ui.page
+    version, link = feed_a_site(ui.console, seats=10)
+    content_id = version["content_id"]
+    now = time.time()
+    with link:
+        report(link, content_id, [200_000, 100_000, 0])
+        link.report_stats([DownloadTotals(content_id, "Paris", 100_000, 200_000)])
+        # What the P2P server reports of its swarms: dev-2 banned in Paris an hour ago
+        # by two devices; dev-0 holds the one rendezvous stripe of the package.
+        ban = ReportedBan("Paris", "10.1.0.12", "dev-2", content_id, 2, now - 3600, now + 82800)
+        assert link.report_swarm([ban], [ReportedHolders("Paris", content_id, ("dev-0",))])
+        ui.log_in()
+        since = datetime.fromtimestamp(now - 3600, UTC).strftime("%Y-%m-%d %H:%M")
+        problem = page.locator("#attention li").filter(has_text="banned in Paris")
+        expect(problem).to_have_text(
+            f"Error: paris-pc2 (10.1.0.12) is banned in Paris since {since} UTC: 2 devices "
+            "reported bad chunks of Office Suite 24.2 from it Open"
+        )
+        row = page.locator("#banned-table tr").filter(has_text="paris-pc2")
+        expect(row.locator("td")).to_have_text(
+            [
+                "paris-pc2",
+                "10.1.0.12",
+                "Paris",
+                "2 devices reported bad chunks of Office Suite 24.2",
+                since,
+                re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d$"),
+                "central",
+            ]
+        )
+        ui.screenshot("dashboard-banned-peer")
+
+        # The problem's button opens the office tree; an office's name opens its view.
+        problem.get_by_role("button", name="Open").click()
+        expect(page.locator("#office-view-title")).to_have_text("Office Paris (Default)")
+        page.get_by_role("button", name="Close the office view").click()
+        expect(page.locator("#office-view")).to_be_hidden()
+        page.get_by_role("button", name="Show the offices under Central Office").click()
+        paris = page.locator("#office-tree li li").filter(has_text="Paris")
+        expect(paris.first).to_contain_text(
+            "3 devices · 33% from peers, 195.3 KiB over the WAN (1.00× the 195.3 KiB of packages)"  # noqa: RUF001 (the UI's multiplication sign)
+        )
+        page.get_by_role("button", name="Open the office view of Paris").click()
+        expect(page.locator("#office-view-title")).to_have_text("Office Paris (Default)")
+        download = page.locator("#office-downloads tr").filter(has_text="Office Suite 24.2")
+        expect(download.locator("td")).to_have_text(
+            ["Office Suite 24.2", "195.3 KiB", "97.7 KiB", "195.3 KiB", "1.00×", "1", "paris-pc0"]  # noqa: RUF001
+        )
+        expect(page.locator("#office-banned")).to_contain_text("paris-pc2")
+        assert accessibility_problems(page) == []
+        ui.screenshot("office-view")
+
+        # The download ends and the ban is lifted: the next report says so, the page follows.
+        assert link.report_swarm([], [])
+        expect(download.locator("td").last).to_have_text("none (not downloading)", timeout=12_000)
+        ui.open_tab("Dashboard")
+        expect(page.locator("#banned")).to_be_hidden()
+        expect(problem).to_have_count(0)

@@ -20,6 +20,7 @@ from shoal.console.routes import (
     servers,
     settings,
     status,
+    swarm,
     tokens,
     topology,
 )
@@ -40,4 +41,5 @@ router.include_router(topology.router)
 router.include_router(settings.router)
 router.include_router(servers.router)
 router.include_router(reports.router)
+router.include_router(swarm.router)
 router.include_router(client_release.router)

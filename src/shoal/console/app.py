@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DataError, IntegrityError
 
 from shoal import __version__
-from shoal.console import api, keys_api, link_api, web
+from shoal.console import api, keys_api, link_api, swarm_link, web
 from shoal.console.routes import health, installs, metrics
 from shoal.console.services.errors import ServiceError
 from shoal.console.state import ConsoleConfig, ConsoleState, open_console
@@ -141,6 +141,7 @@ def create_app(state: ConsoleState) -> FastAPI:
     app.include_router(api.router)
     app.include_router(keys_api.router)
     app.include_router(link_api.router)
+    app.include_router(swarm_link.router)
     app.include_router(installs.router)
     app.include_router(web.router)
     app.add_exception_handler(RequestValidationError, _validation_failed)

@@ -266,6 +266,37 @@ class WanTotal(Base):
     bytes_from_server: Mapped[int] = mapped_column(BigInteger)
 
 
+class BannedPeer(Base):
+    """A peer banned in an office by a P2P server (devices reported bad chunks from it),
+    as that server last reported: each report replaces the server's rows."""
+
+    __tablename__ = "banned_peers"
+    server_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    office: Mapped[str] = mapped_column(String(200), primary_key=True)
+    peer_ip: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    content_id: Mapped[str] = mapped_column(String(64))
+    reporters: Mapped[int] = mapped_column(Integer)
+    banned_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    until: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    reported_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class RendezvousHolder(Base):
+    """A device that brings a content into its office over the WAN now (a rendezvous
+    stripe holder), as its P2P server last reported: each report replaces the server's
+    rows."""
+
+    __tablename__ = "rendezvous_holders"
+    server_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    office: Mapped[str] = mapped_column(String(200), primary_key=True)
+    content_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    stripe: Mapped[int] = mapped_column(Integer)
+    """Its place among the content's holders in the office (0: the first)."""
+    reported_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
 class LicenceKey(Base):
     __tablename__ = "licence"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -57,6 +57,7 @@ class BadPeerBook:
         self._reports: OrderedDict[tuple[str, ContentId, str], _Reports] = OrderedDict()
         self._reports_by: dict[bytes, int] = {}
         self._bans: dict[str, dict[str, float]] = {}  # office -> peer IP -> until
+        self._why: dict[tuple[str, str], PeerBanned] = {}  # (office, peer IP) -> the ban
 
     def reporters(self) -> dict[tuple[str, str], int]:
         """(office, peer IP) -> distinct devices that reported the peer for bad chunks
@@ -97,6 +98,7 @@ class BadPeerBook:
         self.bans_total += 1
         ban = PeerBanned(office, peer_ip, body.content_id, len(reports.reporters), until)
         self.new_bans.append(ban)
+        self._why[(office, peer_ip)] = ban
         return ban
 
     def is_banned(self, office: str | None, ip: str, now: float) -> bool:
@@ -110,3 +112,10 @@ class BadPeerBook:
         for ip in [ip for ip, until in banned.items() if until <= now]:
             del banned[ip]
         return tuple(reversed(banned))[:MAX_BANNED]
+
+    def current_bans(self, now: float) -> list[PeerBanned]:
+        """Every ban in force now, each with the ban that decided it (what the console
+        shows: office, peer, content, reporters, until); expired ones are forgotten."""
+        for key in [key for key, ban in self._why.items() if ban.until <= now]:
+            del self._why[key]
+        return list(self._why.values())

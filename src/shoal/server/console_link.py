@@ -131,6 +131,33 @@ class DownloadTotals:
     bytes_from_server: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReportedBan:
+    """A peer banned in an office now (``shoal.server.bad_peers``), as reported."""
+
+    office: str
+    peer_ip: str
+    device_id: str
+    """The banned device's ID (hex) when the server knows who is at that address, or ""."""
+    content_id: str
+    """The content whose bad chunks got it banned."""
+    reporters: int
+    """How many distinct devices reported it."""
+    since: float
+    until: float
+    """Wall-clock times (Unix seconds) of the ban and of its end."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedHolders:
+    """Who brings a content into an office over the WAN now (``shoal.server.rendezvous``)."""
+
+    office: str
+    content_id: str
+    holders: tuple[str, ...]
+    """Device IDs (hex) of the live stripe holders, in stripe order."""
+
+
 class ConsoleLink:
     """A P2P server's connection to its console."""
 
@@ -411,6 +438,37 @@ class ConsoleLink:
         if response.content:  # 204 from consoles before per-record validation
             with contextlib.suppress(ValueError):
                 self._log_refused("statistics", response.json())
+
+    def report_swarm(self, bans: Iterable[ReportedBan], holders: Iterable[ReportedHolders]) -> bool:
+        """Send the bans in force and the rendezvous holders now (a snapshot: it replaces
+        the previous one). False when the console is older and has no such route."""
+        payload = {
+            "banned": [
+                {
+                    "office": ban.office,
+                    "peer_ip": ban.peer_ip,
+                    "device_id": ban.device_id or None,
+                    "content_id": ban.content_id,
+                    "reporters": ban.reporters,
+                    "since": ban.since,
+                    "until": ban.until,
+                }
+                for ban in bans
+            ],
+            "holders": [
+                {"office": group.office, "content_id": group.content_id, "devices": group.holders}
+                for group in holders
+            ],
+        }
+        try:
+            answer = self._request("POST", "/swarm", json=payload)
+        except ConsoleRefused as error:
+            if error.status_code != 404:
+                raise
+            return False  # a console before swarm reports: nothing to show them in
+        with contextlib.suppress(ValueError):
+            self._log_refused("swarm", answer.json())
+        return True
 
 
 def _chunks(

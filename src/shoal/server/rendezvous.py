@@ -215,6 +215,12 @@ class RendezvousTable:
         live = [lease.holder for lease in group.leases if lease and not self._dead(lease, now)]
         return list(dict.fromkeys(live))
 
+    def current_holders(self, now: float) -> dict[tuple[str, ContentId], list[str]]:
+        """(office, content) -> its live holders, for every group with one (reported to
+        the console: who brings each content into each office now)."""
+        found = {key: self.holders(*key, now) for key in self._groups}
+        return {key: holders for key, holders in found.items() if holders}
+
     def holder(self, office: str, content_id: ContentId, now: float) -> str | None:
         """The first live holder, if any (the only one where there is one stripe)."""
         holders = self.holders(office, content_id, now)

@@ -62,7 +62,9 @@ from shoal.server.console_link import (
     ConsoleLink,
     ConsoleLinkError,
     DownloadTotals,
+    ReportedBan,
     ReportedClient,
+    ReportedHolders,
     ReportedInstall,
 )
 from shoal.server.core import BandwidthLimit, ServerCore, ServerSettings
@@ -72,6 +74,7 @@ from shoal.server.metrics_listener import MetricsListener
 from shoal.server.node import ServerNode
 from shoal.server.refusal_log import RefusalLog
 from shoal.server.state_store import RowState, StateStore
+from shoal.server.swarm_report import swarm_report
 from shoal.store.content_store import ContentStore
 from shoal.topology import parse_json
 
@@ -351,12 +354,17 @@ class ServerService:
         )
 
     def report_once(
-        self, clients: list[ReportedClient], totals: list[DownloadTotals]
+        self,
+        clients: list[ReportedClient],
+        totals: list[DownloadTotals],
+        swarm: tuple[list[ReportedBan], list[ReportedHolders]] = ([], []),
     ) -> dict[str, Any]:
-        """Blocking: report the registry and statistics (runs in a worker thread)."""
+        """Blocking: report the registry, statistics, bans and rendezvous holders (runs
+        in a worker thread)."""
         answer = self.link.report_clients(clients)
         if totals:
             self.link.report_stats(totals)
+        self.link.report_swarm(*swarm)
         return answer
 
     def registry_report(self) -> tuple[list[ReportedClient], list[DownloadTotals]]:
@@ -520,8 +528,9 @@ class ServerService:
             if self.state.get("activated") != "1":
                 continue
             clients, totals = self.registry_report()
+            swarm = swarm_report(self.core, asyncio.get_running_loop().time(), time.time())
             try:
-                answer = await asyncio.to_thread(self.report_once, clients, totals)
+                answer = await asyncio.to_thread(self.report_once, clients, totals, swarm)
             except ConsoleLinkError as error:
                 log.warning("report to the console failed: %s", error)
             else:

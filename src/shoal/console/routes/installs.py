@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from shoal.console import schemas
+from shoal.console import records, schemas
 from shoal.console.auth import Admin, Console, Database
 from shoal.console.routes.common import ERRORS, DeviceIdPath, Pages, RowIdPath
 from shoal.console.services import installs
@@ -78,6 +78,7 @@ def delete_install_spec(
 
 @router.get("/installs", response_model=Installs, responses=ERRORS)
 def list_installs(
+    state: Console,
     session: Database,
     _admin: Admin,
     pages: Pages,
@@ -90,7 +91,8 @@ def list_installs(
     filterable by assignment, device, state and application; then the uninstalls of
     versions no longer assigned (``assignment_id`` null)."""
     wanted = installs.InstallFilter(assignment, device, install_state, application)
-    return installs.list_installs(session, wanted, pages.limit, pages.offset)
+    tree = records.load_topology(session, state.topology_cache)
+    return installs.list_installs(session, wanted, pages.limit, pages.offset, tree)
 
 
 @router.get("/assignments/{assignment_id}/installs", response_model=Installs, responses=ERRORS)

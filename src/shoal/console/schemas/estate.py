@@ -110,6 +110,9 @@ class OfficeOut(BaseModel):
     """Bytes its devices received from peers in the office (all content, all servers)."""
     bytes_from_server: int = 0
     """Bytes its devices received over the WAN from a P2P server."""
+    package_bytes: int = 0
+    """The sizes of the packages its devices downloaded, each counted once: with one WAN
+    copy per package, ``bytes_from_server`` is close to this."""
 
 
 class OfficeIn(Strict):

@@ -60,7 +60,8 @@ class Attention(BaseModel):
     """``error`` (something is broken or refused) or ``warning`` (act soon)."""
     message: str
     link: str = ""
-    """The console page where it is handled (``#servers``, ``#licence``, ...)."""
+    """The console page where it is handled (``#servers``, ``#licence``, ...;
+    ``#offices/NAME``: the office view of NAME)."""
 
 
 class CountOf(BaseModel):

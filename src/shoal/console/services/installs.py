@@ -51,6 +51,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 from sqlalchemy.sql import Subquery
 
+from shoal import topology
 from shoal.console import db, schemas
 from shoal.console.services.errors import Invalid
 from shoal.console.services.rows import get_row
@@ -188,6 +189,10 @@ class InstallFilter:
     device_id: str | None = None
     state: str | None = None
     application: str | None = None
+    device_ids: tuple[str, ...] | None = None
+    """Only these devices (a page of them, read in device order beforehand)."""
+    uninstalling_only: bool = False
+    """Only devices that reported an uninstall (what the withdrawn rows look at)."""
 
 
 def _targeted(wanted: InstallFilter) -> Subquery:
@@ -209,6 +214,16 @@ def _targeted(wanted: InstallFilter) -> Subquery:
     device_filter: list[ColumnElement[bool]] = []
     if wanted.device_id is not None:
         device_filter.append(device.id == wanted.device_id)
+    if wanted.device_ids is not None:
+        device_filter.append(device.id.in_(wanted.device_ids))
+    if wanted.uninstalling_only:
+        device_filter.append(
+            device.id.in_(
+                select(db.InstallResult.device_id).where(
+                    db.InstallResult.state.in_(UNINSTALL_STATES)
+                )
+            )
+        )
     if wanted.state in REPORTED_STATES:
         # Only a report gives that state: reach only the (few) devices that sent one,
         # rather than every device of every assignment.
@@ -281,8 +296,13 @@ def _rows(wanted: InstallFilter) -> CompoundSelect[Any] | Select[Any]:
         assigned = assigned.where(report.state.is_(None), derived == wanted.state)
     if wanted.assignment_id is not None:
         return assigned
-    # Uninstalls whose assignment is gone: no current assignment of that content
-    # reaches the device. The version shown is the newest with that content.
+    return union_all(assigned, _withdrawn(wanted, targeted))
+
+
+def _withdrawn(wanted: InstallFilter, targeted: Subquery) -> Select[Any]:
+    """Uninstalls whose assignment is gone: no current assignment of that content
+    reaches the device. The version shown is the newest with that content."""
+    version, application, report = db.ApplicationVersion, db.Application, db.InstallResult
     still_assigned = (
         select(targeted.c.device_id)
         .join(db.Assignment, db.Assignment.id == targeted.c.assignment_id)
@@ -316,23 +336,133 @@ def _rows(wanted: InstallFilter) -> CompoundSelect[Any] | Select[Any]:
                 )
             )
         )
-    return union_all(assigned, withdrawn)
+    return withdrawn
 
 
 def list_installs(
-    session: Session, wanted: InstallFilter, limit: int, offset: int
+    session: Session,
+    wanted: InstallFilter,
+    limit: int,
+    offset: int,
+    tree: topology.Topology | None = None,
 ) -> schemas.Page[schemas.InstallResultOut]:
     """One page of install results: a row per (assignment, device it reaches), newest
-    assignment first, then the uninstalls of versions no longer assigned."""
+    assignment first, then the uninstalls of versions no longer assigned.
+
+    Unfiltered and given the office ``tree``, the page is cut assignment by assignment
+    (``_page_by_assignment``) instead of by one query over every row of the site."""
+    if wanted == InstallFilter() and tree is not None:
+        return _page_by_assignment(session, tree, limit, offset)
     rows = _rows(wanted).subquery("installs")
     total = session.scalar(select(func.count()).select_from(rows)) or 0
     page = session.execute(
         select(rows.c.assignment_id, rows.c.device_id, rows.c.version_id, rows.c.state)
-        .order_by(rows.c.withdrawn, rows.c.assignment_id.desc(), rows.c.device_id)
+        .order_by(
+            rows.c.withdrawn, rows.c.assignment_id.desc(), rows.c.device_id, rows.c.version_id
+        )
         .limit(limit)
         .offset(offset)
     ).all()
     return schemas.Page(items=_outs(session, page), total=int(total), limit=limit, offset=offset)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reach:
+    """An assignment, and the devices it reaches now: which offices (None: every
+    device), or one device; and how many."""
+
+    assignment_id: int
+    offices: frozenset[str] | None
+    device: str | None
+    count: int
+
+    def device_page(self, session: Session, limit: int, offset: int) -> tuple[str, ...]:
+        """The IDs of the devices reached, in ID order, ``limit`` from ``offset``: an
+        index walk (devices by primary key, or by office), never the whole reach."""
+        if self.device is not None:
+            return (self.device,)[offset : offset + limit]
+        query = select(db.Device.id).order_by(db.Device.id).limit(limit).offset(offset)
+        if self.offices is not None:
+            query = query.where(db.Device.office.in_(self.offices))
+        return tuple(session.scalars(query))
+
+
+def _reached(session: Session, tree: topology.Topology) -> list[_Reach]:
+    """Every assignment, newest first, with how many devices it reaches now, from the
+    device count per office: no row per device is read."""
+    per_office: dict[str | None, int] = {
+        office: int(count)
+        for office, count in session.execute(
+            select(db.Device.office, func.count()).group_by(db.Device.office)
+        )
+    }
+    assignments = session.execute(
+        select(db.Assignment.id, db.Assignment.target_kind, db.Assignment.target).order_by(
+            db.Assignment.id.desc()
+        )
+    ).all()
+    wanted_devices = {target for _, kind, target in assignments if kind == "device"}
+    existing = set(session.scalars(select(db.Device.id).where(db.Device.id.in_(wanted_devices))))
+    subtrees: dict[str, frozenset[str]] = {}
+    reached = []
+    for assignment_id, kind, target in assignments:
+        if kind == "device":
+            found = target in existing
+            reached.append(_Reach(assignment_id, None, target if found else None, int(found)))
+        elif kind == "everyone":
+            reached.append(_Reach(assignment_id, None, None, sum(per_office.values())))
+        else:
+            office = target or ""
+            if office not in subtrees:
+                subtrees[office] = frozenset(tree.subtree(office))
+            offices = subtrees[office]
+            count = sum(per_office.get(name, 0) for name in offices)
+            reached.append(_Reach(assignment_id, offices, None, count))
+    return reached
+
+
+def _page_by_assignment(
+    session: Session, tree: topology.Topology, limit: int, offset: int
+) -> schemas.Page[schemas.InstallResultOut]:
+    """The unfiltered listing, in the same order as ``_rows``: the total is the devices
+    each assignment reaches (counted per office) plus the uninstalls, and the page reads
+    only the assignments it overlaps, each by its own narrowed query. One query over
+    every (assignment, device) pair took ~3 s with 10,000 devices and 200 assignments."""
+    reached = _reached(session, tree)
+    # Whether an uninstall's version is still assigned to its device is asked only of
+    # the devices that reported one: PostgreSQL otherwise built the whole site's
+    # (assignment, device) pairs for the anti-join (~0.5 s).
+    reaching_uninstalls = _targeted(InstallFilter(uninstalling_only=True))
+    withdrawn = _withdrawn(InstallFilter(), reaching_uninstalls).subquery("withdrawn")
+    withdrawn_total = int(session.scalar(select(func.count()).select_from(withdrawn)) or 0)
+    rows: list[Any] = []
+    position = 0
+    for reach in reached:
+        if len(rows) < limit and position + reach.count > offset and reach.count:
+            devices = reach.device_page(session, limit - len(rows), max(0, offset - position))
+            narrowed = InstallFilter(assignment_id=reach.assignment_id, device_ids=devices)
+            one = _rows(narrowed).subquery("installs")
+            rows += session.execute(
+                select(
+                    one.c.assignment_id, one.c.device_id, one.c.version_id, one.c.state
+                ).order_by(one.c.device_id)
+            ).all()
+        position += reach.count
+    if len(rows) < limit and withdrawn_total:
+        rows += session.execute(
+            select(
+                withdrawn.c.assignment_id,
+                withdrawn.c.device_id,
+                withdrawn.c.version_id,
+                withdrawn.c.state,
+            )
+            .order_by(withdrawn.c.device_id, withdrawn.c.version_id)
+            .limit(limit - len(rows))
+            .offset(max(0, offset - position))
+        ).all()
+    return schemas.Page(
+        items=_outs(session, rows), total=position + withdrawn_total, limit=limit, offset=offset
+    )
 
 
 def _outs(session: Session, page: Iterable[Any]) -> list[schemas.InstallResultOut]:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from shoal import __version__
 from shoal.console import db, records, schemas
 from shoal.console.security import certificate_fingerprint
-from shoal.console.services import installs, reports
+from shoal.console.services import installs, reports, swarm
 from shoal.console.state import ConsoleState
 
 LICENCE_WARNING_DAYS = 30
@@ -115,6 +115,7 @@ ATTENTION_CHECKS: list[AttentionCheck] = [
     _server_attention,
     _device_attention,
     _install_attention,
+    swarm.banned_attention,
 ]
 """What the dashboard checks. A resource that can need a person appends its own check
 here."""
@@ -167,6 +168,7 @@ def summary(state: ConsoleState, session: Session) -> schemas.Summary:
             "devices": _token(devices, devices_seen),
             "servers": _token(servers, servers_seen),
             "stats": _token(stats_at),
+            "swarm": swarm.change_token(session),
         },
     )
 

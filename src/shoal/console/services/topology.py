@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import cast
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -45,6 +46,27 @@ def offices_out(
             .group_by(db.DownloadStat.office)
         )
     }
+    # Each package downloaded in the office counted once, at its size: the WAN bytes
+    # of an office that took one copy of each are about this.
+    downloaded = (
+        select(db.DownloadStat.office, db.DownloadStat.content_id)
+        .where(db.DownloadStat.office.in_(names))
+        .distinct()
+        .subquery()
+    )
+    sizes = (
+        select(db.ApplicationVersion.content_id, func.max(db.ApplicationVersion.size).label("size"))
+        .group_by(db.ApplicationVersion.content_id)
+        .subquery()
+    )
+    package_bytes: dict[str, int] = {
+        str(office): int(cast(int, total))
+        for office, total in session.execute(
+            select(downloaded.c.office, func.coalesce(func.sum(sizes.c.size), 0))
+            .join(sizes, sizes.c.content_id == downloaded.c.content_id)
+            .group_by(downloaded.c.office)
+        )
+    }
     children: dict[str, int] = {}
     for office in tree.offices:
         if office.parent is not None:
@@ -64,6 +86,7 @@ def offices_out(
                 children=children.get(office.name, 0),
                 bytes_from_peers=peers,
                 bytes_from_server=server,
+                package_bytes=package_bytes.get(office.name, 0),
             )
         )
     return result

@@ -185,7 +185,7 @@ function drawSummary(summary) {
   list.replaceChildren(...summary.attention.map((item) => {
     const entry = element("li", null, { class: item.severity });
     entry.append(`${item.severity === "error" ? "Error" : "Warning"}: ${item.message} `);
-    if (item.link) entry.appendChild(button("Open", () => openTab(item.link.slice(1)), `Open the page for: ${item.message}`));
+    if (item.link) entry.appendChild(button("Open", () => openLink(item.link), `Open the page for: ${item.message}`));
     return entry;
   }));
   if (!summary.attention.length) list.appendChild(element("li", "nothing needs attention"));
@@ -222,6 +222,25 @@ async function drawDistributions() {
     ["devices done", (a) => `${a.progress.devices_complete} / ${a.progress.devices_targeted}`],
     ["progress", (a) => progressBar(a.progress.percent, `${a.application} ${a.version} to ${a.target_label}`)],
   ], page.items);
+}
+
+function banCause(b) {
+  const what = b.application ? `${b.application} ${b.version}` : `content ${b.content_id.slice(0, 12)}…`;
+  return `${b.reporters} device${b.reporters === 1 ? "" : "s"} reported bad chunks of ${what}`;
+}
+
+const BANNED_COLUMNS = [
+  ["device", (b) => b.hostname || "(unknown device)"], ["address", (b) => b.peer_ip],
+  ["office", (b) => b.office], ["cause", banCause],
+  ["since", (b) => when(b.since)], ["until", (b) => when(b.until)], ["banned by", (b) => b.server],
+];
+
+async function drawBanned() {
+  // Peers banned now (GET /api/v1/banned-peers): each is also one of the problems above.
+  const page = await api("GET", listPath("banned", "/api/v1/banned-peers", { limit: 20 }));
+  $("#banned").hidden = page.total === 0;
+  table($("#banned-table"), BANNED_COLUMNS, page.items);
+  pager("banned", page, drawBanned);
 }
 
 async function clientRelease() {
@@ -279,15 +298,29 @@ async function drawAssignments() {
     ["progress", (a) => progressBar(a.progress.percent, `${a.application} ${a.version} to ${a.target_label}`)],
     ["mode", (a) => (a.background ? "background" : "foreground")],
     ["created", (a) => when(a.created_at)],
+    ["install results", (a) => button("Results", () => showInstallsOf(a), `Install results of ${a.application} ${a.version} to ${a.target_label}`)],
     ["", (a) => button("Withdraw", confirmed(`Withdraw ${a.application} ${a.version} from ${a.target_label}`, () => api("DELETE", `/api/v1/assignments/${a.id}`)), `Withdraw ${a.application} ${a.version} from ${a.target_label}`)],
   ], page.items);
   pager("assignments", page, drawAssignments);
 }
 
+let installsOf = null; // the assignment whose results are shown (null: every one)
+
+function showInstallsOf(assignment) {
+  installsOf = assignment;
+  offsets.installs = 0;
+  $("#installs-failed").checked = false;
+  $("#installs-of span").textContent = `Results of ${assignment.application} ${assignment.version} to ${assignment.target_label}, per device.`;
+  $("#installs-of").hidden = false;
+  drawInstalls().then(() => $("#install-results-title").scrollIntoView()).catch(showError);
+}
+
 async function drawInstalls() {
   // Install results (docs/installs.md): one row per assignment and device, newest
-  // assignment first, a page at a time; "failed only" narrows it to what needs a person.
+  // assignment first, a page at a time; "failed only" narrows it to what needs a person,
+  // an assignment's "Results" to that assignment.
   const extra = $("#installs-failed").checked ? { state: "failed" } : {};
+  if (installsOf) extra.assignment = installsOf.id;
   const page = await api("GET", listPath("installs", "/api/v1/installs", extra));
   table($("#installs-table"), [
     ["application", (i) => `${i.application} ${i.version}`],
@@ -315,29 +348,84 @@ async function drawDevices() {
   pager("devices", page, drawDevices);
 }
 
+function wanAgainstPackages(office) {
+  // One WAN copy of each package is the goal: WAN bytes / the sizes of the packages.
+  if (!office.package_bytes) return "";
+  return ` (${(office.bytes_from_server / office.package_bytes).toFixed(2)}× the ${bytes(office.package_bytes)} of packages)`;
+}
+
+function officeSummary(office) {
+  const moved = office.bytes_from_peers + office.bytes_from_server;
+  const traffic = moved
+    ? `${(100 * office.bytes_from_peers / moved).toFixed(0)}% from peers, ${bytes(office.bytes_from_server)} over the WAN${wanAgainstPackages(office)}`
+    : "no downloads";
+  return `${office.devices} devices · ${traffic}`;
+}
+
+let officeShown = null; // the office whose view is open (redrawn with the data)
+
+async function drawOfficeView() {
+  if (officeShown === null) return;
+  const detail = await api("GET", `/api/v1/offices/${encodeURIComponent(officeShown)}`);
+  $("#office-view").hidden = false;
+  $("#office-view-title").textContent = `Office ${detail.office.office} (${detail.office.type})`;
+  $("#office-figures").textContent = officeSummary(detail.office);
+  table($("#office-downloads"), [
+    ["application", (d) => (d.application ? `${d.application} ${d.version}` : "(deleted)")],
+    ["size", (d) => (d.size === null ? "" : bytes(d.size))],
+    ["from peers", (d) => bytes(d.bytes_from_peers)], ["over the WAN", (d) => bytes(d.bytes_from_server)],
+    ["WAN copies", (d) => (d.wan_copies === null ? "" : `${d.wan_copies.toFixed(2)}×`)],
+    ["devices complete", (d) => d.devices_complete],
+    ["rendezvous point now", (d) => d.holders.map((h) => h.hostname || h.device_id.slice(0, 12)).join(", ") || "none (not downloading)"],
+  ], detail.downloads);
+  table($("#office-banned"), BANNED_COLUMNS.filter(([title]) => title !== "office"), detail.banned);
+}
+
+function openOffice(name) {
+  officeShown = name;
+  drawOfficeView().then(() => $("#office-view-title").scrollIntoView()).catch(showError);
+}
+
+const expanded = new Set(); // offices whose branch is open: kept open when the tree redraws
+
 async function officeBranch(parent) {
   // The tree is read one level at a time: a branch's children load when it is opened.
   const page = await api("GET", `/api/v1/offices?${new URLSearchParams({ parent, limit: 1000 })}`);
-  return page.items.map((office) => {
+  const items = [];
+  for (const office of page.items) {
     const item = element("li");
-    const share = office.bytes_from_peers + office.bytes_from_server;
-    const text = `${office.office} (${office.type}) · ${office.devices} devices · ${share ? `${(100 * office.bytes_from_peers / share).toFixed(0)}% from peers, ${bytes(office.bytes_from_server)} over the WAN` : "no downloads"}`;
+    const text = ` (${office.type}) · ${officeSummary(office)} `;
+    let expand = null;
     if (office.children) {
       const toggle = button("+", async () => {
-        if (item.querySelector("ul")) { item.querySelector("ul").remove(); toggle.textContent = "+"; toggle.setAttribute("aria-expanded", "false"); return; }
+        if (item.querySelector("ul")) {
+          item.querySelector("ul").remove();
+          expanded.delete(office.office);
+          toggle.textContent = "+";
+          toggle.setAttribute("aria-expanded", "false");
+          return;
+        }
+        await expand();
+      }, `Show the offices under ${office.office}`);
+      expand = async () => {
         const list = element("ul");
         list.append(...await officeBranch(office.office));
         item.appendChild(list);
+        expanded.add(office.office);
         toggle.textContent = "−";
         toggle.setAttribute("aria-expanded", "true");
-      }, `Show the offices under ${office.office}`);
+      };
       toggle.className = "toggle";
       toggle.setAttribute("aria-expanded", "false");
       item.append(toggle, " ");
     }
-    item.append(text);
-    return item;
-  });
+    const open = button(office.office, () => openOffice(office.office), `Open the office view of ${office.office}`);
+    open.className = "office";
+    item.append(open, text);
+    if (expand && expanded.has(office.office)) await expand();
+    items.push(item);
+  }
+  return items;
 }
 
 async function drawOffices() {
@@ -434,11 +522,14 @@ async function drawAdmins() {
 
 // Which views each change token stands for.
 const DRAWN_ON = {
-  feed: [drawApplications, drawAssignForm, drawAssignments, drawInstalls, drawDistributions, drawOffices, drawSettings],
-  devices: [drawDevices, drawAssignments, drawInstalls, drawDistributions, drawOffices],
+  feed: [drawApplications, drawAssignForm, drawAssignments, drawInstalls, drawDistributions, drawOffices, drawSettings, drawOfficeView],
+  devices: [drawDevices, drawAssignments, drawInstalls, drawDistributions, drawOffices, drawOfficeView, drawBanned],
   servers: [drawServers],
-  stats: [drawWanChart, drawServers, drawOffices],
+  stats: [drawWanChart, drawServers, drawOffices, drawOfficeView],
+  swarm: [drawBanned, drawOfficeView],
 };
+
+const DASHBOARD_VIEWS = [drawWanChart, drawDistributions, drawBanned];
 
 async function refresh(force = false) {
   const summary = await api("GET", "/api/v1/summary");
@@ -448,9 +539,18 @@ async function refresh(force = false) {
     if (force || !seen || seen[token] !== summary.changed[token]) for (const view of views) due.add(view);
   }
   if (!seen || force) due.add(drawAdmins);
-  // Every due view is fetched, then the page shows them all.
-  await Promise.all([...due].map((view) => view()));
+  // The dashboard's views first (it is the first page), then every other due view.
+  const first = [...due].filter((view) => DASHBOARD_VIEWS.includes(view));
+  await Promise.all(first.map((view) => view()));
+  await Promise.all([...due].filter((view) => !first.includes(view)).map((view) => view()));
   seen = summary.changed;
+}
+
+function openLink(link) {
+  // "#page", or "#offices/NAME": the office view of that office.
+  const [tab, ...rest] = link.slice(1).split("/");
+  openTab(tab);
+  if (tab === "offices" && rest.length) openOffice(rest.join("/"));
 }
 
 function openTab(name) {
@@ -557,6 +657,19 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#devices-filter").addEventListener("input", () => { offsets.devices = 0; drawDevices().catch(showError); });
   $("#devices-filter").addEventListener("submit", (event) => event.preventDefault());
   $("#installs-failed").addEventListener("change", () => { offsets.installs = 0; drawInstalls().catch(showError); });
+  $("#installs-all").addEventListener("click", () => {
+    installsOf = null;
+    offsets.installs = 0;
+    $("#installs-of").hidden = true;
+    drawInstalls().catch(showError);
+  });
+  onSubmit("#password-form", async (form, data) => {
+    try {
+      await api("POST", "/api/v1/auth/password", { current_password: data.get("current_password"), new_password: data.get("new_password") });
+      form.reset();
+      $("#password-status").textContent = "password changed";
+    } catch (error) { $("#password-status").textContent = error.message; }
+  });
   onSubmit("#topology-form", async (form, data) => {
     const file = data.get("file");
     const fromFile = file && file.size;
@@ -605,6 +718,7 @@ document.addEventListener("DOMContentLoaded", () => {
     } catch (error) { showError(error); }
   });
   $("#wan-period").addEventListener("change", () => drawWanChart().catch(showError));
+  $("#office-close").addEventListener("click", () => { officeShown = null; $("#office-view").hidden = true; });
   // Neither the login form nor the app shows until the console says who is logged in.
   start();
 });
