@@ -7,7 +7,10 @@ sends ``WHO_HAS(content ID)``, by broadcast on its subnet (Default offices) or b
 unicast to the peers the server listed (WiFi offices). Only the content ID travels,
 never a name. A client holding any verified chunk of that content answers the asker
 by unicast with ``HAVE``: its chunk bitmap. An answer becomes a ``PeerAvailable``
-event; the agent feeds it to the chunk picker.
+event; the agent feeds it to the chunk picker. A client holding nothing answers no
+query, so a query for a content we search too becomes a ``PeerSearching`` event: the
+picker then knows the downloaders of the office that hold nothing yet, and serves them
+first (``ChunkPicker.peer_searching``).
 
 Bitmaps go stale while the office downloads, so besides the periodic re-query a holder
 *pushes* a fresh ``HAVE`` to every peer that asked about the content in the last
@@ -84,6 +87,17 @@ class PeerAvailable:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerSearching:
+    """``peer`` (its IP) asked for ``content_id``, which we search too, from ``port``:
+    a downloader of the office, known even while it holds nothing (it answers no query
+    then). It may hold chunks: a ``PeerAvailable`` says what."""
+
+    peer: str
+    content_id: ContentId
+    port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class PeerVersionRejected:
     """A peer answered our query with a version error: it speaks ``min..max`` only."""
 
@@ -92,7 +106,7 @@ class PeerVersionRejected:
     max_version: int
 
 
-DiscoveryEvent = PeerAvailable | PeerVersionRejected
+DiscoveryEvent = PeerAvailable | PeerSearching | PeerVersionRejected
 
 
 @dataclass(slots=True)
@@ -293,8 +307,10 @@ class DiscoveryMachine:
                 message.query_id, message.content_id, holding.chunks, addr, now
             ):
                 self.counters.queries_answered += 1
-        if search is not None and search.unicast_peers is not None:
-            self._ask_back(message.content_id, search, addr[0], now)
+        if search is not None:
+            self._emit(PeerSearching(addr[0], message.content_id, addr[1]))
+            if search.unicast_peers is not None:
+                self._ask_back(message.content_id, search, addr[0], now)
 
     def _note_interest(self, holding: _Holding, addr: Address, now: float) -> None:
         """Remember that ``addr`` asked, for pushes; a full table keeps live interest, and
