@@ -68,7 +68,9 @@ def test_a_failed_request_is_retried() -> None:
     chunk_count=st.integers(min_value=1, max_value=40),
     steps=st.lists(
         st.tuples(
-            st.sampled_from(["have", "request", "receive", "fail", "ban", "gone"]),
+            st.sampled_from(
+                ["have", "request", "receive", "fail", "ban", "gone", "search", "busy"]
+            ),
             st.integers(0, 5),
             st.integers(0, 39),
         ),
@@ -76,9 +78,14 @@ def test_a_failed_request_is_retried() -> None:
     ),
     seed=st.integers(0, 1000),
     fanout_limit=st.booleans(),
+    rates=st.booleans(),
 )
 def test_scheduling_invariants_hold_under_any_sequence(
-    chunk_count: int, steps: list[tuple[str, int, int]], seed: int, fanout_limit: bool
+    chunk_count: int,
+    steps: list[tuple[str, int, int]],
+    seed: int,
+    fanout_limit: bool,
+    rates: bool,
 ) -> None:
     rng = random.Random(seed)
     picker: ChunkPicker[int] = ChunkPicker(
@@ -87,6 +94,7 @@ def test_scheduling_invariants_hold_under_any_sequence(
         endgame_duplicates=2,
         rng=rng,
         me=99 if fanout_limit else None,
+        rate_horizon=0.5 if rates else None,
     )
     now = 0.0
     outstanding: dict[int, set[int]] = {}
@@ -95,8 +103,16 @@ def test_scheduling_invariants_hold_under_any_sequence(
         chunk = raw_chunk % chunk_count
         if action == "have":
             picker.peer_has_chunk(peer, chunk)
+        elif action == "search":
+            picker.peer_searching(peer, now)
+        elif action == "busy":
+            picker.busy(peer, now + 0.1 * (1 + chunk % 3))
         elif action == "request":
             now += 0.2
+            # Time always moves: once woken at ``now``, no deadline at or before it.
+            picker.wake(now)
+            wake = picker.next_wake()
+            assert wake is None or wake > now
             for asked, index in picker.next_requests(now=now):
                 assert asked not in banned
                 assert index not in picker.have
@@ -106,7 +122,7 @@ def test_scheduling_invariants_hold_under_any_sequence(
                 assert picker.in_flight(asked) <= 2
         elif action == "receive" and outstanding.get(chunk):
             winner = min(outstanding[chunk])
-            picker.received(chunk, winner)
+            picker.received(chunk, winner, now)
             outstanding.pop(chunk)
         elif action == "fail" and peer in outstanding.get(chunk, set()):
             picker.failed(chunk, peer)
