@@ -74,6 +74,26 @@ def test_a_seeker_holding_nothing_is_known_to_the_other_seekers() -> None:
     assert answers and set(answers) == {PeerAvailable("10.1.0.2", CONTENT, ChunkSet(8, [0]), PORT)}
 
 
+def test_a_seeker_pushes_its_first_chunk_to_a_holder_that_asked_before_its_search() -> None:
+    """The holder's query came before our search began (no interest recorded): its
+    answer to our query makes it hear of our first chunk at once, not a second later at
+    its next periodic query (until then it would take us for holding nothing)."""
+    network, (seeker, holder) = office_of(2)
+    holder.set_holding(CONTENT, ChunkSet(8, [0]), now=0)
+    holder.search(CONTENT, now=0)
+    network.pump(network.hosts["10.1.0.2"])
+    network.run(until=0.1)
+    seeker.search(CONTENT, now=network.now)
+    network.pump(network.hosts["10.1.0.1"])
+    network.run(until=0.2)
+    events(holder)
+    seeker.chunk_added(CONTENT, 3, 8, now=network.now)
+    network.pump(network.hosts["10.1.0.1"])
+    network.run(until=0.4)  # the holder's next periodic query is due at 1.0
+    assert PeerAvailable("10.1.0.1", CONTENT, ChunkSet(8, [3]), PORT) in events(holder)
+    assert seeker.counters.pushes_sent == 1
+
+
 def test_new_chunks_are_pushed_to_peers_that_asked() -> None:
     network, (seeker, holder) = office_of(2)
     holder.set_holding(CONTENT, ChunkSet(4, [0]), now=0)

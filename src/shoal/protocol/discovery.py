@@ -280,6 +280,7 @@ class DiscoveryMachine:
             search = self._searches.get(message.content_id)
             if search is not None:
                 self._emit(PeerAvailable(peer_ip, message.content_id, message.chunks, addr[1]))
+                self._note_answerer(message.content_id, addr, now)
                 if message.token != NO_TOKEN:
                     self._echo(message, search, addr, now)
         elif isinstance(message, VersionError):
@@ -311,6 +312,18 @@ class DiscoveryMachine:
             self._emit(PeerSearching(addr[0], message.content_id, addr[1]))
             if search.unicast_peers is not None:
                 self._ask_back(message.content_id, search, addr[0], now)
+
+    def _note_answerer(self, content_id: ContentId, addr: Address, now: float) -> None:
+        """A peer that answered our search holds the content and may still be fetching
+        it: it hears of our chunks as it would had it asked us. Its own queries may have
+        come before our search began (then we recorded no interest): without this, our
+        first chunk would reach it only at its next periodic query, and until then it
+        would take us for a downloader holding nothing (``PeerSearching``)."""
+        holding = self._holdings.get(content_id)
+        if holding is None:
+            holding = self._holdings[content_id] = _Holding(ChunkSet(0))
+        if addr not in holding.interested:
+            self._note_interest(holding, addr, now)
 
     def _note_interest(self, holding: _Holding, addr: Address, now: float) -> None:
         """Remember that ``addr`` asked, for pushes; a full table keeps live interest, and

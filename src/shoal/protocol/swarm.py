@@ -77,7 +77,7 @@ class ChunkPicker(Generic[Peer]):
         fanout: int = 1,
         fanout_grace: float = 0.5,
         rate_horizon: float | None = None,
-        holders_first_grace: float = 1.0,
+        holders_first_grace: float = 0.5,
         searching_horizon: float = 2.5,
     ) -> None:
         self._have = have.copy()
