@@ -209,40 +209,6 @@ def test_a_busy_peer_waits_and_its_chunks_go_to_others() -> None:
     assert any(peer == "busy" for peer, _ in picker.next_requests(now=0.2))
 
 
-def test_holders_wait_while_a_downloader_holds_nothing() -> None:
-    """Holders first: a client that holds a chunk leaves its peers' uplinks to a
-    downloader that holds nothing (its own uplink idles until it has a chunk)."""
-    picker: ChunkPicker[str] = ChunkPicker(
-        ChunkSet(4, [0]), me="me", key=str, fanout=9, rate_horizon=0.5, holders_first_grace=1.0
-    )  # fanout 9: no chunk is held back for its source's fan-out here
-    picker.peer_has("holder", ChunkSet(4, [1, 2]))
-    picker.peer_has("server", ChunkSet(4, [3]), origin=True)
-    picker.peer_searching("empty-handed", now=0.0)
-    # Only the origin is asked (for what no peer holds), not the other holder.
-    assert picker.next_requests(now=0.0) == [("server", 3)]
-    assert picker.next_wake() == 1.0  # the wait has an end
-    # Once the empty-handed downloader holds a chunk, the holders fetch again.
-    picker.peer_has_chunk("empty-handed", 1)
-    assert {chunk for _, chunk in picker.next_requests(now=0.2)} == {1, 2}
-
-
-def test_holders_wait_no_longer_than_the_grace_and_time_moves() -> None:
-    picker: ChunkPicker[str] = ChunkPicker(
-        ChunkSet(4, [0]), me="me", key=str, fanout=9, rate_horizon=0.5, holders_first_grace=1.0
-    )  # fanout 9: no chunk is held back for its source's fan-out here
-    picker.peer_has("holder", ChunkSet(4, [1]))
-    picker.peer_searching("gone", now=0.0)  # searched, then never got anything
-    assert picker.next_requests(now=0.5) == []
-    assert picker.next_wake() == 1.5
-    picker.wake(1.5)
-    assert picker.next_wake() is None  # not re-armed at the same instant
-    assert picker.next_requests(now=1.5) == [("holder", 1)]
-    # Once per download: a new empty-handed downloader does not hold us back again.
-    picker.peer_has("holder", ChunkSet(4, [1, 2]))
-    picker.peer_searching("late", now=2.0)
-    assert picker.next_requests(now=2.0) == [("holder", 2)]
-
-
 def test_an_empty_handed_downloader_fetches_a_new_chunk_before_a_holder() -> None:
     """The fan-out designation ranks the downloaders that hold nothing first, whatever
     their keys' hashes: the source's uplink gives a new uploader to the office."""
@@ -258,5 +224,4 @@ def test_an_empty_handed_downloader_fetches_a_new_chunk_before_a_holder() -> Non
         empty.peer_has("source", ChunkSet(8, [new]))
         empty_asks = empty.next_requests(now=0.0)
         assert ("source", new) in empty_asks
-        holder.holders_first_grace = 0.0  # the ranking alone, not the wait
         assert holder.next_requests(now=0.0) == []  # held back for the fan-out

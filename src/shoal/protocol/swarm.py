@@ -36,15 +36,14 @@ sends them, and reports back with ``received``/``failed``.
   measure it), and a peer is sent at most what it delivers in ``rate_horizon`` seconds,
   plus one (two while unmeasured; never more than ``max_in_flight_per_peer``): a peer
   on a slow uplink is not given requests it would serve late.
-* **Holders first** (with ``me``, ``now`` and ``peer_searching``): a client that holds
-  nothing yet has an idle uplink, and one that holds a chunk already uploads it. So
-  while a downloader of the office known to search for the content (``peer_searching``,
-  a discovery query in the last ``searching_horizon`` seconds) holds nothing, a picker
-  that holds a chunk asks no peer (the origin still) and leaves the holders' uplinks to
-  the empty-handed; the fan-out designation ranks them first too. This lasts at most
-  ``holders_first_grace`` seconds from when it first held back (an empty-handed
-  downloader that is gone or slow holds nobody up beyond that), once per download: it
-  is the swarm's ramp-up, every uplink of the office busy as early as possible.
+* **Empty-handed first** (with ``me`` and ``peer_searching``): a client that holds
+  nothing yet has an idle uplink, and one that holds a chunk already uploads it. The
+  fan-out designation ranks the downloaders known to search for the content
+  (``peer_searching``: a discovery query in the last ``searching_horizon`` seconds)
+  that hold nothing above every holder, so a new chunk's source gives the office a new
+  uploader first instead of a second chunk to a busy one. (Holding every holder back
+  from its peers while an empty-handed downloader is known was tried and not kept: on
+  fast uplinks, where the WAN binds, it cost more than it gave, docs/network.md.)
 * **Busy peers**: a peer that refused BUSY (its upload slots are full, see
   ``shoal.protocol.serving.UploadSlots``) is not asked again until ``busy(peer, until)``
   says; its chunks go to other holders meanwhile.
@@ -77,7 +76,6 @@ class ChunkPicker(Generic[Peer]):
         fanout: int = 1,
         fanout_grace: float = 0.5,
         rate_horizon: float | None = None,
-        holders_first_grace: float = 0.5,
         searching_horizon: float = 2.5,
     ) -> None:
         self._have = have.copy()
@@ -106,11 +104,8 @@ class ChunkPicker(Generic[Peer]):
         self._rates: dict[Peer, float] = {}  # chunks per second, smoothed
         self._asked_at: dict[tuple[int, Peer], float] = {}
         self._busy_until: dict[Peer, float] = {}
-        self.holders_first_grace = holders_first_grace
         self.searching_horizon = searching_horizon
         self._searching: dict[Peer, float] = {}  # peer -> when it last searched
-        self._holders_first_until: float | None = None
-        self._holders_first_over = False
         # The same sets as bit masks (chunk i is bit ``_width - 1 - i``, the order of
         # ``ChunkSet.to_bytes``), kept in step at every change: a peer with nothing we
         # could ask is skipped in one AND instead of a scan of every missing chunk, and
@@ -325,11 +320,8 @@ class ChunkPicker(Generic[Peer]):
         order = self._candidate_order()
         peers = self._peers_in_order(now)
         missing = self._all_mask & ~self._have_mask
-        holders_first = now is not None and self._holders_first(now)
         for duplicates_allowed in (1, self.endgame_duplicates):
             for peer in peers:
-                if holders_first and peer not in self._origins:
-                    continue  # the empty-handed first: see the module docstring
                 cap = self._cap(peer)
                 if self._peer_load[peer] >= cap:
                     continue
@@ -356,16 +348,6 @@ class ChunkPicker(Generic[Peer]):
             if missing & ~self._in_flight_mask:
                 break  # not endgame yet: unrequested chunks remain, nobody idle has them
         return requests
-
-    def _holders_first(self, now: float) -> bool:
-        """Do we hold back from our peers now, for downloaders that hold nothing?"""
-        if self._me is None or self._holders_first_over or not self._have_mask:
-            return False
-        if not any(self._empty_handed(peer, now) for peer in self._searching):
-            return False
-        if self._holders_first_until is None:
-            self._holders_first_until = now + self.holders_first_grace
-        return now < self._holders_first_until
 
     def _bit(self, chunk_index: int) -> int:
         return 1 << (self._width - 1 - chunk_index)
@@ -450,8 +432,8 @@ class ChunkPicker(Generic[Peer]):
     def _ranks_among_fetchers(self, chunk_index: int, holder: Peer, now: float) -> bool:
         """Are we among the ``fanout`` downloaders that rank highest for the chunk?
 
-        The downloaders that hold nothing rank first (holders first, see the module
-        docstring), then by their key's hash for the chunk.
+        The downloaders that hold nothing rank first (empty-handed first, see the
+        module docstring), then by their key's hash for the chunk.
         """
         assert self._me is not None
         mine = (not self._have_mask, self._score(chunk_index, self._me))
@@ -472,8 +454,8 @@ class ChunkPicker(Generic[Peer]):
         return zlib.crc32(f"{chunk_index}/{self._key(peer)}".encode())
 
     def next_wake(self) -> float | None:
-        """When a held-back chunk may be asked of its source by anyone, a busy peer
-        asked again, or the holders-first wait ends (``wake``).
+        """When a held-back chunk may be asked of its source by anyone, or a busy peer
+        asked again (``wake``).
 
         Only a deadline that ``wake`` has not passed yet: once a chunk's grace is over,
         whether it can be asked depends on its source's free request slots, which change
@@ -486,8 +468,6 @@ class ChunkPicker(Generic[Peer]):
             if chunk_index not in self._have and chunk_index not in self._in_flight
         ]
         waiting.extend(self._busy_until.values())
-        if self._holders_first_until is not None and not self._holders_first_over:
-            waiting.append(self._holders_first_until)
         return min(waiting, default=None)
 
     def wake(self, now: float) -> None:
@@ -497,8 +477,6 @@ class ChunkPicker(Generic[Peer]):
             self._release_deferred(chunk_index)
         for peer in [peer for peer, until in self._busy_until.items() if until <= now]:
             del self._busy_until[peer]
-        if self._holders_first_until is not None and self._holders_first_until <= now:
-            self._holders_first_over = True
 
 
 def _mask_of(chunks: ChunkSet) -> int:
