@@ -40,10 +40,12 @@ sends them, and reports back with ``received``/``failed``.
   nothing yet has an idle uplink, and one that holds a chunk already uploads it. The
   fan-out designation ranks the downloaders known to search for the content
   (``peer_searching``: a discovery query in the last ``searching_horizon`` seconds)
-  that hold nothing above every holder, so a new chunk's source gives the office a new
-  uploader first instead of a second chunk to a busy one. (Holding every holder back
-  from its peers while an empty-handed downloader is known was tried and not kept: on
-  fast uplinks, where the WAN binds, it cost more than it gave, docs/network.md.)
+  that hold nothing first: beside the downloader the hash designates, the top-ranked
+  empty-handed downloader fetches a new chunk from its source, so the source gives the
+  office a new uploader first instead of only a second chunk to a busy one. (Holding
+  every holder back from its peers while an empty-handed downloader is known was tried
+  and not kept: on fast uplinks, where the WAN binds, it cost more than it gave, see
+  docs/network.md.)
 * **Busy peers**: a peer that refused BUSY (its upload slots are full, see
   ``shoal.protocol.serving.UploadSlots``) is not asked again until ``busy(peer, until)``
   says; its chunks go to other holders meanwhile.
@@ -430,25 +432,29 @@ class ChunkPicker(Generic[Peer]):
         self._released.add(chunk_index)
 
     def _ranks_among_fetchers(self, chunk_index: int, holder: Peer, now: float) -> bool:
-        """Are we among the ``fanout`` downloaders that rank highest for the chunk?
+        """Are we among the ``fanout`` downloaders whose key ranks highest for the chunk,
+        among those that answered discovery, or, holding nothing, among the downloaders
+        known to hold nothing (empty-handed first, see the module docstring)?
 
-        The downloaders that hold nothing rank first (empty-handed first, see the
-        module docstring), then by their key's hash for the chunk.
+        Both, not the empty-handed alone: a downloader known only from its search may be
+        gone (a killed client searches no more but is not known to be gone), and a chunk
+        designated to it alone would wait ``fanout_grace`` for nobody.
         """
         assert self._me is not None
-        mine = (not self._have_mask, self._score(chunk_index, self._me))
-        higher = 0
+        mine = self._score(chunk_index, self._me)
+        empty_handed_me = not self._have_mask
+        higher, higher_empty = 0, 0
         for other in self._availability:
             if other == holder or other in self._origins or other in self._banned:
                 continue
+            if self._score(chunk_index, other) <= mine:
+                continue
             empty_handed = not self._availability_mask[other]
-            if empty_handed and other in self._searching and not self._empty_handed(other, now):
-                continue  # known only from a search long ago: maybe gone
-            if (empty_handed, self._score(chunk_index, other)) > mine:
-                higher += 1
-                if higher >= self.fanout:
-                    return False
-        return True
+            if not (empty_handed and other in self._searching):
+                higher += 1  # it answered discovery (or was given with ``peer_has``)
+            if empty_handed and (other not in self._searching or self._empty_handed(other, now)):
+                higher_empty += 1
+        return higher < self.fanout or (empty_handed_me and higher_empty < self.fanout)
 
     def _score(self, chunk_index: int, peer: Peer) -> int:
         return zlib.crc32(f"{chunk_index}/{self._key(peer)}".encode())
