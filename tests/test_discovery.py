@@ -8,6 +8,7 @@ from shoal.protocol.discovery import (
     DiscoveryConfig,
     DiscoveryMachine,
     PeerAvailable,
+    PeerSearching,
     PeerVersionRejected,
 )
 from shoal.wire.messages import Have, WhoHas, encode_datagram
@@ -53,6 +54,44 @@ def test_a_broadcast_query_finds_the_holders_of_the_office() -> None:
     assert holder.counters.queries_answered == 1
     assert bystander.counters.queries_answered == 0  # holds nothing: stays silent
     assert events(bystander) == []
+
+
+def test_a_seeker_holding_nothing_is_known_to_the_other_seekers() -> None:
+    """A client holding nothing answers no query; its own query tells the office's other
+    downloaders that it searches (the picker serves it first), never a bystander."""
+    network, (empty_handed, holder, bystander) = office_of(3)
+    holder.set_holding(CONTENT, ChunkSet(8, [0]), now=0)
+    holder.search(CONTENT, now=0)
+    network.pump(network.hosts["10.1.0.2"])
+    network.run(until=0.1)
+    assert events(empty_handed) == []  # not searching: nothing to tell
+    empty_handed.search(CONTENT, now=network.now)
+    network.pump(network.hosts["10.1.0.1"])
+    network.run(until=0.3)
+    assert PeerSearching("10.1.0.1", CONTENT, PORT) in events(holder)
+    assert events(bystander) == []
+    answers = events(empty_handed)  # the answer, and the one to the query echoing its token
+    assert answers and set(answers) == {PeerAvailable("10.1.0.2", CONTENT, ChunkSet(8, [0]), PORT)}
+
+
+def test_a_seeker_pushes_its_first_chunk_to_a_holder_that_asked_before_its_search() -> None:
+    """The holder's query came before our search began (no interest recorded): its
+    answer to our query makes it hear of our first chunk at once, not a second later at
+    its next periodic query (until then it would take us for holding nothing)."""
+    network, (seeker, holder) = office_of(2)
+    holder.set_holding(CONTENT, ChunkSet(8, [0]), now=0)
+    holder.search(CONTENT, now=0)
+    network.pump(network.hosts["10.1.0.2"])
+    network.run(until=0.1)
+    seeker.search(CONTENT, now=network.now)
+    network.pump(network.hosts["10.1.0.1"])
+    network.run(until=0.2)
+    events(holder)
+    seeker.chunk_added(CONTENT, 3, 8, now=network.now)
+    network.pump(network.hosts["10.1.0.1"])
+    network.run(until=0.4)  # the holder's next periodic query is due at 1.0
+    assert PeerAvailable("10.1.0.1", CONTENT, ChunkSet(8, [3]), PORT) in events(holder)
+    assert seeker.counters.pushes_sent == 1
 
 
 def test_new_chunks_are_pushed_to_peers_that_asked() -> None:
@@ -142,7 +181,8 @@ def test_a_wifi_peer_missing_from_the_list_is_asked_back_and_pushes_its_chunks()
     late.chunk_added(CONTENT, 0, 4, now=network.now)  # the late peer is the first holder
     network.pump(network.hosts["10.1.0.2"])
     network.run(until=0.5)  # before any periodic query or list refresh
-    found = events(early)  # the push, and the answer to the query that echoed its token
+    found = [e for e in events(early) if isinstance(e, PeerAvailable)]  # the push, and the
+    # answer to the query that echoed its token (the late peer's queries: PeerSearching)
     assert found and all(
         event == PeerAvailable("10.1.0.2", CONTENT, ChunkSet(4, [0]), PORT) for event in found
     )

@@ -68,7 +68,9 @@ def test_a_failed_request_is_retried() -> None:
     chunk_count=st.integers(min_value=1, max_value=40),
     steps=st.lists(
         st.tuples(
-            st.sampled_from(["have", "request", "receive", "fail", "ban", "gone"]),
+            st.sampled_from(
+                ["have", "request", "receive", "fail", "ban", "gone", "search", "busy"]
+            ),
             st.integers(0, 5),
             st.integers(0, 39),
         ),
@@ -76,9 +78,14 @@ def test_a_failed_request_is_retried() -> None:
     ),
     seed=st.integers(0, 1000),
     fanout_limit=st.booleans(),
+    rates=st.booleans(),
 )
 def test_scheduling_invariants_hold_under_any_sequence(
-    chunk_count: int, steps: list[tuple[str, int, int]], seed: int, fanout_limit: bool
+    chunk_count: int,
+    steps: list[tuple[str, int, int]],
+    seed: int,
+    fanout_limit: bool,
+    rates: bool,
 ) -> None:
     rng = random.Random(seed)
     picker: ChunkPicker[int] = ChunkPicker(
@@ -87,6 +94,7 @@ def test_scheduling_invariants_hold_under_any_sequence(
         endgame_duplicates=2,
         rng=rng,
         me=99 if fanout_limit else None,
+        rate_horizon=0.5 if rates else None,
     )
     now = 0.0
     outstanding: dict[int, set[int]] = {}
@@ -95,8 +103,16 @@ def test_scheduling_invariants_hold_under_any_sequence(
         chunk = raw_chunk % chunk_count
         if action == "have":
             picker.peer_has_chunk(peer, chunk)
+        elif action == "search":
+            picker.peer_searching(peer, now)
+        elif action == "busy":
+            picker.busy(peer, now + 0.1 * (1 + chunk % 3))
         elif action == "request":
             now += 0.2
+            # Time always moves: once woken at ``now``, no deadline at or before it.
+            picker.wake(now)
+            wake = picker.next_wake()
+            assert wake is None or wake > now
             for asked, index in picker.next_requests(now=now):
                 assert asked not in banned
                 assert index not in picker.have
@@ -106,7 +122,7 @@ def test_scheduling_invariants_hold_under_any_sequence(
                 assert picker.in_flight(asked) <= 2
         elif action == "receive" and outstanding.get(chunk):
             winner = min(outstanding[chunk])
-            picker.received(chunk, winner)
+            picker.received(chunk, winner, now)
             outstanding.pop(chunk)
         elif action == "fail" and peer in outstanding.get(chunk, set()):
             picker.failed(chunk, peer)
@@ -191,3 +207,25 @@ def test_a_busy_peer_waits_and_its_chunks_go_to_others() -> None:
     picker.wake(0.2)
     assert picker.next_wake() is None  # time moves: the wait is over
     assert any(peer == "busy" for peer, _ in picker.next_requests(now=0.2))
+
+
+def test_an_empty_handed_downloader_fetches_a_new_chunk_whatever_its_hash() -> None:
+    """The fan-out designation ranks the downloaders that hold nothing first: the
+    source's uplink gives the office a new uploader, whichever key the hash prefers.
+    The holder the hash designates still fetches too (the empty-handed one may be gone)."""
+    fetchers = set()
+    for chunk in range(1, 9):  # the hash picks the holder for some chunks
+        holder: ChunkPicker[str] = ChunkPicker(ChunkSet(9, [0]), me="holder", key=str)
+        empty: ChunkPicker[str] = ChunkPicker(ChunkSet(9), me="empty", key=str)
+        holder.peer_searching("empty", now=0.0)
+        holder.peer_has("other holder", ChunkSet(9, [0]))
+        empty.peer_has("holder", ChunkSet(9, [0]))
+        empty.peer_has("other holder", ChunkSet(9, [0]))
+        for picker in (holder, empty):
+            picker.peer_has("source", ChunkSet(9, [chunk]))
+        assert ("source", chunk) in empty.next_requests(now=0.0)
+        holder_asks = holder.next_requests(now=0.0)
+        if holder_asks:
+            assert holder_asks == [("source", chunk)]
+            fetchers.add(chunk)
+    assert 0 < len(fetchers) < 8  # the hash chose each of them for some chunks

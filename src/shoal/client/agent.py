@@ -79,6 +79,7 @@ from shoal.protocol.discovery import (
     DiscoveryConfig,
     DiscoveryMachine,
     PeerAvailable,
+    PeerSearching,
     PeerVersionRejected,
 )
 from shoal.protocol.serving import UploadSlots
@@ -314,6 +315,8 @@ class AgentCore:
         while (discovery_event := self.discovery.next_event()) is not None:
             if isinstance(discovery_event, PeerAvailable):
                 self.downloader.on_peer_available(discovery_event, now)
+            elif isinstance(discovery_event, PeerSearching):
+                self.downloader.on_peer_searching(discovery_event, now)
             elif isinstance(discovery_event, PeerVersionRejected):
                 self.downloader.note_all(
                     f"peer {discovery_event.peer} speaks protocol versions "

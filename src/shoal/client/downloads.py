@@ -55,7 +55,7 @@ from shoal.core.chunkset import ChunkSet
 from shoal.core.errors import ManifestError
 from shoal.core.ids import ContentId
 from shoal.core.signing import VerifyKey, verify_manifest_file
-from shoal.protocol.discovery import DiscoveryMachine, PeerAvailable
+from shoal.protocol.discovery import DiscoveryMachine, PeerAvailable, PeerSearching
 from shoal.protocol.penalty import PenaltyBox
 from shoal.protocol.swarm import ChunkPicker
 from shoal.protocol.transfer import (
@@ -411,6 +411,16 @@ class DownloadsMachine:
         if self.suspects.penalised(address, now):
             return
         download.picker.peer_has(address, event.chunks)
+
+    def on_peer_searching(self, event: PeerSearching, now: float) -> None:
+        """A peer of the office searches for the content too: the picker serves the
+        downloaders that hold nothing first (``ChunkPicker.peer_searching``)."""
+        download = self.downloads.get(event.content_id)
+        if download is None or download.picker is None or event.peer in download.banned:
+            return
+        address = self.office.peer_address(event.peer, download.mode, event.port)
+        if not self.suspects.penalised(address, now):
+            download.picker.peer_searching(address, now)
 
     def peer_speaks_other_versions(self, peer: Address, note: str) -> None:
         """A peer refused our protocol version: nobody asks it for anything."""

@@ -7,7 +7,10 @@ sends ``WHO_HAS(content ID)``, by broadcast on its subnet (Default offices) or b
 unicast to the peers the server listed (WiFi offices). Only the content ID travels,
 never a name. A client holding any verified chunk of that content answers the asker
 by unicast with ``HAVE``: its chunk bitmap. An answer becomes a ``PeerAvailable``
-event; the agent feeds it to the chunk picker.
+event; the agent feeds it to the chunk picker. A client holding nothing answers no
+query, so a query for a content we search too becomes a ``PeerSearching`` event: the
+picker then knows the downloaders of the office that hold nothing yet, and serves them
+first (``ChunkPicker.peer_searching``).
 
 Bitmaps go stale while the office downloads, so besides the periodic re-query a holder
 *pushes* a fresh ``HAVE`` to every peer that asked about the content in the last
@@ -82,6 +85,17 @@ class PeerAvailable:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerSearching:
+    """``peer`` (its IP) asked for ``content_id``, which we search too, from ``port``:
+    a downloader of the office, known even while it holds nothing (it answers no query
+    then). It may hold chunks: a ``PeerAvailable`` says what."""
+
+    peer: str
+    content_id: ContentId
+    port: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class PeerVersionRejected:
     """A peer answered our query with a version error: it speaks ``min..max`` only."""
 
@@ -90,7 +104,7 @@ class PeerVersionRejected:
     max_version: int
 
 
-DiscoveryEvent = PeerAvailable | PeerVersionRejected
+DiscoveryEvent = PeerAvailable | PeerSearching | PeerVersionRejected
 
 
 @dataclass(slots=True)
@@ -257,6 +271,7 @@ class DiscoveryMachine:
             search = self._searches.get(message.content_id)
             if search is not None:
                 self._emit(PeerAvailable(peer_ip, message.content_id, message.chunks, addr[1]))
+                self._note_answerer(message.content_id, addr, now)
                 if message.token != NO_TOKEN:
                     self._echo(message, search, addr, now)
         elif isinstance(message, VersionError):
@@ -284,8 +299,22 @@ class DiscoveryMachine:
                 message.query_id, message.content_id, holding.chunks, addr, now
             ):
                 self.counters.queries_answered += 1
-        if search is not None and search.unicast_peers is not None:
-            self._ask_back(message.content_id, search, addr[0], now)
+        if search is not None:
+            self._emit(PeerSearching(addr[0], message.content_id, addr[1]))
+            if search.unicast_peers is not None:
+                self._ask_back(message.content_id, search, addr[0], now)
+
+    def _note_answerer(self, content_id: ContentId, addr: Address, now: float) -> None:
+        """A peer that answered our search holds the content and may still be fetching
+        it: it hears of our chunks as it would had it asked us. Its own queries may have
+        come before our search began (then we recorded no interest): without this, our
+        first chunk would reach it only at its next periodic query, and until then it
+        would take us for a downloader holding nothing (``PeerSearching``)."""
+        holding = self._holdings.get(content_id)
+        if holding is None:
+            holding = self._holdings[content_id] = _Holding(ChunkSet(0))
+        if addr not in holding.interested:
+            self._note_interest(holding, addr, now)
 
     def _note_interest(self, holding: _Holding, addr: Address, now: float) -> None:
         """Remember that ``addr`` asked, for pushes; a full table keeps live interest, and

@@ -36,6 +36,16 @@ sends them, and reports back with ``received``/``failed``.
   measure it), and a peer is sent at most what it delivers in ``rate_horizon`` seconds,
   plus one (two while unmeasured; never more than ``max_in_flight_per_peer``): a peer
   on a slow uplink is not given requests it would serve late.
+* **Empty-handed first** (with ``me`` and ``peer_searching``): a client that holds
+  nothing yet has an idle uplink, and one that holds a chunk already uploads it. The
+  fan-out designation ranks the downloaders known to search for the content
+  (``peer_searching``: a discovery query in the last ``searching_horizon`` seconds)
+  that hold nothing first: beside the downloader the hash designates, the top-ranked
+  empty-handed downloader fetches a new chunk from its source, so the source gives the
+  office a new uploader first instead of only a second chunk to a busy one. (Holding
+  every holder back from its peers while an empty-handed downloader is known was tried
+  and not kept: on fast uplinks, where the WAN binds, it cost more than it gave, see
+  docs/network.md.)
 * **Busy peers**: a peer that refused BUSY (its upload slots are full, see
   ``shoal.protocol.serving.UploadSlots``) is not asked again until ``busy(peer, until)``
   says; its chunks go to other holders meanwhile.
@@ -68,6 +78,7 @@ class ChunkPicker(Generic[Peer]):
         fanout: int = 1,
         fanout_grace: float = 0.5,
         rate_horizon: float | None = None,
+        searching_horizon: float = 2.5,
     ) -> None:
         self._have = have.copy()
         self._count = have.count
@@ -95,6 +106,8 @@ class ChunkPicker(Generic[Peer]):
         self._rates: dict[Peer, float] = {}  # chunks per second, smoothed
         self._asked_at: dict[tuple[int, Peer], float] = {}
         self._busy_until: dict[Peer, float] = {}
+        self.searching_horizon = searching_horizon
+        self._searching: dict[Peer, float] = {}  # peer -> when it last searched
         # The same sets as bit masks (chunk i is bit ``_width - 1 - i``, the order of
         # ``ChunkSet.to_bytes``), kept in step at every change: a peer with nothing we
         # could ask is skipped in one AND instead of a scan of every missing chunk, and
@@ -134,6 +147,27 @@ class ChunkPicker(Generic[Peer]):
         """``peer`` refused BUSY: ask it nothing before ``until`` (``next_wake``)."""
         if peer in self._availability:
             self._busy_until[peer] = until
+
+    def peer_searching(self, peer: Peer, now: float) -> None:
+        """``peer`` searches for this content (a discovery query): a downloader of the
+        office, which may hold nothing yet (``peer_has`` says what it holds)."""
+        if peer in self._banned or peer in self._origins:
+            return
+        self._searching[peer] = now
+        if peer not in self._availability:
+            self._availability[peer] = ChunkSet(self._count)
+            self._availability_mask[peer] = 0
+            self._peer_load.setdefault(peer, 0)
+            self._designated.clear()  # the downloaders changed
+
+    def _empty_handed(self, peer: Peer, now: float) -> bool:
+        """Does ``peer`` search for the content and hold nothing of it (as far as we know)?"""
+        searched = self._searching.get(peer)
+        return (
+            searched is not None
+            and now - searched <= self.searching_horizon
+            and not self._availability_mask.get(peer, 0)
+        )
 
     def peer_has(self, peer: Peer, availability: ChunkSet, *, origin: bool = False) -> None:
         """Replace what ``peer`` is known to hold (an availability answer).
@@ -206,6 +240,7 @@ class ChunkPicker(Generic[Peer]):
         self._peer_load.pop(peer, None)
         self._rates.pop(peer, None)
         self._busy_until.pop(peer, None)
+        self._searching.pop(peer, None)
         return released
 
     def ban(self, peer: Peer) -> list[int]:
@@ -382,7 +417,7 @@ class ChunkPicker(Generic[Peer]):
         designated = self._designated.get(chunk_index)
         if designated is None:
             designated = self._designated[chunk_index] = self._ranks_among_fetchers(
-                chunk_index, holder
+                chunk_index, holder, now
             )
         if designated:
             return True
@@ -396,19 +431,30 @@ class ChunkPicker(Generic[Peer]):
         del self._deferred[chunk_index]
         self._released.add(chunk_index)
 
-    def _ranks_among_fetchers(self, chunk_index: int, holder: Peer) -> bool:
-        """Are we among the ``fanout`` downloaders whose key ranks highest for the chunk?"""
+    def _ranks_among_fetchers(self, chunk_index: int, holder: Peer, now: float) -> bool:
+        """Are we among the ``fanout`` downloaders whose key ranks highest for the chunk,
+        among those that answered discovery, or, holding nothing, among the downloaders
+        known to hold nothing (empty-handed first, see the module docstring)?
+
+        Both, not the empty-handed alone: a downloader known only from its search may be
+        gone (a killed client searches no more but is not known to be gone), and a chunk
+        designated to it alone would wait ``fanout_grace`` for nobody.
+        """
         assert self._me is not None
         mine = self._score(chunk_index, self._me)
-        higher = 0
+        empty_handed_me = not self._have_mask
+        higher, higher_empty = 0, 0
         for other in self._availability:
             if other == holder or other in self._origins or other in self._banned:
                 continue
-            if self._score(chunk_index, other) > mine:
-                higher += 1
-                if higher >= self.fanout:
-                    return False
-        return True
+            if self._score(chunk_index, other) <= mine:
+                continue
+            empty_handed = not self._availability_mask[other]
+            if not (empty_handed and other in self._searching):
+                higher += 1  # it answered discovery (or was given with ``peer_has``)
+            if empty_handed and (other not in self._searching or self._empty_handed(other, now)):
+                higher_empty += 1
+        return higher < self.fanout or (empty_handed_me and higher_empty < self.fanout)
 
     def _score(self, chunk_index: int, peer: Peer) -> int:
         return zlib.crc32(f"{chunk_index}/{self._key(peer)}".encode())
