@@ -207,7 +207,7 @@ class ServerService:
         leases = self.state.load_leases(time.time())
         if leases is not None:
             saved, elapsed = leases
-            core.restore_lease_state(saved, now, elapsed)
+            core.wan_copy.restore_lease_state(saved, now, elapsed)
 
     def _apply_certificate(self, certificate: bytes) -> bool:
         """Serve ``certificate`` if it certifies this server's current key."""
@@ -544,10 +544,10 @@ class ServerService:
         saved = None
         while not stop.is_set():
             await sleep_or_stop(stop, LEASE_SAVE_SECONDS)
-            changes = self.core.lease_changes
+            changes = self.core.wan_copy.lease_changes
             if changes == saved:
                 continue
-            lease_state = self.core.lease_state(asyncio.get_running_loop().time())
+            lease_state = self.core.wan_copy.lease_state(asyncio.get_running_loop().time())
             await asyncio.to_thread(self.state.save_leases, lease_state, time.time())
             saved = changes
 
@@ -561,7 +561,7 @@ class ServerService:
     def _save_registry(self) -> None:
         """Write the registry and the leases now, on the event loop (at shutdown)."""
         self.state.save_rows(*self._registry_changes())
-        self.state.save_leases(self.core.lease_state(time.monotonic()), time.time())
+        self.state.save_leases(self.core.wan_copy.lease_state(time.monotonic()), time.time())
         self._save_reports()
 
     async def _save_registry_soon(self) -> None:
@@ -585,8 +585,8 @@ class ServerService:
 
     def _save_reports(self) -> None:
         core = self.core
-        reports = list(core.bad_peer_reports)
-        core.bad_peer_reports.clear()
+        reports = list(core.bad_peers.reports)
+        core.bad_peers.reports.clear()
         if reports:
             self.state.add_bad_peer_reports(
                 [
@@ -600,8 +600,8 @@ class ServerService:
                     for r in reports
                 ]
             )
-        while core.new_bans:
-            ban = core.new_bans.popleft()
+        while core.bad_peers.new_bans:
+            ban = core.bad_peers.new_bans.popleft()
             log.warning(
                 "peer %s banned in office %s: %d devices report bad chunks of %s from it",
                 ban.peer_ip,
