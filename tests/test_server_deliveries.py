@@ -136,7 +136,7 @@ def test_a_restarted_server_process_takes_its_leases_back(tmp_path: Path) -> Non
         register(server, number, f"10.1.0.{number}", now=time.monotonic())
     assert lease(server, 1, time.monotonic())[1] == 0b01
     server.wan_copy.chunk_delivered("10.1.0.1", CONTENT, 0, now=time.monotonic())
-    first._save_registry()  # what the service does when it stops
+    first.saver.save_now()  # what the service does when it stops
 
     second = _service(tmp_path, console_port=9)
     make_server(second.core)  # the console's state (topology, manifest) comes back too
