@@ -306,7 +306,7 @@ def test_attack_6_replayed_checkins_and_requests_for_another_device_are_refused(
     assert record.ip == "10.1.0.5" and record.public_key == victim.key.public_raw
     assert record.content[CONTENT].chunks_done == 0  # not "complete"
     assert core.rendezvous.holder("Branch", CONTENT, 3.0) is None
-    assert list(core.bad_peer_reports) == []
+    assert list(core.bad_peers.reports) == []
     # The victim itself still speaks: its counters keep growing.
     assert isinstance(victim.ask("check_in", [ContentProgress(CONTENT, 1, 4, 0, 0)]), CheckInReply)
 
@@ -374,7 +374,7 @@ def test_attack_7_renewing_the_lease_without_fetching_stalls_the_office_a_bounde
     # The honest holder fetches chunks: it keeps the lease; the staller is not re-granted.
     for _ in range(120):
         now += 1.0
-        core.chunk_served("10.1.0.5", CONTENT, now)
+        core.wan_copy.chunk_served("10.1.0.5", CONTENT, now)
         assert lease_of(honest, now).decision is LeaseDecision.GRANTED
         assert lease_of(attacker, now).decision is LeaseDecision.REDIRECTED
     assert core.rendezvous.stalls == 1
@@ -477,12 +477,12 @@ def test_attack_9_bad_peer_reports_are_bounded_counted_by_reporter_and_acted_on(
         )
     server.datagrams_to_send(0)
     limits = core.settings.limits
-    assert len(core.bad_peer_reports) == limits.reports_per_reporter
-    assert list(core.new_bans) == []  # one reporter bans nobody
+    assert len(core.bad_peers.reports) == limits.reports_per_reporter
+    assert list(core.bad_peers.new_bans) == []  # one reporter bans nobody
     # Two distinct devices report the liar: banned office-wide, once, one log line.
     for reporter in (first, second, first):
         reporter.ask("bad_peer", CONTENT, ("10.1.0.9", 41442), 3, now=20.0)
-    assert [(ban.peer_ip, ban.reporters) for ban in core.new_bans] == [("10.1.0.9", 2)]
+    assert [(ban.peer_ip, ban.reporters) for ban in core.bad_peers.new_bans] == [("10.1.0.9", 2)]
     # What the metrics listener shows: the flooder (whose 10th report named it), first
     # and second reported the liar; every other peer had the flooder alone.
     reporters = core.bad_peers.reporters()

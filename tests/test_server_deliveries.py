@@ -60,7 +60,7 @@ def test_a_chunk_the_office_holds_is_not_sent_over_its_wan_again() -> None:
         register(server, number, f"10.1.0.{number}")
     assert lease(server, 1, 0) == (LeaseDecision.GRANTED, 0b01)
     assert lease(server, 2, 0) == (LeaseDecision.GRANTED, 0b10)
-    server.chunk_delivered("10.1.0.1", CONTENT, 0, now=1)
+    server.wan_copy.chunk_delivered("10.1.0.1", CONTENT, 0, now=1)
     complete(server, 1, now=2)
     assert lease(server, 2, now=3) == (LeaseDecision.GRANTED, 0b11)  # took stripe 0 over
     assert server.may_serve_content("10.1.0.2", CONTENT, 3, chunk_index=2)  # not delivered
@@ -97,9 +97,9 @@ def test_leases_and_deliveries_survive_a_server_restart(tmp_path: Path) -> None:
     for number in (1, 2, 3):
         register(server, number, f"10.1.0.{number}")
     assert [lease(server, n, 0)[1] for n in (2, 1)] == [0b001, 0b010]  # two of 3 stripes
-    server.chunk_delivered("10.1.0.2", CONTENT, 0, now=1)
+    server.wan_copy.chunk_delivered("10.1.0.2", CONTENT, 0, now=1)
     store = StateStore(open_database(sqlite_url(tmp_path / "server.sqlite3")))
-    store.save_leases(server.lease_state(now=2), wall_now=1000.0)
+    store.save_leases(server.wan_copy.lease_state(now=2), wall_now=1000.0)
     rows = [row_state(client) for client in server.clients.values()]
 
     restarted = make_server()  # a new process: its monotonic clock starts elsewhere
@@ -109,7 +109,7 @@ def test_leases_and_deliveries_survive_a_server_restart(tmp_path: Path) -> None:
         wall_now=1004.0
     )
     assert saved is not None
-    restarted.restore_lease_state(saved[0], now=500.0, elapsed=saved[1])
+    restarted.wan_copy.restore_lease_state(saved[0], now=500.0, elapsed=saved[1])
     assert restarted.rendezvous.stripes("Branch", CONTENT) == 3
     # Restored holders count as renewed at the restart (nobody could renew while it was
     # down): they lapse a lease period (10 s) later if they never come back.
@@ -135,8 +135,8 @@ def test_a_restarted_server_process_takes_its_leases_back(tmp_path: Path) -> Non
     for number in (1, 2):
         register(server, number, f"10.1.0.{number}", now=time.monotonic())
     assert lease(server, 1, time.monotonic())[1] == 0b01
-    server.chunk_delivered("10.1.0.1", CONTENT, 0, now=time.monotonic())
-    first._save_registry()  # what the service does when it stops
+    server.wan_copy.chunk_delivered("10.1.0.1", CONTENT, 0, now=time.monotonic())
+    first.saver.save_now()  # what the service does when it stops
 
     second = _service(tmp_path, console_port=9)
     make_server(second.core)  # the console's state (topology, manifest) comes back too
@@ -150,11 +150,11 @@ def test_the_saved_leases_move_on_grants_and_deliveries_not_on_renewals() -> Non
     (every few seconds per holder) are not worth a write, a grant or delivery is."""
     server = make_server()
     register(server, 1, "10.1.0.1")
-    before = server.lease_changes
+    before = server.wan_copy.lease_changes
     lease(server, 1, 0)
-    granted = server.lease_changes
+    granted = server.wan_copy.lease_changes
     assert granted != before
     lease(server, 1, 3)  # a renewal
-    assert server.lease_changes == granted
-    server.chunk_delivered("10.1.0.1", CONTENT, 0, now=4)
-    assert server.lease_changes != granted
+    assert server.wan_copy.lease_changes == granted
+    server.wan_copy.chunk_delivered("10.1.0.1", CONTENT, 0, now=4)
+    assert server.wan_copy.lease_changes != granted

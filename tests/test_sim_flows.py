@@ -209,7 +209,7 @@ def test_flow_mode_bans_a_lying_peer_and_everyone_else_completes(tmp_path: Path)
     honest = enterprise.clients[1:]
     for client in honest:
         assert enterprise.complete(client)
-    reports = enterprise.server.core.bad_peer_reports
+    reports = enterprise.server.core.bad_peers.reports
     assert {report.peer[0] for report in reports} == {liar}
     assert any(liar in enterprise.download_of(c).banned for c in honest)
 

@@ -100,7 +100,7 @@ def test_a_corrupting_peer_is_banned_reported_and_the_others_complete(tmp_path: 
     for client in honest:
         assert enterprise.complete(client)
         assert file_sha256(client.store, enterprise.content_id) == expected
-    reports = enterprise.server.core.bad_peer_reports
+    reports = enterprise.server.core.bad_peers.reports
     assert reports, "nobody reported the corrupting peer"
     assert {report.peer[0] for report in reports} == {liar}
     assert any(liar in enterprise.download_of(c).banned for c in honest)

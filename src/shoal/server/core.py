@@ -35,7 +35,8 @@ directly. Abuse limits (``shoal.server.limits.AbuseLimits``): at most
 ``new_devices_per_address`` new devices per source address and window, and a global
 rate of new devices; registry entries of devices silent for ``client_expiry`` leave
 the registry (their console seat stays until retired in the console); a rendezvous
-point that brings no chunk loses its lease (``RendezvousTable``).
+point that brings no chunk loses its lease (``RendezvousTable``). Leases, stripes and
+what was delivered into each office: ``shoal.server.wan_copy``.
 
 Bad-peer reports and bans: ``shoal.server.bad_peers``. A banned peer gets no lease, is
 left out of peer lists, and every check-in reply of its office names it.
@@ -56,11 +57,12 @@ from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest, decode_manifest_file
 from shoal.server.bad_peers import BadPeerBook, BadPeerReport, PeerBanned
 from shoal.server.control_keys import ControlKeys
-from shoal.server.deliveries import DeliveryLedger, Presence
+from shoal.server.deliveries import DeliveryLedger
 from shoal.server.limits import Buckets
 from shoal.server.registry import BandwidthLimit, ClientRecord, LicenceView, ServerSettings
-from shoal.server.rendezvous import Decision, RendezvousTable
+from shoal.server.rendezvous import RendezvousTable
 from shoal.server.validation import invalid_request
+from shoal.server.wan_copy import WanCopy
 from shoal.topology import Topology
 from shoal.versions import IncompatibleVersion, InvalidVersion, Role, check_compatible
 from shoal.wire.control import (
@@ -73,8 +75,6 @@ from shoal.wire.control import (
     InstallReport,
     InstallStatus,
     Lease,
-    LeaseDecision,
-    LeaseReply,
     LicenceState,
     ManifestInfo,
     ManifestReply,
@@ -109,7 +109,6 @@ _UNINSTALL_STATES = frozenset(
     {InstallStatus.UNINSTALLING, InstallStatus.UNINSTALLED, InstallStatus.UNINSTALL_FAILED}
 )
 EXPIRY_SWEEP = 60.0
-_SHARING = (OfficeType.DEFAULT, OfficeType.WIFI)
 
 
 class ServerCore:
@@ -140,6 +139,9 @@ class ServerCore:
         self.certificate: bytes | None = None
         """This server's certificate from the console (``HELLO`` answers it)."""
         self.bad_peers = BadPeerBook(limits)
+        self.wan_copy = WanCopy(self, self.rendezvous, self.deliveries, self.bad_peers)
+        """Each office's WAN copy: leases, stripes, the delivery ledger
+        (``shoal.server.wan_copy``)."""
         self.requests_handled: dict[str, int] = {}
         """Authenticated control requests admitted, per message type (REGISTER, CHECK_IN...)."""
         self._new_devices = Buckets(
@@ -288,10 +290,12 @@ class ServerCore:
             for entry in body.content:
                 client.content[entry.content_id] = entry
                 if 0 < entry.chunk_count <= entry.chunks_done:
-                    self._release_lease(client, entry.content_id)
+                    self.wan_copy.release_lease(client, entry.content_id)
             office, _ = self.office_of(client.ip)
             return CheckInReply(
-                self._assignments_digest, self._assignments_length, self._banned_in(office, now)
+                self._assignments_digest,
+                self._assignments_length,
+                self.bad_peers.banned_in(office, now),
             )
         if isinstance(body, ManifestInfo):
             manifest_file = self._manifests.get(body.content_id)
@@ -303,12 +307,14 @@ class ServerCore:
             digest = hashlib.sha256(manifest_file).digest()
             return ManifestReply(body.content_id, digest, len(manifest_file))
         if isinstance(body, Lease):
-            lease = self._lease(client, body.content_id, now)
+            lease = self.wan_copy.lease(client, body.content_id, now)
             if isinstance(lease, Refused):  # banned, outside every office: logged once
                 self.note_refusal(message.device_id, addr, lease)
             return lease
         if isinstance(body, Peers):
-            return PeerList(body.content_id, self._office_peers(client, body.content_id, now))
+            return PeerList(
+                body.content_id, self.wan_copy.office_peers(client, body.content_id, now)
+            )
         if isinstance(body, BadPeer):
             self._bad_peer(client, body, now)
             return Noted()
@@ -425,8 +431,7 @@ class ServerCore:
             if self._device_at.get(client.ip) == device_id:
                 del self._device_at[client.ip]
             self.expired.append(device_id)
-        self.rendezvous.expire(now)
-        self.deliveries.expire(now)
+        self.wan_copy.expire(now)
 
     # ------------------------------------------------------------- bad peers
 
@@ -439,175 +444,7 @@ class ServerCore:
         if ban is not None:
             culprit = self.client_at(ban.peer_ip)
             if culprit is not None:
-                self.rendezvous.revoke(office, culprit.device_id.hex())
-                self.deliveries.forget_device(office, culprit.device_id.hex())
-
-    def _is_banned(self, office: str | None, ip: str, now: float) -> bool:
-        return self.bad_peers.is_banned(office, ip, now)
-
-    def _banned_in(self, office: str | None, now: float) -> tuple[str, ...]:
-        return self.bad_peers.banned_in(office, now)
-
-    @property
-    def bad_peer_reports(self) -> deque[BadPeerReport]:
-        """Accepted distinct reports not yet persisted (the shell drains them)."""
-        return self.bad_peers.reports
-
-    @property
-    def new_bans(self) -> deque[PeerBanned]:
-        return self.bad_peers.new_bans
-
-    @property
-    def bans_total(self) -> int:
-        return self.bad_peers.bans_total
-
-    @property
-    def dropped_reports(self) -> int:
-        return self.bad_peers.dropped_reports
-
-    def chunk_served(self, client_ip: str, content_id: ContentId, now: float) -> None:
-        """The data plane served a chunk of ``content_id`` to ``client_ip``: if it is the
-        office's rendezvous point, it is bringing the content in (not stalling)."""
-        client = self.client_at(client_ip)
-        if client is None:
-            return
-        office, _ = self.office_of(client_ip)
-        if office is not None:
-            self.rendezvous.progress(office, content_id, client.device_id.hex(), now)
-
-    def chunk_delivered(
-        self, client_ip: str, content_id: ContentId, chunk_index: int, now: float
-    ) -> None:
-        """The data plane delivered a chunk in full (every byte acknowledged) to the
-        client at ``client_ip``: in a sharing office, the office now holds it."""
-        client = self.client_at(client_ip)
-        office, office_type = self.office_of(client_ip)
-        if content_id not in self.manifests:
-            return  # a blob (assignments, manifest), not a content chunk
-        if client is not None and office is not None and office_type in _SHARING:
-            self.deliveries.delivered(office, content_id, client.device_id.hex(), chunk_index, now)
-
-    def _present(self, office: str, now: float) -> Presence:
-        """Is a device (hex ID) still in ``office``: seen within two check-in periods,
-        at an address of the office, not banned there?"""
-        horizon = now - 2 * self.settings.checkin_seconds
-
-        def present(device: str) -> bool:
-            client = self.clients.get(bytes.fromhex(device))
-            return (
-                client is not None
-                and client.last_seen >= horizon
-                and self.office_of(client.ip)[0] == office
-                and not self._is_banned(office, client.ip, now)
-            )
-
-        return present
-
-    def lease_state(self, now: float) -> dict[str, Any]:
-        """The rendezvous leases and the delivery ledger as plain values (JSON), for the
-        state store: a restarted server keeps each office's holders and what it already
-        sent them (``restore_lease_state``)."""
-        return {
-            "rendezvous": self.rendezvous.snapshot(now),
-            "deliveries": self.deliveries.snapshot(now),
-        }
-
-    @property
-    def lease_changes(self) -> tuple[int, int]:
-        """Moves whenever ``lease_state`` holds something new (not at mere renewals)."""
-        return self.rendezvous.changes, self.deliveries.changes
-
-    def restore_lease_state(self, saved: dict[str, Any], now: float, elapsed: float) -> None:
-        """Take back ``lease_state`` saved ``elapsed`` seconds ago (wall clock)."""
-        self.rendezvous.restore(saved.get("rendezvous", {}), now, elapsed)
-        self.deliveries.restore(saved.get("deliveries", []), now, elapsed)
-
-    def _release_lease(self, client: ClientRecord, content_id: ContentId) -> None:
-        """A complete rendezvous point has brought every chunk into the office: its lease
-        goes now, not lease_seconds after it falls silent."""
-        office, _ = self.office_of(client.ip)
-        if office is not None:
-            self.rendezvous.release(office, content_id, client.device_id.hex())
-
-    def _lease(self, client: ClientRecord, content_id: ContentId, now: float) -> ControlBody:
-        if content_id not in self._manifests:
-            return Refused(
-                RefusalCause.UNKNOWN_CONTENT, f"content {content_id.short} is not on this server"
-            )
-        office, office_type = self.office_of(client.ip)
-        if office is None or office_type in (OfficeType.VPN, OfficeType.NONE):
-            if office is None and not self.settings.direct_outside_offices:
-                return Refused(
-                    RefusalCause.NOT_ASSIGNED,
-                    f"{client.ip} is outside every known network; direct "
-                    "download from the server is disabled by policy",
-                )
-            return LeaseReply(content_id, LeaseDecision.DIRECT, (client.ip, 0), 0)
-        if self._is_banned(office, client.ip, now):
-            return Refused(
-                RefusalCause.NOT_ASSIGNED,
-                f"{client.ip} is banned in office {office}: devices reported bad chunks from it",
-            )
-        stripes = 1  # used only when the office has no live holder: counted then
-        if not self.rendezvous.holders(office, content_id, now):
-            stripes = self._stripe_count(office, content_id, now)
-        answer = self.rendezvous.request(
-            office, content_id, client.device_id.hex(), now, client.ip, stripes
-        )
-        valid_ms = int(max(0.0, answer.expires_at - now) * 1000)
-        if answer.decision is Decision.GRANTED:
-            return LeaseReply(
-                content_id,
-                LeaseDecision.GRANTED,
-                (client.ip, self.settings.data_port),
-                valid_ms,
-                answer.stripes,
-                answer.mask,
-            )
-        holder = self.clients.get(bytes.fromhex(answer.holder)) if answer.holder else None
-        holder_ip = holder.ip if holder is not None else "0.0.0.0"
-        return LeaseReply(
-            content_id, LeaseDecision.REDIRECTED, (holder_ip, self.settings.data_port), valid_ms
-        )
-
-    def _stripe_count(self, office: str, content_id: ContentId, now: float) -> int:
-        """How many stripes an office's WAN copy of a content is split in: one per client
-        of the office that is assigned it and was seen lately (every uplink then carries
-        new chunks from the start), at most ``max_stripes`` and the chunk count."""
-        manifest = self.manifests.get(content_id)
-        cap = min(self.settings.max_stripes, manifest.chunk_count if manifest else 1)
-        if cap <= 1:
-            return 1
-        horizon = now - 3 * self.settings.checkin_seconds
-        count = 0
-        for other in self.clients.values():
-            if (
-                other.last_seen >= horizon
-                and self.office_of(other.ip)[0] == office
-                and self.is_assigned(other, content_id, office)
-            ):
-                count += 1
-                if count >= cap:
-                    break
-        return max(1, count)
-
-    def _office_peers(
-        self, client: ClientRecord, content_id: ContentId, now: float
-    ) -> tuple[Address, ...]:
-        office, _ = self.office_of(client.ip)
-        if office is None:
-            return ()
-        horizon = now - 3 * self.settings.checkin_seconds
-        candidates = [
-            other
-            for other in self.clients.values()
-            if other is not client
-            and other.last_seen >= horizon
-            and self.office_of(other.ip)[0] == office
-            and not self._is_banned(office, other.ip, now)
-        ]
-        candidates.sort(key=lambda other: (content_id not in other.content, -other.last_seen))
-        return tuple((other.ip, self.settings.discovery_port) for other in candidates[:128])
+                self.wan_copy.revoke(office, culprit.device_id.hex())
 
     def _place(self, client: ClientRecord, ip: str) -> None:
         if self._device_at.get(client.ip) == client.device_id:
@@ -639,14 +476,7 @@ class ServerCore:
             return False  # issue 13, row 3: only devices the console assigned it to
         if office is None or office_type in (OfficeType.VPN, OfficeType.NONE):
             return office is not None or self.settings.direct_outside_offices
-        device = client.device_id.hex()
-        if chunk_index is None:
-            return device in self.rendezvous.holders(office, content_id, now)
-        return self.rendezvous.may_fetch(
-            office, content_id, device, chunk_index, now
-        ) and not self.deliveries.in_office(
-            office, content_id, device, chunk_index, now, self._present(office, now)
-        )
+        return self.wan_copy.may_fetch(office, client.device_id.hex(), content_id, chunk_index, now)
 
     def is_assigned(self, client: ClientRecord, content_id: ContentId, office: str | None) -> bool:
         """Does the current assignment document assign ``content_id`` to this client?"""

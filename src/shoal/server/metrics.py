@@ -107,7 +107,7 @@ class ServerCollector(Collector):
         held_back.add_metric([], core.deliveries.refused)
         yield held_back
         bans = CounterMetricFamily("shoal_server_bans", "Peers banned in their office")
-        bans.add_metric([], core.bans_total)
+        bans.add_metric([], core.bad_peers.bans_total)
         yield bans
         reported = GaugeMetricFamily(
             "shoal_server_bad_peer_reporters",

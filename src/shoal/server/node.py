@@ -84,7 +84,7 @@ class ServerNode:
                     self._serve(engine, event, now)
                 elif isinstance(event, ChunkDelivered):
                     self.counters.chunks_served += 1
-                    self.core.chunk_delivered(
+                    self.core.wan_copy.chunk_delivered(
                         event.peer[0], event.content_id, event.chunk_index, now
                     )
 
@@ -108,7 +108,7 @@ class ServerNode:
         sent = serve_from(self.origin, engine, event, now)
         self.counters.bytes_served += sent
         if sent:
-            self.core.chunk_served(event.peer[0], event.content_id, now)
+            self.core.wan_copy.chunk_served(event.peer[0], event.content_id, now)
         if not sent:
             self.counters.refused_not_found += 1
 

@@ -14,8 +14,10 @@ in rounds              register (activation, licence), follow the change feed,
                          that cannot be reached, or has not activated the server,
                          is asked again after ``sync_seconds``;
 every ``report_seconds`` report the client registry (the console answers which
-                         devices hold a seat) and download statistics.
-every ``LEASE_SAVE_SECONDS`` save the rendezvous leases and the delivery ledger.
+                         devices hold a seat) and download statistics
+                         (``shoal.server.registry_report``).
+every ``LEASE_SAVE_SECONDS`` save the rendezvous leases and the delivery ledger
+                         (``shoal.server.state_saver``).
 
 The HTTPS calls are blocking (httpx) and run in a worker thread; what they return is
 applied to ``ServerCore`` on the loop thread, which alone touches it. Everything the
@@ -65,7 +67,6 @@ from shoal.server.console_link import (
     ReportedBan,
     ReportedClient,
     ReportedHolders,
-    ReportedInstall,
 )
 from shoal.server.core import BandwidthLimit, ServerCore, ServerSettings
 from shoal.server.db import open_database, sqlite_url
@@ -73,7 +74,9 @@ from shoal.server.metrics import ServerCollector
 from shoal.server.metrics_listener import MetricsListener
 from shoal.server.node import ServerNode
 from shoal.server.refusal_log import RefusalLog
-from shoal.server.state_store import RowState, StateStore
+from shoal.server.registry_report import registry_report
+from shoal.server.state_saver import StateSaver
+from shoal.server.state_store import StateStore
 from shoal.server.swarm_report import swarm_report
 from shoal.store.content_store import ContentStore
 from shoal.topology import parse_json
@@ -89,8 +92,6 @@ __all__ = [
 
 log = logging.getLogger("shoal.server")
 MIN_SYNC_ROUND = 0.5
-LEASE_SAVE_SECONDS = 1.0
-"""How often the rendezvous leases and the delivery ledger are saved while held."""
 
 
 SERVER_KEY_FILE = "server.key"
@@ -163,6 +164,7 @@ class ServerService:
         self.sync_failures = 0
         self.metrics_listener: MetricsListener | None = None
         self.refusal_log = RefusalLog()
+        self.saver = StateSaver(self.state, self.core, self.refusal_log)
         self._restore()
 
     def _resolve_ports(self) -> PortSet:
@@ -207,7 +209,7 @@ class ServerService:
         leases = self.state.load_leases(time.time())
         if leases is not None:
             saved, elapsed = leases
-            core.restore_lease_state(saved, now, elapsed)
+            core.wan_copy.restore_lease_state(saved, now, elapsed)
 
     def _apply_certificate(self, certificate: bytes) -> bool:
         """Serve ``certificate`` if it certifies this server's current key."""
@@ -367,41 +369,6 @@ class ServerService:
         self.link.report_swarm(*swarm)
         return answer
 
-    def registry_report(self) -> tuple[list[ReportedClient], list[DownloadTotals]]:
-        core = self.core
-        clients = []
-        for record in core.clients.values():
-            content = []
-            for progress in record.content.values():
-                complete = progress.chunk_count > 0 and progress.chunks_done == progress.chunk_count
-                content.append((progress.content_id.hex, core.bytes_done(progress), complete))
-            clients.append(
-                ReportedClient(
-                    device_id=record.device_id.hex(),
-                    hostname=record.hostname or "unnamed",
-                    address=record.ip,
-                    subnet=record.subnet,
-                    version=record.version,
-                    content=tuple(content),
-                    public_key=record.public_key.hex(),
-                    installs=tuple(
-                        ReportedInstall(
-                            report.content_id.hex,
-                            report.status.name.lower(),
-                            report.attempts,
-                            report.exit_code,
-                            report.output_tail,
-                        )
-                        for report in record.installs.values()
-                    ),
-                )
-            )
-        totals = [
-            DownloadTotals(content_id.hex, office or "(no office)", peers, server)
-            for (content_id, office), (peers, server) in core.download_statistics().items()
-        ]
-        return clients, totals
-
     def apply_report_answer(self, answer: dict[str, Any]) -> None:
         refusals = {}
         for placed in answer.get("clients", []):
@@ -455,7 +422,7 @@ class ServerService:
         tasks = [
             asyncio.create_task(self._sync_loop(stop)),
             asyncio.create_task(self._report_loop(stop)),
-            asyncio.create_task(self._lease_loop(stop)),
+            asyncio.create_task(self.saver.lease_loop(stop)),
         ]
         try:
             await stop.wait()
@@ -465,7 +432,7 @@ class ServerService:
             await asyncio.gather(*tasks, return_exceptions=True)
             if self.metrics_listener is not None:
                 await self.metrics_listener.close()
-            self._save_registry()
+            self.saver.save_now()
             self.runner.close()
             self.origin.close()
             self.link.close()
@@ -524,10 +491,10 @@ class ServerService:
     async def _report_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await sleep_or_stop(stop, self.config.report_seconds)
-            await self._save_registry_soon()
+            await self.saver.save_registry_soon()
             if self.state.get("activated") != "1":
                 continue
-            clients, totals = self.registry_report()
+            clients, totals = registry_report(self.core)
             swarm = swarm_report(self.core, asyncio.get_running_loop().time(), time.time())
             try:
                 answer = await asyncio.to_thread(self.report_once, clients, totals, swarm)
@@ -535,77 +502,3 @@ class ServerService:
                 log.warning("report to the console failed: %s", error)
             else:
                 self.apply_report_answer(answer)
-
-    async def _lease_loop(self, stop: asyncio.Event) -> None:
-        """Save the rendezvous leases and the delivery ledger within
-        ``LEASE_SAVE_SECONDS`` of a grant, a free stripe or a delivery (in a worker
-        thread; renewals alone are not saved, a restart counts every holder as renewed):
-        a server that crashes loses at most that much of them."""
-        saved = None
-        while not stop.is_set():
-            await sleep_or_stop(stop, LEASE_SAVE_SECONDS)
-            changes = self.core.lease_changes
-            if changes == saved:
-                continue
-            lease_state = self.core.lease_state(asyncio.get_running_loop().time())
-            await asyncio.to_thread(self.state.save_leases, lease_state, time.time())
-            saved = changes
-
-    def _log_refusals(self) -> None:
-        """Say in the log which devices were refused, why and what to do: once per
-        (device, cause), so a device retrying every few seconds is one line."""
-        refusals = self.core.recent_refusals
-        self.refusal_log.log(refusals)
-        refusals.clear()
-
-    def _save_registry(self) -> None:
-        """Write the registry and the leases now, on the event loop (at shutdown)."""
-        self.state.save_rows(*self._registry_changes())
-        self.state.save_leases(self.core.lease_state(time.monotonic()), time.time())
-        self._save_reports()
-
-    async def _save_registry_soon(self) -> None:
-        """Write what changed in the registry since the last save, in a worker thread:
-        with 10,000 devices, writing every row on the event loop every few seconds held
-        the control path for seconds (check-ins answered after 5-8 s, registrations
-        timing out)."""
-        states, wall_now, expired = self._registry_changes()
-        if states or expired:
-            await asyncio.to_thread(self.state.save_rows, states, wall_now, expired)
-        self._save_reports()
-
-    def _registry_changes(self) -> tuple[list[RowState], float, list[bytes]]:
-        """The registry entries changed since they were last written (as plain values),
-        the wall-clock time, and the expired device IDs."""
-        self._log_refusals()
-        core = self.core
-        expired, core.expired = core.expired, []
-        changed = self.state.changed_rows(core.clients.values(), expired)
-        return changed, time.time(), expired
-
-    def _save_reports(self) -> None:
-        core = self.core
-        reports = list(core.bad_peer_reports)
-        core.bad_peer_reports.clear()
-        if reports:
-            self.state.add_bad_peer_reports(
-                [
-                    (
-                        r.reporter.hex(),
-                        r.content_id.hex,
-                        f"{r.peer[0]}:{r.peer[1]}",
-                        r.chunk_index,
-                        time.time(),
-                    )
-                    for r in reports
-                ]
-            )
-        while core.new_bans:
-            ban = core.new_bans.popleft()
-            log.warning(
-                "peer %s banned in office %s: %d devices report bad chunks of %s from it",
-                ban.peer_ip,
-                ban.office,
-                ban.reporters,
-                ban.content_id.short,
-            )

@@ -147,7 +147,7 @@ class StateStore:
         return records
 
     def save_leases(self, lease_state: dict[str, Any], wall_now: float) -> None:
-        """Blocking: write the leases and delivery ledger (``ServerCore.lease_state``)."""
+        """Blocking: write the leases and delivery ledger (``WanCopy.lease_state``)."""
         self.put({LEASES_KEY: json.dumps({"saved_at": wall_now, "state": lease_state})})
 
     def load_leases(self, wall_now: float) -> tuple[dict[str, Any], float] | None:

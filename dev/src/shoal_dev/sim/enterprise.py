@@ -171,7 +171,7 @@ class Enterprise:
         the rendezvous leases and delivery ledger (``ServerService`` saves them every
         ``LEASE_SAVE_SECONDS``, 1 s; here as they are when it dies)."""
         now = self.network.now
-        self.saved_leases = (self.server.core.lease_state(now), now)
+        self.saved_leases = (self.server.core.wan_copy.lease_state(now), now)
         if self.fabric is not None:
             self.fabric.kill(self.server_host())
         else:
@@ -184,7 +184,7 @@ class Enterprise:
         if self.saved_leases is not None:
             saved, saved_at = self.saved_leases
             now = self.network.now
-            self.server.core.restore_lease_state(saved, now, now - saved_at)
+            self.server.core.wan_copy.restore_lease_state(saved, now, now - saved_at)
         self.network.restart(self.server_host(), self.server.bindings(), self.server)
 
     def restart(self, client: SimClient) -> None:

@@ -1,0 +1,264 @@
+"""Each office's WAN copy of a content: rendezvous leases, stripes, the delivery ledger.
+
+Theory of operation
+-------------------
+A client in a sharing office (Default or WiFi) fetches a content from the server only
+while it holds the rendezvous lease for (office, content) (``lease``); a client in a
+VPN office, or in no office when ``direct_outside_offices`` allows it, is told to
+fetch directly. The first lease of an office splits the content in stripes, one per
+client of the office assigned it and seen lately (``max_stripes`` at most), so that
+every uplink carries new chunks from the start (``shoal.server.rendezvous``). The data
+plane reports each chunk it served (``chunk_served``: the holder is not stalling) and
+each chunk delivered in full (``chunk_delivered``: the office now holds it,
+``shoal.server.deliveries``); ``may_fetch`` then lets a holder fetch only its stripes'
+chunks the office does not hold yet. A holder that completes releases its lease
+(``release_lease``); a banned peer gets no lease and is left out of peer lists
+(``office_peers``), and a ban revokes what it held (``revoke``).
+
+The leases and the ledger are saved as plain values (``lease_state``, whenever
+``lease_changes`` moves) and restored after a restart (``restore_lease_state``).
+
+What it reads of the registry (clients, their offices, assignments, manifests,
+settings) it reads through ``OfficeDirectory`` (``ServerCore``); time is passed in.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from shoal.core.address import Address
+from shoal.core.ids import ContentId
+from shoal.core.manifest import Manifest
+from shoal.server.bad_peers import BadPeerBook
+from shoal.server.deliveries import DeliveryLedger, Presence
+from shoal.server.registry import ClientRecord, ServerSettings
+from shoal.server.rendezvous import Decision, RendezvousTable
+from shoal.wire.control import (
+    ControlBody,
+    LeaseDecision,
+    LeaseReply,
+    OfficeType,
+    RefusalCause,
+    Refused,
+)
+
+__all__ = ["OfficeDirectory", "WanCopy"]
+
+_SHARING = (OfficeType.DEFAULT, OfficeType.WIFI)
+
+
+class OfficeDirectory(Protocol):
+    """What the WAN copy reads of the server's registry (``ServerCore``)."""
+
+    @property
+    def settings(self) -> ServerSettings: ...
+
+    @property
+    def clients(self) -> dict[bytes, ClientRecord]: ...
+
+    @property
+    def manifests(self) -> dict[ContentId, Manifest]: ...
+
+    def office_of(self, ip: str) -> tuple[str | None, OfficeType]: ...
+
+    def client_at(self, ip: str) -> ClientRecord | None: ...
+
+    def is_assigned(
+        self, client: ClientRecord, content_id: ContentId, office: str | None
+    ) -> bool: ...
+
+
+class WanCopy:
+    """Rendezvous leases, stripes and the delivery ledger of every office."""
+
+    def __init__(
+        self,
+        directory: OfficeDirectory,
+        rendezvous: RendezvousTable,
+        deliveries: DeliveryLedger,
+        bad_peers: BadPeerBook,
+    ) -> None:
+        self.directory = directory
+        self.rendezvous = rendezvous
+        self.deliveries = deliveries
+        self.bad_peers = bad_peers
+
+    def chunk_served(self, client_ip: str, content_id: ContentId, now: float) -> None:
+        """The data plane served a chunk of ``content_id`` to ``client_ip``: if it is the
+        office's rendezvous point, it is bringing the content in (not stalling)."""
+        directory = self.directory
+        client = directory.client_at(client_ip)
+        if client is None:
+            return
+        office, _ = directory.office_of(client_ip)
+        if office is not None:
+            self.rendezvous.progress(office, content_id, client.device_id.hex(), now)
+
+    def chunk_delivered(
+        self, client_ip: str, content_id: ContentId, chunk_index: int, now: float
+    ) -> None:
+        """The data plane delivered a chunk in full (every byte acknowledged) to the
+        client at ``client_ip``: in a sharing office, the office now holds it."""
+        directory = self.directory
+        client = directory.client_at(client_ip)
+        office, office_type = directory.office_of(client_ip)
+        if content_id not in directory.manifests:
+            return  # a blob (assignments, manifest), not a content chunk
+        if client is not None and office is not None and office_type in _SHARING:
+            self.deliveries.delivered(office, content_id, client.device_id.hex(), chunk_index, now)
+
+    def may_fetch(
+        self, office: str, device: str, content_id: ContentId, chunk_index: int | None, now: float
+    ) -> bool:
+        """May ``device`` (hex ID), of the sharing ``office``, fetch ``content_id`` from
+        the server now: does it hold the lease (with ``chunk_index``: a stripe with that
+        chunk, which the office does not hold yet)?"""
+        if chunk_index is None:
+            return device in self.rendezvous.holders(office, content_id, now)
+        return self.rendezvous.may_fetch(
+            office, content_id, device, chunk_index, now
+        ) and not self.deliveries.in_office(
+            office, content_id, device, chunk_index, now, self._present(office, now)
+        )
+
+    def _present(self, office: str, now: float) -> Presence:
+        """Is a device (hex ID) still in ``office``: seen within two check-in periods,
+        at an address of the office, not banned there?"""
+        directory = self.directory
+        horizon = now - 2 * directory.settings.checkin_seconds
+
+        def present(device: str) -> bool:
+            client = directory.clients.get(bytes.fromhex(device))
+            return (
+                client is not None
+                and client.last_seen >= horizon
+                and directory.office_of(client.ip)[0] == office
+                and not self.bad_peers.is_banned(office, client.ip, now)
+            )
+
+        return present
+
+    def revoke(self, office: str, device: str) -> None:
+        """``device`` (hex ID) was banned in ``office``: its lease goes, and what it was
+        delivered counts no more as in the office."""
+        self.rendezvous.revoke(office, device)
+        self.deliveries.forget_device(office, device)
+
+    def expire(self, now: float) -> None:
+        """Drop leases and ledger entries past their time."""
+        self.rendezvous.expire(now)
+        self.deliveries.expire(now)
+
+    def lease_state(self, now: float) -> dict[str, Any]:
+        """The rendezvous leases and the delivery ledger as plain values (JSON), for the
+        state store: a restarted server keeps each office's holders and what it already
+        sent them (``restore_lease_state``)."""
+        return {
+            "rendezvous": self.rendezvous.snapshot(now),
+            "deliveries": self.deliveries.snapshot(now),
+        }
+
+    @property
+    def lease_changes(self) -> tuple[int, int]:
+        """Moves whenever ``lease_state`` holds something new (not at mere renewals)."""
+        return self.rendezvous.changes, self.deliveries.changes
+
+    def restore_lease_state(self, saved: dict[str, Any], now: float, elapsed: float) -> None:
+        """Take back ``lease_state`` saved ``elapsed`` seconds ago (wall clock)."""
+        self.rendezvous.restore(saved.get("rendezvous", {}), now, elapsed)
+        self.deliveries.restore(saved.get("deliveries", []), now, elapsed)
+
+    def release_lease(self, client: ClientRecord, content_id: ContentId) -> None:
+        """A complete rendezvous point has brought every chunk into the office: its lease
+        goes now, not lease_seconds after it falls silent."""
+        office, _ = self.directory.office_of(client.ip)
+        if office is not None:
+            self.rendezvous.release(office, content_id, client.device_id.hex())
+
+    def lease(self, client: ClientRecord, content_id: ContentId, now: float) -> ControlBody:
+        """The answer to a client's LEASE: granted (with its stripes), redirected to the
+        office's holder, direct (VPN or no office), or refused."""
+        directory = self.directory
+        settings = directory.settings
+        if content_id not in directory.manifests:
+            return Refused(
+                RefusalCause.UNKNOWN_CONTENT, f"content {content_id.short} is not on this server"
+            )
+        office, office_type = directory.office_of(client.ip)
+        if office is None or office_type in (OfficeType.VPN, OfficeType.NONE):
+            if office is None and not settings.direct_outside_offices:
+                return Refused(
+                    RefusalCause.NOT_ASSIGNED,
+                    f"{client.ip} is outside every known network; direct "
+                    "download from the server is disabled by policy",
+                )
+            return LeaseReply(content_id, LeaseDecision.DIRECT, (client.ip, 0), 0)
+        if self.bad_peers.is_banned(office, client.ip, now):
+            return Refused(
+                RefusalCause.NOT_ASSIGNED,
+                f"{client.ip} is banned in office {office}: devices reported bad chunks from it",
+            )
+        stripes = 1  # used only when the office has no live holder: counted then
+        if not self.rendezvous.holders(office, content_id, now):
+            stripes = self._stripe_count(office, content_id, now)
+        answer = self.rendezvous.request(
+            office, content_id, client.device_id.hex(), now, client.ip, stripes
+        )
+        valid_ms = int(max(0.0, answer.expires_at - now) * 1000)
+        if answer.decision is Decision.GRANTED:
+            return LeaseReply(
+                content_id,
+                LeaseDecision.GRANTED,
+                (client.ip, settings.data_port),
+                valid_ms,
+                answer.stripes,
+                answer.mask,
+            )
+        holder = directory.clients.get(bytes.fromhex(answer.holder)) if answer.holder else None
+        holder_ip = holder.ip if holder is not None else "0.0.0.0"
+        return LeaseReply(
+            content_id, LeaseDecision.REDIRECTED, (holder_ip, settings.data_port), valid_ms
+        )
+
+    def _stripe_count(self, office: str, content_id: ContentId, now: float) -> int:
+        """How many stripes an office's WAN copy of a content is split in: one per client
+        of the office that is assigned it and was seen lately (every uplink then carries
+        new chunks from the start), at most ``max_stripes`` and the chunk count."""
+        directory = self.directory
+        manifest = directory.manifests.get(content_id)
+        cap = min(directory.settings.max_stripes, manifest.chunk_count if manifest else 1)
+        if cap <= 1:
+            return 1
+        horizon = now - 3 * directory.settings.checkin_seconds
+        count = 0
+        for other in directory.clients.values():
+            if (
+                other.last_seen >= horizon
+                and directory.office_of(other.ip)[0] == office
+                and directory.is_assigned(other, content_id, office)
+            ):
+                count += 1
+                if count >= cap:
+                    break
+        return max(1, count)
+
+    def office_peers(
+        self, client: ClientRecord, content_id: ContentId, now: float
+    ) -> tuple[Address, ...]:
+        """The client's office peers seen lately and not banned there (those holding
+        ``content_id`` first, then the most recently seen), at most 128."""
+        directory = self.directory
+        office, _ = directory.office_of(client.ip)
+        if office is None:
+            return ()
+        horizon = now - 3 * directory.settings.checkin_seconds
+        candidates = [
+            other
+            for other in directory.clients.values()
+            if other is not client
+            and other.last_seen >= horizon
+            and directory.office_of(other.ip)[0] == office
+            and not self.bad_peers.is_banned(office, other.ip, now)
+        ]
+        candidates.sort(key=lambda other: (content_id not in other.content, -other.last_seen))
+        return tuple((other.ip, directory.settings.discovery_port) for other in candidates[:128])
