@@ -337,3 +337,21 @@ def test_a_new_topology_places_a_known_address_again(server: ServerCore) -> None
     assert server.office_of("10.3.0.1") == (None, OfficeType.NONE)
     server.topology = None
     assert server.office_of("10.2.0.7") == (None, OfficeType.NONE)
+
+
+def test_a_client_that_holds_the_content_whole_gets_no_stripe_counted(server: ServerCore) -> None:
+    """A client of the office that already holds the content never asks for a lease: a
+    stripe counted for it would wait lease_seconds before anyone fetched its chunks."""
+    server.add_manifest(CONSOLE.sign(STRIPED).encode())
+    entry = {"id": 2, "content_id": STRIPED.content_id.hex, "target_kind": "everyone"}
+    document = {"assignments": [{**entry, "target": None, "offices": None, "background": False}]}
+    server.set_assignments(encode_envelope(sign_assignments(CONSOLE, document)))
+    for number in (1, 2, 3):
+        register(server, number, f"10.1.0.{number}")
+    done = CheckIn((ContentProgress(STRIPED.content_id, 4, 4, 0, 0),))
+    ask(server, 3, "10.1.0.3", done)  # holds all 4 chunks already
+    replies = [ask(server, n, f"10.1.0.{n}", Lease(STRIPED.content_id)) for n in (1, 2)]
+    assert [(r.decision, r.stripes, r.stripe_mask) for r in replies] == [  # type: ignore[union-attr]
+        (LeaseDecision.GRANTED, 2, 0b01),
+        (LeaseDecision.GRANTED, 2, 0b10),
+    ]

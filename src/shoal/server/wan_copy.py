@@ -222,8 +222,12 @@ class WanCopy:
 
     def _stripe_count(self, office: str, content_id: ContentId, now: float) -> int:
         """How many stripes an office's WAN copy of a content is split in: one per client
-        of the office that is assigned it and was seen lately (every uplink then carries
-        new chunks from the start), at most ``max_stripes`` and the chunk count."""
+        of the office that is assigned it, was seen lately and has not reported holding
+        it whole (every uplink then carries new chunks from the start), at most
+        ``max_stripes`` and the chunk count. A client that already holds the content never
+        asks for a lease, so a stripe counted for it would lie unclaimed for
+        ``lease_seconds`` before a holder takes it over (corrupt-peer lab: T_last 1.7 s ->
+        6.6 s, the liar already holding the package)."""
         directory = self.directory
         manifest = directory.manifests.get(content_id)
         cap = min(directory.settings.max_stripes, manifest.chunk_count if manifest else 1)
@@ -236,6 +240,7 @@ class WanCopy:
                 other.last_seen >= horizon
                 and directory.office_of(other.ip)[0] == office
                 and directory.is_assigned(other, content_id, office)
+                and not _holds_whole(other, content_id)
             ):
                 count += 1
                 if count >= cap:
@@ -262,3 +267,9 @@ class WanCopy:
         ]
         candidates.sort(key=lambda other: (content_id not in other.content, -other.last_seen))
         return tuple((other.ip, directory.settings.discovery_port) for other in candidates[:128])
+
+
+def _holds_whole(client: ClientRecord, content_id: ContentId) -> bool:
+    """Has ``client`` reported (in its last check-in) every chunk of the content?"""
+    progress = client.content.get(content_id)
+    return progress is not None and 0 < progress.chunk_count <= progress.chunks_done
