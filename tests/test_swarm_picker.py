@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.core.chunkset import ChunkSet
-from shoal.protocol.swarm import ChunkPicker
+from shoal.protocol.swarm import MAX_SEARCHING_ONLY, ChunkPicker
 
 
 def test_rarest_chunks_are_asked_for_first() -> None:
@@ -229,3 +229,18 @@ def test_an_empty_handed_downloader_fetches_a_new_chunk_whatever_its_hash() -> N
             assert holder_asks == [("source", chunk)]
             fetchers.add(chunk)
     assert 0 < len(fetchers) < 8  # the hash chose each of them for some chunks
+
+
+def test_forged_searchers_cannot_grow_the_picker_and_silent_ones_make_room() -> None:
+    """A query's source is not proven: a LAN host forging queries from many addresses
+    fills a bounded table, and a real downloader that searches once the forged ones fall
+    silent is heard again."""
+    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(4, [0]), me="me", key=str)
+    for n in range(10 * MAX_SEARCHING_ONLY):
+        picker.peer_searching(f"forged-{n}", now=0.0)
+    assert len(picker._availability) == MAX_SEARCHING_ONLY
+    picker.peer_searching("real", now=1.0)
+    assert "real" not in picker._availability  # full, and every forged one is fresh
+    picker.peer_searching("real", now=picker.searching_horizon + 0.5)
+    assert "real" in picker._availability
+    assert len(picker._availability) == 1  # the silent ones were forgotten

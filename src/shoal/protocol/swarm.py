@@ -63,6 +63,11 @@ from shoal.core.chunkset import ChunkSet
 Peer = TypeVar("Peer", bound=Hashable)
 
 
+MAX_SEARCHING_ONLY = 256
+"""Peers a picker keeps that it knows only from their discovery queries (forged sources
+cannot grow the table beyond this; an office's real downloaders fit many times over)."""
+
+
 class ChunkPicker(Generic[Peer]):
     """Rarest-first chunk scheduling over a set of peers, with an endgame."""
 
@@ -150,8 +155,14 @@ class ChunkPicker(Generic[Peer]):
 
     def peer_searching(self, peer: Peer, now: float) -> None:
         """``peer`` searches for this content (a discovery query): a downloader of the
-        office, which may hold nothing yet (``peer_has`` says what it holds)."""
+        office, which may hold nothing yet (``peer_has`` says what it holds).
+
+        A query's source address is not proven, so peers known only from queries are
+        bounded (``MAX_SEARCHING_ONLY``): a flood of forged queries costs a bounded table,
+        and a searcher that fell silent for ``searching_horizon`` makes room."""
         if peer in self._banned or peer in self._origins:
+            return
+        if peer not in self._availability and not self._room_for_searcher(now):
             return
         self._searching[peer] = now
         if peer not in self._availability:
@@ -159,6 +170,18 @@ class ChunkPicker(Generic[Peer]):
             self._availability_mask[peer] = 0
             self._peer_load.setdefault(peer, 0)
             self._designated.clear()  # the downloaders changed
+
+    def _room_for_searcher(self, now: float) -> bool:
+        """Is there room for one more peer known only from its queries (it announced
+        nothing, so it was never asked for a chunk)? Searchers silent for
+        ``searching_horizon`` are forgotten first."""
+        only_searching = [p for p in self._searching if not self._availability_mask.get(p, 0)]
+        if len(only_searching) < MAX_SEARCHING_ONLY:
+            return True
+        stale = [p for p in only_searching if now - self._searching[p] > self.searching_horizon]
+        for peer in stale:
+            self.peer_gone(peer)
+        return len(only_searching) - len(stale) < MAX_SEARCHING_ONLY
 
     def _empty_handed(self, peer: Peer, now: float) -> bool:
         """Does ``peer`` search for the content and hold nothing of it (as far as we know)?"""
