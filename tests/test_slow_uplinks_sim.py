@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from shoal.core.chunking import chunk_size_for
 from shoal_dev.sim.enterprise import SimOffice, build_enterprise, file_sha256
 
 MIB = 1024 * 1024
@@ -37,7 +38,7 @@ def slow_uplinks(tmp_path_factory: pytest.TempPathFactory) -> SlowUplinksRun:
         root,
         [SimOffice("Branch", "10.1.0.0/24", CLIENTS, wan_rate=WAN / 8)],
         package_size=SIZE,
-        chunk_size=MIB,
+        chunk_size=chunk_size_for(SIZE),  # the console's: 128 KiB for 4 MiB
         checkin_seconds=60,
         lease_seconds=10.0,
     )
