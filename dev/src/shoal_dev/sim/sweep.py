@@ -7,8 +7,9 @@ Each cell of the grid (``shoal_dev.sweep``) becomes one office behind its WAN li
 transfer engine and content stores): clients' uplinks and downlinks, the WAN's rate and
 round trip, and the queue depth of every link of the office are the cell's. The package
 is cut as the console cuts an upload (``chunk_size_for``, unless the cell says
-``chunk_kib``) and assigned to everyone at virtual time 0. The run's clock starts (``t0``) when the first
-client begins its download, so registration round trips do not count; a cell with churn
+``chunk_kib``) and assigned to everyone at virtual time 0. The run's clock starts
+(``t0``) when the first client begins its download, so registration round trips do not
+count; a cell with churn
 kills its clients (the office's rendezvous point first) at ``t0 + 0.3 T_lb1`` and brings
 them back 3 s later on their stores as they were, as a restarted process would.
 
