@@ -429,12 +429,9 @@ class ChunkPicker(Generic[Peer]):
                 if now is not None and not self._may_fetch_from_source(chunk_index, peer, now):
                     continue
                 return chunk_index
-            if (
-                peer not in asked
-                and len(asked) < duplicates_allowed
-                and (now is None or self._late(chunk_index, asked, now))
-            ):
-                return chunk_index
+            if peer not in asked and len(asked) < duplicates_allowed:
+                if now is None or self._late(chunk_index, asked, now):
+                    return chunk_index
         return None
 
     def _late(self, chunk_index: int, asked: set[Peer], now: float) -> bool:
