@@ -45,22 +45,6 @@ def test_endgame_duplicates_the_last_chunks_and_cancels_the_losers() -> None:
     assert picker.complete
 
 
-def test_endgame_duplicates_only_a_late_request_where_rates_are_measured() -> None:
-    # Where uplinks bind, a duplicate takes a peer's uplink from a chunk another client
-    # needs: a request arriving on time is not duplicated, a late one is.
-    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(4), max_in_flight_per_peer=1)
-    picker.peer_has("a", ChunkSet.full(4))
-    picker.peer_has("b", ChunkSet.full(4))
-    for peer, chunk in picker.next_requests(now=0.0):
-        picker.received(chunk, peer, now=1.0)  # both peers deliver in 1 s
-    second = dict(picker.next_requests(now=1.0))
-    picker.received(second["a"], "a", now=1.5)
-    assert picker.next_requests(now=1.5) == []  # b's request is 0.5 s old: on time
-    assert picker.next_requests(now=2.9) == []  # within endgame_after (2) x 1 s
-    assert picker.next_requests(now=3.5) == [("a", second["b"])]  # late: duplicated
-    assert picker.received(second["b"], "a", now=3.6) == ["b"]
-
-
 def test_a_banned_peer_is_never_asked_again_and_its_requests_move_on() -> None:
     picker: ChunkPicker[str] = ChunkPicker(ChunkSet(3), max_in_flight_per_peer=3)
     picker.peer_has("liar", ChunkSet.full(3))

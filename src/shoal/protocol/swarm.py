@@ -14,12 +14,6 @@ sends them, and reports back with ``received``/``failed``.
 * **Endgame**: once every missing chunk is in flight, an idle peer may be asked for a
   chunk already requested elsewhere (at most ``endgame_duplicates`` requests per chunk);
   ``received`` returns the other peers whose duplicate request should be cancelled.
-  With ``now`` and measured rates, only a chunk whose every request is late is
-  duplicated: asked more than ``endgame_after`` times its peer's measured request-to-
-  arrival time ago (a request to an unmeasured peer counts as late). Where uplinks bind,
-  a duplicate takes a peer's uplink from a chunk someone else needs: duplicating every
-  chunk in flight cost the 20 Mbit/s CI cells 18% of their upload bytes (cancelled
-  duplicates), for requests that were arriving on time.
 * **Bans**: a peer that served a bad chunk is banned for this content: its requests
   are released and it is never asked again.
 * **Origin of last resort**: a peer added with ``origin=True`` (the P2P server, over
@@ -83,7 +77,6 @@ class ChunkPicker(Generic[Peer]):
         *,
         max_in_flight_per_peer: int = 4,
         endgame_duplicates: int = 2,
-        endgame_after: float | None = 2.0,
         rng: random.Random | None = None,
         me: Peer | None = None,
         key: Callable[[Peer], str] = repr,
@@ -96,7 +89,6 @@ class ChunkPicker(Generic[Peer]):
         self._count = have.count
         self.max_in_flight_per_peer = max_in_flight_per_peer
         self.endgame_duplicates = endgame_duplicates
-        self.endgame_after = endgame_after
         tie_break = list(range(self._count))
         (rng or random.Random(0)).shuffle(tie_break)
         self._tie_break = tie_break
@@ -430,21 +422,8 @@ class ChunkPicker(Generic[Peer]):
                     continue
                 return chunk_index
             if peer not in asked and len(asked) < duplicates_allowed:
-                if now is None or self._late(chunk_index, asked, now):
-                    return chunk_index
+                return chunk_index
         return None
-
-    def _late(self, chunk_index: int, asked: set[Peer], now: float) -> bool:
-        """Is every request for ``chunk_index`` late (endgame, see the module docstring)?"""
-        if self.endgame_after is None:
-            return True
-        rates, asked_at = self._rates, self._asked_at
-        for holder in asked:
-            rate = rates.get(holder)
-            when = asked_at.get((chunk_index, holder))
-            if rate is not None and when is not None and now - when <= self.endgame_after / rate:
-                return False
-        return True
 
     # ------------------------------------------------------------- fan-out
 
