@@ -146,8 +146,8 @@ def test_ci_cells_deliver_the_package_and_cross_the_wan_once(ci_cell_row: dict) 
 
 NOT_MET_YET = pytest.mark.xfail(
     strict=True,
-    reason="issue 9, not met yet: 1.52-1.59 x T_lb1 in these cells (seeds 1-3) with "
-    "128 KiB chunks (chunk_size_for) and late-only endgame duplicates; what is left is "
+    reason="issue 9, not met yet: 1.52-1.61 x T_lb1 in these cells (seeds 1-3) with "
+    "128 KiB chunks (chunk_size_for); what is left is "
     "mostly the start: the manifest's two round trips and the WAN's first chunks over "
     "100 ms (about 0.55 s of 1.4-1.7 s), see docs/network.md",
 )
