@@ -350,6 +350,12 @@ class ChunkPicker(Generic[Peer]):
             self._order = missing
         return self._order
 
+    def nothing_to_ask(self, now: float) -> bool:
+        """Will ``next_requests(limit, now)`` ask nothing? True when nothing changed
+        since an ask found nothing and no deadline passed since (a cheap look: the
+        agent asks after every input); False when that is not known."""
+        return self._idle_until is not None and now < self._idle_until
+
     def next_requests(
         self, limit: int | None = None, now: float | None = None
     ) -> list[tuple[Peer, int]]:
@@ -357,8 +363,8 @@ class ChunkPicker(Generic[Peer]):
 
         Without ``now`` the fan-out limit is off.
         """
-        if now is not None and self._idle_until is not None and now < self._idle_until:
-            return []  # nothing changed since the last ask found nothing (``_changed``)
+        if now is not None and self.nothing_to_ask(now):
+            return []
         self._changed()
         requests: list[tuple[Peer, int]] = []
         if now is not None:
