@@ -171,6 +171,7 @@ class AgentCore:
                 extra_broadcast_ports=config.extra_broadcast_ports,
             ),
             now,
+            rng=random.Random(self.rng.random()),
         )
         self.blobs = BlobFetcher(self.engines)
         self.registrar = RegistrationMachine(

@@ -41,6 +41,7 @@ exceed the credit is not sent, and counted.
 from __future__ import annotations
 
 import ipaddress
+import random
 from collections import OrderedDict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -138,8 +139,17 @@ class DiscoveryConfig:
     extra_broadcast_ports: tuple[int, ...] = ()
     """Also broadcast queries to these ports (peers running on the alternative ports)."""
     query_interval: float = 1.0
+    """Between two queries of a search while it holds nothing or has heard of no holder."""
+    settled_query_interval: float = 5.0
+    """Between two queries once it holds a chunk and has heard of a holder: pushes keep
+    it informed, the query only keeps its interest alive (``interest_seconds``)."""
     push_interval: float = 0.02
-    interest_seconds: float = 5.0
+    interest_seconds: float = 12.0
+    """How long a query registers interest (pushes); beyond two settled intervals."""
+    neighbours: int = 8
+    """Peers a push round reaches at most (drawn afresh each round from the interested
+    ones), and peers a unicast search asks per settled query: O(neighbours) datagrams
+    per chunk gained, whatever the office's size."""
     #: How long a token, and a validation proven with it, lasts (RFC 9000 §8.1.3).
     token_lifetime: float = DEFAULT_TOKEN_LIFETIME
 
@@ -151,6 +161,8 @@ class _Search:
     query_id: int
     #: Zero bytes each query carries, so that an unvalidated holder may answer it.
     padding: int = 0
+    #: A holder answered with chunks: the search may settle (``settled_query_interval``).
+    heard_of_holder: bool = False
 
 
 @dataclass(slots=True)
@@ -164,9 +176,16 @@ class DiscoveryMachine:
     """Sans-I/O discovery for one client, bound to the discovery port."""
 
     def __init__(
-        self, config: DiscoveryConfig, now: float, *, token_key: bytes | None = None
+        self,
+        config: DiscoveryConfig,
+        now: float,
+        *,
+        token_key: bytes | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
+        #: Draws push targets and unicast query targets (seeded in the simulator).
+        self._rng = rng or random.Random()
         self.counters = DiscoveryCounters()
         self._validator = AddressValidator(token_key, config.token_lifetime)
         #: Address -> when it last proved it receives there (a valid echoed token).
@@ -270,6 +289,8 @@ class DiscoveryMachine:
             counters.answers_received += 1
             search = self._searches.get(message.content_id)
             if search is not None:
+                if message.chunks:
+                    search.heard_of_holder = True
                 self._emit(PeerAvailable(peer_ip, message.content_id, message.chunks, addr[1]))
                 self._note_answerer(message.content_id, addr, now)
                 if message.token != NO_TOKEN:
@@ -394,6 +415,8 @@ class DiscoveryMachine:
         for content_id, search in self._searches.items():
             if search.next_query > now:
                 continue
+            holding = self._holdings.get(content_id)
+            settled = search.heard_of_holder and holding is not None and bool(holding.chunks)
             # Our own periodic queries: to the broadcast address, or to the peers the
             # server listed (it vouches for them), never in answer to anyone.
             if search.unicast_peers is None:
@@ -403,17 +426,27 @@ class DiscoveryMachine:
                 for broadcast_port in (port, *self.config.extra_broadcast_ports):
                     self._outbox.append((query, (self.config.broadcast_address, broadcast_port)))
             else:
-                for peer_ip in search.unicast_peers:
+                peers = search.unicast_peers
+                if settled and len(peers) > self.config.neighbours:
+                    peers = tuple(self._rng.sample(peers, self.config.neighbours))
+                for peer_ip in peers:
                     peer = (peer_ip, port)
                     self._outbox.append((self._query(search, content_id, peer), peer))
             self.counters.queries_sent += 1
-            search.next_query = now + self.config.query_interval
+            search.next_query = now + (
+                self._rng.uniform(0.75, 1.25) * self.config.settled_query_interval
+                if settled
+                else self.config.query_interval
+            )
         for content_id, holding in self._holdings.items():
             if holding.push_due is None or holding.push_due > now:
                 continue
             holding.push_due = None
             self._forget_stale_interest(holding, now)
-            for peer_address in holding.interested:
+            targets: Iterable[Address] = holding.interested
+            if len(holding.interested) > self.config.neighbours:
+                targets = self._rng.sample(list(holding.interested), self.config.neighbours)
+            for peer_address in targets:
                 if self._send_have(0, content_id, holding.chunks, peer_address, now):
                     self.counters.pushes_sent += 1
 
