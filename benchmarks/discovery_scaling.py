@@ -20,11 +20,13 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from shoal.protocol.discovery import DiscoveryMachine
 from shoal_dev.sim.estate import parse_scenario, run_scenario
 
 COUNTS = {"sent": 0, "received": 0}
+LAST: dict[str, Any] = {}
 
 
 def _count() -> None:
@@ -43,7 +45,7 @@ def _count() -> None:
     DiscoveryMachine.receive_datagram = receive_datagram  # type: ignore[method-assign]
 
 
-def scenario_text(clients: int, size_mb: float, chunk_kib: int) -> str:
+def scenario_text(clients: int, size_mb: float, chunk_kib: int, wan_mbit: float = 50) -> str:
     return f"""
 name = "office-{clients}"
 size_mb = {size_mb}
@@ -54,18 +56,21 @@ timeout_s = 600
 name = "branch"
 type = "Default"
 clients = {clients}
-wan_mbit = 50
+wan_mbit = {wan_mbit}
 client_up_mbit = 1000
 """
 
 
-def one(clients: int, seed: int, size_mb: float, chunk_kib: int) -> dict[str, float]:
+def one(
+    clients: int, seed: int, size_mb: float, chunk_kib: int, wan_mbit: float = 50
+) -> dict[str, float]:
     COUNTS.update(sent=0, received=0)
-    scenario = parse_scenario(scenario_text(clients, size_mb, chunk_kib), "bench")
+    scenario = parse_scenario(scenario_text(clients, size_mb, chunk_kib, wan_mbit), "bench")
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as root:
         document = run_scenario(scenario, mode="flow", seed=seed, root=Path(root))
     wall = time.perf_counter() - started
+    LAST["document"] = document
     row = document["offices_detail"][0]
     return {
         "sent": COUNTS["sent"],
@@ -82,19 +87,23 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--size-mb", type=float, default=4)
     parser.add_argument("--chunk-kib", type=int, default=256)
+    parser.add_argument("--wan-mbit", type=float, default=50)
     parser.add_argument("--json", action="store_true", help="one JSON line per run")
     args = parser.parse_args()
     _count()
     if args.json:
         for clients in (int(s) for s in args.sizes.split(",")):
             for seed in args.seeds.split(","):
-                run = one(clients, int(seed), args.size_mb, args.chunk_kib)
+                run = one(clients, int(seed), args.size_mb, args.chunk_kib, args.wan_mbit)
                 print(json.dumps({"clients": clients, "seed": int(seed), **run}), flush=True)
         return
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}")
     print("clients  sent(median, min..max)  received  sent/client  T_last/T_lb1  wall s  all done")
     for clients in (int(s) for s in args.sizes.split(",")):
-        runs = [one(clients, int(seed), args.size_mb, args.chunk_kib) for seed in args.seeds.split(",")]
+        runs = [
+            one(clients, int(seed), args.size_mb, args.chunk_kib, args.wan_mbit)
+            for seed in args.seeds.split(",")
+        ]
 
         def med(key: str) -> float:
             return statistics.median(run[key] for run in runs)

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from shoal.core.address import Address
 from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
+from shoal.protocol.swarm import fanout_score
 from shoal.protocol.validation import DEFAULT_TOKEN_LIFETIME, AddressValidator
 from shoal.wire.decoding import VERSION_ERROR_REPLY, Undecodable, decode_counted
 from shoal.wire.messages import (
@@ -66,6 +67,8 @@ from shoal.wire.messages import (
 MAX_INTERESTED_PEERS = 1024
 MAX_SEARCHES = 256
 MAX_EVENTS = 4096
+#: Chunks new in the office whose designated fetchers one push round seeks out.
+MAX_FRESH_CHUNKS = 8
 #: Addresses whose credit (bytes we may still send them) or validation is remembered,
 #: and peers whose tokens we keep (least recently seen forgotten first).
 MAX_TRACKED_ADDRESSES = 4096
@@ -128,6 +131,8 @@ class DiscoveryCounters:
     echoes_sent: int = 0
     #: Dropped: the interest table of a content is full of live interest.
     interest_dropped: int = 0
+    #: Queries left to other holders (``DiscoveryConfig.answers_per_query``).
+    answers_suppressed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +151,11 @@ class DiscoveryConfig:
     push_interval: float = 0.02
     interest_seconds: float = 12.0
     """How long a query registers interest (pushes); beyond two settled intervals."""
+    answers_per_query: int = 4
+    """Answers a query draws, about: each holder answers it with probability this over
+    the holders it knows of (a query proving its address is always answered)."""
+    fanout: int = 1
+    """The chunk picker's fan-out (``ChunkPicker.fanout``): see ``_designated``."""
     neighbours: int = 8
     """Peers a push round reaches at most (drawn afresh each round from the interested
     ones), and peers a unicast search asks per settled query: O(neighbours) datagrams
@@ -170,6 +180,15 @@ class _Holding:
     chunks: ChunkSet
     push_due: float | None = None
     interested: dict[Address, float] = field(default_factory=dict)
+    #: Peers (IPs) that told us they hold chunks of it: how many answer a query.
+    holders: set[str] = field(default_factory=set)
+    #: Bumped whenever ``chunks`` changes; interested peer -> the version we last told it
+    #: (a peer is not told again what it knows, see ``_knows``).
+    version: int = 0
+    informed: dict[Address, tuple[int, float]] = field(default_factory=dict)
+    #: Chunks gained since the last push that no peer of the office held (from the
+    #: server over the WAN): their designated fetchers must hear of them.
+    fresh: list[int] = field(default_factory=list)
 
 
 class DiscoveryMachine:
@@ -242,23 +261,38 @@ class DiscoveryMachine:
         if not chunks:
             if holding is not None:
                 holding.chunks = ChunkSet(0)  # stop answering, keep the interest
+                holding.version += 1
             return
         if holding is None:
             self._holdings[content_id] = _Holding(chunks.copy())
             return
         holding.chunks = chunks.copy()
+        holding.version += 1
         self._schedule_push(holding, now)
 
     def chunk_added(
-        self, content_id: ContentId, chunk_index: int, chunk_count: int, now: float
+        self,
+        content_id: ContentId,
+        chunk_index: int,
+        chunk_count: int,
+        now: float,
+        *,
+        new_in_office: bool = False,
     ) -> None:
-        """We verified one more chunk: interested peers hear of it soon."""
+        """We verified one more chunk: interested peers hear of it soon. ``new_in_office``
+        (it came over the WAN): the downloaders the chunk picker's fan-out designates to
+        fetch it from us first (``fanout_score``) are among them."""
         holding = self._holdings.get(content_id)
         if holding is None:
             holding = self._holdings[content_id] = _Holding(ChunkSet(chunk_count))
         elif holding.chunks.count != chunk_count:
             holding.chunks = ChunkSet(chunk_count)  # interest recorded before our first chunk
+        if chunk_index in holding.chunks:
+            return
         holding.chunks.add(chunk_index)
+        holding.version += 1
+        if new_in_office and len(holding.fresh) < MAX_FRESH_CHUNKS:
+            holding.fresh.append(chunk_index)
         self._schedule_push(holding, now)
 
     def _schedule_push(self, holding: _Holding, now: float) -> None:
@@ -293,6 +327,8 @@ class DiscoveryMachine:
                     search.heard_of_holder = True
                 self._emit(PeerAvailable(peer_ip, message.content_id, message.chunks, addr[1]))
                 self._note_answerer(message.content_id, addr, now)
+                if message.chunks:
+                    self._note_holder(message.content_id, peer_ip)
                 if message.token != NO_TOKEN:
                     self._echo(message, search, addr, now)
         elif isinstance(message, VersionError):
@@ -301,7 +337,8 @@ class DiscoveryMachine:
             counters.unexpected += 1
 
     def _on_who_has(self, message: WhoHas, addr: Address, now: float) -> None:
-        if message.token != NO_TOKEN and self._validator.is_valid(message.token, addr, now):
+        proven = message.token != NO_TOKEN and self._validator.is_valid(message.token, addr, now)
+        if proven:
             # The asker echoed what we sent only to this address: it receives here.
             self.counters.addresses_validated += 1
             self._validated[addr] = now
@@ -316,14 +353,93 @@ class DiscoveryMachine:
             holding = self._holdings[message.content_id] = _Holding(ChunkSet(0))
         if holding is not None:
             self._note_interest(holding, addr, now)
-            if holding.chunks and self._send_have(
-                message.query_id, message.content_id, holding.chunks, addr, now
+            if (
+                holding.chunks
+                and not self._knows(holding, addr, now)
+                and (proven or self._answers(holding))
+                and self._tell(holding, message.query_id, message.content_id, addr, now)
             ):
                 self.counters.queries_answered += 1
         if search is not None:
             self._emit(PeerSearching(addr[0], message.content_id, addr[1]))
             if search.unicast_peers is not None:
                 self._ask_back(message.content_id, search, addr[0], now)
+
+    def _answers(self, holding: _Holding) -> bool:
+        """Do we answer this query? Each holder answers with probability
+        ``answers_per_query`` / (holders we know of, us included): the asker expects
+        about ``answers_per_query`` answers however many hold the content (we know of
+        no more holders than there are, so never fewer), not one per holder. As in
+        mDNS's answer suppression (RFC 6762 §7), what one asker needs is a few answers.
+        The others hear of the asker's interest all the same and push to it."""
+        known = len(holding.holders) + 1
+        target = self.config.answers_per_query
+        if known <= target or self._rng.random() * known < target:
+            return True
+        self.counters.answers_suppressed += 1
+        return False
+
+    def _push_targets(self, holding: _Holding, now: float) -> list[Address]:
+        """Up to ``neighbours`` of the interested peers that do not know what we hold:
+        O(neighbours) datagrams per round whatever the office's size. Proven addresses
+        first (drawn at random among them), so the pushes settle on a few neighbours
+        each (as BitTorrent's peer sets) and each pair proves its address once, not
+        every pair of the office; the others at random fill the rest."""
+        neighbours = self.config.neighbours
+        fresh, holding.fresh = holding.fresh, []
+        targets = [peer for peer in holding.interested if not self._knows(holding, peer, now)]
+        if len(targets) <= neighbours:
+            return targets
+        designated = self._designated(holding, fresh, targets)
+        proven = [p for p in targets if p not in designated and self._is_validated(p, now)]
+        if len(proven) >= neighbours:
+            return designated + self._rng.sample(proven, neighbours)
+        others = [p for p in targets if p not in designated and not self._is_validated(p, now)]
+        return designated + proven + self._rng.sample(others, neighbours - len(proven))
+
+    def _designated(
+        self, holding: _Holding, fresh: list[int], targets: list[Address]
+    ) -> list[Address]:
+        """For each chunk new in the office, the ``fanout`` targets that rank highest for
+        it (``fanout_score`` of their IP, the picker's key), and as many of those not
+        known to hold anything (the picker's empty-handed first): the downloaders that
+        fetch it from us first, while the others wait for them (``ChunkPicker``'s
+        fan-out limit). Unaware of it, they would leave it waiting ``fanout_grace``."""
+        chosen: list[Address] = []
+        fanout = self.config.fanout
+        for chunk_index in fresh:
+            ranked = sorted(targets, key=lambda peer: -fanout_score(chunk_index, peer[0]))
+            empty_handed = [peer for peer in ranked if peer[0] not in holding.holders]
+            for peer in (*ranked[:fanout], *empty_handed[:fanout]):
+                if peer not in chosen:
+                    chosen.append(peer)
+        return chosen
+
+    def _knows(self, holding: _Holding, addr: Address, now: float) -> bool:
+        """Did we tell ``addr`` what we hold now, within ``interest_seconds``? Then an
+        answer or a push would repeat it (the echo of a token we just pushed, a refresh
+        query). Within that window only: a datagram may have been lost."""
+        told = holding.informed.get(addr)
+        return (
+            told is not None
+            and told[0] == holding.version
+            and now - told[1] < self.config.interest_seconds
+        )
+
+    def _tell(
+        self, holding: _Holding, query_id: int, content_id: ContentId, addr: Address, now: float
+    ) -> bool:
+        """A HAVE of what we hold to ``addr`` (an answer, or a push with ``query_id`` 0)."""
+        if not self._send_have(query_id, content_id, holding.chunks, addr, now):
+            return False
+        if addr in holding.interested:  # bounded with it
+            holding.informed[addr] = (holding.version, now)
+        return True
+
+    def _note_holder(self, content_id: ContentId, peer_ip: str) -> None:
+        holding = self._holdings.get(content_id)
+        if holding is not None and len(holding.holders) < MAX_INTERESTED_PEERS:
+            holding.holders.add(peer_ip)
 
     def _note_answerer(self, content_id: ContentId, addr: Address, now: float) -> None:
         """A peer that answered our search holds the content and may still be fetching
@@ -353,6 +469,7 @@ class DiscoveryMachine:
                     self.counters.interest_dropped += 1
                     return
                 del interested[victim]
+                holding.informed.pop(victim, None)
         interested[addr] = now
 
     def _send_have(
@@ -405,6 +522,7 @@ class DiscoveryMachine:
         horizon = now - self.config.interest_seconds
         for peer in [peer for peer, seen in holding.interested.items() if seen < horizon]:
             del holding.interested[peer]
+            holding.informed.pop(peer, None)
 
     def handle_timer(self, now: float) -> None:
         self._run_due(now)
@@ -443,11 +561,8 @@ class DiscoveryMachine:
                 continue
             holding.push_due = None
             self._forget_stale_interest(holding, now)
-            targets: Iterable[Address] = holding.interested
-            if len(holding.interested) > self.config.neighbours:
-                targets = self._rng.sample(list(holding.interested), self.config.neighbours)
-            for peer_address in targets:
-                if self._send_have(0, content_id, holding.chunks, peer_address, now):
+            for peer_address in self._push_targets(holding, now):
+                if self._tell(holding, 0, content_id, peer_address, now):
                     self.counters.pushes_sent += 1
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
