@@ -81,6 +81,15 @@ def one(
     }
 
 
+def _median(runs: list[dict[str, float]], key: str) -> float:
+    return statistics.median(run[key] for run in runs)
+
+
+def _spread(runs: list[dict[str, float]], key: str) -> str:
+    values = [run[key] for run in runs]
+    return f"{min(values):.4g}..{max(values):.4g}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="10,20,40,80,100")
@@ -105,17 +114,11 @@ def main() -> None:
             for seed in args.seeds.split(",")
         ]
 
-        def med(key: str) -> float:
-            return statistics.median(run[key] for run in runs)
-
-        def spread(key: str) -> str:
-            values = [run[key] for run in runs]
-            return f"{min(values):.4g}..{max(values):.4g}"
-
         print(
-            f"{clients:7d}  {med('sent'):8.0f} ({spread('sent')})  {med('received'):8.0f} "
-            f"({spread('received')})  {med('sent') / clients:7.1f}  {med('ratio'):.3f} "
-            f"({spread('ratio')})  {med('wall'):.2f} ({spread('wall')})  "
+            f"{clients:7d}  {_median(runs, 'sent'):8.0f} ({_spread(runs, 'sent')})  "
+            f"{_median(runs, 'received'):8.0f} ({_spread(runs, 'received')})  "
+            f"{_median(runs, 'sent') / clients:7.1f}  {_median(runs, 'ratio'):.3f} "
+            f"({_spread(runs, 'ratio')})  {_median(runs, 'wall'):.2f} ({_spread(runs, 'wall')})  "
             f"{all(run['completed'] for run in runs)}",
             flush=True,
         )

@@ -13,11 +13,34 @@ picker then knows the downloaders of the office that hold nothing yet, and serve
 first (``ChunkPicker.peer_searching``).
 
 Bitmaps go stale while the office downloads, so besides the periodic re-query a holder
-*pushes* a fresh ``HAVE`` to every peer that asked about the content in the last
-``interest_seconds`` when it gains chunks, at most once per ``push_interval``. A unicast
-search adds every peer that asks it for the same content to its list and asks it back,
-so two peers that found each other in one direction only still hear of each other's
-chunks.
+*pushes* a fresh ``HAVE`` when it gains chunks, at most once per ``push_interval``, to
+peers that asked about the content in the last ``interest_seconds``. A unicast search
+adds every peer that asks it for the same content to its list and asks it back, so two
+peers that found each other in one direction only still hear of each other's chunks.
+
+*Bounded traffic in a large office.* Offices hold up to a hundred devices or more; had
+every holder told every asker of every chunk, discovery would cost N^2 datagrams per
+chunk (a broadcast storm). So (BitTorrent's bounded peer sets, mDNS's answer
+suppression, RFC 6762 §7):
+
+* a push round reaches at most ``neighbours`` of the interested peers that do not know
+  what we hold yet (proven addresses first, drawn at random): O(neighbours) per chunk;
+* nobody is told again what it already knows (``Holding.knows``: the same holding, told within
+  ``interest_seconds``), so the echo of a token, or a refresh query, costs no answer;
+* a query is answered by about ``answers_per_query`` holders: each answers with
+  probability ``answers_per_query`` / (holders it knows of), a query proving its address
+  always. The asker's interest is recorded by every holder all the same;
+* a search queries every ``query_interval`` while it holds nothing or has heard of no
+  holder, then every ``settled_query_interval`` (jittered): pushes keep it informed, its
+  query only keeps its interest alive. A settled unicast search asks ``neighbours``
+  listed peers, not all;
+* a chunk new in the office (``chunk_added(new_in_office=True)``: from the server) is
+  pushed first to the downloaders the chunk picker's fan-out designates to fetch it
+  from us (``fanout_score``): the others wait for them, so they must hear of it.
+
+A forger on the LAN can make a holder believe there are many holders (forged answers,
+bounded at ``MAX_INTERESTED_PEERS``), so that it answers fewer queries: askers still
+hear of its chunks by pushes, and a starving asker queries every second.
 
 Answers from addresses outside ``scope`` (the office's subnets) are dropped and
 counted: peers outside a client's office are never used. Datagrams from our own
@@ -44,12 +67,12 @@ import ipaddress
 import random
 from collections import OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from shoal.core.address import Address
 from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
-from shoal.protocol.swarm import fanout_score
+from shoal.protocol.holding import MAX_PEERS, Holding
 from shoal.protocol.validation import DEFAULT_TOKEN_LIFETIME, AddressValidator
 from shoal.wire.decoding import VERSION_ERROR_REPLY, Undecodable, decode_counted
 from shoal.wire.messages import (
@@ -64,11 +87,9 @@ from shoal.wire.messages import (
     who_has_padding,
 )
 
-MAX_INTERESTED_PEERS = 1024
+MAX_INTERESTED_PEERS = MAX_PEERS
 MAX_SEARCHES = 256
 MAX_EVENTS = 4096
-#: Chunks new in the office whose designated fetchers one push round seeks out.
-MAX_FRESH_CHUNKS = 8
 #: Addresses whose credit (bytes we may still send them) or validation is remembered,
 #: and peers whose tokens we keep (least recently seen forgotten first).
 MAX_TRACKED_ADDRESSES = 4096
@@ -175,22 +196,6 @@ class _Search:
     heard_of_holder: bool = False
 
 
-@dataclass(slots=True)
-class _Holding:
-    chunks: ChunkSet
-    push_due: float | None = None
-    interested: dict[Address, float] = field(default_factory=dict)
-    #: Peers (IPs) that told us they hold chunks of it: how many answer a query.
-    holders: set[str] = field(default_factory=set)
-    #: Bumped whenever ``chunks`` changes; interested peer -> the version we last told it
-    #: (a peer is not told again what it knows, see ``_knows``).
-    version: int = 0
-    informed: dict[Address, tuple[int, float]] = field(default_factory=dict)
-    #: Chunks gained since the last push that no peer of the office held (from the
-    #: server over the WAN): their designated fetchers must hear of them.
-    fresh: list[int] = field(default_factory=list)
-
-
 class DiscoveryMachine:
     """Sans-I/O discovery for one client, bound to the discovery port."""
 
@@ -217,7 +222,7 @@ class DiscoveryMachine:
         self._local = set(config.local_addresses)
         self._listed_peers: set[str] = set()
         self._searches: dict[ContentId, _Search] = {}
-        self._holdings: dict[ContentId, _Holding] = {}
+        self._holdings: dict[ContentId, Holding] = {}
         self._outbox: list[tuple[bytes, Address]] = []
         self._events: deque[DiscoveryEvent] = deque()
         self._next_query_id = 1
@@ -260,14 +265,12 @@ class DiscoveryMachine:
         holding = self._holdings.get(content_id)
         if not chunks:
             if holding is not None:
-                holding.chunks = ChunkSet(0)  # stop answering, keep the interest
-                holding.version += 1
+                holding.replace(ChunkSet(0))  # stop answering, keep the interest
             return
         if holding is None:
-            self._holdings[content_id] = _Holding(chunks.copy())
+            self._holdings[content_id] = Holding(chunks.copy())
             return
-        holding.chunks = chunks.copy()
-        holding.version += 1
+        holding.replace(chunks.copy())
         self._schedule_push(holding, now)
 
     def chunk_added(
@@ -284,18 +287,13 @@ class DiscoveryMachine:
         fetch it from us first (``fanout_score``) are among them."""
         holding = self._holdings.get(content_id)
         if holding is None:
-            holding = self._holdings[content_id] = _Holding(ChunkSet(chunk_count))
+            holding = self._holdings[content_id] = Holding(ChunkSet(chunk_count))
         elif holding.chunks.count != chunk_count:
             holding.chunks = ChunkSet(chunk_count)  # interest recorded before our first chunk
-        if chunk_index in holding.chunks:
-            return
-        holding.chunks.add(chunk_index)
-        holding.version += 1
-        if new_in_office and len(holding.fresh) < MAX_FRESH_CHUNKS:
-            holding.fresh.append(chunk_index)
-        self._schedule_push(holding, now)
+        if holding.add(chunk_index, new_in_office=new_in_office):
+            self._schedule_push(holding, now)
 
-    def _schedule_push(self, holding: _Holding, now: float) -> None:
+    def _schedule_push(self, holding: Holding, now: float) -> None:
         if holding.interested and holding.push_due is None:
             holding.push_due = now + self.config.push_interval
 
@@ -328,7 +326,7 @@ class DiscoveryMachine:
                 self._emit(PeerAvailable(peer_ip, message.content_id, message.chunks, addr[1]))
                 self._note_answerer(message.content_id, addr, now)
                 if message.chunks:
-                    self._note_holder(message.content_id, peer_ip)
+                    self._holdings[message.content_id].note_holder(peer_ip)
                 if message.token != NO_TOKEN:
                     self._echo(message, search, addr, now)
         elif isinstance(message, VersionError):
@@ -350,12 +348,12 @@ class DiscoveryMachine:
         search = self._searches.get(message.content_id)
         if holding is None and search is not None:
             # We want it too: remember the asker, so our first chunk reaches it at once.
-            holding = self._holdings[message.content_id] = _Holding(ChunkSet(0))
+            holding = self._holdings[message.content_id] = Holding(ChunkSet(0))
         if holding is not None:
             self._note_interest(holding, addr, now)
             if (
                 holding.chunks
-                and not self._knows(holding, addr, now)
+                and not holding.knows(addr, now, self.config.interest_seconds)
                 and (proven or self._answers(holding))
                 and self._tell(holding, message.query_id, message.content_id, addr, now)
             ):
@@ -365,81 +363,20 @@ class DiscoveryMachine:
             if search.unicast_peers is not None:
                 self._ask_back(message.content_id, search, addr[0], now)
 
-    def _answers(self, holding: _Holding) -> bool:
-        """Do we answer this query? Each holder answers with probability
-        ``answers_per_query`` / (holders we know of, us included): the asker expects
-        about ``answers_per_query`` answers however many hold the content (we know of
-        no more holders than there are, so never fewer), not one per holder. As in
-        mDNS's answer suppression (RFC 6762 §7), what one asker needs is a few answers.
-        The others hear of the asker's interest all the same and push to it."""
-        known = len(holding.holders) + 1
-        target = self.config.answers_per_query
-        if known <= target or self._rng.random() * known < target:
+    def _answers(self, holding: Holding) -> bool:
+        if holding.answers(self.config.answers_per_query, self._rng):
             return True
         self.counters.answers_suppressed += 1
         return False
 
-    def _push_targets(self, holding: _Holding, now: float) -> list[Address]:
-        """Up to ``neighbours`` of the interested peers that do not know what we hold:
-        O(neighbours) datagrams per round whatever the office's size. Proven addresses
-        first (drawn at random among them), so the pushes settle on a few neighbours
-        each (as BitTorrent's peer sets) and each pair proves its address once, not
-        every pair of the office; the others at random fill the rest."""
-        neighbours = self.config.neighbours
-        fresh, holding.fresh = holding.fresh, []
-        targets = [peer for peer in holding.interested if not self._knows(holding, peer, now)]
-        if len(targets) <= neighbours:
-            return targets
-        designated = self._designated(holding, fresh, targets)
-        proven = [p for p in targets if p not in designated and self._is_validated(p, now)]
-        if len(proven) >= neighbours:
-            return designated + self._rng.sample(proven, neighbours)
-        others = [p for p in targets if p not in designated and not self._is_validated(p, now)]
-        return designated + proven + self._rng.sample(others, neighbours - len(proven))
-
-    def _designated(
-        self, holding: _Holding, fresh: list[int], targets: list[Address]
-    ) -> list[Address]:
-        """For each chunk new in the office, the ``fanout`` targets that rank highest for
-        it (``fanout_score`` of their IP, the picker's key), and as many of those not
-        known to hold anything (the picker's empty-handed first): the downloaders that
-        fetch it from us first, while the others wait for them (``ChunkPicker``'s
-        fan-out limit). Unaware of it, they would leave it waiting ``fanout_grace``."""
-        chosen: list[Address] = []
-        fanout = self.config.fanout
-        for chunk_index in fresh:
-            ranked = sorted(targets, key=lambda peer: -fanout_score(chunk_index, peer[0]))
-            empty_handed = [peer for peer in ranked if peer[0] not in holding.holders]
-            for peer in (*ranked[:fanout], *empty_handed[:fanout]):
-                if peer not in chosen:
-                    chosen.append(peer)
-        return chosen
-
-    def _knows(self, holding: _Holding, addr: Address, now: float) -> bool:
-        """Did we tell ``addr`` what we hold now, within ``interest_seconds``? Then an
-        answer or a push would repeat it (the echo of a token we just pushed, a refresh
-        query). Within that window only: a datagram may have been lost."""
-        told = holding.informed.get(addr)
-        return (
-            told is not None
-            and told[0] == holding.version
-            and now - told[1] < self.config.interest_seconds
-        )
-
     def _tell(
-        self, holding: _Holding, query_id: int, content_id: ContentId, addr: Address, now: float
+        self, holding: Holding, query_id: int, content_id: ContentId, addr: Address, now: float
     ) -> bool:
         """A HAVE of what we hold to ``addr`` (an answer, or a push with ``query_id`` 0)."""
         if not self._send_have(query_id, content_id, holding.chunks, addr, now):
             return False
-        if addr in holding.interested:  # bounded with it
-            holding.informed[addr] = (holding.version, now)
+        holding.told(addr, now)
         return True
-
-    def _note_holder(self, content_id: ContentId, peer_ip: str) -> None:
-        holding = self._holdings.get(content_id)
-        if holding is not None and len(holding.holders) < MAX_INTERESTED_PEERS:
-            holding.holders.add(peer_ip)
 
     def _note_answerer(self, content_id: ContentId, addr: Address, now: float) -> None:
         """A peer that answered our search holds the content and may still be fetching
@@ -449,11 +386,11 @@ class DiscoveryMachine:
         would take us for a downloader holding nothing (``PeerSearching``)."""
         holding = self._holdings.get(content_id)
         if holding is None:
-            holding = self._holdings[content_id] = _Holding(ChunkSet(0))
+            holding = self._holdings[content_id] = Holding(ChunkSet(0))
         if addr not in holding.interested:
             self._note_interest(holding, addr, now)
 
-    def _note_interest(self, holding: _Holding, addr: Address, now: float) -> None:
+    def _note_interest(self, holding: Holding, addr: Address, now: float) -> None:
         """Remember that ``addr`` asked, for pushes; a full table keeps live interest, and
         a proven address takes the place of an unproven one."""
         interested = holding.interested
@@ -468,8 +405,7 @@ class DiscoveryMachine:
                 if victim is None:
                     self.counters.interest_dropped += 1
                     return
-                del interested[victim]
-                holding.informed.pop(victim, None)
+                holding.forget(victim)
         interested[addr] = now
 
     def _send_have(
@@ -518,11 +454,10 @@ class DiscoveryMachine:
         peer = (peer_ip, self.config.port)
         self._send(self._query(search, content_id, peer), peer, now)
 
-    def _forget_stale_interest(self, holding: _Holding, now: float) -> None:
+    def _forget_stale_interest(self, holding: Holding, now: float) -> None:
         horizon = now - self.config.interest_seconds
         for peer in [peer for peer, seen in holding.interested.items() if seen < horizon]:
-            del holding.interested[peer]
-            holding.informed.pop(peer, None)
+            holding.forget(peer)
 
     def handle_timer(self, now: float) -> None:
         self._run_due(now)
@@ -561,7 +496,15 @@ class DiscoveryMachine:
                 continue
             holding.push_due = None
             self._forget_stale_interest(holding, now)
-            for peer_address in self._push_targets(holding, now):
+            targets = holding.push_targets(
+                self.config.neighbours,
+                self.config.fanout,
+                self.config.interest_seconds,
+                now,
+                self._rng,
+                lambda peer: self._is_validated(peer, now),
+            )
+            for peer_address in targets:
                 if self._tell(holding, 0, content_id, peer_address, now):
                     self.counters.pushes_sent += 1
 
