@@ -194,6 +194,8 @@ class _Search:
     padding: int = 0
     #: A holder answered with chunks: the search may settle (``settled_query_interval``).
     heard_of_holder: bool = False
+    #: Before the next query while no holder answered (doubles up to the settled one).
+    unanswered_interval: float = 0.0
 
 
 class DiscoveryMachine:
@@ -486,11 +488,7 @@ class DiscoveryMachine:
                     peer = (peer_ip, port)
                     self._outbox.append((self._query(search, content_id, peer), peer))
             self.counters.queries_sent += 1
-            search.next_query = now + (
-                self._rng.uniform(0.75, 1.25) * self.config.settled_query_interval
-                if settled
-                else self.config.query_interval
-            )
+            search.next_query = now + self._next_interval(search, settled)
         for content_id, holding in self._holdings.items():
             if holding.push_due is None or holding.push_due > now:
                 continue
@@ -507,6 +505,24 @@ class DiscoveryMachine:
             for peer_address in targets:
                 if self._tell(holding, 0, content_id, peer_address, now):
                     self.counters.pushes_sent += 1
+
+    def _next_interval(self, search: _Search, settled: bool) -> float:
+        """Settled: ``settled_query_interval`` (jittered, so an office's queries spread).
+        Holding nothing while holders answer: ``query_interval``, so that they know us
+        for empty-handed (``ChunkPicker.peer_searching``). Nobody answered yet: doubling
+        from ``query_interval``: a whole office that waits for its first WAN chunk does
+        not broadcast N^2 queries a second, and the first holder pushes to us anyway
+        (our interest is recorded)."""
+        config = self.config
+        if settled:
+            return self._rng.uniform(0.75, 1.25) * config.settled_query_interval
+        if search.heard_of_holder:
+            return config.query_interval
+        search.unanswered_interval = min(
+            max(2 * search.unanswered_interval, config.query_interval),
+            config.settled_query_interval,
+        )
+        return search.unanswered_interval
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         outbox, self._outbox = self._outbox, []
