@@ -221,6 +221,7 @@ class DiscoveryMachine:
         #: Peer -> (its token for our address, when we last echoed it).
         self._tokens: OrderedDict[Address, tuple[bytes, float]] = OrderedDict()
         self._scope = [ipaddress.ip_network(subnet, strict=False) for subnet in config.scope]
+        self._subnet_members: dict[str, bool] = {}
         self._local = set(config.local_addresses)
         self._listed_peers: set[str] = set()
         self._searches: dict[ContentId, _Search] = {}
@@ -586,8 +587,16 @@ class DiscoveryMachine:
     def _in_scope(self, peer_ip: str) -> bool:
         if peer_ip in self._listed_peers:
             return True
-        try:
-            address = ipaddress.ip_address(peer_ip)
-        except ValueError:
-            return False
-        return any(address in network for network in self._scope)
+        known = self._subnet_members.get(peer_ip)
+        if known is None:
+            # Parsed once per address (every datagram asks): bounded, forgotten wholesale.
+            if len(self._subnet_members) >= MAX_TRACKED_ADDRESSES:
+                self._subnet_members.clear()
+            try:
+                address = ipaddress.ip_address(peer_ip)
+            except ValueError:
+                known = False
+            else:
+                known = any(address in network for network in self._scope)
+            self._subnet_members[peer_ip] = known
+        return known
