@@ -38,9 +38,7 @@ suppression, RFC 6762 §7):
   pushed first to the downloaders the chunk picker's fan-out designates to fetch it
   from us (``fanout_score``): the others wait for them, so they must hear of it.
 
-A forger on the LAN can make a holder believe there are many holders (forged answers,
-bounded at ``MAX_INTERESTED_PEERS``), so that it answers fewer queries: askers still
-hear of its chunks by pushes, and a starving asker queries every second.
+Forged answers (bounded) can make a holder answer fewer queries; askers still get pushes.
 
 Answers from addresses outside ``scope`` (the office's subnets) are dropped and
 counted: peers outside a client's office are never used. Datagrams from our own
