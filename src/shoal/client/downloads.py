@@ -568,7 +568,11 @@ class DownloadsMachine:
             return
         if self.office.shares:
             self.discovery.chunk_added(
-                download.content_id, write.chunk_index, download.manifest.chunk_count, now
+                download.content_id,
+                write.chunk_index,
+                download.manifest.chunk_count,
+                now,
+                new_in_office=write.peer == self.office.server_data_address(download.mode),
             )
         if written.complete and download.transferring:
             self._download_verified(download, now)

@@ -512,7 +512,7 @@ class ChunkPicker(Generic[Peer]):
         return higher < self.fanout or (empty_handed_me and higher_empty < self.fanout)
 
     def _score(self, chunk_index: int, peer: Peer) -> int:
-        return zlib.crc32(f"{chunk_index}/{self._key(peer)}".encode())
+        return fanout_score(chunk_index, self._key(peer))
 
     def next_wake(self) -> float | None:
         """When a held-back chunk may be asked of its source by anyone, or a busy peer
@@ -557,3 +557,10 @@ _UNKNOWN = _Unknown()
 def _mask_of(chunks: ChunkSet) -> int:
     """A chunk set as an int: chunk i is bit ``width - 1 - i`` (``ChunkSet.to_bytes``)."""
     return int.from_bytes(chunks.to_bytes(), "big")
+
+
+def fanout_score(chunk_index: int, key: str) -> int:
+    """A downloader's rank for fetching ``chunk_index`` from its source (the highest
+    ``fanout`` fetch it first; rendezvous hashing). Discovery pushes a new chunk's
+    holding to the top-ranked downloaders, so those the picker designates hear of it."""
+    return zlib.crc32(f"{chunk_index}/{key}".encode())
