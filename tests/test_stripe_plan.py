@@ -36,8 +36,8 @@ TOPOLOGY = parse_json(
     ("links", "stripes"),
     [
         (OfficeLinks(wan_mbit=50, client_up_mbit=1000), 1),  # the lab's branch-flash
-        (OfficeLinks(wan_mbit=100, client_up_mbit=1000), 1),  # ten times: one holder
-        (OfficeLinks(wan_mbit=100, client_up_mbit=999), 6),
+        (OfficeLinks(wan_mbit=20, client_up_mbit=1000), 1),
+        (OfficeLinks(wan_mbit=100, client_up_mbit=1000), 6),  # ten times: striped
         (OfficeLinks(wan_mbit=100, client_up_mbit=200), 6),
         (OfficeLinks(wan_mbit=100, client_up_mbit=20), 6),  # issue 9: the cap binds
         (None, 6),  # links not known: one stripe per client, up to the cap
