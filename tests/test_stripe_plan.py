@@ -5,6 +5,7 @@ it does not."""
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -140,3 +141,17 @@ def test_office_links_are_read_by_office_name() -> None:
         "Branch": OfficeLinks(50, 1000),
         "Head office": OfficeLinks(1000, 100),
     }
+
+
+def test_shoal_server_run_names_a_wrong_office_links_option(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from shoal.cli import cli
+
+    arguments = ["server", "run", "--data-dir", str(tmp_path), "--console", "https://c"]
+    arguments += ["--auth-key", "key", "--address", "10.0.0.2", "--office-links", "Branch=50"]
+    result = CliRunner().invoke(cli, arguments)
+    assert result.exit_code == 2, result.output
+    assert "--office-links" in result.output
+    assert "'Branch=50': expected NAME=WAN_MBIT/UPLINK_MBIT" in result.output
+    assert list(tmp_path.iterdir()) == []  # refused before the server created anything

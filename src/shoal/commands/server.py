@@ -185,6 +185,12 @@ def run(
     console's enrollment bundle (`shoal client enroll`).
     """
     require_extra("server")
+    from shoal.server.stripe_plan import parse_office_links
+
+    try:  # before the service's imports: a wrong value is said at once
+        links = parse_office_links(office_links)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--office-links") from None
     from shoal.server.limits import AbuseLimits
     from shoal.server.metrics_listener import parse_listen_address
     from shoal.server.service import ServerConfig, ServerService
@@ -196,16 +202,10 @@ def run(
                 "the settings file (or --server-key-file, or SHOAL_SERVER_AUTH_KEY)"
             )
         auth_key = read_secret(server_key_file, "P2P server authentication key")
-    from shoal.server.stripe_plan import parse_office_links
-
     try:
         metrics = parse_listen_address(metrics_address) if metrics_address else None
     except ValueError as error:
         raise click.BadParameter(str(error), param_hint="--metrics") from None
-    try:
-        links = parse_office_links(office_links)
-    except ValueError as error:
-        raise click.BadParameter(str(error), param_hint="--office-links") from None
     setup_logging(log_level, log_format)
     service = ServerService(
         ServerConfig(
