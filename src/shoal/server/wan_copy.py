@@ -6,9 +6,10 @@ A client in a sharing office (Default or WiFi) fetches a content from the server
 while it holds the rendezvous lease for (office, content) (``lease``); a client in a
 VPN office, or in no office when ``direct_outside_offices`` allows it, is told to
 fetch directly. The first lease of an office splits the content in stripes: one where
-one client's uplink keeps up with the office's WAN, else as many as its uplinks need to
-carry what the WAN brings (``shoal.server.stripe_plan``; ``shoal.server.rendezvous``
-for the leases). The data
+the office's links say one client's uplink outruns its WAN many times over, else one
+per client of the office assigned it and seen lately (``max_stripes`` at most), so
+that every uplink carries new chunks from the start (``shoal.server.stripe_plan``;
+``shoal.server.rendezvous`` for the leases). The data
 plane reports each chunk it served (``chunk_served``: the holder is not stalling) and
 each chunk delivered in full (``chunk_delivered``: the office now holds it,
 ``shoal.server.deliveries``); ``may_fetch`` then lets a holder fetch only its stripes'
@@ -225,8 +226,8 @@ class WanCopy:
     def _stripe_count(self, office: str, content_id: ContentId, now: float) -> int:
         """How many stripes an office's WAN copy of a content is split in
         (``shoal.server.stripe_plan``): one where the office's link profile says one
-        uplink keeps up with its WAN, else as many holders as its uplinks need, never
-        more than the clients of the office that will ask for it.
+        uplink outruns its WAN many times over, else one per client of the office that
+        will ask for it, at most ``max_stripes`` and the chunk count.
 
         Those are the clients assigned it, seen lately and that have not reported
         holding it whole. A client that already holds the content never asks for a
