@@ -1,6 +1,5 @@
 """How many stripes an office's WAN copy is split in (``shoal.server.stripe_plan``):
-one holder where one uplink keeps up with the WAN, as many as the uplinks need where
-it does not."""
+one holder where a client's uplink is 20x the office's WAN, one per client elsewhere."""
 
 from __future__ import annotations
 
@@ -44,7 +43,7 @@ TOPOLOGY = parse_json(
         (None, 6),  # links not known: one stripe per client, up to the cap
     ],
 )
-def test_the_stripe_count_follows_the_uplinks_the_wan_needs(
+def test_one_stripe_only_where_an_uplink_outruns_the_wan_twenty_times(
     links: OfficeLinks | None, stripes: int
 ) -> None:
     assert stripe_count(links, candidates=12, chunk_count=64, cap=6) == stripes
