@@ -143,6 +143,7 @@ class ServerService:
             background_port=self.ports.background,
             lease_seconds=config.lease_seconds,
             direct_outside_offices=config.direct_outside_offices,
+            office_links=config.office_links,
             limits=config.limits,
         )
         self.core = ServerCore(settings)
