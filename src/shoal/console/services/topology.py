@@ -6,8 +6,8 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import Select, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from shoal import topology
 from shoal.console import db, records, schemas
@@ -31,26 +31,24 @@ def offices_out(
     # for the database to match.
     every = offices is None or len(chosen) == len(tree.offices)
 
-    def narrowed(query: Select[Any], office: Any) -> Select[Any]:
-        return query if every else query.where(office.in_(names))
+    def of_chosen(office: InstrumentedAttribute[Any]) -> list[ColumnElement[bool]]:
+        return [] if every else [office.in_(names)]
 
-    counts = dict(
-        session.execute(
-            narrowed(select(db.Device.office, func.count()), db.Device.office).group_by(
-                db.Device.office
-            )
-        ).all()
-    )
+    counts: dict[str | None, int] = {
+        office: int(count)
+        for office, count in session.execute(
+            select(db.Device.office, func.count())
+            .where(*of_chosen(db.Device.office))
+            .group_by(db.Device.office)
+        )
+    }
     stat = db.DownloadStat
     traffic = {
         office: (int(peers), int(server))
         for office, peers, server in session.execute(
-            narrowed(
-                select(
-                    stat.office, func.sum(stat.bytes_from_peers), func.sum(stat.bytes_from_server)
-                ),
-                stat.office,
-            ).group_by(stat.office)
+            select(stat.office, func.sum(stat.bytes_from_peers), func.sum(stat.bytes_from_server))
+            .where(*of_chosen(stat.office))
+            .group_by(stat.office)
         )
     }
     # Each package downloaded in the office counted once, at its size: the WAN bytes
@@ -58,7 +56,7 @@ def offices_out(
     # (office, content) pairs and the sizes: the database joining two grouped subqueries
     # took most of the listing's time (SQLite, 500 offices).
     downloaded = session.execute(
-        narrowed(select(stat.office, stat.content_id), stat.office).distinct()
+        select(stat.office, stat.content_id).where(*of_chosen(stat.office)).distinct()
     ).all()
     version = db.ApplicationVersion
     sizes: dict[str, int] = {
@@ -68,9 +66,9 @@ def offices_out(
         )
     }
     package_bytes: dict[str, int] = {}
-    for office, content_id in downloaded:
+    for office_name, content_id in downloaded:
         if content_id in sizes:
-            package_bytes[office] = package_bytes.get(office, 0) + sizes[content_id]
+            package_bytes[office_name] = package_bytes.get(office_name, 0) + sizes[content_id]
     children: dict[str, int] = {}
     for office in tree.offices:
         if office.parent is not None:
