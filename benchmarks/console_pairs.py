@@ -123,7 +123,8 @@ def main() -> None:
         print(f"\ndashboard in chromium (s): median of {arguments.runs} runs (min-max)")
         for what in drawn["new"]:
             print(
-                f"  {what:<56} {_spread(drawn['old'][what]):>22} {_spread(drawn['new'][what]):>22}"
+                f"  {what:<56} {_spread(drawn['old'][what], 2):>22} "
+                f"{_spread(drawn['new'][what], 2):>22}"
             )
 
 
