@@ -7,7 +7,7 @@ from pathlib import Path
 
 from shoal.core.ids import ContentId
 from shoal.server.core import ClientRecord
-from shoal.server.db import open_database, sqlite_url
+from shoal.server.db import ClientRow, open_database, sqlite_url
 from shoal.server.service import StateStore
 from shoal.wire.control import ContentProgress
 
@@ -43,3 +43,34 @@ def test_state_survives_a_restart_on_both_databases(
     assert (loaded.public_key, loaded.last_counter) == (record.public_key, 2**60 + 7)
     state.save_clients([], wall_now=1002.0, expired=[record.device_id])
     assert reopened.load_clients(now=6.0) == []
+
+
+def test_registry_saves_in_bulk_insert_update_and_delete(
+    tmp_path: Path, database_url: str | None
+) -> None:
+    """More devices than one query's ID list: new rows are inserted, known ones updated
+    (their first sighting kept), expired ones deleted, all in one save."""
+    url = database_url or sqlite_url(tmp_path / "server.sqlite3")
+    state = StateStore(open_database(url))
+    records = [
+        ClientRecord(n.to_bytes(16, "big"), f"pc-{n}", "0.1.0", "10.1.0.5", "10.1.0.0/24", 1, 2)
+        for n in range(1200)
+    ]
+    for record in records:
+        record.public_key, record.last_counter = bytes(32), 1
+    state.save_clients(records[:700], wall_now=1000.0)
+    for record in records[:700]:
+        record.last_counter = 2
+    records[150].content[CONTENT] = ContentProgress(CONTENT, 3, 10, 300, 700)
+    state.save_clients(records[100:], wall_now=2000.0, expired=[r.device_id for r in records[:50]])
+    loaded = {r.device_id: r for r in state.load_clients(now=5.0)}
+    assert len(loaded) == 1150  # 50 expired; 50 saved once; 1100 saved again or new
+    assert records[0].device_id not in loaded
+    assert loaded[records[60].device_id].last_counter == 1  # not in the second save
+    assert loaded[records[100].device_id].last_counter == 2
+    assert loaded[records[150].device_id].content == records[150].content
+    assert loaded[records[1199].device_id].last_counter == 1
+    with state.sessions() as session:
+        first_seen = dict(session.query(ClientRow.device_id, ClientRow.first_seen).all())
+    assert first_seen[records[100].device_id.hex()] == 1000.0  # kept by the update
+    assert first_seen[records[1199].device_id.hex()] == 2000.0
