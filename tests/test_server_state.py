@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
+from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
-from shoal.server.core import ClientRecord
+from shoal.server.core import ClientRecord, ServerCore, ServerSettings
 from shoal.server.db import ClientRow, open_database, sqlite_url
+from shoal.server.refusal_log import RefusalLog
+from shoal.server.registry_report import registry_report, registry_report_sliced
 from shoal.server.service import StateStore
+from shoal.server.state_saver import StateSaver
 from shoal.wire.control import ContentProgress
 
 CONTENT = ContentId(bytes(range(32)))
@@ -74,3 +79,38 @@ def test_registry_saves_in_bulk_insert_update_and_delete(
         first_seen = dict(session.query(ClientRow.device_id, ClientRow.first_seen).all())
     assert first_seen[records[100].device_id.hex()] == 1000.0  # kept by the update
     assert first_seen[records[1199].device_id.hex()] == 2000.0
+
+
+def estate(devices: int) -> ServerCore:
+    core = ServerCore(ServerSettings(enrollment_token=b"token", identity=DeviceKey.generate()))
+    for n in range(devices):
+        record = ClientRecord(
+            n.to_bytes(16, "big"), f"pc-{n}", "0.1.0", f"10.1.{n // 250}.{n % 250 + 1}", "", 1, 2
+        )
+        record.public_key, record.last_counter = bytes(32), n
+        if n % 3 == 0:
+            record.content[CONTENT] = ContentProgress(CONTENT, 3, 10, 300 + n, 700)
+        core.clients[record.device_id] = record
+    return core
+
+
+def test_the_registry_report_in_slices_is_the_report_in_one_piece() -> None:
+    core = estate(1234)
+    assert asyncio.run(registry_report_sliced(core, per_slice=100)) == registry_report(core)
+
+
+def test_the_registry_saved_from_the_loop_holds_each_change_and_no_expired_device(
+    tmp_path: Path,
+) -> None:
+    core = estate(2500)
+    state = StateStore(open_database(sqlite_url(tmp_path / "server.sqlite3")))
+    saver = StateSaver(state, core, RefusalLog())
+    asyncio.run(saver.save_registry_soon())
+    gone = core.clients.pop((7).to_bytes(16, "big"))
+    core.expired.append(gone.device_id)
+    core.clients[(8).to_bytes(16, "big")].last_counter = 2**40  # a check-in was accepted
+    asyncio.run(saver.save_registry_soon())
+    loaded = {record.device_id: record for record in state.load_clients(now=0.0)}
+    assert len(loaded) == 2499 and gone.device_id not in loaded
+    assert loaded[(8).to_bytes(16, "big")].last_counter == 2**40
+    assert loaded[(9).to_bytes(16, "big")].content == core.clients[(9).to_bytes(16, "big")].content
