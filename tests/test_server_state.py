@@ -6,6 +6,8 @@ import asyncio
 import json
 from pathlib import Path
 
+from sqlalchemy import event
+
 from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
 from shoal.server.core import ClientRecord, ServerCore, ServerSettings
@@ -114,3 +116,18 @@ def test_the_registry_saved_from_the_loop_holds_each_change_and_no_expired_devic
     assert len(loaded) == 2499 and gone.device_id not in loaded
     assert loaded[(8).to_bytes(16, "big")].last_counter == 2**40
     assert loaded[(9).to_bytes(16, "big")].content == core.clients[(9).to_bytes(16, "big")].content
+
+
+def test_a_value_written_again_unchanged_costs_no_transaction(tmp_path: Path) -> None:
+    """Each sync round writes what the console said; most rounds change nothing."""
+    state = StateStore(open_database(sqlite_url(tmp_path / "server.sqlite3")))
+    transactions: list[object] = []
+    event.listen(state.sessions.kw["bind"], "begin", transactions.append)
+    state.put({"cursor": "18", "activated": "1"})
+    assert len(transactions) == 1
+    state.put({"cursor": "18", "activated": "1"})
+    assert state.get("cursor") == "18"
+    assert len(transactions) == 1  # nothing written, nothing read
+    state.put({"cursor": "19", "activated": "1"})
+    assert len(transactions) == 2
+    assert StateStore(open_database(sqlite_url(tmp_path / "server.sqlite3"))).get("cursor") == "19"

@@ -122,6 +122,10 @@ class StateStore:
         self.sessions = sessions
         self._saved_rows: dict[bytes, RowState] = {}
         """Per device, what its registry row last written holds (``changed_rows``)."""
+        self._values: dict[str, str] = {}
+        """Named values as last read or written by this store (the server process is the
+        only writer of its state): each sync round reads the cursor and writes what the
+        console said, on the event loop, and most rounds change nothing (issue 10)."""
 
     def changed_rows(
         self, clients: Iterable[ClientRecord], expired: Sequence[bytes]
@@ -139,14 +143,26 @@ class StateStore:
         return changed
 
     def get(self, key: str) -> str | None:
+        value = self._values.get(key)
+        if value is not None:
+            return value
         with self.sessions() as session:
             row = session.get(StateValue, key)
-            return row.value if row is not None else None
+            if row is None:
+                return None
+            self._values[key] = row.value
+            return row.value
 
     def put(self, values: dict[str, str]) -> None:
+        """Write the values that differ from what this store last read or wrote (none:
+        no transaction at all)."""
+        changed = {key: value for key, value in values.items() if self._values.get(key) != value}
+        if not changed:
+            return
         with self.sessions() as session, session.begin():
-            for key, value in values.items():
+            for key, value in changed.items():
                 session.merge(StateValue(key=key, value=value))
+        self._values.update(changed)
 
     def load_clients(self, now: float) -> list[ClientRecord]:
         with self.sessions() as session:
