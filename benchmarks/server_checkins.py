@@ -45,6 +45,7 @@ import random
 import resource
 import socket
 import struct
+import sys
 import tempfile
 import time
 from collections.abc import Coroutine
@@ -391,6 +392,11 @@ def main() -> None:
         help="the server's registry report to the console (the lab's 2 s, with 10,000 "
         "devices, keeps the console's SQLite locked: uploads fail)",
     )
+    parser.add_argument(
+        "--server-src",
+        help="run the server from this source tree (its src/ first on PYTHONPATH), e.g. a "
+        "worktree of main, to compare it with this one under the same generator",
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", help="write the phases' figures here")
     parser.add_argument("--work", help="keep the console's and server's files and logs here")
@@ -406,6 +412,17 @@ def main() -> None:
             loopback=True,
             checkin_seconds=int(arguments.interval),
             server_arguments=["--report-seconds", str(arguments.report_seconds)],
+            server_command=(
+                (
+                    "env",
+                    f"PYTHONPATH={Path(arguments.server_src).resolve() / 'src'}",
+                    sys.executable,
+                    "-m",
+                    "shoal",
+                )
+                if arguments.server_src
+                else ()
+            ),
         )
         with deployment:
             deployment.start_console()
