@@ -55,7 +55,7 @@ def test_shoal_meets_the_share_targets_at_100_ms(mode: Mode) -> None:
         # it holds a share a TCP flow would (NewReno from half its window got 3%).
         assert figures["shoal_beside_tcp_mbit"] > 0.25 * SETUP.rate_mbit
     # Alone, shoal fills the link and keeps the deep buffer nearly empty: its own
-    # target (foreground 30 ms, background 12 ms), not 1.2 s of queue.
+    # target (foreground 30 ms, background 10 ms), not 1.2 s of queue.
     config = TransferConfig()
     target = (
         config.foreground_target_delay if mode is Mode.FOREGROUND else (config.ledbat_target_delay)

@@ -62,10 +62,7 @@ class TransferConfig:
     #: LEDBAT target queuing delay (RFC 6817 §2.4.2 TARGET; at most 100 ms, §3.2). Below
     #: the foreground's target (``foreground_target_delay``): a background transfer
     #: must give way to a foreground one, which holds the queue at its own target.
-    #: 12 ms, not 10: on a busy host the samples carry a few ms of scheduling delay, and
-    #: alone at 10 ms the lab's link ran dry (queue 0-4 ms); TCP beside it keeps the same
-    #: (lab, 3 alternated pairs: shoal alone +2.6 to +4.7 of 50 Mbit/s, TCP 0.97-1.00x).
-    ledbat_target_delay: float = 0.012
+    ledbat_target_delay: float = 0.01
     #: LEDBAT GAIN (RFC 6817 §2.4.2: at most 1).
     ledbat_gain: float = 1.0
     #: Minutes of base-delay history (RFC 6817 §3.4.2 BASE_HISTORY = 10).
