@@ -59,11 +59,14 @@ postgres:
 chromium:
 	.ci/ensure-chromium.sh
 
-## bench: benchmarks that print figures (see README); the lab scenarios need root and
-## write bench/results/SCENARIO.json and the charts bench/results/SCENARIO-{cdf,wan}.png;
+## bench: benchmarks that print figures (see README), after ``bytecode``: the lab's
+## and the footprint's client processes would otherwise each compile shoal from source
+## (where PYTHONDONTWRITEBYTECODE is set), CPU an installed client never spends; the lab
+## scenarios need root and write bench/results/SCENARIO.json and the charts
+## bench/results/SCENARIO-{cdf,wan}.png;
 ## the lab sweep (shoal and libtorrent over the default grid, ~30 min) writes
 ## bench/results/sweep-default.json and bench/results/default-lab-heatmap.png
-bench: $(STAMP)
+bench: $(STAMP) bytecode
 	$(BIN)/shoal bench pack --size-mb 1024
 	$(BIN)/python benchmarks/upload_rss.py --size-mb 2048
 	$(BIN)/shoal bench transfer --size-mb 256

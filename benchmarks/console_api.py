@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from console_fixture import DEFAULT_PASSWORD, open_fixture
 
+from shoal.console import app as console_app
 from shoal.console.app import create_app
 
 with warnings.catch_warnings():
@@ -41,6 +42,7 @@ UI_CALLS = (
     "/api/v1/assignments?limit=10",
     "/api/v1/servers?limit=50",
     "/api/v1/servers/auth-key",
+    "/api/v1/console-key",
     "/api/v1/banned-peers?limit=20",
     # The assign form's choices, and the office tree's first two levels.
     "/api/v1/versions?limit=1000",
@@ -101,6 +103,10 @@ def run(name: str, work: Path, database_url: str | None, rounds: int) -> None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             client = TestClient(create_app(state), base_url="http://testserver")
+        # As `shoal console` does once started (older checkouts lack it: not called).
+        freeze = getattr(console_app, "freeze_startup_objects", None)
+        if freeze is not None:
+            freeze()
         login = client.post(
             "/api/v1/auth/login", json={"username": "admin", "password": DEFAULT_PASSWORD}
         )

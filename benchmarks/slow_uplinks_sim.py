@@ -60,15 +60,23 @@ def run_once(args: argparse.Namespace, size: int, seed: int) -> Outcome:
     with tempfile.TemporaryDirectory() as root:
         enterprise = build_enterprise(
             Path(root),
-            [SimOffice("Branch", "10.1.0.0/24", args.clients, wan_rate=wan / 8)],
+            [
+                SimOffice(
+                    "Branch",
+                    "10.1.0.0/24",
+                    args.clients,
+                    wan_rate=wan / 8,
+                    client_up_rate=up / 8,
+                    client_down_rate=down / 8,
+                )
+            ],
             package_size=size,
             chunk_size=args.chunk_kib * 1024 or chunk_size_for(size),
             seed=seed,
             checkin_seconds=60,
             lease_seconds=10.0,
+            link_profiles=True,
         )
-        for client in enterprise.clients:
-            client.host.up.rate, client.host.down.rate = up / 8, down / 8
         started = time.perf_counter()
         enterprise.run(until=600, stop=enterprise.all_complete)
         wall = time.perf_counter() - started

@@ -109,15 +109,15 @@ def test_new_chunks_are_pushed_to_peers_that_asked() -> None:
     assert holder.counters.pushes_sent == 1
 
 
-def test_queries_repeat_until_the_search_stops() -> None:
+def test_queries_repeat_ever_less_often_while_nobody_answers_until_the_search_stops() -> None:
     network, (seeker, _) = office_of(2)
     seeker.search(CONTENT, now=0)
     network.pump(network.hosts["10.1.0.1"])
-    network.run(until=3.5)
-    assert seeker.counters.queries_sent == 4  # t = 0, 1, 2, 3
+    network.run(until=12.5)
+    assert seeker.counters.queries_sent == 5  # t = 0, 1, 3, 7, 12: doubling, up to 5 s
     seeker.stop_search(CONTENT)
-    network.run(until=10)
-    assert seeker.counters.queries_sent == 4
+    network.run(until=30)
+    assert seeker.counters.queries_sent == 5
 
 
 def test_queries_and_answers_from_outside_the_office_are_dropped() -> None:

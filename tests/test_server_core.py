@@ -11,7 +11,7 @@ from shoal.assignments import encode_envelope, sign_assignments
 from shoal.core.identity import DeviceKey
 from shoal.core.packing import pack_bytes
 from shoal.core.signing import SigningKey
-from shoal.server.control import NUDGES_PER_ROUND, ServerControl
+from shoal.server.control import NUDGE_SPACING, NUDGES_PER_ROUND, ServerControl
 from shoal.server.core import ServerCore, ServerSettings
 from shoal.topology import parse_json
 from shoal.wire.control import (
@@ -286,6 +286,7 @@ def test_nudges_go_out_in_paced_rounds(server: ServerCore) -> None:
         assert control.datagrams_to_send(now) == []  # not before the timer
         now = timer
     assert rounds == [NUDGES_PER_ROUND, NUDGES_PER_ROUND, 10]
+    assert now == 2 * NUDGE_SPACING  # the check-ins they cause come no faster either
     addressee = pull_control(sent[0][0]).device_id
     decoded = decode_control(sent[0][0], server.control_key_of(addressee) or b"")
     assert decoded.authenticated and decoded.request_id == 0

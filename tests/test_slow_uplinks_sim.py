@@ -38,14 +38,22 @@ def slow_uplinks(tmp_path_factory: pytest.TempPathFactory) -> SlowUplinksRun:
     root: Path = tmp_path_factory.mktemp("slow-uplinks")
     enterprise = build_enterprise(
         root,
-        [SimOffice("Branch", "10.1.0.0/24", CLIENTS, wan_rate=WAN / 8)],
+        [
+            SimOffice(
+                "Branch",
+                "10.1.0.0/24",
+                CLIENTS,
+                wan_rate=WAN / 8,
+                client_up_rate=UP / 8,
+                client_down_rate=DOWN / 8,
+            )
+        ],
         package_size=SIZE,
         chunk_size=chunk_size_for(SIZE),  # the console's: 128 KiB for 4 MiB
         checkin_seconds=60,
         lease_seconds=10.0,
+        link_profiles=True,
     )
-    for client in enterprise.clients:
-        client.host.up.rate, client.host.down.rate = UP / 8, DOWN / 8
     enterprise.run(until=120, stop=enterprise.all_complete)
     assert enterprise.all_complete()
     expected = hashlib.sha256(enterprise.package).hexdigest()

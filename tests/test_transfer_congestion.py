@@ -120,14 +120,15 @@ BASE_US = 7_000
 
 
 def _ack_round(
-    cc: DelayReno | Ledbat, now: float, queue_ms: float, per_ack: int = 16, rounds: int = 1
-) -> None:
+    cc: DelayReno | Ledbat, now: float, queue_ms: float, per_ack: int = 16, rounds: int = 1,
+    srtt: float = 0.0,
+) -> None:  # fmt: skip
     """Acknowledge ``rounds`` windows, ``per_ack`` packets per ACK, the window in use."""
     for _ in range(rounds):
         acks = max(1, int(cc.cwnd) // per_ack)
         for _ in range(acks):
             in_flight = max(0, int(cc.cwnd) - per_ack)
-            cc.on_ack(per_ack, in_flight, now, BASE_US + int(queue_ms * 1000))
+            cc.on_ack(per_ack, in_flight, now, BASE_US + int(queue_ms * 1000), srtt=srtt)
 
 
 def _config(**settings: float) -> TransferConfig:
@@ -178,13 +179,40 @@ def test_foreground_competes_only_when_someone_else_holds_the_queue() -> None:
     # (The current-delay filter, RFC 6817 §3.4.2, takes 4 samples to see the queue.)
     _ack_round(cc, now + 0.6, target_ms * 4)
     assert cc.competing
-    # Competing, it follows NewReno: +1 packet per round trip, halving on congestion.
+    # Competing, it follows CUBIC (RFC 9438): a loss episode leaves 0.7 of the window.
     window = cc.cwnd = cc.ssthresh = 50.0
     _ack_round(cc, now + 0.4, target_ms * 4, per_ack=1)
-    assert window + 0.5 < cc.cwnd < window + 1.5
+    assert window < cc.cwnd
+    grown = cc.cwnd
     assert cc.loss_is_congestion(lost=1, sent=1000)
     cc.on_congestion(now + 0.5)
-    assert cc.cwnd == pytest.approx((window + 1) / 2, abs=0.6)
+    assert cc.cwnd == pytest.approx(0.7 * grown)
+
+
+def test_competing_foreground_takes_a_tcp_share_behind_a_deep_queue() -> None:
+    """Alone on a 100 ms path the flow carries 1000 packets/s; a CUBIC flow then fills a
+    deep buffer (round trip 700 ms). Competing, it starts from the window that carries
+    its rate at the new round trip (what a TCP flow that had the link would hold), not
+    from what backing off left, and grows by CUBIC's clock, not a packet per round trip."""
+    config = _config()
+    cc = DelayReno(config)
+    cc.on_ack(1, 0, 0.0, BASE_US, srtt=0.1)  # the base delay
+    cc.cwnd = cc.ssthresh = 100.0
+    target_ms = cc.target_us / 1000
+    for step in range(20):
+        _ack_round(cc, 0.1 * step, target_ms * 0.9, srtt=0.1)
+    assert 100 <= cc.cwnd < 120  # at rest near its target
+    assert cc.rate_at_rest == pytest.approx(cc.cwnd / 0.1, rel=0.02)
+    now = 2.0
+    while not cc.competing:  # the queue rises to 600 ms; the window backs off meanwhile
+        _ack_round(cc, now, 600.0, srtt=0.7)
+        now += 0.1
+    assert cc.cwnd >= 0.7 * 1000 * 0.7 * 0.95  # BETA x (rate x new round trip)
+    start = cc.cwnd
+    for second in range(10):
+        _ack_round(cc, now + second, 600.0, srtt=0.7)
+    # NewReno would add ~14 packets in these 10 s (one per 700 ms round trip).
+    assert cc.cwnd > start + 100
 
 
 def test_competing_foreground_slows_down_to_find_out_whether_the_competitor_left() -> None:

@@ -282,3 +282,13 @@ def test_a_lease_reply_with_impossible_stripes_is_malformed(
     )
     with pytest.raises(MalformedDatagram, match=match):
         decode_control(datagram(0x21, body), KEY)
+
+
+@given(key=st.binary(min_size=0, max_size=100), data=st.binary(max_size=300))
+def test_the_tag_is_hmac_sha256_for_any_key_and_datagram(key: bytes, data: bytes) -> None:
+    """The pads hashed once per key give RFC 2104's HMAC, the first and every later time."""
+    tagged = data + hmac.new(key, data, hashlib.sha256).digest()[:16]
+    for _ in range(2):
+        assert tag_matches(tagged, key)
+        assert tag_matches(memoryview(tagged), key)
+    assert not tag_matches(tagged[:-1] + bytes([tagged[-1] ^ 1]), key)

@@ -25,6 +25,7 @@ import pytest
 from playwright.sync_api import (
     Browser,
     ConsoleMessage,
+    Dialog,
     Page,
     Request,
     expect,
@@ -637,6 +638,51 @@ def test_a_server_is_set_up_from_the_ui(ui: ConsoleUI) -> None:
             row.get_by_role("button", name="Enrollment bundle").click()
         bundle = download.value.path().read_text()
         assert '"enrollment_token"' in bundle and '"console_key"' in bundle
+
+
+@in_browser
+def test_the_console_key_is_rotated_from_the_ui_after_a_confirmation(ui: ConsoleUI) -> None:
+    """The signing key is rotated on the P2P servers page: it asks first (a dismissed
+    question rotates nothing), then shows the new fingerprint, the one it replaced and
+    what devices must do."""
+    page = ui.page
+    ui.log_in()
+    admin = ui.console.admin()
+    try:
+        before = admin.get("/api/v1/console-key").json()
+        ui.open_tab("P2P servers")
+        key_table = page.locator("#console-key-table")
+        expect(key_table).to_contain_text(before["key_id"])
+        rotate = page.get_by_role("button", name="Rotate the signing key")
+        questions: list[str] = []
+
+        def answer(accept: bool) -> Callable[[Dialog], None]:
+            def handle(dialog: Dialog) -> None:
+                questions.append(dialog.message)
+                dialog.accept() if accept else dialog.dismiss()
+
+            return handle
+
+        page.once("dialog", answer(False))
+        rotate.click()
+        page.once("dialog", answer(True))
+        rotate.click()
+        result = page.locator("#key-rotated")
+        expect(result).to_contain_text("New fingerprint")
+        after = admin.get("/api/v1/console-key").json()
+    finally:
+        admin.close()
+    # Once, not twice: the dismissed question left the key as it was.
+    assert after["rotations"] == 1 and after["key_id"] != before["key_id"]
+    assert len(questions) == 2 and "leaked" in questions[0] and "Devices follow it" in questions[0]
+    expect(result).to_contain_text(
+        f"New fingerprint: {after['key_id']} (it was {before['key_id']})"
+    )
+    expect(result).to_contain_text("What devices must do: nothing")
+    expect(key_table).to_contain_text(after["key_id"])
+    expect(key_table).not_to_contain_text(before["key_id"])
+    expect(page.locator("#about")).to_contain_text(f"signing key {after['key_id']}")
+    ui.screenshot("console_key_rotated")
 
 
 @in_browser

@@ -169,3 +169,38 @@ async def test_the_runner_ends_uploads_to_a_closed_port_whatever_the_role() -> N
     finally:
         runner.close()
     await asyncio.sleep(0)
+
+
+@in_event_loop
+async def test_the_runner_asks_each_machine_once_per_batch_after_the_application() -> None:
+    # A batch of datagrams (and a timer) on one socket: the application polls once,
+    # then every machine is asked what to send once (not also by its endpoint before).
+    log = Log()
+    data = FakeMachine(log, "data", [])
+    control = FakeMachine(log, "control", [])
+    application = FakeApplication(log)
+    runner = ApplicationRunner(
+        application, [Binding(data, "127.0.0.1", 0), Binding(control, "127.0.0.1", 0)]
+    )
+    sender = UdpSocket.bind("127.0.0.1", 0)
+    try:
+        await wait_until(lambda: ("asked", "control") in log.calls)  # the first pump
+        log.calls.clear()
+        sender.send([(b"one", runner.local_address(0)), (b"two", runner.local_address(0))])
+        await wait_until(lambda: ("asked", "control") in log.calls)
+        await asyncio.sleep(0.05)
+        received = [call for call in log.calls if call[0] == "receive"]
+        assert received == [("receive", "data", b"one"), ("receive", "data", b"two")]
+        after = log.calls[log.calls.index(received[-1]) + 1 :]
+        assert after == [("poll",), ("asked", "data"), ("asked", "control")]
+        log.calls.clear()
+        data.timer = asyncio.get_running_loop().time() + 0.01
+        runner.arm(runner.local_address(0)[1], data.timer)
+        data.timer = None  # fires once
+        await wait_until(lambda: ("asked", "control") in log.calls)
+        await asyncio.sleep(0.05)
+        assert log.calls == [("timer", "data"), ("poll",), ("asked", "data"), ("asked", "control")]
+    finally:
+        sender.close()
+        runner.close()
+    await asyncio.sleep(0)

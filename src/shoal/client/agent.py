@@ -169,8 +169,10 @@ class AgentCore:
                 scope=(config.subnet,),
                 local_addresses=(config.ip,),
                 extra_broadcast_ports=config.extra_broadcast_ports,
+                fanout=config.swarm_fanout,
             ),
             now,
+            rng=random.Random(self.rng.random()),
         )
         self.blobs = BlobFetcher(self.engines)
         self.registrar = RegistrationMachine(

@@ -455,9 +455,11 @@ class DownloadsMachine:
     def _schedule_requests(self, download: Download, now: float) -> None:
         assert download.picker is not None and download.manifest is not None
         engine = self.engines[download.mode]
+        affordable = self.caps.affordable(download.mode, download.manifest.chunk_size, now)
+        if download.picker.nothing_to_ask(now):
+            return  # the common case: this runs after every input
         in_flight = sum(len(d.requests) for d in self.downloads.values() if d.mode is download.mode)
         limit = self.config.max_in_flight - in_flight
-        affordable = self.caps.affordable(download.mode, download.manifest.chunk_size, now)
         if affordable is not None:
             limit = min(limit, affordable)
         for peer, chunk_index in download.picker.next_requests(limit, now):
@@ -566,7 +568,11 @@ class DownloadsMachine:
             return
         if self.office.shares:
             self.discovery.chunk_added(
-                download.content_id, write.chunk_index, download.manifest.chunk_count, now
+                download.content_id,
+                write.chunk_index,
+                download.manifest.chunk_count,
+                now,
+                new_in_office=write.peer == self.office.server_data_address(download.mode),
             )
         if written.complete and download.transferring:
             self._download_verified(download, now)

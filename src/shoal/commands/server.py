@@ -81,6 +81,15 @@ def server() -> None:
     help="A rendezvous point silent this long is replaced.",
 )
 @click.option(
+    "--office-links",
+    "office_links",
+    multiple=True,
+    metavar="NAME=WAN/UP",
+    help="An office's WAN and client uplink rates in Mbit/s (repeat per office): its "
+    "WAN copy is fetched by one client where one uplink keeps up with the WAN, else "
+    "striped over as many as its uplinks need (default: one stripe per client).",
+)
+@click.option(
     "--sync-seconds",
     default=2.0,
     show_default=True,
@@ -155,6 +164,7 @@ def run(
     discovery_port: int | None,
     checkin_seconds: int,
     lease_seconds: float,
+    office_links: tuple[str, ...],
     sync_seconds: float,
     report_seconds: float,
     client_expiry_days: float,
@@ -175,6 +185,12 @@ def run(
     console's enrollment bundle (`shoal client enroll`).
     """
     require_extra("server")
+    from shoal.server.stripe_plan import parse_office_links
+
+    try:  # before the service's imports: a wrong value is said at once
+        links = parse_office_links(office_links)
+    except ValueError as error:
+        raise click.BadParameter(str(error), param_hint="--office-links") from None
     from shoal.server.limits import AbuseLimits
     from shoal.server.metrics_listener import parse_listen_address
     from shoal.server.service import ServerConfig, ServerService
@@ -207,6 +223,7 @@ def run(
             discovery_port=discovery_port,
             checkin_seconds=checkin_seconds,
             lease_seconds=lease_seconds,
+            office_links=links,
             sync_seconds=sync_seconds,
             report_seconds=report_seconds,
             direct_outside_offices=not no_direct,

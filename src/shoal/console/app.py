@@ -8,6 +8,7 @@ schemathesis fuzzes. Plain Starlette would need both written by hand.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -154,6 +155,19 @@ def create_app(state: ConsoleState) -> FastAPI:
     return app
 
 
+def freeze_startup_objects() -> None:
+    """Keep what exists once the console is up (modules, the application, its routes and
+    schemas: ~140,000 objects) out of every later garbage collection.
+
+    A full collection walks every object it tracks: ~100 ms of CPU at that size, so the
+    API call that happened to trigger one answered that much later (many times that on a
+    loaded machine): the spikes in the p95 of ``benchmarks/console_api.py`` (issue 14).
+    What is frozen lives as long as the process anyway.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def serve(config: ConsoleConfig, host: str, port: int, log_level: str = "info") -> None:
     """Open the console and serve it until interrupted (HTTPS unless TLS is off)."""
     state = open_console(config)
@@ -177,9 +191,11 @@ def serve(config: ConsoleConfig, host: str, port: int, log_level: str = "info") 
         config.data_dir,
         state.signing_key.verify_key.key_id.hex(),
     )
+    app = create_app(state)
+    freeze_startup_objects()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(state),
+            app,
             host=host,
             port=port,
             ssl_certfile=str(state.cert_path) if state.cert_path else None,

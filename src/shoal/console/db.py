@@ -19,6 +19,7 @@ from sqlalchemy import (
     DateTime,
     Engine,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -138,6 +139,8 @@ class Server(Base):
 
 class Device(Base):
     __tablename__ = "devices"
+    # Covers the join from device_content to the device's office (assignment progress).
+    __table_args__ = (Index("ix_devices_id_office", "id", "office"),)
     id: Mapped[str] = mapped_column(String(100), primary_key=True)
     hostname: Mapped[str] = mapped_column(String(200), index=True)
     address: Mapped[str] = mapped_column(String(64))
@@ -163,10 +166,14 @@ class RetiredDevice(Base):
 
 class DeviceContent(Base):
     __tablename__ = "device_content"
+    # Covers a content's holders and their progress (assignment progress by content).
+    __table_args__ = (
+        Index("ix_device_content_progress", "content_id", "device_id", "complete", "bytes_done"),
+    )
     device_id: Mapped[str] = mapped_column(
         ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
     )
-    content_id: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
+    content_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     bytes_done: Mapped[int] = mapped_column(BigInteger)
     complete: Mapped[bool] = mapped_column(Boolean)
 

@@ -35,6 +35,7 @@ def _key_out(state: ConsoleState, previous: VerifyKey | None = None) -> schemas.
             key_id=key.key_id.hex(),
             rotations=count - 1,
             previous_key=previous.raw.hex() if previous is not None else None,
+            previous_key_id=previous.key_id.hex() if previous is not None else None,
             document_sequence=document.sequence if document is not None else None,
             document_expires=document.expires_at if document is not None else None,
         )

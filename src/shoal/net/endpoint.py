@@ -15,6 +15,13 @@ A ``DatagramEndpoint`` only moves bytes and re-arms one timer (the aioquic
 Code outside the callbacks that calls the machine (for example to request a chunk)
 calls ``transmit`` afterwards, as with aioquic's ``QuicConnectionProtocol``.
 
+Pumped: an endpoint whose machine belongs to an application of several machines
+(``shoal.net.runner``) is given ``pumped``, the runner's "input arrived" call. After a
+batch of datagrams or a timer it then only reports the shell's own events and calls
+``pumped()``; the pump (``shoal.net.pump``) asks the machine what to send once, after
+the application decided, through ``send`` and ``arm``: the machine is not asked twice
+per input (once here, once by the pump), and its events stay the application's.
+
 Back-pressure: when the kernel refuses a send (``EAGAIN``: socket buffer full;
 ``ENOBUFS``: interface queue full) the unsent datagrams are kept, in order, and the
 machine is not asked for more until they are gone: the shell waits for the socket to
@@ -95,6 +102,7 @@ class DatagramEndpoint:
         receive_loss: float = 0.0,
         loss_seed: int = 0,
         loop: asyncio.AbstractEventLoop | None = None,
+        pumped: Callable[[], None] | None = None,
     ) -> None:
         if not 0.0 <= receive_loss < 1.0:
             raise ValueError(f"receive_loss must be in [0, 1), not {receive_loss}")
@@ -112,6 +120,7 @@ class DatagramEndpoint:
         self._blocked = False
         self._retry_handle: asyncio.TimerHandle | None = None
         self._closed = False
+        self._pumped = pumped
         self._loop.add_reader(udp.fileno(), self._on_readable)
 
     @classmethod
@@ -125,15 +134,24 @@ class DatagramEndpoint:
         config: UdpConfig | None = None,
         receive_loss: float = 0.0,
         loss_seed: int = 0,
+        pumped: Callable[[], None] | None = None,
     ) -> DatagramEndpoint:
         """Bind a UDP socket on ``host:port`` and drive ``machine`` from it.
 
         Call it from a coroutine: the endpoint attaches to the running event loop.
         Bind errors are ``NetworkError`` subclasses (``AddressUnavailable``...).
+        ``pumped``: a pump drives the machine (see the module docstring).
         """
         udp = UdpSocket.bind(host, port, config)
         try:
-            return cls(machine, udp, on_event, receive_loss=receive_loss, loss_seed=loss_seed)
+            return cls(
+                machine,
+                udp,
+                on_event,
+                receive_loss=receive_loss,
+                loss_seed=loss_seed,
+                pumped=pumped,
+            )
         except BaseException:
             udp.close()
             raise
@@ -217,7 +235,15 @@ class DatagramEndpoint:
         else:
             for data, address in received:
                 machine.receive_datagram(data, address, now)
-        self.transmit()
+        self._after_input(bool(received))
+
+    def _after_input(self, machine_changed: bool = True) -> None:
+        if self._pumped is None:
+            self.transmit()
+        elif not self._closed:
+            self._deliver_shell_events()
+            if machine_changed:
+                self._pumped()  # the pump asks the machine and re-arms (``send``, ``arm``)
 
     def _on_timer(self, deadline: float) -> None:
         now = self._loop.time()
@@ -227,17 +253,22 @@ class DatagramEndpoint:
         counters.late_seconds_total += late
         counters.late_seconds_max = max(counters.late_seconds_max, late)
         self.machine.handle_timer(now)
-        self.transmit()
+        self._after_input()
 
     def _on_unblocked(self) -> None:
         self._loop.remove_writer(self.udp.fileno())
         self._retry_handle = None
         self._blocked = False
-        self.transmit()
+        if self._pumped is None:
+            self.transmit()
+        elif not self._closed:
+            if self._pending_index < len(self._pending):
+                self._send_pending()
+            self._pumped()  # the machine may send more now: the pump asks it
 
     # -- internals -------------------------------------------------------------------
 
-    def _deliver_events(self) -> None:
+    def _deliver_shell_events(self) -> None:
         udp = self.udp
         if udp.unreachable:
             reports, udp.unreachable = udp.unreachable, []
@@ -248,6 +279,11 @@ class DatagramEndpoint:
             failures, udp.send_failures = udp.send_failures, []
             for failure in failures:
                 self.on_event(DatagramRefused(failure.address, str(failure.error)))
+
+    def _deliver_events(self) -> None:
+        self._deliver_shell_events()
+        if self._pumped is not None:
+            return  # the machine's events are the application's
         machine = self.machine
         while (event := machine.next_event()) is not None:
             self.on_event(event)

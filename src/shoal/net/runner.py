@@ -5,13 +5,13 @@ and read their events themselves in ``poll(now)``; they also have a timer of the
 own. ``ApplicationRunner`` is their asyncio shell; the step it runs after input is
 ``shoal.net.pump.pump``, the same one the simulator runs on its virtual clock:
 
-* each machine gets a ``DatagramEndpoint`` through a thin proxy that hides its events
-  from the endpoint (the application reads them) and notes that input arrived; the
-  endpoint sends what the machine queued at once (lower latency than waiting for the
-  poll) and keeps its timer;
-* after input, one ``pump`` runs on the next loop iteration (coalesced): the
-  application polls, every endpoint not back-pressured sends what its machine queued,
-  and the timers are re-armed;
+* each machine gets a pumped ``DatagramEndpoint`` (``pumped=input_arrived``): it feeds
+  the machine datagrams and timer calls, reports the shell's events, and leaves the
+  machine's events to the application and its sending to the pump;
+* after input, one ``pump`` runs on the next loop iteration (coalesced over every
+  socket that was readable): the application polls, every endpoint not back-pressured
+  sends what its machine queued, and the timers are re-armed. Each machine is asked
+  what to send once per input, after the application decided;
 * the application's own timer calls ``handle_timer`` and the same step;
 * an ICMP port unreachable on an endpoint's socket (``DeliveryFailed``) goes to
   ``shoal.net.pump.port_unreachable`` (a transfer engine ends its uploads to that
@@ -45,31 +45,6 @@ class Binding:
     host: str
     port: int
     config: UdpConfig | None = None
-
-
-class _Proxy:
-    """The machine as its endpoint sees it: events withheld, input reported."""
-
-    def __init__(self, machine: DatagramMachine, runner: ApplicationRunner) -> None:
-        self._machine = machine
-        self._runner = runner
-
-    def receive_datagram(self, data: bytes | memoryview, addr: Address, now: float) -> None:
-        self._machine.receive_datagram(data, addr, now)
-        self._runner.input_arrived()
-
-    def handle_timer(self, now: float) -> None:
-        self._machine.handle_timer(now)
-        self._runner.input_arrived()
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        return self._machine.datagrams_to_send(now)
-
-    def get_timer(self) -> float | None:
-        return self._machine.get_timer()
-
-    def next_event(self) -> object | None:
-        return None
 
 
 class _Slot:
@@ -111,11 +86,12 @@ class ApplicationRunner:
             for binding in bindings:
                 slot = _Slot(self)
                 endpoint = DatagramEndpoint.open(
-                    _Proxy(binding.machine, self),
+                    binding.machine,
                     binding.host,
                     binding.port,
                     slot.on_event,
                     config=binding.config,
+                    pumped=self.input_arrived,
                 )
                 slot.port = endpoint.local_address[1]
                 self.endpoints.append(endpoint)

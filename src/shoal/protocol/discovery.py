@@ -13,11 +13,32 @@ picker then knows the downloaders of the office that hold nothing yet, and serve
 first (``ChunkPicker.peer_searching``).
 
 Bitmaps go stale while the office downloads, so besides the periodic re-query a holder
-*pushes* a fresh ``HAVE`` to every peer that asked about the content in the last
-``interest_seconds`` when it gains chunks, at most once per ``push_interval``. A unicast
-search adds every peer that asks it for the same content to its list and asks it back,
-so two peers that found each other in one direction only still hear of each other's
-chunks.
+*pushes* a fresh ``HAVE`` when it gains chunks, at most once per ``push_interval``, to
+peers that asked about the content in the last ``interest_seconds``. A unicast search
+adds every peer that asks it for the same content to its list and asks it back, so two
+peers that found each other in one direction only still hear of each other's chunks.
+
+*Bounded traffic in a large office.* Offices hold up to a hundred devices or more; had
+every holder told every asker of every chunk, discovery would cost N^2 datagrams per
+chunk (a broadcast storm). So (BitTorrent's bounded peer sets, mDNS's answer
+suppression, RFC 6762 §7):
+
+* a push round reaches at most ``neighbours`` of the interested peers that do not know
+  what we hold yet (proven addresses first, drawn at random): O(neighbours) per chunk;
+* nobody is told again what it already knows (``Holding.knows``: the same holding, told within
+  ``interest_seconds``), so the echo of a token, or a refresh query, costs no answer;
+* a query is answered by about ``answers_per_query`` holders: each answers with
+  probability ``answers_per_query`` / (holders it knows of), a query proving its address
+  always. The asker's interest is recorded by every holder all the same;
+* a search queries every ``query_interval`` while it holds nothing or has heard of no
+  holder, then every ``settled_query_interval`` (jittered): pushes keep it informed, its
+  query only keeps its interest alive. A settled unicast search asks ``neighbours``
+  listed peers, not all;
+* a chunk new in the office (``chunk_added(new_in_office=True)``: from the server) is
+  pushed first to the downloaders the chunk picker's fan-out designates to fetch it
+  from us (``fanout_score``): the others wait for them, so they must hear of it.
+
+Forged answers (bounded) can make a holder answer fewer queries; askers still get pushes.
 
 Answers from addresses outside ``scope`` (the office's subnets) are dropped and
 counted: peers outside a client's office are never used. Datagrams from our own
@@ -41,13 +62,15 @@ exceed the credit is not sent, and counted.
 from __future__ import annotations
 
 import ipaddress
+import random
 from collections import OrderedDict, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from shoal.core.address import Address
 from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
+from shoal.protocol.holding import MAX_PEERS, Holding
 from shoal.protocol.validation import DEFAULT_TOKEN_LIFETIME, AddressValidator
 from shoal.wire.decoding import VERSION_ERROR_REPLY, Undecodable, decode_counted
 from shoal.wire.messages import (
@@ -62,7 +85,7 @@ from shoal.wire.messages import (
     who_has_padding,
 )
 
-MAX_INTERESTED_PEERS = 1024
+MAX_INTERESTED_PEERS = MAX_PEERS
 MAX_SEARCHES = 256
 MAX_EVENTS = 4096
 #: Addresses whose credit (bytes we may still send them) or validation is remembered,
@@ -127,6 +150,8 @@ class DiscoveryCounters:
     echoes_sent: int = 0
     #: Dropped: the interest table of a content is full of live interest.
     interest_dropped: int = 0
+    #: Queries left to other holders (``DiscoveryConfig.answers_per_query``).
+    answers_suppressed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +163,22 @@ class DiscoveryConfig:
     extra_broadcast_ports: tuple[int, ...] = ()
     """Also broadcast queries to these ports (peers running on the alternative ports)."""
     query_interval: float = 1.0
+    """Between two queries of a search while it holds nothing or has heard of no holder."""
+    settled_query_interval: float = 5.0
+    """Between two queries once it holds a chunk and has heard of a holder: pushes keep
+    it informed, the query only keeps its interest alive (``interest_seconds``)."""
     push_interval: float = 0.02
-    interest_seconds: float = 5.0
+    interest_seconds: float = 12.0
+    """How long a query registers interest (pushes); beyond two settled intervals."""
+    answers_per_query: int = 4
+    """Answers a query draws, about: each holder answers it with probability this over
+    the holders it knows of (a query proving its address is always answered)."""
+    fanout: int = 1
+    """The chunk picker's fan-out (``ChunkPicker.fanout``): see ``_designated``."""
+    neighbours: int = 8
+    """Peers a push round reaches at most (drawn afresh each round from the interested
+    ones), and peers a unicast search asks per settled query: O(neighbours) datagrams
+    per chunk gained, whatever the office's size."""
     #: How long a token, and a validation proven with it, lasts (RFC 9000 §8.1.3).
     token_lifetime: float = DEFAULT_TOKEN_LIFETIME
 
@@ -151,22 +190,26 @@ class _Search:
     query_id: int
     #: Zero bytes each query carries, so that an unvalidated holder may answer it.
     padding: int = 0
-
-
-@dataclass(slots=True)
-class _Holding:
-    chunks: ChunkSet
-    push_due: float | None = None
-    interested: dict[Address, float] = field(default_factory=dict)
+    #: A holder answered with chunks: the search may settle (``settled_query_interval``).
+    heard_of_holder: bool = False
+    #: Before the next query while no holder answered (doubles up to the settled one).
+    unanswered_interval: float = 0.0
 
 
 class DiscoveryMachine:
     """Sans-I/O discovery for one client, bound to the discovery port."""
 
     def __init__(
-        self, config: DiscoveryConfig, now: float, *, token_key: bytes | None = None
+        self,
+        config: DiscoveryConfig,
+        now: float,
+        *,
+        token_key: bytes | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
+        #: Draws push targets and unicast query targets (seeded in the simulator).
+        self._rng = rng or random.Random()
         self.counters = DiscoveryCounters()
         self._validator = AddressValidator(token_key, config.token_lifetime)
         #: Address -> when it last proved it receives there (a valid echoed token).
@@ -176,10 +219,11 @@ class DiscoveryMachine:
         #: Peer -> (its token for our address, when we last echoed it).
         self._tokens: OrderedDict[Address, tuple[bytes, float]] = OrderedDict()
         self._scope = [ipaddress.ip_network(subnet, strict=False) for subnet in config.scope]
+        self._subnet_members: dict[str, bool] = {}
         self._local = set(config.local_addresses)
         self._listed_peers: set[str] = set()
         self._searches: dict[ContentId, _Search] = {}
-        self._holdings: dict[ContentId, _Holding] = {}
+        self._holdings: dict[ContentId, Holding] = {}
         self._outbox: list[tuple[bytes, Address]] = []
         self._events: deque[DiscoveryEvent] = deque()
         self._next_query_id = 1
@@ -222,27 +266,35 @@ class DiscoveryMachine:
         holding = self._holdings.get(content_id)
         if not chunks:
             if holding is not None:
-                holding.chunks = ChunkSet(0)  # stop answering, keep the interest
+                holding.replace(ChunkSet(0))  # stop answering, keep the interest
             return
         if holding is None:
-            self._holdings[content_id] = _Holding(chunks.copy())
+            self._holdings[content_id] = Holding(chunks.copy())
             return
-        holding.chunks = chunks.copy()
+        holding.replace(chunks.copy())
         self._schedule_push(holding, now)
 
     def chunk_added(
-        self, content_id: ContentId, chunk_index: int, chunk_count: int, now: float
+        self,
+        content_id: ContentId,
+        chunk_index: int,
+        chunk_count: int,
+        now: float,
+        *,
+        new_in_office: bool = False,
     ) -> None:
-        """We verified one more chunk: interested peers hear of it soon."""
+        """We verified one more chunk: interested peers hear of it soon. ``new_in_office``
+        (it came over the WAN): the downloaders the chunk picker's fan-out designates to
+        fetch it from us first (``fanout_score``) are among them."""
         holding = self._holdings.get(content_id)
         if holding is None:
-            holding = self._holdings[content_id] = _Holding(ChunkSet(chunk_count))
+            holding = self._holdings[content_id] = Holding(ChunkSet(chunk_count))
         elif holding.chunks.count != chunk_count:
             holding.chunks = ChunkSet(chunk_count)  # interest recorded before our first chunk
-        holding.chunks.add(chunk_index)
-        self._schedule_push(holding, now)
+        if holding.add(chunk_index, new_in_office=new_in_office):
+            self._schedule_push(holding, now)
 
-    def _schedule_push(self, holding: _Holding, now: float) -> None:
+    def _schedule_push(self, holding: Holding, now: float) -> None:
         if holding.interested and holding.push_due is None:
             holding.push_due = now + self.config.push_interval
 
@@ -270,8 +322,12 @@ class DiscoveryMachine:
             counters.answers_received += 1
             search = self._searches.get(message.content_id)
             if search is not None:
+                if message.chunks:
+                    search.heard_of_holder = True
                 self._emit(PeerAvailable(peer_ip, message.content_id, message.chunks, addr[1]))
                 self._note_answerer(message.content_id, addr, now)
+                if message.chunks:
+                    self._holdings[message.content_id].note_holder(peer_ip)
                 if message.token != NO_TOKEN:
                     self._echo(message, search, addr, now)
         elif isinstance(message, VersionError):
@@ -280,7 +336,8 @@ class DiscoveryMachine:
             counters.unexpected += 1
 
     def _on_who_has(self, message: WhoHas, addr: Address, now: float) -> None:
-        if message.token != NO_TOKEN and self._validator.is_valid(message.token, addr, now):
+        proven = message.token != NO_TOKEN and self._validator.is_valid(message.token, addr, now)
+        if proven:
             # The asker echoed what we sent only to this address: it receives here.
             self.counters.addresses_validated += 1
             self._validated[addr] = now
@@ -292,17 +349,35 @@ class DiscoveryMachine:
         search = self._searches.get(message.content_id)
         if holding is None and search is not None:
             # We want it too: remember the asker, so our first chunk reaches it at once.
-            holding = self._holdings[message.content_id] = _Holding(ChunkSet(0))
+            holding = self._holdings[message.content_id] = Holding(ChunkSet(0))
         if holding is not None:
             self._note_interest(holding, addr, now)
-            if holding.chunks and self._send_have(
-                message.query_id, message.content_id, holding.chunks, addr, now
+            if (
+                holding.chunks
+                and not holding.knows(addr, now, self.config.interest_seconds)
+                and (proven or self._answers(holding))
+                and self._tell(holding, message.query_id, message.content_id, addr, now)
             ):
                 self.counters.queries_answered += 1
         if search is not None:
             self._emit(PeerSearching(addr[0], message.content_id, addr[1]))
             if search.unicast_peers is not None:
                 self._ask_back(message.content_id, search, addr[0], now)
+
+    def _answers(self, holding: Holding) -> bool:
+        if holding.answers(self.config.answers_per_query, self._rng):
+            return True
+        self.counters.answers_suppressed += 1
+        return False
+
+    def _tell(
+        self, holding: Holding, query_id: int, content_id: ContentId, addr: Address, now: float
+    ) -> bool:
+        """A HAVE of what we hold to ``addr`` (an answer, or a push with ``query_id`` 0)."""
+        if not self._send_have(query_id, content_id, holding.chunks, addr, now):
+            return False
+        holding.told(addr, now)
+        return True
 
     def _note_answerer(self, content_id: ContentId, addr: Address, now: float) -> None:
         """A peer that answered our search holds the content and may still be fetching
@@ -312,11 +387,11 @@ class DiscoveryMachine:
         would take us for a downloader holding nothing (``PeerSearching``)."""
         holding = self._holdings.get(content_id)
         if holding is None:
-            holding = self._holdings[content_id] = _Holding(ChunkSet(0))
+            holding = self._holdings[content_id] = Holding(ChunkSet(0))
         if addr not in holding.interested:
             self._note_interest(holding, addr, now)
 
-    def _note_interest(self, holding: _Holding, addr: Address, now: float) -> None:
+    def _note_interest(self, holding: Holding, addr: Address, now: float) -> None:
         """Remember that ``addr`` asked, for pushes; a full table keeps live interest, and
         a proven address takes the place of an unproven one."""
         interested = holding.interested
@@ -331,7 +406,7 @@ class DiscoveryMachine:
                 if victim is None:
                     self.counters.interest_dropped += 1
                     return
-                del interested[victim]
+                holding.forget(victim)
         interested[addr] = now
 
     def _send_have(
@@ -380,10 +455,10 @@ class DiscoveryMachine:
         peer = (peer_ip, self.config.port)
         self._send(self._query(search, content_id, peer), peer, now)
 
-    def _forget_stale_interest(self, holding: _Holding, now: float) -> None:
+    def _forget_stale_interest(self, holding: Holding, now: float) -> None:
         horizon = now - self.config.interest_seconds
         for peer in [peer for peer, seen in holding.interested.items() if seen < horizon]:
-            del holding.interested[peer]
+            holding.forget(peer)
 
     def handle_timer(self, now: float) -> None:
         self._run_due(now)
@@ -394,6 +469,8 @@ class DiscoveryMachine:
         for content_id, search in self._searches.items():
             if search.next_query > now:
                 continue
+            holding = self._holdings.get(content_id)
+            settled = search.heard_of_holder and holding is not None and bool(holding.chunks)
             # Our own periodic queries: to the broadcast address, or to the peers the
             # server listed (it vouches for them), never in answer to anyone.
             if search.unicast_peers is None:
@@ -403,19 +480,48 @@ class DiscoveryMachine:
                 for broadcast_port in (port, *self.config.extra_broadcast_ports):
                     self._outbox.append((query, (self.config.broadcast_address, broadcast_port)))
             else:
-                for peer_ip in search.unicast_peers:
+                peers = search.unicast_peers
+                if settled and len(peers) > self.config.neighbours:
+                    peers = tuple(self._rng.sample(peers, self.config.neighbours))
+                for peer_ip in peers:
                     peer = (peer_ip, port)
                     self._outbox.append((self._query(search, content_id, peer), peer))
             self.counters.queries_sent += 1
-            search.next_query = now + self.config.query_interval
+            search.next_query = now + self._next_interval(search, settled)
         for content_id, holding in self._holdings.items():
             if holding.push_due is None or holding.push_due > now:
                 continue
             holding.push_due = None
             self._forget_stale_interest(holding, now)
-            for peer_address in holding.interested:
-                if self._send_have(0, content_id, holding.chunks, peer_address, now):
+            targets = holding.push_targets(
+                self.config.neighbours,
+                self.config.fanout,
+                self.config.interest_seconds,
+                now,
+                self._rng,
+                lambda peer: self._is_validated(peer, now),
+            )
+            for peer_address in targets:
+                if self._tell(holding, 0, content_id, peer_address, now):
                     self.counters.pushes_sent += 1
+
+    def _next_interval(self, search: _Search, settled: bool) -> float:
+        """Settled: ``settled_query_interval`` (jittered, so an office's queries spread).
+        Holding nothing while holders answer: ``query_interval``, so that they know us
+        for empty-handed (``ChunkPicker.peer_searching``). Nobody answered yet: doubling
+        from ``query_interval``: a whole office that waits for its first WAN chunk does
+        not broadcast N^2 queries a second, and the first holder pushes to us anyway
+        (our interest is recorded)."""
+        config = self.config
+        if settled:
+            return self._rng.uniform(0.75, 1.25) * config.settled_query_interval
+        if search.heard_of_holder:
+            return config.query_interval
+        search.unanswered_interval = min(
+            max(2 * search.unanswered_interval, config.query_interval),
+            config.settled_query_interval,
+        )
+        return search.unanswered_interval
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         outbox, self._outbox = self._outbox, []
@@ -479,8 +585,16 @@ class DiscoveryMachine:
     def _in_scope(self, peer_ip: str) -> bool:
         if peer_ip in self._listed_peers:
             return True
-        try:
-            address = ipaddress.ip_address(peer_ip)
-        except ValueError:
-            return False
-        return any(address in network for network in self._scope)
+        known = self._subnet_members.get(peer_ip)
+        if known is None:
+            # Parsed once per address (every datagram asks): bounded, forgotten wholesale.
+            if len(self._subnet_members) >= MAX_TRACKED_ADDRESSES:
+                self._subnet_members.clear()
+            try:
+                address = ipaddress.ip_address(peer_ip)
+            except ValueError:
+                known = False
+            else:
+                known = any(address in network for network in self._scope)
+            self._subnet_members[peer_ip] = known
+        return known

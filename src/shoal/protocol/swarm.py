@@ -122,6 +122,18 @@ class ChunkPicker(Generic[Peer]):
         self._all_mask = _mask_of(ChunkSet.full(self._count))
         self._availability_mask: dict[Peer, int] = {}
         self._in_flight_mask = 0
+        # Decisions are pure functions of the state above and of time: the agent asks
+        # after every datagram, and most asks find nothing. ``_idle_until``: the last
+        # ask found nothing, nothing changed since, so until then (``next_wake``: the
+        # first deadline that time alone passes) every ask finds nothing again.
+        # ``_changed`` drops it (and the ``next_wake`` answer) at every change.
+        self._idle_until: float | None = None
+        self._wake_at: float | _Unknown | None = _UNKNOWN
+
+    def _changed(self) -> None:
+        """The state changed: the cached answers no longer hold."""
+        self._idle_until = None
+        self._wake_at = _UNKNOWN
 
     # ------------------------------------------------------------ knowledge
 
@@ -151,6 +163,7 @@ class ChunkPicker(Generic[Peer]):
     def busy(self, peer: Peer, until: float) -> None:
         """``peer`` refused BUSY: ask it nothing before ``until`` (``next_wake``)."""
         if peer in self._availability:
+            self._changed()
             self._busy_until[peer] = until
 
     def peer_searching(self, peer: Peer, now: float) -> None:
@@ -164,6 +177,7 @@ class ChunkPicker(Generic[Peer]):
             return
         if peer not in self._availability and not self._room_for_searcher(now):
             return
+        self._changed()
         self._searching[peer] = now
         if peer not in self._availability:
             self._availability[peer] = ChunkSet(self._count)
@@ -201,6 +215,7 @@ class ChunkPicker(Generic[Peer]):
             return
         if availability.count != self._count:
             raise ValueError(f"availability for {availability.count} chunks, not {self._count}")
+        self._changed()
         if peer not in self._availability:
             self._designated.clear()  # the downloaders changed
         mask = _mask_of(availability)
@@ -241,6 +256,7 @@ class ChunkPicker(Generic[Peer]):
         """``peer`` announced one more chunk (it finished it)."""
         if peer in self._banned:
             return
+        self._changed()
         availability = self._availability.get(peer)
         if availability is None:
             availability = self._availability[peer] = ChunkSet(self._count)
@@ -255,6 +271,7 @@ class ChunkPicker(Generic[Peer]):
 
     def peer_gone(self, peer: Peer) -> list[int]:
         """Forget ``peer``; return the chunk indexes whose requests to it are released."""
+        self._changed()
         self._forget_availability(peer)
         self._designated.clear()
         released = [index for index, peers in self._in_flight.items() if peer in peers]
@@ -278,6 +295,7 @@ class ChunkPicker(Generic[Peer]):
 
         With ``now``, the time since it was asked is a sample of ``peer``'s rate.
         """
+        self._changed()
         others = self._in_flight.pop(chunk_index, set())
         self._in_flight_mask &= ~self._bit(chunk_index)
         for holder in others:
@@ -297,6 +315,7 @@ class ChunkPicker(Generic[Peer]):
     def lost(self, chunk_index: int) -> None:
         """A chunk ``received`` earlier could not be kept (its write failed): want it again."""
         if chunk_index in self._have:
+            self._changed()
             self._have.discard(chunk_index)
             self._have_mask &= ~self._bit(chunk_index)
             self._order = None
@@ -309,6 +328,7 @@ class ChunkPicker(Generic[Peer]):
         peers = self._in_flight.get(chunk_index)
         if peers is None or peer not in peers:
             return
+        self._changed()
         peers.discard(peer)
         if not peers:
             del self._in_flight[chunk_index]
@@ -330,6 +350,12 @@ class ChunkPicker(Generic[Peer]):
             self._order = missing
         return self._order
 
+    def nothing_to_ask(self, now: float) -> bool:
+        """Will ``next_requests(limit, now)`` ask nothing? True when nothing changed
+        since an ask found nothing and no deadline passed since (a cheap look: the
+        agent asks after every input); False when that is not known."""
+        return self._idle_until is not None and now < self._idle_until
+
     def next_requests(
         self, limit: int | None = None, now: float | None = None
     ) -> list[tuple[Peer, int]]:
@@ -337,6 +363,9 @@ class ChunkPicker(Generic[Peer]):
 
         Without ``now`` the fan-out limit is off.
         """
+        if now is not None and self.nothing_to_ask(now):
+            return []
+        self._changed()
         requests: list[tuple[Peer, int]] = []
         if now is not None:
             self.wake(now)
@@ -372,6 +401,9 @@ class ChunkPicker(Generic[Peer]):
                         return requests
             if missing & ~self._in_flight_mask:
                 break  # not endgame yet: unrequested chunks remain, nobody idle has them
+        if not requests and now is not None:
+            wake_at = self.next_wake()
+            self._idle_until = float("inf") if wake_at is None else wake_at
         return requests
 
     def _bit(self, chunk_index: int) -> int:
@@ -480,7 +512,7 @@ class ChunkPicker(Generic[Peer]):
         return higher < self.fanout or (empty_handed_me and higher_empty < self.fanout)
 
     def _score(self, chunk_index: int, peer: Peer) -> int:
-        return zlib.crc32(f"{chunk_index}/{self._key(peer)}".encode())
+        return fanout_score(chunk_index, self._key(peer))
 
     def next_wake(self) -> float | None:
         """When a held-back chunk may be asked of its source by anyone, or a busy peer
@@ -491,23 +523,44 @@ class ChunkPicker(Generic[Peer]):
         on ``received``/``failed``, not with time (a deadline returned after that would
         fire again and again at the same instant).
         """
+        if not isinstance(self._wake_at, _Unknown):
+            return self._wake_at
         waiting = [
             deadline
             for chunk_index, deadline in self._deferred.items()
             if chunk_index not in self._have and chunk_index not in self._in_flight
         ]
         waiting.extend(self._busy_until.values())
-        return min(waiting, default=None)
+        self._wake_at = min(waiting, default=None)
+        return self._wake_at
 
     def wake(self, now: float) -> None:
         """Release the held-back chunks whose grace is over, and the busy peers whose
         wait is over (``next_wake`` moves on)."""
-        for chunk_index in [index for index, due in self._deferred.items() if due <= now]:
+        chunks_due = [index for index, due in self._deferred.items() if due <= now]
+        peers_due = [peer for peer, until in self._busy_until.items() if until <= now]
+        if chunks_due or peers_due:
+            self._changed()
+        for chunk_index in chunks_due:
             self._release_deferred(chunk_index)
-        for peer in [peer for peer, until in self._busy_until.items() if until <= now]:
+        for peer in peers_due:
             del self._busy_until[peer]
+
+
+class _Unknown:
+    """A cached answer not computed yet (None is an answer of ``next_wake``)."""
+
+
+_UNKNOWN = _Unknown()
 
 
 def _mask_of(chunks: ChunkSet) -> int:
     """A chunk set as an int: chunk i is bit ``width - 1 - i`` (``ChunkSet.to_bytes``)."""
     return int.from_bytes(chunks.to_bytes(), "big")
+
+
+def fanout_score(chunk_index: int, key: str) -> int:
+    """A downloader's rank for fetching ``chunk_index`` from its source (the highest
+    ``fanout`` fetch it first; rendezvous hashing). Discovery pushes a new chunk's
+    holding to the top-ranked downloaders, so those the picker designates hear of it."""
+    return zlib.crc32(f"{chunk_index}/{key}".encode())

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from shoal.server.limits import AbuseLimits
+from shoal.server.stripe_plan import OfficeLinks
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,8 @@ class ServerConfig:
     sync_seconds: float = 2.0
     report_seconds: float = 10.0
     direct_outside_offices: bool = True
+    office_links: Mapping[str, OfficeLinks] = dataclasses.field(default_factory=dict)
+    """Per office: its WAN and client uplink rates (``--office-links``)."""
     limits: AbuseLimits = dataclasses.field(default_factory=AbuseLimits)
     retry_max_seconds: float = 60.0
     """Longest wait between two attempts to reach an unreachable console (the waits

@@ -22,8 +22,11 @@ Sans-I/O. For each datagram, in order:
    request's size: a device with a key may still forge its source address.
 
 When the assignments change, every client that has spoken to the server gets a
-``NUDGE``, ``NUDGES_PER_ROUND`` at a time every ``NUDGE_SPACING`` seconds, so that tens
-of thousands of clients do not overflow a socket buffer at once.
+``NUDGE``, ``NUDGES_PER_ROUND`` at a time every ``NUDGE_SPACING`` seconds (2,000 a
+second: 10,000 clients in 5 s), so that tens of thousands of clients do not overflow a
+socket buffer at once, and their check-ins come no faster than the burst the server is
+sized for (issue 10: 10,000 check-ins within 5 s). Faster, the nudges and the check-ins
+they cause arrive together and answers wait behind them.
 """
 
 from __future__ import annotations
@@ -54,8 +57,8 @@ from shoal.wire.control import (
 from shoal.wire.decoding import VERSION_ERROR_REPLY, Undecodable, decode_counted
 
 MAX_OUTBOX = 8192
-NUDGES_PER_ROUND = 256
-NUDGE_SPACING = 0.005
+NUDGES_PER_ROUND = 20
+NUDGE_SPACING = 0.010
 AMPLIFICATION_LIMIT = 3
 """Nothing goes to an unproven address bigger than 3x what came from it (issue 13)."""
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -492,10 +493,15 @@ class ServerCore:
             return 0
         return min(manifest.size, progress.chunks_done * manifest.chunk_size)
 
-    def download_statistics(self) -> dict[tuple[ContentId, str], tuple[int, int]]:
-        """Bytes from peers and from the server, per (content, office), from check-ins."""
-        totals: dict[tuple[ContentId, str], tuple[int, int]] = {}
-        for client in self.clients.values():
+    def download_statistics(
+        self,
+        clients: Iterable[ClientRecord] | None = None,
+        totals: dict[tuple[ContentId, str], tuple[int, int]] | None = None,
+    ) -> dict[tuple[ContentId, str], tuple[int, int]]:
+        """Bytes from peers and from the server, per (content, office), from check-ins
+        (of ``clients``, every registered one by default; added to ``totals``)."""
+        totals = {} if totals is None else totals
+        for client in self.clients.values() if clients is None else clients:
             office = self.office_of(client.ip)[0] or ""
             for content_id, progress in client.content.items():
                 peers, server = totals.get((content_id, office), (0, 0))

@@ -12,6 +12,7 @@ from shoal.core.identity import DeviceKey
 from shoal.core.ids import ContentId
 from shoal.core.stripes import DEFAULT_STRIPES
 from shoal.server.limits import AbuseLimits
+from shoal.server.stripe_plan import OfficeLinks
 from shoal.wire.control import ContentProgress, InstallReport
 
 
@@ -31,6 +32,9 @@ class ServerSettings:
     max_stripes: int = DEFAULT_STRIPES
     """At most this many clients of an office fetch a content over the WAN at once, each
     its own stripe of the chunks (``shoal.server.rendezvous``); 1: one rendezvous point."""
+    office_links: Mapping[str, OfficeLinks] = field(default_factory=dict)
+    """Per office name: its WAN and client uplink rates, if known; they decide how many
+    stripes its WAN copy is split in (``shoal.server.stripe_plan``)."""
     direct_outside_offices: bool = True
     alternative_ports: tuple[int, int, int, int] = (0, 0, 0, 0)
     """Discovery, control, data, background ports to use when the main ones are taken."""

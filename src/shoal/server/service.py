@@ -74,7 +74,7 @@ from shoal.server.metrics import ServerCollector
 from shoal.server.metrics_listener import MetricsListener
 from shoal.server.node import ServerNode
 from shoal.server.refusal_log import RefusalLog
-from shoal.server.registry_report import registry_report
+from shoal.server.registry_report import registry_report_sliced
 from shoal.server.state_saver import StateSaver
 from shoal.server.state_store import StateStore
 from shoal.server.swarm_report import swarm_report
@@ -143,6 +143,7 @@ class ServerService:
             background_port=self.ports.background,
             lease_seconds=config.lease_seconds,
             direct_outside_offices=config.direct_outside_offices,
+            office_links=config.office_links,
             limits=config.limits,
         )
         self.core = ServerCore(settings)
@@ -494,7 +495,7 @@ class ServerService:
             await self.saver.save_registry_soon()
             if self.state.get("activated") != "1":
                 continue
-            clients, totals = registry_report(self.core)
+            clients, totals = await registry_report_sliced(self.core)
             swarm = swarm_report(self.core, asyncio.get_running_loop().time(), time.time())
             try:
                 answer = await asyncio.to_thread(self.report_once, clients, totals, swarm)

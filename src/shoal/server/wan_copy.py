@@ -5,9 +5,11 @@ Theory of operation
 A client in a sharing office (Default or WiFi) fetches a content from the server only
 while it holds the rendezvous lease for (office, content) (``lease``); a client in a
 VPN office, or in no office when ``direct_outside_offices`` allows it, is told to
-fetch directly. The first lease of an office splits the content in stripes, one per
-client of the office assigned it and seen lately (``max_stripes`` at most), so that
-every uplink carries new chunks from the start (``shoal.server.rendezvous``). The data
+fetch directly. The first lease of an office splits the content in stripes: one where
+the office's links say one client's uplink outruns its WAN many times over, else one
+per client of the office assigned it and seen lately (``max_stripes`` at most), so
+that every uplink carries new chunks from the start (``shoal.server.stripe_plan``;
+``shoal.server.rendezvous`` for the leases). The data
 plane reports each chunk it served (``chunk_served``: the holder is not stalling) and
 each chunk delivered in full (``chunk_delivered``: the office now holds it,
 ``shoal.server.deliveries``); ``may_fetch`` then lets a holder fetch only its stripes'
@@ -33,6 +35,7 @@ from shoal.server.bad_peers import BadPeerBook
 from shoal.server.deliveries import DeliveryLedger, Presence
 from shoal.server.registry import ClientRecord, ServerSettings
 from shoal.server.rendezvous import Decision, RendezvousTable
+from shoal.server.stripe_plan import stripe_count
 from shoal.wire.control import (
     ControlBody,
     LeaseDecision,
@@ -221,20 +224,25 @@ class WanCopy:
         )
 
     def _stripe_count(self, office: str, content_id: ContentId, now: float) -> int:
-        """How many stripes an office's WAN copy of a content is split in: one per client
-        of the office that is assigned it, was seen lately and has not reported holding
-        it whole (every uplink then carries new chunks from the start), at most
-        ``max_stripes`` and the chunk count. A client that already holds the content never
-        asks for a lease, so a stripe counted for it would lie unclaimed for
-        ``lease_seconds`` before a holder takes it over (corrupt-peer lab: T_last 1.7 s ->
-        6.6 s, the liar already holding the package)."""
+        """How many stripes an office's WAN copy of a content is split in
+        (``shoal.server.stripe_plan``): one where the office's link profile says one
+        uplink outruns its WAN many times over, else one per client of the office that
+        will ask for it, at most ``max_stripes`` and the chunk count.
+
+        Those are the clients assigned it, seen lately and that have not reported
+        holding it whole. A client that already holds the content never asks for a
+        lease, so a stripe counted for it would lie unclaimed for ``lease_seconds``
+        before a holder takes it over (corrupt-peer lab: T_last 1.7 s -> 6.6 s, the liar
+        already holding the package)."""
         directory = self.directory
+        settings = directory.settings
         manifest = directory.manifests.get(content_id)
-        cap = min(directory.settings.max_stripes, manifest.chunk_count if manifest else 1)
+        chunk_count = manifest.chunk_count if manifest else 1
+        cap = min(settings.max_stripes, chunk_count)
         if cap <= 1:
             return 1
-        horizon = now - 3 * directory.settings.checkin_seconds
-        count = 0
+        horizon = now - 3 * settings.checkin_seconds
+        candidates = 0
         for other in directory.clients.values():
             if (
                 other.last_seen >= horizon
@@ -242,10 +250,10 @@ class WanCopy:
                 and directory.is_assigned(other, content_id, office)
                 and not _holds_whole(other, content_id)
             ):
-                count += 1
-                if count >= cap:
+                candidates += 1
+                if candidates >= cap:
                     break
-        return max(1, count)
+        return stripe_count(settings.office_links.get(office), candidates, chunk_count, cap)
 
     def office_peers(
         self, client: ClientRecord, content_id: ContentId, now: float

@@ -89,6 +89,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from shoal.wire.buffer import Buffer
 from shoal.wire.control_checkin import (
@@ -347,8 +348,36 @@ UNAUTHENTICATED = frozenset({ControlType.HELLO, ControlType.CERTIFICATE})
 """Types that never carry a tag: the certificate is signed by the console instead."""
 
 
+_BLOCK = 64  # SHA-256's block size, in bytes (RFC 2104 §2: B)
+_IPAD = bytes(byte ^ 0x36 for byte in range(256))
+_OPAD = bytes(byte ^ 0x5C for byte in range(256))
+MAX_PREPARED_KEYS = 100_000
+"""Keys whose HMAC pads are kept hashed (every registered device's, on a server); past
+it the table starts again empty."""
+_prepared: dict[bytes, tuple[Any, Any]] = {}
+
+
 def _tag(key: bytes, signed_part: bytes | memoryview) -> bytes:
-    return hmac.new(key, signed_part, hashlib.sha256).digest()[:TAG_SIZE]
+    """HMAC-SHA256 (RFC 2104), truncated to ``TAG_SIZE``.
+
+    The key's inner and outer pads are hashed once per key and copied per datagram:
+    2 us instead of 5 us for ``hmac.new`` or ``hmac.digest`` (whose OpenSSL set-up
+    dominates for a datagram of 100 bytes), and a server tags or checks every control
+    datagram (issue 10)."""
+    pads = _prepared.get(key)
+    if pads is None:
+        if len(key) > _BLOCK:
+            return hmac.digest(key, signed_part, "sha256")[:TAG_SIZE]
+        padded = key.ljust(_BLOCK, b"\0")
+        pads = (hashlib.sha256(padded.translate(_IPAD)), hashlib.sha256(padded.translate(_OPAD)))
+        if len(_prepared) >= MAX_PREPARED_KEYS:
+            _prepared.clear()
+        _prepared[key] = pads
+    inner = pads[0].copy()
+    inner.update(signed_part)
+    outer = pads[1].copy()
+    outer.update(inner.digest())
+    return outer.digest()[:TAG_SIZE]
 
 
 def encode_control(

@@ -462,7 +462,8 @@ def _conclude(document: dict[str, Any]) -> None:
 
 
 def format_table(document: dict[str, Any]) -> str:
-    """The verdicts, one line per RTT: medians [min-max] over the runs."""
+    """The verdicts, one line per RTT: medians [min-max] over the runs (with what shoal
+    itself got beside the TCP flow: it must not starve either)."""
     foreground = document["mode"] == "foreground"
     where = "lab" if document["where"] == "lab" else "simulator"
     reference = "TCP beside TCP" if foreground else "TCP alone"
@@ -471,7 +472,7 @@ def format_table(document: dict[str, Any]) -> str:
         f"{document['buffer_packets']} packets of buffer"
         + (f" (queue at the {document['queue_at']})" if document["where"] == "lab" else ""),
         f"{'RTT ms':>7} {'TCP beside shoal':>18} {reference:>18} {'ratio':>16} "
-        f"{'shoal alone':>18} {'queue alone ms':>15}  target met",
+        f"{'shoal beside TCP':>18} {'shoal alone':>18} {'queue alone ms':>15}  target met",
     ]
 
     def cell(figure: dict[str, float], scale: float = 1.0, digits: int = 1) -> str:
@@ -483,7 +484,7 @@ def format_table(document: dict[str, Any]) -> str:
         lines.append(
             f"{row['rtt_ms']:>7g} {cell(row['tcp_beside_shoal_mbit']):>18} "
             f"{cell(row[ref_key]):>18} {cell(row['ratio'], digits=2):>16} "
-            f"{cell(row['shoal_alone_mbit']):>18} "
+            f"{cell(row['shoal_beside_tcp_mbit']):>18} {cell(row['shoal_alone_mbit']):>18} "
             f"{cell(row['shoal_alone_median_queue_ms'], digits=0):>15}  "
             f"{row['met_runs']}/{row['runs']}"
         )

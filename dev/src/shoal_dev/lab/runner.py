@@ -59,7 +59,7 @@ from shoal_dev.lab.admin import ConsoleRequestFailed
 from shoal_dev.lab.deployment import Deployment, NamespacePlacement, OfficeSetup
 from shoal_dev.lab.netns import LabError, list_namespaces, stop_processes
 from shoal_dev.lab.network import CENTRAL, EmulatedNetwork, LabHost
-from shoal_dev.lab.scenario import MIB, Scenario
+from shoal_dev.lab.scenario import MIB, OfficeScenario, Scenario
 
 LAB_PREFIX = "shl-"
 LAB_BASE = "10.236"  # not the demo's and end-to-end tests' 10.231: both may run at once
@@ -237,6 +237,7 @@ class ShoalDriver:
             f"{context.network.base}.0.0/24",
             checkin_seconds=1,
             say=lambda line: context.say(f"  {line}"),
+            server_arguments=office_links_arguments(context.network.offices, scenario.offices),
         )
         self.version_id = 0
         self.content_id = ""
@@ -582,6 +583,16 @@ class TorrentDriver(_DownloaderDriver):
             "--bind", f"{host.address}:{TORRENT_PORT}",
             "--seeder", f"{self.context.central.address}:{TORRENT_PORT}",
         ]  # fmt: skip
+
+
+def office_links_arguments(specs: Sequence[Any], offices: Sequence[OfficeScenario]) -> list[str]:
+    """``--office-links`` for each office (by its name on the server): the lab tells the
+    server its links as an administrator would (an unshaped uplink: 100 Gbit/s)."""
+    arguments = []
+    for spec, office in zip(specs, offices, strict=True):
+        uplink = office.client_up_mbit if office.client_up_mbit is not None else 100_000
+        arguments += ["--office-links", f"{spec.name}={office.wan_mbit:g}/{uplink:g}"]
+    return arguments
 
 
 def _python_module(module: str) -> list[str]:

@@ -30,6 +30,7 @@ from shoal.protocol.transfer import Mode
 from shoal.server.core import BandwidthLimit, ServerCore, ServerSettings
 from shoal.server.limits import AbuseLimits
 from shoal.server.node import ServerNode
+from shoal.server.stripe_plan import OfficeLinks
 from shoal.store.content_store import ContentStore
 from shoal.topology import parse_json
 from shoal_dev.sim.flows import FlowFabric, HashMemo
@@ -214,6 +215,11 @@ def sim_document(
     return encode_envelope(sign_assignments(key, document))
 
 
+def _links_of(spec: SimOffice) -> OfficeLinks:
+    """The office's link profile as an administrator would give it to the server."""
+    return OfficeLinks(spec.wan_rate * 8 / 1e6, spec.up_rate * 8 / 1e6)
+
+
 def build_enterprise(
     root: Path,
     offices: list[SimOffice],
@@ -234,6 +240,7 @@ def build_enterprise(
     mode: str = "packet",
     origin_rate: float = 125e6,
     hashes: HashMemo | None = None,
+    link_profiles: bool = False,
 ) -> Enterprise:
     """Build the network, the server (content imported, assigned to everyone), clients.
 
@@ -246,6 +253,8 @@ def build_enterprise(
         ``origin_rate`` is the server's NIC and the central office's WAN link, bytes/s each
         way (``math.inf``: an origin that never limits). ``hashes`` is the flow model's
     ``HashMemo`` (give it when ``store_factory`` makes ``MemoryStore``s).
+    ``link_profiles``: the server is told each office's WAN and client uplink rates
+    (``--office-links``), which decide how many stripes its WAN copy is split in.
     """
     if mode not in MODES:
         raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
@@ -285,6 +294,7 @@ def build_enterprise(
         checkin_seconds=checkin_seconds,
         lease_seconds=lease_seconds,
         bandwidth=bandwidth or {},
+        office_links={spec.name: _links_of(spec) for spec in offices} if link_profiles else {},
         limits=limits or AbuseLimits(),
     )
     trust = TrustState((console_key.verify_key.raw,))

@@ -138,6 +138,7 @@ def run_cell(
         package_size=cell.size_bytes,
         chunk_size=cell.chunk_bytes,
         seed=seed,
+        link_profiles=True,
     )
     watch = _Watch(enterprise, began + wall_s)
     network = enterprise.network

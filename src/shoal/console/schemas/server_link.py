@@ -216,6 +216,9 @@ class ConsoleKeyOut(BaseModel):
     previous_key: str | None = Field(
         default=None, description="the key this rotation retired (rotate only)"
     )
+    previous_key_id: str | None = Field(
+        default=None, description="its key ID, the fingerprint shown before (rotate only)"
+    )
     document_sequence: int | None = Field(
         default=None, description="sequence number of the current assignment document"
     )

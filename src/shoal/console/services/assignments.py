@@ -75,6 +75,10 @@ class _Census:
                 .join(db.Device, db.Device.id == db.DeviceContent.device_id)
                 .where(db.DeviceContent.content_id.in_(content_ids))
                 .group_by(db.DeviceContent.content_id, db.Device.office)
+                # Without planner statistics (the console keeps none) SQLite looks each
+                # device up by its primary key and then reads its row; the covering
+                # index gives the office in one search (migration 0009).
+                .with_hint(db.Device, "INDEXED BY ix_devices_id_office", "sqlite")
             )
         }
         device_office = {

@@ -2,13 +2,15 @@
 change tokens that tell the UI which lists to fetch again.
 
 Every figure is one aggregate query, so the summary costs the same with 10 devices or
-10,000 and the UI can poll it every few seconds.
+10,000 and the UI can poll it every few seconds; the devices are counted in one pass for
+every figure that needs them (total, online, seats used, other client versions).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -18,6 +20,8 @@ from shoal.console import db, records, schemas
 from shoal.console.security import certificate_fingerprint
 from shoal.console.services import installs, reports, swarm
 from shoal.console.state import ConsoleState
+from shoal.licensing import LicenceStatus
+from shoal.licensing import evaluate as evaluate_licence
 
 LICENCE_WARNING_DAYS = 30
 """A licence that expires within this many days is shown as needing attention."""
@@ -25,8 +29,32 @@ LICENCE_WARNING_DAYS = 30
 AttentionCheck = Callable[[ConsoleState, Session], Iterable[schemas.Attention]]
 
 
-def _licence_attention(state: ConsoleState, session: Session) -> Iterable[schemas.Attention]:
-    licence = state.licence_status(session)
+@dataclass(frozen=True, slots=True)
+class _DeviceCounts:
+    """The devices' figures, read in one pass over the devices."""
+
+    total: int
+    online: int
+    last_seen: datetime | None
+    licensed: int
+    other_version: int
+
+    @classmethod
+    def read(cls, session: Session, horizon: datetime) -> _DeviceCounts:
+        device = db.Device
+        total, online, last_seen, licensed, other = session.execute(
+            select(
+                func.count(),
+                func.count().filter(device.last_seen >= horizon),
+                func.max(device.last_seen),
+                func.count().filter(device.licensed.is_(True)),
+                func.count().filter(device.version != __version__),
+            ).select_from(device)
+        ).one()
+        return cls(int(total), int(online), last_seen, int(licensed), int(other))
+
+
+def _licence_attention(licence: LicenceStatus) -> Iterable[schemas.Attention]:
     if not licence.active:
         yield schemas.Attention(
             kind="licence", severity="error", message=licence.message, link="#licence"
@@ -84,10 +112,7 @@ def _server_attention(state: ConsoleState, session: Session) -> Iterable[schemas
             )
 
 
-def _device_attention(_state: ConsoleState, session: Session) -> Iterable[schemas.Attention]:
-    other = session.scalar(
-        select(func.count()).select_from(db.Device).where(db.Device.version != __version__)
-    )
+def _device_attention(other: int) -> Iterable[schemas.Attention]:
     if other:
         yield schemas.Attention(
             kind="version_mismatch",
@@ -111,13 +136,12 @@ def _install_attention(_state: ConsoleState, session: Session) -> Iterable[schem
 
 
 ATTENTION_CHECKS: list[AttentionCheck] = [
-    _licence_attention,
     _server_attention,
-    _device_attention,
     _install_attention,
     swarm.banned_attention,
 ]
-"""What the dashboard checks. A resource that can need a person appends its own check
+"""What the dashboard checks besides the licence and the devices' versions (read with
+the summary's own figures). A resource that can need a person appends its own check
 here."""
 
 
@@ -128,13 +152,8 @@ def _token(*parts: object) -> str:
 def summary(state: ConsoleState, session: Session) -> schemas.Summary:
     now = state.clock()
     horizon = now - timedelta(seconds=state.config.online_window_seconds)
-    devices, devices_online, devices_seen = session.execute(
-        select(
-            func.count(),
-            func.count().filter(db.Device.last_seen >= horizon),
-            func.max(db.Device.last_seen),
-        ).select_from(db.Device)
-    ).one()
+    devices = _DeviceCounts.read(session, horizon)
+    licence = evaluate_licence(state.licence(session), devices.licensed, now)
     servers, servers_online, servers_seen = session.execute(
         select(
             func.count(),
@@ -150,8 +169,8 @@ def summary(state: ConsoleState, session: Session) -> schemas.Summary:
     moved = from_peers + from_server
     return schemas.Summary(
         version=__version__,
-        licence=schemas.LicenceOut(**state.licence_status(session).as_dict()),  # type: ignore[arg-type]
-        devices=schemas.CountOf(total=devices, online=devices_online),
+        licence=schemas.LicenceOut(**licence.as_dict()),  # type: ignore[arg-type]
+        devices=schemas.CountOf(total=devices.total, online=devices.online),
         servers=schemas.CountOf(total=servers, online=servers_online),
         offices=len(records.load_topology(session, state.topology_cache).offices),
         applications=applications,
@@ -161,11 +180,15 @@ def summary(state: ConsoleState, session: Session) -> schemas.Summary:
             bytes_from_server=from_server,
             saved_share=round(from_peers / moved, 4) if moved else 0.0,
         ),
-        attention=[item for check in ATTENTION_CHECKS for item in check(state, session)],
+        attention=[
+            *_licence_attention(licence),
+            *_device_attention(devices.other_version),
+            *(item for check in ATTENTION_CHECKS for item in check(state, session)),
+        ],
         changed={
             # Uploads, assignments, topology, settings and licence are all on the feed.
             "feed": _token(feed),
-            "devices": _token(devices, devices_seen),
+            "devices": _token(devices.total, devices.last_seen),
             "servers": _token(servers, servers_seen),
             "stats": _token(stats_at),
             "swarm": swarm.change_token(session),

@@ -134,6 +134,14 @@ function listPath(name, path, extra = {}) {
 // --- the views -----------------------------------------------------------------------
 
 const REFRESH_MS = 5000;
+// The chart library (~200 kB) is run beside the first requests, not before them: the
+// figures and lists need not wait for it, only the WAN chart does.
+const chartLibrary = new Promise((resolve) => {
+  const script = document.createElement("script");
+  script.src = "/ui/vendor/chart.umd.min.js";
+  script.onload = script.onerror = resolve; // failed to load: the figures still show
+  document.head.appendChild(script);
+});
 let refreshTimer = null;
 let seen = null; // the summary's change tokens when each view was last drawn
 let wanChart = null;
@@ -202,6 +210,7 @@ async function drawWanChart() {
       { label: "from P2P servers (WAN)", data: history.points.map((p) => p.bytes_from_server), backgroundColor: "#c62828" },
     ],
   };
+  await chartLibrary;
   if (!window.Chart) return; // the chart library failed to load: the figures still show
   if (wanChart) { wanChart.data = data; wanChart.update("none"); return; }
   wanChart = new window.Chart($("#wan-chart"), {
@@ -447,7 +456,45 @@ async function downloadBundle(server) {
   URL.revokeObjectURL(link.href);
 }
 
+// --- the console's signing key (docs/console.md, "Rotating the console key") ----------
+
+const ROTATION_QUESTION = "Rotate the console's signing key?\n\n"
+  + "A new key signs every manifest and the assignments from now on; the current key signs the hand-over. "
+  + "Devices follow it by themselves through their P2P server; new enrollment bundles carry the new key.\n\n"
+  + "Rotate when the key may have leaked, before it is used: a device that has not yet seen this rotation "
+  + "would follow one forged with a stolen key.";
+
+async function drawConsoleKey() {
+  const key = await api("GET", "/api/v1/console-key");
+  table($("#console-key-table"), [["field", (r) => r[0]], ["value", (r) => r[1]]], [
+    ["fingerprint (key ID)", key.key_id], ["public key", key.key], ["rotations so far", key.rotations],
+    ["assignment document", key.document_sequence === null ? "none signed yet" : `sequence ${key.document_sequence}, valid until ${when(key.document_expires)} UTC`],
+  ]);
+}
+
+async function rotateConsoleKey() {
+  if (!window.confirm(ROTATION_QUESTION)) return;
+  const result = $("#key-rotated");
+  try {
+    const rotated = await api("POST", "/api/v1/console-key/rotate");
+    result.replaceChildren(
+      element("p", `The signing key was rotated. New fingerprint: ${rotated.key_id} (it was ${rotated.previous_key_id}).`),
+      element("p", "What devices must do: nothing. Each P2P server learns the new key when it next registers "
+        + "(within its sync interval) and relays the new assignment document with the rotation statement; each "
+        + "device checks that statement with the key it pinned and from then on accepts only the new key. "
+        + "Enrollment bundles saved before still work (a device enrolled with one follows the rotation): "
+        + "download them again from the table above so that new devices pin the new key."),
+    );
+    result.hidden = false;
+    await drawConsoleKey();
+    showAbout(consoleVersion, rotated.key_id);
+  } catch (error) {
+    showError(error);
+  }
+}
+
 async function drawServers() {
+  drawConsoleKey().catch(showError);
   const key = await api("GET", "/api/v1/servers/auth-key");
   $("#server-key").textContent = key.key;
   $("#server-command").textContent = `SHOAL_SERVER_AUTH_KEY='${key.key}' shoal server run --console ${location.origin} --console-ca console-cert.pem --address THIS_SERVER_IP --name NAME`;
@@ -532,7 +579,17 @@ const DRAWN_ON = {
 const DASHBOARD_VIEWS = [drawWanChart, drawDistributions, drawBanned];
 
 async function refresh(force = false) {
-  const summary = await api("GET", "/api/v1/summary");
+  // Forced (a page load, after a change), the dashboard's own views are due whatever
+  // the summary says: they are fetched beside it, not after it.
+  const early = force ? DASHBOARD_VIEWS : [];
+  const drawing = early.map((view) => view());
+  let summary;
+  try {
+    summary = await api("GET", "/api/v1/summary");
+  } catch (error) {
+    await Promise.allSettled(drawing);
+    throw error;
+  }
   drawSummary(summary);
   const due = new Set();
   for (const [token, views] of Object.entries(DRAWN_ON)) {
@@ -540,9 +597,9 @@ async function refresh(force = false) {
   }
   if (!seen || force) due.add(drawAdmins);
   // The dashboard's views first (it is the first page), then every other due view.
-  const first = [...due].filter((view) => DASHBOARD_VIEWS.includes(view));
-  await Promise.all(first.map((view) => view()));
-  await Promise.all([...due].filter((view) => !first.includes(view)).map((view) => view()));
+  const first = [...due].filter((view) => DASHBOARD_VIEWS.includes(view) && !early.includes(view));
+  await Promise.all([...drawing, ...first.map((view) => view())]);
+  await Promise.all([...due].filter((view) => !DASHBOARD_VIEWS.includes(view)).map((view) => view()));
   seen = summary.changed;
 }
 
@@ -561,6 +618,12 @@ function openTab(name) {
   }
 }
 
+let consoleVersion = "";
+
+function showAbout(version, keyId) {
+  $("#about").textContent = `version ${version} · signing key ${keyId}`;
+}
+
 async function start() {
   let admin;
   try {
@@ -575,7 +638,8 @@ async function start() {
   $("#logout").hidden = false;
   // The about line shows once every view has its data.
   const [status] = await Promise.all([api("GET", "/api/v1/status"), refreshShown(true)]);
-  $("#about").textContent = `version ${status.version} · signing key ${status.console_key_id}`;
+  consoleVersion = status.version;
+  showAbout(status.version, status.console_key_id);
   refreshTimer ??= setInterval(refreshShown, REFRESH_MS);
 }
 
@@ -687,6 +751,7 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   });
   $("#bandwidth-add").addEventListener("click", () => bandwidthRow());
+  $("#rotate-key").addEventListener("click", rotateConsoleKey);
   onSubmit("#settings-form", async (form, data) => {
     const port = (name) => (data.get(name) ? Number(data.get(name)) : null);
     const names = ["discovery", "control", "foreground_data", "background_data"];

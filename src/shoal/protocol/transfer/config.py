@@ -84,7 +84,7 @@ class TransferConfig:
     #: (LEDBAT GAIN; the foreground may grow faster than RFC 6817's 1).
     foreground_gain: float = 2.0
     #: Foreground: seconds the queue must stay above the target, while the transfer
-    #: backs off, before it competes as NewReno (a loss-based flow holds the queue).
+    #: backs off, before it competes as CUBIC (a loss-based flow holds the queue).
     foreground_compete_after: float = 3.0
     #: Foreground, competing: seconds between slowdowns that check whether the
     #: competitor is still there (LEDBAT++ §4.4 periodic slowdown).

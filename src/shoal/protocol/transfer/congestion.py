@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections import deque
 
 from shoal.protocol.transfer.config import TransferConfig
+from shoal.protocol.transfer.cubic import BETA as CUBIC_BETA
+from shoal.protocol.transfer.cubic import CubicGrowth
 
 _U32 = 1 << 32
 _HALF_U32 = 1 << 31
@@ -28,6 +30,8 @@ _EMPTY_PATH = 0.25
 #: (RFC 9406 §4.3, CSS_GROWTH_DIVISOR = 4). LEDBAT's one packet per round trip takes
 #: minutes to refill a 200 ms path after a slowdown or a competitor's departure.
 _CSS_GROWTH_DIVISOR = 8
+#: Seconds over which a foreground flow remembers the most it carried (DelayReno).
+_RATE_WINDOW = 10.0
 
 
 class RttEstimator:
@@ -155,7 +159,7 @@ class _DelayWindow:
 
 
 class DelayReno(_DelayWindow):
-    """Foreground congestion control: a short queue when alone, NewReno against TCP.
+    """Foreground congestion control: a short queue when alone, CUBIC against TCP.
 
     Theory of operation. A foreground transfer must fill the link, must not fill a deep
     buffer (control traffic and the users' own flows then wait behind it), and must
@@ -171,8 +175,13 @@ class DelayReno(_DelayWindow):
       seconds, however far the window went down, somebody else keeps it full (a
       loss-based flow: a delay-based flow yielding to it would starve; LEDBAT++ §4.4
       and Copa's "competitive mode" meet the same problem). The window then follows
-      NewReno (RFC 5681 §3.1, one reduction per loss episode: RFC 6582 §3.2, RFC 9002
-      §7.3.2), as the competitor does. Every ``foreground_probe_interval`` seconds it
+      CUBIC (RFC 9438, ``cubic.py``; one reduction per loss episode: RFC 6582 §3.2,
+      RFC 9002 §7.3.2), as Linux's TCP does, from the window that carries the rate it
+      had alone at the round trip the competitor's queue now makes (a TCP flow that
+      had the link held that much: it filled the buffer alone). NewReno from half its
+      window got 3% of the link beside a CUBIC flow behind a deep buffer: its packet
+      per (600 ms) round trip is no match for CUBIC's clock. Every
+      ``foreground_probe_interval`` seconds it
       slows down to the minimum window for about one queue-drain time (the periodic
       slowdown of LEDBAT++ §4.4, used here to look for the competitor): if the queue
       drains meanwhile, the competitor has left and the flow goes back to delay mode;
@@ -189,6 +198,7 @@ class DelayReno(_DelayWindow):
         "above_since",
         "compete_after",
         "competing",
+        "cubic",
         "gain",
         "initial_cwnd",
         "loss_tolerance",
@@ -201,6 +211,8 @@ class DelayReno(_DelayWindow):
         "probe_until",
         "probes",
         "queue_us",
+        "rate_at_rest",
+        "rate_at_rest_time",
         "target_us",
     )
 
@@ -216,9 +228,14 @@ class DelayReno(_DelayWindow):
         self.compete_after = config.foreground_compete_after
         self.probe_interval = config.foreground_probe_interval
         self.competing = False
+        #: Window growth while competing (RFC 9438).
+        self.cubic = CubicGrowth()
         #: Since when the queuing delay has stayed at or above 2 TARGET (None: below).
         self.above_since: float | None = None
         self.onset_cwnd = 0.0
+        #: Packets per second the flow carried with the queue at or under TARGET.
+        self.rate_at_rest = 0.0
+        self.rate_at_rest_time = 0.0
         self.next_probe = float("inf")
         #: End of the slowdown in progress (None: none), and the window to restore.
         self.probe_until: float | None = None
@@ -235,7 +252,7 @@ class DelayReno(_DelayWindow):
 
     def on_ack(
         self, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int,
-        in_recovery: bool = False,
+        in_recovery: bool = False, srtt: float = 0.0,
     ) -> None:  # fmt: skip
         queuing_delay = self.delay.on_sample(one_way_delay_us, now)
         target = self.target_us
@@ -245,6 +262,14 @@ class DelayReno(_DelayWindow):
             self.above_since = None
             if queuing_delay < 1.5 * target and not self.competing:
                 self.onset_cwnd = self.cwnd  # the window while the queue was its own
+                if queuing_delay <= target and srtt > 0:
+                    # ...and the most it carried lately at or under TARGET (above it
+                    # the window backs off): a windowed maximum, as BBR's bandwidth
+                    # filter, so that a slowdown before the onset does not count.
+                    rate = self.cwnd / srtt
+                    if rate >= self.rate_at_rest or now - self.rate_at_rest_time > _RATE_WINDOW:
+                        self.rate_at_rest = rate
+                        self.rate_at_rest_time = now
         elif self.above_since is None:
             self.above_since = now
         if self.probe_until is not None:
@@ -262,9 +287,9 @@ class DelayReno(_DelayWindow):
             if in_recovery or in_flight + newly_acked < self.cwnd / 2:
                 return  # RFC 6582 §3.2; RFC 7661 §4.3: no growth of an unused window
             if self.cwnd < self.ssthresh:
-                self.cwnd += newly_acked  # RFC 5681 §3.1 slow start
+                self.cwnd += newly_acked  # RFC 9438 §4.10 / RFC 5681 §3.1 slow start
             else:
-                self.cwnd += newly_acked / self.cwnd  # RFC 5681 §3.1 congestion avoidance
+                self.cwnd = self.cubic.grow(self.cwnd, newly_acked, now, srtt)
             self.cwnd = min(self.cwnd, self.max_cwnd)
             return
         if self.above_since is not None and now - self.above_since >= self.compete_after:
@@ -274,9 +299,16 @@ class DelayReno(_DelayWindow):
             # which would take the link from the users' flow (issue 9's target is that
             # their TCP flow keeps what it would keep beside another TCP flow).
             self.competing = True
-            # Half the window it had when the queue rose, as one NewReno reduction
-            # would leave it (RFC 5681 §3.1 eq. (4)), not what backing off left.
-            self.cwnd = self.ssthresh = max(self.cwnd, self.onset_cwnd / 2)
+            # As if the competitor's arrival had been one CUBIC reduction of the window
+            # it had while the queue was its own (RFC 9438 §4.6), not what backing off
+            # left: W_max is that window, and growth resumes from BETA x W_max.
+            # That window filled the link at the round trip of the time; the queue the
+            # competitor keeps has since made the round trip longer, and the window
+            # that carries the same rate larger in proportion -- what a TCP flow that
+            # had the link to itself would hold (it filled the buffer alone).
+            w_max = min(max(self.onset_cwnd, self.rate_at_rest * srtt), self.max_cwnd)
+            self.cubic.start_from(w_max)
+            self.cwnd = self.ssthresh = max(self.cwnd, w_max * CUBIC_BETA)
             self.next_probe = now + self.probe_interval
             return
         if in_recovery:
@@ -326,10 +358,14 @@ class DelayReno(_DelayWindow):
         return lost > self.loss_tolerance * sent
 
     def on_congestion(self, now: float) -> None:
-        # RFC 5681 §3.1 eq. (4) / RFC 6582 §3.2 step 2: halve once per episode.
         if self.probe_until is not None:
             return  # the window is already at its minimum
-        self.ssthresh = max(self.cwnd / 2, self.min_cwnd)
+        if self.competing:
+            # RFC 9438 §4.6: CUBIC's reduction to BETA, once per episode.
+            self.ssthresh = max(self.cubic.reduce(self.cwnd), self.min_cwnd)
+        else:
+            # RFC 5681 §3.1 eq. (4) / RFC 6582 §3.2 step 2: halve once per episode.
+            self.ssthresh = max(self.cwnd / 2, self.min_cwnd)
         self.cwnd = self.ssthresh
 
     def on_timeout(self) -> None:
@@ -338,7 +374,10 @@ class DelayReno(_DelayWindow):
             self.probe_until = None
             self.cwnd = self.probe_cwnd
             self.next_probe = float("inf") if not self.competing else self.next_probe
-        self.ssthresh = max(self.cwnd / 2, self.min_cwnd)
+        if self.competing:
+            self.ssthresh = max(self.cubic.reduce(self.cwnd), self.min_cwnd)
+        else:
+            self.ssthresh = max(self.cwnd / 2, self.min_cwnd)
         self.cwnd = self.min_cwnd
 
 
@@ -360,7 +399,7 @@ class Ledbat(_DelayWindow):
 
     def on_ack(
         self, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int,
-        in_recovery: bool = False,
+        in_recovery: bool = False, srtt: float = 0.0,
     ) -> None:  # fmt: skip
         queuing_delay = self.delay.on_sample(one_way_delay_us, now)
         if self.cwnd < self.ssthresh and queuing_delay < self.target_us / 2:

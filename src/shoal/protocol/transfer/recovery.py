@@ -98,7 +98,9 @@ def on_ack_received(context: EngineContext, upload: Upload, ack: Ack, now: float
         upload.acked_count += newly_acked
         # Every ACK carries a delay sample; growth waits for the end of recovery.
         in_recovery = sent_time[largest] <= flow.recovery_start
-        flow.cc.on_ack(newly_acked, flow.in_flight, now, ack.one_way_delay_us, in_recovery)
+        flow.cc.on_ack(
+            newly_acked, flow.in_flight, now, ack.one_way_delay_us, in_recovery, rtt.smoothed
+        )
         if upload.acked_count == upload.segment_count:
             return True
         # RFC 6298 §5.3: restart the timer when new data is acknowledged.
