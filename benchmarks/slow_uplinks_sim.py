@@ -1,8 +1,9 @@
 """Simulated office on slow asymmetric client links: T_last against T_lb1, WAN bytes.
 
 One office of N clients whose own links carry 20 Mbit/s up and 100 Mbit/s down behind a
-100 Mbit/s WAN (issue 9's first row), a package of 1 MiB chunks (the lab's default)
-assigned to everyone at once, on the simulator's virtual clock with the real agents,
+100 Mbit/s WAN (issue 9's first row), a package cut as the console cuts an upload
+(``chunk_size_for``: 128 KiB chunks for 8 MiB, 256 KiB for 32 MiB) assigned to everyone
+at once, on the simulator's virtual clock with the real agents,
 server and stores. For each package size it runs a few seeds and prints the median and
 the spread (min-max) of:
 
@@ -14,7 +15,7 @@ the spread (min-max) of:
 Targets (issue 9): T_last <= 1.3 x T_lb1, WAN <= 1.05 F. Figures are printed, not
 asserted. Run: ``.venv/bin/python benchmarks/slow_uplinks_sim.py`` (a few minutes);
 ``--clients``, ``--sizes``, ``--seeds``, ``--up-mbit``, ``--down-mbit``, ``--wan-mbit``,
-``--chunk-kib`` change the set-up.
+``--chunk-kib`` (default 0: the product's chunk size) change the set-up.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from shoal.core.chunking import chunk_size_for
 from shoal_dev.sim.enterprise import SimOffice, build_enterprise
 
 MIB = 1024 * 1024
@@ -69,7 +71,7 @@ def run_once(args: argparse.Namespace, size: int, seed: int) -> Outcome:
                 )
             ],
             package_size=size,
-            chunk_size=args.chunk_kib * 1024,
+            chunk_size=args.chunk_kib * 1024 or chunk_size_for(size),
             seed=seed,
             checkin_seconds=60,
             lease_seconds=10.0,
@@ -101,18 +103,21 @@ def main() -> None:
     parser.add_argument("--up-mbit", type=float, default=20)
     parser.add_argument("--down-mbit", type=float, default=100)
     parser.add_argument("--wan-mbit", type=float, default=100)
-    parser.add_argument("--chunk-kib", type=int, default=1024)
+    parser.add_argument("--chunk-kib", type=int, default=0, help="0: chunk_size_for")
     args = parser.parse_args()
     print(
         f"{args.clients} clients, {args.up_mbit:g}/{args.down_mbit:g} Mbit/s up/down, "
-        f"WAN {args.wan_mbit:g} Mbit/s, {args.chunk_kib} KiB chunks, seeds {args.seeds}: "
+        f"WAN {args.wan_mbit:g} Mbit/s, "
+        + (f"{args.chunk_kib} KiB chunks" if args.chunk_kib else "chunk_size_for's chunks")
+        + f", seeds {args.seeds}: "
         "median (min-max)"
     )
-    print(f"{'MiB':>5} {'binds':>8} {'T_last/T_lb1':>18} {'WAN/F':>18} {'wall s':>18}")
+    print(f"{'MiB':>5} {'chunk':>6} {'binds':>8} {'T_last/T_lb1':>18} {'WAN/F':>18} {'wall s':>18}")
     for size_mib in args.sizes:
         outcomes = [run_once(args, size_mib * MIB, seed) for seed in args.seeds]
         print(
-            f"{size_mib:>5} {outcomes[0].binding:>8} "
+            f"{size_mib:>5} {(args.chunk_kib or chunk_size_for(size_mib * MIB) // 1024):>4}K "
+            f"{outcomes[0].binding:>8} "
             f"{spread([o.ratio for o in outcomes]):>18} "
             f"{spread([o.wan for o in outcomes]):>18} "
             f"{spread([o.wall for o in outcomes]):>18}"

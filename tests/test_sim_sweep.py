@@ -122,10 +122,19 @@ def test_shoal_sim_sweep_writes_the_json_and_the_heatmap(tmp_path: Path) -> None
 
 # Issue 9 deliverable 6: short simulated offices with slow uplinks, deep (1 s) queues and
 # a 100 ms round trip, each run once for both tests below.
+_ci_rows: dict[Cell, dict] = {}
+
+
+def _ci_row(cell: Cell, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    if cell not in _ci_rows:
+        root = tmp_path_factory.mktemp("cell")
+        _ci_rows[cell] = run_cell(cell, root, timeout_s=CI_GRID.timeout_s, wall_s=240)
+    return _ci_rows[cell]
+
+
 @pytest.fixture(scope="module", params=CI_GRID.cells, ids=[cell.name for cell in CI_GRID.cells])
 def ci_cell_row(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    cell: Cell = request.param
-    return run_cell(cell, tmp_path_factory.mktemp("cell"), timeout_s=CI_GRID.timeout_s, wall_s=120)
+    return _ci_row(request.param, tmp_path_factory)
 
 
 def test_ci_cells_deliver_the_package_and_cross_the_wan_once(ci_cell_row: dict) -> None:
@@ -135,13 +144,28 @@ def test_ci_cells_deliver_the_package_and_cross_the_wan_once(ci_cell_row: dict) 
     assert row["wan_over_package"] <= 1.06
 
 
-@pytest.mark.xfail(
+NOT_MET_YET = pytest.mark.xfail(
     strict=True,
-    reason="issue 9, not met yet: 1.52-1.87 x T_lb1 in these cells (seeds 1-3) with the "
-    "striped WAN copy, the lease asked with the manifest and the paced initial window "
-    "(what is left of the start: the manifest's two round trips; then duplicate endgame "
-    "requests and the tail after the WAN's last chunk; see docs/network.md)",
+    reason="issue 9, not met yet: 1.52-1.61 x T_lb1 in these cells (seeds 1-3) with "
+    "128 KiB chunks (chunk_size_for); what is left is "
+    "mostly the start: the manifest's two round trips and the WAN's first chunks over "
+    "100 ms (about 0.55 s of 1.4-1.7 s), see docs/network.md",
 )
-def test_ci_cells_finish_within_1_5_t_lb1(ci_cell_row: dict) -> None:
-    row = ci_cell_row
+
+
+def _met(cell: Cell) -> bool:
+    """The cells that finish within 1.5 x T_lb1 on seeds 1-3: the 10 Mbit/s uplinks."""
+    return cell.client_up_mbit == 10
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [pytest.param(cell, marks=() if _met(cell) else NOT_MET_YET) for cell in CI_GRID.cells],
+    ids=[cell.name for cell in CI_GRID.cells],
+)
+def test_ci_cells_finish_within_1_5_t_lb1(
+    cell: Cell, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    row = _ci_row(cell, tmp_path_factory)
+    assert row["t_last_s"] is not None, row["reason"]
     assert row["t_last_s"] <= 1.5 * row["one_copy_bound_s"], row["t_over_one_copy_bound"]

@@ -2,8 +2,10 @@
 
 Issue 9's first row: every client's uplink, not the WAN, bounds the office, so
 T_lb1 = (N-1)F/sum_u. The office must still take the package over its WAN about once,
-every client must finish with the right bytes, and (the target, not met yet: see
-docs/network.md, "Swarm scheduling on slow uplinks") T_last <= 1.5 x T_lb1.
+every client must finish with the right bytes, and T_last <= 1.5 x T_lb1 (issue 9,
+deliverable 6): the package is cut as the console cuts it (``chunk_size_for``: 32
+chunks of 128 KiB, 1.38-1.40 x over seeds 1-3; in 1 MiB chunks 2.23-2.36 x; see
+docs/network.md, "Chunks enough for a swarm").
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from shoal.core.chunking import chunk_size_for
 from shoal_dev.sim.enterprise import SimOffice, build_enterprise, file_sha256
 
 MIB = 1024 * 1024
@@ -46,7 +49,7 @@ def slow_uplinks(tmp_path_factory: pytest.TempPathFactory) -> SlowUplinksRun:
             )
         ],
         package_size=SIZE,
-        chunk_size=MIB,
+        chunk_size=chunk_size_for(SIZE),  # the console's: 128 KiB for 4 MiB
         checkin_seconds=60,
         lease_seconds=10.0,
         link_profiles=True,
@@ -72,10 +75,6 @@ def test_the_office_takes_the_package_over_its_wan_once(slow_uplinks: SlowUplink
     assert slow_uplinks.wan_bytes <= 1.06 * SIZE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9: not met yet with the striped WAN copy: docs/network.md",
-)
 def test_the_last_client_finishes_within_one_and_a_half_times_the_bound(
     slow_uplinks: SlowUplinksRun,
 ) -> None:

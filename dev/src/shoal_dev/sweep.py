@@ -19,7 +19,8 @@ order of a report, and the heatmap. A grid file (shipped in ``shoal_dev/lab/grid
     churn = 0.0              # fraction of the clients killed at 30% of T_lb1, back 3 s later
     rtt_ms = 20              # simulator only: round trip over the office's WAN
     buffer_ms = 250          # simulator only: queue depth of every link of the office
-    chunk_kib = 256          # simulator only: the package's chunk size
+    chunk_kib = 0            # simulator only: the package's chunk size (0: the
+                             # product's default, ``chunk_size_for``, as the lab's)
 
     [axes]                   # each value of one axis, the others at [base]
     client_up_mbit = [10, 20, 100, 1000]
@@ -44,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.core.bounds import Bound, kumar_ross_bound, one_copy_bound
+from shoal.core.chunking import chunk_size_for
 from shoal.core.errors import ShoalError
 
 MIB = 1024 * 1024
@@ -69,7 +71,9 @@ class Cell:
     churn: float = 0.0
     rtt_ms: float = 20.0
     buffer_ms: float = 250.0
-    chunk_kib: int = 256
+    chunk_kib: int = 0
+    """The package's chunk size in KiB; 0: the product's default for its size
+    (``shoal.core.chunking.chunk_size_for``, what the console gives an upload)."""
     axis: str = "base"
     """Which axis of the grid this cell varies ("base", an axis name, or "cell")."""
 
@@ -93,6 +97,11 @@ class Cell:
     @property
     def size_bytes(self) -> int:
         return self.size_mb * MIB
+
+    @property
+    def chunk_bytes(self) -> int:
+        """The package's chunk size: the cell's, or the product's default."""
+        return self.chunk_kib * 1024 if self.chunk_kib else chunk_size_for(self.size_bytes)
 
     @property
     def churn_clients(self) -> int:
@@ -126,7 +135,11 @@ class Cell:
                 raise GridInvalid(f"{origin}: {name} must be positive in {self.name}")
         if not 0 <= self.churn <= 0.5:
             raise GridInvalid(f"{origin}: churn must be between 0 and 0.5 in {self.name}")
-        if self.rtt_ms < 0 or self.buffer_ms <= 0 or self.chunk_kib < 64:
+        if (
+            self.rtt_ms < 0
+            or self.buffer_ms <= 0
+            or not (self.chunk_kib == 0 or self.chunk_kib >= 64)
+        ):
             raise GridInvalid(f"{origin}: rtt_ms, buffer_ms or chunk_kib wrong in {self.name}")
 
 

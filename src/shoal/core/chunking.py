@@ -4,6 +4,12 @@ A package of ``size`` bytes is cut into ``ceil(size / chunk_size)`` chunks; ever
 is ``chunk_size`` bytes except a shorter last one. A zero-byte package has no chunks.
 Chunk sizes are powers of two so that chunk boundaries line up with read blocks and
 with each other, and small enough that blame for a bad chunk falls on one peer.
+
+The default chunk size (``chunk_size_for``) gives a package enough chunks for a swarm
+to pipeline: a peer passes a chunk on only once it holds it whole and verified, so each
+hop through an office costs one chunk time on the sender's uplink (a 1 MiB chunk takes
+0.42 s on a 20 Mbit/s uplink), and an office of N clients can keep every uplink busy
+only when the package has many more chunks than N.
 """
 
 from __future__ import annotations
@@ -35,12 +41,35 @@ def validate_chunk_size(chunk_size: int) -> int:
 MAX_CHUNKS_PER_PACKAGE = 8192
 
 
+#: Fewest chunks the default chunk size aims at, for packages below
+#: ``MIN_CHUNKS_PER_PACKAGE x DEFAULT_CHUNK_SIZE``: enough pieces for an office of a few
+#: dozen clients to pipeline (see the module docstring; docs/network.md has the figures).
+MIN_CHUNKS_PER_PACKAGE = 128
+#: The smallest default chunk size. Each chunk costs its requester a request and its
+#: sender a tail (a tail-loss probe when the acknowledgement is late, which it is behind
+#: a busy uplink): below 128 KiB those cost more than 1% of the WAN's bytes, and the WAN
+#: must carry the package about once (1.05 x F).
+MIN_DEFAULT_CHUNK_SIZE = 128 * KIB
+
+
 def chunk_size_for(size: int) -> int:
     """The default chunk size for a package of ``size`` bytes.
 
-    1 MiB, or the smallest larger power of two that keeps the package within
-    ``MAX_CHUNKS_PER_PACKAGE`` chunks (8 GiB and beyond), up to 16 MiB.
+    The largest power of two up to 1 MiB that still cuts the package into
+    ``MIN_CHUNKS_PER_PACKAGE`` chunks (``MIN_DEFAULT_CHUNK_SIZE`` at the least: 16 MiB and
+    less), so a small package still has enough chunks for a swarm; from 128 MiB, 1 MiB,
+    or the smallest
+    larger power of two that keeps the package within ``MAX_CHUNKS_PER_PACKAGE`` chunks
+    (8 GiB and beyond), up to 16 MiB.
     """
+    if chunk_count(size, DEFAULT_CHUNK_SIZE) < MIN_CHUNKS_PER_PACKAGE:
+        fitting = [
+            chunk_size
+            for chunk_size in ALLOWED_CHUNK_SIZES
+            if MIN_DEFAULT_CHUNK_SIZE <= chunk_size <= DEFAULT_CHUNK_SIZE
+            and chunk_count(size, chunk_size) >= MIN_CHUNKS_PER_PACKAGE
+        ]
+        return max(fitting, default=MIN_DEFAULT_CHUNK_SIZE)
     for chunk_size in ALLOWED_CHUNK_SIZES:
         if chunk_size >= DEFAULT_CHUNK_SIZE and chunk_count(size, chunk_size) <= (
             MAX_CHUNKS_PER_PACKAGE

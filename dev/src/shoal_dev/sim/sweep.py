@@ -6,8 +6,10 @@ Each cell of the grid (``shoal_dev.sweep``) becomes one office behind its WAN li
 (``build_enterprise`` with the real ``AgentCore`` and ``ServerNode`` machines, the real
 transfer engine and content stores): clients' uplinks and downlinks, the WAN's rate and
 round trip, and the queue depth of every link of the office are the cell's. The package
-is assigned to everyone at virtual time 0. The run's clock starts (``t0``) when the first
-client begins its download, so registration round trips do not count; a cell with churn
+is cut as the console cuts an upload (``chunk_size_for``, unless the cell says
+``chunk_kib``) and assigned to everyone at virtual time 0. The run's clock starts
+(``t0``) when the first client begins its download, so registration round trips do not
+count; a cell with churn
 kills its clients (the office's rendezvous point first) at ``t0 + 0.3 T_lb1`` and brings
 them back 3 s later on their stores as they were, as a restarted process would.
 
@@ -134,7 +136,7 @@ def run_cell(
         root,
         [spec],
         package_size=cell.size_bytes,
-        chunk_size=cell.chunk_kib * 1024,
+        chunk_size=cell.chunk_bytes,
         seed=seed,
         link_profiles=True,
     )
@@ -196,6 +198,7 @@ def run_cell(
         "kumar_ross_bound_s": round(kumar_ross.seconds, 3),
         "t_over_one_copy_bound": None if t_last is None else round(t_last / one_copy.seconds, 3),
         "t_over_kumar_ross": None if t_last is None else round(t_last / kumar_ross.seconds, 3),
+        "chunk_bytes": enterprise.manifest.chunk_size,
         "wan_bytes_in": wan_bytes,
         "wan_over_package": round(wan_bytes / enterprise.manifest.size, 4),
         "clients_complete": complete,
