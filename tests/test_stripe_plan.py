@@ -35,18 +35,28 @@ TOPOLOGY = parse_json(
 @pytest.mark.parametrize(
     ("links", "stripes"),
     [
-        (OfficeLinks(wan_mbit=50, client_up_mbit=1000), 1),  # the lab's branch-flash
-        (OfficeLinks(wan_mbit=20, client_up_mbit=1000), 1),
+        (OfficeLinks(wan_mbit=50, client_up_mbit=1000), 4),  # branch-flash: 16 chunks each
+        (OfficeLinks(wan_mbit=20, client_up_mbit=1000), 4),
         (OfficeLinks(wan_mbit=100, client_up_mbit=1000), 6),  # ten times: striped
         (OfficeLinks(wan_mbit=100, client_up_mbit=200), 6),
         (OfficeLinks(wan_mbit=100, client_up_mbit=20), 6),  # issue 9: the cap binds
         (None, 6),  # links not known: one stripe per client, up to the cap
     ],
 )
-def test_one_stripe_only_where_an_uplink_outruns_the_wan_twenty_times(
+def test_fewer_stripes_only_where_an_uplink_outruns_the_wan_twenty_times(
     links: OfficeLinks | None, stripes: int
 ) -> None:
     assert stripe_count(links, candidates=12, chunk_count=64, cap=6) == stripes
+
+
+@pytest.mark.parametrize(("chunks", "stripes"), [(8, 1), (16, 1), (31, 1), (32, 2), (200, 6)])
+def test_where_one_uplink_keeps_up_a_stripe_is_never_a_few_chunks(
+    chunks: int, stripes: int
+) -> None:
+    """A WAN-bound office splits its copy only into stripes of >= 16 chunks: one holder
+    for a content of few chunks (its first chunk complete after one chunk time)."""
+    fast = OfficeLinks(wan_mbit=50, client_up_mbit=1000)
+    assert stripe_count(fast, candidates=12, chunk_count=chunks, cap=6) == stripes
 
 
 def test_no_more_stripes_than_clients_that_ask_or_chunks() -> None:
@@ -91,9 +101,9 @@ def _served(server: ServerCore, number: int) -> list[int]:
     return [i for i in range(16) if server.may_serve_content(ip, CONTENT, 1, i)]
 
 
-def test_a_wan_bound_office_takes_every_chunk_from_one_holder() -> None:
-    """Fast client links behind a slow WAN: one holder fetches every chunk, the WAN pipe
-    full from the first; the others are redirected to it."""
+def test_a_wan_bound_office_takes_every_chunk_of_a_small_content_from_one_holder() -> None:
+    """Fast client links behind a slow WAN, a content of 16 chunks: one holder fetches
+    every chunk, the WAN pipe full from the first; the others are redirected to it."""
     server = _server(OfficeLinks(wan_mbit=50, client_up_mbit=1000))
     replies = _three_clients_ask(server)
     assert [(r.decision, r.stripes, r.stripe_mask) for r in replies] == [
