@@ -130,7 +130,7 @@ class ContentDirectory:
         self.root = root
         self.temporary = root / "tmp"
         self.temporary.mkdir(parents=True, exist_ok=True)
-        self._refs: dict[str, tuple[tuple[int, int], ManifestRef]] = {}
+        self._refs: dict[str, tuple[tuple[int, int, int], ManifestRef]] = {}
 
     def begin_upload(self) -> Upload:
         return Upload(self)
@@ -151,7 +151,7 @@ class ContentDirectory:
         path = self.manifest_path(content_id)
         try:
             stat = path.stat()
-            stamp = (stat.st_mtime_ns, stat.st_size)
+            stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
             cached = self._refs.get(content_id)
             if cached is not None and cached[0] == stamp:
                 return cached[1]
@@ -163,10 +163,12 @@ class ContentDirectory:
 
     def replace_manifest(self, content_id: str, manifest_file: bytes) -> None:
         """Write a manifest signed again (key rotation) in place, durably."""
+        self._refs.pop(content_id, None)
         write_durably(self.manifest_path(content_id), manifest_file)
 
     def remove(self, content_id: str) -> None:
         """Delete a package and its manifest (the caller checks nothing uses them)."""
+        self._refs.pop(content_id, None)
         self.data_path(content_id).unlink(missing_ok=True)
         self.manifest_path(content_id).unlink(missing_ok=True)
 
