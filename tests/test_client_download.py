@@ -13,6 +13,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
+from shoal.assignments import ManifestRef
 from shoal.client.blobs import BlobFetcher, ManifestBlob
 from shoal.client.config import AgentConfig
 from shoal.client.counters import AgentCounters
@@ -35,8 +36,10 @@ from shoal.core.packing import pack_bytes
 from shoal.core.signing import SigningKey
 from shoal.protocol.discovery import PeerAvailable
 from shoal.protocol.transfer import (
+    ChunkCorrupted,
     ChunkReceived,
     ChunkRefused,
+    ChunkRequested,
     Mode,
     RefusalReason,
     Role,
@@ -62,6 +65,7 @@ CONSOLE_KEY = SigningKey.generate()
 PACKAGE = random.Random(5).randbytes(CHUNK + 100)
 MANIFEST = pack_bytes(PACKAGE, CHUNK)
 MANIFEST_FILE = CONSOLE_KEY.sign(MANIFEST).encode()
+MANIFEST_SHA256 = hashlib.sha256(MANIFEST_FILE).digest()
 CONTENT_ID = MANIFEST.content_id
 
 
@@ -229,6 +233,11 @@ class Harness:
     def assign(self) -> None:
         self.machine.apply_assignments({CONTENT_ID: False}, {}, self.now)
 
+    def assign_signed(self, digest: bytes = MANIFEST_SHA256) -> None:
+        """Assigned by a document that names the signed manifest's blob."""
+        signed = {CONTENT_ID: ManifestRef(digest, len(MANIFEST_FILE))}
+        self.machine.apply_assignments({CONTENT_ID: False}, {}, self.now, signed)
+
     def manifest_located(self) -> None:
         self.machine.on_manifest_reply(
             ManifestReply(CONTENT_ID, hashlib.sha256(MANIFEST_FILE).digest(), len(MANIFEST_FILE)),
@@ -320,6 +329,7 @@ ENTRY_POINTS: dict[DownloadInput, list[Callable[[Harness], None]]] = {
         lambda h: h.machine.on_request_failed(ManifestInfo(CONTENT_ID), None, h.now)
     ],
     DownloadInput.MANIFEST_LOCATED: [Harness.manifest_located],
+    DownloadInput.MANIFEST_SIGNED: [Harness.assign_signed],
     DownloadInput.MANIFEST_UNAVAILABLE: [
         Harness.manifest_refused,
         lambda h: h.manifest_arrives(b"not a manifest"),
@@ -366,6 +376,13 @@ def test_every_state_and_input_pair(state: DownloadState, event: DownloadInput) 
         harness = Harness()
         harness.assign()
         assert harness.control.names() == ["manifest_info", "lease"]
+        outcomes.add(harness.state)
+    if (state, event) == (DownloadState.WAITING_MANIFEST, DownloadInput.MANIFEST_SIGNED):
+        # Taken when a new assignment's document names the manifest's blob: fetched at
+        # once, the server is not asked where it is (one round trip, not two).
+        harness = Harness()
+        harness.assign_signed()
+        assert harness.control.names() == ["lease"]
         outcomes.add(harness.state)
     if (state, event) == (DownloadState.WAITING_MANIFEST, DownloadInput.MANIFEST_STORED):
         # Taken when a new assignment finds its manifest already in the cache.
@@ -578,3 +595,79 @@ DownloadMachineRules.TestCase.settings = settings(
     max_examples=100, stateful_step_count=30, deadline=None
 )
 test_download_machine_rules = DownloadMachineRules.TestCase
+
+
+# ---------------------------------------------- the manifest named by the signed document
+
+CLIENT_DATA = ("10.1.0.1", 41000)
+
+
+def _fetch_manifest_from(harness: Harness, served: bytes) -> list[object]:
+    """Run the harness's foreground engine against a server engine that answers every
+    request with ``served``; hand each blob's outcome to the downloads as the agent does.
+    Returns the receiver's outcomes."""
+    client = harness.engines[Mode.FOREGROUND]
+    server = TransferEngine(now=harness.now)
+    server_address = harness.office.server_data_address(Mode.FOREGROUND)
+    outcomes: list[object] = []
+    for _ in range(200):
+        for data, _addr in client.datagrams_to_send(harness.now):
+            server.receive_datagram(data, CLIENT_DATA, harness.now)
+        while (asked := server.next_event()) is not None:
+            if isinstance(asked, ChunkRequested):
+                server.send_chunk(asked.peer, asked.request_id, served, harness.now)
+        for data, _addr in server.datagrams_to_send(harness.now):
+            client.receive_datagram(data, server_address, harness.now)
+        while (event := client.next_event()) is not None:
+            blob = harness.blobs.take(Mode.FOREGROUND, getattr(event, "request_id", -1))
+            if blob is None:
+                continue
+            outcomes.append(event)
+            assert isinstance(blob, ManifestBlob)
+            if isinstance(event, ChunkReceived):
+                harness.machine.on_manifest(blob, event.data, [CONSOLE_KEY.verify_key], harness.now)
+            else:
+                harness.machine.on_manifest_failed(blob, harness.now)
+        if outcomes:
+            return outcomes
+        harness.tick(0.01)
+        for engine in (client, server):
+            engine.handle_timer(harness.now)
+    raise AssertionError("the manifest request never ended")
+
+
+def test_a_manifest_the_signed_document_names_is_fetched_in_one_round_trip() -> None:
+    harness = Harness()
+    harness.assign_signed()
+    assert harness.state is DownloadState.FETCHING_MANIFEST
+    assert "manifest_info" not in harness.control.names()  # no MANIFEST_INFO round trip
+    outcomes = _fetch_manifest_from(harness, MANIFEST_FILE)
+    assert [type(event) for event in outcomes] == [ChunkReceived]
+    assert harness.state is DownloadState.LEASING  # stored: the download started
+    assert harness.store.manifest(CONTENT_ID) == MANIFEST
+
+
+def test_a_manifest_that_does_not_match_the_signed_hash_is_refused_and_nothing_stored() -> None:
+    # The server (or whoever answers for it) serves another manifest file for the same
+    # content: the same body signed by a key the console never used.
+    forged = SigningKey.generate().sign(MANIFEST).encode()
+    assert len(forged) == len(MANIFEST_FILE) and forged != MANIFEST_FILE
+    harness = Harness()
+    harness.assign_signed()
+    outcomes = _fetch_manifest_from(harness, forged)
+    assert [type(event) for event in outcomes] == [ChunkCorrupted]  # the engine refused it
+    assert CONTENT_ID not in harness.store  # nothing stored
+    # Asked the server where the manifest is instead: the two-round-trip path.
+    assert harness.state is DownloadState.ASKING_MANIFEST
+    assert harness.control.names().count("manifest_info") == 1
+    assert harness.download.signed_manifest is None
+
+
+def test_without_the_field_the_server_is_asked_where_the_manifest_is() -> None:
+    harness = Harness()
+    harness.assign()  # a document from a console that does not name manifests
+    assert harness.state is DownloadState.ASKING_MANIFEST
+    assert harness.control.names() == ["manifest_info", "lease"]
+    harness.manifest_located()
+    assert _fetch_manifest_from(harness, MANIFEST_FILE)
+    assert harness.state is DownloadState.LEASING

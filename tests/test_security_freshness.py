@@ -19,7 +19,13 @@ import pytest
 
 from console.conftest import ADMIN_PASSWORD, CSV_TOPOLOGY, FakeClock, Harness, make_harness
 from console.vendor import vendor_public_key_file
-from shoal.assignments import DOCUMENT_FORMAT, encode_envelope, read_envelope, sign_assignments
+from shoal.assignments import (
+    DOCUMENT_FORMAT,
+    encode_envelope,
+    manifest_ref,
+    read_envelope,
+    sign_assignments,
+)
 from shoal.client.agent import AgentCore
 from shoal.client.service import ClientService
 from shoal.client.trust import DocumentExpired, DocumentRefused, DocumentStale, TrustState
@@ -47,8 +53,10 @@ from shoal_dev.sim.enterprise import (
 MIB = 1024 * 1024
 
 
-def entry(number: int, content_hex: str) -> dict[str, object]:
-    return {
+def entry(number: int, content_hex: str, manifest_file: bytes = b"") -> dict[str, object]:
+    """An assignment to everyone; naming the signed manifest's blob if given (as the
+    console and ``build_enterprise`` do)."""
+    fields: dict[str, object] = {
         "id": number,
         "content_id": content_hex,
         "target_kind": "everyone",
@@ -56,6 +64,9 @@ def entry(number: int, content_hex: str) -> dict[str, object]:
         "offices": None,
         "background": False,
     }
+    if manifest_file:
+        fields["manifest"] = manifest_ref(manifest_file).entry()
+    return fields
 
 
 def second_package(enterprise: Enterprise) -> str:
@@ -99,7 +110,10 @@ def withdrawn_first_assignment(tmp_path: Path) -> Withdrawn:
     )
     # The very bytes build_enterprise relayed (Ed25519 signatures are deterministic).
     first_document = sim_document(
-        enterprise.console_key, [entry(1, enterprise.manifest.content_id.hex)], 1, 0.0
+        enterprise.console_key,
+        [entry(1, enterprise.manifest.content_id.hex, enterprise.manifest_file)],
+        1,
+        0.0,
     )
     enterprise.run(until=30, stop=enterprise.all_complete)
     assert enterprise.all_complete()

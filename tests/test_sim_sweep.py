@@ -146,16 +146,17 @@ def test_ci_cells_deliver_the_package_and_cross_the_wan_once(ci_cell_row: dict) 
 
 NOT_MET_YET = pytest.mark.xfail(
     strict=True,
-    reason="issue 9, not met yet: 1.52-1.61 x T_lb1 in these cells (seeds 1-3) with "
-    "128 KiB chunks (chunk_size_for); what is left is "
-    "mostly the start: the manifest's two round trips and the WAN's first chunks over "
-    "100 ms (about 0.55 s of 1.4-1.7 s), see docs/network.md",
+    reason="issue 9, not met yet: 1.51-1.55 x T_lb1 in the 20 Mbit/s uplinks cell (seeds "
+    "1-3) with 128 KiB chunks (chunk_size_for) and the manifest in one round trip; what "
+    "is left is mostly the start: the WAN's first chunks over 100 ms, see docs/network.md",
 )
 
 
 def _met(cell: Cell) -> bool:
-    """The cells that finish within 1.5 x T_lb1 on seeds 1-3: the 10 Mbit/s uplinks."""
-    return cell.client_up_mbit == 10
+    """The cells that finish within 1.5 x T_lb1 on seeds 1-3: the 10 Mbit/s uplinks
+    (1.33-1.35), and since the manifest takes one round trip the WAN-bound office
+    (1.44-1.50)."""
+    return cell.client_up_mbit == 10 or cell.wan_mbit == 20
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,8 @@ and the document::
 
     {"format": "shoal-assignments-2", "sequence": 17, "generated_at": ISO,
      "expires": ISO, "console_keys": [HEX, ...], "assignments": [{"id", "content_id",
-     "target_kind", "target", "offices", "background", "install"?}, ...]}
+     "target_kind", "target", "offices", "background", "install"?, "manifest"?:
+     {"sha256": HEX, "length": INT}}, ...]}
 
 ``install`` (optional) is the version's install specification
 (``shoal.install_spec``): covered by the signature like everything else, so a client
@@ -29,6 +30,13 @@ runs only commands the console signed.
 ``console_keys`` (optional) lists every key the console has signed with, oldest first:
 signed by the current key, it tells a client enrolled after a rotation which earlier
 keys signed the manifests P2P servers still relay.
+
+``manifest`` (optional) is the SHA-256 (hex) and length of the content's signed manifest
+file, as P2P servers relay it: a client fetches that blob at once, in one round trip,
+instead of asking the server where the manifest is first (``MANIFEST_INFO``). The
+transfer engine checks the bytes against the signed SHA-256, so a server or peer cannot
+substitute another manifest. Older clients ignore the field; a document without it (an
+older console) costs the client the extra round trip, nothing else.
 
 A confidential entry carries ``confidential``: the plaintext's size and SHA-256 and
 ``sealed_keys``, device ID -> the content key sealed to that device
@@ -54,6 +62,8 @@ from shoal.key_rotation import RotationInvalid, RotationStatement, read_rotation
 
 DOCUMENT_FORMAT = "shoal-assignments-2"
 MAX_SEQUENCE = 2**63 - 1
+MAX_MANIFEST_LENGTH = 2**32 - 1
+"""A manifest file's length fits the control plane's ``uint32`` (``ManifestReply``)."""
 
 
 class AssignmentsInvalid(ShoalError):
@@ -71,6 +81,18 @@ class SealedContent:
 
 
 @dataclass(frozen=True, slots=True)
+class ManifestRef:
+    """Which blob is the content's signed manifest file: its SHA-256 and length."""
+
+    sha256: bytes
+    length: int
+
+    def entry(self) -> dict[str, Any]:
+        """The entry's ``manifest`` field."""
+        return {"sha256": self.sha256.hex(), "length": self.length}
+
+
+@dataclass(frozen=True, slots=True)
 class Assignment:
     assignment_id: int
     content_id: ContentId
@@ -78,6 +100,8 @@ class Assignment:
     confidential: SealedContent | None = None
     install: InstallSpec | None = None
     """What to run once the content is held (signed with the document), or nothing."""
+    manifest: ManifestRef | None = None
+    """The signed manifest's blob, when the console said (fetched in one round trip)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,11 +246,30 @@ def assignments_for(
                         None
                         if entry.get("install") is None
                         else read_install_spec(entry["install"]),
+                        _manifest_ref(entry.get("manifest")),
                     )
                 )
-    except (ValueError, KeyError, TypeError, InstallSpecInvalid) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, InstallSpecInvalid) as error:
         raise AssignmentsInvalid(f"assignment document is malformed ({error})") from None
     return mine
+
+
+def manifest_ref(manifest_file: bytes) -> ManifestRef:
+    """The ``manifest`` field of an entry whose signed manifest file is ``manifest_file``."""
+    return ManifestRef(hashlib.sha256(manifest_file).digest(), len(manifest_file))
+
+
+def _manifest_ref(field: Any) -> ManifestRef | None:
+    """The ``manifest`` field of an entry (optional)."""
+    if field is None:
+        return None
+    digest = bytes.fromhex(field["sha256"])
+    length = field["length"]
+    if not isinstance(length, int) or isinstance(length, bool):
+        raise TypeError("manifest length is not an integer")
+    if len(digest) != 32 or not 0 < length <= MAX_MANIFEST_LENGTH:
+        raise ValueError("manifest SHA-256 or length out of range")
+    return ManifestRef(digest, length)
 
 
 def _sealed_content(field: Any, device_id: str) -> SealedContent | None:

@@ -414,7 +414,9 @@ class AgentCore:
 
     def _on_assignments_accepted(self, accepted: AssignmentsAccepted, now: float) -> None:
         self.installs.assigned(accepted.installs, now)  # the signed specs
-        self.downloader.apply_assignments(accepted.assigned, accepted.sealed, now)
+        self.downloader.apply_assignments(
+            accepted.assigned, accepted.sealed, now, accepted.manifests
+        )
         for download in self.downloads.values():  # held before its spec (or key) came
             if download.state is DownloadState.COMPLETE:
                 self._verified_for_install(download, now)

@@ -7,16 +7,23 @@ peers the server banned in the office). When it changed, ``AssignmentsMachine`` 
 the document as a blob (``shoal.client.blobs``), and accepts it only if it is signed by
 the console key pinned at enrollment (``TrustState``), fresh, and not older than the
 newest accepted; it follows the console's key rotations. What it accepted becomes
-``AssignmentsAccepted`` (content -> background?, and this device's sealed keys of
-confidential content), which the agent hands to the downloads.
+``AssignmentsAccepted`` (content -> background?, this device's sealed keys of
+confidential content, and where the document names it, each content's signed manifest
+blob), which the agent hands to the downloads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from shoal.assignments import AssignmentsInvalid, SealedContent, assignments_for, read_envelope
+from shoal.assignments import (
+    AssignmentsInvalid,
+    ManifestRef,
+    SealedContent,
+    assignments_for,
+    read_envelope,
+)
 from shoal.client.blobs import AssignmentsBlob, BlobFetcher
 from shoal.client.config import AgentConfig
 from shoal.client.control import ControlClient
@@ -39,6 +46,8 @@ class AssignmentsAccepted:
     """Confidential content: its sealing (with this device's key, once it has one)."""
     installs: dict[ContentId, InstallSpec | None]
     """Each assigned content's install specification, as the console signed it."""
+    manifests: dict[ContentId, ManifestRef] = field(default_factory=dict)
+    """Each assigned content's signed manifest blob, where the document names it."""
 
 
 class AssignmentsMachine:
@@ -107,6 +116,7 @@ class AssignmentsMachine:
             {a.content_id: a.background for a in mine},
             {a.content_id: a.confidential for a in mine if a.confidential},
             {a.content_id: a.install for a in mine},
+            {a.content_id: a.manifest for a in mine if a.manifest},
         )
 
     def _refuse(self, message: str, rotations_ignored: int) -> None:

@@ -5,10 +5,12 @@ Theory of operation
 A download is one assigned content on its way into this client's cache::
 
     WAITING_MANIFEST --manifest asked--> ASKING_MANIFEST --manifest located--> FETCHING_MANIFEST
-          |    ^                              |                                      |
-          |    +------manifest unavailable----+--------------------------------------+
-          |                                                                          |
-          +--manifest stored (already cached)--> DOWNLOADING <--manifest stored------+
+       |  |    |                                                                 ^   |
+       |  +----|---------manifest signed (the document names its blob)-----------+   |
+       |       ^                              |                                      |
+       |       +------manifest unavailable----+--------------------------------------+
+       |                                                                             |
+       +--manifest stored (already cached)--> DOWNLOADING <--manifest stored---------+
                                                   |   ^  |
                                      lease asked  v   |  | lease answered
                                                  LEASING
@@ -17,6 +19,9 @@ A download is one assigned content on its way into this client's cache::
 
 ``ASKING_MANIFEST`` waits for the server's ``ManifestReply`` (where the signed manifest
 is); ``FETCHING_MANIFEST`` fetches it as a blob and checks the console's signature.
+When the signed assignment document names the manifest's blob (``ManifestRef``), the
+download skips ``ASKING_MANIFEST`` (one round trip instead of two); if that fetch
+fails, it asks the server as before.
 ``LEASING`` is ``DOWNLOADING`` with a lease request at the server (rendezvous: may this
 client pull from the server?); its answer, refusal or silence brings it back.
 ``COMPLETE`` (every chunk verified by the transfer engine and durably written) is the
@@ -32,14 +37,15 @@ answer for a download that moved on) is checked with ``accepts`` first and dropp
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from shoal.assignments import SealedContent
+from shoal.assignments import ManifestRef, SealedContent
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest
 from shoal.protocol.swarm import ChunkPicker
 from shoal.protocol.transfer import Address, LocalProtocolError, Mode
-from shoal.wire.control import LeaseDecision
+from shoal.wire.control import ContentProgress, LeaseDecision
 
 
 class DownloadTransitionError(LocalProtocolError):
@@ -63,6 +69,7 @@ class DownloadState(enum.Enum):
 class DownloadInput(enum.Enum):
     MANIFEST_ASKED = "manifest asked"
     MANIFEST_LOCATED = "manifest located"
+    MANIFEST_SIGNED = "manifest named by the signed document"
     MANIFEST_UNAVAILABLE = "manifest unavailable"
     MANIFEST_STORED = "manifest stored"
     LEASE_ASKED = "lease asked"
@@ -75,6 +82,7 @@ _S, _I = DownloadState, DownloadInput
 DOWNLOAD_TRANSITIONS: dict[DownloadState, dict[DownloadInput, DownloadState]] = {
     _S.WAITING_MANIFEST: {
         _I.MANIFEST_ASKED: _S.ASKING_MANIFEST,
+        _I.MANIFEST_SIGNED: _S.FETCHING_MANIFEST,
         _I.MANIFEST_STORED: _S.DOWNLOADING,
     },
     _S.ASKING_MANIFEST: {
@@ -150,6 +158,9 @@ class Download:
     completed_at: float | None = None
     note: str = ""
     confidential: SealedContent | None = None
+    signed_manifest: ManifestRef | None = None
+    """The manifest's blob as the signed document names it; None: ask the server (also
+    after a fetch of the named blob failed)."""
     plaintext: str | None = None
     """Where the shell wrote the decrypted package (confidential content)."""
 
@@ -161,6 +172,16 @@ class Download:
     def transferring(self) -> bool:
         """Chunks are being asked for (``DOWNLOADING`` or ``LEASING``)."""
         return self.state in TRANSFERRING_STATES
+
+    def progress(self, verified_count: Callable[[ContentId], int]) -> ContentProgress:
+        """What a check-in reports of it (``verified_count``: the store's count)."""
+        done, count = 0, 0
+        if self.manifest is not None:
+            count = self.manifest.chunk_count
+            done = verified_count(self.content_id)
+        return ContentProgress(
+            self.content_id, done, count, self.bytes_from_peers, self.bytes_from_server
+        )
 
     def accepts(self, event: DownloadInput) -> bool:
         """Does the table have a move for ``event`` from the current state?"""

@@ -5,9 +5,10 @@ Theory of operation
 ``DownloadsMachine`` keeps one ``Download`` per assigned content; each moves through the
 table of ``shoal.client.download`` (manifest asked, fetched and verified; chunks; complete).
 
-* Manifest: ``MANIFEST_INFO`` to the server, then the signed manifest as a blob
-  (``shoal.client.blobs``), checked against the console keys the assignment document
-  allows, and added to the store (pinned: assigned content is not evicted).
+* Manifest: the signed manifest as a blob (``shoal.client.blobs``), named by the signed
+  assignment document (one round trip) or else by the server's answer to ``MANIFEST_INFO``
+  (two), checked against the console keys the document allows, and added to the store
+  (pinned: assigned content is not evicted).
 * Sources: discovery (broadcast in Default offices, server peer lists in WiFi offices)
   feeds the ``ChunkPicker`` with peers and what they hold; the server's LEASE, asked
   with the manifest, decides whether the server is an origin (``shoal.client.lease``).
@@ -31,7 +32,7 @@ import random
 from collections import deque
 from dataclasses import dataclass
 
-from shoal.assignments import SealedContent
+from shoal.assignments import ManifestRef, SealedContent
 from shoal.client.bandwidth import BandwidthCaps
 from shoal.client.blobs import BlobFetcher, ManifestBlob
 from shoal.client.chunk_writes import ChunkWrites
@@ -130,11 +131,11 @@ class DownloadsMachine:
         self._store_updates: list[StoreUpdate] = []
         self.downloads: dict[ContentId, Download] = {}
         self.banned_peers: frozenset[str] = frozenset()
+        """Peers the server banned in this office (reported by several devices)."""
         #: Peers whose chunks never came (a request timed out: a crashed peer, or one
         #: that announces what it will not send): their announcements are ignored while
         #: they sit out, so they cannot draw requests to a dead end again and again.
         self.suspects: PenaltyBox[Address] = PenaltyBox()
-        """Peers the server banned in this office (reported by several devices)."""
         self._sealed: dict[ContentId, SealedContent] = {}
         self.caps = BandwidthCaps()
         self._writes = ChunkWrites()
@@ -172,9 +173,9 @@ class DownloadsMachine:
         assigned: dict[ContentId, bool],
         sealed: dict[ContentId, SealedContent],
         now: float,
+        manifests: dict[ContentId, ManifestRef] | None = None,
     ) -> None:
-        """Start what is newly assigned, forget what is withdrawn (it stays cached,
-        evictable), and hand out content keys that arrived."""
+        """Start new assignments, forget withdrawn ones (still cached), give out keys."""
         self._sealed = sealed
         for content_id in [cid for cid in self.downloads if cid not in assigned]:
             self.downloads.pop(content_id)
@@ -187,6 +188,7 @@ class DownloadsMachine:
             if content_id in self.downloads:
                 continue
             download = self.downloads[content_id] = Download(content_id, background, now)
+            download.signed_manifest = (manifests or {}).get(content_id)
             download.banned |= self.banned_peers
             if content_id in self.store:
                 self._update_store(SetPinned(content_id, True), now)
@@ -202,8 +204,13 @@ class DownloadsMachine:
     # --------------------------------------------------------------- manifest
 
     def _ask_manifest(self, download: Download, now: float) -> None:
-        download.advance(DownloadInput.MANIFEST_ASKED)
-        self.control.manifest_info(download.content_id, now)
+        signed = download.signed_manifest
+        if signed is not None:  # the document names it: no need to ask where it is
+            download.advance(DownloadInput.MANIFEST_SIGNED)
+            self._fetch_manifest(download.content_id, signed.sha256, signed.length, now)
+        else:
+            download.advance(DownloadInput.MANIFEST_ASKED)
+            self.control.manifest_info(download.content_id, now)
         if download.content_id not in self._early_leases:
             # The lease in the same round trip as the manifest: a holder's first chunk
             # can be asked for as soon as the manifest is stored.
@@ -215,12 +222,12 @@ class DownloadsMachine:
             self.counters.stale_answers += 1
             return
         download.advance(DownloadInput.MANIFEST_LOCATED)
-        self.blobs.fetch(
-            ManifestBlob(reply.manifest_sha256, reply.content_id),
-            reply.manifest_length,
-            self.office.server_data_address(Mode.FOREGROUND),
-            now,
-        )
+        self._fetch_manifest(reply.content_id, reply.manifest_sha256, reply.manifest_length, now)
+
+    def _fetch_manifest(self, content_id: ContentId, digest: bytes, size: int, now: float) -> None:
+        """The engine checks the bytes against ``digest``: others fail, nothing stored."""
+        server = self.office.server_data_address(Mode.FOREGROUND)
+        self.blobs.fetch(ManifestBlob(digest, content_id), size, server, now)
 
     def on_manifest(
         self, blob: ManifestBlob, data: bytes, manifest_keys: list[VerifyKey], now: float
@@ -267,10 +274,11 @@ class DownloadsMachine:
         return updates
 
     def on_manifest_failed(self, blob: ManifestBlob, now: float) -> None:
-        """The manifest's fetch failed (refused, timed out, corrupt): ask again."""
+        """The manifest's fetch failed (refused, timed out, corrupt): ask the server."""
         download = self.downloads.get(blob.content_id)
         if download is None or download.state is not DownloadState.FETCHING_MANIFEST:
             return
+        download.signed_manifest = None  # the server's copy may differ (signed again)
         download.advance(DownloadInput.MANIFEST_UNAVAILABLE)
         self._ask_manifest(download, now)
 
@@ -580,13 +588,7 @@ class DownloadsMachine:
     # ----------------------------------------------------------------- status
 
     def progress(self, download: Download) -> ContentProgress:
-        done, count = 0, 0
-        if download.manifest is not None:
-            count = download.manifest.chunk_count
-            done = self.store.verified_count(download.content_id)  # lock-free: on the loop
-        return ContentProgress(
-            download.content_id, done, count, download.bytes_from_peers, download.bytes_from_server
-        )
+        return download.progress(self.store.verified_count)  # lock-free: on the loop
 
     def all_progress(self) -> list[ContentProgress]:
         return [self.progress(download) for download in self.downloads.values()]

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from shoal.assignments import ManifestRef, manifest_ref
 from shoal.core.files import fsync_directory, write_durably
 from shoal.core.manifest import Manifest, ManifestFile
 from shoal.core.packing import SealedPackage, pack_sealed_stream, pack_stream
@@ -129,6 +130,7 @@ class ContentDirectory:
         self.root = root
         self.temporary = root / "tmp"
         self.temporary.mkdir(parents=True, exist_ok=True)
+        self._refs: dict[str, tuple[tuple[int, int, int], ManifestRef]] = {}
 
     def begin_upload(self) -> Upload:
         return Upload(self)
@@ -143,12 +145,30 @@ class ContentDirectory:
     def manifest_path(self, content_id: str) -> Path:
         return self.root / f"{content_id}.manifest"
 
+    def manifest_ref(self, content_id: str) -> ManifestRef | None:
+        """SHA-256 and length of the signed manifest file (the assignment document names
+        it); None if it is missing. Hashed again only when the file changed."""
+        path = self.manifest_path(content_id)
+        try:
+            stat = path.stat()
+            stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            cached = self._refs.get(content_id)
+            if cached is not None and cached[0] == stamp:
+                return cached[1]
+            ref = manifest_ref(path.read_bytes())
+        except OSError:
+            return None
+        self._refs[content_id] = (stamp, ref)
+        return ref
+
     def replace_manifest(self, content_id: str, manifest_file: bytes) -> None:
         """Write a manifest signed again (key rotation) in place, durably."""
+        self._refs.pop(content_id, None)
         write_durably(self.manifest_path(content_id), manifest_file)
 
     def remove(self, content_id: str) -> None:
         """Delete a package and its manifest (the caller checks nothing uses them)."""
+        self._refs.pop(content_id, None)
         self.data_path(content_id).unlink(missing_ok=True)
         self.manifest_path(content_id).unlink(missing_ok=True)
 

@@ -8,8 +8,8 @@ the canonical JSON of the assignments it lists (``body``). ``signed_assignments`
 answers ``GET /api/v1/link/assignments`` with the stored envelope, and signs a new one
 first when
 
-- what the document would say differs from ``body`` (an assignment, version or office
-  changed),
+- what the document would say differs from ``body`` (an assignment, version, office or
+  signed manifest file changed),
 - the console key rotated since it was signed, or
 - less than half of its validity is left (``ConsoleConfig.document_validity_seconds``,
   7 days by default): a document is signed again even when nothing changed, so the
@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 
 from shoal.assignments import DOCUMENT_FORMAT, canonical_json, sign_assignments
 from shoal.console import confidential, db, keys, records, schemas
+from shoal.console.content import ContentDirectory
 from shoal.console.state import ConsoleState
 from shoal.core.changes import ChangeKind
 from shoal.core.errors import ShoalError
@@ -54,9 +55,10 @@ class DocumentContended(ShoalError):
     """Other writers kept signing the document first (retry)."""
 
 
-def assignment_entries(session: Session) -> list[dict[str, Any]]:
+def assignment_entries(session: Session, content: ContentDirectory) -> list[dict[str, Any]]:
     """Every assignment as the document lists it (office targets list their sub-offices;
-    a confidential one lists its recipients, whose keys ``_sealed`` seals at signing)."""
+    a confidential one lists its recipients, whose keys ``_sealed`` seals at signing;
+    each names its signed manifest file, fetched by clients in one round trip)."""
     tree = records.load_topology(session)
     entries = []
     for assignment in session.scalars(select(db.Assignment).order_by(db.Assignment.id)):
@@ -71,6 +73,9 @@ def assignment_entries(session: Session) -> list[dict[str, Any]]:
             else None,
             "background": assignment.background,
         }
+        manifest = content.manifest_ref(version.content_id)
+        if manifest is not None:
+            entry["manifest"] = manifest.entry()
         if version.install_spec is not None:
             entry["install"] = version.install_spec  # signed: clients run only this
         field = confidential.recipients_field(session, tree, assignment, version)
@@ -126,7 +131,7 @@ def _current(state: ConsoleState, force: bool) -> tuple[schemas.SignedAssignment
         with state.key_lock, state.sessions() as session:
             now = state.clock()
             row = session.get(db.SignedDocument, ASSIGNMENTS)
-            entries = assignment_entries(session)
+            entries = assignment_entries(session, state.content)
             body = canonical_json(entries)
             if row is not None and not force and row.body == body and not _due(state, row, now):
                 return _envelope(row), False

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from shoal.assignments import DOCUMENT_FORMAT, encode_envelope, sign_assignments
+from shoal.assignments import DOCUMENT_FORMAT, encode_envelope, manifest_ref, sign_assignments
 from shoal.client.agent import AgentConfig, AgentCore, ContentStoreLike, DownloadState
 from shoal.client.trust import TrustState
 from shoal.core.bounds import Bound, kumar_ross_bound, one_copy_bound
@@ -130,6 +130,8 @@ class Enterprise:
     """A new server process with what the server keeps across a restart."""
     saved_leases: tuple[dict[str, Any], float] | None = None
     """The leases and delivery ledger the server's state store holds, and when saved."""
+    manifest_file: bytes = b""
+    """The signed manifest file the server relays (the document names its blob)."""
 
     def signed_assignments(self, assignments: list[dict[str, Any]]) -> bytes:
         """The next assignment document (a new sequence, valid for a week of virtual
@@ -305,6 +307,7 @@ def build_enterprise(
         "target": None,
         "offices": None,
         "background": False,
+        "manifest": manifest_ref(manifest_file).entry(),  # as the console names it
     }
     document = assignments or sim_document(console_key, [everyone], 1, network.now)
 
@@ -405,7 +408,7 @@ def build_enterprise(
             clients.append(SimClient(host, agent, store, spec.name))
     return Enterprise(
         network, server, clients, manifest, package, console_key, document_sequence=1,
-        fabric=fabric, make_server=make_server,
+        fabric=fabric, make_server=make_server, manifest_file=manifest_file,
     )  # fmt: skip
 
 
