@@ -410,3 +410,39 @@ def test_an_idle_worker_keeps_nothing_of_its_last_batch() -> None:
         return freed
 
     assert asyncio.run(scenario())
+
+
+def test_effects_submitted_while_the_worker_is_busy_run_as_one_batch_in_order() -> None:
+    """What is submitted while a batch runs (several calls, several effects each) is the
+    next batch, in submission order: one wake-up of the thread, not one per effect."""
+    release = threading.Event()
+    batches: list[list[int]] = []
+
+    def perform(batch: Sequence[int]) -> list[int]:
+        if not batches:
+            release.wait(5.0)  # the first batch is slow: the rest queues meanwhile
+        batches.append(list(batch))
+        return list(batch)
+
+    async def scenario() -> list[int]:
+        loop = asyncio.get_running_loop()
+        results: list[int] = []
+        done = asyncio.Event()
+
+        def on_done(batch: list[int]) -> None:
+            results.extend(batch)
+            if len(results) == 6:
+                done.set()
+
+        worker = EffectThread[int, int](perform, loop, on_done, "test")
+        worker.submit([1])
+        worker.submit([2, 3])
+        worker.submit([])
+        worker.submit([4, 5, 6])
+        release.set()
+        await asyncio.wait_for(done.wait(), 5.0)
+        worker.close()
+        return results
+
+    assert asyncio.run(scenario()) == [1, 2, 3, 4, 5, 6]
+    assert batches in ([[1], [2, 3, 4, 5, 6]], [[1, 2, 3, 4, 5, 6]])

@@ -56,13 +56,15 @@ class EffectThread(Generic[Effect, Result]):
         self._perform = perform
         self._loop = loop
         self._on_done = on_done
-        self._queue: queue.SimpleQueue[Effect | None] = queue.SimpleQueue()
+        # One item per ``submit`` (a list), not per effect: each put may wake the
+        # thread, and every wake-up is a GIL hand-over the event loop pays for.
+        self._queue: queue.SimpleQueue[list[Effect] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, effects: Sequence[Effect]) -> None:
-        for effect in effects:
-            self._queue.put(effect)
+        if effects:
+            self._queue.put(list(effects))
 
     def _run(self) -> None:
         while self._run_batch():
@@ -77,7 +79,7 @@ class EffectThread(Generic[Effect, Result]):
         first = self._queue.get()
         if first is None:
             return False
-        batch, stopping = [first], False
+        batch, stopping = first, False
         while True:
             try:
                 more = self._queue.get_nowait()
@@ -86,7 +88,7 @@ class EffectThread(Generic[Effect, Result]):
             if more is None:
                 stopping = True
                 break
-            batch.append(more)
+            batch.extend(more)
         results = self._perform(batch)
         try:
             self._loop.call_soon_threadsafe(self._on_done, results)
