@@ -112,8 +112,7 @@ class Receiving:
             refusal = Refusal(self.request_id, RefusalReason.NOT_FOUND)
             self.engine.receive_datagram(encode_datagram(refusal), PEER, self.now)
         elif event is ReceiveInput.PEER_SILENT:
-            self.now += self.engine.config.idle_timeout + 1
-            self.engine.handle_timer(self.now)
+            self.now = _run_timers(self.engine, self.now + self.engine.config.idle_timeout + 1)
         else:
             self.engine.cancel(self.request_id, self.now)
         self._collect()
@@ -188,8 +187,7 @@ class Sending:
         elif event is SendInput.PEER_CANCELLED:
             engine.receive_datagram(encode_datagram(Cancel(self.REQUEST_ID)), PEER, self.now)
         else:
-            self.now += engine.config.idle_timeout + 1
-            engine.handle_timer(self.now)
+            self.now = _run_timers(engine, self.now + engine.config.idle_timeout + 1)
         while (happened := engine.next_event()) is not None:
             self.events.append(happened)
 
@@ -227,3 +225,12 @@ def test_every_send_pair(state: SendState, event: SendInput) -> None:
         sending.apply(event)
         assert counters.invalid_acks == invalid_before + 1
         assert sending.state() is state
+
+
+def _run_timers(engine: TransferEngine, until: float) -> float:
+    """Wake ``engine`` at each of its deadlines up to ``until`` (on time: a wake-up much
+    later than its deadline is a stalled process, ``TransferConfig.stall_threshold``)."""
+    while (deadline := engine.get_timer()) is not None and deadline <= until:
+        engine.handle_timer(deadline)
+        engine.datagrams_to_send(deadline)
+    return until

@@ -52,6 +52,16 @@ class TransferConfig:
     max_rto: float = 2.0
     #: A peer silent for this long ends its transfers with ``TransferTimedOut``.
     idle_timeout: float = 5.0
+    #: A timer that fires this much after its deadline says this process did not run
+    #: meanwhile (a CPU-starved host, a suspended VM), and what peers sent in that gap
+    #: may still wait, unread, in the socket. That time, and ``stall_grace`` for the
+    #: shell to read the socket, is then no peer's silence: every transfer counts as
+    #: heard that much later. Else a transfer still making progress is abandoned and
+    #: asked for again from scratch (a second copy of the chunk over the WAN) because
+    #: *we* could not listen. Only our own lateness extends it, never anything a peer
+    #: sends, by at most our own stall (docs/security.md, "stalling peer").
+    stall_threshold: float = 0.5
+    stall_grace: float = 0.5
     #: Packets sent back to back before the pacer makes the sender wait...
     pacing_burst_packets: int = 32
     #: ...or fewer: what the pacing rate allows in this long (at least 4 packets).
@@ -137,6 +147,8 @@ class TransferConfig:
             raise ValueError("foreground_loss_tolerance must be in [0, 1)")
         if not 1 <= self.initial_window_packets <= self.paced_initial_window_packets:
             raise ValueError("initial windows must satisfy 1 <= unpaced <= paced")
+        if self.stall_threshold <= 0 or self.stall_grace <= 0:
+            raise ValueError("stall_threshold and stall_grace must be > 0")
         if self.ack_every_packets < 1 or self.min_window_packets < 1:
             raise ValueError("ack_every_packets and min_window_packets must be >= 1")
 

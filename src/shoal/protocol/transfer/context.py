@@ -185,6 +185,17 @@ class PeerTable:
         self._timers.push(true_deadline, TimerKind.PEER_IDLE, peer)
         return None
 
+    def credit_stall(self, seconds: float) -> None:
+        """This process did not run for ``seconds``: that time is no peer's silence.
+        Every transfer counts as heard that much later (what its peer sent meanwhile may
+        still wait, unread, in the socket); a peer that is really silent is given up
+        that much later, never more than our own stall."""
+        for transfers in self._peers.values():
+            for download in transfers.downloads.values():
+                download.last_heard += seconds
+            for upload in transfers.uploads.values():
+                upload.last_heard = upload.heard + seconds
+
     def disarm_idle(self, peer: Address) -> None:
         transfers = self._peers.get(peer)
         if transfers is not None:

@@ -72,6 +72,9 @@ class TransferCounters:
     discovery_datagrams: int = 0
     chunks_corrupted: int = 0
     transfers_timed_out: int = 0
+    #: Timer wake-ups late by more than ``stall_threshold`` (this process did not run):
+    #: silence was judged again ``stall_grace`` later instead.
+    stalled_wakeups: int = 0
     retransmission_timeouts: int = 0
     congestion_events: int = 0
     #: Losses declared that proved wrong (the original arrived), and reductions undone.

@@ -244,6 +244,10 @@ class TransferEngine:
             deadline, _, kind, target = timers.pop()
             if not self._timer_is_live(deadline, kind, target):
                 continue
+            if not popped and now - deadline > self.config.stall_threshold:
+                # Woken this late: we did not run (config.stall_threshold).
+                self.counters.stalled_wakeups += 1
+                peers.credit_stall(now - deadline + self.config.stall_grace)
             popped.append((deadline, kind, target))
             if kind is TimerKind.PEER_IDLE:
                 assert isinstance(target, tuple)
