@@ -128,6 +128,34 @@ def test_leases_and_deliveries_survive_a_server_restart(tmp_path: Path) -> None:
     assert not restarted.may_serve_content("10.1.0.1", CONTENT, 501.5, chunk_index=0)
 
 
+def test_a_receiver_the_restarted_registry_lost_still_holds_its_chunks() -> None:
+    """The registry is saved every ``report_seconds``, the ledger within a second: a
+    restarted server may know a chunk's receiver only from the ledger. An idle receiver
+    is heard from at its next check-in, so for two check-in periods (60 s each) its
+    chunks stay in the office; after that, a receiver never heard from again is gone."""
+    server = make_server()
+    for number in (1, 2):
+        register(server, number, f"10.1.0.{number}")
+    assert lease(server, 1, 0) == (LeaseDecision.GRANTED, 0b01)
+    assert lease(server, 2, 0) == (LeaseDecision.GRANTED, 0b10)
+    server.wan_copy.chunk_delivered("10.1.0.1", CONTENT, 0, now=1)
+    complete(server, 1, now=2)  # holder 1 is done and falls silent
+    saved = server.wan_copy.lease_state(now=2)
+    rows = [row_state(server.clients[device(2)])]  # holder 1 registered after the save
+
+    restarted = make_server()
+    for row in rows:
+        restarted.restore_client(restored_record(row, now=500.0))
+    restarted.wan_copy.restore_lease_state(saved, now=500.0, elapsed=1.0)
+    assert lease(restarted, 2, 500.5) == (LeaseDecision.GRANTED, 0b11)  # took stripe 0
+    assert restarted.may_serve_content("10.1.0.2", CONTENT, 500.5, chunk_index=2)
+    assert not restarted.may_serve_content("10.1.0.2", CONTENT, 500.5, chunk_index=0)
+    # Two check-in periods after the restart, holder 1 never came back: it left.
+    later = 500.0 + 2 * 60 + 1
+    assert lease(restarted, 2, later)[0] is LeaseDecision.GRANTED  # every stripe now
+    assert restarted.may_serve_content("10.1.0.2", CONTENT, later, chunk_index=0)
+
+
 def test_a_restarted_server_process_takes_its_leases_back(tmp_path: Path) -> None:
     """``ServerService`` writes the leases at shutdown and reads them back at start."""
     first = _service(tmp_path, console_port=9)

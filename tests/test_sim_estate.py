@@ -72,6 +72,17 @@ def test_estate_faults_ci_bans_the_liars_and_everyone_completes(tmp_path: Path) 
     # this seed the liar was asked.
     assert faults["liars_that_lied"] == faults["liars"] == faults["liars_banned"]
     assert faults["wan_outage_office"] is not None and faults["server_restarted"]
+    # The crashes, the WAN outage and the server's restart cost no second WAN copy: the
+    # only excess is what the banned liar was sent (its stripe, fetched again by the next
+    # holder; the liar's office is over 1.05 F at this seed for it alone).
+    size = document["package_bytes"]
+    sharing = [row for row in document["offices_detail"] if row["type"] != "VPN"]
+    assert all(row["wan_over_f_but_banned"] <= 1.05 for row in sharing)
+    liars_office = [row for row in sharing if row["bytes_from_server_to_banned"]]
+    assert len(liars_office) == 1 and liars_office[0]["wan_over_f"] > 1.05
+    # Bytes by source count every process of a restarted device: an office took at
+    # least the package from the server (a restart used to drop what its first process got).
+    assert all(row["bytes_from_server"] >= size for row in sharing)
 
 
 def test_shoal_sim_run_writes_the_report_and_figures_and_fails_on_a_violation(

@@ -111,6 +111,11 @@ class SimClient:
     agent: AgentCore
     store: ContentStoreLike
     office: str
+    earlier_from_server: int = 0
+    """Bytes the client's earlier processes (before a restart) received from the server:
+    a restarted agent's download counts from zero again."""
+    earlier_from_peers: int = 0
+    """Likewise, from its peers."""
 
 
 def _client_complete(client: SimClient, content_id: ContentId) -> bool:
@@ -155,6 +160,16 @@ class Enterprise:
 
     def download_of(self, client: SimClient):  # type: ignore[no-untyped-def]
         return client.agent.downloads.get(self.content_id)
+
+    def received(self, client: SimClient) -> tuple[int, int]:
+        """Bytes of the content the client received (from the server, from its peers),
+        over every process it ran (restarts included)."""
+        download = self.download_of(client)
+        from_server, from_peers = client.earlier_from_server, client.earlier_from_peers
+        if download is not None:
+            from_server += download.bytes_from_server
+            from_peers += download.bytes_from_peers
+        return from_server, from_peers
 
     def complete(self, client: SimClient) -> bool:
         download = self.download_of(client)
@@ -212,8 +227,13 @@ class Enterprise:
         self.network.restart(self.server_host(), self.server.bindings(), self.server)
 
     def restart(self, client: SimClient) -> None:
-        """The client's process starts again: a new agent on the same cache."""
+        """The client's process starts again: a new agent on the same cache (what its
+        earlier process received is kept in ``SimClient.earlier_from_*``)."""
         old = client.agent
+        download = old.downloads.get(self.content_id)
+        if download is not None:
+            client.earlier_from_server += download.bytes_from_server
+            client.earlier_from_peers += download.bytes_from_peers
         agent = AgentCore(
             old.config, client.store, self.network.now, rng=random.Random(old.rng.random())
         )
