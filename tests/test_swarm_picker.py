@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -43,6 +44,48 @@ def test_endgame_duplicates_the_last_chunks_and_cancels_the_losers() -> None:
     assert (peer, chunk) == ("fast", dict(first)["slow"])
     assert picker.received(chunk, "fast") == ["slow"]  # cancel the slow duplicate
     assert picker.complete
+
+
+def test_with_measured_rates_only_a_late_request_is_duplicated() -> None:
+    # Where uplinks bind, a duplicate of a request arriving on time takes an uplink from
+    # a chunk someone else needs: the endgame waits until the request is late.
+    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(5), max_in_flight_per_peer=1, rate_horizon=0.5)
+    for peer in ("a", "b", "c"):
+        picker.peer_has(peer, ChunkSet.full(5))
+    for peer, chunk_index in picker.next_requests(now=0.0):
+        picker.received(chunk_index, peer, now=0.1)  # all measured: 10 chunks/s
+    last_two = dict(picker.next_requests(now=0.1))
+    (idle,) = {"a", "b", "c"} - set(last_two)
+    assert picker.next_requests(now=0.1) == []  # both on time
+    due = picker.next_wake()
+    assert due == pytest.approx(0.1 + 2.0 / 10)  # asked + endgame_after / rate
+    assert picker.next_requests(now=due - 0.01) == []
+    picker.wake(due)
+    ((peer, chunk_index),) = picker.next_requests(now=due)  # late: duplicated
+    assert peer == idle and chunk_index in last_two.values()
+    assert picker.next_wake() is None  # no deadline fires again at the same instant
+    picker.received(chunk_index, peer, now=due + 0.05)
+    ((peer, chunk_index),) = picker.next_requests(now=due + 0.05)  # the last: at once
+    assert peer != dict((c, p) for p, c in last_two.items())[chunk_index]
+
+
+def test_a_peer_that_measured_one_slow_delivery_is_late_by_the_office_median() -> None:
+    # A peer that died and came back measured one delivery of seconds: its next request
+    # is late by what the office's peers usually take (0.1 s), not by that (4 s).
+    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(5), max_in_flight_per_peer=1, rate_horizon=0.5)
+    picker.peer_has("a", ChunkSet(5, [0, 4]))
+    picker.peer_has("b", ChunkSet(5, [1]))
+    picker.peer_has("c", ChunkSet(5, [2, 3]))
+    for peer, chunk_index in picker.next_requests(now=0.0):
+        picker.received(chunk_index, peer, now=4.0 if peer == "c" else 0.1)
+    assert picker.rate("c") == pytest.approx(0.25)
+    last_two = dict(picker.next_requests(now=4.0))  # one from a, one from c
+    picker.peer_has_chunk("b", last_two["c"])
+    assert picker.next_requests(now=4.0) == []  # on time for now
+    due = picker.next_wake()
+    assert due == pytest.approx(4.0 + 2.0 / 10)  # the median rate, not c's 0.25 (12 s)
+    picker.wake(due)
+    assert picker.next_requests(now=due) == [("b", last_two["c"])]
 
 
 def test_a_banned_peer_is_never_asked_again_and_its_requests_move_on() -> None:

@@ -12,8 +12,12 @@ sends them, and reports back with ``received``/``failed``.
   and no chunk ends up held by a single peer.
 * **Per-peer pipeline**: at most ``max_in_flight_per_peer`` requests to one peer.
 * **Endgame**: once every missing chunk is in flight, an idle peer may be asked for a
-  chunk already requested elsewhere (at most ``endgame_duplicates`` requests per chunk);
-  ``received`` returns the other peers whose duplicate request should be cancelled.
+  chunk already requested elsewhere (at most ``endgame_duplicates`` requests per chunk;
+  ``received`` returns the peers whose duplicate to cancel). With ``now`` and measured
+  rates, only once every request for it is late (asked over ``endgame_after`` x the
+  request-to-arrival time of the faster of its peer's rate and the office's median ago;
+  an unmeasured peer's at once; ``next_wake`` says when), or if it is our last missing
+  chunk: eager duplicates cost the 20 Mbit/s CI cell 10% of its upload bytes.
 * **Bans**: a peer that served a bad chunk is banned for this content: its requests
   are released and it is never asked again.
 * **Origin of last resort**: a peer added with ``origin=True`` (the P2P server, over
@@ -77,6 +81,7 @@ class ChunkPicker(Generic[Peer]):
         *,
         max_in_flight_per_peer: int = 4,
         endgame_duplicates: int = 2,
+        endgame_after: float | None = 2.0,
         rng: random.Random | None = None,
         me: Peer | None = None,
         key: Callable[[Peer], str] = repr,
@@ -89,6 +94,7 @@ class ChunkPicker(Generic[Peer]):
         self._count = have.count
         self.max_in_flight_per_peer = max_in_flight_per_peer
         self.endgame_duplicates = endgame_duplicates
+        self.endgame_after = endgame_after
         tie_break = list(range(self._count))
         (rng or random.Random(0)).shuffle(tie_break)
         self._tie_break = tie_break
@@ -109,10 +115,13 @@ class ChunkPicker(Generic[Peer]):
         self._released: set[int] = set()  # chunks whose grace is over: anyone may ask
         self.rate_horizon = rate_horizon
         self._rates: dict[Peer, float] = {}  # chunks per second, smoothed
+        self._median_rate: float | None = None  # of the measured peers but origins
         self._asked_at: dict[tuple[int, Peer], float] = {}
         self._busy_until: dict[Peer, float] = {}
         self.searching_horizon = searching_horizon
         self._searching: dict[Peer, float] = {}  # peer -> when it last searched
+        self._last_chunk = False  # one chunk missing (set by ``next_requests``)
+        self._woken = float("-inf")  # the last ``wake``: lateness deadlines after it count
         # The same sets as bit masks (chunk i is bit ``_width - 1 - i``, the order of
         # ``ChunkSet.to_bytes``), kept in step at every change: a peer with nothing we
         # could ask is skipped in one AND instead of a scan of every missing chunk, and
@@ -278,7 +287,8 @@ class ChunkPicker(Generic[Peer]):
         for chunk_index in released:
             self._release(chunk_index, peer)
         self._peer_load.pop(peer, None)
-        self._rates.pop(peer, None)
+        if self._rates.pop(peer, None) is not None:
+            self._rates_changed()
         self._busy_until.pop(peer, None)
         self._searching.pop(peer, None)
         return released
@@ -339,6 +349,11 @@ class ChunkPicker(Generic[Peer]):
     def _sample_rate(self, peer: Peer, sample: float) -> None:
         previous = self._rates.get(peer)
         self._rates[peer] = sample if previous is None else 0.7 * previous + 0.3 * sample
+        self._rates_changed()
+
+    def _rates_changed(self) -> None:  # the median for ``_late_at``
+        rates = sorted(rate for peer, rate in self._rates.items() if peer not in self._origins)
+        self._median_rate = rates[len(rates) // 2] if rates else None
 
     # ------------------------------------------------------------- decisions
 
@@ -374,6 +389,7 @@ class ChunkPicker(Generic[Peer]):
         order = self._candidate_order()
         peers = self._peers_in_order(now)
         missing = self._all_mask & ~self._have_mask
+        self._last_chunk = missing.bit_count() == 1  # duplicated at once (endgame)
         for duplicates_allowed in (1, self.endgame_duplicates):
             for peer in peers:
                 cap = self._cap(peer)
@@ -454,8 +470,19 @@ class ChunkPicker(Generic[Peer]):
                     continue
                 return chunk_index
             if peer not in asked and len(asked) < duplicates_allowed:
-                return chunk_index
+                late = (self._late_at(chunk_index, holder) for holder in asked)
+                if now is None or self._last_chunk or all(d is None or d <= now for d in late):
+                    return chunk_index
         return None
+
+    def _late_at(self, chunk_index: int, holder: Peer) -> float | None:
+        """When the request for ``chunk_index`` to ``holder`` is late (None: already)."""
+        rate, when = self._rates.get(holder), self._asked_at.get((chunk_index, holder))
+        if self.endgame_after is None or rate is None or when is None:
+            return None
+        if holder not in self._origins and self._median_rate is not None:
+            rate = max(rate, self._median_rate)  # not one slow delivery (a restart)
+        return when + self.endgame_after / rate
 
     # ------------------------------------------------------------- fan-out
 
@@ -515,8 +542,8 @@ class ChunkPicker(Generic[Peer]):
         return fanout_score(chunk_index, self._key(peer))
 
     def next_wake(self) -> float | None:
-        """When a held-back chunk may be asked of its source by anyone, or a busy peer
-        asked again (``wake``).
+        """When a held-back chunk may be asked of its source by anyone, a busy peer
+        asked again (``wake``), or, in the endgame, a chunk's requests are all late.
 
         Only a deadline that ``wake`` has not passed yet: once a chunk's grace is over,
         whether it can be asked depends on its source's free request slots, which change
@@ -531,6 +558,12 @@ class ChunkPicker(Generic[Peer]):
             if chunk_index not in self._have and chunk_index not in self._in_flight
         ]
         waiting.extend(self._busy_until.values())
+        if self._in_flight and not (self._all_mask & ~self._have_mask & ~self._in_flight_mask):
+            for chunk_index, asked in self._in_flight.items():  # endgame: when late
+                dues = [self._late_at(chunk_index, holder) for holder in asked]
+                due = max((d for d in dues if d is not None), default=self._woken)
+                if len(asked) < self.endgame_duplicates and due > self._woken:
+                    waiting.append(due)
         self._wake_at = min(waiting, default=None)
         return self._wake_at
 
@@ -539,7 +572,8 @@ class ChunkPicker(Generic[Peer]):
         wait is over (``next_wake`` moves on)."""
         chunks_due = [index for index, due in self._deferred.items() if due <= now]
         peers_due = [peer for peer, until in self._busy_until.items() if until <= now]
-        if chunks_due or peers_due:
+        self._woken = max(self._woken, now)
+        if chunks_due or peers_due or (isinstance(self._wake_at, float) and self._wake_at <= now):
             self._changed()
         for chunk_index in chunks_due:
             self._release_deferred(chunk_index)
