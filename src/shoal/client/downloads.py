@@ -514,8 +514,12 @@ class DownloadsMachine:
             refused = event.reason if isinstance(event, ChunkRefused) else None
             busy = refused is RefusalReason.BUSY
             if peer == server:
-                if busy:
-                    download.picker.peer_gone(peer)
+                if busy:  # not ours to fetch (now): ask for the lease again
+                    # Its other requests go too, withdrawn, not left queued behind the
+                    # chunk being sent (the server sends one chunk at a time to us):
+                    # asked again after the lease, they would cross the WAN twice.
+                    for released in download.picker.peer_gone(peer):
+                        self._cancel_to(download, peer, released, now)
                     download.lease_due = now
                 return
             if busy:  # its upload slots are full: other holders meanwhile
