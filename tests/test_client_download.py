@@ -419,6 +419,41 @@ def test_a_lease_answered_before_the_manifest_makes_the_server_an_origin_at_star
     assert harness.download.lease_due < 3.0
 
 
+def test_a_server_busy_refusal_withdraws_the_other_requests_to_it_before_asking_again() -> None:
+    # The server sends us one chunk at a time; the rest of our requests wait in its
+    # queue. A BUSY refusal of one chunk makes us ask for the lease again: the others
+    # are cancelled, not left queued and asked a second time (a second WAN copy each).
+    harness = Harness()
+    harness.assign()
+    harness.manifest_located()
+    harness.manifest_arrives()
+    harness.lease_answered()
+    harness.schedule()
+    asked = harness.requests()
+    assert len(asked) >= 2 and {peer for _, peer, _ in asked} == {(SERVER, 7000)}
+    engine = harness.engines[Mode.FOREGROUND]
+    refused_id, _, refused_index = asked[0]
+    harness.machine.on_outcome(
+        Mode.FOREGROUND,
+        ChunkRefused((SERVER, 7000), refused_id, CONTENT_ID, refused_index, RefusalReason.BUSY),
+        harness.now,
+    )
+    assert harness.requests() == []
+    live = engine._receiver.downloads
+    assert not any(request_id in live for request_id, _, _ in asked[1:])
+    harness.tick(0.05)
+    harness.lease_answered()
+    harness.schedule()
+    assert harness.requests()
+    to_server = [
+        download.chunk_index
+        for request_id, download in live.items()
+        # (A refusal that came over the wire would have ended ``refused_id`` there.)
+        if download.content_id == CONTENT_ID and request_id != refused_id
+    ]
+    assert len(to_server) == len(set(to_server))  # no chunk asked twice at once
+
+
 def test_a_lease_answer_that_lapsed_before_the_manifest_is_asked_for_again() -> None:
     # An early answer is applied only while it is valid: a holder must not fetch from
     # the server on a lease the office may have given to another client meanwhile.

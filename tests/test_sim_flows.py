@@ -157,6 +157,41 @@ def test_a_cancel_reaches_the_sender_and_stops_its_flow() -> None:
     assert 90_000 < sender_host.up.bytes_sent < 120_000
 
 
+def test_chunks_served_to_one_requester_go_one_after_another_and_a_crash_cuts_one() -> None:
+    # As the real sender (oldest chunk first): 4 chunks asked at once arrive one chunk
+    # time apart, in order; the sender dying mid-way loses one partly sent chunk.
+    network = SimNetwork(seed=1)
+    office = network.add_office("A", "10.1.0.0/24", wan_rate=1e6)
+    sender_host, asker_host = (
+        network.add_host(office, f"10.1.0.{n}", nic_rate=1e6) for n in (1, 2)
+    )
+    fabric = FlowFabric(network)
+    sender, asker = fabric.engine(sender_host, 7), fabric.engine(asker_host, 7)
+    chunks = [bytes([n]) * 100_000 for n in range(4)]
+    for index, data in enumerate(chunks):
+        asker.request_chunk(
+            sender.address, CONTENT, index, len(data), hashlib.sha256(data).digest(),
+            Mode.FOREGROUND, 0.0,
+        )  # fmt: skip
+    network.run(until=0.01)
+    for event in drain(sender):
+        assert isinstance(event, ChunkRequested)
+        sender.send_chunk(event.peer, event.request_id, chunks[event.chunk_index], network.now)
+    wire = wire_bytes(100_000, fabric.config)
+    arrived: list[tuple[int, float]] = []
+    network.at(0.01 + 2.5 * wire / 1e6, lambda: fabric.kill(sender_host))
+    for step in range(1, 2000):  # watch in 1 ms steps
+        network.run(until=0.01 + step / 1000)
+        for event in drain(asker):
+            if isinstance(event, ChunkReceived):
+                arrived.append((event.chunk_index, network.now))
+    assert [index for index, _ in arrived] == [0, 1]
+    for (index, when), expected in zip(arrived, (wire, 2 * wire), strict=True):
+        assert when == pytest.approx(0.01 + expected / 1e6, abs=2e-3), index
+    # Two whole chunks and half the third crossed the uplink, not 2.5 / 4 of each.
+    assert sender_host.up.bytes_sent == pytest.approx(2.5 * wire, rel=0.01)
+
+
 # ------------------------------------------------------------------ the swarm on flows
 
 

@@ -507,3 +507,22 @@ def test_two_peers_fetch_from_each_other_at_once() -> None:
         for event in node.events_of(ChunkReceived):
             assert event.data == chunks[event.chunk_index]
     assert {e.chunk_index for e in left.events_of(ChunkReceived)} == {0, 2}
+
+
+def test_a_peer_sends_chunks_asked_at_once_one_after_another_and_none_times_out() -> None:
+    # 4 x 1 MiB over 250 kB/s: the last one's request waits ~13 s for its first segment,
+    # more than idle_timeout (5 s), and is not taken for a stall (the peer is not silent).
+    network = Network(delay=0.02, rate=250_000)
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    started = network.now
+    chunks = _chunks(4, length=1 << 20)
+    received = _fetch_all(network, receiver, sender, chunks, timeout=60)
+    assert received == dict(enumerate(chunks))
+    arrivals = [event.chunk_index for event in receiver.events_of(ChunkReceived)]
+    assert arrivals == [0, 1, 2, 3]
+    # Oldest first, not side by side: the first chunk is whole after about a quarter of
+    # the time (side by side, all four would finish together at the end).
+    first = receiver.time_of_first(ChunkReceived) - started
+    assert first < 0.35 * (network.now - started)
+    assert not receiver.events_of(TransferTimedOut)
+    assert not sender.events_of(TransferTimedOut)

@@ -378,8 +378,8 @@ class DownloadsMachine:
         """The server's answer (``valid`` seconds left of it) decides its role as origin."""
         server = self.office.server_data_address(download.mode)
         renew = self.config.lease_renew_fraction
-        for chunk_index in apply_lease(download, reply, valid, server, renew, now):
-            self._cancel_to(download, server, chunk_index, now)
+        released = apply_lease(download, reply, valid, server, renew, now)
+        self._cancel_to(download, server, released, now)
 
     def on_peer_list(self, reply: PeerList, now: float) -> None:
         download = self.downloads.get(reply.content_id)
@@ -483,9 +483,9 @@ class DownloadsMachine:
             )
             download.requests[request_id] = (peer, chunk_index)
 
-    def _cancel_to(self, download: Download, peer: Address, chunk_index: int, now: float) -> None:
+    def _cancel_to(self, download: Download, peer: Address, chunks: list[int], now: float) -> None:
         for request_id, (asked, index) in list(download.requests.items()):
-            if asked == peer and index == chunk_index:
+            if asked == peer and index in chunks:
                 del download.requests[request_id]
                 self.engines[download.mode].cancel(request_id, now)
 
@@ -514,8 +514,8 @@ class DownloadsMachine:
             refused = event.reason if isinstance(event, ChunkRefused) else None
             busy = refused is RefusalReason.BUSY
             if peer == server:
-                if busy:
-                    download.picker.peer_gone(peer)
+                if busy:  # lease again; requests queued there are withdrawn, not re-asked
+                    self._cancel_to(download, peer, download.picker.peer_gone(peer), now)
                     download.lease_due = now
                 return
             if busy:  # its upload slots are full: other holders meanwhile
@@ -553,7 +553,7 @@ class DownloadsMachine:
         download.failures.pop(peer, None)
         self.suspects.forgive(peer)
         for loser in download.picker.received(chunk_index, peer, now):
-            self._cancel_to(download, loser, chunk_index, now)
+            self._cancel_to(download, loser, [chunk_index], now)
         self._writes.add(download.content_id, chunk_index, data, peer)
 
     def take_disk_writes(self) -> list[WriteChunk]:

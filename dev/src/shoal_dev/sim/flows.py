@@ -27,6 +27,13 @@ chunk's SHA-256 (``HashMemo``: the real check, memoised per bytes object since e
 holder shares the package's chunk objects) and becomes ``ChunkReceived`` or
 ``ChunkCorrupted``; the sender hears ``ChunkDelivered`` another path delay later.
 
+*One chunk at a time per receiver.* As the real sender's flow sends its oldest chunk
+first (``protocol/transfer/sender.py``), an engine runs one flow per (receiver, mode)
+and queues the other chunks served to it; the next starts when the previous one's last
+byte has left. A receiver holding several requests therefore gets its first chunk
+after one chunk time, and a cut transfer (a restart, a crash) loses one partly sent
+chunk, not all of them.
+
 *Rates* are max-min fair (progressive filling) and recomputed only where something
 changed: when a flow starts or ends, for the flows on that flow's links. Links beyond
 those keep their other flows' rates as they are (their capacity minus those rates is
@@ -116,6 +123,9 @@ class _Upload:
     content_id: ContentId
     chunk_index: int
     chunk_length: int
+    mode: Mode
+    #: The chunk's bytes from ``send_chunk`` until its flow starts (queued behind another).
+    data: bytes | None = None
     flow: _Flow | None = None
 
 
@@ -355,6 +365,9 @@ class FlowEngine:
         self._finished_uploads: OrderedDict[tuple[Address, int], None] = OrderedDict()
         self._answered: set[Address] = set()
         self._events: deque[Event] = deque()
+        # Per (receiver, mode): the upload whose flow runs, and those served behind it.
+        self._sending: dict[tuple[Address, Mode], _Upload] = {}
+        self._queued: dict[tuple[Address, Mode], deque[_Upload]] = {}
 
     # ---------------------------------------------------------- receiver side
 
@@ -415,10 +428,11 @@ class FlowEngine:
     def send_chunk(
         self, peer: Address, request_id: int, data: bytes | memoryview, now: float
     ) -> None:
-        """Serve a requested chunk: a flow to the requester starts now."""
+        """Serve a requested chunk: its flow starts now, or when the chunks served to
+        the same requester (in the same mode) before it have been sent."""
         key = (peer, request_id)
         upload = self._uploads.get(key)
-        if upload is None or upload.flow is not None:
+        if upload is None or upload.flow is not None or upload.data is not None:
             if key in self._finished_uploads:
                 return
             raise LocalProtocolError(f"no chunk request {request_id} from {peer}")
@@ -433,9 +447,32 @@ class FlowEngine:
             )
             self.fabric.deliver(self.config.idle_timeout, self, timed_out)
             return
-        chunk = data if isinstance(data, bytes) else bytes(data)
-        self.counters.payload_bytes_sent += len(chunk)
-        self.fabric.start(self, upload, receiver.host, chunk)
+        upload.data = data if isinstance(data, bytes) else bytes(data)
+        self._queued.setdefault((peer, upload.mode), deque()).append(upload)
+        self._send_next((peer, upload.mode))
+
+    def _send_next(self, key: tuple[Address, Mode]) -> None:
+        """Start the oldest chunk queued for ``key`` unless one is being sent to it."""
+        sending = self._sending.get(key)
+        if sending is not None and sending.flow is not None:
+            return
+        self._sending.pop(key, None)
+        queue = self._queued.get(key)
+        while queue:
+            upload = queue.popleft()
+            if self._uploads.get((upload.peer, upload.request_id)) is not upload:
+                continue  # cancelled, refused or timed out while queued
+            receiver = self.fabric.live_engine(upload.peer)
+            if receiver is None or upload.request_id not in receiver._downloads:
+                continue  # its requester died or cancelled: that news is on its way
+            data = upload.data
+            assert data is not None
+            upload.data = None
+            self._sending[key] = upload
+            self.counters.payload_bytes_sent += len(data)
+            self.fabric.start(self, upload, receiver.host, data)
+            return
+        self._queued.pop(key, None)
 
     def refuse_chunk(
         self, peer: Address, request_id: int, reason: RefusalReason, now: float
@@ -457,6 +494,8 @@ class FlowEngine:
     def abandon_peer(self, peer: Address) -> int:
         """End every upload to ``peer`` as if it had cancelled them."""
         uploads = [upload for upload in self._uploads.values() if upload.peer == peer]
+        for key in [key for key in self._queued if key[0] == peer]:
+            del self._queued[key]
         for upload in uploads:
             self._events.append(
                 RequestCancelled(peer, upload.request_id, upload.content_id, upload.chunk_index)
@@ -474,7 +513,7 @@ class FlowEngine:
             key = (event.peer, event.request_id)
             self._uploads[key] = _Upload(
                 event.peer, event.request_id, event.content_id, event.chunk_index,
-                event.chunk_length,
+                event.chunk_length, event.mode,
             )  # fmt: skip
             self._events.append(event)
         elif isinstance(event, RequestCancelled):
@@ -517,6 +556,7 @@ class FlowEngine:
         fabric.counters.flows_finished += 1
         fabric.end(flow)
         upload = flow.upload
+        self._send_next((upload.peer, upload.mode))
         receiver = fabric.live_engine(upload.peer)
         if receiver is None:
             return
@@ -540,28 +580,32 @@ class FlowEngine:
         fabric.deliver(2 * flow.latency, self, delivered)
 
     def stalled(self, flow: _Flow) -> None:
-        """A flow made no progress for ``idle_timeout``: both ends give up on it."""
+        """A flow made no progress for ``idle_timeout``: both ends give up on it, and on
+        the chunks queued behind it (the two engines heard nothing from each other)."""
         fabric = self.fabric
         fabric.counters.flows_aborted += 1
         fabric.end(flow)
-        upload = flow.upload
-        self._forget(upload)
-        self._events.append(
-            TransferTimedOut(
-                upload.peer, upload.request_id, upload.content_id, upload.chunk_index,
-                Role.SENDER,
-            )
-        )  # fmt: skip
-        receiver = fabric.live_engine(upload.peer)
-        if receiver is not None:
-            fabric.deliver(
-                0.0,
-                receiver,
+        key = (flow.upload.peer, flow.upload.mode)
+        receiver = fabric.live_engine(flow.upload.peer)
+        for upload in [flow.upload, *self._queued.pop(key, deque[_Upload]())]:
+            if self._uploads.get((upload.peer, upload.request_id)) is not upload:
+                continue
+            self._forget(upload)
+            self._events.append(
                 TransferTimedOut(
-                    self.address, upload.request_id, upload.content_id, upload.chunk_index,
-                    Role.RECEIVER,
-                ),
+                    upload.peer, upload.request_id, upload.content_id, upload.chunk_index,
+                    Role.SENDER,
+                )
             )  # fmt: skip
+            if receiver is not None:
+                fabric.deliver(
+                    0.0,
+                    receiver,
+                    TransferTimedOut(
+                        self.address, upload.request_id, upload.content_id, upload.chunk_index,
+                        Role.RECEIVER,
+                    ),
+                )  # fmt: skip
         fabric.network.pump(self.host)
 
     def died(self) -> None:
@@ -580,6 +624,8 @@ class FlowEngine:
                 )  # fmt: skip
                 fabric.deliver(timeout, receiver, timed_out)
         self._uploads.clear()
+        self._sending.clear()
+        self._queued.clear()
         for download in list(self._downloads.values()):
             sender = fabric.live_engine(download.peer)
             if sender is None:
@@ -605,7 +651,10 @@ class FlowEngine:
     def _forget(self, upload: _Upload) -> None:
         key = (upload.peer, upload.request_id)
         self._uploads.pop(key, None)
+        upload.data = None
         self._finished_uploads[key] = None
+        if self._sending.get((upload.peer, upload.mode)) is upload:
+            self._send_next((upload.peer, upload.mode))
         if len(self._finished_uploads) > self.config.recent_requests:
             self._finished_uploads.popitem(last=False)
 
