@@ -306,3 +306,48 @@ def test_ack_carries_the_least_delay_of_the_packets_it_covers() -> None:
         if isinstance(message := decode_datagram(data), Ack)
     ]
     assert acks and acks[-1].one_way_delay_us == 2_000
+
+
+def _share_link(
+    cc: Ledbat, competitor_window: float, seconds: float, start: float,
+    capacity: float = 4000.0, base_rtt: float = 0.002,
+) -> tuple[float, float]:  # fmt: skip
+    """A fluid link of ``capacity`` packets/s shared with a window-limited flow of
+    ``competitor_window`` packets (BBR caps its window near twice the path's
+    bandwidth-delay product and keeps that little queue); round by round, each flow's
+    rate is its window over the round trip the two windows make. Returns the two
+    flows' mean rates (packets/s) over the second half."""
+    now = start
+    carried = [0.0, 0.0]
+    while now < start + seconds:
+        windows = (cc.cwnd, competitor_window)
+        queue = max(0.0, sum(windows) / capacity - base_rtt)
+        rtt = base_rtt + queue
+        window = max(1, int(cc.cwnd))
+        acks = (window + 15) // 16  # an ACK per 16 packets (ack_every_packets)
+        for ack in range(acks):
+            acked = min(16, window - 16 * ack)
+            cc.on_ack(acked, window - acked, now + rtt * ack / acks,
+                      BASE_US + int(queue * 1e6), srtt=rtt)  # fmt: skip
+        if now >= start + seconds / 2:
+            carried[0] += windows[0]
+            carried[1] += windows[1]
+        now += rtt
+    half = seconds / 2
+    return carried[0] / half, carried[1] / half
+
+
+def test_ledbat_yields_to_a_flow_that_keeps_less_queue_than_its_target() -> None:
+    # Alone the competitor keeps 6 ms of queue, below the 10 ms TARGET: the queue never
+    # tells LEDBAT to give way; its falling share of the link does.
+    capacity, base_rtt = 4000.0, 0.002
+    competitor_window = capacity * (base_rtt + 0.006)
+    cc = Ledbat(_config())
+    alone, _ = _share_link(cc, 0.0, 10.0, 0.0)
+    assert alone > 0.9 * capacity
+    ledbat, competitor = _share_link(cc, competitor_window, 20.0, 10.0)
+    assert competitor >= 0.9 * capacity  # what it carries alone
+    assert ledbat < 0.1 * capacity
+    # The competitor leaves: the path empties and the background flow fills it again.
+    alone_again, _ = _share_link(cc, 0.0, 20.0, 30.0)
+    assert alone_again > 0.9 * capacity

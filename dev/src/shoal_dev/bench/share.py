@@ -11,18 +11,23 @@ from ``settle`` seconds after the late start.
 - Background: shoal then TCP; TCP alone; shoal alone.
 
 *Lab* (root): three network namespaces -- senders, a router, receivers -- joined by
-two veth pairs (names start with ``shs-``). The router forwards, and its link towards
-the receivers is the bottleneck: tc HTB at R Mbit/s with a deep byte FIFO (1000
-full-size packets, as the issue's links). The queue sits in a router, as on a WAN:
-``--queue-at sender`` puts it on the senders' own interface instead, which is where
-``shoal bench transfer`` shapes, and where Linux keeps a local TCP sender to a few
-packets in the queue (TCP small queues; a full qdisc is local congestion to TCP)
-while a UDP sender may fill it. The shoal flow is the transfer benchmark's pair of
-processes (``shoal_dev.bench.transfer_peer``, with ``--mode``); a TCP flow is a plain
-Python socket pair (this module's ``tcp-send`` / ``tcp-receive`` roles). Each TCP
-receiver samples its own byte count; the parent samples the receivers' interface,
-and shoal's rate is what crossed it minus the TCP flows' packets. Every namespace and
-process is removed when a run ends, also on an error or a signal.
+two veth pairs (names start with ``--namespace-prefix``, ``shs-`` by default, then the
+bench's process id; addresses in ``--address-base``.1.0/24 and .2.0/24, 10.79 by
+default, so that several people can run the lab on one machine). The router
+forwards, and its link towards the receivers is the bottleneck: tc HTB at R Mbit/s
+with a deep byte FIFO (1000 full-size packets, as the issue's links). The queue sits
+in a router, as on a WAN: ``--queue-at sender`` puts it on the senders' own interface
+instead, which is where ``shoal bench transfer`` shapes, and where Linux keeps a local
+TCP sender to a few packets in the queue (TCP small queues; a full qdisc is local
+congestion to TCP) while a UDP sender may fill it. The shoal flow is the transfer
+benchmark's pair of processes (``shoal_dev.bench.transfer_peer``, with ``--mode``); a
+TCP flow is a plain Python socket pair (this module's ``tcp-send`` / ``tcp-receive``
+roles) whose sender uses ``--tcp-congestion``: CUBIC by default, Linux's and Windows'
+default and the simulator's TCP (the host's own default may be another: BBR keeps
+only a few milliseconds of queue, see docs/network.md). Each TCP receiver samples its
+own byte count; the parent samples the receivers' interface, and shoal's rate is what
+crossed it minus the TCP flows' packets. Every namespace and process is removed when a
+run ends, also on an error or a signal.
 
 *Simulator* (``--sim``): the same runs in virtual time (``shoal_dev.sim.share``) at
 each of ``--rtt`` milliseconds (default 10, 50, 100, 200), with ``shoal_dev.sim.tcp`` as
@@ -104,6 +109,10 @@ class ShareOptions:
     seed: int = 1
     engine_settings: tuple[str, ...] = ()
     workdir: Path | None = None
+    namespace_prefix: str = NAMESPACE_PREFIX
+    #: The lab's first two octets: senders in BASE.1.0/24, receivers in BASE.2.0/24.
+    address_base: str = "10.79"
+    tcp_congestion: str = "cubic"
 
     def setup(self, rtt: float = 0.0, seed: int | None = None) -> ShareSetup:
         return ShareSetup(
@@ -136,11 +145,15 @@ class RouterLab:
         return self.stem + "d"
 
     @classmethod
-    def create(cls, rate_mbit: float, buffer_packets: int, queue_at: str) -> RouterLab:
-        stem = f"{NAMESPACE_PREFIX}{os.getpid()}"
-        lab = cls(stem, check_name(stem + "s", NAMESPACE_PREFIX),
-                  check_name(stem + "r", NAMESPACE_PREFIX),
-                  check_name(stem + "d", NAMESPACE_PREFIX))  # fmt: skip
+    def create(
+        cls, rate_mbit: float, buffer_packets: int, queue_at: str,
+        prefix: str = NAMESPACE_PREFIX, address_base: str = "10.79",
+    ) -> RouterLab:  # fmt: skip
+        stem = f"{prefix}{os.getpid()}"
+        senders_net, receivers_net = f"{address_base}.1", f"{address_base}.2"
+        lab = cls(stem, check_name(stem + "s", prefix), check_name(stem + "r", prefix),
+                  check_name(stem + "d", prefix), sender_ip=f"{senders_net}.1",
+                  receiver_ip=f"{receivers_net}.2")  # fmt: skip
         try:
             for name in (lab.senders, lab.router, lab.receivers):
                 create_namespace(name)
@@ -148,12 +161,14 @@ class RouterLab:
             # Device names: the namespace's name plus the side (at most 15 characters).
             create_veth_pair(stem + "s", lab.senders, stem + "a", lab.router)
             create_veth_pair(stem + "b", lab.router, stem + "d", lab.receivers)
-            add_address(stem + "s", "10.79.1.1/24", lab.senders)
-            add_address(stem + "a", "10.79.1.2/24", lab.router)
-            add_address(stem + "b", "10.79.2.1/24", lab.router)
-            add_address(stem + "d", "10.79.2.2/24", lab.receivers)
-            run_ip("route", "add", "10.79.2.0/24", "via", "10.79.1.2", namespace=lab.senders)
-            run_ip("route", "add", "10.79.1.0/24", "via", "10.79.2.1", namespace=lab.receivers)
+            add_address(stem + "s", f"{senders_net}.1/24", lab.senders)
+            add_address(stem + "a", f"{senders_net}.2/24", lab.router)
+            add_address(stem + "b", f"{receivers_net}.1/24", lab.router)
+            add_address(stem + "d", f"{receivers_net}.2/24", lab.receivers)
+            run_ip("route", "add", f"{receivers_net}.0/24", "via", f"{senders_net}.2",
+                   namespace=lab.senders)  # fmt: skip
+            run_ip("route", "add", f"{senders_net}.0/24", "via", f"{receivers_net}.1",
+                   namespace=lab.receivers)  # fmt: skip
             subprocess.run(
                 namespace_command(lab.router, ["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"]),
                 check=True,
@@ -212,11 +227,11 @@ class RouterLab:
         return backlog / self.rate_bytes * 1000
 
 
-def cleanup_share_orphans() -> list[str]:
-    """Remove ``shs-PID?`` namespaces whose creating process is gone."""
+def cleanup_share_orphans(prefix: str = NAMESPACE_PREFIX) -> list[str]:
+    """Remove ``PREFIXPID?`` namespaces whose creating process is gone."""
     removed = []
-    for name in list_namespaces(NAMESPACE_PREFIX):
-        owner = name[len(NAMESPACE_PREFIX) : -1]
+    for name in list_namespaces(prefix):
+        owner = name[len(prefix) : -1]
         if not owner.isdigit():
             continue
         try:
@@ -295,7 +310,8 @@ def _run_lab(
             _wait_ready(receiver, "TCP receiver")
             send = _python("shoal_dev.bench.share", "tcp-send", "--peer",
                            f"{lab.receiver_ip}:{port}", "--seconds",
-                           str(setup.end - start + 1))  # fmt: skip
+                           str(setup.end - start + 1),
+                           "--congestion", options.tcp_congestion)  # fmt: skip
             flows.append(_LabFlow(f"tcp-{role}", "tcp", start, result))
             launch.append((start, lab.senders, send))
     began = time.monotonic()
@@ -376,7 +392,7 @@ def run_lab_share(options: ShareOptions, report: Report) -> dict[str, Any]:
     """Every scenario of ``options.mode``, ``repeat`` times (alternating), in the lab."""
     if os.geteuid() != 0:
         raise BenchmarkFailed("the lab needs root (network namespaces); try --sim")
-    cleanup_share_orphans()
+    cleanup_share_orphans(options.namespace_prefix)
     workdir = Path(tempfile.mkdtemp(prefix="shoal-share-", dir=options.workdir))
     document = _document(options, "lab")
     try:
@@ -386,7 +402,11 @@ def run_lab_share(options: ShareOptions, report: Report) -> dict[str, Any]:
                 for scenario, (first, late) in SCENARIOS[options.mode].items():
                     report(f"lab run {number}/{options.repeat}: {scenario}")
                     lab = RouterLab.create(
-                        options.rate_mbit, options.buffer_packets, options.queue_at
+                        options.rate_mbit,
+                        options.buffer_packets,
+                        options.queue_at,
+                        options.namespace_prefix,
+                        options.address_base,
                     )
                     try:
                         runs[scenario] = _run_lab(
@@ -432,7 +452,8 @@ def _document(options: ShareOptions, where: str) -> dict[str, Any]:
         "where": where, "rate_mbit": options.rate_mbit, "mode": options.mode.name.lower(),
         "buffer_packets": options.buffer_packets, "late_start_s": options.late_start,
         "together_s": options.together, "settle_s": options.settle,
-        "queue_at": options.queue_at if where == "lab" else "router", "runs": [],
+        "queue_at": options.queue_at if where == "lab" else "router",
+        "tcp_congestion": options.tcp_congestion if where == "lab" else "cubic", "runs": [],
     }  # fmt: skip
 
 
@@ -470,7 +491,11 @@ def format_table(document: dict[str, Any]) -> str:
     lines = [
         f"shoal bench share: {document['mode']}, {where}, {document['rate_mbit']:g} Mbit/s, "
         f"{document['buffer_packets']} packets of buffer"
-        + (f" (queue at the {document['queue_at']})" if document["where"] == "lab" else ""),
+        + (
+            f" (queue at the {document['queue_at']}, TCP {document['tcp_congestion']})"
+            if document["where"] == "lab"
+            else ""
+        ),
         f"{'RTT ms':>7} {'TCP beside shoal':>18} {reference:>18} {'ratio':>16} "
         f"{'shoal beside TCP':>18} {'shoal alone':>18} {'queue alone ms':>15}  target met",
     ]
@@ -582,11 +607,16 @@ def _tcp_receive(bind: str, result: Path) -> int:
     return 0
 
 
-def _tcp_send(peer: str, seconds: float) -> int:
+def _tcp_send(peer: str, seconds: float, congestion: str) -> int:
     host, port = peer.rsplit(":", 1)
     block = os.urandom(_TCP_SEND_BLOCK)
     deadline = time.monotonic() + seconds
-    with socket.create_connection((host, int(port)), timeout=10) as connection:
+    sender = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # Before connecting, so that the whole connection runs the algorithm asked for.
+    sender.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, congestion.encode())
+    sender.settimeout(10)
+    sender.connect((host, int(port)))
+    with sender as connection:
         connection.settimeout(1.0)
         while time.monotonic() < deadline:
             with contextlib.suppress(TimeoutError):
@@ -604,11 +634,12 @@ def main(argv: list[str] | None = None) -> int:
     send = commands.add_parser("tcp-send")
     send.add_argument("--peer", required=True)
     send.add_argument("--seconds", type=float, required=True)
+    send.add_argument("--congestion", default="cubic")
     arguments = parser.parse_args(argv)
     if arguments.command == "tcp-receive":
         return _tcp_receive(arguments.bind, arguments.result)
     with contextlib.suppress(OSError):
-        return _tcp_send(arguments.peer, arguments.seconds)
+        return _tcp_send(arguments.peer, arguments.seconds, arguments.congestion)
     return 0
 
 

@@ -164,6 +164,24 @@ def transfer(
     help="Lab: shape the router's link (a WAN) or the senders' own interface.",
 )
 @click.option(
+    "--tcp-congestion",
+    default="cubic",
+    show_default=True,
+    help="Lab: the TCP flows' congestion control (TCP_CONGESTION; the simulator's is CUBIC).",
+)
+@click.option(
+    "--namespace-prefix",
+    default="shs-",
+    show_default=True,
+    help="Lab: start of the namespaces' names (the bench's process id follows).",
+)
+@click.option(
+    "--address-base",
+    default="10.79",
+    show_default=True,
+    help="Lab: first two octets of the lab's addresses (BASE.1.0/24, BASE.2.0/24).",
+)
+@click.option(
     "--engine",
     "engine_settings",
     multiple=True,
@@ -185,6 +203,7 @@ def transfer(
 def share(
     rate_mbit: float, mode: str, sim: bool, rtts: tuple[float, ...], repeat: int,
     buffer_packets: int, late_start: float, together: float, queue_at: str,
+    tcp_congestion: str, namespace_prefix: str, address_base: str,
     engine_settings: tuple[str, ...], json_out: Path | None, png_dir: Path | None,
 ) -> None:  # fmt: skip
     """A shoal transfer and a TCP flow through one link, against issue 9's targets.
@@ -192,7 +211,7 @@ def share(
     Foreground: the late TCP flow beside shoal must keep >= 80% of what it keeps beside
     another TCP flow. Background: TCP beside shoal keeps >= 90% of its rate alone, and
     shoal alone takes >= 90% of the link. The lab (root) joins three namespaces
-    (names start with shs-) through a router whose shaped link is the bottleneck;
+    (names start with --namespace-prefix) through a router whose shaped link is the bottleneck;
     everything is removed when the run ends.
     """
     from shoal.protocol.transfer import Mode
@@ -208,6 +227,8 @@ def share(
         rate_mbit=rate_mbit, mode=Mode[mode.upper()], repeat=repeat, late_start=late_start,
         together=together, buffer_packets=buffer_packets, queue_at=queue_at, sim=sim,
         rtts_ms=rtts or (10.0, 50.0, 100.0, 200.0), engine_settings=engine_settings,
+        tcp_congestion=tcp_congestion, namespace_prefix=namespace_prefix,
+        address_base=address_base,
     )  # fmt: skip
     report = lambda line: click.echo(line, err=True)  # noqa: E731
     with terminate_on_signals():

@@ -20,6 +20,7 @@ from collections import deque
 from shoal.protocol.transfer.config import TransferConfig
 from shoal.protocol.transfer.cubic import BETA as CUBIC_BETA
 from shoal.protocol.transfer.cubic import CubicGrowth
+from shoal.protocol.transfer.delivery import DeliveryShare
 
 _U32 = 1 << 32
 _HALF_U32 = 1 << 31
@@ -32,6 +33,11 @@ _EMPTY_PATH = 0.25
 _CSS_GROWTH_DIVISOR = 8
 #: Seconds over which a foreground flow remembers the most it carried (DelayReno).
 _RATE_WINDOW = 10.0
+#: A background flow that carries at least this share of the most it carried lately is
+#: taken to be alone (rate noise, a loss): it aims at the whole TARGET...
+_SHARE_ALONE = 0.8
+#: ...and below it at TARGET x share / _SHARE_ALONE, never under the queue that shows
+#: an empty path (``_EMPTY_PATH`` x TARGET), so that it always sees a competitor leave.
 
 
 class RttEstimator:
@@ -388,21 +394,38 @@ class Ledbat(_DelayWindow):
     since its last ACK (its clock minus the sender's timestamp; the clock offset
     cancels because only differences to the base delay are used, RFC 6817 §3.3). The
     sender steers the queuing delay it causes towards TARGET (§2.4.2) and halves on loss.
+
+    A competitor that keeps less queue than TARGET (BBR, or a window-limited flow)
+    would never make it give way: the TARGET it aims at shrinks with the share of
+    the link it still carries (``delivery.DeliveryShare``), so that beside such a flow
+    it backs off, carries less, aims lower, and backs off again until the competitor's
+    own queue is above its aim. Alone (a share of ``_SHARE_ALONE`` or more) it aims at
+    the whole TARGET; when the competitor leaves, the queue empties, it refills the
+    path as on any empty path and its aim grows back with its rate.
     """
 
-    __slots__ = ("gain", "target_us")
+    __slots__ = ("gain", "share", "target_us")
 
     def __init__(self, config: TransferConfig) -> None:
         super().__init__(config)
         self.target_us = config.ledbat_target_delay * 1e6
         self.gain = config.ledbat_gain
+        self.share = DeliveryShare(config.ledbat_base_history)
+
+    @property
+    def aim_us(self) -> float:
+        """The queuing delay it steers towards now: TARGET, lower beside a competitor."""
+        fraction = min(1.0, self.share.share / _SHARE_ALONE)
+        return self.target_us * max(fraction, _EMPTY_PATH)
 
     def on_ack(
         self, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int,
         in_recovery: bool = False, srtt: float = 0.0,
     ) -> None:  # fmt: skip
         queuing_delay = self.delay.on_sample(one_way_delay_us, now)
-        if self.cwnd < self.ssthresh and queuing_delay < self.target_us / 2:
+        self.share.on_ack(newly_acked, in_flight + newly_acked >= self.cwnd / 2, now, srtt)
+        target = self.aim_us
+        if self.cwnd < self.ssthresh and queuing_delay < target / 2:
             # Slow start while the path shows no queue. RFC 6817 §2.4.2 leaves the start
             # to the implementation; LEDBAT++ (draft-irtf-iccrg-ledbat-plus-plus §4.2)
             # slow-starts the same way and leaves slow start at a fraction of TARGET.
@@ -410,10 +433,11 @@ class Ledbat(_DelayWindow):
         else:
             if self.cwnd < self.ssthresh:
                 self.ssthresh = self.cwnd
-            if queuing_delay <= self.target_us:
+            if queuing_delay <= target:
                 # RFC 6817 §2.4.2: cwnd += GAIN * off_target * bytes_newly_acked * MSS / cwnd.
-                off_target = (self.target_us - queuing_delay) / self.target_us
+                off_target = (target - queuing_delay) / target
                 self.cwnd += self.gain * off_target * newly_acked / self.cwnd
+                # An empty path by the whole TARGET: a competitor that left is seen.
                 if queuing_delay < self.target_us * _EMPTY_PATH:
                     self.cwnd += newly_acked / _CSS_GROWTH_DIVISOR
             else:
@@ -422,7 +446,7 @@ class Ledbat(_DelayWindow):
                 # LEDBAT++ (draft-irtf-iccrg-ledbat-plus-plus §4.3) decreases in
                 # proportion to the window, at most halving it per round trip:
                 # W += max(GAIN - W * (delay / TARGET - 1), -W / 2) per RTT.
-                excess = queuing_delay / self.target_us - 1.0
+                excess = queuing_delay / target - 1.0
                 per_rtt = max(self.gain - self.cwnd * excess, -self.cwnd / 2)
                 self.cwnd += per_rtt * newly_acked / self.cwnd
         # RFC 6817 §2.4.2: max_allowed_cwnd = flightsize + ALLOWED_INCREASE * MSS, with
