@@ -507,37 +507,3 @@ def test_two_peers_fetch_from_each_other_at_once() -> None:
         for event in node.events_of(ChunkReceived):
             assert event.data == chunks[event.chunk_index]
     assert {e.chunk_index for e in left.events_of(ChunkReceived)} == {0, 2}
-
-
-def test_requests_queued_behind_a_chunk_being_delivered_are_not_repeated() -> None:
-    # 2.5 MB/s: each 200 kB chunk takes 80 ms, far beyond the request timer, so the
-    # later requests wait their turn at the sender while the earlier chunks arrive.
-    network = Network(rate=2_500_000)
-    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
-    chunks = _chunks(6)
-    received = _fetch_all(network, receiver, sender, chunks)
-    assert received == dict(enumerate(chunks))
-    assert receiver.engine.counters.request_repeats_skipped > 0
-    assert sender.engine.counters.duplicate_requests == 0
-
-
-def test_a_lost_request_behind_a_chunk_being_delivered_is_repeated_when_that_one_ends() -> None:
-    network = Network(rate=2_500_000)
-    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
-    requests: list[bytes] = []
-
-    def drop_second_request(datagram: bytes, source: object, destination: object) -> bytes | None:
-        if datagram[3] == 0x01:
-            requests.append(datagram)
-            if len(requests) == 2:
-                return None
-        return datagram
-
-    network.tap = drop_second_request
-    chunks = _chunks(2)
-    start = network.now
-    received = _fetch_all(network, receiver, sender, chunks)
-    assert received == dict(enumerate(chunks))
-    # The first chunk takes 80 ms; the lost second request goes again within a request
-    # timer (here <= 0.2 s) of the first one's end, not after the whole backoff.
-    assert network.now - start < 0.5

@@ -62,9 +62,6 @@ class TransferCounters:
     #: Not sent: a request (or its repeat) to a peer IP that never answered, over
     #: ``unproven_request_sends`` (RFC 9000 §8.1); the request waits for its timer.
     requests_held: int = 0
-    #: Not sent: a request's repeat while an earlier request to the same peer was still
-    #: delivering (the peer serves them in order: it waits its turn, it is not lost).
-    request_repeats_skipped: int = 0
     #: Dropped: a RETRY for no unanswered request of ours to that address, or with the
     #: token we just sent (RFC 9000 §17.2.5.2 discards such Retry packets).
     retries_ignored: int = 0

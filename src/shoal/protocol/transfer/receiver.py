@@ -376,9 +376,6 @@ class Receiver:
             download.requests_sent += 1
         else:
             self._context.counters.requests_held += 1
-        self._arm_request_retry(download, now)
-
-    def _arm_request_retry(self, download: Download, now: float) -> None:
         # Repeat the request on an RFC 6298 timer, computed from how long requests
         # take to be answered, doubling (§5.5) until answered. A repeat the peer
         # did not need costs it one ignored datagram.
@@ -403,31 +400,7 @@ class Receiver:
         if download.ack_deadline is not None and download.ack_deadline <= now:
             self._ack_now[download.request_id] = download
         if download.state is ReceiveState.REQUESTED and download.retry_at <= now:
-            if self._waits_its_turn(download, now):
-                self._context.counters.request_repeats_skipped += 1
-                self._arm_request_retry(download, now)  # same schedule, nothing sent
-            else:
-                self._send_request(download, now)
-
-    def _waits_its_turn(self, download: Download, now: float) -> bool:
-        """Is an earlier request to the same peer still being answered (data heard from
-        it within ``download``'s last retry interval)? A peer sends a flow's chunks
-        oldest first, so ``download``'s request then most likely waits its turn there:
-        repeating it would cost the peer a duplicate to ignore, and with a package cut
-        in many chunks those repeats were most of a busy server's requests (branch-flash:
-        204 duplicates for 256 chunks). A lost request is still repeated once the
-        earlier one stops delivering, and at once if a later one is answered first
-        (``_repeat_overtaken_requests``)."""
-        heard_since = now - download.retry_interval
-        for earlier in self._context.peers.downloads_of(download.peer).values():
-            if (
-                earlier.state is ReceiveState.RECEIVING
-                and earlier.last_heard >= heard_since
-                and earlier.requested_at <= download.requested_at
-                and earlier is not download
-            ):
-                return True
-        return False
+            self._send_request(download, now)
 
     def timer_is_live(self, kind: TimerKind, download: Download, deadline: float) -> bool:
         """Is ``deadline`` still what ``download`` waits for under ``kind``?"""
