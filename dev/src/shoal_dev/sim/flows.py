@@ -293,13 +293,17 @@ class FlowFabric:
                     unrated[key] = {}
                 unrated[key][flow.serial] = flow
         rates: dict[int, float] = {}
-        # The link with the smallest fair share next (ties by key): a heap of (share,
-        # key), an entry stale once its link's share moved (it is pushed again then).
-        # A scan of every link per step was quadratic in an office's links.
-        bottlenecks = [(residual[key] / len(flows), key) for key, flows in unrated.items()]
+        # The link with the smallest fair share next, ties by the link's name (not by
+        # ``id(link)``, a memory address: equal shares then went in an order that
+        # changed from run to run, and with it the last bits of the rates): a heap of
+        # (share, name, key), an entry stale once its link's share moved (it is pushed
+        # again then). A scan of every link per step was quadratic in an office's links.
+        bottlenecks = [
+            (residual[key] / len(flows), links[key].name, key) for key, flows in unrated.items()
+        ]
         heapq.heapify(bottlenecks)
         while unrated:
-            share, key = heapq.heappop(bottlenecks)
+            share, _, key = heapq.heappop(bottlenecks)
             flows_left = unrated.get(key)
             if flows_left is None or residual[key] / len(flows_left) != share:
                 continue  # rated already, or its share moved since
@@ -314,7 +318,8 @@ class FlowFabric:
                             del unrated[other]
                         elif other != key:
                             heapq.heappush(
-                                bottlenecks, (residual[other] / len(unrated[other]), other)
+                                bottlenecks,
+                                (residual[other] / len(unrated[other]), links[other].name, other),
                             )
         now = self.network.now
         for serial, flow in affected.items():
