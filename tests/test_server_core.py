@@ -252,6 +252,44 @@ def test_wifi_peer_lists_hold_only_the_office(server: ServerCore) -> None:
     assert sorted(ip for ip, _ in reply.peers) == ["10.2.0.2", "10.2.0.4"]
 
 
+def test_wifi_peer_lists_follow_moves_departures_and_a_new_topology(server: ServerCore) -> None:
+    """Peer lists read the office's clients only (``clients_in``), and that view keeps
+    up with the registry: a device registering again from another office leaves its old
+    office's list, an expired one leaves every list, and a topology that moves a subnet
+    moves its clients."""
+
+    def peers_of(number: int, ip: str, now: float) -> list[str]:
+        reply = ask(server, number, ip, Peers(CONTENT), now)
+        assert isinstance(reply, PeerList)
+        return sorted(peer_ip for peer_ip, _ in reply.peers)
+
+    for number, ip in ((1, "10.2.0.1"), (2, "10.2.0.2"), (3, "10.1.0.3"), (4, "10.2.0.4")):
+        register(server, number, ip)
+    assert peers_of(1, "10.2.0.1", 0) == ["10.2.0.2", "10.2.0.4"]
+    register(server, 2, "10.1.0.2")  # moved to Branch (a new DHCP lease elsewhere)
+    register(server, 5, "10.2.0.5")
+    assert peers_of(1, "10.2.0.1", 0) == ["10.2.0.4", "10.2.0.5"]
+    later = server.settings.limits.client_expiry + 1
+    for number, ip in ((1, "10.2.0.1"), (5, "10.2.0.5")):
+        register(server, number, ip, now=later)  # 4 is silent: it leaves the registry
+    server.expire_clients(later)
+    assert peers_of(1, "10.2.0.1", later) == ["10.2.0.5"]
+    server.topology = parse_json(
+        {
+            "offices": [
+                {"office": "Central Office", "parent": None, "type": "Default",
+                 "subnets": ["10.0.0.0/24"]},
+                {"office": "Cafe", "parent": "Central Office", "type": "WiFi",
+                 "subnets": ["10.2.0.0/24", "10.1.0.0/24"]},
+            ]
+        }
+    )  # fmt: skip
+    assert peers_of(1, "10.2.0.1", later) == ["10.2.0.5"]  # 2 and 3 were not seen lately
+    for number, ip in ((2, "10.1.0.2"), (3, "10.1.0.3")):
+        register(server, number, ip, now=later)
+    assert peers_of(1, "10.2.0.1", later) == ["10.1.0.2", "10.1.0.3", "10.2.0.5"]
+
+
 def test_new_assignments_nudge_every_client_that_spoke_once(server: ServerCore) -> None:
     register(server, 1, "10.1.0.1")
     register(server, 2, "10.2.0.2")

@@ -57,6 +57,7 @@ sends them, and reports back with ``received``/``failed``.
 
 from __future__ import annotations
 
+import functools
 import random
 import zlib
 from collections.abc import Callable, Hashable
@@ -127,6 +128,8 @@ class ChunkPicker(Generic[Peer]):
         # could ask is skipped in one AND instead of a scan of every missing chunk, and
         # an availability answer adjusts the holder counts of the chunks that changed.
         self._width = (self._count + 7) // 8 * 8
+        self._chunk_bits = _chunk_bits(self._count)
+        self._unheld = 0  # how many chunks at the head of ``_order`` nobody else holds
         self._have_mask = _mask_of(self._have)
         self._all_mask = _mask_of(ChunkSet.full(self._count))
         self._availability_mask: dict[Peer, int] = {}
@@ -185,6 +188,13 @@ class ChunkPicker(Generic[Peer]):
         if peer in self._banned or peer in self._origins:
             return
         if peer not in self._availability and not self._room_for_searcher(now):
+            return
+        if peer in self._searching and peer in self._availability:
+            # Only the time of its search moves: that is read when a fan-out choice is
+            # made (``_ranks_among_fetchers``), and an ask that found nothing made and
+            # kept every choice it needed, so it would find nothing again (an office's
+            # queries reach every downloader: this ran the whole picker each time).
+            self._searching[peer] = now
             return
         self._changed()
         self._searching[peer] = now
@@ -358,11 +368,21 @@ class ChunkPicker(Generic[Peer]):
     # ------------------------------------------------------------- decisions
 
     def _candidate_order(self) -> list[int]:
+        """The missing chunks, rarest first, ties by the fixed random order; the first
+        ``_unheld`` of them no counted peer holds (only an origin may be asked those)."""
         if self._order is None:
-            missing = [index for index in range(self._count) if index not in self._have]
-            holders, tie_break = self._holders, self._tie_break
-            missing.sort(key=lambda index: (holders[index], tie_break[index]))
-            self._order = missing
+            count, have, bits = self._count, self._have_mask, self._chunk_bits
+            holders = self._holders
+            missing = [index for index in range(count) if not have & bits[index]]
+            # (holders, tie break) as one int: the tie break is a permutation of range(count)
+            rank = [held * count + tie for held, tie in zip(holders, self._tie_break, strict=True)]
+            missing.sort(key=rank.__getitem__)
+            unheld = 0
+            for index in missing:
+                if holders[index]:
+                    break
+                unheld += 1
+            self._order, self._unheld = missing, unheld
         return self._order
 
     def nothing_to_ask(self, now: float) -> bool:
@@ -387,12 +407,11 @@ class ChunkPicker(Generic[Peer]):
         if limit is not None and limit <= 0:
             return requests
         order = self._candidate_order()
-        peers = self._peers_in_order(now)
         missing = self._all_mask & ~self._have_mask
         self._last_chunk = missing.bit_count() == 1  # duplicated at once (endgame)
+        peers = self._peers_in_order(now, missing)
         for duplicates_allowed in (1, self.endgame_duplicates):
-            for peer in peers:
-                cap = self._cap(peer)
+            for peer, cap in peers:
                 if self._peer_load[peer] >= cap:
                     continue
                 # What ``_pick`` could choose at all: missing chunks the peer holds, not
@@ -402,9 +421,8 @@ class ChunkPicker(Generic[Peer]):
                     askable &= ~self._in_flight_mask
                 if not askable:
                     continue
-                availability = self._availability[peer]
                 while self._peer_load[peer] < cap:
-                    chunk_index = self._pick(order, availability, peer, duplicates_allowed, now)
+                    chunk_index = self._pick(order, askable, peer, duplicates_allowed, now)
                     if chunk_index is None:
                         break
                     self._in_flight.setdefault(chunk_index, set()).add(peer)
@@ -425,21 +443,36 @@ class ChunkPicker(Generic[Peer]):
     def _bit(self, chunk_index: int) -> int:
         return 1 << (self._width - 1 - chunk_index)
 
-    def _peers_in_order(self, now: float | None) -> list[Peer]:
-        """Peers to fill, the soonest to deliver a new request first (see the module
-        docstring); peers that said BUSY wait their turn."""
-        load = self._peer_load
-        if self.rate_horizon is None or now is None:
-            return sorted(self._availability, key=lambda peer: load.get(peer, 0))
-        busy, rates = self._busy_until, self._rates
-        ready = [peer for peer in self._availability if busy.get(peer, now) <= now]
-        return sorted(
-            ready,
-            key=lambda peer: (
-                (load.get(peer, 0) + 1) / rates[peer] if peer in rates else 0.0,
-                load.get(peer, 0),
+    def _peers_in_order(self, now: float | None, missing: int) -> list[tuple[Peer, int]]:
+        """Peers to fill, with their caps (``_cap``), the soonest to deliver a new request
+        first (see the module docstring); peers that said BUSY wait their turn.
+
+        Only peers that could be asked something (below their cap, holding a chunk in
+        ``missing``): the others would be skipped, and a stable sort of the rest keeps
+        their order (an office's 100 peers were sorted on every ask)."""
+        load, masks = self._peer_load, self._availability_mask
+        timed = self.rate_horizon is not None and now is not None
+        busy = self._busy_until
+        askable = []
+        for peer in self._availability:
+            if not masks[peer] & missing:
+                continue
+            if timed and now is not None and busy.get(peer, now) > now:
+                continue
+            cap = self._cap(peer)
+            if load[peer] < cap:
+                askable.append((peer, cap))
+        if not timed:
+            askable.sort(key=lambda pair: load.get(pair[0], 0))
+            return askable
+        rates = self._rates
+        askable.sort(
+            key=lambda pair: (
+                (load.get(pair[0], 0) + 1) / rates[pair[0]] if pair[0] in rates else 0.0,
+                load.get(pair[0], 0),
             ),
         )
+        return askable
 
     def _cap(self, peer: Peer) -> int:
         if self.rate_horizon is None or peer in self._origins:
@@ -451,20 +484,29 @@ class ChunkPicker(Generic[Peer]):
     def _pick(
         self,
         order: list[int],
-        availability: ChunkSet,
+        askable: int,
         peer: Peer,
         duplicates_allowed: int,
         now: float | None,
     ) -> int | None:
-        origin = peer in self._origins
-        for chunk_index in order:
-            if chunk_index in self._have or chunk_index not in availability:
-                continue
-            asked = self._in_flight.get(chunk_index)
-            if origin:
-                if asked is None and self._holders[chunk_index] == 0:
+        """The first chunk of ``order`` among ``askable`` (a mask of missing chunks the
+        peer holds) that the rules let us ask of ``peer``.
+
+        An origin is asked only chunks nobody else holds: the head of ``order``
+        (``_unheld`` chunks); any other peer holds only chunks that someone (itself)
+        holds, so its search starts after that head."""
+        bits, in_flight, unheld = self._chunk_bits, self._in_flight, self._unheld
+        if peer in self._origins:
+            for position in range(unheld):
+                chunk_index = order[position]
+                if askable & bits[chunk_index] and chunk_index not in in_flight:
                     return chunk_index
+            return None
+        for position in range(unheld, len(order)):
+            chunk_index = order[position]
+            if not askable & bits[chunk_index]:
                 continue
+            asked = in_flight.get(chunk_index)
             if asked is None:
                 if now is not None and not self._may_fetch_from_source(chunk_index, peer, now):
                     continue
@@ -586,6 +628,14 @@ class _Unknown:
 
 
 _UNKNOWN = _Unknown()
+
+
+@functools.cache
+def _chunk_bits(count: int) -> list[int]:
+    """Each chunk's bit in a mask of ``count`` chunks (``_mask_of``); shared by every
+    picker of a content (read only)."""
+    width = (count + 7) // 8 * 8
+    return [1 << (width - 1 - index) for index in range(count)]
 
 
 def _mask_of(chunks: ChunkSet) -> int:

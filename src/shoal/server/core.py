@@ -60,6 +60,7 @@ from shoal.server.bad_peers import BadPeerBook, BadPeerReport, PeerBanned
 from shoal.server.control_keys import ControlKeys
 from shoal.server.deliveries import DeliveryLedger
 from shoal.server.limits import Buckets
+from shoal.server.office_roster import OfficeRoster
 from shoal.server.registry import BandwidthLimit, ClientRecord, LicenceView, ServerSettings
 from shoal.server.rendezvous import RendezvousTable
 from shoal.server.validation import invalid_request
@@ -127,6 +128,8 @@ class ServerCore:
         self.device_refusals: dict[bytes, str] = {}
         self.clients: dict[bytes, ClientRecord] = {}
         self._device_at: dict[str, bytes] = {}  # client address -> device ID (data plane)
+        self._roster = OfficeRoster()  # the clients by office (``clients_in``)
+        self._roster_topology: Topology | None = None
         limits = settings.limits
         self.rendezvous = RendezvousTable(
             settings.lease_seconds, limits.stall_seconds, limits.stall_penalty
@@ -383,10 +386,15 @@ class ServerCore:
                 device_id, body.hostname, body.version, "", subnet, now, now
             )
             client.last_counter = message.counter
+            self._place(client, addr[0])
+            self._roster.add(client, self.office_of(addr[0])[0])
+        else:
+            if client.ip != addr[0] and self.office_of(client.ip) != self.office_of(addr[0]):
+                self._roster.mark_stale()  # it moved office: its place is rebuilt
+            self._place(client, addr[0])
         if client.public_key != body.public_key:
             client.public_key, client.control_key = body.public_key, None
         client.hostname, client.version, client.subnet = body.hostname, body.version, subnet
-        self._place(client, addr[0])
         client.last_seen, client.control_address = now, addr
         office, office_type = self.office_of(addr[0])
         settings = self.settings
@@ -429,6 +437,7 @@ class ServerCore:
         horizon = now - self.settings.limits.client_expiry
         for device_id in [d for d, client in self.clients.items() if client.last_seen < horizon]:
             client = self.clients.pop(device_id)
+            self._roster.remove(device_id)
             if self._device_at.get(client.ip) == device_id:
                 del self._device_at[client.ip]
             self.expired.append(device_id)
@@ -453,6 +462,14 @@ class ServerCore:
         client.ip = ip
         self._device_at[ip] = client.device_id
 
+    def clients_in(self, office: str) -> Iterable[ClientRecord]:
+        """The registered clients of ``office``, in the registry's order, without a scan
+        of every registered client (``shoal.server.office_roster``)."""
+        if self._roster_topology is not self.topology:
+            self._roster_topology = self.topology
+            self._roster.mark_stale()
+        return self._roster.clients_in(office, self.clients, lambda ip: self.office_of(ip)[0])
+
     def client_at(self, ip: str) -> ClientRecord | None:
         """The registered client at ``ip`` (the last one to register from it)."""
         device_id = self._device_at.get(ip)
@@ -461,7 +478,10 @@ class ServerCore:
     def restore_client(self, record: ClientRecord) -> None:
         """A client from the persisted registry (after a restart)."""
         record.control_key = None  # derived again, with this server's key
+        if record.device_id in self.clients:
+            self._roster.mark_stale()
         self.clients[record.device_id] = record
+        self._roster.add(record, self.office_of(record.ip)[0])
         self._device_at[record.ip] = record.device_id
 
     def may_serve_content(

@@ -26,6 +26,7 @@ settings) it reads through ``OfficeDirectory`` (``ServerCore``); time is passed 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from shoal.core.address import Address
@@ -65,6 +66,10 @@ class OfficeDirectory(Protocol):
     def office_of(self, ip: str) -> tuple[str | None, OfficeType]: ...
 
     def client_at(self, ip: str) -> ClientRecord | None: ...
+
+    def clients_in(self, office: str) -> Iterable[ClientRecord]:
+        """The registered clients of ``office`` (registry order), without a full scan."""
+        ...
 
     def is_assigned(
         self, client: ClientRecord, content_id: ContentId, office: str | None
@@ -256,10 +261,9 @@ class WanCopy:
             return 1
         horizon = now - 3 * settings.checkin_seconds
         candidates = 0
-        for other in directory.clients.values():
+        for other in directory.clients_in(office):
             if (
                 other.last_seen >= horizon
-                and directory.office_of(other.ip)[0] == office
                 and directory.is_assigned(other, content_id, office)
                 and not _holds_whole(other, content_id)
             ):
@@ -280,10 +284,9 @@ class WanCopy:
         horizon = now - 3 * directory.settings.checkin_seconds
         candidates = [
             other
-            for other in directory.clients.values()
+            for other in directory.clients_in(office)
             if other is not client
             and other.last_seen >= horizon
-            and directory.office_of(other.ip)[0] == office
             and not self.bad_peers.is_banned(office, other.ip, now)
         ]
         candidates.sort(key=lambda other: (content_id not in other.content, -other.last_seen))

@@ -319,6 +319,7 @@ class _TimedControl:
         self.machine = machine
         self.load = load
         self.leases = leases
+        self.counted_at: object = None
 
     def receive_datagram(self, data: bytes, addr: tuple[str, int], now: float) -> None:
         load = self.load
@@ -328,7 +329,17 @@ class _TimedControl:
         started = time.process_time()
         self.machine.receive_datagram(data, addr, now)
         load.cpu_seconds += time.process_time() - started
-        load.peak_leases = max(load.peak_leases, self.leases())
+        self._count_leases()
+
+    def _count_leases(self) -> None:
+        # The number of leases held rises only when a lease is granted (``changes``
+        # moves); renewals touch live leases only and time only lapses them. Counting
+        # them all after every datagram was 12% of estate-10k's first virtual second.
+        table = self.machine.core.rendezvous
+        counted_at = (table, table.changes)
+        if counted_at != self.counted_at:
+            self.counted_at = counted_at
+            self.load.peak_leases = max(self.load.peak_leases, self.leases())
 
     def handle_timer(self, now: float) -> None:
         started = time.process_time()

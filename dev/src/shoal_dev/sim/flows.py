@@ -53,6 +53,7 @@ at once), queueing delay, and competition between control datagrams and data.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass
@@ -302,10 +303,21 @@ class FlowFabric:
                     unrated[key] = {}
                 unrated[key][flow.serial] = flow
         rates: dict[int, float] = {}
+        # The link with the smallest fair share next, ties by the link's name (not by
+        # ``id(link)``, a memory address: equal shares then went in an order that
+        # changed from run to run, and with it the last bits of the rates): a heap of
+        # (share, name, key), an entry stale once its link's share moved (it is pushed
+        # again then). A scan of every link per step was quadratic in an office's links.
+        bottlenecks = [
+            (residual[key] / len(flows), links[key].name, key) for key, flows in unrated.items()
+        ]
+        heapq.heapify(bottlenecks)
         while unrated:
-            key = min(unrated, key=lambda k: (residual[k] / len(unrated[k]), k))
-            share = residual[key] / len(unrated[key])
-            for serial, flow in list(unrated[key].items()):
+            share, _, key = heapq.heappop(bottlenecks)
+            flows_left = unrated.get(key)
+            if flows_left is None or residual[key] / len(flows_left) != share:
+                continue  # rated already, or its share moved since
+            for serial, flow in list(flows_left.items()):
                 rates[serial] = share
                 for link in flow.links:
                     other = id(link)
@@ -314,6 +326,11 @@ class FlowFabric:
                         residual[other] = max(residual[other] - share, 0.0)
                         if not unrated[other]:
                             del unrated[other]
+                        elif other != key:
+                            heapq.heappush(
+                                bottlenecks,
+                                (residual[other] / len(unrated[other]), links[other].name, other),
+                            )
         now = self.network.now
         for serial, flow in affected.items():
             self._set_rate(flow, rates.get(serial, UNSHAPED_RATE), now)
