@@ -8,7 +8,7 @@ import random
 from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
 from shoal.protocol.discovery import DiscoveryConfig, DiscoveryMachine, PeerAvailable
-from shoal.protocol.swarm import fanout_score
+from shoal.protocol.fanout import fanout_score
 from shoal_dev.sim.network import SimNetwork
 
 PORT = 41800

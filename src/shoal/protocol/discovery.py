@@ -174,7 +174,7 @@ class DiscoveryConfig:
     """Answers a query draws, about: each holder answers it with probability this over
     the holders it knows of (a query proving its address is always answered)."""
     fanout: int = 1
-    """The chunk picker's fan-out (``ChunkPicker.fanout``): see ``_designated``."""
+    """The chunk picker's fan-out (``ChunkPicker``'s ``fanout``): see ``shoal.protocol.fanout``."""
     neighbours: int = 8
     """Peers a push round reaches at most (drawn afresh each round from the interested
     ones), and peers a unicast search asks per settled query: O(neighbours) datagrams

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from shoal.core.address import Address
 from shoal.core.chunkset import ChunkSet
-from shoal.protocol.swarm import fanout_score
+from shoal.protocol.fanout import fanout_score
 
 #: Peers remembered per content: interested ones, and holders we heard of.
 MAX_PEERS = 1024

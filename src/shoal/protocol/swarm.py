@@ -12,27 +12,20 @@ sends them, and reports back with ``received``/``failed``.
   and no chunk ends up held by a single peer.
 * **Per-peer pipeline**: at most ``max_in_flight_per_peer`` requests to one peer.
 * **Endgame**: once every missing chunk is in flight, an idle peer may be asked for a
-  chunk already requested elsewhere (at most ``endgame_duplicates`` requests per chunk;
-  ``received`` returns the peers whose duplicate to cancel). With ``now`` and measured
-  rates, only once every request for it is late (asked over ``endgame_after`` x the
-  request-to-arrival time of the faster of its peer's rate and the office's median ago;
-  an unmeasured peer's at once; ``next_wake`` says when), or if it is our last missing
-  chunk: eager duplicates cost the 20 Mbit/s CI cell 10% of its upload bytes.
+  chunk requested elsewhere (at most ``endgame_duplicates`` requests per chunk;
+  ``received`` says whose duplicate to cancel); with ``now`` and measured rates, only
+  once every request for it is late (``_late_at``; ``next_wake`` says when), or for our
+  last missing chunk (eager duplicates cost a slow-uplink office 10% of its uploads).
 * **Bans**: a peer that served a bad chunk is banned for this content: its requests
   are released and it is never asked again.
 * **Origin of last resort**: a peer added with ``origin=True`` (the P2P server, over
   the WAN) is asked only for chunks that no other peer holds, and never for endgame
   duplicates, so the office's WAN link carries each chunk once. Rarity counts only
   the other peers.
-* **Fan-out limit**: a chunk that one peer alone holds when we first see it (the
-  rendezvous point's newest chunk) would otherwise be asked of that peer, its *source*,
-  by every downloader at once, and the source's uplink, not the WAN, would set the
-  office's pace. With ``me`` given (and ``now`` passed to ``next_requests``), only
-  ``fanout`` downloaders fetch it from the source: those whose key ranks highest for
-  that chunk among the downloaders we know (rendezvous hashing, so every downloader
-  reaches the same choice without talking). The others take it from them a moment
-  later; ``fanout_grace`` seconds after we first held back, anyone may ask the source
-  (a chosen downloader is gone or slow).
+* **Fan-out limit** (``shoal.protocol.fanout``): a chunk that one peer alone holds when
+  we first see it is fetched from that source by only ``fanout`` downloaders at first
+  (with ``me`` given and ``now`` passed to ``next_requests``); the others take it from
+  them, or from the source ``fanout_grace`` seconds later.
 * **Measured rates** (with ``rate_horizon`` and ``now``): each peer's delivery rate is
   an estimate (chunks per second, from request to arrival, so it counts the time a
   request waits in the peer's upload queue). Peers are filled in the order of when a
@@ -46,10 +39,7 @@ sends them, and reports back with ``received``/``failed``.
   (``peer_searching``: a discovery query in the last ``searching_horizon`` seconds)
   that hold nothing first: beside the downloader the hash designates, the top-ranked
   empty-handed downloader fetches a new chunk from its source, so the source gives the
-  office a new uploader first instead of only a second chunk to a busy one. (Holding
-  every holder back from its peers while an empty-handed downloader is known was tried
-  and not kept: on fast uplinks, where the WAN binds, it cost more than it gave, see
-  docs/network.md.)
+  office a new uploader first instead of only a second chunk to a busy one.
 * **Busy peers**: a peer that refused BUSY (its upload slots are full, see
   ``shoal.protocol.serving.UploadSlots``) is not asked again until ``busy(peer, until)``
   says; its chunks go to other holders meanwhile.
@@ -59,14 +49,13 @@ from __future__ import annotations
 
 import functools
 import random
-import zlib
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from shoal.core.chunkset import ChunkSet
+from shoal.protocol.fanout import FanoutLimit, fanout_score
 
 Peer = TypeVar("Peer", bound=Hashable)
-
 
 MAX_SEARCHING_ONLY = 256
 """Peers a picker keeps that it knows only from their discovery queries (forged sources
@@ -108,12 +97,7 @@ class ChunkPicker(Generic[Peer]):
         self._order: list[int] | None = None
         self._me = me
         self._key = key
-        self.fanout = fanout
-        self.fanout_grace = fanout_grace
-        self._designated: dict[int, bool] = {}  # chunk -> are we among its fetchers
-        self._sources: dict[int, Peer] = {}  # chunk -> its sole holder when first seen
-        self._deferred: dict[int, float] = {}  # chunk -> when anyone may ask the source
-        self._released: set[int] = set()  # chunks whose grace is over: anyone may ask
+        self._fanout = FanoutLimit[Peer](fanout, fanout_grace, self._ranks_among_fetchers)
         self.rate_horizon = rate_horizon
         self._rates: dict[Peer, float] = {}  # chunks per second, smoothed
         self._median_rate: float | None = None  # of the measured peers but origins
@@ -202,7 +186,7 @@ class ChunkPicker(Generic[Peer]):
             self._availability[peer] = ChunkSet(self._count)
             self._availability_mask[peer] = 0
             self._peer_load.setdefault(peer, 0)
-            self._designated.clear()  # the downloaders changed
+            self._fanout.downloaders_changed()  # the downloaders changed
 
     def _room_for_searcher(self, now: float) -> bool:
         """Is there room for one more peer known only from its queries (it announced
@@ -236,7 +220,7 @@ class ChunkPicker(Generic[Peer]):
             raise ValueError(f"availability for {availability.count} chunks, not {self._count}")
         self._changed()
         if peer not in self._availability:
-            self._designated.clear()  # the downloaders changed
+            self._fanout.downloaders_changed()  # the downloaders changed
         mask = _mask_of(availability)
         counted = peer in self._availability and peer not in self._origins
         self._count_holders(
@@ -281,7 +265,7 @@ class ChunkPicker(Generic[Peer]):
             availability = self._availability[peer] = ChunkSet(self._count)
             self._availability_mask[peer] = 0
             self._peer_load.setdefault(peer, 0)
-            self._designated.clear()
+            self._fanout.downloaders_changed()
         if availability.add(chunk_index):
             self._availability_mask[peer] |= self._bit(chunk_index)
             if peer not in self._origins:
@@ -292,7 +276,7 @@ class ChunkPicker(Generic[Peer]):
         """Forget ``peer``; return the chunk indexes whose requests to it are released."""
         self._changed()
         self._forget_availability(peer)
-        self._designated.clear()
+        self._fanout.downloaders_changed()
         released = [index for index, peers in self._in_flight.items() if peer in peers]
         for chunk_index in released:
             self._release(chunk_index, peer)
@@ -327,9 +311,7 @@ class ChunkPicker(Generic[Peer]):
         if self._have.add(chunk_index):
             self._have_mask |= self._bit(chunk_index)
             self._order = None
-        for fanout_state in (self._designated, self._sources, self._deferred):
-            fanout_state.pop(chunk_index, None)  # keeps next_wake() small: it runs often
-        self._released.discard(chunk_index)
+        self._fanout.forget(chunk_index)
         return sorted(others, key=repr)
 
     def lost(self, chunk_index: int) -> None:
@@ -496,6 +478,7 @@ class ChunkPicker(Generic[Peer]):
         (``_unheld`` chunks); any other peer holds only chunks that someone (itself)
         holds, so its search starts after that head."""
         bits, in_flight, unheld = self._chunk_bits, self._in_flight, self._unheld
+        holders, limit = self._holders, (self._fanout if self._me is not None else None)
         if peer in self._origins:
             for position in range(unheld):
                 chunk_index = order[position]
@@ -508,9 +491,11 @@ class ChunkPicker(Generic[Peer]):
                 continue
             asked = in_flight.get(chunk_index)
             if asked is None:
-                if now is not None and not self._may_fetch_from_source(chunk_index, peer, now):
-                    continue
-                return chunk_index
+                if now is None or limit is None:
+                    return chunk_index
+                if limit.may_fetch(chunk_index, peer, holders[chunk_index] == 1, now):
+                    return chunk_index
+                continue
             if peer not in asked and len(asked) < duplicates_allowed:
                 late = (self._late_at(chunk_index, holder) for holder in asked)
                 if now is None or self._last_chunk or all(d is None or d <= now for d in late):
@@ -518,7 +503,9 @@ class ChunkPicker(Generic[Peer]):
         return None
 
     def _late_at(self, chunk_index: int, holder: Peer) -> float | None:
-        """When the request for ``chunk_index`` to ``holder`` is late (None: already)."""
+        """When the request for ``chunk_index`` to ``holder`` is late (None: already):
+        ``endgame_after`` x its expected request-to-arrival time after it was asked, from
+        the faster of the holder's rate and the office's median; unmeasured: at once."""
         rate, when = self._rates.get(holder), self._asked_at.get((chunk_index, holder))
         if self.endgame_after is None or rate is None or when is None:
             return None
@@ -527,33 +514,6 @@ class ChunkPicker(Generic[Peer]):
         return when + self.endgame_after / rate
 
     # ------------------------------------------------------------- fan-out
-
-    def _may_fetch_from_source(self, chunk_index: int, holder: Peer, now: float) -> bool:
-        if self._me is None:
-            return True
-        source = self._sources.get(chunk_index)
-        if source is None:
-            if self._holders[chunk_index] != 1:
-                return True  # several holders from the start: spread over them
-            source = self._sources[chunk_index] = holder
-        if holder != source or chunk_index in self._released:
-            return True
-        designated = self._designated.get(chunk_index)
-        if designated is None:
-            designated = self._designated[chunk_index] = self._ranks_among_fetchers(
-                chunk_index, holder, now
-            )
-        if designated:
-            return True
-        deadline = self._deferred.setdefault(chunk_index, now + self.fanout_grace)
-        if now < deadline:
-            return False
-        self._release_deferred(chunk_index)
-        return True
-
-    def _release_deferred(self, chunk_index: int) -> None:
-        del self._deferred[chunk_index]
-        self._released.add(chunk_index)
 
     def _ranks_among_fetchers(self, chunk_index: int, holder: Peer, now: float) -> bool:
         """Are we among the ``fanout`` downloaders whose key ranks highest for the chunk,
@@ -578,7 +538,8 @@ class ChunkPicker(Generic[Peer]):
                 higher += 1  # it answered discovery (or was given with ``peer_has``)
             if empty_handed and (other not in self._searching or self._empty_handed(other, now)):
                 higher_empty += 1
-        return higher < self.fanout or (empty_handed_me and higher_empty < self.fanout)
+        fanout = self._fanout.fanout
+        return higher < fanout or (empty_handed_me and higher_empty < fanout)
 
     def _score(self, chunk_index: int, peer: Peer) -> int:
         return fanout_score(chunk_index, self._key(peer))
@@ -594,11 +555,9 @@ class ChunkPicker(Generic[Peer]):
         """
         if not isinstance(self._wake_at, _Unknown):
             return self._wake_at
-        waiting = [
-            deadline
-            for chunk_index, deadline in self._deferred.items()
-            if chunk_index not in self._have and chunk_index not in self._in_flight
-        ]
+        waiting = list(
+            self._fanout.waiting(lambda index: index in self._have or index in self._in_flight)
+        )
         waiting.extend(self._busy_until.values())
         if self._in_flight and not (self._all_mask & ~self._have_mask & ~self._in_flight_mask):
             for chunk_index, asked in self._in_flight.items():  # endgame: when late
@@ -612,13 +571,11 @@ class ChunkPicker(Generic[Peer]):
     def wake(self, now: float) -> None:
         """Release the held-back chunks whose grace is over, and the busy peers whose
         wait is over (``next_wake`` moves on)."""
-        chunks_due = [index for index, due in self._deferred.items() if due <= now]
+        chunks_due = self._fanout.release_due(now)
         peers_due = [peer for peer, until in self._busy_until.items() if until <= now]
         self._woken = max(self._woken, now)
         if chunks_due or peers_due or (isinstance(self._wake_at, float) and self._wake_at <= now):
             self._changed()
-        for chunk_index in chunks_due:
-            self._release_deferred(chunk_index)
         for peer in peers_due:
             del self._busy_until[peer]
 
@@ -641,10 +598,3 @@ def _chunk_bits(count: int) -> list[int]:
 def _mask_of(chunks: ChunkSet) -> int:
     """A chunk set as an int: chunk i is bit ``width - 1 - i`` (``ChunkSet.to_bytes``)."""
     return int.from_bytes(chunks.to_bytes(), "big")
-
-
-def fanout_score(chunk_index: int, key: str) -> int:
-    """A downloader's rank for fetching ``chunk_index`` from its source (the highest
-    ``fanout`` fetch it first; rendezvous hashing). Discovery pushes a new chunk's
-    holding to the top-ranked downloaders, so those the picker designates hear of it."""
-    return zlib.crc32(f"{chunk_index}/{key}".encode())
