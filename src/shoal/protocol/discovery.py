@@ -344,7 +344,7 @@ class DiscoveryMachine:
             self._emit(PeerSearching(addr[0], message.content_id, addr[1]))
             if search.unicast_peers is not None:
                 self._ask_back(message.content_id, search, addr[0], now)
-            elif anew and search.heard_of_holder:  # and our interest: it pushes once asked
+            elif anew:  # it restarted: our interest recorded there, it pushes to us
                 self._send(self._query(search, message.content_id, addr), addr, now)
 
     def _answers(self, holding: Holding) -> bool:
