@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
 from shoal.protocol.discovery import (
@@ -169,6 +171,32 @@ def test_wifi_offices_query_listed_peers_by_unicast() -> None:
     network.run(until=0.5)
     assert [event.peer for event in events(seeker)] == ["10.1.0.2"]  # type: ignore[attr-defined]
     assert bystander.counters.queries_answered == 0
+
+
+def test_a_restarted_holder_is_asked_back_and_pushes_to_a_settled_seeker() -> None:
+    """A holder's process restarts (its record of who asked is gone); a seeker that
+    settled (it re-queries every ~5 s) hears of its new chunks at once, not then."""
+    network, (seeker, holder) = office_of(2)
+    seeker.set_holding(CONTENT, ChunkSet(4, [0]), now=0)
+    holder.set_holding(CONTENT, ChunkSet(4, [1]), now=0)
+    for machine in (seeker, holder):
+        machine.search(CONTENT, now=0)
+    for ip in ("10.1.0.1", "10.1.0.2"):
+        network.pump(network.hosts[ip])
+    network.run(until=1.5)  # each heard of the other: the seeker's search settles at 1 s
+    events(seeker)
+    config = DiscoveryConfig(PORT, "10.1.0.255", ("10.1.0.0/24",), ("10.1.0.2",))
+    restarted = DiscoveryMachine(replace(config, first_query_id=7), now=network.now)
+    network.bind(network.hosts["10.1.0.2"], PORT, restarted)
+    restarted.set_holding(CONTENT, ChunkSet(4, [1]), now=network.now)
+    restarted.search(CONTENT, now=network.now)
+    network.pump(network.hosts["10.1.0.2"])
+    network.run(until=2.0)
+    events(seeker)
+    restarted.chunk_added(CONTENT, 2, 4, now=network.now)
+    network.pump(network.hosts["10.1.0.2"])
+    network.run(until=2.5)  # the seeker queries next at 4.75 s or later (settled)
+    assert PeerAvailable("10.1.0.2", CONTENT, ChunkSet(4, [1, 2]), PORT) in events(seeker)
 
 
 def test_a_wifi_peer_missing_from_the_list_is_asked_back_and_pushes_its_chunks() -> None:

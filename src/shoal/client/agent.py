@@ -147,15 +147,15 @@ class AgentCore:
         self.store = store
         self.rng = rng or random.Random()
         self.counters = AgentCounters()
+        # Microseconds of the clock: a restarted client's counters and query IDs are new.
+        start = config.counter_start if config.counter_start is not None else int(now * 1e6)
         self.control = ControlClient(
             server=config.server,
             device_key=config.device_key,
             enrollment_token=config.enrollment_token,
             console_keys=[VerifyKey.from_raw(key) for key in config.trust.console_keys],
             now=now,
-            counter_start=(
-                config.counter_start if config.counter_start is not None else int(now * 1_000_000)
-            ),
+            counter_start=start,
             wall_offset=config.wall_offset,
         )
         self.engines = {
@@ -170,6 +170,7 @@ class AgentCore:
                 local_addresses=(config.ip,),
                 extra_broadcast_ports=config.extra_broadcast_ports,
                 fanout=config.swarm_fanout,
+                first_query_id=start & 0xFFFFFFFF or 1,
             ),
             now,
             rng=random.Random(self.rng.random()),

@@ -70,6 +70,7 @@ from dataclasses import dataclass
 from shoal.core.address import Address
 from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
+from shoal.protocol.discovery_counters import DiscoveryCounters
 from shoal.protocol.holding import MAX_PEERS, Holding
 from shoal.protocol.validation import DEFAULT_TOKEN_LIFETIME, AddressValidator
 from shoal.wire.decoding import VERSION_ERROR_REPLY, Undecodable, decode_counted
@@ -130,30 +131,6 @@ class PeerVersionRejected:
 DiscoveryEvent = PeerAvailable | PeerSearching | PeerVersionRejected
 
 
-@dataclass(slots=True)
-class DiscoveryCounters:
-    queries_sent: int = 0
-    queries_answered: int = 0
-    answers_received: int = 0
-    pushes_sent: int = 0
-    out_of_scope: int = 0
-    own_datagrams: int = 0
-    wrong_magic: int = 0
-    unsupported_version: int = 0
-    malformed: int = 0
-    unexpected: int = 0
-    events_dropped: int = 0
-    #: Not sent: more than 3x what an unvalidated address sent us (RFC 9000 §8.1).
-    amplification_limited: int = 0
-    #: Queries that proved their source address (a valid echoed token), and echoes sent.
-    addresses_validated: int = 0
-    echoes_sent: int = 0
-    #: Dropped: the interest table of a content is full of live interest.
-    interest_dropped: int = 0
-    #: Queries left to other holders (``DiscoveryConfig.answers_per_query``).
-    answers_suppressed: int = 0
-
-
 @dataclass(frozen=True, slots=True)
 class DiscoveryConfig:
     port: int
@@ -181,6 +158,8 @@ class DiscoveryConfig:
     per chunk gained, whatever the office's size."""
     #: How long a token, and a validation proven with it, lasts (RFC 9000 §8.1.3).
     token_lifetime: float = DEFAULT_TOKEN_LIFETIME
+    #: The first query ID; the client's is from the clock, so a restarted one's are new.
+    first_query_id: int = 1
 
 
 @dataclass(slots=True)
@@ -226,7 +205,7 @@ class DiscoveryMachine:
         self._holdings: dict[ContentId, Holding] = {}
         self._outbox: list[tuple[bytes, Address]] = []
         self._events: deque[DiscoveryEvent] = deque()
-        self._next_query_id = 1
+        self._next_query_id = config.first_query_id
         self._now = now
 
     # ----------------------------------------------------------- user calls
@@ -350,8 +329,10 @@ class DiscoveryMachine:
         if holding is None and search is not None:
             # We want it too: remember the asker, so our first chunk reaches it at once.
             holding = self._holdings[message.content_id] = Holding(ChunkSet(0))
+        anew = False  # its search is new (it restarted): it forgot what we told it
         if holding is not None:
             self._note_interest(holding, addr, now)
+            anew = holding.asked_with(addr, message.query_id)
             if (
                 holding.chunks
                 and not holding.knows(addr, now, self.config.interest_seconds)
@@ -363,6 +344,8 @@ class DiscoveryMachine:
             self._emit(PeerSearching(addr[0], message.content_id, addr[1]))
             if search.unicast_peers is not None:
                 self._ask_back(message.content_id, search, addr[0], now)
+            elif anew:  # it restarted: our interest recorded there, it pushes to us
+                self._send(self._query(search, message.content_id, addr), addr, now)
 
     def _answers(self, holding: Holding) -> bool:
         if holding.answers(self.config.answers_per_query, self._rng):

@@ -38,6 +38,8 @@ class Holding:
     #: Chunks gained since the last push that no peer of the office held (from the
     #: server over the WAN): their designated fetchers must hear of them.
     fresh: list[int] = field(default_factory=list)
+    #: Interested peer -> the query ID it last asked with (a new one: a new search).
+    query_ids: dict[Address, int] = field(default_factory=dict)
 
     def replace(self, chunks: ChunkSet) -> None:
         self.chunks = chunks
@@ -65,6 +67,19 @@ class Holding:
     def forget(self, addr: Address) -> None:
         del self.interested[addr]
         self.informed.pop(addr, None)
+        self.query_ids.pop(addr, None)
+
+    def asked_with(self, addr: Address, query_id: int) -> bool:
+        """``addr`` asked with ``query_id``: True if it asked before with another (its
+        search started anew, in a restarted process: what we told it is forgotten)."""
+        if addr not in self.interested:  # bounded with it
+            return False
+        before = self.query_ids.get(addr, query_id)
+        self.query_ids[addr] = query_id
+        if before == query_id:
+            return False
+        self.informed.pop(addr, None)
+        return True
 
     def knows(self, addr: Address, now: float, window: float) -> bool:
         """Did we tell ``addr`` what we hold now, within ``window`` seconds? Then an
