@@ -34,10 +34,10 @@ _CSS_GROWTH_DIVISOR = 8
 #: Seconds over which a foreground flow remembers the most it carried (DelayReno).
 _RATE_WINDOW = 10.0
 #: A background flow that carries at least this share of the most it carried lately is
-#: taken to be alone (rate noise, a loss): it aims at the whole TARGET...
+#: taken to be alone (rate noise, a loss): it aims at the whole TARGET; below it, at
+#: TARGET x share / _SHARE_ALONE, never under the queue that shows an empty path
+#: (``_EMPTY_PATH`` x TARGET), so that it always sees a competitor leave (``Ledbat.aim_us``).
 _SHARE_ALONE = 0.8
-#: ...and below it at TARGET x share / _SHARE_ALONE, never under the queue that shows
-#: an empty path (``_EMPTY_PATH`` x TARGET), so that it always sees a competitor leave.
 
 
 class RttEstimator:
