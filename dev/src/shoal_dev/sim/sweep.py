@@ -167,7 +167,9 @@ def run_cell(
             for client in victims:
                 network.kill(client.host)
             down_at = network.now - t0
-            run_until(network.now + CHURN_DOWN_S, lambda: False)
+            back = network.now + CHURN_DOWN_S
+            network.at(back, lambda: None)  # the clock reaches ``back`` (a quiet network's
+            run_until(back, lambda: False)  # stops at its last event before it)
             for client in victims:
                 _restart(enterprise, client, root)
                 restarts += 1
