@@ -6,8 +6,9 @@ import math
 
 import pytest
 
-from shoal.core.bounds import Bound, kumar_ross_bound, one_copy_bound
+from shoal.core.bounds import Bound, Outage, churn_bound, kumar_ross_bound, one_copy_bound
 from shoal_dev.lab.scenario import OfficeScenario
+from shoal_dev.sweep import Cell
 
 MIB = 1024 * 1024
 MBIT = 1e6
@@ -113,3 +114,58 @@ def test_a_lab_office_reports_both_bounds() -> None:
     assert office.lower_bound_seconds(32 * MIB) == pytest.approx(10.226, abs=1e-3)
     vpn = OfficeScenario("home", "VPN", 3, wan_mbit=10)
     assert vpn.one_copy(MIB).seconds == pytest.approx(3 * MIB * 8 / 10e6)
+
+
+def test_a_churned_client_cannot_finish_before_it_is_back_and_has_received_the_rest() -> None:
+    # The default sim grid's cell 20: 8 clients on 20/20 Mbit/s links, WAN 100, 4 MiB
+    # (F = 33,554,432 bits); T_lb1 = F / d = 1.678 s. Four clients down from
+    # 0.3 x T_lb1 = 0.503 s to 3.503 s: each held at most d x 0.503 s = 10.07 Mbit, so the
+    # other 23.49 Mbit come after 3.503 s at 20 Mbit/s: 3.503 + 1.174 = 4.678 s.
+    one_copy = one_copy_bound(4 * MIB, 100 * MBIT, [20 * MBIT] * 8, 20 * MBIT)
+    at = 0.3 * one_copy.seconds
+    outages = [Outage(at, at + 3.0, 20 * MBIT, 20 * MBIT)] * 4
+    bound = churn_bound(4 * MIB, 100 * MBIT, [20 * MBIT] * 8, 20 * MBIT, outages)
+    assert bound == Bound(pytest.approx(4.678, abs=1e-3), "rejoin")
+    assert Cell(8, 20, 20, 100, 4, churn=0.5).churn_bound() == bound
+
+
+def test_churned_clients_together_miss_what_the_office_could_not_yet_pass_them() -> None:
+    # Cell 12: 8 clients, 20 up / 100 down, WAN 100, 4 MiB, four down from 0.440 s to
+    # 3.440 s. Alone each could hold all of F by then (100 Mbit/s x 0.44 s > F), but
+    # together they held at most one WAN copy plus every uplink's 0.44 s:
+    # 33.55 + 160 x 0.4404 = 104.02 Mbit of the 134.22 they need; the other 30.20 Mbit
+    # come after 3.440 s at most at C_wan + sum_u = 260 Mbit/s: 3.440 + 0.116 = 3.557 s.
+    bound = Cell(8, 20, 100, 100, 4, churn=0.5).churn_bound()
+    assert bound == Bound(pytest.approx(3.557, abs=1e-3), "rejoin")
+    # A quarter of the office (cell 11): nothing missing together; back at 3.440 s binds.
+    assert Cell(8, 20, 100, 100, 4, churn=0.25).churn_bound() == Bound(
+        pytest.approx(3.440, abs=1e-3), "rejoin"
+    )
+
+
+def test_the_uplinks_a_churned_client_lost_count_against_the_office() -> None:
+    # 4 clients on 10 Mbit/s up, 1000 down, 8 MiB (67,108,864 bits): T_lb1 = 3F / 40e6 =
+    # 5.033 s. One client down from 1 s to 4 s sends nothing for 3 s: the uplinks carry
+    # 3F + 10e6 x 3 = 231.33 Mbit at 40 Mbit/s = 5.783 s (back at 4 s: 4.000 s).
+    uplinks = [10 * MBIT] * 4
+    bound = churn_bound(8 * MIB, 1000 * MBIT, uplinks, 1000 * MBIT,
+                        [Outage(1.0, 4.0, 10 * MBIT, 1000 * MBIT)])  # fmt: skip
+    assert bound == Bound(pytest.approx(5.783, abs=1e-3), "outage")
+
+
+def test_the_churn_bound_is_t_lb1_without_churn_and_never_below_it() -> None:
+    uplinks = [20 * MBIT] * 8
+    assert churn_bound(4 * MIB, 100 * MBIT, uplinks, 100 * MBIT) == one_copy_bound(
+        4 * MIB, 100 * MBIT, uplinks, 100 * MBIT
+    )
+    for shares in (True, False):
+        one_copy = one_copy_bound(4 * MIB, 100 * MBIT, uplinks, 100 * MBIT, shares=shares)
+        previous = 0.0
+        for down_s in (0.0, 0.5, 1.0, 3.0):
+            outages = [Outage(0.2, 0.2 + down_s, 20 * MBIT, 100 * MBIT)] * 2
+            bound = churn_bound(4 * MIB, 100 * MBIT, uplinks, 100 * MBIT, outages,
+                                shares=shares)  # fmt: skip
+            assert bound.seconds >= max(one_copy.seconds, 0.2 + down_s, previous)
+            previous = bound.seconds
+    with pytest.raises(ValueError):
+        churn_bound(MIB, MBIT, [MBIT], MBIT, [Outage(2.0, 1.0, MBIT, MBIT)])

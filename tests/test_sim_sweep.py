@@ -94,8 +94,12 @@ def test_a_cell_on_fast_links_completes_with_churn_and_reports_its_figures(
     assert row["restarts"] == 1 and row["sha256_ok"] and row["clients_complete"] == 4
     assert row["binding"] == "wan"
     assert row["one_copy_bound_s"] == pytest.approx(2 * 1024 * 1024 * 8 / 100e6, abs=1e-3)
-    # The restarted client was down for 3 s of the run.
+    # The restarted client was down for 3 s of the run: T_lbc, the bound with its
+    # outage, is its return (0.3 x 0.168 + 3 s) and binds, not the WAN.
     assert row["t_last_s"] > 3.0
+    assert row["churn_binding"] == "rejoin"
+    assert row["churn_bound_s"] == pytest.approx(0.3 * 0.168 + 3.0, abs=2e-3)
+    assert row["one_copy_bound_s"] < row["churn_bound_s"] < row["t_last_s"]
     assert row["t_over_one_copy_bound"] == pytest.approx(
         row["t_last_s"] / row["one_copy_bound_s"], rel=1e-2
     )

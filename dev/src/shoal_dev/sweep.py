@@ -44,7 +44,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from shoal.core.bounds import Bound, kumar_ross_bound, one_copy_bound
+from shoal.core.bounds import Bound, Outage, churn_bound, kumar_ross_bound, one_copy_bound
 from shoal.core.chunking import chunk_size_for
 from shoal.core.errors import ShoalError
 
@@ -118,6 +118,18 @@ class Cell:
         """T_lb1 of the cell's office."""
         wan, up, down = self._rates()
         return one_copy_bound(self.size_bytes, wan, up, down)
+
+    def churn_bound(self, outages: list[tuple[float, float]] | None = None) -> Bound:
+        """T_lb1 with the churned clients' outages (``shoal.core.bounds.churn_bound``):
+        ``(down_at, back_at)`` in seconds from the office's start, one per churned
+        client; by default the grid's plan (``churn_clients`` down at ``CHURN_AT_BOUND``
+        x T_lb1 for ``CHURN_DOWN_S``). Without churn, T_lb1."""
+        wan, up, down = self._rates()
+        if outages is None:
+            at = CHURN_AT_BOUND * self.one_copy_bound().seconds
+            outages = [(at, at + CHURN_DOWN_S)] * self.churn_clients
+        lost = [Outage(at, back, up[0], down) for at, back in outages]
+        return churn_bound(self.size_bytes, wan, up, down, lost)
 
     def kumar_ross_bound(self) -> Bound:
         """Kumar-Ross's bound for the cell's office."""

@@ -38,6 +38,7 @@ import contextlib
 import hashlib
 import importlib.util
 import json
+import math
 import os
 import platform
 import shutil
@@ -638,6 +639,9 @@ class OfficeResult:
     wan_ip_bytes_in: int  # the same without the Ethernet headers: IP datagrams
     wan_ip_in_over_package: float
     wan_packets_in: int
+    churn_bound_s: float | None = None  # T_lbc: T_lb1 with the churned clients' outages
+    churn_binding: str = ""  # its binding term: T_lb1's, "rejoin" or "outage"
+    t_over_churn_bound: float | None = None
 
 
 @dataclass
@@ -700,6 +704,7 @@ def _run_system(context: _Context, system: str, expected_sha: str) -> SystemResu
         say(f"{system}: flash crowd started")
         kills = _churn_plan(scenario, started)
         down: dict[str, tuple[LabHost, float]] = {}
+        outages: dict[str, list[float]] = {}  # host -> [killed, back] seconds after start
         restarts: dict[str, int] = {}
         done: dict[str, Completion] = {}
         deadline = started + scenario.timeout_s
@@ -720,12 +725,14 @@ def _run_system(context: _Context, system: str, expected_sha: str) -> SystemResu
                     for host in driver.pick_victims(waiting, scenario.churn.clients):
                         driver.kill(host)
                         down[host.name] = (host, now + scenario.churn.down_s)
+                        outages[host.name] = [now - started, math.inf]
                         restarts[host.name] = restarts.get(host.name, 0) + 1
                         say(f"{system}: killed {host.name} (SIGKILL) at {now - started:.1f} s")
             for name, (host, back) in list(down.items()):
                 if now >= back:
                     del down[name]
                     driver.restart(host)
+                    outages[name][1] = time.monotonic() - started
                     say(f"{system}: restarted {name} at {now - started:.1f} s")
             time.sleep(POLL_SECONDS)
         wan_after = {office.name: network.wan_counters(office.name) for office in scenario.offices}
@@ -759,7 +766,9 @@ def _run_system(context: _Context, system: str, expected_sha: str) -> SystemResu
                         _since(started, completion.started_monotonic if completion else None),
                     )
                 )
-        result = _summarise(system, scenario, clients, wan_before, wan_after, sampler, reason)
+        result = _summarise(
+            system, scenario, clients, wan_before, wan_after, sampler, reason, outages
+        )
         result.lying_peers = liars if system == "shoal" else []
         result.bad_peers_reported = reported
         return result
@@ -786,6 +795,7 @@ def _summarise(
     wan_after: dict[str, dict[str, int]],
     sampler: ProcessSampler,
     reason: str,
+    outages: dict[str, list[float]],
 ) -> SystemResult:
     everyone, clients = clients, [client for client in clients if not client.lying]
     times = sorted(c.completion_s for c in clients if c.completion_s is not None)
@@ -796,6 +806,16 @@ def _summarise(
         last = None if None in own or not own else max(c for c in own if c is not None)
         bound = office.lower_bound_seconds(scenario.size_bytes)
         one_copy = office.one_copy(scenario.size_bytes)
+        churned = office.churn_bound(
+            scenario.size_bytes,
+            [
+                (at, back)
+                for client in everyone
+                if client.office == office.name and client.name in outages
+                for at, back in [outages[client.name]]
+                if back < math.inf  # one never restarted is unfinished: the office failed
+            ],
+        )
         change = {
             name: wan_after[office.name][name] - wan_before[office.name][name]
             for name in wan_after[office.name]
@@ -817,6 +837,9 @@ def _summarise(
                 wan_ip_in,
                 round(wan_ip_in / scenario.size_bytes, 4),
                 change["rx_packets"],
+                churn_bound_s=round(churned.seconds, 3),
+                churn_binding=churned.binding,
+                t_over_churn_bound=None if last is None else round(last / churned.seconds, 3),
             )
         )
     processes = sampler.figures()
@@ -934,6 +957,10 @@ def _write_package(path: Path, size: int, seed: int) -> str:
     return digest.hexdigest()
 
 
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def format_results(document: dict[str, Any]) -> str:
     """The human table: per system and office, time against both bounds (Kumar-Ross and
     T_lb1, with the term of T_lb1 that binds), WAN bytes."""
@@ -941,7 +968,7 @@ def format_results(document: dict[str, Any]) -> str:
     lines = [
         f"scenario {document['scenario']}: {size / MIB:.0f} MiB package",
         f"{'system':<12} {'office':<8} {'N':>3} {'T_last s':>9} {'T_lb s':>7} {'T/T_lb':>7} "
-        f"{'T_lb1 s':>8} {'T/T_lb1':>8} {'binds':<8} "
+        f"{'T_lb1 s':>8} {'T/T_lb1':>8} {'binds':<8} {'T_lbc s':>7} {'T/T_lbc':>7} {'binds':<7} "
         f"{'WAN in MiB':>10} {'WAN/F':>6}  {'ok':<4} {'peers MiB':>9} {'server MiB':>10} "
         f"{'CPU s/client':>12} {'RSS MB':>7}",
     ]
@@ -962,6 +989,9 @@ def format_results(document: dict[str, Any]) -> str:
                 f"{row['system']:<12} {office['name']:<8} {office['clients']:>3} {t_last:>9} "
                 f"{office['lower_bound_s']:>7.2f} {ratio:>7} "
                 f"{office['one_copy_bound_s']:>8.2f} {ratio1:>8} {office['binding']:<8} "
+                f"{office.get('churn_bound_s') or office['one_copy_bound_s']:>7.2f} "
+                f"{_ratio(office.get('t_over_churn_bound')):>7} "
+                f"{office.get('churn_binding') or office['binding']:<7} "
                 f"{office['wan_bytes_in'] / MIB:>10.1f} {office['wan_in_over_package']:>6.3f}  "
                 f"{'yes' if row['all_sha256_ok'] else 'NO':<4} "
                 f"{row['bytes_from_peers'] / MIB:>9.1f} {row['bytes_from_server'] / MIB:>10.1f} "

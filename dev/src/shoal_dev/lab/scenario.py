@@ -33,7 +33,9 @@ file of F bits from one server to N peers (R. Kumar, K. W. Ross, "Peer-assisted 
 distribution: the minimum distribution time", 2006), applied per office: the server's
 side of the office is the WAN link, so T >= max(F / C_wan, F / d_min, N F / (C_wan + sum
 of client uplinks)); and T_lb1, the same when the package crosses the WAN once, as shoal
-promises: T >= max(F / C_wan, F / d_min, (N - 1) F / sum of client uplinks).
+promises: T >= max(F / C_wan, F / d_min, (N - 1) F / sum of client uplinks). Under
+churn, T_lbc: T_lb1 with the killed clients' outages as they happened
+(``shoal.core.bounds.churn_bound``).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from shoal.core.bounds import Bound, kumar_ross_bound, one_copy_bound
+from shoal.core.bounds import Bound, Outage, churn_bound, kumar_ross_bound, one_copy_bound
 from shoal.core.errors import ShoalError
 from shoal_dev.lab.network import LabOffice
 
@@ -99,6 +101,13 @@ class OfficeScenario:
         """``T_lb1``: the minimum time when the package crosses the WAN once (VPN: N times)."""
         wan, uplinks, downlink = self._rates()
         return one_copy_bound(size_bytes, wan, uplinks, downlink, shares=self.type != "VPN")
+
+    def churn_bound(self, size_bytes: int, outages: list[tuple[float, float]]) -> Bound:
+        """T_lb1 with the outages of churned clients, ``(down_at, back_at)`` seconds
+        from the start, one per client (``shoal.core.bounds.churn_bound``)."""
+        wan, uplinks, downlink = self._rates()
+        lost = [Outage(at, back, uplinks[0], downlink) for at, back in outages]
+        return churn_bound(size_bytes, wan, uplinks, downlink, lost, shares=self.type != "VPN")
 
     def lower_bound_seconds(self, size_bytes: int) -> float:
         """Kumar-Ross's bound in seconds (see ``kumar_ross``)."""

@@ -80,6 +80,9 @@ def _system(document: dict[str, Any], system: str) -> dict[str, Any]:
         "reason": row["reason"],
         "t_last_s": office["t_last_s"],
         "t_over_one_copy_bound": office["t_over_one_copy_bound"],
+        "churn_bound_s": office.get("churn_bound_s"),
+        "churn_binding": office.get("churn_binding"),
+        "t_over_churn_bound": office.get("t_over_churn_bound"),
         "t_over_kumar_ross": office["t_over_lower_bound"],
         "wan_over_package": office["wan_in_over_package"],
         "wan_ip_over_package": office["wan_ip_in_over_package"],
@@ -108,6 +111,8 @@ def cell_row(index: int, cell: Cell, document: dict[str, Any], wall_s: float) ->
         "libtorrent": torrent,
         "t_over_one_copy_bound": shoal.get("t_over_one_copy_bound"),
         "libtorrent_t_over_one_copy_bound": torrent.get("t_over_one_copy_bound"),
+        "t_over_churn_bound": shoal.get("t_over_churn_bound"),
+        "libtorrent_t_over_churn_bound": torrent.get("t_over_churn_bound"),
         "shoal_over_libtorrent": ratio,
         "wan_ip_over_package": shoal.get("wan_ip_over_package"),
         "sha256_ok": bool(shoal.get("sha256_ok")) and bool(torrent.get("sha256_ok", True)),
@@ -189,7 +194,7 @@ def format_sweep(document: dict[str, Any]) -> str:
     lines.append(
         f"{'#':>3} {'N':>3} {'up':>5} {'down':>5} {'WAN':>5} {'MiB':>4} {'churn':>5} "
         f"{'T_lb1 s':>8} {'binds':<8} {'shoal T':>8} {'T/T_lb1':>7} {'lt T':>8} "
-        f"{'lt/T_lb1':>8} {'shoal/lt':>8} {'WAN/F':>6} {'sha':<3} "
+        f"{'lt/T_lb1':>8} {'T/T_lbc':>7} {'lt/T_lbc':>8} {'shoal/lt':>8} {'WAN/F':>6} {'sha':<3} "
         f"{'CPU s/MiB':>9} {'lt CPU':>6} {'RSS MB':>6}"
     )
     for row in worst_first(rows, "t_over_one_copy_bound"):
@@ -206,6 +211,8 @@ def format_sweep(document: dict[str, Any]) -> str:
             f"{cell['churn']:>5.0%} {row['one_copy_bound_s']:>8.2f} {row['binding']:<8} "
             f"{seconds(shoal):>8} {_ratio(row['t_over_one_copy_bound']):>7} "
             f"{seconds(torrent):>8} {_ratio(row['libtorrent_t_over_one_copy_bound']):>8} "
+            f"{_ratio(row.get('t_over_churn_bound')):>7} "
+            f"{_ratio(row.get('libtorrent_t_over_churn_bound')):>8} "
             f"{_ratio(row['shoal_over_libtorrent']):>8} "
             f"{_ratio(row['wan_ip_over_package']):>6} {'ok' if row['sha256_ok'] else 'NO':<3} "
             f"{_ratio(shoal.get('client_cpu_s_per_mib')):>9} "

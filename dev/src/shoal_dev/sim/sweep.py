@@ -17,9 +17,10 @@ A cell ends when every client holds the package, when its virtual time is up, wh
 instant of virtual time fires more than ``STALL_EVENTS`` events (time stopped: a timer
 re-armed at ``now`` over and over), or after ``wall_s`` seconds of this machine's time. It
 reports the last client's time against the office's one-WAN-copy bound T_lb1 (and
-Kumar-Ross), the bytes that crossed the WAN into the office (datagrams with their UDP/IP
-headers, control traffic included) over the package's size, and the SHA-256 of every
-client's copy. The report puts the worst cell first.
+Kumar-Ross, and T_lbc: T_lb1 with the churned clients' outages as they happened,
+``shoal.core.bounds.churn_bound``), the bytes that crossed the WAN into the office
+(datagrams with their UDP/IP headers, control traffic included) over the package's
+size, and the SHA-256 of every client's copy. The report puts the worst cell first.
 
 The lab cannot do what the simulator adds: WAN round trips of 1-200 ms and queues from
 20 ms to 1 s. The simulator cannot measure CPU or memory: that is the lab's job.
@@ -153,6 +154,7 @@ def run_cell(
     reason = ""
     t0 = math.nan
     restarts = 0
+    outages: list[tuple[float, float]] = []
     try:
         run_until(timeout_s, lambda: any(enterprise.download_of(c) for c in enterprise.clients))
         starts = [d.started_at for c in enterprise.clients if (d := enterprise.download_of(c))]
@@ -164,10 +166,14 @@ def run_cell(
             victims = _victims(enterprise, cell.churn_clients)
             for client in victims:
                 network.kill(client.host)
-            run_until(network.now + CHURN_DOWN_S, lambda: False)
+            down_at = network.now - t0
+            back = network.now + CHURN_DOWN_S
+            network.at(back, lambda: None)  # the clock reaches ``back`` (a quiet network's
+            run_until(back, lambda: False)  # stops at its last event before it)
             for client in victims:
                 _restart(enterprise, client, root)
                 restarts += 1
+                outages.append((down_at, network.now - t0))
         run_until(timeout_s, enterprise.all_complete)
     except CellStopped as stopped:
         reason = str(stopped)
@@ -187,6 +193,7 @@ def run_cell(
         reason = "a wrong SHA-256"
     t_last = max(finished) - t0 if complete == cell.clients and finished else None
     wan_bytes = enterprise.wan_bytes_down(OFFICE)
+    churned = cell.churn_bound(outages)
     return {
         "cell": cell.parameters(),
         "label": cell.name,
@@ -198,6 +205,9 @@ def run_cell(
         "kumar_ross_bound_s": round(kumar_ross.seconds, 3),
         "t_over_one_copy_bound": None if t_last is None else round(t_last / one_copy.seconds, 3),
         "t_over_kumar_ross": None if t_last is None else round(t_last / kumar_ross.seconds, 3),
+        "churn_bound_s": round(churned.seconds, 3),
+        "churn_binding": churned.binding,
+        "t_over_churn_bound": None if t_last is None else round(t_last / churned.seconds, 3),
         "chunk_bytes": enterprise.manifest.chunk_size,
         "wan_bytes_in": wan_bytes,
         "wan_over_package": round(wan_bytes / enterprise.manifest.size, 4),
@@ -224,6 +234,7 @@ def run_grid(
         say(
             f"cell {index}/{len(grid.cells)} {cell.name}: "
             + (f"T_last/T_lb1 {ratio:.2f}" if ratio is not None else row["reason"])
+            + _churn_note(row)
             + f", WAN/F {row['wan_over_package']:.3f} ({row['wall_s']:.0f} s)"
         )
     return {
@@ -245,18 +256,21 @@ def format_sweep(document: dict[str, Any]) -> str:
         lines.append(
             f"WORST: cell {worst['index']} {worst['label']}: "
             + (f"T_last/T_lb1 {ratio:.2f}" if ratio is not None else f"failed: {worst['reason']}")
+            + _churn_note(worst)
             + f", WAN/F {worst['wan_over_package']:.3f}"
         )
     lines.append(
         f"{'#':>3} {'N':>3} {'up':>5} {'down':>5} {'WAN':>5} {'MiB':>4} {'churn':>5} "
         f"{'RTT ms':>6} {'buf ms':>6} {'T_last s':>8} {'T_lb1 s':>8} {'binds':<8} "
-        f"{'T/T_lb1':>7} {'T/T_KR':>6} {'WAN/F':>6} {'sha':<3}  reason"
+        f"{'T/T_lb1':>7} {'T/T_KR':>6} {'T_lbc s':>7} {'binds':<7} {'T/T_lbc':>7} "
+        f"{'WAN/F':>6} {'sha':<3}  reason"
     )
     for row in rows:
         cell = row["cell"]
         t_last = "-" if row["t_last_s"] is None else f"{row['t_last_s']:.2f}"
         over = row["t_over_one_copy_bound"]
         over_kr = row["t_over_kumar_ross"]
+        over_c = row["t_over_churn_bound"]
         lines.append(
             f"{row['index']:>3} {cell['clients']:>3} {cell['client_up_mbit']:>5g} "
             f"{cell['client_down_mbit']:>5g} {cell['wan_mbit']:>5g} {cell['size_mb']:>4} "
@@ -264,10 +278,21 @@ def format_sweep(document: dict[str, Any]) -> str:
             f"{t_last:>8} {row['one_copy_bound_s']:>8.2f} {row['binding']:<8} "
             f"{'-' if over is None else f'{over:.2f}':>7} "
             f"{'-' if over_kr is None else f'{over_kr:.2f}':>6} "
+            f"{row['churn_bound_s']:>7.2f} {row['churn_binding']:<7} "
+            f"{'-' if over_c is None else f'{over_c:.2f}':>7} "
             f"{row['wan_over_package']:>6.3f} {'ok' if row['sha256_ok'] else 'NO':<3}  "
             f"{row['reason']}"
         )
     return "\n".join(lines)
+
+
+def _churn_note(row: dict[str, Any]) -> str:
+    """``, T_last/T_lbc R (binds)`` for a cell with churn: its time against the bound
+    that counts the outages; nothing otherwise."""
+    ratio = row["t_over_churn_bound"]
+    if not row["cell"]["churn"] or ratio is None:
+        return ""
+    return f", T_last/T_lbc {ratio:.2f} ({row['churn_binding']})"
 
 
 def write_heatmap(document: dict[str, Any], folder: Path) -> Path:
