@@ -112,7 +112,7 @@ class WanCopy:
         (a 128 KiB chunk from a 32-packet window: three)."""
         office, _ = self.directory.office_of(client_ip)
         links = self.directory.settings.office_links.get(office) if office else None
-        if links is None:
+        if office is None or links is None:
             return None
         stripes = max(1, self.rendezvous.stripes(office, content_id))
         return links.wan_mbit * 1e6 / 8 / stripes
