@@ -128,6 +128,15 @@ def test_an_uplink_bound_office_splits_its_copy_over_its_clients() -> None:
     assert _served(server, 2) == [1, 4, 7, 10, 13]
 
 
+def test_each_holder_flow_starts_at_its_share_of_a_known_wan() -> None:
+    """The server's flows to an office's holders start at the office's WAN shared by
+    its stripes (the link profile); an office without a profile gets no such start."""
+    server = _server(OfficeLinks(wan_mbit=100, client_up_mbit=20))
+    _three_clients_ask(server)
+    assert server.wan_copy.flow_rate("10.1.0.2", CONTENT) == 100e6 / 8 / 3
+    assert server.wan_copy.flow_rate("10.9.0.1", CONTENT) is None  # in no office
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [

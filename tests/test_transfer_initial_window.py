@@ -71,3 +71,26 @@ def test_a_foreground_flow_starts_larger_only_on_a_long_round_trip() -> None:
         assert flow.cc.cwnd == window, (mode, rtt)
         flow.on_rtt_sample(rtt)
         assert flow.cc.cwnd == window  # only the first sample sets the start
+
+
+def test_a_sender_that_knows_the_path_starts_at_its_rate_after_the_first_round_trip() -> None:
+    """The server knows an office's WAN from its link profile: its flow to a holder
+    starts at that rate's window (paced over the round trip), not from 32 packets."""
+    network, receiver, sender = _link()
+    sender.path_rate = WAN["rate"]
+    _fetch(network, receiver, sender, 0, b"a small document")  # the flow learns its RTT
+    seconds = _fetch(network, receiver, sender, 1, BIG)
+    # 190 packets in the first round trip (1250 fit), plus the request's half round trip.
+    assert seconds < 0.25, f"{seconds:.3f} s for 256 KiB over a 100 ms round trip"
+
+
+def test_a_known_path_moves_only_a_first_slow_start() -> None:
+    flow = Flow((("10.0.0.1", 7000), Mode.FOREGROUND), CONFIG, 0.0)
+    flow.know_path(1000.0)  # packets a second
+    assert flow.cc.cwnd == CONFIG.initial_window_packets  # no round trip to size it by yet
+    flow.on_rtt_sample(0.1)
+    assert flow.cc.cwnd == 100
+    flow.cc.ssthresh = 50.0  # left slow start (delay or loss): its own signals rule
+    flow.cc.cwnd = 50.0
+    flow.know_path(4000.0)
+    assert flow.cc.cwnd == 50

@@ -44,6 +44,8 @@ class Node:
     event_times: list[float] = field(default_factory=list)
     #: When False the node answers no requests (the application never calls back).
     serving: bool = True
+    #: What the node tells its engine the path carries (``send_chunk``'s ``path_rate``).
+    path_rate: float | None = None
 
     def serve(self, content_id: ContentId, chunk_index: int, data: bytes) -> bytes:
         """Make a chunk available; return its SHA-256 (what a manifest would hold)."""
@@ -132,7 +134,9 @@ class Network:
                         event.peer, event.request_id, RefusalReason.NOT_FOUND, self.now
                     )
                 else:
-                    engine.send_chunk(event.peer, event.request_id, data, self.now)
+                    engine.send_chunk(
+                        event.peer, event.request_id, data, self.now, path_rate=node.path_rate
+                    )
 
     def _flush(self, node: Node) -> None:
         for datagram, destination in node.engine.datagrams_to_send(self.now):

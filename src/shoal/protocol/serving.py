@@ -40,9 +40,14 @@ def read_servable(
 
 
 def serve_from(
-    store: ChunkSource, engine: TransferEngine, event: ChunkRequested, now: float
+    store: ChunkSource,
+    engine: TransferEngine,
+    event: ChunkRequested,
+    now: float,
+    path_rate: float | None = None,
 ) -> int:
-    """Send the requested chunk if ``store`` holds it verified; else refuse it.
+    """Send the requested chunk if ``store`` holds it verified; else refuse it
+    (``path_rate``: see ``TransferEngine.send_chunk``).
 
     Returns the bytes sent (0 when refused): ``NOT_FOUND`` for content or a chunk not
     held (or gone bad on disk), ``INVALID_REQUEST`` for a length that is not the chunk's.
@@ -51,7 +56,7 @@ def serve_from(
     if isinstance(chunk, RefusalReason):
         engine.refuse_chunk(event.peer, event.request_id, chunk, now)
         return 0
-    engine.send_chunk(event.peer, event.request_id, chunk, now)
+    engine.send_chunk(event.peer, event.request_id, chunk, now, path_rate=path_rate)
     return len(chunk)
 
 

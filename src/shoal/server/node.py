@@ -105,7 +105,8 @@ class ServerNode:
             self.counters.refused_busy += 1  # the WAN budget: not this office's turn
             engine.refuse_chunk(event.peer, event.request_id, RefusalReason.BUSY, now)
             return
-        sent = serve_from(self.origin, engine, event, now)
+        rate = self.core.wan_copy.flow_rate(event.peer[0], event.content_id)
+        sent = serve_from(self.origin, engine, event, now, rate)
         self.counters.bytes_served += sent
         if sent:
             self.core.wan_copy.chunk_served(event.peer[0], event.content_id, now)

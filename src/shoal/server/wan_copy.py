@@ -104,6 +104,19 @@ class WanCopy:
         if office is not None:
             self.rendezvous.progress(office, content_id, client.device_id.hex(), now)
 
+    def flow_rate(self, client_ip: str, content_id: ContentId) -> float | None:
+        """What one holder's flow from the server may start at (bytes/s): its office's
+        WAN (the link profile) shared by the content's stripes there, each fetched by
+        its own flow; None where the office's links are not known. A fresh flow's slow
+        start over a long round trip otherwise takes several round trips to reach it
+        (a 128 KiB chunk from a 32-packet window: three)."""
+        office, _ = self.directory.office_of(client_ip)
+        links = self.directory.settings.office_links.get(office) if office else None
+        if office is None or links is None:
+            return None
+        stripes = max(1, self.rendezvous.stripes(office, content_id))
+        return links.wan_mbit * 1e6 / 8 / stripes
+
     def chunk_delivered(
         self, client_ip: str, content_id: ContentId, chunk_index: int, now: float
     ) -> None:

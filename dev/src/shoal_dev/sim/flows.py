@@ -443,10 +443,17 @@ class FlowEngine:
     # ------------------------------------------------------------ sender side
 
     def send_chunk(
-        self, peer: Address, request_id: int, data: bytes | memoryview, now: float
+        self,
+        peer: Address,
+        request_id: int,
+        data: bytes | memoryview,
+        now: float,
+        *,
+        path_rate: float | None = None,
     ) -> None:
         """Serve a requested chunk: its flow starts now, or when the chunks served to
-        the same requester (in the same mode) before it have been sent."""
+        the same requester (in the same mode) before it have been sent (max-min fair
+        flows have no slow start: ``path_rate`` changes nothing here)."""
         key = (peer, request_id)
         upload = self._uploads.get(key)
         if upload is None or upload.flow is not None or upload.data is not None:

@@ -37,7 +37,8 @@ class TransferConfig:
     #: larger start adds queue in front of the client's own requests and ACKs.
     #: 500 packets/s is 10 packets per 20 ms (about 5.7 Mbit/s); 32 packets (45 KB) is
     #: the pacer's largest burst, what a flow may send back to back at any time.
-    #: Background flows keep ``initial_window_packets`` (LEDBAT).
+    #: Background flows keep ``initial_window_packets`` (LEDBAT). A flow whose path the
+    #: application knows (``send_chunk``'s ``path_rate``) starts at that rate instead.
     paced_start_rate: float = 500.0
     paced_initial_window_packets: int = 32
     #: Smallest congestion window, in packets (RFC 5681 §3.1 loss window, 2 for acks).

@@ -256,6 +256,14 @@ class DelayReno(_DelayWindow):
             start = min(self.paced_start_rate * rtt, self.max_start_cwnd)
             self.cwnd = max(self.cwnd, float(int(start)))
 
+    def on_known_path(self, packets: float) -> None:
+        """The path is known to carry ``packets`` a round trip for this flow (its share
+        of a link the administrator described): a window still in its first slow start
+        grows to that at once, paced over the round trip (``Pacer``), never a burst.
+        Once the flow has left slow start it is what its own signals made it."""
+        if self.ssthresh == float("inf") and not self.competing:
+            self.cwnd = max(self.cwnd, min(float(int(packets)), self.max_cwnd))
+
     def on_ack(
         self, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int,
         in_recovery: bool = False, srtt: float = 0.0,

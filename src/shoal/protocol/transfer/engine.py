@@ -173,13 +173,23 @@ class TransferEngine:
     # ----------------------------------------------------------------------------------
 
     def send_chunk(
-        self, peer: Address, request_id: int, data: bytes | memoryview, now: float
+        self,
+        peer: Address,
+        request_id: int,
+        data: bytes | memoryview,
+        now: float,
+        *,
+        path_rate: float | None = None,
     ) -> None:
         """Serve a requested chunk. ``data`` is kept by reference until delivered.
 
+        ``path_rate``: bytes a second the path to ``peer`` is known to carry for this
+        flow (the server's share of an office's WAN, from its link profile): the flow's
+        first slow start begins at that rate's window (``Flow.know_path``).
+
         A request that ended meanwhile (cancelled, timed out) is silently ignored.
         """
-        self._sender.send_chunk(peer, request_id, data, now)
+        self._sender.send_chunk(peer, request_id, data, now, path_rate)
 
     def abandon_peer(self, peer: Address) -> int:
         """End every upload to ``peer``: the network said nothing listens there any more.

@@ -34,6 +34,7 @@ class Flow:
         "cc",
         "in_flight",
         "key",
+        "known_rate",
         "last_ack_time",
         "pacer",
         "packet_threshold",
@@ -67,6 +68,8 @@ class Flow:
         self.undo_cwnd: float | None = None
         self.undo_ssthresh = 0.0
         self.uploads: list[Upload] = []
+        #: Packets a second the path is known to carry for this flow (``know_path``).
+        self.known_rate: float | None = None
 
     def on_rtt_sample(self, seconds: float) -> None:
         """Fold in an RTT measurement; the first lets a foreground window start paced
@@ -75,6 +78,17 @@ class Flow:
         self.rtt.on_sample(seconds)
         if first and isinstance(self.cc, DelayReno):
             self.cc.on_first_rtt(seconds)
+            if self.known_rate is not None:
+                self.cc.on_known_path(self.known_rate * seconds)
+
+    def know_path(self, packets_per_second: float) -> None:
+        """The application knows what the path carries for this flow (a WAN link's
+        share): a foreground flow's first slow start starts there (``on_known_path``)
+        as soon as it has a round trip to size the window by."""
+        self.known_rate = packets_per_second
+        srtt = self.rtt.srtt
+        if srtt is not None and isinstance(self.cc, DelayReno):
+            self.cc.on_known_path(packets_per_second * srtt)
 
     def on_sent(self, sent: int) -> None:
         """``sent`` more packets are in flight (and count towards the loss rate)."""

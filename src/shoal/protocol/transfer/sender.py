@@ -95,7 +95,12 @@ class Sender:
         return upload
 
     def send_chunk(
-        self, peer: Address, request_id: int, data: bytes | memoryview, now: float
+        self,
+        peer: Address,
+        request_id: int,
+        data: bytes | memoryview,
+        now: float,
+        path_rate: float | None = None,
     ) -> None:
         """See ``TransferEngine.send_chunk``."""
         upload = self._answerable(peer, request_id)
@@ -110,6 +115,8 @@ class Sender:
         flow = self.flows.get(key)
         if flow is None:
             flow = self.flows[key] = Flow(key, self._config, now)
+        if path_rate is not None and flow.known_rate is None:
+            flow.know_path(path_rate / self._config.segment_size)
         self.flows.move_to_end(key)
         upload.start(memoryview(data).cast("B"), flow)
         upload.last_heard = now
