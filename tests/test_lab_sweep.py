@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from shoal_dev.lab.runner import OfficeResult, SystemResult, format_results
-from shoal_dev.lab.sweep import cell_row, cell_scenario, format_sweep, run_grid, write_heatmap
+from shoal_dev.lab.sweep import (
+    cell_row,
+    cell_scenario,
+    format_sweep,
+    prune_copies,
+    run_grid,
+    write_heatmap,
+)
 from shoal_dev.sweep import Cell, GridInvalid, load_grid, parse_grid
 
 MIB = 1024 * 1024
@@ -95,3 +102,22 @@ def test_the_heatmap_is_written(tmp_path: Path) -> None:
     rows = [cell_row(1, cell, document(3.0, 6.0, cell), 30.0)]
     path = write_heatmap({"grid": "g", "cells": rows}, tmp_path)
     assert path == tmp_path / "g-lab-heatmap.png" and path.stat().st_size > 1000
+
+
+def test_a_kept_cell_keeps_its_logs_and_status_files_but_not_the_package_copies(
+    tmp_path: Path,
+) -> None:
+    client = tmp_path / "shoal" / "client-b1"
+    (client / "cache").mkdir(parents=True)
+    (tmp_path / "origin").mkdir()
+    copies = [client / "cache" / "ab12.data", tmp_path / "origin" / "package.bin"]
+    kept = [client / "status.json", tmp_path / "shoal" / "client-b1.log"]
+    for path in copies:
+        path.write_bytes(b"x" * (2 * MIB))
+    for path in kept:
+        path.write_bytes(b"{}" * MIB)  # a big log is kept too
+    small = client / "identity.key"
+    small.write_bytes(b"k" * 32)
+    prune_copies(tmp_path)
+    assert [path.exists() for path in copies] == [False, False]
+    assert all(path.exists() for path in kept) and small.exists()

@@ -184,6 +184,7 @@ class Driver(Protocol):
     def restart(self, host: LabHost) -> None: ...
     def copy_of(self, host: LabHost) -> Path | None: ...
     def bad_peers_reported(self, expected: int) -> list[str]: ...
+    def timelines(self, t0: float) -> dict[str, list[dict[str, Any]]]: ...
     def close(self) -> None: ...
 
 
@@ -244,6 +245,7 @@ class ShoalDriver:
         self.down: set[str] = set()
         self.restarted_pid: dict[str, int] = {}
         self.before_kill: dict[str, tuple[int, int]] = {}
+        self.samples: dict[str, list[dict[str, Any]]] = {}
 
     def _watch(self, name: str, role: str) -> None:
         self.context.sampler.watch(name, role, self.deployment.processes[name].pid)
@@ -316,7 +318,37 @@ class ShoalDriver:
         expected_pid = self.restarted_pid.get(host.name)
         if expected_pid is not None and status.get("pid") != expected_pid:
             return None  # still the killed process's last words
-        return next((d for d in status["downloads"] if d["content_id"] == self.content_id), None)
+        entry = next((d for d in status["downloads"] if d["content_id"] == self.content_id), None)
+        if entry is not None:
+            self._sample(host, status, entry)
+        return entry
+
+    def _sample(self, host: LabHost, status: dict[str, Any], entry: dict[str, Any]) -> None:
+        """Keep the client's progress each time its status file changes (every second):
+        what a slow cell's timeline is read from."""
+        samples = self.samples.setdefault(host.name, [])
+        moment = float(status["updated_at"])
+        if samples and samples[-1]["t"] >= moment:
+            return
+        samples.append(
+            {
+                "t": moment,
+                "chunks_done": entry["chunks_done"],
+                "bytes_from_server": entry["bytes_from_server"],
+                "bytes_from_peers": entry["bytes_from_peers"],
+                "bytes_served": status["served"]["bytes"],
+                "peers_used": len(entry["peers_used"]),
+                "source": entry["source"],
+                "state": entry["state"],
+            }
+        )
+
+    def timelines(self, t0: float) -> dict[str, list[dict[str, Any]]]:
+        """Each client's samples, their times in seconds after ``t0`` (the crowd's start)."""
+        return {
+            name: [{**sample, "t": round(sample["t"] - t0, 2)} for sample in samples]
+            for name, samples in self.samples.items()
+        }
 
     def completions(self) -> dict[str, Completion]:
         self.deployment.check_alive()
@@ -508,6 +540,9 @@ class _DownloaderDriver:
     def bad_peers_reported(self, expected: int) -> list[str]:
         return []  # the baselines have no lying peers and no reports
 
+    def timelines(self, t0: float) -> dict[str, list[dict[str, Any]]]:
+        return {}  # the baselines report only their end
+
     def close(self) -> None:
         stop_processes(self.processes)
 
@@ -665,6 +700,9 @@ class SystemResult:
     offices: list[OfficeResult] = field(default_factory=list)
     clients: list[ClientResult] = field(default_factory=list)
     processes: list[dict[str, Any]] = field(default_factory=list)
+    timelines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Per client, its progress as its status file said it (shoal only): seconds after
+    the crowd's start, chunks done, bytes from the server and from peers, bytes served."""
 
 
 DRIVERS: dict[str, Callable[[_Context], Driver]] = {
@@ -762,6 +800,7 @@ def _run_system(context: _Context, system: str, expected_sha: str) -> SystemResu
         result = _summarise(system, scenario, clients, wan_before, wan_after, sampler, reason)
         result.lying_peers = liars if system == "shoal" else []
         result.bad_peers_reported = reported
+        result.timelines = driver.timelines(started)
         return result
     finally:
         driver.close()

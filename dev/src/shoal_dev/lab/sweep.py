@@ -20,6 +20,7 @@ the runner's whole document for it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -115,6 +116,24 @@ def cell_row(index: int, cell: Cell, document: dict[str, Any], wall_s: float) ->
     }
 
 
+KEPT_SUFFIXES = (".log", ".json", ".txt", ".db", ".sqlite", ".sqlite3", ".toml")
+BULKY_BYTES = 1 << 20
+
+
+def prune_copies(folder: Path) -> None:
+    """Delete the package's copies (origin, caches, downloads) under ``folder`` and keep
+    what explains the run: logs, status files, databases. A copy is any file of at
+    least 1 MiB that is none of those."""
+    for path in folder.rglob("*"):
+        if (
+            path.is_file()
+            and not path.is_symlink()
+            and path.suffix not in KEPT_SUFFIXES
+            and path.stat().st_size >= BULKY_BYTES
+        ):
+            path.unlink()
+
+
 def run_grid(
     grid: Grid,
     work: Path,
@@ -122,19 +141,36 @@ def run_grid(
     say: Say = print,
     prefix: str = LAB_PREFIX,
     base: str = LAB_BASE,
+    keep: bool = False,
+    on_cell: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run every cell of ``grid`` in the lab; the sweep's document (cells in grid order)."""
+    """Run every cell of ``grid`` in the lab; the sweep's document (cells in grid order).
+
+    Each cell runs in ``work/cell-N``, removed after the cell, or with ``keep`` kept
+    without the package's copies (its logs and status files explain a slow cell).
+    ``on_cell`` gets the document so far after each cell (a long sweep stopped midway
+    keeps its finished cells).
+    """
     sim_only = grid.sim_only_fields()
     if sim_only:
         raise GridInvalid(
             f"grid {grid.name} sets {', '.join(sim_only)}, which only the simulator has "
             "(`shoal sim sweep`): the lab's links have no delay and fixed queues"
         )
-    rows = []
-    runs = []
+    rows: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    sweep = {
+        "grid": grid.name,
+        "description": grid.description,
+        "runner": "lab",
+        "timeout_s": grid.timeout_s,
+        "cells": rows,
+        "runs": runs,
+    }
     for index, cell in enumerate(grid.cells, 1):
         say(f"cell {index}/{len(grid.cells)}: {cell.name}")
         began = time.monotonic()
+        load_before = os.getloadavg()[0]
         folder = work / f"cell-{index}"
         try:
             document = run_scenario(
@@ -145,19 +181,20 @@ def run_grid(
                 base=base,
             )
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            if keep and folder.exists():
+                prune_copies(folder)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
         row = cell_row(index, cell, document, time.monotonic() - began)
+        # The 1-minute load average as the cell began and ended: the cores are shared.
+        row["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         rows.append(row)
         runs.append(document)
-        say(f"cell {index}: {_summary(row)} ({row['wall_s']:.0f} s)")
-    return {
-        "grid": grid.name,
-        "description": grid.description,
-        "runner": "lab",
-        "timeout_s": grid.timeout_s,
-        "cells": rows,
-        "runs": runs,
-    }
+        say(f"cell {index}: {_summary(row)} ({row['wall_s']:.0f} s, load "
+            f"{row['load_average'][0]:.1f}-{row['load_average'][1]:.1f})")  # fmt: skip
+        if on_cell is not None:
+            on_cell(sweep)
+    return sweep
 
 
 def _ratio(value: float | None) -> str:
