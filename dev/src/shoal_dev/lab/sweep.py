@@ -76,6 +76,7 @@ def _system(document: dict[str, Any], system: str) -> dict[str, Any]:
     (office,) = row["offices"]
     received_mib = (row["bytes_from_server"] + row["bytes_from_peers"]) / MIB
     client_cpu = sum(p["cpu_seconds"] for p in row["processes"] if p["role"] == "client")
+    waited = row.get("run_queue_wait_per_client_s")
     return {
         "status": row["status"],
         "reason": row["reason"],
@@ -87,6 +88,12 @@ def _system(document: dict[str, Any], system: str) -> dict[str, Any]:
         "sha256_ok": row["all_sha256_ok"],
         "client_cpu_s_per_mib": round(client_cpu / received_mib, 4) if received_mib else None,
         "client_peak_rss_bytes": row["peak_rss_bytes_client_max"],
+        # The share of the download a client's event loop waited for a CPU (shared cores).
+        "client_cpu_wait_over_t_last": (
+            round(waited / office["t_last_s"], 3)
+            if waited is not None and office["t_last_s"]
+            else None
+        ),
     }
 
 
@@ -227,7 +234,7 @@ def format_sweep(document: dict[str, Any]) -> str:
         f"{'#':>3} {'N':>3} {'up':>5} {'down':>5} {'WAN':>5} {'MiB':>4} {'churn':>5} "
         f"{'T_lb1 s':>8} {'binds':<8} {'shoal T':>8} {'T/T_lb1':>7} {'lt T':>8} "
         f"{'lt/T_lb1':>8} {'shoal/lt':>8} {'WAN/F':>6} {'sha':<3} "
-        f"{'CPU s/MiB':>9} {'lt CPU':>6} {'RSS MB':>6}"
+        f"{'CPU s/MiB':>9} {'lt CPU':>6} {'RSS MB':>6} {'CPU wait':>8} {'lt wait':>7}"
     )
     for row in worst_first(rows, "t_over_one_copy_bound"):
         cell, shoal, torrent = row["cell"], row["shoal"], row["libtorrent"]
@@ -247,7 +254,9 @@ def format_sweep(document: dict[str, Any]) -> str:
             f"{_ratio(row['wan_ip_over_package']):>6} {'ok' if row['sha256_ok'] else 'NO':<3} "
             f"{_ratio(shoal.get('client_cpu_s_per_mib')):>9} "
             f"{_ratio(torrent.get('client_cpu_s_per_mib')):>6} "
-            f"{'-' if not rss else f'{rss / 1e6:.0f}':>6}"
+            f"{'-' if not rss else f'{rss / 1e6:.0f}':>6} "
+            f"{_ratio(shoal.get('client_cpu_wait_over_t_last')):>8} "
+            f"{_ratio(torrent.get('client_cpu_wait_over_t_last')):>7}"
         )
         for name, system in (("shoal", shoal), ("libtorrent", torrent)):
             if system.get("reason"):
