@@ -118,11 +118,12 @@ def run(
 def sweep(
     grid: str, json_out: Path, png_dir: Path | None, workdir: Path | None, prefix: str, base: str
 ) -> None:
-    """Run shoal and libtorrent over GRID (a shipped grid: default, 20-30 minutes;
-    ci, 1-2 minutes; or a .toml file): one emulated office per cell. Prints the worst cell
-    for shoal first (by T_last/T_lb1 and by shoal/libtorrent), then every cell; writes
-    the JSON (and a heatmap with --png). The JSON is written again after each cell, so a
-    sweep stopped midway keeps the cells it finished."""
+    """Run shoal and libtorrent over GRID (a shipped grid: default, 20-30 minutes on a
+    quiet machine, an hour or more on a loaded one; ci, 1-2 minutes; or a .toml file):
+    one emulated office per cell. Prints the worst cell for shoal first (by T_last/T_lb1
+    and by shoal/libtorrent), then every cell; writes the JSON (and a heatmap with
+    --png). The JSON is written again after each cell, so a sweep stopped midway keeps
+    the cells it finished."""
     import shutil
     import tempfile
 
