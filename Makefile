@@ -64,7 +64,8 @@ chromium:
 ## (where PYTHONDONTWRITEBYTECODE is set), CPU an installed client never spends; the lab
 ## scenarios need root and write bench/results/SCENARIO.json and the charts
 ## bench/results/SCENARIO-{cdf,wan}.png;
-## the lab sweep (shoal and libtorrent over the default grid, ~30 min) writes
+## the lab sweep (shoal and libtorrent over the default grid; 30 min estimated, but at
+## load 20-60 its first 12 of 15 cells took 32 min: docs/network.md) writes
 ## bench/results/sweep-default.json and bench/results/default-lab-heatmap.png
 bench: $(STAMP) bytecode
 	$(BIN)/shoal bench pack --size-mb 1024

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from shoal_dev.lab.runner import OfficeResult, SystemResult, format_results
-from shoal_dev.lab.sweep import cell_row, cell_scenario, format_sweep, run_grid, write_heatmap
+from shoal_dev.lab.runner import OfficeResult, ProcessSampler, SystemResult, format_results
+from shoal_dev.lab.sweep import (
+    cell_row,
+    cell_scenario,
+    format_sweep,
+    prune_copies,
+    run_grid,
+    write_heatmap,
+)
 from shoal_dev.sweep import Cell, GridInvalid, load_grid, parse_grid
 
 MIB = 1024 * 1024
@@ -21,7 +28,7 @@ def system(name: str, t_last: float, bound: float, one_copy: float, wan: float) 
                           wan, int(wan * 8 * MIB), wan, 100)  # fmt: skip
     return SystemResult(
         name, "ok", t_last_s=t_last, all_sha256_ok=True, bytes_from_server=8 * MIB,
-        bytes_from_peers=24 * MIB, offices=[office],
+        bytes_from_peers=24 * MIB, offices=[office], run_queue_wait_per_client_s=t_last / 4,
         processes=[{"name": "c", "role": "client", "cpu_seconds": 3.2, "peak_rss_bytes": 5e7}],
     )  # fmt: skip
 
@@ -66,6 +73,8 @@ def test_a_row_compares_shoal_with_libtorrent_and_the_report_leads_with_the_wors
     assert rows[1]["libtorrent_t_over_one_copy_bound"] == pytest.approx(1.589, abs=1e-3)
     assert rows[0]["shoal"]["client_cpu_s_per_mib"] == pytest.approx(3.2 / 32)
     assert rows[0]["wan_ip_over_package"] == 1.04 and rows[0]["sha256_ok"]
+    # Each client waited a quarter of the run for a CPU (the shared cores' load).
+    assert rows[0]["shoal"]["client_cpu_wait_over_t_last"] == 0.25
     report = format_sweep({"grid": "g", "cells": rows})
     lines = report.splitlines()
     assert lines[1].startswith("WORST by T_last/T_lb1: cell 2 N4 up10/down100")
@@ -95,3 +104,55 @@ def test_the_heatmap_is_written(tmp_path: Path) -> None:
     rows = [cell_row(1, cell, document(3.0, 6.0, cell), 30.0)]
     path = write_heatmap({"grid": "g", "cells": rows}, tmp_path)
     assert path == tmp_path / "g-lab-heatmap.png" and path.stat().st_size > 1000
+
+
+def test_a_kept_cell_keeps_its_logs_and_status_files_but_not_the_package_copies(
+    tmp_path: Path,
+) -> None:
+    client = tmp_path / "shoal" / "client-b1"
+    (client / "cache").mkdir(parents=True)
+    (tmp_path / "origin").mkdir()
+    copies = [client / "cache" / "ab12.data", tmp_path / "origin" / "package.bin"]
+    kept = [client / "status.json", tmp_path / "shoal" / "client-b1.log"]
+    for path in copies:
+        path.write_bytes(b"x" * (2 * MIB))
+    for path in kept:
+        path.write_bytes(b"{}" * MIB)  # a big log is kept too
+    small = client / "identity.key"
+    small.write_bytes(b"k" * 32)
+    prune_copies(tmp_path)
+    assert [path.exists() for path in copies] == [False, False]
+    assert all(path.exists() for path in kept) and small.exists()
+
+
+def test_the_sampler_says_how_long_a_process_waited_for_a_cpu() -> None:
+    """Two busy processes on one CPU each wait about half the time; a sleeping one does
+    not: what tells a lab row measured on crowded cores from one measured on idle ones."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    busy = "import time\nend = time.monotonic() + 1.0\nwhile time.monotonic() < end: pass\n"
+    cpu = sorted(os.sched_getaffinity(0))[0]
+    sampler = ProcessSampler()
+    children = [
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.2)"]),
+        *(subprocess.Popen([sys.executable, "-c", busy]) for _ in range(2)),
+    ]
+    try:
+        for child in children:
+            os.sched_setaffinity(child.pid, {cpu})
+        time.sleep(0.2)  # past the interpreters' start
+        for number, child in enumerate(children):
+            sampler.watch(f"p{number}", "client", child.pid)
+        sampler.start()
+        time.sleep(0.6)
+        sampler.sample()
+    finally:
+        sampler.close()
+        for child in children:
+            child.wait()
+    sleeper, *spinners = (row["run_queue_wait_seconds"] for row in sampler.figures())
+    assert all(waited >= 0.15 for waited in spinners)
+    assert sleeper < min(spinners)

@@ -108,7 +108,9 @@ def run(
               help="Write the heatmap (both systems against T_lb1, shoal/libtorrent, "
               "WAN/F) here.")  # fmt: skip
 @click.option("--workdir", type=click.Path(path_type=Path, file_okay=False),
-              help="Run the cells here (default: a temporary folder, removed).")  # fmt: skip
+              help="Run the cells here and keep each cell's logs and status files in "
+              "DIR/cell-N (the package's copies are deleted; default: a temporary "
+              "folder, removed).")  # fmt: skip
 @click.option("--prefix", default=DEFAULT_PREFIX, show_default=True,
               help="Name prefix of the lab's namespaces and links.")  # fmt: skip
 @click.option("--base", default=DEFAULT_BASE, show_default=True,
@@ -116,10 +118,12 @@ def run(
 def sweep(
     grid: str, json_out: Path, png_dir: Path | None, workdir: Path | None, prefix: str, base: str
 ) -> None:
-    """Run shoal and libtorrent over GRID (a shipped grid: default, 20-30 minutes;
-    ci, 1-2 minutes; or a .toml file): one emulated office per cell. Prints the worst cell
-    for shoal first (by T_last/T_lb1 and by shoal/libtorrent), then every cell; writes
-    the JSON (and a heatmap with --png)."""
+    """Run shoal and libtorrent over GRID (a shipped grid: default, 20-30 minutes on a
+    quiet machine, an hour or more on a loaded one; ci, 1-2 minutes; or a .toml file):
+    one emulated office per cell. Prints the worst cell for shoal first (by T_last/T_lb1
+    and by shoal/libtorrent), then every cell; writes the JSON (and a heatmap with
+    --png). The JSON is written again after each cell, so a sweep stopped midway keeps
+    the cells it finished."""
     import shutil
     import tempfile
 
@@ -131,18 +135,23 @@ def sweep(
     if not available:
         raise LabError(f"shoal lab needs network namespaces: {why}")
     loaded = load_grid(grid, "shoal_dev.lab")
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(document: dict[str, object]) -> None:
+        atomic_write(json_out, (json.dumps(document, indent=1) + "\n").encode())
+
     work = workdir or Path(tempfile.mkdtemp(prefix="shoal-lab-sweep-"))
     try:
         with terminate_on_signals():
             document = run_grid(loaded, work.resolve(),
                                 say=lambda line: click.echo(line, err=True),
-                                prefix=prefix, base=base)  # fmt: skip
+                                prefix=prefix, base=base, keep=workdir is not None,
+                                on_cell=write)  # fmt: skip
     finally:
         if workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     click.echo(format_sweep(document))
-    json_out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(json_out, (json.dumps(document, indent=1) + "\n").encode())
+    write(document)
     click.echo(f"results: {json_out}")
     if png_dir is not None:
         click.echo(f"heatmap: {write_heatmap(document, png_dir)}")

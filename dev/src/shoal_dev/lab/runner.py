@@ -90,10 +90,20 @@ class _Watched:
     pid: int
     cpu_seconds: float = 0.0
     peak_rss_bytes: int = 0
+    waited_first: float | None = None  # run-queue seconds at the first sample
+    waited_last: float = 0.0
+
+    @property
+    def run_queue_wait_seconds(self) -> float:
+        """How long the process's main thread waited for a CPU while it was followed."""
+        return 0.0 if self.waited_first is None else self.waited_last - self.waited_first
 
 
 class ProcessSampler:
-    """CPU seconds and peak RSS of running processes, read from /proc while they run."""
+    """CPU seconds and peak RSS of running processes, read from /proc while they run, and
+    how long each waited for a CPU (``/proc/PID/schedstat``: its main thread's run-queue
+    time, the event loop's for shoal): on a shared machine a process that waits for a
+    CPU most of the run measures the machine's load, not its protocol."""
 
     def __init__(self) -> None:
         self._watched: list[_Watched] = []
@@ -108,6 +118,7 @@ class ProcessSampler:
             self._watched.append(_Watched(name, role, pid))
 
     def start(self) -> None:
+        self.sample()  # the run-queue time so far: waits are counted from here on
         self._thread.start()
 
     def sample(self) -> None:
@@ -126,6 +137,13 @@ class ProcessSampler:
                 for line in status.splitlines():
                     if line.startswith("VmHWM:"):
                         entry.peak_rss_bytes = int(line.split()[1]) * 1024
+                try:  # on CPU, waiting on a run queue (ns), time slices (sched-stats.rst)
+                    waited = int(Path(f"/proc/{entry.pid}/schedstat").read_text().split()[1]) / 1e9
+                except (OSError, IndexError, ValueError):
+                    continue  # gone, or a kernel without schedstats
+                if entry.waited_first is None:
+                    entry.waited_first = waited
+                entry.waited_last = waited
 
     def report(self, name: str, cpu_seconds: float, peak_rss_bytes: int) -> None:
         """Figures a process measured itself (at its end, which sampling may miss)."""
@@ -143,6 +161,7 @@ class ProcessSampler:
                     "role": entry.role,
                     "cpu_seconds": round(entry.cpu_seconds, 2),
                     "peak_rss_bytes": entry.peak_rss_bytes,
+                    "run_queue_wait_seconds": round(entry.run_queue_wait_seconds, 2),
                 }
                 for entry in self._watched
             ]
@@ -185,6 +204,7 @@ class Driver(Protocol):
     def restart(self, host: LabHost) -> None: ...
     def copy_of(self, host: LabHost) -> Path | None: ...
     def bad_peers_reported(self, expected: int) -> list[str]: ...
+    def timelines(self, t0: float) -> dict[str, list[dict[str, Any]]]: ...
     def close(self) -> None: ...
 
 
@@ -245,6 +265,8 @@ class ShoalDriver:
         self.down: set[str] = set()
         self.restarted_pid: dict[str, int] = {}
         self.before_kill: dict[str, tuple[int, int]] = {}
+        self.samples: dict[str, list[dict[str, Any]]] = {}
+        self.counters: dict[str, dict[str, Any]] = {}
 
     def _watch(self, name: str, role: str) -> None:
         self.context.sampler.watch(name, role, self.deployment.processes[name].pid)
@@ -317,7 +339,44 @@ class ShoalDriver:
         expected_pid = self.restarted_pid.get(host.name)
         if expected_pid is not None and status.get("pid") != expected_pid:
             return None  # still the killed process's last words
-        return next((d for d in status["downloads"] if d["content_id"] == self.content_id), None)
+        entry = next((d for d in status["downloads"] if d["content_id"] == self.content_id), None)
+        if entry is not None:
+            self._sample(host, status, entry)
+        return entry
+
+    def _sample(self, host: LabHost, status: dict[str, Any], entry: dict[str, Any]) -> None:
+        """Keep the client's progress each time its status file changes (every second):
+        what a slow cell's timeline is read from."""
+        samples = self.samples.setdefault(host.name, [])
+        moment = float(status["updated_at"])
+        if samples and samples[-1]["t"] >= moment:
+            return
+        if "counters" in status:  # a running client's (its last words at exit lack them)
+            self.counters[host.name] = status["counters"]
+        samples.append(
+            {
+                "t": moment,
+                "chunks_done": entry["chunks_done"],
+                "bytes_from_server": entry["bytes_from_server"],
+                "bytes_from_peers": entry["bytes_from_peers"],
+                "bytes_served": status["served"]["bytes"],
+                "peers_used": len(entry["peers_used"]),
+                "source": entry["source"],
+                "state": entry["state"],
+            }
+        )
+
+    def timelines(self, t0: float) -> dict[str, list[dict[str, Any]]]:
+        """Each client's samples, their times in seconds after ``t0`` (the crowd's start);
+        the last one also carries the client's counters as it last reported them."""
+        timelines = {
+            name: [{**sample, "t": round(sample["t"] - t0, 2)} for sample in samples]
+            for name, samples in self.samples.items()
+        }
+        for name, counters in self.counters.items():
+            if timelines.get(name):
+                timelines[name][-1]["counters"] = counters
+        return timelines
 
     def completions(self) -> dict[str, Completion]:
         self.deployment.check_alive()
@@ -509,6 +568,9 @@ class _DownloaderDriver:
     def bad_peers_reported(self, expected: int) -> list[str]:
         return []  # the baselines have no lying peers and no reports
 
+    def timelines(self, t0: float) -> dict[str, list[dict[str, Any]]]:
+        return {}  # the baselines report only their end
+
     def close(self) -> None:
         stop_processes(self.processes)
 
@@ -662,6 +724,9 @@ class SystemResult:
     wan_bytes_in: int = 0
     cpu_seconds_total: float = 0.0
     cpu_seconds_per_client: float = 0.0
+    run_queue_wait_per_client_s: float = 0.0
+    """Seconds each client's event loop waited for a CPU from the crowd's start on
+    (mean over the clients): near T_last, the run measured the machine's load."""
     peak_rss_bytes_client_max: int = 0
     peak_rss_bytes_server_max: int = 0
     lying_peers: list[str] = field(default_factory=list)  # clients told to serve bad chunks
@@ -669,6 +734,9 @@ class SystemResult:
     offices: list[OfficeResult] = field(default_factory=list)
     clients: list[ClientResult] = field(default_factory=list)
     processes: list[dict[str, Any]] = field(default_factory=list)
+    timelines: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    """Per client, its progress as its status file said it (shoal only): seconds after
+    the crowd's start, chunks done, bytes from the server and from peers, bytes served."""
 
 
 DRIVERS: dict[str, Callable[[_Context], Driver]] = {
@@ -771,6 +839,7 @@ def _run_system(context: _Context, system: str, expected_sha: str) -> SystemResu
         )
         result.lying_peers = liars if system == "shoal" else []
         result.bad_peers_reported = reported
+        result.timelines = driver.timelines(started)
         return result
     finally:
         driver.close()
@@ -867,6 +936,9 @@ def _summarise(
         cpu_seconds_total=round(cpu_total, 2),
         cpu_seconds_per_client=round(
             sum(p["cpu_seconds"] for p in client_rows) / max(len(clients), 1), 2
+        ),
+        run_queue_wait_per_client_s=round(
+            sum(p["run_queue_wait_seconds"] for p in client_rows) / max(len(clients), 1), 2
         ),
         peak_rss_bytes_client_max=max((p["peak_rss_bytes"] for p in client_rows), default=0),
         peak_rss_bytes_server_max=max((p["peak_rss_bytes"] for p in server_rows), default=0),

@@ -20,6 +20,7 @@ the runner's whole document for it.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -75,6 +76,7 @@ def _system(document: dict[str, Any], system: str) -> dict[str, Any]:
     (office,) = row["offices"]
     received_mib = (row["bytes_from_server"] + row["bytes_from_peers"]) / MIB
     client_cpu = sum(p["cpu_seconds"] for p in row["processes"] if p["role"] == "client")
+    waited = row.get("run_queue_wait_per_client_s")
     return {
         "status": row["status"],
         "reason": row["reason"],
@@ -89,6 +91,12 @@ def _system(document: dict[str, Any], system: str) -> dict[str, Any]:
         "sha256_ok": row["all_sha256_ok"],
         "client_cpu_s_per_mib": round(client_cpu / received_mib, 4) if received_mib else None,
         "client_peak_rss_bytes": row["peak_rss_bytes_client_max"],
+        # The share of the download a client's event loop waited for a CPU (shared cores).
+        "client_cpu_wait_over_t_last": (
+            round(waited / office["t_last_s"], 3)
+            if waited is not None and office["t_last_s"]
+            else None
+        ),
     }
 
 
@@ -120,6 +128,24 @@ def cell_row(index: int, cell: Cell, document: dict[str, Any], wall_s: float) ->
     }
 
 
+KEPT_SUFFIXES = (".log", ".json", ".txt", ".db", ".sqlite", ".sqlite3", ".toml")
+BULKY_BYTES = 1 << 20
+
+
+def prune_copies(folder: Path) -> None:
+    """Delete the package's copies (origin, caches, downloads) under ``folder`` and keep
+    what explains the run: logs, status files, databases. A copy is any file of at
+    least 1 MiB that is none of those."""
+    for path in folder.rglob("*"):
+        if (
+            path.is_file()
+            and not path.is_symlink()
+            and path.suffix not in KEPT_SUFFIXES
+            and path.stat().st_size >= BULKY_BYTES
+        ):
+            path.unlink()
+
+
 def run_grid(
     grid: Grid,
     work: Path,
@@ -127,19 +153,36 @@ def run_grid(
     say: Say = print,
     prefix: str = LAB_PREFIX,
     base: str = LAB_BASE,
+    keep: bool = False,
+    on_cell: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run every cell of ``grid`` in the lab; the sweep's document (cells in grid order)."""
+    """Run every cell of ``grid`` in the lab; the sweep's document (cells in grid order).
+
+    Each cell runs in ``work/cell-N``, removed after the cell, or with ``keep`` kept
+    without the package's copies (its logs and status files explain a slow cell).
+    ``on_cell`` gets the document so far after each cell (a long sweep stopped midway
+    keeps its finished cells).
+    """
     sim_only = grid.sim_only_fields()
     if sim_only:
         raise GridInvalid(
             f"grid {grid.name} sets {', '.join(sim_only)}, which only the simulator has "
             "(`shoal sim sweep`): the lab's links have no delay and fixed queues"
         )
-    rows = []
-    runs = []
+    rows: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
+    sweep = {
+        "grid": grid.name,
+        "description": grid.description,
+        "runner": "lab",
+        "timeout_s": grid.timeout_s,
+        "cells": rows,
+        "runs": runs,
+    }
     for index, cell in enumerate(grid.cells, 1):
         say(f"cell {index}/{len(grid.cells)}: {cell.name}")
         began = time.monotonic()
+        load_before = os.getloadavg()[0]
         folder = work / f"cell-{index}"
         try:
             document = run_scenario(
@@ -150,19 +193,20 @@ def run_grid(
                 base=base,
             )
         finally:
-            shutil.rmtree(folder, ignore_errors=True)
+            if keep and folder.exists():
+                prune_copies(folder)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
         row = cell_row(index, cell, document, time.monotonic() - began)
+        # The 1-minute load average as the cell began and ended: the cores are shared.
+        row["load_average"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
         rows.append(row)
         runs.append(document)
-        say(f"cell {index}: {_summary(row)} ({row['wall_s']:.0f} s)")
-    return {
-        "grid": grid.name,
-        "description": grid.description,
-        "runner": "lab",
-        "timeout_s": grid.timeout_s,
-        "cells": rows,
-        "runs": runs,
-    }
+        say(f"cell {index}: {_summary(row)} ({row['wall_s']:.0f} s, load "
+            f"{row['load_average'][0]:.1f}-{row['load_average'][1]:.1f})")  # fmt: skip
+        if on_cell is not None:
+            on_cell(sweep)
+    return sweep
 
 
 def _ratio(value: float | None) -> str:
@@ -195,7 +239,7 @@ def format_sweep(document: dict[str, Any]) -> str:
         f"{'#':>3} {'N':>3} {'up':>5} {'down':>5} {'WAN':>5} {'MiB':>4} {'churn':>5} "
         f"{'T_lb1 s':>8} {'binds':<8} {'shoal T':>8} {'T/T_lb1':>7} {'lt T':>8} "
         f"{'lt/T_lb1':>8} {'T/T_lbc':>7} {'lt/T_lbc':>8} {'shoal/lt':>8} {'WAN/F':>6} {'sha':<3} "
-        f"{'CPU s/MiB':>9} {'lt CPU':>6} {'RSS MB':>6}"
+        f"{'CPU s/MiB':>9} {'lt CPU':>6} {'RSS MB':>6} {'CPU wait':>8} {'lt wait':>7}"
     )
     for row in worst_first(rows, "t_over_one_copy_bound"):
         cell, shoal, torrent = row["cell"], row["shoal"], row["libtorrent"]
@@ -217,7 +261,9 @@ def format_sweep(document: dict[str, Any]) -> str:
             f"{_ratio(row['wan_ip_over_package']):>6} {'ok' if row['sha256_ok'] else 'NO':<3} "
             f"{_ratio(shoal.get('client_cpu_s_per_mib')):>9} "
             f"{_ratio(torrent.get('client_cpu_s_per_mib')):>6} "
-            f"{'-' if not rss else f'{rss / 1e6:.0f}':>6}"
+            f"{'-' if not rss else f'{rss / 1e6:.0f}':>6} "
+            f"{_ratio(shoal.get('client_cpu_wait_over_t_last')):>8} "
+            f"{_ratio(torrent.get('client_cpu_wait_over_t_last')):>7}"
         )
         for name, system in (("shoal", shoal), ("libtorrent", torrent)):
             if system.get("reason"):
