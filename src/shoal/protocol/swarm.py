@@ -434,14 +434,21 @@ class ChunkPicker(Generic[Peer]):
         their order (an office's 100 peers were sorted on every ask)."""
         load, masks = self._peer_load, self._availability_mask
         timed = self.rate_horizon is not None and now is not None
-        busy = self._busy_until
+        busy = self._busy_until if timed else None
+        # ``_cap`` inlined: this loop runs over every peer of the office on each ask.
+        most, horizon = self.max_in_flight_per_peer, self.rate_horizon
+        origins, rates = self._origins, self._rates
         askable = []
-        for peer in self._availability:
+        for peer in self._availability:  # its order, not the masks': ties go by it
             if not masks[peer] & missing:
                 continue
-            if timed and now is not None and busy.get(peer, now) > now:
+            if busy and busy.get(peer, now) > now:  # type: ignore[operator]
                 continue
-            cap = self._cap(peer)
+            if horizon is None or peer in origins:
+                cap = most
+            else:
+                rate = rates.get(peer)
+                cap = max(1, min(most, 2 if rate is None else 1 + int(rate * horizon)))
             if load[peer] < cap:
                 askable.append((peer, cap))
         if not timed:
