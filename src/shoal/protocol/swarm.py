@@ -426,7 +426,7 @@ class ChunkPicker(Generic[Peer]):
         return 1 << (self._width - 1 - chunk_index)
 
     def _peers_in_order(self, now: float | None, missing: int) -> list[tuple[Peer, int]]:
-        """Peers to fill, with their caps (``_cap``), the soonest to deliver a new request
+        """Peers to fill, with their caps, the soonest to deliver a new request
         first (see the module docstring); peers that said BUSY wait their turn.
 
         Only peers that could be asked something (below their cap, holding a chunk in
@@ -435,7 +435,8 @@ class ChunkPicker(Generic[Peer]):
         load, masks = self._peer_load, self._availability_mask
         timed = self.rate_horizon is not None and now is not None
         busy = self._busy_until if timed else None
-        # ``_cap`` inlined: this loop runs over every peer of the office on each ask.
+        # A peer's cap: what it delivers in ``rate_horizon``, plus one (two while
+        # unmeasured; an origin's is the pipeline). Inline: this runs over every peer.
         most, horizon = self.max_in_flight_per_peer, self.rate_horizon
         origins, rates = self._origins, self._rates
         askable = []
@@ -454,7 +455,6 @@ class ChunkPicker(Generic[Peer]):
         if not timed:
             askable.sort(key=lambda pair: load.get(pair[0], 0))
             return askable
-        rates = self._rates
         askable.sort(
             key=lambda pair: (
                 (load.get(pair[0], 0) + 1) / rates[pair[0]] if pair[0] in rates else 0.0,
@@ -462,13 +462,6 @@ class ChunkPicker(Generic[Peer]):
             ),
         )
         return askable
-
-    def _cap(self, peer: Peer) -> int:
-        if self.rate_horizon is None or peer in self._origins:
-            return self.max_in_flight_per_peer
-        rate = self._rates.get(peer)
-        wanted = 2 if rate is None else 1 + int(rate * self.rate_horizon)
-        return max(1, min(self.max_in_flight_per_peer, wanted))
 
     def _pick(
         self,
