@@ -426,7 +426,7 @@ class ChunkPicker(Generic[Peer]):
         return 1 << (self._width - 1 - chunk_index)
 
     def _peers_in_order(self, now: float | None, missing: int) -> list[tuple[Peer, int]]:
-        """Peers to fill, with their caps (``_cap``), the soonest to deliver a new request
+        """Peers to fill, with their caps, the soonest to deliver a new request
         first (see the module docstring); peers that said BUSY wait their turn.
 
         Only peers that could be asked something (below their cap, holding a chunk in
@@ -434,20 +434,27 @@ class ChunkPicker(Generic[Peer]):
         their order (an office's 100 peers were sorted on every ask)."""
         load, masks = self._peer_load, self._availability_mask
         timed = self.rate_horizon is not None and now is not None
-        busy = self._busy_until
+        busy = self._busy_until if timed else None
+        # A peer's cap: what it delivers in ``rate_horizon``, plus one (two while
+        # unmeasured; an origin's is the pipeline). Inline: this runs over every peer.
+        most, horizon = self.max_in_flight_per_peer, self.rate_horizon
+        origins, rates = self._origins, self._rates
         askable = []
-        for peer in self._availability:
+        for peer in self._availability:  # its order, not the masks': ties go by it
             if not masks[peer] & missing:
                 continue
-            if timed and now is not None and busy.get(peer, now) > now:
+            if busy and busy.get(peer, now) > now:  # type: ignore[operator]
                 continue
-            cap = self._cap(peer)
+            if horizon is None or peer in origins:
+                cap = most
+            else:
+                rate = rates.get(peer)
+                cap = max(1, min(most, 2 if rate is None else 1 + int(rate * horizon)))
             if load[peer] < cap:
                 askable.append((peer, cap))
         if not timed:
             askable.sort(key=lambda pair: load.get(pair[0], 0))
             return askable
-        rates = self._rates
         askable.sort(
             key=lambda pair: (
                 (load.get(pair[0], 0) + 1) / rates[pair[0]] if pair[0] in rates else 0.0,
@@ -455,13 +462,6 @@ class ChunkPicker(Generic[Peer]):
             ),
         )
         return askable
-
-    def _cap(self, peer: Peer) -> int:
-        if self.rate_horizon is None or peer in self._origins:
-            return self.max_in_flight_per_peer
-        rate = self._rates.get(peer)
-        wanted = 2 if rate is None else 1 + int(rate * self.rate_horizon)
-        return max(1, min(self.max_in_flight_per_peer, wanted))
 
     def _pick(
         self,

@@ -67,6 +67,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from shoal.client.download import DownloadState
 from shoal.core.errors import ShoalError
 from shoal.protocol.transfer import TransferConfig
 from shoal_dev.sim.enterprise import Enterprise, SimClient, SimOffice, build_enterprise
@@ -483,9 +484,13 @@ def run_scenario(
     everyone_done = _Completion(enterprise)
     next_progress = time.perf_counter() + PROGRESS_EVERY_S
 
+    events = 0
+
     def done() -> bool:
-        nonlocal next_progress
-        if time.perf_counter() >= next_progress:  # a long run says how far it got
+        nonlocal next_progress, events
+        events += 1
+        # A long run says how far it got (the clock read every 4096 events, not each).
+        if not events & 4095 and time.perf_counter() >= next_progress:
             next_progress = time.perf_counter() + PROGRESS_EVERY_S
             complete = sum(1 for client in enterprise.clients if enterprise.complete(client))
             say(
@@ -528,10 +533,15 @@ class _Completion:
     def __call__(self) -> bool:
         enterprise = self.enterprise
         clients = enterprise.clients
+        content_id = enterprise.content_id
+        # ``Enterprise.complete`` inlined: this runs after every event of the run (4% of
+        # estate-1k's CPU through its three calls).
         while self.cursor < len(clients):
             client = clients[self.cursor]
-            if client.host.alive and not enterprise.complete(client):
-                return False
+            if client.host.alive:
+                download = client.agent.downloader.downloads.get(content_id)
+                if download is None or download.state is not DownloadState.COMPLETE:
+                    return False
             self.cursor += 1
         if enterprise.all_complete():
             return True

@@ -296,8 +296,13 @@ class FlowFabric:
                 if key not in links:
                     links[key] = link
                     on_link = self._on_link[key]
-                    others = sum(f.rate for s, f in on_link.items() if s not in affected)
-                    mine = sum(1 for s in on_link if s in affected)
+                    # One pass (the rates added in the same order as ``sum`` did).
+                    others, mine = 0.0, 0
+                    for serial, flow_there in on_link.items():
+                        if serial in affected:
+                            mine += 1
+                        else:
+                            others += flow_there.rate
                     # Stale rates beyond ``changed`` never starve the affected flows:
                     # together they get at least their equal shares of the link.
                     residual[key] = max(link.rate - others, link.rate * mine / len(on_link))

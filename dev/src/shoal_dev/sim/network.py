@@ -177,6 +177,7 @@ class SimNetwork:
         self.max_events_per_instant = MAX_EVENTS_PER_INSTANT
         self._instant = float("-inf")
         self._fired_at_instant: dict[str, int] = {}
+        self._sources: dict[tuple[str, int | None, type], str] = {}
         self.icmp = IcmpCounters()
         self.unreachable = UnreachableCounters()
         """What hosts heard of ICMP port unreachable errors, and did about them."""
@@ -268,9 +269,11 @@ class SimNetwork:
         Raises ``TimeStoodStill`` when one source fires more than
         ``max_events_per_instant`` events at one instant: the run would never end.
         """
-        while self._queue and self._queue[0][0] <= until:
-            when, _, action, source = heapq.heappop(self._queue)
-            self.now = max(self.now, when)
+        queue, pop = self._queue, heapq.heappop
+        while queue and queue[0][0] <= until:
+            when, _, action, source = pop(queue)
+            if when > self.now:
+                self.now = when
             if source:
                 self._count(source)
             action()
@@ -308,8 +311,12 @@ class SimNetwork:
             self.pump(host)
 
         machine = host.application if port is None else host.machines.get(port)
-        where = "application" if port is None else f"port {port}"
-        self.at(max(deadline, self.now), fire, f"{host.ip} {where} ({type(machine).__name__})")
+        named = (host.ip, port, type(machine))
+        source = self._sources.get(named)
+        if source is None:  # formatted once per host, port and machine type, not per arm
+            where = "application" if port is None else f"port {port}"
+            source = self._sources[named] = f"{host.ip} {where} ({type(machine).__name__})"
+        self.at(max(deadline, self.now), fire, source)
 
     # ------------------------------------------------------------- routing
 
@@ -429,4 +436,5 @@ class _HostTransport:
             route(self.host, port, data, destination)
 
     def arm(self, port: int | None, deadline: float | None) -> None:
-        self.network._arm(self.host, port, deadline)
+        if deadline is not None:  # most machines want no timer (flow engines never)
+            self.network._arm(self.host, port, deadline)
