@@ -196,3 +196,19 @@ def test_attack_15_forged_queries_do_not_enlist_victims_in_a_wifi_search() -> No
                 assert isinstance(decode_datagram(datagram), WhoHas)
     assert sent <= 3 * forged
     assert seeker.counters.queries_sent >= 10  # it kept searching all along
+
+
+def test_holders_that_served_us_a_chunk_keep_answers_few() -> None:
+    """A holder that sent us a verified chunk is a real holder at a real address
+    (``holder_proven``, from the transfer): it counts in how often we answer, so among
+    17 known holders a query is answered about 4 times in 17, not every time."""
+    _, (holder,) = office_of(1)
+    holder.set_holding(CONTENT, ChunkSet(16, range(16)), now=0)
+    holder.search(CONTENT, now=0, chunk_count=16)
+    for number in range(2, 18):
+        holder.holder_proven(CONTENT, f"10.1.0.{number}")
+    query = encode_datagram(WhoHas(1, CONTENT, padding=who_has_padding(16)))
+    for index in range(400):
+        holder.receive_datagram(query, forged_source(index), now=0.001 * index)
+    answered = holder.counters.queries_answered
+    assert 40 <= answered <= 160  # 94 expected; 400 without the proof

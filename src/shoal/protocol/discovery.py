@@ -274,6 +274,14 @@ class DiscoveryMachine:
         if holding.add(chunk_index, new_in_office=new_in_office):
             self._schedule_push(holding, now)
 
+    def holder_proven(self, content_id: ContentId, peer_ip: str) -> None:
+        """``peer_ip`` sent us a chunk of ``content_id`` that verified: it answered our
+        unicast request with the content's bytes, a real holder at a real address. It
+        counts in how often we answer (``Holding.answers``), as one that echoed our token."""
+        holding = self._holdings.get(content_id)
+        if holding is not None:
+            holding.note_holder(peer_ip, proven=True)
+
     def _schedule_push(self, holding: Holding, now: float) -> None:
         if holding.interested and holding.push_due is None:
             holding.push_due = now + self.config.push_interval
