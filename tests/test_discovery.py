@@ -13,7 +13,7 @@ from shoal.protocol.discovery import (
     PeerSearching,
     PeerVersionRejected,
 )
-from shoal.wire.messages import Have, WhoHas, decode_datagram, encode_datagram
+from shoal.wire.messages import Have, WhoHas, encode_datagram
 from shoal_dev.sim.network import SimNetwork
 
 PORT = 41800
@@ -109,29 +109,6 @@ def test_new_chunks_are_pushed_to_peers_that_asked() -> None:
     network.run(until=0.5)  # before the next periodic query at t=1
     assert events(seeker) == [PeerAvailable("10.1.0.2", CONTENT, ChunkSet(4, [0, 1, 2]), PORT)]
     assert holder.counters.pushes_sent == 1
-
-
-def test_a_new_chunk_is_pushed_in_the_same_step_and_pushes_stay_push_interval_apart() -> None:
-    """A chunk gained long after the last push goes out with the step that added it (no
-    wait, no wake-up of its own); the next one waits for ``push_interval`` to pass."""
-    network, (seeker, holder) = office_of(2)
-    holder.set_holding(CONTENT, ChunkSet(4, [0]), now=0)
-    seeker.search(CONTENT, now=0)
-    network.pump(network.hosts["10.1.0.1"])
-    network.run(until=0.2)
-    now = network.now
-    holder.datagrams_to_send(now)
-    holder.chunk_added(CONTENT, 1, 4, now=now)
-    pushed = [decode_datagram(data) for data, _ in holder.datagrams_to_send(now)]
-    assert [(type(m), m.chunks) for m in pushed] == [(Have, ChunkSet(4, [0, 1]))]
-    soon = now + holder.config.push_interval / 4
-    holder.chunk_added(CONTENT, 2, 4, now=soon)
-    assert holder.datagrams_to_send(soon) == []
-    assert holder.get_timer() == now + holder.config.push_interval
-    holder.handle_timer(now + holder.config.push_interval)
-    pushed = [decode_datagram(data) for data, _ in holder.datagrams_to_send(now + 1)]
-    assert [m.chunks for m in pushed] == [ChunkSet(4, [0, 1, 2])]
-    assert holder.counters.pushes_sent == 2
 
 
 def test_queries_repeat_ever_less_often_while_nobody_answers_until_the_search_stops() -> None:

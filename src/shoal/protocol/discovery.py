@@ -14,11 +14,9 @@ first (``ChunkPicker.peer_searching``).
 
 Bitmaps go stale while the office downloads, so besides the periodic re-query a holder
 *pushes* a fresh ``HAVE`` when it gains chunks, at most once per ``push_interval``, to
-peers that asked about the content in the last ``interest_seconds``: at once (with the
-datagrams of the same step, no wake-up of its own) when the last push is that long
-ago, else when it is. A unicast search adds every peer that asks it for the same
-content to its list and asks it back, so two peers that found each other in one
-direction only still hear of each other's chunks.
+peers that asked about the content in the last ``interest_seconds``. A unicast search
+adds every peer that asks it for the same content to its list and asks it back, so two
+peers that found each other in one direction only still hear of each other's chunks.
 
 *Bounded traffic in a large office.* Offices hold up to a hundred devices or more; had
 every holder told every asker of every chunk, discovery would cost N^2 datagrams per
@@ -277,8 +275,7 @@ class DiscoveryMachine:
 
     def _schedule_push(self, holding: Holding, now: float) -> None:
         if holding.interested and holding.push_due is None:
-            last = holding.pushed_at
-            holding.push_due = now if last is None else max(now, last + self.config.push_interval)
+            holding.push_due = now + self.config.push_interval
 
     # -------------------------------------------------------------- driving
 
@@ -474,14 +471,10 @@ class DiscoveryMachine:
                     self._outbox.append((self._query(search, content_id, peer), peer))
             self.counters.queries_sent += 1
             search.next_query = now + self._next_interval(search, settled)
-        self._push_due(now)
-
-    def _push_due(self, now: float) -> None:
         for content_id, holding in self._holdings.items():
             if holding.push_due is None or holding.push_due > now:
                 continue
             holding.push_due = None
-            holding.pushed_at = now
             self._forget_stale_interest(holding, now)
             targets = holding.push_targets(
                 self.config.neighbours,
@@ -514,7 +507,6 @@ class DiscoveryMachine:
         return search.unanswered_interval
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        self._push_due(now)  # a push due now (a chunk added in this step) goes with it
         outbox, self._outbox = self._outbox, []
         return outbox
 

@@ -27,8 +27,6 @@ MAX_FRESH_CHUNKS = 8
 class Holding:
     chunks: ChunkSet
     push_due: float | None = None
-    #: When the last push round went (pushes are at least ``push_interval`` apart).
-    pushed_at: float | None = None
     #: Peer -> when it last asked (pushes go to those that asked recently).
     interested: dict[Address, float] = field(default_factory=dict)
     #: Peers (IPs) that told us they hold chunks of it: how many answer a query.
