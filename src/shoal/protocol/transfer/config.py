@@ -21,14 +21,6 @@ class TransferConfig:
     #: ...or this long after the first unacknowledged one (RFC 9000 §13.2.1 uses 25 ms;
     #: a LAN wants the sender to learn sooner).
     max_ack_delay: float = 0.002
-    #: A delayed ACK that has waited this long goes out with whatever the engine sends
-    #: next (``datagrams_to_send`` runs after every input: a datagram from any peer, any
-    #: timer), so it rides a wake-up the process has anyway instead of needing its own
-    #: at ``max_ack_delay``. A paced sender's bursts (a few packets, milliseconds apart:
-    #: ``Pacer``) otherwise each end in a timer wake-up of the receiver (and a whole
-    #: pump of its shell). So an ACK still covers at least ``ack_ride_after`` of
-    #: packets, and a receiver with no other input acknowledges at ``max_ack_delay``.
-    ack_ride_after: float = 0.001
     #: Segments beyond the cumulative point a sender may have outstanding per transfer.
     receive_window_packets: int = 2048
     #: Congestion window at the start of a flow, in packets (RFC 6928 uses 10). Until
@@ -157,8 +149,6 @@ class TransferConfig:
             raise ValueError("initial windows must satisfy 1 <= unpaced <= paced")
         if self.stall_threshold <= 0 or self.stall_grace <= 0:
             raise ValueError("stall_threshold and stall_grace must be > 0")
-        if not 0.0 <= self.ack_ride_after <= self.max_ack_delay:
-            raise ValueError("ack_ride_after must be in [0, max_ack_delay]")
         if self.ack_every_packets < 1 or self.min_window_packets < 1:
             raise ValueError("ack_every_packets and min_window_packets must be >= 1")
 

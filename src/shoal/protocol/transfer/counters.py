@@ -21,10 +21,6 @@ class TransferCounters:
     payload_bytes_sent: int = 0
     payload_bytes_received: int = 0
     acks_sent: int = 0
-    #: Delayed ACKs sent at ``max_ack_delay`` (a wake-up of their own), and those that
-    #: went earlier with another wake-up (``ack_ride_after``).
-    delayed_acks_on_timer: int = 0
-    delayed_acks_ridden: int = 0
     acks_received: int = 0
     chunks_received: int = 0
     chunks_delivered: int = 0

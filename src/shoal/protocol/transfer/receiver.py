@@ -12,13 +12,9 @@ since an unproven address may be a victim rather than a shoal port.
 DATA segments are copied once, by slice assignment, into a buffer of the chunk's length
 allocated on the first segment. The receiver acknowledges every ``ack_every_packets``
 packets, after ``max_ack_delay`` at the latest, and at once when a new gap appears (so
-the sender learns of a loss within a round trip). A delayed ACK that has waited
-``ack_ride_after`` goes with the engine's next ``datagrams_to_send`` (after any input),
-so it rides a wake-up the process has anyway: a paced sender's short bursts would
-otherwise each cost the receiver a timer wake-up (and its shell a whole pump). An ACK
-carries the cumulative segment count, up to ``max_ack_ranges`` ranges above it, the
-largest packet number seen (for RTT), and the least one-way delay since the last ACK
-(for LEDBAT). The last segment
+the sender learns of a loss within a round trip). An ACK carries the cumulative segment
+count, up to ``max_ack_ranges`` ranges above it, the largest packet number seen (for
+RTT), and the least one-way delay since the last ACK (for LEDBAT). The last segment
 triggers a SHA-256 check: ``ChunkReceived`` or ``ChunkCorrupted`` naming the peer.
 """
 
@@ -82,9 +78,6 @@ class Receiver:
         self._finished: RecentRequests[int] = RecentRequests(config.recent_requests)
         #: Downloads whose ACK goes out with the next ``datagrams_to_send``.
         self._ack_now: dict[int, Download] = {}
-        #: Downloads with a delayed ACK armed (``ack_deadline``); stale entries (acked
-        #: or ended meanwhile) are dropped when ``flush_acks`` meets them.
-        self._ack_delayed: dict[int, Download] = {}
         #: Tokens senders gave us for our address (RETRY), by sender address: a peer
         #: with one has answered us, so it is a live shoal port, not a victim.
         self._peer_tokens: OrderedDict[Address, bytes] = OrderedDict()
@@ -101,8 +94,6 @@ class Receiver:
         self._segment_size = config.segment_size
         self._ack_every = config.ack_every_packets
         self._max_ack_delay = config.max_ack_delay
-        # A delayed ACK due within this much of now rides the next datagrams_to_send.
-        self._ack_ride_margin = config.max_ack_delay - config.ack_ride_after
         # Derived from the clock, so a restarted process does not reuse the IDs that
         # its peers still remember as finished (they would ignore the new requests).
         self._next_request_id = (int(now * 1_000_000) & _U32_MASK) or 1
@@ -234,25 +225,11 @@ class Receiver:
             self._ack_now[request_id] = download
         elif download.ack_deadline is None:
             download.ack_deadline = deadline = now + self._max_ack_delay
-            self._ack_delayed[request_id] = download
             self._context.timers.push(deadline, TimerKind.ACK, download)
         return True
 
     def flush_acks(self, now: float, out: list[tuple[bytes, Address]]) -> None:
-        """Append the ACKs due now to ``out``, and the delayed ones that have waited
-        ``ack_ride_after`` (they ride this wake-up instead of a timer of their own)."""
-        delayed = self._ack_delayed
-        if delayed:
-            horizon = now + self._ack_ride_margin
-            for request_id, download in list(delayed.items()):
-                deadline = download.ack_deadline
-                if deadline is None or self.downloads.get(request_id) is not download:
-                    del delayed[request_id]  # acknowledged or ended meanwhile
-                elif deadline <= horizon:
-                    del delayed[request_id]
-                    if request_id not in self._ack_now:
-                        self._context.counters.delayed_acks_ridden += 1
-                        self._ack_now[request_id] = download
+        """Append the ACKs due now to ``out``."""
         if self._ack_now:
             for download in self._ack_now.values():
                 out.append((self._build_ack(download, now), download.peer))
@@ -421,7 +398,6 @@ class Receiver:
             self._end_download(download, ReceiveInput.PEER_SILENT)
             return
         if download.ack_deadline is not None and download.ack_deadline <= now:
-            self._context.counters.delayed_acks_on_timer += 1
             self._ack_now[download.request_id] = download
         if download.state is ReceiveState.REQUESTED and download.retry_at <= now:
             self._send_request(download, now)
@@ -461,7 +437,6 @@ class Receiver:
                 )
         del self.downloads[request_id]
         self._ack_now.pop(request_id, None)
-        self._ack_delayed.pop(request_id, None)
         context.peers.remove_download(download)
         context.peers.pass_on_liveness(peer, download.last_heard)
         download.buffer = None
