@@ -12,6 +12,11 @@ checkout with its own virtual environment (``make .venv/.installed`` in it). Run
 
 Figures, not assertions: the load average is printed beside each round.
 
+Runs at the same time on one machine need their own namespaces: ``--prefix`` and
+``--base`` name the lab's (as ``shoal lab run`` takes them), and the transfer
+benchmark's two namespaces get the same prefix and a /24 under the base (set in the
+benchmark module before its command runs, since older builds have no option for it).
+
 Each build's sources are compiled to bytecode first (as ``make bench`` does): where
 PYTHONDONTWRITEBYTECODE is set (CI's containers, this machine) every client process
 would otherwise compile shoal from source, about 0.55 s of CPU per client on the lab's
@@ -56,15 +61,36 @@ def transfer_figures(document: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def run_item(build: Path, item: str, out: Path) -> dict[str, float]:
-    shoal = str(build / ".venv" / "bin" / "shoal")
+#: Runs ``shoal ARGS`` with the transfer benchmark's namespaces renamed: argv is
+#: PREFIX BASE ARGS. The module is ``shoal_dev.bench.transfer`` (``shoal.bench`` before).
+_TRANSFER_IN_OWN_NAMESPACES = """
+import sys
+prefix, base, *args = sys.argv[1:]
+try:
+    import shoal_dev.bench.transfer as bench
+except ImportError:
+    import shoal.bench.transfer as bench
+bench.NAMESPACE_PREFIX = prefix
+create = bench.TwoHostLab.create.__func__
+bench.TwoHostLab.create = classmethod(
+    lambda cls, p, tag, subnet=base + ".77.0/24": create(cls, p, tag, subnet)
+)
+from shoal.cli import main
+sys.argv = ["shoal", *args]
+sys.exit(main())
+"""
+
+
+def run_item(build: Path, item: str, out: Path, prefix: str, base: str) -> dict[str, float]:
+    venv = build / ".venv" / "bin"
     if item in SCENARIOS:
-        command = [shoal, "lab", "run", item, "--ci", "--system", "shoal", "--prefix", "bhp-"]
-        command += ["--base", "10.219", "--json", str(out)]
+        command = [str(venv / "shoal"), "lab", "run", item, "--ci", "--system", "shoal"]
+        command += ["--prefix", prefix, "--base", base, "--json", str(out)]
         parse = lab_figures
     else:
         _, rate, size = next(t for t in TRANSFERS if t[0] == item)
-        command = [shoal, "bench", "transfer", "--rate-mbit", str(rate), "--size-mb", str(size)]
+        command = [str(venv / "python"), "-c", _TRANSFER_IN_OWN_NAMESPACES, prefix, base]
+        command += ["bench", "transfer", "--rate-mbit", str(rate), "--size-mb", str(size)]
         command += ["--no-baseline", "--json", str(out)]
         parse = transfer_figures
     done = subprocess.run(command, cwd=build, capture_output=True, text=True, timeout=900)
@@ -95,6 +121,8 @@ def main() -> int:
     parser.add_argument("--this", type=Path, default=Path(__file__).resolve().parents[1])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--items", nargs="*", default=[*SCENARIOS, *(t[0] for t in TRANSFERS)])
+    parser.add_argument("--prefix", default="bhp-", help="namespace name prefix")
+    parser.add_argument("--base", default="10.219", help="first two octets of the subnets")
     options = parser.parse_args()
     builds = [options.this.resolve(), options.other.resolve()]
     names = ["this", "other"]
@@ -108,7 +136,7 @@ def main() -> int:
             for item in options.items:
                 for index in order:
                     out = Path(scratch) / f"{names[index]}-{item}-{number}.json"
-                    figures = run_item(builds[index], item, out)
+                    figures = run_item(builds[index], item, out, options.prefix, options.base)
                     results.setdefault((names[index], item), []).append(figures)
                     shown = ", ".join(f"{k} {v:.3g}" for k, v in figures.items())
                     print(f"  {names[index]:5} {item:13} {shown}", flush=True)
