@@ -57,7 +57,6 @@ from shoal.wire.control import (
     RefusalCause,
     Refused,
 )
-from shoal.wire.transfer_messages import encode_data
 
 SERVER = "10.0.0.2"
 PEER = "10.1.0.9"
@@ -453,43 +452,6 @@ def test_a_server_busy_refusal_withdraws_the_other_requests_to_it_before_asking_
         if download.content_id == CONTENT_ID and request_id != refused_id
     ]
     assert len(to_server) == len(set(to_server))  # no chunk asked twice at once
-
-
-def test_a_server_busy_refusal_leaves_the_chunk_the_server_is_sending_coming() -> None:
-    # Withdrawn, a chunk the server has started sending would have crossed the WAN for
-    # nothing, and a server that refuses one chunk again and again (the delivery ledger
-    # holds it back) would cut its other chunk off at every refusal: a loop that
-    # aborted the same chunk ~360 times in an estate-faults run.
-    harness = Harness()
-    harness.assign()
-    harness.manifest_located()
-    harness.manifest_arrives()
-    harness.lease_answered()
-    harness.schedule()
-    asked = harness.requests()
-    assert sorted(index for _, _, index in asked) == [0, 1]
-    engine = harness.engines[Mode.FOREGROUND]
-    # The first chunk is 64 KiB (many segments), the second 100 bytes (one).
-    (sending_id, server, sending), (refused_id, _, refused) = sorted(asked, key=lambda a: a[2])
-    segment = engine.config.segment_size
-    engine.receive_datagram(
-        encode_data(sending_id, 0, 0, 0, PACKAGE[sending * CHUNK :][:segment]), server, harness.now
-    )
-    assert engine.receiving(sending_id) and not engine.receiving(refused_id)
-    harness.machine.on_outcome(
-        Mode.FOREGROUND,
-        ChunkRefused(server, refused_id, CONTENT_ID, refused, RefusalReason.BUSY),
-        harness.now,
-    )
-    assert harness.requests() == [(sending_id, server, sending)]  # still coming
-    harness.schedule()
-    assert harness.requests() == [(sending_id, server, sending)]  # nothing until the lease
-    assert "lease" in harness.control.names()[-1:]
-    harness.tick(0.02)
-    harness.lease_answered()
-    harness.schedule()
-    again = sorted(index for _, _, index in harness.requests())
-    assert again == [0, 1]  # the refused chunk asked again, the one coming not twice
 
 
 def test_a_lease_answer_that_lapsed_before_the_manifest_is_asked_for_again() -> None:

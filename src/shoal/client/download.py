@@ -199,25 +199,6 @@ class Download:
         self.state = next_download_state(self.state, event)
         return self.state
 
-    def refused_busy_by_server(
-        self, server: Address, engine: TransferEngine, until: float, now: float
-    ) -> None:
-        """The server refused a chunk BUSY (not in our stripes any more, or delivered into
-        the office already): ask for the lease again now, and ask the server nothing
-        before ``until`` or its answer. Our requests queued there are withdrawn, not left
-        to be asked a second time (a second WAN copy each); the chunk it is sending comes
-        on (withdrawn, its bytes would have crossed the WAN for nothing, and a server
-        that refuses one chunk again and again would have its other chunks cut off at
-        every refusal)."""
-        assert self.picker is not None
-        for request_id, (asked, chunk_index) in list(self.requests.items()):
-            if asked == server and not engine.receiving(request_id):
-                del self.requests[request_id]
-                engine.cancel(request_id, now)
-                self.picker.failed(chunk_index, server)
-        self.picker.busy(server, until)
-        self.lease_due = now
-
     def forget_stale(self, peer: Address, engine: TransferEngine, now: float) -> int:
         """``peer`` restarted: end our requests to it that heard nothing from it for
         ``RESTART_SILENCE``, and let the picker ask for their chunks again (the new

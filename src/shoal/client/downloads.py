@@ -514,9 +514,9 @@ class DownloadsMachine:
             refused = event.reason if isinstance(event, ChunkRefused) else None
             busy = refused is RefusalReason.BUSY
             if peer == server:
-                if busy:  # lease again; what it has not started sending is withdrawn
-                    wait = now + self.rng.uniform(*self.config.busy_backoff)
-                    download.refused_busy_by_server(peer, self.engines[mode], wait, now)
+                if busy:  # lease again; requests queued there are withdrawn, not re-asked
+                    self._cancel_to(download, peer, download.picker.peer_gone(peer), now)
+                    download.lease_due = now
                 return
             if busy:  # its upload slots are full: other holders meanwhile
                 download.picker.busy(peer, now + self.rng.uniform(*self.config.busy_backoff))

@@ -51,7 +51,6 @@ def apply_lease(
     if reply.decision is LeaseDecision.GRANTED:  # the server serves its stripes only
         stripes = stripe_chunks(full.count, reply.stripes, reply.stripe_mask)
         picker.peer_has(server, stripes, origin=True)
-        picker.busy(server, now)  # what it serves now: a BUSY before this answer is void
         download.lease_due = now + max(valid * renew_fraction, MIN_RENEWAL)
         download.note = "this client is the office's rendezvous point"
         return []

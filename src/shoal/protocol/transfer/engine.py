@@ -163,11 +163,6 @@ class TransferEngine:
         if never); None once it ended."""
         return self._receiver.last_heard(request_id)
 
-    def receiving(self, request_id: int) -> bool:
-        """Has the peer started sending the chunk of our request ``request_id`` (its
-        first DATA came)? False once the request ended."""
-        return self._receiver.receiving(request_id)
-
     def has_answered(self, peer: Address) -> bool:
         """Has ``peer`` ever answered us (a RETRY with its token)? A peer that never did
         may be a forged address, not a shoal port."""

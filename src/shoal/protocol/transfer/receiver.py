@@ -374,11 +374,6 @@ class Receiver:
         download = self.downloads.get(request_id)
         return None if download is None else download.last_heard
 
-    def receiving(self, request_id: int) -> bool:
-        """See ``TransferEngine.receiving``."""
-        download = self.downloads.get(request_id)
-        return download is not None and download.buffer is not None
-
     def _send_request(self, download: Download, now: float) -> None:
         peer = download.peer
         if peer in self._peer_tokens or self._unproven_sends.admit(peer[0], now):
