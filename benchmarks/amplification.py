@@ -48,6 +48,7 @@ from shoal.wire.messages import (
     Data,
     Have,
     WhoHas,
+    decode_datagram,
     encode_datagram,
     who_has_padding,
 )
@@ -201,6 +202,41 @@ def _who_has(site: Site, query: WhoHas) -> Target:
     return Target(discovery, encode_datagram(query), ("10.1.0.77", 41800), during=downloading)
 
 
+def _proven_peer(site: Site) -> tuple[DiscoveryMachine, Address]:
+    """A discovery machine holding half of the 10 GiB package and searching it (a
+    downloader), and a peer that asked it and echoed its token: a proven address, the
+    victim. Nothing changes meanwhile (no pushes), so only the forged datagram counts."""
+    config = DiscoveryConfig(41800, "10.1.0.255", ("10.1.0.0/24",), ("10.1.0.51",))
+    holder = DiscoveryMachine(config, site.now)
+    holder.set_holding(BIG, ChunkSet(MAX_HAVE_CHUNKS, range(0, MAX_HAVE_CHUNKS, 2)), site.now)
+    holder.search(BIG, site.now, chunk_count=MAX_HAVE_CHUNKS)
+    victim = ("10.1.0.77", 41800)
+    padding = who_has_padding(MAX_HAVE_CHUNKS)
+    holder.receive_datagram(encode_datagram(WhoHas(1, BIG, padding=padding)), victim, site.now)
+    [answer] = [d for d, a in holder.datagrams_to_send(site.now) if a == victim]
+    have = decode_datagram(answer)
+    assert isinstance(have, Have)
+    echo = WhoHas(1, BIG, have.token, padding)
+    holder.receive_datagram(encode_datagram(echo), victim, site.now)
+    assert holder.counters.addresses_validated == 1
+    return holder, victim
+
+
+def new_query_id_from_proven_peer(site: Site) -> Target:
+    """A bare query with a new query ID from a proven peer's address: taken for its
+    restarted process, it was answered and asked back without limit."""
+    holder, victim = _proven_peer(site)
+    return Target(holder, encode_datagram(WhoHas(2, BIG)), victim)
+
+
+def new_token_from_proven_peer(site: Site) -> Target:
+    """A HAVE of one byte of bitmap with a new token, from a proven peer's address: it
+    was echoed in a query padded for the package searched."""
+    holder, victim = _proven_peer(site)
+    have = Have(0, BIG, ChunkSet(8, [0]), b"\x07" * 8)
+    return Target(holder, encode_datagram(have), victim)
+
+
 def who_has_to_client(site: Site) -> Target:
     agent = _client(site, 0)
     victim = (OFFICE_VICTIM_IP, agent.config.discovery_port)
@@ -319,6 +355,8 @@ REQUESTS: list[RequestType] = [
     RequestType("who-has, 10 GiB, padded", "discovery", who_has_padded_to_holder),
     RequestType("who-has (assigned content)", "client discovery", who_has_to_client),
     RequestType("HAVE (forged holder)", "client discovery", forged_have_to_downloading_client),
+    RequestType("who-has, new ID, proven peer", "discovery", new_query_id_from_proven_peer),
+    RequestType("HAVE, new token, proven peer", "discovery", new_token_from_proven_peer),
     RequestType("wrong-version datagram", "client discovery", wrong_version_to_discovery_port),
     RequestType("HELLO (padded)", "server control", hello_to_control_port),
     RequestType("HELLO (unpadded)", "server control", short_hello_to_control_port),

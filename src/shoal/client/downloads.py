@@ -550,6 +550,7 @@ class DownloadsMachine:
         else:
             download.bytes_from_peers += len(data)
             download.peers_used.add(peer[0])
+            self.discovery.holder_proven(download.content_id, peer[0])
         download.failures.pop(peer, None)
         self.suspects.forgive(peer)
         for loser in download.picker.received(chunk_index, peer, now):
@@ -595,6 +596,5 @@ class DownloadsMachine:
 
 
 def _peer_ip(address: Address) -> str:
-    """What ranks a peer for a chunk (``ChunkPicker``'s fan-out): its IP, the same in
-    every peer's eyes whatever data port it is reached on."""
+    """What ranks a peer for a chunk (``ChunkPicker``'s fan-out): its IP, whatever its port."""
     return address[0]

@@ -28,8 +28,9 @@ suppression, RFC 6762 §7):
 * nobody is told again what it already knows (``Holding.knows``: the same holding, told within
   ``interest_seconds``), so the echo of a token, or a refresh query, costs no answer;
 * a query is answered by about ``answers_per_query`` holders: each answers with
-  probability ``answers_per_query`` / (holders it knows of), a query proving its address
-  always. The asker's interest is recorded by every holder all the same;
+  probability ``answers_per_query`` / (holders it knows of at proven addresses), a query
+  proving its address always. The asker's interest is recorded by every holder all the
+  same;
 * a search queries every ``query_interval`` while it holds nothing or has heard of no
   holder, then every ``settled_query_interval`` (jittered): pushes keep it informed, its
   query only keeps its interest alive. A settled unicast search asks ``neighbours``
@@ -38,7 +39,11 @@ suppression, RFC 6762 §7):
   pushed first to the downloaders the chunk picker's fan-out designates to fetch it
   from us (``fanout_score``): the others wait for them, so they must hear of it.
 
-Forged answers (bounded) can make a holder answer fewer queries; askers still get pushes.
+Forged answers cannot make a holder answer fewer queries: only holders whose address is
+proven (they echoed our token) count (``Holding.answers``). A known asker's new query ID
+(``Holding.asked_with``: it restarted) makes us answer it and ask it back at most once
+per ``settled_query_interval``, and within 3x the query (below): forged from a peer's
+address, fresh IDs reflect nothing more.
 
 Answers from addresses outside ``scope`` (the office's subnets) are dropped and
 counted: peers outside a client's office are never used. Datagrams from our own
@@ -52,11 +57,15 @@ query would reflect hundreds of kilobytes to a victim. So nothing is sent to an 
 that has not proven it receives there beyond 3x the bytes received from it (its
 *credit*). The proof: every HAVE to an unproven address carries our token for it (a
 keyed hash, ``AddressValidator``); the asker echoes it at once in a unicast WHO_HAS,
-and from then on (for ``token_lifetime``) that address gets answers and pushes without
-limit. Queries are padded so that the answer to an unproven asker fits its credit: a
+and from then on (for ``token_lifetime``) that address gets pushes and our periodic
+queries without limit. A *reply* (an answer, an echo, a query back, a version error),
+though, is within 3x the datagram it answers whoever sent it: a proven peer's address
+can be forged too (``AddressCredit``). Queries are padded so that the answer fits: a
 WHO_HAS is at least half the HAVE it asks for (``who_has_padding``), so the answer and
 one query back (a unicast search asks the asker back) fit 3x. A datagram that would
-exceed the credit is not sent, and counted.
+exceed its budget is not sent, and counted. A unicast search queries the peers that
+asked it (not listed by the server) within their credit until they prove their
+address: a forged query must not enlist a victim for every later round.
 """
 
 from __future__ import annotations
@@ -71,11 +80,11 @@ from shoal.core.address import Address
 from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
 from shoal.protocol.discovery_counters import DiscoveryCounters
+from shoal.protocol.discovery_credit import MAX_TRACKED_ADDRESSES, AddressCredit
 from shoal.protocol.holding import MAX_PEERS, Holding
 from shoal.protocol.validation import DEFAULT_TOKEN_LIFETIME, AddressValidator
 from shoal.wire.decoding import VERSION_ERROR_REPLY, Undecodable, decode_counted
 from shoal.wire.messages import (
-    AMPLIFICATION_FACTOR,
     HAVE_HEADER_SIZE,
     NO_TOKEN,
     Have,
@@ -89,12 +98,6 @@ from shoal.wire.messages import (
 MAX_INTERESTED_PEERS = MAX_PEERS
 MAX_SEARCHES = 256
 MAX_EVENTS = 4096
-#: Addresses whose credit (bytes we may still send them) or validation is remembered,
-#: and peers whose tokens we keep (least recently seen forgotten first).
-MAX_TRACKED_ADDRESSES = 4096
-#: Credit never grows beyond this many bytes (four full datagrams' worth of answers):
-#: an address cannot save up for a burst.
-MAX_CREDIT = AMPLIFICATION_FACTOR * 1400 * 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,10 +197,8 @@ class DiscoveryMachine:
         self._rng = rng or random.Random()
         self.counters = DiscoveryCounters()
         self._validator = AddressValidator(token_key, config.token_lifetime)
-        #: Address -> when it last proved it receives there (a valid echoed token).
-        self._validated: OrderedDict[Address, float] = OrderedDict()
-        #: Address (unvalidated) -> bytes we may still send it (RFC 9000 §8.1).
-        self._credit: OrderedDict[Address, int] = OrderedDict()
+        #: Who proved their address; what the others, and any reply, may still receive.
+        self._credit = AddressCredit(config.token_lifetime)
         #: Peer -> (its token for our address, when we last echoed it).
         self._tokens: OrderedDict[Address, tuple[bytes, float]] = OrderedDict()
         self._scope = [ipaddress.ip_network(subnet, strict=False) for subnet in config.scope]
@@ -276,6 +277,14 @@ class DiscoveryMachine:
         if holding.add(chunk_index, new_in_office=new_in_office):
             self._schedule_push(holding, now)
 
+    def holder_proven(self, content_id: ContentId, peer_ip: str) -> None:
+        """``peer_ip`` sent us a chunk of ``content_id`` that verified: it answered our
+        unicast request with the content's bytes, a real holder at a real address. It
+        counts in how often we answer (``Holding.answers``), as one that echoed our token."""
+        holding = self._holdings.get(content_id)
+        if holding is not None:
+            holding.note_holder(peer_ip, proven=True)
+
     def _schedule_push(self, holding: Holding, now: float) -> None:
         if holding.interested and holding.push_due is None:
             holding.push_due = now + self.config.push_interval
@@ -288,10 +297,10 @@ class DiscoveryMachine:
         if peer_ip in self._local:
             counters.own_datagrams += 1
             return
-        self._earn_credit(addr, len(data))
+        self._credit.earn(addr, len(data))
         message = decode_counted(decode_datagram, data, counters)
         if message is Undecodable.UNSUPPORTED_VERSION:
-            self._send(VERSION_ERROR_REPLY, addr, now)  # 6 bytes for at least 4
+            self._send(VERSION_ERROR_REPLY, addr, now, reply=True)  # 6 bytes for at least 4
             return
         if isinstance(message, Undecodable):
             return
@@ -309,7 +318,8 @@ class DiscoveryMachine:
                 self._emit(PeerAvailable(peer_ip, message.content_id, message.chunks, addr[1]))
                 self._note_answerer(message.content_id, addr, now)
                 if message.chunks:
-                    self._holdings[message.content_id].note_holder(peer_ip)
+                    proven = self._credit.is_validated(addr, now)
+                    self._holdings[message.content_id].note_holder(peer_ip, proven=proven)
                 if message.token != NO_TOKEN:
                     self._echo(message, search, addr, now)
         elif isinstance(message, VersionError):
@@ -322,11 +332,9 @@ class DiscoveryMachine:
         if proven:
             # The asker echoed what we sent only to this address: it receives here.
             self.counters.addresses_validated += 1
-            self._validated[addr] = now
-            self._validated.move_to_end(addr)
-            if len(self._validated) > MAX_TRACKED_ADDRESSES:
-                self._validated.popitem(last=False)
-            self._credit.pop(addr, None)
+            self._credit.prove(addr, now)
+            for known in self._holdings.values():  # a few contents
+                known.address_proven(addr[0])
         holding = self._holdings.get(message.content_id)
         search = self._searches.get(message.content_id)
         if holding is None and search is not None:
@@ -335,12 +343,14 @@ class DiscoveryMachine:
         anew = False  # its search is new (it restarted): it forgot what we told it
         if holding is not None:
             self._note_interest(holding, addr, now)
-            anew = holding.asked_with(addr, message.query_id)
+            anew = holding.asked_with(
+                addr, message.query_id, now, self.config.settled_query_interval
+            )
             if (
                 holding.chunks
                 and not holding.knows(addr, now, self.config.interest_seconds)
                 and (proven or self._answers(holding))
-                and self._tell(holding, message.query_id, message.content_id, addr, now)
+                and self._tell(holding, message.query_id, message.content_id, addr, now, reply=True)
             ):
                 self.counters.queries_answered += 1
         if search is not None:
@@ -348,7 +358,7 @@ class DiscoveryMachine:
             if search.unicast_peers is not None:
                 self._ask_back(message.content_id, search, addr[0], now)
             elif anew:  # it restarted: our interest recorded there, it pushes to us
-                self._send(self._query(search, message.content_id, addr), addr, now)
+                self._send(self._query(search, message.content_id, addr), addr, now, reply=True)
 
     def _answers(self, holding: Holding) -> bool:
         if holding.answers(self.config.answers_per_query, self._rng):
@@ -357,10 +367,18 @@ class DiscoveryMachine:
         return False
 
     def _tell(
-        self, holding: Holding, query_id: int, content_id: ContentId, addr: Address, now: float
+        self,
+        holding: Holding,
+        query_id: int,
+        content_id: ContentId,
+        addr: Address,
+        now: float,
+        *,
+        reply: bool,
     ) -> bool:
-        """A HAVE of what we hold to ``addr`` (an answer, or a push with ``query_id`` 0)."""
-        if not self._send_have(query_id, content_id, holding.chunks, addr, now):
+        """A HAVE of what we hold to ``addr``: an answer (``reply``), or a push
+        (``query_id`` 0)."""
+        if not self._send_have(query_id, content_id, holding.chunks, addr, now, reply=reply):
             return False
         holding.told(addr, now)
         return True
@@ -385,10 +403,9 @@ class DiscoveryMachine:
             self._forget_stale_interest(holding, now)
             if len(interested) >= MAX_INTERESTED_PEERS:
                 victim = None
-                if self._is_validated(addr, now):
-                    victim = next(
-                        (peer for peer in interested if not self._is_validated(peer, now)), None
-                    )
+                validated = self._credit.is_validated
+                if validated(addr, now):
+                    victim = next((peer for peer in interested if not validated(peer, now)), None)
                 if victim is None:
                     self.counters.interest_dropped += 1
                     return
@@ -396,18 +413,25 @@ class DiscoveryMachine:
         interested[addr] = now
 
     def _send_have(
-        self, query_id: int, content_id: ContentId, chunks: ChunkSet, addr: Address, now: float
+        self,
+        query_id: int,
+        content_id: ContentId,
+        chunks: ChunkSet,
+        addr: Address,
+        now: float,
+        *,
+        reply: bool,
     ) -> bool:
         """A HAVE to ``addr``, with our token for it until it has proven its address."""
-        if self._is_validated(addr, now):
-            token = NO_TOKEN
-        elif HAVE_HEADER_SIZE + (chunks.count + 7) // 8 > self._credit.get(addr, 0):
+        size = HAVE_HEADER_SIZE + (chunks.count + 7) // 8
+        if not self._credit.fits(addr, size, now, reply=reply):
             # Over its credit: not even encoded (forged interest must not cost CPU either).
             self.counters.amplification_limited += 1
             return False
-        else:
-            token = self._validator.token(addr, now)
-        return self._send(encode_datagram(Have(query_id, content_id, chunks, token)), addr, now)
+        validated = self._credit.is_validated(addr, now)
+        token = NO_TOKEN if validated else self._validator.token(addr, now)
+        have = encode_datagram(Have(query_id, content_id, chunks, token))
+        return self._send(have, addr, now, reply=reply)
 
     def _echo(self, message: Have, search: _Search, addr: Address, now: float) -> None:
         """Echo a holder's token in a unicast query: we prove we receive at our address,
@@ -423,8 +447,11 @@ class DiscoveryMachine:
         self._tokens.move_to_end(addr)
         if len(self._tokens) > MAX_TRACKED_ADDRESSES:
             self._tokens.popitem(last=False)
-        query = WhoHas(search.query_id, message.content_id, message.token, search.padding)
-        if self._send(encode_datagram(query), addr, now):
+        # Padded for the HAVE it echoes, no more: within 3x of it (a forged HAVE of one
+        # byte of bitmap draws no echo padded for a 10 GiB package).
+        padding = min(search.padding, who_has_padding(message.chunks.count))
+        query = WhoHas(search.query_id, message.content_id, message.token, padding)
+        if self._send(encode_datagram(query), addr, now, reply=True):
             self.counters.echoes_sent += 1
 
     def _ask_back(self, content_id: ContentId, search: _Search, peer_ip: str, now: float) -> None:
@@ -439,7 +466,7 @@ class DiscoveryMachine:
             return
         search.unicast_peers = (*search.unicast_peers, peer_ip)
         peer = (peer_ip, self.config.port)
-        self._send(self._query(search, content_id, peer), peer, now)
+        self._send(self._query(search, content_id, peer), peer, now, reply=True)
 
     def _forget_stale_interest(self, holding: Holding, now: float) -> None:
         horizon = now - self.config.interest_seconds
@@ -471,7 +498,11 @@ class DiscoveryMachine:
                     peers = tuple(self._rng.sample(peers, self.config.neighbours))
                 for peer_ip in peers:
                     peer = (peer_ip, port)
-                    self._outbox.append((self._query(search, content_id, peer), peer))
+                    query = self._query(search, content_id, peer)
+                    if peer_ip in self._listed_peers:  # the server vouches for it
+                        self._outbox.append((query, peer))
+                    else:  # one that asked us (``_ask_back``): its source may be forged
+                        self._send(query, peer, now, reply=False)
             self.counters.queries_sent += 1
             search.next_query = now + self._next_interval(search, settled)
         for content_id, holding in self._holdings.items():
@@ -485,10 +516,10 @@ class DiscoveryMachine:
                 self.config.interest_seconds,
                 now,
                 self._rng,
-                lambda peer: self._is_validated(peer, now),
+                lambda peer: self._credit.is_validated(peer, now),
             )
             for peer_address in targets:
-                if self._tell(holding, 0, content_id, peer_address, now):
+                if self._tell(holding, 0, content_id, peer_address, now, reply=False):
                     self.counters.pushes_sent += 1
 
     def _next_interval(self, search: _Search, settled: bool) -> float:
@@ -535,32 +566,13 @@ class DiscoveryMachine:
         token = known[0] if known is not None else NO_TOKEN
         return encode_datagram(WhoHas(search.query_id, content_id, token, search.padding))
 
-    def _is_validated(self, addr: Address, now: float) -> bool:
-        proven = self._validated.get(addr)
-        if proven is None:
+    def _send(self, datagram: bytes, addr: Address, now: float, *, reply: bool) -> bool:
+        """Queue a datagram to ``addr`` (``AddressCredit.spend``): a ``reply`` within 3x
+        the datagram it answers, proven or not; anything within the credit of an unproven
+        address. False, and counted, when it does not fit."""
+        if not self._credit.spend(addr, len(datagram), now, reply=reply):
+            self.counters.amplification_limited += 1
             return False
-        if now - proven > self.config.token_lifetime:
-            del self._validated[addr]  # prove it again: our next HAVE carries a token
-            return False
-        return True
-
-    def _earn_credit(self, addr: Address, size: int) -> None:
-        """RFC 9000 §8.1: each byte from an unproven address lets us send it three."""
-        credit = self._credit.get(addr, 0) + AMPLIFICATION_FACTOR * size
-        self._credit[addr] = min(credit, MAX_CREDIT)
-        self._credit.move_to_end(addr)
-        if len(self._credit) > MAX_TRACKED_ADDRESSES:
-            self._credit.popitem(last=False)
-
-    def _send(self, datagram: bytes, addr: Address, now: float) -> bool:
-        """Queue a reply to ``addr``: freely once it has proven its address, else within
-        its credit (RFC 9000 §8.1). False, and counted, when it does not fit."""
-        if not self._is_validated(addr, now):
-            credit = self._credit.get(addr, 0)
-            if len(datagram) > credit:
-                self.counters.amplification_limited += 1
-                return False
-            self._credit[addr] = credit - len(datagram)
         self._outbox.append((datagram, addr))
         return True
 

@@ -29,8 +29,12 @@ class Holding:
     push_due: float | None = None
     #: Peer -> when it last asked (pushes go to those that asked recently).
     interested: dict[Address, float] = field(default_factory=dict)
-    #: Peers (IPs) that told us they hold chunks of it: how many answer a query.
+    #: Peers (IPs) that told us they hold chunks of it (forged ones among them, maybe).
     holders: set[str] = field(default_factory=set)
+    #: Of those, the ones whose address is proven (they echoed our token): how many
+    #: answer a query (``answers``). A forged source proves nothing, so forged HAVEs
+    #: cannot make us think the office full of holders and answer nobody.
+    proven_holders: set[str] = field(default_factory=set)
     #: Bumped whenever ``chunks`` changes; interested peer -> the version we last told
     #: it and when (a peer is not told again what it knows, see ``knows``).
     version: int = 0
@@ -40,6 +44,8 @@ class Holding:
     fresh: list[int] = field(default_factory=list)
     #: Interested peer -> the query ID it last asked with (a new one: a new search).
     query_ids: dict[Address, int] = field(default_factory=dict)
+    #: Interested peer -> when a new query ID of it last renewed it (``asked_with``).
+    renewed: dict[Address, float] = field(default_factory=dict)
 
     def replace(self, chunks: ChunkSet) -> None:
         self.chunks = chunks
@@ -55,9 +61,17 @@ class Holding:
             self.fresh.append(chunk_index)
         return True
 
-    def note_holder(self, peer_ip: str) -> None:
+    def note_holder(self, peer_ip: str, *, proven: bool) -> None:
+        """``peer_ip`` told us it holds chunks; ``proven``: from a proven address."""
         if len(self.holders) < MAX_PEERS:
             self.holders.add(peer_ip)
+        if proven and len(self.proven_holders) < MAX_PEERS:
+            self.proven_holders.add(peer_ip)
+
+    def address_proven(self, peer_ip: str) -> None:
+        """``peer_ip`` echoed our token: a holder we heard of at that address is real."""
+        if peer_ip in self.holders and len(self.proven_holders) < MAX_PEERS:
+            self.proven_holders.add(peer_ip)
 
     def told(self, addr: Address, now: float) -> None:
         """We sent ``addr`` a HAVE of what we hold now."""
@@ -68,16 +82,25 @@ class Holding:
         del self.interested[addr]
         self.informed.pop(addr, None)
         self.query_ids.pop(addr, None)
+        self.renewed.pop(addr, None)
 
-    def asked_with(self, addr: Address, query_id: int) -> bool:
+    def asked_with(self, addr: Address, query_id: int, now: float, interval: float) -> bool:
         """``addr`` asked with ``query_id``: True if it asked before with another (its
-        search started anew, in a restarted process: what we told it is forgotten)."""
+        search started anew, in a restarted process: what we told it is forgotten, it is
+        answered and asked back). At most once per ``interval`` per address: the source
+        can be forged, and fresh IDs from a peer's address must not make us answer and
+        ask that peer again and again. A new ID refused so is not recorded, so the
+        peer's real new search renews once the interval has passed."""
         if addr not in self.interested:  # bounded with it
             return False
-        before = self.query_ids.get(addr, query_id)
-        self.query_ids[addr] = query_id
+        before = self.query_ids.setdefault(addr, query_id)
         if before == query_id:
             return False
+        renewed = self.renewed.get(addr)
+        if renewed is not None and now - renewed < interval:
+            return False
+        self.query_ids[addr] = query_id
+        self.renewed[addr] = now
         self.informed.pop(addr, None)
         return True
 
@@ -89,12 +112,14 @@ class Holding:
         return told is not None and told[0] == self.version and now - told[1] < window
 
     def answers(self, target: int, rng: random.Random) -> bool:
-        """Do we answer a query? With probability ``target`` / (holders we know of, us
-        included): the asker expects about ``target`` answers however many hold the
-        content (we know of no more holders than there are, so never fewer), not one
+        """Do we answer a query? With probability ``target`` / (proven holders we know
+        of, us included): the asker expects about ``target`` answers however many hold
+        the content (we know of no more holders than there are, so never fewer), not one
         per holder. As in mDNS's answer suppression (RFC 6762 §7), what one asker
-        needs is a few answers; the others record its interest and push to it."""
-        known = len(self.holders) + 1
+        needs is a few answers; the others record its interest and push to it. Only
+        proven holders count: forged HAVEs from a thousand addresses would otherwise
+        make every real holder answer almost nothing (and the askers stall)."""
+        known = len(self.proven_holders) + 1
         return known <= target or rng.random() * known < target
 
     def push_targets(
