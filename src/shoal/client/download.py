@@ -44,7 +44,7 @@ from shoal.assignments import ManifestRef, SealedContent
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest
 from shoal.protocol.swarm import ChunkPicker
-from shoal.protocol.transfer import Address, LocalProtocolError, Mode, TransferEngine
+from shoal.protocol.transfer import Address, LocalProtocolError, Mode
 from shoal.wire.control import ContentProgress, LeaseDecision
 
 
@@ -124,13 +124,6 @@ _LABELS = {
 }
 
 
-RESTART_SILENCE = 1.0
-"""Seconds a request must have heard nothing from its peer to be taken for one its old
-process took with it when the peer restarts (``Download.forget_stale``). A live peer
-sends data or answers within round trips; a forged restart (a discovery query's source
-is not proven) so ends only requests that were stalled anyway."""
-
-
 def next_download_state(state: DownloadState, event: DownloadInput) -> DownloadState:
     """The state after ``event``; ``DownloadTransitionError`` when the table has no such move."""
     try:
@@ -198,19 +191,3 @@ class Download:
         """Take the table's move for ``event`` (raises when it has none)."""
         self.state = next_download_state(self.state, event)
         return self.state
-
-    def forget_stale(self, peer: Address, engine: TransferEngine, now: float) -> int:
-        """``peer`` restarted: end our requests to it that heard nothing from it for
-        ``RESTART_SILENCE``, and let the picker ask for their chunks again (the new
-        process never heard of them; they would wait for the engine's idle timeout,
-        their chunks asked of nobody else, the new process included). How many ended."""
-        assert self.picker is not None
-        ended = 0
-        for request_id, (asked, chunk_index) in list(self.requests.items()):
-            heard = engine.last_heard(request_id) if asked == peer else None
-            if heard is not None and now - heard >= RESTART_SILENCE:
-                del self.requests[request_id]
-                engine.cancel(request_id, now)
-                self.picker.failed(chunk_index, peer)
-                ended += 1
-        return ended

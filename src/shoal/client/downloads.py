@@ -87,7 +87,8 @@ PEER_LIST_REFRESH = 5.0
 
 ReceiverOutcome = ChunkReceived | ChunkCorrupted | ChunkRefused | TransferTimedOut
 """How one of our chunk requests ended (``TransferTimedOut`` with ``Role.RECEIVER``)."""
-ContentRequest = ManifestInfo | Lease | Peers | BadPeer  # control requests about a content
+ContentRequest = ManifestInfo | Lease | Peers | BadPeer
+"""Control requests about one content."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +132,9 @@ class DownloadsMachine:
         self.downloads: dict[ContentId, Download] = {}
         self.banned_peers: frozenset[str] = frozenset()
         """Peers the server banned in this office (reported by several devices)."""
-        #: Peers whose chunks never came (a request timed out: a crashed peer, or one that
-        #: announces what it will not send) sit out: their announcements are ignored.
+        #: Peers whose chunks never came (a request timed out: a crashed peer, or one
+        #: that announces what it will not send): their announcements are ignored while
+        #: they sit out, so they cannot draw requests to a dead end again and again.
         self.suspects: PenaltyBox[Address] = PenaltyBox()
         self._sealed: dict[ContentId, SealedContent] = {}
         self.caps = BandwidthCaps()
@@ -425,8 +427,6 @@ class DownloadsMachine:
         if download is None or download.picker is None or event.peer in download.banned:
             return
         address = self.office.peer_address(event.peer, download.mode, event.port)
-        if event.restarted:  # what we asked its old process is asked again
-            download.forget_stale(address, self.engines[download.mode], now)
         if not self.suspects.penalised(address, now):
             download.picker.peer_searching(address, now)
 

@@ -115,14 +115,11 @@ class PeerAvailable:
 class PeerSearching:
     """``peer`` (its IP) asked for ``content_id``, which we search too, from ``port``:
     a downloader of the office, known even while it holds nothing (it answers no query
-    then). It may hold chunks: a ``PeerAvailable`` says what. ``restarted``: it asked
-    before with another query ID, so its process started again since (or a forger
-    says so: a source address is not proven)."""
+    then). It may hold chunks: a ``PeerAvailable`` says what."""
 
     peer: str
     content_id: ContentId
     port: int = 0
-    restarted: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,7 +351,7 @@ class DiscoveryMachine:
             ):
                 self.counters.queries_answered += 1
         if search is not None:
-            self._emit(PeerSearching(addr[0], message.content_id, addr[1], anew))
+            self._emit(PeerSearching(addr[0], message.content_id, addr[1]))
             if search.unicast_peers is not None:
                 self._ask_back(message.content_id, search, addr[0], now)
             elif anew:  # it restarted: our interest recorded there, it pushes to us

@@ -158,11 +158,6 @@ class TransferEngine:
         """Stop receiving a chunk; the peer is told. Unknown or finished IDs are ignored."""
         self._receiver.cancel(request_id)
 
-    def last_heard(self, request_id: int) -> float | None:
-        """When our request ``request_id`` last heard from its peer (when it was asked,
-        if never); None once it ended."""
-        return self._receiver.last_heard(request_id)
-
     def has_answered(self, peer: Address) -> bool:
         """Has ``peer`` ever answered us (a RETRY with its token)? A peer that never did
         may be a forged address, not a shoal port."""

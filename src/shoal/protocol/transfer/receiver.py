@@ -369,11 +369,6 @@ class Receiver:
                 waiting.requested_at = now
                 self._send_request(waiting, now)
 
-    def last_heard(self, request_id: int) -> float | None:
-        """See ``TransferEngine.last_heard``."""
-        download = self.downloads.get(request_id)
-        return None if download is None else download.last_heard
-
     def _send_request(self, download: Download, now: float) -> None:
         peer = download.peer
         if peer in self._peer_tokens or self._unproven_sends.admit(peer[0], now):
