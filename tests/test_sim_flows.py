@@ -284,7 +284,7 @@ def test_flow_mode_rendezvous_point_dies_and_another_takes_over(tmp_path: Path) 
 def test_the_flow_engine_offers_every_call_of_the_transfer_engine() -> None:
     # The flow model stands in for the transfer engine behind the real client: a call
     # the client makes that it lacks crashes the estate runs only when that path is
-    # taken (a server's BUSY, a restarted peer), as ``receiving`` and ``last_heard`` did.
+    # taken.
     introspection = {"flow_srtt", "flow_window"}  # a packet-level flow's state: none here
     real = {name for name in dir(TransferEngine) if not name.startswith("_")}
     offered = {name for name in dir(FlowEngine) if not name.startswith("_")}

@@ -114,7 +114,6 @@ class _Download:
     chunk_index: int
     chunk_length: int
     chunk_hash: bytes
-    requested_at: float = 0.0
     timeout_version: int = 0
 
 
@@ -416,9 +415,7 @@ class FlowEngine:
         if len(chunk_hash) != 32:
             raise LocalProtocolError("chunk_hash must be a 32-byte SHA-256 digest")
         request_id = self.fabric.request_id()
-        download = _Download(
-            request_id, peer, content_id, chunk_index, chunk_length, chunk_hash, now
-        )
+        download = _Download(request_id, peer, content_id, chunk_index, chunk_length, chunk_hash)
         self._downloads[request_id] = download
         sender = self.fabric.live_engine(peer)
         if sender is None:
@@ -444,25 +441,6 @@ class FlowEngine:
 
     def has_answered(self, peer: Address) -> bool:
         return peer in self._answered
-
-    def receiving(self, request_id: int) -> bool:
-        """As ``TransferEngine.receiving``: the sender's flow for it runs."""
-        download = self._downloads.get(request_id)
-        sender = None if download is None else self.fabric.live_engine(download.peer)
-        if download is None or sender is None:
-            return False
-        upload = sender._uploads.get((self.address, request_id))
-        return upload is not None and upload.flow is not None
-
-    def last_heard(self, request_id: int) -> float | None:
-        """As ``TransferEngine.last_heard``: now while its flow runs, else when asked."""
-        download = self._downloads.get(request_id)
-        if download is None:
-            return None
-        return self.fabric.network.now if self.receiving(request_id) else download.requested_at
-
-    def address_token(self, addr: Address, now: float) -> bytes:
-        return bytes(16)  # flows need no address validation: no datagram is forged here
 
     # ------------------------------------------------------------ sender side
 
