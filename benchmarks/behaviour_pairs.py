@@ -81,10 +81,14 @@ sys.exit(main())
 """
 
 
-def run_item(build: Path, item: str, out: Path, prefix: str, base: str) -> dict[str, float]:
+def run_item(
+    build: Path, item: str, out: Path, prefix: str, base: str, chunk_kib: int | None = None
+) -> dict[str, float]:
     venv = build / ".venv" / "bin"
     if item in SCENARIOS:
         command = [str(venv / "shoal"), "lab", "run", item, "--ci", "--system", "shoal"]
+        if chunk_kib is not None:
+            command += ["--chunk-kib", str(chunk_kib)]
         command += ["--prefix", prefix, "--base", base, "--json", str(out)]
         parse = lab_figures
     else:
@@ -123,6 +127,12 @@ def main() -> int:
     parser.add_argument("--items", nargs="*", default=[*SCENARIOS, *(t[0] for t in TRANSFERS)])
     parser.add_argument("--prefix", default="bhp-", help="namespace name prefix")
     parser.add_argument("--base", default="10.219", help="first two octets of the subnets")
+    parser.add_argument(
+        "--this-chunk-kib",
+        type=int,
+        help="this build's lab packages in chunks of this size (KiB; `shoal lab run "
+        "--chunk-kib`): to compare at the other build's chunk policy (1 MiB before 54f271d)",
+    )
     options = parser.parse_args()
     builds = [options.this.resolve(), options.other.resolve()]
     names = ["this", "other"]
@@ -136,7 +146,10 @@ def main() -> int:
             for item in options.items:
                 for index in order:
                     out = Path(scratch) / f"{names[index]}-{item}-{number}.json"
-                    figures = run_item(builds[index], item, out, options.prefix, options.base)
+                    chunk_kib = options.this_chunk_kib if index == 0 else None
+                    figures = run_item(
+                        builds[index], item, out, options.prefix, options.base, chunk_kib
+                    )
                     results.setdefault((names[index], item), []).append(figures)
                     shown = ", ".join(f"{k} {v:.3g}" for k, v in figures.items())
                     print(f"  {names[index]:5} {item:13} {shown}", flush=True)

@@ -104,9 +104,12 @@ def test_branch_flash_every_system_delivers_and_shoal_crosses_the_wan_once(
 def test_corrupt_peer_is_caught_and_every_client_still_gets_the_right_file(
     tmp_path: Path,
 ) -> None:
-    document = run_scenario_ci("corrupt-peer", tmp_path)
+    # In 256 KiB chunks (the console would cut 8 MiB into 128 KiB ones): --chunk-kib
+    # reaches the console, and a liar is caught at any chunk size.
+    document = run_scenario_ci("corrupt-peer", tmp_path, "--chunk-kib", "256")
     shoal = row(document, "shoal")
     assert shoal["status"] == "ok", shoal["reason"]
+    assert shoal["chunk_size"] == 256 * 1024
     assert shoal["all_sha256_ok"] and shoal["clients_complete"] == 4
     assert len(shoal["lying_peers"]) == 1
     assert shoal["bad_peers_reported"] == shoal["lying_peers"]
@@ -235,6 +238,8 @@ def test_the_lower_bound_is_the_largest_of_the_three_kumar_ross_terms() -> None:
         ('name = "x"\nsize_mb = 1\n', "missing or wrong"),
         ('name="x"\nsize_mb=1\n[[office]]\nname="a"\ntype="LAN"\nclients=1\nwan_mbit=1',
          "office type 'LAN'"),
+        ('name="x"\nsize_mb=1\nchunk_kib=100\n[[office]]\nname="a"\nclients=1\nwan_mbit=1',
+         "chunk_kib must be a power of two"),
         ('name="x"\nsize_mb=1\nsystems=["ftp"]\n[[office]]\nname="a"\nclients=1\nwan_mbit=1',
          "unknown systems"),
         ('name="x"\nsize_mb=1\n[corrupt]\nclients=2\n[[office]]\nname="a"\nclients=1\n'

@@ -31,6 +31,9 @@ def lab() -> None:
 @click.option("--clients", type=click.IntRange(min=1),
               help="Clients per office instead of the scenario's.")  # fmt: skip
 @click.option("--ci", is_flag=True, help="Use the scenario's [ci] sizes (small and quick).")
+@click.option("--chunk-kib", type=int,
+              help="shoal's chunk size in KiB (a power of two, 64 to 16384) instead of "
+              "the console's choice for the package size.")  # fmt: skip
 @click.option("--system", "systems", multiple=True,
               type=click.Choice(["shoal", "http-direct", "libtorrent"]),
               help="Run only these systems (default: the scenario's).")  # fmt: skip
@@ -48,6 +51,7 @@ def run(
     size_mb: int | None,
     clients: int | None,
     ci: bool,
+    chunk_kib: int | None,
     systems: tuple[str, ...],
     workdir: Path | None,
     prefix: str,
@@ -74,6 +78,8 @@ def run(
     if ci:
         loaded = loaded.for_ci()
     loaded = loaded.resized(size_mb, clients)
+    if chunk_kib is not None:
+        loaded = loaded.with_chunk_kib(chunk_kib)
     if systems:
         loaded = dataclasses.replace(loaded, systems=systems)
     work = workdir or Path(tempfile.mkdtemp(prefix="shoal-lab-"))

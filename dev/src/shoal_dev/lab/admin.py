@@ -86,13 +86,20 @@ class ConsoleAdmin:
         return str(self.get("/servers/auth-key")["key"])
 
     def upload(
-        self, path: Path, name: str, version: str, install: dict[str, Any] | None = None
+        self,
+        path: Path,
+        name: str,
+        version: str,
+        install: dict[str, Any] | None = None,
+        chunk_size: int | None = None,
     ) -> dict[str, Any]:
-        """Stream a package to the console (with its install specification, if any);
-        return the new version (id, content ID...)."""
+        """Stream a package to the console (with its install specification and chunk size,
+        if any); return the new version (id, content ID...)."""
         params = {"name": name, "version": version}
         if install is not None:
             params["install"] = json.dumps(install)
+        if chunk_size is not None:
+            params["chunk_size"] = str(chunk_size)
         with open(path, "rb") as package:
             response = self._check(
                 self._http.post(

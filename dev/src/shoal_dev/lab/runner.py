@@ -195,6 +195,8 @@ class Driver(Protocol):
     """One system under test on the lab's network (see the module docstring)."""
 
     name: str
+    chunk_size: int | None
+    """The size of the pieces the system moved (shoal: what the console cut), if known."""
 
     def prepare(self) -> None: ...
     def start(self) -> None: ...
@@ -262,6 +264,7 @@ class ShoalDriver:
         )
         self.version_id = 0
         self.content_id = ""
+        self.chunk_size: int | None = None
         self.down: set[str] = set()
         self.restarted_pid: dict[str, int] = {}
         self.before_kill: dict[str, tuple[int, int]] = {}
@@ -280,8 +283,14 @@ class ShoalDriver:
         self._watch("server", "server")
         deployment.wait_for_server()
         assert deployment.admin is not None
-        row = deployment.admin.upload(self.context.package, "LabPackage", "1.0")
+        row = deployment.admin.upload(
+            self.context.package,
+            "LabPackage",
+            "1.0",
+            chunk_size=self.context.scenario.chunk_size,
+        )
         self.version_id, self.content_id = int(row["id"]), str(row["content_id"])
+        self.chunk_size = int(row["chunk_size"])
         time.sleep(2.0)  # the server syncs the new content from the console every second
         liars = self.context.liars()
         for host in self.context.clients:
@@ -446,6 +455,7 @@ class _DownloaderDriver:
 
     name = ""
     port = 0
+    chunk_size = None
 
     def __init__(self, context: _Context) -> None:
         self.context = context
@@ -731,6 +741,7 @@ class SystemResult:
     peak_rss_bytes_server_max: int = 0
     lying_peers: list[str] = field(default_factory=list)  # clients told to serve bad chunks
     bad_peers_reported: list[str] = field(default_factory=list)  # caught, per the server
+    chunk_size: int | None = None  # shoal's chunk size (the console's cut), else None
     offices: list[OfficeResult] = field(default_factory=list)
     clients: list[ClientResult] = field(default_factory=list)
     processes: list[dict[str, Any]] = field(default_factory=list)
@@ -839,6 +850,7 @@ def _run_system(context: _Context, system: str, expected_sha: str) -> SystemResu
         )
         result.lying_peers = liars if system == "shoal" else []
         result.bad_peers_reported = reported
+        result.chunk_size = driver.chunk_size
         result.timelines = driver.timelines(started)
         return result
     finally:

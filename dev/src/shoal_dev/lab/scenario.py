@@ -5,6 +5,8 @@ A scenario file (shipped in ``shoal_dev/lab/scenarios/``, or any path) reads::
     name = "branch-flash"
     description = "One branch of 12 clients behind a 50 Mbit/s WAN link"
     size_mb = 64                                   # the package, in MiB
+    chunk_kib = 1024                               # optional: shoal's chunk size (default:
+                                                   # the console's choice for the size)
     systems = ["shoal", "http-direct", "libtorrent"]
     timeout_s = 600
 
@@ -48,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.core.bounds import Bound, Outage, churn_bound, kumar_ross_bound, one_copy_bound
+from shoal.core.chunking import ALLOWED_CHUNK_SIZES
 from shoal.core.errors import ShoalError
 from shoal_dev.lab.network import LabOffice
 
@@ -136,10 +139,17 @@ class Scenario:
     churn: Churn | None = None
     corrupt_clients: int = 0
     ci: dict[str, int] | None = None
+    #: shoal's chunk size in KiB, given to the console at upload; None: the console picks
+    #: it from the package size (``shoal.core.chunking.chunk_size_for``).
+    chunk_kib: int | None = None
 
     @property
     def size_bytes(self) -> int:
         return self.size_mb * MIB
+
+    @property
+    def chunk_size(self) -> int | None:
+        return None if self.chunk_kib is None else self.chunk_kib * 1024
 
     @property
     def client_count(self) -> int:
@@ -156,6 +166,12 @@ class Scenario:
         scenario._check()
         return scenario
 
+    def with_chunk_kib(self, chunk_kib: int) -> Scenario:
+        """The same scenario with shoal's packages cut into ``chunk_kib`` KiB chunks."""
+        scenario = replace(self, chunk_kib=chunk_kib)
+        scenario._check()
+        return scenario
+
     def for_ci(self) -> Scenario:
         """The scenario with its ``[ci]`` overrides (small sizes), if it has any."""
         if not self.ci:
@@ -165,6 +181,11 @@ class Scenario:
     def _check(self) -> None:
         if self.size_mb < 1:
             raise ScenarioInvalid(f"{self.name}: size_mb must be at least 1")
+        if self.chunk_size is not None and self.chunk_size not in ALLOWED_CHUNK_SIZES:
+            raise ScenarioInvalid(
+                f"{self.name}: chunk_kib must be a power of two from "
+                f"{ALLOWED_CHUNK_SIZES[0] // 1024} to {ALLOWED_CHUNK_SIZES[-1] // 1024}"
+            )
         if not self.offices:
             raise ScenarioInvalid(f"{self.name}: at least one [[office]] is needed")
         for office in self.offices:
@@ -259,6 +280,7 @@ def _scenario(document: dict[str, Any]) -> Scenario:
         churn=churn,
         corrupt_clients=int(document.get("corrupt", {}).get("clients", 0)),
         ci={str(key): int(value) for key, value in ci.items()} if ci else None,
+        chunk_kib=None if document.get("chunk_kib") is None else int(document["chunk_kib"]),
     )
 
 
