@@ -455,7 +455,7 @@ class _DownloaderDriver:
 
     name = ""
     port = 0
-    chunk_size = None
+    chunk_size: int | None = None
 
     def __init__(self, context: _Context) -> None:
         self.context = context
