@@ -11,6 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,9 @@ from shoal_dev.lab.network import EmulatedNetwork, LabOffice
 
 PREFIX = os.environ.get("SHOAL_SITE_PREFIX", "shs-")
 """Names of namespaces and links (set it to run beside another run of these tests)."""
+BASE = os.environ.get("SHOAL_SITE_BASE", "10.231")
+"""The first two octets of the site's addresses (another run beside this one picks
+another: the management link's address is in this host's namespace)."""
 OfficeWanted = tuple[LabOffice, str, bool]  # spec, office type, in the uploaded topology
 Site = Callable[[list[OfficeWanted]], tuple[Deployment, EmulatedNetwork]]
 MIB = 1024 * 1024
@@ -69,8 +73,11 @@ def site(tmp_path: Path) -> Iterator[Site]:
     built: list[Deployment] = []
 
     def build(offices: list[OfficeWanted]) -> tuple[Deployment, EmulatedNetwork]:
+        offices = [(replace(spec, base=BASE), kind, listed) for spec, kind, listed in offices]
         # One packet per datagram on WAN links, as on a wire (see EmulatedNetwork).
-        network = EmulatedNetwork.create(PREFIX, [spec for spec, _, _ in offices], segment_wan=True)
+        network = EmulatedNetwork.create(
+            PREFIX, [spec for spec, _, _ in offices], base=BASE, segment_wan=True
+        )
         setups = [
             OfficeSetup(spec.name, spec.subnet, kind)
             for spec, kind, in_topology in offices
@@ -80,7 +87,7 @@ def site(tmp_path: Path) -> Iterator[Site]:
             NamespacePlacement(network),
             tmp_path / "site",
             setups,
-            "10.231.0.0/24",
+            f"{BASE}.0.0/24",
             say=lambda _line: None,
         )
         built.append(deployment)

@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shoal.assignments import ManifestRef, SealedContent
+from shoal.client.server_origin import ServerOrigin
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest
 from shoal.protocol.swarm import ChunkPicker
@@ -146,6 +147,8 @@ class Download:
     picker: ChunkPicker[Address] | None = None
     source: LeaseDecision | None = None
     """The server's last lease decision (None: not asked yet)."""
+    origin: ServerOrigin = field(default_factory=ServerOrigin)
+    """What the server serves us: the lease's chunks, but those it refused lately."""
     lease_due: float = 0.0
     peers_due: float = 0.0
     requests: dict[int, tuple[Address, int]] = field(default_factory=dict)
@@ -182,6 +185,14 @@ class Download:
         return ContentProgress(
             self.content_id, done, count, self.bytes_from_peers, self.bytes_from_server
         )
+
+    def next_wake(self) -> float | None:
+        """When its picker (``ChunkPicker.next_wake``) or a chunk held back from the
+        server (``ServerOrigin``) wants a look again; None: only an input will."""
+        wakes = [self.origin.next_release()]
+        if self.picker is not None:
+            wakes.append(self.picker.next_wake())
+        return min((wake for wake in wakes if wake is not None), default=None)
 
     def accepts(self, event: DownloadInput) -> bool:
         """Does the table have a move for ``event`` from the current state?"""

@@ -50,7 +50,7 @@ from shoal.client.disk import (
     perform_store_update,
 )
 from shoal.client.download import MANIFEST_STATES, Download, DownloadInput, DownloadState
-from shoal.client.lease import EarlyLeases, apply_lease
+from shoal.client.lease import EarlyLeases, apply_lease, release_held, server_refused
 from shoal.client.registration import RETRY_SOON, RegistrationMachine
 from shoal.core.chunkset import ChunkSet
 from shoal.core.errors import ManifestError
@@ -341,7 +341,7 @@ class DownloadsMachine:
                 deadlines.append(download.lease_due)
             if wifi:
                 deadlines.append(download.peers_due)
-            if download.picker is not None and (wake := download.picker.next_wake()) is not None:
+            if (wake := download.next_wake()) is not None:
                 deadlines.append(wake)
         return min(deadlines, default=None)
 
@@ -358,6 +358,7 @@ class DownloadsMachine:
                 download.peers_due = now + PEER_LIST_REFRESH
                 self.control.peers(download.content_id, now)
             if download.picker is not None:
+                release_held(download, self.office.server_data_address(download.mode), now)
                 download.picker.wake(now)  # schedule() asks what the held-back chunks allow
 
     # ------------------------------------------------------------ the server
@@ -514,9 +515,8 @@ class DownloadsMachine:
             refused = event.reason if isinstance(event, ChunkRefused) else None
             busy = refused is RefusalReason.BUSY
             if peer == server:
-                if busy:  # lease again; requests queued there are withdrawn, not re-asked
-                    self._cancel_to(download, peer, download.picker.peer_gone(peer), now)
-                    download.lease_due = now
+                if busy:  # that chunk held back from it a while, the lease asked again
+                    server_refused(download, chunk_index, server, now)
                 return
             if busy:  # its upload slots are full: other holders meanwhile
                 download.picker.busy(peer, now + self.rng.uniform(*self.config.busy_backoff))

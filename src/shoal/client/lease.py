@@ -13,6 +13,10 @@ The server answers each ``LEASE`` (``shoal.server.rendezvous``) with a decision:
 A download asks for its lease in the same round trip as its manifest; an answer that
 comes before the manifest is stored is kept (``EarlyLeases``) and applied when the
 download starts, its validity counted from when it came.
+
+A ``BUSY`` refusal from the server (``server_refused``) holds that one chunk back from
+the server for a while (``shoal.client.server_origin``) and asks for the lease again
+(our stripes may have moved); the server's other answers come on as they are.
 """
 
 from __future__ import annotations
@@ -45,20 +49,44 @@ def apply_lease(
     download.source = reply.decision
     full = ChunkSet.full(picker.have.count)
     if reply.decision is LeaseDecision.REDIRECTED:
+        download.origin.grant(None)
         download.lease_due = now + max(valid, MIN_REDIRECT_WAIT)
         download.note = f"rendezvous point of the office: {reply.holder[0]}"
         return picker.peer_gone(server)
     if reply.decision is LeaseDecision.GRANTED:  # the server serves its stripes only
-        stripes = stripe_chunks(full.count, reply.stripes, reply.stripe_mask)
-        picker.peer_has(server, stripes, origin=True)
+        download.origin.grant(stripe_chunks(full.count, reply.stripes, reply.stripe_mask))
         download.lease_due = now + max(valid * renew_fraction, MIN_RENEWAL)
         download.note = "this client is the office's rendezvous point"
-        return []
-    if server not in picker.peers:
-        picker.peer_has(server, full, origin=True)
-    download.lease_due = float("inf")
-    download.note = "this office does not share: downloading from the server"
+    else:
+        download.origin.grant(full)
+        download.lease_due = float("inf")
+        download.note = "this office does not share: downloading from the server"
+    offer_server(download, server)
     return []
+
+
+def offer_server(download: Download, server: Address) -> None:
+    """Tell the picker what the server may be asked for now (the lease's chunks, but
+    those held back after a refusal); requests in flight to it stay as they are."""
+    offered = download.origin.offered()
+    if download.picker is not None and offered is not None:
+        download.picker.peer_has(server, offered, origin=True)
+
+
+def server_refused(download: Download, chunk_index: int, server: Address, now: float) -> None:
+    """The server refused ``chunk_index`` BUSY: not asked of it again for a while (see
+    ``shoal.client.server_origin``), and the lease asked again (our stripes may have
+    moved). Our other requests to the server are left alone: a chunk it is sending
+    comes on, and one queued there is answered there, never asked twice."""
+    download.origin.refused(chunk_index, now)
+    offer_server(download, server)
+    download.lease_due = min(download.lease_due, now)
+
+
+def release_held(download: Download, server: Address, now: float) -> None:
+    """Chunks whose hold is over may be asked of the server again."""
+    if download.origin.release_due(now):
+        offer_server(download, server)
 
 
 class EarlyLeases:

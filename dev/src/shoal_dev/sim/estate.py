@@ -311,6 +311,8 @@ class _ServerLoad:
     cpu_seconds: float = 0.0
     peak_leases: int = 0
     per_second: dict[int, int] = field(default_factory=dict)
+    refused_busy: int = 0
+    """Chunk requests the server's earlier processes refused BUSY (before a restart)."""
 
 
 class _TimedControl:
@@ -473,7 +475,12 @@ def run_scenario(
         _schedule_outage(enterprise, plan.outage_office, *scenario.faults.wan_outage_s)
     if scenario.faults.server_restart_s is not None:
         at, down_for = scenario.faults.server_restart_s
-        network.at(at, enterprise.kill_server)
+
+        def server_dies() -> None:
+            load.refused_busy += enterprise.server.counters.refused_busy
+            enterprise.kill_server()
+
+        network.at(at, server_dies)
 
         def server_back() -> None:
             enterprise.restart_server()
@@ -718,6 +725,8 @@ def report(
             ),
             "control_datagrams_per_s_peak": max(load.per_second.values(), default=0),
             "peak_lease_table": load.peak_leases,
+            "chunk_requests_refused_busy": load.refused_busy
+            + enterprise.server.counters.refused_busy,
             "answered": control.answered,
         },
         "faults": {
@@ -734,6 +743,8 @@ def report(
         else {
             "flows_started": enterprise.fabric.counters.flows_started,
             "flows_aborted": enterprise.fabric.counters.flows_aborted,
+            "flows_cancelled": enterprise.fabric.counters.flows_cancelled,
+            "bytes_cancelled": enterprise.fabric.counters.bytes_cancelled,
             "recomputations": enterprise.fabric.counters.recomputations,
             "largest_recomputation": enterprise.fabric.counters.largest_recomputation,
         },
@@ -764,7 +775,8 @@ def format_report(document: dict[str, Any]) -> str:
         f"{document['bytes_by_source']['peers']}",
         f"server: {document['server_load']['control_datagrams']} control datagrams (peak "
         f"{document['server_load']['control_datagrams_per_s_peak']}/s), peak lease table "
-        f"{document['server_load']['peak_lease_table']}",
+        f"{document['server_load']['peak_lease_table']}, "
+        f"{document['server_load']['chunk_requests_refused_busy']} chunk requests refused BUSY",
     ]
     worst = sorted(
         document["offices_detail"],
@@ -776,6 +788,12 @@ def format_report(document: dict[str, Any]) -> str:
             f"WAN {row['wan_mbit']} Mbit/s: "
             f"T_last {row['t_last_s']} s, T_lb1 {row['t_lb1_s']} s ({row['binding']}), "
             f"WAN/F {row['wan_over_f']}"
+        )
+    flows = document["flow_model"]
+    if flows is not None:
+        lines.append(
+            f"flows: {flows['flows_started']} started, {flows['flows_aborted']} aborted, "
+            f"{flows['flows_cancelled']} cancelled on their way ({flows['bytes_cancelled']} bytes)"
         )
     for name, outcome in document["invariants"].items():
         lines.append(f"invariant {name}: {'held' if outcome['held'] else 'VIOLATED'}")

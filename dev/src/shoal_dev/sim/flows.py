@@ -157,6 +157,11 @@ class FabricCounters:
     flows_started: int = 0
     flows_finished: int = 0
     flows_aborted: int = 0
+    flows_cancelled: int = 0
+    """Flows whose requester had cancelled while their bytes were on the way: cut off
+    at the sender when the cancel reached it, or sent whole before it did and dropped."""
+    bytes_cancelled: int = 0
+    """What those flows had sent (bytes on the wire, counted once, not per link)."""
     recomputations: int = 0
     flows_rated: int = 0
     largest_recomputation: int = 0
@@ -252,8 +257,9 @@ class FlowFabric:
         self._recompute(links)
         return flow
 
-    def end(self, flow: _Flow) -> None:
-        """Take ``flow`` off its links (finished or aborted) and count its bytes."""
+    def end(self, flow: _Flow) -> int:
+        """Take ``flow`` off its links (finished or aborted) and count its bytes; returns
+        how many it sent."""
         now = self.network.now
         sent = flow.total - max(flow.remaining - flow.rate * (now - flow.updated), 0.0)
         flow.remaining = 0.0
@@ -266,6 +272,7 @@ class FlowFabric:
             link.bytes_sent += int(sent)
         flow.upload.flow = None
         self._recompute(flow.links)
+        return int(sent)
 
     def set_link_rate(self, link: Link, rate: float) -> None:
         """Change a link's capacity (0: an outage) and re-share its flows."""
@@ -550,7 +557,8 @@ class FlowEngine:
             if upload is None:
                 return
             if upload.flow is not None:
-                self.fabric.end(upload.flow)
+                self.fabric.counters.flows_cancelled += 1
+                self.fabric.counters.bytes_cancelled += self.fabric.end(upload.flow)
             self._forget(upload)
             self._events.append(event)
         elif isinstance(event, ChunkDelivered):
@@ -583,14 +591,16 @@ class FlowEngine:
         """The flow's last byte left: it arrives one path delay later, ACKed after another."""
         fabric = self.fabric
         fabric.counters.flows_finished += 1
-        fabric.end(flow)
+        sent = fabric.end(flow)
         upload = flow.upload
         self._send_next((upload.peer, upload.mode))
         receiver = fabric.live_engine(upload.peer)
         if receiver is None:
             return
         download = receiver._downloads.get(upload.request_id)
-        if download is None:
+        if download is None:  # cancelled meanwhile: its cancel is on its way to us
+            fabric.counters.flows_cancelled += 1
+            fabric.counters.bytes_cancelled += sent
             return
         receiver.counters.payload_bytes_received += len(flow.data)
         if fabric.hashes.sha256(flow.data) == download.chunk_hash:
