@@ -15,6 +15,18 @@ settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test marked ``serial`` joins the xdist group "serial": with ``-n 2 --dist
+    loadgroup`` (``make test``) the group runs in one worker, one test after the other,
+    as in a run without xdist. Namespaces, sites and labs then never overlap (nor change
+    the host's interfaces under chromium), and what a test times is never run beside
+    another such test; the other worker runs the rest meanwhile."""
+    for item in items:
+        if item.get_closest_marker("serial") is not None:
+            item.add_marker(pytest.mark.xdist_group("serial"))
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[ThrowawayPostgres]:
     """One throwaway PostgreSQL cluster for the session (stopped even on failure)."""

@@ -131,6 +131,7 @@ def test_depth_is_limited_and_the_limit_is_named():
     ]
 
 
+@pytest.mark.serial  # a bound in seconds
 def test_a_tree_loaded_back_is_checked_in_linear_time_but_not_limited():
     import time
 
