@@ -17,14 +17,26 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the group marks
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test marked ``serial`` joins the xdist group "serial": with ``-n 2 --dist
-    loadgroup`` (``make test``) the group runs in one worker, one test after the other,
-    as in a run without xdist. Namespaces, sites and labs then never overlap (nor change
-    the host's interfaces under chromium), and what a test times is never run beside
-    another such test; the other worker runs the rest meanwhile."""
+    """xdist groups (``make test`` runs ``-n 2 --dist loadgroup``; a group runs in one
+    worker, its tests one after the other in their usual order):
+
+    - every test marked ``serial`` joins the group "serial", run as without xdist:
+      namespaces, sites and labs never overlap (nor change the host's interfaces under
+      chromium), and what a test times never runs beside another such test, while the
+      other worker runs the rest;
+    - a test that uses a module-scoped fixture joins its module's group, so that the
+      fixture (a built wheel, a simulated grid, a console process) is set up once, not
+      once in each worker.
+    """
     for item in items:
         if item.get_closest_marker("serial") is not None:
             item.add_marker(pytest.mark.xdist_group("serial"))
+        elif isinstance(item, pytest.Function) and any(
+            definition.scope == "module"
+            for definitions in item._fixtureinfo.name2fixturedefs.values()
+            for definition in definitions
+        ):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")
