@@ -39,6 +39,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Under ``--dist loadgroup``, stop unless xdist has tagged each grouped test's ID
+    with its group (``ID@GROUP``, what its scheduler groups by): a pytest or xdist
+    release that loses the tag (pytest-xdist#1386) would otherwise spread the serial
+    tests over both workers without a word."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    for item in session.items:
+        groups = {
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        }
+        if groups and not item.nodeid.endswith("@" + "_".join(sorted(groups))):
+            raise pytest.UsageError(
+                f"xdist did not group {item.nodeid} ({sorted(groups)}): "
+                "check the pytest and pytest-xdist versions (pyproject.toml)"
+            )
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[ThrowawayPostgres]:
     """One throwaway PostgreSQL cluster for the session (stopped even on failure)."""
