@@ -40,8 +40,12 @@ portable: $(STAMP) bytecode
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+## pytest: the whole suite in two processes (pytest-xdist; CI has 2 cores). The tests
+## marked `serial` (namespaces, labs, sites, chromium, timings: tests/conftest.py) run in
+## one of them, one at a time as without xdist; the other runs the rest meanwhile.
+## `pytest tests/FILE` (no -n) runs in one process as before.
 pytest: $(STAMP) postgres chromium bytecode
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 ## bytecode: compile the checkout once (a second when nothing changed). The suite starts
 ## hundreds of Python processes (consoles, servers, clients, the CLI); where

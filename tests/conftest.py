@@ -15,6 +15,49 @@ settings.register_profile("dev", deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook reads the group marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """xdist groups (``make test`` runs ``-n 2 --dist loadgroup``; a group runs in one
+    worker, its tests one after the other in their usual order):
+
+    - every test marked ``serial`` joins the group "serial", run as without xdist:
+      namespaces, sites and labs never overlap (nor change the host's interfaces under
+      chromium), and what a test times never runs beside another such test, while the
+      other worker runs the rest;
+    - a test that uses a module-scoped fixture joins its module's group, so that the
+      fixture (a built wheel, a simulated grid, a console process) is set up once, not
+      once in each worker.
+    """
+    for item in items:
+        if item.get_closest_marker("serial") is not None:
+            item.add_marker(pytest.mark.xdist_group("serial"))
+        elif isinstance(item, pytest.Function) and any(
+            definition.scope == "module"
+            for definitions in item._fixtureinfo.name2fixturedefs.values()
+            for definition in definitions
+        ):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Under ``--dist loadgroup``, stop unless xdist has tagged each grouped test's ID
+    with its group (``ID@GROUP``, what its scheduler groups by): a pytest or xdist
+    release that loses the tag (pytest-xdist#1386) would otherwise spread the serial
+    tests over both workers without a word."""
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    for item in session.items:
+        groups = {
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        }
+        if groups and not item.nodeid.endswith("@" + "_".join(sorted(groups))):
+            raise pytest.UsageError(
+                f"xdist did not group {item.nodeid} ({sorted(groups)}): "
+                "check the pytest and pytest-xdist versions (pyproject.toml)"
+            )
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[ThrowawayPostgres]:
     """One throwaway PostgreSQL cluster for the session (stopped even on failure)."""

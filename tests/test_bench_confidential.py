@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from shoal_dev.bench.transfer import TransferBenchOptions, format_table, run_transfer_bench
 
 
+@pytest.mark.serial  # compares two measured rates
 def test_the_confidential_bench_stages_the_right_plaintext_and_times_it_apart() -> None:
     """The fetcher checks the staged file's SHA-256 against the plaintext's (outside
     every timed part): ``sha256_matches`` fails if staging handed over ciphertext."""

@@ -195,6 +195,7 @@ def _store_with_package(tmp_path: Path, chunks: int) -> tuple[ContentStore, byte
     return store, package, manifest
 
 
+@pytest.mark.serial  # the event loop's lag in seconds
 def test_the_shell_writes_off_the_event_loop_which_keeps_running(tmp_path: Path) -> None:
     store, package, manifest = _store_with_package(tmp_path, 6)
     slow = _SlowStore(store, delay=0.25)

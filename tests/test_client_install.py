@@ -203,6 +203,7 @@ def test_the_runner_stages_runs_and_keeps_the_last_4_kib(tmp_path: Path) -> None
     assert (tmp_path / "staging" / "x.tar").read_bytes() == b"package bytes"
 
 
+@pytest.mark.serial  # a bound in seconds
 @pytestmark_posix
 def test_the_runner_kills_the_whole_process_tree_at_the_timeout(tmp_path: Path) -> None:
     pid_file = tmp_path / "child.pid"

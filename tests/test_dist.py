@@ -35,6 +35,7 @@ SERVER_OR_CONSOLE = {"fastapi", "uvicorn", "sqlalchemy", "alembic", "psycopg", "
 lab_ok, lab_why = lab_available()
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.serial,
     pytest.mark.timeout(900),
     pytest.mark.skipif(not LOCAL_INDEX.is_dir(), reason=f"no local package index {LOCAL_INDEX}"),
 ]

@@ -31,7 +31,7 @@ PREFIX = "ops-"
 BASE = "10.212"  # not the lab's default: other engineers' labs may run beside this one
 
 available, why = lab_available()
-pytestmark = pytest.mark.skipif(not available, reason=why)
+pytestmark = [pytest.mark.skipif(not available, reason=why), pytest.mark.serial]
 
 
 @dataclass

@@ -125,6 +125,7 @@ def test_a_kept_cell_keeps_its_logs_and_status_files_but_not_the_package_copies(
     assert all(path.exists() for path in kept) and small.exists()
 
 
+@pytest.mark.serial  # waits for a CPU, on one CPU
 def test_the_sampler_says_how_long_a_process_waited_for_a_cpu() -> None:
     """Two busy processes on one CPU each wait about half the time; a sleeping one does
     not: what tells a lab row measured on crowded cores from one measured on idle ones."""

@@ -32,7 +32,7 @@ Site = Callable[[list[OfficeWanted]], tuple[Deployment, EmulatedNetwork]]
 MIB = 1024 * 1024
 
 available, why = lab_available()
-pytestmark = [pytest.mark.skipif(not available, reason=why), pytest.mark.slow]
+pytestmark = [pytest.mark.skipif(not available, reason=why), pytest.mark.slow, pytest.mark.serial]
 POLL = 0.1
 
 

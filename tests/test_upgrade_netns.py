@@ -27,7 +27,7 @@ BASE = "10.218"  # not the lab's default: other labs may run beside this one
 CLIENTS = int(os.environ.get("SHOAL_UPGRADE_CLIENTS", "4"))
 
 available, why = lab_available()
-pytestmark = [pytest.mark.skipif(not available, reason=why), pytest.mark.slow]
+pytestmark = [pytest.mark.skipif(not available, reason=why), pytest.mark.slow, pytest.mark.serial]
 
 
 @pytest.fixture

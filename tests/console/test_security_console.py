@@ -271,6 +271,7 @@ def test_attack_10_password_guessing_is_throttled_with_backoff(console: Harness)
     assert login(elsewhere, "admin", "typo").status_code == 401
 
 
+@pytest.mark.serial  # compares the time of two logins
 def test_attack_10_unknown_user_names_cost_a_password_check_too(
     console: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -323,6 +324,7 @@ def deep_topology(levels: int) -> str:
     return TOPOLOGY_HEADER + "\n".join(rows) + "\n"
 
 
+@pytest.mark.serial  # compares refusal and answer times
 def test_attack_11_huge_and_deep_topologies_are_refused_quickly_while_health_answers(
     console: Harness,
 ) -> None:

@@ -66,11 +66,15 @@ TIMEOUT_MS = 10_000
 # How chromium logs an HTTP error answer to any request of the page.
 HTTP_ERROR_LOGGED = re.compile(r"the server responded with a status of (\d+)")
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="Debian's chromium is not installed at /usr/bin/chromium (as root, make test "
-    "installs it)",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="Debian's chromium is not installed at /usr/bin/chromium (as root, make test "
+        "installs it)",
+    ),
+    # Never beside a test that adds interfaces (see ``in_browser``), nor beside a timed one.
+    pytest.mark.serial,
+]
 
 
 @dataclass

@@ -29,7 +29,10 @@ from shoal_dev.lab.netns import (
 )
 
 AVAILABLE, WHY_NOT = lab_available()
-pytestmark = pytest.mark.skipif(not AVAILABLE, reason=WHY_NOT or "lab unavailable")
+pytestmark = [
+    pytest.mark.skipif(not AVAILABLE, reason=WHY_NOT or "lab unavailable"),
+    pytest.mark.serial,
+]
 
 TEST_PREFIX = "shn-t"
 

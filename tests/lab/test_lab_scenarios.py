@@ -60,6 +60,7 @@ def row(document: dict[str, Any], system: str) -> dict[str, Any]:
 
 
 @needs_root
+@pytest.mark.serial
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 def test_branch_flash_every_system_delivers_and_shoal_crosses_the_wan_once(
@@ -99,6 +100,7 @@ def test_branch_flash_every_system_delivers_and_shoal_crosses_the_wan_once(
 
 
 @needs_root
+@pytest.mark.serial
 @pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_corrupt_peer_is_caught_and_every_client_still_gets_the_right_file(
@@ -121,6 +123,7 @@ def test_corrupt_peer_is_caught_and_every_client_still_gets_the_right_file(
 
 
 @needs_root
+@pytest.mark.serial
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_slow_asymmetric_uplinks_shoal_and_libtorrent_deliver_and_the_uplinks_bind(
@@ -153,6 +156,7 @@ def test_slow_asymmetric_uplinks_shoal_and_libtorrent_deliver_and_the_uplinks_bi
 
 
 @needs_root
+@pytest.mark.serial
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_lab_sweep_runs_a_grid_and_leads_with_the_worst_cell(tmp_path: Path) -> None:
@@ -185,6 +189,7 @@ def test_lab_sweep_runs_a_grid_and_leads_with_the_worst_cell(tmp_path: Path) -> 
 
 
 @needs_root
+@pytest.mark.serial
 def test_a_run_refuses_leftovers_and_clean_removes_them(tmp_path: Path) -> None:
     create_namespace(f"{PREFIX}core")
     try:
