@@ -101,23 +101,6 @@ def test_the_stripe_of_a_holder_that_died_moves_to_a_live_holder() -> None:
     assert table.request("b", CONTENT, "dev-b", now=12).decision is Decision.REDIRECTED
 
 
-def test_the_stripes_of_a_holder_whose_process_is_gone_move_at_the_next_renewal() -> None:
-    """ICMP port unreachable told the server the holder's process died: its stripe is
-    free at once, not lease_seconds after its last renewal."""
-    table = RendezvousTable(lease_seconds=10)
-    for device in ("dev-a", "dev-b", "dev-c"):
-        table.request("b", CONTENT, device, now=0, stripes=3)
-    table.request("other", CONTENT, "dev-b", now=0)
-    assert table.holder_gone("b", "dev-b") == 1
-    moved = table.request("b", CONTENT, "dev-c", now=1)
-    assert (moved.decision, moved.mask) == (Decision.GRANTED, 0b110)
-    assert table.takeovers == 1
-    assert table.holders("b", CONTENT, now=1) == ["dev-a", "dev-c"]
-    assert table.holder("other", CONTENT, now=1) == "dev-b"  # another office: untouched
-    # Its new process asks again: every stripe is held, it fetches from its peers.
-    assert table.request("b", CONTENT, "dev-b", now=2).decision is Decision.REDIRECTED
-
-
 def test_a_stripe_nobody_claimed_waits_for_a_client_without_one_first() -> None:
     table = RendezvousTable(lease_seconds=10)
     table.request("b", CONTENT, "dev-a", now=0, stripes=2)

@@ -28,7 +28,6 @@ from shoal.protocol.transfer import (
     ChunkDelivered,
     ChunkRequested,
     Mode,
-    PeerPortClosed,
     RefusalReason,
     TransferConfig,
     TransferEngine,
@@ -45,8 +44,6 @@ class OriginCounters:
     bytes_served: int = 0
     refused_busy: int = 0
     refused_not_found: int = 0
-    stripes_freed: int = 0
-    """Stripes of holders whose process was found dead (``WanCopy.holder_gone``)."""
 
 
 class ServerNode:
@@ -90,8 +87,6 @@ class ServerNode:
                     self.core.wan_copy.chunk_delivered(
                         event.peer[0], event.content_id, event.chunk_index, now
                     )
-                elif isinstance(event, PeerPortClosed):
-                    self.counters.stripes_freed += self.core.wan_copy.holder_gone(event.peer[0])
 
     def _serve(self, engine: TransferEngine, event: ChunkRequested, now: float) -> None:
         blob = self.core.blob(event.content_id.digest)

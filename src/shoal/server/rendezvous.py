@@ -32,13 +32,9 @@ datagrams in its queue, but while it keeps fetching it is alive, so queueing del
 cannot make it look dead. A client that finds every stripe held is redirected to a
 holder (it fetches from the office's peers instead of the WAN) and told when to ask
 again (when the first stripe would lapse). A holder that dies keeps its stripe for
-``lease_seconds``, unless the server learns that its process is gone (an ICMP port
-unreachable for a chunk it was sending it, ``holder_gone``): then its stripes are free
-at once, and a live holder takes them at its next renewal, so the chunks nobody had
-fetched yet come in while the dead holder is down, not after it is back. The next
-holder of a stripe fetches over the WAN only the chunks nobody in the office holds
-(``ChunkPicker``'s origin rule, and the delivery ledger), so a second copy crosses the
-WAN only of what died with it.
+``lease_seconds``; the next holder of that stripe fetches over the WAN only the chunks
+nobody in the office holds (``ChunkPicker``'s origin rule), so a second copy crosses
+the WAN only of what died with it.
 
 A holder must also bring chunks into the office: the server notes every chunk it
 serves the holder (``progress``). A holder that fetches nothing for ``stall_seconds``
@@ -204,18 +200,6 @@ class RendezvousTable:
             return False
         lease = group.leases[chunk_index % len(group.leases)]
         return lease is not None and lease.holder == device and not self._dead(lease, now)
-
-    def holder_gone(self, office: str, device: str) -> int:
-        """``device``'s process is known dead (nothing listens at its data port): its
-        stripes in ``office`` are free now, for the next asker (a takeover), instead of
-        ``lease_seconds`` after its last renewal. Returns how many it held."""
-        freed = 0
-        for (group_office, _), group in self._groups.items():
-            if group_office == office:
-                held = sum(1 for lease in group.leases if _holds(lease, device))
-                self._drop(group, lambda lease: lease.holder == device, -1.0)
-                freed += held
-        return freed
 
     def revoke(self, office: str, device: str) -> None:
         """Take every stripe of ``device`` in ``office`` (it was banned there)."""

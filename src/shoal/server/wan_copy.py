@@ -171,18 +171,6 @@ class WanCopy:
 
         return present
 
-    def holder_gone(self, client_ip: str) -> int:
-        """Nothing listens at ``client_ip``'s data port any more (ICMP port unreachable):
-        its process died, so its stripes go to the next asker now, not ``lease_seconds``
-        after its last renewal (what it was delivered still counts as in the office: it
-        is on its disk, for when it is back). Returns how many stripes were freed."""
-        directory = self.directory
-        client = directory.client_at(client_ip)
-        office, _ = directory.office_of(client_ip)
-        if client is None or office is None:
-            return 0
-        return self.rendezvous.holder_gone(office, client.device_id.hex())
-
     def revoke(self, office: str, device: str) -> None:
         """``device`` (hex ID) was banned in ``office``: its lease goes, and what it was
         delivered counts no more as in the office."""

@@ -196,8 +196,8 @@ class TransferEngine:
         again under new request IDs. Without this, the flow keeps sending the dead
         requests (oldest first, ahead of the new ones) until probes and timeouts give
         up, and across a WAN that is the office's bandwidth wasted. Each upload ends as
-        if the peer had cancelled it, and ``PeerPortClosed`` tells the application (the
-        P2P server frees a dead holder's stripes). Returns how many uploads ended.
+        if the peer had cancelled it, and ``PeerPortClosed`` tells the application (a
+        client ends its requests to it). Returns how many uploads ended.
         """
         return self._sender.abandon_peer(peer)
 
