@@ -367,15 +367,8 @@ def run(cell: Cell, seed: int, step: float) -> Trace:
         f"downloader-seconds with chunks missing and nothing in flight: "
         + ", ".join(f"{short[ip]} {s:.2f}" for ip, s in idle_downloader.items() if s)
     )
-    from_server = sum(enterprise.received(c)[0] for c in clients)
-    received = sum(sum(enterprise.received(c)) for c in clients)
     size = enterprise.manifest.size
-    notes.append(
-        f"RE-FETCHING: WAN {office.wan_down.bytes_sent / size:.3f} F (chunk bytes from the "
-        f"server {from_server / size:.3f} F); chunk bytes every process received "
-        f"{received / size:.2f} F for {cell.clients} copies "
-        f"({received / size - cell.clients:+.2f} F: duplicates, partial chunks fetched again)"
-    )
+    notes.append(f"RE-FETCHING: WAN {office.wan_down.bytes_sent / size:.3f} F")
     root_dir.cleanup()
     return trace
 
