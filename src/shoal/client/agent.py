@@ -89,6 +89,7 @@ from shoal.protocol.transfer import (
     ChunkReceived,
     ChunkRequested,
     Mode,
+    PeerPortClosed,
     RequestCancelled,
     Role,
     TransferConfig,
@@ -386,6 +387,12 @@ class AgentCore:
             isinstance(event, TransferTimedOut) and event.role is Role.SENDER
         ):
             self.serving.on_event(mode, event, now)
+        elif isinstance(event, PeerPortClosed):  # its process died: ``ClosedPorts``
+            downloader = self.downloader
+            server = self.registrar.server_data_address
+            downloader.closed_ports.closed(
+                event.peer, downloader.downloads.values(), self.engines, server, now
+            )
         elif isinstance(event, VersionRejected):
             self.downloader.peer_speaks_other_versions(
                 event.peer,

@@ -45,7 +45,7 @@ from shoal.client.server_origin import ServerOrigin
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest
 from shoal.protocol.swarm import ChunkPicker
-from shoal.protocol.transfer import Address, LocalProtocolError, Mode
+from shoal.protocol.transfer import Address, LocalProtocolError, Mode, TransferEngine
 from shoal.wire.control import ContentProgress, LeaseDecision
 
 
@@ -202,3 +202,16 @@ class Download:
         """Take the table's move for ``event`` (raises when it has none)."""
         self.state = next_download_state(self.state, event)
         return self.state
+
+    def end_requests_to(
+        self, peer: Address, engine: TransferEngine, now: float, chunks: list[int] | None = None
+    ) -> list[int]:
+        """Cancel our requests to ``peer`` (for ``chunks`` only, if given) in ``engine``
+        and forget them; returns their chunk indexes (the picker's to release)."""
+        ended = []
+        for request_id, (asked, index) in list(self.requests.items()):
+            if asked == peer and (chunks is None or index in chunks):
+                del self.requests[request_id]
+                engine.cancel(request_id, now)
+                ended.append(index)
+        return ended

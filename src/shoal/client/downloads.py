@@ -36,6 +36,7 @@ from shoal.assignments import ManifestRef, SealedContent
 from shoal.client.bandwidth import BandwidthCaps
 from shoal.client.blobs import BlobFetcher, ManifestBlob
 from shoal.client.chunk_writes import ChunkWrites
+from shoal.client.closed_ports import ClosedPorts
 from shoal.client.confidential import PlaintextJobs
 from shoal.client.config import AgentConfig, ContentStoreLike
 from shoal.client.control import ControlClient
@@ -87,8 +88,7 @@ PEER_LIST_REFRESH = 5.0
 
 ReceiverOutcome = ChunkReceived | ChunkCorrupted | ChunkRefused | TransferTimedOut
 """How one of our chunk requests ended (``TransferTimedOut`` with ``Role.RECEIVER``)."""
-ContentRequest = ManifestInfo | Lease | Peers | BadPeer
-"""Control requests about one content."""
+ContentRequest = ManifestInfo | Lease | Peers | BadPeer  # control requests about a content
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +142,7 @@ class DownloadsMachine:
         self.plaintext = PlaintextJobs()
         self._events: deque[DownloadVerified] = deque()
         self._early_leases = EarlyLeases()
+        self.closed_ports = ClosedPorts()
 
     def next_event(self) -> DownloadVerified | None:
         return self._events.popleft() if self._events else None
@@ -380,7 +381,7 @@ class DownloadsMachine:
         server = self.office.server_data_address(download.mode)
         renew = self.config.lease_renew_fraction
         released = apply_lease(download, reply, valid, server, renew, now)
-        self._cancel_to(download, server, released, now)
+        download.end_requests_to(server, self.engines[download.mode], now, released)
 
     def on_peer_list(self, reply: PeerList, now: float) -> None:
         download = self.downloads.get(reply.content_id)
@@ -419,6 +420,7 @@ class DownloadsMachine:
         address = self.office.peer_address(event.peer, download.mode, event.port)
         if self.suspects.penalised(address, now):
             return
+        self.closed_ports.heard(address, self.downloads.values(), now)
         download.picker.peer_has(address, event.chunks)
 
     def on_peer_searching(self, event: PeerSearching, now: float) -> None:
@@ -429,6 +431,7 @@ class DownloadsMachine:
             return
         address = self.office.peer_address(event.peer, download.mode, event.port)
         if not self.suspects.penalised(address, now):
+            self.closed_ports.heard(address, self.downloads.values(), now)
             download.picker.peer_searching(address, now)
 
     def peer_speaks_other_versions(self, peer: Address, note: str) -> None:
@@ -483,12 +486,6 @@ class DownloadsMachine:
                 now,
             )
             download.requests[request_id] = (peer, chunk_index)
-
-    def _cancel_to(self, download: Download, peer: Address, chunks: list[int], now: float) -> None:
-        for request_id, (asked, index) in list(download.requests.items()):
-            if asked == peer and index in chunks:
-                del download.requests[request_id]
-                self.engines[download.mode].cancel(request_id, now)
 
     def on_outcome(self, mode: Mode, event: ReceiverOutcome, now: float) -> None:
         """One of our chunk requests ended: received, corrupt, refused or unanswered."""
@@ -554,7 +551,7 @@ class DownloadsMachine:
         download.failures.pop(peer, None)
         self.suspects.forgive(peer)
         for loser in download.picker.received(chunk_index, peer, now):
-            self._cancel_to(download, loser, [chunk_index], now)
+            download.end_requests_to(loser, self.engines[download.mode], now, [chunk_index])
         self._writes.add(download.content_id, chunk_index, data, peer)
 
     def take_disk_writes(self) -> list[WriteChunk]:

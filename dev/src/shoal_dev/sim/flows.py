@@ -69,6 +69,7 @@ from shoal.protocol.transfer import (
     Event,
     LocalProtocolError,
     Mode,
+    PeerPortClosed,
     RefusalReason,
     RequestCancelled,
     Role,
@@ -539,6 +540,7 @@ class FlowEngine:
             if upload.flow is not None:
                 self.fabric.end(upload.flow)
             self._forget(upload)
+        self._events.append(PeerPortClosed(peer))
         return len(uploads)
 
     # ------------------------------------------------ driven by the fabric

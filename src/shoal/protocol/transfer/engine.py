@@ -61,6 +61,7 @@ from shoal.protocol.transfer.events import (
     ChunkRefused,
     ChunkRequested,
     Event,
+    PeerPortClosed,
     RequestCancelled,
     Role,
     TransferTimedOut,
@@ -98,6 +99,7 @@ __all__ = [
     "Event",
     "LocalProtocolError",
     "Mode",
+    "PeerPortClosed",
     "RefusalReason",
     "RequestCancelled",
     "Role",
@@ -194,7 +196,8 @@ class TransferEngine:
         again under new request IDs. Without this, the flow keeps sending the dead
         requests (oldest first, ahead of the new ones) until probes and timeouts give
         up, and across a WAN that is the office's bandwidth wasted. Each upload ends as
-        if the peer had cancelled it. Returns how many ended.
+        if the peer had cancelled it, and ``PeerPortClosed`` tells the application (a
+        client ends its requests to it). Returns how many uploads ended.
         """
         return self._sender.abandon_peer(peer)
 

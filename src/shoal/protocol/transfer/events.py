@@ -93,6 +93,15 @@ class TransferTimedOut:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerPortClosed:
+    """Nothing listens at ``peer`` any more: the network answered a datagram to it with
+    ICMP port unreachable (``TransferEngine.abandon_peer``), so its process died (or
+    restarted since). Our uploads to it have ended (``RequestCancelled`` each)."""
+
+    peer: Address
+
+
+@dataclass(frozen=True, slots=True)
 class VersionRejected:
     """The peer answered with a version error: it speaks only ``min..max``."""
 
@@ -109,5 +118,6 @@ Event = (
     | ChunkDelivered
     | RequestCancelled
     | TransferTimedOut
+    | PeerPortClosed
     | VersionRejected
 )

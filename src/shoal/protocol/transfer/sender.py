@@ -29,6 +29,7 @@ from shoal.protocol.transfer.events import (
     Address,
     ChunkDelivered,
     ChunkRequested,
+    PeerPortClosed,
     RequestCancelled,
     Role,
     TransferTimedOut,
@@ -136,6 +137,7 @@ class Sender:
             )
             self._move(upload, SendInput.PEER_CANCELLED)
             self._forget(upload)
+        self._context.events.append(PeerPortClosed(peer))
         return len(uploads)
 
     def refuse_chunk(
