@@ -365,6 +365,8 @@ class ClientService:
             status = agent.status(loop.time())
             status["wall_time"] = time.time()
             status["stopped"] = True
+            status["counters"] = agent_counters(agent)  # what the whole run did
+            status["counters"]["loop"] = runner.wakeup_counters()
             write_status(config.data_dir, status)
             self.store.close()
 

@@ -47,6 +47,16 @@ class Binding:
     config: UdpConfig | None = None
 
 
+@dataclass(slots=True)
+class LoopCounters:
+    """How often the runner woke its application: each wake-up is a whole ``pump``."""
+
+    pumps: int = 0
+    """Steps run (after input, and after the application's own timer)."""
+    application_timer_fires: int = 0
+    """The application's own timer (``handle_timer``), among ``pumps``."""
+
+
 class _Slot:
     """One endpoint's shell events, told to the runner with the port they came from."""
 
@@ -73,6 +83,7 @@ class ApplicationRunner:
     ) -> None:
         self.application = application
         self.unreachable = UnreachableCounters()
+        self.counters = LoopCounters()
         self._on_socket_event = on_socket_event
         self._loop = asyncio.get_running_loop()
         self._poll_scheduled = False
@@ -115,6 +126,7 @@ class ApplicationRunner:
         self._poll_scheduled = False
         if self._closed:
             return
+        self.counters.pumps += 1
         pump(self.application, self.machines, self, self._loop.time())
 
     def _socket_event(self, port: int, event: object) -> None:
@@ -143,8 +155,20 @@ class ApplicationRunner:
     def _on_timer(self, _deadline: float) -> None:
         if self._closed:
             return
+        self.counters.application_timer_fires += 1
         self.application.handle_timer(self._loop.time())
         self._run()
+
+    def wakeup_counters(self) -> dict[str, int]:
+        """The runner's and its endpoints' wake-ups and system calls, as plain ints."""
+        endpoints = self.endpoints
+        return {
+            "pumps": self.counters.pumps,
+            "application_timer_fires": self.counters.application_timer_fires,
+            "endpoint_timer_fires": sum(e.timer_counters.fires for e in endpoints),
+            "receive_calls": sum(e.udp.counters.receive_calls for e in endpoints),
+            "send_calls": sum(e.udp.counters.send_calls for e in endpoints),
+        }
 
     def close(self) -> None:
         self._closed = True

@@ -48,6 +48,8 @@ CONSOLE_PORT = 8443
 SERVER_METRICS_PORT = 9465
 """Where the lab's P2P server serves ``--metrics``, on the management address."""
 ADMIN_PASSWORD = "shoal lab administrator"
+PROFILE_VARIABLE = "SHOAL_LAB_CLIENT_PROFILE"
+"""A directory: the lab's clients run under cProfile and leave their stats there."""
 
 
 class DeploymentError(ShoalError):
@@ -420,7 +422,7 @@ class Deployment:
                 if host.name in self.client_commands
                 else [*self.client_command, "client", "run"]
                 if self.client_command
-                else self._shoal("client", "run")
+                else self._profiled_shoal(host) or self._shoal("client", "run")
             )
             argv = [
                 *command,
@@ -442,6 +444,18 @@ class Deployment:
             argv += (extra_arguments or {}).get(host.name, [])
             self._spawn(f"client-{host.name}", host, argv)
             self.clients[host.name] = host
+
+    def _profiled_shoal(self, host: LabHost) -> list[str]:
+        """``shoal client run`` under cProfile (``shoal_dev.lab.profiled``) when
+        ``SHOAL_LAB_CLIENT_PROFILE`` names a directory (the lab's profiling only, never a
+        product option): the stats go to ``DIR/client-HOST.prof`` when the client stops;
+        empty when unset."""
+        directory = os.environ.get(PROFILE_VARIABLE)
+        if not directory:
+            return []
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        output = Path(directory) / f"client-{host.name}.prof"
+        return [sys.executable, "-m", "shoal_dev.lab.profiled", str(output), "client", "run"]
 
     def client_dir(self, host: LabHost) -> Path:
         return self.work / f"client-{host.name}"
