@@ -58,7 +58,7 @@ def test_with_measured_rates_only_a_late_request_is_duplicated() -> None:
     (idle,) = {"a", "b", "c"} - set(last_two)
     assert picker.next_requests(now=0.1) == []  # both on time
     due = picker.next_wake()
-    assert due == pytest.approx(0.1 + 2.0 / 10)  # asked + endgame_after / rate
+    assert due == pytest.approx(0.1 + picker.endgame_after / 10)  # asked + endgame_after / rate
     assert picker.next_requests(now=due - 0.01) == []
     picker.wake(due)
     ((peer, chunk_index),) = picker.next_requests(now=due)  # late: duplicated
@@ -83,7 +83,7 @@ def test_a_peer_that_measured_one_slow_delivery_is_late_by_the_office_median() -
     picker.peer_has_chunk("b", last_two["c"])
     assert picker.next_requests(now=4.0) == []  # on time for now
     due = picker.next_wake()
-    assert due == pytest.approx(4.0 + 2.0 / 10)  # the median rate, not c's 0.25 (12 s)
+    assert due == pytest.approx(4.0 + picker.endgame_after / 10)  # the median rate, not c's 0.25
     picker.wake(due)
     assert picker.next_requests(now=due) == [("b", last_two["c"])]
 

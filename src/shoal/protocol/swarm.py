@@ -71,7 +71,7 @@ class ChunkPicker(Generic[Peer]):
         *,
         max_in_flight_per_peer: int = 4,
         endgame_duplicates: int = 2,
-        endgame_after: float | None = 2.0,
+        endgame_after: float | None = 3.0,
         rng: random.Random | None = None,
         me: Peer | None = None,
         key: Callable[[Peer], str] = repr,
