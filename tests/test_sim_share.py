@@ -62,3 +62,18 @@ def test_shoal_meets_the_share_targets_at_100_ms(mode: Mode) -> None:
     )
     assert figures["shoal_alone_link_share"] > 0.9
     assert figures["shoal_alone_median_queue_ms"] < 2 * target * 1000
+
+
+def test_background_alone_fills_a_zero_delay_link_from_a_busy_host() -> None:
+    # The lab's link (issue 9): no propagation delay, 50 Mbit/s, so LEDBAT's window is
+    # its 10 ms of queue and a few packets. Its sender, on a loaded 2-core machine, did
+    # not run for 10-60 ms now and then; it then read a batch of ACKs before sending
+    # anything, and RFC 6817's max_allowed_cwnd (flight + the increase allowed) cut the
+    # window to what the batch's last ACK left in flight -- 50 packets to 2-30, four
+    # times a second: the link ran dry and shoal alone took 73-89% of it. Here the
+    # sender stops for 12 ms every 60 ms: 2 ms more than its queue lasts.
+    setup = ShareSetup(rate_mbit=50.0, rtt=0.0, late_start=3.0, together=3.0, settle=0.0)
+    network = ShareNetwork(setup)
+    network.add_shoal("shoal-background", Mode.BACKGROUND, 0.0, sender_stall=(0.012, 0.06))
+    (flow,) = network.run()
+    assert flow.mean_mbit(setup.late_start, setup.end) > 0.9 * setup.rate_mbit

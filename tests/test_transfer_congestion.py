@@ -278,6 +278,24 @@ def test_ledbat_refills_an_empty_path_faster_than_a_packet_per_round_trip() -> N
     assert cc.cwnd < 200 / 4
 
 
+def test_ledbat_keeps_its_window_through_a_batch_of_acks() -> None:
+    # A busy sender reads a window's ACKs at once, sending nothing between them: the
+    # flight falls to nothing while the path is as full as before. RFC 6817's
+    # max_allowed_cwnd bounds the window's growth by the flight, and must not cut it:
+    # cut to what the batch's last ACK left (16 + 16), the window no longer fills the
+    # path (issue 9, the lab's shoal alone at 73-89% of the link).
+    cc = Ledbat(_config())
+    _ack_round(cc, 0.0, 0.0)
+    cc.cwnd = cc.ssthresh = 64.0
+    for ack in range(4):
+        cc.on_ack(16, 64 - 16 * (ack + 1), 1.0, BASE_US + 5_000, srtt=0.015)
+    assert cc.cwnd >= 64.0
+    # ... and its growth is still bounded by the flight (the window is not in use).
+    for step in range(20):
+        cc.on_ack(4, 4, 1.1 + 0.02 * step, BASE_US, srtt=0.015)
+    assert cc.cwnd < 70.0
+
+
 def test_ack_carries_the_least_delay_of_the_packets_it_covers() -> None:
     network = Network(seed=1)
     receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")

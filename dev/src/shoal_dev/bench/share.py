@@ -113,6 +113,9 @@ class ShareOptions:
     #: The lab's first two octets: senders in BASE.1.0/24, receivers in BASE.2.0/24.
     address_base: str = "10.79"
     tcp_congestion: str = "cubic"
+    #: Lab: keep each shoal sender's controller trace (``cc_trace``) and both shoal
+    #: processes' results here, as SCENARIO-RUN-{trace.jsonl,serve.json,fetch.json}.
+    trace_dir: Path | None = None
 
     def setup(self, rtt: float = 0.0, seed: int | None = None) -> ShareSetup:
         return ShareSetup(
@@ -271,11 +274,12 @@ class _LabFlow:
 
 def _run_lab(
     lab: RouterLab, options: ShareOptions, first: str | None, late: str | None,
-    package: tuple[Path, Path], workdir: Path, scenario: str,
+    package: tuple[Path, Path], workdir: Path, scenario: str, number: int = 1,
 ) -> ShareRun:  # fmt: skip
     """One scenario in the lab; the rates are sampled every ``bin_seconds``."""
     setup = options.setup()
     source, manifest = package
+    trace_stem = None if options.trace_dir is None else options.trace_dir / f"{scenario}-{number}"
     flows: list[_LabFlow] = []
     #: (start, namespace, argv) of each flow's active end, started on time below.
     launch: list[tuple[float, str, list[str]]] = []
@@ -289,6 +293,7 @@ def _run_lab(
                 "--file", str(source), "--bind", f"{lab.sender_ip}:{SHOAL_PORT}",
                 "--result", str(workdir / "serve.json"),
                 *[f"--engine={setting}" for setting in options.engine_settings],
+                *([] if trace_stem is None else ["--trace", f"{trace_stem}-trace.jsonl"]),
             ))  # fmt: skip
             _wait_ready(server, "shoal sender")
             fetch = _python(
@@ -332,6 +337,10 @@ def _run_lab(
                 break
         time.sleep(max(0.0, min(next_sample, pending[0][0] if pending else next_sample) - now))
     lab.stop()  # the TCP receivers write their samples on SIGTERM
+    if trace_stem is not None:
+        for role in ("serve", "fetch"):
+            if (workdir / f"{role}.json").exists():
+                (workdir / f"{role}.json").replace(f"{trace_stem}-{role}.json")
     series: list[FlowSeries] = []
     times = [when for when, _ in link_samples[1:]]
     tcp_frames = [0.0] * len(times)
@@ -393,6 +402,8 @@ def run_lab_share(options: ShareOptions, report: Report) -> dict[str, Any]:
     if os.geteuid() != 0:
         raise BenchmarkFailed("the lab needs root (network namespaces); try --sim")
     cleanup_share_orphans(options.namespace_prefix)
+    if options.trace_dir is not None:
+        options.trace_dir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="shoal-share-", dir=options.workdir))
     document = _document(options, "lab")
     try:
@@ -410,7 +421,7 @@ def run_lab_share(options: ShareOptions, report: Report) -> dict[str, Any]:
                     )
                     try:
                         runs[scenario] = _run_lab(
-                            lab, options, first, late, package, workdir, scenario
+                            lab, options, first, late, package, workdir, scenario, number
                         )
                     finally:
                         lab.close()

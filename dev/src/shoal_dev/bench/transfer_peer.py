@@ -4,7 +4,7 @@ Each runs one ``TransferEngine`` on one ``DatagramEndpoint`` and writes a JSON r
 (CPU seconds over the transfer, peak RSS, socket and engine counters).
 
     python -m shoal_dev.bench.transfer_peer serve --file F --manifest M --bind IP:PORT
-        --result R [--loss P --seed S --no-gso]
+        --result R [--loss P --seed S --no-gso --trace T]
     python -m shoal_dev.bench.transfer_peer fetch --manifest M --peer IP:PORT --bind IP:PORT
         --out F --result R [--window N --loss P --seed S --no-gso --timeout T]
 
@@ -58,6 +58,7 @@ from shoal.protocol.transfer import (
     TransferTimedOut,
 )
 from shoal.wire.messages import Mode, RefusalReason
+from shoal_dev.bench import cc_trace
 from shoal_dev.bench.measure import CpuSample, counter_change, peak_rss_bytes, udp_drops
 
 MAX_ATTEMPTS_PER_CHUNK = 5
@@ -104,6 +105,7 @@ async def serve(arguments: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     manifest = decode_manifest_file(arguments.manifest.read_bytes()).manifest
     descriptor = os.open(arguments.file, os.O_RDONLY)
+    trace = cc_trace.install() if arguments.trace is not None else None
     engine = TransferEngine(config=engine_config(arguments.engine), now=loop.time())
     seen: Counter[str] = Counter()
 
@@ -154,6 +156,8 @@ async def serve(arguments: argparse.Namespace) -> int:
         **socket_report,
     }
     arguments.result.write_text(json.dumps(document))
+    if trace is not None:
+        cc_trace.write(trace, arguments.trace)
     return 0
 
 
@@ -392,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--engine", action="append", default=[], metavar="NAME=VALUE")
         if name == "serve":
             command.add_argument("--file", type=Path, required=True)
+            command.add_argument(
+                "--trace", type=Path, help="write every controller input here (cc_trace)"
+            )
         else:
             command.add_argument("--peer", required=True)
             command.add_argument("--out", type=Path, required=True)

@@ -200,11 +200,19 @@ def transfer(
     type=click.Path(path_type=Path, file_okay=False),
     help="Write each flow's rate over time as PNG charts into this folder.",
 )
+@click.option(
+    "--trace",
+    "trace_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Lab: keep every controller input of the shoal sender, and both shoal "
+    "processes' counters, in this folder (shoal_dev.bench.cc_trace).",
+)
 def share(
     rate_mbit: float, mode: str, sim: bool, rtts: tuple[float, ...], repeat: int,
     buffer_packets: int, late_start: float, together: float, queue_at: str,
     tcp_congestion: str, namespace_prefix: str, address_base: str,
     engine_settings: tuple[str, ...], json_out: Path | None, png_dir: Path | None,
+    trace_dir: Path | None,
 ) -> None:  # fmt: skip
     """A shoal transfer and a TCP flow through one link, against issue 9's targets.
 
@@ -228,7 +236,7 @@ def share(
         together=together, buffer_packets=buffer_packets, queue_at=queue_at, sim=sim,
         rtts_ms=rtts or (10.0, 50.0, 100.0, 200.0), engine_settings=engine_settings,
         tcp_congestion=tcp_congestion, namespace_prefix=namespace_prefix,
-        address_base=address_base,
+        address_base=address_base, trace_dir=trace_dir,
     )  # fmt: skip
     report = lambda line: click.echo(line, err=True)  # noqa: E731
     with terminate_on_signals():

@@ -34,7 +34,8 @@ from shoal.protocol.transfer import (
     TransferConfig,
     TransferEngine,
 )
-from shoal_dev.sim.network import Host, SimNetwork
+from shoal_dev.sim.network import Host, Machine, SimNetwork
+from shoal_dev.sim.stalls import StallingMachine
 from shoal_dev.sim.tcp import TcpReceiver, TcpSender
 
 FlowKind = Literal["shoal", "tcp"]
@@ -188,14 +189,22 @@ class ShareNetwork:
         receiver = self.sim.add_host(self.branch, f"10.2.0.{self._hosts}")
         return sender, receiver
 
-    def add_shoal(self, name: str, mode: Mode, start: float, window: int = 8) -> None:
+    def add_shoal(
+        self, name: str, mode: Mode, start: float, window: int = 8,
+        sender_stall: tuple[float, float] | None = None,
+    ) -> None:  # fmt: skip
+        """A shoal flow from ``start``; ``sender_stall`` (stall, period: seconds) puts
+        its sender on a busy host (``StallingMachine``)."""
         sender_host, receiver_host = self._host_pair()
         sender_engine = TransferEngine(config=self.config, now=self.sim.now)
         receiver_engine = TransferEngine(config=self.config, now=self.sim.now)
         receiver = _ShoalReceiver(
             receiver_engine, (sender_host.ip, _PORT), mode, self._chunk, window, start
         )
-        self.sim.bind(sender_host, _PORT, sender_engine)
+        bound: Machine = sender_engine
+        if sender_stall is not None:
+            bound = StallingMachine(sender_engine, *sender_stall)
+        self.sim.bind(sender_host, _PORT, bound)
         self.sim.attach(sender_host, _ShoalSender(sender_engine, self._chunk))
         self.sim.bind(receiver_host, _PORT, receiver_engine)
         self.sim.attach(receiver_host, receiver)

@@ -140,6 +140,11 @@ class DelayTracker:
         self.queuing_delay_us = min(self._current) - min(history)
         return self.queuing_delay_us
 
+    @property
+    def base_delay_us(self) -> int:
+        """The base delay (unwrapped, microseconds; 0 before the first sample)."""
+        return min(self._base_history) if self._base_history else 0
+
 
 class _DelayWindow:
     """What both controllers keep: a window in packets within its bounds, slow start's
@@ -433,6 +438,7 @@ class Ledbat(_DelayWindow):
         queuing_delay = self.delay.on_sample(one_way_delay_us, now)
         self.share.on_ack(newly_acked, in_flight + newly_acked >= self.cwnd / 2, now, srtt)
         target = self.aim_us
+        before = self.cwnd
         if self.cwnd < self.ssthresh and queuing_delay < target / 2:
             # Slow start while the path shows no queue. RFC 6817 §2.4.2 leaves the start
             # to the implementation; LEDBAT++ (draft-irtf-iccrg-ledbat-plus-plus §4.2)
@@ -461,10 +467,14 @@ class Ledbat(_DelayWindow):
         # flightsize before this ACK. The RFC assumes an ACK per packet; an ACK here
         # covers up to ``ack_every_packets``, so the increase allowed is per packet it
         # acknowledges -- one per ACK would cap slow start at 1/16 of a doubling per
-        # round trip, and leave a 200 ms path half empty.
+        # round trip, and leave a 200 ms path half empty. It bounds the window's
+        # growth, never cuts it (RFC 7661: a window not in use is kept, not reduced):
+        # a busy sender reads a batch of ACKs before sending anything, and the flight
+        # its last ACK leaves says nothing about the path -- cut to it, a 50-packet
+        # window fell to 2-30 several times a second and the lab's 50 Mbit/s link ran dry.
         allowed = in_flight + newly_acked + max(1.0, float(newly_acked))
-        if self.cwnd > allowed:
-            self.cwnd = allowed
+        if self.cwnd > before and self.cwnd > allowed:
+            self.cwnd = max(before, allowed)
         if self.cwnd < self.min_cwnd:
             self.cwnd = self.min_cwnd
         elif self.cwnd > self.max_cwnd:
