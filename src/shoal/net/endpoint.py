@@ -173,7 +173,8 @@ class DatagramEndpoint:
         self._deliver_events()
         if not self._blocked:
             self._flush()
-        self.arm(self.machine.get_timer())
+        if not self._closed:  # (an event handler may have closed us)
+            self._timer.arm(self.machine.get_timer())
 
     def can_send(self) -> bool:
         """True when no datagram waits for the kernel (no back-pressure)."""
@@ -281,7 +282,9 @@ class DatagramEndpoint:
                 self.on_event(DatagramRefused(failure.address, str(failure.error)))
 
     def _deliver_events(self) -> None:
-        self._deliver_shell_events()
+        udp = self.udp
+        if udp.unreachable or udp.send_failures:
+            self._deliver_shell_events()
         if self._pumped is not None:
             return  # the machine's events are the application's
         machine = self.machine
@@ -300,7 +303,9 @@ class DatagramEndpoint:
         """
         if self._pending_index < len(self._pending) and not self._send_pending():
             return
-        self.send(self.machine.datagrams_to_send(self._loop.time()))
+        datagrams = self.machine.datagrams_to_send(self._loop.time())
+        if datagrams:  # (nothing is pending here: ``send`` of nothing would change nothing)
+            self.send(datagrams)
 
     def _send_pending(self) -> bool:
         """Send ``_pending`` from ``_pending_index``; False when back-pressure stopped it."""

@@ -46,7 +46,7 @@ VERSION_ERROR, CANCEL of stray data, a repeated final ACK) is one datagram small
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any
 
 from shoal.core.ids import ContentId
 from shoal.protocol.transfer.config import TransferConfig
@@ -128,6 +128,11 @@ class TransferEngine:
         self.counters = self._context.counters
         self._receiver = Receiver(self._context, now)
         self._sender = Sender(self._context, token_key)
+        # Bound once: the calls below run for every datagram and every look at the heap.
+        self._take_data = self._receiver.on_datagram
+        self._download_timer_is_live = self._receiver.timer_is_live
+        self._upload_timer_is_live = self._sender.timer_is_live
+        self._idle_is_live = self._context.peers.idle_is_live
 
     # ----------------------------------------------------------------------------------
     # Receiver side: user calls
@@ -214,7 +219,7 @@ class TransferEngine:
     def receive_datagram(self, data: bytes | memoryview, addr: Address, now: float) -> None:
         """Handle one received datagram. Never raises for anything a peer can send."""
         self.counters.datagrams_received += 1
-        if not self._receiver.on_datagram(data, addr, now):
+        if not self._take_data(data, addr, now):
             self._receive_other(data, addr, now)
 
     def _receive_other(self, data: bytes | memoryview, addr: Address, now: float) -> None:
@@ -302,36 +307,40 @@ class TransferEngine:
         context = self._context
         out = context.control
         context.control = []
-        self._receiver.flush_acks(now, out)
-        self._sender.send_flows(now, out)
+        # (Most calls have neither: a receiver between ACKs, a host that only downloads.)
+        if self._receiver.acks_due:
+            self._receiver.flush_acks(now, out)
+        if self._sender.sending_flows:
+            self._sender.send_flows(now, out)
         self.counters.datagrams_sent += len(out)
         return out
 
     def get_timer(self) -> float | None:
         """When ``handle_timer``/``datagrams_to_send`` must next be called (None: never)."""
         timers = self._context.timers
-        peers = self._context.peers
-        if len(timers) > _COMPACT_FLOOR:
+        entries = timers.entries  # the heap, read in place: this runs after every input
+        if len(entries) > _COMPACT_FLOOR:
             self._compact_timers()
-        while (top := timers.peek()) is not None:
-            deadline, _, kind, target = top
+        while entries:
+            deadline, _, kind, target = entries[0]
             if not self._timer_is_live(deadline, kind, target):
                 timers.pop()
                 continue
             if kind is TimerKind.PEER_IDLE:
                 assert isinstance(target, tuple)
-                if peers.settle_idle(target, deadline) is None:
+                if self._context.peers.settle_idle(target, deadline) is None:
                     continue  # moved on to the peer's true deadline: this entry is stale
             return deadline
         return None
 
-    def _timer_is_live(self, deadline: float, kind: TimerKind, target: object) -> bool:
-        # (casts, not isinstance checks: this runs on every look at the heap)
+    def _timer_is_live(self, deadline: float, kind: TimerKind, target: Any) -> bool:
+        # ``target`` is what ``kind`` says (``timers.Entry``); no isinstance check or
+        # ``cast`` call: this runs on every look at the heap.
         if kind is TimerKind.ACK or kind is TimerKind.REQUEST_RETRY:
-            return self._receiver.timer_is_live(kind, cast(Download, target), deadline)
+            return self._download_timer_is_live(kind, target, deadline)
         if kind is TimerKind.PEER_IDLE:
-            return self._context.peers.idle_is_live(cast(Address, target), deadline)
-        return self._sender.timer_is_live(kind, target, deadline)
+            return self._idle_is_live(target, deadline)
+        return self._upload_timer_is_live(kind, target, deadline)
 
     def _compact_timers(self) -> None:
         timers = self._context.timers

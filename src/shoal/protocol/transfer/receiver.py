@@ -76,8 +76,9 @@ class Receiver:
         self._config = config
         self.downloads: dict[int, Download] = {}
         self._finished: RecentRequests[int] = RecentRequests(config.recent_requests)
-        #: Downloads whose ACK goes out with the next ``datagrams_to_send``.
-        self._ack_now: dict[int, Download] = {}
+        #: Downloads whose ACK goes out with the next ``datagrams_to_send`` (read by the
+        #: engine, which calls ``flush_acks`` only when there are some).
+        self.acks_due: dict[int, Download] = {}
         #: Tokens senders gave us for our address (RETRY), by sender address: a peer
         #: with one has answered us, so it is a live shoal port, not a victim.
         self._peer_tokens: OrderedDict[Address, bytes] = OrderedDict()
@@ -92,6 +93,8 @@ class Receiver:
         self._answer_time = RttEstimator(config.initial_rtt, config.min_rto, config.max_rto)
         self._stray_cancels: OrderedDict[tuple[Address, int], float] = OrderedDict()
         self._segment_size = config.segment_size
+        self._counters = context.counters  # (the hot path's, one lookup fewer per datagram)
+        self._timers = context.timers
         self._ack_every = config.ack_every_packets
         self._max_ack_delay = config.max_ack_delay
         # Derived from the clock, so a restarted process does not reuse the IDs that
@@ -170,7 +173,7 @@ class Receiver:
         if download is None or download.peer != addr:
             self.on_stray(request_id, addr, now, is_data=True)
             return True
-        counters = self._context.counters
+        counters = self._counters
         payload_length = len(data) - DATA_HEADER_SIZE
         if segment_index >= download.segment_count or payload_length != (
             download.segment_size
@@ -222,18 +225,18 @@ class Receiver:
                 return True
         download.unacked += 1
         if ack_at_once or download.unacked >= self._ack_every:
-            self._ack_now[request_id] = download
+            self.acks_due[request_id] = download
         elif download.ack_deadline is None:
             download.ack_deadline = deadline = now + self._max_ack_delay
-            self._context.timers.push(deadline, TimerKind.ACK, download)
+            self._timers.push(deadline, TimerKind.ACK, download)
         return True
 
     def flush_acks(self, now: float, out: list[tuple[bytes, Address]]) -> None:
         """Append the ACKs due now to ``out``."""
-        if self._ack_now:
-            for download in self._ack_now.values():
-                out.append((self._build_ack(download, now), download.peer))
-            self._ack_now.clear()
+        acks_due = self.acks_due
+        for download in acks_due.values():
+            out.append((self._build_ack(download, now), download.peer))
+        acks_due.clear()
 
     def _build_ack(self, download: Download, now: float) -> bytes:
         download.unacked = 0
@@ -281,7 +284,7 @@ class Receiver:
         final_ack = self._build_ack(download, now)
         context.queue_control(final_ack, download.peer)
         context.queue_control(final_ack, download.peer)
-        self._ack_now.pop(download.request_id, None)
+        self.acks_due.pop(download.request_id, None)
         if sha256(buffer) == download.chunk_hash:  # not hashlib: see shoal.core.digest
             context.counters.chunks_received += 1
             context.events.append(
@@ -398,7 +401,7 @@ class Receiver:
             self._end_download(download, ReceiveInput.PEER_SILENT)
             return
         if download.ack_deadline is not None and download.ack_deadline <= now:
-            self._ack_now[download.request_id] = download
+            self.acks_due[download.request_id] = download
         if download.state is ReceiveState.REQUESTED and download.retry_at <= now:
             self._send_request(download, now)
 
@@ -436,7 +439,7 @@ class Receiver:
                     )
                 )
         del self.downloads[request_id]
-        self._ack_now.pop(request_id, None)
+        self.acks_due.pop(request_id, None)
         context.peers.remove_download(download)
         context.peers.pass_on_liveness(peer, download.last_heard)
         download.buffer = None

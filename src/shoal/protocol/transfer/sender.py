@@ -22,7 +22,7 @@ of equal length to one address, ready for one GSO ``sendmsg``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import cast
+from typing import Any
 
 from shoal.protocol.transfer.context import EngineContext, Finished, RecentRequests
 from shoal.protocol.transfer.events import (
@@ -367,13 +367,13 @@ class Sender:
         if upload.rto_deadline is not None and upload.rto_deadline <= now:
             on_retransmission_timeout(self._context, upload, now)
 
-    def timer_is_live(self, kind: TimerKind, target: object, deadline: float) -> bool:
-        """Is ``deadline`` still what ``target`` (an upload, or a flow for PACING) waits
-        for under ``kind``?"""
+    def timer_is_live(self, kind: TimerKind, target: Any, deadline: float) -> bool:
+        """Is ``deadline`` still what ``target`` (an upload, or a flow for PACING: see
+        ``timers.Entry``) waits for under ``kind``?"""
         if kind is TimerKind.PACING:
-            flow = cast(Flow, target)
+            flow: Flow = target
             return self.sending_flows.get(flow.key) is flow and flow.pacer.wait_until == deadline
-        upload = cast(Upload, target)
+        upload: Upload = target
         if self.uploads.get((upload.peer, upload.request_id)) is not upload:
             return False
         if kind is TimerKind.LOSS:
