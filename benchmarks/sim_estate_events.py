@@ -54,11 +54,11 @@ def main() -> None:
         scenario = replace(scenario, estate=replace(scenario.estate, **chosen))
 
     count: collections.Counter[str] = collections.Counter()
-    spent: collections.Counter[str] = collections.Counter()
+    spent: collections.defaultdict[str, float] = collections.defaultdict(float)
     events_in: collections.Counter[int] = collections.Counter()
     pumps_in: collections.Counter[int] = collections.Counter()
     delivered: collections.Counter[tuple[str, str]] = collections.Counter()
-    delivery_spent: collections.Counter[tuple[str, str]] = collections.Counter()
+    delivery_spent: collections.defaultdict[tuple[str, str], float] = collections.defaultdict(float)
     hosts: set[str] = set()
     clock = time.perf_counter
     original_pump, original_deliver = network.SimNetwork.pump, network.SimNetwork._deliver
