@@ -39,7 +39,9 @@ changed: when a flow starts or ends, for the flows on that flow's links. Links b
 those keep their other flows' rates as they are (their capacity minus those rates is
 what the affected flows may use there, never less than an equal share of the link), so
 a change in one office never touches another office's flows. A link of infinite rate
-(an unshaped origin) couples nothing.
+(an unshaped origin) couples nothing. A flow has one finish event queued at a time: a
+re-rating that slows it (a flow joins its link) queues nothing, the event moves itself
+on when it fires early; one that speeds it up queues an earlier one.
 
 *Faults.* ``FlowFabric.kill(host)`` ends the host's flows: its peers hear
 ``TransferTimedOut`` after ``idle_timeout`` (as a real engine notices silence). A link
@@ -145,6 +147,11 @@ class _Flow:
     updated: float = 0.0
     version: int = 0
     stalled_since: float | None = None
+    finish_at: float = math.inf
+    """When the last byte leaves at the current rate."""
+    check_at: float | None = None
+    """When this flow's one live finish event fires (None: none queued): at
+    ``finish_at``, or earlier if its rate fell since (the event then moves itself)."""
 
 
 def wire_bytes(payload: int, config: TransferConfig) -> int:
@@ -265,6 +272,7 @@ class FlowFabric:
         sent = flow.total - max(flow.remaining - flow.rate * (now - flow.updated), 0.0)
         flow.remaining = 0.0
         flow.version += 1
+        flow.check_at = None  # its queued finish event, if any, is stale now
         for link in flow.links:
             on_link = self._on_link[id(link)]
             del on_link[flow.serial]
@@ -357,6 +365,7 @@ class FlowFabric:
         flow.version += 1
         version = flow.version
         if rate <= 0.0:
+            flow.finish_at = math.inf
             if flow.stalled_since is None:
                 flow.stalled_since = now
             stall_limit = flow.stalled_since + self.config.idle_timeout
@@ -368,12 +377,28 @@ class FlowFabric:
             self.network.at(stall_limit, give_up)
             return
         flow.stalled_since = None
+        flow.finish_at = now + flow.remaining / rate
+        # One finish event per flow, queued only when the flow finishes earlier than the
+        # queued one fires: a flow joining a link slows every flow on it, and each used
+        # to queue a new event (half of an estate's events were such stale ones). A
+        # queued event that fires before ``finish_at`` moves itself there (``_check``).
+        if flow.check_at is None or flow.finish_at < flow.check_at:
+            self._queue_check(flow)
 
-        def finish() -> None:
-            if flow.version == version:
-                flow.sender.finished(flow)
+    def _queue_check(self, flow: _Flow) -> None:
+        when = flow.check_at = flow.finish_at
+        self.network.at(when, lambda: self._check(flow, when))
 
-        self.network.at(now + flow.remaining / rate, finish)
+    def _check(self, flow: _Flow, when: float) -> None:
+        """A flow's finish event at ``when``: finished, or (slowed since it was queued)
+        queued again at its new ``finish_at``; stale if another took its place."""
+        if flow.check_at != when:
+            return  # ended, or an earlier event was queued since
+        flow.check_at = None
+        if flow.finish_at == when:
+            flow.sender.finished(flow)
+        elif flow.finish_at < math.inf:
+            self._queue_check(flow)
 
 
 class FlowEngine:
