@@ -51,7 +51,9 @@ def test_requests_to_a_killed_peer_end_and_its_new_process_is_asked_at_once(
         assert enterprise.complete(client)
         assert file_sha256(client.store, enterprise.content_id) == expected
     survivor_done = enterprise.download_of(survivor).completed_at
-    assert survivor_done - restarted_at < 1.5  # waiting out the old requests: 9 s
+    # Waiting out the old requests: 9 s. Asked at once: 1.47-1.58 s (the survivor is
+    # refused BUSY once on the way, and the random back-off draws 0.05-0.25 s).
+    assert survivor_done - restarted_at < 2.0
     # Each chunk crossed the WAN once: none of the victim's was fetched again meanwhile.
     from_server = sum(enterprise.received(client)[0] for client in (victim, survivor))
     assert from_server <= enterprise.manifest.size

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
 from shoal.protocol.discovery import (
@@ -108,6 +110,27 @@ def test_new_chunks_are_pushed_to_peers_that_asked() -> None:
     network.pump(network.hosts["10.1.0.2"])
     network.run(until=0.5)  # before the next periodic query at t=1
     assert events(seeker) == [PeerAvailable("10.1.0.2", CONTENT, ChunkSet(4, [0, 1, 2]), PORT)]
+    assert holder.counters.pushes_sent == 1
+
+
+def test_a_push_leaves_at_once_after_a_quiet_spell_and_at_most_once_per_interval() -> None:
+    """A chunk relayed through the office waits for no push interval at each hop (the
+    holder was quiet), yet a holder that gains chunks fast pushes at most once per
+    ``push_interval``."""
+    network, (seeker, holder) = office_of(2)
+    holder.set_holding(CONTENT, ChunkSet(4, [0]), now=0)
+    seeker.search(CONTENT, now=0)
+    network.pump(network.hosts["10.1.0.1"])
+    network.run(until=0.2)
+    events(seeker)
+    now = network.now
+    holder.chunk_added(CONTENT, 1, 4, now=now)
+    assert holder.get_timer() == now
+    holder.handle_timer(now)
+    assert holder.counters.pushes_sent == 1
+    holder.chunk_added(CONTENT, 2, 4, now=now + 0.005)
+    assert holder.get_timer() == pytest.approx(now + holder.config.push_interval)
+    holder.handle_timer(now + 0.01)
     assert holder.counters.pushes_sent == 1
 
 

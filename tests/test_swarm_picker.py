@@ -218,6 +218,35 @@ def test_one_downloader_fetches_a_new_chunk_from_its_source_and_the_others_wait(
     assert late.next_requests(now=0.5) == [("rendezvous", 5)]
 
 
+def test_a_new_chunk_waits_for_a_fast_source_three_of_its_chunk_times_not_the_grace() -> None:
+    """The hold-back spares a slow uplink; a source that delivers a chunk in 40 ms is
+    not held back 0.5 s behind a chosen downloader (the tail of a fast office)."""
+
+    def waiting_downloader(source_seconds: float | None) -> ChunkPicker[str]:
+        for me in ("10.2.0.2", "10.2.0.3", "10.2.0.4", "10.2.0.5"):
+            held = ChunkSet(8, [] if source_seconds is not None else [0])
+            picker: ChunkPicker[str] = ChunkPicker(held, me=me, key=str, fanout=1, rate_horizon=0.5)
+            picker.peer_has("source", ChunkSet(8, [0]))
+            if source_seconds is not None:  # one chunk from it already, measured
+                assert picker.next_requests(now=0.0) == [("source", 0)]
+                picker.received(0, "source", now=source_seconds)
+            for other in ("10.2.0.2", "10.2.0.3", "10.2.0.4", "10.2.0.5"):
+                if other != me:
+                    picker.peer_has(other, ChunkSet(8, [0]))
+            picker.peer_has_chunk("source", 5)  # its newest chunk, from the WAN
+            if picker.next_requests(now=1.0) == []:
+                return picker  # not designated: it waits
+        raise AssertionError("every downloader was designated")
+
+    fast = waiting_downloader(0.04)
+    assert fast.next_wake() == pytest.approx(1.12)
+    assert fast.next_requests(now=1.12) == [("source", 5)]
+    slow = waiting_downloader(0.4)  # 3 x 0.4 s is over the grace: the grace holds
+    assert slow.next_wake() == pytest.approx(1.5)
+    unmeasured = waiting_downloader(None)
+    assert unmeasured.next_wake() == pytest.approx(1.5)
+
+
 def test_measured_rates_send_more_requests_to_the_faster_peer() -> None:
     picker: ChunkPicker[str] = ChunkPicker(ChunkSet(40), max_in_flight_per_peer=8, rate_horizon=0.5)
     picker.peer_has("slow", ChunkSet.full(40))

@@ -14,7 +14,9 @@ first (``ChunkPicker.peer_searching``).
 
 Bitmaps go stale while the office downloads, so besides the periodic re-query a holder
 *pushes* a fresh ``HAVE`` when it gains chunks, at most once per ``push_interval``, to
-peers that asked about the content in the last ``interest_seconds``. A unicast search
+peers that asked about the content in the last ``interest_seconds``: at once after a
+quiet spell (a chunk relayed through the office waits for no interval at each hop),
+later chunks gathered into the next round. A unicast search
 adds every peer that asks it for the same content to its list and asks it back, so two
 peers that found each other in one direction only still hear of each other's chunks.
 
@@ -283,8 +285,8 @@ class DiscoveryMachine:
             holding.note_holder(peer_ip, proven=True)
 
     def _schedule_push(self, holding: Holding, now: float) -> None:
-        if holding.interested and holding.push_due is None:
-            holding.push_due = now + self.config.push_interval
+        if holding.interested and holding.push_due is None:  # at once, then rate-limited
+            holding.push_due = max(now, holding.pushed_at + self.config.push_interval)
 
     # -------------------------------------------------------------- driving
 
@@ -505,7 +507,7 @@ class DiscoveryMachine:
         for content_id, holding in self._holdings.items():
             if holding.push_due is None or holding.push_due > now:
                 continue
-            holding.push_due = None
+            holding.push_due, holding.pushed_at = None, now
             self._forget_stale_interest(holding, now)
             targets = holding.push_targets(
                 self.config.neighbours,

@@ -7,7 +7,11 @@ fetch it from the source: those whose key ranks highest for that chunk
 (``fanout_score``, rendezvous hashing, so every downloader reaches the same choice
 without talking). The others hold back and take it from them a moment later; ``grace``
 seconds after we first held back, anyone may ask the source (a chosen downloader is gone
-or slow). Who ranks above us is the chunk picker's knowledge: it is asked through
+or slow), or sooner where the source is fast: ``GRACE_CHUNK_TIMES`` x the time one of
+our requests to it takes (``rate``: its measured chunks per second). The hold-back spares
+a slow uplink; a source that delivers a chunk in 40 ms, held back 0.5 s behind a chosen
+downloader it had refused BUSY, made most of a fast office's tail (the relay's hops).
+Who ranks above us is the chunk picker's knowledge: it is asked through
 ``ranks_among_fetchers`` (see ``shoal.protocol.swarm``, "Fan-out limit" and
 "Empty-handed first").
 """
@@ -21,6 +25,15 @@ from typing import Generic, TypeVar
 
 Peer = TypeVar("Peer", bound=Hashable)
 
+GRACE_CHUNK_TIMES = 3.0
+"""A held-back chunk waits at most this many of the source's measured request-to-arrival
+times (and never more than ``grace``): the chosen downloader's request, its arrival and
+its holder's push fit in that where the source's uplink is not the office's bottleneck."""
+
+
+def _unmeasured(peer: object) -> float | None:
+    return None
+
 
 @dataclass(slots=True)
 class FanoutLimit(Generic[Peer]):
@@ -28,6 +41,8 @@ class FanoutLimit(Generic[Peer]):
     grace: float
     #: (chunk, its source, now) -> are we among the chunk's first fetchers?
     ranks_among_fetchers: Callable[[int, Peer, float], bool]
+    #: a source -> its measured delivery rate to us, chunks per second (None: unmeasured)
+    rate: Callable[[Peer], float | None] = _unmeasured
     designated: dict[int, bool] = field(default_factory=dict)  # chunk -> among its fetchers
     sources: dict[int, Peer] = field(default_factory=dict)  # chunk -> sole holder when seen
     deferred: dict[int, float] = field(default_factory=dict)  # chunk -> when anyone may ask
@@ -50,11 +65,17 @@ class FanoutLimit(Generic[Peer]):
             )
         if designated:
             return True
-        deadline = self.deferred.setdefault(chunk_index, now + self.grace)
+        deadline = self.deferred.get(chunk_index)
+        if deadline is None:
+            deadline = self.deferred[chunk_index] = now + self._grace_for(holder)
         if now < deadline:
             return False
         self._release(chunk_index)
         return True
+
+    def _grace_for(self, source: Peer) -> float:
+        rate = self.rate(source)
+        return self.grace if not rate else min(self.grace, GRACE_CHUNK_TIMES / rate)
 
     def downloaders_changed(self) -> None:
         """Who ranks above us may have changed: choose again."""

@@ -27,6 +27,7 @@ MAX_FRESH_CHUNKS = 8
 class Holding:
     chunks: ChunkSet
     push_due: float | None = None
+    pushed_at: float = float("-inf")  # the last push round (one per ``push_interval``)
     #: Peer -> when it last asked (pushes go to those that asked recently).
     interested: dict[Address, float] = field(default_factory=dict)
     #: Peers (IPs) that told us they hold chunks of it (forged ones among them, maybe).

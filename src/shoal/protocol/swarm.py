@@ -25,7 +25,7 @@ sends them, and reports back with ``received``/``failed``.
 * **Fan-out limit** (``shoal.protocol.fanout``): a chunk that one peer alone holds when
   we first see it is fetched from that source by only ``fanout`` downloaders at first
   (with ``me`` given and ``now`` passed to ``next_requests``); the others take it from
-  them, or from the source ``fanout_grace`` seconds later.
+  them, or from the source ``fanout_grace`` seconds later (sooner from a fast source).
 * **Measured rates** (with ``rate_horizon`` and ``now``): each peer's delivery rate is
   an estimate (chunks per second, from request to arrival, so it counts the time a
   request waits in the peer's upload queue). Peers are filled in the order of when a
@@ -97,7 +97,7 @@ class ChunkPicker(Generic[Peer]):
         self._order: list[int] | None = None
         self._me = me
         self._key = key
-        self._fanout = FanoutLimit[Peer](fanout, fanout_grace, self._ranks_among_fetchers)
+        self._fanout = FanoutLimit(fanout, fanout_grace, self._ranks_among_fetchers, self.rate)
         self.rate_horizon = rate_horizon
         self._rates: dict[Peer, float] = {}  # chunks per second, smoothed
         self._median_rate: float | None = None  # of the measured peers but origins
