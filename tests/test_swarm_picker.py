@@ -280,6 +280,28 @@ def test_a_contended_peer_is_asked_one_chunk_at_a_time_for_a_while() -> None:
     assert picker.in_flight("holder") >= 2
 
 
+def test_a_full_peer_is_asked_later_each_time_until_it_delivers() -> None:
+    """A peer whose slots and queue are full is polled less and less often (doubled
+    waits, at most the cap), and as before once it has delivered us a chunk."""
+    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(8), max_in_flight_per_peer=4, rate_horizon=0.5)
+    picker.peer_has("full", ChunkSet.full(8))
+    waits = []
+    now = 0.0
+    for _ in range(6):
+        ((peer, chunk_index), *_rest) = picker.next_requests(now=now)
+        for other_peer, other in [(peer, chunk_index), *_rest]:
+            picker.failed(other, other_peer)
+        wait = picker.busy_peers.backoff("full", 0.1, 1.0)
+        waits.append(wait)
+        picker.busy("full", now + wait)
+        now += wait
+        picker.wake(now)
+    assert waits == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    asked = picker.next_requests(now=now)
+    picker.received(asked[0][1], "full", now + 0.1)
+    assert picker.busy_peers.backoff("full", 0.1, 1.0) == 0.1
+
+
 def test_an_empty_handed_downloader_fetches_a_new_chunk_whatever_its_hash() -> None:
     """The fan-out designation ranks the downloaders that hold nothing first: the
     source's uplink gives the office a new uploader, whichever key the hash prefers.

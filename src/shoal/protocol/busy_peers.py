@@ -45,7 +45,7 @@ class BusyPeers(Generic[Peer]):
     def backoff(self, peer: Peer, draw: float, most: float) -> float:
         """How long to ask ``peer`` nothing after one more refusal: ``draw`` doubled for
         each refusal in a row, at most ``most``."""
-        return min(most, draw * 2 ** min(self.in_a_row(peer), 16))
+        return min(most, draw * float(1 << min(self.in_a_row(peer), 16)))
 
     def delivered(self, peer: Peer) -> None:
         self._in_a_row.pop(peer, None)
