@@ -112,7 +112,7 @@ def test_a_failed_request_is_retried() -> None:
     steps=st.lists(
         st.tuples(
             st.sampled_from(
-                ["have", "request", "receive", "fail", "ban", "gone", "search", "busy"]
+                ["have", "request", "receive", "fail", "ban", "gone", "search", "busy", "turn"]
             ),
             st.integers(0, 5),
             st.integers(0, 39),
@@ -142,6 +142,7 @@ def test_scheduling_invariants_hold_under_any_sequence(
     now = 0.0
     outstanding: dict[int, set[int]] = {}
     banned: set[int] = set()
+    one_turn: dict[int, float] = {}
     for action, peer, raw_chunk in steps:
         chunk = raw_chunk % chunk_count
         if action == "have":
@@ -150,13 +151,21 @@ def test_scheduling_invariants_hold_under_any_sequence(
             picker.peer_searching(peer, now)
         elif action == "busy":
             picker.busy(peer, now + 0.1 * (1 + chunk % 3))
+        elif action == "turn":
+            picker.one_turn(peer, now + 0.2 * (1 + chunk % 3))
+            one_turn[peer] = now + 0.2 * (1 + chunk % 3)
         elif action == "request":
             now += 0.2
             # Time always moves: once woken at ``now``, no deadline at or before it.
             picker.wake(now)
             wake = picker.next_wake()
             assert wake is None or wake > now
+            loads = {peer: picker.in_flight(peer) for peer in range(6)}
             for asked, index in picker.next_requests(now=now):
+                if rates and one_turn.get(asked, now) > now and asked in picker.peers:
+                    # A contended peer is asked one chunk at a time.
+                    assert loads[asked] == 0
+                    loads[asked] = 1
                 assert asked not in banned
                 assert index not in picker.have
                 assert asked not in outstanding.setdefault(index, set())
@@ -279,6 +288,47 @@ def test_a_busy_peer_waits_and_its_chunks_go_to_others() -> None:
     picker.wake(0.2)
     assert picker.next_wake() is None  # time moves: the wait is over
     assert any(peer == "busy" for peer, _ in picker.next_requests(now=0.2))
+
+
+def test_a_contended_peer_is_asked_one_chunk_at_a_time_for_a_while() -> None:
+    """A peer that refused BUSY while it held a request of ours gives each downloader
+    one turn: it is asked one chunk at a time, not refused again for a second one."""
+    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(8), max_in_flight_per_peer=4, rate_horizon=0.5)
+    picker.peer_has("holder", ChunkSet.full(8))
+    first = picker.next_requests(now=0.0)
+    assert len(first) == 2  # unmeasured: two
+    picker.failed(first[1][1], "holder")  # refused BUSY: the first is its turn
+    picker.one_turn("holder", until=2.0)
+    assert picker.next_requests(now=0.1) == []  # not asked a second chunk
+    picker.received(first[0][1], "holder", now=0.2)
+    assert len(picker.next_requests(now=0.2)) == 1  # its turn over: the next one
+    assert picker.next_wake() == 2.0
+    picker.wake(2.0)
+    assert picker.next_wake() is None  # time moves: the rule is over
+    assert len(picker.next_requests(now=2.0)) >= 1  # a pipeline again
+    assert picker.in_flight("holder") >= 2
+
+
+def test_a_full_peer_is_asked_later_each_time_until_it_delivers() -> None:
+    """A peer whose slots and queue are full is polled less and less often (doubled
+    waits, at most the cap), and as before once it has delivered us a chunk."""
+    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(8), max_in_flight_per_peer=4, rate_horizon=0.5)
+    picker.peer_has("full", ChunkSet.full(8))
+    waits = []
+    now = 0.0
+    for _ in range(6):
+        ((peer, chunk_index), *_rest) = picker.next_requests(now=now)
+        for other_peer, other in [(peer, chunk_index), *_rest]:
+            picker.failed(other, other_peer)
+        wait = picker.busy_peers.backoff("full", 0.1, 1.0)
+        waits.append(wait)
+        picker.busy("full", now + wait)
+        now += wait
+        picker.wake(now)
+    assert waits == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    asked = picker.next_requests(now=now)
+    picker.received(asked[0][1], "full", now + 0.1)
+    assert picker.busy_peers.backoff("full", 0.1, 1.0) == 0.1
 
 
 def test_an_empty_handed_downloader_fetches_a_new_chunk_whatever_its_hash() -> None:

@@ -55,8 +55,9 @@ def test_an_office_pulls_the_package_over_the_wan_once(tmp_path: Path) -> None:
     assert enterprise.wan_bytes_down("Branch") <= 1.05 * enterprise.manifest.size + control
     from_server = [enterprise.download_of(c).bytes_from_server for c in enterprise.clients]
     assert sum(from_server) == enterprise.manifest.size  # each chunk once, by one holder
-    # Six clients (``DEFAULT_STRIPES``) each brought their own stripe in.
-    assert enterprise.server.core.rendezvous.stripes("Branch", enterprise.content_id) == 6
+    # Six clients (``DEFAULT_STRIPES``) each brought their own stripe in. (The group's
+    # leases are not read at the end: each holder frees its own as it completes, so
+    # whether they are all gone at the last client's completion is an ordering detail.)
     assert len([fetched for fetched in from_server if fetched]) == 6
     assert max(from_server) < enterprise.manifest.size / 3
 

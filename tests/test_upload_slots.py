@@ -107,3 +107,21 @@ def test_delivered_chunks_earn_back_trust_and_the_penalty_table_is_bounded() -> 
         slots.finished(key, 35.0, delivered=False, silent=True)
     assert not slots.penalised("B", 36.0)  # the oldest entry went first
     assert all(slots.penalised(peer, 36.0) for peer in ("C", "D", "E"))
+
+
+def test_requests_wait_as_long_as_the_queue_starts_them_within_the_hold() -> None:
+    """A slow uplink's queue holds the requests it starts within ``hold_seconds`` at
+    the measured chunk time instead of refusing them (a refused requester asks again
+    and again), and never more than ``max_waiting``, whatever asks."""
+    slots: UploadSlots[int, str] = UploadSlots(initial=1, hold_seconds=1.0, max_waiting=6)
+    assert slots.offer(0, "p0", 0.0, peer="P0") is Admission.START
+    assert slots.offer(1, "p1", 0.0, peer="P1") is Admission.WAIT
+    assert slots.offer(2, "p2", 0.0, peer="P2") is Admission.REFUSE  # nothing measured yet
+    assert slots.finished(0, 0.25, delivered=True) == ["p1"]  # 0.25 s a chunk
+    admissions = [slots.offer(key, f"p{key}", 0.3, peer=f"P{key}") for key in range(3, 9)]
+    # Four chunk times fit in the second it holds a request: four wait, the rest refused.
+    assert admissions == [Admission.WAIT] * 4 + [Admission.REFUSE] * 2
+    assert slots.offer(9, "p1 again", 0.3, peer="P1") is Admission.REFUSE  # one turn each
+    slots.chunk_seconds = 0.001  # a fast chunk time: bounded all the same
+    flood = [slots.offer(key, "x", 0.4, peer=f"F{key}") for key in range(10, 100)]
+    assert flood.count(Admission.WAIT) == 2 and slots.waiting == 6

@@ -76,7 +76,13 @@ class AgentConfig:
     """Chunk time the upload slots aim at (``UploadSlots``): a slow uplink serves few
     downloaders at once, each at its full rate."""
     busy_backoff: tuple[float, float] = (0.05, 0.25)
-    """Seconds (random in this range) before asking again a peer that refused BUSY."""
+    """Seconds (random in this range) before asking again a peer that refused BUSY,
+    doubled for each refusal in a row since it last delivered us a chunk."""
+    busy_backoff_max: float = 1.0
+    """At most this long (a full holder's queue frees a place every chunk time)."""
+    one_turn_seconds: float = 2.0
+    """A peer that refused BUSY while it held a request of ours is asked one chunk at a
+    time for this long (``ChunkPicker.one_turn``)."""
     peer_failure_limit: int = 3
     lease_renew_fraction: float = 0.3
     register_retry_seconds: float = 30.0

@@ -14,6 +14,8 @@ class AgentCounters:
     requests_refused_policy: int = 0
     #: Refused BUSY: every upload slot taken and as many requests waiting (UploadSlots).
     requests_refused_busy: int = 0
+    #: Of those, refused because the peer already had its turn (or sits out a penalty).
+    requests_refused_busy_turn: int = 0
     bad_chunks: int = 0
     peers_banned: int = 0
     store_errors: int = 0

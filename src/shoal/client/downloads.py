@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from shoal.assignments import ManifestRef, SealedContent
 from shoal.client.bandwidth import BandwidthCaps
 from shoal.client.blobs import BlobFetcher, ManifestBlob
+from shoal.client.busy import peer_refused_busy
 from shoal.client.chunk_writes import ChunkWrites
 from shoal.client.closed_ports import ClosedPorts
 from shoal.client.confidential import PlaintextJobs
@@ -515,8 +516,8 @@ class DownloadsMachine:
                 if busy:  # that chunk held back from it a while, the lease asked again
                     server_refused(download, chunk_index, server, now)
                 return
-            if busy:  # its upload slots are full: other holders meanwhile
-                download.picker.busy(peer, now + self.rng.uniform(*self.config.busy_backoff))
+            if busy:  # contended or full: asked one chunk at a time, or later
+                peer_refused_busy(download.picker, peer, now, self.config, self.rng)
                 return
             if isinstance(event, TransferTimedOut):  # asked, and nothing came: sits out
                 self.suspects.penalise(peer, now)

@@ -94,6 +94,7 @@ class ServingMachine:
             self.counters.requests_refused_policy += 1
             return
         key = (mode, event.peer, event.request_id)
+        unfair = self.uploads.refused_unfair
         admission = self.uploads.offer(
             key, (mode, event), now, event.chunk_length, peer=event.peer[0]
         )
@@ -103,6 +104,8 @@ class ServingMachine:
             self.engines[mode].refuse_chunk(event.peer, event.request_id, RefusalReason.BUSY, now)
             self.counters.requests_refused += 1
             self.counters.requests_refused_busy += 1
+            if self.uploads.refused_unfair != unfair:
+                self.counters.requests_refused_busy_turn += 1
 
     def _start(self, mode: Mode, event: ChunkRequested, now: float) -> None:
         if not self.may_serve(event.peer[0], event.content_id):

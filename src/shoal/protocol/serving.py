@@ -78,9 +78,15 @@ class UploadSlots(Generic[Key, Item]):
     the office as a tree. The number of slots follows the measured chunk time (a delay
     signal, like a congestion window): a chunk delivered in more than ``target_seconds``
     takes a slot away (down to one), one delivered in less than half of it while
-    requests had to wait adds one (up to ``maximum``). Beside the running uploads, as
-    many requests as slots wait their turn (so the uplink never idles between chunks);
-    the rest are refused BUSY, and their requesters ask other holders.
+    requests had to wait adds one (up to ``maximum``). Beside the running uploads,
+    requests wait their turn (so the uplink never idles between chunks) as long as the
+    queue would start the last of them within ``hold_seconds`` at the measured chunk
+    time (at least as many as slots, at most ``max_waiting``); the rest are refused
+    BUSY, and their requesters ask other holders. A refused requester asks again after
+    a backoff, so a queue of one chunk time made a slow-uplink office's downloaders ask
+    and be refused ~12 times per chunk received (a datagram each way, a timer and a
+    picker pass each): held, the request is served in its turn instead, and a
+    requester's measured rate of this peer counts the wait.
 
     Every running upload keeps its chunk in memory until the peer has acknowledged it,
     so the chunk bytes of the running uploads also stay within ``max_bytes`` (one upload
@@ -112,6 +118,8 @@ class UploadSlots(Generic[Key, Item]):
         maximum: int = 64,
         max_bytes: int = 8 << 20,
         max_turns_per_peer: int = 2,
+        hold_seconds: float = 1.0,
+        max_waiting: int = 64,
         penalty_seconds: float = 10.0,
         max_penalty_seconds: float = 300.0,
         max_penalised: int = 4096,
@@ -121,6 +129,10 @@ class UploadSlots(Generic[Key, Item]):
         self.max_bytes = max_bytes
         self.max_turns_per_peer = max_turns_per_peer
         self.slots = initial
+        self.hold_seconds = hold_seconds
+        self.max_waiting = max_waiting
+        #: Seconds a slot takes to deliver a chunk, smoothed (None: none delivered yet).
+        self.chunk_seconds: float | None = None
         self._active: dict[Key, tuple[float, int]] = {}  # key -> (when it started, bytes)
         self._waiting: OrderedDict[Key, tuple[Item, int]] = OrderedDict()
         self._peer_of: dict[Key, Hashable] = {}  # running or waiting key -> its peer
@@ -142,6 +154,15 @@ class UploadSlots(Generic[Key, Item]):
     @property
     def waiting(self) -> int:
         return len(self._waiting)
+
+    @property
+    def queue_limit(self) -> int:
+        """How many requests may wait: those the slots start within ``hold_seconds`` at
+        the measured chunk time, at least one per slot, at most ``max_waiting``."""
+        if self.chunk_seconds is None:
+            return self.slots
+        held = int(self.slots * self.hold_seconds / max(self.chunk_seconds, 1e-3))
+        return max(self.slots, min(self.max_waiting, held))
 
     def _may_start(self, length: int) -> bool:
         if len(self._active) >= self.slots:
@@ -190,7 +211,7 @@ class UploadSlots(Generic[Key, Item]):
             self.refused += 1
             self.refused_unfair += 1
             return Admission.REFUSE
-        if len(self._waiting) < self.slots:
+        if len(self._waiting) < self.queue_limit:
             self._waiting[key] = (item, length)
             self._take_turn(key, peer)
             return Admission.WAIT
@@ -217,6 +238,8 @@ class UploadSlots(Generic[Key, Item]):
         self.bytes_active -= length
         if delivered:
             duration = now - started
+            previous = self.chunk_seconds
+            self.chunk_seconds = duration if previous is None else 0.75 * previous + 0.25 * duration
             if duration > self.target_seconds and self.slots > 1:
                 self.slots -= 1
             elif duration < self.target_seconds / 2 and self._contended:

@@ -42,17 +42,20 @@ sends them, and reports back with ``received``/``failed``.
   office a new uploader first instead of only a second chunk to a busy one.
 * **Busy peers**: a peer that refused BUSY (its upload slots are full, see
   ``shoal.protocol.serving.UploadSlots``) is not asked again until ``busy(peer, until)``
-  says; its chunks go to other holders meanwhile.
+  says; its chunks go to other holders meanwhile. One that refused BUSY while it held
+  a request of ours is asked one chunk at a time until ``one_turn(peer, until)`` says
+  (``shoal.protocol.busy_peers``).
 """
 
 from __future__ import annotations
 
-import functools
 import random
 from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from shoal.core.chunkset import ChunkSet
+from shoal.protocol.busy_peers import BusyPeers
+from shoal.protocol.chunk_masks import chunk_bits, mask_of
 from shoal.protocol.fanout import FanoutLimit, fanout_score
 
 Peer = TypeVar("Peer", bound=Hashable)
@@ -102,7 +105,7 @@ class ChunkPicker(Generic[Peer]):
         self._rates: dict[Peer, float] = {}  # chunks per second, smoothed
         self._median_rate: float | None = None  # of the measured peers but origins
         self._asked_at: dict[tuple[int, Peer], float] = {}
-        self._busy_until: dict[Peer, float] = {}
+        self.busy_peers: BusyPeers[Peer] = BusyPeers()  # BUSY refusals
         self.searching_horizon = searching_horizon
         self._searching: dict[Peer, float] = {}  # peer -> when it last searched
         self._last_chunk = False  # one chunk missing (set by ``next_requests``)
@@ -112,10 +115,10 @@ class ChunkPicker(Generic[Peer]):
         # could ask is skipped in one AND instead of a scan of every missing chunk, and
         # an availability answer adjusts the holder counts of the chunks that changed.
         self._width = (self._count + 7) // 8 * 8
-        self._chunk_bits = _chunk_bits(self._count)
+        self._chunk_bits = chunk_bits(self._count)
         self._unheld = 0  # how many chunks at the head of ``_order`` nobody else holds
-        self._have_mask = _mask_of(self._have)
-        self._all_mask = _mask_of(ChunkSet.full(self._count))
+        self._have_mask = mask_of(self._have)
+        self._all_mask = mask_of(ChunkSet.full(self._count))
         self._availability_mask: dict[Peer, int] = {}
         self._in_flight_mask = 0
         # Decisions are pure functions of the state above and of time: the agent asks
@@ -160,7 +163,14 @@ class ChunkPicker(Generic[Peer]):
         """``peer`` refused BUSY: ask it nothing before ``until`` (``next_wake``)."""
         if peer in self._availability:
             self._changed()
-            self._busy_until[peer] = until
+            self.busy_peers.wait(peer, until)
+
+    def one_turn(self, peer: Peer, until: float) -> None:
+        """``peer`` refused BUSY while it holds a request of ours (one turn per
+        downloader while contended): ask it one chunk at a time before ``until``."""
+        if peer in self._availability:
+            self._changed()
+            self.busy_peers.one_at_a_time(peer, until)
 
     def peer_searching(self, peer: Peer, now: float) -> None:
         """``peer`` searches for this content (a discovery query): a downloader of the
@@ -221,7 +231,7 @@ class ChunkPicker(Generic[Peer]):
         self._changed()
         if peer not in self._availability:
             self._fanout.downloaders_changed()  # the downloaders changed
-        mask = _mask_of(availability)
+        mask = mask_of(availability)
         counted = peer in self._availability and peer not in self._origins
         self._count_holders(
             self._availability_mask.get(peer, 0) if counted else 0, 0 if origin else mask
@@ -283,7 +293,7 @@ class ChunkPicker(Generic[Peer]):
         self._peer_load.pop(peer, None)
         if self._rates.pop(peer, None) is not None:
             self._rates_changed()
-        self._busy_until.pop(peer, None)
+        self.busy_peers.forget(peer)
         self._searching.pop(peer, None)
         return released
 
@@ -307,6 +317,7 @@ class ChunkPicker(Generic[Peer]):
             asked_at = self._asked_at.pop((chunk_index, holder), None)
             if holder == peer and asked_at is not None and now is not None:
                 self._sample_rate(peer, 1.0 / max(now - asked_at, 1e-3))
+        self.busy_peers.delivered(peer)
         others.discard(peer)
         if self._have.add(chunk_index):
             self._have_mask |= self._bit(chunk_index)
@@ -434,7 +445,8 @@ class ChunkPicker(Generic[Peer]):
         their order (an office's 100 peers were sorted on every ask)."""
         load, masks = self._peer_load, self._availability_mask
         timed = self.rate_horizon is not None and now is not None
-        busy = self._busy_until if timed else None
+        busy = self.busy_peers.waiting if timed else None
+        one_turn = self.busy_peers.one_turn if timed else None
         # A peer's cap: what it delivers in ``rate_horizon``, plus one (two while
         # unmeasured; an origin's is the pipeline). Inline: this runs over every peer.
         most, horizon = self.max_in_flight_per_peer, self.rate_horizon
@@ -450,6 +462,8 @@ class ChunkPicker(Generic[Peer]):
             else:
                 rate = rates.get(peer)
                 cap = max(1, min(most, 2 if rate is None else 1 + int(rate * horizon)))
+                if one_turn and one_turn.get(peer, now) > now:  # type: ignore[operator]
+                    cap = 1
             if load[peer] < cap:
                 askable.append((peer, cap))
         if not timed:
@@ -546,7 +560,8 @@ class ChunkPicker(Generic[Peer]):
 
     def next_wake(self) -> float | None:
         """When a held-back chunk may be asked of its source by anyone, a busy peer
-        asked again (``wake``), or, in the endgame, a chunk's requests are all late.
+        asked again or a contended one more than one chunk at a time (``wake``), or,
+        in the endgame, a chunk's requests are all late.
 
         Only a deadline that ``wake`` has not passed yet: once a chunk's grace is over,
         whether it can be asked depends on its source's free request slots, which change
@@ -558,7 +573,7 @@ class ChunkPicker(Generic[Peer]):
         waiting = list(
             self._fanout.waiting(lambda index: index in self._have or index in self._in_flight)
         )
-        waiting.extend(self._busy_until.values())
+        waiting.extend(self.busy_peers.deadlines())
         if self._in_flight and not (self._all_mask & ~self._have_mask & ~self._in_flight_mask):
             for chunk_index, asked in self._in_flight.items():  # endgame: when late
                 dues = [self._late_at(chunk_index, holder) for holder in asked]
@@ -572,12 +587,10 @@ class ChunkPicker(Generic[Peer]):
         """Release the held-back chunks whose grace is over, and the busy peers whose
         wait is over (``next_wake`` moves on)."""
         chunks_due = self._fanout.release_due(now)
-        peers_due = [peer for peer, until in self._busy_until.items() if until <= now]
+        peers_due = self.busy_peers.release_due(now)
         self._woken = max(self._woken, now)
         if chunks_due or peers_due or (isinstance(self._wake_at, float) and self._wake_at <= now):
             self._changed()
-        for peer in peers_due:
-            del self._busy_until[peer]
 
 
 class _Unknown:
@@ -585,16 +598,3 @@ class _Unknown:
 
 
 _UNKNOWN = _Unknown()
-
-
-@functools.cache
-def _chunk_bits(count: int) -> list[int]:
-    """Each chunk's bit in a mask of ``count`` chunks (``_mask_of``); shared by every
-    picker of a content (read only)."""
-    width = (count + 7) // 8 * 8
-    return [1 << (width - 1 - index) for index in range(count)]
-
-
-def _mask_of(chunks: ChunkSet) -> int:
-    """A chunk set as an int: chunk i is bit ``width - 1 - i`` (``ChunkSet.to_bytes``)."""
-    return int.from_bytes(chunks.to_bytes(), "big")
