@@ -98,6 +98,21 @@ def test_chunks_arrive_intact_when_the_network_reorders_and_duplicates() -> None
     assert receiver.engine.counters.duplicate_data > 0
 
 
+def test_data_arriving_after_a_chunk_completed_leaves_the_delivered_bytes_alone() -> None:
+    # The event hands over the buffer the chunk was received into: a retransmission, a
+    # duplicate or a forged DATA for the finished request must not write into it.
+    network = Network()
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    chunks = _chunks(1)
+    received = _fetch_all(network, receiver, sender, chunks)
+    (event,) = receiver.events_of(ChunkReceived)
+    for segment in range(3):
+        late = encode_datagram(Data(event.request_id, 10_000 + segment, segment, 0, b"z" * 1380))
+        network.inject(late, sender.address, receiver)
+    assert received[0] == chunks[0]
+    assert receiver.engine.counters.late_datagrams == 3
+
+
 def test_background_mode_transfers_under_loss_too() -> None:
     network = Network(seed=4, loss=0.05)
     receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")

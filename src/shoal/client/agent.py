@@ -407,7 +407,8 @@ class AgentCore:
                 self.downloader.on_outcome(mode, event, now)
 
     def _on_blob(self, blob: Blob, outcome: ReceiverOutcome, now: float) -> None:
-        received = outcome.data if isinstance(outcome, ChunkReceived) else None
+        # A document or manifest (small): its parsers take bytes.
+        received = bytes(outcome.data) if isinstance(outcome, ChunkReceived) else None
         if isinstance(blob, AssignmentsBlob):
             if received is not None:
                 registered = self.registrar.registered

@@ -8,7 +8,7 @@ unanswered writes are the disk's backlog, which stops new requests at
 
 from __future__ import annotations
 
-from shoal.client.disk import WriteChunk
+from shoal.client.disk import ChunkBytes, WriteChunk
 from shoal.core.ids import ContentId
 from shoal.protocol.transfer import Address
 
@@ -22,7 +22,7 @@ class ChunkWrites:
         self.backlog_bytes = 0
         """Bytes of the writes not answered yet (queued or being written)."""
 
-    def add(self, content_id: ContentId, chunk_index: int, data: bytes, peer: Address) -> None:
+    def add(self, content_id: ContentId, chunk_index: int, data: ChunkBytes, peer: Address) -> None:
         """Queue the chunk's write, unless the same chunk's write is still unanswered."""
         key = (content_id, chunk_index)
         if key in self._unanswered:

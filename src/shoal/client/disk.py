@@ -50,6 +50,9 @@ from shoal.protocol.serving import ChunkSource as ChunkSource  # re-exported: di
 from shoal.protocol.serving import read_servable
 from shoal.protocol.transfer import Address, Mode, RefusalReason
 
+#: A verified chunk's bytes: the transfer engine hands over its receive buffer, uncopied.
+ChunkBytes = bytes | bytearray
+
 
 @dataclass(frozen=True, slots=True)
 class WriteChunk:
@@ -57,7 +60,7 @@ class WriteChunk:
 
     content_id: ContentId
     chunk_index: int
-    data: bytes
+    data: ChunkBytes
     peer: Address
     """Who sent it (for the agent's accounting when the write fails)."""
 
@@ -76,7 +79,7 @@ class VerifiedChunkStore(Protocol):
     """What performing writes needs of ``shoal.store.ContentStore``."""
 
     def write_verified_chunks(
-        self, content_id: ContentId, chunks: Sequence[tuple[int, bytes]]
+        self, content_id: ContentId, chunks: Sequence[tuple[int, ChunkBytes]]
     ) -> bool: ...
 
 

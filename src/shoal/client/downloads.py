@@ -44,6 +44,7 @@ from shoal.client.control import ControlClient
 from shoal.client.counters import AgentCounters
 from shoal.client.disk import (
     AddManifest,
+    ChunkBytes,
     ChunkWritten,
     ManifestAdded,
     SetPinned,
@@ -539,7 +540,7 @@ class DownloadsMachine:
     # ------------------------------------------------------------------- disk
 
     def _on_chunk(
-        self, download: Download, peer: Address, chunk_index: int, data: bytes, now: float
+        self, download: Download, peer: Address, chunk_index: int, data: ChunkBytes, now: float
     ) -> None:
         """A chunk the engine verified: nobody asks for it again; held once written."""
         assert download.picker is not None

@@ -86,7 +86,7 @@ class MemoryStore:
         return self.write_verified_chunks(content_id, [(chunk_index, data)])
 
     def write_verified_chunks(
-        self, content_id: ContentId, chunks: Sequence[tuple[int, bytes]]
+        self, content_id: ContentId, chunks: Sequence[tuple[int, bytes | bytearray]]
     ) -> bool:
         entry = self._entries[content_id]
         for chunk_index, data in chunks:

@@ -31,13 +31,17 @@ class ChunkRequested:
 
 @dataclass(frozen=True, slots=True)
 class ChunkReceived:
-    """A requested chunk arrived whole and matches its SHA-256."""
+    """A requested chunk arrived whole and matches its SHA-256.
+
+    ``data`` is the buffer the chunk was received into, handed over uncopied: the
+    engine keeps no reference to it, so it is the application's to write and drop.
+    """
 
     peer: Address
     request_id: int
     content_id: ContentId
     chunk_index: int
-    data: bytes
+    data: bytes | bytearray
 
 
 @dataclass(frozen=True, slots=True)
