@@ -125,7 +125,11 @@ class ChunkPicker(Generic[Peer]):
         # after every datagram, and most asks find nothing. ``_idle_until``: the last
         # ask found nothing, nothing changed since, so until then (``next_wake``: the
         # first deadline that time alone passes) every ask finds nothing again.
-        # ``_changed`` drops it (and the ``next_wake`` answer) at every change.
+        # ``_changed`` drops it (and the ``next_wake`` answer) at every change, but a known
+        # peer's HAVE (same role) of chunks we hold: a pass reads holdings ANDed with the
+        # missing chunks, holder counts and the peers' order only to pick among those,
+        # whether a peer holds nothing only for a fan-out choice (an idle ask made all
+        # it needed); ``next_wake`` none of these (issue 10: such HAVEs ran a full ask).
         self._idle_until: float | None = None
         self._wake_at: float | _Unknown | None = _UNKNOWN
 
@@ -147,10 +151,6 @@ class ChunkPicker(Generic[Peer]):
     @property
     def peers(self) -> list[Peer]:
         return list(self._availability)
-
-    @property
-    def banned(self) -> frozenset[Peer]:
-        return frozenset(self._banned)
 
     def in_flight(self, peer: Peer) -> int:
         return self._peer_load.get(peer, 0)
@@ -220,22 +220,20 @@ class ChunkPicker(Generic[Peer]):
         )
 
     def peer_has(self, peer: Peer, availability: ChunkSet, *, origin: bool = False) -> None:
-        """Replace what ``peer`` is known to hold (an availability answer).
-
-        ``origin`` marks the origin of last resort (see the module docstring).
-        """
+        """Replace what ``peer`` is known to hold (an availability answer); ``origin``: it is
+        the origin of last resort (see the module docstring)."""
         if peer in self._banned:
             return
         if availability.count != self._count:
             raise ValueError(f"availability for {availability.count} chunks, not {self._count}")
-        self._changed()
-        if peer not in self._availability:
+        known, mask = peer in self._availability, mask_of(availability)
+        if not known:
             self._fanout.downloaders_changed()  # the downloaders changed
-        mask = mask_of(availability)
-        counted = peer in self._availability and peer not in self._origins
-        self._count_holders(
-            self._availability_mask.get(peer, 0) if counted else 0, 0 if origin else mask
-        )
+        before = self._availability_mask.get(peer, 0)
+        if not known or origin != (peer in self._origins) or (before ^ mask) & ~self._have_mask:
+            self._changed()  # not for chunks we hold (see ``_idle_until``)
+        counted = known and peer not in self._origins
+        self._count_holders(before if counted else 0, 0 if origin else mask)
         self._origins.discard(peer)
         self._availability.pop(peer, None)  # to the end: ties among peers go by this order
         self._availability[peer] = availability.copy()
@@ -269,14 +267,16 @@ class ChunkPicker(Generic[Peer]):
         """``peer`` announced one more chunk (it finished it)."""
         if peer in self._banned:
             return
-        self._changed()
         availability = self._availability.get(peer)
         if availability is None:
+            self._changed()
             availability = self._availability[peer] = ChunkSet(self._count)
             self._availability_mask[peer] = 0
             self._peer_load.setdefault(peer, 0)
             self._fanout.downloaders_changed()
         if availability.add(chunk_index):
+            if not self._have_mask & self._bit(chunk_index):
+                self._changed()  # not for a chunk we hold (see ``_idle_until``)
             self._availability_mask[peer] |= self._bit(chunk_index)
             if peer not in self._origins:
                 self._holders[chunk_index] += 1
