@@ -11,7 +11,14 @@ from shoal.server.core import ServerCore, ServerSettings
 from shoal.server.db import open_database, sqlite_url
 from shoal.server.deliveries import DeliveryLedger
 from shoal.server.state_store import StateStore, restored_record, row_state
-from shoal.wire.control import CheckIn, ContentProgress, Lease, LeaseDecision, LeaseReply
+from shoal.wire.control import (
+    BadPeer,
+    CheckIn,
+    ContentProgress,
+    Lease,
+    LeaseDecision,
+    LeaseReply,
+)
 from test_server_core import (
     CONSOLE,
     SERVER_IDENTITY,
@@ -186,3 +193,23 @@ def test_the_saved_leases_move_on_grants_and_deliveries_not_on_renewals() -> Non
     assert server.wan_copy.lease_changes == granted
     server.wan_copy.chunk_delivered("10.1.0.1", CONTENT, 0, now=4)
     assert server.wan_copy.lease_changes != granted
+
+
+def test_a_device_that_reported_the_receiver_bad_is_not_held_back_for_it() -> None:
+    """Holder 1 received chunk 0 from the server, then served it corrupted: holder 2,
+    which took its stripe over, reported it. Before a second report bans it, holder 2 is
+    served chunk 0 over the WAN (the office's copy is worthless to it), while the ledger
+    keeps the delivery for everyone else (one report is not a ban)."""
+    server = make_server()
+    for number in (1, 2):
+        register(server, number, f"10.1.0.{number}")
+    assert lease(server, 1, 0) == (LeaseDecision.GRANTED, 0b01)
+    assert lease(server, 2, 0) == (LeaseDecision.GRANTED, 0b10)
+    server.wan_copy.chunk_delivered("10.1.0.1", CONTENT, 0, now=1)
+    complete(server, 1, now=2)
+    assert lease(server, 2, now=3) == (LeaseDecision.GRANTED, 0b11)  # took stripe 0 over
+    assert not server.may_serve_content("10.1.0.2", CONTENT, 3, chunk_index=0)
+    ask(server, 2, "10.1.0.2", BadPeer(CONTENT, ("10.1.0.1", 41442), 0), now=4)
+    assert server.may_serve_content("10.1.0.2", CONTENT, 4, chunk_index=0)
+    assert server.deliveries.chunks("Branch", CONTENT) == {0: device(1).hex()}  # no ban
+    assert not server.bad_peers.is_banned("Branch", "10.1.0.1", 4)

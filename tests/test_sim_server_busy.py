@@ -11,6 +11,8 @@ import pytest
 
 from shoal import ports
 from shoal.client.agent import AgentCore
+from shoal.store.content_store import ContentStore
+from shoal_dev.lab.faults import CorruptingStore
 from shoal_dev.sim.enterprise import Enterprise, SimOffice, build_enterprise, use_flow_engines
 
 MIB = 1024 * 1024
@@ -72,3 +74,38 @@ def test_a_client_the_ledger_refuses_completes_without_a_refusal_loop(
     assert enterprise.wan_bytes_down("Branch") <= 2.1 * size
     if enterprise.fabric is not None:
         assert enterprise.fabric.counters.flows_cancelled == 0
+
+
+def test_a_client_that_reported_the_office_s_liars_gets_their_chunks_from_the_server(
+    tmp_path: Path,
+) -> None:
+    """The office's other client brought the package in from the server and serves it
+    corrupted. The late client asks it, catches it lying, bans and reports it (one
+    report: not a ban, which takes two devices). The server's ledger would hold
+    every chunk back from it, since the office "holds" them, until a lease period after
+    its first refusal; its own report frees them, and it asks the server again at once,
+    not after its holds: it finishes about one WAN copy after it starts."""
+
+    def store(directory: Path, number: int) -> ContentStore:
+        kind = CorruptingStore if number == 1 else ContentStore
+        return kind(directory, durable=False)
+
+    enterprise = build_enterprise(
+        tmp_path,
+        [SimOffice("Branch", "10.1.0.0/24", 2, wan_rate=4e6)],
+        package_size=2 * MIB,
+        chunk_size=MIB // 16,
+        store_factory=store,
+    )
+    late = enterprise.clients[0]
+    enterprise.kill(late)
+    enterprise.network.at(JOINS_AT, lambda: enterprise.restart(late))
+    enterprise.run(
+        until=60, stop=lambda: enterprise.network.now > JOINS_AT and enterprise.complete(late)
+    )
+    download = enterprise.download_of(late)
+    assert enterprise.complete(late)
+    assert enterprise.clients[1].host.ip in download.banned
+    assert not enterprise.server.core.bad_peers.banned_in("Branch", enterprise.network.now)
+    one_wan_copy = enterprise.manifest.size / 4e6
+    assert download.completed_at - JOINS_AT < one_wan_copy + 1.0

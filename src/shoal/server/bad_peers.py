@@ -101,6 +101,12 @@ class BadPeerBook:
         self._why[(office, peer_ip)] = ban
         return ban
 
+    def reported(self, office: str, content_id: ContentId, peer_ip: str, reporter: bytes) -> bool:
+        """Did ``reporter`` report ``peer_ip`` for bad chunks of ``content_id`` (a report
+        still kept), banned or not yet?"""
+        reports = self._reports.get((office, content_id, peer_ip))
+        return reports is not None and reporter in reports.reporters
+
     def is_banned(self, office: str | None, ip: str, now: float) -> bool:
         return office is not None and self._bans.get(office, {}).get(ip, 0.0) > now
 
