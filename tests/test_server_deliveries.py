@@ -58,10 +58,9 @@ def complete(server: ServerCore, number: int, now: float) -> None:
     ask(server, number, f"10.1.0.{number}", CheckIn((done,)), now)
 
 
-def test_a_chunk_the_office_holds_is_not_sent_over_its_wan_again() -> None:
-    """Holder 1 completes and releases its stripe; holder 2 takes it over and asks for
-    chunk 0, which the server delivered to holder 1: refused (it is in the office),
-    for a lease period at most; a chunk nobody received is served."""
+def holder_2_took_over_a_delivered_chunk() -> ServerCore:
+    """Holder 1 received chunk 0 from the server, completed and released its stripe;
+    holder 2 took it over (at t=3)."""
     server = make_server()
     for number in (1, 2):
         register(server, number, f"10.1.0.{number}")
@@ -70,6 +69,14 @@ def test_a_chunk_the_office_holds_is_not_sent_over_its_wan_again() -> None:
     server.wan_copy.chunk_delivered("10.1.0.1", CONTENT, 0, now=1)
     complete(server, 1, now=2)
     assert lease(server, 2, now=3) == (LeaseDecision.GRANTED, 0b11)  # took stripe 0 over
+    return server
+
+
+def test_a_chunk_the_office_holds_is_not_sent_over_its_wan_again() -> None:
+    """Holder 1 completes and releases its stripe; holder 2 takes it over and asks for
+    chunk 0, which the server delivered to holder 1: refused (it is in the office),
+    for a lease period at most; a chunk nobody received is served."""
+    server = holder_2_took_over_a_delivered_chunk()
     assert server.may_serve_content("10.1.0.2", CONTENT, 3, chunk_index=2)  # not delivered
     assert not server.may_serve_content("10.1.0.2", CONTENT, 3, chunk_index=0)
     assert lease(server, 2, now=12) == (LeaseDecision.GRANTED, 0b11)  # renewed
@@ -200,14 +207,7 @@ def test_a_device_that_reported_the_receiver_bad_is_not_held_back_for_it() -> No
     which took its stripe over, reported it. Before a second report bans it, holder 2 is
     served chunk 0 over the WAN (the office's copy is worthless to it), while the ledger
     keeps the delivery for everyone else (one report is not a ban)."""
-    server = make_server()
-    for number in (1, 2):
-        register(server, number, f"10.1.0.{number}")
-    assert lease(server, 1, 0) == (LeaseDecision.GRANTED, 0b01)
-    assert lease(server, 2, 0) == (LeaseDecision.GRANTED, 0b10)
-    server.wan_copy.chunk_delivered("10.1.0.1", CONTENT, 0, now=1)
-    complete(server, 1, now=2)
-    assert lease(server, 2, now=3) == (LeaseDecision.GRANTED, 0b11)  # took stripe 0 over
+    server = holder_2_took_over_a_delivered_chunk()
     assert not server.may_serve_content("10.1.0.2", CONTENT, 3, chunk_index=0)
     ask(server, 2, "10.1.0.2", BadPeer(CONTENT, ("10.1.0.1", 41442), 0), now=4)
     assert server.may_serve_content("10.1.0.2", CONTENT, 4, chunk_index=0)
