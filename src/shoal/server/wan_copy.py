@@ -149,12 +149,10 @@ class WanCopy:
             self._present(office, now, device, content_id),
         )
 
-    def _present(
-        self, office: str, now: float, asker: str | None = None, content_id: ContentId | None = None
-    ) -> Presence:
+    def _present(self, office: str, now: float, asker: str, content_id: ContentId) -> Presence:
         """Is a device (hex ID) still in ``office``: seen within two check-in periods,
-        at an address of the office, not banned there, and (for ``asker``) not reported
-        by the asker for bad chunks of ``content_id``?
+        at an address of the office, not banned there, and not reported by ``asker``
+        (hex ID) for bad chunks of ``content_id``?
 
         The asker's own report counts at once, before the reports of others ban the
         peer: a device that caught a peer lying would otherwise be refused what the liar
@@ -173,7 +171,7 @@ class WanCopy:
         directory = self.directory
         horizon = now - 2 * directory.settings.checkin_seconds
         unheard = self.restored_at is not None and self.restored_at > horizon
-        reporter = bytes.fromhex(asker) if asker is not None else None
+        reporter = bytes.fromhex(asker)
 
         def present(device: str) -> bool:
             client = directory.clients.get(bytes.fromhex(device))
@@ -183,11 +181,7 @@ class WanCopy:
                 client.last_seen >= horizon
                 and directory.office_of(client.ip)[0] == office
                 and not self.bad_peers.is_banned(office, client.ip, now)
-                and not (
-                    reporter is not None
-                    and content_id is not None
-                    and self.bad_peers.reported(office, content_id, client.ip, reporter)
-                )
+                and not self.bad_peers.reported(office, content_id, client.ip, reporter)
             )
 
         return present
