@@ -11,6 +11,7 @@ from shoal.server.core import ServerCore, ServerSettings
 from shoal.server.db import open_database, sqlite_url
 from shoal.server.deliveries import DeliveryLedger
 from shoal.server.state_store import StateStore, restored_record, row_state
+from shoal.server.stripe_plan import OfficeLinks
 from shoal.wire.control import (
     BadPeer,
     CheckIn,
@@ -213,3 +214,25 @@ def test_a_device_that_reported_the_receiver_bad_is_not_held_back_for_it() -> No
     assert server.may_serve_content("10.1.0.2", CONTENT, 4, chunk_index=0)
     assert server.deliveries.chunks("Branch", CONTENT) == {0: device(1).hex()}  # no ban
     assert not server.bad_peers.is_banned("Branch", "10.1.0.1", 4)
+
+
+def test_the_flows_left_take_the_wan_of_the_stripes_that_finished() -> None:
+    """Stripes end unevenly (fewer chunks, faster holders): once one has every chunk in
+    the office, the server's flows to the other holders may carry its share of the WAN
+    too, so the last chunks do not cross a WAN left half idle."""
+    links = {"Branch": OfficeLinks(wan_mbit=80, client_up_mbit=20)}
+    settings = ServerSettings(enrollment_token=TOKEN, identity=SERVER_IDENTITY, office_links=links)
+    server = make_server(ServerCore(settings, version="0.1.0"))
+    for number in (1, 2):
+        register(server, number, f"10.1.0.{number}")
+    assert lease(server, 1, 0) == (LeaseDecision.GRANTED, 0b01)  # chunks 0 and 2
+    assert lease(server, 2, 0) == (LeaseDecision.GRANTED, 0b10)  # chunks 1 and 3
+    wan = server.wan_copy
+    assert wan.flow_rate("10.1.0.1", CONTENT) == 5e6  # half of 10 MB/s each
+    assert wan.chunk_delivered("10.1.0.2", CONTENT, 1, now=1) is None
+    assert wan.chunk_delivered("10.1.0.1", CONTENT, 0, now=1) is None
+    raised = wan.chunk_delivered("10.1.0.2", CONTENT, 3, now=2)  # stripe 1 complete
+    assert raised is not None
+    holders, rate = raised
+    assert "10.1.0.1" in holders and rate == 10e6
+    assert wan.flow_rate("10.1.0.1", CONTENT) == 10e6

@@ -6,6 +6,7 @@ download)."""
 from __future__ import annotations
 
 from shoal.protocol.transfer import ChunkReceived, Mode, TransferConfig
+from shoal.protocol.transfer.congestion import DelayReno
 from shoal.protocol.transfer.flow import Flow
 from test_transfer import CONTENT_ID, _chunks
 from transfer_link import Network, Node
@@ -84,7 +85,7 @@ def test_a_sender_that_knows_the_path_starts_at_its_rate_after_the_first_round_t
     assert seconds < 0.25, f"{seconds:.3f} s for 256 KiB over a 100 ms round trip"
 
 
-def test_a_known_path_moves_only_a_first_slow_start() -> None:
+def test_a_known_path_moves_only_a_first_slow_start_unless_its_share_grows() -> None:
     flow = Flow((("10.0.0.1", 7000), Mode.FOREGROUND), CONFIG, 0.0)
     flow.know_path(1000.0)  # packets a second
     assert flow.cc.cwnd == CONFIG.initial_window_packets  # no round trip to size it by yet
@@ -92,5 +93,15 @@ def test_a_known_path_moves_only_a_first_slow_start() -> None:
     assert flow.cc.cwnd == 100
     flow.cc.ssthresh = 50.0  # left slow start (delay or loss): its own signals rule
     flow.cc.cwnd = 50.0
+    flow.know_path(1000.0)
+    assert flow.cc.cwnd == 50
+    # The link's other flows ended (the server's other stripes into the office): the
+    # share it may carry grew, and the window with it at once...
     flow.know_path(4000.0)
+    assert flow.cc.cwnd == 400
+    # ...but not while it competes with a loss-based flow: CUBIC's own growth rules.
+    assert isinstance(flow.cc, DelayReno)
+    flow.cc.competing = True
+    flow.cc.cwnd = 50.0
+    flow.know_path(8000.0)
     assert flow.cc.cwnd == 50

@@ -84,9 +84,11 @@ class ServerNode:
                     self._serve(engine, event, now)
                 elif isinstance(event, ChunkDelivered):
                     self.counters.chunks_served += 1
-                    self.core.wan_copy.chunk_delivered(
+                    share = self.core.wan_copy.chunk_delivered(
                         event.peer[0], event.content_id, event.chunk_index, now
                     )
+                    if share is not None:  # a stripe closed: the others take its WAN
+                        engine.raise_path_rate(*share)
 
     def _serve(self, engine: TransferEngine, event: ChunkRequested, now: float) -> None:
         blob = self.core.blob(event.content_id.digest)

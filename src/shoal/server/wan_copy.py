@@ -105,30 +105,66 @@ class WanCopy:
             self.rendezvous.progress(office, content_id, client.device_id.hex(), now)
 
     def flow_rate(self, client_ip: str, content_id: ContentId) -> float | None:
-        """What one holder's flow from the server may start at (bytes/s): its office's
-        WAN (the link profile) shared by the content's stripes there, each fetched by
-        its own flow; None where the office's links are not known. A fresh flow's slow
-        start over a long round trip otherwise takes several round trips to reach it
-        (a 128 KiB chunk from a 32-packet window: three)."""
+        """What one holder's flow from the server may carry (bytes/s): its office's WAN
+        (the link profile) shared by the content's stripes there that still have chunks
+        to bring in (``open_stripes``), each fetched by its own flow; None where the
+        office's links are not known. A fresh flow's slow start over a long round trip
+        otherwise takes several round trips to reach it (a 128 KiB chunk from a
+        32-packet window: three)."""
         office, _ = self.directory.office_of(client_ip)
         links = self.directory.settings.office_links.get(office) if office else None
         if office is None or links is None:
             return None
-        stripes = max(1, self.rendezvous.stripes(office, content_id))
-        return links.wan_mbit * 1e6 / 8 / stripes
+        return links.wan_mbit * 1e6 / 8 / self.open_stripes(office, content_id)
+
+    def open_stripes(self, office: str, content_id: ContentId) -> int:
+        """The office's stripes of the content with a chunk not delivered yet (at least
+        one). Stripes differ by a chunk (32 chunks in 6 stripes: 6, 6, 5, 5, 5, 5) and
+        their holders by speed, so the last stripes finish alone: each on a flow sized
+        for its share of the whole WAN, which then idles (the simulator's fast-uplink
+        cell: 40% and 23% busy in the copy's last 60 ms). Counting only the open
+        stripes gives the last flows the WAN the finished ones left."""
+        stripes = self.rendezvous.stripes(office, content_id)
+        manifest = self.directory.manifests.get(content_id)
+        if stripes <= 1 or manifest is None:
+            return 1
+        delivered = [0] * stripes
+        for chunk_index in self.deliveries.chunks(office, content_id):
+            delivered[chunk_index % stripes] += 1
+        count = manifest.chunk_count
+        sizes = (len(range(stripe, count, stripes)) for stripe in range(stripes))
+        return max(1, sum(1 for done, size in zip(delivered, sizes, strict=True) if done < size))
+
+    def holder_ips(self, office: str, content_id: ContentId, now: float) -> list[str]:
+        """The addresses of the office's live holders of the content."""
+        clients = self.directory.clients
+        found = (
+            clients.get(bytes.fromhex(device))
+            for device in self.rendezvous.holders(office, content_id, now)
+        )
+        return [client.ip for client in found if client is not None]
 
     def chunk_delivered(
         self, client_ip: str, content_id: ContentId, chunk_index: int, now: float
-    ) -> None:
+    ) -> tuple[list[str], float] | None:
         """The data plane delivered a chunk in full (every byte acknowledged) to the
-        client at ``client_ip``: in a sharing office, the office now holds it."""
+        client at ``client_ip``: in a sharing office, the office now holds it. When that
+        closed a stripe of an office whose links are known: the other holders'
+        addresses and what each one's flow may carry now (``flow_rate``), so that the
+        flows left fill the WAN (``TransferEngine.raise_path_rate``)."""
         directory = self.directory
         client = directory.client_at(client_ip)
         office, office_type = directory.office_of(client_ip)
         if content_id not in directory.manifests:
-            return  # a blob (assignments, manifest), not a content chunk
-        if client is not None and office is not None and office_type in _SHARING:
-            self.deliveries.delivered(office, content_id, client.device_id.hex(), chunk_index, now)
+            return None  # a blob (assignments, manifest), not a content chunk
+        if client is None or office is None or office_type not in _SHARING:
+            return None
+        before = self.open_stripes(office, content_id)
+        self.deliveries.delivered(office, content_id, client.device_id.hex(), chunk_index, now)
+        rate = self.flow_rate(client_ip, content_id)
+        if rate is None or self.open_stripes(office, content_id) >= before:
+            return None
+        return self.holder_ips(office, content_id, now), rate
 
     def may_fetch(
         self, office: str, device: str, content_id: ContentId, chunk_index: int | None, now: float

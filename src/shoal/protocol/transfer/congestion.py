@@ -261,6 +261,14 @@ class DelayReno(_DelayWindow):
             start = min(self.paced_start_rate * rtt, self.max_start_cwnd)
             self.cwnd = max(self.cwnd, float(int(start)))
 
+    def on_path_raised(self, packets: float) -> None:
+        """The path's known share grew to ``packets`` a round trip (other flows on the
+        link the administrator described ended): in delay mode the window grows to it
+        at once (paced, ``Pacer``), instead of a packet per round trip, so the flows
+        left fill the link. Its own delay and loss signals rule from there."""
+        if not self.competing and self.probe_until is None:
+            self.cwnd = max(self.cwnd, min(float(int(packets)), self.max_cwnd))
+
     def on_known_path(self, packets: float) -> None:
         """The path is known to carry ``packets`` a round trip for this flow (its share
         of a link the administrator described): a window still in its first slow start

@@ -46,6 +46,7 @@ VERSION_ERROR, CANCEL of stray data, a repeated final ACK) is one datagram small
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from shoal.core.ids import ContentId
@@ -187,11 +188,18 @@ class TransferEngine:
 
         ``path_rate``: bytes a second the path to ``peer`` is known to carry for this
         flow (the server's share of an office's WAN, from its link profile): the flow's
-        first slow start begins at that rate's window (``Flow.know_path``).
+        first slow start begins at that rate's window (``Flow.know_path``); a higher
+        rate than the flow was told before raises it (``raise_path_rate``).
 
         A request that ended meanwhile (cancelled, timed out) is silently ignored.
         """
         self._sender.send_chunk(peer, request_id, data, now, path_rate)
+
+    def raise_path_rate(self, peer_ips: Collection[str], path_rate: float) -> None:
+        """The paths to ``peer_ips`` carry ``path_rate`` bytes a second for each flow now
+        (more than ``send_chunk`` said: other flows on the same link ended): every sending
+        flow to them with a lower known rate is told (``Flow.know_path``)."""
+        self._sender.raise_path_rate(peer_ips, path_rate)
 
     def abandon_peer(self, peer: Address) -> int:
         """End every upload to ``peer``: the network said nothing listens there any more.

@@ -84,11 +84,17 @@ class Flow:
     def know_path(self, packets_per_second: float) -> None:
         """The application knows what the path carries for this flow (a WAN link's
         share): a foreground flow's first slow start starts there (``on_known_path``)
-        as soon as it has a round trip to size the window by."""
+        as soon as it has a round trip to size the window by. A known rate raised
+        later (other flows on that link ended) lifts the window to it at once, in
+        delay mode (``on_path_raised``)."""
+        raised = self.known_rate is not None and packets_per_second > self.known_rate
         self.known_rate = packets_per_second
         srtt = self.rtt.srtt
         if srtt is not None and isinstance(self.cc, DelayReno):
-            self.cc.on_known_path(packets_per_second * srtt)
+            if raised:
+                self.cc.on_path_raised(packets_per_second * srtt)
+            else:
+                self.cc.on_known_path(packets_per_second * srtt)
 
     def on_sent(self, sent: int) -> None:
         """``sent`` more packets are in flight (and count towards the loss rate)."""

@@ -22,6 +22,7 @@ of equal length to one address, ready for one GSO ``sendmsg``.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Collection
 from typing import Any
 
 from shoal.protocol.transfer.context import EngineContext, Finished, RecentRequests
@@ -116,8 +117,10 @@ class Sender:
         flow = self.flows.get(key)
         if flow is None:
             flow = self.flows[key] = Flow(key, self._config, now)
-        if path_rate is not None and flow.known_rate is None:
-            flow.know_path(path_rate / self._config.segment_size)
+        if path_rate is not None:
+            packets = path_rate / self._segment_size
+            if flow.known_rate is None or flow.known_rate < packets:
+                flow.know_path(packets)
         self.flows.move_to_end(key)
         upload.start(memoryview(data).cast("B"), flow)
         upload.last_heard = now
@@ -127,6 +130,13 @@ class Sender:
             if flow.pacer.wait_until is not None:
                 # A wake-up left from its last burst counts again (as it always did).
                 self._context.timers.push(flow.pacer.wait_until, TimerKind.PACING, flow)
+
+    def raise_path_rate(self, peer_ips: Collection[str], path_rate: float) -> None:
+        """See ``TransferEngine.raise_path_rate``."""
+        packets = path_rate / self._segment_size
+        for (peer, _), flow in self.sending_flows.items():
+            if peer[0] in peer_ips and flow.known_rate is not None and flow.known_rate < packets:
+                flow.know_path(packets)
 
     def abandon_peer(self, peer: Address) -> int:
         """See ``TransferEngine.abandon_peer``."""
