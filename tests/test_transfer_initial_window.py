@@ -105,3 +105,26 @@ def test_a_known_path_moves_only_a_first_slow_start_unless_its_share_grows() -> 
     flow.cc.cwnd = 50.0
     flow.know_path(8000.0)
     assert flow.cc.cwnd == 50
+
+
+def test_a_sending_flow_told_a_higher_rate_carries_it_at_once() -> None:
+    """The server's other stripes into the office finished: its flow to the last holder
+    takes the WAN they left (``raise_path_rate``), not a packet per round trip more."""
+    network, receiver, sender = _link()
+    sender.path_rate = WAN["rate"] / 6  # one stripe of six
+    _fetch(network, receiver, sender, 0, b"a small document")  # the flow learns its RTT
+    chunk_hash = sender.serve(CONTENT_ID, 1, BIG)
+    asked = network.now
+    request_id = receiver.engine.request_chunk(
+        sender.address, CONTENT_ID, 1, len(BIG), chunk_hash, Mode.FOREGROUND, asked
+    )
+    flows = sender.engine._sender.sending_flows
+    network.run(lambda: bool(flows) and next(iter(flows.values())).rtt.srtt is not None)
+    (flow,) = flows.values()
+    flow.cc.ssthresh = flow.cc.cwnd = 20.0  # delay mode held it near its sixth
+    sender.engine.raise_path_rate(["10.0.0.9"], WAN["rate"])  # another office's holder
+    assert flow.cc.cwnd == 20
+    sender.engine.raise_path_rate(["10.0.0.1", "10.0.0.9"], WAN["rate"])
+    assert flow.cc.cwnd > 190  # the whole chunk in one round trip
+    network.run(lambda: any(e.request_id == request_id for e in receiver.events_of(ChunkReceived)))
+    assert network.now - asked < 0.35  # from 20 packets: about ten round trips (1 s)
