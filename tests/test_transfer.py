@@ -15,6 +15,7 @@ from shoal.protocol.transfer import (
     ChunkReceived,
     ChunkRefused,
     ChunkRequested,
+    ChunkStarted,
     Mode,
     RefusalReason,
     RequestCancelled,
@@ -559,3 +560,18 @@ def test_a_slow_flow_is_acked_every_few_packets_and_still_fills_its_link() -> No
     data_packets = sender.engine.counters.data_packets_sent
     assert receiver.engine.counters.acks_sent * 3 <= data_packets
     assert sum(map(len, chunks)) / elapsed >= 0.85 * rate * 1380 / 1428
+
+
+def test_a_chunk_reports_its_first_bytes_once_before_it_arrives() -> None:
+    # ``ChunkStarted`` tells the downloads that a peer serves the chunk now (no longer
+    # holds it in a line): a duplicate of it elsewhere can be cancelled before it costs.
+    network = Network(delay=0.01)
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    _fetch_all(network, receiver, sender, _chunks(3))
+    kinds = [
+        type(event) for event in receiver.events if type(event) in (ChunkStarted, ChunkReceived)
+    ]
+    started = receiver.events_of(ChunkStarted)
+    assert sorted(event.chunk_index for event in started) == [0, 1, 2]
+    assert kinds.index(ChunkReceived) > kinds.index(ChunkStarted)
+    assert all(event.peer == sender.address for event in started)

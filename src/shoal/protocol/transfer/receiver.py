@@ -35,6 +35,7 @@ from shoal.protocol.transfer.events import (
     ChunkCorrupted,
     ChunkReceived,
     ChunkRefused,
+    ChunkStarted,
     Role,
     TransferTimedOut,
     VersionRejected,
@@ -196,6 +197,9 @@ class Receiver:
                 # Karn (RFC 6298 §3): time only requests that were sent once.
                 self._answer_time.on_sample(now - download.requested_at)
             self._repeat_overtaken_requests(download, now)
+            self._context.events.append(
+                ChunkStarted(download.peer, request_id, download.content_id, download.chunk_index)
+            )
         else:
             download.packet_gap += (now - download.data_at - download.packet_gap) * 0.125
         download.data_at = now
