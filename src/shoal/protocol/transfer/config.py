@@ -18,16 +18,9 @@ class TransferConfig:
     max_datagram_size: int = 1400
     #: Acknowledge after this many data packets...
     ack_every_packets: int = 16
-    #: ...or, after the first unacknowledged one, ``ack_delay_packets`` times the flow's
-    #: smoothed time between packets, at least ``min_ack_delay`` and at most
-    #: ``max_ack_delay`` (RFC 9000 §13.2.1 uses 25 ms; a LAN wants the sender to learn
-    #: sooner). A flow that gets a packet every 3 ms (a 20 Mbit/s uplink shared by six
-    #: uploads) was acked every packet or two at a flat 2 ms: ACKs were 2% of what
-    #: the downloaders' uplinks carried, in front of their own uploads.
-    ack_delay_packets: int = 4
-    min_ack_delay: float = 0.002
-    #: The sender's probe timeout counts this much for the receiver's delay (RFC 9002 §6.2.1).
-    max_ack_delay: float = 0.010
+    #: ...or this long after the first unacknowledged one (RFC 9000 §13.2.1 uses 25 ms;
+    #: a LAN wants the sender to learn sooner).
+    max_ack_delay: float = 0.002
     #: Segments beyond the cumulative point a sender may have outstanding per transfer.
     receive_window_packets: int = 2048
     #: Congestion window at the start of a flow, in packets (RFC 6928 uses 10). Until
@@ -157,8 +150,6 @@ class TransferConfig:
             raise ValueError("initial windows must satisfy 1 <= unpaced <= paced")
         if self.stall_threshold <= 0 or self.stall_grace <= 0:
             raise ValueError("stall_threshold and stall_grace must be > 0")
-        if not 0 < self.min_ack_delay <= self.max_ack_delay or self.ack_delay_packets < 1:
-            raise ValueError("need 0 < min_ack_delay <= max_ack_delay, ack_delay_packets >= 1")
         if self.ack_every_packets < 1 or self.min_window_packets < 1:
             raise ValueError("ack_every_packets and min_window_packets must be >= 1")
 

@@ -19,7 +19,6 @@ class Download:
         "chunk_length",
         "content_id",
         "cumulative",
-        "data_at",
         "highest_segment",
         "largest_packet_number",
         "largest_time",
@@ -30,7 +29,6 @@ class Download:
         "least_delay_us",
         "mode",
         "order",
-        "packet_gap",
         "peer",
         "received",
         "received_count",
@@ -87,11 +85,6 @@ class Download:
         self.least_delay_us = -1
         self.unacked = 0
         self.ack_deadline: float | None = None
-        # When the last DATA arrived, and the smoothed time between two DATA (from 0, so
-        # a flow's first packets are acked soonest): a slow flow's ACK waits a few
-        # packets' time (``receiver``).
-        self.data_at = now
-        self.packet_gap = 0.0
         self.last_heard = now
         self.retry_at = now
         self.retry_interval = 0.0

@@ -11,8 +11,7 @@ since an unproven address may be a victim rather than a shoal port.
 
 DATA segments are copied once, by slice assignment, into a buffer of the chunk's length
 allocated on the first segment. The receiver acknowledges every ``ack_every_packets``
-packets, or ``ack_delay_packets`` of the flow's packet spacing after the first unacked
-one (``min_ack_delay`` to ``max_ack_delay``), and at once when a new gap appears (so
+packets, after ``max_ack_delay`` at the latest, and at once when a new gap appears (so
 the sender learns of a loss within a round trip). An ACK carries the cumulative segment
 count, up to ``max_ack_ranges`` ranges above it, the largest packet number seen (for
 RTT), and the least one-way delay since the last ACK (for LEDBAT). The last segment
@@ -100,9 +99,7 @@ class Receiver:
         self._counters = context.counters  # (the hot path's, one lookup fewer per datagram)
         self._timers = context.timers
         self._ack_every = config.ack_every_packets
-        self._min_ack_delay = config.min_ack_delay
         self._max_ack_delay = config.max_ack_delay
-        self._ack_delay_packets = config.ack_delay_packets
         # Derived from the clock, so a restarted process does not reuse the IDs that
         # its peers still remember as finished (they would ignore the new requests).
         self._next_request_id = (int(now * 1_000_000) & _U32_MASK) or 1
@@ -200,9 +197,6 @@ class Receiver:
             self._context.events.append(
                 ChunkStarted(download.peer, request_id, download.content_id, download.chunk_index)
             )
-        else:
-            download.packet_gap += (now - download.data_at - download.packet_gap) * 0.125
-        download.data_at = now
         if packet_number > download.largest_packet_number:
             download.largest_packet_number = packet_number
             download.largest_time = now
@@ -239,12 +233,7 @@ class Receiver:
         if ack_at_once or download.unacked >= self._ack_every:
             self.acks_due[request_id] = download
         elif download.ack_deadline is None:
-            delay = self._ack_delay_packets * download.packet_gap
-            if delay < self._min_ack_delay:
-                delay = self._min_ack_delay
-            elif delay > self._max_ack_delay:
-                delay = self._max_ack_delay
-            download.ack_deadline = deadline = now + delay
+            download.ack_deadline = deadline = now + self._max_ack_delay
             self._timers.push(deadline, TimerKind.ACK, download)
         return True
 
