@@ -41,6 +41,7 @@ from shoal.protocol.transfer import (
     ChunkReceived,
     ChunkRefused,
     ChunkRequested,
+    ChunkStarted,
     Mode,
     RefusalReason,
     Role,
@@ -659,6 +660,8 @@ def _fetch_manifest_from(harness: Harness, served: bytes) -> list[object]:
         for data, _addr in server.datagrams_to_send(harness.now):
             client.receive_datagram(data, server_address, harness.now)
         while (event := client.next_event()) is not None:
+            if isinstance(event, ChunkStarted):  # the agent hands it to the downloads only
+                continue
             blob = harness.blobs.take(Mode.FOREGROUND, getattr(event, "request_id", -1))
             if blob is None:
                 continue

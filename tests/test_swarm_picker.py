@@ -88,6 +88,35 @@ def test_a_peer_that_measured_one_slow_delivery_is_late_by_the_office_median() -
     assert picker.next_requests(now=due) == [("b", last_two["c"])]
 
 
+def test_the_first_duplicate_served_wins_and_a_served_request_is_late_from_its_start() -> None:
+    # The copies of a duplicated chunk that wait in an uploader's line are cancelled as
+    # soon as one is served (no byte of them sent), and a request being served is not
+    # duplicated while it is on time from its first bytes: it ends sooner than a copy
+    # that would wait in a line and share an uplink.
+    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(3), max_in_flight_per_peer=1, rate_horizon=0.5)
+    for peer in ("a", "b", "c"):
+        picker.peer_has(peer, ChunkSet.full(3))
+    for peer, chunk_index in picker.next_requests(now=0.0):
+        if chunk_index != 2:
+            picker.received(chunk_index, peer, now=0.1)  # measured: 10 chunks/s
+    first = dict(picker.next_requests(now=0.1))  # the last chunk: duplicated at once
+    assert len(first) == 1 and list(first.values()) == [2]
+    asked = {peer for peer in ("a", "b", "c") if picker.in_flight(peer)}
+    assert len(asked) == 2
+    winner, loser = sorted(asked)
+    assert picker.started(2, winner, now=0.15) == [loser]  # its request to cancel
+    assert picker.in_flight(loser) == 0 and picker.in_flight(winner) == 1
+    assert picker.started(2, winner, now=0.16) == []  # once
+    assert picker.next_requests(now=0.15) == []  # served: not the last chunk's eager copy
+    due = picker.next_wake()
+    assert due == pytest.approx(0.15 + picker.endgame_after / 10)  # from its start
+    picker.wake(due)
+    ((peer, chunk_index),) = picker.next_requests(now=due)  # stalled: duplicated
+    assert chunk_index == 2 and peer != winner
+    assert picker.started(2, peer, now=due + 0.01) == []  # both served: both run
+    assert picker.received(2, peer, now=due + 0.05) == [winner]
+
+
 def test_a_banned_peer_is_never_asked_again_and_its_requests_move_on() -> None:
     picker: ChunkPicker[str] = ChunkPicker(ChunkSet(3), max_in_flight_per_peer=3)
     picker.peer_has("liar", ChunkSet.full(3))

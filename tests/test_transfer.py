@@ -15,6 +15,7 @@ from shoal.protocol.transfer import (
     ChunkReceived,
     ChunkRefused,
     ChunkRequested,
+    ChunkStarted,
     Mode,
     RefusalReason,
     RequestCancelled,
@@ -541,3 +542,18 @@ def test_a_peer_sends_chunks_asked_at_once_one_after_another_and_none_times_out(
     assert first < 0.35 * (network.now - started)
     assert not receiver.events_of(TransferTimedOut)
     assert not sender.events_of(TransferTimedOut)
+
+
+def test_a_chunk_reports_its_first_bytes_once_before_it_arrives() -> None:
+    # ``ChunkStarted`` tells the downloads that a peer serves the chunk now (no longer
+    # holds it in a line): a duplicate of it elsewhere can be cancelled before it costs.
+    network = Network(delay=0.01)
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    _fetch_all(network, receiver, sender, _chunks(3))
+    kinds = [
+        type(event) for event in receiver.events if type(event) in (ChunkStarted, ChunkReceived)
+    ]
+    started = receiver.events_of(ChunkStarted)
+    assert sorted(event.chunk_index for event in started) == [0, 1, 2]
+    assert kinds.index(ChunkReceived) > kinds.index(ChunkStarted)
+    assert all(event.peer == sender.address for event in started)

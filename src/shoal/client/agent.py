@@ -88,6 +88,7 @@ from shoal.protocol.transfer import (
     ChunkDelivered,
     ChunkReceived,
     ChunkRequested,
+    ChunkStarted,
     Mode,
     PeerPortClosed,
     RequestCancelled,
@@ -399,6 +400,10 @@ class AgentCore:
                 f"peer {event.peer[0]} speaks protocol versions "
                 f"{event.min_version}..{event.max_version} only",
             )
+        elif isinstance(event, ChunkStarted):  # a duplicate's other requests may end
+            download = self.downloader.downloads.get(event.content_id)
+            if download is not None:
+                download.chunk_started(event.request_id, self.engines[mode], now)
         elif isinstance(event, ReceiverOutcome):
             blob = self.blobs.take(mode, event.request_id)
             if blob is not None:

@@ -203,6 +203,16 @@ class Download:
         self.state = next_download_state(self.state, event)
         return self.state
 
+    def chunk_started(self, request_id: int, engine: TransferEngine, now: float) -> None:
+        """The first bytes for ``request_id`` came: the chunk's other requests that are
+        not being served end (``ChunkPicker.started``)."""
+        asked = self.requests.get(request_id)
+        if asked is None or self.picker is None:
+            return
+        peer, chunk_index = asked
+        for loser in self.picker.started(chunk_index, peer, now):
+            self.end_requests_to(loser, engine, now, [chunk_index])
+
     def end_requests_to(
         self, peer: Address, engine: TransferEngine, now: float, chunks: list[int] | None = None
     ) -> list[int]:

@@ -12,10 +12,11 @@ sends them, and reports back with ``received``/``failed``.
   and no chunk ends up held by a single peer.
 * **Per-peer pipeline**: at most ``max_in_flight_per_peer`` requests to one peer.
 * **Endgame**: once every missing chunk is in flight, an idle peer may be asked for a
-  chunk requested elsewhere (at most ``endgame_duplicates`` requests per chunk;
-  ``received`` says whose duplicate to cancel); with ``now`` and measured rates, only
-  once every request for it is late (``_late_at``; ``next_wake`` says when), or for our
-  last missing chunk (eager duplicates cost a slow-uplink office 10% of its uploads).
+  chunk requested elsewhere (at most ``endgame_duplicates`` requests per chunk), with
+  ``now``, once every request for it is late (``shoal.protocol.endgame``; ``next_wake``
+  says when), or for our last missing chunk while none of its requests is served. The
+  first to be served wins (``started`` says whose requests to cancel), else the first
+  to arrive (``received``): eager duplicates cost a slow-uplink office 10% of its uploads.
 * **Bans**: a peer that served a bad chunk is banned for this content: its requests
   are released and it is never asked again.
 * **Origin of last resort**: a peer added with ``origin=True`` (the P2P server, over
@@ -56,6 +57,7 @@ from typing import Generic, TypeVar
 from shoal.core.chunkset import ChunkSet
 from shoal.protocol.busy_peers import BusyPeers
 from shoal.protocol.chunk_masks import chunk_bits, mask_of
+from shoal.protocol.endgame import RequestTimes
 from shoal.protocol.fanout import FanoutLimit, fanout_score
 
 Peer = TypeVar("Peer", bound=Hashable)
@@ -102,9 +104,8 @@ class ChunkPicker(Generic[Peer]):
         self._key = key
         self._fanout = FanoutLimit(fanout, fanout_grace, self._ranks_among_fetchers, self.rate)
         self.rate_horizon = rate_horizon
-        self._rates: dict[Peer, float] = {}  # chunks per second, smoothed
-        self._median_rate: float | None = None  # of the measured peers but origins
-        self._asked_at: dict[tuple[int, Peer], float] = {}
+        self._times: RequestTimes[Peer] = RequestTimes()  # rates, lateness (``endgame``)
+        self._rates = self._times.rates  # chunks per second, smoothed
         self.busy_peers: BusyPeers[Peer] = BusyPeers()  # BUSY refusals
         self.searching_horizon = searching_horizon
         self._searching: dict[Peer, float] = {}  # peer -> when it last searched
@@ -184,10 +185,9 @@ class ChunkPicker(Generic[Peer]):
         if peer not in self._availability and not self._room_for_searcher(now):
             return
         if peer in self._searching and peer in self._availability:
-            # Only the time of its search moves: that is read when a fan-out choice is
-            # made (``_ranks_among_fetchers``), and an ask that found nothing made and
-            # kept every choice it needed, so it would find nothing again (an office's
-            # queries reach every downloader: this ran the whole picker each time).
+            # Only the time of its search moves, read by a fan-out choice; an ask that
+            # found nothing kept every choice it needed, so it would find nothing again
+            # (an office's queries reach every downloader: this ran the whole picker).
             self._searching[peer] = now
             return
         self._changed()
@@ -291,8 +291,7 @@ class ChunkPicker(Generic[Peer]):
         for chunk_index in released:
             self._release(chunk_index, peer)
         self._peer_load.pop(peer, None)
-        if self._rates.pop(peer, None) is not None:
-            self._rates_changed()
+        self._times.forget_peer(peer, self._origins)
         self.busy_peers.forget(peer)
         self._searching.pop(peer, None)
         return released
@@ -305,18 +304,16 @@ class ChunkPicker(Generic[Peer]):
     # ------------------------------------------------------------- outcomes
 
     def received(self, chunk_index: int, peer: Peer, now: float | None = None) -> list[Peer]:
-        """A verified chunk arrived; return peers whose duplicate requests to cancel.
-
-        With ``now``, the time since it was asked is a sample of ``peer``'s rate.
-        """
+        """A verified chunk arrived (with ``now``, the time since it was asked is a sample
+        of ``peer``'s rate); return the peers whose duplicate requests to cancel."""
         self._changed()
         others = self._in_flight.pop(chunk_index, set())
         self._in_flight_mask &= ~self._bit(chunk_index)
         for holder in others:
             self._peer_load[holder] = self._peer_load.get(holder, 1) - 1
-            asked_at = self._asked_at.pop((chunk_index, holder), None)
+            asked_at = self._times.forget(chunk_index, holder)
             if holder == peer and asked_at is not None and now is not None:
-                self._sample_rate(peer, 1.0 / max(now - asked_at, 1e-3))
+                self._times.sample(peer, 1.0 / max(now - asked_at, 1e-3), self._origins)
         self.busy_peers.delivered(peer)
         others.discard(peer)
         if self._have.add(chunk_index):
@@ -324,6 +321,19 @@ class ChunkPicker(Generic[Peer]):
             self._order = None
         self._fanout.forget(chunk_index)
         return sorted(others, key=repr)
+
+    def started(self, chunk_index: int, peer: Peer, now: float) -> list[Peer]:
+        """``peer`` began to serve ``chunk_index``: return the peers whose requests for
+        it, not started (in an uploader's line: no byte wasted), are released to cancel."""
+        asked = self._in_flight.get(chunk_index)
+        if asked is None or peer not in asked:
+            return []
+        self._changed()  # its lateness counts from now
+        self._times.started(chunk_index, peer, now)
+        losers = [other for other in asked if not self._times.has_started(chunk_index, other)]
+        for loser in losers:
+            self._release(chunk_index, loser)
+        return sorted(losers, key=repr)
 
     def lost(self, chunk_index: int) -> None:
         """A chunk ``received`` earlier could not be kept (its write failed): want it again."""
@@ -347,16 +357,7 @@ class ChunkPicker(Generic[Peer]):
             del self._in_flight[chunk_index]
             self._in_flight_mask &= ~self._bit(chunk_index)
         self._peer_load[peer] = self._peer_load.get(peer, 1) - 1
-        self._asked_at.pop((chunk_index, peer), None)
-
-    def _sample_rate(self, peer: Peer, sample: float) -> None:
-        previous = self._rates.get(peer)
-        self._rates[peer] = sample if previous is None else 0.7 * previous + 0.3 * sample
-        self._rates_changed()
-
-    def _rates_changed(self) -> None:  # the median for ``_late_at``
-        rates = sorted(rate for peer, rate in self._rates.items() if peer not in self._origins)
-        self._median_rate = rates[len(rates) // 2] if rates else None
+        self._times.forget(chunk_index, peer)
 
     # ------------------------------------------------------------- decisions
 
@@ -422,7 +423,7 @@ class ChunkPicker(Generic[Peer]):
                     self._in_flight_mask |= self._bit(chunk_index)
                     self._peer_load[peer] += 1
                     if now is not None:
-                        self._asked_at[(chunk_index, peer)] = now
+                        self._times.asked(chunk_index, peer, now)
                     requests.append((peer, chunk_index))
                     if limit is not None and len(requests) >= limit:
                         return requests
@@ -512,20 +513,19 @@ class ChunkPicker(Generic[Peer]):
                 continue
             if peer not in asked and len(asked) < duplicates_allowed:
                 late = (self._late_at(chunk_index, holder) for holder in asked)
-                if now is None or self._last_chunk or all(d is None or d <= now for d in late):
+                # Our last chunk at once, unless it is being served (it ends sooner so).
+                eager = self._last_chunk and not any(
+                    self._times.has_started(chunk_index, holder) for holder in asked
+                )
+                if now is None or eager or all(d is None or d <= now for d in late):
                     return chunk_index
         return None
 
     def _late_at(self, chunk_index: int, holder: Peer) -> float | None:
-        """When the request for ``chunk_index`` to ``holder`` is late (None: already):
-        ``endgame_after`` x its expected request-to-arrival time after it was asked, from
-        the faster of the holder's rate and the office's median; unmeasured: at once."""
-        rate, when = self._rates.get(holder), self._asked_at.get((chunk_index, holder))
-        if self.endgame_after is None or rate is None or when is None:
-            return None
-        if holder not in self._origins and self._median_rate is not None:
-            rate = max(rate, self._median_rate)  # not one slow delivery (a restart)
-        return when + self.endgame_after / rate
+        """When the request for ``chunk_index`` to ``holder`` is late (None: already;
+        ``shoal.protocol.endgame``)."""
+        origin = holder in self._origins
+        return self._times.late_at(chunk_index, holder, self.endgame_after, origin)
 
     # ------------------------------------------------------------- fan-out
 

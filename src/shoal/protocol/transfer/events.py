@@ -30,6 +30,17 @@ class ChunkRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class ChunkStarted:
+    """Receiver side: the first bytes of a requested chunk arrived (once per request):
+    its sender is serving it now, no longer holding it in a line."""
+
+    peer: Address
+    request_id: int
+    content_id: ContentId
+    chunk_index: int
+
+
+@dataclass(frozen=True, slots=True)
 class ChunkReceived:
     """A requested chunk arrived whole and matches its SHA-256.
 
@@ -116,6 +127,7 @@ class VersionRejected:
 
 Event = (
     ChunkRequested
+    | ChunkStarted
     | ChunkReceived
     | ChunkCorrupted
     | ChunkRefused

@@ -34,6 +34,7 @@ from shoal.protocol.transfer.events import (
     ChunkCorrupted,
     ChunkReceived,
     ChunkRefused,
+    ChunkStarted,
     Role,
     TransferTimedOut,
     VersionRejected,
@@ -193,6 +194,9 @@ class Receiver:
                 # Karn (RFC 6298 §3): time only requests that were sent once.
                 self._answer_time.on_sample(now - download.requested_at)
             self._repeat_overtaken_requests(download, now)
+            self._context.events.append(
+                ChunkStarted(download.peer, request_id, download.content_id, download.chunk_index)
+            )
         if packet_number > download.largest_packet_number:
             download.largest_packet_number = packet_number
             download.largest_time = now
