@@ -557,3 +557,42 @@ def test_a_chunk_reports_its_first_bytes_once_before_it_arrives() -> None:
     assert sorted(event.chunk_index for event in started) == [0, 1, 2]
     assert kinds.index(ChunkReceived) > kinds.index(ChunkStarted)
     assert all(event.peer == sender.address for event in started)
+
+
+def test_a_lost_final_ack_does_not_slow_the_next_chunks_to_that_peer() -> None:
+    # Issue 9, cell 19: a holder's uplink queue, full of its own uploads, dropped both
+    # copies of its final ACK to the server; the server probed, and the ACK repeated for
+    # the probe carried a one-way delay of 0, which the flow took for its base delay:
+    # every later sample read as a 100 ms queue, and the flow to that holder crawled at
+    # its minimum window for seconds. What the user sees: the next chunks to the same
+    # peer still come at the link's rate.
+    network = Network(delay=0.1, rate=1_250_000.0, queue_bytes=60_000)
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    final_acks_dropped = 0
+
+    def drop_the_first_final_acks(
+        datagram: bytes, source: object, destination: object
+    ) -> bytes | None:
+        nonlocal final_acks_dropped
+        message = decode_datagram(datagram)
+        final = isinstance(message, Ack) and message.cumulative * 1380 >= CHUNK_LENGTH
+        if final and final_acks_dropped < 2:
+            final_acks_dropped += 1
+            return None
+        return datagram
+
+    network.tap = drop_the_first_final_acks
+    first = _chunks(1, seed=1)
+    assert _fetch_all(network, receiver, sender, first)[0] == first[0]
+    network.run(lambda: bool(sender.events_of(ChunkDelivered)), timeout=10.0)
+    assert final_acks_dropped == 2 and sender.engine.counters.probes_sent > 0
+    chunks = _chunks(20, seed=2)
+    start = network.now
+    for index, data in enumerate(chunks, start=1):
+        chunk_hash = sender.serve(CONTENT_ID, index, data)
+        receiver.engine.request_chunk(
+            sender.address, CONTENT_ID, index, len(data), chunk_hash, Mode.FOREGROUND, network.now
+        )
+    network.run(lambda: len(receiver.events_of(ChunkReceived)) == 21, timeout=120.0)
+    link_time = 20 * CHUNK_LENGTH / 1_250_000.0
+    assert network.now - start < 1.5 * link_time + 1.0

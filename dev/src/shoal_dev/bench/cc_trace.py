@@ -51,7 +51,7 @@ def _wrap(kind: type[Ledbat] | type[DelayReno], rows: list[Row]) -> None:
 
     @functools.wraps(on_ack)
     def traced_ack(
-        self: Any, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int,
+        self: Any, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int | None,
         in_recovery: bool = False, srtt: float = 0.0,
     ) -> None:  # fmt: skip
         on_ack(self, newly_acked, in_flight, now, one_way_delay_us, in_recovery, srtt)

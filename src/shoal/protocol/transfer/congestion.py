@@ -5,8 +5,9 @@ flow but the last of each chunk is full size. The engine calls, per flow:
 
 - ``on_ack(newly_acked, in_flight, now, one_way_delay_us, in_recovery)`` for every ACK
   that acknowledged new segments (the delay is the receiver's clock minus our
-  timestamp, modulo 2**32: only its changes mean anything; ``in_recovery`` while the
-  packets acknowledged were sent before the last reduction);
+  timestamp, modulo 2**32: only its changes mean anything; None when the ACK
+  acknowledged no packet newer than any before it, so carries no fresh sample;
+  ``in_recovery`` while the packets acknowledged were sent before the last reduction);
 - ``loss_is_congestion(lost, sent)`` when packets of a new loss episode are declared
   lost (``lost`` and ``sent`` are the flow's recent, exponentially forgotten packet
   counts), then ``on_congestion(now)`` if it says so -- at most once per episode;
@@ -121,8 +122,11 @@ class DelayTracker:
         #: Latest queuing-delay estimate, microseconds.
         self.queuing_delay_us = 0
 
-    def on_sample(self, one_way_delay_us: int, now: float) -> int:
-        """Fold in a delay sample; return the queuing delay (current - base), microseconds."""
+    def on_sample(self, one_way_delay_us: int | None, now: float) -> int:
+        """Fold in a delay sample; return the queuing delay (current - base), microseconds.
+        None (an ACK with no fresh sample) leaves the estimate as it was."""
+        if one_way_delay_us is None:
+            return self.queuing_delay_us
         reference = self._reference
         if reference is None:
             reference = self._reference = one_way_delay_us
@@ -278,7 +282,7 @@ class DelayReno(_DelayWindow):
             self.cwnd = max(self.cwnd, min(float(int(packets)), self.max_cwnd))
 
     def on_ack(
-        self, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int,
+        self, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int | None,
         in_recovery: bool = False, srtt: float = 0.0,
     ) -> None:  # fmt: skip
         queuing_delay = self.delay.on_sample(one_way_delay_us, now)
@@ -440,7 +444,7 @@ class Ledbat(_DelayWindow):
         return self.target_us * max(fraction, _EMPTY_PATH)
 
     def on_ack(
-        self, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int,
+        self, newly_acked: int, in_flight: int, now: float, one_way_delay_us: int | None,
         in_recovery: bool = False, srtt: float = 0.0,
     ) -> None:  # fmt: skip
         queuing_delay = self.delay.on_sample(one_way_delay_us, now)

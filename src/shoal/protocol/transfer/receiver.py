@@ -51,7 +51,6 @@ from shoal.protocol.validation import SourceLimiter
 from shoal.wire.messages import (
     DATA_HEADER_SIZE,
     NO_TOKEN,
-    Ack,
     Cancel,
     ChunkRequest,
     Mode,
@@ -174,7 +173,7 @@ class Receiver:
         request_id, packet_number, segment_index, timestamp_us = header
         download = self.downloads.get(request_id)
         if download is None or download.peer != addr:
-            self.on_stray(request_id, addr, now, is_data=True)
+            self.on_stray(request_id, addr, now, data_packet=(packet_number, timestamp_us))
             return True
         counters = self._counters
         payload_length = len(data) - DATA_HEADER_SIZE
@@ -473,7 +472,7 @@ class Receiver:
     def on_refusal(self, message: Refusal, addr: Address, now: float) -> None:
         download = self.downloads.get(message.request_id)
         if download is None or download.peer != addr:
-            self.on_stray(message.request_id, addr, now, is_data=False)
+            self.on_stray(message.request_id, addr, now, data_packet=None)
             return
         self._refuse(download, message.reason)
 
@@ -489,8 +488,12 @@ class Receiver:
         for download in [d for d in context.peers.downloads_of(addr).values() if d.buffer is None]:
             self._refuse(download, RefusalReason.UNSUPPORTED_VERSION)
 
-    def on_stray(self, request_id: int, addr: Address, now: float, *, is_data: bool) -> None:
-        """A datagram about a request this engine is not receiving (any more)."""
+    def on_stray(
+        self, request_id: int, addr: Address, now: float, *, data_packet: tuple[int, int] | None
+    ) -> None:
+        """A datagram about a request this engine is not receiving (any more);
+        ``data_packet`` is a DATA datagram's packet number and timestamp (None for
+        another message)."""
         context = self._context
         finished = self._finished.get(request_id)
         if finished is None or finished.peer != addr:
@@ -498,20 +501,29 @@ class Receiver:
                 context.counters.unknown_request += 1
             else:
                 context.counters.unknown_sender += 1
-            if is_data:
+            if data_packet is not None:
                 self._cancel_stray(request_id, addr, now)
             return
         context.counters.late_datagrams += 1
         # At most one answer per millisecond: enough for probes, too few for a storm.
-        if not is_data or now - finished.last_reply < _LATE_REPLY_INTERVAL:
+        if data_packet is None or now - finished.last_reply < _LATE_REPLY_INTERVAL:
             return
         finished.last_reply = now
         if finished.outcome in (ReceiveState.RECEIVED, ReceiveState.CORRUPTED):
-            # Our final ACK was lost: repeat it so the sender can stop.
-            reply = encode_datagram(
-                Ack(
-                    request_id, 0, 0, 0, finished.segment_count, self._config.receive_window_packets
-                )
+            # Our final ACK was lost: repeat it so the sender can stop. It acknowledges
+            # the packet that provoked it (a probe), with that packet's one-way delay:
+            # the sender's flow takes an ACK's delay as a sample (RFC 6817 §3.4.2), and
+            # a zero there, far under the path's real delay, became the flow's base
+            # delay for minutes -- every later sample then read as a 100 ms queue at a
+            # 200 ms RTT, and the flow shrank to its minimum window (cell 19, issue 9).
+            packet_number, timestamp_us = data_packet
+            reply = encode_ack(
+                request_id,
+                packet_number,
+                0,
+                (int(now * 1_000_000) - timestamp_us) & _U32_MASK,
+                finished.segment_count,
+                self._config.receive_window_packets,
             )
         else:
             reply = encode_datagram(Cancel(request_id))

@@ -80,7 +80,12 @@ def on_ack_received(context: EngineContext, upload: Upload, ack: Ack, now: float
     if ack.cumulative > upload.cumulative:
         upload.cumulative = ack.cumulative
     rtt = flow.rtt
-    if largest > upload.largest_acked_packet:
+    # Only an ACK of a packet newer than any acknowledged before carries fresh samples
+    # (RFC 9002 §5.1 for the RTT; the same for the one-way delay): a repeated or
+    # reordered ACK's delay belongs to packets long gone, and a peer's repeated final
+    # ACK (an older build's says 0) would otherwise set the flow's base delay.
+    fresh = largest > upload.largest_acked_packet
+    if fresh:
         upload.largest_acked_packet = largest
         sample = now - sent_time[largest]
         ack_delay = ack.ack_delay_us / 1_000_000
@@ -99,7 +104,12 @@ def on_ack_received(context: EngineContext, upload: Upload, ack: Ack, now: float
         # Every ACK carries a delay sample; growth waits for the end of recovery.
         in_recovery = sent_time[largest] <= flow.recovery_start
         flow.cc.on_ack(
-            newly_acked, flow.in_flight, now, ack.one_way_delay_us, in_recovery, rtt.smoothed
+            newly_acked,
+            flow.in_flight,
+            now,
+            ack.one_way_delay_us if fresh else None,
+            in_recovery,
+            rtt.smoothed,
         )
         if upload.acked_count == upload.segment_count:
             return True
