@@ -205,6 +205,9 @@ class BoastingPeer:
     def get_timer(self) -> float | None:
         return None
 
+    def has_events(self) -> bool:
+        return self.engine.has_events()
+
 
 def test_a_peer_answering_for_content_it_does_not_have_is_dropped(tmp_path: Path) -> None:
     enterprise = build_enterprise(

@@ -51,6 +51,9 @@ class TimerAudit:
     def poll(self, now: float) -> None:
         self.inner.poll(now)
 
+    def has_events(self) -> bool:
+        return bool(self.inner.has_events())
+
     def handle_timer(self, now: float) -> None:
         due = self.inner.get_timer()
         self.inner.handle_timer(now)

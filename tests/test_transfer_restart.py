@@ -40,6 +40,9 @@ class Endpoint:
     def get_timer(self) -> float | None:
         return None
 
+    def has_events(self) -> bool:
+        return self.engine.has_events()
+
 
 def test_a_restarted_receiver_cancels_stale_uploads_and_gets_its_chunk() -> None:
     network = SimNetwork()

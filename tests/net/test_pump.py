@@ -81,6 +81,7 @@ class FakeApplication:
     def __init__(self, log: Log) -> None:
         self.log = log
         self.timer: float | None = None
+        self.events_waiting = False
 
     def poll(self, now: float) -> None:
         self.log.calls.append(("poll",))
@@ -90,6 +91,9 @@ class FakeApplication:
 
     def get_timer(self) -> float | None:
         return self.timer
+
+    def has_events(self) -> bool:
+        return self.events_waiting
 
 
 class FakeTransport:
@@ -124,6 +128,21 @@ def test_the_application_decides_before_machines_send_and_timers_are_rearmed() -
         ("arm", 20, 5.0),
         ("arm", None, 7.0),
     ]
+
+
+def test_input_that_leaves_no_event_sends_and_rearms_without_waking_the_application() -> None:
+    log = Log()
+    data = FakeMachine(log, "data", [(b"paced", ("10.0.0.1", 1))])
+    data.timer = 5.0
+    application = FakeApplication(log)
+    application.timer = 7.0
+    polled = pump(application, {20: data}, FakeTransport(log), 1.0, machine_input=True)
+    assert not polled
+    assert log.calls == [("asked", "data"), ("send", 20, [b"paced"]), ("arm", 20, 5.0)]
+    application.events_waiting = True  # e.g. a chunk completed: the application decides
+    log.calls.clear()
+    assert pump(application, {20: data}, FakeTransport(log), 2.0, machine_input=True)
+    assert log.calls == [("poll",), ("asked", "data"), ("arm", 20, 5.0), ("arm", None, 7.0)]
 
 
 def test_a_back_pressured_port_is_not_asked_for_more_but_its_timer_is_kept() -> None:
@@ -173,8 +192,9 @@ async def test_the_runner_ends_uploads_to_a_closed_port_whatever_the_role() -> N
 
 @in_event_loop
 async def test_the_runner_asks_each_machine_once_per_batch_after_the_application() -> None:
-    # A batch of datagrams (and a timer) on one socket: the application polls once,
-    # then every machine is asked what to send once (not also by its endpoint before).
+    # A batch of datagrams (and a timer) on one socket: the application polls once if a
+    # machine holds an event for it, then every machine is asked what to send once (not
+    # also by its endpoint before). A machine's timer that leaves no event polls nothing.
     log = Log()
     data = FakeMachine(log, "data", [])
     control = FakeMachine(log, "control", [])
@@ -186,6 +206,7 @@ async def test_the_runner_asks_each_machine_once_per_batch_after_the_application
     try:
         await wait_until(lambda: ("asked", "control") in log.calls)  # the first pump
         log.calls.clear()
+        application.events_waiting = True
         sender.send([(b"one", runner.local_address(0)), (b"two", runner.local_address(0))])
         await wait_until(lambda: ("asked", "control") in log.calls)
         await asyncio.sleep(0.05)
@@ -194,12 +215,14 @@ async def test_the_runner_asks_each_machine_once_per_batch_after_the_application
         after = log.calls[log.calls.index(received[-1]) + 1 :]
         assert after == [("poll",), ("asked", "data"), ("asked", "control")]
         log.calls.clear()
+        application.events_waiting = False
         data.timer = asyncio.get_running_loop().time() + 0.01
         runner.arm(runner.local_address(0)[1], data.timer)
         data.timer = None  # fires once
         await wait_until(lambda: ("asked", "control") in log.calls)
         await asyncio.sleep(0.05)
-        assert log.calls == [("timer", "data"), ("poll",), ("asked", "data"), ("asked", "control")]
+        assert log.calls == [("timer", "data"), ("asked", "data"), ("asked", "control")]
+        assert runner.counters.pumps > runner.counters.polls
     finally:
         sender.close()
         runner.close()

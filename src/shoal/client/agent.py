@@ -312,6 +312,16 @@ class AgentCore:
 
     # ----------------------------------------------------------------- poll
 
+    def has_events(self) -> bool:
+        """Whether a machine holds an event for ``poll``. Nothing else changes what
+        ``poll`` decides without a call of its own (the timer, a disk result), so a
+        DATA datagram inside a chunk or a pacing timer needs no poll (``shoal.net.pump``)."""
+        return (
+            self.control.has_events()
+            or self.discovery.has_events()
+            or any(engine.has_events() for engine in self.engines.values())
+        )
+
     def poll(self, now: float) -> None:
         """Drain every machine's events and hand each to its machine; then schedule."""
         self._now = now

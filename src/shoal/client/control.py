@@ -373,3 +373,6 @@ class ControlClient:
 
     def next_event(self) -> ControlEvent | None:
         return self._events.popleft() if self._events else None
+
+    def has_events(self) -> bool:
+        return bool(self._events)

@@ -505,5 +505,8 @@ class _AgentShell:
     def handle_timer(self, now: float) -> None:
         self.agent.handle_timer(now)
 
+    def has_events(self) -> bool:
+        return self.agent.has_events()
+
     def get_timer(self) -> float | None:
         return self.agent.get_timer()

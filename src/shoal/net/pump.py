@@ -14,6 +14,15 @@ same step after any input to the host, and it lives here, once:
    machine's timer at ``get_timer()``;
 3. re-arm the application's timer.
 
+When the input reached the machines only (a datagram, a machine's own timer:
+``machine_input``) and none of them holds an event (``Application.has_events``), steps
+1 and 3 are skipped: a poll without events decides nothing that the application's timer
+does not already say (everything it does at a time of its own is behind that timer), so
+that timer stays as armed. Most of a swarm client's wake-ups are of that kind (a DATA
+datagram inside a chunk, a pacing or delayed-ACK timer), and the poll and its
+``get_timer`` were most of their cost. Any other input (the application's timer, a disk
+result, an unreachable port) polls.
+
 The shell only provides a ``Transport`` (send on a port, arm a port's timer at a
 deadline, say whether a port may send now) and calls ``pump`` after each input.
 
@@ -46,6 +55,10 @@ class Application(Protocol):
     def poll(self, now: float) -> None: ...
     def handle_timer(self, now: float) -> None: ...
     def get_timer(self) -> float | None: ...
+    def has_events(self) -> bool:
+        """Whether one of its machines holds an event it has not read (True when it
+        cannot tell: it then polls after every input)."""
+        ...
 
 
 class PumpedMachine(Protocol):
@@ -90,9 +103,17 @@ def pump(
     machines: Mapping[int, PumpedMachine],
     transport: Transport,
     now: float,
-) -> None:
-    """After input to a host: let its application decide, then send and re-arm."""
-    if application is not None:
+    *,
+    machine_input: bool = False,
+) -> bool:
+    """After input to a host: let its application decide, then send and re-arm.
+
+    ``machine_input``: the input reached the machines only; the application then polls
+    only if one of them holds an event for it. Returns whether it polled.
+    """
+    polls = application is not None and (not machine_input or application.has_events())
+    if polls:
+        assert application is not None
         application.poll(now)
     for port, machine in machines.items():
         if transport.can_send(port):
@@ -100,8 +121,10 @@ def pump(
             if datagrams:
                 transport.send(port, datagrams)
         transport.arm(port, machine.get_timer())
-    if application is not None:
+    if polls:
+        assert application is not None
         transport.arm(None, application.get_timer())
+    return polls
 
 
 @dataclass(slots=True)

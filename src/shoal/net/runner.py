@@ -11,8 +11,11 @@ own. ``ApplicationRunner`` is their asyncio shell; the step it runs after input 
 * after input, one ``pump`` runs on the next loop iteration (coalesced over every
   socket that was readable): the application polls, every endpoint not back-pressured
   sends what its machine queued, and the timers are re-armed. Each machine is asked
-  what to send once per input, after the application decided;
-* the application's own timer calls ``handle_timer`` and the same step;
+  what to send once per input, after the application decided. When every input since
+  the last step reached the machines only (datagrams, their own timers), the
+  application polls only if a machine holds an event for it (``pump``'s
+  ``machine_input``);
+* the application's own timer calls ``handle_timer`` and the same step, with a poll;
 * an ICMP port unreachable on an endpoint's socket (``DeliveryFailed``) goes to
   ``shoal.net.pump.port_unreachable`` (a transfer engine ends its uploads to that
   peer), then the step runs, whatever the role.
@@ -55,6 +58,8 @@ class LoopCounters:
     """Steps run (after input, and after the application's own timer)."""
     application_timer_fires: int = 0
     """The application's own timer (``handle_timer``), among ``pumps``."""
+    polls: int = 0
+    """Steps in which the application polled (the others only sent and re-armed)."""
 
 
 class _Slot:
@@ -87,6 +92,8 @@ class ApplicationRunner:
         self._on_socket_event = on_socket_event
         self._loop = asyncio.get_running_loop()
         self._poll_scheduled = False
+        self._application_input = True
+        """Input other than the machines' own since the last step: the next one polls."""
         self._timer = LoopTimer(self._loop, self._on_timer)
         self._closed = False
         self.endpoints: list[DatagramEndpoint] = []
@@ -102,7 +109,7 @@ class ApplicationRunner:
                     binding.port,
                     slot.on_event,
                     config=binding.config,
-                    pumped=self.input_arrived,
+                    pumped=self._machine_input,
                 )
                 slot.port = endpoint.local_address[1]
                 self.endpoints.append(endpoint)
@@ -117,7 +124,12 @@ class ApplicationRunner:
         return self.endpoints[index].local_address
 
     def input_arrived(self) -> None:
-        """Something reached a machine: poll the application once, soon."""
+        """Something reached the application (or it must look again): poll it once, soon."""
+        self._application_input = True
+        self._machine_input()
+
+    def _machine_input(self) -> None:
+        """A datagram or a machine's timer reached a machine: one step, soon."""
         if not self._poll_scheduled and not self._closed:
             self._poll_scheduled = True
             self._loop.call_soon(self._run)
@@ -127,7 +139,12 @@ class ApplicationRunner:
         if self._closed:
             return
         self.counters.pumps += 1
-        pump(self.application, self.machines, self, self._loop.time())
+        machine_input = not self._application_input
+        self._application_input = False
+        if pump(
+            self.application, self.machines, self, self._loop.time(), machine_input=machine_input
+        ):
+            self.counters.polls += 1
 
     def _socket_event(self, port: int, event: object) -> None:
         if isinstance(event, DeliveryFailed):
@@ -157,6 +174,7 @@ class ApplicationRunner:
             return
         self.counters.application_timer_fires += 1
         self.application.handle_timer(self._loop.time())
+        self._application_input = True
         self._run()
 
     def wakeup_counters(self) -> dict[str, int]:
@@ -165,6 +183,7 @@ class ApplicationRunner:
         return {
             "pumps": self.counters.pumps,
             "application_timer_fires": self.counters.application_timer_fires,
+            "polls": self.counters.polls,
             "endpoint_timer_fires": sum(e.timer_counters.fires for e in endpoints),
             "receive_calls": sum(e.udp.counters.receive_calls for e in endpoints),
             "send_calls": sum(e.udp.counters.send_calls for e in endpoints),

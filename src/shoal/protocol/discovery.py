@@ -551,6 +551,9 @@ class DiscoveryMachine:
     def next_event(self) -> DiscoveryEvent | None:
         return self._events.popleft() if self._events else None
 
+    def has_events(self) -> bool:
+        return bool(self._events)
+
     # -------------------------------------------------------------- helpers
 
     def _emit(self, event: DiscoveryEvent) -> None:

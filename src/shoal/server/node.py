@@ -118,5 +118,9 @@ class ServerNode:
     def handle_timer(self, now: float) -> None:
         pass
 
+    def has_events(self) -> bool:
+        """``poll`` reads the engines' events only, and there is no timer of its own."""
+        return any(engine.has_events() for engine in self.engines.values())
+
     def get_timer(self) -> float | None:
         return None

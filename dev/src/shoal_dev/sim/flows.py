@@ -741,6 +741,9 @@ class FlowEngine:
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
+    def has_events(self) -> bool:
+        return bool(self._events)
+
     @property
     def active_downloads(self) -> int:
         return len(self._downloads)

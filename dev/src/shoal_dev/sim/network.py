@@ -290,11 +290,18 @@ class SimNetwork:
         if fired > self.max_events_per_instant:
             raise TimeStoodStill(self.now, source or "an unnamed event", fired)
 
-    def pump(self, host: Host) -> None:
-        """After input to ``host``: let its application decide, then send and re-arm."""
+    def pump(self, host: Host, *, machine_input: bool = False) -> None:
+        """After input to ``host``: let its application decide, then send and re-arm
+        (``machine_input``: a datagram or a machine's timer, ``shoal.net.pump``)."""
         if not host.alive:
             return
-        pump(host.application, host.machines, _HostTransport(self, host), self.now)
+        pump(
+            host.application,
+            host.machines,
+            _HostTransport(self, host),
+            self.now,
+            machine_input=machine_input,
+        )
 
     def _arm(self, host: Host, port: int | None, deadline: float | None) -> None:
         if deadline is None or host.armed.get(port) == deadline:
@@ -308,7 +315,7 @@ class SimNetwork:
             target = host.application if port is None else host.machines[port]
             assert target is not None
             target.handle_timer(self.now)
-            self.pump(host)
+            self.pump(host, machine_input=port is not None)
 
         machine = host.application if port is None else host.machines.get(port)
         named = (host.ip, port, type(machine))
@@ -385,7 +392,7 @@ class SimNetwork:
         machine = receiver.machines.get(port)
         if receiver.alive and machine is not None:
             machine.receive_datagram(data, source, self.now)
-            self.pump(receiver)
+            self.pump(receiver, machine_input=True)
         elif answer:
             self._answer_unreachable(receiver, port, data, source)
 

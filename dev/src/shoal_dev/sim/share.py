@@ -136,6 +136,9 @@ class _ShoalReceiver:
     def get_timer(self) -> float | None:
         return self.start if self.next_index == 0 else None
 
+    def has_events(self) -> bool:
+        return True  # polls after every input, as before the pump's machine-only steps
+
     def received_bytes(self) -> int:
         return self.engine.counters.payload_bytes_received
 
@@ -157,6 +160,9 @@ class _ShoalSender:
 
     def get_timer(self) -> float | None:
         return None
+
+    def has_events(self) -> bool:
+        return self.engine.has_events()
 
 
 class ShareNetwork:

@@ -363,6 +363,10 @@ class TransferEngine:
         events = self._context.events
         return events.popleft() if events else None
 
+    def has_events(self) -> bool:
+        """Whether ``next_event`` has one to give."""
+        return bool(self._context.events)
+
     # -- introspection for statistics and tests ------------------------------------------
 
     @property
