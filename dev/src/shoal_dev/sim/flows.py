@@ -58,6 +58,7 @@ import hashlib
 import heapq
 import math
 from collections import OrderedDict, deque
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from shoal.core.address import Address
@@ -479,6 +480,9 @@ class FlowEngine:
         return bytes(16)  # flows need no address validation: no datagram is forged here
 
     # ------------------------------------------------------------ sender side
+
+    def raise_path_rate(self, peer_ips: Collection[str], path_rate: float) -> None:
+        """Max-min fair flows already take what other flows leave: nothing to raise."""
 
     def send_chunk(
         self,
