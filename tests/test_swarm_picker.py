@@ -395,3 +395,16 @@ def test_forged_searchers_cannot_grow_the_picker_and_silent_ones_make_room() -> 
     picker.peer_searching("real", now=picker.searching_horizon + 0.5)
     assert "real" in picker._availability
     assert len(picker._availability) == 1  # the silent ones were forgotten
+
+
+def test_a_have_of_a_chunk_asked_elsewhere_is_asked_again_in_the_endgame_only() -> None:
+    picker: ChunkPicker[str] = ChunkPicker(ChunkSet(3))
+    picker.peer_has("a", ChunkSet(3, [0, 1]))
+    picker.peer_has("b", ChunkSet(3))
+    assert picker.next_requests(now=0.0) == [("a", 0), ("a", 1)]
+    picker.peer_has("b", ChunkSet(3, [0]))  # chunk 2 is asked of nobody: no endgame
+    assert picker.next_requests(now=0.1) == []
+    picker.peer_has("c", ChunkSet(3, [2]))
+    assert picker.next_requests(now=0.2) == [("c", 2), ("b", 0)]  # endgame: duplicates
+    picker.peer_has("a", ChunkSet(3, [0, 1, 2]))
+    assert picker.next_requests(now=0.3) == [("a", 2)]

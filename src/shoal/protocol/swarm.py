@@ -56,7 +56,7 @@ from typing import Generic, TypeVar
 
 from shoal.core.chunkset import ChunkSet
 from shoal.protocol.busy_peers import BusyPeers
-from shoal.protocol.chunk_masks import chunk_bits, mask_of
+from shoal.protocol.chunk_masks import asks_alike, chunk_bits, mask_of
 from shoal.protocol.endgame import RequestTimes
 from shoal.protocol.fanout import FanoutLimit, fanout_score
 
@@ -124,13 +124,11 @@ class ChunkPicker(Generic[Peer]):
         self._in_flight_mask = 0
         # Decisions are pure functions of the state above and of time: the agent asks
         # after every datagram, and most asks find nothing. ``_idle_until``: the last
-        # ask found nothing, nothing changed since, so until then (``next_wake``: the
-        # first deadline that time alone passes) every ask finds nothing again.
-        # ``_changed`` drops it (and the ``next_wake`` answer) at every change, but a known
-        # peer's HAVE (same role) of chunks we hold: a pass reads holdings ANDed with the
-        # missing chunks, holder counts and the peers' order only to pick among those,
-        # whether a peer holds nothing only for a fan-out choice (an idle ask made all
-        # it needed); ``next_wake`` none of these (issue 10: such HAVEs ran a full ask).
+        # ask left nothing to ask (not cut by its limit, its picks only shrank what is
+        # askable) and nothing changed since, so until then (``next_wake``: the first
+        # deadline that time alone passes) every ask finds nothing. ``_changed`` drops
+        # it (and ``next_wake``'s answer) at every change but a known peer's HAVE (same
+        # role) that changes no ask (``asks_alike``; issue 10: such HAVEs ran a full ask).
         self._idle_until: float | None = None
         self._wake_at: float | _Unknown | None = _UNKNOWN
 
@@ -230,8 +228,9 @@ class ChunkPicker(Generic[Peer]):
         if not known:
             self._fanout.downloaders_changed()  # the downloaders changed
         before = self._availability_mask.get(peer, 0)
-        if not known or origin != (peer in self._origins) or (before ^ mask) & ~self._have_mask:
-            self._changed()  # not for chunks we hold (see ``_idle_until``)
+        alike = asks_alike(before, mask, self._have_mask, self._in_flight_mask, self._all_mask)
+        if not known or origin != (peer in self._origins) or not alike:
+            self._changed()  # not for chunks we hold or ask already (see ``_idle_until``)
         counted = known and peer not in self._origins
         self._count_holders(before if counted else 0, 0 if origin else mask)
         self._origins.discard(peer)
@@ -381,7 +380,7 @@ class ChunkPicker(Generic[Peer]):
 
     def nothing_to_ask(self, now: float) -> bool:
         """Will ``next_requests(limit, now)`` ask nothing? True when nothing changed
-        since an ask found nothing and no deadline passed since (a cheap look: the
+        since an ask left nothing to ask and no deadline passed since (a cheap look: the
         agent asks after every input); False when that is not known."""
         return self._idle_until is not None and now < self._idle_until
 
@@ -429,7 +428,7 @@ class ChunkPicker(Generic[Peer]):
                         return requests
             if missing & ~self._in_flight_mask:
                 break  # not endgame yet: unrequested chunks remain, nobody idle has them
-        if not requests and now is not None:
+        if now is not None:  # not cut by ``limit``: nothing is left to ask now
             wake_at = self.next_wake()
             self._idle_until = float("inf") if wake_at is None else wake_at
         return requests
