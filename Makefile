@@ -69,7 +69,7 @@ chromium:
 ## scenarios need root and write bench/results/SCENARIO.json and the charts
 ## bench/results/SCENARIO-{cdf,wan}.png;
 ## the lab sweep (shoal and libtorrent over the default grid; 30 min estimated, but at
-## load 20-60 its first 12 of 15 cells took 32 min: docs/network.md) writes
+## load 20-60 its first 12 of 15 cells took 32 min; quiet, all 15 took 16 min) writes
 ## bench/results/sweep-default.json and bench/results/default-lab-heatmap.png
 bench: $(STAMP) bytecode
 	$(BIN)/shoal bench pack --size-mb 1024

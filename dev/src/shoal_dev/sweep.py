@@ -284,10 +284,10 @@ def write_heatmap(
         groups.setdefault(row["cell"]["axis"], []).append(row)
     names = list(groups)
     width = max(len(group) for group in groups.values())
+    height = 0.9 + 0.75 * len(names) * len(metrics)
     figure, panels = plt.subplots(
-        len(metrics), 1, figsize=(2.0 + 1.9 * width, 0.9 + 0.75 * len(names) * len(metrics)),
-        dpi=100, squeeze=False,
-    )  # fmt: skip
+        len(metrics), 1, figsize=(2.0 + 1.9 * width, height), dpi=100, squeeze=False
+    )
     for (key, label, green, red), axes in zip(metrics, panels[:, 0], strict=True):
         matrix = [[math.nan] * width for _ in names]
         for y, name in enumerate(names):
@@ -308,7 +308,7 @@ def write_heatmap(
         axes.set_title(label, fontsize=9)
         figure.colorbar(image, ax=axes, fraction=0.03)
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0.0, 0.0, 1.0, 1.0 - 0.35 / height))  # the title's own strip
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
     plt.close(figure)
