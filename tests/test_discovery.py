@@ -98,13 +98,22 @@ def test_a_seeker_pushes_its_first_chunk_to_a_holder_that_asked_before_its_searc
     assert seeker.counters.pushes_sent == 1
 
 
-def test_new_chunks_are_pushed_to_peers_that_asked() -> None:
+def a_seeker_that_heard_a_holder_of_chunk_0() -> tuple[
+    SimNetwork, DiscoveryMachine, DiscoveryMachine
+]:
+    """Two clients of one office: the seeker (10.1.0.1) searched and heard the holder
+    (10.1.0.2) hold chunk 0 of 4; its events so far are drained."""
     network, (seeker, holder) = office_of(2)
     holder.set_holding(CONTENT, ChunkSet(4, [0]), now=0)
     seeker.search(CONTENT, now=0)
     network.pump(network.hosts["10.1.0.1"])
     network.run(until=0.2)
     events(seeker)
+    return network, seeker, holder
+
+
+def test_new_chunks_are_pushed_to_peers_that_asked() -> None:
+    network, seeker, holder = a_seeker_that_heard_a_holder_of_chunk_0()
     holder.chunk_added(CONTENT, 1, 4, now=network.now)
     holder.chunk_added(CONTENT, 2, 4, now=network.now)  # coalesced into one push
     network.pump(network.hosts["10.1.0.2"])
@@ -117,12 +126,7 @@ def test_a_push_leaves_at_once_after_a_quiet_spell_and_at_most_once_per_interval
     """A chunk relayed through the office waits for no push interval at each hop (the
     holder was quiet), yet a holder that gains chunks fast pushes at most once per
     ``push_interval``."""
-    network, (seeker, holder) = office_of(2)
-    holder.set_holding(CONTENT, ChunkSet(4, [0]), now=0)
-    seeker.search(CONTENT, now=0)
-    network.pump(network.hosts["10.1.0.1"])
-    network.run(until=0.2)
-    events(seeker)
+    network, _seeker, holder = a_seeker_that_heard_a_holder_of_chunk_0()
     now = network.now
     holder.chunk_added(CONTENT, 1, 4, now=now)
     assert holder.get_timer() == now
