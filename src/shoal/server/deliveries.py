@@ -31,6 +31,7 @@ Time is passed in; state is bounded by the chunks of the contents being distribu
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -114,6 +115,11 @@ class DeliveryLedger:
         for key in [key for key, led in self._ledgers.items() if led.last_delivery < horizon]:
             del self._ledgers[key]
             self.changes += 1
+
+    def chunk_indices(self, office: str, content_id: ContentId) -> Collection[int]:
+        """The chunks delivered to the office (a live view, not a copy)."""
+        ledger = self._ledgers.get((office, content_id))
+        return ledger.chunks.keys() if ledger is not None else ()
 
     def chunks(self, office: str, content_id: ContentId) -> dict[int, str]:
         """Chunk index -> the device it was delivered to (a copy)."""

@@ -129,7 +129,7 @@ class WanCopy:
         if stripes <= 1 or manifest is None:
             return 1
         delivered = [0] * stripes
-        for chunk_index in self.deliveries.chunks(office, content_id):
+        for chunk_index in self.deliveries.chunk_indices(office, content_id):
             delivered[chunk_index % stripes] += 1
         count = manifest.chunk_count
         sizes = (len(range(stripe, count, stripes)) for stripe in range(stripes))
@@ -159,12 +159,22 @@ class WanCopy:
             return None  # a blob (assignments, manifest), not a content chunk
         if client is None or office is None or office_type not in _SHARING:
             return None
-        before = self.open_stripes(office, content_id)
+        first_copy = chunk_index not in self.deliveries.chunk_indices(office, content_id)
         self.deliveries.delivered(office, content_id, client.device_id.hex(), chunk_index, now)
-        rate = self.flow_rate(client_ip, content_id)
-        if rate is None or self.open_stripes(office, content_id) >= before:
+        if not first_copy or not self._closed_a_stripe(office, content_id, chunk_index):
             return None
-        return self.holder_ips(office, content_id, now), rate
+        rate = self.flow_rate(client_ip, content_id)
+        return (self.holder_ips(office, content_id, now), rate) if rate is not None else None
+
+    def _closed_a_stripe(self, office: str, content_id: ContentId, chunk_index: int) -> bool:
+        """Whether every chunk of ``chunk_index``'s stripe is delivered now (that stripe's
+        chunks looked up, not the office's ledger counted: this runs per delivery)."""
+        stripes = self.rendezvous.stripes(office, content_id)
+        if stripes <= 1:
+            return False
+        held = self.deliveries.chunk_indices(office, content_id)
+        count = self.directory.manifests[content_id].chunk_count
+        return all(index in held for index in range(chunk_index % stripes, count, stripes))
 
     def may_fetch(
         self, office: str, device: str, content_id: ContentId, chunk_index: int | None, now: float
