@@ -63,10 +63,10 @@ def main() -> None:
     clock = time.perf_counter
     original_pump, original_deliver = network.SimNetwork.pump, network.SimNetwork._deliver
 
-    def pump(self: Any, host: Any) -> None:
+    def pump(self: Any, host: Any, **named: Any) -> None:
         hosts.add(host.ip)
         pumps_in[int(self.now / args.bucket)] += 1
-        original_pump(self, host)
+        original_pump(self, host, **named)
 
     def deliver(
         self: Any, receiver: Any, port: int, data: bytes, source: Any, **named: Any
