@@ -297,12 +297,11 @@ class AgentCore:
     # --------------------------------------------------------------- timers
 
     def get_timer(self) -> float | None:
-        deadlines = (
-            self.registrar.get_timer(),
-            self.downloader.get_timer(),
-            self.installs.get_timer(),
-        )
-        return min((deadline for deadline in deadlines if deadline is not None), default=None)
+        earliest = self.registrar.get_timer()
+        for deadline in (self.downloader.get_timer(), self.installs.get_timer()):
+            if deadline is not None and (earliest is None or deadline < earliest):
+                earliest = deadline
+        return earliest
 
     def handle_timer(self, now: float) -> None:
         self._now = now

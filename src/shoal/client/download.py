@@ -189,10 +189,11 @@ class Download:
     def next_wake(self) -> float | None:
         """When its picker (``ChunkPicker.next_wake``) or a chunk held back from the
         server (``ServerOrigin``) wants a look again; None: only an input will."""
-        wakes = [self.origin.next_release()]
-        if self.picker is not None:
-            wakes.append(self.picker.next_wake())
-        return min((wake for wake in wakes if wake is not None), default=None)
+        release = self.origin.next_release()
+        wake = self.picker.next_wake() if self.picker is not None else None
+        if release is None or (wake is not None and wake < release):
+            return wake
+        return release
 
     def accepts(self, event: DownloadInput) -> bool:
         """Does the table have a move for ``event`` from the current state?"""

@@ -31,17 +31,20 @@ class ChunkSet:
     @classmethod
     def from_bytes(cls, count: int, bitmap: bytes) -> ChunkSet:
         """Decode a bitmap; ValueError when its length or spare bits are wrong."""
-        chunk_set = cls(count)
-        if len(bitmap) != len(chunk_set._bits):
-            raise ValueError(
-                f"bitmap of {len(bitmap)} bytes for {count} chunks "
-                f"(expected {len(chunk_set._bits)})"
-            )
-        spare = len(bitmap) * 8 - count
+        if count < 0:
+            raise ValueError("chunk count must not be negative")
+        size = (count + 7) // 8
+        if len(bitmap) != size:
+            raise ValueError(f"bitmap of {len(bitmap)} bytes for {count} chunks (expected {size})")
+        spare = size * 8 - count
         if spare and bitmap[-1] & ((1 << spare) - 1):
             raise ValueError("bitmap has bits set beyond the last chunk")
-        chunk_set._bits[:] = bitmap
-        chunk_set._present = sum(byte.bit_count() for byte in bitmap)
+        # Every HAVE received is decoded here, and every picker keeps a copy: one
+        # popcount of the whole bitmap, not one per byte.
+        chunk_set = cls.__new__(cls)
+        chunk_set._count = count
+        chunk_set._bits = bytearray(bitmap)
+        chunk_set._present = int.from_bytes(bitmap, "big").bit_count()
         return chunk_set
 
     def to_bytes(self) -> bytes:
@@ -93,7 +96,11 @@ class ChunkSet:
         return self._present == self._count
 
     def copy(self) -> ChunkSet:
-        return ChunkSet.from_bytes(self._count, bytes(self._bits))
+        chunk_set = ChunkSet.__new__(ChunkSet)
+        chunk_set._count = self._count
+        chunk_set._bits = bytearray(self._bits)
+        chunk_set._present = self._present
+        return chunk_set
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ChunkSet):

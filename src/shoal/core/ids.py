@@ -41,3 +41,14 @@ class ContentId:
 
     def __str__(self) -> str:
         return self.hex
+
+    # Written out rather than generated: a content ID keys the dicts that every datagram
+    # and every poll look up (the generated ones build a tuple per call; bytes keep
+    # their hash).
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not ContentId:
+            return NotImplemented
+        return self.digest == other.digest

@@ -9,6 +9,7 @@ surface as an ``IndexError`` or ``struct.error``.
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 from shoal.wire.errors import MalformedDatagram
 
@@ -71,7 +72,7 @@ class Buffer:
         start = self._take(4)
         return int(_UINT32.unpack_from(self._data, start)[0])
 
-    def pull_struct(self, layout: struct.Struct) -> tuple[int, ...]:
+    def pull_struct(self, layout: struct.Struct) -> tuple[Any, ...]:
         """Several fixed-width fields at once, as ``layout`` (a ``struct.Struct``) reads them."""
         start = self._take(layout.size)
         return layout.unpack_from(self._data, start)

@@ -47,6 +47,9 @@ class MessageType(enum.IntEnum):
     HAVE = 0x11
 
 
+_MESSAGE_TYPES = {member.value: member for member in MessageType}
+"""Code -> type: a dict lookup is a fraction of an enum call, on every datagram."""
+
 _E = TypeVar("_E", bound=enum.IntEnum)
 
 PREFIX = struct.Struct(">2sBB")
@@ -103,18 +106,23 @@ def pull_prefix(buf: Buffer) -> tuple[int, MessageType]:
     version outside this build's range (except for VERSION_ERROR, readable in every
     version) and ``MalformedDatagram`` for an unknown type.
     """
-    if buf.pull_bytes(2) != MAGIC:
-        raise WrongMagic("not a shoal datagram (wrong magic)")
-    version = buf.pull_uint8()
-    code = buf.pull_uint8()
+    if buf.remaining >= PREFIX_SIZE:  # every datagram we read: one field pull, not three
+        magic, version, code = buf.pull_struct(PREFIX)
+        if magic != MAGIC:
+            raise WrongMagic("not a shoal datagram (wrong magic)")
+    else:  # too short: which error comes first is the same as field by field
+        if buf.pull_bytes(2) != MAGIC:
+            raise WrongMagic("not a shoal datagram (wrong magic)")
+        version = buf.pull_uint8()
+        code = buf.pull_uint8()
     if code == MessageType.VERSION_ERROR:
         return version, MessageType.VERSION_ERROR
     if not MIN_PROTOCOL_VERSION <= version <= MAX_PROTOCOL_VERSION:
         raise UnsupportedProtocolVersion(version)
-    try:
-        return version, MessageType(code)
-    except ValueError:
-        raise MalformedDatagram(f"unknown message type 0x{code:02x}") from None
+    message_type = _MESSAGE_TYPES.get(code)
+    if message_type is None:
+        raise MalformedDatagram(f"unknown message type 0x{code:02x}")
+    return version, message_type
 
 
 def pull_version_error(buf: Buffer) -> VersionError:

@@ -8,10 +8,11 @@ padded with zero bytes so that the answer it asks for is at most 3x its size
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from shoal.core.chunkset import ChunkSet
-from shoal.core.ids import ContentId
+from shoal.core.ids import DIGEST_SIZE, ContentId
 from shoal.wire.buffer import Buffer
 from shoal.wire.datagram import NO_TOKEN, TOKEN_SIZE, pull_content_id, pull_token, push_token
 from shoal.wire.errors import MalformedDatagram
@@ -24,6 +25,8 @@ WHO_HAS_SIZE = 4 + 4 + 32 + TOKEN_SIZE
 #: (52 bytes before the bitmap) fits a 1400-byte datagram. 10,784 chunks of 1 MiB is a
 #: 10.5 GiB package; larger ones need a ranged HAVE (the discovery issue decides).
 MAX_HAVE_CHUNKS = (1400 - HAVE_HEADER_SIZE) * 8
+_HAVE_FIELDS = struct.Struct(f">I{DIGEST_SIZE}s{TOKEN_SIZE}sI")
+"""query ID, content ID, token, chunk count: ``HAVE_HEADER_SIZE`` but the prefix."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +76,9 @@ def push_who_has(buf: Buffer, message: WhoHas) -> None:
 
 
 def pull_have(buf: Buffer) -> Have:
-    query_id = buf.pull_uint32()
-    content_id = pull_content_id(buf)
-    token = pull_token(buf)
-    count = buf.pull_uint32()
+    # The fixed fields in one pull (a HAVE is most of the datagrams an office exchanges).
+    query_id, digest, token, count = buf.pull_struct(_HAVE_FIELDS)
+    content_id = ContentId(digest)
     if count > MAX_HAVE_CHUNKS:
         raise MalformedDatagram(f"availability for {count} chunks (at most {MAX_HAVE_CHUNKS})")
     bitmap = buf.pull_bytes((count + 7) // 8)

@@ -178,6 +178,9 @@ class SimNetwork:
         self._instant = float("-inf")
         self._fired_at_instant: dict[str, int] = {}
         self._sources: dict[tuple[str, int | None, type], str] = {}
+        self._transports: dict[str, _HostTransport] = {}
+        self.pumps = 0
+        """Pumps so far (a host's application may have decided something since)."""
         self.icmp = IcmpCounters()
         self.unreachable = UnreachableCounters()
         """What hosts heard of ICMP port unreachable errors, and did about them."""
@@ -295,13 +298,11 @@ class SimNetwork:
         (``machine_input``: a datagram or a machine's timer, ``shoal.net.pump``)."""
         if not host.alive:
             return
-        pump(
-            host.application,
-            host.machines,
-            _HostTransport(self, host),
-            self.now,
-            machine_input=machine_input,
-        )
+        self.pumps += 1
+        transport = self._transports.get(host.ip)
+        if transport is None or transport.host is not host:  # one per host, not per pump
+            transport = self._transports[host.ip] = _HostTransport(self, host)
+        pump(host.application, host.machines, transport, self.now, machine_input=machine_input)
 
     def _arm(self, host: Host, port: int | None, deadline: float | None) -> None:
         if deadline is None or host.armed.get(port) == deadline:
@@ -443,5 +444,6 @@ class _HostTransport:
             route(self.host, port, data, destination)
 
     def arm(self, port: int | None, deadline: float | None) -> None:
-        if deadline is not None:  # most machines want no timer (flow engines never)
+        # Most machines want no timer (flow engines never), or the one already armed.
+        if deadline is not None and self.host.armed.get(port) != deadline:
             self.network._arm(self.host, port, deadline)
