@@ -174,7 +174,8 @@ class Download:
     @property
     def transferring(self) -> bool:
         """Chunks are being asked for (``DOWNLOADING`` or ``LEASING``)."""
-        return self.state in TRANSFERRING_STATES
+        state = self.state  # by identity: an enum's hash is a Python call (asked per poll)
+        return state is DownloadState.DOWNLOADING or state is DownloadState.LEASING
 
     def progress(self, verified_count: Callable[[ContentId], int]) -> ContentProgress:
         """What a check-in reports of it (``verified_count``: the store's count)."""

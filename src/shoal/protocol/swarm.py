@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Hashable
+from itertools import compress
 from typing import Generic, TypeVar
 
 from shoal.core.chunkset import ChunkSet
@@ -364,9 +365,9 @@ class ChunkPicker(Generic[Peer]):
         """The missing chunks, rarest first, ties by the fixed random order; the first
         ``_unheld`` of them no counted peer holds (only an origin may be asked those)."""
         if self._order is None:
-            count, have, bits = self._count, self._have_mask, self._chunk_bits
-            holders = self._holders
-            missing = [index for index in range(count) if not have & bits[index]]
+            count, holders, have = self._count, self._holders, self._have_mask
+            # Chunk i's bit is character i of the mask in binary: the missing ones in C.
+            missing = list(compress(range(count), map("0".__eq__, f"{have:0{self._width}b}")))
             # (holders, tie break) as one int: the tie break is a permutation of range(count)
             rank = [held * count + tie for held, tie in zip(holders, self._tie_break, strict=True)]
             missing.sort(key=rank.__getitem__)
