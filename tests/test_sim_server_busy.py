@@ -70,8 +70,10 @@ def test_a_client_the_ledger_refuses_completes_without_a_refusal_loop(
     assert enterprise.server.counters.refused_busy <= 5 * chunk_count
     assert late.completed_at - JOINS_AT < 3.0 + 2.5
     # No chunk on its way is cut off: the office's WAN carries the package twice (once
-    # for the office, once for the client nobody hears), with headers, no more.
-    assert enterprise.wan_bytes_down("Branch") <= 2.1 * size
+    # for the office, once for the client nobody hears), with headers and at most a
+    # few datagrams sent again (4,402,586 bytes before the pacer woke flows for 0.5 ms
+    # of their rate, 4,405,442 since: two datagrams), far less than a 64 KiB chunk.
+    assert enterprise.wan_bytes_down("Branch") <= 2.1 * size + 5 * 1500
     if enterprise.fabric is not None:
         assert enterprise.fabric.counters.flows_cancelled == 0
 

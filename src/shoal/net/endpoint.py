@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from shoal.net.errors import InterfaceQueueFull, NetworkError
 from shoal.net.events import DatagramRefused, DeliveryFailed, SocketFailed
 from shoal.net.loop_timer import LoopTimer
-from shoal.net.machine import Address, DatagramMachine
+from shoal.net.machine import Address, BatchMachine, DatagramMachine
 from shoal.net.udp import SendFailure, UdpConfig, UdpSocket
 
 EventHandler = Callable[[object], None]
@@ -121,6 +121,11 @@ class DatagramEndpoint:
         self._retry_handle: asyncio.TimerHandle | None = None
         self._closed = False
         self._pumped = pumped
+        # A machine that takes a wake-up's datagrams in one call (``BatchMachine``, the
+        # transfer engine) is given them so: its per-datagram work is then its own loop.
+        self._receive_batch = (
+            machine.receive_datagrams if isinstance(machine, BatchMachine) else None
+        )
         self._loop.add_reader(udp.fileno(), self._on_readable)
 
     @classmethod
@@ -224,16 +229,17 @@ class DatagramEndpoint:
             self.close()
             return
         now = self._loop.time()
-        machine = self.machine
         if self._receive_loss:
             chance = self._loss_random.random
             loss = self._receive_loss
-            for data, address in received:
-                if chance() < loss:
-                    self.loss.datagrams_dropped += 1
-                    continue
-                machine.receive_datagram(data, address, now)
+            kept = [datagram for datagram in received if chance() >= loss]
+            self.loss.datagrams_dropped += len(received) - len(kept)
+            received = kept
+        if self._receive_batch is not None:
+            if received:
+                self._receive_batch(received, now)
         else:
+            machine = self.machine
             for data, address in received:
                 machine.receive_datagram(data, address, now)
         self._after_input(bool(received))

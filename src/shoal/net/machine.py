@@ -8,7 +8,8 @@ from ``protocol/``.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
 
 from shoal.core.address import Address as Address  # re-exported: the shells import it here
 
@@ -30,3 +31,14 @@ class DatagramMachine(Protocol):
 
     def next_event(self) -> object | None:
         """Take the oldest event the machine has for its user, or None."""
+
+
+@runtime_checkable
+class BatchMachine(Protocol):
+    """A machine that also takes the datagrams of one wake-up in one call (the transfer
+    engine): the shell then calls it once per batch rather than once per datagram."""
+
+    def receive_datagrams(
+        self, datagrams: Sequence[tuple[bytes | memoryview, Address]], now: float
+    ) -> None:
+        """Feed datagrams received together at ``now``, in order."""

@@ -107,6 +107,8 @@ from shoal.wire.errors import MalformedDatagram
 from shoal.wire.transfer_messages import (
     DATA_HEADER,
     DATA_HEADER_SIZE,
+    DATA_PREFIX_WORD,
+    DATA_WORDS,
     MAX_ACK_RANGES,
     Ack,
     Cancel,
@@ -135,6 +137,8 @@ __all__ = [
     "AMPLIFICATION_FACTOR",
     "DATA_HEADER",
     "DATA_HEADER_SIZE",
+    "DATA_PREFIX_WORD",
+    "DATA_WORDS",
     "HAVE_HEADER_SIZE",
     "MAGIC",
     "MAX_ACK_RANGES",

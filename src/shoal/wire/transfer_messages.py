@@ -60,8 +60,9 @@ _DATA_FIELDS = struct.Struct(">IIII")
 #: The whole DATA header, prefix included.
 DATA_HEADER = struct.Struct(">2sBB" + _DATA_FIELDS.format[1:])
 DATA_HEADER_SIZE = DATA_HEADER.size
-#: The DATA header read as words: the 4-byte prefix compares as one integer.
-_DATA_WORDS = struct.Struct(">I" + _DATA_FIELDS.format[1:])
+#: The DATA header read as words: the 4-byte prefix compares as one integer
+#: (``DATA_PREFIX_WORD``). The transfer receiver's batch loop unpacks it inline.
+DATA_WORDS = struct.Struct(">I" + _DATA_FIELDS.format[1:])
 #: ACK after the prefix, up to its ranges: request_id, largest_packet_number,
 #: ack_delay_us, one_way_delay_us, cumulative, receive_window, range_count.
 _ACK_FIELDS = struct.Struct(">IIIIIIB")
@@ -177,7 +178,7 @@ def encode_data(
     )
 
 
-_DATA_PREFIX = int.from_bytes(MAGIC + bytes([PROTOCOL_VERSION, MessageType.DATA]), "big")
+DATA_PREFIX_WORD = int.from_bytes(MAGIC + bytes([PROTOCOL_VERSION, MessageType.DATA]), "big")
 
 
 def pull_data_header(datagram: bytes | bytearray | memoryview) -> tuple[int, int, int, int] | None:
@@ -189,10 +190,10 @@ def pull_data_header(datagram: bytes | bytearray | memoryview) -> tuple[int, int
     """
     if len(datagram) <= DATA_HEADER_SIZE:
         return None
-    prefix, request_id, packet_number, segment_index, timestamp_us = _DATA_WORDS.unpack_from(
+    prefix, request_id, packet_number, segment_index, timestamp_us = DATA_WORDS.unpack_from(
         datagram
     )
-    if prefix != _DATA_PREFIX:
+    if prefix != DATA_PREFIX_WORD:
         return None
     return request_id, packet_number, segment_index, timestamp_us
 

@@ -58,7 +58,7 @@ import hashlib
 import heapq
 import math
 from collections import OrderedDict, deque
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from shoal.core.address import Address
@@ -732,6 +732,11 @@ class FlowEngine:
 
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         self.counters.datagrams_received += 1  # nothing sends datagrams to a flow port
+
+    def receive_datagrams(
+        self, datagrams: Sequence[tuple[bytes | memoryview, Address]], now: float
+    ) -> None:
+        self.counters.datagrams_received += len(datagrams)
 
     def handle_timer(self, now: float) -> None:
         pass

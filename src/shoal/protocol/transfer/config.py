@@ -67,6 +67,9 @@ class TransferConfig:
     pacing_burst_packets: int = 32
     #: ...or fewer: what the pacing rate allows in this long (at least 4 packets).
     pacing_burst_seconds: float = 0.002
+    #: A flow the pacer holds back is woken when this much of its rate may go (at
+    #: least one packet, at most a burst), not for each packet (``pacer``).
+    pacing_wake_seconds: float = 0.0005
     #: Pacing rate = gain * cwnd / srtt (Linux uses 2 in slow start, 1.25 after).
     pacing_gain_slow_start: float = 2.0
     pacing_gain: float = 1.25

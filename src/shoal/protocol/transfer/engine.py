@@ -46,7 +46,7 @@ VERSION_ERROR, CANCEL of stray data, a repeated final ACK) is one datagram small
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from shoal.core.ids import ContentId
@@ -131,8 +131,8 @@ class TransferEngine:
         self.counters = self._context.counters
         self._receiver = Receiver(self._context, now)
         self._sender = Sender(self._context, token_key)
-        # Bound once: the calls below run for every datagram and every look at the heap.
-        self._take_data = self._receiver.on_datagram
+        # Bound once: the calls below run for every batch and every look at the heap.
+        self._take_datagrams = self._receiver.on_datagrams
         self._download_timer_is_live = self._receiver.timer_is_live
         self._upload_timer_is_live = self._sender.timer_is_live
         self._idle_is_live = self._context.peers.idle_is_live
@@ -228,9 +228,17 @@ class TransferEngine:
 
     def receive_datagram(self, data: bytes | memoryview, addr: Address, now: float) -> None:
         """Handle one received datagram. Never raises for anything a peer can send."""
-        self.counters.datagrams_received += 1
-        if not self._take_data(data, addr, now):
-            self._receive_other(data, addr, now)
+        self.receive_datagrams(((data, addr),), now)
+
+    def receive_datagrams(
+        self, datagrams: Sequence[tuple[bytes | memoryview, Address]], now: float
+    ) -> None:
+        """Handle datagrams received together at ``now``, in order: what
+        ``receive_datagram`` does for each, in one call (the shell's batch of a wake-up:
+        the per-datagram work is then the receiver's loop alone). Never raises for
+        anything a peer can send."""
+        self.counters.datagrams_received += len(datagrams)
+        self._take_datagrams(datagrams, now, self._receive_other)
 
     def _receive_other(self, data: bytes | memoryview, addr: Address, now: float) -> None:
         counters = self.counters

@@ -7,6 +7,13 @@ sizes TSO bursts to about 1 ms of the pacing rate), between ``_MIN_BURST`` and
 ``pacing_burst_packets``: a slow flow's burst would otherwise queue up behind itself at
 the bottleneck, show as delay, and end a delay-based slow start early. Before the first
 RTT sample there is no rate: a full burst may go, limited by the window alone.
+
+A flow the pacer holds back asks to be woken when ``pacing_wake_seconds`` of its rate
+has accrued (at least one packet, at most a burst), not as soon as one packet may go:
+every wake-up costs the shell a pass through its event loop (tens of microseconds in
+Python), and a wake-up per packet or two made a fast flow's sender spin, its loop's own
+cost setting the batch (about 10 CPU-s per GB at 500 Mbit/s, docs/network.md). Linux
+sizes its TSO bursts to about a millisecond of the pacing rate for the same reason.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ _MIN_BURST = 4
 class Pacer:
     """Token bucket of one flow (see the module docstring)."""
 
-    __slots__ = ("_config", "_rate", "_tokens", "last_refill", "tokens", "wait_until")
+    __slots__ = ("_config", "_rate", "_tokens", "_wake", "last_refill", "tokens", "wait_until")
 
     def __init__(self, config: TransferConfig, now: float) -> None:
         self._config = config
@@ -30,6 +37,7 @@ class Pacer:
         self.wait_until: float | None = None
         self._rate = 0.0
         self._tokens = 0.0
+        self._wake = 1.0
 
     def budget(
         self, now: float, room: int, cwnd: float, srtt: float | None, in_slow_start: bool
@@ -49,6 +57,8 @@ class Pacer:
             tokens = self.tokens + (now - self.last_refill) * rate
             if tokens > burst:
                 tokens = float(burst)
+            wake = rate * config.pacing_wake_seconds
+            self._wake = 1.0 if wake < 1.0 else float(burst) if wake > burst else wake
         self.last_refill = now
         self._rate = rate
         self._tokens = tokens
@@ -56,11 +66,12 @@ class Pacer:
 
     def on_sent(self, now: float, sent: int, budget: int, room: int) -> None:
         """``sent`` packets of the ``budget`` went: spend their tokens, and if the pacer,
-        not the window or the data, held the flow back, say when to come back."""
+        not the window or the data, held the flow back, say when to come back: once a
+        wake-up's worth of packets may go (the module docstring)."""
         rate = self._rate
         self.tokens = self._tokens - sent
         if rate and sent == budget and budget < room:
             # At least a microsecond later, so float rounding cannot make it "now".
-            self.wait_until = now + max((1.0 - self.tokens) / rate, 1e-6)
+            self.wait_until = now + max((self._wake - self.tokens) / rate, 1e-6)
         else:
             self.wait_until = None

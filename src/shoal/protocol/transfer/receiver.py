@@ -23,6 +23,7 @@ download forgets it as it ends, so nothing arriving later writes into it) or
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 
 from shoal.core.digest import sha256
 from shoal.core.ids import ContentId
@@ -50,6 +51,8 @@ from shoal.protocol.transfer.timers import TimerKind
 from shoal.protocol.validation import SourceLimiter
 from shoal.wire.messages import (
     DATA_HEADER_SIZE,
+    DATA_PREFIX_WORD,
+    DATA_WORDS,
     NO_TOKEN,
     Cancel,
     ChunkRequest,
@@ -60,13 +63,15 @@ from shoal.wire.messages import (
     VersionError,
     encode_ack,
     encode_datagram,
-    pull_data_header,
 )
 
 _U32_MASK = 0xFFFFFFFF
 _HALF_U32 = 1 << 31
 #: Shortest interval between answers to late datagrams about one finished request.
 _LATE_REPLY_INTERVAL = 0.001
+
+#: Where the receiver hands a datagram that is not DATA of our version.
+Other = Callable[[bytes | memoryview, Address, float], None]
 
 
 class Receiver:
@@ -160,81 +165,111 @@ class Receiver:
 
     # -- DATA (the hot path) ---------------------------------------------------------
 
-    def on_datagram(self, data: bytes | memoryview, addr: Address, now: float) -> bool:
-        """Take ``data`` if it is a DATA datagram of our version (True); else leave it to
-        the engine's decoder (False).
+    def on_datagrams(
+        self, datagrams: Iterable[tuple[bytes | memoryview, Address]], now: float, other: Other
+    ) -> None:
+        """Take each DATA datagram of our version in ``datagrams`` (all received at
+        ``now``); hand any other to ``other`` (the engine's decoder), in order.
 
-        The hot path, inlined on purpose: one unpack (``pull_data_header``), one dict
-        lookup and one copy of the payload into the chunk's buffer.
+        The hot path, inlined on purpose and run once per batch a wake-up read (a GRO
+        buffer's segments, several buffers): per datagram one unpack (the DATA header's
+        layout, ``wire.DATA_WORDS``), one dict lookup and one copy of the payload into
+        the chunk's buffer; the clock's microseconds, the bound methods and the counters
+        once per batch.
         """
-        header = pull_data_header(data)
-        if header is None:
-            return False
-        request_id, packet_number, segment_index, timestamp_us = header
-        download = self.downloads.get(request_id)
-        if download is None or download.peer != addr:
-            self.on_stray(request_id, addr, now, data_packet=(packet_number, timestamp_us))
-            return True
-        counters = self._counters
-        payload_length = len(data) - DATA_HEADER_SIZE
-        if segment_index >= download.segment_count or payload_length != (
-            download.segment_size
-            if segment_index != download.last_segment
-            else download.last_length
-        ):
-            counters.data_outside_chunk += 1
-            return True
-        download.last_heard = now
-        buffer = download.buffer
-        if buffer is None:
-            self._move(download, ReceiveInput.DATA_ARRIVED)
-            buffer = download.buffer = bytearray(download.chunk_length)
-            if download.requests_sent == 1:
-                # Karn (RFC 6298 §3): time only requests that were sent once.
-                self._answer_time.on_sample(now - download.requested_at)
-            self._repeat_overtaken_requests(download, now)
-            self._context.events.append(
-                ChunkStarted(download.peer, request_id, download.content_id, download.chunk_index)
+        unpack_header = DATA_WORDS.unpack_from
+        find_download = self.downloads.get
+        acks_due = self.acks_due
+        ack_every = self._ack_every
+        now_us = int(now * 1_000_000)
+        payload_bytes = 0
+        duplicates = 0
+        try:
+            for data, addr in datagrams:
+                payload_length = len(data) - DATA_HEADER_SIZE
+                if payload_length <= 0:
+                    other(data, addr, now)
+                    continue
+                prefix, request_id, packet_number, segment_index, timestamp_us = unpack_header(data)
+                if prefix != DATA_PREFIX_WORD:
+                    other(data, addr, now)
+                    continue
+                download = find_download(request_id)
+                if download is None or download.peer != addr:
+                    self.on_stray(request_id, addr, now, data_packet=(packet_number, timestamp_us))
+                    continue
+                if segment_index >= download.segment_count or payload_length != (
+                    download.segment_size
+                    if segment_index != download.last_segment
+                    else download.last_length
+                ):
+                    self._counters.data_outside_chunk += 1
+                    continue
+                download.last_heard = now
+                buffer = download.buffer
+                if buffer is None:
+                    buffer = self._start(download, now)
+                if packet_number > download.largest_packet_number:
+                    download.largest_packet_number = packet_number
+                    download.largest_time = now
+                    download.largest_timestamp_us = timestamp_us
+                # The delay sample an ACK carries is the least over the packets it
+                # covers: the first packet of a paced burst, not its tail, which waited
+                # behind the burst itself (RFC 6817 §3.4.2 filters delays with a minimum
+                # for the same reason).
+                delay_us = (now_us - timestamp_us) & _U32_MASK
+                least = download.least_delay_us
+                if least < 0 or (delay_us - least) & _U32_MASK > _HALF_U32:
+                    download.least_delay_us = delay_us
+                received = download.received
+                ack_at_once = False
+                if received[segment_index]:
+                    duplicates += 1
+                else:
+                    offset = segment_index * download.segment_size
+                    buffer[offset : offset + payload_length] = data[DATA_HEADER_SIZE:]
+                    received[segment_index] = 1
+                    download.received_count += 1
+                    payload_bytes += payload_length
+                    if segment_index == download.cumulative:
+                        cumulative = received.find(0, segment_index + 1)
+                        download.cumulative = (
+                            download.segment_count if cumulative < 0 else cumulative
+                        )
+                    elif segment_index > download.highest_segment + 1:
+                        # A new gap: tell the sender now (RFC 9000 §13.2.1 acks
+                        # out-of-order at once).
+                        ack_at_once = True
+                    if segment_index > download.highest_segment:
+                        download.highest_segment = segment_index
+                    if download.received_count == download.segment_count:
+                        self._complete(download, now)
+                        continue
+                download.unacked += 1
+                if ack_at_once or download.unacked >= ack_every:
+                    acks_due[request_id] = download
+                elif download.ack_deadline is None:
+                    download.ack_deadline = deadline = now + self._max_ack_delay
+                    self._timers.push(deadline, TimerKind.ACK, download)
+        finally:
+            counters = self._counters
+            counters.payload_bytes_received += payload_bytes
+            counters.duplicate_data += duplicates
+
+    def _start(self, download: Download, now: float) -> bytearray:
+        """A download's first DATA: its buffer, its answer time, overtaken requests."""
+        self._move(download, ReceiveInput.DATA_ARRIVED)
+        buffer = download.buffer = bytearray(download.chunk_length)
+        if download.requests_sent == 1:
+            # Karn (RFC 6298 §3): time only requests that were sent once.
+            self._answer_time.on_sample(now - download.requested_at)
+        self._repeat_overtaken_requests(download, now)
+        self._context.events.append(
+            ChunkStarted(
+                download.peer, download.request_id, download.content_id, download.chunk_index
             )
-        if packet_number > download.largest_packet_number:
-            download.largest_packet_number = packet_number
-            download.largest_time = now
-            download.largest_timestamp_us = timestamp_us
-        # The delay sample an ACK carries is the least over the packets it covers: the
-        # first packet of a paced burst, not its tail, which waited behind the burst
-        # itself (RFC 6817 §3.4.2 filters delays with a minimum for the same reason).
-        delay_us = (int(now * 1_000_000) - timestamp_us) & _U32_MASK
-        least = download.least_delay_us
-        if least < 0 or (delay_us - least) & _U32_MASK > _HALF_U32:
-            download.least_delay_us = delay_us
-        received = download.received
-        ack_at_once = False
-        if received[segment_index]:
-            counters.duplicate_data += 1
-        else:
-            offset = segment_index * download.segment_size
-            buffer[offset : offset + payload_length] = data[DATA_HEADER_SIZE:]
-            received[segment_index] = 1
-            download.received_count += 1
-            counters.payload_bytes_received += payload_length
-            if segment_index == download.cumulative:
-                cumulative = received.find(0, segment_index + 1)
-                download.cumulative = download.segment_count if cumulative < 0 else cumulative
-            elif segment_index > download.highest_segment + 1:
-                # A new gap: tell the sender now (RFC 9000 §13.2.1 acks out-of-order at once).
-                ack_at_once = True
-            if segment_index > download.highest_segment:
-                download.highest_segment = segment_index
-            if download.received_count == download.segment_count:
-                self._complete(download, now)
-                return True
-        download.unacked += 1
-        if ack_at_once or download.unacked >= self._ack_every:
-            self.acks_due[request_id] = download
-        elif download.ack_deadline is None:
-            download.ack_deadline = deadline = now + self._max_ack_delay
-            self._timers.push(deadline, TimerKind.ACK, download)
-        return True
+        )
+        return buffer
 
     def flush_acks(self, now: float, out: list[tuple[bytes, Address]]) -> None:
         """Append the ACKs due now to ``out``."""
