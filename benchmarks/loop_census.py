@@ -10,7 +10,11 @@ the clients' ``PYTHONPATH`` (the lab passes its environment on) that counts
   REQUEST_RETRY, LOSS, RTO; ``fire:none_due``), and each flow's send step (``send:``:
   calls, packets, calls that sent nothing) in main's deadline heap and in the scanning
   engine before it (da36445);
-* the engines' own counters at exit (``eng:``) and the process's CPU (``cpu_ms``).
+* the engines' own counters at exit (``eng:``) and the process's CPU (``cpu_ms``): its
+  main thread's (``cpu_ms_main_thread``), what it had spent when its sockets were bound
+  (``cpu_ms_at_bind``: interpreter, imports, enrollment), and the main thread's CPU
+  in each kind of callback (``us:``, microseconds);
+* re-arms of the loop timers (``arm:``): kept for the same deadline, moved, new.
 
 Counts, unlike CPU seconds, barely move with the machine's load, so two builds can be
 compared on a shared machine; the hook's cost (a counter per callback) is the same in
@@ -20,6 +24,13 @@ build's virtual environment:
 
     .venv/bin/python benchmarks/loop_census.py /work/wt-old --rounds 3 \\
         --scenario corrupt-peer --this-chunk-kib 1024 --prefix cb- --base 10.202
+
+``--grid FILE`` runs a sweep grid instead (``shoal lab sweep FILE``: shoal and
+libtorrent; give it one cell, e.g. the default grid's cell 2 as a ``[base]`` alone);
+its clients all count as ``lan``:
+
+    .venv/bin/python benchmarks/loop_census.py /work/wt-old --rounds 2 \\
+        --grid cell2.toml --prefix cb- --base 10.202
 
 Figures, not assertions.
 """
@@ -47,6 +58,7 @@ if _out and "--enrollment" in sys.argv:
     import atexit, json
     import importlib.abc
     from collections import Counter
+    from time import thread_time as _cpu
     _counts = Counter()
     _names = {}
     _engines = []
@@ -59,7 +71,11 @@ if _out and "--enrollment" in sys.argv:
             if key is None:
                 key = _names[id(f)] = getattr(f, "__qualname__", None) or type(f).__name__
             _counts["cb:" + key] += 1
-            return run(self)
+            began = _cpu()
+            try:
+                return run(self)
+            finally:
+                _counts["us:" + key] += int((_cpu() - began) * 1e6)
         module.Handle._run = _run
 
     def _base(module):
@@ -120,8 +136,30 @@ if _out and "--enrollment" in sys.argv:
         if hasattr(engine, "_send_flow"):
             _send_flow(engine, True)
 
+    def _runner(module):
+        init = module.ApplicationRunner.__init__
+        def __init__(self, *a, **k):
+            import time
+            _counts["cpu_ms_at_bind"] = int(time.process_time() * 1000)
+            init(self, *a, **k)
+        module.ApplicationRunner.__init__ = __init__
+
+    def _loop_timer(module):
+        arm = module.LoopTimer.arm
+        def counted(self, deadline):
+            if self._handle is None:
+                _counts["arm:new" if deadline is not None else "arm:none"] += 1
+            elif self.deadline == deadline:
+                _counts["arm:same"] += 1
+            else:
+                _counts["arm:moved" if deadline is not None else "arm:cancelled"] += 1
+            return arm(self, deadline)
+        module.LoopTimer.arm = counted
+
     _patches = {
         "asyncio.events": _events,
+        "shoal.net.runner": _runner,
+        "shoal.net.loop_timer": _loop_timer,
         "asyncio.base_events": _base,
         "shoal.protocol.transfer.engine": _engine,
         "shoal.protocol.transfer.sender": lambda m: _send_flow(m.Sender, False),
@@ -157,6 +195,7 @@ if _out and "--enrollment" in sys.argv:
                     _counts["eng:" + name] += value
         usage = resource.getrusage(resource.RUSAGE_SELF)
         _counts["cpu_ms"] = int((usage.ru_utime + usage.ru_stime) * 1000)
+        _counts["cpu_ms_main_thread"] = int(_cpu() * 1000)
         host = sys.argv[sys.argv.index("--hostname") + 1]
         with open(os.path.join(_out, host + "-" + str(os.getpid()) + ".json"), "w") as f:
             json.dump(dict(_counts), f)
@@ -170,8 +209,13 @@ def run_build(
 ) -> dict[str, list[dict[str, float]]]:
     """One lab run of ``build`` under the hook: the census of each client, by role."""
     out.mkdir(parents=True)
-    command = [str(build / ".venv" / "bin" / "shoal"), "lab", "run", options.scenario]
-    command += ["--ci", "--system", "shoal", "--json", str(out / "run.json")]
+    shoal = str(build / ".venv" / "bin" / "shoal")
+    if options.grid is not None:
+        command = [shoal, "lab", "sweep", str(options.grid.resolve()), "--json"]
+        command += [str(out / "run.json")]
+    else:
+        command = [shoal, "lab", "run", options.scenario, "--ci", "--system", "shoal"]
+        command += ["--json", str(out / "run.json")]
     command += ["--prefix", options.prefix, "--base", options.base]
     if chunk_kib is not None:
         command += ["--chunk-kib", str(chunk_kib)]
@@ -182,6 +226,8 @@ def run_build(
         print(f"  {build.name}: failed ({done.returncode}) {tail}", flush=True)
         return {}
     document = json.loads((out / "run.json").read_text())
+    if options.grid is not None:
+        return _sweep_roles(build, out, document)
     row = document["systems"][0]
     clients = {c["name"]: c for c in row["clients"]}
     liars = int(document.get("corrupt_clients") or 0)  # the first host(s) of each office
@@ -205,11 +251,26 @@ def run_build(
     return roles
 
 
+def _sweep_roles(build: Path, out: Path, document: dict[str, Any]) -> dict[str, list[Any]]:
+    """A sweep's clients (shoal's of its first cell), all as ``lan``."""
+    cell = document["cells"][0]
+    shoal, torrent = cell["shoal"], cell["libtorrent"]
+    censuses = [json.loads(p.read_text()) for p in sorted(out.glob("*-*.json"))]
+    print(
+        f"  {build.name}: T_last {shoal['t_last_s']} s (libtorrent {torrent.get('t_last_s')}), "
+        f"CPU s/MiB {shoal['client_cpu_s_per_mib']} (libtorrent "
+        f"{torrent.get('client_cpu_s_per_mib')})",
+        flush=True,
+    )
+    return {"lan": censuses}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("other", type=Path, help="the other build's checkout (with .venv)")
     parser.add_argument("--this", type=Path, default=Path(__file__).resolve().parents[1])
     parser.add_argument("--scenario", default="corrupt-peer")
+    parser.add_argument("--grid", type=Path, help="a one-cell sweep grid (TOML) instead")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--prefix", default="lc-", help="namespace name prefix")
     parser.add_argument("--base", default="10.218", help="first two octets of the subnets")
