@@ -197,15 +197,8 @@ def test_abandoning_a_peer_whose_port_closed_stops_sending_to_it_at_once() -> No
             )  # fmt: skip
     network.run(lambda: receiver.engine.counters.payload_bytes_received > 100_000)
     network.silence(receiver)  # the receiving process died: its port is closed
-    received = receiver.engine.counters.payload_bytes_received
 
     assert sender.engine.abandon_peer(receiver.address) == 3
-    # What it cost: every byte the dead process had received was sent and is counted
-    # lost, the acknowledged ones among them; never more than was sent at all.
-    counters = sender.engine.counters
-    assert counters.abandoned_bytes_acked <= received <= counters.abandoned_bytes_sent
-    assert counters.abandoned_bytes_acked > 0
-    assert counters.abandoned_bytes_sent <= counters.payload_bytes_sent
     network.run(lambda: bool(sender.events_of(RequestCancelled)), timeout=1)
     cancelled = sender.events_of(RequestCancelled)
     assert sorted(event.chunk_index for event in cancelled) == [0, 1, 2]

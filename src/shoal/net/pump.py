@@ -162,18 +162,9 @@ def port_unreachable(
     machine = machines.get(port)
     if not isinstance(machine, AbandonsPeers):
         return 0
-    engine_counters = getattr(machine, "counters", None)
-    sent_before = getattr(engine_counters, "abandoned_bytes_sent", 0)
-    acked_before = getattr(engine_counters, "abandoned_bytes_acked", 0)
     ended = machine.abandon_peer(peer)
     if counters is not None:
         counters.uploads_abandoned += ended
     if ended:
-        sent = getattr(engine_counters, "abandoned_bytes_sent", 0) - sent_before
-        acked = getattr(engine_counters, "abandoned_bytes_acked", 0) - acked_before
-        log.info(
-            "%s:%d is unreachable (port closed): %d uploads to it ended, "
-            "%d bytes of them sent (%d acknowledged) lost with it",
-            *peer, ended, sent, acked,
-        )  # fmt: skip
+        log.info("%s:%d is unreachable (port closed): %d uploads to it ended", *peer, ended)
     return ended

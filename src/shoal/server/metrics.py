@@ -152,10 +152,6 @@ class ServerCollector(Collector):
             "data_packets_retransmitted": "Data packets sent again (loss or timeout)",
             "payload_bytes_sent": "Content bytes sent to devices",
             "datagrams_received": "Datagrams received on the data ports",
-            "abandoned_bytes_sent": (
-                "Content bytes sent to devices whose process died before the chunk was"
-                " whole (their port closed): over the WAN for nothing"
-            ),
         }
         for field, description in families.items():
             family = CounterMetricFamily(

@@ -193,9 +193,6 @@ def run_cell(
         reason = "a wrong SHA-256"
     t_last = max(finished) - t0 if complete == cell.clients and finished else None
     wan_bytes = enterprise.wan_bytes_down(OFFICE)
-    # What the server sent processes that died before those chunks were whole (their
-    # ports closed): the WAN bytes churn cost beyond one copy, headers not counted.
-    abandoned = sum(e.counters.abandoned_bytes_sent for e in enterprise.server.engines.values())
     churned = cell.churn_bound(outages)
     return {
         "cell": cell.parameters(),
@@ -214,7 +211,6 @@ def run_cell(
         "chunk_bytes": enterprise.manifest.chunk_size,
         "wan_bytes_in": wan_bytes,
         "wan_over_package": round(wan_bytes / enterprise.manifest.size, 4),
-        "abandoned_over_package": round(abandoned / enterprise.manifest.size, 4),
         "clients_complete": complete,
         "sha256_ok": sha_ok,
         "restarts": restarts,
@@ -291,16 +287,12 @@ def format_sweep(document: dict[str, Any]) -> str:
 
 
 def _churn_note(row: dict[str, Any]) -> str:
-    """``, T_last/T_lbc R (binds), lost with the killed L F`` for a cell with churn: its
-    time against the bound that counts the outages, and what the server had sent the
-    killed processes of chunks they never held whole; nothing otherwise."""
+    """``, T_last/T_lbc R (binds)`` for a cell with churn: its time against the bound
+    that counts the outages; nothing otherwise."""
     ratio = row["t_over_churn_bound"]
     if not row["cell"]["churn"] or ratio is None:
         return ""
-    return (
-        f", T_last/T_lbc {ratio:.2f} ({row['churn_binding']})"
-        f", lost with the killed {row['abandoned_over_package']:.3f} F"
-    )
+    return f", T_last/T_lbc {ratio:.2f} ({row['churn_binding']})"
 
 
 def write_heatmap(document: dict[str, Any], folder: Path) -> Path:

@@ -82,14 +82,6 @@ class TransferCounters:
     #: Tail-loss probes sent (first retransmission-timer expiry, RFC 9002 §6.2).
     probes_sent: int = 0
     congestion_events_undone: int = 0
-    #: Content bytes of uploads ended because the peer's port closed (``abandon_peer``:
-    #: its process died), sent before the end: lost with that process, whatever it
-    #: had acknowledged (a chunk is kept only once whole). Across a WAN, what churn
-    #: costs the office beyond one copy.
-    abandoned_bytes_sent: int = 0
-    #: Of those, the bytes the peer had acknowledged (the rest was in the network, or
-    #: in the dead process's socket, when the port closed).
-    abandoned_bytes_acked: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """All counters by name."""

@@ -141,11 +141,7 @@ class Sender:
     def abandon_peer(self, peer: Address) -> int:
         """See ``TransferEngine.abandon_peer``."""
         uploads = list(self._context.peers.uploads_of(peer).values())
-        counters = self._context.counters
         for upload in uploads:
-            sent, acked = upload.sent_and_acked_bytes()
-            counters.abandoned_bytes_sent += sent
-            counters.abandoned_bytes_acked += acked
             self._context.events.append(
                 RequestCancelled(peer, upload.request_id, upload.content_id, upload.chunk_index)
             )

@@ -101,16 +101,3 @@ class Upload:
         self.acked = bytearray(self.segment_count)
         self.in_flight = bytearray(self.segment_count)
         self.last_packet = array("l", [-1]) * self.segment_count
-
-    def sent_and_acked_bytes(self) -> tuple[int, int]:
-        """The chunk's bytes sent at least once, and of those the ones the peer
-        acknowledged (0, 0 before ``start``). New segments go out in order, so the
-        first are the segments below ``next_new``."""
-        if self.data is None:
-            return 0, 0
-        size, length = self.segment_size, self.chunk_length
-        sent = min(self.next_new * size, length)
-        acked = self.acked_count * size
-        if self.acked[-1]:  # the last segment is the short one
-            acked -= self.segment_count * size - length
-        return sent, acked
