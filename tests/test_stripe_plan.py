@@ -137,6 +137,23 @@ def test_each_holder_flow_starts_at_its_share_of_a_known_wan() -> None:
     assert server.wan_copy.flow_rate("10.9.0.1", CONTENT) is None  # in no office
 
 
+def test_a_holder_that_took_over_a_stripe_gets_a_share_for_each_open_one() -> None:
+    """The server paces its flow to a holder at the holder's share at most (``Pacer``):
+    one that took over a second stripe fetches both on that flow, at two shares."""
+    server = _server(OfficeLinks(wan_mbit=100, client_up_mbit=20))
+    _three_clients_ask(server)
+    share = 100e6 / 8 / 3
+    assert server.wan_copy.holder_rate("10.1.0.2", CONTENT, 1.0) == share
+    first, second = (DeviceKey.from_raw(hashlib.sha256(bytes([n])).digest()) for n in (1, 2))
+    server.wan_copy.rendezvous.release("Branch", CONTENT, first.device_id.hex())
+    message = ControlMessage(1, second.device_id, Lease(CONTENT))
+    reply = server.handle_control(message, ("10.1.0.2", 5000), 1.0)
+    assert isinstance(reply, LeaseReply) and reply.stripe_mask == 0b011
+    assert server.wan_copy.holder_rate("10.1.0.2", CONTENT, 1.0) == 2 * share
+    assert server.wan_copy.holder_rate("10.1.0.3", CONTENT, 1.0) == share
+    assert server.wan_copy.holder_rate("10.9.0.1", CONTENT, 1.0) is None  # in no office
+
+
 @pytest.mark.parametrize(
     ("entry", "message"),
     [

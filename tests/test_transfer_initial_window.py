@@ -128,3 +128,30 @@ def test_a_sending_flow_told_a_higher_rate_carries_it_at_once() -> None:
     assert flow.cc.cwnd > 190  # the whole chunk in one round trip
     network.run(lambda: any(e.request_id == request_id for e in receiver.events_of(ChunkReceived)))
     assert network.now - asked < 0.35  # from 20 packets: about ten round trips (1 s)
+
+
+def test_a_flow_that_knows_its_share_and_lost_at_it_overruns_a_short_queue_no_more() -> None:
+    """A 10 Mbit/s WAN with a 200 ms round trip and 20 ms of queue (the simulator's cell
+    19), a flow told the link's rate: once a loss episode has shown that the queue holds
+    no more than that, the flow is paced at the rate at most, so it does not overrun
+    the queue again and again (each time halving its window for several long round
+    trips), and its window does not grow above what the rate carries."""
+    rate = 1_250_000.0
+    network = Network(seed=1, delay=0.1, rate=rate, queue_bytes=25_000)
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    sender.path_rate = rate
+    _fetch(network, receiver, sender, 0, b"a small document")  # the flow learns its RTT
+    chunks = _chunks(9, length=256 * 1024)
+    _fetch(network, receiver, sender, 1, chunks[0])
+    path = network.path(sender, receiver)
+    assert path.dropped > 0  # the window the rate gives at once, paced at slow start's 2x
+    dropped = path.dropped
+    seconds = sum(_fetch(network, receiver, sender, i + 2, c) for i, c in enumerate(chunks[1:]))
+    assert path.dropped == dropped
+    # 2 MiB is 1.68 s at the link's rate; each chunk also waits a round trip for its
+    # request and its first ACK.
+    assert seconds < 1.68 + 8 * 0.25, f"{seconds:.3f} s for 8 x 256 KiB"
+    flow = sender.engine._sender.flows[(receiver.address, Mode.FOREGROUND)]
+    assert flow.rtt.srtt is not None
+    packets_per_round_trip = rate / CONFIG.segment_size * flow.rtt.srtt
+    assert flow.cc.cwnd <= packets_per_round_trip * CONFIG.pacing_gain + 1

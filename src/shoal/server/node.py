@@ -107,7 +107,7 @@ class ServerNode:
             self.counters.refused_busy += 1  # the WAN budget: not this office's turn
             engine.refuse_chunk(event.peer, event.request_id, RefusalReason.BUSY, now)
             return
-        rate = self.core.wan_copy.flow_rate(event.peer[0], event.content_id)
+        rate = self.core.wan_copy.holder_rate(event.peer[0], event.content_id, now)
         sent = serve_from(self.origin, engine, event, now, rate)
         self.counters.bytes_served += sent
         if sent:

@@ -221,6 +221,17 @@ class RendezvousTable:
         found = {key: self.holders(*key, now) for key in self._groups}
         return {key: holders for key, holders in found.items() if holders}
 
+    def stripes_held(self, office: str, content_id: ContentId, device: str, now: float) -> set[int]:
+        """The stripes of the content whose live lease ``device`` holds in ``office``."""
+        group = self._groups.get((office, content_id))
+        if group is None:
+            return set()
+        return {
+            stripe
+            for stripe, lease in enumerate(group.leases)
+            if lease is not None and lease.holder == device and not self._dead(lease, now)
+        }
+
     def holder(self, office: str, content_id: ContentId, now: float) -> str | None:
         """The first live holder, if any (the only one where there is one stripe)."""
         holders = self.holders(office, content_id, now)

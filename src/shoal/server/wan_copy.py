@@ -124,16 +124,40 @@ class WanCopy:
         for its share of the whole WAN, which then idles (the simulator's fast-uplink
         cell: 40% and 23% busy in the copy's last 60 ms). Counting only the open
         stripes gives the last flows the WAN the finished ones left."""
+        return max(1, len(self._open_stripe_indices(office, content_id)))
+
+    def _open_stripe_indices(self, office: str, content_id: ContentId) -> set[int]:
+        """The office's stripes of the content with a chunk not delivered yet (none
+        where the content is not striped there)."""
         stripes = self.rendezvous.stripes(office, content_id)
         manifest = self.directory.manifests.get(content_id)
         if stripes <= 1 or manifest is None:
-            return 1
+            return set()
         delivered = [0] * stripes
         for chunk_index in self.deliveries.chunk_indices(office, content_id):
             delivered[chunk_index % stripes] += 1
         count = manifest.chunk_count
         sizes = (len(range(stripe, count, stripes)) for stripe in range(stripes))
-        return max(1, sum(1 for done, size in zip(delivered, sizes, strict=True) if done < size))
+        return {
+            stripe
+            for stripe, (done, size) in enumerate(zip(delivered, sizes, strict=True))
+            if done < size
+        }
+
+    def holder_rate(self, client_ip: str, content_id: ContentId, now: float) -> float | None:
+        """What the server's flow to the holder at ``client_ip`` may carry (bytes/s): a
+        share (``flow_rate``) for each open stripe it holds, at least one. A holder that
+        took over a second stripe fetches both on its one flow, which is held to this
+        rate after a loss (``Flow.rate_cap``): one share would halve it."""
+        share = self.flow_rate(client_ip, content_id)
+        client = self.directory.client_at(client_ip)
+        office, _ = self.directory.office_of(client_ip)
+        if share is None or client is None or office is None:
+            return share
+        held = self.rendezvous.stripes_held(office, content_id, client.device_id.hex(), now)
+        if len(held) <= 1:
+            return share  # the usual case: the ledger is not read a second time
+        return share * max(1, len(held & self._open_stripe_indices(office, content_id)))
 
     def holder_ips(self, office: str, content_id: ContentId, now: float) -> list[str]:
         """The addresses of the office's live holders of the content."""

@@ -190,8 +190,10 @@ class TransferEngine:
 
         ``path_rate``: bytes a second the path to ``peer`` is known to carry for this
         flow (the server's share of an office's WAN, from its link profile): the flow's
-        first slow start begins at that rate's window (``Flow.know_path``); a higher
-        rate than the flow was told before raises it (``raise_path_rate``).
+        first slow start begins at that rate's window (``Flow.know_path``), and once
+        the flow has had a loss episode it is paced at that rate at most
+        (``Flow.rate_cap``); a higher rate than the flow was told before raises it
+        (``raise_path_rate``).
 
         A request that ended meanwhile (cancelled, timed out) is silently ignored.
         """

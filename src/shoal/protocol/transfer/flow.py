@@ -31,11 +31,13 @@ class Flow:
     """Congestion state shared by every chunk we send to one peer in one mode."""
 
     __slots__ = (
+        "_pacing_gain",
         "cc",
         "in_flight",
         "key",
         "known_rate",
         "last_ack_time",
+        "lost_at_share",
         "pacer",
         "packet_threshold",
         "recent_lost",
@@ -49,6 +51,7 @@ class Flow:
 
     def __init__(self, key: tuple[Address, Mode], config: TransferConfig, now: float) -> None:
         self.key = key
+        self._pacing_gain = config.pacing_gain
         self.cc: DelayReno | Ledbat = (
             Ledbat(config) if key[1] is Mode.BACKGROUND else DelayReno(config)
         )
@@ -70,6 +73,9 @@ class Flow:
         self.uploads: list[Upload] = []
         #: Packets a second the path is known to carry for this flow (``know_path``).
         self.known_rate: float | None = None
+        #: A loss episode ended the flow's window while its share was known: the link's
+        #: queue does not hold more than the share, which then caps it (``Pacer``).
+        self.lost_at_share = False
 
     def on_rtt_sample(self, seconds: float) -> None:
         """Fold in an RTT measurement; the first lets a foreground window start paced
@@ -95,6 +101,25 @@ class Flow:
                 self.cc.on_path_raised(packets_per_second * srtt)
             else:
                 self.cc.on_known_path(packets_per_second * srtt)
+
+    def hold_growth_at_known_rate(self, window_before: float) -> None:
+        """A flow paced at its known share (``rate_cap``) grows its window no further
+        than that share carries in a round trip (x ``pacing_gain``): more would never
+        be used, as the pacer holds the flow at the share, and a window inflated above
+        it would have to halve more than once before a loss or a queue slowed the flow
+        (RFC 7661 §4.3: no growth of a window not in use). Never a cut."""
+        srtt = self.rtt.srtt
+        if not self.lost_at_share or self.known_rate is None or srtt is None:
+            return
+        if self.cc.cwnd <= window_before:
+            return
+        ceiling = self.known_rate * srtt * self._pacing_gain
+        self.cc.cwnd = max(window_before, min(self.cc.cwnd, ceiling))
+
+    @property
+    def rate_cap(self) -> float | None:
+        """Packets a second the pacer keeps the flow under (None: no cap)."""
+        return self.known_rate if self.lost_at_share else None
 
     def on_sent(self, sent: int) -> None:
         """``sent`` more packets are in flight (and count towards the loss rate)."""

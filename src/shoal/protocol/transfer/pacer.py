@@ -14,6 +14,21 @@ every wake-up costs the shell a pass through its event loop (tens of microsecond
 Python), and a wake-up per packet or two made a fast flow's sender spin, its loop's own
 cost setting the batch (about 10 CPU-s per GB at 500 Mbit/s, docs/network.md). Linux
 sizes its TSO bursts to about a millisecond of the pacing rate for the same reason.
+
+A flow whose share of a described link is known (the server's flows into an office
+with a link profile, ``Flow.know_path``) and that has lost packets in a loss episode
+since is paced at that share at most (``Flow.rate_cap``): the link's queue is then
+known not to hold what the flows send above their shares. Where the WAN's queue is
+short and its round trip long (20 ms behind 200 ms, the simulator's cell 19) the
+stripes' six flows, paced at 1.25 x their windows, overran it again and again: each
+overrun lost packets and halved every flow's window, which then took several long round
+trips to grow back (the WAN 72% busy over the copy). The window still rules below the
+share: loss and queue slow the flow as before, and the window grows no further than
+the share carries in a round trip (``Flow.hold_growth_at_known_rate``). A flow that has
+lost nothing is not capped: a deep queue absorbs what it sends over its share, and the
+delay the queue adds keeps its probe timeouts wide of the holders' ACK delays (capped
+from the start, the server sent three times as many tail-loss probes for chunks not
+lost, up to 0.007 F more over the WAN in the deep-queued cells).
 """
 
 from __future__ import annotations
@@ -40,9 +55,16 @@ class Pacer:
         self._wake = 1.0
 
     def budget(
-        self, now: float, room: int, cwnd: float, srtt: float | None, in_slow_start: bool
+        self,
+        now: float,
+        room: int,
+        cwnd: float,
+        srtt: float | None,
+        in_slow_start: bool,
+        known_rate: float | None = None,
     ) -> int:
-        """Packets that may go now, with ``room`` left in the congestion window."""
+        """Packets that may go now, with ``room`` left in the congestion window, never
+        faster than ``known_rate`` packets a second where given (``Flow.rate_cap``)."""
         config = self._config
         burst = config.pacing_burst_packets
         if srtt is None:
@@ -51,6 +73,8 @@ class Pacer:
         else:
             gain = config.pacing_gain_slow_start if in_slow_start else config.pacing_gain
             rate = gain * cwnd / max(srtt, 1e-6)
+            if known_rate is not None and rate > known_rate:
+                rate = known_rate
             rate_burst = rate * config.pacing_burst_seconds
             if rate_burst < burst:
                 burst = max(_MIN_BURST, int(rate_burst))

@@ -103,6 +103,7 @@ def on_ack_received(context: EngineContext, upload: Upload, ack: Ack, now: float
         upload.acked_count += newly_acked
         # Every ACK carries a delay sample; growth waits for the end of recovery.
         in_recovery = sent_time[largest] <= flow.recovery_start
+        window_before = flow.cc.cwnd
         flow.cc.on_ack(
             newly_acked,
             flow.in_flight,
@@ -111,6 +112,7 @@ def on_ack_received(context: EngineContext, upload: Upload, ack: Ack, now: float
             in_recovery,
             rtt.smoothed,
         )
+        flow.hold_growth_at_known_rate(window_before)
         if upload.acked_count == upload.segment_count:
             return True
         # RFC 6298 §5.3: restart the timer when new data is acknowledged.
@@ -192,6 +194,7 @@ def detect_losses(context: EngineContext, upload: Upload, now: float) -> int:
             flow.undo_cwnd = cc.cwnd
             flow.undo_ssthresh = cc.ssthresh
             cc.on_congestion(now)
+            flow.lost_at_share = flow.known_rate is not None
             # The next reduction needs losses of its own, not this episode's again.
             flow.recent_lost = 0.0
             flow.recent_sent = LOSS_MEMORY / 4

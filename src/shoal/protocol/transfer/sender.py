@@ -288,7 +288,7 @@ class Sender:
         if room <= 0:
             pacer.wait_until = None
             return
-        budget = pacer.budget(now, room, cc.cwnd, flow.rtt.srtt, cc.in_slow_start)
+        budget = pacer.budget(now, room, cc.cwnd, flow.rtt.srtt, cc.in_slow_start, flow.rate_cap)
         # Oldest chunk first: a chunk finishes as soon as it can, and its packets stay
         # dense enough for packet-threshold loss detection.
         sent = 0
