@@ -257,7 +257,7 @@ def test_one_downloader_fetches_a_new_chunk_from_its_source_and_the_others_wait(
 
 
 def test_a_new_chunk_waits_for_a_fast_source_three_of_its_chunk_times_not_the_grace() -> None:
-    """The hold-back spares a slow uplink; a source that delivers a chunk in 40 ms is
+    """The hold-back spares a slow uplink; a source that delivers a chunk in 100 ms is
     not held back 0.5 s behind a chosen downloader (the tail of a fast office)."""
 
     def waiting_downloader(source_seconds: float | None) -> ChunkPicker[str]:
@@ -276,13 +276,41 @@ def test_a_new_chunk_waits_for_a_fast_source_three_of_its_chunk_times_not_the_gr
                 return picker  # not designated: it waits
         raise AssertionError("every downloader was designated")
 
-    fast = waiting_downloader(0.04)
-    assert fast.next_wake() == pytest.approx(1.12)
-    assert fast.next_requests(now=1.12) == [("source", 5)]
+    fast = waiting_downloader(0.1)
+    assert fast.next_wake() == pytest.approx(1.3)
+    assert fast.next_requests(now=1.3) == [("source", 5)]
     slow = waiting_downloader(0.4)  # 3 x 0.4 s is over the grace: the grace holds
     assert slow.next_wake() == pytest.approx(1.5)
     unmeasured = waiting_downloader(None)
     assert unmeasured.next_wake() == pytest.approx(1.5)
+
+
+def test_a_fast_source_is_asked_at_once_by_the_downloaders_it_serves_within_the_grace() -> None:
+    """A source that delivers a chunk in 40 ms serves four downloaders one hold-back
+    (three of its chunk times) after another within the 0.5 s grace: four ask it for
+    its newest chunk at once, not one while its uplink idles. One that takes 0.4 s is
+    asked by one: the others wait for that copy."""
+    downloaders = [f"10.2.0.{host}" for host in range(2, 10)]
+
+    def first_askers(source_seconds: float) -> int:
+        askers = 0
+        for me in downloaders:
+            picker: ChunkPicker[str] = ChunkPicker(
+                ChunkSet(8), me=me, key=str, fanout=1, rate_horizon=0.5
+            )
+            picker.peer_has("source", ChunkSet(8, [0]))
+            assert picker.next_requests(now=0.0) == [("source", 0)]
+            picker.received(0, "source", now=source_seconds)
+            for other in downloaders:
+                if other != me:
+                    picker.peer_has(other, ChunkSet(8, [0]))
+            picker.peer_has_chunk("source", 5)  # its newest chunk, from the WAN
+            if picker.next_requests(now=1.0) == [("source", 5)]:
+                askers += 1
+        return askers
+
+    assert first_askers(0.04) == 4
+    assert first_askers(0.4) == 1
 
 
 def test_measured_rates_send_more_requests_to_the_faster_peer() -> None:

@@ -18,13 +18,14 @@ from shoal.protocol.swarm import ChunkPicker
 
 Peer = tuple[str, int]
 
-TRACE_DIGEST = "76954c1748d4c3f8"
+TRACE_DIGEST = "dfd7ef7894ff877d"
 """SHA-256 (first 16 hex digits) of ``scenario(7)``'s trace, recorded on the picker
 without caches (main at 4ebe6b6: b194a68de6af9ba0), and again with its caches dropped
 when the endgame began to duplicate late requests only (``endgame_after`` = 2:
 82b9ab37d7032b38), when late became 3 x the expected time (a rule change:
-1c05b1d96a2e1e57), and when a held-back chunk's grace became at most 3 x its source's
-measured request time (a rule change)."""
+1c05b1d96a2e1e57), when a held-back chunk's grace became at most 3 x its source's
+measured request time (a rule change: 76954c1748d4c3f8), and when a fast source was asked
+by the downloaders it serves within the grace (a rule change)."""
 
 
 def scenario(seed: int, *, drop_caches: bool = False, pushes: bool = False) -> list[str]:

@@ -11,9 +11,19 @@ or slow), or sooner where the source is fast: ``GRACE_CHUNK_TIMES`` x the time o
 our requests to it takes (``rate``: its measured chunks per second). The hold-back spares
 a slow uplink; a source that delivers a chunk in 40 ms, held back 0.5 s behind a chosen
 downloader it had refused BUSY, made most of a fast office's tail (the relay's hops).
+
+A fast source is asked directly by more downloaders (``fetchers``): as many as it
+serves, one hold-back (``GRACE_CHUNK_TIMES`` of its request times) after another, within
+``grace``. A source on a 20 Mbit/s uplink (a 128 KiB chunk in 0.2 s or more, with its
+other uploads) keeps ``fanout``; one on a 100 Mbit/s uplink behind a WAN as fast (0.05 s)
+is asked by three at once: with one, its uplink sat idle while the one copy it had given
+was asked by every other downloader at once, and those uploads, shared six ways, left
+downlinks idle (downlink idle time while an idle uplink held a chunk the downloader
+lacked: mostly chunks held back from their source).
+
 Who ranks above us is the chunk picker's knowledge: it is asked through
-``ranks_among_fetchers`` (see ``shoal.protocol.swarm``, "Fan-out limit" and
-"Empty-handed first").
+``downloaders_ahead`` (see ``shoal.protocol.swarm``, "Fan-out limit" and "Empty-handed
+first").
 """
 
 from __future__ import annotations
@@ -39,11 +49,11 @@ def _unmeasured(peer: object) -> float | None:
 class FanoutLimit(Generic[Peer]):
     fanout: int
     grace: float
-    #: (chunk, its source, now) -> are we among the chunk's first fetchers?
-    ranks_among_fetchers: Callable[[int, Peer, float], bool]
+    #: (chunk, its source, now) -> how many downloaders rank above us for it
+    downloaders_ahead: Callable[[int, Peer, float], int]
     #: a source -> its measured delivery rate to us, chunks per second (None: unmeasured)
     rate: Callable[[Peer], float | None] = _unmeasured
-    designated: dict[int, bool] = field(default_factory=dict)  # chunk -> among its fetchers
+    ahead: dict[int, int] = field(default_factory=dict)  # chunk -> downloaders ahead of us
     sources: dict[int, Peer] = field(default_factory=dict)  # chunk -> sole holder when seen
     deferred: dict[int, float] = field(default_factory=dict)  # chunk -> when anyone may ask
     released: set[int] = field(default_factory=set)  # grace over: anyone may ask the source
@@ -58,12 +68,10 @@ class FanoutLimit(Generic[Peer]):
             source = self.sources[chunk_index] = holder
         if holder != source or chunk_index in self.released:
             return True
-        designated = self.designated.get(chunk_index)
-        if designated is None:
-            designated = self.designated[chunk_index] = self.ranks_among_fetchers(
-                chunk_index, holder, now
-            )
-        if designated:
+        ahead = self.ahead.get(chunk_index)
+        if ahead is None:
+            ahead = self.ahead[chunk_index] = self.downloaders_ahead(chunk_index, holder, now)
+        if ahead < self.fetchers(holder):
             return True
         deadline = self.deferred.get(chunk_index)
         if deadline is None:
@@ -73,17 +81,25 @@ class FanoutLimit(Generic[Peer]):
         self._release(chunk_index)
         return True
 
+    def fetchers(self, source: Peer) -> int:
+        """How many downloaders ask ``source`` for a chunk it alone holds at once: those
+        it serves within ``grace``, one hold-back after another (at least ``fanout``)."""
+        rate = self.rate(source)
+        if not rate:
+            return self.fanout
+        return max(self.fanout, int(rate * self.grace / GRACE_CHUNK_TIMES))
+
     def _grace_for(self, source: Peer) -> float:
         rate = self.rate(source)
         return self.grace if not rate else min(self.grace, GRACE_CHUNK_TIMES / rate)
 
     def downloaders_changed(self) -> None:
         """Who ranks above us may have changed: choose again."""
-        self.designated.clear()
+        self.ahead.clear()
 
     def forget(self, chunk_index: int) -> None:
         """We hold ``chunk_index`` now (keeps ``waiting`` small: it runs often)."""
-        self.designated.pop(chunk_index, None)
+        self.ahead.pop(chunk_index, None)
         self.sources.pop(chunk_index, None)
         self.deferred.pop(chunk_index, None)
         self.released.discard(chunk_index)

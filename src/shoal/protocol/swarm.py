@@ -24,7 +24,7 @@ sends them, and reports back with ``received``/``failed``.
   duplicates, so the office's WAN link carries each chunk once. Rarity counts only
   the other peers.
 * **Fan-out limit** (``shoal.protocol.fanout``): a chunk that one peer alone holds when
-  we first see it is fetched from that source by only ``fanout`` downloaders at first
+  we first see it is fetched from that source by ``fanout`` downloaders (more if fast)
   (with ``me`` given and ``now`` passed to ``next_requests``); the others take it from
   them, or from the source ``fanout_grace`` seconds later (sooner from a fast source).
 * **Measured rates** (with ``rate_horizon`` and ``now``): each peer's delivery rate is
@@ -103,7 +103,7 @@ class ChunkPicker(Generic[Peer]):
         self._order: list[int] | None = None
         self._me = me
         self._key = key
-        self._fanout = FanoutLimit(fanout, fanout_grace, self._ranks_among_fetchers, self.rate)
+        self._fanout = FanoutLimit(fanout, fanout_grace, self._downloaders_ahead, self.rate)
         self.rate_horizon = rate_horizon
         self._times: RequestTimes[Peer] = RequestTimes()  # rates, lateness (``endgame``)
         self._rates = self._times.rates  # chunks per second, smoothed
@@ -529,10 +529,11 @@ class ChunkPicker(Generic[Peer]):
 
     # ------------------------------------------------------------- fan-out
 
-    def _ranks_among_fetchers(self, chunk_index: int, holder: Peer, now: float) -> bool:
-        """Are we among the ``fanout`` downloaders whose key ranks highest for the chunk,
-        among those that answered discovery, or, holding nothing, among the downloaders
-        known to hold nothing (empty-handed first, see the module docstring)?
+    def _downloaders_ahead(self, chunk_index: int, holder: Peer, now: float) -> int:
+        """How many downloaders rank above us for fetching the chunk from ``holder``:
+        those whose key ranks higher, among those that answered discovery; 0 when we
+        hold nothing and fewer than ``fanout`` downloaders known to hold nothing rank
+        above us (empty-handed first, see the module docstring).
 
         Both, not the empty-handed alone: a downloader known only from its search may be
         gone (a killed client searches no more but is not known to be gone), and a chunk
@@ -552,8 +553,7 @@ class ChunkPicker(Generic[Peer]):
                 higher += 1  # it answered discovery (or was given with ``peer_has``)
             if empty_handed and (other not in self._searching or self._empty_handed(other, now)):
                 higher_empty += 1
-        fanout = self._fanout.fanout
-        return higher < fanout or (empty_handed_me and higher_empty < fanout)
+        return 0 if empty_handed_me and higher_empty < self._fanout.fanout else higher
 
     def _score(self, chunk_index: int, peer: Peer) -> int:
         return fanout_score(chunk_index, self._key(peer))
