@@ -174,7 +174,8 @@ class Download:
     @property
     def transferring(self) -> bool:
         """Chunks are being asked for (``DOWNLOADING`` or ``LEASING``)."""
-        state = self.state  # by identity: an enum's hash is a Python call (asked per poll)
+        # ``TRANSFERRING_STATES`` by identity: an enum's hash is a Python call (per poll).
+        state = self.state
         return state is DownloadState.DOWNLOADING or state is DownloadState.LEASING
 
     def progress(self, verified_count: Callable[[ContentId], int]) -> ContentProgress:

@@ -41,10 +41,15 @@ class ChunkSet:
             raise ValueError("bitmap has bits set beyond the last chunk")
         # Every HAVE received is decoded here, and every picker keeps a copy: one
         # popcount of the whole bitmap, not one per byte.
+        return cls._of(count, bytearray(bitmap), int.from_bytes(bitmap, "big").bit_count())
+
+    @classmethod
+    def _of(cls, count: int, bits: bytearray, present: int) -> ChunkSet:
+        """A set from checked parts (``from_bytes``, ``copy``), without ``__init__``."""
         chunk_set = cls.__new__(cls)
         chunk_set._count = count
-        chunk_set._bits = bytearray(bitmap)
-        chunk_set._present = int.from_bytes(bitmap, "big").bit_count()
+        chunk_set._bits = bits
+        chunk_set._present = present
         return chunk_set
 
     def to_bytes(self) -> bytes:
@@ -96,11 +101,7 @@ class ChunkSet:
         return self._present == self._count
 
     def copy(self) -> ChunkSet:
-        chunk_set = ChunkSet.__new__(ChunkSet)
-        chunk_set._count = self._count
-        chunk_set._bits = bytearray(self._bits)
-        chunk_set._present = self._present
-        return chunk_set
+        return ChunkSet._of(self._count, bytearray(self._bits), self._present)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ChunkSet):

@@ -2,8 +2,10 @@
 
 Layouts: the table in ``shoal.wire.messages``. DATA and ACK are the transfer's hot path,
 so they are encoded whole (prefix included) by ``encode_data``/``encode_ack``, and a
-DATA header is read without building a ``Data`` by ``pull_data_header``; the other
-messages have a ``pull_*``/``push_*`` pair after the prefix.
+DATA header is read without building a ``Data``: as words (``DATA_WORDS``, the prefix
+compared as ``DATA_PREFIX_WORD``), inline in the transfer receiver's batch loop, or for
+one datagram by ``pull_data_header``; the other messages have a ``pull_*``/``push_*``
+pair after the prefix.
 """
 
 from __future__ import annotations
