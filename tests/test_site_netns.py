@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -306,6 +307,22 @@ def test_console_ports_and_bandwidth_policy_reach_the_clients(
     )
     wait_until(lambda: udp_port_bound(squatter.pid, 41442), 10, "the squatter holds 41442")
     assert squatter.poll() is None
+    # The kernel's ephemeral ports on the other two include the console's data ports: a
+    # client that bound its control socket (port 0) first could take its own data port.
+    for host in (first, second):
+        subprocess.run(
+            [
+                "ip",
+                "netns",
+                "exec",
+                host.namespace,
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.ip_local_port_range=41441 41444",
+            ],
+            check=True,
+        )
     started = time.monotonic()
     deployment.start_clients([first, second, blocked])
     statuses = deployment.wait_for_clients(content_id, timeout=120)

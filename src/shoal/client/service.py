@@ -228,10 +228,11 @@ class ClientService:
     ) -> ApplicationRunner:
         # Broadcasts reach only a socket bound to the wildcard address.
         listen = "0.0.0.0" if self.config.bind_all else self.ip
+        # The console's ports first, the control socket's ephemeral port last: the kernel
+        # then picks one none of ours holds (bound first, it could take the data port).
         return ApplicationRunner(
             _AgentShell(agent, disk, reads, installer, self._save_installs_now),
             [
-                Binding(agent.control, self.ip, 0),
                 Binding(
                     agent.discovery,
                     listen,
@@ -240,6 +241,7 @@ class ClientService:
                 ),
                 Binding(agent.engines[Mode.FOREGROUND], listen, listening.data),
                 Binding(agent.engines[Mode.BACKGROUND], listen, listening.background),
+                Binding(agent.control, self.ip, 0),
             ],
         )
 
