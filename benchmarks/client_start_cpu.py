@@ -11,6 +11,8 @@ Each run is a first start (a fresh data directory: a device key made, the bundle
 enrolled), as every client of a lab run is; ``--restart`` starts each run on the data
 directory of an earlier one instead (an enrolled device after a reboot).
 
+Both builds are compiled to bytecode first (``make bytecode``): a module read from
+source is compiled again in every process where ``PYTHONDONTWRITEBYTECODE`` is set.
 Prints per build the median and min-max of the CPU milliseconds and the modules loaded,
 and the load average before and after. Figures, not assertions: the machine is shared.
 
@@ -26,6 +28,8 @@ import statistics
 import subprocess
 import tempfile
 from pathlib import Path
+
+from behaviour_pairs import compile_bytecode
 
 HOOK = r"""
 import os, sys
@@ -89,6 +93,8 @@ def main() -> None:
     here = Path(__file__).resolve().parent.parent
     builds = {"this": here} | ({"against": options.against.resolve()} if options.against else {})
     figures: dict[str, list[tuple[float, int]]] = {name: [] for name in builds}
+    for build in builds.values():
+        compile_bytecode(build)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="client-start-") as directory:
         work = Path(directory)
