@@ -48,6 +48,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from behaviour_pairs import compile_bytecode
+
 #: The hook, written as ``sitecustomize.py`` into a directory on the clients' path. It
 #: patches modules as they are imported (never imports asyncio itself: the client's
 #: lean import of asyncio must still come first).
@@ -278,6 +280,8 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=30, help="figures shown per role")
     options = parser.parse_args()
     builds = [options.this.resolve(), options.other.resolve()]
+    for build in builds:
+        compile_bytecode(build)  # else an edited module is compiled again in each client
     census: dict[tuple[int, str], list[dict[str, float]]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="loop-census-") as scratch:
         hook = Path(scratch) / "hook"
