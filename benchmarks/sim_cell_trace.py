@@ -96,7 +96,9 @@ class Trace:
         start = DownloadsMachine._start
 
         def traced_start(self: DownloadsMachine, download: Any, now: float) -> None:
-            trace.starts.setdefault(self.config.ip, now)
+            # The sweep's clock starts at the download's start (``started_at``, when the
+            # assignment came), before the manifest's and the lease's round trip.
+            trace.starts.setdefault(self.config.ip, download.started_at)
             start(self, download, now)
 
         DownloadsMachine._start = traced_start  # type: ignore[method-assign]
@@ -126,6 +128,69 @@ class Trace:
 def busy_in(intervals: list[tuple[float, float, int]], start: float, end: float) -> float:
     """Seconds of [start, end) the link spent sending."""
     return sum(max(0.0, min(b, end) - max(a, start)) for a, b, _ in intervals)
+
+
+def decompose(
+    trace: Trace,
+    clients: list[str],
+    ups: dict[str, list[tuple[float, float, int]]],
+    wan: list[tuple[float, float, int]],
+    t0: float,
+    t_last: float,
+    first_ask: float,
+    first_in: float,
+    wan_end: float,
+    bound: float,
+    cell: Any,
+) -> None:
+    """T - T_lb1 in parts, in seconds and x T_lb1.
+
+    Uplinks: N x T = the uplinks' busy time + their idle time, and N x T_lb1 is the
+    busy time of (N-1)F of chunk payload alone, so T - T_lb1 = (bytes beyond (N-1)F:
+    duplicates and retransmissions, then headers, ACKs and control) / sum_u + idle
+    uplink time / N, the idle split at the first chunk's arrival in the office and at
+    the WAN copy's end. WAN: T - F/C = the WAN's idle time and bytes beyond F up to the
+    WAN copy's end, then the tail after it.
+    """
+    n, size = cell.clients, cell.size_bytes
+    up_rate, wan_rate = cell.client_up_mbit * 1e6, cell.wan_mbit * 1e6
+    first_byte = min((b for a, b, s in wan if a >= first_ask and s >= 300), default=first_in)
+    payload = sum(
+        engine.counters.payload_bytes_sent
+        for client in trace.enterprise.clients
+        for engine in client.agent.engines.values()
+    )
+    up_bytes = sum(s for ivs in ups.values() for a, _, s in ivs if t0 <= a < t_last)
+    spans = (("start", t0, first_in), ("copy", first_in, wan_end), ("tail", wan_end, t_last))
+    parts = {
+        "payload beyond (N-1)F": (payload - (n - 1) * size) * 8 / (up_rate * n),
+        "headers/ACKs/control": (up_bytes - payload) * 8 / (up_rate * n),
+    }
+    for name, a, b in spans:
+        busy = sum(busy_in(ivs, a, b) for ivs in ups.values())
+        parts[f"uplinks idle, {name}"] = (len(ups) * (b - a) - busy) / n
+    total = t_last - t0 - (n - 1) * size * 8 / (n * up_rate)
+    print(
+        f"decomposition, uplinks (T - (N-1)F/sum_u = {total:.3f} s = {total / bound:.3f} T_lb1;"
+        f" first request to the server {first_ask - t0:.3f} s, its first byte leaves the WAN"
+        f" link {first_byte - t0:.3f} s, first chunk "
+        f"{first_in - t0:.3f} s, WAN copy ends {wan_end - t0:.3f} s): "
+        + "; ".join(f"{k} {v:.3f} s = {v / bound:.3f}" for k, v in parts.items())
+        + f"; residue {total - sum(parts.values()):+.3f} s"
+    )
+    wan_bytes = sum(s for a, _, s in wan if t0 <= a < wan_end)
+    wan_busy = busy_in(wan, t0, wan_end)
+    wparts = {
+        "WAN idle to the copy's end": (wan_end - t0) - wan_busy,
+        "WAN bytes beyond F": (wan_bytes - size) * 8 / wan_rate,
+        "tail after the copy": t_last - wan_end,
+    }
+    wtotal = t_last - t0 - size * 8 / wan_rate
+    print(
+        f"decomposition, WAN (T - F/C = {wtotal:.3f} s = {wtotal / bound:.3f} T_lb1): "
+        + "; ".join(f"{k} {v:.3f} s = {v / bound:.3f}" for k, v in wparts.items())
+        + f"; residue {wtotal - sum(wparts.values()):+.3f} s"
+    )
 
 
 def main() -> None:
@@ -194,6 +259,9 @@ def main() -> None:
     print(
         f"uplinks: busy {up_busy / (len(clients) * (t_last - t0)):.0%} of N x T_last; "
         f"bytes {up_bytes} = {up_bytes / ((n - 1) * size):.3f} x (N-1)F"
+    )
+    decompose(
+        trace, clients, ups, wan, t0, t_last, first_server_req, first_in, wan_end, bound, cell
     )
     small = [
         q
