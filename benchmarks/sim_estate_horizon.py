@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/sim_estate_horizon.py SCENARIO --horizon 2.0
         [--seed 1] [--wall-budget 0] [--report OUT.json] [--profile OUT.prof]
-        [--devices N --offices M --size-mb S]
+        [--devices N --offices M --size-mb S] [--pump-window S]
 
 Runs ``SCENARIO`` (``estate-1k``, ``estate-10k``, a TOML file; ``--devices`` and
 friends shrink a generated estate) up to ``--horizon`` virtual seconds (0: to the end)
@@ -12,7 +12,9 @@ after that many wall seconds (build included) and says how far it got. ``--repor
 writes the report without its ``measured`` block: two checkouts that decide the same
 write the same file (the simulator is deterministic), so ``cmp`` tells whether a
 speed-up changed a decision. Run it in each checkout with that checkout's venv,
-alternated, to compare.
+alternated, to compare. ``--pump-window``: ``SimNetwork.pump_window`` (0: one pump per
+host per instant; a number: per that many seconds); the line then also gives the
+pumps, the polls among them, and the chunks received.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ def main() -> None:
     parser.add_argument("--offices", type=int)
     parser.add_argument("--size-mb", type=float)
     parser.add_argument("--ci", action="store_true")
+    parser.add_argument("--pump-window", type=float)
     args = parser.parse_args()
     scenario = load_scenario(args.scenario, ci=args.ci)
     if args.horizon > 0:
@@ -84,8 +87,14 @@ def main() -> None:
     document: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory() as root:
         try:
+            # Only when asked: a checkout from before the option still runs this script.
+            window = {} if args.pump_window is None else {"pump_window": args.pump_window}
             document = run_scenario(
-                scenario, seed=args.seed, root=Path(root), say=lambda line: print(line, flush=True)
+                scenario,
+                seed=args.seed,
+                root=Path(root),
+                say=lambda line: print(line, flush=True),
+                **window,
             )
         except _OutOfWallTime:
             document = None
@@ -103,9 +112,13 @@ def main() -> None:
         "cpu_s": round(time.process_time() - cpu_started, 2),
         "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "load_average": os.getloadavg(),
+        "pumps": networks[0].pumps if networks else None,
+        "polls": getattr(networks[0], "polls", None) if networks else None,
     }
     if document is not None:
         figures["build_wall_s"] = document["measured"]["build_wall_s"]
+        moved = sum(document["bytes_by_source"].values())
+        figures["chunks_received"] = round(moved / document["chunk_bytes"])
         if args.report:
             document.pop("measured")
             args.report.write_text(json.dumps(document, indent=1, sort_keys=True))

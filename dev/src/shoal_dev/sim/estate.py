@@ -422,8 +422,11 @@ def run_scenario(
     seed: int = 1,
     root: Path,
     say: Callable[[str], None] = lambda _line: None,
+    pump_window: float | None = None,
 ) -> dict[str, Any]:
     """Run ``scenario``; return the report (see ``report``), invariants included.
+
+    ``pump_window``: ``SimNetwork.pump_window`` (None: a pump after every input).
 
     Every ``PROGRESS_EVERY_S`` of wall time a line to ``say`` tells how far it got."""
     wall_started, cpu_started = time.perf_counter(), time.process_time()
@@ -458,6 +461,7 @@ def run_scenario(
     for client in enterprise.clients:
         _watch_requests(client, watch)
     network = enterprise.network
+    network.pump_window = pump_window
     for at, down_for, index in plan.crashes:
         client = enterprise.clients[index]
 

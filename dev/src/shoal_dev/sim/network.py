@@ -167,8 +167,18 @@ class Host:
 class SimNetwork:
     """The simulator: offices, hosts, links, and the virtual clock's event queue."""
 
-    def __init__(self, seed: int = 0, start: float = 0.0) -> None:
+    def __init__(
+        self, seed: int = 0, start: float = 0.0, *, pump_window: float | None = None
+    ) -> None:
         self.now = start
+        self.pump_window = pump_window
+        """None: a host pumps after each input. A number: inputs reach a host's machines
+        as they arrive and are pumped together, as the runner pumps once per loop turn
+        for every socket that was readable: once at the end of the instant of the first
+        one (every input of that instant, in one poll), then at most once per
+        ``pump_window`` seconds (a loop turn's length; 0: once per instant)."""
+        self._busy_until: dict[str, float] = {}
+        self._pending: dict[str, bool] = {}
         self.rng = random.Random(seed)
         self.offices: dict[str, Office] = {}
         self.hosts: dict[str, Host] = {}
@@ -181,6 +191,8 @@ class SimNetwork:
         self._transports: dict[str, _HostTransport] = {}
         self.pumps = 0
         """Pumps so far (a host's application may have decided something since)."""
+        self.polls = 0
+        """Pumps in which the application polled."""
         self.icmp = IcmpCounters()
         self.unreachable = UnreachableCounters()
         """What hosts heard of ICMP port unreachable errors, and did about them."""
@@ -302,7 +314,28 @@ class SimNetwork:
         transport = self._transports.get(host.ip)
         if transport is None or transport.host is not host:  # one per host, not per pump
             transport = self._transports[host.ip] = _HostTransport(self, host)
-        pump(host.application, host.machines, transport, self.now, machine_input=machine_input)
+        if pump(host.application, host.machines, transport, self.now, machine_input=machine_input):
+            self.polls += 1
+
+    def _input(self, host: Host, *, machine_input: bool) -> None:
+        """Input reached ``host`` (its machines have it): pump now, or (``pump_window``)
+        once for every input of the instant, at its end, and at most once a window."""
+        window = self.pump_window
+        if window is None:
+            self.pump(host, machine_input=machine_input)
+            return
+        ip = host.ip
+        pending = self._pending.get(ip)
+        if pending is not None:  # a pump is due: it takes this input too
+            self._pending[ip] = pending and machine_input
+            return
+        self._pending[ip] = machine_input
+
+        def pump_pending() -> None:
+            self._busy_until[ip] = self.now + window
+            self.pump(host, machine_input=self._pending.pop(ip))
+
+        self.at(max(self.now, self._busy_until.get(ip, self.now)), pump_pending)
 
     def _arm(self, host: Host, port: int | None, deadline: float | None) -> None:
         if deadline is None or host.armed.get(port) == deadline:
@@ -316,7 +349,7 @@ class SimNetwork:
             target = host.application if port is None else host.machines[port]
             assert target is not None
             target.handle_timer(self.now)
-            self.pump(host, machine_input=port is not None)
+            self._input(host, machine_input=port is not None)
 
         machine = host.application if port is None else host.machines.get(port)
         named = (host.ip, port, type(machine))
@@ -393,7 +426,7 @@ class SimNetwork:
         machine = receiver.machines.get(port)
         if receiver.alive and machine is not None:
             machine.receive_datagram(data, source, self.now)
-            self.pump(receiver, machine_input=True)
+            self._input(receiver, machine_input=True)
         elif answer:
             self._answer_unreachable(receiver, port, data, source)
 
@@ -423,7 +456,7 @@ class SimNetwork:
         if not sender.alive or port not in sender.machines:
             return
         port_unreachable(sender.machines, port, closed, PORT_CLOSED, self.unreachable)
-        self.pump(sender)
+        self._input(sender, machine_input=False)
 
 
 class _HostTransport:
