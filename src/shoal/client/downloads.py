@@ -338,21 +338,12 @@ class DownloadsMachine:
     # --------------------------------------------------------------- timers
 
     def get_timer(self) -> float | None:
-        # No list, no ``min`` call: the agent is asked after every poll (issue 9).
-        earliest = self.caps.get_timer()
+        earliest = self.caps.get_timer()  # no list: the agent asks after every poll
         wifi = self.office.office_type is OfficeType.WIFI
-        downloading = DownloadState.DOWNLOADING
         for download in self.downloads.values():
-            state = download.state  # ``transferring``, inline
-            if state is not downloading and state is not DownloadState.LEASING:
-                continue
-            if state is downloading and (earliest is None or download.lease_due < earliest):
-                earliest = download.lease_due
-            if wifi and (earliest is None or download.peers_due < earliest):
-                earliest = download.peers_due
-            wake = download.next_wake()
-            if wake is not None and (earliest is None or wake < earliest):
-                earliest = wake
+            due = download.next_due(wifi)
+            if due is not None and (earliest is None or due < earliest):
+                earliest = due
         return earliest
 
     def handle_timer(self, now: float) -> None:
@@ -463,12 +454,11 @@ class DownloadsMachine:
             return  # back-pressure: the disk is behind; ``chunk_written`` polls again
         registered = self.office.registered
         limit = registered.max_downloads if registered else 0
-        if not limit:  # the common case, without the lists (this runs after every poll)
-            for download in self.downloads.values():
-                if download.transferring:
-                    self._schedule_requests(download, now)
-            return
         active = [d for d in self.downloads.values() if d.transferring]
+        if not limit:  # the common case (this runs after every poll)
+            for download in active:
+                self._schedule_requests(download, now)
+            return
         for queued in active[limit:]:
             if not queued.requests:
                 queued.note = f"queued: the office allows {limit} downloads at once"
@@ -477,9 +467,8 @@ class DownloadsMachine:
             self._schedule_requests(download, now)
 
     def _schedule_requests(self, download: Download, now: float) -> None:
-        picker, manifest = download.picker, download.manifest
+        picker, manifest, mode = download.picker, download.manifest, download.mode
         assert picker is not None and manifest is not None
-        mode = download.mode
         affordable = self.caps.affordable(mode, manifest.chunk_size, now)
         if picker.nothing_to_ask(now):
             return  # the common case: this runs after every input
@@ -489,13 +478,12 @@ class DownloadsMachine:
         if affordable is not None:
             limit = min(limit, affordable)
         for peer, chunk_index in picker.next_requests(limit, now):
-            length = manifest.chunk_length(chunk_index)
-            self.caps.spend(mode, length, now)
+            self.caps.spend(mode, manifest.chunk_length(chunk_index), now)
             request_id = engine.request_chunk(
                 peer,
                 download.content_id,
                 chunk_index,
-                length,
+                manifest.chunk_length(chunk_index),
                 manifest.chunk_hashes[chunk_index],
                 mode,
                 now,

@@ -107,7 +107,8 @@ class FanoutLimit(Generic[Peer]):
     def waiting(self, settled: int, bits: Sequence[int]) -> list[float]:
         """When held-back chunks may be asked of their source by anyone, but those that
         need no more asking (held or in flight): their bits (``bits[chunk_index]``) are
-        set in the mask ``settled``."""
+        set in the mask ``settled`` (a look per held-back chunk: this runs after every
+        full ask of the picker)."""
         return [due for index, due in self.deferred.items() if not settled & bits[index]]
 
     def release_due(self, now: float) -> bool:

@@ -570,12 +570,8 @@ class ChunkPicker(Generic[Peer]):
         """
         if not isinstance(self._wake_at, _Unknown):
             return self._wake_at
-        # Held or in flight, read off the masks (kept in step with ``_have`` and
-        # ``_in_flight``): this runs after every full ask.
         waiting = self._fanout.waiting(self._have_mask | self._in_flight_mask, self._chunk_bits)
-        busy = self.busy_peers
-        if busy.waiting or busy.one_turn:
-            waiting.extend(busy.deadlines())
+        waiting.extend(self.busy_peers.deadlines())
         if self._in_flight and not (self._all_mask & ~self._have_mask & ~self._in_flight_mask):
             for chunk_index, asked in self._in_flight.items():  # endgame: when late
                 dues = [self._late_at(chunk_index, holder) for holder in asked]
