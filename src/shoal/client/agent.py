@@ -298,7 +298,11 @@ class AgentCore:
 
     def get_timer(self) -> float | None:
         earliest = self.registrar.get_timer()
-        for deadline in (self.downloader.get_timer(), self.installs.get_timer()):
+        deadline = self.downloader.get_timer()
+        if deadline is not None and (earliest is None or deadline < earliest):
+            earliest = deadline
+        if self.installs.records:  # (none on most devices most of the time)
+            deadline = self.installs.get_timer()
             if deadline is not None and (earliest is None or deadline < earliest):
                 earliest = deadline
         return earliest
@@ -315,10 +319,12 @@ class AgentCore:
         """Whether a machine holds an event for ``poll``. Nothing else changes what
         ``poll`` decides without a call of its own (the timer, a disk result), so a
         DATA datagram inside a chunk or a pacing timer needs no poll (``shoal.net.pump``)."""
+        engines = self.engines  # by mode (the simulator may replace them): no generator
         return (
             self.control.has_events()
             or self.discovery.has_events()
-            or any(engine.has_events() for engine in self.engines.values())
+            or engines[Mode.FOREGROUND].has_events()
+            or engines[Mode.BACKGROUND].has_events()
         )
 
     def poll(self, now: float) -> None:
@@ -339,13 +345,16 @@ class AgentCore:
         for mode, engine in self.engines.items():
             while (event := engine.next_event()) is not None:
                 self._on_transfer_event(mode, event, now)
+        # Most polls have no disk work, no reads and no installs: skipped in a look each.
         if self._disk_inline:
-            for result in perform_disk_effects(self.store, self.take_disk_effects()):
-                self.disk_done(result, now)
-            self.serving.perform_pending_reads(now)
+            if self.downloader.has_disk_effects():
+                for result in perform_disk_effects(self.store, self.take_disk_effects()):
+                    self.disk_done(result, now)
+            if self.serving.has_pending_reads():
+                self.serving.perform_pending_reads(now)
         while (verified := self.downloader.next_event()) is not None:
             self._on_download_verified(verified, now)
-        if self.registration is not None:
+        if self.registration is not None and self.installs.records:
             for report in self.installs.take_reports(now):
                 self.control.install_report(report, now)
         self.downloader.schedule(now)
@@ -469,6 +478,8 @@ class AgentCore:
     def take_disk_effects(self) -> list[DiskEffect]:
         """Changes to the cache, in order, for the shell's writer thread: manifests to
         add, pins to set, then verified chunks to store (``shoal.client.disk``)."""
+        if not self.downloader.has_disk_effects():
+            return []  # (the shell asks after every poll)
         return [*self.downloader.take_store_updates(), *self.downloader.take_disk_writes()]
 
     def take_disk_writes(self) -> list[WriteChunk]:

@@ -31,6 +31,10 @@ class ChunkWrites:
         self.backlog_bytes += len(data)
         self._queued.append(WriteChunk(content_id, chunk_index, data, peer))
 
+    def has_queued(self) -> bool:
+        """Whether ``take`` has writes to give."""
+        return bool(self._queued)
+
     def take(self) -> list[WriteChunk]:
         """The writes queued since the last call, for the shell to perform."""
         writes, self._queued = self._queued, []

@@ -363,13 +363,16 @@ class ControlClient:
         return outbox
 
     def get_timer(self) -> float | None:
-        deadlines = [
-            min(pending.next_send, pending.first_sent + self.give_up_after)
-            for pending in self._pending.values()
-        ]
-        if self._hello_due is not None:
-            deadlines.append(self._hello_due)
-        return min(deadlines, default=None)
+        # No list, no ``min`` call: the pump asks after every input (issue 9).
+        earliest = self._hello_due
+        give_up_after = self.give_up_after
+        for pending in self._pending.values():
+            due = pending.first_sent + give_up_after
+            if pending.next_send < due:
+                due = pending.next_send
+            if earliest is None or due < earliest:
+                earliest = due
+        return earliest
 
     def next_event(self) -> ControlEvent | None:
         return self._events.popleft() if self._events else None

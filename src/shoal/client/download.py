@@ -188,6 +188,20 @@ class Download:
             self.content_id, done, count, self.bytes_from_peers, self.bytes_from_server
         )
 
+    def next_due(self, wifi: bool) -> float | None:
+        """When the downloads' timer must look at it while it transfers (None: only an
+        input will): its lease renewal, its peer list (``wifi``), ``next_wake``."""
+        state = self.state
+        if state is not DownloadState.DOWNLOADING and state is not DownloadState.LEASING:
+            return None
+        earliest = self.lease_due if state is DownloadState.DOWNLOADING else None
+        if wifi and (earliest is None or self.peers_due < earliest):
+            earliest = self.peers_due
+        wake = self.next_wake()
+        if wake is not None and (earliest is None or wake < earliest):
+            earliest = wake
+        return earliest
+
     def next_wake(self) -> float | None:
         """When its picker (``ChunkPicker.next_wake``) or a chunk held back from the
         server (``ServerOrigin``) wants a look again; None: only an input will."""

@@ -270,6 +270,10 @@ class DownloadsMachine:
         if added is not None:
             self.manifest_added(added, now)
 
+    def has_disk_effects(self) -> bool:
+        """Whether ``take_store_updates`` or ``take_disk_writes`` has something."""
+        return bool(self._store_updates) or self._writes.has_queued()
+
     def take_store_updates(self) -> list[StoreUpdate]:
         """Manifests to add and pins to set, by the shell off the event loop, in order
         with the chunk writes (``shoal.client.disk``)."""
@@ -334,19 +338,13 @@ class DownloadsMachine:
     # --------------------------------------------------------------- timers
 
     def get_timer(self) -> float | None:
-        caps_due = self.caps.get_timer()
-        deadlines = [] if caps_due is None else [caps_due]
+        earliest = self.caps.get_timer()  # no list: the agent asks after every poll
         wifi = self.office.office_type is OfficeType.WIFI
         for download in self.downloads.values():
-            if not download.transferring:
-                continue
-            if download.state is DownloadState.DOWNLOADING:
-                deadlines.append(download.lease_due)
-            if wifi:
-                deadlines.append(download.peers_due)
-            if (wake := download.next_wake()) is not None:
-                deadlines.append(wake)
-        return min(deadlines, default=None)
+            due = download.next_due(wifi)
+            if due is not None and (earliest is None or due < earliest):
+                earliest = due
+        return earliest
 
     def handle_timer(self, now: float) -> None:
         self.caps.handle_timer(now)
@@ -454,37 +452,40 @@ class DownloadsMachine:
         """Requests for the downloads allowed to run now (the office's policy caps them)."""
         if self._writes.backlog_bytes >= self.config.write_backlog_bytes:
             return  # back-pressure: the disk is behind; ``chunk_written`` polls again
-        active = [d for d in self.downloads.values() if d.transferring]
         registered = self.office.registered
         limit = registered.max_downloads if registered else 0
-        if limit:
-            for queued in active[limit:]:
-                if not queued.requests:
-                    queued.note = f"queued: the office allows {limit} downloads at once"
-            active = [d for d in active if d.requests] + [d for d in active if not d.requests]
-            active = active[:limit]
-        for download in active:
+        active = [d for d in self.downloads.values() if d.transferring]
+        if not limit:  # the common case (this runs after every poll)
+            for download in active:
+                self._schedule_requests(download, now)
+            return
+        for queued in active[limit:]:
+            if not queued.requests:
+                queued.note = f"queued: the office allows {limit} downloads at once"
+        active = [d for d in active if d.requests] + [d for d in active if not d.requests]
+        for download in active[:limit]:
             self._schedule_requests(download, now)
 
     def _schedule_requests(self, download: Download, now: float) -> None:
-        assert download.picker is not None and download.manifest is not None
-        engine = self.engines[download.mode]
-        affordable = self.caps.affordable(download.mode, download.manifest.chunk_size, now)
-        if download.picker.nothing_to_ask(now):
+        picker, manifest, mode = download.picker, download.manifest, download.mode
+        assert picker is not None and manifest is not None
+        affordable = self.caps.affordable(mode, manifest.chunk_size, now)
+        if picker.nothing_to_ask(now):
             return  # the common case: this runs after every input
-        in_flight = sum(len(d.requests) for d in self.downloads.values() if d.mode is download.mode)
+        engine = self.engines[mode]
+        in_flight = sum(len(d.requests) for d in self.downloads.values() if d.mode is mode)
         limit = self.config.max_in_flight - in_flight
         if affordable is not None:
             limit = min(limit, affordable)
-        for peer, chunk_index in download.picker.next_requests(limit, now):
-            self.caps.spend(download.mode, download.manifest.chunk_length(chunk_index), now)
+        for peer, chunk_index in picker.next_requests(limit, now):
+            self.caps.spend(mode, manifest.chunk_length(chunk_index), now)
             request_id = engine.request_chunk(
                 peer,
                 download.content_id,
                 chunk_index,
-                download.manifest.chunk_length(chunk_index),
-                download.manifest.chunk_hashes[chunk_index],
-                download.mode,
+                manifest.chunk_length(chunk_index),
+                manifest.chunk_hashes[chunk_index],
+                mode,
                 now,
             )
             download.requests[request_id] = (peer, chunk_index)

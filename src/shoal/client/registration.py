@@ -103,8 +103,10 @@ class RegistrationMachine:
     # ------------------------------------------------------------------ timer
 
     def get_timer(self) -> float | None:
-        deadlines = [d for d in (self._register_due, self._checkin_due) if d is not None]
-        return min(deadlines, default=None)
+        register, checkin = self._register_due, self._checkin_due
+        if register is None or (checkin is not None and checkin < register):
+            return checkin
+        return register
 
     def handle_timer(self, now: float) -> None:
         if self._register_due is not None and self._register_due <= now:

@@ -123,6 +123,10 @@ class ServingMachine:
         reads, self._reads = self._reads, []
         return reads
 
+    def has_pending_reads(self) -> bool:
+        """Whether ``take_disk_reads`` has reads to give."""
+        return bool(self._reads)
+
     def perform_pending_reads(self, now: float) -> None:
         """Inline again (a test switched it back): run the reads that were left."""
         for result in perform_reads(self.store, self.take_disk_reads()):

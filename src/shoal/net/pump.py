@@ -115,12 +115,13 @@ def pump(
     if polls:
         assert application is not None
         application.poll(now)
+    can_send, arm = transport.can_send, transport.arm  # bound once: 4 machines a pump
     for port, machine in machines.items():
-        if transport.can_send(port):
+        if can_send(port):
             datagrams = machine.datagrams_to_send(now)
             if datagrams:
                 transport.send(port, datagrams)
-        transport.arm(port, machine.get_timer())
+        arm(port, machine.get_timer())
     if polls:
         assert application is not None
         transport.arm(None, application.get_timer())

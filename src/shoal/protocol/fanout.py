@@ -29,7 +29,7 @@ first").
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -104,10 +104,12 @@ class FanoutLimit(Generic[Peer]):
         self.deferred.pop(chunk_index, None)
         self.released.discard(chunk_index)
 
-    def waiting(self, settled: Callable[[int], bool]) -> Iterable[float]:
+    def waiting(self, settled: int, bits: Sequence[int]) -> list[float]:
         """When held-back chunks may be asked of their source by anyone, but those that
-        ``settled`` says need no more asking (held or in flight)."""
-        return (due for index, due in self.deferred.items() if not settled(index))
+        need no more asking (held or in flight): their bits (``bits[chunk_index]``) are
+        set in the mask ``settled`` (a look per held-back chunk: this runs after every
+        full ask of the picker)."""
+        return [due for index, due in self.deferred.items() if not settled & bits[index]]
 
     def release_due(self, now: float) -> bool:
         """Release the held-back chunks whose grace is over; True if there were any."""

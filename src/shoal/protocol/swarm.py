@@ -570,9 +570,7 @@ class ChunkPicker(Generic[Peer]):
         """
         if not isinstance(self._wake_at, _Unknown):
             return self._wake_at
-        waiting = list(
-            self._fanout.waiting(lambda index: index in self._have or index in self._in_flight)
-        )
+        waiting = self._fanout.waiting(self._have_mask | self._in_flight_mask, self._chunk_bits)
         waiting.extend(self.busy_peers.deadlines())
         if self._in_flight and not (self._all_mask & ~self._have_mask & ~self._in_flight_mask):
             for chunk_index, asked in self._in_flight.items():  # endgame: when late
