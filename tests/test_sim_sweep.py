@@ -107,6 +107,19 @@ def test_a_cell_on_fast_links_completes_with_churn_and_reports_its_figures(
     assert "WORST: cell 1" in format_sweep({"grid": "x", "cells": [{**row, "index": 1}]})
 
 
+def test_a_churn_cell_is_a_function_of_its_seed(tmp_path: Path) -> None:
+    # Symmetric 20 Mbit/s links, half the clients killed and restarted: the restarted
+    # processes' random choices (whom to ask, when to re-query) come from the seed too.
+    cell = Cell(clients=6, client_up_mbit=20, client_down_mbit=20, wan_mbit=100,
+                size_mb=2, churn=0.5, rtt_ms=100)  # fmt: skip
+    rows = [run_cell(cell, tmp_path / run, timeout_s=60, wall_s=120, seed=3) for run in ("a", "b")]
+    for row in rows:
+        assert row["status"] == "ok", row["reason"]
+        assert row["restarts"] == 3
+        row.pop("wall_s")
+    assert rows[0] == rows[1]
+
+
 def test_shoal_sim_sweep_writes_the_json_and_the_heatmap(tmp_path: Path) -> None:
     grid = tmp_path / "tiny.toml"
     grid.write_text(

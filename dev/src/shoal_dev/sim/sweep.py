@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import random
 import tempfile
 import time
 from collections.abc import Callable
@@ -122,7 +123,10 @@ def _restart(enterprise: Enterprise, client: SimClient, root: Path) -> None:
     network = enterprise.network
     client.store.close()  # type: ignore[attr-defined]
     store = ContentStore(root / f"client-{client.host.ip}", durable=False)
-    agent = AgentCore(client.agent.config, store, network.now)
+    # Its random choices go on from the seed's stream, so a churn cell is a function of it.
+    agent = AgentCore(
+        client.agent.config, store, network.now, rng=random.Random(client.agent.rng.random())
+    )
     network.restart(client.host, agent.bindings(), agent)
     client.agent, client.store = agent, store
 
