@@ -65,7 +65,7 @@ def test_default_chunk_size_gives_a_small_package_enough_chunks_for_a_swarm() ->
     mib = 1 << 20
     # An 8 MiB package in 1 MiB chunks had 8 chunks for an office of 16 clients: a
     # chunk is passed on only once whole, so the swarm could not pipeline (issue 9).
-    assert chunk_size_for(8 * mib) == 64 * 1024
+    assert chunk_size_for(8 * mib) == 128 * 1024
     assert chunk_size_for(16 * mib) == 128 * 1024
     assert chunk_size_for(32 * mib) == 256 * 1024
     assert chunk_size_for(127 * mib) == 512 * 1024
@@ -80,6 +80,4 @@ def test_default_chunk_size_gives_a_small_package_enough_chunks_for_a_swarm() ->
             chunk_count(size, 2 * chunk_size) < MIN_CHUNKS_PER_PACKAGE
         )
     # Small packages: the smallest default (a chunk's own costs, see MIN_DEFAULT_CHUNK_SIZE).
-    # A 4 MiB package behind a WAN as fast as its clients' links spent 0.42 T_lb1 relaying
-    # its last 128 KiB chunks after the WAN copy (issue 9, default sim grid cell 3).
-    assert chunk_size_for(0) == chunk_size_for(4 * mib) == MIN_DEFAULT_CHUNK_SIZE == 64 * 1024
+    assert chunk_size_for(0) == chunk_size_for(4 * mib) == MIN_DEFAULT_CHUNK_SIZE == 128 * 1024

@@ -4,8 +4,7 @@ Issue 9's first row: every client's uplink, not the WAN, bounds the office, so
 T_lb1 = (N-1)F/sum_u. The office must still take the package over its WAN about once,
 every client must finish with the right bytes, and T_last <= 1.5 x T_lb1 (issue 9,
 deliverable 6): the package is cut as the console cuts it (``chunk_size_for``: 32
-chunks of 128 KiB, 1.38-1.40 x over seeds 1-3, 64 chunks of 64 KiB since; in 1 MiB
-chunks 2.23-2.36 x; see
+chunks of 128 KiB, 1.38-1.40 x over seeds 1-3; in 1 MiB chunks 2.23-2.36 x; see
 docs/network.md, "Chunks enough for a swarm").
 """
 
@@ -53,7 +52,7 @@ def slow_uplinks(tmp_path_factory: pytest.TempPathFactory) -> SlowUplinksRun:
             )
         ],
         package_size=SIZE,
-        chunk_size=chunk_size_for(SIZE),  # the console's: 64 KiB for 4 MiB
+        chunk_size=chunk_size_for(SIZE),  # the console's: 128 KiB for 4 MiB
         checkin_seconds=60,
         lease_seconds=10.0,
         link_profiles=True,

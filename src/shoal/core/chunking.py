@@ -45,21 +45,18 @@ MAX_CHUNKS_PER_PACKAGE = 8192
 #: ``MIN_CHUNKS_PER_PACKAGE x DEFAULT_CHUNK_SIZE``: enough pieces for an office of a few
 #: dozen clients to pipeline (see the module docstring; docs/network.md has the figures).
 MIN_CHUNKS_PER_PACKAGE = 128
-#: The smallest default chunk size: the smallest allowed. A package below 8 MiB has
-#: fewer than 128 chunks even so, and where the WAN binds each hop of a new chunk
-#: through the office costs a chunk time or more (docs/network.md, "Chunks enough for
-#: a swarm"). A chunk costs its requester a request and its sender a tail; the tail
-#: cost the WAN a probe per chunk while a chunk's probe timer ran from its first packet
-#: (1.1% of the WAN's bytes at 64 KiB), none since it runs from its last (RFC 9002
-#: §6.2.1), and the WAN must carry the package about once (1.05 x F).
-MIN_DEFAULT_CHUNK_SIZE = MIN_CHUNK_SIZE
+#: The smallest default chunk size. Each chunk costs its requester a request and its
+#: sender a tail (a tail-loss probe when the acknowledgement is late, which it is behind
+#: a busy uplink): below 128 KiB those cost more than 1% of the WAN's bytes, and the WAN
+#: must carry the package about once (1.05 x F).
+MIN_DEFAULT_CHUNK_SIZE = 128 * KIB
 
 
 def chunk_size_for(size: int) -> int:
     """The default chunk size for a package of ``size`` bytes.
 
     The largest power of two up to 1 MiB that still cuts the package into
-    ``MIN_CHUNKS_PER_PACKAGE`` chunks (``MIN_DEFAULT_CHUNK_SIZE`` at the least: 8 MiB and
+    ``MIN_CHUNKS_PER_PACKAGE`` chunks (``MIN_DEFAULT_CHUNK_SIZE`` at the least: 16 MiB and
     less), so a small package still has enough chunks for a swarm; from 128 MiB, 1 MiB,
     or the smallest
     larger power of two that keeps the package within ``MAX_CHUNKS_PER_PACKAGE`` chunks
