@@ -247,6 +247,26 @@ def main() -> None:
         f"tail after the WAN copy {t_last - wan_end:.3f} s = {(t_last - wan_end) / bound:.2f} T_lb1"
     )
     wan_busy = busy_in(wan, t0, wan_end)
+    # T_last from the download's start (the sweep's t0, before the manifest) as a sum:
+    # start-up to the first WAN byte, the WAN's bytes at its rate, the WAN copy's
+    # shortfall (idle WAN before its last chunk), the relay's tail after it, the finish.
+    begun = min(
+        d.started_at for c in trace.enterprise.clients if (d := trace.enterprise.download_of(c))
+    )
+    wan_bytes_s = sum(s for a, _, s in wan if a >= t0) * 8 / wan_rate
+    last_in = max(a[0] for a in trace.arrivals)
+    parts = {
+        "start-up to the first WAN byte": wan_first - begun,
+        "WAN bytes at the WAN rate": wan_bytes_s,
+        "WAN copy shortfall": wan_end - wan_first - wan_bytes_s,
+        "relay tail after the WAN copy": last_in - wan_end,
+        "finish after the last chunk": begun + row["t_last_s"] - last_in,
+    }
+    print(
+        "T_last = "
+        + " + ".join(f"{k} {v:.3f} s ({v / bound:.2f} T_lb1)" for k, v in parts.items())
+        + f"; F/C {size * 8 / wan_rate:.3f} s"
+    )
     print(
         f"WAN down busy {wan_busy:.3f} s of the {wan_end - t0:.3f} s to the WAN copy's end "
         f"({wan_busy / (wan_end - t0):.0%}); of it before the first chunk request "
