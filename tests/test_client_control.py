@@ -8,6 +8,7 @@ from shoal.client.control import (
     CertificateRejected,
     ControlAnswered,
     ControlClient,
+    ControlTimedOut,
     Nudged,
     ServerCertified,
 )
@@ -116,3 +117,20 @@ def test_nudges_with_another_key_from_elsewhere_or_replayed_are_ignored() -> Non
     assert control.counters.stray_replies == 1
     assert control.counters.replayed == 1
     assert control.counters.nudges == 1
+
+
+def test_an_unanswered_request_gives_up_at_its_deadline_whatever_the_rounding() -> None:
+    """Sent at 2.800008 s, (2.800008 + 15) - 2.800008 is just under 15 in binary floating
+    point: the timer's deadline must still end the request, not be asked again forever."""
+    control = client()
+    sent_at = 2.8000079999999996
+    assert (sent_at + control.give_up_after) - sent_at < control.give_up_after
+    control.check_in([], now=sent_at)
+    deadlines = []
+    while (deadline := control.get_timer()) is not None and len(deadlines) < 50:
+        control.handle_timer(deadline)
+        control.datagrams_to_send(deadline)
+        deadlines.append(deadline)
+    assert isinstance(control.next_event(), ControlTimedOut)
+    assert deadlines == sorted(set(deadlines)), "a deadline handle_timer left due"
+    assert deadlines[-1] == sent_at + control.give_up_after

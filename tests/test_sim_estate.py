@@ -73,8 +73,9 @@ def test_estate_faults_ci_bans_the_liars_and_everyone_completes(tmp_path: Path) 
     assert faults["liars_that_lied"] == faults["liars"] == faults["liars_banned"]
     assert faults["wan_outage_office"] is not None and faults["server_restarted"]
     # The crashes, the WAN outage and the server's restart cost no second WAN copy: the
-    # only excess is what the banned liar was sent (its stripe, fetched again by the next
-    # holder; the liar's office is over 1.05 F at this seed for it alone).
+    # only excess is what the banned liar was sent before its ban (fetched again by the
+    # next holder; with 16 chunks one is 0.0625 F, so the liar's office is over 1.05 F at
+    # this seed for it alone).
     size = document["package_bytes"]
     sharing = [row for row in document["offices_detail"] if row["type"] != "VPN"]
     assert all(row["wan_over_f_but_banned"] <= 1.05 for row in sharing)
@@ -83,6 +84,36 @@ def test_estate_faults_ci_bans_the_liars_and_everyone_completes(tmp_path: Path) 
     # Bytes by source count every process of a restarted device: an office took at
     # least the package from the server (a restart used to drop what its first process got).
     assert all(row["bytes_from_server"] >= size for row in sharing)
+
+
+LIAR_HOLDER = """
+name = "liar-holder"
+size_mb = 25
+chunk_kib = 256
+timeout_s = 600
+[[office]]
+name = "branch"
+clients = 16
+wan_mbit = 100
+client_up_mbit = 100
+[faults]
+liar_fraction = 0.0625
+"""
+
+
+def test_a_banned_holder_is_sent_nothing_more_from_the_server(tmp_path: Path) -> None:
+    """16 devices, one of them lying, share a 100-chunk package over one WAN. At this
+    seed the liar holds a stripe and asked the server for several chunks at once: the
+    server sent it the chunks still queued for it after its ban too (5 chunks, 1.09 F);
+    now a ban ends them, and only what it was sent before can cross the WAN twice."""
+    scenario = parse_scenario(LIAR_HOLDER, "liar-holder.toml")
+    document = run_scenario(scenario, mode="flow", seed=1, root=tmp_path)
+    office = document["offices_detail"][0]
+    faults = document["faults"]
+    assert faults["liars_that_lied"] == faults["liars"] == faults["liars_banned"]
+    assert office["completed"] == office["devices"] == 16
+    assert 0 < office["bytes_from_server_to_banned"] <= document["chunk_bytes"]
+    assert office["wan_over_f"] < 1.06
 
 
 def test_shoal_sim_run_writes_the_report_and_figures_and_fails_on_a_violation(

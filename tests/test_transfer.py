@@ -211,6 +211,43 @@ def test_abandoning_a_peer_whose_port_closed_stops_sending_to_it_at_once() -> No
     assert sender.engine.abandon_peer(receiver.address) == 0, "an upload to it came back"
 
 
+def test_refusing_a_peers_uploads_stops_the_chunk_under_way_and_those_queued() -> None:
+    """The P2P server's office banned a peer: what is still queued or under way for it
+    is not sent, it hears a refusal for each, and another peer is served as before."""
+    network = Network()
+    banned, sender, other = (
+        network.add("10.0.0.1"),
+        network.add("10.0.0.2"),
+        network.add("10.0.0.3"),
+    )
+    big = _chunks(3, length=2_000_000)
+    for index, data in enumerate(big):
+        chunk_hash = sender.serve(CONTENT_ID, index, data)
+        for node in (banned, other):
+            node.engine.request_chunk(
+                sender.address, CONTENT_ID, index, len(data), chunk_hash, Mode.FOREGROUND,
+                network.now,
+            )  # fmt: skip
+    network.run(lambda: banned.engine.counters.payload_bytes_received > 100_000)
+    received_before = banned.engine.counters.payload_bytes_received
+
+    blob = ContentId(hashlib.sha256(b"another content").digest())
+    assert sender.engine.refuse_uploads_to("10.0.0.1", {blob}, RefusalReason.BUSY, network.now) == 0
+    ended = sender.engine.refuse_uploads_to(
+        "10.0.0.1", {CONTENT_ID}, RefusalReason.BUSY, network.now
+    )
+    assert ended == 3
+    network.run(lambda: len(banned.events_of(ChunkRefused)) == 3, timeout=5)
+    assert all(event.reason is RefusalReason.BUSY for event in banned.events_of(ChunkRefused))
+    network.run(lambda: len(other.events_of(ChunkReceived)) == 3, timeout=60)
+    assert not banned.events_of(ChunkReceived)
+    # At most what was in flight when the uploads ended arrived after (not 6 MB).
+    assert banned.engine.counters.payload_bytes_received - received_before < 1_000_000
+    assert {e.chunk_index: e.data for e in other.events_of(ChunkReceived)} == dict(enumerate(big))
+    network.run(lambda: sender.engine.active_uploads == 0, timeout=5)  # the last ACKs
+    assert sender.engine.refuse_uploads_to("10.0.0.1", {CONTENT_ID}, RefusalReason.BUSY, 0) == 0
+
+
 def test_a_request_nobody_answers_times_out() -> None:
     config = TransferConfig(idle_timeout=1.0)
     network = Network()

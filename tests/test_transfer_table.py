@@ -180,6 +180,8 @@ class Sending:
             self.sent_packets += sum(1 for datagram, _ in sent if datagram[3] == 0x02)
         elif event is SendInput.APPLICATION_REFUSED:
             engine.refuse_chunk(PEER, self.REQUEST_ID, RefusalReason.NOT_FOUND, self.now)
+        elif event is SendInput.APPLICATION_WITHDREW:
+            engine.withdraw_chunk(PEER, self.REQUEST_ID, RefusalReason.BUSY, self.now)
         elif event is SendInput.ALL_ACKNOWLEDGED:
             self.now += 0.001
             ack = Ack(self.REQUEST_ID, max(self.sent_packets - 1, 0), 0, 0, 3, 64)
@@ -192,7 +194,11 @@ class Sending:
             self.events.append(happened)
 
 
-_LOCAL_SEND_INPUTS = {SendInput.APPLICATION_SENT, SendInput.APPLICATION_REFUSED}
+_LOCAL_SEND_INPUTS = {
+    SendInput.APPLICATION_SENT,
+    SendInput.APPLICATION_REFUSED,
+    SendInput.APPLICATION_WITHDREW,
+}
 
 
 @pytest.mark.parametrize("event", list(SendInput), ids=lambda e: e.name)

@@ -344,7 +344,10 @@ class ControlClient:
             self._hello_due = now + self._hello_interval
             self._hello_interval = min(self._hello_interval * 2, self.retry_max)
         for request_id, pending in list(self._pending.items()):
-            if now - pending.first_sent >= self.give_up_after:
+            # The very sum get_timer gives: ``now - first_sent`` can round below
+            # ``give_up_after`` at that deadline, which then never passed (simulated
+            # time stood still at a request's give-up instant: estate-faults at 100 MiB).
+            if now >= pending.first_sent + self.give_up_after:
                 self._expire(request_id)
             elif pending.next_send <= now:
                 pending.interval = min(pending.interval * 2, self.retry_max)

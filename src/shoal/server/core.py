@@ -39,7 +39,8 @@ point that brings no chunk loses its lease (``RendezvousTable``). Leases, stripe
 what was delivered into each office: ``shoal.server.wan_copy``.
 
 Bad-peer reports and bans: ``shoal.server.bad_peers``. A banned peer gets no lease, is
-left out of peer lists, and every check-in reply of its office names it.
+left out of peer lists, every check-in reply of its office names it, and the chunks the
+data plane still had for it (queued or under way) are refused (``ServerNode.poll``).
 """
 
 from __future__ import annotations
@@ -143,6 +144,9 @@ class ServerCore:
         self.certificate: bytes | None = None
         """This server's certificate from the console (``HELLO`` answers it)."""
         self.bad_peers = BadPeerBook(limits)
+        self.banned_to_stop: list[str] = []
+        """Peer IPs banned since the data plane last looked: it ends what it still
+        sends them (``ServerNode.poll``)."""
         self.wan_copy = WanCopy(self, self.rendezvous, self.deliveries, self.bad_peers)
         """Each office's WAN copy: leases, stripes, the delivery ledger
         (``shoal.server.wan_copy``)."""
@@ -452,6 +456,7 @@ class ServerCore:
             return
         ban = self.bad_peers.report(office, client.device_id, body, now)
         if ban is not None:
+            self.banned_to_stop.append(ban.peer_ip)
             culprit = self.client_at(ban.peer_ip)
             if culprit is not None:
                 self.wan_copy.revoke(office, culprit.device_id.hex())

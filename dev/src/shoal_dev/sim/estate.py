@@ -630,6 +630,8 @@ def report(
     }
     config = enterprise.fabric.config if enterprise.fabric is not None else TransferConfig()
     chunk_wire = wire_bytes(enterprise.manifest.chunk_size, config)
+    # Chunks the server was still sending a device when it was banned, cut off then.
+    withdrawn = enterprise.fabric.counters.bytes_withdrawn if enterprise.fabric is not None else {}
     rows: list[dict[str, Any]] = []
     for spec in offices:
         members = by_office[spec.name]
@@ -642,7 +644,9 @@ def report(
             for client, (from_server, _) in zip(members, received, strict=True)
             if client.host.ip in banned
         )
-        to_banned_wire = to_banned // enterprise.manifest.chunk_size * chunk_wire
+        to_banned_wire = to_banned // enterprise.manifest.chunk_size * chunk_wire + sum(
+            withdrawn.get(client.host.ip, 0) for client in members if client.host.ip in banned
+        )
         finished = [
             d.completed_at for d in downloads if d is not None and d.completed_at is not None
         ]

@@ -58,8 +58,8 @@ import hashlib
 import heapq
 import math
 from collections import OrderedDict, deque
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Container, Sequence
+from dataclasses import dataclass, field
 
 from shoal.core.address import Address
 from shoal.core.ids import ContentId
@@ -174,6 +174,9 @@ class FabricCounters:
     recomputations: int = 0
     flows_rated: int = 0
     largest_recomputation: int = 0
+    bytes_withdrawn: dict[str, int] = field(default_factory=dict)
+    """Per receiver IP: what flows their sender withdrew had sent (bytes on the wire;
+    the P2P server ends what it still sends a peer its office banned)."""
 
 
 class FlowFabric:
@@ -549,6 +552,9 @@ class FlowEngine:
                 return
             raise LocalProtocolError(f"no chunk request {request_id} from {peer}")
         self.counters.requests_refused += 1
+        if upload.flow is not None:  # withdrawn (``withdraw_chunk``)
+            withdrawn = self.fabric.counters.bytes_withdrawn
+            withdrawn[peer[0]] = withdrawn.get(peer[0], 0) + self.fabric.end(upload.flow)
         self._forget(upload)
         receiver = self.fabric.live_engine(peer)
         if receiver is not None:
@@ -556,6 +562,31 @@ class FlowEngine:
                 self.address, request_id, upload.content_id, upload.chunk_index, reason
             )
             self.fabric.deliver(self.fabric.latency(self.host, receiver.host), receiver, refused)
+
+    def withdraw_chunk(
+        self, peer: Address, request_id: int, reason: RefusalReason, now: float
+    ) -> None:
+        """As ``TransferEngine.withdraw_chunk``: its flow ends (or it leaves the queue)."""
+        upload = self._uploads.get((peer, request_id))
+        if upload is not None and upload.flow is None and upload.data is None:
+            raise LocalProtocolError(f"chunk request {request_id} from {peer} is not under way")
+        self.refuse_chunk(peer, request_id, reason, now)
+
+    def refuse_uploads_to(
+        self, peer_ip: str, content_ids: Container[ContentId], reason: RefusalReason, now: float
+    ) -> int:
+        """As ``TransferEngine.refuse_uploads_to``: queued and running flows end too."""
+        ended = [
+            upload
+            for upload in self._uploads.values()
+            if upload.peer[0] == peer_ip and upload.content_id in content_ids
+        ]
+        for upload in ended:
+            if upload.flow is not None or upload.data is not None:
+                self.withdraw_chunk(upload.peer, upload.request_id, reason, now)
+            else:
+                self.refuse_chunk(upload.peer, upload.request_id, reason, now)
+        return len(ended)
 
     def abandon_peer(self, peer: Address) -> int:
         """End every upload to ``peer`` as if it had cancelled them."""

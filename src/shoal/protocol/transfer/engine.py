@@ -46,7 +46,7 @@ VERSION_ERROR, CANCEL of stray data, a repeated final ACK) is one datagram small
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Container, Sequence
 from typing import Any
 
 from shoal.core.ids import ContentId
@@ -223,6 +223,23 @@ class TransferEngine:
     ) -> None:
         """Decline a requested chunk; the peer gets ``ChunkRefused`` with ``reason``."""
         self._sender.refuse_chunk(peer, request_id, reason, now)
+
+    def withdraw_chunk(
+        self, peer: Address, request_id: int, reason: RefusalReason, now: float
+    ) -> None:
+        """Stop sending a chunk under way (``send_chunk`` was called); the peer gets
+        ``ChunkRefused`` with ``reason``. One that ended meanwhile is ignored."""
+        self._sender.withdraw_chunk(peer, request_id, reason, now)
+
+    def refuse_uploads_to(
+        self, peer_ip: str, content_ids: Container[ContentId], reason: RefusalReason, now: float
+    ) -> int:
+        """Refuse every upload to any port of ``peer_ip`` of a chunk of ``content_ids``,
+        whether it awaits the application, waits behind other chunks or is under way
+        (``refuse_chunk`` or ``withdraw_chunk`` on each): for a peer that must get no
+        more of those chunks now (the P2P server's office banned it). Returns how many
+        uploads ended."""
+        return self._sender.refuse_uploads_to(peer_ip, content_ids, reason, now)
 
     # ----------------------------------------------------------------------------------
     # Driven by the shell

@@ -22,9 +22,10 @@ of equal length to one address, ready for one GSO ``sendmsg``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Collection, Container
 from typing import Any
 
+from shoal.core.ids import ContentId
 from shoal.protocol.transfer.context import EngineContext, Finished, RecentRequests
 from shoal.protocol.transfer.events import (
     Address,
@@ -158,13 +159,45 @@ class Sender:
         if upload is None:
             return
         self._move(upload, SendInput.APPLICATION_REFUSED)
+        self._refused(upload, reason)
+
+    def withdraw_chunk(
+        self, peer: Address, request_id: int, reason: RefusalReason, now: float
+    ) -> None:
+        """See ``TransferEngine.withdraw_chunk``."""
+        upload = self._answerable(peer, request_id)
+        if upload is None:
+            return
+        self._move(upload, SendInput.APPLICATION_WITHDREW)
+        self._refused(upload, reason)
+
+    def _refused(self, upload: Upload, reason: RefusalReason) -> None:
         counters = self._context.counters
         counters.requests_refused += 1
         if reason is RefusalReason.INVALID_REQUEST:
             # e.g. a chunk index beyond the content, which only the application knows.
             counters.requests_invalid += 1
-        self._context.queue_control(encode_datagram(Refusal(request_id, reason)), peer)
+        refusal = encode_datagram(Refusal(upload.request_id, reason))
+        self._context.queue_control(refusal, upload.peer)
         self._forget(upload, reason)
+
+    def refuse_uploads_to(
+        self, peer_ip: str, content_ids: Container[ContentId], reason: RefusalReason, now: float
+    ) -> int:
+        """See ``TransferEngine.refuse_uploads_to``."""
+        if peer_ip not in self._uploads_per_ip:
+            return 0
+        ended = [
+            upload
+            for (peer, _), upload in self.uploads.items()
+            if peer[0] == peer_ip and upload.content_id in content_ids
+        ]
+        for upload in ended:
+            if upload.state is SendState.SENDING:
+                self.withdraw_chunk(upload.peer, upload.request_id, reason, now)
+            else:
+                self.refuse_chunk(upload.peer, upload.request_id, reason, now)
+        return len(ended)
 
     # -- datagrams from requesters ---------------------------------------------------
 

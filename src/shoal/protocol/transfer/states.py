@@ -19,6 +19,11 @@ Sender (the end that got ``ChunkRequested``)::
     AWAITING_APPLICATION --send_chunk--> SENDING --every segment acknowledged--> DELIVERED
         |                                   |
         +--refuse_chunk--> REFUSED          +--peer cancel / silence--> CANCELLED / TIMED_OUT
+                                            +--withdraw_chunk--> REFUSED
+
+``withdraw_chunk`` ends a chunk under way (the P2P server stops what it still sends a
+peer its office has just banned); the receiver hears a refusal, which it takes in
+RECEIVING as in REQUESTED.
 
 Terminal states leave the engine's tables at once; the engine remembers the outcome of
 recent request IDs only to answer late datagrams about them (a repeated final ACK, a
@@ -75,6 +80,7 @@ class SendState(enum.Enum):
 class SendInput(enum.Enum):
     APPLICATION_SENT = "application sent"
     APPLICATION_REFUSED = "application refused"
+    APPLICATION_WITHDREW = "application withdrew"
     ALL_ACKNOWLEDGED = "all acknowledged"
     PEER_CANCELLED = "peer cancelled"
     PEER_SILENT = "peer silent"
@@ -111,6 +117,7 @@ SEND_TRANSITIONS: dict[SendState, dict[SendInput, SendState]] = {
     },
     SendState.SENDING: {
         SendInput.ALL_ACKNOWLEDGED: SendState.DELIVERED,
+        SendInput.APPLICATION_WITHDREW: SendState.REFUSED,
         SendInput.PEER_CANCELLED: SendState.CANCELLED,
         SendInput.PEER_SILENT: SendState.TIMED_OUT,
     },
