@@ -544,16 +544,9 @@ class DiscoveryMachine:
         return outbox
 
     def get_timer(self) -> float | None:
-        # No list, no ``min`` call: the pump asks after every input (issue 9).
-        earliest: float | None = None
-        for search in self._searches.values():
-            if earliest is None or search.next_query < earliest:
-                earliest = search.next_query
-        for holding in self._holdings.values():
-            due = holding.push_due
-            if due is not None and (earliest is None or due < earliest):
-                earliest = due
-        return earliest
+        deadlines = [search.next_query for search in self._searches.values()]
+        deadlines += [h.push_due for h in self._holdings.values() if h.push_due is not None]
+        return min(deadlines, default=None)
 
     def next_event(self) -> DiscoveryEvent | None:
         return self._events.popleft() if self._events else None
