@@ -37,6 +37,8 @@ class Trace:
         self.refused_in_a_row: Counter[int] = Counter()
         self.refused_measured: Counter[str] = Counter()
         self.networks: list[Any] = []
+        self.refused_by_holder: Counter[int] = Counter()
+        self.refused_holders_of_chunk: Counter[str] = Counter()
 
     def install(self) -> None:
         trace = self
@@ -66,6 +68,7 @@ class Trace:
                     )
                 else:
                     why = f"refused: queue full ({'full' if waiting >= limit else '?'})"
+                trace.refused_by_holder[id(slots)] += 1
             else:
                 why = admission.value
             trace.offers[why] += 1
@@ -87,6 +90,15 @@ class Trace:
                 rate = download.picker.rate(peer)
                 measured = "unmeasured" if rate is None else f"cap {1 + int(rate * 0.5)}"
                 trace.refused_measured[measured] += 1
+                picker, chunk_bit = download.picker, download.picker._bit(asked[1])
+                others = sum(
+                    1
+                    for other, mask in picker._availability_mask.items()
+                    if other != peer and other not in picker._origins and mask & chunk_bit
+                )
+                trace.refused_holders_of_chunk[
+                    "0" if not others else "1" if others == 1 else "2+"
+                ] += 1
             outcome(self, mode, event, now)
 
         DownloadsMachine.on_outcome = traced_outcome  # type: ignore[method-assign]
@@ -141,9 +153,17 @@ def main() -> None:
             moved = sum(document["bytes_by_source"].values())
             figures["chunks_received"] = round(moved / document["chunk_bytes"])
     figures["pumps"] = trace.networks[0].pumps if trace.networks else None
+    figures["busy_refused_by_holders"] = sum(
+        count for why, count in trace.offers.items() if why.startswith("refused")
+    )
+    figures["busy_received"] = sum(trace.refused_in_flight.values())
     figures["offers"] = dict(trace.offers.most_common())
     figures["busy_by_in_flight_there"] = dict(sorted(trace.refused_in_flight.items()))
     figures["busy_by_refusals_in_a_row"] = dict(sorted(trace.refused_in_a_row.items()))
+    by_holder = [count for _, count in trace.refused_by_holder.most_common()]
+    figures["busy_holders"] = len(by_holder)
+    figures["busy_at_top_holders"] = [sum(by_holder[:1]), sum(by_holder[:10])]
+    figures["busy_by_other_holders_of_the_chunk"] = dict(trace.refused_holders_of_chunk)
     figures["busy_by_rate_there"] = dict(trace.refused_measured.most_common())
     print(json.dumps(figures))
 
