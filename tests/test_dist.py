@@ -160,6 +160,8 @@ def test_the_client_package_holds_its_unit_config_and_launcher(dist: Path) -> No
             f"./etc/shoal/{role}.toml",
             f"./usr/bin/shoal-{role} -> /opt/shoal/{role}/bin/shoal",
             f"./opt/shoal/{role}/lib/shoal/cli.py",
+            # Compiled at build time: a service's read-only copy is not compiled at start.
+            f"./opt/shoal/{role}/lib/shoal/__pycache__/cli.cpython-311.pyc",
         ):
             assert path in listing, f"{package.name} lacks {path}"
 
