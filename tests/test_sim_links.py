@@ -7,30 +7,10 @@ from pathlib import Path
 import pytest
 
 from shoal_dev.sim.enterprise import SimOffice, build_enterprise
-from shoal_dev.sim.network import UDP_IP_OVERHEAD, Address, SimNetwork
+from shoal_dev.sim.network import UDP_IP_OVERHEAD, SimNetwork
+from sim_recorder import Recorder
 
 MIB = 1024 * 1024
-
-
-class Recorder:
-    """A machine that records what it receives and sends what it is told to."""
-
-    def __init__(self) -> None:
-        self.received: list[float] = []
-        self.outbox: list[tuple[bytes, Address]] = []
-
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        self.received.append(now)
-
-    def handle_timer(self, now: float) -> None:
-        pass
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        out, self.outbox = self.outbox, []
-        return out
-
-    def get_timer(self) -> float | None:
-        return None
 
 
 def two_hosts(
@@ -54,7 +34,7 @@ def test_an_asymmetric_link_serialises_at_its_own_rate_each_way() -> None:
     sender.outbox.append((b"x" * 972, ("10.1.0.2", 5000)))
     network.pump(network.hosts["10.1.0.1"])
     network.run(until=5)
-    assert receiver.received == [pytest.approx(size / 10_000 + size / 125e6 + 0.0002)]
+    assert receiver.arrivals() == [pytest.approx(size / 10_000 + size / 125e6 + 0.0002)]
     host = network.hosts["10.1.0.1"]
     assert (host.up.rate, host.down.rate) == (10_000.0, 125e6)
 
@@ -62,7 +42,7 @@ def test_an_asymmetric_link_serialises_at_its_own_rate_each_way() -> None:
     sender.outbox.append((b"x" * 972, ("10.1.0.2", 5000)))
     network.pump(network.hosts["10.1.0.1"])
     network.run(until=5)
-    assert receiver.received == [pytest.approx(size / 125e6 + size / 20_000 + 0.0002)]
+    assert receiver.arrivals() == [pytest.approx(size / 125e6 + size / 20_000 + 0.0002)]
 
 
 @pytest.mark.parametrize(("buffer_seconds", "kept"), [(0.02, 1), (0.25, 3), (0.95, 10)])

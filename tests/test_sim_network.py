@@ -5,27 +5,7 @@ from __future__ import annotations
 import pytest
 
 from shoal_dev.sim.network import UDP_IP_OVERHEAD, Address, SimNetwork
-
-
-class Recorder:
-    """A machine that records what it receives and sends what it is told to."""
-
-    def __init__(self) -> None:
-        self.received: list[tuple[bytes, Address, float]] = []
-        self.outbox: list[tuple[bytes, Address]] = []
-
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        self.received.append((data, addr, now))
-
-    def handle_timer(self, now: float) -> None:
-        pass
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        out, self.outbox = self.outbox, []
-        return out
-
-    def get_timer(self) -> float | None:
-        return None
+from sim_recorder import Recorder
 
 
 def build() -> tuple[SimNetwork, dict[str, Recorder]]:

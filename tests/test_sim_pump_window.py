@@ -6,40 +6,20 @@ import math
 
 import pytest
 
-from shoal_dev.sim.network import Address, SimNetwork
-
-
-class Inbox:
-    """A machine that keeps what it receives until its application reads it."""
-
-    def __init__(self) -> None:
-        self.unread: list[bytes] = []
-        self.outbox: list[tuple[bytes, Address]] = []
-
-    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
-        self.unread.append(data)
-
-    def handle_timer(self, now: float) -> None:
-        pass
-
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        out, self.outbox = self.outbox, []
-        return out
-
-    def get_timer(self) -> float | None:
-        return None
+from shoal_dev.sim.network import SimNetwork
+from sim_recorder import Recorder
 
 
 class Reader:
     """An application that reads its inbox in each poll and says when, and how much."""
 
-    def __init__(self, inbox: Inbox) -> None:
+    def __init__(self, inbox: Recorder) -> None:
         self.inbox = inbox
         self.polls: list[tuple[float, int]] = []
 
     def poll(self, now: float) -> None:
-        self.polls.append((now, len(self.inbox.unread)))
-        self.inbox.unread.clear()
+        self.polls.append((now, len(self.inbox.received)))
+        self.inbox.received.clear()
 
     def handle_timer(self, now: float) -> None:
         pass
@@ -48,16 +28,16 @@ class Reader:
         return None
 
     def has_events(self) -> bool:
-        return bool(self.inbox.unread)
+        return bool(self.inbox.received)
 
 
-def three_senders_one_reader(window: float | None) -> tuple[SimNetwork, list[Inbox], Reader]:
+def three_senders_one_reader(window: float | None) -> tuple[SimNetwork, list[Recorder], Reader]:
     """Three hosts and a reader whose downlink adds no serialisation: what the three
     send at one instant reaches the reader at one instant."""
     network = SimNetwork(seed=1, pump_window=window)
     office = network.add_office("branch", "10.1.0.0/24", wan_rate=1e6)
     reader_host = network.add_host(office, "10.1.0.9", down_rate=math.inf)
-    reader_inbox = Inbox()
+    reader_inbox = Recorder()
     network.bind(reader_host, 5000, reader_inbox)
     reader = Reader(reader_inbox)
     network.attach(reader_host, reader)
@@ -65,13 +45,13 @@ def three_senders_one_reader(window: float | None) -> tuple[SimNetwork, list[Inb
     senders = []
     for number in range(1, 4):
         host = network.add_host(office, f"10.1.0.{number}")
-        inbox = Inbox()
+        inbox = Recorder()
         network.bind(host, 5000, inbox)
         senders.append(inbox)
     return network, senders, reader
 
 
-def send_all(network: SimNetwork, senders: list[Inbox]) -> None:
+def send_all(network: SimNetwork, senders: list[Recorder]) -> None:
     for number, inbox in enumerate(senders, start=1):
         inbox.outbox.append((b"x" * 100, ("10.1.0.9", 5000)))
         network.pump(network.hosts[f"10.1.0.{number}"])

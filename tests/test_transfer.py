@@ -183,18 +183,24 @@ def test_a_receiver_that_goes_silent_ends_the_upload_within_the_bound() -> None:
     assert sender.engine.active_uploads == 0
 
 
-def test_abandoning_a_peer_whose_port_closed_stops_sending_to_it_at_once() -> None:
-    network = Network()
-    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
-    other = network.add("10.0.0.3")
+def three_big_chunks_asked(network: Network, sender: Node, askers: tuple[Node, ...]) -> list[bytes]:
+    """``sender`` serves three 2 MB chunks and each of ``askers`` asks for all three."""
     big = _chunks(3, length=2_000_000)
     for index, data in enumerate(big):
         chunk_hash = sender.serve(CONTENT_ID, index, data)
-        for node in (receiver, other):
+        for node in askers:
             node.engine.request_chunk(
                 sender.address, CONTENT_ID, index, len(data), chunk_hash, Mode.FOREGROUND,
                 network.now,
             )  # fmt: skip
+    return big
+
+
+def test_abandoning_a_peer_whose_port_closed_stops_sending_to_it_at_once() -> None:
+    network = Network()
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    other = network.add("10.0.0.3")
+    big = three_big_chunks_asked(network, sender, (receiver, other))
     network.run(lambda: receiver.engine.counters.payload_bytes_received > 100_000)
     network.silence(receiver)  # the receiving process died: its port is closed
 
@@ -220,14 +226,7 @@ def test_refusing_a_peers_uploads_stops_the_chunk_under_way_and_those_queued() -
         network.add("10.0.0.2"),
         network.add("10.0.0.3"),
     )
-    big = _chunks(3, length=2_000_000)
-    for index, data in enumerate(big):
-        chunk_hash = sender.serve(CONTENT_ID, index, data)
-        for node in (banned, other):
-            node.engine.request_chunk(
-                sender.address, CONTENT_ID, index, len(data), chunk_hash, Mode.FOREGROUND,
-                network.now,
-            )  # fmt: skip
+    big = three_big_chunks_asked(network, sender, (banned, other))
     network.run(lambda: banned.engine.counters.payload_bytes_received > 100_000)
     received_before = banned.engine.counters.payload_bytes_received
 
