@@ -714,3 +714,35 @@ def test_without_the_field_the_server_is_asked_where_the_manifest_is() -> None:
     harness.manifest_located()
     assert _fetch_manifest_from(harness, MANIFEST_FILE)
     assert harness.state is DownloadState.LEASING
+
+
+def test_a_peer_back_from_a_crash_is_asked_again_once_it_announces() -> None:
+    # A peer that died mid-upload leaves our request to it silent until it times out,
+    # which can be after its new process (same cache) has announced what it holds. Sat
+    # out for the whole first penalty, its office fetched what it held over the WAN
+    # again (estate-faults at 100 MiB: 53 chunks, 0.53 F). Its first silence is now
+    # pardoned when it announces again (however many requests it left silent); a
+    # second silence sits out as before.
+    harness = Harness()
+    harness.assign()
+    harness.manifest_located()
+    harness.manifest_arrives()
+    everything = ChunkSet.full(MANIFEST.chunk_count)
+    for silence in (1, 2):
+        harness.machine.on_peer_available(PeerAvailable(PEER, CONTENT_ID, everything), harness.now)
+        harness.schedule()
+        asked = harness.requests()
+        assert asked and all(peer[0] == PEER for _, peer, _ in asked)
+        harness.tick(5.0)
+        for request_id, peer, index in asked:
+            timed_out = TransferTimedOut(peer, request_id, CONTENT_ID, index, Role.RECEIVER)
+            harness.machine.on_outcome(Mode.FOREGROUND, timed_out, harness.now)
+        harness.schedule()
+        assert harness.requests() == []
+        harness.tick(1.0)  # back, and announcing
+        harness.machine.on_peer_available(PeerAvailable(PEER, CONTENT_ID, everything), harness.now)
+        harness.schedule()
+        if silence == 1:
+            assert harness.requests(), "a restarted peer is asked again at once"
+        else:
+            assert harness.requests() == [], "a second silence sits out its penalty"

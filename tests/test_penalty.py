@@ -20,3 +20,13 @@ def test_penalties_double_per_offence_halve_per_good_deed_and_stay_bounded() -> 
     for peer in ("B", "C", "D"):
         box.penalise(peer, 0.0)
     assert len(box) == 2 and not box.penalised("B", 1.0)  # the oldest went first
+
+
+def test_one_silence_is_one_offence_and_only_the_first_is_pardoned_by_speaking_again() -> None:
+    box: PenaltyBox[str] = PenaltyBox(first_seconds=10.0, max_seconds=300.0)
+    assert box.penalise("A", 0.0) == 10.0
+    assert box.penalise("A", 0.0) == 10.0  # its other requests of the same silence
+    assert box.pardon_first("A", 1.0) and not box.penalised("A", 1.0)  # back, announcing
+    assert box.penalise("A", 6.0) == 26.0  # a second silence: 20 s
+    assert not box.pardon_first("A", 7.0) and box.penalised("A", 7.0)
+    assert not box.pardon_first("B", 7.0)  # nobody to pardon

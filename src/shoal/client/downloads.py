@@ -134,9 +134,9 @@ class DownloadsMachine:
         self.downloads: dict[ContentId, Download] = {}
         self.banned_peers: frozenset[str] = frozenset()
         """Peers the server banned in this office (reported by several devices)."""
-        #: Peers whose chunks never came (a request timed out: a crashed peer, or one
-        #: that announces what it will not send): their announcements are ignored while
-        #: they sit out, so they cannot draw requests to a dead end again and again.
+        #: Peers whose chunks never came (a request timed out: a crashed peer, or one that
+        #: announces what it will not send): ignored while they sit out, but a first
+        #: silence ends when the peer announces again (restarted: ``pardon_first``).
         self.suspects: PenaltyBox[Address] = PenaltyBox()
         self._sealed: dict[ContentId, SealedContent] = {}
         self.caps = BandwidthCaps()
@@ -418,7 +418,7 @@ class DownloadsMachine:
         if event.chunks.count != download.manifest.chunk_count or event.peer in download.banned:
             return
         address = self.office.peer_address(event.peer, download.mode, event.port)
-        if self.suspects.penalised(address, now):
+        if self.suspects.penalised(address, now) and not self.suspects.pardon_first(address, now):
             return
         self.closed_ports.heard(address, self.downloads.values(), now)
         download.picker.peer_has(address, event.chunks)

@@ -35,7 +35,12 @@ class PenaltyBox(Generic[Key]):
         return len(self._entries)
 
     def penalise(self, key: Key, now: float) -> float:
-        """``key`` misbehaved at ``now``: return until when it sits out."""
+        """``key`` misbehaved at ``now``: return until when it sits out. While it sits out,
+        another offence is the same one heard again (each request of one silence times
+        out on its own) and does not double the penalty."""
+        entry = self._entries.get(key)
+        if entry is not None and now < entry[0]:
+            return entry[0]
         _until, earned = self._entries.pop(key, (now, self.first_seconds))
         until = now + earned
         self._entries[key] = (until, min(self.max_seconds, 2 * earned))
@@ -54,6 +59,19 @@ class PenaltyBox(Generic[Key]):
             del self._entries[key]
         else:
             self._entries[key] = (until, earned / 2)
+
+    def pardon_first(self, key: Key, now: float) -> bool:
+        """``key`` spoke again after its offence: end its sit-out if that was its first
+        (a crash and a restart on the same cache: the new process announces what it
+        holds, maybe before our requests to the old one time out; sat out for the whole
+        first penalty, its office fetched what it held over the WAN again). A second
+        offence earns the doubled penalty, not pardoned, so a peer that announces and
+        stalls costs one more silence at most. Returns whether it was pardoned."""
+        entry = self._entries.get(key)
+        if entry is None or now >= entry[0] or entry[1] > 2 * self.first_seconds:
+            return False
+        self._entries[key] = (now, entry[1])
+        return True
 
     def penalised(self, key: Key, now: float) -> bool:
         """Whether ``key`` sits out a penalty at ``now``."""
