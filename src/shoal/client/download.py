@@ -191,10 +191,9 @@ class Download:
     def next_due(self, wifi: bool) -> float | None:
         """When the downloads' timer must look at it while it transfers (None: only an
         input will): its lease renewal, its peer list (``wifi``), ``next_wake``."""
-        state = self.state
-        if state is not DownloadState.DOWNLOADING and state is not DownloadState.LEASING:
+        if not self.transferring:
             return None
-        earliest = self.lease_due if state is DownloadState.DOWNLOADING else None
+        earliest = self.lease_due if self.state is DownloadState.DOWNLOADING else None
         if wifi and (earliest is None or self.peers_due < earliest):
             earliest = self.peers_due
         wake = self.next_wake()

@@ -647,7 +647,7 @@ class FlowEngine:
             if not isinstance(event, TransferTimedOut):
                 self._answered.add(download.peer)
             self._events.append(event)
-        self.fabric.network._input(self.host, machine_input=False)
+        self.fabric.network.input_reached(self.host, machine_input=False)
 
     def finished(self, flow: _Flow) -> None:
         """The flow's last byte left: it arrives one path delay later, ACKed after another."""
@@ -707,7 +707,7 @@ class FlowEngine:
                         Role.RECEIVER,
                     ),
                 )  # fmt: skip
-        fabric.network._input(self.host, machine_input=False)
+        fabric.network.input_reached(self.host, machine_input=False)
 
     def died(self) -> None:
         """This engine's process died: every peer with a transfer to it times out."""

@@ -317,7 +317,7 @@ class SimNetwork:
         if pump(host.application, host.machines, transport, self.now, machine_input=machine_input):
             self.polls += 1
 
-    def _input(self, host: Host, *, machine_input: bool) -> None:
+    def input_reached(self, host: Host, *, machine_input: bool) -> None:
         """Input reached ``host`` (its machines have it): pump now, or (``pump_window``)
         once for every input of the instant, at its end, and at most once a window."""
         window = self.pump_window
@@ -349,7 +349,7 @@ class SimNetwork:
             target = host.application if port is None else host.machines[port]
             assert target is not None
             target.handle_timer(self.now)
-            self._input(host, machine_input=port is not None)
+            self.input_reached(host, machine_input=port is not None)
 
         machine = host.application if port is None else host.machines.get(port)
         named = (host.ip, port, type(machine))
@@ -426,7 +426,7 @@ class SimNetwork:
         machine = receiver.machines.get(port)
         if receiver.alive and machine is not None:
             machine.receive_datagram(data, source, self.now)
-            self._input(receiver, machine_input=True)
+            self.input_reached(receiver, machine_input=True)
         elif answer:
             self._answer_unreachable(receiver, port, data, source)
 
@@ -456,7 +456,7 @@ class SimNetwork:
         if not sender.alive or port not in sender.machines:
             return
         port_unreachable(sender.machines, port, closed, PORT_CLOSED, self.unreachable)
-        self._input(sender, machine_input=False)
+        self.input_reached(sender, machine_input=False)
 
 
 class _HostTransport:
