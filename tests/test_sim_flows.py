@@ -14,6 +14,7 @@ from shoal.protocol.transfer import (
     ChunkReceived,
     ChunkRequested,
     Mode,
+    PeerPortClosed,
     RequestCancelled,
     Role,
     TransferEngine,
@@ -133,6 +134,65 @@ def test_corrupt_bytes_are_reported_corrupted_and_a_dead_sender_times_out() -> N
     assert [type(event) for event in events] == [ChunkCorrupted, TransferTimedOut]
     assert isinstance(events[1], TransferTimedOut) and events[1].role is Role.RECEIVER
     assert events[1].peer == dead.address
+
+
+def test_a_request_to_a_dead_process_ends_on_its_closed_port_within_a_round_trip() -> None:
+    # As on Linux: the dead process's host answers ICMP port unreachable, so the asker
+    # learns at once (PeerPortClosed), not after idle_timeout of silence; the same
+    # for a peer that was sending to the dead process (its next DATA meets the port).
+    network = SimNetwork(seed=1)
+    office = network.add_office("A", "10.1.0.0/24", wan_rate=1e6)
+    hosts = [network.add_host(office, f"10.1.0.{n}", nic_rate=1e6) for n in (1, 2, 3)]
+    fabric = FlowFabric(network)
+    dead, asker, server = (fabric.engine(host, 7) for host in hosts)
+    for host, engine in zip(hosts, (dead, asker, server), strict=True):
+        network.bind(host, 7, engine)
+    data = bytes(500_000)
+    digest = hashlib.sha256(data).digest()
+    dead.request_chunk(server.address, CONTENT, 0, len(data), digest, Mode.FOREGROUND, 0.0)
+    network.run(until=0.01)
+    (asked,) = drain(server)
+    assert isinstance(asked, ChunkRequested)
+    server.send_chunk(asked.peer, asked.request_id, data, network.now)
+    network.at(0.1, lambda: fabric.kill(hosts[0]))
+    network.at(0.2, lambda: asker.request_chunk(
+        dead.address, CONTENT, 1, len(data), digest, Mode.FOREGROUND, network.now
+    ))  # fmt: skip
+    network.run(until=0.3)
+    assert [type(event) for event in drain(asker)] == [PeerPortClosed]
+    assert [type(event) for event in drain(server)] == [RequestCancelled, PeerPortClosed]
+    assert server.active_uploads == 0
+
+
+def test_a_request_queued_at_a_crashed_peer_is_repeated_to_its_restarted_process() -> None:
+    # The receiver repeats a request still unanswered; a process back on the same port
+    # by then serves it (the real receiver's repeat reaches it too).
+    network = SimNetwork(seed=1)
+    office = network.add_office("A", "10.1.0.0/24", wan_rate=1e6)
+    sender_host, asker_host = (
+        network.add_host(office, f"10.1.0.{n}", nic_rate=1e6) for n in (1, 2)
+    )
+    fabric = FlowFabric(network)
+    sender, asker = fabric.engine(sender_host, 7), fabric.engine(asker_host, 7)
+    data = bytes(100_000)
+    asker.request_chunk(
+        sender.address, CONTENT, 0, len(data), hashlib.sha256(data).digest(), Mode.FOREGROUND, 0.0
+    )
+    network.run(until=0.5)  # asked, never answered
+    fabric.kill(sender_host)
+    back: list[FlowEngine] = []
+
+    def restart() -> None:
+        network.restart(sender_host, {}, None)  # type: ignore[arg-type]
+        back.append(fabric.engine(sender_host, 7))
+
+    network.at(0.6, restart)
+    network.run(until=2.0)
+    (repeated,) = drain(back[0])
+    assert isinstance(repeated, ChunkRequested) and repeated.chunk_index == 0
+    back[0].send_chunk(repeated.peer, repeated.request_id, data, network.now)
+    network.run(until=3.0)
+    assert [type(event) for event in drain(asker)] == [ChunkReceived]
 
 
 def test_a_cancel_reaches_the_sender_and_stops_its_flow() -> None:

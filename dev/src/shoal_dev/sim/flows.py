@@ -43,8 +43,15 @@ a change in one office never touches another office's flows. A link of infinite 
 re-rating that slows it (a flow joins its link) queues nothing, the event moves itself
 on when it fires early; one that speeds it up queues an earlier one.
 
-*Faults.* ``FlowFabric.kill(host)`` ends the host's flows: its peers hear
-``TransferTimedOut`` after ``idle_timeout`` (as a real engine notices silence). A link
+*Faults.* ``FlowFabric.kill(host)`` ends the host's flows, and its peers learn of it
+as real engines do. One receiving a chunk from it hears nothing more: ``TransferTimedOut``
+after ``idle_timeout``. One whose request it had not answered repeats the request (at
+its repeat interval, which doubles from the request's arrival, at most ``max_rto``),
+and one sending to it sends DATA: either meets the host's ICMP port unreachable
+(``SimNetwork.answer_unreachable``: the engine's ``abandon_peer``, the application's
+``PeerPortClosed``), or, if the process is back by then, the new process, which serves
+the repeated request. A request sent to a dead process meets the closed port the same
+way. (An ICMP error the host's rate limit drops leaves the request to time out.) A link
 whose rate is set to 0 (an outage, ``set_link_rate``) stalls its flows; a flow stalled
 for ``idle_timeout`` is abandoned on both sides, as a real transfer would be.
 
@@ -88,6 +95,8 @@ from shoal_dev.sim.network import UDP_IP_OVERHEAD, Host, Link, SimNetwork
 UNSHAPED_RATE = 125e9
 #: Rates closer than this (relative) are the same: no new finish event.
 _RATE_EPSILON = 1e-9
+#: A CHUNK_REQUEST's payload, about (an ICMP error quotes it): only its size matters.
+REQUEST_BYTES = 64
 
 
 class HashMemo:
@@ -129,6 +138,9 @@ class _Upload:
     chunk_index: int
     chunk_length: int
     mode: Mode
+    #: When the request arrived (a receiver repeats it at an interval that doubles
+    #: from then while it is unanswered).
+    since: float = 0.0
     #: The chunk's bytes from ``send_chunk`` until its flow starts (queued behind another).
     data: bytes | None = None
     flow: _Flow | None = None
@@ -244,6 +256,67 @@ class FlowFabric:
                 engine.accept(event)
 
         self.network.at(self.network.now + delay, arrive)
+
+    def carry_request(
+        self, requester: FlowEngine, peer: Address, requested: ChunkRequested, wait: float = 0.0
+    ) -> None:
+        """``requester`` sends ``requested`` to ``peer`` ``wait`` from now (0: a first
+        request; later: the repeat of one left unanswered). It reaches the engine that
+        ``peer``'s process runs then (a restarted one too), or, with none, the host
+        answers ICMP port unreachable, as Linux does for a closed port; should that
+        answer be rate-limited, the request times out as a silent one does."""
+        host = self.network.hosts.get(peer[0])
+        request_id = requested.request_id
+
+        def send() -> None:
+            if self.engines.get(requester.address) is not requester:
+                return  # the requester's process died: nothing repeats it
+            if request_id not in requester._downloads or not requester.host.alive:
+                return  # ended meanwhile (a repeat is sent only while unanswered)
+            assert host is not None
+            self.network.at(self.network.now + self.latency(requester.host, host), arrive)
+
+        def arrive() -> None:
+            engine = self.live_engine(peer)
+            if engine is not None:
+                engine.accept(requested)
+                return
+            self.port_closed(peer, requester.address, REQUEST_BYTES)
+            download = requester._downloads.get(request_id)
+            if download is not None:
+                requester._time_out_later(download, self.network.now)
+
+        if host is None:  # no such host: the request goes nowhere
+            download = requester._downloads.get(request_id)
+            if download is not None:
+                requester._time_out_later(download, self.network.now)
+            return
+        if wait:
+            self.network.at(self.network.now + wait, send)
+        else:
+            send()
+
+    def port_closed(self, closed: Address, source: Address, size: int) -> None:
+        """A datagram of ``size`` bytes from ``source`` reached ``closed``, where no
+        process listens: its host's ICMP port unreachable goes back to ``source``, whose
+        engine on that port then ends its uploads to ``closed`` (``abandon_peer``) and
+        its application every request to it (``PeerPortClosed``)."""
+        host = self.network.hosts.get(closed[0])
+        if host is not None:
+            self.network.answer_unreachable(host, closed[1], size, source)
+
+    def data_to_dead(self, sender: FlowEngine, peer: Address) -> None:
+        """``sender`` sends DATA to ``peer``, whose process died: unless it runs again
+        by the time the first datagram arrives, its port answers ICMP."""
+        host = self.network.hosts.get(peer[0])
+        if host is None:
+            return
+
+        def arrive() -> None:
+            if self.live_engine(peer) is None:
+                self.port_closed(peer, sender.address, self.config.segment_size)
+
+        self.network.at(self.network.now + self.latency(sender.host, host), arrive)
 
     # ------------------------------------------------------------------ flows
 
@@ -454,14 +527,10 @@ class FlowEngine:
         request_id = self.fabric.request_id()
         download = _Download(request_id, peer, content_id, chunk_index, chunk_length, chunk_hash)
         self._downloads[request_id] = download
-        sender = self.fabric.live_engine(peer)
-        if sender is None:
-            self._time_out_later(download, now)
-            return request_id
         requested = ChunkRequested(
             self.address, request_id, content_id, chunk_index, chunk_length, Mode(mode)
         )
-        self.fabric.deliver(self.fabric.latency(self.host, sender.host), sender, requested)
+        self.fabric.carry_request(self, peer, requested)
         return request_id
 
     def cancel(self, request_id: int, now: float) -> None:
@@ -510,7 +579,8 @@ class FlowEngine:
                 f"chunk request {request_id} is for {upload.chunk_length} bytes, got {len(data)}"
             )
         receiver = self.fabric.live_engine(peer)
-        if receiver is None:  # the requester died: its silence ends the upload
+        if receiver is None:  # the requester died: its closed port or silence ends it
+            self.fabric.data_to_dead(self, peer)
             timed_out = TransferTimedOut(
                 peer, request_id, upload.content_id, upload.chunk_index, Role.SENDER
             )
@@ -611,7 +681,7 @@ class FlowEngine:
             key = (event.peer, event.request_id)
             self._uploads[key] = _Upload(
                 event.peer, event.request_id, event.content_id, event.chunk_index,
-                event.chunk_length, event.mode,
+                event.chunk_length, event.mode, self.fabric.network.now,
             )  # fmt: skip
             self._events.append(event)
         elif isinstance(event, RequestCancelled):
@@ -710,23 +780,36 @@ class FlowEngine:
         fabric.network.input_reached(self.host, machine_input=False)
 
     def died(self) -> None:
-        """This engine's process died: every peer with a transfer to it times out."""
+        """This engine's process died. A peer receiving a chunk from it hears nothing
+        more and times out; a peer whose request it had not answered yet repeats the
+        request (within its doubling repeat interval, at most ``max_rto``), which meets
+        the closed port, or the restarted process; a peer sending to it has its next
+        DATA answered by ICMP port unreachable."""
         fabric = self.fabric
-        timeout = self.config.idle_timeout
+        config = self.config
+        now = fabric.network.now
         for upload in list(self._uploads.values()):
+            receiver = fabric.live_engine(upload.peer)
             if upload.flow is not None:
                 fabric.counters.flows_aborted += 1
                 fabric.end(upload.flow)
-            receiver = fabric.live_engine(upload.peer)
-            if receiver is not None:
-                timed_out = TransferTimedOut(
-                    self.address, upload.request_id, upload.content_id, upload.chunk_index,
-                    Role.RECEIVER,
+                if receiver is not None:
+                    timed_out = TransferTimedOut(
+                        self.address, upload.request_id, upload.content_id,
+                        upload.chunk_index, Role.RECEIVER,
+                    )  # fmt: skip
+                    fabric.deliver(config.idle_timeout, receiver, timed_out)
+            elif receiver is not None:
+                repeat = min(config.max_rto, max(config.min_rto, now - upload.since))
+                requested = ChunkRequested(
+                    upload.peer, upload.request_id, upload.content_id, upload.chunk_index,
+                    upload.chunk_length, upload.mode,
                 )  # fmt: skip
-                fabric.deliver(timeout, receiver, timed_out)
+                fabric.carry_request(receiver, self.address, requested, repeat)
         self._uploads.clear()
         self._sending.clear()
         self._queued.clear()
+        senders: dict[Address, FlowEngine] = {}
         for download in list(self._downloads.values()):
             sender = fabric.live_engine(download.peer)
             if sender is None:
@@ -735,11 +818,14 @@ class FlowEngine:
             if theirs is not None and theirs.flow is not None:
                 fabric.counters.flows_aborted += 1
                 fabric.end(theirs.flow)
+                senders[sender.address] = sender
             timed_out = TransferTimedOut(
                 self.address, download.request_id, download.content_id, download.chunk_index,
                 Role.SENDER,
             )  # fmt: skip
-            fabric.deliver(timeout, sender, timed_out)
+            fabric.deliver(config.idle_timeout, sender, timed_out)
+        for sender in senders.values():
+            fabric.data_to_dead(sender, self.address)
         self._downloads.clear()
 
     def _time_out_later(self, download: _Download, now: float) -> None:

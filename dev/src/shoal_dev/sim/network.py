@@ -428,9 +428,12 @@ class SimNetwork:
             machine.receive_datagram(data, source, self.now)
             self.input_reached(receiver, machine_input=True)
         elif answer:
-            self._answer_unreachable(receiver, port, data, source)
+            self.answer_unreachable(receiver, port, len(data), source)
 
-    def _answer_unreachable(self, receiver: Host, port: int, data: bytes, source: Address) -> None:
+    def answer_unreachable(self, receiver: Host, port: int, size: int, source: Address) -> None:
+        """A datagram of ``size`` bytes from ``source`` reached ``receiver``'s ``port``,
+        where nothing listens: the host answers ICMP port unreachable (rate-limited as
+        Linux does), carried back over the links."""
         sender = self.hosts.get(source[0])
         if sender is None:
             return
@@ -442,7 +445,7 @@ class SimNetwork:
             return
         receiver.icmp_tokens[sender.ip] = (tokens - 1.0, self.now)
         self.icmp.sent += 1
-        size = min(ICMP_MAX_SIZE, ICMP_OVERHEAD + UDP_IP_OVERHEAD + len(data))
+        size = min(ICMP_MAX_SIZE, ICMP_OVERHEAD + UDP_IP_OVERHEAD + size)
         closed = (receiver.ip, port)
         self._carry(
             self._path(receiver, sender),
