@@ -25,8 +25,12 @@ class ChunkRequested:
     request_id: int
     content_id: ContentId
     chunk_index: int
+    #: The whole chunk's length (what the store's chunk must be).
     chunk_length: int
     mode: Mode
+    #: Send the chunk from this byte on (a resumed chunk's remainder: the engine checked
+    #: it is a whole number of segments inside the chunk); ``send_chunk`` takes those bytes.
+    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
