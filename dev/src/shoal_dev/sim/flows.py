@@ -59,7 +59,7 @@ import heapq
 import math
 from collections import OrderedDict, deque
 from collections.abc import Collection, Container, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shoal.core.address import Address
 from shoal.core.ids import ContentId
@@ -119,6 +119,10 @@ class _Download:
     chunk_length: int
     chunk_hash: bytes
     timeout_version: int = 0
+    #: A resumed chunk's prefix (whole segments): the request asked for the rest only.
+    prefix: bytes = b""
+    #: What it held when its sender died or its flow stalled (None: not cut).
+    held: bytes | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -153,6 +157,14 @@ class _Flow:
     check_at: float | None = None
     """When this flow's one live finish event fires (None: none queued): at
     ``finish_at``, or earlier if its rate fell since (the event then moves itself)."""
+
+
+def whole_segments(sent: int, payload: int, config: TransferConfig) -> int:
+    """Payload bytes in the whole segments of a flow's first ``sent`` wire bytes, short
+    of the whole ``payload`` (a cut flow: what its receiver holds to resume from)."""
+    segment = config.segment_size
+    count = min(sent // (segment + DATA_HEADER_SIZE + UDP_IP_OVERHEAD), (payload - 1) // segment)
+    return max(count, 0) * segment
 
 
 def wire_bytes(payload: int, config: TransferConfig) -> int:
@@ -439,9 +451,11 @@ class FlowEngine:
         chunk_hash: bytes,
         mode: Mode,
         now: float,
+        prefix: bytes = b"",
     ) -> int:
         """As ``TransferEngine.request_chunk``: the request reaches ``peer`` one path
-        delay later (or, if nothing runs there, the download times out)."""
+        delay later (or, if nothing runs there, the download times out); with a
+        ``prefix``, for the rest of the chunk from its last whole segment on."""
         if len(self._downloads) >= self.config.max_downloads:
             raise TooManyDownloads(
                 f"already receiving {len(self._downloads)} chunks "
@@ -451,30 +465,45 @@ class FlowEngine:
             raise LocalProtocolError(f"chunk length {chunk_length} out of range")
         if len(chunk_hash) != 32:
             raise LocalProtocolError("chunk_hash must be a 32-byte SHA-256 digest")
+        if len(prefix) >= chunk_length:
+            raise LocalProtocolError(f"a prefix of {len(prefix)} bytes leaves nothing to ask")
         request_id = self.fabric.request_id()
-        download = _Download(request_id, peer, content_id, chunk_index, chunk_length, chunk_hash)
+        base = len(prefix) - len(prefix) % self.config.segment_size
+        download = _Download(
+            request_id, peer, content_id, chunk_index, chunk_length, chunk_hash, 0, prefix[:base]
+        )
         self._downloads[request_id] = download
         sender = self.fabric.live_engine(peer)
         if sender is None:
             self._time_out_later(download, now)
             return request_id
         requested = ChunkRequested(
-            self.address, request_id, content_id, chunk_index, chunk_length, Mode(mode)
+            self.address, request_id, content_id, chunk_index, chunk_length, Mode(mode), base
         )
         self.fabric.deliver(self.fabric.latency(self.host, sender.host), sender, requested)
         return request_id
 
-    def cancel(self, request_id: int, now: float) -> None:
-        """Stop receiving a chunk; the sender hears of it one path delay later."""
+    def cancel(self, request_id: int, now: float) -> bytes:
+        """Stop receiving a chunk; the sender hears of it one path delay later. Returns
+        what the request held of the chunk (``TransferEngine.cancel``): its prefix and
+        the whole segments its flow delivered (those sent a path delay ago)."""
         download = self._downloads.pop(request_id, None)
         if download is None:
-            return
+            return b""
         sender = self.fabric.live_engine(download.peer)
-        if sender is not None:
-            cancelled = RequestCancelled(
-                self.address, request_id, download.content_id, download.chunk_index
-            )
-            self.fabric.deliver(self.fabric.latency(self.host, sender.host), sender, cancelled)
+        if sender is None:
+            return download.prefix if download.held is None else download.held
+        cancelled = RequestCancelled(
+            self.address, request_id, download.content_id, download.chunk_index
+        )
+        self.fabric.deliver(self.fabric.latency(self.host, sender.host), sender, cancelled)
+        upload = sender._uploads.get((self.address, request_id))
+        flow = upload.flow if upload is not None else None
+        if flow is None:
+            return download.prefix
+        sent = flow.total - max(flow.remaining - flow.rate * (now - flow.updated), 0.0)
+        arrived = int(sent - flow.rate * flow.latency)
+        return download.prefix + flow.data[: whole_segments(arrived, len(flow.data), self.config)]
 
     def has_answered(self, peer: Address) -> bool:
         return peer in self._answered
@@ -611,7 +640,7 @@ class FlowEngine:
             key = (event.peer, event.request_id)
             self._uploads[key] = _Upload(
                 event.peer, event.request_id, event.content_id, event.chunk_index,
-                event.chunk_length, event.mode,
+                event.chunk_length - event.offset, event.mode,
             )  # fmt: skip
             self._events.append(event)
         elif isinstance(event, RequestCancelled):
@@ -646,6 +675,8 @@ class FlowEngine:
             del self._downloads[download.request_id]
             if not isinstance(event, TransferTimedOut):
                 self._answered.add(download.peer)
+            if isinstance(event, ChunkRefused) and download.prefix:  # handed back
+                event = replace(event, prefix=download.prefix)
             self._events.append(event)
         self.fabric.network.input_reached(self.host, machine_input=False)
 
@@ -665,14 +696,20 @@ class FlowEngine:
             fabric.counters.bytes_cancelled += sent
             return
         receiver.counters.payload_bytes_received += len(flow.data)
-        if fabric.hashes.sha256(flow.data) == download.chunk_hash:
+        # A resumed chunk is checked whole, its prefix with the rest (a new object: hashed).
+        chunk = download.prefix + flow.data if download.prefix else flow.data
+        if fabric.hashes.sha256(chunk) == download.chunk_hash:
             receiver.counters.chunks_received += 1
             arrived: Event = ChunkReceived(
-                self.address, upload.request_id, upload.content_id, upload.chunk_index, flow.data
+                self.address, upload.request_id, upload.content_id, upload.chunk_index, chunk
             )
         else:
             arrived = ChunkCorrupted(
-                self.address, upload.request_id, upload.content_id, upload.chunk_index
+                self.address,
+                upload.request_id,
+                upload.content_id,
+                upload.chunk_index,
+                bool(download.prefix),
             )
         fabric.deliver(flow.latency, receiver, arrived)
         delivered = ChunkDelivered(
@@ -685,9 +722,11 @@ class FlowEngine:
         the chunks queued behind it (the two engines heard nothing from each other)."""
         fabric = self.fabric
         fabric.counters.flows_aborted += 1
-        fabric.end(flow)
+        sent = fabric.end(flow)
         key = (flow.upload.peer, flow.upload.mode)
         receiver = fabric.live_engine(flow.upload.peer)
+        if receiver is not None:
+            receiver._cut(flow.upload.request_id, flow.data, sent)
         for upload in [flow.upload, *self._queued.pop(key, deque[_Upload]())]:
             if self._uploads.get((upload.peer, upload.request_id)) is not upload:
                 continue
@@ -704,7 +743,7 @@ class FlowEngine:
                     receiver,
                     TransferTimedOut(
                         self.address, upload.request_id, upload.content_id, upload.chunk_index,
-                        Role.RECEIVER,
+                        Role.RECEIVER, receiver._held(upload.request_id),
                     ),
                 )  # fmt: skip
         fabric.network.input_reached(self.host, machine_input=False)
@@ -714,14 +753,17 @@ class FlowEngine:
         fabric = self.fabric
         timeout = self.config.idle_timeout
         for upload in list(self._uploads.values()):
+            receiver = fabric.live_engine(upload.peer)
             if upload.flow is not None:
                 fabric.counters.flows_aborted += 1
-                fabric.end(upload.flow)
-            receiver = fabric.live_engine(upload.peer)
+                data = upload.flow.data
+                sent = fabric.end(upload.flow)
+                if receiver is not None:  # what was on the way still arrives
+                    receiver._cut(upload.request_id, data, sent)
             if receiver is not None:
                 timed_out = TransferTimedOut(
                     self.address, upload.request_id, upload.content_id, upload.chunk_index,
-                    Role.RECEIVER,
+                    Role.RECEIVER, receiver._held(upload.request_id),
                 )  # fmt: skip
                 fabric.deliver(timeout, receiver, timed_out)
         self._uploads.clear()
@@ -742,10 +784,23 @@ class FlowEngine:
             fabric.deliver(timeout, sender, timed_out)
         self._downloads.clear()
 
+    def _cut(self, request_id: int, data: bytes, sent: int) -> None:
+        """The flow of ``request_id``'s chunk ended after ``sent`` wire bytes: the whole
+        segments of them are what the request holds (``held``), after its prefix."""
+        download = self._downloads.get(request_id)
+        if download is not None:
+            download.held = download.prefix + data[: whole_segments(sent, len(data), self.config)]
+
+    def _held(self, request_id: int) -> bytes:
+        download = self._downloads.get(request_id)
+        if download is None:
+            return b""
+        return download.prefix if download.held is None else download.held
+
     def _time_out_later(self, download: _Download, now: float) -> None:
         timed_out = TransferTimedOut(
             download.peer, download.request_id, download.content_id, download.chunk_index,
-            Role.RECEIVER,
+            Role.RECEIVER, download.prefix,
         )  # fmt: skip
         self.fabric.deliver(self.config.idle_timeout, self, timed_out)
 
