@@ -115,7 +115,7 @@ class ServerNode:
             engine.send_chunk(event.peer, event.request_id, memoryview(blob)[event.offset :], now)
             return
         if event.content_id in self.origin and not self.core.may_serve_content(
-            event.peer[0], event.content_id, now, event.chunk_index
+            event.peer[0], event.content_id, now, event.chunk_index, bool(event.offset)
         ):
             self.counters.refused_busy += 1  # the WAN budget: not this office's turn
             engine.refuse_chunk(event.peer, event.request_id, RefusalReason.BUSY, now)
