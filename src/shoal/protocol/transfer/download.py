@@ -132,6 +132,6 @@ class Download:
         whole = self.whole
         if whole is None:
             return self.prefix
-        if self.cumulative == self.segment_count:  # (complete: the caller hashes it)
-            return bytes(whole)
+        if self.cumulative == self.segment_count:  # complete: verified or bad, never resumed
+            return b""
         return bytes(memoryview(whole)[: self.base + self.cumulative * self.segment_size])
