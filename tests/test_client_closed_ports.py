@@ -7,6 +7,7 @@ from __future__ import annotations
 from shoal.client.closed_ports import HOLD, MAX_CLOSED, ClosedPorts
 from shoal.client.config import AgentConfig
 from shoal.client.download import Download
+from shoal.client.partials import Partials
 from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
 from shoal.protocol.swarm import ChunkPicker
@@ -29,7 +30,7 @@ def test_a_flood_of_forged_port_errors_sets_a_peer_aside_for_at_most_hold() -> N
     closed = ClosedPorts()
     forged = [(f"10.{n // 250 % 250}.{n % 250}.9", 41442) for n in range(5_000)]
     for source in [*forged, HONEST]:
-        closed.closed(source, [download], engines, lambda mode: SERVER, 0.0)
+        closed.closed(source, [download], engines, lambda mode: SERVER, Partials(), 0.0)
 
     asked_meanwhile = {peer for peer, _ in picker.next_requests(now=HOLD / 2)}
     assert asked_meanwhile == {OTHER}, "the other holder serves while one is set aside"

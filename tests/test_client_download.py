@@ -746,3 +746,36 @@ def test_a_peer_back_from_a_crash_is_asked_again_once_it_announces() -> None:
             assert harness.requests(), "a restarted peer is asked again at once"
         else:
             assert harness.requests() == [], "a second silence sits out its penalty"
+
+
+def test_a_cut_chunk_is_resumed_from_the_next_holder_and_a_bad_resume_blames_nobody() -> None:
+    # A request whose sender went away hands back what it held of its chunk; the chunk
+    # is asked of the next holder for the rest only. If the resumed chunk then fails its
+    # hash, the bad bytes may be our prefix's: it is asked whole, and nobody is banned.
+    harness = Harness()
+    harness.assign()
+    harness.manifest_located()
+    harness.manifest_arrives()
+    everything = ChunkSet.full(MANIFEST.chunk_count)
+    harness.machine.on_peer_available(PeerAvailable(PEER, CONTENT_ID, everything), harness.now)
+    harness.schedule()
+    [(request_id, peer, index)] = [asked for asked in harness.requests() if asked[2] == 0]
+    segment = harness.engines[Mode.FOREGROUND].config.segment_size
+    prefix = PACKAGE[index * CHUNK : index * CHUNK + 10 * segment]
+    harness.tick(5.0)
+    timed_out = TransferTimedOut(peer, request_id, CONTENT_ID, index, Role.RECEIVER, prefix)
+    harness.machine.on_outcome(Mode.FOREGROUND, timed_out, harness.now)
+    other = "10.1.0.10"
+    harness.machine.on_peer_available(PeerAvailable(other, CONTENT_ID, everything), harness.now)
+    harness.schedule()
+    receiving = harness.engines[Mode.FOREGROUND]._receiver.downloads
+    [(resumed_id, resumed_peer)] = [
+        (rid, asked) for rid, asked, i in harness.requests() if i == index
+    ]
+    assert resumed_peer[0] == other and receiving[resumed_id].base == 10 * segment
+    corrupted = ChunkCorrupted(resumed_peer, resumed_id, CONTENT_ID, index, resumed=True)
+    harness.machine.on_outcome(Mode.FOREGROUND, corrupted, harness.now)
+    assert other not in harness.download.banned and harness.counters.peers_banned == 0
+    harness.schedule()
+    [(whole_id, _)] = [(rid, asked) for rid, asked, i in harness.requests() if i == index]
+    assert receiving[whole_id].base == 0  # the prefix is gone: asked whole

@@ -178,7 +178,7 @@ def test_an_unsupported_version_gets_an_explicit_version_error() -> None:
     ((reply, destination),) = holder.datagrams_to_send(0)
     assert destination == ("10.1.0.1", PORT)
     seeker.receive_datagram(reply, ("10.1.0.2", PORT), now=0)
-    assert events(seeker) == [PeerVersionRejected("10.1.0.2", 2, 2)]
+    assert events(seeker) == [PeerVersionRejected("10.1.0.2", 2, 3)]
 
 
 def test_garbage_is_counted_never_raised() -> None:

@@ -349,3 +349,37 @@ def test_the_flow_engine_offers_every_call_of_the_transfer_engine() -> None:
     real = {name for name in dir(TransferEngine) if not name.startswith("_")}
     offered = {name for name in dir(FlowEngine) if not name.startswith("_")}
     assert real - introspection <= offered, sorted(real - introspection - offered)
+
+
+def test_a_flow_cut_by_its_senders_death_leaves_a_prefix_that_another_sender_completes() -> None:
+    # The flow model of a resumed chunk: a killed sender's receiver holds the whole
+    # segments that were sent, and a request with them asks (and is sent) the rest only.
+    network = SimNetwork(seed=1)
+    office = network.add_office("A", "10.1.0.0/24", wan_rate=1e6)
+    hosts = [network.add_host(office, f"10.1.0.{n}", nic_rate=1e6) for n in (1, 2, 3)]
+    fabric = FlowFabric(network)
+    dying, other, asker = (fabric.engine(host, 7) for host in hosts)
+    data = bytes(range(256)) * 4096  # 1 MiB: one second at 1 MB/s
+    digest = hashlib.sha256(data).digest()
+    asker.request_chunk(dying.address, CONTENT, 0, len(data), digest, Mode.FOREGROUND, 0.0)
+    network.run(until=0.01)
+    (asked,) = drain(dying)
+    assert isinstance(asked, ChunkRequested)
+    dying.send_chunk(asked.peer, asked.request_id, data, network.now)
+    network.at(0.5, lambda: fabric.kill(hosts[0]))  # half-way through the chunk
+    network.run(until=10.0)
+    (ended,) = drain(asker)
+    assert isinstance(ended, TransferTimedOut) and ended.role is Role.RECEIVER
+    segment = fabric.config.segment_size
+    assert 0 < len(ended.prefix) < len(data) and len(ended.prefix) % segment == 0
+    assert ended.prefix == data[: len(ended.prefix)]
+    asker.request_chunk(
+        other.address, CONTENT, 0, len(data), digest, Mode.FOREGROUND, network.now, ended.prefix
+    )
+    network.run(until=10.01)
+    (resumed,) = drain(other)
+    assert isinstance(resumed, ChunkRequested) and resumed.offset == len(ended.prefix)
+    other.send_chunk(resumed.peer, resumed.request_id, data[resumed.offset :], network.now)
+    network.run(until=20.0)
+    (arrived,) = drain(asker)
+    assert isinstance(arrived, ChunkReceived) and arrived.data == data

@@ -346,7 +346,7 @@ def test_an_unsupported_version_gets_a_version_error_naming_the_supported_range(
         ChunkRequest(1, CONTENT_ID, 0, 1000, Mode.FOREGROUND, 1380, 64), version=7
     )
     engine.receive_datagram(request, ("10.0.0.9", 7000), 0.0)
-    assert engine.datagrams_to_send(0.0) == [(b"SH\x02\x06\x02\x02", ("10.0.0.9", 7000))]
+    assert engine.datagrams_to_send(0.0) == [(b"SH\x02\x06\x02\x03", ("10.0.0.9", 7000))]
     assert decode_datagram(b"SH\x02\x06\x02\x02") == VersionError(2, 2)
     assert engine.counters.unsupported_version == 1
     assert engine.counters.version_errors_sent == 1

@@ -61,6 +61,30 @@ GOLDEN: list[tuple[Message, bytes]] = [
         + b"\x00\x00\x08\x00",
     ),
     (
+        # A resumed chunk's request: version 3, the offset after version 2's body.
+        ChunkRequest(
+            request_id=0x01020304,
+            content_id=CONTENT_ID,
+            chunk_index=7,
+            chunk_length=1048576,
+            mode=Mode.BACKGROUND,
+            segment_size=1380,
+            receive_window=2048,
+            token=TOKEN,
+            offset=100 * 1380,
+        ),
+        b"SH\x03\x01"
+        + b"\x01\x02\x03\x04"
+        + TOKEN
+        + CONTENT_ID_BYTES
+        + b"\x00\x00\x00\x07"
+        + b"\x00\x10\x00\x00"
+        + b"\x01"
+        + b"\x05\x64"
+        + b"\x00\x00\x08\x00"
+        + b"\x00\x02\x1b\x10",
+    ),
+    (
         Data(
             request_id=9,
             packet_number=0x10,
@@ -186,7 +210,7 @@ def test_version_error_is_readable_whatever_version_it_carries() -> None:
         (b"", MalformedDatagram),
         (b"S", MalformedDatagram),
         (b"XX\x01\x05\x00\x00\x00\x01", WrongMagic),
-        (b"SH\x03\x05\x00\x00\x00\x01", UnsupportedProtocolVersion),
+        (b"SH\x04\x05\x00\x00\x00\x01", UnsupportedProtocolVersion),
         (b"SH\x01\x05\x00\x00\x00\x01", UnsupportedProtocolVersion),  # version 1 is gone
         (b"SH\x00\x05\x00\x00\x00\x01", UnsupportedProtocolVersion),
         (b"SH\x02\x7f\x00\x00\x00\x01", MalformedDatagram),  # unknown type
@@ -342,7 +366,12 @@ def test_the_largest_have_fits_a_1400_byte_datagram() -> None:
 def test_decode_counted_counts_each_drop_by_cause_and_passes_messages_through() -> None:
     from dataclasses import dataclass
 
-    from shoal.wire.decoding import VERSION_ERROR_REPLY, Undecodable, decode_counted
+    from shoal.wire.decoding import (
+        CONTROL_VERSION_ERROR_REPLY,
+        VERSION_ERROR_REPLY,
+        Undecodable,
+        decode_counted,
+    )
 
     @dataclass
     class Drops:
@@ -360,4 +389,25 @@ def test_decode_counted_counts_each_drop_by_cause_and_passes_messages_through() 
     assert decode_counted(decode_datagram, cancel[:-1], drops) is Undecodable.MALFORMED
     assert drops == Drops(wrong_magic=1, unsupported_version=1, malformed=1)
     # The reply to a version we do not speak: this build's range, 6 bytes.
-    assert VERSION_ERROR_REPLY == b"SH\x02\x06\x02\x02"
+    assert VERSION_ERROR_REPLY == b"SH\x02\x06\x02\x03"
+    # The control channel's: it has no version 3.
+    assert CONTROL_VERSION_ERROR_REPLY == b"SH\x02\x06\x02\x02"
+
+
+def test_a_whole_chunks_request_is_the_bytes_a_version_2_peer_reads() -> None:
+    # Offset 0 is sent as version 2 with no offset field: byte for byte what a peer of
+    # the previous build reads (the first golden above), whatever the version asked.
+    message, golden = _golden(ChunkRequest)
+    assert isinstance(message, ChunkRequest) and message.offset == 0
+    assert encode_datagram(message) == golden and golden[2] == 2
+    # Version 3 with an offset of 0 is read as the whole chunk; other types read in 3.
+    assert decode_datagram(b"SH\x03" + golden[3:] + bytes(4)) == message
+    assert decode_datagram(b"SH\x03\x05\xde\xad\xbe\xef") == Cancel(0xDEADBEEF)
+
+
+def test_a_version_2_request_cannot_carry_an_offset_and_a_version_3_one_must() -> None:
+    _, golden = _golden(ChunkRequest)
+    with pytest.raises(MalformedDatagram):  # version 2 with 4 bytes more: trailing bytes
+        decode_datagram(golden + b"\x00\x00\x05\x64")
+    with pytest.raises(MalformedDatagram):  # version 3 without its offset: truncated
+        decode_datagram(b"SH\x03" + golden[3:])

@@ -213,6 +213,10 @@ def test_prefix_errors_are_named() -> None:
         decode_control(b"XX" + valid[2:], KEY)
     with pytest.raises(UnsupportedProtocolVersion):
         decode_control(valid[:2] + b"\x09" + valid[3:], KEY)
+    # Version 3 is the data plane's (a chunk request with an offset): the control
+    # channel keeps its own range and has none.
+    with pytest.raises(UnsupportedProtocolVersion):
+        decode_control(valid[:2] + b"\x03" + valid[3:], KEY)
     with pytest.raises(MalformedDatagram, match="unknown control message type"):
         decode_control(valid[:3] + b"\x2f" + valid[4:], KEY)
 

@@ -135,7 +135,11 @@ class Network:
                     )
                 else:
                     engine.send_chunk(
-                        event.peer, event.request_id, data, self.now, path_rate=node.path_rate
+                        event.peer,
+                        event.request_id,
+                        data[event.offset :],  # a resumed chunk's remainder
+                        self.now,
+                        path_rate=node.path_rate,
                     )
 
     def _flush(self, node: Node) -> None:

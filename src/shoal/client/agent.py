@@ -410,7 +410,12 @@ class AgentCore:
             downloader = self.downloader
             server = self.registrar.server_data_address
             downloader.closed_ports.closed(
-                event.peer, downloader.downloads.values(), self.engines, server, now
+                event.peer,
+                downloader.downloads.values(),
+                self.engines,
+                server,
+                downloader.partials,
+                now,
             )
         elif isinstance(event, VersionRejected):
             self.downloader.peer_speaks_other_versions(
@@ -421,7 +426,9 @@ class AgentCore:
         elif isinstance(event, ChunkStarted):  # a duplicate's other requests may end
             download = self.downloader.downloads.get(event.content_id)
             if download is not None:
-                download.chunk_started(event.request_id, self.engines[mode], now)
+                download.chunk_started(
+                    event.request_id, self.engines[mode], self.downloader.partials, now
+                )
         elif isinstance(event, ReceiverOutcome):
             blob = self.blobs.take(mode, event.request_id)
             if blob is not None:

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from shoal.client.download import Download
+from shoal.client.partials import Partials
 from shoal.protocol.transfer import Address, Mode, TransferEngine
 
 HOLD = 1.0
@@ -43,10 +44,13 @@ class ClosedPorts:
         downloads: Iterable[Download],
         engines: dict[Mode, TransferEngine],
         server: Callable[[Mode], Address],
+        partials: Partials,
         now: float,
     ) -> int:
         """``peer``'s port is closed: end our requests to it (not to the server, whose
-        restart the lease handles) and leave it aside. Returns how many ended."""
+        restart the lease handles; what each held of its chunk is kept in ``partials``,
+        to be resumed from whoever is asked next) and leave it aside. Returns how many
+        ended."""
         self._until[peer] = now + HOLD
         self._until.move_to_end(peer)
         while len(self._until) > MAX_CLOSED:
@@ -55,7 +59,8 @@ class ClosedPorts:
         for download in downloads:
             if download.picker is None or peer == server(download.mode):
                 continue
-            for chunk_index in download.end_requests_to(peer, engines[download.mode], now):
+            ended_requests = download.end_requests_to(peer, engines[download.mode], partials, now)
+            for chunk_index in ended_requests:
                 download.picker.failed(chunk_index, peer)
                 ended += 1
             download.picker.busy(peer, now + HOLD)

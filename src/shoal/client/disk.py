@@ -111,6 +111,8 @@ class ReadChunk:
     content_id: ContentId
     chunk_index: int
     chunk_length: int
+    #: From this byte on (a resumed chunk's remainder).
+    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +120,7 @@ class ChunkRead:
     """Event: a ``ReadChunk`` ran: the chunk's bytes, or why it cannot be served."""
 
     read: ReadChunk
-    data: bytes | None
+    data: bytes | memoryview | None
     refusal: RefusalReason = RefusalReason.NOT_FOUND
     """Why not, when ``data`` is None: ``NOT_FOUND`` for content or a chunk not held
     (or gone bad on disk), ``INVALID_REQUEST`` for a length that is not the chunk's."""
@@ -126,7 +128,7 @@ class ChunkRead:
 
 def perform_read(store: ChunkSource, read: ReadChunk) -> ChunkRead:
     """Run one ``ReadChunk`` and say how it went."""
-    chunk = read_servable(store, read.content_id, read.chunk_index, read.chunk_length)
+    chunk = read_servable(store, read.content_id, read.chunk_index, read.chunk_length, read.offset)
     if isinstance(chunk, RefusalReason):
         return ChunkRead(read, None, chunk)
     return ChunkRead(read, chunk)

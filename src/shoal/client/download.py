@@ -41,6 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from shoal.assignments import ManifestRef, SealedContent
+from shoal.client.partials import Partials
 from shoal.client.server_origin import ServerOrigin
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest
@@ -219,7 +220,9 @@ class Download:
         self.state = next_download_state(self.state, event)
         return self.state
 
-    def chunk_started(self, request_id: int, engine: TransferEngine, now: float) -> None:
+    def chunk_started(
+        self, request_id: int, engine: TransferEngine, partials: Partials, now: float
+    ) -> None:
         """The first bytes for ``request_id`` came: the chunk's other requests that are
         not being served end (``ChunkPicker.started``)."""
         asked = self.requests.get(request_id)
@@ -227,17 +230,23 @@ class Download:
             return
         peer, chunk_index = asked
         for loser in self.picker.started(chunk_index, peer, now):
-            self.end_requests_to(loser, engine, now, [chunk_index])
+            self.end_requests_to(loser, engine, partials, now, [chunk_index])
 
     def end_requests_to(
-        self, peer: Address, engine: TransferEngine, now: float, chunks: list[int] | None = None
+        self,
+        peer: Address,
+        engine: TransferEngine,
+        partials: Partials,
+        now: float,
+        chunks: list[int] | None = None,
     ) -> list[int]:
         """Cancel our requests to ``peer`` (for ``chunks`` only, if given) in ``engine``
-        and forget them; returns their chunk indexes (the picker's to release)."""
+        and forget them, keeping what each held of its chunk in ``partials``; returns
+        their chunk indexes (the picker's to release)."""
         ended = []
         for request_id, (asked, index) in list(self.requests.items()):
             if asked == peer and (chunks is None or index in chunks):
                 del self.requests[request_id]
-                engine.cancel(request_id, now)
+                partials.keep(self.content_id, index, engine.cancel(request_id, now))
                 ended.append(index)
         return ended

@@ -17,13 +17,12 @@ table of ``shoal.client.download`` (manifest asked, fetched and verified; chunks
   ``WriteChunk`` effect and is held (announced, served, reported) only once written
   (``chunk_written``). While ``write_backlog_bytes`` wait for the disk
   (``shoal.client.chunk_writes``), nothing new is asked for.
+  A chunk whose sender went away mid-chunk is resumed (``shoal.client.partials``).
 * Bad peers: one that sends a corrupt chunk is banned for that content and reported to
   the server; peers the server bans in the office are banned for every content.
-* Complete: the one place a download reaches its terminal state is
-  ``_download_verified``; it emits ``DownloadVerified`` for the agent.
-
-Confidential content is downloaded like any other (ciphertext); its plaintext is the
-shell's job (``shoal.client.confidential``).
+* Complete: the one place a download reaches its terminal state is ``_download_verified``
+  (``DownloadVerified``). Confidential content is downloaded as ciphertext; its
+  plaintext is the shell's job (``shoal.client.confidential``).
 """
 
 from __future__ import annotations
@@ -54,6 +53,7 @@ from shoal.client.disk import (
 )
 from shoal.client.download import MANIFEST_STATES, Download, DownloadInput, DownloadState
 from shoal.client.lease import EarlyLeases, apply_lease, release_held, server_refused
+from shoal.client.partials import Partials
 from shoal.client.registration import RETRY_SOON, RegistrationMachine
 from shoal.core.chunkset import ChunkSet
 from shoal.core.errors import ManifestError
@@ -134,9 +134,8 @@ class DownloadsMachine:
         self.downloads: dict[ContentId, Download] = {}
         self.banned_peers: frozenset[str] = frozenset()
         """Peers the server banned in this office (reported by several devices)."""
-        #: Peers whose chunks never came (a request timed out: a crashed peer, or one that
-        #: announces what it will not send): ignored while they sit out, but a first
-        #: silence ends when the peer announces again (restarted: ``pardon_first``).
+        #: Peers whose chunks never came (timed out: crashed, or announcing what it will
+        #: not send): ignored while they sit out, a first silence ended by an announce.
         self.suspects: PenaltyBox[Address] = PenaltyBox()
         self._sealed: dict[ContentId, SealedContent] = {}
         self.caps = BandwidthCaps()
@@ -145,6 +144,7 @@ class DownloadsMachine:
         self._events: deque[DownloadVerified] = deque()
         self._early_leases = EarlyLeases()
         self.closed_ports = ClosedPorts()
+        self.partials = Partials()
 
     def next_event(self) -> DownloadVerified | None:
         return self._events.popleft() if self._events else None
@@ -215,8 +215,7 @@ class DownloadsMachine:
             download.advance(DownloadInput.MANIFEST_ASKED)
             self.control.manifest_info(download.content_id, now)
         if download.content_id not in self._early_leases:
-            # The lease in the same round trip as the manifest: a holder's first chunk
-            # can be asked for as soon as the manifest is stored.
+            # The lease with the manifest: a holder's first chunk is asked once it is stored.
             self.control.lease(download.content_id, now)
 
     def on_manifest_reply(self, reply: ManifestReply, now: float) -> None:
@@ -322,10 +321,8 @@ class DownloadsMachine:
         self.handle_timer(now)
 
     def _download_verified(self, download: Download, now: float) -> None:
-        """The download's one way to its terminal state: every chunk verified and held.
-
-        What follows a verified download (installing it) hooks on ``DownloadVerified``.
-        """
+        """The download's one way to its terminal state: every chunk verified and held
+        (what follows, installing it, hooks on ``DownloadVerified``)."""
         download.advance(DownloadInput.ALL_CHUNKS_HELD)
         download.completed_at = now
         download.note = "complete"
@@ -381,7 +378,7 @@ class DownloadsMachine:
         server = self.office.server_data_address(download.mode)
         renew = self.config.lease_renew_fraction
         released = apply_lease(download, reply, valid, server, renew, now)
-        download.end_requests_to(server, self.engines[download.mode], now, released)
+        download.end_requests_to(server, self.engines[download.mode], self.partials, now, released)
 
     def on_peer_list(self, reply: PeerList, now: float) -> None:
         download = self.downloads.get(reply.content_id)
@@ -487,6 +484,7 @@ class DownloadsMachine:
                 manifest.chunk_hashes[chunk_index],
                 mode,
                 now,
+                self.partials.take(download.content_id, chunk_index),
             )
             download.requests[request_id] = (peer, chunk_index)
 
@@ -502,7 +500,7 @@ class DownloadsMachine:
             self._on_chunk(download, peer, chunk_index, event.data, now)
         elif isinstance(event, ChunkCorrupted):
             self.counters.bad_chunks += 1
-            if peer == server:
+            if peer == server or event.resumed:  # resumed: the bad bytes may be ours
                 download.picker.failed(chunk_index, peer)
                 return
             download.banned.add(peer[0])
@@ -512,9 +510,10 @@ class DownloadsMachine:
             self.control.bad_peer(download.content_id, peer, chunk_index, now)
         else:
             download.picker.failed(chunk_index, peer)
+            self.partials.keep(download.content_id, chunk_index, event.prefix)
             refused = event.reason if isinstance(event, ChunkRefused) else None
             busy = refused is RefusalReason.BUSY
-            if peer == server:
+            if peer == server or refused is RefusalReason.UNSUPPORTED_VERSION:
                 if busy:  # that chunk held back from it a while, the lease asked again
                     server_refused(download, chunk_index, server, now)
                 return
@@ -553,8 +552,10 @@ class DownloadsMachine:
             self.discovery.holder_proven(download.content_id, peer[0])
         download.failures.pop(peer, None)
         self.suspects.forgive(peer)
+        engine = self.engines[download.mode]
         for loser in download.picker.received(chunk_index, peer, now):
-            download.end_requests_to(loser, self.engines[download.mode], now, [chunk_index])
+            download.end_requests_to(loser, engine, self.partials, now, [chunk_index])
+        self.partials.drop(download.content_id, chunk_index)
         self._writes.add(download.content_id, chunk_index, data, peer)
 
     def take_disk_writes(self) -> list[WriteChunk]:
@@ -562,8 +563,7 @@ class DownloadsMachine:
         return self._writes.take()
 
     def chunk_written(self, written: ChunkWritten, now: float) -> None:
-        """The answer to a ``WriteChunk``: from now on the chunk is held (or, on a store
-        error, wanted again)."""
+        """A ``WriteChunk``'s answer: the chunk is held from now on (a store error: wanted)."""
         write = written.write
         if not self._writes.answered(write):
             return

@@ -96,7 +96,7 @@ class ServingMachine:
         key = (mode, event.peer, event.request_id)
         unfair = self.uploads.refused_unfair
         admission = self.uploads.offer(
-            key, (mode, event), now, event.chunk_length, peer=event.peer[0]
+            key, (mode, event), now, event.chunk_length - event.offset, peer=event.peer[0]
         )
         if admission is Admission.START:
             self._start(mode, event, now)
@@ -169,5 +169,11 @@ class ServingMachine:
 
 def _read_of(mode: Mode, event: ChunkRequested) -> ReadChunk:
     return ReadChunk(
-        mode, event.peer, event.request_id, event.content_id, event.chunk_index, event.chunk_length
+        mode,
+        event.peer,
+        event.request_id,
+        event.content_id,
+        event.chunk_index,
+        event.chunk_length,
+        event.offset,
     )

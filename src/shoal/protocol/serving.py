@@ -25,18 +25,22 @@ class ChunkSource(Protocol):
 
 
 def read_servable(
-    store: ChunkSource, content_id: ContentId, chunk_index: int, chunk_length: int
-) -> bytes | RefusalReason:
-    """The verified chunk a peer asked for, or why it is refused: ``NOT_FOUND`` for
-    content or a chunk not held (or gone bad on disk), ``INVALID_REQUEST`` for a length
-    that is not the chunk's. Serving on the loop and the client's reader thread share it."""
+    store: ChunkSource, content_id: ContentId, chunk_index: int, chunk_length: int, offset: int = 0
+) -> bytes | memoryview | RefusalReason:
+    """The verified chunk a peer asked for, from byte ``offset`` on (a resumed chunk's
+    remainder; the engine checked it lies inside ``chunk_length``), or why it is refused:
+    ``NOT_FOUND`` for content or a chunk not held (or gone bad on disk),
+    ``INVALID_REQUEST`` for a length that is not the chunk's. Serving on the loop and the
+    client's reader thread share it; the whole chunk is read and re-hashed either way."""
     if content_id not in store:
         return RefusalReason.NOT_FOUND
     try:
         data = store.read_chunk(content_id, chunk_index)
     except (ShoalError, IndexError):
         return RefusalReason.NOT_FOUND
-    return data if len(data) == chunk_length else RefusalReason.INVALID_REQUEST
+    if len(data) != chunk_length:
+        return RefusalReason.INVALID_REQUEST
+    return memoryview(data)[offset:] if offset else data
 
 
 def serve_from(
@@ -52,7 +56,9 @@ def serve_from(
     Returns the bytes sent (0 when refused): ``NOT_FOUND`` for content or a chunk not
     held (or gone bad on disk), ``INVALID_REQUEST`` for a length that is not the chunk's.
     """
-    chunk = read_servable(store, event.content_id, event.chunk_index, event.chunk_length)
+    chunk = read_servable(
+        store, event.content_id, event.chunk_index, event.chunk_length, event.offset
+    )
     if isinstance(chunk, RefusalReason):
         engine.refuse_chunk(event.peer, event.request_id, chunk, now)
         return 0

@@ -54,7 +54,7 @@ from shoal.wire.control import (
     pull_control,
     tag_matches,
 )
-from shoal.wire.decoding import VERSION_ERROR_REPLY, Undecodable, decode_counted
+from shoal.wire.decoding import CONTROL_VERSION_ERROR_REPLY, Undecodable, decode_counted
 
 MAX_OUTBOX = 8192
 NUDGES_PER_ROUND = 20
@@ -104,8 +104,8 @@ class ServerControl:
         counters = self.counters
         message = decode_counted(pull_control, data, counters)
         if message is Undecodable.UNSUPPORTED_VERSION:
-            if len(VERSION_ERROR_REPLY) <= AMPLIFICATION_LIMIT * len(data):
-                self._queue(VERSION_ERROR_REPLY, addr)
+            if len(CONTROL_VERSION_ERROR_REPLY) <= AMPLIFICATION_LIMIT * len(data):
+                self._queue(CONTROL_VERSION_ERROR_REPLY, addr)
             return
         if isinstance(message, Undecodable):
             return

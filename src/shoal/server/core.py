@@ -490,10 +490,16 @@ class ServerCore:
         self._device_at[record.ip] = record.device_id
 
     def may_serve_content(
-        self, client_ip: str, content_id: ContentId, now: float, chunk_index: int | None = None
+        self,
+        client_ip: str,
+        content_id: ContentId,
+        now: float,
+        chunk_index: int | None = None,
+        resumed: bool = False,
     ) -> bool:
         """May the client at ``client_ip`` fetch chunks of ``content_id`` from us now (with
-        ``chunk_index``: that chunk, which must be in one of its stripes)?"""
+        ``chunk_index``: that chunk, which must be in one of its stripes, or ``resumed``:
+        the rest of it, ``WanCopy.may_fetch``)?"""
         client = self.client_at(client_ip)
         if client is None:
             return False
@@ -502,7 +508,8 @@ class ServerCore:
             return False  # issue 13, row 3: only devices the console assigned it to
         if office is None or office_type in (OfficeType.VPN, OfficeType.NONE):
             return office is not None or self.settings.direct_outside_offices
-        return self.wan_copy.may_fetch(office, client.device_id.hex(), content_id, chunk_index, now)
+        device = client.device_id.hex()
+        return self.wan_copy.may_fetch(office, device, content_id, chunk_index, now, resumed)
 
     def is_assigned(self, client: ClientRecord, content_id: ContentId, office: str | None) -> bool:
         """Does the current assignment document assign ``content_id`` to this client?"""

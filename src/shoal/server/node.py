@@ -112,10 +112,10 @@ class ServerNode:
             and self.core.client_at(event.peer[0]) is not None
         ):
             self.counters.blobs_served += 1
-            engine.send_chunk(event.peer, event.request_id, blob, now)
+            engine.send_chunk(event.peer, event.request_id, memoryview(blob)[event.offset :], now)
             return
         if event.content_id in self.origin and not self.core.may_serve_content(
-            event.peer[0], event.content_id, now, event.chunk_index
+            event.peer[0], event.content_id, now, event.chunk_index, bool(event.offset)
         ):
             self.counters.refused_busy += 1  # the WAN budget: not this office's turn
             engine.refuse_chunk(event.peer, event.request_id, RefusalReason.BUSY, now)

@@ -36,6 +36,7 @@ from shoal.server.bad_peers import BadPeerBook
 from shoal.server.deliveries import DeliveryLedger, Presence
 from shoal.server.registry import ClientRecord, ServerSettings
 from shoal.server.rendezvous import Decision, RendezvousTable
+from shoal.server.resumes import Resumes
 from shoal.server.stripe_plan import stripe_count
 from shoal.wire.control import (
     ControlBody,
@@ -92,6 +93,7 @@ class WanCopy:
         self.bad_peers = bad_peers
         self.restored_at: float | None = None
         """When the saved leases and ledger were taken back (a restarted server)."""
+        self.resumes = Resumes()
 
     def chunk_served(self, client_ip: str, content_id: ContentId, now: float) -> None:
         """The data plane served a chunk of ``content_id`` to ``client_ip``: if it is the
@@ -184,6 +186,7 @@ class WanCopy:
         if client is None or office is None or office_type not in _SHARING:
             return None
         first_copy = chunk_index not in self.deliveries.chunk_indices(office, content_id)
+        self.resumes.delivered(office, content_id, chunk_index)
         self.deliveries.delivered(office, content_id, client.device_id.hex(), chunk_index, now)
         if not first_copy or not self._closed_a_stripe(office, content_id, chunk_index):
             return None
@@ -201,23 +204,35 @@ class WanCopy:
         return all(index in held for index in range(chunk_index % stripes, count, stripes))
 
     def may_fetch(
-        self, office: str, device: str, content_id: ContentId, chunk_index: int | None, now: float
+        self,
+        office: str,
+        device: str,
+        content_id: ContentId,
+        chunk_index: int | None,
+        now: float,
+        resumed: bool = False,
     ) -> bool:
         """May ``device`` (hex ID), of the sharing ``office``, fetch ``content_id`` from
         the server now: does it hold the lease (with ``chunk_index``: a stripe with that
-        chunk, which the office does not hold yet)?"""
+        chunk, which the office does not hold yet, or the rest of it when ``resumed``,
+        stripe or not: ``shoal.server.resumes``)?"""
         if chunk_index is None:
             return device in self.rendezvous.holders(office, content_id, now)
-        return self.rendezvous.may_fetch(
+        striped = self.rendezvous.may_fetch(office, content_id, device, chunk_index, now)
+        if not (striped or resumed) or self.resumes.held_for_other(
             office, content_id, device, chunk_index, now
-        ) and not self.deliveries.in_office(
+        ):
+            return False
+        if self.deliveries.in_office(
             office,
             content_id,
             device,
             chunk_index,
             now,
             self._present(office, now, device, content_id),
-        )
+        ):
+            return False
+        return striped or self.resumes.admit(office, content_id, device, chunk_index, now)
 
     def _present(self, office: str, now: float, asker: str, content_id: ContentId) -> Presence:
         """Is a device (hex ID) still in ``office``: seen within two check-in periods,

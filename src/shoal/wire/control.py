@@ -165,14 +165,9 @@ from shoal.wire.control_registration import (
     push_register,
     push_registered,
 )
+from shoal.wire.datagram import MAX_CONTROL_VERSION, MIN_CONTROL_VERSION
 from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
-from shoal.wire.messages import (
-    MAGIC,
-    MAX_PROTOCOL_VERSION,
-    MIN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
-    pull_enum,
-)
+from shoal.wire.messages import MAGIC, PROTOCOL_VERSION, pull_enum
 
 __all__ = [
     "ADDRESS_TOKEN_SIZE",
@@ -424,7 +419,7 @@ def pull_control(data: bytes | bytearray | memoryview) -> ControlMessage:
     magic, version, code, request_id, device_id, counter = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise WrongMagic("not a shoal datagram (wrong magic)")
-    if not MIN_PROTOCOL_VERSION <= version <= MAX_PROTOCOL_VERSION:
+    if not MIN_CONTROL_VERSION <= version <= MAX_CONTROL_VERSION:  # no version 3 here
         raise UnsupportedProtocolVersion(version)
     try:
         message_type = ControlType(code)

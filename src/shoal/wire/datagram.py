@@ -19,9 +19,18 @@ from shoal.wire.buffer import Buffer
 from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
 
 MAGIC = b"SH"
+#: The version every datagram is sent in, but a resumed chunk's request.
 PROTOCOL_VERSION = 2
+#: The data plane's range (transfer and discovery): version 3 is version 2 with an
+#: offset in CHUNK_REQUEST (``RESUME_VERSION``), every other layout unchanged.
 MIN_PROTOCOL_VERSION = 2
-MAX_PROTOCOL_VERSION = 2
+MAX_PROTOCOL_VERSION = 3
+#: The first version whose CHUNK_REQUEST carries an offset (a resumed chunk's remainder);
+#: a request for a whole chunk is sent as ``PROTOCOL_VERSION``, so any peer reads it.
+RESUME_VERSION = 3
+#: The control channel's own range (``shoal.wire.control``): it has no version 3.
+MIN_CONTROL_VERSION = 2
+MAX_CONTROL_VERSION = 2
 
 #: Largest UDP payload there is (IPv4); anything longer is not a datagram we could send.
 MAX_DATAGRAM_SIZE = 65507

@@ -15,7 +15,13 @@ import enum
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
-from shoal.wire.datagram import MAX_PROTOCOL_VERSION, MIN_PROTOCOL_VERSION, VersionError
+from shoal.wire.datagram import (
+    MAX_CONTROL_VERSION,
+    MAX_PROTOCOL_VERSION,
+    MIN_CONTROL_VERSION,
+    MIN_PROTOCOL_VERSION,
+    VersionError,
+)
 from shoal.wire.errors import MalformedDatagram, UnsupportedProtocolVersion, WrongMagic
 from shoal.wire.messages import encode_datagram
 
@@ -24,6 +30,10 @@ _Message = TypeVar("_Message")
 #: What a peer of another protocol version gets (6 bytes: at most 1.5x the shortest
 #: datagram that gets one, a 4-byte prefix; within RFC 9000 §8.1's 3x).
 VERSION_ERROR_REPLY = encode_datagram(VersionError(MIN_PROTOCOL_VERSION, MAX_PROTOCOL_VERSION))
+#: The control channel's (the P2P server's control port): its own, narrower range.
+CONTROL_VERSION_ERROR_REPLY = encode_datagram(
+    VersionError(MIN_CONTROL_VERSION, MAX_CONTROL_VERSION)
+)
 
 
 class Undecodable(enum.Enum):

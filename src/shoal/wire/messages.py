@@ -17,7 +17,8 @@ depend on the type; all integers are big-endian and unsigned.
 type             code  body
 ===============  ====  =====================================================================
 CHUNK_REQUEST    0x01  request_id u32, token 8 B, content_id 32 B, chunk_index u32,
-                       chunk_length u32, mode u8, segment_size u16, receive_window u32
+                       chunk_length u32, mode u8, segment_size u16, receive_window u32,
+                       [version 3: offset u32]
 DATA             0x02  request_id u32, packet_number u32, segment_index u32, timestamp_us u32,
                        payload (the rest: exactly segment_size bytes, shorter for the last)
 ACK              0x03  request_id u32, largest_packet_number u32, ack_delay_us u32,
@@ -33,6 +34,14 @@ HAVE             0x11  query_id u32, content_id 32 B, token 8 B, chunk_count u32
 ===============  ====  =====================================================================
 
 Codes 0x10..0x1F belong to discovery; 0x20..0x2F are kept for rendezvous.
+
+Version 3 (``RESUME_VERSION``) is version 2 with one field more: a CHUNK_REQUEST's
+``offset``, where in the chunk the sender starts (a resumed chunk's remainder: a whole
+number of segments, inside the chunk, else refused INVALID_REQUEST; segment ``i`` of
+the transfer is then bytes ``offset + i * segment_size`` onwards of the chunk). Only a
+request with a non-zero offset is sent as version 3, so a whole chunk's request stays
+byte for byte what a version-2 peer reads; every other message is sent as version 2 and
+read in either. The control channel (``shoal.wire.control``) keeps its own range, 2..2.
 
 A chunk is cut into segments of ``segment_size`` bytes (the requester picks it, so it
 fits its path MTU): segment ``i`` covers bytes ``i * segment_size`` onwards. Packet
@@ -79,6 +88,7 @@ from shoal.wire.datagram import (
     PREFIX,
     PREFIX_SIZE,
     PROTOCOL_VERSION,
+    RESUME_VERSION,
     TOKEN_SIZE,
     MessageType,
     VersionError,
@@ -150,6 +160,7 @@ __all__ = [
     "PREFIX",
     "PREFIX_SIZE",
     "PROTOCOL_VERSION",
+    "RESUME_VERSION",
     "TOKEN_SIZE",
     "WHO_HAS_SIZE",
     "Ack",
@@ -203,7 +214,8 @@ def encode_datagram(message: Message, version: int = PROTOCOL_VERSION) -> bytes:
     """Encode one message as a complete datagram (prefix included)."""
     buf = Buffer()
     if isinstance(message, ChunkRequest):
-        push_prefix(buf, MessageType.CHUNK_REQUEST, version)
+        # Only a resumed chunk's request needs version 3; a whole one is what all read.
+        push_prefix(buf, MessageType.CHUNK_REQUEST, RESUME_VERSION if message.offset else version)
         push_chunk_request(buf, message)
     elif isinstance(message, Data):
         return encode_data(
@@ -264,8 +276,12 @@ def decode_datagram(data: bytes | bytearray | memoryview) -> Message:
     if len(data) > MAX_DATAGRAM_SIZE:
         raise MalformedDatagram(f"datagram of {len(data)} bytes is larger than UDP allows")
     buf = Buffer(data)
-    _version, message_type = pull_prefix(buf)
-    message: Message = _PULLERS[message_type](buf)
+    version, message_type = pull_prefix(buf)
+    message: Message = (
+        pull_chunk_request(buf, version)
+        if message_type is MessageType.CHUNK_REQUEST
+        else _PULLERS[message_type](buf)
+    )
     if not buf.eof():
         raise MalformedDatagram(
             f"{message_type.name} datagram has {buf.remaining} unexpected trailing bytes"

@@ -21,6 +21,7 @@ from shoal.wire.datagram import (
     MAGIC,
     NO_TOKEN,
     PROTOCOL_VERSION,
+    RESUME_VERSION,
     MessageType,
     pull_content_id,
     pull_enum,
@@ -83,6 +84,10 @@ class ChunkRequest:
     receive_window: int
     #: The sender's token for our address (from its RETRY), or NO_TOKEN.
     token: bytes = NO_TOKEN
+    #: Send from this byte of the chunk on (a resumed chunk's remainder: a whole number
+    #: of segments, inside the chunk, else refused INVALID_REQUEST). Not zero only in
+    #: ``RESUME_VERSION``; 0, the whole chunk, is sent as version 2, which every peer reads.
+    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +129,8 @@ class Retry:
     token: bytes
 
 
-def pull_chunk_request(buf: Buffer) -> ChunkRequest:
+def pull_chunk_request(buf: Buffer, version: int = PROTOCOL_VERSION) -> ChunkRequest:
+    """A CHUNK_REQUEST's body in ``version`` (``RESUME_VERSION`` on: with an offset)."""
     request_id = buf.pull_uint32()
     token = pull_token(buf)
     request = ChunkRequest(
@@ -136,6 +142,7 @@ def pull_chunk_request(buf: Buffer) -> ChunkRequest:
         segment_size=buf.pull_uint16(),
         receive_window=buf.pull_uint32(),
         token=token,
+        offset=buf.pull_uint32() if version >= RESUME_VERSION else 0,
     )
     if request.chunk_length == 0 or request.segment_size == 0 or request.receive_window == 0:
         raise MalformedDatagram("chunk request with a zero length, segment size or window")
@@ -151,6 +158,8 @@ def push_chunk_request(buf: Buffer, message: ChunkRequest) -> None:
     buf.push_uint8(message.mode)
     buf.push_uint16(message.segment_size)
     buf.push_uint32(message.receive_window)
+    if message.offset:  # RESUME_VERSION's field (``encode_datagram`` picks the version)
+        buf.push_uint32(message.offset)
 
 
 def encode_data(

@@ -66,7 +66,7 @@ import heapq
 import math
 from collections import OrderedDict, deque
 from collections.abc import Collection, Container, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from shoal.core.address import Address
 from shoal.core.ids import ContentId
@@ -128,6 +128,10 @@ class _Download:
     chunk_length: int
     chunk_hash: bytes
     timeout_version: int = 0
+    #: A resumed chunk's prefix (whole segments): the request asked for the rest only.
+    prefix: bytes = b""
+    #: What it held when its sender died or its flow stalled (None: not cut).
+    held: bytes | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -138,6 +142,9 @@ class _Upload:
     chunk_index: int
     chunk_length: int
     mode: Mode
+    #: Where the request starts in the chunk (a resumed chunk's remainder): the
+    #: ``chunk_length`` above is the remainder's.
+    offset: int = 0
     #: When the request arrived (a receiver repeats it at an interval that doubles
     #: from then while it is unanswered).
     since: float = 0.0
@@ -165,6 +172,14 @@ class _Flow:
     check_at: float | None = None
     """When this flow's one live finish event fires (None: none queued): at
     ``finish_at``, or earlier if its rate fell since (the event then moves itself)."""
+
+
+def whole_segments(sent: int, payload: int, config: TransferConfig) -> int:
+    """Payload bytes in the whole segments of a flow's first ``sent`` wire bytes, short
+    of the whole ``payload`` (a cut flow: what its receiver holds to resume from)."""
+    segment = config.segment_size
+    count = min(sent // (segment + DATA_HEADER_SIZE + UDP_IP_OVERHEAD), (payload - 1) // segment)
+    return max(count, 0) * segment
 
 
 def wire_bytes(payload: int, config: TransferConfig) -> int:
@@ -512,9 +527,11 @@ class FlowEngine:
         chunk_hash: bytes,
         mode: Mode,
         now: float,
+        prefix: bytes = b"",
     ) -> int:
         """As ``TransferEngine.request_chunk``: the request reaches ``peer`` one path
-        delay later (or, if nothing runs there, the download times out)."""
+        delay later (or, if nothing runs there, the download times out); with a
+        ``prefix``, for the rest of the chunk from its last whole segment on."""
         if len(self._downloads) >= self.config.max_downloads:
             raise TooManyDownloads(
                 f"already receiving {len(self._downloads)} chunks "
@@ -524,26 +541,41 @@ class FlowEngine:
             raise LocalProtocolError(f"chunk length {chunk_length} out of range")
         if len(chunk_hash) != 32:
             raise LocalProtocolError("chunk_hash must be a 32-byte SHA-256 digest")
+        if len(prefix) >= chunk_length:
+            raise LocalProtocolError(f"a prefix of {len(prefix)} bytes leaves nothing to ask")
         request_id = self.fabric.request_id()
-        download = _Download(request_id, peer, content_id, chunk_index, chunk_length, chunk_hash)
+        base = len(prefix) - len(prefix) % self.config.segment_size
+        download = _Download(
+            request_id, peer, content_id, chunk_index, chunk_length, chunk_hash, 0, prefix[:base]
+        )
         self._downloads[request_id] = download
         requested = ChunkRequested(
-            self.address, request_id, content_id, chunk_index, chunk_length, Mode(mode)
+            self.address, request_id, content_id, chunk_index, chunk_length, Mode(mode), base
         )
         self.fabric.carry_request(self, peer, requested)
         return request_id
 
-    def cancel(self, request_id: int, now: float) -> None:
-        """Stop receiving a chunk; the sender hears of it one path delay later."""
+    def cancel(self, request_id: int, now: float) -> bytes:
+        """Stop receiving a chunk; the sender hears of it one path delay later. Returns
+        what the request held of the chunk (``TransferEngine.cancel``): its prefix and
+        the whole segments its flow delivered (those sent a path delay ago)."""
         download = self._downloads.pop(request_id, None)
         if download is None:
-            return
+            return b""
         sender = self.fabric.live_engine(download.peer)
-        if sender is not None:
-            cancelled = RequestCancelled(
-                self.address, request_id, download.content_id, download.chunk_index
-            )
-            self.fabric.deliver(self.fabric.latency(self.host, sender.host), sender, cancelled)
+        if sender is None:
+            return download.prefix if download.held is None else download.held
+        cancelled = RequestCancelled(
+            self.address, request_id, download.content_id, download.chunk_index
+        )
+        self.fabric.deliver(self.fabric.latency(self.host, sender.host), sender, cancelled)
+        upload = sender._uploads.get((self.address, request_id))
+        flow = upload.flow if upload is not None else None
+        if flow is None:
+            return download.prefix
+        sent = flow.total - max(flow.remaining - flow.rate * (now - flow.updated), 0.0)
+        arrived = int(sent - flow.rate * flow.latency)
+        return download.prefix + flow.data[: whole_segments(arrived, len(flow.data), self.config)]
 
     def has_answered(self, peer: Address) -> bool:
         return peer in self._answered
@@ -681,7 +713,8 @@ class FlowEngine:
             key = (event.peer, event.request_id)
             self._uploads[key] = _Upload(
                 event.peer, event.request_id, event.content_id, event.chunk_index,
-                event.chunk_length, event.mode, self.fabric.network.now,
+                event.chunk_length - event.offset, event.mode, event.offset,
+                self.fabric.network.now,
             )  # fmt: skip
             self._events.append(event)
         elif isinstance(event, RequestCancelled):
@@ -716,6 +749,8 @@ class FlowEngine:
             del self._downloads[download.request_id]
             if not isinstance(event, TransferTimedOut):
                 self._answered.add(download.peer)
+            if isinstance(event, ChunkRefused) and download.prefix:  # handed back
+                event = replace(event, prefix=download.prefix)
             self._events.append(event)
         self.fabric.network.input_reached(self.host, machine_input=False)
 
@@ -735,14 +770,20 @@ class FlowEngine:
             fabric.counters.bytes_cancelled += sent
             return
         receiver.counters.payload_bytes_received += len(flow.data)
-        if fabric.hashes.sha256(flow.data) == download.chunk_hash:
+        # A resumed chunk is checked whole, its prefix with the rest (a new object: hashed).
+        chunk = download.prefix + flow.data if download.prefix else flow.data
+        if fabric.hashes.sha256(chunk) == download.chunk_hash:
             receiver.counters.chunks_received += 1
             arrived: Event = ChunkReceived(
-                self.address, upload.request_id, upload.content_id, upload.chunk_index, flow.data
+                self.address, upload.request_id, upload.content_id, upload.chunk_index, chunk
             )
         else:
             arrived = ChunkCorrupted(
-                self.address, upload.request_id, upload.content_id, upload.chunk_index
+                self.address,
+                upload.request_id,
+                upload.content_id,
+                upload.chunk_index,
+                bool(download.prefix),
             )
         fabric.deliver(flow.latency, receiver, arrived)
         delivered = ChunkDelivered(
@@ -755,9 +796,11 @@ class FlowEngine:
         the chunks queued behind it (the two engines heard nothing from each other)."""
         fabric = self.fabric
         fabric.counters.flows_aborted += 1
-        fabric.end(flow)
+        sent = fabric.end(flow)
         key = (flow.upload.peer, flow.upload.mode)
         receiver = fabric.live_engine(flow.upload.peer)
+        if receiver is not None:
+            receiver._cut(flow.upload.request_id, flow.data, sent)
         for upload in [flow.upload, *self._queued.pop(key, deque[_Upload]())]:
             if self._uploads.get((upload.peer, upload.request_id)) is not upload:
                 continue
@@ -774,7 +817,7 @@ class FlowEngine:
                     receiver,
                     TransferTimedOut(
                         self.address, upload.request_id, upload.content_id, upload.chunk_index,
-                        Role.RECEIVER,
+                        Role.RECEIVER, receiver._held(upload.request_id),
                     ),
                 )  # fmt: skip
         fabric.network.input_reached(self.host, machine_input=False)
@@ -792,18 +835,20 @@ class FlowEngine:
             receiver = fabric.live_engine(upload.peer)
             if upload.flow is not None:
                 fabric.counters.flows_aborted += 1
-                fabric.end(upload.flow)
-                if receiver is not None:
+                data = upload.flow.data
+                sent = fabric.end(upload.flow)
+                if receiver is not None:  # what was on the way still arrives
+                    receiver._cut(upload.request_id, data, sent)
                     timed_out = TransferTimedOut(
                         self.address, upload.request_id, upload.content_id,
-                        upload.chunk_index, Role.RECEIVER,
+                        upload.chunk_index, Role.RECEIVER, receiver._held(upload.request_id),
                     )  # fmt: skip
                     fabric.deliver(config.idle_timeout, receiver, timed_out)
             elif receiver is not None:
                 repeat = min(config.max_rto, max(config.min_rto, now - upload.since))
                 requested = ChunkRequested(
                     upload.peer, upload.request_id, upload.content_id, upload.chunk_index,
-                    upload.chunk_length, upload.mode,
+                    upload.chunk_length + upload.offset, upload.mode, upload.offset,
                 )  # fmt: skip
                 fabric.carry_request(receiver, self.address, requested, repeat)
         self._uploads.clear()
@@ -828,10 +873,23 @@ class FlowEngine:
             fabric.data_to_dead(sender, self.address)
         self._downloads.clear()
 
+    def _cut(self, request_id: int, data: bytes, sent: int) -> None:
+        """The flow of ``request_id``'s chunk ended after ``sent`` wire bytes: the whole
+        segments of them are what the request holds (``held``), after its prefix."""
+        download = self._downloads.get(request_id)
+        if download is not None:
+            download.held = download.prefix + data[: whole_segments(sent, len(data), self.config)]
+
+    def _held(self, request_id: int) -> bytes:
+        download = self._downloads.get(request_id)
+        if download is None:
+            return b""
+        return download.prefix if download.held is None else download.held
+
     def _time_out_later(self, download: _Download, now: float) -> None:
         timed_out = TransferTimedOut(
             download.peer, download.request_id, download.content_id, download.chunk_index,
-            Role.RECEIVER,
+            Role.RECEIVER, download.prefix,
         )  # fmt: skip
         self.fabric.deliver(self.config.idle_timeout, self, timed_out)
 

@@ -1,4 +1,11 @@
-"""The receiver's record of one chunk it asked for (see ``receiver``)."""
+"""The receiver's record of one chunk it asked for (see ``receiver``).
+
+A resumed chunk (issues 9 and 10) is asked with a *prefix*, its first bytes kept from an
+earlier request that ended (its sender went away): only whole segments of it are used,
+the request carries their length as its offset, and the transfer's segments, ACKs and
+counts are those of the remainder. The buffer is the whole chunk's: the prefix copied
+in, the remainder written through a view past it, and the whole hashed once complete.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +20,7 @@ class Download:
 
     __slots__ = (
         "ack_deadline",
+        "base",
         "buffer",
         "chunk_hash",
         "chunk_index",
@@ -30,6 +38,7 @@ class Download:
         "mode",
         "order",
         "peer",
+        "prefix",
         "received",
         "received_count",
         "request_datagram",
@@ -43,6 +52,8 @@ class Download:
         "state",
         "token_sent",
         "unacked",
+        "whole",
+        "whole_length",
     )
 
     def __init__(
@@ -57,6 +68,7 @@ class Download:
         segment_size: int,
         now: float,
         order: int,
+        prefix: bytes = b"",
     ) -> None:
         self.request_id = request_id
         #: Creation order: timers due at the same wake-up fire in this order.
@@ -64,6 +76,13 @@ class Download:
         self.peer = peer
         self.content_id = content_id
         self.chunk_index = chunk_index
+        #: The whole chunk's length; ``chunk_length`` (and every segment count) is what
+        #: is asked of the peer: the bytes from ``base`` on (a torn tail of the prefix
+        #: is dropped: the offset must be a whole number of segments).
+        self.whole_length = chunk_length
+        self.base = len(prefix) - len(prefix) % segment_size
+        self.prefix = prefix[: self.base] if self.base != len(prefix) else prefix
+        chunk_length -= self.base
         self.chunk_length = chunk_length
         self.chunk_hash = chunk_hash
         self.mode = mode
@@ -72,7 +91,10 @@ class Download:
         self.last_segment = self.segment_count - 1
         self.last_length = chunk_length - self.last_segment * segment_size
         self.state = ReceiveState.REQUESTED
-        self.buffer: bytearray | None = None
+        #: Where DATA is written: the whole chunk's buffer, or a view of it past the
+        #: prefix (``start_buffer``); ``whole`` is the chunk's buffer.
+        self.buffer: bytearray | memoryview | None = None
+        self.whole: bytearray | None = None
         self.received = bytearray(self.segment_count)
         self.received_count = 0
         self.cumulative = 0
@@ -92,3 +114,24 @@ class Download:
         self.requests_sent = 0
         self.request_datagram = b""
         self.token_sent = NO_TOKEN
+
+    def start_buffer(self) -> bytearray | memoryview:
+        """The first DATA came: the chunk's buffer, the prefix in it; where DATA goes."""
+        whole = self.whole = bytearray(self.whole_length)
+        if not self.base:
+            self.buffer = whole
+            return whole
+        whole[: self.base] = self.prefix
+        self.prefix = b""
+        self.buffer = view = memoryview(whole)[self.base :]
+        return view
+
+    def held_prefix(self) -> bytes:
+        """The chunk's contiguous whole-segment prefix held now: the prefix it was asked
+        with until data came, then that and the segments received in order after it."""
+        whole = self.whole
+        if whole is None:
+            return self.prefix
+        if self.cumulative == self.segment_count:  # complete: verified or bad, never resumed
+            return b""
+        return bytes(memoryview(whole)[: self.base + self.cumulative * self.segment_size])

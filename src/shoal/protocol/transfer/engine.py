@@ -150,23 +150,31 @@ class TransferEngine:
         chunk_hash: bytes,
         mode: Mode,
         now: float,
+        prefix: bytes = b"",
     ) -> int:
         """Ask ``peer`` for a chunk; return the request ID its events will carry.
 
-        The chunk is checked against ``chunk_hash`` (SHA-256) once complete.
-        Raises ``TooManyDownloads`` beyond ``config.max_downloads`` at once.
+        With ``prefix`` (the chunk's first bytes, held by an earlier request that ended:
+        ``TransferTimedOut.prefix``, ``ChunkRefused.prefix``, ``cancel``'s answer) only the
+        rest is asked, from its last whole segment on (a peer that answered such a request
+        with VERSION_ERROR is asked the whole chunk). The chunk, prefix included, is
+        checked against ``chunk_hash`` (SHA-256) once complete; a resumed chunk that fails
+        is ``ChunkCorrupted.resumed``. Raises ``TooManyDownloads`` beyond
+        ``config.max_downloads`` at once.
         """
         return self._receiver.request_chunk(
-            peer, content_id, chunk_index, chunk_length, chunk_hash, mode, now
+            peer, content_id, chunk_index, chunk_length, chunk_hash, mode, now, prefix
         )
 
     def address_token(self, addr: Address, now: float) -> bytes:
         """The token this engine accepts in requests from ``addr`` (RFC 9000 §8.1)."""
         return self._sender.validator.token(addr, now)
 
-    def cancel(self, request_id: int, now: float) -> None:
-        """Stop receiving a chunk; the peer is told. Unknown or finished IDs are ignored."""
-        self._receiver.cancel(request_id)
+    def cancel(self, request_id: int, now: float) -> bytes:
+        """Stop receiving a chunk; the peer is told. Unknown or finished IDs are ignored.
+        Returns the chunk's contiguous whole-segment prefix held (b"" for none), which a
+        later ``request_chunk`` may resume from."""
+        return self._receiver.cancel(request_id)
 
     def has_answered(self, peer: Address) -> bool:
         """Has ``peer`` ever answered us (a RETRY with its token)? A peer that never did

@@ -25,8 +25,12 @@ class ChunkRequested:
     request_id: int
     content_id: ContentId
     chunk_index: int
+    #: The whole chunk's length (what the store's chunk must be).
     chunk_length: int
     mode: Mode
+    #: Send the chunk from this byte on (a resumed chunk's remainder: the engine checked
+    #: it is a whole number of segments inside the chunk); ``send_chunk`` takes those bytes.
+    offset: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +61,15 @@ class ChunkReceived:
 
 @dataclass(frozen=True, slots=True)
 class ChunkCorrupted:
-    """A requested chunk arrived whole but does not match its hash: ``peer`` sent bad data."""
+    """A requested chunk arrived whole but does not match its hash: ``peer`` sent bad
+    data, unless the chunk was ``resumed`` (its prefix came from an earlier request, and
+    which of the two was bad is not known: ask the whole chunk, blame nobody)."""
 
     peer: Address
     request_id: int
     content_id: ContentId
     chunk_index: int
+    resumed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +81,9 @@ class ChunkRefused:
     content_id: ContentId
     chunk_index: int
     reason: RefusalReason
+    #: The chunk's contiguous whole-segment prefix held when it ended (what was received,
+    #: or the prefix it was asked with): ``request_chunk`` may resume from it.
+    prefix: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +115,9 @@ class TransferTimedOut:
     content_id: ContentId
     chunk_index: int
     role: Role
+    #: Receiver side: the chunk's contiguous whole-segment prefix held when it ended (as
+    #: ``ChunkRefused.prefix``).
+    prefix: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from shoal.core.digest import sha256
 from shoal.core.ids import ContentId
 from shoal.protocol.transfer.congestion import RttEstimator
-from shoal.protocol.transfer.context import EngineContext, Finished, RecentRequests
+from shoal.protocol.transfer.context import EngineContext, Finished
 from shoal.protocol.transfer.download import Download
 from shoal.protocol.transfer.events import (
     Address,
@@ -47,6 +47,7 @@ from shoal.protocol.transfer.states import (
     TooManyDownloads,
     next_receive_state,
 )
+from shoal.protocol.transfer.strays import Strays
 from shoal.protocol.transfer.timers import TimerKind
 from shoal.protocol.validation import SourceLimiter
 from shoal.wire.messages import (
@@ -54,6 +55,8 @@ from shoal.wire.messages import (
     DATA_PREFIX_WORD,
     DATA_WORDS,
     NO_TOKEN,
+    PROTOCOL_VERSION,
+    RESUME_VERSION,
     Cancel,
     ChunkRequest,
     Mode,
@@ -67,8 +70,6 @@ from shoal.wire.messages import (
 
 _U32_MASK = 0xFFFFFFFF
 _HALF_U32 = 1 << 31
-#: Shortest interval between answers to late datagrams about one finished request.
-_LATE_REPLY_INTERVAL = 0.001
 
 #: Where the receiver hands a datagram that is not DATA of our version.
 Other = Callable[[bytes | memoryview, Address, float], None]
@@ -82,7 +83,10 @@ class Receiver:
         config = context.config
         self._config = config
         self.downloads: dict[int, Download] = {}
-        self._finished: RecentRequests[int] = RecentRequests(config.recent_requests)
+        self._strays = Strays(context)
+        self._finished = self._strays.finished
+        #: Answers a datagram about a request not (any more) being received.
+        self.on_stray = self._strays.answer
         #: Downloads whose ACK goes out with the next ``datagrams_to_send`` (read by the
         #: engine, which calls ``flush_acks`` only when there are some).
         self.acks_due: dict[int, Download] = {}
@@ -98,7 +102,9 @@ class Receiver:
         )
         # How long peers take to answer a request with data (for request repeats).
         self._answer_time = RttEstimator(config.initial_rtt, config.min_rto, config.max_rto)
-        self._stray_cancels: OrderedDict[tuple[Address, int], float] = OrderedDict()
+        #: Peers that answered a resumed chunk's request (version 3) with VERSION_ERROR
+        #: naming version 2: asked for whole chunks only (bounded like the tokens).
+        self._whole_only: OrderedDict[Address, None] = OrderedDict()
         self._segment_size = config.segment_size
         self._counters = context.counters  # (the hot path's, one lookup fewer per datagram)
         self._timers = context.timers
@@ -119,6 +125,7 @@ class Receiver:
         chunk_hash: bytes,
         mode: Mode,
         now: float,
+        prefix: bytes = b"",
     ) -> int:
         """See ``TransferEngine.request_chunk``."""
         config = self._config
@@ -131,6 +138,10 @@ class Receiver:
             raise LocalProtocolError(f"chunk length {chunk_length} out of range")
         if len(chunk_hash) != 32:
             raise LocalProtocolError("chunk_hash must be a 32-byte SHA-256 digest")
+        if len(prefix) >= chunk_length:
+            raise LocalProtocolError(f"a prefix of {len(prefix)} bytes leaves nothing to ask")
+        if prefix and peer in self._whole_only:  # it answered VERSION_ERROR to one
+            prefix = b""
         request_id = self._next_request_id
         self._next_request_id = (request_id + 1) & _U32_MASK or 1
         download = Download(
@@ -144,20 +155,23 @@ class Receiver:
             self._segment_size,
             now,
             self._context.next_order(),
+            prefix,
         )
         self.downloads[request_id] = download
         self._context.peers.add_download(download)
         self._send_request(download, now)
         return request_id
 
-    def cancel(self, request_id: int) -> None:
+    def cancel(self, request_id: int) -> bytes:
         """See ``TransferEngine.cancel``."""
         download = self.downloads.get(request_id)
         if download is None:
-            return
+            return b""
         if download.peer in self._peer_tokens:  # nothing to tell a peer that never answered
             self._context.queue_control(encode_datagram(Cancel(request_id)), download.peer)
+        prefix = download.held_prefix()
         self._end_download(download, ReceiveInput.USER_CANCELLED)
+        return prefix
 
     def has_answered(self, peer: Address) -> bool:
         """See ``TransferEngine.has_answered``."""
@@ -256,10 +270,10 @@ class Receiver:
             counters.payload_bytes_received += payload_bytes
             counters.duplicate_data += duplicates
 
-    def _start(self, download: Download, now: float) -> bytearray:
+    def _start(self, download: Download, now: float) -> bytearray | memoryview:
         """A download's first DATA: its buffer, its answer time, overtaken requests."""
         self._move(download, ReceiveInput.DATA_ARRIVED)
-        buffer = download.buffer = bytearray(download.chunk_length)
+        buffer = download.start_buffer()
         if download.requests_sent == 1:
             # Karn (RFC 6298 §3): time only requests that were sent once.
             self._answer_time.on_sample(now - download.requested_at)
@@ -316,7 +330,7 @@ class Receiver:
         )
 
     def _complete(self, download: Download, now: float) -> None:
-        buffer = download.buffer
+        buffer = download.whole  # a resumed chunk's too: the prefix is checked with it
         assert buffer is not None
         context = self._context
         # The final ACK goes out at once, twice: the sender can free the chunk, and
@@ -379,11 +393,12 @@ class Receiver:
                     request_id=download.request_id,
                     content_id=download.content_id,
                     chunk_index=download.chunk_index,
-                    chunk_length=download.chunk_length,
+                    chunk_length=download.whole_length,
                     mode=download.mode,
                     segment_size=download.segment_size,
                     receive_window=self._config.receive_window_packets,
                     token=token,
+                    offset=download.base,  # not 0: a resumed chunk, version 3
                 )
             )
         return download.request_datagram
@@ -473,20 +488,31 @@ class Receiver:
         if emit:
             if event is ReceiveInput.CHUNK_MISMATCHED:
                 context.events.append(
-                    ChunkCorrupted(peer, request_id, download.content_id, download.chunk_index)
+                    ChunkCorrupted(
+                        peer,
+                        request_id,
+                        download.content_id,
+                        download.chunk_index,
+                        bool(download.base),
+                    )
                 )
             elif event is ReceiveInput.PEER_SILENT:
                 context.counters.transfers_timed_out += 1
                 context.events.append(
                     TransferTimedOut(
-                        peer, request_id, download.content_id, download.chunk_index, Role.RECEIVER
+                        peer,
+                        request_id,
+                        download.content_id,
+                        download.chunk_index,
+                        Role.RECEIVER,
+                        download.held_prefix(),
                     )
                 )
         del self.downloads[request_id]
         self.acks_due.pop(request_id, None)
         context.peers.remove_download(download)
         context.peers.pass_on_liveness(peer, download.last_heard)
-        download.buffer = None
+        download.buffer = download.whole = None
         self._finished.remember(
             request_id,
             Finished(peer, download.state, download.segment_count, download.last_heard),
@@ -500,6 +526,7 @@ class Receiver:
                 download.content_id,
                 download.chunk_index,
                 reason,
+                download.held_prefix(),
             )
         )
         self._end_download(download, ReceiveInput.REFUSAL_ARRIVED)
@@ -517,67 +544,18 @@ class Receiver:
         if not context.peers.knows(addr):
             context.counters.unknown_sender += 1
             return
-        context.events.append(VersionRejected(addr, message.min_version, message.max_version))
         # Only requests not yet answered end: a peer already sending us data of our
         # version evidently speaks it (and a forged version error must not end it).
-        for download in [d for d in context.peers.downloads_of(addr).values() if d.buffer is None]:
-            self._refuse(download, RefusalReason.UNSUPPORTED_VERSION)
-
-    def on_stray(
-        self, request_id: int, addr: Address, now: float, *, data_packet: tuple[int, int] | None
-    ) -> None:
-        """A datagram about a request this engine is not receiving (any more);
-        ``data_packet`` is a DATA datagram's packet number and timestamp (None for
-        another message)."""
-        context = self._context
-        finished = self._finished.get(request_id)
-        if finished is None or finished.peer != addr:
-            if context.peers.knows(addr):
-                context.counters.unknown_request += 1
-            else:
-                context.counters.unknown_sender += 1
-            if data_packet is not None:
-                self._cancel_stray(request_id, addr, now)
-            return
-        context.counters.late_datagrams += 1
-        # At most one answer per millisecond: enough for probes, too few for a storm.
-        if data_packet is None or now - finished.last_reply < _LATE_REPLY_INTERVAL:
-            return
-        finished.last_reply = now
-        if finished.outcome in (ReceiveState.RECEIVED, ReceiveState.CORRUPTED):
-            # Our final ACK was lost: repeat it so the sender can stop. It acknowledges
-            # the packet that provoked it (a probe), with that packet's one-way delay:
-            # the sender's flow takes an ACK's delay as a sample (RFC 6817 §3.4.2), and
-            # a zero there, far under the path's real delay, became the flow's base
-            # delay for minutes -- every later sample then read as a 100 ms queue at a
-            # 200 ms RTT, and the flow shrank to its minimum window (cell 19, issue 9).
-            packet_number, timestamp_us = data_packet
-            reply = encode_ack(
-                request_id,
-                packet_number,
-                0,
-                (int(now * 1_000_000) - timestamp_us) & _U32_MASK,
-                finished.segment_count,
-                self._config.receive_window_packets,
-            )
+        unanswered = [d for d in context.peers.downloads_of(addr).values() if d.buffer is None]
+        if message.min_version <= PROTOCOL_VERSION <= message.max_version < RESUME_VERSION:
+            # It reads version 2, not a resumed chunk's request: those end (their
+            # prefixes handed back), and it is asked for whole chunks from now on.
+            self._whole_only[addr] = None
+            self._whole_only.move_to_end(addr)
+            while len(self._whole_only) > self._config.max_peer_tokens:
+                self._whole_only.popitem(last=False)
+            unanswered = [d for d in unanswered if d.base]
         else:
-            reply = encode_datagram(Cancel(request_id))
-        context.queue_control(reply, addr)
-
-    def _cancel_stray(self, request_id: int, addr: Address, now: float) -> None:
-        """Data for a request we never made (say, before we restarted): tell the sender.
-
-        Like a TCP reset: without it a peer keeps retransmitting into a flow that will
-        never be acknowledged, and that flow's window starves our new requests. At most
-        one CANCEL per request per ``min_rto``, never larger than the data it answers.
-        """
-        key = (addr, request_id)
-        last = self._stray_cancels.get(key)
-        if last is not None and now - last < self._config.min_rto:
-            return
-        self._stray_cancels[key] = now
-        self._stray_cancels.move_to_end(key)
-        while len(self._stray_cancels) > self._config.recent_requests:
-            self._stray_cancels.popitem(last=False)
-        # 8 bytes for at least 21: never more than RFC 9000 §8.1 allows.
-        self._context.reply_unvalidated(encode_datagram(Cancel(request_id)), addr, now)
+            context.events.append(VersionRejected(addr, message.min_version, message.max_version))
+        for download in unanswered:
+            self._refuse(download, RefusalReason.UNSUPPORTED_VERSION)

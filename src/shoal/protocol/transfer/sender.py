@@ -241,6 +241,10 @@ class Sender:
             request.chunk_length > config.max_chunk_length
             or request.segment_size > self._segment_size
             or request.segment_size < 64
+            # A resumed chunk's remainder starts at one of its segments, never at or past
+            # its end: an offset only ever asks for less than the whole chunk.
+            or request.offset >= request.chunk_length
+            or request.offset % request.segment_size
         ):
             counters.requests_invalid += 1
             context.queue_control(
@@ -268,6 +272,7 @@ class Sender:
                 request.chunk_index,
                 request.chunk_length,
                 request.mode,
+                request.offset,
             )
         )
 

@@ -59,10 +59,12 @@ class Upload:
         self.request_id = request.request_id
         self.content_id = request.content_id
         self.chunk_index = request.chunk_index
-        self.chunk_length = request.chunk_length
+        # What is sent: a resumed chunk's remainder, the bytes from ``request.offset``
+        # on (the sender checked it is a segment inside the chunk), else the chunk.
+        self.chunk_length = request.chunk_length - request.offset
         self.mode = request.mode
         self.segment_size = request.segment_size
-        self.segment_count = -(-request.chunk_length // request.segment_size)
+        self.segment_count = -(-self.chunk_length // request.segment_size)
         self.peer_window = request.receive_window
         self.state = SendState.AWAITING_APPLICATION
         self.last_heard = now
