@@ -8,6 +8,7 @@ go through the real codecs, ``ControlClient``, ``ServerControl`` and ``ServerCor
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.client.agent import AgentConfig, AgentCore
-from shoal.client.control import ControlAnswered, ControlClient
+from shoal.client.control import ControlAnswered, ControlClient, RefusedUnauthenticated
 from shoal.client.trust import TrustState
 from shoal.core.identity import DeviceKey, control_key
 from shoal.core.packing import pack_bytes
@@ -67,8 +68,12 @@ TOPOLOGY = parse_json(
 )
 
 
-def make_server(limits: AbuseLimits | None = None) -> ServerControl:
-    identity = DeviceKey.generate()
+def make_server(
+    limits: AbuseLimits | None = None, identity: DeviceKey | None = None
+) -> ServerControl:
+    """A P2P server; with ``identity``, that server's process started again (its
+    registry empty: it registered nobody since)."""
+    identity = identity or DeviceKey.generate()
     core = ServerCore(
         ServerSettings(
             enrollment_token=TOKEN,
@@ -384,6 +389,79 @@ def lease_of(device: Device, now: float) -> LeaseReply:
     reply = device.ask("lease", CONTENT, now=now)
     assert isinstance(reply, LeaseReply), reply
     return reply
+
+
+def run_agent(
+    agent: AgentCore, server: ServerControl, start: float, end: float, *, stop: bool = True
+) -> tuple[float, float] | None:
+    """Agent and server exchange datagrams every 0.05 s from ``start`` to ``end``
+    (``stop``: until ``server`` holds the agent's device in its registry). Returns when
+    ``server`` first heard from the agent and when it first held its device (None if
+    it never did)."""
+    device_id = agent.config.device_key.device_id
+    heard = held = None
+    for step in range(round((end - start) / 0.05) + 1):
+        now = start + step * 0.05
+        agent.handle_timer(now)
+        agent.control.handle_timer(now)
+        for data, _ in agent.control.datagrams_to_send(now):
+            heard = now if heard is None else heard
+            server.receive_datagram(data, ("10.1.0.5", 50000), now)
+        for data, _ in server.datagrams_to_send(now):
+            agent.control.receive_datagram(data, SERVER_ADDRESS, now)
+        agent.poll(now)
+        if held is None and device_id in server.core.clients:
+            held = now
+            if stop:
+                break
+    return None if heard is None or held is None else (heard, held)
+
+
+def test_a_server_restarted_without_our_row_has_us_back_at_once_and_forgeries_cost_little(
+    tmp_path: Path,
+) -> None:
+    """A P2P server that restarts without a device's registry row refuses its requests
+    UNKNOWN_DEVICE, unauthenticated (it no longer knows the device's key): the device
+    registers again at once, not RETRY_SOON (5 s) later, since the server serves it
+    nothing until then. Anyone can forge that refusal: a flood of them costs at most
+    one REGISTER per RETRY_SOON."""
+    identity = DeviceKey.generate()
+    agent = AgentCore(
+        AgentConfig(
+            device_key=DeviceKey.generate(),
+            hostname="pc",
+            ip="10.1.0.5",
+            subnet_prefix=24,
+            server=SERVER_ADDRESS,
+            enrollment_token=TOKEN,
+            trust=TrustState((CONSOLE.verify_key.raw,)),
+        ),
+        ContentStore(tmp_path / "cache", durable=False),
+        0.0,
+    )
+    assert run_agent(agent, make_server(identity=identity), 0.0, 10.0, stop=False)
+    # Its next check-in (60 s +- jitter) meets the restarted server, which refuses it.
+    times = run_agent(agent, make_server(identity=identity), 10.05, 120.0)
+    assert times is not None and agent.registration is not None
+    heard, registered = times
+    assert heard > 30.0  # the check-in, not a registration
+    assert registered - heard <= 0.2
+
+    sent: list[float] = []
+    register = agent.control.register
+
+    def counting(version: str, hostname: str, subnet_prefix: int, now: float) -> int:
+        sent.append(now)
+        return register(version, hostname, subnet_prefix, now)
+
+    agent.control.register = counting  # type: ignore[method-assign]
+    forged = RefusedUnauthenticated(RefusalCause.UNKNOWN_DEVICE, "forged")
+    for step in range(200):  # 20 s of forged refusals, ten a second
+        now = registered + 1.0 + step * 0.1
+        agent.registrar.on_unauthenticated_refusal(forged, now)
+        agent.registrar.handle_timer(now)
+    assert 4 <= len(sent) <= 5
+    assert all(later - earlier >= 5.0 for earlier, later in itertools.pairwise(sent))
 
 
 # --- row 8 ------------------------------------------------------------------------------

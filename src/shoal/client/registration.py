@@ -64,6 +64,7 @@ class RegistrationMachine:
         self.refusal: Refused | None = None
         self.note = "registering with the P2P server"
         self._register_due: float | None = now
+        self._register_sent_at = float("-inf")
         self._checkin_due: float | None = None
         self._nudged_at = float("-inf")
 
@@ -111,6 +112,7 @@ class RegistrationMachine:
     def handle_timer(self, now: float) -> None:
         if self._register_due is not None and self._register_due <= now:
             self._register_due = None
+            self._register_sent_at = now
             self.control.register(
                 self.config.version, self.config.hostname, self.config.subnet_prefix, now
             )
@@ -173,7 +175,11 @@ class RegistrationMachine:
         if refusal.cause is RefusalCause.AUTHENTICATION_FAILED:
             self.note += " (check this device's enrollment: `shoal client enroll`)"
         if refusal.cause is RefusalCause.UNKNOWN_DEVICE and self._register_due is None:
-            self._register_due = now + (RETRY_SOON if self.registered is not None else 0)
+            # At once (a restarted server that lost our row says so to every request,
+            # and serves us nothing until we register), but at most one registration
+            # per RETRY_SOON however many such refusals come: a forged one costs one
+            # REGISTER, whose answer is authenticated.
+            self._register_due = max(now, self._register_sent_at + RETRY_SOON)
 
     def on_timed_out(self, request: ControlBody, now: float) -> None:
         self.note = f"the P2P server at {self.config.server[0]} does not answer"
