@@ -580,6 +580,11 @@ class FlowEngine:
     def has_answered(self, peer: Address) -> bool:
         return peer in self._answered
 
+    def received_prefix(self, request_id: int) -> memoryview | None:
+        """``TransferEngine.received_prefix``: None, a flow's bytes are not received
+        segment by segment (a killed flow-mode client keeps no prefix on disk)."""
+        return None
+
     def address_token(self, addr: Address, now: float) -> bytes:
         return bytes(16)  # flows need no address validation: no datagram is forged here
 
