@@ -286,8 +286,11 @@ def test_the_shell_hands_the_agent_s_writes_to_the_worker(tmp_path: Path) -> Non
     assert submitted
     assert len(client.store.verified(enterprise.content_id)) == 0  # the agent wrote nothing
     assert client.agent.take_disk_writes() == []  # every write went to the worker
-    # So did the manifest (written and fsynced by the store): not added on the loop.
-    assert [type(update).__name__ for update in updates] == ["AddManifest"]
+    # So did the manifest (written and fsynced by the store): not added on the loop; so
+    # did the partial files' load and the prefixes of the chunks in flight.
+    names = [type(update).__name__ for update in updates]
+    assert names[:2] == ["AddManifest", "LoadPartials"]
+    assert set(names[2:]) == {"WritePartial"}
 
 
 def test_the_shell_reads_served_chunks_through_the_reader(tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ class MemoryStore:
     def __init__(self, hashes: HashMemo) -> None:
         self.hashes = hashes
         self._entries: dict[ContentId, _Entry] = {}
+        self._partials: dict[tuple[ContentId, int], bytes] = {}
 
     def __contains__(self, content_id: object) -> bool:
         return content_id in self._entries
@@ -95,6 +96,7 @@ class MemoryStore:
             if chunk_index not in entry.verified:
                 entry.chunks[chunk_index] = data if isinstance(data, bytes) else bytes(data)
                 entry.verified.add(chunk_index)
+                self._partials.pop((content_id, chunk_index), None)
         return entry.verified.complete
 
     def read_chunk(self, content_id: ContentId, chunk_index: int) -> bytes:
@@ -110,6 +112,31 @@ class MemoryStore:
     def stored_chunk(self, content_id: ContentId, chunk_index: int) -> bytes | None:
         """The bytes held for a chunk, unchecked (for the invariants' own check)."""
         return self._entries[content_id].chunks[chunk_index]
+
+    def write_partial(
+        self, content_id: ContentId, chunk_index: int, offset: int, data: bytes
+    ) -> bool:
+        """``ContentStore.write_partial`` in memory (kept across a restart with the
+        store; no cap: the simulator's agents write only chunks in flight)."""
+        entry = self._entries.get(content_id)
+        if entry is None or chunk_index in entry.verified:
+            return False
+        held = self._partials.get((content_id, chunk_index), b"")
+        end = offset + len(data)
+        if not 0 <= offset <= len(held) or end >= entry.manifest.chunk_length(chunk_index):
+            return False
+        self._partials[(content_id, chunk_index)] = held[:offset] + data + held[end:]
+        return True
+
+    def read_partials(self, content_id: ContentId) -> dict[int, bytes]:
+        return {
+            index: data
+            for (content, index), data in self._partials.items()
+            if content == content_id and index not in self._entries[content_id].verified
+        }
+
+    def drop_partial(self, content_id: ContentId, chunk_index: int) -> None:
+        self._partials.pop((content_id, chunk_index), None)
 
     def pin(self, content_id: ContentId) -> None:
         self._entries[content_id].pinned = True
