@@ -388,10 +388,8 @@ class ChunkPicker(Generic[Peer]):
     def next_requests(
         self, limit: int | None = None, now: float | None = None
     ) -> list[tuple[Peer, int]]:
-        """Requests to send now, filling every peer's pipeline (at most ``limit``).
-
-        Without ``now`` the fan-out limit is off.
-        """
+        """Requests to send now, filling every peer's pipeline (at most ``limit``);
+        without ``now`` the fan-out limit is off."""
         if now is not None and self.nothing_to_ask(now):
             return []
         self._changed()
@@ -400,10 +398,12 @@ class ChunkPicker(Generic[Peer]):
             self.wake(now)
         if limit is not None and limit <= 0:
             return requests
-        order = self._candidate_order()
         missing = self._all_mask & ~self._have_mask
         self._last_chunk = missing.bit_count() == 1  # duplicated at once (endgame)
-        peers = self._peers_in_order(now, missing)
+        unasked = missing & ~self._in_flight_mask  # no peer holds one: nothing to ask
+        holds = unasked and any(mask & unasked for mask in self._availability_mask.values())
+        peers = self._peers_in_order(now, missing) if holds or not unasked else []
+        order = self._candidate_order() if peers else []
         for duplicates_allowed in (1, self.endgame_duplicates):
             for peer, cap in peers:
                 if self._peer_load[peer] >= cap:
