@@ -253,16 +253,8 @@ class ChunkPicker(Generic[Peer]):
                 lowest = changed & -changed
                 holders[top - lowest.bit_length() + 1] += step
                 changed ^= lowest
-        if gained or lost:
+        if (gained | lost) & ~self._have_mask:  # held chunks are not in the order
             self._order = None
-
-    def _forget_availability(self, peer: Peer) -> ChunkSet | None:
-        previous = self._availability.pop(peer, None)
-        mask = self._availability_mask.pop(peer, 0)
-        if previous is not None and peer not in self._origins:
-            self._count_holders(mask, 0)
-        self._origins.discard(peer)
-        return previous
 
     def peer_has_chunk(self, peer: Peer, chunk_index: int) -> None:
         """``peer`` announced one more chunk (it finished it)."""
@@ -281,12 +273,17 @@ class ChunkPicker(Generic[Peer]):
             self._availability_mask[peer] |= self._chunk_bits[chunk_index]
             if peer not in self._origins:
                 self._holders[chunk_index] += 1
-                self._order = None
+                if not self._have_mask & self._chunk_bits[chunk_index]:
+                    self._order = None
 
     def peer_gone(self, peer: Peer) -> list[int]:
         """Forget ``peer``; return the chunk indexes whose requests to it are released."""
         self._changed()
-        self._forget_availability(peer)
+        previous = self._availability.pop(peer, None)
+        mask = self._availability_mask.pop(peer, 0)
+        if previous is not None and peer not in self._origins:
+            self._count_holders(mask, 0)
+        self._origins.discard(peer)
         self._fanout.downloaders_changed()
         released = [index for index, peers in self._in_flight.items() if peer in peers]
         for chunk_index in released:
@@ -319,7 +316,10 @@ class ChunkPicker(Generic[Peer]):
         others.discard(peer)
         if self._have.add(chunk_index):
             self._have_mask |= self._chunk_bits[chunk_index]
-            self._order = None
+            if self._order is not None:  # still in rank order without it
+                self._order.remove(chunk_index)
+                if not self._holders[chunk_index]:
+                    self._unheld -= 1
         self._fanout.forget(chunk_index)
         return sorted(others, key=repr)
 
