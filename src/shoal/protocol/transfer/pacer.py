@@ -42,7 +42,16 @@ _MIN_BURST = 4
 class Pacer:
     """Token bucket of one flow (see the module docstring)."""
 
-    __slots__ = ("_config", "_rate", "_tokens", "_wake", "last_refill", "tokens", "wait_until")
+    __slots__ = (
+        "_config",
+        "_rate",
+        "_tokens",
+        "_wake",
+        "burst",
+        "last_refill",
+        "tokens",
+        "wait_until",
+    )
 
     def __init__(self, config: TransferConfig, now: float) -> None:
         self._config = config
@@ -50,6 +59,9 @@ class Pacer:
         self.last_refill = now
         #: When the flow may send its next packet, if it is waiting for tokens.
         self.wait_until: float | None = None
+        #: The most tokens the bucket held at the last ``budget``: a bucket that full
+        #: stays so (``Sender.send_flows`` need not ask a flow with nothing to send).
+        self.burst = float(config.pacing_burst_packets)
         self._rate = 0.0
         self._tokens = 0.0
         self._wake = 1.0
@@ -84,6 +96,7 @@ class Pacer:
             wake = rate * config.pacing_wake_seconds
             self._wake = 1.0 if wake < 1.0 else float(burst) if wake > burst else wake
         self.last_refill = now
+        self.burst = burst
         self._rate = rate
         self._tokens = tokens
         return min(room, int(tokens))
