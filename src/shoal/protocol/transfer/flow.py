@@ -41,6 +41,7 @@ class Flow:
         "known_rate",
         "last_ack_time",
         "lost_at_share",
+        "paced",
         "pacer",
         "packet_threshold",
         "recent_lost",
@@ -86,6 +87,9 @@ class Flow:
         #: ``pacer.last_refill``, which is set on release instead).
         self.held = False
         self.held_full = False
+        #: Its pacer held it back and nothing changed since: it is asked cheaply
+        #: (``Pacer.refill_held``) until a token accrues.
+        self.paced = False
         #: How often the flow changed (a change during its own send step is seen).
         self.changes = 0
 

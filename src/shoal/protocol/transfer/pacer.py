@@ -101,6 +101,21 @@ class Pacer:
         self._tokens = tokens
         return min(room, int(tokens))
 
+    def refill_held(self, now: float) -> float | None:
+        """Asked again after it held its flow back, at the same rate (nothing about the
+        flow changed since): with no whole token yet, do what ``budget`` and ``on_sent``
+        of nothing would (the same float operations: refill at ``now``, then
+        ``wait_until``) and return the new ``wait_until``; None when a token has
+        accrued (ask the flow in full)."""
+        rate = self._rate
+        tokens = self.tokens + (now - self.last_refill) * rate
+        if tokens >= 1.0:
+            return None
+        self.last_refill = now
+        self._tokens = self.tokens = tokens
+        wake = self.wait_until = now + max((self._wake - tokens) / rate, 1e-6)
+        return wake
+
     def on_sent(self, now: float, sent: int, budget: int, room: int) -> None:
         """``sent`` packets of the ``budget`` went: spend their tokens, and if the pacer,
         not the window or the data, held the flow back, say when to come back: once a

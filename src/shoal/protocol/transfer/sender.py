@@ -322,12 +322,20 @@ class Sender:
         A held flow (``Flow.held``) is not asked: until it changes it would send
         nothing and change nothing. On a slow link a flow's window is full or its data
         all sent at most steps of its host (a datagram or an ACK of another transfer),
-        and every sending flow was asked at each (issue 9). A flow its pacer holds
-        back is still asked: each ask refills its bucket at the time it is made.
+        and every sending flow was asked at each (issue 9). A flow its pacer held back
+        (``Flow.paced``) is asked cheaply: each ask refills its bucket at the time it
+        is made, as before, and it is asked in full once a token has accrued.
         """
+        push = self._context.timers.push
         for flow in list(self.sending_flows.values()):
-            if not flow.held:
-                self._send_flow(flow, now, out)
+            if flow.held:
+                continue
+            if flow.paced:
+                wake = flow.pacer.refill_held(now)
+                if wake is not None:
+                    push(wake, TimerKind.PACING, flow)
+                    continue
+            self._send_flow(flow, now, out)
         self._last_step_at = now
 
     def flow_changed(self, flow: Flow) -> None:
@@ -337,13 +345,14 @@ class Sender:
         if flow.held_full:
             flow.pacer.last_refill = self._last_step_at
             flow.held_full = False
-        flow.held = False
+        flow.held = flow.paced = False
         flow.changes += 1
 
     def _send_flow(self, flow: Flow, now: float, out: list[tuple[bytes, Address]]) -> None:
         cc = flow.cc
         pacer = flow.pacer
         room = int(cc.cwnd) - flow.in_flight
+        flow.paced = False
         if room <= 0:
             pacer.wait_until = None
             flow.held = True  # (an ask with a full window changes nothing)
@@ -361,6 +370,7 @@ class Sender:
         pacer.on_sent(now, sent, budget, room)
         if pacer.wait_until is not None:
             self._context.timers.push(pacer.wait_until, TimerKind.PACING, flow)
+            flow.paced = flow.changes == changes
         elif flow.changes == changes:
             if sent == room:
                 flow.held = True  # its window is full now
