@@ -436,3 +436,46 @@ def test_a_have_of_a_chunk_asked_elsewhere_is_asked_again_in_the_endgame_only() 
     assert picker.next_requests(now=0.2) == [("c", 2), ("b", 0)]  # endgame: duplicates
     picker.peer_has("a", ChunkSet(3, [0, 1, 2]))
     assert picker.next_requests(now=0.3) == [("a", 2)]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_asks_are_the_same_whether_the_rarest_first_order_is_kept_or_rebuilt(seed: int) -> None:
+    """The picker keeps its rarest-first order across chunks received and holdings
+    announced (issue 10: it was rebuilt after each); a twin that rebuilds it before
+    every ask must ask the same peers (the origin of last resort too) for the same
+    chunks, endgame included."""
+    rng = random.Random(seed)
+    count, peers = 24, [f"p{n}" for n in range(6)]
+    kept: ChunkPicker[str] = ChunkPicker(ChunkSet(count), me="me", rate_horizon=0.5)
+    rebuilt: ChunkPicker[str] = ChunkPicker(ChunkSet(count), me="me", rate_horizon=0.5)
+    for picker in (kept, rebuilt):  # asked only what no other peer holds
+        picker.peer_has("origin", ChunkSet.full(count), origin=True)
+    asked: list[tuple[str, int]] = []
+    now = 0.0
+    for _ in range(400):
+        now += rng.uniform(0.0, 0.05)
+        action = rng.random()
+        if action < 0.05:
+            peer = rng.choice(peers)
+            holding = ChunkSet(count, rng.sample(range(count), rng.randrange(count)))
+            for picker in (kept, rebuilt):
+                picker.peer_has(peer, holding)
+        elif action < 0.35:
+            peer, chunk_index = rng.choice(peers), rng.randrange(count)
+            for picker in (kept, rebuilt):
+                picker.peer_has_chunk(peer, chunk_index)
+        elif action < 0.7 and asked:
+            peer, chunk_index = asked.pop(rng.randrange(len(asked)))
+            arrived = rng.random() < 0.8
+            for picker in (kept, rebuilt):
+                if arrived:
+                    picker.received(chunk_index, peer, now)
+                else:
+                    picker.failed(chunk_index, peer)
+        else:
+            rebuilt._order = None  # rebuilt from the holder counts and what we hold
+            requests = kept.next_requests(None, now)
+            assert requests == rebuilt.next_requests(None, now)
+            asked.extend(requests)
+    assert kept.have.to_bytes() == rebuilt.have.to_bytes()
+    assert len(kept.have) >= count // 2  # the asks went on into the download's tail

@@ -92,10 +92,10 @@ from shoal.wire.messages import (
     Have,
     VersionError,
     WhoHas,
-    decode_datagram,
     encode_datagram,
     who_has_padding,
 )
+from shoal.wire.repeats import decode_remembered, encode_have
 
 MAX_INTERESTED_PEERS = MAX_PEERS
 MAX_SEARCHES = 256
@@ -297,7 +297,7 @@ class DiscoveryMachine:
             counters.own_datagrams += 1
             return
         self._credit.earn(addr, len(data))
-        message = decode_counted(decode_datagram, data, counters)
+        message = decode_counted(decode_remembered, data, counters)
         if message is Undecodable.UNSUPPORTED_VERSION:
             self._send(VERSION_ERROR_REPLY, addr, now, reply=True)  # 6 bytes for at least 4
             return
@@ -429,7 +429,7 @@ class DiscoveryMachine:
             return False
         validated = self._credit.is_validated(addr, now)
         token = NO_TOKEN if validated else self._validator.token(addr, now)
-        have = encode_datagram(Have(query_id, content_id, chunks, token))
+        have = encode_have(query_id, content_id, chunks, token)
         return self._send(have, addr, now, reply=reply)
 
     def _echo(self, message: Have, search: _Search, addr: Address, now: float) -> None:

@@ -51,6 +51,7 @@ sends them, and reports back with ``received``/``failed``.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable, Hashable
 from itertools import compress
 from typing import Generic, TypeVar
@@ -252,16 +253,8 @@ class ChunkPicker(Generic[Peer]):
                 lowest = changed & -changed
                 holders[top - lowest.bit_length() + 1] += step
                 changed ^= lowest
-        if gained or lost:
+        if (gained | lost) & ~self._have_mask:  # held chunks are not in the order
             self._order = None
-
-    def _forget_availability(self, peer: Peer) -> ChunkSet | None:
-        previous = self._availability.pop(peer, None)
-        mask = self._availability_mask.pop(peer, 0)
-        if previous is not None and peer not in self._origins:
-            self._count_holders(mask, 0)
-        self._origins.discard(peer)
-        return previous
 
     def peer_has_chunk(self, peer: Peer, chunk_index: int) -> None:
         """``peer`` announced one more chunk (it finished it)."""
@@ -275,17 +268,22 @@ class ChunkPicker(Generic[Peer]):
             self._peer_load.setdefault(peer, 0)
             self._fanout.downloaders_changed()
         if availability.add(chunk_index):
-            if not self._have_mask & self._bit(chunk_index):
+            if not self._have_mask & self._chunk_bits[chunk_index]:
                 self._changed()  # not for a chunk we hold (see ``_idle_until``)
-            self._availability_mask[peer] |= self._bit(chunk_index)
+            self._availability_mask[peer] |= self._chunk_bits[chunk_index]
             if peer not in self._origins:
                 self._holders[chunk_index] += 1
-                self._order = None
+                if not self._have_mask & self._chunk_bits[chunk_index]:
+                    self._order = None
 
     def peer_gone(self, peer: Peer) -> list[int]:
         """Forget ``peer``; return the chunk indexes whose requests to it are released."""
         self._changed()
-        self._forget_availability(peer)
+        previous = self._availability.pop(peer, None)
+        mask = self._availability_mask.pop(peer, 0)
+        if previous is not None and peer not in self._origins:
+            self._count_holders(mask, 0)
+        self._origins.discard(peer)
         self._fanout.downloaders_changed()
         released = [index for index, peers in self._in_flight.items() if peer in peers]
         for chunk_index in released:
@@ -308,7 +306,7 @@ class ChunkPicker(Generic[Peer]):
         of ``peer``'s rate); return the peers whose duplicate requests to cancel."""
         self._changed()
         others = self._in_flight.pop(chunk_index, set())
-        self._in_flight_mask &= ~self._bit(chunk_index)
+        self._in_flight_mask &= ~self._chunk_bits[chunk_index]
         for holder in others:
             self._peer_load[holder] = self._peer_load.get(holder, 1) - 1
             asked_at = self._times.forget(chunk_index, holder)
@@ -317,8 +315,11 @@ class ChunkPicker(Generic[Peer]):
         self.busy_peers.delivered(peer)
         others.discard(peer)
         if self._have.add(chunk_index):
-            self._have_mask |= self._bit(chunk_index)
-            self._order = None
+            self._have_mask |= self._chunk_bits[chunk_index]
+            if self._order is not None:  # still in rank order without it
+                self._order.remove(chunk_index)
+                if not self._holders[chunk_index]:
+                    self._unheld -= 1
         self._fanout.forget(chunk_index)
         return sorted(others, key=repr)
 
@@ -340,7 +341,7 @@ class ChunkPicker(Generic[Peer]):
         if chunk_index in self._have:
             self._changed()
             self._have.discard(chunk_index)
-            self._have_mask &= ~self._bit(chunk_index)
+            self._have_mask &= ~self._chunk_bits[chunk_index]
             self._order = None
 
     def failed(self, chunk_index: int, peer: Peer) -> None:
@@ -355,7 +356,7 @@ class ChunkPicker(Generic[Peer]):
         peers.discard(peer)
         if not peers:
             del self._in_flight[chunk_index]
-            self._in_flight_mask &= ~self._bit(chunk_index)
+            self._in_flight_mask &= ~self._chunk_bits[chunk_index]
         self._peer_load[peer] = self._peer_load.get(peer, 1) - 1
         self._times.forget(chunk_index, peer)
 
@@ -388,10 +389,8 @@ class ChunkPicker(Generic[Peer]):
     def next_requests(
         self, limit: int | None = None, now: float | None = None
     ) -> list[tuple[Peer, int]]:
-        """Requests to send now, filling every peer's pipeline (at most ``limit``).
-
-        Without ``now`` the fan-out limit is off.
-        """
+        """Requests to send now, filling every peer's pipeline (at most ``limit``);
+        without ``now`` the fan-out limit is off."""
         if now is not None and self.nothing_to_ask(now):
             return []
         self._changed()
@@ -400,11 +399,15 @@ class ChunkPicker(Generic[Peer]):
             self.wake(now)
         if limit is not None and limit <= 0:
             return requests
-        order = self._candidate_order()
         missing = self._all_mask & ~self._have_mask
         self._last_chunk = missing.bit_count() == 1  # duplicated at once (endgame)
-        peers = self._peers_in_order(now, missing)
+        unasked = missing & ~self._in_flight_mask  # before the endgame: their holders only
+        peers = self._peers_in_order(now, unasked or missing)
+        order = self._candidate_order() if peers else []
         for duplicates_allowed in (1, self.endgame_duplicates):
+            if duplicates_allowed > 1 and unasked:  # the first pass asked the last ones
+                peers = self._peers_in_order(now, missing, requests)
+                order = self._candidate_order()
             for peer, cap in peers:
                 if self._peer_load[peer] >= cap:
                     continue
@@ -420,7 +423,7 @@ class ChunkPicker(Generic[Peer]):
                     if chunk_index is None:
                         break
                     self._in_flight.setdefault(chunk_index, set()).add(peer)
-                    self._in_flight_mask |= self._bit(chunk_index)
+                    self._in_flight_mask |= self._chunk_bits[chunk_index]
                     self._peer_load[peer] += 1
                     if now is not None:
                         self._times.asked(chunk_index, peer, now)
@@ -434,17 +437,16 @@ class ChunkPicker(Generic[Peer]):
             self._idle_until = float("inf") if wake_at is None else wake_at
         return requests
 
-    def _bit(self, chunk_index: int) -> int:
-        return 1 << (self._width - 1 - chunk_index)
-
-    def _peers_in_order(self, now: float | None, missing: int) -> list[tuple[Peer, int]]:
+    def _peers_in_order(
+        self, now: float | None, missing: int, asked: list[tuple[Peer, int]] | None = None
+    ) -> list[tuple[Peer, int]]:
         """Peers to fill, with their caps, the soonest to deliver a new request
-        first (see the module docstring); peers that said BUSY wait their turn.
-
-        Only peers that could be asked something (below their cap, holding a chunk in
-        ``missing``): the others would be skipped, and a stable sort of the rest keeps
-        their order (an office's 100 peers were sorted on every ask)."""
+        first (see the module docstring), by their loads before ``asked`` (this ask's
+        first pass); peers that said BUSY wait their turn. Only peers that could be asked
+        something (below their cap, holding a chunk in ``missing``): the others would be
+        skipped, and a stable sort of the rest keeps their order."""
         load, masks = self._peer_load, self._availability_mask
+        load = Counter(load) - Counter(peer for peer, _index in asked) if asked else load
         timed = self.rate_horizon is not None and now is not None
         busy = self.busy_peers.waiting if timed else None
         one_turn = self.busy_peers.one_turn if timed else None

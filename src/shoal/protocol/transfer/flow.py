@@ -33,11 +33,15 @@ class Flow:
     __slots__ = (
         "_pacing_gain",
         "cc",
+        "changes",
+        "held",
+        "held_full",
         "in_flight",
         "key",
         "known_rate",
         "last_ack_time",
         "lost_at_share",
+        "paced",
         "pacer",
         "packet_threshold",
         "recent_lost",
@@ -76,6 +80,18 @@ class Flow:
         #: A loss episode ended the flow's window while its share was known: the link's
         #: queue does not hold more than the share, which then caps it (``Pacer``).
         self.lost_at_share = False
+        #: Asking the flow what it may send would send nothing, and change nothing,
+        #: until it changes (``Sender.flow_changed``: an ACK, a timeout, a new or an
+        #: ended chunk, a path's rate): its window is full, or it has no data to send
+        #: and a full pacer (``held_full``: the asks it skips would each have set
+        #: ``pacer.last_refill``, which is set on release instead).
+        self.held = False
+        self.held_full = False
+        #: Its pacer held it back and nothing changed since: it is asked cheaply
+        #: (``Pacer.refill_held``) until a token accrues.
+        self.paced = False
+        #: How often the flow changed (a change during its own send step is seen).
+        self.changes = 0
 
     def on_rtt_sample(self, seconds: float) -> None:
         """Fold in an RTT measurement; the first lets a foreground window start paced

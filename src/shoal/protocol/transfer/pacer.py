@@ -42,7 +42,16 @@ _MIN_BURST = 4
 class Pacer:
     """Token bucket of one flow (see the module docstring)."""
 
-    __slots__ = ("_config", "_rate", "_tokens", "_wake", "last_refill", "tokens", "wait_until")
+    __slots__ = (
+        "_config",
+        "_rate",
+        "_tokens",
+        "_wake",
+        "burst",
+        "last_refill",
+        "tokens",
+        "wait_until",
+    )
 
     def __init__(self, config: TransferConfig, now: float) -> None:
         self._config = config
@@ -50,6 +59,9 @@ class Pacer:
         self.last_refill = now
         #: When the flow may send its next packet, if it is waiting for tokens.
         self.wait_until: float | None = None
+        #: The most tokens the bucket held at the last ``budget``: a bucket that full
+        #: stays so (``Sender.send_flows`` need not ask a flow with nothing to send).
+        self.burst = float(config.pacing_burst_packets)
         self._rate = 0.0
         self._tokens = 0.0
         self._wake = 1.0
@@ -84,9 +96,25 @@ class Pacer:
             wake = rate * config.pacing_wake_seconds
             self._wake = 1.0 if wake < 1.0 else float(burst) if wake > burst else wake
         self.last_refill = now
+        self.burst = burst
         self._rate = rate
         self._tokens = tokens
         return min(room, int(tokens))
+
+    def refill_held(self, now: float) -> float | None:
+        """Asked again after it held its flow back, at the same rate (nothing about the
+        flow changed since): with no whole token yet, do what ``budget`` and ``on_sent``
+        of nothing would (the same float operations: refill at ``now``, then
+        ``wait_until``) and return the new ``wait_until``; None when a token has
+        accrued (ask the flow in full)."""
+        rate = self._rate
+        tokens = self.tokens + (now - self.last_refill) * rate
+        if tokens >= 1.0:
+            return None
+        self.last_refill = now
+        self._tokens = self.tokens = tokens
+        wake = self.wait_until = now + max((self._wake - tokens) / rate, 1e-6)
+        return wake
 
     def on_sent(self, now: float, sent: int, budget: int, room: int) -> None:
         """``sent`` packets of the ``budget`` went: spend their tokens, and if the pacer,

@@ -85,6 +85,9 @@ class Sender:
         self.sending_flows: dict[tuple[Address, Mode], Flow] = {}
         self._finished: RecentRequests[tuple[Address, int]] = RecentRequests(config.recent_requests)
         self._segment_size = config.segment_size
+        #: When ``send_flows`` last ran: the time a skipped ask would have refilled a
+        #: held flow's pacer at (``flow_changed``).
+        self._last_step_at = 0.0
 
     # -- answers to ChunkRequested ---------------------------------------------------
 
@@ -126,6 +129,7 @@ class Sender:
         upload.start(memoryview(data).cast("B"), flow)
         upload.last_heard = now
         flow.uploads.append(upload)
+        self.flow_changed(flow)
         if key not in self.sending_flows:
             self.sending_flows[key] = flow
             if flow.pacer.wait_until is not None:
@@ -138,6 +142,7 @@ class Sender:
         for (peer, _), flow in self.sending_flows.items():
             if peer[0] in peer_ips and flow.known_rate is not None and flow.known_rate < packets:
                 flow.know_path(packets)
+                self.flow_changed(flow)
 
     def abandon_peer(self, peer: Address) -> int:
         """See ``TransferEngine.abandon_peer``."""
@@ -283,6 +288,8 @@ class Sender:
         if upload is None:
             self.on_stray(ack.request_id, addr)
             return
+        if upload.flow is not None:
+            self.flow_changed(upload.flow)  # (its window, RTT, data, peer's window)
         if on_ack_received(context, upload, ack, now):
             context.counters.chunks_delivered += 1
             context.events.append(
@@ -315,21 +322,51 @@ class Sender:
     # -- sending data ----------------------------------------------------------------
 
     def send_flows(self, now: float, out: list[tuple[bytes, Address]]) -> None:
-        """Append each sending flow's data that window and pacer allow now to ``out``."""
+        """Append each sending flow's data that window and pacer allow now to ``out``.
+
+        A held flow (``Flow.held``) is not asked: until it changes it would send
+        nothing and change nothing. On a slow link a flow's window is full or its data
+        all sent at most steps of its host (a datagram or an ACK of another transfer),
+        and every sending flow was asked at each (issue 9). A flow its pacer held back
+        (``Flow.paced``) is asked cheaply: each ask refills its bucket at the time it
+        is made, as before, and it is asked in full once a token has accrued.
+        """
+        push = self._context.timers.push
         for flow in list(self.sending_flows.values()):
+            if flow.held:
+                continue
+            if flow.paced:
+                wake = flow.pacer.refill_held(now)
+                if wake is not None:
+                    push(wake, TimerKind.PACING, flow)
+                    continue
             self._send_flow(flow, now, out)
+        self._last_step_at = now
+
+    def flow_changed(self, flow: Flow) -> None:
+        """Something may let ``flow`` send again (an ACK, a timeout, a new or an ended
+        chunk, a path's rate): ask it at the next step, with its pacer refilled as the
+        asks it skipped would have left it."""
+        if flow.held_full:
+            flow.pacer.last_refill = self._last_step_at
+            flow.held_full = False
+        flow.held = flow.paced = False
+        flow.changes += 1
 
     def _send_flow(self, flow: Flow, now: float, out: list[tuple[bytes, Address]]) -> None:
         cc = flow.cc
         pacer = flow.pacer
         room = int(cc.cwnd) - flow.in_flight
+        flow.paced = False
         if room <= 0:
             pacer.wait_until = None
+            flow.held = True  # (an ask with a full window changes nothing)
             return
         budget = pacer.budget(now, room, cc.cwnd, flow.rtt.srtt, cc.in_slow_start, flow.rate_cap)
         # Oldest chunk first: a chunk finishes as soon as it can, and its packets stay
         # dense enough for packet-threshold loss detection.
         sent = 0
+        changes = flow.changes
         for upload in list(flow.uploads):
             if sent >= budget:
                 break
@@ -338,6 +375,14 @@ class Sender:
         pacer.on_sent(now, sent, budget, room)
         if pacer.wait_until is not None:
             self._context.timers.push(pacer.wait_until, TimerKind.PACING, flow)
+            flow.paced = flow.changes == changes
+        elif flow.changes == changes:
+            if sent == room:
+                flow.held = True  # its window is full now
+            elif not sent and pacer.tokens == pacer.burst:
+                # Nothing to send, and a full bucket stays full: the next asks would
+                # only move ``last_refill`` (``flow_changed`` does it on release).
+                flow.held = flow.held_full = True
 
     def _send_upload(
         self, upload: Upload, budget: int, now: float, out: list[tuple[bytes, Address]]
@@ -410,6 +455,8 @@ class Sender:
             # acknowledges nothing of this upload does not hold it for ever.
             self._end_silent(upload)
             return
+        if upload.flow is not None:
+            self.flow_changed(upload.flow)  # (a loss or a timeout: its window, resends)
         if upload.loss_time is not None and upload.loss_time <= now:
             detect_losses(self._context, upload, now)
         if upload.rto_deadline is not None and upload.rto_deadline <= now:
@@ -466,6 +513,7 @@ class Sender:
                 flow.packet_threshold -= 1
             flow.in_flight -= sum(upload.in_flight)
             flow.uploads.remove(upload)
+            self.flow_changed(flow)
             if not flow.uploads:
                 self.sending_flows.pop(flow.key, None)
                 flow.pacer.wait_until = None
