@@ -24,7 +24,7 @@ from shoal.wire.control import LeaseDecision
 from shoal_dev.sim.enterprise import Enterprise, SimClient, SimOffice, build_enterprise
 from shoal_dev.sim.flows import FlowEngine, FlowFabric, HashMemo, wire_bytes
 from shoal_dev.sim.memstore import LyingMemoryStore, MemoryStore
-from shoal_dev.sim.network import SimNetwork
+from shoal_dev.sim.network import Host, SimNetwork
 
 MIB = 1024 * 1024
 CONTENT = ContentId(bytes(32))
@@ -42,6 +42,20 @@ def two_offices() -> tuple[SimNetwork, FlowFabric]:
     network.add_office("A", "10.1.0.0/24", wan_rate=1e6, wan_delay=0.0)
     network.add_office("B", "10.2.0.0/24", wan_rate=10e6, wan_delay=0.0)
     return network, FlowFabric(network)
+
+
+def one_office(
+    count: int, nic_rate: float = 1e6
+) -> tuple[SimNetwork, FlowFabric, list[Host], list[FlowEngine]]:
+    """One office on a 1 MB/s WAN: ``count`` hosts (10.1.0.1 on) of ``nic_rate`` bytes/s
+    each way, with a flow engine each on port 7."""
+    network = SimNetwork(seed=1)
+    office = network.add_office("A", "10.1.0.0/24", wan_rate=1e6)
+    hosts = [
+        network.add_host(office, f"10.1.0.{n}", nic_rate=nic_rate) for n in range(1, count + 1)
+    ]
+    fabric = FlowFabric(network)
+    return network, fabric, hosts, [fabric.engine(host, 7) for host in hosts]
 
 
 def test_flows_share_a_bottleneck_equally_and_the_rest_goes_to_the_unconstrained() -> None:
@@ -140,11 +154,7 @@ def test_a_request_to_a_dead_process_ends_on_its_closed_port_within_a_round_trip
     # As on Linux: the dead process's host answers ICMP port unreachable, so the asker
     # learns at once (PeerPortClosed), not after idle_timeout of silence; the same
     # for a peer that was sending to the dead process (its next DATA meets the port).
-    network = SimNetwork(seed=1)
-    office = network.add_office("A", "10.1.0.0/24", wan_rate=1e6)
-    hosts = [network.add_host(office, f"10.1.0.{n}", nic_rate=1e6) for n in (1, 2, 3)]
-    fabric = FlowFabric(network)
-    dead, asker, server = (fabric.engine(host, 7) for host in hosts)
+    network, fabric, hosts, (dead, asker, server) = one_office(3)
     for host, engine in zip(hosts, (dead, asker, server), strict=True):
         network.bind(host, 7, engine)
     data = bytes(500_000)
@@ -167,13 +177,7 @@ def test_a_request_to_a_dead_process_ends_on_its_closed_port_within_a_round_trip
 def test_a_request_queued_at_a_crashed_peer_is_repeated_to_its_restarted_process() -> None:
     # The receiver repeats a request still unanswered; a process back on the same port
     # by then serves it (the real receiver's repeat reaches it too).
-    network = SimNetwork(seed=1)
-    office = network.add_office("A", "10.1.0.0/24", wan_rate=1e6)
-    sender_host, asker_host = (
-        network.add_host(office, f"10.1.0.{n}", nic_rate=1e6) for n in (1, 2)
-    )
-    fabric = FlowFabric(network)
-    sender, asker = fabric.engine(sender_host, 7), fabric.engine(asker_host, 7)
+    network, fabric, (sender_host, _), (sender, asker) = one_office(2, nic_rate=1e6)
     data = bytes(100_000)
     asker.request_chunk(
         sender.address, CONTENT, 0, len(data), hashlib.sha256(data).digest(), Mode.FOREGROUND, 0.0
@@ -196,13 +200,7 @@ def test_a_request_queued_at_a_crashed_peer_is_repeated_to_its_restarted_process
 
 
 def test_a_cancel_reaches_the_sender_and_stops_its_flow() -> None:
-    network = SimNetwork(seed=1)
-    office = network.add_office("A", "10.1.0.0/24", wan_rate=1e6)
-    sender_host, asker_host = (
-        network.add_host(office, f"10.1.0.{n}", nic_rate=1e5) for n in (1, 2)
-    )
-    fabric = FlowFabric(network)
-    sender, asker = fabric.engine(sender_host, 7), fabric.engine(asker_host, 7)
+    network, _fabric, (sender_host, _), (sender, asker) = one_office(2, nic_rate=1e5)
     data = bytes(1_000_000)
     request = asker.request_chunk(
         sender.address, CONTENT, 0, len(data), hashlib.sha256(data).digest(), Mode.FOREGROUND, 0.0
@@ -221,13 +219,7 @@ def test_a_cancel_reaches_the_sender_and_stops_its_flow() -> None:
 def test_chunks_served_to_one_requester_go_one_after_another_and_a_crash_cuts_one() -> None:
     # As the real sender (oldest chunk first): 4 chunks asked at once arrive one chunk
     # time apart, in order; the sender dying mid-way loses one partly sent chunk.
-    network = SimNetwork(seed=1)
-    office = network.add_office("A", "10.1.0.0/24", wan_rate=1e6)
-    sender_host, asker_host = (
-        network.add_host(office, f"10.1.0.{n}", nic_rate=1e6) for n in (1, 2)
-    )
-    fabric = FlowFabric(network)
-    sender, asker = fabric.engine(sender_host, 7), fabric.engine(asker_host, 7)
+    network, fabric, (sender_host, _), (sender, asker) = one_office(2, nic_rate=1e6)
     chunks = [bytes([n]) * 100_000 for n in range(4)]
     for index, data in enumerate(chunks):
         asker.request_chunk(
@@ -354,11 +346,7 @@ def test_the_flow_engine_offers_every_call_of_the_transfer_engine() -> None:
 def test_a_flow_cut_by_its_senders_death_leaves_a_prefix_that_another_sender_completes() -> None:
     # The flow model of a resumed chunk: a killed sender's receiver holds the whole
     # segments that were sent, and a request with them asks (and is sent) the rest only.
-    network = SimNetwork(seed=1)
-    office = network.add_office("A", "10.1.0.0/24", wan_rate=1e6)
-    hosts = [network.add_host(office, f"10.1.0.{n}", nic_rate=1e6) for n in (1, 2, 3)]
-    fabric = FlowFabric(network)
-    dying, other, asker = (fabric.engine(host, 7) for host in hosts)
+    network, fabric, hosts, (dying, other, asker) = one_office(3)
     data = bytes(range(256)) * 4096  # 1 MiB: one second at 1 MB/s
     digest = hashlib.sha256(data).digest()
     asker.request_chunk(dying.address, CONTENT, 0, len(data), digest, Mode.FOREGROUND, 0.0)
