@@ -11,6 +11,7 @@ from shoal.protocol.transfer import Mode
 from shoal.store.content_store import ContentStore
 from shoal.store.partials import MAX_PARTIAL_BYTES
 from shoal_dev.sim.enterprise import Enterprise, SimClient, SimOffice, build_enterprise, file_sha256
+from shoal_dev.sim.memstore import MemoryStore
 
 MIB = 1024 * 1024
 CHUNK = 256 * 1024
@@ -143,3 +144,43 @@ def test_a_torn_tail_is_dropped_and_the_chunk_resumes_from_its_whole_segments(
     assert client.agent.counters.bad_chunks == 0  # the torn segment was asked again
     wan = enterprise.wan_bytes_down("Branch")
     assert wan < len(enterprise.package) * 1.05 + len(saved[index]) / 2
+
+
+def test_flow_mode_a_crashed_device_resumes_from_its_memory_store(tmp_path: Path) -> None:
+    # The flow model (estate runs) too: a flow's delivered whole segments are written as
+    # they grow, kept by the device's MemoryStore across the crash, and the restarted
+    # agent (a new one: nothing of the old process carried over) asks for the rest.
+    office = SimOffice("Branch", "10.1.0.0/24", 4, wan_rate=2.5e6)
+    enterprise = build_enterprise(
+        tmp_path, [office], package_size=4 * MIB, chunk_size=CHUNK, mode="flow"
+    )
+    content_id = enterprise.content_id
+    client = enterprise.clients[0]
+    store = client.store
+    assert isinstance(store, MemoryStore)
+
+    def mid_chunk() -> bool:
+        return content_id in store and any(
+            len(prefix) >= 40_000 for prefix in store.read_partials(content_id).values()
+        )
+
+    enterprise.run(until=30, stop=mid_chunk)
+    assert mid_chunk(), "the device never held a prefix"
+    enterprise.kill(client)
+    saved = store.read_partials(content_id)
+    package = enterprise.package
+    for index, prefix in saved.items():  # what it kept is what was sent to it
+        assert prefix == package[index * CHUNK : index * CHUNK + len(prefix)]
+    enterprise.network.run(until=enterprise.network.now + 1.0)
+    old = client.agent
+    enterprise.restart(client)
+    assert client.agent is not old and not client.agent.downloader.partials.held_bytes
+    asked = _record_requests(client.agent)
+    enterprise.run(until=enterprise.network.now + 60, stop=enterprise.all_complete)
+    assert enterprise.complete(client)
+    first: dict[int, int] = {}
+    for index, prefix_length in asked:
+        first.setdefault(index, prefix_length)
+    resumed = {index: first[index] for index in saved if index in first}
+    assert resumed and all(resumed[index] == len(saved[index]) for index in resumed)
+    assert store.read_partials(content_id) == {}  # every prefix went with its chunk

@@ -49,7 +49,7 @@ class MemoryStore:
     def __init__(self, hashes: HashMemo) -> None:
         self.hashes = hashes
         self._entries: dict[ContentId, _Entry] = {}
-        self._partials: dict[tuple[ContentId, int], bytes] = {}
+        self._partials: dict[tuple[ContentId, int], bytearray] = {}
 
     def __contains__(self, content_id: object) -> bool:
         return content_id in self._entries
@@ -121,16 +121,20 @@ class MemoryStore:
         entry = self._entries.get(content_id)
         if entry is None or chunk_index in entry.verified:
             return False
-        held = self._partials.get((content_id, chunk_index), b"")
+        held = self._partials.get((content_id, chunk_index))
         end = offset + len(data)
-        if not 0 <= offset <= len(held) or end >= entry.manifest.chunk_length(chunk_index):
+        if not data or not 0 <= offset <= (len(held) if held is not None else 0):
+            return False  # nothing, or a hole
+        if end >= entry.manifest.chunk_length(chunk_index):
             return False
-        self._partials[(content_id, chunk_index)] = held[:offset] + data + held[end:]
+        if held is None:
+            held = self._partials[(content_id, chunk_index)] = bytearray()
+        held[offset : min(end, len(held))] = data  # grown in place: no copy of the rest
         return True
 
     def read_partials(self, content_id: ContentId) -> dict[int, bytes]:
         return {
-            index: data
+            index: bytes(data)
             for (content, index), data in self._partials.items()
             if content == content_id and index not in self._entries[content_id].verified
         }
