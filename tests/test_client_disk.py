@@ -262,6 +262,7 @@ def test_the_shell_hands_the_agent_s_writes_to_the_worker(tmp_path: Path) -> Non
     )
     client = enterprise.clients[0]
     client.agent.disk_inline = False
+    client.agent.downloader.prefixes.step_segments = 1  # a prefix written at every poll
     submitted: list[WriteChunk] = []
     updates: list[Any] = []
 
