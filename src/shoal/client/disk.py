@@ -170,12 +170,14 @@ class SetPinned:
 @dataclass(frozen=True, slots=True)
 class WritePartial:
     """Effect: these received bytes of a chunk in flight go to its partial file at
-    ``offset`` (``shoal.store.partials``; no answer: a refused write is not durable)."""
+    ``offset`` (``shoal.store.partials``; no answer: a refused write is not durable).
+    ``data`` is a read-only view of the receive buffer, whose received segments are
+    never written again (it keeps the buffer alive until written)."""
 
     content_id: ContentId
     chunk_index: int
     offset: int
-    data: bytes
+    data: bytes | memoryview
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +216,7 @@ class ManagedStore(VerifiedChunkStore, Protocol):
     def pin(self, content_id: ContentId) -> None: ...
     def unpin(self, content_id: ContentId) -> None: ...
     def write_partial(
-        self, content_id: ContentId, chunk_index: int, offset: int, data: bytes
+        self, content_id: ContentId, chunk_index: int, offset: int, data: bytes | memoryview
     ) -> bool: ...
     def read_partials(self, content_id: ContentId) -> dict[int, bytes]: ...
     def drop_partial(self, content_id: ContentId, chunk_index: int) -> None: ...

@@ -89,7 +89,8 @@ class PrefixFiles:
                 start = written.get(key, 0)
                 start -= start % step_unit  # a loaded file's torn tail: written again
                 if len(prefix) - start >= step:
-                    data = bytes(prefix[start:])
+                    # A view, not a copy: those bytes of the buffer are never written again.
+                    data = prefix[start:]
                     self._effects.append(WritePartial(key[0], chunk_index, start, data))
                     written[key] = len(prefix)
 
