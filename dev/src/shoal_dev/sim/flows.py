@@ -134,6 +134,8 @@ class _Download:
     held: bytes | None = None
     #: A resumed chunk's prefix and its flow's bytes, joined once (``received_prefix``).
     joined: bytes | None = None
+    #: The flow its chunk is on, from its start (live while ``flow.upload.flow is flow``).
+    flow: _Flow | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -594,14 +596,12 @@ class FlowEngine:
         held = download.held
         if held is not None:
             return memoryview(held) if len(held) > len(download.prefix) else None
-        sender = self.fabric.live_engine(download.peer)
-        upload = sender._uploads.get((self.address, request_id)) if sender is not None else None
-        flow = upload.flow if upload is not None else None
-        if flow is None:
+        flow = download.flow
+        if flow is None or flow.upload.flow is not flow:  # not started, or ended
             return None
-        now = self.fabric.network.now
-        sent = flow.total - max(flow.remaining - flow.rate * (now - flow.updated), 0.0)
-        arrived = whole_segments(int(sent - flow.rate * flow.latency), len(flow.data), self.config)
+        rate = flow.rate
+        sent = flow.total - max(flow.remaining - rate * (self.fabric.network.now - flow.updated), 0)
+        arrived = whole_segments(int(sent - rate * flow.latency), len(flow.data), self.config)
         if arrived <= 0:
             return None
         if not download.prefix:
@@ -671,7 +671,8 @@ class FlowEngine:
             upload.data = None
             self._sending[key] = upload
             self.counters.payload_bytes_sent += len(data)
-            self.fabric.start(self, upload, receiver.host, data)
+            flow = self.fabric.start(self, upload, receiver.host, data)
+            receiver._downloads[upload.request_id].flow = flow
             return
         self._queued.pop(key, None)
 
