@@ -124,7 +124,7 @@ class ServerNode:
         sent = serve_from(self.origin, engine, event, now, rate)
         self.counters.bytes_served += sent
         if sent:
-            self.core.wan_copy.chunk_served(event.peer[0], event.content_id, now)
+            self.core.wan_copy.chunk_served(event.peer[0], event.content_id, now, event.chunk_index)
         if not sent:
             self.counters.refused_not_found += 1
 
