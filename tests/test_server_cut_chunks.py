@@ -9,7 +9,7 @@ import hashlib
 
 from shoal.core.ids import ContentId
 from shoal.server.core import ServerCore
-from shoal.server.cut_chunks import MAX_CHUNKS, PER_DEVICE, CutChunks
+from shoal.server.cut_chunks import MAX_CHUNKS, PER_DEVICE, SENDING, CutChunks
 from shoal.wire.control import LeaseDecision
 from test_server_core import register
 from test_server_deliveries import CONTENT, lease, make_server
@@ -100,9 +100,36 @@ def test_a_device_makes_a_few_chunks_held_and_the_table_is_bounded() -> None:
         for index in range(100)
         if cuts.held_for_other("office", content, "b", index, 1.0, lambda _device: True)
     ]
-    assert held == list(range(100 - PER_DEVICE, 100))  # the last ones it was sent
+    # The last PER_DEVICE it was sent are remembered; the oldest SENDING of them, those
+    # that may have reached it in part, are held.
+    assert held == list(range(100 - PER_DEVICE, 100 - PER_DEVICE + SENDING))
     for device in range(MAX_CHUNKS + 10):  # forged devices
         cuts.served("office", content, f"d{device}", 1000 + device, 0.0)
     assert len(cuts) <= MAX_CHUNKS
     cuts.expire(cuts.keep_seconds + 1)
     assert len(cuts) == 0
+
+
+def test_only_the_chunks_being_sent_are_held_and_a_resume_or_a_dead_process_ends_it() -> None:
+    """Of the chunks begun for holder 1 and not delivered, the oldest two may have
+    reached it in part: held. One queued behind them is not. Holder 1 resuming one shows
+    it is back: nothing else is held for it. A closed port (its process died, its
+    prefixes with it) ends the hold too."""
+    server = holder_1_was_cut_mid_chunk()  # chunk 0 begun at t=1
+    for chunk_index in (2, 3):  # then 2 and 3, queued behind it
+        server.wan_copy.chunk_served("10.1.0.1", CONTENT, 1.1, chunk_index=chunk_index)
+    assert not server.may_serve_content("10.1.0.2", CONTENT, 12, chunk_index=0)
+    assert not server.may_serve_content("10.1.0.2", CONTENT, 12, chunk_index=2)
+    assert server.may_serve_content("10.1.0.2", CONTENT, 12, chunk_index=3)  # not sent yet
+    server.wan_copy.chunk_delivered("10.1.0.1", CONTENT, 2, now=1.3)  # 3 was on its way
+    assert not server.may_serve_content("10.1.0.2", CONTENT, 12, chunk_index=3)
+
+    server = holder_1_was_cut_mid_chunk()
+    server.wan_copy.chunk_served("10.1.0.1", CONTENT, 1.1, chunk_index=2)
+    assert server.may_serve_content("10.1.0.1", CONTENT, 13, chunk_index=0, resumed=True)
+    server.wan_copy.chunk_served("10.1.0.1", CONTENT, 13, chunk_index=0, resumed=True)
+    assert server.may_serve_content("10.1.0.2", CONTENT, 13, chunk_index=2)
+
+    server = holder_1_was_cut_mid_chunk()
+    server.wan_copy.process_gone("10.1.0.1")
+    assert server.may_serve_content("10.1.0.2", CONTENT, 12, chunk_index=0)

@@ -100,12 +100,17 @@ class WanCopy:
         on (``shoal.server.cut_chunks``)."""
 
     def chunk_served(
-        self, client_ip: str, content_id: ContentId, now: float, chunk_index: int | None = None
+        self,
+        client_ip: str,
+        content_id: ContentId,
+        now: float,
+        chunk_index: int | None = None,
+        resumed: bool = False,
     ) -> None:
         """The data plane served a chunk of ``content_id`` to ``client_ip``: if it is the
         office's rendezvous point, it is bringing the content in (not stalling); in a
-        sharing office, ``chunk_index`` is on its way to it until delivered
-        (``cut_chunks``)."""
+        sharing office, ``chunk_index`` (``resumed``: its rest) is on its way to it until
+        delivered (``cut_chunks``)."""
         directory = self.directory
         client = directory.client_at(client_ip)
         if client is None:
@@ -115,7 +120,7 @@ class WanCopy:
             device = client.device_id.hex()
             self.rendezvous.progress(office, content_id, device, now)
             if chunk_index is not None and office_type in _SHARING:
-                self.cut_chunks.served(office, content_id, device, chunk_index, now)
+                self.cut_chunks.served(office, content_id, device, chunk_index, now, resumed)
 
     def flow_rate(self, client_ip: str, content_id: ContentId) -> float | None:
         """What one holder's flow from the server may carry (bytes/s): its office's WAN
@@ -281,6 +286,14 @@ class WanCopy:
             )
 
         return present
+
+    def process_gone(self, client_ip: str) -> None:
+        """Nothing listens at ``client_ip``'s data port any more (ICMP port unreachable):
+        its process died, with what it held of the chunks cut on their way to it."""
+        client = self.directory.client_at(client_ip)
+        office, _ = self.directory.office_of(client_ip)
+        if client is not None and office is not None:
+            self.cut_chunks.process_gone(office, client.device_id.hex())
 
     def revoke(self, office: str, device: str) -> None:
         """``device`` (hex ID) was banned in ``office``: its lease goes, and what it was
