@@ -13,9 +13,10 @@ that every uplink carries new chunks from the start (``shoal.server.stripe_plan`
 plane reports each chunk it served (``chunk_served``: the holder is not stalling) and
 each chunk delivered in full (``chunk_delivered``: the office now holds it,
 ``shoal.server.deliveries``); ``may_fetch`` then lets a holder fetch only its stripes'
-chunks the office does not hold yet. A holder that completes releases its lease
-(``release_lease``); a banned peer gets no lease and is left out of peer lists
-(``office_peers``), and a ban revokes what it held (``revoke``).
+chunks the office does not hold yet, and a chunk cut on its way to another holder, which
+may ask the rest of it, last (``shoal.server.cut_chunks``). A holder that completes
+releases its lease (``release_lease``); a banned peer gets no lease and is left out of
+peer lists (``office_peers``), and a ban revokes what it held (``revoke``).
 
 The leases and the ledger are saved as plain values (``lease_state``, whenever
 ``lease_changes`` moves) and restored after a restart (``restore_lease_state``).
