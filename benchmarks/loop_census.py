@@ -221,7 +221,10 @@ def run_build(
     command += ["--prefix", options.prefix, "--base", options.base]
     if chunk_kib is not None:
         command += ["--chunk-kib", str(chunk_kib)]
-    env = {**os.environ, "PYTHONPATH": str(hook), "LOOP_CENSUS_DIR": str(out)}
+    # The build's own source before its virtual environment's: checkouts that share one
+    # environment (an editable install of another checkout) still run their own code.
+    path = os.pathsep.join([str(hook), str(build / "src"), str(build / "dev" / "src")])
+    env = {**os.environ, "PYTHONPATH": path, "LOOP_CENSUS_DIR": str(out)}
     done = subprocess.run(command, cwd=build, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:]

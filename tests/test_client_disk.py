@@ -23,6 +23,7 @@ from shoal.client.disk import (
     ChunkWritten,
     ReadChunk,
     WriteChunk,
+    WritePartial,
     perform_disk_effects,
     perform_reads,
     perform_writes,
@@ -261,6 +262,7 @@ def test_the_shell_hands_the_agent_s_writes_to_the_worker(tmp_path: Path) -> Non
     )
     client = enterprise.clients[0]
     client.agent.disk_inline = False
+    client.agent.downloader.prefixes.step_segments = 1  # a prefix written at every poll
     submitted: list[WriteChunk] = []
     updates: list[Any] = []
 
@@ -286,8 +288,11 @@ def test_the_shell_hands_the_agent_s_writes_to_the_worker(tmp_path: Path) -> Non
     assert submitted
     assert len(client.store.verified(enterprise.content_id)) == 0  # the agent wrote nothing
     assert client.agent.take_disk_writes() == []  # every write went to the worker
-    # So did the manifest (written and fsynced by the store): not added on the loop.
-    assert [type(update).__name__ for update in updates] == ["AddManifest"]
+    # So did the manifest (written and fsynced by the store): not added on the loop; so
+    # did the partial files' load and the prefixes of the chunks in flight.
+    names = [type(update).__name__ for update in updates]
+    assert names[:2] == ["AddManifest", "LoadPartials"]
+    assert set(names[2:]) == {"WritePartial"}
 
 
 def test_the_shell_reads_served_chunks_through_the_reader(tmp_path: Path) -> None:
@@ -451,3 +456,36 @@ def test_effects_submitted_while_the_worker_is_busy_run_as_one_batch_in_order() 
 
     assert asyncio.run(scenario()) == [1, 2, 3, 4, 5, 6]
     assert batches in ([[1], [2, 3, 4, 5, 6]], [[1, 2, 3, 4, 5, 6]])
+
+
+def test_a_batch_with_nothing_to_tell_does_not_wake_the_loop(tmp_path: Path) -> None:
+    """Partial files written (issue 9: as often as a chunk's prefix grows) answer
+    nothing: such a batch calls nobody back, so it costs the event loop no wake-up and
+    the agent no poll; a chunk's write still answers."""
+    store, package, manifest = _store_with_package(tmp_path, 2)
+    content_id = manifest.content_id
+    prefix = WritePartial(content_id, 0, 0, package[:5000])
+
+    async def scenario() -> list[list[object]]:
+        loop = asyncio.get_running_loop()
+        calls: list[list[object]] = []
+        written = asyncio.Event()
+
+        def on_written(results: list[Any]) -> None:
+            calls.append(list(results))
+            written.set()
+
+        worker = DiskWorker(store, loop, on_written)
+        worker.submit([prefix])
+        while store.partials.size(content_id, 0) < 5000:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.05)  # a call back, had there been one, came by now
+        assert calls == []
+        worker.submit([WriteChunk(content_id, 0, package[:CHUNK], ("p", 1))])
+        await asyncio.wait_for(written.wait(), 5.0)
+        worker.close()
+        return calls
+
+    (only,) = asyncio.run(scenario())
+    assert [type(result) for result in only] == [ChunkWritten]
+    assert store.partials.size(content_id, 0) == 0  # the chunk's write removed the file

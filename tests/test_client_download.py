@@ -17,7 +17,7 @@ from shoal.assignments import ManifestRef
 from shoal.client.blobs import BlobFetcher, ManifestBlob
 from shoal.client.config import AgentConfig
 from shoal.client.counters import AgentCounters
-from shoal.client.disk import perform_writes
+from shoal.client.disk import PartialsLoaded, perform_disk_effects, perform_writes
 from shoal.client.download import (
     DOWNLOAD_TRANSITIONS,
     TERMINAL_DOWNLOAD_STATES,
@@ -139,6 +139,15 @@ class _Store:
             )
             held.add(chunk_index)
         return held.complete
+
+    def write_partial(self, content_id: ContentId, index: int, offset: int, data: bytes) -> bool:
+        return False  # nothing kept: these tests resume from memory
+
+    def read_partials(self, content_id: ContentId) -> dict[int, bytes]:
+        return {}
+
+    def drop_partial(self, content_id: ContentId, chunk_index: int) -> None:
+        pass
 
     def pin(self, content_id: ContentId) -> None:
         pass
@@ -270,6 +279,11 @@ class Harness:
         self.machine.on_request_failed(Lease(CONTENT_ID), refusal, self.now)
 
     def schedule(self) -> None:
+        """As the agent's poll: the store updates queued (a start's partial files are
+        loaded before its first request), then the requests."""
+        for result in perform_disk_effects(self.store, self.machine.take_store_updates()):  # type: ignore[arg-type]
+            if isinstance(result, PartialsLoaded):
+                self.machine.prefixes.loaded(result)
         self.machine.schedule(self.now)
 
     def requests(self) -> list[tuple[int, tuple[str, int], int]]:

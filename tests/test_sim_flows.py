@@ -21,10 +21,11 @@ from shoal.protocol.transfer import (
     TransferTimedOut,
 )
 from shoal.wire.control import LeaseDecision
+from shoal.wire.messages import DATA_HEADER_SIZE
 from shoal_dev.sim.enterprise import Enterprise, SimClient, SimOffice, build_enterprise
 from shoal_dev.sim.flows import FlowEngine, FlowFabric, HashMemo, wire_bytes
 from shoal_dev.sim.memstore import LyingMemoryStore, MemoryStore
-from shoal_dev.sim.network import Host, SimNetwork
+from shoal_dev.sim.network import UDP_IP_OVERHEAD, Host, SimNetwork
 
 MIB = 1024 * 1024
 CONTENT = ContentId(bytes(32))
@@ -371,3 +372,38 @@ def test_a_flow_cut_by_its_senders_death_leaves_a_prefix_that_another_sender_com
     network.run(until=20.0)
     (arrived,) = drain(asker)
     assert isinstance(arrived, ChunkReceived) and arrived.data == data
+
+
+def test_a_flows_received_prefix_is_its_arrived_whole_segments_and_a_cut_flows_held() -> None:
+    # What a flow-mode client writes to its partial files as a chunk arrives (issue 9):
+    # the whole segments sent a path delay ago, after the prefix it asked with.
+    network, fabric, hosts, (dying, asker) = one_office(2)
+    data = bytes(range(256)) * 4096  # 1 MiB: one second at 1 MB/s
+    digest = hashlib.sha256(data).digest()
+    segment = fabric.config.segment_size
+    prefix = data[: 10 * segment]
+    asked = asker.request_chunk(
+        dying.address, CONTENT, 0, len(data), digest, Mode.FOREGROUND, 0.0, prefix
+    )
+    network.run(until=0.01)
+    (requested,) = drain(dying)
+    assert asker.received_prefix(asked) is None  # nothing came yet
+    dying.send_chunk(requested.peer, asked, data[requested.offset :], network.now)
+    seen: list[bytes] = []
+    for when in (0.2, 0.4):  # asked at an event, as an agent's poll asks
+        network.at(when, lambda: seen.append(bytes(asker.received_prefix(asked) or b"")))
+    network.run(until=0.45)
+    for view in seen:
+        assert len(view) % segment == 0 and view == data[: len(view)]
+    assert len(prefix) < len(seen[0]) < len(seen[1]) < len(data)
+    per_segment = segment + DATA_HEADER_SIZE + UDP_IP_OVERHEAD  # on the wire
+    grown = len(seen[1]) - len(seen[0])
+    assert grown == pytest.approx(0.2 * 1e6 * segment / per_segment, rel=0.02)
+    network.at(0.5, lambda: fabric.kill(hosts[0]))
+    network.run(until=0.6)
+    held = asker.received_prefix(asked)  # the cut flow: what it held, still resumable
+    assert held is not None and len(seen[1]) < len(held) < len(data)
+    network.run(until=10.0)
+    (ended,) = drain(asker)
+    assert isinstance(ended, TransferTimedOut) and ended.prefix == bytes(held)
+    assert asker.received_prefix(asked) is None  # ended

@@ -2,18 +2,16 @@
 
 Theory of operation
 -------------------
-``AgentCore`` binds four sans-I/O protocol machines to UDP ports for the shell (or the
-simulator): the control client (to the P2P server), discovery (broadcast port), and two
-transfer engines (foreground and background data ports). After any input, the shell
-calls ``poll(now)``: the agent drains the protocol machines' events and hands each, by
-its type, to the one client machine whose job it is:
+``AgentCore`` binds four sans-I/O machines to UDP ports for the shell (or the simulator):
+the control client (to the P2P server), discovery (broadcast port), two transfer engines
+(foreground and background data ports). After any input, the shell calls ``poll(now)``: the
+agent hands each of their events, by type, to the one client machine whose job it is:
 
 ==============================  =========================================================
 ``RegistrationMachine``         registration, check-ins, nudges (``registration.py``)
 ``AssignmentsMachine``          the signed assignment document, trust (``assignments.py``)
 ``DownloadsMachine``            each download's life as a table: manifest, leases, peers,
-                                chunks, bandwidth caps, writes (``downloads.py``,
-                                ``download.py``)
+                                chunks, caps, writes (``downloads.py``, ``download.py``)
 ``ServingMachine``              peers' requests: policy, upload slots, reads (``serving.py``)
 ==============================  =========================================================
 
@@ -30,12 +28,11 @@ Life of a client::
                            -> held: announced to peers, served, reported
           every chunk held -> DownloadVerified (``_on_download_verified``)
 
-Disk I/O is effects: ``WriteChunk`` -> ``ChunkWritten`` and ``ReadChunk`` ->
-``ChunkRead`` (``shoal.client.disk``); the shell runs them off the event loop, the
-simulator inline (``disk_inline``). Downloads resume from the store's verified chunks
-after a restart. A confidential content is downloaded and served as ciphertext; once
-complete, the installer decrypts it as it stages it, or (no install specification) the
-shell decrypts it off the loop (``take_plaintext_jobs``, ``plaintext_finished``).
+Disk I/O is effects (``shoal.client.disk``), run off the event loop by the shell, inline by the
+simulator (``disk_inline``). After a restart, downloads resume from the store's verified chunks
+and their chunks in flight from their partial files (``prefix_files``). Confidential content is
+fetched and served as ciphertext; once complete the installer decrypts it as it stages it, or
+(no install specification) the shell, off the loop (``take_plaintext_jobs``).
 """
 
 from __future__ import annotations
@@ -345,6 +342,7 @@ class AgentCore:
         for mode, engine in self.engines.items():
             while (event := engine.next_event()) is not None:
                 self._on_transfer_event(mode, event, now)
+        self.downloader.prefixes.note_growth(self.downloads.values(), self.engines)
         # Most polls have no disk work, no reads and no installs: skipped in a look each.
         if self._disk_inline:
             if self.downloader.has_disk_effects():
@@ -495,10 +493,12 @@ class AgentCore:
 
     def disk_done(self, result: DiskResult, now: float) -> None:
         """The answer to a ``take_disk_effects`` effect. The shell calls ``poll`` after."""
-        if isinstance(result, ManifestAdded):
-            self.downloader.manifest_added(result, now)
-        else:
+        if isinstance(result, ChunkWritten):
             self.downloader.chunk_written(result, now)
+        elif isinstance(result, ManifestAdded):
+            self.downloader.manifest_added(result, now)
+        else:  # ``PartialsLoaded``: a restart's prefixes (``shoal.client.prefix_files``)
+            self.downloader.prefixes.loaded(result)
 
     def chunk_written(self, written: ChunkWritten, now: float) -> None:
         """The answer to a ``WriteChunk``. The shell calls ``poll`` after it."""

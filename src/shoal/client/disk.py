@@ -32,6 +32,9 @@ manifest becomes an entry: the manifest file written and fsynced, the data file
 reserved, room made by evicting unpinned content), answered by ``ManifestAdded``; and
 ``SetPinned`` (an assignment pins its content, a withdrawal unpins it), which needs no
 answer.
+The received prefixes of chunks in flight go the same way (``shoal.client.prefix_files``):
+``WritePartial`` (no answer), ``DropPartial`` (no answer) and ``LoadPartials`` (when a
+download starts), answered by ``PartialsLoaded``.
 
 Back-pressure lives in the agent, so it is the same in both: while the bytes of
 unanswered ``WriteChunk`` effects reach ``AgentConfig.write_backlog_bytes``, the agent
@@ -164,9 +167,46 @@ class SetPinned:
     pinned: bool
 
 
-StoreUpdate = AddManifest | SetPinned
+@dataclass(frozen=True, slots=True)
+class WritePartial:
+    """Effect: these received bytes of a chunk in flight go to its partial file at
+    ``offset`` (``shoal.store.partials``; no answer: a refused write is not durable).
+    ``data`` is a read-only view of the receive buffer, whose received segments are
+    never written again (it keeps the buffer alive until written)."""
+
+    content_id: ContentId
+    chunk_index: int
+    offset: int
+    data: bytes | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class DropPartial:
+    """Effect: the chunk failed; its partial file goes (its bytes may be the bad ones)."""
+
+    content_id: ContentId
+    chunk_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoadPartials:
+    """Effect: a download starts; read its chunks' partial files (a restart's prefixes)."""
+
+    content_id: ContentId
+
+
+@dataclass(frozen=True, slots=True)
+class PartialsLoaded:
+    """Event: a ``LoadPartials`` ran: untrusted prefixes by chunk index."""
+
+    content_id: ContentId
+    prefixes: dict[int, bytes]
+
+
+PartialEffect = WritePartial | DropPartial | LoadPartials
+StoreUpdate = AddManifest | SetPinned | PartialEffect
 DiskEffect = WriteChunk | StoreUpdate
-DiskResult = ChunkWritten | ManifestAdded
+DiskResult = ChunkWritten | ManifestAdded | PartialsLoaded
 
 
 class ManagedStore(VerifiedChunkStore, Protocol):
@@ -175,10 +215,32 @@ class ManagedStore(VerifiedChunkStore, Protocol):
     def add(self, manifest_file: bytes, *, pinned: bool = False) -> object: ...
     def pin(self, content_id: ContentId) -> None: ...
     def unpin(self, content_id: ContentId) -> None: ...
+    def write_partial(
+        self, content_id: ContentId, chunk_index: int, offset: int, data: bytes | memoryview
+    ) -> bool: ...
+    def read_partials(self, content_id: ContentId) -> dict[int, bytes]: ...
+    def drop_partial(self, content_id: ContentId, chunk_index: int) -> None: ...
 
 
-def perform_store_update(store: ManagedStore, update: StoreUpdate) -> ManifestAdded | None:
-    """Run one ``AddManifest`` (say how it went) or ``SetPinned`` (nothing to say)."""
+def perform_store_update(
+    store: ManagedStore, update: StoreUpdate
+) -> ManifestAdded | PartialsLoaded | None:
+    """Run one ``AddManifest`` or ``LoadPartials`` (say how it went), or a ``SetPinned``,
+    ``WritePartial`` or ``DropPartial`` (nothing to say)."""
+    if isinstance(update, WritePartial | DropPartial | LoadPartials):
+        try:
+            if isinstance(update, WritePartial):
+                store.write_partial(
+                    update.content_id, update.chunk_index, update.offset, update.data
+                )
+            elif isinstance(update, DropPartial):
+                store.drop_partial(update.content_id, update.chunk_index)
+            else:
+                return PartialsLoaded(update.content_id, store.read_partials(update.content_id))
+        except ShoalError:  # removed meanwhile: nothing to resume
+            if isinstance(update, LoadPartials):
+                return PartialsLoaded(update.content_id, {})
+        return None
     if isinstance(update, AddManifest):
         try:
             store.add(update.manifest_file, pinned=True)

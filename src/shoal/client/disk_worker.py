@@ -7,7 +7,9 @@ serving while a write, an ``fdatasync`` or a read takes its time.
 
 * ``DiskWorker``: ``WriteChunk`` -> ``ChunkWritten`` (``perform_writes``: one
   ``fdatasync`` and one sidecar update per content per batch), and in order with them
-  ``AddManifest`` -> ``ManifestAdded`` and ``SetPinned`` (``perform_disk_effects``).
+  ``AddManifest`` -> ``ManifestAdded``, ``SetPinned`` and the partial files' effects
+  (``perform_disk_effects``). A batch with no result (a prefix written, a pin set) wakes
+  no one: the loop would only poll an agent that nothing changed.
   How many bytes may wait is bounded by the agent (``write_backlog_bytes``), which asks
   for no new chunk until the disk catches up.
 * ``ReadWorker``: ``ReadChunk`` -> ``ChunkRead`` (``perform_reads``: each chunk read and
@@ -90,6 +92,8 @@ class EffectThread(Generic[Effect, Result]):
                 break
             batch.extend(more)
         results = self._perform(batch)
+        if not results:  # partial files, pins: nothing to tell, so the loop is not woken
+            return not stopping
         try:
             self._loop.call_soon_threadsafe(self._on_done, results)
         except RuntimeError:  # the loop is closed: the effects ran all the same

@@ -6,9 +6,8 @@ Theory of operation
 table of ``shoal.client.download`` (manifest asked, fetched and verified; chunks; complete).
 
 * Manifest: the signed manifest as a blob (``shoal.client.blobs``), named by the signed
-  assignment document (one round trip) or else by the server's answer to ``MANIFEST_INFO``
-  (two), checked against the console keys the document allows, and added to the store
-  (pinned: assigned content is not evicted).
+  document (one round trip) or by the server's answer to ``MANIFEST_INFO`` (two), checked
+  against the console keys the document allows, stored pinned (assigned: not evicted).
 * Sources: discovery (broadcast in Default offices, server peer lists in WiFi offices)
   feeds the ``ChunkPicker`` with peers and what they hold; the server's LEASE, asked
   with the manifest, decides whether the server is an origin (``shoal.client.lease``).
@@ -16,13 +15,12 @@ table of ``shoal.client.download`` (manifest asked, fetched and verified; chunks
   buckets) and its limit of downloads at once; each chunk the engine verified becomes a
   ``WriteChunk`` effect and is held (announced, served, reported) only once written
   (``chunk_written``). While ``write_backlog_bytes`` wait for the disk
-  (``shoal.client.chunk_writes``), nothing new is asked for.
-  A chunk whose sender went away mid-chunk is resumed (``shoal.client.partials``).
+  (``shoal.client.chunk_writes``), nothing new is asked for. A chunk cut mid-way is
+  resumed (``shoal.client.partials``), after a restart too (``prefix_files``).
 * Bad peers: one that sends a corrupt chunk is banned for that content and reported to
   the server; peers the server bans in the office are banned for every content.
-* Complete: the one place a download reaches its terminal state is ``_download_verified``
-  (``DownloadVerified``). Confidential content is downloaded as ciphertext; its
-  plaintext is the shell's job (``shoal.client.confidential``).
+* Complete: ``_download_verified`` (``DownloadVerified``) is the one way to the end state;
+  confidential content comes as ciphertext, decrypted by the shell (``client.confidential``).
 """
 
 from __future__ import annotations
@@ -53,7 +51,7 @@ from shoal.client.disk import (
 )
 from shoal.client.download import MANIFEST_STATES, Download, DownloadInput, DownloadState
 from shoal.client.lease import EarlyLeases, apply_lease, release_held, server_refused
-from shoal.client.partials import Partials
+from shoal.client.prefix_files import PrefixFiles
 from shoal.client.registration import RETRY_SOON, RegistrationMachine
 from shoal.core.chunkset import ChunkSet
 from shoal.core.errors import ManifestError
@@ -128,14 +126,12 @@ class DownloadsMachine:
         self.office = office
         self.blobs = blobs
         self.inline_store = inline_store
-        """Run ``AddManifest``/``SetPinned`` at once (the simulator); False: the shell
-        takes them (``take_store_updates``) and answers ``manifest_added``."""
+        """Run store updates at once (the simulator); False: ``take_store_updates``."""
         self._store_updates: list[StoreUpdate] = []
         self.downloads: dict[ContentId, Download] = {}
         self.banned_peers: frozenset[str] = frozenset()
         """Peers the server banned in this office (reported by several devices)."""
-        #: Peers whose chunks never came (timed out: crashed, or announcing what it will
-        #: not send): ignored while they sit out, a first silence ended by an announce.
+        #: Peers whose chunks never came (crashed, lying): sit out, unless they announce.
         self.suspects: PenaltyBox[Address] = PenaltyBox()
         self._sealed: dict[ContentId, SealedContent] = {}
         self.caps = BandwidthCaps()
@@ -144,7 +140,8 @@ class DownloadsMachine:
         self._events: deque[DownloadVerified] = deque()
         self._early_leases = EarlyLeases()
         self.closed_ports = ClosedPorts()
-        self.partials = Partials()
+        self.prefixes = PrefixFiles(self._store_updates)
+        self.partials = self.prefixes.partials
 
     def next_event(self) -> DownloadVerified | None:
         return self._events.popleft() if self._events else None
@@ -183,6 +180,7 @@ class DownloadsMachine:
         for content_id in [cid for cid in self.downloads if cid not in assigned]:
             self.downloads.pop(content_id)
             self._early_leases.forget(content_id)
+            self.prefixes.forget(content_id)
             self.discovery.stop_search(content_id)
             self.discovery.set_holding(content_id, ChunkSet(0), now)  # no longer served
             if content_id in self.store:
@@ -266,7 +264,7 @@ class DownloadsMachine:
             self._store_updates.append(update)
             return
         added = perform_store_update(self.store, update)
-        if added is not None:
+        if isinstance(added, ManifestAdded):
             self.manifest_added(added, now)
 
     def has_disk_effects(self) -> bool:
@@ -274,9 +272,9 @@ class DownloadsMachine:
         return bool(self._store_updates) or self._writes.has_queued()
 
     def take_store_updates(self) -> list[StoreUpdate]:
-        """Manifests to add and pins to set, by the shell off the event loop, in order
-        with the chunk writes (``shoal.client.disk``)."""
-        updates, self._store_updates = self._store_updates, []
+        """Manifests to add, pins to set and partial files, by the shell off the event
+        loop, before the chunk writes (``shoal.client.disk``, ``prefix_files``)."""
+        updates, self._store_updates[:] = self._store_updates[:], []  # ``prefixes`` shares it
         return updates
 
     def on_manifest_failed(self, blob: ManifestBlob, now: float) -> None:
@@ -302,6 +300,7 @@ class DownloadsMachine:
         if have.complete:
             self._download_verified(download, now)
             return
+        self.prefixes.load(download.content_id)  # a restart's prefixes, before any request
         download.picker = ChunkPicker(
             have,
             max_in_flight_per_peer=self.config.per_peer_in_flight,
@@ -467,7 +466,7 @@ class DownloadsMachine:
         picker, manifest, mode = download.picker, download.manifest, download.mode
         assert picker is not None and manifest is not None
         affordable = self.caps.affordable(mode, manifest.chunk_size, now)
-        if picker.nothing_to_ask(now):
+        if picker.nothing_to_ask(now) or download.content_id in self.prefixes.loading:
             return  # the common case: this runs after every input
         engine = self.engines[mode]
         in_flight = sum(len(d.requests) for d in self.downloads.values() if d.mode is mode)
@@ -500,6 +499,7 @@ class DownloadsMachine:
             self._on_chunk(download, peer, chunk_index, event.data, now)
         elif isinstance(event, ChunkCorrupted):
             self.counters.bad_chunks += 1
+            self.prefixes.chunk_failed(download.content_id, chunk_index)
             if peer == server or event.resumed:  # resumed: the bad bytes may be ours
                 download.picker.failed(chunk_index, peer)
                 return
@@ -555,7 +555,7 @@ class DownloadsMachine:
         engine = self.engines[download.mode]
         for loser in download.picker.received(chunk_index, peer, now):
             download.end_requests_to(loser, engine, self.partials, now, [chunk_index])
-        self.partials.drop(download.content_id, chunk_index)
+        self.prefixes.chunk_done(download.content_id, chunk_index)
         self._writes.add(download.content_id, chunk_index, data, peer)
 
     def take_disk_writes(self) -> list[WriteChunk]:

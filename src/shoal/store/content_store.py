@@ -7,6 +7,8 @@ Each content ID has three files in the store directory::
     <content-id>.manifest   the manifest file (as signed by the console)
     <content-id>.data       the package bytes, preallocated to full size
     <content-id>.state      the sidecar: which chunks are verified, pinned, last use
+    <content-id>.<n>.part   the received prefix of chunk n while it arrives (untrusted,
+                            not fsynced: ``shoal.store.partials``)
 
 Invariants, which hold after a crash (SIGKILL) at any instruction:
 
@@ -60,6 +62,7 @@ from shoal.store.errors import (
     SidecarCorrupt,
     StoreDiskFull,
 )
+from shoal.store.partials import PartialFiles
 from shoal.store.sidecar import (
     SIDECAR_FORMAT,
     Entry,
@@ -97,6 +100,7 @@ class ContentStore:
         self._chunk_written = threading.Condition(self._lock)
         self._entries: dict[ContentId, Entry] = {}
         self.problems: list[SidecarProblem] = []
+        self.partials = PartialFiles(root)
         root.mkdir(parents=True, exist_ok=True)
         self._load(strict)
 
@@ -131,6 +135,16 @@ class ContentStore:
             for path in self.root.glob(f"*.{suffix}"):
                 if path.stem not in with_sidecar:
                     path.unlink(missing_ok=True)  # orphan of an interrupted add()
+        self.partials.scan(self._partial_length)
+
+    def _partial_length(self, content_id: ContentId, chunk_index: int) -> int:
+        """The length of a chunk a partial file may be kept for (0: none)."""
+        entry = self._entries.get(content_id)
+        if entry is None or not 0 <= chunk_index < entry.manifest.chunk_count:
+            return 0
+        if chunk_index in entry.verified:
+            return 0
+        return entry.manifest.chunk_length(chunk_index)
 
     def _read_entry(self, content_id: ContentId) -> Entry:
         sidecar = self._path(content_id, "state")
@@ -334,6 +348,8 @@ class ContentStore:
                     entry.complete = False
                     raise
                 self._chunk_written.notify_all()
+                for chunk_index in added:  # marked verified: their prefixes are done
+                    self.partials.remove(content_id, chunk_index)
             return entry.complete
 
     def _check_whole_file(self, entry: Entry) -> None:
@@ -366,6 +382,40 @@ class ContentStore:
                 "does not match the manifest's SHA-256 (inconsistent manifest)"
             )
         return self.info(info.content_id)
+
+    # -------------------------------------------------------------- partials
+
+    def write_partial(
+        self,
+        content_id: ContentId,
+        chunk_index: int,
+        offset: int,
+        data: bytes | bytearray | memoryview,
+    ) -> bool:
+        """Write received bytes of a chunk in flight to its partial file at ``offset``
+        (``shoal.store.partials``: no fsync, growing from its end only, capped); False
+        when refused (no such content, a verified chunk, a hole, the cap)."""
+        with self._lock:
+            length = self._partial_length(content_id, chunk_index)
+            if not length:
+                return False
+            return self.partials.write(content_id, chunk_index, offset, data, length)
+
+    def read_partials(self, content_id: ContentId) -> dict[int, bytes]:
+        """The partial files of ``content_id``'s chunks not yet verified, by chunk index
+        (untrusted bytes: a resumed request's prefix, hashed with the rest)."""
+        with self._lock:
+            return {
+                chunk_index: data
+                for chunk_index in self.partials.chunks(content_id)
+                if self._partial_length(content_id, chunk_index)
+                and (data := self.partials.read(content_id, chunk_index))
+            }
+
+    def drop_partial(self, content_id: ContentId, chunk_index: int) -> None:
+        """The chunk failed (its prefix may be the bad bytes): remove its partial file."""
+        with self._lock:
+            self.partials.remove(content_id, chunk_index)
 
     # ------------------------------------------------------------------ read
 
@@ -420,6 +470,7 @@ class ContentStore:
             os.close(entry.descriptor)
             for suffix in ("state", "data", "manifest"):
                 self._path(content_id, suffix).unlink(missing_ok=True)
+            self.partials.remove_content(content_id)
             self._chunk_written.notify_all()  # a reader waiting for it learns it is gone
 
     def repair(self, content_id: ContentId) -> EntryInfo:

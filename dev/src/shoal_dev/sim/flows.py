@@ -132,6 +132,10 @@ class _Download:
     prefix: bytes = b""
     #: What it held when its sender died or its flow stalled (None: not cut).
     held: bytes | None = None
+    #: A resumed chunk's prefix and its flow's bytes, joined once (``received_prefix``).
+    joined: bytes | None = None
+    #: The flow its chunk is on, from its start (live while ``flow.upload.flow is flow``).
+    flow: _Flow | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -580,6 +584,32 @@ class FlowEngine:
     def has_answered(self, peer: Address) -> bool:
         return peer in self._answered
 
+    def received_prefix(self, request_id: int) -> memoryview | None:
+        """As ``TransferEngine.received_prefix``: the request's prefix and the whole
+        segments its flow delivered by now (those sent a path delay ago, as ``cancel``
+        counts them), or, once its flow was cut, what it held then; None while nothing
+        came after the prefix. A view: nothing is copied but a resumed chunk's prefix
+        and flow, joined once."""
+        download = self._downloads.get(request_id)
+        if download is None:
+            return None
+        held = download.held
+        if held is not None:
+            return memoryview(held) if len(held) > len(download.prefix) else None
+        flow = download.flow
+        if flow is None or flow.upload.flow is not flow:  # not started, or ended
+            return None
+        rate = flow.rate
+        sent = flow.total - max(flow.remaining - rate * (self.fabric.network.now - flow.updated), 0)
+        arrived = whole_segments(int(sent - rate * flow.latency), len(flow.data), self.config)
+        if arrived <= 0:
+            return None
+        if not download.prefix:
+            return memoryview(flow.data)[:arrived]
+        if download.joined is None:
+            download.joined = download.prefix + flow.data
+        return memoryview(download.joined)[: len(download.prefix) + arrived]
+
     def address_token(self, addr: Address, now: float) -> bytes:
         return bytes(16)  # flows need no address validation: no datagram is forged here
 
@@ -641,7 +671,8 @@ class FlowEngine:
             upload.data = None
             self._sending[key] = upload
             self.counters.payload_bytes_sent += len(data)
-            self.fabric.start(self, upload, receiver.host, data)
+            flow = self.fabric.start(self, upload, receiver.host, data)
+            receiver._downloads[upload.request_id].flow = flow
             return
         self._queued.pop(key, None)
 
@@ -771,7 +802,9 @@ class FlowEngine:
             return
         receiver.counters.payload_bytes_received += len(flow.data)
         # A resumed chunk is checked whole, its prefix with the rest (a new object: hashed).
-        chunk = download.prefix + flow.data if download.prefix else flow.data
+        chunk = flow.data
+        if download.prefix:
+            chunk = download.joined or download.prefix + flow.data
         if fabric.hashes.sha256(chunk) == download.chunk_hash:
             receiver.counters.chunks_received += 1
             arrived: Event = ChunkReceived(

@@ -13,7 +13,7 @@ hashed against the manifest first (``read_chunk``, memoised per bytes object by
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from shoal.core.chunkset import ChunkSet
 from shoal.core.errors import ChunkHashMismatch
@@ -43,12 +43,44 @@ class _Entry:
         )
 
 
+@dataclass(slots=True)
+class _Partial:
+    """A partial file as the pieces written to it, in order, each kept by reference."""
+
+    pieces: list[tuple[int, bytes | memoryview]] = field(default_factory=list)
+    length: int = 0
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        """``data`` at ``offset`` (at most the length held: no hole), over what was there,
+        as a file's bytes are overwritten; the usual write appends."""
+        end = offset + len(data)
+        if offset == self.length:
+            self.pieces.append((offset, data))
+        else:
+            before = [
+                (start, piece[: offset - start]) for start, piece in self.pieces if start < offset
+            ]
+            after = [
+                (max(start, end), piece[max(end - start, 0) :])
+                for start, piece in self.pieces
+                if start + len(piece) > end
+            ]
+            self.pieces = [*before, (offset, data), *after]
+        self.length = max(self.length, end)
+
+    def read(self) -> bytes:
+        return b"".join(piece for _, piece in self.pieces)
+
+
 class MemoryStore:
     """``ContentStoreLike`` in memory; chunks kept by reference (see the module doc)."""
 
     def __init__(self, hashes: HashMemo) -> None:
         self.hashes = hashes
         self._entries: dict[ContentId, _Entry] = {}
+        #: Each chunk's partial file as the pieces written, by reference (views of the
+        #: sender's chunk in flow mode, of the receive buffer in packet mode): no copy.
+        self._partials: dict[tuple[ContentId, int], _Partial] = {}
 
     def __contains__(self, content_id: object) -> bool:
         return content_id in self._entries
@@ -95,6 +127,7 @@ class MemoryStore:
             if chunk_index not in entry.verified:
                 entry.chunks[chunk_index] = data if isinstance(data, bytes) else bytes(data)
                 entry.verified.add(chunk_index)
+                self._partials.pop((content_id, chunk_index), None)
         return entry.verified.complete
 
     def read_chunk(self, content_id: ContentId, chunk_index: int) -> bytes:
@@ -110,6 +143,36 @@ class MemoryStore:
     def stored_chunk(self, content_id: ContentId, chunk_index: int) -> bytes | None:
         """The bytes held for a chunk, unchecked (for the invariants' own check)."""
         return self._entries[content_id].chunks[chunk_index]
+
+    def write_partial(
+        self, content_id: ContentId, chunk_index: int, offset: int, data: bytes | memoryview
+    ) -> bool:
+        """``ContentStore.write_partial`` in memory (kept across a restart with the
+        store; no cap: the simulator's agents write only chunks in flight)."""
+        entry = self._entries.get(content_id)
+        if entry is None or chunk_index in entry.verified:
+            return False
+        key = (content_id, chunk_index)
+        held = self._partials.get(key)
+        end = offset + len(data)
+        if not data or not 0 <= offset <= (held.length if held is not None else 0):
+            return False  # nothing, or a hole
+        if end >= entry.manifest.chunk_length(chunk_index):
+            return False
+        if held is None:
+            held = self._partials[key] = _Partial()
+        held.write(offset, data)
+        return True
+
+    def read_partials(self, content_id: ContentId) -> dict[int, bytes]:
+        return {
+            index: partial.read()
+            for (content, index), partial in self._partials.items()
+            if content == content_id and index not in self._entries[content_id].verified
+        }
+
+    def drop_partial(self, content_id: ContentId, chunk_index: int) -> None:
+        self._partials.pop((content_id, chunk_index), None)
 
     def pin(self, content_id: ContentId) -> None:
         self._entries[content_id].pinned = True

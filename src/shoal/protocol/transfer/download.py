@@ -126,6 +126,15 @@ class Download:
         self.buffer = view = memoryview(whole)[self.base :]
         return view
 
+    def received_prefix(self) -> memoryview | None:
+        """A read-only view of the chunk's contiguous whole-segment prefix received so
+        far (the prefix it was asked with included); None before any DATA and once the
+        chunk is whole. Nothing is copied: the bytes in it are never written again."""
+        whole = self.whole
+        if whole is None or self.cumulative == self.segment_count:
+            return None
+        return memoryview(whole)[: self.base + self.cumulative * self.segment_size].toreadonly()
+
     def held_prefix(self) -> bytes:
         """The chunk's contiguous whole-segment prefix held now: the prefix it was asked
         with until data came, then that and the segments received in order after it."""

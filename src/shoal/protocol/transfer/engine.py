@@ -176,6 +176,14 @@ class TransferEngine:
         later ``request_chunk`` may resume from."""
         return self._receiver.cancel(request_id)
 
+    def received_prefix(self, request_id: int) -> memoryview | None:
+        """Read-only: the contiguous whole-segment prefix request ``request_id`` holds now
+        (a view of its buffer, the prefix it was asked with included), or None (no DATA
+        yet, whole, or no such request). For a client that keeps the prefix on disk as it
+        grows; it costs a look-up, nothing per DATA datagram."""
+        download = self._receiver.downloads.get(request_id)
+        return None if download is None else download.received_prefix()
+
     def has_answered(self, peer: Address) -> bool:
         """Has ``peer`` ever answered us (a RETRY with its token)? A peer that never did
         may be a forged address, not a shoal port."""
