@@ -28,6 +28,7 @@ from shoal.protocol.transfer import (
     ChunkDelivered,
     ChunkRequested,
     Mode,
+    PeerPortClosed,
     RefusalReason,
     TransferConfig,
     TransferEngine,
@@ -102,6 +103,8 @@ class ServerNode:
                     )
                     if share is not None:  # a stripe closed: the others take its WAN
                         engine.raise_path_rate(*share)
+                elif isinstance(event, PeerPortClosed):
+                    self.core.wan_copy.process_gone(event.peer[0])
 
     def _serve(self, engine: TransferEngine, event: ChunkRequested, now: float) -> None:
         blob = self.core.blob(event.content_id.digest)
@@ -124,7 +127,9 @@ class ServerNode:
         sent = serve_from(self.origin, engine, event, now, rate)
         self.counters.bytes_served += sent
         if sent:
-            self.core.wan_copy.chunk_served(event.peer[0], event.content_id, now)
+            self.core.wan_copy.chunk_served(
+                event.peer[0], event.content_id, now, event.chunk_index, bool(event.offset)
+            )
         if not sent:
             self.counters.refused_not_found += 1
 

@@ -9,7 +9,8 @@ the whole chunk over the WAN again, and the prefix's bytes would have crossed fo
 nothing. So a request with an offset, for a chunk not yet in the office, is served to
 the device that asks, stripe or not, and the chunk is held back from every other
 device of the office for ``HOLD`` seconds or until it is delivered: the office's WAN
-carries the remainder, not a second copy.
+carries the remainder, not a second copy. (Before the device asks, the chunk is held for
+it from when its stripe passes on: ``shoal.server.cut_chunks``.)
 
 Bounded against a device that asks with offsets to pull chunks out of the stripes' order
 (or to hold them back from their holders): ``PER_DEVICE`` such chunks at once per

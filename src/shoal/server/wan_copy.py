@@ -13,9 +13,10 @@ that every uplink carries new chunks from the start (``shoal.server.stripe_plan`
 plane reports each chunk it served (``chunk_served``: the holder is not stalling) and
 each chunk delivered in full (``chunk_delivered``: the office now holds it,
 ``shoal.server.deliveries``); ``may_fetch`` then lets a holder fetch only its stripes'
-chunks the office does not hold yet. A holder that completes releases its lease
-(``release_lease``); a banned peer gets no lease and is left out of peer lists
-(``office_peers``), and a ban revokes what it held (``revoke``).
+chunks the office does not hold yet, and a chunk cut on its way to another holder, which
+may ask the rest of it, last (``shoal.server.cut_chunks``). A holder that completes
+releases its lease (``release_lease``); a banned peer gets no lease and is left out of
+peer lists (``office_peers``), and a ban revokes what it held (``revoke``).
 
 The leases and the ledger are saved as plain values (``lease_state``, whenever
 ``lease_changes`` moves) and restored after a restart (``restore_lease_state``).
@@ -33,6 +34,7 @@ from shoal.core.address import Address
 from shoal.core.ids import ContentId
 from shoal.core.manifest import Manifest
 from shoal.server.bad_peers import BadPeerBook
+from shoal.server.cut_chunks import CutChunks
 from shoal.server.deliveries import DeliveryLedger, Presence
 from shoal.server.registry import ClientRecord, ServerSettings
 from shoal.server.rendezvous import Decision, RendezvousTable
@@ -94,17 +96,32 @@ class WanCopy:
         self.restored_at: float | None = None
         """When the saved leases and ledger were taken back (a restarted server)."""
         self.resumes = Resumes()
+        self.cut_chunks = CutChunks(deliveries.hold_seconds, deliveries.keep_seconds)
+        """Chunks begun and not delivered: held for their device when its stripe passes
+        on (``shoal.server.cut_chunks``)."""
 
-    def chunk_served(self, client_ip: str, content_id: ContentId, now: float) -> None:
+    def chunk_served(
+        self,
+        client_ip: str,
+        content_id: ContentId,
+        now: float,
+        chunk_index: int | None = None,
+        resumed: bool = False,
+    ) -> None:
         """The data plane served a chunk of ``content_id`` to ``client_ip``: if it is the
-        office's rendezvous point, it is bringing the content in (not stalling)."""
+        office's rendezvous point, it is bringing the content in (not stalling); in a
+        sharing office, ``chunk_index`` (``resumed``: its rest) is on its way to it until
+        delivered (``cut_chunks``)."""
         directory = self.directory
         client = directory.client_at(client_ip)
         if client is None:
             return
-        office, _ = directory.office_of(client_ip)
+        office, office_type = directory.office_of(client_ip)
         if office is not None:
-            self.rendezvous.progress(office, content_id, client.device_id.hex(), now)
+            device = client.device_id.hex()
+            self.rendezvous.progress(office, content_id, device, now)
+            if chunk_index is not None and office_type in _SHARING:
+                self.cut_chunks.served(office, content_id, device, chunk_index, now, resumed)
 
     def flow_rate(self, client_ip: str, content_id: ContentId) -> float | None:
         """What one holder's flow from the server may carry (bytes/s): its office's WAN
@@ -187,6 +204,7 @@ class WanCopy:
             return None
         first_copy = chunk_index not in self.deliveries.chunk_indices(office, content_id)
         self.resumes.delivered(office, content_id, chunk_index)
+        self.cut_chunks.delivered(office, content_id, chunk_index)
         self.deliveries.delivered(office, content_id, client.device_id.hex(), chunk_index, now)
         if not first_copy or not self._closed_a_stripe(office, content_id, chunk_index):
             return None
@@ -218,19 +236,18 @@ class WanCopy:
         stripe or not: ``shoal.server.resumes``)?"""
         if chunk_index is None:
             return device in self.rendezvous.holders(office, content_id, now)
+        cut_chunks = self.cut_chunks
+        if not resumed:
+            cut_chunks.asked_whole(office, content_id, device, chunk_index)
         striped = self.rendezvous.may_fetch(office, content_id, device, chunk_index, now)
         if not (striped or resumed) or self.resumes.held_for_other(
             office, content_id, device, chunk_index, now
         ):
             return False
-        if self.deliveries.in_office(
-            office,
-            content_id,
-            device,
-            chunk_index,
-            now,
-            self._present(office, now, device, content_id),
-        ):
+        present = self._present(office, now, device, content_id)
+        if cut_chunks.held_for_other(office, content_id, device, chunk_index, now, present):
+            return False  # cut on its way to another holder, which may ask the rest
+        if self.deliveries.in_office(office, content_id, device, chunk_index, now, present):
             return False
         return striped or self.resumes.admit(office, content_id, device, chunk_index, now)
 
@@ -271,6 +288,14 @@ class WanCopy:
 
         return present
 
+    def process_gone(self, client_ip: str) -> None:
+        """Nothing listens at ``client_ip``'s data port any more (ICMP port unreachable):
+        its process died, with what it held of the chunks cut on their way to it."""
+        client = self.directory.client_at(client_ip)
+        office, _ = self.directory.office_of(client_ip)
+        if client is not None and office is not None:
+            self.cut_chunks.process_gone(office, client.device_id.hex())
+
     def revoke(self, office: str, device: str) -> None:
         """``device`` (hex ID) was banned in ``office``: its lease goes, and what it was
         delivered counts no more as in the office."""
@@ -281,6 +306,7 @@ class WanCopy:
         """Drop leases and ledger entries past their time."""
         self.rendezvous.expire(now)
         self.deliveries.expire(now)
+        self.cut_chunks.expire(now)
 
     def lease_state(self, now: float) -> dict[str, Any]:
         """The rendezvous leases and the delivery ledger as plain values (JSON), for the
@@ -289,17 +315,19 @@ class WanCopy:
         return {
             "rendezvous": self.rendezvous.snapshot(now),
             "deliveries": self.deliveries.snapshot(now),
+            "cut_chunks": self.cut_chunks.snapshot(now),
         }
 
     @property
-    def lease_changes(self) -> tuple[int, int]:
+    def lease_changes(self) -> tuple[int, int, int]:
         """Moves whenever ``lease_state`` holds something new (not at mere renewals)."""
-        return self.rendezvous.changes, self.deliveries.changes
+        return self.rendezvous.changes, self.deliveries.changes, self.cut_chunks.changes
 
     def restore_lease_state(self, saved: dict[str, Any], now: float, elapsed: float) -> None:
         """Take back ``lease_state`` saved ``elapsed`` seconds ago (wall clock)."""
         self.rendezvous.restore(saved.get("rendezvous", {}), now, elapsed)
         self.deliveries.restore(saved.get("deliveries", []), now, elapsed)
+        self.cut_chunks.restore(saved.get("cut_chunks", []), now, elapsed)
         self.restored_at = now
 
     def release_lease(self, client: ClientRecord, content_id: ContentId) -> None:
