@@ -27,14 +27,19 @@ and is given it once the hold is over; a holder that left for good delays those 
 chunks by the hold, never the download. The device the chunk was cut from asks the
 rest with an offset and is served (``resumes``, which then holds that chunk for it);
 that it asks shows it is back, so nothing else is held for it. The hold ends at once
-when that device asks the chunk *whole* (it holds no prefix of it, ``asked_whole``) and
-when the server learns its process died (an ICMP port unreachable, ``process_gone``): a
-client keeps its prefixes in memory, so a killed one comes back with none, and holding
-its chunks only delayed the office (the default sim grid's cell 20, 20/20 Mbit/s links
-with half the clients killed: T_last 6.16 -> 9.14 s with the hold, for 0.011 F). Once
-prefixes outlive the process (kept on disk), a closed port no longer means a lost prefix;
-but a restarted client asks the server only for its stripes' chunks, so holding for it
-pays only once it also asks the server the rest of any chunk it holds a prefix of.
+when that device asks the chunk *whole* (it holds no prefix of it, ``asked_whole``).
+
+A device whose process died (the server learns it from an ICMP port unreachable,
+``process_gone``) keeps its holds: a client writes each chunk's received prefix to disk
+(``shoal.client.prefix_files``), and its restarted process asks the rest of every chunk
+it holds a prefix of as soon as its lease is answered, stripe or not
+(``shoal.client.resume_asks``). But a prefix shorter than a write step is not on disk, so
+the hold lasts until ``BACK_GRACE`` after the restarted process's first lease
+(``leased``), not longer: what it did not ask by then it does not hold. (Ending every
+hold at the port unreachable, as before the restarted client asked, cost the default
+sim grid's churn cells 0.03-0.05 F; keeping them until the hold ran out, with the
+restarted clients not asking, cost cell 20 T_last 6.16 -> 9.14 s: ``docs/network.md``,
+"Cut chunks held across a restart".)
 
 Why the record is made when an upload starts, not when it ends without delivery: the end
 is an event of the process that was sending (``RequestCancelled`` after an ICMP port
@@ -60,7 +65,7 @@ from typing import Any
 from shoal.core.ids import ContentId
 from shoal.server.deliveries import Presence
 
-__all__ = ["MAX_CHUNKS", "PER_DEVICE", "SENDING", "CutChunks"]
+__all__ = ["BACK_GRACE", "MAX_CHUNKS", "PER_DEVICE", "SENDING", "CutChunks"]
 
 PER_DEVICE = 8
 """Chunks of one content remembered per device (twice what a client asks the server for
@@ -73,6 +78,10 @@ the cut. Those queued behind them were not sent yet: holding them would only del
 stripe's new holder."""
 MAX_CHUNKS = 4096
 """Chunks remembered in all (the oldest forgotten first)."""
+BACK_GRACE = 0.5
+"""Seconds a device whose process died has, from its restarted process's first lease,
+to ask the rest of the chunks held for it (it asks at the lease's answer: a round trip,
+and its partial files read; five times a 200 ms WAN round trip)."""
 
 _Key = tuple[str, ContentId, int]
 
@@ -94,6 +103,9 @@ class CutChunks:
         self.keep_seconds = keep_seconds
         self._chunks: OrderedDict[_Key, _Cut] = OrderedDict()
         self._by_device: dict[tuple[str, ContentId, str], list[int]] = {}
+        #: Devices whose process died, by (office, device): None until their restarted
+        #: process's first lease, then until when their holds last.
+        self._gone: dict[tuple[str, str], float | None] = {}
         self.refused = 0
         """Requests refused because the chunk was held for the device it was cut from."""
         self.changes = 0
@@ -119,6 +131,7 @@ class CutChunks:
         if resumed:
             for held in list(self._by_device.get((office, content_id, device), ())):
                 self._drop((office, content_id, held))
+            self._gone.pop((office, device), None)
             return
         self._chunks[key] = _Cut(device, now)
         mine = self._by_device.setdefault((office, content_id, device), [])
@@ -160,8 +173,9 @@ class CutChunks:
             return False
         if chunk_index not in self._by_device[(office, content_id, cut.device)][:SENDING]:
             return False  # queued behind the ones being sent: its device has none of it
-        if not present(cut.device):
-            self._drop(key)
+        back_by = self._gone.get((office, cut.device))
+        if not present(cut.device) or (back_by is not None and now >= back_by):
+            self._drop(key)  # gone, or back and did not ask the rest: it has no prefix
             return False
         if cut.refused_since is None:
             cut.refused_since = now
@@ -172,18 +186,28 @@ class CutChunks:
         return True
 
     def process_gone(self, office: str, device: str) -> None:
-        """``device``'s process died (ICMP port unreachable): what it held in memory of
-        the chunks cut on their way to it died with it, so none is held for it."""
-        for office_held, content_id, held_device in list(self._by_device):
-            if office_held == office and held_device == device:
-                for chunk_index in list(self._by_device[(office, content_id, device)]):
-                    self._drop((office, content_id, chunk_index))
+        """``device``'s process died (ICMP port unreachable): its holds last until
+        ``BACK_GRACE`` after its restarted process's first lease (``leased``)."""
+        if (office, device) not in self._gone and any(
+            held_office == office and held_device == device
+            for held_office, _, held_device in self._by_device
+        ):
+            self._gone[(office, device)] = None
+
+    def leased(self, office: str, device: str, now: float) -> None:
+        """``device`` asked a lease: if its process had died, it is back, and asks the
+        rest of what it holds a prefix of at the answer."""
+        if (office, device) in self._gone and self._gone[(office, device)] is None:
+            self._gone[(office, device)] = now + BACK_GRACE
 
     def expire(self, now: float) -> None:
         """Forget records begun ``keep_seconds`` ago and never delivered."""
         horizon = now - self.keep_seconds
         for key in [key for key, cut in self._chunks.items() if cut.served_at < horizon]:
             self._drop(key)
+        holding = {(office, device) for office, _, device in self._by_device}
+        for gone in [gone for gone in self._gone if gone not in holding]:
+            del self._gone[gone]
 
     def _drop(self, key: _Key) -> None:
         cut = self._chunks.pop(key, None)
