@@ -33,11 +33,14 @@ def ask_rests(download: Download | None, partials: Partials, office: Registratio
     if download is None or download.picker is None or not download.origin.answered:
         return  # the first lease answer asks again
     picker, origin = download.picker, download.origin
+    prefixed = partials.chunks(download.content_id)
+    if not prefixed and not origin.resuming:
+        return  # the common case (this runs after every request that ends unserved)
     have = picker.have
     for chunk_index in [index for index in origin.resuming if index in have]:
         origin.resumed(chunk_index)
     added = False
-    for chunk_index in partials.chunks(download.content_id):
+    for chunk_index in prefixed:
         if chunk_index not in have and origin.resume(chunk_index):
             added = True
     if added:
