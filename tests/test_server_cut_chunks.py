@@ -142,6 +142,9 @@ def test_a_dead_process_keeps_its_holds_until_just_after_its_restart_leases() ->
         "10.1.0.2", CONTENT, 12.5 + BACK_GRACE - 0.01, chunk_index=0
     )
     assert server.may_serve_content("10.1.0.2", CONTENT, 12.5 + BACK_GRACE, chunk_index=0)
+    # A chunk begun for it after it came back is held as any other, not by that grace.
+    server.wan_copy.chunk_served("10.1.0.1", CONTENT, 14, chunk_index=2)
+    assert not server.may_serve_content("10.1.0.2", CONTENT, 15, chunk_index=2)
 
     server = holder_1_was_cut_mid_chunk()  # back, and asks the rest in time: served
     server.wan_copy.process_gone("10.1.0.1")

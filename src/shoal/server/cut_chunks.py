@@ -35,11 +35,12 @@ A device whose process died (the server learns it from an ICMP port unreachable,
 it holds a prefix of as soon as its lease is answered, stripe or not
 (``shoal.client.resume_asks``). But a prefix shorter than a write step is not on disk, so
 the hold lasts until ``BACK_GRACE`` after the restarted process's first lease
-(``leased``), not longer: what it did not ask by then it does not hold. (Ending every
-hold at the port unreachable, as before the restarted client asked, cost the default
-sim grid's churn cells 0.03-0.05 F; keeping them until the hold ran out, with the
-restarted clients not asking, cost cell 20 T_last 6.16 -> 9.14 s: ``docs/network.md``,
-"Cut chunks held across a restart".)
+(``leased``), not longer: what it did not ask by then it does not hold. (Measured in
+the default sim grid's churn cells: ending every hold at the port unreachable cost cells
+11 and 12 0.026-0.051 F once the restarted client asks, its offset refused and the chunk
+fetched whole by the new holder; keeping the holds until they ran out cost cell 20 T_last
+5.9 -> 8.5 s, its killed holders with no prefix on disk never asking; 1.0 s after the
+lease, 6.4 s; 0.5 s, 5.9 s: ``docs/network.md``, "Cut chunks across a restart".)
 
 Why the record is made when an upload starts, not when it ends without delivery: the end
 is an event of the process that was sending (``RequestCancelled`` after an ICMP port
@@ -81,7 +82,8 @@ MAX_CHUNKS = 4096
 BACK_GRACE = 0.5
 """Seconds a device whose process died has, from its restarted process's first lease,
 to ask the rest of the chunks held for it (it asks at the lease's answer: a round trip,
-and its partial files read; five times a 200 ms WAN round trip)."""
+and its partial files read; 2.5 times a 200 ms WAN round trip). Bounded state: a device
+is remembered only while it has holds (``expire`` forgets the others)."""
 
 _Key = tuple[str, ContentId, int]
 
@@ -92,6 +94,8 @@ class _Cut:
     served_at: float
     refused_since: float | None = None
     """When the server first refused the chunk to another device for it."""
+    back_by: float | None = None
+    """Its device's process died: held until then (infinity until it leases again)."""
 
 
 class CutChunks:
@@ -103,9 +107,8 @@ class CutChunks:
         self.keep_seconds = keep_seconds
         self._chunks: OrderedDict[_Key, _Cut] = OrderedDict()
         self._by_device: dict[tuple[str, ContentId, str], list[int]] = {}
-        #: Devices whose process died, by (office, device): None until their restarted
-        #: process's first lease, then until when their holds last.
-        self._gone: dict[tuple[str, str], float | None] = {}
+        #: Devices whose process died and that have not leased since, (office, device).
+        self._gone: set[tuple[str, str]] = set()
         self.refused = 0
         """Requests refused because the chunk was held for the device it was cut from."""
         self.changes = 0
@@ -131,7 +134,6 @@ class CutChunks:
         if resumed:
             for held in list(self._by_device.get((office, content_id, device), ())):
                 self._drop((office, content_id, held))
-            self._gone.pop((office, device), None)
             return
         self._chunks[key] = _Cut(device, now)
         mine = self._by_device.setdefault((office, content_id, device), [])
@@ -173,8 +175,7 @@ class CutChunks:
             return False
         if chunk_index not in self._by_device[(office, content_id, cut.device)][:SENDING]:
             return False  # queued behind the ones being sent: its device has none of it
-        back_by = self._gone.get((office, cut.device))
-        if not present(cut.device) or (back_by is not None and now >= back_by):
+        if not present(cut.device) or (cut.back_by is not None and now >= cut.back_by):
             self._drop(key)  # gone, or back and did not ask the rest: it has no prefix
             return False
         if cut.refused_since is None:
@@ -188,17 +189,27 @@ class CutChunks:
     def process_gone(self, office: str, device: str) -> None:
         """``device``'s process died (ICMP port unreachable): its holds last until
         ``BACK_GRACE`` after its restarted process's first lease (``leased``)."""
-        if (office, device) not in self._gone and any(
-            held_office == office and held_device == device
-            for held_office, _, held_device in self._by_device
-        ):
-            self._gone[(office, device)] = None
+        for cut in self._cuts_of(office, device):
+            if cut.back_by is None:
+                cut.back_by = float("inf")
+                self._gone.add((office, device))
 
     def leased(self, office: str, device: str, now: float) -> None:
         """``device`` asked a lease: if its process had died, it is back, and asks the
         rest of what it holds a prefix of at the answer."""
-        if (office, device) in self._gone and self._gone[(office, device)] is None:
-            self._gone[(office, device)] = now + BACK_GRACE
+        if (office, device) in self._gone:
+            self._gone.discard((office, device))
+            for cut in self._cuts_of(office, device):
+                if cut.back_by == float("inf"):
+                    cut.back_by = now + BACK_GRACE
+
+    def _cuts_of(self, office: str, device: str) -> list[_Cut]:
+        return [
+            self._chunks[(office, content_id, chunk_index)]
+            for (held_office, content_id, held_device), chunks in self._by_device.items()
+            if held_office == office and held_device == device
+            for chunk_index in chunks
+        ]
 
     def expire(self, now: float) -> None:
         """Forget records begun ``keep_seconds`` ago and never delivered."""
@@ -206,8 +217,7 @@ class CutChunks:
         for key in [key for key, cut in self._chunks.items() if cut.served_at < horizon]:
             self._drop(key)
         holding = {(office, device) for office, _, device in self._by_device}
-        for gone in [gone for gone in self._gone if gone not in holding]:
-            del self._gone[gone]
+        self._gone &= holding
 
     def _drop(self, key: _Key) -> None:
         cut = self._chunks.pop(key, None)
