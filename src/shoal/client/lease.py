@@ -17,6 +17,9 @@ download starts, its validity counted from when it came.
 A ``BUSY`` refusal from the server (``server_refused``) holds that one chunk back from
 the server for a while (``shoal.client.server_origin``) and asks for the lease again
 (our stripes may have moved); the server's other answers come on as they are.
+
+The rest of a chunk we hold a prefix of is asked of the server off the lease too, even
+when redirected (``shoal.client.resume_asks``, ``ServerOrigin.resuming``).
 """
 
 from __future__ import annotations
@@ -56,7 +59,11 @@ def apply_lease(
         if not resuming:
             return picker.peer_gone(server)
         # The rests of chunks we hold prefixes of are still asked (``resume_asks``).
-        released = [i for p, i in download.requests.values() if p == server and i not in resuming]
+        released = [
+            chunk_index
+            for asked, chunk_index in download.requests.values()
+            if asked == server and chunk_index not in resuming
+        ]
         for chunk_index in released:
             picker.failed(chunk_index, server)
         offer_server(download, server)
