@@ -9,7 +9,7 @@ import hashlib
 
 from shoal.core.ids import ContentId
 from shoal.server.core import ServerCore
-from shoal.server.cut_chunks import MAX_CHUNKS, PER_DEVICE, SENDING, CutChunks
+from shoal.server.cut_chunks import BACK_GRACE, MAX_CHUNKS, PER_DEVICE, SENDING, CutChunks
 from shoal.wire.control import LeaseDecision
 from test_server_core import register
 from test_server_deliveries import CONTENT, lease, make_server
@@ -113,8 +113,7 @@ def test_a_device_makes_a_few_chunks_held_and_the_table_is_bounded() -> None:
 def test_only_the_chunks_being_sent_are_held_and_a_resume_or_a_dead_process_ends_it() -> None:
     """Of the chunks begun for holder 1 and not delivered, the oldest two may have
     reached it in part: held. One queued behind them is not. Holder 1 resuming one shows
-    it is back: nothing else is held for it. A closed port (its process died, its
-    prefixes with it) ends the hold too."""
+    it is back: nothing else is held for it."""
     server = holder_1_was_cut_mid_chunk()  # chunk 0 begun at t=1
     for chunk_index in (2, 3):  # then 2 and 3, queued behind it
         server.wan_copy.chunk_served("10.1.0.1", CONTENT, 1.1, chunk_index=chunk_index)
@@ -130,6 +129,25 @@ def test_only_the_chunks_being_sent_are_held_and_a_resume_or_a_dead_process_ends
     server.wan_copy.chunk_served("10.1.0.1", CONTENT, 13, chunk_index=0, resumed=True)
     assert server.may_serve_content("10.1.0.2", CONTENT, 13, chunk_index=2)
 
+
+def test_a_dead_process_keeps_its_holds_until_just_after_its_restart_leases() -> None:
+    """A closed port (its process died) no longer ends the hold: the prefix is on disk,
+    and the restarted process asks its rest when its lease is answered. What it has not
+    asked ``BACK_GRACE`` after that lease, it holds no prefix of: the hold ends."""
     server = holder_1_was_cut_mid_chunk()
     server.wan_copy.process_gone("10.1.0.1")
-    assert server.may_serve_content("10.1.0.2", CONTENT, 12, chunk_index=0)
+    assert not server.may_serve_content("10.1.0.2", CONTENT, 12, chunk_index=0)
+    assert lease(server, 1, now=12.5)[0] is LeaseDecision.REDIRECTED  # back, restarted
+    assert not server.may_serve_content(
+        "10.1.0.2", CONTENT, 12.5 + BACK_GRACE - 0.01, chunk_index=0
+    )
+    assert server.may_serve_content("10.1.0.2", CONTENT, 12.5 + BACK_GRACE, chunk_index=0)
+    # A chunk begun for it after it came back is held as any other, not by that grace.
+    server.wan_copy.chunk_served("10.1.0.1", CONTENT, 14, chunk_index=2)
+    assert not server.may_serve_content("10.1.0.2", CONTENT, 15, chunk_index=2)
+
+    server = holder_1_was_cut_mid_chunk()  # back, and asks the rest in time: served
+    server.wan_copy.process_gone("10.1.0.1")
+    assert lease(server, 1, now=12.5)[0] is LeaseDecision.REDIRECTED
+    assert server.may_serve_content("10.1.0.1", CONTENT, 12.7, chunk_index=0, resumed=True)
+    assert not server.may_serve_content("10.1.0.2", CONTENT, 14, chunk_index=0)

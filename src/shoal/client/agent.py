@@ -498,7 +498,7 @@ class AgentCore:
         elif isinstance(result, ManifestAdded):
             self.downloader.manifest_added(result, now)
         else:  # ``PartialsLoaded``: a restart's prefixes (``shoal.client.prefix_files``)
-            self.downloader.prefixes.loaded(result)
+            self.downloader.partials_loaded(result)
 
     def chunk_written(self, written: ChunkWritten, now: float) -> None:
         """The answer to a ``WriteChunk``. The shell calls ``poll`` after it."""

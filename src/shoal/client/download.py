@@ -232,6 +232,14 @@ class Download:
         for loser in self.picker.started(chunk_index, peer, now):
             self.end_requests_to(loser, engine, partials, now, [chunk_index])
 
+    def ban_ips(self, ips: frozenset[str]) -> None:
+        """Peers banned in the office (by IP): never asked for this content again."""
+        self.banned |= ips
+        if self.picker is not None:
+            for peer in self.picker.peers:
+                if peer[0] in ips:
+                    self.picker.ban(peer)
+
     def end_requests_to(
         self,
         peer: Address,
@@ -250,3 +258,8 @@ class Download:
                 partials.keep(self.content_id, index, engine.cancel(request_id, now))
                 ended.append(index)
         return ended
+
+
+def peer_ip(address: Address) -> str:
+    """What ranks a peer for a chunk (``ChunkPicker``'s fan-out): its IP, whatever its port."""
+    return address[0]

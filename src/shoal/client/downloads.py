@@ -44,15 +44,17 @@ from shoal.client.disk import (
     ChunkBytes,
     ChunkWritten,
     ManifestAdded,
+    PartialsLoaded,
     SetPinned,
     StoreUpdate,
     WriteChunk,
     perform_store_update,
 )
-from shoal.client.download import MANIFEST_STATES, Download, DownloadInput, DownloadState
+from shoal.client.download import MANIFEST_STATES, Download, DownloadInput, DownloadState, peer_ip
 from shoal.client.lease import EarlyLeases, apply_lease, release_held, server_refused
 from shoal.client.prefix_files import PrefixFiles
 from shoal.client.registration import RETRY_SOON, RegistrationMachine
+from shoal.client.resume_asks import ask_rests
 from shoal.core.chunkset import ChunkSet
 from shoal.core.errors import ManifestError
 from shoal.core.ids import ContentId
@@ -159,12 +161,7 @@ class DownloadsMachine:
         if not new:
             return
         for download in self.downloads.values():
-            download.banned |= new
-            if download.picker is None:
-                continue
-            for peer in download.picker.peers:
-                if peer[0] in new:
-                    download.picker.ban(peer)
+            download.ban_ips(new)
 
     # ------------------------------------------------------------ assignments
 
@@ -271,6 +268,11 @@ class DownloadsMachine:
         """Whether ``take_store_updates`` or ``take_disk_writes`` has something."""
         return bool(self._store_updates) or self._writes.has_queued()
 
+    def partials_loaded(self, loaded: PartialsLoaded) -> None:
+        """A restart's prefixes: asked the rest of (the server too: ``resume_asks``)."""
+        self.prefixes.loaded(loaded)
+        ask_rests(self.downloads.get(loaded.content_id), self.partials, self.office)
+
     def take_store_updates(self) -> list[StoreUpdate]:
         """Manifests to add, pins to set and partial files, by the shell off the event
         loop, before the chunk writes (``shoal.client.disk``, ``prefix_files``)."""
@@ -306,7 +308,7 @@ class DownloadsMachine:
             max_in_flight_per_peer=self.config.per_peer_in_flight,
             rng=self.rng,
             me=(self.config.ip, 0),
-            key=_peer_ip,
+            key=peer_ip,
             fanout=self.config.swarm_fanout,
             rate_horizon=self.config.rate_horizon,
         )
@@ -378,6 +380,7 @@ class DownloadsMachine:
         renew = self.config.lease_renew_fraction
         released = apply_lease(download, reply, valid, server, renew, now)
         download.end_requests_to(server, self.engines[download.mode], self.partials, now, released)
+        ask_rests(download, self.partials, self.office)  # prefixes off the stripes too
 
     def on_peer_list(self, reply: PeerList, now: float) -> None:
         download = self.downloads.get(reply.content_id)
@@ -511,6 +514,7 @@ class DownloadsMachine:
         else:
             download.picker.failed(chunk_index, peer)
             self.partials.keep(download.content_id, chunk_index, event.prefix)
+            ask_rests(download, self.partials, self.office)
             refused = event.reason if isinstance(event, ChunkRefused) else None
             busy = refused is RefusalReason.BUSY
             if peer == server or refused is RefusalReason.UNSUPPORTED_VERSION:
@@ -593,8 +597,3 @@ class DownloadsMachine:
 
     def all_progress(self) -> list[ContentProgress]:
         return [self.progress(download) for download in self.downloads.values()]
-
-
-def _peer_ip(address: Address) -> str:
-    """What ranks a peer for a chunk (``ChunkPicker``'s fan-out): its IP, whatever its port."""
-    return address[0]

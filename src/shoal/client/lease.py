@@ -17,6 +17,9 @@ download starts, its validity counted from when it came.
 A ``BUSY`` refusal from the server (``server_refused``) holds that one chunk back from
 the server for a while (``shoal.client.server_origin``) and asks for the lease again
 (our stripes may have moved); the server's other answers come on as they are.
+
+The rest of a chunk we hold a prefix of is asked of the server off the lease too, even
+when redirected (``shoal.client.resume_asks``, ``ServerOrigin.resuming``).
 """
 
 from __future__ import annotations
@@ -52,7 +55,19 @@ def apply_lease(
         download.origin.grant(None)
         download.lease_due = now + max(valid, MIN_REDIRECT_WAIT)
         download.note = f"rendezvous point of the office: {reply.holder[0]}"
-        return picker.peer_gone(server)
+        resuming = download.origin.resuming
+        if not resuming:
+            return picker.peer_gone(server)
+        # The rests of chunks we hold prefixes of are still asked (``resume_asks``).
+        released = [
+            chunk_index
+            for asked, chunk_index in download.requests.values()
+            if asked == server and chunk_index not in resuming
+        ]
+        for chunk_index in released:
+            picker.failed(chunk_index, server)
+        offer_server(download, server)
+        return released
     if reply.decision is LeaseDecision.GRANTED:  # the server serves its stripes only
         download.origin.grant(stripe_chunks(full.count, reply.stripes, reply.stripe_mask))
         download.lease_due = now + max(valid * renew_fraction, MIN_RENEWAL)
@@ -66,11 +81,14 @@ def apply_lease(
 
 
 def offer_server(download: Download, server: Address) -> None:
-    """Tell the picker what the server may be asked for now (the lease's chunks, but
-    those held back after a refusal); requests in flight to it stay as they are."""
-    offered = download.origin.offered()
-    if download.picker is not None and offered is not None:
-        download.picker.peer_has(server, offered, origin=True)
+    """Tell the picker what the server may be asked for now (the lease's chunks and the
+    rests resumed off it, but those held back after a refusal); requests in flight to it
+    stay as they are."""
+    picker = download.picker
+    if picker is not None:
+        offered = download.origin.offered(picker.have.count)
+        if offered is not None:
+            picker.peer_has(server, offered, origin=True)
 
 
 def server_refused(download: Download, chunk_index: int, server: Address, now: float) -> None:

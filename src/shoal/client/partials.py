@@ -58,6 +58,10 @@ class Partials:
             _, oldest = self._prefixes.popitem(last=False)
             self._bytes -= len(oldest)
 
+    def chunks(self, content_id: ContentId) -> list[int]:
+        """The chunks of ``content_id`` we hold a prefix of."""
+        return [chunk for content, chunk in self._prefixes if content == content_id]
+
     def take(self, content_id: ContentId, chunk_index: int) -> bytes:
         """The chunk is asked again: its prefix (handed to the request), or b""."""
         prefix = self._prefixes.pop((content_id, chunk_index), b"")

@@ -20,7 +20,16 @@ ports, or gone) is asked of the server again after each hold, a handful of times
 lease period, and served once the ledger lets it go; one that the stripes moved away is
 dropped by the next lease answer.
 
-State is one entry per chunk refused (at most the content's chunk count).
+A chunk we hold a prefix of (``shoal.client.partials``: loaded from its partial file
+after a restart, or kept when a request was cut) and not the chunk is asked of the
+server too, stripe or not (``resuming``; ``shoal.client.resume_asks``): the server
+serves the rest of such a chunk off the stripes (``shoal.server.resumes``), at most
+``RESUME_MAX`` per device and content. One it refuses ``BUSY`` (the office has it, or
+it is cut on its way to another device, or resumed by one) is not asked off the lease
+again (``declined``): its prefix waits for whoever is asked the chunk next.
+
+State is one entry per chunk refused (at most the content's chunk count), and at most
+``RESUME_MAX`` chunks resumed off the lease.
 """
 
 from __future__ import annotations
@@ -35,6 +44,9 @@ HOLD_MAX = 2.0
 chunk go a lease period (10 s by default) after it first refused it: a chunk nobody can
 give us is asked again at most this late after that, refused about 3 + period / 2
 times in all (every round trip before)."""
+RESUME_MAX = 4
+"""Chunks off the lease whose rest the server is asked at once: what it serves a device
+per content (``shoal.server.resumes.PER_DEVICE``)."""
 
 
 class ServerOrigin:
@@ -47,14 +59,40 @@ class ServerOrigin:
         self._last_hold: dict[int, float] = {}
         self.refusals = 0
         """BUSY refusals from the server, over the download."""
+        self.answered = False
+        """A lease answer came: the server knows us, and may be asked."""
+        self.resuming: set[int] = set()
+        """Chunks off the lease we hold a prefix of: the server is asked their rest."""
+        self._declined: set[int] = set()
 
     def grant(self, chunks: ChunkSet | None) -> None:
         """The lease answer: the server serves ``chunks`` (None: none)."""
         self.granted = None if chunks is None else chunks.copy()
+        self.answered = True
+
+    def resume(self, chunk_index: int) -> bool:
+        """We hold a prefix of ``chunk_index`` and not the chunk: ask the server its rest
+        (off the lease, ``RESUME_MAX`` at once, once refused never again); True if added."""
+        if (
+            chunk_index in self.resuming
+            or chunk_index in self._declined
+            or len(self.resuming) >= RESUME_MAX
+            or (self.granted is not None and chunk_index in self.granted)
+        ):
+            return False
+        self.resuming.add(chunk_index)
+        return True
+
+    def resumed(self, chunk_index: int) -> None:
+        """``chunk_index`` arrived (from whoever): no rest of it to ask."""
+        self.resuming.discard(chunk_index)
 
     def refused(self, chunk_index: int, now: float) -> float:
         """The server refused ``chunk_index`` BUSY: hold it back; returns until when."""
         self.refusals += 1
+        if chunk_index in self.resuming:  # off the lease: its prefix waits for a peer
+            self.resuming.discard(chunk_index)
+            self._declined.add(chunk_index)
         hold = min(2 * self._last_hold.get(chunk_index, HOLD_FIRST / 2), HOLD_MAX)
         self._last_hold[chunk_index] = hold
         until = self._held_until[chunk_index] = now + hold
@@ -74,11 +112,14 @@ class ServerOrigin:
             del self._held_until[chunk_index]
         return bool(due)
 
-    def offered(self) -> ChunkSet | None:
-        """What the server may be asked for now: the granted chunks not held back."""
-        if self.granted is None:
+    def offered(self, chunk_count: int) -> ChunkSet | None:
+        """What the server may be asked for now: the granted chunks and those resumed
+        off the lease, not held back (None: nothing, or no lease answer yet)."""
+        if not self.answered or (self.granted is None and not self.resuming):
             return None
-        offered = self.granted.copy()
+        offered = ChunkSet(chunk_count) if self.granted is None else self.granted.copy()
+        for chunk_index in self.resuming:
+            offered.add(chunk_index)
         for chunk_index in self._held_until:
             offered.discard(chunk_index)
         return offered

@@ -27,14 +27,20 @@ and is given it once the hold is over; a holder that left for good delays those 
 chunks by the hold, never the download. The device the chunk was cut from asks the
 rest with an offset and is served (``resumes``, which then holds that chunk for it);
 that it asks shows it is back, so nothing else is held for it. The hold ends at once
-when that device asks the chunk *whole* (it holds no prefix of it, ``asked_whole``) and
-when the server learns its process died (an ICMP port unreachable, ``process_gone``): a
-client keeps its prefixes in memory, so a killed one comes back with none, and holding
-its chunks only delayed the office (the default sim grid's cell 20, 20/20 Mbit/s links
-with half the clients killed: T_last 6.16 -> 9.14 s with the hold, for 0.011 F). Once
-prefixes outlive the process (kept on disk), a closed port no longer means a lost prefix;
-but a restarted client asks the server only for its stripes' chunks, so holding for it
-pays only once it also asks the server the rest of any chunk it holds a prefix of.
+when that device asks the chunk *whole* (it holds no prefix of it, ``asked_whole``).
+
+A device whose process died (the server learns it from an ICMP port unreachable,
+``process_gone``) keeps its holds: a client writes each chunk's received prefix to disk
+(``shoal.client.prefix_files``), and its restarted process asks the rest of every chunk
+it holds a prefix of as soon as its lease is answered, stripe or not
+(``shoal.client.resume_asks``). But a prefix shorter than a write step is not on disk, so
+the hold lasts until ``BACK_GRACE`` after the restarted process's first lease
+(``leased``), not longer: what it did not ask by then it does not hold. (Measured in
+the default sim grid's churn cells: ending every hold at the port unreachable cost cells
+11 and 12 0.026-0.051 F once the restarted client asks, its offset refused and the chunk
+fetched whole by the new holder; keeping the holds until they ran out cost cell 20 T_last
+5.9 -> 8.5 s, its killed holders with no prefix on disk never asking; 1.0 s after the
+lease, 6.4 s; 0.5 s, 5.9 s: ``docs/network.md``, "Cut chunks across a restart".)
 
 Why the record is made when an upload starts, not when it ends without delivery: the end
 is an event of the process that was sending (``RequestCancelled`` after an ICMP port
@@ -60,7 +66,7 @@ from typing import Any
 from shoal.core.ids import ContentId
 from shoal.server.deliveries import Presence
 
-__all__ = ["MAX_CHUNKS", "PER_DEVICE", "SENDING", "CutChunks"]
+__all__ = ["BACK_GRACE", "MAX_CHUNKS", "PER_DEVICE", "SENDING", "CutChunks"]
 
 PER_DEVICE = 8
 """Chunks of one content remembered per device (twice what a client asks the server for
@@ -73,6 +79,11 @@ the cut. Those queued behind them were not sent yet: holding them would only del
 stripe's new holder."""
 MAX_CHUNKS = 4096
 """Chunks remembered in all (the oldest forgotten first)."""
+BACK_GRACE = 0.5
+"""Seconds a device whose process died has, from its restarted process's first lease,
+to ask the rest of the chunks held for it (it asks at the lease's answer: a round trip,
+and its partial files read; 2.5 times a 200 ms WAN round trip). Bounded state: a device
+is remembered only while it has holds (``expire`` forgets the others)."""
 
 _Key = tuple[str, ContentId, int]
 
@@ -83,6 +94,8 @@ class _Cut:
     served_at: float
     refused_since: float | None = None
     """When the server first refused the chunk to another device for it."""
+    back_by: float | None = None
+    """Its device's process died: held until then (infinity until it leases again)."""
 
 
 class CutChunks:
@@ -94,6 +107,8 @@ class CutChunks:
         self.keep_seconds = keep_seconds
         self._chunks: OrderedDict[_Key, _Cut] = OrderedDict()
         self._by_device: dict[tuple[str, ContentId, str], list[int]] = {}
+        #: Devices whose process died and that have not leased since, (office, device).
+        self._gone: set[tuple[str, str]] = set()
         self.refused = 0
         """Requests refused because the chunk was held for the device it was cut from."""
         self.changes = 0
@@ -160,8 +175,8 @@ class CutChunks:
             return False
         if chunk_index not in self._by_device[(office, content_id, cut.device)][:SENDING]:
             return False  # queued behind the ones being sent: its device has none of it
-        if not present(cut.device):
-            self._drop(key)
+        if not present(cut.device) or (cut.back_by is not None and now >= cut.back_by):
+            self._drop(key)  # gone, or back and did not ask the rest: it has no prefix
             return False
         if cut.refused_since is None:
             cut.refused_since = now
@@ -172,18 +187,37 @@ class CutChunks:
         return True
 
     def process_gone(self, office: str, device: str) -> None:
-        """``device``'s process died (ICMP port unreachable): what it held in memory of
-        the chunks cut on their way to it died with it, so none is held for it."""
-        for office_held, content_id, held_device in list(self._by_device):
-            if office_held == office and held_device == device:
-                for chunk_index in list(self._by_device[(office, content_id, device)]):
-                    self._drop((office, content_id, chunk_index))
+        """``device``'s process died (ICMP port unreachable): its holds last until
+        ``BACK_GRACE`` after its restarted process's first lease (``leased``)."""
+        for cut in self._cuts_of(office, device):
+            if cut.back_by is None:
+                cut.back_by = float("inf")
+                self._gone.add((office, device))
+
+    def leased(self, office: str, device: str, now: float) -> None:
+        """``device`` asked a lease: if its process had died, it is back, and asks the
+        rest of what it holds a prefix of at the answer."""
+        if (office, device) in self._gone:
+            self._gone.discard((office, device))
+            for cut in self._cuts_of(office, device):
+                if cut.back_by == float("inf"):
+                    cut.back_by = now + BACK_GRACE
+
+    def _cuts_of(self, office: str, device: str) -> list[_Cut]:
+        return [
+            self._chunks[(office, content_id, chunk_index)]
+            for (held_office, content_id, held_device), chunks in self._by_device.items()
+            if held_office == office and held_device == device
+            for chunk_index in chunks
+        ]
 
     def expire(self, now: float) -> None:
         """Forget records begun ``keep_seconds`` ago and never delivered."""
         horizon = now - self.keep_seconds
         for key in [key for key, cut in self._chunks.items() if cut.served_at < horizon]:
             self._drop(key)
+        holding = {(office, device) for office, _, device in self._by_device}
+        self._gone &= holding
 
     def _drop(self, key: _Key) -> None:
         cut = self._chunks.pop(key, None)

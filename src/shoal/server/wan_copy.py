@@ -363,9 +363,9 @@ class WanCopy:
         stripes = 1  # used only when the office has no live holder: counted then
         if not self.rendezvous.holders(office, content_id, now):
             stripes = self._stripe_count(office, content_id, now)
-        answer = self.rendezvous.request(
-            office, content_id, client.device_id.hex(), now, client.ip, stripes
-        )
+        device = client.device_id.hex()
+        self.cut_chunks.leased(office, device, now)  # a restarted process is back
+        answer = self.rendezvous.request(office, content_id, device, now, client.ip, stripes)
         valid_ms = int(max(0.0, answer.expires_at - now) * 1000)
         if answer.decision is Decision.GRANTED:
             return LeaseReply(
