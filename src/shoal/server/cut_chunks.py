@@ -64,7 +64,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shoal.core.ids import ContentId
-from shoal.server.deliveries import Presence
+from shoal.server.deliveries import Presence, hold_lasts
 
 __all__ = ["BACK_GRACE", "MAX_CHUNKS", "PER_DEVICE", "SENDING", "CutChunks"]
 
@@ -178,9 +178,7 @@ class CutChunks:
         if not present(cut.device) or (cut.back_by is not None and now >= cut.back_by):
             self._drop(key)  # gone, or back and did not ask the rest: it has no prefix
             return False
-        if cut.refused_since is None:
-            cut.refused_since = now
-        elif now - cut.refused_since >= self.hold_seconds:
+        if not hold_lasts(cut, now, self.hold_seconds):
             self._drop(key)  # its device did not ask the rest: the next holder fetches it
             return False
         self.refused += 1

@@ -44,6 +44,19 @@ class Presence(Protocol):
         ...
 
 
+class _Held(Protocol):
+    refused_since: float | None
+
+
+def hold_lasts(held: _Held, now: float, hold_seconds: float) -> bool:
+    """A chunk held for one device is refused to another: the first refusal starts the
+    hold, which lasts ``hold_seconds`` (the ledger's deliveries, ``cut_chunks``' cuts)."""
+    if held.refused_since is None:
+        held.refused_since = now
+        return True
+    return now - held.refused_since < hold_seconds
+
+
 @dataclass(slots=True)
 class _Delivery:
     device: str
@@ -94,9 +107,7 @@ class DeliveryLedger:
         delivery = ledger.chunks.get(chunk_index) if ledger is not None else None
         if delivery is None or delivery.device == device or not present(delivery.device):
             return False
-        if delivery.refused_since is None:
-            delivery.refused_since = now
-        elif now - delivery.refused_since >= self.hold_seconds:
+        if not hold_lasts(delivery, now, self.hold_seconds):
             return False  # the office could not get it from its receiver: serve it again
         self.refused += 1
         return True
