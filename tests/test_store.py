@@ -15,9 +15,6 @@ from pathlib import Path
 import pytest
 
 from shoal.core.errors import ChunkHashMismatch
-from shoal.core.manifest import Manifest
-from shoal.core.packing import pack_bytes
-from shoal.core.signing import SigningKey
 from shoal.store.content_store import ContentStore
 from shoal.store.errors import (
     CacheFull,
@@ -26,15 +23,7 @@ from shoal.store.errors import (
     SidecarCorrupt,
     StoreDiskFull,
 )
-
-CHUNK = 65536
-SIGNER = SigningKey.generate()
-
-
-def make_package(size: int, seed: int = 1) -> tuple[bytes, Manifest, bytes]:
-    data = random.Random(seed).randbytes(size)
-    manifest = pack_bytes(data, CHUNK)
-    return data, manifest, SIGNER.sign(manifest).encode()
+from store_packages import CHUNK, make_package
 
 
 def chunk(data: bytes, index: int) -> bytes:

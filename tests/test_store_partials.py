@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
-from shoal.core.manifest import Manifest
-from shoal.core.packing import pack_bytes
-from shoal.core.signing import SigningKey
 from shoal.store.content_store import ContentStore
-
-CHUNK = 65536
-SIGNER = SigningKey.generate()
-
-
-def make_package(size: int, seed: int = 1) -> tuple[bytes, Manifest, bytes]:
-    data = random.Random(seed).randbytes(size)
-    manifest = pack_bytes(data, CHUNK)
-    return data, manifest, SIGNER.sign(manifest).encode()
+from store_packages import CHUNK, make_package
 
 
 def part_files(root: Path) -> list[str]:
