@@ -145,3 +145,40 @@ def test_a_settled_unicast_search_asks_a_few_listed_peers_not_all() -> None:
     queries = seeker.counters.queries_sent - 1
     assert 2 <= queries <= 5  # settled: every 3.75 to 6.25 s
     assert len(sent) - first <= queries * seeker.config.neighbours + 2  # + token echoes
+
+
+def test_a_holder_of_chunks_from_the_server_answers_every_query() -> None:
+    """20 holders that know of each other; one also received chunk 15 from the server
+    (over the WAN: it may be its only holder in the office). Every downloader's query is
+    answered by that one, not by 4 in 20 of the holders at random: a downloader that took
+    over its stripe and missed its pushes would otherwise be refused the chunk by the
+    server's delivery ledger until the hold lapses, and fetch it over the WAN again."""
+    network, machines = office_of(25)
+    holders, newcomers = machines[:20], machines[20:]
+    for holder in holders:
+        holder.set_holding(CONTENT, ChunkSet(16, range(15)), now=0)
+        holder.search(CONTENT, now=0, chunk_count=16)
+        run(network, holder, 0.0)
+    network.run(until=2.5)
+    wan_holder = holders[0]
+    wan_holder.chunk_added(CONTENT, 15, 16, now=network.now, new_in_office=True)
+    for newcomer in newcomers:
+        newcomer.search(CONTENT, now=network.now, chunk_count=16)
+        run(network, newcomer, network.now + 0.3)
+        assert any(15 in event.chunks for event in heard(newcomer))
+    assert sum(holder.counters.answers_suppressed for holder in holders) >= 10
+
+
+def test_a_search_queries_at_once_when_asked_at_most_once_per_query_interval() -> None:
+    """The server refused a chunk (``query_now``): a settled search queries at once,
+    not at its next settled round, and not again within ``query_interval``."""
+    network, (seeker, holder) = office_of(2)
+    holder.set_holding(CONTENT, ChunkSet(16, [0]), now=0)
+    seeker.search(CONTENT, now=0, chunk_count=16)
+    seeker.chunk_added(CONTENT, 1, 16, now=0)
+    run(network, seeker, 2.5)  # settled: the next query 3.75 s or more later
+    sent = seeker.counters.queries_sent
+    seeker.query_now(CONTENT, 2.5)
+    assert seeker.counters.queries_sent == sent + 1
+    seeker.query_now(CONTENT, 3.0)
+    assert seeker.counters.queries_sent == sent + 1

@@ -31,12 +31,14 @@ suppression, RFC 6762 §7):
   ``interest_seconds``), so the echo of a token, or a refresh query, costs no answer;
 * a query is answered by about ``answers_per_query`` holders: each answers with
   probability ``answers_per_query`` / (holders it knows of at proven addresses), a query
-  proving its address always. The asker's interest is recorded by every holder all the
-  same;
+  proving its address always, and so does a holder that received chunks from the
+  server (it may be some chunk's only holder: ``Holding.answers``). The asker's interest
+  is recorded by every holder all the same;
 * a search queries every ``query_interval`` while it holds nothing or has heard of no
   holder, then every ``settled_query_interval`` (jittered): pushes keep it informed, its
-  query only keeps its interest alive. A settled unicast search asks ``neighbours``
-  listed peers, not all;
+  query only keeps its interest alive. The server refusing a chunk (``query_now``) makes
+  it query at once (at most once per ``query_interval``): the office may hold that chunk.
+  A settled unicast search asks ``neighbours`` listed peers, not all;
 * a chunk new in the office (``chunk_added(new_in_office=True)``: from the server) is
   pushed first to the downloaders the chunk picker's fan-out designates to fetch it
   from us (``fanout_score``): the others wait for them, so they must hear of it.
@@ -83,6 +85,10 @@ from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
 from shoal.protocol.discovery_counters import DiscoveryCounters
 from shoal.protocol.discovery_credit import MAX_TRACKED_ADDRESSES, AddressCredit
+from shoal.protocol.discovery_events import DiscoveryEvent as DiscoveryEvent
+from shoal.protocol.discovery_events import PeerAvailable as PeerAvailable
+from shoal.protocol.discovery_events import PeerSearching as PeerSearching
+from shoal.protocol.discovery_events import PeerVersionRejected as PeerVersionRejected
 from shoal.protocol.holding import MAX_PEERS, Holding
 from shoal.protocol.validation import DEFAULT_TOKEN_LIFETIME, AddressValidator
 from shoal.wire.decoding import VERSION_ERROR_REPLY, Undecodable, decode_counted
@@ -100,40 +106,6 @@ from shoal.wire.repeats import decode_remembered, encode_have
 MAX_INTERESTED_PEERS = MAX_PEERS
 MAX_SEARCHES = 256
 MAX_EVENTS = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class PeerAvailable:
-    """``peer`` (its IP) holds ``chunks`` of ``content_id``; it answered from ``port``
-    (the discovery port it runs on, which tells its data ports: main or alternative)."""
-
-    peer: str
-    content_id: ContentId
-    chunks: ChunkSet
-    port: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class PeerSearching:
-    """``peer`` (its IP) asked for ``content_id``, which we search too, from ``port``:
-    a downloader of the office, known even while it holds nothing (it answers no query
-    then). It may hold chunks: a ``PeerAvailable`` says what."""
-
-    peer: str
-    content_id: ContentId
-    port: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class PeerVersionRejected:
-    """A peer answered our query with a version error: it speaks ``min..max`` only."""
-
-    peer: str
-    min_version: int
-    max_version: int
-
-
-DiscoveryEvent = PeerAvailable | PeerSearching | PeerVersionRejected
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +150,8 @@ class _Search:
     heard_of_holder: bool = False
     #: Before the next query while no holder answered (doubles up to the settled one).
     unanswered_interval: float = 0.0
+    #: When we last queried (``query_now`` waits ``query_interval`` after it).
+    queried_at: float = float("-inf")
 
 
 class DiscoveryMachine:
@@ -239,6 +213,14 @@ class DiscoveryMachine:
         search.unicast_peers = peers
         search.next_query = min(search.next_query, now)
         self._run_due(now)
+
+    def query_now(self, content_id: ContentId, now: float) -> None:
+        """Query for ``content_id`` at once (the server refused us a chunk: a peer may
+        hold it that we have not heard of), at most once per ``query_interval``."""
+        search = self._searches.get(content_id)
+        if search is not None and now - search.queried_at >= self.config.query_interval:
+            search.next_query = min(search.next_query, now)
+            self._run_due(now)
 
     def stop_search(self, content_id: ContentId) -> None:
         self._searches.pop(content_id, None)
@@ -503,6 +485,7 @@ class DiscoveryMachine:
                     else:  # one that asked us (``_ask_back``): its source may be forged
                         self._send(query, peer, now, reply=False)
             self.counters.queries_sent += 1
+            search.queried_at = now
             search.next_query = now + self._next_interval(search, settled)
         for content_id, holding in self._holdings.items():
             if holding.push_due is None or holding.push_due > now:
