@@ -147,12 +147,13 @@ def test_a_settled_unicast_search_asks_a_few_listed_peers_not_all() -> None:
     assert len(sent) - first <= queries * seeker.config.neighbours + 2  # + token echoes
 
 
-def test_a_holder_of_chunks_from_the_server_answers_every_query() -> None:
-    """20 holders that know of each other; one also received chunk 15 from the server
-    (over the WAN: it may be its only holder in the office). Every downloader's query is
-    answered by that one, not by 4 in 20 of the holders at random: a downloader that took
-    over its stripe and missed its pushes would otherwise be refused the chunk by the
-    server's delivery ledger until the hold lapses, and fetch it over the WAN again."""
+def test_a_complete_holder_of_chunks_from_the_server_answers_every_query() -> None:
+    """20 holders that know of each other; one also received chunk 15, its last, from
+    the server (over the WAN: it may be its only holder in the office, and complete, it
+    pushes no more). Every downloader's query is answered by that one, not by 4 in 20 of
+    the holders at random: a downloader that took over its stripe and missed its pushes
+    would otherwise be refused the chunk by the server's delivery ledger until the hold
+    lapses, and fetch it over the WAN again."""
     network, machines = office_of(25)
     holders, newcomers = machines[:20], machines[20:]
     for holder in holders:

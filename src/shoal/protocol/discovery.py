@@ -31,9 +31,9 @@ suppression, RFC 6762 §7):
   ``interest_seconds``), so the echo of a token, or a refresh query, costs no answer;
 * a query is answered by about ``answers_per_query`` holders: each answers with
   probability ``answers_per_query`` / (holders it knows of at proven addresses), a query
-  proving its address always, and so does a holder that received chunks from the
-  server (it may be some chunk's only holder: ``Holding.answers``). The asker's interest
-  is recorded by every holder all the same;
+  proving its address always, and so does a complete holder that received chunks from
+  the server (it pushes no more, and may be its last chunks' only holder:
+  ``Holding.answers``). The asker's interest is recorded by every holder all the same;
 * a search queries every ``query_interval`` while it holds nothing or has heard of no
   holder, then every ``settled_query_interval`` (jittered): pushes keep it informed, its
   query only keeps its interest alive. The server refusing a chunk (``query_now``) makes

@@ -43,8 +43,8 @@ class Holding:
     #: Chunks gained since the last push that no peer of the office held (from the
     #: server over the WAN): their designated fetchers must hear of them.
     fresh: list[int] = field(default_factory=list)
-    #: We received a chunk from the server over the WAN: we may be a chunk's only
-    #: holder in the office, so every query is answered (``answers``).
+    #: We received a chunk from the server over the WAN: once we hold every chunk, we
+    #: answer every query (``answers``).
     origin_copy: bool = False
     #: Interested peer -> the query ID it last asked with (a new one: a new search).
     query_ids: dict[Address, int] = field(default_factory=dict)
@@ -126,14 +126,14 @@ class Holding:
         proven holders count: forged HAVEs from a thousand addresses would otherwise
         make every real holder answer almost nothing (and the askers stall).
 
-        A holder that received chunks from the server (``origin_copy``) answers every
-        query: it may be the office's only holder of some (a stripe's holder that
-        completed pushed its last chunks to ``neighbours`` peers only), and the server's
-        delivery ledger refuses them to the others for a lease period only. In the
-        simulator's estate-faults-100m (seed 2) two downloaders that took over its
-        stripes heard of none of its last 3 chunks within that time and fetched them over
-        the WAN again (1.068 F). The stripe holders are few (one per stripe)."""
-        if self.origin_copy:
+        A holder that received chunks from the server (``origin_copy``) and holds them
+        all answers every query: it may be the office's only holder of its last WAN
+        chunks, which it pushed to ``neighbours`` peers only and, complete, never pushes
+        again, and the server's delivery ledger refuses them to the others for a lease
+        period only. In the simulator's estate-faults-100m (seed 2) two downloaders that
+        took over its stripes heard of none of its last 3 chunks within that time and
+        fetched them over the WAN again (1.068 F). Such holders are few (one per stripe)."""
+        if self.origin_copy and self.chunks.complete:
             return True
         known = len(self.proven_holders) + 1
         return known <= target or rng.random() * known < target
