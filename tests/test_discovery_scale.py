@@ -168,18 +168,3 @@ def test_a_complete_holder_of_chunks_from_the_server_answers_every_query() -> No
         run(network, newcomer, network.now + 0.3)
         assert any(15 in event.chunks for event in heard(newcomer))
     assert sum(holder.counters.answers_suppressed for holder in holders) >= 10
-
-
-def test_a_search_queries_at_once_when_asked_at_most_once_per_query_interval() -> None:
-    """The server refused a chunk (``query_now``): a settled search queries at once,
-    not at its next settled round, and not again within ``query_interval``."""
-    network, (seeker, holder) = office_of(2)
-    holder.set_holding(CONTENT, ChunkSet(16, [0]), now=0)
-    seeker.search(CONTENT, now=0, chunk_count=16)
-    seeker.chunk_added(CONTENT, 1, 16, now=0)
-    run(network, seeker, 2.5)  # settled: the next query 3.75 s or more later
-    sent = seeker.counters.queries_sent
-    seeker.query_now(CONTENT, 2.5)
-    assert seeker.counters.queries_sent == sent + 1
-    seeker.query_now(CONTENT, 3.0)
-    assert seeker.counters.queries_sent == sent + 1

@@ -520,7 +520,6 @@ class DownloadsMachine:
             if peer == server or refused is RefusalReason.UNSUPPORTED_VERSION:
                 if busy:  # that chunk held back from it a while, the lease asked again
                     server_refused(download, chunk_index, server, now)
-                    self.discovery.query_now(download.content_id, now)
                 return
             if busy:  # contended or full: asked one chunk at a time, or later
                 peer_refused_busy(download.picker, peer, now, self.config, self.rng)

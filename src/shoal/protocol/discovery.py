@@ -36,9 +36,8 @@ suppression, RFC 6762 §7):
   ``Holding.answers``). The asker's interest is recorded by every holder all the same;
 * a search queries every ``query_interval`` while it holds nothing or has heard of no
   holder, then every ``settled_query_interval`` (jittered): pushes keep it informed, its
-  query only keeps its interest alive. The server refusing a chunk (``query_now``) makes
-  it query at once (at most once per ``query_interval``): the office may hold that chunk.
-  A settled unicast search asks ``neighbours`` listed peers, not all;
+  query only keeps its interest alive. A settled unicast search asks ``neighbours``
+  listed peers, not all;
 * a chunk new in the office (``chunk_added(new_in_office=True)``: from the server) is
   pushed first to the downloaders the chunk picker's fan-out designates to fetch it
   from us (``fanout_score``): the others wait for them, so they must hear of it.
@@ -150,8 +149,6 @@ class _Search:
     heard_of_holder: bool = False
     #: Before the next query while no holder answered (doubles up to the settled one).
     unanswered_interval: float = 0.0
-    #: When we last queried (``query_now`` waits ``query_interval`` after it).
-    queried_at: float = float("-inf")
 
 
 class DiscoveryMachine:
@@ -213,14 +210,6 @@ class DiscoveryMachine:
         search.unicast_peers = peers
         search.next_query = min(search.next_query, now)
         self._run_due(now)
-
-    def query_now(self, content_id: ContentId, now: float) -> None:
-        """Query for ``content_id`` at once (the server refused us a chunk: a peer may
-        hold it that we have not heard of), at most once per ``query_interval``."""
-        search = self._searches.get(content_id)
-        if search is not None and now - search.queried_at >= self.config.query_interval:
-            search.next_query = min(search.next_query, now)
-            self._run_due(now)
 
     def stop_search(self, content_id: ContentId) -> None:
         self._searches.pop(content_id, None)
@@ -485,7 +474,6 @@ class DiscoveryMachine:
                     else:  # one that asked us (``_ask_back``): its source may be forged
                         self._send(query, peer, now, reply=False)
             self.counters.queries_sent += 1
-            search.queried_at = now
             search.next_query = now + self._next_interval(search, settled)
         for content_id, holding in self._holdings.items():
             if holding.push_due is None or holding.push_due > now:
