@@ -145,3 +145,26 @@ def test_a_settled_unicast_search_asks_a_few_listed_peers_not_all() -> None:
     queries = seeker.counters.queries_sent - 1
     assert 2 <= queries <= 5  # settled: every 3.75 to 6.25 s
     assert len(sent) - first <= queries * seeker.config.neighbours + 2  # + token echoes
+
+
+def test_a_complete_holder_of_chunks_from_the_server_answers_every_query() -> None:
+    """20 holders that know of each other; one also received chunk 15, its last, from
+    the server (over the WAN: it may be its only holder in the office, and complete, it
+    pushes no more). Every downloader's query is answered by that one, not by 4 in 20 of
+    the holders at random: a downloader that took over its stripe and missed its pushes
+    would otherwise be refused the chunk by the server's delivery ledger until the hold
+    lapses, and fetch it over the WAN again."""
+    network, machines = office_of(25)
+    holders, newcomers = machines[:20], machines[20:]
+    for holder in holders:
+        holder.set_holding(CONTENT, ChunkSet(16, range(15)), now=0)
+        holder.search(CONTENT, now=0, chunk_count=16)
+        run(network, holder, 0.0)
+    network.run(until=2.5)
+    wan_holder = holders[0]
+    wan_holder.chunk_added(CONTENT, 15, 16, now=network.now, new_in_office=True)
+    for newcomer in newcomers:
+        newcomer.search(CONTENT, now=network.now, chunk_count=16)
+        run(network, newcomer, network.now + 0.3)
+        assert any(15 in event.chunks for event in heard(newcomer))
+    assert sum(holder.counters.answers_suppressed for holder in holders) >= 10

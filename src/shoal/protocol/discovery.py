@@ -31,8 +31,9 @@ suppression, RFC 6762 §7):
   ``interest_seconds``), so the echo of a token, or a refresh query, costs no answer;
 * a query is answered by about ``answers_per_query`` holders: each answers with
   probability ``answers_per_query`` / (holders it knows of at proven addresses), a query
-  proving its address always. The asker's interest is recorded by every holder all the
-  same;
+  proving its address always, and so does a complete holder that received chunks from
+  the server (it pushes no more, and may be its last chunks' only holder:
+  ``Holding.answers``). The asker's interest is recorded by every holder all the same;
 * a search queries every ``query_interval`` while it holds nothing or has heard of no
   holder, then every ``settled_query_interval`` (jittered): pushes keep it informed, its
   query only keeps its interest alive. A settled unicast search asks ``neighbours``
@@ -83,6 +84,10 @@ from shoal.core.chunkset import ChunkSet
 from shoal.core.ids import ContentId
 from shoal.protocol.discovery_counters import DiscoveryCounters
 from shoal.protocol.discovery_credit import MAX_TRACKED_ADDRESSES, AddressCredit
+from shoal.protocol.discovery_events import DiscoveryEvent as DiscoveryEvent
+from shoal.protocol.discovery_events import PeerAvailable as PeerAvailable
+from shoal.protocol.discovery_events import PeerSearching as PeerSearching
+from shoal.protocol.discovery_events import PeerVersionRejected as PeerVersionRejected
 from shoal.protocol.holding import MAX_PEERS, Holding
 from shoal.protocol.validation import DEFAULT_TOKEN_LIFETIME, AddressValidator
 from shoal.wire.decoding import VERSION_ERROR_REPLY, Undecodable, decode_counted
@@ -100,40 +105,6 @@ from shoal.wire.repeats import decode_remembered, encode_have
 MAX_INTERESTED_PEERS = MAX_PEERS
 MAX_SEARCHES = 256
 MAX_EVENTS = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class PeerAvailable:
-    """``peer`` (its IP) holds ``chunks`` of ``content_id``; it answered from ``port``
-    (the discovery port it runs on, which tells its data ports: main or alternative)."""
-
-    peer: str
-    content_id: ContentId
-    chunks: ChunkSet
-    port: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class PeerSearching:
-    """``peer`` (its IP) asked for ``content_id``, which we search too, from ``port``:
-    a downloader of the office, known even while it holds nothing (it answers no query
-    then). It may hold chunks: a ``PeerAvailable`` says what."""
-
-    peer: str
-    content_id: ContentId
-    port: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class PeerVersionRejected:
-    """A peer answered our query with a version error: it speaks ``min..max`` only."""
-
-    peer: str
-    min_version: int
-    max_version: int
-
-
-DiscoveryEvent = PeerAvailable | PeerSearching | PeerVersionRejected
 
 
 @dataclass(frozen=True, slots=True)
