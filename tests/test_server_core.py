@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +13,13 @@ from shoal.assignments import encode_envelope, sign_assignments
 from shoal.core.identity import DeviceKey
 from shoal.core.packing import pack_bytes
 from shoal.core.signing import SigningKey
+from shoal.server import state_saver
 from shoal.server.control import NUDGE_SPACING, NUDGES_PER_ROUND, ServerControl
 from shoal.server.core import ServerCore, ServerSettings
+from shoal.server.db import open_database, sqlite_url
+from shoal.server.refusal_log import RefusalLog
+from shoal.server.state_saver import StateSaver
+from shoal.server.state_store import StateStore
 from shoal.topology import parse_json
 from shoal.wire.control import (
     CheckIn,
@@ -87,8 +94,7 @@ def device(number: int) -> bytes:
     return device_key(number).device_id
 
 
-@pytest.fixture
-def server() -> ServerCore:
+def new_server() -> ServerCore:
     core = ServerCore(
         ServerSettings(enrollment_token=TOKEN, identity=SERVER_IDENTITY), version="0.1.0"
     )
@@ -96,6 +102,11 @@ def server() -> ServerCore:
     core.licence.active = True
     core.add_manifest(MANIFEST_FILE)
     return core
+
+
+@pytest.fixture
+def server() -> ServerCore:
+    return new_server()
 
 
 def assign_to_everyone(server: ServerCore) -> None:
@@ -250,6 +261,44 @@ def test_wifi_peer_lists_hold_only_the_office(server: ServerCore) -> None:
     reply = ask(server, 1, "10.2.0.1", Peers(CONTENT))
     assert isinstance(reply, PeerList)
     assert sorted(ip for ip, _ in reply.peers) == ["10.2.0.2", "10.2.0.4"]
+
+
+def test_a_server_that_crashed_a_second_after_registrations_lists_the_office_again(
+    server: ServerCore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registration is saved within ``LEASE_SAVE_SECONDS``, not at the next registry
+    report (10 s): a server that crashes seconds after a WiFi office's devices
+    registered comes back knowing them, and lists them to a device that asks; it listed
+    none before, until each checked in again (up to ``checkin_seconds`` later), and the
+    asker fetched over the WAN what its office held."""
+    monkeypatch.setattr(state_saver, "LEASE_SAVE_SECONDS", 0.01)
+    state = StateStore(open_database(sqlite_url(tmp_path / "server.sqlite3")))
+    saver = StateSaver(state, server, RefusalLog())
+
+    def restarted() -> list[str]:
+        core = new_server()
+        for record in StateStore(state.sessions).load_clients(now=1.0):
+            core.restore_client(record)
+        register(core, 1, "10.2.0.1", now=1.5)  # the asker restarted too: it registers
+        reply = ask(core, 1, "10.2.0.1", Peers(CONTENT), now=2.0)
+        assert isinstance(reply, PeerList)
+        return sorted(ip for ip, _ in reply.peers)
+
+    async def save_for(seconds: float) -> None:
+        stop = asyncio.Event()
+        saving = asyncio.create_task(saver.save_loop(stop))
+        await asyncio.sleep(seconds)
+        stop.set()
+        await saving
+
+    for number, ip in ((1, "10.2.0.1"), (2, "10.2.0.2"), (4, "10.2.0.4")):
+        register(server, number, ip)
+    assert restarted() == []  # crashed before any save: the office is unknown
+    asyncio.run(save_for(0.2))
+    assert restarted() == ["10.2.0.2", "10.2.0.4"]
+    register(server, 5, "10.2.0.5")  # a device registered after that save
+    asyncio.run(save_for(0.2))
+    assert restarted() == ["10.2.0.2", "10.2.0.4", "10.2.0.5"]
 
 
 def test_wifi_peer_lists_follow_moves_departures_and_a_new_topology(server: ServerCore) -> None:

@@ -160,6 +160,9 @@ class ServerCore:
         self.control_keys = ControlKeys(settings.identity, settings.enrollment_token)
         self.expired: list[bytes] = []
         """Device IDs that left the registry (the shell deletes their rows)."""
+        self.registered: set[bytes] = set()
+        """Device IDs that registered since the shell last saved their rows (it saves them
+        within a second: ``StateSaver.save_loop``)."""
         self._next_sweep = 0.0
         self.refusals_sent: dict[RefusalCause, int] = {}
         self.recent_refusals: deque[tuple[bytes, Address, Refused]] = deque(maxlen=1000)
@@ -400,6 +403,7 @@ class ServerCore:
             client.public_key, client.control_key = body.public_key, None
         client.hostname, client.version, client.subnet = body.hostname, body.version, subnet
         client.last_seen, client.control_address = now, addr
+        self.registered.add(device_id)
         office, office_type = self.office_of(addr[0])
         settings = self.settings
         limit = settings.bandwidth.get(office or "", BandwidthLimit())

@@ -16,7 +16,8 @@ in rounds              register (activation, licence), follow the change feed,
 every ``report_seconds`` report the client registry (the console answers which
                          devices hold a seat) and download statistics
                          (``shoal.server.registry_report``).
-every ``LEASE_SAVE_SECONDS`` save the rendezvous leases and the delivery ledger
+every ``LEASE_SAVE_SECONDS`` save the rendezvous leases and the delivery ledger,
+                         and the registry rows of the devices that registered
                          (``shoal.server.state_saver``).
 
 The HTTPS calls are blocking (httpx) and run in a worker thread; what they return is
@@ -423,7 +424,7 @@ class ServerService:
         tasks = [
             asyncio.create_task(self._sync_loop(stop)),
             asyncio.create_task(self._report_loop(stop)),
-            asyncio.create_task(self.saver.lease_loop(stop)),
+            asyncio.create_task(self.saver.save_loop(stop)),
         ]
         try:
             await stop.wait()

@@ -12,12 +12,18 @@ every ``report_seconds``  the registry rows that changed and the expired devices
                           in a worker thread: ``save_registry_soon``, called by the
                           service's report loop) and the bad-peer reports; refusals
                           and new bans go to the log;
-``LEASE_SAVE_SECONDS``    after a change, the leases and the delivery ledger (in a
-                          worker thread: ``lease_loop``);
+``LEASE_SAVE_SECONDS``    after a change, the leases and the delivery ledger, and the
+                          registry rows of the devices that registered since (in a
+                          worker thread: ``save_loop``);
 at shutdown               all of it, on the event loop (``save_now``).
 
 A restarted server reads them back (``ServerService``), so it serves its clients
-before it reaches the console again and each office keeps its holders.
+before it reaches the console again and each office keeps its holders. A registration
+is saved within the second, not at the next report: a server that crashed seconds after
+an office's devices registered would otherwise come back knowing none of them, and
+list no peers to a device of a WiFi office (whose discovery is by unicast to the
+peers the server lists) until the others checked in again, up to ``checkin_seconds``
+later, while it fetched over the WAN what its office held.
 """
 
 from __future__ import annotations
@@ -47,21 +53,38 @@ class StateSaver:
         self.state = state
         self.core = core
         self.refusal_log = refusal_log
+        self._writing_rows = asyncio.Lock()
+        """Registry rows are written by one worker thread at a time, in the order their
+        states were taken: an older state must not land after a newer one."""
 
-    async def lease_loop(self, stop: asyncio.Event) -> None:
-        """Save the rendezvous leases and the delivery ledger within
-        ``LEASE_SAVE_SECONDS`` of a grant, a free stripe or a delivery (in a worker
-        thread; renewals alone are not saved, a restart counts every holder as renewed):
-        a server that crashes loses at most that much of them."""
+    async def save_loop(self, stop: asyncio.Event) -> None:
+        """Within ``LEASE_SAVE_SECONDS``, save the rows of devices that registered, and
+        the rendezvous leases and the delivery ledger after a grant, a free stripe or a
+        delivery (in worker threads; renewals alone are not saved, a restart counts
+        every holder as renewed): a server that crashes loses at most that much."""
         saved = None
         while not stop.is_set():
             await sleep_or_stop(stop, LEASE_SAVE_SECONDS)
+            await self._save_registrations()
             changes = self.core.wan_copy.lease_changes
             if changes == saved:
                 continue
             lease_state = self.core.wan_copy.lease_state(asyncio.get_running_loop().time())
             await asyncio.to_thread(self.state.save_leases, lease_state, time.time())
             saved = changes
+
+    async def _save_registrations(self) -> None:
+        core = self.core
+        if not core.registered:
+            return
+        registered, core.registered = core.registered, set()
+        records = [core.clients[device] for device in registered if device in core.clients]
+        await self._write_rows(self.state.changed_rows(records, ()))
+
+    async def _write_rows(self, states: list[RowState], expired: list[bytes] | None = None) -> None:
+        if states or expired:
+            async with self._writing_rows:
+                await asyncio.to_thread(self.state.save_rows, states, time.time(), expired or [])
 
     def _log_refusals(self) -> None:
         """Say in the log which devices were refused, why and what to do: once per
@@ -91,8 +114,7 @@ class StateSaver:
             # held the control path for 30-200 ms on a loaded machine (issue 10).
             states += self.state.changed_rows(records[start : start + SCAN_SLICE], ())
             await asyncio.sleep(0)
-        if states or expired:
-            await asyncio.to_thread(self.state.save_rows, states, time.time(), expired)
+        await self._write_rows(states, expired)
         self._save_reports()
 
     def _registry_changes(self) -> tuple[list[RowState], float, list[bytes]]:

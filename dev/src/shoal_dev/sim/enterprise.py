@@ -30,6 +30,7 @@ from shoal.protocol.transfer import Mode
 from shoal.server.core import BandwidthLimit, ServerCore, ServerSettings
 from shoal.server.limits import AbuseLimits
 from shoal.server.node import ServerNode
+from shoal.server.state_store import RowState, restored_record, row_state
 from shoal.server.stripe_plan import OfficeLinks
 from shoal.store.content_store import ContentStore
 from shoal.topology import parse_json
@@ -142,6 +143,7 @@ class Enterprise:
     make_server: Callable[[], ServerNode] | None = None
     """A new server process with what the server keeps across a restart."""
     saved_leases: tuple[dict[str, Any], float] | None = None
+    saved_registry: list[RowState] = field(default_factory=list)
     """The leases and delivery ledger the server's state store holds, and when saved."""
     manifest_file: bytes = b""
     """The signed manifest file the server relays (the document names its blob)."""
@@ -206,20 +208,26 @@ class Enterprise:
         return self.network.hosts[SERVER_IP]
 
     def kill_server(self) -> None:
-        """The P2P server's process dies (its registry with it). Its state store keeps
-        the rendezvous leases and delivery ledger (``ServerService`` saves them every
-        ``LEASE_SAVE_SECONDS``, 1 s; here as they are when it dies)."""
+        """The P2P server's process dies. Its state store keeps the rendezvous leases,
+        the delivery ledger and the rows of the devices that registered (``StateSaver``
+        saves them within ``LEASE_SAVE_SECONDS``, 1 s; here as they are when it dies)."""
         now = self.network.now
         self.saved_leases = (self.server.core.wan_copy.lease_state(now), now)
+        self.saved_registry = [row_state(record) for record in self.server.core.clients.values()]
         if self.fabric is not None:
             self.fabric.kill(self.server_host())
         else:
             self.network.kill(self.server_host())
 
     def restart_server(self) -> None:
-        """The P2P server starts again with its saved leases: its clients register again."""
+        """The P2P server starts again with its saved registry and leases, as
+        ``ServerService`` does: its devices are known at once (a device's check-in
+        progress and counter are as they were when it died, where a real server's are
+        up to ``report_seconds`` older)."""
         assert self.make_server is not None
         self.server = self.make_server()
+        for state in self.saved_registry:
+            self.server.core.restore_client(restored_record(state, self.network.now))
         if self.saved_leases is not None:
             saved, saved_at = self.saved_leases
             now = self.network.now
