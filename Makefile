@@ -70,7 +70,10 @@ chromium:
 ## bench/results/SCENARIO-{cdf,wan}.png;
 ## the lab sweep (shoal and libtorrent over the default grid; 30 min estimated, but at
 ## load 20-60 its first 12 of 15 cells took 32 min; quiet, all 15 took 16 min) writes
-## bench/results/sweep-default.json and bench/results/default-lab-heatmap.png
+## bench/results/sweep-default.json and bench/results/default-lab-heatmap.png; then the
+## same grid in the simulator with its round-trip and queue axes (23 cells, virtual time:
+## 10 CPU-minutes, 24 minutes of wall at load 9-20) writes bench/results/sim-sweep-lab.json
+## and bench/results/lab-sim-heatmap.png
 bench: $(STAMP) bytecode
 	$(BIN)/shoal bench pack --size-mb 1024
 	$(BIN)/python benchmarks/upload_rss.py --size-mb 2048
@@ -80,6 +83,8 @@ bench: $(STAMP) bytecode
 			--png bench/results || exit 1; \
 	done
 	$(BIN)/shoal lab sweep default --json bench/results/sweep-default.json --png bench/results
+	$(BIN)/shoal sim sweep lab --wall-s 1200 --json bench/results/sim-sweep-lab.json \
+		--png bench/results
 
 ## dist: the wheel and the Debian packages of client, server and console in dist/,
 ## each checked (systemd-analyze verify of its units; see packaging/)

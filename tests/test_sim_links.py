@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
 
+from shoal_dev.sim import enterprise
 from shoal_dev.sim.enterprise import SimOffice, build_enterprise
 from shoal_dev.sim.network import UDP_IP_OVERHEAD, SimNetwork
 from sim_recorder import Recorder
@@ -90,3 +92,15 @@ def test_an_office_spec_sets_its_links_and_its_defaults_do_not_move(tmp_path: Pa
     assert (bound.binding, bound.seconds) == ("uplinks", pytest.approx(0.2097, abs=1e-4))
     # Kumar-Ross: 2 F / (100e6 + 40e6) = 0.120 s.
     assert tuned.kumar_ross_bound(MIB).seconds == pytest.approx(0.1198, abs=1e-4)
+
+
+def test_a_package_of_256_mib_or_more_is_drawn_in_pieces_as_one_call_draws_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # ``randbytes`` of 256 MiB overflows (2**31 bits); the pieces give its bytes and leave
+    # the generator where one call would, so smaller cells keep their packages and keys.
+    monkeypatch.setattr(enterprise, "PACKAGE_PIECE", 1024)
+    for size in (0, 7, 1024, 3 * 1024 + 5):
+        pieces, whole = random.Random(3), random.Random(3)
+        assert enterprise.random_package(pieces, size) == whole.randbytes(size)
+        assert pieces.random() == whole.random()

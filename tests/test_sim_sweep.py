@@ -62,11 +62,22 @@ def test_a_wrong_grid_says_what_is_wrong(text: str, message: str) -> None:
 
 
 def test_the_shipped_grids_load() -> None:
-    for name in ("ci", "default"):
+    for name in ("ci", "default", "lab"):
         grid = load_grid(name, "shoal_dev.sim")
         assert grid.cells and grid.name == name
-    with pytest.raises(GridInvalid, match="shipped: ci, default"):
+    with pytest.raises(GridInvalid, match="shipped: ci, default, lab"):
         load_grid("nope", "shoal_dev.sim")
+
+
+def test_the_simulators_lab_grid_is_the_labs_default_grid_and_what_the_lab_cannot_do() -> None:
+    lab, sim = load_grid("default", "shoal_dev.lab"), load_grid("lab", "shoal_dev.sim")
+    # The lab's cells, in its order, as cells 1-11 and 17-20 (the simulator's own axes
+    # come between the lab's axes and its [[cell]]s).
+    assert [sim.cells[i - 1] for i in [*range(1, 12), *range(17, 21)]] == list(lab.cells)
+    extra = [sim.cells[i - 1] for i in [*range(12, 17), 21, 22, 23]]
+    assert {(cell.rtt_ms, cell.buffer_ms) for cell in extra} >= {(1, 250), (200, 1000)}
+    assert all(cell.size_mb == 16 for cell in extra)
+    assert sim.sim_only_fields() == ["buffer_ms", "rtt_ms"]
 
 
 def test_the_report_leads_with_the_worst_cell_and_a_failed_one_is_worst_of_all() -> None:

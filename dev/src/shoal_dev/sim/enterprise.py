@@ -271,6 +271,20 @@ def _links_of(spec: SimOffice) -> OfficeLinks:
     return OfficeLinks(spec.wan_rate * 8 / 1e6, spec.up_rate * 8 / 1e6)
 
 
+PACKAGE_PIECE = 64 * 1024 * 1024
+"""Bytes drawn per call when making a package: ``randbytes`` of 256 MiB or more asks
+``getrandbits`` for 2**31 bits or more, past a C int."""
+
+
+def random_package(rng: random.Random, size: int) -> bytes:
+    """``size`` random bytes from ``rng``: the bytes of ``rng.randbytes(size)`` and the
+    same state after, drawn a piece at a time (a whole number of the generator's 32-bit
+    words per piece, so the pieces join up as one call's bytes would)."""
+    pieces = [rng.randbytes(PACKAGE_PIECE) for _ in range(size // PACKAGE_PIECE)]
+    pieces.append(rng.randbytes(size % PACKAGE_PIECE))
+    return b"".join(pieces)
+
+
 def build_enterprise(
     root: Path,
     offices: list[SimOffice],
@@ -321,7 +335,7 @@ def build_enterprise(
         manifest = decode_manifest_file(manifest_file).manifest
         chunk_size = manifest.chunk_size
     else:
-        package = rng.randbytes(package_size)
+        package = random_package(rng, package_size)
         manifest = pack_bytes(package, chunk_size)
         manifest_file = console_key.sign(manifest).encode()
 
