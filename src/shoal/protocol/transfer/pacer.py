@@ -8,6 +8,15 @@ sizes TSO bursts to about 1 ms of the pacing rate), between ``_MIN_BURST`` and
 the bottleneck, show as delay, and end a delay-based slow start early. Before the first
 RTT sample there is no rate: a full burst may go, limited by the window alone.
 
+A flow its pacer held back and that is asked later than the deadline the pacer set
+(its process waited for a CPU: the deadline passed while another process ran) may also
+send what accrued since that deadline, up to ``pacing_burst_packets``: on a busy host
+a bucket capped at 2 ms of the rate threw those tokens away at every late wake-up,
+so a flow carried at most its small burst per scheduling delay (a 4-packet burst per
+10 ms wait is 4.5 Mbit/s), and woke up several times as often for the same bytes. A
+host that wakes on time sends the same bursts as before (the simulator's hosts never
+wait: its reports are unchanged). docs/network.md, "multi-office on a busy host".
+
 A flow the pacer holds back asks to be woken when ``pacing_wake_seconds`` of its rate
 has accrued (at least one packet, at most a burst), not as soon as one packet may go:
 every wake-up costs the shell a pass through its event loop (tens of microseconds in
@@ -90,6 +99,12 @@ class Pacer:
             rate_burst = rate * config.pacing_burst_seconds
             if rate_burst < burst:
                 burst = max(_MIN_BURST, int(rate_burst))
+                wait_until = self.wait_until
+                if wait_until is not None and now > wait_until:
+                    # Asked late for a deadline its pacer set: what accrued since is
+                    # the host's delay, not the flow's burst (the module docstring).
+                    late = int((now - wait_until) * rate)
+                    burst = min(config.pacing_burst_packets, burst + late)
             tokens = self.tokens + (now - self.last_refill) * rate
             if tokens > burst:
                 tokens = float(burst)
