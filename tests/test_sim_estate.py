@@ -116,6 +116,34 @@ def test_a_banned_holder_is_sent_nothing_more_from_the_server(tmp_path: Path) ->
     assert office["wan_over_f"] < 1.06
 
 
+SLOW_SYMMETRIC = """
+name = "slow-symmetric"
+size_mb = 32
+chunk_kib = 1024
+[estate]
+offices = 1
+devices = 12
+clients = [12, 12]
+wan_mbit = [100, 100]
+client_mbit = [30, 30]
+types = { Default = 1.0 }
+"""
+
+
+def test_big_chunks_on_slow_links_keep_the_uplinks_busy(tmp_path: Path) -> None:
+    """12 devices on 30 Mbit/s links, both ways, fetch 32 MiB in chunks of 1 MiB (a
+    package of 128 MiB or more has chunks of 1 MiB). A chunk takes 0.28 s alone on such
+    an uplink: with the upload slots sized by chunk time (0.5 s), an uplink never served
+    two downloaders at once, and idled whenever its one downloader's link was shared
+    with other uploads: 2.29 x T_lb1. Sized by each upload's rate: 1.35 x."""
+    scenario = parse_scenario(SLOW_SYMMETRIC, "slow-symmetric.toml")
+    document = run_scenario(scenario, mode="flow", seed=1, root=tmp_path)
+    office = document["offices_detail"][0]
+    assert office["completed"] == 12
+    assert office["t_last_over_t_lb1"] < 1.5
+    assert office["wan_over_f"] < 1.05
+
+
 def test_shoal_sim_run_writes_the_report_and_figures_and_fails_on_a_violation(
     tmp_path: Path,
 ) -> None:

@@ -14,24 +14,40 @@ def test_requests_beyond_the_slots_wait_then_are_refused() -> None:
     assert (slots.active, slots.waiting, slots.refused) == (1, 0, 1)
 
 
+CHUNK = 128 * 1024
+
+
 def test_a_slow_uplink_keeps_one_slot_and_a_fast_one_grows() -> None:
-    slow: UploadSlots[int, int] = UploadSlots(target_seconds=0.5, initial=2)
-    slow.offer(1, 1, 0.0)
-    slow.offer(2, 2, 0.0)
-    slow.offer(3, 3, 0.0)  # contended
-    slow.finished(1, 0.9, delivered=True)  # two at once: 0.9 s a chunk
+    slow: UploadSlots[int, int] = UploadSlots(target_rate=256 * 1024, initial=2)
+    slow.offer(1, 1, 0.0, CHUNK)
+    slow.offer(2, 2, 0.0, CHUNK)
+    slow.offer(3, 3, 0.0, CHUNK)  # contended
+    slow.finished(1, 0.9, delivered=True)  # two at once: 0.9 s a chunk, 146 KB/s
     assert slow.slots == 1
-    fast: UploadSlots[int, int] = UploadSlots(target_seconds=0.5, initial=1)
+    assert grown(UploadSlots(target_rate=256 * 1024, initial=1), CHUNK, 0.05) > 4
+
+
+def grown(slots: UploadSlots[int, int], length: int, seconds: float) -> int:
+    """The slots after 20 rounds of more requests than slots, each upload delivered
+    ``seconds`` after it started."""
     now, key, running = 0.0, 0, []
-    for _ in range(20):  # more requests than slots, each chunk served in 50 ms
-        for _ in range(fast.slots + 2):
+    for _ in range(20):
+        for _ in range(slots.slots + 2):
             key += 1
-            if fast.offer(key, key, now) is Admission.START:
+            if slots.offer(key, key, now, length) is Admission.START:
                 running.append(key)
-        now += 0.05
+        now += seconds
         for done in running:
-            running = running[1:] + fast.finished(done, now, delivered=True)
-    assert fast.slots > 4
+            running = running[1:] + slots.finished(done, now, delivered=True)
+    return slots.slots
+
+
+def test_big_chunks_on_a_slow_uplink_still_grow_slots() -> None:
+    """1 MiB chunks on a 30 Mbit/s uplink take 0.28 s each alone: the upload's rate, not
+    its time, decides. (A 0.5 s time target never grew a second slot there, and the
+    uplink idled whenever a downloader's own link held its one upload back.)"""
+    assert grown(UploadSlots(initial=1), 1 << 20, 0.28) > 1
+    assert grown(UploadSlots(initial=1), 1 << 20, 8.0) == 1  # 128 KiB/s a slot: one
 
 
 def test_a_cancelled_request_frees_its_slot_without_a_rate_sample() -> None:

@@ -77,9 +77,9 @@ class AgentConfig:
     rate_horizon: float = 0.5
     """Requests to one peer: what its measured rate delivers in this many seconds, plus
     one (``ChunkPicker``)."""
-    upload_target_seconds: float = 0.5
-    """Chunk time the upload slots aim at (``UploadSlots``): a slow uplink serves few
-    downloaders at once, each at its full rate."""
+    upload_target_rate: float = 256 * 1024
+    """Bytes per second each upload keeps at least (``UploadSlots``): a slow uplink
+    serves few downloaders at once, each at its full rate."""
     busy_backoff: tuple[float, float] = (0.05, 0.25)
     """Seconds (random in this range) before asking again a peer that refused BUSY,
     doubled for each refusal in a row since it last delivered us a chunk."""

@@ -63,7 +63,7 @@ class ServingMachine:
         self._reads: list[ReadChunk] = []
         self.uploads: UploadSlots[tuple[Mode, Address, int], tuple[Mode, ChunkRequested]] = (
             UploadSlots(
-                target_seconds=config.upload_target_seconds,
+                target_rate=config.upload_target_rate,
                 max_bytes=config.upload_budget_bytes,
             )
         )

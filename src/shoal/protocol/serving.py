@@ -81,10 +81,17 @@ class UploadSlots(Generic[Key, Item]):
     them all: on a slow uplink every downloader then gets its chunk late, all at the same
     moment, and none of them can pass it on meanwhile. Serving a few at a time, each at
     the uplink's full rate, hands each chunk on in one chunk time, so it spreads through
-    the office as a tree. The number of slots follows the measured chunk time (a delay
-    signal, like a congestion window): a chunk delivered in more than ``target_seconds``
-    takes a slot away (down to one), one delivered in less than half of it while
-    requests had to wait adds one (up to ``maximum``). Beside the running uploads,
+    the office as a tree. The number of slots follows each upload's measured rate (a
+    delay signal, like a congestion window): a chunk delivered slower than
+    ``target_rate`` takes a slot away (down to one), one delivered at more than twice
+    that while requests had to wait adds one (up to ``maximum``). A rate, not a chunk
+    time: a chunk of 1 MiB takes 8x the time of one of 128 KiB at the same rate, and
+    with a time target a 30 Mbit/s uplink (0.27 s a MiB alone) never grew a second slot
+    and lost its only one whenever the downloader's own link, shared with other
+    uploads, made a chunk take over the target; its uplink then idled half the time
+    (a 20-device office of the estate simulation ended at 2.12 x T_lb1; 1.30 x with
+    the rate: docs/network.md, "Upload slots sized by rate, not chunk time"). ``target_rate``'s 256 KiB/s is the 0.5 s the time target gave a chunk
+    of 128 KiB, the chunk size of packages up to 16 MiB. Beside the running uploads,
     requests wait their turn (so the uplink never idles between chunks) as long as the
     queue would start the last of them within ``hold_seconds`` at the measured chunk
     time (at least as many as slots, at most ``max_waiting``); the rest are refused
@@ -119,7 +126,7 @@ class UploadSlots(Generic[Key, Item]):
     def __init__(
         self,
         *,
-        target_seconds: float = 0.5,
+        target_rate: float = 256 * 1024,
         initial: int = 1,
         maximum: int = 64,
         max_bytes: int = 8 << 20,
@@ -130,7 +137,7 @@ class UploadSlots(Generic[Key, Item]):
         max_penalty_seconds: float = 300.0,
         max_penalised: int = 4096,
     ) -> None:
-        self.target_seconds = target_seconds
+        self.target_rate = target_rate
         self.maximum = maximum
         self.max_bytes = max_bytes
         self.max_turns_per_peer = max_turns_per_peer
@@ -246,9 +253,10 @@ class UploadSlots(Generic[Key, Item]):
             duration = now - started
             previous = self.chunk_seconds
             self.chunk_seconds = duration if previous is None else 0.75 * previous + 0.25 * duration
-            if duration > self.target_seconds and self.slots > 1:
+            # Compared as times (length / rate), which a zero duration cannot break.
+            if duration > length / self.target_rate and self.slots > 1:
                 self.slots -= 1
-            elif duration < self.target_seconds / 2 and self._contended:
+            elif duration < length / self.target_rate / 2 and self._contended:
                 self.slots = min(self.maximum, self.slots + 1)
                 self._contended = False
         starting: list[Item] = []
