@@ -437,13 +437,13 @@ class AgentCore:
     def _on_blob(self, blob: Blob, outcome: ReceiverOutcome, now: float) -> None:
         # A document or manifest (small): its parsers take bytes.
         received = bytes(outcome.data) if isinstance(outcome, ChunkReceived) else None
-        if isinstance(blob, AssignmentsBlob):
-            if received is not None:
-                registered = self.registrar.registered
-                office = registered.office if registered else None
-                accepted = self.assignments.on_document(blob, received, office, now)
-                if accepted is not None:
-                    self._on_assignments_accepted(accepted, now)
+        if isinstance(blob, AssignmentsBlob) and received is not None:
+            office = self.registrar.registered.office if self.registrar.registered else None
+            accepted = self.assignments.on_document(blob, received, office, now)
+            if accepted is not None:
+                self._on_assignments_accepted(accepted, now)
+        elif isinstance(blob, AssignmentsBlob):
+            self.registrar.document_failed(now)  # soon asked again, not at the next check-in
         elif received is not None:
             self.downloader.on_manifest(blob, received, self.assignments.manifest_keys, now)
         else:

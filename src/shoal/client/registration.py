@@ -188,6 +188,15 @@ class RegistrationMachine:
         elif isinstance(request, CheckIn) and self.registered is not None:
             self._checkin_due = min(self._checkin_due or now + RETRY_SOON, now + RETRY_SOON)
 
+    def document_failed(self, now: float) -> None:
+        """The assignment document the last check-in answer named could not be fetched
+        (the server went away meanwhile, refused or garbled it): check in again within
+        ``RETRY_SOON``, whose answer names it again. Left to the next check-in, a device
+        whose server restarted between the answer and the fetch waited a check-in
+        period (60 s) with nothing to download, its office's copy next to it."""
+        if self.registered is not None:
+            self._checkin_due = min(self._checkin_due or now + RETRY_SOON, now + RETRY_SOON)
+
     def on_nudged(self, nudge: Nudged, assignments_digest: bytes | None, now: float) -> None:
         """New assignments: check in now rather than at the next check-in.
 

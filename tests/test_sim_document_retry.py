@@ -1,0 +1,50 @@
+"""A device whose fetch of the assignment document failed asks again soon."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from shoal.protocol.transfer import ChunkRequested, RefusalReason
+from shoal.server.node import ServerNode
+from shoal_dev.sim.enterprise import SimOffice, build_enterprise
+
+
+def test_a_failed_document_fetch_is_retried_within_seconds_not_a_check_in_later(
+    tmp_path: Path,
+) -> None:
+    """The server named the document in its check-in answer, then could not give it (it
+    restarted between the two, or its document changed): the device checks in again
+    within ``RETRY_SOON`` (5 s) and fetches the one then named. It waited for its next
+    check-in before, a check-in period (here 60 s) with nothing to download: in
+    ``estate-faults-100m`` seed 9, a device back from a crash just before the server's
+    own restart waited 57 s, and its office fetched again over the WAN what it held."""
+    enterprise = build_enterprise(
+        tmp_path,
+        [SimOffice("office", "10.1.0.0/24", 3, wan_rate=12.5e6)],
+        package_size=1 << 20,
+        chunk_size=128 * 1024,
+        checkin_seconds=60,
+        mode="flow",
+    )
+    refused: list[str] = []
+    serve = ServerNode._serve
+
+    def refuse_one_document(
+        node: ServerNode, engine: Any, event: ChunkRequested, now: float
+    ) -> None:
+        # The first blob anyone asks for is the document (it names the manifests).
+        if node.core.blob(event.content_id.digest) is not None and not refused:
+            refused.append(event.peer[0])
+            engine.refuse_chunk(event.peer, event.request_id, RefusalReason.NOT_FOUND, now)
+            return
+        serve(node, engine, event, now)
+
+    ServerNode._serve = refuse_one_document  # type: ignore[method-assign]
+    try:
+        enterprise.run(until=30.0, stop=lambda: all(map(enterprise.complete, enterprise.clients)))
+    finally:
+        ServerNode._serve = serve  # type: ignore[method-assign]
+    assert refused, "no document fetch was refused: the test no longer tests anything"
+    assert all(enterprise.complete(client) for client in enterprise.clients)
+    assert enterprise.network.now < 10.0
