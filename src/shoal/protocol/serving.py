@@ -90,8 +90,9 @@ class UploadSlots(Generic[Key, Item]):
     and lost its only one whenever the downloader's own link, shared with other
     uploads, made a chunk take over the target; its uplink then idled half the time
     (a 20-device office of the estate simulation ended at 2.12 x T_lb1; 1.30 x with
-    the rate: docs/network.md, "Upload slots sized by rate, not chunk time"). ``target_rate``'s 256 KiB/s is the 0.5 s the time target gave a chunk
-    of 128 KiB, the chunk size of packages up to 16 MiB. Beside the running uploads,
+    the rate: docs/network.md, "Upload slots sized by rate, not chunk time").
+    ``target_rate``'s 256 KiB/s is the 0.5 s the time target gave a chunk of 128 KiB,
+    the chunk size of packages up to 16 MiB. Beside the running uploads,
     requests wait their turn (so the uplink never idles between chunks) as long as the
     queue would start the last of them within ``hold_seconds`` at the measured chunk
     time (at least as many as slots, at most ``max_waiting``); the rest are refused
