@@ -182,7 +182,8 @@ def test_scheduling_invariants_hold_under_any_sequence(
             picker.busy(peer, now + 0.1 * (1 + chunk % 3))
         elif action == "turn":
             picker.one_turn(peer, now + 0.2 * (1 + chunk % 3))
-            one_turn[peer] = now + 0.2 * (1 + chunk % 3)
+            if peer in picker.peers:  # a refusal comes from a peer we asked: known
+                one_turn[peer] = now + 0.2 * (1 + chunk % 3)
         elif action == "request":
             now += 0.2
             # Time always moves: once woken at ``now``, no deadline at or before it.
@@ -211,6 +212,7 @@ def test_scheduling_invariants_hold_under_any_sequence(
         elif action in ("ban", "gone"):
             (picker.ban if action == "ban" else picker.peer_gone)(peer)
             banned |= {peer} if action == "ban" else set()
+            one_turn.pop(peer, None)  # forgotten with the peer (``BusyPeers.forget``)
             for peers in outstanding.values():
                 peers.discard(peer)
 
