@@ -443,7 +443,7 @@ class AgentCore:
             if accepted is not None:
                 self._on_assignments_accepted(accepted, now)
         elif isinstance(blob, AssignmentsBlob):
-            self.registrar.document_failed(now)  # soon asked again, not at the next check-in
+            self.registrar.check_in_again_soon(now)  # soon asked again, not at the next check-in
         elif received is not None:
             self.downloader.on_manifest(blob, received, self.assignments.manifest_keys, now)
         else:

@@ -185,15 +185,16 @@ class RegistrationMachine:
         self.note = f"the P2P server at {self.config.server[0]} does not answer"
         if isinstance(request, Register):
             self._register_due = now + RETRY_SOON
-        elif isinstance(request, CheckIn) and self.registered is not None:
-            self._checkin_due = min(self._checkin_due or now + RETRY_SOON, now + RETRY_SOON)
+        elif isinstance(request, CheckIn):
+            self.check_in_again_soon(now)
 
-    def document_failed(self, now: float) -> None:
-        """The assignment document the last check-in answer named could not be fetched
-        (the server went away meanwhile, refused or garbled it): check in again within
-        ``RETRY_SOON``, whose answer names it again. Left to the next check-in, a device
-        whose server restarted between the answer and the fetch waited a check-in
-        period (60 s) with nothing to download, its office's copy next to it."""
+    def check_in_again_soon(self, now: float) -> None:
+        """Check in within ``RETRY_SOON`` (not later than already due): a check-in went
+        unanswered, or the assignment document its answer named could not be fetched
+        (the server went away meanwhile, refused or garbled it), which the next answer
+        names again. Left to the next check-in, a device whose server restarted between
+        the answer and the fetch waited a check-in period (60 s) with nothing to
+        download, its office's copy next to it."""
         if self.registered is not None:
             self._checkin_due = min(self._checkin_due or now + RETRY_SOON, now + RETRY_SOON)
 
