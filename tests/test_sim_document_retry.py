@@ -5,13 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from shoal.protocol.transfer import ChunkRequested, RefusalReason
 from shoal.server.node import ServerNode
 from shoal_dev.sim.enterprise import SimOffice, build_enterprise
 
 
 def test_a_failed_document_fetch_is_retried_within_seconds_not_a_check_in_later(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The server named the document in its check-in answer, then could not give it (it
     restarted between the two, or its document changed): the device checks in again
@@ -40,11 +42,8 @@ def test_a_failed_document_fetch_is_retried_within_seconds_not_a_check_in_later(
             return
         serve(node, engine, event, now)
 
-    ServerNode._serve = refuse_one_document  # type: ignore[method-assign]
-    try:
-        enterprise.run(until=30.0, stop=lambda: all(map(enterprise.complete, enterprise.clients)))
-    finally:
-        ServerNode._serve = serve  # type: ignore[method-assign]
+    monkeypatch.setattr(ServerNode, "_serve", refuse_one_document)
+    enterprise.run(until=30.0, stop=lambda: all(map(enterprise.complete, enterprise.clients)))
     assert refused, "no document fetch was refused: the test no longer tests anything"
     assert all(enterprise.complete(client) for client in enterprise.clients)
     assert enterprise.network.now < 10.0
