@@ -13,6 +13,7 @@ from shoal.protocol.transfer import (
     ChunkDelivered,
     ChunkReceived,
     ChunkRequested,
+    ChunkStarted,
     Mode,
     PeerPortClosed,
     RequestCancelled,
@@ -31,10 +32,12 @@ MIB = 1024 * 1024
 CONTENT = ContentId(bytes(32))
 
 
-def drain(engine: FlowEngine) -> list[object]:
+def drain(engine: FlowEngine, *, starts: bool = False) -> list[object]:
+    """The engine's events, without its ``ChunkStarted``s unless ``starts``."""
     events = []
     while (event := engine.next_event()) is not None:
-        events.append(event)
+        if starts or not isinstance(event, ChunkStarted):
+            events.append(event)
     return events
 
 
@@ -244,6 +247,37 @@ def test_chunks_served_to_one_requester_go_one_after_another_and_a_crash_cuts_on
         assert when == pytest.approx(0.01 + expected / 1e6, abs=2e-3), index
     # Two whole chunks and half the third crossed the uplink, not 2.5 / 4 of each.
     assert sender_host.up.bytes_sent == pytest.approx(2.5 * wire, rel=0.01)
+
+
+def test_a_chunk_reports_its_start_when_its_flow_starts_not_while_it_waits() -> None:
+    # As the real receiver's first DATA: a chunk queued behind another to the same
+    # requester starts (``ChunkStarted``, which ends a duplicate waiting elsewhere) one
+    # chunk time later, one path delay after its flow began; a cancel before that ends
+    # it without a byte sent.
+    network, fabric, (sender_host, _), (sender, asker) = one_office(2, nic_rate=1e6)
+    chunks = [bytes([n]) * 100_000 for n in range(3)]
+    digests = [hashlib.sha256(data).digest() for data in chunks]
+    asked = [
+        asker.request_chunk(sender.address, CONTENT, n, len(data), digests[n], Mode.FOREGROUND, 0.0)
+        for n, data in enumerate(chunks)
+    ]
+    network.run(until=0.01)
+    for event in drain(sender):
+        assert isinstance(event, ChunkRequested)
+        sender.send_chunk(event.peer, event.request_id, chunks[event.chunk_index], network.now)
+    wire = wire_bytes(100_000, fabric.config)
+    started: list[tuple[int, float]] = []
+    network.at(0.01 + 1.5 * wire / 1e6, lambda: asker.cancel(asked[2], network.now))
+    for step in range(1, 1000):  # watch in 1 ms steps
+        network.run(until=0.01 + step / 1000)
+        for event in drain(asker, starts=True):
+            if isinstance(event, ChunkStarted):
+                started.append((event.chunk_index, network.now))
+    assert [index for index, _ in started] == [0, 1]
+    assert started[0][1] == pytest.approx(0.01, abs=2e-3)
+    assert started[1][1] == pytest.approx(0.01 + wire / 1e6, abs=2e-3)
+    # The cancelled third chunk never started: two chunks crossed the uplink.
+    assert sender_host.up.bytes_sent == pytest.approx(2 * wire, rel=0.01)
 
 
 # ------------------------------------------------------------------ the swarm on flows

@@ -76,6 +76,7 @@ from shoal.protocol.transfer import (
     ChunkReceived,
     ChunkRefused,
     ChunkRequested,
+    ChunkStarted,
     Event,
     LocalProtocolError,
     Mode,
@@ -673,6 +674,12 @@ class FlowEngine:
             self.counters.payload_bytes_sent += len(data)
             flow = self.fabric.start(self, upload, receiver.host, data)
             receiver._downloads[upload.request_id].flow = flow
+            # Its first bytes reach the receiver one path delay later, as a first DATA
+            # does (the receiver's ``ChunkStarted``: a duplicate waiting elsewhere ends).
+            started = ChunkStarted(
+                self.address, upload.request_id, upload.content_id, upload.chunk_index
+            )
+            self.fabric.deliver(flow.latency, receiver, started)
             return
         self._queued.pop(key, None)
 
@@ -771,6 +778,11 @@ class FlowEngine:
             if upload.flow is not None:
                 self.fabric.end(upload.flow)
             self._forget(upload)
+            self._events.append(event)
+        elif isinstance(event, ChunkStarted):
+            download = self._downloads.get(event.request_id)
+            if download is None or download.peer != event.peer:
+                return  # ended meanwhile
             self._events.append(event)
         else:  # receiver side: refused, timed out, or a flow's bytes
             request_id = getattr(event, "request_id", None)
