@@ -387,9 +387,10 @@ class AgentCore:
             self.registrar.on_registered(reply, policy_note, now)
         elif isinstance(reply, CheckInReply):
             self.downloader.ban_peers(reply.banned)
-            self.assignments.on_check_in_reply(
-                reply, self.registrar.server_data_address(Mode.FOREGROUND), now
-            )
+            server = self.registrar.server_data_address(Mode.FOREGROUND)
+            kept = self.assignments.on_check_in_reply(reply, server, self._office(), now)
+            if kept is not None:
+                self._on_assignments_accepted(kept, now)
         elif isinstance(reply, ManifestReply):
             self.downloader.on_manifest_reply(reply, now)
         elif isinstance(reply, LeaseReply):
@@ -438,8 +439,7 @@ class AgentCore:
         # A document or manifest (small): its parsers take bytes.
         received = bytes(outcome.data) if isinstance(outcome, ChunkReceived) else None
         if isinstance(blob, AssignmentsBlob) and received is not None:
-            office = self.registrar.registered.office if self.registrar.registered else None
-            accepted = self.assignments.on_document(blob, received, office, now)
+            accepted = self.assignments.on_document(blob, received, self._office(), now)
             if accepted is not None:
                 self._on_assignments_accepted(accepted, now)
         elif isinstance(blob, AssignmentsBlob):
@@ -448,6 +448,10 @@ class AgentCore:
             self.downloader.on_manifest(blob, received, self.assignments.manifest_keys, now)
         else:
             self.downloader.on_manifest_failed(blob, now)
+
+    def _office(self) -> str | None:
+        """The office the registration answer named (None: not registered yet)."""
+        return self.registrar.registered.office if self.registrar.registered else None
 
     def _on_assignments_accepted(self, accepted: AssignmentsAccepted, now: float) -> None:
         self.installs.assigned(accepted.installs, now)  # the signed specs
@@ -536,6 +540,7 @@ class AgentCore:
             "highest_sequence": trust.highest_sequence,
             "document_note": self.document_note,
             "documents_refused": self.counters.documents_refused,
+            "documents_kept": self.counters.documents_kept,
             "rotations_ignored": self.counters.rotations_ignored,
         }
 
