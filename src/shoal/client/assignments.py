@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from shoal.assignments import (
     AssignmentsInvalid,
@@ -139,6 +140,20 @@ class AssignmentsMachine:
             {a.content_id: a.install for a in mine},
             {a.content_id: a.manifest for a in mine if a.manifest},
         )
+
+    def status(self) -> dict[str, Any]:
+        """The trust ``shoal client status`` shows: the pinned key, the newest document
+        accepted, and what was refused or taken from the kept copy."""
+        trust = self.trust
+        return {
+            "console_key": trust.console_key.key_id.hex(),
+            "keys_pinned": len(trust.console_keys),
+            "highest_sequence": trust.highest_sequence,
+            "document_note": self.note,
+            "documents_refused": self.counters.documents_refused,
+            "documents_kept": self.counters.documents_kept,
+            "rotations_ignored": self.counters.rotations_ignored,
+        }
 
     def _refuse(self, message: str, rotations_ignored: int) -> None:
         self.counters.documents_refused += 1
