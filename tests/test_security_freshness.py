@@ -173,6 +173,35 @@ def test_attack_2_replay_is_refused_after_a_restart(tmp_path: Path) -> None:
     assert assigned(agent) == {second}
 
 
+def test_attack_2_an_older_document_kept_on_disk_is_refused_as_a_fetched_one(
+    tmp_path: Path,
+) -> None:
+    """A restarted client holds the copy of a document an earlier process kept
+    (``shoal.client.kept_assignments``); here an older one, as if the file had been
+    replaced by the genuine document 1, and the server names that document again: the
+    kept copy is checked as a fetched one is, and refused."""
+    setup = withdrawn_first_assignment(tmp_path)
+    enterprise, first_document, second = setup.enterprise, setup.first_document, setup.second
+    client = enterprise.clients[0]
+    assert client.agent.trust is not None
+    trust_file = tmp_path / "trust.json"
+    client.agent.trust.save(trust_file)
+    network = enterprise.network
+    network.kill(client.host)
+    enrolled = dataclasses.replace(client.agent.config, trust=TrustState.load(trust_file))
+    agent = AgentCore(enrolled, client.store, network.now)
+    agent.assignments.kept = first_document
+    network.restart(client.host, agent.bindings(), agent)
+    client.agent = agent
+    relay(enterprise, first_document)
+    assert agent.registration is not None
+    assert assigned(agent) == set(), "the restarted client applied the kept older document"
+    assert agent.counters.documents_kept == 0
+    assert agent.document_note == "assignment document 1 is older than 2: refused (replay?)"
+    relay(enterprise, setup.second_document)
+    assert assigned(agent) == {second}
+
+
 def test_attack_2_expired_document_is_refused_and_changes_nothing(tmp_path: Path) -> None:
     setup = withdrawn_first_assignment(tmp_path)
     enterprise, second = setup.enterprise, setup.second

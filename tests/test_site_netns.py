@@ -198,8 +198,12 @@ def test_a_killed_client_resumes_without_fetching_verified_chunks_again(
     (host,) = network.office_hosts("branch")
     deployment.start_clients([host])
     process = deployment.processes[f"client-{host.name}"]
+    kept = deployment.client_dir(host) / "assignments.json"  # the accepted document
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
+        if not kept.exists():
+            time.sleep(0.05)
+            continue
         status = deployment.client_status(host)
         # Killed between an eighth and three quarters of the way (whatever the chunk
         # size): some chunks verified, some still to fetch.
@@ -223,6 +227,8 @@ def test_a_killed_client_resumes_without_fetching_verified_chunks_again(
     assert cached_sha(deployment, host.name, content_id) == sha
     entry = download(statuses[host.name], content_id)
     assert entry["bytes_from_server"] == missing_bytes, "verified chunks were fetched again"
+    # Its check-in answer named the document it kept: taken from disk, not fetched.
+    assert statuses[host.name]["trust"]["documents_kept"] == 1
 
 
 def test_refusals_are_explicit_and_shown_in_client_status(

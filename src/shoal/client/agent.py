@@ -387,9 +387,10 @@ class AgentCore:
             self.registrar.on_registered(reply, policy_note, now)
         elif isinstance(reply, CheckInReply):
             self.downloader.ban_peers(reply.banned)
-            self.assignments.on_check_in_reply(
-                reply, self.registrar.server_data_address(Mode.FOREGROUND), now
-            )
+            server = self.registrar.server_data_address(Mode.FOREGROUND)
+            kept = self.assignments.on_check_in_reply(reply, server, self.registrar.office, now)
+            if kept is not None:
+                self._on_assignments_accepted(kept, now)
         elif isinstance(reply, ManifestReply):
             self.downloader.on_manifest_reply(reply, now)
         elif isinstance(reply, LeaseReply):
@@ -438,8 +439,7 @@ class AgentCore:
         # A document or manifest (small): its parsers take bytes.
         received = bytes(outcome.data) if isinstance(outcome, ChunkReceived) else None
         if isinstance(blob, AssignmentsBlob) and received is not None:
-            office = self.registrar.registered.office if self.registrar.registered else None
-            accepted = self.assignments.on_document(blob, received, office, now)
+            accepted = self.assignments.on_document(blob, received, self.registrar.office, now)
             if accepted is not None:
                 self._on_assignments_accepted(accepted, now)
         elif isinstance(blob, AssignmentsBlob):
@@ -528,17 +528,6 @@ class AgentCore:
 
     # --------------------------------------------------------------- status
 
-    def _trust_status(self) -> dict[str, Any]:
-        trust = self.trust
-        return {
-            "console_key": trust.console_key.key_id.hex(),
-            "keys_pinned": len(trust.console_keys),
-            "highest_sequence": trust.highest_sequence,
-            "document_note": self.document_note,
-            "documents_refused": self.counters.documents_refused,
-            "rotations_ignored": self.counters.rotations_ignored,
-        }
-
     def status(self, now: float) -> dict[str, Any]:
         """What ``shoal client status`` shows."""
         registration = self.registration
@@ -586,7 +575,7 @@ class AgentCore:
                 else None
             ),
             "note": self.server_note,
-            "trust": self._trust_status(),
+            "trust": self.assignments.status(),
             "downloads": downloads,
             "installs": self.installs.status(
                 {

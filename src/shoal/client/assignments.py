@@ -9,13 +9,17 @@ the console key pinned at enrollment (``TrustState``), fresh, and not older than
 newest accepted; it follows the console's key rotations. What it accepted becomes
 ``AssignmentsAccepted`` (content -> background?, this device's sealed keys of
 confidential content, and where the document names it, each content's signed manifest
-blob), which the agent hands to the downloads.
+blob), which the agent hands to the downloads. The document accepted last is kept on
+disk by the shell (``shoal.client.kept_assignments``): a restarted client that is
+named the same document takes its kept bytes, checked the same way, instead of a fetch.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from shoal.assignments import (
     AssignmentsInvalid,
@@ -71,16 +75,34 @@ class AssignmentsMachine:
         """The keys a manifest may be signed by (the current document says)."""
         self.digest: bytes | None = None
         """SHA-256 of the document accepted last."""
+        self.document: bytes | None = None
+        """The document accepted last: the shell keeps it on disk for the next process."""
+        self.kept: bytes | None = None
+        """The document an earlier process accepted (the shell read it from disk): taken
+        instead of a fetch if the first check-in answer names it, else dropped."""
 
-    def on_check_in_reply(self, reply: CheckInReply, server: Address, now: float) -> None:
-        """Fetch the document when its digest changed (one fetch at a time)."""
+    def on_check_in_reply(
+        self, reply: CheckInReply, server: Address, office: str | None, now: float
+    ) -> AssignmentsAccepted | None:
+        """When the document's digest changed: the kept document if the answer names
+        it and it is accepted (``on_document``), else fetch it (one fetch at a time)."""
         if reply.assignments_length == 0 or reply.assignments_sha256 == self.digest:
-            return
+            return None
+        kept, self.kept = self.kept, None
+        if kept is not None and hashlib.sha256(kept).digest() == reply.assignments_sha256:
+            accepted = self.on_document(
+                AssignmentsBlob(reply.assignments_sha256), kept, office, now
+            )
+            if accepted is not None:
+                self.counters.documents_kept += 1
+                self.note += " (the copy kept on disk)"
+                return accepted
         if self.blobs.fetching_assignments():
-            return
+            return None
         self.blobs.fetch(
             AssignmentsBlob(reply.assignments_sha256), reply.assignments_length, server, now
         )
+        return None
 
     def on_document(
         self, blob: AssignmentsBlob, data: bytes, office: str | None, now: float
@@ -111,13 +133,27 @@ class AssignmentsMachine:
                 VerifyKey.from_raw(key) for key in self.trust.console_keys
             )
             self.note += f"; console key rotated to {self.trust.console_key.key_id.hex()}"
-        self.digest = blob.digest
+        self.digest, self.document = blob.digest, data
         return AssignmentsAccepted(
             {a.content_id: a.background for a in mine},
             {a.content_id: a.confidential for a in mine if a.confidential},
             {a.content_id: a.install for a in mine},
             {a.content_id: a.manifest for a in mine if a.manifest},
         )
+
+    def status(self) -> dict[str, Any]:
+        """The trust ``shoal client status`` shows: the pinned key, the newest document
+        accepted, and what was refused or taken from the kept copy."""
+        trust = self.trust
+        return {
+            "console_key": trust.console_key.key_id.hex(),
+            "keys_pinned": len(trust.console_keys),
+            "highest_sequence": trust.highest_sequence,
+            "document_note": self.note,
+            "documents_refused": self.counters.documents_refused,
+            "documents_kept": self.counters.documents_kept,
+            "rotations_ignored": self.counters.rotations_ignored,
+        }
 
     def _refuse(self, message: str, rotations_ignored: int) -> None:
         self.counters.documents_refused += 1

@@ -20,6 +20,8 @@ class AgentCounters:
     peers_banned: int = 0
     store_errors: int = 0
     documents_refused: int = 0
+    #: Assignment documents taken from the copy an earlier process kept, not fetched.
+    documents_kept: int = 0
     rotations_ignored: int = 0
     #: Server answers for a download that had moved on (a late lease or manifest reply).
     stale_answers: int = 0

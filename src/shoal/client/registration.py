@@ -71,6 +71,11 @@ class RegistrationMachine:
     # ------------------------------------------------------------ what it learnt
 
     @property
+    def office(self) -> str | None:
+        """The office the registration answer named (None: not registered yet)."""
+        return self.registered.office if self.registered else None
+
+    @property
     def office_type(self) -> OfficeType:
         return self.registered.office_type if self.registered else OfficeType.NONE
 

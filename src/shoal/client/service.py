@@ -62,6 +62,7 @@ from shoal.client.installer import (
     load_installs,
     save_installs,
 )
+from shoal.client.kept_assignments import KEPT_FILE, load_kept, save_kept
 from shoal.client.memory import release_idle_memory
 from shoal.client.metrics import (
     SILENT_WARNING,
@@ -186,6 +187,8 @@ class ClientService:
             InstallPolicy(first_retry_seconds=config.install_retry_seconds),
         )
         self._saving: set[asyncio.Task[None]] = set()
+        self._kept_digest: bytes | None = None
+        """The digest of the assignment document kept on disk (``_save_kept``)."""
         self.restart_into = ""
         """The version an install put in place of this program (``shoal.client.
         self_upgrade``): ``run`` then stops and the process exits for a restart."""
@@ -194,7 +197,7 @@ class ClientService:
         config = self.config
         other = self.alternative if listening != self.alternative else self.ports
         extra = (other.discovery,) if other and other.discovery != listening.discovery else ()
-        return AgentCore(
+        agent = AgentCore(
             AgentConfig(
                 device_key=self.device_key,
                 hostname=config.hostname or socket.gethostname(),
@@ -217,6 +220,16 @@ class ClientService:
             disk_inline=False,
             installs=self.installs,
         )
+        agent.assignments.kept = load_kept(config.data_dir / KEPT_FILE)
+        return agent
+
+    async def _save_kept(self, agent: AgentCore) -> None:
+        """Keep the document accepted last on disk (``shoal.client.kept_assignments``)."""
+        assignments = agent.assignments
+        if assignments.document is not None and assignments.digest != self._kept_digest:
+            path = self.config.data_dir / KEPT_FILE
+            await asyncio.to_thread(save_kept, path, assignments.document)
+            self._kept_digest = assignments.digest
 
     def _bind(
         self,
@@ -339,6 +352,7 @@ class ClientService:
                     self._remember_ports(learnt)
                 agent.control.wall_offset = time.time() - loop.time()
                 await self._save_trust(agent)
+                await self._save_kept(agent)
                 status = agent.status(loop.time())
                 status["wall_time"] = time.time()
                 status["pid"] = os.getpid()

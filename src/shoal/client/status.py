@@ -64,6 +64,7 @@ def render_status(status: dict[str, Any], width: int = 24) -> str:
         lines.append(
             f"console key {trust['console_key']}, newest assignment document "
             f"{trust['highest_sequence']}; refused {trust['documents_refused']}, "
+            f"taken from the kept copy {trust.get('documents_kept', 0)}, "
             f"rotation statements ignored {trust['rotations_ignored']}"
         )
     if trust.get("document_note"):

@@ -235,8 +235,10 @@ class Enterprise:
         self.network.restart(self.server_host(), self.server.bindings(), self.server)
 
     def restart(self, client: SimClient) -> None:
-        """The client's process starts again: a new agent on the same cache (what its
-        earlier process received is kept in ``SimClient.earlier_from_*``)."""
+        """The client's process starts again: a new agent on the same cache, with the
+        assignment document its earlier process accepted, as the shell keeps it on disk
+        (``shoal.client.kept_assignments``; what that process received is kept in
+        ``SimClient.earlier_from_*``)."""
         old = client.agent
         download = old.downloads.get(self.content_id)
         if download is not None:
@@ -245,6 +247,7 @@ class Enterprise:
         agent = AgentCore(
             old.config, client.store, self.network.now, rng=random.Random(old.rng.random())
         )
+        agent.assignments.kept = old.assignments.document
         if self.fabric is not None:
             use_flow_engines(self.fabric, client.host, agent.engines, agent.bindings())
         self.network.restart(client.host, agent.bindings(), agent)

@@ -119,7 +119,8 @@ def _victims(enterprise: Enterprise, count: int) -> list[SimClient]:
 
 
 def _restart(enterprise: Enterprise, client: SimClient, root: Path) -> None:
-    """The client's process starts again on its store as it was on disk."""
+    """The client's process starts again on its store as it was on disk, and with the
+    assignment document its earlier process accepted (``shoal.client.kept_assignments``)."""
     network = enterprise.network
     client.store.close()  # type: ignore[attr-defined]
     store = ContentStore(root / f"client-{client.host.ip}", durable=False)
@@ -127,6 +128,7 @@ def _restart(enterprise: Enterprise, client: SimClient, root: Path) -> None:
     agent = AgentCore(
         client.agent.config, store, network.now, rng=random.Random(client.agent.rng.random())
     )
+    agent.assignments.kept = client.agent.assignments.document  # as the shell keeps it
     network.restart(client.host, agent.bindings(), agent)
     client.agent, client.store = agent, store
 
