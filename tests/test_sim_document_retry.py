@@ -1,4 +1,5 @@
-"""A device whose fetch of the assignment document failed asks again soon."""
+"""A device without its assignment document gets it back soon: a failed fetch is asked
+again within seconds, and a restarted device takes the copy its earlier process kept."""
 
 from __future__ import annotations
 
@@ -9,7 +10,19 @@ import pytest
 
 from shoal.protocol.transfer import ChunkRequested, RefusalReason
 from shoal.server.node import ServerNode
-from shoal_dev.sim.enterprise import SimOffice, build_enterprise
+from shoal_dev.sim.enterprise import Enterprise, SimOffice, build_enterprise
+
+
+def three_devices(tmp_path: Path) -> Enterprise:
+    """One office of three devices, a 1 MiB package, a check-in every 60 s."""
+    return build_enterprise(
+        tmp_path,
+        [SimOffice("office", "10.1.0.0/24", 3, wan_rate=12.5e6)],
+        package_size=1 << 20,
+        chunk_size=128 * 1024,
+        checkin_seconds=60,
+        mode="flow",
+    )
 
 
 def test_a_failed_document_fetch_is_retried_within_seconds_not_a_check_in_later(
@@ -21,14 +34,7 @@ def test_a_failed_document_fetch_is_retried_within_seconds_not_a_check_in_later(
     check-in before, a check-in period (here 60 s) with nothing to download: in
     ``estate-faults-100m`` seed 9, a device back from a crash just before the server's
     own restart waited 57 s, and its office fetched again over the WAN what it held."""
-    enterprise = build_enterprise(
-        tmp_path,
-        [SimOffice("office", "10.1.0.0/24", 3, wan_rate=12.5e6)],
-        package_size=1 << 20,
-        chunk_size=128 * 1024,
-        checkin_seconds=60,
-        mode="flow",
-    )
+    enterprise = three_devices(tmp_path)
     refused: list[str] = []
     serve = ServerNode._serve
 
@@ -47,3 +53,41 @@ def test_a_failed_document_fetch_is_retried_within_seconds_not_a_check_in_later(
     assert refused, "no document fetch was refused: the test no longer tests anything"
     assert all(enterprise.complete(client) for client in enterprise.clients)
     assert enterprise.network.now < 10.0
+
+
+def test_a_restarted_device_takes_its_kept_document_when_the_server_names_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device restarted while its server cannot give the document (here it refuses
+    every fetch of it; in ``estate-faults-100m`` seed 9 the server died as the device
+    asked) is named it by its check-in answer and takes the copy its earlier process
+    kept, checked as a fetched one: it has its download back, and serves it, without
+    a fetch. Before, it had no download until a fetch succeeded."""
+    enterprise = three_devices(tmp_path)
+    device = enterprise.clients[0]
+    enterprise.run(until=30.0, stop=lambda: enterprise.complete(device))
+    assert enterprise.complete(device)
+    document = device.agent.assignments.digest
+    assert document is not None
+    fetches: list[str] = []
+    serve = ServerNode._serve
+
+    def refuse_the_document(
+        node: ServerNode, engine: Any, event: ChunkRequested, now: float
+    ) -> None:
+        if event.content_id.digest == document:
+            fetches.append(event.peer[0])
+            engine.refuse_chunk(event.peer, event.request_id, RefusalReason.NOT_FOUND, now)
+            return
+        serve(node, engine, event, now)
+
+    monkeypatch.setattr(ServerNode, "_serve", refuse_the_document)
+    enterprise.kill(device)
+    enterprise.restart(device)
+    restarted = enterprise.network.now
+    enterprise.run(until=restarted + 30.0, stop=lambda: enterprise.complete(device))
+    assert enterprise.complete(device), device.agent.assignments.note
+    assert enterprise.network.now < restarted + 5.0
+    assert device.host.ip not in fetches
+    assert device.agent.counters.documents_kept == 1
+    assert "kept on disk" in device.agent.assignments.note

@@ -62,6 +62,23 @@ def one_office(
     return network, fabric, hosts, [fabric.engine(host, 7) for host in hosts]
 
 
+def ask_and_serve(
+    network: SimNetwork, asker: FlowEngine, sender: FlowEngine, chunks: list[bytes]
+) -> list[int]:
+    """``asker`` asks ``sender`` for every chunk at once (at 0), and ``sender`` serves
+    each as its request arrives (run to 0.01 s); the request IDs."""
+    digests = [hashlib.sha256(data).digest() for data in chunks]
+    asked = [
+        asker.request_chunk(sender.address, CONTENT, n, len(data), digests[n], Mode.FOREGROUND, 0.0)
+        for n, data in enumerate(chunks)
+    ]
+    network.run(until=0.01)
+    for event in drain(sender):
+        assert isinstance(event, ChunkRequested)
+        sender.send_chunk(event.peer, event.request_id, chunks[event.chunk_index], network.now)
+    return asked
+
+
 def test_flows_share_a_bottleneck_equally_and_the_rest_goes_to_the_unconstrained() -> None:
     network, fabric = two_offices()
     a, b = network.offices["A"], network.offices["B"]
@@ -225,15 +242,7 @@ def test_chunks_served_to_one_requester_go_one_after_another_and_a_crash_cuts_on
     # time apart, in order; the sender dying mid-way loses one partly sent chunk.
     network, fabric, (sender_host, _), (sender, asker) = one_office(2, nic_rate=1e6)
     chunks = [bytes([n]) * 100_000 for n in range(4)]
-    for index, data in enumerate(chunks):
-        asker.request_chunk(
-            sender.address, CONTENT, index, len(data), hashlib.sha256(data).digest(),
-            Mode.FOREGROUND, 0.0,
-        )  # fmt: skip
-    network.run(until=0.01)
-    for event in drain(sender):
-        assert isinstance(event, ChunkRequested)
-        sender.send_chunk(event.peer, event.request_id, chunks[event.chunk_index], network.now)
+    ask_and_serve(network, asker, sender, chunks)
     wire = wire_bytes(100_000, fabric.config)
     arrived: list[tuple[int, float]] = []
     network.at(0.01 + 2.5 * wire / 1e6, lambda: fabric.kill(sender_host))
@@ -256,15 +265,7 @@ def test_a_chunk_reports_its_start_when_its_flow_starts_not_while_it_waits() -> 
     # it without a byte sent.
     network, fabric, (sender_host, _), (sender, asker) = one_office(2, nic_rate=1e6)
     chunks = [bytes([n]) * 100_000 for n in range(3)]
-    digests = [hashlib.sha256(data).digest() for data in chunks]
-    asked = [
-        asker.request_chunk(sender.address, CONTENT, n, len(data), digests[n], Mode.FOREGROUND, 0.0)
-        for n, data in enumerate(chunks)
-    ]
-    network.run(until=0.01)
-    for event in drain(sender):
-        assert isinstance(event, ChunkRequested)
-        sender.send_chunk(event.peer, event.request_id, chunks[event.chunk_index], network.now)
+    asked = ask_and_serve(network, asker, sender, chunks)
     wire = wire_bytes(100_000, fabric.config)
     started: list[tuple[int, float]] = []
     network.at(0.01 + 1.5 * wire / 1e6, lambda: asker.cancel(asked[2], network.now))
