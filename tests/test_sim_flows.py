@@ -281,6 +281,41 @@ def test_a_chunk_reports_its_start_when_its_flow_starts_not_while_it_waits() -> 
     assert sender_host.up.bytes_sent == pytest.approx(2 * wire, rel=0.01)
 
 
+def test_a_first_request_to_a_peer_process_costs_a_retry_round_trip() -> None:
+    # As the real engines (address validation, RFC 9000 §8.1): the first request to a
+    # peer's process is answered with a RETRY and sent again with its token, so it
+    # reaches the sender three path delays after it left; later ones one path delay
+    # after; a restarted process gives a new token, so a round trip more again.
+    network = SimNetwork(seed=1)
+    near = network.add_office("A", "10.1.0.0/24", wan_rate=1e6, wan_delay=0.01)
+    far = network.add_office("B", "10.2.0.0/24", wan_rate=1e6, wan_delay=0.01)
+    fabric = FlowFabric(network)
+    asker_host = network.add_host(near, "10.1.0.1")
+    sender_host = network.add_host(far, "10.2.0.1")
+    asker, sender = fabric.engine(asker_host, 7), fabric.engine(sender_host, 7)
+    delay = fabric.latency(asker_host, sender_host)
+    data = bytes(1000)
+
+    def reaches(engine: FlowEngine) -> float:
+        asked_at = network.now
+        asker.request_chunk(
+            engine.address, CONTENT, 0, len(data), hashlib.sha256(data).digest(),
+            Mode.FOREGROUND, asked_at,
+        )  # fmt: skip
+        for step in range(1, 2000):
+            network.run(until=asked_at + step / 10_000)
+            if any(isinstance(event, ChunkRequested) for event in drain(engine)):
+                return network.now - asked_at
+        raise AssertionError("the request never arrived")
+
+    assert reaches(sender) == pytest.approx(3 * delay, abs=2e-4)
+    assert reaches(sender) == pytest.approx(delay, abs=2e-4)
+    network.kill(sender_host)
+    network.restart(sender_host, {}, None)  # type: ignore[arg-type]
+    restarted = fabric.engine(sender_host, 7)
+    assert reaches(restarted) == pytest.approx(3 * delay, abs=2e-4)
+
+
 # ------------------------------------------------------------------ the swarm on flows
 
 

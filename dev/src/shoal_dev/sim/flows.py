@@ -298,6 +298,18 @@ class FlowFabric:
 
         def arrive() -> None:
             engine = self.live_engine(peer)
+            if engine is not None and requester._tokens.get(peer) is not engine:
+                # Without this process's address token the request is answered with a
+                # RETRY carrying one, and sent again with it (RFC 9000 §8.1, as the
+                # real engines do): a round trip more, once per peer process.
+                def retried() -> None:
+                    if self.engines.get(requester.address) is requester:
+                        requester._tokens[peer] = engine
+                        send()
+
+                assert host is not None
+                self.network.at(self.network.now + self.latency(host, requester.host), retried)
+                return
             if engine is not None:
                 engine.accept(requested)
                 return
@@ -516,6 +528,8 @@ class FlowEngine:
         self._uploads: dict[tuple[Address, int], _Upload] = {}
         self._finished_uploads: OrderedDict[tuple[Address, int], None] = OrderedDict()
         self._answered: set[Address] = set()
+        #: Per peer: the engine whose address token we hold (a ``RETRY`` of it came).
+        self._tokens: dict[Address, FlowEngine] = {}
         self._events: deque[Event] = deque()
         # Per (receiver, mode): the upload whose flow runs, and those served behind it.
         self._sending: dict[tuple[Address, Mode], _Upload] = {}
