@@ -10,7 +10,8 @@ seat (retire the old one in the console, ``DELETE /api/v1/devices/{id}``, to fre
 Before its first start a device is enrolled (``shoal client enroll BUNDLE``, or
 ``--enrollment BUNDLE`` at first start): ``DATA_DIR/trust.json`` pins the console key
 and ``DATA_DIR/enrollment.json`` (0600) holds the enrollment token and the server's
-address (``shoal.client.enrollment``).
+address (``shoal.client.enrollment``). ``DATA_DIR/assignments.json`` (0600) keeps the
+assignment document accepted last, for the next process (``shoal.client.kept_assignments``).
 
 One asyncio loop runs ``AgentCore`` through ``ApplicationRunner``: control on an
 ephemeral port to the server, discovery on the broadcast port (all addresses, so
