@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import os
 import socket
@@ -221,7 +222,9 @@ class ClientService:
             disk_inline=False,
             installs=self.installs,
         )
-        agent.assignments.kept = load_kept(config.data_dir / KEPT_FILE)
+        kept = load_kept(config.data_dir / KEPT_FILE)
+        agent.assignments.kept = kept
+        self._kept_digest = hashlib.sha256(kept).digest() if kept is not None else None
         return agent
 
     async def _save_kept(self, agent: AgentCore) -> None:
@@ -379,6 +382,7 @@ class ClientService:
             await asyncio.gather(*decrypting, return_exceptions=True)  # they read the cache
             if agent.trust != self.trust:
                 agent.trust.save(config.data_dir / TRUST_FILE)
+            await self._save_kept(agent)  # a document accepted in the last second too
             status = agent.status(loop.time())
             status["wall_time"] = time.time()
             status["stopped"] = True
