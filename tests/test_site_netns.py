@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -229,6 +230,54 @@ def test_a_killed_client_resumes_without_fetching_verified_chunks_again(
     assert entry["bytes_from_server"] == missing_bytes, "verified chunks were fetched again"
     # Its check-in answer named the document it kept: taken from disk, not fetched.
     assert statuses[host.name]["trust"]["documents_kept"] == 1
+
+
+def test_a_client_restarted_while_the_server_is_down_completes_from_its_peers(
+    site: Callable,
+    tmp_path: Path,
+) -> None:
+    """Real processes: a client killed half-way comes back while the P2P server is
+    down; it works offline from the registration and the document it kept, and takes
+    the rest from its office's peer."""
+    branch = LabOffice("branch", 1, 2, wan_mbit=16)  # 8 MiB takes ~4.5 s
+    deployment, network = site([(branch, "Default", True)])
+    path, sha = package(tmp_path, 8 * MIB)
+    content_id = deployment.upload_and_assign(path)["content_id"]
+    wait_until_the_server_serves(tmp_path, content_id)
+    first, second = network.office_hosts("branch")
+    deployment.start_clients([first, second])
+    deadline = time.monotonic() + 60
+    kept = deployment.client_dir(first) / "registration.json"
+    while time.monotonic() < deadline:
+        status = deployment.client_status(first)
+        progress = status["downloads"][0] if status and status["downloads"] else None
+        if kept.exists() and progress and 0 < progress["chunks_done"] < progress["chunks"]:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the first client never got part of the way")
+    assert stat.S_IMODE(kept.stat().st_mode) == 0o600
+    process = deployment.processes.pop(f"client-{first.name}")
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)
+    wait_until(
+        lambda: bool(
+            (status := deployment.client_status(second))
+            and status["downloads"]
+            and status["downloads"][0]["state"] == "complete"
+        ),
+        60,
+        "the second client complete",
+    )
+    server = deployment.processes.pop("server")
+    os.kill(server.pid, signal.SIGKILL)
+    server.wait(timeout=10)
+    deployment.start_clients([first])
+    statuses = deployment.wait_for_clients(content_id, timeout=60)
+    assert cached_sha(deployment, first.name, content_id) == sha
+    status = statuses[first.name]
+    assert "working offline" in status["note"], status["note"]
+    assert status["trust"]["documents_kept"] == 1
 
 
 def test_refusals_are_explicit_and_shown_in_client_status(

@@ -363,7 +363,12 @@ class AgentCore:
         elif isinstance(event, ControlTimedOut):
             if isinstance(event.request, InstallReport):
                 self.installs.report_lost(event.request)
-            self.registrar.on_timed_out(event.request, now)
+            offline = self.registrar.on_timed_out(event.request, now)
+            if offline is not None:  # the kept registration: go on with the office's peers
+                self.downloader.apply_policy(offline, now)
+                kept = self.assignments.take_kept(offline.office, now)
+                if kept is not None:
+                    self._on_assignments_accepted(kept, now)
             if isinstance(event.request, Lease | ManifestInfo | Peers):
                 self.downloader.on_request_failed(event.request, None, now)
         elif isinstance(event, Nudged):

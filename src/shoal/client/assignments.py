@@ -88,21 +88,29 @@ class AssignmentsMachine:
         it and it is accepted (``on_document``), else fetch it (one fetch at a time)."""
         if reply.assignments_length == 0 or reply.assignments_sha256 == self.digest:
             return None
-        kept, self.kept = self.kept, None
-        if kept is not None and hashlib.sha256(kept).digest() == reply.assignments_sha256:
-            accepted = self.on_document(
-                AssignmentsBlob(reply.assignments_sha256), kept, office, now
-            )
+        if self.kept is not None and hashlib.sha256(self.kept).digest() == reply.assignments_sha256:
+            accepted = self.take_kept(office, now)
             if accepted is not None:
-                self.counters.documents_kept += 1
-                self.note += " (the copy kept on disk)"
                 return accepted
+        self.kept = None  # not the document the server names
         if self.blobs.fetching_assignments():
             return None
         self.blobs.fetch(
             AssignmentsBlob(reply.assignments_sha256), reply.assignments_length, server, now
         )
         return None
+
+    def take_kept(self, office: str | None, now: float) -> AssignmentsAccepted | None:
+        """The kept document, checked as a fetched one is (``on_document``); taken once."""
+        kept, self.kept = self.kept, None
+        if kept is None:
+            return None
+        blob = AssignmentsBlob(hashlib.sha256(kept).digest())
+        accepted = self.on_document(blob, kept, office, now)
+        if accepted is not None:
+            self.counters.documents_kept += 1
+            self.note += " (the copy kept on disk)"
+        return accepted
 
     def on_document(
         self, blob: AssignmentsBlob, data: bytes, office: str | None, now: float

@@ -9,10 +9,11 @@ shell keeps the last accepted document in ``assignments.json`` (written atomical
 the trust file), and a new agent holds it as ``AssignmentsMachine.kept``: when its first
 check-in answer names that document's SHA-256, the kept bytes are checked exactly as a
 fetched document is (signature, expiry, not older than the newest accepted, for the
-office the registration answer gave) and no fetch is needed. A kept document is never
-used before the server named it: a restarted client still registers first, which tells
-it its office and its type. A missing or unreadable file, or a document the server no
-longer names, means a fetch, as before.
+office the registration answer gave) and no fetch is needed. A kept document is used
+before the server names it only when the server does not answer the new process's
+first ``REGISTER``: the client then works offline from its kept registration too
+(``shoal.client.kept_registration``), which gives it its office and its type. A missing
+or unreadable file, or a document the server no longer names, means a fetch, as before.
 """
 
 from __future__ import annotations

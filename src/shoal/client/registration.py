@@ -61,6 +61,9 @@ class RegistrationMachine:
         self.rng = rng
         self._progress = progress
         self.registered: Registered | None = None
+        self.kept: Registered | None = None
+        """The answer an earlier process registered with (the shell read it from disk):
+        taken when this process's first ``REGISTER`` goes unanswered (``kept_registration``)."""
         self.refusal: Refused | None = None
         self.note = "registering with the P2P server"
         self._register_due: float | None = now
@@ -186,12 +189,25 @@ class RegistrationMachine:
             # REGISTER, whose answer is authenticated.
             self._register_due = max(now, self._register_sent_at + RETRY_SOON)
 
-    def on_timed_out(self, request: ControlBody, now: float) -> None:
+    def on_timed_out(self, request: ControlBody, now: float) -> Registered | None:
+        """An unanswered request. A ``REGISTER`` is sent again within ``RETRY_SOON``;
+        the first one of this process takes the kept answer of a Default office, if
+        any, and returns it: the client works offline from it until the server answers."""
         self.note = f"the P2P server at {self.config.server[0]} does not answer"
-        if isinstance(request, Register):
-            self._register_due = now + RETRY_SOON
-        elif isinstance(request, CheckIn):
+        if isinstance(request, CheckIn):
             self.check_in_again_soon(now)
+        if not isinstance(request, Register):
+            return None
+        self._register_due = now + RETRY_SOON
+        kept, self.kept = self.kept, None
+        # Only where the office shares without the server (broadcast discovery): a WiFi
+        # office's peers come from the server's lists, a VPN office fetches from it.
+        shares_alone = kept is not None and kept.office_type is OfficeType.DEFAULT
+        if kept is None or self.registered is not None or not shares_alone:
+            return None
+        self.registered = kept
+        self.note += f": working offline from the registration kept on disk (office {kept.office})"
+        return kept
 
     def check_in_again_soon(self, now: float) -> None:
         """Check in within ``RETRY_SOON`` (not later than already due): a check-in went

@@ -10,8 +10,11 @@ seat (retire the old one in the console, ``DELETE /api/v1/devices/{id}``, to fre
 Before its first start a device is enrolled (``shoal client enroll BUNDLE``, or
 ``--enrollment BUNDLE`` at first start): ``DATA_DIR/trust.json`` pins the console key
 and ``DATA_DIR/enrollment.json`` (0600) holds the enrollment token and the server's
-address (``shoal.client.enrollment``). ``DATA_DIR/assignments.json`` (0600) keeps the
-assignment document accepted last, for the next process (``shoal.client.kept_assignments``).
+address (``shoal.client.enrollment``). ``DATA_DIR/assignments.json`` and
+``DATA_DIR/registration.json`` (0600) keep the assignment document accepted last and
+the last registration answer, for the next process (``shoal.client.kept_assignments``,
+``shoal.client.kept_registration``: a restart whose server does not answer works
+offline from them).
 
 One asyncio loop runs ``AgentCore`` through ``ApplicationRunner``: control on an
 ephemeral port to the server, discovery on the broadcast port (all addresses, so
@@ -65,6 +68,11 @@ from shoal.client.installer import (
     save_installs,
 )
 from shoal.client.kept_assignments import KEPT_FILE, load_kept, save_kept
+from shoal.client.kept_registration import (
+    KEPT_REGISTRATION_FILE,
+    load_registration,
+    save_registration,
+)
 from shoal.client.memory import release_idle_memory
 from shoal.client.metrics import (
     SILENT_WARNING,
@@ -224,6 +232,7 @@ class ClientService:
         )
         kept = load_kept(config.data_dir / KEPT_FILE)
         agent.assignments.kept = kept
+        agent.registrar.kept = load_registration(config.data_dir / KEPT_REGISTRATION_FILE, self.ip)
         self._kept_digest = hashlib.sha256(kept).digest() if kept is not None else None
         return agent
 
@@ -354,6 +363,8 @@ class ClientService:
                 if agent.registration is not None and agent.registration is not learnt:
                     learnt = agent.registration
                     self._remember_ports(learnt)
+                    path = config.data_dir / KEPT_REGISTRATION_FILE
+                    await asyncio.to_thread(save_registration, path, learnt, self.ip)
                 agent.control.wall_offset = time.time() - loop.time()
                 await self._save_trust(agent)
                 await self._save_kept(agent)

@@ -248,6 +248,7 @@ class Enterprise:
             old.config, client.store, self.network.now, rng=random.Random(old.rng.random())
         )
         agent.assignments.kept = old.assignments.document
+        agent.registrar.kept = old.registrar.registered or old.registrar.kept
         if self.fabric is not None:
             use_flow_engines(self.fabric, client.host, agent.engines, agent.bindings())
         self.network.restart(client.host, agent.bindings(), agent)

@@ -128,7 +128,8 @@ def _restart(enterprise: Enterprise, client: SimClient, root: Path) -> None:
     agent = AgentCore(
         client.agent.config, store, network.now, rng=random.Random(client.agent.rng.random())
     )
-    agent.assignments.kept = client.agent.assignments.document  # as the shell keeps it
+    agent.assignments.kept = client.agent.assignments.document  # as the shell keeps them
+    agent.registrar.kept = client.agent.registrar.registered or client.agent.registrar.kept
     network.restart(client.host, agent.bindings(), agent)
     client.agent, client.store = agent, store
 
