@@ -13,12 +13,14 @@ from shoal.server.node import ServerNode
 from shoal_dev.sim.enterprise import Enterprise, SimOffice, build_enterprise
 
 
-def three_devices(tmp_path: Path) -> Enterprise:
-    """One office of three devices, a 1 MiB package, a check-in every 60 s."""
+def three_devices(
+    tmp_path: Path, *, package_size: int = 1 << 20, wan_rate: float = 12.5e6
+) -> Enterprise:
+    """One office of three devices, a package of 1 MiB unless said, a check-in every 60 s."""
     return build_enterprise(
         tmp_path,
-        [SimOffice("office", "10.1.0.0/24", 3, wan_rate=12.5e6)],
-        package_size=1 << 20,
+        [SimOffice("office", "10.1.0.0/24", 3, wan_rate=wan_rate)],
+        package_size=package_size,
         chunk_size=128 * 1024,
         checkin_seconds=60,
         mode="flow",

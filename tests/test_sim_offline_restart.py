@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shoal_dev.sim.enterprise import SimOffice, build_enterprise
+from test_sim_document_retry import three_devices
 
 
 def test_a_device_restarted_while_its_server_is_down_completes_from_its_peers(
@@ -15,14 +15,7 @@ def test_a_device_restarted_while_its_server_is_down_completes_from_its_peers(
     registration and the assignment document its earlier process kept and fetches the
     rest from the office's peers. It waited for the server before, with what it held
     useless to its office and nothing more coming."""
-    enterprise = build_enterprise(
-        tmp_path,
-        [SimOffice("office", "10.1.0.0/24", 3, wan_rate=2.5e6)],
-        package_size=4 << 20,
-        chunk_size=128 * 1024,
-        checkin_seconds=60,
-        mode="flow",
-    )
+    enterprise = three_devices(tmp_path, package_size=4 << 20, wan_rate=2.5e6)
     device, other = enterprise.clients[0], enterprise.clients[1]
 
     def half_way() -> bool:
