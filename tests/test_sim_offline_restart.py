@@ -1,4 +1,5 @@
-"""A device restarted while its P2P server does not answer goes on with its office."""
+"""A device whose P2P server does not answer: offline after a restart, and its status
+once the server is back."""
 
 from __future__ import annotations
 
@@ -42,3 +43,23 @@ def test_a_device_restarted_while_its_server_is_down_completes_from_its_peers(
     enterprise.run(until=enterprise.network.now + 10.0, stop=lambda: agent.registration is not kept)
     assert agent.registration is not kept and agent.registration is not None
     assert agent.registrar.note.startswith("registered with the P2P server")
+
+
+def test_the_status_says_the_server_answers_again_once_it_does(tmp_path: Path) -> None:
+    """A check-in during the server's outage goes unanswered and the status says so;
+    once the server is back and answers, the status says the device is registered
+    again. It went on saying "does not answer" until the next registration before."""
+    enterprise = three_devices(tmp_path)
+    device = enterprise.clients[0]
+    enterprise.run(until=30.0, stop=enterprise.all_complete)
+    agent = device.agent
+    assert agent.server_note.startswith("registered with the P2P server")
+    enterprise.kill_server()
+    agent.registrar.check_in_soon(enterprise.network.now)
+    enterprise.run(until=enterprise.network.now + 30.0, stop=lambda: "not" in agent.server_note)
+    assert "does not answer" in agent.server_note
+    enterprise.restart_server()
+    enterprise.run(
+        until=enterprise.network.now + 30.0, stop=lambda: "does not" not in agent.server_note
+    )
+    assert agent.server_note == "registered with the P2P server, office office"

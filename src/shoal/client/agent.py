@@ -381,6 +381,8 @@ class AgentCore:
             self.registrar.on_certificate_rejected(event)
 
     def _on_answer(self, request: ControlBody, reply: ControlBody, now: float) -> None:
+        if not isinstance(reply, Refused):
+            self.registrar.on_answered()
         if isinstance(reply, Refused):
             about_registration = self.registrar.on_refused(request, reply, now)
             if not about_registration and isinstance(

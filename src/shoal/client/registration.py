@@ -66,6 +66,8 @@ class RegistrationMachine:
         taken when this process's first ``REGISTER`` goes unanswered (``kept_registration``)."""
         self.refusal: Refused | None = None
         self.note = "registering with the P2P server"
+        self._standing = ""  # the last registration's note, which an answer restores
+        self._silent = False  # the note says the server does not answer
         self._register_due: float | None = now
         self._register_sent_at = float("-inf")
         self._checkin_due: float | None = None
@@ -159,6 +161,7 @@ class RegistrationMachine:
                 f"; the console sets ports {ports} (discovery, data, background), "
                 f"this client runs on {installed}: restart it to apply"
             )
+        self._standing, self._silent = self.note, False
         self.check_in(now)
 
     def on_refused(self, request: ControlBody, reply: Refused, now: float) -> bool:
@@ -194,6 +197,7 @@ class RegistrationMachine:
         the first one of this process takes the kept answer of a Default office, if
         any, and returns it: the client works offline from it until the server answers."""
         self.note = f"the P2P server at {self.config.server[0]} does not answer"
+        self._silent = True
         if isinstance(request, CheckIn):
             self.check_in_again_soon(now)
         if not isinstance(request, Register):
@@ -208,6 +212,14 @@ class RegistrationMachine:
         self.registered = kept
         self.note += f": working offline from the registration kept on disk (office {kept.office})"
         return kept
+
+    def on_answered(self) -> None:
+        """The server answered (authenticated, not a refusal): a note saying it does not
+        answer, left by a request of its outage, no longer holds (it stayed until the
+        next registration, however long the server had been back)."""
+        if self._silent and self._standing:
+            self.note = self._standing
+        self._silent = False
 
     def check_in_again_soon(self, now: float) -> None:
         """Check in within ``RETRY_SOON`` (not later than already due): a check-in went
