@@ -381,15 +381,15 @@ class AgentCore:
             self.registrar.on_certificate_rejected(event)
 
     def _on_answer(self, request: ControlBody, reply: ControlBody, now: float) -> None:
-        if not isinstance(reply, Refused):
-            self.registrar.on_answered()
         if isinstance(reply, Refused):
             about_registration = self.registrar.on_refused(request, reply, now)
             if not about_registration and isinstance(
                 request, ManifestInfo | Lease | Peers | BadPeer
             ):
                 self.downloader.on_request_failed(request, reply, now)
-        elif isinstance(reply, Registered):
+            return
+        self.registrar.on_answered()
+        if isinstance(reply, Registered):
             policy_note = self.downloader.apply_policy(reply, now)
             self.registrar.on_registered(reply, policy_note, now)
         elif isinstance(reply, CheckInReply):
