@@ -138,6 +138,26 @@ def test_a_push_leaves_at_once_after_a_quiet_spell_and_at_most_once_per_interval
     assert holder.counters.pushes_sent == 1
 
 
+def test_a_chunk_few_peers_hold_is_pushed_at_once_even_within_the_interval() -> None:
+    """The office's next hop waits for the news of a rare chunk (the relay's tail): it
+    goes at once, whatever ``push_interval``; a chunk others hold waits for the round."""
+    network, seeker, holder = a_seeker_that_heard_a_holder_of_chunk_0()
+    host, rare = network.hosts["10.1.0.2"], holder.config.rare_holders
+
+    def gain(chunk_index: int, holders: int | None = None) -> list[object]:
+        holder.chunk_added(CONTENT, chunk_index, 4, now=network.now, holders=holders)
+        network.pump(host)
+        network.run(until=network.now + 0.005)
+        return events(seeker)
+
+    assert gain(1) == [PeerAvailable("10.1.0.2", CONTENT, ChunkSet(4, [0, 1]), PORT)]
+    assert gain(2, holders=rare) == []  # within push_interval of the last push: waits
+    assert gain(3, holders=rare - 1) == [
+        PeerAvailable("10.1.0.2", CONTENT, ChunkSet(4, [0, 1, 2, 3]), PORT)
+    ]
+    assert holder.counters.pushes_sent == 2
+
+
 def test_queries_repeat_ever_less_often_while_nobody_answers_until_the_search_stops() -> None:
     network, (seeker, _) = office_of(2)
     seeker.search(CONTENT, now=0)

@@ -586,6 +586,7 @@ class DownloadsMachine:
                 download.manifest.chunk_count,
                 now,
                 new_in_office=write.peer == self.office.server_data_address(download.mode),
+                holders=download.picker.holders(write.chunk_index),
             )
         if written.complete and download.transferring:
             self._download_verified(download, now)

@@ -16,7 +16,10 @@ Bitmaps go stale while the office downloads, so besides the periodic re-query a 
 *pushes* a fresh ``HAVE`` when it gains chunks, at most once per ``push_interval``, to
 peers that asked about the content in the last ``interest_seconds``: at once after a
 quiet spell (a chunk relayed through the office waits for no interval at each hop),
-later chunks gathered into the next round. A unicast search
+later chunks gathered into the next round; a chunk that fewer than ``rare_holders``
+other peers of the office are known to hold (the chunk picker's count) is pushed at
+once all the same: those that lack it have few sources, and the office's last chunks
+wait for each hop's news (the relay's tail). A unicast search
 adds every peer that asks it for the same content to its list and asks it back, so two
 peers that found each other in one direction only still hear of each other's chunks.
 
@@ -121,6 +124,10 @@ class DiscoveryConfig:
     """Between two queries once it holds a chunk and has heard of a holder: pushes keep
     it informed, the query only keeps its interest alive (``interest_seconds``)."""
     push_interval: float = 0.02
+    rare_holders: int = 3
+    """A chunk gained that fewer other peers are known to hold is pushed at once, not
+    gathered into the next round (``chunk_added``'s ``holders``): at most one push round
+    per chunk gained, so O(neighbours) datagrams per chunk as before."""
     interest_seconds: float = 12.0
     """How long a query registers interest (pushes); beyond two settled intervals."""
     answers_per_query: int = 4
@@ -235,10 +242,13 @@ class DiscoveryMachine:
         now: float,
         *,
         new_in_office: bool = False,
+        holders: int | None = None,
     ) -> None:
         """We verified one more chunk: interested peers hear of it soon. ``new_in_office``
         (it came over the WAN): the downloaders the chunk picker's fan-out designates to
-        fetch it from us first (``fanout_score``) are among them."""
+        fetch it from us first (``fanout_score``) are among them. ``holders``: how many
+        other peers of the office we know to hold it (None: not known); below
+        ``rare_holders``, they hear of it at once."""
         holding = self._holdings.get(content_id)
         if holding is None:
             holding = self._holdings[content_id] = Holding(ChunkSet(chunk_count))
@@ -246,6 +256,9 @@ class DiscoveryMachine:
             holding.chunks = ChunkSet(chunk_count)  # interest recorded before our first chunk
         if holding.add(chunk_index, new_in_office=new_in_office):
             self._schedule_push(holding, now)
+            rare = holders is not None and holders < self.config.rare_holders
+            if rare and holding.push_due is not None:
+                holding.push_due = now
 
     def holder_proven(self, content_id: ContentId, peer_ip: str) -> None:
         """``peer_ip`` sent us a chunk of ``content_id`` that verified: it answered our

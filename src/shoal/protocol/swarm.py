@@ -153,6 +153,9 @@ class ChunkPicker(Generic[Peer]):
     def peers(self) -> list[Peer]:
         return list(self._availability)
 
+    def holders(self, chunk_index: int) -> int:
+        return self._holders[chunk_index]  # peers known to hold it, origins aside
+
     def in_flight(self, peer: Peer) -> int:
         return self._peer_load.get(peer, 0)
 
@@ -542,13 +545,13 @@ class ChunkPicker(Generic[Peer]):
         designated to it alone would wait ``fanout_grace`` for nobody.
         """
         assert self._me is not None
-        mine = self._score(chunk_index, self._me)
+        mine = fanout_score(chunk_index, self._key(self._me))
         empty_handed_me = not self._have_mask
         higher, higher_empty = 0, 0
         for other in self._availability:
             if other == holder or other in self._origins or other in self._banned:
                 continue
-            if self._score(chunk_index, other) <= mine:
+            if fanout_score(chunk_index, self._key(other)) <= mine:
                 continue
             empty_handed = not self._availability_mask[other]
             if not (empty_handed and other in self._searching):
@@ -556,9 +559,6 @@ class ChunkPicker(Generic[Peer]):
             if empty_handed and (other not in self._searching or self._empty_handed(other, now)):
                 higher_empty += 1
         return 0 if empty_handed_me and higher_empty < self._fanout.fanout else higher
-
-    def _score(self, chunk_index: int, peer: Peer) -> int:
-        return fanout_score(chunk_index, self._key(peer))
 
     def next_wake(self) -> float | None:
         """When a held-back chunk may be asked of its source by anyone, a busy peer
