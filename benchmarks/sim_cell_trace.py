@@ -328,6 +328,8 @@ def main() -> None:
         "clients' engines: "
         + ", ".join(f"{k} {v}" for k, v in totals.items())
         + f"; payload / (N-1)F {totals['payload_bytes_sent'] / ((n - 1) * size):.3f}"
+        + "; discovery pushes_sent "
+        + str(sum(c.agent.discovery.counters.pushes_sent for c in trace.enterprise.clients))
     )
     # Per window: WAN busy, uplinks busy, chunks held in the office.
     windows = args.windows
