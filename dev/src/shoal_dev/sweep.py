@@ -21,6 +21,8 @@ order of a report, and the heatmap. A grid file (shipped in ``shoal_dev/lab/grid
     buffer_ms = 250          # simulator only: queue depth of every link of the office
     chunk_kib = 0            # simulator only: the package's chunk size (0: the
                              # product's default, ``chunk_size_for``, as the lab's)
+    disk_ms = 0              # simulator only: each client's disk time per batch of
+                             # chunk writes (0: none; ``shoal_dev.sim.disk``)
 
     [axes]                   # each value of one axis, the others at [base]
     client_up_mbit = [10, 20, 100, 1000]
@@ -52,7 +54,7 @@ MIB = 1024 * 1024
 CHURN_AT_BOUND = 0.3
 """Churned clients are killed at this fraction of the office's T_lb1 (issue 9's case)."""
 CHURN_DOWN_S = 3.0
-SIM_ONLY = ("rtt_ms", "buffer_ms", "chunk_kib")
+SIM_ONLY = ("rtt_ms", "buffer_ms", "chunk_kib", "disk_ms")
 
 
 class GridInvalid(ShoalError):
@@ -74,6 +76,8 @@ class Cell:
     chunk_kib: int = 0
     """The package's chunk size in KiB; 0: the product's default for its size
     (``shoal.core.chunking.chunk_size_for``, what the console gives an upload)."""
+    disk_ms: float = 0.0
+    """Each client's disk time per batch of chunk writes, ms (0: stored at once)."""
     axis: str = "base"
     """Which axis of the grid this cell varies ("base", an axis name, or "cell")."""
 
@@ -92,6 +96,8 @@ class Cell:
             label += f" buf{self.buffer_ms:g}ms"
         if self.chunk_kib != default.chunk_kib:
             label += f" chunk{self.chunk_kib}KiB"
+        if self.disk_ms != default.disk_ms:
+            label += f" disk{self.disk_ms:g}ms"
         return label
 
     @property
@@ -151,8 +157,11 @@ class Cell:
             self.rtt_ms < 0
             or self.buffer_ms <= 0
             or not (self.chunk_kib == 0 or self.chunk_kib >= 64)
+            or self.disk_ms < 0
         ):
-            raise GridInvalid(f"{origin}: rtt_ms, buffer_ms or chunk_kib wrong in {self.name}")
+            raise GridInvalid(
+                f"{origin}: rtt_ms, buffer_ms, chunk_kib or disk_ms wrong in {self.name}"
+            )
 
 
 @dataclass(frozen=True, slots=True)

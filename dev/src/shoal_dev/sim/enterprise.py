@@ -26,6 +26,7 @@ from shoal.core.manifest import Manifest, decode_manifest_file
 from shoal.core.packing import pack_bytes
 from shoal.core.server_cert import issue_certificate
 from shoal.core.signing import SigningKey
+from shoal.net.pump import Application
 from shoal.protocol.transfer import Mode
 from shoal.server.core import BandwidthLimit, ServerCore, ServerSettings
 from shoal.server.limits import AbuseLimits
@@ -34,6 +35,7 @@ from shoal.server.state_store import RowState, restored_record, row_state
 from shoal.server.stripe_plan import OfficeLinks
 from shoal.store.content_store import ContentStore
 from shoal.topology import parse_json
+from shoal_dev.sim.disk import DiskShell
 from shoal_dev.sim.flows import FlowFabric, HashMemo
 from shoal_dev.sim.memstore import MemoryStore
 from shoal_dev.sim.network import Host, SimNetwork
@@ -74,6 +76,9 @@ class SimOffice:
     buffer_seconds: float | None = None
     """Queue depth of every link of the office (WAN and clients' links), in seconds of
     traffic at the link's rate (default 0.25 s)."""
+    disk_seconds: float = 0.0
+    """How long each client's disk takes per batch of writes (``shoal_dev.sim.disk``);
+    0: the agents store their chunks inline, at once."""
 
     @property
     def up_rate(self) -> float:
@@ -117,6 +122,8 @@ class SimClient:
     a restarted agent's download counts from zero again."""
     earlier_from_peers: int = 0
     """Likewise, from its peers."""
+    disk_seconds: float = 0.0
+    """Its disk's time per batch of writes (``SimOffice.disk_seconds``)."""
 
 
 def _client_complete(client: SimClient, content_id: ContentId) -> bool:
@@ -251,8 +258,14 @@ class Enterprise:
         agent.registrar.kept = old.registrar.registered or old.registrar.kept
         if self.fabric is not None:
             use_flow_engines(self.fabric, client.host, agent.engines, agent.bindings())
-        self.network.restart(client.host, agent.bindings(), agent)
+        shell = _shell(self.network, client.host, agent, client.disk_seconds)
+        self.network.restart(client.host, agent.bindings(), shell)
         client.agent = agent
+
+
+def _shell(network: SimNetwork, host: Host, agent: AgentCore, disk_seconds: float) -> Application:
+    """What runs ``agent`` on ``host``: itself (its disk inline), or a ``DiskShell``."""
+    return DiskShell(network, host, agent, disk_seconds) if disk_seconds > 0 else agent
 
 
 def sim_document(
@@ -471,8 +484,8 @@ def build_enterprise(
                 use_flow_engines(fabric, host, agent.engines, agent.bindings())
             for port, machine in agent.bindings().items():
                 network.bind(host, port, machine)
-            network.attach(host, agent)
-            clients.append(SimClient(host, agent, store, spec.name))
+            network.attach(host, _shell(network, host, agent, spec.disk_seconds))
+            clients.append(SimClient(host, agent, store, spec.name, disk_seconds=spec.disk_seconds))
     return Enterprise(
         network, server, clients, manifest, package, console_key, document_sequence=1,
         fabric=fabric, make_server=make_server, manifest_file=manifest_file,

@@ -104,6 +104,7 @@ def office_spec(cell: Cell) -> SimOffice:
         client_down_rate=cell.client_down_mbit * 1e6 / 8,
         wan_rtt=cell.rtt_ms / 1000,
         buffer_seconds=cell.buffer_ms / 1000,
+        disk_seconds=cell.disk_ms / 1000,
     )
 
 
