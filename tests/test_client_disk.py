@@ -51,7 +51,9 @@ def _held_by_peers(enterprise: Any, client: SimClient) -> bool:
     )
 
 
-def test_a_chunk_is_announced_served_and_reported_only_after_its_write(tmp_path: Path) -> None:
+def test_a_chunk_is_announced_and_served_at_once_but_reported_only_after_its_write(
+    tmp_path: Path,
+) -> None:
     enterprise = build_enterprise(
         tmp_path, [SimOffice("Branch", "10.1.0.0/24", 3)], package_size=2 * MIB
     )
@@ -67,13 +69,17 @@ def test_a_chunk_is_announced_served_and_reported_only_after_its_write(tmp_path:
     received = download.picker.have
     assert len(received) > 0  # chunks arrived and were verified...
     content_id = enterprise.content_id
-    assert len(slow.store.verified(content_id)) == 0  # ...but none is written yet,
+    assert len(slow.store.verified(content_id)) == 0  # ...but none is written yet:
+    # not done for the device, its status or its server...
     assert slow.agent.status(enterprise.network.now)["downloads"][0]["chunks_done"] == 0
-    assert len(_announced(slow, content_id)) == 0  # announced to nobody,
-    assert slow.agent.counters.chunks_served == 0  # served to nobody,
-    assert not _held_by_peers(enterprise, slow)
     server_view = enterprise.server.core.clients[slow.agent.config.device_id]
     assert all(progress.chunks_done == 0 for progress in server_view.content.values())
+    # ...yet its office heard of every one and was served them from memory: a relay hop
+    # does not wait for this client's disk, and nothing was read back from it.
+    assert _announced(slow, content_id) == received
+    assert slow.agent.counters.chunks_served > 0
+    assert _held_by_peers(enterprise, slow)
+    assert not slow.agent.take_disk_reads()
     # Back-pressure: with the disk this far behind, no new chunk is asked for.
     pending = slow.agent.take_disk_writes()
     waiting = sum(len(write.data) for write in pending)
@@ -81,13 +87,13 @@ def test_a_chunk_is_announced_served_and_reported_only_after_its_write(tmp_path:
     assert backlog <= waiting <= backlog + in_flight
     assert len(received) == len(pending)
     assert not download.requests
-    # The writes complete: now the chunks are held, announced, and the download goes on.
+    # The writes complete: now the chunks count, and the download goes on.
     now = enterprise.network.now
     for written in perform_writes(slow.store, pending):
         assert not written.error
         slow.agent.chunk_written(written, now)
     assert slow.store.verified(content_id) == received
-    assert _announced(slow, content_id) == received
+    assert slow.agent.status(now)["downloads"][0]["chunks_done"] == len(received)
     slow.agent.disk_inline = True
     enterprise.network.pump(slow.host)
     enterprise.run(until=120, stop=enterprise.all_complete)

@@ -192,7 +192,13 @@ class AgentCore:
             inline_store=disk_inline,
         )
         self.serving = ServingMachine(
-            config, store, self.engines, self.counters, self.may_serve, inline_reads=disk_inline
+            config,
+            store,
+            self.engines,
+            self.counters,
+            self.may_serve,
+            inline_reads=disk_inline,
+            pending=self.downloader.pending_chunk,
         )
         self._disk_inline = disk_inline
 

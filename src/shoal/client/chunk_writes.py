@@ -3,7 +3,9 @@
 A chunk the transfer engine verified becomes one ``WriteChunk`` effect
 (``shoal.client.disk``), at most once while its write is unanswered; the bytes of the
 unanswered writes are the disk's backlog, which stops new requests at
-``AgentConfig.write_backlog_bytes`` (``DownloadsMachine.schedule``).
+``AgentConfig.write_backlog_bytes`` (``DownloadsMachine.schedule``). Until its write is
+answered, a chunk is served to peers from these bytes (``pending``): they were hashed
+against the manifest on receipt, and a relay hop need not wait for the disk.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ class ChunkWrites:
 
     def __init__(self) -> None:
         self._queued: list[WriteChunk] = []
-        self._unanswered: set[tuple[ContentId, int]] = set()
+        self._unanswered: dict[tuple[ContentId, int], ChunkBytes] = {}
         self.backlog_bytes = 0
         """Bytes of the writes not answered yet (queued or being written)."""
 
@@ -27,7 +29,7 @@ class ChunkWrites:
         key = (content_id, chunk_index)
         if key in self._unanswered:
             return
-        self._unanswered.add(key)
+        self._unanswered[key] = data
         self.backlog_bytes += len(data)
         self._queued.append(WriteChunk(content_id, chunk_index, data, peer))
 
@@ -45,6 +47,10 @@ class ChunkWrites:
         key = (write.content_id, write.chunk_index)
         if key not in self._unanswered:
             return False
-        self._unanswered.discard(key)
+        del self._unanswered[key]
         self.backlog_bytes -= len(write.data)
         return True
+
+    def pending(self, content_id: ContentId, chunk_index: int) -> ChunkBytes | None:
+        """The verified bytes of the chunk if its write is not answered yet, else None."""
+        return self._unanswered.get((content_id, chunk_index))

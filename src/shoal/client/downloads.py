@@ -546,7 +546,9 @@ class DownloadsMachine:
     def _on_chunk(
         self, download: Download, peer: Address, chunk_index: int, data: ChunkBytes, now: float
     ) -> None:
-        """A chunk the engine verified: nobody asks for it again; held once written."""
+        """A chunk the engine verified: nobody asks for it again, the office hears of it
+        and peers are served it from memory at once (``ChunkWrites.pending``); the
+        download counts it, and may complete, once it is written."""
         assert download.picker is not None
         if peer == self.office.server_data_address(download.mode):
             download.bytes_from_server += len(data)
@@ -561,6 +563,19 @@ class DownloadsMachine:
             download.end_requests_to(loser, engine, self.partials, now, [chunk_index])
         self.prefixes.chunk_done(download.content_id, chunk_index)
         self._writes.add(download.content_id, chunk_index, data, peer)
+        if self.office.shares and download.manifest is not None:
+            self.discovery.chunk_added(
+                download.content_id,
+                chunk_index,
+                download.manifest.chunk_count,
+                now,
+                new_in_office=peer == self.office.server_data_address(download.mode),
+                holders=download.picker.holders(chunk_index),
+            )
+
+    def pending_chunk(self, content_id: ContentId, chunk_index: int) -> ChunkBytes | None:
+        """A verified chunk whose write is not answered yet: its bytes, to serve."""
+        return self._writes.pending(content_id, chunk_index)
 
     def take_disk_writes(self) -> list[WriteChunk]:
         """Verified chunks to store, by the shell off the event loop (``shoal.client.disk``)."""
@@ -579,15 +594,6 @@ class DownloadsMachine:
             download.note = f"cache error: {written.error}"
             download.picker.lost(write.chunk_index)
             return
-        if self.office.shares:
-            self.discovery.chunk_added(
-                download.content_id,
-                write.chunk_index,
-                download.manifest.chunk_count,
-                now,
-                new_in_office=write.peer == self.office.server_data_address(download.mode),
-                holders=download.picker.holders(write.chunk_index),
-            )
         if written.complete and download.transferring:
             self._download_verified(download, now)
 

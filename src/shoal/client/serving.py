@@ -12,7 +12,11 @@ refused ``BUSY``.
 A request that starts becomes a ``ReadChunk`` effect: the shell reads the chunk off the
 event loop (the store re-hashes it) and answers ``chunk_read``, which sends it or
 refuses it. With ``inline_reads`` (the simulator), the read runs at once, in the same
-step. An upload that ends (delivered, cancelled by the peer, timed out, refused) frees
+step. A chunk verified on receipt whose write to the cache is not answered yet is sent
+from its bytes in memory (``pending``), at once: a relay hop through this client does
+not wait for its disk (a write, an ``fdatasync`` and the sidecar's two ``fsync``: 1.4 ms
+on the lab's disk, tens of milliseconds on a laptop's), and the chunk is not read back
+and hashed again. An upload that ends (delivered, cancelled by the peer, timed out, refused) frees
 its slot and starts the requests that waited for it.
 """
 
@@ -22,7 +26,8 @@ from collections.abc import Callable
 
 from shoal.client.config import AgentConfig, ContentStoreLike
 from shoal.client.counters import AgentCounters
-from shoal.client.disk import ChunkRead, ReadChunk, perform_read, perform_reads
+from shoal.client.disk import ChunkBytes, ChunkRead, ReadChunk, perform_read, perform_reads
+from shoal.core.ids import ContentId
 from shoal.protocol.serving import Admission, UploadSlots
 from shoal.protocol.transfer import (
     Address,
@@ -52,6 +57,7 @@ class ServingMachine:
         may_serve: Callable[[str, object], bool],
         *,
         inline_reads: bool = True,
+        pending: Callable[[ContentId, int], ChunkBytes | None] = lambda _c, _i: None,
     ) -> None:
         self.config = config
         self.store = store
@@ -59,6 +65,8 @@ class ServingMachine:
         self.counters = counters
         self.may_serve = may_serve
         self.inline_reads = inline_reads
+        self.pending = pending
+        """A verified chunk's bytes while its write is unanswered (``ChunkWrites``)."""
         """Read at once (the simulator); False: the shell takes ``take_disk_reads``."""
         self._reads: list[ReadChunk] = []
         self.uploads: UploadSlots[tuple[Mode, Address, int], tuple[Mode, ChunkRequested]] = (
@@ -113,7 +121,10 @@ class ServingMachine:
             self.chunk_read(ChunkRead(_read_of(mode, event), None), now)
             return
         read = _read_of(mode, event)
-        if self.inline_reads:
+        data = self.pending(event.content_id, event.chunk_index)
+        if data is not None:
+            self.chunk_read(_from_memory(read, data), now)
+        elif self.inline_reads:
             self.chunk_read(perform_read(self.store, read), now)
         else:
             self._reads.append(read)
@@ -177,3 +188,12 @@ def _read_of(mode: Mode, event: ChunkRequested) -> ReadChunk:
         event.chunk_length,
         event.offset,
     )
+
+
+def _from_memory(read: ReadChunk, data: ChunkBytes) -> ChunkRead:
+    """``read`` answered from a verified chunk's bytes, as ``read_servable`` answers it
+    from the cache: ``INVALID_REQUEST`` for a length that is not the chunk's."""
+    if len(data) != read.chunk_length:
+        return ChunkRead(read, None, RefusalReason.INVALID_REQUEST)
+    view = memoryview(data)
+    return ChunkRead(read, view[read.offset :] if read.offset else view)
