@@ -102,6 +102,39 @@ def test_a_chunk_is_announced_and_served_at_once_but_reported_only_after_its_wri
     assert hashlib.sha256(slow.store.data_path(content_id).read_bytes()).hexdigest() == expected
 
 
+def test_a_chunk_whose_write_failed_is_no_longer_announced_or_served(tmp_path: Path) -> None:
+    enterprise = build_enterprise(
+        tmp_path, [SimOffice("Branch", "10.1.0.0/24", 3)], package_size=2 * MIB
+    )
+    client = enterprise.clients[0]
+    enterprise.run(until=20, stop=lambda: _transferring(enterprise, client))
+    client.agent.disk_inline = False
+    content_id = enterprise.content_id
+    download = enterprise.download_of(client)
+    assert download is not None and download.picker is not None
+    enterprise.run(until=20, stop=lambda: len(download.picker.have) >= 2)  # type: ignore[union-attr]
+    writes = client.agent.take_disk_writes()
+    failed, kept = writes[0], writes[1:]
+    assert failed.chunk_index in _announced(client, content_id)
+    now = enterprise.network.now
+    client.agent.chunk_written(ChunkWritten(failed, False, "disk full (test)"), now)
+    for written in perform_writes(client.store, kept):
+        client.agent.chunk_written(written, now)
+    # The office no longer hears of it, nobody is served it from memory, and it is
+    # wanted again; what was written stays announced.
+    assert failed.chunk_index not in _announced(client, content_id)
+    assert all(write.chunk_index in _announced(client, content_id) for write in kept)
+    assert client.agent.downloader.pending_chunk(content_id, failed.chunk_index) is None
+    assert failed.chunk_index not in download.picker.have
+    assert client.agent.counters.store_errors == 1
+    client.agent.disk_inline = True
+    enterprise.network.pump(client.host)
+    enterprise.run(until=120, stop=enterprise.all_complete)
+    assert enterprise.all_complete()
+    data = client.store.data_path(content_id).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == hashlib.sha256(enterprise.package).hexdigest()
+
+
 def _transferring(enterprise: Any, client: SimClient) -> bool:
     download = enterprise.download_of(client)
     return download is not None and download.transferring

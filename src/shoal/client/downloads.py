@@ -582,7 +582,8 @@ class DownloadsMachine:
         return self._writes.take()
 
     def chunk_written(self, written: ChunkWritten, now: float) -> None:
-        """A ``WriteChunk``'s answer: the chunk is held from now on (a store error: wanted)."""
+        """A ``WriteChunk``'s answer: the chunk counts from now on and is served from the
+        cache (a store error: it is wanted again, and no longer announced)."""
         write = written.write
         if not self._writes.answered(write):
             return
@@ -593,6 +594,7 @@ class DownloadsMachine:
             self.counters.store_errors += 1
             download.note = f"cache error: {written.error}"
             download.picker.lost(write.chunk_index)
+            self.discovery.chunk_lost(download.content_id, write.chunk_index, now)
             return
         if written.complete and download.transferring:
             self._download_verified(download, now)

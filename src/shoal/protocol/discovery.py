@@ -260,6 +260,14 @@ class DiscoveryMachine:
             if rare and holding.push_due is not None:
                 holding.push_due = now
 
+    def chunk_lost(self, content_id: ContentId, chunk_index: int, now: float) -> None:
+        """A chunk we announced is not held after all (its write failed): interested
+        peers hear what we hold now, without it."""
+        holding = self._holdings.get(content_id)
+        if holding is not None and chunk_index in holding.chunks:
+            holding.chunks.discard(chunk_index)
+            self._schedule_push(holding, now)
+
     def holder_proven(self, content_id: ContentId, peer_ip: str) -> None:
         """``peer_ip`` sent us a chunk of ``content_id`` that verified: it answered our
         unicast request with the content's bytes, a real holder at a real address. It
