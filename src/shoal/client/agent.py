@@ -23,9 +23,10 @@ Life of a client::
       CheckInReply(assignments digest) --changed--> fetch the signed document (blob)
         for each assignment: MANIFEST_INFO -> fetch manifest (blob) -> verify -> pin
           download: discovery + LEASE (GRANTED / REDIRECTED / DIRECT)
-                    chunks -> verified by the engine (hashed once) -> WriteChunk effect
+                    chunks -> verified by the engine (hashed once) -> announced to peers,
+                              served from memory, and a WriteChunk effect
                            -> ChunkWritten (the shell wrote it off the event loop)
-                           -> held: announced to peers, served, reported
+                           -> held: served from the cache, reported
           every chunk held -> DownloadVerified (``_on_download_verified``)
 
 Disk I/O is effects (``shoal.client.disk``), run off the event loop by the shell, inline by the

@@ -5,10 +5,13 @@ Theory of operation
 ``AgentCore`` does not write to its cache itself. For each chunk the transfer engine
 has verified in memory (``ChunkReceived``: hashed once, on receipt), it emits a
 ``WriteChunk`` effect; whoever runs the agent performs it and hands back a
-``ChunkWritten`` event (``AgentCore.chunk_written``). Only then is the chunk held: the
-store marks it verified (durably), discovery announces it, peers may be served it, the
-server hears of it, and the download may complete. A crash before that loses only
-chunks nobody was told about.
+``ChunkWritten`` event (``AgentCore.chunk_written``). Only then does the chunk count:
+the store marks it verified (durably), the server hears of it, and the download may
+complete. Discovery announces it, and peers are served its verified bytes from memory,
+as soon as the engine verified it (``DownloadsMachine._on_chunk``,
+``ChunkWrites.pending``): a relay hop does not wait for the disk. A crash before the
+write loses the chunk; a peer that asks the restarted process for it is refused and
+asks elsewhere.
 
 Two runners share ``perform_writes``, the one piece of code that turns effects into
 events:

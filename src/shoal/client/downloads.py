@@ -13,9 +13,10 @@ table of ``shoal.client.download`` (manifest asked, fetched and verified; chunks
   with the manifest, decides whether the server is an origin (``shoal.client.lease``).
 * Chunks: requested within ``max_in_flight``, the office's bandwidth caps (token
   buckets) and its limit of downloads at once; each chunk the engine verified becomes a
-  ``WriteChunk`` effect and is held (announced, served, reported) only once written
-  (``chunk_written``). While ``write_backlog_bytes`` wait for the disk
-  (``shoal.client.chunk_writes``), nothing new is asked for. A chunk cut mid-way is
+  ``WriteChunk`` effect; it is announced and served (from memory) at once, and counts
+  (reported, completing the download) once written (``chunk_written``). While
+  ``write_backlog_bytes`` wait for the disk (``shoal.client.chunk_writes``), nothing new
+  is asked for. A chunk cut mid-way is
   resumed (``shoal.client.partials``), after a restart too (``prefix_files``).
 * Bad peers: one that sends a corrupt chunk is banned for that content and reported to
   the server; peers the server bans in the office are banned for every content.
