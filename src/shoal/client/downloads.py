@@ -16,8 +16,8 @@ table of ``shoal.client.download`` (manifest asked, fetched and verified; chunks
   ``WriteChunk`` effect; it is announced and served (from memory) at once, and counts
   (reported, completing the download) once written (``chunk_written``). While
   ``write_backlog_bytes`` wait for the disk (``shoal.client.chunk_writes``), nothing new
-  is asked for. A chunk cut mid-way is
-  resumed (``shoal.client.partials``), after a restart too (``prefix_files``).
+  is asked for. A chunk cut mid-way is resumed (``shoal.client.partials``), after a
+  restart too (``prefix_files``).
 * Bad peers: one that sends a corrupt chunk is banned for that content and reported to
   the server; peers the server bans in the office are banned for every content.
 * Complete: ``_download_verified`` (``DownloadVerified``) is the one way to the end state;

@@ -16,8 +16,8 @@ step. A chunk verified on receipt whose write to the cache is not answered yet i
 from its bytes in memory (``pending``), at once: a relay hop through this client does
 not wait for its disk (a write, an ``fdatasync`` and the sidecar's two ``fsync``: 1.4 ms
 on the lab's disk, tens of milliseconds on a laptop's), and the chunk is not read back
-and hashed again. An upload that ends (delivered, cancelled by the peer, timed out, refused) frees
-its slot and starts the requests that waited for it.
+and hashed again. An upload that ends (delivered, cancelled by the peer, timed out,
+refused) frees its slot and starts the requests that waited for it.
 """
 
 from __future__ import annotations
@@ -65,9 +65,9 @@ class ServingMachine:
         self.counters = counters
         self.may_serve = may_serve
         self.inline_reads = inline_reads
+        """Read at once (the simulator); False: the shell takes ``take_disk_reads``."""
         self.pending = pending
         """A verified chunk's bytes while its write is unanswered (``ChunkWrites``)."""
-        """Read at once (the simulator); False: the shell takes ``take_disk_reads``."""
         self._reads: list[ReadChunk] = []
         self.uploads: UploadSlots[tuple[Mode, Address, int], tuple[Mode, ChunkRequested]] = (
             UploadSlots(
