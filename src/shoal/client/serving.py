@@ -14,7 +14,7 @@ event loop (the store re-hashes it) and answers ``chunk_read``, which sends it o
 refuses it. With ``inline_reads`` (the simulator), the read runs at once, in the same
 step. A chunk verified on receipt whose write to the cache is not answered yet is sent
 from its bytes in memory (``pending``), at once: a relay hop through this client does
-not wait for its disk (a write, an ``fdatasync`` and the sidecar's two ``fsync``: 1.4 ms
+not wait for its disk (a write, an ``fdatasync`` and the sidecar's two ``fsync``: 1-1.3 ms
 on the lab's disk, tens of milliseconds on a laptop's), and the chunk is not read back
 and hashed again. An upload that ends (delivered, cancelled by the peer, timed out,
 refused) frees its slot and starts the requests that waited for it.
