@@ -460,6 +460,17 @@ class Sender:
         if upload.loss_time is not None and upload.loss_time <= now:
             detect_losses(self._context, upload, now)
         if upload.rto_deadline is not None and upload.rto_deadline <= now:
+            flow = upload.flow
+            if upload.timeouts == 0 and upload.sent_time and flow is not None:
+                # RFC 9002 §6.2.1: the PTO runs from the last ack-eliciting packet sent
+                # (restarted at each send; here when it fires, not with a timer per
+                # send). A paced chunk still being sent has no lost tail yet: its first
+                # ACK queued behind its own packets (the WAN's, the uploader's uplink).
+                pto = flow.rtt.probe_timeout(self._config.max_ack_delay)
+                restart = upload.sent_time[-1] + pto
+                if restart > now:
+                    arm_rto(self._context, upload, restart)
+                    return
             on_retransmission_timeout(self._context, upload, now)
 
     def timer_is_live(self, kind: TimerKind, target: Any, deadline: float) -> bool:
