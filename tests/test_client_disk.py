@@ -124,7 +124,7 @@ def test_a_chunk_whose_write_failed_is_no_longer_announced_or_served(tmp_path: P
     # wanted again; what was written stays announced.
     assert failed.chunk_index not in _announced(client, content_id)
     assert all(write.chunk_index in _announced(client, content_id) for write in kept)
-    assert client.agent.downloader.pending_chunk(content_id, failed.chunk_index) is None
+    assert client.agent.downloader.writes.pending(content_id, failed.chunk_index) is None
     assert failed.chunk_index not in download.picker.have
     assert client.agent.counters.store_errors == 1
     client.agent.disk_inline = True

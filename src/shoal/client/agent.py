@@ -23,10 +23,9 @@ Life of a client::
       CheckInReply(assignments digest) --changed--> fetch the signed document (blob)
         for each assignment: MANIFEST_INFO -> fetch manifest (blob) -> verify -> pin
           download: discovery + LEASE (GRANTED / REDIRECTED / DIRECT)
-                    chunks -> verified by the engine (hashed once) -> announced to peers,
-                              served from memory, and a WriteChunk effect
+                    chunks -> verified by the engine (hashed once) -> announced, WriteChunk
                            -> ChunkWritten (the shell wrote it off the event loop)
-                           -> held: served from the cache, reported
+                           -> held: reported, served from the cache (from memory before)
           every chunk held -> DownloadVerified (``_on_download_verified``)
 
 Disk I/O is effects (``shoal.client.disk``), run off the event loop by the shell, inline by the
@@ -190,7 +189,6 @@ class AgentCore:
             self.engines,
             self.registrar,
             self.blobs,
-            inline_store=disk_inline,
         )
         self.serving = ServingMachine(
             config,
@@ -198,10 +196,9 @@ class AgentCore:
             self.engines,
             self.counters,
             self.may_serve,
-            inline_reads=disk_inline,
-            pending=self.downloader.pending_chunk,
+            pending=self.downloader.writes.pending,
         )
-        self._disk_inline = disk_inline
+        self.disk_inline = disk_inline  # (both machines' too)
 
     # ------------------------------------------------------------ wiring
 

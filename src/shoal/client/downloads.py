@@ -11,13 +11,11 @@ table of ``shoal.client.download`` (manifest asked, fetched and verified; chunks
 * Sources: discovery (broadcast in Default offices, server peer lists in WiFi offices)
   feeds the ``ChunkPicker`` with peers and what they hold; the server's LEASE, asked
   with the manifest, decides whether the server is an origin (``shoal.client.lease``).
-* Chunks: requested within ``max_in_flight``, the office's bandwidth caps (token
-  buckets) and its limit of downloads at once; each chunk the engine verified becomes a
-  ``WriteChunk`` effect; it is announced and served (from memory) at once, and counts
-  (reported, completing the download) once written (``chunk_written``). While
-  ``write_backlog_bytes`` wait for the disk (``shoal.client.chunk_writes``), nothing new
-  is asked for. A chunk cut mid-way is resumed (``shoal.client.partials``), after a
-  restart too (``prefix_files``).
+* Chunks: requested within ``max_in_flight``, the office's bandwidth caps and its limit
+  of downloads at once; a verified chunk is announced and served at once, a ``WriteChunk``
+  effect, and counts once written (``chunk_written``); nothing new is asked for while
+  ``write_backlog_bytes`` wait for the disk (``chunk_writes``). A chunk cut mid-way is
+  resumed (``shoal.client.partials``), after a restart too (``prefix_files``).
 * Bad peers: one that sends a corrupt chunk is banned for that content and reported to
   the server; peers the server bans in the office are banned for every content.
 * Complete: ``_download_verified`` (``DownloadVerified``) is the one way to the end state;
@@ -138,7 +136,7 @@ class DownloadsMachine:
         self.suspects: PenaltyBox[Address] = PenaltyBox()
         self._sealed: dict[ContentId, SealedContent] = {}
         self.caps = BandwidthCaps()
-        self._writes = ChunkWrites()
+        self.writes = ChunkWrites()
         self.plaintext = PlaintextJobs()
         self._events: deque[DownloadVerified] = deque()
         self._early_leases = EarlyLeases()
@@ -267,7 +265,7 @@ class DownloadsMachine:
 
     def has_disk_effects(self) -> bool:
         """Whether ``take_store_updates`` or ``take_disk_writes`` has something."""
-        return bool(self._store_updates) or self._writes.has_queued()
+        return bool(self._store_updates) or self.writes.has_queued()
 
     def partials_loaded(self, loaded: PartialsLoaded) -> None:
         """A restart's prefixes: asked the rest of (the server too: ``resume_asks``)."""
@@ -450,7 +448,7 @@ class DownloadsMachine:
 
     def schedule(self, now: float) -> None:
         """Requests for the downloads allowed to run now (the office's policy caps them)."""
-        if self._writes.backlog_bytes >= self.config.write_backlog_bytes:
+        if self.writes.backlog_bytes >= self.config.write_backlog_bytes:
             return  # back-pressure: the disk is behind; ``chunk_written`` polls again
         registered = self.office.registered
         limit = registered.max_downloads if registered else 0
@@ -547,9 +545,7 @@ class DownloadsMachine:
     def _on_chunk(
         self, download: Download, peer: Address, chunk_index: int, data: ChunkBytes, now: float
     ) -> None:
-        """A chunk the engine verified: nobody asks for it again, the office hears of it
-        and peers are served it from memory at once (``ChunkWrites.pending``); the
-        download counts it, and may complete, once it is written."""
+        """A verified chunk: not asked again; announced and served at once; counts once written."""
         assert download.picker is not None
         if peer == self.office.server_data_address(download.mode):
             download.bytes_from_server += len(data)
@@ -563,7 +559,7 @@ class DownloadsMachine:
         for loser in download.picker.received(chunk_index, peer, now):
             download.end_requests_to(loser, engine, self.partials, now, [chunk_index])
         self.prefixes.chunk_done(download.content_id, chunk_index)
-        self._writes.add(download.content_id, chunk_index, data, peer)
+        self.writes.add(download.content_id, chunk_index, data, peer)
         if self.office.shares and download.manifest is not None:
             self.discovery.chunk_added(
                 download.content_id,
@@ -574,19 +570,14 @@ class DownloadsMachine:
                 holders=download.picker.holders(chunk_index),
             )
 
-    def pending_chunk(self, content_id: ContentId, chunk_index: int) -> ChunkBytes | None:
-        """A verified chunk whose write is not answered yet: its bytes, to serve."""
-        return self._writes.pending(content_id, chunk_index)
-
     def take_disk_writes(self) -> list[WriteChunk]:
         """Verified chunks to store, by the shell off the event loop (``shoal.client.disk``)."""
-        return self._writes.take()
+        return self.writes.take()
 
     def chunk_written(self, written: ChunkWritten, now: float) -> None:
-        """A ``WriteChunk``'s answer: the chunk counts from now on and is served from the
-        cache (a store error: it is wanted again, and no longer announced)."""
+        """A ``WriteChunk``'s answer: the chunk counts (a store error: wanted, unannounced)."""
         write = written.write
-        if not self._writes.answered(write):
+        if not self.writes.answered(write):
             return
         download = self.downloads.get(write.content_id)
         if download is None or download.picker is None or download.manifest is None:
