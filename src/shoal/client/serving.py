@@ -28,7 +28,7 @@ from shoal.client.config import AgentConfig, ContentStoreLike
 from shoal.client.counters import AgentCounters
 from shoal.client.disk import ChunkBytes, ChunkRead, ReadChunk, perform_read, perform_reads
 from shoal.core.ids import ContentId
-from shoal.protocol.serving import Admission, UploadSlots
+from shoal.protocol.serving import Admission, UploadSlots, servable_part
 from shoal.protocol.transfer import (
     Address,
     ChunkDelivered,
@@ -191,9 +191,9 @@ def _read_of(mode: Mode, event: ChunkRequested) -> ReadChunk:
 
 
 def _from_memory(read: ReadChunk, data: ChunkBytes) -> ChunkRead:
-    """``read`` answered from a verified chunk's bytes, as ``read_servable`` answers it
-    from the cache: ``INVALID_REQUEST`` for a length that is not the chunk's."""
-    if len(data) != read.chunk_length:
-        return ChunkRead(read, None, RefusalReason.INVALID_REQUEST)
-    view = memoryview(data)
-    return ChunkRead(read, view[read.offset :] if read.offset else view)
+    """``read`` answered from a verified chunk's bytes still in memory, by the rule that
+    answers it from the cache (``servable_part``)."""
+    part = servable_part(data, read.chunk_length, read.offset)
+    if isinstance(part, RefusalReason):
+        return ChunkRead(read, None, part)
+    return ChunkRead(read, part)

@@ -38,9 +38,20 @@ def read_servable(
         data = store.read_chunk(content_id, chunk_index)
     except (ShoalError, IndexError):
         return RefusalReason.NOT_FOUND
+    return servable_part(data, chunk_length, offset)
+
+
+def servable_part(
+    data: bytes | bytearray, chunk_length: int, offset: int = 0
+) -> bytes | memoryview | RefusalReason:
+    """A verified chunk's bytes from ``offset`` on, for a request of ``chunk_length``
+    (``INVALID_REQUEST`` for a length that is not the chunk's): the cache's chunk
+    (``read_servable``) or one still in memory (``shoal.client.serving``)."""
     if len(data) != chunk_length:
         return RefusalReason.INVALID_REQUEST
-    return memoryview(data)[offset:] if offset else data
+    if offset:
+        return memoryview(data)[offset:]
+    return data if isinstance(data, bytes) else memoryview(data)
 
 
 def serve_from(

@@ -3,12 +3,13 @@
 The simulator runs each agent with its disk effects inline (``AgentCore.disk_inline``):
 a verified chunk is stored, and answered, within the poll that made it. A real client
 hands them to its writer thread (``shoal.client.disk_worker``), whose batch of writes
-ends with an ``fdatasync`` and the sidecar's atomic replacement (two ``fsync``): about
-1.4 ms on the lab's virtual disk, tens of milliseconds on a laptop's hard disk or on a
-disk shared with other work. ``DiskShell`` stands for that shell: it polls the agent,
-queues its disk effects, and performs them one batch at a time, each batch answered
-``seconds`` after it started (everything queued meanwhile is the next batch, as the
-writer thread takes it); reads for peers are answered at once (the page cache).
+ends with an ``fdatasync`` and the sidecar's atomic replacement (two ``fsync``): 1.0-1.3
+ms on the lab's virtual disk (``benchmarks/store_write_cost.py``), tens of milliseconds
+on a laptop's hard disk or on a disk shared with other work. ``DiskShell`` stands for
+that shell: it polls the agent, queues its disk effects, and performs them one batch at
+a time, each batch answered ``seconds`` after it started (everything queued meanwhile is
+the next batch, as the writer thread takes it); reads for peers are answered at once
+(the page cache).
 
 A grid cell sets it with ``disk_ms`` (``shoal_dev.sweep.Cell``; simulator only).
 """
