@@ -634,6 +634,33 @@ def test_a_lost_final_ack_does_not_slow_the_next_chunks_to_that_peer() -> None:
     assert network.now - start < 1.5 * link_time + 1.0
 
 
+def test_a_new_flows_first_ack_lost_on_a_lan_costs_milliseconds_not_its_initial_probe() -> None:
+    # A lossy office LAN (random loss, issue 9's "networks no issue names"): a chunk's
+    # first flight from an uploader that never sent to this peer drew one delayed ACK;
+    # with it lost, the uploader, without an RTT sample, probed after its initial PTO
+    # (0.3 s: initial_rtt 0.1 s) while every other downloader waited for its one slot.
+    # The receiver now acknowledges a download's first DATA at once, so one lost ACK
+    # leaves another. What the user sees: the chunk comes in link time, not 0.3 s more.
+    network = Network(delay=0.0005, rate=12_500_000.0, queue_bytes=500_000)
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    acks_dropped = 0
+
+    def drop_the_first_ack(datagram: bytes, source: object, destination: object) -> bytes | None:
+        nonlocal acks_dropped
+        if isinstance(decode_datagram(datagram), Ack) and acks_dropped < 1:
+            acks_dropped += 1
+            return None
+        return datagram
+
+    network.tap = drop_the_first_ack
+    chunks = _chunks(1, seed=3)
+    start = network.now
+    assert _fetch_all(network, receiver, sender, chunks)[0] == chunks[0]
+    assert acks_dropped == 1
+    link_time = CHUNK_LENGTH / 12_500_000.0
+    assert network.now - start < link_time + 0.1  # initial PTO: 0.3 s
+
+
 def test_chunks_queued_behind_each_other_on_a_loss_free_path_are_sent_once() -> None:
     # Issue 9: a chunk's probe timer ran from its first packet, so a chunk paced out
     # behind the others on a filling queue (its first ACK later than SRTT + 4 RTTVAR)

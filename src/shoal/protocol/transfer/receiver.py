@@ -11,8 +11,12 @@ since an unproven address may be a victim rather than a shoal port.
 
 DATA segments are copied once, by slice assignment, into a buffer of the chunk's length
 allocated on the first segment. The receiver acknowledges every ``ack_every_packets``
-packets, after ``max_ack_delay`` at the latest, and at once when a new gap appears (so
-the sender learns of a loss within a round trip). An ACK carries the cumulative segment
+packets, after ``max_ack_delay`` at the latest, at once when a new gap appears (so
+the sender learns of a loss within a round trip), and at once for a download's first
+DATA: a chunk's first flight (a new flow's ten packets) would otherwise draw a single
+delayed ACK, and with it lost the sender waits its probe timeout, which before any RTT
+sample is 0.3 s (``initial_rtt``) on a LAN whose round trip is a millisecond (Linux's
+quick ACKs at a connection's start serve the same end). An ACK carries the cumulative segment
 count, up to ``max_ack_ranges`` ranges above it, the largest packet number seen (for
 RTT), and the least one-way delay since the last ACK (for LEDBAT). The last segment
 triggers a SHA-256 check: ``ChunkReceived`` (which hands the buffer over, uncopied: the
@@ -221,7 +225,8 @@ class Receiver:
                     continue
                 download.last_heard = now
                 buffer = download.buffer
-                if buffer is None:
+                first = buffer is None
+                if first:
                     buffer = self._start(download, now)
                 if packet_number > download.largest_packet_number:
                     download.largest_packet_number = packet_number
@@ -236,7 +241,7 @@ class Receiver:
                 if least < 0 or (delay_us - least) & _U32_MASK > _HALF_U32:
                     download.least_delay_us = delay_us
                 received = download.received
-                ack_at_once = False
+                ack_at_once = first
                 if received[segment_index]:
                     duplicates += 1
                 else:
