@@ -150,9 +150,7 @@ def test_a_request_held_for_the_certificate_is_not_backed_off_meanwhile() -> Non
     control.check_in([], now=0.0)
     for now in (0.0, 0.5, 1.5):
         control.handle_timer(now)
-        assert [pull_control(data).body for data, _ in control.datagrams_to_send(now)] == [
-            Hello()
-        ]
+        assert [pull_control(data).body for data, _ in control.datagrams_to_send(now)] == [Hello()]
     control.receive_datagram(answer(Certificate(certificate()), None), SERVER, now=1.52)
     assert isinstance(control.next_event(), ServerCertified)
     assert len(control.datagrams_to_send(1.52)) == 1

@@ -23,6 +23,8 @@ order of a report, and the heatmap. A grid file (shipped in ``shoal_dev/lab/grid
                              # product's default, ``chunk_size_for``, as the lab's)
     disk_ms = 0              # simulator only: each client's disk time per batch of
                              # chunk writes (0: none; ``shoal_dev.sim.disk``)
+    loss_pct = 0             # simulator only: random loss on every link of the office,
+                             # percent of datagrams (a noisy WiFi or DSL line)
 
     [axes]                   # each value of one axis, the others at [base]
     client_up_mbit = [10, 20, 100, 1000]
@@ -158,6 +160,8 @@ class Cell:
                 raise GridInvalid(f"{origin}: {name} must be positive in {self.name}")
         if not 0 <= self.churn <= 0.5:
             raise GridInvalid(f"{origin}: churn must be between 0 and 0.5 in {self.name}")
+        if not 0 <= self.loss_pct < 50:
+            raise GridInvalid(f"{origin}: loss_pct must be in [0, 50) in {self.name}")
         if (
             self.rtt_ms < 0
             or self.buffer_ms <= 0
