@@ -447,7 +447,11 @@ class Receiver:
 
     def _send_request(self, download: Download, now: float) -> None:
         peer = download.peer
-        if peer in self._peer_tokens or self._unproven_sends.admit(peer[0], now):
+        if (
+            peer in self._peer_tokens
+            or self._context.proven_peer(peer[0], now)
+            or self._unproven_sends.admit(peer[0], now)
+        ):
             self._context.queue_control(self._request_datagram(download), peer)
             download.requests_sent += 1
         else:
