@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from shoal_dev.sim.enterprise import build_enterprise
+from shoal.wire import Retry, decode_datagram
+from shoal.wire.errors import MalformedDatagram
+from shoal_dev.sim.enterprise import SERVER_IP, build_enterprise
+from shoal_dev.sim.network import SimNetwork
 from shoal_dev.sim.sweep import office_spec
 from shoal_dev.sweep import GridInvalid, parse_grid
 
@@ -38,3 +42,34 @@ def test_every_device_of_a_lossy_office_gets_the_package_intact(tmp_path: Path) 
         data = client.store.data_path(enterprise.content_id).read_bytes()
         assert hashlib.sha256(data).digest() == hashlib.sha256(enterprise.package).digest()
     assert sum(link.datagrams_dropped for link in links) > 0
+
+
+def test_a_device_whose_servers_first_answers_are_lost_starts_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The P2P server's first two RETRYs to a device are lost (a lossy link): its blob
+    requests (the assignment document, the manifest) were held to the limit for peers
+    that never answered, 2 per 10 s, and the device began its download after 5 s. The
+    server's address is the device's own, pinned at enrollment: asked again at once."""
+    spec = office_spec(parse_grid("[base]\nclients = 2\n", "g.toml").cells[0])
+    enterprise = build_enterprise(tmp_path, [spec], package_size=1 << 20, chunk_size=1 << 16)
+    victim = enterprise.clients[0].host.ip
+    route = SimNetwork._route
+    dropped = []
+
+    def lossy_route(network: SimNetwork, sender: Any, port: int, data: bytes, to: Any) -> None:
+        if sender.ip == SERVER_IP and to[0] == victim and len(dropped) < 2:
+            try:
+                retry = isinstance(decode_datagram(data), Retry)
+            except MalformedDatagram:
+                retry = False
+            if retry:
+                dropped.append(network.now)
+                return
+        route(network, sender, port, data, to)
+
+    monkeypatch.setattr(SimNetwork, "_route", lossy_route)
+    enterprise.run(until=60, stop=enterprise.all_complete)
+    assert enterprise.all_complete() and len(dropped) == 2
+    download = enterprise.download_of(enterprise.clients[0])
+    assert download.started_at < 1.5

@@ -155,10 +155,7 @@ class AgentCore:
             counter_start=start,
             wall_offset=config.wall_offset,
         )
-        self.engines = {
-            Mode.FOREGROUND: TransferEngine(config=transfer_config, now=now),
-            Mode.BACKGROUND: TransferEngine(config=transfer_config, now=now),
-        }
+        self.engines = {mode: TransferEngine(config=transfer_config, now=now) for mode in Mode}
         self.discovery = DiscoveryMachine(
             DiscoveryConfig(
                 port=config.discovery_port,
@@ -172,8 +169,9 @@ class AgentCore:
             now,
             rng=random.Random(self.rng.random()),
         )
-        for engine in self.engines.values():  # a peer discovery proved is not a forged one
-            engine.trust_peers(self.discovery.address_proven)
+        server_ip, proven = config.server[0], self.discovery.address_proven
+        for engine in self.engines.values():  # our server, peers discovery proved: no victims
+            engine.trust_peers(lambda ip, now: ip == server_ip or proven(ip, now))
         self.blobs = BlobFetcher(self.engines)
         self.registrar = RegistrationMachine(
             config, self.control, self.rng, lambda: self.downloader.all_progress(), now
