@@ -98,6 +98,65 @@ def test_retransmissions_carry_new_counters() -> None:
     assert second.request_id == first.request_id and second.counter > first.counter
 
 
+def resend_times(control: ControlClient, until: float) -> list[float]:
+    """When the pending request goes out again, stepping the timer to ``until``."""
+    times = []
+    while (deadline := control.get_timer()) is not None and deadline <= until:
+        control.handle_timer(deadline)
+        times += [deadline] * len(control.datagrams_to_send(deadline))
+    return [round(t, 3) for t in times]
+
+
+def test_a_lost_request_is_sent_again_after_the_servers_measured_answer_time() -> None:
+    """On a lossy link a lost check-in costs a few round trips, not half a second and its
+    doubling: once the server answered a request sent once, its RTO (RFC 6298, at least
+    ``retry_min``) is a request's first wait."""
+    control = client()
+    assert control.first_wait() == control.retry_initial  # nothing measured yet
+    for number in range(4):
+        request_id = control.check_in([], now=10.0 * number)
+        control.datagrams_to_send(10.0 * number)
+        control.receive_datagram(
+            answer(CheckInReply(DIGEST, 3), counter=number + 1, request_id=request_id),
+            SERVER,
+            now=10.0 * number + 0.03,  # answered in 30 ms
+        )
+    assert control.first_wait() == control.retry_min == 0.2
+    control.check_in([], now=100.0)
+    control.datagrams_to_send(100.0)
+    assert resend_times(control, 102.0) == [100.2, 100.6, 101.4]  # 0.2, then doubling
+
+
+def test_a_request_answered_after_a_resend_is_no_sample_and_a_slow_server_waits_longer() -> None:
+    control = client()
+    request_id = control.check_in([], now=0.0)
+    control.datagrams_to_send(0.0)
+    control.handle_timer(0.5)  # resent: its answer may be the first transmission's
+    control.datagrams_to_send(0.5)
+    control.receive_datagram(answer(CheckInReply(DIGEST, 3), request_id=request_id), SERVER, 0.51)
+    assert control.answer_time.srtt is None and control.first_wait() == control.retry_initial
+    request_id = control.check_in([], now=1.0)
+    control.datagrams_to_send(1.0)
+    control.receive_datagram(
+        answer(CheckInReply(DIGEST, 3), counter=2, request_id=request_id), SERVER, 1.4
+    )
+    assert control.first_wait() > 0.4  # a server that takes 0.4 s is not asked every 0.2 s
+
+
+def test_a_request_held_for_the_certificate_is_not_backed_off_meanwhile() -> None:
+    """HELLOs lost for 1.5 s: the check-in queued at 0 goes out with the certificate and
+    waits one first wait, not the 2 s its unsent retries would have doubled it to."""
+    control = client(certified=False)
+    control.check_in([], now=0.0)
+    for now in (0.0, 0.5, 1.5):
+        control.handle_timer(now)
+        assert [pull_control(data).body for data, _ in control.datagrams_to_send(now)] == [Hello()]
+    control.receive_datagram(answer(Certificate(certificate()), None), SERVER, now=1.52)
+    assert isinstance(control.next_event(), ServerCertified)
+    assert len(control.datagrams_to_send(1.52)) == 1
+    assert resend_times(control, 2.6) == [2.02]  # 0.5 s later (nothing measured), then 1 s
+
+
 def test_an_authenticated_nudge_from_the_server_is_an_event() -> None:
     control = client()
     control.receive_datagram(answer(Nudge(DIGEST, 11)), SERVER, now=1)

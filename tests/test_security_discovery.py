@@ -249,3 +249,16 @@ def test_a_forged_new_query_id_delays_a_real_restart_by_one_interval_at_most() -
         heard = [e for e in iter(restarted.next_event, None) if isinstance(e, PeerAvailable)]
     assert heard and heard[0].chunks == ChunkSet(4, [0])
     assert until <= 1.2 + seeker.config.settled_query_interval + 5.0
+
+
+def test_a_peer_is_proven_to_the_transfer_by_its_echoed_token_or_the_servers_list() -> None:
+    """What ``TransferEngine.trust_peers`` is given: an address that echoed our token (it
+    receives there), or one the server listed; never one that only sent us a HAVE."""
+    network, holder, _victim = proven_pair(16)
+    assert holder.address_proven("10.1.0.2", network.now)
+    forged = forged_source(3)
+    have = encode_datagram(Have(0, CONTENT, ChunkSet(16, [0])))
+    holder.receive_datagram(have, forged, network.now)
+    assert not holder.address_proven(forged[0], network.now)
+    holder.search(CONTENT, network.now, unicast_peers=[forged[0]], chunk_count=16)
+    assert holder.address_proven(forged[0], network.now)  # the server vouches for it

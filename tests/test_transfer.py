@@ -31,6 +31,7 @@ from shoal.wire import (
     Cancel,
     ChunkRequest,
     Data,
+    Retry,
     VersionError,
     decode_datagram,
     encode_datagram,
@@ -632,6 +633,72 @@ def test_a_lost_final_ack_does_not_slow_the_next_chunks_to_that_peer() -> None:
     network.run(lambda: len(receiver.events_of(ChunkReceived)) == 21, timeout=120.0)
     link_time = 20 * CHUNK_LENGTH / 1_250_000.0
     assert network.now - start < 1.5 * link_time + 1.0
+
+
+def test_a_new_flows_first_ack_lost_on_a_lan_costs_milliseconds_not_its_initial_probe() -> None:
+    # A lossy office LAN (random loss, issue 9's "networks no issue names"): a chunk's
+    # first flight from an uploader that never sent to this peer drew one delayed ACK;
+    # with it lost, the uploader, without an RTT sample, probed after its initial PTO
+    # (0.3 s: initial_rtt 0.1 s) while every other downloader waited for its one slot.
+    # The receiver now acknowledges a download's first DATA at once, so one lost ACK
+    # leaves another. What the user sees: the chunk comes in link time, not 0.3 s more.
+    network = Network(delay=0.0005, rate=12_500_000.0, queue_bytes=500_000)
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    acks_dropped = 0
+
+    def drop_the_first_ack(datagram: bytes, source: object, destination: object) -> bytes | None:
+        nonlocal acks_dropped
+        if isinstance(decode_datagram(datagram), Ack) and acks_dropped < 1:
+            acks_dropped += 1
+            return None
+        return datagram
+
+    network.tap = drop_the_first_ack
+    chunks = _chunks(1, seed=3)
+    start = network.now
+    assert _fetch_all(network, receiver, sender, chunks)[0] == chunks[0]
+    assert acks_dropped == 1
+    link_time = CHUNK_LENGTH / 12_500_000.0
+    assert network.now - start < link_time + 0.1  # initial PTO: 0.3 s
+
+
+@pytest.mark.parametrize("proven", [False, True])
+def test_lost_retries_hold_requests_to_an_unproven_peer_but_not_to_a_proven_one(
+    proven: bool,
+) -> None:
+    # A full 20 ms queue dropped the RETRY answering a client's first request to a
+    # peer: its repeats, held to 2 per 10 s for a peer that never answered (a forged
+    # HAVE must not aim us at a victim), left the chunk waiting 5 s. A peer whose
+    # address the application proved (discovery's echoed token, the server's list)
+    # is asked again on the request timer.
+    network = Network(delay=0.001)
+    receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
+    if proven:
+        receiver.engine.trust_peers(lambda ip, now: ip == "10.0.0.2")
+    retries_dropped = 0
+
+    def drop_the_first_retries(
+        datagram: bytes, source: object, destination: object
+    ) -> bytes | None:
+        nonlocal retries_dropped
+        if isinstance(decode_datagram(datagram), Retry) and retries_dropped < 2:
+            retries_dropped += 1
+            return None
+        return datagram
+
+    network.tap = drop_the_first_retries
+    data = _chunks(1, seed=4)[0]
+    chunk_hash = sender.serve(CONTENT_ID, 0, data)
+    receiver.engine.request_chunk(
+        sender.address, CONTENT_ID, 0, len(data), chunk_hash, Mode.FOREGROUND, network.now
+    )
+    network.run_for(1.0)
+    assert retries_dropped == 2
+    received = receiver.events_of(ChunkReceived)
+    if proven:
+        assert [event.data for event in received] == [data]
+    else:  # held until the limit refills (the engine times the request out first)
+        assert received == [] and receiver.engine.counters.requests_held > 0
 
 
 def test_chunks_queued_behind_each_other_on_a_loss_free_path_are_sent_once() -> None:

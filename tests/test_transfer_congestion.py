@@ -252,6 +252,22 @@ def test_foreground_does_not_take_random_loss_on_an_empty_path_for_congestion() 
     assert cc.loss_is_congestion(lost=1, sent=1000)  # a queue: a drop-tail overflow
 
 
+def test_foreground_at_its_target_does_not_take_random_loss_for_a_full_buffer() -> None:
+    """A flow holding the queue at TARGET, below what the path's buffer held in its slow
+    start: a loss there is random (a WiFi link, a bad cable), not a drop-tail overflow;
+    at the buffer's top again it is."""
+    cc = DelayReno(_config())
+    target_ms = cc.target_us / 1000
+    _ack_round(cc, 0.0, 0.0)
+    _ack_round(cc, 0.1, 2.5 * target_ms, rounds=4)  # slow start overshot: a 75 ms queue
+    _ack_round(cc, 0.5, target_ms, rounds=4)  # back at its target
+    assert not cc.loss_is_congestion(lost=1, sent=1000)
+    _ack_round(cc, 0.9, 2.4 * target_ms, rounds=4)  # at the buffer's top again
+    assert cc.loss_is_congestion(lost=1, sent=1000)
+    _ack_round(cc, 5.0, target_ms, rounds=4)  # the peak is forgotten: the buffer now
+    assert cc.loss_is_congestion(lost=1, sent=1000)  # ends here (another bottleneck)
+
+
 def test_ledbat_slow_start_doubles_per_round_trip_with_stretch_acks() -> None:
     # RFC 6817's ALLOWED_INCREASE, counted per ACK, capped growth at 1 packet per
     # 16-packet ACK: 6% per round trip instead of 100%.

@@ -23,6 +23,8 @@ order of a report, and the heatmap. A grid file (shipped in ``shoal_dev/lab/grid
                              # product's default, ``chunk_size_for``, as the lab's)
     disk_ms = 0              # simulator only: each client's disk time per batch of
                              # chunk writes (0: none; ``shoal_dev.sim.disk``)
+    loss_pct = 0             # simulator only: random loss on every link of the office,
+                             # percent of datagrams (a noisy WiFi or DSL line)
 
     [axes]                   # each value of one axis, the others at [base]
     client_up_mbit = [10, 20, 100, 1000]
@@ -54,7 +56,7 @@ MIB = 1024 * 1024
 CHURN_AT_BOUND = 0.3
 """Churned clients are killed at this fraction of the office's T_lb1 (issue 9's case)."""
 CHURN_DOWN_S = 3.0
-SIM_ONLY = ("rtt_ms", "buffer_ms", "chunk_kib", "disk_ms")
+SIM_ONLY = ("rtt_ms", "buffer_ms", "chunk_kib", "disk_ms", "loss_pct")
 
 
 class GridInvalid(ShoalError):
@@ -78,6 +80,9 @@ class Cell:
     (``shoal.core.chunking.chunk_size_for``, what the console gives an upload)."""
     disk_ms: float = 0.0
     """Each client's disk time per batch of chunk writes, ms (0: stored at once)."""
+    loss_pct: float = 0.0
+    """Random loss on every link of the office (WAN and clients' links), percent of
+    datagrams, independent of the queue (a noisy WiFi or DSL line)."""
     axis: str = "base"
     """Which axis of the grid this cell varies ("base", an axis name, or "cell")."""
 
@@ -98,6 +103,8 @@ class Cell:
             label += f" chunk{self.chunk_kib}KiB"
         if self.disk_ms != default.disk_ms:
             label += f" disk{self.disk_ms:g}ms"
+        if self.loss_pct != default.loss_pct:
+            label += f" loss{self.loss_pct:g}%"
         return label
 
     @property
@@ -153,6 +160,8 @@ class Cell:
                 raise GridInvalid(f"{origin}: {name} must be positive in {self.name}")
         if not 0 <= self.churn <= 0.5:
             raise GridInvalid(f"{origin}: churn must be between 0 and 0.5 in {self.name}")
+        if not 0 <= self.loss_pct < 50:
+            raise GridInvalid(f"{origin}: loss_pct must be in [0, 50) in {self.name}")
         if (
             self.rtt_ms < 0
             or self.buffer_ms <= 0

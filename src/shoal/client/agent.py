@@ -24,15 +24,13 @@ Life of a client::
         for each assignment: MANIFEST_INFO -> fetch manifest (blob) -> verify -> pin
           download: discovery + LEASE (GRANTED / REDIRECTED / DIRECT)
                     chunks -> verified by the engine (hashed once) -> announced, WriteChunk
-                           -> ChunkWritten (the shell wrote it off the event loop)
-                           -> held: reported, served from the cache (from memory before)
+                           -> ChunkWritten (off the loop) -> held: reported, served
           every chunk held -> DownloadVerified (``_on_download_verified``)
 
-Disk I/O is effects (``shoal.client.disk``), run off the event loop by the shell, inline by the
-simulator (``disk_inline``). After a restart, downloads resume from the store's verified chunks
-and their chunks in flight from their partial files (``prefix_files``). Confidential content is
-fetched and served as ciphertext; once complete the installer decrypts it as it stages it, or
-(no install specification) the shell, off the loop (``take_plaintext_jobs``).
+Disk I/O is effects (``shoal.client.disk``), run off the loop by the shell, inline by the
+simulator (``disk_inline``). Restarted, downloads resume from the verified chunks and partial
+files (``prefix_files``). Confidential content moves as ciphertext; the installer decrypts it
+as it stages it, or the shell off the loop (``take_plaintext_jobs``).
 """
 
 from __future__ import annotations
@@ -157,10 +155,7 @@ class AgentCore:
             counter_start=start,
             wall_offset=config.wall_offset,
         )
-        self.engines = {
-            Mode.FOREGROUND: TransferEngine(config=transfer_config, now=now),
-            Mode.BACKGROUND: TransferEngine(config=transfer_config, now=now),
-        }
+        self.engines = {mode: TransferEngine(config=transfer_config, now=now) for mode in Mode}
         self.discovery = DiscoveryMachine(
             DiscoveryConfig(
                 port=config.discovery_port,
@@ -174,6 +169,9 @@ class AgentCore:
             now,
             rng=random.Random(self.rng.random()),
         )
+        server_ip, proven = config.server[0], self.discovery.address_proven
+        for engine in self.engines.values():  # our server, peers discovery proved: no victims
+            engine.trust_peers(lambda ip, now: ip == server_ip or proven(ip, now))
         self.blobs = BlobFetcher(self.engines)
         self.registrar = RegistrationMachine(
             config, self.control, self.rng, lambda: self.downloader.all_progress(), now

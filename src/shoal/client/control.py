@@ -13,9 +13,12 @@ A certificate that does not verify is counted and reported (``CertificateRejecte
 and changes nothing.
 
 Each user call (``register``, ``check_in``, ``lease``...) queues one request and
-returns its request ID; it is sent (and retransmitted with exponential backoff,
-``retry_initial`` doubling up to ``retry_max``) once the control key is known, each
-transmission with a new counter, so that the server can refuse replays. After
+returns its request ID; it is sent (and retransmitted with exponential backoff up to
+``retry_max``) once the control key is known, each transmission with a new counter, so
+that the server can refuse replays. The first wait is the server's measured answer time
+(RFC 6298's RTO over the requests answered at their first transmission, Karn's rule;
+at least ``retry_min``), or ``retry_initial`` before any answer: on a lossy link a lost
+check-in or lease costs a few round trips, not half a second and its doubling. After
 ``give_up_after`` seconds it ends in ``ControlTimedOut``. An authenticated reply whose
 counter is above the last one accepted ends it in ``ControlAnswered``. Replies that
 fail authentication, or repeat an old counter, are dropped and counted. An
@@ -39,6 +42,7 @@ from shoal.core.identity import DeviceKey, control_key
 from shoal.core.ids import ContentId
 from shoal.core.server_cert import CertificateInvalid, ServerCertificate, verify_certificate
 from shoal.core.signing import VerifyKey
+from shoal.protocol.transfer.congestion import RttEstimator
 from shoal.wire.control import (
     ADDRESS_TOKEN_SIZE,
     BadPeer,
@@ -124,6 +128,9 @@ class _Pending:
     first_sent: float
     next_send: float
     interval: float
+    sent_at: float | None = None
+    """When it was last transmitted (None: held until the control key is known)."""
+    transmissions: int = 0
 
 
 @dataclass(slots=True)
@@ -155,6 +162,7 @@ class ControlClient:
         counter_start: int = 0,
         wall_offset: float | None = None,
         retry_initial: float = 0.5,
+        retry_min: float = 0.2,
         retry_max: float = 4.0,
         give_up_after: float = 15.0,
         hello_refresh: float = 5.0,
@@ -171,7 +179,10 @@ class ControlClient:
         self.console_keys = tuple(console_keys)
         self.wall_offset = wall_offset
         self.retry_initial = retry_initial
+        self.retry_min = retry_min
         self.retry_max = retry_max
+        #: The server's answer time (a request's first transmission to its answer).
+        self.answer_time = RttEstimator(retry_initial, retry_min, retry_max)
         self.give_up_after = give_up_after
         self.hello_refresh = hello_refresh
         self.counters = ControlCounters()
@@ -187,6 +198,7 @@ class ControlClient:
         self._hello_due: float | None = now
         self._hello_interval = retry_initial
         self._hello_sent = float("-inf")
+        self._hellos_unanswered = 0
         self._unanswered_since: float | None = None
         """When the first datagram the server has not answered yet was sent."""
 
@@ -221,7 +233,7 @@ class ControlClient:
         """Ask for the server's certificate again (at most every ``hello_refresh``)."""
         if self._hello_due is None:
             self._hello_due = max(now, self._hello_sent + self.hello_refresh)
-            self._hello_interval = self.retry_initial
+            self._hello_interval = self.first_wait()
 
     def _send(self, body: ControlBody, now: float) -> int:
         if len(self._pending) >= MAX_PENDING:
@@ -229,10 +241,9 @@ class ControlClient:
             self._expire(oldest)
         request_id = self._next_request_id
         self._next_request_id = (self._next_request_id + 1) & 0xFFFFFFFF or 1
-        self._pending[request_id] = _Pending(
-            body, now, now + self.retry_initial, self.retry_initial
-        )
-        self._transmit(request_id, body)
+        interval = self.first_wait()
+        pending = self._pending[request_id] = _Pending(body, now, now + interval, interval)
+        self._transmit(request_id, pending, now)
         if self._unanswered_since is None and self._key is not None:
             self._unanswered_since = now
         return request_id
@@ -242,10 +253,19 @@ class ControlClient:
         the agent says so after a few seconds, not when a request gives up."""
         return 0.0 if self._unanswered_since is None else now - self._unanswered_since
 
-    def _transmit(self, request_id: int, body: ControlBody) -> None:
+    def first_wait(self) -> float:
+        """How long a request waits for its answer before it is sent again: the
+        server's retransmission timeout once it has answered a request sent once."""
+        answer_time = self.answer_time
+        return self.retry_initial if answer_time.srtt is None else answer_time.rto
+
+    def _transmit(self, request_id: int, pending: _Pending, now: float) -> None:
         """Send (or resend) a request, with a new counter; held until we have a key."""
         if self._key is None:
             return
+        pending.sent_at = now
+        pending.transmissions += 1
+        body = pending.request
         self._counter += 1
         if isinstance(body, Register):  # echo the newest address token
             body = replace(body, address_token=self._address_token)
@@ -267,7 +287,10 @@ class ControlClient:
         self._unanswered_since = None  # the server (or its address) answers
         body = message.body
         if isinstance(body, Certificate):
-            self._on_certificate(body, now)
+            if self._on_certificate(body, now):
+                if self._hellos_unanswered == 1:  # Karn: one HELLO sent
+                    self.answer_time.on_sample(now - self._hello_sent)
+                self._hellos_unanswered = 0
             return
         if not message.authenticated or self._key is None:
             self.counters.unauthenticated += 1
@@ -287,7 +310,7 @@ class ControlClient:
         if isinstance(body, Refused) and body.cause is RefusalCause.ADDRESS_UNPROVEN:
             # Our address token is old: ask for a new one; the REGISTER goes again with it.
             self._hello_due = now
-            self._hello_interval = self.retry_initial
+            self._hello_interval = self.first_wait()
             return
         if isinstance(body, Nudge):
             self.counters.nudges += 1
@@ -298,9 +321,12 @@ class ControlClient:
             self.counters.stray_replies += 1  # a late duplicate answer
             return
         self.counters.answered += 1
+        if pending.transmissions == 1 and pending.sent_at is not None:
+            self.answer_time.on_sample(now - pending.sent_at)  # Karn: sent once
         self._events.append(ControlAnswered(message.request_id, pending.request, body))
 
-    def _on_certificate(self, answer: Certificate, now: float) -> None:
+    def _on_certificate(self, answer: Certificate, now: float) -> bool:
+        """Take a CERTIFICATE answer; False if it does not verify."""
         wall = now + self.wall_offset if self.wall_offset is not None else float("-inf")
         try:
             certificate = verify_certificate(
@@ -315,7 +341,7 @@ class ControlClient:
         except (CertificateInvalid, ValueError) as error:
             self.counters.bad_certificates += 1
             self._events.append(CertificateRejected(str(error)))
-            return
+            return False
         self._hello_due = None
         renewed_token = answer.address_token != self._address_token
         self._address_token = answer.address_token
@@ -323,14 +349,17 @@ class ControlClient:
             if renewed_token:
                 for request_id, pending in self._pending.items():
                     if isinstance(pending.request, Register):
-                        self._transmit(request_id, pending.request)
-            return
+                        self._transmit(request_id, pending, now)
+            return True
         self.certificate, self._key = certificate, key
         self._last_server_counter = 0  # another server key: its own counters
         self._events.append(ServerCertified(certificate))
+        first_wait = self.first_wait()
         for request_id, pending in self._pending.items():  # held, or sent with the old key
-            self._transmit(request_id, pending.request)
-            pending.next_send = now + pending.interval
+            self._transmit(request_id, pending, now)
+            pending.interval = first_wait
+            pending.next_send = now + first_wait
+        return True
 
     def handle_timer(self, now: float) -> None:
         if self._hello_due is not None and self._hello_due <= now:
@@ -338,6 +367,7 @@ class ControlClient:
                 (encode_control(ControlMessage(0, self.device_id, Hello()), None), self.server)
             )
             self.counters.hellos += 1
+            self._hellos_unanswered += 1
             self._hello_sent = now
             if self._unanswered_since is None:
                 self._unanswered_since = now
@@ -350,11 +380,15 @@ class ControlClient:
             if now >= pending.first_sent + self.give_up_after:
                 self._expire(request_id)
             elif pending.next_send <= now:
+                if self._key is None:
+                    # Held, never sent: nothing was lost, so no backoff (it is sent,
+                    # with the server's first wait, once the certificate is in).
+                    pending.next_send = now + pending.interval
+                    continue
                 pending.interval = min(pending.interval * 2, self.retry_max)
                 pending.next_send = now + pending.interval
-                if self._key is not None:
-                    self._transmit(request_id, pending.request)
-                    self.counters.retransmitted += 1
+                self._transmit(request_id, pending, now)
+                self.counters.retransmitted += 1
 
     def _expire(self, request_id: int) -> None:
         pending = self._pending.pop(request_id)

@@ -570,6 +570,14 @@ class DiscoveryMachine:
         self._outbox.append((datagram, addr))
         return True
 
+    def address_proven(self, peer_ip: str, now: float) -> bool:
+        """Does ``peer_ip`` receive at its address: listed by the server, or it echoed our
+        token on a discovery port (``TransferEngine.trust_peers``)?"""
+        if peer_ip in self._listed_peers:
+            return True
+        ports = (self.config.port, *self.config.extra_broadcast_ports)
+        return any(self._credit.is_validated((peer_ip, port), now) for port in ports)
+
     def in_scope(self, peer_ip: str) -> bool:
         """Is ``peer_ip`` a peer of this office (its subnets, or listed by the server)?"""
         return self._in_scope(peer_ip)

@@ -79,6 +79,9 @@ class SimOffice:
     disk_seconds: float = 0.0
     """How long each client's disk takes per batch of writes (``shoal_dev.sim.disk``);
     0: the agents store their chunks inline, at once."""
+    loss: float = 0.0
+    """Random loss on every link of the office (its WAN and its clients' links), as a
+    fraction of datagrams, whatever the queue."""
 
     @property
     def up_rate(self) -> float:
@@ -444,7 +447,9 @@ def build_enterprise(
             links["wan_delay"] = spec.wan_rtt / 2
         if spec.buffer_seconds is not None:
             links["buffer_seconds"] = spec.buffer_seconds
-        office = network.add_office(spec.name, spec.subnet, wan_rate=spec.wan_rate, **links)
+        office = network.add_office(
+            spec.name, spec.subnet, wan_rate=spec.wan_rate, wan_loss=spec.loss, **links
+        )
         hosts = ipaddress.ip_network(spec.subnet).hosts()
         for number in range(spec.clients):
             ip = str(next(hosts))
@@ -479,6 +484,7 @@ def build_enterprise(
                 up_rate=spec.client_up_rate,
                 down_rate=spec.client_down_rate,
                 buffer_seconds=0.25 if spec.buffer_seconds is None else spec.buffer_seconds,
+                lan_loss=spec.loss,
             )
             if fabric is not None:
                 use_flow_engines(fabric, host, agent.engines, agent.bindings())

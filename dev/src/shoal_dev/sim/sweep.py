@@ -105,6 +105,7 @@ def office_spec(cell: Cell) -> SimOffice:
         wan_rtt=cell.rtt_ms / 1000,
         buffer_seconds=cell.buffer_ms / 1000,
         disk_seconds=cell.disk_ms / 1000,
+        loss=cell.loss_pct / 100,
     )
 
 

@@ -34,6 +34,11 @@ _EMPTY_PATH = 0.25
 _CSS_GROWTH_DIVISOR = 8
 #: Seconds over which a foreground flow remembers the most it carried (DelayReno).
 _RATE_WINDOW = 10.0
+#: A drop-tail buffer overflows when it is full: a loss in delay mode is congestion when
+#: the queue is at least this share of the highest it showed in the last _PEAK_WINDOW
+#: seconds (DelayReno.loss_is_congestion); well below it, the buffer had room.
+_AT_PEAK = 0.75
+_PEAK_WINDOW = 3.0
 #: A background flow that carries at least this share of the most it carried lately is
 #: taken to be alone (rate noise, a loss): it aims at the whole TARGET; below it, at
 #: TARGET x share / _SHARE_ALONE, never under the queue that shows an empty path
@@ -202,11 +207,15 @@ class DelayReno(_DelayWindow):
       drains meanwhile, the competitor has left and the flow goes back to delay mode;
       otherwise it restores its window at once.
 
-    In both modes a loss episode counts as congestion when the queue is at least
-    ``foreground_queue_delay`` or the flow recently lost more than
-    ``foreground_loss_tolerance`` of its packets: random loss on a LAN segment shows
-    neither, and RFC 5681 would otherwise pin a 5%-loss link to a handful of packets
-    per round trip.
+    A loss episode counts as congestion when the flow recently lost more than
+    ``foreground_loss_tolerance`` of its packets, or when the queue is at least
+    ``foreground_queue_delay`` and, in delay mode, near the highest it showed lately
+    (``_AT_PEAK``: a drop-tail buffer overflows when full). Random loss on a LAN
+    segment or a WiFi link shows neither, and RFC 5681 would otherwise pin a 5%-loss
+    link to a handful of packets per round trip. Held at TARGET, a queue above
+    ``foreground_queue_delay`` is the flow's own equilibrium, not a full buffer: taken
+    for congestion there, every random loss halved the window (1% loss on each link
+    of an office kept its flows at a fraction of the link).
     """
 
     __slots__ = (
@@ -225,6 +234,8 @@ class DelayReno(_DelayWindow):
         "probe_interval",
         "probe_until",
         "probes",
+        "queue_peak_time",
+        "queue_peak_us",
         "queue_us",
         "rate_at_rest",
         "rate_at_rest_time",
@@ -256,6 +267,10 @@ class DelayReno(_DelayWindow):
         self.probe_until: float | None = None
         self.probe_cwnd = 0.0
         self.probes = 0
+        #: The highest queuing delay of the last _PEAK_WINDOW seconds (a loss near it is
+        #: a full buffer's), and when it was seen.
+        self.queue_peak_us = 0
+        self.queue_peak_time = float("-inf")
 
     def on_first_rtt(self, rtt: float) -> None:
         """The flow's first RTT sample: a window paced over the round trip may start
@@ -286,6 +301,9 @@ class DelayReno(_DelayWindow):
         in_recovery: bool = False, srtt: float = 0.0,
     ) -> None:  # fmt: skip
         queuing_delay = self.delay.on_sample(one_way_delay_us, now)
+        if queuing_delay >= self.queue_peak_us or now - self.queue_peak_time > _PEAK_WINDOW:
+            self.queue_peak_us = queuing_delay
+            self.queue_peak_time = now
         target = self.target_us
         # This flow's own equilibrium is TARGET * (1 + GAIN / W) (LEDBAT++ §4.3 update at
         # rest), under twice TARGET; a queue held above that is not this flow's doing.
@@ -384,7 +402,8 @@ class DelayReno(_DelayWindow):
             self.next_probe = now + self.probe_interval
 
     def loss_is_congestion(self, lost: float, sent: float) -> bool:
-        if self.delay.queuing_delay_us >= self.queue_us:
+        queue = self.delay.queuing_delay_us
+        if queue >= self.queue_us and (self.competing or queue >= _AT_PEAK * self.queue_peak_us):
             return True
         return lost > self.loss_tolerance * sent
 

@@ -10,6 +10,7 @@ the memory of recently finished requests (``Finished``), used to answer late dat
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 from shoal.protocol.ratelimit import TokenBucket
@@ -25,6 +26,10 @@ if TYPE_CHECKING:
     from shoal.protocol.transfer.upload import Upload
 
 _K = TypeVar("_K")
+
+
+def _nobody(peer_ip: str, now: float) -> bool:
+    return False
 
 
 class Finished:
@@ -220,6 +225,7 @@ class EngineContext:
         "counters",
         "events",
         "peers",
+        "proven_peer",
         "timers",
     )
 
@@ -230,6 +236,9 @@ class EngineContext:
         self.control: list[tuple[bytes, Address]] = []
         self.timers = DeadlineHeap()
         self.peers = PeerTable(config.idle_timeout, self.timers)
+        #: (peer IP, now) -> is that address proven by the application's own means (a
+        #: discovery token it echoed, the P2P server's list): see ``trust_peers``.
+        self.proven_peer: Callable[[str, float], bool] = _nobody
         self._unvalidated_replies = TokenBucket(
             config.unvalidated_reply_rate, max(config.unvalidated_reply_rate / 10, 1.0), now
         )

@@ -46,7 +46,7 @@ VERSION_ERROR, CANCEL of stray data, a repeated final ACK) is one datagram small
 
 from __future__ import annotations
 
-from collections.abc import Collection, Container, Sequence
+from collections.abc import Callable, Collection, Container, Sequence
 from typing import Any
 
 from shoal.core.ids import ContentId
@@ -183,6 +183,15 @@ class TransferEngine:
         grows; it costs a look-up, nothing per DATA datagram."""
         download = self._receiver.downloads.get(request_id)
         return None if download is None else download.received_prefix()
+
+    def trust_peers(self, proven: Callable[[str, float], bool]) -> None:
+        """Requests to a peer IP that ``proven(ip, now)`` says receives at its address
+        (the application proved it: a discovery token it echoed, the P2P server's list)
+        are not held to ``unproven_request_sends`` before its first RETRY: that limit
+        keeps a forged HAVE from aiming us at a victim, and a proven peer is none. With
+        it, one RETRY lost in a full queue held the client's requests to that peer for
+        the limit's 5 s."""
+        self._context.proven_peer = proven
 
     def has_answered(self, peer: Address) -> bool:
         """Has ``peer`` ever answered us (a RETRY with its token)? A peer that never did

@@ -11,13 +11,17 @@ since an unproven address may be a victim rather than a shoal port.
 
 DATA segments are copied once, by slice assignment, into a buffer of the chunk's length
 allocated on the first segment. The receiver acknowledges every ``ack_every_packets``
-packets, after ``max_ack_delay`` at the latest, and at once when a new gap appears (so
-the sender learns of a loss within a round trip). An ACK carries the cumulative segment
-count, up to ``max_ack_ranges`` ranges above it, the largest packet number seen (for
-RTT), and the least one-way delay since the last ACK (for LEDBAT). The last segment
-triggers a SHA-256 check: ``ChunkReceived`` (which hands the buffer over, uncopied: the
-download forgets it as it ends, so nothing arriving later writes into it) or
-``ChunkCorrupted`` naming the peer.
+packets, after ``max_ack_delay`` at the latest, at once when a new gap appears (so
+the sender learns of a loss within a round trip), and at once for the first DATA from a
+sender we have not received from yet: its flow's first flight (ten packets) would
+otherwise draw a single delayed ACK, and with it lost the sender, which has no RTT
+sample yet, waits its probe timeout: 0.3 s (``initial_rtt``) on a LAN whose round trip
+is a millisecond (Linux's quick ACKs at a connection's start serve the same end). An
+ACK carries the cumulative segment count, up to ``max_ack_ranges`` ranges above it, the
+largest packet number seen (for RTT), and the least one-way delay since the last ACK
+(for LEDBAT). The last segment triggers a SHA-256 check: ``ChunkReceived`` (which hands
+the buffer over, uncopied: the download forgets it as it ends, so nothing arriving later
+writes into it) or ``ChunkCorrupted`` naming the peer.
 """
 
 from __future__ import annotations
@@ -105,6 +109,9 @@ class Receiver:
         #: Peers that answered a resumed chunk's request (version 3) with VERSION_ERROR
         #: naming version 2: asked for whole chunks only (bounded like the tokens).
         self._whole_only: OrderedDict[Address, None] = OrderedDict()
+        #: Senders we have received DATA from (bounded like the tokens): their flows to
+        #: us have an RTT sample, so their chunks' first DATA waits its delayed ACK.
+        self._data_from: OrderedDict[Address, None] = OrderedDict()
         self._segment_size = config.segment_size
         self._counters = context.counters  # (the hot path's, one lookup fewer per datagram)
         self._timers = context.timers
@@ -221,7 +228,9 @@ class Receiver:
                     continue
                 download.last_heard = now
                 buffer = download.buffer
+                quick_ack = False
                 if buffer is None:
+                    quick_ack = addr not in self._data_from
                     buffer = self._start(download, now)
                 if packet_number > download.largest_packet_number:
                     download.largest_packet_number = packet_number
@@ -236,7 +245,7 @@ class Receiver:
                 if least < 0 or (delay_us - least) & _U32_MASK > _HALF_U32:
                     download.least_delay_us = delay_us
                 received = download.received
-                ack_at_once = False
+                ack_at_once = quick_ack
                 if received[segment_index]:
                     duplicates += 1
                 else:
@@ -273,6 +282,11 @@ class Receiver:
     def _start(self, download: Download, now: float) -> bytearray | memoryview:
         """A download's first DATA: its buffer, its answer time, overtaken requests."""
         self._move(download, ReceiveInput.DATA_ARRIVED)
+        data_from = self._data_from
+        data_from[download.peer] = None
+        data_from.move_to_end(download.peer)
+        while len(data_from) > self._config.max_peer_tokens:
+            data_from.popitem(last=False)
         buffer = download.start_buffer()
         if download.requests_sent == 1:
             # Karn (RFC 6298 §3): time only requests that were sent once.
@@ -433,7 +447,11 @@ class Receiver:
 
     def _send_request(self, download: Download, now: float) -> None:
         peer = download.peer
-        if peer in self._peer_tokens or self._unproven_sends.admit(peer[0], now):
+        if (
+            peer in self._peer_tokens
+            or self._context.proven_peer(peer[0], now)
+            or self._unproven_sends.admit(peer[0], now)
+        ):
             self._context.queue_control(self._request_datagram(download), peer)
             download.requests_sent += 1
         else:
