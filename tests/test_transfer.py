@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 import struct
+from collections.abc import Callable
 
 import pytest
 
@@ -46,6 +47,22 @@ CHUNK_LENGTH = 200_000
 def _chunks(count: int, length: int = CHUNK_LENGTH, seed: int = 5) -> list[bytes]:
     rng = random.Random(seed)
     return [rng.randbytes(length) for _ in range(count)]
+
+
+def _dropping_the_first(
+    kind: type, count: int
+) -> tuple[Callable[[bytes, object, object], bytes | None], list[bytes]]:
+    """A ``Network.tap`` that drops the first ``count`` datagrams of message type ``kind``,
+    and the list of those it dropped."""
+    dropped: list[bytes] = []
+
+    def tap(datagram: bytes, source: object, destination: object) -> bytes | None:
+        if len(dropped) < count and isinstance(decode_datagram(datagram), kind):
+            dropped.append(datagram)
+            return None
+        return datagram
+
+    return tap, dropped
 
 
 def _fetch_all(
@@ -644,20 +661,11 @@ def test_a_new_flows_first_ack_lost_on_a_lan_costs_milliseconds_not_its_initial_
     # leaves another. What the user sees: the chunk comes in link time, not 0.3 s more.
     network = Network(delay=0.0005, rate=12_500_000.0, queue_bytes=500_000)
     receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
-    acks_dropped = 0
-
-    def drop_the_first_ack(datagram: bytes, source: object, destination: object) -> bytes | None:
-        nonlocal acks_dropped
-        if isinstance(decode_datagram(datagram), Ack) and acks_dropped < 1:
-            acks_dropped += 1
-            return None
-        return datagram
-
-    network.tap = drop_the_first_ack
+    network.tap, dropped = _dropping_the_first(Ack, 1)
     chunks = _chunks(1, seed=3)
     start = network.now
     assert _fetch_all(network, receiver, sender, chunks)[0] == chunks[0]
-    assert acks_dropped == 1
+    assert len(dropped) == 1
     link_time = CHUNK_LENGTH / 12_500_000.0
     assert network.now - start < link_time + 0.1  # initial PTO: 0.3 s
 
@@ -675,25 +683,14 @@ def test_lost_retries_hold_requests_to_an_unproven_peer_but_not_to_a_proven_one(
     receiver, sender = network.add("10.0.0.1"), network.add("10.0.0.2")
     if proven:
         receiver.engine.trust_peers(lambda ip, now: ip == "10.0.0.2")
-    retries_dropped = 0
-
-    def drop_the_first_retries(
-        datagram: bytes, source: object, destination: object
-    ) -> bytes | None:
-        nonlocal retries_dropped
-        if isinstance(decode_datagram(datagram), Retry) and retries_dropped < 2:
-            retries_dropped += 1
-            return None
-        return datagram
-
-    network.tap = drop_the_first_retries
+    network.tap, dropped = _dropping_the_first(Retry, 2)
     data = _chunks(1, seed=4)[0]
     chunk_hash = sender.serve(CONTENT_ID, 0, data)
     receiver.engine.request_chunk(
         sender.address, CONTENT_ID, 0, len(data), chunk_hash, Mode.FOREGROUND, network.now
     )
     network.run_for(1.0)
-    assert retries_dropped == 2
+    assert len(dropped) == 2
     received = receiver.events_of(ChunkReceived)
     if proven:
         assert [event.data for event in received] == [data]
