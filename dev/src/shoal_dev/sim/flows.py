@@ -65,7 +65,7 @@ import hashlib
 import heapq
 import math
 from collections import OrderedDict, deque
-from collections.abc import Collection, Container, Sequence
+from collections.abc import Callable, Collection, Container, Sequence
 from dataclasses import dataclass, field, replace
 
 from shoal.core.address import Address
@@ -627,6 +627,9 @@ class FlowEngine:
 
     def address_token(self, addr: Address, now: float) -> bytes:
         return bytes(16)  # flows need no address validation: no datagram is forged here
+
+    def trust_peers(self, proven: Callable[[str, float], bool]) -> None:
+        """Flows hold no request to an unproven peer (no RETRY to lose): nothing to do."""
 
     # ------------------------------------------------------------ sender side
 
