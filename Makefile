@@ -73,7 +73,9 @@ chromium:
 ## bench/results/sweep-default.json and bench/results/default-lab-heatmap.png; then the
 ## same grid in the simulator with its round-trip and queue axes (23 cells, virtual time:
 ## 10 CPU-minutes, 24 minutes of wall at load 9-20) writes bench/results/sim-sweep-lab.json
-## and bench/results/lab-sim-heatmap.png
+## and bench/results/lab-sim-heatmap.png; then a lossy office (random loss on every link,
+## which the lab cannot make: 9 cells, ~1 minute) writes bench/results/sim-sweep-loss.json
+## and bench/results/loss-cells-sim-heatmap.png
 bench: $(STAMP) bytecode
 	$(BIN)/shoal bench pack --size-mb 1024
 	$(BIN)/python benchmarks/upload_rss.py --size-mb 2048
@@ -84,6 +86,8 @@ bench: $(STAMP) bytecode
 	done
 	$(BIN)/shoal lab sweep default --json bench/results/sweep-default.json --png bench/results
 	$(BIN)/shoal sim sweep lab --wall-s 1200 --json bench/results/sim-sweep-lab.json \
+		--png bench/results
+	$(BIN)/shoal sim sweep bench/results/loss-cells.toml --json bench/results/sim-sweep-loss.json \
 		--png bench/results
 
 ## dist: the wheel and the Debian packages of client, server and console in dist/,
