@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from shoal.core.digest import sha256
 from shoal.core.ids import ContentId
@@ -74,6 +75,17 @@ from shoal.wire.messages import (
 
 _U32_MASK = 0xFFFFFFFF
 _HALF_U32 = 1 << 31
+_V = TypeVar("_V")
+
+
+def _remember(table: OrderedDict[Address, _V], peer: Address, value: _V, limit: int) -> None:
+    """Note ``peer`` in a per-peer table, most recent last, forgetting the oldest beyond
+    ``limit``."""
+    table[peer] = value
+    table.move_to_end(peer)
+    while len(table) > limit:
+        table.popitem(last=False)
+
 
 #: Where the receiver hands a datagram that is not DATA of our version.
 Other = Callable[[bytes | memoryview, Address, float], None]
@@ -282,11 +294,7 @@ class Receiver:
     def _start(self, download: Download, now: float) -> bytearray | memoryview:
         """A download's first DATA: its buffer, its answer time, overtaken requests."""
         self._move(download, ReceiveInput.DATA_ARRIVED)
-        data_from = self._data_from
-        data_from[download.peer] = None
-        data_from.move_to_end(download.peer)
-        while len(data_from) > self._config.max_peer_tokens:
-            data_from.popitem(last=False)
+        _remember(self._data_from, download.peer, None, self._config.max_peer_tokens)
         buffer = download.start_buffer()
         if download.requests_sent == 1:
             # Karn (RFC 6298 §3): time only requests that were sent once.
@@ -431,11 +439,7 @@ class Receiver:
             counters.retries_ignored += 1
             return
         counters.retries_received += 1
-        tokens = self._peer_tokens
-        tokens[addr] = retry.token
-        tokens.move_to_end(addr)
-        while len(tokens) > self._config.max_peer_tokens:
-            tokens.popitem(last=False)
+        _remember(self._peer_tokens, addr, retry.token, self._config.max_peer_tokens)
         # Every unanswered request to that sender goes again now, with the token: each
         # was (or will be) answered by a RETRY too. Timing restarts (Karn, RFC 6298 §3).
         for waiting in list(self._context.peers.downloads_of(addr).values()):
@@ -568,10 +572,7 @@ class Receiver:
         if message.min_version <= PROTOCOL_VERSION <= message.max_version < RESUME_VERSION:
             # It reads version 2, not a resumed chunk's request: those end (their
             # prefixes handed back), and it is asked for whole chunks from now on.
-            self._whole_only[addr] = None
-            self._whole_only.move_to_end(addr)
-            while len(self._whole_only) > self._config.max_peer_tokens:
-                self._whole_only.popitem(last=False)
+            _remember(self._whole_only, addr, None, self._config.max_peer_tokens)
             unanswered = [d for d in unanswered if d.base]
         else:
             context.events.append(VersionRejected(addr, message.min_version, message.max_version))
