@@ -121,7 +121,7 @@ def test_a_lost_request_is_sent_again_after_the_servers_measured_answer_time() -
             SERVER,
             now=10.0 * number + 0.03,  # answered in 30 ms
         )
-    assert control.first_wait() == control.retry_min == 0.2
+    assert control.first_wait() == control.answer_time.min_rto == 0.2
     control.check_in([], now=100.0)
     control.datagrams_to_send(100.0)
     assert resend_times(control, 102.0) == [100.2, 100.6, 101.4]  # 0.2, then doubling

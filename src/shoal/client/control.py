@@ -179,7 +179,6 @@ class ControlClient:
         self.console_keys = tuple(console_keys)
         self.wall_offset = wall_offset
         self.retry_initial = retry_initial
-        self.retry_min = retry_min
         self.retry_max = retry_max
         #: The server's answer time (a request's first transmission to its answer).
         self.answer_time = RttEstimator(retry_initial, retry_min, retry_max)
